@@ -1,0 +1,54 @@
+# make synth: install what is missing, then synthesize every stack into cdktf.out/.
+# make test:  install what is missing, then lint, type-check and run every test.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := synth
+
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export CHECKPOINT_DISABLE := 1
+export PIPENV_VENV_IN_PROJECT := 1
+export PIPENV_VERBOSITY := -1
+export PIPENV_NOSPIN := 1
+
+PYTHON ?= python3
+PIPENV_VERSION := 2026.10.3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Debian packages the build needs (none beyond Python 3.11, Node.js and npm today); listed here so
+# `make deps` is the one place that installs system packages.
+APT_PACKAGES :=
+
+.PHONY: synth test deps lint typecheck pytest bench clean
+
+deps: $(VENV)/.synced node_modules/.synced
+
+$(VENV)/.synced: Pipfile.lock
+	@if [ -n "$(APT_PACKAGES)" ]; then apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); fi
+	@command -v pipenv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "pipenv==$(PIPENV_VERSION)"
+	pipenv sync --dev
+	@touch $@
+
+node_modules/.synced: package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+synth: deps
+	npx cdktf synth
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: deps
+	$(VENV)/bin/mypy
+
+pytest: deps
+	$(VENV)/bin/pytest
+
+test: lint typecheck pytest
+
+bench: deps
+	$(PY) bench/synth_bench.py
+
+clean:
+	rm -rf cdktf.out .pytest_cache .mypy_cache .ruff_cache

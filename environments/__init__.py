@@ -1,0 +1,89 @@
+"""The environments and the instances of them that the app synthesizes, one stack each.
+
+An :class:`Instance` names a stack, the environment it instantiates and the settings it changes from
+that environment's defaults. ``main.py`` lists the instances; ``GPU_STACKS`` (a comma-separated list
+of stack names) limits a synth to some of them, and only those stacks' modules and providers are
+imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdktf import App, TerraformStack
+
+from gpu_constructs.errors import ConfigError
+
+# environment name -> (module, stack class, settings class)
+ENVIRONMENTS: Mapping[str, tuple[str, str, str]] = {
+    "single-node": ("environments.single_node", "SingleNodeStack", "SingleNodeSettings"),
+}
+
+STACKS_ENV = "GPU_STACKS"
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One stack: an environment with its own name, settings, values overlay and state."""
+
+    stack: str
+    """The stack name, as users type it: ``cdktf deploy <stack>``."""
+    environment: str
+    """Which environment this instantiates, a key of ENVIRONMENTS."""
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    """Settings that differ from the environment's defaults, by field name."""
+
+    def __post_init__(self) -> None:
+        if self.environment not in ENVIRONMENTS:
+            raise ConfigError(
+                f"{self.stack}.environment", self.environment, f"use one of {', '.join(ENVIRONMENTS)}"
+            )
+
+    def settings(self) -> Any:
+        """The typed settings: the environment's defaults with ``overrides`` applied and checked."""
+        module_name, _, settings_name = ENVIRONMENTS[self.environment]
+        settings_class = getattr(importlib.import_module(module_name), settings_name)
+        known = {f.name for f in dataclasses.fields(settings_class)}
+        for key in self.overrides:
+            if key not in known:
+                raise ConfigError(
+                    f"{self.stack}.overrides",
+                    key,
+                    f"not a {settings_name} field; use one of {', '.join(sorted(known))}",
+                )
+        return settings_class(**self.overrides)
+
+    def build(self, app: App) -> TerraformStack:
+        module_name, stack_name, _ = ENVIRONMENTS[self.environment]
+        stack_class = getattr(importlib.import_module(module_name), stack_name)
+        stack: TerraformStack = stack_class(app, self.stack, settings=self.settings())
+        return stack
+
+
+def selected(instances: Sequence[Instance], requested: str | None) -> list[Instance]:
+    """The instances named in ``requested`` (comma-separated), or all of them when it is empty."""
+    names = [instance.stack for instance in instances]
+    if len(set(names)) != len(names):
+        duplicate = next(name for name in names if names.count(name) > 1)
+        raise ConfigError("stack", duplicate, "each instance needs its own stack name")
+    if not requested:
+        return list(instances)
+    wanted = [name.strip() for name in requested.split(",") if name.strip()]
+    for name in wanted:
+        if name not in names:
+            raise ConfigError(STACKS_ENV, name, f"use stack names from main.py: {', '.join(names)}")
+    return [instance for instance in instances if instance.stack in wanted]
+
+
+def synth(instances: Iterable[Instance], app: App | None = None) -> App:
+    """Build the selected instances into ``app`` and synthesize them."""
+    app = app or App()
+    for instance in selected(list(instances), os.environ.get(STACKS_ENV)):
+        instance.build(app)
+    app.synth()
+    return app

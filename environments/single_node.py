@@ -1,0 +1,334 @@
+"""single-node: an existing Ubuntu GPU host (plus optional GPU agents) reached over SSH.
+
+k3s with the NVIDIA driver and toolkit, the GPU Operator, firewall and DNS, storage classes and
+backups, Vault, cert-manager, Traefik ingress, PostgreSQL 16 and the application on a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cdktf import (
+    Fn,
+    LocalBackend,
+    TerraformOutput,
+    TerraformStack,
+    TerraformVariable,
+)
+from cdktf_cdktf_provider_helm.provider import HelmProvider
+from constructs import Construct
+
+from environments.variables import rule
+from gpu_constructs import validate, versions
+from gpu_constructs.app_chart import AppChart, AppChartProps
+from gpu_constructs.cluster import GpuSharing, MigStrategy
+from gpu_constructs.compute.k3s_host import K3sHostGpuCompute, K3sHostProps
+from gpu_constructs.database import Postgres, PostgresProps
+from gpu_constructs.errors import ConfigError
+from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
+from gpu_constructs.helm import ValuesLayers
+from gpu_constructs.hostexec import SshHost
+from gpu_constructs.networking import Networking, NetworkingProps
+from gpu_constructs.storage import Storage, StorageProps
+from gpu_constructs.vault import Vault, VaultProps
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class SingleNodeSettings:
+    """Structural settings of a single-node instance. Defaults are the seed's, except where noted."""
+
+    environment: str = "production"
+    """dev, staging or production: picks the values overlay and the Vault secret paths."""
+    agent_count: int = 0
+    """GPU hosts that join as k3s agents; ``gpu_node_ips`` lists the server and then each agent."""
+    gpu_enabled: bool = True
+    """Set up the NVIDIA stack; False deploys everything without a GPU (the app then asks for none)."""
+    nvidia_driver_version: str = versions.NVIDIA_DRIVER_BRANCH.version
+    """NVIDIA driver branch (the seed's 545 is end-of-life; 580 is the long-term branch)."""
+    container_toolkit_version: str = versions.NVIDIA_CONTAINER_TOOLKIT.version
+    k3s_version: str = versions.K3S.version
+    taint_gpu_nodes: bool = False
+    """The seed taints GPU nodes; with one host that would strand every non-GPU pod, so it is off."""
+    gpus_per_node: int = 1
+    time_slicing_replicas: int = 1
+    """Pods per GPU by time-slicing; the seed's 2-10 replicas on one GPU need this above 1."""
+    mig_strategy: str = "none"
+    """none, single or mixed (MIG on A100/H100)."""
+    deploy_gpu_operator: bool = True
+    gpu_monitoring: bool = True
+    """DCGM exporter."""
+    service_monitor: bool = False
+    """A ServiceMonitor for the DCGM exporter (needs Prometheus Operator CRDs in the cluster)."""
+    vault_ha: bool = False
+    vault_replicas: int = 3
+    vault_bootstrap: bool = True
+    """Initialize, unseal and configure Vault from the k3s server after install."""
+    postgres_instances: int = 1
+    postgres_storage_size: str = "20Gi"
+    backup_schedule: str = "0 2 * * *"
+    backup_retention_days: int = 30
+    app_name: str = "ffe-backend"
+    app_namespace: str = "ffe"
+    app_gpus: int = 1
+    network_policies: bool = True
+    values_dir: Path = PROJECT_ROOT / "helm-values"
+    """Folder of the values files; ``<chart>/base.yaml`` plus ``<chart>/<environment>.yaml``."""
+
+    def __post_init__(self) -> None:
+        validate.one_of("environment", self.environment, ("dev", "staging", "production"))
+        validate.int_range("agent_count", self.agent_count, 0, 50)
+        validate.one_of("mig_strategy", self.mig_strategy, [m.value for m in MigStrategy])
+        if not self.gpu_enabled and self.app_gpus:
+            raise ConfigError(
+                "app_gpus", self.app_gpus, "gpu_enabled is False, so set app_gpus=0 to run the app on CPU"
+            )
+
+
+class SingleNodeStack(TerraformStack):
+    """The single-node environment as one Terraform stack."""
+
+    def __init__(self, scope: Construct, id: str, *, settings: SingleNodeSettings) -> None:
+        super().__init__(scope, id)
+        s = settings
+        hosts_count = 1 + s.agent_count
+        # Relative to the stack's working directory (cdktf.out/stacks/<stack>): the project root,
+        # where cdktf keeps local state, without a machine-specific absolute path in the JSON.
+        LocalBackend(self, path=f"../../../terraform.{id}.tfstate")
+
+        node_ips = TerraformVariable(
+            self,
+            "gpu_node_ips",
+            type="list(string)",
+            description=f"IPv4 addresses of the hosts: the k3s server first, then {s.agent_count} agent(s).",
+            validation=[
+                rule(
+                    f"length(var.gpu_node_ips) == {hosts_count}",
+                    f"gpu_node_ips must list exactly {hosts_count} address(es): the server "
+                    "first, then one per agent (agent_count in the stack settings).",
+                ),
+                rule(
+                    'alltrue([for ip in var.gpu_node_ips : can(cidrhost("${ip}/32", 0))])',
+                    "Every gpu_node_ips entry must be an IPv4 address such as 192.168.1.100.",
+                ),
+            ],
+        )
+        ssh_user = TerraformVariable(
+            self,
+            "ssh_user",
+            type="string",
+            default="ubuntu",
+            description="SSH user with passwordless sudo on every host.",
+        )
+        ssh_key = TerraformVariable(
+            self,
+            "ssh_private_key_path",
+            type="string",
+            default="~/.ssh/id_ed25519",
+            description="Private key that logs in as ssh_user on every host.",
+        )
+        k3s_token = TerraformVariable(
+            self,
+            "k3s_token",
+            type="string",
+            sensitive=True,
+            description="Shared k3s cluster secret (generate with: openssl rand -hex 32).",
+            validation=[
+                rule(
+                    'can(regex("^[A-Za-z0-9]{32,}$", var.k3s_token))',
+                    "k3s_token must be at least 32 letters or digits (openssl rand -hex 32).",
+                )
+            ],
+        )
+        app_domain = TerraformVariable(
+            self,
+            "app_domain",
+            type="string",
+            description="Public host name of the application, e.g. api.example.com.",
+            validation=[
+                rule(
+                    'can(regex("^([a-z0-9]([-a-z0-9]*[a-z0-9])?[.])+[a-z]{2,}$", var.app_domain))',
+                    "app_domain must be a lower-case DNS name such as api.example.com.",
+                )
+            ],
+        )
+        dns_zone = TerraformVariable(
+            self,
+            "dns_zone",
+            type="string",
+            description="Cloudflare zone that holds app_domain, e.g. example.com.",
+        )
+        acme_email = TerraformVariable(
+            self,
+            "acme_email",
+            type="string",
+            description="Contact e-mail for Let's Encrypt.",
+            validation=[
+                rule(
+                    'can(regex("^[^@ ]+@[^@ ]+[.][^@ ]+$", var.acme_email))',
+                    "acme_email must be an e-mail address such as ops@example.com.",
+                )
+            ],
+        )
+        app_image = TerraformVariable(
+            self,
+            "app_image",
+            type="string",
+            description="Application image with a pinned tag or digest, e.g. ghcr.io/acme/ffe-backend:2.0.1.",
+            validation=[
+                rule(
+                    (
+                        'can(regex("^[^:@ ]+(:[A-Za-z0-9_][A-Za-z0-9_.-]*|@sha256:[a-f0-9]{64})$", '
+                        'var.app_image)) && !endswith(var.app_image, ":latest")'
+                    ),
+                    "app_image must carry a pinned tag or digest, never :latest.",
+                )
+            ],
+        )
+
+        kubeconfig_path = f"${{path.root}}/../../../kubeconfig/{id}.yaml"
+        hosts = [
+            SshHost(
+                address=Fn.element(node_ips.list_value, index),
+                user=ssh_user.string_value,
+                private_key_path=ssh_key.string_value,
+            )
+            for index in range(hosts_count)
+        ]
+
+        compute = K3sHostGpuCompute(
+            self,
+            "compute",
+            props=K3sHostProps(
+                hosts=hosts,
+                k3s_token=k3s_token.string_value,
+                kubeconfig_path=kubeconfig_path,
+                k3s_version=s.k3s_version,
+                gpu_enabled=s.gpu_enabled,
+                driver_branch=s.nvidia_driver_version,
+                toolkit_version=s.container_toolkit_version,
+                taint_gpu_nodes=s.taint_gpu_nodes,
+                gpus_per_node=s.gpus_per_node,
+                sharing=GpuSharing(s.time_slicing_replicas, MigStrategy(s.mig_strategy)),
+            ),
+        )
+        cluster = compute.cluster
+        HelmProvider(self, "helm", kubernetes=cluster.access.helm_kubernetes())
+        values = ValuesLayers(overlay=s.environment, directory=s.values_dir)
+
+        networking = Networking(
+            self,
+            "networking",
+            props=NetworkingProps(
+                cluster=cluster,
+                acme_email=acme_email.string_value,
+                domains=(app_domain.string_value,),
+                ingress_address=compute.server.address,
+                dns_zone=dns_zone.string_value,
+                firewall_hosts=hosts,
+                trusted_cidrs=compute.trusted_cidrs,
+            ),
+        )
+        storage = Storage(self, "storage", props=StorageProps(cluster=cluster))
+
+        gpu_operator = None
+        if s.gpu_enabled and s.deploy_gpu_operator:
+            gpu_operator = GpuOperator(
+                self,
+                "gpu-operator",
+                props=GpuOperatorProps(
+                    cluster=cluster,
+                    values=values,
+                    dcgm_exporter=s.gpu_monitoring,
+                    service_monitor=s.service_monitor,
+                ),
+            )
+
+        vault = Vault(
+            self,
+            "vault",
+            props=VaultProps(
+                cluster=cluster,
+                environment=s.environment,
+                storage_class=storage.class_name("fast-ssd"),
+                ha=s.vault_ha,
+                replicas=s.vault_replicas,
+                bootstrap_host=compute.server if s.vault_bootstrap else None,
+                app_namespace=s.app_namespace,
+                app_service_account=s.app_name,
+                policy_name=s.app_name,
+            ),
+        )
+        vault.release.node.add_dependency(storage.release)
+
+        database = Postgres(
+            self,
+            "postgres",
+            props=PostgresProps(
+                cluster=cluster,
+                namespace=s.app_namespace,
+                storage_class=storage.class_name("fast-ssd"),
+                backup_storage_class=storage.class_name("backup"),
+                instances=s.postgres_instances,
+                storage_size=s.postgres_storage_size,
+                backup_schedule=s.backup_schedule,
+                backup_retention_days=s.backup_retention_days,
+                depends_on=[storage.release],
+            ),
+        )
+
+        app_after: list[Any] = [networking.issuers, database.release]
+        if gpu_operator is not None:
+            app_after.append(gpu_operator.release)
+        if vault.bootstrap is not None:
+            app_after.append(vault.bootstrap)
+        app = AppChart(
+            self,
+            "app",
+            props=AppChartProps(
+                cluster=cluster,
+                name=s.app_name,
+                namespace=s.app_namespace,
+                image=app_image.string_value,
+                host=app_domain.string_value,
+                values=values,
+                gpus=s.app_gpus,
+                ingress_class=networking.ingress_class,
+                ingress_namespace=networking.ingress_namespace,
+                vault=vault,
+                database=database,
+                network_policies=s.network_policies,
+                depends_on=app_after,
+            ),
+        )
+
+        TerraformOutput(
+            self,
+            "kubeconfig_path",
+            value=kubeconfig_path,
+            description="export KUBECONFIG=<this path> (relative to cdktf.out/stacks/<stack>)",
+        )
+        TerraformOutput(
+            self,
+            "dns_records",
+            value=networking.dns_records,
+            description="A records to create for the domains.",
+        )
+        TerraformOutput(
+            self,
+            "cloudflare_commands",
+            value=networking.cloudflare_commands,
+            description="flarectl commands that create the A records.",
+        )
+        TerraformOutput(self, "vault_address", value=vault.address)
+        TerraformOutput(self, "vault_secret_paths", value=vault.secret_paths)
+        TerraformOutput(self, "app_url", value=f"https://{app.props.host}")
+        TerraformOutput(
+            self,
+            "database_secret",
+            value=f"{s.app_namespace}/{database.credentials_secret}",
+            description="Kubernetes Secret with the generated database credentials.",
+        )

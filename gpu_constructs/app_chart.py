@@ -1,0 +1,453 @@
+"""AppChart: a GPU application with everything production needs around it.
+
+The application's settings come from ``helm-values/<chart>/base.yaml`` and the environment's overlay;
+AppChart renders them into Kubernetes objects (Deployment, Service, Ingress, HPA, PDB,
+ServiceAccount, ResourceQuota, LimitRange, NetworkPolicies) and installs them as one Helm release.
+GPU placement comes from the cluster contract and is applied last, so no values file can drop it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from constructs import Construct
+
+from gpu_constructs import helm, validate
+from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster
+from gpu_constructs.database import OPERATOR_NAMESPACE, Postgres
+from gpu_constructs.errors import ConfigError
+from gpu_constructs.vault import Vault
+
+DEFAULT_VALUES: dict[str, Any] = {
+    "replicas": 1,
+    "port": 8000,
+    "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
+    "env": {},
+    "probes": {"liveness": "/health", "readiness": "/ready", "startup": "/health"},
+    "autoscaling": {
+        "enabled": True,
+        "minReplicas": 1,
+        "maxReplicas": 1,
+        "targetCPUUtilizationPercentage": 70,
+    },
+    "podDisruptionBudget": {"minAvailable": 1},
+    "quota": {"cpu": "16", "memory": "64Gi", "gpus": 1, "pods": 30},
+    "podAnnotations": {},
+}
+
+
+@dataclass(frozen=True)
+class AppChartProps:
+    cluster: GpuCluster
+    name: str
+    """Name of the release, Deployment, Service and ServiceAccount."""
+    namespace: str
+    image: str
+    """Container image with a pinned tag or digest (a variable reference allowed)."""
+    host: str
+    """Public host name of the TLS ingress."""
+    values: helm.ValuesLayers
+    """Where the application's values files are; the chart folder is ``values_chart``."""
+    values_chart: str = "app"
+    gpus: int = 1
+    """GPUs per pod (request and limit). 0 runs the application without a GPU."""
+    cluster_issuer: str = "letsencrypt-production"
+    """cert-manager ClusterIssuer of the ingress certificate."""
+    ingress_class: str = "traefik"
+    ingress_namespace: str = "traefik"
+    vault: Vault | None = None
+    """Vault whose agent injects the app secret into ``/vault/secrets/app``; None: no injection."""
+    database: Postgres | None = None
+    """The database whose URI becomes DATABASE_URL; None when the application has none."""
+    network_policies: bool = True
+    """Deny all traffic to and from the namespace except the paths the application needs."""
+    depends_on: Sequence[Any] = ()
+
+    def __post_init__(self) -> None:
+        validate.k8s_name("app name", self.name)
+        validate.k8s_name("app namespace", self.namespace)
+        validate.int_range("gpus", self.gpus, 0, 8)
+        if not self.image.startswith("${"):
+            _check_pinned_image("app image", self.image)
+        if not self.host.startswith("${"):
+            validate.dns_name("host", self.host)
+
+
+def _check_pinned_image(field: str, image: str) -> None:
+    name, _, tag = image.rpartition(":")
+    if "@sha256:" not in image and (not name or "/" in tag or tag in ("", "latest")):
+        raise ConfigError(field, image, "pin the image to a version tag or digest, never 'latest'")
+
+
+class AppChart(Construct):
+    """The application release, rendered from layered values and the GPU cluster contract."""
+
+    def __init__(self, scope: Construct, id: str, *, props: AppChartProps) -> None:
+        super().__init__(scope, id)
+        self.props = props
+        self.settings = helm.deep_merge(DEFAULT_VALUES, props.values.load(props.values_chart))
+        self._check_settings()
+        self.release = helm.manifests_release(
+            self,
+            "release",
+            name=props.name,
+            namespace=props.namespace,
+            manifests=self.manifests(),
+            depends_on=[*props.cluster.ready, *props.depends_on],
+        )
+
+    # --- settings -----------------------------------------------------------------------------------
+    def _check_settings(self) -> None:
+        unknown = sorted(set(self.settings) - set(DEFAULT_VALUES))
+        if unknown:
+            raise ConfigError(
+                f"helm-values/{self.props.values_chart}",
+                unknown,
+                f"unknown keys; the application values take {', '.join(sorted(DEFAULT_VALUES))}",
+            )
+        s = self.settings
+        validate.int_range("replicas", s["replicas"], 1, 100)
+        validate.int_range("port", s["port"], 1, 65535)
+        scaling = s["autoscaling"]
+        validate.int_range("autoscaling.minReplicas", scaling["minReplicas"], 1, 100)
+        validate.int_range(
+            "autoscaling.maxReplicas",
+            scaling["maxReplicas"],
+            scaling["minReplicas"],
+            100,
+            why="maxReplicas cannot be below minReplicas",
+        )
+        validate.int_range(
+            "podDisruptionBudget.minAvailable", s["podDisruptionBudget"]["minAvailable"], 0, 100
+        )
+        most = max(s["replicas"], scaling["maxReplicas"] if scaling["enabled"] else 0)
+        if self.props.gpus:
+            self.props.cluster.check_gpu_demand(
+                "autoscaling.maxReplicas" if scaling["enabled"] else "replicas", most, self.props.gpus
+            )
+            validate.int_range(
+                "quota.gpus",
+                s["quota"]["gpus"],
+                most * self.props.gpus,
+                why=f"the quota must admit {most} pods x {self.props.gpus} GPU",
+            )
+        if s["podDisruptionBudget"]["minAvailable"] >= max(s["replicas"], scaling["minReplicas"]) > 1:
+            raise ConfigError(
+                "podDisruptionBudget.minAvailable",
+                s["podDisruptionBudget"]["minAvailable"],
+                "keep it below the replica count, or no node can ever be drained",
+            )
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"app.kubernetes.io/name": self.props.name, "app.kubernetes.io/part-of": self.props.name}
+
+    def _meta(self, name: str | None = None) -> dict[str, Any]:
+        return {"name": name or self.props.name, "namespace": self.props.namespace, "labels": self.labels}
+
+    # --- manifests ----------------------------------------------------------------------------------
+    def manifests(self) -> list[dict[str, Any]]:
+        objects = [
+            self.service_account(),
+            self.deployment(),
+            self.service(),
+            self.ingress(),
+            self.pod_disruption_budget(),
+            self.resource_quota(),
+            self.limit_range(),
+        ]
+        if self.settings["autoscaling"]["enabled"]:
+            objects.append(self.autoscaler())
+        if self.props.network_policies:
+            objects.extend(self.network_policies())
+        return objects
+
+    def service_account(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": self._meta(),
+            # Only the Vault agent needs the token, to log in with Kubernetes auth.
+            "automountServiceAccountToken": self.props.vault is not None,
+        }
+
+    def pod_annotations(self) -> dict[str, str]:
+        annotations = dict(self.settings["podAnnotations"])
+        vault = self.props.vault
+        if vault is not None:
+            annotations.update(
+                {
+                    "vault.hashicorp.com/agent-inject": "true",
+                    "vault.hashicorp.com/role": vault.props.policy_name,
+                    "vault.hashicorp.com/agent-inject-secret-app": vault.secret_paths["app"],
+                    "vault.hashicorp.com/agent-pre-populate": "true",
+                }
+            )
+        return dict(sorted(annotations.items()))
+
+    def container(self) -> dict[str, Any]:
+        s = self.settings
+        resources = helm.deep_merge(s["resources"], {})
+        if self.props.gpus:
+            resources.setdefault("requests", {})[GPU_RESOURCE] = self.props.gpus
+            resources.setdefault("limits", {})[GPU_RESOURCE] = self.props.gpus
+        env = [{"name": key, "value": str(value)} for key, value in sorted(s["env"].items())]
+        if self.props.database is not None:
+            env.append(
+                {
+                    "name": "DATABASE_URL",
+                    "valueFrom": {
+                        "secretKeyRef": {"name": self.props.database.credentials_secret, "key": "uri"}
+                    },
+                }
+            )
+
+        def probe(path: str, period: int, failures: int) -> dict[str, Any]:
+            return {
+                "httpGet": {"path": path, "port": "http"},
+                "periodSeconds": period,
+                "failureThreshold": failures,
+                "timeoutSeconds": 5,
+            }
+
+        return {
+            "name": "app",
+            "image": self.props.image,
+            "imagePullPolicy": "IfNotPresent",
+            "ports": [{"name": "http", "containerPort": s["port"], "protocol": "TCP"}],
+            "env": env,
+            "resources": resources,
+            # Model loading can take minutes: the startup probe allows 10, then liveness takes over.
+            "startupProbe": probe(s["probes"]["startup"], 10, 60),
+            "livenessProbe": probe(s["probes"]["liveness"], 20, 3),
+            "readinessProbe": probe(s["probes"]["readiness"], 10, 3),
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        }
+
+    def deployment(self) -> dict[str, Any]:
+        pod_spec: dict[str, Any] = {
+            "serviceAccountName": self.props.name,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 1000,
+                "runAsGroup": 1000,
+                "fsGroup": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [self.container()],
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+        }
+        if self.props.gpus:
+            pod_spec.update(self.props.cluster.gpu_pod_spec())
+            pod_spec["affinity"] = self.props.cluster.gpu_node_affinity()
+        template_meta: dict[str, Any] = {"labels": self.labels}
+        annotations = self.pod_annotations()
+        if annotations:
+            template_meta["annotations"] = annotations
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": self._meta(),
+            "spec": {
+                "replicas": self.settings["replicas"],
+                "selector": {"matchLabels": self.labels},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                "template": {"metadata": template_meta, "spec": pod_spec},
+            },
+        }
+
+    def service(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": self._meta(),
+            "spec": {
+                "selector": self.labels,
+                "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            },
+        }
+
+    def ingress(self) -> dict[str, Any]:
+        props = self.props
+        meta = self._meta()
+        meta["annotations"] = {"cert-manager.io/cluster-issuer": props.cluster_issuer}
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": meta,
+            "spec": {
+                "ingressClassName": props.ingress_class,
+                "tls": [{"hosts": [props.host], "secretName": f"{props.name}-tls"}],
+                "rules": [
+                    {
+                        "host": props.host,
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {"service": {"name": props.name, "port": {"name": "http"}}},
+                                }
+                            ]
+                        },
+                    }
+                ],
+            },
+        }
+
+    def autoscaler(self) -> dict[str, Any]:
+        scaling = self.settings["autoscaling"]
+        return {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": self._meta(),
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": self.props.name},
+                "minReplicas": scaling["minReplicas"],
+                "maxReplicas": scaling["maxReplicas"],
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {
+                                "type": "Utilization",
+                                "averageUtilization": scaling["targetCPUUtilizationPercentage"],
+                            },
+                        },
+                    }
+                ],
+            },
+        }
+
+    def pod_disruption_budget(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": self._meta(),
+            "spec": {
+                "minAvailable": self.settings["podDisruptionBudget"]["minAvailable"],
+                "selector": {"matchLabels": self.labels},
+            },
+        }
+
+    def resource_quota(self) -> dict[str, Any]:
+        quota = self.settings["quota"]
+        return {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": self._meta(f"{self.props.name}-quota"),
+            "spec": {
+                "hard": {
+                    "requests.cpu": str(quota["cpu"]),
+                    "requests.memory": str(quota["memory"]),
+                    "limits.memory": str(quota["memory"]),
+                    f"requests.{GPU_RESOURCE}": str(quota["gpus"]),
+                    "pods": str(quota["pods"]),
+                }
+            },
+        }
+
+    def limit_range(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "LimitRange",
+            "metadata": self._meta(f"{self.props.name}-limits"),
+            "spec": {
+                "limits": [
+                    {
+                        "type": "Container",
+                        "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
+                        "default": {"memory": "512Mi"},
+                        "max": {GPU_RESOURCE: str(max(self.props.gpus, 1))},
+                    }
+                ]
+            },
+        }
+
+    def network_policies(self) -> list[dict[str, Any]]:
+        props = self.props
+        app = {"matchLabels": self.labels}
+
+        def namespace(name: str) -> dict[str, Any]:
+            return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+
+        def policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": self._meta(f"{props.name}-{name}"),
+                "spec": spec,
+            }
+
+        dns = {
+            "to": [namespace("kube-system")],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        }
+        app_egress: list[dict[str, Any]] = [dns]
+        if props.vault is not None:
+            app_egress.append(
+                {"to": [namespace(props.vault.namespace)], "ports": [{"protocol": "TCP", "port": 8200}]}
+            )
+        policies = [
+            policy("default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+            policy(
+                "from-ingress",
+                {
+                    "podSelector": app,
+                    "policyTypes": ["Ingress"],
+                    "ingress": [
+                        {
+                            "from": [namespace(props.ingress_namespace)],
+                            "ports": [{"protocol": "TCP", "port": self.settings["port"]}],
+                        }
+                    ],
+                },
+            ),
+        ]
+        database = props.database
+        if database is not None:
+            db = {"podSelector": {"matchLabels": database.pod_labels}}
+            app_egress.append({"to": [db], "ports": [{"protocol": "TCP", "port": 5432}]})
+            api_server = {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}
+            policies.append(
+                policy(
+                    "database",
+                    {
+                        "podSelector": db["podSelector"],
+                        "policyTypes": ["Ingress", "Egress"],
+                        # Clients in the namespace (the app, the backup job) query it; the operator
+                        # manages it on 8000; the instances replicate to each other and report to
+                        # the API server.
+                        "ingress": [
+                            {"from": [{"podSelector": {}}], "ports": [{"protocol": "TCP", "port": 5432}]},
+                            {
+                                "from": [namespace(OPERATOR_NAMESPACE)],
+                                "ports": [{"protocol": "TCP", "port": 8000}],
+                            },
+                        ],
+                        "egress": [dns, {"to": [db]}, api_server],
+                    },
+                )
+            )
+            policies.append(
+                policy(
+                    "database-backup",
+                    {
+                        "podSelector": {"matchLabels": database.backup_pod_labels},
+                        "policyTypes": ["Egress"],
+                        "egress": [dns, {"to": [db], "ports": [{"protocol": "TCP", "port": 5432}]}],
+                    },
+                )
+            )
+        policies.append(
+            policy("app-egress", {"podSelector": app, "policyTypes": ["Egress"], "egress": app_egress})
+        )
+        return policies

@@ -1,0 +1,198 @@
+"""The GPU cluster contract: what every GpuCompute produces and every workload construct consumes.
+
+A :class:`GpuCluster` says how to reach a cluster and how a pod lands on one of its GPUs. GpuOperator
+and AppChart take it instead of loose strings, so a GPU workload always carries the toleration,
+node selector, runtime class and resource request that match the cluster it runs on.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpu_constructs.errors import ConfigError
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+class Manager(enum.Enum):
+    """Who installs a piece of the NVIDIA stack on the GPU nodes."""
+
+    HOST = "host"
+    """The node bootstrap installs it (the k3s host scripts)."""
+    IMAGE = "image"
+    """The machine image brings it (EKS AL2023 NVIDIA AMI, LKE GPU nodes)."""
+    OPERATOR = "operator"
+    """The GPU Operator installs it as a container."""
+
+
+class MigStrategy(enum.Enum):
+    NONE = "none"
+    SINGLE = "single"
+    MIXED = "mixed"
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str
+    effect: str = "NoSchedule"
+
+    def __post_init__(self) -> None:
+        if self.effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise ConfigError("taint.effect", self.effect, "use NoSchedule, PreferNoSchedule or NoExecute")
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}:{self.effect}"
+
+    def toleration(self) -> dict[str, str]:
+        """The Kubernetes toleration that matches this taint exactly."""
+        return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
+
+
+@dataclass(frozen=True)
+class ContainerdPaths:
+    """Where a non-standard containerd keeps its config and socket (k3s)."""
+
+    config: str
+    socket: str
+
+
+K3S_CONTAINERD = ContainerdPaths(
+    # k3s renders its containerd config from this template; the GPU Operator's toolkit writes the
+    # nvidia runtime into it, as NVIDIA documents for k3s.
+    config="/var/lib/rancher/k3s/agent/etc/containerd/config.toml.tmpl",
+    socket="/run/k3s/containerd/containerd.sock",
+)
+
+
+@dataclass(frozen=True)
+class GpuSharing:
+    """How one physical GPU is shared between pods."""
+
+    time_slicing_replicas: int = 1
+    """Pods that may share one GPU by time-slicing; 1 switches time-slicing off."""
+    mig_strategy: MigStrategy = MigStrategy.NONE
+    """MIG strategy for GPUs that have MIG (A100, H100); ``NONE`` elsewhere."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.time_slicing_replicas <= 48:
+            raise ConfigError(
+                "time_slicing_replicas",
+                self.time_slicing_replicas,
+                "use 1 (no sharing) up to 48 pods per GPU",
+            )
+
+
+@dataclass(frozen=True)
+class KubeAccess:
+    """How the kubernetes and helm providers reach the cluster.
+
+    ``config_path`` is a kubeconfig file written during the apply (k3s, k3d, Proxmox). The providers
+    read it lazily, when a resource is first created, so the plan of a first apply needs no cluster.
+    """
+
+    config_path: str | None = None
+    host: str | None = None
+    cluster_ca_certificate: str | None = None
+    exec_api_version: str | None = None
+    exec_command: str | None = None
+    exec_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.config_path is None) == (self.host is None):
+            raise ConfigError(
+                "kube_access",
+                self,
+                "give either config_path (a kubeconfig file) or host (an API endpoint), not both",
+            )
+
+    def helm_kubernetes(self) -> dict[str, Any]:
+        """The ``kubernetes`` block of the helm provider."""
+        if self.config_path is not None:
+            return {"config_path": self.config_path}
+        block: dict[str, Any] = {"host": self.host}
+        if self.cluster_ca_certificate is not None:
+            block["cluster_ca_certificate"] = self.cluster_ca_certificate
+        if self.exec_command is not None:
+            block["exec"] = {
+                "api_version": self.exec_api_version,
+                "command": self.exec_command,
+                "args": list(self.exec_args),
+            }
+        return block
+
+
+@dataclass(frozen=True)
+class GpuCluster:
+    """What a GpuCompute hands to everything that runs on the cluster."""
+
+    name: str
+    access: KubeAccess
+    gpu_node_selector: Mapping[str, str]
+    """Labels every GPU node carries; GPU pods select on them."""
+    gpu_taint: Taint | None
+    """The taint GPU nodes carry, or None where they carry none."""
+    gpu_toleration_taint: Taint
+    """The taint GPU pods tolerate: the nodes' taint, or the one they would carry if tainted later."""
+    runtime_class: str | None
+    """RuntimeClass GPU pods run with (``nvidia`` on k3s/k3d), or None where nvidia is the default."""
+    driver: Manager
+    toolkit: Manager
+    containerd: ContainerdPaths | None = None
+    """Non-standard containerd paths, for the GPU Operator's toolkit (k3s)."""
+    sharing: GpuSharing = field(default_factory=GpuSharing)
+    node_pool_labels: Mapping[str, str] = field(default_factory=dict)
+    """Extra labels of the GPU node pool (Karpenter ``nodepool: gpu-inference``)."""
+    gpu_capacity: int | None = None
+    """Schedulable GPU slots (GPUs x time-slicing replicas), where the platform knows it at synth."""
+    ready: Sequence[Any] = ()
+    """Resources that must exist before anything is installed into the cluster."""
+
+    @property
+    def gpu_toleration(self) -> dict[str, str]:
+        return self.gpu_toleration_taint.toleration()
+
+    def gpu_pod_spec(self) -> dict[str, Any]:
+        """The pod-spec fields that put a pod on a GPU node of this cluster."""
+        spec: dict[str, Any] = {
+            "nodeSelector": dict(sorted({**self.gpu_node_selector, **self.node_pool_labels}.items())),
+            "tolerations": [self.gpu_toleration],
+        }
+        if self.runtime_class is not None:
+            spec["runtimeClassName"] = self.runtime_class
+        return spec
+
+    def gpu_node_affinity(self) -> dict[str, Any]:
+        """A required node affinity on the GPU node labels (for charts that take affinity)."""
+        labels = {**self.gpu_node_selector, **self.node_pool_labels}
+        return {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": key, "operator": "In", "values": [value]}
+                                for key, value in sorted(labels.items())
+                            ]
+                        }
+                    ]
+                }
+            }
+        }
+
+    def check_gpu_demand(self, field_name: str, pods: int, gpus_per_pod: int) -> None:
+        """Fail when ``pods`` pods of ``gpus_per_pod`` GPUs can never all be scheduled."""
+        if self.gpu_capacity is None:
+            return
+        demand = pods * gpus_per_pod
+        if demand > self.gpu_capacity:
+            raise ConfigError(
+                field_name,
+                pods,
+                f"{pods} pods x {gpus_per_pod} GPU need {demand} GPU slots but cluster "
+                f"{self.name!r} has {self.gpu_capacity}; lower it, or raise GPUs per node or "
+                "time_slicing_replicas",
+            )

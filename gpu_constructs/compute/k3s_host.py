@@ -1,0 +1,182 @@
+"""GpuCompute for existing Ubuntu hosts reached over SSH: NVIDIA driver, container toolkit and k3s.
+
+The first host becomes the k3s server; any further hosts join it as agents with the same GPU
+bootstrap. Each step is an idempotent script run by a terraform_data (see :mod:`gpu_constructs.hostexec`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cdktf import DataResource, Token
+from constructs import Construct
+
+from gpu_constructs import validate, versions
+from gpu_constructs.cluster import (
+    K3S_CONTAINERD,
+    GpuCluster,
+    GpuSharing,
+    KubeAccess,
+    Manager,
+    Taint,
+)
+from gpu_constructs.errors import ConfigError
+from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script, run_scripts
+
+GPU_LABEL = ("nvidia.com/gpu", "true")
+GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
+
+# Ports k3s nodes need from each other and from the pod/service networks (k3s networking docs):
+# kubelet metrics, flannel VXLAN, and the embedded etcd peers.
+CLUSTER_PORTS = ("10250/tcp", "8472/udp", "2379/tcp", "2380/tcp")
+
+
+@dataclass(frozen=True)
+class K3sHostProps:
+    """Settings of a k3s cluster on existing hosts."""
+
+    hosts: Sequence[SshHost]
+    """The hosts, server first. At least one."""
+    k3s_token: str
+    """The shared cluster secret: a reference to a sensitive variable, never a literal."""
+    kubeconfig_path: str
+    """Where the admin kubeconfig is written on the machine that runs Terraform."""
+    k3s_version: str = versions.K3S.version
+    """k3s release to install. Default: the pin in versions.py."""
+    gpu_enabled: bool = True
+    """Install the NVIDIA driver and toolkit and label GPU nodes. False runs the cluster without GPUs."""
+    driver_branch: str = versions.NVIDIA_DRIVER_BRANCH.version
+    """NVIDIA server driver branch from the Ubuntu archive (the seed's 545 is end-of-life)."""
+    toolkit_version: str = versions.NVIDIA_CONTAINER_TOOLKIT.version
+    """NVIDIA Container Toolkit release."""
+    taint_gpu_nodes: bool = False
+    """Taint GPU nodes ``nvidia.com/gpu=true:NoSchedule``. Off by default: on a single host every pod
+    runs on the GPU node, and the taint would keep Vault, PostgreSQL and ingress Pending."""
+    gpus_per_node: int = 1
+    """GPUs in each host; bounds the GPU pods the stack asks for."""
+    sharing: GpuSharing = field(default_factory=GpuSharing)
+    """Time-slicing and MIG."""
+    cluster_cidr: str = "10.42.0.0/16"
+    service_cidr: str = "10.43.0.0/16"
+    disable: tuple[str, ...] = ("traefik",)
+    """Bundled k3s components to switch off. Traefik is installed by Networking with a pinned chart."""
+
+    def __post_init__(self) -> None:
+        if not self.hosts:
+            raise ConfigError("hosts", [], "give at least one host; the first one runs the k3s server")
+        if not Token.is_unresolved(self.k3s_token) and self.k3s_token:
+            raise ConfigError(
+                "k3s_token",
+                "<literal>",
+                "pass a reference to a sensitive Terraform variable, never a literal secret",
+            )
+        validate.version("k3s_version", self.k3s_version, r"v\d+\.\d+\.\d+\+k3s\d+", "v1.35.5+k3s1")
+        validate.version("driver_branch", self.driver_branch, r"\d{3}", "580")
+        validate.version("toolkit_version", self.toolkit_version, r"\d+\.\d+\.\d+", "1.20.0")
+        validate.int_range("gpus_per_node", self.gpus_per_node, 1, 16)
+        cluster = validate.cidr("cluster_cidr", self.cluster_cidr)
+        service = validate.cidr("service_cidr", self.service_cidr)
+        if cluster.overlaps(service):
+            raise ConfigError(
+                "service_cidr",
+                self.service_cidr,
+                f"it overlaps cluster_cidr {self.cluster_cidr}; pick disjoint networks",
+            )
+        for item in self.disable:
+            validate.one_of(
+                "disable", item, ("traefik", "servicelb", "local-storage", "metrics-server", "coredns")
+            )
+
+
+class K3sHostGpuCompute(Construct):
+    """k3s with NVIDIA GPU support on existing Ubuntu hosts."""
+
+    cluster: GpuCluster
+    server: SshHost
+    kubeconfig: DataResource
+
+    def __init__(self, scope: Construct, id: str, *, props: K3sHostProps) -> None:
+        super().__init__(scope, id)
+        self.props = props
+        self.server = props.hosts[0]
+        server_url = f"https://{self.server.address}:6443"
+
+        node_steps: list[DataResource] = []
+        for index, host in enumerate(props.hosts):
+            role = "server" if index == 0 else "agent"
+            name = "server" if index == 0 else f"agent-{index}"
+            after: list[DataResource] = []
+            if props.gpu_enabled:
+                after.append(
+                    run_scripts(
+                        self,
+                        f"{name}-gpu-driver",
+                        host=host,
+                        runs=[
+                            ScriptRun("gpu-detect.sh", {"REQUIRE_GPU": "1"}),
+                            ScriptRun("nvidia-driver.sh", {"DRIVER_BRANCH": props.driver_branch}),
+                        ],
+                    )
+                )
+            runs = []
+            if props.gpu_enabled:
+                runs.append(ScriptRun("nvidia-toolkit.sh", {"TOOLKIT_VERSION": props.toolkit_version}))
+            runs.append(self._k3s_run(role, host, server_url))
+            if index > 0:
+                after.append(node_steps[0])
+            node_steps.append(run_scripts(self, f"{name}-k3s", host=host, runs=runs, depends_on=after))
+
+        self.kubeconfig = run_local_script(
+            self,
+            "kubeconfig",
+            run=ScriptRun(
+                "fetch-kubeconfig.sh",
+                {
+                    "SSH_USER": self.server.user,
+                    "SSH_HOST": self.server.address,
+                    "SSH_KEY": self.server.private_key_path,
+                    "KUBECONFIG_OUT": props.kubeconfig_path,
+                },
+            ),
+            triggers={"server": node_steps[0].id},
+            depends_on=node_steps,
+        )
+
+        slots = len(props.hosts) * props.gpus_per_node * props.sharing.time_slicing_replicas
+        self.cluster = GpuCluster(
+            name=id,
+            access=KubeAccess(config_path=props.kubeconfig_path),
+            gpu_node_selector=dict([GPU_LABEL]),
+            gpu_taint=GPU_TAINT if props.taint_gpu_nodes else None,
+            gpu_toleration_taint=GPU_TAINT,
+            runtime_class="nvidia",
+            driver=Manager.HOST,
+            toolkit=Manager.HOST,
+            containerd=K3S_CONTAINERD,
+            sharing=props.sharing,
+            gpu_capacity=slots if props.gpu_enabled else 0,
+            ready=(self.kubeconfig,),
+        )
+
+    @property
+    def trusted_cidrs(self) -> tuple[str, ...]:
+        """Networks that reach cluster-internal ports: the nodes, pods and services."""
+        nodes = tuple(f"{host.address}/32" for host in self.props.hosts)
+        return (*nodes, self.props.cluster_cidr, self.props.service_cidr)
+
+    def _k3s_run(self, role: str, host: SshHost, server_url: str) -> ScriptRun:
+        props = self.props
+        env = {"K3S_ROLE": role, "K3S_VERSION": props.k3s_version, "NODE_IP": host.address}
+        if props.gpu_enabled:
+            env["NODE_LABELS"] = "=".join(GPU_LABEL)
+            if props.taint_gpu_nodes:
+                env["NODE_TAINTS"] = str(GPU_TAINT)
+        if role == "server":
+            env["CLUSTER_CIDR"] = props.cluster_cidr
+            env["SERVICE_CIDR"] = props.service_cidr
+            if props.disable:
+                env["DISABLE"] = " ".join(props.disable)
+        else:
+            env["K3S_URL"] = server_url
+        return ScriptRun("k3s-install.sh", env, secret_env={"K3S_TOKEN": props.k3s_token})

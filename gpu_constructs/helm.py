@@ -1,0 +1,133 @@
+"""Helm releases with layered values, and the release that installs a construct's own manifests.
+
+Values for a chart come from three layers, later ones winning: ``helm-values/<chart>/base.yaml``,
+``helm-values/<chart>/<overlay>.yaml`` (the environment: dev, staging, production) and what the
+construct sets from its typed props and the GPU cluster contract. The contract layer is applied
+last on purpose: a values file cannot take a GPU workload off its GPU nodes by accident.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cdktf import AssetType, TerraformAsset, TerraformStack
+from cdktf_cdktf_provider_helm.release import Release
+from constructs import Construct
+
+from gpu_constructs.errors import ConfigError
+
+CHART_DIR = Path(__file__).parent / "charts" / "manifests"
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``override`` into a copy of ``base``: maps merge key by key, anything else replaces."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def to_yaml(document: Any) -> str:
+    """Deterministic YAML: sorted keys, block style."""
+    return yaml.safe_dump(document, sort_keys=True, default_flow_style=False, width=1000)
+
+
+@dataclass(frozen=True)
+class ValuesLayers:
+    """Where a stack's values files live and which overlay it reads."""
+
+    overlay: str
+    """The environment's file name without ``.yaml``: dev, staging or production."""
+    directory: Path = field(default_factory=lambda: Path.cwd() / "helm-values")
+    """The folder with one sub-folder of values files per chart."""
+
+    def load(self, chart: str) -> dict[str, Any]:
+        """``base.yaml`` deep-merged with ``<overlay>.yaml`` for ``chart``; missing files are empty."""
+        merged: dict[str, Any] = {}
+        for name in ("base", self.overlay):
+            path = self.directory / chart / f"{name}.yaml"
+            if not path.exists():
+                continue
+            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            if not isinstance(document, dict):
+                raise ConfigError(str(path), type(document).__name__, "a values file must be a map")
+            merged = deep_merge(merged, document)
+        return merged
+
+
+def release(
+    scope: Construct,
+    id: str,
+    *,
+    name: str,
+    chart: str,
+    namespace: str,
+    values: Mapping[str, Any],
+    repository: str | None = None,
+    version: str | None = None,
+    depends_on: Sequence[Any] = (),
+    timeout: int = 600,
+    wait: bool = True,
+) -> Release:
+    """A helm_release with one values document and the settings every release here shares."""
+    return Release(
+        scope,
+        id,
+        name=name,
+        chart=chart,
+        repository=repository,
+        version=version,
+        namespace=namespace,
+        create_namespace=True,
+        values=[to_yaml(dict(values))],
+        atomic=True,
+        cleanup_on_fail=True,
+        wait=wait,
+        timeout=timeout,
+        depends_on=list(depends_on) or None,
+    )
+
+
+def manifests_chart_path(scope: Construct) -> str:
+    """The stack-relative path of the bundled ``manifests`` chart (one copy per stack)."""
+    stack = TerraformStack.of(scope)
+    asset = stack.node.try_find_child("manifests-chart")
+    if asset is None:
+        asset = TerraformAsset(stack, "manifests-chart", path=str(CHART_DIR), type=AssetType.DIRECTORY)
+    assert isinstance(asset, TerraformAsset)
+    return asset.path
+
+
+def manifests_release(
+    scope: Construct,
+    id: str,
+    *,
+    name: str,
+    namespace: str,
+    manifests: Sequence[Mapping[str, Any]],
+    depends_on: Sequence[Any] = (),
+    wait: bool = True,
+) -> Release:
+    """Install ``manifests`` (Kubernetes objects as dicts) as one Helm release.
+
+    The objects are plain data, so tests validate them against the Kubernetes and CRD schemas before
+    anything is applied, and Helm gives them an atomic install, upgrade and removal.
+    """
+    return release(
+        scope,
+        id,
+        name=name,
+        chart=manifests_chart_path(scope),
+        namespace=namespace,
+        values={"manifests": [dict(manifest) for manifest in manifests]},
+        depends_on=depends_on,
+        wait=wait,
+    )

@@ -1,0 +1,149 @@
+"""Run the bundled shell scripts on hosts over SSH, as terraform_data resources.
+
+A script step is a ``terraform_data`` whose ``triggers_replace`` holds the hash of the scripts it runs
+and their non-secret settings: editing a script or a setting re-runs the step on the next apply, and
+an unchanged step is left alone. The scripts themselves are idempotent, so a re-run after a partial
+failure is safe too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from cdktf import (
+    DataResource,
+    FileProvisioner,
+    Fn,
+    LocalExecProvisioner,
+    RemoteExecProvisioner,
+    SSHProvisionerConnection,
+    Token,
+)
+from constructs import Construct
+
+from gpu_constructs import validate
+
+SCRIPTS_DIR = Path(__file__).parent / "scripts"
+REMOTE_DIR = "/tmp"
+
+
+@cache
+def script_text(name: str) -> str:
+    """The text of a bundled script (``gpu_constructs/scripts/<name>``)."""
+    return (SCRIPTS_DIR / name).read_text(encoding="utf-8")
+
+
+def shell_env(env: Mapping[str, str]) -> str:
+    """``K='v'`` pairs, sorted; values are validated settings or Terraform references."""
+    for key, value in env.items():
+        if "'" in value:
+            raise ValueError(f"{key} contains a single quote, which the script step cannot pass")
+    return " ".join(f"{key}='{value}'" for key, value in sorted(env.items()))
+
+
+@dataclass(frozen=True)
+class SshHost:
+    """A host reached over SSH. Any field may be a Terraform reference (a variable)."""
+
+    address: str
+    user: str
+    private_key_path: str
+    timeout: str = "15m"
+    """How long a step keeps trying to connect; long enough for a reboot after a driver install."""
+
+    def __post_init__(self) -> None:
+        if not Token.is_unresolved(self.address):
+            validate.ipv4("address", self.address)
+
+    def connection(self) -> SSHProvisionerConnection:
+        return SSHProvisionerConnection(
+            type="ssh",
+            host=self.address,
+            user=self.user,
+            private_key=Fn.file(self.private_key_path),
+            timeout=self.timeout,
+        )
+
+
+@dataclass(frozen=True)
+class ScriptRun:
+    """One bundled script with its environment. ``secret_env`` is passed but never hashed into state."""
+
+    script: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, str] = field(default_factory=dict)
+
+    def command(self) -> str:
+        env = shell_env({**self.env, **self.secret_env})
+        return f"sudo env {env} bash {REMOTE_DIR}/gpu-constructs-{self.script}"
+
+
+def run_scripts(
+    scope: Construct,
+    id: str,
+    *,
+    host: SshHost,
+    runs: Sequence[ScriptRun],
+    depends_on: Sequence[Any] = (),
+) -> DataResource:
+    """A terraform_data that uploads ``runs``' scripts to ``host`` and runs them in order."""
+    digest = hashlib.sha256()
+    for run in runs:
+        digest.update(script_text(run.script).encode())
+    triggers: dict[str, Any] = {"host": host.address, "scripts": digest.hexdigest()}
+    for run in runs:
+        for key, value in sorted(run.env.items()):
+            triggers[f"{run.script}:{key}"] = value
+    uploads = [
+        FileProvisioner(
+            type="file",
+            # raw_string escapes the script's own ${...} so Terraform does not read it as a template.
+            content=Fn.raw_string(script_text(name)),
+            destination=f"{REMOTE_DIR}/gpu-constructs-{name}",
+        )
+        for name in dict.fromkeys(run.script for run in runs)
+    ]
+    return DataResource(
+        scope,
+        id,
+        triggers_replace=triggers,
+        connection=host.connection(),
+        provisioners=[
+            *uploads,
+            RemoteExecProvisioner(type="remote-exec", inline=[run.command() for run in runs]),
+        ],
+        depends_on=list(depends_on) or None,
+    )
+
+
+def run_local_script(
+    scope: Construct,
+    id: str,
+    *,
+    run: ScriptRun,
+    triggers: Mapping[str, Any],
+    depends_on: Sequence[Any] = (),
+) -> DataResource:
+    """A terraform_data that runs a bundled script on the machine that runs Terraform."""
+    return DataResource(
+        scope,
+        id,
+        triggers_replace={
+            **triggers,
+            "script": hashlib.sha256(script_text(run.script).encode()).hexdigest(),
+        },
+        provisioners=[
+            LocalExecProvisioner(
+                type="local-exec",
+                command=Fn.raw_string(script_text(run.script)),
+                interpreter=["bash", "-c"],
+                environment={**run.env, **run.secret_env},
+            )
+        ],
+        depends_on=list(depends_on) or None,
+    )

@@ -1,0 +1,1 @@
+"""Hand-written cdktf bindings for providers without a prebuilt package (linode, proxmox)."""

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Copy the k3s admin kubeconfig from the server to a local file, pointed at the server's address.
+# Environment: SSH_USER, SSH_HOST, SSH_KEY, KUBECONFIG_OUT.
+set -euo pipefail
+
+user="${SSH_USER:?SSH_USER is required}"
+host="${SSH_HOST:?SSH_HOST is required}"
+key="${SSH_KEY:?SSH_KEY is required}"
+out="${KUBECONFIG_OUT:?KUBECONFIG_OUT is required}"
+
+mkdir -p "$(dirname "$out")"
+umask 077
+tmp="$(mktemp "${out}.XXXXXX")"
+ssh -i "$key" -o BatchMode=yes -o StrictHostKeyChecking=accept-new "${user}@${host}" \
+  'sudo cat /etc/rancher/k3s/k3s.yaml' \
+  | sed "s#https://127.0.0.1:6443#https://${host}:6443#" >"$tmp"
+if ! grep -q "https://${host}:6443" "$tmp"; then
+  rm -f "$tmp"
+  echo "ERROR: the kubeconfig fetched from ${host} does not point at https://${host}:6443" >&2
+  exit 1
+fi
+mv "$tmp" "$out"
+echo "fetch-kubeconfig: wrote ${out}"

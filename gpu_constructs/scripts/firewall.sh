@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Configure UFW: deny inbound by default, open the public ports, and let cluster nodes and the
+# pod/service networks reach what k3s needs. Every rule is idempotent (ufw skips existing rules).
+# Environment:
+#   PUBLIC_PORTS   space-separated port/proto open to everyone, e.g. "22/tcp 80/tcp 443/tcp 6443/tcp"
+#   CLUSTER_PORTS  space-separated port/proto open to TRUSTED_CIDRS only (kubelet, flannel, etcd)
+#   TRUSTED_CIDRS  space-separated networks: the cluster nodes and the pod and service CIDRs
+set -euo pipefail
+
+public_ports="${PUBLIC_PORTS:?PUBLIC_PORTS is required}"
+cluster_ports="${CLUSTER_PORTS:-}"
+trusted="${TRUSTED_CIDRS:-}"
+
+if ! command -v ufw >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ufw >/dev/null
+fi
+
+ufw default deny incoming >/dev/null
+ufw default allow outgoing >/dev/null
+# Pods route through the host; k3s docs require forwarded traffic to be allowed.
+ufw default allow routed >/dev/null
+
+for port in $public_ports; do
+  ufw allow "$port" >/dev/null
+done
+for cidr in $trusted; do
+  for port in $cluster_ports; do
+    ufw allow proto "${port#*/}" from "$cidr" to any port "${port%/*}" >/dev/null
+  done
+done
+
+ufw --force enable >/dev/null
+echo "firewall: public ${public_ports}; ${cluster_ports:-no cluster ports} from ${trusted:-nobody}."
+ufw status numbered

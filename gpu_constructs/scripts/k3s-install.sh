@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Install or reconfigure k3s as a server or an agent, idempotently.
+# The node's settings go to /etc/rancher/k3s/config.yaml; the installer runs only when the version
+# or that file changes, so a second apply with the same settings changes nothing.
+# Environment:
+#   K3S_ROLE        server | agent
+#   K3S_VERSION     e.g. v1.35.5+k3s1
+#   K3S_TOKEN       shared cluster secret (never logged)
+#   K3S_URL         agents: https://<server>:6443
+#   NODE_IP         the address this node is reached at (also a TLS SAN on the server)
+#   NODE_LABELS     space-separated key=value labels
+#   NODE_TAINTS     space-separated key=value:Effect taints
+#   DISABLE         space-separated bundled components to switch off (server)
+#   CLUSTER_CIDR, SERVICE_CIDR (server)
+set -euo pipefail
+
+role="${K3S_ROLE:?K3S_ROLE is required: server or agent}"
+version="${K3S_VERSION:?K3S_VERSION is required}"
+: "${K3S_TOKEN:?K3S_TOKEN is required}"
+node_ip="${NODE_IP:?NODE_IP is required}"
+config_dir="${K3S_CONFIG_DIR:-/etc/rancher/k3s}"
+config="${config_dir}/config.yaml"
+
+case "$role" in
+  server | agent) ;;
+  *) echo "ERROR: K3S_ROLE is '${role}': use server or agent" >&2; exit 2 ;;
+esac
+if [ "$role" = "agent" ] && [ -z "${K3S_URL:-}" ]; then
+  echo "ERROR: K3S_URL is required for an agent (https://<server>:6443)" >&2
+  exit 2
+fi
+
+render_config() {
+  echo "# Written by gpu_constructs; changes here are overwritten on the next apply."
+  echo "node-ip: ${node_ip}"
+  if [ "$role" = "server" ]; then
+    echo "write-kubeconfig-mode: \"0600\""
+    echo "tls-san:"
+    echo "  - ${node_ip}"
+    echo "cluster-cidr: ${CLUSTER_CIDR:-10.42.0.0/16}"
+    echo "service-cidr: ${SERVICE_CIDR:-10.43.0.0/16}"
+    if [ -n "${DISABLE:-}" ]; then
+      echo "disable:"
+      for item in $DISABLE; do echo "  - ${item}"; done
+    fi
+  fi
+  if [ -n "${NODE_LABELS:-}" ]; then
+    echo "node-label:"
+    for item in $NODE_LABELS; do echo "  - ${item}"; done
+  fi
+  if [ -n "${NODE_TAINTS:-}" ]; then
+    echo "node-taint:"
+    for item in $NODE_TAINTS; do echo "  - ${item}"; done
+  fi
+}
+
+mkdir -p "$config_dir"
+new_config="$(render_config)"
+old_config="$(cat "$config" 2>/dev/null || true)"
+installed="$(k3s --version 2>/dev/null | sed -n 's/^k3s version \([^ ]*\).*/\1/p' || true)"
+
+if [ "$installed" = "$version" ] && [ "$new_config" = "$old_config" ]; then
+  echo "k3s-install: ${role} ${version} already installed with these settings; nothing to do."
+  exit 0
+fi
+
+printf '%s\n' "$new_config" >"$config"
+chmod 600 "$config"
+echo "k3s-install: installing k3s ${role} ${version} (installed now: ${installed:-none})."
+curl -sfL https://get.k3s.io \
+  | INSTALL_K3S_VERSION="$version" INSTALL_K3S_EXEC="$role" K3S_TOKEN="$K3S_TOKEN" K3S_URL="${K3S_URL:-}" sh -
+
+if [ "$role" = "server" ]; then
+  echo "k3s-install: waiting for the node to become Ready."
+  for _ in $(seq 1 60); do
+    if k3s kubectl get nodes 2>/dev/null | grep -q " Ready "; then
+      echo "k3s-install: node Ready."
+      exit 0
+    fi
+    sleep 5
+  done
+  echo "ERROR: k3s server did not become Ready within 5 minutes; see 'journalctl -u k3s'." >&2
+  exit 1
+fi

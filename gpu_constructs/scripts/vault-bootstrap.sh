@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Initialize, unseal and configure the in-cluster Vault from the k3s server, idempotently.
+#
+# The unseal keys and root token are written to INIT_FILE on this host (root only, mode 0600) and
+# nowhere else: not to Terraform state, not to the cluster. Move them to an offline safe after the
+# first run; with the file gone, unsealing after a restart is manual (see the README).
+# Environment:
+#   VAULT_NAMESPACE  namespace of the Vault release (vault)
+#   VAULT_PODS       space-separated pod names (vault-0, or vault-0 vault-1 vault-2 with raft)
+#   ENVIRONMENT      dev | staging | production: the <env> in the secret paths
+#   APP_NAMESPACE, APP_SERVICE_ACCOUNT  bound to the application's Kubernetes auth role
+#   POLICY_NAME      name of the application's policy and role (ffe-backend)
+#   INIT_FILE        default /root/vault-init.json
+set -euo pipefail
+
+ns="${VAULT_NAMESPACE:?VAULT_NAMESPACE is required}"
+pods="${VAULT_PODS:?VAULT_PODS is required}"
+env_name="${ENVIRONMENT:?ENVIRONMENT is required}"
+app_ns="${APP_NAMESPACE:?APP_NAMESPACE is required}"
+app_sa="${APP_SERVICE_ACCOUNT:?APP_SERVICE_ACCOUNT is required}"
+policy="${POLICY_NAME:?POLICY_NAME is required}"
+init_file="${INIT_FILE:-/root/vault-init.json}"
+leader="${pods%% *}"
+
+kubectl_() { k3s kubectl "$@"; }
+vault_() { # vault_ POD ARGS...: run the vault CLI inside a Vault pod
+  local pod="$1"
+  shift
+  kubectl_ exec -n "$ns" "$pod" -- env VAULT_TOKEN="${VAULT_TOKEN:-}" vault "$@"
+}
+status_field() { # status_field POD FIELD: a field of 'vault status' (exit code 2 means sealed)
+  vault_ "$1" status -format=json 2>/dev/null | sed -n "s/^  \"$2\": \([a-z]*\),\{0,1\}$/\1/p" || true
+}
+json_field() { sed -n "s/^  \"$1\": \"\(.*\)\",\{0,1\}$/\1/p" "$init_file"; }
+unseal_key() { sed -n '/"unseal_keys_b64"/,/]/p' "$init_file" | sed -n 's/^ *"\([^"]*\)",\{0,1\}$/\1/p' | head -n 1; }
+
+echo "vault-bootstrap: waiting for ${leader} to run."
+kubectl_ wait -n "$ns" --for=jsonpath='{.status.phase}'=Running "pod/${leader}" --timeout=600s >/dev/null
+
+if [ "$(status_field "$leader" initialized)" != "true" ]; then
+  echo "vault-bootstrap: initializing Vault (1 key share; see the README to re-key for production)."
+  umask 077
+  vault_ "$leader" operator init -key-shares=1 -key-threshold=1 -format=json >"$init_file"
+  chmod 600 "$init_file"
+fi
+
+if [ ! -s "$init_file" ]; then
+  echo "vault-bootstrap: Vault is initialized but ${init_file} is absent: unseal and configure by hand." >&2
+  exit 0
+fi
+
+key="$(unseal_key)"
+for pod in $pods; do
+  if [ "$pod" != "$leader" ] && [ "$(status_field "$pod" initialized)" != "true" ]; then
+    vault_ "$pod" operator raft join "http://${leader}.vault-internal:8200" >/dev/null || true
+  fi
+  if [ "$(status_field "$pod" sealed)" = "true" ]; then
+    echo "vault-bootstrap: unsealing ${pod}."
+    vault_ "$pod" operator unseal "$key" >/dev/null
+  fi
+done
+
+VAULT_TOKEN="$(json_field root_token)"
+export VAULT_TOKEN
+
+enable_engine() { # enable_engine TYPE PATH [OPTIONS...]
+  if ! vault_ "$leader" secrets list -format=json | grep -q "\"$2/\""; then
+    vault_ "$leader" secrets enable -path="$2" "${@:3}" "$1" >/dev/null
+  fi
+}
+enable_engine kv-v2 secret
+enable_engine database database
+enable_engine pki pki -max-lease-ttl=87600h
+enable_engine transit transit
+
+if ! vault_ "$leader" auth list -format=json | grep -q '"kubernetes/"'; then
+  vault_ "$leader" auth enable kubernetes >/dev/null
+fi
+vault_ "$leader" write auth/kubernetes/config kubernetes_host="https://kubernetes.default.svc:443" >/dev/null
+
+vault_ "$leader" write -f "transit/keys/ffe" >/dev/null
+vault_ "$leader" write "pki/roles/ffe" allowed_domains="${app_ns}.svc" allow_subdomains=true max_ttl=720h >/dev/null
+
+policy_hcl="path \"secret/data/${env_name}/app\" { capabilities = [\"read\"] }
+path \"database/${env_name}/ffe\" { capabilities = [\"read\"] }
+path \"pki/issue/ffe\" { capabilities = [\"create\", \"update\"] }
+path \"transit/encrypt/ffe\" { capabilities = [\"update\"] }
+path \"transit/decrypt/ffe\" { capabilities = [\"update\"] }"
+printf '%s\n' "$policy_hcl" | kubectl_ exec -i -n "$ns" "$leader" -- env VAULT_TOKEN="$VAULT_TOKEN" vault policy write "$policy" - >/dev/null
+
+vault_ "$leader" write "auth/kubernetes/role/${policy}" \
+  bound_service_account_names="$app_sa" \
+  bound_service_account_namespaces="$app_ns" \
+  policies="$policy" ttl=1h >/dev/null
+
+echo "vault-bootstrap: Vault initialized, unsealed and configured for ${app_ns}/${app_sa} (${env_name})."

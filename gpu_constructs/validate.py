@@ -1,0 +1,95 @@
+"""Checks for typed settings. Each raises ConfigError naming the field, the value and the fix."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+
+from gpu_constructs.errors import ConfigError
+
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+_DNS_NAME = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
+_K8S_NAME = re.compile(rf"^{_DNS_LABEL}$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|M|G|T|P)?$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_CRON = re.compile(r"^(\S+\s+){4}\S+$")
+
+
+def ipv4(field: str, value: str) -> str:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ConfigError(field, value, "give an IPv4 address such as 192.168.1.100") from None
+    return value
+
+
+def cidr(field: str, value: str) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(value, strict=True)
+    except ValueError as error:
+        raise ConfigError(
+            field, value, f"give an IPv4 network in CIDR form such as 10.42.0.0/16 ({error})"
+        ) from None
+
+
+def dns_name(field: str, value: str) -> str:
+    if len(value) > 253 or not _DNS_NAME.match(value):
+        raise ConfigError(field, value, "give a lower-case DNS name such as api.example.com")
+    return value
+
+
+def k8s_name(field: str, value: str) -> str:
+    if not _K8S_NAME.match(value):
+        raise ConfigError(
+            field, value, "use a lower-case DNS label: letters, digits and '-', at most 63 characters"
+        )
+    return value
+
+
+def quantity(field: str, value: str) -> str:
+    if not _QUANTITY.match(value):
+        raise ConfigError(field, value, "give a Kubernetes quantity such as 500m, 4, 8Gi or 100Gi")
+    return value
+
+
+def email(field: str, value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ConfigError(field, value, "give an e-mail address such as ops@example.com")
+    return value
+
+
+def cron(field: str, value: str) -> str:
+    if not _CRON.match(value):
+        raise ConfigError(field, value, "give a five-field cron schedule such as '0 2 * * *'")
+    return value
+
+
+def int_range(field: str, value: int, low: int, high: int | None = None, why: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(field, value, "give a whole number")
+    if value < low or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"from {low} to {high}"
+        raise ConfigError(field, value, f"use {bounds}{'; ' + why if why else ''}")
+    return value
+
+
+def one_of(field: str, value: str, allowed: Iterable[str]) -> str:
+    options = tuple(allowed)
+    if value not in options:
+        raise ConfigError(field, value, f"use one of {', '.join(options)}")
+    return value
+
+
+def version(field: str, value: str, pattern: str, example: str) -> str:
+    if not re.fullmatch(pattern, value):
+        raise ConfigError(field, value, f"give a pinned version such as {example}")
+    return value
+
+
+def unique(field: str, values: Iterable[str]) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ConfigError(field, value, "each entry must appear once")
+        seen.add(value)

@@ -1,0 +1,144 @@
+"""Vault: the Helm release (standalone or HA raft), and its bootstrap from the k3s server.
+
+The bootstrap initializes and unseals Vault and configures Kubernetes auth, the secret engines, the
+application's policy and role. It runs on the k3s server over SSH, so the unseal key and root token
+land in a root-only file on that host and never in Terraform state or the synthesized JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from constructs import Construct
+
+from gpu_constructs import helm, validate, versions
+from gpu_constructs.cluster import GpuCluster
+from gpu_constructs.errors import ConfigError
+from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts
+
+NAMESPACE = "vault"
+
+
+@dataclass(frozen=True)
+class VaultProps:
+    cluster: GpuCluster
+    environment: str
+    """dev, staging or production: the ``<env>`` of the secret paths."""
+    storage_class: str
+    """StorageClass of Vault's data volumes."""
+    ha: bool = False
+    """Three raft replicas instead of one standalone server."""
+    replicas: int = 3
+    """Raft replicas when ``ha`` is on: an odd number, at least 3."""
+    storage_size: str = "10Gi"
+    bootstrap_host: SshHost | None = None
+    """Host with ``k3s kubectl`` that runs the bootstrap; None leaves init and unseal to an operator."""
+    app_namespace: str = "ffe"
+    app_service_account: str = "ffe-backend"
+    policy_name: str = "ffe-backend"
+    chart_version: str = versions.VAULT_CHART.version
+    vault_version: str = versions.VAULT.version
+
+    def __post_init__(self) -> None:
+        validate.one_of("environment", self.environment, ("dev", "staging", "production"))
+        if self.ha and (self.replicas < 3 or self.replicas % 2 == 0):
+            raise ConfigError(
+                "vault_replicas",
+                self.replicas,
+                "Vault raft needs an odd count of at least 3 (3 or 5) to keep a quorum",
+            )
+        validate.quantity("vault storage_size", self.storage_size)
+        validate.k8s_name("app_namespace", self.app_namespace)
+
+
+class Vault(Construct):
+    """HashiCorp Vault with the agent injector, and its one-time bootstrap."""
+
+    namespace = NAMESPACE
+
+    def __init__(self, scope: Construct, id: str, *, props: VaultProps) -> None:
+        super().__init__(scope, id)
+        self.props = props
+        self.release = helm.release(
+            self,
+            "vault",
+            name="vault",
+            chart="vault",
+            repository=versions.REPO_HASHICORP,
+            version=props.chart_version,
+            namespace=NAMESPACE,
+            values=self.values(),
+            depends_on=props.cluster.ready,
+            # A new Vault is sealed and not Ready until the bootstrap unseals it.
+            wait=False,
+        )
+        self.bootstrap = None
+        if props.bootstrap_host is not None:
+            self.bootstrap = run_scripts(
+                self,
+                "bootstrap",
+                host=props.bootstrap_host,
+                runs=[
+                    ScriptRun(
+                        "vault-bootstrap.sh",
+                        {
+                            "VAULT_NAMESPACE": NAMESPACE,
+                            "VAULT_PODS": " ".join(self.pod_names),
+                            "ENVIRONMENT": props.environment,
+                            "APP_NAMESPACE": props.app_namespace,
+                            "APP_SERVICE_ACCOUNT": props.app_service_account,
+                            "POLICY_NAME": props.policy_name,
+                        },
+                    )
+                ],
+                depends_on=[self.release],
+            )
+
+    @property
+    def pod_names(self) -> list[str]:
+        count = self.props.replicas if self.props.ha else 1
+        return [f"vault-{index}" for index in range(count)]
+
+    @property
+    def address(self) -> str:
+        return f"http://vault.{NAMESPACE}.svc:8200"
+
+    @property
+    def secret_paths(self) -> dict[str, str]:
+        env = self.props.environment
+        return {
+            "app": f"secret/data/{env}/app",
+            "database": f"database/{env}/ffe",
+            "pki": "pki/ffe",
+            "transit": "transit/ffe",
+        }
+
+    def values(self) -> dict[str, Any]:
+        props = self.props
+        image = {"repository": "hashicorp/vault", "tag": props.vault_version}
+        server: dict[str, Any] = {
+            "image": image,
+            "dataStorage": {"enabled": True, "size": props.storage_size, "storageClass": props.storage_class},
+            "auditStorage": {"enabled": True, "size": "5Gi", "storageClass": props.storage_class},
+            "resources": {
+                "requests": {"cpu": "250m", "memory": "256Mi"},
+                "limits": {"memory": "512Mi"},
+            },
+        }
+        if props.ha:
+            server["standalone"] = {"enabled": False}
+            server["ha"] = {
+                "enabled": True,
+                "replicas": props.replicas,
+                "raft": {"enabled": True, "setNodeId": True},
+            }
+        else:
+            server["standalone"] = {"enabled": True}
+            server["ha"] = {"enabled": False}
+        return {
+            "global": {"enabled": True},
+            "injector": {"enabled": True, "agentImage": image},
+            "server": server,
+            "ui": {"enabled": True},
+        }

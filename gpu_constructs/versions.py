@@ -1,0 +1,94 @@
+"""Every pinned version the stacks deploy, in one place.
+
+Each pin says where it comes from: ``seed`` is the version the seed document names where the default
+differs from it, and ``checked_against`` names the upstream data in ../shared/upstream/ that the tests
+validate the synthesized values against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One pinned version of a component."""
+
+    version: str
+    seed: str | None = None
+    checked_against: str | None = None
+    note: str = ""
+
+
+# --- Terraform providers -------------------------------------------------------------------------
+TERRAFORM_PROVIDER_AWS = Pin("5.100.0", note="bound by cdktf-cdktf-provider-aws 20.1.0")
+TERRAFORM_PROVIDER_KUBERNETES = Pin("2.38.0", note="bound by cdktf-cdktf-provider-kubernetes 12.1.1")
+TERRAFORM_PROVIDER_HELM = Pin("3.1.1", note="bound by cdktf-cdktf-provider-helm 12.1.2")
+TERRAFORM_PROVIDER_NULL = Pin("3.2.4", note="bound by cdktf-cdktf-provider-null 11.0.1")
+
+# --- Host software (single-node) -----------------------------------------------------------------
+K3S = Pin(
+    "v1.35.5+k3s1",
+    seed="v1.29.0",
+    note="k3s stable channel, May 2026; 1.29 is long out of upstream support",
+)
+NVIDIA_DRIVER_BRANCH = Pin(
+    "580",
+    seed="545",
+    note="580 is NVIDIA's long-term support branch; 545 was a short-lived feature branch, now EOL",
+)
+NVIDIA_CONTAINER_TOOLKIT = Pin(
+    "1.20.0",
+    seed="v1.14.6",
+    note="same release as the toolkit image of the GPU Operator chart below",
+)
+
+# --- Helm charts ----------------------------------------------------------------------------------
+GPU_OPERATOR = Pin(
+    "v26.7.0",
+    seed="v23.9.1",
+    checked_against="gpu-operator/values.yaml (v26.7.0)",
+)
+CERT_MANAGER = Pin(
+    "v1.21.1",
+    seed="v1.19.2",
+    checked_against="cert-manager/values.schema.json, cert-manager.io_clusterissuers.yaml (v1.21.x)",
+)
+TRAEFIK_CHART = Pin(
+    "39.0.3",
+    seed="Nginx Ingress",
+    note=(
+        "the seed names NGINX Ingress; the ingress-nginx project was retired in March 2026 and gets no "
+        "more fixes, so the ingress controller is Traefik v3, the one k3s itself ships"
+    ),
+)
+VAULT_CHART = Pin(
+    "0.34.1",
+    checked_against="vault-helm/values.schema.json (0.34.1)",
+    note="deploys Vault 2.0.4",
+)
+VAULT = Pin("2.0.4", seed="1.17")
+CLOUDNATIVE_PG_CHART = Pin(
+    "0.28.2",
+    note=(
+        "CloudNativePG operator 1.29.1; replaces the seed's Bitnami chart "
+        "(Bitnami moved its versioned images to a legacy repository in 2025)"
+    ),
+)
+POSTGRES_IMAGE = Pin("ghcr.io/cloudnative-pg/postgresql:16.10", seed="16")
+POSTGRES_CLIENT_IMAGE = Pin("postgres:16.10-alpine", note="pg_dump for the nightly backup job")
+
+# --- Images ----------------------------------------------------------------------------------------
+CUDA_SMOKE_TEST_IMAGE = Pin("nvcr.io/nvidia/cuda:12.9.1-base-ubuntu24.04", seed="nvidia/cuda:12.0-base")
+
+# --- Chart repositories ------------------------------------------------------------------------------
+REPO_NVIDIA = "https://helm.ngc.nvidia.com/nvidia"
+REPO_JETSTACK = "https://charts.jetstack.io"
+REPO_TRAEFIK = "https://traefik.github.io/charts"
+REPO_HASHICORP = "https://helm.releases.hashicorp.com"
+REPO_CNPG = "https://cloudnative-pg.github.io/charts"
+
+
+def all_pins() -> dict[str, Pin]:
+    """Every Pin defined in this module, by name (used by the version policy and the docs)."""
+    return {name: value for name, value in globals().items() if isinstance(value, Pin)}

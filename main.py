@@ -1,0 +1,16 @@
+"""The cdktf app: one stack per environment instance.
+
+Add an instance to INSTANCES to get another stack of an environment with its own settings, values
+overlay and state, e.g. ``Instance("single-node-staging", "single-node", {"environment": "staging"})``.
+"""
+
+from gpu_constructs import provider_imports
+
+provider_imports.install()
+
+from environments import Instance, synth  # noqa: E402
+
+INSTANCES = (Instance("single-node", "single-node"),)
+
+if __name__ == "__main__":
+    synth(INSTANCES)

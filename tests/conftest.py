@@ -1,0 +1,107 @@
+"""Shared fixtures: synthesizing stacks and constructs, and the upstream schemas in ../shared."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpu_constructs import provider_imports
+
+provider_imports.install()
+
+from cdktf import App, TerraformStack, Testing  # noqa: E402
+from cdktf_cdktf_provider_helm.provider import HelmProvider  # noqa: E402
+
+from gpu_constructs.cluster import (  # noqa: E402
+    K3S_CONTAINERD,
+    GpuCluster,
+    GpuSharing,
+    KubeAccess,
+    Manager,
+    Taint,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+UPSTREAM = ROOT.parent / "shared" / "upstream"
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+
+@pytest.fixture
+def upstream() -> Path:
+    """../shared/upstream, with the schemas the synthesized output is checked against."""
+    if not UPSTREAM.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{UPSTREAM} is missing; CI must run with ../shared beside the checkout")
+        pytest.skip(f"{UPSTREAM} is not here (a clone without ../shared): upstream schema checks skipped")
+    return UPSTREAM
+
+
+def make_cluster(**overrides: Any) -> GpuCluster:
+    """A k3s-like GPU cluster contract for construct tests."""
+    fields: dict[str, Any] = {
+        "name": "test",
+        "access": KubeAccess(config_path="/tmp/kubeconfig.yaml"),
+        "gpu_node_selector": {"nvidia.com/gpu": "true"},
+        "gpu_taint": None,
+        "gpu_toleration_taint": Taint("nvidia.com/gpu", "true"),
+        "runtime_class": "nvidia",
+        "driver": Manager.HOST,
+        "toolkit": Manager.HOST,
+        "containerd": K3S_CONTAINERD,
+        "sharing": GpuSharing(),
+        "gpu_capacity": 1,
+    }
+    fields.update(overrides)
+    return GpuCluster(**fields)
+
+
+@pytest.fixture
+def cluster() -> GpuCluster:
+    return make_cluster()
+
+
+@pytest.fixture
+def synth() -> Callable[[Callable[[TerraformStack], Any]], dict[str, Any]]:
+    """Build constructs into a fresh stack with ``build(stack)`` and return the synthesized JSON."""
+
+    def run(build: Callable[[TerraformStack], Any]) -> dict[str, Any]:
+        stack = TerraformStack(Testing.app(), "test")
+        HelmProvider(stack, "helm", kubernetes={"config_path": "/tmp/kubeconfig.yaml"})
+        build(stack)
+        result: dict[str, Any] = json.loads(Testing.synth(stack))
+        return result
+
+    return run
+
+
+def resources(synthesized: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The resources of one type, by logical id."""
+    found: dict[str, Any] = synthesized.get("resource", {}).get(kind, {})
+    return found
+
+
+def release_values(release: dict[str, Any]) -> Any:
+    """The parsed values document of a synthesized helm_release."""
+    import yaml
+
+    (document,) = release["values"]
+    return yaml.safe_load(document)
+
+
+def manifests_of(release: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Kubernetes objects of a manifests-chart release."""
+    return list(release_values(release)["manifests"])
+
+
+def by_kind(manifests: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def new_app(outdir: Path) -> App:
+    return App(outdir=str(outdir))
