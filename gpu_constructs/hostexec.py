@@ -38,6 +38,12 @@ def script_text(name: str) -> str:
     return (SCRIPTS_DIR / name).read_text(encoding="utf-8")
 
 
+def template_literal(text: str) -> str:
+    """``text`` escaped for a Terraform JSON string, which Terraform reads as a template: the
+    script's own ``${VAR}`` and ``%{`` must not be taken for interpolations or directives."""
+    return text.replace("${", "$${").replace("%{", "%%{")
+
+
 def shell_env(env: Mapping[str, str]) -> str:
     """``K='v'`` pairs, sorted; values are validated settings or Terraform references."""
     for key, value in env.items():
@@ -102,8 +108,7 @@ def run_scripts(
     uploads = [
         FileProvisioner(
             type="file",
-            # raw_string escapes the script's own ${...} so Terraform does not read it as a template.
-            content=Fn.raw_string(script_text(name)),
+            content=template_literal(script_text(name)),
             destination=f"{REMOTE_DIR}/gpu-constructs-{name}",
         )
         for name in dict.fromkeys(run.script for run in runs)
@@ -140,7 +145,7 @@ def run_local_script(
         provisioners=[
             LocalExecProvisioner(
                 type="local-exec",
-                command=Fn.raw_string(script_text(run.script)),
+                command=template_literal(script_text(run.script)),
                 interpreter=["bash", "-c"],
                 environment={**run.env, **run.secret_env},
             )

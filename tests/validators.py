@@ -63,7 +63,11 @@ def load_schema(path: Path) -> dict[str, Any]:
 def validate_values(values: dict[str, Any], schema_path: Path) -> None:
     """Check Helm values against a chart's values schema (JSON Schema, as JSON or YAML)."""
     schema = load_schema(schema_path)
-    validator_class = jsonschema.validators.validator_for(schema)
+    # vault-helm names draft-07 by an https address that jsonschema does not recognize.
+    declared = str(schema.get("$schema", ""))
+    validator_class: Any = (
+        jsonschema.Draft7Validator if "draft-07" in declared else jsonschema.validators.validator_for(schema)
+    )
     validator_class(schema).validate(values)
 
 

@@ -65,7 +65,7 @@ class K3sHostProps:
     def __post_init__(self) -> None:
         if not self.hosts:
             raise ConfigError("hosts", [], "give at least one host; the first one runs the k3s server")
-        if not Token.is_unresolved(self.k3s_token) and self.k3s_token:
+        if not (Token.is_unresolved(self.k3s_token) or self.k3s_token.startswith("${")):
             raise ConfigError(
                 "k3s_token",
                 "<literal>",

@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gpu_constructs.app_chart import AppChart, AppChartProps
+from gpu_constructs.database import Postgres, PostgresProps
+from gpu_constructs.errors import ConfigError
+from gpu_constructs.helm import ValuesLayers
+from gpu_constructs.vault import Vault, VaultProps
+from tests.conftest import ROOT, by_kind, make_cluster, manifests_of, resources
+from tests.validators import validate_manifest
+
+
+def build(
+    synth,
+    values_dir: Path = ROOT / "helm-values",
+    overlay="production",
+    cluster=None,
+    with_deps=True,
+    **overrides,
+):
+    cluster = cluster or make_cluster()
+    made = {}
+
+    def go(stack):
+        extra = {}
+        if with_deps:
+            extra["vault"] = Vault(
+                stack, "vault", props=VaultProps(cluster=cluster, environment=overlay, storage_class="x")
+            )
+            extra["database"] = Postgres(
+                stack,
+                "db",
+                props=PostgresProps(
+                    cluster=cluster, namespace="ffe", storage_class="x", backup_storage_class="y"
+                ),
+            )
+        fields = {
+            "cluster": cluster,
+            "name": "ffe-backend",
+            "namespace": "ffe",
+            "image": "ghcr.io/acme/ffe-backend:2.0.1",
+            "host": "api.example.com",
+            "values": ValuesLayers(overlay, values_dir),
+            **extra,
+        }
+        fields.update(overrides)
+        made["app"] = AppChart(stack, "app", props=AppChartProps(**fields))
+
+    synthesized = synth(go)
+    (release,) = [r for r in resources(synthesized, "helm_release").values() if r["name"] == "ffe-backend"]
+    return manifests_of(release), made["app"]
+
+
+def pod_spec(objects):
+    (deployment,) = by_kind(objects, "Deployment")
+    return deployment["spec"]["template"]["spec"]
+
+
+def test_gpu_request_placement_and_runtime_class_come_from_the_contract(synth):
+    objects, _ = build(synth)
+    spec = pod_spec(objects)
+    container = spec["containers"][0]
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == 1
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert spec["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+    ]
+    assert spec["nodeSelector"] == {"nvidia.com/gpu": "true"}
+    assert spec["runtimeClassName"] == "nvidia"
+    assert "nodeAffinity" in spec["affinity"]
+
+
+def test_seed_resources_probes_rollout_and_security(synth):
+    objects, _ = build(synth)
+    (deployment,) = by_kind(objects, "Deployment")
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    spec = pod_spec(objects)
+    container = spec["containers"][0]
+    assert (
+        container["resources"]["requests"]["cpu"] == "4"
+        and container["resources"]["limits"]["memory"] == "8Gi"
+    )
+    assert {"startupProbe", "livenessProbe", "readinessProbe"} <= set(container)
+    assert spec["securityContext"]["runAsUser"] == 1000 and spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["serviceAccountName"] == "ffe-backend"
+
+
+def test_vault_injection_and_database_url(synth):
+    objects, _ = build(synth)
+    (deployment,) = by_kind(objects, "Deployment")
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["vault.hashicorp.com/agent-inject"] == "true"
+    assert annotations["vault.hashicorp.com/role"] == "ffe-backend"
+    assert annotations["vault.hashicorp.com/agent-inject-secret-app"] == "secret/data/production/app"
+    env = {e["name"]: e for e in pod_spec(objects)["containers"][0]["env"]}
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "ffe-db-app", "key": "uri"}
+
+
+def test_tls_ingress_hpa_pdb_quota_and_limits(synth):
+    objects, _ = build(synth)
+    (ingress,) = by_kind(objects, "Ingress")
+    assert ingress["metadata"]["annotations"] == {"cert-manager.io/cluster-issuer": "letsencrypt-production"}
+    assert ingress["spec"]["tls"] == [{"hosts": ["api.example.com"], "secretName": "ffe-backend-tls"}]
+    (hpa,) = by_kind(objects, "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 1)
+    assert by_kind(objects, "PodDisruptionBudget")[0]["spec"]["minAvailable"] == 0
+    quota = by_kind(objects, "ResourceQuota")[0]["spec"]["hard"]
+    assert quota["requests.nvidia.com/gpu"] == "1"
+    assert by_kind(objects, "LimitRange")[0]["spec"]["limits"][0]["max"] == {"nvidia.com/gpu": "1"}
+
+
+def test_network_policies_allow_only_the_needed_paths(synth):
+    objects, _ = build(synth)
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(objects, "NetworkPolicy")}
+    assert set(policies) == {
+        "ffe-backend-default-deny",
+        "ffe-backend-from-ingress",
+        "ffe-backend-database",
+        "ffe-backend-database-backup",
+        "ffe-backend-app-egress",
+    }
+    assert policies["ffe-backend-default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    source = policies["ffe-backend-from-ingress"]["ingress"][0]["from"][0]
+    assert source == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "traefik"}}}
+    egress_ports = [rule.get("ports") for rule in policies["ffe-backend-app-egress"]["egress"]]
+    assert [{"protocol": "TCP", "port": 8200}] in egress_ports and [
+        {"protocol": "TCP", "port": 5432}
+    ] in egress_ports
+
+
+def test_network_policies_can_be_switched_off(synth):
+    objects, _ = build(synth, network_policies=False)
+    assert by_kind(objects, "NetworkPolicy") == []
+
+
+def test_every_object_is_valid_kubernetes(synth, upstream):
+    objects, _ = build(synth)
+    assert len(objects) == 13
+    for manifest in objects:
+        validate_manifest(manifest, upstream)
+
+
+def test_cpu_only_app_asks_for_no_gpu(synth):
+    objects, _ = build(synth, gpus=0, cluster=make_cluster(gpu_capacity=0))
+    spec = pod_spec(objects)
+    assert "nvidia.com/gpu" not in spec["containers"][0]["resources"]["requests"]
+    assert "tolerations" not in spec and "runtimeClassName" not in spec
+
+
+def test_overlay_values_override_base(synth, tmp_path):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "base.yaml").write_text("replicas: 1\nenv:\n  A: base\n  B: base\n")
+    (tmp_path / "app" / "dev.yaml").write_text("env:\n  B: dev\nautoscaling:\n  enabled: false\n")
+    objects, _ = build(synth, values_dir=tmp_path, overlay="dev")
+    env = {e["name"]: e.get("value") for e in pod_spec(objects)["containers"][0]["env"]}
+    assert (env["A"], env["B"]) == ("base", "dev")
+    assert by_kind(objects, "HorizontalPodAutoscaler") == []
+
+
+def test_a_values_file_cannot_drop_the_gpu_placement(synth, tmp_path):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "base.yaml").write_text("resources:\n  limits:\n    nvidia.com/gpu: 0\n")
+    objects, _ = build(synth, values_dir=tmp_path)
+    assert pod_spec(objects)["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def _values(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "base.yaml").write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("replica: 2\n", r"'helm-values/app' is \['replica'\]: unknown keys"),
+        ("replicas: 0\n", r"'replicas' is 0: use from 1 to 100"),
+        (
+            "autoscaling:\n  enabled: true\n  minReplicas: 1\n  maxReplicas: 4\n",
+            r"'autoscaling.maxReplicas' is 4: 4 pods x 1 GPU need 4 GPU slots but cluster 'test' has 1",
+        ),
+        (
+            "autoscaling:\n  enabled: true\n  minReplicas: 3\n  maxReplicas: 2\n",
+            r"'autoscaling.maxReplicas' is 2: use from 3 to 100; maxReplicas cannot be below minReplicas",
+        ),
+        ("quota:\n  gpus: 0\n", r"'quota.gpus' is 0: use at least 1; the quota must admit 1 pods x 1 GPU"),
+        (
+            "replicas: 2\nautoscaling:\n  enabled: false\npodDisruptionBudget:\n  minAvailable: 2\nquota:\n  gpus: 2\n",
+            r"'podDisruptionBudget.minAvailable' is 2: keep it below the replica count",
+        ),
+    ],
+)
+def test_bad_values_fail_at_synth(synth, tmp_path, text, message):
+    cluster = make_cluster(gpu_capacity=4)
+    if "maxReplicas: 4" in text:
+        cluster = make_cluster(gpu_capacity=1)
+    with pytest.raises(ConfigError, match=message):
+        build(synth, values_dir=_values(tmp_path, text), cluster=cluster, with_deps=False)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"image": "ghcr.io/acme/ffe-backend:latest"},
+            r"'app image' is 'ghcr.io/acme/ffe-backend:latest': pin",
+        ),
+        ({"image": "ghcr.io/acme/ffe-backend"}, r"'app image' is 'ghcr.io/acme/ffe-backend': pin"),
+        ({"host": "API.example.com"}, r"'host' is 'API.example.com': give a lower-case DNS name"),
+        ({"gpus": 9}, r"'gpus' is 9: use from 0 to 8"),
+    ],
+)
+def test_bad_props(synth, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build(synth, with_deps=False, **overrides)

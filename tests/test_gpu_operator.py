@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import yaml
+
+from gpu_constructs.cluster import K3S_CONTAINERD, GpuSharing, Manager, MigStrategy
+from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
+from gpu_constructs.helm import ValuesLayers
+from tests.conftest import ROOT, make_cluster, release_values, resources
+from tests.validators import unknown_keys
+
+
+def operator_values(synth, cluster, **props):
+    synthesized = synth(
+        lambda stack: GpuOperator(stack, "gpu", props=GpuOperatorProps(cluster=cluster, **props))
+    )
+    (release,) = resources(synthesized, "helm_release").values()
+    assert (release["chart"], release["version"]) == ("gpu-operator", "v26.7.0")
+    return release_values(release)
+
+
+def test_host_installed_driver_and_toolkit_are_left_alone(synth):
+    values = operator_values(synth, make_cluster())
+    assert values["driver"] == {"enabled": False}
+    assert values["toolkit"] == {"enabled": False}
+    assert values["operator"]["runtimeClass"] == "nvidia"
+    assert values["daemonsets"]["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+    ]
+
+
+def test_operator_managed_toolkit_on_k3s_gets_k3s_containerd_paths(synth):
+    cluster = make_cluster(driver=Manager.OPERATOR, toolkit=Manager.OPERATOR, containerd=K3S_CONTAINERD)
+    values = operator_values(synth, cluster)
+    assert values["driver"] == {"enabled": True}
+    assert values["toolkit"]["enabled"] is True
+    assert {e["name"]: e["value"] for e in values["toolkit"]["env"]} == {
+        "CONTAINERD_CONFIG": "/var/lib/rancher/k3s/agent/etc/containerd/config.toml.tmpl",
+        "CONTAINERD_SOCKET": "/run/k3s/containerd/containerd.sock",
+        "CONTAINERD_RUNTIME_CLASS": "nvidia",
+    }
+
+
+def test_time_slicing_and_mig_go_into_the_device_plugin_config(synth):
+    cluster = make_cluster(sharing=GpuSharing(time_slicing_replicas=4, mig_strategy=MigStrategy.SINGLE))
+    values = operator_values(synth, cluster)
+    config = values["devicePlugin"]["config"]
+    assert (config["create"], config["name"], config["default"]) == (True, "gpu-sharing", "default")
+    assert yaml.safe_load(config["data"]["default"]) == {
+        "version": "v1",
+        "flags": {"migStrategy": "single"},
+        "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 4}]}},
+    }
+    assert values["mig"] == {"strategy": "single"}
+    assert values["migManager"] == {"enabled": True}
+
+
+def test_no_time_slicing_by_default(synth):
+    config = operator_values(synth, make_cluster())["devicePlugin"]["config"]
+    assert "sharing" not in yaml.safe_load(config["data"]["default"])
+
+
+def test_monitoring_switches(synth):
+    on = operator_values(synth, make_cluster(), service_monitor=True)["dcgmExporter"]
+    assert on == {"enabled": True, "serviceMonitor": {"enabled": True}}
+    off = operator_values(synth, make_cluster(), dcgm_exporter=False, service_monitor=True)["dcgmExporter"]
+    assert off == {"enabled": False, "serviceMonitor": {"enabled": False}}
+
+
+def test_values_files_layer_under_the_contract(synth, tmp_path):
+    (tmp_path / "gpu-operator").mkdir()
+    (tmp_path / "gpu-operator" / "base.yaml").write_text(
+        "driver:\n  enabled: true\nnfd:\n  nodefeaturerules: true\n"
+    )
+    values = operator_values(synth, make_cluster(), values=ValuesLayers("production", tmp_path))
+    assert values["driver"] == {"enabled": False}  # the contract wins: the host owns the driver
+    assert values["nfd"] == {"enabled": True, "nodefeaturerules": True}
+
+
+def test_every_key_exists_in_the_chart_defaults(synth, upstream):
+    defaults = yaml.safe_load((upstream / "gpu-operator" / "values.yaml").read_text())
+    cluster = make_cluster(
+        driver=Manager.OPERATOR, toolkit=Manager.OPERATOR, sharing=GpuSharing(2, MigStrategy.MIXED)
+    )
+    values = operator_values(synth, cluster, values=ValuesLayers("production", ROOT / "helm-values"))
+    assert unknown_keys(values, defaults) == []
+
+
+def test_a_mistyped_key_is_caught(upstream):
+    defaults = yaml.safe_load((upstream / "gpu-operator" / "values.yaml").read_text())
+    assert unknown_keys({"devicePlugin": {"enabeld": True}}, defaults) == ["devicePlugin.enabeld"]

@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import pytest
+
+from gpu_constructs.cluster import GpuSharing, Manager
+from gpu_constructs.compute.k3s_host import K3sHostGpuCompute, K3sHostProps
+from gpu_constructs.errors import ConfigError
+from gpu_constructs.hostexec import SshHost
+from tests.conftest import resources
+
+TOKEN = "${var.k3s_token}"
+
+
+def hosts(count: int) -> list[SshHost]:
+    return [SshHost(f"192.168.1.{100 + i}", "ubuntu", "~/.ssh/id_ed25519") for i in range(count)]
+
+
+def props(**overrides) -> K3sHostProps:
+    fields = {"hosts": hosts(1), "k3s_token": TOKEN, "kubeconfig_path": "kube/single-node.yaml"}
+    fields.update(overrides)
+    return K3sHostProps(**fields)
+
+
+def build(synth, **overrides):
+    made = {}
+
+    def go(stack):
+        made["compute"] = K3sHostGpuCompute(stack, "compute", props=props(**overrides))
+
+    return synth(go), made["compute"]
+
+
+def steps(synthesized) -> dict[str, dict]:
+    # Logical ids are "<construct path>_<hash>": compute_server-k3s_CF7027BF -> server-k3s
+    return {
+        logical_id.removeprefix("compute_").rsplit("_", 1)[0]: body
+        for logical_id, body in resources(synthesized, "terraform_data").items()
+    }
+
+
+def inline(step: dict) -> list[str]:
+    return next(p["remote-exec"]["inline"] for p in step["provisioner"] if "remote-exec" in p)
+
+
+def test_server_steps_run_detection_driver_toolkit_and_k3s_in_order(synth):
+    synthesized, _ = build(synth)
+    found = steps(synthesized)
+    assert sorted(found) == ["kubeconfig", "server-gpu-driver", "server-k3s"]
+    assert [c.split(" bash ")[1] for c in inline(found["server-gpu-driver"])] == [
+        "/tmp/gpu-constructs-gpu-detect.sh",
+        "/tmp/gpu-constructs-nvidia-driver.sh",
+    ]
+    k3s = inline(found["server-k3s"])
+    assert "TOOLKIT_VERSION='1.20.0'" in k3s[0]
+    assert "K3S_ROLE='server'" in k3s[1] and "NODE_LABELS='nvidia.com/gpu=true'" in k3s[1]
+    assert "DISABLE='traefik'" in k3s[1]
+    assert "NODE_TAINTS" not in k3s[1]
+    assert found["server-k3s"]["depends_on"] == ["terraform_data.compute_server-gpu-driver_837B4D8C"]
+
+
+def test_token_is_passed_but_not_kept_in_triggers(synth):
+    synthesized, _ = build(synth)
+    k3s = steps(synthesized)["server-k3s"]
+    assert "K3S_TOKEN='${var.k3s_token}'" in inline(k3s)[1]
+    assert "k3s_token" not in str(k3s["triggers_replace"])
+
+
+def test_script_change_changes_the_trigger_hash(synth, monkeypatch):
+    from gpu_constructs import hostexec
+
+    before = steps(build(synth)[0])["server-k3s"]["triggers_replace"]["scripts"]
+    original = hostexec.script_text
+
+    def edited(name: str) -> str:
+        return original(name) + ("\n# edited" if name == "k3s-install.sh" else "")
+
+    monkeypatch.setattr(hostexec, "script_text", edited)
+    after = steps(build(synth)[0])["server-k3s"]["triggers_replace"]["scripts"]
+    assert before != after
+
+
+def test_scripts_are_escaped_for_terraform_templates(synth):
+    from gpu_constructs.hostexec import script_text
+
+    synthesized, _ = build(synth)
+    uploads = {
+        p["file"]["destination"]: p["file"]["content"]
+        for p in steps(synthesized)["server-k3s"]["provisioner"]
+        if "file" in p
+    }
+    content = uploads["/tmp/gpu-constructs-k3s-install.sh"]
+    assert "$${K3S_ROLE:?" in content
+    # What Terraform renders from the template is the script, byte for byte.
+    assert content.replace("$${", "${").replace("%%{", "%{") == script_text("k3s-install.sh")
+
+
+def test_agents_join_the_server_after_it_is_up(synth):
+    synthesized, compute = build(synth, hosts=hosts(3))
+    found = steps(synthesized)
+    assert {"agent-1-k3s", "agent-2-k3s", "agent-1-gpu-driver", "agent-2-gpu-driver"} <= set(found)
+    agent = found["agent-2-k3s"]
+    assert "K3S_URL='https://192.168.1.100:6443'" in inline(agent)[1]
+    assert "terraform_data.compute_server-k3s_CF7027BF" in agent["depends_on"]
+    assert compute.cluster.gpu_capacity == 3
+    assert len(found["kubeconfig"]["depends_on"]) == 3
+
+
+def test_taint_when_asked_for(synth):
+    synthesized, compute = build(synth, taint_gpu_nodes=True)
+    assert "NODE_TAINTS='nvidia.com/gpu=true:NoSchedule'" in inline(steps(synthesized)["server-k3s"])[1]
+    assert str(compute.cluster.gpu_taint) == "nvidia.com/gpu=true:NoSchedule"
+
+
+def test_without_gpu_no_nvidia_steps_and_no_capacity(synth):
+    synthesized, compute = build(synth, gpu_enabled=False)
+    found = steps(synthesized)
+    assert sorted(found) == ["kubeconfig", "server-k3s"]
+    assert "NODE_LABELS" not in inline(found["server-k3s"])[0]
+    assert compute.cluster.gpu_capacity == 0
+
+
+def test_contract_says_the_host_owns_driver_and_toolkit(synth):
+    _, compute = build(synth, sharing=GpuSharing(time_slicing_replicas=4))
+    cluster = compute.cluster
+    assert (cluster.driver, cluster.toolkit) == (Manager.HOST, Manager.HOST)
+    assert cluster.runtime_class == "nvidia"
+    assert cluster.gpu_capacity == 4
+    assert cluster.access.config_path == "kube/single-node.yaml"
+
+
+def test_kubeconfig_fetch_runs_locally_with_the_server_address(synth):
+    step = steps(build(synth)[0])["kubeconfig"]
+    local = step["provisioner"][0]["local-exec"]
+    assert local["interpreter"] == ["bash", "-c"]
+    assert local["environment"]["SSH_HOST"] == "192.168.1.100"
+    assert local["environment"]["KUBECONFIG_OUT"] == "kube/single-node.yaml"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"hosts": []}, r"'hosts' is \[\]: give at least one host"),
+        (
+            {"k3s_token": "hunter2"},
+            r"'k3s_token' is '<literal>': pass a reference to a sensitive Terraform variable",
+        ),
+        ({"k3s_version": "1.35"}, r"'k3s_version' is '1.35': give a pinned version such as v1.35.5\+k3s1"),
+        ({"driver_branch": "latest"}, r"'driver_branch' is 'latest': give a pinned version such as 580"),
+        ({"toolkit_version": "v1.20"}, r"'toolkit_version' is 'v1.20'"),
+        ({"gpus_per_node": 0}, r"'gpus_per_node' is 0: use from 1 to 16"),
+        ({"cluster_cidr": "10.42.0.0/33"}, r"'cluster_cidr' is '10.42.0.0/33': give an IPv4 network"),
+        ({"service_cidr": "10.42.128.0/17"}, r"'service_cidr' is '10.42.128.0/17': it overlaps cluster_cidr"),
+        ({"disable": ("nginx",)}, r"'disable' is 'nginx': use one of traefik"),
+    ],
+)
+def test_bad_settings_fail_with_field_value_and_fix(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        props(**overrides)
+
+
+def test_bad_host_address_fails():
+    with pytest.raises(ConfigError, match=r"'address' is '192.168.1.300': give an IPv4 address"):
+        SshHost("192.168.1.300", "ubuntu", "~/.ssh/id")

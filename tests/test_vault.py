@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import pytest
+
+from gpu_constructs.errors import ConfigError
+from gpu_constructs.hostexec import SshHost
+from gpu_constructs.vault import Vault, VaultProps
+from tests.conftest import make_cluster, release_values, resources
+from tests.validators import validate_values
+
+HOST = SshHost("192.168.1.100", "ubuntu", "~/.ssh/id_ed25519")
+
+
+def build(synth, **overrides):
+    fields = {"cluster": make_cluster(), "environment": "staging", "storage_class": "fast-ssd"}
+    fields.update(overrides)
+    made = {}
+    synthesized = synth(lambda stack: made.setdefault("v", Vault(stack, "vault", props=VaultProps(**fields))))
+    return synthesized, made["v"]
+
+
+def vault_values(synthesized):
+    (release,) = resources(synthesized, "helm_release").values()
+    assert (release["chart"], release["version"]) == ("vault", "0.34.1")
+    return release_values(release)
+
+
+def test_standalone_by_default_on_fast_storage(synth, upstream):
+    synthesized, _ = build(synth)
+    values = vault_values(synthesized)
+    assert values["server"]["standalone"] == {"enabled": True}
+    assert values["server"]["ha"] == {"enabled": False}
+    assert values["server"]["dataStorage"]["storageClass"] == "fast-ssd"
+    assert values["injector"]["enabled"] is True
+    validate_values(values, upstream / "vault-helm" / "values.schema.json")
+
+
+def test_ha_uses_raft_with_the_replica_count(synth, upstream):
+    synthesized, vault = build(synth, ha=True, replicas=5)
+    values = vault_values(synthesized)
+    assert values["server"]["ha"] == {
+        "enabled": True,
+        "replicas": 5,
+        "raft": {"enabled": True, "setNodeId": True},
+    }
+    assert vault.pod_names == ["vault-0", "vault-1", "vault-2", "vault-3", "vault-4"]
+    validate_values(values, upstream / "vault-helm" / "values.schema.json")
+
+
+def test_seed_secret_paths_for_the_environment(synth):
+    _, vault = build(synth)
+    assert vault.secret_paths == {
+        "app": "secret/data/staging/app",
+        "database": "database/staging/ffe",
+        "pki": "pki/ffe",
+        "transit": "transit/ffe",
+    }
+
+
+def test_bootstrap_runs_on_the_server_after_the_release(synth):
+    synthesized, _ = build(synth, bootstrap_host=HOST)
+    (step,) = resources(synthesized, "terraform_data").values()
+    command = next(p["remote-exec"]["inline"][0] for p in step["provisioner"] if "remote-exec" in p)
+    assert "ENVIRONMENT='staging'" in command and "VAULT_PODS='vault-0'" in command
+    assert "APP_SERVICE_ACCOUNT='ffe-backend'" in command
+    assert step["depends_on"] == ["helm_release.vault_BBE00A92"]
+
+
+def test_no_bootstrap_without_a_host(synth):
+    synthesized, vault = build(synth)
+    assert resources(synthesized, "terraform_data") == {} and vault.bootstrap is None
+
+
+@pytest.mark.parametrize("replicas", [2, 1, 4])
+def test_raft_needs_an_odd_quorum(replicas):
+    with pytest.raises(ConfigError, match=rf"'vault_replicas' is {replicas}: Vault raft needs an odd count"):
+        VaultProps(cluster=make_cluster(), environment="dev", storage_class="x", ha=True, replicas=replicas)
+
+
+def test_unknown_environment():
+    with pytest.raises(ConfigError, match=r"'environment' is 'prod': use one of dev, staging, production"):
+        VaultProps(cluster=make_cluster(), environment="prod", storage_class="x")
