@@ -1,0 +1,190 @@
+"""The whole single-node stack: snapshot, determinism, variables under real Terraform, secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cdktf
+import pytest
+from syrupy.extensions.json import JSONSnapshotExtension
+
+from environments import Instance
+from tests.conftest import ROOT, resources
+
+# Everything a ${...} in the synthesized JSON may start with: Terraform references and functions.
+TERRAFORM_REFERENCES = (
+    "var.",
+    "path.",
+    "element(",
+    "file(",
+    "terraform_data.",
+    "helm_release.",
+    "length(",
+    "alltrue(",
+    "can(",
+    "ip}",
+)
+
+
+@pytest.fixture(scope="module")
+def stack_json() -> dict:
+    stack = Instance("single-node", "single-node").build(cdktf.Testing.app())
+    return json.loads(cdktf.Testing.synth(stack))
+
+
+def test_snapshot(stack_json, snapshot):
+    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
+
+
+def test_every_component_is_in_the_stack(stack_json):
+    releases = {r["name"] for r in resources(stack_json, "helm_release").values()}
+    assert releases == {
+        "traefik",
+        "cert-manager",
+        "cluster-issuers",
+        "storage-classes",
+        "gpu-operator",
+        "vault",
+        "cloudnative-pg",
+        "ffe-db",
+        "ffe-backend",
+    }
+    steps = {key.rsplit("_", 1)[0] for key in resources(stack_json, "terraform_data")}
+    assert steps == {
+        "compute_server-gpu-driver",
+        "compute_server-k3s",
+        "compute_kubeconfig",
+        "networking_firewall-0",
+        "vault_bootstrap",
+    }
+    assert set(stack_json["output"]) == {
+        "kubeconfig_path",
+        "dns_records",
+        "cloudflare_commands",
+        "vault_address",
+        "vault_secret_paths",
+        "app_url",
+        "database_secret",
+    }
+
+
+def test_providers_read_the_kubeconfig_the_bootstrap_writes(stack_json):
+    """First apply: the helm provider reads a file, not attributes of resources in this apply, and
+    every release waits for the step that writes that file."""
+    config_path = stack_json["provider"]["helm"][0]["kubernetes"]["config_path"]
+    assert config_path == "${path.root}/../../../kubeconfig/single-node.yaml"
+    (kubeconfig,) = [v for k, v in resources(stack_json, "terraform_data").items() if "kubeconfig" in k]
+    assert kubeconfig["provisioner"][0]["local-exec"]["environment"]["KUBECONFIG_OUT"] == config_path
+    for release in resources(stack_json, "helm_release").values():
+        assert release.get("depends_on"), release["name"]
+
+
+def test_no_secret_values_in_the_json(stack_json):
+    variables = stack_json["variable"]
+    assert variables["k3s_token"]["sensitive"] is True
+    text = json.dumps(stack_json)
+    assert not re.search(r"(password|token|secret)[\"']?\s*[:=]\s*[\"'][A-Za-z0-9+/=]{12,}", text, re.I)
+    assert "BEGIN" not in text or "PRIVATE KEY" not in text
+
+
+def test_every_interpolation_is_a_terraform_reference(stack_json):
+    text = json.dumps(stack_json)
+    found = re.findall(r"(?<!\$)\$\{([^}]*)", text)
+    assert found
+    bad = sorted({ref for ref in found if not ref.startswith(TERRAFORM_REFERENCES)})
+    assert bad == []
+
+
+def test_state_path_is_relative(stack_json):
+    assert stack_json["terraform"]["backend"] == {"local": {"path": "../../../terraform.single-node.tfstate"}}
+
+
+def _synth_into(outdir: Path, extra_env: dict[str, str] | None = None) -> dict[str, bytes]:
+    env = {**os.environ, "CDKTF_OUTDIR": str(outdir), "GPU_STACKS": "single-node", **(extra_env or {})}
+    subprocess.run(
+        [sys.executable, "main.py"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300
+    )
+    return {
+        str(path.relative_to(outdir)): path.read_bytes()
+        for path in sorted((outdir / "stacks").rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_two_synths_are_byte_identical(tmp_path):
+    first = _synth_into(tmp_path / "a")
+    second = _synth_into(tmp_path / "b")
+    assert "stacks/single-node/cdk.tf.json" in first
+    assert first == second
+
+
+def _terraform() -> str:
+    found = shutil.which("terraform")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("terraform is not on PATH")
+        pytest.skip("terraform is not on PATH")
+    return found
+
+
+GOOD_VARS = {
+    "gpu_node_ips": '["192.168.1.100"]',
+    "k3s_token": "0123456789abcdef0123456789abcdef",
+    "app_domain": "api.example.com",
+    "dns_zone": "example.com",
+    "acme_email": "ops@example.com",
+    "app_image": "ghcr.io/acme/ffe-backend:2.0.1",
+}
+
+
+@pytest.fixture(scope="module")
+def variables_dir(stack_json, tmp_path_factory) -> Path:
+    """The stack's variable blocks alone: real Terraform evaluates their validations, no provider needed."""
+    directory = tmp_path_factory.mktemp("variables")
+    (directory / "main.tf.json").write_text(json.dumps({"variable": stack_json["variable"]}))
+    subprocess.run(
+        [_terraform(), "init", "-backend=false", "-input=false"],
+        cwd=directory,
+        check=True,
+        capture_output=True,
+    )
+    return directory
+
+
+def _plan(directory: Path, **overrides: str) -> subprocess.CompletedProcess[str]:
+    args = [f"-var={key}={value}" for key, value in {**GOOD_VARS, **overrides}.items()]
+    return subprocess.run(
+        [_terraform(), "plan", "-input=false", "-no-color", *args],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_good_variables_pass_terraform_validation(variables_dir):
+    result = _plan(variables_dir)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("gpu_node_ips", '["192.168.1.300"]', "Every gpu_node_ips entry must be an IPv4 address"),
+        ("gpu_node_ips", '["192.168.1.100", "192.168.1.101"]', "gpu_node_ips must list exactly 1 address"),
+        ("k3s_token", "short", "k3s_token must be at least 32 letters or digits"),
+        ("app_domain", "API.example", "app_domain must be a lower-case DNS name"),
+        ("acme_email", "ops.example.com", "acme_email must be an e-mail address"),
+        ("app_image", "ghcr.io/acme/ffe-backend:latest", "app_image must carry a pinned tag or digest"),
+        ("app_image", "ghcr.io/acme/ffe-backend", "app_image must carry a pinned tag or digest"),
+    ],
+)
+def test_bad_variables_fail_in_terraform_with_the_fix(variables_dir, name, value, message):
+    result = _plan(variables_dir, **{name: value})
+    assert result.returncode != 0
+    assert message in " ".join(result.stderr.split())
