@@ -14,7 +14,7 @@ from gpu_constructs import provider_imports
 
 provider_imports.install()
 
-from cdktf import App, TerraformStack, Testing  # noqa: E402
+from cdktf import TerraformStack, Testing  # noqa: E402
 from cdktf_cdktf_provider_helm.provider import HelmProvider  # noqa: E402
 
 from gpu_constructs.cluster import (  # noqa: E402
@@ -103,5 +103,18 @@ def by_kind(manifests: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [m for m in manifests if m["kind"] == kind]
 
 
-def new_app(outdir: Path) -> App:
-    return App(outdir=str(outdir))
+def synth_main(outdir: Path, **env: str) -> dict[str, bytes]:
+    """Run ``python main.py`` (the cdktf app) into ``outdir``; return every file it wrote, by path."""
+    import subprocess
+    import sys
+
+    full_env = {k: v for k, v in os.environ.items() if k not in env}
+    full_env.update(env, CDKTF_OUTDIR=str(outdir))
+    subprocess.run(
+        [sys.executable, "main.py"], cwd=ROOT, env=full_env, check=True, capture_output=True, timeout=600
+    )
+    return {
+        str(path.relative_to(outdir)): path.read_bytes()
+        for path in sorted((outdir / "stacks").rglob("*"))
+        if path.is_file()
+    }

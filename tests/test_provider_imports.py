@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import subprocess
 import sys
@@ -12,27 +11,12 @@ from pathlib import Path
 import pytest
 
 from gpu_constructs import provider_imports
-from tests.conftest import ROOT
-
-
-def _synth(outdir: Path, eager: bool) -> dict[str, bytes]:
-    env = {**os.environ, "CDKTF_OUTDIR": str(outdir)}
-    env.pop(provider_imports.EAGER_ENV, None)
-    if eager:
-        env[provider_imports.EAGER_ENV] = "1"
-    subprocess.run(
-        [sys.executable, "main.py"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=600
-    )
-    return {
-        str(p.relative_to(outdir)): p.read_bytes()
-        for p in sorted((outdir / "stacks").rglob("*"))
-        if p.is_file()
-    }
+from tests.conftest import ROOT, synth_main
 
 
 def test_lazy_and_ordinary_imports_synthesize_identical_bytes(tmp_path):
-    lazy = _synth(tmp_path / "lazy", eager=False)
-    eager = _synth(tmp_path / "eager", eager=True)
+    lazy = synth_main(tmp_path / "lazy", **{provider_imports.EAGER_ENV: "0"})
+    eager = synth_main(tmp_path / "eager", **{provider_imports.EAGER_ENV: "1"})
     assert lazy and lazy == eager
 
 

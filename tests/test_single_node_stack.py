@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import cdktf
@@ -15,7 +14,7 @@ import pytest
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
-from tests.conftest import ROOT, resources
+from tests.conftest import resources, synth_main
 
 # Everything a ${...} in the synthesized JSON may start with: Terraform references and functions.
 TERRAFORM_REFERENCES = (
@@ -105,21 +104,9 @@ def test_state_path_is_relative(stack_json):
     assert stack_json["terraform"]["backend"] == {"local": {"path": "../../../terraform.single-node.tfstate"}}
 
 
-def _synth_into(outdir: Path, extra_env: dict[str, str] | None = None) -> dict[str, bytes]:
-    env = {**os.environ, "CDKTF_OUTDIR": str(outdir), "GPU_STACKS": "single-node", **(extra_env or {})}
-    subprocess.run(
-        [sys.executable, "main.py"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300
-    )
-    return {
-        str(path.relative_to(outdir)): path.read_bytes()
-        for path in sorted((outdir / "stacks").rglob("*"))
-        if path.is_file()
-    }
-
-
 def test_two_synths_are_byte_identical(tmp_path):
-    first = _synth_into(tmp_path / "a")
-    second = _synth_into(tmp_path / "b")
+    first = synth_main(tmp_path / "a", GPU_STACKS="single-node")
+    second = synth_main(tmp_path / "b", GPU_STACKS="single-node")
     assert "stacks/single-node/cdk.tf.json" in first
     assert first == second
 
