@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 def test_library_example_synthesizes(tmp_path):
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
-    (example,) = [block for block in blocks if "K3sHostGpuCompute(stack" in block]
+    (example,) = [block for block in blocks if "K3sHostGpuCompute(" in block]
     env = {**os.environ, "CDKTF_OUTDIR": str(tmp_path / "out"), "PYTHONPATH": str(ROOT)}
     subprocess.run(
         [sys.executable, "-c", example], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300
