@@ -25,8 +25,10 @@ class Host:
         self.state.mkdir()
         self.log = root / "calls.log"
         self.log.touch()
-        for name in ("apt-get", "gpg", "systemctl", "nohup", "ufw", "dpkg-query", "uname"):
+        for name in ("apt-get", "systemctl", "nohup", "ufw", "dpkg-query", "uname"):
             self.stub(name, "")
+        # gpg reads the key from a pipe: the stub must read it too, or the writer dies of SIGPIPE.
+        self.stub("gpg", "cat >/dev/null")
         self.stub("hostname", "echo gpu-host")
 
     def stub(self, name: str, body: str) -> None:
