@@ -27,10 +27,6 @@ from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script, run_sc
 GPU_LABEL = ("nvidia.com/gpu", "true")
 GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
 
-# Ports k3s nodes need from each other and from the pod/service networks (k3s networking docs):
-# kubelet metrics, flannel VXLAN, and the embedded etcd peers.
-CLUSTER_PORTS = ("10250/tcp", "8472/udp", "2379/tcp", "2380/tcp")
-
 
 @dataclass(frozen=True)
 class K3sHostProps:
