@@ -69,9 +69,9 @@ class AppChartProps:
         validate.k8s_name("app name", self.name)
         validate.k8s_name("app namespace", self.namespace)
         validate.int_range("gpus", self.gpus, 0, 8)
-        if not self.image.startswith("${"):
+        if not validate.is_reference(self.image):
             _check_pinned_image("app image", self.image)
-        if not self.host.startswith("${"):
+        if not validate.is_reference(self.host):
             validate.dns_name("host", self.host)
 
 

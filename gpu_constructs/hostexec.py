@@ -22,7 +22,6 @@ from cdktf import (
     LocalExecProvisioner,
     RemoteExecProvisioner,
     SSHProvisionerConnection,
-    Token,
 )
 from constructs import Construct
 
@@ -63,7 +62,7 @@ class SshHost:
     """How long a step keeps trying to connect; long enough for a reboot after a driver install."""
 
     def __post_init__(self) -> None:
-        if not Token.is_unresolved(self.address):
+        if not validate.is_reference(self.address):
             validate.ipv4("address", self.address)
 
     def connection(self) -> SSHProvisionerConnection:

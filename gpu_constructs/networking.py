@@ -60,7 +60,7 @@ class NetworkingProps:
                 "keep 22/tcp open on firewalled hosts, or Terraform loses its SSH access",
             )
         for network in self.trusted_cidrs:
-            if not network.startswith("${"):
+            if not validate.is_reference(network):
                 validate.cidr("trusted_cidrs", network)
         validate.int_range("ingress_replicas", self.ingress_replicas, 1, 10)
 

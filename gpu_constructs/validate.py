@@ -6,6 +6,8 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
+from cdktf import Token
+
 from gpu_constructs.errors import ConfigError
 
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
@@ -14,6 +16,12 @@ _K8S_NAME = re.compile(rf"^{_DNS_LABEL}$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|M|G|T|P)?$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _CRON = re.compile(r"^(\S+\s+){4}\S+$")
+
+
+def is_reference(value: str) -> bool:
+    """Whether ``value`` is a Terraform reference (a cdktf token or a ``${...}`` expression), whose
+    value is only known at plan time: such values are checked by Terraform, not here."""
+    return Token.is_unresolved(value) or value.startswith("${")
 
 
 def ipv4(field: str, value: str) -> str:

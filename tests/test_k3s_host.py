@@ -161,3 +161,8 @@ def test_bad_settings_fail_with_field_value_and_fix(overrides, message):
 def test_bad_host_address_fails():
     with pytest.raises(ConfigError, match=r"'address' is '192.168.1.300': give an IPv4 address"):
         SshHost("192.168.1.300", "ubuntu", "~/.ssh/id")
+
+
+def test_references_are_left_for_terraform_to_check():
+    assert SshHost("${var.server_ip}", "ubuntu", "~/.ssh/id").address == "${var.server_ip}"
+    assert props(k3s_token="${var.k3s_token}").k3s_token == "${var.k3s_token}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cdktf import DataResource, Token
+from cdktf import DataResource
 from constructs import Construct
 
 from gpu_constructs import validate, versions
@@ -61,7 +61,7 @@ class K3sHostProps:
     def __post_init__(self) -> None:
         if not self.hosts:
             raise ConfigError("hosts", [], "give at least one host; the first one runs the k3s server")
-        if not (Token.is_unresolved(self.k3s_token) or self.k3s_token.startswith("${")):
+        if not validate.is_reference(self.k3s_token):
             raise ConfigError(
                 "k3s_token",
                 "<literal>",
