@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cdktf import (
+    Aspects,
     Fn,
     LocalBackend,
     TerraformOutput,
@@ -31,6 +32,7 @@ from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.helm import ValuesLayers
 from gpu_constructs.hostexec import SshHost
 from gpu_constructs.networking import Networking, NetworkingProps
+from gpu_constructs.policy import StackPolicy
 from gpu_constructs.storage import Storage, StorageProps
 from gpu_constructs.vault import Vault, VaultProps
 
@@ -216,6 +218,7 @@ class SingleNodeStack(TerraformStack):
             ),
         )
         cluster = compute.cluster
+        Aspects.of(self).add(StackPolicy(cluster))
         HelmProvider(self, "helm", kubernetes=cluster.access.helm_kubernetes())
         values = ValuesLayers(overlay=s.environment, directory=s.values_dir)
 
