@@ -10,7 +10,10 @@ provider_imports.install()
 
 from environments import Instance, synth  # noqa: E402
 
-INSTANCES = (Instance("single-node", "single-node"),)
+INSTANCES = (
+    Instance("single-node", "single-node"),
+    Instance("eks-karpenter", "eks-karpenter"),
+)
 
 if __name__ == "__main__":
     synth(INSTANCES)

@@ -22,6 +22,7 @@ from gpu_constructs.errors import ConfigError
 # environment name -> (module, stack class, settings class)
 ENVIRONMENTS: Mapping[str, tuple[str, str, str]] = {
     "single-node": ("environments.single_node", "SingleNodeStack", "SingleNodeSettings"),
+    "eks-karpenter": ("environments.eks_karpenter", "EksKarpenterStack", "EksKarpenterSettings"),
 }
 
 STACKS_ENV = "GPU_STACKS"

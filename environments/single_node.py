@@ -21,7 +21,7 @@ from cdktf import (
 from cdktf_cdktf_provider_helm.provider import HelmProvider
 from constructs import Construct
 
-from environments.variables import rule
+from environments.variables import pinned_image_rule, rule
 from gpu_constructs import validate, versions
 from gpu_constructs.app_chart import AppChart, AppChartProps
 from gpu_constructs.cluster import GpuSharing, MigStrategy
@@ -180,15 +180,7 @@ class SingleNodeStack(TerraformStack):
             "app_image",
             type="string",
             description="Application image with a pinned tag or digest, e.g. ghcr.io/acme/ffe-backend:2.0.1.",
-            validation=[
-                rule(
-                    (
-                        'can(regex("^[^:@ ]+(:[A-Za-z0-9_][A-Za-z0-9_.-]*|@sha256:[a-f0-9]{64})$", '
-                        'var.app_image)) && !endswith(var.app_image, ":latest")'
-                    ),
-                    "app_image must carry a pinned tag or digest, never :latest.",
-                )
-            ],
+            validation=[pinned_image_rule("app_image")],
         )
 
         kubeconfig_path = f"${{path.root}}/../../../kubeconfig/{id}.yaml"

@@ -8,8 +8,8 @@ GPU placement comes from the cluster contract and is applied last, so no values 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from constructs import Construct
@@ -53,8 +53,11 @@ class AppChartProps:
     values_chart: str = "app"
     gpus: int = 1
     """GPUs per pod (request and limit). 0 runs the application without a GPU."""
-    cluster_issuer: str = "letsencrypt-production"
-    """cert-manager ClusterIssuer of the ingress certificate."""
+    cluster_issuer: str | None = "letsencrypt-production"
+    """cert-manager ClusterIssuer of the ingress certificate; None where the load balancer
+    terminates TLS itself (an ALB with an ACM certificate, set through ``ingress_annotations``)."""
+    ingress_annotations: Mapping[str, str] = field(default_factory=dict)
+    """Extra annotations of the Ingress, e.g. the ALB scheme and certificate."""
     ingress_class: str = "traefik"
     ingress_namespace: str = "traefik"
     vault: Vault | None = None
@@ -277,14 +280,20 @@ class AppChart(Construct):
     def ingress(self) -> dict[str, Any]:
         props = self.props
         meta = self._meta()
-        meta["annotations"] = {"cert-manager.io/cluster-issuer": props.cluster_issuer}
+        annotations = dict(props.ingress_annotations)
+        tls: dict[str, Any] = {"hosts": [props.host]}
+        if props.cluster_issuer is not None:
+            annotations["cert-manager.io/cluster-issuer"] = props.cluster_issuer
+            tls["secretName"] = f"{props.name}-tls"
+        if annotations:
+            meta["annotations"] = dict(sorted(annotations.items()))
         return {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "Ingress",
             "metadata": meta,
             "spec": {
                 "ingressClassName": props.ingress_class,
-                "tls": [{"hosts": [props.host], "secretName": f"{props.name}-tls"}],
+                "tls": [tls],
                 "rules": [
                     {
                         "host": props.host,

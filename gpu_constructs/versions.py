@@ -92,3 +92,29 @@ REPO_CNPG = "https://cloudnative-pg.github.io/charts"
 def all_pins() -> dict[str, Pin]:
     """Every Pin defined in this module, by name (used by the version policy and the docs)."""
     return {name: value for name, value in globals().items() if isinstance(value, Pin)}
+
+
+# --- EKS and Karpenter (eks-karpenter) --------------------------------------------------------------
+EKS_KUBERNETES = Pin(
+    "1.34",
+    seed="1.31",
+    note="1.31 leaves EKS extended support on 2026-11-26; 1.34 is in standard support",
+)
+KARPENTER_CHART = Pin(
+    "1.14.1",
+    seed="v1.0.8",
+    checked_against=(
+        "karpenter/values.yaml, karpenter.sh_nodepools.yaml, karpenter.k8s.aws_ec2nodeclasses.yaml (v1.14.1)"
+    ),
+)
+NVIDIA_DEVICE_PLUGIN_CHART = Pin(
+    "0.20.0",
+    seed="v0.17.0",
+    checked_against="nvidia-device-plugin/values.yaml (v0.20.0 chart)",
+)
+AWS_LB_CONTROLLER_CHART = Pin("1.14.0", note="AWS Load Balancer Controller v2.14")
+RDS_POSTGRES = Pin("16", note="major version; RDS applies minor upgrades in the maintenance window")
+
+REPO_KARPENTER = "oci://public.ecr.aws/karpenter"
+REPO_NVIDIA_DEVICE_PLUGIN = "https://nvidia.github.io/k8s-device-plugin"
+REPO_EKS_CHARTS = "https://aws.github.io/eks-charts"

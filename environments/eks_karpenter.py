@@ -1,0 +1,221 @@
+"""eks-karpenter: EKS with Karpenter and scale-to-zero GPU nodes, RDS, ALB controller and ACM.
+
+Everything the cluster runs is a Helm release (Karpenter, its NodePools and EC2NodeClasses, the
+NVIDIA device plugin, the Load Balancer Controller, the inference workload), so the first apply
+plans without a cluster: the helm provider is configured from the cluster's attributes and only
+connects when it creates the first release, after the cluster and its system nodes exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cdktf import Aspects, LocalBackend, S3Backend, TerraformOutput, TerraformStack, TerraformVariable
+from cdktf_cdktf_provider_aws.provider import AwsProvider
+from cdktf_cdktf_provider_helm.provider import HelmProvider
+from constructs import Construct
+
+from environments.variables import pinned_image_rule, rule
+from gpu_constructs import validate
+from gpu_constructs.app_chart import AppChart, AppChartProps
+from gpu_constructs.aws_services import (
+    Certificate,
+    DeployerRole,
+    LoadBalancerController,
+    RdsPostgres,
+    RdsPostgresProps,
+)
+from gpu_constructs.cluster import GpuSharing
+from gpu_constructs.compute.eks import SEED_NODE_POOLS, EksGpuCompute, EksProps, NodePoolSpec
+from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
+from gpu_constructs.helm import ValuesLayers
+from gpu_constructs.policy import StackPolicy
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class EksKarpenterSettings:
+    """Structural settings of an eks-karpenter instance; defaults are the seed's dev environment."""
+
+    environment: str = "dev"
+    cluster_name: str = "gpu-dev-euw1-eks"
+    region: str = "eu-west-1"
+    availability_zones: tuple[str, ...] = ("eu-west-1a", "eu-west-1b", "eu-west-1c")
+    vpc_cidr: str = "10.0.0.0/16"
+    kubernetes_version: str = EksProps.kubernetes_version
+    node_pools: tuple[NodePoolSpec, ...] = SEED_NODE_POOLS
+    time_slicing_replicas: int = 1
+    rds_instance_class: str = "db.t4g.medium"
+    rds_multi_az: bool = False
+    workload_name: str = "tinyllama-inference"
+    workload_namespace: str = "inference"
+    state_bucket: str | None = None
+    """S3 bucket for the Terraform state; None keeps local state (synth needs no bucket)."""
+    state_locking: bool = True
+    """S3 native state locking (a lock file next to the state), with state_bucket."""
+    values_dir: Path = field(default=PROJECT_ROOT / "helm-values")
+
+    def __post_init__(self) -> None:
+        validate.one_of("environment", self.environment, ("dev", "staging", "production"))
+        validate.k8s_name("workload_name", self.workload_name)
+        if self.state_bucket is not None:
+            validate.dns_name("state_bucket", self.state_bucket)
+
+
+class EksKarpenterStack(TerraformStack):
+    def __init__(self, scope: Construct, id: str, *, settings: EksKarpenterSettings) -> None:
+        super().__init__(scope, id)
+        s = settings
+        if s.state_bucket is not None:
+            backend = S3Backend(
+                self, bucket=s.state_bucket, key=f"{id}/terraform.tfstate", region=s.region, encrypt=True
+            )
+            if s.state_locking:
+                # S3-native locking (Terraform 1.10+); cdktf 0.21's S3Backend predates the argument.
+                backend.add_override("use_lockfile", True)
+        else:
+            LocalBackend(self, path=f"../../../terraform.{id}.tfstate")
+
+        account_id = TerraformVariable(
+            self,
+            "aws_account_id",
+            type="string",
+            description="The AWS account the stack deploys into (12 digits).",
+            validation=[
+                rule('can(regex("^[0-9]{12}$", var.aws_account_id))', "aws_account_id must be 12 digits.")
+            ],
+        )
+        api_cidrs = TerraformVariable(
+            self,
+            "api_allowed_cidrs",
+            type="list(string)",
+            description="Networks allowed to reach the public Kubernetes API endpoint.",
+            validation=[
+                rule("length(var.api_allowed_cidrs) > 0", "api_allowed_cidrs needs at least one network."),
+                rule(
+                    "alltrue([for c in var.api_allowed_cidrs : can(cidrnetmask(c))])",
+                    "api_allowed_cidrs entries must be IPv4 CIDRs.",
+                ),
+            ],
+        )
+        deployer = TerraformVariable(
+            self,
+            "deployer_principal_arn",
+            type="string",
+            description="IAM principal (your CI's role or SSO role) allowed to assume the deployer role.",
+            validation=[
+                rule(
+                    'can(regex("^arn:aws:iam::[0-9]{12}:", var.deployer_principal_arn))',
+                    "deployer_principal_arn must be an IAM ARN.",
+                )
+            ],
+        )
+        domain = TerraformVariable(
+            self, "app_domain", type="string", description="Public host name of the inference endpoint."
+        )
+        zone_id = TerraformVariable(
+            self,
+            "route53_zone_id",
+            type="string",
+            description="Route 53 hosted zone of app_domain (DNS validation).",
+        )
+        image = TerraformVariable(
+            self,
+            "inference_image",
+            type="string",
+            description="Inference image with a pinned tag or digest.",
+            validation=[pinned_image_rule("inference_image")],
+        )
+
+        AwsProvider(
+            self,
+            "aws",
+            region=s.region,
+            allowed_account_ids=[account_id.string_value],
+            default_tags=[{"tags": {"stack": id, "environment": s.environment}}],
+        )
+        compute = EksGpuCompute(
+            self,
+            "eks",
+            props=EksProps(
+                name=s.cluster_name,
+                region=s.region,
+                account_id=account_id.string_value,
+                availability_zones=s.availability_zones,
+                vpc_cidr=s.vpc_cidr,
+                kubernetes_version=s.kubernetes_version,
+                public_access_cidrs=api_cidrs.list_value,
+                node_pools=s.node_pools,
+                sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
+            ),
+        )
+        cluster = compute.cluster
+        Aspects.of(self).add(StackPolicy(cluster))
+        HelmProvider(self, "helm", kubernetes=cluster.access.helm_kubernetes())
+
+        deployer_role = DeployerRole(self, "deployer", compute=compute, principal_arn=deployer.string_value)
+        database = RdsPostgres(
+            self,
+            "rds",
+            props=RdsPostgresProps(
+                compute=compute,
+                name=f"{s.cluster_name}-db",
+                instance_class=s.rds_instance_class,
+                multi_az=s.rds_multi_az,
+            ),
+        )
+        certificate = Certificate(
+            self, "certificate", domain=domain.string_value, zone_id=zone_id.string_value
+        )
+        lb_controller = LoadBalancerController(self, "alb-controller", compute=compute)
+        device_plugin = NvidiaDevicePlugin(
+            self,
+            "nvidia-device-plugin",
+            props=NvidiaDevicePluginProps(cluster=cluster, depends_on=[compute.node_pools]),
+        )
+
+        AppChart(
+            self,
+            "workload",
+            props=AppChartProps(
+                cluster=cluster,
+                name=s.workload_name,
+                namespace=s.workload_namespace,
+                image=image.string_value,
+                host=domain.string_value,
+                values=ValuesLayers(overlay=s.environment, directory=s.values_dir),
+                values_chart="inference",
+                cluster_issuer=None,
+                ingress_class="alb",
+                ingress_annotations={
+                    "alb.ingress.kubernetes.io/scheme": "internet-facing",
+                    "alb.ingress.kubernetes.io/target-type": "ip",
+                    "alb.ingress.kubernetes.io/listen-ports": '[{"HTTPS": 443}]',
+                    "alb.ingress.kubernetes.io/certificate-arn": certificate.arn,
+                    "alb.ingress.kubernetes.io/ssl-policy": "ELBSecurityPolicy-TLS13-1-2-2021-06",
+                },
+                # The VPC CNI enforces NetworkPolicies only with its network policy agent enabled.
+                network_policies=False,
+                depends_on=[device_plugin.release, lb_controller.release, compute.node_pools],
+            ),
+        )
+
+        TerraformOutput(self, "cluster_name", value=s.cluster_name)
+        TerraformOutput(self, "cluster_endpoint", value=compute.eks.endpoint)
+        TerraformOutput(
+            self,
+            "update_kubeconfig",
+            value=f"aws eks update-kubeconfig --region {s.region} --name {s.cluster_name}",
+        )
+        TerraformOutput(self, "interruption_queue", value=compute.interruption_queue.name)
+        TerraformOutput(self, "database_endpoint", value=database.instance.endpoint)
+        TerraformOutput(
+            self,
+            "database_secret_arn",
+            value=database.master_secret_arn,
+            description="Secrets Manager secret with the master credentials.",
+        )
+        TerraformOutput(self, "certificate_arn", value=certificate.arn)
+        TerraformOutput(self, "deployer_role_arn", value=deployer_role.role.arn)

@@ -1,0 +1,300 @@
+"""AWS services around an EKS GPU cluster: RDS PostgreSQL, the Load Balancer Controller, an ACM
+certificate and the deployment role."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from cdktf import Fn
+from cdktf_cdktf_provider_aws.acm_certificate import AcmCertificate
+from cdktf_cdktf_provider_aws.acm_certificate_validation import AcmCertificateValidation
+from cdktf_cdktf_provider_aws.db_instance import DbInstance
+from cdktf_cdktf_provider_aws.db_parameter_group import DbParameterGroup
+from cdktf_cdktf_provider_aws.db_subnet_group import DbSubnetGroup
+from cdktf_cdktf_provider_aws.eks_access_entry import EksAccessEntry
+from cdktf_cdktf_provider_aws.eks_access_policy_association import EksAccessPolicyAssociation
+from cdktf_cdktf_provider_aws.eks_pod_identity_association import EksPodIdentityAssociation
+from cdktf_cdktf_provider_aws.iam_role import IamRole
+from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
+from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
+from cdktf_cdktf_provider_aws.route53_record import Route53Record
+from cdktf_cdktf_provider_aws.security_group import SecurityGroup
+from cdktf_cdktf_provider_aws.vpc_security_group_ingress_rule import VpcSecurityGroupIngressRule
+from constructs import Construct
+
+from gpu_constructs import helm, validate, versions
+from gpu_constructs.compute.eks import SYSTEM_TAINT, EksGpuCompute
+
+
+def _policy(*statements: dict) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)}, sort_keys=True)
+
+
+def _trust(service: str, *actions: str) -> str:
+    return _policy(
+        {"Effect": "Allow", "Principal": {"Service": service}, "Action": list(actions) or "sts:AssumeRole"}
+    )
+
+
+@dataclass(frozen=True)
+class RdsPostgresProps:
+    compute: EksGpuCompute
+    name: str
+    database: str = "app"
+    username: str = "app"
+    instance_class: str = "db.t4g.medium"
+    allocated_storage_gi: int = 20
+    max_allocated_storage_gi: int = 100
+    multi_az: bool = False
+    """A standby in a second zone; the seed's dev environment runs one instance."""
+    backup_retention_days: int = 7
+    engine_version: str = versions.RDS_POSTGRES.version
+
+    def __post_init__(self) -> None:
+        validate.int_range("allocated_storage_gi", self.allocated_storage_gi, 20, 65536)
+        validate.int_range(
+            "max_allocated_storage_gi",
+            self.max_allocated_storage_gi,
+            self.allocated_storage_gi,
+            65536,
+            why="autoscaling storage cannot be below allocated_storage_gi",
+        )
+        validate.int_range("backup_retention_days", self.backup_retention_days, 1, 35)
+        validate.version("engine_version", self.engine_version, r"16(\.\d+)?", "16")
+
+
+class RdsPostgres(Construct):
+    """Private, encrypted PostgreSQL with its master password kept by RDS in Secrets Manager."""
+
+    def __init__(self, scope: Construct, id: str, *, props: RdsPostgresProps) -> None:
+        super().__init__(scope, id)
+        compute = props.compute
+        subnets = DbSubnetGroup(
+            self, "subnets", name=props.name, subnet_ids=[s.id for s in compute.private_subnets]
+        )
+        self.security_group = SecurityGroup(
+            self,
+            "security-group",
+            name=f"{props.name}-db",
+            description="PostgreSQL from the EKS cluster",
+            vpc_id=compute.vpc.id,
+        )
+        VpcSecurityGroupIngressRule(
+            self,
+            "from-cluster",
+            security_group_id=self.security_group.id,
+            referenced_security_group_id=compute.eks.vpc_config.cluster_security_group_id,
+            ip_protocol="tcp",
+            from_port=5432,
+            to_port=5432,
+            description="EKS nodes and pods",
+        )
+        monitoring = IamRole(
+            self,
+            "monitoring-role",
+            name=f"{props.name}-rds-monitoring",
+            assume_role_policy=_trust("monitoring.rds.amazonaws.com"),
+        )
+        IamRolePolicyAttachment(
+            self,
+            "monitoring-policy",
+            role=monitoring.name,
+            policy_arn="arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole",
+        )
+        parameters = DbParameterGroup(
+            self,
+            "parameters",
+            name=f"{props.name}-postgres16",
+            family="postgres16",
+            parameter=[
+                # DDL statements and queries slower than a second go to the postgresql log export.
+                {"name": "log_statement", "value": "ddl"},
+                {"name": "log_min_duration_statement", "value": "1000"},
+                # Clients must use TLS.
+                {"name": "rds.force_ssl", "value": "1"},
+            ],
+        )
+        self.instance = DbInstance(
+            self,
+            "instance",
+            identifier=props.name,
+            engine="postgres",
+            engine_version=props.engine_version,
+            instance_class=props.instance_class,
+            allocated_storage=props.allocated_storage_gi,
+            max_allocated_storage=props.max_allocated_storage_gi,
+            storage_type="gp3",
+            storage_encrypted=True,
+            kms_key_id=compute.kms.arn,
+            db_name=props.database,
+            username=props.username,
+            manage_master_user_password=True,
+            db_subnet_group_name=subnets.name,
+            parameter_group_name=parameters.name,
+            vpc_security_group_ids=[self.security_group.id],
+            publicly_accessible=False,
+            multi_az=props.multi_az,
+            backup_retention_period=props.backup_retention_days,
+            deletion_protection=True,
+            skip_final_snapshot=False,
+            final_snapshot_identifier=f"{props.name}-final",
+            copy_tags_to_snapshot=True,
+            auto_minor_version_upgrade=True,
+            iam_database_authentication_enabled=True,
+            enabled_cloudwatch_logs_exports=["postgresql", "upgrade"],
+            performance_insights_enabled=True,
+            performance_insights_kms_key_id=compute.kms.arn,
+            monitoring_interval=60,
+            monitoring_role_arn=monitoring.arn,
+        )
+
+    @property
+    def master_secret_arn(self) -> str:
+        """Secrets Manager secret that RDS keeps the master credentials in."""
+        return self.instance.master_user_secret.get(0).secret_arn
+
+
+class LoadBalancerController(Construct):
+    """AWS Load Balancer Controller on the system nodes, with its IAM role through Pod Identity."""
+
+    def __init__(self, scope: Construct, id: str, *, compute: EksGpuCompute) -> None:
+        super().__init__(scope, id)
+        props = compute.props
+        role = IamRole(
+            self,
+            "role",
+            name=f"{props.name}-lb-controller",
+            assume_role_policy=_trust("pods.eks.amazonaws.com", "sts:AssumeRole", "sts:TagSession"),
+        )
+        IamRolePolicy(self, "policy", role=role.id, policy=self._policy(props.region))
+        identity = EksPodIdentityAssociation(
+            self,
+            "pod-identity",
+            cluster_name=compute.eks.name,
+            namespace="kube-system",
+            service_account="aws-load-balancer-controller",
+            role_arn=role.arn,
+        )
+        self.release = helm.release(
+            self,
+            "release",
+            name="aws-load-balancer-controller",
+            chart="aws-load-balancer-controller",
+            repository=versions.REPO_EKS_CHARTS,
+            version=versions.AWS_LB_CONTROLLER_CHART.version,
+            namespace="kube-system",
+            values={
+                "clusterName": props.name,
+                "region": props.region,
+                "vpcId": compute.vpc.id,
+                "replicaCount": 2,
+                "serviceAccount": {"name": "aws-load-balancer-controller"},
+                "nodeSelector": {"role": "system"},
+                "tolerations": [
+                    {"key": SYSTEM_TAINT.key, "operator": "Exists", "effect": SYSTEM_TAINT.effect}
+                ],
+            },
+            depends_on=[*compute.cluster.ready, identity],
+        )
+
+    @staticmethod
+    def _policy(region: str) -> str:
+        describe = [
+            "ec2:Describe*",
+            "elasticloadbalancing:Describe*",
+            "acm:ListCertificates",
+            "acm:DescribeCertificate",
+            "iam:ListServerCertificates",
+            "iam:GetServerCertificate",
+            "wafv2:GetWebACL",
+            "wafv2:GetWebACLForResource",
+            "shield:GetSubscriptionState",
+        ]
+        manage = [
+            "ec2:AuthorizeSecurityGroupIngress",
+            "ec2:RevokeSecurityGroupIngress",
+            "ec2:CreateSecurityGroup",
+            "ec2:DeleteSecurityGroup",
+            "ec2:CreateTags",
+            "ec2:DeleteTags",
+            "elasticloadbalancing:*",
+            "wafv2:AssociateWebACL",
+            "wafv2:DisassociateWebACL",
+        ]
+        region_only = {"StringEquals": {"aws:RequestedRegion": region}}
+        return _policy(
+            {"Effect": "Allow", "Action": describe, "Resource": "*", "Condition": region_only},
+            {"Effect": "Allow", "Action": manage, "Resource": "*", "Condition": region_only},
+            {
+                "Effect": "Allow",
+                "Action": "iam:CreateServiceLinkedRole",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}},
+            },
+        )
+
+
+class Certificate(Construct):
+    """An ACM certificate for one domain, validated through a Route 53 record."""
+
+    def __init__(self, scope: Construct, id: str, *, domain: str, zone_id: str) -> None:
+        super().__init__(scope, id)
+        self.certificate = AcmCertificate(
+            self,
+            "certificate",
+            domain_name=domain,
+            validation_method="DNS",
+            lifecycle={"create_before_destroy": True},
+        )
+        option = Fn.element(Fn.tolist(self.certificate.domain_validation_options), 0)
+        record = Route53Record(
+            self,
+            "validation",
+            zone_id=zone_id,
+            name=Fn.lookup(option, "resource_record_name", ""),
+            type=Fn.lookup(option, "resource_record_type", ""),
+            records=[Fn.lookup(option, "resource_record_value", "")],
+            ttl=300,
+            allow_overwrite=True,
+        )
+        self.validation = AcmCertificateValidation(
+            self, "validated", certificate_arn=self.certificate.arn, validation_record_fqdns=[record.fqdn]
+        )
+
+    @property
+    def arn(self) -> str:
+        return self.validation.certificate_arn
+
+
+class DeployerRole(Construct):
+    """The role CI assumes to deploy: cluster admin through an access entry."""
+
+    def __init__(self, scope: Construct, id: str, *, compute: EksGpuCompute, principal_arn: str) -> None:
+        super().__init__(scope, id)
+        name = compute.props.name
+        self.role = IamRole(
+            self,
+            "role",
+            name=f"{name}-deployer",
+            assume_role_policy=_policy(
+                {"Effect": "Allow", "Principal": {"AWS": principal_arn}, "Action": "sts:AssumeRole"}
+            ),
+        )
+        IamRolePolicy(
+            self,
+            "eks",
+            role=self.role.id,
+            policy=_policy(
+                {"Effect": "Allow", "Action": ["eks:DescribeCluster"], "Resource": compute.eks.arn}
+            ),
+        )
+        entry = EksAccessEntry(self, "access", cluster_name=compute.eks.name, principal_arn=self.role.arn)
+        EksAccessPolicyAssociation(
+            self,
+            "admin",
+            cluster_name=compute.eks.name,
+            principal_arn=entry.principal_arn,
+            policy_arn="arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
+            access_scope={"type": "cluster"},
+        )

@@ -1,0 +1,353 @@
+"""eks-karpenter: the AWS resources, Karpenter's objects, bad input, and a real offline plan."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import cdktf
+import pytest
+from syrupy.extensions.json import JSONSnapshotExtension
+
+from environments import Instance
+from gpu_constructs.compute.eks import GPU_POOL, EksProps, NodeClassSpec, NodePoolSpec
+from gpu_constructs.errors import ConfigError
+from tests.conftest import by_kind, manifests_of, release_values, resources
+from tests.validators import validate_manifest
+
+
+@pytest.fixture(scope="module")
+def stack_json() -> dict:
+    stack = Instance("eks-karpenter", "eks-karpenter").build(cdktf.Testing.app())
+    return json.loads(cdktf.Testing.synth(stack))
+
+
+def one(stack_json, kind):
+    (found,) = resources(stack_json, kind).values()
+    return found
+
+
+def releases(stack_json):
+    return {r["name"]: r for r in resources(stack_json, "helm_release").values()}
+
+
+def test_snapshot(stack_json, snapshot):
+    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
+
+
+def test_vpc_spans_three_zones_with_discovery_tags_and_flow_logs(stack_json):
+    subnets = list(resources(stack_json, "aws_subnet").values())
+    private = [s for s in subnets if "karpenter.sh/discovery" in s["tags"]]
+    public = [s for s in subnets if s["tags"].get("kubernetes.io/role/elb") == "1"]
+    assert len(private) == 3 and len(public) == 3
+    assert {s["availability_zone"] for s in private} == {"eu-west-1a", "eu-west-1b", "eu-west-1c"}
+    assert one(stack_json, "aws_flow_log")["traffic_type"] == "ALL"
+
+
+def test_cluster_encrypts_secrets_uses_access_entries_and_a_current_version(stack_json):
+    cluster = one(stack_json, "aws_eks_cluster")
+    assert cluster["version"] == "1.34"
+    assert cluster["encryption_config"]["resources"] == ["secrets"]
+    assert cluster["access_config"]["authentication_mode"] == "API"
+    assert cluster["vpc_config"]["public_access_cidrs"] == "${var.api_allowed_cidrs}"
+
+
+def test_system_node_group_is_tainted_on_demand_t3_small(stack_json):
+    group = one(stack_json, "aws_eks_node_group")
+    assert group["instance_types"] == ["t3.small"] and group["capacity_type"] == "ON_DEMAND"
+    assert group["scaling_config"]["desired_size"] == 2
+    assert group["taint"] == [{"key": "CriticalAddonsOnly", "value": "true", "effect": "NO_SCHEDULE"}]
+    template = one(stack_json, "aws_launch_template")
+    assert template["metadata_options"]["http_tokens"] == "required"
+    assert template["block_device_mappings"][0]["ebs"]["encrypted"] == "true"
+
+
+def test_karpenter_interruption_queue_and_its_four_rules(stack_json):
+    assert one(stack_json, "aws_sqs_queue")["sqs_managed_sse_enabled"] is True
+    patterns = [
+        json.loads(r["event_pattern"])["detail-type"][0]
+        for r in resources(stack_json, "aws_cloudwatch_event_rule").values()
+    ]
+    assert sorted(patterns) == [
+        "AWS Health Event",
+        "EC2 Instance Rebalance Recommendation",
+        "EC2 Instance State-change Notification",
+        "EC2 Spot Instance Interruption Warning",
+    ]
+    identities = {
+        i["service_account"] for i in resources(stack_json, "aws_eks_pod_identity_association").values()
+    }
+    assert identities == {"karpenter", "aws-load-balancer-controller"}
+
+
+def test_karpenter_chart_runs_two_replicas_on_system_nodes(stack_json):
+    karpenter = releases(stack_json)["karpenter"]
+    assert (karpenter["repository"], karpenter["version"]) == ("oci://public.ecr.aws/karpenter", "1.14.1")
+    values = release_values(karpenter)
+    assert values["replicas"] == 2
+    assert values["tolerations"] == [{"key": "CriticalAddonsOnly", "operator": "Exists", "effect": "NoSchedule"}]
+    assert values["settings"]["clusterName"] == "gpu-dev-euw1-eks"
+
+
+def test_node_classes_and_pools_as_the_seed_says(stack_json, upstream):
+    objects = manifests_of(releases(stack_json)["karpenter-node-pools"])
+    classes = {c["metadata"]["name"]: c["spec"] for c in by_kind(objects, "EC2NodeClass")}
+    assert classes["default"]["blockDeviceMappings"][0]["ebs"] | {} == {
+        "volumeSize": "50Gi",
+        "volumeType": "gp3",
+        "iops": 3000,
+        "throughput": 125,
+        "encrypted": True,
+        "deleteOnTermination": True,
+    }
+    assert classes["gpu"]["blockDeviceMappings"][0]["ebs"]["volumeSize"] == "200Gi"
+    assert classes["gpu"]["blockDeviceMappings"][0]["ebs"]["iops"] == 4000
+    assert all(
+        c["metadataOptions"]["httpTokens"] == "required"
+        and c["metadataOptions"]["httpPutResponseHopLimit"] == 1
+        for c in classes.values()
+    )
+    assert classes["gpu"]["amiSelectorTerms"] == [{"alias": "al2023@latest"}]
+    pools = {p["metadata"]["name"]: p["spec"] for p in by_kind(objects, "NodePool")}
+    assert pools["general"]["disruption"]["consolidateAfter"] == "1m"
+    assert pools["general"]["limits"] == {"cpu": "50", "memory": "100Gi"}
+    assert pools["critical"]["template"]["spec"]["taints"] == [
+        {"key": "workload", "value": "critical", "effect": "NoSchedule"}
+    ]
+    critical_capacity = pools["critical"]["template"]["spec"]["requirements"][2]
+    assert critical_capacity == {
+        "key": "karpenter.sh/capacity-type",
+        "operator": "In",
+        "values": ["on-demand"],
+    }
+    gpu = pools[GPU_POOL]
+    assert gpu["limits"] == {"cpu": "32", "memory": "128Gi", "nvidia.com/gpu": "4"}
+    assert gpu["template"]["metadata"]["labels"] == {"nodepool": GPU_POOL}
+    assert gpu["template"]["spec"]["requirements"][1]["values"] == ["xlarge", "2xlarge"]
+    assert gpu["disruption"]["consolidateAfter"] == "5m"
+    for manifest in objects:
+        validate_manifest(manifest, upstream)
+
+
+def test_device_plugin_only_on_gpu_nodes_and_workload_placed_by_the_contract(stack_json):
+    plugin = release_values(releases(stack_json)["nvidia-device-plugin"])
+    assert plugin["nodeSelector"] == {"karpenter.sh/nodepool": GPU_POOL, "nodepool": GPU_POOL}
+    assert plugin["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+    ]
+    assert plugin["affinity"] is None
+    (deployment,) = by_kind(manifests_of(releases(stack_json)["tinyllama-inference"]), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"karpenter.sh/nodepool": GPU_POOL, "nodepool": GPU_POOL}
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "runtimeClassName" not in pod  # the AL2023 NVIDIA AMI makes nvidia the default runtime
+
+
+def test_rds_is_private_encrypted_protected_and_keeps_no_password(stack_json):
+    db = one(stack_json, "aws_db_instance")
+    assert (db["storage_encrypted"], db["publicly_accessible"], db["deletion_protection"]) == (
+        True,
+        False,
+        True,
+    )
+    assert db["manage_master_user_password"] is True and "password" not in db
+    assert db["backup_retention_period"] == 7
+
+
+def test_load_balancer_controller_values(stack_json):
+    values = release_values(releases(stack_json)["aws-load-balancer-controller"])
+    assert values["clusterName"] == "gpu-dev-euw1-eks" and values["region"] == "eu-west-1"
+    assert values["nodeSelector"] == {"role": "system"} and values["replicaCount"] == 2
+    assert set(values) == {
+        "clusterName",
+        "region",
+        "vpcId",
+        "replicaCount",
+        "serviceAccount",
+        "nodeSelector",
+        "tolerations",
+    }
+
+
+def test_outputs(stack_json):
+    assert set(stack_json["output"]) >= {
+        "cluster_name",
+        "cluster_endpoint",
+        "update_kubeconfig",
+        "interruption_queue",
+    }
+    assert (
+        stack_json["output"]["update_kubeconfig"]["value"]
+        == "aws eks update-kubeconfig --region eu-west-1 --name gpu-dev-euw1-eks"
+    )
+
+
+def test_local_state_by_default_and_s3_as_a_setting():
+    stack = Instance("e", "eks-karpenter", {"state_bucket": "acme-tf-state"}).build(cdktf.Testing.app())
+    backend = json.loads(cdktf.Testing.synth(stack))["terraform"]["backend"]
+    assert backend == {
+        "s3": {
+            "bucket": "acme-tf-state",
+            "encrypt": True,
+            "key": "e/terraform.tfstate",
+            "region": "eu-west-1",
+            "use_lockfile": True,
+        }
+    }
+
+
+def pool(**overrides) -> NodePoolSpec:
+    fields = {
+        "name": "p",
+        "node_class": "default",
+        "families": ("t3",),
+        "sizes": ("small",),
+        "capacity_types": ("spot",),
+        "consolidate_after": "1m",
+        "cpu_limit": 1,
+        "memory_limit_gi": 1,
+    }
+    fields.update(overrides)
+    return NodePoolSpec(**fields)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: pool(cpu_limit=0), r"'p.cpu_limit' is 0: use at least 1"),
+        (lambda: pool(gpu_limit=0), r"'p.gpu_limit' is 0: use at least 1"),
+        (lambda: pool(families=("t9",)), r"'p.families' is 't9': use known instance families"),
+        (
+            lambda: pool(consolidate_after="5 minutes"),
+            r"'p.consolidate_after' is '5 minutes': give a duration such as 30s, 1m or 5m",
+        ),
+        (
+            lambda: pool(capacity_types=("reserved",)),
+            r"'p.capacity_types' is 'reserved': use one of spot, on-demand",
+        ),
+        (lambda: NodeClassSpec("gpu", 200, iops=100), r"'gpu.iops' is 100: use from 3000 to 16000"),
+        (
+            lambda: EksProps(
+                name="c", region="eu-west-1", account_id="1", availability_zones=("eu-west-1a",)
+            ),
+            r"'availability_zones' is \('eu-west-1a',\): give at least two zones",
+        ),
+        (
+            lambda: EksProps(
+                name="c", region="eu-west-1", account_id="1", availability_zones=("eu-west-1a", "us-east-1a")
+            ),
+            r"'availability_zones' is 'us-east-1a': use zones of region eu-west-1",
+        ),
+        (
+            lambda: EksProps(
+                name="c",
+                region="eu-west-1",
+                account_id="1",
+                availability_zones=("eu-west-1a", "eu-west-1b"),
+                vpc_cidr="10.0.0.0/24",
+            ),
+            r"'vpc_cidr' is '10.0.0.0/24': use a /20 or larger",
+        ),
+        (
+            lambda: EksProps(
+                name="c",
+                region="eu-west-1",
+                account_id="1",
+                availability_zones=("eu-west-1a", "eu-west-1b"),
+                kubernetes_version="1.34.2",
+            ),
+            r"'kubernetes_version' is '1.34.2'",
+        ),
+        (
+            lambda: EksProps(
+                name="c",
+                region="eu-west-1",
+                account_id="1",
+                availability_zones=("eu-west-1a", "eu-west-1b"),
+                node_pools=(pool(),),
+            ),
+            r"'node_pools' is 'gpu-inference': keep a 'gpu-inference' pool",
+        ),
+    ],
+)
+def test_bad_input_fails_with_field_value_and_fix(build, message):
+    with pytest.raises(ConfigError, match=message):
+        build()
+
+
+# --- a real plan against hashicorp/aws 5.100.0, offline ------------------------------------------------
+def _mirror() -> Path | None:
+    for candidate in [
+        *Path("/").glob("*/registry.terraform.io"),
+        *Path("/").glob("*/*/registry.terraform.io"),
+    ]:
+        if (candidate / "hashicorp" / "aws").is_dir():
+            return candidate.parent
+    return None
+
+
+PLAN_VARS = {
+    "aws_account_id": "123456789012",
+    "api_allowed_cidrs": '["203.0.113.0/24"]',
+    "deployer_principal_arn": "arn:aws:iam::123456789012:role/ci",
+    "app_domain": "inference.example.com",
+    "route53_zone_id": "Z0123456789ABCDEFGHIJ",
+    "inference_image": "ghcr.io/acme/tinyllama:1.0.0",
+}
+
+
+def aws_part(stack_json: dict) -> dict:
+    """The stack without its Helm layer (whose provider cannot be installed offline), with fake
+    credentials and no account look-up. Nothing in the AWS part refers to the Helm releases."""
+    config = json.loads(json.dumps(stack_json))
+    config["resource"].pop("helm_release")
+    config["provider"].pop("helm")
+    config["terraform"]["required_providers"].pop("helm")
+    config["terraform"].pop("backend", None)
+    (aws,) = config["provider"]["aws"]
+    aws.pop("allowed_account_ids")  # needs the account id from STS, which is offline here
+    aws.update(
+        access_key="AKIAIOSFODNN7EXAMPLE",
+        secret_key="offline-plan-not-a-secret",
+        skip_credentials_validation=True,
+        skip_requesting_account_id=True,
+        skip_metadata_api_check=True,
+    )
+    assert "helm_release." not in json.dumps(config)
+    return config
+
+
+def test_offline_init_validate_and_plan_with_the_real_aws_provider(stack_json, tmp_path):
+    terraform, mirror = shutil.which("terraform"), _mirror()
+    if terraform is None or mirror is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"terraform ({terraform}) and the provider mirror ({mirror}) are required under CI")
+        pytest.skip("terraform or the local hashicorp/aws filesystem mirror is not on this machine")
+    (tmp_path / "main.tf.json").write_text(json.dumps(aws_part(stack_json)))
+    cli = tmp_path / "cli.tfrc"
+    cli.write_text(f'provider_installation {{\n  filesystem_mirror {{ path = "{mirror}" }}\n}}\n')
+    env = {**os.environ, "TF_CLI_CONFIG_FILE": str(cli), "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+
+    def run(*args: str) -> str:
+        result = subprocess.run(
+            [terraform, *args, "-no-color"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout
+
+    run("init", "-input=false")
+    assert (
+        tmp_path / ".terraform" / "providers" / "registry.terraform.io" / "hashicorp" / "aws" / "5.100.0"
+    ).is_dir()
+    run("validate")
+    plan = run("plan", "-input=false", "-lock=false", *[f"-var={k}={v}" for k, v in PLAN_VARS.items()])
+    resources_planned = sum(len(v) for v in aws_part(stack_json)["resource"].values())
+    assert f"Plan: {resources_planned} to add, 0 to change, 0 to destroy." in plan
