@@ -88,7 +88,9 @@ def test_karpenter_chart_runs_two_replicas_on_system_nodes(stack_json):
     assert (karpenter["repository"], karpenter["version"]) == ("oci://public.ecr.aws/karpenter", "1.14.1")
     values = release_values(karpenter)
     assert values["replicas"] == 2
-    assert values["tolerations"] == [{"key": "CriticalAddonsOnly", "operator": "Exists", "effect": "NoSchedule"}]
+    assert values["tolerations"] == [
+        {"key": "CriticalAddonsOnly", "operator": "Exists", "effect": "NoSchedule"}
+    ]
     assert values["settings"]["clusterName"] == "gpu-dev-euw1-eks"
 
 
