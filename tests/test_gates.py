@@ -85,6 +85,25 @@ def test_a_mistyped_values_key_is_caught(upstream):
     assert unknown_keys({"dcgmExporter": {"enable": True}}, operator) == ["dcgmExporter.enable"]
 
 
+def test_an_invalid_node_pool_is_caught(upstream):
+    node_pool = {
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodePool",
+        "metadata": {"name": "gpu"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "gpu"},
+                    "requirements": [],
+                }
+            },
+            "disruption": {"consolidationPolicy": "WhenIdle", "consolidateAfter": "5 minutes"},
+        },
+    }
+    with pytest.raises(Exception, match=r"WhenIdle|5 minutes"):
+        validate_manifest(node_pool, upstream)
+
+
 def test_an_invalid_manifest_is_caught(upstream):
     issuer = {
         "apiVersion": "cert-manager.io/v1",

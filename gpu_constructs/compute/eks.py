@@ -20,6 +20,7 @@ from cdktf_cdktf_provider_aws.cloudwatch_event_rule import CloudwatchEventRule
 from cdktf_cdktf_provider_aws.cloudwatch_event_target import CloudwatchEventTarget
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from cdktf_cdktf_provider_aws.default_security_group import DefaultSecurityGroup
+from cdktf_cdktf_provider_aws.ec2_tag import Ec2Tag
 from cdktf_cdktf_provider_aws.eip import Eip
 from cdktf_cdktf_provider_aws.eks_access_entry import EksAccessEntry
 from cdktf_cdktf_provider_aws.eks_access_policy_association import EksAccessPolicyAssociation
@@ -495,6 +496,14 @@ class EksGpuCompute(Construct):
             enabled_cluster_log_types=["api", "audit", "authenticator", "controllerManager", "scheduler"],
             depends_on=[attachment],
         )
+        # Karpenter finds the security group for its nodes by this tag, like the private subnets.
+        Ec2Tag(
+            self,
+            "cluster-security-group-discovery",
+            resource_id=self.eks.vpc_config.cluster_security_group_id,
+            key="karpenter.sh/discovery",
+            value=props.name,
+        )
         if props.admin_role_arn is not None:
             entry = EksAccessEntry(
                 self, "admin-access", cluster_name=self.eks.name, principal_arn=props.admin_role_arn
@@ -763,8 +772,7 @@ class EksGpuCompute(Construct):
                 "role": self.karpenter_node_role.name,
                 "amiSelectorTerms": [{"alias": spec.ami_alias}],
                 "subnetSelectorTerms": [discovery],
-                # EKS tags the cluster security group with the cluster name.
-                "securityGroupSelectorTerms": [{"tags": {"aws:eks:cluster-name": self.props.name}}],
+                "securityGroupSelectorTerms": [discovery],
                 "metadataOptions": {
                     "httpEndpoint": "enabled",
                     "httpProtocolIPv6": "disabled",
