@@ -13,6 +13,7 @@ from environments import Instance, synth  # noqa: E402
 INSTANCES = (
     Instance("single-node", "single-node"),
     Instance("eks-karpenter", "eks-karpenter"),
+    Instance("k3d-poc", "k3d-poc"),
 )
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from gpu_constructs.errors import ConfigError
 ENVIRONMENTS: Mapping[str, tuple[str, str, str]] = {
     "single-node": ("environments.single_node", "SingleNodeStack", "SingleNodeSettings"),
     "eks-karpenter": ("environments.eks_karpenter", "EksKarpenterStack", "EksKarpenterSettings"),
+    "k3d-poc": ("environments.k3d_poc", "K3dPocStack", "K3dPocSettings"),
 }
 
 STACKS_ENV = "GPU_STACKS"

@@ -79,7 +79,11 @@ POSTGRES_IMAGE = Pin("ghcr.io/cloudnative-pg/postgresql:16.10", seed="16")
 POSTGRES_CLIENT_IMAGE = Pin("postgres:16.10-alpine", note="pg_dump for the nightly backup job")
 
 # --- Images ----------------------------------------------------------------------------------------
-CUDA_SMOKE_TEST_IMAGE = Pin("nvcr.io/nvidia/cuda:12.9.1-base-ubuntu24.04", seed="nvidia/cuda:12.0-base")
+CUDA_SMOKE_TEST_IMAGE = Pin(
+    "nvcr.io/nvidia/cuda:13.1.1-base-ubuntu24.04",
+    seed="nvidia/cuda:12.0-base (single-node), nvidia/cuda:13.1.1-cudnn-devel-ubuntu24.04 (k3d-poc)",
+    note="the base variant: nvidia-smi needs no cuDNN or compilers",
+)
 
 # --- Chart repositories ------------------------------------------------------------------------------
 REPO_NVIDIA = "https://helm.ngc.nvidia.com/nvidia"
@@ -118,3 +122,11 @@ RDS_POSTGRES = Pin("16", note="major version; RDS applies minor upgrades in the 
 REPO_KARPENTER = "oci://public.ecr.aws/karpenter"
 REPO_NVIDIA_DEVICE_PLUGIN = "https://nvidia.github.io/k8s-device-plugin"
 REPO_EKS_CHARTS = "https://aws.github.io/eks-charts"
+
+# --- k3d proof of concept ------------------------------------------------------------------------------
+K3D_K3S_CUDA_IMAGE = Pin(
+    "k3s-cuda:v1.35.5-k3s1",
+    note="built locally from rancher/k3s with the NVIDIA container toolkit, per k3d's CUDA guide (README)",
+)
+ARGO_CD_CHART = Pin("10.9.0", note="Argo CD 3.5")
+REPO_ARGO = "https://argoproj.github.io/argo-helm"

@@ -1,0 +1,108 @@
+"""k3d-poc: a local k3d cluster with app, infra and GPU agents, the device plugin and a GPU smoke test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cdktf import Aspects, LocalBackend, TerraformOutput, TerraformStack
+from cdktf_cdktf_provider_helm.provider import HelmProvider
+from constructs import Construct
+
+from gpu_constructs import helm, validate, versions
+from gpu_constructs.cluster import GpuSharing
+from gpu_constructs.compute.k3d import ROLES, K3dGpuCompute, K3dProps, smoke_test_job
+from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
+from gpu_constructs.errors import ConfigError
+from gpu_constructs.policy import StackPolicy
+
+SMOKE_TEST_NAMESPACE = "gpu-smoke-test"
+
+
+@dataclass(frozen=True)
+class K3dPocSettings:
+    """Structural settings of a k3d-poc instance; defaults are the seed's topology."""
+
+    cluster_name: str = "gpu-poc"
+    agents: tuple[str, ...] = ("app", "infra", "gpu")
+    """Agent roles in order (app, infra, gpu); the seed has one of each."""
+    image: str = versions.K3D_K3S_CUDA_IMAGE.version
+    """k3s image with the NVIDIA container toolkit; build it as the README shows."""
+    time_slicing_replicas: int = 1
+    smoke_test: bool = True
+    """Run the seed's nvidia-smi Job on the GPU agent after the device plugin."""
+    smoke_test_image: str = versions.CUDA_SMOKE_TEST_IMAGE.version
+    argocd: bool = False
+    """Argo CD on the infra agent (the seed's future extension), off by default."""
+
+    def __post_init__(self) -> None:
+        for role in self.agents:
+            validate.one_of("agents", role, ROLES)
+        gpu_agents = self.agents.count("gpu")
+        if self.smoke_test and gpu_agents == 0:
+            raise ConfigError(
+                "gpu agents",
+                gpu_agents,
+                "the GPU smoke test needs a 'gpu' agent; add one or set smoke_test=False",
+            )
+        if self.argocd and "infra" not in self.agents:
+            raise ConfigError("argocd", True, "Argo CD runs on the infra agent; add an 'infra' agent")
+        validate.int_range("time_slicing_replicas", self.time_slicing_replicas, 1, 48)
+
+
+class K3dPocStack(TerraformStack):
+    def __init__(self, scope: Construct, id: str, *, settings: K3dPocSettings) -> None:
+        super().__init__(scope, id)
+        s = settings
+        LocalBackend(self, path=f"../../../terraform.{id}.tfstate")
+        kubeconfig_path = f"${{path.root}}/../../../kubeconfig/{id}.yaml"
+        compute = K3dGpuCompute(
+            self,
+            "k3d",
+            props=K3dProps(
+                kubeconfig_path=kubeconfig_path,
+                name=s.cluster_name,
+                agents=s.agents,
+                image=s.image,
+                sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
+            ),
+        )
+        cluster = compute.cluster
+        Aspects.of(self).add(StackPolicy(cluster))
+        HelmProvider(self, "helm", kubernetes=cluster.access.helm_kubernetes())
+
+        if "gpu" in s.agents:
+            plugin = NvidiaDevicePlugin(
+                self, "nvidia-device-plugin", props=NvidiaDevicePluginProps(cluster=cluster)
+            )
+            if s.smoke_test:
+                helm.manifests_release(
+                    self,
+                    "gpu-smoke-test",
+                    name="gpu-smoke-test",
+                    namespace=SMOKE_TEST_NAMESPACE,
+                    manifests=[smoke_test_job(cluster, s.smoke_test_image, SMOKE_TEST_NAMESPACE)],
+                    depends_on=[plugin.release],
+                )
+        if s.argocd:
+            infra = compute.scheduling_for("infra")
+            helm.release(
+                self,
+                "argocd",
+                name="argo-cd",
+                chart="argo-cd",
+                repository=versions.REPO_ARGO,
+                version=versions.ARGO_CD_CHART.version,
+                namespace="argocd",
+                values={
+                    "global": {"nodeSelector": infra["nodeSelector"], "tolerations": infra["tolerations"]}
+                },
+                depends_on=cluster.ready,
+            )
+
+        TerraformOutput(self, "kubeconfig_path", value=kubeconfig_path)
+        TerraformOutput(
+            self,
+            "smoke_test_logs",
+            value=f"kubectl --kubeconfig kubeconfig/{id}.yaml logs -n {SMOKE_TEST_NAMESPACE} "
+            "job/gpu-smoke-test",
+        )
