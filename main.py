@@ -14,6 +14,7 @@ INSTANCES = (
     Instance("single-node", "single-node"),
     Instance("eks-karpenter", "eks-karpenter"),
     Instance("k3d-poc", "k3d-poc"),
+    Instance("lke", "lke"),
 )
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ ENVIRONMENTS: Mapping[str, tuple[str, str, str]] = {
     "single-node": ("environments.single_node", "SingleNodeStack", "SingleNodeSettings"),
     "eks-karpenter": ("environments.eks_karpenter", "EksKarpenterStack", "EksKarpenterSettings"),
     "k3d-poc": ("environments.k3d_poc", "K3dPocStack", "K3dPocSettings"),
+    "lke": ("environments.lke", "LkeStack", "LkeSettings"),
 }
 
 STACKS_ENV = "GPU_STACKS"

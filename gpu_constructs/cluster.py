@@ -97,6 +97,8 @@ class KubeAccess:
     config_path: str | None = None
     host: str | None = None
     cluster_ca_certificate: str | None = None
+    token: str | None = None
+    """A bearer token (LKE's kubeconfig carries one); sensitive, a reference only."""
     exec_api_version: str | None = None
     exec_command: str | None = None
     exec_args: tuple[str, ...] = ()
@@ -116,6 +118,8 @@ class KubeAccess:
         block: dict[str, Any] = {"host": self.host}
         if self.cluster_ca_certificate is not None:
             block["cluster_ca_certificate"] = self.cluster_ca_certificate
+        if self.token is not None:
+            block["token"] = self.token
         if self.exec_command is not None:
             block["exec"] = {
                 "api_version": self.exec_api_version,

@@ -21,7 +21,8 @@ _CRON = re.compile(r"^(\S+\s+){4}\S+$")
 def is_reference(value: str) -> bool:
     """Whether ``value`` is a Terraform reference (a cdktf token or a ``${...}`` expression), whose
     value is only known at plan time: such values are checked by Terraform, not here."""
-    return Token.is_unresolved(value) or value.startswith("${")
+    # cdktf encodes a list token as one "#{TfToken[...]}" element.
+    return Token.is_unresolved(value) or value.startswith(("${", "#{TfToken["))
 
 
 def ipv4(field: str, value: str) -> str:

@@ -130,3 +130,15 @@ K3D_K3S_CUDA_IMAGE = Pin(
 )
 ARGO_CD_CHART = Pin("10.9.0", note="Argo CD 3.5")
 REPO_ARGO = "https://argoproj.github.io/argo-helm"
+
+# --- LKE ------------------------------------------------------------------------------------------------
+TERRAFORM_PROVIDER_LINODE = Pin("3.13.0", note="hand-written bindings in gpu_constructs/providers/linode.py")
+LKE_KUBERNETES = Pin("1.34")
+LKE_GPU_PLAN = Pin(
+    "g2-gpu-rtx4000a1-s",
+    seed="g1-gpu-rtx6000-1",
+    note=(
+        "the seed names an RTX 6000 plan but describes an RTX 4000 Ada node (4 vCPU, 16 GB); LKE offers "
+        "no Quadro RTX 6000 plans, so the default is the RTX 4000 Ada plan"
+    ),
+)

@@ -1,0 +1,119 @@
+"""lke: Linode LKE with an HA control plane, an autoscaling GPU pool, a firewall and GPU software.
+
+Kubeflow is the seed's phase 2: it will be a construct that takes this stack's GpuCluster (like
+AppChart) and is added after the GPU Operator below; nothing in the cluster layout needs to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cdktf import Aspects, Fn, LocalBackend, TerraformOutput, TerraformStack, TerraformVariable
+from cdktf_cdktf_provider_helm.provider import HelmProvider
+from constructs import Construct
+
+from environments.variables import rule
+from gpu_constructs import versions
+from gpu_constructs.cluster import GpuSharing
+from gpu_constructs.compute.lke import LkeGpuCompute, LkeProps
+from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
+from gpu_constructs.policy import StackPolicy
+from gpu_constructs.providers.linode import LinodeProvider
+
+
+@dataclass(frozen=True)
+class LkeSettings:
+    """Structural settings of an lke instance; defaults are the seed's."""
+
+    region: str = "us-ord"
+    k8s_version: str = versions.LKE_KUBERNETES.version
+    gpu_plan: str = versions.LKE_GPU_PLAN.version
+    gpu_min_nodes: int = 1
+    gpu_max_nodes: int = 5
+    system_plan: str = "g6-standard-2"
+    system_nodes: int = 2
+    firewall: bool = True
+    driver_preinstalled: bool = False
+    time_slicing_replicas: int = 1
+
+
+class LkeStack(TerraformStack):
+    def __init__(self, scope: Construct, id: str, *, settings: LkeSettings) -> None:
+        super().__init__(scope, id)
+        s = settings
+        LocalBackend(self, path=f"../../../terraform.{id}.tfstate")
+        token = TerraformVariable(
+            self,
+            "linode_token",
+            type="string",
+            sensitive=True,
+            description="Linode API token with LKE and firewall rights.",
+        )
+        prefix = TerraformVariable(
+            self,
+            "cluster_name_prefix",
+            type="string",
+            description="Prefix of the cluster label: <prefix>-lke-gpu-kubeflow.",
+            validation=[
+                rule(
+                    'can(regex("^[a-z0-9][a-z0-9-]{0,15}$", var.cluster_name_prefix))',
+                    "cluster_name_prefix must be 1-16 lower-case letters, digits or '-'.",
+                )
+            ],
+        )
+        cidr_rule = "alltrue([for c in var.{name} : can(cidrnetmask(c))])"
+        allowlists = {}
+        for name, what in (
+            ("api_allowed_cidrs", "the Kubernetes API"),
+            ("ui_allowed_cidrs", "ports 80 and 443 (the UI)"),
+        ):
+            rules = [
+                rule(
+                    cidr_rule.format(name=name), f"{name} entries must be IPv4 CIDRs such as 203.0.113.0/24."
+                )
+            ]
+            if s.firewall:
+                rules.append(
+                    rule(
+                        f"length(var.{name}) > 0",
+                        f"{name} needs at least one network while the firewall is on.",
+                    )
+                )
+            allowlists[name] = TerraformVariable(
+                self, name, type="list(string)", description=f"Networks allowed to {what}.", validation=rules
+            )
+
+        LinodeProvider(self, "linode", token=token.string_value)
+        compute = LkeGpuCompute(
+            self,
+            "lke",
+            props=LkeProps(
+                label=f"{prefix.string_value}-lke-gpu-kubeflow",
+                api_allowlist=allowlists["api_allowed_cidrs"].list_value,
+                ui_allowlist=allowlists["ui_allowed_cidrs"].list_value,
+                region=s.region,
+                k8s_version=s.k8s_version,
+                gpu_plan=s.gpu_plan,
+                gpu_min_nodes=s.gpu_min_nodes,
+                gpu_max_nodes=s.gpu_max_nodes,
+                system_plan=s.system_plan,
+                system_nodes=s.system_nodes,
+                firewall=s.firewall,
+                driver_preinstalled=s.driver_preinstalled,
+                sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
+            ),
+        )
+        cluster = compute.cluster
+        Aspects.of(self).add(StackPolicy(cluster))
+        HelmProvider(self, "helm", kubernetes=cluster.access.helm_kubernetes())
+        GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))
+
+        TerraformOutput(
+            self,
+            "kubeconfig",
+            value=Fn.base64decode(compute.kubeconfig),
+            sensitive=True,
+            description="terraform output -raw kubeconfig > kubeconfig/lke.yaml",
+        )
+        TerraformOutput(self, "cluster_label", value=f"{prefix.string_value}-lke-gpu-kubeflow")
+        TerraformOutput(self, "api_endpoints", value=compute.lke.get_list_attribute("api_endpoints"))

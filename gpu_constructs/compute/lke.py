@@ -1,0 +1,178 @@
+"""GpuCompute for Linode LKE: an HA control plane, a small system pool and an autoscaling GPU pool.
+
+The GPU pool is its own linode_lke_node_pool, tagged as externally managed for the cluster resource,
+with no node count: the autoscaler owns the count, so the next plan does not try to reset it (the
+provider's known pitfall with a count and an autoscaler together).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cdktf import Fn, TerraformResourceLifecycle
+from constructs import Construct
+
+from gpu_constructs import validate, versions
+from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, Taint
+from gpu_constructs.errors import ConfigError
+from gpu_constructs.providers.linode import (
+    Acl,
+    AclAddresses,
+    Autoscaler,
+    ClusterPool,
+    ControlPlane,
+    Firewall,
+    FirewallRule,
+    LkeCluster,
+    LkeNodePool,
+    PoolTaint,
+)
+
+GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
+GPU_LABEL = ("nvidia.com/gpu", "true")
+GPU_POOL_TAG = "gpu-pool"
+# LKE's private networks: the control plane and nodes (192.168.128.0/17) and NodeBalancers
+# (192.168.255.0/24) must reach the nodes for kubelet, Calico and NodePorts.
+LKE_PRIVATE = "192.168.128.0/17"
+NODEBALANCERS = "192.168.255.0/24"
+GPU_PLAN = re.compile(r"^g\d+-gpu-[a-z0-9-]+$")
+
+
+@dataclass(frozen=True)
+class LkeProps:
+    label: str
+    """Cluster label (the seed: ``<prefix>-lke-gpu-kubeflow``); a variable reference allowed."""
+    api_allowlist: Sequence[str]
+    """Networks allowed to the Kubernetes API (control-plane ACL and firewall); a reference allowed."""
+    ui_allowlist: Sequence[str]
+    """Networks allowed to ports 80 and 443 of the nodes; a reference allowed."""
+    region: str = "us-ord"
+    k8s_version: str = versions.LKE_KUBERNETES.version
+    high_availability: bool = True
+    gpu_plan: str = versions.LKE_GPU_PLAN.version
+    gpu_min_nodes: int = 1
+    gpu_max_nodes: int = 5
+    system_plan: str = "g6-standard-2"
+    system_nodes: int = 2
+    """Untainted nodes for CoreDNS, Calico and operators, which do not tolerate the GPU taint."""
+    firewall: bool = True
+    driver_preinstalled: bool = False
+    """Whether the GPU plan's image brings the NVIDIA driver; False lets the GPU Operator install it."""
+    sharing: GpuSharing = field(default_factory=GpuSharing)
+
+    def __post_init__(self) -> None:
+        if self.gpu_plan.startswith("g1-gpu-rtx6000"):
+            raise ConfigError(
+                "gpu_plan",
+                self.gpu_plan,
+                "LKE does not offer Quadro RTX 6000 (g1-gpu-rtx6000-*) plans; use an RTX 4000 Ada plan "
+                "such as g2-gpu-rtx4000a1-s (the node the seed describes)",
+            )
+        if not GPU_PLAN.match(self.gpu_plan):
+            raise ConfigError("gpu_plan", self.gpu_plan, "use a Linode GPU plan such as g2-gpu-rtx4000a1-s")
+        validate.version("k8s_version", self.k8s_version, r"1\.\d{2}", "1.34")
+        validate.int_range("gpu_min_nodes", self.gpu_min_nodes, 1, 100)
+        validate.int_range(
+            "gpu_max_nodes",
+            self.gpu_max_nodes,
+            self.gpu_min_nodes,
+            100,
+            why="max cannot be below gpu_min_nodes",
+        )
+        validate.int_range("system_nodes", self.system_nodes, 1, 100)
+        for name, allowlist in (("api_allowlist", self.api_allowlist), ("ui_allowlist", self.ui_allowlist)):
+            if isinstance(allowlist, (list, tuple)):
+                if self.firewall and not allowlist:
+                    raise ConfigError(name, [], "give at least one network, or set firewall=False")
+                for network in allowlist:
+                    if not validate.is_reference(network):
+                        validate.cidr(name, network)
+
+
+class LkeGpuCompute(Construct):
+    """An LKE cluster with an autoscaling GPU node pool behind a firewall."""
+
+    def __init__(self, scope: Construct, id: str, *, props: LkeProps) -> None:
+        super().__init__(scope, id)
+        self.props = props
+        self.firewall = None
+        if props.firewall:
+            self.firewall = Firewall(
+                self,
+                "firewall",
+                label=f"{id}-nodes",
+                inbound_policy="DROP",
+                outbound_policy="ACCEPT",
+                inbound=self.inbound_rules(),
+            )
+        firewall_id = self.firewall.id_ref if self.firewall else None
+        self.lke = LkeCluster(
+            self,
+            "cluster",
+            label=props.label,
+            k8s_version=props.k8s_version,
+            region=props.region,
+            control_plane=ControlPlane(
+                high_availability=props.high_availability,
+                acl=Acl(enabled=True, addresses=AclAddresses(ipv4=props.api_allowlist)),
+            ),
+            pool=[
+                ClusterPool(
+                    type=props.system_plan, count=props.system_nodes, label="system", firewall_id=firewall_id
+                )
+            ],
+            external_pool_tags=[GPU_POOL_TAG],
+        )
+        self.gpu_pool = LkeNodePool(
+            self,
+            "gpu-pool",
+            cluster_id=self.lke.id_ref,
+            type=props.gpu_plan,
+            label="gpu",
+            firewall_id=firewall_id,
+            labels=dict([GPU_LABEL]),
+            taint=[PoolTaint(GPU_TAINT.key, GPU_TAINT.value, GPU_TAINT.effect)],
+            tags=[GPU_POOL_TAG],
+            autoscaler=Autoscaler(min=props.gpu_min_nodes, max=props.gpu_max_nodes),
+            # The autoscaler owns the node count; Terraform never sets or resets it.
+            lifecycle=TerraformResourceLifecycle(ignore_changes=["node_count"]),
+        )
+        kubeconfig = Fn.yamldecode(Fn.base64decode(self.lke.kubeconfig))
+        self.kubeconfig = self.lke.kubeconfig
+        manager = Manager.IMAGE if props.driver_preinstalled else Manager.OPERATOR
+        self.cluster = GpuCluster(
+            name=id,
+            access=KubeAccess(
+                host=_kube_field(kubeconfig, "clusters", "cluster", "server"),
+                cluster_ca_certificate=Fn.base64decode(
+                    _kube_field(kubeconfig, "clusters", "cluster", "certificate-authority-data")
+                ),
+                token=_kube_field(kubeconfig, "users", "user", "token"),
+            ),
+            gpu_node_selector=dict([GPU_LABEL]),
+            gpu_taint=GPU_TAINT,
+            gpu_toleration_taint=GPU_TAINT,
+            runtime_class=None,
+            driver=manager,
+            toolkit=manager,
+            sharing=props.sharing,
+            gpu_capacity=props.gpu_max_nodes * props.sharing.time_slicing_replicas,
+            ready=(self.gpu_pool,),
+        )
+
+    def inbound_rules(self) -> list[FirewallRule]:
+        props = self.props
+        return [
+            FirewallRule("kubernetes-api", "ACCEPT", "TCP", "443", ipv4=props.api_allowlist),
+            FirewallRule("ui", "ACCEPT", "TCP", "80,443", ipv4=props.ui_allowlist),
+            FirewallRule("lke-kubelet-calico", "ACCEPT", "TCP", "10250,179", ipv4=[LKE_PRIVATE]),
+            FirewallRule("lke-wireguard", "ACCEPT", "UDP", "51820", ipv4=[LKE_PRIVATE]),
+            FirewallRule("nodebalancer-nodeports", "ACCEPT", "TCP", "30000-32767", ipv4=[NODEBALANCERS]),
+        ]
+
+
+def _kube_field(kubeconfig: object, section: str, entry: str, key: str) -> str:
+    """``kubeconfig.<section>[0].<entry>.<key>`` as a Terraform expression."""
+    return Fn.lookup(Fn.lookup(Fn.element(Fn.lookup(kubeconfig, section, []), 0), entry, {}), key, "")

@@ -1,0 +1,206 @@
+"""lke: the hand-written linode bindings against the provider's reference pages, the pools, the
+firewall, bad input, and the variables under real Terraform."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import cdktf
+import pytest
+from syrupy.extensions.json import JSONSnapshotExtension
+
+from environments import Instance
+from gpu_constructs.compute.lke import LkeProps
+from gpu_constructs.errors import ConfigError
+from tests.conftest import release_values, resources
+
+META = {"//", "lifecycle", "depends_on", "provider", "count", "for_each"}
+FREE_FORM = {"labels"}  # maps whose keys are the user's, not the provider's
+
+
+def synth(**overrides) -> dict:
+    return json.loads(cdktf.Testing.synth(Instance("lke", "lke", overrides).build(cdktf.Testing.app())))
+
+
+@pytest.fixture(scope="module")
+def stack_json() -> dict:
+    return synth()
+
+
+def documented(upstream: Path, page: str) -> set[str]:
+    """Every argument and block name the reference page lists (``* `name` - ...`` bullets)."""
+    text = (upstream / "provider-docs" / "linode" / page).read_text()
+    arguments = text.split("## Argument Reference", 1)[1].split("## Attributes Reference", 1)[0]
+    return set(re.findall(r"^\s*\* \[?`([a-z0-9_]+)`", arguments, re.M))
+
+
+def keys(node, found=None) -> set[str]:
+    found = set() if found is None else found
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key not in META:
+                found.add(key)
+                if key not in FREE_FORM:
+                    keys(value, found)
+    elif isinstance(node, list):
+        for item in node:
+            keys(item, found)
+    return found
+
+
+def one(stack_json, kind):
+    (found,) = resources(stack_json, kind).values()
+    return found
+
+
+@pytest.mark.parametrize(
+    ("kind", "page", "required"),
+    [
+        ("linode_lke_cluster", "lke_cluster.md", {"label", "k8s_version", "region", "pool"}),
+        ("linode_lke_node_pool", "lke_node_pool.md", {"cluster_id", "type"}),
+        ("linode_firewall", "firewall.md", {"label", "inbound_policy", "outbound_policy"}),
+    ],
+)
+def test_bindings_emit_only_documented_arguments(stack_json, upstream, kind, page, required):
+    body = one(stack_json, kind)
+    assert keys(body) <= documented(upstream, page)
+    assert required <= set(body)
+
+
+def test_provider_block_and_source(stack_json, upstream):
+    assert stack_json["terraform"]["required_providers"]["linode"] == {
+        "source": "linode/linode",
+        "version": "3.13.0",
+    }
+    assert stack_json["provider"]["linode"] == [{"token": "${var.linode_token}"}]
+    provider_doc = (upstream / "provider-docs" / "linode" / "index.md").read_text()
+    assert "* `token` -" in provider_doc
+
+
+def test_snapshot(stack_json, snapshot):
+    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
+
+
+def test_cluster_is_ha_in_chicago_on_1_34_with_an_acl(stack_json):
+    cluster = one(stack_json, "linode_lke_cluster")
+    assert (cluster["region"], cluster["k8s_version"]) == ("us-ord", "1.34")
+    assert cluster["label"] == "${var.cluster_name_prefix}-lke-gpu-kubeflow"
+    plane = cluster["control_plane"][0]
+    assert plane["high_availability"] is True
+    assert plane["acl"][0] == {"enabled": True, "addresses": [{"ipv4": "${var.api_allowed_cidrs}"}]}
+    assert cluster["external_pool_tags"] == ["gpu-pool"]
+
+
+def test_gpu_pool_autoscales_one_to_five_without_fighting_the_autoscaler(stack_json):
+    pool = one(stack_json, "linode_lke_node_pool")
+    assert pool["type"] == "g2-gpu-rtx4000a1-s"
+    assert pool["autoscaler"] == [{"min": 1, "max": 5}]
+    assert "node_count" not in pool and pool["lifecycle"] == {"ignore_changes": ["node_count"]}
+    assert pool["taint"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]
+    assert pool["labels"] == {"nvidia.com/gpu": "true"}
+    assert pool["tags"] == ["gpu-pool"]
+
+
+def test_firewall_allows_api_and_ui_from_their_allowlists_and_drops_the_rest(stack_json):
+    firewall = one(stack_json, "linode_firewall")
+    assert (firewall["inbound_policy"], firewall["outbound_policy"]) == ("DROP", "ACCEPT")
+    rules = {rule["label"]: rule for rule in firewall["inbound"]}
+    assert (
+        rules["kubernetes-api"]["ports"] == "443"
+        and rules["kubernetes-api"]["ipv4"] == "${var.api_allowed_cidrs}"
+    )
+    assert rules["ui"]["ports"] == "80,443" and rules["ui"]["ipv4"] == "${var.ui_allowed_cidrs}"
+    assert {rule["ipv4"][0] for name, rule in rules.items() if name.startswith(("lke-", "nodebalancer"))} == {
+        "192.168.128.0/17",
+        "192.168.255.0/24",
+    }
+    pool = one(stack_json, "linode_lke_node_pool")
+    assert pool["firewall_id"].startswith("${linode_firewall.")
+
+
+def test_gpu_operator_installs_driver_and_toolkit(stack_json):
+    (operator,) = resources(stack_json, "helm_release").values()
+    values = release_values(operator)
+    assert values["driver"] == {"enabled": True} and values["toolkit"]["enabled"] is True
+    assert values["daemonsets"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_kubeconfig_is_a_sensitive_output(stack_json):
+    assert stack_json["output"]["kubeconfig"]["sensitive"] is True
+    assert stack_json["variable"]["linode_token"]["sensitive"] is True
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"gpu_min_nodes": 3, "gpu_max_nodes": 2},
+            r"'gpu_max_nodes' is 2: use from 3 to 100; max cannot be below gpu_min_nodes",
+        ),
+        (
+            {"gpu_plan": "g1-gpu-rtx6000-1"},
+            r"'gpu_plan' is 'g1-gpu-rtx6000-1': LKE does not offer Quadro RTX 6000",
+        ),
+        ({"gpu_plan": "g6-standard-2"}, r"'gpu_plan' is 'g6-standard-2': use a Linode GPU plan"),
+        ({"k8s_version": "1.34.1"}, r"'k8s_version' is '1.34.1'"),
+    ],
+)
+def test_bad_settings(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        synth(**overrides)
+
+
+def test_an_empty_allowlist_with_the_firewall_on_fails():
+    with pytest.raises(
+        ConfigError, match=r"'ui_allowlist' is \[\]: give at least one network, or set firewall=False"
+    ):
+        LkeProps(label="x", api_allowlist=["203.0.113.0/24"], ui_allowlist=[])
+    LkeProps(label="x", api_allowlist=["203.0.113.0/24"], ui_allowlist=[], firewall=False)
+
+
+@pytest.fixture(scope="module")
+def variables_dir(stack_json, tmp_path_factory) -> Path:
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("terraform is not on PATH")
+    directory = tmp_path_factory.mktemp("lke-variables")
+    (directory / "main.tf.json").write_text(json.dumps({"variable": stack_json["variable"]}))
+    subprocess.run([terraform, "init", "-backend=false"], cwd=directory, check=True, capture_output=True)
+    return directory
+
+
+def plan(directory: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    base = {
+        "linode_token": "t",
+        "cluster_name_prefix": "ops",
+        "api_allowed_cidrs": '["203.0.113.0/24"]',
+        "ui_allowed_cidrs": '["0.0.0.0/0"]',
+    }
+    args = [f"-var={k}={v}" for k, v in {**base, **variables}.items()]
+    return subprocess.run(
+        ["terraform", "plan", "-input=false", "-no-color", *args],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_good_variables_plan(variables_dir):
+    assert plan(variables_dir).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ui_allowed_cidrs", "[]", "ui_allowed_cidrs needs at least one network while the firewall is on."),
+        ("api_allowed_cidrs", '["203.0.113.300/24"]', "api_allowed_cidrs entries must be IPv4 CIDRs"),
+        ("cluster_name_prefix", "Ops_Team", "cluster_name_prefix must be 1-16 lower-case letters"),
+    ],
+)
+def test_bad_variables_fail_in_terraform(variables_dir, name, value, message):
+    result = plan(variables_dir, **{name: value})
+    assert result.returncode != 0 and message in " ".join(result.stderr.split())
