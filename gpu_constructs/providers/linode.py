@@ -9,16 +9,13 @@ the documented schema.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-from cdktf import (
-    TerraformProvider,
-    TerraformProviderGeneratorMetadata,
-    TerraformResource,
-    TerraformResourceLifecycle,
-)
+from cdktf import TerraformProvider, TerraformProviderGeneratorMetadata, TerraformResourceLifecycle
 from constructs import Construct
+
+from gpu_constructs.providers._base import BoundResource, block, drop_none
 
 PROVIDER_SOURCE = "linode/linode"
 PROVIDER_VERSION = "3.13.0"
@@ -26,15 +23,6 @@ PROVIDER_VERSION = "3.13.0"
 
 def _metadata() -> TerraformProviderGeneratorMetadata:
     return TerraformProviderGeneratorMetadata(provider_name="linode", provider_version=PROVIDER_VERSION)
-
-
-def _drop_none(value: Any) -> Any:
-    """Terraform arguments without the unset ones (None), recursively."""
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_none(v) for v in value]
-    return value
 
 
 class LinodeProvider(TerraformProvider):
@@ -53,37 +41,12 @@ class LinodeProvider(TerraformProvider):
         self._arguments = {"token": token, "api_version": api_version}
 
     def _synthesize_attributes(self) -> Mapping[str, Any]:
-        return _drop_none(self._arguments)
+        return drop_none(self._arguments)
 
 
-class _LinodeResource(TerraformResource):
-    TYPE = ""
-
-    def __init__(
-        self,
-        scope: Construct,
-        id: str,
-        arguments: Mapping[str, Any],
-        *,
-        depends_on: Sequence[Any] | None = None,
-        lifecycle: TerraformResourceLifecycle | None = None,
-    ) -> None:
-        super().__init__(
-            scope,
-            id,
-            terraform_resource_type=self.TYPE,
-            terraform_generator_metadata=_metadata(),
-            depends_on=list(depends_on) if depends_on else None,
-            lifecycle=lifecycle,
-        )
-        self._arguments = dict(arguments)
-
-    def _synthesize_attributes(self) -> Mapping[str, Any]:
-        return _drop_none(self._arguments)
-
-    @property
-    def id_ref(self) -> str:
-        return self.get_string_attribute("id")
+class _LinodeResource(BoundResource):
+    PROVIDER = "linode"
+    VERSION = PROVIDER_VERSION
 
 
 @dataclass(frozen=True)
@@ -133,28 +96,6 @@ class ClusterPool:
     disk_encryption: str | None = None
 
 
-def _block(value: Any) -> Any:
-    """A dataclass as a Terraform block: nested blocks become lists of one, as Terraform JSON takes them."""
-    if value is None:
-        return None
-    data = asdict(value)
-    for key, item in list(data.items()):
-        attribute = getattr(value, key)
-        if hasattr(attribute, "__dataclass_fields__"):
-            data[key] = [_block(attribute)]
-        elif (
-            isinstance(attribute, (list, tuple))
-            and attribute
-            and hasattr(attribute[0], "__dataclass_fields__")
-        ):
-            data[key] = [_block(item) for item in attribute]
-        elif isinstance(attribute, tuple):
-            data[key] = list(attribute)
-        elif isinstance(attribute, Mapping):
-            data[key] = dict(attribute)
-    return data
-
-
 class LkeCluster(_LinodeResource):
     """``linode_lke_cluster``."""
 
@@ -181,8 +122,8 @@ class LkeCluster(_LinodeResource):
                 "label": label,
                 "k8s_version": k8s_version,
                 "region": region,
-                "pool": [_block(p) for p in pool],
-                "control_plane": [_block(control_plane)] if control_plane else None,
+                "pool": [block(p) for p in pool],
+                "control_plane": [block(control_plane)] if control_plane else None,
                 "tags": list(tags) if tags else None,
                 "external_pool_tags": list(external_pool_tags) if external_pool_tags else None,
             },
@@ -228,8 +169,8 @@ class LkeNodePool(_LinodeResource):
                 "firewall_id": firewall_id,
                 "labels": dict(labels) if labels else None,
                 "tags": list(tags) if tags else None,
-                "taint": [_block(t) for t in taint] if taint else None,
-                "autoscaler": [_block(autoscaler)] if autoscaler else None,
+                "taint": [block(t) for t in taint] if taint else None,
+                "autoscaler": [block(autoscaler)] if autoscaler else None,
                 "disk_encryption": disk_encryption,
             },
             lifecycle=lifecycle,
@@ -271,8 +212,8 @@ class Firewall(_LinodeResource):
                 "label": label,
                 "inbound_policy": inbound_policy,
                 "outbound_policy": outbound_policy,
-                "inbound": [_block(rule) for rule in inbound] or None,
-                "outbound": [_block(rule) for rule in outbound] or None,
+                "inbound": [block(rule) for rule in inbound] or None,
+                "outbound": [block(rule) for rule in outbound] or None,
                 "disabled": disabled,
                 "tags": list(tags) if tags else None,
             },
