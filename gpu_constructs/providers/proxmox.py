@@ -1,0 +1,303 @@
+"""Typed cdktf bindings for the bpg/proxmox provider (v0.111.1), for what the proxmox-ha stack uses.
+
+No prebuilt cdktf package exists for this provider. The arguments follow the reference pages in
+../shared/upstream/provider-docs/proxmox/; tests check every emitted key against them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cdktf import TerraformProvider, TerraformProviderGeneratorMetadata
+from constructs import Construct
+
+from gpu_constructs.providers._base import BoundResource, block, drop_none
+
+PROVIDER_SOURCE = "bpg/proxmox"
+PROVIDER_VERSION = "0.111.1"
+
+
+@dataclass(frozen=True)
+class ProviderSsh:
+    """The provider's ``ssh`` block: snippets are uploaded over SSH."""
+
+    agent: bool | None = None
+    username: str | None = None
+
+
+class ProxmoxProvider(TerraformProvider):
+    """``provider "proxmox"``, authenticated with an API token (a sensitive variable)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        endpoint: str,
+        api_token: str | None = None,
+        insecure: bool | None = None,
+        ssh: ProviderSsh | None = None,
+    ) -> None:
+        super().__init__(
+            scope,
+            id,
+            terraform_resource_type="proxmox",
+            terraform_generator_metadata=TerraformProviderGeneratorMetadata(
+                provider_name="proxmox", provider_version=PROVIDER_VERSION
+            ),
+            terraform_provider_source=PROVIDER_SOURCE,
+        )
+        self._arguments = {
+            "endpoint": endpoint,
+            "api_token": api_token,
+            "insecure": insecure,
+            "ssh": [block(ssh)] if ssh else None,
+        }
+
+    def _synthesize_attributes(self) -> Mapping[str, Any]:
+        return drop_none(self._arguments)
+
+
+class _ProxmoxResource(BoundResource):
+    PROVIDER = "proxmox"
+    VERSION = PROVIDER_VERSION
+
+
+@dataclass(frozen=True)
+class SourceRaw:
+    data: str
+    file_name: str
+
+
+class File(_ProxmoxResource):
+    """``proxmox_virtual_environment_file``: here, cloud-init snippets."""
+
+    TYPE = "proxmox_virtual_environment_file"
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        node_name: str,
+        datastore_id: str,
+        content_type: str,
+        source_raw: SourceRaw,
+    ) -> None:
+        super().__init__(
+            scope,
+            id,
+            {
+                "node_name": node_name,
+                "datastore_id": datastore_id,
+                "content_type": content_type,
+                "source_raw": [block(source_raw)],
+            },
+        )
+
+
+class DownloadFile(_ProxmoxResource):
+    """``proxmox_virtual_environment_download_file``: the cloud image."""
+
+    TYPE = "proxmox_virtual_environment_download_file"
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        node_name: str,
+        datastore_id: str,
+        content_type: str,
+        url: str,
+        file_name: str | None = None,
+        checksum: str | None = None,
+        checksum_algorithm: str | None = None,
+    ) -> None:
+        super().__init__(
+            scope,
+            id,
+            {
+                "node_name": node_name,
+                "datastore_id": datastore_id,
+                "content_type": content_type,
+                "url": url,
+                "file_name": file_name,
+                "checksum": checksum,
+                "checksum_algorithm": checksum_algorithm,
+            },
+        )
+
+
+@dataclass(frozen=True)
+class PciMap:
+    """One host device of a PCI resource mapping."""
+
+    id: str
+    """Vendor and device id, e.g. 10de:20f1 (A100 PCIe 40GB)."""
+    node: str
+    path: str
+    """PCI address on the host, e.g. 0000:41:00.0."""
+    iommu_group: int | None = None
+    subsystem_id: str | None = None
+
+
+class HardwareMappingPci(_ProxmoxResource):
+    """``proxmox_virtual_environment_hardware_mapping_pci``: lets API-token users pass devices through."""
+
+    TYPE = "proxmox_virtual_environment_hardware_mapping_pci"
+
+    def __init__(
+        self, scope: Construct, id: str, *, name: str, map: Sequence[PciMap], comment: str | None = None
+    ) -> None:
+        super().__init__(scope, id, {"name": name, "comment": comment, "map": [block(m) for m in map]})
+
+
+@dataclass(frozen=True)
+class Agent:
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class Cpu:
+    cores: int
+    type: str = "host"
+    sockets: int | None = None
+    numa: bool | None = None
+    affinity: str | None = None
+
+
+@dataclass(frozen=True)
+class Memory:
+    dedicated: int
+    """MiB."""
+    hugepages: str | None = None
+    keep_hugepages: bool | None = None
+
+
+@dataclass(frozen=True)
+class EfiDisk:
+    datastore_id: str
+    type: str = "4m"
+    file_format: str | None = None
+
+
+@dataclass(frozen=True)
+class Disk:
+    interface: str
+    datastore_id: str
+    size: int
+    """GiB."""
+    import_from: str | None = None
+    file_format: str | None = None
+    iothread: bool | None = None
+    ssd: bool | None = None
+    discard: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkDevice:
+    bridge: str = "vmbr0"
+    model: str = "virtio"
+    vlan_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Ipv4:
+    address: str
+    gateway: str | None = None
+
+
+@dataclass(frozen=True)
+class IpConfig:
+    ipv4: Ipv4
+
+
+@dataclass(frozen=True)
+class Dns:
+    servers: Sequence[str]
+    domain: str | None = None
+
+
+@dataclass(frozen=True)
+class Initialization:
+    datastore_id: str
+    ip_config: Sequence[IpConfig]
+    user_data_file_id: str
+    dns: Dns | None = None
+
+
+@dataclass(frozen=True)
+class HostPci:
+    device: str
+    """hostpci0 .. hostpci15."""
+    mapping: str
+    """The resource mapping's name (raw ids do not work with API tokens)."""
+    pcie: bool = True
+    rombar: bool | None = None
+
+
+@dataclass(frozen=True)
+class OperatingSystem:
+    type: str = "l26"
+
+
+class Vm(_ProxmoxResource):
+    """``proxmox_virtual_environment_vm``."""
+
+    TYPE = "proxmox_virtual_environment_vm"
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        node_name: str,
+        name: str,
+        vm_id: int,
+        cpu: Cpu,
+        memory: Memory,
+        disk: Sequence[Disk],
+        network_device: Sequence[NetworkDevice],
+        initialization: Initialization,
+        machine: str = "q35",
+        bios: str = "ovmf",
+        efi_disk: EfiDisk | None = None,
+        hostpci: Sequence[HostPci] = (),
+        agent: Agent | None = None,
+        operating_system: OperatingSystem | None = None,
+        scsi_hardware: str | None = "virtio-scsi-single",
+        on_boot: bool | None = True,
+        tags: Sequence[str] = (),
+        description: str | None = None,
+        stop_on_destroy: bool | None = True,
+        depends_on: Sequence[Any] | None = None,
+    ) -> None:
+        super().__init__(
+            scope,
+            id,
+            {
+                "node_name": node_name,
+                "name": name,
+                "vm_id": vm_id,
+                "description": description,
+                "tags": list(tags) or None,
+                "machine": machine,
+                "bios": bios,
+                "on_boot": on_boot,
+                "scsi_hardware": scsi_hardware,
+                "stop_on_destroy": stop_on_destroy,
+                "agent": [block(agent)] if agent else None,
+                "cpu": [block(cpu)],
+                "memory": [block(memory)],
+                "efi_disk": [block(efi_disk)] if efi_disk else None,
+                "disk": [block(d) for d in disk],
+                "network_device": [block(n) for n in network_device],
+                "initialization": [block(initialization)],
+                "hostpci": [block(h) for h in hostpci] or None,
+                "operating_system": [block(operating_system)] if operating_system else None,
+            },
+            depends_on=depends_on,
+        )

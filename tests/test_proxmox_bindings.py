@@ -1,0 +1,148 @@
+"""The hand-written bpg/proxmox bindings emit only arguments their reference pages document."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import cdktf
+import pytest
+from cdktf import TerraformStack
+
+from gpu_constructs.providers.proxmox import (
+    Agent,
+    Cpu,
+    Disk,
+    DownloadFile,
+    EfiDisk,
+    File,
+    HardwareMappingPci,
+    HostPci,
+    Initialization,
+    IpConfig,
+    Ipv4,
+    Memory,
+    NetworkDevice,
+    OperatingSystem,
+    PciMap,
+    ProviderSsh,
+    ProxmoxProvider,
+    SourceRaw,
+    Vm,
+)
+
+META = {"//", "lifecycle", "depends_on"}
+
+
+def documented(upstream: Path, page: str) -> set[str]:
+    """Every argument name of a reference page: ``- `name` -`` (SDK pages) or ``- `name` (Type)`` (framework)."""
+    text = (upstream / "provider-docs" / "proxmox" / page).read_text()
+    text = re.split(r"^## Attribute", text, flags=re.M)[0]
+    return set(re.findall(r"^\s*- `([a-z0-9_]+)`", text, re.M))
+
+
+def keys(node, found=None) -> set[str]:
+    found = set() if found is None else found
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key not in META:
+                found.add(key)
+                keys(value, found)
+    elif isinstance(node, list):
+        for item in node:
+            keys(item, found)
+    return found
+
+
+@pytest.fixture(scope="module")
+def synthesized() -> dict:
+    stack = TerraformStack(cdktf.Testing.app(), "bindings")
+    ProxmoxProvider(
+        stack,
+        "proxmox",
+        endpoint="https://pve:8006/",
+        api_token="${var.token}",
+        ssh=ProviderSsh(agent=True, username="root"),
+    )
+    image = DownloadFile(
+        stack,
+        "image",
+        node_name="pve",
+        datastore_id="local",
+        content_type="import",
+        url="https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img",
+        file_name="noble.qcow2",
+    )
+    snippet = File(
+        stack,
+        "user-data",
+        node_name="pve",
+        datastore_id="local",
+        content_type="snippets",
+        source_raw=SourceRaw("#cloud-config\n", "cp1.yaml"),
+    )
+    gpu = HardwareMappingPci(
+        stack,
+        "gpu0",
+        name="gpu0",
+        map=[PciMap(id="10de:20f1", node="pve", path="0000:41:00.0", iommu_group=32)],
+    )
+    Vm(
+        stack, "vm", node_name="pve", name="wk-gpu1", vm_id=221,
+        cpu=Cpu(cores=16, affinity="0-15"), memory=Memory(dedicated=131072, hugepages="1024"),
+        efi_disk=EfiDisk(datastore_id="local-lvm"),
+        disk=[Disk("scsi0", "local-lvm", 500, import_from=image.id_ref), Disk("scsi1", "local-lvm", 1024, ssd=True)],
+        network_device=[NetworkDevice()],
+        initialization=Initialization("local-lvm", [IpConfig(Ipv4("10.0.0.21/24", "10.0.0.1"))], snippet.id_ref),
+        hostpci=[HostPci("hostpci0", gpu.get_string_attribute("name"))],
+        agent=Agent(enabled=True), operating_system=OperatingSystem(),
+    )  # fmt: skip
+    return json.loads(cdktf.Testing.synth(stack))
+
+
+@pytest.mark.parametrize(
+    ("kind", "page", "required"),
+    [
+        ("proxmox_virtual_environment_vm", "virtual_environment_vm.md", {"node_name"}),
+        ("proxmox_virtual_environment_file", "virtual_environment_file.md", {"node_name", "datastore_id"}),
+        (
+            "proxmox_virtual_environment_download_file",
+            "virtual_environment_download_file.md",
+            {"content_type", "datastore_id", "node_name", "url"},
+        ),
+        (
+            "proxmox_virtual_environment_hardware_mapping_pci",
+            "virtual_environment_hardware_mapping_pci.md",
+            {"map", "name"},
+        ),
+    ],
+)
+def test_resources_emit_only_documented_arguments(synthesized, upstream, kind, page, required):
+    (body,) = synthesized["resource"][kind].values()
+    assert keys(body) <= documented(upstream, page)
+    assert required <= set(body)
+
+
+def test_provider_block(synthesized, upstream):
+    assert synthesized["terraform"]["required_providers"]["proxmox"] == {
+        "source": "bpg/proxmox",
+        "version": "0.111.1",
+    }
+    (provider,) = synthesized["provider"]["proxmox"]
+    assert keys(provider) <= documented(upstream, "index.md")
+    assert provider["api_token"] == "${var.token}"
+
+
+def test_vm_blocks_are_terraform_blocks(synthesized):
+    (vm,) = synthesized["resource"]["proxmox_virtual_environment_vm"].values()
+    assert vm["cpu"] == [{"cores": 16, "type": "host", "affinity": "0-15"}]
+    assert vm["hostpci"] == [
+        {
+            "device": "hostpci0",
+            "mapping": "${proxmox_virtual_environment_hardware_mapping_pci.gpu0.name}",
+            "pcie": True,
+        }
+    ]
+    assert (vm["machine"], vm["bios"]) == ("q35", "ovmf")
+    assert vm["disk"][0]["import_from"].startswith("${proxmox_virtual_environment_download_file.image")
