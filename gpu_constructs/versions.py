@@ -142,3 +142,23 @@ LKE_GPU_PLAN = Pin(
         "no Quadro RTX 6000 plans, so the default is the RTX 4000 Ada plan"
     ),
 )
+
+# --- proxmox-ha -----------------------------------------------------------------------------------------
+TERRAFORM_PROVIDER_PROXMOX = Pin(
+    "0.111.1", note="hand-written bindings in gpu_constructs/providers/proxmox.py"
+)
+K3S_PROXMOX = Pin(
+    "v1.33.4+k3s1",
+    seed="v1.31",
+    note="Rancher 2.12 supports Kubernetes up to 1.33, so this cluster stays on 1.33 until Rancher moves",
+)
+RANCHER_CHART = Pin("2.12.1")
+NFS_SUBDIR_CHART = Pin("4.0.18")
+JUPYTERHUB_CHART = Pin("4.4.0", seed="3.1.0", checked_against="jupyterhub/values.schema.yaml (4.4.0)")
+NGC_PYTORCH_IMAGE = Pin("nvcr.io/nvidia/pytorch:25.01-py3")
+NGC_TENSORFLOW_IMAGE = Pin("nvcr.io/nvidia/tensorflow:25.01-tf2-py3", note="NGC's TensorFlow container line")
+UBUNTU_CLOUD_IMAGE = Pin("https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img")
+
+REPO_RANCHER = "https://releases.rancher.com/server-charts/stable"
+REPO_NFS_SUBDIR = "https://kubernetes-sigs.github.io/nfs-subdir-external-provisioner/"
+REPO_JUPYTERHUB = "https://hub.jupyter.org/helm-chart/"

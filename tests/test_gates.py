@@ -80,7 +80,8 @@ def test_every_chart_values_document_is_valid_upstream(stack_json, upstream):
             f"chart {chart!r}: add its upstream schema or defaults, or list it as unchecked with a reason"
         )
         if chart in VALUES_SCHEMAS:
-            validate_values(values, upstream / VALUES_SCHEMAS[chart])
+            defaults = upstream / DEFAULT_VALUES[chart] if chart in DEFAULT_VALUES else None
+            validate_values(values, upstream / VALUES_SCHEMAS[chart], defaults)
         if chart in DEFAULT_VALUES:
             defaults = yaml.safe_load((upstream / DEFAULT_VALUES[chart]).read_text())
             assert unknown_keys(values, defaults) == [], f"{chart}: keys the chart does not have"

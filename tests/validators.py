@@ -60,8 +60,15 @@ def load_schema(path: Path) -> dict[str, Any]:
     return document
 
 
-def validate_values(values: dict[str, Any], schema_path: Path) -> None:
-    """Check Helm values against a chart's values schema (JSON Schema, as JSON or YAML)."""
+def validate_values(values: dict[str, Any], schema_path: Path, defaults_path: Path | None = None) -> None:
+    """Check Helm values against a chart's values schema (JSON Schema, as JSON or YAML).
+
+    Helm validates the values merged over the chart's defaults; where the defaults are given, so
+    does this (the JupyterHub schema requires keys only the defaults carry)."""
+    if defaults_path is not None:
+        from gpu_constructs.helm import deep_merge
+
+        values = deep_merge(yaml.safe_load(defaults_path.read_text(encoding="utf-8")), values)
     schema = load_schema(schema_path)
     # vault-helm names draft-07 by an https address that jsonschema does not recognize.
     declared = str(schema.get("$schema", ""))
