@@ -12,6 +12,7 @@ from environments import Instance, synth  # noqa: E402
 
 INSTANCES = (
     Instance("single-node", "single-node"),
+    Instance("proxmox-ha", "proxmox-ha"),
     Instance("eks-karpenter", "eks-karpenter"),
     Instance("k3d-poc", "k3d-poc"),
     Instance("lke", "lke"),

@@ -25,6 +25,7 @@ ENVIRONMENTS: Mapping[str, tuple[str, str, str]] = {
     "eks-karpenter": ("environments.eks_karpenter", "EksKarpenterStack", "EksKarpenterSettings"),
     "k3d-poc": ("environments.k3d_poc", "K3dPocStack", "K3dPocSettings"),
     "lke": ("environments.lke", "LkeStack", "LkeSettings"),
+    "proxmox-ha": ("environments.proxmox_ha", "ProxmoxHaStack", "ProxmoxHaSettings"),
 }
 
 STACKS_ENV = "GPU_STACKS"

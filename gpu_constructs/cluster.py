@@ -152,6 +152,8 @@ class GpuCluster:
     """Extra labels of the GPU node pool (Karpenter ``nodepool: gpu-inference``)."""
     gpu_capacity: int | None = None
     """Schedulable GPU slots (GPUs x time-slicing replicas), where the platform knows it at synth."""
+    gpus_per_node: int | None = None
+    """GPU slots one node offers: the most a single pod can ask for, where known at synth."""
     ready: Sequence[Any] = ()
     """Resources that must exist before anything is installed into the cluster."""
 
@@ -186,6 +188,16 @@ class GpuCluster:
                 }
             }
         }
+
+    def check_pod_fits(self, field_name: str, gpus_per_pod: int) -> None:
+        """Fail when one pod asks for more GPUs than any single node has."""
+        if self.gpus_per_node is not None and gpus_per_pod > self.gpus_per_node:
+            raise ConfigError(
+                field_name,
+                gpus_per_pod,
+                f"a pod asking for {gpus_per_pod} GPUs never schedules: the GPU nodes of {self.name!r} have "
+                f"{self.gpus_per_node} each; give the nodes more GPUs or drop the request",
+            )
 
     def check_gpu_demand(self, field_name: str, pods: int, gpus_per_pod: int) -> None:
         """Fail when ``pods`` pods of ``gpus_per_pod`` GPUs can never all be scheduled."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 from cdktf import AssetType, TerraformAsset, TerraformStack
-from cdktf_cdktf_provider_helm.release import Release
+from cdktf_cdktf_provider_helm.release import Release, ReleaseSetListStruct
 from constructs import Construct
 
 from gpu_constructs.errors import ConfigError
@@ -76,8 +76,12 @@ def release(
     depends_on: Sequence[Any] = (),
     timeout: int = 600,
     wait: bool = True,
+    set_lists: Mapping[str, Any] | None = None,
 ) -> Release:
-    """A helm_release with one values document and the settings every release here shares."""
+    """A helm_release with one values document and the settings every release here shares.
+
+    ``set_lists`` sets values paths to lists only known at plan time (a list variable), which a
+    values document cannot carry."""
     return Release(
         scope,
         id,
@@ -93,6 +97,10 @@ def release(
         wait=wait,
         timeout=timeout,
         depends_on=list(depends_on) or None,
+        set_list=[
+            ReleaseSetListStruct(name=path, value=value) for path, value in sorted((set_lists or {}).items())
+        ]
+        or None,
     )
 
 
@@ -115,6 +123,7 @@ def manifests_release(
     manifests: Sequence[Mapping[str, Any]],
     depends_on: Sequence[Any] = (),
     wait: bool = True,
+    set_lists: Mapping[str, Any] | None = None,
 ) -> Release:
     """Install ``manifests`` (Kubernetes objects as dicts) as one Helm release.
 
@@ -130,4 +139,5 @@ def manifests_release(
         values={"manifests": [dict(manifest) for manifest in manifests]},
         depends_on=depends_on,
         wait=wait,
+        set_lists=set_lists,
     )

@@ -57,6 +57,7 @@ class JupyterHub(Construct):
         self.props = props
         largest = max(props.gpu_profiles)
         props.cluster.check_gpu_demand("gpu_profiles", 1, largest)
+        props.cluster.check_pod_fits("gpu_profiles", largest)
         layered = props.values.load("jupyterhub") if props.values else {}
         self.values = helm.deep_merge(layered, self.contract_values())
         self.release = helm.release(

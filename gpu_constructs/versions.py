@@ -162,3 +162,4 @@ UBUNTU_CLOUD_IMAGE = Pin("https://cloud-images.ubuntu.com/noble/current/noble-se
 REPO_RANCHER = "https://releases.rancher.com/server-charts/stable"
 REPO_NFS_SUBDIR = "https://kubernetes-sigs.github.io/nfs-subdir-external-provisioner/"
 REPO_JUPYTERHUB = "https://hub.jupyter.org/helm-chart/"
+KUBE_VIP_IMAGE = Pin("ghcr.io/kube-vip/kube-vip:v1.0.1")

@@ -35,6 +35,8 @@ DEFAULT_VALUES = {
 UNCHECKED_CHARTS = {
     "traefik": "no schema or defaults in ../shared/upstream; values are three documented keys, checked in test_networking",
     "cloudnative-pg": "no schema or defaults in ../shared/upstream; the only value is crds.create",
+    "rancher": "no schema or defaults in ../shared/upstream; hostname, replicas and TLS source, asserted in test_proxmox",
+    "nfs-subdir-external-provisioner": "no schema or defaults in ../shared/upstream; server, path and class, asserted in test_proxmox",
     "aws-load-balancer-controller": "no schema or defaults in ../shared/upstream; its seven values are asserted in test_eks",
 }
 STACKS = [instance.stack for instance in main.INSTANCES]

@@ -1,0 +1,254 @@
+"""proxmox-ha: k3s HA on Proxmox VMs with A100 passthrough, NFS and NVMe storage, the GPU Operator,
+cert-manager, Rancher with Fleet GitOps, and JupyterHub with GPU profiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cdktf import Aspects, LocalBackend, TerraformOutput, TerraformStack, TerraformVariable
+from cdktf_cdktf_provider_helm.provider import HelmProvider
+from constructs import Construct
+
+from environments.variables import rule
+from gpu_constructs import helm, versions
+from gpu_constructs.cluster import GpuSharing
+from gpu_constructs.compute.proxmox import SCRATCH_MOUNT, ProxmoxGpuCompute, ProxmoxProps
+from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
+from gpu_constructs.jupyterhub import JupyterHub, JupyterHubProps
+from gpu_constructs.networking import Networking, NetworkingProps
+from gpu_constructs.policy import StackPolicy
+from gpu_constructs.providers.proxmox import ProviderSsh, ProxmoxProvider
+from gpu_constructs.storage import Storage, StorageProps, StorageTier
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+NFS_CLASS = "nfs-client"
+SCRATCH_CLASS = "fast-scratch"
+
+
+@dataclass(frozen=True)
+class ProxmoxHaSettings:
+    """Structural settings of a proxmox-ha instance; defaults are the seed's VM layout and network plan."""
+
+    environment: str = "production"
+    node_name: str = "pve"
+    control_plane_ips: tuple[str, ...] = ("10.0.0.11", "10.0.0.12", "10.0.0.13")
+    worker_ips: tuple[str, ...] = ("10.0.0.21", "10.0.0.22", "10.0.0.23", "10.0.0.24")
+    gpus_per_worker: int = 2
+    host_gpu_count: int = 8
+    api_vip: str | None = None
+    """The seed's optional kube-vip address, e.g. 10.0.0.100."""
+    nfs_server: str = "10.0.0.30"
+    nfs_path: str = "/export/k3s"
+    hugepages: bool = False
+    cpu_pinning: bool = False
+    time_slicing_replicas: int = 1
+    jupyter_gpu_profiles: tuple[int, ...] = (0, 1, 2)
+    """The seed lists 0, 1, 2 and 4 GPUs, but its workers have 2 A100s each, so a 4-GPU notebook
+    could never schedule; add 4 together with gpus_per_worker=4 (synth fails otherwise)."""
+    rancher_replicas: int = 3
+
+
+class ProxmoxHaStack(TerraformStack):
+    def __init__(self, scope: Construct, id: str, *, settings: ProxmoxHaSettings) -> None:
+        super().__init__(scope, id)
+        s = settings
+        LocalBackend(self, path=f"../../../terraform.{id}.tfstate")
+        endpoint = TerraformVariable(
+            self,
+            "proxmox_endpoint",
+            type="string",
+            description="Proxmox API, e.g. https://pve.example.com:8006/.",
+        )
+        api_token = TerraformVariable(
+            self,
+            "proxmox_api_token",
+            type="string",
+            sensitive=True,
+            description="user@realm!token=secret (rights in the README).",
+        )
+        k3s_token = TerraformVariable(
+            self,
+            "k3s_token",
+            type="string",
+            sensitive=True,
+            validation=[
+                rule(
+                    'can(regex("^[A-Za-z0-9]{32,}$", var.k3s_token))',
+                    "k3s_token must be at least 32 letters or digits (openssl rand -hex 32).",
+                )
+            ],
+        )
+        ssh_public_key = TerraformVariable(
+            self, "ssh_public_key", type="string", description="Public key for the ubuntu user on every VM."
+        )
+        ssh_key_path = TerraformVariable(
+            self, "ssh_private_key_path", type="string", default="~/.ssh/id_ed25519"
+        )
+        gpu_count = s.gpus_per_worker * len(s.worker_ips)
+        gpu_paths = TerraformVariable(
+            self,
+            "gpu_pci_paths",
+            type="list(string)",
+            description=f"PCI addresses of the {gpu_count} GPUs to pass through (lspci -D -d 10de:).",
+            validation=[
+                rule(
+                    f"length(var.gpu_pci_paths) == {gpu_count}",
+                    f"gpu_pci_paths must list exactly {gpu_count} GPUs: "
+                    f"{len(s.worker_ips)} workers x {s.gpus_per_worker}.",
+                ),
+                rule(
+                    "alltrue([for p in var.gpu_pci_paths : "
+                    'can(regex("^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}[.][0-7]$", p))])',
+                    "gpu_pci_paths entries look like 0000:41:00.0.",
+                ),
+            ],
+        )
+        acme_email = TerraformVariable(self, "acme_email", type="string")
+        rancher_host = TerraformVariable(
+            self, "rancher_hostname", type="string", description="Host name of the Rancher UI."
+        )
+        jupyter_host = TerraformVariable(
+            self, "jupyterhub_hostname", type="string", description="Host name of JupyterHub."
+        )
+        fleet_repo = TerraformVariable(
+            self,
+            "fleet_repo_url",
+            type="string",
+            description="Git URL of the cluster-maintenance repository.",
+        )
+        fleet_branch = TerraformVariable(self, "fleet_branch", type="string", default="main")
+        fleet_paths = TerraformVariable(
+            self, "fleet_paths", type="list(string)", default=["clusters/homelab"]
+        )
+
+        ProxmoxProvider(
+            self,
+            "proxmox",
+            endpoint=endpoint.string_value,
+            api_token=api_token.string_value,
+            ssh=ProviderSsh(agent=True, username="root"),
+        )
+        kubeconfig_path = f"${{path.root}}/../../../kubeconfig/{id}.yaml"
+        compute = ProxmoxGpuCompute(
+            self,
+            "vms",
+            props=ProxmoxProps(
+                k3s_token=k3s_token.string_value,
+                ssh_public_key=ssh_public_key.string_value,
+                ssh_private_key_path=ssh_key_path.string_value,
+                gpu_pci_paths=gpu_paths.list_value,
+                kubeconfig_path=kubeconfig_path,
+                node_name=s.node_name,
+                control_plane_ips=s.control_plane_ips,
+                worker_ips=s.worker_ips,
+                gpus_per_worker=s.gpus_per_worker,
+                host_gpu_count=s.host_gpu_count,
+                api_vip=s.api_vip,
+                hugepages=s.hugepages,
+                cpu_pinning=s.cpu_pinning,
+                sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
+            ),
+        )
+        cluster = compute.cluster
+        Aspects.of(self).add(StackPolicy(cluster))
+        HelmProvider(self, "helm", kubernetes=cluster.access.helm_kubernetes())
+
+        networking = Networking(
+            self,
+            "networking",
+            props=NetworkingProps(
+                cluster=cluster,
+                acme_email=acme_email.string_value,
+                domains=(rancher_host.string_value, jupyter_host.string_value),
+                ingress_address=compute.props.server_address,
+            ),
+        )
+        nfs = helm.release(
+            self,
+            "nfs-provisioner",
+            name="nfs-subdir-external-provisioner",
+            chart="nfs-subdir-external-provisioner",
+            repository=versions.REPO_NFS_SUBDIR,
+            version=versions.NFS_SUBDIR_CHART.version,
+            namespace="nfs-provisioner",
+            values={
+                "nfs": {"server": s.nfs_server, "path": s.nfs_path},
+                "storageClass": {"name": NFS_CLASS, "defaultClass": True, "reclaimPolicy": "Retain"},
+            },
+            depends_on=cluster.ready,
+        )
+        storage = Storage(
+            self,
+            "storage",
+            props=StorageProps(
+                cluster=cluster,
+                tiers=(
+                    StorageTier(
+                        SCRATCH_CLASS, SCRATCH_MOUNT, reclaim_policy="Delete", allow_volume_expansion=False
+                    ),
+                ),
+            ),
+        )
+        operator = GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))
+        rancher = helm.release(
+            self,
+            "rancher",
+            name="rancher",
+            chart="rancher",
+            repository=versions.REPO_RANCHER,
+            version=versions.RANCHER_CHART.version,
+            namespace="cattle-system",
+            values={
+                "hostname": rancher_host.string_value,
+                "replicas": s.rancher_replicas,
+                "ingress": {"tls": {"source": "rancher"}},
+            },
+            depends_on=[networking.cert_manager, networking.ingress],
+            timeout=1200,
+        )
+        helm.manifests_release(
+            self,
+            "fleet-gitrepo",
+            name="cluster-maintenance",
+            namespace="fleet-local",
+            manifests=[
+                {
+                    "apiVersion": "fleet.cattle.io/v1alpha1",
+                    "kind": "GitRepo",
+                    "metadata": {"name": "cluster-maintenance", "namespace": "fleet-local"},
+                    "spec": {
+                        "repo": fleet_repo.string_value,
+                        "branch": fleet_branch.string_value,
+                        # A list variable cannot sit in a values document: set_list fills it in.
+                        "paths": [],
+                    },
+                }
+            ],
+            depends_on=[rancher],
+            set_lists={"manifests[0].spec.paths": fleet_paths.list_value},
+        )
+        JupyterHub(
+            self,
+            "jupyterhub",
+            props=JupyterHubProps(
+                cluster=cluster,
+                host=jupyter_host.string_value,
+                home_storage_class=NFS_CLASS,
+                scratch_storage_class=SCRATCH_CLASS,
+                gpu_profiles=s.jupyter_gpu_profiles,
+                values=helm.ValuesLayers(overlay=s.environment, directory=PROJECT_ROOT / "helm-values"),
+                depends_on=[nfs, storage.release, operator.release, networking.issuers],
+            ),
+        )
+
+        TerraformOutput(self, "kubeconfig_path", value=kubeconfig_path)
+        TerraformOutput(
+            self,
+            "ansible_inventory",
+            value=compute.ansible_inventory(),
+            description="Ansible inventory (YAML) of the nodes.",
+        )
+        TerraformOutput(self, "dns_records", value=networking.dns_records)
+        TerraformOutput(self, "rancher_url", value=f"https://{rancher_host.string_value}")
+        TerraformOutput(self, "jupyterhub_url", value=f"https://{jupyter_host.string_value}")

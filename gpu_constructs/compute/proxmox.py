@@ -1,0 +1,479 @@
+"""GpuCompute for Proxmox VE: control-plane and GPU-worker VMs with PCIe passthrough, and k3s HA.
+
+The VMs boot an Ubuntu cloud image; cloud-init (a snippet per VM) installs k3s: the first server
+initializes embedded etcd, the others join it, and the workers join with the GPU label and taint.
+GPUs are passed through by PCI resource mappings, since raw device ids need root password auth and
+do not work with API tokens. The GPU Operator installs driver and toolkit inside the VMs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from cdktf import Fn
+from constructs import Construct
+
+from gpu_constructs import validate, versions
+from gpu_constructs.cluster import K3S_CONTAINERD, GpuCluster, GpuSharing, KubeAccess, Manager, Taint
+from gpu_constructs.errors import ConfigError
+from gpu_constructs.hostexec import ScriptRun, run_local_script
+from gpu_constructs.providers.proxmox import (
+    Agent,
+    Cpu,
+    Disk,
+    DownloadFile,
+    EfiDisk,
+    File,
+    HardwareMappingPci,
+    HostPci,
+    Initialization,
+    IpConfig,
+    Ipv4,
+    Memory,
+    NetworkDevice,
+    OperatingSystem,
+    PciMap,
+    SourceRaw,
+    Vm,
+)
+
+GPU_LABEL = ("nvidia.com/gpu", "true")
+GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
+SCRATCH_MOUNT = "/mnt/scratch"
+
+
+@dataclass(frozen=True)
+class VmSize:
+    vcpus: int
+    memory_gb: int
+    disk_gb: int
+
+    def __post_init__(self) -> None:
+        validate.int_range("vcpus", self.vcpus, 1, 512)
+        validate.int_range("memory_gb", self.memory_gb, 1, 4096)
+        validate.int_range("disk_gb", self.disk_gb, 10, 65536)
+
+
+@dataclass(frozen=True)
+class ProxmoxProps:
+    """The VM layout and network plan; defaults are the seed's."""
+
+    k3s_token: str
+    """Reference to a sensitive variable."""
+    ssh_public_key: str
+    ssh_private_key_path: str
+    gpu_pci_paths: Sequence[str]
+    """Host PCI addresses of the GPUs to pass through, one per mapping (a variable reference)."""
+    kubeconfig_path: str
+    node_name: str = "pve"
+    vm_datastore: str = "local-lvm"
+    snippets_datastore: str = "local"
+    """Needs the 'snippets' content type enabled (README)."""
+    image_datastore: str = "local"
+    bridge: str = "vmbr0"
+    network: str = "10.0.0.0/24"
+    gateway: str = "10.0.0.1"
+    dns_servers: tuple[str, ...] = ("10.0.0.1",)
+    control_plane_ips: tuple[str, ...] = ("10.0.0.11", "10.0.0.12", "10.0.0.13")
+    worker_ips: tuple[str, ...] = ("10.0.0.21", "10.0.0.22", "10.0.0.23", "10.0.0.24")
+    control_plane_size: VmSize = field(default_factory=lambda: VmSize(4, 16, 100))
+    worker_size: VmSize = field(default_factory=lambda: VmSize(16, 128, 500))
+    scratch_gb: int = 1024
+    gpus_per_worker: int = 2
+    host_gpu_count: int = 8
+    """GPUs the Proxmox host has (the seed: 8x A100)."""
+    gpu_pci_id: str = "10de:20f1"
+    """Vendor:device id of the GPUs (A100 PCIe 40GB)."""
+    api_vip: str | None = None
+    """Optional kube-vip address for the API (the seed: 10.0.0.100)."""
+    cluster_cidr: str = "10.42.0.0/16"
+    service_cidr: str = "10.43.0.0/16"
+    k3s_version: str = versions.K3S_PROXMOX.version
+    hugepages: bool = False
+    """Back worker memory with 1 GiB huge pages (configure them on the host first)."""
+    cpu_pinning: bool = False
+    """Pin each worker's vCPUs to its own host cores, after the control planes'."""
+    image_url: str = versions.UBUNTU_CLOUD_IMAGE.version
+    sharing: GpuSharing = field(default_factory=GpuSharing)
+    vm_id_base: int = 200
+
+    def __post_init__(self) -> None:
+        count = len(self.control_plane_ips)
+        if count < 3 or count % 2 == 0:
+            raise ConfigError(
+                "control_plane_count", count, "k3s embedded etcd needs an odd count of at least 3 for HA"
+            )
+        if not self.worker_ips:
+            raise ConfigError("worker_ips", (), "give at least one GPU worker")
+        network = validate.cidr("network", self.network)
+        addresses = {"gateway": self.gateway}
+        if self.api_vip:
+            addresses["api_vip"] = self.api_vip
+        for index, ip in enumerate(self.control_plane_ips):
+            addresses[f"control_plane_ips[{index}]"] = ip
+        for index, ip in enumerate(self.worker_ips):
+            addresses[f"worker_ips[{index}]"] = ip
+        seen: dict[str, str] = {}
+        for name, ip in addresses.items():
+            validate.ipv4(name, ip)
+            if ipaddress.IPv4Address(ip) not in network:
+                raise ConfigError(name, ip, f"use an address inside {self.network}")
+            if ip in seen:
+                raise ConfigError(
+                    name, ip, f"it is already used by {seen[ip]}; give each node its own address"
+                )
+            seen[ip] = name
+        if self.gpus_per_worker < 1:
+            raise ConfigError(
+                "gpus_per_worker", self.gpus_per_worker, "every GPU worker needs at least one GPU mapping"
+            )
+        wanted = self.gpus_per_worker * len(self.worker_ips)
+        if wanted > self.host_gpu_count:
+            raise ConfigError(
+                "gpus_per_worker",
+                self.gpus_per_worker,
+                f"{len(self.worker_ips)} workers x {self.gpus_per_worker} GPUs need {wanted} passthrough "
+                f"GPUs but the host has {self.host_gpu_count}",
+            )
+        validate.int_range(
+            "gpus_per_worker", self.gpus_per_worker, 1, 16, why="a VM takes hostpci0 to hostpci15"
+        )
+        validate.int_range("scratch_gb", self.scratch_gb, 10, 65536)
+        validate.version("k3s_version", self.k3s_version, r"v\d+\.\d+\.\d+\+k3s\d+", "v1.33.4+k3s1")
+        validate.version("gpu_pci_id", self.gpu_pci_id, r"[0-9a-f]{4}:[0-9a-f]{4}", "10de:20f1")
+        if validate.cidr("cluster_cidr", self.cluster_cidr).overlaps(network) or validate.cidr(
+            "service_cidr", self.service_cidr
+        ).overlaps(network):
+            raise ConfigError(
+                "cluster_cidr", self.cluster_cidr, f"keep pod and service CIDRs out of {self.network}"
+            )
+
+    @property
+    def server_address(self) -> str:
+        return self.api_vip or self.control_plane_ips[0]
+
+
+class ProxmoxGpuCompute(Construct):
+    """k3s HA on Proxmox VMs, GPU workers with passthrough A100s."""
+
+    def __init__(self, scope: Construct, id: str, *, props: ProxmoxProps) -> None:
+        super().__init__(scope, id)
+        self.props = props
+        self.image = DownloadFile(
+            self,
+            "cloud-image",
+            node_name=props.node_name,
+            datastore_id=props.image_datastore,
+            content_type="import",
+            url=props.image_url,
+            file_name="ubuntu-noble-cloudimg-amd64.qcow2",
+        )
+        self.gpu_mappings = [
+            HardwareMappingPci(
+                self,
+                f"gpu{index}",
+                name=f"gpu{index}",
+                comment="GPU passed through to a k3s worker",
+                map=[
+                    PciMap(
+                        id=props.gpu_pci_id, node=props.node_name, path=Fn.element(props.gpu_pci_paths, index)
+                    )
+                ],
+            )
+            for index in range(props.gpus_per_worker * len(props.worker_ips))
+        ]
+        self.control_planes = [
+            self._vm(
+                f"cp{i + 1}",
+                ip,
+                props.vm_id_base + 11 + i,
+                props.control_plane_size,
+                role="server",
+                first=i == 0,
+            )
+            for i, ip in enumerate(props.control_plane_ips)
+        ]
+        self.workers = [
+            self._vm(
+                f"wk-gpu{i + 1}", ip, props.vm_id_base + 21 + i, props.worker_size, role="agent", index=i
+            )
+            for i, ip in enumerate(props.worker_ips)
+        ]
+        self.kubeconfig = run_local_script(
+            self,
+            "kubeconfig",
+            run=ScriptRun(
+                "fetch-kubeconfig.sh",
+                {
+                    "SSH_USER": "ubuntu",
+                    "SSH_HOST": props.control_plane_ips[0],
+                    "SSH_KEY": props.ssh_private_key_path,
+                    "KUBECONFIG_OUT": props.kubeconfig_path,
+                    "WAIT_SECONDS": "1200",
+                },
+            ),
+            triggers={"server": self.control_planes[0].id_ref},
+            depends_on=[*self.control_planes, *self.workers],
+        )
+        gpus = props.gpus_per_worker * len(props.worker_ips)
+        self.cluster = GpuCluster(
+            name=id,
+            access=KubeAccess(config_path=props.kubeconfig_path),
+            gpu_node_selector=dict([GPU_LABEL]),
+            gpu_taint=GPU_TAINT,
+            gpu_toleration_taint=GPU_TAINT,
+            runtime_class="nvidia",
+            driver=Manager.OPERATOR,
+            toolkit=Manager.OPERATOR,
+            containerd=K3S_CONTAINERD,
+            sharing=props.sharing,
+            gpu_capacity=gpus * props.sharing.time_slicing_replicas,
+            gpus_per_node=props.gpus_per_worker * props.sharing.time_slicing_replicas,
+            ready=(self.kubeconfig,),
+        )
+
+    # --- VMs ----------------------------------------------------------------------------------------------
+    def _vm(
+        self, name: str, ip: str, vm_id: int, size: VmSize, *, role: str, first: bool = False, index: int = 0
+    ) -> Vm:
+        props = self.props
+        network = ipaddress.IPv4Network(props.network)
+        snippet = File(
+            self,
+            f"{name}-user-data",
+            node_name=props.node_name,
+            datastore_id=props.snippets_datastore,
+            content_type="snippets",
+            source_raw=SourceRaw(self.user_data(name, ip, role=role, first=first), f"{name}-user-data.yaml"),
+        )
+        disks = [
+            Disk(
+                "scsi0",
+                props.vm_datastore,
+                size.disk_gb,
+                import_from=self.image.id_ref,
+                iothread=True,
+                discard="on",
+            )
+        ]
+        hostpci: list[HostPci] = []
+        memory = Memory(dedicated=size.memory_gb * 1024)
+        cpu = Cpu(cores=size.vcpus, type="host")
+        if role == "agent":
+            disks.append(
+                Disk("scsi1", props.vm_datastore, props.scratch_gb, iothread=True, ssd=True, discard="on")
+            )
+            first_gpu = index * props.gpus_per_worker
+            hostpci = [
+                HostPci(
+                    f"hostpci{n}", self.gpu_mappings[first_gpu + n].get_string_attribute("name"), pcie=True
+                )
+                for n in range(props.gpus_per_worker)
+            ]
+            if props.hugepages:
+                memory = Memory(dedicated=size.memory_gb * 1024, hugepages="1024", keep_hugepages=True)
+            if props.cpu_pinning:
+                start = len(props.control_plane_ips) * props.control_plane_size.vcpus + index * size.vcpus
+                cpu = Cpu(cores=size.vcpus, type="host", affinity=f"{start}-{start + size.vcpus - 1}")
+        return Vm(
+            self,
+            name,
+            node_name=props.node_name,
+            name=name,
+            vm_id=vm_id,
+            description=f"k3s {role} ({'GPU worker' if role == 'agent' else 'control plane'})",
+            tags=["k3s", "gpu" if role == "agent" else "control-plane"],
+            cpu=cpu,
+            memory=memory,
+            efi_disk=EfiDisk(datastore_id=props.vm_datastore, type="4m"),
+            disk=disks,
+            network_device=[NetworkDevice(bridge=props.bridge)],
+            initialization=Initialization(
+                datastore_id=props.vm_datastore,
+                ip_config=[IpConfig(Ipv4(f"{ip}/{network.prefixlen}", props.gateway))],
+                user_data_file_id=snippet.id_ref,
+            ),
+            hostpci=hostpci,
+            agent=Agent(enabled=True),
+            operating_system=OperatingSystem("l26"),
+        )
+
+    def k3s_config(self, ip: str, *, role: str, first: bool) -> dict[str, Any]:
+        props = self.props
+        config: dict[str, Any] = {"token": props.k3s_token, "node-ip": ip}
+        if role == "server":
+            config.update(
+                {
+                    "tls-san": sorted({ip, props.server_address}),
+                    "cluster-cidr": props.cluster_cidr,
+                    "service-cidr": props.service_cidr,
+                    "disable": ["traefik"],
+                    "write-kubeconfig-mode": "0600",
+                }
+            )
+            if first:
+                config["cluster-init"] = True
+            else:
+                config["server"] = f"https://{props.control_plane_ips[0]}:6443"
+        else:
+            config["server"] = f"https://{props.server_address}:6443"
+            config["node-label"] = ["=".join(GPU_LABEL)]
+            config["node-taint"] = [str(GPU_TAINT)]
+        return config
+
+    def user_data(self, name: str, ip: str, *, role: str, first: bool) -> str:
+        props = self.props
+        install = (
+            f"curl -sfL https://get.k3s.io | INSTALL_K3S_VERSION='{props.k3s_version}' "
+            f"INSTALL_K3S_EXEC='{role}' sh -"
+        )
+        document: dict[str, Any] = {
+            "hostname": name,
+            "users": [
+                {
+                    "name": "ubuntu",
+                    "groups": ["sudo"],
+                    "shell": "/bin/bash",
+                    "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                    "ssh_authorized_keys": [props.ssh_public_key],
+                }
+            ],
+            "package_update": True,
+            "packages": ["qemu-guest-agent", "nfs-common"],
+            "write_files": [
+                {
+                    "path": "/etc/rancher/k3s/config.yaml",
+                    "permissions": "0600",
+                    "content": yaml.safe_dump(self.k3s_config(ip, role=role, first=first), sort_keys=True),
+                },
+                {
+                    "path": "/etc/modules-load.d/k3s.conf",
+                    "content": "br_netfilter\noverlay\n",
+                },
+            ],
+            "runcmd": [
+                "systemctl enable --now qemu-guest-agent",
+                "modprobe br_netfilter overlay",
+                "swapoff -a",
+            ],
+        }
+        if role == "agent":
+            document["fs_setup"] = [
+                {"label": "scratch", "filesystem": "ext4", "device": "/dev/sdb", "partition": "auto"}
+            ]
+            document["mounts"] = [["LABEL=scratch", SCRATCH_MOUNT, "ext4", "defaults,nofail", "0", "2"]]
+        if role == "server" and props.api_vip:
+            document["write_files"].append(
+                {
+                    "path": "/var/lib/rancher/k3s/server/manifests/kube-vip.yaml",
+                    "content": yaml.safe_dump_all(kube_vip_manifests(props.api_vip), sort_keys=True),
+                }
+            )
+        if role == "server" and not first:
+            # Join only once the first server answers.
+            document["runcmd"].append(
+                f"until curl -ksf https://{props.control_plane_ips[0]}:6443/ping; do sleep 10; done"
+            )
+        elif role == "agent":
+            document["runcmd"].append(
+                f"until curl -ksf https://{props.server_address}:6443/ping; do sleep 10; done"
+            )
+        document["runcmd"].append(install)
+        return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=True, width=1000)
+
+    def ansible_inventory(self) -> str:
+        """An Ansible inventory of the nodes, for day-2 playbooks."""
+        props = self.props
+        inventory = {
+            "all": {
+                "vars": {
+                    "ansible_user": "ubuntu",
+                    "ansible_ssh_private_key_file": props.ssh_private_key_path,
+                },
+                "children": {
+                    "control_plane": {
+                        "hosts": {
+                            f"cp{i + 1}": {"ansible_host": ip} for i, ip in enumerate(props.control_plane_ips)
+                        }
+                    },
+                    "gpu_workers": {
+                        "hosts": {
+                            f"wk-gpu{i + 1}": {"ansible_host": ip} for i, ip in enumerate(props.worker_ips)
+                        }
+                    },
+                },
+            }
+        }
+        return yaml.safe_dump(inventory, sort_keys=True)
+
+
+def kube_vip_manifests(address: str) -> list[dict[str, Any]]:
+    """kube-vip as a DaemonSet on the control planes, announcing ``address`` by ARP."""
+    labels = {"app.kubernetes.io/name": "kube-vip"}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "kube-vip", "namespace": "kube-system"},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "kube-vip"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["services", "services/status", "nodes", "endpoints"],
+                    "verbs": ["list", "get", "watch", "update"],
+                },
+                {
+                    "apiGroups": ["coordination.k8s.io"],
+                    "resources": ["leases"],
+                    "verbs": ["list", "get", "watch", "update", "create"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "kube-vip"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kube-vip"},
+            "subjects": [{"kind": "ServiceAccount", "name": "kube-vip", "namespace": "kube-system"}],
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "kube-vip", "namespace": "kube-system", "labels": labels},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": "kube-vip",
+                        "hostNetwork": True,
+                        "nodeSelector": {"node-role.kubernetes.io/control-plane": "true"},
+                        "tolerations": [{"operator": "Exists", "effect": "NoSchedule"}],
+                        "containers": [
+                            {
+                                "name": "kube-vip",
+                                "image": versions.KUBE_VIP_IMAGE.version,
+                                "args": ["manager"],
+                                "env": [
+                                    {"name": "address", "value": address},
+                                    {"name": "port", "value": "6443"},
+                                    {"name": "vip_arp", "value": "true"},
+                                    {"name": "cp_enable", "value": "true"},
+                                    {"name": "vip_leaderelection", "value": "true"},
+                                ],
+                                "securityContext": {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}},
+                            }
+                        ],
+                    },
+                },
+            },
+        },
+    ]
