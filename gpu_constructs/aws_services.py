@@ -3,7 +3,6 @@ certificate and the deployment role."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from cdktf import Fn
@@ -25,16 +24,7 @@ from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.compute.eks import SYSTEM_TAINT, EksGpuCompute
-
-
-def _policy(*statements: dict) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)}, sort_keys=True)
-
-
-def _trust(service: str, *actions: str) -> str:
-    return _policy(
-        {"Effect": "Allow", "Principal": {"Service": service}, "Action": list(actions) or "sts:AssumeRole"}
-    )
+from gpu_constructs.iam import policy_document, service_trust
 
 
 @dataclass(frozen=True)
@@ -94,7 +84,7 @@ class RdsPostgres(Construct):
             self,
             "monitoring-role",
             name=f"{props.name}-rds-monitoring",
-            assume_role_policy=_trust("monitoring.rds.amazonaws.com"),
+            assume_role_policy=service_trust("monitoring.rds.amazonaws.com"),
         )
         IamRolePolicyAttachment(
             self,
@@ -165,7 +155,7 @@ class LoadBalancerController(Construct):
             self,
             "role",
             name=f"{props.name}-lb-controller",
-            assume_role_policy=_trust("pods.eks.amazonaws.com", "sts:AssumeRole", "sts:TagSession"),
+            assume_role_policy=service_trust("pods.eks.amazonaws.com", "sts:AssumeRole", "sts:TagSession"),
         )
         IamRolePolicy(self, "policy", role=role.id, policy=self._policy(props.region))
         identity = EksPodIdentityAssociation(
@@ -223,7 +213,7 @@ class LoadBalancerController(Construct):
             "wafv2:DisassociateWebACL",
         ]
         region_only = {"StringEquals": {"aws:RequestedRegion": region}}
-        return _policy(
+        return policy_document(
             {"Effect": "Allow", "Action": describe, "Resource": "*", "Condition": region_only},
             {"Effect": "Allow", "Action": manage, "Resource": "*", "Condition": region_only},
             {
@@ -277,7 +267,7 @@ class DeployerRole(Construct):
             self,
             "role",
             name=f"{name}-deployer",
-            assume_role_policy=_policy(
+            assume_role_policy=policy_document(
                 {"Effect": "Allow", "Principal": {"AWS": principal_arn}, "Action": "sts:AssumeRole"}
             ),
         )
@@ -285,7 +275,7 @@ class DeployerRole(Construct):
             self,
             "eks",
             role=self.role.id,
-            policy=_policy(
+            policy=policy_document(
                 {"Effect": "Allow", "Action": ["eks:DescribeCluster"], "Resource": compute.eks.arn}
             ),
         )

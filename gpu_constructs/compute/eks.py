@@ -47,6 +47,7 @@ from constructs import Construct
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, Taint
 from gpu_constructs.errors import ConfigError
+from gpu_constructs.iam import policy_document, service_trust
 
 KARPENTER_NAMESPACE = "karpenter"
 GPU_POOL = "gpu-inference"
@@ -75,16 +76,6 @@ INSTANCE_FAMILIES = {
 }
 SIZES = ("small", "medium", "large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge")
 DURATION = re.compile(r"^([0-9]+(s|m|h))+$|^Never$")
-
-
-def _policy(*statements: Mapping[str, Any]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)}, sort_keys=True)
-
-
-def _trust(service: str, *actions: str) -> str:
-    return _policy(
-        {"Effect": "Allow", "Principal": {"Service": service}, "Action": list(actions or ["sts:AssumeRole"])}
-    )
 
 
 @dataclass(frozen=True)
@@ -408,13 +399,13 @@ class EksGpuCompute(Construct):
             self,
             "flow-logs-role",
             name=f"{props.name}-flow-logs",
-            assume_role_policy=_trust("vpc-flow-logs.amazonaws.com"),
+            assume_role_policy=service_trust("vpc-flow-logs.amazonaws.com"),
         )
         IamRolePolicy(
             self,
             "flow-logs-policy",
             role=flow_role.id,
-            policy=_policy(
+            policy=policy_document(
                 {
                     "Effect": "Allow",
                     "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
@@ -434,7 +425,7 @@ class EksGpuCompute(Construct):
 
     def _kms_policy(self) -> str:
         props = self.props
-        return _policy(
+        return policy_document(
             {
                 "Sid": "Account",
                 "Effect": "Allow",
@@ -464,7 +455,7 @@ class EksGpuCompute(Construct):
             self,
             "cluster-role",
             name=f"{props.name}-cluster",
-            assume_role_policy=_trust("eks.amazonaws.com", "sts:AssumeRole", "sts:TagSession"),
+            assume_role_policy=service_trust("eks.amazonaws.com", "sts:AssumeRole", "sts:TagSession"),
         )
         attachment = IamRolePolicyAttachment(
             self,
@@ -518,7 +509,7 @@ class EksGpuCompute(Construct):
             )
 
     def _node_role(self, id: str, name: str) -> IamRole:
-        role = IamRole(self, id, name=name, assume_role_policy=_trust("ec2.amazonaws.com"))
+        role = IamRole(self, id, name=name, assume_role_policy=service_trust("ec2.amazonaws.com"))
         for policy in (
             "AmazonEKSWorkerNodePolicy",
             "AmazonEKS_CNI_Policy",
@@ -601,7 +592,7 @@ class EksGpuCompute(Construct):
             self,
             "interruption-queue-policy",
             queue_url=self.interruption_queue.url,
-            policy=_policy(
+            policy=policy_document(
                 {
                     "Effect": "Allow",
                     "Principal": {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]},
@@ -641,7 +632,7 @@ class EksGpuCompute(Construct):
             self,
             "karpenter-controller-role",
             name=f"{props.name}-karpenter-controller",
-            assume_role_policy=_trust("pods.eks.amazonaws.com", "sts:AssumeRole", "sts:TagSession"),
+            assume_role_policy=service_trust("pods.eks.amazonaws.com", "sts:AssumeRole", "sts:TagSession"),
         )
         IamRolePolicy(
             self, "karpenter-controller-policy", role=controller.id, policy=self._karpenter_policy()
@@ -659,7 +650,7 @@ class EksGpuCompute(Construct):
         props = self.props
         owned = {"StringEquals": {f"aws:ResourceTag/kubernetes.io/cluster/{props.name}": "owned"}}
         region = {"StringEquals": {"aws:RequestedRegion": props.region}}
-        return _policy(
+        return policy_document(
             {
                 "Sid": "Provisioning",
                 "Effect": "Allow",
