@@ -31,8 +31,7 @@ from gpu_constructs.providers.proxmox import (
     SourceRaw,
     Vm,
 )
-
-META = {"//", "lifecycle", "depends_on"}
+from tests.validators import argument_keys
 
 
 def documented(upstream: Path, page: str) -> set[str]:
@@ -40,19 +39,6 @@ def documented(upstream: Path, page: str) -> set[str]:
     text = (upstream / "provider-docs" / "proxmox" / page).read_text()
     text = re.split(r"^## Attribute", text, flags=re.M)[0]
     return set(re.findall(r"^\s*- `([a-z0-9_]+)`", text, re.M))
-
-
-def keys(node, found=None) -> set[str]:
-    found = set() if found is None else found
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key not in META:
-                found.add(key)
-                keys(value, found)
-    elif isinstance(node, list):
-        for item in node:
-            keys(item, found)
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +106,7 @@ def synthesized() -> dict:
 )
 def test_resources_emit_only_documented_arguments(synthesized, upstream, kind, page, required):
     (body,) = synthesized["resource"][kind].values()
-    assert keys(body) <= documented(upstream, page)
+    assert argument_keys(body) <= documented(upstream, page)
     assert required <= set(body)
 
 
@@ -130,7 +116,7 @@ def test_provider_block(synthesized, upstream):
         "version": "0.111.1",
     }
     (provider,) = synthesized["provider"]["proxmox"]
-    assert keys(provider) <= documented(upstream, "index.md")
+    assert argument_keys(provider) <= documented(upstream, "index.md")
     assert provider["api_token"] == "${var.token}"
 
 

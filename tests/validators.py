@@ -93,3 +93,23 @@ def unknown_keys(values: Any, defaults: Any, path: str = "") -> list[str]:
         else:
             missing.extend(unknown_keys(value, defaults[key], where))
     return missing
+
+
+# Meta-arguments Terraform adds to every resource; not part of a provider's schema.
+META_ARGUMENTS = {"//", "lifecycle", "depends_on", "provider", "count", "for_each"}
+
+
+def argument_keys(node: Any, free_form: frozenset[str] = frozenset()) -> set[str]:
+    """Every argument and nested block name in a synthesized resource, for checking a hand-written
+    binding against its provider's reference page. Maps named in ``free_form`` hold user keys."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key not in META_ARGUMENTS:
+                found.add(key)
+                if key not in free_form:
+                    found |= argument_keys(value, free_form)
+    elif isinstance(node, list):
+        for item in node:
+            found |= argument_keys(item, free_form)
+    return found
