@@ -8,6 +8,7 @@ from cdktf import Aspects, LocalBackend, TerraformOutput, TerraformStack
 from cdktf_cdktf_provider_helm.provider import HelmProvider
 from constructs import Construct
 
+from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.k3d import ROLES, K3dGpuCompute, K3dProps, smoke_test_job
@@ -54,7 +55,7 @@ class K3dPocStack(TerraformStack):
         super().__init__(scope, id)
         s = settings
         LocalBackend(self, path=f"../../../terraform.{id}.tfstate")
-        kubeconfig_path = f"${{path.root}}/../../../kubeconfig/{id}.yaml"
+        kubeconfig_path = kubeconfig_path_of(id)
         compute = K3dGpuCompute(
             self,
             "k3d",

@@ -10,7 +10,8 @@ from cdktf import Aspects, LocalBackend, TerraformOutput, TerraformStack, Terraf
 from cdktf_cdktf_provider_helm.provider import HelmProvider
 from constructs import Construct
 
-from environments.variables import rule
+from environments.variables import k3s_token_variable, rule
+from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import helm, versions
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.proxmox import SCRATCH_MOUNT, ProxmoxGpuCompute, ProxmoxProps
@@ -67,18 +68,7 @@ class ProxmoxHaStack(TerraformStack):
             sensitive=True,
             description="user@realm!token=secret (rights in the README).",
         )
-        k3s_token = TerraformVariable(
-            self,
-            "k3s_token",
-            type="string",
-            sensitive=True,
-            validation=[
-                rule(
-                    'can(regex("^[A-Za-z0-9]{32,}$", var.k3s_token))',
-                    "k3s_token must be at least 32 letters or digits (openssl rand -hex 32).",
-                )
-            ],
-        )
+        k3s_token = k3s_token_variable(self)
         ssh_public_key = TerraformVariable(
             self, "ssh_public_key", type="string", description="Public key for the ubuntu user on every VM."
         )
@@ -129,7 +119,7 @@ class ProxmoxHaStack(TerraformStack):
             api_token=api_token.string_value,
             ssh=ProviderSsh(agent=True, username="root"),
         )
-        kubeconfig_path = f"${{path.root}}/../../../kubeconfig/{id}.yaml"
+        kubeconfig_path = kubeconfig_path_of(id)
         compute = ProxmoxGpuCompute(
             self,
             "vms",

@@ -21,7 +21,8 @@ from cdktf import (
 from cdktf_cdktf_provider_helm.provider import HelmProvider
 from constructs import Construct
 
-from environments.variables import pinned_image_rule, rule
+from environments.variables import k3s_token_variable, pinned_image_rule, rule
+from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import validate, versions
 from gpu_constructs.app_chart import AppChart, AppChartProps
 from gpu_constructs.cluster import GpuSharing, MigStrategy
@@ -132,19 +133,7 @@ class SingleNodeStack(TerraformStack):
             default="~/.ssh/id_ed25519",
             description="Private key that logs in as ssh_user on every host.",
         )
-        k3s_token = TerraformVariable(
-            self,
-            "k3s_token",
-            type="string",
-            sensitive=True,
-            description="Shared k3s cluster secret (generate with: openssl rand -hex 32).",
-            validation=[
-                rule(
-                    'can(regex("^[A-Za-z0-9]{32,}$", var.k3s_token))',
-                    "k3s_token must be at least 32 letters or digits (openssl rand -hex 32).",
-                )
-            ],
-        )
+        k3s_token = k3s_token_variable(self)
         app_domain = TerraformVariable(
             self,
             "app_domain",
@@ -183,7 +172,7 @@ class SingleNodeStack(TerraformStack):
             validation=[pinned_image_rule("app_image")],
         )
 
-        kubeconfig_path = f"${{path.root}}/../../../kubeconfig/{id}.yaml"
+        kubeconfig_path = kubeconfig_path_of(id)
         hosts = [
             SshHost(
                 address=Fn.element(node_ips.list_value, index),

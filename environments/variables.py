@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cdktf import TerraformVariableValidationConfig
+from cdktf import TerraformVariable, TerraformVariableValidationConfig
+from constructs import Construct
 
 
 def rule(condition: str, error_message: str) -> TerraformVariableValidationConfig:
@@ -18,3 +19,26 @@ def pinned_image_rule(name: str) -> TerraformVariableValidationConfig:
         f'&& !endswith(var.{name}, ":latest")',
         f"{name} must carry a pinned tag or digest, never :latest.",
     )
+
+
+def k3s_token_variable(scope: Construct) -> TerraformVariable:
+    """The sensitive shared k3s cluster secret."""
+    return TerraformVariable(
+        scope,
+        "k3s_token",
+        type="string",
+        sensitive=True,
+        description="Shared k3s cluster secret (generate with: openssl rand -hex 32).",
+        validation=[
+            rule(
+                'can(regex("^[A-Za-z0-9]{32,}$", var.k3s_token))',
+                "k3s_token must be at least 32 letters or digits (openssl rand -hex 32).",
+            )
+        ],
+    )
+
+
+def kubeconfig_path(stack: str) -> str:
+    """Where a stack's bootstrap writes its kubeconfig: ``kubeconfig/<stack>.yaml`` in the project
+    root, relative to the stack's working directory (cdktf.out/stacks/<stack>)."""
+    return f"${{path.root}}/../../../kubeconfig/{stack}.yaml"
