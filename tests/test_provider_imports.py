@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -13,28 +15,64 @@ import pytest
 from gpu_constructs import provider_imports
 from tests.conftest import ROOT, synth_main
 
+REPORT_ENV = "GPU_CONSTRUCTS_NODE_MODULES_REPORT"
+
+
+def _aws_files(report: Path) -> list[str]:
+    return [
+        file.split("/@cdktf/provider-aws/", 1)[1]
+        for file in json.loads(report.read_text())
+        if "/@cdktf/provider-aws/" in file
+    ]
+
 
 def test_lazy_and_ordinary_imports_synthesize_identical_bytes(tmp_path):
-    lazy = synth_main(tmp_path / "lazy", **{provider_imports.EAGER_ENV: "0"})
-    eager = synth_main(tmp_path / "eager", **{provider_imports.EAGER_ENV: "1"})
+    lazy = synth_main(
+        tmp_path / "lazy", **{provider_imports.EAGER_ENV: "0", REPORT_ENV: str(tmp_path / "lazy.json")}
+    )
+    # The ordinary way has no preload; this one only reports, redirecting nothing.
+    eager = synth_main(
+        tmp_path / "eager",
+        **{
+            provider_imports.EAGER_ENV: "1",
+            REPORT_ENV: str(tmp_path / "eager.json"),
+            "NODE_OPTIONS": f'--require "{provider_imports.NODE_HOOK}"',
+            provider_imports.NODE_PACKAGES_ENV: "",
+        },
+    )
     assert lazy and lazy == eager
+
+    # Node side: the lazy synth loaded the lazy index and only the AWS submodules the stacks use;
+    # the ordinary one loaded the eager index and with it every submodule.
+    lazy_files, eager_files = _aws_files(tmp_path / "lazy.json"), _aws_files(tmp_path / "eager.json")
+    assert "lib/lazy-index.js" in lazy_files and "lib/index.js" not in lazy_files
+    assert {"lib/vpc/index.js", "lib/eks-cluster/index.js", "lib/provider/index.js"} <= set(lazy_files)
+    assert len(lazy_files) < 60, lazy_files
+    assert "lib/index.js" in eager_files and len(eager_files) > 2000
 
 
 def test_only_the_submodules_in_use_are_imported():
     code = (
+        "import os\n"
         "from gpu_constructs import provider_imports; provider_imports.install()\n"
         "import sys\n"
         "from cdktf_cdktf_provider_helm.release import Release\n"
         "assert provider_imports.is_lazy('cdktf_cdktf_provider_helm')\n"
         "print(sorted(m for m in sys.modules if m.startswith('cdktf_cdktf_provider_') and not m.endswith('._private')))\n"
+        "print(os.environ.get('NODE_OPTIONS'), os.environ.get(provider_imports.NODE_PACKAGES_ENV))\n"
     )
+    env = {key: value for key, value in __import__("os").environ.items() if key != "NODE_OPTIONS"}
+    env["NODE_OPTIONS"] = "--max-old-space-size=4000"
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     )
-    assert result.stdout.strip() == (
+    modules, environment = result.stdout.strip().splitlines()
+    assert modules == (
         "['cdktf_cdktf_provider_aws', 'cdktf_cdktf_provider_helm', 'cdktf_cdktf_provider_helm._jsii', "
         "'cdktf_cdktf_provider_helm.release', 'cdktf_cdktf_provider_kubernetes', 'cdktf_cdktf_provider_null']"
     )
+    # The preload is only in the kernel's environment: the app's own child processes do not get it.
+    assert environment == "--max-old-space-size=4000 None"
 
 
 @pytest.mark.parametrize("package", provider_imports.PROVIDER_PACKAGES)
@@ -56,3 +94,40 @@ def test_package_layout_is_what_the_lazy_loader_relies_on(package):
         source = (root / name / "__init__.py").read_text()
         assert "from .._jsii import *" in source, f"{package}.{name} no longer loads the assembly itself"
         assert f"from {package} import" not in source and "from .. import" not in source
+
+
+_EAGER_EXPORT = re.compile(r'^exports\.(\w+) = require\("\./([\w.-]+)"\);$', re.M)
+_LAZY_EXPORT = re.compile(
+    r"^Object\.defineProperty\(exports, '(\w+)', \{ get: function \(\) \{ return require\('\./([\w.-]+)'\); \} \}\);$",
+    re.M,
+)
+
+
+@pytest.mark.parametrize("package", provider_imports.PROVIDER_PACKAGES)
+def test_npm_package_ships_a_lazy_index_with_the_same_exports(package):
+    """The Node preload swaps lib/index.js for lib/lazy-index.js: both must export the same submodules."""
+    name = provider_imports.npm_name(package)
+    assert name and name.startswith("@cdktf/provider-"), (
+        f"{package}/_jsii no longer loads its assembly by name"
+    )
+    tarballs = list(
+        (Path(next(iter(importlib.util.find_spec(package).submodule_search_locations))) / "_jsii").glob(
+            "*.tgz"
+        )
+    )
+    assert len(tarballs) == 1, tarballs
+    wanted = {"package/package.json", "package/lib/index.js", "package/lib/lazy-index.js"}
+    files: dict[str, str] = {}
+    with tarfile.open(tarballs[0]) as archive:
+        for member in archive:
+            if member.name in wanted:
+                extracted = archive.extractfile(member)
+                assert extracted is not None
+                files[member.name] = extracted.read().decode()
+    assert set(files) == wanted, f"{tarballs[0].name} lacks {wanted - set(files)}"
+    manifest = json.loads(files["package/package.json"])
+    assert manifest["name"] == name and manifest["main"] == "lib/index.js" and "exports" not in manifest
+    eager = dict(_EAGER_EXPORT.findall(files["package/lib/index.js"]))
+    lazy = dict(_LAZY_EXPORT.findall(files["package/lib/lazy-index.js"]))
+    assert eager and lazy == eager
+    assert "provider" in lazy
