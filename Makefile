@@ -26,6 +26,7 @@ $(VENV)/.synced: Pipfile.lock
 	@if [ -n "$(APT_PACKAGES)" ]; then apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); fi
 	@command -v pipenv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "pipenv==$(PIPENV_VERSION)"
 	pipenv sync --dev
+	$(PY) -c 'from gpu_constructs.provider_imports import main; main()'
 	@touch $@
 
 node_modules/.synced: package-lock.json

@@ -25,6 +25,13 @@ relies on. ``install`` must run before the first jsii import (``gpu_constructs``
 it first thing); if the kernel is already running, only the Python side is made lazy.
 
 Set ``GPU_CONSTRUCTS_EAGER_IMPORTS=1`` to switch all of this off and load the packages the ordinary way.
+
+The jsii runtime keeps each package extracted in its package cache (``~/.cache/aws/jsii/package-cache``
+or ``JSII_RUNTIME_PACKAGE_CACHE_ROOT``) with an index that lets it parse only the types a run uses.
+It builds that index in the background of a load and abandons it when the process exits, which a
+synth does within seconds: until some longer process finishes it, every synth parses the AWS
+provider's whole 120 MB type description (about 1 GB more and seconds slower). :func:`main` (run by
+``make`` after installing) loads every package and waits until the runtime has written its indexes.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import importlib.util
 import os
 import re
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -48,7 +56,9 @@ EAGER_ENV = "GPU_CONSTRUCTS_EAGER_IMPORTS"
 NODE_PACKAGES_ENV = "GPU_CONSTRUCTS_LAZY_NODE_PACKAGES"
 NODE_HOOK = Path(__file__).with_name("lazy_provider_index.js")
 
-_ASSEMBLY_LOAD = re.compile(r'jsii\.JSIIAssembly\.load\(\s*"([^"]+)"')
+_ASSEMBLY_LOAD = re.compile(r'jsii\.JSIIAssembly\.load\(\s*"([^"]+)",\s*"([^"]+)"')
+JSII_PACKAGES = ("constructs", "cdktf", *PROVIDER_PACKAGES)
+"""Everything a synth loads into the jsii runtime, for :func:`warm_package_cache`."""
 
 
 class _LazyProviderPackage(types.ModuleType):
@@ -82,13 +92,19 @@ def _stand_in(package: str) -> types.ModuleType | None:
     return module
 
 
-def npm_name(package: str) -> str | None:
-    """The npm package behind a provider package, as its ``_jsii`` module loads it into the kernel."""
+def assembly(package: str) -> tuple[str, str] | None:
+    """The npm package and version behind a jsii package, as its ``_jsii`` module loads them."""
     root = _package_root(package)
     if root is None:
         return None
     match = _ASSEMBLY_LOAD.search((root / "_jsii" / "__init__.py").read_text())
-    return match.group(1) if match else None
+    return (match.group(1), match.group(2)) if match else None
+
+
+def npm_name(package: str) -> str | None:
+    """The npm package behind a provider package, as its ``_jsii`` module loads it into the kernel."""
+    found = assembly(package)
+    return found[0] if found else None
 
 
 def _node_option(path: Path) -> str:
@@ -130,3 +146,63 @@ def install() -> None:
 def is_lazy(package: str) -> bool:
     """Whether ``package`` is currently served by a lazy stand-in."""
     return isinstance(sys.modules.get(package), _LazyProviderPackage)
+
+
+def package_cache_root() -> Path | None:
+    """The jsii runtime's package cache, where it puts it on Linux and macOS; None when disabled."""
+    if os.environ.get("JSII_RUNTIME_PACKAGE_CACHE", "enabled").lower() != "enabled":
+        return None
+    configured = os.environ.get("JSII_RUNTIME_PACKAGE_CACHE_ROOT")
+    if configured:
+        return Path(configured)
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "com.amazonaws.jsii" / "package-cache"
+    return Path.home() / ".cache" / "aws" / "jsii" / "package-cache"
+
+
+def _unindexed(root: Path, assemblies: list[tuple[str, str]]) -> list[str]:
+    """The assemblies whose cache entry has no finished runtime index yet."""
+    missing = []
+    for name, version in assemblies:
+        entries = [entry for entry in (root / name / version).glob("*") if entry.is_dir()]
+        finished = [
+            entry
+            for entry in entries
+            if list(entry.glob(".jsii.runtime.v*.json")) and not list(entry.glob(".jsii.runtime*.tmp"))
+        ]
+        if not finished:
+            missing.append(f"{name}@{version}")
+    return missing
+
+
+def warm_package_cache(timeout: float = 120.0) -> list[str]:
+    """Load every jsii package a synth uses and wait until the runtime has indexed each of them.
+
+    Returns the assemblies still without an index (empty when all are ready). Best effort: the
+    index is the jsii runtime's private format; a runtime that lays its cache out differently is
+    reported at once, one that never finishes an index after ``timeout`` seconds.
+    """
+    root = package_cache_root()
+    if root is None:
+        return []
+    install()
+    assemblies = [found for found in (assembly(package) for package in JSII_PACKAGES) if found]
+    for package in JSII_PACKAGES:
+        if _package_root(package) is not None:
+            importlib.import_module(f"{package}._jsii")  # extracts it and starts indexing if needed
+    if not any((root / name / version).is_dir() for name, version in assemblies):
+        return [f"{name}@{version}" for name, version in assemblies]  # not the cache layout known here
+    deadline = time.monotonic() + timeout
+    while (missing := _unindexed(root, assemblies)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return missing
+
+
+def main() -> None:
+    """Warm the jsii package cache and say how it went (``make`` runs this after installing)."""
+    started = time.monotonic()
+    not_ready = warm_package_cache()
+    if not_ready:
+        print(f"jsii package cache: no runtime index for {', '.join(not_ready)}; synth works, only slower")
+    else:
+        print(f"jsii package cache ready in {time.monotonic() - started:.1f} s")

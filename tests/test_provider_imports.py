@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -61,7 +63,7 @@ def test_only_the_submodules_in_use_are_imported():
         "print(sorted(m for m in sys.modules if m.startswith('cdktf_cdktf_provider_') and not m.endswith('._private')))\n"
         "print(os.environ.get('NODE_OPTIONS'), os.environ.get(provider_imports.NODE_PACKAGES_ENV))\n"
     )
-    env = {key: value for key, value in __import__("os").environ.items() if key != "NODE_OPTIONS"}
+    env = {key: value for key, value in os.environ.items() if key != "NODE_OPTIONS"}
     env["NODE_OPTIONS"] = "--max-old-space-size=4000"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
@@ -131,3 +133,30 @@ def test_npm_package_ships_a_lazy_index_with_the_same_exports(package):
     lazy = dict(_LAZY_EXPORT.findall(files["package/lib/lazy-index.js"]))
     assert eager and lazy == eager
     assert "provider" in lazy
+
+
+def test_warming_the_package_cache_leaves_every_assembly_indexed(tmp_path):
+    """`make` warms the jsii package cache; this fails if the runtime stops indexing the way it waits for."""
+    cache = tmp_path / "jsii-cache"
+    code = (
+        "from gpu_constructs.provider_imports import warm_package_cache\n"
+        "print(warm_package_cache(timeout=180))\n"
+    )
+    env = {**os.environ, "JSII_RUNTIME_PACKAGE_CACHE_ROOT": str(cache)}
+    env.pop(provider_imports.EAGER_ENV, None)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+        )
+        assert result.stdout.strip() == "[]", result.stdout + result.stderr
+        indexed = sorted(
+            str(p.parent.relative_to(cache).parent) for p in cache.rglob(".jsii.runtime.v*.json")
+        )
+        expected = sorted(
+            f"{name}/{version}"
+            for name, version in (provider_imports.assembly(p) for p in provider_imports.JSII_PACKAGES)
+            if name
+        )
+        assert indexed == expected
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)  # the extracted packages are about 400 MB
