@@ -231,23 +231,6 @@ class SingleNodeStack(TerraformStack):
                 ),
             )
 
-        vault = Vault(
-            self,
-            "vault",
-            props=VaultProps(
-                cluster=cluster,
-                environment=s.environment,
-                storage_class=storage.class_name("fast-ssd"),
-                ha=s.vault_ha,
-                replicas=s.vault_replicas,
-                bootstrap_host=compute.server if s.vault_bootstrap else None,
-                app_namespace=s.app_namespace,
-                app_service_account=s.app_name,
-                policy_name=s.app_name,
-            ),
-        )
-        vault.release.node.add_dependency(storage.release)
-
         database = Postgres(
             self,
             "postgres",
@@ -263,6 +246,24 @@ class SingleNodeStack(TerraformStack):
                 depends_on=[storage.release],
             ),
         )
+
+        vault = Vault(
+            self,
+            "vault",
+            props=VaultProps(
+                cluster=cluster,
+                environment=s.environment,
+                storage_class=storage.class_name("fast-ssd"),
+                ha=s.vault_ha,
+                replicas=s.vault_replicas,
+                bootstrap_host=compute.server if s.vault_bootstrap else None,
+                app_namespace=s.app_namespace,
+                app_service_account=s.app_name,
+                policy_name=s.app_name,
+                database=database,
+            ),
+        )
+        vault.release.node.add_dependency(storage.release)
 
         app_after: list[Any] = [networking.issuers, database.release]
         if gpu_operator is not None:

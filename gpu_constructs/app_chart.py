@@ -188,6 +188,13 @@ class AppChart(Construct):
                     "vault.hashicorp.com/agent-pre-populate": "true",
                 }
             )
+            template = vault.database_uri_template()
+            if template is not None:
+                # Short-lived credentials from the database engine, renewed by the agent sidecar.
+                annotations["vault.hashicorp.com/agent-inject-secret-database"] = vault.secret_paths[
+                    "database"
+                ]
+                annotations["vault.hashicorp.com/agent-inject-template-database"] = template
         return dict(sorted(annotations.items()))
 
     def container(self) -> dict[str, Any]:
@@ -426,6 +433,14 @@ class AppChart(Construct):
             db = {"podSelector": {"matchLabels": database.pod_labels}}
             app_egress.append({"to": [db], "ports": [{"protocol": "TCP", "port": 5432}]})
             api_server = {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}
+            # Vault's database engine creates and drops the short-lived users.
+            vault_clients = (
+                [{"from": [namespace(props.vault.namespace)], "ports": [{"protocol": "TCP", "port": 5432}]}]
+                if props.vault is not None
+                and props.vault.connects_database
+                and props.vault.props.database is database
+                else []
+            )
             policies.append(
                 policy(
                     "database",
@@ -441,6 +456,7 @@ class AppChart(Construct):
                                 "from": [namespace(OPERATOR_NAMESPACE)],
                                 "ports": [{"protocol": "TCP", "port": 8000}],
                             },
+                            *vault_clients,
                         ],
                         "egress": [dns, {"to": [db]}, api_server],
                     },

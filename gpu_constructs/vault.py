@@ -1,8 +1,10 @@
 """Vault: the Helm release (standalone or HA raft), and its bootstrap from the k3s server.
 
 The bootstrap initializes and unseals Vault and configures Kubernetes auth, the secret engines, the
-application's policy and role. It runs on the k3s server over SSH, so the unseal key and root token
-land in a root-only file on that host and never in Terraform state or the synthesized JSON.
+application's policy and role. With a PostgreSQL database it also connects the database engine to
+it, so the application can get short-lived credentials from Vault. It runs on the k3s server over
+SSH, so the unseal key, the root token and the database password Vault uses land in a root-only file
+on that host or only in Vault, and never in Terraform state or the synthesized JSON.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuCluster
+from gpu_constructs.database import Postgres
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts
 
@@ -37,6 +40,11 @@ class VaultProps:
     app_namespace: str = "ffe"
     app_service_account: str = "ffe-backend"
     policy_name: str = "ffe-backend"
+    database: Postgres | None = None
+    """PostgreSQL that the bootstrap connects the database engine to (role ``database_role``);
+    without a ``bootstrap_host`` that is left to an operator, like init and unseal."""
+    database_role: str = "ffe"
+    """The database engine's connection and role: credentials at ``database/<env>/creds/<role>``."""
     chart_version: str = versions.VAULT_CHART.version
     vault_version: str = versions.VAULT.version
 
@@ -50,6 +58,7 @@ class VaultProps:
             )
         validate.quantity("vault storage_size", self.storage_size)
         validate.k8s_name("app_namespace", self.app_namespace)
+        validate.k8s_name("database_role", self.database_role)
 
 
 class Vault(Construct):
@@ -89,11 +98,24 @@ class Vault(Construct):
                             "APP_NAMESPACE": props.app_namespace,
                             "APP_SERVICE_ACCOUNT": props.app_service_account,
                             "POLICY_NAME": props.policy_name,
+                            "DB_ROLE": props.database_role,
+                            **self._database_env(),
                         },
                     )
                 ],
-                depends_on=[self.release],
+                depends_on=[self.release, *([props.database.release] if props.database else [])],
             )
+
+    def _database_env(self) -> dict[str, str]:
+        database = self.props.database
+        if database is None:
+            return {}
+        return {
+            "DB_NAMESPACE": database.props.namespace,
+            "DB_CLUSTER": database.props.name,
+            "DB_NAME": database.props.database,
+            "DB_OWNER": database.props.owner,
+        }
 
     @property
     def pod_names(self) -> list[str]:
@@ -109,10 +131,28 @@ class Vault(Construct):
         env = self.props.environment
         return {
             "app": f"secret/data/{env}/app",
-            "database": f"database/{env}/ffe",
+            "database": f"database/{env}/creds/{self.props.database_role}",
             "pki": "pki/ffe",
             "transit": "transit/ffe",
         }
+
+    @property
+    def connects_database(self) -> bool:
+        """Whether the bootstrap connects the database engine to ``props.database``."""
+        return self.props.database is not None and self.bootstrap is not None
+
+    def database_uri_template(self) -> str | None:
+        """A Vault agent template rendering fresh database credentials as a connection URI."""
+        database = self.props.database
+        if database is None or not self.connects_database:
+            return None
+        host = f"{database.service}.{database.props.namespace}.svc"
+        return (
+            f'{{{{- with secret "{self.secret_paths["database"]}" -}}}}'
+            f"postgresql://{{{{ .Data.username }}}}:{{{{ .Data.password }}}}@{host}:5432/"
+            f"{database.props.database}?sslmode=require"
+            "{{- end -}}"
+        )
 
     def values(self) -> dict[str, Any]:
         props = self.props

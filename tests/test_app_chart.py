@@ -8,6 +8,7 @@ from gpu_constructs.app_chart import AppChart, AppChartProps
 from gpu_constructs.database import Postgres, PostgresProps
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.helm import ValuesLayers
+from gpu_constructs.hostexec import SshHost
 from gpu_constructs.vault import Vault, VaultProps
 from tests.conftest import ROOT, by_kind, make_cluster, manifests_of, resources
 from tests.validators import validate_manifest
@@ -19,6 +20,7 @@ def build(
     overlay="production",
     cluster=None,
     with_deps=True,
+    vault_database=False,
     **overrides,
 ):
     cluster = cluster or make_cluster()
@@ -27,15 +29,22 @@ def build(
     def go(stack):
         extra = {}
         if with_deps:
-            extra["vault"] = Vault(
-                stack, "vault", props=VaultProps(cluster=cluster, environment=overlay, storage_class="x")
-            )
             extra["database"] = Postgres(
                 stack,
                 "db",
                 props=PostgresProps(
                     cluster=cluster, namespace="ffe", storage_class="x", backup_storage_class="y"
                 ),
+            )
+            connected = (
+                {"database": extra["database"], "bootstrap_host": SshHost("10.0.0.5", "ubuntu", "~/.ssh/k")}
+                if vault_database
+                else {}
+            )
+            extra["vault"] = Vault(
+                stack,
+                "vault",
+                props=VaultProps(cluster=cluster, environment=overlay, storage_class="x", **connected),
             )
         fields = {
             "cluster": cluster,
@@ -97,6 +106,35 @@ def test_vault_injection_and_database_url(synth):
     assert annotations["vault.hashicorp.com/agent-inject-secret-app"] == "secret/data/production/app"
     env = {e["name"]: e for e in pod_spec(objects)["containers"][0]["env"]}
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "ffe-db-app", "key": "uri"}
+
+
+def test_vault_database_credentials_are_injected_when_vault_connects_the_database(synth):
+    objects, _ = build(synth)
+    annotations = by_kind(objects, "Deployment")[0]["spec"]["template"]["metadata"]["annotations"]
+    assert "vault.hashicorp.com/agent-inject-secret-database" not in annotations
+    database_policy = next(
+        p["spec"]
+        for p in by_kind(objects, "NetworkPolicy")
+        if p["metadata"]["name"] == "ffe-backend-database"
+    )
+    assert len(database_policy["ingress"]) == 2
+
+    objects, _ = build(synth, vault_database=True)
+    annotations = by_kind(objects, "Deployment")[0]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["vault.hashicorp.com/agent-inject-secret-database"] == "database/production/creds/ffe"
+    template = annotations["vault.hashicorp.com/agent-inject-template-database"]
+    assert template.startswith('{{- with secret "database/production/creds/ffe" -}}postgresql://')
+    assert "@ffe-db-rw.ffe.svc:5432/ffe?sslmode=require" in template
+    database_policy = next(
+        p["spec"]
+        for p in by_kind(objects, "NetworkPolicy")
+        if p["metadata"]["name"] == "ffe-backend-database"
+    )
+    # Vault's database engine reaches PostgreSQL from its own namespace.
+    assert {
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "vault"}}}],
+        "ports": [{"protocol": "TCP", "port": 5432}],
+    } in database_policy["ingress"]
 
 
 def test_tls_ingress_hpa_pdb_quota_and_limits(synth):

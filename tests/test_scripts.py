@@ -285,3 +285,175 @@ def test_kubeconfig_is_pointed_at_the_server_and_private(host: Host):
     assert "server: https://192.168.1.100:6443" in out.read_text()
     assert oct(os.stat(out).st_mode & 0o777) == "0o600"
     assert "sudo cat /etc/rancher/k3s/k3s.yaml" in host.calls("ssh")[0]
+
+
+# --- vault-bootstrap.sh ----------------------------------------------------------------------------
+# `k3s kubectl` against a fake cluster: `exec ... -- env VAULT_TOKEN=.. vault ...` answers like the
+# Vault CLI from state files (per-pod initialized/unsealed, mounts, auth, database config), and
+# `exec ... -- psql` keeps the SQL it was given.
+VAULT_K3S = r"""
+shift
+sub="$1"; shift
+case "$sub" in
+  wait) exit 0 ;;
+  get) echo ffe-db-1; exit 0 ;;
+  exec) ;;
+  *) exit 1 ;;
+esac
+pod=""
+while [ "$1" != "--" ]; do
+  case "$1" in -i) shift ;; -n|-c) shift 2 ;; *) pod="$1"; shift ;; esac
+done
+shift
+if [ "$1" = psql ]; then cat > "$STATE/psql.sql"; exit 0; fi
+token="${2#VAULT_TOKEN=}"; shift 3
+echo "$pod token=$token $*" >> "$STATE/vault.log"
+case "$1 $2" in
+  "status -format=json")
+    init=false; sealed=true
+    [ -f "$STATE/$pod.init" ] && init=true
+    [ -f "$STATE/$pod.unsealed" ] && sealed=false
+    printf '{\n  "type": "shamir",\n  "initialized": %s,\n  "sealed": %s,\n  "t": 1\n}\n' "$init" "$sealed"
+    [ "$sealed" = false ] ;;
+  "operator init")
+    touch "$STATE/$pod.init"
+    printf '{\n  "unseal_keys_b64": [\n    "KEY1"\n  ],\n  "unseal_shares": 1,\n  "root_token": "hvs.ROOT"\n}\n' ;;
+  "operator raft") touch "$STATE/$pod.init" ;;
+  "operator unseal") [ "$3" = KEY1 ] && touch "$STATE/$pod.unsealed" ;;
+  "secrets list")
+    printf '{\n'
+    while read -r mount; do printf '  "%s/": {},\n' "$mount"; done < <(cat "$STATE/mounts" 2>/dev/null)
+    printf '  "sys/": {}\n}\n' ;;
+  "secrets enable") echo "${3#-path=}" >> "$STATE/mounts" ;;
+  "auth list") [ -f "$STATE/k8s-auth" ] && echo '  "kubernetes/": {}'; true ;;
+  "auth enable") touch "$STATE/k8s-auth" ;;
+  "policy write") cat > "$STATE/policy.hcl" ;;
+  "read -format=json") [ -f "$STATE/db-config" ] ;;
+  "write "*)
+    case "$2" in */config/*) cat > "$STATE/db-password"; touch "$STATE/db-config" ;; esac ;;
+  *) exit 1 ;;
+esac
+"""
+
+
+def _vault_env(host: Host, **overrides: str) -> dict[str, str]:
+    host.stub("k3s", VAULT_K3S)
+    env = {
+        "VAULT_NAMESPACE": "vault",
+        "VAULT_PODS": "vault-0",
+        "ENVIRONMENT": "staging",
+        "APP_NAMESPACE": "ffe",
+        "APP_SERVICE_ACCOUNT": "ffe-backend",
+        "POLICY_NAME": "ffe-backend",
+        "DB_ROLE": "ffe",
+        "DB_NAMESPACE": "ffe",
+        "DB_CLUSTER": "ffe-db",
+        "DB_NAME": "ffe",
+        "DB_OWNER": "ffe",
+        "INIT_FILE": str(host.state / "vault-init.json"),
+    }
+    env.update(overrides)
+    return {key: value for key, value in env.items() if value}
+
+
+def _vault_calls(host: Host) -> list[str]:
+    log = host.state / "vault.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_vault_first_run_initializes_unseals_and_configures(host: Host):
+    result = host.run("vault-bootstrap.sh", **_vault_env(host))
+    assert result.returncode == 0, result.stderr
+    init_file = host.state / "vault-init.json"
+    assert '"root_token": "hvs.ROOT"' in init_file.read_text()
+    assert oct(os.stat(init_file).st_mode & 0o777) == "0o600"
+    calls = _vault_calls(host)
+    assert "vault-0 token= operator init -key-shares=1 -key-threshold=1 -format=json" in calls
+    assert "vault-0 token= operator unseal KEY1" in calls
+    # Everything after the unseal runs with the root token from the init file.
+    assert all(
+        "token=hvs.ROOT" in call for call in calls[calls.index("vault-0 token= operator unseal KEY1") + 1 :]
+    )
+    assert (host.state / "mounts").read_text().split() == ["secret", "database/staging", "pki", "transit"]
+    policy = (host.state / "policy.hcl").read_text()
+    assert 'path "secret/data/staging/app" { capabilities = ["read"] }' in policy
+    assert 'path "database/staging/creds/ffe" { capabilities = ["read"] }' in policy
+    assert any(
+        "auth/kubernetes/role/ffe-backend bound_service_account_names=ffe-backend "
+        "bound_service_account_namespaces=ffe policies=ffe-backend ttl=1h" in call
+        for call in calls
+    )
+
+
+def test_vault_database_engine_gets_a_password_only_vault_keeps(host: Host):
+    result = host.run("vault-bootstrap.sh", **_vault_env(host))
+    assert result.returncode == 0, result.stderr
+    sql = (host.state / "psql.sql").read_text()
+    password = (host.state / "db-password").read_text()
+    assert len(password) >= 40 and password.isalnum()
+    assert sql.splitlines() == [
+        "SELECT 'CREATE ROLE vault' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vault') \\gexec",
+        f"ALTER ROLE vault WITH LOGIN CREATEROLE PASSWORD '{password}';",
+        'GRANT "ffe" TO vault WITH ADMIN OPTION;',
+    ]
+    # The password went over stdin: never on a command line, where `ps` would show it.
+    assert password not in host.log.read_text() and password not in (host.state / "vault.log").read_text()
+    assert "ffe-db-1 -c postgres -- psql -v ON_ERROR_STOP=1 -q -d ffe" in " ".join(
+        host.calls("k3s kubectl exec")
+    )
+    calls = _vault_calls(host)
+    (config,) = [call for call in calls if "database/staging/config/ffe plugin_name" in call]
+    assert (
+        "connection_url=postgresql://{{username}}:{{password}}@ffe-db-rw.ffe.svc:5432/ffe?sslmode=require "
+        "username=vault password=- allowed_roles=ffe" in config
+    )
+    rotate = calls.index("vault-0 token=hvs.ROOT write -f database/staging/rotate-root/ffe")
+    assert rotate > calls.index(config)
+    (role,) = [call for call in calls if "write database/staging/roles/ffe" in call]
+    assert 'IN ROLE "ffe";' in role and "default_ttl=1h max_ttl=24h" in role
+
+
+def test_vault_second_run_changes_nothing_it_already_did(host: Host):
+    env = _vault_env(host)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    first = len(_vault_calls(host))
+    (host.state / "psql.sql").unlink()
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    again = _vault_calls(host)[first:]
+    assert not [
+        c for c in again if " operator init" in c or " operator unseal" in c or " secrets enable" in c
+    ]
+    assert not [c for c in again if " auth enable" in c or " write database/staging/config/" in c]
+    assert not (host.state / "psql.sql").exists()
+    assert "vault-0 token=hvs.ROOT write -f database/staging/rotate-root/ffe" in again
+    assert (host.state / "mounts").read_text().split() == ["secret", "database/staging", "pki", "transit"]
+
+
+def test_vault_ha_joins_and_unseals_every_raft_member(host: Host):
+    result = host.run("vault-bootstrap.sh", **_vault_env(host, VAULT_PODS="vault-0 vault-1 vault-2"))
+    assert result.returncode == 0, result.stderr
+    calls = _vault_calls(host)
+    for pod in ("vault-1", "vault-2"):
+        assert f"{pod} token= operator raft join http://vault-0.vault-internal:8200" in calls
+    for pod in ("vault-0", "vault-1", "vault-2"):
+        assert f"{pod} token= operator unseal KEY1" in calls
+    assert not [c for c in calls if c.startswith(("vault-1", "vault-2")) and " operator init" in c]
+
+
+def test_vault_initialized_elsewhere_is_left_to_the_operator(host: Host):
+    env = _vault_env(host)
+    (host.state / "vault-0.init").touch()
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    assert "unseal and configure by hand" in result.stderr
+    assert [c.split(" ", 2)[2] for c in _vault_calls(host)] == ["status -format=json"]
+
+
+def test_vault_without_a_database_leaves_the_engine_unconnected(host: Host):
+    env = _vault_env(host, DB_CLUSTER="", DB_NAMESPACE="", DB_NAME="", DB_OWNER="")
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    assert "database/staging" in (host.state / "mounts").read_text().split()
+    assert not (host.state / "psql.sql").exists()
+    assert not [c for c in _vault_calls(host) if "database/staging/" in c]

@@ -51,7 +51,7 @@ def test_seed_secret_paths_for_the_environment(synth):
     _, vault = build(synth)
     assert vault.secret_paths == {
         "app": "secret/data/staging/app",
-        "database": "database/staging/ffe",
+        "database": "database/staging/creds/ffe",
         "pki": "pki/ffe",
         "transit": "transit/ffe",
     }
@@ -64,6 +64,57 @@ def test_bootstrap_runs_on_the_server_after_the_release(synth):
     assert "ENVIRONMENT='staging'" in command and "VAULT_PODS='vault-0'" in command
     assert "APP_SERVICE_ACCOUNT='ffe-backend'" in command
     assert step["depends_on"] == ["helm_release.vault_BBE00A92"]
+
+
+def _with_database(stack, **overrides):
+    from gpu_constructs.database import Postgres, PostgresProps
+
+    cluster = make_cluster()
+    database = Postgres(
+        stack,
+        "postgres",
+        props=PostgresProps(
+            cluster=cluster, namespace="ffe", storage_class="fast-ssd", backup_storage_class="backup"
+        ),
+    )
+    props = VaultProps(
+        cluster=cluster, environment="staging", storage_class="fast-ssd", database=database, **overrides
+    )
+    return Vault(stack, "vault", props=props)
+
+
+def test_bootstrap_connects_the_database_engine_after_the_database(synth):
+    made = {}
+    synthesized = synth(lambda stack: made.setdefault("v", _with_database(stack, bootstrap_host=HOST)))
+    (step,) = resources(synthesized, "terraform_data").values()
+    command = next(p["remote-exec"]["inline"][0] for p in step["provisioner"] if "remote-exec" in p)
+    for expected in (
+        "DB_CLUSTER='ffe-db'",
+        "DB_NAMESPACE='ffe'",
+        "DB_NAME='ffe'",
+        "DB_OWNER='ffe'",
+        "DB_ROLE='ffe'",
+    ):
+        assert expected in command
+    assert len(step["depends_on"]) == 2 and any("postgres" in d for d in step["depends_on"])
+    vault = made["v"]
+    assert vault.connects_database
+    assert vault.database_uri_template() == (
+        '{{- with secret "database/staging/creds/ffe" -}}'
+        "postgresql://{{ .Data.username }}:{{ .Data.password }}@ffe-db-rw.ffe.svc:5432/ffe?sslmode=require"
+        "{{- end -}}"
+    )
+
+
+def test_without_a_bootstrap_the_database_connection_is_left_to_the_operator(synth):
+    made = {}
+    synth(lambda stack: made.setdefault("v", _with_database(stack)))
+    assert not made["v"].connects_database and made["v"].database_uri_template() is None
+
+
+def test_database_role_must_be_a_name():
+    with pytest.raises(ConfigError, match=r"'database_role' is 'ffe db'"):
+        VaultProps(cluster=make_cluster(), environment="dev", storage_class="x", database_role="ffe db")
 
 
 def test_no_bootstrap_without_a_host(synth):

@@ -10,7 +10,14 @@
 #   ENVIRONMENT      dev | staging | production: the <env> in the secret paths
 #   APP_NAMESPACE, APP_SERVICE_ACCOUNT  bound to the application's Kubernetes auth role
 #   POLICY_NAME      name of the application's policy and role (ffe-backend)
+#   DB_ROLE          the database engine's connection and role (ffe), mounted at database/<env>
+#   DB_NAMESPACE, DB_CLUSTER, DB_NAME, DB_OWNER  the CloudNativePG cluster to connect it to, its
+#                    database and the role owning it; without DB_CLUSTER the engine is left unconnected
 #   INIT_FILE        default /root/vault-init.json
+#
+# The database connection uses a PostgreSQL role "vault" (CREATEROLE, admin of DB_OWNER) created
+# through psql in the primary's pod. Its password is generated here, handed to Vault on stdin and
+# rotated by Vault at once, so only Vault knows it. Vault's credentials are members of DB_OWNER.
 set -euo pipefail
 
 ns="${VAULT_NAMESPACE:?VAULT_NAMESPACE is required}"
@@ -19,6 +26,8 @@ env_name="${ENVIRONMENT:?ENVIRONMENT is required}"
 app_ns="${APP_NAMESPACE:?APP_NAMESPACE is required}"
 app_sa="${APP_SERVICE_ACCOUNT:?APP_SERVICE_ACCOUNT is required}"
 policy="${POLICY_NAME:?POLICY_NAME is required}"
+db_role="${DB_ROLE:?DB_ROLE is required}"
+db_mount="database/${env_name}"
 init_file="${INIT_FILE:-/root/vault-init.json}"
 leader="${pods%% *}"
 
@@ -69,7 +78,7 @@ enable_engine() { # enable_engine TYPE PATH [OPTIONS...]
   fi
 }
 enable_engine kv-v2 secret
-enable_engine database database
+enable_engine database "$db_mount"
 enable_engine pki pki -max-lease-ttl=87600h
 enable_engine transit transit
 
@@ -82,7 +91,7 @@ vault_ "$leader" write -f "transit/keys/ffe" >/dev/null
 vault_ "$leader" write "pki/roles/ffe" allowed_domains="${app_ns}.svc" allow_subdomains=true max_ttl=720h >/dev/null
 
 policy_hcl="path \"secret/data/${env_name}/app\" { capabilities = [\"read\"] }
-path \"database/${env_name}/ffe\" { capabilities = [\"read\"] }
+path \"${db_mount}/creds/${db_role}\" { capabilities = [\"read\"] }
 path \"pki/issue/ffe\" { capabilities = [\"create\", \"update\"] }
 path \"transit/encrypt/ffe\" { capabilities = [\"update\"] }
 path \"transit/decrypt/ffe\" { capabilities = [\"update\"] }"
@@ -92,5 +101,36 @@ vault_ "$leader" write "auth/kubernetes/role/${policy}" \
   bound_service_account_names="$app_sa" \
   bound_service_account_namespaces="$app_ns" \
   policies="$policy" ttl=1h >/dev/null
+
+if [ -n "${DB_CLUSTER:-}" ]; then
+  db_ns="${DB_NAMESPACE:?DB_NAMESPACE is required with DB_CLUSTER}"
+  db_name="${DB_NAME:?DB_NAME is required with DB_CLUSTER}"
+  db_owner="${DB_OWNER:?DB_OWNER is required with DB_CLUSTER}"
+  if ! vault_ "$leader" read -format=json "${db_mount}/config/${db_role}" >/dev/null 2>&1; then
+    echo "vault-bootstrap: connecting ${db_mount} to PostgreSQL ${db_ns}/${DB_CLUSTER}."
+    kubectl_ wait -n "$db_ns" --for=condition=Ready "clusters.postgresql.cnpg.io/${DB_CLUSTER}" --timeout=900s >/dev/null
+    primary="$(kubectl_ get pods -n "$db_ns" -l "cnpg.io/cluster=${DB_CLUSTER},cnpg.io/instanceRole=primary" \
+      -o jsonpath='{.items[0].metadata.name}')"
+    if [ -z "$primary" ]; then
+      echo "vault-bootstrap: no primary pod of ${db_ns}/${DB_CLUSTER}." >&2
+      exit 1
+    fi
+    password="$(head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
+    printf '%s\n' \
+      "SELECT 'CREATE ROLE vault' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vault') \\gexec" \
+      "ALTER ROLE vault WITH LOGIN CREATEROLE PASSWORD '${password}';" \
+      "GRANT \"${db_owner}\" TO vault WITH ADMIN OPTION;" |
+      kubectl_ exec -i -n "$db_ns" "$primary" -c postgres -- psql -v ON_ERROR_STOP=1 -q -d "$db_name" >/dev/null
+    printf '%s' "$password" | kubectl_ exec -i -n "$ns" "$leader" -- env VAULT_TOKEN="$VAULT_TOKEN" \
+      vault write "${db_mount}/config/${db_role}" plugin_name=postgresql-database-plugin \
+      connection_url="postgresql://{{username}}:{{password}}@${DB_CLUSTER}-rw.${db_ns}.svc:5432/${db_name}?sslmode=require" \
+      username=vault password=- allowed_roles="$db_role" >/dev/null
+  fi
+  # Every run: the password that passed through this host is replaced by one only Vault knows.
+  vault_ "$leader" write -f "${db_mount}/rotate-root/${db_role}" >/dev/null
+  vault_ "$leader" write "${db_mount}/roles/${db_role}" db_name="$db_role" \
+    creation_statements="CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE \"${db_owner}\";" \
+    default_ttl=1h max_ttl=24h >/dev/null
+fi
 
 echo "vault-bootstrap: Vault initialized, unsealed and configured for ${app_ns}/${app_sa} (${env_name})."
