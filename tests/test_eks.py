@@ -232,6 +232,18 @@ def pool(**overrides) -> NodePoolSpec:
         ),
         (lambda: NodeClassSpec("gpu", 200, iops=100), r"'gpu.iops' is 100: use from 3000 to 16000"),
         (
+            lambda: NodeClassSpec("gpu", 200, ami_alias="al2@latest"),
+            r"'gpu.ami_alias' is 'al2@latest': use family@version with a family of al2023, bottlerocket",
+        ),
+        (
+            lambda: NodeClassSpec("gpu", 200, ami_alias="al2023"),
+            r"'gpu.ami_alias' is 'al2023': use family@version",
+        ),
+        (
+            lambda: NodeClassSpec("gpu", 200, ami_alias="al2023@2025-11-20"),
+            r"version latest or a release such as al2023@v20251120",
+        ),
+        (
             lambda: EksProps(
                 name="c", region="eu-west-1", account_id="1", availability_zones=("eu-west-1a",)
             ),

@@ -78,6 +78,10 @@ SIZES = ("small", "medium", "large", "xlarge", "2xlarge", "4xlarge", "8xlarge", 
 DURATION = re.compile(r"^([0-9]+(s|m|h))+$|^Never$")
 
 
+AMI_FAMILIES = ("al2023", "bottlerocket")
+"""Linux AMI families with NVIDIA variants that Karpenter selects by alias on current EKS."""
+
+
 @dataclass(frozen=True)
 class NodeClassSpec:
     """A Karpenter EC2NodeClass: AMI family and root volume."""
@@ -87,7 +91,8 @@ class NodeClassSpec:
     iops: int = 3000
     throughput_mibs: int = 125
     ami_alias: str = "al2023@latest"
-    """Karpenter picks the NVIDIA variant of AL2023 for GPU instance types by itself."""
+    """``family@version``: Karpenter picks the NVIDIA variant of AL2023 or Bottlerocket for GPU
+    instance types by itself. Pin a release (``al2023@v20251120``) to roll AMIs out deliberately."""
 
     def __post_init__(self) -> None:
         validate.k8s_name("node class name", self.name)
@@ -96,6 +101,15 @@ class NodeClassSpec:
         validate.int_range(
             f"{self.name}.throughput_mibs", self.throughput_mibs, 125, 1000, why="gp3 allows 125 to 1000"
         )
+        family, _, release = self.ami_alias.partition("@")
+        if family not in AMI_FAMILIES or not re.fullmatch(r"latest|v[0-9][0-9.]*", release):
+            raise ConfigError(
+                f"{self.name}.ami_alias",
+                self.ami_alias,
+                f"use family@version with a family of {', '.join(AMI_FAMILIES)} (EKS publishes no AL2 "
+                "AMIs for Kubernetes 1.33 and later) and version latest or a release such as "
+                "al2023@v20251120",
+            )
 
 
 @dataclass(frozen=True)
