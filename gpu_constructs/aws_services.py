@@ -4,6 +4,7 @@ certificate and the deployment role."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from cdktf import Fn
 from cdktf_cdktf_provider_aws.acm_certificate import AcmCertificate
@@ -190,38 +191,135 @@ class LoadBalancerController(Construct):
 
     @staticmethod
     def _policy(region: str) -> str:
-        describe = [
-            "ec2:Describe*",
-            "elasticloadbalancing:Describe*",
-            "acm:ListCertificates",
-            "acm:DescribeCertificate",
-            "iam:ListServerCertificates",
-            "iam:GetServerCertificate",
-            "wafv2:GetWebACL",
-            "wafv2:GetWebACLForResource",
-            "shield:GetSubscriptionState",
+        """The controller's permissions, after the upstream recommended policy, kept to one region.
+
+        Reads are unscoped (those APIs have no resource-level permissions). Load balancers, target
+        groups and security groups must be created carrying the controller's cluster tag
+        (``elbv2.k8s.aws/cluster``), and only resources carrying it are changed or deleted; the tag
+        itself cannot be added to or removed from an existing resource.
+        """
+        tag = "elbv2.k8s.aws/cluster"
+        tagged = {f"aws:ResourceTag/{tag}": "false"}
+        created_tagged = {f"aws:RequestTag/{tag}": "false"}
+        tag_untouched = {f"aws:RequestTag/{tag}": "true", **tagged}
+        elb = "arn:aws:elasticloadbalancing:*:*"
+        balancers = [f"{elb}:targetgroup/*/*", f"{elb}:loadbalancer/net/*/*", f"{elb}:loadbalancer/app/*/*"]
+        listeners = [
+            f"{elb}:listener/net/*/*/*",
+            f"{elb}:listener/app/*/*/*",
+            f"{elb}:listener-rule/net/*/*/*",
+            f"{elb}:listener-rule/app/*/*/*",
         ]
-        manage = [
-            "ec2:AuthorizeSecurityGroupIngress",
-            "ec2:RevokeSecurityGroupIngress",
-            "ec2:CreateSecurityGroup",
-            "ec2:DeleteSecurityGroup",
-            "ec2:CreateTags",
-            "ec2:DeleteTags",
-            "elasticloadbalancing:*",
-            "wafv2:AssociateWebACL",
-            "wafv2:DisassociateWebACL",
-        ]
-        region_only = {"StringEquals": {"aws:RequestedRegion": region}}
+        security_groups = "arn:aws:ec2:*:*:security-group/*"
+
+        def allow(actions: list[str], resource: str | list[str] = "*", **condition: Any) -> dict[str, Any]:
+            equals = {**condition.pop("StringEquals", {}), "aws:RequestedRegion": region}
+            return {
+                "Effect": "Allow",
+                "Action": actions,
+                "Resource": resource,
+                "Condition": {"StringEquals": equals, **condition},
+            }
+
         return policy_document(
-            {"Effect": "Allow", "Action": describe, "Resource": "*", "Condition": region_only},
-            {"Effect": "Allow", "Action": manage, "Resource": "*", "Condition": region_only},
             {
                 "Effect": "Allow",
                 "Action": "iam:CreateServiceLinkedRole",
                 "Resource": "*",
                 "Condition": {"StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}},
             },
+            allow(
+                [
+                    "ec2:Describe*",
+                    "ec2:GetCoipPoolUsage",
+                    "ec2:GetSecurityGroupsForVpc",
+                    "elasticloadbalancing:Describe*",
+                    "acm:ListCertificates",
+                    "acm:DescribeCertificate",
+                    "iam:ListServerCertificates",
+                    "iam:GetServerCertificate",
+                    "cognito-idp:DescribeUserPoolClient",
+                    "wafv2:GetWebACL",
+                    "wafv2:GetWebACLForResource",
+                    "wafv2:AssociateWebACL",
+                    "wafv2:DisassociateWebACL",
+                    "shield:GetSubscriptionState",
+                    "shield:DescribeProtection",
+                    "shield:CreateProtection",
+                    "shield:DeleteProtection",
+                ]
+            ),
+            # Security groups: the controller opens the nodes' groups to its load balancers.
+            allow(
+                [
+                    "ec2:CreateSecurityGroup",
+                    "ec2:AuthorizeSecurityGroupIngress",
+                    "ec2:RevokeSecurityGroupIngress",
+                ]
+            ),
+            allow(
+                ["ec2:CreateTags"],
+                security_groups,
+                StringEquals={"ec2:CreateAction": "CreateSecurityGroup"},
+                Null=created_tagged,
+            ),
+            allow(["ec2:CreateTags", "ec2:DeleteTags"], security_groups, Null=tag_untouched),
+            allow(["ec2:DeleteSecurityGroup"], Null=tagged),
+            # Load balancers and target groups.
+            allow(
+                ["elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:CreateTargetGroup"],
+                Null=created_tagged,
+            ),
+            allow(
+                ["elasticloadbalancing:AddTags"],
+                balancers,
+                StringEquals={
+                    "elasticloadbalancing:CreateAction": ["CreateTargetGroup", "CreateLoadBalancer"]
+                },
+                Null=created_tagged,
+            ),
+            allow(
+                ["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"],
+                balancers,
+                Null=tag_untouched,
+            ),
+            allow(
+                [
+                    "elasticloadbalancing:ModifyLoadBalancerAttributes",
+                    "elasticloadbalancing:ModifyCapacityReservation",
+                    "elasticloadbalancing:ModifyIpPools",
+                    "elasticloadbalancing:ModifyListenerAttributes",
+                    "elasticloadbalancing:SetIpAddressType",
+                    "elasticloadbalancing:SetSecurityGroups",
+                    "elasticloadbalancing:SetSubnets",
+                    "elasticloadbalancing:DeleteLoadBalancer",
+                    "elasticloadbalancing:ModifyTargetGroup",
+                    "elasticloadbalancing:ModifyTargetGroupAttributes",
+                    "elasticloadbalancing:DeleteTargetGroup",
+                ],
+                Null=tagged,
+            ),
+            # Targets may be registered in groups the controller did not create (TargetGroupBinding).
+            allow(
+                ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"],
+                f"{elb}:targetgroup/*/*",
+            ),
+            # Listeners and rules live on the controller's load balancers.
+            allow(["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"], listeners),
+            allow(
+                [
+                    "elasticloadbalancing:CreateListener",
+                    "elasticloadbalancing:DeleteListener",
+                    "elasticloadbalancing:ModifyListener",
+                    "elasticloadbalancing:AddListenerCertificates",
+                    "elasticloadbalancing:RemoveListenerCertificates",
+                    "elasticloadbalancing:CreateRule",
+                    "elasticloadbalancing:DeleteRule",
+                    "elasticloadbalancing:ModifyRule",
+                    "elasticloadbalancing:SetRulePriorities",
+                    "elasticloadbalancing:SetWebAcl",
+                ]
+            ),
         )
 
 

@@ -174,6 +174,51 @@ def test_load_balancer_controller_values(stack_json):
     }
 
 
+def test_load_balancer_controller_changes_only_what_carries_its_cluster_tag(stack_json):
+    (policy,) = [
+        json.loads(r["policy"])
+        for name, r in resources(stack_json, "aws_iam_role_policy").items()
+        if name.startswith("alb-controller")
+    ]
+    statements = policy["Statement"]
+    actions = [
+        action
+        for statement in statements
+        for action in (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+    ]
+    # Reads the controller needs beyond Describe*.
+    assert {
+        "ec2:GetSecurityGroupsForVpc",
+        "ec2:GetCoipPoolUsage",
+        "cognito-idp:DescribeUserPoolClient",
+    } <= set(actions)
+    assert not [a for a in actions if a.endswith(":*")], "no whole-service wildcards"
+    destructive = (
+        "elasticloadbalancing:DeleteLoadBalancer",
+        "elasticloadbalancing:DeleteTargetGroup",
+        "elasticloadbalancing:ModifyLoadBalancerAttributes",
+        "ec2:DeleteSecurityGroup",
+        "elasticloadbalancing:CreateLoadBalancer",
+    )
+    for statement in statements:
+        if set(destructive) & set(statement["Action"]):
+            assert "elbv2.k8s.aws/cluster" in json.dumps(statement["Condition"]["Null"]), statement
+        if statement["Action"] != "iam:CreateServiceLinkedRole":
+            assert statement["Condition"]["StringEquals"]["aws:RequestedRegion"] == "eu-west-1"
+    (untag,) = [
+        s
+        for s in statements
+        if "elasticloadbalancing:RemoveTags" in s["Action"] and "Null" in s.get("Condition", {})
+    ]
+    # The cluster tag itself cannot be added to or removed from an existing load balancer.
+    assert untag["Condition"]["Null"] == {
+        "aws:RequestTag/elbv2.k8s.aws/cluster": "true",
+        "aws:ResourceTag/elbv2.k8s.aws/cluster": "false",
+    }
+
+
 def test_outputs(stack_json):
     assert set(stack_json["output"]) >= {
         "cluster_name",
