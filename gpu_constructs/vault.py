@@ -18,9 +18,10 @@ from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuCluster
 from gpu_constructs.database import Postgres
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts
+from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts, script_text, template_literal
 
 NAMESPACE = "vault"
+OPERATIONS_CONFIG_MAP = "vault-operations"
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,15 @@ class Vault(Construct):
             depends_on=props.cluster.ready,
             # A new Vault is sealed and not Ready until the bootstrap unseals it.
             wait=False,
+        )
+        # The operators' guide and scripts, where whoever holds the keys finds them: in the cluster.
+        self.operations = helm.manifests_release(
+            self,
+            "operations",
+            name=OPERATIONS_CONFIG_MAP,
+            namespace=NAMESPACE,
+            manifests=[self.operations_config_map()],
+            depends_on=[self.release],
         )
         self.bootstrap = None
         if props.bootstrap_host is not None:
@@ -152,6 +162,54 @@ class Vault(Construct):
             f"postgresql://{{{{ .Data.username }}}}:{{{{ .Data.password }}}}@{host}:5432/"
             f"{database.props.database}?sslmode=require"
             "{{- end -}}"
+        )
+
+    def operations_config_map(self) -> dict[str, Any]:
+        """ConfigMap ``vault-operations``: the init/unseal guide and the scripts it refers to."""
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": OPERATIONS_CONFIG_MAP,
+                "namespace": NAMESPACE,
+                "labels": {"app.kubernetes.io/name": "vault", "app.kubernetes.io/component": "operations"},
+            },
+            "data": {
+                "README.md": self.operations_guide(),
+                # Terraform would read "${" in a script as its own interpolation.
+                "init.sh": template_literal(script_text("vault-init.sh")),
+                "unseal.sh": template_literal(script_text("vault-unseal.sh")),
+            },
+        }
+
+    def operations_guide(self) -> str:
+        props = self.props
+        get = f"kubectl get configmap -n {NAMESPACE} {OPERATIONS_CONFIG_MAP} -o jsonpath"
+        if props.bootstrap_host is not None:
+            init = (
+                "The stack's bootstrap initialized Vault with one key share and wrote the key and the\n"
+                "root token to /root/vault-init.json on the k3s server (mode 0600), nowhere else.\n"
+                "For production: re-key with more shares (`vault operator rekey -init -key-shares=5\n"
+                "-key-threshold=3`), hand the keys to their holders, revoke the root token\n"
+                "(`vault token revoke <token>`) and delete the file."
+            )
+        else:
+            init = (
+                "Vault is not initialized by the stack. Initialize it once, from a terminal that\n"
+                "reaches the cluster; the keys and root token are printed there only:\n\n"
+                f"    {get}='{{.data.init\\.sh}}' > init.sh && KEY_SHARES=5 KEY_THRESHOLD=3 bash init.sh"
+            )
+        return (
+            f"# Vault operations ({props.environment})\n\n"
+            f"Server pods: {', '.join(self.pod_names)} in namespace {NAMESPACE}.\n\n"
+            f"## Initialize\n\n{init}\n\n"
+            "## Unseal after a restart\n\n"
+            "A restarted Vault pod is sealed until enough key holders unseal it. Each holder runs\n"
+            "this from a terminal that reaches the cluster and types one key at Vault's hidden prompt:\n\n"
+            f"    {get}='{{.data.unseal\\.sh}}' > unseal.sh && bash unseal.sh\n\n"
+            'On the k3s server itself: `KUBECTL="sudo k3s kubectl" bash unseal.sh`.\n\n'
+            "## Check\n\n"
+            f"    kubectl exec -n {NAMESPACE} {self.pod_names[0]} -- vault status\n"
         )
 
     def values(self) -> dict[str, Any]:

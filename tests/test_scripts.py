@@ -319,7 +319,7 @@ case "$1 $2" in
     touch "$STATE/$pod.init"
     printf '{\n  "unseal_keys_b64": [\n    "KEY1"\n  ],\n  "unseal_shares": 1,\n  "root_token": "hvs.ROOT"\n}\n' ;;
   "operator raft") touch "$STATE/$pod.init" ;;
-  "operator unseal") [ "$3" = KEY1 ] && touch "$STATE/$pod.unsealed" ;;
+  "write sys/unseal") [ "$3" = key=- ] && [ "$(cat)" = KEY1 ] && touch "$STATE/$pod.unsealed" ;;
   "secrets list")
     printf '{\n'
     while read -r mount; do printf '  "%s/": {},\n' "$mount"; done < <(cat "$STATE/mounts" 2>/dev/null)
@@ -369,10 +369,10 @@ def test_vault_first_run_initializes_unseals_and_configures(host: Host):
     assert oct(os.stat(init_file).st_mode & 0o777) == "0o600"
     calls = _vault_calls(host)
     assert "vault-0 token= operator init -key-shares=1 -key-threshold=1 -format=json" in calls
-    assert "vault-0 token= operator unseal KEY1" in calls
+    assert "vault-0 token= write sys/unseal key=-" in calls
     # Everything after the unseal runs with the root token from the init file.
     assert all(
-        "token=hvs.ROOT" in call for call in calls[calls.index("vault-0 token= operator unseal KEY1") + 1 :]
+        "token=hvs.ROOT" in call for call in calls[calls.index("vault-0 token= write sys/unseal key=-") + 1 :]
     )
     assert (host.state / "mounts").read_text().split() == ["secret", "database/staging", "pki", "transit"]
     policy = (host.state / "policy.hcl").read_text()
@@ -421,9 +421,7 @@ def test_vault_second_run_changes_nothing_it_already_did(host: Host):
     result = host.run("vault-bootstrap.sh", **env)
     assert result.returncode == 0, result.stderr
     again = _vault_calls(host)[first:]
-    assert not [
-        c for c in again if " operator init" in c or " operator unseal" in c or " secrets enable" in c
-    ]
+    assert not [c for c in again if " operator init" in c or " sys/unseal" in c or " secrets enable" in c]
     assert not [c for c in again if " auth enable" in c or " write database/staging/config/" in c]
     assert not (host.state / "psql.sql").exists()
     assert "vault-0 token=hvs.ROOT write -f database/staging/rotate-root/ffe" in again
@@ -437,7 +435,7 @@ def test_vault_ha_joins_and_unseals_every_raft_member(host: Host):
     for pod in ("vault-1", "vault-2"):
         assert f"{pod} token= operator raft join http://vault-0.vault-internal:8200" in calls
     for pod in ("vault-0", "vault-1", "vault-2"):
-        assert f"{pod} token= operator unseal KEY1" in calls
+        assert f"{pod} token= write sys/unseal key=-" in calls
     assert not [c for c in calls if c.startswith(("vault-1", "vault-2")) and " operator init" in c]
 
 
@@ -457,3 +455,105 @@ def test_vault_without_a_database_leaves_the_engine_unconnected(host: Host):
     assert "database/staging" in (host.state / "mounts").read_text().split()
     assert not (host.state / "psql.sql").exists()
     assert not [c for c in _vault_calls(host) if "database/staging/" in c]
+
+
+def test_vault_unseal_key_never_on_a_command_line(host: Host):
+    assert host.run("vault-bootstrap.sh", **_vault_env(host)).returncode == 0
+    assert "KEY1" not in host.log.read_text()
+
+
+# --- vault-operations ConfigMap: unseal.sh and init.sh ---------------------------------------------
+# `kubectl` for an operator's terminal: pods from $PODS; `exec -it ... vault operator unseal` reads a
+# key from the terminal like Vault's hidden prompt (and refuses without one).
+OPS_KUBECTL = r"""
+case "$1" in
+  get) echo "$PODS"; exit 0 ;;
+  exec) shift ;;
+  *) exit 1 ;;
+esac
+[ "$1" = -it ] && shift
+pod="$3"; shift 5
+case "$1 $2" in
+  "status -format=json")
+    init=false; sealed=true
+    [ -f "$STATE/$pod.init" ] && init=true
+    [ -f "$STATE/$pod.unsealed" ] && sealed=false
+    printf '{\n  "initialized": %s,\n  "sealed": %s\n}\n' "$init" "$sealed"
+    [ "$sealed" = false ] ;;
+  "operator unseal")
+    [ -t 0 ] || exit 1
+    read -r key
+    echo "$pod" >> "$STATE/attempts"
+    [ "$key" = KEY1 ] && touch "$STATE/$pod.unsealed"; true ;;
+  "operator init") touch "$STATE/$pod.init"; echo "Unseal Key 1: KEY1" ;;
+  "operator raft") touch "$STATE/$pod.init" ;;
+  *) exit 1 ;;
+esac
+"""
+
+
+def _ops(host: Host, pods: str, *initialized: str) -> dict[str, str]:
+    host.stub("kubectl", OPS_KUBECTL)
+    for pod in initialized:
+        (host.state / f"{pod}.init").touch()
+    return {"PODS": pods}
+
+
+def test_unseal_asks_at_a_terminal_until_each_pod_is_unsealed(host: Host):
+    env = {
+        "PATH": f"{host.bin}:/usr/bin:/bin",
+        "STATE": str(host.state),
+        "HOME": str(host.root),
+        **_ops(host, "vault-0 vault-1", "vault-0", "vault-1"),
+    }
+    script = SCRIPTS_DIR / "vault-unseal.sh"
+    # `script` gives the run a terminal; a wrong key first, then the right one for each pod.
+    result = subprocess.run(
+        ["script", "-qec", f"bash {script}", "/dev/null"],
+        input="WRONG\nKEY1\nKEY1\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout
+    assert (host.state / "attempts").read_text().split() == ["vault-0", "vault-0", "vault-1"]
+    assert "vault-0 is unsealed" in result.stdout and "vault-1 is unsealed" in result.stdout
+    assert not [call for call in host.calls("kubectl") if "KEY1" in call]
+
+
+def test_unseal_refuses_without_a_terminal(host: Host):
+    result = host.run("vault-unseal.sh", **_ops(host, "vault-0", "vault-0"))
+    assert result.returncode == 1 and "run this from a terminal" in result.stderr
+    assert host.calls("kubectl") == []
+
+
+def test_init_by_hand_makes_the_keys_and_joins_the_raft_members(host: Host):
+    result = host.run(
+        "vault-init.sh", **_ops(host, "vault-0 vault-1 vault-2"), KEY_SHARES="5", KEY_THRESHOLD="3"
+    )
+    assert result.returncode == 0, result.stderr
+    calls = host.calls("kubectl exec")
+    assert "kubectl exec -n vault vault-0 -- vault operator init -key-shares=5 -key-threshold=3" in calls
+    for pod in ("vault-1", "vault-2"):
+        assert (
+            f"kubectl exec -n vault {pod} -- vault operator raft join http://vault-0.vault-internal:8200"
+            in calls
+        )
+    assert "Unseal Key 1: KEY1" in result.stdout and "3 keys each" in result.stdout
+
+
+def test_init_leaves_an_initialized_vault_alone(host: Host):
+    result = host.run("vault-init.sh", **_ops(host, "vault-0", "vault-0"))
+    assert result.returncode == 0 and "already initialized" in result.stdout
+    assert not [call for call in host.calls("kubectl exec") if "operator init" in call]
+
+
+@pytest.mark.parametrize(
+    ("shares", "threshold", "message"),
+    [("3", "4", "threshold <= shares"), ("5", "1", "any one holder"), ("x", "2", "whole numbers")],
+)
+def test_init_rejects_key_splits_that_make_no_sense(host: Host, shares, threshold, message):
+    result = host.run("vault-init.sh", **_ops(host, "vault-0"), KEY_SHARES=shares, KEY_THRESHOLD=threshold)
+    assert result.returncode == 1 and message in result.stderr
+    assert host.calls("kubectl") == []

@@ -50,6 +50,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "storage-classes",
         "gpu-operator",
         "vault",
+        "vault-operations",
         "cloudnative-pg",
         "ffe-db",
         "ffe-backend",

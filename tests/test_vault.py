@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import SshHost
+from gpu_constructs.hostexec import SCRIPTS_DIR, SshHost
 from gpu_constructs.vault import Vault, VaultProps
-from tests.conftest import make_cluster, release_values, resources
-from tests.validators import validate_values
+from tests.conftest import make_cluster, manifests_of, release_values, resources
+from tests.validators import validate_manifest, validate_values
 
 HOST = SshHost("192.168.1.100", "ubuntu", "~/.ssh/id_ed25519")
 
@@ -20,7 +20,7 @@ def build(synth, **overrides):
 
 
 def vault_values(synthesized):
-    (release,) = resources(synthesized, "helm_release").values()
+    (release,) = [r for r in resources(synthesized, "helm_release").values() if r["name"] == "vault"]
     assert (release["chart"], release["version"]) == ("vault", "0.34.1")
     return release_values(release)
 
@@ -131,3 +131,35 @@ def test_raft_needs_an_odd_quorum(replicas):
 def test_unknown_environment():
     with pytest.raises(ConfigError, match=r"'environment' is 'prod': use one of dev, staging, production"):
         VaultProps(cluster=make_cluster(), environment="prod", storage_class="x")
+
+
+def operations(synthesized):
+    (release,) = [
+        r for r in resources(synthesized, "helm_release").values() if r["name"] == "vault-operations"
+    ]
+    assert release["namespace"] == "vault" and release["depends_on"] == ["helm_release.vault_BBE00A92"]
+    (config_map,) = manifests_of(release)
+    return config_map
+
+
+def test_operations_config_map_carries_the_guide_and_scripts(synth, upstream):
+    synthesized, _ = build(synth, ha=True, replicas=3, bootstrap_host=HOST)
+    config_map = operations(synthesized)
+    validate_manifest(config_map, upstream)
+    data = config_map["data"]
+    assert set(data) == {"README.md", "init.sh", "unseal.sh"}
+    for key, script in (("init.sh", "vault-init.sh"), ("unseal.sh", "vault-unseal.sh")):
+        # Terraform turns "$${" back into "${" when it writes the values.
+        assert data[key].replace("$${", "${") == (SCRIPTS_DIR / script).read_text()
+    guide = data["README.md"]
+    assert "vault-0, vault-1, vault-2 in namespace vault" in guide
+    assert "/root/vault-init.json" in guide and "init.sh" not in guide
+    assert "jsonpath='{.data.unseal\\.sh}' > unseal.sh && bash unseal.sh" in guide
+
+
+def test_operations_guide_without_a_bootstrap_says_how_to_initialize(synth):
+    synthesized, _ = build(synth)
+    guide = operations(synthesized)["data"]["README.md"]
+    assert "Vault is not initialized by the stack" in guide
+    assert "jsonpath='{.data.init\\.sh}' > init.sh && KEY_SHARES=5 KEY_THRESHOLD=3 bash init.sh" in guide
+    assert "/root/vault-init.json" not in guide

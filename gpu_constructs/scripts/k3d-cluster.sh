@@ -36,7 +36,7 @@ if [ "${REQUIRE_GPU:-1}" = "1" ]; then
     echo "ERROR: nvidia-smi fails on this host: the NVIDIA driver is not working." >&2
     exit 2
   fi
-  if ! docker info --format '{{json .Runtimes}}' | grep -q nvidia; then
+  if ! grep -q nvidia <<<"$(docker info --format '{{json .Runtimes}}')"; then
     echo "ERROR: Docker has no 'nvidia' runtime: install the NVIDIA Container Toolkit and run" >&2
     echo "'sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker'." >&2
     exit 2
@@ -66,7 +66,7 @@ failed=0
 for entry in ${NODE_LABELS:-}; do
   node="${entry%%=*}"
   label="${entry#*=}"
-  if ! kubectl get nodes -l "$label" -o name | grep -qx "node/${node}"; then
+  if ! grep -qx "node/${node}" <<<"$(kubectl get nodes -l "$label" -o name)"; then
     echo "ERROR: node ${node} is missing label ${label}" >&2
     failed=1
   fi
@@ -74,7 +74,7 @@ done
 for entry in ${NODE_TAINTS:-}; do
   node="${entry%%=*}"
   taint="${entry#*=}"
-  if ! kubectl get node "$node" -o jsonpath='{range .spec.taints[*]}{.key}={.value}:{.effect}{"\n"}{end}' | grep -qx "$taint"; then
+  if ! grep -qx "$taint" <<<"$(kubectl get node "$node" -o jsonpath='{range .spec.taints[*]}{.key}={.value}:{.effect}{"\n"}{end}')"; then
     echo "ERROR: node ${node} is missing taint ${taint}" >&2
     failed=1
   fi

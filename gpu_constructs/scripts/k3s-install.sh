@@ -73,7 +73,7 @@ curl -sfL https://get.k3s.io \
 if [ "$role" = "server" ]; then
   echo "k3s-install: waiting for the node to become Ready."
   for _ in $(seq 1 60); do
-    if k3s kubectl get nodes 2>/dev/null | grep -q " Ready "; then
+    if grep -q " Ready " <<<"$(k3s kubectl get nodes 2>/dev/null)"; then
       echo "k3s-install: node Ready."
       exit 0
     fi

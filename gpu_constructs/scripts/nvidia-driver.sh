@@ -17,7 +17,7 @@ if [ "$current" = "$branch" ]; then
   exit 0
 fi
 
-if dpkg-query -W -f='${Status}' "nvidia-driver-${branch}-server" 2>/dev/null | grep -q "install ok installed"; then
+if grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "nvidia-driver-${branch}-server" 2>/dev/null)"; then
   echo "nvidia-driver: nvidia-driver-${branch}-server is installed but not loaded."
 else
   echo "nvidia-driver: installing nvidia-driver-${branch}-server (loaded now: ${current:-none})."

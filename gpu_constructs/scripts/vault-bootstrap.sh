@@ -37,6 +37,11 @@ vault_() { # vault_ POD ARGS...: run the vault CLI inside a Vault pod
   shift
   kubectl_ exec -n "$ns" "$pod" -- env VAULT_TOKEN="${VAULT_TOKEN:-}" vault "$@"
 }
+vault_in() { # vault_in POD ARGS...: the same, with this script's stdin (for values given as "-")
+  local pod="$1"
+  shift
+  kubectl_ exec -i -n "$ns" "$pod" -- env VAULT_TOKEN="${VAULT_TOKEN:-}" vault "$@"
+}
 status_field() { # status_field POD FIELD: a field of 'vault status' (exit code 2 means sealed)
   vault_ "$1" status -format=json 2>/dev/null | sed -n "s/^  \"$2\": \([a-z]*\),\{0,1\}$/\1/p" || true
 }
@@ -65,15 +70,20 @@ for pod in $pods; do
   fi
   if [ "$(status_field "$pod" sealed)" = "true" ]; then
     echo "vault-bootstrap: unsealing ${pod}."
-    vault_ "$pod" operator unseal "$key" >/dev/null
+    # On stdin, not the command line, where the host's and the pod's process lists would show it.
+    printf '%s' "$key" | vault_in "$pod" write sys/unseal key=- >/dev/null
   fi
 done
 
 VAULT_TOKEN="$(json_field root_token)"
 export VAULT_TOKEN
 
+# Lists are read whole before matching: 'grep -q' stops reading at the first match, and under
+# pipefail the writer's SIGPIPE would read as "not there" and enable it a second time.
 enable_engine() { # enable_engine TYPE PATH [OPTIONS...]
-  if ! vault_ "$leader" secrets list -format=json | grep -q "\"$2/\""; then
+  local mounts
+  mounts="$(vault_ "$leader" secrets list -format=json)"
+  if [[ "$mounts" != *"\"$2/\""* ]]; then
     vault_ "$leader" secrets enable -path="$2" "${@:3}" "$1" >/dev/null
   fi
 }
@@ -82,7 +92,8 @@ enable_engine database "$db_mount"
 enable_engine pki pki -max-lease-ttl=87600h
 enable_engine transit transit
 
-if ! vault_ "$leader" auth list -format=json | grep -q '"kubernetes/"'; then
+auth_methods="$(vault_ "$leader" auth list -format=json)"
+if [[ "$auth_methods" != *'"kubernetes/"'* ]]; then
   vault_ "$leader" auth enable kubernetes >/dev/null
 fi
 vault_ "$leader" write auth/kubernetes/config kubernetes_host="https://kubernetes.default.svc:443" >/dev/null
@@ -95,7 +106,7 @@ path \"${db_mount}/creds/${db_role}\" { capabilities = [\"read\"] }
 path \"pki/issue/ffe\" { capabilities = [\"create\", \"update\"] }
 path \"transit/encrypt/ffe\" { capabilities = [\"update\"] }
 path \"transit/decrypt/ffe\" { capabilities = [\"update\"] }"
-printf '%s\n' "$policy_hcl" | kubectl_ exec -i -n "$ns" "$leader" -- env VAULT_TOKEN="$VAULT_TOKEN" vault policy write "$policy" - >/dev/null
+printf '%s\n' "$policy_hcl" | vault_in "$leader" policy write "$policy" - >/dev/null
 
 vault_ "$leader" write "auth/kubernetes/role/${policy}" \
   bound_service_account_names="$app_sa" \
@@ -121,8 +132,8 @@ if [ -n "${DB_CLUSTER:-}" ]; then
       "ALTER ROLE vault WITH LOGIN CREATEROLE PASSWORD '${password}';" \
       "GRANT \"${db_owner}\" TO vault WITH ADMIN OPTION;" |
       kubectl_ exec -i -n "$db_ns" "$primary" -c postgres -- psql -v ON_ERROR_STOP=1 -q -d "$db_name" >/dev/null
-    printf '%s' "$password" | kubectl_ exec -i -n "$ns" "$leader" -- env VAULT_TOKEN="$VAULT_TOKEN" \
-      vault write "${db_mount}/config/${db_role}" plugin_name=postgresql-database-plugin \
+    printf '%s' "$password" | vault_in "$leader" write "${db_mount}/config/${db_role}" \
+      plugin_name=postgresql-database-plugin \
       connection_url="postgresql://{{username}}:{{password}}@${DB_CLUSTER}-rw.${db_ns}.svc:5432/${db_name}?sslmode=require" \
       username=vault password=- allowed_roles="$db_role" >/dev/null
   fi
