@@ -32,21 +32,25 @@ init_file="${INIT_FILE:-/root/vault-init.json}"
 leader="${pods%% *}"
 
 kubectl_() { k3s kubectl "$@"; }
-vault_() { # vault_ POD ARGS...: run the vault CLI inside a Vault pod
+# The vault CLI inside a Vault pod. The token travels as the first line of stdin, never on a command
+# line, where the host's and the pod's process lists would show it.
+# shellcheck disable=SC2016 # expanded by the shell in the pod
+in_pod='IFS= read -r token; VAULT_TOKEN="$token" exec vault "$@"'
+vault_() { # vault_ POD ARGS...
   local pod="$1"
   shift
-  kubectl_ exec -n "$ns" "$pod" -- env VAULT_TOKEN="${VAULT_TOKEN:-}" vault "$@"
+  printf '%s\n' "${VAULT_TOKEN:-}" | kubectl_ exec -i -n "$ns" "$pod" -- sh -c "$in_pod" vault "$@"
 }
-vault_in() { # vault_in POD ARGS...: the same, with this script's stdin (for values given as "-")
+vault_in() { # vault_in POD ARGS...: the same, followed on stdin by this function's stdin (values "-")
   local pod="$1"
   shift
-  kubectl_ exec -i -n "$ns" "$pod" -- env VAULT_TOKEN="${VAULT_TOKEN:-}" vault "$@"
+  { printf '%s\n' "${VAULT_TOKEN:-}" && cat; } | kubectl_ exec -i -n "$ns" "$pod" -- sh -c "$in_pod" vault "$@"
 }
 status_field() { # status_field POD FIELD: a field of 'vault status' (exit code 2 means sealed)
   vault_ "$1" status -format=json 2>/dev/null | sed -n "s/^  \"$2\": \([a-z]*\),\{0,1\}$/\1/p" || true
 }
 json_field() { sed -n "s/^  \"$1\": \"\(.*\)\",\{0,1\}$/\1/p" "$init_file"; }
-unseal_key() { sed -n '/"unseal_keys_b64"/,/]/p' "$init_file" | sed -n 's/^ *"\([^"]*\)",\{0,1\}$/\1/p' | head -n 1; }
+unseal_key() { sed -n '/"unseal_keys_b64"/,/]/{/^ *"\([^"]*\)",\{0,1\}$/{s//\1/p;q;};}' "$init_file"; }
 
 echo "vault-bootstrap: waiting for ${leader} to run."
 kubectl_ wait -n "$ns" --for=jsonpath='{.status.phase}'=Running "pod/${leader}" --timeout=600s >/dev/null
