@@ -24,6 +24,17 @@ NAMESPACE = "vault"
 OPERATIONS_CONFIG_MAP = "vault-operations"
 
 
+def secret_paths(environment: str, database_role: str) -> dict[str, str]:
+    """The seed's paths as the endpoints the application's policy grants (vault-bootstrap.sh)."""
+    return {
+        "app": f"secret/data/{environment}/app",
+        "database": f"database/{environment}/creds/{database_role}",
+        "pki": "pki/issue/ffe",
+        "transit_encrypt": "transit/encrypt/ffe",
+        "transit_decrypt": "transit/decrypt/ffe",
+    }
+
+
 @dataclass(frozen=True)
 class VaultProps:
     cluster: GpuCluster
@@ -138,13 +149,7 @@ class Vault(Construct):
 
     @property
     def secret_paths(self) -> dict[str, str]:
-        env = self.props.environment
-        return {
-            "app": f"secret/data/{env}/app",
-            "database": f"database/{env}/creds/{self.props.database_role}",
-            "pki": "pki/ffe",
-            "transit": "transit/ffe",
-        }
+        return secret_paths(self.props.environment, self.props.database_role)
 
     @property
     def connects_database(self) -> bool:

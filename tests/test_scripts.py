@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gpu_constructs.hostexec import SCRIPTS_DIR
+from gpu_constructs.vault import secret_paths
 
 SHELLCHECK = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "shellcheck"
 
@@ -384,6 +386,13 @@ def test_vault_first_run_initializes_unseals_and_configures(host: Host):
         "bound_service_account_namespaces=ffe policies=ffe-backend ttl=1h" in call
         for call in calls
     )
+
+
+def test_vault_policy_grants_every_path_the_construct_publishes(host: Host):
+    """The construct's secret_paths (stack output, agent annotations) and the script's policy agree."""
+    assert host.run("vault-bootstrap.sh", **_vault_env(host)).returncode == 0
+    granted = set(re.findall(r'^path "([^"]+)"', (host.state / "policy.hcl").read_text(), re.M))
+    assert granted == set(secret_paths("staging", "ffe").values())
 
 
 def test_vault_database_engine_gets_a_password_only_vault_keeps(host: Host):

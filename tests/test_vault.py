@@ -52,8 +52,9 @@ def test_seed_secret_paths_for_the_environment(synth):
     assert vault.secret_paths == {
         "app": "secret/data/staging/app",
         "database": "database/staging/creds/ffe",
-        "pki": "pki/ffe",
-        "transit": "transit/ffe",
+        "pki": "pki/issue/ffe",
+        "transit_encrypt": "transit/encrypt/ffe",
+        "transit_decrypt": "transit/decrypt/ffe",
     }
 
 
