@@ -37,6 +37,7 @@ provider's whole 120 MB type description (about 1 GB more and seconds slower). :
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import re
@@ -73,28 +74,34 @@ class _LazyProviderPackage(types.ModuleType):
             raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}") from error
 
 
-def _package_root(package: str) -> Path | None:
+def _package_spec(package: str) -> importlib.machinery.ModuleSpec | None:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None  # not installed: an import of it fails the ordinary way
-    return Path(next(iter(spec.submodule_search_locations)))
+    return spec
+
+
+def package_root(package: str) -> Path | None:
+    """The directory of an installed package; None when it is not installed."""
+    spec = _package_spec(package)
+    return Path(next(iter(spec.submodule_search_locations or ()))) if spec else None
 
 
 def _stand_in(package: str) -> types.ModuleType | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+    spec = _package_spec(package)
+    if spec is None:
         return None
     module = _LazyProviderPackage(package)
     module.__spec__ = spec
     module.__file__ = spec.origin
-    module.__path__ = list(spec.submodule_search_locations)
+    module.__path__ = list(spec.submodule_search_locations or ())
     module.__package__ = package
     return module
 
 
 def assembly(package: str) -> tuple[str, str] | None:
     """The npm package and version behind a jsii package, as its ``_jsii`` module loads them."""
-    root = _package_root(package)
+    root = package_root(package)
     if root is None:
         return None
     match = _ASSEMBLY_LOAD.search((root / "_jsii" / "__init__.py").read_text())
@@ -186,10 +193,14 @@ def warm_package_cache(timeout: float = 120.0) -> list[str]:
     if root is None:
         return []
     install()
-    assemblies = [found for found in (assembly(package) for package in JSII_PACKAGES) if found]
+    assemblies = []
     for package in JSII_PACKAGES:
-        if _package_root(package) is not None:
-            importlib.import_module(f"{package}._jsii")  # extracts it and starts indexing if needed
+        if package_root(package) is None:
+            continue
+        importlib.import_module(f"{package}._jsii")  # extracts it and starts indexing if needed
+        found = assembly(package)
+        if found is not None:
+            assemblies.append(found)
     if not any((root / name / version).is_dir() for name, version in assemblies):
         return [f"{name}@{version}" for name, version in assemblies]  # not the cache layout known here
     deadline = time.monotonic() + timeout

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -80,9 +79,8 @@ def test_only_the_submodules_in_use_are_imported():
 @pytest.mark.parametrize("package", provider_imports.PROVIDER_PACKAGES)
 def test_package_layout_is_what_the_lazy_loader_relies_on(package):
     """If an upgrade changes this, the lazy loader must be revisited: fail here, not in a synth."""
-    spec = importlib.util.find_spec(package)
-    assert spec is not None and spec.submodule_search_locations, f"{package} is not an installed package"
-    root = Path(next(iter(spec.submodule_search_locations)))
+    root = provider_imports.package_root(package)
+    assert root is not None, f"{package} is not an installed package"
     init = (root / "__init__.py").read_text()
     # The package __init__ only imports its submodules and _jsii: nothing a submodule needs from it.
     body = init.split("'''", 2)[-1]
@@ -112,11 +110,9 @@ def test_npm_package_ships_a_lazy_index_with_the_same_exports(package):
     assert name and name.startswith("@cdktf/provider-"), (
         f"{package}/_jsii no longer loads its assembly by name"
     )
-    tarballs = list(
-        (Path(next(iter(importlib.util.find_spec(package).submodule_search_locations))) / "_jsii").glob(
-            "*.tgz"
-        )
-    )
+    root = provider_imports.package_root(package)
+    assert root is not None, f"{package} is not an installed package"
+    tarballs = list((root / "_jsii").glob("*.tgz"))
     assert len(tarballs) == 1, tarballs
     wanted = {"package/package.json", "package/lib/index.js", "package/lib/lazy-index.js"}
     files: dict[str, str] = {}
