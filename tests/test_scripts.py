@@ -41,15 +41,17 @@ class Host:
     def calls(self, prefix: str = "") -> list[str]:
         return [line for line in self.log.read_text().splitlines() if line.startswith(prefix)]
 
+    def environment(self, **env: str) -> dict[str, str]:
+        """The stubs first on PATH, their state directory, a private HOME, and ``env``."""
+        return {"PATH": f"{self.bin}:/usr/bin:/bin", "STATE": str(self.state), "HOME": str(self.root), **env}
+
     def run(self, script: str, **env: str) -> subprocess.CompletedProcess[str]:
-        full_env = {
-            "PATH": f"{self.bin}:/usr/bin:/bin",
-            "STATE": str(self.state),
-            "HOME": str(self.root),
-            **env,
-        }
         return subprocess.run(
-            ["bash", str(SCRIPTS_DIR / script)], env=full_env, capture_output=True, text=True, timeout=60
+            ["bash", str(SCRIPTS_DIR / script)],
+            env=self.environment(**env),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
 
@@ -511,12 +513,7 @@ def _ops(host: Host, pods: str, *initialized: str) -> dict[str, str]:
 
 
 def test_unseal_asks_at_a_terminal_until_each_pod_is_unsealed(host: Host):
-    env = {
-        "PATH": f"{host.bin}:/usr/bin:/bin",
-        "STATE": str(host.state),
-        "HOME": str(host.root),
-        **_ops(host, "vault-0 vault-1", "vault-0", "vault-1"),
-    }
+    env = host.environment(**_ops(host, "vault-0 vault-1", "vault-0", "vault-1"))
     script = SCRIPTS_DIR / "vault-unseal.sh"
     # `script` gives the run a terminal; a wrong key first, then the right one for each pod.
     result = subprocess.run(

@@ -36,16 +36,12 @@ kubectl_() { k3s kubectl "$@"; }
 # line, where the host's and the pod's process lists would show it.
 # shellcheck disable=SC2016 # expanded by the shell in the pod
 in_pod='IFS= read -r token; VAULT_TOKEN="$token" exec vault "$@"'
-vault_() { # vault_ POD ARGS...
-  local pod="$1"
-  shift
-  printf '%s\n' "${VAULT_TOKEN:-}" | kubectl_ exec -i -n "$ns" "$pod" -- sh -c "$in_pod" vault "$@"
-}
-vault_in() { # vault_in POD ARGS...: the same, followed on stdin by this function's stdin (values "-")
+vault_in() { # vault_in POD ARGS...: followed on stdin by this function's stdin (values given as "-")
   local pod="$1"
   shift
   { printf '%s\n' "${VAULT_TOKEN:-}" && cat; } | kubectl_ exec -i -n "$ns" "$pod" -- sh -c "$in_pod" vault "$@"
 }
+vault_() { vault_in "$@" </dev/null; } # vault_ POD ARGS...: nothing on stdin but the token
 status_field() { # status_field POD FIELD: a field of 'vault status' (exit code 2 means sealed)
   vault_ "$1" status -format=json 2>/dev/null | sed -n "s/^  \"$2\": \([a-z]*\),\{0,1\}$/\1/p" || true
 }
