@@ -43,6 +43,11 @@ def template_literal(text: str) -> str:
     return text.replace("${", "$${").replace("%{", "%%{")
 
 
+def script_literal(name: str) -> str:
+    """A bundled script as a Terraform JSON string: :func:`script_text` through :func:`template_literal`."""
+    return template_literal(script_text(name))
+
+
 def shell_env(env: Mapping[str, str]) -> str:
     """``K='v'`` pairs, sorted; values are validated settings or Terraform references."""
     for key, value in env.items():
@@ -107,7 +112,7 @@ def run_scripts(
     uploads = [
         FileProvisioner(
             type="file",
-            content=template_literal(script_text(name)),
+            content=script_literal(name),
             destination=f"{REMOTE_DIR}/gpu-constructs-{name}",
         )
         for name in dict.fromkeys(run.script for run in runs)
@@ -144,7 +149,7 @@ def run_local_script(
         provisioners=[
             LocalExecProvisioner(
                 type="local-exec",
-                command=template_literal(script_text(run.script)),
+                command=script_literal(run.script),
                 interpreter=["bash", "-c"],
                 environment={**run.env, **run.secret_env},
             )

@@ -18,7 +18,7 @@ from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuCluster
 from gpu_constructs.database import Postgres
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts, script_text, template_literal
+from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts, script_literal
 
 NAMESPACE = "vault"
 OPERATIONS_CONFIG_MAP = "vault-operations"
@@ -154,7 +154,7 @@ class Vault(Construct):
     @property
     def connects_database(self) -> bool:
         """Whether the bootstrap connects the database engine to ``props.database``."""
-        return self.props.database is not None and self.bootstrap is not None
+        return self.props.database is not None and self.props.bootstrap_host is not None
 
     def database_uri_template(self) -> str | None:
         """A Vault agent template rendering fresh database credentials as a connection URI."""
@@ -182,8 +182,8 @@ class Vault(Construct):
             "data": {
                 "README.md": self.operations_guide(),
                 # Terraform would read "${" in a script as its own interpolation.
-                "init.sh": template_literal(script_text("vault-init.sh")),
-                "unseal.sh": template_literal(script_text("vault-unseal.sh")),
+                "init.sh": script_literal("vault-init.sh"),
+                "unseal.sh": script_literal("vault-unseal.sh"),
             },
         }
 

@@ -16,7 +16,7 @@ from constructs import Construct
 from gpu_constructs import validate, versions
 from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, Taint
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import script_text, template_literal
+from gpu_constructs.hostexec import script_literal, script_text
 
 ROLES = ("app", "infra", "gpu")
 TAINTED_ROLES = ("infra", "gpu")
@@ -113,7 +113,7 @@ class K3dGpuCompute(Construct):
             provisioners=[
                 LocalExecProvisioner(
                     type="local-exec",
-                    command=template_literal(script_text("k3d-cluster.sh")),
+                    command=script_literal("k3d-cluster.sh"),
                     interpreter=["bash", "-c"],
                     environment=env,
                 ),
