@@ -15,9 +15,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cdktf import App, TerraformStack
+from cdktf import App, Aspects, TerraformStack
+from cdktf_cdktf_provider_helm.provider import HelmProvider
 
+from gpu_constructs.cluster import GpuCluster
 from gpu_constructs.errors import ConfigError
+from gpu_constructs.policy import StackPolicy
 
 # environment name -> (module, stack class, settings class)
 ENVIRONMENTS: Mapping[str, tuple[str, str, str]] = {
@@ -29,6 +32,14 @@ ENVIRONMENTS: Mapping[str, tuple[str, str, str]] = {
 }
 
 STACKS_ENV = "GPU_STACKS"
+
+
+def use_cluster(stack: TerraformStack, cluster: GpuCluster) -> GpuCluster:
+    """What every stack does with its cluster first: the policy aspect checks the whole stack
+    against the contract, and the helm provider reaches the cluster through the contract's access."""
+    Aspects.of(stack).add(StackPolicy(cluster))
+    HelmProvider(stack, "helm", kubernetes=cluster.access.helm_kubernetes())
+    return cluster
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdktf import Aspects, LocalBackend, S3Backend, TerraformOutput, TerraformStack, TerraformVariable
+from cdktf import LocalBackend, S3Backend, TerraformOutput, TerraformStack, TerraformVariable
 from cdktf_cdktf_provider_aws.provider import AwsProvider
-from cdktf_cdktf_provider_helm.provider import HelmProvider
 from constructs import Construct
 
+from environments import use_cluster
 from environments.variables import pinned_image_rule, rule
 from gpu_constructs import validate
 from gpu_constructs.app_chart import AppChart, AppChartProps
@@ -30,7 +30,6 @@ from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.eks import SEED_NODE_POOLS, EksGpuCompute, EksProps, NodePoolSpec
 from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
 from gpu_constructs.helm import ValuesLayers
-from gpu_constructs.policy import StackPolicy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,9 +150,7 @@ class EksKarpenterStack(TerraformStack):
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
             ),
         )
-        cluster = compute.cluster
-        Aspects.of(self).add(StackPolicy(cluster))
-        HelmProvider(self, "helm", kubernetes=cluster.access.helm_kubernetes())
+        cluster = use_cluster(self, compute.cluster)
 
         deployer_role = DeployerRole(self, "deployer", compute=compute, principal_arn=deployer.string_value)
         database = RdsPostgres(

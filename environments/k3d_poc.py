@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf import Aspects, LocalBackend, TerraformOutput, TerraformStack
-from cdktf_cdktf_provider_helm.provider import HelmProvider
+from cdktf import LocalBackend, TerraformOutput, TerraformStack
 from constructs import Construct
 
+from environments import use_cluster
 from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.k3d import ROLES, K3dGpuCompute, K3dProps, smoke_test_job
 from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.policy import StackPolicy
 
 SMOKE_TEST_NAMESPACE = "gpu-smoke-test"
 
@@ -67,9 +66,7 @@ class K3dPocStack(TerraformStack):
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
             ),
         )
-        cluster = compute.cluster
-        Aspects.of(self).add(StackPolicy(cluster))
-        HelmProvider(self, "helm", kubernetes=cluster.access.helm_kubernetes())
+        cluster = use_cluster(self, compute.cluster)
 
         if "gpu" in s.agents:
             plugin = NvidiaDevicePlugin(

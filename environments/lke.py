@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cdktf import Aspects, Fn, LocalBackend, TerraformOutput, TerraformStack, TerraformVariable
-from cdktf_cdktf_provider_helm.provider import HelmProvider
+from cdktf import Fn, LocalBackend, TerraformOutput, TerraformStack, TerraformVariable
 from constructs import Construct
 
+from environments import use_cluster
 from environments.variables import rule
 from gpu_constructs import versions
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.lke import LkeGpuCompute, LkeProps
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
-from gpu_constructs.policy import StackPolicy
 from gpu_constructs.providers.linode import LinodeProvider
 
 
@@ -103,9 +102,7 @@ class LkeStack(TerraformStack):
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
             ),
         )
-        cluster = compute.cluster
-        Aspects.of(self).add(StackPolicy(cluster))
-        HelmProvider(self, "helm", kubernetes=cluster.access.helm_kubernetes())
+        cluster = use_cluster(self, compute.cluster)
         GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))
 
         TerraformOutput(

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdktf import Aspects, LocalBackend, TerraformOutput, TerraformStack, TerraformVariable
-from cdktf_cdktf_provider_helm.provider import HelmProvider
+from cdktf import LocalBackend, TerraformOutput, TerraformStack, TerraformVariable
 from constructs import Construct
 
+from environments import use_cluster
 from environments.variables import k3s_token_variable, rule
 from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import helm, versions
@@ -18,7 +18,6 @@ from gpu_constructs.compute.proxmox import SCRATCH_MOUNT, ProxmoxGpuCompute, Pro
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.jupyterhub import JupyterHub, JupyterHubProps
 from gpu_constructs.networking import Networking, NetworkingProps
-from gpu_constructs.policy import StackPolicy
 from gpu_constructs.providers.proxmox import ProviderSsh, ProxmoxProvider
 from gpu_constructs.storage import Storage, StorageProps, StorageTier
 
@@ -140,9 +139,7 @@ class ProxmoxHaStack(TerraformStack):
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
             ),
         )
-        cluster = compute.cluster
-        Aspects.of(self).add(StackPolicy(cluster))
-        HelmProvider(self, "helm", kubernetes=cluster.access.helm_kubernetes())
+        cluster = use_cluster(self, compute.cluster)
 
         networking = Networking(
             self,

@@ -11,16 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from cdktf import (
-    Aspects,
     Fn,
     LocalBackend,
     TerraformOutput,
     TerraformStack,
     TerraformVariable,
 )
-from cdktf_cdktf_provider_helm.provider import HelmProvider
 from constructs import Construct
 
+from environments import use_cluster
 from environments.variables import k3s_token_variable, pinned_image_rule, rule
 from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import validate, versions
@@ -33,7 +32,6 @@ from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.helm import ValuesLayers
 from gpu_constructs.hostexec import SshHost
 from gpu_constructs.networking import Networking, NetworkingProps
-from gpu_constructs.policy import StackPolicy
 from gpu_constructs.storage import Storage, StorageProps
 from gpu_constructs.vault import Vault, VaultProps
 
@@ -198,9 +196,7 @@ class SingleNodeStack(TerraformStack):
                 sharing=GpuSharing(s.time_slicing_replicas, MigStrategy(s.mig_strategy)),
             ),
         )
-        cluster = compute.cluster
-        Aspects.of(self).add(StackPolicy(cluster))
-        HelmProvider(self, "helm", kubernetes=cluster.access.helm_kubernetes())
+        cluster = use_cluster(self, compute.cluster)
         values = ValuesLayers(overlay=s.environment, directory=s.values_dir)
 
         networking = Networking(
