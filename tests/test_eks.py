@@ -261,6 +261,17 @@ def pool(**overrides) -> NodePoolSpec:
     return NodePoolSpec(**fields)
 
 
+def eks_props(**overrides) -> EksProps:
+    """Valid EksProps but for ``overrides``."""
+    fields = {
+        "name": "c",
+        "region": "eu-west-1",
+        "account_id": "1",
+        "availability_zones": ("eu-west-1a", "eu-west-1b"),
+    }
+    return EksProps(**{**fields, **overrides})
+
+
 @pytest.mark.parametrize(
     ("build", "message"),
     [
@@ -289,45 +300,23 @@ def pool(**overrides) -> NodePoolSpec:
             r"version latest or a release such as al2023@v20251120",
         ),
         (
-            lambda: EksProps(
-                name="c", region="eu-west-1", account_id="1", availability_zones=("eu-west-1a",)
-            ),
+            lambda: eks_props(availability_zones=("eu-west-1a",)),
             r"'availability_zones' is \('eu-west-1a',\): give at least two zones",
         ),
         (
-            lambda: EksProps(
-                name="c", region="eu-west-1", account_id="1", availability_zones=("eu-west-1a", "us-east-1a")
-            ),
+            lambda: eks_props(availability_zones=("eu-west-1a", "us-east-1a")),
             r"'availability_zones' is 'us-east-1a': use zones of region eu-west-1",
         ),
         (
-            lambda: EksProps(
-                name="c",
-                region="eu-west-1",
-                account_id="1",
-                availability_zones=("eu-west-1a", "eu-west-1b"),
-                vpc_cidr="10.0.0.0/24",
-            ),
+            lambda: eks_props(vpc_cidr="10.0.0.0/24"),
             r"'vpc_cidr' is '10.0.0.0/24': use a /20 or larger",
         ),
         (
-            lambda: EksProps(
-                name="c",
-                region="eu-west-1",
-                account_id="1",
-                availability_zones=("eu-west-1a", "eu-west-1b"),
-                kubernetes_version="1.34.2",
-            ),
+            lambda: eks_props(kubernetes_version="1.34.2"),
             r"'kubernetes_version' is '1.34.2'",
         ),
         (
-            lambda: EksProps(
-                name="c",
-                region="eu-west-1",
-                account_id="1",
-                availability_zones=("eu-west-1a", "eu-west-1b"),
-                node_pools=(pool(),),
-            ),
+            lambda: eks_props(node_pools=(pool(),)),
             r"'node_pools' is 'gpu-inference': keep a 'gpu-inference' pool",
         ),
     ],
