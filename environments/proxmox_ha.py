@@ -12,9 +12,17 @@ from constructs import Construct
 from environments import use_cluster
 from environments.variables import k3s_token_variable, rule
 from environments.variables import kubeconfig_path as kubeconfig_path_of
-from gpu_constructs import helm, versions
+from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuSharing
-from gpu_constructs.compute.proxmox import SCRATCH_MOUNT, ProxmoxGpuCompute, ProxmoxProps
+from gpu_constructs.compute.proxmox import (
+    SCRATCH_MOUNT,
+    EtcdS3,
+    EtcdSnapshots,
+    GpuDevice,
+    ProxmoxGpuCompute,
+    ProxmoxProps,
+)
+from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.jupyterhub import JupyterHub, JupyterHubProps
 from gpu_constructs.networking import Networking, NetworkingProps
@@ -38,15 +46,37 @@ class ProxmoxHaSettings:
     host_gpu_count: int = 8
     api_vip: str | None = None
     """The seed's optional kube-vip address, e.g. 10.0.0.100."""
+    dns_servers: tuple[str, ...] = ("10.0.0.1",)
     nfs_server: str = "10.0.0.30"
     nfs_path: str = "/export/k3s"
     hugepages: bool = False
     cpu_pinning: bool = False
+    host_cpus: int = 128
+    """Logical CPUs of the Proxmox host (``nproc``), the bound for cpu_pinning."""
+    root_auth: bool = False
+    """Log the provider in as root@pam with the proxmox_root_password variable instead of an API
+    token; hugepages and cpu_pinning need it (Proxmox allows them to root@pam only)."""
+    etcd_snapshot_cron: str = "0 */6 * * *"
+    etcd_snapshot_retention: int = 28
+    etcd_s3: bool = True
+    """Send the etcd snapshots to an S3-compatible bucket (etcd_s3_* variables); without it they
+    stay on the control-plane disks and are lost with them."""
+    etcd_s3_endpoint: str = "s3.amazonaws.com"
+    etcd_s3_region: str = "us-east-1"
+    etcd_s3_folder: str = "proxmox-ha"
     time_slicing_replicas: int = 1
     jupyter_gpu_profiles: tuple[int, ...] = (0, 1, 2)
     """The seed lists 0, 1, 2 and 4 GPUs, but its workers have 2 A100s each, so a 4-GPU notebook
     could never schedule; add 4 together with gpus_per_worker=4 (synth fails otherwise)."""
     rancher_replicas: int = 3
+
+    def __post_init__(self) -> None:
+        validate.ipv4("nfs_server", self.nfs_server)
+        if not self.nfs_path.startswith("/") or "//" in self.nfs_path or "/../" in f"{self.nfs_path}/":
+            raise ConfigError("nfs_path", self.nfs_path, "give the export's absolute path, e.g. /export/k3s")
+        validate.int_range("rancher_replicas", self.rancher_replicas, 1, 10)
+        validate.int_range("time_slicing_replicas", self.time_slicing_replicas, 1, 48)
+        validate.k8s_name("node_name", self.node_name)
 
 
 class ProxmoxHaStack(TerraformStack):
@@ -60,13 +90,24 @@ class ProxmoxHaStack(TerraformStack):
             type="string",
             description="Proxmox API, e.g. https://pve.example.com:8006/.",
         )
-        api_token = TerraformVariable(
-            self,
-            "proxmox_api_token",
-            type="string",
-            sensitive=True,
-            description="user@realm!token=secret (rights in the README).",
-        )
+        if s.root_auth:
+            root_password = TerraformVariable(
+                self,
+                "proxmox_root_password",
+                type="string",
+                sensitive=True,
+                description="Password of root@pam (hugepages and CPU pinning are allowed to root@pam only).",
+            )
+            token, username, password = None, "root@pam", root_password.string_value
+        else:
+            api_token = TerraformVariable(
+                self,
+                "proxmox_api_token",
+                type="string",
+                sensitive=True,
+                description="user@realm!token=secret (rights in the README).",
+            )
+            token, username, password = api_token.string_value, None, None
         k3s_token = k3s_token_variable(self)
         ssh_public_key = TerraformVariable(
             self, "ssh_public_key", type="string", description="Public key for the ubuntu user on every VM."
@@ -75,24 +116,63 @@ class ProxmoxHaStack(TerraformStack):
             self, "ssh_private_key_path", type="string", default="~/.ssh/id_ed25519"
         )
         gpu_count = s.gpus_per_worker * len(s.worker_ips)
-        gpu_paths = TerraformVariable(
+        TerraformVariable(
             self,
-            "gpu_pci_paths",
-            type="list(string)",
-            description=f"PCI addresses of the {gpu_count} GPUs to pass through (lspci -D -d 10de:).",
+            "gpu_devices",
+            type="list(object({path = string, iommu_group = number, subsystem_id = string}))",
+            description=(
+                f"The {gpu_count} GPUs to pass through: PCI address (lspci -D -d 10de:), IOMMU group "
+                "(/sys/kernel/iommu_groups) and subsystem id (lspci -nn -v); see the README."
+            ),
             validation=[
                 rule(
-                    f"length(var.gpu_pci_paths) == {gpu_count}",
-                    f"gpu_pci_paths must list exactly {gpu_count} GPUs: "
+                    f"length(var.gpu_devices) == {gpu_count}",
+                    f"gpu_devices must list exactly {gpu_count} GPUs: "
                     f"{len(s.worker_ips)} workers x {s.gpus_per_worker}.",
                 ),
                 rule(
-                    "alltrue([for p in var.gpu_pci_paths : "
-                    'can(regex("^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}[.][0-7]$", p))])',
-                    "gpu_pci_paths entries look like 0000:41:00.0.",
+                    "alltrue([for d in var.gpu_devices : "
+                    'can(regex("^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}[.][0-7]$", d.path))])',
+                    "gpu_devices paths look like 0000:41:00.0 (lspci -D).",
+                ),
+                rule(
+                    "alltrue([for d in var.gpu_devices : "
+                    'can(regex("^[0-9a-f]{4}:[0-9a-f]{4}$", d.subsystem_id))])',
+                    "gpu_devices subsystem_id looks like 10de:145f (lspci -nn -v, 'Subsystem').",
+                ),
+                rule(
+                    "alltrue([for d in var.gpu_devices : d.iommu_group >= 0 && floor(d.iommu_group) == "
+                    "d.iommu_group])",
+                    "gpu_devices iommu_group is the whole number of the group's directory in "
+                    "/sys/kernel/iommu_groups.",
+                ),
+                rule(
+                    "length(distinct([for d in var.gpu_devices : d.iommu_group])) == length(var.gpu_devices) "
+                    "&& length(distinct([for d in var.gpu_devices : d.path])) == length(var.gpu_devices)",
+                    "gpu_devices must name each GPU once, each in its own IOMMU group (a VM takes a whole "
+                    "group).",
                 ),
             ],
         )
+        etcd_s3 = None
+        if s.etcd_s3:
+            bucket = TerraformVariable(
+                self, "etcd_s3_bucket", type="string", description="S3 bucket for the etcd snapshots."
+            )
+            access_key = TerraformVariable(
+                self, "etcd_s3_access_key", type="string", sensitive=True, description="S3 access key id."
+            )
+            secret_key = TerraformVariable(
+                self, "etcd_s3_secret_key", type="string", sensitive=True, description="S3 secret key."
+            )
+            etcd_s3 = EtcdS3(
+                endpoint=s.etcd_s3_endpoint,
+                bucket=bucket.string_value,
+                access_key=access_key.string_value,
+                secret_key=secret_key.string_value,
+                region=s.etcd_s3_region,
+                folder=s.etcd_s3_folder,
+            )
         acme_email = TerraformVariable(self, "acme_email", type="string")
         rancher_host = TerraformVariable(
             self, "rancher_hostname", type="string", description="Host name of the Rancher UI."
@@ -115,7 +195,9 @@ class ProxmoxHaStack(TerraformStack):
             self,
             "proxmox",
             endpoint=endpoint.string_value,
-            api_token=api_token.string_value,
+            api_token=token,
+            username=username,
+            password=password,
             ssh=ProviderSsh(agent=True, username="root"),
         )
         kubeconfig_path = kubeconfig_path_of(id)
@@ -126,7 +208,14 @@ class ProxmoxHaStack(TerraformStack):
                 k3s_token=k3s_token.string_value,
                 ssh_public_key=ssh_public_key.string_value,
                 ssh_private_key_path=ssh_key_path.string_value,
-                gpu_pci_paths=gpu_paths.list_value,
+                gpu_devices=[
+                    GpuDevice(
+                        path=f"${{var.gpu_devices[{i}].path}}",
+                        iommu_group=f"${{var.gpu_devices[{i}].iommu_group}}",
+                        subsystem_id=f"${{var.gpu_devices[{i}].subsystem_id}}",
+                    )
+                    for i in range(gpu_count)
+                ],
                 kubeconfig_path=kubeconfig_path,
                 node_name=s.node_name,
                 control_plane_ips=s.control_plane_ips,
@@ -134,8 +223,14 @@ class ProxmoxHaStack(TerraformStack):
                 gpus_per_worker=s.gpus_per_worker,
                 host_gpu_count=s.host_gpu_count,
                 api_vip=s.api_vip,
+                dns_servers=s.dns_servers,
                 hugepages=s.hugepages,
                 cpu_pinning=s.cpu_pinning,
+                host_cpus=s.host_cpus,
+                root_auth=s.root_auth,
+                etcd_snapshots=EtcdSnapshots(
+                    schedule_cron=s.etcd_snapshot_cron, retention=s.etcd_snapshot_retention, s3=etcd_s3
+                ),
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
             ),
         )

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import cdktf
 import pytest
 import yaml
 from syrupy.extensions.json import JSONSnapshotExtension
 
+import main
 from environments import Instance
-from gpu_constructs.compute.proxmox import ProxmoxProps, kube_vip_manifests
+from gpu_constructs.compute.proxmox import (
+    CLOUD_INIT_INPUTS,
+    EtcdS3,
+    EtcdSnapshots,
+    GpuDevice,
+    ProxmoxProps,
+    kube_vip_manifests,
+)
 from gpu_constructs.errors import ConfigError
 from tests.conftest import by_kind, manifests_of, release_values, resources
 from tests.validators import validate_manifest
@@ -75,11 +86,122 @@ def test_vm_layout_as_the_seed(stack_json):
     assert "hostpci" not in cp
 
 
-def test_every_gpu_is_a_resource_mapping(stack_json):
-    mappings = list(resources(stack_json, "proxmox_virtual_environment_hardware_mapping_pci").values())
-    assert len(mappings) == 8
-    assert mappings[0]["map"][0]["id"] == "10de:20f1"
-    assert mappings[0]["map"][0]["path"] == "${element(var.gpu_pci_paths, 0)}"
+@pytest.fixture(scope="module")
+def every_stack() -> dict[str, dict]:
+    """Every proxmox-ha instance of main.py, synthesized."""
+    return {
+        instance.stack: json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
+        for instance in main.INSTANCES
+        if instance.environment == "proxmox-ha"
+    }
+
+
+def test_every_gpu_mapping_is_complete(every_stack):
+    """Proxmox refuses to start a VM whose mapping lacks the IOMMU group ("missing expected property
+    'iommugroup'") or whose subsystem id differs from the device's ("PCI device mapping invalid")."""
+    assert every_stack
+    for stack_json in every_stack.values():
+        mappings = list(resources(stack_json, "proxmox_virtual_environment_hardware_mapping_pci").values())
+        assert len(mappings) == 8
+        for index, mapping in enumerate(mappings):
+            (entry,) = mapping["map"]
+            assert entry == {
+                "id": "10de:20f1",
+                "node": "pve",
+                "path": f"${{var.gpu_devices[{index}].path}}",
+                "iommu_group": f"${{var.gpu_devices[{index}].iommu_group}}",
+                "subsystem_id": f"${{var.gpu_devices[{index}].subsystem_id}}",
+            }
+
+
+def vm_references(node, path=""):
+    """(attribute path, value) of every string in a VM body, with Terraform's index syntax."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from vm_references(value, f"{path}.{key}" if path else key)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from vm_references(value, f"{path}[{index}]")
+    elif isinstance(node, str):
+        yield path, node
+
+
+def test_cloud_init_inputs_are_ignored_on_running_vms(every_stack):
+    """bpg/proxmox replaces a VM when user_data_file_id changes (ForceNew), and a snippet whose
+    content changes is replaced, making the id unknown: every VM argument that refers to a snippet
+    must be in ignore_changes, or one token change recreates every node, all etcd members at once."""
+    for stack_json in every_stack.values():
+        for vm in resources(stack_json, "proxmox_virtual_environment_vm").values():
+            ignored = vm["lifecycle"]["ignore_changes"]
+            from_snippets = [
+                path
+                for path, value in vm_references({k: v for k, v in vm.items() if k != "lifecycle"})
+                if "proxmox_virtual_environment_file." in value
+            ]
+            assert from_snippets and set(from_snippets) <= set(ignored), vm["name"]
+            assert set(ignored) == set(CLOUD_INIT_INPUTS)
+
+
+def test_a_cloud_init_change_leaves_the_vms_as_they_are(stack_json):
+    changed = synth(api_vip="10.0.0.100", etcd_snapshot_retention=10)
+    assert resources(changed, "proxmox_virtual_environment_vm") == resources(
+        stack_json, "proxmox_virtual_environment_vm"
+    )
+    assert k3s_config(changed, "cp2") != k3s_config(stack_json, "cp2")
+
+
+def test_tags_are_sorted_and_dns_servers_used(every_stack):
+    for stack_json in every_stack.values():
+        for vm in resources(stack_json, "proxmox_virtual_environment_vm").values():
+            assert vm["tags"] == sorted(vm["tags"]), vm["name"]
+            assert vm["initialization"][0]["dns"] == [{"servers": ["10.0.0.1"]}]
+    custom = synth(dns_servers=("10.0.0.1", "9.9.9.9"))
+    assert {
+        tuple(vm["initialization"][0]["dns"][0]["servers"])
+        for vm in resources(custom, "proxmox_virtual_environment_vm").values()
+    } == {("10.0.0.1", "9.9.9.9")}
+
+
+@pytest.mark.parametrize("flag", ["hugepages", "cpu_pinning"])
+def test_hugepages_and_pinning_need_root_pam(flag):
+    with pytest.raises(
+        ConfigError, match=rf"'{flag}' is True: Proxmox allows hugepages and CPU affinity only"
+    ):
+        synth(**{flag: True})
+
+
+def test_hugepages_and_pinning_with_root_pam_set_numa(upstream):
+    stack = synth(hugepages=True, cpu_pinning=True, root_auth=True)
+    (provider,) = stack["provider"]["proxmox"]
+    assert provider["username"] == "root@pam" and provider["password"] == "${var.proxmox_root_password}"
+    assert "api_token" not in provider and "proxmox_api_token" not in stack["variable"]
+    assert stack["variable"]["proxmox_root_password"]["sensitive"] is True
+    machines = vms(stack)
+    assert machines["wk-gpu1"]["cpu"] == [{"cores": 16, "type": "host", "numa": True, "affinity": "12-27"}]
+    assert machines["wk-gpu4"]["cpu"][0]["affinity"] == "60-75"
+    assert machines["wk-gpu1"]["memory"] == [
+        {"dedicated": 131072, "hugepages": "1024", "keep_hugepages": True}
+    ]
+    assert "numa" not in machines["cp1"]["cpu"][0]
+    with pytest.raises(ConfigError, match=r"'cpu_pinning' is True: pinning needs host cores up to 75"):
+        synth(cpu_pinning=True, root_auth=True, host_cpus=64)
+
+
+def test_etcd_snapshots_scheduled_and_sent_to_s3(stack_json):
+    for name in ("cp1", "cp2", "cp3"):
+        config = k3s_config(stack_json, name)
+        assert config["etcd-snapshot-schedule-cron"] == "0 */6 * * *"
+        assert config["etcd-snapshot-retention"] == 28
+        assert config["etcd-s3"] is True
+        assert config["etcd-s3-bucket"] == "${var.etcd_s3_bucket}"
+        assert config["etcd-s3-secret-key"] == "${var.etcd_s3_secret_key}"
+        assert config["etcd-s3-folder"] == "proxmox-ha"
+    assert not [key for key in k3s_config(stack_json, "wk-gpu1") if key.startswith("etcd")]
+    for secret in ("etcd_s3_access_key", "etcd_s3_secret_key"):
+        assert stack_json["variable"][secret]["sensitive"] is True
+    local_only = synth(etcd_s3=False)
+    assert "etcd-s3" not in k3s_config(local_only, "cp1")
+    assert "etcd_s3_secret_key" not in local_only["variable"]
 
 
 def test_k3s_ha_by_cloud_init(stack_json):
@@ -150,16 +272,23 @@ def test_kube_vip_when_asked(upstream):
     assert k3s_config(stack, "wk-gpu1")["server"] == "https://10.0.0.100:6443"
 
 
+def devices(count: int = 8) -> list[GpuDevice]:
+    return [GpuDevice(f"0000:{0x41 + i:02x}:00.0", 32 + i, "10de:145f") for i in range(count)]
+
+
 def props(**overrides) -> ProxmoxProps:
     fields = {
         "k3s_token": "${var.t}",
         "ssh_public_key": "${var.k}",
         "ssh_private_key_path": "~/.ssh/id",
-        "gpu_pci_paths": ["${var.p}"],
+        "gpu_devices": devices(),
         "kubeconfig_path": "k",
     }
     fields.update(overrides)
     return ProxmoxProps(**fields)
+
+
+S3 = EtcdS3("s3.amazonaws.com", "etcd-snapshots", "${var.a}", "${var.s}")
 
 
 @pytest.mark.parametrize(
@@ -191,8 +320,131 @@ def props(**overrides) -> ProxmoxProps:
             {"cluster_cidr": "10.0.0.0/16"},
             r"'cluster_cidr' is '10.0.0.0/16': keep pod and service CIDRs out of 10.0.0.0/24",
         ),
+        ({"gpu_devices": devices(6)}, r"'gpu_devices' is 6: give exactly 8 GPUs: 4 workers x 2"),
+        (
+            {"gpu_devices": [*devices(7), GpuDevice("41:00.0", 1, "10de:145f")]},
+            r"'gpu_devices\[7\].path' is '41:00.0': give the address as `lspci -D` prints it",
+        ),
+        (
+            {"gpu_devices": [*devices(7), GpuDevice("0000:99:00.0", 32, "10de:145f")]},
+            r"'gpu_devices.iommu_group' is '32': each entry must appear once",
+        ),
+        (
+            {"gpu_devices": [*devices(7), GpuDevice("0000:99:00.0", 99, "145f")]},
+            r"'gpu_devices\[7\].subsystem_id' is '145f': give the subsystem vendor:device id",
+        ),
+        (
+            {"gpu_devices": [*devices(7), GpuDevice("0000:99:00.0", -1, "10de:145f")]},
+            r"'gpu_devices\[7\].iommu_group' is -1: use from 0 to 65535",
+        ),
+        ({"dns_servers": ()}, r"'dns_servers' is \(\): give at least one DNS server"),
+        ({"dns_servers": ("dns.example.com",)}, r"'dns_servers\[0\]' is 'dns.example.com': give an IPv4"),
+        ({"vm_id_base": 5}, r"'vm_id_base' is 5: use from 100"),
+        (
+            {"etcd_snapshots": EtcdSnapshots(schedule_cron="hourly")},
+            r"'etcd_snapshot_cron' is 'hourly': give a five-field cron schedule",
+        ),
+        ({"etcd_snapshots": EtcdSnapshots(retention=0)}, r"'etcd_snapshot_retention' is 0: use from 1"),
+        (
+            {
+                "etcd_snapshots": EtcdSnapshots(
+                    s3=EtcdS3("https://s3.amazonaws.com", "b-1", "${var.a}", "${var.s}")
+                )
+            },
+            r"'etcd_s3.endpoint' is 'https://s3.amazonaws.com': give host\[:port\] without a scheme",
+        ),
+        (
+            {
+                "etcd_snapshots": EtcdSnapshots(
+                    s3=EtcdS3("s3.amazonaws.com", "b-1", "${var.a}", "hunter2hunter2")
+                )
+            },
+            r"'etcd_s3.secret_key' is '\(hidden\)': pass a sensitive variable reference",
+        ),
     ],
 )
 def test_bad_layout_fails_with_field_value_and_fix(overrides, message):
     with pytest.raises(ConfigError, match=message):
         props(**overrides)
+
+
+def test_good_props_with_literal_devices_and_s3():
+    made = props(etcd_snapshots=EtcdSnapshots(s3=S3))
+    assert made.gpu_devices[0].path == "0000:41:00.0"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"nfs_path": "export/k3s"}, r"'nfs_path' is 'export/k3s': give the export's absolute path"),
+        ({"nfs_server": "nas"}, r"'nfs_server' is 'nas': give an IPv4 address"),
+        ({"rancher_replicas": 0}, r"'rancher_replicas' is 0: use from 1 to 10"),
+        ({"etcd_snapshot_retention": 0}, r"'etcd_snapshot_retention' is 0"),
+    ],
+)
+def test_bad_stack_settings_fail_at_synth(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        synth(**overrides)
+
+
+@pytest.fixture(scope="module")
+def variables_dir(stack_json, tmp_path_factory) -> Path:
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("terraform is not on PATH")
+    directory = tmp_path_factory.mktemp("proxmox-variables")
+    (directory / "main.tf.json").write_text(json.dumps({"variable": stack_json["variable"]}))
+    subprocess.run([terraform, "init", "-backend=false"], cwd=directory, check=True, capture_output=True)
+    return directory
+
+
+def gpu_list(groups=range(32, 40), subsystem="10de:145f") -> str:
+    entries = [
+        f'{{path = "0000:{0x41 + i:02x}:00.0", iommu_group = {group}, subsystem_id = "{subsystem}"}}'
+        for i, group in enumerate(groups)
+    ]
+    return "[" + ", ".join(entries) + "]"
+
+
+def plan(directory: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    base = {
+        "proxmox_endpoint": "https://pve:8006/",
+        "proxmox_api_token": "t@pve!x=y",
+        "k3s_token": "a" * 32,
+        "ssh_public_key": "ssh-ed25519 AAAA",
+        "gpu_devices": gpu_list(),
+        "acme_email": "ops@example.com",
+        "rancher_hostname": "rancher.example.com",
+        "jupyterhub_hostname": "jupyter.example.com",
+        "fleet_repo_url": "https://example.com/r.git",
+        "etcd_s3_bucket": "etcd",
+        "etcd_s3_access_key": "a",
+        "etcd_s3_secret_key": "s",
+    }
+    base.update(variables)
+    args = [f"-var={k}={v}" for k, v in base.items()]
+    return subprocess.run(
+        ["terraform", "plan", "-input=false", "-no-color", *args],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_good_gpu_devices_plan(variables_dir):
+    result = plan(variables_dir)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (gpu_list(range(32, 38)), "gpu_devices must list exactly 8 GPUs"),
+        (gpu_list([32, 32, 34, 35, 36, 37, 38, 39]), "each in its own IOMMU group"),
+        (gpu_list(subsystem="145f"), "gpu_devices subsystem_id looks like 10de:145f"),
+        (gpu_list([32, 33, 34, 35, 36, 37, 38, -1]), "gpu_devices iommu_group is the whole number"),
+    ],
+)
+def test_bad_gpu_devices_fail_in_terraform(variables_dir, value, message):
+    result = plan(variables_dir, gpu_devices=value)
+    assert result.returncode != 0 and message in " ".join(result.stderr.split())

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import cdktf
 import pytest
-from cdktf import TerraformStack
+from cdktf import TerraformResourceLifecycle, TerraformStack
 
 from gpu_constructs.providers.proxmox import (
     Agent,
     Cpu,
     Disk,
+    Dns,
     DownloadFile,
     EfiDisk,
     File,
@@ -72,15 +73,21 @@ def synthesized() -> dict:
         stack,
         "gpu0",
         name="gpu0",
-        map=[PciMap(id="10de:20f1", node="pve", path="0000:41:00.0", iommu_group=32)],
+        map=[
+            PciMap(id="10de:20f1", node="pve", path="0000:41:00.0", iommu_group=32, subsystem_id="10de:145f")
+        ],
     )
     Vm(
         stack, "vm", node_name="pve", name="wk-gpu1", vm_id=221,
-        cpu=Cpu(cores=16, affinity="0-15"), memory=Memory(dedicated=131072, hugepages="1024"),
+        cpu=Cpu(cores=16, numa=True, affinity="0-15"),
+        memory=Memory(dedicated=131072, hugepages="1024", keep_hugepages=True),
         efi_disk=EfiDisk(datastore_id="local-lvm"),
         disk=[Disk("scsi0", "local-lvm", 500, import_from=image.id_ref), Disk("scsi1", "local-lvm", 1024, ssd=True)],
         network_device=[NetworkDevice()],
-        initialization=Initialization("local-lvm", [IpConfig(Ipv4("10.0.0.21/24", "10.0.0.1"))], snippet.id_ref),
+        initialization=Initialization(
+            "local-lvm", [IpConfig(Ipv4("10.0.0.21/24", "10.0.0.1"))], snippet.id_ref, Dns(["10.0.0.1"])
+        ),
+        tags=["k3s", "gpu"], lifecycle=TerraformResourceLifecycle(ignore_changes=["initialization[0].user_data_file_id"]),
         hostpci=[HostPci("hostpci0", gpu.get_string_attribute("name"))],
         agent=Agent(enabled=True), operating_system=OperatingSystem(),
     )  # fmt: skip
@@ -120,9 +127,30 @@ def test_provider_block(synthesized, upstream):
     assert provider["api_token"] == "${var.token}"
 
 
+def test_password_login_for_root_pam(upstream):
+    stack = TerraformStack(cdktf.Testing.app(), "root")
+    ProxmoxProvider(stack, "proxmox", endpoint="https://pve:8006/", username="root@pam", password="${var.pw}")
+    (provider,) = json.loads(cdktf.Testing.synth(stack))["provider"]["proxmox"]
+    assert provider == {"endpoint": "https://pve:8006/", "username": "root@pam", "password": "${var.pw}"}
+    assert set(provider) <= documented(upstream, "index.md")
+
+
 def test_vm_blocks_are_terraform_blocks(synthesized):
     (vm,) = synthesized["resource"]["proxmox_virtual_environment_vm"].values()
-    assert vm["cpu"] == [{"cores": 16, "type": "host", "affinity": "0-15"}]
+    assert vm["cpu"] == [{"cores": 16, "type": "host", "numa": True, "affinity": "0-15"}]
+    assert vm["tags"] == ["gpu", "k3s"]
+    assert vm["lifecycle"] == {"ignore_changes": ["initialization[0].user_data_file_id"]}
+    assert vm["initialization"][0]["dns"] == [{"servers": ["10.0.0.1"]}]
+    (gpu,) = synthesized["resource"]["proxmox_virtual_environment_hardware_mapping_pci"].values()
+    assert gpu["map"] == [
+        {
+            "id": "10de:20f1",
+            "node": "pve",
+            "path": "0000:41:00.0",
+            "iommu_group": 32,
+            "subsystem_id": "10de:145f",
+        }
+    ]
     assert vm["hostpci"] == [
         {
             "device": "hostpci0",

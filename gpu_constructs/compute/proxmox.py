@@ -9,12 +9,13 @@ do not work with API tokens. The GPU Operator installs driver and toolkit inside
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from cdktf import Fn
+from cdktf import TerraformResourceLifecycle
 from constructs import Construct
 
 from gpu_constructs import validate, versions
@@ -25,6 +26,7 @@ from gpu_constructs.providers.proxmox import (
     Agent,
     Cpu,
     Disk,
+    Dns,
     DownloadFile,
     EfiDisk,
     File,
@@ -44,6 +46,119 @@ from gpu_constructs.providers.proxmox import (
 GPU_LABEL = ("nvidia.com/gpu", "true")
 GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
 SCRATCH_MOUNT = "/mnt/scratch"
+PCI_PATH = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
+PCI_ID = re.compile(r"[0-9a-f]{4}:[0-9a-f]{4}")
+CLOUD_INIT_INPUTS = ("initialization[0].user_data_file_id",)
+"""VM arguments that carry cloud-init user data. Cloud-init runs once, on first boot, so a change
+there means nothing to a running node; and bpg/proxmox marks ``user_data_file_id`` ForceNew
+(proxmoxtf/resource/vm/vm.go), so without ignoring it a new token, key, k3s version or VIP would
+replace every VM at once, all etcd members with them. Such changes roll out node by node (README)."""
+
+
+@dataclass(frozen=True)
+class GpuDevice:
+    """One GPU on the Proxmox host, as a PCI resource mapping needs it; each field may be a
+    reference to a variable (Terraform then validates it)."""
+
+    path: str
+    """PCI address as ``lspci -D`` prints it, e.g. 0000:41:00.0."""
+    iommu_group: int | str
+    """The IOMMU group of the device: the directory under /sys/kernel/iommu_groups holding it."""
+    subsystem_id: str
+    """Subsystem vendor:device id, e.g. 10de:145f (``lspci -nn -v -s <path>``, 'Subsystem')."""
+
+    def check(self, field_name: str) -> None:
+        if not validate.is_reference(self.path) and not PCI_PATH.fullmatch(self.path):
+            raise ConfigError(
+                f"{field_name}.path", self.path, "give the address as `lspci -D` prints it, e.g. 0000:41:00.0"
+            )
+        if isinstance(self.iommu_group, str):
+            if not validate.is_reference(self.iommu_group):
+                raise ConfigError(
+                    f"{field_name}.iommu_group",
+                    self.iommu_group,
+                    "give the group number from /sys/kernel/iommu_groups, e.g. 32",
+                )
+        else:
+            validate.int_range(f"{field_name}.iommu_group", self.iommu_group, 0, 65535)
+        if not validate.is_reference(self.subsystem_id) and not PCI_ID.fullmatch(self.subsystem_id):
+            raise ConfigError(
+                f"{field_name}.subsystem_id",
+                self.subsystem_id,
+                "give the subsystem vendor:device id from `lspci -nn -v`, e.g. 10de:145f",
+            )
+
+
+@dataclass(frozen=True)
+class EtcdS3:
+    """An S3-compatible target for the etcd snapshots (k3s's etcd-s3-* flags)."""
+
+    endpoint: str
+    """Host and optional port, no scheme: s3.amazonaws.com, minio.example.com:9000."""
+    bucket: str
+    access_key: str
+    """A reference to a sensitive variable."""
+    secret_key: str
+    """A reference to a sensitive variable, never the key itself."""
+    region: str = "us-east-1"
+    folder: str = ""
+    insecure: bool = False
+    """Plain HTTP (a lab MinIO without TLS)."""
+
+    def check(self) -> None:
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?", self.endpoint):
+            raise ConfigError(
+                "etcd_s3.endpoint", self.endpoint, "give host[:port] without a scheme, e.g. s3.amazonaws.com"
+            )
+        if not validate.is_reference(self.bucket) and not re.fullmatch(
+            r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.bucket
+        ):
+            raise ConfigError("etcd_s3.bucket", self.bucket, "give an S3 bucket name, e.g. etcd-snapshots")
+        for name, value in (("access_key", self.access_key), ("secret_key", self.secret_key)):
+            if not validate.is_reference(value):
+                raise ConfigError(
+                    f"etcd_s3.{name}", "(hidden)", "pass a sensitive variable reference, never the key itself"
+                )
+        if self.folder and not re.fullmatch(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", self.folder):
+            raise ConfigError("etcd_s3.folder", self.folder, "give a relative folder such as proxmox-ha")
+
+
+@dataclass(frozen=True)
+class EtcdSnapshots:
+    """Scheduled snapshots of the embedded etcd, kept on each server and, with ``s3``, off the node."""
+
+    schedule_cron: str = "0 */6 * * *"
+    retention: int = 28
+    """Snapshots kept per server (and in S3): 28 at six-hourly is a week."""
+    s3: EtcdS3 | None = None
+
+    def check(self) -> None:
+        validate.cron("etcd_snapshot_cron", self.schedule_cron)
+        validate.int_range("etcd_snapshot_retention", self.retention, 1, 1000)
+        if self.s3:
+            self.s3.check()
+
+    def k3s_flags(self) -> dict[str, Any]:
+        flags: dict[str, Any] = {
+            "etcd-snapshot-schedule-cron": self.schedule_cron,
+            "etcd-snapshot-retention": self.retention,
+        }
+        if self.s3:
+            flags.update(
+                {
+                    "etcd-s3": True,
+                    "etcd-s3-endpoint": self.s3.endpoint,
+                    "etcd-s3-bucket": self.s3.bucket,
+                    "etcd-s3-region": self.s3.region,
+                    "etcd-s3-access-key": self.s3.access_key,
+                    "etcd-s3-secret-key": self.s3.secret_key,
+                }
+            )
+            if self.s3.folder:
+                flags["etcd-s3-folder"] = self.s3.folder
+            if self.s3.insecure:
+                flags["etcd-s3-insecure"] = True
+        return flags
 
 
 @dataclass(frozen=True)
@@ -66,8 +181,8 @@ class ProxmoxProps:
     """Reference to a sensitive variable."""
     ssh_public_key: str
     ssh_private_key_path: str
-    gpu_pci_paths: Sequence[str]
-    """Host PCI addresses of the GPUs to pass through, one per mapping (a variable reference)."""
+    gpu_devices: Sequence[GpuDevice]
+    """The GPUs to pass through, one resource mapping each: gpus_per_worker x workers of them."""
     kubeconfig_path: str
     node_name: str = "pve"
     vm_datastore: str = "local-lvm"
@@ -97,6 +212,12 @@ class ProxmoxProps:
     """Back worker memory with 1 GiB huge pages (configure them on the host first)."""
     cpu_pinning: bool = False
     """Pin each worker's vCPUs to its own host cores, after the control planes'."""
+    host_cpus: int = 128
+    """Logical CPUs of the Proxmox host (``nproc``); pinned cores must exist."""
+    root_auth: bool = False
+    """The provider logs in as root@pam with a password: Proxmox allows hugepages and CPU affinity
+    to no one else, API tokens included (even root@pam's)."""
+    etcd_snapshots: EtcdSnapshots = field(default_factory=EtcdSnapshots)
     image_url: str = versions.UBUNTU_CLOUD_IMAGE.version
     sharing: GpuSharing = field(default_factory=GpuSharing)
     vm_id_base: int = 200
@@ -110,6 +231,10 @@ class ProxmoxProps:
         if not self.worker_ips:
             raise ConfigError("worker_ips", (), "give at least one GPU worker")
         network = validate.cidr("network", self.network)
+        if not self.dns_servers:
+            raise ConfigError("dns_servers", (), "give at least one DNS server, e.g. the gateway")
+        for index, server in enumerate(self.dns_servers):
+            validate.ipv4(f"dns_servers[{index}]", server)
         addresses = {"gateway": self.gateway}
         if self.api_vip:
             addresses["api_vip"] = self.api_vip
@@ -143,6 +268,42 @@ class ProxmoxProps:
             "gpus_per_worker", self.gpus_per_worker, 1, 16, why="a VM takes hostpci0 to hostpci15"
         )
         validate.int_range("scratch_gb", self.scratch_gb, 10, 65536)
+        if len(self.gpu_devices) != wanted:
+            raise ConfigError(
+                "gpu_devices",
+                len(self.gpu_devices),
+                f"give exactly {wanted} GPUs: {len(self.worker_ips)} workers x {self.gpus_per_worker}",
+            )
+        for index, device in enumerate(self.gpu_devices):
+            device.check(f"gpu_devices[{index}]")
+        for attribute in ("path", "iommu_group"):
+            literal = [
+                str(getattr(d, attribute))
+                for d in self.gpu_devices
+                if not validate.is_reference(str(getattr(d, attribute)))
+            ]
+            # A VM takes a whole IOMMU group: two GPUs in one group cannot go to two VMs.
+            validate.unique(f"gpu_devices.{attribute}", literal)
+        validate.int_range("vm_id_base", self.vm_id_base, 100, 999_999_000)
+        validate.int_range("host_cpus", self.host_cpus, 1, 8192)
+        for flag, enabled in (("hugepages", self.hugepages), ("cpu_pinning", self.cpu_pinning)):
+            if enabled and not self.root_auth:
+                raise ConfigError(
+                    flag,
+                    True,
+                    "Proxmox allows hugepages and CPU affinity only to root@pam with a password (API "
+                    "tokens are refused, even root@pam's): set root_auth=True and give the root password",
+                )
+        if self.cpu_pinning:
+            last = self.pinned_cores(len(self.worker_ips) - 1)[1]
+            if last >= self.host_cpus:
+                raise ConfigError(
+                    "cpu_pinning",
+                    True,
+                    f"pinning needs host cores up to {last} but host_cpus is {self.host_cpus}; "
+                    "raise host_cpus to the host's nproc or turn pinning off",
+                )
+        self.etcd_snapshots.check()
         validate.version("k3s_version", self.k3s_version, r"v\d+\.\d+\.\d+\+k3s\d+", "v1.33.4+k3s1")
         validate.version("gpu_pci_id", self.gpu_pci_id, r"[0-9a-f]{4}:[0-9a-f]{4}", "10de:20f1")
         if validate.cidr("cluster_cidr", self.cluster_cidr).overlaps(network) or validate.cidr(
@@ -155,6 +316,11 @@ class ProxmoxProps:
     @property
     def server_address(self) -> str:
         return self.api_vip or self.control_plane_ips[0]
+
+    def pinned_cores(self, worker: int) -> tuple[int, int]:
+        """First and last host core of a worker's pinned vCPUs, after the control planes' cores."""
+        start = len(self.control_plane_ips) * self.control_plane_size.vcpus + worker * self.worker_size.vcpus
+        return start, start + self.worker_size.vcpus - 1
 
 
 class ProxmoxGpuCompute(Construct):
@@ -180,11 +346,15 @@ class ProxmoxGpuCompute(Construct):
                 comment="GPU passed through to a k3s worker",
                 map=[
                     PciMap(
-                        id=props.gpu_pci_id, node=props.node_name, path=Fn.element(props.gpu_pci_paths, index)
+                        id=props.gpu_pci_id,
+                        node=props.node_name,
+                        path=device.path,
+                        iommu_group=device.iommu_group,
+                        subsystem_id=device.subsystem_id,
                     )
                 ],
             )
-            for index in range(props.gpus_per_worker * len(props.worker_ips))
+            for index, device in enumerate(props.gpu_devices)
         ]
         self.control_planes = [
             self._vm(
@@ -276,9 +446,15 @@ class ProxmoxGpuCompute(Construct):
             ]
             if props.hugepages:
                 memory = Memory(dedicated=size.memory_gb * 1024, hugepages="1024", keep_hugepages=True)
-            if props.cpu_pinning:
-                start = len(props.control_plane_ips) * props.control_plane_size.vcpus + index * size.vcpus
-                cpu = Cpu(cores=size.vcpus, type="host", affinity=f"{start}-{start + size.vcpus - 1}")
+            if props.hugepages or props.cpu_pinning:
+                # hugepages require cpu.numa (provider docs, memory.hugepages); pinning keeps it too.
+                low, high = props.pinned_cores(index)
+                cpu = Cpu(
+                    cores=size.vcpus,
+                    type="host",
+                    numa=True,
+                    affinity=f"{low}-{high}" if props.cpu_pinning else None,
+                )
         return Vm(
             self,
             name,
@@ -296,10 +472,12 @@ class ProxmoxGpuCompute(Construct):
                 datastore_id=props.vm_datastore,
                 ip_config=[IpConfig(Ipv4(f"{ip}/{network.prefixlen}", props.gateway))],
                 user_data_file_id=snippet.id_ref,
+                dns=Dns(servers=props.dns_servers),
             ),
             hostpci=hostpci,
             agent=Agent(enabled=True),
             operating_system=OperatingSystem("l26"),
+            lifecycle=TerraformResourceLifecycle(ignore_changes=list(CLOUD_INIT_INPUTS)),
         )
 
     def k3s_config(self, ip: str, *, role: str, first: bool) -> dict[str, Any]:
@@ -315,6 +493,7 @@ class ProxmoxGpuCompute(Construct):
                     "write-kubeconfig-mode": "0600",
                 }
             )
+            config.update(props.etcd_snapshots.k3s_flags())
             if first:
                 config["cluster-init"] = True
             else:

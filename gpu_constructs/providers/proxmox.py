@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cdktf import TerraformProvider, TerraformProviderGeneratorMetadata
+from cdktf import TerraformProvider, TerraformProviderGeneratorMetadata, TerraformResourceLifecycle
 from constructs import Construct
 
 from gpu_constructs.providers._base import BoundResource, block, drop_none
@@ -28,7 +28,8 @@ class ProviderSsh:
 
 
 class ProxmoxProvider(TerraformProvider):
-    """``provider "proxmox"``, authenticated with an API token (a sensitive variable)."""
+    """``provider "proxmox"``, authenticated with an API token, or with a user and password where
+    Proxmox allows an operation only to ``root@pam`` (both secrets from sensitive variables)."""
 
     def __init__(
         self,
@@ -37,6 +38,8 @@ class ProxmoxProvider(TerraformProvider):
         *,
         endpoint: str,
         api_token: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
         insecure: bool | None = None,
         ssh: ProviderSsh | None = None,
     ) -> None:
@@ -52,6 +55,8 @@ class ProxmoxProvider(TerraformProvider):
         self._arguments = {
             "endpoint": endpoint,
             "api_token": api_token,
+            "username": username,
+            "password": password,
             "insecure": insecure,
             "ssh": [block(ssh)] if ssh else None,
         }
@@ -133,15 +138,21 @@ class DownloadFile(_ProxmoxResource):
 
 @dataclass(frozen=True)
 class PciMap:
-    """One host device of a PCI resource mapping."""
+    """One host device of a PCI resource mapping. Proxmox checks every field when a VM using the
+    mapping starts: without ``iommu_group`` the mapping is incomplete ("missing expected property
+    'iommugroup'"), and a ``subsystem_id`` other than the device's fails as "PCI device mapping
+    invalid"; so both are required here."""
 
     id: str
     """Vendor and device id, e.g. 10de:20f1 (A100 PCIe 40GB)."""
     node: str
     path: str
     """PCI address on the host, e.g. 0000:41:00.0."""
-    iommu_group: int | None = None
-    subsystem_id: str | None = None
+    iommu_group: int | str
+    """The device's IOMMU group (a number, or a reference to one)."""
+    subsystem_id: str
+    """Subsystem vendor and device id, e.g. 10de:145f (``lspci -nn -v -s <path>``)."""
+    comment: str | None = None
 
 
 class HardwareMappingPci(_ProxmoxResource):
@@ -274,6 +285,7 @@ class Vm(_ProxmoxResource):
         description: str | None = None,
         stop_on_destroy: bool | None = True,
         depends_on: Sequence[Any] | None = None,
+        lifecycle: TerraformResourceLifecycle | None = None,
     ) -> None:
         super().__init__(
             scope,
@@ -283,7 +295,8 @@ class Vm(_ProxmoxResource):
                 "name": name,
                 "vm_id": vm_id,
                 "description": description,
-                "tags": list(tags) or None,
+                # Proxmox stores tags sorted; an unsorted list shows a diff on every plan.
+                "tags": sorted(tags) or None,
                 "machine": machine,
                 "bios": bios,
                 "on_boot": on_boot,
@@ -300,4 +313,5 @@ class Vm(_ProxmoxResource):
                 "operating_system": [block(operating_system)] if operating_system else None,
             },
             depends_on=depends_on,
+            lifecycle=lifecycle,
         )
