@@ -24,7 +24,7 @@ from gpu_constructs.compute.proxmox import (
 )
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
-from gpu_constructs.jupyterhub import JupyterHub, JupyterHubProps
+from gpu_constructs.jupyterhub import HubAuth, JupyterHub, JupyterHubProps
 from gpu_constructs.networking import Networking, NetworkingProps
 from gpu_constructs.providers.proxmox import ProviderSsh, ProxmoxProvider
 from gpu_constructs.storage import Storage, StorageProps, StorageTier
@@ -69,6 +69,17 @@ class ProxmoxHaSettings:
     """The seed lists 0, 1, 2 and 4 GPUs, but its workers have 2 A100s each, so a 4-GPU notebook
     could never schedule; add 4 together with gpus_per_worker=4 (synth fails otherwise)."""
     rancher_replicas: int = 3
+    jupyter_auth: str = "native"
+    """How JupyterHub users log in: native (sign-ups an admin approves), github or oidc (an OAuth app
+    whose client id and secret are the jupyterhub_oauth_client_* variables). Never dummy: the hub is
+    public."""
+    jupyter_admin_users: tuple[str, ...] = ("admin",)
+    jupyter_allowed_users: tuple[str, ...] = ()
+    jupyter_github_organizations: tuple[str, ...] = ()
+    jupyter_oidc_authorize_url: str | None = None
+    jupyter_oidc_token_url: str | None = None
+    jupyter_oidc_userdata_url: str | None = None
+    jupyter_oidc_allowed_groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         validate.ipv4("nfs_server", self.nfs_server)
@@ -319,6 +330,7 @@ class ProxmoxHaStack(TerraformStack):
                 home_storage_class=NFS_CLASS,
                 scratch_storage_class=SCRATCH_CLASS,
                 gpu_profiles=s.jupyter_gpu_profiles,
+                auth=self.hub_auth(s),
                 values=helm.ValuesLayers(overlay=s.environment, directory=PROJECT_ROOT / "helm-values"),
                 depends_on=[nfs, storage.release, operator.release, networking.issuers],
             ),
@@ -334,3 +346,29 @@ class ProxmoxHaStack(TerraformStack):
         TerraformOutput(self, "dns_records", value=networking.dns_records)
         TerraformOutput(self, "rancher_url", value=f"https://{rancher_host.string_value}")
         TerraformOutput(self, "jupyterhub_url", value=f"https://{jupyter_host.string_value}")
+
+    def hub_auth(self, s: ProxmoxHaSettings) -> HubAuth:
+        client_id = client_secret = None
+        if s.jupyter_auth in ("github", "oidc"):
+            client_id = TerraformVariable(
+                self, "jupyterhub_oauth_client_id", type="string", description="OAuth app client id."
+            ).string_value
+            client_secret = TerraformVariable(
+                self,
+                "jupyterhub_oauth_client_secret",
+                type="string",
+                sensitive=True,
+                description="OAuth app client secret.",
+            ).string_value
+        return HubAuth(
+            kind=s.jupyter_auth,
+            admin_users=s.jupyter_admin_users,
+            allowed_users=s.jupyter_allowed_users,
+            allowed_organizations=s.jupyter_github_organizations,
+            allowed_groups=s.jupyter_oidc_allowed_groups,
+            client_id=client_id,
+            client_secret=client_secret,
+            authorize_url=s.jupyter_oidc_authorize_url,
+            token_url=s.jupyter_oidc_token_url,
+            userdata_url=s.jupyter_oidc_userdata_url,
+        )

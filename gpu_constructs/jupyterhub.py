@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cdktf_cdktf_provider_helm.release import ReleaseSetSensitive
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
@@ -13,6 +14,124 @@ from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster
 from gpu_constructs.errors import ConfigError
 
 NAMESPACE = "jupyterhub"
+AUTH_KINDS = ("native", "github", "oidc", "dummy")
+_CLASSES = {
+    "native": "nativeauthenticator.NativeAuthenticator",
+    "github": "github",
+    "oidc": "generic-oauth",
+    "dummy": "dummy",
+}
+_OAUTH_SECTION = {"github": "GitHubOAuthenticator", "oidc": "GenericOAuthenticator"}
+
+
+@dataclass(frozen=True)
+class HubAuth:
+    """How users log in. The chart's default, DummyAuthenticator, admits anyone with any name and
+    password; ``native`` (accounts that an admin approves), ``github`` and ``oidc`` are real ones."""
+
+    kind: str = "native"
+    admin_users: Sequence[str] = ()
+    """Hub admins; with ``native`` they approve sign-ups (sign up as one of them first)."""
+    allowed_users: Sequence[str] = ()
+    allowed_organizations: Sequence[str] = ()
+    """github: members of these organizations may log in."""
+    allowed_groups: Sequence[str] = ()
+    """oidc: members of these groups (the ``groups_claim`` of the user info) may log in."""
+    client_id: str | None = None
+    client_secret: str | None = None
+    """A reference to a sensitive variable; it reaches the chart through set_sensitive only."""
+    authorize_url: str | None = None
+    token_url: str | None = None
+    userdata_url: str | None = None
+    username_claim: str = "preferred_username"
+    groups_claim: str = "groups"
+
+    def __post_init__(self) -> None:
+        validate.one_of("auth.kind", self.kind, AUTH_KINDS)
+        for name in (*self.admin_users, *self.allowed_users):
+            if not name or any(c.isspace() for c in name):
+                raise ConfigError("auth.admin_users", name, "give user names without spaces")
+        if self.kind == "native" and not self.admin_users:
+            raise ConfigError(
+                "auth.admin_users", (), "the native authenticator needs an admin to approve sign-ups"
+            )
+        if self.kind in _OAUTH_SECTION:
+            if not self.client_id:
+                raise ConfigError("auth.client_id", self.client_id, "give the OAuth app's client id")
+            if not self.client_secret or not validate.is_reference(self.client_secret):
+                raise ConfigError(
+                    "auth.client_secret",
+                    "(hidden)" if self.client_secret else None,
+                    "pass a reference to a sensitive variable, never the secret itself",
+                )
+        if self.kind == "github" and not (self.allowed_organizations or self.allowed_users):
+            raise ConfigError(
+                "auth.allowed_organizations",
+                (),
+                "OAuthenticator admits no one without an allow rule: give organizations or users",
+            )
+        if self.kind == "oidc":
+            for name in ("authorize_url", "token_url", "userdata_url"):
+                url = getattr(self, name)
+                if not url or not (url.startswith("https://") or validate.is_reference(url)):
+                    raise ConfigError(f"auth.{name}", url, "give the provider's https:// endpoint")
+            if not (self.allowed_groups or self.allowed_users):
+                raise ConfigError(
+                    "auth.allowed_groups",
+                    (),
+                    "OAuthenticator admits no one without an allow rule: give groups or users",
+                )
+
+    def values(self, host: str) -> dict[str, Any]:
+        """The chart's hub.config for this authenticator, without the client secret."""
+        config: dict[str, Any] = {"JupyterHub": {"authenticator_class": _CLASSES[self.kind]}}
+        authenticator: dict[str, Any] = {}
+        if self.admin_users:
+            authenticator["admin_users"] = sorted(self.admin_users)
+        if self.allowed_users:
+            authenticator["allowed_users"] = sorted(self.allowed_users)
+        if self.kind == "native":
+            # NativeAuthenticator.authenticate refuses accounts an admin has not approved
+            # (nativeauthenticator.py, `user.is_authorized`), so every account it lets through is allowed.
+            authenticator["allow_all"] = True
+            config["NativeAuthenticator"] = {"open_signup": False}
+        if authenticator:
+            config["Authenticator"] = authenticator
+        if self.kind in _OAUTH_SECTION:
+            oauth: dict[str, Any] = {
+                "client_id": self.client_id,
+                "oauth_callback_url": f"https://{host}/hub/oauth_callback",
+            }
+            if self.kind == "github":
+                oauth["scope"] = ["read:org"]
+                if self.allowed_organizations:
+                    oauth["allowed_organizations"] = sorted(self.allowed_organizations)
+            else:
+                oauth.update(
+                    {
+                        "authorize_url": self.authorize_url,
+                        "token_url": self.token_url,
+                        "userdata_url": self.userdata_url,
+                        "scope": ["openid", "profile", "email", self.groups_claim],
+                        "username_claim": self.username_claim,
+                        "claim_groups_key": self.groups_claim,
+                    }
+                )
+                if self.allowed_groups:
+                    oauth["allowed_groups"] = sorted(self.allowed_groups)
+            config[_OAUTH_SECTION[self.kind]] = oauth
+        return {"hub": {"config": config}}
+
+    def sensitive_values(self) -> list[ReleaseSetSensitive]:
+        if self.kind not in _OAUTH_SECTION or not self.client_secret:
+            return []
+        return [
+            ReleaseSetSensitive(
+                name=f"hub.config.{_OAUTH_SECTION[self.kind]}.client_secret",
+                value=self.client_secret,
+                type="string",
+            )
+        ]
 
 
 @dataclass(frozen=True)
@@ -24,6 +143,10 @@ class JupyterHubProps:
     """Class of the persistent home volumes (the seed: NFS)."""
     scratch_storage_class: str
     """Class of the per-session scratch volume (the seed: local NVMe)."""
+    auth: HubAuth
+    """How users log in; never the chart's DummyAuthenticator on a public hub."""
+    public: bool = True
+    """Served by an Ingress with a public TLS host."""
     values: helm.ValuesLayers | None = None
     gpu_profiles: Sequence[int] = (0, 1, 2, 4)
     """GPUs per profile; 0 is the CPU-only profile and the default."""
@@ -47,6 +170,13 @@ class JupyterHubProps:
         validate.quantity("home_size", self.home_size)
         validate.quantity("scratch_size", self.scratch_size)
         validate.int_range("cull_timeout_seconds", self.cull_timeout_seconds, 300)
+        if self.public and self.auth.kind == "dummy":
+            raise ConfigError(
+                "auth.kind",
+                "dummy",
+                "DummyAuthenticator lets anyone in with any name and password; a public hub needs "
+                "native, github or oidc",
+            )
 
 
 class JupyterHub(Construct):
@@ -59,7 +189,9 @@ class JupyterHub(Construct):
         props.cluster.check_gpu_demand("gpu_profiles", 1, largest)
         props.cluster.check_pod_fits("gpu_profiles", largest)
         layered = props.values.load("jupyterhub") if props.values else {}
-        self.values = helm.deep_merge(layered, self.contract_values())
+        self.values = helm.deep_merge(
+            helm.deep_merge(layered, self.contract_values()), props.auth.values(props.host)
+        )
         self.release = helm.release(
             self,
             "jupyterhub",
@@ -72,6 +204,9 @@ class JupyterHub(Construct):
             depends_on=[*props.cluster.ready, *props.depends_on],
             timeout=900,
         )
+        secrets = props.auth.sensitive_values()
+        if secrets:
+            self.release.put_set_sensitive(secrets)
 
     def profile(self, gpus: int) -> dict[str, Any]:
         props = self.props
@@ -142,7 +277,7 @@ class JupyterHub(Construct):
             "cull": {"enabled": True, "timeout": props.cull_timeout_seconds, "every": 300},
             "proxy": {"service": {"type": "ClusterIP"}},
             "ingress": {
-                "enabled": True,
+                "enabled": props.public,
                 "ingressClassName": props.ingress_class,
                 "annotations": {"cert-manager.io/cluster-issuer": props.cluster_issuer},
                 "hosts": [props.host],

@@ -4,7 +4,7 @@ import pytest
 
 from gpu_constructs.cluster import K3S_CONTAINERD, Manager
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.jupyterhub import JupyterHub, JupyterHubProps
+from gpu_constructs.jupyterhub import HubAuth, JupyterHub, JupyterHubProps
 from tests.conftest import make_cluster, release_values, resources
 from tests.validators import validate_values
 
@@ -18,12 +18,23 @@ def hub_values(synth, cluster=None, **overrides):
         "host": "jupyter.example.com",
         "home_storage_class": "nfs-client",
         "scratch_storage_class": "fast-scratch",
+        "auth": NATIVE,
     }
     fields.update(overrides)
     synthesized = synth(lambda stack: JupyterHub(stack, "hub", props=JupyterHubProps(**fields)))
     (release,) = resources(synthesized, "helm_release").values()
     assert (release["chart"], release["version"]) == ("jupyterhub", "4.4.0")
     return release_values(release)
+
+
+NATIVE = HubAuth(admin_users=("admin",))
+GITHUB = HubAuth(
+    kind="github",
+    admin_users=("octocat",),
+    allowed_organizations=("acme",),
+    client_id="Iv1.abc",
+    client_secret="${var.jupyterhub_oauth_client_secret}",
+)
 
 
 def test_profiles_with_0_1_2_4_gpus_placed_by_the_contract(synth):
@@ -74,5 +85,151 @@ def test_a_cpu_profile_is_required():
             host="h.example.com",
             home_storage_class="a",
             scratch_storage_class="b",
+            auth=NATIVE,
             gpu_profiles=(1, 2),
         )
+
+
+def hub_release(synth, **overrides):
+    fields = {
+        "cluster": make_cluster(gpu_capacity=8),
+        "host": "jupyter.example.com",
+        "home_storage_class": "nfs-client",
+        "scratch_storage_class": "fast-scratch",
+        "gpu_profiles": (0, 1),
+    }
+    fields.update(overrides)
+    synthesized = synth(lambda stack: JupyterHub(stack, "hub", props=JupyterHubProps(**fields)))
+    (release,) = resources(synthesized, "helm_release").values()
+    return release
+
+
+def test_native_authenticator_with_admin_approval(synth, upstream):
+    values = release_values(hub_release(synth, auth=NATIVE))
+    config = values["hub"]["config"]
+    assert config["JupyterHub"]["authenticator_class"] == "nativeauthenticator.NativeAuthenticator"
+    assert config["Authenticator"] == {"admin_users": ["admin"], "allow_all": True}
+    assert config["NativeAuthenticator"] == {"open_signup": False}
+    validate_values(
+        values, upstream / "jupyterhub" / "values.schema.yaml", upstream / "jupyterhub" / "values.yaml"
+    )
+
+
+def test_github_oauth_secret_only_through_set_sensitive(synth, upstream):
+    release = hub_release(synth, auth=GITHUB)
+    config = release_values(release)["hub"]["config"]
+    assert config["JupyterHub"]["authenticator_class"] == "github"
+    assert config["GitHubOAuthenticator"] == {
+        "client_id": "Iv1.abc",
+        "oauth_callback_url": "https://jupyter.example.com/hub/oauth_callback",
+        "allowed_organizations": ["acme"],
+        "scope": ["read:org"],
+    }
+    assert release["set_sensitive"] == [
+        {
+            "name": "hub.config.GitHubOAuthenticator.client_secret",
+            "value": "${var.jupyterhub_oauth_client_secret}",
+            "type": "string",
+        }
+    ]
+    assert "client_secret" not in release["values"][0]
+
+
+def test_generic_oidc(synth):
+    auth = HubAuth(
+        kind="oidc",
+        allowed_groups=("ml",),
+        client_id="hub",
+        client_secret="${var.s}",
+        authorize_url="https://id.example.com/auth",
+        token_url="https://id.example.com/token",
+        userdata_url="https://id.example.com/userinfo",
+    )
+    config = release_values(hub_release(synth, auth=auth))["hub"]["config"]
+    assert config["JupyterHub"]["authenticator_class"] == "generic-oauth"
+    oidc = config["GenericOAuthenticator"]
+    assert (oidc["allowed_groups"], oidc["claim_groups_key"], oidc["username_claim"]) == (
+        ["ml"],
+        "groups",
+        "preferred_username",
+    )
+
+
+def test_a_public_hub_never_runs_the_dummy_authenticator(synth):
+    with pytest.raises(ConfigError, match=r"'auth.kind' is 'dummy': DummyAuthenticator lets anyone in"):
+        hub_release(synth, auth=HubAuth(kind="dummy"))
+    private = release_values(hub_release(synth, auth=HubAuth(kind="dummy"), public=False))
+    assert private["ingress"]["enabled"] is False
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({}, r"'auth.admin_users' is \(\): the native authenticator needs an admin"),
+        ({"kind": "ldap"}, r"'auth.kind' is 'ldap': use one of native, github, oidc, dummy"),
+        (
+            {"kind": "github", "client_id": "x", "client_secret": "plain-secret", "allowed_users": ("a",)},
+            r"'auth.client_secret' is '\(hidden\)': pass a reference to a sensitive variable",
+        ),
+        (
+            {"kind": "github", "client_id": "x", "client_secret": "${var.s}"},
+            r"'auth.allowed_organizations' is \(\): OAuthenticator admits no one",
+        ),
+        (
+            {
+                "kind": "oidc",
+                "client_id": "x",
+                "client_secret": "${var.s}",
+                "allowed_groups": ("g",),
+                "authorize_url": "http://id.example.com/auth",
+            },
+            r"'auth.authorize_url' is 'http://id.example.com/auth': give the provider's https:// endpoint",
+        ),
+    ],
+)
+def test_bad_auth_fails_at_synth(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        HubAuth(**fields)
+
+
+def test_no_public_hub_in_any_stack_admits_anyone():
+    """Every JupyterHub that main.py deploys behind an Ingress names a real authenticator."""
+    import json
+
+    import cdktf
+
+    import main
+
+    hubs = 0
+    for instance in main.INSTANCES:
+        stack = json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
+        for release in resources(stack, "helm_release").values():
+            if release["chart"] != "jupyterhub":
+                continue
+            values = release_values(release)
+            hubs += 1
+            assert values["ingress"]["enabled"] is True
+            authenticator = values["hub"]["config"]["JupyterHub"]["authenticator_class"]
+            assert authenticator in ("nativeauthenticator.NativeAuthenticator", "github", "generic-oauth")
+    assert hubs
+
+
+def test_stack_oauth_variables_are_sensitive():
+    import json
+
+    import cdktf
+
+    from environments import Instance
+
+    built = Instance(
+        "proxmox-ha", "proxmox-ha", {"jupyter_auth": "github", "jupyter_github_organizations": ("acme",)}
+    ).build(cdktf.Testing.app())
+    stack = json.loads(cdktf.Testing.synth(built))
+    assert stack["variable"]["jupyterhub_oauth_client_secret"]["sensitive"] is True
+    (hub,) = [r for r in resources(stack, "helm_release").values() if r["chart"] == "jupyterhub"]
+    assert hub["set_sensitive"][0]["value"] == "${var.jupyterhub_oauth_client_secret}"
+    config = release_values(hub)["hub"]["config"]
+    assert config["GitHubOAuthenticator"]["client_id"] == "${var.jupyterhub_oauth_client_id}"
+    assert config["GitHubOAuthenticator"]["oauth_callback_url"] == (
+        "https://${var.jupyterhub_hostname}/hub/oauth_callback"
+    )
