@@ -89,21 +89,65 @@ def test_gpu_pool_autoscales_one_to_five_without_fighting_the_autoscaler(stack_j
     assert pool["tags"] == ["gpu-pool"]
 
 
-def test_firewall_allows_api_and_ui_from_their_allowlists_and_drops_the_rest(stack_json):
-    firewall = one(stack_json, "linode_firewall")
-    assert (firewall["inbound_policy"], firewall["outbound_policy"]) == ("DROP", "ACCEPT")
-    rules = {rule["label"]: rule for rule in firewall["inbound"]}
-    assert (
-        rules["kubernetes-api"]["ports"] == "443"
-        and rules["kubernetes-api"]["ipv4"] == "${var.api_allowed_cidrs}"
-    )
-    assert rules["ui"]["ports"] == "80,443" and rules["ui"]["ipv4"] == "${var.ui_allowed_cidrs}"
-    assert {rule["ipv4"][0] for name, rule in rules.items() if name.startswith(("lke-", "nodebalancer"))} == {
-        "192.168.128.0/17",
-        "192.168.255.0/24",
+# Linode's default inbound rules for LKE nodes (linode/cloud-firewall-controller,
+# internal/rules/defaults.go): (label, protocol, ports, ipv4), in order.
+LINODE_LKE_DEFAULTS = [
+    ("allow-all-icmp", "ICMP", None, ["0.0.0.0/0"]),
+    ("allow-kubelet-health-checks", "TCP", "10250,10256", ["192.168.128.0/17"]),
+    ("allow-lke-wireguard", "UDP", "51820", ["192.168.128.0/17"]),
+    ("allow-cluster-dns-tcp", "TCP", "53", ["192.168.128.0/17"]),
+    ("allow-cluster-dns-udp", "UDP", "53", ["192.168.128.0/17"]),
+    ("allow-calico-bgp", "TCP", "179", ["192.168.128.0/17"]),
+    ("allow-calico-typha", "TCP", "5473", ["192.168.128.0/17"]),
+    ("allow-cluster-nodeports-tcp", "TCP", "30000-32767", ["192.168.255.0/24"]),
+    ("allow-cluster-nodeports-udp", "UDP", "30000-32767", ["192.168.255.0/24"]),
+    ("allow-cluster-ipencap", "IPENCAP", None, ["192.168.128.0/17"]),
+]
+
+
+@pytest.fixture(scope="module")
+def every_lke_stack() -> dict[str, dict]:
+    import main
+
+    return {
+        instance.stack: json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
+        for instance in main.INSTANCES
+        if instance.environment == "lke"
     }
-    pool = one(stack_json, "linode_lke_node_pool")
-    assert pool["firewall_id"].startswith("${linode_firewall.")
+
+
+def test_node_firewall_mirrors_linode_lke_defaults(every_lke_stack):
+    assert every_lke_stack
+    for stack_json in every_lke_stack.values():
+        firewall = one(stack_json, "linode_firewall")
+        assert (firewall["inbound_policy"], firewall["outbound_policy"]) == ("DROP", "ACCEPT")
+        inbound = firewall["inbound"]
+        assert [
+            (r["label"], r["protocol"], r.get("ports"), r["ipv4"]) for r in inbound[:10]
+        ] == LINODE_LKE_DEFAULTS
+        assert inbound[0]["ipv6"] == ["::/0"] and all(r["action"] == "ACCEPT" for r in inbound)
+        (ui,) = inbound[10:]
+        assert (ui["ports"], ui["ipv4"]) == ("80,443", "${var.ui_allowed_cidrs}")
+        # The API is on the managed control plane (its ACL), not on the nodes.
+        assert not [r for r in inbound if r["ipv4"] == "${var.api_allowed_cidrs}"]
+        assert all(3 <= len(r["label"]) <= 32 for r in inbound)
+        for pool in resources(stack_json, "linode_lke_node_pool").values():
+            assert pool["firewall_id"].startswith("${linode_firewall.")
+        cluster = one(stack_json, "linode_lke_cluster")
+        assert cluster["pool"][0]["firewall_id"].startswith("${linode_firewall.")
+
+
+def test_firewall_rules_the_provider_would_refuse_fail_at_synth():
+    from gpu_constructs.providers.linode import FirewallRule
+
+    with pytest.raises(ConfigError, match=r"'firewall rule label' is 'ui': use 3 to 32 characters"):
+        FirewallRule("ui", "ACCEPT", "TCP", "80")
+    with pytest.raises(
+        ConfigError, match=r"'allow-gre.protocol' is 'GRE': use one of TCP, UDP, ICMP, IPENCAP"
+    ):
+        FirewallRule("allow-gre", "ACCEPT", "GRE")
+    with pytest.raises(ConfigError, match=r"'allow-icmp.ports' is '1': ICMP has no ports"):
+        FirewallRule("allow-icmp", "ACCEPT", "ICMP", "1")
 
 
 def test_gpu_operator_installs_driver_and_toolkit(stack_json):
@@ -131,6 +175,22 @@ def test_kubeconfig_is_a_sensitive_output(stack_json):
         ),
         ({"gpu_plan": "g6-standard-2"}, r"'gpu_plan' is 'g6-standard-2': use a Linode GPU plan"),
         ({"k8s_version": "1.34.1"}, r"'k8s_version' is '1.34.1'"),
+        ({"k8s_version": "1.29"}, r"'k8s_version' is '1.29': LKE offers 1.33, 1.34, 1.35"),
+        (
+            {"region": "us-east"},
+            r"'region' is 'us-east': g2-gpu-rtx4000a1-s is offered in de-fra-2, .*us-ord, us-sea; pick one",
+        ),
+        ({"region": "Chicago"}, r"'region' is 'Chicago': give a Linode region id such as us-ord"),
+        (
+            {"gpu_plan": "g3-gpu-h100-1"},
+            r"'gpu_plan' is 'g3-gpu-h100-1': not a GPU plan family this project knows",
+        ),
+        ({"gpu_min_nodes": 0}, r"'gpu_min_nodes' is 0: use from 1 to 100"),
+        ({"system_nodes": 0}, r"'system_nodes' is 0: use from 1 to 100"),
+        (
+            {"system_plan": "g2-gpu-rtx4000a1-s"},
+            r"'system_plan' is 'g2-gpu-rtx4000a1-s': use a Linode CPU plan",
+        ),
     ],
 )
 def test_bad_settings(overrides, message):

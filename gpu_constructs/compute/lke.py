@@ -38,6 +38,36 @@ GPU_POOL_TAG = "gpu-pool"
 LKE_PRIVATE = "192.168.128.0/17"
 NODEBALANCERS = "192.168.255.0/24"
 GPU_PLAN = re.compile(r"^g\d+-gpu-[a-z0-9-]+$")
+PLAN = re.compile(r"^g\d+-[a-z0-9-]+$")
+REGION = re.compile(r"^[a-z]{2}-[a-z]+(-\d+)?$")
+
+LKE_DEFAULT_INBOUND = (
+    FirewallRule("allow-all-icmp", "ACCEPT", "ICMP", ipv4=("0.0.0.0/0",), ipv6=("::/0",)),
+    FirewallRule("allow-kubelet-health-checks", "ACCEPT", "TCP", "10250,10256", ipv4=(LKE_PRIVATE,)),
+    FirewallRule("allow-lke-wireguard", "ACCEPT", "UDP", "51820", ipv4=(LKE_PRIVATE,)),
+    FirewallRule("allow-cluster-dns-tcp", "ACCEPT", "TCP", "53", ipv4=(LKE_PRIVATE,)),
+    FirewallRule("allow-cluster-dns-udp", "ACCEPT", "UDP", "53", ipv4=(LKE_PRIVATE,)),
+    FirewallRule("allow-calico-bgp", "ACCEPT", "TCP", "179", ipv4=(LKE_PRIVATE,)),
+    FirewallRule("allow-calico-typha", "ACCEPT", "TCP", "5473", ipv4=(LKE_PRIVATE,)),
+    FirewallRule("allow-cluster-nodeports-tcp", "ACCEPT", "TCP", "30000-32767", ipv4=(NODEBALANCERS,)),
+    FirewallRule("allow-cluster-nodeports-udp", "ACCEPT", "UDP", "30000-32767", ipv4=(NODEBALANCERS,)),
+    FirewallRule("allow-cluster-ipencap", "ACCEPT", "IPENCAP", ipv4=(LKE_PRIVATE,)),
+)
+"""Linode's own default inbound rules for LKE nodes, in their order (rules are evaluated in order):
+the ruleset of linode/cloud-firewall-controller (internal/rules/defaults.go, February 2026), which
+Linode's "LKE network and firewall details" page recommends. Between the nodes: kubelet and
+kube-proxy health, WireGuard for kubectl proxy, cluster DNS, Calico BGP, Typha and IP-in-IP; from
+NodeBalancers: NodePorts over TCP and UDP; ICMP from anywhere. The Kubernetes API is not on the
+nodes but on the managed control plane, which its ACL guards (api_allowlist), so the nodes open no
+API port."""
+
+
+def gpu_regions(plan: str) -> tuple[str, ...] | None:
+    """The regions that offer ``plan``, from versions.LKE_GPU_REGIONS; None for an unknown family."""
+    for family, regions in versions.LKE_GPU_REGIONS.items():
+        if plan.startswith(family):
+            return regions
+    return None
 
 
 @dataclass(frozen=True)
@@ -72,7 +102,27 @@ class LkeProps:
             )
         if not GPU_PLAN.match(self.gpu_plan):
             raise ConfigError("gpu_plan", self.gpu_plan, "use a Linode GPU plan such as g2-gpu-rtx4000a1-s")
+        if not REGION.match(self.region):
+            raise ConfigError("region", self.region, "give a Linode region id such as us-ord")
+        regions = gpu_regions(self.gpu_plan)
+        if regions is None:
+            raise ConfigError(
+                "gpu_plan",
+                self.gpu_plan,
+                f"not a GPU plan family this project knows ({', '.join(versions.LKE_GPU_REGIONS)}); add its "
+                "regions to versions.LKE_GPU_REGIONS",
+            )
+        if self.region not in regions:
+            raise ConfigError(
+                "region", self.region, f"{self.gpu_plan} is offered in {', '.join(regions)}; pick one of them"
+            )
         validate.version("k8s_version", self.k8s_version, r"1\.\d{2}", "1.34")
+        if self.k8s_version not in versions.LKE_KUBERNETES_OFFERED:
+            raise ConfigError(
+                "k8s_version",
+                self.k8s_version,
+                f"LKE offers {', '.join(versions.LKE_KUBERNETES_OFFERED)} (versions.LKE_KUBERNETES_OFFERED)",
+            )
         validate.int_range("gpu_min_nodes", self.gpu_min_nodes, 1, 100)
         validate.int_range(
             "gpu_max_nodes",
@@ -82,6 +132,12 @@ class LkeProps:
             why="max cannot be below gpu_min_nodes",
         )
         validate.int_range("system_nodes", self.system_nodes, 1, 100)
+        if not PLAN.match(self.system_plan) or GPU_PLAN.match(self.system_plan):
+            raise ConfigError(
+                "system_plan",
+                self.system_plan,
+                "use a Linode CPU plan such as g6-standard-2 for the system pool",
+            )
         for name, allowlist in (("api_allowlist", self.api_allowlist), ("ui_allowlist", self.ui_allowlist)):
             if isinstance(allowlist, (list, tuple)):
                 if self.firewall and not allowlist:
@@ -163,13 +219,10 @@ class LkeGpuCompute(Construct):
         )
 
     def inbound_rules(self) -> list[FirewallRule]:
-        props = self.props
+        """Linode's LKE defaults, then HTTP and HTTPS from the UI allowlist."""
         return [
-            FirewallRule("kubernetes-api", "ACCEPT", "TCP", "443", ipv4=props.api_allowlist),
-            FirewallRule("ui", "ACCEPT", "TCP", "80,443", ipv4=props.ui_allowlist),
-            FirewallRule("lke-kubelet-calico", "ACCEPT", "TCP", "10250,179", ipv4=[LKE_PRIVATE]),
-            FirewallRule("lke-wireguard", "ACCEPT", "UDP", "51820", ipv4=[LKE_PRIVATE]),
-            FirewallRule("nodebalancer-nodeports", "ACCEPT", "TCP", "30000-32767", ipv4=[NODEBALANCERS]),
+            *LKE_DEFAULT_INBOUND,
+            FirewallRule("allow-ui-http-https", "ACCEPT", "TCP", "80,443", ipv4=self.props.ui_allowlist),
         ]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from cdktf import TerraformProvider, TerraformProviderGeneratorMetadata, TerraformResourceLifecycle
 from constructs import Construct
 
+from gpu_constructs.errors import ConfigError
 from gpu_constructs.providers._base import BoundResource, block, drop_none
 
 PROVIDER_SOURCE = "linode/linode"
@@ -177,6 +178,13 @@ class LkeNodePool(_LinodeResource):
         )
 
 
+FIREWALL_PROTOCOLS = ("TCP", "UDP", "ICMP", "IPENCAP")
+"""What the provider's schema accepts (linode/firewall/framework_schema_resource.go, v3.13.0);
+the reference page lists the first three, the validator and the Linode API also take IPENCAP."""
+FIREWALL_RULE_LIMIT = 25
+"""Inbound (and outbound) rules per Cloud Firewall (Linode's Cloud Firewall limits)."""
+
+
 @dataclass(frozen=True)
 class FirewallRule:
     label: str
@@ -185,6 +193,19 @@ class FirewallRule:
     ports: str | None = None
     ipv4: Sequence[str] | None = None
     ipv6: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        # The provider's schema: label 3-32 characters, action ACCEPT or DROP, the protocols above.
+        if not 3 <= len(self.label) <= 32:
+            raise ConfigError("firewall rule label", self.label, "use 3 to 32 characters")
+        if self.action not in ("ACCEPT", "DROP"):
+            raise ConfigError(f"{self.label}.action", self.action, "use ACCEPT or DROP")
+        if self.protocol not in FIREWALL_PROTOCOLS:
+            raise ConfigError(
+                f"{self.label}.protocol", self.protocol, f"use one of {', '.join(FIREWALL_PROTOCOLS)}"
+            )
+        if self.ports is not None and self.protocol not in ("TCP", "UDP"):
+            raise ConfigError(f"{self.label}.ports", self.ports, f"{self.protocol} has no ports; drop them")
 
 
 class Firewall(_LinodeResource):
@@ -205,6 +226,13 @@ class Firewall(_LinodeResource):
         disabled: bool | None = None,
         tags: Sequence[str] | None = None,
     ) -> None:
+        for direction, rules in (("inbound", inbound), ("outbound", outbound)):
+            if len(rules) > FIREWALL_RULE_LIMIT:
+                raise ConfigError(
+                    f"{label}.{direction}",
+                    len(rules),
+                    f"a Cloud Firewall holds at most {FIREWALL_RULE_LIMIT} rules",
+                )
         super().__init__(
             scope,
             id,
@@ -212,8 +240,8 @@ class Firewall(_LinodeResource):
                 "label": label,
                 "inbound_policy": inbound_policy,
                 "outbound_policy": outbound_policy,
-                "inbound": [block(rule) for rule in inbound] or None,
-                "outbound": [block(rule) for rule in outbound] or None,
+                "inbound": [drop_none(block(rule)) for rule in inbound] or None,
+                "outbound": [drop_none(block(rule)) for rule in outbound] or None,
                 "disabled": disabled,
                 "tags": list(tags) if tags else None,
             },
