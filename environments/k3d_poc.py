@@ -26,7 +26,9 @@ class K3dPocSettings:
     agents: tuple[str, ...] = ("app", "infra", "gpu")
     """Agent roles in order (app, infra, gpu); the seed has one of each."""
     image: str = versions.K3D_K3S_CUDA_IMAGE.version
-    """k3s image with the NVIDIA container toolkit; build it as the README shows."""
+    """k3s image with the NVIDIA container toolkit, built from docker/k3s-cuda (README)."""
+    build_image: bool = True
+    """Build ``image`` from docker/k3s-cuda on apply; False uses an image already on the host."""
     time_slicing_replicas: int = 1
     smoke_test: bool = True
     """Run the seed's nvidia-smi Job on the GPU agent after the device plugin."""
@@ -47,6 +49,13 @@ class K3dPocSettings:
         if self.argocd and "infra" not in self.agents:
             raise ConfigError("argocd", True, "Argo CD runs on the infra agent; add an 'infra' agent")
         validate.int_range("time_slicing_replicas", self.time_slicing_replicas, 1, 48)
+        validate.k8s_name("cluster_name", self.cluster_name)
+        if not self.agents:
+            raise ConfigError("agents", (), "give at least one agent role (app, infra, gpu)")
+        if ":" not in self.smoke_test_image or self.smoke_test_image.endswith(":latest"):
+            raise ConfigError(
+                "smoke_test_image", self.smoke_test_image, "pin the image to a tag, never :latest"
+            )
 
 
 class K3dPocStack(TerraformStack):
@@ -63,6 +72,7 @@ class K3dPocStack(TerraformStack):
                 name=s.cluster_name,
                 agents=s.agents,
                 image=s.image,
+                build_image=s.build_image,
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
             ),
         )

@@ -124,9 +124,16 @@ REPO_NVIDIA_DEVICE_PLUGIN = "https://nvidia.github.io/k8s-device-plugin"
 REPO_EKS_CHARTS = "https://aws.github.io/eks-charts"
 
 # --- k3d proof of concept ------------------------------------------------------------------------------
+K3D_K3S = Pin("v1.35.5-k3s1", note="rancher/k3s tag of the k3d-poc node image, the single-node k3s release")
+K3D_CUDA_BASE = Pin(
+    "13.1.1-base-ubuntu24.04", note="nvcr.io/nvidia/cuda tag under the k3d-poc node image (the smoke test's)"
+)
 K3D_K3S_CUDA_IMAGE = Pin(
-    "k3s-cuda:v1.35.5-k3s1",
-    note="built locally from rancher/k3s with the NVIDIA container toolkit, per k3d's CUDA guide (README)",
+    f"k3s-cuda:{K3D_K3S.version}-cuda{K3D_CUDA_BASE.version.split('-')[0]}",
+    note=(
+        "built from docker/k3s-cuda/Dockerfile (k3d's CUDA guide) with K3D_K3S, K3D_CUDA_BASE and "
+        "NVIDIA_CONTAINER_TOOLKIT, by `make k3s-cuda-image` or by the k3d-poc stack itself"
+    ),
 )
 ARGO_CD_CHART = Pin("10.9.0", note="Argo CD 3.5")
 REPO_ARGO = "https://argoproj.github.io/argo-helm"

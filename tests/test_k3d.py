@@ -44,7 +44,7 @@ def test_snapshot(stack_json, snapshot):
 
 def test_k3d_command_line_creates_server_and_three_agents_with_taints_at_bootstrap():
     assert K3dProps(kubeconfig_path="k").create_args() == [
-        "--servers", "1", "--agents", "3", "--image", "k3s-cuda:v1.35.5-k3s1", "--gpus", "all",
+        "--servers", "1", "--agents", "3", "--image", "k3s-cuda:v1.35.5-k3s1-cuda13.1.1", "--gpus", "all",
         "--api-port", "6550", "--kubeconfig-update-default=false", "--kubeconfig-switch-context=false", "--wait",
         "--k3s-arg", "--node-taint=node-role.kubernetes.io/infra=true:NoSchedule@agent:1",
         "--k3s-arg", "--node-taint=node-role.kubernetes.io/gpu=true:NoSchedule@agent:2",
@@ -109,11 +109,26 @@ def test_no_argocd_by_default_and_on_the_infra_agent_when_asked(stack_json):
         ({"agents": ("app", "infra")}, r"'gpu agents' is 0: the GPU smoke test needs a 'gpu' agent"),
         ({"agents": ("app", "gpu"), "argocd": True}, r"'argocd' is True: Argo CD runs on the infra agent"),
         ({"image": "k3s-cuda:latest"}, r"'image' is 'k3s-cuda:latest': pin the k3s CUDA image"),
+        ({"image": "registry:5000/k3s-cuda"}, r"'image' is 'registry:5000/k3s-cuda': pin the k3s CUDA image"),
+        ({"cluster_name": "GPU_poc"}, r"'cluster_name' is 'GPU_poc': use a lower-case DNS label"),
+        ({"agents": (), "smoke_test": False}, r"'agents' is \(\): give at least one agent role"),
+        (
+            {"smoke_test_image": "nvcr.io/nvidia/cuda"},
+            r"'smoke_test_image' is 'nvcr.io/nvidia/cuda': pin the image",
+        ),
     ],
 )
 def test_bad_settings(overrides, message):
     with pytest.raises(ConfigError, match=message):
         synth(**overrides)
+
+
+def test_bad_props():
+    with pytest.raises(ConfigError, match=r"'gpus' is 'two': give all, a GPU count such as 1, or device=0,1"):
+        K3dProps(kubeconfig_path="k", gpus="two")
+    with pytest.raises(ConfigError, match=r"'api_port' is 80: use from 1024 to 65535"):
+        K3dProps(kubeconfig_path="k", api_port=80)
+    assert K3dProps(kubeconfig_path="k", gpus="device=0,1").gpus == "device=0,1"
 
 
 def test_cpu_only_cluster_without_smoke_test_is_allowed():
@@ -183,4 +198,117 @@ def test_script_stops_without_docker_gpu_support(tmp_path):
     result = host.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "k"), **ENV)
     assert result.returncode == 2
     assert "Docker has no 'nvidia' runtime" in result.stderr
+    assert host.calls("k3d cluster create") == []
+
+
+# --- the k3s CUDA node image -----------------------------------------------------------------------
+DOCKERFILE = Path(__file__).resolve().parent.parent / "docker" / "k3s-cuda" / "Dockerfile"
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    found = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            keyword, _, rest = line.strip().partition(" ")
+            found.append((keyword.upper(), " ".join(rest.split())))
+    return found
+
+
+def test_node_image_is_built_from_the_whole_k3s_filesystem_as_k3d_guides():
+    """k3d's CUDA guide: the k3s image's whole filesystem on a CUDA base with the toolkit, its
+    volumes, /bin/aux on PATH and k3s as the entrypoint (copying only /bin leaves out /etc, the
+    CNI plugins' configuration and the volumes k3s expects)."""
+    instructions = dockerfile_instructions()
+    from_lines = [args for keyword, args in instructions if keyword == "FROM"]
+    assert from_lines == ["rancher/k3s:${K3S_TAG} AS k3s", "nvcr.io/nvidia/cuda:${CUDA_TAG}"]
+    copies = [args for keyword, args in instructions if keyword == "COPY"]
+    assert copies == ["--from=k3s --exclude=/bin / /", "--from=k3s /bin /bin"]
+    volumes = {args for keyword, args in instructions if keyword == "VOLUME"}
+    assert volumes == {"/var/lib/kubelet", "/var/lib/rancher/k3s", "/var/lib/cni", "/var/log"}
+    assert ("ENV", 'PATH="$PATH:/bin/aux"') in instructions
+    assert instructions[-2:] == [("ENTRYPOINT", '["/bin/k3s"]'), ("CMD", '["agent"]')]
+    assert DOCKERFILE.read_text().startswith("# syntax=docker/dockerfile:1.7-labs\n")  # COPY --exclude
+
+
+def test_node_image_versions_are_the_pins():
+    from gpu_constructs import versions
+    from gpu_constructs.compute.k3d import docker_build_args, image_build_args
+
+    defaults = dict(
+        args.split("=", 1) for keyword, args in dockerfile_instructions() if keyword == "ARG" and "=" in args
+    )
+    assert defaults == image_build_args()
+    assert defaults["NVIDIA_CTK_VERSION"] == versions.NVIDIA_CONTAINER_TOOLKIT.version
+    (run,) = [args for keyword, args in dockerfile_instructions() if keyword == "RUN"]
+    for package in (
+        "nvidia-container-toolkit",
+        "nvidia-container-toolkit-base",
+        "libnvidia-container-tools",
+        "libnvidia-container1",
+    ):
+        assert f'"{package}=${{NVIDIA_CTK_VERSION}}-1"' in run
+    assert "latest" not in DOCKERFILE.read_text()
+    assert docker_build_args()[-3:] == ["-t", versions.K3D_K3S_CUDA_IMAGE.version, "docker/k3s-cuda"]
+
+
+def test_make_builds_the_node_image(tmp_path):
+    """`make k3s-cuda-image` runs docker build with the pinned versions (a stub docker records it)."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "docker").write_text(f'#!/bin/bash\necho "$*" > {tmp_path}/docker.args\n')
+    (stub / "docker").chmod(0o755)
+    root = DOCKERFILE.parent.parent.parent
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["make", "--no-print-directory", "k3s-cuda-image"], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "docker.args").read_text().split() == [
+        "build",
+        "--build-arg", "CUDA_TAG=13.1.1-base-ubuntu24.04",
+        "--build-arg", "K3S_TAG=v1.35.5-k3s1",
+        "--build-arg", "NVIDIA_CTK_VERSION=1.20.0",
+        "-t", "k3s-cuda:v1.35.5-k3s1-cuda13.1.1",
+        "docker/k3s-cuda",
+    ]  # fmt: skip
+
+
+def test_the_stack_builds_the_node_image_before_the_cluster(stack_json, tmp_path):
+    (bootstrap,) = resources(stack_json, "terraform_data").values()
+    env = bootstrap["provisioner"][0]["local-exec"]["environment"]
+    assert env["IMAGE"] == "k3s-cuda:v1.35.5-k3s1-cuda13.1.1"
+    assert env["BUILD_CONTEXT"] == "${path.root}/../../../docker/k3s-cuda"
+    host = k3d_host(tmp_path)
+    result = host.run(
+        "k3d-cluster.sh",
+        KUBECONFIG_OUT=str(tmp_path / "kube.yaml"),
+        **{**ENV, **{k: env[k] for k in ("IMAGE", "BUILD_CONTEXT", "BUILD_ARGS")}},
+    )
+    assert result.returncode == 0, result.stderr
+    calls = host.calls()
+    build = calls.index(
+        "docker build --build-arg CUDA_TAG=13.1.1-base-ubuntu24.04 --build-arg K3S_TAG=v1.35.5-k3s1 "
+        "--build-arg NVIDIA_CTK_VERSION=1.20.0 -t k3s-cuda:v1.35.5-k3s1-cuda13.1.1 "
+        "${path.root}/../../../docker/k3s-cuda"
+    )
+    assert build < calls.index("k3d cluster create gpu-poc --servers 1 --agents 1")
+    (prebuilt,) = resources(synth(build_image=False), "terraform_data").values()
+    assert "BUILD_CONTEXT" not in prebuilt["provisioner"][0]["local-exec"]["environment"]
+
+
+def test_a_failed_image_build_stops_before_the_cluster(tmp_path):
+    host = k3d_host(tmp_path)
+    host.stub("docker", '[ "$1" = build ] && exit 1; echo \'{"nvidia":{}}\'')
+    result = host.run(
+        "k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "k"), IMAGE="k3s-cuda:x", BUILD_CONTEXT="/ctx", **ENV
+    )
+    assert result.returncode == 1 and "building k3s-cuda:x failed" in result.stderr
     assert host.calls("k3d cluster create") == []

@@ -8,7 +8,9 @@ created and deleted by a terraform_data with local-exec; changing its definition
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cdktf import DataResource, LocalExecProvisioner
 from constructs import Construct
@@ -18,9 +20,29 @@ from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, 
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import script_literal, script_text
 
+IMAGE_DIR = Path("docker") / "k3s-cuda"
+"""The node image's build context, relative to the project root (Dockerfile after k3d's CUDA guide)."""
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 ROLES = ("app", "infra", "gpu")
 TAINTED_ROLES = ("infra", "gpu")
 """Roles whose nodes only accept pods that tolerate them (the seed's scheduling model)."""
+
+
+def image_build_args() -> dict[str, str]:
+    """The Dockerfile's build arguments: the pinned k3s, CUDA base and NVIDIA toolkit versions."""
+    return {
+        "CUDA_TAG": versions.K3D_CUDA_BASE.version,
+        "K3S_TAG": versions.K3D_K3S.version,
+        "NVIDIA_CTK_VERSION": versions.NVIDIA_CONTAINER_TOOLKIT.version,
+    }
+
+
+def docker_build_args(image: str = versions.K3D_K3S_CUDA_IMAGE.version) -> list[str]:
+    """``docker build`` arguments for the node image, run from the project root (make k3s-cuda-image)."""
+    args: list[str] = []
+    for name, value in image_build_args().items():
+        args += ["--build-arg", f"{name}={value}"]
+    return [*args, "-t", image, str(IMAGE_DIR)]
 
 
 def role_label(role: str) -> tuple[str, str]:
@@ -44,6 +66,11 @@ class K3dProps:
     gpus: str = "all"
     """What `--gpus` hands to the nodes (Docker's syntax: all, or a device list)."""
     sharing: GpuSharing = field(default_factory=GpuSharing)
+    build_image: bool = True
+    """Build ``image`` from docker/k3s-cuda before creating the cluster (Docker's cache makes an
+    unchanged build quick); False uses an image that is already there (a registry, a CI build)."""
+    project_root: str = "${path.root}/../../.."
+    """The project root as the stack's working directory (cdktf.out/stacks/<stack>) sees it."""
 
     def __post_init__(self) -> None:
         validate.k8s_name("cluster name", self.name)
@@ -51,10 +78,14 @@ class K3dProps:
             validate.one_of("agents", role, ROLES)
         validate.int_range("api_port", self.api_port, 1024, 65535)
         name, _, tag = self.image.rpartition(":")
-        if not name or tag in ("", "latest"):
+        if not name or "/" in tag or tag in ("", "latest"):
             raise ConfigError(
-                "image", self.image, "pin the k3s CUDA image to a tag, e.g. k3s-cuda:v1.35.5-k3s1"
+                "image",
+                self.image,
+                f"pin the k3s CUDA image to a tag, e.g. {versions.K3D_K3S_CUDA_IMAGE.version}",
             )
+        if self.gpus != "all" and not re.fullmatch(r"(device=)?\d+(,\d+)*|\d+", self.gpus):
+            raise ConfigError("gpus", self.gpus, "give all, a GPU count such as 1, or device=0,1")
 
     def node_name(self, index: int) -> str:
         return f"k3d-{self.name}-agent-{index}"
@@ -101,8 +132,14 @@ class K3dGpuCompute(Construct):
             "KUBECONFIG_OUT": props.kubeconfig_path,
             "REQUIRE_GPU": "1",
         }
+        dockerfile = ""
+        if props.build_image:
+            env["IMAGE"] = props.image
+            env["BUILD_CONTEXT"] = f"{props.project_root}/{IMAGE_DIR.as_posix()}"
+            env["BUILD_ARGS"] = " ".join(f"--build-arg {k}={v}" for k, v in image_build_args().items())
+            dockerfile = (PROJECT_ROOT / IMAGE_DIR / "Dockerfile").read_text()
         definition = hashlib.sha256(
-            (script_text("k3d-cluster.sh") + repr(sorted(env.items()))).encode()
+            (script_text("k3d-cluster.sh") + dockerfile + repr(sorted(env.items()))).encode()
         ).hexdigest()
         self.bootstrap = DataResource(
             self,

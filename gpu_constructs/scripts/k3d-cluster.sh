@@ -7,6 +7,9 @@
 #   NODE_TAINTS      space-separated node=key=value:Effect entries that must be present
 #   KUBECONFIG_OUT   where to write the cluster's kubeconfig
 #   REQUIRE_GPU      1 = fail unless nvidia-smi and Docker GPU support work
+#   BUILD_CONTEXT    when set: build IMAGE from this directory first (docker/k3s-cuda)
+#   BUILD_ARGS       the --build-arg arguments of that build (the pinned versions)
+#   IMAGE            the k3s CUDA node image to build
 set -euo pipefail
 
 cluster="${CLUSTER:?CLUSTER is required}"
@@ -40,6 +43,16 @@ if [ "${REQUIRE_GPU:-1}" = "1" ]; then
     echo "ERROR: Docker has no 'nvidia' runtime: install the NVIDIA Container Toolkit and run" >&2
     echo "'sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker'." >&2
     exit 2
+  fi
+fi
+
+if [ -n "${BUILD_CONTEXT:-}" ]; then
+  image="${IMAGE:?IMAGE is required with BUILD_CONTEXT}"
+  echo "k3d-cluster: building ${image} from ${BUILD_CONTEXT} (cached when nothing changed)."
+  # shellcheck disable=SC2086 # BUILD_ARGS is a list of separate arguments without spaces inside
+  if ! docker build ${BUILD_ARGS:-} -t "$image" "$BUILD_CONTEXT"; then
+    echo "ERROR: building ${image} failed (output above); 'make k3s-cuda-image' runs the same build." >&2
+    exit 1
   fi
 fi
 
