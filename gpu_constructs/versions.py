@@ -142,16 +142,16 @@ REPO_ARGO = "https://argoproj.github.io/argo-helm"
 TERRAFORM_PROVIDER_LINODE = Pin("3.13.0", note="hand-written bindings in gpu_constructs/providers/linode.py")
 LKE_KUBERNETES = Pin("1.34")
 LKE_KUBERNETES_OFFERED = ("1.33", "1.34", "1.35")
-"""Kubernetes versions LKE (standard tier) offers, as minor versions. Source: Linode API
-GET /v4/lke/versions (``linode-cli lke versions-list``); recorded 2026-11-23. LKE drops a minor a
-few months after upstream does: update this table when the API list changes. The stack also checks
-the chosen version against the live list at plan time (data.linode_lke_versions)."""
+"""Kubernetes versions LKE (standard tier) offers, as minor versions. Source: Linode's LKE version
+list, which GET /v4/lke/versions returns (``linode-cli lke versions-list``); recorded 2026-11-23
+from Linode's documentation without API access, so confirm it with that command before a deploy.
+LKE drops a minor a few months after upstream does: update this table when the list changes."""
 LKE_GPU_REGIONS: dict[str, tuple[str, ...]] = {
     "g2-gpu-rtx4000a": ("de-fra-2", "fr-par", "in-bom-2", "jp-osa", "sg-sin-2", "us-ord", "us-sea"),
 }
 """Regions that offer each Linode GPU plan family (plan ids start with the key). Source: Linode's GPU
-plan documentation and GET /v4/regions (capability "GPU Linodes"); recorded 2026-11-23. The stack
-also checks the region's live capabilities at plan time (data.linode_region)."""
+plan documentation; recorded 2026-11-23 without API access, so confirm it before a deploy with
+``linode-cli regions list`` (capability "GPU Linodes") and ``linode-cli linodes types``."""
 LKE_GPU_PLAN = Pin(
     "g2-gpu-rtx4000a1-s",
     seed="g1-gpu-rtx6000-1",
