@@ -108,6 +108,7 @@ class ProxmoxHaStack(TerraformStack):
                 type="string",
                 sensitive=True,
                 description="Password of root@pam (hugepages and CPU pinning are allowed to root@pam only).",
+                validation=[rule("length(var.proxmox_root_password) > 0", "proxmox_root_password is empty.")],
             )
             token, username, password = None, "root@pam", root_password.string_value
         else:

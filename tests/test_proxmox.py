@@ -340,6 +340,10 @@ S3 = EtcdS3("s3.amazonaws.com", "etcd-snapshots", "${var.a}", "${var.s}")
         ({"dns_servers": ()}, r"'dns_servers' is \(\): give at least one DNS server"),
         ({"dns_servers": ("dns.example.com",)}, r"'dns_servers\[0\]' is 'dns.example.com': give an IPv4"),
         ({"vm_id_base": 5}, r"'vm_id_base' is 5: use from 100"),
+        ({"node_name": "PVE 1"}, r"'node_name' is 'PVE 1': use a lower-case DNS label"),
+        ({"vm_datastore": "local lvm"}, r"'vm_datastore' is 'local lvm': give a Proxmox storage id"),
+        ({"bridge": "vmbr 0"}, r"'bridge' is 'vmbr 0': give a Linux bridge"),
+        ({"image_url": "http://cloud-images.ubuntu.com/x.img"}, r"'image_url' is 'http://.*over https://"),
         (
             {"etcd_snapshots": EtcdSnapshots(schedule_cron="hourly")},
             r"'etcd_snapshot_cron' is 'hourly': give a five-field cron schedule",
@@ -406,7 +410,7 @@ def gpu_list(groups=range(32, 40), subsystem="10de:145f") -> str:
     return "[" + ", ".join(entries) + "]"
 
 
-def plan(directory: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+def plan(directory: Path, **variables: str | None) -> subprocess.CompletedProcess[str]:
     base = {
         "proxmox_endpoint": "https://pve:8006/",
         "proxmox_api_token": "t@pve!x=y",
@@ -422,7 +426,7 @@ def plan(directory: Path, **variables: str) -> subprocess.CompletedProcess[str]:
         "etcd_s3_secret_key": "s",
     }
     base.update(variables)
-    args = [f"-var={k}={v}" for k, v in base.items()]
+    args = [f"-var={k}={v}" for k, v in base.items() if v is not None]
     return subprocess.run(
         ["terraform", "plan", "-input=false", "-no-color", *args],
         cwd=directory,
@@ -448,3 +452,17 @@ def test_good_gpu_devices_plan(variables_dir):
 def test_bad_gpu_devices_fail_in_terraform(variables_dir, value, message):
     result = plan(variables_dir, gpu_devices=value)
     assert result.returncode != 0 and message in " ".join(result.stderr.split())
+
+
+def test_root_password_login_variables_plan(tmp_path):
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("terraform is not on PATH")
+    stack = synth(root_auth=True, hugepages=True)
+    (tmp_path / "main.tf.json").write_text(json.dumps({"variable": stack["variable"]}))
+    subprocess.run([terraform, "init", "-backend=false"], cwd=tmp_path, check=True, capture_output=True)
+    with_token = plan(tmp_path, proxmox_api_token="t@pve!x=y", proxmox_root_password="s3cret")
+    assert with_token.returncode != 0 and "Value for undeclared variable" in with_token.stderr
+    assert plan(tmp_path, proxmox_root_password="s3cret", **{"proxmox_api_token": None}).returncode == 0
+    empty = plan(tmp_path, proxmox_root_password="", **{"proxmox_api_token": None})
+    assert empty.returncode != 0 and "proxmox_root_password is empty." in empty.stderr

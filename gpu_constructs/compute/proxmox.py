@@ -223,6 +223,14 @@ class ProxmoxProps:
     vm_id_base: int = 200
 
     def __post_init__(self) -> None:
+        validate.k8s_name("node_name", self.node_name)
+        for name in ("vm_datastore", "snippets_datastore", "image_datastore"):
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", getattr(self, name)):
+                raise ConfigError(name, getattr(self, name), "give a Proxmox storage id such as local-lvm")
+        if not re.fullmatch(r"vmbr\d{1,4}|[A-Za-z][A-Za-z0-9_-]{0,14}", self.bridge):
+            raise ConfigError("bridge", self.bridge, "give a Linux bridge or SDN vnet name such as vmbr0")
+        if not self.image_url.startswith("https://"):
+            raise ConfigError("image_url", self.image_url, "download the cloud image over https://")
         count = len(self.control_plane_ips)
         if count < 3 or count % 2 == 0:
             raise ConfigError(
