@@ -45,6 +45,9 @@ class HubAuth:
     userdata_url: str | None = None
     username_claim: str = "preferred_username"
     groups_claim: str = "groups"
+    """oidc: the user-info claim that lists the user's groups."""
+    scopes: Sequence[str] = ("openid", "profile", "email")
+    """oidc: scopes to request; add the provider's groups scope where it needs one (Keycloak)."""
 
     def __post_init__(self) -> None:
         validate.one_of("auth.kind", self.kind, AUTH_KINDS)
@@ -107,14 +110,18 @@ class HubAuth:
                 if self.allowed_organizations:
                     oauth["allowed_organizations"] = sorted(self.allowed_organizations)
             else:
+                # OAuthenticator 17 (z2jh 4.x): groups come from auth_state_groups_key and need
+                # manage_groups; its deprecated claim_groups_key without manage_groups stops the hub
+                # (oauthenticator/generic.py).
                 oauth.update(
                     {
                         "authorize_url": self.authorize_url,
                         "token_url": self.token_url,
                         "userdata_url": self.userdata_url,
-                        "scope": ["openid", "profile", "email", self.groups_claim],
+                        "scope": list(self.scopes),
                         "username_claim": self.username_claim,
-                        "claim_groups_key": self.groups_claim,
+                        "manage_groups": True,
+                        "auth_state_groups_key": f"oauth_user.{self.groups_claim}",
                     }
                 )
                 if self.allowed_groups:

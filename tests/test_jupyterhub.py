@@ -148,11 +148,15 @@ def test_generic_oidc(synth):
     config = release_values(hub_release(synth, auth=auth))["hub"]["config"]
     assert config["JupyterHub"]["authenticator_class"] == "generic-oauth"
     oidc = config["GenericOAuthenticator"]
-    assert (oidc["allowed_groups"], oidc["claim_groups_key"], oidc["username_claim"]) == (
+    # OAuthenticator 17: allowed_groups needs manage_groups and auth_state_groups_key, and the
+    # deprecated claim_groups_key without manage_groups would stop the hub at start.
+    assert (oidc["allowed_groups"], oidc["manage_groups"], oidc["auth_state_groups_key"]) == (
         ["ml"],
-        "groups",
-        "preferred_username",
+        True,
+        "oauth_user.groups",
     )
+    assert "claim_groups_key" not in oidc and oidc["scope"] == ["openid", "profile", "email"]
+    assert oidc["username_claim"] == "preferred_username"
 
 
 def test_a_public_hub_never_runs_the_dummy_authenticator(synth):
