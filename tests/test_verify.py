@@ -1,0 +1,511 @@
+"""`make verify`: the checks against a fake API server on 127.0.0.1 (tests/fake_kube.py).
+
+Each stack's expectation is built from main.py, as `make verify` builds it; the fake serves a cluster
+with what the stack deploys, and each failure test breaks one thing in it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config
+
+import main
+from environments import Instance
+from gpu_constructs import verify
+from gpu_constructs.verify import FAIL, PASS, SKIP, JobSettings, Result, checks, report
+from gpu_constructs.verify.__main__ import main as verify_main
+from tests import fake_kube
+from tests.fake_kube import FakeKube
+from tests.validators import validate_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+STACKS = [instance.stack for instance in main.INSTANCES]
+FAST_JOB = JobSettings(timeout=5, poll=0.01)
+_EXPECTED: dict[str, verify.Expectation] = {}
+
+
+def expected_for(stack: str) -> verify.Expectation:
+    if stack not in _EXPECTED:
+        _EXPECTED[stack] = verify.for_stack(stack)
+    return _EXPECTED[stack]
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[FakeKube], client.ApiClient]]:
+    """Start a fake API server; it is shut down when the test ends."""
+    started: list[tuple[FakeKube, client.ApiClient]] = []
+
+    def start(fake: FakeKube) -> client.ApiClient:
+        fake.start()
+        configuration = client.Configuration()
+        config.load_kube_config_from_dict(fake.kubeconfig(), client_configuration=configuration)
+        configuration.retries = 0
+        api = client.ApiClient(configuration)
+        started.append((fake, api))
+        return api
+
+    yield start
+    for fake, api in started:
+        api.close()
+        fake.stop()
+
+
+def by_check(results: list[Result]) -> dict[str, Result]:
+    return {r.check: r for r in results}
+
+
+def failed(results: list[Result]) -> list[Result]:
+    return [r for r in results if r.result == FAIL]
+
+
+# --- a healthy cluster, every stack ---------------------------------------------------------------------
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_healthy_cluster_passes_and_only_the_job_is_created_and_deleted(stack, serve):
+    expected = expected_for(stack)
+    fake = fake_kube.healthy(expected)
+    results = verify.run(serve(fake), expected, FAST_JOB)
+
+    assert failed(results) == []
+    assert by_check(results)["gpu job"].result == PASS
+    assert "GPU 0: NVIDIA A100-SXM4-40GB" in by_check(results)["gpu job"].evidence
+    changes = [(m, p) for m, p in fake.requests if m != "GET"]
+    job_path = "/apis/batch/v1/namespaces/gpu-verify/jobs"
+    assert changes[0] == ("POST", "/api/v1/namespaces")  # its own namespace, once
+    assert changes[1] == ("POST", job_path)
+    assert changes[2][0] == "DELETE" and changes[2][1].startswith(job_path + "/gpu-verify-")
+    assert len(changes) == 3
+    assert not any(p.startswith(job_path + "/") for p in fake.objects)
+
+
+def test_every_platform_component_of_a_stack_is_checked(serve):
+    """What each stack installs is what gets checked: one row per component."""
+    checked = {
+        s: set(by_check(verify.run(serve(fake_kube.healthy(expected_for(s))), expected_for(s), FAST_JOB)))
+        for s in STACKS
+    }
+    assert {
+        "gpu operator pods",
+        "dcgm metrics",
+        "certificates",
+        "vault unsealed",
+        "postgresql ffe/ffe-db",
+        "backup ffe/ffe-db-backup",
+        "deployment ffe/ffe-backend",
+    } <= checked["single-node"]
+    assert {
+        "device plugin pods",
+        "nodepool general",
+        "nodepool critical",
+        "nodepool gpu-inference",
+        "deployment inference/tinyllama-inference",
+    } <= checked["eks-karpenter"]
+    assert {
+        "gpu operator pods",
+        "certificates",
+        "jupyterhub hub",
+        "gitrepo fleet-local/cluster-maintenance",
+    } <= checked["proxmox-ha"]
+    assert {"device plugin pods", "job gpu-smoke-test/gpu-smoke-test", "node group gpu agents"} <= checked[
+        "k3d-poc"
+    ]
+    assert "vault unsealed" not in checked["lke"] and "gpu operator pods" in checked["lke"]
+
+
+def test_the_gpu_job_is_placed_by_the_contract_and_is_a_valid_job(upstream):
+    for stack in ("k3d-poc", "eks-karpenter"):
+        expected = expected_for(stack)
+        job = checks.gpu_job_manifest(expected, "gpu-verify-test", FAST_JOB)
+        validate_manifest(job, upstream)
+        spec = job["spec"]["template"]["spec"]
+        for key, value in expected.cluster.gpu_pod_spec().items():
+            assert spec[key] == value
+        assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    k3d = checks.gpu_job_manifest(expected_for("k3d-poc"), "x", FAST_JOB)["spec"]["template"]["spec"]
+    assert k3d["runtimeClassName"] == "nvidia"
+    assert k3d["nodeSelector"] == {"node-role.kubernetes.io/gpu": "true"}
+
+
+# --- one failure at a time -------------------------------------------------------------------------------
+def _first_gpu_node(fake: FakeKube) -> dict[str, Any]:
+    return next(
+        o
+        for p, o in fake.objects.items()
+        if p.startswith("/api/v1/nodes/") and "nvidia.com/gpu" in o["status"]["allocatable"]
+    )
+
+
+def gpu_not_allocatable(fake: FakeKube) -> None:
+    del _first_gpu_node(fake)["status"]["allocatable"]["nvidia.com/gpu"]
+
+
+def vault_sealed(fake: FakeKube) -> None:
+    path = "/api/v1/namespaces/vault/pods/vault-0:8200/proxy/v1/sys/seal-status"
+    fake.raw[path] = (200, json.dumps({"initialized": True, "sealed": True, "t": 1, "n": 1, "progress": 0}))
+
+
+def certificate_not_ready(fake: FakeKube) -> None:
+    cert = fake.objects["/apis/cert-manager.io/v1/namespaces/ffe/certificates/app-tls"]
+    cert["status"] = fake_kube.ready("False", "Issuing certificate as Secret does not exist")
+
+
+def postgres_degraded(fake: FakeKube) -> None:
+    fake.objects["/apis/postgresql.cnpg.io/v1/namespaces/ffe/clusters/ffe-db"]["status"] = {
+        "phase": "Waiting for the instances to become active",
+        "readyInstances": 0,
+    }
+
+
+def backup_failed(fake: FakeKube) -> None:
+    job = fake.objects["/apis/batch/v1/namespaces/ffe/jobs/ffe-db-backup-29400000"]
+    job["status"] = {
+        "failed": 1,
+        "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
+    }
+
+
+def dcgm_silent(fake: FakeKube) -> None:
+    fake.raw["/api/v1/namespaces/gpu-operator/services/nvidia-dcgm-exporter:9400/proxy/metrics"] = (
+        200,
+        "# no samples\n",
+    )
+
+
+def operator_pod_crashing(fake: FakeKube) -> None:
+    pod = fake.objects["/api/v1/namespaces/gpu-operator/pods/gpu-operator-0"]
+    pod["status"]["conditions"][1]["status"] = "False"
+    pod["status"]["containerStatuses"] = [
+        {
+            "name": "main",
+            "image": "x",
+            "imageID": "",
+            "ready": False,
+            "restartCount": 5,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        }
+    ]
+
+
+def gpu_taint_missing(fake: FakeKube) -> None:
+    fake.objects["/api/v1/nodes/k3d-gpu-poc-agent-2"]["spec"] = {}
+
+
+def gpu_label_wrong(fake: FakeKube) -> None:
+    fake.objects["/api/v1/nodes/wk-gpu3"]["metadata"]["labels"]["nvidia.com/gpu"] = "false"
+
+
+def worker_missing(fake: FakeKube) -> None:
+    del fake.objects["/api/v1/nodes/wk-gpu4"]
+
+
+def node_not_ready(fake: FakeKube) -> None:
+    fake.objects["/api/v1/nodes/cp2"]["status"]["conditions"] = [
+        {
+            "type": "Ready",
+            "status": "Unknown",
+            "reason": "NodeStatusUnknown",
+            "message": "Kubelet stopped posting node status.",
+        }
+    ]
+
+
+def nodepool_not_ready(fake: FakeKube) -> None:
+    fake.objects["/apis/karpenter.sh/v1/nodepools/gpu-inference"]["status"] = fake_kube.ready(
+        "False", "NodeClassReady=False"
+    )
+
+
+def gitrepo_not_ready(fake: FakeKube) -> None:
+    path = "/apis/fleet.cattle.io/v1alpha1/namespaces/fleet-local/gitrepos/cluster-maintenance"
+    fake.objects[path]["status"] = fake_kube.ready("False", "failed to clone repo")
+
+
+def hub_not_ready(fake: FakeKube) -> None:
+    fake.objects["/apis/apps/v1/namespaces/jupyterhub/deployments/hub"]["status"]["readyReplicas"] = 0
+
+
+def app_off_gpu(fake: FakeKube) -> None:
+    fake.objects["/api/v1/namespaces/ffe/pods/ffe-backend-0"]["spec"]["nodeName"] = "somewhere-else"
+
+
+def smoke_test_failed(fake: FakeKube) -> None:
+    fake.objects["/apis/batch/v1/namespaces/gpu-smoke-test/jobs/gpu-smoke-test"]["status"] = {
+        "failed": 1,
+        "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
+    }
+
+
+def no_gpu_in_log(fake: FakeKube) -> None:
+    run = fake.on_create["/apis/batch/v1/namespaces/gpu-verify/jobs"]
+
+    def without_gpu(job: dict[str, Any]) -> None:
+        run(job)
+        fake.raw[f"/api/v1/namespaces/gpu-verify/pods/{job['metadata']['name']}-x1/log"] = (
+            200,
+            "No devices were found\n",
+        )
+
+    fake.on_create["/apis/batch/v1/namespaces/gpu-verify/jobs"] = without_gpu
+
+
+FAILURES = [
+    ("single-node", gpu_not_allocatable, "gpu allocatable", "nvidia.com/gpu=0, expected 1"),
+    ("single-node", vault_sealed, "vault unsealed", "vault-0: sealed (0/1 keys): unseal with unseal.sh"),
+    (
+        "single-node",
+        certificate_not_ready,
+        "certificates",
+        "ffe/app-tls: Test Issuing certificate as Secret does not exist",
+    ),
+    (
+        "single-node",
+        postgres_degraded,
+        "postgresql ffe/ffe-db",
+        "Waiting for the instances to become active, 0/1",
+    ),
+    ("single-node", backup_failed, "backup ffe/ffe-db-backup", "failed"),
+    ("single-node", dcgm_silent, "dcgm metrics", "no DCGM_FI_DEV_GPU_UTIL sample"),
+    ("single-node", operator_pod_crashing, "gpu operator pods", "gpu-operator-0: CrashLoopBackOff"),
+    (
+        "single-node",
+        app_off_gpu,
+        "deployment ffe/ffe-backend",
+        "not on a GPU node: ffe-backend-0 on somewhere-else",
+    ),
+    ("single-node", no_gpu_in_log, "gpu job", "nvidia-smi saw no GPU on group0-node0: No devices were found"),
+    (
+        "k3d-poc",
+        gpu_taint_missing,
+        "node group gpu agents",
+        "k3d-gpu-poc-agent-2 lacks taint node-role.kubernetes.io/gpu=true:NoSchedule",
+    ),
+    ("k3d-poc", smoke_test_failed, "job gpu-smoke-test/gpu-smoke-test", "not completed"),
+    ("proxmox-ha", gpu_label_wrong, "node group gpu workers", "wk-gpu3 lacks label nvidia.com/gpu=true"),
+    ("proxmox-ha", worker_missing, "node group gpu workers", "missing wk-gpu4; 3 nodes, expected 4"),
+    (
+        "proxmox-ha",
+        node_not_ready,
+        "nodes ready",
+        "cp2: NodeStatusUnknown Kubelet stopped posting node status.",
+    ),
+    ("proxmox-ha", gitrepo_not_ready, "gitrepo fleet-local/cluster-maintenance", "failed to clone repo"),
+    ("proxmox-ha", hub_not_ready, "jupyterhub hub", "0/1 replicas ready"),
+    ("eks-karpenter", nodepool_not_ready, "nodepool gpu-inference", "NodeClassReady=False"),
+]
+
+
+@pytest.mark.parametrize(
+    ("stack", "breaks", "check", "evidence"), FAILURES, ids=[f[1].__name__ for f in FAILURES]
+)
+def test_one_broken_thing_fails_its_check_and_only_it(stack, breaks, check, evidence, serve):
+    expected = expected_for(stack)
+    fake = fake_kube.healthy(expected)
+    breaks(fake)
+    results = verify.run(serve(fake), expected, FAST_JOB)
+
+    bad = failed(results)
+    assert len(bad) == 1 and bad[0].check.startswith(check), bad
+    assert evidence in bad[0].evidence
+    assert not report.ok(results)
+
+
+def test_allocatable_gpus_are_the_contracts_gpus_times_time_slicing_replicas(serve):
+    sliced = verify.for_stack(
+        "single-node",
+        [Instance("single-node", "single-node", {"time_slicing_replicas": 4, "gpus_per_node": 2})],
+    )
+    assert sliced.gpu_slots_per_node == 8
+    fake = fake_kube.healthy(sliced)
+    assert by_check(verify.run(serve(fake), sliced, FAST_JOB))["gpu allocatable group0-node0"].result == PASS
+    _first_gpu_node(fake)["status"]["allocatable"]["nvidia.com/gpu"] = "2"  # sharing config not applied
+    result = by_check(verify.run(serve(fake), sliced, FAST_JOB))["gpu allocatable group0-node0"]
+    assert result.result == FAIL
+    assert result.evidence == (
+        "nvidia.com/gpu=2, expected 8 (the stack's GPUs per node): sharing config differs"
+    )
+
+
+def test_a_pending_gpu_job_shows_the_schedulers_and_karpenters_reasons_and_is_deleted(serve):
+    expected = expected_for("eks-karpenter")
+    fake = fake_kube.healthy(expected)
+    fake_kube.gpu_job_pending(
+        fake,
+        [
+            (
+                "default-scheduler",
+                "FailedScheduling",
+                "0/2 nodes are available: 2 node(s) had untolerated taint {CriticalAddonsOnly: true}.",
+            ),
+            (
+                "karpenter",
+                "FailedScheduling",
+                'Failed to schedule pod, all available instance types exceed limits for nodepool: "gpu-inference"',
+            ),
+        ],
+    )
+    results = by_check(verify.run(serve(fake), expected, JobSettings(timeout=0.2, poll=0.05)))
+
+    job = results["gpu job"]
+    assert job.result == FAIL
+    assert job.evidence.startswith("Pending after 0.2 s: scheduler: 0/2 nodes are available")
+    assert "default-scheduler: FailedScheduling: 0/2 nodes are available" in job.evidence
+    assert (
+        'karpenter: FailedScheduling: Failed to schedule pod, all available instance types exceed limits for nodepool: "gpu-inference"'
+        in job.evidence
+    )
+    assert [m for m, p in fake.requests if p.startswith("/apis/batch/v1/namespaces/gpu-verify/jobs/")][
+        -1
+    ] == "DELETE"
+    # No GPU node came up: the GPU pool and the device plugin say so instead of failing.
+    assert results["gpu allocatable"].result == SKIP
+    assert results["node group nodepool gpu-inference"].result == SKIP
+
+
+def test_scale_from_zero_reports_how_long_the_gpu_node_took(serve):
+    expected = expected_for("eks-karpenter")
+    assert expected.scales_from_zero
+    results = by_check(verify.run(serve(fake_kube.healthy(expected)), expected, FAST_JOB))
+    # The fake's Job was created at 01:00:00 and its pod scheduled at 01:01:12 on a new node.
+    assert results["gpu job"].evidence.endswith(
+        "on group3-gpu-from-zero; GPU node started from zero, pod scheduled 72 s after the Job was created"
+    )
+    assert results["gpu allocatable group3-gpu-from-zero"].evidence == (
+        "nvidia.com/gpu=1 (karpenter.k8s.aws/instance-gpu-count=1)"
+    )
+
+
+def test_no_job_creates_nothing(serve):
+    expected = expected_for("k3d-poc")
+    fake = fake_kube.healthy(expected)
+    results = by_check(verify.run(serve(fake), expected, None))
+    assert results["gpu job"] == Result("gpu job", SKIP, "left out (--no-job)")
+    assert [m for m, _ in fake.requests] == ["GET"] * len(fake.requests)
+
+
+# --- the command --------------------------------------------------------------------------------------------
+def _write_kubeconfig(tmp_path: Path, document: dict[str, Any]) -> Path:
+    path = tmp_path / "kubeconfig.yaml"
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def test_the_command_prints_an_aligned_table_without_colour_off_a_terminal(
+    serve, tmp_path, monkeypatch, capsys
+):
+    fake = fake_kube.healthy(expected_for("k3d-poc"))
+    serve(fake)
+    monkeypatch.setenv("KUBECONFIG", str(_write_kubeconfig(tmp_path, fake.kubeconfig())))
+    code = verify_main(["k3d-poc", "--job-timeout", "5", "--poll", "0.01"])
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"k3d-poc: cluster 'gpu-poc', Kubernetes v1.35.0, via {tmp_path / 'kubeconfig.yaml'}"
+    header = lines[2]
+    assert header.split() == ["CHECK", "RESULT", "EVIDENCE"]
+    rows = lines[3:-2]
+    assert all(row[header.index("RESULT") :].split()[0] in ("pass", "skip") for row in rows)
+    assert "\033[" not in out
+    assert lines[-1] == f"{len(rows)} checks, none failed"
+
+
+def test_the_table_is_coloured_on_a_terminal_only():
+    results = [Result("a", PASS, "x"), Result("longer check", FAIL, "y")]
+    assert report.table(results, colour=True).splitlines()[2] == "longer check  \033[31mfail  \033[0m  y"
+    assert report.table(results).splitlines()[1] == "a             pass    x"
+
+
+def test_the_command_prints_json_and_exits_1_on_a_failure(serve, tmp_path, monkeypatch, capsys):
+    fake = fake_kube.healthy(expected_for("k3d-poc"))
+    gpu_taint_missing(fake)
+    serve(fake)
+    monkeypatch.setenv("KUBECONFIG", str(_write_kubeconfig(tmp_path, fake.kubeconfig())))
+    code = verify_main(["k3d-poc", "--json", "--no-job"])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert document["ok"] is False and document["error"] is None and document["stack"] == "k3d-poc"
+    assert {
+        "check": "node group gpu agents",
+        "result": "fail",
+        "evidence": "k3d-gpu-poc-agent-2 lacks taint node-role.kubernetes.io/gpu=true:NoSchedule",
+    } in document["checks"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def _run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "gpu_constructs.verify", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_an_unreachable_cluster_is_one_line_naming_the_cluster_and_the_fix(tmp_path):
+    port = _free_port()  # nothing listens there
+    kubeconfig = FakeKube()
+    kubeconfig.url = f"http://127.0.0.1:{port}"
+    path = _write_kubeconfig(tmp_path, kubeconfig.kubeconfig())
+    done = _run_cli("lke", env={"KUBECONFIG": str(path)})
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(
+        f"verify lke: stack 'lke' (cluster 'lke') at http://127.0.0.1:{port} (from {path}) is unreachable ("
+    )
+    assert lines[0].endswith(
+        "check that the cluster is running and that this machine reaches its API (VPN, API allowlist), or point KUBECONFIG at it"
+    )
+
+
+def test_rejected_credentials_and_a_missing_kubeconfig_are_one_line_each(
+    serve, tmp_path, monkeypatch, capsys
+):
+    fake = FakeKube()
+    fake.errors["*"] = 401
+    serve(fake)
+    monkeypatch.setenv("KUBECONFIG", str(_write_kubeconfig(tmp_path, fake.kubeconfig())))
+    assert verify_main(["proxmox-ha"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "stack 'proxmox-ha' (cluster 'vms') at http://127.0.0.1:" in err
+    assert "rejected the credentials (401 Unauthorized): refresh them" in err
+
+    monkeypatch.delenv("KUBECONFIG")
+    monkeypatch.setattr(verify.expect, "PROJECT_ROOT", tmp_path)
+    expected = expected_for("k3d-poc")
+    missing = verify.expect.kubeconfig_file(expected.cluster.access.config_path or "", "k3d-poc", tmp_path)
+    assert missing == tmp_path / "kubeconfig" / "k3d-poc.yaml"
+    with pytest.raises(
+        verify.Unreachable, match=r"^stack 'k3d-poc' \(cluster 'gpu-poc'\): no kubeconfig at "
+    ):
+        verify.configure(verify.expect.Expectation(**{**expected.__dict__, "kubeconfig": missing}))
+
+
+def test_an_unknown_stack_is_one_line(capsys):
+    assert verify_main(["nope", "--no-job"]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"verify nope: 'STACK' is 'nope': use a stack from main.py: {', '.join(STACKS)}\n"
+    )
