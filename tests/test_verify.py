@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -509,3 +510,26 @@ def test_an_unknown_stack_is_one_line(capsys):
         capsys.readouterr().err
         == f"verify nope: 'STACK' is 'nope': use a stack from main.py: {', '.join(STACKS)}\n"
     )
+
+
+def test_make_verify_runs_the_module_for_the_stack():
+    done = subprocess.run(
+        ["make", "-n", "verify", "STACK=k3d-poc", "VERIFY_ARGS=--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.splitlines()[-1] == ".venv/bin/python -m gpu_constructs.verify k3d-poc --json"
+
+
+def test_every_library_package_is_in_the_distribution():
+    """Other teams' apps import the library (and gpu_constructs.verify) from the installed package."""
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "packages"
+    ]
+    on_disk = {
+        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "gpu_constructs").rglob("__init__.py")
+    }
+    assert on_disk - set(packages) == set()
