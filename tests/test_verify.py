@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -533,3 +535,85 @@ def test_every_library_package_is_in_the_distribution():
         ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "gpu_constructs").rglob("__init__.py")
     }
     assert on_disk - set(packages) == set()
+
+
+# --- EKS: the cloud's own login, against moto's EKS API ----------------------------------------------------
+@pytest.fixture
+def moto_server() -> Iterator[str]:
+    """moto's AWS API emulator on 127.0.0.1, stopped by its PID."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if process.poll() is not None:
+                pytest.fail("moto_server exited")
+            time.sleep(0.1)
+        else:
+            pytest.fail("moto_server did not listen")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_eks_is_reached_with_the_clouds_login(moto_server, tmp_path, monkeypatch):
+    import boto3
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    aws = bin_dir / "aws"
+    aws.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" > {tmp_path}/aws-args\n'
+        'echo \'{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1beta1",'
+        '"status":{"token":"k8s-aws-v1.from-get-token","expirationTimestamp":"2099-01-01T00:00:00Z"}}\'\n'
+    )
+    aws.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    for key, value in {
+        "AWS_ENDPOINT_URL": moto_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+    }.items():
+        monkeypatch.setenv(key, value)
+    expected = expected_for("eks-karpenter")
+    assert expected.eks == ("gpu-dev-euw1-eks", "eu-west-1")
+
+    with pytest.raises(
+        verify.Unreachable,
+        match=r"^cluster 'gpu-dev-euw1-eks' \(eu-west-1\): the EKS API refused to describe it \(.*ResourceNotFoundException.*\): log in",
+    ):
+        verify.configure(expected)
+
+    eks = boto3.client("eks", region_name="eu-west-1")
+    eks.create_cluster(
+        name="gpu-dev-euw1-eks",
+        roleArn="arn:aws:iam::123456789012:role/eks",
+        resourcesVpcConfig={"subnetIds": ["subnet-1", "subnet-2"]},
+    )
+    endpoint = eks.describe_cluster(name="gpu-dev-euw1-eks")["cluster"]["endpoint"]
+    configuration, source = verify.configure(expected)
+    assert configuration.host == endpoint.rstrip("/")
+    assert source == "aws eks (gpu-dev-euw1-eks, eu-west-1)"
+    assert configuration.api_key["authorization"] == "Bearer k8s-aws-v1.from-get-token"
+    assert (tmp_path / "aws-args").read_text().split() == [
+        "eks",
+        "get-token",
+        "--cluster-name",
+        "gpu-dev-euw1-eks",
+        "--region",
+        "eu-west-1",
+    ]
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(verify.Unreachable, match="the AWS CLI is not on PATH"):
+        verify.configure(expected)

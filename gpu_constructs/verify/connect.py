@@ -4,6 +4,7 @@ errors for a cluster that cannot be reached or refuses the credentials."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,11 @@ def _eks_config(name: str, region: str) -> dict[str, Any]:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
+    if shutil.which("aws") is None:
+        raise Unreachable(
+            f"cluster {name!r} ({region}): the AWS CLI is not on PATH and tokens come from "
+            "`aws eks get-token`: install the AWS CLI, or set KUBECONFIG"
+        )
     try:
         described = boto3.client("eks", region_name=region).describe_cluster(name=name)["cluster"]
     except (BotoCoreError, ClientError) as error:
