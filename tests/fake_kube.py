@@ -309,6 +309,11 @@ def healthy(expected: Expectation) -> FakeKube:
         for name in all_gpu:
             labels = {"app.kubernetes.io/name": "nvidia-device-plugin"}
             add_pod(fake, pod(f"nvidia-device-plugin-{name}", plugin.namespace, labels, name))
+    karpenter = expected.release("karpenter")
+    if karpenter is not None:
+        for i in range(2):
+            labels = {"app.kubernetes.io/name": "karpenter"}
+            add_pod(fake, pod(f"karpenter-{i}", karpenter.namespace, labels, "group0-node0"))
     if expected.release("cert-manager") is not None:
         fake.put(
             "/apis/cert-manager.io/v1/namespaces/ffe/certificates/app-tls",
@@ -370,6 +375,10 @@ def healthy(expected: Expectation) -> FakeKube:
                 f"/apis/batch/v1/namespaces/{ns}/jobs/{name}",
                 {"spec": copy.deepcopy(manifest["spec"]), "status": {"succeeded": 1, "completionTime": NOW}},
             )
+        elif kind == "StorageClass":
+            fake.put(f"/apis/storage.k8s.io/v1/storageclasses/{name}", copy.deepcopy(dict(manifest)))
+        elif kind == "EC2NodeClass":
+            fake.put(f"/apis/karpenter.k8s.aws/v1/ec2nodeclasses/{name}", {"status": ready()})
         elif kind == "NodePool":
             fake.put(f"/apis/karpenter.sh/v1/nodepools/{name}", {"status": ready()})
         elif kind == "GitRepo":

@@ -103,6 +103,8 @@ def test_every_platform_component_of_a_stack_is_checked(serve):
         "vault unsealed",
         "postgresql ffe/ffe-db",
         "backup ffe/ffe-db-backup",
+        "storageclass fast-ssd",
+        "storageclass backup",
         "deployment ffe/ffe-backend",
     } <= checked["single-node"]
     assert {
@@ -111,6 +113,8 @@ def test_every_platform_component_of_a_stack_is_checked(serve):
         "nodepool critical",
         "nodepool gpu-inference",
         "deployment inference/tinyllama-inference",
+        "karpenter pods",
+        "ec2nodeclass gpu",
     } <= checked["eks-karpenter"]
     assert {
         "gpu operator pods",
@@ -260,6 +264,19 @@ def no_gpu_in_log(fake: FakeKube) -> None:
     fake.on_create["/apis/batch/v1/namespaces/gpu-verify/jobs"] = without_gpu
 
 
+def storage_class_missing(fake: FakeKube) -> None:
+    del fake.objects["/apis/storage.k8s.io/v1/storageclasses/fast-scratch"]
+
+
+def ec2nodeclass_not_ready(fake: FakeKube) -> None:
+    path = "/apis/karpenter.k8s.aws/v1/ec2nodeclasses/gpu"
+    fake.objects[path]["status"] = fake_kube.ready("False", "AMISelector did not match any AMIs")
+
+
+def karpenter_pending(fake: FakeKube) -> None:
+    fake.objects["/api/v1/namespaces/karpenter/pods/karpenter-1"]["status"]["phase"] = "Pending"
+
+
 FAILURES = [
     ("single-node", gpu_not_allocatable, "gpu allocatable", "nvidia.com/gpu=0, expected 1"),
     ("single-node", vault_sealed, "vault unsealed", "vault-0: sealed (0/1 keys): unseal with unseal.sh"),
@@ -275,7 +292,12 @@ FAILURES = [
         "postgresql ffe/ffe-db",
         "Waiting for the instances to become active, 0/1",
     ),
-    ("single-node", backup_failed, "backup ffe/ffe-db-backup", "failed"),
+    (
+        "single-node",
+        backup_failed,
+        "backup ffe/ffe-db-backup",
+        "failed",
+    ),
     ("single-node", dcgm_silent, "dcgm metrics", "no DCGM_FI_DEV_GPU_UTIL sample"),
     ("single-node", operator_pod_crashing, "gpu operator pods", "gpu-operator-0: CrashLoopBackOff"),
     (
@@ -302,6 +324,9 @@ FAILURES = [
     ),
     ("proxmox-ha", gitrepo_not_ready, "gitrepo fleet-local/cluster-maintenance", "failed to clone repo"),
     ("proxmox-ha", hub_not_ready, "jupyterhub hub", "0/1 replicas ready"),
+    ("proxmox-ha", storage_class_missing, "storageclass fast-scratch", "API 404: not found"),
+    ("eks-karpenter", ec2nodeclass_not_ready, "ec2nodeclass gpu", "AMISelector did not match any AMIs"),
+    ("eks-karpenter", karpenter_pending, "karpenter pods", "karpenter-1: Pending"),
     ("eks-karpenter", nodepool_not_ready, "nodepool gpu-inference", "NodeClassReady=False"),
 ]
 

@@ -483,6 +483,11 @@ def deployment(
     return Result(check, PASS, evidence)
 
 
+def storage_class(api: client.ApiClient, name: str) -> Result:
+    item = client.StorageV1Api(api).read_storage_class(name, _request_timeout=T)
+    return Result(f"storageclass {name}", PASS, f"provisioner {item.provisioner}")
+
+
 def job_object(api: client.ApiClient, namespace: str, name: str) -> Result:
     check = f"job {namespace}/{name}"
     job = client.BatchV1Api(api).read_namespaced_job(name, namespace, _request_timeout=T)
@@ -505,6 +510,10 @@ def platform(
     plugin = expected.release("nvidia-device-plugin")
     if plugin is not None:
         yield "device plugin pods", partial(device_plugin, api, plugin.namespace, gpus)
+    karpenter = expected.release("karpenter")
+    if karpenter is not None:
+        selector = "app.kubernetes.io/name=karpenter"
+        yield "karpenter pods", partial(namespace_pods, api, "karpenter pods", karpenter.namespace, selector)
     if expected.release("cert-manager") is not None:
         yield "certificates", partial(certificates, api)
     vault_release = expected.release("vault")
@@ -522,6 +531,14 @@ def platform(
     for _, name in _objects(expected, "karpenter.sh/v1", "NodePool"):
         check = f"nodepool {name}"
         yield check, partial(condition_object, api, check, "karpenter.sh", "v1", "nodepools", name, None)
+    for _, name in _objects(expected, "karpenter.k8s.aws/v1", "EC2NodeClass"):
+        check = f"ec2nodeclass {name}"
+        yield (
+            check,
+            partial(condition_object, api, check, "karpenter.k8s.aws", "v1", "ec2nodeclasses", name, None),
+        )
+    for _, name in _objects(expected, "storage.k8s.io/v1", "StorageClass"):
+        yield f"storageclass {name}", partial(storage_class, api, name)
     for ns, name in _objects(expected, "fleet.cattle.io/v1alpha1", "GitRepo"):
         check = f"gitrepo {ns}/{name}"
         yield (
