@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -642,3 +643,60 @@ def test_eks_is_reached_with_the_clouds_login(moto_server, tmp_path, monkeypatch
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(verify.Unreachable, match="the AWS CLI is not on PATH"):
         verify.configure(expected)
+
+
+# --- the names verify looks for are the ones the real charts create with each stack's values -------------
+def _render(upstream: Path, release: verify.expect.Release, tmp_path: Path) -> list[dict[str, Any]]:
+    (chart,) = [
+        d for d in (upstream / "charts").iterdir() if re.fullmatch(rf"{release.chart}-v?\d[\d.]*", d.name)
+    ]
+    values = tmp_path / f"{release.name}.yaml"
+    values.write_text(yaml.safe_dump(dict(release.values)), encoding="utf-8")
+    done = subprocess.run(
+        [
+            str(ROOT / "tools" / "helm" / "bin" / "helm"),
+            "template",
+            release.name,
+            str(chart),
+            "--namespace",
+            release.namespace,
+            "--values",
+            str(values),
+            "--kube-version",
+            "1.35.0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def _selects(selector: str, labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in (term.split("=", 1) for term in selector.split(",")))
+
+
+@pytest.mark.parametrize(
+    ("stack", "chart", "kind", "selector"),
+    [
+        ("single-node", "vault", "StatefulSet", checks.VAULT_SERVER_PODS),
+        ("eks-karpenter", "nvidia-device-plugin", "DaemonSet", checks.DEVICE_PLUGIN_PODS),
+        ("eks-karpenter", "karpenter", "Deployment", checks.KARPENTER_PODS),
+    ],
+)
+def test_pod_selectors_match_the_charts_pods(stack, chart, kind, selector, upstream, tmp_path):
+    release = expected_for(stack).release(chart)
+    assert release is not None
+    workloads = [d for d in _render(upstream, release, tmp_path) if d["kind"] == kind]
+    assert workloads
+    assert all(_selects(selector, w["spec"]["template"]["metadata"]["labels"]) for w in workloads)
+
+
+def test_the_jupyterhub_hub_deployment_has_the_name_verify_reads(upstream, tmp_path):
+    release = expected_for("proxmox-ha").release("jupyterhub")
+    assert release is not None
+    deployments = {
+        d["metadata"]["name"] for d in _render(upstream, release, tmp_path) if d["kind"] == "Deployment"
+    }
+    assert checks.HUB_DEPLOYMENT in deployments

@@ -28,6 +28,16 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "gpu-verify"}
 GPU_COUNT_LABELS = ("nvidia.com/gpu.count", "karpenter.k8s.aws/instance-gpu-count")
 """Node labels with the physical GPU count: GPU feature discovery's, then Karpenter's."""
 T = REQUEST_TIMEOUT
+# What the charts call their objects (tests render the charts with each stack's values to prove it).
+DEVICE_PLUGIN_PODS = "app.kubernetes.io/name=nvidia-device-plugin"
+KARPENTER_PODS = "app.kubernetes.io/name=karpenter"
+VAULT_SERVER_PODS = "app.kubernetes.io/name=vault,component=server"
+HUB_DEPLOYMENT = "hub"
+DCGM_EXPORTER = "nvidia-dcgm-exporter:9400"
+"""The GPU Operator's exporter Service and port; the operator creates it, not the chart
+(NVIDIA/gpu-operator assets/state-dcgm-exporter/0600_service.yaml)."""
+CNPG_HEALTHY = "Cluster in healthy state"
+"""CloudNativePG's phase when every instance is ready (api/v1 PhaseHealthy)."""
 
 
 @dataclass(frozen=True)
@@ -199,8 +209,9 @@ def _ensure_namespace(core: client.CoreV1Api) -> None:
 
 
 def _pending_reasons(core: client.CoreV1Api, pod: client.V1Pod | None) -> str:
-    """Why a pod is not running: the scheduler's condition and every event about it (the scheduler's
-    FailedScheduling, Karpenter's decisions on launching a node)."""
+    """Why a pod is not running: the scheduler's condition and every event about it: the scheduler's
+    FailedScheduling, and Karpenter's (it reports on the pod too, FailedScheduling "Failed to schedule
+    pod, ..." or Nominated; karpenter pkg/controllers/provisioning/scheduling/events.go)."""
     if pod is None:
         return "no pod created"
     reasons: list[str] = []
@@ -327,9 +338,7 @@ def device_plugin(api: client.ApiClient, namespace: str, gpus: Sequence[client.V
         return Result(check, SKIP, "no GPU node now: the DaemonSet runs only on GPU nodes")
     pods = (
         client.CoreV1Api(api)
-        .list_namespaced_pod(
-            namespace, label_selector="app.kubernetes.io/name=nvidia-device-plugin", _request_timeout=T
-        )
+        .list_namespaced_pod(namespace, label_selector=DEVICE_PLUGIN_PODS, _request_timeout=T)
         .items
     )
     on = {p.spec.node_name for p in pods}
@@ -356,7 +365,7 @@ def dcgm_metrics(api: client.ApiClient, namespace: str, gpus: Sequence[client.V1
     check = "dcgm metrics"
     if not gpus:
         return Result(check, SKIP, "no GPU node now: the exporter runs only on GPU nodes")
-    text = _proxy_get(api, "service", "nvidia-dcgm-exporter:9400", namespace, "metrics")
+    text = _proxy_get(api, "service", DCGM_EXPORTER, namespace, "metrics")
     samples = [line for line in text.splitlines() if line.startswith("DCGM_FI_DEV_GPU_UTIL")]
     if not samples:
         return Result(check, FAIL, "nvidia-dcgm-exporter serves no DCGM_FI_DEV_GPU_UTIL sample")
@@ -384,9 +393,7 @@ def vault(api: client.ApiClient, namespace: str) -> Result:
     check = "vault unsealed"
     pods = (
         client.CoreV1Api(api)
-        .list_namespaced_pod(
-            namespace, label_selector="app.kubernetes.io/name=vault,component=server", _request_timeout=T
-        )
+        .list_namespaced_pod(namespace, label_selector=VAULT_SERVER_PODS, _request_timeout=T)
         .items
     )
     if not pods:
@@ -423,7 +430,7 @@ def postgres(api: client.ApiClient, namespace: str, name: str) -> Result:
     status = item.get("status", {})
     want, ready = item.get("spec", {}).get("instances", 1), status.get("readyInstances", 0)
     phase = status.get("phase", "no status yet")
-    if phase == "Cluster in healthy state" and ready == want:
+    if phase == CNPG_HEALTHY and ready == want:
         return Result(check, PASS, f"{phase}, {ready}/{want} instances ready")
     return Result(check, FAIL, f"{phase}, {ready}/{want} instances ready")
 
@@ -512,8 +519,8 @@ def platform(
         yield "device plugin pods", partial(device_plugin, api, plugin.namespace, gpus)
     karpenter = expected.release("karpenter")
     if karpenter is not None:
-        selector = "app.kubernetes.io/name=karpenter"
-        yield "karpenter pods", partial(namespace_pods, api, "karpenter pods", karpenter.namespace, selector)
+        check = "karpenter pods"
+        yield check, partial(namespace_pods, api, check, karpenter.namespace, KARPENTER_PODS)
     if expected.release("cert-manager") is not None:
         yield "certificates", partial(certificates, api)
     vault_release = expected.release("vault")
@@ -521,7 +528,7 @@ def platform(
         yield "vault unsealed", partial(vault, api, vault_release.namespace)
     hub = expected.release("jupyterhub")
     if hub is not None:
-        yield "jupyterhub hub", partial(deployment, api, "jupyterhub hub", hub.namespace, "hub")
+        yield "jupyterhub hub", partial(deployment, api, "jupyterhub hub", hub.namespace, HUB_DEPLOYMENT)
     for ns, name in _objects(expected, "postgresql.cnpg.io/v1", "Cluster"):
         yield f"postgresql {ns}/{name}", partial(postgres, api, ns, name)
     for ns, name in _objects(expected, "batch/v1", "CronJob"):
