@@ -58,6 +58,8 @@ class FakeKube:
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, Any]] = {}
         self.raw: dict[str, tuple[int, str]] = {}
+        self.raw_once: dict[str, str] = {}
+        """Paths answered once with this JSON, then as the store says."""
         self.errors: dict[str, int] = {}
         """Paths (or ``*``) answered with this HTTP status instead."""
         self.requests: list[tuple[str, str]] = []
@@ -97,6 +99,8 @@ class FakeKube:
         code = self.errors.get(path, self.errors.get("*"))
         if code is not None:
             return code, "application/json", json.dumps(status(code, "Forced"))
+        if method == "GET" and path in self.raw_once:
+            return 200, "application/json", self.raw_once.pop(path)
         if method == "GET" and path in self.raw:
             code, text = self.raw[path]
             return code, "text/plain", text

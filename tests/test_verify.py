@@ -700,3 +700,21 @@ def test_the_jupyterhub_hub_deployment_has_the_name_verify_reads(upstream, tmp_p
         d["metadata"]["name"] for d in _render(upstream, release, tmp_path) if d["kind"] == "Deployment"
     }
     assert checks.HUB_DEPLOYMENT in deployments
+
+
+def test_a_job_already_removed_by_its_ttl_still_reports_its_result(serve):
+    expected = expected_for("k3d-poc")
+    fake = fake_kube.healthy(expected)
+    run = fake.on_create["/apis/batch/v1/namespaces/gpu-verify/jobs"]
+
+    def finished_then_removed(job: dict[str, Any]) -> None:
+        run(job)
+        # The Job is readable once more, then gone before verification deletes it.
+        path = f"/apis/batch/v1/namespaces/gpu-verify/jobs/{job['metadata']['name']}"
+        fake.raw_once[path] = json.dumps(job)
+        fake.objects.pop(path)
+
+    fake.on_create["/apis/batch/v1/namespaces/gpu-verify/jobs"] = finished_then_removed
+    results = by_check(verify.run(serve(fake), expected, FAST_JOB))
+    assert results["gpu job"].result == PASS
+    assert ("DELETE", next(p for m, p in fake.requests if m == "DELETE")) in fake.requests

@@ -293,7 +293,16 @@ def gpu_job(
                 evidence += f"; GPU node started from zero, pod scheduled {took} s after the Job was created"
         return Result("gpu job", PASS, evidence)
     finally:
+        _delete_job(batch, name)
+
+
+def _delete_job(batch: client.BatchV1Api, name: str) -> None:
+    """Delete the Job and its pod; one already gone (its TTL, or someone else) is fine."""
+    try:
         batch.delete_namespaced_job(name, JOB_NAMESPACE, propagation_policy="Background", _request_timeout=T)
+    except ApiException as error:
+        if error.status != 404:
+            raise
 
 
 def _node(pod: client.V1Pod | None) -> str:
