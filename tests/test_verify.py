@@ -521,6 +521,11 @@ def test_rejected_credentials_and_a_missing_kubeconfig_are_one_line_each(
     assert "stack 'proxmox-ha' (cluster 'vms') at http://127.0.0.1:" in err
     assert "rejected the credentials (401 Unauthorized): refresh them" in err
 
+    assert verify_main(["proxmox-ha", "--json"]) == 2
+    document = json.loads(capsys.readouterr().out)
+    assert document["ok"] is False and document["checks"] == []
+    assert "rejected the credentials (401 Unauthorized)" in document["error"]
+
     monkeypatch.delenv("KUBECONFIG")
     monkeypatch.setattr(verify.expect, "PROJECT_ROOT", tmp_path)
     expected = expected_for("k3d-poc")
@@ -718,3 +723,29 @@ def test_a_job_already_removed_by_its_ttl_still_reports_its_result(serve):
     results = by_check(verify.run(serve(fake), expected, FAST_JOB))
     assert results["gpu job"].result == PASS
     assert ("DELETE", next(p for m, p in fake.requests if m == "DELETE")) in fake.requests
+
+
+def test_an_object_the_client_cannot_read_fails_its_check_only(serve):
+    expected = expected_for("proxmox-ha")
+    fake = fake_kube.healthy(expected)
+    del fake.objects["/apis/apps/v1/namespaces/jupyterhub/deployments/hub"]["spec"]["selector"]
+    results = failed(verify.run(serve(fake), expected, FAST_JOB))
+    assert results == [
+        Result(
+            "jupyterhub hub",
+            FAIL,
+            "unexpected answer from the API: Invalid value for `selector`, must not be `None`",
+        )
+    ]
+
+
+def test_colour_follows_the_terminal_and_no_color(serve, tmp_path, monkeypatch, capsys):
+    fake = fake_kube.healthy(expected_for("lke"))
+    serve(fake)
+    monkeypatch.setenv("KUBECONFIG", str(_write_kubeconfig(tmp_path, fake.kubeconfig())))
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert verify_main(["lke", "--no-job"]) == 0
+    assert "\033[32mpass" in capsys.readouterr().out
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert verify_main(["lke", "--no-job"]) == 0
+    assert "\033[" not in capsys.readouterr().out

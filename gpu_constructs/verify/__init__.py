@@ -72,3 +72,6 @@ def _guarded(name: str, check: checks.Callable[[], Result]) -> Result:
         if error.status == 404:
             message = "not found (not installed, or its CRD is missing)"
         return Result(name, FAIL, f"API {error.status}: {message}")
+    except ValueError as error:
+        # The client refuses an object that lacks a field the API always sets.
+        return Result(name, FAIL, f"unexpected answer from the API: {error}")

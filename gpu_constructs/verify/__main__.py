@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -50,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.as_json(args.stack, results))
     else:
         print(f"{args.stack}: cluster {expected.cluster.name!r}, Kubernetes {version}, via {source}\n")
-        print(report.table(results, colour=sys.stdout.isatty()))
+        # Colour on a terminal only, and not when NO_COLOR is set (no-color.org).
+        print(report.table(results, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
     return 0 if report.ok(results) else 1
 
 
