@@ -749,3 +749,48 @@ def test_colour_follows_the_terminal_and_no_color(serve, tmp_path, monkeypatch, 
     monkeypatch.setenv("NO_COLOR", "1")
     assert verify_main(["lke", "--no-job"]) == 0
     assert "\033[" not in capsys.readouterr().out
+
+
+def test_a_job_failed_by_its_deadline_before_its_pod_ran_still_shows_why_it_was_pending(serve):
+    expected = expected_for("lke")
+    fake = fake_kube.healthy(expected)
+    fake_kube.gpu_job_pending(
+        fake,
+        [
+            (
+                "default-scheduler",
+                "FailedScheduling",
+                "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+            )
+        ],
+    )
+    pending = fake.on_create["/apis/batch/v1/namespaces/gpu-verify/jobs"]
+
+    def deadline_exceeded(job: dict[str, Any]) -> None:
+        pending(job)
+        job["status"] = {
+            "failed": 1,
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "DeadlineExceeded",
+                    "message": "Job was active longer than specified deadline",
+                }
+            ],
+        }
+        name = job["metadata"]["name"]
+        # A pod that never started has no log: the API answers 400.
+        fake.raw[f"/api/v1/namespaces/gpu-verify/pods/{name}-x1/log"] = (400, "container is waiting to start")
+
+    fake.on_create["/apis/batch/v1/namespaces/gpu-verify/jobs"] = deadline_exceeded
+    job = by_check(verify.run(serve(fake), expected, FAST_JOB))["gpu job"]
+    assert job == Result(
+        "gpu job",
+        FAIL,
+        (
+            "Job DeadlineExceeded: Job was active longer than specified deadline; the pod never ran: "
+            "scheduler: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.; "
+            "default-scheduler: FailedScheduling: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+        ),
+    )

@@ -190,7 +190,8 @@ def gpu_job_manifest(expected: Expectation, name: str, settings: JobSettings) ->
         "metadata": {"name": name, "namespace": JOB_NAMESPACE, "labels": dict(MANAGED_BY)},
         "spec": {
             "backoffLimit": 0,
-            "activeDeadlineSeconds": max(int(settings.timeout), 1),
+            # Past verification's own deadline, so a Pending pod is reported with its reasons first.
+            "activeDeadlineSeconds": int(settings.timeout) + 60,
             # Removed by the cluster even if verification is interrupted before it deletes it.
             "ttlSecondsAfterFinished": 600,
             "template": {"metadata": {"labels": dict(MANAGED_BY)}, "spec": pod_spec},
@@ -272,13 +273,14 @@ def gpu_job(
                     f"{phase} after {settings.timeout:g} s: {_pending_reasons(core, pod)}",
                 )
             sleep(settings.poll)
-        log = ""
-        if pod is not None:
-            response = core.read_namespaced_pod_log(
-                pod.metadata.name, JOB_NAMESPACE, _preload_content=False, _request_timeout=T
-            )
-            log = response.data.decode("utf-8", "replace")
+        log = _log(core, pod)
         gpu_lines = [line.strip() for line in log.splitlines() if re.match(r"\s*GPU \d+: ", line)]
+        if job.status.failed and (pod is None or pod.status.phase == "Pending"):
+            failure = next(
+                (f"{c.reason}: {c.message}" for c in job.status.conditions or () if c.type == "Failed"),
+                "failed",
+            )
+            return Result("gpu job", FAIL, f"Job {failure}; the pod never ran: {_pending_reasons(core, pod)}")
         if job.status.failed or not gpu_lines:
             tail = " | ".join(log.strip().splitlines()[-3:]) or "no log"
             return Result("gpu job", FAIL, f"nvidia-smi saw no GPU on {_node(pod)}: {tail}")
@@ -294,6 +296,19 @@ def gpu_job(
         return Result("gpu job", PASS, evidence)
     finally:
         _delete_job(batch, name)
+
+
+def _log(core: client.CoreV1Api, pod: client.V1Pod | None) -> str:
+    """The pod's log, or "" where it has none (it never started, or is gone)."""
+    if pod is None:
+        return ""
+    try:
+        response = core.read_namespaced_pod_log(
+            pod.metadata.name, JOB_NAMESPACE, _preload_content=False, _request_timeout=T
+        )
+    except ApiException:
+        return ""
+    return str(response.data.decode("utf-8", "replace"))
 
 
 def _delete_job(batch: client.BatchV1Api, name: str) -> None:
