@@ -343,6 +343,10 @@ def healthy(expected: Expectation) -> FakeKube:
                 }
             ),
         )
+    nfs = expected.release("nfs-subdir-external-provisioner")
+    if nfs is not None:
+        name = nfs.values["storageClass"]["name"]
+        fake.put(f"/apis/storage.k8s.io/v1/storageclasses/{name}", {"provisioner": "cluster.local/nfs"})
     hub = expected.release("jupyterhub")
     if hub is not None:
         fake.put(

@@ -269,6 +269,10 @@ def storage_class_missing(fake: FakeKube) -> None:
     del fake.objects["/apis/storage.k8s.io/v1/storageclasses/fast-scratch"]
 
 
+def nfs_class_missing(fake: FakeKube) -> None:
+    del fake.objects["/apis/storage.k8s.io/v1/storageclasses/nfs-client"]
+
+
 def ec2nodeclass_not_ready(fake: FakeKube) -> None:
     path = "/apis/karpenter.k8s.aws/v1/ec2nodeclasses/gpu"
     fake.objects[path]["status"] = fake_kube.ready("False", "AMISelector did not match any AMIs")
@@ -326,6 +330,7 @@ FAILURES = [
     ("proxmox-ha", gitrepo_not_ready, "gitrepo fleet-local/cluster-maintenance", "failed to clone repo"),
     ("proxmox-ha", hub_not_ready, "jupyterhub hub", "0/1 replicas ready"),
     ("proxmox-ha", storage_class_missing, "storageclass fast-scratch", "API 404: not found"),
+    ("proxmox-ha", nfs_class_missing, "storageclass nfs-client", "API 404: not found"),
     ("eks-karpenter", ec2nodeclass_not_ready, "ec2nodeclass gpu", "AMISelector did not match any AMIs"),
     ("eks-karpenter", karpenter_pending, "karpenter pods", "karpenter-1: Pending"),
     ("eks-karpenter", nodepool_not_ready, "nodepool gpu-inference", "NodeClassReady=False"),

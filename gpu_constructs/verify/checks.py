@@ -568,6 +568,11 @@ def platform(
             check,
             partial(condition_object, api, check, "karpenter.k8s.aws", "v1", "ec2nodeclasses", name, None),
         )
+    nfs = expected.release("nfs-subdir-external-provisioner")
+    if nfs is not None:
+        # The chart creates the class named in its values (storageClass.name, default nfs-client).
+        name = (nfs.values.get("storageClass") or {}).get("name", "nfs-client")
+        yield f"storageclass {name}", partial(storage_class, api, name)
     for _, name in _objects(expected, "storage.k8s.io/v1", "StorageClass"):
         yield f"storageclass {name}", partial(storage_class, api, name)
     for ns, name in _objects(expected, "fleet.cattle.io/v1alpha1", "GitRepo"):
