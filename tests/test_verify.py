@@ -799,3 +799,11 @@ def test_a_job_failed_by_its_deadline_before_its_pod_ran_still_shows_why_it_was_
             "default-scheduler: FailedScheduling: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
         ),
     )
+
+
+def test_lke_gpus_per_node_come_from_the_plan():
+    four = verify.for_stack(
+        "lke", [Instance("lke", "lke", {"gpu_plan": "g2-gpu-rtx4000a4-m", "time_slicing_replicas": 2})]
+    )
+    assert four.gpu_slots_per_node == 8
+    assert expected_for("lke").gpu_slots_per_node == 1
