@@ -1,6 +1,6 @@
 # make synth: install what is missing, then synthesize every stack into cdktf.out/.
 # make test:  install what is missing, then lint, type-check and run every test.
-# make verify STACK=<stack> [VERIFY_ARGS=--json]: check what a deployed stack runs (exit 1 on a failure).
+# make verify STACK=<stack> [VERIFY_ARGS=--json]: check what a deployed stack runs; fails when a check fails.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := synth
