@@ -201,7 +201,8 @@ def pod(
 
 
 def ready(status_value: str = "True", message: str = "") -> dict[str, Any]:
-    return {"conditions": [{"type": "Ready", "status": status_value, "reason": "Test", "message": message}]}
+    condition = {"type": "Ready", "status": status_value, "reason": "Test", "message": message}
+    return {"conditions": [{**condition, "lastTransitionTime": NOW}]}
 
 
 def add_node(fake: FakeKube, obj: dict[str, Any]) -> None:
@@ -355,6 +356,7 @@ def healthy(expected: Expectation) -> FakeKube:
     for release, manifest in expected.manifests():
         meta, kind = manifest["metadata"], manifest["kind"]
         ns, name = meta.get("namespace", release.namespace), meta["name"]
+        stored = {k: copy.deepcopy(v) for k, v in manifest.items() if k not in ("apiVersion", "kind")}
         if kind == "Cluster":
             instances = manifest["spec"].get("instances", 1)
             fake.put(
@@ -386,11 +388,14 @@ def healthy(expected: Expectation) -> FakeKube:
         elif kind == "StorageClass":
             fake.put(f"/apis/storage.k8s.io/v1/storageclasses/{name}", copy.deepcopy(dict(manifest)))
         elif kind == "EC2NodeClass":
-            fake.put(f"/apis/karpenter.k8s.aws/v1/ec2nodeclasses/{name}", {"status": ready()})
+            fake.put(f"/apis/karpenter.k8s.aws/v1/ec2nodeclasses/{name}", {**stored, "status": ready()})
         elif kind == "NodePool":
-            fake.put(f"/apis/karpenter.sh/v1/nodepools/{name}", {"status": ready()})
+            fake.put(f"/apis/karpenter.sh/v1/nodepools/{name}", {**stored, "status": ready()})
         elif kind == "GitRepo":
-            fake.put(f"/apis/fleet.cattle.io/v1alpha1/namespaces/{ns}/gitrepos/{name}", {"status": ready()})
+            fake.put(
+                f"/apis/fleet.cattle.io/v1alpha1/namespaces/{ns}/gitrepos/{name}",
+                {**stored, "status": ready()},
+            )
         elif kind == "Deployment":
             template = copy.deepcopy(manifest["spec"]["template"])
             obj = deployment(manifest["spec"].get("replicas", 1), manifest["spec"]["selector"]["matchLabels"])

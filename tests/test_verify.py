@@ -807,3 +807,39 @@ def test_lke_gpus_per_node_come_from_the_plan():
     )
     assert four.gpu_slots_per_node == 8
     assert expected_for("lke").gpu_slots_per_node == 1
+
+
+KINDS = {
+    "nodes": ("v1", "Node"),
+    "pods": ("v1", "Pod"),
+    "events": ("v1", "Event"),
+    "jobs": ("batch/v1", "Job"),
+    "deployments": ("apps/v1", "Deployment"),
+    "storageclasses": ("storage.k8s.io/v1", "StorageClass"),
+    "nodepools": ("karpenter.sh/v1", "NodePool"),
+    "ec2nodeclasses": ("karpenter.k8s.aws/v1", "EC2NodeClass"),
+    "gitrepos": ("fleet.cattle.io/v1alpha1", "GitRepo"),
+    "certificates": ("cert-manager.io/v1", "Certificate"),
+    "clusters": ("postgresql.cnpg.io/v1", "Cluster"),
+}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_fake_serves_objects_the_real_schemas_accept(stack, upstream):
+    """The fake's objects are what an API server could return: Kubernetes 1.35's schemas for core
+    kinds (status included), the upstream CRDs for custom ones."""
+    fake = fake_kube.healthy(expected_for(stack))
+    fake_kube.gpu_job_pending(fake, [("default-scheduler", "FailedScheduling", "0/1 nodes are available")])
+    fake.handle(
+        "POST",
+        "/apis/batch/v1/namespaces/gpu-verify/jobs",
+        json.dumps(checks.gpu_job_manifest(expected_for(stack), "gpu-verify-schema", FAST_JOB)).encode(),
+    )
+    no_schema_here = {"Certificate", "Cluster"}  # ../shared/upstream has no cert-manager or CNPG CRD for them
+    checked = 0
+    for path, obj in fake.objects.items():
+        api_version, kind = KINDS[path.rsplit("/", 2)[1]]
+        if kind not in no_schema_here:
+            validate_manifest({"apiVersion": api_version, "kind": kind, **obj}, upstream)
+            checked += 1
+    assert checked > 5
