@@ -843,3 +843,27 @@ def test_the_fake_serves_objects_the_real_schemas_accept(stack, upstream):
             validate_manifest({"apiVersion": api_version, "kind": kind, **obj}, upstream)
             checked += 1
     assert checked > 5
+
+
+def test_a_failing_credential_plugin_is_part_of_the_one_line(serve, tmp_path, monkeypatch, capsys):
+    fake = FakeKube()
+    fake.errors["*"] = 401
+    serve(fake)
+    document = fake.kubeconfig()
+    document["users"][0]["user"] = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "command": "aws",
+            "args": ["eks", "get-token", "--cluster-name", "x"],
+        }
+    }
+    monkeypatch.setenv("KUBECONFIG", str(_write_kubeconfig(tmp_path, document)))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert verify_main(["lke", "--no-job"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.rstrip().endswith(
+        "rejected the credentials (401 Unauthorized): refresh them (a new kubeconfig from "
+        "the stack, or the cloud login) or point KUBECONFIG at valid ones "
+        "[kubeconfig: [Errno 2] No such file or directory: 'aws']"
+    )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -12,6 +13,15 @@ from kubernetes import client
 
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.verify import JobSettings, Unreachable, configure, for_stack, probe, report, run
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,6 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"verify {args.stack}: {message}", file=sys.stderr)
         return 2
 
+    # The client's kubeconfig loader logs what went wrong (an exec plugin that failed, say) and goes
+    # on without credentials; that reason belongs in the one line about the cluster.
+    logged = _Collect()
+    root = logging.getLogger()
+    handlers, root.handlers = root.handlers, [logged]
     try:
         expected = for_stack(args.stack)
         configuration, source = configure(expected, args.kubeconfig, args.context)
@@ -46,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             job = None if args.no_job else JobSettings(timeout=timeout, poll=args.poll)
             results = run(api, expected, job)
     except (Unreachable, ConfigError) as error:
-        return fail(str(error))
+        return fail(str(error) + "".join(f" [kubeconfig: {m}]" for m in logged.messages))
+    finally:
+        root.handlers = handlers
     if args.json:
         print(report.as_json(args.stack, results))
     else:
