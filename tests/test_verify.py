@@ -467,6 +467,12 @@ def test_the_command_prints_json_and_exits_1_on_a_failure(serve, tmp_path, monke
     document = json.loads(capsys.readouterr().out)
     assert code == 1
     assert document["ok"] is False and document["error"] is None and document["stack"] == "k3d-poc"
+    assert document["cluster"] == {
+        "name": "gpu-poc",
+        "server": fake.url,
+        "kubernetes": "v1.35.0",
+        "via": str(tmp_path / "kubeconfig.yaml"),
+    }
     assert {
         "check": "node group gpu agents",
         "result": "fail",

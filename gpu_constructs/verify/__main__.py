@@ -65,7 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         root.handlers = handlers
     if args.json:
-        print(report.as_json(args.stack, results))
+        cluster = {
+            "name": expected.cluster.name,
+            "server": configuration.host,
+            "kubernetes": version,
+            "via": source,
+        }
+        print(report.as_json(args.stack, results, cluster=cluster))
     else:
         print(f"{args.stack}: cluster {expected.cluster.name!r}, Kubernetes {version}, via {source}\n")
         # Colour on a terminal only, and not when NO_COLOR is set (no-color.org).

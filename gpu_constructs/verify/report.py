@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from gpu_constructs.verify.checks import FAIL, PASS, Result
 
@@ -32,9 +32,16 @@ def table(results: Sequence[Result], colour: bool = False) -> str:
     return "\n".join(lines)
 
 
-def as_json(stack: str, results: Sequence[Result], error: str | None = None) -> str:
+def as_json(
+    stack: str,
+    results: Sequence[Result],
+    error: str | None = None,
+    cluster: Mapping[str, str] | None = None,
+) -> str:
+    """``cluster`` says which cluster answered: its name, API server, Kubernetes version, kubeconfig."""
     document = {
         "stack": stack,
+        "cluster": dict(cluster or {}),
         "ok": error is None and ok(results),
         "error": error,
         "checks": [{"check": r.check, "result": r.result, "evidence": r.evidence} for r in results],
