@@ -873,3 +873,31 @@ def test_a_failing_credential_plugin_is_part_of_the_one_line(serve, tmp_path, mo
         "the stack, or the cloud login) or point KUBECONFIG at valid ones "
         "[kubeconfig: [Errno 2] No such file or directory: 'aws']"
     )
+
+
+def test_a_job_that_makes_no_pod_shows_the_jobs_events(serve):
+    expected = expected_for("single-node")
+    fake = fake_kube.healthy(expected)
+
+    def refused(job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
+        job["status"] = {}
+        fake.put(
+            f"/api/v1/namespaces/gpu-verify/events/{name}.1",
+            {
+                "metadata": {"name": f"{name}.1", "namespace": "gpu-verify"},
+                "involvedObject": {"kind": "Job", "name": name, "namespace": "gpu-verify"},
+                "reason": "FailedCreate",
+                "type": "Warning",
+                "source": {"component": "job-controller"},
+                "message": f'Error creating: pods "{name}-x1" is forbidden: violates PodSecurity "restricted:latest"',
+            },
+        )
+
+    fake.on_create["/apis/batch/v1/namespaces/gpu-verify/jobs"] = refused
+    job = by_check(verify.run(serve(fake), expected, JobSettings(timeout=0.1, poll=0.02)))["gpu job"]
+    assert job.result == FAIL
+    assert job.evidence.startswith(
+        "not created after 0.1 s: no pod created; job-controller: FailedCreate: Error creating: pods"
+    )
+    assert job.evidence.endswith('is forbidden: violates PodSecurity "restricted:latest"')

@@ -8,6 +8,8 @@ Job, which it creates and deletes in the ``gpu-verify`` namespace.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -63,7 +65,7 @@ def run(
     return results
 
 
-def _guarded(name: str, check: checks.Callable[[], Result]) -> Result:
+def _guarded(name: str, check: Callable[[], Result]) -> Result:
     """An API error fails only its own check, with the API's reason."""
     try:
         return check()

@@ -209,24 +209,32 @@ def _ensure_namespace(core: client.CoreV1Api) -> None:
         core.create_namespace(body, _request_timeout=T)
 
 
-def _pending_reasons(core: client.CoreV1Api, pod: client.V1Pod | None) -> str:
-    """Why a pod is not running: the scheduler's condition and every event about it: the scheduler's
-    FailedScheduling, and Karpenter's (it reports on the pod too, FailedScheduling "Failed to schedule
-    pod, ..." or Nominated; karpenter pkg/controllers/provisioning/scheduling/events.go)."""
+def _events(core: client.CoreV1Api, name: str) -> list[str]:
+    """``component: reason: message`` of the events about object ``name`` in the Job's namespace."""
+    events = core.list_namespaced_event(
+        JOB_NAMESPACE, field_selector=f"involvedObject.name={name}", _request_timeout=T
+    )
+    lines = []
+    for event in sorted(events.items, key=lambda e: str(e.last_timestamp or e.event_time or "")):
+        if event.reason in ("Scheduled", "Pulling", "Pulled", "Created", "Started", "SuccessfulCreate"):
+            continue
+        component = (event.source.component if event.source else None) or event.reporting_component or "?"
+        lines.append(f"{component}: {event.reason}: {event.message}")
+    return lines
+
+
+def _pending_reasons(core: client.CoreV1Api, job_name: str, pod: client.V1Pod | None) -> str:
+    """Why the Job's pod is not running: the scheduler's condition and every event about the pod: the
+    scheduler's FailedScheduling, and Karpenter's (it reports on the pod too, FailedScheduling "Failed
+    to schedule pod, ..." or Nominated; karpenter pkg/controllers/provisioning/scheduling/events.go).
+    Without a pod, the Job's events say why it made none (a quota, or Pod Security admission)."""
     if pod is None:
-        return "no pod created"
+        return "; ".join(["no pod created", *_events(core, job_name)])
     reasons: list[str] = []
     for condition in pod.status.conditions or ():
         if condition.type == "PodScheduled" and condition.status != "True" and condition.message:
             reasons.append(f"scheduler: {condition.message}")
-    events = core.list_namespaced_event(
-        JOB_NAMESPACE, field_selector=f"involvedObject.name={pod.metadata.name}", _request_timeout=T
-    )
-    for event in sorted(events.items, key=lambda e: str(e.last_timestamp or e.event_time or "")):
-        component = (event.source.component if event.source else None) or event.reporting_component or "?"
-        line = f"{component}: {event.reason}: {event.message}"
-        if line not in reasons and event.reason not in ("Scheduled", "Pulling", "Pulled", "Created"):
-            reasons.append(line)
+    reasons += [line for line in _events(core, pod.metadata.name) if line not in reasons]
     for status in pod.status.container_statuses or ():
         waiting = status.state.waiting if status.state else None
         if waiting and waiting.reason:
@@ -270,7 +278,7 @@ def gpu_job(
                 return Result(
                     "gpu job",
                     FAIL,
-                    f"{phase} after {settings.timeout:g} s: {_pending_reasons(core, pod)}",
+                    f"{phase} after {settings.timeout:g} s: {_pending_reasons(core, name, pod)}",
                 )
             sleep(settings.poll)
         log = _log(core, pod)
@@ -280,7 +288,9 @@ def gpu_job(
                 (f"{c.reason}: {c.message}" for c in job.status.conditions or () if c.type == "Failed"),
                 "failed",
             )
-            return Result("gpu job", FAIL, f"Job {failure}; the pod never ran: {_pending_reasons(core, pod)}")
+            return Result(
+                "gpu job", FAIL, f"Job {failure}; the pod never ran: {_pending_reasons(core, name, pod)}"
+            )
         if job.status.failed or not gpu_lines:
             tail = " | ".join(log.strip().splitlines()[-3:]) or "no log"
             return Result("gpu job", FAIL, f"nvidia-smi saw no GPU on {_node(pod)}: {tail}")
