@@ -252,6 +252,7 @@ class SingleNodeStack(TerraformStack):
                 storage_class=storage.class_name("fast-ssd"),
                 ha=s.vault_ha,
                 replicas=s.vault_replicas,
+                node_count=hosts_count,
                 bootstrap_host=compute.server if s.vault_bootstrap else None,
                 app_namespace=s.app_namespace,
                 app_service_account=s.app_name,

@@ -299,7 +299,11 @@ VAULT_K3S = r"""
 shift
 sub="$1"; shift
 case "$sub" in
-  wait) exit 0 ;;
+  wait)
+    for arg in "$@"; do
+      case "$arg" in pod/*) grep -qx "${arg#pod/}" "$STATE/pending" 2>/dev/null && exit 1 ;; esac
+    done
+    exit 0 ;;
   get) echo ffe-db-1; exit 0 ;;
   exec) ;;
   *) exit 1 ;;
@@ -315,6 +319,9 @@ IFS= read -r token; shift 4
 echo "$pod token=$token $*" >> "$STATE/vault.log"
 case "$1 $2" in
   "status -format=json")
+    # $STATE/status-failures: how many more times 'vault status' fails without an answer.
+    failures="$(cat "$STATE/status-failures" 2>/dev/null || echo 0)"
+    if [ "$failures" -gt 0 ]; then echo $((failures - 1)) > "$STATE/status-failures"; exit 1; fi
     init=false; sealed=true
     [ -f "$STATE/$pod.init" ] && init=true
     [ -f "$STATE/$pod.unsealed" ] && sealed=false
@@ -330,6 +337,8 @@ case "$1 $2" in
     while read -r mount; do printf '  "%s/": {},\n' "$mount"; done < <(cat "$STATE/mounts" 2>/dev/null)
     printf '  "sys/": {}\n}\n' ;;
   "secrets enable") echo "${3#-path=}" >> "$STATE/mounts" ;;
+  "audit list") [ -f "$STATE/audit" ] && echo '  "file/": {}' || exit 2 ;;
+  "audit enable") echo "$3 $4" > "$STATE/audit" ;;
   "auth list") [ -f "$STATE/k8s-auth" ] && echo '  "kubernetes/": {}'; true ;;
   "auth enable") touch "$STATE/k8s-auth" ;;
   "policy write") cat > "$STATE/policy.hcl" ;;
@@ -356,6 +365,8 @@ def _vault_env(host: Host, **overrides: str) -> dict[str, str]:
         "DB_NAME": "ffe",
         "DB_OWNER": "ffe",
         "INIT_FILE": str(host.state / "vault-init.json"),
+        "WAIT_SECONDS": "5",
+        "POLL_SECONDS": "0",
     }
     env.update(overrides)
     return {key: value for key, value in env.items() if value}
@@ -388,6 +399,69 @@ def test_vault_first_run_initializes_unseals_and_configures(host: Host):
         "bound_service_account_namespaces=ffe policies=ffe-backend ttl=1h" in call
         for call in calls
     )
+
+
+def test_vault_rerun_after_a_failed_status_keeps_the_init_file(host: Host):
+    env = _vault_env(host)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    init_file = host.state / "vault-init.json"
+    before = init_file.read_text()
+    # Vault does not answer for a moment (a restarting pod, a slow API server).
+    (host.state / "status-failures").write_text("3")
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    assert init_file.read_text() == before
+    assert len([c for c in _vault_calls(host) if " operator init" in c]) == 1
+
+
+def test_vault_that_never_answers_fails_and_leaves_the_init_file_alone(host: Host):
+    env = _vault_env(host, WAIT_SECONDS="0")
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    init_file = host.state / "vault-init.json"
+    before = init_file.read_text()
+    (host.state / "status-failures").write_text("1000")
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 1
+    assert "did not answer 'vault status' within 0s" in result.stderr
+    assert init_file.read_text() == before
+    assert [p.name for p in host.state.glob("vault-init.json*")] == ["vault-init.json"]
+
+
+def test_vault_uninitialized_with_an_init_file_present_refuses(host: Host):
+    init_file = host.state / "vault-init.json"
+    earlier = '{\n  "root_token": "hvs.EARLIER"\n}\n'
+    init_file.write_text(earlier)
+    result = host.run("vault-bootstrap.sh", **_vault_env(host))
+    assert result.returncode == 1
+    assert "may hold the only" in result.stderr
+    assert init_file.read_text() == earlier
+    assert not [c for c in _vault_calls(host) if " operator init" in c]
+
+
+def test_vault_failed_init_writes_no_init_file(host: Host):
+    env = _vault_env(host)
+    host.stub("k3s", VAULT_K3S.replace('"operator init")', '"operator init") exit 1 ;;\n  "never")'))
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 1
+    assert "was not written" in result.stderr
+    assert list(host.state.glob("vault-init.json*")) == []
+
+
+def test_vault_pod_that_never_runs_fails_clearly(host: Host):
+    (host.state / "pending").write_text("vault-2\n")
+    result = host.run("vault-bootstrap.sh", **_vault_env(host, VAULT_PODS="vault-0 vault-1 vault-2"))
+    assert result.returncode == 1
+    assert "Vault pod vault-2 is not Running" in result.stderr
+    assert "anti-affinity" in result.stderr
+    assert not [c for c in _vault_calls(host) if " operator init" in c]
+
+
+def test_vault_enables_the_file_audit_device_on_the_audit_volume_once(host: Host):
+    env = _vault_env(host)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    assert (host.state / "audit").read_text().strip() == "file file_path=/vault/audit/vault_audit.log"
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    assert len([c for c in _vault_calls(host) if " audit enable" in c]) == 1
 
 
 def test_vault_policy_grants_every_path_the_construct_publishes(host: Host):
