@@ -50,6 +50,8 @@ class SingleNodeSettings:
     """Set up the NVIDIA stack; False deploys everything without a GPU (the app then asks for none)."""
     nvidia_driver_version: str = versions.NVIDIA_DRIVER_BRANCH.version
     """NVIDIA driver branch (the seed's 545 is end-of-life; 580 is the long-term branch)."""
+    nvidia_kernel_modules: str = "open"
+    """open (NVIDIA's default since 560; Turing and newer) or proprietary (Volta, Pascal and older)."""
     container_toolkit_version: str = versions.NVIDIA_CONTAINER_TOOLKIT.version
     k3s_version: str = versions.K3S.version
     taint_gpu_nodes: bool = False
@@ -190,6 +192,7 @@ class SingleNodeStack(TerraformStack):
                 k3s_version=s.k3s_version,
                 gpu_enabled=s.gpu_enabled,
                 driver_branch=s.nvidia_driver_version,
+                driver_kernel_modules=s.nvidia_kernel_modules,
                 toolkit_version=s.container_toolkit_version,
                 taint_gpu_nodes=s.taint_gpu_nodes,
                 gpus_per_node=s.gpus_per_node,

@@ -100,10 +100,14 @@ def run_scripts(
     host: SshHost,
     runs: Sequence[ScriptRun],
     depends_on: Sequence[Any] = (),
+    then_local: ScriptRun | None = None,
 ) -> DataResource:
-    """A terraform_data that uploads ``runs``' scripts to ``host`` and runs them in order."""
+    """A terraform_data that uploads ``runs``' scripts to ``host`` and runs them in order.
+
+    ``then_local`` runs on the machine that runs Terraform after them, in the same step: waiting
+    for a host to come back from a reboot that a script started, for example."""
     digest = hashlib.sha256()
-    for run in runs:
+    for run in [*runs, *([then_local] if then_local else [])]:
         digest.update(script_text(run.script).encode())
     triggers: dict[str, Any] = {"host": host.address, "scripts": digest.hexdigest()}
     for run in runs:
@@ -125,8 +129,18 @@ def run_scripts(
         provisioners=[
             *uploads,
             RemoteExecProvisioner(type="remote-exec", inline=[run.command() for run in runs]),
+            *([_local_exec(then_local)] if then_local else []),
         ],
         depends_on=list(depends_on) or None,
+    )
+
+
+def _local_exec(run: ScriptRun) -> LocalExecProvisioner:
+    return LocalExecProvisioner(
+        type="local-exec",
+        command=script_literal(run.script),
+        interpreter=["bash", "-c"],
+        environment={**run.env, **run.secret_env},
     )
 
 
@@ -146,13 +160,6 @@ def run_local_script(
             **triggers,
             "script": hashlib.sha256(script_text(run.script).encode()).hexdigest(),
         },
-        provisioners=[
-            LocalExecProvisioner(
-                type="local-exec",
-                command=script_literal(run.script),
-                interpreter=["bash", "-c"],
-                environment={**run.env, **run.secret_env},
-            )
-        ],
+        provisioners=[_local_exec(run)],
         depends_on=list(depends_on) or None,
     )

@@ -58,6 +58,27 @@ def test_server_steps_run_detection_driver_toolkit_and_k3s_in_order(synth):
     assert found["server-k3s"]["depends_on"] == ["terraform_data.compute_server-gpu-driver_837B4D8C"]
 
 
+def test_driver_step_waits_for_the_reboot_before_the_next_step_connects(synth):
+    step = steps(build(synth)[0])["server-gpu-driver"]
+    kinds = [next(iter(p)) for p in step["provisioner"]]
+    assert kinds[-2:] == ["remote-exec", "local-exec"]
+    local = step["provisioner"][-1]["local-exec"]
+    assert "wait-for-reboot.sh" in local["command"] or "boot_id" in local["command"]
+    assert local["environment"] == {
+        "SSH_USER": "ubuntu",
+        "SSH_HOST": "192.168.1.100",
+        "SSH_KEY": "~/.ssh/id_ed25519",
+        "WAIT_SECONDS": "900",
+    }
+
+
+def test_open_kernel_modules_by_default_proprietary_as_a_setting(synth):
+    driver = inline(steps(build(synth)[0])["server-gpu-driver"])[1]
+    assert "DRIVER_KERNEL_MODULES='open'" in driver
+    old = inline(steps(build(synth, driver_kernel_modules="proprietary")[0])["server-gpu-driver"])[1]
+    assert "DRIVER_KERNEL_MODULES='proprietary'" in old
+
+
 def test_token_is_passed_but_not_kept_in_triggers(synth):
     synthesized, _ = build(synth)
     k3s = steps(synthesized)["server-k3s"]
@@ -147,6 +168,12 @@ def test_kubeconfig_fetch_runs_locally_with_the_server_address(synth):
         ({"k3s_version": "1.35"}, r"'k3s_version' is '1.35': give a pinned version such as v1.35.5\+k3s1"),
         ({"driver_branch": "latest"}, r"'driver_branch' is 'latest': give a pinned version such as 580"),
         ({"toolkit_version": "v1.20"}, r"'toolkit_version' is 'v1.20'"),
+        ({"driver_kernel_modules": "nouveau"}, r"'driver_kernel_modules' is 'nouveau': use one of open"),
+        (
+            {"driver_branch": "470"},
+            r"'driver_branch' is '470': NVIDIA ships open kernel modules from branch 515; .*proprietary",
+        ),
+        ({"reboot_wait_seconds": 5}, r"'reboot_wait_seconds' is 5: use from 60 to 3600"),
         ({"gpus_per_node": 0}, r"'gpus_per_node' is 0: use from 1 to 16"),
         ({"cluster_cidr": "10.42.0.0/33"}, r"'cluster_cidr' is '10.42.0.0/33': give an IPv4 network"),
         ({"service_cidr": "10.42.128.0/17"}, r"'service_cidr' is '10.42.128.0/17': it overlaps cluster_cidr"),

@@ -95,37 +95,72 @@ def test_gpu_detect_carries_on_when_no_gpu_is_required(host: Host):
 
 
 # --- nvidia-driver.sh ------------------------------------------------------------------------------
-def _driver_host(host: Host, loaded: str | None, modprobe_ok: bool) -> None:
+def _driver_host(host: Host, loaded: str | None, modprobe_ok: bool, installed: str = "") -> dict[str, str]:
     if loaded:
         (host.state / "driver").write_text(loaded)
+    (host.state / "packages").write_text(installed + "\n")
     host.stub("nvidia-smi", '[ -f "$STATE/driver" ] && cat "$STATE/driver" || exit 9')
     load = 'echo 580.95.05 > "$STATE/driver"' if modprobe_ok else "exit 1"
     host.stub("modprobe", load)
+    # dpkg-query -W -f='${Status}' PACKAGE; apt-get install records what it installed.
+    host.stub("dpkg-query", 'grep -qx "$3" "$STATE/packages" && printf "install ok installed"; true')
+    host.stub(
+        "apt-get",
+        'if [ "$1" = install ]; then for a in "$@"; do echo "$a" >> "$STATE/packages"; done; fi',
+    )
+    return {"REBOOT_MARKER": str(host.state / "reboot-from")}
+
+
+def _boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
 def test_driver_already_loaded_is_left_alone(host: Host):
-    _driver_host(host, "580.95.05", modprobe_ok=True)
-    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580")
+    env = _driver_host(host, "580.95.05", modprobe_ok=True, installed="nvidia-driver-580-server-open")
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env)
     assert result.returncode == 0, result.stderr
     assert "already installed and loaded" in result.stdout
     assert host.calls("apt-get") == []
 
 
-def test_driver_install_then_load_without_reboot(host: Host):
-    _driver_host(host, None, modprobe_ok=True)
-    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580")
+def test_driver_installs_the_open_kernel_modules_by_default(host: Host):
+    env = _driver_host(host, None, modprobe_ok=True)
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env)
     assert result.returncode == 0, result.stderr
-    installs = [c for c in host.calls("apt-get") if "install" in c]
-    assert len(installs) == 1 and "nvidia-driver-580-server" in installs[0]
+    (install,) = [c for c in host.calls("apt-get") if "install" in c]
+    assert "nvidia-driver-580-server-open" in install.split()
     assert "branch 580 loaded" in result.stdout
-    assert host.calls("nohup") == []
+    assert host.calls("nohup") == [] and not (host.state / "reboot-from").exists()
 
 
-def test_driver_upgrade_that_needs_a_reboot_reboots(host: Host):
-    _driver_host(host, "545.29.06", modprobe_ok=False)
-    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580")
+def test_driver_proprietary_modules_as_a_setting(host: Host):
+    env = _driver_host(host, None, modprobe_ok=True)
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", DRIVER_KERNEL_MODULES="proprietary", **env)
+    assert result.returncode == 0, result.stderr
+    (install,) = [c for c in host.calls("apt-get") if "install" in c]
+    assert "nvidia-driver-580-server" in install.split()
+    assert "nvidia-driver-580-server-open" not in install.split()
+
+
+def test_driver_switch_to_open_modules_reinstalls_and_reboots(host: Host):
+    env = _driver_host(host, "580.95.05", modprobe_ok=True, installed="nvidia-driver-580-server")
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env)
     assert result.returncode == 0, result.stderr
     assert "needs a reboot" in result.stdout
+
+
+def test_driver_rejects_an_unknown_module_flavour(host: Host):
+    env = _driver_host(host, None, modprobe_ok=True)
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", DRIVER_KERNEL_MODULES="closed", **env)
+    assert result.returncode == 2 and "use open or proprietary" in result.stderr
+
+
+def test_driver_upgrade_that_needs_a_reboot_reboots_and_records_the_boot_id(host: Host):
+    env = _driver_host(host, "545.29.06", modprobe_ok=False)
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env)
+    assert result.returncode == 0, result.stderr
+    assert "needs a reboot" in result.stdout
+    assert (host.state / "reboot-from").read_text().strip() == _boot_id()
     # The reboot is detached into the background; give it a moment to be logged.
     for _ in range(50):
         if any("systemctl reboot" in c for c in host.calls("nohup")):
@@ -135,12 +170,70 @@ def test_driver_upgrade_that_needs_a_reboot_reboots(host: Host):
 
 
 def test_driver_second_run_after_install_does_nothing(host: Host):
-    _driver_host(host, None, modprobe_ok=True)
-    assert host.run("nvidia-driver.sh", DRIVER_BRANCH="580").returncode == 0
+    env = _driver_host(host, None, modprobe_ok=True)
+    assert host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env).returncode == 0
     host.log.write_text("")
-    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580")
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env)
     assert "nothing to do" in result.stdout
     assert host.calls("apt-get") == []
+
+
+# --- wait-for-reboot.sh ----------------------------------------------------------------------------
+# `ssh` to a host that is down for $STATE/down-polls answers, then up with $STATE/boot as its boot id;
+# `sudo cat <marker>` reads $STATE/marker, `sudo rm` removes it.
+WAIT_SSH = r"""
+cmd="${*: -1}"
+down="$(cat "$STATE/down-polls" 2>/dev/null || echo 0)"
+if [ "$down" -gt 0 ]; then echo $((down - 1)) > "$STATE/down-polls"; exit 255; fi
+case "$cmd" in
+  *"sudo rm -f"*) rm -f "$STATE/marker"; exit 0 ;;
+esac
+from=none
+[ -f "$STATE/marker" ] && from="$(cat "$STATE/marker")"
+printf '%s %s\n' "$from" "$(cat "$STATE/boot")"
+"""
+
+
+def _wait_env(host: Host, **overrides: str) -> dict[str, str]:
+    host.stub("ssh", WAIT_SSH)
+    env = {"SSH_USER": "ubuntu", "SSH_HOST": "192.168.1.100", "SSH_KEY": "/k", "POLL_SECONDS": "0"}
+    env.update(overrides)
+    return env
+
+
+def test_wait_for_reboot_returns_at_once_without_a_pending_reboot(host: Host):
+    (host.state / "boot").write_text("boot-a")
+    result = host.run("wait-for-reboot.sh", **_wait_env(host))
+    assert result.returncode == 0, result.stderr
+    assert "no reboot pending" in result.stdout
+    assert len(host.calls("ssh")) == 1
+
+
+def test_wait_for_reboot_waits_until_the_boot_id_changes(host: Host):
+    # Still up on the old boot for a moment, then down, then back with a new boot id.
+    (host.state / "marker").write_text("boot-a")
+    (host.state / "boot").write_text("boot-a")
+    host.stub(
+        "ssh",
+        'n="$(cat "$STATE/polls" 2>/dev/null || echo 0)"; echo $((n + 1)) > "$STATE/polls"\n'
+        '[ "$n" -eq 2 ] && { echo 3 > "$STATE/down-polls"; echo boot-b > "$STATE/boot"; }\n' + WAIT_SSH,
+    )
+    result = host.run(
+        "wait-for-reboot.sh", SSH_USER="ubuntu", SSH_HOST="192.168.1.100", SSH_KEY="/k", POLL_SECONDS="0"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "192.168.1.100 is back (boot id boot-b)" in result.stdout
+    assert not (host.state / "marker").exists()
+    assert len(host.calls("ssh")) >= 6
+
+
+def test_wait_for_reboot_is_bounded_with_a_clear_error(host: Host):
+    (host.state / "marker").write_text("boot-a")
+    (host.state / "boot").write_text("boot-a")
+    result = host.run("wait-for-reboot.sh", **_wait_env(host, WAIT_SECONDS="0"))
+    assert result.returncode == 1
+    assert "192.168.1.100 did not come back within 0s" in result.stderr
+    assert (host.state / "marker").exists()
 
 
 # --- nvidia-toolkit.sh -----------------------------------------------------------------------------

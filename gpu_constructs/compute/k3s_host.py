@@ -26,6 +26,8 @@ from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script, run_sc
 
 GPU_LABEL = ("nvidia.com/gpu", "true")
 GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
+OPEN_MODULES_SINCE = 515
+"""The first driver branch with NVIDIA's open GPU kernel modules (production-ready since 515)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,12 @@ class K3sHostProps:
     """Install the NVIDIA driver and toolkit and label GPU nodes. False runs the cluster without GPUs."""
     driver_branch: str = versions.NVIDIA_DRIVER_BRANCH.version
     """NVIDIA server driver branch from the Ubuntu archive (the seed's 545 is end-of-life)."""
+    driver_kernel_modules: str = "open"
+    """``open``: NVIDIA's open GPU kernel modules, its default since the 560 driver and required for
+    Blackwell; they support Turing (RTX 20xx, T4) and newer. ``proprietary`` for older GPUs (Volta
+    V100, Pascal). With Secure Boot on, either module must be signed by an enrolled key (see the README)."""
+    reboot_wait_seconds: int = 900
+    """How long the driver step waits for a host it rebooted to come back (its boot id changed)."""
     toolkit_version: str = versions.NVIDIA_CONTAINER_TOOLKIT.version
     """NVIDIA Container Toolkit release."""
     taint_gpu_nodes: bool = False
@@ -69,6 +77,15 @@ class K3sHostProps:
             )
         validate.version("k3s_version", self.k3s_version, r"v\d+\.\d+\.\d+\+k3s\d+", "v1.35.5+k3s1")
         validate.version("driver_branch", self.driver_branch, r"\d{3}", "580")
+        validate.one_of("driver_kernel_modules", self.driver_kernel_modules, ("open", "proprietary"))
+        if self.driver_kernel_modules == "open" and int(self.driver_branch) < OPEN_MODULES_SINCE:
+            raise ConfigError(
+                "driver_branch",
+                self.driver_branch,
+                f"NVIDIA ships open kernel modules from branch {OPEN_MODULES_SINCE}; use a newer branch "
+                "or driver_kernel_modules='proprietary'",
+            )
+        validate.int_range("reboot_wait_seconds", self.reboot_wait_seconds, 60, 3600)
         validate.version("toolkit_version", self.toolkit_version, r"\d+\.\d+\.\d+", "1.20.0")
         validate.int_range("gpus_per_node", self.gpus_per_node, 1, 16)
         cluster = validate.cidr("cluster_cidr", self.cluster_cidr)
@@ -111,8 +128,25 @@ class K3sHostGpuCompute(Construct):
                         host=host,
                         runs=[
                             ScriptRun("gpu-detect.sh", {"REQUIRE_GPU": "1"}),
-                            ScriptRun("nvidia-driver.sh", {"DRIVER_BRANCH": props.driver_branch}),
+                            ScriptRun(
+                                "nvidia-driver.sh",
+                                {
+                                    "DRIVER_BRANCH": props.driver_branch,
+                                    "DRIVER_KERNEL_MODULES": props.driver_kernel_modules,
+                                },
+                            ),
                         ],
+                        # A driver that needs a reboot reboots the host; the next step must not
+                        # connect before it is back (remote-exec would connect to the dying host).
+                        then_local=ScriptRun(
+                            "wait-for-reboot.sh",
+                            {
+                                "SSH_USER": host.user,
+                                "SSH_HOST": host.address,
+                                "SSH_KEY": host.private_key_path,
+                                "WAIT_SECONDS": str(props.reboot_wait_seconds),
+                            },
+                        ),
                     )
                 )
             runs = []
