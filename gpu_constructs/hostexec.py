@@ -29,6 +29,9 @@ from gpu_constructs import validate
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
 REMOTE_DIR = "/tmp"
+SECRETS_DIR = ".gpu-constructs"
+"""Where a step's secrets are uploaded, relative to the SSH user's home (scp runs there): a 0700
+directory, so no other user can read the files; the script that reads one deletes it."""
 
 
 @cache
@@ -82,14 +85,31 @@ class SshHost:
 
 @dataclass(frozen=True)
 class ScriptRun:
-    """One bundled script with its environment. ``secret_env`` is passed but never hashed into state."""
+    """One bundled script with its environment.
+
+    ``secret_env`` never goes on a command line (sudo logs its command lines, ``ps`` shows them to
+    every user) nor into the step's triggers: on a host it is uploaded as a ``NAME=value`` file into
+    the SSH user's 0700 :data:`SECRETS_DIR` and the script reads and deletes the file named by
+    ``SECRETS_FILE``; on the machine that runs Terraform it is passed in the process environment."""
 
     script: str
     env: Mapping[str, str] = field(default_factory=dict)
     secret_env: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def secrets_path(self) -> str:
+        return f"{SECRETS_DIR}/{self.script}.env"
+
+    def secrets_file(self) -> str:
+        for key, value in self.secret_env.items():
+            if "\n" in value:
+                raise ValueError(f"{key} contains a line break, which a secrets file cannot carry")
+        return "".join(f"{key}={value}\n" for key, value in sorted(self.secret_env.items()))
+
     def command(self) -> str:
-        env = shell_env({**self.env, **self.secret_env})
+        env = shell_env(self.env)
+        if self.secret_env:
+            env = f'SECRETS_FILE="$HOME/{self.secrets_path}" {env}'.rstrip()
         return f"sudo env {env} bash {REMOTE_DIR}/gpu-constructs-{self.script}"
 
 
@@ -113,7 +133,7 @@ def run_scripts(
     for run in runs:
         for key, value in sorted(run.env.items()):
             triggers[f"{run.script}:{key}"] = value
-    uploads = [
+    uploads: list[Any] = [
         FileProvisioner(
             type="file",
             content=script_literal(name),
@@ -121,6 +141,15 @@ def run_scripts(
         )
         for name in dict.fromkeys(run.script for run in runs)
     ]
+    secret_runs = [run for run in runs if run.secret_env]
+    if secret_runs:
+        uploads.append(
+            RemoteExecProvisioner(type="remote-exec", inline=[f'install -d -m 0700 "$HOME/{SECRETS_DIR}"'])
+        )
+        uploads.extend(
+            FileProvisioner(type="file", content=run.secrets_file(), destination=run.secrets_path)
+            for run in secret_runs
+        )
     return DataResource(
         scope,
         id,

@@ -39,7 +39,8 @@ def steps(synthesized) -> dict[str, dict]:
 
 
 def inline(step: dict) -> list[str]:
-    return next(p["remote-exec"]["inline"] for p in step["provisioner"] if "remote-exec" in p)
+    """The commands that run the step's scripts (its last remote-exec)."""
+    return [p["remote-exec"]["inline"] for p in step["provisioner"] if "remote-exec" in p][-1]
 
 
 def test_server_steps_run_detection_driver_toolkit_and_k3s_in_order(synth):
@@ -79,11 +80,23 @@ def test_open_kernel_modules_by_default_proprietary_as_a_setting(synth):
     assert "DRIVER_KERNEL_MODULES='proprietary'" in old
 
 
-def test_token_is_passed_but_not_kept_in_triggers(synth):
+def test_token_goes_in_a_private_file_not_on_a_command_line_nor_in_triggers(synth):
     synthesized, _ = build(synth)
     k3s = steps(synthesized)["server-k3s"]
-    assert "K3S_TOKEN='${var.k3s_token}'" in inline(k3s)[1]
+    provisioners = k3s["provisioner"]
+    commands = [c for p in provisioners if "remote-exec" in p for c in p["remote-exec"]["inline"]]
+    assert not [c for c in commands if "k3s_token" in c or "K3S_TOKEN" in c]
     assert "k3s_token" not in str(k3s["triggers_replace"])
+    uploads = [p["file"] for p in provisioners if "file" in p]
+    (secrets,) = [u for u in uploads if u["destination"].startswith(".gpu-constructs/")]
+    assert secrets == {
+        "content": "K3S_TOKEN=${var.k3s_token}\n",
+        "destination": ".gpu-constructs/k3s-install.sh.env",
+    }
+    # The directory is made private before the file is uploaded into it.
+    mkdir = provisioners.index({"remote-exec": {"inline": ['install -d -m 0700 "$HOME/.gpu-constructs"']}})
+    assert mkdir < provisioners.index({"file": secrets})
+    assert 'SECRETS_FILE="$HOME/.gpu-constructs/k3s-install.sh.env"' in inline(k3s)[1]
 
 
 def test_script_change_changes_the_trigger_hash(synth, monkeypatch):

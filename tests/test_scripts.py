@@ -275,16 +275,19 @@ def _k3s_host(host: Host) -> None:
         "curl",
         "cat <<'INSTALLER'\n"
         'echo "installer $INSTALL_K3S_EXEC $INSTALL_K3S_VERSION url=$K3S_URL" >> "$CALLS"\n'
+        'echo "$K3S_TOKEN" > "$STATE/installer-token"\n'
         'echo "k3s version $INSTALL_K3S_VERSION (abcdef)" > "$STATE/k3s"\n'
         "INSTALLER",
     )
 
 
 def _k3s_env(host: Host, **overrides: str) -> dict[str, str]:
+    secrets = host.state / "k3s.env"
+    secrets.write_text("K3S_TOKEN=" + "t" * 40 + "\n")
     env = {
         "K3S_ROLE": "server",
         "K3S_VERSION": "v1.35.5+k3s1",
-        "K3S_TOKEN": "t" * 40,
+        "SECRETS_FILE": str(secrets),
         "NODE_IP": "192.168.1.100",
         "NODE_LABELS": "nvidia.com/gpu=true",
         "DISABLE": "traefik",
@@ -305,6 +308,9 @@ def test_k3s_first_install_writes_config_and_runs_installer(host: Host):
     assert "disable:\n  - traefik" in config
     assert "tls-san:\n  - 192.168.1.100" in config
     assert "t" * 40 not in config + result.stdout + result.stderr
+    # The token reached the installer from the secrets file, which is gone afterwards.
+    assert (host.state / "installer-token").read_text().strip() == "t" * 40
+    assert not (host.state / "k3s.env").exists()
 
 
 def test_k3s_second_run_with_same_settings_does_nothing(host: Host):

@@ -176,3 +176,39 @@ def test_bad_variables_fail_in_terraform_with_the_fix(variables_dir, name, value
     result = _plan(variables_dir, **{name: value})
     assert result.returncode != 0
     assert message in " ".join(result.stderr.split())
+
+
+@pytest.fixture(scope="module")
+def every_stack() -> dict[str, dict]:
+    """Every stack main.py synthesizes, by name."""
+    import main
+
+    app = cdktf.Testing.app()
+    return {
+        instance.stack: json.loads(cdktf.Testing.synth(instance.build(app))) for instance in main.INSTANCES
+    }
+
+
+def _commands(stack: dict):
+    """Every command line a step runs: remote-exec inline commands and local-exec commands."""
+    for kind, found in stack.get("resource", {}).items():
+        for name, body in found.items():
+            for provisioner in body.get("provisioner", []):
+                for command in provisioner.get("remote-exec", {}).get("inline", []):
+                    yield f"{kind}.{name}", command
+                if "local-exec" in provisioner:
+                    yield f"{kind}.{name}", provisioner["local-exec"]["command"]
+
+
+def test_no_sensitive_variable_on_any_command_line(every_stack):
+    """sudo logs its command lines and `ps` shows them to every user: secrets go in files or env."""
+    checked = 0
+    for stack_name, stack in every_stack.items():
+        sensitive = [name for name, v in stack.get("variable", {}).items() if v.get("sensitive")]
+        for where, command in _commands(stack):
+            checked += 1
+            for name in sensitive:
+                assert f"var.{name}" not in command, (
+                    f"{stack_name}: {where} puts var.{name} on a command line"
+                )
+    assert checked
