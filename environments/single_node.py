@@ -31,7 +31,7 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.helm import ValuesLayers
 from gpu_constructs.hostexec import SshHost
-from gpu_constructs.networking import Networking, NetworkingProps
+from gpu_constructs.networking import ACME_SOLVERS, PRIVATE_ADDRESS_REGEX, Networking, NetworkingProps
 from gpu_constructs.storage import Storage, StorageProps
 from gpu_constructs.vault import Vault, VaultProps
 
@@ -77,6 +77,12 @@ class SingleNodeSettings:
     app_name: str = "ffe-backend"
     app_namespace: str = "ffe"
     app_gpus: int = 1
+    acme_solver: str = "dns01-cloudflare"
+    """How Let's Encrypt validates the domains: ``dns01-cloudflare`` (a TXT record in the Cloudflare
+    zone; works for a private address such as 192.168.1.100, needs the cloudflare_api_token variable) or
+    ``http01`` (through the ingress; the A record's address must be reachable from the internet)."""
+    admin_prefix_length: int = 24
+    """Without the admin_cidrs variable, SSH and the API are open to each host's own /24 network."""
     network_policies: bool = True
     values_dir: Path = PROJECT_ROOT / "helm-values"
     """Folder of the values files; ``<chart>/base.yaml`` plus ``<chart>/<environment>.yaml``."""
@@ -85,6 +91,8 @@ class SingleNodeSettings:
         validate.one_of("environment", self.environment, ("dev", "staging", "production"))
         validate.int_range("agent_count", self.agent_count, 0, 50)
         validate.one_of("mig_strategy", self.mig_strategy, [m.value for m in MigStrategy])
+        validate.one_of("acme_solver", self.acme_solver, ACME_SOLVERS)
+        validate.int_range("admin_prefix_length", self.admin_prefix_length, 8, 32)
         if not self.gpu_enabled and self.app_gpus:
             raise ConfigError(
                 "app_gpus", self.app_gpus, "gpu_enabled is False, so set app_gpus=0 to run the app on CPU"
@@ -164,6 +172,62 @@ class SingleNodeStack(TerraformStack):
                 )
             ],
         )
+        # admin_cidrs and public_address are read by expressions given to Networking below.
+        TerraformVariable(
+            self,
+            "admin_cidrs",
+            type="list(string)",
+            default=[],
+            description=(
+                "Networks that may reach SSH (22) and the Kubernetes API (6443) on the hosts; include the "
+                f"machine that runs Terraform. Empty: each host's own /{s.admin_prefix_length} network."
+            ),
+            validation=[
+                rule(
+                    "alltrue([for c in var.admin_cidrs : can(cidrnetmask(c))])",
+                    "Every admin_cidrs entry must be an IPv4 network such as 203.0.113.0/24.",
+                )
+            ],
+        )
+        public_address_rules = [
+            rule(
+                'var.public_address == "" || can(cidrhost("${var.public_address}/32", 0))',
+                "public_address must be empty or an IPv4 address such as 203.0.113.10.",
+            )
+        ]
+        if s.acme_solver == "http01":
+            # Cross-variable validation (Terraform 1.9+): checked at plan, before anything deploys.
+            public_address_rules.append(
+                rule(
+                    f'!can(regex("{PRIVATE_ADDRESS_REGEX}", '
+                    'var.public_address != "" ? var.public_address : var.gpu_node_ips[0]))',
+                    "Let's Encrypt cannot reach a private address over HTTP-01: set public_address to the "
+                    "public address that forwards 80 and 443 here, or use acme_solver dns01-cloudflare.",
+                )
+            )
+        TerraformVariable(
+            self,
+            "public_address",
+            type="string",
+            default="",
+            description="Address the DNS A records point at, if not the server's (NAT of 80 and 443).",
+            validation=public_address_rules,
+        )
+        cloudflare_api_token = None
+        if s.acme_solver == "dns01-cloudflare":
+            cloudflare_api_token = TerraformVariable(
+                self,
+                "cloudflare_api_token",
+                type="string",
+                sensitive=True,
+                description="Cloudflare API token with Zone:DNS:Edit on dns_zone, for Let's Encrypt DNS-01.",
+                validation=[
+                    rule(
+                        'can(regex("^[A-Za-z0-9_-]{20,200}$", var.cloudflare_api_token))',
+                        "cloudflare_api_token must be a Cloudflare API token (letters, digits, - and _).",
+                    )
+                ],
+            )
         app_image = TerraformVariable(
             self,
             "app_image",
@@ -210,9 +274,19 @@ class SingleNodeStack(TerraformStack):
                 acme_email=acme_email.string_value,
                 domains=(app_domain.string_value,),
                 ingress_address=compute.server.address,
+                public_address=(
+                    '${var.public_address != "" ? var.public_address : element(var.gpu_node_ips, 0)}'
+                ),
+                acme_solver=s.acme_solver,
+                cloudflare_api_token=cloudflare_api_token.string_value if cloudflare_api_token else None,
+                secret_host=compute.server,
                 dns_zone=dns_zone.string_value,
                 firewall_hosts=hosts,
                 trusted_cidrs=compute.trusted_cidrs,
+                admin_cidrs=(
+                    '${join(" ", length(var.admin_cidrs) > 0 ? var.admin_cidrs : distinct('
+                    f'[for ip in var.gpu_node_ips : cidrsubnet("${{ip}}/{s.admin_prefix_length}", 0, 0)]))}}',
+                ),
             ),
         )
         storage = Storage(self, "storage", props=StorageProps(cluster=cluster))

@@ -121,6 +121,7 @@ def run_scripts(
     runs: Sequence[ScriptRun],
     depends_on: Sequence[Any] = (),
     then_local: ScriptRun | None = None,
+    extra_triggers: Mapping[str, Any] | None = None,
 ) -> DataResource:
     """A terraform_data that uploads ``runs``' scripts to ``host`` and runs them in order.
 
@@ -133,6 +134,7 @@ def run_scripts(
     for run in runs:
         for key, value in sorted(run.env.items()):
             triggers[f"{run.script}:{key}"] = value
+    triggers.update(extra_triggers or {})
     uploads: list[Any] = [
         FileProvisioner(
             type="file",

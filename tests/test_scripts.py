@@ -370,6 +370,71 @@ def test_firewall_opens_public_ports_and_cluster_ports_to_trusted_networks_only(
     assert calls[-2:] == ["ufw --force enable", "ufw status numbered"]
 
 
+def test_firewall_admin_ports_only_from_admin_networks_and_old_world_rules_removed(host: Host):
+    result = host.run(
+        "firewall.sh",
+        PUBLIC_PORTS="80/tcp 443/tcp",
+        ADMIN_PORTS="22/tcp 6443/tcp",
+        ADMIN_CIDRS="192.168.1.0/24 203.0.113.7/32",
+        CLUSTER_PORTS="6443/tcp",
+        TRUSTED_CIDRS="10.42.0.0/16",
+    )
+    assert result.returncode == 0, result.stderr
+    calls = host.calls("ufw")
+    for cidr in ("192.168.1.0/24", "203.0.113.7/32"):
+        assert f"ufw allow proto tcp from {cidr} to any port 22" in calls
+        assert f"ufw allow proto tcp from {cidr} to any port 6443" in calls
+    assert "ufw allow 22/tcp" not in calls and "ufw allow 6443/tcp" not in calls
+    # The world-open rules of an earlier configuration go, after the admin rules are in place.
+    deletes = [calls.index("ufw delete allow 22/tcp"), calls.index("ufw delete allow 6443/tcp")]
+    assert min(deletes) > calls.index("ufw allow proto tcp from 203.0.113.7/32 to any port 6443")
+
+
+def test_firewall_keeps_a_port_that_is_both_public_and_admin(host: Host):
+    result = host.run(
+        "firewall.sh", PUBLIC_PORTS="22/tcp 443/tcp", ADMIN_PORTS="22/tcp", ADMIN_CIDRS="10.0.0.0/8"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ufw allow 22/tcp" in host.calls("ufw")
+    assert "ufw delete allow 22/tcp" not in host.calls("ufw")
+
+
+# --- cloudflare-secret.sh --------------------------------------------------------------------------
+CF_TOKEN = "0123456789abcdefghijABCDEFGHIJ_-01234567"
+
+
+def test_cloudflare_secret_goes_to_the_api_on_stdin_and_the_file_is_removed(host: Host):
+    host.stub("k3s", '[ "$2" = apply ] && cat > "$STATE/applied.yaml"; true')
+    secrets = host.state / "cf.env"
+    secrets.write_text(f"CLOUDFLARE_API_TOKEN={CF_TOKEN}\n")
+    result = host.run(
+        "cloudflare-secret.sh",
+        NAMESPACE="cert-manager",
+        SECRET_NAME="cloudflare-api-token",
+        SECRET_KEY="api-token",
+        SECRETS_FILE=str(secrets),
+    )
+    assert result.returncode == 0, result.stderr
+    import yaml
+
+    applied = yaml.safe_load((host.state / "applied.yaml").read_text())
+    assert applied["metadata"] == {"name": "cloudflare-api-token", "namespace": "cert-manager"}
+    assert applied["stringData"] == {"api-token": CF_TOKEN}
+    assert not secrets.exists()
+    assert CF_TOKEN not in host.log.read_text() + result.stdout + result.stderr
+
+
+def test_cloudflare_secret_refuses_a_malformed_token(host: Host):
+    host.stub("k3s", "true")
+    secrets = host.state / "cf.env"
+    secrets.write_text('CLOUDFLARE_API_TOKEN=abc"; evil\n')
+    result = host.run(
+        "cloudflare-secret.sh", NAMESPACE="n", SECRET_NAME="s", SECRET_KEY="k", SECRETS_FILE=str(secrets)
+    )
+    assert result.returncode == 2 and "not a Cloudflare API token" in result.stderr
+    assert host.calls("k3s") == [] and not secrets.exists()
+
+
 # --- fetch-kubeconfig.sh ---------------------------------------------------------------------------
 KUBECONFIG = "clusters:\n- cluster:\n    server: https://127.0.0.1:6443\n"
 
