@@ -54,7 +54,7 @@ def test_server_steps_run_detection_driver_toolkit_and_k3s_in_order(synth):
     k3s = inline(found["server-k3s"])
     assert "TOOLKIT_VERSION='1.20.0'" in k3s[0]
     assert "K3S_ROLE='server'" in k3s[1] and "NODE_LABELS='nvidia.com/gpu=true'" in k3s[1]
-    assert "DISABLE='traefik'" in k3s[1]
+    assert "DISABLE='traefik local-storage'" in k3s[1]
     assert "NODE_TAINTS" not in k3s[1]
     assert found["server-k3s"]["depends_on"] == ["terraform_data.compute_server-gpu-driver_837B4D8C"]
 

@@ -50,6 +50,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "cert-manager",
         "cluster-issuers",
         "storage-classes",
+        "gpu-local-path-provisioner",
         "gpu-operator",
         "vault",
         "vault-operations",
@@ -320,3 +321,29 @@ def test_http01_with_a_private_address_fails_at_plan(http01_variables_dir):
     assert "Let's Encrypt cannot reach a private address over HTTP-01" in " ".join(result.stderr.split())
     forwarded = _plan_http01(http01_variables_dir, public_address="203.0.113.10")
     assert forwarded.returncode == 0, forwarded.stderr
+
+
+def test_every_local_path_class_in_every_stack_can_provision(every_stack):
+    from tests.test_storage import all_manifests, check_every_class_is_provisionable
+
+    checked = sum(check_every_class_is_provisionable(all_manifests(stack)) for stack in every_stack.values())
+    assert checked >= 3
+
+
+def test_exactly_one_default_storage_class(stack_json):
+    """k3s' bundled local-path class is a default too unless its local-storage addon is disabled."""
+    from tests.conftest import by_kind, manifests_of
+
+    defaults = [
+        c["metadata"]["name"]
+        for release in resources(stack_json, "helm_release").values()
+        if "manifests-chart" in str(release.get("chart", ""))
+        for c in by_kind(manifests_of(release), "StorageClass")
+        if c["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class") == "true"
+    ]
+    (k3s,) = [v for k, v in resources(stack_json, "terraform_data").items() if "server-k3s" in k]
+    command = [p for p in k3s["provisioner"] if "remote-exec" in p][-1]["remote-exec"]["inline"][-1]
+    disabled = re.search(r"DISABLE='([^']*)'", command)
+    if not disabled or "local-storage" not in disabled.group(1).split():
+        defaults.append("local-path (k3s)")
+    assert defaults == ["fast-ssd"]

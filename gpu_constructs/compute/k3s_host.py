@@ -63,8 +63,10 @@ class K3sHostProps:
     """Time-slicing and MIG."""
     cluster_cidr: str = "10.42.0.0/16"
     service_cidr: str = "10.43.0.0/16"
-    disable: tuple[str, ...] = ("traefik",)
-    """Bundled k3s components to switch off. Traefik is installed by Networking with a pinned chart."""
+    disable: tuple[str, ...] = ("traefik", "local-storage")
+    """Bundled k3s components to switch off. Traefik is installed by Networking with a pinned chart;
+    local-storage (k3s' local-path provisioner and its ``local-path`` class, marked default) by Storage,
+    whose provisioner knows every tier's directory. Keeping it would make two default classes."""
 
     def __post_init__(self) -> None:
         if not self.hosts:
