@@ -347,3 +347,44 @@ def test_exactly_one_default_storage_class(stack_json):
     if not disabled or "local-storage" not in disabled.group(1).split():
         defaults.append("local-path (k3s)")
     assert defaults == ["fast-ssd"]
+
+
+def test_every_gpu_rollout_in_every_stack_fits_its_quota(every_stack):
+    """A surge pod must fit the namespace's GPU quota, or the rollout of every image change fails."""
+    from tests.test_storage import all_manifests
+
+    checked = 0
+    for name, stack in every_stack.items():
+        manifests = all_manifests(stack)
+        for deployment in [m for m in manifests if m["kind"] == "Deployment"]:
+            containers = deployment["spec"]["template"]["spec"]["containers"]
+            gpus = sum(
+                int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)) for c in containers
+            )
+            if not gpus:
+                continue
+            namespace = deployment["metadata"]["namespace"]
+            quotas = [
+                int(q["spec"]["hard"]["requests.nvidia.com/gpu"])
+                for q in manifests
+                if q["kind"] == "ResourceQuota" and q["metadata"]["namespace"] == namespace
+            ]
+            autoscalers = [
+                h["spec"]["maxReplicas"]
+                for h in manifests
+                if h["kind"] == "HorizontalPodAutoscaler"
+                and h["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+            ]
+            most = max([deployment["spec"]["replicas"], *autoscalers])
+            strategy = deployment["spec"].get("strategy", {})
+            surge = (
+                strategy.get("rollingUpdate", {}).get("maxSurge", 0)
+                if strategy.get("type") != "Recreate"
+                else 0
+            )
+            for quota in quotas:
+                assert (most + surge) * gpus <= quota, (
+                    f"{name}: {deployment['metadata']['name']} cannot roll out"
+                )
+                checked += 1
+    assert checked
