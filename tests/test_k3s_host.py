@@ -206,3 +206,12 @@ def test_bad_host_address_fails():
 def test_references_are_left_for_terraform_to_check():
     assert SshHost("${var.server_ip}", "ubuntu", "~/.ssh/id").address == "${var.server_ip}"
     assert props(k3s_token="${var.k3s_token}").k3s_token == "${var.k3s_token}"
+
+
+def test_contract_carries_the_containerd_template_of_the_installed_k3s(synth):
+    _, new = build(synth)
+    assert new.cluster.containerd is not None
+    assert new.cluster.containerd.config.endswith("/config-v3.toml.tmpl")
+    _, old = build(synth, k3s_version="v1.30.4+k3s1")
+    assert old.cluster.containerd is not None
+    assert old.cluster.containerd.config.endswith("/config.toml.tmpl")

@@ -14,12 +14,12 @@ from constructs import Construct
 
 from gpu_constructs import validate, versions
 from gpu_constructs.cluster import (
-    K3S_CONTAINERD,
     GpuCluster,
     GpuSharing,
     KubeAccess,
     Manager,
     Taint,
+    k3s_containerd,
 )
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script, run_scripts
@@ -185,7 +185,7 @@ class K3sHostGpuCompute(Construct):
             runtime_class="nvidia",
             driver=Manager.HOST,
             toolkit=Manager.HOST,
-            containerd=K3S_CONTAINERD,
+            containerd=k3s_containerd(props.k3s_version),
             sharing=props.sharing,
             gpu_capacity=slots if props.gpu_enabled else 0,
             ready=(self.kubeconfig,),
