@@ -388,3 +388,27 @@ def test_every_gpu_rollout_in_every_stack_fits_its_quota(every_stack):
                 )
                 checked += 1
     assert checked
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"acme_solver": "tls-alpn-01"},
+            r"'acme_solver' is 'tls-alpn-01': use one of http01, dns01-cloudflare",
+        ),
+        ({"admin_prefix_length": 40}, r"'admin_prefix_length' is 40: use from 8 to 32"),
+        (
+            {"nvidia_kernel_modules": "closed"},
+            r"'driver_kernel_modules' is 'closed': use one of open, proprietary",
+        ),
+        ({"nvidia_driver_version": "470"}, r"'driver_branch' is '470': NVIDIA ships open kernel modules"),
+        ({"vault_ha": True, "agent_count": 1}, r"'vault_replicas' is 3: .* the cluster has 2"),
+        ({"backup_schedule": "nightly"}, r"'backup_schedule' is 'nightly'"),
+    ],
+)
+def test_bad_settings_fail_at_synth_with_field_value_and_fix(overrides, message):
+    from gpu_constructs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        Instance("single-node", "single-node", overrides).build(cdktf.Testing.app())
