@@ -77,11 +77,11 @@ class SingleNodeSettings:
     app_name: str = "ffe-backend"
     app_namespace: str = "ffe"
     app_gpus: int = 1
-    acme_solver: str = "dns01-cloudflare"
+    letsencrypt_challenge: str = "dns01-cloudflare"
     """How Let's Encrypt validates the domains: ``dns01-cloudflare`` (a TXT record in the Cloudflare
     zone; works for a private address such as 192.168.1.100, needs the cloudflare_api_token variable) or
     ``http01`` (through the ingress; the A record's address must be reachable from the internet)."""
-    admin_prefix_length: int = 24
+    host_network_prefix: int = 24
     """Without the admin_cidrs variable, SSH and the API are open to each host's own /24 network."""
     network_policies: bool = True
     values_dir: Path = PROJECT_ROOT / "helm-values"
@@ -91,8 +91,8 @@ class SingleNodeSettings:
         validate.one_of("environment", self.environment, ("dev", "staging", "production"))
         validate.int_range("agent_count", self.agent_count, 0, 50)
         validate.one_of("mig_strategy", self.mig_strategy, [m.value for m in MigStrategy])
-        validate.one_of("acme_solver", self.acme_solver, ACME_SOLVERS)
-        validate.int_range("admin_prefix_length", self.admin_prefix_length, 8, 32)
+        validate.one_of("letsencrypt_challenge", self.letsencrypt_challenge, ACME_SOLVERS)
+        validate.int_range("host_network_prefix", self.host_network_prefix, 8, 32)
         if not self.gpu_enabled and self.app_gpus:
             raise ConfigError(
                 "app_gpus", self.app_gpus, "gpu_enabled is False, so set app_gpus=0 to run the app on CPU"
@@ -180,7 +180,7 @@ class SingleNodeStack(TerraformStack):
             default=[],
             description=(
                 "Networks that may reach SSH (22) and the Kubernetes API (6443) on the hosts; include the "
-                f"machine that runs Terraform. Empty: each host's own /{s.admin_prefix_length} network."
+                f"machine that runs Terraform. Empty: each host's own /{s.host_network_prefix} network."
             ),
             validation=[
                 rule(
@@ -195,14 +195,15 @@ class SingleNodeStack(TerraformStack):
                 "public_address must be empty or an IPv4 address such as 203.0.113.10.",
             )
         ]
-        if s.acme_solver == "http01":
+        if s.letsencrypt_challenge == "http01":
             # Cross-variable validation (Terraform 1.9+): checked at plan, before anything deploys.
             public_address_rules.append(
                 rule(
                     f'!can(regex("{PRIVATE_ADDRESS_REGEX}", '
                     'var.public_address != "" ? var.public_address : var.gpu_node_ips[0]))',
-                    "Let's Encrypt cannot reach a private address over HTTP-01: set public_address to the "
-                    "public address that forwards 80 and 443 here, or use acme_solver dns01-cloudflare.",
+                    "Let's Encrypt cannot reach a private address over HTTP-01: set public_address to "
+                    "the public address that forwards 80 and 443 here, or use letsencrypt_challenge "
+                    "dns01-cloudflare.",
                 )
             )
         TerraformVariable(
@@ -214,7 +215,7 @@ class SingleNodeStack(TerraformStack):
             validation=public_address_rules,
         )
         cloudflare_api_token = None
-        if s.acme_solver == "dns01-cloudflare":
+        if s.letsencrypt_challenge == "dns01-cloudflare":
             cloudflare_api_token = TerraformVariable(
                 self,
                 "cloudflare_api_token",
@@ -277,7 +278,7 @@ class SingleNodeStack(TerraformStack):
                 public_address=(
                     '${var.public_address != "" ? var.public_address : element(var.gpu_node_ips, 0)}'
                 ),
-                acme_solver=s.acme_solver,
+                acme_solver=s.letsencrypt_challenge,
                 cloudflare_api_token=cloudflare_api_token.string_value if cloudflare_api_token else None,
                 secret_host=compute.server,
                 dns_zone=dns_zone.string_value,
@@ -285,7 +286,7 @@ class SingleNodeStack(TerraformStack):
                 trusted_cidrs=compute.trusted_cidrs,
                 admin_cidrs=(
                     '${join(" ", length(var.admin_cidrs) > 0 ? var.admin_cidrs : distinct('
-                    f'[for ip in var.gpu_node_ips : cidrsubnet("${{ip}}/{s.admin_prefix_length}", 0, 0)]))}}',
+                    f'[for ip in var.gpu_node_ips : cidrsubnet("${{ip}}/{s.host_network_prefix}", 0, 0)]))}}',
                 ),
             ),
         )

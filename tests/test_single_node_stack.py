@@ -290,7 +290,9 @@ def test_the_cloudflare_token_reaches_the_cluster_from_a_private_file(stack_json
 
 @pytest.fixture(scope="module")
 def http01_variables_dir(tmp_path_factory) -> Path:
-    stack = Instance("single-node", "single-node", {"acme_solver": "http01"}).build(cdktf.Testing.app())
+    stack = Instance("single-node", "single-node", {"letsencrypt_challenge": "http01"}).build(
+        cdktf.Testing.app()
+    )
     variables = json.loads(cdktf.Testing.synth(stack))["variable"]
     assert "cloudflare_api_token" not in variables
     directory = tmp_path_factory.mktemp("http01")
@@ -394,10 +396,10 @@ def test_every_gpu_rollout_in_every_stack_fits_its_quota(every_stack):
     ("overrides", "message"),
     [
         (
-            {"acme_solver": "tls-alpn-01"},
-            r"'acme_solver' is 'tls-alpn-01': use one of http01, dns01-cloudflare",
+            {"letsencrypt_challenge": "tls-alpn-01"},
+            r"'letsencrypt_challenge' is 'tls-alpn-01': use one of http01, dns01-cloudflare",
         ),
-        ({"admin_prefix_length": 40}, r"'admin_prefix_length' is 40: use from 8 to 32"),
+        ({"host_network_prefix": 40}, r"'host_network_prefix' is 40: use from 8 to 32"),
         (
             {"nvidia_kernel_modules": "closed"},
             r"'driver_kernel_modules' is 'closed': use one of open, proprietary",
