@@ -75,7 +75,10 @@ def k3s_containerd(k3s_version: str) -> ContainerdPaths:
     later) renders its config (version 3) from ``config-v3.toml.tmpl`` and ignores ``config.toml.tmpl``
     (docs.k3s.io, "Configuring containerd"); earlier releases read ``config.toml.tmpl``. The socket and
     reading the rendered config as the source follow NVIDIA's GPU Operator install notes for
-    k3s/RKE2 (toolkit.env CONTAINERD_CONFIG, CONTAINERD_SOCKET, RUNTIME_CONFIG_SOURCE)."""
+    k3s/RKE2 (toolkit.env CONTAINERD_CONFIG, CONTAINERD_SOCKET, RUNTIME_CONFIG_SOURCE). NVIDIA's
+    alternative, its NRI plugin (chart value ``cdi.nriPluginEnabled``, which needs the operator's
+    toolkit), injects devices without editing containerd's config; these paths are what the
+    default, config-editing toolkit needs."""
     match = re.fullmatch(r"v1\.(\d+)\.(\d+)\+k3s\d+", k3s_version)
     if match is None:
         raise ConfigError("k3s_version", k3s_version, "give a pinned version such as v1.35.5+k3s1")

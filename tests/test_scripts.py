@@ -466,6 +466,9 @@ case "$sub" in
   wait)
     for arg in "$@"; do
       case "$arg" in pod/*) grep -qx "${arg#pod/}" "$STATE/pending" 2>/dev/null && exit 1 ;; esac
+      case "$* $arg" in *--for=condition=Ready*" pod/"*)
+        grep -qx "${arg#pod/}" "$STATE/unready" 2>/dev/null && exit 1 ;;
+      esac
     done
     exit 0 ;;
   get) echo ffe-db-1; exit 0 ;;
@@ -618,6 +621,14 @@ def test_vault_pod_that_never_runs_fails_clearly(host: Host):
     assert "Vault pod vault-2 is not Running" in result.stderr
     assert "anti-affinity" in result.stderr
     assert not [c for c in _vault_calls(host) if " operator init" in c]
+
+
+def test_vault_pod_that_is_not_ready_after_unsealing_fails_clearly(host: Host):
+    (host.state / "unready").write_text("vault-1\n")
+    result = host.run("vault-bootstrap.sh", **_vault_env(host, VAULT_PODS="vault-0 vault-1 vault-2"))
+    assert result.returncode == 1
+    assert "Vault pod vault-1 is not Ready" in result.stderr
+    assert "vault-0 token= write sys/unseal key=-" in _vault_calls(host)
 
 
 def test_vault_enables_the_file_audit_device_on_the_audit_volume_once(host: Host):

@@ -131,6 +131,15 @@ for pod in $pods; do
   fi
 done
 
+# Unsealed servers pass the chart's readiness probe; one that does not is not serving.
+for pod in $pods; do
+  if ! kubectl_ wait -n "$ns" --for=condition=Ready "pod/${pod}" --timeout="${wait_seconds}s" >/dev/null; then
+    echo "ERROR: Vault pod ${pod} is not Ready ${wait_seconds}s after unsealing; see" >&2
+    echo "'k3s kubectl describe pod -n ${ns} ${pod}' and 'k3s kubectl logs -n ${ns} ${pod}'." >&2
+    exit 1
+  fi
+done
+
 VAULT_TOKEN="$(json_field root_token)"
 export VAULT_TOKEN
 
