@@ -129,6 +129,8 @@ def test_driver_installs_the_open_kernel_modules_by_default(host: Host):
     assert result.returncode == 0, result.stderr
     (install,) = [c for c in host.calls("apt-get") if "install" in c]
     assert "nvidia-driver-580-server-open" in install.split()
+    # A freshly booted host's unattended-upgrades holds the dpkg lock: wait for it instead of failing.
+    assert "DPkg::Lock::Timeout=600" in install.split()
     assert "branch 580 loaded" in result.stdout
     assert host.calls("nohup") == [] and not (host.state / "reboot-from").exists()
 

@@ -18,7 +18,7 @@ trusted="${TRUSTED_CIDRS:-}"
 
 if ! command -v ufw >/dev/null 2>&1; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ufw >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq ufw >/dev/null
 fi
 
 ufw default deny incoming >/dev/null

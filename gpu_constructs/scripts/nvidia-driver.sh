@@ -41,7 +41,8 @@ else
   echo "nvidia-driver: installing ${package} (loaded now: ${current:-none})."
   apt-get update -qq
   # Switching between the open and the proprietary modules replaces one package with the other.
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+  # After a reboot, unattended-upgrades may hold the dpkg lock for minutes: wait for it, bounded.
+  DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq \
     "linux-headers-$(uname -r)" \
     "$package" \
     "nvidia-utils-${branch}-server"
