@@ -159,7 +159,14 @@ def run_scripts(
         connection=host.connection(),
         provisioners=[
             *uploads,
-            RemoteExecProvisioner(type="remote-exec", inline=[run.command() for run in runs]),
+            RemoteExecProvisioner(
+                type="remote-exec",
+                # scp creates files 0644; the directory already shuts others out, 0600 the file too.
+                inline=[
+                    *(f'chmod 0600 "$HOME/{run.secrets_path}"' for run in secret_runs),
+                    *(run.command() for run in runs),
+                ],
+            ),
             *([_local_exec(then_local)] if then_local else []),
         ],
         depends_on=list(depends_on) or None,

@@ -38,9 +38,10 @@ def steps(synthesized) -> dict[str, dict]:
     }
 
 
-def inline(step: dict) -> list[str]:
-    """The commands that run the step's scripts (its last remote-exec)."""
-    return [p["remote-exec"]["inline"] for p in step["provisioner"] if "remote-exec" in p][-1]
+def inline(step: dict, scripts_only: bool = True) -> list[str]:
+    """The commands of the step's last remote-exec: those that run its scripts, or all of them."""
+    commands = [p["remote-exec"]["inline"] for p in step["provisioner"] if "remote-exec" in p][-1]
+    return [c for c in commands if c.startswith("sudo ")] if scripts_only else commands
 
 
 def test_server_steps_run_detection_driver_toolkit_and_k3s_in_order(synth):
@@ -96,6 +97,7 @@ def test_token_goes_in_a_private_file_not_on_a_command_line_nor_in_triggers(synt
     # The directory is made private before the file is uploaded into it.
     mkdir = provisioners.index({"remote-exec": {"inline": ['install -d -m 0700 "$HOME/.gpu-constructs"']}})
     assert mkdir < provisioners.index({"file": secrets})
+    assert inline(k3s, scripts_only=False)[0] == 'chmod 0600 "$HOME/.gpu-constructs/k3s-install.sh.env"'
     assert 'SECRETS_FILE="$HOME/.gpu-constructs/k3s-install.sh.env"' in inline(k3s)[1]
 
 
