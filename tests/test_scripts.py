@@ -466,6 +466,8 @@ shift
 sub="$1"; shift
 case "$sub" in
   wait)
+    # Like kubectl: waiting on a pod that does not exist fails at once (NotFound).
+    [ "$(cat "$STATE/absent-polls" 2>/dev/null || echo 0)" -gt 0 ] && exit 1
     for arg in "$@"; do
       case "$arg" in pod/*) grep -qx "${arg#pod/}" "$STATE/pending" 2>/dev/null && exit 1 ;; esac
       case "$* $arg" in *--for=condition=Ready*" pod/"*)
@@ -473,7 +475,14 @@ case "$sub" in
       esac
     done
     exit 0 ;;
-  get) echo ffe-db-1; exit 0 ;;
+  get)
+    # $STATE/absent-polls: how many more times a Vault pod is not there yet.
+    case "$*" in *pod/vault-*)
+      absent="$(cat "$STATE/absent-polls" 2>/dev/null || echo 0)"
+      if [ "$absent" -gt 0 ]; then echo $((absent - 1)) > "$STATE/absent-polls"; exit 1; fi
+      exit 0 ;;
+    esac
+    echo ffe-db-1; exit 0 ;;
   exec) ;;
   *) exit 1 ;;
 esac
@@ -614,6 +623,21 @@ def test_vault_failed_init_writes_no_init_file(host: Host):
     assert result.returncode == 1
     assert "was not written" in result.stderr
     assert list(host.state.glob("vault-init.json*")) == []
+
+
+def test_vault_waits_for_pods_the_statefulset_has_not_made_yet(host: Host):
+    (host.state / "absent-polls").write_text("3")
+    result = host.run("vault-bootstrap.sh", **_vault_env(host))
+    assert result.returncode == 0, result.stderr
+    assert (host.state / "absent-polls").read_text().strip() == "0"
+    assert '"root_token": "hvs.ROOT"' in (host.state / "vault-init.json").read_text()
+
+
+def test_vault_pod_never_created_fails_clearly(host: Host):
+    (host.state / "absent-polls").write_text("1000")
+    result = host.run("vault-bootstrap.sh", **_vault_env(host, WAIT_SECONDS="0"))
+    assert result.returncode == 1
+    assert "Vault pod vault-0 was not created within 0s" in result.stderr
 
 
 def test_vault_pod_that_never_runs_fails_clearly(host: Host):

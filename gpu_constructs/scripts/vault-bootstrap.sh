@@ -74,6 +74,17 @@ answered_status() {
   printf '%s\n' "$value"
 }
 wait_running() { # wait_running POD: fails clearly when the pod never runs (Pending, for example)
+  # The release is installed without waiting, so the StatefulSet may not have made the pod yet, and
+  # 'kubectl wait' fails at once on a pod that does not exist.
+  local deadline=$((SECONDS + wait_seconds))
+  until kubectl_ get -n "$ns" "pod/$1" >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "ERROR: Vault pod ${1} was not created within ${wait_seconds}s; see" >&2
+      echo "'k3s kubectl describe statefulset -n ${ns} vault'." >&2
+      exit 1
+    fi
+    sleep "$poll_seconds"
+  done
   if ! kubectl_ wait -n "$ns" --for=jsonpath='{.status.phase}'=Running "pod/$1" --timeout="${wait_seconds}s" >/dev/null; then
     echo "ERROR: Vault pod ${1} is not Running after ${wait_seconds}s. With more Vault replicas than" >&2
     echo "nodes, the chart's required anti-affinity leaves the extra pods Pending; see" >&2
