@@ -31,7 +31,7 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.helm import ValuesLayers
 from gpu_constructs.hostexec import SshHost
-from gpu_constructs.networking import Networking, NetworkingProps
+from gpu_constructs.networking import ACME_SOLVERS, PRIVATE_ADDRESS_REGEX, Networking, NetworkingProps
 from gpu_constructs.storage import Storage, StorageProps
 from gpu_constructs.vault import Vault, VaultProps
 
@@ -50,6 +50,8 @@ class SingleNodeSettings:
     """Set up the NVIDIA stack; False deploys everything without a GPU (the app then asks for none)."""
     nvidia_driver_version: str = versions.NVIDIA_DRIVER_BRANCH.version
     """NVIDIA driver branch (the seed's 545 is end-of-life; 580 is the long-term branch)."""
+    nvidia_kernel_modules: str = "open"
+    """open (NVIDIA's default since 560; Turing and newer) or proprietary (Volta, Pascal and older)."""
     container_toolkit_version: str = versions.NVIDIA_CONTAINER_TOOLKIT.version
     k3s_version: str = versions.K3S.version
     taint_gpu_nodes: bool = False
@@ -75,6 +77,12 @@ class SingleNodeSettings:
     app_name: str = "ffe-backend"
     app_namespace: str = "ffe"
     app_gpus: int = 1
+    letsencrypt_challenge: str = "dns01-cloudflare"
+    """How Let's Encrypt validates the domains: ``dns01-cloudflare`` (a TXT record in the Cloudflare
+    zone; works for a private address such as 192.168.1.100, needs the cloudflare_api_token variable) or
+    ``http01`` (through the ingress; the A record's address must be reachable from the internet)."""
+    host_network_prefix: int = 24
+    """Without the admin_cidrs variable, SSH and the API are open to each host's own /24 network."""
     network_policies: bool = True
     values_dir: Path = PROJECT_ROOT / "helm-values"
     """Folder of the values files; ``<chart>/base.yaml`` plus ``<chart>/<environment>.yaml``."""
@@ -83,6 +91,8 @@ class SingleNodeSettings:
         validate.one_of("environment", self.environment, ("dev", "staging", "production"))
         validate.int_range("agent_count", self.agent_count, 0, 50)
         validate.one_of("mig_strategy", self.mig_strategy, [m.value for m in MigStrategy])
+        validate.one_of("letsencrypt_challenge", self.letsencrypt_challenge, ACME_SOLVERS)
+        validate.int_range("host_network_prefix", self.host_network_prefix, 8, 32)
         if not self.gpu_enabled and self.app_gpus:
             raise ConfigError(
                 "app_gpus", self.app_gpus, "gpu_enabled is False, so set app_gpus=0 to run the app on CPU"
@@ -162,6 +172,63 @@ class SingleNodeStack(TerraformStack):
                 )
             ],
         )
+        # admin_cidrs and public_address are read by expressions given to Networking below.
+        TerraformVariable(
+            self,
+            "admin_cidrs",
+            type="list(string)",
+            default=[],
+            description=(
+                "Networks that may reach SSH (22) and the Kubernetes API (6443) on the hosts; include the "
+                f"machine that runs Terraform. Empty: each host's own /{s.host_network_prefix} network."
+            ),
+            validation=[
+                rule(
+                    "alltrue([for c in var.admin_cidrs : can(cidrnetmask(c))])",
+                    "Every admin_cidrs entry must be an IPv4 network such as 203.0.113.0/24.",
+                )
+            ],
+        )
+        public_address_rules = [
+            rule(
+                'var.public_address == "" || can(cidrhost("${var.public_address}/32", 0))',
+                "public_address must be empty or an IPv4 address such as 203.0.113.10.",
+            )
+        ]
+        if s.letsencrypt_challenge == "http01":
+            # Cross-variable validation (Terraform 1.9+): checked at plan, before anything deploys.
+            public_address_rules.append(
+                rule(
+                    f'!can(regex("{PRIVATE_ADDRESS_REGEX}", '
+                    'var.public_address != "" ? var.public_address : var.gpu_node_ips[0]))',
+                    "Let's Encrypt cannot reach a private address over HTTP-01: set public_address to "
+                    "the public address that forwards 80 and 443 here, or use letsencrypt_challenge "
+                    "dns01-cloudflare.",
+                )
+            )
+        TerraformVariable(
+            self,
+            "public_address",
+            type="string",
+            default="",
+            description="Address the DNS A records point at, if not the server's (NAT of 80 and 443).",
+            validation=public_address_rules,
+        )
+        cloudflare_api_token = None
+        if s.letsencrypt_challenge == "dns01-cloudflare":
+            cloudflare_api_token = TerraformVariable(
+                self,
+                "cloudflare_api_token",
+                type="string",
+                sensitive=True,
+                description="Cloudflare API token with Zone:DNS:Edit on dns_zone, for Let's Encrypt DNS-01.",
+                validation=[
+                    rule(
+                        'can(regex("^[A-Za-z0-9_-]{20,200}$", var.cloudflare_api_token))',
+                        "cloudflare_api_token must be a Cloudflare API token (letters, digits, - and _).",
+                    )
+                ],
+            )
         app_image = TerraformVariable(
             self,
             "app_image",
@@ -190,6 +257,7 @@ class SingleNodeStack(TerraformStack):
                 k3s_version=s.k3s_version,
                 gpu_enabled=s.gpu_enabled,
                 driver_branch=s.nvidia_driver_version,
+                driver_kernel_modules=s.nvidia_kernel_modules,
                 toolkit_version=s.container_toolkit_version,
                 taint_gpu_nodes=s.taint_gpu_nodes,
                 gpus_per_node=s.gpus_per_node,
@@ -207,9 +275,19 @@ class SingleNodeStack(TerraformStack):
                 acme_email=acme_email.string_value,
                 domains=(app_domain.string_value,),
                 ingress_address=compute.server.address,
+                public_address=(
+                    '${var.public_address != "" ? var.public_address : element(var.gpu_node_ips, 0)}'
+                ),
+                acme_solver=s.letsencrypt_challenge,
+                cloudflare_api_token=cloudflare_api_token.string_value if cloudflare_api_token else None,
+                secret_host=compute.server,
                 dns_zone=dns_zone.string_value,
                 firewall_hosts=hosts,
                 trusted_cidrs=compute.trusted_cidrs,
+                admin_cidrs=(
+                    '${join(" ", length(var.admin_cidrs) > 0 ? var.admin_cidrs : distinct('
+                    f'[for ip in var.gpu_node_ips : cidrsubnet("${{ip}}/{s.host_network_prefix}", 0, 0)]))}}',
+                ),
             ),
         )
         storage = Storage(self, "storage", props=StorageProps(cluster=cluster))
@@ -252,6 +330,7 @@ class SingleNodeStack(TerraformStack):
                 storage_class=storage.class_name("fast-ssd"),
                 ha=s.vault_ha,
                 replicas=s.vault_replicas,
+                node_count=hosts_count,
                 bootstrap_host=compute.server if s.vault_bootstrap else None,
                 app_namespace=s.app_namespace,
                 app_service_account=s.app_name,

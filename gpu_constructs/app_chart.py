@@ -268,10 +268,28 @@ class AppChart(Construct):
             "spec": {
                 "replicas": self.settings["replicas"],
                 "selector": {"matchLabels": self.labels},
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                "strategy": self.rollout_strategy(),
                 "template": {"metadata": template_meta, "spec": pod_spec},
             },
         }
+
+    def rollout_strategy(self) -> dict[str, Any]:
+        """Zero-downtime (one extra pod first) where the GPUs have room for it; otherwise one old
+        pod goes before its replacement starts. A surge pod that needs a GPU the quota or the nodes
+        do not have is refused or stays Pending, the rollout never finishes and an atomic Helm
+        release rolls every image change back."""
+        s = self.settings
+        most = max(s["replicas"], s["autoscaling"]["maxReplicas"] if s["autoscaling"]["enabled"] else 0)
+        if self.props.gpus:
+            room = min(
+                s["quota"]["gpus"],
+                self.props.cluster.gpu_capacity
+                if self.props.cluster.gpu_capacity is not None
+                else s["quota"]["gpus"],
+            )
+            if (most + 1) * self.props.gpus > room:
+                return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
 
     def service(self) -> dict[str, Any]:
         return {

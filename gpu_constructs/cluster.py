@@ -8,6 +8,7 @@ node selector, runtime class and resource request that match the cluster it runs
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,18 +55,45 @@ class Taint:
 
 @dataclass(frozen=True)
 class ContainerdPaths:
-    """Where a non-standard containerd keeps its config and socket (k3s)."""
+    """Where a non-standard containerd keeps its config and socket (k3s), for the GPU Operator's
+    container toolkit (its CONTAINERD_CONFIG, CONTAINERD_SOCKET and RUNTIME_CONFIG_SOURCE)."""
 
     config: str
+    """The file the toolkit writes the nvidia runtime into: on k3s the template k3s renders its
+    containerd config from, since k3s overwrites the rendered config.toml on every start."""
     socket: str
+    runtime_config_source: str | None = None
+    """Where the toolkit reads the current config from (``file=<path>``), when ``config`` is a template
+    that does not hold it: k3s' rendered config.toml, so the template keeps everything k3s sets."""
 
 
-K3S_CONTAINERD = ContainerdPaths(
-    # k3s renders its containerd config from this template; the GPU Operator's toolkit writes the
-    # nvidia runtime into it, as NVIDIA documents for k3s.
-    config="/var/lib/rancher/k3s/agent/etc/containerd/config.toml.tmpl",
-    socket="/run/k3s/containerd/containerd.sock",
-)
+K3S_CONTAINERD_DIR = "/var/lib/rancher/k3s/agent/etc/containerd"
+
+
+def k3s_containerd(k3s_version: str) -> ContainerdPaths:
+    """The containerd paths of a k3s release. k3s with containerd 2 (v1.31.6+k3s1, v1.32.2+k3s1 and
+    later) renders its config (version 3) from ``config-v3.toml.tmpl`` and ignores ``config.toml.tmpl``
+    (docs.k3s.io, "Configuring containerd"); earlier releases read ``config.toml.tmpl``. The socket and
+    reading the rendered config as the source follow NVIDIA's GPU Operator install notes for
+    k3s/RKE2 (toolkit.env CONTAINERD_CONFIG, CONTAINERD_SOCKET, RUNTIME_CONFIG_SOURCE). NVIDIA's
+    alternative, its NRI plugin (chart value ``cdi.nriPluginEnabled``, which needs the operator's
+    toolkit), injects devices without editing containerd's config; these paths are what the
+    default, config-editing toolkit needs."""
+    match = re.fullmatch(r"v1\.(\d+)\.(\d+)\+k3s\d+", k3s_version)
+    if match is None:
+        raise ConfigError("k3s_version", k3s_version, "give a pinned version such as v1.35.5+k3s1")
+    minor, patch = int(match.group(1)), int(match.group(2))
+    containerd2 = minor >= 33 or (minor == 32 and patch >= 2) or (minor == 31 and patch >= 6)
+    template = "config-v3.toml.tmpl" if containerd2 else "config.toml.tmpl"
+    return ContainerdPaths(
+        config=f"{K3S_CONTAINERD_DIR}/{template}",
+        socket="/run/k3s/containerd/containerd.sock",
+        runtime_config_source=f"file={K3S_CONTAINERD_DIR}/config.toml",
+    )
+
+
+K3S_CONTAINERD = k3s_containerd("v1.35.5+k3s1")
+"""The paths of the k3s releases this library pins (containerd 2)."""
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,10 @@ class GpuOperator(Construct):
                 {"name": "CONTAINERD_SOCKET", "value": cluster.containerd.socket},
                 {"name": "CONTAINERD_RUNTIME_CLASS", "value": cluster.runtime_class or "nvidia"},
             ]
+            if cluster.containerd.runtime_config_source is not None:
+                toolkit["env"].append(
+                    {"name": "RUNTIME_CONFIG_SOURCE", "value": cluster.containerd.runtime_config_source}
+                )
         values: dict[str, Any] = {
             "driver": {"enabled": cluster.driver is Manager.OPERATOR},
             "toolkit": toolkit,

@@ -29,6 +29,9 @@ from gpu_constructs import validate
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
 REMOTE_DIR = "/tmp"
+SECRETS_DIR = ".gpu-constructs"
+"""Where a step's secrets are uploaded, relative to the SSH user's home (scp runs there): a 0700
+directory, so no other user can read the files; the script that reads one deletes it."""
 
 
 @cache
@@ -82,14 +85,31 @@ class SshHost:
 
 @dataclass(frozen=True)
 class ScriptRun:
-    """One bundled script with its environment. ``secret_env`` is passed but never hashed into state."""
+    """One bundled script with its environment.
+
+    ``secret_env`` never goes on a command line (sudo logs its command lines, ``ps`` shows them to
+    every user) nor into the step's triggers: on a host it is uploaded as a ``NAME=value`` file into
+    the SSH user's 0700 :data:`SECRETS_DIR` and the script reads and deletes the file named by
+    ``SECRETS_FILE``; on the machine that runs Terraform it is passed in the process environment."""
 
     script: str
     env: Mapping[str, str] = field(default_factory=dict)
     secret_env: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def secrets_path(self) -> str:
+        return f"{SECRETS_DIR}/{self.script}.env"
+
+    def secrets_file(self) -> str:
+        for key, value in self.secret_env.items():
+            if "\n" in value:
+                raise ValueError(f"{key} contains a line break, which a secrets file cannot carry")
+        return "".join(f"{key}={value}\n" for key, value in sorted(self.secret_env.items()))
+
     def command(self) -> str:
-        env = shell_env({**self.env, **self.secret_env})
+        env = shell_env(self.env)
+        if self.secret_env:
+            env = f'SECRETS_FILE="$HOME/{self.secrets_path}" {env}'.rstrip()
         return f"sudo env {env} bash {REMOTE_DIR}/gpu-constructs-{self.script}"
 
 
@@ -100,16 +120,22 @@ def run_scripts(
     host: SshHost,
     runs: Sequence[ScriptRun],
     depends_on: Sequence[Any] = (),
+    then_local: ScriptRun | None = None,
+    extra_triggers: Mapping[str, Any] | None = None,
 ) -> DataResource:
-    """A terraform_data that uploads ``runs``' scripts to ``host`` and runs them in order."""
+    """A terraform_data that uploads ``runs``' scripts to ``host`` and runs them in order.
+
+    ``then_local`` runs on the machine that runs Terraform after them, in the same step: waiting
+    for a host to come back from a reboot that a script started, for example."""
     digest = hashlib.sha256()
-    for run in runs:
+    for run in [*runs, *([then_local] if then_local else [])]:
         digest.update(script_text(run.script).encode())
     triggers: dict[str, Any] = {"host": host.address, "scripts": digest.hexdigest()}
     for run in runs:
         for key, value in sorted(run.env.items()):
             triggers[f"{run.script}:{key}"] = value
-    uploads = [
+    triggers.update(extra_triggers or {})
+    uploads: list[Any] = [
         FileProvisioner(
             type="file",
             content=script_literal(name),
@@ -117,6 +143,15 @@ def run_scripts(
         )
         for name in dict.fromkeys(run.script for run in runs)
     ]
+    secret_runs = [run for run in runs if run.secret_env]
+    if secret_runs:
+        uploads.append(
+            RemoteExecProvisioner(type="remote-exec", inline=[f'install -d -m 0700 "$HOME/{SECRETS_DIR}"'])
+        )
+        uploads.extend(
+            FileProvisioner(type="file", content=run.secrets_file(), destination=run.secrets_path)
+            for run in secret_runs
+        )
     return DataResource(
         scope,
         id,
@@ -124,9 +159,26 @@ def run_scripts(
         connection=host.connection(),
         provisioners=[
             *uploads,
-            RemoteExecProvisioner(type="remote-exec", inline=[run.command() for run in runs]),
+            RemoteExecProvisioner(
+                type="remote-exec",
+                # scp creates files 0644; the directory already shuts others out, 0600 the file too.
+                inline=[
+                    *(f'chmod 0600 "$HOME/{run.secrets_path}"' for run in secret_runs),
+                    *(run.command() for run in runs),
+                ],
+            ),
+            *([_local_exec(then_local)] if then_local else []),
         ],
         depends_on=list(depends_on) or None,
+    )
+
+
+def _local_exec(run: ScriptRun) -> LocalExecProvisioner:
+    return LocalExecProvisioner(
+        type="local-exec",
+        command=script_literal(run.script),
+        interpreter=["bash", "-c"],
+        environment={**run.env, **run.secret_env},
     )
 
 
@@ -146,13 +198,6 @@ def run_local_script(
             **triggers,
             "script": hashlib.sha256(script_text(run.script).encode()).hexdigest(),
         },
-        provisioners=[
-            LocalExecProvisioner(
-                type="local-exec",
-                command=script_literal(run.script),
-                interpreter=["bash", "-c"],
-                environment={**run.env, **run.secret_env},
-            )
-        ],
+        provisioners=[_local_exec(run)],
         depends_on=list(depends_on) or None,
     )

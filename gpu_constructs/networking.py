@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cdktf import Fn
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
@@ -12,9 +14,41 @@ from gpu_constructs.cluster import GpuCluster
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts
 
-PUBLIC_PORTS = ("22/tcp", "80/tcp", "443/tcp", "6443/tcp")
-CLUSTER_PORTS = ("10250/tcp", "8472/udp", "2379/tcp", "2380/tcp")
-"""kubelet, flannel VXLAN and embedded etcd: reachable only from the nodes, pods and services."""
+PUBLIC_PORTS = ("80/tcp", "443/tcp")
+"""HTTP and HTTPS for the ingress: open to everyone."""
+ADMIN_PORTS = ("22/tcp", "6443/tcp")
+"""SSH and the Kubernetes API: open to ``admin_cidrs`` only."""
+CLUSTER_PORTS = ("6443/tcp", "10250/tcp", "8472/udp", "2379/tcp", "2380/tcp")
+"""The API server (agents join it, pods reach it through the kubernetes Service), kubelet, flannel
+VXLAN and embedded etcd: reachable only from the nodes, pods and services."""
+
+ACME_SOLVERS = ("http01", "dns01-cloudflare")
+CLOUDFLARE_SECRET = "cloudflare-api-token"
+CLOUDFLARE_SECRET_KEY = "api-token"
+# RFC 1918, loopback, link-local and carrier-grade NAT: Let's Encrypt cannot reach these over HTTP-01.
+_UNREACHABLE = tuple(
+    ipaddress.IPv4Network(n)
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "100.64.0.0/10",
+    )
+)
+PRIVATE_ADDRESS_REGEX = (
+    r"^(10[.]|192[.]168[.]|172[.](1[6-9]|2[0-9]|3[01])[.]|127[.]|169[.]254[.]"
+    r"|100[.](6[4-9]|[7-9][0-9]|1[01][0-9]|12[0-7])[.])"
+)
+"""The same networks as a regular expression, for Terraform validations of address variables."""
+
+
+def is_private(address: str) -> bool:
+    """Whether Let's Encrypt's HTTP-01 validation cannot reach ``address`` from the internet."""
+    ip = ipaddress.IPv4Address(address)
+    return any(ip in network for network in _UNREACHABLE)
+
 
 INGRESS_NAMESPACE = "traefik"
 INGRESS_CLASS = "traefik"
@@ -36,7 +70,21 @@ class NetworkingProps:
     domains: Sequence[str] = ()
     """Host names that get A records pointing at ``ingress_address`` (variable references allowed)."""
     ingress_address: str = ""
-    """The address the A records point at: the host that receives ports 80 and 443."""
+    """The host that receives ports 80 and 443."""
+    public_address: str | None = None
+    """The address the A records point at, where it differs from ``ingress_address`` (a router that
+    forwards 80 and 443 to a private ingress address). None: ``ingress_address``."""
+    acme_solver: str = "http01"
+    """How Let's Encrypt validates a domain. ``http01`` through the ingress, which needs the record
+    address reachable from the internet; ``dns01-cloudflare`` through a TXT record in the Cloudflare
+    zone ``dns_zone``, which works for private addresses too."""
+    cloudflare_api_token: str | None = None
+    """With ``dns01-cloudflare``: a reference to a sensitive variable holding a Cloudflare API token
+    with Zone:DNS:Edit on ``dns_zone``, never a literal."""
+    secret_host: SshHost | None = None
+    """With ``dns01-cloudflare``: the k3s server that writes the token into the Secret cert-manager
+    reads, from a private file (the token stays out of the synthesized JSON, the Terraform state and
+    every command line)."""
     dns_zone: str = ""
     """The Cloudflare zone of the records, for the generated ``flarectl`` commands."""
     firewall_hosts: Sequence[SshHost] = ()
@@ -45,23 +93,57 @@ class NetworkingProps:
     """Networks allowed to reach the cluster-internal ports (nodes, pod and service CIDRs)."""
     public_ports: Sequence[str] = PUBLIC_PORTS
     """Ports open to everyone on the managed hosts."""
+    admin_ports: Sequence[str] = ADMIN_PORTS
+    """Ports open to ``admin_cidrs`` only on the managed hosts."""
+    admin_cidrs: Sequence[str] = ()
+    """Networks that reach the admin ports (variable references allowed, one may be a space-separated
+    list). Must include the machine that runs Terraform: it connects over SSH and to the API."""
     ingress_replicas: int = 1
     cert_manager_version: str = versions.CERT_MANAGER.version
     traefik_chart_version: str = versions.TRAEFIK_CHART.version
 
     def __post_init__(self) -> None:
-        for port in self.public_ports:
-            if not (port.partition("/")[0].isdigit() and port.partition("/")[2] in ("tcp", "udp")):
-                raise ConfigError("public_ports", port, "write each port as NUMBER/tcp or NUMBER/udp")
-        if self.firewall_hosts and "22/tcp" not in self.public_ports:
+        for name, ports in (("public_ports", self.public_ports), ("admin_ports", self.admin_ports)):
+            for port in ports:
+                number, _, proto = port.partition("/")
+                if not (number.isdigit() and 1 <= int(number) <= 65535 and proto in ("tcp", "udp")):
+                    raise ConfigError(name, port, "write each port as NUMBER/tcp or NUMBER/udp")
+        ssh_open = "22/tcp" in self.public_ports or ("22/tcp" in self.admin_ports and self.admin_cidrs)
+        if self.firewall_hosts and not ssh_open:
             raise ConfigError(
                 "public_ports",
                 tuple(self.public_ports),
-                "keep 22/tcp open on firewalled hosts, or Terraform loses its SSH access",
+                "keep 22/tcp open on firewalled hosts (admin_ports with admin_cidrs), or Terraform "
+                "loses its SSH access",
             )
-        for network in self.trusted_cidrs:
-            if not validate.is_reference(network):
-                validate.cidr("trusted_cidrs", network)
+        for name, networks in (("trusted_cidrs", self.trusted_cidrs), ("admin_cidrs", self.admin_cidrs)):
+            for network in networks:
+                if not validate.is_reference(network):
+                    validate.cidr(name, network)
+        validate.one_of("acme_solver", self.acme_solver, ACME_SOLVERS)
+        record = self.public_address or self.ingress_address
+        if record and not validate.is_reference(record):
+            validate.ipv4("public_address", record)
+            if self.acme_solver == "http01" and self.public_address is not None and is_private(record):
+                raise ConfigError(
+                    "public_address",
+                    record,
+                    "Let's Encrypt cannot reach a private address over HTTP-01; use "
+                    "acme_solver='dns01-cloudflare' or a public address that forwards 80 and 443",
+                )
+        if self.acme_solver == "dns01-cloudflare":
+            if self.cloudflare_api_token is None or not validate.is_reference(self.cloudflare_api_token):
+                raise ConfigError(
+                    "cloudflare_api_token",
+                    "<literal>" if self.cloudflare_api_token else None,
+                    "DNS-01 through Cloudflare needs a reference to a sensitive Terraform variable",
+                )
+            if self.secret_host is None:
+                raise ConfigError(
+                    "secret_host", None, "DNS-01 through Cloudflare needs the server that writes the token"
+                )
+            if not self.dns_zone:
+                raise ConfigError("dns_zone", self.dns_zone, "DNS-01 through Cloudflare needs the zone")
         validate.int_range("ingress_replicas", self.ingress_replicas, 1, 10)
 
 
@@ -86,6 +168,8 @@ class Networking(Construct):
                         "firewall.sh",
                         {
                             "PUBLIC_PORTS": " ".join(props.public_ports),
+                            "ADMIN_PORTS": " ".join(props.admin_ports),
+                            "ADMIN_CIDRS": " ".join(props.admin_cidrs),
                             "CLUSTER_PORTS": " ".join(CLUSTER_PORTS),
                             "TRUSTED_CIDRS": " ".join(props.trusted_cidrs),
                         },
@@ -124,17 +208,57 @@ class Networking(Construct):
             depends_on=cluster.ready,
         )
 
+        issuers_after: list = [self.cert_manager, self.ingress]
+        self.dns01_secret = None
+        if props.acme_solver == "dns01-cloudflare":
+            assert props.secret_host is not None and props.cloudflare_api_token is not None
+            self.dns01_secret = run_scripts(
+                self,
+                "cloudflare-secret",
+                host=props.secret_host,
+                runs=[
+                    ScriptRun(
+                        "cloudflare-secret.sh",
+                        {
+                            "NAMESPACE": CERT_MANAGER_NAMESPACE,
+                            "SECRET_NAME": CLOUDFLARE_SECRET,
+                            "SECRET_KEY": CLOUDFLARE_SECRET_KEY,
+                        },
+                        secret_env={"CLOUDFLARE_API_TOKEN": props.cloudflare_api_token},
+                    )
+                ],
+                # A new token re-runs the step; only its hash is kept in the state.
+                extra_triggers={"token_sha256": Fn.sha256(props.cloudflare_api_token)},
+                depends_on=[self.cert_manager],
+            )
+            issuers_after.append(self.dns01_secret)
         self.issuers = helm.manifests_release(
             self,
             "cluster-issuers",
             name="cluster-issuers",
             namespace=CERT_MANAGER_NAMESPACE,
             manifests=self.cluster_issuers(),
-            depends_on=[self.cert_manager, self.ingress],
+            depends_on=issuers_after,
         )
 
+    def solvers(self) -> list[dict]:
+        """HTTP-01 through the ingress, or DNS-01 through Cloudflare (cert-manager's cloudflare solver
+        with an API token: https://cert-manager.io/docs/configuration/acme/dns01/cloudflare/)."""
+        if self.props.acme_solver == "dns01-cloudflare":
+            return [
+                {
+                    "dns01": {
+                        "cloudflare": {
+                            "apiTokenSecretRef": {"name": CLOUDFLARE_SECRET, "key": CLOUDFLARE_SECRET_KEY}
+                        }
+                    },
+                    "selector": {"dnsZones": [self.props.dns_zone]},
+                }
+            ]
+        return [{"http01": {"ingress": {"ingressClassName": INGRESS_CLASS}}}]
+
     def cluster_issuers(self) -> list[dict]:
-        """One ACME ClusterIssuer per Let's Encrypt environment, solving HTTP-01 through the ingress."""
+        """One ACME ClusterIssuer per Let's Encrypt environment."""
         return [
             {
                 "apiVersion": "cert-manager.io/v1",
@@ -145,7 +269,7 @@ class Networking(Construct):
                         "email": self.props.acme_email,
                         "server": server,
                         "privateKeySecretRef": {"name": f"{name}-account-key"},
-                        "solvers": [{"http01": {"ingress": {"ingressClassName": INGRESS_CLASS}}}],
+                        "solvers": self.solvers(),
                     }
                 },
             }
@@ -154,10 +278,10 @@ class Networking(Construct):
 
     @property
     def dns_records(self) -> list[dict[str, str]]:
-        """The A records to create: one per domain, pointing at the ingress address."""
+        """The A records to create: one per domain, pointing at the public address."""
+        address = self.props.public_address or self.props.ingress_address
         return [
-            {"type": "A", "name": domain, "content": self.props.ingress_address, "ttl": "300"}
-            for domain in self.props.domains
+            {"type": "A", "name": domain, "content": address, "ttl": "300"} for domain in self.props.domains
         ]
 
     @property

@@ -1,16 +1,30 @@
-"""Storage: the fast-ssd, standard and backup StorageClasses on the node's disks."""
+"""Storage: the fast-ssd, standard and backup StorageClasses on the nodes' disks, and the provisioner
+that knows each class's directory.
+
+rancher/local-path-provisioner provisions only directories listed in its own config ("config doesn't
+contain path ... on node ..." otherwise; provisioner.go, getPathOnNode), and k3s rewrites its bundled
+copy's config on every restart. So Storage runs its own provisioner, under its own name, with one path
+map per class (``storageClassConfigs``): every class's directory is in the config by construction.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from constructs import Construct
 
-from gpu_constructs import helm, validate
+from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuCluster
 from gpu_constructs.errors import ConfigError
 
-LOCAL_PATH = "rancher.io/local-path"
+PROVISIONER = "gpu-constructs.io/local-path"
+"""Not k3s' ``rancher.io/local-path``: the two provisioners must never both answer one claim."""
+NAMESPACE = "kube-system"
+NAME = "gpu-local-path-provisioner"
+CONFIG_MAP = "gpu-local-path-config"
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 
 
 @dataclass(frozen=True)
@@ -30,8 +44,8 @@ class StorageTier:
 
     def __post_init__(self) -> None:
         validate.k8s_name("storage tier name", self.name)
-        if not self.node_path.startswith("/"):
-            raise ConfigError(f"{self.name}.node_path", self.node_path, "give an absolute path")
+        if not self.node_path.startswith("/") or self.node_path.rstrip("/") == "":
+            raise ConfigError(f"{self.name}.node_path", self.node_path, "give an absolute path other than /")
         validate.one_of(f"{self.name}.reclaim_policy", self.reclaim_policy, ("Retain", "Delete"))
 
 
@@ -49,29 +63,39 @@ class StorageProps:
     cluster: GpuCluster
     tiers: tuple[StorageTier, ...] = field(default=SEED_TIERS)
     """The classes to create. Default: the seed's fast-ssd (default class), standard and backup."""
-    provisioner: str = LOCAL_PATH
-    """The provisioner behind every tier: k3s' bundled local-path provisioner."""
+    provisioner_image: str = versions.LOCAL_PATH_PROVISIONER_IMAGE.version
+    helper_image: str = versions.LOCAL_PATH_HELPER_IMAGE.version
 
     def __post_init__(self) -> None:
         validate.unique("tiers", (tier.name for tier in self.tiers))
+        validate.unique("tiers node_path", (tier.node_path.rstrip("/") for tier in self.tiers))
         defaults = [tier.name for tier in self.tiers if tier.default]
         if len(defaults) > 1:
             raise ConfigError("tiers", defaults, "mark at most one tier as the default class")
 
 
 class Storage(Construct):
-    """StorageClasses for the cluster, one per tier."""
+    """StorageClasses for the cluster, one per tier, and the local-path provisioner behind them."""
 
     def __init__(self, scope: Construct, id: str, *, props: StorageProps) -> None:
         super().__init__(scope, id)
         self.props = props
+        self.provisioner_release = helm.manifests_release(
+            self,
+            "local-path-provisioner",
+            name=NAME,
+            namespace=NAMESPACE,
+            manifests=self.provisioner(),
+            depends_on=props.cluster.ready,
+        )
+        # Whatever uses a class depends on this release, and through it on the provisioner.
         self.release = helm.manifests_release(
             self,
             "storage-classes",
             name="storage-classes",
-            namespace="kube-system",
+            namespace=NAMESPACE,
             manifests=self.storage_classes(),
-            depends_on=props.cluster.ready,
+            depends_on=[self.provisioner_release],
         )
 
     def class_name(self, tier: str) -> str:
@@ -81,6 +105,19 @@ class Storage(Construct):
             raise ConfigError("storage tier", tier, f"use one of {', '.join(names)}")
         return tier
 
+    def provisioner_config(self) -> dict[str, Any]:
+        """The provisioner's config.json: one path map per class. With ``storageClassConfigs`` the
+        top-level ``nodePathMap`` must be empty (upstream README, "Configuration")."""
+        return {
+            "nodePathMap": [],
+            "storageClassConfigs": {
+                tier.name: {
+                    "nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": [tier.node_path]}]
+                }
+                for tier in self.props.tiers
+            },
+        }
+
     def storage_classes(self) -> list[dict]:
         return [
             {
@@ -88,13 +125,157 @@ class Storage(Construct):
                 "kind": "StorageClass",
                 "metadata": {
                     "name": tier.name,
-                    "annotations": {"storageclass.kubernetes.io/is-default-class": str(tier.default).lower()},
+                    "annotations": {DEFAULT_CLASS_ANNOTATION: str(tier.default).lower()},
                 },
-                "provisioner": self.props.provisioner,
+                "provisioner": PROVISIONER,
+                # Checked by the provisioner against the class's path map above.
                 "parameters": {"nodePath": tier.node_path},
                 "reclaimPolicy": tier.reclaim_policy,
                 "allowVolumeExpansion": tier.allow_volume_expansion,
                 "volumeBindingMode": "WaitForFirstConsumer",
             }
             for tier in self.props.tiers
+        ]
+
+    def provisioner(self) -> list[dict[str, Any]]:
+        """rancher/local-path-provisioner as its upstream manifest deploys it
+        (deploy/local-path-storage.yaml), under this construct's names and provisioner name."""
+        meta = {"name": NAME, "namespace": NAMESPACE, "labels": {"app.kubernetes.io/name": NAME}}
+        subject = [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]
+        helper_pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "helper-pod"},
+            "spec": {
+                "priorityClassName": "system-node-critical",
+                "tolerations": [
+                    {"key": "node.kubernetes.io/disk-pressure", "operator": "Exists", "effect": "NoSchedule"}
+                ],
+                "containers": [
+                    {
+                        "name": "helper-pod",
+                        "image": self.props.helper_image,
+                        "imagePullPolicy": "IfNotPresent",
+                    }
+                ],
+            },
+        }
+        probe = {"httpGet": {"path": "/health", "port": "health"}, "periodSeconds": 10}
+        return [
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": meta,
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "resources": ["pods"],
+                        "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"],
+                    }
+                ],
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": meta,
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
+                "subjects": subject,
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": NAME, "labels": meta["labels"]},
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "resources": ["nodes", "persistentvolumeclaims", "configmaps", "pods", "pods/log"],
+                        "verbs": ["get", "list", "watch"],
+                    },
+                    {
+                        "apiGroups": [""],
+                        "resources": ["persistentvolumes"],
+                        "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"],
+                    },
+                    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+                    {
+                        "apiGroups": ["storage.k8s.io"],
+                        "resources": ["storageclasses"],
+                        "verbs": ["get", "list", "watch"],
+                    },
+                ],
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": NAME, "labels": meta["labels"]},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
+                "subjects": subject,
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": CONFIG_MAP, "namespace": NAMESPACE, "labels": meta["labels"]},
+                "data": {
+                    "config.json": json.dumps(self.provisioner_config(), indent=2, sort_keys=True),
+                    "setup": '#!/bin/sh\nset -eu\nmkdir -m 0777 -p "$VOL_DIR"\n',
+                    "teardown": '#!/bin/sh\nset -eu\nrm -rf "$VOL_DIR"\n',
+                    "helperPod.yaml": helm.to_yaml(helper_pod),
+                },
+            },
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": meta,
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": meta["labels"]},
+                    "template": {
+                        "metadata": {"labels": meta["labels"]},
+                        "spec": {
+                            "serviceAccountName": NAME,
+                            "containers": [
+                                {
+                                    "name": "local-path-provisioner",
+                                    "image": self.props.provisioner_image,
+                                    "imagePullPolicy": "IfNotPresent",
+                                    "command": [
+                                        "local-path-provisioner",
+                                        "start",
+                                        "--config=/etc/config/config.json",
+                                        f"--provisioner-name={PROVISIONER}",
+                                        f"--configmap-name={CONFIG_MAP}",
+                                        f"--service-account-name={NAME}",
+                                        f"--helper-image={self.props.helper_image}",
+                                    ],
+                                    "env": [
+                                        {
+                                            "name": "POD_NAMESPACE",
+                                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                                        },
+                                        {"name": "CONFIG_MOUNT_PATH", "value": "/etc/config/"},
+                                        {"name": "HEALTH_PORT", "value": "8080"},
+                                    ],
+                                    "ports": [{"name": "health", "containerPort": 8080, "protocol": "TCP"}],
+                                    "livenessProbe": probe,
+                                    "readinessProbe": {
+                                        **probe,
+                                        "httpGet": {"path": "/ready", "port": "health"},
+                                    },
+                                    "resources": {
+                                        "requests": {"cpu": "10m", "memory": "32Mi"},
+                                        "limits": {"memory": "128Mi"},
+                                    },
+                                    "securityContext": {
+                                        "allowPrivilegeEscalation": False,
+                                        "capabilities": {"drop": ["ALL"]},
+                                    },
+                                    "volumeMounts": [{"name": "config", "mountPath": "/etc/config/"}],
+                                }
+                            ],
+                            "volumes": [{"name": "config", "configMap": {"name": CONFIG_MAP}}],
+                        },
+                    },
+                },
+            },
         ]

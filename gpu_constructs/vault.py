@@ -47,6 +47,10 @@ class VaultProps:
     replicas: int = 3
     """Raft replicas when ``ha`` is on: an odd number, at least 3."""
     storage_size: str = "10Gi"
+    node_count: int | None = None
+    """Nodes the Vault servers can run on. The chart's required pod anti-affinity (server.affinity,
+    topologyKey kubernetes.io/hostname) allows one server per node, so ``replicas`` above this stay
+    Pending. None where the node count is not known at synth (autoscaled node groups)."""
     bootstrap_host: SshHost | None = None
     """Host with ``k3s kubectl`` that runs the bootstrap; None leaves init and unseal to an operator."""
     app_namespace: str = "ffe"
@@ -67,6 +71,13 @@ class VaultProps:
                 "vault_replicas",
                 self.replicas,
                 "Vault raft needs an odd count of at least 3 (3 or 5) to keep a quorum",
+            )
+        if self.ha and self.node_count is not None and self.replicas > self.node_count:
+            raise ConfigError(
+                "vault_replicas",
+                self.replicas,
+                f"the chart places one Vault server per node and the cluster has {self.node_count}; "
+                "add nodes or set vault_ha=False (standalone Vault on one node)",
             )
         validate.quantity("vault storage_size", self.storage_size)
         validate.k8s_name("app_namespace", self.app_namespace)

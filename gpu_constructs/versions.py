@@ -43,6 +43,15 @@ NVIDIA_CONTAINER_TOOLKIT = Pin(
     note="same release as the toolkit image of the GPU Operator chart below",
 )
 
+LOCAL_PATH_PROVISIONER_IMAGE = Pin(
+    "docker.io/rancher/local-path-provisioner:v0.0.37",
+    note="per-StorageClass path maps (storageClassConfigs) since v0.0.27; k3s bundles the same provisioner",
+)
+LOCAL_PATH_HELPER_IMAGE = Pin(
+    "docker.io/library/busybox:1.37.0",
+    note="the helper pod that creates and removes volume directories",
+)
+
 # --- Helm charts ----------------------------------------------------------------------------------
 GPU_OPERATOR = Pin(
     "v26.7.0",

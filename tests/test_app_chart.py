@@ -84,8 +84,6 @@ def test_gpu_request_placement_and_runtime_class_come_from_the_contract(synth):
 
 def test_seed_resources_probes_rollout_and_security(synth):
     objects, _ = build(synth)
-    (deployment,) = by_kind(objects, "Deployment")
-    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     spec = pod_spec(objects)
     container = spec["containers"][0]
     assert (
@@ -254,3 +252,39 @@ def test_bad_values_fail_at_synth(synth, tmp_path, text, message):
 def test_bad_props(synth, overrides, message):
     with pytest.raises(ConfigError, match=message):
         build(synth, with_deps=False, **overrides)
+
+
+def _strategy(objects) -> dict:
+    (deployment,) = by_kind(objects, "Deployment")
+    return deployment["spec"]["strategy"]
+
+
+def test_one_gpu_and_a_full_quota_replace_the_pod_instead_of_surging(synth):
+    """The seed's one GPU: a surge pod would need a second GPU the quota (and node) do not have."""
+    objects, _ = build(synth)
+    assert _strategy(objects) == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+    }
+
+
+def test_zero_downtime_rollout_where_the_gpus_have_room(synth, tmp_path):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "base.yaml").write_text("quota:\n  gpus: 4\n")
+    objects, _ = build(synth, values_dir=tmp_path, cluster=make_cluster(gpu_capacity=4))
+    assert _strategy(objects) == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+
+
+def test_room_on_the_nodes_but_not_in_the_quota_does_not_surge(synth, tmp_path):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "base.yaml").write_text("replicas: 2\nquota:\n  gpus: 2\n")
+    objects, _ = build(synth, values_dir=tmp_path, cluster=make_cluster(gpu_capacity=8))
+    assert _strategy(objects)["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+def test_cpu_only_app_keeps_zero_downtime(synth):
+    objects, _ = build(synth, gpus=0)
+    assert _strategy(objects)["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}

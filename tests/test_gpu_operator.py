@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import pytest
 import yaml
 
-from gpu_constructs.cluster import K3S_CONTAINERD, GpuSharing, Manager, MigStrategy
+from gpu_constructs.cluster import K3S_CONTAINERD, GpuSharing, Manager, MigStrategy, k3s_containerd
+from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.helm import ValuesLayers
 from tests.conftest import ROOT, make_cluster, release_values, resources
@@ -34,10 +36,42 @@ def test_operator_managed_toolkit_on_k3s_gets_k3s_containerd_paths(synth):
     assert values["driver"] == {"enabled": True}
     assert values["toolkit"]["enabled"] is True
     assert {e["name"]: e["value"] for e in values["toolkit"]["env"]} == {
-        "CONTAINERD_CONFIG": "/var/lib/rancher/k3s/agent/etc/containerd/config.toml.tmpl",
+        # k3s with containerd 2 renders config-v3.toml.tmpl and ignores config.toml.tmpl.
+        "CONTAINERD_CONFIG": "/var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl",
         "CONTAINERD_SOCKET": "/run/k3s/containerd/containerd.sock",
         "CONTAINERD_RUNTIME_CLASS": "nvidia",
+        # The template starts from k3s' rendered config, not from an empty file.
+        "RUNTIME_CONFIG_SOURCE": "file=/var/lib/rancher/k3s/agent/etc/containerd/config.toml",
     }
+
+
+@pytest.mark.parametrize(
+    ("version", "template"),
+    [
+        ("v1.35.5+k3s1", "config-v3.toml.tmpl"),
+        ("v1.33.4+k3s1", "config-v3.toml.tmpl"),
+        ("v1.32.2+k3s1", "config-v3.toml.tmpl"),
+        ("v1.32.1+k3s1", "config.toml.tmpl"),
+        ("v1.31.6+k3s1", "config-v3.toml.tmpl"),
+        ("v1.31.5+k3s1", "config.toml.tmpl"),
+        ("v1.29.0+k3s1", "config.toml.tmpl"),
+    ],
+)
+def test_the_k3s_template_follows_the_containerd_major_version(version, template):
+    assert k3s_containerd(version).config.endswith("/" + template)
+
+
+def test_every_k3s_stack_points_the_toolkit_at_its_k3s_template():
+    """The contract of each k3s-based compute carries the template its k3s version renders."""
+    from gpu_constructs import versions
+
+    assert k3s_containerd(versions.K3S.version) == K3S_CONTAINERD
+    assert k3s_containerd(versions.K3S_PROXMOX.version) == K3S_CONTAINERD
+
+
+def test_a_bad_k3s_version_fails():
+    with pytest.raises(ConfigError, match=r"'k3s_version' is '1.35': give a pinned version"):
+        k3s_containerd("1.35")
 
 
 def test_time_slicing_and_mig_go_into_the_device_plugin_config(synth):

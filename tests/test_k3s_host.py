@@ -38,8 +38,10 @@ def steps(synthesized) -> dict[str, dict]:
     }
 
 
-def inline(step: dict) -> list[str]:
-    return next(p["remote-exec"]["inline"] for p in step["provisioner"] if "remote-exec" in p)
+def inline(step: dict, scripts_only: bool = True) -> list[str]:
+    """The commands of the step's last remote-exec: those that run its scripts, or all of them."""
+    commands = [p["remote-exec"]["inline"] for p in step["provisioner"] if "remote-exec" in p][-1]
+    return [c for c in commands if c.startswith("sudo ")] if scripts_only else commands
 
 
 def test_server_steps_run_detection_driver_toolkit_and_k3s_in_order(synth):
@@ -53,16 +55,50 @@ def test_server_steps_run_detection_driver_toolkit_and_k3s_in_order(synth):
     k3s = inline(found["server-k3s"])
     assert "TOOLKIT_VERSION='1.20.0'" in k3s[0]
     assert "K3S_ROLE='server'" in k3s[1] and "NODE_LABELS='nvidia.com/gpu=true'" in k3s[1]
-    assert "DISABLE='traefik'" in k3s[1]
+    assert "DISABLE='traefik local-storage'" in k3s[1]
     assert "NODE_TAINTS" not in k3s[1]
     assert found["server-k3s"]["depends_on"] == ["terraform_data.compute_server-gpu-driver_837B4D8C"]
 
 
-def test_token_is_passed_but_not_kept_in_triggers(synth):
+def test_driver_step_waits_for_the_reboot_before_the_next_step_connects(synth):
+    step = steps(build(synth)[0])["server-gpu-driver"]
+    kinds = [next(iter(p)) for p in step["provisioner"]]
+    assert kinds[-2:] == ["remote-exec", "local-exec"]
+    local = step["provisioner"][-1]["local-exec"]
+    assert "wait-for-reboot.sh" in local["command"] or "boot_id" in local["command"]
+    assert local["environment"] == {
+        "SSH_USER": "ubuntu",
+        "SSH_HOST": "192.168.1.100",
+        "SSH_KEY": "~/.ssh/id_ed25519",
+        "WAIT_SECONDS": "900",
+    }
+
+
+def test_open_kernel_modules_by_default_proprietary_as_a_setting(synth):
+    driver = inline(steps(build(synth)[0])["server-gpu-driver"])[1]
+    assert "DRIVER_KERNEL_MODULES='open'" in driver
+    old = inline(steps(build(synth, driver_kernel_modules="proprietary")[0])["server-gpu-driver"])[1]
+    assert "DRIVER_KERNEL_MODULES='proprietary'" in old
+
+
+def test_token_goes_in_a_private_file_not_on_a_command_line_nor_in_triggers(synth):
     synthesized, _ = build(synth)
     k3s = steps(synthesized)["server-k3s"]
-    assert "K3S_TOKEN='${var.k3s_token}'" in inline(k3s)[1]
+    provisioners = k3s["provisioner"]
+    commands = [c for p in provisioners if "remote-exec" in p for c in p["remote-exec"]["inline"]]
+    assert not [c for c in commands if "k3s_token" in c or "K3S_TOKEN" in c]
     assert "k3s_token" not in str(k3s["triggers_replace"])
+    uploads = [p["file"] for p in provisioners if "file" in p]
+    (secrets,) = [u for u in uploads if u["destination"].startswith(".gpu-constructs/")]
+    assert secrets == {
+        "content": "K3S_TOKEN=${var.k3s_token}\n",
+        "destination": ".gpu-constructs/k3s-install.sh.env",
+    }
+    # The directory is made private before the file is uploaded into it.
+    mkdir = provisioners.index({"remote-exec": {"inline": ['install -d -m 0700 "$HOME/.gpu-constructs"']}})
+    assert mkdir < provisioners.index({"file": secrets})
+    assert inline(k3s, scripts_only=False)[0] == 'chmod 0600 "$HOME/.gpu-constructs/k3s-install.sh.env"'
+    assert 'SECRETS_FILE="$HOME/.gpu-constructs/k3s-install.sh.env"' in inline(k3s)[1]
 
 
 def test_script_change_changes_the_trigger_hash(synth, monkeypatch):
@@ -147,6 +183,12 @@ def test_kubeconfig_fetch_runs_locally_with_the_server_address(synth):
         ({"k3s_version": "1.35"}, r"'k3s_version' is '1.35': give a pinned version such as v1.35.5\+k3s1"),
         ({"driver_branch": "latest"}, r"'driver_branch' is 'latest': give a pinned version such as 580"),
         ({"toolkit_version": "v1.20"}, r"'toolkit_version' is 'v1.20'"),
+        ({"driver_kernel_modules": "nouveau"}, r"'driver_kernel_modules' is 'nouveau': use one of open"),
+        (
+            {"driver_branch": "470"},
+            r"'driver_branch' is '470': NVIDIA ships open kernel modules from branch 515; .*proprietary",
+        ),
+        ({"reboot_wait_seconds": 5}, r"'reboot_wait_seconds' is 5: use from 60 to 3600"),
         ({"gpus_per_node": 0}, r"'gpus_per_node' is 0: use from 1 to 16"),
         ({"cluster_cidr": "10.42.0.0/33"}, r"'cluster_cidr' is '10.42.0.0/33': give an IPv4 network"),
         ({"service_cidr": "10.42.128.0/17"}, r"'service_cidr' is '10.42.128.0/17': it overlaps cluster_cidr"),
@@ -166,3 +208,12 @@ def test_bad_host_address_fails():
 def test_references_are_left_for_terraform_to_check():
     assert SshHost("${var.server_ip}", "ubuntu", "~/.ssh/id").address == "${var.server_ip}"
     assert props(k3s_token="${var.k3s_token}").k3s_token == "${var.k3s_token}"
+
+
+def test_contract_carries_the_containerd_template_of_the_installed_k3s(synth):
+    _, new = build(synth)
+    assert new.cluster.containerd is not None
+    assert new.cluster.containerd.config.endswith("/config-v3.toml.tmpl")
+    _, old = build(synth, k3s_version="v1.30.4+k3s1")
+    assert old.cluster.containerd is not None
+    assert old.cluster.containerd.config.endswith("/config.toml.tmpl")

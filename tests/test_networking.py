@@ -20,6 +20,7 @@ def props(**overrides) -> NetworkingProps:
         "dns_zone": "example.com",
         "firewall_hosts": (HOST,),
         "trusted_cidrs": ("192.168.1.100/32", "10.42.0.0/16", "10.43.0.0/16"),
+        "admin_cidrs": ("192.168.1.0/24",),
     }
     fields.update(overrides)
     return NetworkingProps(**fields)
@@ -38,13 +39,55 @@ def release(synthesized, name):
     return found
 
 
-def test_firewall_opens_the_seed_ports_and_trusts_the_cluster_networks(synth):
+def test_firewall_opens_web_ports_to_all_admin_ports_to_admins_and_trusts_the_cluster(synth):
     synthesized, _ = build(synth)
     (firewall,) = resources(synthesized, "terraform_data").values()
     command = next(p["remote-exec"]["inline"][0] for p in firewall["provisioner"] if "remote-exec" in p)
-    assert "PUBLIC_PORTS='22/tcp 80/tcp 443/tcp 6443/tcp'" in command
+    assert "PUBLIC_PORTS='80/tcp 443/tcp'" in command
+    assert "ADMIN_PORTS='22/tcp 6443/tcp'" in command and "ADMIN_CIDRS='192.168.1.0/24'" in command
     assert "TRUSTED_CIDRS='192.168.1.100/32 10.42.0.0/16 10.43.0.0/16'" in command
-    assert "CLUSTER_PORTS='10250/tcp 8472/udp 2379/tcp 2380/tcp'" in command
+    # Agents join the API server, pods reach it through the kubernetes Service.
+    assert "CLUSTER_PORTS='6443/tcp 10250/tcp 8472/udp 2379/tcp 2380/tcp'" in command
+
+
+DNS01 = {
+    "acme_solver": "dns01-cloudflare",
+    "cloudflare_api_token": "${var.cloudflare_api_token}",
+    "secret_host": HOST,
+}
+
+
+def test_dns01_through_cloudflare_for_a_private_address(synth, upstream):
+    synthesized, networking = build(synth, **DNS01)
+    issuers = by_kind(manifests_of(release(synthesized, "cluster-issuers")), "ClusterIssuer")
+    for issuer in issuers:
+        assert issuer["spec"]["acme"]["solvers"] == [
+            {
+                "dns01": {
+                    "cloudflare": {"apiTokenSecretRef": {"name": "cloudflare-api-token", "key": "api-token"}}
+                },
+                "selector": {"dnsZones": ["example.com"]},
+            }
+        ]
+        validate_manifest(issuer, upstream)
+    (step,) = [v for k, v in resources(synthesized, "terraform_data").items() if "cloudflare-secret" in k]
+    # The token is uploaded as a private file, hashed in the triggers, and never on a command line.
+    uploads = [p["file"] for p in step["provisioner"] if "file" in p]
+    assert {
+        "content": "CLOUDFLARE_API_TOKEN=${var.cloudflare_api_token}\n",
+        "destination": ".gpu-constructs/cloudflare-secret.sh.env",
+    } in uploads
+    commands = [c for p in step["provisioner"] if "remote-exec" in p for c in p["remote-exec"]["inline"]]
+    assert not [c for c in commands if "cloudflare_api_token" in c]
+    assert "sha256(" in step["triggers_replace"]["token_sha256"]  # the stack test checks the expression
+    issuers_release = release(synthesized, "cluster-issuers")
+    assert any("cloudflare-secret" in dep for dep in issuers_release["depends_on"])
+    assert networking.dns01_secret is not None
+
+
+def test_records_point_at_the_public_address_when_given(synth):
+    _, networking = build(synth, public_address="203.0.113.10")
+    assert {r["content"] for r in networking.dns_records} == {"203.0.113.10"}
 
 
 def test_no_firewall_without_hosts(synth):
@@ -98,7 +141,20 @@ def test_cert_manager_values_match_the_chart_schema(synth, upstream):
     ("overrides", "message"),
     [
         ({"public_ports": ("22/tcp", "https")}, r"'public_ports' is 'https': write each port as NUMBER/tcp"),
-        ({"public_ports": ("80/tcp",)}, r"'public_ports' is \('80/tcp',\): keep 22/tcp open"),
+        ({"admin_cidrs": ()}, r"'public_ports' is \('80/tcp', '443/tcp'\): keep 22/tcp open"),
+        ({"admin_cidrs": ("0.0.0.0/33",)}, r"'admin_cidrs' is '0.0.0.0/33': give an IPv4 network"),
+        ({"admin_ports": ("99999/tcp",)}, r"'admin_ports' is '99999/tcp': write each port"),
+        (
+            {"public_address": "192.168.1.100"},
+            r"'public_address' is '192.168.1.100': Let's Encrypt cannot reach a private address over HTTP-01",
+        ),
+        ({"public_address": "10.0.0.5", "ingress_address": "10.0.0.5"}, r"'public_address' is '10.0.0.5'"),
+        ({"acme_solver": "tls-alpn"}, r"'acme_solver' is 'tls-alpn': use one of http01, dns01-cloudflare"),
+        (
+            {**DNS01, "cloudflare_api_token": "abc"},
+            r"'cloudflare_api_token' is '<literal>': DNS-01 through Cloudflare needs a reference",
+        ),
+        ({**DNS01, "secret_host": None}, r"'secret_host' is None: DNS-01 through Cloudflare needs"),
         ({"trusted_cidrs": ("10.42.0.1/16",)}, r"'trusted_cidrs' is '10.42.0.1/16': give an IPv4 network"),
         ({"ingress_replicas": 0}, r"'ingress_replicas' is 0"),
     ],
@@ -106,3 +162,32 @@ def test_cert_manager_values_match_the_chart_schema(synth, upstream):
 def test_bad_networking_settings(overrides, message):
     with pytest.raises(ConfigError, match=message):
         props(**overrides)
+
+
+def test_a_public_address_passes_http01():
+    assert props(public_address="203.0.113.10").acme_solver == "http01"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "10.1.2.3",
+        "172.16.0.1",
+        "172.31.255.255",
+        "172.32.0.1",
+        "192.168.1.100",
+        "100.64.0.1",
+        "100.128.0.1",
+        "127.0.0.1",
+        "169.254.1.1",
+        "203.0.113.10",
+        "8.8.8.8",
+        "11.0.0.1",
+    ],
+)
+def test_the_terraform_check_and_the_synth_check_agree_on_private_addresses(address):
+    import re
+
+    from gpu_constructs.networking import PRIVATE_ADDRESS_REGEX, is_private
+
+    assert bool(re.match(PRIVATE_ADDRESS_REGEX, address)) == is_private(address)

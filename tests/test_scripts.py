@@ -95,37 +95,74 @@ def test_gpu_detect_carries_on_when_no_gpu_is_required(host: Host):
 
 
 # --- nvidia-driver.sh ------------------------------------------------------------------------------
-def _driver_host(host: Host, loaded: str | None, modprobe_ok: bool) -> None:
+def _driver_host(host: Host, loaded: str | None, modprobe_ok: bool, installed: str = "") -> dict[str, str]:
     if loaded:
         (host.state / "driver").write_text(loaded)
+    (host.state / "packages").write_text(installed + "\n")
     host.stub("nvidia-smi", '[ -f "$STATE/driver" ] && cat "$STATE/driver" || exit 9')
     load = 'echo 580.95.05 > "$STATE/driver"' if modprobe_ok else "exit 1"
     host.stub("modprobe", load)
+    # dpkg-query -W -f='${Status}' PACKAGE; apt-get install records what it installed.
+    host.stub("dpkg-query", 'grep -qx "$3" "$STATE/packages" && printf "install ok installed"; true')
+    host.stub(
+        "apt-get",
+        'if [ "$1" = install ]; then for a in "$@"; do echo "$a" >> "$STATE/packages"; done; fi',
+    )
+    return {"REBOOT_MARKER": str(host.state / "reboot-from")}
+
+
+def _boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
 def test_driver_already_loaded_is_left_alone(host: Host):
-    _driver_host(host, "580.95.05", modprobe_ok=True)
-    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580")
+    env = _driver_host(host, "580.95.05", modprobe_ok=True, installed="nvidia-driver-580-server-open")
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env)
     assert result.returncode == 0, result.stderr
     assert "already installed and loaded" in result.stdout
     assert host.calls("apt-get") == []
 
 
-def test_driver_install_then_load_without_reboot(host: Host):
-    _driver_host(host, None, modprobe_ok=True)
-    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580")
+def test_driver_installs_the_open_kernel_modules_by_default(host: Host):
+    env = _driver_host(host, None, modprobe_ok=True)
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env)
     assert result.returncode == 0, result.stderr
-    installs = [c for c in host.calls("apt-get") if "install" in c]
-    assert len(installs) == 1 and "nvidia-driver-580-server" in installs[0]
+    (install,) = [c for c in host.calls("apt-get") if "install" in c]
+    assert "nvidia-driver-580-server-open" in install.split()
+    # A freshly booted host's unattended-upgrades holds the dpkg lock: wait for it instead of failing.
+    assert "DPkg::Lock::Timeout=600" in install.split()
     assert "branch 580 loaded" in result.stdout
-    assert host.calls("nohup") == []
+    assert host.calls("nohup") == [] and not (host.state / "reboot-from").exists()
 
 
-def test_driver_upgrade_that_needs_a_reboot_reboots(host: Host):
-    _driver_host(host, "545.29.06", modprobe_ok=False)
-    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580")
+def test_driver_proprietary_modules_as_a_setting(host: Host):
+    env = _driver_host(host, None, modprobe_ok=True)
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", DRIVER_KERNEL_MODULES="proprietary", **env)
+    assert result.returncode == 0, result.stderr
+    (install,) = [c for c in host.calls("apt-get") if "install" in c]
+    assert "nvidia-driver-580-server" in install.split()
+    assert "nvidia-driver-580-server-open" not in install.split()
+
+
+def test_driver_switch_to_open_modules_reinstalls_and_reboots(host: Host):
+    env = _driver_host(host, "580.95.05", modprobe_ok=True, installed="nvidia-driver-580-server")
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env)
     assert result.returncode == 0, result.stderr
     assert "needs a reboot" in result.stdout
+
+
+def test_driver_rejects_an_unknown_module_flavour(host: Host):
+    env = _driver_host(host, None, modprobe_ok=True)
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", DRIVER_KERNEL_MODULES="closed", **env)
+    assert result.returncode == 2 and "use open or proprietary" in result.stderr
+
+
+def test_driver_upgrade_that_needs_a_reboot_reboots_and_records_the_boot_id(host: Host):
+    env = _driver_host(host, "545.29.06", modprobe_ok=False)
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env)
+    assert result.returncode == 0, result.stderr
+    assert "needs a reboot" in result.stdout
+    assert (host.state / "reboot-from").read_text().strip() == _boot_id()
     # The reboot is detached into the background; give it a moment to be logged.
     for _ in range(50):
         if any("systemctl reboot" in c for c in host.calls("nohup")):
@@ -135,12 +172,70 @@ def test_driver_upgrade_that_needs_a_reboot_reboots(host: Host):
 
 
 def test_driver_second_run_after_install_does_nothing(host: Host):
-    _driver_host(host, None, modprobe_ok=True)
-    assert host.run("nvidia-driver.sh", DRIVER_BRANCH="580").returncode == 0
+    env = _driver_host(host, None, modprobe_ok=True)
+    assert host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env).returncode == 0
     host.log.write_text("")
-    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580")
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env)
     assert "nothing to do" in result.stdout
     assert host.calls("apt-get") == []
+
+
+# --- wait-for-reboot.sh ----------------------------------------------------------------------------
+# `ssh` to a host that is down for $STATE/down-polls answers, then up with $STATE/boot as its boot id;
+# `sudo cat <marker>` reads $STATE/marker, `sudo rm` removes it.
+WAIT_SSH = r"""
+cmd="${*: -1}"
+down="$(cat "$STATE/down-polls" 2>/dev/null || echo 0)"
+if [ "$down" -gt 0 ]; then echo $((down - 1)) > "$STATE/down-polls"; exit 255; fi
+case "$cmd" in
+  *"sudo rm -f"*) rm -f "$STATE/marker"; exit 0 ;;
+esac
+from=none
+[ -f "$STATE/marker" ] && from="$(cat "$STATE/marker")"
+printf '%s %s\n' "$from" "$(cat "$STATE/boot")"
+"""
+
+
+def _wait_env(host: Host, **overrides: str) -> dict[str, str]:
+    host.stub("ssh", WAIT_SSH)
+    env = {"SSH_USER": "ubuntu", "SSH_HOST": "192.168.1.100", "SSH_KEY": "/k", "POLL_SECONDS": "0"}
+    env.update(overrides)
+    return env
+
+
+def test_wait_for_reboot_returns_at_once_without_a_pending_reboot(host: Host):
+    (host.state / "boot").write_text("boot-a")
+    result = host.run("wait-for-reboot.sh", **_wait_env(host))
+    assert result.returncode == 0, result.stderr
+    assert "no reboot pending" in result.stdout
+    assert len(host.calls("ssh")) == 1
+
+
+def test_wait_for_reboot_waits_until_the_boot_id_changes(host: Host):
+    # Still up on the old boot for a moment, then down, then back with a new boot id.
+    (host.state / "marker").write_text("boot-a")
+    (host.state / "boot").write_text("boot-a")
+    host.stub(
+        "ssh",
+        'n="$(cat "$STATE/polls" 2>/dev/null || echo 0)"; echo $((n + 1)) > "$STATE/polls"\n'
+        '[ "$n" -eq 2 ] && { echo 3 > "$STATE/down-polls"; echo boot-b > "$STATE/boot"; }\n' + WAIT_SSH,
+    )
+    result = host.run(
+        "wait-for-reboot.sh", SSH_USER="ubuntu", SSH_HOST="192.168.1.100", SSH_KEY="/k", POLL_SECONDS="0"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "192.168.1.100 is back (boot id boot-b)" in result.stdout
+    assert not (host.state / "marker").exists()
+    assert len(host.calls("ssh")) >= 6
+
+
+def test_wait_for_reboot_is_bounded_with_a_clear_error(host: Host):
+    (host.state / "marker").write_text("boot-a")
+    (host.state / "boot").write_text("boot-a")
+    result = host.run("wait-for-reboot.sh", **_wait_env(host, WAIT_SECONDS="0"))
+    assert result.returncode == 1
+    assert "192.168.1.100 did not come back within 0s" in result.stderr
+    assert (host.state / "marker").exists()
 
 
 # --- nvidia-toolkit.sh -----------------------------------------------------------------------------
@@ -182,16 +277,19 @@ def _k3s_host(host: Host) -> None:
         "curl",
         "cat <<'INSTALLER'\n"
         'echo "installer $INSTALL_K3S_EXEC $INSTALL_K3S_VERSION url=$K3S_URL" >> "$CALLS"\n'
+        'echo "$K3S_TOKEN" > "$STATE/installer-token"\n'
         'echo "k3s version $INSTALL_K3S_VERSION (abcdef)" > "$STATE/k3s"\n'
         "INSTALLER",
     )
 
 
 def _k3s_env(host: Host, **overrides: str) -> dict[str, str]:
+    secrets = host.state / "k3s.env"
+    secrets.write_text("K3S_TOKEN=" + "t" * 40 + "\n")
     env = {
         "K3S_ROLE": "server",
         "K3S_VERSION": "v1.35.5+k3s1",
-        "K3S_TOKEN": "t" * 40,
+        "SECRETS_FILE": str(secrets),
         "NODE_IP": "192.168.1.100",
         "NODE_LABELS": "nvidia.com/gpu=true",
         "DISABLE": "traefik",
@@ -212,6 +310,9 @@ def test_k3s_first_install_writes_config_and_runs_installer(host: Host):
     assert "disable:\n  - traefik" in config
     assert "tls-san:\n  - 192.168.1.100" in config
     assert "t" * 40 not in config + result.stdout + result.stderr
+    # The token reached the installer from the secrets file, which is gone afterwards.
+    assert (host.state / "installer-token").read_text().strip() == "t" * 40
+    assert not (host.state / "k3s.env").exists()
 
 
 def test_k3s_second_run_with_same_settings_does_nothing(host: Host):
@@ -271,6 +372,71 @@ def test_firewall_opens_public_ports_and_cluster_ports_to_trusted_networks_only(
     assert calls[-2:] == ["ufw --force enable", "ufw status numbered"]
 
 
+def test_firewall_admin_ports_only_from_admin_networks_and_old_world_rules_removed(host: Host):
+    result = host.run(
+        "firewall.sh",
+        PUBLIC_PORTS="80/tcp 443/tcp",
+        ADMIN_PORTS="22/tcp 6443/tcp",
+        ADMIN_CIDRS="192.168.1.0/24 203.0.113.7/32",
+        CLUSTER_PORTS="6443/tcp",
+        TRUSTED_CIDRS="10.42.0.0/16",
+    )
+    assert result.returncode == 0, result.stderr
+    calls = host.calls("ufw")
+    for cidr in ("192.168.1.0/24", "203.0.113.7/32"):
+        assert f"ufw allow proto tcp from {cidr} to any port 22" in calls
+        assert f"ufw allow proto tcp from {cidr} to any port 6443" in calls
+    assert "ufw allow 22/tcp" not in calls and "ufw allow 6443/tcp" not in calls
+    # The world-open rules of an earlier configuration go, after the admin rules are in place.
+    deletes = [calls.index("ufw delete allow 22/tcp"), calls.index("ufw delete allow 6443/tcp")]
+    assert min(deletes) > calls.index("ufw allow proto tcp from 203.0.113.7/32 to any port 6443")
+
+
+def test_firewall_keeps_a_port_that_is_both_public_and_admin(host: Host):
+    result = host.run(
+        "firewall.sh", PUBLIC_PORTS="22/tcp 443/tcp", ADMIN_PORTS="22/tcp", ADMIN_CIDRS="10.0.0.0/8"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ufw allow 22/tcp" in host.calls("ufw")
+    assert "ufw delete allow 22/tcp" not in host.calls("ufw")
+
+
+# --- cloudflare-secret.sh --------------------------------------------------------------------------
+CF_TOKEN = "0123456789abcdefghijABCDEFGHIJ_-01234567"
+
+
+def test_cloudflare_secret_goes_to_the_api_on_stdin_and_the_file_is_removed(host: Host):
+    host.stub("k3s", '[ "$2" = apply ] && cat > "$STATE/applied.yaml"; true')
+    secrets = host.state / "cf.env"
+    secrets.write_text(f"CLOUDFLARE_API_TOKEN={CF_TOKEN}\n")
+    result = host.run(
+        "cloudflare-secret.sh",
+        NAMESPACE="cert-manager",
+        SECRET_NAME="cloudflare-api-token",
+        SECRET_KEY="api-token",
+        SECRETS_FILE=str(secrets),
+    )
+    assert result.returncode == 0, result.stderr
+    import yaml
+
+    applied = yaml.safe_load((host.state / "applied.yaml").read_text())
+    assert applied["metadata"] == {"name": "cloudflare-api-token", "namespace": "cert-manager"}
+    assert applied["stringData"] == {"api-token": CF_TOKEN}
+    assert not secrets.exists()
+    assert CF_TOKEN not in host.log.read_text() + result.stdout + result.stderr
+
+
+def test_cloudflare_secret_refuses_a_malformed_token(host: Host):
+    host.stub("k3s", "true")
+    secrets = host.state / "cf.env"
+    secrets.write_text('CLOUDFLARE_API_TOKEN=abc"; evil\n')
+    result = host.run(
+        "cloudflare-secret.sh", NAMESPACE="n", SECRET_NAME="s", SECRET_KEY="k", SECRETS_FILE=str(secrets)
+    )
+    assert result.returncode == 2 and "not a Cloudflare API token" in result.stderr
+    assert host.calls("k3s") == [] and not secrets.exists()
+
+
 # --- fetch-kubeconfig.sh ---------------------------------------------------------------------------
 KUBECONFIG = "clusters:\n- cluster:\n    server: https://127.0.0.1:6443\n"
 
@@ -299,8 +465,24 @@ VAULT_K3S = r"""
 shift
 sub="$1"; shift
 case "$sub" in
-  wait) exit 0 ;;
-  get) echo ffe-db-1; exit 0 ;;
+  wait)
+    # Like kubectl: waiting on a pod that does not exist fails at once (NotFound).
+    [ "$(cat "$STATE/absent-polls" 2>/dev/null || echo 0)" -gt 0 ] && exit 1
+    for arg in "$@"; do
+      case "$arg" in pod/*) grep -qx "${arg#pod/}" "$STATE/pending" 2>/dev/null && exit 1 ;; esac
+      case "$* $arg" in *--for=condition=Ready*" pod/"*)
+        grep -qx "${arg#pod/}" "$STATE/unready" 2>/dev/null && exit 1 ;;
+      esac
+    done
+    exit 0 ;;
+  get)
+    # $STATE/absent-polls: how many more times a Vault pod is not there yet.
+    case "$*" in *pod/vault-*)
+      absent="$(cat "$STATE/absent-polls" 2>/dev/null || echo 0)"
+      if [ "$absent" -gt 0 ]; then echo $((absent - 1)) > "$STATE/absent-polls"; exit 1; fi
+      exit 0 ;;
+    esac
+    echo ffe-db-1; exit 0 ;;
   exec) ;;
   *) exit 1 ;;
 esac
@@ -315,6 +497,9 @@ IFS= read -r token; shift 4
 echo "$pod token=$token $*" >> "$STATE/vault.log"
 case "$1 $2" in
   "status -format=json")
+    # $STATE/status-failures: how many more times 'vault status' fails without an answer.
+    failures="$(cat "$STATE/status-failures" 2>/dev/null || echo 0)"
+    if [ "$failures" -gt 0 ]; then echo $((failures - 1)) > "$STATE/status-failures"; exit 1; fi
     init=false; sealed=true
     [ -f "$STATE/$pod.init" ] && init=true
     [ -f "$STATE/$pod.unsealed" ] && sealed=false
@@ -330,6 +515,8 @@ case "$1 $2" in
     while read -r mount; do printf '  "%s/": {},\n' "$mount"; done < <(cat "$STATE/mounts" 2>/dev/null)
     printf '  "sys/": {}\n}\n' ;;
   "secrets enable") echo "${3#-path=}" >> "$STATE/mounts" ;;
+  "audit list") [ -f "$STATE/audit" ] && echo '  "file/": {}' || exit 2 ;;
+  "audit enable") echo "$3 $4" > "$STATE/audit" ;;
   "auth list") [ -f "$STATE/k8s-auth" ] && echo '  "kubernetes/": {}'; true ;;
   "auth enable") touch "$STATE/k8s-auth" ;;
   "policy write") cat > "$STATE/policy.hcl" ;;
@@ -356,6 +543,8 @@ def _vault_env(host: Host, **overrides: str) -> dict[str, str]:
         "DB_NAME": "ffe",
         "DB_OWNER": "ffe",
         "INIT_FILE": str(host.state / "vault-init.json"),
+        "WAIT_SECONDS": "5",
+        "POLL_SECONDS": "0",
     }
     env.update(overrides)
     return {key: value for key, value in env.items() if value}
@@ -388,6 +577,92 @@ def test_vault_first_run_initializes_unseals_and_configures(host: Host):
         "bound_service_account_namespaces=ffe policies=ffe-backend ttl=1h" in call
         for call in calls
     )
+
+
+def test_vault_rerun_after_a_failed_status_keeps_the_init_file(host: Host):
+    env = _vault_env(host)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    init_file = host.state / "vault-init.json"
+    before = init_file.read_text()
+    # Vault does not answer for a moment (a restarting pod, a slow API server).
+    (host.state / "status-failures").write_text("3")
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    assert init_file.read_text() == before
+    assert len([c for c in _vault_calls(host) if " operator init" in c]) == 1
+
+
+def test_vault_that_never_answers_fails_and_leaves_the_init_file_alone(host: Host):
+    env = _vault_env(host, WAIT_SECONDS="0")
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    init_file = host.state / "vault-init.json"
+    before = init_file.read_text()
+    (host.state / "status-failures").write_text("1000")
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 1
+    assert "did not answer 'vault status' within 0s" in result.stderr
+    assert init_file.read_text() == before
+    assert [p.name for p in host.state.glob("vault-init.json*")] == ["vault-init.json"]
+
+
+def test_vault_uninitialized_with_an_init_file_present_refuses(host: Host):
+    init_file = host.state / "vault-init.json"
+    earlier = '{\n  "root_token": "hvs.EARLIER"\n}\n'
+    init_file.write_text(earlier)
+    result = host.run("vault-bootstrap.sh", **_vault_env(host))
+    assert result.returncode == 1
+    assert "may hold the only" in result.stderr
+    assert init_file.read_text() == earlier
+    assert not [c for c in _vault_calls(host) if " operator init" in c]
+
+
+def test_vault_failed_init_writes_no_init_file(host: Host):
+    env = _vault_env(host)
+    host.stub("k3s", VAULT_K3S.replace('"operator init")', '"operator init") exit 1 ;;\n  "never")'))
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 1
+    assert "was not written" in result.stderr
+    assert list(host.state.glob("vault-init.json*")) == []
+
+
+def test_vault_waits_for_pods_the_statefulset_has_not_made_yet(host: Host):
+    (host.state / "absent-polls").write_text("3")
+    result = host.run("vault-bootstrap.sh", **_vault_env(host))
+    assert result.returncode == 0, result.stderr
+    assert (host.state / "absent-polls").read_text().strip() == "0"
+    assert '"root_token": "hvs.ROOT"' in (host.state / "vault-init.json").read_text()
+
+
+def test_vault_pod_never_created_fails_clearly(host: Host):
+    (host.state / "absent-polls").write_text("1000")
+    result = host.run("vault-bootstrap.sh", **_vault_env(host, WAIT_SECONDS="0"))
+    assert result.returncode == 1
+    assert "Vault pod vault-0 was not created within 0s" in result.stderr
+
+
+def test_vault_pod_that_never_runs_fails_clearly(host: Host):
+    (host.state / "pending").write_text("vault-2\n")
+    result = host.run("vault-bootstrap.sh", **_vault_env(host, VAULT_PODS="vault-0 vault-1 vault-2"))
+    assert result.returncode == 1
+    assert "Vault pod vault-2 is not Running" in result.stderr
+    assert "anti-affinity" in result.stderr
+    assert not [c for c in _vault_calls(host) if " operator init" in c]
+
+
+def test_vault_pod_that_is_not_ready_after_unsealing_fails_clearly(host: Host):
+    (host.state / "unready").write_text("vault-1\n")
+    result = host.run("vault-bootstrap.sh", **_vault_env(host, VAULT_PODS="vault-0 vault-1 vault-2"))
+    assert result.returncode == 1
+    assert "Vault pod vault-1 is not Ready" in result.stderr
+    assert "vault-0 token= write sys/unseal key=-" in _vault_calls(host)
+
+
+def test_vault_enables_the_file_audit_device_on_the_audit_volume_once(host: Host):
+    env = _vault_env(host)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    assert (host.state / "audit").read_text().strip() == "file file_path=/vault/audit/vault_audit.log"
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    assert len([c for c in _vault_calls(host) if " audit enable" in c]) == 1
 
 
 def test_vault_policy_grants_every_path_the_construct_publishes(host: Host):

@@ -28,6 +28,8 @@ TERRAFORM_REFERENCES = (
     "alltrue(",
     "can(",
     "ip}",
+    "join(",
+    "sha256(",
 )
 
 
@@ -48,6 +50,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "cert-manager",
         "cluster-issuers",
         "storage-classes",
+        "gpu-local-path-provisioner",
         "gpu-operator",
         "vault",
         "vault-operations",
@@ -61,6 +64,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "compute_server-k3s",
         "compute_kubeconfig",
         "networking_firewall-0",
+        "networking_cloudflare-secret",
         "vault_bootstrap",
     }
     assert set(stack_json["output"]) == {
@@ -88,6 +92,8 @@ def test_providers_read_the_kubeconfig_the_bootstrap_writes(stack_json):
 def test_no_secret_values_in_the_json(stack_json):
     variables = stack_json["variable"]
     assert variables["k3s_token"]["sensitive"] is True
+    assert variables["cloudflare_api_token"]["sensitive"] is True
+    assert "default" not in variables["cloudflare_api_token"]
     text = json.dumps(stack_json)
     assert not re.search(r"(password|token|secret)[\"']?\s*[:=]\s*[\"'][A-Za-z0-9+/=]{12,}", text, re.I)
     assert "BEGIN" not in text or "PRIVATE KEY" not in text
@@ -128,6 +134,7 @@ GOOD_VARS = {
     "dns_zone": "example.com",
     "acme_email": "ops@example.com",
     "app_image": "ghcr.io/acme/ffe-backend:2.0.1",
+    "cloudflare_api_token": "0123456789abcdefghijABCDEFGHIJ_-01234567",
 }
 
 
@@ -170,9 +177,240 @@ def test_good_variables_pass_terraform_validation(variables_dir):
         ("acme_email", "ops.example.com", "acme_email must be an e-mail address"),
         ("app_image", "ghcr.io/acme/ffe-backend:latest", "app_image must carry a pinned tag or digest"),
         ("app_image", "ghcr.io/acme/ffe-backend", "app_image must carry a pinned tag or digest"),
+        ("admin_cidrs", '["192.168.1.0/33"]', "Every admin_cidrs entry must be an IPv4 network"),
+        ("public_address", "example.com", "public_address must be empty or an IPv4 address"),
+        ("cloudflare_api_token", "not a token!", "cloudflare_api_token must be a Cloudflare API token"),
     ],
 )
 def test_bad_variables_fail_in_terraform_with_the_fix(variables_dir, name, value, message):
     result = _plan(variables_dir, **{name: value})
     assert result.returncode != 0
     assert message in " ".join(result.stderr.split())
+
+
+@pytest.fixture(scope="module")
+def every_stack() -> dict[str, dict]:
+    """Every stack main.py synthesizes, by name."""
+    import main
+
+    app = cdktf.Testing.app()
+    return {
+        instance.stack: json.loads(cdktf.Testing.synth(instance.build(app))) for instance in main.INSTANCES
+    }
+
+
+def _commands(stack: dict):
+    """Every command line a step runs: remote-exec inline commands and local-exec commands."""
+    for kind, found in stack.get("resource", {}).items():
+        for name, body in found.items():
+            for provisioner in body.get("provisioner", []):
+                for command in provisioner.get("remote-exec", {}).get("inline", []):
+                    yield f"{kind}.{name}", command
+                if "local-exec" in provisioner:
+                    yield f"{kind}.{name}", provisioner["local-exec"]["command"]
+
+
+def test_no_sensitive_variable_on_any_command_line(every_stack):
+    """sudo logs its command lines and `ps` shows them to every user: secrets go in files or env."""
+    checked = 0
+    for stack_name, stack in every_stack.items():
+        sensitive = [name for name, v in stack.get("variable", {}).items() if v.get("sensitive")]
+        for where, command in _commands(stack):
+            checked += 1
+            for name in sensitive:
+                assert f"var.{name}" not in command, (
+                    f"{stack_name}: {where} puts var.{name} on a command line"
+                )
+    assert checked
+
+
+def test_admin_ports_default_to_the_hosts_own_network(stack_json):
+    (firewall,) = [v for k, v in resources(stack_json, "terraform_data").items() if "firewall" in k]
+    command = [p for p in firewall["provisioner"] if "remote-exec" in p][-1]["remote-exec"]["inline"][0]
+    assert "PUBLIC_PORTS='80/tcp 443/tcp'" in command
+    assert "ADMIN_PORTS='22/tcp 6443/tcp'" in command
+    assert (
+        'ADMIN_CIDRS=\'${join(" ", length(var.admin_cidrs) > 0 ? var.admin_cidrs : distinct('
+        '[for ip in var.gpu_node_ips : cidrsubnet("${ip}/24", 0, 0)]))}\'' in command
+    )
+
+
+def test_admin_cidrs_expression_gives_the_hosts_network_in_terraform(tmp_path):
+    """Real Terraform evaluates the default: 192.168.1.100 -> 192.168.1.0/24."""
+    expression = (
+        'join(" ", length(var.admin_cidrs) > 0 ? var.admin_cidrs : distinct('
+        '[for ip in var.gpu_node_ips : cidrsubnet("${ip}/24", 0, 0)]))'
+    )
+    (tmp_path / "main.tf").write_text(
+        'variable "admin_cidrs" {\n  type = list(string)\n  default = []\n}\n'
+        'variable "gpu_node_ips" {\n  type = list(string)\n}\n'
+        f'output "admin" {{\n  value = {expression}\n}}\n'
+    )
+    env = {**os.environ, "CHECKPOINT_DISABLE": "1"}
+    subprocess.run(
+        [_terraform(), "init", "-input=false"], cwd=tmp_path, check=True, capture_output=True, env=env
+    )
+
+    def admin(*args: str) -> str:
+        result = subprocess.run(
+            [_terraform(), "apply", "-auto-approve", "-input=false", "-no-color", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        out = subprocess.run(
+            [_terraform(), "output", "-raw", "admin"],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert result.returncode == 0
+        return out.stdout
+
+    assert admin('-var=gpu_node_ips=["192.168.1.100","192.168.1.101"]') == "192.168.1.0/24"
+    assert (
+        admin('-var=gpu_node_ips=["192.168.1.100"]', '-var=admin_cidrs=["203.0.113.0/24"]')
+        == "203.0.113.0/24"
+    )
+
+
+def test_the_cloudflare_token_reaches_the_cluster_from_a_private_file(stack_json):
+    (step,) = [v for k, v in resources(stack_json, "terraform_data").items() if "cloudflare-secret" in k]
+    assert step["triggers_replace"]["token_sha256"] == "${sha256(var.cloudflare_api_token)}"
+    uploads = [p["file"] for p in step["provisioner"] if "file" in p]
+    assert {
+        "content": "CLOUDFLARE_API_TOKEN=${var.cloudflare_api_token}\n",
+        "destination": ".gpu-constructs/cloudflare-secret.sh.env",
+    } in uploads
+
+
+@pytest.fixture(scope="module")
+def http01_variables_dir(tmp_path_factory) -> Path:
+    stack = Instance("single-node", "single-node", {"letsencrypt_challenge": "http01"}).build(
+        cdktf.Testing.app()
+    )
+    variables = json.loads(cdktf.Testing.synth(stack))["variable"]
+    assert "cloudflare_api_token" not in variables
+    directory = tmp_path_factory.mktemp("http01")
+    (directory / "main.tf.json").write_text(json.dumps({"variable": variables}))
+    subprocess.run(
+        [_terraform(), "init", "-backend=false", "-input=false"],
+        cwd=directory,
+        check=True,
+        capture_output=True,
+    )
+    return directory
+
+
+def _plan_http01(directory: Path, **overrides: str) -> subprocess.CompletedProcess[str]:
+    good = {k: v for k, v in GOOD_VARS.items() if k != "cloudflare_api_token"}
+    args = [f"-var={key}={value}" for key, value in {**good, **overrides}.items()]
+    return subprocess.run(
+        [_terraform(), "plan", "-input=false", "-no-color", *args],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_http01_with_a_private_address_fails_at_plan(http01_variables_dir):
+    result = _plan_http01(http01_variables_dir)
+    assert result.returncode != 0
+    assert "Let's Encrypt cannot reach a private address over HTTP-01" in " ".join(result.stderr.split())
+    forwarded = _plan_http01(http01_variables_dir, public_address="203.0.113.10")
+    assert forwarded.returncode == 0, forwarded.stderr
+
+
+def test_every_local_path_class_in_every_stack_can_provision(every_stack):
+    from tests.test_storage import all_manifests, check_every_class_is_provisionable
+
+    checked = sum(check_every_class_is_provisionable(all_manifests(stack)) for stack in every_stack.values())
+    assert checked >= 3
+
+
+def test_exactly_one_default_storage_class(stack_json):
+    """k3s' bundled local-path class is a default too unless its local-storage addon is disabled."""
+    from tests.conftest import by_kind, manifests_of
+
+    defaults = [
+        c["metadata"]["name"]
+        for release in resources(stack_json, "helm_release").values()
+        if "manifests-chart" in str(release.get("chart", ""))
+        for c in by_kind(manifests_of(release), "StorageClass")
+        if c["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class") == "true"
+    ]
+    (k3s,) = [v for k, v in resources(stack_json, "terraform_data").items() if "server-k3s" in k]
+    command = [p for p in k3s["provisioner"] if "remote-exec" in p][-1]["remote-exec"]["inline"][-1]
+    disabled = re.search(r"DISABLE='([^']*)'", command)
+    if not disabled or "local-storage" not in disabled.group(1).split():
+        defaults.append("local-path (k3s)")
+    assert defaults == ["fast-ssd"]
+
+
+def test_every_gpu_rollout_in_every_stack_fits_its_quota(every_stack):
+    """A surge pod must fit the namespace's GPU quota, or the rollout of every image change fails."""
+    from tests.test_storage import all_manifests
+
+    checked = 0
+    for name, stack in every_stack.items():
+        manifests = all_manifests(stack)
+        for deployment in [m for m in manifests if m["kind"] == "Deployment"]:
+            containers = deployment["spec"]["template"]["spec"]["containers"]
+            gpus = sum(
+                int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)) for c in containers
+            )
+            if not gpus:
+                continue
+            namespace = deployment["metadata"]["namespace"]
+            quotas = [
+                int(q["spec"]["hard"]["requests.nvidia.com/gpu"])
+                for q in manifests
+                if q["kind"] == "ResourceQuota" and q["metadata"]["namespace"] == namespace
+            ]
+            autoscalers = [
+                h["spec"]["maxReplicas"]
+                for h in manifests
+                if h["kind"] == "HorizontalPodAutoscaler"
+                and h["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+            ]
+            most = max([deployment["spec"]["replicas"], *autoscalers])
+            strategy = deployment["spec"].get("strategy", {})
+            surge = (
+                strategy.get("rollingUpdate", {}).get("maxSurge", 0)
+                if strategy.get("type") != "Recreate"
+                else 0
+            )
+            for quota in quotas:
+                assert (most + surge) * gpus <= quota, (
+                    f"{name}: {deployment['metadata']['name']} cannot roll out"
+                )
+                checked += 1
+    assert checked
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"letsencrypt_challenge": "tls-alpn-01"},
+            r"'letsencrypt_challenge' is 'tls-alpn-01': use one of http01, dns01-cloudflare",
+        ),
+        ({"host_network_prefix": 40}, r"'host_network_prefix' is 40: use from 8 to 32"),
+        (
+            {"nvidia_kernel_modules": "closed"},
+            r"'driver_kernel_modules' is 'closed': use one of open, proprietary",
+        ),
+        ({"nvidia_driver_version": "470"}, r"'driver_branch' is '470': NVIDIA ships open kernel modules"),
+        ({"vault_ha": True, "agent_count": 1}, r"'vault_replicas' is 3: .* the cluster has 2"),
+        ({"backup_schedule": "nightly"}, r"'backup_schedule' is 'nightly'"),
+    ],
+)
+def test_bad_settings_fail_at_synth_with_field_value_and_fix(overrides, message):
+    from gpu_constructs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        Instance("single-node", "single-node", overrides).build(cdktf.Testing.app())

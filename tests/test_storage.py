@@ -4,14 +4,13 @@ import pytest
 
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.storage import Storage, StorageProps, StorageTier
-from tests.conftest import make_cluster, manifests_of, resources
+from tests.conftest import by_kind, make_cluster, manifests_of, resources
 from tests.validators import validate_manifest
 
 
 def test_seed_storage_classes_on_their_paths(synth, upstream):
     synthesized = synth(lambda stack: Storage(stack, "storage", props=StorageProps(cluster=make_cluster())))
-    (release,) = resources(synthesized, "helm_release").values()
-    classes = manifests_of(release)
+    classes = by_kind(all_manifests(synthesized), "StorageClass")
     assert [(c["metadata"]["name"], c["parameters"]["nodePath"]) for c in classes] == [
         ("fast-ssd", "/var/lib/rancher/k3s/storage"),
         ("standard", "/mnt/storage"),
@@ -42,6 +41,7 @@ def test_class_name_of_an_unknown_tier_fails(synth):
     [
         (lambda: StorageTier("Fast", "/x"), r"'storage tier name' is 'Fast'"),
         (lambda: StorageTier("fast", "mnt/x"), r"'fast.node_path' is 'mnt/x': give an absolute path"),
+        (lambda: StorageTier("fast", "/"), r"'fast.node_path' is '/': give an absolute path other than /"),
         (lambda: StorageTier("fast", "/x", reclaim_policy="Recycle"), r"'fast.reclaim_policy' is 'Recycle'"),
         (
             lambda: StorageProps(
@@ -61,3 +61,74 @@ def test_class_name_of_an_unknown_tier_fails(synth):
 def test_bad_storage_settings(build, message):
     with pytest.raises(ConfigError, match=message):
         build()
+
+
+def all_manifests(synthesized: dict) -> list[dict]:
+    """The Kubernetes objects of every manifests-chart release of a stack."""
+    return [
+        manifest
+        for release in resources(synthesized, "helm_release").values()
+        if "manifests-chart" in str(release.get("chart", ""))
+        for manifest in manifests_of(release)
+    ]
+
+
+def provisioner_of(manifests: list[dict], name: str = "gpu-constructs.io/local-path") -> tuple[dict, dict]:
+    """The config.json and the container flags of the provisioner called ``name``."""
+    import json
+
+    found = []
+    for deployment in by_kind(manifests, "Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            flags = dict(a.removeprefix("--").split("=", 1) for a in container.get("command", []) if "=" in a)
+            if flags.get("provisioner-name") == name:
+                found.append(flags)
+    (flags,) = found
+    (config_map,) = [
+        c for c in by_kind(manifests, "ConfigMap") if c["metadata"]["name"] == flags["configmap-name"]
+    ]
+    return json.loads(config_map["data"]["config.json"]), flags
+
+
+def check_every_class_is_provisionable(manifests: list[dict]) -> int:
+    """Each local-path StorageClass has a provisioner of its name whose config lists its path
+    (local-path-provisioner refuses other paths: "config doesn't contain path ... on node ...")."""
+    checked = 0
+    for storage_class in by_kind(manifests, "StorageClass"):
+        if not storage_class["provisioner"].endswith("local-path"):
+            continue
+        config, _ = provisioner_of(manifests, storage_class["provisioner"])
+        assert config["nodePathMap"] == []
+        name = storage_class["metadata"]["name"]
+        paths = [p for entry in config["storageClassConfigs"][name]["nodePathMap"] for p in entry["paths"]]
+        assert storage_class["parameters"]["nodePath"] in paths, name
+        checked += 1
+    return checked
+
+
+def test_every_class_path_is_in_its_provisioners_config(synth, upstream):
+    synthesized = synth(lambda stack: Storage(stack, "storage", props=StorageProps(cluster=make_cluster())))
+    manifests = all_manifests(synthesized)
+    assert check_every_class_is_provisionable(manifests) == 3
+    for manifest in manifests:
+        validate_manifest(manifest, upstream)
+
+
+def test_own_provisioner_name_never_k3s_bundled_one(synth):
+    synthesized = synth(lambda stack: Storage(stack, "storage", props=StorageProps(cluster=make_cluster())))
+    manifests = all_manifests(synthesized)
+    _, flags = provisioner_of(manifests)
+    assert flags["provisioner-name"] != "rancher.io/local-path"
+    assert {c["provisioner"] for c in by_kind(manifests, "StorageClass")} == {flags["provisioner-name"]}
+
+
+def test_the_classes_release_waits_for_the_provisioner(synth):
+    synthesized = synth(lambda stack: Storage(stack, "storage", props=StorageProps(cluster=make_cluster())))
+    found = {r["name"]: (k, r) for k, r in resources(synthesized, "helm_release").items()}
+    provisioner_id, _ = found["gpu-local-path-provisioner"]
+    assert found["storage-classes"][1]["depends_on"] == [f"helm_release.{provisioner_id}"]
+
+
+def test_two_tiers_on_one_directory_are_refused():
+    with pytest.raises(ConfigError, match=r"'tiers node_path' is '/a': each entry must appear once"):
+        StorageProps(cluster=make_cluster(), tiers=(StorageTier("a", "/a"), StorageTier("b", "/a/")))

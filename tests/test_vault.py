@@ -164,3 +164,20 @@ def test_operations_guide_without_a_bootstrap_says_how_to_initialize(synth):
     assert "Vault is not initialized by the stack" in guide
     assert "jsonpath='{.data.init\\.sh}' > init.sh && KEY_SHARES=5 KEY_THRESHOLD=3 bash init.sh" in guide
     assert "/root/vault-init.json" not in guide
+
+
+def test_ha_with_more_replicas_than_nodes_is_refused():
+    with pytest.raises(
+        ConfigError, match=r"'vault_replicas' is 3: the chart places one Vault server per node"
+    ):
+        VaultProps(cluster=make_cluster(), environment="dev", storage_class="x", ha=True, node_count=1)
+    assert VaultProps(cluster=make_cluster(), environment="dev", storage_class="x", ha=True, node_count=3)
+
+
+def test_single_node_stack_refuses_vault_ha_on_one_host():
+    from cdktf import Testing
+
+    from environments.single_node import SingleNodeSettings, SingleNodeStack
+
+    with pytest.raises(ConfigError, match=r"'vault_replicas' is 3: .* the cluster has 1"):
+        SingleNodeStack(Testing.app(), "single-node", settings=SingleNodeSettings(vault_ha=True))

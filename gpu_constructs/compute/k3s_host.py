@@ -14,18 +14,20 @@ from constructs import Construct
 
 from gpu_constructs import validate, versions
 from gpu_constructs.cluster import (
-    K3S_CONTAINERD,
     GpuCluster,
     GpuSharing,
     KubeAccess,
     Manager,
     Taint,
+    k3s_containerd,
 )
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script, run_scripts
 
 GPU_LABEL = ("nvidia.com/gpu", "true")
 GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
+OPEN_MODULES_SINCE = 515
+"""The first driver branch with NVIDIA's open GPU kernel modules (production-ready since 515)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,12 @@ class K3sHostProps:
     """Install the NVIDIA driver and toolkit and label GPU nodes. False runs the cluster without GPUs."""
     driver_branch: str = versions.NVIDIA_DRIVER_BRANCH.version
     """NVIDIA server driver branch from the Ubuntu archive (the seed's 545 is end-of-life)."""
+    driver_kernel_modules: str = "open"
+    """``open``: NVIDIA's open GPU kernel modules, its default since the 560 driver and required for
+    Blackwell; they support Turing (RTX 20xx, T4) and newer. ``proprietary`` for older GPUs (Volta
+    V100, Pascal). With Secure Boot on, either module must be signed by an enrolled key (see the README)."""
+    reboot_wait_seconds: int = 900
+    """How long the driver step waits for a host it rebooted to come back (its boot id changed)."""
     toolkit_version: str = versions.NVIDIA_CONTAINER_TOOLKIT.version
     """NVIDIA Container Toolkit release."""
     taint_gpu_nodes: bool = False
@@ -55,8 +63,10 @@ class K3sHostProps:
     """Time-slicing and MIG."""
     cluster_cidr: str = "10.42.0.0/16"
     service_cidr: str = "10.43.0.0/16"
-    disable: tuple[str, ...] = ("traefik",)
-    """Bundled k3s components to switch off. Traefik is installed by Networking with a pinned chart."""
+    disable: tuple[str, ...] = ("traefik", "local-storage")
+    """Bundled k3s components to switch off. Traefik is installed by Networking with a pinned chart;
+    local-storage (k3s' local-path provisioner and its ``local-path`` class, marked default) by Storage,
+    whose provisioner knows every tier's directory. Keeping it would make two default classes."""
 
     def __post_init__(self) -> None:
         if not self.hosts:
@@ -69,6 +79,15 @@ class K3sHostProps:
             )
         validate.version("k3s_version", self.k3s_version, r"v\d+\.\d+\.\d+\+k3s\d+", "v1.35.5+k3s1")
         validate.version("driver_branch", self.driver_branch, r"\d{3}", "580")
+        validate.one_of("driver_kernel_modules", self.driver_kernel_modules, ("open", "proprietary"))
+        if self.driver_kernel_modules == "open" and int(self.driver_branch) < OPEN_MODULES_SINCE:
+            raise ConfigError(
+                "driver_branch",
+                self.driver_branch,
+                f"NVIDIA ships open kernel modules from branch {OPEN_MODULES_SINCE}; use a newer branch "
+                "or driver_kernel_modules='proprietary'",
+            )
+        validate.int_range("reboot_wait_seconds", self.reboot_wait_seconds, 60, 3600)
         validate.version("toolkit_version", self.toolkit_version, r"\d+\.\d+\.\d+", "1.20.0")
         validate.int_range("gpus_per_node", self.gpus_per_node, 1, 16)
         cluster = validate.cidr("cluster_cidr", self.cluster_cidr)
@@ -111,8 +130,25 @@ class K3sHostGpuCompute(Construct):
                         host=host,
                         runs=[
                             ScriptRun("gpu-detect.sh", {"REQUIRE_GPU": "1"}),
-                            ScriptRun("nvidia-driver.sh", {"DRIVER_BRANCH": props.driver_branch}),
+                            ScriptRun(
+                                "nvidia-driver.sh",
+                                {
+                                    "DRIVER_BRANCH": props.driver_branch,
+                                    "DRIVER_KERNEL_MODULES": props.driver_kernel_modules,
+                                },
+                            ),
                         ],
+                        # A driver that needs a reboot reboots the host; the next step must not
+                        # connect before it is back (remote-exec would connect to the dying host).
+                        then_local=ScriptRun(
+                            "wait-for-reboot.sh",
+                            {
+                                "SSH_USER": host.user,
+                                "SSH_HOST": host.address,
+                                "SSH_KEY": host.private_key_path,
+                                "WAIT_SECONDS": str(props.reboot_wait_seconds),
+                            },
+                        ),
                     )
                 )
             runs = []
@@ -149,7 +185,7 @@ class K3sHostGpuCompute(Construct):
             runtime_class="nvidia",
             driver=Manager.HOST,
             toolkit=Manager.HOST,
-            containerd=K3S_CONTAINERD,
+            containerd=k3s_containerd(props.k3s_version),
             sharing=props.sharing,
             gpu_capacity=slots if props.gpu_enabled else 0,
             ready=(self.kubeconfig,),

@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# Configure UFW: deny inbound by default, open the public ports, and let cluster nodes and the
-# pod/service networks reach what k3s needs. Every rule is idempotent (ufw skips existing rules).
+# Configure UFW: deny inbound by default, open the public ports, the admin ports to the admin
+# networks only, and let cluster nodes and the pod/service networks reach what k3s needs. Every rule
+# is idempotent (ufw skips existing rules).
 # Environment:
-#   PUBLIC_PORTS   space-separated port/proto open to everyone, e.g. "22/tcp 80/tcp 443/tcp 6443/tcp"
+#   PUBLIC_PORTS   space-separated port/proto open to everyone, e.g. "80/tcp 443/tcp"
+#   ADMIN_PORTS    space-separated port/proto open to ADMIN_CIDRS only, e.g. "22/tcp 6443/tcp"
+#   ADMIN_CIDRS    space-separated networks of the administrators and the machine that runs Terraform
 #   CLUSTER_PORTS  space-separated port/proto open to TRUSTED_CIDRS only (kubelet, flannel, etcd)
 #   TRUSTED_CIDRS  space-separated networks: the cluster nodes and the pod and service CIDRs
 set -euo pipefail
 
 public_ports="${PUBLIC_PORTS:?PUBLIC_PORTS is required}"
+admin_ports="${ADMIN_PORTS:-}"
+admin_cidrs="${ADMIN_CIDRS:-}"
 cluster_ports="${CLUSTER_PORTS:-}"
 trusted="${TRUSTED_CIDRS:-}"
 
 if ! command -v ufw >/dev/null 2>&1; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ufw >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq ufw >/dev/null
 fi
 
 ufw default deny incoming >/dev/null
@@ -24,6 +29,19 @@ ufw default allow routed >/dev/null
 for port in $public_ports; do
   ufw allow "$port" >/dev/null
 done
+for cidr in $admin_cidrs; do
+  for port in $admin_ports; do
+    ufw allow proto "${port#*/}" from "$cidr" to any port "${port%/*}" >/dev/null
+  done
+done
+# An admin port that is not public must not stay open to everyone from an earlier configuration.
+# The admin rules above are in place first, so an SSH session from an admin network survives.
+for port in $admin_ports; do
+  case " $public_ports " in
+    *" $port "*) ;;
+    *) ufw delete allow "$port" >/dev/null 2>&1 || true ;;
+  esac
+done
 for cidr in $trusted; do
   for port in $cluster_ports; do
     ufw allow proto "${port#*/}" from "$cidr" to any port "${port%/*}" >/dev/null
@@ -31,5 +49,6 @@ for cidr in $trusted; do
 done
 
 ufw --force enable >/dev/null
-echo "firewall: public ${public_ports}; ${cluster_ports:-no cluster ports} from ${trusted:-nobody}."
+echo "firewall: public ${public_ports}; ${admin_ports:-no admin ports} from ${admin_cidrs:-nobody};" \
+  "${cluster_ports:-no cluster ports} from ${trusted:-nobody}."
 ufw status numbered

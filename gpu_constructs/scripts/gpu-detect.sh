@@ -8,7 +8,7 @@ host="$(hostname)"
 
 if ! command -v lspci >/dev/null 2>&1; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pciutils >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq pciutils >/dev/null
 fi
 
 # Vendor 10de is NVIDIA; class 03xx is a display or 3D controller (the GPU itself, not its audio).

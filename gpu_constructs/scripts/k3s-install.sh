@@ -5,7 +5,8 @@
 # Environment:
 #   K3S_ROLE        server | agent
 #   K3S_VERSION     e.g. v1.35.5+k3s1
-#   K3S_TOKEN       shared cluster secret (never logged)
+#   SECRETS_FILE    a file of NAME=value lines with K3S_TOKEN, the shared cluster secret; read, then
+#                   deleted. Never on a command line, where sudo's log and 'ps' would show it.
 #   K3S_URL         agents: https://<server>:6443
 #   NODE_IP         the address this node is reached at (also a TLS SAN on the server)
 #   NODE_LABELS     space-separated key=value labels
@@ -14,9 +15,16 @@
 #   CLUSTER_CIDR, SERVICE_CIDR (server)
 set -euo pipefail
 
+if [ -n "${SECRETS_FILE:-}" ]; then
+  trap 'rm -f "$SECRETS_FILE"' EXIT
+  while IFS='=' read -r name value; do
+    case "$name" in K3S_TOKEN) K3S_TOKEN="$value" ;; esac
+  done <"$SECRETS_FILE"
+fi
+
 role="${K3S_ROLE:?K3S_ROLE is required: server or agent}"
 version="${K3S_VERSION:?K3S_VERSION is required}"
-: "${K3S_TOKEN:?K3S_TOKEN is required}"
+: "${K3S_TOKEN:?K3S_TOKEN is required (in SECRETS_FILE)}"
 node_ip="${NODE_IP:?NODE_IP is required}"
 config_dir="${K3S_CONFIG_DIR:-/etc/rancher/k3s}"
 config="${config_dir}/config.yaml"

@@ -1,38 +1,60 @@
 #!/usr/bin/env bash
 # Install the NVIDIA server driver branch DRIVER_BRANCH from the Ubuntu archive, once.
 # A second run with the same branch loaded does nothing. When the new kernel module cannot be
-# loaded without a reboot, the host reboots; the next step's SSH connection waits for it.
+# loaded without a reboot, the host reboots and records the boot id it rebooted from in
+# REBOOT_MARKER; wait-for-reboot.sh (run next, from the machine that runs Terraform) waits until the
+# boot id has changed, so no later step connects while the host is going down.
+# Environment:
+#   DRIVER_BRANCH         e.g. 580
+#   DRIVER_KERNEL_MODULES open (NVIDIA's default since 560, Turing and newer) | proprietary (older GPUs)
+#   REBOOT_MARKER         default /var/lib/gpu-constructs/reboot-from
 set -euo pipefail
 
 branch="${DRIVER_BRANCH:?DRIVER_BRANCH is required, for example 580}"
+modules="${DRIVER_KERNEL_MODULES:-open}"
+marker="${REBOOT_MARKER:-/var/lib/gpu-constructs/reboot-from}"
+
+case "$modules" in
+  # Ubuntu packages the open kernel modules as nvidia-driver-<branch>-server-open.
+  open) package="nvidia-driver-${branch}-server-open" ;;
+  proprietary) package="nvidia-driver-${branch}-server" ;;
+  *) echo "ERROR: DRIVER_KERNEL_MODULES is '${modules}': use open or proprietary" >&2; exit 2 ;;
+esac
 
 loaded_branch() {
   # nvidia-smi prints e.g. "580.95.05"; the branch is the part before the first dot.
   nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 | cut -d. -f1
 }
+package_installed() {
+  grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)"
+}
 
 current="$(loaded_branch || true)"
-if [ "$current" = "$branch" ]; then
-  echo "nvidia-driver: branch ${branch} already installed and loaded; nothing to do."
+if [ "$current" = "$branch" ] && package_installed; then
+  echo "nvidia-driver: ${package} already installed and loaded; nothing to do."
   exit 0
 fi
 
-if grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "nvidia-driver-${branch}-server" 2>/dev/null)"; then
-  echo "nvidia-driver: nvidia-driver-${branch}-server is installed but not loaded."
+if package_installed; then
+  echo "nvidia-driver: ${package} is installed but not loaded."
 else
-  echo "nvidia-driver: installing nvidia-driver-${branch}-server (loaded now: ${current:-none})."
+  echo "nvidia-driver: installing ${package} (loaded now: ${current:-none})."
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+  # Switching between the open and the proprietary modules replaces one package with the other.
+  # After a reboot, unattended-upgrades may hold the dpkg lock for minutes: wait for it, bounded.
+  DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq \
     "linux-headers-$(uname -r)" \
-    "nvidia-driver-${branch}-server" \
+    "$package" \
     "nvidia-utils-${branch}-server"
 fi
 
-if modprobe nvidia 2>/dev/null && [ "$(loaded_branch || true)" = "$branch" ]; then
+if [ "$current" != "$branch" ] && modprobe nvidia 2>/dev/null && [ "$(loaded_branch || true)" = "$branch" ]; then
   echo "nvidia-driver: branch ${branch} loaded."
   exit 0
 fi
 
 echo "nvidia-driver: the new driver needs a reboot; rebooting $(hostname) now."
+mkdir -p "$(dirname "$marker")"
+cat /proc/sys/kernel/random/boot_id >"$marker"
 # Detach so this SSH session can end cleanly before the host goes down.
 nohup sh -c 'sleep 3; systemctl reboot' >/dev/null 2>&1 &

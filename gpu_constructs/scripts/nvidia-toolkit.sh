@@ -21,7 +21,7 @@ fi
 curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list \
   | sed "s#deb https://#deb [signed-by=${keyring}] https://#g" >"$sources"
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-downgrades \
+DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq --allow-downgrades \
   "nvidia-container-toolkit=${version}-1" \
   "nvidia-container-toolkit-base=${version}-1" \
   "libnvidia-container-tools=${version}-1" \

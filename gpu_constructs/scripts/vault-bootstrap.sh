@@ -14,6 +14,12 @@
 #   DB_NAMESPACE, DB_CLUSTER, DB_NAME, DB_OWNER  the CloudNativePG cluster to connect it to, its
 #                    database and the role owning it; without DB_CLUSTER the engine is left unconnected
 #   INIT_FILE        default /root/vault-init.json
+#   WAIT_SECONDS     how long each pod may take to run and answer 'vault status' (default 600)
+#   POLL_SECONDS     pause between two 'vault status' tries (default 5)
+#   AUDIT_FILE       the file audit device's log, on the chart's audit volume (/vault/audit)
+#
+# The init file is never overwritten: 'vault operator init' writes to a temporary file that is moved
+# into place only when it succeeded, and only after Vault answered that it is uninitialized.
 #
 # The database connection uses a PostgreSQL role "vault" (CREATEROLE, admin of DB_OWNER) created
 # through psql in the primary's pod. Its password is generated here, handed to Vault on stdin and
@@ -42,20 +48,76 @@ vault_in() { # vault_in POD ARGS...: followed on stdin by this function's stdin 
   { printf '%s\n' "${VAULT_TOKEN:-}" && cat; } | kubectl_ exec -i -n "$ns" "$pod" -- sh -c "$in_pod" vault "$@"
 }
 vault_() { vault_in "$@" </dev/null; } # vault_ POD ARGS...: nothing on stdin but the token
-status_field() { # status_field POD FIELD: a field of 'vault status' (exit code 2 means sealed)
-  vault_ "$1" status -format=json 2>/dev/null | sed -n "s/^  \"$2\": \([a-z]*\),\{0,1\}$/\1/p" || true
-}
 json_field() { sed -n "s/^  \"$1\": \"\(.*\)\",\{0,1\}$/\1/p" "$init_file"; }
 unseal_key() { sed -n '/"unseal_keys_b64"/,/]/{/^ *"\([^"]*\)",\{0,1\}$/{s//\1/p;q;};}' "$init_file"; }
+wait_seconds="${WAIT_SECONDS:-600}"
+poll_seconds="${POLL_SECONDS:-5}"
+audit_file="${AUDIT_FILE:-/vault/audit/vault_audit.log}"
 
-echo "vault-bootstrap: waiting for ${leader} to run."
-kubectl_ wait -n "$ns" --for=jsonpath='{.status.phase}'=Running "pod/${leader}" --timeout=600s >/dev/null
+# status_field POD FIELD: a field of 'vault status'. The command exits 2 when sealed, so its output is
+# read, not its exit code. Prints nothing while Vault does not answer.
+status_field() {
+  vault_ "$1" status -format=json 2>/dev/null | sed -n "s/^  \"$2\": \([a-z]*\),\{0,1\}$/\1/p" || true
+}
+# answered_status POD FIELD: like status_field, but waits (bounded) until Vault answers. A brief
+# failure must not read as "uninitialized": that would start a second 'operator init'.
+answered_status() {
+  local value deadline=$((SECONDS + wait_seconds))
+  until value="$(status_field "$1" "$2")" && [ -n "$value" ]; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "ERROR: ${1} did not answer 'vault status' within ${wait_seconds}s; see" >&2
+      echo "'k3s kubectl logs -n ${ns} ${1}'. Nothing was changed; re-run the apply when it answers." >&2
+      exit 1
+    fi
+    sleep "$poll_seconds"
+  done
+  printf '%s\n' "$value"
+}
+wait_running() { # wait_running POD: fails clearly when the pod never runs (Pending, for example)
+  # The release is installed without waiting, so the StatefulSet may not have made the pod yet, and
+  # 'kubectl wait' fails at once on a pod that does not exist.
+  local deadline=$((SECONDS + wait_seconds))
+  until kubectl_ get -n "$ns" "pod/$1" >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "ERROR: Vault pod ${1} was not created within ${wait_seconds}s; see" >&2
+      echo "'k3s kubectl describe statefulset -n ${ns} vault'." >&2
+      exit 1
+    fi
+    sleep "$poll_seconds"
+  done
+  if ! kubectl_ wait -n "$ns" --for=jsonpath='{.status.phase}'=Running "pod/$1" --timeout="${wait_seconds}s" >/dev/null; then
+    echo "ERROR: Vault pod ${1} is not Running after ${wait_seconds}s. With more Vault replicas than" >&2
+    echo "nodes, the chart's required anti-affinity leaves the extra pods Pending; see" >&2
+    echo "'k3s kubectl describe pod -n ${ns} ${1}'." >&2
+    exit 1
+  fi
+}
 
-if [ "$(status_field "$leader" initialized)" != "true" ]; then
+for pod in $pods; do
+  echo "vault-bootstrap: waiting for ${pod} to run."
+  wait_running "$pod"
+done
+
+# Assigned first: under 'set -e' a failed wait inside "$(...)" then stops the script.
+initialized="$(answered_status "$leader" initialized)"
+if [ "$initialized" != "true" ]; then
+  if [ -s "$init_file" ]; then
+    echo "ERROR: ${leader} reports an uninitialized Vault, but ${init_file} exists and may hold the only" >&2
+    echo "unseal key of an earlier one. It is left untouched: if this Vault was really recreated, move the" >&2
+    echo "file to a safe place and re-run." >&2
+    exit 1
+  fi
   echo "vault-bootstrap: initializing Vault (1 key share; see the README to re-key for production)."
   umask 077
-  vault_ "$leader" operator init -key-shares=1 -key-threshold=1 -format=json >"$init_file"
-  chmod 600 "$init_file"
+  tmp="$(mktemp "${init_file}.XXXXXX")"
+  if ! vault_ "$leader" operator init -key-shares=1 -key-threshold=1 -format=json >"$tmp" \
+    || ! grep -q '"root_token"' "$tmp"; then
+    rm -f "$tmp"
+    echo "ERROR: 'vault operator init' failed on ${leader}; ${init_file} was not written." >&2
+    exit 1
+  fi
+  chmod 600 "$tmp"
+  mv "$tmp" "$init_file"
 fi
 
 if [ ! -s "$init_file" ]; then
@@ -65,18 +127,40 @@ fi
 
 key="$(unseal_key)"
 for pod in $pods; do
-  if [ "$pod" != "$leader" ] && [ "$(status_field "$pod" initialized)" != "true" ]; then
-    vault_ "$pod" operator raft join "http://${leader}.vault-internal:8200" >/dev/null || true
+  pod_initialized="$(answered_status "$pod" initialized)"
+  if [ "$pod" != "$leader" ] && [ "$pod_initialized" != "true" ]; then
+    if ! vault_ "$pod" operator raft join "http://${leader}.vault-internal:8200" >/dev/null; then
+      echo "ERROR: ${pod} could not join the raft cluster of ${leader}; see 'k3s kubectl logs -n ${ns} ${pod}'." >&2
+      exit 1
+    fi
   fi
-  if [ "$(status_field "$pod" sealed)" = "true" ]; then
+  sealed="$(answered_status "$pod" sealed)"
+  if [ "$sealed" = "true" ]; then
     echo "vault-bootstrap: unsealing ${pod}."
     # On stdin, not the command line, where the host's and the pod's process lists would show it.
     printf '%s' "$key" | vault_in "$pod" write sys/unseal key=- >/dev/null
   fi
 done
 
+# Unsealed servers pass the chart's readiness probe; one that does not is not serving.
+for pod in $pods; do
+  if ! kubectl_ wait -n "$ns" --for=condition=Ready "pod/${pod}" --timeout="${wait_seconds}s" >/dev/null; then
+    echo "ERROR: Vault pod ${pod} is not Ready ${wait_seconds}s after unsealing; see" >&2
+    echo "'k3s kubectl describe pod -n ${ns} ${pod}' and 'k3s kubectl logs -n ${ns} ${pod}'." >&2
+    exit 1
+  fi
+done
+
 VAULT_TOKEN="$(json_field root_token)"
 export VAULT_TOKEN
+
+# Audit device: every request and response (secrets HMAC'd) on the chart's audit volume, mounted at
+# /vault/audit by server.auditStorage. 'vault audit list' exits 2 when no device is enabled.
+audit_devices="$(vault_ "$leader" audit list -format=json 2>/dev/null || true)"
+if [[ "$audit_devices" != *'"file/"'* ]]; then
+  echo "vault-bootstrap: enabling the file audit device at ${audit_file}."
+  vault_ "$leader" audit enable file file_path="$audit_file" >/dev/null
+fi
 
 # Lists are read whole before matching: 'grep -q' stops reading at the first match, and under
 # pipefail the writer's SIGPIPE would read as "not there" and enable it a second time.

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Wait until a host that nvidia-driver.sh rebooted is back: its boot id differs from the one recorded
+# in REBOOT_MARKER and SSH works again. Without a marker no reboot is pending and this returns at once.
+# Runs on the machine that runs Terraform (local-exec), bounded by WAIT_SECONDS.
+# Environment: SSH_USER, SSH_HOST, SSH_KEY, WAIT_SECONDS (default 900), POLL_SECONDS (default 10),
+#   REBOOT_MARKER (default /var/lib/gpu-constructs/reboot-from)
+set -euo pipefail
+
+user="${SSH_USER:?SSH_USER is required}"
+host="${SSH_HOST:?SSH_HOST is required}"
+key="${SSH_KEY:?SSH_KEY is required}"
+wait_seconds="${WAIT_SECONDS:-900}"
+poll_seconds="${POLL_SECONDS:-10}"
+marker="${REBOOT_MARKER:-/var/lib/gpu-constructs/reboot-from}"
+
+remote() {
+  ssh -i "$key" -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ConnectTimeout=10 "${user}@${host}" "$@"
+}
+
+deadline=$((SECONDS + wait_seconds))
+while :; do
+  # One line: "<boot id rebooted from, or none> <current boot id>"; nothing while the host is down.
+  if answer="$(remote "printf '%s %s\n' \"\$(sudo cat '${marker}' 2>/dev/null || echo none)\" \"\$(cat /proc/sys/kernel/random/boot_id)\"" 2>/dev/null)"; then
+    read -r from now <<<"$answer"
+    if [ "${from:-none}" = none ]; then
+      echo "wait-for-reboot: no reboot pending on ${host}."
+      exit 0
+    fi
+    if [ -n "${now:-}" ] && [ "$now" != "$from" ]; then
+      remote "sudo rm -f '${marker}'"
+      echo "wait-for-reboot: ${host} is back (boot id ${now})."
+      exit 0
+    fi
+  fi
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "ERROR: ${host} did not come back within ${wait_seconds}s of the reboot after the NVIDIA driver" >&2
+    echo "install (its boot id is unchanged or SSH does not answer). Check the host's console: a kernel" >&2
+    echo "that cannot load the module with Secure Boot on waits at the MOK enrollment screen." >&2
+    exit 1
+  fi
+  sleep "$poll_seconds"
+done
