@@ -797,10 +797,9 @@ class EksGpuCompute(Construct):
                         },
                     }
                 ],
-                "tags": {
-                    "Name": f"{self.props.name}-{spec.name}",
-                    f"kubernetes.io/cluster/{self.props.name}": "owned",
-                },
+                # Karpenter tags its instances kubernetes.io/cluster/<cluster>=owned itself; the CRD's
+                # CEL rules reject that key (and other Karpenter-owned keys) in spec.tags.
+                "tags": {"Name": f"{self.props.name}-{spec.name}"},
             },
         }
 
