@@ -273,7 +273,11 @@ def helm_template(release: Release, kube_version: str, api_versions: list[str], 
 
 
 def parse_objects(text: str) -> list[dict[str, Any]]:
-    return [document for document in yaml.safe_load_all(text) if isinstance(document, dict) and document]
+    return [
+        document
+        for document in yaml.load_all(text, Loader=yaml.CSafeLoader)
+        if isinstance(document, dict) and document
+    ]
 
 
 # API groups/versions whose CRDs a stack installs: passed as --api-versions so charts that gate on

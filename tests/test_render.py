@@ -5,6 +5,8 @@ A template error or a values-schema rejection fails with Helm's own message (tes
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import main
@@ -65,7 +67,7 @@ def test_a_chart_that_fails_to_template_fails_with_helms_message(helm, upstream,
         create_namespace=False,
         raw={},
     )
-    with pytest.raises(render.RenderError, match="nil pointer evaluating interface {}.key"):
+    with pytest.raises(render.RenderError, match=re.escape("nil pointer evaluating interface {}.key")):
         render.helm_template(release, "1.35", [], helm)
 
 
@@ -74,7 +76,9 @@ def test_a_values_key_the_chart_schema_rejects_fails_with_helms_message(helm, up
     broken = render.Release(
         **{**traefik.__dict__, "values_documents": ["ports:\n  web:\n    redirect: {}\n"]}
     )
-    with pytest.raises(render.RenderError, match="ports.web: Additional property redirect is not allowed"):
+    with pytest.raises(
+        render.RenderError, match=re.escape("ports.web: Additional property redirect is not allowed")
+    ):
         render.helm_template(broken, "1.35", [], helm)
 
 
