@@ -273,11 +273,17 @@ def helm_template(release: Release, kube_version: str, api_versions: list[str], 
 
 
 def parse_objects(text: str) -> list[dict[str, Any]]:
-    return [
-        document
-        for document in yaml.load_all(text, Loader=yaml.CSafeLoader)
-        if isinstance(document, dict) and document
-    ]
+    """The objects of Helm's output; a ``v1`` ``List`` becomes its items, as Helm's resource builder
+    flattens it before it applies anything."""
+    objects: list[dict[str, Any]] = []
+    for document in yaml.load_all(text, Loader=yaml.CSafeLoader):
+        if not isinstance(document, dict) or not document:
+            continue
+        if document.get("apiVersion") == "v1" and document.get("kind") == "List":
+            objects += [item for item in document.get("items") or [] if item]
+        else:
+            objects.append(document)
+    return objects
 
 
 # API groups/versions whose CRDs a stack installs: passed as --api-versions so charts that gate on
