@@ -144,9 +144,10 @@ def resolve_value(value: Any, variables: dict[str, Any]) -> Any:
 
 
 def _strval(value: Any) -> str:
-    """A scalar as Helm's --set reads it: commas and backslashes escaped."""
-    text = value if isinstance(value, str) else json.dumps(value)
-    return text.replace("\\", "\\\\").replace(",", "\\,")
+    """A scalar as the provider passes it to strvals: verbatim, no escaping (getValue and
+    getListValue in terraform-provider-helm v3.1.1 helm/resource_helm_release.go format
+    ``name=value`` and ``name={a,b}`` and call strvals.ParseInto, as ``helm --set`` does)."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 # --- Releases ------------------------------------------------------------------------------------------
