@@ -15,10 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-
 from tests import render
-from tests.test_render import INSTANCES, helm  # noqa: F401  (fixture)
+from tests.test_render import INSTANCES
 
 SYSTEM_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease"}
 
@@ -245,12 +243,8 @@ def order_problems(stack: render.RenderedStack, environment: str) -> list[str]:
     return sorted(set(problems))
 
 
-@pytest.fixture(params=sorted(INSTANCES))
-def stack(request, helm, upstream) -> render.RenderedStack:  # noqa: F811
-    return render.rendered(INSTANCES[request.param])
-
-
-def test_every_release_gets_what_it_needs_from_a_dependency(stack):
+def test_every_release_gets_what_it_needs_from_a_dependency(rendered_stack):
+    stack = rendered_stack
     assert order_problems(stack, INSTANCES[stack.stack].environment) == []
 
 
@@ -263,7 +257,7 @@ def _without_dependency(stack: render.RenderedStack, chart_or_id: str, dropped: 
     return broken
 
 
-def test_a_release_missing_its_dependency_fails(helm, upstream):  # noqa: F811
+def test_a_release_missing_its_dependency_fails(helm, upstream):
     stack = render.rendered(INSTANCES["single-node"])
     assert order_problems(stack, "single-node") == []
     broken = _without_dependency(stack, "networking_cluster-issuers_002F712E", "cert-manager")
@@ -275,7 +269,7 @@ def test_a_release_missing_its_dependency_fails(helm, upstream):  # noqa: F811
     assert any("needs storage_class fast-ssd" in p for p in order_problems(broken, "single-node"))
 
 
-def test_the_fleet_gitrepo_waits_for_its_crd(helm, upstream):  # noqa: F811
+def test_the_fleet_gitrepo_waits_for_its_crd(helm, upstream):
     stack = render.rendered(INSTANCES["proxmox-ha"])
     broken = copy.deepcopy(stack)
     for body in broken.synthesized["resource"].get("terraform_data", {}).values():
@@ -284,9 +278,10 @@ def test_the_fleet_gitrepo_waits_for_its_crd(helm, upstream):  # noqa: F811
     assert any("wait for gitrepos.fleet.cattle.io" in p for p in order_problems(broken, "proxmox-ha"))
 
 
-def test_pod_identity_associations_exist_before_their_service_accounts_are_used(stack):
+def test_pod_identity_associations_exist_before_their_service_accounts_are_used(rendered_stack):
     """A release whose pods use a Pod Identity association's ServiceAccount depends on it: without
     it the pods start with no AWS credentials (and Karpenter crash-loops)."""
+    stack = rendered_stack
     associations = stack.synthesized.get("resource", {}).get("aws_eks_pod_identity_association", {})
     problems = []
     for name, association in associations.items():

@@ -17,11 +17,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 import yaml
 
 from tests import render
-from tests.test_render import INSTANCES, helm  # noqa: F401  (fixture)
+from tests.test_render import INSTANCES
 
 GPU = "nvidia.com/gpu"
 # Labels every node carries (kubelet) on these x86_64 Linux clusters.
@@ -296,22 +295,19 @@ def placement_problems(stack: render.RenderedStack) -> list[str]:
     return sorted(problems)
 
 
-@pytest.fixture(params=sorted(INSTANCES))
-def stack(request, helm, upstream) -> render.RenderedStack:  # noqa: F811
-    return render.rendered(INSTANCES[request.param])
-
-
-def test_every_stack_has_node_groups_and_gpu_groups(stack):
+def test_every_stack_has_node_groups_and_gpu_groups(rendered_stack):
+    stack = rendered_stack
     groups = node_groups(stack)
     assert any(group.gpu for group in groups), [g.name for g in groups]
 
 
-def test_every_pod_template_fits_a_node_group(stack):
+def test_every_pod_template_fits_a_node_group(rendered_stack):
+    stack = rendered_stack
     assert pod_templates(stack)
     assert placement_problems(stack) == []
 
 
-def test_a_removed_toleration_fails(helm, upstream):  # noqa: F811
+def test_a_removed_toleration_fails(helm, upstream):
     stack = copy.deepcopy(render.rendered(INSTANCES["k3d-poc"]))
     assert placement_problems(stack) == []
     for release in stack.releases:
@@ -324,7 +320,7 @@ def test_a_removed_toleration_fails(helm, upstream):  # noqa: F811
     )
 
 
-def test_a_gpu_request_off_the_gpu_groups_fails(helm, upstream):  # noqa: F811
+def test_a_gpu_request_off_the_gpu_groups_fails(helm, upstream):
     stack = copy.deepcopy(render.rendered(INSTANCES["eks-karpenter"]))
     for release in stack.releases:
         for obj in release.objects:

@@ -15,25 +15,8 @@ from tests import render
 INSTANCES = {instance.stack: instance for instance in main.INSTANCES}
 
 
-@pytest.fixture(scope="session")
-def helm() -> str:
-    import os
-
-    found = render.helm_binary()
-    if found is None:
-        message = "no Helm 3 on PATH or in tools/helm/bin (run `make deps`)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
-@pytest.fixture(params=sorted(INSTANCES))
-def stack(request, helm, upstream) -> render.RenderedStack:
-    return render.rendered(INSTANCES[request.param])
-
-
-def test_every_release_renders_with_its_pinned_chart(stack):
+def test_every_release_renders_with_its_pinned_chart(rendered_stack):
+    stack = rendered_stack
     assert stack.releases
     for release in stack.releases:
         assert release.objects, f"{release.address} renders nothing"

@@ -13,7 +13,7 @@ import re
 import pytest
 
 from tests import render
-from tests.test_render import INSTANCES, helm  # noqa: F401  (fixture)
+from tests.test_render import INSTANCES
 from tests.validators import UPSTREAM_CRDS, ObjectInvalid, ObjectValidator, evaluate_cel
 
 _VALIDATORS: dict[str, ObjectValidator] = {}
@@ -26,12 +26,8 @@ def validator_for(stack: render.RenderedStack) -> ObjectValidator:
     return _VALIDATORS[stack.stack]
 
 
-@pytest.fixture(params=sorted(INSTANCES))
-def stack(request, helm, upstream) -> render.RenderedStack:  # noqa: F811
-    return render.rendered(INSTANCES[request.param])
-
-
-def test_every_rendered_object_is_accepted(stack):
+def test_every_rendered_object_is_accepted(rendered_stack):
+    stack = rendered_stack
     validator = validator_for(stack)
     problems = []
     for release, obj in stack.objects():
@@ -42,7 +38,7 @@ def test_every_rendered_object_is_accepted(stack):
     assert problems == []
 
 
-def test_custom_resources_are_checked_by_their_crds(helm, upstream):  # noqa: F811
+def test_custom_resources_are_checked_by_their_crds(helm, upstream):
     """Not vacuous: the stacks render custom resources, and each goes through a CRD with CEL rules."""
     checked = set()
     for name in sorted(INSTANCES):
@@ -61,14 +57,14 @@ def _rendered(stack_name: str, kind: str) -> tuple[ObjectValidator, dict]:
     return validator_for(stack), copy.deepcopy(obj)
 
 
-def test_an_unknown_field_in_a_built_in_kind_fails(helm, upstream):  # noqa: F811
+def test_an_unknown_field_in_a_built_in_kind_fails(helm, upstream):
     validator, deployment = _rendered("single-node", "Deployment")
     deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
     with pytest.raises(ObjectInvalid, match="imagePullPolcy"):
         validator.validate(deployment)
 
 
-def test_a_restricted_tag_on_an_ec2_node_class_fails_by_the_crds_cel_rule(helm, upstream):  # noqa: F811
+def test_a_restricted_tag_on_an_ec2_node_class_fails_by_the_crds_cel_rule(helm, upstream):
     validator, node_class = _rendered("eks-karpenter", "EC2NodeClass")
     node_class["spec"]["tags"]["kubernetes.io/cluster/gpu"] = "owned"
     with pytest.raises(
@@ -77,7 +73,7 @@ def test_a_restricted_tag_on_an_ec2_node_class_fails_by_the_crds_cel_rule(helm, 
         validator.validate(node_class)
 
 
-def test_a_node_pool_breaking_a_cel_rule_fails(helm, upstream):  # noqa: F811
+def test_a_node_pool_breaking_a_cel_rule_fails(helm, upstream):
     validator, node_pool = _rendered("eks-karpenter", "NodePool")
     node_pool["spec"]["template"]["spec"]["requirements"].append(
         {"key": "karpenter.sh/nodepool", "operator": "In", "values": ["x"]}
@@ -86,14 +82,14 @@ def test_a_node_pool_breaking_a_cel_rule_fails(helm, upstream):  # noqa: F811
         validator.validate(node_pool)
 
 
-def test_an_unknown_custom_field_fails(helm, upstream):  # noqa: F811
+def test_an_unknown_custom_field_fails(helm, upstream):
     validator, issuer = _rendered("single-node", "ClusterIssuer")
     issuer["spec"]["acme"]["emial"] = "x@example.com"
     with pytest.raises(ObjectInvalid, match="emial: unknown field"):
         validator.validate(issuer)
 
 
-def test_a_kind_no_crd_defines_fails(helm, upstream):  # noqa: F811
+def test_a_kind_no_crd_defines_fails(helm, upstream):
     validator, _ = _rendered("single-node", "ClusterIssuer")
     with pytest.raises(ObjectInvalid, match="no CRD defines it"):
         validator.validate({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})

@@ -14,11 +14,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests import render
-from tests.test_render import INSTANCES, helm  # noqa: F401  (fixture)
+from tests.test_render import INSTANCES
 
 
 @cache
@@ -130,12 +129,8 @@ def release_dead_keys(release: render.Release) -> list[str]:
     return dead_keys(values, chart_defaults(chart), chart_schema(chart), read=template_paths(chart))
 
 
-@pytest.fixture(params=sorted(INSTANCES))
-def stack(request, helm, upstream) -> render.RenderedStack:  # noqa: F811
-    return render.rendered(INSTANCES[request.param])
-
-
-def test_every_values_key_is_known_to_its_chart(stack):
+def test_every_values_key_is_known_to_its_chart(rendered_stack):
+    stack = rendered_stack
     problems = {
         f"{release.address} ({release.chart})": keys
         for release in stack.releases
@@ -144,7 +139,7 @@ def test_every_values_key_is_known_to_its_chart(stack):
     assert problems == {}
 
 
-def test_an_unknown_values_key_fails(helm, upstream):  # noqa: F811
+def test_an_unknown_values_key_fails(helm, upstream):
     for name, chart, typo, expected in (
         ("single-node", "vault", "server:\n  standalon:\n    enabled: true\n", "server.standalon"),
         ("single-node", "gpu-operator", "dcgmExporter:\n  enable: true\n", "dcgmExporter.enable"),
@@ -156,7 +151,7 @@ def test_an_unknown_values_key_fails(helm, upstream):  # noqa: F811
         assert expected in release_dead_keys(broken), (chart, release_dead_keys(broken))
 
 
-def test_free_form_maps_are_not_flagged(helm, upstream):  # noqa: F811
+def test_free_form_maps_are_not_flagged(helm, upstream):
     (traefik,) = [r for r in render.rendered(INSTANCES["single-node"]).releases if r.chart == "traefik"]
     extra = "deployment:\n  podAnnotations:\n    example.com/anything: 'yes'\n"
     broken = render.Release(**{**traefik.__dict__, "values_documents": [*traefik.values_documents, extra]})
