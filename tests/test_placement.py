@@ -6,7 +6,9 @@ Karpenter NodePools. Pod templates: Deployments, StatefulSets, DaemonSets, Jobs,
 JupyterHub's profiles (the pods KubeSpawner creates) and the GPU Operator's ClusterPolicy operands.
 A template fits a group when its node selector and required node affinity match the group's labels,
 its tolerations cover the group's NoSchedule/NoExecute taints, and it asks for ``nvidia.com/gpu``
-only on a GPU group. A DaemonSet that pre-pulls an image a GPU pod runs must reach the GPU groups.
+only on a GPU group. A DaemonSet that runs on one GPU group must run on all of them (a device plugin
+or operand missing from a GPU pool leaves its GPUs unused), and one that pre-pulls an image a GPU
+pod runs must reach the GPU groups.
 """
 
 from __future__ import annotations
@@ -281,6 +283,14 @@ def placement_problems(stack: render.RenderedStack) -> list[str]:
         if not fits:
             problems.append(f"{template.where} fits no node group: {json.dumps(reasons, sort_keys=True)}")
             continue
+        gpu_groups = [g.name for g in groups if g.gpu]
+        on_gpu = [name for name in fits if name in gpu_groups]
+        if template.daemonset and on_gpu and len(on_gpu) < len(gpu_groups):
+            # a GPU DaemonSet (device plugin, operator operands) must reach every GPU node
+            missed = {name: reasons[name] for name in gpu_groups if name not in on_gpu}
+            problems.append(
+                f"{template.where} runs on some GPU groups but not on {json.dumps(missed, sort_keys=True)}"
+            )
         images = {
             c.get("image")
             for c in template.spec.get("containers", []) + template.spec.get("initContainers", [])
@@ -327,3 +337,19 @@ def test_a_gpu_request_off_the_gpu_groups_fails(helm, upstream):
             if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "tinyllama-inference":
                 obj["spec"]["template"]["spec"]["nodeSelector"] = {"role": "system"}
     assert any("tinyllama-inference fits no node group" in p for p in placement_problems(stack))
+
+
+def test_a_gpu_daemonset_missing_a_gpu_group_fails(helm, upstream):
+    stack = copy.deepcopy(render.rendered(INSTANCES["proxmox-ha"]))
+    assert placement_problems(stack) == []
+    for body in stack.synthesized["resource"]["proxmox_virtual_environment_file"].values():
+        for source in body["source_raw"]:
+            if "node-ip: 10.0.0.24" in source["data"]:  # one GPU worker with a taint nothing tolerates
+                source["data"] = source["data"].replace(
+                    "    - nvidia.com/gpu=true:NoSchedule\n",
+                    "    - nvidia.com/gpu=true:NoSchedule\n\n    - dedicated=x:NoSchedule\n",
+                )
+    assert any(
+        "runs on some GPU groups but not on" in p and "dedicated=x:NoSchedule" in p
+        for p in placement_problems(stack)
+    )
