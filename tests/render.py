@@ -331,10 +331,44 @@ def chart_crd_api_versions(releases: list[Release]) -> list[str]:
     return crd_api_versions([crd for crd in crds if crd.get("kind") == "CustomResourceDefinition"])
 
 
+# Kinds in the OpenAPI definitions that are not served resources
+PSEUDO_KINDS = {
+    "DeleteOptions",
+    "WatchEvent",
+    "Status",
+    "APIGroup",
+    "APIGroupList",
+    "APIResourceList",
+    "APIVersions",
+}
+
+
+@cache
+def builtin_api_versions(kube_version: str) -> tuple[str, ...]:
+    """The GA built-in APIs of the cluster's Kubernetes version (``resource.k8s.io/v1/DeviceClass``
+    from 1.34), from the OpenAPI definitions kubernetes-validate ships for it. Helm's own list is
+    that of the client-go it was built with (1.33 for Helm 3.18); GA APIs are always served, beta
+    and alpha ones only when enabled, so those are left out."""
+    from kubernetes_validate import utils
+
+    wanted = utils.major_minor(kube_version)
+    version = [v for v in utils.all_versions() if utils.major_minor(v) <= wanted][-1]
+    definitions = utils.schema_contents(
+        f"kubernetes-json-schema/v{version}-local-strict/_definitions.json", kube_version
+    )
+    found = set()
+    for definition in definitions.get("$defs", {}).values():
+        for gvk in definition.get("x-kubernetes-group-version-kind", []):
+            if re.fullmatch(r"v\d+", gvk["version"]) and gvk["kind"] not in PSEUDO_KINDS:
+                group_version = f"{gvk['group']}/{gvk['version']}" if gvk["group"] else gvk["version"]
+                found |= {group_version, f"{group_version}/{gvk['kind']}"}
+    return tuple(sorted(found))
+
+
 def render_stack(stack: str, synthesized: dict[str, Any], kube_version: str, helm: str) -> RenderedStack:
     """Render every release of a stack (two at a time: the machine is shared)."""
     releases = releases_of(stack, synthesized)
-    api_versions = chart_crd_api_versions(releases)
+    api_versions = [*builtin_api_versions(kube_version), *chart_crd_api_versions(releases)]
     with ThreadPoolExecutor(max_workers=2) as pool:
         outputs = list(pool.map(lambda r: helm_template(r, kube_version, api_versions, helm), releases))
     for release, text in zip(releases, outputs, strict=True):

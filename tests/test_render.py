@@ -85,3 +85,11 @@ def test_set_list_and_references_become_typed_placeholders():
     assert release.values() == {"a": "placeholder.example.com", "b": "${literal}"}
     # verbatim, as the provider hands them to strvals: a comma in a set value splits it there too
     assert release.set_args == ["--set", "y=a,b", "--set", "x[0].paths={placeholder}"]
+
+
+def test_the_clusters_built_in_apis_are_known_to_the_render():
+    """Charts gating on .Capabilities see the stack's Kubernetes version, not Helm's built-in list."""
+    assert "resource.k8s.io/v1/DeviceClass" in render.builtin_api_versions("1.34")
+    assert "resource.k8s.io/v1/DeviceClass" not in render.builtin_api_versions("1.33")
+    assert "apps/v1/Deployment" in render.builtin_api_versions("1.33")
+    assert not [api for api in render.builtin_api_versions("1.35") if "beta" in api or "alpha" in api]
