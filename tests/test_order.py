@@ -4,8 +4,9 @@ A StorageClass, IngressClass, CRD, namespace, ClusterIssuer, or a Secret or Serv
 another release renders must come from a release this one depends on, directly or transitively
 (``depends_on`` and references both order Terraform), or from the platform, listed below with the
 reason. A CRD that an operator installs on its own after its release is ready (Fleet's, by Rancher)
-also needs a bounded wait until it is Established. Helm hooks and operator-created objects (the
-database Secret CloudNativePG generates, the pods JupyterHub spawns) are not rendered, so not seen.
+also needs a bounded wait until it is Established. The volumes JupyterHub's spawner creates for each
+user are taken from its values; other operator-created objects (the database Secret CloudNativePG
+generates) are not rendered, so not seen.
 """
 
 from __future__ import annotations
@@ -151,7 +152,37 @@ def needs(release: render.Release, obj: dict[str, Any]) -> list[tuple[str, Any]]
                 if "secretKeyRef" in (e.get("valueFrom") or {})
             ]
         found += [("secret", (namespace, name)) for name in secrets]
+        for volume in pod.get("volumes") or []:
+            if "ephemeral" in volume:
+                template = volume["ephemeral"].get("volumeClaimTemplate", {}).get("spec", {})
+                found.append(("storage_class", template.get("storageClassName")))
     return found
+
+
+def spawned_objects(release: render.Release) -> list[dict[str, Any]]:
+    """What JupyterHub's KubeSpawner creates for each user from the release's values: the home
+    volume's claim and the notebook pod with its extra (ephemeral scratch) volumes."""
+    if release.chart != "jupyterhub":
+        return []
+    storage = release.values().get("singleuser", {}).get("storage", {})
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "jupyter-user (spawned)"},
+            "spec": {"containers": [], "volumes": storage.get("extraVolumes", [])},
+        }
+    ]
+    if storage.get("type", "dynamic") == "dynamic":
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "claim-user (spawned)"},
+                "spec": {"storageClassName": storage.get("dynamic", {}).get("storageClass")},
+            }
+        )
+    return objects
 
 
 def dependency_closure(synthesized: dict[str, Any], address: str) -> set[str]:
@@ -200,7 +231,7 @@ def order_problems(stack: render.RenderedStack, environment: str) -> list[str]:
         closure = dependency_closure(stack.synthesized, release.address)
         available = [offered[address] for address in closure if address in offered]
         own = offered[release.address]
-        for obj in release.objects:
+        for obj in [*release.objects, *spawned_objects(release)]:
             if "helm.sh/hook" in (obj.get("metadata", {}).get("annotations") or {}):
                 continue  # hooks run inside the release's own install
             for what, name in needs(release, obj):
@@ -294,3 +325,14 @@ def test_pod_identity_associations_exist_before_their_service_accounts_are_used(
                         f"{release.address} does not depend on aws_eks_pod_identity_association.{name}"
                     )
     assert problems == []
+
+
+def test_jupyterhub_user_volumes_need_their_storage_classes(helm, upstream):
+    stack = render.rendered(INSTANCES["proxmox-ha"])
+    broken = _without_dependency(stack, "jupyterhub", "nfs-provisioner")
+    assert any(
+        "jupyterhub" in p and "needs storage_class nfs-client" in p
+        for p in order_problems(broken, "proxmox-ha")
+    )
+    broken = _without_dependency(stack, "jupyterhub", "storage_storage-classes")
+    assert any("needs storage_class fast-scratch" in p for p in order_problems(broken, "proxmox-ha"))
