@@ -24,6 +24,7 @@ from gpu_constructs.compute.proxmox import (
 )
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
+from gpu_constructs.hostexec import ScriptRun, run_local_script
 from gpu_constructs.jupyterhub import HubAuth, JupyterHub, JupyterHubProps
 from gpu_constructs.networking import Networking, NetworkingProps
 from gpu_constructs.providers.proxmox import ProviderSsh, ProxmoxProvider
@@ -32,6 +33,7 @@ from gpu_constructs.storage import Storage, StorageProps, StorageTier
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NFS_CLASS = "nfs-client"
 SCRATCH_CLASS = "fast-scratch"
+FLEET_GITREPO_CRD = "gitrepos.fleet.cattle.io"
 
 
 @dataclass(frozen=True)
@@ -301,6 +303,18 @@ class ProxmoxHaStack(TerraformStack):
             depends_on=[networking.cert_manager, networking.ingress],
             timeout=1200,
         )
+        # Rancher installs Fleet and its CRDs itself after its release reports ready: the GitRepo
+        # waits (bounded, with a clear error) until its CRD is Established.
+        fleet_crd = run_local_script(
+            self,
+            "fleet-crd-established",
+            run=ScriptRun(
+                "wait-crd.sh",
+                env={"KUBECONFIG": kubeconfig_path, "CRD": FLEET_GITREPO_CRD, "WAIT_SECONDS": "900"},
+            ),
+            triggers={"crd": FLEET_GITREPO_CRD, "rancher": versions.RANCHER_CHART.version},
+            depends_on=[rancher],
+        )
         helm.manifests_release(
             self,
             "fleet-gitrepo",
@@ -319,7 +333,7 @@ class ProxmoxHaStack(TerraformStack):
                     },
                 }
             ],
-            depends_on=[rancher],
+            depends_on=[rancher, fleet_crd],
             set_lists={"manifests[0].spec.paths": fleet_paths.list_value},
         )
         JupyterHub(

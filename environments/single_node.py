@@ -336,9 +336,9 @@ class SingleNodeStack(TerraformStack):
                 app_service_account=s.app_name,
                 policy_name=s.app_name,
                 database=database,
+                depends_on=(storage.release,),
             ),
         )
-        vault.release.node.add_dependency(storage.release)
 
         app_after: list[Any] = [networking.issuers, database.release]
         if gpu_operator is not None:

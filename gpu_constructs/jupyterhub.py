@@ -281,6 +281,9 @@ class JupyterHub(Construct):
                     "extraVolumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
                 },
             },
+            # The image pullers pull the profiles' NGC images onto every node they tolerate: with the
+            # GPU taint tolerated they reach the GPU workers before a GPU notebook's start timeout.
+            "prePuller": {"extraTolerations": [props.cluster.gpu_toleration]},
             "cull": {"enabled": True, "timeout": props.cull_timeout_seconds, "every": 300},
             "proxy": {"service": {"type": "ClusterIP"}},
             "ingress": {

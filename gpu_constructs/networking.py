@@ -190,7 +190,10 @@ class Networking(Construct):
             values={
                 "deployment": {"replicas": props.ingress_replicas},
                 "ingressClass": {"enabled": True, "isDefaultClass": True, "name": INGRESS_CLASS},
-                "ports": {"web": {"redirections": {"entryPoint": {"to": "websecure", "scheme": "https"}}}},
+                # Chart 39 reads the redirect under ports.<name>.http.redirections (values.yaml).
+                "ports": {
+                    "web": {"http": {"redirections": {"entryPoint": {"to": "websecure", "scheme": "https"}}}}
+                },
                 "service": {"type": "LoadBalancer"},
             },
             depends_on=cluster.ready,

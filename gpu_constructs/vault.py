@@ -63,6 +63,8 @@ class VaultProps:
     """The database engine's connection and role: credentials at ``database/<env>/creds/<role>``."""
     chart_version: str = versions.VAULT_CHART.version
     vault_version: str = versions.VAULT.version
+    depends_on: tuple[Any, ...] = ()
+    """What the release waits for besides the cluster, e.g. the release that creates ``storage_class``."""
 
     def __post_init__(self) -> None:
         validate.one_of("environment", self.environment, ("dev", "staging", "production"))
@@ -101,7 +103,7 @@ class Vault(Construct):
             version=props.chart_version,
             namespace=NAMESPACE,
             values=self.values(),
-            depends_on=props.cluster.ready,
+            depends_on=[*props.cluster.ready, *props.depends_on],
             # A new Vault is sealed and not Ready until the bootstrap unseals it.
             wait=False,
         )

@@ -118,3 +118,33 @@ def synth_main(outdir: Path, **env: str) -> dict[str, bytes]:
         for path in sorted((outdir / "stacks").rglob("*"))
         if path.is_file()
     }
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """Helm 3 for the render tests (tests/render.py): skipped without one, failed under CI=true."""
+    from tests import render
+
+    found = render.helm_binary()
+    if found is None:
+        message = "no Helm 3 on PATH or in tools/helm/bin (run `make deps`)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def _stack_names() -> list[str]:
+    import main
+
+    return sorted(instance.stack for instance in main.INSTANCES)
+
+
+@pytest.fixture(params=_stack_names())
+def rendered_stack(request: pytest.FixtureRequest, helm: str, upstream: Path) -> Any:
+    """Each stack in main.py with every release rendered by Helm (once per session)."""
+    import main
+    from tests import render
+
+    (instance,) = [i for i in main.INSTANCES if i.stack == request.param]
+    return render.rendered(instance)

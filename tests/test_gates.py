@@ -36,13 +36,16 @@ DEFAULT_VALUES = {
 # '^[A-Z].*$'), e.g. Authenticator or GitHubOAuthenticator; the published schema still checks them
 FREE_FORM_PATHS = {"jupyterhub": ("hub.config.",)}
 
-# charts with no upstream data in ../shared, and why that is acceptable
+# charts with no values data of their own in ../shared (beside the whole chart), and why that is
+# acceptable: tests/test_render.py renders them with their chart and its values schema, and
+# tests/test_values.py checks every key against the chart's defaults, schema and templates
+RENDERED = "rendered with the whole chart from ../shared/upstream/charts (test_render, test_values)"
 UNCHECKED_CHARTS = {
-    "traefik": "no schema or defaults in ../shared/upstream; values are three documented keys, checked in test_networking",
-    "cloudnative-pg": "no schema or defaults in ../shared/upstream; the only value is crds.create",
-    "rancher": "no schema or defaults in ../shared/upstream; hostname, replicas and TLS source, asserted in test_proxmox",
-    "nfs-subdir-external-provisioner": "no schema or defaults in ../shared/upstream; server, path and class, asserted in test_proxmox",
-    "aws-load-balancer-controller": "no schema or defaults in ../shared/upstream; its seven values are asserted in test_eks",
+    "traefik": RENDERED,
+    "cloudnative-pg": RENDERED,
+    "rancher": RENDERED,
+    "nfs-subdir-external-provisioner": RENDERED,
+    "aws-load-balancer-controller": RENDERED,
 }
 STACKS = [instance.stack for instance in main.INSTANCES]
 

@@ -651,7 +651,7 @@ class EksGpuCompute(Construct):
         IamRolePolicy(
             self, "karpenter-controller-policy", role=controller.id, policy=self._karpenter_policy()
         )
-        EksPodIdentityAssociation(
+        self.karpenter_identity = EksPodIdentityAssociation(
             self,
             "karpenter-pod-identity",
             cluster_name=self.eks.name,
@@ -753,7 +753,8 @@ class EksGpuCompute(Construct):
                     {"key": SYSTEM_TAINT.key, "operator": "Exists", "effect": SYSTEM_TAINT.effect}
                 ],
             },
-            depends_on=self.cluster.ready,
+            # Without the association the controller starts with no AWS credentials.
+            depends_on=[*self.cluster.ready, self.karpenter_identity],
         )
         self.node_pools = helm.manifests_release(
             self,
@@ -797,10 +798,9 @@ class EksGpuCompute(Construct):
                         },
                     }
                 ],
-                "tags": {
-                    "Name": f"{self.props.name}-{spec.name}",
-                    f"kubernetes.io/cluster/{self.props.name}": "owned",
-                },
+                # Karpenter tags its instances kubernetes.io/cluster/<cluster>=owned itself; the CRD's
+                # CEL rules reject that key (and other Karpenter-owned keys) in spec.tags.
+                "tags": {"Name": f"{self.props.name}-{spec.name}"},
             },
         }
 

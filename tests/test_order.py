@@ -1,0 +1,340 @@
+"""Release order: what a rendered object needs in the cluster comes from a release it depends on.
+
+A StorageClass, IngressClass, CRD, namespace, ClusterIssuer, or a Secret or ServiceAccount that
+another release renders must come from a release this one depends on, directly or transitively
+(``depends_on`` and references both order Terraform), or from the platform, listed below with the
+reason. A CRD that an operator installs on its own after its release is ready (Fleet's, by Rancher)
+also needs a bounded wait until it is Established. The volumes JupyterHub's spawner creates for each
+user are taken from its values; other operator-created objects (the database Secret CloudNativePG
+generates) are not rendered, so not seen.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests import render
+from tests.test_render import INSTANCES
+
+SYSTEM_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease"}
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What the cluster has before any release of the stack."""
+
+    storage_classes: frozenset[str] = frozenset()
+    default_storage_class: bool = False
+    namespaces: frozenset[str] = frozenset(SYSTEM_NAMESPACES)
+    ingress_classes: frozenset[str] = frozenset()
+
+
+# k3s ships the local-path provisioner and its class `local-path`, marked default
+# (https://docs.k3s.io/storage); the stacks disable k3s's bundled Traefik, so no IngressClass.
+K3S = Platform(storage_classes=frozenset({"local-path"}), default_storage_class=True)
+PLATFORMS = {
+    "single-node": K3S,
+    "proxmox-ha": K3S,
+    "k3d-poc": K3S,
+    # EKS 1.30+ clusters have no default StorageClass and no IngressClass until a controller adds one.
+    "eks-karpenter": Platform(),
+    # LKE installs the Linode CSI driver with linode-block-storage and linode-block-storage-retain
+    # (the default).
+    "lke": Platform(
+        storage_classes=frozenset({"linode-block-storage", "linode-block-storage-retain"}),
+        default_storage_class=True,
+    ),
+}
+
+# CRDs that a chart's controller installs on its own once its release is ready, not in the release:
+# (group, kind) -> (chart of the release that installs it, CRD name to wait for).
+OPERATOR_CRDS = {("fleet.cattle.io", "GitRepo"): ("rancher", "gitrepos.fleet.cattle.io")}
+# Namespaces such a controller creates: Rancher creates fleet-local and fleet-default for Fleet.
+OPERATOR_NAMESPACES = {"rancher": {"fleet-local", "fleet-default", "cattle-fleet-system"}}
+
+BUILT_IN_GROUPS = re.compile(r"^(v1|[a-z0-9.]*k8s\.io/.*|apps/.*|batch/.*|policy/.*|autoscaling/.*)$")
+
+
+@dataclass
+class Provides:
+    storage_classes: set[str] = field(default_factory=set)
+    default_storage_class: bool = False
+    ingress_classes: set[str] = field(default_factory=set)
+    default_ingress_class: bool = False
+    crds: set[tuple[str, str]] = field(default_factory=set)
+    namespaces: set[str] = field(default_factory=set)
+    secrets: set[tuple[str, str]] = field(default_factory=set)
+    service_accounts: set[tuple[str, str]] = field(default_factory=set)
+    cluster_issuers: set[str] = field(default_factory=set)
+
+
+def provides(release: render.Release) -> Provides:
+    found = Provides()
+    if release.create_namespace:
+        found.namespaces.add(release.namespace)
+    found.namespaces |= OPERATOR_NAMESPACES.get(release.chart, set())
+    for obj in release.objects:
+        kind, meta = obj.get("kind"), obj.get("metadata", {})
+        namespace = meta.get("namespace", release.namespace)
+        if kind == "StorageClass":
+            found.storage_classes.add(meta["name"])
+            annotations = meta.get("annotations") or {}
+            if annotations.get("storageclass.kubernetes.io/is-default-class") == "true":
+                found.default_storage_class = True
+        elif kind == "IngressClass":
+            found.ingress_classes.add(meta["name"])
+            annotations = meta.get("annotations") or {}
+            if annotations.get("ingressclass.kubernetes.io/is-default-class") == "true":
+                found.default_ingress_class = True
+        elif kind == "CustomResourceDefinition":
+            found.crds.add((obj["spec"]["group"], obj["spec"]["names"]["kind"]))
+        elif kind == "Namespace":
+            found.namespaces.add(meta["name"])
+        elif kind == "Secret":
+            found.secrets.add((namespace, meta["name"]))
+        elif kind == "ServiceAccount":
+            found.service_accounts.add((namespace, meta["name"]))
+        elif kind == "ClusterIssuer":
+            found.cluster_issuers.add(meta["name"])
+    return found
+
+
+def pod_specs(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    kind, spec = obj.get("kind"), obj.get("spec") or {}
+    if kind == "Pod":
+        return [spec]
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+        return [spec.get("template", {}).get("spec", {})]
+    if kind == "CronJob":
+        return [spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec", {})]
+    return []
+
+
+def needs(release: render.Release, obj: dict[str, Any]) -> list[tuple[str, Any]]:
+    """What one object needs from the cluster: (what, name) pairs."""
+    found: list[tuple[str, Any]] = []
+    kind, meta, spec = obj.get("kind"), obj.get("metadata", {}), obj.get("spec") or {}
+    namespace = meta.get("namespace") or release.namespace
+    api_version = obj.get("apiVersion", "")
+    if not BUILT_IN_GROUPS.match(api_version) and kind not in ("CustomResourceDefinition",):
+        found.append(("crd", (api_version.split("/")[0], kind)))
+    if meta.get("namespace") and kind != "Namespace":
+        found.append(("namespace", meta["namespace"]))
+    claims = []
+    if kind == "PersistentVolumeClaim":
+        claims.append(spec)
+    if kind == "StatefulSet":
+        claims += [t.get("spec", {}) for t in spec.get("volumeClaimTemplates", [])]
+    for claim in claims:
+        found.append(("storage_class", claim.get("storageClassName")))
+    if api_version.startswith("postgresql.cnpg.io/") and kind == "Cluster":
+        for key in ("storage", "walStorage"):
+            if key in spec:
+                found.append(("storage_class", spec[key].get("storageClass")))
+    if kind == "Ingress":
+        found.append(("ingress_class", spec.get("ingressClassName")))
+        issuer = (meta.get("annotations") or {}).get("cert-manager.io/cluster-issuer")
+        if issuer:
+            found.append(("cluster_issuer", issuer))
+    for pod in pod_specs(obj):
+        if pod.get("serviceAccountName"):
+            found.append(("service_account", (namespace, pod["serviceAccountName"])))
+        secrets = [s["name"] for s in pod.get("imagePullSecrets") or []]
+        secrets += [v["secret"]["secretName"] for v in pod.get("volumes") or [] if "secret" in v]
+        for container in (pod.get("containers") or []) + (pod.get("initContainers") or []):
+            secrets += [e["secretRef"]["name"] for e in container.get("envFrom") or [] if "secretRef" in e]
+            secrets += [
+                e["valueFrom"]["secretKeyRef"]["name"]
+                for e in container.get("env") or []
+                if "secretKeyRef" in (e.get("valueFrom") or {})
+            ]
+        found += [("secret", (namespace, name)) for name in secrets]
+        for volume in pod.get("volumes") or []:
+            if "ephemeral" in volume:
+                template = volume["ephemeral"].get("volumeClaimTemplate", {}).get("spec", {})
+                found.append(("storage_class", template.get("storageClassName")))
+    return found
+
+
+def spawned_objects(release: render.Release) -> list[dict[str, Any]]:
+    """What JupyterHub's KubeSpawner creates for each user from the release's values: the home
+    volume's claim and the notebook pod with its extra (ephemeral scratch) volumes."""
+    if release.chart != "jupyterhub":
+        return []
+    storage = release.values().get("singleuser", {}).get("storage", {})
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "jupyter-user (spawned)"},
+            "spec": {"containers": [], "volumes": storage.get("extraVolumes", [])},
+        }
+    ]
+    if storage.get("type", "dynamic") == "dynamic":
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "claim-user (spawned)"},
+                "spec": {"storageClassName": storage.get("dynamic", {}).get("storageClass")},
+            }
+        )
+    return objects
+
+
+def dependency_closure(synthesized: dict[str, Any], address: str) -> set[str]:
+    """Every resource ``address`` depends on, by depends_on and by reference, transitively."""
+    resources = {
+        f"{kind}.{name}": body
+        for kind, by_name in synthesized.get("resource", {}).items()
+        for name, body in by_name.items()
+    }
+
+    def direct(body: dict[str, Any]) -> set[str]:
+        text = str({k: v for k, v in body.items() if k != "depends_on"})
+        referenced = {
+            f"{m.group(1)}.{m.group(2)}" for m in re.finditer(r"\$\{([a-z0-9_]+)\.([A-Za-z0-9_-]+)", text)
+        }
+        return (set(body.get("depends_on", [])) | referenced) & resources.keys()
+
+    seen: set[str] = set()
+    todo = list(direct(resources[address]))
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo += direct(resources[current])
+    return seen
+
+
+def waits_for_crd(synthesized: dict[str, Any], closure: set[str], crd: str) -> bool:
+    """A terraform_data in ``closure`` runs wait-crd.sh for ``crd``."""
+    for name, body in synthesized.get("resource", {}).get("terraform_data", {}).items():
+        if f"terraform_data.{name}" not in closure:
+            continue
+        for provisioner in body.get("provisioner", []):
+            local = provisioner.get("local-exec", {})
+            if local.get("environment", {}).get("CRD") == crd and "wait-crd" in str(local.get("command", "")):
+                return True
+    return False
+
+
+def order_problems(stack: render.RenderedStack, environment: str) -> list[str]:
+    platform = PLATFORMS[environment]
+    by_address = {release.address: release for release in stack.releases}
+    offered = {release.address: provides(release) for release in stack.releases}
+    problems = []
+    for release in stack.releases:
+        closure = dependency_closure(stack.synthesized, release.address)
+        available = [offered[address] for address in closure if address in offered]
+        own = offered[release.address]
+        for obj in [*release.objects, *spawned_objects(release)]:
+            if "helm.sh/hook" in (obj.get("metadata", {}).get("annotations") or {}):
+                continue  # hooks run inside the release's own install
+            for what, name in needs(release, obj):
+                where = f"{release.address}: {obj['kind']} {obj['metadata'].get('name')} needs {what} {name}"
+                if what == "storage_class":
+                    if name is None:
+                        ok = platform.default_storage_class or any(p.default_storage_class for p in available)
+                    else:
+                        ok = name in platform.storage_classes or any(
+                            name in p.storage_classes for p in available
+                        )
+                elif what == "ingress_class" and name is None:
+                    ok = any(p.default_ingress_class for p in available)
+                elif what == "ingress_class":
+                    ok = name in platform.ingress_classes or any(name in p.ingress_classes for p in available)
+                elif what == "crd":
+                    ok = any(name in p.crds for p in [own, *available])
+                    if name in OPERATOR_CRDS:
+                        chart, crd = OPERATOR_CRDS[name]
+                        installers = {a for a in closure if a in by_address and by_address[a].chart == chart}
+                        ok = bool(installers) and waits_for_crd(stack.synthesized, closure, crd)
+                        if not ok:
+                            where += f" (installed by the {chart} release's controller: depend on it and wait for {crd})"
+                elif what == "namespace":
+                    ok = name in platform.namespaces or any(name in p.namespaces for p in [own, *available])
+                elif what == "cluster_issuer":
+                    ok = any(name in p.cluster_issuers for p in available)
+                else:  # secret / service account: only those another release renders are checked
+                    attribute = "secrets" if what == "secret" else "service_accounts"
+                    rendered_elsewhere = any(
+                        name in getattr(p, attribute) for a, p in offered.items() if a != release.address
+                    )
+                    ok = (
+                        not rendered_elsewhere
+                        or name in getattr(own, attribute)
+                        or any(name in getattr(p, attribute) for p in available)
+                    )
+                if not ok:
+                    problems.append(where)
+    return sorted(set(problems))
+
+
+def test_every_release_gets_what_it_needs_from_a_dependency(rendered_stack):
+    stack = rendered_stack
+    assert order_problems(stack, INSTANCES[stack.stack].environment) == []
+
+
+def _without_dependency(stack: render.RenderedStack, chart_or_id: str, dropped: str) -> render.RenderedStack:
+    broken = copy.deepcopy(stack)
+    for release in broken.releases:
+        if chart_or_id in (release.chart, release.logical_id):
+            body = broken.synthesized["resource"]["helm_release"][release.logical_id]
+            body["depends_on"] = [d for d in body["depends_on"] if dropped not in d]
+    return broken
+
+
+def test_a_release_missing_its_dependency_fails(helm, upstream):
+    stack = render.rendered(INSTANCES["single-node"])
+    assert order_problems(stack, "single-node") == []
+    broken = _without_dependency(stack, "networking_cluster-issuers_002F712E", "cert-manager")
+    # the Cloudflare token step depends on cert-manager too (its Secret lives in that namespace)
+    broken = _without_dependency(broken, "networking_cluster-issuers_002F712E", "cloudflare-secret")
+    assert any(
+        "needs crd ('cert-manager.io', 'ClusterIssuer')" in p for p in order_problems(broken, "single-node")
+    )
+    broken = _without_dependency(stack, "cloudnative-pg", "storage")
+    broken = _without_dependency(broken, "postgres_cluster_ACE3EF20", "storage")
+    assert any("needs storage_class fast-ssd" in p for p in order_problems(broken, "single-node"))
+
+
+def test_the_fleet_gitrepo_waits_for_its_crd(helm, upstream):
+    stack = render.rendered(INSTANCES["proxmox-ha"])
+    broken = copy.deepcopy(stack)
+    for body in broken.synthesized["resource"].get("terraform_data", {}).values():
+        for provisioner in body.get("provisioner", []):
+            provisioner.get("local-exec", {}).get("environment", {}).pop("CRD", None)
+    assert any("wait for gitrepos.fleet.cattle.io" in p for p in order_problems(broken, "proxmox-ha"))
+
+
+def test_pod_identity_associations_exist_before_their_service_accounts_are_used(rendered_stack):
+    """A release whose pods use a Pod Identity association's ServiceAccount depends on it: without
+    it the pods start with no AWS credentials (and Karpenter crash-loops)."""
+    stack = rendered_stack
+    associations = stack.synthesized.get("resource", {}).get("aws_eks_pod_identity_association", {})
+    problems = []
+    for name, association in associations.items():
+        account = (association["namespace"], association["service_account"])
+        for release in stack.releases:
+            if account in provides(release).service_accounts:
+                closure = dependency_closure(stack.synthesized, release.address)
+                if f"aws_eks_pod_identity_association.{name}" not in closure:
+                    problems.append(
+                        f"{release.address} does not depend on aws_eks_pod_identity_association.{name}"
+                    )
+    assert problems == []
+
+
+def test_jupyterhub_user_volumes_need_their_storage_classes(helm, upstream):
+    stack = render.rendered(INSTANCES["proxmox-ha"])
+    broken = _without_dependency(stack, "jupyterhub", "nfs-provisioner")
+    assert any(
+        "jupyterhub" in p and "needs storage_class nfs-client" in p
+        for p in order_problems(broken, "proxmox-ha")
+    )
+    broken = _without_dependency(stack, "jupyterhub", "storage_storage-classes")
+    assert any("needs storage_class fast-scratch" in p for p in order_problems(broken, "proxmox-ha"))

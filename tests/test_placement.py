@@ -1,0 +1,355 @@
+"""Placement: every pod template a stack renders fits a node group the stack itself creates.
+
+Node groups come from the synthesized stack: the k3s hosts' and VMs' ``node-label``/``node-taint``
+settings, the k3d agents' labels and taints, the LKE pools, the EKS managed node group and the
+Karpenter NodePools. Pod templates: Deployments, StatefulSets, DaemonSets, Jobs, CronJobs, Pods,
+JupyterHub's profiles (the pods KubeSpawner creates) and the GPU Operator's ClusterPolicy operands.
+A template fits a group when its node selector and required node affinity match the group's labels,
+its tolerations cover the group's NoSchedule/NoExecute taints, and it asks for ``nvidia.com/gpu``
+only on a GPU group. A DaemonSet that runs on one GPU group must run on all of them (a device plugin
+or operand missing from a GPU pool leaves its GPUs unused), and one that pre-pulls an image a GPU
+pod runs must reach the GPU groups.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from tests import render
+from tests.test_render import INSTANCES
+
+GPU = "nvidia.com/gpu"
+# Labels every node carries (kubelet) on these x86_64 Linux clusters.
+NODE_LABELS = {"kubernetes.io/os": {"linux"}, "kubernetes.io/arch": {"amd64"}}
+# Labels that GPU Feature Discovery / the GPU Operator put on GPU nodes at run time; a selector on
+# them matches a GPU group (any value: e.g. nvidia.com/mps.capable is true only with MPS sharing).
+RUNTIME_GPU_LABELS = ("nvidia.com/", "feature.node.kubernetes.io/")
+ANY = None  # a label whose value is not known before the node exists
+
+
+@dataclass
+class NodeGroup:
+    name: str
+    labels: dict[str, set[str] | None] = field(default_factory=dict)
+    taints: list[dict[str, str]] = field(default_factory=list)
+    gpu: bool = False
+
+
+def _labels(pairs: dict[str, str]) -> dict[str, set[str] | None]:
+    return {key: {str(value)} for key, value in pairs.items()}
+
+
+def _taint(text: str) -> dict[str, str]:
+    """``key=value:Effect`` (k3s/k3d syntax)."""
+    key_value, effect = text.rsplit(":", 1)
+    key, _, value = key_value.partition("=")
+    return {"key": key, "value": value, "effect": effect}
+
+
+def _is_gpu(group: NodeGroup) -> bool:
+    return any("gpu" in key for key in group.labels) or any("gpu" in t["key"] for t in group.taints)
+
+
+def node_groups(stack: render.RenderedStack) -> list[NodeGroup]:
+    """The node groups the stack creates, from its own resources and rendered NodePools."""
+    resources = stack.synthesized.get("resource", {})
+    groups: list[NodeGroup] = []
+    # k3s hosts over SSH (single-node): the install step's NODE_LABELS / NODE_TAINTS settings
+    for name, body in resources.get("terraform_data", {}).items():
+        triggers = body.get("triggers_replace") or {}
+        if isinstance(triggers, dict) and "k3s-install.sh:K3S_ROLE" in triggers:
+            labels = dict(
+                item.split("=", 1) for item in triggers.get("k3s-install.sh:NODE_LABELS", "").split()
+            )
+            taints = [_taint(t) for t in triggers.get("k3s-install.sh:NODE_TAINTS", "").split()]
+            groups.append(NodeGroup(name, _labels(labels), taints))
+        # k3d agents: NODE_LABELS / NODE_TAINTS as node=key=value[:Effect]; the server has neither
+        env = {}
+        for provisioner in body.get("provisioner", []):
+            env.update(provisioner.get("local-exec", {}).get("environment", {}))
+        if "CREATE_ARGS" in env and "k3d" in str(body):
+            nodes: dict[str, NodeGroup] = {}
+            agents = int(re.search(r"--agents (\d+)", env["CREATE_ARGS"]).group(1))  # type: ignore[union-attr]
+            cluster = env.get("CLUSTER", "")
+            for index in range(agents):
+                node = f"k3d-{cluster}-agent-{index}"
+                nodes[node] = NodeGroup(node)
+            nodes["server"] = NodeGroup(f"k3d-{cluster}-server-0")
+            for entry in env.get("NODE_LABELS", "").split():
+                node, key, value = entry.split("=", 2)
+                nodes[node].labels[key] = {value}
+            for entry in env.get("NODE_TAINTS", "").split():
+                node, taint = entry.split("=", 1)
+                nodes[node].taints.append(_taint(taint))
+            groups += nodes.values()
+    # Proxmox VMs: k3s config written by cloud-init
+    for name, body in resources.get("proxmox_virtual_environment_file", {}).items():
+        for source in body.get("source_raw", []):
+            cloud_init = yaml.safe_load(
+                source["data"].split("\n", 1)[1] if source["data"].startswith("#") else source["data"]
+            )
+            for item in (cloud_init or {}).get("write_files", []):
+                if item.get("path", "").endswith("k3s/config.yaml"):
+                    config = yaml.safe_load(item["content"])
+                    labels = dict(label.split("=", 1) for label in config.get("node-label", []))
+                    groups.append(
+                        NodeGroup(name, _labels(labels), [_taint(t) for t in config.get("node-taint", [])])
+                    )
+    # LKE: the cluster's pools and separate node pools
+    for cluster in resources.get("linode_lke_cluster", {}).values():
+        for pool in cluster.get("pool", []):
+            groups.append(
+                NodeGroup(pool.get("label", "pool"), _labels(pool.get("labels", {})), pool.get("taint", []))
+            )
+    for name, pool in resources.get("linode_lke_node_pool", {}).items():
+        groups.append(NodeGroup(name, _labels(pool.get("labels", {})), pool.get("taint", [])))
+    # EKS managed node groups
+    effects = {
+        "NO_SCHEDULE": "NoSchedule",
+        "NO_EXECUTE": "NoExecute",
+        "PREFER_NO_SCHEDULE": "PreferNoSchedule",
+    }
+    for name, node_group in resources.get("aws_eks_node_group", {}).items():
+        taints = [{**t, "effect": effects[t["effect"]]} for t in node_group.get("taint", [])]
+        groups.append(NodeGroup(name, _labels(node_group.get("labels", {})), taints))
+    # Karpenter NodePools: template labels, single-valued requirements, the nodepool label
+    for _, obj in stack.objects():
+        if obj.get("kind") == "NodePool" and obj["apiVersion"].startswith("karpenter.sh/"):
+            template = obj["spec"]["template"]
+            labels: dict[str, set[str] | None] = _labels(template.get("metadata", {}).get("labels", {}))
+            labels["karpenter.sh/nodepool"] = {obj["metadata"]["name"]}
+            for requirement in template["spec"].get("requirements", []):
+                if requirement["operator"] == "In":
+                    labels[requirement["key"]] = set(requirement["values"])
+            group = NodeGroup(obj["metadata"]["name"], labels, template["spec"].get("taints", []))
+            group.gpu = GPU in obj["spec"].get("limits", {})
+            groups.append(group)
+    for group in groups:
+        group.gpu = group.gpu or _is_gpu(group)
+        for key, values in NODE_LABELS.items():
+            group.labels.setdefault(key, values)
+    return groups
+
+
+# --- pod templates -----------------------------------------------------------------------------------
+
+
+@dataclass
+class PodTemplate:
+    where: str
+    spec: dict[str, Any]
+    daemonset: bool = False
+
+
+def pod_templates(stack: render.RenderedStack) -> list[PodTemplate]:
+    found = []
+    for release, obj in stack.objects():
+        kind, spec, name = obj.get("kind"), obj.get("spec") or {}, obj.get("metadata", {}).get("name")
+        where = f"{release.address}: {kind} {name}"
+        if kind == "Pod":
+            found.append(PodTemplate(where, spec))
+        elif kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+            found.append(PodTemplate(where, spec["template"]["spec"], kind == "DaemonSet"))
+        elif kind == "CronJob":
+            found.append(PodTemplate(where, spec["jobTemplate"]["spec"]["template"]["spec"]))
+        elif kind == "ClusterPolicy":
+            # The operator's operands are DaemonSets with the ClusterPolicy's daemonsets tolerations,
+            # on nodes it labels nvidia.com/gpu.deploy.<operand>=true (GPU nodes only).
+            daemonsets = spec.get("daemonsets", {})
+            found.append(
+                PodTemplate(
+                    f"{where} operands",
+                    {
+                        "tolerations": daemonsets.get("tolerations", []),
+                        "nodeSelector": {"nvidia.com/gpu.deploy.driver": "true"},
+                        "containers": [{"name": "operand", "resources": {"limits": {}}}],
+                    },
+                    daemonset=True,
+                )
+            )
+    for release in stack.releases:
+        if release.chart == "jupyterhub":
+            values = release.values()
+            singleuser = values.get("singleuser", {})
+            for profile in singleuser.get("profileList", []):
+                override = profile.get("kubespawner_override", {})
+                limits = override.get("extra_resource_limits", {})
+                images = [
+                    choice.get("kubespawner_override", {}).get("image")
+                    for option in profile.get("profile_options", {}).values()
+                    for choice in option.get("choices", {}).values()
+                ]
+                found.append(
+                    PodTemplate(
+                        f"{release.address}: JupyterHub profile {profile.get('slug')}",
+                        {
+                            "nodeSelector": override.get("node_selector", singleuser.get("nodeSelector", {})),
+                            "tolerations": override.get("tolerations", [])
+                            + singleuser.get("extraTolerations", []),
+                            "containers": [
+                                {"name": "notebook", "image": image, "resources": {"limits": limits}}
+                                for image in images or [override.get("image")]
+                            ],
+                        },
+                    )
+                )
+    return found
+
+
+def _requests_gpu(spec: dict[str, Any]) -> bool:
+    for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+        resources = container.get("resources") or {}
+        if any(GPU in (resources.get(k) or {}) for k in ("limits", "requests")):
+            return True
+    return False
+
+
+def _label_matches(group: NodeGroup, key: str, operator: str, values: list[str]) -> bool:
+    runtime = group.gpu and key.startswith(RUNTIME_GPU_LABELS) and key not in group.labels
+    present = key in group.labels or runtime
+    known = None if runtime else group.labels.get(key)
+    if operator == "Exists":
+        return present
+    if operator == "DoesNotExist":
+        return not present
+    if operator == "In":
+        return present and (known is ANY or bool(known & set(values)))
+    if operator == "NotIn":
+        return not present or known is ANY or not known <= set(values)
+    if operator in ("Gt", "Lt"):
+        return present
+    raise ValueError(operator)
+
+
+def _tolerates(tolerations: list[dict[str, Any]], taint: dict[str, str]) -> bool:
+    for toleration in tolerations or []:
+        if toleration.get("effect") and toleration["effect"] != taint["effect"]:
+            continue
+        if toleration.get("operator") == "Exists" and not toleration.get("key"):
+            return True
+        if toleration.get("key") != taint["key"]:
+            continue
+        if toleration.get("operator") == "Exists" or toleration.get("value", "") == taint.get("value", ""):
+            return True
+    return False
+
+
+def why_not(spec: dict[str, Any], group: NodeGroup) -> str | None:
+    """Why a pod with this spec cannot run on ``group``, or None when it can."""
+    for key, value in (spec.get("nodeSelector") or {}).items():
+        if not _label_matches(group, key, "In", [str(value)]):
+            return f"nodeSelector {key}={value}"
+    affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    )
+    if affinity:
+        terms = affinity.get("nodeSelectorTerms", [])
+        if not any(
+            all(
+                _label_matches(group, e["key"], e["operator"], e.get("values", []))
+                for e in term.get("matchExpressions", [])
+            )
+            for term in terms
+        ):
+            return "required node affinity"
+    for taint in group.taints:
+        if taint["effect"] in ("NoSchedule", "NoExecute") and not _tolerates(spec.get("tolerations"), taint):
+            return f"taint {taint['key']}={taint.get('value', '')}:{taint['effect']} not tolerated"
+    if _requests_gpu(spec) and not group.gpu:
+        return f"requests {GPU} on a group without GPUs"
+    return None
+
+
+def placement_problems(stack: render.RenderedStack) -> list[str]:
+    groups = node_groups(stack)
+    templates = pod_templates(stack)
+    problems = []
+    gpu_images = {
+        c.get("image")
+        for t in templates
+        if _requests_gpu(t.spec)
+        for c in t.spec.get("containers", [])
+        if c.get("image")
+    }
+    for template in templates:
+        reasons = {group.name: why_not(template.spec, group) for group in groups}
+        fits = [name for name, reason in reasons.items() if reason is None]
+        if not fits:
+            problems.append(f"{template.where} fits no node group: {json.dumps(reasons, sort_keys=True)}")
+            continue
+        gpu_groups = [g.name for g in groups if g.gpu]
+        on_gpu = [name for name in fits if name in gpu_groups]
+        if template.daemonset and on_gpu and len(on_gpu) < len(gpu_groups):
+            # a GPU DaemonSet (device plugin, operator operands) must reach every GPU node
+            missed = {name: reasons[name] for name in gpu_groups if name not in on_gpu}
+            problems.append(
+                f"{template.where} runs on some GPU groups but not on {json.dumps(missed, sort_keys=True)}"
+            )
+        images = {
+            c.get("image")
+            for c in template.spec.get("containers", []) + template.spec.get("initContainers", [])
+        }
+        if template.daemonset and images & gpu_images:
+            missed = [g.name for g in groups if g.gpu and reasons[g.name] is not None]
+            if missed:
+                problems.append(
+                    f"{template.where} pre-pulls GPU workload images but cannot run on GPU groups "
+                    f"{missed}: {[reasons[m] for m in missed]}"
+                )
+    return sorted(problems)
+
+
+def test_every_stack_has_node_groups_and_gpu_groups(rendered_stack):
+    stack = rendered_stack
+    groups = node_groups(stack)
+    assert any(group.gpu for group in groups), [g.name for g in groups]
+
+
+def test_every_pod_template_fits_a_node_group(rendered_stack):
+    stack = rendered_stack
+    assert pod_templates(stack)
+    assert placement_problems(stack) == []
+
+
+def test_a_removed_toleration_fails(helm, upstream):
+    stack = copy.deepcopy(render.rendered(INSTANCES["k3d-poc"]))
+    assert placement_problems(stack) == []
+    for release in stack.releases:
+        for obj in release.objects:
+            if obj["kind"] == "DaemonSet" and obj["metadata"]["name"] == "nvidia-device-plugin":
+                obj["spec"]["template"]["spec"]["tolerations"] = []
+    assert any(
+        "DaemonSet nvidia-device-plugin fits no node group" in p and "not tolerated" in p
+        for p in placement_problems(stack)
+    )
+
+
+def test_a_gpu_request_off_the_gpu_groups_fails(helm, upstream):
+    stack = copy.deepcopy(render.rendered(INSTANCES["eks-karpenter"]))
+    for release in stack.releases:
+        for obj in release.objects:
+            if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "tinyllama-inference":
+                obj["spec"]["template"]["spec"]["nodeSelector"] = {"role": "system"}
+    assert any("tinyllama-inference fits no node group" in p for p in placement_problems(stack))
+
+
+def test_a_gpu_daemonset_missing_a_gpu_group_fails(helm, upstream):
+    stack = copy.deepcopy(render.rendered(INSTANCES["proxmox-ha"]))
+    assert placement_problems(stack) == []
+    for body in stack.synthesized["resource"]["proxmox_virtual_environment_file"].values():
+        for source in body["source_raw"]:
+            if "node-ip: 10.0.0.24" in source["data"]:  # one GPU worker with a taint nothing tolerates
+                source["data"] = source["data"].replace(
+                    "    - nvidia.com/gpu=true:NoSchedule\n",
+                    "    - nvidia.com/gpu=true:NoSchedule\n\n    - dedicated=x:NoSchedule\n",
+                )
+    assert any(
+        "runs on some GPU groups but not on" in p and "dedicated=x:NoSchedule" in p
+        for p in placement_problems(stack)
+    )

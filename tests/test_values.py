@@ -1,0 +1,158 @@
+"""No dead values: every key a release sets is one its chart knows, by default or by schema.
+
+A key counts as known when the chart's (or its subchart's) default values have it, its
+``values.schema.json`` declares it, or a template reads it (``.Values.hostname``: charts document
+some keys only in a comment of values.yaml). Maps whose default is empty and that the schema leaves open are
+free-form (labels, annotations, ``extraEnv``...), and list items are not descended into. A typo is
+otherwise silently ignored by Helm: the chart renders exactly as if the key were absent.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests import render
+from tests.test_render import INSTANCES
+
+
+@cache
+def chart_defaults(chart_dir: Path) -> dict[str, Any]:
+    """The chart's default values with each subchart's under its name or alias."""
+    defaults: dict[str, Any] = yaml.safe_load((chart_dir / "values.yaml").read_text(encoding="utf-8")) or {}
+    meta = yaml.safe_load((chart_dir / "Chart.yaml").read_text(encoding="utf-8"))
+    for dependency in meta.get("dependencies") or []:
+        sub = chart_dir / "charts" / dependency["name"]
+        if (sub / "values.yaml").exists():
+            key = dependency.get("alias") or dependency["name"]
+            defaults[key] = {**chart_defaults(sub), **(defaults.get(key) or {})}
+    defaults.setdefault("global", {})
+    return defaults
+
+
+@cache
+def template_paths(chart_dir: Path, prefix: str = "") -> frozenset[str]:
+    """Every ``.Values.a.b`` path the chart's templates (and its subcharts', under their key) read."""
+    import re
+
+    found = set()
+    for path in (chart_dir / "templates").rglob("*"):
+        if path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            found |= {prefix + match for match in re.findall(r"\.Values\.([A-Za-z0-9_.]+)", text)}
+    meta = yaml.safe_load((chart_dir / "Chart.yaml").read_text(encoding="utf-8"))
+    for dependency in meta.get("dependencies") or []:
+        sub = chart_dir / "charts" / dependency["name"]
+        if sub.is_dir():
+            found |= template_paths(sub, f"{prefix}{dependency.get('alias') or dependency['name']}.")
+    return frozenset(found)
+
+
+@cache
+def chart_schema(chart_dir: Path) -> dict[str, Any]:
+    path = chart_dir / "values.schema.json"
+    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return schema
+
+
+def _schema_child(schema: dict[str, Any] | None, key: str) -> tuple[bool, dict[str, Any] | None]:
+    """(whether the schema allows ``key``, the schema below it)."""
+    if not schema:
+        return False, None
+    if key in schema.get("properties", {}):
+        return True, schema["properties"][key]
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        return True, extra
+    if schema.get("patternProperties") or extra is True:
+        return True, None
+    return False, None
+
+
+def _open(schema: dict[str, Any] | None) -> bool:
+    """A schema node that lets any key through (or says nothing)."""
+    if not schema:
+        return True
+    return not schema.get("properties") and schema.get("additionalProperties", True) is not False
+
+
+def dead_keys(
+    values: Any,
+    defaults: Any,
+    schema: dict[str, Any] | None,
+    path: str = "",
+    read: frozenset[str] = frozenset(),
+) -> list[str]:
+    if not isinstance(values, dict):
+        return []
+    default_map = defaults if isinstance(defaults, dict) else None
+    if (default_map is None or not default_map) and _open(schema):
+        return []  # free-form map
+    found: list[str] = []
+    for key, value in values.items():
+        where = f"{path}.{key}" if path else str(key)
+        in_defaults = default_map is not None and key in default_map
+        in_schema, sub_schema = _schema_child(schema, key)
+        if not in_defaults and not in_schema:
+            if where not in read and not any(r.startswith(f"{where}.") for r in read):
+                found.append(where)
+            continue
+        child_default = default_map.get(key) if in_defaults and default_map else None
+        found += dead_keys(value, child_default, sub_schema, where, read)
+    return found
+
+
+def set_paths(release: render.Release) -> dict[str, Any]:
+    """The keys ``set``/``set_list``/``set_sensitive`` reach, as a values map (list indexes dropped)."""
+    result: dict[str, Any] = {}
+    for block in ("set", "set_list", "set_sensitive"):
+        for entry in release.raw.get(block, []):
+            node = result
+            parts = [p.split("[", 1)[0] for p in entry["name"].split(".")]
+            if any("[" in p for p in entry["name"].split(".")[:1]):
+                continue  # into a list: not descended, like list values
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = None
+    return result
+
+
+def release_dead_keys(release: render.Release) -> list[str]:
+    from gpu_constructs.helm import deep_merge
+
+    values = deep_merge(release.values(), set_paths(release))
+    chart = release.chart_dir
+    return dead_keys(values, chart_defaults(chart), chart_schema(chart), read=template_paths(chart))
+
+
+def test_every_values_key_is_known_to_its_chart(rendered_stack):
+    stack = rendered_stack
+    problems = {
+        f"{release.address} ({release.chart})": keys
+        for release in stack.releases
+        if (keys := release_dead_keys(release))
+    }
+    assert problems == {}
+
+
+def test_an_unknown_values_key_fails(helm, upstream):
+    for name, chart, typo, expected in (
+        ("single-node", "vault", "server:\n  standalon:\n    enabled: true\n", "server.standalon"),
+        ("single-node", "gpu-operator", "dcgmExporter:\n  enable: true\n", "dcgmExporter.enable"),
+        ("proxmox-ha", "rancher", "hostnme: x.example.com\n", "hostnme"),
+        ("single-node", "cloudnative-pg", "crds:\n  craete: true\n", "crds.craete"),
+    ):
+        (release,) = [r for r in render.rendered(INSTANCES[name]).releases if r.chart == chart]
+        broken = render.Release(**{**release.__dict__, "values_documents": [*release.values_documents, typo]})
+        assert expected in release_dead_keys(broken), (chart, release_dead_keys(broken))
+
+
+def test_free_form_maps_are_not_flagged(helm, upstream):
+    (traefik,) = [r for r in render.rendered(INSTANCES["single-node"]).releases if r.chart == "traefik"]
+    extra = "deployment:\n  podAnnotations:\n    example.com/anything: 'yes'\n"
+    broken = render.Release(**{**traefik.__dict__, "values_documents": [*traefik.values_documents, extra]})
+    assert release_dead_keys(broken) == []
