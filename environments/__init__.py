@@ -15,12 +15,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cdktf import App, Aspects, TerraformStack
-from cdktf_cdktf_provider_helm.provider import HelmProvider
+from gpu_constructs import provider_imports
 
-from gpu_constructs.cluster import GpuCluster
-from gpu_constructs.errors import ConfigError
-from gpu_constructs.policy import StackPolicy
+provider_imports.install()  # binds the engine's names before the first engine import
+
+from cdktf import App, Aspects, TerraformStack  # noqa: E402
+from cdktf_cdktf_provider_helm.provider import HelmProvider  # noqa: E402
+
+from gpu_constructs.cluster import GpuCluster  # noqa: E402
+from gpu_constructs.errors import ConfigError  # noqa: E402
+from gpu_constructs.policy import StackPolicy  # noqa: E402
 
 # environment name -> (module, stack class, settings class)
 ENVIRONMENTS: Mapping[str, tuple[str, str, str]] = {

@@ -2,8 +2,8 @@
 // Preloaded into the jsii kernel's Node processes (NODE_OPTIONS --require) by
 // gpu_constructs/provider_imports.py; see that module for the whole picture.
 //
-// A prebuilt cdktf provider package ships two entry points: lib/index.js, which requires every one
-// of its submodules (2,135 for AWS: seconds of Node time before the first resource), and
+// A prebuilt cdktf or cdktn provider package ships two entry points: lib/index.js, which requires
+// every one of its submodules (2,135 for AWS: seconds of Node time before the first resource), and
 // lib/lazy-index.js, the same exports as getters that require a submodule on first use. Its
 // package.json names only the eager one, so the jsii kernel would load everything. For the packages
 // named in GPU_CONSTRUCTS_LAZY_NODE_PACKAGES (comma-separated npm names), this resolves the package
@@ -36,7 +36,7 @@ const report = process.env.GPU_CONSTRUCTS_NODE_MODULES_REPORT;
 if (report) {
   process.on('exit', () => {
     const loaded = Object.keys(require.cache)
-      .filter((file) => /[\\/]@cdktf[\\/]provider-/.test(file))
+      .filter((file) => /[\\/]@cdkt[fn][\\/]provider-/.test(file))
       .sort();
     // The jsii runtime is two processes; only the one that loaded providers reports.
     if (loaded.length > 0) {

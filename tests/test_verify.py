@@ -26,6 +26,7 @@ from kubernetes import client, config
 import main
 from environments import Instance
 from gpu_constructs import verify
+from gpu_constructs.engine import ACTIVE
 from gpu_constructs.verify import FAIL, PASS, SKIP, JobSettings, Result, checks, report
 from gpu_constructs.verify.__main__ import main as verify_main
 from tests import fake_kube
@@ -565,7 +566,8 @@ def test_make_verify_runs_the_module_for_the_stack():
         timeout=60,
         check=True,
     )
-    assert done.stdout.splitlines()[-1] == ".venv/bin/python -m gpu_constructs.verify k3d-poc --json"
+    venv = ".venv" if ACTIVE.name == "cdktf" else f"engines/{ACTIVE.name}/.venv"  # the Makefile's VENV
+    assert done.stdout.splitlines()[-1] == f"{venv}/bin/python -m gpu_constructs.verify k3d-poc --json"
 
 
 def test_every_library_package_is_in_the_distribution():
