@@ -6,6 +6,9 @@ provider packages the ordinary way. Prints a table and the ratios to the baselin
 
     .venv/bin/python bench/synth_bench.py            # all measurements
     .venv/bin/python bench/synth_bench.py --quick    # without `make test`
+
+With the CDK Terrain environment installed (``ENGINE=cdktn make deps``), the synth rows are measured
+on that engine too.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
+CDKTN = ROOT / "engines" / "cdktn"
+CDKTN_PYTHON = str(CDKTN / ".venv" / "bin" / "python")
 BASELINE = (
     "import cdktf_cdktf_provider_aws, cdktf_cdktf_provider_kubernetes, "
     "cdktf_cdktf_provider_helm, cdktf_cdktf_provider_null"
@@ -79,6 +84,13 @@ def main() -> None:
         ("python main.py (GPU_STACKS=single-node)", [PYTHON, "main.py"], one_stack),
         ("npx cdktf synth", ["npx", "cdktf", "synth", "--output", out], env),
     ]
+    if Path(CDKTN_PYTHON).exists() and (CDKTN / "node_modules" / ".bin" / "cdktn").exists():
+        cdktn_env = {**env, "ENGINE": "cdktn", "PATH": f"{CDKTN / 'node_modules' / '.bin'}:{env['PATH']}"}
+        cli = [str(CDKTN / "node_modules" / ".bin" / "cdktn"), "synth", "--app", f"{CDKTN_PYTHON} main.py"]
+        runs += [
+            ("cdktn: python main.py (all stacks)", [CDKTN_PYTHON, "main.py"], cdktn_env),
+            ("cdktn: cdktn synth", [*cli, "--output", out], cdktn_env),
+        ]
     if not quick:
         runs.append(("make test", ["make", "test"], env))
     results = [(name, *measure(command, run_env)) for name, command, run_env in runs]

@@ -158,7 +158,7 @@ def install() -> None:
 
 
 def is_lazy(package: str) -> bool:
-    """Whether ``package`` is imported and imports its submodules on first use (a stand-in, or cdktn's own)."""
+    """Whether ``package`` is imported and imports submodules on first use (a stand-in, or cdktn's own)."""
     module = sys.modules.get(package)
     if PYTHON_LAZY:
         return callable(getattr(module, "__getattr__", None))

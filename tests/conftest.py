@@ -35,6 +35,14 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 ENGINE = provider_imports.ENGINE
 
 
+NEEDS_AWS_5 = pytest.mark.skipif(
+    ENGINE.name != "cdktf",
+    reason=f"{ENGINE.name}'s prebuilt bindings pin hashicorp/aws 6.x and the only AWS provider binary "
+    "here is 5.100.0 (the offline filesystem mirror): Terraform would not install it for this stack",
+)
+"""For tests that run Terraform with the real AWS provider offline: they run on cdktf only."""
+
+
 class StackSnapshot(JSONSnapshotExtension):
     """A stack's JSON snapshot, one set per engine.
 

@@ -14,7 +14,7 @@ import pytest
 from environments import Instance
 from gpu_constructs.compute.eks import GPU_POOL, EksProps, NodeClassSpec, NodePoolSpec
 from gpu_constructs.errors import ConfigError
-from tests.conftest import StackSnapshot, by_kind, manifests_of, release_values, resources
+from tests.conftest import NEEDS_AWS_5, StackSnapshot, by_kind, manifests_of, release_values, resources
 from tests.validators import validate_manifest
 
 
@@ -367,6 +367,7 @@ def aws_part(stack_json: dict) -> dict:
     return config
 
 
+@NEEDS_AWS_5
 def test_offline_init_validate_and_plan_with_the_real_aws_provider(stack_json, tmp_path):
     terraform, mirror = shutil.which("terraform"), _mirror()
     if terraform is None or mirror is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import main
 from gpu_constructs import provider_imports
 from tests.conftest import ROOT, synth_main
 
@@ -40,6 +42,14 @@ def test_lazy_and_ordinary_imports_synthesize_identical_bytes(tmp_path):
         },
     )
     assert lazy and lazy == eager
+
+    # Every stack main.py lists was written by the active engine: its metadata names its version.
+    version = importlib.metadata.version(ENGINE.core)
+    stacks = {
+        path.split("/")[1]: json.loads(body) for path, body in lazy.items() if path.endswith("cdk.tf.json")
+    }
+    assert sorted(stacks) == sorted(instance.stack for instance in main.INSTANCES)
+    assert {stack["//"]["metadata"]["version"] for stack in stacks.values()} == {version}
 
     # Node side: the lazy synth loaded the lazy index and only the AWS submodules the stacks use;
     # the ordinary one loaded the eager index and with it every submodule.

@@ -43,3 +43,20 @@ def test_workflow_runs_make_test_and_validates_every_stack():
         "for dir in cdktf.out/stacks/*/" in run and "terraform -chdir" in run and "validate" in run
         for run in runs
     )
+
+
+def test_workflow_tests_and_validates_both_engines():
+    """make test, make synth and terraform validate run once per engine, the engine passed to make."""
+    workflow = yaml.safe_load(WORKFLOWS[0].read_text())
+    for name in ("test", "terraform"):
+        assert workflow["jobs"][name]["strategy"]["matrix"]["engine"] == ["cdktf", "cdktn"], name
+    steps = {step.get("run"): step for step in workflow["jobs"]["test"]["steps"] if "run" in step}
+    for command in ("make test", "make synth"):
+        assert steps[command]["env"]["ENGINE"] == "${{ matrix.engine }}", command
+    uploads = [
+        step for step in workflow["jobs"]["test"]["steps"] if "upload-artifact" in step.get("uses", "")
+    ]
+    downloads = [
+        step for step in workflow["jobs"]["terraform"]["steps"] if "download-artifact" in step.get("uses", "")
+    ]
+    assert [step["with"]["name"] for step in uploads + downloads] == ["stacks-${{ matrix.engine }}"] * 2
