@@ -10,11 +10,12 @@ from pathlib import Path
 
 import cdktf
 import pytest
+from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
 from gpu_constructs.compute.eks import GPU_POOL, EksProps, NodeClassSpec, NodePoolSpec
 from gpu_constructs.errors import ConfigError
-from tests.conftest import NEEDS_AWS_5, StackSnapshot, by_kind, manifests_of, release_values, resources
+from tests.conftest import NEEDS_AWS_5, ON_ENGINE, by_kind, manifests_of, release_values, resources
 from tests.validators import validate_manifest
 
 
@@ -33,8 +34,14 @@ def releases(stack_json):
     return {r["name"]: r for r in resources(stack_json, "helm_release").values()}
 
 
+@ON_ENGINE["cdktf"]
 def test_snapshot(stack_json, snapshot):
-    assert stack_json == snapshot.use_extension(StackSnapshot)
+    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
+
+
+@ON_ENGINE["cdktn"]
+def test_snapshot_cdktn(stack_json, snapshot):
+    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
 
 
 def test_vpc_spans_three_zones_with_discovery_tags_and_flow_logs(stack_json):

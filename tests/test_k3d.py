@@ -7,11 +7,12 @@ from pathlib import Path
 
 import cdktf
 import pytest
+from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
 from gpu_constructs.compute.k3d import K3dProps
 from gpu_constructs.errors import ConfigError
-from tests.conftest import StackSnapshot, by_kind, manifests_of, release_values, resources
+from tests.conftest import ON_ENGINE, by_kind, manifests_of, release_values, resources
 from tests.test_scripts import Host
 from tests.validators import validate_manifest
 
@@ -37,8 +38,14 @@ def releases(stack_json):
     return {r["name"]: r for r in resources(stack_json, "helm_release").values()}
 
 
+@ON_ENGINE["cdktf"]
 def test_snapshot(stack_json, snapshot):
-    assert stack_json == snapshot.use_extension(StackSnapshot)
+    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
+
+
+@ON_ENGINE["cdktn"]
+def test_snapshot_cdktn(stack_json, snapshot):
+    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
 
 
 def test_k3d_command_line_creates_server_and_three_agents_with_taints_at_bootstrap():

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import cdktf
 import pytest
+from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
 from gpu_constructs.compute.lke import LkeProps
 from gpu_constructs.errors import ConfigError
-from tests.conftest import StackSnapshot, release_values, resources
+from tests.conftest import ON_ENGINE, release_values, resources
 from tests.validators import argument_keys
 
 
@@ -64,8 +65,14 @@ def test_provider_block_and_source(stack_json, upstream):
     assert "* `token` -" in provider_doc
 
 
+@ON_ENGINE["cdktf"]
 def test_snapshot(stack_json, snapshot):
-    assert stack_json == snapshot.use_extension(StackSnapshot)
+    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
+
+
+@ON_ENGINE["cdktn"]
+def test_snapshot_cdktn(stack_json, snapshot):
+    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
 
 
 def test_cluster_is_ha_in_chicago_on_1_34_with_an_acl(stack_json):

@@ -10,6 +10,7 @@ from pathlib import Path
 import cdktf
 import pytest
 import yaml
+from syrupy.extensions.json import JSONSnapshotExtension
 
 import main
 from environments import Instance
@@ -22,7 +23,7 @@ from gpu_constructs.compute.proxmox import (
     kube_vip_manifests,
 )
 from gpu_constructs.errors import ConfigError
-from tests.conftest import StackSnapshot, by_kind, manifests_of, release_values, resources
+from tests.conftest import ON_ENGINE, by_kind, manifests_of, release_values, resources
 from tests.validators import validate_manifest
 
 
@@ -61,8 +62,14 @@ def releases(stack_json):
     return {r["name"]: r for r in resources(stack_json, "helm_release").values()}
 
 
+@ON_ENGINE["cdktf"]
 def test_snapshot(stack_json, snapshot):
-    assert stack_json == snapshot.use_extension(StackSnapshot)
+    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
+
+
+@ON_ENGINE["cdktn"]
+def test_snapshot_cdktn(stack_json, snapshot):
+    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
 
 
 def test_vm_layout_as_the_seed(stack_json):

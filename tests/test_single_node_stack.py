@@ -11,9 +11,10 @@ from pathlib import Path
 
 import cdktf
 import pytest
+from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
-from tests.conftest import StackSnapshot, resources, synth_main
+from tests.conftest import ON_ENGINE, resources, synth_main
 
 # Everything a ${...} in the synthesized JSON may start with: Terraform references and functions.
 TERRAFORM_REFERENCES = (
@@ -38,8 +39,14 @@ def stack_json() -> dict:
     return json.loads(cdktf.Testing.synth(stack))
 
 
+@ON_ENGINE["cdktf"]
 def test_snapshot(stack_json, snapshot):
-    assert stack_json == snapshot.use_extension(StackSnapshot)
+    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
+
+
+@ON_ENGINE["cdktn"]
+def test_snapshot_cdktn(stack_json, snapshot):
+    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
 
 
 def test_every_component_is_in_the_stack(stack_json):
