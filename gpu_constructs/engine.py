@@ -31,7 +31,7 @@ import importlib.machinery
 import os
 import sys
 import types
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gpu_constructs.errors import ConfigError
@@ -70,7 +70,7 @@ CODE_NAMES = ENGINES["cdktf"]
 """The names the code imports, whatever the engine."""
 
 
-def resolve(environ: dict[str, str] | os._Environ[str] | None = None) -> Engine:
+def resolve(environ: Mapping[str, str] | None = None) -> Engine:
     """The engine ``ENGINE`` names, or the one installed here (cdktf first) when it is not set."""
     environ = os.environ if environ is None else environ
     chosen = environ.get(ENV, "")
