@@ -71,6 +71,7 @@ verify: deps
 
 bench: deps
 	$(PY) bench/synth_bench.py
+	$(PY) bench/render_bench.py
 
 clean:
 	rm -rf cdktf.out .pytest_cache .mypy_cache .ruff_cache
