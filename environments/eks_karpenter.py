@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cdktf import LocalBackend, S3Backend, TerraformOutput, TerraformStack, TerraformVariable
-from cdktf_cdktf_provider_aws.provider import AwsProvider
+from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
 from constructs import Construct
 
 from environments import use_cluster
@@ -133,7 +133,7 @@ class EksKarpenterStack(TerraformStack):
             "aws",
             region=s.region,
             allowed_account_ids=[account_id.string_value],
-            default_tags=[{"tags": {"stack": id, "environment": s.environment}}],
+            default_tags=[AwsProviderDefaultTags(tags={"stack": id, "environment": s.environment})],
         )
         compute = EksGpuCompute(
             self,

@@ -10,7 +10,7 @@ from cdktf import Fn
 from cdktf_cdktf_provider_aws.acm_certificate import AcmCertificate
 from cdktf_cdktf_provider_aws.acm_certificate_validation import AcmCertificateValidation
 from cdktf_cdktf_provider_aws.db_instance import DbInstance
-from cdktf_cdktf_provider_aws.db_parameter_group import DbParameterGroup
+from cdktf_cdktf_provider_aws.db_parameter_group import DbParameterGroup, DbParameterGroupParameter
 from cdktf_cdktf_provider_aws.db_subnet_group import DbSubnetGroup
 from cdktf_cdktf_provider_aws.eks_access_entry import EksAccessEntry
 from cdktf_cdktf_provider_aws.eks_access_policy_association import EksAccessPolicyAssociation
@@ -100,10 +100,10 @@ class RdsPostgres(Construct):
             family="postgres16",
             parameter=[
                 # DDL statements and queries slower than a second go to the postgresql log export.
-                {"name": "log_statement", "value": "ddl"},
-                {"name": "log_min_duration_statement", "value": "1000"},
+                DbParameterGroupParameter(name="log_statement", value="ddl"),
+                DbParameterGroupParameter(name="log_min_duration_statement", value="1000"),
                 # Clients must use TLS.
-                {"name": "rds.force_ssl", "value": "1"},
+                DbParameterGroupParameter(name="rds.force_ssl", value="1"),
             ],
         )
         self.instance = DbInstance(

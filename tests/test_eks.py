@@ -62,7 +62,67 @@ def test_system_node_group_is_tainted_on_demand_t3_small(stack_json):
     assert group["taint"] == [{"key": "CriticalAddonsOnly", "value": "true", "effect": "NO_SCHEDULE"}]
     template = one(stack_json, "aws_launch_template")
     assert template["metadata_options"]["http_tokens"] == "required"
-    assert template["block_device_mappings"][0]["ebs"]["encrypted"] == "true"
+
+
+def test_system_nodes_boot_from_an_encrypted_gp3_root_device(stack_json):
+    # moto accepts any mapping; EC2 refuses one without a device name (InvalidBlockDeviceMapping).
+    # The AL2023 EKS AMIs' root device is /dev/xvda.
+    (mapping,) = one(stack_json, "aws_launch_template")["block_device_mappings"]
+    assert mapping["device_name"] == "/dev/xvda"
+    assert {k: mapping["ebs"][k] for k in ("volume_size", "volume_type", "encrypted")} == {
+        "volume_size": 30,
+        "volume_type": "gp3",
+        "encrypted": "true",
+    }
+
+
+def _routes_by_subnet(stack_json) -> dict[str, dict]:
+    """Each subnet's logical id -> its route table's one route."""
+    tables = resources(stack_json, "aws_route_table")
+    routes = {}
+    for association in resources(stack_json, "aws_route_table_association").values():
+        subnet = association["subnet_id"].split(".")[1]
+        table = association["route_table_id"].split(".")[1]
+        (routes[subnet],) = tables[table]["route"]
+    return routes
+
+
+def eks_stack(synth, **overrides) -> dict:
+    """A stack holding only EksGpuCompute with ``eks_props(**overrides)``."""
+    from cdktf_cdktf_provider_aws.provider import AwsProvider
+
+    from gpu_constructs.compute.eks import EksGpuCompute
+
+    def build(stack):
+        AwsProvider(stack, "aws", region="eu-west-1")
+        EksGpuCompute(stack, "eks", props=eks_props(**overrides))
+
+    return synth(build)
+
+
+@pytest.mark.parametrize("single_nat", [True, False])
+def test_private_subnets_route_to_a_nat_gateway_and_public_ones_to_the_internet_gateway(synth, single_nat):
+    zones = ("eu-west-1a", "eu-west-1b", "eu-west-1c")
+    synthesized = eks_stack(synth, availability_zones=zones, single_nat_gateway=single_nat)
+    routes = _routes_by_subnet(synthesized)
+    subnets = resources(synthesized, "aws_subnet")
+    nats = resources(synthesized, "aws_nat_gateway")
+    (igw,) = resources(synthesized, "aws_internet_gateway")
+    nat_zone = {
+        f"${{aws_nat_gateway.{name}.id}}": subnets[nat["subnet_id"].split(".")[1]]["availability_zone"]
+        for name, nat in nats.items()
+    }
+    assert len(nats) == (1 if single_nat else 3)
+    assert set(routes) == set(subnets)
+    for name, route in routes.items():
+        assert route["cidr_block"] == "0.0.0.0/0"
+        if "kubernetes.io/role/elb" in subnets[name]["tags"]:
+            assert route["gateway_id"] == f"${{aws_internet_gateway.{igw}.id}}"
+            assert route.get("nat_gateway_id") is None
+        else:
+            assert route["gateway_id"] is None
+            zone = nat_zone[route["nat_gateway_id"]]
+            assert single_nat or zone == subnets[name]["availability_zone"]
 
 
 def test_karpenter_interruption_queue_and_its_four_rules(stack_json):

@@ -26,7 +26,7 @@ from cdktf_cdktf_provider_aws.eks_access_entry import EksAccessEntry
 from cdktf_cdktf_provider_aws.eks_access_policy_association import EksAccessPolicyAssociation
 from cdktf_cdktf_provider_aws.eks_addon import EksAddon
 from cdktf_cdktf_provider_aws.eks_cluster import EksCluster
-from cdktf_cdktf_provider_aws.eks_node_group import EksNodeGroup
+from cdktf_cdktf_provider_aws.eks_node_group import EksNodeGroup, EksNodeGroupTaint
 from cdktf_cdktf_provider_aws.eks_pod_identity_association import EksPodIdentityAssociation
 from cdktf_cdktf_provider_aws.flow_log import FlowLog
 from cdktf_cdktf_provider_aws.iam_role import IamRole
@@ -34,9 +34,13 @@ from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
 from cdktf_cdktf_provider_aws.internet_gateway import InternetGateway
 from cdktf_cdktf_provider_aws.kms_key import KmsKey
-from cdktf_cdktf_provider_aws.launch_template import LaunchTemplate
+from cdktf_cdktf_provider_aws.launch_template import (
+    LaunchTemplate,
+    LaunchTemplateBlockDeviceMappings,
+    LaunchTemplateBlockDeviceMappingsEbs,
+)
 from cdktf_cdktf_provider_aws.nat_gateway import NatGateway
-from cdktf_cdktf_provider_aws.route_table import RouteTable
+from cdktf_cdktf_provider_aws.route_table import RouteTable, RouteTableRoute
 from cdktf_cdktf_provider_aws.route_table_association import RouteTableAssociation
 from cdktf_cdktf_provider_aws.sqs_queue import SqsQueue
 from cdktf_cdktf_provider_aws.sqs_queue_policy import SqsQueuePolicy
@@ -214,6 +218,8 @@ class EksProps:
     """IAM role granted cluster-admin through an access entry."""
     system_instance_type: str = "t3.small"
     system_node_count: int = 2
+    system_volume_size_gi: int = 30
+    """Root volume (gp3, encrypted) of each system node."""
     single_nat_gateway: bool = True
     """One NAT gateway for all private subnets (cheap, the seed's dev); False puts one in each AZ."""
     flow_log_retention_days: int = 365
@@ -242,6 +248,7 @@ class EksProps:
             )
         validate.version("kubernetes_version", self.kubernetes_version, r"1\.\d{2}", "1.34")
         validate.int_range("system_node_count", self.system_node_count, 1, 10)
+        validate.int_range("system_volume_size_gi", self.system_volume_size_gi, 20, 16384)
         validate.int_range("karpenter_replicas", self.karpenter_replicas, 1, 5)
         validate.unique("node_classes", (c.name for c in self.node_classes))
         validate.unique("node_pools", (p.name for p in self.node_pools))
@@ -357,7 +364,7 @@ class EksGpuCompute(Construct):
             self,
             "public-routes",
             vpc_id=self.vpc.id,
-            route=[{"cidr_block": "0.0.0.0/0", "gateway_id": igw.id}],
+            route=[RouteTableRoute(cidr_block="0.0.0.0/0", gateway_id=igw.id)],
             tags=tags,
         )
         for subnet, zone in zip(self.public_subnets, props.availability_zones, strict=True):
@@ -387,7 +394,7 @@ class EksGpuCompute(Construct):
                 self,
                 f"private-{zone}-routes",
                 vpc_id=self.vpc.id,
-                route=[{"cidr_block": "0.0.0.0/0", "nat_gateway_id": nat.id}],
+                route=[RouteTableRoute(cidr_block="0.0.0.0/0", nat_gateway_id=nat.id)],
                 tags=tags,
             )
             RouteTableAssociation(
@@ -494,7 +501,7 @@ class EksGpuCompute(Construct):
                 "subnet_ids": [s.id for s in self.private_subnets],
                 "endpoint_private_access": True,
                 "endpoint_public_access": True,
-                "public_access_cidrs": props.public_access_cidrs,
+                "public_access_cidrs": list(props.public_access_cidrs),
             },
             encryption_config={"provider": {"key_arn": self.kms.arn}, "resources": ["secrets"]},
             access_config={"authentication_mode": "API", "bootstrap_cluster_creator_admin_permissions": True},
@@ -547,11 +554,17 @@ class EksGpuCompute(Construct):
                 "http_put_response_hop_limit": 1,
                 "http_endpoint": "enabled",
             },
+            # The AL2023 EKS AMIs boot from /dev/xvda; EC2 refuses a mapping without a device name.
             block_device_mappings=[
-                {
-                    "device_name": "/dev/xvda",
-                    "ebs": {"volume_size": 30, "volume_type": "gp3", "encrypted": "true"},
-                }
+                LaunchTemplateBlockDeviceMappings(
+                    device_name="/dev/xvda",
+                    ebs=LaunchTemplateBlockDeviceMappingsEbs(
+                        volume_size=props.system_volume_size_gi,
+                        volume_type="gp3",
+                        encrypted="true",
+                        delete_on_termination="true",
+                    ),
+                )
             ],
         )
         self.system_nodes = EksNodeGroup(
@@ -569,7 +582,7 @@ class EksGpuCompute(Construct):
                 "min_size": props.system_node_count,
                 "max_size": props.system_node_count + 1,
             },
-            taint=[{"key": SYSTEM_TAINT.key, "value": SYSTEM_TAINT.value, "effect": "NO_SCHEDULE"}],
+            taint=[EksNodeGroupTaint(key=SYSTEM_TAINT.key, value=SYSTEM_TAINT.value, effect="NO_SCHEDULE")],
             labels={"role": "system"},
             launch_template={"id": template.id, "version": Token.as_string(template.latest_version)},
         )
