@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from cdktf import Fn, Token
@@ -116,6 +117,44 @@ class NodeClassSpec:
             )
 
 
+BUDGET_NODES = re.compile(r"^((100|[0-9]{1,2})%|[0-9]+)$")
+BUDGET_REASONS = ("Underutilized", "Empty", "Drifted")
+
+
+@dataclass(frozen=True)
+class DisruptionBudget:
+    """One NodePool disruption budget: at most ``nodes`` (a count or a percentage) disrupted at a
+    time, for ``reasons`` (all when empty), during ``schedule``/``duration`` (always when None)."""
+
+    nodes: str = "10%"
+    reasons: tuple[str, ...] = ()
+    schedule: str | None = None
+    """Cron schedule when the budget starts to apply, e.g. ``0 9 * * mon-fri``; needs a duration."""
+    duration: str | None = None
+
+    def __post_init__(self) -> None:
+        if not BUDGET_NODES.match(self.nodes):
+            raise ConfigError(
+                "budget.nodes", self.nodes, "give a node count such as 1 or a percentage such as 10%"
+            )
+        for reason in self.reasons:
+            validate.one_of("budget.reasons", reason, BUDGET_REASONS)
+        if (self.schedule is None) != (self.duration is None):
+            raise ConfigError(
+                "budget.schedule", self.schedule, "give a schedule and a duration together, or neither"
+            )
+        if self.duration is not None and not re.fullmatch(r"([0-9]+(s|m|h))+", self.duration):
+            raise ConfigError("budget.duration", self.duration, "give a duration such as 8h or 30m")
+
+    def manifest(self) -> dict[str, Any]:
+        budget: dict[str, Any] = {"nodes": self.nodes}
+        if self.reasons:
+            budget["reasons"] = list(self.reasons)
+        if self.schedule is not None:
+            budget |= {"schedule": self.schedule, "duration": self.duration}
+        return budget
+
+
 @dataclass(frozen=True)
 class NodePoolSpec:
     """A Karpenter NodePool, as the seed's table describes one."""
@@ -131,9 +170,22 @@ class NodePoolSpec:
     gpu_limit: int | None = None
     taints: tuple[Taint, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    budgets: tuple[DisruptionBudget, ...] = (DisruptionBudget(),)
+    """How many nodes Karpenter may disrupt at once; the default is Karpenter's own (10%)."""
+    termination_grace_period: str | None = None
+    """How long a draining node may wait for pods that block eviction before it is terminated
+    anyway (e.g. ``24h``); None waits as long as the pods' PodDisruptionBudgets say."""
+    expire_after: str = "720h"
+    """Node lifetime before Karpenter replaces it (AMI and security updates); ``Never`` keeps nodes."""
 
     def __post_init__(self) -> None:
         validate.k8s_name("node pool name", self.name)
+        for name, value in (
+            ("termination_grace_period", self.termination_grace_period),
+            ("expire_after", self.expire_after),
+        ):
+            if value is not None and not DURATION.match(value):
+                raise ConfigError(f"{self.name}.{name}", value, "give a duration such as 30m, 24h or Never")
         for family in self.families:
             if family not in INSTANCE_FAMILIES:
                 raise ConfigError(
@@ -226,6 +278,9 @@ class EksProps:
     node_classes: tuple[NodeClassSpec, ...] = SEED_NODE_CLASSES
     node_pools: tuple[NodePoolSpec, ...] = SEED_NODE_POOLS
     karpenter_replicas: int = 2
+    node_repair: bool = True
+    """Karpenter replaces nodes whose kubelet or NVIDIA GPU reports unhealthy (chart feature gate
+    nodeRepair); False leaves broken nodes for an operator."""
     karpenter_chart_version: str = versions.KARPENTER_CHART.version
     sharing: GpuSharing = field(default_factory=GpuSharing)
 
@@ -247,6 +302,14 @@ class EksProps:
                 "vpc_cidr", self.vpc_cidr, "use a /20 or larger network for the subnets and pods"
             )
         validate.version("kubernetes_version", self.kubernetes_version, r"1\.\d{2}", "1.34")
+        check_eks_version(self.kubernetes_version, date.today())
+        family, _, size = self.system_instance_type.partition(".")
+        if family not in INSTANCE_FAMILIES or INSTANCE_FAMILIES[family] or size not in SIZES:
+            raise ConfigError(
+                "system_instance_type",
+                self.system_instance_type,
+                "use a non-GPU type such as t3.small or m6i.large (family.size of a known family)",
+            )
         validate.int_range("system_node_count", self.system_node_count, 1, 10)
         validate.int_range("system_volume_size_gi", self.system_volume_size_gi, 20, 16384)
         validate.int_range("karpenter_replicas", self.karpenter_replicas, 1, 5)
@@ -279,6 +342,26 @@ class EksProps:
         if len(self.availability_zones) > 7:
             raise ConfigError("availability_zones", self.availability_zones, "use at most 7 zones")
         return private, public
+
+
+def check_eks_version(version: str, today: date) -> None:
+    """Refuse a Kubernetes version EKS does not offer for new clusters on ``today``."""
+    support = versions.EKS_SUPPORT.get(version)
+    offered = sorted(
+        (v for v, s in versions.EKS_SUPPORT.items() if s.extended_until > today),
+        key=lambda v: tuple(map(int, v.split("."))),
+    )
+    if support is None or support.extended_until <= today:
+        why = (
+            "not in EKS's release calendar"
+            if support is None
+            else f"out of EKS support since {support.extended_until}"
+        )
+        raise ConfigError(
+            "kubernetes_version",
+            version,
+            f"{why} ({versions.EKS_SUPPORT_SOURCE}); use one of {', '.join(offered)}",
+        )
 
 
 class EksGpuCompute(Construct):
@@ -484,7 +567,9 @@ class EksGpuCompute(Construct):
             role=role.name,
             policy_arn="arn:aws:iam::aws:policy/AmazonEKSClusterPolicy",
         )
-        CloudwatchLogGroup(
+        # Created before the cluster (as terraform-aws-eks does): EKS would otherwise create the group
+        # itself on first log delivery, and the next apply would collide with it.
+        cluster_logs = CloudwatchLogGroup(
             self,
             "cluster-logs",
             name=f"/aws/eks/{props.name}/cluster",
@@ -506,7 +591,7 @@ class EksGpuCompute(Construct):
             encryption_config={"provider": {"key_arn": self.kms.arn}, "resources": ["secrets"]},
             access_config={"authentication_mode": "API", "bootstrap_cluster_creator_admin_permissions": True},
             enabled_cluster_log_types=["api", "audit", "authenticator", "controllerManager", "scheduler"],
-            depends_on=[attachment],
+            depends_on=[attachment, cluster_logs],
         )
         # Karpenter finds the security group for its nodes by this tag, like the private subnets.
         Ec2Tag(
@@ -621,11 +706,20 @@ class EksGpuCompute(Construct):
             queue_url=self.interruption_queue.url,
             policy=policy_document(
                 {
+                    "Sid": "EventBridge",
                     "Effect": "Allow",
                     "Principal": {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]},
                     "Action": "sqs:SendMessage",
                     "Resource": self.interruption_queue.arn,
-                }
+                },
+                {
+                    "Sid": "DenyHTTP",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "sqs:*",
+                    "Resource": self.interruption_queue.arn,
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                },
             ),
         )
         events = {
@@ -638,6 +732,10 @@ class EksGpuCompute(Construct):
             "state-change": {
                 "source": ["aws.ec2"],
                 "detail-type": ["EC2 Instance State-change Notification"],
+            },
+            "capacity-reservation": {
+                "source": ["aws.ec2"],
+                "detail-type": ["EC2 Capacity Reservation Instance Interruption Warning"],
             },
         }
         for name, pattern in events.items():
@@ -664,7 +762,7 @@ class EksGpuCompute(Construct):
         IamRolePolicy(
             self, "karpenter-controller-policy", role=controller.id, policy=self._karpenter_policy()
         )
-        EksPodIdentityAssociation(
+        self.karpenter_identity = EksPodIdentityAssociation(
             self,
             "karpenter-pod-identity",
             cluster_name=self.eks.name,
@@ -674,74 +772,204 @@ class EksGpuCompute(Construct):
         )
 
     def _karpenter_policy(self) -> str:
+        """Karpenter's controller permissions, scoped as terraform-aws-eks ``modules/karpenter``
+        (policy.tf, v1 policy) and Karpenter's getting-started CloudFormation scope them: what it
+        creates must carry this cluster's tags, what it changes or deletes must already carry them."""
         props = self.props
-        owned = {"StringEquals": {f"aws:ResourceTag/kubernetes.io/cluster/{props.name}": "owned"}}
-        region = {"StringEquals": {"aws:RequestedRegion": props.region}}
+        cluster = props.name
+        ec2 = f"arn:aws:ec2:{props.region}"
+        owned_request = {
+            f"aws:RequestTag/kubernetes.io/cluster/{cluster}": "owned",
+            "aws:RequestTag/eks:eks-cluster-name": cluster,
+        }
+        owned_resource = {f"aws:ResourceTag/kubernetes.io/cluster/{cluster}": "owned"}
+        created = [
+            f"{ec2}:*:{kind}/*"
+            for kind in (
+                "fleet",
+                "instance",
+                "volume",
+                "network-interface",
+                "launch-template",
+                "spot-instances-request",
+            )
+        ]
+        profile_tags = {"aws:ResourceTag/topology.kubernetes.io/region": props.region, **owned_resource}
         return policy_document(
             {
-                "Sid": "Provisioning",
+                "Sid": "AllowScopedEC2InstanceAccessActions",
                 "Effect": "Allow",
-                "Action": [
-                    "ec2:RunInstances",
-                    "ec2:CreateFleet",
-                    "ec2:CreateLaunchTemplate",
-                    "ec2:CreateTags",
+                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
+                "Resource": [
+                    f"{ec2}::image/*",
+                    f"{ec2}::snapshot/*",
+                    f"{ec2}:*:security-group/*",
+                    f"{ec2}:*:subnet/*",
+                    f"{ec2}:*:capacity-reservation/*",
                 ],
-                "Resource": "*",
-                "Condition": region,
             },
             {
-                "Sid": "Cleanup",
+                "Sid": "AllowScopedEC2LaunchTemplateAccessActions",
+                "Effect": "Allow",
+                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
+                "Resource": f"{ec2}:*:launch-template/*",
+                "Condition": {
+                    "StringEquals": owned_resource,
+                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+                },
+            },
+            {
+                "Sid": "AllowScopedEC2InstanceActionsWithTags",
+                "Effect": "Allow",
+                "Action": ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"],
+                "Resource": created,
+                "Condition": {
+                    "StringEquals": owned_request,
+                    "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
+                },
+            },
+            {
+                "Sid": "AllowScopedResourceCreationTagging",
+                "Effect": "Allow",
+                "Action": "ec2:CreateTags",
+                "Resource": created,
+                "Condition": {
+                    "StringEquals": {
+                        **owned_request,
+                        "ec2:CreateAction": ["RunInstances", "CreateFleet", "CreateLaunchTemplate"],
+                    },
+                    "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
+                },
+            },
+            {
+                "Sid": "AllowScopedResourceTagging",
+                "Effect": "Allow",
+                "Action": "ec2:CreateTags",
+                "Resource": f"{ec2}:*:instance/*",
+                "Condition": {
+                    "StringEquals": owned_resource,
+                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+                    "StringEqualsIfExists": {"aws:RequestTag/eks:eks-cluster-name": cluster},
+                    "ForAllValues:StringEquals": {
+                        "aws:TagKeys": ["eks:eks-cluster-name", "karpenter.sh/nodeclaim", "Name"]
+                    },
+                },
+            },
+            {
+                "Sid": "AllowScopedDeletion",
                 "Effect": "Allow",
                 "Action": ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
-                "Resource": "*",
-                "Condition": owned,
+                "Resource": [f"{ec2}:*:instance/*", f"{ec2}:*:launch-template/*"],
+                "Condition": {
+                    "StringEquals": owned_resource,
+                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+                },
             },
             {
-                "Sid": "Discovery",
+                "Sid": "AllowRegionalReadActions",
                 "Effect": "Allow",
+                # DescribeInstanceStatus: Karpenter's instance health checks (node repair);
+                # DescribeCapacityReservations: capacity-reservation NodePools.
                 "Action": [
                     "ec2:DescribeAvailabilityZones",
+                    "ec2:DescribeCapacityReservations",
                     "ec2:DescribeImages",
                     "ec2:DescribeInstances",
+                    "ec2:DescribeInstanceStatus",
                     "ec2:DescribeInstanceTypeOfferings",
                     "ec2:DescribeInstanceTypes",
                     "ec2:DescribeLaunchTemplates",
                     "ec2:DescribeSecurityGroups",
                     "ec2:DescribeSpotPriceHistory",
                     "ec2:DescribeSubnets",
-                    "pricing:GetProducts",
-                    "ssm:GetParameter",
                 ],
                 "Resource": "*",
-                "Condition": region,
+                "Condition": {"StringEquals": {"aws:RequestedRegion": props.region}},
             },
             {
-                "Sid": "PassNodeRole",
+                # The AMI aliases resolve through the public /aws/service/ parameters.
+                "Sid": "AllowSSMReadActions",
                 "Effect": "Allow",
-                "Action": "iam:PassRole",
-                "Resource": self.karpenter_node_role.arn,
+                "Action": "ssm:GetParameter",
+                "Resource": f"arn:aws:ssm:{props.region}::parameter/aws/service/*",
             },
             {
-                "Sid": "InstanceProfiles",
+                # No region condition: the pricing API lives in us-east-1 and a few other regions.
+                "Sid": "AllowPricingReadActions",
                 "Effect": "Allow",
-                "Action": [
-                    "iam:CreateInstanceProfile",
-                    "iam:TagInstanceProfile",
-                    "iam:AddRoleToInstanceProfile",
-                    "iam:RemoveRoleFromInstanceProfile",
-                    "iam:DeleteInstanceProfile",
-                    "iam:GetInstanceProfile",
-                    "iam:ListInstanceProfiles",
-                ],
-                "Resource": f"{self._arn_prefix}:instance-profile/*",
+                "Action": "pricing:GetProducts",
+                "Resource": "*",
             },
-            {"Sid": "Cluster", "Effect": "Allow", "Action": "eks:DescribeCluster", "Resource": self.eks.arn},
             {
-                "Sid": "Interruptions",
+                "Sid": "AllowInterruptionQueueActions",
                 "Effect": "Allow",
                 "Action": ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
                 "Resource": self.interruption_queue.arn,
+            },
+            {
+                "Sid": "AllowPassingInstanceRole",
+                "Effect": "Allow",
+                "Action": "iam:PassRole",
+                "Resource": self.karpenter_node_role.arn,
+                "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+            },
+            {
+                "Sid": "AllowScopedInstanceProfileCreationActions",
+                "Effect": "Allow",
+                "Action": "iam:CreateInstanceProfile",
+                "Resource": f"{self._arn_prefix}:instance-profile/*",
+                "Condition": {
+                    "StringEquals": {
+                        f"aws:RequestTag/kubernetes.io/cluster/{cluster}": "owned",
+                        "aws:RequestTag/eks:eks-cluster-name": cluster,
+                        "aws:RequestTag/topology.kubernetes.io/region": props.region,
+                    },
+                    "StringLike": {"aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*"},
+                },
+            },
+            {
+                "Sid": "AllowScopedInstanceProfileTagActions",
+                "Effect": "Allow",
+                "Action": "iam:TagInstanceProfile",
+                "Resource": f"{self._arn_prefix}:instance-profile/*",
+                "Condition": {
+                    "StringEquals": {
+                        **profile_tags,
+                        f"aws:RequestTag/kubernetes.io/cluster/{cluster}": "owned",
+                        "aws:RequestTag/eks:eks-cluster-name": cluster,
+                        "aws:RequestTag/topology.kubernetes.io/region": props.region,
+                    },
+                    "StringLike": {
+                        "aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*",
+                        "aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*",
+                    },
+                },
+            },
+            {
+                "Sid": "AllowScopedInstanceProfileActions",
+                "Effect": "Allow",
+                "Action": [
+                    "iam:AddRoleToInstanceProfile",
+                    "iam:RemoveRoleFromInstanceProfile",
+                    "iam:DeleteInstanceProfile",
+                ],
+                "Resource": f"{self._arn_prefix}:instance-profile/*",
+                "Condition": {
+                    "StringEquals": profile_tags,
+                    "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*"},
+                },
+            },
+            {
+                "Sid": "AllowInstanceProfileReadActions",
+                "Effect": "Allow",
+                "Action": ["iam:GetInstanceProfile", "iam:ListInstanceProfiles"],
+                "Resource": "*",
+            },
+            {
+                "Sid": "AllowAPIServerEndpointDiscovery",
+                "Effect": "Allow",
+                "Action": "eks:DescribeCluster",
+                "Resource": self.eks.arn,
             },
         )
 
@@ -758,7 +986,20 @@ class EksGpuCompute(Construct):
             namespace=KARPENTER_NAMESPACE,
             values={
                 "replicas": props.karpenter_replicas,
-                "settings": {"clusterName": props.name, "interruptionQueue": self.interruption_queue.name},
+                "settings": {
+                    "clusterName": props.name,
+                    "interruptionQueue": self.interruption_queue.name,
+                    # The chart (1.14.1) writes every gate into FEATURE_GATES, capacityBuffer too, which
+                    # its values.yaml leaves out; an unset gate renders as an empty value.
+                    "featureGates": {
+                        "nodeRepair": props.node_repair,
+                        "capacityBuffer": False,
+                        "nodeOverlay": False,
+                        "reservedCapacity": True,
+                        "spotToSpotConsolidation": False,
+                        "staticCapacity": False,
+                    },
+                },
                 "serviceAccount": {"name": "karpenter"},
                 # The chart's default affinity keeps Karpenter off the nodes it manages; with the
                 # toleration below it lands on the system node group.
@@ -766,7 +1007,8 @@ class EksGpuCompute(Construct):
                     {"key": SYSTEM_TAINT.key, "operator": "Exists", "effect": SYSTEM_TAINT.effect}
                 ],
             },
-            depends_on=self.cluster.ready,
+            # Without its Pod Identity association the controller starts with no AWS credentials.
+            depends_on=[*self.cluster.ready, self.karpenter_identity],
         )
         self.node_pools = helm.manifests_release(
             self,
@@ -778,6 +1020,16 @@ class EksGpuCompute(Construct):
                 *map(self.node_pool_manifest, props.node_pools),
             ],
             depends_on=[self.karpenter],
+        )
+        # The Metrics API behind HorizontalPodAutoscalers: EKS's metrics-server community add-on. Its
+        # pods do not tolerate the system nodes' taint, so it comes after the NodePools that give it
+        # a node (the add-on reports ACTIVE only once its pods run).
+        self.metrics_server = EksAddon(
+            self,
+            "addon-metrics-server",
+            cluster_name=self.eks.name,
+            addon_name="metrics-server",
+            depends_on=[self.node_pools],
         )
 
     def node_class_manifest(self, spec: NodeClassSpec) -> dict[str, Any]:
@@ -810,10 +1062,9 @@ class EksGpuCompute(Construct):
                         },
                     }
                 ],
-                "tags": {
-                    "Name": f"{self.props.name}-{spec.name}",
-                    f"kubernetes.io/cluster/{self.props.name}": "owned",
-                },
+                # Karpenter tags its instances kubernetes.io/cluster/<name> itself; the EC2NodeClass CRD
+                # (1.14.1) forbids that key in spec.tags by a CEL rule.
+                "tags": {"Name": f"{self.props.name}-{spec.name}"},
             },
         }
 
@@ -842,9 +1093,11 @@ class EksGpuCompute(Construct):
                     },
                     {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
                 ],
-                "expireAfter": "720h",
+                "expireAfter": spec.expire_after,
             }
         }
+        if spec.termination_grace_period is not None:
+            template["spec"]["terminationGracePeriod"] = spec.termination_grace_period
         if spec.taints:
             template["spec"]["taints"] = [
                 {"key": t.key, "value": t.value, "effect": t.effect} for t in spec.taints
@@ -860,6 +1113,7 @@ class EksGpuCompute(Construct):
                 "disruption": {
                     "consolidationPolicy": "WhenEmptyOrUnderutilized",
                     "consolidateAfter": spec.consolidate_after,
+                    "budgets": [budget.manifest() for budget in spec.budgets],
                 },
                 "limits": limits,
             },
