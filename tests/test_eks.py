@@ -676,3 +676,45 @@ def test_offline_init_validate_and_plan_with_the_real_aws_provider(stack_json, t
     plan = run("plan", "-input=false", "-lock=false", *[f"-var={k}={v}" for k, v in PLAN_VARS.items()])
     resources_planned = sum(len(v) for v in aws_part(stack_json)["resource"].values())
     assert f"Plan: {resources_planned} to add, 0 to change, 0 to destroy." in plan
+
+
+def test_vpc_cluster_and_karpenter_compose_on_their_own(synth):
+    """The three constructs EksGpuCompute composes, each in its own scope (their resources nested)."""
+    from cdktf_cdktf_provider_aws.provider import AwsProvider
+
+    from gpu_constructs.compute.aws_vpc import AwsVpc, AwsVpcProps
+    from gpu_constructs.compute.eks_cluster import EksSystemCluster, EksSystemClusterProps
+    from gpu_constructs.compute.karpenter import Karpenter, KarpenterProps
+
+    def build(stack):
+        AwsProvider(stack, "aws", region="eu-west-1")
+        vpc = AwsVpc(stack, "net", props=AwsVpcProps("c", ("eu-west-1a", "eu-west-1b"), kms_key_arn="arn:k"))
+        cluster = EksSystemCluster(
+            stack,
+            "eks",
+            props=EksSystemClusterProps(
+                "c", "1.34", subnet_ids=[s.id for s in vpc.private_subnets], kms_key_arn="arn:k"
+            ),
+        )
+        Karpenter(
+            stack,
+            "karpenter",
+            props=KarpenterProps(
+                cluster_name="c",
+                cluster=cluster.eks,
+                region="eu-west-1",
+                account_id="1",
+                ready=[cluster.system_nodes],
+            ),
+        )
+
+    synthesized = synth(build)
+    subnets = resources(synthesized, "aws_subnet")
+    assert len(subnets) == 4 and all(name.startswith("net_") for name in subnets)
+    assert one(synthesized, "aws_eks_cluster")["vpc_config"]["subnet_ids"][0].startswith(
+        "${aws_subnet.net_private"
+    )
+    assert {r["name"] for r in resources(synthesized, "helm_release").values()} == {
+        "karpenter",
+        "karpenter-node-pools",
+    }
