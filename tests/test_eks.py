@@ -626,9 +626,16 @@ PLAN_VARS = {
 
 def aws_part(stack_json: dict) -> dict:
     """The stack without its Helm layer (whose provider cannot be installed offline), with fake
-    credentials and no account look-up. Nothing in the AWS part refers to the Helm releases."""
+    credentials and no account look-up. Nothing in the AWS part refers to the Helm releases but one
+    ordering, dropped here."""
     config = json.loads(json.dumps(stack_json))
     config["resource"].pop("helm_release")
+    # The metrics-server add-on waits for Karpenter's NodePools (its pods need their nodes): an
+    # ordering on the Helm layer, which is left out here.
+    for bodies in config["resource"].values():
+        for body in bodies.values():
+            if "depends_on" in body:
+                body["depends_on"] = [d for d in body["depends_on"] if not d.startswith("helm_release.")]
     config["provider"].pop("helm")
     config["terraform"]["required_providers"].pop("helm")
     config["terraform"].pop("backend", None)

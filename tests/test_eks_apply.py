@@ -58,13 +58,13 @@ MOTO_ARTEFACTS: dict[str, dict[str, str]] = {
         "(the launch-template tag specification) inside LaunchTemplateData; EC2 does not",
     },
     "aws_db_instance": {
-        "performance_insights_enabled": "moto/rds keeps no Performance Insights settings; "
-        "DescribeDBInstances answers false",
+        "performance_insights_enabled": "moto/rds ignores EnablePerformanceInsights: DescribeDBInstances "
+        "answers without PerformanceInsightsEnabled, which the provider reads as false",
         "performance_insights_kms_key_id": "as performance_insights_enabled",
     },
     "aws_db_parameter_group": {
-        "parameter": "parameters set by ModifyDBParameterGroup come back from moto's "
-        "DescribeDBParameters without the Source the provider filters user parameters by",
+        "parameter": "moto's DescribeDBParameters ignores the Source filter and answers without each "
+        "parameter's Source; the provider's read keeps none of them (the second plan adds all three again)",
     },
 }
 
