@@ -130,3 +130,21 @@ def test_the_checks_see_a_lost_struct():
     assert list(lost_structs(lost, "t")) == ["t.route[0] (RouteTableConfig)"]
     assert list(lost_structs(typed, "t")) == []
     assert list(empty_blocks({"route": [{"cidr_block": None, "gateway_id": None}]})) == [".route[0]"]
+
+
+def test_the_policy_aspect_refuses_a_block_that_synthesized_to_nulls():
+    from cdktf import Aspects, TerraformStack, Testing
+    from cdktf_cdktf_provider_aws.provider import AwsProvider
+    from cdktf_cdktf_provider_aws.route_table import RouteTable
+
+    from gpu_constructs.policy import StackPolicy
+
+    stack = TerraformStack(Testing.app(), "lost")
+    AwsProvider(stack, "aws", region="eu-west-1")
+    RouteTable(stack, "routes", vpc_id="vpc-1", route=[{"cidr_block": "0.0.0.0/0", "gateway_id": "igw-1"}])
+    Aspects.of(stack).add(StackPolicy(None))
+    # The aspect's PolicyError reaches Python through jsii as a RuntimeError.
+    with pytest.raises(
+        RuntimeError, match=r"lost/routes: route\[0\] synthesized to nulls: pass the typed struct"
+    ):
+        Testing.synth(stack)
