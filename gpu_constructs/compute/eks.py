@@ -83,8 +83,9 @@ class EksProps:
     node_pools: tuple[NodePoolSpec, ...] = SEED_NODE_POOLS
     karpenter_replicas: int = 2
     node_repair: bool = True
-    """Karpenter replaces nodes whose kubelet or NVIDIA GPU reports unhealthy (chart feature gate
-    nodeRepair); False leaves broken nodes for an operator."""
+    """Karpenter replaces nodes that stay unhealthy (chart feature gate nodeRepair): kubelet not
+    ready, and accelerator conditions where EKS's node monitoring agent reports them (not installed
+    here); False leaves broken nodes for an operator."""
     karpenter_chart_version: str = versions.KARPENTER_CHART.version
     sharing: GpuSharing = field(default_factory=GpuSharing)
 

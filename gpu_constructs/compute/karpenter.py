@@ -246,8 +246,9 @@ class KarpenterProps:
     replicas: int = 2
     chart_version: str = versions.KARPENTER_CHART.version
     node_repair: bool = True
-    """Karpenter replaces nodes whose kubelet or NVIDIA GPU reports unhealthy (chart feature gate
-    nodeRepair); False leaves broken nodes for an operator."""
+    """Karpenter replaces nodes that stay unhealthy (chart feature gate nodeRepair): kubelet not
+    ready, and accelerator conditions where EKS's node monitoring agent reports them (not installed
+    here); False leaves broken nodes for an operator."""
 
 
 class Karpenter(Construct):
