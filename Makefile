@@ -55,7 +55,7 @@ typecheck: deps
 	$(VENV)/bin/mypy
 
 pytest: deps
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 test: lint typecheck pytest
 
