@@ -89,7 +89,7 @@ typecheck: deps
 	$(VENV)/bin/mypy
 
 pytest: deps
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 test: lint typecheck pytest
 
@@ -105,6 +105,7 @@ verify: deps
 
 bench: deps
 	$(PY) bench/synth_bench.py
+	$(PY) bench/render_bench.py
 
 clean:
 	rm -rf cdktf.out .pytest_cache .mypy_cache .ruff_cache

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cdktf import LocalBackend, S3Backend, TerraformOutput, TerraformStack, TerraformVariable
-from cdktf_cdktf_provider_aws.provider import AwsProvider
+from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
 from constructs import Construct
 
 from environments import use_cluster
 from environments.variables import pinned_image_rule, rule
 from gpu_constructs import validate
-from gpu_constructs.app_chart import AppChart, AppChartProps
+from gpu_constructs.app_chart import DEFAULT_VALUES, AppChart, AppChartProps
 from gpu_constructs.aws_services import (
     Certificate,
     DeployerRole,
@@ -29,9 +29,12 @@ from gpu_constructs.aws_services import (
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.eks import SEED_NODE_POOLS, EksGpuCompute, EksProps, NodePoolSpec
 from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
-from gpu_constructs.helm import ValuesLayers
+from gpu_constructs.helm import ValuesLayers, deep_merge
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INFERENCE_RELEASE_TIMEOUT_S = 1800
+"""Node launch and join (about 5 min), GPU advertised, image pull (several GB) and model load (the
+startup probe's 10 min) for the first inference pod on a GPU pool at zero."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ class EksKarpenterStack(TerraformStack):
             "aws",
             region=s.region,
             allowed_account_ids=[account_id.string_value],
-            default_tags=[{"tags": {"stack": id, "environment": s.environment}}],
+            default_tags=[AwsProviderDefaultTags(tags={"stack": id, "environment": s.environment})],
         )
         compute = EksGpuCompute(
             self,
@@ -173,7 +176,9 @@ class EksKarpenterStack(TerraformStack):
             props=NvidiaDevicePluginProps(cluster=cluster, depends_on=[compute.node_pools]),
         )
 
-        AppChart(
+        values = ValuesLayers(overlay=s.environment, directory=s.values_dir)
+        probes = deep_merge(DEFAULT_VALUES, values.load("inference"))["probes"]
+        workload = AppChart(
             self,
             "workload",
             props=AppChartProps(
@@ -182,7 +187,7 @@ class EksKarpenterStack(TerraformStack):
                 namespace=s.workload_namespace,
                 image=image.string_value,
                 host=domain.string_value,
-                values=ValuesLayers(overlay=s.environment, directory=s.values_dir),
+                values=values,
                 values_chart="inference",
                 cluster_issuer=None,
                 ingress_class="alb",
@@ -192,12 +197,20 @@ class EksKarpenterStack(TerraformStack):
                     "alb.ingress.kubernetes.io/listen-ports": '[{"HTTPS": 443}]',
                     "alb.ingress.kubernetes.io/certificate-arn": certificate.arn,
                     "alb.ingress.kubernetes.io/ssl-policy": "ELBSecurityPolicy-TLS13-1-2-2021-06",
+                    # The target group checks what the pod's readiness probe checks (the ALB's
+                    # default, "/", is not served by the inference app).
+                    "alb.ingress.kubernetes.io/healthcheck-path": probes["readiness"],
                 },
                 # The VPC CNI enforces NetworkPolicies only with its network policy agent enabled.
                 network_policies=False,
                 depends_on=[device_plugin.release, lb_controller.release, compute.node_pools],
             ),
         )
+        # A start from zero GPU nodes takes minutes before the pod is ready: Karpenter launches a
+        # node, the AL2023 NVIDIA AMI boots and joins, the device plugin advertises the GPU, the
+        # image is pulled and the model loads (the startup probe allows 10 minutes). The release
+        # stays atomic, with a timeout that fits all of it instead of the 600 s default.
+        workload.release.timeout = INFERENCE_RELEASE_TIMEOUT_S
 
         TerraformOutput(self, "cluster_name", value=s.cluster_name)
         TerraformOutput(self, "cluster_endpoint", value=compute.eks.endpoint)

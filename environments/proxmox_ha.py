@@ -10,7 +10,12 @@ from cdktf import LocalBackend, TerraformOutput, TerraformStack, TerraformVariab
 from constructs import Construct
 
 from environments import use_cluster
-from environments.variables import k3s_token_variable, rule
+from environments.variables import (
+    cloudflare_token_variable,
+    k3s_token_variable,
+    public_address_variable,
+    rule,
+)
 from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuSharing
@@ -24,9 +29,9 @@ from gpu_constructs.compute.proxmox import (
 )
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
-from gpu_constructs.hostexec import ScriptRun, run_local_script
+from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script
 from gpu_constructs.jupyterhub import HubAuth, JupyterHub, JupyterHubProps
-from gpu_constructs.networking import Networking, NetworkingProps
+from gpu_constructs.networking import ACME_SOLVERS, Networking, NetworkingProps
 from gpu_constructs.providers.proxmox import ProviderSsh, ProxmoxProvider
 from gpu_constructs.storage import Storage, StorageProps, StorageTier
 
@@ -71,6 +76,11 @@ class ProxmoxHaSettings:
     """The seed lists 0, 1, 2 and 4 GPUs, but its workers have 2 A100s each, so a 4-GPU notebook
     could never schedule; add 4 together with gpus_per_worker=4 (synth fails otherwise)."""
     rancher_replicas: int = 3
+    letsencrypt_challenge: str = "dns01-cloudflare"
+    """How Let's Encrypt validates the Rancher and JupyterHub names: ``dns01-cloudflare`` (a TXT
+    record in the Cloudflare zone dns_zone; works on the private VM network, needs the
+    cloudflare_api_token variable) or ``http01`` (through the ingress: the public_address variable
+    must be a public address that forwards 80 and 443 to the ingress)."""
     jupyter_auth: str = "native"
     """How JupyterHub users log in: native (sign-ups an admin approves), github or oidc (an OAuth app
     whose client id and secret are the jupyterhub_oauth_client_* variables). Never dummy: the hub is
@@ -90,6 +100,7 @@ class ProxmoxHaSettings:
         validate.int_range("rancher_replicas", self.rancher_replicas, 1, 10)
         validate.int_range("time_slicing_replicas", self.time_slicing_replicas, 1, 48)
         validate.k8s_name("node_name", self.node_name)
+        validate.one_of("letsencrypt_challenge", self.letsencrypt_challenge, ACME_SOLVERS)
 
 
 class ProxmoxHaStack(TerraformStack):
@@ -250,6 +261,19 @@ class ProxmoxHaStack(TerraformStack):
         )
         cluster = use_cluster(self, compute.cluster)
 
+        # The ingress is on the VMs' private network: Let's Encrypt reaches it over HTTP-01 only
+        # through a public address that forwards 80 and 443; DNS-01 needs no inbound path.
+        ingress_address = compute.props.server_address
+        public_address_variable(self, s.letsencrypt_challenge, f'"{ingress_address}"')
+        cloudflare_api_token = dns_zone = None
+        if s.letsencrypt_challenge == "dns01-cloudflare":
+            cloudflare_api_token = cloudflare_token_variable(self)
+            dns_zone = TerraformVariable(
+                self,
+                "dns_zone",
+                type="string",
+                description="Cloudflare zone of the Rancher and JupyterHub names, e.g. example.com.",
+            )
         networking = Networking(
             self,
             "networking",
@@ -257,7 +281,13 @@ class ProxmoxHaStack(TerraformStack):
                 cluster=cluster,
                 acme_email=acme_email.string_value,
                 domains=(rancher_host.string_value, jupyter_host.string_value),
-                ingress_address=compute.props.server_address,
+                ingress_address=ingress_address,
+                public_address=f'${{var.public_address != "" ? var.public_address : "{ingress_address}"}}',
+                acme_solver=s.letsencrypt_challenge,
+                cloudflare_api_token=cloudflare_api_token.string_value if cloudflare_api_token else None,
+                # the token is written into the cluster from cp1, where k3s' kubectl runs
+                secret_host=SshHost(s.control_plane_ips[0], "ubuntu", ssh_key_path.string_value),
+                dns_zone=dns_zone.string_value if dns_zone else "",
             ),
         )
         nfs = helm.release(

@@ -20,7 +20,13 @@ from cdktf import (
 from constructs import Construct
 
 from environments import use_cluster
-from environments.variables import k3s_token_variable, pinned_image_rule, rule
+from environments.variables import (
+    cloudflare_token_variable,
+    k3s_token_variable,
+    pinned_image_rule,
+    public_address_variable,
+    rule,
+)
 from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import validate, versions
 from gpu_constructs.app_chart import AppChart, AppChartProps
@@ -31,7 +37,7 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.helm import ValuesLayers
 from gpu_constructs.hostexec import SshHost
-from gpu_constructs.networking import ACME_SOLVERS, PRIVATE_ADDRESS_REGEX, Networking, NetworkingProps
+from gpu_constructs.networking import ACME_SOLVERS, Networking, NetworkingProps
 from gpu_constructs.storage import Storage, StorageProps
 from gpu_constructs.vault import Vault, VaultProps
 
@@ -189,46 +195,10 @@ class SingleNodeStack(TerraformStack):
                 )
             ],
         )
-        public_address_rules = [
-            rule(
-                'var.public_address == "" || can(cidrhost("${var.public_address}/32", 0))',
-                "public_address must be empty or an IPv4 address such as 203.0.113.10.",
-            )
-        ]
-        if s.letsencrypt_challenge == "http01":
-            # Cross-variable validation (Terraform 1.9+): checked at plan, before anything deploys.
-            public_address_rules.append(
-                rule(
-                    f'!can(regex("{PRIVATE_ADDRESS_REGEX}", '
-                    'var.public_address != "" ? var.public_address : var.gpu_node_ips[0]))',
-                    "Let's Encrypt cannot reach a private address over HTTP-01: set public_address to "
-                    "the public address that forwards 80 and 443 here, or use letsencrypt_challenge "
-                    "dns01-cloudflare.",
-                )
-            )
-        TerraformVariable(
-            self,
-            "public_address",
-            type="string",
-            default="",
-            description="Address the DNS A records point at, if not the server's (NAT of 80 and 443).",
-            validation=public_address_rules,
+        public_address_variable(self, s.letsencrypt_challenge, "var.gpu_node_ips[0]")
+        cloudflare_api_token = (
+            cloudflare_token_variable(self) if s.letsencrypt_challenge == "dns01-cloudflare" else None
         )
-        cloudflare_api_token = None
-        if s.letsencrypt_challenge == "dns01-cloudflare":
-            cloudflare_api_token = TerraformVariable(
-                self,
-                "cloudflare_api_token",
-                type="string",
-                sensitive=True,
-                description="Cloudflare API token with Zone:DNS:Edit on dns_zone, for Let's Encrypt DNS-01.",
-                validation=[
-                    rule(
-                        'can(regex("^[A-Za-z0-9_-]{20,200}$", var.cloudflare_api_token))',
-                        "cloudflare_api_token must be a Cloudflare API token (letters, digits, - and _).",
-                    )
-                ],
-            )
         app_image = TerraformVariable(
             self,
             "app_image",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from cdktf import TerraformVariable, TerraformVariableValidationConfig
 from constructs import Construct
 
+from gpu_constructs.networking import PRIVATE_ADDRESS_REGEX
+
 
 def rule(condition: str, error_message: str) -> TerraformVariableValidationConfig:
     """A variable validation. In Terraform's JSON syntax a bare string is a literal template, so the
@@ -42,3 +44,51 @@ def kubeconfig_path(stack: str) -> str:
     """Where a stack's bootstrap writes its kubeconfig: ``kubeconfig/<stack>.yaml`` in the project
     root, relative to the stack's working directory (cdktf.out/stacks/<stack>)."""
     return f"${{path.root}}/../../../kubeconfig/{stack}.yaml"
+
+
+def public_address_variable(scope: Construct, challenge: str, fallback: str) -> TerraformVariable:
+    """``public_address``: where the DNS A records point when it is not the ingress host (a router that
+    forwards 80 and 443). ``fallback`` is the Terraform expression of the ingress host's address; with
+    the HTTP-01 challenge the address the records get must not be private, checked at plan."""
+    rules = [
+        rule(
+            'var.public_address == "" || can(cidrhost("${var.public_address}/32", 0))',
+            "public_address must be empty or an IPv4 address such as 203.0.113.10.",
+        )
+    ]
+    if challenge == "http01":
+        # Cross-variable validation (Terraform 1.9+): checked at plan, before anything deploys.
+        rules.append(
+            rule(
+                f'!can(regex("{PRIVATE_ADDRESS_REGEX}", '
+                f'var.public_address != "" ? var.public_address : {fallback}))',
+                "Let's Encrypt cannot reach a private address over HTTP-01: set public_address to "
+                "the public address that forwards 80 and 443 here, or use letsencrypt_challenge "
+                "dns01-cloudflare.",
+            )
+        )
+    return TerraformVariable(
+        scope,
+        "public_address",
+        type="string",
+        default="",
+        description="Address the DNS A records point at, if not the server's (NAT of 80 and 443).",
+        validation=rules,
+    )
+
+
+def cloudflare_token_variable(scope: Construct) -> TerraformVariable:
+    """The sensitive Cloudflare API token of Let's Encrypt's DNS-01 challenge."""
+    return TerraformVariable(
+        scope,
+        "cloudflare_api_token",
+        type="string",
+        sensitive=True,
+        description="Cloudflare API token with Zone:DNS:Edit on dns_zone, for Let's Encrypt DNS-01.",
+        validation=[
+            rule(
+                'can(regex("^[A-Za-z0-9_-]{20,200}$", var.cloudflare_api_token))',
+                "cloudflare_api_token must be a Cloudflare API token (letters, digits, - and _).",
+            )
+        ],
+    )

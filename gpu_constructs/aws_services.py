@@ -3,6 +3,7 @@ certificate and the deployment role."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,7 @@ from cdktf import Fn
 from cdktf_cdktf_provider_aws.acm_certificate import AcmCertificate
 from cdktf_cdktf_provider_aws.acm_certificate_validation import AcmCertificateValidation
 from cdktf_cdktf_provider_aws.db_instance import DbInstance
-from cdktf_cdktf_provider_aws.db_parameter_group import DbParameterGroup
+from cdktf_cdktf_provider_aws.db_parameter_group import DbParameterGroup, DbParameterGroupParameter
 from cdktf_cdktf_provider_aws.db_subnet_group import DbSubnetGroup
 from cdktf_cdktf_provider_aws.eks_access_entry import EksAccessEntry
 from cdktf_cdktf_provider_aws.eks_access_policy_association import EksAccessPolicyAssociation
@@ -25,7 +26,14 @@ from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.compute.eks import SYSTEM_TAINT, EksGpuCompute
+from gpu_constructs.errors import ConfigError
 from gpu_constructs.iam import policy_document, service_trust
+
+# RDS for PostgreSQL offers no Performance Insights on these classes (RDS user guide,
+# USER_PerfInsights.Overview.Engines, "DB instance class support"); CreateDBInstance refuses them.
+NO_PERFORMANCE_INSIGHTS = frozenset(
+    {"db.t2.micro", "db.t2.small", "db.t3.micro", "db.t3.small", "db.t4g.micro", "db.t4g.small"}
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,18 @@ class RdsPostgresProps:
         )
         validate.int_range("backup_retention_days", self.backup_retention_days, 1, 35)
         validate.version("engine_version", self.engine_version, r"16(\.\d+)?", "16")
+        if not re.fullmatch(r"db\.[a-z0-9-]+\.[a-z0-9]+", self.instance_class):
+            raise ConfigError(
+                "instance_class",
+                self.instance_class,
+                "give an RDS instance class with its db. prefix, e.g. db.t4g.medium",
+            )
+        if self.instance_class in NO_PERFORMANCE_INSIGHTS:
+            raise ConfigError(
+                "instance_class",
+                self.instance_class,
+                "Performance Insights (always on here) needs db.t3.medium, db.t4g.medium or larger",
+            )
 
 
 class RdsPostgres(Construct):
@@ -100,10 +120,10 @@ class RdsPostgres(Construct):
             family="postgres16",
             parameter=[
                 # DDL statements and queries slower than a second go to the postgresql log export.
-                {"name": "log_statement", "value": "ddl"},
-                {"name": "log_min_duration_statement", "value": "1000"},
+                DbParameterGroupParameter(name="log_statement", value="ddl"),
+                DbParameterGroupParameter(name="log_min_duration_statement", value="1000"),
                 # Clients must use TLS.
-                {"name": "rds.force_ssl", "value": "1"},
+                DbParameterGroupParameter(name="rds.force_ssl", value="1"),
             ],
         )
         self.instance = DbInstance(

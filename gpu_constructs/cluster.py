@@ -72,7 +72,8 @@ K3S_CONTAINERD_DIR = "/var/lib/rancher/k3s/agent/etc/containerd"
 
 def k3s_containerd(k3s_version: str) -> ContainerdPaths:
     """The containerd paths of a k3s release. k3s with containerd 2 (v1.31.6+k3s1, v1.32.2+k3s1 and
-    later) renders its config (version 3) from ``config-v3.toml.tmpl`` and ignores ``config.toml.tmpl``
+    later: the February 2025 backports k3s-io/k3s#11746 and #11745 of #11375) renders its config
+    (version 3) from ``config-v3.toml.tmpl`` and ignores ``config.toml.tmpl``
     (docs.k3s.io, "Configuring containerd"); earlier releases read ``config.toml.tmpl``. The socket and
     reading the rendered config as the source follow NVIDIA's GPU Operator install notes for
     k3s/RKE2 (toolkit.env CONTAINERD_CONFIG, CONTAINERD_SOCKET, RUNTIME_CONFIG_SOURCE). NVIDIA's

@@ -124,7 +124,7 @@ class NetworkingProps:
         record = self.public_address or self.ingress_address
         if record and not validate.is_reference(record):
             validate.ipv4("public_address", record)
-            if self.acme_solver == "http01" and self.public_address is not None and is_private(record):
+            if self.acme_solver == "http01" and is_private(record):
                 raise ConfigError(
                     "public_address",
                     record,

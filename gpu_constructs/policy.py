@@ -8,7 +8,8 @@ synth, naming the construct path and the fix, when it finds:
   selection or runtime class;
 - a chart from a repository without a pinned version, or a container image without a pinned tag;
 - a secret-looking literal (a password, token or private key written into the configuration);
-- unencrypted block storage or databases, or EC2 metadata that does not require IMDSv2.
+- unencrypted block storage or databases, or EC2 metadata that does not require IMDSv2;
+- a block that synthesized to nulls (a struct jsii did not convert).
 
 The checks are plain functions over dicts (:func:`problems`), so they are tested on their own.
 """
@@ -209,6 +210,23 @@ def aws_problems(resource_type: str, config: dict[str, Any]) -> list[str]:
     return found
 
 
+def null_block_problems(config: dict[str, Any]) -> list[str]:
+    """Blocks whose attributes all synthesized to null or empty: a plain dict given where jsii expects
+    a struct in a list (``route=[{...}]``) loses its snake_case keys without an error."""
+
+    def empty(value: Any) -> bool:
+        return value is None or value in ({}, [], "")
+
+    found: list[str] = []
+    for where, key, value in _strings(config):
+        # A list element (key "") that is empty, or a block whose every attribute is null or empty.
+        if isinstance(value, dict) and (value or key == "") and all(empty(v) for v in value.values()):
+            found.append(
+                f"{where} synthesized to nulls: pass the typed struct (e.g. RouteTableRoute), not a dict"
+            )
+    return found
+
+
 def node_class_problems(manifest: dict[str, Any]) -> list[str]:
     if manifest.get("kind") != "EC2NodeClass":
         return []
@@ -238,6 +256,7 @@ def problems(resource_type: str, config: dict[str, Any], cluster: GpuCluster | N
     """Every policy problem of one resource's Terraform configuration."""
     found = secret_problems({k: v for k, v in config.items() if k != "values"})
     found += aws_problems(resource_type, config)
+    found += null_block_problems(config)
     if resource_type == "helm_release":
         found += chart_problems(config)
         for document in values_documents(config):

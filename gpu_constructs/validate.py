@@ -68,9 +68,47 @@ def email(field: str, value: str) -> str:
     return value
 
 
+# minute, hour, day of month, month, day of week: the ranges of Kubernetes CronJob and of k3s'
+# etcd-snapshot-schedule-cron (both parse with robfig/cron's standard five-field parser)
+_CRON_FIELDS = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+)
+_CRON_NAMES = {
+    "month": ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+    "day of week": ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+}
+_CRON_ITEM = re.compile(r"^(\*|\w+(?:-\w+)?)(?:/(\d+))?$")
+
+
+def _cron_number(text: str, name: str, low: int) -> int | None:
+    if text.isdigit():
+        return int(text)
+    names = _CRON_NAMES.get(name, [])
+    return names.index(text.lower()) + low if text.lower() in names else None
+
+
 def cron(field: str, value: str) -> str:
+    example = "give a five-field cron schedule such as '0 2 * * *'"
     if not _CRON.match(value):
-        raise ConfigError(field, value, "give a five-field cron schedule such as '0 2 * * *'")
+        raise ConfigError(field, value, example)
+    for text, (name, low, high) in zip(value.split(), _CRON_FIELDS, strict=True):
+        for item in text.split(","):
+            match = _CRON_ITEM.match(item)
+            if match is None:
+                raise ConfigError(field, value, f"{name} {item!r} is not a value, range or step; {example}")
+            span, step = match.groups()
+            parts = [] if span == "*" else [_cron_number(part, name, low) for part in span.split("-")]
+            bounds = [b for b in parts if b is not None and low <= b <= high]
+            if len(bounds) != len(parts):
+                raise ConfigError(field, value, f"{name} {item!r} is outside {low}-{high}; {example}")
+            if bounds != sorted(bounds):
+                raise ConfigError(field, value, f"{name} range {item!r} runs backwards; {example}")
+            if step is not None and int(step) < 1:
+                raise ConfigError(field, value, f"{name} step {item!r} must be at least 1; {example}")
     return value
 
 

@@ -8,6 +8,7 @@ validate the synthesized values against.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,31 @@ def all_pins() -> dict[str, Pin]:
 
 
 # --- EKS and Karpenter (eks-karpenter) --------------------------------------------------------------
+@dataclass(frozen=True)
+class EksVersionSupport:
+    """When EKS ends a Kubernetes minor version's standard and extended support."""
+
+    standard_until: date
+    extended_until: date
+
+
+EKS_SUPPORT_SOURCE = (
+    "Amazon EKS Kubernetes release calendar, "
+    "https://docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html, as of 2026-11-23"
+)
+EKS_SUPPORT = {
+    "1.28": EksVersionSupport(date(2024, 11, 26), date(2025, 11, 26)),
+    "1.29": EksVersionSupport(date(2025, 3, 23), date(2026, 3, 23)),
+    "1.30": EksVersionSupport(date(2025, 7, 23), date(2026, 7, 23)),
+    "1.31": EksVersionSupport(date(2025, 11, 26), date(2026, 11, 26)),
+    "1.32": EksVersionSupport(date(2026, 3, 23), date(2027, 3, 23)),
+    "1.33": EksVersionSupport(date(2026, 7, 29), date(2027, 7, 29)),
+    "1.34": EksVersionSupport(date(2026, 12, 2), date(2027, 12, 2)),
+    "1.35": EksVersionSupport(date(2027, 3, 27), date(2028, 3, 27)),
+}
+"""Kubernetes minor versions on EKS (source: EKS_SUPPORT_SOURCE). EKS creates clusters on versions in
+standard or extended support; after extended support ends it refuses them."""
+
 EKS_KUBERNETES = Pin(
     "1.34",
     seed="1.31",

@@ -74,6 +74,17 @@ def test_helm_does_not_wait_for_the_dump_volume(synth):
     ("overrides", "message"),
     [
         ({"backup_schedule": "daily"}, r"'backup_schedule' is 'daily': give a five-field cron schedule"),
+        (
+            {"backup_schedule": "99 2 * * *"},
+            r"'backup_schedule' is '99 2 \* \* \*': minute '99' is outside 0-59",
+        ),
+        ({"backup_schedule": "0 24 * * *"}, r"hour '24' is outside 0-23"),
+        ({"backup_schedule": "0 2 0 * *"}, r"day of month '0' is outside 1-31"),
+        ({"backup_schedule": "0 2 * 13 *"}, r"month '13' is outside 1-12"),
+        ({"backup_schedule": "0 2 * * 8"}, r"day of week '8' is outside 0-7"),
+        ({"backup_schedule": "0 2 * * fri-mon"}, r"day of week range 'fri-mon' runs backwards"),
+        ({"backup_schedule": "*/0 2 * * *"}, r"minute step '\*/0' must be at least 1"),
+        ({"backup_schedule": "0 2 * * mon+1"}, r"day of week 'mon\+1' is not a value, range or step"),
         ({"backup_retention_days": 0}, r"'backup_retention_days' is 0"),
         ({"storage_size": "20GB"}, r"'postgres_storage_size' is '20GB': give a Kubernetes quantity"),
         ({"instances": 0}, r"'postgres_instances' is 0"),
@@ -83,3 +94,10 @@ def test_helm_does_not_wait_for_the_dump_volume(synth):
 def test_bad_database_settings(overrides, message):
     with pytest.raises(ConfigError, match=message):
         props(**overrides)
+
+
+@pytest.mark.parametrize(
+    "schedule", ["0 2 * * *", "*/15 * * * *", "0 */6 * * *", "30 1 1-15 jan-mar mon-fri", "5,35 3 * * 0,7"]
+)
+def test_cron_schedules_kubernetes_accepts_pass(schedule):
+    assert props(backup_schedule=schedule).backup_schedule == schedule

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 import cdktf
@@ -13,7 +16,17 @@ import pytest
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
-from gpu_constructs.compute.eks import GPU_POOL, EksProps, NodeClassSpec, NodePoolSpec
+from gpu_constructs import versions
+from gpu_constructs.aws_services import RdsPostgresProps
+from gpu_constructs.compute.eks import (
+    GPU_POOL,
+    SEED_NODE_POOLS,
+    DisruptionBudget,
+    EksProps,
+    NodeClassSpec,
+    NodePoolSpec,
+    check_eks_version,
+)
 from gpu_constructs.errors import ConfigError
 from tests.conftest import NEEDS_AWS_5, ON_ENGINE, by_kind, manifests_of, release_values, resources
 from tests.validators import validate_manifest
@@ -68,7 +81,67 @@ def test_system_node_group_is_tainted_on_demand_t3_small(stack_json):
     assert group["taint"] == [{"key": "CriticalAddonsOnly", "value": "true", "effect": "NO_SCHEDULE"}]
     template = one(stack_json, "aws_launch_template")
     assert template["metadata_options"]["http_tokens"] == "required"
-    assert template["block_device_mappings"][0]["ebs"]["encrypted"] == "true"
+
+
+def test_system_nodes_boot_from_an_encrypted_gp3_root_device(stack_json):
+    # moto accepts any mapping; EC2 refuses one without a device name (InvalidBlockDeviceMapping).
+    # The AL2023 EKS AMIs' root device is /dev/xvda.
+    (mapping,) = one(stack_json, "aws_launch_template")["block_device_mappings"]
+    assert mapping["device_name"] == "/dev/xvda"
+    assert {k: mapping["ebs"][k] for k in ("volume_size", "volume_type", "encrypted")} == {
+        "volume_size": 30,
+        "volume_type": "gp3",
+        "encrypted": "true",
+    }
+
+
+def _routes_by_subnet(stack_json) -> dict[str, dict]:
+    """Each subnet's logical id -> its route table's one route."""
+    tables = resources(stack_json, "aws_route_table")
+    routes = {}
+    for association in resources(stack_json, "aws_route_table_association").values():
+        subnet = association["subnet_id"].split(".")[1]
+        table = association["route_table_id"].split(".")[1]
+        (routes[subnet],) = tables[table]["route"]
+    return routes
+
+
+def eks_stack(synth, **overrides) -> dict:
+    """A stack holding only EksGpuCompute with ``eks_props(**overrides)``."""
+    from cdktf_cdktf_provider_aws.provider import AwsProvider
+
+    from gpu_constructs.compute.eks import EksGpuCompute
+
+    def build(stack):
+        AwsProvider(stack, "aws", region="eu-west-1")
+        EksGpuCompute(stack, "eks", props=eks_props(**overrides))
+
+    return synth(build)
+
+
+@pytest.mark.parametrize("single_nat", [True, False])
+def test_private_subnets_route_to_a_nat_gateway_and_public_ones_to_the_internet_gateway(synth, single_nat):
+    zones = ("eu-west-1a", "eu-west-1b", "eu-west-1c")
+    synthesized = eks_stack(synth, availability_zones=zones, single_nat_gateway=single_nat)
+    routes = _routes_by_subnet(synthesized)
+    subnets = resources(synthesized, "aws_subnet")
+    nats = resources(synthesized, "aws_nat_gateway")
+    (igw,) = resources(synthesized, "aws_internet_gateway")
+    nat_zone = {
+        f"${{aws_nat_gateway.{name}.id}}": subnets[nat["subnet_id"].split(".")[1]]["availability_zone"]
+        for name, nat in nats.items()
+    }
+    assert len(nats) == (1 if single_nat else 3)
+    assert set(routes) == set(subnets)
+    for name, route in routes.items():
+        assert route["cidr_block"] == "0.0.0.0/0"
+        if "kubernetes.io/role/elb" in subnets[name]["tags"]:
+            assert route["gateway_id"] == f"${{aws_internet_gateway.{igw}.id}}"
+            assert route.get("nat_gateway_id") is None
+        else:
+            assert route["gateway_id"] is None
+            zone = nat_zone[route["nat_gateway_id"]]
+            assert single_nat or zone == subnets[name]["availability_zone"]
 
 
 def test_karpenter_interruption_queue_and_its_four_rules(stack_json):
@@ -79,6 +152,7 @@ def test_karpenter_interruption_queue_and_its_four_rules(stack_json):
     ]
     assert sorted(patterns) == [
         "AWS Health Event",
+        "EC2 Capacity Reservation Instance Interruption Warning",
         "EC2 Instance Rebalance Recommendation",
         "EC2 Instance State-change Notification",
         "EC2 Spot Instance Interruption Warning",
@@ -87,6 +161,131 @@ def test_karpenter_interruption_queue_and_its_four_rules(stack_json):
         i["service_account"] for i in resources(stack_json, "aws_eks_pod_identity_association").values()
     }
     assert identities == {"karpenter", "aws-load-balancer-controller"}
+
+
+def test_interruption_queue_refuses_access_without_tls(stack_json):
+    policy = json.loads(one(stack_json, "aws_sqs_queue_policy")["policy"])
+    (deny,) = [s for s in policy["Statement"] if s["Effect"] == "Deny"]
+    assert deny["Action"] == "sqs:*" and deny["Principal"] == "*"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def _actions(statement) -> list[str]:
+    action = statement["Action"]
+    return action if isinstance(action, list) else [action]
+
+
+def karpenter_statements(stack_json) -> list[dict]:
+    (policy,) = [
+        json.loads(r["policy"])
+        for name, r in resources(stack_json, "aws_iam_role_policy").items()
+        if name.startswith("eks_karpenter-controller")
+    ]
+    return policy["Statement"]
+
+
+def test_karpenter_changes_only_what_carries_this_clusters_tags(stack_json):
+    cluster = "kubernetes.io/cluster/gpu-dev-euw1-eks"
+    untaggable = ("::image/*", "::snapshot/*", ":security-group/*", ":subnet/*", ":capacity-reservation/*")
+    for statement in karpenter_statements(stack_json):
+        actions = _actions(statement)
+        conditions = json.dumps(statement.get("Condition", {}))
+        writes = [a for a in actions if a.startswith("ec2:") and not a.startswith("ec2:Describe")]
+        if writes:
+            targets = (
+                statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            )
+            if all(t.endswith(untaggable) for t in targets):
+                assert set(writes) == {"ec2:RunInstances", "ec2:CreateFleet"}, statement
+            else:
+                assert (
+                    f"aws:RequestTag/{cluster}" in conditions or f"aws:ResourceTag/{cluster}" in conditions
+                ), statement
+                assert "karpenter.sh/nodepool" in conditions, statement
+            if "ec2:CreateTags" in writes and f"aws:ResourceTag/{cluster}" not in conditions:
+                # Tags on new resources only as part of creating them.
+                assert "ec2:CreateAction" in conditions, statement
+        profile_writes = [
+            a for a in actions if "InstanceProfile" in a and not a.startswith(("iam:Get", "iam:List"))
+        ]
+        if profile_writes:
+            assert cluster in conditions and "karpenter.k8s.aws/ec2nodeclass" in conditions, statement
+            assert "topology.kubernetes.io/region" in conditions, statement
+
+
+def test_karpenter_reads_passes_and_prices_as_upstream_scopes_them(stack_json):
+    by_action: dict[str, list[dict]] = {}
+    for statement in karpenter_statements(stack_json):
+        for action in _actions(statement):
+            by_action.setdefault(action, []).append(statement)
+    (ssm,) = by_action["ssm:GetParameter"]
+    assert ssm["Resource"] == "arn:aws:ssm:eu-west-1::parameter/aws/service/*"
+    (pass_role,) = by_action["iam:PassRole"]
+    assert pass_role["Resource"].startswith("${aws_iam_role.eks_karpenter-node-role")
+    assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+    (pricing,) = by_action["pricing:GetProducts"]
+    assert "Condition" not in pricing  # the pricing API answers from us-east-1, not the cluster's region
+    for read in ("ec2:DescribeInstanceStatus", "ec2:DescribeInstanceTypes", "ec2:DescribeSpotPriceHistory"):
+        (statement,) = by_action[read]
+        assert statement["Condition"] == {"StringEquals": {"aws:RequestedRegion": "eu-west-1"}}
+    assert not [a for a in by_action if a.endswith("*")], "no wildcard actions"
+
+
+def _depends_on(body) -> list[str]:
+    return [d.split(".")[1] for d in body.get("depends_on", [])]
+
+
+def test_control_plane_log_group_exists_before_the_cluster(stack_json):
+    (logs,) = [
+        n for n, g in resources(stack_json, "aws_cloudwatch_log_group").items() if "/aws/eks/" in g["name"]
+    ]
+    assert (
+        resources(stack_json, "aws_cloudwatch_log_group")[logs]["name"] == "/aws/eks/gpu-dev-euw1-eks/cluster"
+    )
+    assert logs in _depends_on(one(stack_json, "aws_eks_cluster"))
+
+
+def test_karpenter_starts_after_its_pod_identity(stack_json):
+    (identity,) = [
+        n
+        for n, i in resources(stack_json, "aws_eks_pod_identity_association").items()
+        if i["service_account"] == "karpenter"
+    ]
+    assert identity in _depends_on(releases(stack_json)["karpenter"])
+
+
+def test_karpenter_sets_every_feature_gate_its_chart_renders(stack_json, upstream):
+    template = (upstream / "charts/karpenter-1.14.1/templates/deployment.yaml").read_text()
+    rendered = set(re.findall(r"\.Values\.settings\.featureGates\.(\w+)", template))
+    gates = release_values(releases(stack_json)["karpenter"])["settings"]["featureGates"]
+    assert rendered <= set(gates), "a gate left unset renders as an empty FEATURE_GATES value"
+    assert gates["nodeRepair"] is True
+
+
+def test_node_classes_leave_the_cluster_tag_to_karpenter(stack_json):
+    objects = manifests_of(releases(stack_json)["karpenter-node-pools"])
+    for node_class in by_kind(objects, "EC2NodeClass"):
+        assert not [t for t in node_class["spec"]["tags"] if t.startswith("kubernetes.io/cluster/")]
+
+
+def test_disruption_budgets_and_termination_grace_period(synth, upstream):
+    quiet = DisruptionBudget(nodes="0", reasons=("Underutilized",), schedule="0 9 * * mon-fri", duration="8h")
+    pools = (
+        *SEED_NODE_POOLS[:2],
+        replace(SEED_NODE_POOLS[2], budgets=(DisruptionBudget("1"), quiet), termination_grace_period="2h"),
+    )
+    synthesized = eks_stack(synth, node_pools=pools)
+    objects = manifests_of(releases(synthesized)["karpenter-node-pools"])
+    specs = {p["metadata"]["name"]: p["spec"] for p in by_kind(objects, "NodePool")}
+    assert specs["general"]["disruption"]["budgets"] == [{"nodes": "10%"}]
+    assert "terminationGracePeriod" not in specs["general"]["template"]["spec"]
+    assert specs[GPU_POOL]["disruption"]["budgets"] == [
+        {"nodes": "1"},
+        {"nodes": "0", "reasons": ["Underutilized"], "schedule": "0 9 * * mon-fri", "duration": "8h"},
+    ]
+    assert specs[GPU_POOL]["template"]["spec"]["terminationGracePeriod"] == "2h"
+    for manifest in objects:
+        validate_manifest(manifest, upstream)
 
 
 def test_karpenter_chart_runs_two_replicas_on_system_nodes(stack_json):
@@ -152,6 +351,36 @@ def test_device_plugin_only_on_gpu_nodes_and_workload_placed_by_the_contract(sta
     assert pod["nodeSelector"] == {"karpenter.sh/nodepool": GPU_POOL, "nodepool": GPU_POOL}
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert "runtimeClassName" not in pod  # the AL2023 NVIDIA AMI makes nvidia the default runtime
+
+
+def test_inference_release_waits_long_enough_for_a_start_from_zero_gpu_nodes(stack_json):
+    release = releases(stack_json)["tinyllama-inference"]
+    (deployment,) = by_kind(manifests_of(release), "Deployment")
+    startup = deployment["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    model_load = startup["failureThreshold"] * startup["periodSeconds"]
+    node_launch_and_image_pull = 600  # Karpenter launch, AMI boot and join, device plugin, image pull
+    assert release["atomic"] is True
+    assert release["timeout"] >= model_load + node_launch_and_image_pull
+
+
+def test_alb_checks_the_path_the_readiness_probe_checks(stack_json):
+    objects = manifests_of(releases(stack_json)["tinyllama-inference"])
+    (deployment,) = by_kind(objects, "Deployment")
+    (ingress,) = by_kind(objects, "Ingress")
+    probe = deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"]
+    assert ingress["metadata"]["annotations"]["alb.ingress.kubernetes.io/healthcheck-path"] == probe
+
+
+def test_the_autoscaler_has_a_metrics_source(stack_json):
+    (hpa,) = by_kind(manifests_of(releases(stack_json)["tinyllama-inference"]), "HorizontalPodAutoscaler")
+    assert {m["type"] for m in hpa["spec"]["metrics"]} == {"Resource"}  # served by metrics-server
+    (addon,) = [
+        a for a in resources(stack_json, "aws_eks_addon").values() if a["addon_name"] == "metrics-server"
+    ]
+    (node_pools,) = [
+        n for n, r in resources(stack_json, "helm_release").items() if r["name"] == "karpenter-node-pools"
+    ]
+    assert _depends_on(addon) == [node_pools]
 
 
 def test_rds_is_private_encrypted_protected_and_keeps_no_password(stack_json):
@@ -252,6 +481,16 @@ def test_local_state_by_default_and_s3_as_a_setting():
     }
 
 
+def test_eks_version_check_follows_the_calendar():
+    # 1.31 leaves extended support on 2026-11-26: offered the day before, refused that day.
+    check_eks_version("1.31", date(2026, 11, 25))
+    with pytest.raises(
+        ConfigError, match=r"'kubernetes_version' is '1.31': out of EKS support since 2026-11-26"
+    ):
+        check_eks_version("1.31", date(2026, 11, 26))
+    assert versions.EKS_KUBERNETES.version in versions.EKS_SUPPORT
+
+
 def pool(**overrides) -> NodePoolSpec:
     fields = {
         "name": "p",
@@ -282,6 +521,19 @@ def eks_props(**overrides) -> EksProps:
     ("build", "message"),
     [
         (lambda: pool(cpu_limit=0), r"'p.cpu_limit' is 0: use at least 1"),
+        (
+            lambda: pool(termination_grace_period="1 day"),
+            r"'p.termination_grace_period' is '1 day': give a duration such as 30m, 24h or Never",
+        ),
+        (lambda: DisruptionBudget("ten"), r"'budget.nodes' is 'ten': give a node count such as 1"),
+        (
+            lambda: DisruptionBudget(reasons=("Idle",)),
+            r"'budget.reasons' is 'Idle': use one of Underutilized",
+        ),
+        (
+            lambda: DisruptionBudget(schedule="@daily"),
+            r"'budget.schedule' is '@daily': give a schedule and a duration together",
+        ),
         (lambda: pool(gpu_limit=0), r"'p.gpu_limit' is 0: use at least 1"),
         (lambda: pool(families=("t9",)), r"'p.families' is 't9': use known instance families"),
         (
@@ -322,6 +574,31 @@ def eks_props(**overrides) -> EksProps:
             r"'kubernetes_version' is '1.34.2'",
         ),
         (
+            lambda: eks_props(kubernetes_version="1.28"),
+            r"'kubernetes_version' is '1.28': out of EKS support since 2025-11-26 \(Amazon EKS Kubernetes "
+            r"release calendar, .*\); use one of .*1\.34, 1\.35",
+        ),
+        (
+            lambda: eks_props(kubernetes_version="1.99"),
+            r"'kubernetes_version' is '1.99': not in EKS's release calendar",
+        ),
+        (
+            lambda: eks_props(system_instance_type="g5.xlarge"),
+            r"'system_instance_type' is 'g5.xlarge': use a non-GPU type such as t3.small",
+        ),
+        (
+            lambda: eks_props(system_instance_type="t3-small"),
+            r"'system_instance_type' is 't3-small'",
+        ),
+        (
+            lambda: RdsPostgresProps(compute=None, name="d", instance_class="t4g.medium"),
+            r"'instance_class' is 't4g.medium': give an RDS instance class with its db. prefix",
+        ),
+        (
+            lambda: RdsPostgresProps(compute=None, name="d", instance_class="db.t4g.micro"),
+            r"'instance_class' is 'db.t4g.micro': Performance Insights \(always on here\) needs",
+        ),
+        (
             lambda: eks_props(node_pools=(pool(),)),
             r"'node_pools' is 'gpu-inference': keep a 'gpu-inference' pool",
         ),
@@ -355,9 +632,16 @@ PLAN_VARS = {
 
 def aws_part(stack_json: dict) -> dict:
     """The stack without its Helm layer (whose provider cannot be installed offline), with fake
-    credentials and no account look-up. Nothing in the AWS part refers to the Helm releases."""
+    credentials and no account look-up. Nothing in the AWS part refers to the Helm releases but one
+    ordering, dropped here."""
     config = json.loads(json.dumps(stack_json))
     config["resource"].pop("helm_release")
+    # The metrics-server add-on waits for Karpenter's NodePools (its pods need their nodes): an
+    # ordering on the Helm layer, which is left out here.
+    for bodies in config["resource"].values():
+        for body in bodies.values():
+            if "depends_on" in body:
+                body["depends_on"] = [d for d in body["depends_on"] if not d.startswith("helm_release.")]
     config["provider"].pop("helm")
     config["terraform"]["required_providers"].pop("helm")
     config["terraform"].pop("backend", None)
@@ -406,3 +690,45 @@ def test_offline_init_validate_and_plan_with_the_real_aws_provider(stack_json, t
     plan = run("plan", "-input=false", "-lock=false", *[f"-var={k}={v}" for k, v in PLAN_VARS.items()])
     resources_planned = sum(len(v) for v in aws_part(stack_json)["resource"].values())
     assert f"Plan: {resources_planned} to add, 0 to change, 0 to destroy." in plan
+
+
+def test_vpc_cluster_and_karpenter_compose_on_their_own(synth):
+    """The three constructs EksGpuCompute composes, each in its own scope (their resources nested)."""
+    from cdktf_cdktf_provider_aws.provider import AwsProvider
+
+    from gpu_constructs.compute.aws_vpc import AwsVpc, AwsVpcProps
+    from gpu_constructs.compute.eks_cluster import EksSystemCluster, EksSystemClusterProps
+    from gpu_constructs.compute.karpenter import Karpenter, KarpenterProps
+
+    def build(stack):
+        AwsProvider(stack, "aws", region="eu-west-1")
+        vpc = AwsVpc(stack, "net", props=AwsVpcProps("c", ("eu-west-1a", "eu-west-1b"), kms_key_arn="arn:k"))
+        cluster = EksSystemCluster(
+            stack,
+            "eks",
+            props=EksSystemClusterProps(
+                "c", "1.34", subnet_ids=[s.id for s in vpc.private_subnets], kms_key_arn="arn:k"
+            ),
+        )
+        Karpenter(
+            stack,
+            "karpenter",
+            props=KarpenterProps(
+                cluster_name="c",
+                cluster=cluster.eks,
+                region="eu-west-1",
+                account_id="1",
+                ready=[cluster.system_nodes],
+            ),
+        )
+
+    synthesized = synth(build)
+    subnets = resources(synthesized, "aws_subnet")
+    assert len(subnets) == 4 and all(name.startswith("net_") for name in subnets)
+    assert one(synthesized, "aws_eks_cluster")["vpc_config"]["subnet_ids"][0].startswith(
+        "${aws_subnet.net_private"
+    )
+    assert {r["name"] for r in resources(synthesized, "helm_release").values()} == {
+        "karpenter",
+        "karpenter-node-pools",
+    }

@@ -17,6 +17,7 @@ def props(**overrides) -> NetworkingProps:
         "acme_email": "ops@example.com",
         "domains": ("api.example.com", "vault.example.com"),
         "ingress_address": "192.168.1.100",
+        "public_address": "203.0.113.10",
         "dns_zone": "example.com",
         "firewall_hosts": (HOST,),
         "trusted_cidrs": ("192.168.1.100/32", "10.42.0.0/16", "10.43.0.0/16"),
@@ -100,11 +101,11 @@ def test_dns_records_and_cloudflare_commands(synth):
     assert networking.dns_records[0] == {
         "type": "A",
         "name": "api.example.com",
-        "content": "192.168.1.100",
+        "content": "203.0.113.10",
         "ttl": "300",
     }
     assert networking.cloudflare_commands[1] == (
-        "flarectl dns create --zone example.com --name vault.example.com --type A --content 192.168.1.100 --ttl 300"
+        "flarectl dns create --zone example.com --name vault.example.com --type A --content 203.0.113.10 --ttl 300"
     )
 
 
@@ -149,6 +150,8 @@ def test_cert_manager_values_match_the_chart_schema(synth, upstream):
             r"'public_address' is '192.168.1.100': Let's Encrypt cannot reach a private address over HTTP-01",
         ),
         ({"public_address": "10.0.0.5", "ingress_address": "10.0.0.5"}, r"'public_address' is '10.0.0.5'"),
+        # no public address: the records point at the private ingress host itself
+        ({"public_address": None}, r"'public_address' is '192.168.1.100': Let's Encrypt cannot reach"),
         ({"acme_solver": "tls-alpn"}, r"'acme_solver' is 'tls-alpn': use one of http01, dns01-cloudflare"),
         (
             {**DNS01, "cloudflare_api_token": "abc"},

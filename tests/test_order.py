@@ -33,7 +33,8 @@ class Platform:
 
 
 # k3s ships the local-path provisioner and its class `local-path`, marked default
-# (https://docs.k3s.io/storage); the stacks disable k3s's bundled Traefik, so no IngressClass.
+# (https://docs.k3s.io/storage), unless its `local-storage` addon is disabled (k3s_disabled below);
+# the stacks disable k3s's bundled Traefik, so no IngressClass.
 K3S = Platform(storage_classes=frozenset({"local-path"}), default_storage_class=True)
 PLATFORMS = {
     "single-node": K3S,
@@ -222,8 +223,45 @@ def waits_for_crd(synthesized: dict[str, Any], closure: set[str], crd: str) -> b
     return False
 
 
-def order_problems(stack: render.RenderedStack, environment: str) -> list[str]:
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [s for value in node.values() for s in _strings(value)]
+    if isinstance(node, list):
+        return [s for value in node for s in _strings(value)]
+    return []
+
+
+# How the stacks hand k3s its `disable` list: the host install script's DISABLE variable
+# (single-node), the `disable:` list of /etc/rancher/k3s/config.yaml in cloud-init (proxmox-ha), or a
+# `--disable=` k3s argument (k3d).
+_DISABLE_ENV = re.compile(r"DISABLE='([^']*)'")
+_DISABLE_YAML = re.compile(r"^\s*disable:\s*\n((?:\s*- [\w-]+[ \t]*\n)+)", re.MULTILINE)
+_DISABLE_ARG = re.compile(r"--disable[= ]([\w-]+)")
+
+
+def k3s_disabled(synthesized: dict[str, Any]) -> set[str]:
+    """The bundled k3s components a stack switches off, read from what its hosts are given."""
+    found: set[str] = set()
+    for text in _strings(synthesized.get("resource", {})):
+        for match in _DISABLE_ENV.finditer(text):
+            found |= set(match.group(1).split())
+        for match in _DISABLE_YAML.finditer(text):
+            found |= set(re.findall(r"- ([\w-]+)", match.group(1)))
+        found |= set(_DISABLE_ARG.findall(text))
+    return found
+
+
+def platform_of(stack: render.RenderedStack, environment: str) -> Platform:
     platform = PLATFORMS[environment]
+    if platform is K3S and "local-storage" in k3s_disabled(stack.synthesized):
+        return Platform()
+    return platform
+
+
+def order_problems(stack: render.RenderedStack, environment: str) -> list[str]:
+    platform = platform_of(stack, environment)
     by_address = {release.address: release for release in stack.releases}
     offered = {release.address: provides(release) for release in stack.releases}
     problems = []
@@ -338,3 +376,43 @@ def test_jupyterhub_user_volumes_need_their_storage_classes(helm, upstream):
     )
     broken = _without_dependency(stack, "jupyterhub", "storage_storage-classes")
     assert any("needs storage_class fast-scratch" in p for p in order_problems(broken, "proxmox-ha"))
+
+
+def default_storage_classes(stack: render.RenderedStack, environment: str) -> list[str]:
+    """Every StorageClass marked default once the stack is applied: the platform's and the releases'."""
+    platform = platform_of(stack, environment)
+    found = ["(platform default)"] if platform.default_storage_class else []
+    for release in stack.releases:
+        for obj in release.objects:
+            annotations = obj.get("metadata", {}).get("annotations") or {}
+            if obj.get("kind") == "StorageClass" and (
+                annotations.get("storageclass.kubernetes.io/is-default-class") == "true"
+            ):
+                found.append(obj["metadata"]["name"])
+    return found
+
+
+def test_at_most_one_default_storage_class(rendered_stack):
+    """With two defaults, a claim without a class gets whichever the API server picks (the newest,
+    since Kubernetes 1.28): data lands on the wrong tier."""
+    stack = rendered_stack
+    defaults = default_storage_classes(stack, INSTANCES[stack.stack].environment)
+    assert len(defaults) <= 1, f"{stack.stack}: default StorageClasses {defaults}"
+
+
+def test_k3s_disable_lists_are_read_from_every_k3s_stack(helm, upstream):
+    assert "local-storage" in k3s_disabled(render.rendered(INSTANCES["single-node"]).synthesized)
+    assert {"traefik", "local-storage"} <= k3s_disabled(render.rendered(INSTANCES["proxmox-ha"]).synthesized)
+    assert "local-storage" not in k3s_disabled(render.rendered(INSTANCES["k3d-poc"]).synthesized)
+
+
+def test_a_second_default_storage_class_fails(helm, upstream):
+    stack = copy.deepcopy(render.rendered(INSTANCES["proxmox-ha"]))
+    assert default_storage_classes(stack, "proxmox-ha") == ["nfs-client"]
+    for release in stack.releases:
+        for obj in release.objects:
+            if obj.get("kind") == "StorageClass" and obj["metadata"]["name"] == "fast-scratch":
+                obj["metadata"].setdefault("annotations", {})[
+                    "storageclass.kubernetes.io/is-default-class"
+                ] = "true"
+    assert default_storage_classes(stack, "proxmox-ha") == ["nfs-client", "fast-scratch"]

@@ -430,6 +430,8 @@ def plan(directory: Path, **variables: str | None) -> subprocess.CompletedProces
         "etcd_s3_bucket": "etcd",
         "etcd_s3_access_key": "a",
         "etcd_s3_secret_key": "s",
+        "cloudflare_api_token": "a" * 40,
+        "dns_zone": "example.com",
     }
     base.update(variables)
     args = [f"-var={k}={v}" for k, v in base.items() if v is not None]
@@ -472,3 +474,32 @@ def test_root_password_login_variables_plan(tmp_path):
     assert plan(tmp_path, proxmox_root_password="s3cret", **{"proxmox_api_token": None}).returncode == 0
     empty = plan(tmp_path, proxmox_root_password="", **{"proxmox_api_token": None})
     assert empty.returncode != 0 and "proxmox_root_password is empty." in empty.stderr
+
+
+def test_lets_encrypt_by_dns01_through_cloudflare_on_the_private_network(stack_json):
+    """The ingress is on 10.0.0.0/24, which Let's Encrypt cannot reach over HTTP-01: by default the
+    issuers solve DNS-01 in the Cloudflare zone, with the token written into the cluster from cp1."""
+    issuers = next(r for k, r in resources(stack_json, "helm_release").items() if "cluster-issuers" in k)
+    for issuer in manifests_of(issuers):
+        (solver,) = issuer["spec"]["acme"]["solvers"]
+        assert solver["dns01"]["cloudflare"]["apiTokenSecretRef"]["name"] == "cloudflare-api-token"
+        assert solver["selector"] == {"dnsZones": ["${var.dns_zone}"]}
+    (step,) = [r for k, r in resources(stack_json, "terraform_data").items() if "cloudflare-secret" in k]
+    assert step["connection"]["host"] == "10.0.0.11" and step["connection"]["user"] == "ubuntu"
+    assert stack_json["variable"]["cloudflare_api_token"]["sensitive"] is True
+    assert "var.cloudflare_api_token" not in json.dumps(issuers)
+
+
+def test_http01_needs_a_public_address_checked_at_plan(tmp_path):
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("terraform is not on PATH")
+    stack = synth(letsencrypt_challenge="http01")
+    assert "cloudflare_api_token" not in stack["variable"] and "dns_zone" not in stack["variable"]
+    (tmp_path / "main.tf.json").write_text(json.dumps({"variable": stack["variable"]}))
+    subprocess.run([terraform, "init", "-backend=false"], cwd=tmp_path, check=True, capture_output=True)
+    unset = {"cloudflare_api_token": None, "dns_zone": None}
+    private = plan(tmp_path, **unset)
+    assert private.returncode != 0
+    assert "Let's Encrypt cannot reach a private address over HTTP-01" in " ".join(private.stderr.split())
+    assert plan(tmp_path, public_address="203.0.113.10", **unset).returncode == 0

@@ -497,7 +497,9 @@ class ProxmoxGpuCompute(Construct):
                     "tls-san": sorted({ip, props.server_address}),
                     "cluster-cidr": props.cluster_cidr,
                     "service-cidr": props.service_cidr,
-                    "disable": ["traefik"],
+                    # Ingress and storage come from the stack (Traefik, the NFS and scratch classes);
+                    # k3s' bundled local-path class would be a second default StorageClass.
+                    "disable": ["traefik", "local-storage"],
                     "write-kubeconfig-mode": "0600",
                 }
             )

@@ -1,0 +1,212 @@
+"""EksSystemCluster: an EKS control plane with its system node group and core add-ons, as aws-cdk's
+``eks.Cluster`` with its default capacity."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cdktf import Token
+from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
+from cdktf_cdktf_provider_aws.ec2_tag import Ec2Tag
+from cdktf_cdktf_provider_aws.eks_access_entry import EksAccessEntry
+from cdktf_cdktf_provider_aws.eks_access_policy_association import EksAccessPolicyAssociation
+from cdktf_cdktf_provider_aws.eks_addon import EksAddon
+from cdktf_cdktf_provider_aws.eks_cluster import EksCluster
+from cdktf_cdktf_provider_aws.eks_node_group import EksNodeGroup, EksNodeGroupTaint
+from cdktf_cdktf_provider_aws.iam_role import IamRole
+from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
+from cdktf_cdktf_provider_aws.launch_template import (
+    LaunchTemplate,
+    LaunchTemplateBlockDeviceMappings,
+    LaunchTemplateBlockDeviceMappingsEbs,
+)
+from constructs import Construct
+
+from gpu_constructs import validate
+from gpu_constructs.cluster import Taint
+from gpu_constructs.iam import service_trust
+
+SYSTEM_TAINT = Taint("CriticalAddonsOnly", "true", "NoSchedule")
+
+
+@dataclass(frozen=True)
+class EksSystemClusterProps:
+    """Settings of the control plane and its system nodes."""
+
+    name: str
+    kubernetes_version: str
+    subnet_ids: Sequence[str]
+    """Private subnets of the control plane's network interfaces and the system nodes."""
+    kms_key_arn: str
+    """KMS key of the Kubernetes secrets and the control-plane log group."""
+    public_access_cidrs: Sequence[str] = ("0.0.0.0/0",)
+    """Networks allowed to the public API endpoint (a variable reference allowed)."""
+    admin_role_arn: str | None = None
+    """IAM role granted cluster-admin through an access entry; None grants only the creator."""
+    system_instance_type: str = "t3.small"
+    system_node_count: int = 2
+    system_volume_size_gi: int = 30
+    """Root volume (gp3, encrypted) of each system node."""
+    log_retention_days: int = 365
+
+    def __post_init__(self) -> None:
+        validate.int_range("system_node_count", self.system_node_count, 1, 10)
+        validate.int_range("system_volume_size_gi", self.system_volume_size_gi, 20, 16384)
+
+
+def node_role(scope: Construct, id: str, name: str) -> IamRole:
+    """An EC2 node role with the policies EKS nodes need (kubelet, VPC CNI, ECR pulls, SSM)."""
+    role = IamRole(scope, id, name=name, assume_role_policy=service_trust("ec2.amazonaws.com"))
+    for policy in (
+        "AmazonEKSWorkerNodePolicy",
+        "AmazonEKS_CNI_Policy",
+        "AmazonEC2ContainerRegistryReadOnly",
+        "AmazonSSMManagedInstanceCore",
+    ):
+        IamRolePolicyAttachment(
+            scope, f"{id}-{policy}", role=role.name, policy_arn=f"arn:aws:iam::aws:policy/{policy}"
+        )
+    return role
+
+
+class EksSystemCluster(Construct):
+    """The EKS control plane, its tainted system node group and the core add-ons.
+
+    ``resource_scope`` is where the resources are created (this construct unless given): EksGpuCompute
+    passes itself, so its resources keep the logical ids they had before the split.
+    """
+
+    eks: EksCluster
+    system_nodes: EksNodeGroup
+    addons: list[EksAddon]
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        props: EksSystemClusterProps,
+        resource_scope: Construct | None = None,
+    ) -> None:
+        super().__init__(scope, id)
+        self.props = props
+        self._here: Construct = resource_scope or self
+        self._control_plane()
+        self._system_nodes()
+
+    def _control_plane(self) -> None:
+        props = self.props
+        role = IamRole(
+            self._here,
+            "cluster-role",
+            name=f"{props.name}-cluster",
+            assume_role_policy=service_trust("eks.amazonaws.com", "sts:AssumeRole", "sts:TagSession"),
+        )
+        attachment = IamRolePolicyAttachment(
+            self._here,
+            "cluster-policy",
+            role=role.name,
+            policy_arn="arn:aws:iam::aws:policy/AmazonEKSClusterPolicy",
+        )
+        # Created before the cluster (as terraform-aws-eks does): EKS would otherwise create the group
+        # itself on first log delivery, and the next apply would collide with it.
+        cluster_logs = CloudwatchLogGroup(
+            self._here,
+            "cluster-logs",
+            name=f"/aws/eks/{props.name}/cluster",
+            retention_in_days=props.log_retention_days,
+            kms_key_id=props.kms_key_arn,
+        )
+        self.eks = EksCluster(
+            self._here,
+            "cluster",
+            name=props.name,
+            role_arn=role.arn,
+            version=props.kubernetes_version,
+            vpc_config={
+                "subnet_ids": list(props.subnet_ids),
+                "endpoint_private_access": True,
+                "endpoint_public_access": True,
+                "public_access_cidrs": list(props.public_access_cidrs),
+            },
+            encryption_config={"provider": {"key_arn": props.kms_key_arn}, "resources": ["secrets"]},
+            access_config={"authentication_mode": "API", "bootstrap_cluster_creator_admin_permissions": True},
+            enabled_cluster_log_types=["api", "audit", "authenticator", "controllerManager", "scheduler"],
+            depends_on=[attachment, cluster_logs],
+        )
+        # Karpenter finds the security group for its nodes by this tag, like the private subnets.
+        Ec2Tag(
+            self._here,
+            "cluster-security-group-discovery",
+            resource_id=self.eks.vpc_config.cluster_security_group_id,
+            key="karpenter.sh/discovery",
+            value=props.name,
+        )
+        if props.admin_role_arn is not None:
+            entry = EksAccessEntry(
+                self._here, "admin-access", cluster_name=self.eks.name, principal_arn=props.admin_role_arn
+            )
+            EksAccessPolicyAssociation(
+                self._here,
+                "admin-access-policy",
+                cluster_name=self.eks.name,
+                principal_arn=entry.principal_arn,
+                policy_arn="arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
+                access_scope={"type": "cluster"},
+            )
+
+    def _system_nodes(self) -> None:
+        props = self.props
+        role = node_role(self._here, "system-node-role", f"{props.name}-system-nodes")
+        template = LaunchTemplate(
+            self._here,
+            "system-nodes-template",
+            name=f"{props.name}-system",
+            metadata_options={
+                "http_tokens": "required",
+                "http_put_response_hop_limit": 1,
+                "http_endpoint": "enabled",
+            },
+            # The AL2023 EKS AMIs boot from /dev/xvda; EC2 refuses a mapping without a device name.
+            block_device_mappings=[
+                LaunchTemplateBlockDeviceMappings(
+                    device_name="/dev/xvda",
+                    ebs=LaunchTemplateBlockDeviceMappingsEbs(
+                        volume_size=props.system_volume_size_gi,
+                        volume_type="gp3",
+                        encrypted="true",
+                        delete_on_termination="true",
+                    ),
+                )
+            ],
+        )
+        self.system_nodes = EksNodeGroup(
+            self._here,
+            "system-nodes",
+            cluster_name=self.eks.name,
+            node_group_name="system",
+            node_role_arn=role.arn,
+            subnet_ids=list(props.subnet_ids),
+            instance_types=[props.system_instance_type],
+            capacity_type="ON_DEMAND",
+            ami_type="AL2023_x86_64_STANDARD",
+            scaling_config={
+                "desired_size": props.system_node_count,
+                "min_size": props.system_node_count,
+                "max_size": props.system_node_count + 1,
+            },
+            taint=[EksNodeGroupTaint(key=SYSTEM_TAINT.key, value=SYSTEM_TAINT.value, effect="NO_SCHEDULE")],
+            labels={"role": "system"},
+            launch_template={"id": template.id, "version": Token.as_string(template.latest_version)},
+        )
+        self.addons = [
+            EksAddon(
+                self._here,
+                f"addon-{name}",
+                cluster_name=self.eks.name,
+                addon_name=name,
+                depends_on=[self.system_nodes],
+            )
+            for name in ("vpc-cni", "kube-proxy", "coredns", "eks-pod-identity-agent")
+        ]

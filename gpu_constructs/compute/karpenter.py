@@ -1,0 +1,696 @@
+"""Karpenter on EKS: its AWS side (node role, interruption queue and rules, controller role through
+Pod Identity) and its cluster side (the chart, EC2NodeClasses and NodePools), as aws-cdk keeps
+cluster add-ons apart from ``eks.Cluster``.
+
+The GPU nodes come from a Karpenter NodePool that scales to zero; the AL2023 NVIDIA AMI brings the
+driver and the container toolkit. Karpenter's custom resources are installed by a Helm release after
+the Karpenter chart (which brings the CRDs), so nothing needs a live cluster at plan time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdktf_cdktf_provider_aws.cloudwatch_event_rule import CloudwatchEventRule
+from cdktf_cdktf_provider_aws.cloudwatch_event_target import CloudwatchEventTarget
+from cdktf_cdktf_provider_aws.eks_access_entry import EksAccessEntry
+from cdktf_cdktf_provider_aws.eks_cluster import EksCluster
+from cdktf_cdktf_provider_aws.eks_pod_identity_association import EksPodIdentityAssociation
+from cdktf_cdktf_provider_aws.iam_role import IamRole
+from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
+from cdktf_cdktf_provider_aws.sqs_queue import SqsQueue
+from cdktf_cdktf_provider_aws.sqs_queue_policy import SqsQueuePolicy
+from constructs import Construct
+
+from gpu_constructs import helm, validate, versions
+from gpu_constructs.cluster import Taint
+from gpu_constructs.compute.eks_cluster import SYSTEM_TAINT, node_role
+from gpu_constructs.errors import ConfigError
+from gpu_constructs.iam import policy_document, service_trust
+
+KARPENTER_NAMESPACE = "karpenter"
+GPU_POOL = "gpu-inference"
+GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
+
+# Instance families the NodePools may name, with whether they carry NVIDIA GPUs.
+INSTANCE_FAMILIES = {
+    "t3": False,
+    "t3a": False,
+    "m5": False,
+    "m6i": False,
+    "m7i": False,
+    "c5": False,
+    "c6i": False,
+    "c7i": False,
+    "r5": False,
+    "r6i": False,
+    "g4dn": True,
+    "g5": True,
+    "g6": True,
+    "g6e": True,
+    "p3": True,
+    "p4d": True,
+    "p5": True,
+}
+SIZES = ("small", "medium", "large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge")
+DURATION = re.compile(r"^([0-9]+(s|m|h))+$|^Never$")
+
+
+AMI_FAMILIES = ("al2023", "bottlerocket")
+"""Linux AMI families with NVIDIA variants that Karpenter selects by alias on current EKS."""
+
+
+@dataclass(frozen=True)
+class NodeClassSpec:
+    """A Karpenter EC2NodeClass: AMI family and root volume."""
+
+    name: str
+    volume_size_gi: int
+    iops: int = 3000
+    throughput_mibs: int = 125
+    ami_alias: str = "al2023@latest"
+    """``family@version``: Karpenter picks the NVIDIA variant of AL2023 or Bottlerocket for GPU
+    instance types by itself. Pin a release (``al2023@v20251120``) to roll AMIs out deliberately."""
+
+    def __post_init__(self) -> None:
+        validate.k8s_name("node class name", self.name)
+        validate.int_range(f"{self.name}.volume_size_gi", self.volume_size_gi, 20, 16384)
+        validate.int_range(f"{self.name}.iops", self.iops, 3000, 16000, why="gp3 allows 3000 to 16000")
+        validate.int_range(
+            f"{self.name}.throughput_mibs", self.throughput_mibs, 125, 1000, why="gp3 allows 125 to 1000"
+        )
+        family, _, release = self.ami_alias.partition("@")
+        if family not in AMI_FAMILIES or not re.fullmatch(r"latest|v[0-9][0-9.]*", release):
+            raise ConfigError(
+                f"{self.name}.ami_alias",
+                self.ami_alias,
+                f"use family@version with a family of {', '.join(AMI_FAMILIES)} (EKS publishes no AL2 "
+                "AMIs for Kubernetes 1.33 and later) and version latest or a release such as "
+                "al2023@v20251120",
+            )
+
+
+BUDGET_NODES = re.compile(r"^((100|[0-9]{1,2})%|[0-9]+)$")
+BUDGET_REASONS = ("Underutilized", "Empty", "Drifted")
+
+
+@dataclass(frozen=True)
+class DisruptionBudget:
+    """One NodePool disruption budget: at most ``nodes`` (a count or a percentage) disrupted at a
+    time, for ``reasons`` (all when empty), during ``schedule``/``duration`` (always when None)."""
+
+    nodes: str = "10%"
+    reasons: tuple[str, ...] = ()
+    schedule: str | None = None
+    """Cron schedule when the budget starts to apply, e.g. ``0 9 * * mon-fri``; needs a duration."""
+    duration: str | None = None
+
+    def __post_init__(self) -> None:
+        if not BUDGET_NODES.match(self.nodes):
+            raise ConfigError(
+                "budget.nodes", self.nodes, "give a node count such as 1 or a percentage such as 10%"
+            )
+        for reason in self.reasons:
+            validate.one_of("budget.reasons", reason, BUDGET_REASONS)
+        if (self.schedule is None) != (self.duration is None):
+            raise ConfigError(
+                "budget.schedule", self.schedule, "give a schedule and a duration together, or neither"
+            )
+        if self.duration is not None and not re.fullmatch(r"([0-9]+(s|m|h))+", self.duration):
+            raise ConfigError("budget.duration", self.duration, "give a duration such as 8h or 30m")
+
+    def manifest(self) -> dict[str, Any]:
+        budget: dict[str, Any] = {"nodes": self.nodes}
+        if self.reasons:
+            budget["reasons"] = list(self.reasons)
+        if self.schedule is not None:
+            budget |= {"schedule": self.schedule, "duration": self.duration}
+        return budget
+
+
+@dataclass(frozen=True)
+class NodePoolSpec:
+    """A Karpenter NodePool, as the seed's table describes one."""
+
+    name: str
+    node_class: str
+    families: tuple[str, ...]
+    sizes: tuple[str, ...]
+    capacity_types: tuple[str, ...]
+    consolidate_after: str
+    cpu_limit: int
+    memory_limit_gi: int
+    gpu_limit: int | None = None
+    taints: tuple[Taint, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    budgets: tuple[DisruptionBudget, ...] = (DisruptionBudget(),)
+    """How many nodes Karpenter may disrupt at once; the default is Karpenter's own (10%)."""
+    termination_grace_period: str | None = None
+    """How long a draining node may wait for pods that block eviction before it is terminated
+    anyway (e.g. ``24h``); None waits as long as the pods' PodDisruptionBudgets say."""
+    expire_after: str = "720h"
+    """Node lifetime before Karpenter replaces it (AMI and security updates); ``Never`` keeps nodes."""
+
+    def __post_init__(self) -> None:
+        validate.k8s_name("node pool name", self.name)
+        for name, value in (
+            ("termination_grace_period", self.termination_grace_period),
+            ("expire_after", self.expire_after),
+        ):
+            if value is not None and not DURATION.match(value):
+                raise ConfigError(f"{self.name}.{name}", value, "give a duration such as 30m, 24h or Never")
+        for family in self.families:
+            if family not in INSTANCE_FAMILIES:
+                raise ConfigError(
+                    f"{self.name}.families",
+                    family,
+                    f"use known instance families: {', '.join(INSTANCE_FAMILIES)}",
+                )
+        for size in self.sizes:
+            validate.one_of(f"{self.name}.sizes", size, SIZES)
+        for capacity in self.capacity_types:
+            validate.one_of(f"{self.name}.capacity_types", capacity, ("spot", "on-demand"))
+        if not DURATION.match(self.consolidate_after):
+            raise ConfigError(
+                f"{self.name}.consolidate_after",
+                self.consolidate_after,
+                "give a duration such as 30s, 1m or 5m",
+            )
+        validate.int_range(f"{self.name}.cpu_limit", self.cpu_limit, 1)
+        validate.int_range(f"{self.name}.memory_limit_gi", self.memory_limit_gi, 1)
+        if self.gpu_limit is not None:
+            validate.int_range(f"{self.name}.gpu_limit", self.gpu_limit, 1)
+
+    @property
+    def has_gpus(self) -> bool:
+        return any(INSTANCE_FAMILIES[family] for family in self.families)
+
+
+SEED_NODE_CLASSES = (NodeClassSpec("default", 50), NodeClassSpec("gpu", 200, iops=4000, throughput_mibs=200))
+SEED_NODE_POOLS = (
+    NodePoolSpec(
+        "general",
+        "default",
+        ("t3", "m5", "c5"),
+        ("small", "medium", "large"),
+        ("spot", "on-demand"),
+        "1m",
+        50,
+        100,
+    ),
+    NodePoolSpec(
+        "critical",
+        "default",
+        ("t3", "m5"),
+        ("small", "medium"),
+        ("on-demand",),
+        "5m",
+        20,
+        40,
+        taints=(Taint("workload", "critical", "NoSchedule"),),
+    ),
+    NodePoolSpec(
+        GPU_POOL,
+        "gpu",
+        ("g4dn",),
+        ("xlarge", "2xlarge"),
+        ("spot", "on-demand"),
+        "5m",
+        32,
+        128,
+        gpu_limit=4,
+        taints=(GPU_TAINT,),
+        labels={"nodepool": GPU_POOL},
+    ),
+)
+
+
+@dataclass(frozen=True)
+class KarpenterProps:
+    """Settings of Karpenter for one EKS cluster."""
+
+    cluster_name: str
+    """The cluster's name, known at synth (tags and policy conditions)."""
+    cluster: EksCluster
+    """The cluster itself: its resources refer to it, so Terraform creates them after it."""
+    region: str
+    account_id: str
+    ready: Sequence[Any]
+    """What must exist before the chart installs (the system nodes and core add-ons)."""
+    node_classes: tuple[NodeClassSpec, ...] = SEED_NODE_CLASSES
+    node_pools: tuple[NodePoolSpec, ...] = SEED_NODE_POOLS
+    replicas: int = 2
+    chart_version: str = versions.KARPENTER_CHART.version
+    node_repair: bool = True
+    """Karpenter replaces nodes that stay unhealthy (chart feature gate nodeRepair): kubelet not
+    ready, and accelerator conditions where EKS's node monitoring agent reports them (not installed
+    here); False leaves broken nodes for an operator."""
+
+
+class Karpenter(Construct):
+    """Karpenter's AWS resources and its chart, EC2NodeClasses and NodePools.
+
+    ``resource_scope`` is where the resources are created (this construct unless given): EksGpuCompute
+    passes itself, so its resources keep the logical ids they had before the split.
+    """
+
+    def __init__(
+        self, scope: Construct, id: str, *, props: KarpenterProps, resource_scope: Construct | None = None
+    ) -> None:
+        super().__init__(scope, id)
+        self.props = props
+        self._here: Construct = resource_scope or self
+        self._aws()
+        self._in_cluster()
+
+    def _aws(self) -> None:
+        props = self.props
+        self.karpenter_node_role = node_role(
+            self._here, "karpenter-node-role", f"{props.cluster_name}-karpenter-nodes"
+        )
+        EksAccessEntry(
+            self._here,
+            "karpenter-node-access",
+            cluster_name=props.cluster.name,
+            principal_arn=self.karpenter_node_role.arn,
+            type="EC2_LINUX",
+        )
+        self.interruption_queue = SqsQueue(
+            self._here,
+            "interruption-queue",
+            name=f"{props.cluster_name}-karpenter",
+            message_retention_seconds=300,
+            sqs_managed_sse_enabled=True,
+        )
+        SqsQueuePolicy(
+            self._here,
+            "interruption-queue-policy",
+            queue_url=self.interruption_queue.url,
+            policy=policy_document(
+                {
+                    "Sid": "EventBridge",
+                    "Effect": "Allow",
+                    "Principal": {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]},
+                    "Action": "sqs:SendMessage",
+                    "Resource": self.interruption_queue.arn,
+                },
+                {
+                    "Sid": "DenyHTTP",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "sqs:*",
+                    "Resource": self.interruption_queue.arn,
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                },
+            ),
+        )
+        events = {
+            "health": {"source": ["aws.health"], "detail-type": ["AWS Health Event"]},
+            "spot-interruption": {
+                "source": ["aws.ec2"],
+                "detail-type": ["EC2 Spot Instance Interruption Warning"],
+            },
+            "rebalance": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance Rebalance Recommendation"]},
+            "state-change": {
+                "source": ["aws.ec2"],
+                "detail-type": ["EC2 Instance State-change Notification"],
+            },
+            "capacity-reservation": {
+                "source": ["aws.ec2"],
+                "detail-type": ["EC2 Capacity Reservation Instance Interruption Warning"],
+            },
+        }
+        for name, pattern in events.items():
+            rule = CloudwatchEventRule(
+                self._here,
+                f"karpenter-{name}",
+                name=f"{props.cluster_name}-karpenter-{name}",
+                event_pattern=json.dumps(pattern, sort_keys=True),
+            )
+            CloudwatchEventTarget(
+                self._here,
+                f"karpenter-{name}-target",
+                rule=rule.name,
+                target_id="karpenter-interruption-queue",
+                arn=self.interruption_queue.arn,
+            )
+
+        controller = IamRole(
+            self._here,
+            "karpenter-controller-role",
+            name=f"{props.cluster_name}-karpenter-controller",
+            assume_role_policy=service_trust("pods.eks.amazonaws.com", "sts:AssumeRole", "sts:TagSession"),
+        )
+        IamRolePolicy(
+            self._here, "karpenter-controller-policy", role=controller.id, policy=self._karpenter_policy()
+        )
+        self.karpenter_identity = EksPodIdentityAssociation(
+            self._here,
+            "karpenter-pod-identity",
+            cluster_name=props.cluster.name,
+            namespace=KARPENTER_NAMESPACE,
+            service_account="karpenter",
+            role_arn=controller.arn,
+        )
+
+    def _karpenter_policy(self) -> str:
+        """Karpenter's controller permissions, scoped as terraform-aws-eks ``modules/karpenter``
+        (policy.tf, v1 policy) and Karpenter's getting-started CloudFormation scope them: what it
+        creates must carry this cluster's tags, what it changes or deletes must already carry them."""
+        props = self.props
+        arn_prefix = f"arn:aws:iam::{props.account_id}"
+        cluster = props.cluster_name
+        ec2 = f"arn:aws:ec2:{props.region}"
+        owned_request = {
+            f"aws:RequestTag/kubernetes.io/cluster/{cluster}": "owned",
+            "aws:RequestTag/eks:eks-cluster-name": cluster,
+        }
+        owned_resource = {f"aws:ResourceTag/kubernetes.io/cluster/{cluster}": "owned"}
+        created = [
+            f"{ec2}:*:{kind}/*"
+            for kind in (
+                "fleet",
+                "instance",
+                "volume",
+                "network-interface",
+                "launch-template",
+                "spot-instances-request",
+            )
+        ]
+        profile_tags = {"aws:ResourceTag/topology.kubernetes.io/region": props.region, **owned_resource}
+        return policy_document(
+            {
+                "Sid": "AllowScopedEC2InstanceAccessActions",
+                "Effect": "Allow",
+                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
+                "Resource": [
+                    f"{ec2}::image/*",
+                    f"{ec2}::snapshot/*",
+                    f"{ec2}:*:security-group/*",
+                    f"{ec2}:*:subnet/*",
+                    f"{ec2}:*:capacity-reservation/*",
+                ],
+            },
+            {
+                "Sid": "AllowScopedEC2LaunchTemplateAccessActions",
+                "Effect": "Allow",
+                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
+                "Resource": f"{ec2}:*:launch-template/*",
+                "Condition": {
+                    "StringEquals": owned_resource,
+                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+                },
+            },
+            {
+                "Sid": "AllowScopedEC2InstanceActionsWithTags",
+                "Effect": "Allow",
+                "Action": ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"],
+                "Resource": created,
+                "Condition": {
+                    "StringEquals": owned_request,
+                    "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
+                },
+            },
+            {
+                "Sid": "AllowScopedResourceCreationTagging",
+                "Effect": "Allow",
+                "Action": "ec2:CreateTags",
+                "Resource": created,
+                "Condition": {
+                    "StringEquals": {
+                        **owned_request,
+                        "ec2:CreateAction": ["RunInstances", "CreateFleet", "CreateLaunchTemplate"],
+                    },
+                    "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
+                },
+            },
+            {
+                "Sid": "AllowScopedResourceTagging",
+                "Effect": "Allow",
+                "Action": "ec2:CreateTags",
+                "Resource": f"{ec2}:*:instance/*",
+                "Condition": {
+                    "StringEquals": owned_resource,
+                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+                    "StringEqualsIfExists": {"aws:RequestTag/eks:eks-cluster-name": cluster},
+                    "ForAllValues:StringEquals": {
+                        "aws:TagKeys": ["eks:eks-cluster-name", "karpenter.sh/nodeclaim", "Name"]
+                    },
+                },
+            },
+            {
+                "Sid": "AllowScopedDeletion",
+                "Effect": "Allow",
+                "Action": ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
+                "Resource": [f"{ec2}:*:instance/*", f"{ec2}:*:launch-template/*"],
+                "Condition": {
+                    "StringEquals": owned_resource,
+                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+                },
+            },
+            {
+                "Sid": "AllowRegionalReadActions",
+                "Effect": "Allow",
+                # DescribeInstanceStatus: Karpenter's instance health checks (node repair);
+                # DescribeCapacityReservations: capacity-reservation NodePools.
+                "Action": [
+                    "ec2:DescribeAvailabilityZones",
+                    "ec2:DescribeCapacityReservations",
+                    "ec2:DescribeImages",
+                    "ec2:DescribeInstances",
+                    "ec2:DescribeInstanceStatus",
+                    "ec2:DescribeInstanceTypeOfferings",
+                    "ec2:DescribeInstanceTypes",
+                    "ec2:DescribeLaunchTemplates",
+                    "ec2:DescribeSecurityGroups",
+                    "ec2:DescribeSpotPriceHistory",
+                    "ec2:DescribeSubnets",
+                ],
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:RequestedRegion": props.region}},
+            },
+            {
+                # The AMI aliases resolve through the public /aws/service/ parameters.
+                "Sid": "AllowSSMReadActions",
+                "Effect": "Allow",
+                "Action": "ssm:GetParameter",
+                "Resource": f"arn:aws:ssm:{props.region}::parameter/aws/service/*",
+            },
+            {
+                # No region condition: the pricing API lives in us-east-1 and a few other regions.
+                "Sid": "AllowPricingReadActions",
+                "Effect": "Allow",
+                "Action": "pricing:GetProducts",
+                "Resource": "*",
+            },
+            {
+                "Sid": "AllowInterruptionQueueActions",
+                "Effect": "Allow",
+                "Action": ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
+                "Resource": self.interruption_queue.arn,
+            },
+            {
+                "Sid": "AllowPassingInstanceRole",
+                "Effect": "Allow",
+                "Action": "iam:PassRole",
+                "Resource": self.karpenter_node_role.arn,
+                "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+            },
+            {
+                "Sid": "AllowScopedInstanceProfileCreationActions",
+                "Effect": "Allow",
+                "Action": "iam:CreateInstanceProfile",
+                "Resource": f"{arn_prefix}:instance-profile/*",
+                "Condition": {
+                    "StringEquals": {
+                        f"aws:RequestTag/kubernetes.io/cluster/{cluster}": "owned",
+                        "aws:RequestTag/eks:eks-cluster-name": cluster,
+                        "aws:RequestTag/topology.kubernetes.io/region": props.region,
+                    },
+                    "StringLike": {"aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*"},
+                },
+            },
+            {
+                "Sid": "AllowScopedInstanceProfileTagActions",
+                "Effect": "Allow",
+                "Action": "iam:TagInstanceProfile",
+                "Resource": f"{arn_prefix}:instance-profile/*",
+                "Condition": {
+                    "StringEquals": {
+                        **profile_tags,
+                        f"aws:RequestTag/kubernetes.io/cluster/{cluster}": "owned",
+                        "aws:RequestTag/eks:eks-cluster-name": cluster,
+                        "aws:RequestTag/topology.kubernetes.io/region": props.region,
+                    },
+                    "StringLike": {
+                        "aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*",
+                        "aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*",
+                    },
+                },
+            },
+            {
+                "Sid": "AllowScopedInstanceProfileActions",
+                "Effect": "Allow",
+                "Action": [
+                    "iam:AddRoleToInstanceProfile",
+                    "iam:RemoveRoleFromInstanceProfile",
+                    "iam:DeleteInstanceProfile",
+                ],
+                "Resource": f"{arn_prefix}:instance-profile/*",
+                "Condition": {
+                    "StringEquals": profile_tags,
+                    "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*"},
+                },
+            },
+            {
+                "Sid": "AllowInstanceProfileReadActions",
+                "Effect": "Allow",
+                "Action": ["iam:GetInstanceProfile", "iam:ListInstanceProfiles"],
+                "Resource": "*",
+            },
+            {
+                "Sid": "AllowAPIServerEndpointDiscovery",
+                "Effect": "Allow",
+                "Action": "eks:DescribeCluster",
+                "Resource": props.cluster.arn,
+            },
+        )
+
+    def _in_cluster(self) -> None:
+        props = self.props
+        self.karpenter = helm.release(
+            self._here,
+            "karpenter",
+            name="karpenter",
+            chart="karpenter",
+            repository=versions.REPO_KARPENTER,
+            version=props.chart_version,
+            namespace=KARPENTER_NAMESPACE,
+            values={
+                "replicas": props.replicas,
+                "settings": {
+                    "clusterName": props.cluster_name,
+                    "interruptionQueue": self.interruption_queue.name,
+                    # The chart (1.14.1) writes every gate into FEATURE_GATES, capacityBuffer too, which
+                    # its values.yaml leaves out; an unset gate renders as an empty value.
+                    "featureGates": {
+                        "nodeRepair": props.node_repair,
+                        "capacityBuffer": False,
+                        "nodeOverlay": False,
+                        "reservedCapacity": True,
+                        "spotToSpotConsolidation": False,
+                        "staticCapacity": False,
+                    },
+                },
+                "serviceAccount": {"name": "karpenter"},
+                # The chart's default affinity keeps Karpenter off the nodes it manages; with the
+                # toleration below it lands on the system node group.
+                "tolerations": [
+                    {"key": SYSTEM_TAINT.key, "operator": "Exists", "effect": SYSTEM_TAINT.effect}
+                ],
+            },
+            # Without its Pod Identity association the controller starts with no AWS credentials.
+            depends_on=[*props.ready, self.karpenter_identity],
+        )
+        self.node_pools = helm.manifests_release(
+            self._here,
+            "karpenter-node-pools",
+            name="karpenter-node-pools",
+            namespace=KARPENTER_NAMESPACE,
+            manifests=[
+                *map(self.node_class_manifest, props.node_classes),
+                *map(self.node_pool_manifest, props.node_pools),
+            ],
+            depends_on=[self.karpenter],
+        )
+
+    def node_class_manifest(self, spec: NodeClassSpec) -> dict[str, Any]:
+        discovery = {"tags": {"karpenter.sh/discovery": self.props.cluster_name}}
+        return {
+            "apiVersion": "karpenter.k8s.aws/v1",
+            "kind": "EC2NodeClass",
+            "metadata": {"name": spec.name},
+            "spec": {
+                "role": self.karpenter_node_role.name,
+                "amiSelectorTerms": [{"alias": spec.ami_alias}],
+                "subnetSelectorTerms": [discovery],
+                "securityGroupSelectorTerms": [discovery],
+                "metadataOptions": {
+                    "httpEndpoint": "enabled",
+                    "httpProtocolIPv6": "disabled",
+                    "httpPutResponseHopLimit": 1,
+                    "httpTokens": "required",
+                },
+                "blockDeviceMappings": [
+                    {
+                        "deviceName": "/dev/xvda",
+                        "ebs": {
+                            "volumeSize": f"{spec.volume_size_gi}Gi",
+                            "volumeType": "gp3",
+                            "iops": spec.iops,
+                            "throughput": spec.throughput_mibs,
+                            "encrypted": True,
+                            "deleteOnTermination": True,
+                        },
+                    }
+                ],
+                # Karpenter tags its instances kubernetes.io/cluster/<name> itself; the EC2NodeClass CRD
+                # (1.14.1) forbids that key in spec.tags by a CEL rule.
+                "tags": {"Name": f"{self.props.cluster_name}-{spec.name}"},
+            },
+        }
+
+    def node_pool_manifest(self, spec: NodePoolSpec) -> dict[str, Any]:
+        limits: dict[str, Any] = {"cpu": str(spec.cpu_limit), "memory": f"{spec.memory_limit_gi}Gi"}
+        if spec.gpu_limit is not None:
+            limits["nvidia.com/gpu"] = str(spec.gpu_limit)
+        template: dict[str, Any] = {
+            "spec": {
+                "nodeClassRef": {
+                    "group": "karpenter.k8s.aws",
+                    "kind": "EC2NodeClass",
+                    "name": spec.node_class,
+                },
+                "requirements": [
+                    {
+                        "key": "karpenter.k8s.aws/instance-family",
+                        "operator": "In",
+                        "values": list(spec.families),
+                    },
+                    {"key": "karpenter.k8s.aws/instance-size", "operator": "In", "values": list(spec.sizes)},
+                    {
+                        "key": "karpenter.sh/capacity-type",
+                        "operator": "In",
+                        "values": list(spec.capacity_types),
+                    },
+                    {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+                ],
+                "expireAfter": spec.expire_after,
+            }
+        }
+        if spec.termination_grace_period is not None:
+            template["spec"]["terminationGracePeriod"] = spec.termination_grace_period
+        if spec.taints:
+            template["spec"]["taints"] = [
+                {"key": t.key, "value": t.value, "effect": t.effect} for t in spec.taints
+            ]
+        if spec.labels:
+            template["metadata"] = {"labels": dict(spec.labels)}
+        return {
+            "apiVersion": "karpenter.sh/v1",
+            "kind": "NodePool",
+            "metadata": {"name": spec.name},
+            "spec": {
+                "template": template,
+                "disruption": {
+                    "consolidationPolicy": "WhenEmptyOrUnderutilized",
+                    "consolidateAfter": spec.consolidate_after,
+                    "budgets": [budget.manifest() for budget in spec.budgets],
+                },
+                "limits": limits,
+            },
+        }

@@ -1,0 +1,254 @@
+"""eks-karpenter's AWS part applied for real: ``terraform apply`` with hashicorp/aws 5.100.0 against
+moto in server mode, then a second plan that must be empty, then a destroy.
+
+What moto does not implement is excluded through UNSUPPORTED (with the resources that depend on it);
+where moto answers differently from AWS, exactly the attributes in MOTO_ARTEFACTS are ignored. Any
+other error fails the test. What moto accepts without checking (block device mappings, AMI aliases,
+instance types, Performance Insights per instance class) is asserted at synth level in test_eks.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import NEEDS_AWS_5
+from tests.test_eks import PLAN_VARS, _mirror, aws_part
+
+# Resource types moto 5.2.5 has no API for, and references to attributes it leaves empty: each entry
+# removes the resources of that type or naming that reference, and everything depending on them.
+UNSUPPORTED: dict[str, str] = {
+    "aws_eks_addon": "moto's EKS has no add-on API (CreateAddon is not implemented)",
+    "aws_eks_access_entry": "moto's EKS has no access entry API (CreateAccessEntry is not implemented)",
+    "aws_eks_access_policy_association": "moto's EKS has no AssociateAccessPolicy",
+    "aws_eks_pod_identity_association": "moto's EKS has no Pod Identity API",
+    "vpc_config[0].cluster_security_group_id": (
+        "moto's CreateCluster makes no cluster security group, so the attribute stays empty"
+    ),
+}
+
+# Every service the AWS part calls, pointed at moto (the provider's ``endpoints`` keys).
+SERVICES = ("acm", "events", "logs", "ec2", "eks", "iam", "kms", "rds", "route53", "sqs", "sts")
+
+# resource type -> attributes where moto's answer differs from what the configuration asked for,
+# with the evidence; they are ignored in the second plan only.
+MOTO_ARTEFACTS: dict[str, dict[str, str]] = {
+    "aws_eks_cluster": {
+        "access_config": "moto/eks/models.py keeps no accessConfig: DescribeCluster returns none, and "
+        "bootstrap_cluster_creator_admin_permissions would force a replacement",
+    },
+    "aws_eks_node_group": {
+        "remote_access": "moto/eks/models.py fills DEFAULT_REMOTE_ACCESS (ec2SshKey eksKeypair) into a "
+        "node group created without one",
+    },
+    "aws_launch_template": {
+        "tag_specifications": "moto/ec2/models/launch_templates.py returns the template's own tags "
+        "(the launch-template tag specification) inside LaunchTemplateData; EC2 does not",
+    },
+    "aws_db_instance": {
+        "performance_insights_enabled": "moto/rds ignores EnablePerformanceInsights: DescribeDBInstances "
+        "answers without PerformanceInsightsEnabled, which the provider reads as false",
+        "performance_insights_kms_key_id": "as performance_insights_enabled",
+    },
+    "aws_db_parameter_group": {
+        "parameter": "moto's DescribeDBParameters ignores the Source filter and answers without each "
+        "parameter's Source; the provider's read keeps none of them (the second plan adds all three again)",
+    },
+}
+
+MOTO_ENV = {
+    # AWS-managed policies (AmazonEKSClusterPolicy, ...) exist only when moto loads them.
+    "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",
+    # ACM issues a DNS-validated certificate at once instead of after 60 s.
+    "MOTO_ACM_VALIDATION_WAIT": "0",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[str]:
+    """moto_server on 127.0.0.1 and a free port, from the project's own environment; stopped by PID."""
+    server = Path(sys.executable).parent / "moto_server"
+    if not server.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{server} is missing: moto[server] comes from the project's lock")
+        pytest.skip("moto[server] is not installed in this environment")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, **MOTO_ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not answer on {url}") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+
+
+def _references(body: Any) -> set[str]:
+    """``type.name`` of every resource a resource body refers to (interpolations and depends_on)."""
+    text = json.dumps(body)
+    found = set(re.findall(r"\b(aws_[a-z0-9_]+\.[A-Za-z0-9_-]+)", text))
+    return found
+
+
+def exclude_unsupported(config: dict[str, Any]) -> dict[str, int]:
+    """Remove what moto cannot create and everything depending on it; return counts by reason."""
+    removed: dict[str, str] = {}
+    for kind, bodies in config["resource"].items():
+        for name, body in bodies.items():
+            text = json.dumps(body)
+            for what, _ in UNSUPPORTED.items():
+                if kind == what or f".{what}" in text:
+                    removed[f"{kind}.{name}"] = what
+                    break
+    changed = True
+    while changed:
+        changed = False
+        for kind, bodies in config["resource"].items():
+            for name, body in bodies.items():
+                address = f"{kind}.{name}"
+                if address in removed:
+                    continue
+                depends = _references(body) & set(removed)
+                if depends:
+                    removed[address] = f"depends on {sorted(depends)[0]}"
+                    changed = True
+    for address in removed:
+        kind, name = address.split(".", 1)
+        del config["resource"][kind][name]
+        if not config["resource"][kind]:
+            del config["resource"][kind]
+    for name, output in list(config.get("output", {}).items()):
+        if _references(output) & set(removed):
+            del config["output"][name]
+    counts: dict[str, int] = {}
+    for reason in removed.values():
+        key = reason if reason in UNSUPPORTED else "dependents"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+@NEEDS_AWS_5
+def test_apply_against_moto_then_an_empty_plan_then_destroy(tmp_path, moto):
+    import boto3
+    import cdktf
+
+    from environments import Instance
+
+    terraform, mirror = shutil.which("terraform"), _mirror()
+    if terraform is None or mirror is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"terraform ({terraform}) and the provider mirror ({mirror}) are required under CI")
+        pytest.skip("terraform or the local hashicorp/aws filesystem mirror is not on this machine")
+
+    stack = Instance("eks-karpenter", "eks-karpenter").build(cdktf.Testing.app())
+    config = aws_part(json.loads(cdktf.Testing.synth(stack)))
+    counts = exclude_unsupported(config)
+    applied = sum(len(v) for v in config["resource"].values())
+    print(f"\napplying {applied} resources; excluded: {json.dumps(counts, sort_keys=True)}")
+
+    (aws,) = config["provider"]["aws"]
+    aws.update(
+        skip_region_validation=True,
+        endpoints=[dict.fromkeys(SERVICES, moto)],
+    )
+    for kind, attributes in MOTO_ARTEFACTS.items():
+        for body in config["resource"].get(kind, {}).values():
+            body.setdefault("lifecycle", {})["ignore_changes"] = sorted(attributes)
+
+    # The hosted zone the certificate is validated in exists before the stack, as in a real account.
+    def client(service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=moto,
+            region_name=aws["region"],
+            aws_access_key_id="AKIAIOSFODNN7EXAMPLE",
+            aws_secret_access_key="moto",
+        )
+
+    route53 = client("route53")
+    zone = route53.create_hosted_zone(Name="example.com", CallerReference="apply-test")
+    variables = {**PLAN_VARS, "route53_zone_id": zone["HostedZone"]["Id"].split("/")[-1]}
+    var_args = [f"-var={k}={v}" for k, v in variables.items()]
+
+    (tmp_path / "main.tf.json").write_text(json.dumps(config, indent=1))
+    cli = tmp_path / "cli.tfrc"
+    cli.write_text(f'provider_installation {{\n  filesystem_mirror {{ path = "{mirror}" }}\n}}\n')
+    env = {
+        **os.environ,
+        "TF_CLI_CONFIG_FILE": str(cli),
+        "TF_IN_AUTOMATION": "1",
+        "CHECKPOINT_DISABLE": "1",
+        "AWS_ENDPOINT_URL": moto,
+    }
+
+    def run(*args: str, codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
+        started = time.monotonic()
+        result = subprocess.run(
+            [terraform, *args, "-no-color"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        print(f"terraform {args[0]}: {time.monotonic() - started:.0f} s")
+        assert result.returncode in codes, result.stdout[-6000:] + result.stderr[-6000:]
+        return result
+
+    run("init", "-input=false")
+    run("apply", "-input=false", "-auto-approve", "-lock=false", *var_args)
+    in_state = run("state", "list").stdout.split()
+    assert len(in_state) == applied
+
+    second = run("plan", "-input=false", "-lock=false", "-detailed-exitcode", *var_args, codes=(0, 2))
+    assert second.returncode == 0, "a second plan is not empty:\n" + second.stdout[-6000:]
+
+    # An operator lifts the database's deletion protection first, then destroys (the state was just
+    # read by the second plan).
+    assert [a for a in in_state if a.startswith("aws_db_instance.")], "the database was applied"
+    rds = client("rds")
+    for instance in rds.describe_db_instances()["DBInstances"]:
+        rds.modify_db_instance(
+            DBInstanceIdentifier=instance["DBInstanceIdentifier"],
+            DeletionProtection=False,
+            ApplyImmediately=True,
+        )
+    run("destroy", "-input=false", "-auto-approve", "-lock=false", "-refresh=false", *var_args)
+    assert run("state", "list").stdout.split() == []
