@@ -558,7 +558,7 @@ def test_an_unknown_stack_is_one_line(capsys):
 
 def test_make_verify_runs_the_module_for_the_stack():
     done = subprocess.run(
-        ["make", "-n", "verify", "STACK=k3d-poc", "VERIFY_ARGS=--json"],
+        ["make", "--no-print-directory", "-n", "verify", "STACK=k3d-poc", "VERIFY_ARGS=--json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
