@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from dataclasses import replace
 from datetime import date
-from pathlib import Path
 
 import cdktf
 import pytest
@@ -610,16 +607,6 @@ def test_bad_input_fails_with_field_value_and_fix(build, message):
 
 
 # --- a real plan against hashicorp/aws 5.100.0, offline ------------------------------------------------
-def _mirror() -> Path | None:
-    for candidate in [
-        *Path("/").glob("*/registry.terraform.io"),
-        *Path("/").glob("*/*/registry.terraform.io"),
-    ]:
-        if (candidate / "hashicorp" / "aws").is_dir():
-            return candidate.parent
-    return None
-
-
 PLAN_VARS = {
     "aws_account_id": "123456789012",
     "api_allowed_cidrs": '["203.0.113.0/24"]',
@@ -659,16 +646,9 @@ def aws_part(stack_json: dict) -> dict:
 
 
 @NEEDS_AWS_5
-def test_offline_init_validate_and_plan_with_the_real_aws_provider(stack_json, tmp_path):
-    terraform, mirror = shutil.which("terraform"), _mirror()
-    if terraform is None or mirror is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"terraform ({terraform}) and the provider mirror ({mirror}) are required under CI")
-        pytest.skip("terraform or the local hashicorp/aws filesystem mirror is not on this machine")
+def test_offline_init_validate_and_plan_with_the_real_aws_provider(stack_json, tmp_path, aws_terraform):
+    terraform, env = aws_terraform
     (tmp_path / "main.tf.json").write_text(json.dumps(aws_part(stack_json)))
-    cli = tmp_path / "cli.tfrc"
-    cli.write_text(f'provider_installation {{\n  filesystem_mirror {{ path = "{mirror}" }}\n}}\n')
-    env = {**os.environ, "TF_CLI_CONFIG_FILE": str(cli), "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
 
     def run(*args: str) -> str:
         result = subprocess.run(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import NEEDS_AWS_5
-from tests.test_eks import PLAN_VARS, _mirror, aws_part
+from tests.test_eks import PLAN_VARS, aws_part
 
 # Resource types moto 5.2.5 has no API for, and references to attributes it leaves empty: each entry
 # removes the resources of that type or naming that reference, and everything depending on them.
@@ -165,17 +164,13 @@ def exclude_unsupported(config: dict[str, Any]) -> dict[str, int]:
 
 
 @NEEDS_AWS_5
-def test_apply_against_moto_then_an_empty_plan_then_destroy(tmp_path, moto):
+def test_apply_against_moto_then_an_empty_plan_then_destroy(tmp_path, moto, aws_terraform):
     import boto3
     import cdktf
 
     from environments import Instance
 
-    terraform, mirror = shutil.which("terraform"), _mirror()
-    if terraform is None or mirror is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"terraform ({terraform}) and the provider mirror ({mirror}) are required under CI")
-        pytest.skip("terraform or the local hashicorp/aws filesystem mirror is not on this machine")
+    terraform, tf_env = aws_terraform
 
     stack = Instance("eks-karpenter", "eks-karpenter").build(cdktf.Testing.app())
     config = aws_part(json.loads(cdktf.Testing.synth(stack)))
@@ -208,15 +203,7 @@ def test_apply_against_moto_then_an_empty_plan_then_destroy(tmp_path, moto):
     var_args = [f"-var={k}={v}" for k, v in variables.items()]
 
     (tmp_path / "main.tf.json").write_text(json.dumps(config, indent=1))
-    cli = tmp_path / "cli.tfrc"
-    cli.write_text(f'provider_installation {{\n  filesystem_mirror {{ path = "{mirror}" }}\n}}\n')
-    env = {
-        **os.environ,
-        "TF_CLI_CONFIG_FILE": str(cli),
-        "TF_IN_AUTOMATION": "1",
-        "CHECKPOINT_DISABLE": "1",
-        "AWS_ENDPOINT_URL": moto,
-    }
+    env = {**tf_env, "AWS_ENDPOINT_URL": moto}
 
     def run(*args: str, codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
         started = time.monotonic()

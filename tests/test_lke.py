@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from environments import Instance
 from gpu_constructs.compute.lke import LkeProps
 from gpu_constructs.errors import ConfigError
-from tests.conftest import ON_ENGINE, release_values, resources
+from tests.conftest import ON_ENGINE, plan_variables, release_values, resources, variables_workdir
 from tests.validators import argument_keys
 
 
@@ -214,13 +213,7 @@ def test_an_empty_allowlist_with_the_firewall_on_fails():
 
 @pytest.fixture(scope="module")
 def variables_dir(stack_json, tmp_path_factory) -> Path:
-    terraform = shutil.which("terraform")
-    if terraform is None:
-        pytest.skip("terraform is not on PATH")
-    directory = tmp_path_factory.mktemp("lke-variables")
-    (directory / "main.tf.json").write_text(json.dumps({"variable": stack_json["variable"]}))
-    subprocess.run([terraform, "init", "-backend=false"], cwd=directory, check=True, capture_output=True)
-    return directory
+    return variables_workdir(stack_json["variable"], tmp_path_factory.mktemp("lke-variables"))
 
 
 def plan(directory: Path, **variables: str) -> subprocess.CompletedProcess[str]:
@@ -230,13 +223,7 @@ def plan(directory: Path, **variables: str) -> subprocess.CompletedProcess[str]:
         "api_allowed_cidrs": '["203.0.113.0/24"]',
         "ui_allowed_cidrs": '["0.0.0.0/0"]',
     }
-    args = [f"-var={k}={v}" for k, v in {**base, **variables}.items()]
-    return subprocess.run(
-        ["terraform", "plan", "-input=false", "-no-color", *args],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-    )
+    return plan_variables(directory, {**base, **variables})
 
 
 def test_good_variables_plan(variables_dir):

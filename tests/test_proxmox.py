@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,7 +22,15 @@ from gpu_constructs.compute.proxmox import (
     kube_vip_manifests,
 )
 from gpu_constructs.errors import ConfigError
-from tests.conftest import ON_ENGINE, by_kind, manifests_of, release_values, resources
+from tests.conftest import (
+    ON_ENGINE,
+    by_kind,
+    manifests_of,
+    plan_variables,
+    release_values,
+    resources,
+    variables_workdir,
+)
 from tests.validators import validate_manifest
 
 
@@ -399,13 +406,7 @@ def test_bad_stack_settings_fail_at_synth(overrides, message):
 
 @pytest.fixture(scope="module")
 def variables_dir(stack_json, tmp_path_factory) -> Path:
-    terraform = shutil.which("terraform")
-    if terraform is None:
-        pytest.skip("terraform is not on PATH")
-    directory = tmp_path_factory.mktemp("proxmox-variables")
-    (directory / "main.tf.json").write_text(json.dumps({"variable": stack_json["variable"]}))
-    subprocess.run([terraform, "init", "-backend=false"], cwd=directory, check=True, capture_output=True)
-    return directory
+    return variables_workdir(stack_json["variable"], tmp_path_factory.mktemp("proxmox-variables"))
 
 
 def gpu_list(groups=range(32, 40), subsystem="10de:145f") -> str:
@@ -433,14 +434,7 @@ def plan(directory: Path, **variables: str | None) -> subprocess.CompletedProces
         "cloudflare_api_token": "a" * 40,
         "dns_zone": "example.com",
     }
-    base.update(variables)
-    args = [f"-var={k}={v}" for k, v in base.items() if v is not None]
-    return subprocess.run(
-        ["terraform", "plan", "-input=false", "-no-color", *args],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-    )
+    return plan_variables(directory, {**base, **variables})
 
 
 def test_good_gpu_devices_plan(variables_dir):
@@ -463,12 +457,7 @@ def test_bad_gpu_devices_fail_in_terraform(variables_dir, value, message):
 
 
 def test_root_password_login_variables_plan(tmp_path):
-    terraform = shutil.which("terraform")
-    if terraform is None:
-        pytest.skip("terraform is not on PATH")
-    stack = synth(root_auth=True, hugepages=True)
-    (tmp_path / "main.tf.json").write_text(json.dumps({"variable": stack["variable"]}))
-    subprocess.run([terraform, "init", "-backend=false"], cwd=tmp_path, check=True, capture_output=True)
+    variables_workdir(synth(root_auth=True, hugepages=True)["variable"], tmp_path)
     with_token = plan(tmp_path, proxmox_api_token="t@pve!x=y", proxmox_root_password="s3cret")
     assert with_token.returncode != 0 and "Value for undeclared variable" in with_token.stderr
     assert plan(tmp_path, proxmox_root_password="s3cret", **{"proxmox_api_token": None}).returncode == 0
@@ -491,13 +480,9 @@ def test_lets_encrypt_by_dns01_through_cloudflare_on_the_private_network(stack_j
 
 
 def test_http01_needs_a_public_address_checked_at_plan(tmp_path):
-    terraform = shutil.which("terraform")
-    if terraform is None:
-        pytest.skip("terraform is not on PATH")
     stack = synth(letsencrypt_challenge="http01")
     assert "cloudflare_api_token" not in stack["variable"] and "dns_zone" not in stack["variable"]
-    (tmp_path / "main.tf.json").write_text(json.dumps({"variable": stack["variable"]}))
-    subprocess.run([terraform, "init", "-backend=false"], cwd=tmp_path, check=True, capture_output=True)
+    variables_workdir(stack["variable"], tmp_path)
     unset = {"cloudflare_api_token": None, "dns_zone": None}
     private = plan(tmp_path, **unset)
     assert private.returncode != 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,7 +13,14 @@ import pytest
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
-from tests.conftest import ON_ENGINE, resources, synth_main
+from tests.conftest import (
+    ON_ENGINE,
+    plan_variables,
+    resources,
+    synth_main,
+    terraform_binary,
+    variables_workdir,
+)
 
 # Everything a ${...} in the synthesized JSON may start with: Terraform references and functions.
 TERRAFORM_REFERENCES = (
@@ -124,15 +130,6 @@ def test_two_synths_are_byte_identical(tmp_path):
     assert first == second
 
 
-def _terraform() -> str:
-    found = shutil.which("terraform")
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("terraform is not on PATH")
-        pytest.skip("terraform is not on PATH")
-    return found
-
-
 GOOD_VARS = {
     "gpu_node_ips": '["192.168.1.100"]',
     "k3s_token": "0123456789abcdef0123456789abcdef",
@@ -146,26 +143,11 @@ GOOD_VARS = {
 
 @pytest.fixture(scope="module")
 def variables_dir(stack_json, tmp_path_factory) -> Path:
-    """The stack's variable blocks alone: real Terraform evaluates their validations, no provider needed."""
-    directory = tmp_path_factory.mktemp("variables")
-    (directory / "main.tf.json").write_text(json.dumps({"variable": stack_json["variable"]}))
-    subprocess.run(
-        [_terraform(), "init", "-backend=false", "-input=false"],
-        cwd=directory,
-        check=True,
-        capture_output=True,
-    )
-    return directory
+    return variables_workdir(stack_json["variable"], tmp_path_factory.mktemp("variables"))
 
 
-def _plan(directory: Path, **overrides: str) -> subprocess.CompletedProcess[str]:
-    args = [f"-var={key}={value}" for key, value in {**GOOD_VARS, **overrides}.items()]
-    return subprocess.run(
-        [_terraform(), "plan", "-input=false", "-no-color", *args],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-    )
+def _plan(directory: Path, **overrides: str | None) -> subprocess.CompletedProcess[str]:
+    return plan_variables(directory, {**GOOD_VARS, **overrides})
 
 
 def test_good_variables_pass_terraform_validation(variables_dir):
@@ -254,12 +236,12 @@ def test_admin_cidrs_expression_gives_the_hosts_network_in_terraform(tmp_path):
     )
     env = {**os.environ, "CHECKPOINT_DISABLE": "1"}
     subprocess.run(
-        [_terraform(), "init", "-input=false"], cwd=tmp_path, check=True, capture_output=True, env=env
+        [terraform_binary(), "init", "-input=false"], cwd=tmp_path, check=True, capture_output=True, env=env
     )
 
     def admin(*args: str) -> str:
         result = subprocess.run(
-            [_terraform(), "apply", "-auto-approve", "-input=false", "-no-color", *args],
+            [terraform_binary(), "apply", "-auto-approve", "-input=false", "-no-color", *args],
             cwd=tmp_path,
             check=True,
             capture_output=True,
@@ -267,7 +249,7 @@ def test_admin_cidrs_expression_gives_the_hosts_network_in_terraform(tmp_path):
             env=env,
         )
         out = subprocess.run(
-            [_terraform(), "output", "-raw", "admin"],
+            [terraform_binary(), "output", "-raw", "admin"],
             cwd=tmp_path,
             check=True,
             capture_output=True,
@@ -301,26 +283,11 @@ def http01_variables_dir(tmp_path_factory) -> Path:
     )
     variables = json.loads(cdktf.Testing.synth(stack))["variable"]
     assert "cloudflare_api_token" not in variables
-    directory = tmp_path_factory.mktemp("http01")
-    (directory / "main.tf.json").write_text(json.dumps({"variable": variables}))
-    subprocess.run(
-        [_terraform(), "init", "-backend=false", "-input=false"],
-        cwd=directory,
-        check=True,
-        capture_output=True,
-    )
-    return directory
+    return variables_workdir(variables, tmp_path_factory.mktemp("http01"))
 
 
 def _plan_http01(directory: Path, **overrides: str) -> subprocess.CompletedProcess[str]:
-    good = {k: v for k, v in GOOD_VARS.items() if k != "cloudflare_api_token"}
-    args = [f"-var={key}={value}" for key, value in {**good, **overrides}.items()]
-    return subprocess.run(
-        [_terraform(), "plan", "-input=false", "-no-color", *args],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-    )
+    return _plan(directory, cloudflare_api_token=None, **overrides)
 
 
 def test_http01_with_a_private_address_fails_at_plan(http01_variables_dir):

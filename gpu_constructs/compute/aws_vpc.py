@@ -4,6 +4,7 @@ subnet in each zone, NAT gateways, the internet gateway, routes and flow logs.""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
@@ -25,6 +26,21 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.iam import policy_document, service_trust
 
 
+def check_network(availability_zones: Sequence[str], vpc_cidr: str) -> None:
+    """Zones and address range the VPC can be built from, for EKS: two to seven distinct zones, a /20
+    or larger network."""
+    if len(availability_zones) < 2:
+        raise ConfigError(
+            "availability_zones", availability_zones, "give at least two zones: EKS needs subnets in two"
+        )
+    validate.unique("availability_zones", availability_zones)
+    if len(availability_zones) > 7:
+        raise ConfigError("availability_zones", availability_zones, "use at most 7 zones")
+    network = validate.cidr("vpc_cidr", vpc_cidr)
+    if network.prefixlen > 20:
+        raise ConfigError("vpc_cidr", vpc_cidr, "use a /20 or larger network for the subnets and pods")
+
+
 @dataclass(frozen=True)
 class AwsVpcProps:
     """Settings of the VPC."""
@@ -41,20 +57,7 @@ class AwsVpcProps:
     flow_log_retention_days: int = 365
 
     def __post_init__(self) -> None:
-        if len(self.availability_zones) < 2:
-            raise ConfigError(
-                "availability_zones",
-                self.availability_zones,
-                "give at least two zones: EKS needs subnets in two",
-            )
-        validate.unique("availability_zones", self.availability_zones)
-        if len(self.availability_zones) > 7:
-            raise ConfigError("availability_zones", self.availability_zones, "use at most 7 zones")
-        network = validate.cidr("vpc_cidr", self.vpc_cidr)
-        if network.prefixlen > 20:
-            raise ConfigError(
-                "vpc_cidr", self.vpc_cidr, "use a /20 or larger network for the subnets and pods"
-            )
+        check_network(self.availability_zones, self.vpc_cidr)
 
     def subnets(self) -> tuple[list[str], list[str]]:
         """(private, public) CIDRs: /3 larger private subnets first, small public ones at the end."""

@@ -19,7 +19,7 @@ from constructs import Construct
 
 from gpu_constructs import validate, versions
 from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager
-from gpu_constructs.compute.aws_vpc import AwsVpc, AwsVpcProps
+from gpu_constructs.compute.aws_vpc import AwsVpc, AwsVpcProps, check_network
 from gpu_constructs.compute.eks_cluster import SYSTEM_TAINT, EksSystemCluster, EksSystemClusterProps
 from gpu_constructs.compute.karpenter import (
     AMI_FAMILIES,
@@ -91,21 +91,10 @@ class EksProps:
 
     def __post_init__(self) -> None:
         validate.k8s_name("cluster name", self.name)
-        if len(self.availability_zones) < 2:
-            raise ConfigError(
-                "availability_zones",
-                self.availability_zones,
-                "give at least two zones: EKS needs subnets in two",
-            )
-        validate.unique("availability_zones", self.availability_zones)
+        check_network(self.availability_zones, self.vpc_cidr)
         for zone in self.availability_zones:
             if not zone.startswith(self.region):
                 raise ConfigError("availability_zones", zone, f"use zones of region {self.region}")
-        network = validate.cidr("vpc_cidr", self.vpc_cidr)
-        if network.prefixlen > 20:
-            raise ConfigError(
-                "vpc_cidr", self.vpc_cidr, "use a /20 or larger network for the subnets and pods"
-            )
         validate.version("kubernetes_version", self.kubernetes_version, r"1\.\d{2}", "1.34")
         check_eks_version(self.kubernetes_version, date.today())
         family, _, size = self.system_instance_type.partition(".")
