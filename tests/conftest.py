@@ -236,3 +236,20 @@ def plan_variables(directory: Path, values: dict[str, str | None]) -> Any:
         capture_output=True,
         text=True,
     )
+
+
+def run_terraform(
+    terraform: str, directory: Path, env: dict[str, str], *args: str, codes: tuple[int, ...] = (0,)
+) -> Any:
+    """One terraform command in ``directory``; fails the test with its output on an unexpected exit
+    code, prints how long it took (the AWS tests' minutes go here)."""
+    import subprocess
+    import time
+
+    started = time.monotonic()
+    result = subprocess.run(
+        [terraform, *args, "-no-color"], cwd=directory, env=env, capture_output=True, text=True, timeout=900
+    )
+    print(f"terraform {args[0]}: {time.monotonic() - started:.0f} s")
+    assert result.returncode in codes, result.stdout[-6000:] + result.stderr[-6000:]
+    return result

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from dataclasses import replace
 from datetime import date
 
@@ -25,7 +24,15 @@ from gpu_constructs.compute.eks import (
     check_eks_version,
 )
 from gpu_constructs.errors import ConfigError
-from tests.conftest import NEEDS_AWS_5, ON_ENGINE, by_kind, manifests_of, release_values, resources
+from tests.conftest import (
+    NEEDS_AWS_5,
+    ON_ENGINE,
+    by_kind,
+    manifests_of,
+    release_values,
+    resources,
+    run_terraform,
+)
 from tests.validators import validate_manifest
 
 
@@ -651,16 +658,8 @@ def test_offline_init_validate_and_plan_with_the_real_aws_provider(stack_json, t
     (tmp_path / "main.tf.json").write_text(json.dumps(aws_part(stack_json)))
 
     def run(*args: str) -> str:
-        result = subprocess.run(
-            [terraform, *args, "-no-color"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        return result.stdout
+        output: str = run_terraform(terraform, tmp_path, env, *args).stdout
+        return output
 
     run("init", "-input=false")
     assert (

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import NEEDS_AWS_5
+from tests.conftest import NEEDS_AWS_5, run_terraform
 from tests.test_eks import PLAN_VARS, aws_part
 
 # Resource types moto 5.2.5 has no API for, and references to attributes it leaves empty: each entry
@@ -206,17 +206,7 @@ def test_apply_against_moto_then_an_empty_plan_then_destroy(tmp_path, moto, aws_
     env = {**tf_env, "AWS_ENDPOINT_URL": moto}
 
     def run(*args: str, codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
-        started = time.monotonic()
-        result = subprocess.run(
-            [terraform, *args, "-no-color"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        print(f"terraform {args[0]}: {time.monotonic() - started:.0f} s")
-        assert result.returncode in codes, result.stdout[-6000:] + result.stderr[-6000:]
+        result: subprocess.CompletedProcess[str] = run_terraform(terraform, tmp_path, env, *args, codes=codes)
         return result
 
     run("init", "-input=false")
