@@ -1,0 +1,104 @@
+"""Gate: every object a ``failurePolicy: Fail`` webhook of another release must admit is created by
+a release applied after the webhook's (model and upstream references in tests/lifecycle/webhooks.py).
+
+KNOWN lists what the stacks do today that the gate rejects, with the issue that fixes it. The gate
+is strict both ways: a finding not listed fails, and so does a listed one that no longer occurs.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from tests.lifecycle import webhooks
+
+# (stack, release creating the object, object, webhook) -> issue that fixes it
+KNOWN = {
+    # the load balancer controller's Service webhook vs Karpenter's Service, installed side by side
+    (
+        "eks-karpenter",
+        "helm_release.eks_karpenter_7C03CC45",
+        "Service/karpenter/karpenter",
+        "mservice.elbv2.k8s.aws",
+    ): 21,
+}
+
+
+def unexpected(rendered: Any) -> tuple[dict[tuple[str, str, str, str], str], list[tuple[str, str, str, str]]]:
+    found = {finding.key: finding.webhook_release for finding in webhooks.findings(rendered)}
+    new = {key: release for key, release in found.items() if key not in KNOWN}
+    gone = [key for key in KNOWN if key[0] == rendered.stack and key not in found]
+    return new, gone
+
+
+def test_fail_webhooks_are_installed_before_what_they_admit(rendered_stack):
+    new, gone = unexpected(rendered_stack)
+    assert new == {}, f"{rendered_stack.stack}: objects created before the webhook that must admit them"
+    assert gone == [], f"{rendered_stack.stack}: fixed, remove from KNOWN in {__file__}"
+
+
+def _rendered(stack: str) -> Any:
+    import main
+    from tests import render
+
+    (instance,) = [i for i in main.INSTANCES if i.stack == stack]
+    return copy.deepcopy(render.rendered(instance))
+
+
+def test_the_gate_sees_fail_webhooks(helm, upstream):
+    """Not vacuous: cert-manager's, CloudNativePG's and the load balancer controller's webhooks."""
+    names = {
+        webhook["name"]
+        for stack in ("single-node", "eks-karpenter")
+        for _, webhook in webhooks.fail_webhooks(_rendered(stack))
+    }
+    assert {"webhook.cert-manager.io", "vcluster.cnpg.io", "mservice.elbv2.k8s.aws"} <= names
+
+
+def test_a_cluster_applied_beside_its_operator_breaks_the_gate(helm, upstream):
+    """single-node's database Cluster without its dependency on the CloudNativePG release."""
+    rendered = _rendered("single-node")
+    release = rendered.synthesized["resource"]["helm_release"]["postgres_cluster_ACE3EF20"]
+    release["depends_on"] = [
+        d for d in release["depends_on"] if d != "helm_release.postgres_operator_ADDDFA8E"
+    ]
+    new, _ = unexpected(rendered)
+    assert set(new) == {
+        ("single-node", "helm_release.postgres_cluster_ACE3EF20", "Cluster/ffe/ffe-db", webhook)
+        for webhook in ("mcluster.cnpg.io", "vcluster.cnpg.io")
+    }
+    assert set(new.values()) == {"helm_release.postgres_operator_ADDDFA8E"}
+
+
+def test_a_fixed_known_finding_must_leave_the_table(helm, upstream):
+    rendered = _rendered("eks-karpenter")
+    release = rendered.synthesized["resource"]["helm_release"]["eks_karpenter_7C03CC45"]
+    release["depends_on"].append("helm_release.alb-controller_release_0735D108")
+    new, gone = unexpected(rendered)
+    assert new == {}
+    assert gone == list(KNOWN)
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "matches"),
+    [
+        (None, {}, True),
+        ({"matchExpressions": [{"key": "a", "operator": "NotIn", "values": ["x"]}]}, {}, True),
+        ({"matchExpressions": [{"key": "a", "operator": "NotIn", "values": ["x"]}]}, {"a": "x"}, False),
+        ({"matchExpressions": [{"key": "a", "operator": "In", "values": ["x"]}]}, {}, False),
+        ({"matchLabels": {"a": "x"}}, {"a": "x", "b": "y"}, True),
+        ({"matchExpressions": [{"key": "a", "operator": "Exists"}]}, {"b": "y"}, False),
+    ],
+)
+def test_label_selectors_are_kubernetes(selector, labels, matches):
+    assert webhooks.selector_matches(selector, labels) is matches
+
+
+def test_the_service_webhook_skips_the_controllers_own_objects(helm, upstream):
+    """Its objectSelector excludes app.kubernetes.io/name=aws-load-balancer-controller."""
+    rendered = _rendered("eks-karpenter")
+    (service,) = [o for o in rendered.release("eks_karpenter_7C03CC45").objects if o["kind"] == "Service"]
+    service["metadata"]["labels"]["app.kubernetes.io/name"] = "aws-load-balancer-controller"
+    assert webhooks.findings(rendered) == []
