@@ -464,7 +464,10 @@ class ProxmoxGpuCompute(Construct):
             first_gpu = index * props.gpus_per_worker
             hostpci = [
                 HostPci(
-                    f"hostpci{n}", self.gpu_mappings[first_gpu + n].get_string_attribute("name"), pcie=True
+                    f"hostpci{n}",
+                    self.gpu_mappings[first_gpu + n].get_string_attribute("name"),
+                    pcie=True,
+                    rombar=True,
                 )
                 for n in range(props.gpus_per_worker)
             ]

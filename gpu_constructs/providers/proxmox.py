@@ -247,7 +247,11 @@ class HostPci:
     mapping: str
     """The resource mapping's name (raw ids do not work with API tokens)."""
     pcie: bool = True
-    rombar: bool | None = None
+    rombar: bool = True
+    """Always sent: the reference page says it defaults to true, but bpg/proxmox v0.111.1 sends an
+    unset rombar as ``rombar=0`` (vmGetHostPCIDeviceObjects in proxmoxtf/resource/vm/vm.go passes
+    the bool's zero value; proxmox/nodes/vms/custom_pci_device.go encodes it), hiding the ROM BAR
+    where Proxmox's own default shows it."""
 
 
 @dataclass(frozen=True)
