@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from gpu_constructs.compute.proxmox import (
     kube_vip_manifests,
 )
 from gpu_constructs.errors import ConfigError
+from gpu_constructs.providers.proxmox import PRIVILEGES, pveum_role_add
 from tests.conftest import (
     ON_ENGINE,
     by_kind,
@@ -502,3 +504,33 @@ def test_http01_needs_a_public_address_checked_at_plan(tmp_path):
     assert private.returncode != 0
     assert "Let's Encrypt cannot reach a private address over HTTP-01" in " ".join(private.stderr.split())
     assert plan(tmp_path, public_address="203.0.113.10", **unset).returncode == 0
+
+
+def test_privilege_table_covers_every_proxmox_resource_type(every_stack):
+    """The token's role comes from one table: every resource type a proxmox-ha stack emits has its
+    rows there (a new type without rows would stop the deploy at "Permission check failed")."""
+    emitted: set[str] = set()
+    for stack_json in [*every_stack.values(), synth(root_auth=True, hugepages=True, cpu_pinning=True)]:
+        for block in ("resource", "data"):
+            emitted |= {kind for kind in stack_json.get(block, {}) if kind.startswith("proxmox_")}
+    assert emitted == {row.resource for row in PRIVILEGES}
+    for row in PRIVILEGES:
+        assert re.fullmatch(r"[A-Z][A-Za-z]+\.[A-Za-z.]+", row.privilege), row
+        assert re.match(r"proxmox/[a-z-]+ (src/)?PVE/\S+\.pm \S", row.source), row
+        assert row.path.startswith("/"), row
+    privileges = {(row.resource, row.privilege) for row in PRIVILEGES}
+    # download-url needs network access besides the template right (pve-storage Status.pm)
+    assert {
+        ("proxmox_virtual_environment_download_file", "Sys.AccessNetwork"),
+        ("proxmox_virtual_environment_download_file", "Datastore.AllocateTemplate"),
+        ("proxmox_virtual_environment_vm", "Mapping.Use"),
+    } <= privileges
+
+
+def test_readme_role_command_is_the_tables():
+    text = (Path(main.__file__).parent / "README.md").read_text()
+    section = text.split("## Deploy `proxmox-ha`", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"^ *(pveum role add .*)$", section, re.M) == [
+        pveum_role_add(),
+        pveum_role_add(pve_major=8),
+    ]
