@@ -395,7 +395,13 @@ PRIVILEGES: tuple[Privilege, ...] = (
     Privilege(
         Vm.TYPE, "VM.Allocate", "/vms/{vmid}", "create and destroy the VM", f"{QEMU} create_vm, destroy_vm"
     ),
-    Privilege(Vm.TYPE, "VM.Audit", "/vms/{vmid}", "read config and status", f"{QEMU} vm_config, vm_status"),
+    Privilege(
+        Vm.TYPE,
+        "VM.Audit",
+        "/vms/{vmid}",
+        "read config and status; find the VM's node (GET /cluster/resources lists only VMs with it)",
+        f"{QEMU} vm_config, vm_status; proxmox/pve-manager PVE/API2/Cluster.pm resources",
+    ),
     Privilege(
         Vm.TYPE,
         "VM.Config.CPU",
