@@ -144,10 +144,11 @@ class ProxmoxHaStack(TerraformStack):
         TerraformVariable(
             self,
             "gpu_devices",
-            type="list(object({path = string, iommu_group = number, subsystem_id = string}))",
+            type="list(object({id = string, path = string, iommu_group = number, subsystem_id = string}))",
             description=(
-                f"The {gpu_count} GPUs to pass through: PCI address (lspci -D -d 10de:), IOMMU group "
-                "(/sys/kernel/iommu_groups) and subsystem id (lspci -nn -v); see the README."
+                f"The {gpu_count} GPUs to pass through: vendor:device id (lspci -nn -d 10de:), PCI "
+                "address (lspci -D -d 10de:), IOMMU group (/sys/kernel/iommu_groups) and subsystem id "
+                "(lspci -nn -v); see the README."
             ),
             validation=[
                 rule(
@@ -159,6 +160,11 @@ class ProxmoxHaStack(TerraformStack):
                     "alltrue([for d in var.gpu_devices : "
                     'can(regex("^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}[.][0-7]$", d.path))])',
                     "gpu_devices paths look like 0000:41:00.0 (lspci -D).",
+                ),
+                rule(
+                    'alltrue([for d in var.gpu_devices : can(regex("^10de:[0-9a-f]{4}$", d.id))])',
+                    "gpu_devices id is the NVIDIA vendor:device id as lspci -nn -d 10de: prints it, e.g. "
+                    "10de:20f1 (A100 PCIe 40GB) or 10de:20b5 (A100 PCIe 80GB).",
                 ),
                 rule(
                     "alltrue([for d in var.gpu_devices : "
@@ -235,6 +241,7 @@ class ProxmoxHaStack(TerraformStack):
                 ssh_private_key_path=ssh_key_path.string_value,
                 gpu_devices=[
                     GpuDevice(
+                        id=f"${{var.gpu_devices[{i}].id}}",
                         path=f"${{var.gpu_devices[{i}].path}}",
                         iommu_group=f"${{var.gpu_devices[{i}].iommu_group}}",
                         subsystem_id=f"${{var.gpu_devices[{i}].subsystem_id}}",

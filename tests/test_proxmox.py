@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from gpu_constructs.compute.proxmox import (
     kube_vip_manifests,
 )
 from gpu_constructs.errors import ConfigError
+from gpu_constructs.providers.proxmox import PRIVILEGES, pveum_role_add
 from tests.conftest import (
     ON_ENGINE,
     by_kind,
@@ -119,7 +121,7 @@ def test_every_gpu_mapping_is_complete(every_stack):
         for index, mapping in enumerate(mappings):
             (entry,) = mapping["map"]
             assert entry == {
-                "id": "10de:20f1",
+                "id": f"${{var.gpu_devices[{index}].id}}",
                 "node": "pve",
                 "path": f"${{var.gpu_devices[{index}].path}}",
                 "iommu_group": f"${{var.gpu_devices[{index}].iommu_group}}",
@@ -286,7 +288,7 @@ def test_kube_vip_when_asked(upstream):
 
 
 def devices(count: int = 8) -> list[GpuDevice]:
-    return [GpuDevice(f"0000:{0x41 + i:02x}:00.0", 32 + i, "10de:145f") for i in range(count)]
+    return [GpuDevice("10de:20b5", f"0000:{0x41 + i:02x}:00.0", 32 + i, "10de:1533") for i in range(count)]
 
 
 def props(**overrides) -> ProxmoxProps:
@@ -335,20 +337,28 @@ S3 = EtcdS3("s3.amazonaws.com", "etcd-snapshots", "${var.a}", "${var.s}")
         ),
         ({"gpu_devices": devices(6)}, r"'gpu_devices' is 6: give exactly 8 GPUs: 4 workers x 2"),
         (
-            {"gpu_devices": [*devices(7), GpuDevice("41:00.0", 1, "10de:145f")]},
+            {"gpu_devices": [*devices(7), GpuDevice("10de:20b5", "41:00.0", 1, "10de:145f")]},
             r"'gpu_devices\[7\].path' is '41:00.0': give the address as `lspci -D` prints it",
         ),
         (
-            {"gpu_devices": [*devices(7), GpuDevice("0000:99:00.0", 32, "10de:145f")]},
+            {"gpu_devices": [*devices(7), GpuDevice("10de:20b5", "0000:99:00.0", 32, "10de:145f")]},
             r"'gpu_devices.iommu_group' is '32': each entry must appear once",
         ),
         (
-            {"gpu_devices": [*devices(7), GpuDevice("0000:99:00.0", 99, "145f")]},
+            {"gpu_devices": [*devices(7), GpuDevice("10de:20b5", "0000:99:00.0", 99, "145f")]},
             r"'gpu_devices\[7\].subsystem_id' is '145f': give the subsystem vendor:device id",
         ),
         (
-            {"gpu_devices": [*devices(7), GpuDevice("0000:99:00.0", -1, "10de:145f")]},
+            {"gpu_devices": [*devices(7), GpuDevice("10de:20b5", "0000:99:00.0", -1, "10de:145f")]},
             r"'gpu_devices\[7\].iommu_group' is -1: use from 0 to 65535",
+        ),
+        (
+            {"gpu_devices": [*devices(7), GpuDevice("20b5", "0000:99:00.0", 99, "10de:145f")]},
+            r"'gpu_devices\[7\].id' is '20b5': give the GPU's vendor:device id from `lspci -nn -d 10de:`",
+        ),
+        (
+            {"gpu_devices": [*devices(7), GpuDevice("1002:740f", "0000:99:00.0", 99, "1002:0c34")]},
+            r"'gpu_devices\[7\].id' is '1002:740f': .*NVIDIA \(vendor 10de\)",
         ),
         ({"dns_servers": ()}, r"'dns_servers' is \(\): give at least one DNS server"),
         ({"dns_servers": ("dns.example.com",)}, r"'dns_servers\[0\]' is 'dns.example.com': give an IPv4"),
@@ -409,9 +419,10 @@ def variables_dir(stack_json, tmp_path_factory) -> Path:
     return variables_workdir(stack_json["variable"], tmp_path_factory.mktemp("proxmox-variables"))
 
 
-def gpu_list(groups=range(32, 40), subsystem="10de:145f") -> str:
+def gpu_list(groups=range(32, 40), subsystem="10de:145f", device="10de:20f1") -> str:
     entries = [
-        f'{{path = "0000:{0x41 + i:02x}:00.0", iommu_group = {group}, subsystem_id = "{subsystem}"}}'
+        f'{{id = "{device}", path = "0000:{0x41 + i:02x}:00.0", iommu_group = {group}, '
+        f'subsystem_id = "{subsystem}"}}'
         for i, group in enumerate(groups)
     ]
     return "[" + ", ".join(entries) + "]"
@@ -440,6 +451,9 @@ def plan(directory: Path, **variables: str | None) -> subprocess.CompletedProces
 def test_good_gpu_devices_plan(variables_dir):
     result = plan(variables_dir)
     assert result.returncode == 0, result.stderr
+    # an A100 80GB (10de:20b5) is as welcome as the 40GB card
+    result = plan(variables_dir, gpu_devices=gpu_list(device="10de:20b5", subsystem="10de:1533"))
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize(
@@ -449,6 +463,8 @@ def test_good_gpu_devices_plan(variables_dir):
         (gpu_list([32, 32, 34, 35, 36, 37, 38, 39]), "each in its own IOMMU group"),
         (gpu_list(subsystem="145f"), "gpu_devices subsystem_id looks like 10de:145f"),
         (gpu_list([32, 33, 34, 35, 36, 37, 38, -1]), "gpu_devices iommu_group is the whole number"),
+        (gpu_list(device="20b5"), "gpu_devices id is the NVIDIA vendor:device id"),
+        (gpu_list(device="1002:740f"), "gpu_devices id is the NVIDIA vendor:device id"),
     ],
 )
 def test_bad_gpu_devices_fail_in_terraform(variables_dir, value, message):
@@ -488,3 +504,33 @@ def test_http01_needs_a_public_address_checked_at_plan(tmp_path):
     assert private.returncode != 0
     assert "Let's Encrypt cannot reach a private address over HTTP-01" in " ".join(private.stderr.split())
     assert plan(tmp_path, public_address="203.0.113.10", **unset).returncode == 0
+
+
+def test_privilege_table_covers_every_proxmox_resource_type(every_stack):
+    """The token's role comes from one table: every resource type a proxmox-ha stack emits has its
+    rows there (a new type without rows would stop the deploy at "Permission check failed")."""
+    emitted: set[str] = set()
+    for stack_json in [*every_stack.values(), synth(root_auth=True, hugepages=True, cpu_pinning=True)]:
+        for block in ("resource", "data"):
+            emitted |= {kind for kind in stack_json.get(block, {}) if kind.startswith("proxmox_")}
+    assert emitted == {row.resource for row in PRIVILEGES}
+    for row in PRIVILEGES:
+        assert re.fullmatch(r"[A-Z][A-Za-z]+\.[A-Za-z.]+", row.privilege), row
+        assert re.match(r"proxmox/[a-z-]+ (src/)?PVE/\S+\.pm \S", row.source), row
+        assert row.path.startswith("/"), row
+    privileges = {(row.resource, row.privilege) for row in PRIVILEGES}
+    # download-url needs network access besides the template right (pve-storage Status.pm)
+    assert {
+        ("proxmox_virtual_environment_download_file", "Sys.AccessNetwork"),
+        ("proxmox_virtual_environment_download_file", "Datastore.AllocateTemplate"),
+        ("proxmox_virtual_environment_vm", "Mapping.Use"),
+    } <= privileges
+
+
+def test_readme_role_command_is_the_tables():
+    text = (Path(main.__file__).parent / "README.md").read_text()
+    section = text.split("## Deploy `proxmox-ha`", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"^ *(pveum role add .*)$", section, re.M) == [
+        pveum_role_add(),
+        pveum_role_add(pve_major=8),
+    ]

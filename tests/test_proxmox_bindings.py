@@ -10,6 +10,7 @@ import cdktf
 import pytest
 from cdktf import TerraformResourceLifecycle, TerraformStack
 
+import main
 from gpu_constructs.providers.proxmox import (
     Agent,
     Cpu,
@@ -156,7 +157,60 @@ def test_vm_blocks_are_terraform_blocks(synthesized):
             "device": "hostpci0",
             "mapping": "${proxmox_virtual_environment_hardware_mapping_pci.gpu0.name}",
             "pcie": True,
+            "rombar": True,
         }
     ]
     assert (vm["machine"], vm["bios"]) == ("q35", "ovmf")
     assert vm["disk"][0]["import_from"].startswith("${proxmox_virtual_environment_download_file.image")
+
+
+# What bpg/proxmox v0.111.1 sends to Proxmox for a hostpci attribute left unset: the SDK hands an
+# unset bool over as false and vmGetHostPCIDeviceObjects (proxmoxtf/resource/vm/vm.go) always puts
+# pcie, rombar and x-vga into the device string (proxmox/nodes/vms/custom_pci_device.go encodes
+# false as "rombar=0"); unset strings are left out, so Proxmox's own default applies. ``None``:
+# nothing is sent.
+SENT_WHEN_UNSET: dict[str, object] = {
+    "device": None,
+    "id": None,
+    "mapping": None,
+    "mdev": None,
+    "pcie": False,
+    "rombar": False,
+    "rom_file": None,
+    "xvga": False,
+}
+
+
+def hostpci_defaults(upstream: Path) -> dict[str, object]:
+    """Each ``hostpci`` sub-argument of the VM page, with its documented default (None: none given)."""
+    text = (upstream / "provider-docs" / "proxmox" / "virtual_environment_vm.md").read_text()
+    block = re.search(r"^- `hostpci` .*?\n((?:    .*\n)+)", text, re.M)
+    assert block, "the VM page has no hostpci block"
+    found: dict[str, object] = {}
+    for name, body in re.findall(r"^    - `([a-z_]+)` (.*?)(?=^    - |\Z)", block.group(1), re.M | re.S):
+        default = re.search(r"defaults\s+to\s+`([^`]+)`", body)
+        found[name] = None if default is None else {"true": True, "false": False}.get(default[1], default[1])
+    return found
+
+
+def test_hostpci_sets_every_attribute_whose_default_the_provider_does_not_send(synthesized, upstream):
+    """The VM page says rombar defaults to true, but the provider sends rombar=0 when it is unset:
+    each such attribute must be set explicitly, in the bindings and in the proxmox-ha stack."""
+    documented_defaults = hostpci_defaults(upstream)
+    assert set(documented_defaults) == set(SENT_WHEN_UNSET), "the hostpci block changed: update the model"
+    differing = {
+        name: default
+        for name, default in documented_defaults.items()
+        if default is not None and SENT_WHEN_UNSET[name] != default
+    }
+    assert differing == {"rombar": True}
+    blocks = list(synthesized["resource"]["proxmox_virtual_environment_vm"]["vm"]["hostpci"])
+    for instance in main.INSTANCES:
+        if instance.environment == "proxmox-ha":
+            stack = json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
+            for vm in stack["resource"]["proxmox_virtual_environment_vm"].values():
+                blocks += vm.get("hostpci", [])
+    assert len(blocks) > 8
+    for hostpci in blocks:
+        for name, default in differing.items():
+            assert hostpci.get(name) == default, (hostpci["device"], name)

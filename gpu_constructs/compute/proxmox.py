@@ -48,6 +48,7 @@ GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
 SCRATCH_MOUNT = "/mnt/scratch"
 PCI_PATH = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 PCI_ID = re.compile(r"[0-9a-f]{4}:[0-9a-f]{4}")
+NVIDIA_VENDOR = "10de"
 CLOUD_INIT_INPUTS = ("initialization[0].user_data_file_id",)
 """VM arguments that carry cloud-init user data. Cloud-init runs once, on first boot, so a change
 there means nothing to a running node; and bpg/proxmox marks ``user_data_file_id`` ForceNew
@@ -58,8 +59,12 @@ replace every VM at once, all etcd members with them. Such changes roll out node
 @dataclass(frozen=True)
 class GpuDevice:
     """One GPU on the Proxmox host, as a PCI resource mapping needs it; each field may be a
-    reference to a variable (Terraform then validates it)."""
+    reference to a variable (Terraform then validates it). Proxmox compares every field with the
+    device when a VM using the mapping starts, so none of them is assumed."""
 
+    id: str
+    """Vendor:device id as ``lspci -nn -d 10de:`` prints it, e.g. 10de:20f1 (A100 PCIe 40GB) or
+    10de:20b5 (A100 PCIe 80GB)."""
     path: str
     """PCI address as ``lspci -D`` prints it, e.g. 0000:41:00.0."""
     iommu_group: int | str
@@ -68,6 +73,20 @@ class GpuDevice:
     """Subsystem vendor:device id, e.g. 10de:145f (``lspci -nn -v -s <path>``, 'Subsystem')."""
 
     def check(self, field_name: str) -> None:
+        if not validate.is_reference(self.id):
+            if not PCI_ID.fullmatch(self.id):
+                raise ConfigError(
+                    f"{field_name}.id",
+                    self.id,
+                    "give the GPU's vendor:device id from `lspci -nn -d 10de:`, e.g. 10de:20b5",
+                )
+            if not self.id.startswith(f"{NVIDIA_VENDOR}:"):
+                raise ConfigError(
+                    f"{field_name}.id",
+                    self.id,
+                    f"the GPU Operator drives NVIDIA (vendor {NVIDIA_VENDOR}) GPUs only; give an NVIDIA "
+                    "device id from `lspci -nn -d 10de:`",
+                )
         if not validate.is_reference(self.path) and not PCI_PATH.fullmatch(self.path):
             raise ConfigError(
                 f"{field_name}.path", self.path, "give the address as `lspci -D` prints it, e.g. 0000:41:00.0"
@@ -201,8 +220,6 @@ class ProxmoxProps:
     gpus_per_worker: int = 2
     host_gpu_count: int = 8
     """GPUs the Proxmox host has (the seed: 8x A100)."""
-    gpu_pci_id: str = "10de:20f1"
-    """Vendor:device id of the GPUs (A100 PCIe 40GB)."""
     api_vip: str | None = None
     """Optional kube-vip address for the API (the seed: 10.0.0.100)."""
     cluster_cidr: str = "10.42.0.0/16"
@@ -313,7 +330,6 @@ class ProxmoxProps:
                 )
         self.etcd_snapshots.check()
         validate.version("k3s_version", self.k3s_version, r"v\d+\.\d+\.\d+\+k3s\d+", "v1.33.4+k3s1")
-        validate.version("gpu_pci_id", self.gpu_pci_id, r"[0-9a-f]{4}:[0-9a-f]{4}", "10de:20f1")
         if validate.cidr("cluster_cidr", self.cluster_cidr).overlaps(network) or validate.cidr(
             "service_cidr", self.service_cidr
         ).overlaps(network):
@@ -332,7 +348,7 @@ class ProxmoxProps:
 
 
 class ProxmoxGpuCompute(Construct):
-    """k3s HA on Proxmox VMs, GPU workers with passthrough A100s."""
+    """k3s HA on Proxmox VMs, GPU workers with passthrough NVIDIA GPUs."""
 
     def __init__(self, scope: Construct, id: str, *, props: ProxmoxProps) -> None:
         super().__init__(scope, id)
@@ -354,7 +370,7 @@ class ProxmoxGpuCompute(Construct):
                 comment="GPU passed through to a k3s worker",
                 map=[
                     PciMap(
-                        id=props.gpu_pci_id,
+                        id=device.id,
                         node=props.node_name,
                         path=device.path,
                         iommu_group=device.iommu_group,
@@ -448,7 +464,10 @@ class ProxmoxGpuCompute(Construct):
             first_gpu = index * props.gpus_per_worker
             hostpci = [
                 HostPci(
-                    f"hostpci{n}", self.gpu_mappings[first_gpu + n].get_string_attribute("name"), pcie=True
+                    f"hostpci{n}",
+                    self.gpu_mappings[first_gpu + n].get_string_attribute("name"),
+                    pcie=True,
+                    rombar=True,
                 )
                 for n in range(props.gpus_per_worker)
             ]

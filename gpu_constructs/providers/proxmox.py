@@ -247,7 +247,11 @@ class HostPci:
     mapping: str
     """The resource mapping's name (raw ids do not work with API tokens)."""
     pcie: bool = True
-    rombar: bool | None = None
+    rombar: bool = True
+    """Always sent: the reference page says it defaults to true, but bpg/proxmox v0.111.1 sends an
+    unset rombar as ``rombar=0`` (vmGetHostPCIDeviceObjects in proxmoxtf/resource/vm/vm.go passes
+    the bool's zero value; proxmox/nodes/vms/custom_pci_device.go encodes it), hiding the ROM BAR
+    where Proxmox's own default shows it."""
 
 
 @dataclass(frozen=True)
@@ -315,3 +319,185 @@ class Vm(_ProxmoxResource):
             depends_on=depends_on,
             lifecycle=lifecycle,
         )
+
+
+# --- Proxmox privileges ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Privilege:
+    """One privilege a resource type needs from the provider's Proxmox user or token."""
+
+    resource: str
+    """The Terraform resource type."""
+    privilege: str
+    path: str
+    """The ACL path Proxmox checks it on (granting the role on ``/`` covers every one)."""
+    operation: str
+    source: str
+    """Where Proxmox VE checks it: repository, file, API method or function."""
+
+
+QEMU = "proxmox/qemu-server src/PVE/API2/Qemu.pm"
+STORAGE_STATUS = "proxmox/pve-storage src/PVE/API2/Storage/Status.pm"
+STORAGE_CONTENT = "proxmox/pve-storage src/PVE/API2/Storage/Content.pm"
+
+PRIVILEGES: tuple[Privilege, ...] = (
+    Privilege(
+        DownloadFile.TYPE,
+        "Datastore.AllocateTemplate",
+        "/storage/{image_datastore}",
+        "download the cloud image (POST download-url)",
+        f"{STORAGE_STATUS} download_url",
+    ),
+    Privilege(
+        DownloadFile.TYPE,
+        "Sys.AccessNetwork",
+        "/nodes/{node}",
+        "download-url and query-url-metadata probe the host's network (or Sys.Audit and Sys.Modify on /)",
+        f"{STORAGE_STATUS} download_url; proxmox/pve-manager PVE/API2/Nodes.pm query_url_metadata",
+    ),
+    Privilege(
+        DownloadFile.TYPE,
+        "Datastore.Audit",
+        "/storage/{image_datastore}",
+        "read the image back (GET content)",
+        f"{STORAGE_CONTENT} index",
+    ),
+    Privilege(
+        DownloadFile.TYPE,
+        "Datastore.Allocate",
+        "/storage/{image_datastore}",
+        "delete or replace the image (DELETE content)",
+        f"{STORAGE_CONTENT} delete",
+    ),
+    Privilege(
+        File.TYPE,
+        "Datastore.Allocate",
+        "/storage/{snippets_datastore}",
+        "read the datastore's path before the SSH upload (GET /storage/{storage}); delete a snippet",
+        "proxmox/pve-storage src/PVE/API2/Storage/Config.pm read; " + f"{STORAGE_CONTENT} delete",
+    ),
+    Privilege(
+        File.TYPE,
+        "Datastore.Audit",
+        "/storage/{snippets_datastore}",
+        "read the snippet back (GET content)",
+        f"{STORAGE_CONTENT} index",
+    ),
+    Privilege(
+        HardwareMappingPci.TYPE,
+        "Mapping.Modify",
+        "/mapping/pci",
+        "create, update, read and delete the PCI resource mappings",
+        "proxmox/pve-manager PVE/API2/Cluster/Mapping/PCI.pm create, update, get, delete",
+    ),
+    Privilege(
+        Vm.TYPE, "VM.Allocate", "/vms/{vmid}", "create and destroy the VM", f"{QEMU} create_vm, destroy_vm"
+    ),
+    Privilege(
+        Vm.TYPE,
+        "VM.Audit",
+        "/vms/{vmid}",
+        "read config and status; find the VM's node (GET /cluster/resources lists only VMs with it)",
+        f"{QEMU} vm_config, vm_status; proxmox/pve-manager PVE/API2/Cluster.pm resources",
+    ),
+    Privilege(
+        Vm.TYPE,
+        "VM.Config.CPU",
+        "/vms/{vmid}",
+        "cpu cores, type, numa",
+        f"{QEMU} check_vm_modify_config_perm",
+    ),
+    Privilege(Vm.TYPE, "VM.Config.Memory", "/vms/{vmid}", "memory", f"{QEMU} check_vm_modify_config_perm"),
+    Privilege(
+        Vm.TYPE,
+        "VM.Config.Disk",
+        "/vms/{vmid}",
+        "grow the imported disk, change disks",
+        f"{QEMU} resize_vm, check_vm_modify_config_perm",
+    ),
+    Privilege(Vm.TYPE, "VM.Config.Network", "/vms/{vmid}", "net0", f"{QEMU} check_vm_modify_config_perm"),
+    Privilege(
+        Vm.TYPE,
+        "VM.Config.HWType",
+        "/vms/{vmid}",
+        "machine, bios, scsihw, hostpci with a mapping",
+        f"{QEMU} check_vm_modify_config_perm, check_hostpci_perm",
+    ),
+    Privilege(
+        Vm.TYPE,
+        "VM.Config.Options",
+        "/vms/{vmid}",
+        "name, description, tags, onboot, ostype, agent",
+        f"{QEMU} check_vm_modify_config_perm",
+    ),
+    Privilege(
+        Vm.TYPE,
+        "VM.Config.Cloudinit",
+        "/vms/{vmid}",
+        "cicustom (the snippet), ipconfig0, nameserver",
+        f"{QEMU} check_vm_modify_config_perm",
+    ),
+    Privilege(
+        Vm.TYPE,
+        "VM.PowerMgmt",
+        "/vms/{vmid}",
+        "start after create, reboot after an update, stop before destroy",
+        f"{QEMU} vm_start, vm_reboot, vm_stop",
+    ),
+    Privilege(
+        Vm.TYPE,
+        "VM.GuestAgent.Audit",
+        "/vms/{vmid}",
+        "read the guest's addresses through the agent (VM.Monitor before qemu-server 9.0.3, PVE 8)",
+        "proxmox/qemu-server src/PVE/API2/Qemu/Agent.pm network-get-interfaces",
+    ),
+    Privilege(
+        Vm.TYPE,
+        "Mapping.Use",
+        "/mapping/pci/{mapping}",
+        "hostpci entries that name a PCI resource mapping",
+        f"{QEMU} check_hostpci_perm",
+    ),
+    Privilege(
+        Vm.TYPE,
+        "Datastore.AllocateSpace",
+        "/storage/{vm_datastore}",
+        "the OS, scratch, EFI and cloud-init disks",
+        f"{QEMU} check_storage_access",
+    ),
+    Privilege(
+        Vm.TYPE,
+        "Datastore.Audit",
+        "/storage/{image_datastore}",
+        "import_from the downloaded image (an 'import' volume: Datastore.Audit or AllocateSpace)",
+        "proxmox/pve-storage src/PVE/Storage.pm check_volume_access",
+    ),
+    Privilege(
+        Vm.TYPE,
+        "SDN.Use",
+        "/sdn/zones/localnetwork/{bridge}",
+        "net0 on the bridge",
+        "proxmox/qemu-server src/PVE/QemuServer.pm check_bridge_access (pve-guest-common check_vnet_access)",
+    ),
+)
+"""The privileges each resource type of the proxmox-ha stack needs, as Proxmox VE 9's API checks
+them (qemu-server 9.2, pve-storage 9.1, pve-manager 9). Snippets are uploaded over SSH as root
+(the provider's ``ssh`` block), not through the API; hugepages and CPU affinity are root@pam's only."""
+
+PVE8_RENAMED = {"VM.GuestAgent.Audit": "VM.Monitor"}
+"""Privileges Proxmox VE 8 names otherwise (qemu-server 9.0.3 split VM.Monitor)."""
+
+
+def role_privileges(pve_major: int = 9) -> list[str]:
+    """The union of PRIVILEGES, sorted, as Proxmox VE ``pve_major`` names them."""
+    names = {row.privilege for row in PRIVILEGES}
+    if pve_major < 9:
+        names = {PVE8_RENAMED.get(name, name) for name in names}
+    return sorted(names)
+
+
+def pveum_role_add(role: str = "TerraformProxmoxHa", pve_major: int = 9) -> str:
+    """The ``pveum role add`` command of a role with every privilege the stack needs."""
+    return f'pveum role add {role} --privs "{",".join(role_privileges(pve_major))}"'
