@@ -55,6 +55,11 @@ def test_rule_files_exist():
     assert TEST_FILES, f"no promtool test files in {RULES / 'tests'}"
 
 
+def test_alert_names_are_unique():
+    names = [rule["alert"] for path in RULE_FILES for rule in alerts(path)]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
 @pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
 def test_promtool_check_rules(promtool, path):
     result = subprocess.run(
@@ -123,8 +128,14 @@ def test_alert_has_severity_summary_description_runbook(name):
     assert "\n" not in annotations["runbook"].strip(), f"{name}: the runbook is one line"
 
 
+def dcgm_file(upstream: Path, name: str) -> Path:
+    """A file of the dcgm-exporter copy, at its top or under the repository's etc/ and grafana/."""
+    (path,) = sorted((upstream / "dcgm-exporter").rglob(name))
+    return path
+
+
 def counters(upstream: Path, name: str) -> set[str]:
-    with (upstream / "dcgm-exporter" / name).open() as f:
+    with dcgm_file(upstream, name).open() as f:
         rows = csv.reader(line for line in f if line.strip() and not line.lstrip().startswith("#"))
         return {row[0].strip() for row in rows}
 
@@ -188,7 +199,7 @@ def test_metric_names_of_a_query():
 def test_dcgm_dashboard_queries_only_exported_metrics(upstream):
     """The monitoring construct provisions NVIDIA's dashboard; a panel on a field neither counters
     list enables would stay empty."""
-    dashboard = json.loads((upstream / "dcgm-exporter" / "dcgm-exporter-dashboard.json").read_text())
+    dashboard = json.loads(dcgm_file(upstream, "dcgm-exporter-dashboard.json").read_text())
     queries = list(dashboard_queries(dashboard))
     used = set().union(*(metric_names(q) for q in queries))
     assert len(queries) >= 8 and "DCGM_FI_DEV_GPU_TEMP" in used
