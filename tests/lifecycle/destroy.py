@@ -18,7 +18,8 @@ Two rules:
    ClusterPolicy: the GPU Operator) must depend on that controller's release, or the controller is
    uninstalled first and the finalizer never runs (the delete hangs until the Helm timeout).
 
-Controllers are recognised from the rendered Deployments' container images (CONTROLLERS).
+Controllers are recognised from the rendered Deployments' container images (CONTROLLERS). Vault
+is not one: it owns no cloud resources and puts no finalizer on another release's objects.
 """
 
 from __future__ import annotations

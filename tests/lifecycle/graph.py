@@ -1,12 +1,14 @@
 """The Terraform dependency graph of a synthesized stack, as Terraform 1.11 builds it.
 
 An edge A -> B means A is applied after B: B is in A's ``depends_on`` or an expression of A
-references B (terraform ``internal/terraform`` ``ReferenceTransformer``). A resource also depends on
-what its provider's configuration references (``ProviderTransformer`` attaches the provider, whose
-config references the cluster's endpoint), so a helm_release is ordered after the EKS or LKE cluster
-its provider connects to. On destroy Terraform reverses every edge (``DestroyEdgeTransformer`` in
-``internal/terraform/transform_destroy_edge.go``, v1.11): A is destroyed before B iff A depends on B,
-transitively; a resource nothing depends on may be destroyed first.
+references B (terraform ``internal/terraform`` ``ReferenceTransformer``); Terraform stores these
+in A's state as its dependencies. On destroy every such edge is reversed (``DestroyEdgeTransformer``
+in ``internal/terraform/transform_destroy_edge.go``, from the stored ``StateDependencies``): A is
+destroyed before B iff A depends on B, transitively; a resource nothing depends on may go first.
+A resource also depends on what its provider's configuration references: in a full destroy "any
+provider dependencies must wait until all that provider's resources have first been destroyed"
+(the comment on ``tryInterProviderDestroyEdge``, same file), so a helm_release is destroyed before
+the EKS or LKE cluster its provider connects to.
 """
 
 from __future__ import annotations

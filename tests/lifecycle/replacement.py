@@ -4,8 +4,8 @@ install is replaced, everything installed into it is replaced or re-run too.
 Terraform's ``depends_on`` and references only order operations; a dependent is not replaced
 because what it depends on was. Only ``lifecycle.replace_triggered_by`` does that: "Replaces the
 resource when any of the referenced items change" (developer.hashicorp.com/terraform/language/
-meta-arguments/lifecycle; hashicorp/terraform ``internal/terraform/node_resource_abstract_instance.go``
-``replaceTriggered``, v1.11), and ``terraform_data``'s ``triggers_replace`` (``null_resource``'s
+meta-arguments/lifecycle; hashicorp/terraform ``internal/terraform/node_resource_plan_instance.go``
+``NodePlannableResourceInstance.replaceTriggered``, v1.11), and ``terraform_data``'s ``triggers_replace`` (``null_resource``'s
 ``triggers``) replaces it when a value it names changes, such as the ``id`` of a replaced resource.
 
 A helm_release installed into a replaced cluster keeps its state ("deployed", same values), so the
