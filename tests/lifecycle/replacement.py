@@ -5,16 +5,17 @@ Terraform's ``depends_on`` and references only order operations; a dependent is 
 because what it depends on was. Only ``lifecycle.replace_triggered_by`` does that: "Replaces the
 resource when any of the referenced items change" (developer.hashicorp.com/terraform/language/
 meta-arguments/lifecycle; hashicorp/terraform ``internal/terraform/node_resource_plan_instance.go``
-``NodePlannableResourceInstance.replaceTriggered``, v1.11), and ``terraform_data``'s ``triggers_replace`` (``null_resource``'s
-``triggers``) replaces it when a value it names changes, such as the ``id`` of a replaced resource.
+``NodePlannableResourceInstance.replaceTriggered``, v1.11), and ``terraform_data``'s
+``triggers_replace`` (``null_resource``'s ``triggers``) replaces it when a value it names changes,
+such as the ``id`` of a replaced resource.
 
 A helm_release installed into a replaced cluster keeps its state ("deployed", same values), so the
 plan that replaces the cluster plans nothing for it and the apply leaves the new cluster without
-it. On k3d and single-node the kubeconfig path is the same file; on LKE and EKS the helm provider's
-endpoint and credentials come from the new cluster's attributes, but that changes the provider, not
-the release. A later refresh against the new cluster may find the release missing and plan it again
-(terraform-provider-helm's read drops a release Helm cannot find), outside the order the stack
-defines. Either way it is a finding unless the release is replaced with the cluster.
+it. On k3d, single-node and proxmox-ha the helm provider reads the same kubeconfig path; on LKE
+and EKS its endpoint and credentials come from the new cluster's attributes, but that changes the
+provider, not the release. At best a later refresh against the new cluster finds the release
+missing and a second apply installs it, outside the order the stack defines. Either way it is a
+finding unless the release is replaced with the cluster.
 """
 
 from __future__ import annotations
