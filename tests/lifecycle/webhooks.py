@@ -17,12 +17,11 @@ names come from the stack's CRDs, else from the kind (lowercase plural).
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from tests.lifecycle.graph import depends_on
 from tests.render import Release, RenderedStack
 
 WEBHOOK_KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
@@ -45,7 +44,6 @@ CLUSTER_SCOPED = {
     "DeviceClass",
     "ClusterPolicy",
 }
-REFERENCE = re.compile(r"\$\{([a-z0-9_]+)\.([A-Za-z0-9_-]+)")
 
 
 @dataclass(frozen=True)
@@ -114,35 +112,6 @@ def _namespace_labels(rendered: RenderedStack) -> dict[str, dict[str, str]]:
             name = obj["metadata"]["name"]
             labels[name] = {**(obj["metadata"].get("labels") or {}), "kubernetes.io/metadata.name": name}
     return labels
-
-
-def _graph(synthesized: dict[str, Any]) -> dict[str, set[str]]:
-    """Each resource address -> the addresses it depends on (depends_on and references)."""
-    edges: dict[str, set[str]] = {}
-    for kind, resources in synthesized.get("resource", {}).items():
-        for logical_id, body in resources.items():
-            address = f"{kind}.{logical_id}"
-            needed = set(body.get("depends_on") or [])
-            for ref_kind, ref_id in REFERENCE.findall(json.dumps(body)):
-                if ref_id in synthesized.get("resource", {}).get(ref_kind, {}):
-                    needed.add(f"{ref_kind}.{ref_id}")
-            edges[address] = needed - {address}
-    return edges
-
-
-def depends_on(synthesized: dict[str, Any], address: str, target: str) -> bool:
-    """Whether ``address`` is applied after ``target``, through any chain of dependencies."""
-    edges = _graph(synthesized)
-    seen, todo = set(), [address]
-    while todo:
-        current = todo.pop()
-        for needed in edges.get(current, ()):
-            if needed == target:
-                return True
-            if needed not in seen:
-                seen.add(needed)
-                todo.append(needed)
-    return False
 
 
 def fail_webhooks(rendered: RenderedStack) -> Iterator[tuple[Release, dict[str, Any]]]:

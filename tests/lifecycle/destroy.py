@@ -1,0 +1,205 @@
+"""Destroy order: what a controller needs outlives it, and it outlives what it finalizes.
+
+Terraform destroys in the reverse of the dependency graph (``DestroyEdgeTransformer``,
+hashicorp/terraform ``internal/terraform/transform_destroy_edge.go`` v1.11, used by
+``graph_builder_apply.go`` for a destroy plan): A is destroyed before B iff A depends on B,
+transitively (tests/lifecycle/graph.py). A resource nothing depends on may go first, in parallel.
+
+Two rules:
+1. A release that installs a controller owning cloud resources or finalizers must depend on every
+   resource the controller needs to clean up at uninstall: the cluster and nodes it runs on, and on
+   EKS its IAM role (through its pod identity association) with the role's policies, and for
+   Karpenter the node role, its policy attachments and access entry (terminating instances and
+   letting them leave), the interruption queue, and the subnets and security group tag it discovers.
+   Otherwise the uninstall runs against a controller that can no longer call AWS: the ALB stays,
+   Karpenter's instances keep running and the VPC cannot be deleted.
+2. A release whose objects a controller finalizes (Ingress: the load balancer controller;
+   NodePool/EC2NodeClass: Karpenter; CloudNativePG Cluster; cert-manager Certificate/Issuer;
+   ClusterPolicy: the GPU Operator) must depend on that controller's release, or the controller is
+   uninstalled first and the finalizer never runs (the delete hangs until the Helm timeout).
+
+Controllers are recognised from the rendered Deployments' container images (CONTROLLERS). Vault
+is not one: it owns no cloud resources and puts no finalizer on another release's objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from tests.lifecycle import graph
+from tests.render import Release, RenderedStack
+
+# controller -> a substring of its controller Deployment's image
+CONTROLLERS = {
+    "aws-load-balancer-controller": "eks/aws-load-balancer-controller",
+    "karpenter": "karpenter/controller",
+    "cloudnative-pg": "cloudnative-pg/cloudnative-pg",
+    "cert-manager": "cert-manager-controller",
+    "gpu-operator": "nvidia/gpu-operator",
+}
+
+# (apiVersion group, kind) of objects a controller puts a finalizer on -> the controller
+FINALIZED = {
+    ("networking.k8s.io", "Ingress"): "aws-load-balancer-controller",
+    ("karpenter.sh", "NodePool"): "karpenter",
+    ("karpenter.k8s.aws", "EC2NodeClass"): "karpenter",
+    ("postgresql.cnpg.io", "Cluster"): "cloudnative-pg",
+    ("cert-manager.io", "Certificate"): "cert-manager",
+    ("cert-manager.io", "Issuer"): "cert-manager",
+    ("cert-manager.io", "ClusterIssuer"): "cert-manager",
+    ("nvidia.com", "ClusterPolicy"): "gpu-operator",
+}
+
+# The resources a cluster runs on, per platform: every controller release must outlive them
+CLUSTER_TYPES = (
+    "aws_eks_cluster",
+    "aws_eks_node_group",
+    "linode_lke_cluster",
+    "linode_lke_node_pool",
+    "proxmox_virtual_environment_vm",
+)
+CLUSTER_DATA = ("server-k3s", "k3d_cluster", "kubeconfig")  # terraform_data standing for a cluster
+
+
+@dataclass(frozen=True)
+class Finding:
+    stack: str
+    release: str
+    needs: str  # address destroyed too early (a resource, or a controller's release)
+    why: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.stack, self.release, self.needs)
+
+
+Resources = dict[str, dict[str, Any]]
+
+
+def _addresses(synthesized: dict[str, Any], kind: str, keep: Callable[[dict[str, Any]], bool]) -> set[str]:
+    return {
+        f"{kind}.{logical_id}"
+        for logical_id, body in synthesized.get("resource", {}).get(kind, {}).items()
+        if keep(body)
+    }
+
+
+def _refers(synthesized: dict[str, Any], value: Any, address: str) -> bool:
+    return address in graph.references(synthesized, value)
+
+
+def cluster_resources(synthesized: dict[str, Any]) -> set[str]:
+    found = set()
+    for kind in CLUSTER_TYPES:
+        found |= _addresses(synthesized, kind, lambda _: True)
+    for logical_id in synthesized.get("resource", {}).get("terraform_data", {}):
+        if any(part in logical_id for part in CLUSTER_DATA):
+            found.add(f"terraform_data.{logical_id}")
+    return found
+
+
+def _role_policies(synthesized: dict[str, Any], role: str) -> set[str]:
+    found = set()
+    for kind in ("aws_iam_role_policy", "aws_iam_role_policy_attachment"):
+        found |= _addresses(synthesized, kind, lambda body: _refers(synthesized, body.get("role"), role))
+    return found
+
+
+def _pod_identity(synthesized: dict[str, Any], release: Release) -> set[str]:
+    """The release's ServiceAccounts' pod identity associations, their roles and role policies."""
+    accounts = {
+        (obj["metadata"].get("namespace", release.namespace), obj["metadata"]["name"])
+        for obj in release.objects
+        if obj.get("kind") == "ServiceAccount"
+    }
+    found: set[str] = set()
+    for logical_id, body in (
+        synthesized.get("resource", {}).get("aws_eks_pod_identity_association", {}).items()
+    ):
+        if (body.get("namespace"), body.get("service_account")) in accounts:
+            found.add(f"aws_eks_pod_identity_association.{logical_id}")
+            for role in graph.references(synthesized, body.get("role_arn")):
+                found |= {role, *_role_policies(synthesized, role)}
+    return found
+
+
+def _karpenter_nodes(synthesized: dict[str, Any], _: Release) -> set[str]:
+    """The node role (the role of an EC2_LINUX access entry), its attachments, the access entry, the
+    interruption queue and its policy, the subnets and the discovery tag of the security group."""
+    found: set[str] = set()
+    for logical_id, body in synthesized.get("resource", {}).get("aws_eks_access_entry", {}).items():
+        if body.get("type") == "EC2_LINUX":
+            found.add(f"aws_eks_access_entry.{logical_id}")
+            for role in graph.references(synthesized, body.get("principal_arn")):
+                found |= {role, *_role_policies(synthesized, role)}
+    found |= _addresses(synthesized, "aws_sqs_queue", lambda _: True)
+    found |= _addresses(synthesized, "aws_sqs_queue_policy", lambda _: True)
+    found |= _addresses(
+        synthesized, "aws_subnet", lambda b: "karpenter.sh/discovery" in (b.get("tags") or {})
+    )
+    found |= _addresses(synthesized, "aws_ec2_tag", lambda b: b.get("key") == "karpenter.sh/discovery")
+    return found
+
+
+def _load_balancer_network(synthesized: dict[str, Any], _: Release) -> set[str]:
+    """The subnets it places load balancers in (tagged kubernetes.io/role/elb) and the VPC."""
+    found = _addresses(
+        synthesized,
+        "aws_subnet",
+        lambda b: any(tag.startswith("kubernetes.io/role/") for tag in b.get("tags") or {}),
+    )
+    return found | _addresses(synthesized, "aws_vpc", lambda _: True)
+
+
+# controller -> what else its release must outlive, beyond the cluster it runs on
+NEEDS: dict[str, list[Callable[[dict[str, Any], Release], set[str]]]] = {
+    "aws-load-balancer-controller": [_pod_identity, _load_balancer_network],
+    "karpenter": [_pod_identity, _karpenter_nodes],
+    "cloudnative-pg": [],
+    "cert-manager": [],
+    "gpu-operator": [],
+}
+
+
+def controllers(rendered: RenderedStack) -> Iterator[tuple[str, Release]]:
+    for release in rendered.releases:
+        images = {
+            container.get("image", "")
+            for obj in release.objects
+            if obj.get("kind") == "Deployment"
+            for container in obj["spec"]["template"]["spec"].get("containers") or []
+        }
+        for controller, image in CONTROLLERS.items():
+            if any(image in found for found in images):
+                yield controller, release
+
+
+def findings(rendered: RenderedStack) -> list[Finding]:
+    synthesized = rendered.synthesized
+    found = []
+    installed = dict(controllers(rendered))
+    for controller, release in installed.items():
+        needs = cluster_resources(synthesized)
+        for rule in NEEDS[controller]:
+            needs |= rule(synthesized, release)
+        before = graph.dependencies(synthesized, release.address)
+        for address in sorted(needs - before):
+            found.append(
+                Finding(rendered.stack, release.address, address, f"{controller} needs it to uninstall")
+            )
+    for release, obj in rendered.objects():
+        group = obj.get("apiVersion", "v1").rpartition("/")[0]
+        controller = FINALIZED.get((group, obj.get("kind", "")))
+        if controller is None or controller not in installed:
+            continue
+        owner = installed[controller]
+        if owner.address == release.address or graph.depends_on(synthesized, release.address, owner.address):
+            continue
+        finding = Finding(
+            rendered.stack, release.address, owner.address, f"{controller} finalizes {obj['kind']}"
+        )
+        if finding not in found:
+            found.append(finding)
+    return found

@@ -1,0 +1,76 @@
+"""The Terraform dependency graph of a synthesized stack, as Terraform 1.11 builds it.
+
+An edge A -> B means A is applied after B: B is in A's ``depends_on`` or an expression of A
+references B (terraform ``internal/terraform`` ``ReferenceTransformer``); Terraform stores these
+in A's state as its dependencies. On destroy every such edge is reversed (``DestroyEdgeTransformer``
+in ``internal/terraform/transform_destroy_edge.go``, from the stored ``StateDependencies``): A is
+destroyed before B iff A depends on B, transitively; a resource nothing depends on may go first.
+A resource also depends on what its provider's configuration references: in a full destroy "any
+provider dependencies must wait until all that provider's resources have first been destroyed"
+(the comment on ``tryInterProviderDestroyEdge``, same file), so a helm_release is destroyed before
+the EKS or LKE cluster its provider connects to.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_REFERENCE = re.compile(r"\b([a-z][a-z0-9_]*)\.([A-Za-z0-9_-]+)")
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _strings(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+def references(synthesized: dict[str, Any], body: Any) -> set[str]:
+    """The resource addresses that the Terraform expressions in ``body``'s strings reference."""
+    resources = synthesized.get("resource", {})
+    found = set()
+    for text in _strings(body):
+        if "${" in text.replace("$${", ""):
+            for kind, logical_id in _REFERENCE.findall(text):
+                if logical_id in resources.get(kind, {}):
+                    found.add(f"{kind}.{logical_id}")
+    return found
+
+
+def edges(synthesized: dict[str, Any]) -> dict[str, set[str]]:
+    """Each resource address -> the addresses it depends on (depends_on, references, its provider)."""
+    providers = {
+        name: references(synthesized, configs)
+        for name, configs in (synthesized.get("provider") or {}).items()
+    }
+    found: dict[str, set[str]] = {}
+    for kind, resources in synthesized.get("resource", {}).items():
+        provider = kind.split("_", 1)[0]
+        for logical_id, body in resources.items():
+            address = f"{kind}.{logical_id}"
+            needed = set(body.get("depends_on") or []) | references(synthesized, body)
+            needed |= providers.get(body.get("provider", provider).split(".")[0], set())
+            found[address] = needed - {address}
+    return found
+
+
+def dependencies(synthesized: dict[str, Any], address: str) -> set[str]:
+    """Everything ``address`` is applied after (so destroyed before), transitively."""
+    graph = edges(synthesized)
+    seen: set[str] = set()
+    todo = [address]
+    while todo:
+        for needed in graph.get(todo.pop(), ()):
+            if needed not in seen:
+                seen.add(needed)
+                todo.append(needed)
+    return seen
+
+
+def depends_on(synthesized: dict[str, Any], address: str, target: str) -> bool:
+    """Whether ``address`` is applied after ``target``, through any chain of dependencies."""
+    return target in dependencies(synthesized, address)
