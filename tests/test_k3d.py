@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cdktf
@@ -318,3 +319,45 @@ def test_a_failed_image_build_stops_before_the_cluster(tmp_path):
     )
     assert result.returncode == 1 and "building k3s-cuda:x failed" in result.stderr
     assert host.calls("k3d cluster create") == []
+
+
+@pytest.mark.parametrize("overrides", [{}, {"argocd": True}])
+def test_every_in_cluster_resource_is_replaced_with_the_cluster(overrides):
+    """depends_on only orders; a replaced cluster is empty unless its releases are replaced with it."""
+    synthesized = synth(**overrides)
+    (cluster_id,) = resources(synthesized, "terraform_data")
+    in_cluster = {
+        f"{kind}.{name}": body
+        for kind, bodies in synthesized["resource"].items()
+        if kind.startswith(("helm_", "kubernetes_", "kubectl_"))
+        for name, body in bodies.items()
+    }
+    assert len(in_cluster) == len(releases(synthesized)) >= 2
+    for address, body in in_cluster.items():
+        assert f"terraform_data.{cluster_id}" in body.get("lifecycle", {}).get("replace_triggered_by", []), (
+            address
+        )
+
+
+def test_terraform_replaces_a_release_when_the_cluster_is_replaced(stack_json, tmp_path):
+    """Real Terraform: the release's lifecycle block on a stand-in, the cluster's definition changed."""
+    from tests.conftest import run_terraform, terraform_binary
+
+    terraform = terraform_binary()
+    ((cluster_id, cluster),) = resources(stack_json, "terraform_data").items()
+    release = releases(stack_json)["gpu-smoke-test"]
+
+    def write(definition: str) -> None:
+        config = {
+            cluster_id: {"triggers_replace": {"definition": definition}},
+            "release": {"input": "r", "lifecycle": release["lifecycle"]},
+        }
+        (tmp_path / "main.tf.json").write_text(json.dumps({"resource": {"terraform_data": config}}))
+
+    write(cluster["triggers_replace"]["definition"])
+    env = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+    run_terraform(terraform, tmp_path, env, "init", "-input=false")
+    run_terraform(terraform, tmp_path, env, "apply", "-auto-approve", "-input=false")
+    write("changed")
+    plan = run_terraform(terraform, tmp_path, env, "plan", "-input=false")
+    assert "terraform_data.release will be replaced due to changes in replace_triggered_by" in plan.stdout
