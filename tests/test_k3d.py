@@ -361,3 +361,32 @@ def test_terraform_replaces_a_release_when_the_cluster_is_replaced(stack_json, t
     write("changed")
     plan = run_terraform(terraform, tmp_path, env, "plan", "-input=false")
     assert "terraform_data.release will be replaced due to changes in replace_triggered_by" in plan.stdout
+
+
+def test_apply_waits_for_the_smoke_test_and_fails_with_it_within_the_timeout(helm, upstream):
+    """Rendered by real Helm: the Job Helm waits for (wait_for_jobs) fails on its first failed pod
+    (Helm fails a Job at status.failed > backoffLimit) and is ended before the release's timeout."""
+    import main
+    from tests import render
+
+    (instance,) = [i for i in main.INSTANCES if i.environment == "k3d-poc"]
+    stack = render.rendered(instance)
+    (release,) = [r for r in stack.releases if r.name == "gpu-smoke-test"]
+    assert release.raw["wait_for_jobs"] is True and release.raw["wait"] is True
+    assert release.raw["atomic"] is True
+    (job,) = [o for o in release.objects if o["kind"] == "Job"]
+    assert job["spec"]["backoffLimit"] == 0
+    assert 0 < job["spec"]["activeDeadlineSeconds"] < release.raw["timeout"]
+    assert job["metadata"]["name"] in stack.synthesized["output"]["smoke_test_logs"]["value"]
+
+
+def test_a_changed_smoke_test_is_a_new_job_not_an_update_of_the_immutable_template(stack_json):
+    def job_name(synthesized):
+        (job,) = by_kind(manifests_of(releases(synthesized)["gpu-smoke-test"]), "Job")
+        return job["metadata"]["name"]
+
+    name = job_name(stack_json)
+    assert name.startswith("gpu-smoke-test-") and name == job_name(synth())
+    changed = job_name(synth(smoke_test_image="nvcr.io/nvidia/cuda:13.0.0-base-ubuntu24.04"))
+    assert changed != name and changed.startswith("gpu-smoke-test-")
+    assert job_name(synth(time_slicing_replicas=4)) == name  # the Job itself did not change
