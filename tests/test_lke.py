@@ -80,7 +80,8 @@ def test_cluster_is_ha_in_chicago_on_1_34_with_an_acl(stack_json):
     assert cluster["label"] == "${var.cluster_name_prefix}-lke-gpu-kubeflow"
     plane = cluster["control_plane"][0]
     assert plane["high_availability"] is True
-    assert plane["acl"][0] == {"enabled": True, "addresses": [{"ipv4": "${var.api_allowed_cidrs}"}]}
+    acl = "${distinct(concat(var.api_allowed_cidrs, var.runner_cidrs))}"
+    assert plane["acl"][0] == {"enabled": True, "addresses": [{"ipv4": acl}]}
     assert cluster["external_pool_tags"] == ["gpu-pool"]
 
 
@@ -207,8 +208,19 @@ def test_an_empty_allowlist_with_the_firewall_on_fails():
     with pytest.raises(
         ConfigError, match=r"'ui_allowlist' is \[\]: give at least one network, or set firewall=False"
     ):
-        LkeProps(label="x", api_allowlist=["203.0.113.0/24"], ui_allowlist=[])
-    LkeProps(label="x", api_allowlist=["203.0.113.0/24"], ui_allowlist=[], firewall=False)
+        LkeProps(label="x", api_allowlist=["203.0.113.0/24"], ui_allowlist=[], runner_allowlist=RUNNER)
+    LkeProps(label="x", api_allowlist=["203.0.113.0/24"], ui_allowlist=[], runner_allowlist=RUNNER, firewall=False)
+
+
+RUNNER = ["198.51.100.7/32"]
+
+
+@pytest.mark.parametrize("firewall", [True, False])
+def test_an_empty_runner_allowlist_fails_whatever_the_firewall(firewall):
+    with pytest.raises(ConfigError, match=r"'runner_allowlist' is \[\]: give the network Terraform runs from"):
+        LkeProps(label="x", api_allowlist=[], ui_allowlist=[], runner_allowlist=[], firewall=firewall)
+    props = LkeProps(label="x", api_allowlist=[], ui_allowlist=[], runner_allowlist=RUNNER, firewall=False)
+    assert props.runner_allowlist == RUNNER
 
 
 @pytest.fixture(scope="module")
@@ -216,12 +228,13 @@ def variables_dir(stack_json, tmp_path_factory) -> Path:
     return variables_workdir(stack_json["variable"], tmp_path_factory.mktemp("lke-variables"))
 
 
-def plan(directory: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+def plan(directory: Path, **variables: str | None) -> subprocess.CompletedProcess[str]:
     base = {
         "linode_token": "t",
         "cluster_name_prefix": "ops",
         "api_allowed_cidrs": '["203.0.113.0/24"]',
         "ui_allowed_cidrs": '["0.0.0.0/0"]',
+        "runner_cidrs": '["198.51.100.7/32"]',
     }
     return plan_variables(directory, {**base, **variables})
 
@@ -236,8 +249,36 @@ def test_good_variables_plan(variables_dir):
         ("ui_allowed_cidrs", "[]", "ui_allowed_cidrs needs at least one network while the firewall is on."),
         ("api_allowed_cidrs", '["203.0.113.300/24"]', "api_allowed_cidrs entries must be IPv4 CIDRs"),
         ("cluster_name_prefix", "Ops_Team", "cluster_name_prefix must be 1-16 lower-case letters"),
+        ("runner_cidrs", "[]", "runner_cidrs needs the network Terraform runs from"),
+        ("runner_cidrs", '["198.51.100.7"]', "runner_cidrs entries must be IPv4 CIDRs"),
+        ("runner_cidrs", None, 'No value for required variable'),
     ],
 )
 def test_bad_variables_fail_in_terraform(variables_dir, name, value, message):
     result = plan(variables_dir, **{name: value})
     assert result.returncode != 0 and message in " ".join(result.stderr.split())
+
+
+@pytest.mark.parametrize("firewall", [True, False])
+def test_the_api_acl_is_the_allowlist_and_the_runner_in_real_terraform(firewall, tmp_path):
+    """The synthesized ACL expression evaluated by terraform plan; an empty runner list fails even
+    with the firewall off, where an empty api_allowed_cidrs is accepted."""
+    synthesized = synth(firewall=firewall)
+    acl = one(synthesized, "linode_lke_cluster")["control_plane"][0]["acl"][0]
+    assert acl["enabled"] is True
+    directory = variables_workdir(synthesized["variable"], tmp_path)
+    config = json.loads((directory / "main.tf.json").read_text())
+    config["output"] = {"acl": {"value": acl["addresses"][0]["ipv4"]}}
+    (directory / "main.tf.json").write_text(json.dumps(config))
+    result = plan(
+        directory,
+        api_allowed_cidrs='["203.0.113.0/24", "198.51.100.7/32"]',
+        runner_cidrs='["198.51.100.7/32", "192.0.2.10/32"]',
+    )
+    assert result.returncode == 0, result.stderr
+    shown = " ".join(result.stdout.split())
+    assert '+ acl = [ + "203.0.113.0/24", + "198.51.100.7/32", + "192.0.2.10/32", ]' in shown
+    if not firewall:
+        assert plan(directory, api_allowed_cidrs="[]").returncode == 0
+    failed = plan(directory, runner_cidrs="[]")
+    assert failed.returncode != 0 and "runner_cidrs needs the network" in " ".join(failed.stderr.split())
