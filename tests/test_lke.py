@@ -209,7 +209,9 @@ def test_an_empty_allowlist_with_the_firewall_on_fails():
         ConfigError, match=r"'ui_allowlist' is \[\]: give at least one network, or set firewall=False"
     ):
         LkeProps(label="x", api_allowlist=["203.0.113.0/24"], ui_allowlist=[], runner_allowlist=RUNNER)
-    LkeProps(label="x", api_allowlist=["203.0.113.0/24"], ui_allowlist=[], runner_allowlist=RUNNER, firewall=False)
+    LkeProps(
+        label="x", api_allowlist=["203.0.113.0/24"], ui_allowlist=[], runner_allowlist=RUNNER, firewall=False
+    )
 
 
 RUNNER = ["198.51.100.7/32"]
@@ -217,7 +219,9 @@ RUNNER = ["198.51.100.7/32"]
 
 @pytest.mark.parametrize("firewall", [True, False])
 def test_an_empty_runner_allowlist_fails_whatever_the_firewall(firewall):
-    with pytest.raises(ConfigError, match=r"'runner_allowlist' is \[\]: give the network Terraform runs from"):
+    with pytest.raises(
+        ConfigError, match=r"'runner_allowlist' is \[\]: give the network Terraform runs from"
+    ):
         LkeProps(label="x", api_allowlist=[], ui_allowlist=[], runner_allowlist=[], firewall=firewall)
     props = LkeProps(label="x", api_allowlist=[], ui_allowlist=[], runner_allowlist=RUNNER, firewall=False)
     assert props.runner_allowlist == RUNNER
@@ -251,7 +255,7 @@ def test_good_variables_plan(variables_dir):
         ("cluster_name_prefix", "Ops_Team", "cluster_name_prefix must be 1-16 lower-case letters"),
         ("runner_cidrs", "[]", "runner_cidrs needs the network Terraform runs from"),
         ("runner_cidrs", '["198.51.100.7"]', "runner_cidrs entries must be IPv4 CIDRs"),
-        ("runner_cidrs", None, 'No value for required variable'),
+        ("runner_cidrs", None, "No value for required variable"),
     ],
 )
 def test_bad_variables_fail_in_terraform(variables_dir, name, value, message):
