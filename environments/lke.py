@@ -109,6 +109,8 @@ class LkeStack(TerraformStack):
                 api_allowlist=allowlists["api_allowed_cidrs"].list_value,
                 ui_allowlist=allowlists["ui_allowed_cidrs"].list_value,
                 runner_allowlist=runner.list_value,
+                # At most 16 + 14 characters: within the firewall label's 32.
+                firewall_label=f"{prefix.string_value}-lke-gpu-nodes",
                 region=s.region,
                 k8s_version=s.k8s_version,
                 gpu_plan=s.gpu_plan,

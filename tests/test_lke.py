@@ -208,9 +208,20 @@ def test_an_empty_allowlist_with_the_firewall_on_fails():
     with pytest.raises(
         ConfigError, match=r"'ui_allowlist' is \[\]: give at least one network, or set firewall=False"
     ):
-        LkeProps(label="x", api_allowlist=["203.0.113.0/24"], ui_allowlist=[], runner_allowlist=RUNNER)
+        LkeProps(
+            label="x",
+            api_allowlist=["203.0.113.0/24"],
+            ui_allowlist=[],
+            runner_allowlist=RUNNER,
+            firewall_label="ops-nodes",
+        )
     LkeProps(
-        label="x", api_allowlist=["203.0.113.0/24"], ui_allowlist=[], runner_allowlist=RUNNER, firewall=False
+        label="x",
+        api_allowlist=["203.0.113.0/24"],
+        ui_allowlist=[],
+        runner_allowlist=RUNNER,
+        firewall_label="ops-nodes",
+        firewall=False,
     )
 
 
@@ -222,8 +233,22 @@ def test_an_empty_runner_allowlist_fails_whatever_the_firewall(firewall):
     with pytest.raises(
         ConfigError, match=r"'runner_allowlist' is \[\]: give the network Terraform runs from"
     ):
-        LkeProps(label="x", api_allowlist=[], ui_allowlist=[], runner_allowlist=[], firewall=firewall)
-    props = LkeProps(label="x", api_allowlist=[], ui_allowlist=[], runner_allowlist=RUNNER, firewall=False)
+        LkeProps(
+            label="x",
+            api_allowlist=[],
+            ui_allowlist=[],
+            runner_allowlist=[],
+            firewall_label="ops-nodes",
+            firewall=firewall,
+        )
+    props = LkeProps(
+        label="x",
+        api_allowlist=[],
+        ui_allowlist=[],
+        runner_allowlist=RUNNER,
+        firewall_label="ops-nodes",
+        firewall=False,
+    )
     assert props.runner_allowlist == RUNNER
 
 
@@ -286,3 +311,17 @@ def test_the_api_acl_is_the_allowlist_and_the_runner_in_real_terraform(firewall,
         assert plan(directory, api_allowed_cidrs="[]").returncode == 0
     failed = plan(directory, runner_cidrs="[]")
     assert failed.returncode != 0 and "runner_cidrs needs the network" in " ".join(failed.stderr.split())
+
+
+def test_the_firewall_label_carries_the_cluster_prefix(stack_json, tmp_path):
+    """Firewall labels are unique in a Linode account: a second instance gets its own, and the
+    longest prefix Terraform accepts still fits the provider's 32 characters."""
+    label = one(stack_json, "linode_firewall")["label"]
+    assert label == "${var.cluster_name_prefix}-lke-gpu-nodes"
+    longest = "a" * 16
+    assert (
+        plan(variables_workdir(stack_json["variable"], tmp_path), cluster_name_prefix=longest).returncode == 0
+    )
+    assert 3 <= len(label.replace("${var.cluster_name_prefix}", longest)) <= 32
+    with pytest.raises(ConfigError, match=r"'firewall_label' is 'x': use 3 to 32 characters"):
+        LkeProps(label="x", api_allowlist=[], ui_allowlist=[], runner_allowlist=RUNNER, firewall_label="x")

@@ -81,6 +81,9 @@ class LkeProps:
     runner_allowlist: Sequence[str]
     """Where Terraform runs (its helm provider talks to the API): always merged into the API ACL,
     whatever ``firewall`` says, since the ACL is always enabled and an empty one denies everyone."""
+    firewall_label: str
+    """The node firewall's label, unique in the Linode account (carry the cluster's prefix so a
+    second instance does not collide); 3-32 characters; a reference allowed."""
     region: str = "us-ord"
     k8s_version: str = versions.LKE_KUBERNETES.version
     high_availability: bool = True
@@ -141,6 +144,8 @@ class LkeProps:
                 self.system_plan,
                 "use a Linode CPU plan such as g6-standard-2 for the system pool",
             )
+        if not validate.is_reference(self.firewall_label) and not 3 <= len(self.firewall_label) <= 32:
+            raise ConfigError("firewall_label", self.firewall_label, "use 3 to 32 characters")
         if isinstance(self.runner_allowlist, (list, tuple)) and not self.runner_allowlist:
             raise ConfigError(
                 "runner_allowlist",
@@ -172,7 +177,7 @@ class LkeGpuCompute(Construct):
             self.firewall = Firewall(
                 self,
                 "firewall",
-                label=f"{id}-nodes",
+                label=props.firewall_label,
                 inbound_policy="DROP",
                 outbound_policy="ACCEPT",
                 inbound=self.inbound_rules(),
