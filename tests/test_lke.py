@@ -325,3 +325,35 @@ def test_the_firewall_label_carries_the_cluster_prefix(stack_json, tmp_path):
     assert 3 <= len(label.replace("${var.cluster_name_prefix}", longest)) <= 32
     with pytest.raises(ConfigError, match=r"'firewall_label' is 'x': use 3 to 32 characters"):
         LkeProps(label="x", api_allowlist=[], ui_allowlist=[], runner_allowlist=RUNNER, firewall_label="x")
+
+
+@pytest.mark.parametrize("plan", ["g3-gpu-rtxpro6000-blackwell-1", "g3-gpu-rtxpro6000-blackwell-4"])
+def test_blackwell_plans_are_accepted_where_offered(plan):
+    pool = one(synth(gpu_plan=plan, region="us-sea"), "linode_lke_node_pool")
+    assert pool["type"] == plan
+    with pytest.raises(ConfigError, match=rf"'region' is 'us-ord': {plan} is offered in ca-central, id-cgk"):
+        synth(gpu_plan=plan, region="us-ord")
+
+
+def test_the_readme_writes_the_kubeconfig_with_mode_0600(tmp_path):
+    """The README's command, run with a stub terraform: the token-bearing file is owner-only."""
+    import os
+    import stat
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (command,) = [
+        line for line in readme.splitlines() if "output -raw kubeconfig > ../../../kubeconfig/lke" in line
+    ]
+    (tmp_path / "cdktf.out" / "stacks" / "lke").mkdir(parents=True)
+    (tmp_path / "kubeconfig").mkdir()
+    (tmp_path / "kubeconfig" / "lke.yaml").write_text("old")
+    (tmp_path / "kubeconfig" / "lke.yaml").chmod(0o644)  # written before, world-readable
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "terraform").write_text("#!/bin/sh\necho 'apiVersion: v1'\n")
+    (stub / "terraform").chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"}
+    subprocess.run(["bash", "-c", f"umask 022; {command}"], cwd=tmp_path, env=env, check=True)
+    written = tmp_path / "kubeconfig" / "lke.yaml"
+    assert written.read_text() == "apiVersion: v1\n"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
