@@ -77,19 +77,27 @@ class K3dPocStack(TerraformStack):
             ),
         )
         cluster = use_cluster(self, compute.cluster)
+        smoke_test_logs = ""
 
         if "gpu" in s.agents:
             plugin = NvidiaDevicePlugin(
                 self, "nvidia-device-plugin", props=NvidiaDevicePluginProps(cluster=cluster)
             )
             if s.smoke_test:
-                helm.manifests_release(
+                job = smoke_test_job(cluster, s.smoke_test_image, SMOKE_TEST_NAMESPACE)
+                smoke_test = helm.manifests_release(
                     self,
                     "gpu-smoke-test",
                     name="gpu-smoke-test",
                     namespace=SMOKE_TEST_NAMESPACE,
-                    manifests=[smoke_test_job(cluster, s.smoke_test_image, SMOKE_TEST_NAMESPACE)],
+                    manifests=[job],
                     depends_on=[plugin.release],
+                )
+                # The apply waits for the Job to succeed and fails with it (atomic rolls back).
+                smoke_test.wait_for_jobs = True
+                smoke_test_logs = (
+                    f"kubectl --kubeconfig kubeconfig/{id}.yaml logs -n {SMOKE_TEST_NAMESPACE} "
+                    f"job/{job['metadata']['name']}"  # type: ignore[index]
                 )
         if s.argocd:
             infra = compute.scheduling_for("infra")
@@ -108,9 +116,5 @@ class K3dPocStack(TerraformStack):
             )
 
         TerraformOutput(self, "kubeconfig_path", value=kubeconfig_path)
-        TerraformOutput(
-            self,
-            "smoke_test_logs",
-            value=f"kubectl --kubeconfig kubeconfig/{id}.yaml logs -n {SMOKE_TEST_NAMESPACE} "
-            "job/gpu-smoke-test",
-        )
+        if smoke_test_logs:
+            TerraformOutput(self, "smoke_test_logs", value=smoke_test_logs)

@@ -81,6 +81,24 @@ class LkeStack(TerraformStack):
             allowlists[name] = TerraformVariable(
                 self, name, type="list(string)", description=f"Networks allowed to {what}.", validation=rules
             )
+        # The API ACL is enabled whatever `firewall` says, and an enabled ACL with an empty list
+        # denies everyone: without the runner's address the helm provider cannot reach the API.
+        runner = TerraformVariable(
+            self,
+            "runner_cidrs",
+            type="list(string)",
+            description="Networks Terraform runs from (e.g. 198.51.100.7/32), always in the API ACL.",
+            validation=[
+                rule(
+                    cidr_rule.format(name="runner_cidrs"),
+                    "runner_cidrs entries must be IPv4 CIDRs such as 198.51.100.7/32.",
+                ),
+                rule(
+                    "length(var.runner_cidrs) > 0",
+                    "runner_cidrs needs the network Terraform runs from: the API ACL would lock it out.",
+                ),
+            ],
+        )
 
         LinodeProvider(self, "linode", token=token.string_value)
         compute = LkeGpuCompute(
@@ -90,6 +108,9 @@ class LkeStack(TerraformStack):
                 label=f"{prefix.string_value}-lke-gpu-kubeflow",
                 api_allowlist=allowlists["api_allowed_cidrs"].list_value,
                 ui_allowlist=allowlists["ui_allowed_cidrs"].list_value,
+                runner_allowlist=runner.list_value,
+                # At most 16 + 14 characters: within the firewall label's 32.
+                firewall_label=f"{prefix.string_value}-lke-gpu-nodes",
                 region=s.region,
                 k8s_version=s.k8s_version,
                 gpu_plan=s.gpu_plan,

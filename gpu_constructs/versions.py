@@ -183,6 +183,9 @@ from Linode's documentation without API access, so confirm it with that command 
 LKE drops a minor a few months after upstream does: update this table when the list changes."""
 LKE_GPU_REGIONS: dict[str, tuple[str, ...]] = {
     "g2-gpu-rtx4000a": ("de-fra-2", "fr-par", "in-bom-2", "jp-osa", "sg-sin-2", "us-ord", "us-sea"),
+    # RTX PRO 6000 Blackwell (g3-gpu-rtxpro6000-blackwell-1/-2/-4): visible only to accounts granted
+    # Blackwell access; regions as deployed in public Linode configurations (2026), not a Linode page.
+    "g3-gpu-rtxpro6000-blackwell-": ("ca-central", "id-cgk", "us-lax", "us-sea"),
 }
 """Regions that offer each Linode GPU plan family (plan ids start with the key). Source: Linode's GPU
 plan documentation; recorded 2026-11-23 without API access, so confirm it before a deploy with

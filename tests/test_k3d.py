@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cdktf
@@ -318,3 +319,74 @@ def test_a_failed_image_build_stops_before_the_cluster(tmp_path):
     )
     assert result.returncode == 1 and "building k3s-cuda:x failed" in result.stderr
     assert host.calls("k3d cluster create") == []
+
+
+@pytest.mark.parametrize("overrides", [{}, {"argocd": True}])
+def test_every_in_cluster_resource_is_replaced_with_the_cluster(overrides):
+    """depends_on only orders; a replaced cluster is empty unless its releases are replaced with it."""
+    synthesized = synth(**overrides)
+    (cluster_id,) = resources(synthesized, "terraform_data")
+    in_cluster = {
+        f"{kind}.{name}": body
+        for kind, bodies in synthesized["resource"].items()
+        if kind.startswith(("helm_", "kubernetes_", "kubectl_"))
+        for name, body in bodies.items()
+    }
+    assert len(in_cluster) == len(releases(synthesized)) >= 2
+    for address, body in in_cluster.items():
+        assert f"terraform_data.{cluster_id}" in body.get("lifecycle", {}).get("replace_triggered_by", []), (
+            address
+        )
+
+
+def test_terraform_replaces_a_release_when_the_cluster_is_replaced(stack_json, tmp_path):
+    """Real Terraform: the release's lifecycle block on a stand-in, the cluster's definition changed."""
+    from tests.conftest import run_terraform, terraform_binary
+
+    terraform = terraform_binary()
+    ((cluster_id, cluster),) = resources(stack_json, "terraform_data").items()
+    release = releases(stack_json)["gpu-smoke-test"]
+
+    def write(definition: str) -> None:
+        config = {
+            cluster_id: {"triggers_replace": {"definition": definition}},
+            "release": {"input": "r", "lifecycle": release["lifecycle"]},
+        }
+        (tmp_path / "main.tf.json").write_text(json.dumps({"resource": {"terraform_data": config}}))
+
+    write(cluster["triggers_replace"]["definition"])
+    env = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+    run_terraform(terraform, tmp_path, env, "init", "-input=false")
+    run_terraform(terraform, tmp_path, env, "apply", "-auto-approve", "-input=false")
+    write("changed")
+    plan = run_terraform(terraform, tmp_path, env, "plan", "-input=false")
+    assert "terraform_data.release will be replaced due to changes in replace_triggered_by" in plan.stdout
+
+
+def test_apply_waits_for_the_smoke_test_and_fails_with_it_within_the_timeout(helm, upstream):
+    """Rendered by real Helm: the Job Helm waits for (wait_for_jobs) fails on its first failed pod
+    (Helm fails a Job at status.failed > backoffLimit) and is ended before the release's timeout."""
+    import main
+    from tests import render
+
+    (instance,) = [i for i in main.INSTANCES if i.environment == "k3d-poc"]
+    stack = render.rendered(instance)
+    (release,) = [r for r in stack.releases if r.name == "gpu-smoke-test"]
+    assert release.raw["wait_for_jobs"] is True and release.raw["wait"] is True
+    assert release.raw["atomic"] is True
+    (job,) = [o for o in release.objects if o["kind"] == "Job"]
+    assert job["spec"]["backoffLimit"] == 0
+    assert 0 < job["spec"]["activeDeadlineSeconds"] < release.raw["timeout"]
+    assert job["metadata"]["name"] in stack.synthesized["output"]["smoke_test_logs"]["value"]
+
+
+def test_a_changed_smoke_test_is_a_new_job_not_an_update_of_the_immutable_template(stack_json):
+    def job_name(synthesized):
+        (job,) = by_kind(manifests_of(releases(synthesized)["gpu-smoke-test"]), "Job")
+        return job["metadata"]["name"]
+
+    name = job_name(stack_json)
+    assert name.startswith("gpu-smoke-test-") and name == job_name(synth())
+    changed = job_name(synth(smoke_test_image="nvcr.io/nvidia/cuda:13.0.0-base-ubuntu24.04"))
+    assert changed != name and changed.startswith("gpu-smoke-test-")
+    assert job_name(synth(time_slicing_replicas=4)) == name  # the Job itself did not change

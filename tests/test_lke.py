@@ -80,7 +80,8 @@ def test_cluster_is_ha_in_chicago_on_1_34_with_an_acl(stack_json):
     assert cluster["label"] == "${var.cluster_name_prefix}-lke-gpu-kubeflow"
     plane = cluster["control_plane"][0]
     assert plane["high_availability"] is True
-    assert plane["acl"][0] == {"enabled": True, "addresses": [{"ipv4": "${var.api_allowed_cidrs}"}]}
+    acl = "${distinct(concat(var.api_allowed_cidrs, var.runner_cidrs))}"
+    assert plane["acl"][0] == {"enabled": True, "addresses": [{"ipv4": acl}]}
     assert cluster["external_pool_tags"] == ["gpu-pool"]
 
 
@@ -207,8 +208,48 @@ def test_an_empty_allowlist_with_the_firewall_on_fails():
     with pytest.raises(
         ConfigError, match=r"'ui_allowlist' is \[\]: give at least one network, or set firewall=False"
     ):
-        LkeProps(label="x", api_allowlist=["203.0.113.0/24"], ui_allowlist=[])
-    LkeProps(label="x", api_allowlist=["203.0.113.0/24"], ui_allowlist=[], firewall=False)
+        LkeProps(
+            label="x",
+            api_allowlist=["203.0.113.0/24"],
+            ui_allowlist=[],
+            runner_allowlist=RUNNER,
+            firewall_label="ops-nodes",
+        )
+    LkeProps(
+        label="x",
+        api_allowlist=["203.0.113.0/24"],
+        ui_allowlist=[],
+        runner_allowlist=RUNNER,
+        firewall_label="ops-nodes",
+        firewall=False,
+    )
+
+
+RUNNER = ["198.51.100.7/32"]
+
+
+@pytest.mark.parametrize("firewall", [True, False])
+def test_an_empty_runner_allowlist_fails_whatever_the_firewall(firewall):
+    with pytest.raises(
+        ConfigError, match=r"'runner_allowlist' is \[\]: give the network Terraform runs from"
+    ):
+        LkeProps(
+            label="x",
+            api_allowlist=[],
+            ui_allowlist=[],
+            runner_allowlist=[],
+            firewall_label="ops-nodes",
+            firewall=firewall,
+        )
+    props = LkeProps(
+        label="x",
+        api_allowlist=[],
+        ui_allowlist=[],
+        runner_allowlist=RUNNER,
+        firewall_label="ops-nodes",
+        firewall=False,
+    )
+    assert props.runner_allowlist == RUNNER
 
 
 @pytest.fixture(scope="module")
@@ -216,12 +257,13 @@ def variables_dir(stack_json, tmp_path_factory) -> Path:
     return variables_workdir(stack_json["variable"], tmp_path_factory.mktemp("lke-variables"))
 
 
-def plan(directory: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+def plan(directory: Path, **variables: str | None) -> subprocess.CompletedProcess[str]:
     base = {
         "linode_token": "t",
         "cluster_name_prefix": "ops",
         "api_allowed_cidrs": '["203.0.113.0/24"]',
         "ui_allowed_cidrs": '["0.0.0.0/0"]',
+        "runner_cidrs": '["198.51.100.7/32"]',
     }
     return plan_variables(directory, {**base, **variables})
 
@@ -236,8 +278,82 @@ def test_good_variables_plan(variables_dir):
         ("ui_allowed_cidrs", "[]", "ui_allowed_cidrs needs at least one network while the firewall is on."),
         ("api_allowed_cidrs", '["203.0.113.300/24"]', "api_allowed_cidrs entries must be IPv4 CIDRs"),
         ("cluster_name_prefix", "Ops_Team", "cluster_name_prefix must be 1-16 lower-case letters"),
+        ("runner_cidrs", "[]", "runner_cidrs needs the network Terraform runs from"),
+        ("runner_cidrs", '["198.51.100.7"]', "runner_cidrs entries must be IPv4 CIDRs"),
+        ("runner_cidrs", None, "No value for required variable"),
     ],
 )
 def test_bad_variables_fail_in_terraform(variables_dir, name, value, message):
     result = plan(variables_dir, **{name: value})
     assert result.returncode != 0 and message in " ".join(result.stderr.split())
+
+
+@pytest.mark.parametrize("firewall", [True, False])
+def test_the_api_acl_is_the_allowlist_and_the_runner_in_real_terraform(firewall, tmp_path):
+    """The synthesized ACL expression evaluated by terraform plan; an empty runner list fails even
+    with the firewall off, where an empty api_allowed_cidrs is accepted."""
+    synthesized = synth(firewall=firewall)
+    acl = one(synthesized, "linode_lke_cluster")["control_plane"][0]["acl"][0]
+    assert acl["enabled"] is True
+    directory = variables_workdir(synthesized["variable"], tmp_path)
+    config = json.loads((directory / "main.tf.json").read_text())
+    config["output"] = {"acl": {"value": acl["addresses"][0]["ipv4"]}}
+    (directory / "main.tf.json").write_text(json.dumps(config))
+    result = plan(
+        directory,
+        api_allowed_cidrs='["203.0.113.0/24", "198.51.100.7/32"]',
+        runner_cidrs='["198.51.100.7/32", "192.0.2.10/32"]',
+    )
+    assert result.returncode == 0, result.stderr
+    shown = " ".join(result.stdout.split())
+    assert '+ acl = [ + "203.0.113.0/24", + "198.51.100.7/32", + "192.0.2.10/32", ]' in shown
+    if not firewall:
+        assert plan(directory, api_allowed_cidrs="[]").returncode == 0
+    failed = plan(directory, runner_cidrs="[]")
+    assert failed.returncode != 0 and "runner_cidrs needs the network" in " ".join(failed.stderr.split())
+
+
+def test_the_firewall_label_carries_the_cluster_prefix(stack_json, tmp_path):
+    """Firewall labels are unique in a Linode account: a second instance gets its own, and the
+    longest prefix Terraform accepts still fits the provider's 32 characters."""
+    label = one(stack_json, "linode_firewall")["label"]
+    assert label == "${var.cluster_name_prefix}-lke-gpu-nodes"
+    longest = "a" * 16
+    assert (
+        plan(variables_workdir(stack_json["variable"], tmp_path), cluster_name_prefix=longest).returncode == 0
+    )
+    assert 3 <= len(label.replace("${var.cluster_name_prefix}", longest)) <= 32
+    with pytest.raises(ConfigError, match=r"'firewall_label' is 'x': use 3 to 32 characters"):
+        LkeProps(label="x", api_allowlist=[], ui_allowlist=[], runner_allowlist=RUNNER, firewall_label="x")
+
+
+@pytest.mark.parametrize("plan", ["g3-gpu-rtxpro6000-blackwell-1", "g3-gpu-rtxpro6000-blackwell-4"])
+def test_blackwell_plans_are_accepted_where_offered(plan):
+    pool = one(synth(gpu_plan=plan, region="us-sea"), "linode_lke_node_pool")
+    assert pool["type"] == plan
+    with pytest.raises(ConfigError, match=rf"'region' is 'us-ord': {plan} is offered in ca-central, id-cgk"):
+        synth(gpu_plan=plan, region="us-ord")
+
+
+def test_the_readme_writes_the_kubeconfig_with_mode_0600(tmp_path):
+    """The README's command, run with a stub terraform: the token-bearing file is owner-only."""
+    import os
+    import stat
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (command,) = [
+        line for line in readme.splitlines() if "output -raw kubeconfig > ../../../kubeconfig/lke" in line
+    ]
+    (tmp_path / "cdktf.out" / "stacks" / "lke").mkdir(parents=True)
+    (tmp_path / "kubeconfig").mkdir()
+    (tmp_path / "kubeconfig" / "lke.yaml").write_text("old")
+    (tmp_path / "kubeconfig" / "lke.yaml").chmod(0o644)  # written before, world-readable
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "terraform").write_text("#!/bin/sh\necho 'apiVersion: v1'\n")
+    (stub / "terraform").chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"}
+    subprocess.run(["bash", "-c", f"umask 022; {command}"], cwd=tmp_path, env=env, check=True)
+    written = tmp_path / "kubeconfig" / "lke.yaml"
+    assert written.read_text() == "apiVersion: v1\n"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600

@@ -124,9 +124,8 @@ def test_every_platform_component_of_a_stack_is_checked(serve):
         "jupyterhub hub",
         "gitrepo fleet-local/cluster-maintenance",
     } <= checked["proxmox-ha"]
-    assert {"device plugin pods", "job gpu-smoke-test/gpu-smoke-test", "node group gpu agents"} <= checked[
-        "k3d-poc"
-    ]
+    assert {"device plugin pods", "node group gpu agents"} <= checked["k3d-poc"]
+    assert any(check.startswith("job gpu-smoke-test/gpu-smoke-test-") for check in checked["k3d-poc"])
     assert "vault unsealed" not in checked["lke"] and "gpu operator pods" in checked["lke"]
 
 
@@ -247,7 +246,10 @@ def app_off_gpu(fake: FakeKube) -> None:
 
 
 def smoke_test_failed(fake: FakeKube) -> None:
-    fake.objects["/apis/batch/v1/namespaces/gpu-smoke-test/jobs/gpu-smoke-test"]["status"] = {
+    (job,) = [
+        path for path in fake.objects if path.startswith("/apis/batch/v1/namespaces/gpu-smoke-test/jobs/")
+    ]
+    fake.objects[job]["status"] = {
         "failed": 1,
         "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
     }
@@ -319,7 +321,7 @@ FAILURES = [
         "node group gpu agents",
         "k3d-gpu-poc-agent-2 lacks taint node-role.kubernetes.io/gpu=true:NoSchedule",
     ),
-    ("k3d-poc", smoke_test_failed, "job gpu-smoke-test/gpu-smoke-test", "not completed"),
+    ("k3d-poc", smoke_test_failed, "job gpu-smoke-test/gpu-smoke-test-", "not completed"),
     ("proxmox-ha", gpu_label_wrong, "node group gpu workers", "wk-gpu3 lacks label nvidia.com/gpu=true"),
     ("proxmox-ha", worker_missing, "node group gpu workers", "missing wk-gpu4; 3 nodes, expected 4"),
     (

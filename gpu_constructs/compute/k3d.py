@@ -8,12 +8,22 @@ created and deleted by a terraform_data with local-exec; changing its definition
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdktf import DataResource, LocalExecProvisioner
-from constructs import Construct
+import jsii
+from cdktf import (
+    Aspects,
+    DataResource,
+    IAspect,
+    LocalExecProvisioner,
+    TerraformResource,
+    TerraformResourceLifecycle,
+    TerraformStack,
+)
+from constructs import Construct, IConstruct
 
 from gpu_constructs import validate, versions
 from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, Taint
@@ -25,6 +35,8 @@ IMAGE_DIR = Path("docker") / "k3s-cuda"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 ROLES = ("app", "infra", "gpu")
 TAINTED_ROLES = ("infra", "gpu")
+IN_CLUSTER_PROVIDERS = ("helm_", "kubernetes_", "kubectl_")
+"""Resource type prefixes of the providers that write into the cluster's API server."""
 """Roles whose nodes only accept pods that tolerate them (the seed's scheduling model)."""
 
 
@@ -161,6 +173,9 @@ class K3dGpuCompute(Construct):
                 ),
             ],
         )
+        # A new cluster is empty: everything installed into the old one is replaced with it.
+        # depends_on only orders; Terraform replaces a dependent only through replace_triggered_by.
+        Aspects.of(TerraformStack.of(self)).add(ReplacedWithCluster(self.bootstrap))
         self.cluster = GpuCluster(
             name=props.name,
             access=KubeAccess(config_path=props.kubeconfig_path),
@@ -187,28 +202,71 @@ class K3dGpuCompute(Construct):
         return spec
 
 
+@jsii.implements(IAspect)
+class ReplacedWithCluster:
+    """Aspect: every in-cluster resource of the stack gets ``replace_triggered_by`` on the cluster."""
+
+    def __init__(self, cluster: TerraformResource) -> None:
+        self.cluster = cluster
+
+    def visit(self, node: IConstruct) -> None:
+        if not isinstance(node, TerraformResource) or node is self.cluster:
+            return
+        if not node.terraform_resource_type.startswith(IN_CLUSTER_PROVIDERS):
+            return
+        lifecycle = node.lifecycle or TerraformResourceLifecycle()
+        # The bare address: Terraform 1.11 rejects an interpolation ("${...}", what cdktf makes of
+        # a resource here) in replace_triggered_by of a JSON configuration.
+        address = f"{self.cluster.terraform_resource_type}.{self.cluster.friendly_unique_id}"
+        triggers = list(lifecycle.replace_triggered_by or [])
+        if address not in triggers:
+            triggers.append(address)
+        node.lifecycle = TerraformResourceLifecycle(
+            create_before_destroy=lifecycle.create_before_destroy,
+            ignore_changes=lifecycle.ignore_changes,
+            prevent_destroy=lifecycle.prevent_destroy,
+            precondition=lifecycle.precondition,
+            postcondition=lifecycle.postcondition,
+            replace_triggered_by=triggers,
+        )
+
+
+SMOKE_TEST_DEADLINE_SECONDS = 300
+"""How long the smoke test Job may run, image pull included; below its release's Helm timeout."""
+
+
 def smoke_test_job(cluster: GpuCluster, image: str, namespace: str) -> dict[str, object]:
-    """The seed's GPU smoke test as a Job: nvidia-smi on one GPU, placed by the contract."""
+    """The seed's GPU smoke test as a Job: nvidia-smi on one GPU, placed by the contract.
+
+    Helm (wait_for_jobs) fails a Job only once ``status.failed > backoffLimit`` and does not read
+    its conditions (helm/helm v3.18, pkg/kube/ready.go, jobReady), so a backoffLimit of 0 fails the
+    apply on the first failed pod: nvidia-smi exiting non-zero, or the pod the Job controller ends
+    at activeDeadlineSeconds. A Job's pod template is immutable, so the name carries a hash of the
+    spec: a changed smoke test is a new Job that Helm creates, deleting the old one.
+    """
+    spec = {
+        "backoffLimit": 0,
+        "activeDeadlineSeconds": SMOKE_TEST_DEADLINE_SECONDS,
+        "ttlSecondsAfterFinished": 86400,
+        "template": {
+            "spec": {
+                **cluster.gpu_pod_spec(),
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "cuda",
+                        "image": image,
+                        "command": ["nvidia-smi"],
+                        "resources": {"limits": {"nvidia.com/gpu": 1}},
+                    }
+                ],
+            }
+        },
+    }
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": "gpu-smoke-test", "namespace": namespace},
-        "spec": {
-            "backoffLimit": 2,
-            "ttlSecondsAfterFinished": 86400,
-            "template": {
-                "spec": {
-                    **cluster.gpu_pod_spec(),
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "cuda",
-                            "image": image,
-                            "command": ["nvidia-smi"],
-                            "resources": {"limits": {"nvidia.com/gpu": 1}},
-                        }
-                    ],
-                }
-            },
-        },
+        "metadata": {"name": f"gpu-smoke-test-{digest}", "namespace": namespace},
+        "spec": spec,
     }

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cdktf import Fn, TerraformResourceLifecycle
+from cdktf import Fn, TerraformResourceLifecycle, Token
 from constructs import Construct
 
 from gpu_constructs import validate, versions
@@ -78,6 +78,12 @@ class LkeProps:
     """Networks allowed to the Kubernetes API (control-plane ACL and firewall); a reference allowed."""
     ui_allowlist: Sequence[str]
     """Networks allowed to ports 80 and 443 of the nodes; a reference allowed."""
+    runner_allowlist: Sequence[str]
+    """Where Terraform runs (its helm provider talks to the API): always merged into the API ACL,
+    whatever ``firewall`` says, since the ACL is always enabled and an empty one denies everyone."""
+    firewall_label: str
+    """The node firewall's label, unique in the Linode account (carry the cluster's prefix so a
+    second instance does not collide); 3-32 characters; a reference allowed."""
     region: str = "us-ord"
     k8s_version: str = versions.LKE_KUBERNETES.version
     high_availability: bool = True
@@ -138,7 +144,20 @@ class LkeProps:
                 self.system_plan,
                 "use a Linode CPU plan such as g6-standard-2 for the system pool",
             )
-        for name, allowlist in (("api_allowlist", self.api_allowlist), ("ui_allowlist", self.ui_allowlist)):
+        if not validate.is_reference(self.firewall_label) and not 3 <= len(self.firewall_label) <= 32:
+            raise ConfigError("firewall_label", self.firewall_label, "use 3 to 32 characters")
+        if isinstance(self.runner_allowlist, (list, tuple)) and not self.runner_allowlist:
+            raise ConfigError(
+                "runner_allowlist",
+                [],
+                "give the network Terraform runs from (e.g. 198.51.100.7/32); the API ACL is always on "
+                "and would lock Terraform out",
+            )
+        for name, allowlist in (
+            ("api_allowlist", self.api_allowlist),
+            ("ui_allowlist", self.ui_allowlist),
+            ("runner_allowlist", self.runner_allowlist),
+        ):
             if isinstance(allowlist, (list, tuple)):
                 if self.firewall and not allowlist:
                     raise ConfigError(name, [], "give at least one network, or set firewall=False")
@@ -158,7 +177,7 @@ class LkeGpuCompute(Construct):
             self.firewall = Firewall(
                 self,
                 "firewall",
-                label=f"{id}-nodes",
+                label=props.firewall_label,
                 inbound_policy="DROP",
                 outbound_policy="ACCEPT",
                 inbound=self.inbound_rules(),
@@ -172,7 +191,7 @@ class LkeGpuCompute(Construct):
             region=props.region,
             control_plane=ControlPlane(
                 high_availability=props.high_availability,
-                acl=Acl(enabled=True, addresses=AclAddresses(ipv4=props.api_allowlist)),
+                acl=Acl(enabled=True, addresses=AclAddresses(ipv4=self.api_acl())),
             ),
             pool=[
                 ClusterPool(
@@ -217,6 +236,14 @@ class LkeGpuCompute(Construct):
             gpu_capacity=props.gpu_max_nodes * props.sharing.time_slicing_replicas,
             ready=(self.gpu_pool,),
         )
+
+    def api_acl(self) -> Sequence[str]:
+        """The control plane's ACL: the API allowlist and the runner's networks, each once."""
+        lists = (self.props.api_allowlist, self.props.runner_allowlist)
+        if any(validate.is_reference(network) for networks in lists for network in networks):
+            merged = Token.as_list(Fn.concat([list(networks) for networks in lists]))
+            return Token.as_list(Fn.distinct(merged))
+        return list(dict.fromkeys([*lists[0], *lists[1]]))
 
     def inbound_rules(self) -> list[FirewallRule]:
         """Linode's LKE defaults, then HTTP and HTTPS from the UI allowlist."""
