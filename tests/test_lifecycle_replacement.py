@@ -68,9 +68,6 @@ KNOWN = {
             "helm_release.workload_release_6A99B1F2",
         )
     },
-    # the k3d cluster is replaced when its definition changes; the releases stay "deployed"
-    ("k3d-poc", "helm_release.gpu-smoke-test", _K3D): 23,
-    ("k3d-poc", "helm_release.nvidia-device-plugin_E84D3A1A", _K3D): 23,
     ("lke", "helm_release.gpu-operator_0115E288", _LKE): 23,
 }
 
@@ -122,12 +119,18 @@ def test_every_stack_has_a_cluster(stack):
 
 
 def test_replace_triggered_by_fixes_it_and_a_table_entry_must_go():
-    synthesized = _synthesized("k3d-poc")
-    for logical_id in ("gpu-smoke-test", "nvidia-device-plugin_E84D3A1A"):
-        synthesized["resource"]["helm_release"][logical_id]["lifecycle"] = {"replace_triggered_by": [_K3D]}
-    new, gone = unexpected("k3d-poc", synthesized)
+    synthesized = _synthesized("lke")
+    synthesized["resource"]["helm_release"]["gpu-operator_0115E288"]["lifecycle"] = {
+        "replace_triggered_by": [_LKE]
+    }
+    new, gone = unexpected("lke", synthesized)
     assert new == set()
-    assert sorted(gone) == sorted(key for key in KNOWN if key[0] == "k3d-poc")
+    assert sorted(gone) == sorted(key for key in KNOWN if key[0] == "lke")
+
+
+def test_k3d_releases_are_replaced_with_the_cluster():
+    """k3d-poc as synthesized: every release carries replace_triggered_by on the cluster."""
+    assert replacement.findings("k3d-poc", _synthesized("k3d-poc")) == []
 
 
 def test_a_trigger_through_a_replaced_kubeconfig_counts():
@@ -145,8 +148,6 @@ def test_a_trigger_through_a_replaced_kubeconfig_counts():
 def test_a_release_that_stops_replacing_with_its_cluster_breaks_the_gate():
     """k3d-poc with its releases replaced with the cluster, then one of them losing it."""
     synthesized = _synthesized("k3d-poc")
-    for logical_id in ("gpu-smoke-test", "nvidia-device-plugin_E84D3A1A"):
-        synthesized["resource"]["helm_release"][logical_id]["lifecycle"] = {"replace_triggered_by": [_K3D]}
     del synthesized["resource"]["helm_release"]["gpu-smoke-test"]["lifecycle"]
     found = {finding.key for finding in replacement.findings("k3d-poc", synthesized)}
     assert found == {("k3d-poc", "helm_release.gpu-smoke-test", _K3D)}
