@@ -205,6 +205,13 @@ class LoadBalancerController(Construct):
                 "tolerations": [
                     {"key": SYSTEM_TAINT.key, "operator": "Exists", "effect": SYSTEM_TAINT.effect}
                 ],
+                # The chart's service mutator (mservice.elbv2.k8s.aws, failurePolicy Fail, on every
+                # Service CREATE; chart 1.14.0 templates/webhook.yaml) only makes this controller the
+                # default for Services of type LoadBalancer, which the stack has none of. Left on, it
+                # refuses every Service created while the controller's pods are not serving, so
+                # releases applied beside it fail at random
+                # (kubernetes-sigs/aws-load-balancer-controller#4140).
+                "enableServiceMutatorWebhook": False,
             },
             depends_on=[*compute.cluster.ready, identity],
         )

@@ -9,6 +9,7 @@ from datetime import date
 
 import cdktf
 import pytest
+import yaml
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
@@ -24,6 +25,7 @@ from gpu_constructs.compute.eks import (
     check_eks_version,
 )
 from gpu_constructs.errors import ConfigError
+from tests import render
 from tests.conftest import (
     NEEDS_AWS_5,
     ON_ENGINE,
@@ -410,7 +412,56 @@ def test_load_balancer_controller_values(stack_json):
         "serviceAccount",
         "nodeSelector",
         "tolerations",
+        "enableServiceMutatorWebhook",
     }
+    assert values["enableServiceMutatorWebhook"] is False
+
+
+def service_create_fail_webhooks(objects) -> list[str]:
+    """Mutating or validating webhooks that fail closed and intercept every core/v1 Service CREATE."""
+    found = []
+    for obj in objects:
+        if obj.get("kind") not in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+            continue
+        for hook in obj.get("webhooks") or []:
+            if hook.get("failurePolicy", "Fail") != "Fail":
+                continue
+            for rule in hook.get("rules") or []:
+                if (
+                    set(rule.get("apiGroups", [])) & {"", "*"}
+                    and set(rule.get("resources", [])) & {"services", "*"}
+                    and set(rule.get("operations", [])) & {"CREATE", "*"}
+                ):
+                    found.append(f"{obj['kind']}/{obj['metadata']['name']}: {hook['name']}")
+    return found
+
+
+def test_no_webhook_fails_service_creation_while_the_load_balancer_controller_starts(helm, upstream):
+    # The chart's service mutator (mservice.elbv2.k8s.aws, failurePolicy Fail, every Service CREATE)
+    # refuses each Service until the controller's pods serve it, so releases applied beside the
+    # controller fail at random (kubernetes-sigs/aws-load-balancer-controller#4140). The stack has no
+    # Service of type LoadBalancer for it to default, so the chart's enableServiceMutatorWebhook is off.
+    from tests.test_render import INSTANCES
+
+    stack = render.rendered(INSTANCES["eks-karpenter"])
+    (controller,) = [r for r in stack.releases if r.chart == "aws-load-balancer-controller"]
+    assert [o["kind"] for o in controller.objects if "Webhook" in o["kind"]], "the chart renders webhooks"
+    assert service_create_fail_webhooks(controller.objects) == []
+    services = [o for _, o in stack.objects() if o.get("kind") == "Service"]
+    assert not [s for s in services if s.get("spec", {}).get("type") == "LoadBalancer"]
+
+
+def test_the_webhook_check_sees_the_charts_default_service_mutator(helm, upstream):
+    from tests.test_render import INSTANCES
+
+    stack = render.rendered(INSTANCES["eks-karpenter"])
+    (controller,) = [r for r in stack.releases if r.chart == "aws-load-balancer-controller"]
+    values = {k: v for k, v in controller.values().items() if k != "enableServiceMutatorWebhook"}
+    default = replace(controller, values_documents=[yaml.safe_dump(values)], objects=[])
+    objects = render.parse_objects(render.helm_template(default, stack.kube_version, [], helm))
+    assert service_create_fail_webhooks(objects) == [
+        "MutatingWebhookConfiguration/aws-load-balancer-webhook: mservice.elbv2.k8s.aws"
+    ]
 
 
 def test_load_balancer_controller_changes_only_what_carries_its_cluster_tag(stack_json):
