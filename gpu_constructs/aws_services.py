@@ -178,7 +178,7 @@ class LoadBalancerController(Construct):
             name=f"{props.name}-lb-controller",
             assume_role_policy=service_trust("pods.eks.amazonaws.com", "sts:AssumeRole", "sts:TagSession"),
         )
-        IamRolePolicy(self, "policy", role=role.id, policy=self._policy(props.region))
+        policy = IamRolePolicy(self, "policy", role=role.id, policy=self._policy(props.region))
         identity = EksPodIdentityAssociation(
             self,
             "pod-identity",
@@ -213,7 +213,9 @@ class LoadBalancerController(Construct):
                 # (kubernetes-sigs/aws-load-balancer-controller#4140).
                 "enableServiceMutatorWebhook": False,
             },
-            depends_on=[*compute.cluster.ready, identity],
+            # Its policy too: on destroy the controller deletes the ALB, its target groups and
+            # security groups when the Ingress goes, which it cannot once the policy is gone.
+            depends_on=[*compute.cluster.ready, identity, policy],
         )
 
     @staticmethod

@@ -389,6 +389,85 @@ def test_the_autoscaler_has_a_metrics_source(stack_json):
     assert _depends_on(addon) == [node_pools]
 
 
+ROLE_REFERENCE = re.compile(r"\$\{aws_iam_role\.([A-Za-z0-9_-]+)\.")
+
+
+def role_of(reference: str) -> str:
+    (role,) = ROLE_REFERENCE.findall(reference)
+    return f"aws_iam_role.{role}"
+
+
+def grants_of(synthesized: dict, role: str) -> set[str]:
+    """The inline policies and policy attachments of ``role`` (an address)."""
+    return {
+        f"{kind}.{name}"
+        for kind in ("aws_iam_role_policy", "aws_iam_role_policy_attachment")
+        for name, body in resources(synthesized, kind).items()
+        if role_of(body["role"]) == role
+    }
+
+
+def destroy_order_problems(stack: render.RenderedStack) -> list[str]:
+    """What Terraform could destroy before something that still needs it.
+
+    Destroy walks the graph backwards: a resource goes before everything it depends on, directly or
+    transitively, and in parallel with the rest. So what a node, a controller or an object needs while
+    it is torn down must be among its dependencies, as terraform-aws-eks orders them (the node group
+    after its role's attachments, each add-on after its role's policies and Pod Identity association,
+    Karpenter's node pools after the node access entry and node role).
+    """
+    from tests.test_order import dependency_closure, provides
+
+    synthesized = stack.synthesized
+    needs: dict[str, set[str]] = {}
+    for name, group in resources(synthesized, "aws_eks_node_group").items():
+        role = role_of(group["node_role_arn"])
+        needs[f"aws_eks_node_group.{name}"] = {role, *grants_of(synthesized, role)}
+    associations = resources(synthesized, "aws_eks_pod_identity_association")
+    ingress_controller = [r for r in stack.releases if r.chart == "aws-load-balancer-controller"]
+    for release in stack.releases:
+        wanted = needs.setdefault(release.address, set())
+        accounts = provides(release).service_accounts
+        for name, association in associations.items():
+            if (association["namespace"], association["service_account"]) in accounts:
+                role = role_of(association["role_arn"])
+                wanted |= {f"aws_eks_pod_identity_association.{name}", *grants_of(synthesized, role)}
+        # The synthesized manifests, where the node role is still a reference.
+        synthesized_objects = manifests_of(release.raw) if release.is_manifests_chart else []
+        for node_class in by_kind(synthesized_objects, "EC2NodeClass"):
+            address = role_of(node_class["spec"]["role"])
+            entries = [
+                f"aws_eks_access_entry.{n}"
+                for n, e in resources(synthesized, "aws_eks_access_entry").items()
+                if ROLE_REFERENCE.search(e["principal_arn"]) and role_of(e["principal_arn"]) == address
+            ]
+            assert entries, (
+                f"no access entry for the node role of EC2NodeClass {node_class['metadata']['name']}"
+            )
+            wanted |= {address, *grants_of(synthesized, address), *entries}
+        # The controller removes its finalizer from an Ingress after deleting the ALB: it must outlive
+        # every release with an Ingress of its class.
+        if any(
+            o.get("kind") == "Ingress" and o.get("spec", {}).get("ingressClassName") == "alb"
+            for o in release.objects
+        ):
+            wanted |= {r.address for r in ingress_controller}
+    problems = []
+    for address, wanted in sorted(needs.items()):
+        missing = wanted - dependency_closure(synthesized, address)
+        problems += [f"{m} may be destroyed before {address}" for m in sorted(missing)]
+    return problems
+
+
+def test_destroy_keeps_what_nodes_controllers_and_objects_need_until_they_are_gone(helm, upstream):
+    from tests.test_render import INSTANCES
+
+    stack = render.rendered(INSTANCES["eks-karpenter"])
+    needs_checked = {r.name for r in stack.releases}
+    assert {"karpenter", "karpenter-node-pools", "aws-load-balancer-controller"} <= needs_checked
+    assert destroy_order_problems(stack) == []
+
+
 def test_rds_is_private_encrypted_protected_and_keeps_no_password(stack_json):
     db = one(stack_json, "aws_db_instance")
     assert (db["storage_encrypted"], db["publicly_accessible"], db["deletion_protection"]) == (

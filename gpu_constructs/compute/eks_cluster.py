@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cdktf import Token
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
@@ -55,19 +56,34 @@ class EksSystemClusterProps:
         validate.int_range("system_volume_size_gi", self.system_volume_size_gi, 20, 16384)
 
 
-def node_role(scope: Construct, id: str, name: str) -> IamRole:
+@dataclass(frozen=True)
+class NodeRole:
+    """An EC2 node role and its policy attachments: what uses the role depends on both, so a
+    destroy removes the nodes before the permissions they run with."""
+
+    role: IamRole
+    attachments: tuple[IamRolePolicyAttachment, ...]
+
+    @property
+    def grants(self) -> list[Any]:
+        return [self.role, *self.attachments]
+
+
+def node_role(scope: Construct, id: str, name: str) -> NodeRole:
     """An EC2 node role with the policies EKS nodes need (kubelet, VPC CNI, ECR pulls, SSM)."""
     role = IamRole(scope, id, name=name, assume_role_policy=service_trust("ec2.amazonaws.com"))
-    for policy in (
-        "AmazonEKSWorkerNodePolicy",
-        "AmazonEKS_CNI_Policy",
-        "AmazonEC2ContainerRegistryReadOnly",
-        "AmazonSSMManagedInstanceCore",
-    ):
+    attachments = tuple(
         IamRolePolicyAttachment(
             scope, f"{id}-{policy}", role=role.name, policy_arn=f"arn:aws:iam::aws:policy/{policy}"
         )
-    return role
+        for policy in (
+            "AmazonEKSWorkerNodePolicy",
+            "AmazonEKS_CNI_Policy",
+            "AmazonEC2ContainerRegistryReadOnly",
+            "AmazonSSMManagedInstanceCore",
+        )
+    )
+    return NodeRole(role, attachments)
 
 
 class EksSystemCluster(Construct):
@@ -158,7 +174,7 @@ class EksSystemCluster(Construct):
 
     def _system_nodes(self) -> None:
         props = self.props
-        role = node_role(self._here, "system-node-role", f"{props.name}-system-nodes")
+        nodes = node_role(self._here, "system-node-role", f"{props.name}-system-nodes")
         template = LaunchTemplate(
             self._here,
             "system-nodes-template",
@@ -186,7 +202,7 @@ class EksSystemCluster(Construct):
             "system-nodes",
             cluster_name=self.eks.name,
             node_group_name="system",
-            node_role_arn=role.arn,
+            node_role_arn=nodes.role.arn,
             subnet_ids=list(props.subnet_ids),
             instance_types=[props.system_instance_type],
             capacity_type="ON_DEMAND",
@@ -199,6 +215,10 @@ class EksSystemCluster(Construct):
             taint=[EksNodeGroupTaint(key=SYSTEM_TAINT.key, value=SYSTEM_TAINT.value, effect="NO_SCHEDULE")],
             labels={"role": "system"},
             launch_template={"id": template.id, "version": Token.as_string(template.latest_version)},
+            # As terraform-aws-eks (v21, modules/eks-managed-node-group/main.tf): nodes are created
+            # after their role's policies and, on destroy, drained and deleted before them, so the
+            # kubelet and the VPC CNI keep their permissions until the instances are gone.
+            depends_on=list(nodes.attachments),
         )
         self.addons = [
             EksAddon(
