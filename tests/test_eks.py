@@ -468,6 +468,48 @@ def test_destroy_keeps_what_nodes_controllers_and_objects_need_until_they_are_go
     assert destroy_order_problems(stack) == []
 
 
+DATA_REFERENCE = re.compile(r"\$\{(?:nonsensitive\()?data\.([a-z0-9_]+)\.([A-Za-z0-9_-]+)\.(\w+)\)?\}")
+# EKS-optimized AMI release parameters by node group AMI type (EKS user guide, "Retrieve recommended
+# Amazon Linux AMI IDs"; terraform-aws-eks v21 modules/eks-managed-node-group reads the same).
+AMI_RELEASE_PARAMETER = {
+    "AL2023_x86_64_STANDARD": "/aws/service/eks/optimized-ami/{}/amazon-linux-2023/x86_64/standard/"
+    "recommended/release_version",
+}
+
+
+def data_source(synthesized: dict, reference: str) -> tuple[dict, str]:
+    """The data source body a ``${data.type.name.attr}`` reference reads, and the attribute."""
+    match = DATA_REFERENCE.fullmatch(reference)
+    assert match, f"{reference!r} is not read from a data source"
+    kind, name, attribute = match.groups()
+    return synthesized["data"][kind][name], attribute
+
+
+@pytest.mark.parametrize("version", ["1.34", "1.33"])
+def test_nodes_and_add_ons_follow_the_cluster_version(synth, version):
+    synthesized = eks_stack(synth, kubernetes_version=version)
+    (cluster_name,) = resources(synthesized, "aws_eks_cluster")
+    cluster_version = f"${{aws_eks_cluster.{cluster_name}.version}}"
+    assert resources(synthesized, "aws_eks_cluster")[cluster_name]["version"] == version
+    for group in resources(synthesized, "aws_eks_node_group").values():
+        assert group["version"] == cluster_version
+        parameter, attribute = data_source(synthesized, group["release_version"])
+        assert (parameter["name"], attribute) == (
+            AMI_RELEASE_PARAMETER[group["ami_type"]].format(version),
+            "value",
+        )
+    addons = resources(synthesized, "aws_eks_addon").values()
+    assert {a["addon_name"] for a in addons} >= {"vpc-cni", "kube-proxy", "coredns", "metrics-server"}
+    for addon in addons:
+        offered, attribute = data_source(synthesized, addon["addon_version"])
+        assert attribute == "version"
+        assert offered == {
+            "addon_name": addon["addon_name"],
+            "kubernetes_version": cluster_version,
+            "most_recent": True,
+        }
+
+
 def test_rds_is_private_encrypted_protected_and_keeps_no_password(stack_json):
     db = one(stack_json, "aws_db_instance")
     assert (db["storage_encrypted"], db["publicly_accessible"], db["deletion_protection"]) == (
@@ -766,6 +808,12 @@ def aws_part(stack_json: dict) -> dict:
         for body in bodies.values():
             if "depends_on" in body:
                 body["depends_on"] = [d for d in body["depends_on"] if not d.startswith("helm_release.")]
+    # Data sources (the AMI release parameter, the add-on versions) are read at plan, which offline
+    # is impossible: depending on the cluster, which the plan creates, defers their read to apply.
+    (cluster,) = config["resource"]["aws_eks_cluster"]
+    for bodies in config.get("data", {}).values():
+        for body in bodies.values():
+            body["depends_on"] = [f"aws_eks_cluster.{cluster}"]
     config["provider"].pop("helm")
     config["terraform"]["required_providers"].pop("helm")
     config["terraform"].pop("backend", None)

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cdktf import Token
+from cdktf import Fn, Token
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
+from cdktf_cdktf_provider_aws.data_aws_eks_addon_version import DataAwsEksAddonVersion
+from cdktf_cdktf_provider_aws.data_aws_ssm_parameter import DataAwsSsmParameter
 from cdktf_cdktf_provider_aws.ec2_tag import Ec2Tag
 from cdktf_cdktf_provider_aws.eks_access_entry import EksAccessEntry
 from cdktf_cdktf_provider_aws.eks_access_policy_association import EksAccessPolicyAssociation
@@ -67,6 +69,22 @@ class NodeRole:
     @property
     def grants(self) -> list[Any]:
         return [self.role, *self.attachments]
+
+
+SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
+
+
+def addon(scope: Construct, id: str, cluster: EksCluster, name: str, **kwargs: Any) -> EksAddon:
+    """An EKS add-on at the newest version EKS offers for the cluster's Kubernetes version, read at
+    plan, as terraform-aws-eks v21 (main.tf, ``data "aws_eks_addon_version"`` with most_recent):
+    without ``addon_version`` an add-on stays at the version it was created with while the control
+    plane moves on, and the next control-plane upgrade is refused for the add-on's skew."""
+    version = DataAwsEksAddonVersion(
+        scope, f"{id}-version", addon_name=name, kubernetes_version=cluster.version, most_recent=True
+    )
+    return EksAddon(
+        scope, id, cluster_name=cluster.name, addon_name=name, addon_version=version.version, **kwargs
+    )
 
 
 def node_role(scope: Construct, id: str, name: str) -> NodeRole:
@@ -197,6 +215,18 @@ class EksSystemCluster(Construct):
                 )
             ],
         )
+        # The EKS-optimized AMI release for the cluster's version, as terraform-aws-eks v21
+        # (modules/eks-managed-node-group, use_latest_ami_release_version) reads it: with `version`
+        # and `release_version` set, a version bump rolls the nodes after the control plane; without
+        # them the nodes stay behind and the next control-plane upgrade is refused (kubelet skew).
+        release = DataAwsSsmParameter(
+            self._here,
+            "system-nodes-ami-release",
+            name=(
+                f"/aws/service/eks/optimized-ami/{props.kubernetes_version}/amazon-linux-2023/x86_64/"
+                "standard/recommended/release_version"
+            ),
+        )
         self.system_nodes = EksNodeGroup(
             self._here,
             "system-nodes",
@@ -206,7 +236,10 @@ class EksSystemCluster(Construct):
             subnet_ids=list(props.subnet_ids),
             instance_types=[props.system_instance_type],
             capacity_type="ON_DEMAND",
-            ami_type="AL2023_x86_64_STANDARD",
+            ami_type=SYSTEM_AMI_TYPE,
+            version=self.eks.version,
+            # A public String parameter, not a secret (the provider marks every value sensitive).
+            release_version=Fn.nonsensitive(release.value),
             scaling_config={
                 "desired_size": props.system_node_count,
                 "min_size": props.system_node_count,
@@ -221,12 +254,6 @@ class EksSystemCluster(Construct):
             depends_on=list(nodes.attachments),
         )
         self.addons = [
-            EksAddon(
-                self._here,
-                f"addon-{name}",
-                cluster_name=self.eks.name,
-                addon_name=name,
-                depends_on=[self.system_nodes],
-            )
+            addon(self._here, f"addon-{name}", self.eks, name, depends_on=[self.system_nodes])
             for name in ("vpc-cni", "kube-proxy", "coredns", "eks-pod-identity-agent")
         ]
