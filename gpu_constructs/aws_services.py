@@ -178,7 +178,7 @@ class LoadBalancerController(Construct):
             name=f"{props.name}-lb-controller",
             assume_role_policy=service_trust("pods.eks.amazonaws.com", "sts:AssumeRole", "sts:TagSession"),
         )
-        IamRolePolicy(self, "policy", role=role.id, policy=self._policy(props.region))
+        policy = IamRolePolicy(self, "policy", role=role.id, policy=self._policy(props.region))
         identity = EksPodIdentityAssociation(
             self,
             "pod-identity",
@@ -205,8 +205,17 @@ class LoadBalancerController(Construct):
                 "tolerations": [
                     {"key": SYSTEM_TAINT.key, "operator": "Exists", "effect": SYSTEM_TAINT.effect}
                 ],
+                # The chart's service mutator (mservice.elbv2.k8s.aws, failurePolicy Fail, on every
+                # Service CREATE; chart 1.14.0 templates/webhook.yaml) only makes this controller the
+                # default for Services of type LoadBalancer, which the stack has none of. Left on, it
+                # refuses every Service created while the controller's pods are not serving, so
+                # releases applied beside it fail at random
+                # (kubernetes-sigs/aws-load-balancer-controller#4140).
+                "enableServiceMutatorWebhook": False,
             },
-            depends_on=[*compute.cluster.ready, identity],
+            # Its policy too: on destroy the controller deletes the ALB, its target groups and
+            # security groups when the Ingress goes, which it cannot once the policy is gone.
+            depends_on=[*compute.cluster.ready, identity, policy],
         )
 
     @staticmethod

@@ -9,6 +9,7 @@ from datetime import date
 
 import cdktf
 import pytest
+import yaml
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
@@ -24,6 +25,7 @@ from gpu_constructs.compute.eks import (
     check_eks_version,
 )
 from gpu_constructs.errors import ConfigError
+from tests import render
 from tests.conftest import (
     NEEDS_AWS_5,
     ON_ENGINE,
@@ -387,6 +389,127 @@ def test_the_autoscaler_has_a_metrics_source(stack_json):
     assert _depends_on(addon) == [node_pools]
 
 
+ROLE_REFERENCE = re.compile(r"\$\{aws_iam_role\.([A-Za-z0-9_-]+)\.")
+
+
+def role_of(reference: str) -> str:
+    (role,) = ROLE_REFERENCE.findall(reference)
+    return f"aws_iam_role.{role}"
+
+
+def grants_of(synthesized: dict, role: str) -> set[str]:
+    """The inline policies and policy attachments of ``role`` (an address)."""
+    return {
+        f"{kind}.{name}"
+        for kind in ("aws_iam_role_policy", "aws_iam_role_policy_attachment")
+        for name, body in resources(synthesized, kind).items()
+        if role_of(body["role"]) == role
+    }
+
+
+def destroy_order_problems(stack: render.RenderedStack) -> list[str]:
+    """What Terraform could destroy before something that still needs it.
+
+    Destroy walks the graph backwards: a resource goes before everything it depends on, directly or
+    transitively, and in parallel with the rest. So what a node, a controller or an object needs while
+    it is torn down must be among its dependencies, as terraform-aws-eks orders them (the node group
+    after its role's attachments, each add-on after its role's policies and Pod Identity association,
+    Karpenter's node pools after the node access entry and node role).
+    """
+    from tests.test_order import dependency_closure, provides
+
+    synthesized = stack.synthesized
+    needs: dict[str, set[str]] = {}
+    for name, group in resources(synthesized, "aws_eks_node_group").items():
+        role = role_of(group["node_role_arn"])
+        needs[f"aws_eks_node_group.{name}"] = {role, *grants_of(synthesized, role)}
+    associations = resources(synthesized, "aws_eks_pod_identity_association")
+    ingress_controller = [r for r in stack.releases if r.chart == "aws-load-balancer-controller"]
+    for release in stack.releases:
+        wanted = needs.setdefault(release.address, set())
+        accounts = provides(release).service_accounts
+        for name, association in associations.items():
+            if (association["namespace"], association["service_account"]) in accounts:
+                role = role_of(association["role_arn"])
+                wanted |= {f"aws_eks_pod_identity_association.{name}", *grants_of(synthesized, role)}
+        # The synthesized manifests, where the node role is still a reference.
+        synthesized_objects = manifests_of(release.raw) if release.is_manifests_chart else []
+        for node_class in by_kind(synthesized_objects, "EC2NodeClass"):
+            address = role_of(node_class["spec"]["role"])
+            entries = [
+                f"aws_eks_access_entry.{n}"
+                for n, e in resources(synthesized, "aws_eks_access_entry").items()
+                if ROLE_REFERENCE.search(e["principal_arn"]) and role_of(e["principal_arn"]) == address
+            ]
+            assert entries, (
+                f"no access entry for the node role of EC2NodeClass {node_class['metadata']['name']}"
+            )
+            wanted |= {address, *grants_of(synthesized, address), *entries}
+        # The controller removes its finalizer from an Ingress after deleting the ALB: it must outlive
+        # every release with an Ingress of its class.
+        if any(
+            o.get("kind") == "Ingress" and o.get("spec", {}).get("ingressClassName") == "alb"
+            for o in release.objects
+        ):
+            wanted |= {r.address for r in ingress_controller}
+    problems = []
+    for address, wanted in sorted(needs.items()):
+        missing = wanted - dependency_closure(synthesized, address)
+        problems += [f"{m} may be destroyed before {address}" for m in sorted(missing)]
+    return problems
+
+
+def test_destroy_keeps_what_nodes_controllers_and_objects_need_until_they_are_gone(helm, upstream):
+    from tests.test_render import INSTANCES
+
+    stack = render.rendered(INSTANCES["eks-karpenter"])
+    needs_checked = {r.name for r in stack.releases}
+    assert {"karpenter", "karpenter-node-pools", "aws-load-balancer-controller"} <= needs_checked
+    assert destroy_order_problems(stack) == []
+
+
+DATA_REFERENCE = re.compile(r"\$\{(?:nonsensitive\()?data\.([a-z0-9_]+)\.([A-Za-z0-9_-]+)\.(\w+)\)?\}")
+# EKS-optimized AMI release parameters by node group AMI type (EKS user guide, "Retrieve recommended
+# Amazon Linux AMI IDs"; terraform-aws-eks v21 modules/eks-managed-node-group reads the same).
+AMI_RELEASE_PARAMETER = {
+    "AL2023_x86_64_STANDARD": "/aws/service/eks/optimized-ami/{}/amazon-linux-2023/x86_64/standard/"
+    "recommended/release_version",
+}
+
+
+def data_source(synthesized: dict, reference: str) -> tuple[dict, str]:
+    """The data source body a ``${data.type.name.attr}`` reference reads, and the attribute."""
+    match = DATA_REFERENCE.fullmatch(reference)
+    assert match, f"{reference!r} is not read from a data source"
+    kind, name, attribute = match.groups()
+    return synthesized["data"][kind][name], attribute
+
+
+@pytest.mark.parametrize("version", ["1.34", "1.33"])
+def test_nodes_and_add_ons_follow_the_cluster_version(synth, version):
+    synthesized = eks_stack(synth, kubernetes_version=version)
+    (cluster_name,) = resources(synthesized, "aws_eks_cluster")
+    cluster_version = f"${{aws_eks_cluster.{cluster_name}.version}}"
+    assert resources(synthesized, "aws_eks_cluster")[cluster_name]["version"] == version
+    for group in resources(synthesized, "aws_eks_node_group").values():
+        assert group["version"] == cluster_version
+        parameter, attribute = data_source(synthesized, group["release_version"])
+        assert (parameter["name"], attribute) == (
+            AMI_RELEASE_PARAMETER[group["ami_type"]].format(version),
+            "value",
+        )
+    addons = resources(synthesized, "aws_eks_addon").values()
+    assert {a["addon_name"] for a in addons} >= {"vpc-cni", "kube-proxy", "coredns", "metrics-server"}
+    for addon in addons:
+        offered, attribute = data_source(synthesized, addon["addon_version"])
+        assert attribute == "version"
+        assert offered == {
+            "addon_name": addon["addon_name"],
+            "kubernetes_version": cluster_version,
+            "most_recent": True,
+        }
+
+
 def test_rds_is_private_encrypted_protected_and_keeps_no_password(stack_json):
     db = one(stack_json, "aws_db_instance")
     assert (db["storage_encrypted"], db["publicly_accessible"], db["deletion_protection"]) == (
@@ -410,7 +533,56 @@ def test_load_balancer_controller_values(stack_json):
         "serviceAccount",
         "nodeSelector",
         "tolerations",
+        "enableServiceMutatorWebhook",
     }
+    assert values["enableServiceMutatorWebhook"] is False
+
+
+def service_create_fail_webhooks(objects) -> list[str]:
+    """Mutating or validating webhooks that fail closed and intercept every core/v1 Service CREATE."""
+    found = []
+    for obj in objects:
+        if obj.get("kind") not in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+            continue
+        for hook in obj.get("webhooks") or []:
+            if hook.get("failurePolicy", "Fail") != "Fail":
+                continue
+            for rule in hook.get("rules") or []:
+                if (
+                    set(rule.get("apiGroups", [])) & {"", "*"}
+                    and set(rule.get("resources", [])) & {"services", "*"}
+                    and set(rule.get("operations", [])) & {"CREATE", "*"}
+                ):
+                    found.append(f"{obj['kind']}/{obj['metadata']['name']}: {hook['name']}")
+    return found
+
+
+def test_no_webhook_fails_service_creation_while_the_load_balancer_controller_starts(helm, upstream):
+    # The chart's service mutator (mservice.elbv2.k8s.aws, failurePolicy Fail, every Service CREATE)
+    # refuses each Service until the controller's pods serve it, so releases applied beside the
+    # controller fail at random (kubernetes-sigs/aws-load-balancer-controller#4140). The stack has no
+    # Service of type LoadBalancer for it to default, so the chart's enableServiceMutatorWebhook is off.
+    from tests.test_render import INSTANCES
+
+    stack = render.rendered(INSTANCES["eks-karpenter"])
+    (controller,) = [r for r in stack.releases if r.chart == "aws-load-balancer-controller"]
+    assert [o["kind"] for o in controller.objects if "Webhook" in o["kind"]], "the chart renders webhooks"
+    assert service_create_fail_webhooks(controller.objects) == []
+    services = [o for _, o in stack.objects() if o.get("kind") == "Service"]
+    assert not [s for s in services if s.get("spec", {}).get("type") == "LoadBalancer"]
+
+
+def test_the_webhook_check_sees_the_charts_default_service_mutator(helm, upstream):
+    from tests.test_render import INSTANCES
+
+    stack = render.rendered(INSTANCES["eks-karpenter"])
+    (controller,) = [r for r in stack.releases if r.chart == "aws-load-balancer-controller"]
+    values = {k: v for k, v in controller.values().items() if k != "enableServiceMutatorWebhook"}
+    default = replace(controller, values_documents=[yaml.safe_dump(values)], objects=[])
+    objects = render.parse_objects(render.helm_template(default, stack.kube_version, [], helm))
+    assert service_create_fail_webhooks(objects) == [
+        "MutatingWebhookConfiguration/aws-load-balancer-webhook: mservice.elbv2.k8s.aws"
+    ]
 
 
 def test_load_balancer_controller_changes_only_what_carries_its_cluster_tag(stack_json):
@@ -636,6 +808,12 @@ def aws_part(stack_json: dict) -> dict:
         for body in bodies.values():
             if "depends_on" in body:
                 body["depends_on"] = [d for d in body["depends_on"] if not d.startswith("helm_release.")]
+    # Data sources (the AMI release parameter, the add-on versions) are read at plan, which offline
+    # is impossible: depending on the cluster, which the plan creates, defers their read to apply.
+    (cluster,) = config["resource"]["aws_eks_cluster"]
+    for bodies in config.get("data", {}).values():
+        for body in bodies.values():
+            body["depends_on"] = [f"aws_eks_cluster.{cluster}"]
     config["provider"].pop("helm")
     config["terraform"]["required_providers"].pop("helm")
     config["terraform"].pop("backend", None)

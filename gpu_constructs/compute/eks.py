@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from cdktf import Fn
-from cdktf_cdktf_provider_aws.eks_addon import EksAddon
 from cdktf_cdktf_provider_aws.kms_key import KmsKey
 from constructs import Construct
 
 from gpu_constructs import validate, versions
 from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager
 from gpu_constructs.compute.aws_vpc import AwsVpc, AwsVpcProps, check_network
-from gpu_constructs.compute.eks_cluster import SYSTEM_TAINT, EksSystemCluster, EksSystemClusterProps
+from gpu_constructs.compute.eks_cluster import SYSTEM_TAINT, EksSystemCluster, EksSystemClusterProps, addon
 from gpu_constructs.compute.karpenter import (
     AMI_FAMILIES,
     GPU_POOL,
@@ -238,12 +237,8 @@ class EksGpuCompute(Construct):
         # The Metrics API behind HorizontalPodAutoscalers: EKS's metrics-server community add-on. Its
         # pods do not tolerate the system nodes' taint, so it comes after the NodePools that give it
         # a node (the add-on reports ACTIVE only once its pods run).
-        self.metrics_server = EksAddon(
-            self,
-            "addon-metrics-server",
-            cluster_name=self.eks.name,
-            addon_name="metrics-server",
-            depends_on=[self.node_pools],
+        self.metrics_server = addon(
+            self, "addon-metrics-server", self.eks, "metrics-server", depends_on=[self.node_pools]
         )
 
     def _kms_policy(self) -> str:

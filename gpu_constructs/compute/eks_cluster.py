@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from cdktf import Token
+from cdktf import Fn, Token
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
+from cdktf_cdktf_provider_aws.data_aws_eks_addon_version import DataAwsEksAddonVersion
+from cdktf_cdktf_provider_aws.data_aws_ssm_parameter import DataAwsSsmParameter
 from cdktf_cdktf_provider_aws.ec2_tag import Ec2Tag
 from cdktf_cdktf_provider_aws.eks_access_entry import EksAccessEntry
 from cdktf_cdktf_provider_aws.eks_access_policy_association import EksAccessPolicyAssociation
@@ -55,19 +58,50 @@ class EksSystemClusterProps:
         validate.int_range("system_volume_size_gi", self.system_volume_size_gi, 20, 16384)
 
 
-def node_role(scope: Construct, id: str, name: str) -> IamRole:
+@dataclass(frozen=True)
+class NodeRole:
+    """An EC2 node role and its policy attachments: what uses the role depends on both, so a
+    destroy removes the nodes before the permissions they run with."""
+
+    role: IamRole
+    attachments: tuple[IamRolePolicyAttachment, ...]
+
+    @property
+    def grants(self) -> list[Any]:
+        return [self.role, *self.attachments]
+
+
+SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
+
+
+def addon(scope: Construct, id: str, cluster: EksCluster, name: str, **kwargs: Any) -> EksAddon:
+    """An EKS add-on at the newest version EKS offers for the cluster's Kubernetes version, read at
+    plan, as terraform-aws-eks v21 (main.tf, ``data "aws_eks_addon_version"`` with most_recent):
+    without ``addon_version`` an add-on stays at the version it was created with while the control
+    plane moves on, and the next control-plane upgrade is refused for the add-on's skew."""
+    version = DataAwsEksAddonVersion(
+        scope, f"{id}-version", addon_name=name, kubernetes_version=cluster.version, most_recent=True
+    )
+    return EksAddon(
+        scope, id, cluster_name=cluster.name, addon_name=name, addon_version=version.version, **kwargs
+    )
+
+
+def node_role(scope: Construct, id: str, name: str) -> NodeRole:
     """An EC2 node role with the policies EKS nodes need (kubelet, VPC CNI, ECR pulls, SSM)."""
     role = IamRole(scope, id, name=name, assume_role_policy=service_trust("ec2.amazonaws.com"))
-    for policy in (
-        "AmazonEKSWorkerNodePolicy",
-        "AmazonEKS_CNI_Policy",
-        "AmazonEC2ContainerRegistryReadOnly",
-        "AmazonSSMManagedInstanceCore",
-    ):
+    attachments = tuple(
         IamRolePolicyAttachment(
             scope, f"{id}-{policy}", role=role.name, policy_arn=f"arn:aws:iam::aws:policy/{policy}"
         )
-    return role
+        for policy in (
+            "AmazonEKSWorkerNodePolicy",
+            "AmazonEKS_CNI_Policy",
+            "AmazonEC2ContainerRegistryReadOnly",
+            "AmazonSSMManagedInstanceCore",
+        )
+    )
+    return NodeRole(role, attachments)
 
 
 class EksSystemCluster(Construct):
@@ -158,7 +192,7 @@ class EksSystemCluster(Construct):
 
     def _system_nodes(self) -> None:
         props = self.props
-        role = node_role(self._here, "system-node-role", f"{props.name}-system-nodes")
+        nodes = node_role(self._here, "system-node-role", f"{props.name}-system-nodes")
         template = LaunchTemplate(
             self._here,
             "system-nodes-template",
@@ -181,16 +215,31 @@ class EksSystemCluster(Construct):
                 )
             ],
         )
+        # The EKS-optimized AMI release for the cluster's version, as terraform-aws-eks v21
+        # (modules/eks-managed-node-group, use_latest_ami_release_version) reads it: with `version`
+        # and `release_version` set, a version bump rolls the nodes after the control plane; without
+        # them the nodes stay behind and the next control-plane upgrade is refused (kubelet skew).
+        release = DataAwsSsmParameter(
+            self._here,
+            "system-nodes-ami-release",
+            name=(
+                f"/aws/service/eks/optimized-ami/{props.kubernetes_version}/amazon-linux-2023/x86_64/"
+                "standard/recommended/release_version"
+            ),
+        )
         self.system_nodes = EksNodeGroup(
             self._here,
             "system-nodes",
             cluster_name=self.eks.name,
             node_group_name="system",
-            node_role_arn=role.arn,
+            node_role_arn=nodes.role.arn,
             subnet_ids=list(props.subnet_ids),
             instance_types=[props.system_instance_type],
             capacity_type="ON_DEMAND",
-            ami_type="AL2023_x86_64_STANDARD",
+            ami_type=SYSTEM_AMI_TYPE,
+            version=self.eks.version,
+            # A public String parameter, not a secret (the provider marks every value sensitive).
+            release_version=Fn.nonsensitive(release.value),
             scaling_config={
                 "desired_size": props.system_node_count,
                 "min_size": props.system_node_count,
@@ -199,14 +248,12 @@ class EksSystemCluster(Construct):
             taint=[EksNodeGroupTaint(key=SYSTEM_TAINT.key, value=SYSTEM_TAINT.value, effect="NO_SCHEDULE")],
             labels={"role": "system"},
             launch_template={"id": template.id, "version": Token.as_string(template.latest_version)},
+            # As terraform-aws-eks (v21, modules/eks-managed-node-group/main.tf): nodes are created
+            # after their role's policies and, on destroy, drained and deleted before them, so the
+            # kubelet and the VPC CNI keep their permissions until the instances are gone.
+            depends_on=list(nodes.attachments),
         )
         self.addons = [
-            EksAddon(
-                self._here,
-                f"addon-{name}",
-                cluster_name=self.eks.name,
-                addon_name=name,
-                depends_on=[self.system_nodes],
-            )
+            addon(self._here, f"addon-{name}", self.eks, name, depends_on=[self.system_nodes])
             for name in ("vpc-cni", "kube-proxy", "coredns", "eks-pod-identity-agent")
         ]

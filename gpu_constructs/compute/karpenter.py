@@ -269,10 +269,11 @@ class Karpenter(Construct):
 
     def _aws(self) -> None:
         props = self.props
-        self.karpenter_node_role = node_role(
+        self.karpenter_nodes = node_role(
             self._here, "karpenter-node-role", f"{props.cluster_name}-karpenter-nodes"
         )
-        EksAccessEntry(
+        self.karpenter_node_role = self.karpenter_nodes.role
+        self.karpenter_node_access = EksAccessEntry(
             self._here,
             "karpenter-node-access",
             cluster_name=props.cluster.name,
@@ -345,7 +346,7 @@ class Karpenter(Construct):
             name=f"{props.cluster_name}-karpenter-controller",
             assume_role_policy=service_trust("pods.eks.amazonaws.com", "sts:AssumeRole", "sts:TagSession"),
         )
-        IamRolePolicy(
+        self.karpenter_policy = IamRolePolicy(
             self._here, "karpenter-controller-policy", role=controller.id, policy=self._karpenter_policy()
         )
         self.karpenter_identity = EksPodIdentityAssociation(
@@ -593,8 +594,11 @@ class Karpenter(Construct):
                     {"key": SYSTEM_TAINT.key, "operator": "Exists", "effect": SYSTEM_TAINT.effect}
                 ],
             },
-            # Without its Pod Identity association the controller starts with no AWS credentials.
-            depends_on=[*props.ready, self.karpenter_identity],
+            # Without its Pod Identity association the controller starts with no AWS credentials; with
+            # its policy among its dependencies it also keeps them on destroy, until the node pools
+            # are gone and it has terminated their instances (terraform-aws-eks v21 orders its
+            # add-ons after their roles' policies the same way).
+            depends_on=[*props.ready, self.karpenter_identity, self.karpenter_policy],
         )
         self.node_pools = helm.manifests_release(
             self._here,
@@ -605,7 +609,10 @@ class Karpenter(Construct):
                 *map(self.node_class_manifest, props.node_classes),
                 *map(self.node_pool_manifest, props.node_pools),
             ],
-            depends_on=[self.karpenter],
+            # Deleting the NodePools makes Karpenter drain and terminate their nodes, which must
+            # still join and run as the node role through its access entry until then; on destroy
+            # this release goes first, before those and before the Karpenter release.
+            depends_on=[self.karpenter, self.karpenter_node_access, *self.karpenter_nodes.grants],
         )
 
     def node_class_manifest(self, spec: NodeClassSpec) -> dict[str, Any]:
