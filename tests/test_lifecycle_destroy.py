@@ -17,17 +17,14 @@ _KARPENTER = "helm_release.eks_karpenter_7C03CC45"
 
 # (stack, release, resource it must outlive) -> issue that fixes it
 KNOWN = {
-    # eks-karpenter: the controllers' IAM policies, the Karpenter node role with its attachments and
-    # access entry, the interruption queue policy, the discovery tag and the load balancer subnets
-    # have no dependents, so Terraform may delete them while the controllers still need them
-    ("eks-karpenter", _ALB, "aws_iam_role_policy.alb-controller_policy_C6833F56"): 21,
+    # eks-karpenter: the Karpenter node role's attachments and access entry, the interruption queue
+    # policy, the discovery tag and the load balancer subnets are not outlived by the controller
+    # releases (the node pools release depends on the node role's attachments and access entry)
     ("eks-karpenter", _ALB, "aws_subnet.eks_public-eu-west-1a_52919524"): 21,
     ("eks-karpenter", _ALB, "aws_subnet.eks_public-eu-west-1b_19B2274E"): 21,
     ("eks-karpenter", _ALB, "aws_subnet.eks_public-eu-west-1c_1444DA1E"): 21,
     ("eks-karpenter", _KARPENTER, "aws_ec2_tag.eks_cluster-security-group-discovery_55846FB5"): 21,
     ("eks-karpenter", _KARPENTER, "aws_eks_access_entry.eks_karpenter-node-access_16D924AA"): 21,
-    ("eks-karpenter", _KARPENTER, "aws_iam_role.eks_karpenter-node-role_F84AC2B3"): 21,
-    ("eks-karpenter", _KARPENTER, "aws_iam_role_policy.eks_karpenter-controller-policy_DA35DA62"): 21,
     **{
         (
             "eks-karpenter",
