@@ -69,19 +69,63 @@ def test_every_script_is_shellcheck_clean():
 
 
 # --- gpu-detect.sh ---------------------------------------------------------------------------------
-A100 = "01:00.0 3D controller [0302]: NVIDIA Corporation GA100 [A100 PCIe 40GB] [10de:20f1] (rev a1)"
-AUDIO = "01:00.1 Audio device [0403]: NVIDIA Corporation GA102 High Definition Audio [10de:1aef]"
+# `lspci -n` as these machines print it: slot, class, vendor:device. 0300 is a VGA compatible
+# controller (GeForce and RTX workstation cards), 0302 a 3D controller (datacenter GPUs), 0403 the
+# card's HDMI audio function; 1a03 is the ASPEED BMC's VGA on server boards, 8086 Intel graphics.
+GEFORCE_DESKTOP = [
+    "00:02.0 0300: 8086:3e92",
+    "01:00.0 0300: 10de:2684 (rev a1)",
+    "01:00.1 0403: 10de:22ba (rev a1)",
+]
+RTX_WORKSTATION = ["65:00.0 0300: 10de:2230 (rev a1)", "65:00.1 0403: 10de:1aef (rev a1)"]
+DATACENTER = [
+    "02:00.0 0300: 1a03:2000 (rev 41)",
+    "17:00.0 0302: 10de:20f1 (rev a1)",
+    "ca:00.0 0302: 10de:20f1 (rev a1)",
+]
+NO_NVIDIA = ["00:02.0 0300: 8086:3e92", "02:00.0 0300: 1a03:2000 (rev 41)"]
 
 
-def test_gpu_detect_counts_gpus_not_their_audio_functions(host: Host):
-    host.stub("lspci", f'printf "%s\\n" "{A100}" "{AUDIO}"')
+def _lspci(host: Host, lines: list[str]) -> None:
+    """An lspci that prints ``lines`` for ``-n``, with the class's name for ``-nn`` (as pciutils
+    names 0300, 0302 and 0403), and honours ``-d [vendor]:[device][:class]``."""
+    (host.state / "lspci-n").write_text("".join(f"{line}\n" for line in lines))
+    host.stub(
+        "lspci",
+        """numeric=0; filter=::
+while [ $# -gt 0 ]; do
+  case "$1" in -n) numeric=1 ;; -nn) numeric=2 ;; -d) filter="$2"; shift ;; esac; shift
+done
+IFS=: read -r vendor device class <<<"$filter"
+while read -r slot cls id rest; do
+  [ -z "$class" ] || [ "${cls%:}" = "$class" ] || continue
+  [ -z "$vendor" ] || [ "${id%%:*}" = "$vendor" ] || continue
+  [ -z "$device" ] || [ "${id#*:}" = "$device" ] || continue
+  if [ "$numeric" = 1 ]; then echo "$slot $cls $id${rest:+ $rest}"; continue; fi
+  case "${cls%:}" in
+    0300) name="VGA compatible controller" ;; 0302) name="3D controller" ;; *) name="Audio device" ;;
+  esac
+  echo "$slot $name [${cls%:}]: Device [$id]${rest:+ $rest}"
+done < "$STATE/lspci-n"
+""",
+    )
+
+
+@pytest.mark.parametrize(
+    ("lines", "count"),
+    [(GEFORCE_DESKTOP, 1), (RTX_WORKSTATION, 1), (DATACENTER, 2)],
+    ids=lambda v: str(v)[:12],
+)
+def test_gpu_detect_finds_vga_and_3d_class_gpus_not_their_audio_nor_other_vga(host: Host, lines, count):
+    _lspci(host, lines)
     result = host.run("gpu-detect.sh", REQUIRE_GPU="1")
-    assert result.returncode == 0
-    assert "1 NVIDIA GPU(s) on gpu-host" in result.stdout
+    assert result.returncode == 0, result.stderr
+    assert f"{count} NVIDIA GPU(s) on gpu-host" in result.stdout
+    assert "8086" not in result.stdout and "1a03" not in result.stdout and "0403" not in result.stdout
 
 
 def test_gpu_detect_fails_clearly_without_a_gpu(host: Host):
-    host.stub("lspci", "true")
+    _lspci(host, NO_NVIDIA)
     result = host.run("gpu-detect.sh", REQUIRE_GPU="1")
     assert result.returncode == 3
     assert "no NVIDIA GPU found on gpu-host" in result.stderr
@@ -89,10 +133,17 @@ def test_gpu_detect_fails_clearly_without_a_gpu(host: Host):
 
 
 def test_gpu_detect_carries_on_when_no_gpu_is_required(host: Host):
-    host.stub("lspci", "true")
+    _lspci(host, NO_NVIDIA)
     result = host.run("gpu-detect.sh", REQUIRE_GPU="0")
     assert result.returncode == 0
     assert "continuing without GPU support" in result.stdout
+
+
+def test_gpu_detect_stops_when_lspci_fails_rather_than_reporting_no_gpu(host: Host):
+    host.stub("lspci", "exit 1")
+    result = host.run("gpu-detect.sh", REQUIRE_GPU="0")
+    assert result.returncode == 1
+    assert "continuing without GPU support" not in result.stdout
 
 
 # --- nvidia-driver.sh ------------------------------------------------------------------------------
