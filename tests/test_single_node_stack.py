@@ -15,6 +15,8 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from environments import Instance
 from tests.conftest import (
     ON_ENGINE,
+    by_kind,
+    manifests_of,
     plan_variables,
     resources,
     synth_main,
@@ -415,6 +417,35 @@ def test_every_gpu_rollout_in_every_stack_fits_its_quota(every_stack):
             for quota in quotas:
                 assert (most + surge) * gpus <= quota, (
                     f"{name}: {deployment['metadata']['name']} cannot roll out"
+                )
+                checked += 1
+    assert checked
+
+
+def test_helm_waits_for_a_started_pod_of_every_deployment_in_every_stack(every_stack):
+    """At the fewest replicas a Deployment runs, Helm's wait needs at least one ready new pod: else
+    a pod that never starts leaves the apply green and atomic never rolls back."""
+    from tests.test_app_chart import helm_waits_for
+
+    checked = 0
+    for name, stack in every_stack.items():
+        for release in resources(stack, "helm_release").values():
+            if "manifests-chart" not in str(release.get("chart", "")) or not (
+                release.get("wait", True) or release.get("atomic")
+            ):
+                continue
+            manifests = manifests_of(release)
+            for deployment in by_kind(manifests, "Deployment"):
+                fewest = min(
+                    [deployment["spec"].get("replicas", 1)]
+                    + [
+                        h["spec"].get("minReplicas", 1)
+                        for h in by_kind(manifests, "HorizontalPodAutoscaler")
+                        if h["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+                    ]
+                )
+                assert helm_waits_for(deployment, fewest) >= 1, (
+                    f"{name}: {deployment['metadata']['name']} at {fewest} replica(s) needs no ready pod"
                 )
                 checked += 1
     assert checked
