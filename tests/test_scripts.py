@@ -573,6 +573,13 @@ case "$1 $2" in
   "auth enable") touch "$STATE/k8s-auth" ;;
   "policy write") cat > "$STATE/policy.hcl" ;;
   "read -format=json") [ -f "$STATE/db-config" ] ;;
+  # KV v2 at secret/: $STATE/kv/<path> holds a secret's current data; -cas=0 writes only a new one.
+  "kv metadata") [ -f "$STATE/kv/${*: -1}" ] || { echo "No value found at ${*: -1}" >&2; exit 2; } ;;
+  "kv put")
+    shift 2
+    cas=""; [ "$1" = -cas=0 ] && { cas=0; shift; }
+    [ "$cas" = 0 ] && [ -f "$STATE/kv/$1" ] && { echo "check-and-set parameter did not match" >&2; exit 2; }
+    mkdir -p "$(dirname "$STATE/kv/$1")"; path="$1"; shift; printf '%s\n' "$@" > "$STATE/kv/$path" ;;
   "write "*)
     case "$2" in */config/*) cat > "$STATE/db-password"; touch "$STATE/db-config" ;; esac ;;
   *) exit 1 ;;
@@ -765,6 +772,24 @@ def test_vault_second_run_changes_nothing_it_already_did(host: Host):
     assert not (host.state / "psql.sql").exists()
     assert "vault-0 token=hvs.ROOT write -f database/staging/rotate-root/ffe" in again
     assert (host.state / "mounts").read_text().split() == ["secret", "database/staging", "pki", "transit"]
+
+
+def test_vault_creates_the_app_secret_the_agent_waits_for_once_and_never_overwrites_it(host: Host):
+    """The agent's init container renders secret/data/<env>/app before the app starts and retries
+    while it is missing: the bootstrap writes it with the values the stack owns, only when absent."""
+    env = _vault_env(host)
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    secret = host.state / "kv" / "secret" / "staging" / "app"
+    assert secret.read_text().splitlines() == ["ENVIRONMENT=staging"]
+    assert "vault kv patch secret/staging/app" in result.stdout
+    assert any("kv put -cas=0 secret/staging/app" in call for call in _vault_calls(host))
+    # The user's own values, written after the first apply, survive every later run.
+    secret.write_text("ENVIRONMENT=staging\nAPI_KEY=user-value\n")
+    first = len(_vault_calls(host))
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    assert not [c for c in _vault_calls(host)[first:] if " kv put" in c]
+    assert "API_KEY=user-value" in secret.read_text()
 
 
 def test_vault_ha_joins_and_unseals_every_raft_member(host: Host):
