@@ -70,6 +70,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "vault-operations",
         "cloudnative-pg",
         "ffe-db",
+        "ffe-db-backup",
         "ffe-backend",
     }
     steps = {key.rsplit("_", 1)[0] for key in resources(stack_json, "terraform_data")}
