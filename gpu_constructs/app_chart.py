@@ -277,9 +277,20 @@ class AppChart(Construct):
         """Zero-downtime (one extra pod first) where the GPUs have room for it; otherwise one old
         pod goes before its replacement starts. A surge pod that needs a GPU the quota or the nodes
         do not have is refused or stays Pending, the rollout never finishes and an atomic Helm
-        release rolls every image change back."""
+        release rolls every image change back.
+
+        Without that room, a Deployment that can run one replica is recreated: Helm counts a
+        Deployment ready when its new ReplicaSet has ``replicas - maxUnavailable`` ready pods (helm
+        v3.18 pkg/kube/ready.go deploymentReady; maxUnavailable is 0 for Recreate), so at one
+        replica with ``maxUnavailable: 1`` it waits for no pod at all, and a pod that never starts
+        leaves the apply green. A rolling update of one pod is down for the pod's start anyway;
+        where the autoscaler has scaled up, a rollout takes every pod down (``minReplicas: 2``, or
+        replicas 2, keeps a rolling update that Helm waits for)."""
         s = self.settings
         most = max(s["replicas"], s["autoscaling"]["maxReplicas"] if s["autoscaling"]["enabled"] else 0)
+        fewest = min(
+            s["replicas"], s["autoscaling"]["minReplicas"] if s["autoscaling"]["enabled"] else s["replicas"]
+        )
         if self.props.gpus:
             room = min(
                 s["quota"]["gpus"],
@@ -288,6 +299,8 @@ class AppChart(Construct):
                 else s["quota"]["gpus"],
             )
             if (most + 1) * self.props.gpus > room:
+                if fewest <= 1:
+                    return {"type": "Recreate"}
                 return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
         return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
 

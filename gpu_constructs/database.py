@@ -78,11 +78,26 @@ class Postgres(Construct):
             "cluster",
             name=props.name,
             namespace=props.namespace,
-            manifests=self.manifests(),
+            manifests=[self.cluster_manifest()],
             depends_on=[self.operator, *props.depends_on],
-            # The dump volume binds when the first backup runs (WaitForFirstConsumer), so Helm
-            # must not wait for it; CloudNativePG reports the cluster's own readiness.
+        )
+        # The dump volume is its own release, neither atomic nor waited for. Its class binds a
+        # claim when the first pod mounting it is scheduled (WaitForFirstConsumer: local-path
+        # provisions on the selected node), and that pod is the first nightly dump; Helm counts a
+        # claim ready only once Bound (helm v3.18 pkg/kube/ready.go) and waits whenever atomic is
+        # set (pkg/action/install.go), so in a waited release the install times out and atomic
+        # uninstalls the database with it. Helm cannot observe the Cluster's readiness either (a
+        # custom resource is ready to Helm at once): the Vault bootstrap waits for its Ready
+        # condition before using it.
+        self.backup = helm.manifests_release(
+            self,
+            "backup",
+            name=f"{props.name}-backup",
+            namespace=props.namespace,
+            manifests=[self.backup_claim(), self.backup_job()],
+            depends_on=[self.release],
             wait=False,
+            atomic=False,
         )
 
     @property
@@ -102,9 +117,6 @@ class Postgres(Construct):
     @property
     def backup_pod_labels(self) -> dict[str, str]:
         return {"app.kubernetes.io/name": f"{self.props.name}-backup"}
-
-    def manifests(self) -> list[dict[str, Any]]:
-        return [self.cluster_manifest(), self.backup_claim(), self.backup_job()]
 
     def cluster_manifest(self) -> dict[str, Any]:
         props = self.props

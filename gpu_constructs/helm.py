@@ -76,12 +76,15 @@ def release(
     depends_on: Sequence[Any] = (),
     timeout: int = 600,
     wait: bool = True,
+    atomic: bool = True,
     set_lists: Mapping[str, Any] | None = None,
 ) -> Release:
     """A helm_release with one values document and the settings every release here shares.
 
     ``set_lists`` sets values paths to lists only known at plan time (a list variable), which a
-    values document cannot carry."""
+    values document cannot carry. ``atomic`` makes Helm wait as well, whatever ``wait`` says (helm
+    v3.18 pkg/action/install.go, upgrade.go: ``Wait = Wait || Atomic``): a release whose objects
+    cannot become ready during the apply needs both off."""
     return Release(
         scope,
         id,
@@ -92,7 +95,7 @@ def release(
         namespace=namespace,
         create_namespace=True,
         values=[to_yaml(dict(values))],
-        atomic=True,
+        atomic=atomic,
         cleanup_on_fail=True,
         wait=wait,
         timeout=timeout,
@@ -123,6 +126,7 @@ def manifests_release(
     manifests: Sequence[Mapping[str, Any]],
     depends_on: Sequence[Any] = (),
     wait: bool = True,
+    atomic: bool = True,
     set_lists: Mapping[str, Any] | None = None,
 ) -> Release:
     """Install ``manifests`` (Kubernetes objects as dicts) as one Helm release.
@@ -139,5 +143,6 @@ def manifests_release(
         values={"manifests": [dict(manifest) for manifest in manifests]},
         depends_on=depends_on,
         wait=wait,
+        atomic=atomic,
         set_lists=set_lists,
     )

@@ -59,6 +59,16 @@ def shell_env(env: Mapping[str, str]) -> str:
     return " ".join(f"{key}='{value}'" for key, value in sorted(env.items()))
 
 
+def inline(*commands: str) -> list[str]:
+    """A remote-exec ``inline`` list that stops at its first failing command.
+
+    Terraform joins an inline list into one script (hashicorp/terraform v1.11
+    internal/builtin/provisioners/remote-exec generateScripts) that the SSH communicator runs with
+    ``#!/bin/sh`` (internal/communicator/ssh UploadScript), and a shell script's status is its last
+    command's: without ``set -e`` a failed driver install followed by a successful step is green."""
+    return ["set -e", *commands]
+
+
 @dataclass(frozen=True)
 class SshHost:
     """A host reached over SSH. Any field may be a Terraform reference (a variable)."""
@@ -146,7 +156,9 @@ def run_scripts(
     secret_runs = [run for run in runs if run.secret_env]
     if secret_runs:
         uploads.append(
-            RemoteExecProvisioner(type="remote-exec", inline=[f'install -d -m 0700 "$HOME/{SECRETS_DIR}"'])
+            RemoteExecProvisioner(
+                type="remote-exec", inline=inline(f'install -d -m 0700 "$HOME/{SECRETS_DIR}"')
+            )
         )
         uploads.extend(
             FileProvisioner(type="file", content=run.secrets_file(), destination=run.secrets_path)
@@ -162,10 +174,10 @@ def run_scripts(
             RemoteExecProvisioner(
                 type="remote-exec",
                 # scp creates files 0644; the directory already shuts others out, 0600 the file too.
-                inline=[
+                inline=inline(
                     *(f'chmod 0600 "$HOME/{run.secrets_path}"' for run in secret_runs),
                     *(run.command() for run in runs),
-                ],
+                ),
             ),
             *([_local_exec(then_local)] if then_local else []),
         ],

@@ -259,13 +259,36 @@ def _strategy(objects) -> dict:
     return deployment["spec"]["strategy"]
 
 
-def test_one_gpu_and_a_full_quota_replace_the_pod_instead_of_surging(synth):
-    """The seed's one GPU: a surge pod would need a second GPU the quota (and node) do not have."""
+def helm_waits_for(deployment: dict, replicas: int) -> int:
+    """How many ready pods of the new ReplicaSet Helm waits for at ``replicas``: ``replicas -
+    maxUnavailable`` (helm v3.18 pkg/kube/ready.go deploymentReady), maxUnavailable being 0 for
+    Recreate and rounded down from a percentage (25% when unset), as Kubernetes' deployment util."""
+    strategy = deployment["spec"].get("strategy", {})
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+        return replicas
+    unavailable = strategy.get("rollingUpdate", {}).get("maxUnavailable", "25%")
+    if isinstance(unavailable, str):
+        unavailable = replicas * int(unavailable.rstrip("%")) // 100
+    return replicas - unavailable
+
+
+def test_one_gpu_and_a_full_quota_recreate_the_pod_so_helm_waits_for_it(synth):
+    """The seed's one GPU: a surge pod would need a second GPU the quota (and node) do not have, and
+    with maxUnavailable 1 Helm would wait for no pod at all."""
     objects, _ = build(synth)
-    assert _strategy(objects) == {
-        "type": "RollingUpdate",
-        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
-    }
+    (deployment,) = by_kind(objects, "Deployment")
+    assert _strategy(objects) == {"type": "Recreate"}
+    assert helm_waits_for(deployment, 1) == 1
+
+
+def test_an_autoscaler_that_may_scale_to_one_recreates_too(synth, tmp_path):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "base.yaml").write_text(
+        "replicas: 2\nautoscaling:\n  minReplicas: 1\n  maxReplicas: 2\nquota:\n  gpus: 2\n"
+    )
+    objects, _ = build(synth, values_dir=tmp_path, cluster=make_cluster(gpu_capacity=2))
+    (deployment,) = by_kind(objects, "Deployment")
+    assert helm_waits_for(deployment, 1) == 1
 
 
 def test_zero_downtime_rollout_where_the_gpus_have_room(synth, tmp_path):
@@ -280,9 +303,13 @@ def test_zero_downtime_rollout_where_the_gpus_have_room(synth, tmp_path):
 
 def test_room_on_the_nodes_but_not_in_the_quota_does_not_surge(synth, tmp_path):
     (tmp_path / "app").mkdir()
-    (tmp_path / "app" / "base.yaml").write_text("replicas: 2\nquota:\n  gpus: 2\n")
+    (tmp_path / "app" / "base.yaml").write_text(
+        "replicas: 2\nautoscaling:\n  minReplicas: 2\n  maxReplicas: 2\nquota:\n  gpus: 2\n"
+    )
     objects, _ = build(synth, values_dir=tmp_path, cluster=make_cluster(gpu_capacity=8))
     assert _strategy(objects)["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    (deployment,) = by_kind(objects, "Deployment")
+    assert helm_waits_for(deployment, 2) == 1
 
 
 def test_cpu_only_app_keeps_zero_downtime(synth):

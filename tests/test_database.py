@@ -49,7 +49,7 @@ def test_postgres_16_cluster_on_fast_ssd_without_superuser(synth):
 
 def test_nightly_dump_to_the_backup_class_with_retention(synth, upstream):
     releases, _ = build(synth)
-    objects = manifests_of(releases["ffe-db"])
+    objects = manifests_of(releases["ffe-db-backup"])
     (job,) = by_kind(objects, "CronJob")
     (claim,) = by_kind(objects, "PersistentVolumeClaim")
     assert job["spec"]["schedule"] == "0 2 * * *"
@@ -67,7 +67,11 @@ def test_nightly_dump_to_the_backup_class_with_retention(synth, upstream):
 
 def test_helm_does_not_wait_for_the_dump_volume(synth):
     releases, _ = build(synth)
-    assert releases["ffe-db"]["wait"] is False
+    backup = releases["ffe-db-backup"]
+    assert (backup["wait"], backup["atomic"]) == (False, False)
+    assert by_kind(manifests_of(releases["ffe-db"]), "PersistentVolumeClaim") == []
+    assert (releases["ffe-db"]["wait"], releases["ffe-db"]["atomic"]) == (True, True)
+    assert any("postgres_cluster" in dep for dep in backup["depends_on"])
 
 
 @pytest.mark.parametrize(
@@ -101,3 +105,72 @@ def test_bad_database_settings(overrides, message):
 )
 def test_cron_schedules_kubernetes_accepts_pass(schedule):
     assert props(backup_schedule=schedule).backup_schedule == schedule
+
+
+# --- Helm's wait on a first apply ------------------------------------------------------------------
+# The helm provider hands `atomic` and `wait` to Helm's install and upgrade actions, and Helm waits
+# whenever either is set (helm v3.18 pkg/action/install.go and upgrade.go: `Wait = Wait || Atomic`).
+# A PersistentVolumeClaim is ready only once Bound (pkg/kube/ready.go, isPersistentVolumeClaimReady),
+# and a claim of a WaitForFirstConsumer class binds only when a pod that mounts it is scheduled. A
+# CronJob makes no pod until its schedule: a release holding such a claim with no other consumer
+# times out, and atomic then uninstalls it.
+POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
+
+
+def _storage_classes(stack) -> dict[str, str]:
+    """volumeBindingMode by StorageClass name, as the stack's releases and resources create them."""
+    found = {
+        obj["metadata"]["name"]: obj.get("volumeBindingMode", "Immediate")
+        for _, obj in stack.objects()
+        if obj.get("kind") == "StorageClass"
+    }
+    for kind in ("kubernetes_storage_class", "kubernetes_storage_class_v1"):
+        for resource in stack.synthesized.get("resource", {}).get(kind, {}).values():
+            (metadata,) = (
+                resource["metadata"] if isinstance(resource["metadata"], list) else [resource["metadata"]]
+            )
+            found[metadata["name"]] = resource.get("volume_binding_mode", "Immediate")
+    return found
+
+
+def _claims_mounted_at_install(stack) -> set[tuple[str, str]]:
+    """(namespace, claim) of every claim a pod the stack's releases create at install mounts."""
+    mounted = set()
+    for release, obj in stack.objects():
+        kind = obj.get("kind")
+        if kind == "Pod":
+            spec = obj.get("spec", {})
+        elif kind in POD_TEMPLATE_KINDS:
+            spec = obj.get("spec", {}).get("template", {}).get("spec", {})
+        else:
+            continue
+        namespace = obj.get("metadata", {}).get("namespace") or release.namespace
+        for volume in spec.get("volumes") or []:
+            if "persistentVolumeClaim" in volume:
+                mounted.add((namespace, volume["persistentVolumeClaim"]["claimName"]))
+    return mounted
+
+
+def unbindable_waits(stack) -> list[str]:
+    """Claims in a release Helm waits for that cannot bind during that wait."""
+    classes = _storage_classes(stack)
+    mounted = _claims_mounted_at_install(stack)
+    problems = []
+    for release, obj in stack.objects():
+        if obj.get("kind") != "PersistentVolumeClaim":
+            continue
+        if not (release.raw.get("wait", True) or release.raw.get("atomic", False)):
+            continue
+        namespace = obj["metadata"].get("namespace") or release.namespace
+        class_name = obj.get("spec", {}).get("storageClassName")
+        mode = classes.get(class_name, "WaitForFirstConsumer")  # CSI classes are, as a rule
+        if mode == "WaitForFirstConsumer" and (namespace, obj["metadata"]["name"]) not in mounted:
+            problems.append(
+                f"{stack.stack}: {release.address} waits for claim {namespace}/{obj['metadata']['name']} "
+                f"of {mode} class {class_name!r}, which no pod mounts at install"
+            )
+    return problems
+
+
+def test_every_waited_release_can_become_ready_on_a_first_apply(rendered_stack):
+    assert unbindable_waits(rendered_stack) == []

@@ -95,9 +95,14 @@ def test_token_goes_in_a_private_file_not_on_a_command_line_nor_in_triggers(synt
         "destination": ".gpu-constructs/k3s-install.sh.env",
     }
     # The directory is made private before the file is uploaded into it.
-    mkdir = provisioners.index({"remote-exec": {"inline": ['install -d -m 0700 "$HOME/.gpu-constructs"']}})
+    mkdir = provisioners.index(
+        {"remote-exec": {"inline": ["set -e", 'install -d -m 0700 "$HOME/.gpu-constructs"']}}
+    )
     assert mkdir < provisioners.index({"file": secrets})
-    assert inline(k3s, scripts_only=False)[0] == 'chmod 0600 "$HOME/.gpu-constructs/k3s-install.sh.env"'
+    assert inline(k3s, scripts_only=False)[:2] == [
+        "set -e",
+        'chmod 0600 "$HOME/.gpu-constructs/k3s-install.sh.env"',
+    ]
     assert 'SECRETS_FILE="$HOME/.gpu-constructs/k3s-install.sh.env"' in inline(k3s)[1]
 
 

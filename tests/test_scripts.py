@@ -69,19 +69,63 @@ def test_every_script_is_shellcheck_clean():
 
 
 # --- gpu-detect.sh ---------------------------------------------------------------------------------
-A100 = "01:00.0 3D controller [0302]: NVIDIA Corporation GA100 [A100 PCIe 40GB] [10de:20f1] (rev a1)"
-AUDIO = "01:00.1 Audio device [0403]: NVIDIA Corporation GA102 High Definition Audio [10de:1aef]"
+# `lspci -n` as these machines print it: slot, class, vendor:device. 0300 is a VGA compatible
+# controller (GeForce and RTX workstation cards), 0302 a 3D controller (datacenter GPUs), 0403 the
+# card's HDMI audio function; 1a03 is the ASPEED BMC's VGA on server boards, 8086 Intel graphics.
+GEFORCE_DESKTOP = [
+    "00:02.0 0300: 8086:3e92",
+    "01:00.0 0300: 10de:2684 (rev a1)",
+    "01:00.1 0403: 10de:22ba (rev a1)",
+]
+RTX_WORKSTATION = ["65:00.0 0300: 10de:2230 (rev a1)", "65:00.1 0403: 10de:1aef (rev a1)"]
+DATACENTER = [
+    "02:00.0 0300: 1a03:2000 (rev 41)",
+    "17:00.0 0302: 10de:20f1 (rev a1)",
+    "ca:00.0 0302: 10de:20f1 (rev a1)",
+]
+NO_NVIDIA = ["00:02.0 0300: 8086:3e92", "02:00.0 0300: 1a03:2000 (rev 41)"]
 
 
-def test_gpu_detect_counts_gpus_not_their_audio_functions(host: Host):
-    host.stub("lspci", f'printf "%s\\n" "{A100}" "{AUDIO}"')
+def _lspci(host: Host, lines: list[str]) -> None:
+    """An lspci that prints ``lines`` for ``-n``, with the class's name for ``-nn`` (as pciutils
+    names 0300, 0302 and 0403), and honours ``-d [vendor]:[device][:class]``."""
+    (host.state / "lspci-n").write_text("".join(f"{line}\n" for line in lines))
+    host.stub(
+        "lspci",
+        """numeric=0; filter=::
+while [ $# -gt 0 ]; do
+  case "$1" in -n) numeric=1 ;; -nn) numeric=2 ;; -d) filter="$2"; shift ;; esac; shift
+done
+IFS=: read -r vendor device class <<<"$filter"
+while read -r slot cls id rest; do
+  [ -z "$class" ] || [ "${cls%:}" = "$class" ] || continue
+  [ -z "$vendor" ] || [ "${id%%:*}" = "$vendor" ] || continue
+  [ -z "$device" ] || [ "${id#*:}" = "$device" ] || continue
+  if [ "$numeric" = 1 ]; then echo "$slot $cls $id${rest:+ $rest}"; continue; fi
+  case "${cls%:}" in
+    0300) name="VGA compatible controller" ;; 0302) name="3D controller" ;; *) name="Audio device" ;;
+  esac
+  echo "$slot $name [${cls%:}]: Device [$id]${rest:+ $rest}"
+done < "$STATE/lspci-n"
+""",
+    )
+
+
+@pytest.mark.parametrize(
+    ("lines", "count"),
+    [(GEFORCE_DESKTOP, 1), (RTX_WORKSTATION, 1), (DATACENTER, 2)],
+    ids=lambda v: str(v)[:12],
+)
+def test_gpu_detect_finds_vga_and_3d_class_gpus_not_their_audio_nor_other_vga(host: Host, lines, count):
+    _lspci(host, lines)
     result = host.run("gpu-detect.sh", REQUIRE_GPU="1")
-    assert result.returncode == 0
-    assert "1 NVIDIA GPU(s) on gpu-host" in result.stdout
+    assert result.returncode == 0, result.stderr
+    assert f"{count} NVIDIA GPU(s) on gpu-host" in result.stdout
+    assert "8086" not in result.stdout and "1a03" not in result.stdout and "0403" not in result.stdout
 
 
 def test_gpu_detect_fails_clearly_without_a_gpu(host: Host):
-    host.stub("lspci", "true")
+    _lspci(host, NO_NVIDIA)
     result = host.run("gpu-detect.sh", REQUIRE_GPU="1")
     assert result.returncode == 3
     assert "no NVIDIA GPU found on gpu-host" in result.stderr
@@ -89,10 +133,17 @@ def test_gpu_detect_fails_clearly_without_a_gpu(host: Host):
 
 
 def test_gpu_detect_carries_on_when_no_gpu_is_required(host: Host):
-    host.stub("lspci", "true")
+    _lspci(host, NO_NVIDIA)
     result = host.run("gpu-detect.sh", REQUIRE_GPU="0")
     assert result.returncode == 0
     assert "continuing without GPU support" in result.stdout
+
+
+def test_gpu_detect_stops_when_lspci_fails_rather_than_reporting_no_gpu(host: Host):
+    host.stub("lspci", "exit 1")
+    result = host.run("gpu-detect.sh", REQUIRE_GPU="0")
+    assert result.returncode == 1
+    assert "continuing without GPU support" not in result.stdout
 
 
 # --- nvidia-driver.sh ------------------------------------------------------------------------------
@@ -522,6 +573,13 @@ case "$1 $2" in
   "auth enable") touch "$STATE/k8s-auth" ;;
   "policy write") cat > "$STATE/policy.hcl" ;;
   "read -format=json") [ -f "$STATE/db-config" ] ;;
+  # KV v2 at secret/: $STATE/kv/<path> holds a secret's current data; -cas=0 writes only a new one.
+  "kv metadata") [ -f "$STATE/kv/${*: -1}" ] || { echo "No value found at ${*: -1}" >&2; exit 2; } ;;
+  "kv put")
+    shift 2
+    cas=""; [ "$1" = -cas=0 ] && { cas=0; shift; }
+    [ "$cas" = 0 ] && [ -f "$STATE/kv/$1" ] && { echo "check-and-set parameter did not match" >&2; exit 2; }
+    mkdir -p "$(dirname "$STATE/kv/$1")"; path="$1"; shift; printf '%s\n' "$@" > "$STATE/kv/$path" ;;
   "write "*)
     case "$2" in */config/*) cat > "$STATE/db-password"; touch "$STATE/db-config" ;; esac ;;
   *) exit 1 ;;
@@ -714,6 +772,24 @@ def test_vault_second_run_changes_nothing_it_already_did(host: Host):
     assert not (host.state / "psql.sql").exists()
     assert "vault-0 token=hvs.ROOT write -f database/staging/rotate-root/ffe" in again
     assert (host.state / "mounts").read_text().split() == ["secret", "database/staging", "pki", "transit"]
+
+
+def test_vault_creates_the_app_secret_the_agent_waits_for_once_and_never_overwrites_it(host: Host):
+    """The agent's init container renders secret/data/<env>/app before the app starts and retries
+    while it is missing: the bootstrap writes it with the values the stack owns, only when absent."""
+    env = _vault_env(host)
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    secret = host.state / "kv" / "secret" / "staging" / "app"
+    assert secret.read_text().splitlines() == ["ENVIRONMENT=staging"]
+    assert "vault kv patch secret/staging/app" in result.stdout
+    assert any("kv put -cas=0 secret/staging/app" in call for call in _vault_calls(host))
+    # The user's own values, written after the first apply, survive every later run.
+    secret.write_text("ENVIRONMENT=staging\nAPI_KEY=user-value\n")
+    first = len(_vault_calls(host))
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    assert not [c for c in _vault_calls(host)[first:] if " kv put" in c]
+    assert "API_KEY=user-value" in secret.read_text()
 
 
 def test_vault_ha_joins_and_unseals_every_raft_member(host: Host):

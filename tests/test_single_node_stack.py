@@ -15,6 +15,8 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from environments import Instance
 from tests.conftest import (
     ON_ENGINE,
+    by_kind,
+    manifests_of,
     plan_variables,
     resources,
     synth_main,
@@ -68,6 +70,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "vault-operations",
         "cloudnative-pg",
         "ffe-db",
+        "ffe-db-backup",
         "ffe-backend",
     }
     steps = {key.rsplit("_", 1)[0] for key in resources(stack_json, "terraform_data")}
@@ -212,9 +215,64 @@ def test_no_sensitive_variable_on_any_command_line(every_stack):
     assert checked
 
 
+def _remote_exec_script(inline: list[str]) -> str:
+    """An inline list as Terraform runs it: joined with newlines into one script
+    (hashicorp/terraform v1.11 internal/builtin/provisioners/remote-exec generateScripts) that the
+    SSH communicator starts with ``#!/bin/sh`` unless it has a shebang of its own."""
+    script = "\n".join([*inline, ""])
+    return script if script.startswith("#!") else "#!/bin/sh\n" + script
+
+
+def test_every_host_step_stops_at_its_first_failing_command(every_stack, tmp_path):
+    """Each command of every multi-command remote-exec fails in turn, against stub commands: the
+    step fails with that command's status and runs nothing after it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    counter = tmp_path / "count"
+    for name in ("sudo", "chmod", "install"):
+        stub = bin_dir / name
+        stub.write_text(
+            "#!/bin/sh\n"
+            f'n=$(($(cat "{counter}") + 1)); echo "$n" > "{counter}"\n'
+            '[ "$n" = "$FAIL_AT" ] && exit 7\n'
+            "exit 0\n"
+        )
+        stub.chmod(0o755)
+    checked = 0
+    for stack_name, stack in every_stack.items():
+        for kind, found in stack.get("resource", {}).items():
+            for name, body in found.items():
+                for provisioner in body.get("provisioner", []):
+                    commands = provisioner.get("remote-exec", {}).get("inline", [])
+                    script = tmp_path / "step.sh"
+                    script.write_text(_remote_exec_script(commands))
+                    script.chmod(0o755)
+                    runs = [c for c in commands if c.split()[0] in ("sudo", "chmod", "install")]
+                    if len(runs) < 2:
+                        continue
+                    for fail_at in range(1, len(runs) + 1):
+                        counter.write_text("0")
+                        result = subprocess.run(
+                            [str(script)],
+                            env={
+                                "PATH": f"{bin_dir}:/usr/bin:/bin",
+                                "HOME": str(tmp_path),
+                                "FAIL_AT": str(fail_at),
+                            },
+                            capture_output=True,
+                            text=True,
+                            timeout=30,
+                        )
+                        where = f"{stack_name}: {kind}.{name} with command {fail_at} of {len(runs)} failing"
+                        assert result.returncode == 7, f"{where} exits {result.returncode}"
+                        assert counter.read_text().strip() == str(fail_at), f"{where} runs on after it"
+                        checked += 1
+    assert checked
+
+
 def test_admin_ports_default_to_the_hosts_own_network(stack_json):
     (firewall,) = [v for k, v in resources(stack_json, "terraform_data").items() if "firewall" in k]
-    command = [p for p in firewall["provisioner"] if "remote-exec" in p][-1]["remote-exec"]["inline"][0]
+    command = [p for p in firewall["provisioner"] if "remote-exec" in p][-1]["remote-exec"]["inline"][-1]
     assert "PUBLIC_PORTS='80/tcp 443/tcp'" in command
     assert "ADMIN_PORTS='22/tcp 6443/tcp'" in command
     assert (
@@ -360,6 +418,35 @@ def test_every_gpu_rollout_in_every_stack_fits_its_quota(every_stack):
             for quota in quotas:
                 assert (most + surge) * gpus <= quota, (
                     f"{name}: {deployment['metadata']['name']} cannot roll out"
+                )
+                checked += 1
+    assert checked
+
+
+def test_helm_waits_for_a_started_pod_of_every_deployment_in_every_stack(every_stack):
+    """At the fewest replicas a Deployment runs, Helm's wait needs at least one ready new pod: else
+    a pod that never starts leaves the apply green and atomic never rolls back."""
+    from tests.test_app_chart import helm_waits_for
+
+    checked = 0
+    for name, stack in every_stack.items():
+        for release in resources(stack, "helm_release").values():
+            if "manifests-chart" not in str(release.get("chart", "")) or not (
+                release.get("wait", True) or release.get("atomic")
+            ):
+                continue
+            manifests = manifests_of(release)
+            for deployment in by_kind(manifests, "Deployment"):
+                fewest = min(
+                    [deployment["spec"].get("replicas", 1)]
+                    + [
+                        h["spec"].get("minReplicas", 1)
+                        for h in by_kind(manifests, "HorizontalPodAutoscaler")
+                        if h["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+                    ]
+                )
+                assert helm_waits_for(deployment, fewest) >= 1, (
+                    f"{name}: {deployment['metadata']['name']} at {fewest} replica(s) needs no ready pod"
                 )
                 checked += 1
     assert checked

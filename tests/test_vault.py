@@ -61,7 +61,7 @@ def test_seed_secret_paths_for_the_environment(synth):
 def test_bootstrap_runs_on_the_server_after_the_release(synth):
     synthesized, _ = build(synth, bootstrap_host=HOST)
     (step,) = resources(synthesized, "terraform_data").values()
-    command = next(p["remote-exec"]["inline"][0] for p in step["provisioner"] if "remote-exec" in p)
+    command = next(p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p)
     assert "ENVIRONMENT='staging'" in command and "VAULT_PODS='vault-0'" in command
     assert "APP_SERVICE_ACCOUNT='ffe-backend'" in command
     assert step["depends_on"] == ["helm_release.vault_BBE00A92"]
@@ -88,7 +88,7 @@ def test_bootstrap_connects_the_database_engine_after_the_database(synth):
     made = {}
     synthesized = synth(lambda stack: made.setdefault("v", _with_database(stack, bootstrap_host=HOST)))
     (step,) = resources(synthesized, "terraform_data").values()
-    command = next(p["remote-exec"]["inline"][0] for p in step["provisioner"] if "remote-exec" in p)
+    command = next(p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p)
     for expected in (
         "DB_CLUSTER='ffe-db'",
         "DB_NAMESPACE='ffe'",

@@ -11,8 +11,13 @@ if ! command -v lspci >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq pciutils >/dev/null
 fi
 
-# Vendor 10de is NVIDIA; class 03xx is a display or 3D controller (the GPU itself, not its audio).
-gpus="$(lspci -nn -d 10de: | grep -Ei '(VGA|3D|Display) controller' || true)"
+# By PCI vendor and class, never by the class's name: 10de is NVIDIA, 0300 a VGA compatible
+# controller (GeForce and RTX workstation cards), 0302 a 3D controller (datacenter GPUs). The card's
+# HDMI audio function (0403) and other vendors' VGA (a BMC, integrated graphics) are not GPUs here.
+# Two assignments, so that a failing lspci stops the script (set -e) rather than reading as no GPU.
+vga="$(lspci -n -d 10de::0300)"
+compute="$(lspci -n -d 10de::0302)"
+gpus="$(printf '%s\n%s\n' "$vga" "$compute" | grep -v '^$' || true)"
 count=0
 if [ -n "$gpus" ]; then
   count="$(printf '%s\n' "$gpus" | wc -l)"
@@ -20,7 +25,7 @@ fi
 
 if [ "$count" -eq 0 ]; then
   if [ "$require_gpu" = "1" ]; then
-    echo "ERROR: no NVIDIA GPU found on ${host} (lspci -d 10de: lists no display or 3D controller)." >&2
+    echo "ERROR: no NVIDIA GPU found on ${host} (lspci -n -d 10de::0300 and 10de::0302 list nothing)." >&2
     echo "Check that the card is seated and, in a VM, passed through; or set gpu_enabled=False" >&2
     echo "in the stack settings to run this host without a GPU." >&2
     exit 3

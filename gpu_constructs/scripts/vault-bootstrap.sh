@@ -24,6 +24,9 @@
 # The database connection uses a PostgreSQL role "vault" (CREATEROLE, admin of DB_OWNER) created
 # through psql in the primary's pod. Its password is generated here, handed to Vault on stdin and
 # rotated by Vault at once, so only Vault knows it. Vault's credentials are members of DB_OWNER.
+#
+# The application's secret secret/<env>/app is created when absent with ENVIRONMENT=<env> and never
+# overwritten: the application's own keys are the user's to add (vault kv patch).
 set -euo pipefail
 
 ns="${VAULT_NAMESPACE:?VAULT_NAMESPACE is required}"
@@ -196,6 +199,18 @@ vault_ "$leader" write "auth/kubernetes/role/${policy}" \
   bound_service_account_names="$app_sa" \
   bound_service_account_namespaces="$app_ns" \
   policies="$policy" ttl=1h >/dev/null
+
+# The application's secret. The Vault agent's init container renders secret/data/<env>/app before
+# the application starts and keeps retrying while it does not exist, so the pod would never start.
+# Written once, when absent, with the only value the stack owns (ENVIRONMENT); values only the user
+# knows are never invented: the user adds them with 'vault kv patch'. -cas=0 writes only a secret
+# that has no version yet, so a value the user wrote is never overwritten, even by a racing run.
+app_secret="secret/${env_name}/app"
+if ! vault_ "$leader" kv metadata get -format=json "$app_secret" >/dev/null 2>&1; then
+  vault_ "$leader" kv put -cas=0 "$app_secret" ENVIRONMENT="$env_name" >/dev/null
+  echo "vault-bootstrap: created ${app_secret} with ENVIRONMENT only; add the application's own values with"
+  echo "  vault kv patch ${app_secret} KEY=value"
+fi
 
 if [ -n "${DB_CLUSTER:-}" ]; then
   db_ns="${DB_NAMESPACE:?DB_NAMESPACE is required with DB_CLUSTER}"
