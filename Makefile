@@ -33,9 +33,10 @@ else
 $(error 'ENGINE' is '$(ENGINE)': set it to cdktf or cdktn, or leave it unset)
 endif
 PY := $(VENV)/bin/python
-# Debian packages the build needs (none beyond Python 3.11, Node.js and npm today); listed here so
+# Debian packages the build needs beyond Python 3.11, Node.js and npm (docker.io and busybox-static
+# for the image gate, tests/test_lifecycle_images.py); listed here so
 # `make deps` is the one place that installs system packages.
-APT_PACKAGES :=
+APT_PACKAGES := docker.io busybox-static
 
 .PHONY: synth test deps lint typecheck pytest bench clean k3s-cuda-image verify
 
