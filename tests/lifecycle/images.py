@@ -44,8 +44,10 @@ DOCKERD = "/usr/sbin/dockerd"  # Debian docker.io
 DOCKER = "/usr/bin/docker"  # the CLI of the same package (/usr/local/bin/docker may be another one)
 BUSYBOX = "/bin/busybox"  # Debian busybox-static
 
-# The toolkit packages and what each installs (NVIDIA/nvidia-container-toolkit packaging/debian/*.install
-# and NVIDIA/libnvidia-container debian/*.install).
+# The toolkit packages and the paths the node image relies on from each: NVIDIA/nvidia-container-toolkit
+# packaging/debian/nvidia-container-toolkit-base.install (runtime, nvidia-ctk, nvidia-cdi-hook; its
+# postinst writes config.toml with `nvidia-ctk config`), nvidia-container-toolkit.install (the hook);
+# libnvidia-container's tools (nvidia-container-cli) and library (pkg/deb/prepare in that repository).
 TOOLKIT_FILES = {
     "nvidia-container-toolkit-base": [
         "usr/bin/nvidia-container-runtime",
