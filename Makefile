@@ -34,8 +34,12 @@ $(error 'ENGINE' is '$(ENGINE)': set it to cdktf or cdktn, or leave it unset)
 endif
 PY := $(VENV)/bin/python
 # Debian packages the build needs beyond Python 3.11, Node.js and npm (prometheus: promtool for the
-# alert rule tests); listed here so `make deps` is the one place that installs system packages.
-APT_PACKAGES := prometheus
+# alert rule tests; docker.io and busybox-static: the image gate, tests/test_lifecycle_images.py);
+# listed here so `make deps` is the one place that installs system packages. Only missing ones are
+# installed, with sudo where make does not run as root.
+APT_PACKAGES := prometheus docker.io busybox-static
+APT_MISSING = $(shell for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: synth test deps lint typecheck pytest bench clean k3s-cuda-image verify
 
@@ -50,7 +54,7 @@ deps: $(VENV)/.synced $(ENGINE_NODE)/.synced $(HELM_DIR)/bin/.synced
 endif
 
 $(VENV)/.synced: $(LOCK)
-	@if [ -n "$(APT_PACKAGES)" ]; then apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); fi
+	@if [ -n "$(APT_MISSING)" ]; then $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_MISSING); fi
 	@command -v pipenv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "pipenv==$(PIPENV_VERSION)"
 	pipenv sync --dev
 	$(PY) -c 'from gpu_constructs.provider_imports import main; main()'
