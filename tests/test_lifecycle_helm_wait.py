@@ -15,22 +15,15 @@ import pytest
 from tests.lifecycle import helm_wait
 
 # (stack, helm_release address, object) -> issue that fixes it
-KNOWN = {
-    # atomic implies wait; the dump PVC's only consumer is the 02:00 CronJob
-    ("single-node", "helm_release.postgres_cluster_ACE3EF20", "PersistentVolumeClaim/ffe/ffe-db-dumps"): 20,
-    ("single-node", "helm_release.app_release_E0EC404F", "Deployment/ffe/ffe-backend"): 20,
-    (
-        "eks-karpenter",
-        "helm_release.workload_release_6A99B1F2",
-        "Deployment/inference/tinyllama-inference",
-    ): 21,
-}
+KNOWN: dict[tuple[str, str, str], int] = {}
 
 
-def unexpected(rendered: Any) -> tuple[dict[tuple[str, str, str], str], list[tuple[str, str, str]]]:
+def unexpected(
+    rendered: Any, known: dict[tuple[str, str, str], int] = KNOWN
+) -> tuple[dict[tuple[str, str, str], str], list[tuple[str, str, str]]]:
     found = {finding.key: finding.problem for finding in helm_wait.findings(rendered)}
-    new = {key: problem for key, problem in found.items() if key not in KNOWN}
-    gone = [key for key in KNOWN if key[0] == rendered.stack and key not in found]
+    new = {key: problem for key, problem in found.items() if key not in known}
+    gone = [key for key in known if key[0] == rendered.stack and key not in found]
     return new, gone
 
 
@@ -98,15 +91,18 @@ def test_a_fixed_known_finding_must_leave_the_table(helm, upstream):
     (instance,) = [i for i in main.INSTANCES if i.stack == "eks-karpenter"]
     rendered = copy.deepcopy(render.rendered(instance))
     deployment = _object(rendered, "workload_release_6A99B1F2", "Deployment", "tinyllama-inference")
-    deployment["spec"]["strategy"]["rollingUpdate"] = {"maxSurge": 1, "maxUnavailable": 0}
-    _, gone = unexpected(rendered)
-    assert gone == [
-        (
-            "eks-karpenter",
-            "helm_release.workload_release_6A99B1F2",
-            "Deployment/inference/tinyllama-inference",
-        )
-    ]
+    key = (
+        "eks-karpenter",
+        "helm_release.workload_release_6A99B1F2",
+        "Deployment/inference/tinyllama-inference",
+    )
+    deployment["spec"]["strategy"] = {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+    }
+    assert unexpected(rendered, {key: 21}) == ({}, [])
+    deployment["spec"]["strategy"] = {"type": "Recreate"}
+    assert unexpected(rendered, {key: 21}) == ({}, [key])
 
 
 @pytest.mark.parametrize(

@@ -21,12 +21,7 @@ from tests.lifecycle import provisioners
 STACKS = [instance.stack for instance in main.INSTANCES]
 
 # (stack, provisioner) -> issue that fixes it
-KNOWN = {
-    ("single-node", "terraform_data.compute_server-gpu-driver_837B4D8C provisioner[2] remote-exec"): 20,
-    ("single-node", "terraform_data.compute_server-k3s_CF7027BF provisioner[4] remote-exec"): 20,
-    ("single-node", "terraform_data.networking_cloudflare-secret_93FB5B4A provisioner[3] remote-exec"): 20,
-    ("proxmox-ha", "terraform_data.networking_cloudflare-secret_93FB5B4A provisioner[3] remote-exec"): 22,
-}
+KNOWN: dict[tuple[str, str], int] = {}
 
 
 @cache
@@ -40,11 +35,13 @@ def stack_json(stack: str) -> dict[str, Any]:
     return result
 
 
-def unexpected(stack: str, synthesized: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
-    """Findings not in KNOWN, and KNOWN entries of the stack that no longer occur."""
+def unexpected(
+    stack: str, synthesized: dict[str, Any], known: dict[tuple[str, str], int] = KNOWN
+) -> tuple[dict[str, str], list[str]]:
+    """Findings not in ``known``, and ``known`` entries of the stack that no longer occur."""
     found = provisioners.findings(stack, synthesized)
-    new = {name: message for name, message in found.items() if (stack, name) not in KNOWN}
-    gone = [name for (known_stack, name) in KNOWN if known_stack == stack and name not in found]
+    new = {name: message for name, message in found.items() if (stack, name) not in known}
+    gone = [name for (known_stack, name) in known if known_stack == stack and name not in found]
     return new, gone
 
 
@@ -68,11 +65,18 @@ def _resource(synthesized: dict[str, Any], address: str) -> dict[str, Any]:
     return found
 
 
+def _without_set_e(inline: list[str]) -> list[str]:
+    """The inline list as it was before the steps began with `set -e`."""
+    inline[:] = [command for command in inline if command != "set -e"]
+    return inline
+
+
 def test_a_second_inline_command_breaks_the_gate():
     """proxmox-ha's directory step gets a second command: its failure would be ignored."""
     synthesized = copy.deepcopy(stack_json("proxmox-ha"))
     resource = _resource(synthesized, "terraform_data.networking_cloudflare-secret_93FB5B4A")
-    resource["provisioner"][1]["remote-exec"]["inline"].append('chmod 0700 "$HOME/.gpu-constructs"')
+    inline = _without_set_e(resource["provisioner"][1]["remote-exec"]["inline"])
+    inline.append('chmod 0700 "$HOME/.gpu-constructs"')
     new, _ = unexpected("proxmox-ha", synthesized)
     (message,) = new.values()
     assert "command 1 of 2 (`install ...`) fails and the script exits 0" in message
@@ -93,23 +97,31 @@ def test_a_local_exec_command_list_breaks_the_gate():
 def test_set_e_first_satisfies_the_gate():
     """The fix the gate asks for is accepted by both checks; so is `|| exit 1` on each command."""
     synthesized = copy.deepcopy(stack_json("single-node"))
-    resource = _resource(synthesized, "terraform_data.compute_server-k3s_CF7027BF")
-    inline = resource["provisioner"][4]["remote-exec"]["inline"]
-    inline.insert(0, "set -e")
-    resource = _resource(synthesized, "terraform_data.compute_server-gpu-driver_837B4D8C")
-    inline = resource["provisioner"][2]["remote-exec"]["inline"]
-    inline[0] += " || exit 1"
+    k3s = "terraform_data.compute_server-k3s_CF7027BF provisioner[4] remote-exec"
+    driver = "terraform_data.compute_server-gpu-driver_837B4D8C provisioner[2] remote-exec"
+    k3s_inline = _without_set_e(
+        _resource(synthesized, k3s.split()[0])["provisioner"][4]["remote-exec"]["inline"]
+    )
+    driver_inline = _without_set_e(
+        _resource(synthesized, driver.split()[0])["provisioner"][2]["remote-exec"]["inline"]
+    )
+    assert {k3s, driver} <= set(provisioners.findings("single-node", synthesized))
+    k3s_inline.insert(0, "set -e")
+    driver_inline[:-1] = [command + " || exit 1" for command in driver_inline[:-1]]
     found = provisioners.findings("single-node", synthesized)
-    assert "terraform_data.compute_server-k3s_CF7027BF provisioner[4] remote-exec" not in found
-    assert "terraform_data.compute_server-gpu-driver_837B4D8C provisioner[2] remote-exec" not in found
+    assert k3s not in found
+    assert driver not in found
 
 
 def test_a_fixed_known_finding_must_leave_the_table():
     synthesized = copy.deepcopy(stack_json("proxmox-ha"))
-    resource = _resource(synthesized, "terraform_data.networking_cloudflare-secret_93FB5B4A")
-    resource["provisioner"][3]["remote-exec"]["inline"].insert(0, "set -e")
-    _, gone = unexpected("proxmox-ha", synthesized)
-    assert gone == ["terraform_data.networking_cloudflare-secret_93FB5B4A provisioner[3] remote-exec"]
+    address = "terraform_data.networking_cloudflare-secret_93FB5B4A"
+    name = f"{address} provisioner[3] remote-exec"
+    known = {("proxmox-ha", name): 22}
+    inline = _resource(synthesized, address)["provisioner"][3]["remote-exec"]["inline"]
+    assert unexpected("proxmox-ha", synthesized, known) == ({}, [name])
+    _without_set_e(inline)
+    assert unexpected("proxmox-ha", synthesized, known) == ({}, [])
 
 
 def test_the_script_is_built_as_terraform_builds_it():
