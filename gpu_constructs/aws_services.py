@@ -214,8 +214,10 @@ class LoadBalancerController(Construct):
                 "enableServiceMutatorWebhook": False,
             },
             # Its policy too: on destroy the controller deletes the ALB, its target groups and
-            # security groups when the Ingress goes, which it cannot once the policy is gone.
-            depends_on=[*compute.cluster.ready, identity, policy],
+            # security groups when the Ingress goes, which it cannot once the policy is gone; and the
+            # public subnets the ALB sits in stay until then (their deletion fails while its
+            # network interfaces are in them).
+            depends_on=[*compute.cluster.ready, identity, policy, *compute.public_subnets],
         )
 
     @staticmethod

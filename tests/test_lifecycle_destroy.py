@@ -16,36 +16,15 @@ _ALB = "helm_release.alb-controller_release_0735D108"
 _KARPENTER = "helm_release.eks_karpenter_7C03CC45"
 
 # (stack, release, resource it must outlive) -> issue that fixes it
-KNOWN = {
-    # eks-karpenter: the Karpenter node role's attachments and access entry, the interruption queue
-    # policy, the discovery tag and the load balancer subnets are not outlived by the controller
-    # releases (the node pools release depends on the node role's attachments and access entry)
-    ("eks-karpenter", _ALB, "aws_subnet.eks_public-eu-west-1a_52919524"): 21,
-    ("eks-karpenter", _ALB, "aws_subnet.eks_public-eu-west-1b_19B2274E"): 21,
-    ("eks-karpenter", _ALB, "aws_subnet.eks_public-eu-west-1c_1444DA1E"): 21,
-    ("eks-karpenter", _KARPENTER, "aws_ec2_tag.eks_cluster-security-group-discovery_55846FB5"): 21,
-    ("eks-karpenter", _KARPENTER, "aws_eks_access_entry.eks_karpenter-node-access_16D924AA"): 21,
-    **{
-        (
-            "eks-karpenter",
-            _KARPENTER,
-            f"aws_iam_role_policy_attachment.eks_karpenter-node-role-{policy}",
-        ): 21
-        for policy in (
-            "AmazonEC2ContainerRegistryReadOnly_290B0C70",
-            "AmazonEKSWorkerNodePolicy_DED32352",
-            "AmazonEKS_CNI_Policy_1B695280",
-            "AmazonSSMManagedInstanceCore_8BDB8668",
-        )
-    },
-    ("eks-karpenter", _KARPENTER, "aws_sqs_queue_policy.eks_interruption-queue-policy_79B25D3D"): 21,
-}
+KNOWN: dict[tuple[str, str, str], int] = {}
 
 
-def unexpected(rendered: Any) -> tuple[dict[tuple[str, str, str], str], list[tuple[str, str, str]]]:
+def unexpected(
+    rendered: Any, known: dict[tuple[str, str, str], int] = KNOWN
+) -> tuple[dict[tuple[str, str, str], str], list[tuple[str, str, str]]]:
     found = {finding.key: finding.why for finding in destroy.findings(rendered)}
-    new = {key: why for key, why in found.items() if key not in KNOWN}
-    gone = [key for key in KNOWN if key[0] == rendered.stack and key not in found]
+    new = {key: why for key, why in found.items() if key not in known}
+    gone = [key for key in known if key[0] == rendered.stack and key not in found]
     return new, gone
 
 
@@ -102,11 +81,19 @@ def test_a_controller_that_may_outlive_its_cluster_breaks_the_gate(helm, upstrea
     }
 
 
-def test_a_fixed_known_finding_must_leave_the_table(helm, upstream):
+def test_subnets_the_alb_sits_in_must_outlive_its_controller(helm, upstream):
+    """eks-karpenter's load balancer controller without its dependency on the public subnets; a
+    table entry for the finding silences it, and must go once the dependency is back."""
     rendered = _rendered("eks-karpenter")
-    for address in (_ALB, _KARPENTER):
-        release = rendered.synthesized["resource"]["helm_release"][address.split(".", 1)[1]]
-        release.setdefault("depends_on", []).extend(key[2] for key in KNOWN if key[1] == address)
-    new, gone = unexpected(rendered)
-    assert new == {}
-    assert sorted(gone) == sorted(KNOWN)
+    release = rendered.synthesized["resource"]["helm_release"][_ALB.split(".", 1)[1]]
+    original = list(release["depends_on"])
+    release["depends_on"] = [d for d in original if not d.startswith("aws_subnet.")]
+    new, _ = unexpected(rendered)
+    subnets = {key[2] for key in new}
+    assert {key[1] for key in new} == {_ALB}
+    assert len(subnets) == 3
+    assert all(subnet.startswith("aws_subnet.eks_public-") for subnet in subnets)
+    known = dict.fromkeys(new, 21)
+    assert unexpected(rendered, known) == ({}, [])
+    release["depends_on"] = original
+    assert sorted(unexpected(rendered, known)[1]) == sorted(known)

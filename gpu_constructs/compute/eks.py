@@ -225,6 +225,7 @@ class EksGpuCompute(Construct):
                 account_id=props.account_id,
                 cluster=self.eks,
                 ready=self.cluster.ready,
+                launch_prerequisites=[self.control_plane.security_group_discovery],
                 node_classes=props.node_classes,
                 node_pools=props.node_pools,
                 replicas=props.karpenter_replicas,

@@ -170,7 +170,7 @@ class EksSystemCluster(Construct):
             depends_on=[attachment, cluster_logs],
         )
         # Karpenter finds the security group for its nodes by this tag, like the private subnets.
-        Ec2Tag(
+        self.security_group_discovery = Ec2Tag(
             self._here,
             "cluster-security-group-discovery",
             resource_id=self.eks.vpc_config.cluster_security_group_id,

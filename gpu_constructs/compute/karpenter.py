@@ -240,6 +240,9 @@ class KarpenterProps:
     region: str
     account_id: str
     ready: Sequence[Any]
+    launch_prerequisites: Sequence[Any] = ()
+    """What Karpenter reads to launch nodes besides its own resources (the cluster security group's
+    discovery tag): it outlives the controller on destroy. Left out: nothing more is ordered."""
     """What must exist before the chart installs (the system nodes and core add-ons)."""
     node_classes: tuple[NodeClassSpec, ...] = SEED_NODE_CLASSES
     node_pools: tuple[NodePoolSpec, ...] = SEED_NODE_POOLS
@@ -287,7 +290,7 @@ class Karpenter(Construct):
             message_retention_seconds=300,
             sqs_managed_sse_enabled=True,
         )
-        SqsQueuePolicy(
+        self.interruption_queue_policy = SqsQueuePolicy(
             self._here,
             "interruption-queue-policy",
             queue_url=self.interruption_queue.url,
@@ -597,8 +600,18 @@ class Karpenter(Construct):
             # Without its Pod Identity association the controller starts with no AWS credentials; with
             # its policy among its dependencies it also keeps them on destroy, until the node pools
             # are gone and it has terminated their instances (terraform-aws-eks v21 orders its
-            # add-ons after their roles' policies the same way).
-            depends_on=[*props.ready, self.karpenter_identity, self.karpenter_policy],
+            # add-ons after their roles' policies the same way). The node role's grants and access
+            # entry, the interruption queue's policy and the discovery tag outlive it too: its nodes
+            # still drain as that role while it terminates them.
+            depends_on=[
+                *props.ready,
+                self.karpenter_identity,
+                self.karpenter_policy,
+                self.karpenter_node_access,
+                *self.karpenter_nodes.grants,
+                self.interruption_queue_policy,
+                *props.launch_prerequisites,
+            ],
         )
         self.node_pools = helm.manifests_release(
             self._here,
