@@ -260,6 +260,29 @@ def test_karpenter_starts_after_its_pod_identity(stack_json):
     assert identity in _depends_on(releases(stack_json)["karpenter"])
 
 
+def test_karpenter_crds_come_from_their_own_chart_which_upgrades_them(stack_json, helm, upstream):
+    # Helm never upgrades a chart's crds/; the karpenter-crd chart ships them as templates instead.
+    from tests.test_render import INSTANCES
+
+    by_name = releases(stack_json)
+    crd, karpenter = by_name["karpenter-crd"], by_name["karpenter"]
+    ids = {r["name"]: n for n, r in resources(stack_json, "helm_release").items()}
+    assert (crd["chart"], crd["repository"], crd["version"]) == (
+        "karpenter-crd",
+        karpenter["repository"],
+        versions.KARPENTER_CHART.version,
+    )
+    assert karpenter["version"] == versions.KARPENTER_CHART.version
+    assert karpenter.get("skip_crds") is True
+    assert ids["karpenter-crd"] in _depends_on(karpenter)
+    assert ids["karpenter"] in _depends_on(by_name["karpenter-node-pools"])
+    stack = render.rendered(INSTANCES["eks-karpenter"])
+    crds = {o["metadata"]["name"] for o in stack.release(ids["karpenter-crd"]).objects}
+    assert {"nodepools.karpenter.sh", "nodeclaims.karpenter.sh", "ec2nodeclasses.karpenter.k8s.aws"} <= crds
+    main = stack.release(ids["karpenter"]).objects
+    assert not [o for o in main if o["kind"] == "CustomResourceDefinition"]
+
+
 def test_karpenter_sets_every_feature_gate_its_chart_renders(stack_json, upstream):
     template = (upstream / "charts/karpenter-1.14.1/templates/deployment.yaml").read_text()
     rendered = set(re.findall(r"\.Values\.settings\.featureGates\.(\w+)", template))
@@ -886,6 +909,7 @@ def test_vpc_cluster_and_karpenter_compose_on_their_own(synth):
         "${aws_subnet.net_private"
     )
     assert {r["name"] for r in resources(synthesized, "helm_release").values()} == {
+        "karpenter-crd",
         "karpenter",
         "karpenter-node-pools",
     }

@@ -63,6 +63,7 @@ KNOWN = {
         ("eks-karpenter", address, _EKS): 21
         for address in (
             "helm_release.alb-controller_release_0735D108",
+            "helm_release.eks_karpenter-crd_83895B08",
             "helm_release.eks_karpenter-node-pools_255D75B3",
             "helm_release.eks_karpenter_7C03CC45",
             "helm_release.nvidia-device-plugin_E84D3A1A",

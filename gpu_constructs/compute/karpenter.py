@@ -4,7 +4,8 @@ cluster add-ons apart from ``eks.Cluster``.
 
 The GPU nodes come from a Karpenter NodePool that scales to zero; the AL2023 NVIDIA AMI brings the
 driver and the container toolkit. Karpenter's custom resources are installed by a Helm release after
-the Karpenter chart (which brings the CRDs), so nothing needs a live cluster at plan time.
+the Karpenter chart, whose CRDs come from the karpenter-crd chart before it, so nothing needs a live
+cluster at plan time.
 """
 
 from __future__ import annotations
@@ -566,6 +567,22 @@ class Karpenter(Construct):
 
     def _in_cluster(self) -> None:
         props = self.props
+        # Helm installs a chart's crds/ directory on first install only and never upgrades or deletes
+        # it (Helm docs, chart best practices: custom resource definitions), so the CRDs come from
+        # their own chart, karpenter-crd at the controller's version, which ships them as templates
+        # that Helm upgrades (aws/karpenter-provider-aws v1.14.1 charts/karpenter-crd; Karpenter's
+        # upgrade guide installs it before the karpenter chart).
+        self.karpenter_crd = helm.release(
+            self._here,
+            "karpenter-crd",
+            name="karpenter-crd",
+            chart="karpenter-crd",
+            repository=versions.REPO_KARPENTER,
+            version=props.chart_version,
+            namespace=KARPENTER_NAMESPACE,
+            values={},
+            depends_on=list(props.ready),
+        )
         self.karpenter = helm.release(
             self._here,
             "karpenter",
@@ -611,8 +628,11 @@ class Karpenter(Construct):
                 *self.karpenter_nodes.grants,
                 self.interruption_queue_policy,
                 *props.launch_prerequisites,
+                self.karpenter_crd,
             ],
         )
+        # The CRDs are the karpenter-crd release's; the chart's own crds/ copies stay out.
+        self.karpenter.skip_crds = True
         self.node_pools = helm.manifests_release(
             self._here,
             "karpenter-node-pools",
