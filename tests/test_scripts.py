@@ -147,6 +147,41 @@ def test_gpu_detect_stops_when_lspci_fails_rather_than_reporting_no_gpu(host: Ho
 
 
 # --- nvidia-driver.sh ------------------------------------------------------------------------------
+# An apt-get or apt invocation (a command word, not a path such as /etc/apt/... or a comment).
+_APT_CALL = re.compile(r"(?<![\w/.-])apt(?:-get)?(?![\w/.-])")
+APT_OPTIONS = {
+    "DPkg::Lock::Timeout=600",
+    "Dpkg::Options::=--force-confdef",
+    "Dpkg::Options::=--force-confold",
+}
+
+
+def test_every_apt_call_waits_for_the_lock_and_keeps_conffiles():
+    """Every bundled script, including one added later: each apt-get/apt command line carries the
+    lock timeout, the conffile options and the non-interactive frontend."""
+    offenders = []
+    for script in sorted(SCRIPTS_DIR.glob("*.sh")):
+        for number, line in enumerate(script.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0] if line.lstrip().startswith("#") else line
+            if not _APT_CALL.search(code):
+                continue
+            words = set(code.split())
+            if not (words >= APT_OPTIONS and "DEBIAN_FRONTEND=noninteractive" in words):
+                offenders.append(f"{script.name}:{number}: {line.strip()}")
+    assert offenders == []
+
+
+def test_apt_stub_receives_the_options_on_update_and_install(host: Host):
+    env = _driver_host(host, None, modprobe_ok=True)
+    host.stub("apt-get", 'echo "frontend=$DEBIAN_FRONTEND" >> "$STATE/apt-env"')
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env)
+    calls = host.calls("apt-get")
+    assert [c.split()[-1] for c in calls if "update" in c.split()] == ["-qq"], result.stderr
+    assert [c for c in calls if "install" in c.split()], result.stderr
+    assert all(set(c.split()) >= APT_OPTIONS for c in calls), calls
+    assert set((host.state / "apt-env").read_text().split()) == {"frontend=noninteractive"}
+
+
 def _driver_host(host: Host, loaded: str | None, modprobe_ok: bool, installed: str = "") -> dict[str, str]:
     if loaded:
         (host.state / "driver").write_text(loaded)
@@ -158,7 +193,7 @@ def _driver_host(host: Host, loaded: str | None, modprobe_ok: bool, installed: s
     host.stub("dpkg-query", 'grep -qx "$3" "$STATE/packages" && printf "install ok installed"; true')
     host.stub(
         "apt-get",
-        'if [ "$1" = install ]; then for a in "$@"; do echo "$a" >> "$STATE/packages"; done; fi',
+        'case " $* " in *" install "*) for a in "$@"; do echo "$a" >> "$STATE/packages"; done ;; esac',
     )
     return {"REBOOT_MARKER": str(host.state / "reboot-from")}
 
@@ -183,6 +218,7 @@ def test_driver_installs_the_open_kernel_modules_by_default(host: Host):
     assert "nvidia-driver-580-server-open" in install.split()
     # A freshly booted host's unattended-upgrades holds the dpkg lock: wait for it instead of failing.
     assert "DPkg::Lock::Timeout=600" in install.split()
+    assert {"Dpkg::Options::=--force-confdef", "Dpkg::Options::=--force-confold"} <= set(install.split())
     assert "branch 580 loaded" in result.stdout
     assert host.calls("nohup") == [] and not (host.state / "reboot-from").exists()
 
@@ -305,6 +341,7 @@ def test_toolkit_installs_pinned_packages_and_restarts_k3s(host: Host):
     assert result.returncode == 0, result.stderr
     (install,) = [c for c in host.calls("apt-get") if " install " in c]
     assert "nvidia-container-toolkit=1.20.0-1" in install
+    assert set(install.split()) >= APT_OPTIONS
     assert "libnvidia-container1=1.20.0-1" in install
     assert "signed-by=" in (host.state / "nvidia.list").read_text()
     assert "systemctl restart k3s" in host.calls("systemctl")

@@ -10,6 +10,12 @@
 #   REBOOT_MARKER         default /var/lib/gpu-constructs/reboot-from
 set -euo pipefail
 
+# Every apt-get call waits for the dpkg lock (unattended-upgrades holds it for minutes after a boot;
+# DPkg::Lock::Timeout, apt >= 1.9.11) and keeps locally changed conffiles without asking.
+apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
+}
+
 branch="${DRIVER_BRANCH:?DRIVER_BRANCH is required, for example 580}"
 modules="${DRIVER_KERNEL_MODULES:-open}"
 marker="${REBOOT_MARKER:-/var/lib/gpu-constructs/reboot-from}"
@@ -39,10 +45,9 @@ if package_installed; then
   echo "nvidia-driver: ${package} is installed but not loaded."
 else
   echo "nvidia-driver: installing ${package} (loaded now: ${current:-none})."
-  apt-get update -qq
+  apt_get update -qq
   # Switching between the open and the proprietary modules replaces one package with the other.
-  # After a reboot, unattended-upgrades may hold the dpkg lock for minutes: wait for it, bounded.
-  DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq \
+  apt_get install -y -qq \
     "linux-headers-$(uname -r)" \
     "$package" \
     "nvidia-utils-${branch}-server"
