@@ -28,7 +28,7 @@ class Host:
         self.state.mkdir()
         self.log = root / "calls.log"
         self.log.touch()
-        for name in ("apt-get", "systemctl", "nohup", "ufw", "dpkg-query", "uname"):
+        for name in ("apt-get", "apt-mark", "systemctl", "nohup", "ufw", "dpkg-query", "uname"):
             self.stub(name, "")
         # gpg reads the key from a pipe: the stub must read it too, or the writer dies of SIGPIPE.
         self.stub("gpg", "cat >/dev/null")
@@ -195,6 +195,8 @@ def _driver_host(host: Host, loaded: str | None, modprobe_ok: bool, installed: s
         "apt-get",
         'case " $* " in *" install "*) for a in "$@"; do echo "$a" >> "$STATE/packages"; done ;; esac',
     )
+    # apt-mark showhold lists what STATE/held holds (one package a line).
+    host.stub("apt-mark", 'if [ "$1" = showhold ]; then cat "$STATE/held" 2>/dev/null; fi; true')
     return {"REBOOT_MARKER": str(host.state / "reboot-from")}
 
 
@@ -257,6 +259,38 @@ def test_driver_upgrade_that_needs_a_reboot_reboots_and_records_the_boot_id(host
             break
         time.sleep(0.1)
     assert any("systemctl reboot" in c for c in host.calls("nohup"))
+
+
+def test_driver_packages_are_held_after_the_install(host: Host):
+    env = _driver_host(host, None, modprobe_ok=True)
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env)
+    assert result.returncode == 0, result.stderr
+    calls = [c for c in host.calls() if c.startswith(("apt-get install", "apt-get -o", "apt-mark"))]
+    install = next(i for i, c in enumerate(calls) if " install " in f" {c} ")
+    hold = calls.index("apt-mark hold nvidia-driver-580-server-open nvidia-utils-580-server")
+    assert hold > install
+
+
+def test_driver_change_releases_the_old_hold_before_apt_replaces_it(host: Host):
+    env = _driver_host(host, "570.195.03", modprobe_ok=False, installed="nvidia-driver-570-server-open")
+    (host.state / "held").write_text(
+        "nvidia-driver-570-server-open\nnvidia-utils-570-server\nlinux-image-generic\n"
+    )
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env)
+    assert result.returncode == 0, result.stderr
+    calls = host.calls()
+    unhold = calls.index("apt-mark unhold nvidia-driver-570-server-open nvidia-utils-570-server")
+    install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and " install " in c)
+    hold = calls.index("apt-mark hold nvidia-driver-580-server-open nvidia-utils-580-server")
+    assert unhold < install < hold
+    # A hold the operator set on something else is not the driver's to release.
+    assert not any("linux-image-generic" in c for c in calls if c.startswith("apt-mark unhold"))
+
+
+def test_driver_already_loaded_keeps_its_packages_held(host: Host):
+    env = _driver_host(host, "580.95.05", modprobe_ok=True, installed="nvidia-driver-580-server-open")
+    assert host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env).returncode == 0
+    assert host.calls("apt-mark") == ["apt-mark hold nvidia-driver-580-server-open nvidia-utils-580-server"]
 
 
 def test_driver_second_run_after_install_does_nothing(host: Host):

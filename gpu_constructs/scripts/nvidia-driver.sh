@@ -35,8 +35,24 @@ package_installed() {
   grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)"
 }
 
+# The driver packages stay on hold so unattended-upgrades cannot replace the driver under the loaded
+# kernel module; only this script changes them, and it releases the old hold first (apt refuses to
+# remove or replace a held package). Holding an already held package changes nothing.
+hold_driver() {
+  apt-mark hold "$package" "nvidia-utils-${branch}-server" >/dev/null
+}
+unhold_driver() {
+  local held
+  held="$(apt-mark showhold | grep -E '^(nvidia-driver|nvidia-utils)-[0-9]+-server' || true)"
+  if [ -n "$held" ]; then
+    # shellcheck disable=SC2086 # one package name per word
+    apt-mark unhold $held >/dev/null
+  fi
+}
+
 current="$(loaded_branch || true)"
 if [ "$current" = "$branch" ] && package_installed; then
+  hold_driver
   echo "nvidia-driver: ${package} already installed and loaded; nothing to do."
   exit 0
 fi
@@ -45,6 +61,7 @@ if package_installed; then
   echo "nvidia-driver: ${package} is installed but not loaded."
 else
   echo "nvidia-driver: installing ${package} (loaded now: ${current:-none})."
+  unhold_driver
   apt_get update -qq
   # Switching between the open and the proprietary modules replaces one package with the other.
   apt_get install -y -qq \
@@ -52,6 +69,7 @@ else
     "$package" \
     "nvidia-utils-${branch}-server"
 fi
+hold_driver
 
 if [ "$current" != "$branch" ] && modprobe nvidia 2>/dev/null && [ "$(loaded_branch || true)" = "$branch" ]; then
   echo "nvidia-driver: branch ${branch} loaded."
