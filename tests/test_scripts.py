@@ -267,7 +267,9 @@ def test_driver_packages_are_held_after_the_install(host: Host):
     assert result.returncode == 0, result.stderr
     calls = [c for c in host.calls() if c.startswith(("apt-get install", "apt-get -o", "apt-mark"))]
     install = next(i for i, c in enumerate(calls) if " install " in f" {c} ")
-    hold = calls.index("apt-mark hold nvidia-driver-580-server-open nvidia-utils-580-server")
+    hold = calls.index(
+        "apt-mark -o DPkg::Lock::Timeout=600 hold nvidia-driver-580-server-open nvidia-utils-580-server"
+    )
     assert hold > install
 
 
@@ -279,18 +281,24 @@ def test_driver_change_releases_the_old_hold_before_apt_replaces_it(host: Host):
     result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env)
     assert result.returncode == 0, result.stderr
     calls = host.calls()
-    unhold = calls.index("apt-mark unhold nvidia-driver-570-server-open nvidia-utils-570-server")
+    unhold = calls.index(
+        "apt-mark -o DPkg::Lock::Timeout=600 unhold nvidia-driver-570-server-open nvidia-utils-570-server"
+    )
     install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and " install " in c)
-    hold = calls.index("apt-mark hold nvidia-driver-580-server-open nvidia-utils-580-server")
+    hold = calls.index(
+        "apt-mark -o DPkg::Lock::Timeout=600 hold nvidia-driver-580-server-open nvidia-utils-580-server"
+    )
     assert unhold < install < hold
     # A hold the operator set on something else is not the driver's to release.
-    assert not any("linux-image-generic" in c for c in calls if c.startswith("apt-mark unhold"))
+    assert not any("linux-image-generic" in c for c in calls if c.startswith("apt-mark") and " unhold " in c)
 
 
 def test_driver_already_loaded_keeps_its_packages_held(host: Host):
     env = _driver_host(host, "580.95.05", modprobe_ok=True, installed="nvidia-driver-580-server-open")
     assert host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env).returncode == 0
-    assert host.calls("apt-mark") == ["apt-mark hold nvidia-driver-580-server-open nvidia-utils-580-server"]
+    assert host.calls("apt-mark") == [
+        "apt-mark -o DPkg::Lock::Timeout=600 hold nvidia-driver-580-server-open nvidia-utils-580-server"
+    ]
 
 
 def test_driver_second_run_after_install_does_nothing(host: Host):

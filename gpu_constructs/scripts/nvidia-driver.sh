@@ -38,15 +38,19 @@ package_installed() {
 # The driver packages stay on hold so unattended-upgrades cannot replace the driver under the loaded
 # kernel module; only this script changes them, and it releases the old hold first (apt refuses to
 # remove or replace a held package). Holding an already held package changes nothing.
+# A hold is written through dpkg's selections, under the dpkg lock: wait for it as apt-get does.
+apt_mark() {
+  apt-mark -o DPkg::Lock::Timeout=600 "$@"
+}
 hold_driver() {
-  apt-mark hold "$package" "nvidia-utils-${branch}-server" >/dev/null
+  apt_mark hold "$package" "nvidia-utils-${branch}-server" >/dev/null
 }
 unhold_driver() {
   local held
   held="$(apt-mark showhold | grep -E '^(nvidia-driver|nvidia-utils)-[0-9]+-server' || true)"
   if [ -n "$held" ]; then
     # shellcheck disable=SC2086 # one package name per word
-    apt-mark unhold $held >/dev/null
+    apt_mark unhold $held >/dev/null
   fi
 }
 
