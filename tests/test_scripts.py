@@ -28,7 +28,7 @@ class Host:
         self.state.mkdir()
         self.log = root / "calls.log"
         self.log.touch()
-        for name in ("apt-get", "systemctl", "nohup", "ufw", "dpkg-query", "uname"):
+        for name in ("apt-get", "apt-mark", "systemctl", "nohup", "ufw", "dpkg-query", "uname"):
             self.stub(name, "")
         # gpg reads the key from a pipe: the stub must read it too, or the writer dies of SIGPIPE.
         self.stub("gpg", "cat >/dev/null")
@@ -147,6 +147,41 @@ def test_gpu_detect_stops_when_lspci_fails_rather_than_reporting_no_gpu(host: Ho
 
 
 # --- nvidia-driver.sh ------------------------------------------------------------------------------
+# An apt-get or apt invocation (a command word, not a path such as /etc/apt/... or a comment).
+_APT_CALL = re.compile(r"(?<![\w/.-])apt(?:-get)?(?![\w/.-])")
+APT_OPTIONS = {
+    "DPkg::Lock::Timeout=600",
+    "Dpkg::Options::=--force-confdef",
+    "Dpkg::Options::=--force-confold",
+}
+
+
+def test_every_apt_call_waits_for_the_lock_and_keeps_conffiles():
+    """Every bundled script, including one added later: each apt-get/apt command line carries the
+    lock timeout, the conffile options and the non-interactive frontend."""
+    offenders = []
+    for script in sorted(SCRIPTS_DIR.glob("*.sh")):
+        for number, line in enumerate(script.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0] if line.lstrip().startswith("#") else line
+            if not _APT_CALL.search(code):
+                continue
+            words = set(code.split())
+            if not (words >= APT_OPTIONS and "DEBIAN_FRONTEND=noninteractive" in words):
+                offenders.append(f"{script.name}:{number}: {line.strip()}")
+    assert offenders == []
+
+
+def test_apt_stub_receives_the_options_on_update_and_install(host: Host):
+    env = _driver_host(host, None, modprobe_ok=True)
+    host.stub("apt-get", 'echo "frontend=$DEBIAN_FRONTEND" >> "$STATE/apt-env"')
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env)
+    calls = host.calls("apt-get")
+    assert [c.split()[-1] for c in calls if "update" in c.split()] == ["-qq"], result.stderr
+    assert [c for c in calls if "install" in c.split()], result.stderr
+    assert all(set(c.split()) >= APT_OPTIONS for c in calls), calls
+    assert set((host.state / "apt-env").read_text().split()) == {"frontend=noninteractive"}
+
+
 def _driver_host(host: Host, loaded: str | None, modprobe_ok: bool, installed: str = "") -> dict[str, str]:
     if loaded:
         (host.state / "driver").write_text(loaded)
@@ -158,8 +193,10 @@ def _driver_host(host: Host, loaded: str | None, modprobe_ok: bool, installed: s
     host.stub("dpkg-query", 'grep -qx "$3" "$STATE/packages" && printf "install ok installed"; true')
     host.stub(
         "apt-get",
-        'if [ "$1" = install ]; then for a in "$@"; do echo "$a" >> "$STATE/packages"; done; fi',
+        'case " $* " in *" install "*) for a in "$@"; do echo "$a" >> "$STATE/packages"; done ;; esac',
     )
+    # apt-mark showhold lists what STATE/held holds (one package a line).
+    host.stub("apt-mark", 'if [ "$1" = showhold ]; then cat "$STATE/held" 2>/dev/null; fi; true')
     return {"REBOOT_MARKER": str(host.state / "reboot-from")}
 
 
@@ -183,6 +220,7 @@ def test_driver_installs_the_open_kernel_modules_by_default(host: Host):
     assert "nvidia-driver-580-server-open" in install.split()
     # A freshly booted host's unattended-upgrades holds the dpkg lock: wait for it instead of failing.
     assert "DPkg::Lock::Timeout=600" in install.split()
+    assert {"Dpkg::Options::=--force-confdef", "Dpkg::Options::=--force-confold"} <= set(install.split())
     assert "branch 580 loaded" in result.stdout
     assert host.calls("nohup") == [] and not (host.state / "reboot-from").exists()
 
@@ -221,6 +259,46 @@ def test_driver_upgrade_that_needs_a_reboot_reboots_and_records_the_boot_id(host
             break
         time.sleep(0.1)
     assert any("systemctl reboot" in c for c in host.calls("nohup"))
+
+
+def test_driver_packages_are_held_after_the_install(host: Host):
+    env = _driver_host(host, None, modprobe_ok=True)
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env)
+    assert result.returncode == 0, result.stderr
+    calls = [c for c in host.calls() if c.startswith(("apt-get install", "apt-get -o", "apt-mark"))]
+    install = next(i for i, c in enumerate(calls) if " install " in f" {c} ")
+    hold = calls.index(
+        "apt-mark -o DPkg::Lock::Timeout=600 hold nvidia-driver-580-server-open nvidia-utils-580-server"
+    )
+    assert hold > install
+
+
+def test_driver_change_releases_the_old_hold_before_apt_replaces_it(host: Host):
+    env = _driver_host(host, "570.195.03", modprobe_ok=False, installed="nvidia-driver-570-server-open")
+    (host.state / "held").write_text(
+        "nvidia-driver-570-server-open\nnvidia-utils-570-server\nlinux-image-generic\n"
+    )
+    result = host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env)
+    assert result.returncode == 0, result.stderr
+    calls = host.calls()
+    unhold = calls.index(
+        "apt-mark -o DPkg::Lock::Timeout=600 unhold nvidia-driver-570-server-open nvidia-utils-570-server"
+    )
+    install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and " install " in c)
+    hold = calls.index(
+        "apt-mark -o DPkg::Lock::Timeout=600 hold nvidia-driver-580-server-open nvidia-utils-580-server"
+    )
+    assert unhold < install < hold
+    # A hold the operator set on something else is not the driver's to release.
+    assert not any("linux-image-generic" in c for c in calls if c.startswith("apt-mark") and " unhold " in c)
+
+
+def test_driver_already_loaded_keeps_its_packages_held(host: Host):
+    env = _driver_host(host, "580.95.05", modprobe_ok=True, installed="nvidia-driver-580-server-open")
+    assert host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env).returncode == 0
+    assert host.calls("apt-mark") == [
+        "apt-mark -o DPkg::Lock::Timeout=600 hold nvidia-driver-580-server-open nvidia-utils-580-server"
+    ]
 
 
 def test_driver_second_run_after_install_does_nothing(host: Host):
@@ -305,6 +383,7 @@ def test_toolkit_installs_pinned_packages_and_restarts_k3s(host: Host):
     assert result.returncode == 0, result.stderr
     (install,) = [c for c in host.calls("apt-get") if " install " in c]
     assert "nvidia-container-toolkit=1.20.0-1" in install
+    assert set(install.split()) >= APT_OPTIONS
     assert "libnvidia-container1=1.20.0-1" in install
     assert "signed-by=" in (host.state / "nvidia.list").read_text()
     assert "systemctl restart k3s" in host.calls("systemctl")

@@ -10,6 +10,12 @@
 #   TRUSTED_CIDRS  space-separated networks: the cluster nodes and the pod and service CIDRs
 set -euo pipefail
 
+# Every apt-get call waits for the dpkg lock (unattended-upgrades holds it for minutes after a boot;
+# DPkg::Lock::Timeout, apt >= 1.9.11) and keeps locally changed conffiles without asking.
+apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
+}
+
 public_ports="${PUBLIC_PORTS:?PUBLIC_PORTS is required}"
 admin_ports="${ADMIN_PORTS:-}"
 admin_cidrs="${ADMIN_CIDRS:-}"
@@ -17,8 +23,8 @@ cluster_ports="${CLUSTER_PORTS:-}"
 trusted="${TRUSTED_CIDRS:-}"
 
 if ! command -v ufw >/dev/null 2>&1; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq ufw >/dev/null
+  apt_get update -qq
+  apt_get install -y -qq ufw >/dev/null
 fi
 
 ufw default deny incoming >/dev/null

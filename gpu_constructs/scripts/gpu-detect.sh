@@ -3,12 +3,18 @@
 # Environment: REQUIRE_GPU (1 = a GPU must be present, 0 = report and carry on).
 set -euo pipefail
 
+# Every apt-get call waits for the dpkg lock (unattended-upgrades holds it for minutes after a boot;
+# DPkg::Lock::Timeout, apt >= 1.9.11) and keeps locally changed conffiles without asking.
+apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
+}
+
 require_gpu="${REQUIRE_GPU:-1}"
 host="$(hostname)"
 
 if ! command -v lspci >/dev/null 2>&1; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq pciutils >/dev/null
+  apt_get update -qq
+  apt_get install -y -qq pciutils >/dev/null
 fi
 
 # By PCI vendor and class, never by the class's name: 10de is NVIDIA, 0300 a VGA compatible

@@ -10,6 +10,12 @@
 #   REBOOT_MARKER         default /var/lib/gpu-constructs/reboot-from
 set -euo pipefail
 
+# Every apt-get call waits for the dpkg lock (unattended-upgrades holds it for minutes after a boot;
+# DPkg::Lock::Timeout, apt >= 1.9.11) and keeps locally changed conffiles without asking.
+apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
+}
+
 branch="${DRIVER_BRANCH:?DRIVER_BRANCH is required, for example 580}"
 modules="${DRIVER_KERNEL_MODULES:-open}"
 marker="${REBOOT_MARKER:-/var/lib/gpu-constructs/reboot-from}"
@@ -29,8 +35,28 @@ package_installed() {
   grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)"
 }
 
+# The driver packages stay on hold so unattended-upgrades cannot replace the driver under the loaded
+# kernel module; only this script changes them, and it releases the old hold first (apt refuses to
+# remove or replace a held package). Holding an already held package changes nothing.
+# A hold is written through dpkg's selections, under the dpkg lock: wait for it as apt-get does.
+apt_mark() {
+  apt-mark -o DPkg::Lock::Timeout=600 "$@"
+}
+hold_driver() {
+  apt_mark hold "$package" "nvidia-utils-${branch}-server" >/dev/null
+}
+unhold_driver() {
+  local held
+  held="$(apt-mark showhold | grep -E '^(nvidia-driver|nvidia-utils)-[0-9]+-server' || true)"
+  if [ -n "$held" ]; then
+    # shellcheck disable=SC2086 # one package name per word
+    apt_mark unhold $held >/dev/null
+  fi
+}
+
 current="$(loaded_branch || true)"
 if [ "$current" = "$branch" ] && package_installed; then
+  hold_driver
   echo "nvidia-driver: ${package} already installed and loaded; nothing to do."
   exit 0
 fi
@@ -39,14 +65,15 @@ if package_installed; then
   echo "nvidia-driver: ${package} is installed but not loaded."
 else
   echo "nvidia-driver: installing ${package} (loaded now: ${current:-none})."
-  apt-get update -qq
+  unhold_driver
+  apt_get update -qq
   # Switching between the open and the proprietary modules replaces one package with the other.
-  # After a reboot, unattended-upgrades may hold the dpkg lock for minutes: wait for it, bounded.
-  DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq \
+  apt_get install -y -qq \
     "linux-headers-$(uname -r)" \
     "$package" \
     "nvidia-utils-${branch}-server"
 fi
+hold_driver
 
 if [ "$current" != "$branch" ] && modprobe nvidia 2>/dev/null && [ "$(loaded_branch || true)" = "$branch" ]; then
   echo "nvidia-driver: branch ${branch} loaded."

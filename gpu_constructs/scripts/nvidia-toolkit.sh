@@ -4,6 +4,12 @@
 # running k3s is restarted after an install.
 set -euo pipefail
 
+# Every apt-get call waits for the dpkg lock (unattended-upgrades holds it for minutes after a boot;
+# DPkg::Lock::Timeout, apt >= 1.9.11) and keeps locally changed conffiles without asking.
+apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
+}
+
 version="${TOOLKIT_VERSION:?TOOLKIT_VERSION is required, for example 1.20.0}"
 keyring="${KEYRING:-/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg}"
 sources="${APT_SOURCES:-/etc/apt/sources.list.d/nvidia-container-toolkit.list}"
@@ -20,8 +26,8 @@ if [ ! -f "$keyring" ]; then
 fi
 curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list \
   | sed "s#deb https://#deb [signed-by=${keyring}] https://#g" >"$sources"
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq --allow-downgrades \
+apt_get update -qq
+apt_get install -y -qq --allow-downgrades \
   "nvidia-container-toolkit=${version}-1" \
   "nvidia-container-toolkit-base=${version}-1" \
   "libnvidia-container-tools=${version}-1" \
