@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -50,6 +50,14 @@ ON_ENGINE = {
 }
 """Each stack has a snapshot per engine: ``test_snapshot`` (cdktf) and ``test_snapshot_cdktn``, each
 skipped on the other engine (so neither's file counts as unused there)."""
+
+
+def unavailable(message: str) -> NoReturn:
+    """A tool or data set a test needs is missing: the test skips saying why, and fails under
+    CI=true, where everything the project installs must be there."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} (CI must have it)")
+    pytest.skip(message)
 
 
 @pytest.fixture
@@ -147,10 +155,7 @@ def helm() -> str:
 
     found = render.helm_binary()
     if found is None:
-        message = "no Helm 3 on PATH or in tools/helm/bin (run `make deps`)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("no Helm 3 on PATH or in tools/helm/bin (run `make deps`)")
     return found
 
 
@@ -204,9 +209,7 @@ def terraform_binary() -> str:
 
     found = shutil.which("terraform")
     if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("terraform is not on PATH; CI must have it")
-        pytest.skip("terraform is not on PATH")
+        unavailable("terraform is not on PATH")
     return found
 
 
