@@ -300,6 +300,7 @@ class ProxmoxHaStack(TerraformStack):
         nfs = helm.release(
             self,
             "nfs-provisioner",
+            cluster=cluster,
             name="nfs-subdir-external-provisioner",
             chart="nfs-subdir-external-provisioner",
             repository=versions.REPO_NFS_SUBDIR,
@@ -309,7 +310,6 @@ class ProxmoxHaStack(TerraformStack):
                 "nfs": {"server": s.nfs_server, "path": s.nfs_path},
                 "storageClass": {"name": NFS_CLASS, "defaultClass": True, "reclaimPolicy": "Retain"},
             },
-            depends_on=cluster.ready,
         )
         storage = Storage(
             self,
@@ -327,6 +327,7 @@ class ProxmoxHaStack(TerraformStack):
         rancher = helm.release(
             self,
             "rancher",
+            cluster=cluster,
             name="rancher",
             chart="rancher",
             repository=versions.REPO_RANCHER,
@@ -350,11 +351,13 @@ class ProxmoxHaStack(TerraformStack):
                 env={"KUBECONFIG": kubeconfig_path, "CRD": FLEET_GITREPO_CRD, "WAIT_SECONDS": "900"},
             ),
             triggers={"crd": FLEET_GITREPO_CRD, "rancher": versions.RANCHER_CHART.version},
+            cluster=cluster,
             depends_on=[rancher],
         )
         helm.manifests_release(
             self,
             "fleet-gitrepo",
+            cluster=cluster,
             name="cluster-maintenance",
             namespace="fleet-local",
             manifests=[

@@ -75,6 +75,7 @@ def test_every_component_is_in_the_stack(stack_json):
     }
     steps = {key.rsplit("_", 1)[0] for key in resources(stack_json, "terraform_data")}
     assert steps == {
+        "compute_cluster",
         "compute_server-gpu-driver",
         "compute_server-k3s",
         "compute_kubeconfig",
