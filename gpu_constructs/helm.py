@@ -87,6 +87,7 @@ def release(
     The release comes after the cluster's ``ready`` resources and ``depends_on``, and is replaced
     with the cluster (:meth:`GpuCluster.installed`): a release in a replaced cluster keeps its
     "deployed" state, so without that the new cluster would stay without it.
+
     ``set_lists`` sets values paths to lists only known at plan time (a list variable), which a
     values document cannot carry. ``atomic`` makes Helm wait as well, whatever ``wait`` says (helm
     v3.18 pkg/action/install.go, upgrade.go: ``Wait = Wait || Atomic``): a release whose objects
