@@ -245,3 +245,74 @@ def test_the_example_passes_terraform_validate_as_far_as_the_providers_here_allo
             timeout=300,
         )
         assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_k3d_builds_from_the_installed_copy_outside_a_source_tree(synth, monkeypatch, tmp_path):
+    """Where the package has no checkout around it, the node image's build context and the Dockerfile
+    in the cluster's definition are the installed copy's (k3d.py resolves the source tree first)."""
+    from gpu_constructs.compute import k3d
+
+    packaged = tmp_path / "site-packages" / "gpu_constructs" / "k3s_cuda"
+    packaged.mkdir(parents=True)
+    (packaged / "Dockerfile").write_text("FROM scratch\n")
+    monkeypatch.setattr(k3d, "PROJECT_ROOT", tmp_path / "site-packages")
+    monkeypatch.setattr(k3d, "PACKAGED_IMAGE_DIR", packaged)
+
+    def cluster(stack):
+        k3d.K3dGpuCompute(stack, "k3d", props=k3d.K3dProps(kubeconfig_path="/tmp/k"))
+
+    (body,) = synth(cluster)["resource"]["terraform_data"].values()
+    environment = body["provisioner"][0]["local-exec"]["environment"]
+    assert environment["BUILD_CONTEXT"] == packaged.as_posix()
+    assert k3d.docker_build_args()[-1] == str(packaged)
+    definition = body["triggers_replace"]["definition"]
+    (packaged / "Dockerfile").write_text("FROM scratch\nRUN true\n")
+    (changed,) = synth(cluster)["resource"]["terraform_data"].values()
+    assert changed["triggers_replace"]["definition"] != definition  # the installed Dockerfile counts
+
+
+INSTALL_AFTER = """
+import warnings
+{before}
+from gpu_constructs import provider_imports
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    {patch}
+    provider_imports.install()
+from cdktf_cdktf_provider_helm.release import Release
+print("\\n".join(str(w.message) for w in caught if w.category is RuntimeWarning))
+"""
+
+
+@pytest.mark.parametrize(
+    ("before", "patch", "expected"),
+    [
+        ("", "pass", []),
+        (
+            "import cdktf_cdktf_provider_helm",
+            "pass",
+            ["cdktf_cdktf_provider_helm imported before it", "the jsii kernel already runs"],
+        ),
+        (
+            "",
+            "provider_imports.NODE_HOOK = provider_imports.Path('/nonexistent/hook.js')",
+            ["/nonexistent/hook.js is missing"],
+        ),
+    ],
+    ids=["first", "after-provider-import", "no-hook"],
+)
+def test_install_warns_where_it_cannot_load_lazily_and_the_imports_still_work(before, patch, expected):
+    from gpu_constructs import provider_imports
+
+    if provider_imports.PYTHON_LAZY and before:
+        expected = expected[1:]  # cdktn's packages are lazy by themselves: only the kernel is late
+    code = INSTALL_AFTER.format(before=before, patch=patch)
+    env = {k: v for k, v in os.environ.items() if k != provider_imports.EAGER_ENV}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    messages = [line for line in result.stdout.splitlines() if line]
+    assert len(messages) == len(expected), messages
+    for message, fragment in zip(messages, expected, strict=True):
+        assert fragment in message and "call it before the app's first cdktf" in message
