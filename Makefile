@@ -3,6 +3,7 @@
 # make verify STACK=<stack> [VERIFY_ARGS=--json]: check what a deployed stack runs; fails when a check fails.
 # ENGINE=cdktn make synth|test: the same with CDK Terrain, installed from engines/cdktn/ into its own
 # environment (engines/cdktn/.venv, engines/cdktn/node_modules with Node.js 22); see gpu_constructs/engine.py.
+# make passes its ENGINE on as GPU_CONSTRUCTS_ENGINE, the only name the Python code reads.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := synth
@@ -28,10 +29,10 @@ ENGINE_NODE := $(ENGINE_DIR)/node_modules
 # Node.js 22 (cdktn-cli needs >= 22.19) comes from the npm package `node` in the engine's node_modules.
 export PIPENV_PIPFILE := $(abspath $(ENGINE_DIR)/Pipfile)
 export PATH := $(abspath $(ENGINE_NODE)/.bin):$(PATH)
-export ENGINE
 else
 $(error 'ENGINE' is '$(ENGINE)': set it to cdktf or cdktn, or leave it unset)
 endif
+export GPU_CONSTRUCTS_ENGINE := $(ENGINE)
 PY := $(VENV)/bin/python
 # Debian packages the build needs beyond Python 3.11, Node.js and npm (prometheus: promtool for the
 # alert rule tests; docker.io and busybox-static: the image gate, tests/test_lifecycle_images.py);

@@ -6,6 +6,8 @@ overlay and state, e.g. ``Instance("single-node-staging", "single-node", {"envir
 
 from gpu_constructs import provider_imports
 
+# Before the first engine import: binds the engine's names and loads the provider packages lazily
+# (importing gpu_constructs does neither).
 provider_imports.install()
 
 from environments import Instance, synth  # noqa: E402

@@ -9,18 +9,24 @@ The library, the app and the tests are written once, against the cdktf names::
 
 and this module is the one place that decides which engine those names mean:
 
-* ``ENGINE=cdktf`` or ``ENGINE=cdktn`` chooses; anything else is a :class:`ConfigError`.
-* Without ``ENGINE``, the engine installed in this environment is used, cdktf when both are.
+* ``GPU_CONSTRUCTS_ENGINE=cdktf`` or ``GPU_CONSTRUCTS_ENGINE=cdktn`` chooses; anything else is a
+  :class:`ConfigError`. The name is namespaced so that an unrelated ``ENGINE`` in the shell (a
+  container engine, another tool's setting) means nothing here.
+* Without it, the engine installed in this environment is used, cdktf when both are.
 
 With cdktn, :func:`install` binds each cdktf name to the cdktn package that replaces it (``cdktf`` to
 ``cdktn``, ``cdktf_cdktf_provider_aws[.vpc]`` to ``cdktn_provider_aws[.vpc]``) with an import finder,
 so ``import cdktf`` returns the very module ``import cdktn`` does: an app that imports cdktn directly
 and this library share one set of classes. With cdktf nothing is bound and nothing is installed.
-``gpu_constructs`` and ``main.py`` call :func:`install` before their first engine import (through
-:func:`gpu_constructs.provider_imports.install`).
 
-``make`` passes ``ENGINE`` on: ``ENGINE=cdktn make synth|test`` runs the same work in the cdktn
-environment (``engines/cdktn``); see the README, "Moving to CDK Terrain (cdktn)".
+Importing this module (or ``gpu_constructs``) binds nothing: the app's entry point calls
+:func:`install`, usually through :func:`gpu_constructs.provider_imports.install`, before its first
+engine import (``main.py`` and ``tests/conftest.py`` do). An app that never calls it gets the plain
+imports: fine on cdktf, and ``import cdktf`` fails where only cdktn is installed.
+
+``make`` maps its own ``ENGINE`` to ``GPU_CONSTRUCTS_ENGINE``: ``ENGINE=cdktn make synth|test`` runs
+the same work in the cdktn environment (``engines/cdktn``); see the README, "Moving to CDK Terrain
+(cdktn)".
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from dataclasses import dataclass
 
 from gpu_constructs.errors import ConfigError
 
-ENV = "ENGINE"
+ENV = "GPU_CONSTRUCTS_ENGINE"
 DEFAULT = "cdktf"
 PROVIDERS = ("aws", "helm", "kubernetes", "null")
 """The prebuilt provider packages the library uses, by provider name."""
@@ -71,7 +77,8 @@ CODE_NAMES = ENGINES["cdktf"]
 
 
 def resolve(environ: Mapping[str, str] | None = None) -> Engine:
-    """The engine ``ENGINE`` names, or the one installed here (cdktf first) when it is not set."""
+    """The engine ``GPU_CONSTRUCTS_ENGINE`` names, or the one installed here (cdktf first) when it is
+    not set."""
     environ = os.environ if environ is None else environ
     chosen = environ.get(ENV, "")
     if chosen:
@@ -134,10 +141,12 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
 def install(engine: Engine | None = None) -> Engine:
     """Bind the code's engine names to ``engine``'s packages (idempotent); returns the engine."""
     engine = engine or resolve()
+    if aliases(engine) and importlib.machinery.PathFinder.find_spec(engine.core) is None:
+        raise ConfigError(ENV, engine.name, f"install {engine.core} in this environment or unset it")
     if aliases(engine) and not any(isinstance(finder, _AliasFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, _AliasFinder(engine))
     return engine
 
 
 ACTIVE = resolve()
-"""The engine of this process."""
+"""The engine of this process (resolving it reads the environment and binds nothing)."""

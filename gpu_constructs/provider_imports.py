@@ -21,8 +21,23 @@ getters that require a submodule on first use, which its ``package.json`` does n
 
 The synthesized JSON is the same byte for byte (``tests/test_provider_imports.py`` proves it over
 every stack), and the same tests fail loudly if an upgraded package stops having the layout this
-relies on. ``install`` must run before the first jsii import (``gpu_constructs`` and ``main.py`` call
-it first thing); if the kernel is already running, only the Python side is made lazy.
+relies on.
+
+Importing ``gpu_constructs`` does none of this. The app's entry point calls :func:`install` before
+its first cdktf, constructs or provider import (``main.py`` and ``tests/conftest.py`` do, first
+thing); an app that uses the library does the same::
+
+    from gpu_constructs import provider_imports
+
+    provider_imports.install()
+
+    from cdktf import App, TerraformStack
+    from gpu_constructs import GpuOperator
+
+Where it cannot do its work, it says so with a :class:`RuntimeWarning` and the packages load the
+plain way (same output, slower): a provider package imported before it (no stand-in for it), a jsii
+kernel already running (Node loads every submodule), an installation without
+``lazy_provider_index.js``. An app that never calls it gets the plain imports, without a warning.
 
 Set ``GPU_CONSTRUCTS_EAGER_IMPORTS=1`` to switch all of this off and load the packages the ordinary way.
 
@@ -49,6 +64,7 @@ import re
 import sys
 import time
 import types
+import warnings
 from pathlib import Path
 
 from gpu_constructs import engine
@@ -125,10 +141,24 @@ def _node_option(path: Path) -> str:
     return f'--require "{quoted}"'
 
 
+def _degraded(what: str) -> None:
+    warnings.warn(
+        f"gpu_constructs.provider_imports.install(): {what}; call it before the app's first cdktf, "
+        "constructs or provider import (same output, only slower)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 def _start_kernel_with_lazy_entry_points() -> None:
     """Start the jsii kernel with the lazy-index preload; a no-op when the kernel already runs."""
     if "constructs" in sys.modules:
-        return  # the kernel started before install(): its environment can no longer change
+        # the kernel started before install(): its environment can no longer change
+        _degraded("the jsii kernel already runs, so Node loads every provider submodule")
+        return
+    if not NODE_HOOK.is_file():
+        _degraded(f"{NODE_HOOK} is missing from this installation, so Node loads every provider submodule")
+        return
     names = [name for name in (npm_name(package) for package in PROVIDER_PACKAGES) if name]
     saved = {key: os.environ.get(key) for key in ("NODE_OPTIONS", NODE_PACKAGES_ENV)}
     os.environ["NODE_OPTIONS"] = " ".join(filter(None, [saved["NODE_OPTIONS"], _node_option(NODE_HOOK)]))
@@ -143,17 +173,29 @@ def _start_kernel_with_lazy_entry_points() -> None:
                 os.environ[key] = value
 
 
+_installed = False
+
+
 def install() -> None:
-    """Bind the engine's names; make the provider packages load lazily in Python and Node (idempotent)."""
+    """Bind the engine's names; make the provider packages load lazily in Python and Node.
+
+    Idempotent: only the first call of a process does the work (and warns where it cannot).
+    """
+    global _installed
     engine.install(ENGINE)
-    if os.environ.get(EAGER_ENV) == "1":
+    if _installed or os.environ.get(EAGER_ENV) == "1":
         return
-    for package in PROVIDER_PACKAGES:
-        if package in sys.modules or PYTHON_LAZY:
-            continue
-        module = _stand_in(package)
-        if module is not None:
-            sys.modules[package] = module
+    _installed = True
+    if not PYTHON_LAZY:
+        early = [package for package in PROVIDER_PACKAGES if package in sys.modules]
+        if early:
+            _degraded(f"{', '.join(early)} imported before it, with every submodule")
+        for package in PROVIDER_PACKAGES:
+            if package in early:
+                continue
+            module = _stand_in(package)
+            if module is not None:
+                sys.modules[package] = module
     _start_kernel_with_lazy_entry_points()
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from gpu_constructs import provider_imports
 
+# What main.py does first: the engine's names and lazy provider loading, before any engine import.
 provider_imports.install()
 
 from cdktf import TerraformStack, Testing  # noqa: E402

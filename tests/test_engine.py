@@ -14,14 +14,46 @@ from tests.conftest import ROOT
 
 
 def test_engine_env_chooses_and_an_unknown_one_fails_with_the_fix():
-    assert engine.resolve({"ENGINE": "cdktf"}).core == "cdktf"
-    assert engine.resolve({"ENGINE": "cdktn"}).provider_package("aws") == "cdktn_provider_aws"
-    with pytest.raises(ConfigError, match=r"^'ENGINE' is 'terraform': set it to one of cdktf, cdktn or"):
-        engine.resolve({"ENGINE": "terraform"})
+    assert engine.resolve({"GPU_CONSTRUCTS_ENGINE": "cdktf"}).core == "cdktf"
+    assert engine.resolve({"GPU_CONSTRUCTS_ENGINE": "cdktn"}).provider_package("aws") == "cdktn_provider_aws"
+    with pytest.raises(
+        ConfigError, match=r"^'GPU_CONSTRUCTS_ENGINE' is 'terraform': set it to one of cdktf, cdktn or"
+    ):
+        engine.resolve({"GPU_CONSTRUCTS_ENGINE": "terraform"})
 
 
 def test_without_engine_env_the_installed_engine_is_used():
     assert engine.resolve({}) == engine.ACTIVE
+    # an unrelated ENGINE (a container engine's, another tool's) is not this setting
+    assert engine.resolve({"ENGINE": "docker"}) == engine.ACTIVE
+
+
+def test_an_engine_that_is_not_installed_fails_at_install_with_the_fix():
+    missing = engine.Engine("cdktx", "cdktx_not_installed", "cdktx_provider_", "@cdktx/provider-", "cdktx")
+    with pytest.raises(
+        ConfigError,
+        match=r"^'GPU_CONSTRUCTS_ENGINE' is 'cdktx': install cdktx_not_installed in this environment or unset",
+    ):
+        engine.install(missing)
+
+
+def test_make_passes_its_engine_on_under_the_namespaced_name(tmp_path):
+    """`ENGINE=cdktn make ...` keeps working: make hands its ENGINE to the code as GPU_CONSTRUCTS_ENGINE."""
+    import os
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    probe = tmp_path / "Makefile"
+    probe.write_text(f'include {ROOT}/Makefile\nprobe:\n\t@echo "$$GPU_CONSTRUCTS_ENGINE"\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("ENGINE", "GPU_CONSTRUCTS_ENGINE")}
+    for chosen, expected in ((None, "cdktf"), ("cdktf", "cdktf"), ("cdktn", "cdktn")):
+        run_env = env if chosen is None else {**env, "ENGINE": chosen}
+        result = subprocess.run(
+            ["make", "--no-print-directory", "-f", str(probe), "probe"],
+            cwd=ROOT, env=run_env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert result.stdout.strip() == expected, chosen
 
 
 def test_only_cdktn_binds_names():

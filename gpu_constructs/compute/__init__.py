@@ -1,5 +1,98 @@
-"""GpuCompute: one construct per platform, each producing a :class:`~gpu_constructs.cluster.GpuCluster`."""
+"""GpuCompute: one construct per platform, each producing a :class:`~gpu_constructs.cluster.GpuCluster`.
 
-from gpu_constructs.compute.k3s_host import K3sHostGpuCompute, K3sHostProps
+Each name is imported on first use, so an app pays only for the platforms it uses and needs only
+their extras (``EksGpuCompute`` and its parts need ``gpu-constructs[aws]``; the others need none).
+"""
 
-__all__ = ["K3sHostGpuCompute", "K3sHostProps"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gpu_constructs.compute.aws_vpc import AwsVpc, AwsVpcProps
+    from gpu_constructs.compute.eks import EksGpuCompute, EksProps
+    from gpu_constructs.compute.eks_cluster import EksSystemCluster, EksSystemClusterProps
+    from gpu_constructs.compute.k3d import K3dGpuCompute, K3dProps
+    from gpu_constructs.compute.k3s_host import K3sHostGpuCompute, K3sHostProps
+    from gpu_constructs.compute.karpenter import (
+        DisruptionBudget,
+        Karpenter,
+        KarpenterProps,
+        NodeClassSpec,
+        NodePoolSpec,
+    )
+    from gpu_constructs.compute.lke import LkeGpuCompute, LkeProps
+    from gpu_constructs.compute.proxmox import (
+        EtcdS3,
+        EtcdSnapshots,
+        GpuDevice,
+        ProxmoxGpuCompute,
+        ProxmoxProps,
+        VmSize,
+    )
+
+_EXPORTS = {
+    "AwsVpc": "aws_vpc",
+    "AwsVpcProps": "aws_vpc",
+    "DisruptionBudget": "karpenter",
+    "EksGpuCompute": "eks",
+    "EksProps": "eks",
+    "EksSystemCluster": "eks_cluster",
+    "EksSystemClusterProps": "eks_cluster",
+    "EtcdS3": "proxmox",
+    "EtcdSnapshots": "proxmox",
+    "GpuDevice": "proxmox",
+    "K3dGpuCompute": "k3d",
+    "K3dProps": "k3d",
+    "K3sHostGpuCompute": "k3s_host",
+    "K3sHostProps": "k3s_host",
+    "Karpenter": "karpenter",
+    "KarpenterProps": "karpenter",
+    "LkeGpuCompute": "lke",
+    "LkeProps": "lke",
+    "NodeClassSpec": "karpenter",
+    "NodePoolSpec": "karpenter",
+    "ProxmoxGpuCompute": "proxmox",
+    "ProxmoxProps": "proxmox",
+    "VmSize": "proxmox",
+}
+"""Exported name -> the submodule that defines it, imported when the name is first used."""
+
+__all__ = [
+    "AwsVpc",
+    "AwsVpcProps",
+    "DisruptionBudget",
+    "EksGpuCompute",
+    "EksProps",
+    "EksSystemCluster",
+    "EksSystemClusterProps",
+    "EtcdS3",
+    "EtcdSnapshots",
+    "GpuDevice",
+    "K3dGpuCompute",
+    "K3dProps",
+    "K3sHostGpuCompute",
+    "K3sHostProps",
+    "Karpenter",
+    "KarpenterProps",
+    "LkeGpuCompute",
+    "LkeProps",
+    "NodeClassSpec",
+    "NodePoolSpec",
+    "ProxmoxGpuCompute",
+    "ProxmoxProps",
+    "VmSize",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -24,6 +24,22 @@ from gpu_constructs.hostexec import script_literal, script_text
 IMAGE_DIR = Path("docker") / "k3s-cuda"
 """The node image's build context, relative to the project root (Dockerfile after k3d's CUDA guide)."""
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+PACKAGED_IMAGE_DIR = Path(__file__).resolve().parent.parent / "k3s_cuda"
+"""The same build context in an installed package (pyproject.toml maps docker/k3s-cuda there)."""
+
+
+def image_dir() -> Path | None:
+    """The build context relative to the project root in a source tree (where ``make`` and the
+    stacks run); None in an installed package, whose copy is :data:`PACKAGED_IMAGE_DIR`."""
+    return IMAGE_DIR if (PROJECT_ROOT / IMAGE_DIR / "Dockerfile").is_file() else None
+
+
+def image_context() -> Path:
+    """The build context's directory on this machine: the source tree's, else the installed copy."""
+    relative = image_dir()
+    return PROJECT_ROOT / relative if relative else PACKAGED_IMAGE_DIR
+
+
 ROLES = ("app", "infra", "gpu")
 TAINTED_ROLES = ("infra", "gpu")
 """Roles whose nodes only accept pods that tolerate them (the seed's scheduling model)."""
@@ -43,7 +59,7 @@ def docker_build_args(image: str = versions.K3D_K3S_CUDA_IMAGE.version) -> list[
     args: list[str] = []
     for name, value in image_build_args().items():
         args += ["--build-arg", f"{name}={value}"]
-    return [*args, "-t", image, str(IMAGE_DIR)]
+    return [*args, "-t", image, str(image_dir() or PACKAGED_IMAGE_DIR)]
 
 
 def role_label(role: str) -> tuple[str, str]:
@@ -136,9 +152,12 @@ class K3dGpuCompute(Construct):
         dockerfile = ""
         if props.build_image:
             env["IMAGE"] = props.image
-            env["BUILD_CONTEXT"] = f"{props.project_root}/{IMAGE_DIR.as_posix()}"
+            relative = image_dir()
+            env["BUILD_CONTEXT"] = (
+                f"{props.project_root}/{relative.as_posix()}" if relative else PACKAGED_IMAGE_DIR.as_posix()
+            )
             env["BUILD_ARGS"] = " ".join(f"--build-arg {k}={v}" for k, v in image_build_args().items())
-            dockerfile = (PROJECT_ROOT / IMAGE_DIR / "Dockerfile").read_text()
+            dockerfile = (image_context() / "Dockerfile").read_text()
         definition = hashlib.sha256(
             (script_text("k3d-cluster.sh") + dockerfile + repr(sorted(env.items()))).encode()
         ).hexdigest()

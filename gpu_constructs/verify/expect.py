@@ -276,15 +276,15 @@ def from_stack(stack: Any) -> Expectation:
 
 def for_stack(stack: str, instances: Sequence[Any] | None = None) -> Expectation:
     """The expectation of the stack named ``stack`` among ``instances`` (main.py's INSTANCES)."""
-    from cdktf import App
-
     if instances is None:
         from gpu_constructs import provider_imports
 
-        provider_imports.install()
+        provider_imports.install()  # before the first engine import, as main.py does
         import main
 
         instances = main.INSTANCES
+    from cdktf import App
+
     names = [instance.stack for instance in instances]
     if stack not in names:
         raise ConfigError("STACK", stack, f"use a stack from main.py: {', '.join(names)}")
