@@ -32,6 +32,9 @@ class LkeSettings:
     system_plan: str = "g6-standard-2"
     system_nodes: int = 2
     firewall: bool = True
+    tier: str = "standard"
+    """``standard``: cloud-firewall-controller keeps the nodes in the firewall; ``enterprise``: the
+    pools' firewall_id (k8s_version then a full version such as v1.31.8+lke5)."""
     driver_preinstalled: bool = False
     time_slicing_replicas: int = 1
 
@@ -100,7 +103,24 @@ class LkeStack(TerraformStack):
             ],
         )
 
-        LinodeProvider(self, "linode", token=token.string_value)
+        controller_token = None
+        if s.firewall and s.tier == "standard":
+            controller_token = TerraformVariable(
+                self,
+                "firewall_controller_token",
+                type="string",
+                sensitive=True,
+                description=(
+                    "Linode API token for cloud-firewall-controller (Firewalls and Linodes read/write); "
+                    "written into Secret kube-system/linode-cfw in the cluster."
+                ),
+                validation=[
+                    rule(
+                        'can(regex("^[A-Za-z0-9]{32,128}$", var.firewall_controller_token))',
+                        "firewall_controller_token must be a Linode API token (letters and digits).",
+                    )
+                ],
+            ).string_value
         compute = LkeGpuCompute(
             self,
             "lke",
@@ -119,10 +139,13 @@ class LkeStack(TerraformStack):
                 system_plan=s.system_plan,
                 system_nodes=s.system_nodes,
                 firewall=s.firewall,
+                tier=s.tier,
+                firewall_controller_token=controller_token,
                 driver_preinstalled=s.driver_preinstalled,
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
             ),
         )
+        LinodeProvider(self, "linode", token=token.string_value, api_version=compute.provider_api_version)
         cluster = use_cluster(self, compute.cluster)
         GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))
 
