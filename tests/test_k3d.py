@@ -13,6 +13,7 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from environments import Instance
 from gpu_constructs.compute.k3d import K3dProps
 from gpu_constructs.errors import ConfigError
+from tests import render
 from tests.conftest import ON_ENGINE, by_kind, manifests_of, release_values, resources
 from tests.test_scripts import Host
 from tests.validators import validate_manifest
@@ -107,6 +108,52 @@ def test_no_argocd_by_default_and_on_the_infra_agent_when_asked(stack_json):
     values = release_values(releases(synth(argocd=True))["argo-cd"])
     assert values["global"]["nodeSelector"] == {"node-role.kubernetes.io/infra": "true"}
     assert values["global"]["tolerations"][0]["key"] == "node-role.kubernetes.io/infra"
+
+
+def rendered_variant(stack: str, **overrides) -> render.RenderedStack:
+    """A k3d-poc variant rendered by real Helm like the stacks in main.py."""
+    instance = Instance(stack, "k3d-poc", overrides)
+    synthesized = json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
+    helm = render.helm_binary()
+    assert helm is not None
+    return render.render_stack(stack, synthesized, render.kubernetes_version(stack, synthesized), helm)
+
+
+def test_the_optional_argocd_passes_every_gate(helm, upstream):
+    """argocd=True: the pinned argo-cd chart is in ../shared/upstream/charts, so the release renders
+    and goes through the same gates as every stack's releases."""
+    from tests.test_gates import UNCHECKED_CHARTS
+    from tests.test_order import order_problems
+    from tests.test_placement import node_groups, placement_problems, pod_templates, why_not
+    from tests.test_rendered_objects import validator_for
+    from tests.test_values import release_dead_keys
+    from tests.validators import ObjectInvalid
+
+    stack = rendered_variant("k3d-poc-argocd", argocd=True)
+    (argocd,) = [r for r in stack.releases if r.chart == "argo-cd"]
+    assert argocd.version == "10.1.1" and argocd.chart_dir.is_dir()
+    assert len([o for o in argocd.objects if o["kind"] == "Deployment"]) >= 4
+    assert "argo-cd" in UNCHECKED_CHARTS
+    validator = validator_for(stack)
+    invalid = []
+    for _, obj in stack.objects():
+        try:
+            validator.validate(obj)
+        except ObjectInvalid as error:
+            invalid.append(str(error))
+    assert invalid == []
+    assert placement_problems(stack) == []
+    assert order_problems(stack, "k3d-poc") == []
+    # A node selector is a free-form label map; the chart's default (kubernetes.io/os: linux) is not
+    # empty, so the dead-key walk descends into it and lists the infra label: not a dead key.
+    dead = release_dead_keys(argocd)
+    assert [key for key in dead if not key.startswith("global.nodeSelector.")] == [], dead
+    # every Argo CD pod fits the infra agent and nothing else
+    groups = node_groups(stack)
+    for template in pod_templates(stack):
+        if template.where.startswith(argocd.address):
+            fits = [g.name for g in groups if why_not(template.spec, g) is None]
+            assert fits == ["k3d-gpu-poc-agent-1"], template.where
 
 
 @pytest.mark.parametrize(
