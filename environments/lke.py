@@ -35,7 +35,9 @@ class LkeSettings:
     tier: str = "standard"
     """``standard``: cloud-firewall-controller keeps the nodes in the firewall; ``enterprise``: the
     pools' firewall_id (k8s_version then a full version such as v1.31.8+lke5)."""
-    driver_preinstalled: bool = False
+    driver_preinstalled: bool = True
+    """LKE GPU nodes bring the NVIDIA driver and toolkit (Akamai's LKE GPU guide); False lets the GPU
+    Operator install them."""
     time_slicing_replicas: int = 1
 
 

@@ -152,11 +152,22 @@ def test_firewall_rules_the_provider_would_refuse_fail_at_synth():
         FirewallRule("allow-icmp", "ACCEPT", "ICMP", "1")
 
 
-def test_gpu_operator_installs_driver_and_toolkit(stack_json):
+def _operator_values(stack_json: dict) -> dict:
     (operator,) = [r for r in resources(stack_json, "helm_release").values() if r["chart"] == "gpu-operator"]
-    values = release_values(operator)
-    assert values["driver"] == {"enabled": True} and values["toolkit"]["enabled"] is True
+    return release_values(operator)
+
+
+def test_gpu_operator_uses_the_nodes_preinstalled_driver_and_toolkit(stack_json):
+    """LKE GPU nodes bring the driver and toolkit (Akamai's LKE GPU guide installs only the device
+    plugin): the operator must not install a second driver over the node's."""
+    values = _operator_values(stack_json)
+    assert values["driver"]["enabled"] is False and values["toolkit"]["enabled"] is False
     assert values["daemonsets"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_the_operator_installs_driver_and_toolkit_when_the_image_has_none():
+    values = _operator_values(synth(driver_preinstalled=False))
+    assert values["driver"] == {"enabled": True} and values["toolkit"]["enabled"] is True
 
 
 def test_kubeconfig_is_a_sensitive_output(stack_json):

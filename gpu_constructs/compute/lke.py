@@ -119,8 +119,11 @@ class LkeProps:
     """A reference to a sensitive variable: the Linode API token cloud-firewall-controller uses on
     the standard tier (Firewalls and Linodes read/write). Written into Secret kube-system/linode-cfw,
     never into a values document; required with ``firewall`` on the standard tier, unused otherwise."""
-    driver_preinstalled: bool = False
-    """Whether the GPU plan's image brings the NVIDIA driver; False lets the GPU Operator install it."""
+    driver_preinstalled: bool = True
+    """Whether the GPU nodes' image brings the NVIDIA driver and container toolkit. LKE's GPU nodes do:
+    Akamai's guide to GPUs on LKE installs only NVIDIA's device plugin on them, so the GPU Operator
+    runs with driver.enabled and toolkit.enabled false (the contract's Manager.IMAGE) instead of
+    installing a second driver over the node's. False hands both to the GPU Operator."""
     sharing: GpuSharing = field(default_factory=GpuSharing)
 
     def __post_init__(self) -> None:
