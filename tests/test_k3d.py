@@ -53,7 +53,10 @@ def test_snapshot_cdktn(stack_json, snapshot):
 def test_k3d_command_line_creates_server_and_three_agents_with_taints_at_bootstrap():
     assert K3dProps(kubeconfig_path="k").create_args() == [
         "--servers", "1", "--agents", "3", "--image", "k3s-cuda:v1.35.5-k3s1-cuda13.1.1", "--gpus", "all",
-        "--api-port", "6550", "--kubeconfig-update-default=false", "--kubeconfig-switch-context=false", "--wait",
+        "--api-port", "127.0.0.1:6550", "--kubeconfig-update-default=false", "--kubeconfig-switch-context=false",
+        "--wait",
+        "--k3s-arg", "--node-taint=CriticalAddonsOnly=true:NoExecute@server:0",
+        "--k3s-arg", "--disable=traefik@server:0",
         "--k3s-arg", "--node-taint=node-role.kubernetes.io/infra=true:NoSchedule@agent:1",
         "--k3s-arg", "--node-taint=node-role.kubernetes.io/gpu=true:NoSchedule@agent:2",
     ]  # fmt: skip
@@ -67,6 +70,7 @@ def test_every_agent_gets_its_role_label_and_infra_and_gpu_their_taints():
         "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true",
     ]
     assert props.node_taints() == [
+        "k3d-gpu-poc-server-0=CriticalAddonsOnly=true:NoExecute",
         "k3d-gpu-poc-agent-1=node-role.kubernetes.io/infra=true:NoSchedule",
         "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true:NoSchedule",
     ]
@@ -77,7 +81,12 @@ def test_cluster_is_created_and_deleted_by_terraform_data(stack_json):
     create, destroy = cluster["provisioner"]
     assert create["local-exec"]["environment"]["CLUSTER"] == "gpu-poc"
     assert "k3d cluster create" in create["local-exec"]["command"]
-    assert destroy["local-exec"] == {"command": "k3d cluster delete ${self.input.name}", "when": "destroy"}
+    assert destroy["local-exec"] == {
+        "command": "k3d cluster delete ${self.input.name} && rm -f ${self.input.kubeconfig}",
+        "when": "destroy",
+    }
+    assert cluster["input"]["kubeconfig"] == "${path.root}/../../../kubeconfig/k3d-poc.yaml"
+    assert create["local-exec"]["environment"]["GPU_NODES"] == "k3d-gpu-poc-agent-2"
     assert set(cluster["triggers_replace"]) == {"definition"}
     changed = synth(agents=("app", "gpu", "gpu"))
     (other,) = resources(changed, "terraform_data").values()
@@ -191,10 +200,18 @@ def test_cpu_only_cluster_without_smoke_test_is_allowed():
 
 
 # --- k3d-cluster.sh with stubbed docker, k3d, kubectl, nvidia-smi ------------------------------------
-def k3d_host(tmp_path: Path, *, docker_gpu: bool = True) -> Host:
+def k3d_host(tmp_path: Path, *, docker_gpu: bool = True, node_runtime: bool = True) -> Host:
     host = Host(tmp_path)
     runtimes = '{"nvidia":{},"runc":{}}' if docker_gpu else '{"runc":{}}'
-    host.stub("docker", f"echo '{runtimes}'")
+    # `docker exec <node> cat <containerd config>`: what k3s renders when it finds the NVIDIA runtime
+    config = tmp_path / "containerd-config.toml"
+    runtime = '"nvidia"' if node_runtime else "runc"
+    config.write_text(f"[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{runtime}]\n")
+    host.stub(
+        "docker",
+        f'if [ "$1" = exec ]; then [ "$2" = k3d-gpu-poc-agent-2 ] && cat {config}; exit 0; fi\n'
+        f"echo '{runtimes}'",
+    )
     host.stub("nvidia-smi", "true")
     host.stub(
         "k3d",
@@ -215,6 +232,7 @@ ENV = {
     "CREATE_ARGS": "--servers 1 --agents 1",
     "NODE_LABELS": "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true",
     "NODE_TAINTS": "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true:NoSchedule",
+    "GPU_NODES": "k3d-gpu-poc-agent-2",
 }
 
 
@@ -228,6 +246,18 @@ def test_script_creates_labels_and_verifies(tmp_path):
         in host.calls("kubectl")
     )
     assert "verified" in result.stdout
+
+
+def test_script_fails_when_the_gpu_agents_containerd_has_no_nvidia_runtime(tmp_path):
+    """k3s registers RuntimeClass nvidia on every node; only the agent's containerd config shows
+    that k3s found nvidia-container-runtime there."""
+    host = k3d_host(tmp_path, node_runtime=False)
+    result = host.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "kube.yaml"), **ENV)
+    assert result.returncode == 1
+    assert "containerd on k3d-gpu-poc-agent-2 has no nvidia runtime" in result.stderr
+    assert "docker exec k3d-gpu-poc-agent-2 cat /var/lib/rancher/k3s/agent/etc/containerd/config.toml" in (
+        host.calls("docker")
+    )
 
 
 def test_script_names_each_missing_prerequisite(tmp_path):
