@@ -158,5 +158,13 @@ class LkeStack(TerraformStack):
             sensitive=True,
             description="terraform output -raw kubeconfig > kubeconfig/lke.yaml",
         )
+        # What a LoadBalancer Service on this cluster (Kubeflow's ingress, phase 2) puts in its
+        # metadata.annotations, so its NodeBalancer admits only ui_allowed_cidrs.
+        TerraformOutput(
+            self,
+            "load_balancer_annotations",
+            value=compute.load_balancer_annotations,
+            description="Annotations for LoadBalancer Services: the NodeBalancer's firewall ACL.",
+        )
         TerraformOutput(self, "cluster_label", value=f"{prefix.string_value}-lke-gpu-kubeflow")
         TerraformOutput(self, "api_endpoints", value=compute.lke.get_list_attribute("api_endpoints"))

@@ -509,3 +509,65 @@ def test_a_malformed_controller_token_fails_in_terraform(variables_dir):
     result = plan(variables_dir, firewall_controller_token="not,a token")
     assert result.returncode != 0
     assert "firewall_controller_token must be a Linode API token" in " ".join(result.stderr.split())
+
+
+def unprotected_load_balancers(stack) -> list[str]:
+    """Every rendered LoadBalancer Service must carry the CCM's firewall ACL with an IPv4 allowlist:
+    a NodeBalancer reaches the nodes from 192.168.255.0/24, past the node firewall's UI rule."""
+    from gpu_constructs.compute.lke import LB_FIREWALL_ACL
+
+    problems = []
+    for release, obj in stack.objects():
+        if obj.get("kind") != "Service" or (obj.get("spec") or {}).get("type") != "LoadBalancer":
+            continue
+        acl = ((obj.get("metadata") or {}).get("annotations") or {}).get(LB_FIREWALL_ACL)
+        try:
+            allowed = json.loads(acl)["allowList"]["ipv4"] if acl else []
+        except (ValueError, KeyError, TypeError):
+            allowed = []
+        if not allowed:
+            problems.append(f"{release.address}: Service {obj['metadata']['name']} has no {LB_FIREWALL_ACL}")
+    return problems
+
+
+def test_every_load_balancer_service_carries_the_firewall_acl(helm, upstream):
+    import copy
+
+    from tests import render
+    from tests.test_render import INSTANCES
+
+    stack = render.rendered(INSTANCES["lke"])
+    assert unprotected_load_balancers(stack) == []
+    # Not vacuous: a LoadBalancer Service without the annotation is caught, one with it passes.
+    broken = copy.deepcopy(stack)
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "ui"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 443}]},
+    }
+    broken.releases[0].objects.append(service)
+    assert unprotected_load_balancers(broken) == [
+        f"{broken.releases[0].address}: Service ui has no service.beta.kubernetes.io/linode-loadbalancer-firewall-acl"
+    ]
+    # the value as Terraform makes it (test below), for a ui_allowed_cidrs of one network
+    (key,) = stack.synthesized["output"]["load_balancer_annotations"]["value"]
+    service["metadata"]["annotations"] = {key: '{"allowList":{"ipv4":["192.0.2.0/24"]}}'}
+    assert unprotected_load_balancers(broken) == []
+
+
+def test_the_load_balancer_acl_is_the_ui_allowlist_in_real_terraform(stack_json, tmp_path):
+    annotations = stack_json["output"]["load_balancer_annotations"]["value"]
+    directory = variables_workdir(stack_json["variable"], tmp_path)
+    config = json.loads((directory / "main.tf.json").read_text())
+    config["output"] = {"acl": {"value": annotations}}
+    (directory / "main.tf.json").write_text(json.dumps(config))
+    result = plan(directory, ui_allowed_cidrs='["203.0.113.0/24", "198.51.100.0/24"]')
+    assert result.returncode == 0, result.stderr
+    # Terraform shows a JSON string as the jsonencode of what it decodes to
+    shown = " ".join(result.stdout.split())
+    assert (
+        '"service.beta.kubernetes.io/linode-loadbalancer-firewall-acl" = jsonencode( { + allowList = { '
+        '+ ipv4 = [ + "203.0.113.0/24", + "198.51.100.0/24", ] } } )'
+    ) in shown, shown
+    assert synth(firewall=False)["output"]["load_balancer_annotations"]["value"] == {}

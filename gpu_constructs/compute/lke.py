@@ -51,6 +51,8 @@ TIERS = ("standard", "enterprise")
 ENTERPRISE_VERSION = re.compile(r"^v1\.\d+\.\d+\+lke\d+$")
 """LKE Enterprise takes a full version (``v1.31.8+lke5`` in the provider's lke_cluster page), from
 GET /v4beta/lke/tiers/enterprise/versions; the standard tier takes a minor (``1.34``)."""
+LB_FIREWALL_ACL = "service.beta.kubernetes.io/linode-loadbalancer-firewall-acl"
+"""The Linode CCM's Service annotation for a NodeBalancer's Cloud Firewall ACL (JSON)."""
 CLOUD_FIREWALL_NAMESPACE = "kube-system"
 """Where the controller runs: it looks up its own Deployment and its CloudFirewall there
 (cloud-firewall-controller v0.2.1 internal/controller, checkOwnership; the chart's firewall.yaml)."""
@@ -307,6 +309,18 @@ class LkeGpuCompute(Construct):
             merged = Token.as_list(Fn.concat([list(networks) for networks in lists]))
             return Token.as_list(Fn.distinct(merged))
         return list(dict.fromkeys([*lists[0], *lists[1]]))
+
+    @property
+    def load_balancer_annotations(self) -> dict[str, str]:
+        """The annotations every LoadBalancer Service on this cluster carries. A NodeBalancer reaches
+        the nodes from 192.168.255.0/24, so the node firewall's UI rule does not restrict who reaches
+        the NodeBalancer; the Linode CCM puts a Cloud Firewall with this ACL in front of it
+        (linode-cloud-controller-manager docs/configuration/annotations.md, ``firewall-acl``:
+        ``{"allowList": {"ipv4": [...]}}``). None without ``firewall``."""
+        if not self.props.firewall:
+            return {}
+        acl = Fn.jsonencode({"allowList": {"ipv4": self.props.ui_allowlist}})
+        return {LB_FIREWALL_ACL: acl}
 
     @property
     def provider_api_version(self) -> str | None:
