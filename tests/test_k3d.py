@@ -476,3 +476,21 @@ def test_a_changed_smoke_test_is_a_new_job_not_an_update_of_the_immutable_templa
     changed = job_name(synth(smoke_test_image="nvcr.io/nvidia/cuda:13.0.0-base-ubuntu24.04"))
     assert changed != name and changed.startswith("gpu-smoke-test-")
     assert job_name(synth(time_slicing_replicas=4)) == name  # the Job itself did not change
+
+
+def test_the_ingress_runs_on_the_infra_agent(helm, upstream):
+    """The seed's table: ingress on the infra agent. k3s's own Traefik is disabled (it tolerates
+    neither the infra nor the server taint); the stack's Traefik selects and tolerates infra."""
+    from tests.test_placement import node_groups, pod_templates, why_not
+    from tests.test_render import INSTANCES
+
+    assert "--disable=traefik@server:0" in K3dProps(kubeconfig_path="k").create_args()
+    stack = render.rendered(INSTANCES["k3d-poc"])
+    (traefik,) = [r for r in stack.releases if r.chart == "traefik"]
+    assert traefik.version == "39.0.3"
+    groups = node_groups(stack)
+    templates = [t for t in pod_templates(stack) if t.where.startswith(traefik.address)]
+    assert templates
+    for template in templates:
+        assert [g.name for g in groups if why_not(template.spec, g) is None] == ["k3d-gpu-poc-agent-1"]
+    assert [o for o in traefik.objects if o["kind"] == "IngressClass"]
