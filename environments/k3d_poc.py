@@ -100,6 +100,24 @@ class K3dPocStack(TerraformStack):
                     f"kubectl --kubeconfig kubeconfig/{id}.yaml logs -n {SMOKE_TEST_NAMESPACE} "
                     f"job/{job['metadata']['name']}"  # type: ignore[index]
                 )
+        if "infra" in s.agents:
+            # The seed's ingress on the infra agent; k3s's bundled Traefik is disabled (K3dProps).
+            infra = compute.scheduling_for("infra")
+            helm.release(
+                self,
+                "traefik",
+                name="traefik",
+                chart="traefik",
+                repository=versions.REPO_TRAEFIK,
+                version=versions.TRAEFIK_CHART.version,
+                namespace="traefik",
+                values={
+                    "nodeSelector": infra["nodeSelector"],
+                    "tolerations": infra["tolerations"],
+                    "ingressClass": {"enabled": True, "isDefaultClass": True, "name": "traefik"},
+                },
+                cluster=cluster,
+            )
         if s.argocd:
             infra = compute.scheduling_for("infra")
             helm.release(

@@ -32,7 +32,12 @@ class LkeSettings:
     system_plan: str = "g6-standard-2"
     system_nodes: int = 2
     firewall: bool = True
-    driver_preinstalled: bool = False
+    tier: str = "standard"
+    """``standard``: cloud-firewall-controller keeps the nodes in the firewall; ``enterprise``: the
+    pools' firewall_id (k8s_version then a full version such as v1.31.8+lke5)."""
+    driver_preinstalled: bool = True
+    """LKE GPU nodes bring the NVIDIA driver and toolkit (Akamai's LKE GPU guide); False lets the GPU
+    Operator install them."""
     time_slicing_replicas: int = 1
 
 
@@ -100,7 +105,24 @@ class LkeStack(TerraformStack):
             ],
         )
 
-        LinodeProvider(self, "linode", token=token.string_value)
+        controller_token = None
+        if s.firewall and s.tier == "standard":
+            controller_token = TerraformVariable(
+                self,
+                "firewall_controller_token",
+                type="string",
+                sensitive=True,
+                description=(
+                    "Linode API token for cloud-firewall-controller (Firewalls and Linodes read/write); "
+                    "written into Secret kube-system/linode-cfw in the cluster."
+                ),
+                validation=[
+                    rule(
+                        'can(regex("^[A-Za-z0-9]{32,128}$", var.firewall_controller_token))',
+                        "firewall_controller_token must be a Linode API token (letters and digits).",
+                    )
+                ],
+            ).string_value
         compute = LkeGpuCompute(
             self,
             "lke",
@@ -119,10 +141,13 @@ class LkeStack(TerraformStack):
                 system_plan=s.system_plan,
                 system_nodes=s.system_nodes,
                 firewall=s.firewall,
+                tier=s.tier,
+                firewall_controller_token=controller_token,
                 driver_preinstalled=s.driver_preinstalled,
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
             ),
         )
+        LinodeProvider(self, "linode", token=token.string_value, api_version=compute.provider_api_version)
         cluster = use_cluster(self, compute.cluster)
         GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))
 
@@ -132,6 +157,14 @@ class LkeStack(TerraformStack):
             value=Fn.base64decode(compute.kubeconfig),
             sensitive=True,
             description="terraform output -raw kubeconfig > kubeconfig/lke.yaml",
+        )
+        # What a LoadBalancer Service on this cluster (Kubeflow's ingress, phase 2) puts in its
+        # metadata.annotations, so its NodeBalancer admits only ui_allowed_cidrs.
+        TerraformOutput(
+            self,
+            "load_balancer_annotations",
+            value=compute.load_balancer_annotations,
+            description="Annotations for LoadBalancer Services: the NodeBalancer's firewall ACL.",
         )
         TerraformOutput(self, "cluster_label", value=f"{prefix.string_value}-lke-gpu-kubeflow")
         TerraformOutput(self, "api_endpoints", value=compute.lke.get_list_attribute("api_endpoints"))

@@ -170,7 +170,13 @@ K3D_K3S_CUDA_IMAGE = Pin(
         "NVIDIA_CONTAINER_TOOLKIT, by `make k3s-cuda-image` or by the k3d-poc stack itself"
     ),
 )
-ARGO_CD_CHART = Pin("10.9.0", note="Argo CD 3.5")
+ARGO_CD_CHART = Pin(
+    "10.1.1",
+    note=(
+        "Argo CD v3.4.4; the newest argo-cd chart in ../shared/upstream/charts, so the optional release is "
+        "rendered and validated like every other"
+    ),
+)
 REPO_ARGO = "https://argoproj.github.io/argo-helm"
 
 # --- LKE ------------------------------------------------------------------------------------------------
@@ -190,6 +196,12 @@ LKE_GPU_REGIONS: dict[str, tuple[str, ...]] = {
 """Regions that offer each Linode GPU plan family (plan ids start with the key). Source: Linode's GPU
 plan documentation; recorded 2026-11-23 without API access, so confirm it before a deploy with
 ``linode-cli regions list`` (capability "GPU Linodes") and ``linode-cli linodes types``."""
+CLOUD_FIREWALL_CRD_CHART = Pin("0.2.0", note="linode/cloud-firewall-controller's CloudFirewall CRD")
+CLOUD_FIREWALL_CONTROLLER_CHART = Pin(
+    "0.2.1",
+    note="cloud-firewall-controller v0.2.1: keeps every node of a standard-tier LKE cluster in one firewall",
+)
+REPO_LINODE_CLOUD_FIREWALL = "https://linode.github.io/cloud-firewall-controller"
 LKE_GPU_PLAN = Pin(
     "g2-gpu-rtx4000a1-s",
     seed="g1-gpu-rtx6000-1",

@@ -79,6 +79,8 @@ def kubernetes_version(stack: str, synthesized: dict[str, Any]) -> str:
 
 def _string_placeholder(name: str) -> str:
     lowered = name.lower()
+    if "cidr" in lowered:
+        return "192.0.2.0/24"
     if "email" in lowered:
         return "ops@example.com"
     if "domain" in lowered or "hostname" in lowered or lowered.endswith("host"):

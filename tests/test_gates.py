@@ -47,6 +47,9 @@ UNCHECKED_CHARTS = {
     "rancher": RENDERED,
     "nfs-subdir-external-provisioner": RENDERED,
     "aws-load-balancer-controller": RENDERED,
+    "cloud-firewall-crd": RENDERED,
+    "cloud-firewall-controller": RENDERED,
+    "argo-cd": RENDERED,
 }
 STACKS = [instance.stack for instance in main.INSTANCES]
 

@@ -13,6 +13,7 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from environments import Instance
 from gpu_constructs.compute.k3d import K3dProps
 from gpu_constructs.errors import ConfigError
+from tests import render
 from tests.conftest import ON_ENGINE, by_kind, manifests_of, release_values, resources
 from tests.test_scripts import Host
 from tests.validators import validate_manifest
@@ -52,7 +53,10 @@ def test_snapshot_cdktn(stack_json, snapshot):
 def test_k3d_command_line_creates_server_and_three_agents_with_taints_at_bootstrap():
     assert K3dProps(kubeconfig_path="k").create_args() == [
         "--servers", "1", "--agents", "3", "--image", "k3s-cuda:v1.35.5-k3s1-cuda13.1.1", "--gpus", "all",
-        "--api-port", "6550", "--kubeconfig-update-default=false", "--kubeconfig-switch-context=false", "--wait",
+        "--api-port", "127.0.0.1:6550", "--kubeconfig-update-default=false", "--kubeconfig-switch-context=false",
+        "--wait",
+        "--k3s-arg", "--node-taint=CriticalAddonsOnly=true:NoExecute@server:0",
+        "--k3s-arg", "--disable=traefik@server:0",
         "--k3s-arg", "--node-taint=node-role.kubernetes.io/infra=true:NoSchedule@agent:1",
         "--k3s-arg", "--node-taint=node-role.kubernetes.io/gpu=true:NoSchedule@agent:2",
     ]  # fmt: skip
@@ -66,6 +70,7 @@ def test_every_agent_gets_its_role_label_and_infra_and_gpu_their_taints():
         "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true",
     ]
     assert props.node_taints() == [
+        "k3d-gpu-poc-server-0=CriticalAddonsOnly=true:NoExecute",
         "k3d-gpu-poc-agent-1=node-role.kubernetes.io/infra=true:NoSchedule",
         "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true:NoSchedule",
     ]
@@ -76,7 +81,12 @@ def test_cluster_is_created_and_deleted_by_terraform_data(stack_json):
     create, destroy = cluster["provisioner"]
     assert create["local-exec"]["environment"]["CLUSTER"] == "gpu-poc"
     assert "k3d cluster create" in create["local-exec"]["command"]
-    assert destroy["local-exec"] == {"command": "k3d cluster delete ${self.input.name}", "when": "destroy"}
+    assert destroy["local-exec"] == {
+        "command": "k3d cluster delete ${self.input.name} && rm -f ${self.input.kubeconfig}",
+        "when": "destroy",
+    }
+    assert cluster["input"]["kubeconfig"] == "${path.root}/../../../kubeconfig/k3d-poc.yaml"
+    assert create["local-exec"]["environment"]["GPU_NODES"] == "k3d-gpu-poc-agent-2"
     assert set(cluster["triggers_replace"]) == {"definition"}
     changed = synth(agents=("app", "gpu", "gpu"))
     (other,) = resources(changed, "terraform_data").values()
@@ -107,6 +117,52 @@ def test_no_argocd_by_default_and_on_the_infra_agent_when_asked(stack_json):
     values = release_values(releases(synth(argocd=True))["argo-cd"])
     assert values["global"]["nodeSelector"] == {"node-role.kubernetes.io/infra": "true"}
     assert values["global"]["tolerations"][0]["key"] == "node-role.kubernetes.io/infra"
+
+
+def rendered_variant(stack: str, **overrides) -> render.RenderedStack:
+    """A k3d-poc variant rendered by real Helm like the stacks in main.py."""
+    instance = Instance(stack, "k3d-poc", overrides)
+    synthesized = json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
+    helm = render.helm_binary()
+    assert helm is not None
+    return render.render_stack(stack, synthesized, render.kubernetes_version(stack, synthesized), helm)
+
+
+def test_the_optional_argocd_passes_every_gate(helm, upstream):
+    """argocd=True: the pinned argo-cd chart is in ../shared/upstream/charts, so the release renders
+    and goes through the same gates as every stack's releases."""
+    from tests.test_gates import UNCHECKED_CHARTS
+    from tests.test_order import order_problems
+    from tests.test_placement import node_groups, placement_problems, pod_templates, why_not
+    from tests.test_rendered_objects import validator_for
+    from tests.test_values import release_dead_keys
+    from tests.validators import ObjectInvalid
+
+    stack = rendered_variant("k3d-poc-argocd", argocd=True)
+    (argocd,) = [r for r in stack.releases if r.chart == "argo-cd"]
+    assert argocd.version == "10.1.1" and argocd.chart_dir.is_dir()
+    assert len([o for o in argocd.objects if o["kind"] == "Deployment"]) >= 4
+    assert "argo-cd" in UNCHECKED_CHARTS
+    validator = validator_for(stack)
+    invalid = []
+    for _, obj in stack.objects():
+        try:
+            validator.validate(obj)
+        except ObjectInvalid as error:
+            invalid.append(str(error))
+    assert invalid == []
+    assert placement_problems(stack) == []
+    assert order_problems(stack, "k3d-poc") == []
+    # A node selector is a free-form label map; the chart's default (kubernetes.io/os: linux) is not
+    # empty, so the dead-key walk descends into it and lists the infra label: not a dead key.
+    dead = release_dead_keys(argocd)
+    assert [key for key in dead if not key.startswith("global.nodeSelector.")] == [], dead
+    # every Argo CD pod fits the infra agent and nothing else
+    groups = node_groups(stack)
+    for template in pod_templates(stack):
+        if template.where.startswith(argocd.address):
+            fits = [g.name for g in groups if why_not(template.spec, g) is None]
+            assert fits == ["k3d-gpu-poc-agent-1"], template.where
 
 
 @pytest.mark.parametrize(
@@ -144,10 +200,18 @@ def test_cpu_only_cluster_without_smoke_test_is_allowed():
 
 
 # --- k3d-cluster.sh with stubbed docker, k3d, kubectl, nvidia-smi ------------------------------------
-def k3d_host(tmp_path: Path, *, docker_gpu: bool = True) -> Host:
+def k3d_host(tmp_path: Path, *, docker_gpu: bool = True, node_runtime: bool = True) -> Host:
     host = Host(tmp_path)
     runtimes = '{"nvidia":{},"runc":{}}' if docker_gpu else '{"runc":{}}'
-    host.stub("docker", f"echo '{runtimes}'")
+    # `docker exec <node> cat <containerd config>`: what k3s renders when it finds the NVIDIA runtime
+    config = tmp_path / "containerd-config.toml"
+    runtime = '"nvidia"' if node_runtime else "runc"
+    config.write_text(f"[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{runtime}]\n")
+    host.stub(
+        "docker",
+        f'if [ "$1" = exec ]; then [ "$2" = k3d-gpu-poc-agent-2 ] && cat {config}; exit 0; fi\n'
+        f"echo '{runtimes}'",
+    )
     host.stub("nvidia-smi", "true")
     host.stub(
         "k3d",
@@ -168,6 +232,7 @@ ENV = {
     "CREATE_ARGS": "--servers 1 --agents 1",
     "NODE_LABELS": "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true",
     "NODE_TAINTS": "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true:NoSchedule",
+    "GPU_NODES": "k3d-gpu-poc-agent-2",
 }
 
 
@@ -181,6 +246,18 @@ def test_script_creates_labels_and_verifies(tmp_path):
         in host.calls("kubectl")
     )
     assert "verified" in result.stdout
+
+
+def test_script_fails_when_the_gpu_agents_containerd_has_no_nvidia_runtime(tmp_path):
+    """k3s registers RuntimeClass nvidia on every node; only the agent's containerd config shows
+    that k3s found nvidia-container-runtime there."""
+    host = k3d_host(tmp_path, node_runtime=False)
+    result = host.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "kube.yaml"), **ENV)
+    assert result.returncode == 1
+    assert "containerd on k3d-gpu-poc-agent-2 has no nvidia runtime" in result.stderr
+    assert "docker exec k3d-gpu-poc-agent-2 cat /var/lib/rancher/k3s/agent/etc/containerd/config.toml" in (
+        host.calls("docker")
+    )
 
 
 def test_script_names_each_missing_prerequisite(tmp_path):
@@ -399,3 +476,21 @@ def test_a_changed_smoke_test_is_a_new_job_not_an_update_of_the_immutable_templa
     changed = job_name(synth(smoke_test_image="nvcr.io/nvidia/cuda:13.0.0-base-ubuntu24.04"))
     assert changed != name and changed.startswith("gpu-smoke-test-")
     assert job_name(synth(time_slicing_replicas=4)) == name  # the Job itself did not change
+
+
+def test_the_ingress_runs_on_the_infra_agent(helm, upstream):
+    """The seed's table: ingress on the infra agent. k3s's own Traefik is disabled (it tolerates
+    neither the infra nor the server taint); the stack's Traefik selects and tolerates infra."""
+    from tests.test_placement import node_groups, pod_templates, why_not
+    from tests.test_render import INSTANCES
+
+    assert "--disable=traefik@server:0" in K3dProps(kubeconfig_path="k").create_args()
+    stack = render.rendered(INSTANCES["k3d-poc"])
+    (traefik,) = [r for r in stack.releases if r.chart == "traefik"]
+    assert traefik.version == "39.0.3"
+    groups = node_groups(stack)
+    templates = [t for t in pod_templates(stack) if t.where.startswith(traefik.address)]
+    assert templates
+    for template in templates:
+        assert [g.name for g in groups if why_not(template.spec, g) is None] == ["k3d-gpu-poc-agent-1"]
+    assert [o for o in traefik.objects if o["kind"] == "IngressClass"]

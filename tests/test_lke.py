@@ -28,6 +28,14 @@ def stack_json() -> dict:
     return synth()
 
 
+ENTERPRISE = {"tier": "enterprise", "k8s_version": "v1.34.1+lke1"}
+
+
+@pytest.fixture(scope="module")
+def enterprise_json() -> dict:
+    return synth(**ENTERPRISE)
+
+
 def documented(upstream: Path, page: str) -> set[str]:
     """Every argument and block name the reference page lists (``* `name` - ...`` bullets)."""
     text = (upstream / "provider-docs" / "linode" / page).read_text()
@@ -48,8 +56,8 @@ def one(stack_json, kind):
         ("linode_firewall", "firewall.md", {"label", "inbound_policy", "outbound_policy"}),
     ],
 )
-def test_bindings_emit_only_documented_arguments(stack_json, upstream, kind, page, required):
-    body = one(stack_json, kind)
+def test_bindings_emit_only_documented_arguments(enterprise_json, upstream, kind, page, required):
+    body = one(enterprise_json, kind)
     assert argument_keys(body, frozenset({"labels"})) <= documented(upstream, page)
     assert required <= set(body)
 
@@ -111,20 +119,8 @@ LINODE_LKE_DEFAULTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def every_lke_stack() -> dict[str, dict]:
-    import main
-
-    return {
-        instance.stack: json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
-        for instance in main.INSTANCES
-        if instance.environment == "lke"
-    }
-
-
-def test_node_firewall_mirrors_linode_lke_defaults(every_lke_stack):
-    assert every_lke_stack
-    for stack_json in every_lke_stack.values():
+def test_node_firewall_mirrors_linode_lke_defaults(enterprise_json):
+    for stack_json in [enterprise_json]:
         firewall = one(stack_json, "linode_firewall")
         assert (firewall["inbound_policy"], firewall["outbound_policy"]) == ("DROP", "ACCEPT")
         inbound = firewall["inbound"]
@@ -156,11 +152,22 @@ def test_firewall_rules_the_provider_would_refuse_fail_at_synth():
         FirewallRule("allow-icmp", "ACCEPT", "ICMP", "1")
 
 
-def test_gpu_operator_installs_driver_and_toolkit(stack_json):
-    (operator,) = resources(stack_json, "helm_release").values()
-    values = release_values(operator)
-    assert values["driver"] == {"enabled": True} and values["toolkit"]["enabled"] is True
+def _operator_values(stack_json: dict) -> dict:
+    (operator,) = [r for r in resources(stack_json, "helm_release").values() if r["chart"] == "gpu-operator"]
+    return release_values(operator)
+
+
+def test_gpu_operator_uses_the_nodes_preinstalled_driver_and_toolkit(stack_json):
+    """LKE GPU nodes bring the driver and toolkit (Akamai's LKE GPU guide installs only the device
+    plugin): the operator must not install a second driver over the node's."""
+    values = _operator_values(stack_json)
+    assert values["driver"]["enabled"] is False and values["toolkit"]["enabled"] is False
     assert values["daemonsets"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_the_operator_installs_driver_and_toolkit_when_the_image_has_none():
+    values = _operator_values(synth(driver_preinstalled=False))
+    assert values["driver"] == {"enabled": True} and values["toolkit"]["enabled"] is True
 
 
 def test_kubeconfig_is_a_sensitive_output(stack_json):
@@ -214,6 +221,7 @@ def test_an_empty_allowlist_with_the_firewall_on_fails():
             ui_allowlist=[],
             runner_allowlist=RUNNER,
             firewall_label="ops-nodes",
+            firewall_controller_token=TOKEN,
         )
     LkeProps(
         label="x",
@@ -226,6 +234,7 @@ def test_an_empty_allowlist_with_the_firewall_on_fails():
 
 
 RUNNER = ["198.51.100.7/32"]
+TOKEN = "${var.firewall_controller_token}"
 
 
 @pytest.mark.parametrize("firewall", [True, False])
@@ -240,6 +249,7 @@ def test_an_empty_runner_allowlist_fails_whatever_the_firewall(firewall):
             runner_allowlist=[],
             firewall_label="ops-nodes",
             firewall=firewall,
+            firewall_controller_token=TOKEN,
         )
     props = LkeProps(
         label="x",
@@ -264,6 +274,7 @@ def plan(directory: Path, **variables: str | None) -> subprocess.CompletedProces
         "api_allowed_cidrs": '["203.0.113.0/24"]',
         "ui_allowed_cidrs": '["0.0.0.0/0"]',
         "runner_cidrs": '["198.51.100.7/32"]',
+        "firewall_controller_token": "0123456789abcdef" * 4,
     }
     return plan_variables(directory, {**base, **variables})
 
@@ -299,8 +310,10 @@ def test_the_api_acl_is_the_allowlist_and_the_runner_in_real_terraform(firewall,
     config = json.loads((directory / "main.tf.json").read_text())
     config["output"] = {"acl": {"value": acl["addresses"][0]["ipv4"]}}
     (directory / "main.tf.json").write_text(json.dumps(config))
+    token = {} if firewall else {"firewall_controller_token": None}
     result = plan(
         directory,
+        **token,
         api_allowed_cidrs='["203.0.113.0/24", "198.51.100.7/32"]',
         runner_cidrs='["198.51.100.7/32", "192.0.2.10/32"]',
     )
@@ -308,23 +321,35 @@ def test_the_api_acl_is_the_allowlist_and_the_runner_in_real_terraform(firewall,
     shown = " ".join(result.stdout.split())
     assert '+ acl = [ + "203.0.113.0/24", + "198.51.100.7/32", + "192.0.2.10/32", ]' in shown
     if not firewall:
-        assert plan(directory, api_allowed_cidrs="[]").returncode == 0
-    failed = plan(directory, runner_cidrs="[]")
+        assert plan(directory, api_allowed_cidrs="[]", **token).returncode == 0
+    failed = plan(directory, runner_cidrs="[]", **token)
     assert failed.returncode != 0 and "runner_cidrs needs the network" in " ".join(failed.stderr.split())
 
 
-def test_the_firewall_label_carries_the_cluster_prefix(stack_json, tmp_path):
+def test_the_firewall_label_carries_the_cluster_prefix(enterprise_json, tmp_path):
     """Firewall labels are unique in a Linode account: a second instance gets its own, and the
     longest prefix Terraform accepts still fits the provider's 32 characters."""
-    label = one(stack_json, "linode_firewall")["label"]
+    label = one(enterprise_json, "linode_firewall")["label"]
     assert label == "${var.cluster_name_prefix}-lke-gpu-nodes"
     longest = "a" * 16
     assert (
-        plan(variables_workdir(stack_json["variable"], tmp_path), cluster_name_prefix=longest).returncode == 0
+        plan(
+            variables_workdir(enterprise_json["variable"], tmp_path),
+            cluster_name_prefix=longest,
+            firewall_controller_token=None,
+        ).returncode
+        == 0
     )
     assert 3 <= len(label.replace("${var.cluster_name_prefix}", longest)) <= 32
     with pytest.raises(ConfigError, match=r"'firewall_label' is 'x': use 3 to 32 characters"):
-        LkeProps(label="x", api_allowlist=[], ui_allowlist=[], runner_allowlist=RUNNER, firewall_label="x")
+        LkeProps(
+            label="x",
+            api_allowlist=[],
+            ui_allowlist=[],
+            runner_allowlist=RUNNER,
+            firewall_label="x",
+            firewall_controller_token=TOKEN,
+        )
 
 
 @pytest.mark.parametrize("plan", ["g3-gpu-rtxpro6000-blackwell-1", "g3-gpu-rtxpro6000-blackwell-4"])
@@ -357,3 +382,192 @@ def test_the_readme_writes_the_kubeconfig_with_mode_0600(tmp_path):
     written = tmp_path / "kubeconfig" / "lke.yaml"
     assert written.read_text() == "apiVersion: v1\n"
     assert stat.S_IMODE(written.stat().st_mode) == 0o600
+
+
+def _by_chart(stack_json: dict) -> dict[str, dict]:
+    return {r["name"]: r for r in resources(stack_json, "helm_release").values()}
+
+
+def test_the_standard_tier_keeps_the_nodes_in_the_firewall_with_the_controller(stack_json):
+    """A pool's firewall_id is not applied on a standard-tier cluster
+    (linode/terraform-provider-linode#2294): the stack emits none, and no firewall of its own;
+    cloud-firewall-controller creates the firewall and adds every node."""
+    assert "linode_firewall" not in stack_json["resource"]
+    cluster = one(stack_json, "linode_lke_cluster")
+    assert "tier" not in cluster and "firewall_id" not in cluster["pool"][0]
+    assert "firewall_id" not in one(stack_json, "linode_lke_node_pool")
+    assert stack_json["provider"]["linode"] == [{"token": "${var.linode_token}"}]
+    releases = _by_chart(stack_json)
+    crd, token, controller = (
+        releases["cloud-firewall-crd"],
+        releases["cloud-firewall-token"],
+        releases["cloud-firewall"],
+    )
+    assert (crd["chart"], crd["version"]) == ("cloud-firewall-crd", "0.2.0")
+    assert (controller["chart"], controller["version"]) == ("cloud-firewall-controller", "0.2.1")
+    assert {r["namespace"] for r in (crd, token, controller)} == {"kube-system"}
+    ids = {r["name"]: f"helm_release.{key}" for key, r in resources(stack_json, "helm_release").items()}
+    assert {ids["cloud-firewall-crd"], ids["cloud-firewall-token"]} <= set(controller["depends_on"])
+    # The controller's rules: Linode's defaults (defaultRules) and HTTP/HTTPS from ui_allowed_cidrs.
+    values = release_values(controller)
+    assert values["apiToken"] is True
+    (ui,) = values["firewall"]["inbound"]
+    assert (ui["label"], ui["protocol"], ui["ports"]) == ("allow-ui-http-https", "TCP", "80,443")
+    assert controller["set_list"] == [
+        {"name": "firewall.inbound[0].addresses.ipv4", "value": "${var.ui_allowed_cidrs}"}
+    ]
+    # Everything the GPU Operator installs waits for the node firewall.
+    assert ids["cloud-firewall"] in releases["gpu-operator"]["depends_on"]
+
+
+def test_the_controller_token_is_a_sensitive_variable_written_as_a_secret(stack_json):
+    assert stack_json["variable"]["firewall_controller_token"]["sensitive"] is True
+    releases = _by_chart(stack_json)
+    token = releases["cloud-firewall-token"]
+    assert token["set_sensitive"] == [
+        {"name": "manifests[0].stringData.token", "value": "${var.firewall_controller_token}"}
+    ]
+    every_values = json.dumps([r.get("values") for r in releases.values()])
+    assert "firewall_controller_token" not in every_values
+    assert "linode_token" not in json.dumps(releases)
+
+
+def test_the_controller_renders_with_the_stacks_rules_and_reads_the_token_secret(helm, upstream):
+    from tests import render
+    from tests.test_render import INSTANCES
+
+    stack = render.rendered(INSTANCES["lke"])
+    by_name = {r.name: r for r in stack.releases}
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in by_name["cloud-firewall"].objects}
+    args = objects[("Deployment", "cloud-firewall-controller")]["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
+    assert "--linode-creds=linode-cfw" in args and "--linode-creds-ns=kube-system" in args
+    firewall = objects[("CloudFirewall", "primary")]
+    assert firewall["metadata"]["namespace"] == "kube-system"
+    (ui,) = firewall["spec"]["ruleset"]["inbound"]
+    assert ui["addresses"] == {"ipv4": ["192.0.2.0/24"]} and ui["label"] == "allow-ui-http-https"
+    (secret,) = by_name["cloud-firewall-token"].objects
+    assert (secret["metadata"]["namespace"], secret["metadata"]["name"]) == ("kube-system", "linode-cfw")
+    assert set(secret["stringData"]) == {"token"}
+    crds = [o for o in by_name["cloud-firewall-crd"].objects if o["kind"] == "CustomResourceDefinition"]
+    assert [c["metadata"]["name"] for c in crds] == ["cloudfirewalls.networking.linode.com"]
+
+
+def test_the_enterprise_tier_attaches_the_firewall_through_the_pools(enterprise_json):
+    firewall = next(iter(resources(enterprise_json, "linode_firewall")))
+    reference = f"${{linode_firewall.{firewall}.id}}"
+    cluster = one(enterprise_json, "linode_lke_cluster")
+    assert cluster["tier"] == "enterprise" and cluster["k8s_version"] == "v1.34.1+lke1"
+    assert cluster["pool"][0]["firewall_id"] == reference
+    assert one(enterprise_json, "linode_lke_node_pool")["firewall_id"] == reference
+    # tier is only accepted over v4beta (the provider's lke_cluster page)
+    assert enterprise_json["provider"]["linode"] == [
+        {"token": "${var.linode_token}", "api_version": "v4beta"}
+    ]
+    assert not [
+        r for r in resources(enterprise_json, "helm_release").values() if "cloud-firewall" in r["name"]
+    ]
+    assert "firewall_controller_token" not in enterprise_json["variable"]
+
+
+def test_without_a_firewall_neither_is_emitted():
+    stack_json = synth(firewall=False)
+    assert "linode_firewall" not in stack_json["resource"]
+    assert not [r for r in resources(stack_json, "helm_release").values() if "cloud-firewall" in r["name"]]
+    assert "firewall_controller_token" not in stack_json["variable"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"tier": "premium"}, r"'tier' is 'premium': use one of standard, enterprise"),
+        (
+            {"tier": "enterprise"},
+            r"'k8s_version' is '1.34': LKE Enterprise takes a full version such as v1.31.8\+lke5",
+        ),
+    ],
+)
+def test_bad_tier_settings(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        synth(**overrides)
+
+
+def test_a_literal_controller_token_fails():
+    with pytest.raises(ConfigError, match=r"'firewall_controller_token' is '\(hidden\)': give a reference"):
+        LkeProps(
+            label="x",
+            api_allowlist=[],
+            ui_allowlist=["0.0.0.0/0"],
+            runner_allowlist=RUNNER,
+            firewall_label="ops-nodes",
+            firewall_controller_token="0123456789abcdef" * 4,
+        )
+
+
+def test_a_malformed_controller_token_fails_in_terraform(variables_dir):
+    result = plan(variables_dir, firewall_controller_token="not,a token")
+    assert result.returncode != 0
+    assert "firewall_controller_token must be a Linode API token" in " ".join(result.stderr.split())
+
+
+def unprotected_load_balancers(stack) -> list[str]:
+    """Every rendered LoadBalancer Service must carry the CCM's firewall ACL with an IPv4 allowlist:
+    a NodeBalancer reaches the nodes from 192.168.255.0/24, past the node firewall's UI rule."""
+    from gpu_constructs.compute.lke import LB_FIREWALL_ACL
+
+    problems = []
+    for release, obj in stack.objects():
+        if obj.get("kind") != "Service" or (obj.get("spec") or {}).get("type") != "LoadBalancer":
+            continue
+        acl = ((obj.get("metadata") or {}).get("annotations") or {}).get(LB_FIREWALL_ACL)
+        try:
+            allowed = json.loads(acl)["allowList"]["ipv4"] if acl else []
+        except (ValueError, KeyError, TypeError):
+            allowed = []
+        if not allowed:
+            problems.append(f"{release.address}: Service {obj['metadata']['name']} has no {LB_FIREWALL_ACL}")
+    return problems
+
+
+def test_every_load_balancer_service_carries_the_firewall_acl(helm, upstream):
+    import copy
+
+    from tests import render
+    from tests.test_render import INSTANCES
+
+    stack = render.rendered(INSTANCES["lke"])
+    assert unprotected_load_balancers(stack) == []
+    # Not vacuous: a LoadBalancer Service without the annotation is caught, one with it passes.
+    broken = copy.deepcopy(stack)
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "ui"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 443}]},
+    }
+    broken.releases[0].objects.append(service)
+    assert unprotected_load_balancers(broken) == [
+        f"{broken.releases[0].address}: Service ui has no service.beta.kubernetes.io/linode-loadbalancer-firewall-acl"
+    ]
+    # the value as Terraform makes it (test below), for a ui_allowed_cidrs of one network
+    (key,) = stack.synthesized["output"]["load_balancer_annotations"]["value"]
+    service["metadata"]["annotations"] = {key: '{"allowList":{"ipv4":["192.0.2.0/24"]}}'}
+    assert unprotected_load_balancers(broken) == []
+
+
+def test_the_load_balancer_acl_is_the_ui_allowlist_in_real_terraform(stack_json, tmp_path):
+    annotations = stack_json["output"]["load_balancer_annotations"]["value"]
+    directory = variables_workdir(stack_json["variable"], tmp_path)
+    config = json.loads((directory / "main.tf.json").read_text())
+    config["output"] = {"acl": {"value": annotations}}
+    (directory / "main.tf.json").write_text(json.dumps(config))
+    result = plan(directory, ui_allowed_cidrs='["203.0.113.0/24", "198.51.100.0/24"]')
+    assert result.returncode == 0, result.stderr
+    # Terraform shows a JSON string as the jsonencode of what it decodes to
+    shown = " ".join(result.stdout.split())
+    assert (
+        '"service.beta.kubernetes.io/linode-loadbalancer-firewall-acl" = jsonencode( { + allowList = { '
+        '+ ipv4 = [ + "203.0.113.0/24", + "198.51.100.0/24", ] } } )'
+    ) in shown, shown
+    assert synth(firewall=False)["output"]["load_balancer_annotations"]["value"] == {}

@@ -39,6 +39,9 @@ class NodeGroup:
     labels: dict[str, set[str] | None] = field(default_factory=dict)
     taints: list[dict[str, str]] = field(default_factory=list)
     gpu: bool = False
+    control_plane: bool = False
+    """A node that runs only the control plane (k3d's server-0, as the seed's table has it): a pod
+    the stack renders that could land there is a finding."""
 
 
 def _labels(pairs: dict[str, str]) -> dict[str, set[str] | None]:
@@ -69,7 +72,7 @@ def node_groups(stack: render.RenderedStack) -> list[NodeGroup]:
             )
             taints = [_taint(t) for t in triggers.get("k3s-install.sh:NODE_TAINTS", "").split()]
             groups.append(NodeGroup(name, _labels(labels), taints))
-        # k3d agents: NODE_LABELS / NODE_TAINTS as node=key=value[:Effect]; the server has neither
+        # k3d agents and server-0: NODE_LABELS / NODE_TAINTS as node=key=value[:Effect]
         env = {}
         for provisioner in body.get("provisioner", []):
             env.update(provisioner.get("local-exec", {}).get("environment", {}))
@@ -80,7 +83,8 @@ def node_groups(stack: render.RenderedStack) -> list[NodeGroup]:
             for index in range(agents):
                 node = f"k3d-{cluster}-agent-{index}"
                 nodes[node] = NodeGroup(node)
-            nodes["server"] = NodeGroup(f"k3d-{cluster}-server-0")
+            server = f"k3d-{cluster}-server-0"
+            nodes[server] = NodeGroup(server, control_plane=True)
             for entry in env.get("NODE_LABELS", "").split():
                 node, key, value = entry.split("=", 2)
                 nodes[node].labels[key] = {value}
@@ -280,6 +284,9 @@ def placement_problems(stack: render.RenderedStack) -> list[str]:
     for template in templates:
         reasons = {group.name: why_not(template.spec, group) for group in groups}
         fits = [name for name, reason in reasons.items() if reason is None]
+        on_control_plane = [g.name for g in groups if g.control_plane and g.name in fits]
+        if on_control_plane:
+            problems.append(f"{template.where} can run on the control-plane node {on_control_plane}")
         if not fits:
             problems.append(f"{template.where} fits no node group: {json.dumps(reasons, sort_keys=True)}")
             continue
@@ -351,5 +358,23 @@ def test_a_gpu_daemonset_missing_a_gpu_group_fails(helm, upstream):
                 )
     assert any(
         "runs on some GPU groups but not on" in p and "dedicated=x:NoSchedule" in p
+        for p in placement_problems(stack)
+    )
+
+
+def test_a_pod_that_could_land_on_the_k3d_server_fails(helm, upstream):
+    """server-0 runs only the control plane: a pod that tolerates every taint and selects no node
+    is flagged."""
+    stack = copy.deepcopy(render.rendered(INSTANCES["k3d-poc"]))
+    assert placement_problems(stack) == []
+    for release in stack.releases:
+        for obj in release.objects:
+            if obj["kind"] == "DaemonSet" and obj["metadata"]["name"] == "nvidia-device-plugin":
+                spec = obj["spec"]["template"]["spec"]
+                spec["tolerations"] = [{"operator": "Exists"}]
+                spec.pop("nodeSelector", None)
+                spec.pop("affinity", None)
+    assert any(
+        "nvidia-device-plugin can run on the control-plane node ['k3d-gpu-poc-server-0']" in p
         for p in placement_problems(stack)
     )

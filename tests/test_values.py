@@ -23,7 +23,10 @@ from tests.test_render import INSTANCES
 @cache
 def chart_defaults(chart_dir: Path) -> dict[str, Any]:
     """The chart's default values with each subchart's under its name or alias."""
-    defaults: dict[str, Any] = yaml.safe_load((chart_dir / "values.yaml").read_text(encoding="utf-8")) or {}
+    path = chart_dir / "values.yaml"  # a CRD-only chart (cloud-firewall-crd) has none
+    defaults: dict[str, Any] = (
+        yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
+    ) or {}
     meta = yaml.safe_load((chart_dir / "Chart.yaml").read_text(encoding="utf-8"))
     for dependency in meta.get("dependencies") or []:
         sub = chart_dir / "charts" / dependency["name"]

@@ -70,6 +70,12 @@ def role_taint(role: str) -> Taint:
     return Taint(f"node-role.kubernetes.io/{role}", "true", "NoSchedule")
 
 
+SERVER_TAINT = Taint("CriticalAddonsOnly", "true", "NoExecute")
+"""server-0 runs only the control plane, as the seed's table has it: k3s's own taint for dedicated
+server nodes (docs.k3s.io, "Dedicated control plane": --node-taint CriticalAddonsOnly=true:NoExecute),
+which k3s's CoreDNS, metrics-server and local-path-provisioner tolerate and nothing else does."""
+
+
 @dataclass(frozen=True)
 class K3dProps:
     kubeconfig_path: str
@@ -114,25 +120,37 @@ class K3dProps:
             "--agents", str(len(self.agents)),
             "--image", self.image,
             "--gpus", self.gpus,
-            "--api-port", str(self.api_port),
+            # k3d publishes the API on 0.0.0.0 unless given a host address ([HOST:]HOSTPORT).
+            "--api-port", f"127.0.0.1:{self.api_port}",
             "--kubeconfig-update-default=false",
             "--kubeconfig-switch-context=false",
             "--wait",
         ]  # fmt: skip
+        args += ["--k3s-arg", f"--node-taint={SERVER_TAINT}@server:0"]
+        # The ingress runs on the infra agent from the stack (Traefik chart); k3s's bundled Traefik
+        # tolerates neither the infra taint nor the server's and would have nowhere to run.
+        args += ["--k3s-arg", "--disable=traefik@server:0"]
         for index, role in enumerate(self.agents):
             if role in TAINTED_ROLES:
                 args += ["--k3s-arg", f"--node-taint={role_taint(role)}@agent:{index}"]
         return args
 
+    @property
+    def server_name(self) -> str:
+        return f"k3d-{self.name}-server-0"
+
     def node_labels(self) -> list[str]:
         return [f"{self.node_name(i)}={'='.join(role_label(role))}" for i, role in enumerate(self.agents)]
 
     def node_taints(self) -> list[str]:
-        return [
+        return [f"{self.server_name}={SERVER_TAINT}"] + [
             f"{self.node_name(i)}={role_taint(role)}"
             for i, role in enumerate(self.agents)
             if role in TAINTED_ROLES
         ]
+
+    def gpu_nodes(self) -> list[str]:
+        return [self.node_name(i) for i, role in enumerate(self.agents) if role == "gpu"]
 
 
 class K3dGpuCompute(Construct):
@@ -148,6 +166,7 @@ class K3dGpuCompute(Construct):
             "NODE_TAINTS": " ".join(props.node_taints()),
             "KUBECONFIG_OUT": props.kubeconfig_path,
             "REQUIRE_GPU": "1",
+            "GPU_NODES": " ".join(props.gpu_nodes()),
         }
         dockerfile = ""
         if props.build_image:
@@ -166,7 +185,7 @@ class K3dGpuCompute(Construct):
             "cluster",
             # Any change to the definition replaces this resource: delete, then create again.
             triggers_replace={"definition": definition},
-            input={"name": props.name},
+            input={"name": props.name, "kubeconfig": props.kubeconfig_path},
             provisioners=[
                 LocalExecProvisioner(
                     type="local-exec",
@@ -177,7 +196,8 @@ class K3dGpuCompute(Construct):
                 LocalExecProvisioner(
                     type="local-exec",
                     when="destroy",
-                    command="k3d cluster delete ${self.input.name}",
+                    # The kubeconfig names a cluster that is gone; the next create writes a new one.
+                    command="k3d cluster delete ${self.input.name} && rm -f ${self.input.kubeconfig}",
                 ),
             ],
         )

@@ -3,18 +3,25 @@
 The GPU pool is its own linode_lke_node_pool, tagged as externally managed for the cluster resource,
 with no node count: the autoscaler owns the count, so the next plan does not try to reset it (the
 provider's known pitfall with a count and an autoscaler together).
+
+The node firewall depends on the tier. A pool's ``firewall_id`` is applied on LKE Enterprise (the
+provider's acceptance tests use it only there, over ``v4beta``) but is reported as not attached on a
+standard-tier cluster (linode/terraform-provider-linode#2294, open). On the standard tier Linode's
+cloud-firewall-controller keeps every node, autoscaled or recycled, in one firewall instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cdktf import Fn, TerraformResourceLifecycle, Token
+from cdktf_cdktf_provider_helm.release import ReleaseSetSensitive
 from constructs import Construct
 
-from gpu_constructs import validate, versions
+from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, Taint
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.providers.linode import (
@@ -40,6 +47,18 @@ NODEBALANCERS = "192.168.255.0/24"
 GPU_PLAN = re.compile(r"^g\d+-gpu-[a-z0-9-]+$")
 PLAN = re.compile(r"^g\d+-[a-z0-9-]+$")
 REGION = re.compile(r"^[a-z]{2}-[a-z]+(-\d+)?$")
+TIERS = ("standard", "enterprise")
+ENTERPRISE_VERSION = re.compile(r"^v1\.\d+\.\d+\+lke\d+$")
+"""LKE Enterprise takes a full version (``v1.31.8+lke5`` in the provider's lke_cluster page), from
+GET /v4beta/lke/tiers/enterprise/versions; the standard tier takes a minor (``1.34``)."""
+LB_FIREWALL_ACL = "service.beta.kubernetes.io/linode-loadbalancer-firewall-acl"
+"""The Linode CCM's Service annotation for a NodeBalancer's Cloud Firewall ACL (JSON)."""
+CLOUD_FIREWALL_NAMESPACE = "kube-system"
+"""Where the controller runs: it looks up its own Deployment and its CloudFirewall there
+(cloud-firewall-controller v0.2.1 internal/controller, checkOwnership; the chart's firewall.yaml)."""
+CLOUD_FIREWALL_SECRET = "linode-cfw"
+"""The Secret the controller reads its token from (key ``token``) when the chart's ``apiToken`` is set
+(templates/deployment.yaml: ``--linode-creds=linode-cfw``, cmd/main.go, createLinodeClient)."""
 
 LKE_DEFAULT_INBOUND = (
     FirewallRule("allow-all-icmp", "ACCEPT", "ICMP", ipv4=("0.0.0.0/0",), ipv6=("::/0",)),
@@ -94,8 +113,19 @@ class LkeProps:
     system_nodes: int = 2
     """Untainted nodes for CoreDNS, Calico and operators, which do not tolerate the GPU taint."""
     firewall: bool = True
-    driver_preinstalled: bool = False
-    """Whether the GPU plan's image brings the NVIDIA driver; False lets the GPU Operator install it."""
+    tier: str = "standard"
+    """LKE tier: ``standard`` (the node firewall kept by cloud-firewall-controller) or ``enterprise``
+    (the firewall attached through the pools' ``firewall_id``; the provider needs ``api_version
+    v4beta`` and ``k8s_version`` is a full version such as v1.31.8+lke5)."""
+    firewall_controller_token: str | None = None
+    """A reference to a sensitive variable: the Linode API token cloud-firewall-controller uses on
+    the standard tier (Firewalls and Linodes read/write). Written into Secret kube-system/linode-cfw,
+    never into a values document; required with ``firewall`` on the standard tier, unused otherwise."""
+    driver_preinstalled: bool = True
+    """Whether the GPU nodes' image brings the NVIDIA driver and container toolkit. LKE's GPU nodes do:
+    Akamai's guide to GPUs on LKE installs only NVIDIA's device plugin on them, so the GPU Operator
+    runs with driver.enabled and toolkit.enabled false (the contract's Manager.IMAGE) instead of
+    installing a second driver over the node's. False hands both to the GPU Operator."""
     sharing: GpuSharing = field(default_factory=GpuSharing)
 
     def __post_init__(self) -> None:
@@ -122,13 +152,34 @@ class LkeProps:
             raise ConfigError(
                 "region", self.region, f"{self.gpu_plan} is offered in {', '.join(regions)}; pick one of them"
             )
-        validate.version("k8s_version", self.k8s_version, r"1\.\d{2}", "1.34")
-        if self.k8s_version not in versions.LKE_KUBERNETES_OFFERED:
-            raise ConfigError(
-                "k8s_version",
-                self.k8s_version,
-                f"LKE offers {', '.join(versions.LKE_KUBERNETES_OFFERED)} (versions.LKE_KUBERNETES_OFFERED)",
-            )
+        validate.one_of("tier", self.tier, TIERS)
+        if self.tier == "enterprise":
+            if not ENTERPRISE_VERSION.match(self.k8s_version):
+                raise ConfigError(
+                    "k8s_version",
+                    self.k8s_version,
+                    "LKE Enterprise takes a full version such as v1.31.8+lke5 "
+                    "(GET /v4beta/lke/tiers/enterprise/versions)",
+                )
+        else:
+            validate.version("k8s_version", self.k8s_version, r"1\.\d{2}", "1.34")
+            if self.k8s_version not in versions.LKE_KUBERNETES_OFFERED:
+                raise ConfigError(
+                    "k8s_version",
+                    self.k8s_version,
+                    f"LKE offers {', '.join(versions.LKE_KUBERNETES_OFFERED)} "
+                    "(versions.LKE_KUBERNETES_OFFERED)",
+                )
+        if self.firewall and self.tier == "standard":
+            token = self.firewall_controller_token
+            if token is None or not validate.is_reference(token):
+                raise ConfigError(
+                    "firewall_controller_token",
+                    "(hidden)" if token else token,
+                    "give a reference to a sensitive variable (the standard tier's node firewall is kept "
+                    "by cloud-firewall-controller, which needs a Linode token); a literal would land in "
+                    "the synthesized JSON",
+                )
         validate.int_range("gpu_min_nodes", self.gpu_min_nodes, 1, 100)
         validate.int_range(
             "gpu_max_nodes",
@@ -172,8 +223,9 @@ class LkeGpuCompute(Construct):
     def __init__(self, scope: Construct, id: str, *, props: LkeProps) -> None:
         super().__init__(scope, id)
         self.props = props
+        enterprise = props.tier == "enterprise"
         self.firewall = None
-        if props.firewall:
+        if props.firewall and enterprise:
             self.firewall = Firewall(
                 self,
                 "firewall",
@@ -199,6 +251,7 @@ class LkeGpuCompute(Construct):
                 )
             ],
             external_pool_tags=[GPU_POOL_TAG],
+            tier="enterprise" if enterprise else None,
         )
         self.gpu_pool = LkeNodePool(
             self,
@@ -239,6 +292,20 @@ class LkeGpuCompute(Construct):
             # cluster is a new, empty one; its node pools only add and drain nodes.
             identity=(self.lke,),
         )
+        self.cloud_firewall = None
+        if props.firewall and not enterprise:
+            assert props.firewall_controller_token is not None
+            self.cloud_firewall = CloudFirewallController(
+                self,
+                "cloud-firewall",
+                token=props.firewall_controller_token,
+                inbound=[self.ui_rule()],
+                cluster=self.cluster,
+            )
+            # The node firewall is in place before anything else is installed.
+            self.cluster = dataclasses.replace(
+                self.cluster, ready=(*self.cluster.ready, self.cloud_firewall.controller)
+            )
 
     def api_acl(self) -> Sequence[str]:
         """The control plane's ACL: the API allowlist and the runner's networks, each once."""
@@ -248,12 +315,126 @@ class LkeGpuCompute(Construct):
             return Token.as_list(Fn.distinct(merged))
         return list(dict.fromkeys([*lists[0], *lists[1]]))
 
+    @property
+    def load_balancer_annotations(self) -> dict[str, str]:
+        """The annotations every LoadBalancer Service on this cluster carries. A NodeBalancer reaches
+        the nodes from 192.168.255.0/24, so the node firewall's UI rule does not restrict who reaches
+        the NodeBalancer; the Linode CCM puts a Cloud Firewall with this ACL in front of it
+        (linode-cloud-controller-manager docs/configuration/annotations.md, ``firewall-acl``:
+        ``{"allowList": {"ipv4": [...]}}``). None without ``firewall``."""
+        if not self.props.firewall:
+            return {}
+        acl = Fn.jsonencode({"allowList": {"ipv4": self.props.ui_allowlist}})
+        return {LB_FIREWALL_ACL: acl}
+
+    @property
+    def provider_api_version(self) -> str | None:
+        """The linode provider's ``api_version``: ``tier`` is only accepted over v4beta."""
+        return "v4beta" if self.props.tier == "enterprise" else None
+
+    def ui_rule(self) -> FirewallRule:
+        return FirewallRule("allow-ui-http-https", "ACCEPT", "TCP", "80,443", ipv4=self.props.ui_allowlist)
+
     def inbound_rules(self) -> list[FirewallRule]:
         """Linode's LKE defaults, then HTTP and HTTPS from the UI allowlist."""
-        return [
-            *LKE_DEFAULT_INBOUND,
-            FirewallRule("allow-ui-http-https", "ACCEPT", "TCP", "80,443", ipv4=self.props.ui_allowlist),
-        ]
+        return [*LKE_DEFAULT_INBOUND, self.ui_rule()]
+
+
+class CloudFirewallController(Construct):
+    """linode/cloud-firewall-controller on a standard-tier cluster: its CRD, the Secret with its API
+    token, and the controller with the stack's rules in its CloudFirewall.
+
+    The controller creates a Linode firewall ``lke-<cluster id>`` with Linode's default LKE rules
+    (``defaultRules``, the same as LKE_DEFAULT_INBOUND), appends the CloudFirewall's own inbound
+    rules, and adds every node the API server lists, so autoscaled and recycled nodes are covered
+    (v0.2.1 internal/controller/cloudfirewall_controller.go: effectiveRulesetSpec, nodeListChanges).
+    It owns the CR through its Deployment and deletes the Linode firewall on the CR's finalizer, so
+    the controller outlives its token and is removed before it on destroy.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        token: str,
+        inbound: Sequence[FirewallRule],
+        cluster: GpuCluster,
+    ) -> None:
+        super().__init__(scope, id)
+        # The CRD ships in the chart's templates/, so Helm upgrades it; a waited release is ready once
+        # the CRD is Established (helm v3.18 pkg/kube/ready.go, crdReady), before the CR is applied.
+        self.crd = helm.release(
+            self,
+            "crd",
+            name="cloud-firewall-crd",
+            chart="cloud-firewall-crd",
+            repository=versions.REPO_LINODE_CLOUD_FIREWALL,
+            version=versions.CLOUD_FIREWALL_CRD_CHART.version,
+            namespace=CLOUD_FIREWALL_NAMESPACE,
+            cluster=cluster,
+            values={},
+        )
+        self.token = helm.manifests_release(
+            self,
+            "token",
+            name="cloud-firewall-token",
+            namespace=CLOUD_FIREWALL_NAMESPACE,
+            manifests=[
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": CLOUD_FIREWALL_SECRET, "namespace": CLOUD_FIREWALL_NAMESPACE},
+                    "type": "Opaque",
+                    "stringData": {},
+                }
+            ],
+            cluster=cluster,
+        )
+        # The token reaches the Secret through set_sensitive only: never in the values document.
+        self.token.put_set_sensitive([ReleaseSetSensitive(name="manifests[0].stringData.token", value=token)])
+        rules = []
+        set_lists = {}
+        for index, rule in enumerate(inbound):
+            if rule.ipv4 is not None and any(validate.is_reference(network) for network in rule.ipv4):
+                # A list variable: known at plan time only, so it cannot be in the values document.
+                set_lists[f"firewall.inbound[{index}].addresses.ipv4"] = rule.ipv4
+                rule = dataclasses.replace(rule, ipv4=None)
+            rules.append(crd_rule(rule))
+        self.controller = helm.release(
+            self,
+            "controller",
+            name="cloud-firewall",
+            chart="cloud-firewall-controller",
+            repository=versions.REPO_LINODE_CLOUD_FIREWALL,
+            version=versions.CLOUD_FIREWALL_CONTROLLER_CHART.version,
+            namespace=CLOUD_FIREWALL_NAMESPACE,
+            values={
+                # Only a switch: the chart then points the controller at Secret linode-cfw
+                # (--linode-creds); the token itself is in the release above.
+                "apiToken": True,
+                # Rendered as CloudFirewall kube-system/primary (templates/firewall.yaml), created in
+                # the same install as the controller, before it would create a default one itself.
+                "firewall": {"inbound": rules},
+            },
+            set_lists=set_lists,
+            cluster=cluster,
+            depends_on=[self.crd, self.token],
+        )
+
+
+def crd_rule(rule: FirewallRule) -> dict[str, object]:
+    """A firewall rule as the CloudFirewall CRD (networking.linode.com/alpha1v1) spells it."""
+    addresses = {key: list(value) for key, value in (("ipv4", rule.ipv4), ("ipv6", rule.ipv6)) if value}
+    spec: dict[str, object] = {
+        "label": rule.label,
+        "action": rule.action,
+        "protocol": rule.protocol,
+        "addresses": addresses,
+    }
+    if rule.ports is not None:
+        spec["ports"] = rule.ports
+    return spec
 
 
 def _kube_field(kubeconfig: object, section: str, entry: str, key: str) -> str:

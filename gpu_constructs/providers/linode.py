@@ -114,6 +114,7 @@ class LkeCluster(_LinodeResource):
         control_plane: ControlPlane | None = None,
         tags: Sequence[str] | None = None,
         external_pool_tags: Sequence[str] | None = None,
+        tier: str | None = None,
         lifecycle: TerraformResourceLifecycle | None = None,
     ) -> None:
         super().__init__(
@@ -123,6 +124,7 @@ class LkeCluster(_LinodeResource):
                 "label": label,
                 "k8s_version": k8s_version,
                 "region": region,
+                "tier": tier,
                 "pool": [block(p) for p in pool],
                 "control_plane": [block(control_plane)] if control_plane else None,
                 "tags": list(tags) if tags else None,

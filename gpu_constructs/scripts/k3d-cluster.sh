@@ -10,6 +10,7 @@
 #   BUILD_CONTEXT    when set: build IMAGE from this directory first (docker/k3s-cuda)
 #   BUILD_ARGS       the --build-arg arguments of that build (the pinned versions)
 #   IMAGE            the k3s CUDA node image to build
+#   GPU_NODES        space-separated GPU agents whose containerd must name the nvidia runtime
 set -euo pipefail
 
 cluster="${CLUSTER:?CLUSTER is required}"
@@ -92,9 +93,15 @@ for entry in ${NODE_TAINTS:-}; do
     failed=1
   fi
 done
-if ! kubectl get runtimeclass nvidia >/dev/null 2>&1; then
-  echo "ERROR: RuntimeClass nvidia is missing: is the k3s image built with the NVIDIA container toolkit?" >&2
-  failed=1
-fi
+# k3s registers the nvidia RuntimeClass whatever the node has; what counts is that the GPU agent's
+# containerd has the nvidia runtime, which k3s adds only when it finds nvidia-container-runtime.
+for node in ${GPU_NODES:-}; do
+  config="$(docker exec "$node" cat /var/lib/rancher/k3s/agent/etc/containerd/config.toml 2>/dev/null || true)"
+  if ! grep -qF 'runtimes."nvidia"' <<<"$config"; then
+    echo "ERROR: containerd on ${node} has no nvidia runtime: k3s did not find nvidia-container-runtime" >&2
+    echo "in the node image (is it built from docker/k3s-cuda?)." >&2
+    failed=1
+  fi
+done
 [ "$failed" = "0" ] || exit 1
-echo "k3d-cluster: ${cluster} is up; node roles, taints and RuntimeClass nvidia verified."
+echo "k3d-cluster: ${cluster} is up; node roles, taints and the GPU agents' nvidia runtime verified."
