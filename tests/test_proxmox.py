@@ -165,6 +165,43 @@ def test_a_cloud_init_change_leaves_the_vms_as_they_are(stack_json):
     assert k3s_config(changed, "cp2") != k3s_config(stack_json, "cp2")
 
 
+def snippet_data(stack_json, file_name) -> str:
+    (snippet,) = [
+        f
+        for f in resources(stack_json, "proxmox_virtual_environment_file").values()
+        if f["source_raw"][0]["file_name"] == file_name
+    ]
+    return snippet["source_raw"][0]["data"]
+
+
+def test_every_vm_keeps_its_instance_id_when_the_user_data_changes(stack_json):
+    """Proxmox rebuilds the cloud-init drive at each start; without a meta-data file the instance-id
+    is sha1(user-data . network-config) (qemu-server Cloudinit.pm), so an edited snippet re-runs
+    cloud-init on every VM at its next start. Each VM names a meta-data snippet whose instance-id
+    depends on the VM alone."""
+    changed = synth(api_vip="10.0.0.100", etcd_snapshot_retention=10)
+    files = {
+        f["source_raw"][0]["file_name"]: key
+        for key, f in resources(stack_json, "proxmox_virtual_environment_file").items()
+    }
+    ids = set()
+    for name, vm in vms(stack_json).items():
+        init = vm["initialization"][0]
+        assert init["meta_data_file_id"] == (
+            f"${{proxmox_virtual_environment_file.{files[f'{name}-meta-data.yaml']}.id}}"
+        )
+        meta = yaml.safe_load(snippet_data(stack_json, f"{name}-meta-data.yaml"))
+        assert meta == {"instance-id": f"{name}-{vm['vm_id']}", "local-hostname": name}
+        ids.add(meta["instance-id"])
+        assert snippet_data(changed, f"{name}-meta-data.yaml") == snippet_data(
+            stack_json, f"{name}-meta-data.yaml"
+        )
+        assert snippet_data(changed, f"{name}-user-data.yaml") != snippet_data(
+            stack_json, f"{name}-user-data.yaml"
+        )
+    assert len(ids) == 7
+
+
 def test_tags_are_sorted_and_dns_servers_used(every_stack):
     for stack_json in every_stack.values():
         for vm in resources(stack_json, "proxmox_virtual_environment_vm").values():

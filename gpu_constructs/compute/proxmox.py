@@ -49,10 +49,9 @@ SCRATCH_MOUNT = "/mnt/scratch"
 PCI_PATH = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 PCI_ID = re.compile(r"[0-9a-f]{4}:[0-9a-f]{4}")
 NVIDIA_VENDOR = "10de"
-CLOUD_INIT_INPUTS = ("initialization[0].user_data_file_id",)
-"""VM arguments that carry cloud-init user data. Cloud-init runs once, on first boot, so a change
-there means nothing to a running node; and bpg/proxmox marks ``user_data_file_id`` ForceNew
-(proxmoxtf/resource/vm/vm.go), so without ignoring it a new token, key, k3s version or VIP would
+CLOUD_INIT_INPUTS = ("initialization[0].user_data_file_id", "initialization[0].meta_data_file_id")
+"""VM arguments that carry cloud-init data. bpg/proxmox marks both ForceNew
+(proxmoxtf/resource/vm/vm.go), so without ignoring them a new token, key, k3s version or VIP would
 replace every VM at once, all etcd members with them. Such changes roll out node by node (README)."""
 
 
@@ -444,6 +443,20 @@ class ProxmoxGpuCompute(Construct):
             content_type="snippets",
             source_raw=SourceRaw(self.user_data(name, ip, role=role, first=first), f"{name}-user-data.yaml"),
         )
+        # Proxmox rebuilds the cloud-init drive at every VM start, and without a meta-data file its
+        # instance-id is the SHA-1 of the current user data and network config (qemu-server
+        # src/PVE/QemuServer/Cloudinit.pm): an edited snippet would look like a new instance to
+        # every VM at its next start, and all of them would re-run cloud-init together (a new
+        # token stops every server). A fixed instance-id keeps what each VM first booted with;
+        # only a rebuilt VM, with a fresh disk, runs the new user data.
+        meta_data = File(
+            self,
+            f"{name}-meta-data",
+            node_name=props.node_name,
+            datastore_id=props.snippets_datastore,
+            content_type="snippets",
+            source_raw=SourceRaw(self.meta_data(name, vm_id), f"{name}-meta-data.yaml"),
+        )
         disks = [
             Disk(
                 "scsi0",
@@ -499,6 +512,7 @@ class ProxmoxGpuCompute(Construct):
                 datastore_id=props.vm_datastore,
                 ip_config=[IpConfig(Ipv4(f"{ip}/{network.prefixlen}", props.gateway))],
                 user_data_file_id=snippet.id_ref,
+                meta_data_file_id=meta_data.id_ref,
                 dns=Dns(servers=props.dns_servers),
             ),
             hostpci=hostpci,
@@ -506,6 +520,11 @@ class ProxmoxGpuCompute(Construct):
             operating_system=OperatingSystem("l26"),
             lifecycle=TerraformResourceLifecycle(ignore_changes=list(CLOUD_INIT_INPUTS)),
         )
+
+    @staticmethod
+    def meta_data(name: str, vm_id: int) -> str:
+        """The NoCloud meta-data: an instance-id that depends on the VM alone, never on its user data."""
+        return yaml.safe_dump({"instance-id": f"{name}-{vm_id}", "local-hostname": name}, sort_keys=True)
 
     def k3s_config(self, ip: str, *, role: str, first: bool) -> dict[str, Any]:
         props = self.props

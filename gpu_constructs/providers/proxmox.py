@@ -238,6 +238,10 @@ class Initialization:
     ip_config: Sequence[IpConfig]
     user_data_file_id: str
     dns: Dns | None = None
+    meta_data_file_id: str | None = None
+    """A snippet sent as ``cicustom meta=`` (proxmox/nodes/vms/custom_cloud_init.go): Proxmox then
+    writes it as the drive's meta-data instead of generating one whose instance-id is the SHA-1 of
+    the user data and network config (qemu-server src/PVE/QemuServer/Cloudinit.pm)."""
 
 
 @dataclass(frozen=True)
