@@ -324,6 +324,26 @@ def test_kube_vip_when_asked(upstream):
     assert k3s_config(stack, "wk-gpu1")["server"] == "https://10.0.0.100:6443"
 
 
+def kubeconfig_step(stack_json) -> dict:
+    (step,) = [
+        r
+        for r in resources(stack_json, "terraform_data").values()
+        if "fetch-kubeconfig" in r.get("provisioner", [{}])[0].get("local-exec", {}).get("command", "")
+    ]
+    return step["provisioner"][0]["local-exec"]["environment"]
+
+
+def test_kubeconfig_uses_the_vip_and_the_stacks_own_known_hosts(stack_json):
+    env = kubeconfig_step(stack_json)
+    assert env["SSH_HOST"] == env["API_SERVER"] == "10.0.0.11"
+    assert env["KNOWN_HOSTS"] == "${path.root}/../../../kubeconfig/proxmox-ha.known_hosts"
+    with_vip = synth(api_vip="10.0.0.100")
+    env = kubeconfig_step(with_vip)
+    assert (env["SSH_HOST"], env["API_SERVER"]) == ("10.0.0.11", "10.0.0.100")
+    for name in ("cp1", "cp2", "cp3"):
+        assert "10.0.0.100" in k3s_config(with_vip, name)["tls-san"], name
+
+
 def devices(count: int = 8) -> list[GpuDevice]:
     return [GpuDevice("10de:20b5", f"0000:{0x41 + i:02x}:00.0", 32 + i, "10de:1533") for i in range(count)]
 

@@ -202,6 +202,9 @@ class ProxmoxProps:
     gpu_devices: Sequence[GpuDevice]
     """The GPUs to pass through, one resource mapping each: gpus_per_worker x workers of them."""
     kubeconfig_path: str
+    known_hosts_path: str | None = None
+    """The stack's own SSH known-hosts file for cp1 (default: next to the kubeconfig); the
+    kubeconfig step replaces cp1's entry when it runs for a new cp1."""
     node_name: str = "pve"
     vm_datastore: str = "local-lvm"
     snippets_datastore: str = "local"
@@ -337,6 +340,10 @@ class ProxmoxProps:
             )
 
     @property
+    def known_hosts(self) -> str:
+        return self.known_hosts_path or re.sub(r"\.ya?ml$", "", self.kubeconfig_path) + ".known_hosts"
+
+    @property
     def server_address(self) -> str:
         return self.api_vip or self.control_plane_ips[0]
 
@@ -406,6 +413,9 @@ class ProxmoxGpuCompute(Construct):
                     "SSH_HOST": props.control_plane_ips[0],
                     "SSH_KEY": props.ssh_private_key_path,
                     "KUBECONFIG_OUT": props.kubeconfig_path,
+                    # The VIP when there is one: the kubeconfig then survives the loss of cp1.
+                    "API_SERVER": props.server_address,
+                    "KNOWN_HOSTS": props.known_hosts,
                     "WAIT_SECONDS": "1200",
                 },
             ),
