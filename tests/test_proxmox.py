@@ -344,6 +344,20 @@ def test_kubeconfig_uses_the_vip_and_the_stacks_own_known_hosts(stack_json):
         assert "10.0.0.100" in k3s_config(with_vip, name)["tls-san"], name
 
 
+def test_every_vm_deletes_its_node_before_it_is_destroyed(every_stack):
+    """k3s refuses a rebuilt node of the same name until its Node (and node password) is deleted;
+    a destroy-time provisioner may refer to self, path and terraform only (Terraform onlySelfRefs)."""
+    for stack_json in every_stack.values():
+        for vm in resources(stack_json, "proxmox_virtual_environment_vm").values():
+            (provisioner,) = vm["provisioner"]
+            local = provisioner["local-exec"]
+            assert local["when"] == "destroy", vm["name"]
+            assert "kubectl delete node" in local["command"] and "kubectl drain" in local["command"]
+            assert local["environment"]["NODE"] == "${self.name}"
+            refs = re.findall(r"(?<!\$)\$\{([a-z_]+)\.", json.dumps(local))
+            assert refs and set(refs) <= {"self", "path", "terraform"}, (vm["name"], refs)
+
+
 def devices(count: int = 8) -> list[GpuDevice]:
     return [GpuDevice("10de:20b5", f"0000:{0x41 + i:02x}:00.0", 32 + i, "10de:1533") for i in range(count)]
 

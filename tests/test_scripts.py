@@ -670,6 +670,66 @@ def test_kubeconfig_stops_at_once_on_a_changed_host_key(host: Host):
     assert not (host.state / "slept").exists()
 
 
+# --- delete-node.sh --------------------------------------------------------------------------------
+# kubectl against a fake API: $STATE/api-down makes every call fail, $STATE/nodes lists the nodes.
+DELETE_NODE_KUBECTL = r"""
+[ -f "$STATE/api-down" ] && { echo "Unable to connect to the server" >&2; exit 1; }
+case "$1" in
+  get) grep -qx "$3" "$STATE/nodes" && echo "node/$3"; exit 0 ;;
+  drain) [ -f "$STATE/undrainable" ] && exit 1; exit 0 ;;
+  delete) [ -f "$STATE/refuse-delete" ] && exit 1; grep -vx "$3" "$STATE/nodes" > "$STATE/n"; mv "$STATE/n" "$STATE/nodes" ;;
+esac
+"""
+
+
+def _delete_node(host: Host, nodes: str = "wk-gpu1\ncp1\n") -> subprocess.CompletedProcess[str]:
+    host.stub("kubectl", DELETE_NODE_KUBECTL)
+    (host.state / "nodes").write_text(nodes)
+    kubeconfig = host.state / "kubeconfig.yaml"
+    kubeconfig.write_text("apiVersion: v1\n")
+    return host.run("delete-node.sh", KUBECONFIG=str(kubeconfig), NODE="wk-gpu1")
+
+
+def test_delete_node_drains_then_deletes_the_node(host: Host):
+    result = _delete_node(host)
+    assert result.returncode == 0, result.stderr
+    calls = [c.split()[1] for c in host.calls("kubectl")]
+    assert calls == ["get", "drain", "delete"]
+    assert "--ignore-daemonsets" in host.calls("kubectl drain")[0]
+    assert (host.state / "nodes").read_text().split() == ["cp1"]
+
+
+def test_delete_node_deletes_a_node_that_does_not_drain(host: Host):
+    (host.state / "undrainable").touch()
+    result = _delete_node(host)
+    assert result.returncode == 0 and "did not drain" in result.stderr
+    assert (host.state / "nodes").read_text().split() == ["cp1"]
+
+
+def test_delete_node_leaves_an_unregistered_node_alone(host: Host):
+    result = _delete_node(host, nodes="cp1\n")
+    assert result.returncode == 0 and "not registered" in result.stdout
+    assert [c.split()[1] for c in host.calls("kubectl")] == ["get"]
+
+
+def test_delete_node_lets_a_destroy_go_on_when_the_api_is_gone_and_says_what_to_do(host: Host):
+    (host.state / "api-down").touch()
+    result = _delete_node(host)
+    assert result.returncode == 0
+    assert "kubectl delete node wk-gpu1" in result.stderr
+
+
+def test_delete_node_fails_when_the_api_refuses_the_delete(host: Host):
+    (host.state / "refuse-delete").touch()
+    assert _delete_node(host).returncode == 1
+
+
+def test_delete_node_without_a_kubeconfig_does_nothing(host: Host):
+    host.stub("kubectl", "exit 1")
+    result = host.run("delete-node.sh", KUBECONFIG=str(host.state / "none.yaml"), NODE="wk-gpu1")
+    assert result.returncode == 0 and host.calls("kubectl") == []
+
+
 # --- vault-bootstrap.sh ----------------------------------------------------------------------------
 # `k3s kubectl` against a fake cluster: `exec ... -- env VAULT_TOKEN=.. vault ...` answers like the
 # Vault CLI from state files (per-pod initialized/unsealed, mounts, auth, database config), and

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from cdktf import TerraformResourceLifecycle
+from cdktf import LocalExecProvisioner, TerraformResourceLifecycle
 from constructs import Construct
 
 from gpu_constructs import validate, versions
 from gpu_constructs.cluster import K3S_CONTAINERD, GpuCluster, GpuSharing, KubeAccess, Manager, Taint
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import ScriptRun, run_local_script
+from gpu_constructs.hostexec import ScriptRun, run_local_script, script_literal
 from gpu_constructs.providers.proxmox import (
     Agent,
     Cpu,
@@ -529,6 +529,23 @@ class ProxmoxGpuCompute(Construct):
             agent=Agent(enabled=True),
             operating_system=OperatingSystem("l26"),
             lifecycle=TerraformResourceLifecycle(ignore_changes=list(CLOUD_INIT_INPUTS)),
+            provisioners=[self.delete_node_provisioner()],
+        )
+
+    def delete_node_provisioner(self) -> LocalExecProvisioner:
+        """Before a VM is destroyed (a rebuild with ``-replace`` or a destroy), drain it and delete
+        its Node: k3s refuses a rebuilt node of the same name until then (its node password).
+        A destroy-time provisioner may refer to ``self`` and ``path`` only (Terraform
+        internal/configs/provisioner.go, onlySelfRefs), so the node name is ``self.name`` and the
+        kubeconfig a path. The script lets the destroy go on when the API does not answer (a
+        whole-stack destroy, where the servers go down in parallel), after printing the command to
+        run by hand; a refused delete stops it."""
+        return LocalExecProvisioner(
+            type="local-exec",
+            when="destroy",
+            command=script_literal("delete-node.sh"),
+            interpreter=["bash", "-c"],
+            environment={"KUBECONFIG": self.props.kubeconfig_path, "NODE": "${self.name}"},
         )
 
     @staticmethod

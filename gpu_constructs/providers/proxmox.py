@@ -294,6 +294,7 @@ class Vm(_ProxmoxResource):
         stop_on_destroy: bool | None = True,
         depends_on: Sequence[Any] | None = None,
         lifecycle: TerraformResourceLifecycle | None = None,
+        provisioners: Sequence[Any] | None = None,
     ) -> None:
         super().__init__(
             scope,
@@ -322,6 +323,7 @@ class Vm(_ProxmoxResource):
             },
             depends_on=depends_on,
             lifecycle=lifecycle,
+            provisioners=provisioners,
         )
 
 
