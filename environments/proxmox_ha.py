@@ -20,6 +20,7 @@ from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.proxmox import (
+    SCRATCH_LABEL,
     SCRATCH_MOUNT,
     EtcdS3,
     EtcdSnapshots,
@@ -318,7 +319,11 @@ class ProxmoxHaStack(TerraformStack):
                 cluster=cluster,
                 tiers=(
                     StorageTier(
-                        SCRATCH_CLASS, SCRATCH_MOUNT, reclaim_policy="Delete", allow_volume_expansion=False
+                        SCRATCH_CLASS,
+                        SCRATCH_MOUNT,
+                        reclaim_policy="Delete",
+                        allow_volume_expansion=False,
+                        node_labels=dict([SCRATCH_LABEL]),
                     ),
                 ),
             ),
@@ -382,6 +387,10 @@ class ProxmoxHaStack(TerraformStack):
                 home_storage_class=NFS_CLASS,
                 scratch_storage_class=SCRATCH_CLASS,
                 gpu_profiles=s.jupyter_gpu_profiles,
+                # The control planes hold etcd on their OS disk: every notebook, CPU-only ones
+                # too, runs on a GPU worker, which has the scratch disk.
+                user_node_purpose="require",
+                cpu_on_gpu_nodes=True,
                 auth=self.hub_auth(s),
                 values=helm.ValuesLayers(overlay=s.environment, directory=PROJECT_ROOT / "helm-values"),
                 depends_on=[nfs, storage.release, operator.release, networking.issuers],

@@ -358,6 +358,77 @@ def test_every_vm_deletes_its_node_before_it_is_destroyed(every_stack):
             assert refs and set(refs) <= {"self", "path", "terraform"}, (vm["name"], refs)
 
 
+@pytest.fixture
+def rendered_proxmox(helm, upstream):
+    from tests import render
+
+    (instance,) = [i for i in main.INSTANCES if i.stack == "proxmox-ha"]
+    return render.rendered(instance)
+
+
+def rendered_of(rendered, chart_or_name: str, kind: str) -> list[dict]:
+    return [
+        obj
+        for release, obj in rendered.objects()
+        if chart_or_name in (release.chart, release.name) and obj.get("kind") == kind
+    ]
+
+
+def test_notebooks_never_land_on_the_control_planes(stack_json, rendered_proxmox):
+    """The control planes keep etcd on their 100 GB OS disk: every notebook, CPU-only ones too,
+    must run on a worker (hub.jupyter.org/node-purpose=user, required), and a CPU notebook
+    tolerates the GPU taint to get there."""
+    for name in ("wk-gpu1", "wk-gpu4"):
+        assert "hub.jupyter.org/node-purpose=user" in k3s_config(stack_json, name)["node-label"]
+    for name in ("cp1", "cp2", "cp3"):
+        assert "node-label" not in k3s_config(stack_json, name)
+    (hub,) = [r for r in resources(stack_json, "helm_release").values() if r["chart"] == "jupyterhub"]
+    values = release_values(hub)
+    assert values["scheduling"]["userPods"]["nodeAffinity"]["matchNodePurpose"] == "require"
+    gpu = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+    assert gpu in values["singleuser"]["extraTolerations"]
+    (puller,) = rendered_of(rendered_proxmox, "jupyterhub", "DaemonSet")
+    spec = puller["spec"]["template"]["spec"]
+    (term,) = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert {"key": "hub.jupyter.org/node-purpose", "operator": "In", "values": ["user"]} in term[
+        "matchExpressions"
+    ]
+    assert gpu in spec["tolerations"]
+
+
+def test_scratch_is_provisioned_only_on_nodes_with_the_scratch_disk(stack_json, rendered_proxmox):
+    (scratch,) = [
+        c for c in rendered_of(rendered_proxmox, "storage-classes", "StorageClass")
+        if c["metadata"]["name"] == "fast-scratch"
+    ]  # fmt: skip
+    (term,) = scratch["allowedTopologies"]
+    (expression,) = term["matchLabelExpressions"]
+    label = f"{expression['key']}={expression['values'][0]}"
+    assert scratch["volumeBindingMode"] == "WaitForFirstConsumer"
+    for name in ("wk-gpu1", "wk-gpu2", "wk-gpu3", "wk-gpu4"):
+        assert label in k3s_config(stack_json, name)["node-label"]
+        assert user_data(stack_json, name)["mounts"][0][:2] == ["LABEL=scratch", "/mnt/scratch"]
+    for name in ("cp1", "cp2", "cp3"):
+        assert "node-label" not in k3s_config(stack_json, name)
+
+
+def test_the_image_puller_does_not_hold_the_atomic_install(rendered_proxmox):
+    """z2jh's install hook waits (an awaiter Job) until every node has pulled every image, inside the
+    release's timeout: with 10-20 GB NGC images that rolls the atomic install back. The continuous
+    puller pulls them instead, and its DaemonSet (maxUnavailable 100%) does not hold Helm's wait."""
+    jobs = rendered_of(rendered_proxmox, "jupyterhub", "Job")
+    assert jobs == []
+    (puller,) = rendered_of(rendered_proxmox, "jupyterhub", "DaemonSet")
+    assert puller["metadata"]["name"] == "continuous-image-puller"
+    assert "helm.sh/hook" not in puller["metadata"].get("annotations", {})
+    assert puller["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == "100%"
+    pulled = {c["image"] for c in puller["spec"]["template"]["spec"]["initContainers"]}
+    assert any(i.startswith("nvcr.io/nvidia/pytorch:") for i in pulled)
+    assert any(i.startswith("nvcr.io/nvidia/tensorflow:") for i in pulled)
+
+
 def devices(count: int = 8) -> list[GpuDevice]:
     return [GpuDevice("10de:20b5", f"0000:{0x41 + i:02x}:00.0", 32 + i, "10de:1533") for i in range(count)]
 

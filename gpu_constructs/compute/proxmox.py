@@ -22,6 +22,7 @@ from gpu_constructs import validate, versions
 from gpu_constructs.cluster import K3S_CONTAINERD, GpuCluster, GpuSharing, KubeAccess, Manager, Taint
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import ScriptRun, run_local_script, script_literal
+from gpu_constructs.jupyterhub import USER_NODE_LABEL
 from gpu_constructs.providers.proxmox import (
     Agent,
     Cpu,
@@ -46,6 +47,12 @@ from gpu_constructs.providers.proxmox import (
 GPU_LABEL = ("nvidia.com/gpu", "true")
 GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
 SCRATCH_MOUNT = "/mnt/scratch"
+SCRATCH_LABEL = ("gpu-constructs.io/scratch-disk", "true")
+"""On the workers, which format and mount the scratch disk; the control planes have only the OS
+disk, which holds etcd."""
+WORKER_LABELS = (GPU_LABEL, SCRATCH_LABEL, USER_NODE_LABEL)
+"""k3s applies node-label when a node registers: a node built before a label was added gets it
+from ``kubectl label node`` (README)."""
 PCI_PATH = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 PCI_ID = re.compile(r"[0-9a-f]{4}:[0-9a-f]{4}")
 NVIDIA_VENDOR = "10de"
@@ -575,7 +582,7 @@ class ProxmoxGpuCompute(Construct):
                 config["server"] = f"https://{props.control_plane_ips[0]}:6443"
         else:
             config["server"] = f"https://{props.server_address}:6443"
-            config["node-label"] = ["=".join(GPU_LABEL)]
+            config["node-label"] = ["=".join(label) for label in WORKER_LABELS]
             config["node-taint"] = [str(GPU_TAINT)]
         return config
 
