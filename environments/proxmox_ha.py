@@ -32,7 +32,7 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script
 from gpu_constructs.jupyterhub import HubAuth, JupyterHub, JupyterHubProps
-from gpu_constructs.networking import ACME_SOLVERS, Networking, NetworkingProps
+from gpu_constructs.networking import ACME_SOLVERS, INGRESS_CLASS, Networking, NetworkingProps
 from gpu_constructs.providers.proxmox import ProviderSsh, ProxmoxProvider
 from gpu_constructs.storage import Storage, StorageProps, StorageTier
 
@@ -40,6 +40,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NFS_CLASS = "nfs-client"
 SCRATCH_CLASS = "fast-scratch"
 FLEET_GITREPO_CRD = "gitrepos.fleet.cattle.io"
+RANCHER_ISSUER = "letsencrypt-production"
+RANCHER_TLS_SECRET = "tls-rancher-ingress"
 
 
 @dataclass(frozen=True)
@@ -340,9 +342,17 @@ class ProxmoxHaStack(TerraformStack):
             values={
                 "hostname": rancher_host.string_value,
                 "replicas": s.rancher_replicas,
-                "ingress": {"tls": {"source": "rancher"}},
+                # Rancher's own source ("rancher") serves a certificate from its self-signed CA;
+                # "secret" makes the Ingress serve tls-rancher-ingress, which cert-manager's
+                # ingress-shim fills from the stack's Let's Encrypt ClusterIssuer, as for JupyterHub
+                # (chart templates/ingress.yaml adds its own Issuer annotations for the other sources).
+                "ingress": {
+                    "ingressClassName": INGRESS_CLASS,
+                    "extraAnnotations": {"cert-manager.io/cluster-issuer": RANCHER_ISSUER},
+                    "tls": {"source": "secret", "secretName": RANCHER_TLS_SECRET},
+                },
             },
-            depends_on=[networking.cert_manager, networking.ingress],
+            depends_on=[networking.cert_manager, networking.ingress, networking.issuers],
             timeout=1200,
         )
         # Rancher installs Fleet and its CRDs itself after its release reports ready: the GitRepo

@@ -263,9 +263,11 @@ def test_k3s_ha_by_cloud_init(stack_json):
     assert first["token"] == "${var.k3s_token}"
     assert k3s_config(stack_json, "cp2")["server"] == "https://10.0.0.11:6443"
     worker = k3s_config(stack_json, "wk-gpu1")
-    assert worker["node-label"] == ["nvidia.com/gpu=true"] and worker["node-taint"] == [
-        "nvidia.com/gpu=true:NoSchedule"
-    ]
+    assert worker["node-label"] == [
+        "nvidia.com/gpu=true",
+        "gpu-constructs.io/scratch-disk=true",
+        "hub.jupyter.org/node-purpose=user",
+    ] and worker["node-taint"] == ["nvidia.com/gpu=true:NoSchedule"]
     data = user_data(stack_json, "wk-gpu1")
     assert data["mounts"] == [["LABEL=scratch", "/mnt/scratch", "ext4", "defaults,nofail", "0", "2"]]
     assert "INSTALL_K3S_EXEC='agent'" in data["runcmd"][-1] and "v1.33.4+k3s1" in data["runcmd"][-1]
@@ -427,6 +429,23 @@ def test_the_image_puller_does_not_hold_the_atomic_install(rendered_proxmox):
     pulled = {c["image"] for c in puller["spec"]["template"]["spec"]["initContainers"]}
     assert any(i.startswith("nvcr.io/nvidia/pytorch:") for i in pulled)
     assert any(i.startswith("nvcr.io/nvidia/tensorflow:") for i in pulled)
+
+
+def test_rancher_serves_a_lets_encrypt_certificate(rendered_proxmox):
+    """Not Rancher's own self-signed CA: the Ingress serves a secret that cert-manager fills from the
+    stack's ClusterIssuer, the one JupyterHub uses."""
+    (ingress,) = rendered_of(rendered_proxmox, "rancher", "Ingress")
+    annotations = ingress["metadata"]["annotations"]
+    (hub_ingress,) = rendered_of(rendered_proxmox, "jupyterhub", "Ingress")
+    issuer = hub_ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"]
+    assert annotations["cert-manager.io/cluster-issuer"] == issuer
+    assert "cert-manager.io/issuer" not in annotations
+    assert [t["secretName"] for t in ingress["spec"]["tls"]] == ["tls-rancher-ingress"]
+    assert rendered_of(rendered_proxmox, "rancher", "Issuer") == []
+    issuers = [
+        c["metadata"]["name"] for _, c in rendered_proxmox.objects() if c.get("kind") == "ClusterIssuer"
+    ]
+    assert issuer in issuers
 
 
 def devices(count: int = 8) -> list[GpuDevice]:
