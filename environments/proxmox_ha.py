@@ -40,6 +40,17 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NFS_CLASS = "nfs-client"
 SCRATCH_CLASS = "fast-scratch"
 FLEET_GITREPO_CRD = "gitrepos.fleet.cattle.io"
+FLEET_DEFAULT_PATH = "clusters/proxmox-ha/maintenance"
+FLEET_MAY_NOT_HOLD = (
+    "gpu-operator",
+    "jupyterhub",
+    "StorageClass",
+    "nfs-subdir-external-provisioner",
+    "cert-manager",
+    "traefik",
+    "rancher",
+)
+"""What Terraform deploys on proxmox-ha, one owner each: a Fleet bundle must never hold these."""
 RANCHER_ISSUER = "letsencrypt-production"
 RANCHER_TLS_SECRET = "tls-rancher-ingress"
 
@@ -221,8 +232,15 @@ class ProxmoxHaStack(TerraformStack):
             description="Git URL of the cluster-maintenance repository.",
         )
         fleet_branch = TerraformVariable(self, "fleet_branch", type="string", default="main")
+        # The seed's clusters/homelab holds the GPU Operator, JupyterHub and the StorageClasses,
+        # which this stack deploys itself: two owners would undo each other's changes. The
+        # default path is one for what the stack does not deploy (FLEET_MAY_NOT_HOLD, README).
         fleet_paths = TerraformVariable(
-            self, "fleet_paths", type="list(string)", default=["clusters/homelab"]
+            self,
+            "fleet_paths",
+            type="list(string)",
+            default=[FLEET_DEFAULT_PATH],
+            description="Paths of the Fleet repository to deploy; never anything Terraform deploys (README).",
         )
 
         ProxmoxProvider(

@@ -448,8 +448,46 @@ def test_rancher_serves_a_lets_encrypt_certificate(rendered_proxmox):
     assert issuer in issuers
 
 
+def test_fleet_deploys_only_what_terraform_does_not(stack_json):
+    """The seed's clusters/homelab holds the GPU Operator, JupyterHub and the StorageClasses, which
+    Terraform deploys: the default Fleet path is another, and the README names every
+    Terraform-owned component Fleet must not hold."""
+    from environments.proxmox_ha import FLEET_DEFAULT_PATH, FLEET_MAY_NOT_HOLD
+
+    assert stack_json["variable"]["fleet_paths"]["default"] == [FLEET_DEFAULT_PATH]
+    assert FLEET_DEFAULT_PATH != "clusters/homelab"
+    charts = {r["chart"] for r in resources(stack_json, "helm_release").values() if r["chart"] != "manifests"}
+    for chart in ("gpu-operator", "jupyterhub", "nfs-subdir-external-provisioner", "rancher"):
+        assert chart in charts and chart in FLEET_MAY_NOT_HOLD
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("**Fleet owns only what Terraform does not deploy.**")[1].split("\n\n")[0]
+    assert FLEET_DEFAULT_PATH in section and "FLEET_MAY_NOT_HOLD" in section
+
+
+def test_gpu_operator_containerd_paths_follow_this_clusters_k3s():
+    old = ProxmoxProps(**{**PROPS_FIELDS, "gpu_devices": devices(), "k3s_version": "v1.31.5+k3s1"})
+    from gpu_constructs.cluster import k3s_containerd
+
+    assert k3s_containerd(old.k3s_version).config.endswith("/config.toml.tmpl")
+    stack = cdktf.Testing.app()
+    from cdktf import TerraformStack
+
+    from gpu_constructs.compute.proxmox import ProxmoxGpuCompute
+
+    compute = ProxmoxGpuCompute(TerraformStack(stack, "s"), "vms", props=old)
+    assert compute.cluster.containerd.config.endswith("/config.toml.tmpl")
+
+
 def devices(count: int = 8) -> list[GpuDevice]:
     return [GpuDevice("10de:20b5", f"0000:{0x41 + i:02x}:00.0", 32 + i, "10de:1533") for i in range(count)]
+
+
+PROPS_FIELDS = {
+    "k3s_token": "${var.t}",
+    "ssh_public_key": "${var.k}",
+    "ssh_private_key_path": "~/.ssh/id",
+    "kubeconfig_path": "k",
+}
 
 
 def props(**overrides) -> ProxmoxProps:

@@ -19,7 +19,7 @@ from cdktf import LocalExecProvisioner, TerraformResourceLifecycle
 from constructs import Construct
 
 from gpu_constructs import validate, versions
-from gpu_constructs.cluster import K3S_CONTAINERD, GpuCluster, GpuSharing, KubeAccess, Manager, Taint
+from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, Taint, k3s_containerd
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import ScriptRun, run_local_script, script_literal
 from gpu_constructs.jupyterhub import USER_NODE_LABEL
@@ -439,7 +439,8 @@ class ProxmoxGpuCompute(Construct):
             runtime_class="nvidia",
             driver=Manager.OPERATOR,
             toolkit=Manager.OPERATOR,
-            containerd=K3S_CONTAINERD,
+            # this cluster's k3s decides the containerd config template, not the library's pin
+            containerd=k3s_containerd(props.k3s_version),
             sharing=props.sharing,
             gpu_capacity=gpus * props.sharing.time_slicing_replicas,
             gpus_per_node=props.gpus_per_worker * props.sharing.time_slicing_replicas,
