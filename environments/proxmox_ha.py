@@ -243,10 +243,18 @@ class ProxmoxHaStack(TerraformStack):
             description="Paths of the Fleet repository to deploy; never anything Terraform deploys (README).",
         )
 
+        insecure = TerraformVariable(
+            self,
+            "proxmox_insecure",
+            type="bool",
+            default=False,
+            description="Skip TLS verification of the Proxmox API (only for its self-signed certificate).",
+        )
         ProxmoxProvider(
             self,
             "proxmox",
             endpoint=endpoint.string_value,
+            insecure=insecure.boolean_value,
             api_token=token,
             username=username,
             password=password,

@@ -478,6 +478,18 @@ def test_gpu_operator_containerd_paths_follow_this_clusters_k3s():
     assert compute.cluster.containerd.config.endswith("/config.toml.tmpl")
 
 
+def test_snippets_are_root_only_and_tls_verification_is_a_variable(stack_json):
+    for snippet in resources(stack_json, "proxmox_virtual_environment_file").values():
+        assert snippet["file_mode"] == "0600", snippet["source_raw"][0]["file_name"]
+    (provider,) = stack_json["provider"]["proxmox"]
+    assert provider["insecure"] == "${var.proxmox_insecure}"
+    assert stack_json["variable"]["proxmox_insecure"] == {
+        "type": "bool",
+        "default": False,
+        "description": "Skip TLS verification of the Proxmox API (only for its self-signed certificate).",
+    }
+
+
 def devices(count: int = 8) -> list[GpuDevice]:
     return [GpuDevice("10de:20b5", f"0000:{0x41 + i:02x}:00.0", 32 + i, "10de:1533") for i in range(count)]
 

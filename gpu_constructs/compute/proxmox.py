@@ -460,6 +460,11 @@ class ProxmoxGpuCompute(Construct):
             datastore_id=props.snippets_datastore,
             content_type="snippets",
             source_raw=SourceRaw(self.user_data(name, ip, role=role, first=first), f"{name}-user-data.yaml"),
+            # The user data holds the k3s token and the S3 keys. Snippets are uploaded over SFTP as
+            # the provider's ssh user (root here), which chmods the file after the upload
+            # (proxmox/ssh/client.go NodeStreamUpload); the reference page's "root@pam only" is
+            # about API uploads, which snippets never use.
+            file_mode="0600",
         )
         # Proxmox rebuilds the cloud-init drive at every VM start, and without a meta-data file its
         # instance-id is the SHA-1 of the current user data and network config (qemu-server
@@ -474,6 +479,7 @@ class ProxmoxGpuCompute(Construct):
             datastore_id=props.snippets_datastore,
             content_type="snippets",
             source_raw=SourceRaw(self.meta_data(name, vm_id), f"{name}-meta-data.yaml"),
+            file_mode="0600",
         )
         disks = [
             Disk(

@@ -40,7 +40,7 @@ class ProxmoxProvider(TerraformProvider):
         api_token: str | None = None,
         username: str | None = None,
         password: str | None = None,
-        insecure: bool | None = None,
+        insecure: Any = None,
         ssh: ProviderSsh | None = None,
     ) -> None:
         super().__init__(
@@ -90,6 +90,7 @@ class File(_ProxmoxResource):
         datastore_id: str,
         content_type: str,
         source_raw: SourceRaw,
+        file_mode: str | None = None,
     ) -> None:
         super().__init__(
             scope,
@@ -99,6 +100,7 @@ class File(_ProxmoxResource):
                 "datastore_id": datastore_id,
                 "content_type": content_type,
                 "source_raw": [block(source_raw)],
+                "file_mode": file_mode,
             },
         )
 
