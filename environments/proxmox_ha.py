@@ -68,6 +68,11 @@ class ProxmoxHaSettings:
     api_vip: str | None = None
     """The seed's optional kube-vip address, e.g. 10.0.0.100."""
     dns_servers: tuple[str, ...] = ("10.0.0.1",)
+    vm_datastore: str = "local-lvm"
+    scratch_datastore: str | None = None
+    """The workers' scratch disks' datastore (default: vm_datastore)."""
+    datastore_capacity_gb: tuple[tuple[str, int], ...] = ()
+    """(datastore, usable GB) pairs from ``pvesm status``; each one's thin volumes must fit at synth."""
     nfs_server: str = "10.0.0.30"
     nfs_path: str = "/export/k3s"
     hugepages: bool = False
@@ -279,6 +284,9 @@ class ProxmoxHaStack(TerraformStack):
                 ],
                 kubeconfig_path=kubeconfig_path,
                 node_name=s.node_name,
+                vm_datastore=s.vm_datastore,
+                scratch_datastore=s.scratch_datastore,
+                datastore_capacity_gb=dict(s.datastore_capacity_gb),
                 control_plane_ips=s.control_plane_ips,
                 worker_ips=s.worker_ips,
                 gpus_per_worker=s.gpus_per_worker,

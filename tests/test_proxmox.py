@@ -490,6 +490,21 @@ def test_snippets_are_root_only_and_tls_verification_is_a_variable(stack_json):
     }
 
 
+def test_thin_volumes_must_fit_each_datastore():
+    """The seed's disks add up to 6.4 TB (3 x 100 + 4 x 500 + 4 x 1024 GB of scratch): on a 2 TB
+    pool, synth fails and says how to fix it; scratch on its own datastore fits."""
+    with pytest.raises(
+        ConfigError,
+        match=r"'datastore_capacity_gb.local-lvm' is 2000: the VMs' disks on local-lvm add up to 6403 GB",
+    ):
+        synth(datastore_capacity_gb=(("local-lvm", 2000),))
+    with pytest.raises(ConfigError, match=r"add up to 2307 GB"):
+        synth(datastore_capacity_gb=(("local-lvm", 2000),), scratch_datastore="nvme")
+    fits = synth(datastore_capacity_gb=(("local-lvm", 2400), ("nvme", 4096)), scratch_datastore="nvme")
+    worker = vms(fits)["wk-gpu1"]
+    assert [(d["datastore_id"], d["size"]) for d in worker["disk"]] == [("local-lvm", 500), ("nvme", 1024)]
+
+
 def devices(count: int = 8) -> list[GpuDevice]:
     return [GpuDevice("10de:20b5", f"0000:{0x41 + i:02x}:00.0", 32 + i, "10de:1533") for i in range(count)]
 

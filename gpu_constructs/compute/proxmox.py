@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,6 +214,11 @@ class ProxmoxProps:
     kubeconfig step replaces cp1's entry when it runs for a new cp1."""
     node_name: str = "pve"
     vm_datastore: str = "local-lvm"
+    scratch_datastore: str | None = None
+    """Where the workers' scratch disks go (default: vm_datastore), e.g. an NVMe thin pool."""
+    datastore_capacity_gb: Mapping[str, int] = field(default_factory=dict)
+    """Usable GB of each datastore (``pvesm status``): the thin volumes the stack puts on one are
+    summed at synth and must fit, since a full thin pool stops every VM on it."""
     snippets_datastore: str = "local"
     """Needs the 'snippets' content type enabled (README)."""
     image_datastore: str = "local"
@@ -250,9 +255,10 @@ class ProxmoxProps:
 
     def __post_init__(self) -> None:
         validate.k8s_name("node_name", self.node_name)
-        for name in ("vm_datastore", "snippets_datastore", "image_datastore"):
-            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", getattr(self, name)):
-                raise ConfigError(name, getattr(self, name), "give a Proxmox storage id such as local-lvm")
+        for name in ("vm_datastore", "snippets_datastore", "image_datastore", "scratch_datastore"):
+            value = getattr(self, name)
+            if value is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", value):
+                raise ConfigError(name, value, "give a Proxmox storage id such as local-lvm")
         if not re.fullmatch(r"vmbr\d{1,4}|[A-Za-z][A-Za-z0-9_-]{0,14}", self.bridge):
             raise ConfigError("bridge", self.bridge, "give a Linux bridge or SDN vnet name such as vmbr0")
         if not self.image_url.startswith("https://"):
@@ -338,6 +344,15 @@ class ProxmoxProps:
                     "raise host_cpus to the host's nproc or turn pinning off",
                 )
         self.etcd_snapshots.check()
+        for datastore, used in self.disk_usage_gb().items():
+            capacity = self.datastore_capacity_gb.get(datastore)
+            if capacity is not None and used > capacity:
+                raise ConfigError(
+                    f"datastore_capacity_gb.{datastore}",
+                    capacity,
+                    f"the VMs' disks on {datastore} add up to {used} GB; give scratch its own datastore "
+                    "(scratch_datastore), shrink disk_gb or scratch_gb, or give the real capacity",
+                )
         validate.version("k3s_version", self.k3s_version, r"v\d+\.\d+\.\d+\+k3s\d+", "v1.33.4+k3s1")
         if validate.cidr("cluster_cidr", self.cluster_cidr).overlaps(network) or validate.cidr(
             "service_cidr", self.service_cidr
@@ -345,6 +360,19 @@ class ProxmoxProps:
             raise ConfigError(
                 "cluster_cidr", self.cluster_cidr, f"keep pod and service CIDRs out of {self.network}"
             )
+
+    def disk_usage_gb(self) -> dict[str, int]:
+        """GB of the thin volumes each datastore gets at full use: OS, scratch, EFI and cloud-init
+        disks (the last two a few MB each, counted as 1 GB per VM)."""
+        usage: dict[str, int] = {}
+        vms = [self.control_plane_size] * len(self.control_plane_ips) + [self.worker_size] * len(
+            self.worker_ips
+        )
+        for size in vms:
+            usage[self.vm_datastore] = usage.get(self.vm_datastore, 0) + size.disk_gb + 1
+        scratch = self.scratch_datastore or self.vm_datastore
+        usage[scratch] = usage.get(scratch, 0) + self.scratch_gb * len(self.worker_ips)
+        return usage
 
     @property
     def known_hosts(self) -> str:
@@ -496,7 +524,14 @@ class ProxmoxGpuCompute(Construct):
         cpu = Cpu(cores=size.vcpus, type="host")
         if role == "agent":
             disks.append(
-                Disk("scsi1", props.vm_datastore, props.scratch_gb, iothread=True, ssd=True, discard="on")
+                Disk(
+                    "scsi1",
+                    props.scratch_datastore or props.vm_datastore,
+                    props.scratch_gb,
+                    iothread=True,
+                    ssd=True,
+                    discard="on",
+                )
             )
             first_gpu = index * props.gpus_per_worker
             hostpci = [
