@@ -153,6 +153,21 @@ class ProxmoxHaStack(TerraformStack):
             )
             token, username, password = api_token.string_value, None, None
         k3s_token = k3s_token_variable(self)
+        k3s_agent_token = TerraformVariable(
+            self,
+            "k3s_agent_token",
+            type="string",
+            sensitive=True,
+            description="k3s agent token the GPU workers join with (openssl rand -hex 32), not the "
+            "server token.",
+            validation=[
+                rule(
+                    'can(regex("^[A-Za-z0-9]{32,}$", var.k3s_agent_token)) && '
+                    "var.k3s_agent_token != var.k3s_token",
+                    "k3s_agent_token must be at least 32 letters or digits and differ from k3s_token.",
+                )
+            ],
+        )
         ssh_public_key = TerraformVariable(
             self, "ssh_public_key", type="string", description="Public key for the ubuntu user on every VM."
         )
@@ -271,6 +286,7 @@ class ProxmoxHaStack(TerraformStack):
             "vms",
             props=ProxmoxProps(
                 k3s_token=k3s_token.string_value,
+                k3s_agent_token=k3s_agent_token.string_value,
                 ssh_public_key=ssh_public_key.string_value,
                 ssh_private_key_path=ssh_key_path.string_value,
                 gpu_devices=[

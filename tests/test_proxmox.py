@@ -505,6 +505,17 @@ def test_thin_volumes_must_fit_each_datastore():
     assert [(d["datastore_id"], d["size"]) for d in worker["disk"]] == [("local-lvm", 500), ("nvme", 1024)]
 
 
+def test_workers_join_with_the_agent_token_only(stack_json):
+    for name in ("cp1", "cp2", "cp3"):
+        config = k3s_config(stack_json, name)
+        assert (config["token"], config["agent-token"]) == ("${var.k3s_token}", "${var.k3s_agent_token}")
+    for name in ("wk-gpu1", "wk-gpu4"):
+        config = k3s_config(stack_json, name)
+        assert config["token"] == "${var.k3s_agent_token}" and "agent-token" not in config
+        assert "${var.k3s_token}" not in snippet_data(stack_json, f"{name}-user-data.yaml")
+    assert stack_json["variable"]["k3s_agent_token"]["sensitive"] is True
+
+
 def devices(count: int = 8) -> list[GpuDevice]:
     return [GpuDevice("10de:20b5", f"0000:{0x41 + i:02x}:00.0", 32 + i, "10de:1533") for i in range(count)]
 
@@ -659,6 +670,7 @@ def plan(directory: Path, **variables: str | None) -> subprocess.CompletedProces
         "proxmox_endpoint": "https://pve:8006/",
         "proxmox_api_token": "t@pve!x=y",
         "k3s_token": "a" * 32,
+        "k3s_agent_token": "b" * 32,
         "ssh_public_key": "ssh-ed25519 AAAA",
         "gpu_devices": gpu_list(),
         "acme_email": "ops@example.com",
@@ -672,6 +684,11 @@ def plan(directory: Path, **variables: str | None) -> subprocess.CompletedProces
         "dns_zone": "example.com",
     }
     return plan_variables(directory, {**base, **variables})
+
+
+def test_the_agent_token_must_differ_from_the_server_token(variables_dir):
+    result = plan(variables_dir, k3s_agent_token="a" * 32)
+    assert result.returncode != 0 and "differ from k3s_token" in result.stderr
 
 
 def test_good_gpu_devices_plan(variables_dir):

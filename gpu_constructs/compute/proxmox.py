@@ -203,12 +203,15 @@ class ProxmoxProps:
     """The VM layout and network plan; defaults are the seed's."""
 
     k3s_token: str
-    """Reference to a sensitive variable."""
+    """Reference to a sensitive variable: the server token, which only servers get."""
     ssh_public_key: str
     ssh_private_key_path: str
     gpu_devices: Sequence[GpuDevice]
     """The GPUs to pass through, one resource mapping each: gpus_per_worker x workers of them."""
     kubeconfig_path: str
+    k3s_agent_token: str | None = None
+    """Reference to a sensitive variable: the servers' ``agent-token``, with which the workers join.
+    A worker then holds no secret that lets it join as a server (and read etcd)."""
     known_hosts_path: str | None = None
     """The stack's own SSH known-hosts file for cp1 (default: next to the kubeconfig); the
     kubeconfig step replaces cp1's entry when it runs for a new cp1."""
@@ -605,6 +608,10 @@ class ProxmoxGpuCompute(Construct):
     def k3s_config(self, ip: str, *, role: str, first: bool) -> dict[str, Any]:
         props = self.props
         config: dict[str, Any] = {"token": props.k3s_token, "node-ip": ip}
+        if role == "server" and props.k3s_agent_token:
+            config["agent-token"] = props.k3s_agent_token
+        elif role != "server" and props.k3s_agent_token:
+            config["token"] = props.k3s_agent_token
         if role == "server":
             config.update(
                 {
