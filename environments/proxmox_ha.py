@@ -20,6 +20,7 @@ from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.proxmox import (
+    SCRATCH_LABEL,
     SCRATCH_MOUNT,
     EtcdS3,
     EtcdSnapshots,
@@ -31,7 +32,7 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script
 from gpu_constructs.jupyterhub import HubAuth, JupyterHub, JupyterHubProps
-from gpu_constructs.networking import ACME_SOLVERS, Networking, NetworkingProps
+from gpu_constructs.networking import ACME_SOLVERS, INGRESS_CLASS, Networking, NetworkingProps
 from gpu_constructs.providers.proxmox import ProviderSsh, ProxmoxProvider
 from gpu_constructs.storage import Storage, StorageProps, StorageTier
 
@@ -39,6 +40,19 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NFS_CLASS = "nfs-client"
 SCRATCH_CLASS = "fast-scratch"
 FLEET_GITREPO_CRD = "gitrepos.fleet.cattle.io"
+FLEET_DEFAULT_PATH = "clusters/proxmox-ha/maintenance"
+FLEET_MAY_NOT_HOLD = (
+    "gpu-operator",
+    "jupyterhub",
+    "StorageClass",
+    "nfs-subdir-external-provisioner",
+    "cert-manager",
+    "traefik",
+    "rancher",
+)
+"""What Terraform deploys on proxmox-ha, one owner each: a Fleet bundle must never hold these."""
+RANCHER_ISSUER = "letsencrypt-production"
+RANCHER_TLS_SECRET = "tls-rancher-ingress"
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,11 @@ class ProxmoxHaSettings:
     api_vip: str | None = None
     """The seed's optional kube-vip address, e.g. 10.0.0.100."""
     dns_servers: tuple[str, ...] = ("10.0.0.1",)
+    vm_datastore: str = "local-lvm"
+    scratch_datastore: str | None = None
+    """The workers' scratch disks' datastore (default: vm_datastore)."""
+    datastore_capacity_gb: tuple[tuple[str, int], ...] = ()
+    """(datastore, usable GB) pairs from ``pvesm status``; each one's thin volumes must fit at synth."""
     nfs_server: str = "10.0.0.30"
     nfs_path: str = "/export/k3s"
     hugepages: bool = False
@@ -134,6 +153,21 @@ class ProxmoxHaStack(TerraformStack):
             )
             token, username, password = api_token.string_value, None, None
         k3s_token = k3s_token_variable(self)
+        k3s_agent_token = TerraformVariable(
+            self,
+            "k3s_agent_token",
+            type="string",
+            sensitive=True,
+            description="k3s agent token the GPU workers join with (openssl rand -hex 32), not the "
+            "server token.",
+            validation=[
+                rule(
+                    'can(regex("^[A-Za-z0-9]{32,}$", var.k3s_agent_token)) && '
+                    "var.k3s_agent_token != var.k3s_token",
+                    "k3s_agent_token must be at least 32 letters or digits and differ from k3s_token.",
+                )
+            ],
+        )
         ssh_public_key = TerraformVariable(
             self, "ssh_public_key", type="string", description="Public key for the ubuntu user on every VM."
         )
@@ -218,14 +252,29 @@ class ProxmoxHaStack(TerraformStack):
             description="Git URL of the cluster-maintenance repository.",
         )
         fleet_branch = TerraformVariable(self, "fleet_branch", type="string", default="main")
+        # The seed's clusters/homelab holds the GPU Operator, JupyterHub and the StorageClasses,
+        # which this stack deploys itself: two owners would undo each other's changes. The
+        # default path is one for what the stack does not deploy (FLEET_MAY_NOT_HOLD, README).
         fleet_paths = TerraformVariable(
-            self, "fleet_paths", type="list(string)", default=["clusters/homelab"]
+            self,
+            "fleet_paths",
+            type="list(string)",
+            default=[FLEET_DEFAULT_PATH],
+            description="Paths of the Fleet repository to deploy; never anything Terraform deploys (README).",
         )
 
+        insecure = TerraformVariable(
+            self,
+            "proxmox_insecure",
+            type="bool",
+            default=False,
+            description="Skip TLS verification of the Proxmox API (only for its self-signed certificate).",
+        )
         ProxmoxProvider(
             self,
             "proxmox",
             endpoint=endpoint.string_value,
+            insecure=insecure.boolean_value,
             api_token=token,
             username=username,
             password=password,
@@ -237,6 +286,7 @@ class ProxmoxHaStack(TerraformStack):
             "vms",
             props=ProxmoxProps(
                 k3s_token=k3s_token.string_value,
+                k3s_agent_token=k3s_agent_token.string_value,
                 ssh_public_key=ssh_public_key.string_value,
                 ssh_private_key_path=ssh_key_path.string_value,
                 gpu_devices=[
@@ -250,6 +300,9 @@ class ProxmoxHaStack(TerraformStack):
                 ],
                 kubeconfig_path=kubeconfig_path,
                 node_name=s.node_name,
+                vm_datastore=s.vm_datastore,
+                scratch_datastore=s.scratch_datastore,
+                datastore_capacity_gb=dict(s.datastore_capacity_gb),
                 control_plane_ips=s.control_plane_ips,
                 worker_ips=s.worker_ips,
                 gpus_per_worker=s.gpus_per_worker,
@@ -318,7 +371,11 @@ class ProxmoxHaStack(TerraformStack):
                 cluster=cluster,
                 tiers=(
                     StorageTier(
-                        SCRATCH_CLASS, SCRATCH_MOUNT, reclaim_policy="Delete", allow_volume_expansion=False
+                        SCRATCH_CLASS,
+                        SCRATCH_MOUNT,
+                        reclaim_policy="Delete",
+                        allow_volume_expansion=False,
+                        node_labels=dict([SCRATCH_LABEL]),
                     ),
                 ),
             ),
@@ -336,9 +393,17 @@ class ProxmoxHaStack(TerraformStack):
             values={
                 "hostname": rancher_host.string_value,
                 "replicas": s.rancher_replicas,
-                "ingress": {"tls": {"source": "rancher"}},
+                # Rancher's own source ("rancher") serves a certificate from its self-signed CA;
+                # "secret" makes the Ingress serve tls-rancher-ingress, which cert-manager's
+                # ingress-shim fills from the stack's Let's Encrypt ClusterIssuer, as for JupyterHub
+                # (chart templates/ingress.yaml adds its own Issuer annotations for the other sources).
+                "ingress": {
+                    "ingressClassName": INGRESS_CLASS,
+                    "extraAnnotations": {"cert-manager.io/cluster-issuer": RANCHER_ISSUER},
+                    "tls": {"source": "secret", "secretName": RANCHER_TLS_SECRET},
+                },
             },
-            depends_on=[networking.cert_manager, networking.ingress],
+            depends_on=[networking.cert_manager, networking.ingress, networking.issuers],
             timeout=1200,
         )
         # Rancher installs Fleet and its CRDs itself after its release reports ready: the GitRepo
@@ -385,6 +450,10 @@ class ProxmoxHaStack(TerraformStack):
                 home_storage_class=NFS_CLASS,
                 scratch_storage_class=SCRATCH_CLASS,
                 gpu_profiles=s.jupyter_gpu_profiles,
+                # The control planes hold etcd on their OS disk: every notebook, CPU-only ones
+                # too, runs on a GPU worker, which has the scratch disk.
+                user_node_purpose="require",
+                cpu_on_gpu_nodes=True,
                 auth=self.hub_auth(s),
                 values=helm.ValuesLayers(overlay=s.environment, directory=PROJECT_ROOT / "helm-values"),
                 depends_on=[nfs, storage.release, operator.release, networking.issuers],

@@ -14,6 +14,9 @@ from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster
 from gpu_constructs.errors import ConfigError
 
 NAMESPACE = "jupyterhub"
+USER_NODE_LABEL = ("hub.jupyter.org/node-purpose", "user")
+"""The label z2jh's ``scheduling.userPods.nodeAffinity.matchNodePurpose`` matches."""
+NODE_PURPOSES = ("ignore", "prefer", "require")
 AUTH_KINDS = ("native", "github", "oidc", "dummy")
 _CLASSES = {
     "native": "nativeauthenticator.NativeAuthenticator",
@@ -166,6 +169,14 @@ class JupyterHubProps:
     pytorch_image: str = versions.NGC_PYTORCH_IMAGE.version
     tensorflow_image: str = versions.NGC_TENSORFLOW_IMAGE.version
     chart_version: str = versions.JUPYTERHUB_CHART.version
+    user_node_purpose: str = "prefer"
+    """z2jh's matchNodePurpose for user pods: ``require`` keeps every notebook, CPU-only ones
+    included, on nodes labelled hub.jupyter.org/node-purpose=user (never on the control planes)."""
+    cpu_on_gpu_nodes: bool = False
+    """CPU-only notebooks tolerate the GPU taint, where the GPU workers are the user nodes."""
+    start_timeout_seconds: int = 1800
+    """How long a notebook may take to start: the first on a node pulls a 10-20 GB NGC image
+    unless the continuous puller got there first."""
     depends_on: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
@@ -177,6 +188,8 @@ class JupyterHubProps:
         validate.quantity("home_size", self.home_size)
         validate.quantity("scratch_size", self.scratch_size)
         validate.int_range("cull_timeout_seconds", self.cull_timeout_seconds, 300)
+        validate.one_of("user_node_purpose", self.user_node_purpose, NODE_PURPOSES)
+        validate.int_range("start_timeout_seconds", self.start_timeout_seconds, 60, 7200)
         if self.public and self.auth.kind == "dummy":
             raise ConfigError(
                 "auth.kind",
@@ -255,7 +268,10 @@ class JupyterHub(Construct):
     def contract_values(self) -> dict[str, Any]:
         props = self.props
         return {
+            "scheduling": {"userPods": {"nodeAffinity": {"matchNodePurpose": props.user_node_purpose}}},
             "singleuser": {
+                "startTimeout": props.start_timeout_seconds,
+                "extraTolerations": [props.cluster.gpu_toleration] if props.cpu_on_gpu_nodes else [],
                 "image": {
                     "name": props.pytorch_image.rsplit(":", 1)[0],
                     "tag": props.pytorch_image.rsplit(":", 1)[1],
@@ -282,9 +298,19 @@ class JupyterHub(Construct):
                     "extraVolumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
                 },
             },
-            # The image pullers pull the profiles' NGC images onto every node they tolerate: with the
-            # GPU taint tolerated they reach the GPU workers before a GPU notebook's start timeout.
-            "prePuller": {"extraTolerations": [props.cluster.gpu_toleration]},
+            # The continuous puller pulls the profiles' NGC images onto every user node it tolerates
+            # (with the GPU taint tolerated, the GPU workers). The install-time hook is off: its
+            # awaiter Job holds the whole release until every node has every image, which for
+            # 10-20 GB NGC images outlasts the release's timeout and rolls the atomic install
+            # back. The continuous DaemonSet does not hold the install: its rollingUpdate
+            # maxUnavailable is 100% (templates/image-puller/_helpers-daemonset.tpl), so Helm's
+            # wait needs none of its pods ready.
+            "prePuller": {
+                # singleuser.extraTolerations reach the pullers too
+                "extraTolerations": [] if props.cpu_on_gpu_nodes else [props.cluster.gpu_toleration],
+                "hook": {"enabled": False},
+                "continuous": {"enabled": True},
+            },
             "cull": {"enabled": True, "timeout": props.cull_timeout_seconds, "every": 300},
             "proxy": {"service": {"type": "ClusterIP"}},
             "ingress": {

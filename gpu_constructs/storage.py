@@ -10,6 +10,7 @@ map per class (``storageClassConfigs``): every class's directory is in the confi
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,10 @@ class StorageTier:
     """Whether this is the cluster's default StorageClass."""
     reclaim_policy: str = "Retain"
     """Retain keeps the data when a claim is deleted; Delete removes it."""
+    node_labels: Mapping[str, str] | None = None
+    """Only nodes with these labels have this tier's disk: the class's ``allowedTopologies``, which
+    the scheduler matches against node labels for a WaitForFirstConsumer claim, so a pod with such a
+    claim never lands where the directory would sit on another disk."""
     allow_volume_expansion: bool = True
     """Let claims be resized. local-path volumes are directories with no size cap, so a larger request
     is bookkeeping; the data can already grow to the disk's size."""
@@ -120,23 +125,33 @@ class Storage(Construct):
         }
 
     def storage_classes(self) -> list[dict]:
-        return [
-            {
-                "apiVersion": "storage.k8s.io/v1",
-                "kind": "StorageClass",
-                "metadata": {
-                    "name": tier.name,
-                    "annotations": {DEFAULT_CLASS_ANNOTATION: str(tier.default).lower()},
-                },
-                "provisioner": PROVISIONER,
-                # Checked by the provisioner against the class's path map above.
-                "parameters": {"nodePath": tier.node_path},
-                "reclaimPolicy": tier.reclaim_policy,
-                "allowVolumeExpansion": tier.allow_volume_expansion,
-                "volumeBindingMode": "WaitForFirstConsumer",
-            }
-            for tier in self.props.tiers
-        ]
+        return [self._storage_class(tier) for tier in self.props.tiers]
+
+    @staticmethod
+    def _storage_class(tier: StorageTier) -> dict[str, Any]:
+        storage_class: dict[str, Any] = {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {
+                "name": tier.name,
+                "annotations": {DEFAULT_CLASS_ANNOTATION: str(tier.default).lower()},
+            },
+            "provisioner": PROVISIONER,
+            # Checked by the provisioner against the class's path map above.
+            "parameters": {"nodePath": tier.node_path},
+            "reclaimPolicy": tier.reclaim_policy,
+            "allowVolumeExpansion": tier.allow_volume_expansion,
+            "volumeBindingMode": "WaitForFirstConsumer",
+        }
+        if tier.node_labels:
+            storage_class["allowedTopologies"] = [
+                {
+                    "matchLabelExpressions": [
+                        {"key": key, "values": [value]} for key, value in sorted(tier.node_labels.items())
+                    ]
+                }
+            ]
+        return storage_class
 
     def provisioner(self) -> list[dict[str, Any]]:
         """rancher/local-path-provisioner as its upstream manifest deploys it

@@ -237,3 +237,23 @@ def test_stack_oauth_variables_are_sensitive():
     assert config["GitHubOAuthenticator"]["oauth_callback_url"] == (
         "https://${var.jupyterhub_hostname}/hub/oauth_callback"
     )
+
+
+def test_images_are_pulled_continuously_not_by_an_install_hook(synth, upstream):
+    values = hub_values(synth)
+    assert values["prePuller"]["hook"] == {"enabled": False}
+    assert values["prePuller"]["continuous"] == {"enabled": True}
+    assert values["singleuser"]["startTimeout"] == 1800
+    validate_values(
+        values, upstream / "jupyterhub" / "values.schema.yaml", upstream / "jupyterhub" / "values.yaml"
+    )
+
+
+def test_user_pods_can_be_required_on_user_nodes(synth):
+    values = hub_values(synth, user_node_purpose="require", cpu_on_gpu_nodes=True)
+    assert values["scheduling"]["userPods"]["nodeAffinity"] == {"matchNodePurpose": "require"}
+    gpu = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+    assert values["singleuser"]["extraTolerations"] == [gpu]
+    assert values["prePuller"]["extraTolerations"] == []
+    with pytest.raises(ConfigError, match=r"'user_node_purpose' is 'always': use one of ignore, prefer"):
+        hub_values(synth, user_node_purpose="always")

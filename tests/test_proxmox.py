@@ -165,6 +165,43 @@ def test_a_cloud_init_change_leaves_the_vms_as_they_are(stack_json):
     assert k3s_config(changed, "cp2") != k3s_config(stack_json, "cp2")
 
 
+def snippet_data(stack_json, file_name) -> str:
+    (snippet,) = [
+        f
+        for f in resources(stack_json, "proxmox_virtual_environment_file").values()
+        if f["source_raw"][0]["file_name"] == file_name
+    ]
+    return snippet["source_raw"][0]["data"]
+
+
+def test_every_vm_keeps_its_instance_id_when_the_user_data_changes(stack_json):
+    """Proxmox rebuilds the cloud-init drive at each start; without a meta-data file the instance-id
+    is sha1(user-data . network-config) (qemu-server Cloudinit.pm), so an edited snippet re-runs
+    cloud-init on every VM at its next start. Each VM names a meta-data snippet whose instance-id
+    depends on the VM alone."""
+    changed = synth(api_vip="10.0.0.100", etcd_snapshot_retention=10)
+    files = {
+        f["source_raw"][0]["file_name"]: key
+        for key, f in resources(stack_json, "proxmox_virtual_environment_file").items()
+    }
+    ids = set()
+    for name, vm in vms(stack_json).items():
+        init = vm["initialization"][0]
+        assert init["meta_data_file_id"] == (
+            f"${{proxmox_virtual_environment_file.{files[f'{name}-meta-data.yaml']}.id}}"
+        )
+        meta = yaml.safe_load(snippet_data(stack_json, f"{name}-meta-data.yaml"))
+        assert meta == {"instance-id": f"{name}-{vm['vm_id']}", "local-hostname": name}
+        ids.add(meta["instance-id"])
+        assert snippet_data(changed, f"{name}-meta-data.yaml") == snippet_data(
+            stack_json, f"{name}-meta-data.yaml"
+        )
+        assert snippet_data(changed, f"{name}-user-data.yaml") != snippet_data(
+            stack_json, f"{name}-user-data.yaml"
+        )
+    assert len(ids) == 7
+
+
 def test_tags_are_sorted_and_dns_servers_used(every_stack):
     for stack_json in every_stack.values():
         for vm in resources(stack_json, "proxmox_virtual_environment_vm").values():
@@ -226,9 +263,11 @@ def test_k3s_ha_by_cloud_init(stack_json):
     assert first["token"] == "${var.k3s_token}"
     assert k3s_config(stack_json, "cp2")["server"] == "https://10.0.0.11:6443"
     worker = k3s_config(stack_json, "wk-gpu1")
-    assert worker["node-label"] == ["nvidia.com/gpu=true"] and worker["node-taint"] == [
-        "nvidia.com/gpu=true:NoSchedule"
-    ]
+    assert worker["node-label"] == [
+        "nvidia.com/gpu=true",
+        "gpu-constructs.io/scratch-disk=true",
+        "hub.jupyter.org/node-purpose=user",
+    ] and worker["node-taint"] == ["nvidia.com/gpu=true:NoSchedule"]
     data = user_data(stack_json, "wk-gpu1")
     assert data["mounts"] == [["LABEL=scratch", "/mnt/scratch", "ext4", "defaults,nofail", "0", "2"]]
     assert "INSTALL_K3S_EXEC='agent'" in data["runcmd"][-1] and "v1.33.4+k3s1" in data["runcmd"][-1]
@@ -287,8 +326,206 @@ def test_kube_vip_when_asked(upstream):
     assert k3s_config(stack, "wk-gpu1")["server"] == "https://10.0.0.100:6443"
 
 
+def kubeconfig_step(stack_json) -> dict:
+    (step,) = [
+        r
+        for r in resources(stack_json, "terraform_data").values()
+        if "fetch-kubeconfig" in r.get("provisioner", [{}])[0].get("local-exec", {}).get("command", "")
+    ]
+    return step["provisioner"][0]["local-exec"]["environment"]
+
+
+def test_kubeconfig_uses_the_vip_and_the_stacks_own_known_hosts(stack_json):
+    env = kubeconfig_step(stack_json)
+    assert env["SSH_HOST"] == env["API_SERVER"] == "10.0.0.11"
+    assert env["KNOWN_HOSTS"] == "${path.root}/../../../kubeconfig/proxmox-ha.known_hosts"
+    with_vip = synth(api_vip="10.0.0.100")
+    env = kubeconfig_step(with_vip)
+    assert (env["SSH_HOST"], env["API_SERVER"]) == ("10.0.0.11", "10.0.0.100")
+    for name in ("cp1", "cp2", "cp3"):
+        assert "10.0.0.100" in k3s_config(with_vip, name)["tls-san"], name
+
+
+def test_every_vm_deletes_its_node_before_it_is_destroyed(every_stack):
+    """k3s refuses a rebuilt node of the same name until its Node (and node password) is deleted;
+    a destroy-time provisioner may refer to self, path and terraform only (Terraform onlySelfRefs)."""
+    for stack_json in every_stack.values():
+        for vm in resources(stack_json, "proxmox_virtual_environment_vm").values():
+            (provisioner,) = vm["provisioner"]
+            local = provisioner["local-exec"]
+            assert local["when"] == "destroy", vm["name"]
+            assert "kubectl delete node" in local["command"] and "kubectl drain" in local["command"]
+            assert local["environment"]["NODE"] == "${self.name}"
+            refs = re.findall(r"(?<!\$)\$\{([a-z_]+)\.", json.dumps(local))
+            assert refs and set(refs) <= {"self", "path", "terraform"}, (vm["name"], refs)
+
+
+@pytest.fixture
+def rendered_proxmox(helm, upstream):
+    from tests import render
+
+    (instance,) = [i for i in main.INSTANCES if i.stack == "proxmox-ha"]
+    return render.rendered(instance)
+
+
+def rendered_of(rendered, chart_or_name: str, kind: str) -> list[dict]:
+    return [
+        obj
+        for release, obj in rendered.objects()
+        if chart_or_name in (release.chart, release.name) and obj.get("kind") == kind
+    ]
+
+
+def test_notebooks_never_land_on_the_control_planes(stack_json, rendered_proxmox):
+    """The control planes keep etcd on their 100 GB OS disk: every notebook, CPU-only ones too,
+    must run on a worker (hub.jupyter.org/node-purpose=user, required), and a CPU notebook
+    tolerates the GPU taint to get there."""
+    for name in ("wk-gpu1", "wk-gpu4"):
+        assert "hub.jupyter.org/node-purpose=user" in k3s_config(stack_json, name)["node-label"]
+    for name in ("cp1", "cp2", "cp3"):
+        assert "node-label" not in k3s_config(stack_json, name)
+    (hub,) = [r for r in resources(stack_json, "helm_release").values() if r["chart"] == "jupyterhub"]
+    values = release_values(hub)
+    assert values["scheduling"]["userPods"]["nodeAffinity"]["matchNodePurpose"] == "require"
+    gpu = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+    assert gpu in values["singleuser"]["extraTolerations"]
+    (puller,) = rendered_of(rendered_proxmox, "jupyterhub", "DaemonSet")
+    spec = puller["spec"]["template"]["spec"]
+    (term,) = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert {"key": "hub.jupyter.org/node-purpose", "operator": "In", "values": ["user"]} in term[
+        "matchExpressions"
+    ]
+    assert gpu in spec["tolerations"]
+
+
+def test_scratch_is_provisioned_only_on_nodes_with_the_scratch_disk(stack_json, rendered_proxmox):
+    (scratch,) = [
+        c for c in rendered_of(rendered_proxmox, "storage-classes", "StorageClass")
+        if c["metadata"]["name"] == "fast-scratch"
+    ]  # fmt: skip
+    (term,) = scratch["allowedTopologies"]
+    (expression,) = term["matchLabelExpressions"]
+    label = f"{expression['key']}={expression['values'][0]}"
+    assert scratch["volumeBindingMode"] == "WaitForFirstConsumer"
+    for name in ("wk-gpu1", "wk-gpu2", "wk-gpu3", "wk-gpu4"):
+        assert label in k3s_config(stack_json, name)["node-label"]
+        assert user_data(stack_json, name)["mounts"][0][:2] == ["LABEL=scratch", "/mnt/scratch"]
+    for name in ("cp1", "cp2", "cp3"):
+        assert "node-label" not in k3s_config(stack_json, name)
+
+
+def test_the_image_puller_does_not_hold_the_atomic_install(rendered_proxmox):
+    """z2jh's install hook waits (an awaiter Job) until every node has pulled every image, inside the
+    release's timeout: with 10-20 GB NGC images that rolls the atomic install back. The continuous
+    puller pulls them instead, and its DaemonSet (maxUnavailable 100%) does not hold Helm's wait."""
+    jobs = rendered_of(rendered_proxmox, "jupyterhub", "Job")
+    assert jobs == []
+    (puller,) = rendered_of(rendered_proxmox, "jupyterhub", "DaemonSet")
+    assert puller["metadata"]["name"] == "continuous-image-puller"
+    assert "helm.sh/hook" not in puller["metadata"].get("annotations", {})
+    assert puller["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == "100%"
+    pulled = {c["image"] for c in puller["spec"]["template"]["spec"]["initContainers"]}
+    assert any(i.startswith("nvcr.io/nvidia/pytorch:") for i in pulled)
+    assert any(i.startswith("nvcr.io/nvidia/tensorflow:") for i in pulled)
+
+
+def test_rancher_serves_a_lets_encrypt_certificate(rendered_proxmox):
+    """Not Rancher's own self-signed CA: the Ingress serves a secret that cert-manager fills from the
+    stack's ClusterIssuer, the one JupyterHub uses."""
+    (ingress,) = rendered_of(rendered_proxmox, "rancher", "Ingress")
+    annotations = ingress["metadata"]["annotations"]
+    (hub_ingress,) = rendered_of(rendered_proxmox, "jupyterhub", "Ingress")
+    issuer = hub_ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"]
+    assert annotations["cert-manager.io/cluster-issuer"] == issuer
+    assert "cert-manager.io/issuer" not in annotations
+    assert [t["secretName"] for t in ingress["spec"]["tls"]] == ["tls-rancher-ingress"]
+    assert rendered_of(rendered_proxmox, "rancher", "Issuer") == []
+    issuers = [
+        c["metadata"]["name"] for _, c in rendered_proxmox.objects() if c.get("kind") == "ClusterIssuer"
+    ]
+    assert issuer in issuers
+
+
+def test_fleet_deploys_only_what_terraform_does_not(stack_json):
+    """The seed's clusters/homelab holds the GPU Operator, JupyterHub and the StorageClasses, which
+    Terraform deploys: the default Fleet path is another, and the README names every
+    Terraform-owned component Fleet must not hold."""
+    from environments.proxmox_ha import FLEET_DEFAULT_PATH, FLEET_MAY_NOT_HOLD
+
+    assert stack_json["variable"]["fleet_paths"]["default"] == [FLEET_DEFAULT_PATH]
+    assert FLEET_DEFAULT_PATH != "clusters/homelab"
+    charts = {r["chart"] for r in resources(stack_json, "helm_release").values() if r["chart"] != "manifests"}
+    for chart in ("gpu-operator", "jupyterhub", "nfs-subdir-external-provisioner", "rancher"):
+        assert chart in charts and chart in FLEET_MAY_NOT_HOLD
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("**Fleet owns only what Terraform does not deploy.**")[1].split("\n\n")[0]
+    assert FLEET_DEFAULT_PATH in section and "FLEET_MAY_NOT_HOLD" in section
+
+
+def test_gpu_operator_containerd_paths_follow_this_clusters_k3s():
+    old = ProxmoxProps(**{**PROPS_FIELDS, "gpu_devices": devices(), "k3s_version": "v1.31.5+k3s1"})
+    from gpu_constructs.cluster import k3s_containerd
+
+    assert k3s_containerd(old.k3s_version).config.endswith("/config.toml.tmpl")
+    stack = cdktf.Testing.app()
+    from cdktf import TerraformStack
+
+    from gpu_constructs.compute.proxmox import ProxmoxGpuCompute
+
+    compute = ProxmoxGpuCompute(TerraformStack(stack, "s"), "vms", props=old)
+    assert compute.cluster.containerd.config.endswith("/config.toml.tmpl")
+
+
+def test_snippets_are_root_only_and_tls_verification_is_a_variable(stack_json):
+    for snippet in resources(stack_json, "proxmox_virtual_environment_file").values():
+        assert snippet["file_mode"] == "0600", snippet["source_raw"][0]["file_name"]
+    (provider,) = stack_json["provider"]["proxmox"]
+    assert provider["insecure"] == "${var.proxmox_insecure}"
+    assert stack_json["variable"]["proxmox_insecure"] == {
+        "type": "bool",
+        "default": False,
+        "description": "Skip TLS verification of the Proxmox API (only for its self-signed certificate).",
+    }
+
+
+def test_thin_volumes_must_fit_each_datastore():
+    """The seed's disks add up to 6.4 TB (3 x 100 + 4 x 500 + 4 x 1024 GB of scratch): on a 2 TB
+    pool, synth fails and says how to fix it; scratch on its own datastore fits."""
+    with pytest.raises(
+        ConfigError,
+        match=r"'datastore_capacity_gb.local-lvm' is 2000: the VMs' disks on local-lvm add up to 6403 GB",
+    ):
+        synth(datastore_capacity_gb=(("local-lvm", 2000),))
+    with pytest.raises(ConfigError, match=r"add up to 2307 GB"):
+        synth(datastore_capacity_gb=(("local-lvm", 2000),), scratch_datastore="nvme")
+    fits = synth(datastore_capacity_gb=(("local-lvm", 2400), ("nvme", 4096)), scratch_datastore="nvme")
+    worker = vms(fits)["wk-gpu1"]
+    assert [(d["datastore_id"], d["size"]) for d in worker["disk"]] == [("local-lvm", 500), ("nvme", 1024)]
+
+
+def test_workers_join_with_the_agent_token_only(stack_json):
+    for name in ("cp1", "cp2", "cp3"):
+        config = k3s_config(stack_json, name)
+        assert (config["token"], config["agent-token"]) == ("${var.k3s_token}", "${var.k3s_agent_token}")
+    for name in ("wk-gpu1", "wk-gpu4"):
+        config = k3s_config(stack_json, name)
+        assert config["token"] == "${var.k3s_agent_token}" and "agent-token" not in config
+        assert "${var.k3s_token}" not in snippet_data(stack_json, f"{name}-user-data.yaml")
+    assert stack_json["variable"]["k3s_agent_token"]["sensitive"] is True
+
+
 def devices(count: int = 8) -> list[GpuDevice]:
     return [GpuDevice("10de:20b5", f"0000:{0x41 + i:02x}:00.0", 32 + i, "10de:1533") for i in range(count)]
+
+
+PROPS_FIELDS = {
+    "k3s_token": "${var.t}",
+    "ssh_public_key": "${var.k}",
+    "ssh_private_key_path": "~/.ssh/id",
+    "kubeconfig_path": "k",
+}
 
 
 def props(**overrides) -> ProxmoxProps:
@@ -433,6 +670,7 @@ def plan(directory: Path, **variables: str | None) -> subprocess.CompletedProces
         "proxmox_endpoint": "https://pve:8006/",
         "proxmox_api_token": "t@pve!x=y",
         "k3s_token": "a" * 32,
+        "k3s_agent_token": "b" * 32,
         "ssh_public_key": "ssh-ed25519 AAAA",
         "gpu_devices": gpu_list(),
         "acme_email": "ops@example.com",
@@ -446,6 +684,11 @@ def plan(directory: Path, **variables: str | None) -> subprocess.CompletedProces
         "dns_zone": "example.com",
     }
     return plan_variables(directory, {**base, **variables})
+
+
+def test_the_agent_token_must_differ_from_the_server_token(variables_dir):
+    result = plan(variables_dir, k3s_agent_token="a" * 32)
+    assert result.returncode != 0 and "differ from k3s_token" in result.stderr
 
 
 def test_good_gpu_devices_plan(variables_dir):

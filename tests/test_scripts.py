@@ -588,6 +588,148 @@ def test_kubeconfig_is_pointed_at_the_server_and_private(host: Host):
     assert "sudo cat /etc/rancher/k3s/k3s.yaml" in host.calls("ssh")[0]
 
 
+def _fetch(host: Host, **env: str) -> subprocess.CompletedProcess[str]:
+    return host.run(
+        "fetch-kubeconfig.sh",
+        SSH_USER="ubuntu",
+        SSH_HOST="10.0.0.11",
+        SSH_KEY="/k",
+        KUBECONFIG_OUT=str(host.state / "kube" / "config.yaml"),
+        **env,
+    )
+
+
+def test_kubeconfig_without_known_hosts_or_api_server_keeps_the_single_host_behaviour(host: Host):
+    host.stub("ssh", f"printf '{KUBECONFIG}'")
+    host.stub("ssh-keygen", "")
+    host.stub("curl", "exit 7")
+    assert _fetch(host).returncode == 0
+    assert host.calls("ssh-keygen") == [] and host.calls("curl") == []
+    (call,) = host.calls("ssh ")
+    assert "StrictHostKeyChecking=accept-new" in call and "UserKnownHostsFile" not in call
+    assert "server: https://10.0.0.11:6443" in (host.state / "kube" / "config.yaml").read_text()
+
+
+def test_kubeconfig_points_at_the_api_vip_once_it_answers(host: Host):
+    host.stub("ssh", f"printf '{KUBECONFIG}'")
+    host.stub(
+        "curl",
+        'n="$(cat "$STATE/curl" 2>/dev/null || echo 0)"; echo $((n + 1)) > "$STATE/curl"; [ "$n" -ge 1 ]',
+    )
+    host.stub("sleep", "")
+    result = _fetch(host, API_SERVER="10.0.0.100", WAIT_SECONDS="60")
+    assert result.returncode == 0, result.stderr
+    assert "server: https://10.0.0.100:6443" in (host.state / "kube" / "config.yaml").read_text()
+    assert [c.split()[-1] for c in host.calls("curl")] == ["https://10.0.0.100:6443/ping"] * 2
+
+
+def test_kubeconfig_fails_clearly_when_the_vip_never_answers(host: Host):
+    host.stub("ssh", f"printf '{KUBECONFIG}'")
+    host.stub("curl", "exit 7")
+    result = _fetch(host, API_SERVER="10.0.0.100")
+    assert result.returncode == 1 and "https://10.0.0.100:6443 does not answer" in result.stderr
+    assert not (host.state / "kube" / "config.yaml").exists()
+
+
+def test_kubeconfig_uses_the_stacks_known_hosts_and_forgets_a_rebuilt_servers_key(host: Host):
+    host.stub("ssh", f"printf '{KUBECONFIG}'")
+    host.stub("ssh-keygen", "")
+    known = host.state / "kube" / "proxmox-ha.known_hosts"
+    result = _fetch(host, KNOWN_HOSTS=str(known))
+    assert result.returncode == 0, result.stderr
+    assert host.calls("ssh-keygen") == [f"ssh-keygen -R 10.0.0.11 -f {known}"]
+    (call,) = host.calls("ssh ")
+    assert f"UserKnownHostsFile={known}" in call and "StrictHostKeyChecking=accept-new" in call
+    assert known.exists() and oct(os.stat(known).st_mode & 0o777) == "0o600"
+
+
+def test_kubeconfig_shows_ssh_errors_while_it_waits(host: Host):
+    host.stub(
+        "ssh",
+        'n="$(cat "$STATE/ssh" 2>/dev/null || echo 0)"; echo $((n + 1)) > "$STATE/ssh"\n'
+        f"[ \"$n\" -ge 2 ] && {{ printf '{KUBECONFIG}'; exit 0; }}\n"
+        'echo "ssh: connect to host 10.0.0.11 port 22: Connection refused" >&2; exit 255',
+    )
+    host.stub("sleep", "")
+    result = _fetch(host, WAIT_SECONDS="600")
+    assert result.returncode == 0, result.stderr
+    # shown once while it does not change
+    assert result.stderr.count("Connection refused") == 1
+
+
+def test_kubeconfig_stops_at_once_on_a_changed_host_key(host: Host):
+    host.stub(
+        "ssh",
+        'echo "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @" >&2\n'
+        'echo "Host key verification failed." >&2; exit 255',
+    )
+    host.stub("sleep", 'echo slept >> "$STATE/slept"')
+    result = _fetch(host, WAIT_SECONDS="600")
+    assert result.returncode == 1
+    assert "Host key verification failed" in result.stderr and "ssh-keygen -R 10.0.0.11" in result.stderr
+    assert not (host.state / "slept").exists()
+
+
+# --- delete-node.sh --------------------------------------------------------------------------------
+# kubectl against a fake API: $STATE/api-down makes every call fail, $STATE/nodes lists the nodes.
+DELETE_NODE_KUBECTL = r"""
+[ -f "$STATE/api-down" ] && { echo "Unable to connect to the server" >&2; exit 1; }
+case "$1" in
+  get) grep -qx "$3" "$STATE/nodes" && echo "node/$3"; exit 0 ;;
+  drain) [ -f "$STATE/undrainable" ] && exit 1; exit 0 ;;
+  delete) [ -f "$STATE/refuse-delete" ] && exit 1; grep -vx "$3" "$STATE/nodes" > "$STATE/n"; mv "$STATE/n" "$STATE/nodes" ;;
+esac
+"""
+
+
+def _delete_node(host: Host, nodes: str = "wk-gpu1\ncp1\n") -> subprocess.CompletedProcess[str]:
+    host.stub("kubectl", DELETE_NODE_KUBECTL)
+    (host.state / "nodes").write_text(nodes)
+    kubeconfig = host.state / "kubeconfig.yaml"
+    kubeconfig.write_text("apiVersion: v1\n")
+    return host.run("delete-node.sh", KUBECONFIG=str(kubeconfig), NODE="wk-gpu1")
+
+
+def test_delete_node_drains_then_deletes_the_node(host: Host):
+    result = _delete_node(host)
+    assert result.returncode == 0, result.stderr
+    calls = [c.split()[1] for c in host.calls("kubectl")]
+    assert calls == ["get", "drain", "delete"]
+    assert "--ignore-daemonsets" in host.calls("kubectl drain")[0]
+    assert (host.state / "nodes").read_text().split() == ["cp1"]
+
+
+def test_delete_node_deletes_a_node_that_does_not_drain(host: Host):
+    (host.state / "undrainable").touch()
+    result = _delete_node(host)
+    assert result.returncode == 0 and "did not drain" in result.stderr
+    assert (host.state / "nodes").read_text().split() == ["cp1"]
+
+
+def test_delete_node_leaves_an_unregistered_node_alone(host: Host):
+    result = _delete_node(host, nodes="cp1\n")
+    assert result.returncode == 0 and "not registered" in result.stdout
+    assert [c.split()[1] for c in host.calls("kubectl")] == ["get"]
+
+
+def test_delete_node_lets_a_destroy_go_on_when_the_api_is_gone_and_says_what_to_do(host: Host):
+    (host.state / "api-down").touch()
+    result = _delete_node(host)
+    assert result.returncode == 0
+    assert "kubectl delete node wk-gpu1" in result.stderr
+
+
+def test_delete_node_fails_when_the_api_refuses_the_delete(host: Host):
+    (host.state / "refuse-delete").touch()
+    assert _delete_node(host).returncode == 1
+
+
+def test_delete_node_without_a_kubeconfig_does_nothing(host: Host):
+    host.stub("kubectl", "exit 1")
+    result = host.run("delete-node.sh", KUBECONFIG=str(host.state / "none.yaml"), NODE="wk-gpu1")
+    assert result.returncode == 0 and host.calls("kubectl") == []
+
+
 # --- vault-bootstrap.sh ----------------------------------------------------------------------------
 # `k3s kubectl` against a fake cluster: `exec ... -- env VAULT_TOKEN=.. vault ...` answers like the
 # Vault CLI from state files (per-pod initialized/unsealed, mounts, auth, database config), and

@@ -97,7 +97,7 @@ def unknown_keys(values: Any, defaults: Any, path: str = "") -> list[str]:
 
 
 # Meta-arguments Terraform adds to every resource; not part of a provider's schema.
-META_ARGUMENTS = {"//", "lifecycle", "depends_on", "provider", "count", "for_each"}
+META_ARGUMENTS = {"//", "lifecycle", "depends_on", "provider", "count", "for_each", "provisioner"}
 
 
 def argument_keys(node: Any, free_form: frozenset[str] = frozenset()) -> set[str]:

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from cdktf import TerraformResourceLifecycle
+from cdktf import LocalExecProvisioner, TerraformResourceLifecycle
 from constructs import Construct
 
 from gpu_constructs import validate, versions
-from gpu_constructs.cluster import K3S_CONTAINERD, GpuCluster, GpuSharing, KubeAccess, Manager, Taint
+from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, Taint, k3s_containerd
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import ScriptRun, run_local_script
+from gpu_constructs.hostexec import ScriptRun, run_local_script, script_literal
+from gpu_constructs.jupyterhub import USER_NODE_LABEL
 from gpu_constructs.providers.proxmox import (
     Agent,
     Cpu,
@@ -46,13 +47,18 @@ from gpu_constructs.providers.proxmox import (
 GPU_LABEL = ("nvidia.com/gpu", "true")
 GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
 SCRATCH_MOUNT = "/mnt/scratch"
+SCRATCH_LABEL = ("gpu-constructs.io/scratch-disk", "true")
+"""On the workers, which format and mount the scratch disk; the control planes have only the OS
+disk, which holds etcd."""
+WORKER_LABELS = (GPU_LABEL, SCRATCH_LABEL, USER_NODE_LABEL)
+"""k3s applies node-label when a node registers: a node built before a label was added gets it
+from ``kubectl label node`` (README)."""
 PCI_PATH = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 PCI_ID = re.compile(r"[0-9a-f]{4}:[0-9a-f]{4}")
 NVIDIA_VENDOR = "10de"
-CLOUD_INIT_INPUTS = ("initialization[0].user_data_file_id",)
-"""VM arguments that carry cloud-init user data. Cloud-init runs once, on first boot, so a change
-there means nothing to a running node; and bpg/proxmox marks ``user_data_file_id`` ForceNew
-(proxmoxtf/resource/vm/vm.go), so without ignoring it a new token, key, k3s version or VIP would
+CLOUD_INIT_INPUTS = ("initialization[0].user_data_file_id", "initialization[0].meta_data_file_id")
+"""VM arguments that carry cloud-init data. bpg/proxmox marks both ForceNew
+(proxmoxtf/resource/vm/vm.go), so without ignoring them a new token, key, k3s version or VIP would
 replace every VM at once, all etcd members with them. Such changes roll out node by node (README)."""
 
 
@@ -197,14 +203,25 @@ class ProxmoxProps:
     """The VM layout and network plan; defaults are the seed's."""
 
     k3s_token: str
-    """Reference to a sensitive variable."""
+    """Reference to a sensitive variable: the server token, which only servers get."""
     ssh_public_key: str
     ssh_private_key_path: str
     gpu_devices: Sequence[GpuDevice]
     """The GPUs to pass through, one resource mapping each: gpus_per_worker x workers of them."""
     kubeconfig_path: str
+    k3s_agent_token: str | None = None
+    """Reference to a sensitive variable: the servers' ``agent-token``, with which the workers join.
+    A worker then holds no secret that lets it join as a server (and read etcd)."""
+    known_hosts_path: str | None = None
+    """The stack's own SSH known-hosts file for cp1 (default: next to the kubeconfig); the
+    kubeconfig step replaces cp1's entry when it runs for a new cp1."""
     node_name: str = "pve"
     vm_datastore: str = "local-lvm"
+    scratch_datastore: str | None = None
+    """Where the workers' scratch disks go (default: vm_datastore), e.g. an NVMe thin pool."""
+    datastore_capacity_gb: Mapping[str, int] = field(default_factory=dict)
+    """Usable GB of each datastore (``pvesm status``): the thin volumes the stack puts on one are
+    summed at synth and must fit, since a full thin pool stops every VM on it."""
     snippets_datastore: str = "local"
     """Needs the 'snippets' content type enabled (README)."""
     image_datastore: str = "local"
@@ -241,9 +258,10 @@ class ProxmoxProps:
 
     def __post_init__(self) -> None:
         validate.k8s_name("node_name", self.node_name)
-        for name in ("vm_datastore", "snippets_datastore", "image_datastore"):
-            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", getattr(self, name)):
-                raise ConfigError(name, getattr(self, name), "give a Proxmox storage id such as local-lvm")
+        for name in ("vm_datastore", "snippets_datastore", "image_datastore", "scratch_datastore"):
+            value = getattr(self, name)
+            if value is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", value):
+                raise ConfigError(name, value, "give a Proxmox storage id such as local-lvm")
         if not re.fullmatch(r"vmbr\d{1,4}|[A-Za-z][A-Za-z0-9_-]{0,14}", self.bridge):
             raise ConfigError("bridge", self.bridge, "give a Linux bridge or SDN vnet name such as vmbr0")
         if not self.image_url.startswith("https://"):
@@ -329,6 +347,15 @@ class ProxmoxProps:
                     "raise host_cpus to the host's nproc or turn pinning off",
                 )
         self.etcd_snapshots.check()
+        for datastore, used in self.disk_usage_gb().items():
+            capacity = self.datastore_capacity_gb.get(datastore)
+            if capacity is not None and used > capacity:
+                raise ConfigError(
+                    f"datastore_capacity_gb.{datastore}",
+                    capacity,
+                    f"the VMs' disks on {datastore} add up to {used} GB; give scratch its own datastore "
+                    "(scratch_datastore), shrink disk_gb or scratch_gb, or give the real capacity",
+                )
         validate.version("k3s_version", self.k3s_version, r"v\d+\.\d+\.\d+\+k3s\d+", "v1.33.4+k3s1")
         if validate.cidr("cluster_cidr", self.cluster_cidr).overlaps(network) or validate.cidr(
             "service_cidr", self.service_cidr
@@ -336,6 +363,23 @@ class ProxmoxProps:
             raise ConfigError(
                 "cluster_cidr", self.cluster_cidr, f"keep pod and service CIDRs out of {self.network}"
             )
+
+    def disk_usage_gb(self) -> dict[str, int]:
+        """GB of the thin volumes each datastore gets at full use: OS, scratch, EFI and cloud-init
+        disks (the last two a few MB each, counted as 1 GB per VM)."""
+        usage: dict[str, int] = {}
+        vms = [self.control_plane_size] * len(self.control_plane_ips) + [self.worker_size] * len(
+            self.worker_ips
+        )
+        for size in vms:
+            usage[self.vm_datastore] = usage.get(self.vm_datastore, 0) + size.disk_gb + 1
+        scratch = self.scratch_datastore or self.vm_datastore
+        usage[scratch] = usage.get(scratch, 0) + self.scratch_gb * len(self.worker_ips)
+        return usage
+
+    @property
+    def known_hosts(self) -> str:
+        return self.known_hosts_path or re.sub(r"\.ya?ml$", "", self.kubeconfig_path) + ".known_hosts"
 
     @property
     def server_address(self) -> str:
@@ -407,6 +451,9 @@ class ProxmoxGpuCompute(Construct):
                     "SSH_HOST": props.control_plane_ips[0],
                     "SSH_KEY": props.ssh_private_key_path,
                     "KUBECONFIG_OUT": props.kubeconfig_path,
+                    # The VIP when there is one: the kubeconfig then survives the loss of cp1.
+                    "API_SERVER": props.server_address,
+                    "KNOWN_HOSTS": props.known_hosts,
                     "WAIT_SECONDS": "1200",
                 },
             ),
@@ -423,7 +470,8 @@ class ProxmoxGpuCompute(Construct):
             runtime_class="nvidia",
             driver=Manager.OPERATOR,
             toolkit=Manager.OPERATOR,
-            containerd=K3S_CONTAINERD,
+            # this cluster's k3s decides the containerd config template, not the library's pin
+            containerd=k3s_containerd(props.k3s_version),
             sharing=props.sharing,
             gpu_capacity=gpus * props.sharing.time_slicing_replicas,
             gpus_per_node=props.gpus_per_worker * props.sharing.time_slicing_replicas,
@@ -453,6 +501,26 @@ class ProxmoxGpuCompute(Construct):
             datastore_id=props.snippets_datastore,
             content_type="snippets",
             source_raw=SourceRaw(self.user_data(name, ip, role=role, first=first), f"{name}-user-data.yaml"),
+            # The user data holds the k3s token and the S3 keys. Snippets are uploaded over SFTP as
+            # the provider's ssh user (root here), which chmods the file after the upload
+            # (proxmox/ssh/client.go NodeStreamUpload); the reference page's "root@pam only" is
+            # about API uploads, which snippets never use.
+            file_mode="0600",
+        )
+        # Proxmox rebuilds the cloud-init drive at every VM start, and without a meta-data file its
+        # instance-id is the SHA-1 of the current user data and network config (qemu-server
+        # src/PVE/QemuServer/Cloudinit.pm): an edited snippet would look like a new instance to
+        # every VM at its next start, and all of them would re-run cloud-init together (a new
+        # token stops every server). A fixed instance-id keeps what each VM first booted with;
+        # only a rebuilt VM, with a fresh disk, runs the new user data.
+        meta_data = File(
+            self,
+            f"{name}-meta-data",
+            node_name=props.node_name,
+            datastore_id=props.snippets_datastore,
+            content_type="snippets",
+            source_raw=SourceRaw(self.meta_data(name, vm_id), f"{name}-meta-data.yaml"),
+            file_mode="0600",
         )
         disks = [
             Disk(
@@ -469,7 +537,14 @@ class ProxmoxGpuCompute(Construct):
         cpu = Cpu(cores=size.vcpus, type="host")
         if role == "agent":
             disks.append(
-                Disk("scsi1", props.vm_datastore, props.scratch_gb, iothread=True, ssd=True, discard="on")
+                Disk(
+                    "scsi1",
+                    props.scratch_datastore or props.vm_datastore,
+                    props.scratch_gb,
+                    iothread=True,
+                    ssd=True,
+                    discard="on",
+                )
             )
             first_gpu = index * props.gpus_per_worker
             hostpci = [
@@ -509,17 +584,44 @@ class ProxmoxGpuCompute(Construct):
                 datastore_id=props.vm_datastore,
                 ip_config=[IpConfig(Ipv4(f"{ip}/{network.prefixlen}", props.gateway))],
                 user_data_file_id=snippet.id_ref,
+                meta_data_file_id=meta_data.id_ref,
                 dns=Dns(servers=props.dns_servers),
             ),
             hostpci=hostpci,
             agent=Agent(enabled=True),
             operating_system=OperatingSystem("l26"),
             lifecycle=TerraformResourceLifecycle(ignore_changes=list(CLOUD_INIT_INPUTS)),
+            provisioners=[self.delete_node_provisioner()],
         )
+
+    def delete_node_provisioner(self) -> LocalExecProvisioner:
+        """Before a VM is destroyed (a rebuild with ``-replace`` or a destroy), drain it and delete
+        its Node: k3s refuses a rebuilt node of the same name until then (its node password).
+        A destroy-time provisioner may refer to ``self`` and ``path`` only (Terraform
+        internal/configs/provisioner.go, onlySelfRefs), so the node name is ``self.name`` and the
+        kubeconfig a path. The script lets the destroy go on when the API does not answer (a
+        whole-stack destroy, where the servers go down in parallel), after printing the command to
+        run by hand; a refused delete stops it."""
+        return LocalExecProvisioner(
+            type="local-exec",
+            when="destroy",
+            command=script_literal("delete-node.sh"),
+            interpreter=["bash", "-c"],
+            environment={"KUBECONFIG": self.props.kubeconfig_path, "NODE": "${self.name}"},
+        )
+
+    @staticmethod
+    def meta_data(name: str, vm_id: int) -> str:
+        """The NoCloud meta-data: an instance-id that depends on the VM alone, never on its user data."""
+        return yaml.safe_dump({"instance-id": f"{name}-{vm_id}", "local-hostname": name}, sort_keys=True)
 
     def k3s_config(self, ip: str, *, role: str, first: bool) -> dict[str, Any]:
         props = self.props
         config: dict[str, Any] = {"token": props.k3s_token, "node-ip": ip}
+        if role == "server" and props.k3s_agent_token:
+            config["agent-token"] = props.k3s_agent_token
+        elif role != "server" and props.k3s_agent_token:
+            config["token"] = props.k3s_agent_token
         if role == "server":
             config.update(
                 {
@@ -539,7 +641,7 @@ class ProxmoxGpuCompute(Construct):
                 config["server"] = f"https://{props.control_plane_ips[0]}:6443"
         else:
             config["server"] = f"https://{props.server_address}:6443"
-            config["node-label"] = ["=".join(GPU_LABEL)]
+            config["node-label"] = ["=".join(label) for label in WORKER_LABELS]
             config["node-taint"] = [str(GPU_TAINT)]
         return config
 

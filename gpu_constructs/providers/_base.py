@@ -57,6 +57,7 @@ class BoundResource(TerraformResource):
         *,
         depends_on: Sequence[Any] | None = None,
         lifecycle: TerraformResourceLifecycle | None = None,
+        provisioners: Sequence[Any] | None = None,
     ) -> None:
         super().__init__(
             scope,
@@ -67,6 +68,7 @@ class BoundResource(TerraformResource):
             ),
             depends_on=list(depends_on) if depends_on else None,
             lifecycle=lifecycle,
+            provisioners=list(provisioners) if provisioners else None,
         )
         self._arguments = dict(arguments)
 

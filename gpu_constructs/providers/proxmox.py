@@ -40,7 +40,7 @@ class ProxmoxProvider(TerraformProvider):
         api_token: str | None = None,
         username: str | None = None,
         password: str | None = None,
-        insecure: bool | None = None,
+        insecure: Any = None,
         ssh: ProviderSsh | None = None,
     ) -> None:
         super().__init__(
@@ -90,6 +90,7 @@ class File(_ProxmoxResource):
         datastore_id: str,
         content_type: str,
         source_raw: SourceRaw,
+        file_mode: str | None = None,
     ) -> None:
         super().__init__(
             scope,
@@ -99,6 +100,7 @@ class File(_ProxmoxResource):
                 "datastore_id": datastore_id,
                 "content_type": content_type,
                 "source_raw": [block(source_raw)],
+                "file_mode": file_mode,
             },
         )
 
@@ -238,6 +240,10 @@ class Initialization:
     ip_config: Sequence[IpConfig]
     user_data_file_id: str
     dns: Dns | None = None
+    meta_data_file_id: str | None = None
+    """A snippet sent as ``cicustom meta=`` (proxmox/nodes/vms/custom_cloud_init.go): Proxmox then
+    writes it as the drive's meta-data instead of generating one whose instance-id is the SHA-1 of
+    the user data and network config (qemu-server src/PVE/QemuServer/Cloudinit.pm)."""
 
 
 @dataclass(frozen=True)
@@ -290,6 +296,7 @@ class Vm(_ProxmoxResource):
         stop_on_destroy: bool | None = True,
         depends_on: Sequence[Any] | None = None,
         lifecycle: TerraformResourceLifecycle | None = None,
+        provisioners: Sequence[Any] | None = None,
     ) -> None:
         super().__init__(
             scope,
@@ -318,6 +325,7 @@ class Vm(_ProxmoxResource):
             },
             depends_on=depends_on,
             lifecycle=lifecycle,
+            provisioners=provisioners,
         )
 
 

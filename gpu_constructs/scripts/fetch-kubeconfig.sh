@@ -1,33 +1,68 @@
 #!/usr/bin/env bash
-# Copy the k3s admin kubeconfig from the server to a local file, pointed at the server's address.
-# Environment: SSH_USER, SSH_HOST, SSH_KEY, KUBECONFIG_OUT, WAIT_SECONDS (default 0: one try).
+# Copy the k3s admin kubeconfig from the server to a local file, pointed at the API's address.
+# Environment: SSH_USER, SSH_HOST, SSH_KEY, KUBECONFIG_OUT, WAIT_SECONDS (default 0: one try);
+# optional API_SERVER (the address the kubeconfig points at, e.g. a VIP in every server's tls-san;
+# default SSH_HOST) and KNOWN_HOSTS (a known-hosts file of this stack alone: the host's old key is
+# dropped from it first, since the stack runs this only for a new server, and the new key recorded).
 set -euo pipefail
 
 user="${SSH_USER:?SSH_USER is required}"
 host="${SSH_HOST:?SSH_HOST is required}"
 key="${SSH_KEY:?SSH_KEY is required}"
 out="${KUBECONFIG_OUT:?KUBECONFIG_OUT is required}"
+api="${API_SERVER:-$host}"
+known_hosts="${KNOWN_HOSTS:-}"
 
 wait_seconds="${WAIT_SECONDS:-0}"
 mkdir -p "$(dirname "$out")"
 umask 077
+ssh_options=(-i "$key" -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ConnectTimeout=10)
+if [ -n "$known_hosts" ]; then
+  mkdir -p "$(dirname "$known_hosts")"
+  touch "$known_hosts"
+  # A rebuilt server offers a new host key: forget the one recorded for its address.
+  ssh-keygen -R "$host" -f "$known_hosts" >/dev/null 2>&1 || true
+  rm -f "${known_hosts}.old"
+  ssh_options+=(-o UserKnownHostsFile="$known_hosts")
+fi
 tmp="$(mktemp "${out}.XXXXXX")"
+errors="$(mktemp "${out}.err.XXXXXX")"
+trap 'rm -f "$tmp" "$errors"' EXIT
 # With WAIT_SECONDS, keep trying while the host boots and cloud-init installs k3s.
 deadline=$((SECONDS + wait_seconds))
-until ssh -i "$key" -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ConnectTimeout=10 "${user}@${host}" \
-  'sudo cat /etc/rancher/k3s/k3s.yaml' >"$tmp" 2>/dev/null; do
+last=""
+until ssh "${ssh_options[@]}" "${user}@${host}" 'sudo cat /etc/rancher/k3s/k3s.yaml' >"$tmp" 2>"$errors"; do
+  error="$(tail -n 3 "$errors")"
+  if grep -q -e 'Host key verification failed' -e 'REMOTE HOST IDENTIFICATION HAS CHANGED' "$errors"; then
+    echo "ERROR: ${host}'s SSH host key is not the one recorded${known_hosts:+ in ${known_hosts}}:" >&2
+    echo "$error" >&2
+    echo "If ${host} was rebuilt, remove its entry (ssh-keygen -R ${host}${known_hosts:+ -f ${known_hosts}})" >&2
+    exit 1
+  fi
+  if [ "$error" != "$last" ]; then
+    echo "fetch-kubeconfig: ${host}: ${error:-ssh failed with no message}" >&2
+    last="$error"
+  fi
   if [ "$SECONDS" -ge "$deadline" ]; then
-    rm -f "$tmp"
     echo "ERROR: could not read /etc/rancher/k3s/k3s.yaml on ${host} over SSH" >&2
     exit 1
   fi
   sleep 10
 done
-sed -i "s#https://127.0.0.1:6443#https://${host}:6443#" "$tmp"
-if ! grep -q "https://${host}:6443" "$tmp"; then
-  rm -f "$tmp"
-  echo "ERROR: the kubeconfig fetched from ${host} does not point at https://${host}:6443" >&2
+# A VIP comes up once kube-vip runs on the servers: wait for it to answer before handing it on.
+if [ "$api" != "$host" ]; then
+  until curl -ksf --max-time 10 "https://${api}:6443/ping" >/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "ERROR: the API address https://${api}:6443 does not answer (is kube-vip running on the servers?)" >&2
+      exit 1
+    fi
+    sleep 10
+  done
+fi
+sed -i "s#https://127.0.0.1:6443#https://${api}:6443#" "$tmp"
+if ! grep -q "https://${api}:6443" "$tmp"; then
+  echo "ERROR: the kubeconfig fetched from ${host} does not point at https://${api}:6443" >&2
   exit 1
 fi
 mv "$tmp" "$out"
-echo "fetch-kubeconfig: wrote ${out}"
+echo "fetch-kubeconfig: wrote ${out} (server https://${api}:6443)"
