@@ -403,13 +403,19 @@ def _k3s_host(host: Host) -> None:
         'if [ "$1" = "--version" ]; then [ -f "$STATE/k3s" ] && cat "$STATE/k3s" || exit 1; '
         'else echo "gpu-host   Ready    control-plane   1m   v1.35.5+k3s1"; fi',
     )
-    # The installer: records what it was asked for, then "installs" that version.
+    # The installer: records what it was asked for, then "installs" that version. Like install.sh
+    # (service_enable_and_start) it restarts the service only when the binary changed or
+    # INSTALL_K3S_FORCE_RESTART is true; a restart is what makes k3s read config.yaml.
     host.stub(
         "curl",
         "cat <<'INSTALLER'\n"
         'echo "installer $INSTALL_K3S_EXEC $INSTALL_K3S_VERSION url=$K3S_URL" >> "$CALLS"\n'
         'echo "$K3S_TOKEN" > "$STATE/installer-token"\n'
+        'before="$(cat "$STATE/k3s" 2>/dev/null)"\n'
         'echo "k3s version $INSTALL_K3S_VERSION (abcdef)" > "$STATE/k3s"\n'
+        'if [ "$before" != "$(cat "$STATE/k3s")" ] || [ "$INSTALL_K3S_FORCE_RESTART" = true ]; then\n'
+        '  echo restarted >> "$STATE/restarts"; cp "$K3S_CONFIG_DIR/config.yaml" "$STATE/running-config"\n'
+        "fi\n"
         "INSTALLER",
     )
 
@@ -463,6 +469,37 @@ def test_k3s_changed_setting_reinstalls(host: Host):
     assert (
         "node-taint:\n  - nvidia.com/gpu=true:NoSchedule" in (host.state / "etc" / "config.yaml").read_text()
     )
+
+
+def test_k3s_config_only_change_restarts_k3s_so_it_reads_the_new_config(host: Host):
+    _k3s_host(host)
+    host.run("k3s-install.sh", **_k3s_env(host))
+    result = host.run("k3s-install.sh", **_k3s_env(host, DISABLE="traefik servicelb"))
+    assert result.returncode == 0, result.stderr
+    assert (host.state / "restarts").read_text().splitlines() == ["restarted", "restarted"]
+    assert "  - servicelb" in (host.state / "running-config").read_text()
+
+
+def test_k3s_stopped_service_with_same_settings_is_started_again(host: Host):
+    _k3s_host(host)
+    host.run("k3s-install.sh", **_k3s_env(host))
+    # is-active fails until the installer has (re)started the service.
+    host.stub("systemctl", '[ "$1 $3" = "is-active k3s" ] && [ ! -f "$STATE/up" ] && exit 3; exit 0')
+    host.stub("curl", 'echo "touch $STATE/up; echo installer >> $CALLS"')
+    result = host.run("k3s-install.sh", **_k3s_env(host))
+    assert result.returncode == 0, result.stderr
+    assert "nothing to do" not in result.stdout
+    assert host.calls("installer") == ["installer server v1.35.5+k3s1 url=", "installer"]
+
+
+def test_k3s_service_that_does_not_start_fails_the_step(host: Host):
+    _k3s_host(host)
+    host.stub("systemctl", '[ "$1" = is-active ] && exit 3; exit 0')
+    result = host.run(
+        "k3s-install.sh", **_k3s_env(host, K3S_ROLE="agent", K3S_URL="https://192.168.1.100:6443")
+    )
+    assert result.returncode == 1
+    assert "k3s-agent is not running after the install" in result.stderr
 
 
 def test_k3s_agent_needs_the_server_url(host: Host):
