@@ -11,8 +11,14 @@ from tests.conftest import resources
 TOKEN = "${var.k3s_token}"
 
 
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEc2Tq0xHqY0n3vXbKp7nB8m0f1S7o3b5Yw6x9Zk1Q2R"
+
+
 def hosts(count: int) -> list[SshHost]:
-    return [SshHost(f"192.168.1.{100 + i}", "ubuntu", "~/.ssh/id_ed25519") for i in range(count)]
+    return [
+        SshHost(f"192.168.1.{100 + i}", "ubuntu", "~/.ssh/id_ed25519", host_key=HOST_KEY)
+        for i in range(count)
+    ]
 
 
 def props(**overrides) -> K3sHostProps:
@@ -70,6 +76,7 @@ def test_driver_step_waits_for_the_reboot_before_the_next_step_connects(synth):
         "SSH_USER": "ubuntu",
         "SSH_HOST": "192.168.1.100",
         "SSH_KEY": "~/.ssh/id_ed25519",
+        "HOST_KEY": HOST_KEY,
         "WAIT_SECONDS": "900",
     }
 
@@ -203,6 +210,29 @@ def test_kubeconfig_fetch_runs_locally_with_the_server_address(synth):
 def test_bad_settings_fail_with_field_value_and_fix(overrides, message):
     with pytest.raises(ConfigError, match=message):
         props(**overrides)
+
+
+def test_every_connection_checks_the_host_key(synth):
+    synthesized, _ = build(synth, hosts=hosts(2))
+    found = steps(synthesized)
+    for name in ("server-gpu-driver", "server-k3s", "agent-1-gpu-driver", "agent-1-k3s"):
+        assert found[name]["connection"]["host_key"] == HOST_KEY, name
+    assert found["kubeconfig"]["provisioner"][0]["local-exec"]["environment"]["HOST_KEY"] == HOST_KEY
+
+
+def test_a_host_without_a_host_key_is_refused_unless_the_check_is_switched_off(synth):
+    bare = [SshHost("192.168.1.100", "ubuntu", "~/.ssh/id_ed25519")]
+    with pytest.raises(ConfigError, match=r"'hosts\[0\].host_key' is None: give the public key of 192.168.1.100"):
+        props(hosts=bare)
+    synthesized, _ = build(synth, hosts=bare, verify_host_keys=False)
+    found = steps(synthesized)
+    assert "host_key" not in found["server-k3s"]["connection"]
+    assert "HOST_KEY" not in found["kubeconfig"]["provisioner"][0]["local-exec"]["environment"]
+
+
+def test_a_malformed_host_key_fails_at_synth():
+    with pytest.raises(ConfigError, match=r"'host_key' is 'SHA256:abc': give the key as '<type> <base64>'"):
+        SshHost("192.168.1.100", "ubuntu", "~/.ssh/id", host_key="SHA256:abc")
 
 
 def test_bad_host_address_fails():

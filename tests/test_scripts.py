@@ -625,6 +625,27 @@ def test_kubeconfig_is_pointed_at_the_server_and_private(host: Host):
     assert "sudo cat /etc/rancher/k3s/k3s.yaml" in host.calls("ssh")[0]
 
 
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEc2Tq0xHqY0n3vXbKp7nB8m0f1S7o3b5Yw6x9Zk1Q2R"
+# An ssh that records the known_hosts file it was given, then answers like the k3s server.
+SSH_KNOWN_HOSTS = r"""
+for arg in "$@"; do
+  case "$arg" in UserKnownHostsFile=*) cat "${arg#*=}" > "$STATE/known_hosts" ;; esac
+done
+"""
+
+
+@pytest.mark.parametrize("script", ["fetch-kubeconfig.sh", "wait-for-reboot.sh"])
+def test_local_ssh_accepts_only_the_given_host_key(host: Host, script: str):
+    answer = f"printf '{KUBECONFIG}'" if script == "fetch-kubeconfig.sh" else "echo none boot-a"
+    host.stub("ssh", SSH_KNOWN_HOSTS + answer)
+    env = {"SSH_USER": "ubuntu", "SSH_HOST": "192.168.1.100", "SSH_KEY": "/k", "HOST_KEY": HOST_KEY}
+    result = host.run(script, KUBECONFIG_OUT=str(host.state / "kube.yaml"), POLL_SECONDS="0", **env)
+    assert result.returncode == 0, result.stderr
+    call = host.calls("ssh")[0].split()
+    assert "StrictHostKeyChecking=yes" in call and "StrictHostKeyChecking=accept-new" not in call
+    assert (host.state / "known_hosts").read_text() == f"192.168.1.100 {HOST_KEY}\n"
+
+
 # --- vault-bootstrap.sh ----------------------------------------------------------------------------
 # `k3s kubectl` against a fake cluster: `exec ... -- env VAULT_TOKEN=.. vault ...` answers like the
 # Vault CLI from state files (per-pod initialized/unsealed, mounts, auth, database config), and

@@ -141,6 +141,7 @@ GOOD_VARS = {
     "acme_email": "ops@example.com",
     "app_image": "ghcr.io/acme/ffe-backend:2.0.1",
     "cloudflare_api_token": "0123456789abcdefghijABCDEFGHIJ_-01234567",
+    "ssh_host_keys": '["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEc2Tq0xHqY0n3vXbKp7nB8m0f1S7o3b5Yw6x9Zk1Q2R"]',
 }
 
 
@@ -171,6 +172,9 @@ def test_good_variables_pass_terraform_validation(variables_dir):
         ("admin_cidrs", '["192.168.1.0/33"]', "Every admin_cidrs entry must be an IPv4 network"),
         ("public_address", "example.com", "public_address must be empty or an IPv4 address"),
         ("cloudflare_api_token", "not a token!", "cloudflare_api_token must be a Cloudflare API token"),
+        ("ssh_host_keys", "[]", "ssh_host_keys must list exactly 1 key(s)"),
+        ("ssh_host_keys", '["SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"]', "must be a public key"),
+        ("ssh_host_keys", None, 'No value for required variable'),
     ],
 )
 def test_bad_variables_fail_in_terraform_with_the_fix(variables_dir, name, value, message):
@@ -474,3 +478,20 @@ def test_bad_settings_fail_at_synth_with_field_value_and_fix(overrides, message)
 
     with pytest.raises(ConfigError, match=message):
         Instance("single-node", "single-node", overrides).build(cdktf.Testing.app())
+
+
+def test_every_ssh_connection_checks_the_host_key_from_the_variable(stack_json):
+    assert stack_json["variable"]["ssh_host_keys"]["type"] == "list(string)"
+    steps = resources(stack_json, "terraform_data")
+    connected = {name: step["connection"] for name, step in steps.items() if "connection" in step}
+    assert len(connected) >= 4  # driver, k3s, firewall, vault bootstrap at least
+    for name, connection in connected.items():
+        assert connection["host_key"].startswith("${element(var.ssh_host_keys, "), name
+
+
+def test_host_key_check_switched_off_drops_the_variable_and_the_check():
+    stack = Instance("single-node", "single-node", {"verify_ssh_host_keys": False}).build(cdktf.Testing.app())
+    synthesized = json.loads(cdktf.Testing.synth(stack))
+    assert "ssh_host_keys" not in synthesized["variable"]
+    steps = resources(synthesized, "terraform_data")
+    assert not [name for name, step in steps.items() if "host_key" in step.get("connection", {})]

@@ -63,6 +63,11 @@ class K3sHostProps:
     """Time-slicing and MIG."""
     cluster_cidr: str = "10.42.0.0/16"
     service_cidr: str = "10.43.0.0/16"
+    verify_host_keys: bool = True
+    """Refuse hosts without a ``host_key``: every SSH connection of the stack (Terraform's and the
+    local scripts') checks the host's key, so a host that answers with another key is never handed
+    the cluster token. False connects to whatever answers at the address (a lab that rebuilds hosts
+    often); the first connection then trusts any key."""
     disable: tuple[str, ...] = ("traefik", "local-storage")
     """Bundled k3s components to switch off. Traefik is installed by Networking with a pinned chart;
     local-storage (k3s' local-path provisioner and its ``local-path`` class, marked default) by Storage,
@@ -87,6 +92,16 @@ class K3sHostProps:
                 f"NVIDIA ships open kernel modules from branch {OPEN_MODULES_SINCE}; use a newer branch "
                 "or driver_kernel_modules='proprietary'",
             )
+        if self.verify_host_keys:
+            for index, host in enumerate(self.hosts):
+                if host.host_key is None:
+                    raise ConfigError(
+                        f"hosts[{index}].host_key",
+                        None,
+                        f"give the public key of {host.address} (ssh-keyscan -t ed25519 <address>, "
+                        "checked against the host's console), or set verify_host_keys=False to connect "
+                        "without checking it",
+                    )
         validate.int_range("reboot_wait_seconds", self.reboot_wait_seconds, 60, 3600)
         validate.version("toolkit_version", self.toolkit_version, r"\d+\.\d+\.\d+", "1.20.0")
         validate.int_range("gpus_per_node", self.gpus_per_node, 1, 16)
@@ -142,12 +157,7 @@ class K3sHostGpuCompute(Construct):
                         # connect before it is back (remote-exec would connect to the dying host).
                         then_local=ScriptRun(
                             "wait-for-reboot.sh",
-                            {
-                                "SSH_USER": host.user,
-                                "SSH_HOST": host.address,
-                                "SSH_KEY": host.private_key_path,
-                                "WAIT_SECONDS": str(props.reboot_wait_seconds),
-                            },
+                            {**host.local_ssh_env(), "WAIT_SECONDS": str(props.reboot_wait_seconds)},
                         ),
                     )
                 )
@@ -164,12 +174,7 @@ class K3sHostGpuCompute(Construct):
             "kubeconfig",
             run=ScriptRun(
                 "fetch-kubeconfig.sh",
-                {
-                    "SSH_USER": self.server.user,
-                    "SSH_HOST": self.server.address,
-                    "SSH_KEY": self.server.private_key_path,
-                    "KUBECONFIG_OUT": props.kubeconfig_path,
-                },
+                {**self.server.local_ssh_env(), "KUBECONFIG_OUT": props.kubeconfig_path},
             ),
             triggers={"server": node_steps[0].id},
             depends_on=node_steps,

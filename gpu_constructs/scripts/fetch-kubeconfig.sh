@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Copy the k3s admin kubeconfig from the server to a local file, pointed at the server's address.
-# Environment: SSH_USER, SSH_HOST, SSH_KEY, KUBECONFIG_OUT, WAIT_SECONDS (default 0: one try).
+# Environment: SSH_USER, SSH_HOST, SSH_KEY, HOST_KEY (optional), KUBECONFIG_OUT, WAIT_SECONDS (default 0: one try).
 set -euo pipefail
 
 user="${SSH_USER:?SSH_USER is required}"
@@ -9,12 +9,23 @@ key="${SSH_KEY:?SSH_KEY is required}"
 out="${KUBECONFIG_OUT:?KUBECONFIG_OUT is required}"
 
 wait_seconds="${WAIT_SECONDS:-0}"
+# With HOST_KEY (the host's public key, '<type> <base64>'), ssh accepts that key only; without it,
+# the first key it sees (accept-new).
+ssh_opts=(-i "$key" -o BatchMode=yes -o ConnectTimeout=10)
+if [ -n "${HOST_KEY:-}" ]; then
+  known_hosts="$(mktemp)"
+  trap 'rm -f "$known_hosts"' EXIT
+  printf '%s %s\n' "$host" "$HOST_KEY" >"$known_hosts"
+  ssh_opts+=(-o StrictHostKeyChecking=yes -o UserKnownHostsFile="$known_hosts")
+else
+  ssh_opts+=(-o StrictHostKeyChecking=accept-new)
+fi
 mkdir -p "$(dirname "$out")"
 umask 077
 tmp="$(mktemp "${out}.XXXXXX")"
 # With WAIT_SECONDS, keep trying while the host boots and cloud-init installs k3s.
 deadline=$((SECONDS + wait_seconds))
-until ssh -i "$key" -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ConnectTimeout=10 "${user}@${host}" \
+until ssh "${ssh_opts[@]}" "${user}@${host}" \
   'sudo cat /etc/rancher/k3s/k3s.yaml' >"$tmp" 2>/dev/null; do
   if [ "$SECONDS" -ge "$deadline" ]; then
     rm -f "$tmp"
