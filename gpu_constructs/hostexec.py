@@ -93,14 +93,14 @@ class SshHost:
     def __post_init__(self) -> None:
         if not validate.is_reference(self.address):
             validate.ipv4("address", self.address)
-        if self.host_key is not None and not validate.is_reference(self.host_key):
-            if not HOST_KEY.fullmatch(self.host_key):
-                raise ConfigError(
-                    "host_key",
-                    self.host_key,
-                    "give the key as '<type> <base64>', e.g. the output of "
-                    "'ssh-keyscan -t ed25519 <address>' without the address",
-                )
+        key = self.host_key
+        if key is not None and not validate.is_reference(key) and not HOST_KEY.fullmatch(key):
+            raise ConfigError(
+                "host_key",
+                key,
+                "give the key as '<type> <base64>', e.g. the output of "
+                "'ssh-keyscan -t ed25519 <address>' without the address",
+            )
 
     def connection(self) -> SSHProvisionerConnection:
         return SSHProvisionerConnection(

@@ -222,7 +222,9 @@ def test_every_connection_checks_the_host_key(synth):
 
 def test_a_host_without_a_host_key_is_refused_unless_the_check_is_switched_off(synth):
     bare = [SshHost("192.168.1.100", "ubuntu", "~/.ssh/id_ed25519")]
-    with pytest.raises(ConfigError, match=r"'hosts\[0\].host_key' is None: give the public key of 192.168.1.100"):
+    with pytest.raises(
+        ConfigError, match=r"'hosts\[0\].host_key' is None: give the public key of 192.168.1.100"
+    ):
         props(hosts=bare)
     synthesized, _ = build(synth, hosts=bare, verify_host_keys=False)
     found = steps(synthesized)

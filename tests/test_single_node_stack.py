@@ -174,7 +174,7 @@ def test_good_variables_pass_terraform_validation(variables_dir):
         ("cloudflare_api_token", "not a token!", "cloudflare_api_token must be a Cloudflare API token"),
         ("ssh_host_keys", "[]", "ssh_host_keys must list exactly 1 key(s)"),
         ("ssh_host_keys", '["SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"]', "must be a public key"),
-        ("ssh_host_keys", None, 'No value for required variable'),
+        ("ssh_host_keys", None, "No value for required variable"),
     ],
 )
 def test_bad_variables_fail_in_terraform_with_the_fix(variables_dir, name, value, message):
