@@ -53,7 +53,7 @@ def inline(step: dict, scripts_only: bool = True) -> list[str]:
 def test_server_steps_run_detection_driver_toolkit_and_k3s_in_order(synth):
     synthesized, _ = build(synth)
     found = steps(synthesized)
-    assert sorted(found) == ["kubeconfig", "server-gpu-driver", "server-k3s"]
+    assert sorted(found) == ["kubeconfig", "node-labels", "server-gpu-driver", "server-k3s"]
     assert [c.split(" bash ")[1] for c in inline(found["server-gpu-driver"])] == [
         "/tmp/gpu-constructs-gpu-detect.sh",
         "/tmp/gpu-constructs-nvidia-driver.sh",
@@ -159,10 +159,26 @@ def test_taint_when_asked_for(synth):
     assert str(compute.cluster.gpu_taint) == "nvidia.com/gpu=true:NoSchedule"
 
 
+def test_labels_and_taints_reach_registered_nodes_through_the_api_on_a_change(synth):
+    synthesized, compute = build(synth, hosts=hosts(2))
+    found = steps(synthesized)
+    step = found["node-labels"]
+    (command,) = inline(step)
+    assert "NODE_IPS='192.168.1.100 192.168.1.101'" in command
+    assert "NODE_LABELS='nvidia.com/gpu=true'" in command and "NODE_TAINTS=''" in command
+    assert step["triggers_replace"]["node-labels.sh:NODE_TAINTS"] == ""
+    assert len(step["depends_on"]) == 2
+    assert compute.node_labels in compute.cluster.ready
+    tainted = steps(build(synth, hosts=hosts(2), taint_gpu_nodes=True)[0])["node-labels"]
+    assert tainted["triggers_replace"]["node-labels.sh:NODE_TAINTS"] == "nvidia.com/gpu=true:NoSchedule"
+    bare = steps(build(synth, gpu_enabled=False)[0])["node-labels"]
+    assert bare["triggers_replace"]["node-labels.sh:NODE_LABELS"] == ""
+
+
 def test_without_gpu_no_nvidia_steps_and_no_capacity(synth):
     synthesized, compute = build(synth, gpu_enabled=False)
     found = steps(synthesized)
-    assert sorted(found) == ["kubeconfig", "server-k3s"]
+    assert sorted(found) == ["kubeconfig", "node-labels", "server-k3s"]
     assert "NODE_LABELS" not in inline(found["server-k3s"])[0]
     assert compute.cluster.gpu_capacity == 0
 

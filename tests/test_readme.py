@@ -21,4 +21,4 @@ def test_library_example_synthesizes(tmp_path):
     )
     stack = json.loads((tmp_path / "out" / "stacks" / "gpu-lab" / "cdk.tf.json").read_text())
     assert {r["name"] for r in stack["resource"]["helm_release"].values()} == {"gpu-operator"}
-    assert len(stack["resource"]["terraform_data"]) == 3
+    assert len(stack["resource"]["terraform_data"]) == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -517,6 +518,125 @@ def test_k3s_agent_joins_the_server(host: Host):
     assert result.returncode == 0, result.stderr
     assert host.calls("installer") == ["installer agent v1.35.5+k3s1 url=https://192.168.1.100:6443"]
     assert "tls-san" not in (host.state / "etc" / "config.yaml").read_text()
+
+
+# --- node-labels.sh --------------------------------------------------------------------------------
+# `k3s kubectl` against nodes kept in $STATE/nodes.json ({name: {ip, labels, taints, annotations}}),
+# answering the get/label/taint/annotate forms kubectl has; every write is logged as "write ...".
+NODES_K3S = r"""
+exec python3 - "$@" <<'PY'
+import json, os, sys
+path = os.path.join(os.environ["STATE"], "nodes.json")
+nodes = json.load(open(path))
+args = sys.argv[2:]  # after "kubectl"
+verb = args[0]
+def save():
+    json.dump(nodes, open(path, "w"))
+    open(os.environ["CALLS"], "a").write("write " + " ".join(args) + "\n")
+if verb == "get" and args[1] == "nodes":
+    for name, node in nodes.items():
+        print(name, node["ip"])
+elif verb == "get":
+    node, out = nodes[args[2]], args[-1]
+    if "annotations" in out:
+        key = "gpu-constructs.io/labels" if out.endswith("labels}") else "gpu-constructs.io/taints"
+        print(node["annotations"].get(key, ""), end="")
+    elif ".metadata.labels" in out:
+        for k, v in sorted(node["labels"].items()):
+            print(f"{k}={v}")
+    else:
+        for t in node["taints"]:
+            print(f"{t['key']}={t.get('value', '')}:{t['effect']}")
+elif verb in ("label", "taint", "annotate"):
+    node = nodes[args[2]]
+    for item in [a for a in args[3:] if a != "--overwrite"]:
+        if verb == "label":
+            if item.endswith("-"):
+                del node["labels"][item[:-1]]
+            else:
+                k, v = item.split("=", 1)
+                node["labels"][k] = v
+        elif verb == "taint":
+            key_value, effect = item.rstrip("-").rsplit(":", 1)
+            key = key_value.split("=")[0]
+            node["taints"] = [t for t in node["taints"] if (t["key"], t["effect"]) != (key, effect)]
+            if not item.endswith("-"):
+                node["taints"].append({"key": key, "value": key_value.partition("=")[2], "effect": effect})
+        else:
+            k, v = item.split("=", 1)
+            node["annotations"][k] = v
+    save()
+PY
+"""
+
+
+def _nodes(host: Host, **nodes: dict) -> dict[str, str]:
+    for node in nodes.values():
+        node.setdefault("labels", {})
+        node.setdefault("taints", [])
+        node.setdefault("annotations", {})
+    (host.state / "nodes.json").write_text(json.dumps(nodes))
+    host.stub("k3s", NODES_K3S)
+    return {"CALLS": str(host.log), "NODE_IPS": " ".join(n["ip"] for n in nodes.values())}
+
+
+def _node(host: Host, name: str) -> dict:
+    return json.loads((host.state / "nodes.json").read_text())[name]
+
+
+GPU_TAINT = "nvidia.com/gpu=true:NoSchedule"
+
+
+def test_node_labels_reach_a_node_registered_without_them(host: Host):
+    env = _nodes(host, gpu1={"ip": "192.168.1.100"}, gpu2={"ip": "192.168.1.101"})
+    result = host.run("node-labels.sh", NODE_LABELS="nvidia.com/gpu=true", NODE_TAINTS=GPU_TAINT, **env)
+    assert result.returncode == 0, result.stderr
+    for name in ("gpu1", "gpu2"):
+        node = _node(host, name)
+        assert node["labels"] == {"nvidia.com/gpu": "true"}
+        assert node["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]
+
+
+def test_node_labels_second_run_writes_nothing(host: Host):
+    env = _nodes(host, gpu1={"ip": "192.168.1.100"})
+    host.run("node-labels.sh", NODE_LABELS="nvidia.com/gpu=true", NODE_TAINTS=GPU_TAINT, **env)
+    host.log.write_text("")
+    result = host.run("node-labels.sh", NODE_LABELS="nvidia.com/gpu=true", NODE_TAINTS=GPU_TAINT, **env)
+    assert result.returncode == 0, result.stderr
+    assert "nothing to do" in result.stdout
+    assert host.calls("write") == []
+
+
+def test_node_labels_removes_what_it_set_and_no_longer_declares_but_not_others(host: Host):
+    env = _nodes(
+        host,
+        gpu1={
+            "ip": "192.168.1.100",
+            "labels": {"team": "ml", "nvidia.com/gpu": "true"},
+            "taints": [{"key": "maintenance", "value": "", "effect": "NoExecute"}],
+        },
+    )
+    host.run("node-labels.sh", NODE_LABELS="nvidia.com/gpu=true", NODE_TAINTS=GPU_TAINT, **env)
+    result = host.run("node-labels.sh", NODE_LABELS="", NODE_TAINTS="", **env)
+    assert result.returncode == 0, result.stderr
+    node = _node(host, "gpu1")
+    assert node["labels"] == {"team": "ml"}
+    assert node["taints"] == [{"key": "maintenance", "value": "", "effect": "NoExecute"}]
+    assert node["annotations"] == {"gpu-constructs.io/labels": "", "gpu-constructs.io/taints": ""}
+
+
+def test_node_labels_leave_a_label_they_never_set(host: Host):
+    env = _nodes(host, gpu1={"ip": "192.168.1.100", "labels": {"nvidia.com/gpu": "true"}})
+    result = host.run("node-labels.sh", NODE_LABELS="", **env)
+    assert result.returncode == 0, result.stderr
+    assert _node(host, "gpu1")["labels"] == {"nvidia.com/gpu": "true"}
+
+
+def test_node_labels_wait_for_a_node_is_bounded(host: Host):
+    env = _nodes(host, gpu1={"ip": "192.168.1.100"})
+    result = host.run("node-labels.sh", **{**env, "NODE_IPS": "192.168.1.109"}, WAIT_SECONDS="0")
+    assert result.returncode == 1
+    assert "no node with InternalIP 192.168.1.109 registered within 0s" in result.stderr
 
 
 # --- firewall.sh -----------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "compute_server-gpu-driver",
         "compute_server-k3s",
         "compute_kubeconfig",
+        "compute_node-labels",
         "networking_firewall-0",
         "networking_cloudflare-secret",
         "vault_bootstrap",

@@ -125,6 +125,8 @@ class K3sHostGpuCompute(Construct):
     cluster: GpuCluster
     server: SshHost
     kubeconfig: DataResource
+    node_labels: DataResource
+    """The step that keeps every node's labels and taints as the settings declare them."""
 
     def __init__(self, scope: Construct, id: str, *, props: K3sHostProps) -> None:
         super().__init__(scope, id)
@@ -169,6 +171,26 @@ class K3sHostGpuCompute(Construct):
                 after.append(node_steps[0])
             node_steps.append(run_scripts(self, f"{name}-k3s", host=host, runs=runs, depends_on=after))
 
+        # k3s applies node-label/node-taint at a node's first registration only: later changes of
+        # the settings reach the nodes through the API, from the server.
+        labels, taints = self._node_labels_and_taints()
+        self.node_labels = run_scripts(
+            self,
+            "node-labels",
+            host=self.server,
+            runs=[
+                ScriptRun(
+                    "node-labels.sh",
+                    {
+                        "NODE_IPS": " ".join(host.address for host in props.hosts),
+                        "NODE_LABELS": " ".join(labels),
+                        "NODE_TAINTS": " ".join(taints),
+                    },
+                )
+            ],
+            depends_on=node_steps,
+        )
+
         self.kubeconfig = run_local_script(
             self,
             "kubeconfig",
@@ -193,7 +215,7 @@ class K3sHostGpuCompute(Construct):
             containerd=k3s_containerd(props.k3s_version),
             sharing=props.sharing,
             gpu_capacity=slots if props.gpu_enabled else 0,
-            ready=(self.kubeconfig,),
+            ready=(self.kubeconfig, self.node_labels),
         )
 
     @property
@@ -202,13 +224,20 @@ class K3sHostGpuCompute(Construct):
         nodes = tuple(f"{host.address}/32" for host in self.props.hosts)
         return (*nodes, self.props.cluster_cidr, self.props.service_cidr)
 
+    def _node_labels_and_taints(self) -> tuple[list[str], list[str]]:
+        """The labels and taints every node gets, as ``key=value`` and ``key=value:Effect``."""
+        if not self.props.gpu_enabled:
+            return [], []
+        return ["=".join(GPU_LABEL)], [str(GPU_TAINT)] if self.props.taint_gpu_nodes else []
+
     def _k3s_run(self, role: str, host: SshHost, server_url: str) -> ScriptRun:
         props = self.props
         env = {"K3S_ROLE": role, "K3S_VERSION": props.k3s_version, "NODE_IP": host.address}
-        if props.gpu_enabled:
-            env["NODE_LABELS"] = "=".join(GPU_LABEL)
-            if props.taint_gpu_nodes:
-                env["NODE_TAINTS"] = str(GPU_TAINT)
+        labels, taints = self._node_labels_and_taints()
+        if labels:
+            env["NODE_LABELS"] = " ".join(labels)
+        if taints:
+            env["NODE_TAINTS"] = " ".join(taints)
         if role == "server":
             env["CLUSTER_CIDR"] = props.cluster_cidr
             env["SERVICE_CIDR"] = props.service_cidr
