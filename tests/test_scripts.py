@@ -640,6 +640,60 @@ def test_node_labels_wait_for_a_node_is_bounded(host: Host):
 
 
 # --- firewall.sh -----------------------------------------------------------------------------------
+def _rules(host: Host) -> list[str]:
+    """The ufw calls, each rule's comment cut off."""
+    return [call.split(" comment ")[0] for call in host.calls("ufw")]
+
+
+# A ufw that keeps its rules in $STATE/ufw.json ([[rule words, comment]]) and numbers them in
+# `status numbered` as ufw does, with the comment after "# ".
+UFW_FAKE = r"""
+exec python3 - "$@" <<'PY'
+import json, os, sys
+path = os.path.join(os.environ["STATE"], "ufw.json")
+rules = json.load(open(path)) if os.path.exists(path) else []
+args = sys.argv[1:]
+if args[:1] == ["--force"]:
+    args = args[1:]
+if args[:1] == ["allow"]:
+    words, comment = args[1:], ""
+    if "comment" in words:
+        comment = words[words.index("comment") + 1]
+        words = words[: words.index("comment")]
+    if not any(rule == words for rule, _ in rules):
+        rules.append([words, comment])
+elif args[:2] == ["status", "numbered"]:
+    print("Status: active\n")
+    for number, (rule, comment) in enumerate(rules, 1):
+        print(f"[{number:2}] {' '.join(rule):40} ALLOW IN" + (f" # {comment}" if comment else ""))
+elif args[:1] == ["delete"] and args[1].isdigit():
+    del rules[int(args[1]) - 1]
+elif args[:1] == ["delete"]:
+    rules = [r for r in rules if r[0] != args[2:]]
+json.dump(rules, open(path, "w"))
+PY
+"""
+
+
+def test_firewall_narrowed_admin_networks_lose_their_rules_and_foreign_rules_stay(host: Host):
+    host.stub("ufw", UFW_FAKE)
+    (host.state / "ufw.json").write_text(json.dumps([[["allow", "from", "10.9.9.9"], ""]]))
+    wide = {"PUBLIC_PORTS": "443/tcp", "ADMIN_PORTS": "22/tcp 6443/tcp"}
+    assert host.run("firewall.sh", **wide, ADMIN_CIDRS="192.168.1.0/24 0.0.0.0/0").returncode == 0
+    result = host.run("firewall.sh", **wide, ADMIN_CIDRS="192.168.1.0/24")
+    assert result.returncode == 0, result.stderr
+    rules = [" ".join(rule) for rule, _ in json.loads((host.state / "ufw.json").read_text())]
+    assert rules == [
+        "allow from 10.9.9.9",
+        "443/tcp",
+        "proto tcp from 192.168.1.0/24 to any port 22",
+        "proto tcp from 192.168.1.0/24 to any port 6443",
+    ]
+    host.log.write_text("")
+    assert host.run("firewall.sh", **wide, ADMIN_CIDRS="192.168.1.0/24").returncode == 0
+    assert not [call for call in host.calls("ufw") if call.startswith("ufw --force delete")]
+
+
 def test_firewall_opens_public_ports_and_cluster_ports_to_trusted_networks_only(host: Host):
     result = host.run(
         "firewall.sh",
@@ -648,7 +702,7 @@ def test_firewall_opens_public_ports_and_cluster_ports_to_trusted_networks_only(
         TRUSTED_CIDRS="10.42.0.0/16",
     )
     assert result.returncode == 0, result.stderr
-    calls = host.calls("ufw")
+    calls = _rules(host)
     assert calls[:3] == [
         "ufw default deny incoming",
         "ufw default allow outgoing",
@@ -657,7 +711,7 @@ def test_firewall_opens_public_ports_and_cluster_ports_to_trusted_networks_only(
     assert "ufw allow 22/tcp" in calls and "ufw allow 443/tcp" in calls
     assert "ufw allow proto udp from 10.42.0.0/16 to any port 8472" in calls
     assert "ufw allow 10250/tcp" not in calls
-    assert calls[-2:] == ["ufw --force enable", "ufw status numbered"]
+    assert calls[-1] == "ufw status numbered" and "ufw --force enable" in calls
 
 
 def test_firewall_admin_ports_only_from_admin_networks_and_old_world_rules_removed(host: Host):
@@ -670,7 +724,7 @@ def test_firewall_admin_ports_only_from_admin_networks_and_old_world_rules_remov
         TRUSTED_CIDRS="10.42.0.0/16",
     )
     assert result.returncode == 0, result.stderr
-    calls = host.calls("ufw")
+    calls = _rules(host)
     for cidr in ("192.168.1.0/24", "203.0.113.7/32"):
         assert f"ufw allow proto tcp from {cidr} to any port 22" in calls
         assert f"ufw allow proto tcp from {cidr} to any port 6443" in calls
@@ -685,8 +739,8 @@ def test_firewall_keeps_a_port_that_is_both_public_and_admin(host: Host):
         "firewall.sh", PUBLIC_PORTS="22/tcp 443/tcp", ADMIN_PORTS="22/tcp", ADMIN_CIDRS="10.0.0.0/8"
     )
     assert result.returncode == 0, result.stderr
-    assert "ufw allow 22/tcp" in host.calls("ufw")
-    assert "ufw delete allow 22/tcp" not in host.calls("ufw")
+    assert "ufw allow 22/tcp" in _rules(host)
+    assert "ufw delete allow 22/tcp" not in _rules(host)
 
 
 # --- cloudflare-secret.sh --------------------------------------------------------------------------
