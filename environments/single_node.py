@@ -288,6 +288,11 @@ class SingleNodeStack(TerraformStack):
                 ),
             ),
         )
+        # ufw is enabled on a host only after its driver step, which may reboot it and waits until it
+        # is back: the firewall step never runs into a host going down.
+        reboots = [f"terraform_data.{step.friendly_unique_id}" for step in compute.reboot_steps]
+        for firewall in networking.firewalls if reboots else ():
+            firewall.add_override("depends_on", reboots)
         storage = Storage(self, "storage", props=StorageProps(cluster=cluster))
 
         gpu_operator = None

@@ -496,3 +496,41 @@ def test_host_key_check_switched_off_drops_the_variable_and_the_check():
     assert "ssh_host_keys" not in synthesized["variable"]
     steps = resources(synthesized, "terraform_data")
     assert not [name for name, step in steps.items() if "host_key" in step.get("connection", {})]
+
+
+def test_the_firewall_waits_for_the_driver_steps_that_may_reboot_its_host(stack_json):
+    steps = resources(stack_json, "terraform_data")
+    (firewall,) = [step for name, step in steps.items() if name.startswith("networking_firewall-")]
+    (driver,) = [name for name in steps if name.startswith("compute_server-gpu-driver")]
+    assert f"terraform_data.{driver}" in firewall["depends_on"]
+
+
+def test_every_stack_declares_the_terraform_it_needs(every_stack):
+    from environments import REQUIRED_TERRAFORM
+
+    assert len(every_stack) == 5
+    for name, stack in every_stack.items():
+        assert stack["terraform"]["required_version"] == REQUIRED_TERRAFORM, name
+
+
+def test_terraform_accepts_the_required_version_and_refuses_an_older_one(tmp_path):
+    from environments import REQUIRED_TERRAFORM
+
+    (tmp_path / "main.tf.json").write_text(
+        json.dumps({"terraform": {"required_version": REQUIRED_TERRAFORM}})
+    )
+    ok = subprocess.run(
+        [terraform_binary(), "init", "-backend=false", "-input=false", "-no-color"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+    (tmp_path / "main.tf.json").write_text(json.dumps({"terraform": {"required_version": ">= 99.0"}}))
+    old = subprocess.run(
+        [terraform_binary(), "init", "-backend=false", "-input=false", "-no-color"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert "Unsupported Terraform Core version" in old.stderr

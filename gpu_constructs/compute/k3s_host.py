@@ -135,12 +135,15 @@ class K3sHostGpuCompute(Construct):
         server_url = f"https://{self.server.address}:6443"
 
         node_steps: list[DataResource] = []
+        self.reboot_steps: list[DataResource] = []
+        """The steps that may reboot a host (the driver install, which waits for the host to be
+        back): a later step on the same host orders itself after them."""
         for index, host in enumerate(props.hosts):
             role = "server" if index == 0 else "agent"
             name = "server" if index == 0 else f"agent-{index}"
             after: list[DataResource] = []
             if props.gpu_enabled:
-                after.append(
+                self.reboot_steps.append(
                     run_scripts(
                         self,
                         f"{name}-gpu-driver",
@@ -163,6 +166,7 @@ class K3sHostGpuCompute(Construct):
                         ),
                     )
                 )
+                after.append(self.reboot_steps[-1])
             runs = []
             if props.gpu_enabled:
                 runs.append(ScriptRun("nvidia-toolkit.sh", {"TOOLKIT_VERSION": props.toolkit_version}))
