@@ -293,7 +293,7 @@ class SingleNodeStack(TerraformStack):
         reboots = [f"terraform_data.{step.friendly_unique_id}" for step in compute.reboot_steps]
         for firewall in networking.firewalls if reboots else ():
             firewall.add_override("depends_on", reboots)
-        storage = Storage(self, "storage", props=StorageProps(cluster=cluster))
+        storage = Storage(self, "storage", props=StorageProps(cluster=cluster, check_hosts=hosts))
 
         gpu_operator = None
         if s.gpu_enabled and s.deploy_gpu_operator:

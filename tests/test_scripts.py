@@ -743,6 +743,34 @@ def test_firewall_keeps_a_port_that_is_both_public_and_admin(host: Host):
     assert "ufw delete allow 22/tcp" not in _rules(host)
 
 
+# --- storage-check.sh ------------------------------------------------------------------------------
+def _stat_devices(host: Host, devices: dict[str, str]) -> None:
+    """`stat -c %d PATH` answers the device of PATH from ``devices`` (the root's under "/")."""
+    (host.state / "devices").write_text("".join(f"{p} {d}\n" for p, d in devices.items()))
+    host.stub("stat", 'awk -v p="$3" \'$1 == p { print $2 }\' "$STATE/devices"')
+
+
+def test_storage_check_passes_with_every_tier_in_place(host: Host, tmp_path: Path):
+    fast, backup = tmp_path / "fast", tmp_path / "backups"
+    fast.mkdir(), backup.mkdir()
+    _stat_devices(host, {"/": "2049", str(fast): "2049", str(backup): "47"})
+    result = host.run("storage-check.sh", TIERS=f"fast-ssd={fast} backup={backup}", OWN_DEVICE="backup")
+    assert result.returncode == 0, result.stderr
+    assert f"backup at {backup}: ok" in result.stdout
+
+
+def test_storage_check_fails_for_a_missing_mount_and_a_backup_on_the_root_disk(host: Host, tmp_path: Path):
+    backup = tmp_path / "backups"
+    backup.mkdir()
+    _stat_devices(host, {"/": "2049", str(backup): "2049"})
+    result = host.run(
+        "storage-check.sh", TIERS=f"standard={tmp_path}/hdd backup={backup}", OWN_DEVICE="backup"
+    )
+    assert result.returncode == 1
+    assert f"storage tier standard: {tmp_path}/hdd does not exist on gpu-host" in result.stderr
+    assert f"storage tier backup: {backup} is on the root filesystem of gpu-host" in result.stderr
+
+
 # --- cloudflare-secret.sh --------------------------------------------------------------------------
 CF_TOKEN = "0123456789abcdefghijABCDEFGHIJ_-01234567"
 

@@ -79,6 +79,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "compute_server-k3s",
         "compute_kubeconfig",
         "compute_node-labels",
+        "storage_check-0",
         "networking_firewall-0",
         "networking_cloudflare-secret",
         "vault_bootstrap",
