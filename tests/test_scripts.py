@@ -302,6 +302,34 @@ def test_driver_already_loaded_keeps_its_packages_held(host: Host):
     ]
 
 
+def test_driver_built_by_dkms_holds_the_running_kernel_and_its_metapackages(host: Host):
+    installed = "\n".join(
+        [
+            "nvidia-driver-580-server-open",
+            "nvidia-dkms-580-server-open",
+            "linux-image-6.8.0-45-generic",
+            "linux-headers-6.8.0-45-generic",
+            "linux-generic",
+            "linux-image-generic",
+        ]
+    )
+    env = _driver_host(host, "580.95.05", modprobe_ok=True, installed=installed)
+    host.stub("uname", "echo 6.8.0-45-generic")
+    assert host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env).returncode == 0
+    assert host.calls("apt-mark")[-1] == (
+        "apt-mark -o DPkg::Lock::Timeout=600 hold linux-image-6.8.0-45-generic "
+        "linux-headers-6.8.0-45-generic linux-generic linux-image-generic"
+    )
+
+
+def test_driver_with_prebuilt_modules_leaves_the_kernel_alone(host: Host):
+    env = _driver_host(
+        host, "580.95.05", modprobe_ok=True, installed="nvidia-driver-580-server-open\nlinux-generic"
+    )
+    assert host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env).returncode == 0
+    assert not [call for call in host.calls("apt-mark") if "linux-" in call]
+
+
 def test_driver_second_run_after_install_does_nothing(host: Host):
     env = _driver_host(host, None, modprobe_ok=True)
     assert host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env).returncode == 0
