@@ -168,6 +168,8 @@ def test_labels_and_taints_reach_registered_nodes_through_the_api_on_a_change(sy
     assert "NODE_LABELS='nvidia.com/gpu=true'" in command and "NODE_TAINTS=''" in command
     assert step["triggers_replace"]["node-labels.sh:NODE_TAINTS"] == ""
     assert len(step["depends_on"]) == 2
+    # A reinstalled k3s re-registers its nodes: the step runs again.
+    assert step["triggers_replace"]["k3s-0"] == "${terraform_data.compute_server-k3s_CF7027BF.id}"
     assert compute.node_labels in compute.cluster.ready
     tainted = steps(build(synth, hosts=hosts(2), taint_gpu_nodes=True)[0])["node-labels"]
     assert tainted["triggers_replace"]["node-labels.sh:NODE_TAINTS"] == "nvidia.com/gpu=true:NoSchedule"

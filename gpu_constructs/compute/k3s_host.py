@@ -192,6 +192,8 @@ class K3sHostGpuCompute(Construct):
                     },
                 )
             ],
+            # A reinstalled k3s (a replaced node step) has nodes that registered afresh: label them.
+            extra_triggers={f"k3s-{index}": step.id for index, step in enumerate(node_steps)},
             depends_on=node_steps,
         )
 
