@@ -38,9 +38,18 @@ ENVIRONMENTS: Mapping[str, tuple[str, str, str]] = {
 STACKS_ENV = "GPU_STACKS"
 
 
+REQUIRED_TERRAFORM = ">= 1.10"
+"""The oldest Terraform every stack runs on: a variable validation that reads another variable
+(single-node's ``public_address`` with HTTP-01 checks the hosts' addresses: Terraform 1.9), the S3
+backend's own lock file ``use_lockfile`` (eks-karpenter: 1.10) and ``terraform_data`` (1.4). An
+older Terraform stops at init with this constraint instead of failing half-way through a plan."""
+
+
 def use_cluster(stack: TerraformStack, cluster: GpuCluster) -> GpuCluster:
     """What every stack does with its cluster first: the policy aspect checks the whole stack
-    against the contract, and the helm provider reaches the cluster through the contract's access."""
+    against the contract, the helm provider reaches the cluster through the contract's access, and
+    the stack declares the Terraform it needs."""
+    stack.add_override("terraform.required_version", REQUIRED_TERRAFORM)
     Aspects.of(stack).add(StackPolicy(cluster))
     HelmProvider(stack, "helm", kubernetes=cluster.access.helm_kubernetes())
     return cluster

@@ -36,7 +36,7 @@ from gpu_constructs.database import Postgres, PostgresProps
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.helm import ValuesLayers
-from gpu_constructs.hostexec import SshHost
+from gpu_constructs.hostexec import HOST_KEY_PATTERN, SshHost
 from gpu_constructs.networking import ACME_SOLVERS, Networking, NetworkingProps
 from gpu_constructs.storage import Storage, StorageProps
 from gpu_constructs.vault import Vault, VaultProps
@@ -90,6 +90,9 @@ class SingleNodeSettings:
     host_network_prefix: int = 24
     """Without the admin_cidrs variable, SSH and the API are open to each host's own /24 network."""
     network_policies: bool = True
+    verify_ssh_host_keys: bool = True
+    """Check every host's SSH key against the ``ssh_host_keys`` variable. False connects without
+    checking (and drops the variable): whoever answers at the address gets the cluster token."""
     values_dir: Path = PROJECT_ROOT / "helm-values"
     """Folder of the values files; ``<chart>/base.yaml`` plus ``<chart>/<environment>.yaml``."""
 
@@ -147,6 +150,29 @@ class SingleNodeStack(TerraformStack):
             default="~/.ssh/id_ed25519",
             description="Private key that logs in as ssh_user on every host.",
         )
+        host_keys = None
+        if s.verify_ssh_host_keys:
+            host_keys = TerraformVariable(
+                self,
+                "ssh_host_keys",
+                type="list(string)",
+                description=(
+                    "Public SSH host key of each host, in gpu_node_ips order, as '<type> <base64>': "
+                    "ssh-keyscan -t ed25519 <ip> | cut -d' ' -f2- (compare its fingerprint with "
+                    "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host's console)."
+                ),
+                validation=[
+                    rule(
+                        f"length(var.ssh_host_keys) == {hosts_count}",
+                        f"ssh_host_keys must list exactly {hosts_count} key(s), one per gpu_node_ips entry.",
+                    ),
+                    rule(
+                        f'alltrue([for k in var.ssh_host_keys : can(regex("^{HOST_KEY_PATTERN}$", k))])',
+                        "Every ssh_host_keys entry must be a public key such as 'ssh-ed25519 AAAAC3Nza...' "
+                        "(ssh-keyscan's output without the address).",
+                    ),
+                ],
+            )
         k3s_token = k3s_token_variable(self)
         app_domain = TerraformVariable(
             self,
@@ -213,6 +239,7 @@ class SingleNodeStack(TerraformStack):
                 address=Fn.element(node_ips.list_value, index),
                 user=ssh_user.string_value,
                 private_key_path=ssh_key.string_value,
+                host_key=Fn.element(host_keys.list_value, index) if host_keys else None,
             )
             for index in range(hosts_count)
         ]
@@ -232,6 +259,7 @@ class SingleNodeStack(TerraformStack):
                 taint_gpu_nodes=s.taint_gpu_nodes,
                 gpus_per_node=s.gpus_per_node,
                 sharing=GpuSharing(s.time_slicing_replicas, MigStrategy(s.mig_strategy)),
+                verify_host_keys=s.verify_ssh_host_keys,
             ),
         )
         cluster = use_cluster(self, compute.cluster)
@@ -260,7 +288,12 @@ class SingleNodeStack(TerraformStack):
                 ),
             ),
         )
-        storage = Storage(self, "storage", props=StorageProps(cluster=cluster))
+        # ufw is enabled on a host only after its driver step, which may reboot it and waits until it
+        # is back: the firewall step never runs into a host going down.
+        reboots = [f"terraform_data.{step.friendly_unique_id}" for step in compute.reboot_steps]
+        for firewall in networking.firewalls if reboots else ():
+            firewall.add_override("depends_on", reboots)
+        storage = Storage(self, "storage", props=StorageProps(cluster=cluster, check_hosts=hosts))
 
         gpu_operator = None
         if s.gpu_enabled and s.deploy_gpu_operator:

@@ -9,6 +9,7 @@ failure is safe too.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -27,7 +28,11 @@ from constructs import Construct
 
 from gpu_constructs import validate
 from gpu_constructs.cluster import GpuCluster
+from gpu_constructs.errors import ConfigError
 
+HOST_KEY_PATTERN = r"(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={0,3}"
+"""An OpenSSH host public key as known_hosts and ssh-keyscan write it: the type, a space, base64."""
+HOST_KEY = re.compile(HOST_KEY_PATTERN)
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
 REMOTE_DIR = "/tmp"
 SECRETS_DIR = ".gpu-constructs"
@@ -79,10 +84,24 @@ class SshHost:
     private_key_path: str
     timeout: str = "15m"
     """How long a step keeps trying to connect; long enough for a reboot after a driver install."""
+    host_key: str | None = None
+    """The host's public SSH key, ``<type> <base64>`` as in a known_hosts line (``ssh-keyscan -t
+    ed25519 <address>`` without the leading address). Terraform's SSH communicator then refuses a
+    host that presents another key (internal/communicator/ssh/provisioner.go buildSSHClientConfig
+    writes it into a known_hosts file); without it Terraform accepts any key (InsecureIgnoreHostKey),
+    and so would the local scripts' first connection."""
 
     def __post_init__(self) -> None:
         if not validate.is_reference(self.address):
             validate.ipv4("address", self.address)
+        key = self.host_key
+        if key is not None and not validate.is_reference(key) and not HOST_KEY.fullmatch(key):
+            raise ConfigError(
+                "host_key",
+                key,
+                "give the key as '<type> <base64>', e.g. the output of "
+                "'ssh-keyscan -t ed25519 <address>' without the address",
+            )
 
     def connection(self) -> SSHProvisionerConnection:
         return SSHProvisionerConnection(
@@ -91,7 +110,16 @@ class SshHost:
             user=self.user,
             private_key=Fn.file(self.private_key_path),
             timeout=self.timeout,
+            host_key=self.host_key,
         )
+
+    def local_ssh_env(self) -> dict[str, str]:
+        """The settings a script that runs ``ssh`` on the machine that runs Terraform reads:
+        SSH_USER, SSH_HOST, SSH_KEY and, with a known key, HOST_KEY (checked strictly)."""
+        env = {"SSH_USER": self.user, "SSH_HOST": self.address, "SSH_KEY": self.private_key_path}
+        if self.host_key is not None:
+            env["HOST_KEY"] = self.host_key
+        return env
 
 
 @dataclass(frozen=True)

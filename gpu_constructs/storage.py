@@ -10,7 +10,7 @@ map per class (``storageClassConfigs``): every class's directory is in the confi
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from constructs import Construct
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuCluster
 from gpu_constructs.errors import ConfigError
+from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts
 
 PROVISIONER = "gpu-constructs.io/local-path"
 """Not k3s' ``rancher.io/local-path``: the two provisioners must never both answer one claim."""
@@ -26,6 +27,9 @@ NAMESPACE = "kube-system"
 NAME = "gpu-local-path-provisioner"
 CONFIG_MAP = "gpu-local-path-config"
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+K3S_DATA_DIR = "/var/lib/rancher/k3s"
+"""k3s' data directory, which k3s-uninstall.sh deletes (install.sh create_uninstall:
+``rm -rf /var/lib/rancher/k3s``): no tier may keep retained volumes under it."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ class StorageTier:
     """Only nodes with these labels have this tier's disk: the class's ``allowedTopologies``, which
     the scheduler matches against node labels for a WaitForFirstConsumer claim, so a pod with such a
     claim never lands where the directory would sit on another disk."""
+    own_device: bool = False
+    """The directory must be on another filesystem than ``/`` (checked on each host before the
+    provisioner starts): a backup on the root disk is lost with it."""
     allow_volume_expansion: bool = True
     """Let claims be resized. local-path volumes are directories with no size cap, so a larger request
     is bookkeeping; the data can already grow to the disk's size."""
@@ -52,14 +59,23 @@ class StorageTier:
         if not self.node_path.startswith("/") or self.node_path.rstrip("/") == "":
             raise ConfigError(f"{self.name}.node_path", self.node_path, "give an absolute path other than /")
         validate.one_of(f"{self.name}.reclaim_policy", self.reclaim_policy, ("Retain", "Delete"))
+        path = self.node_path.rstrip("/")
+        if path == K3S_DATA_DIR or path.startswith(K3S_DATA_DIR + "/"):
+            raise ConfigError(
+                f"{self.name}.node_path",
+                self.node_path,
+                f"k3s-uninstall.sh deletes {K3S_DATA_DIR} with every volume in it; use a directory "
+                f"outside it, e.g. /var/lib/gpu-storage/{self.name}",
+            )
 
 
 SEED_TIERS = (
-    # The seed puts fast-ssd on the k3s data disk (/var/lib/rancher/k3s, NVMe), standard on an HDD
-    # at /mnt/storage and backup on an NFS mount at /mnt/backups.
-    StorageTier("fast-ssd", "/var/lib/rancher/k3s/storage", default=True),
+    # The seed puts fast-ssd on the k3s data disk (NVMe) under /var/lib/rancher/k3s/storage, which
+    # k3s-uninstall.sh wipes: here it is on the same disk, outside k3s' data directory. standard is
+    # an HDD at /mnt/storage, backup an NFS mount or second disk at /mnt/backups.
+    StorageTier("fast-ssd", "/var/lib/gpu-storage/fast-ssd", default=True),
     StorageTier("standard", "/mnt/storage"),
-    StorageTier("backup", "/mnt/backups"),
+    StorageTier("backup", "/mnt/backups", own_device=True),
 )
 
 
@@ -68,6 +84,10 @@ class StorageProps:
     cluster: GpuCluster
     tiers: tuple[StorageTier, ...] = field(default=SEED_TIERS)
     """The classes to create. Default: the seed's fast-ssd (default class), standard and backup."""
+    check_hosts: Sequence[SshHost] = ()
+    """Hosts on which every tier's directory is checked before the provisioner starts (it exists,
+    and is on its own filesystem for ``own_device`` tiers). Empty: no check (nodes the stack
+    creates with their disks)."""
     provisioner_image: str = versions.LOCAL_PATH_PROVISIONER_IMAGE.version
     helper_image: str = versions.LOCAL_PATH_HELPER_IMAGE.version
 
@@ -85,6 +105,17 @@ class Storage(Construct):
     def __init__(self, scope: Construct, id: str, *, props: StorageProps) -> None:
         super().__init__(scope, id)
         self.props = props
+        tiers = ScriptRun(
+            "storage-check.sh",
+            {
+                "TIERS": " ".join(f"{tier.name}={tier.node_path}" for tier in props.tiers),
+                "OWN_DEVICE": " ".join(tier.name for tier in props.tiers if tier.own_device),
+            },
+        )
+        self.checks = [
+            run_scripts(self, f"check-{index}", host=host, runs=[tiers])
+            for index, host in enumerate(props.check_hosts)
+        ]
         self.provisioner_release = helm.manifests_release(
             self,
             "local-path-provisioner",
@@ -92,6 +123,7 @@ class Storage(Construct):
             name=NAME,
             namespace=NAMESPACE,
             manifests=self.provisioner(),
+            depends_on=self.checks,
         )
         # Whatever uses a class depends on this release, and through it on the provisioner.
         self.release = helm.manifests_release(

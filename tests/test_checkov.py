@@ -51,11 +51,22 @@ def stacks_dir(tmp_path_factory) -> Path:
     return outdir / "stacks"
 
 
-def test_every_stack_passes_checkov(stacks_dir):
+def without_required_version(stack_dir: Path, out: Path) -> Path:
+    """A copy of the stack without ``terraform.required_version``: checkov 3.3's terraform_json
+    parser fails the whole file on any plain value in the ``terraform`` block ("this method receives
+    only dicts", a parsing error, no check run). The constraint has nothing for checkov to check."""
+    out.mkdir(parents=True)
+    stack = json.loads((stack_dir / "cdk.tf.json").read_text())
+    stack.get("terraform", {}).pop("required_version", None)
+    (out / "cdk.tf.json").write_text(json.dumps(stack))
+    return out
+
+
+def test_every_stack_passes_checkov(stacks_dir, tmp_path):
     stacks = sorted(p.name for p in stacks_dir.iterdir() if p.is_dir())
     assert stacks
     for stack in stacks:
-        summary = run_checkov(stacks_dir / stack)
+        summary = run_checkov(without_required_version(stacks_dir / stack, tmp_path / stack))
         assert summary["parsing_errors"] == 0, stack
         assert summary["failed"] == 0, f"{stack}: {summary['failed_checks']}"
 

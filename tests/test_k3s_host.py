@@ -11,8 +11,14 @@ from tests.conftest import resources
 TOKEN = "${var.k3s_token}"
 
 
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEc2Tq0xHqY0n3vXbKp7nB8m0f1S7o3b5Yw6x9Zk1Q2R"
+
+
 def hosts(count: int) -> list[SshHost]:
-    return [SshHost(f"192.168.1.{100 + i}", "ubuntu", "~/.ssh/id_ed25519") for i in range(count)]
+    return [
+        SshHost(f"192.168.1.{100 + i}", "ubuntu", "~/.ssh/id_ed25519", host_key=HOST_KEY)
+        for i in range(count)
+    ]
 
 
 def props(**overrides) -> K3sHostProps:
@@ -47,7 +53,7 @@ def inline(step: dict, scripts_only: bool = True) -> list[str]:
 def test_server_steps_run_detection_driver_toolkit_and_k3s_in_order(synth):
     synthesized, _ = build(synth)
     found = steps(synthesized)
-    assert sorted(found) == ["cluster", "kubeconfig", "server-gpu-driver", "server-k3s"]
+    assert sorted(found) == ["cluster", "kubeconfig", "node-labels", "server-gpu-driver", "server-k3s"]
     assert [c.split(" bash ")[1] for c in inline(found["server-gpu-driver"])] == [
         "/tmp/gpu-constructs-gpu-detect.sh",
         "/tmp/gpu-constructs-nvidia-driver.sh",
@@ -70,6 +76,7 @@ def test_driver_step_waits_for_the_reboot_before_the_next_step_connects(synth):
         "SSH_USER": "ubuntu",
         "SSH_HOST": "192.168.1.100",
         "SSH_KEY": "~/.ssh/id_ed25519",
+        "HOST_KEY": HOST_KEY,
         "WAIT_SECONDS": "900",
     }
 
@@ -171,10 +178,28 @@ def test_taint_when_asked_for(synth):
     assert str(compute.cluster.gpu_taint) == "nvidia.com/gpu=true:NoSchedule"
 
 
+def test_labels_and_taints_reach_registered_nodes_through_the_api_on_a_change(synth):
+    synthesized, compute = build(synth, hosts=hosts(2))
+    found = steps(synthesized)
+    step = found["node-labels"]
+    (command,) = inline(step)
+    assert "NODE_IPS='192.168.1.100 192.168.1.101'" in command
+    assert "NODE_LABELS='nvidia.com/gpu=true'" in command and "NODE_TAINTS=''" in command
+    assert step["triggers_replace"]["node-labels.sh:NODE_TAINTS"] == ""
+    assert len(step["depends_on"]) == 2
+    # A reinstalled k3s re-registers its nodes: the step runs again.
+    assert step["triggers_replace"]["k3s-0"] == "${terraform_data.compute_server-k3s_CF7027BF.id}"
+    assert compute.node_labels in compute.cluster.ready
+    tainted = steps(build(synth, hosts=hosts(2), taint_gpu_nodes=True)[0])["node-labels"]
+    assert tainted["triggers_replace"]["node-labels.sh:NODE_TAINTS"] == "nvidia.com/gpu=true:NoSchedule"
+    bare = steps(build(synth, gpu_enabled=False)[0])["node-labels"]
+    assert bare["triggers_replace"]["node-labels.sh:NODE_LABELS"] == ""
+
+
 def test_without_gpu_no_nvidia_steps_and_no_capacity(synth):
     synthesized, compute = build(synth, gpu_enabled=False)
     found = steps(synthesized)
-    assert sorted(found) == ["cluster", "kubeconfig", "server-k3s"]
+    assert sorted(found) == ["cluster", "kubeconfig", "node-labels", "server-k3s"]
     assert "NODE_LABELS" not in inline(found["server-k3s"])[0]
     assert compute.cluster.gpu_capacity == 0
 
@@ -222,6 +247,31 @@ def test_kubeconfig_fetch_runs_locally_with_the_server_address(synth):
 def test_bad_settings_fail_with_field_value_and_fix(overrides, message):
     with pytest.raises(ConfigError, match=message):
         props(**overrides)
+
+
+def test_every_connection_checks_the_host_key(synth):
+    synthesized, _ = build(synth, hosts=hosts(2))
+    found = steps(synthesized)
+    for name in ("server-gpu-driver", "server-k3s", "agent-1-gpu-driver", "agent-1-k3s"):
+        assert found[name]["connection"]["host_key"] == HOST_KEY, name
+    assert found["kubeconfig"]["provisioner"][0]["local-exec"]["environment"]["HOST_KEY"] == HOST_KEY
+
+
+def test_a_host_without_a_host_key_is_refused_unless_the_check_is_switched_off(synth):
+    bare = [SshHost("192.168.1.100", "ubuntu", "~/.ssh/id_ed25519")]
+    with pytest.raises(
+        ConfigError, match=r"'hosts\[0\].host_key' is None: give the public key of 192.168.1.100"
+    ):
+        props(hosts=bare)
+    synthesized, _ = build(synth, hosts=bare, verify_host_keys=False)
+    found = steps(synthesized)
+    assert "host_key" not in found["server-k3s"]["connection"]
+    assert "HOST_KEY" not in found["kubeconfig"]["provisioner"][0]["local-exec"]["environment"]
+
+
+def test_a_malformed_host_key_fails_at_synth():
+    with pytest.raises(ConfigError, match=r"'host_key' is 'SHA256:abc': give the key as '<type> <base64>'"):
+        SshHost("192.168.1.100", "ubuntu", "~/.ssh/id", host_key="SHA256:abc")
 
 
 def test_bad_host_address_fails():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -301,6 +302,34 @@ def test_driver_already_loaded_keeps_its_packages_held(host: Host):
     ]
 
 
+def test_driver_built_by_dkms_holds_the_running_kernel_and_its_metapackages(host: Host):
+    installed = "\n".join(
+        [
+            "nvidia-driver-580-server-open",
+            "nvidia-dkms-580-server-open",
+            "linux-image-6.8.0-45-generic",
+            "linux-headers-6.8.0-45-generic",
+            "linux-generic",
+            "linux-image-generic",
+        ]
+    )
+    env = _driver_host(host, "580.95.05", modprobe_ok=True, installed=installed)
+    host.stub("uname", "echo 6.8.0-45-generic")
+    assert host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env).returncode == 0
+    assert host.calls("apt-mark")[-1] == (
+        "apt-mark -o DPkg::Lock::Timeout=600 hold linux-image-6.8.0-45-generic "
+        "linux-headers-6.8.0-45-generic linux-generic linux-image-generic"
+    )
+
+
+def test_driver_with_prebuilt_modules_leaves_the_kernel_alone(host: Host):
+    env = _driver_host(
+        host, "580.95.05", modprobe_ok=True, installed="nvidia-driver-580-server-open\nlinux-generic"
+    )
+    assert host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env).returncode == 0
+    assert not [call for call in host.calls("apt-mark") if "linux-" in call]
+
+
 def test_driver_second_run_after_install_does_nothing(host: Host):
     env = _driver_host(host, None, modprobe_ok=True)
     assert host.run("nvidia-driver.sh", DRIVER_BRANCH="580", **env).returncode == 0
@@ -403,13 +432,19 @@ def _k3s_host(host: Host) -> None:
         'if [ "$1" = "--version" ]; then [ -f "$STATE/k3s" ] && cat "$STATE/k3s" || exit 1; '
         'else echo "gpu-host   Ready    control-plane   1m   v1.35.5+k3s1"; fi',
     )
-    # The installer: records what it was asked for, then "installs" that version.
+    # The installer: records what it was asked for, then "installs" that version. Like install.sh
+    # (service_enable_and_start) it restarts the service only when the binary changed or
+    # INSTALL_K3S_FORCE_RESTART is true; a restart is what makes k3s read config.yaml.
     host.stub(
         "curl",
         "cat <<'INSTALLER'\n"
         'echo "installer $INSTALL_K3S_EXEC $INSTALL_K3S_VERSION url=$K3S_URL" >> "$CALLS"\n'
         'echo "$K3S_TOKEN" > "$STATE/installer-token"\n'
+        'before="$(cat "$STATE/k3s" 2>/dev/null)"\n'
         'echo "k3s version $INSTALL_K3S_VERSION (abcdef)" > "$STATE/k3s"\n'
+        'if [ "$before" != "$(cat "$STATE/k3s")" ] || [ "$INSTALL_K3S_FORCE_RESTART" = true ]; then\n'
+        '  echo restarted >> "$STATE/restarts"; cp "$K3S_CONFIG_DIR/config.yaml" "$STATE/running-config"\n'
+        "fi\n"
         "INSTALLER",
     )
 
@@ -465,6 +500,37 @@ def test_k3s_changed_setting_reinstalls(host: Host):
     )
 
 
+def test_k3s_config_only_change_restarts_k3s_so_it_reads_the_new_config(host: Host):
+    _k3s_host(host)
+    host.run("k3s-install.sh", **_k3s_env(host))
+    result = host.run("k3s-install.sh", **_k3s_env(host, DISABLE="traefik servicelb"))
+    assert result.returncode == 0, result.stderr
+    assert (host.state / "restarts").read_text().splitlines() == ["restarted", "restarted"]
+    assert "  - servicelb" in (host.state / "running-config").read_text()
+
+
+def test_k3s_stopped_service_with_same_settings_is_started_again(host: Host):
+    _k3s_host(host)
+    host.run("k3s-install.sh", **_k3s_env(host))
+    # is-active fails until the installer has (re)started the service.
+    host.stub("systemctl", '[ "$1 $3" = "is-active k3s" ] && [ ! -f "$STATE/up" ] && exit 3; exit 0')
+    host.stub("curl", 'echo "touch $STATE/up; echo installer >> $CALLS"')
+    result = host.run("k3s-install.sh", **_k3s_env(host))
+    assert result.returncode == 0, result.stderr
+    assert "nothing to do" not in result.stdout
+    assert host.calls("installer") == ["installer server v1.35.5+k3s1 url=", "installer"]
+
+
+def test_k3s_service_that_does_not_start_fails_the_step(host: Host):
+    _k3s_host(host)
+    host.stub("systemctl", '[ "$1" = is-active ] && exit 3; exit 0')
+    result = host.run(
+        "k3s-install.sh", **_k3s_env(host, K3S_ROLE="agent", K3S_URL="https://192.168.1.100:6443")
+    )
+    assert result.returncode == 1
+    assert "k3s-agent is not running after the install" in result.stderr
+
+
 def test_k3s_agent_needs_the_server_url(host: Host):
     _k3s_host(host)
     result = host.run("k3s-install.sh", **_k3s_env(host, K3S_ROLE="agent"))
@@ -482,7 +548,180 @@ def test_k3s_agent_joins_the_server(host: Host):
     assert "tls-san" not in (host.state / "etc" / "config.yaml").read_text()
 
 
+# --- node-labels.sh --------------------------------------------------------------------------------
+# `k3s kubectl` against nodes kept in $STATE/nodes.json ({name: {ip, labels, taints, annotations}}),
+# answering the get/label/taint/annotate forms kubectl has; every write is logged as "write ...".
+NODES_K3S = r"""
+exec python3 - "$@" <<'PY'
+import json, os, sys
+path = os.path.join(os.environ["STATE"], "nodes.json")
+nodes = json.load(open(path))
+args = sys.argv[2:]  # after "kubectl"
+verb = args[0]
+def save():
+    json.dump(nodes, open(path, "w"))
+    open(os.environ["CALLS"], "a").write("write " + " ".join(args) + "\n")
+if verb == "get" and args[1] == "nodes":
+    for name, node in nodes.items():
+        print(name, node["ip"])
+elif verb == "get":
+    node, out = nodes[args[2]], args[-1]
+    if "annotations" in out:
+        key = "gpu-constructs.io/labels" if out.endswith("labels}") else "gpu-constructs.io/taints"
+        print(node["annotations"].get(key, ""), end="")
+    elif ".metadata.labels" in out:
+        for k, v in sorted(node["labels"].items()):
+            print(f"{k}={v}")
+    else:
+        for t in node["taints"]:
+            print(f"{t['key']}={t.get('value', '')}:{t['effect']}")
+elif verb in ("label", "taint", "annotate"):
+    node = nodes[args[2]]
+    for item in [a for a in args[3:] if a != "--overwrite"]:
+        if verb == "label":
+            if item.endswith("-"):
+                del node["labels"][item[:-1]]
+            else:
+                k, v = item.split("=", 1)
+                node["labels"][k] = v
+        elif verb == "taint":
+            key_value, effect = item.rstrip("-").rsplit(":", 1)
+            key = key_value.split("=")[0]
+            node["taints"] = [t for t in node["taints"] if (t["key"], t["effect"]) != (key, effect)]
+            if not item.endswith("-"):
+                node["taints"].append({"key": key, "value": key_value.partition("=")[2], "effect": effect})
+        else:
+            k, v = item.split("=", 1)
+            node["annotations"][k] = v
+    save()
+PY
+"""
+
+
+def _nodes(host: Host, **nodes: dict) -> dict[str, str]:
+    for node in nodes.values():
+        node.setdefault("labels", {})
+        node.setdefault("taints", [])
+        node.setdefault("annotations", {})
+    (host.state / "nodes.json").write_text(json.dumps(nodes))
+    host.stub("k3s", NODES_K3S)
+    return {"CALLS": str(host.log), "NODE_IPS": " ".join(n["ip"] for n in nodes.values())}
+
+
+def _node(host: Host, name: str) -> dict:
+    return json.loads((host.state / "nodes.json").read_text())[name]
+
+
+GPU_TAINT = "nvidia.com/gpu=true:NoSchedule"
+
+
+def test_node_labels_reach_a_node_registered_without_them(host: Host):
+    env = _nodes(host, gpu1={"ip": "192.168.1.100"}, gpu2={"ip": "192.168.1.101"})
+    result = host.run("node-labels.sh", NODE_LABELS="nvidia.com/gpu=true", NODE_TAINTS=GPU_TAINT, **env)
+    assert result.returncode == 0, result.stderr
+    for name in ("gpu1", "gpu2"):
+        node = _node(host, name)
+        assert node["labels"] == {"nvidia.com/gpu": "true"}
+        assert node["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]
+
+
+def test_node_labels_second_run_writes_nothing(host: Host):
+    env = _nodes(host, gpu1={"ip": "192.168.1.100"})
+    host.run("node-labels.sh", NODE_LABELS="nvidia.com/gpu=true", NODE_TAINTS=GPU_TAINT, **env)
+    host.log.write_text("")
+    result = host.run("node-labels.sh", NODE_LABELS="nvidia.com/gpu=true", NODE_TAINTS=GPU_TAINT, **env)
+    assert result.returncode == 0, result.stderr
+    assert "nothing to do" in result.stdout
+    assert host.calls("write") == []
+
+
+def test_node_labels_removes_what_it_set_and_no_longer_declares_but_not_others(host: Host):
+    env = _nodes(
+        host,
+        gpu1={
+            "ip": "192.168.1.100",
+            "labels": {"team": "ml", "nvidia.com/gpu": "true"},
+            "taints": [{"key": "maintenance", "value": "", "effect": "NoExecute"}],
+        },
+    )
+    host.run("node-labels.sh", NODE_LABELS="nvidia.com/gpu=true", NODE_TAINTS=GPU_TAINT, **env)
+    result = host.run("node-labels.sh", NODE_LABELS="", NODE_TAINTS="", **env)
+    assert result.returncode == 0, result.stderr
+    node = _node(host, "gpu1")
+    assert node["labels"] == {"team": "ml"}
+    assert node["taints"] == [{"key": "maintenance", "value": "", "effect": "NoExecute"}]
+    assert node["annotations"] == {"gpu-constructs.io/labels": "", "gpu-constructs.io/taints": ""}
+
+
+def test_node_labels_leave_a_label_they_never_set(host: Host):
+    env = _nodes(host, gpu1={"ip": "192.168.1.100", "labels": {"nvidia.com/gpu": "true"}})
+    result = host.run("node-labels.sh", NODE_LABELS="", **env)
+    assert result.returncode == 0, result.stderr
+    assert _node(host, "gpu1")["labels"] == {"nvidia.com/gpu": "true"}
+
+
+def test_node_labels_wait_for_a_node_is_bounded(host: Host):
+    env = _nodes(host, gpu1={"ip": "192.168.1.100"})
+    result = host.run("node-labels.sh", **{**env, "NODE_IPS": "192.168.1.109"}, WAIT_SECONDS="0")
+    assert result.returncode == 1
+    assert "no node with InternalIP 192.168.1.109 registered within 0s" in result.stderr
+
+
 # --- firewall.sh -----------------------------------------------------------------------------------
+def _rules(host: Host) -> list[str]:
+    """The ufw calls, each rule's comment cut off."""
+    return [call.split(" comment ")[0] for call in host.calls("ufw")]
+
+
+# A ufw that keeps its rules in $STATE/ufw.json ([[rule words, comment]]) and numbers them in
+# `status numbered` as ufw does, with the comment after "# ".
+UFW_FAKE = r"""
+exec python3 - "$@" <<'PY'
+import json, os, sys
+path = os.path.join(os.environ["STATE"], "ufw.json")
+rules = json.load(open(path)) if os.path.exists(path) else []
+args = sys.argv[1:]
+if args[:1] == ["--force"]:
+    args = args[1:]
+if args[:1] == ["allow"]:
+    words, comment = args[1:], ""
+    if "comment" in words:
+        comment = words[words.index("comment") + 1]
+        words = words[: words.index("comment")]
+    if not any(rule == words for rule, _ in rules):
+        rules.append([words, comment])
+elif args[:2] == ["status", "numbered"]:
+    print("Status: active\n")
+    for number, (rule, comment) in enumerate(rules, 1):
+        print(f"[{number:2}] {' '.join(rule):40} ALLOW IN" + (f" # {comment}" if comment else ""))
+elif args[:1] == ["delete"] and args[1].isdigit():
+    del rules[int(args[1]) - 1]
+elif args[:1] == ["delete"]:
+    rules = [r for r in rules if r[0] != args[2:]]
+json.dump(rules, open(path, "w"))
+PY
+"""
+
+
+def test_firewall_narrowed_admin_networks_lose_their_rules_and_foreign_rules_stay(host: Host):
+    host.stub("ufw", UFW_FAKE)
+    (host.state / "ufw.json").write_text(json.dumps([[["allow", "from", "10.9.9.9"], ""]]))
+    wide = {"PUBLIC_PORTS": "443/tcp", "ADMIN_PORTS": "22/tcp 6443/tcp"}
+    assert host.run("firewall.sh", **wide, ADMIN_CIDRS="192.168.1.0/24 0.0.0.0/0").returncode == 0
+    result = host.run("firewall.sh", **wide, ADMIN_CIDRS="192.168.1.0/24")
+    assert result.returncode == 0, result.stderr
+    rules = [" ".join(rule) for rule, _ in json.loads((host.state / "ufw.json").read_text())]
+    assert rules == [
+        "allow from 10.9.9.9",
+        "443/tcp",
+        "proto tcp from 192.168.1.0/24 to any port 22",
+        "proto tcp from 192.168.1.0/24 to any port 6443",
+    ]
+    host.log.write_text("")
+    assert host.run("firewall.sh", **wide, ADMIN_CIDRS="192.168.1.0/24").returncode == 0
+    assert not [call for call in host.calls("ufw") if call.startswith("ufw --force delete")]
+
+
 def test_firewall_opens_public_ports_and_cluster_ports_to_trusted_networks_only(host: Host):
     result = host.run(
         "firewall.sh",
@@ -491,7 +730,7 @@ def test_firewall_opens_public_ports_and_cluster_ports_to_trusted_networks_only(
         TRUSTED_CIDRS="10.42.0.0/16",
     )
     assert result.returncode == 0, result.stderr
-    calls = host.calls("ufw")
+    calls = _rules(host)
     assert calls[:3] == [
         "ufw default deny incoming",
         "ufw default allow outgoing",
@@ -500,7 +739,7 @@ def test_firewall_opens_public_ports_and_cluster_ports_to_trusted_networks_only(
     assert "ufw allow 22/tcp" in calls and "ufw allow 443/tcp" in calls
     assert "ufw allow proto udp from 10.42.0.0/16 to any port 8472" in calls
     assert "ufw allow 10250/tcp" not in calls
-    assert calls[-2:] == ["ufw --force enable", "ufw status numbered"]
+    assert calls[-1] == "ufw status numbered" and "ufw --force enable" in calls
 
 
 def test_firewall_admin_ports_only_from_admin_networks_and_old_world_rules_removed(host: Host):
@@ -513,7 +752,7 @@ def test_firewall_admin_ports_only_from_admin_networks_and_old_world_rules_remov
         TRUSTED_CIDRS="10.42.0.0/16",
     )
     assert result.returncode == 0, result.stderr
-    calls = host.calls("ufw")
+    calls = _rules(host)
     for cidr in ("192.168.1.0/24", "203.0.113.7/32"):
         assert f"ufw allow proto tcp from {cidr} to any port 22" in calls
         assert f"ufw allow proto tcp from {cidr} to any port 6443" in calls
@@ -528,8 +767,36 @@ def test_firewall_keeps_a_port_that_is_both_public_and_admin(host: Host):
         "firewall.sh", PUBLIC_PORTS="22/tcp 443/tcp", ADMIN_PORTS="22/tcp", ADMIN_CIDRS="10.0.0.0/8"
     )
     assert result.returncode == 0, result.stderr
-    assert "ufw allow 22/tcp" in host.calls("ufw")
-    assert "ufw delete allow 22/tcp" not in host.calls("ufw")
+    assert "ufw allow 22/tcp" in _rules(host)
+    assert "ufw delete allow 22/tcp" not in _rules(host)
+
+
+# --- storage-check.sh ------------------------------------------------------------------------------
+def _stat_devices(host: Host, devices: dict[str, str]) -> None:
+    """`stat -c %d PATH` answers the device of PATH from ``devices`` (the root's under "/")."""
+    (host.state / "devices").write_text("".join(f"{p} {d}\n" for p, d in devices.items()))
+    host.stub("stat", 'awk -v p="$3" \'$1 == p { print $2 }\' "$STATE/devices"')
+
+
+def test_storage_check_passes_with_every_tier_in_place(host: Host, tmp_path: Path):
+    fast, backup = tmp_path / "fast", tmp_path / "backups"
+    fast.mkdir(), backup.mkdir()
+    _stat_devices(host, {"/": "2049", str(fast): "2049", str(backup): "47"})
+    result = host.run("storage-check.sh", TIERS=f"fast-ssd={fast} backup={backup}", OWN_DEVICE="backup")
+    assert result.returncode == 0, result.stderr
+    assert f"backup at {backup}: ok" in result.stdout
+
+
+def test_storage_check_fails_for_a_missing_mount_and_a_backup_on_the_root_disk(host: Host, tmp_path: Path):
+    backup = tmp_path / "backups"
+    backup.mkdir()
+    _stat_devices(host, {"/": "2049", str(backup): "2049"})
+    result = host.run(
+        "storage-check.sh", TIERS=f"standard={tmp_path}/hdd backup={backup}", OWN_DEVICE="backup"
+    )
+    assert result.returncode == 1
+    assert f"storage tier standard: {tmp_path}/hdd does not exist on gpu-host" in result.stderr
+    assert f"storage tier backup: {backup} is on the root filesystem of gpu-host" in result.stderr
 
 
 # --- cloudflare-secret.sh --------------------------------------------------------------------------
@@ -728,6 +995,27 @@ def test_delete_node_without_a_kubeconfig_does_nothing(host: Host):
     host.stub("kubectl", "exit 1")
     result = host.run("delete-node.sh", KUBECONFIG=str(host.state / "none.yaml"), NODE="wk-gpu1")
     assert result.returncode == 0 and host.calls("kubectl") == []
+
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEc2Tq0xHqY0n3vXbKp7nB8m0f1S7o3b5Yw6x9Zk1Q2R"
+# An ssh that records the known_hosts file it was given, then answers like the k3s server.
+SSH_KNOWN_HOSTS = r"""
+for arg in "$@"; do
+  case "$arg" in UserKnownHostsFile=*) cat "${arg#*=}" > "$STATE/known_hosts" ;; esac
+done
+"""
+
+
+@pytest.mark.parametrize("script", ["fetch-kubeconfig.sh", "wait-for-reboot.sh"])
+def test_local_ssh_accepts_only_the_given_host_key(host: Host, script: str):
+    answer = f"printf '{KUBECONFIG}'" if script == "fetch-kubeconfig.sh" else "echo none boot-a"
+    host.stub("ssh", SSH_KNOWN_HOSTS + answer)
+    env = {"SSH_USER": "ubuntu", "SSH_HOST": "192.168.1.100", "SSH_KEY": "/k", "HOST_KEY": HOST_KEY}
+    result = host.run(script, KUBECONFIG_OUT=str(host.state / "kube.yaml"), POLL_SECONDS="0", **env)
+    assert result.returncode == 0, result.stderr
+    call = host.calls("ssh")[0].split()
+    assert "StrictHostKeyChecking=yes" in call and "StrictHostKeyChecking=accept-new" not in call
+    assert (host.state / "known_hosts").read_text() == f"192.168.1.100 {HOST_KEY}\n"
 
 
 # --- vault-bootstrap.sh ----------------------------------------------------------------------------

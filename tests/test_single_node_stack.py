@@ -79,6 +79,8 @@ def test_every_component_is_in_the_stack(stack_json):
         "compute_server-gpu-driver",
         "compute_server-k3s",
         "compute_kubeconfig",
+        "compute_node-labels",
+        "storage_check-0",
         "networking_firewall-0",
         "networking_cloudflare-secret",
         "vault_bootstrap",
@@ -142,6 +144,7 @@ GOOD_VARS = {
     "acme_email": "ops@example.com",
     "app_image": "ghcr.io/acme/ffe-backend:2.0.1",
     "cloudflare_api_token": "0123456789abcdefghijABCDEFGHIJ_-01234567",
+    "ssh_host_keys": '["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEc2Tq0xHqY0n3vXbKp7nB8m0f1S7o3b5Yw6x9Zk1Q2R"]',
 }
 
 
@@ -172,6 +175,9 @@ def test_good_variables_pass_terraform_validation(variables_dir):
         ("admin_cidrs", '["192.168.1.0/33"]', "Every admin_cidrs entry must be an IPv4 network"),
         ("public_address", "example.com", "public_address must be empty or an IPv4 address"),
         ("cloudflare_api_token", "not a token!", "cloudflare_api_token must be a Cloudflare API token"),
+        ("ssh_host_keys", "[]", "ssh_host_keys must list exactly 1 key(s)"),
+        ("ssh_host_keys", '["SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"]', "must be a public key"),
+        ("ssh_host_keys", None, "No value for required variable"),
     ],
 )
 def test_bad_variables_fail_in_terraform_with_the_fix(variables_dir, name, value, message):
@@ -508,3 +514,58 @@ def test_terraform_replaces_the_database_only_with_a_new_datastore(stack_json, t
     run_terraform(terraform, tmp_path, env, "apply", "-auto-approve", "-input=false")
     with_datastore[datastore_id]["triggers_replace"] = {"server": "192.168.1.101"}
     assert "terraform_data.db will be replaced due to changes in replace_triggered_by" in plan(with_datastore)
+
+
+def test_every_ssh_connection_checks_the_host_key_from_the_variable(stack_json):
+    assert stack_json["variable"]["ssh_host_keys"]["type"] == "list(string)"
+    steps = resources(stack_json, "terraform_data")
+    connected = {name: step["connection"] for name, step in steps.items() if "connection" in step}
+    assert len(connected) >= 4  # driver, k3s, firewall, vault bootstrap at least
+    for name, connection in connected.items():
+        assert connection["host_key"].startswith("${element(var.ssh_host_keys, "), name
+
+
+def test_host_key_check_switched_off_drops_the_variable_and_the_check():
+    stack = Instance("single-node", "single-node", {"verify_ssh_host_keys": False}).build(cdktf.Testing.app())
+    synthesized = json.loads(cdktf.Testing.synth(stack))
+    assert "ssh_host_keys" not in synthesized["variable"]
+    steps = resources(synthesized, "terraform_data")
+    assert not [name for name, step in steps.items() if "host_key" in step.get("connection", {})]
+
+
+def test_the_firewall_waits_for_the_driver_steps_that_may_reboot_its_host(stack_json):
+    steps = resources(stack_json, "terraform_data")
+    (firewall,) = [step for name, step in steps.items() if name.startswith("networking_firewall-")]
+    (driver,) = [name for name in steps if name.startswith("compute_server-gpu-driver")]
+    assert f"terraform_data.{driver}" in firewall["depends_on"]
+
+
+def test_every_stack_declares_the_terraform_it_needs(every_stack):
+    from environments import REQUIRED_TERRAFORM
+
+    assert len(every_stack) == 5
+    for name, stack in every_stack.items():
+        assert stack["terraform"]["required_version"] == REQUIRED_TERRAFORM, name
+
+
+def test_terraform_accepts_the_required_version_and_refuses_an_older_one(tmp_path):
+    from environments import REQUIRED_TERRAFORM
+
+    (tmp_path / "main.tf.json").write_text(
+        json.dumps({"terraform": {"required_version": REQUIRED_TERRAFORM}})
+    )
+    ok = subprocess.run(
+        [terraform_binary(), "init", "-backend=false", "-input=false", "-no-color"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+    (tmp_path / "main.tf.json").write_text(json.dumps({"terraform": {"required_version": ">= 99.0"}}))
+    old = subprocess.run(
+        [terraform_binary(), "init", "-backend=false", "-input=false", "-no-color"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert "Unsupported Terraform Core version" in old.stderr

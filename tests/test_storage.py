@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.storage import Storage, StorageProps, StorageTier
+from gpu_constructs.storage import NAME, Storage, StorageProps, StorageTier
 from tests.conftest import by_kind, make_cluster, manifests_of, resources
 from tests.validators import validate_manifest
 
@@ -12,7 +12,7 @@ def test_seed_storage_classes_on_their_paths(synth, upstream):
     synthesized = synth(lambda stack: Storage(stack, "storage", props=StorageProps(cluster=make_cluster())))
     classes = by_kind(all_manifests(synthesized), "StorageClass")
     assert [(c["metadata"]["name"], c["parameters"]["nodePath"]) for c in classes] == [
-        ("fast-ssd", "/var/lib/rancher/k3s/storage"),
+        ("fast-ssd", "/var/lib/gpu-storage/fast-ssd"),
         ("standard", "/mnt/storage"),
         ("backup", "/mnt/backups"),
     ]
@@ -132,3 +132,29 @@ def test_the_classes_release_waits_for_the_provisioner(synth):
 def test_two_tiers_on_one_directory_are_refused():
     with pytest.raises(ConfigError, match=r"'tiers node_path' is '/a': each entry must appear once"):
         StorageProps(cluster=make_cluster(), tiers=(StorageTier("a", "/a"), StorageTier("b", "/a/")))
+
+
+@pytest.mark.parametrize("path", ["/var/lib/rancher/k3s/storage", "/var/lib/rancher/k3s/"])
+def test_no_tier_under_the_k3s_data_directory_that_uninstall_deletes(path):
+    with pytest.raises(ConfigError, match=r"'fast-ssd.node_path' is '.*': k3s-uninstall.sh deletes"):
+        StorageTier("fast-ssd", path)
+
+
+def test_every_host_checks_the_tier_directories_before_the_provisioner_starts(synth):
+    from gpu_constructs.hostexec import SshHost
+
+    hosts = [SshHost("192.168.1.100", "ubuntu", "~/.ssh/id"), SshHost("192.168.1.101", "ubuntu", "~/.ssh/id")]
+    synthesized = synth(
+        lambda stack: Storage(stack, "storage", props=StorageProps(cluster=make_cluster(), check_hosts=hosts))
+    )
+    checks = resources(synthesized, "terraform_data")
+    assert len(checks) == 2
+    for check in checks.values():
+        command = [p for p in check["provisioner"] if "remote-exec" in p][-1]["remote-exec"]["inline"][-1]
+        assert (
+            "TIERS='fast-ssd=/var/lib/gpu-storage/fast-ssd standard=/mnt/storage backup=/mnt/backups'"
+            in command
+        )
+        assert "OWN_DEVICE='backup'" in command
+    (provisioner,) = [r for r in resources(synthesized, "helm_release").values() if r["name"] == NAME]
+    assert {f"terraform_data.{name}" for name in checks} <= set(provisioner["depends_on"])

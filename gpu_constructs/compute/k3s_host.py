@@ -63,6 +63,11 @@ class K3sHostProps:
     """Time-slicing and MIG."""
     cluster_cidr: str = "10.42.0.0/16"
     service_cidr: str = "10.43.0.0/16"
+    verify_host_keys: bool = True
+    """Refuse hosts without a ``host_key``: every SSH connection of the stack (Terraform's and the
+    local scripts') checks the host's key, so a host that answers with another key is never handed
+    the cluster token. False connects to whatever answers at the address (a lab that rebuilds hosts
+    often); the first connection then trusts any key."""
     disable: tuple[str, ...] = ("traefik", "local-storage")
     """Bundled k3s components to switch off. Traefik is installed by Networking with a pinned chart;
     local-storage (k3s' local-path provisioner and its ``local-path`` class, marked default) by Storage,
@@ -87,6 +92,16 @@ class K3sHostProps:
                 f"NVIDIA ships open kernel modules from branch {OPEN_MODULES_SINCE}; use a newer branch "
                 "or driver_kernel_modules='proprietary'",
             )
+        if self.verify_host_keys:
+            for index, host in enumerate(self.hosts):
+                if host.host_key is None:
+                    raise ConfigError(
+                        f"hosts[{index}].host_key",
+                        None,
+                        f"give the public key of {host.address} (ssh-keyscan -t ed25519 <address>, "
+                        "checked against the host's console), or set verify_host_keys=False to connect "
+                        "without checking it",
+                    )
         validate.int_range("reboot_wait_seconds", self.reboot_wait_seconds, 60, 3600)
         validate.version("toolkit_version", self.toolkit_version, r"\d+\.\d+\.\d+", "1.20.0")
         validate.int_range("gpus_per_node", self.gpus_per_node, 1, 16)
@@ -111,6 +126,8 @@ class K3sHostGpuCompute(Construct):
     server: SshHost
     datastore: DataResource
     kubeconfig: DataResource
+    node_labels: DataResource
+    """The step that keeps every node's labels and taints as the settings declare them."""
 
     def __init__(self, scope: Construct, id: str, *, props: K3sHostProps) -> None:
         super().__init__(scope, id)
@@ -129,12 +146,15 @@ class K3sHostGpuCompute(Construct):
         self.datastore = DataResource(self, "cluster", triggers_replace={"server": self.server.address})
 
         node_steps: list[DataResource] = []
+        self.reboot_steps: list[DataResource] = []
+        """The steps that may reboot a host (the driver install, which waits for the host to be
+        back): a later step on the same host orders itself after them."""
         for index, host in enumerate(props.hosts):
             role = "server" if index == 0 else "agent"
             name = "server" if index == 0 else f"agent-{index}"
             after: list[DataResource] = []
             if props.gpu_enabled:
-                after.append(
+                self.reboot_steps.append(
                     run_scripts(
                         self,
                         f"{name}-gpu-driver",
@@ -153,15 +173,11 @@ class K3sHostGpuCompute(Construct):
                         # connect before it is back (remote-exec would connect to the dying host).
                         then_local=ScriptRun(
                             "wait-for-reboot.sh",
-                            {
-                                "SSH_USER": host.user,
-                                "SSH_HOST": host.address,
-                                "SSH_KEY": host.private_key_path,
-                                "WAIT_SECONDS": str(props.reboot_wait_seconds),
-                            },
+                            {**host.local_ssh_env(), "WAIT_SECONDS": str(props.reboot_wait_seconds)},
                         ),
                     )
                 )
+                after.append(self.reboot_steps[-1])
             runs = []
             if props.gpu_enabled:
                 runs.append(ScriptRun("nvidia-toolkit.sh", {"TOOLKIT_VERSION": props.toolkit_version}))
@@ -179,17 +195,34 @@ class K3sHostGpuCompute(Construct):
                 )
             )
 
+        # k3s applies node-label/node-taint at a node's first registration only: later changes of
+        # the settings reach the nodes through the API, from the server.
+        labels, taints = self._node_labels_and_taints()
+        self.node_labels = run_scripts(
+            self,
+            "node-labels",
+            host=self.server,
+            runs=[
+                ScriptRun(
+                    "node-labels.sh",
+                    {
+                        "NODE_IPS": " ".join(host.address for host in props.hosts),
+                        "NODE_LABELS": " ".join(labels),
+                        "NODE_TAINTS": " ".join(taints),
+                    },
+                )
+            ],
+            # A reinstalled k3s (a replaced node step) has nodes that registered afresh: label them.
+            extra_triggers={f"k3s-{index}": step.id for index, step in enumerate(node_steps)},
+            depends_on=node_steps,
+        )
+
         self.kubeconfig = run_local_script(
             self,
             "kubeconfig",
             run=ScriptRun(
                 "fetch-kubeconfig.sh",
-                {
-                    "SSH_USER": self.server.user,
-                    "SSH_HOST": self.server.address,
-                    "SSH_KEY": self.server.private_key_path,
-                    "KUBECONFIG_OUT": props.kubeconfig_path,
-                },
+                {**self.server.local_ssh_env(), "KUBECONFIG_OUT": props.kubeconfig_path},
             ),
             triggers={"server": node_steps[0].id},
             depends_on=node_steps,
@@ -208,7 +241,7 @@ class K3sHostGpuCompute(Construct):
             containerd=k3s_containerd(props.k3s_version),
             sharing=props.sharing,
             gpu_capacity=slots if props.gpu_enabled else 0,
-            ready=(self.kubeconfig,),
+            ready=(self.kubeconfig, self.node_labels),
             identity=(self.datastore,),
         )
 
@@ -218,13 +251,20 @@ class K3sHostGpuCompute(Construct):
         nodes = tuple(f"{host.address}/32" for host in self.props.hosts)
         return (*nodes, self.props.cluster_cidr, self.props.service_cidr)
 
+    def _node_labels_and_taints(self) -> tuple[list[str], list[str]]:
+        """The labels and taints every node gets, as ``key=value`` and ``key=value:Effect``."""
+        if not self.props.gpu_enabled:
+            return [], []
+        return ["=".join(GPU_LABEL)], [str(GPU_TAINT)] if self.props.taint_gpu_nodes else []
+
     def _k3s_run(self, role: str, host: SshHost, server_url: str) -> ScriptRun:
         props = self.props
         env = {"K3S_ROLE": role, "K3S_VERSION": props.k3s_version, "NODE_IP": host.address}
-        if props.gpu_enabled:
-            env["NODE_LABELS"] = "=".join(GPU_LABEL)
-            if props.taint_gpu_nodes:
-                env["NODE_TAINTS"] = str(GPU_TAINT)
+        labels, taints = self._node_labels_and_taints()
+        if labels:
+            env["NODE_LABELS"] = " ".join(labels)
+        if taints:
+            env["NODE_TAINTS"] = " ".join(taints)
         if role == "server":
             env["CLUSTER_CIDR"] = props.cluster_cidr
             env["SERVICE_CIDR"] = props.service_cidr

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Copy the k3s admin kubeconfig from the server to a local file, pointed at the API's address.
-# Environment: SSH_USER, SSH_HOST, SSH_KEY, KUBECONFIG_OUT, WAIT_SECONDS (default 0: one try);
+# Environment: SSH_USER, SSH_HOST, SSH_KEY, HOST_KEY (optional), KUBECONFIG_OUT, WAIT_SECONDS (default 0: one try);
 # optional API_SERVER (the address the kubeconfig points at, e.g. a VIP in every server's tls-san;
 # default SSH_HOST) and KNOWN_HOSTS (a known-hosts file of this stack alone: the host's old key is
 # dropped from it first, since the stack runs this only for a new server, and the new key recorded).
@@ -16,18 +16,27 @@ known_hosts="${KNOWN_HOSTS:-}"
 wait_seconds="${WAIT_SECONDS:-0}"
 mkdir -p "$(dirname "$out")"
 umask 077
-ssh_options=(-i "$key" -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ConnectTimeout=10)
-if [ -n "$known_hosts" ]; then
+# With HOST_KEY (the host's public key, '<type> <base64>'), ssh accepts that key only; with
+# KNOWN_HOSTS, the stack's own file; otherwise the first key it sees (accept-new).
+ssh_options=(-i "$key" -o BatchMode=yes -o ConnectTimeout=10)
+pinned=""
+if [ -n "${HOST_KEY:-}" ]; then
+  pinned="$(mktemp)"
+  printf '%s %s\n' "$host" "$HOST_KEY" >"$pinned"
+  ssh_options+=(-o StrictHostKeyChecking=yes -o UserKnownHostsFile="$pinned")
+elif [ -n "$known_hosts" ]; then
   mkdir -p "$(dirname "$known_hosts")"
   touch "$known_hosts"
   # A rebuilt server offers a new host key: forget the one recorded for its address.
   ssh-keygen -R "$host" -f "$known_hosts" >/dev/null 2>&1 || true
   rm -f "${known_hosts}.old"
-  ssh_options+=(-o UserKnownHostsFile="$known_hosts")
+  ssh_options+=(-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile="$known_hosts")
+else
+  ssh_options+=(-o StrictHostKeyChecking=accept-new)
 fi
 tmp="$(mktemp "${out}.XXXXXX")"
 errors="$(mktemp "${out}.err.XXXXXX")"
-trap 'rm -f "$tmp" "$errors"' EXIT
+trap 'rm -f "$tmp" "$errors" ${pinned:+"$pinned"}' EXIT
 # With WAIT_SECONDS, keep trying while the host boots and cloud-init installs k3s.
 deadline=$((SECONDS + wait_seconds))
 last=""

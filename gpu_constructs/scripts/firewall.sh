@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Configure UFW: deny inbound by default, open the public ports, the admin ports to the admin
 # networks only, and let cluster nodes and the pod/service networks reach what k3s needs. Every rule
-# is idempotent (ufw skips existing rules).
+# is idempotent (ufw skips existing rules) and carries the comment "gpu-constructs <port> from
+# <source>": a rule with such a comment that the settings no longer declare (a narrowed ADMIN_CIDRS,
+# a dropped port) is deleted, and rules without it, an operator's own, are left alone.
 # Environment:
 #   PUBLIC_PORTS   space-separated port/proto open to everyone, e.g. "80/tcp 443/tcp"
 #   ADMIN_PORTS    space-separated port/proto open to ADMIN_CIDRS only, e.g. "22/tcp 6443/tcp"
@@ -32,16 +34,29 @@ ufw default allow outgoing >/dev/null
 # Pods route through the host; k3s docs require forwarded traffic to be allowed.
 ufw default allow routed >/dev/null
 
+declared=""
+# allow PORT/PROTO SOURCE: one rule, tagged with its identity.
+allow() {
+  local id="gpu-constructs $1 from $2"
+  declared+="${id}"$'\n'
+  if [ "$2" = any ]; then
+    ufw allow "$1" comment "$id" >/dev/null
+  else
+    ufw allow proto "${1#*/}" from "$2" to any port "${1%/*}" comment "$id" >/dev/null
+  fi
+}
+
 for port in $public_ports; do
-  ufw allow "$port" >/dev/null
+  allow "$port" any
 done
 for cidr in $admin_cidrs; do
   for port in $admin_ports; do
-    ufw allow proto "${port#*/}" from "$cidr" to any port "${port%/*}" >/dev/null
+    allow "$port" "$cidr"
   done
 done
-# An admin port that is not public must not stay open to everyone from an earlier configuration.
-# The admin rules above are in place first, so an SSH session from an admin network survives.
+# An admin port that is not public must not stay open to everyone from an earlier configuration
+# (rules of earlier versions carry no comment). The admin rules above are in place first, so an SSH
+# session from an admin network survives.
 for port in $admin_ports; do
   case " $public_ports " in
     *" $port "*) ;;
@@ -50,11 +65,20 @@ for port in $admin_ports; do
 done
 for cidr in $trusted; do
   for port in $cluster_ports; do
-    ufw allow proto "${port#*/}" from "$cidr" to any port "${port%/*}" >/dev/null
+    allow "$port" "$cidr"
   done
 done
 
 ufw --force enable >/dev/null
+# Rules of this stack that are no longer declared, highest number first (numbers shift on delete).
+# 'ufw status numbered' lists each as "[ N] <to> <action> <from> # <comment>", IPv6 twins included.
+stale="$(ufw status numbered | sed -n 's/^\[ *\([0-9]*\)\].*# \(gpu-constructs .*\)$/\1 \2/p' | while read -r number id; do
+  grep -qxF "$id" <<<"$declared" || echo "$number"
+done | sort -rn)"
+for number in $stale; do
+  echo "firewall: deleting rule ${number}, no longer declared: $(ufw status numbered | grep "^\[ *${number}\]")"
+  ufw --force delete "$number" >/dev/null
+done
 echo "firewall: public ${public_ports}; ${admin_ports:-no admin ports} from ${admin_cidrs:-nobody};" \
   "${cluster_ports:-no cluster ports} from ${trusted:-nobody}."
 ufw status numbered

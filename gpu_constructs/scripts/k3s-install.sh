@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Install or reconfigure k3s as a server or an agent, idempotently.
 # The node's settings go to /etc/rancher/k3s/config.yaml; the installer runs only when the version
-# or that file changes, so a second apply with the same settings changes nothing.
+# or that file changes or the service is not running, so a second apply with the same settings
+# changes nothing. k3s reads config.yaml only when it starts, and the installer restarts the service
+# only when the binary, the unit or its env file changed (install.sh service_enable_and_start
+# compares their hashes), never for config.yaml alone: INSTALL_K3S_FORCE_RESTART makes it restart.
 # Environment:
 #   K3S_ROLE        server | agent
 #   K3S_VERSION     e.g. v1.35.5+k3s1
@@ -28,6 +31,8 @@ version="${K3S_VERSION:?K3S_VERSION is required}"
 node_ip="${NODE_IP:?NODE_IP is required}"
 config_dir="${K3S_CONFIG_DIR:-/etc/rancher/k3s}"
 config="${config_dir}/config.yaml"
+service=k3s
+[ "$role" = "agent" ] && service=k3s-agent
 
 case "$role" in
   server | agent) ;;
@@ -67,16 +72,25 @@ new_config="$(render_config)"
 old_config="$(cat "$config" 2>/dev/null || true)"
 installed="$(k3s --version 2>/dev/null | sed -n 's/^k3s version \([^ ]*\).*/\1/p' || true)"
 
-if [ "$installed" = "$version" ] && [ "$new_config" = "$old_config" ]; then
-  echo "k3s-install: ${role} ${version} already installed with these settings; nothing to do."
+active=yes
+systemctl is-active --quiet "$service" || active=no
+
+if [ "$installed" = "$version" ] && [ "$new_config" = "$old_config" ] && [ "$active" = yes ]; then
+  echo "k3s-install: ${role} ${version} already installed and running with these settings; nothing to do."
   exit 0
 fi
 
 printf '%s\n' "$new_config" >"$config"
 chmod 600 "$config"
-echo "k3s-install: installing k3s ${role} ${version} (installed now: ${installed:-none})."
+echo "k3s-install: installing k3s ${role} ${version} (installed now: ${installed:-none}, ${service} active: ${active})."
 curl -sfL https://get.k3s.io \
-  | INSTALL_K3S_VERSION="$version" INSTALL_K3S_EXEC="$role" K3S_TOKEN="$K3S_TOKEN" K3S_URL="${K3S_URL:-}" sh -
+  | INSTALL_K3S_VERSION="$version" INSTALL_K3S_EXEC="$role" INSTALL_K3S_FORCE_RESTART=true \
+    K3S_TOKEN="$K3S_TOKEN" K3S_URL="${K3S_URL:-}" sh -
+
+if ! systemctl is-active --quiet "$service"; then
+  echo "ERROR: ${service} is not running after the install; see 'journalctl -u ${service}'." >&2
+  exit 1
+fi
 
 if [ "$role" = "server" ]; then
   echo "k3s-install: waiting for the node to become Ready."

@@ -32,7 +32,7 @@ loaded_branch() {
   nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 | cut -d. -f1
 }
 package_installed() {
-  grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)"
+  installed "$package"
 }
 
 # The driver packages stay on hold so unattended-upgrades cannot replace the driver under the loaded
@@ -42,8 +42,30 @@ package_installed() {
 apt_mark() {
   apt-mark -o DPkg::Lock::Timeout=600 "$@"
 }
+installed() {
+  grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)"
+}
 hold_driver() {
   apt_mark hold "$package" "nvidia-utils-${branch}-server" >/dev/null
+  hold_kernel
+}
+# A DKMS-built module (nvidia-dkms-*, what the driver package pulls in without Ubuntu's prebuilt
+# linux-modules-nvidia-*) is compiled for each kernel as it is installed; a kernel that
+# unattended-upgrades brings in, and that the module fails to build for, boots without a driver. So
+# the running kernel and the metapackages that would pull in a new one stay held too, as the driver.
+hold_kernel() {
+  local dkms="nvidia-dkms-${branch}-server" kernel=() candidate
+  [ "$modules" = open ] && dkms="${dkms}-open"
+  installed "$dkms" || return 0
+  for candidate in "linux-image-$(uname -r)" "linux-headers-$(uname -r)" "linux-modules-$(uname -r)" \
+    linux-generic linux-image-generic linux-headers-generic \
+    linux-generic-hwe-22.04 linux-image-generic-hwe-22.04 linux-headers-generic-hwe-22.04 \
+    linux-generic-hwe-24.04 linux-image-generic-hwe-24.04 linux-headers-generic-hwe-24.04; do
+    if installed "$candidate"; then kernel+=("$candidate"); fi
+  done
+  if [ "${#kernel[@]}" -gt 0 ]; then
+    apt_mark hold "${kernel[@]}" >/dev/null
+  fi
 }
 unhold_driver() {
   local held

@@ -2,7 +2,7 @@
 # Wait until a host that nvidia-driver.sh rebooted is back: its boot id differs from the one recorded
 # in REBOOT_MARKER and SSH works again. Without a marker no reboot is pending and this returns at once.
 # Runs on the machine that runs Terraform (local-exec), bounded by WAIT_SECONDS.
-# Environment: SSH_USER, SSH_HOST, SSH_KEY, WAIT_SECONDS (default 900), POLL_SECONDS (default 10),
+# Environment: SSH_USER, SSH_HOST, SSH_KEY, HOST_KEY (optional), WAIT_SECONDS (default 900), POLL_SECONDS (default 10),
 #   REBOOT_MARKER (default /var/lib/gpu-constructs/reboot-from)
 set -euo pipefail
 
@@ -13,8 +13,21 @@ wait_seconds="${WAIT_SECONDS:-900}"
 poll_seconds="${POLL_SECONDS:-10}"
 marker="${REBOOT_MARKER:-/var/lib/gpu-constructs/reboot-from}"
 
+# With HOST_KEY (the host's public key, '<type> <base64>'), ssh accepts that key only; without it,
+# the first key it sees (accept-new).
+ssh_opts=(-i "$key" -o BatchMode=yes -o ConnectTimeout=10)
+if [ -n "${HOST_KEY:-}" ]; then
+  known_hosts="$(mktemp)"
+  trap 'rm -f "$known_hosts"' EXIT
+  printf '%s %s\n' "$host" "$HOST_KEY" >"$known_hosts"
+  ssh_opts+=(-o StrictHostKeyChecking=yes -o UserKnownHostsFile="$known_hosts")
+else
+  ssh_opts+=(-o StrictHostKeyChecking=accept-new)
+fi
+
 remote() {
-  ssh -i "$key" -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ConnectTimeout=10 "${user}@${host}" "$@"
+  # shellcheck disable=SC2029 # the remote command is composed here, with local values, on purpose
+  ssh "${ssh_opts[@]}" "${user}@${host}" "$@"
 }
 
 deadline=$((SECONDS + wait_seconds))
