@@ -86,9 +86,12 @@ class GpuOperator(Construct):
         }
         if cluster.runtime_class is not None:
             values["operator"] = {"runtimeClass": cluster.runtime_class}
-        if cluster.sharing.mig_strategy is not MigStrategy.NONE:
-            values["mig"] = {"strategy": cluster.sharing.mig_strategy.value}
-            values["migManager"] = {"enabled": True}
+        # Always set: the chart's default is mig.strategy "single" and migManager on (values.yaml),
+        # so leaving them out with no MIG would still tell GFD and the device plugin to expose MIG
+        # devices. The ClusterPolicy CRD accepts none, single and mixed.
+        mig_strategy = cluster.sharing.mig_strategy
+        values["mig"] = {"strategy": mig_strategy.value}
+        values["migManager"] = {"enabled": mig_strategy is not MigStrategy.NONE}
         return values
 
     def sharing_config(self) -> dict[str, Any]:

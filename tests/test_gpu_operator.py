@@ -122,3 +122,23 @@ def test_every_key_exists_in_the_chart_defaults(synth, upstream):
 def test_a_mistyped_key_is_caught(upstream):
     defaults = yaml.safe_load((upstream / "gpu-operator" / "values.yaml").read_text())
     assert unknown_keys({"devicePlugin": {"enabeld": True}}, defaults) == ["devicePlugin.enabeld"]
+
+
+def _cluster_policy(synth, cluster):
+    from tests.render import render_release
+
+    synthesized = synth(lambda stack: GpuOperator(stack, "gpu", props=GpuOperatorProps(cluster=cluster)))
+    (policy,) = [o for o in render_release(synthesized, "gpu-operator") if o["kind"] == "ClusterPolicy"]
+    return policy["spec"]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "manager"),
+    [(MigStrategy.NONE, False), (MigStrategy.SINGLE, True), (MigStrategy.MIXED, True)],
+)
+def test_the_rendered_cluster_policy_carries_the_stacks_mig_strategy(synth, helm, strategy, manager):
+    """The chart defaults to mig.strategy single with the MIG manager on: without MIG the
+    ClusterPolicy must say none, or GFD and the device plugin look for MIG devices."""
+    spec = _cluster_policy(synth, make_cluster(sharing=GpuSharing(mig_strategy=strategy)))
+    assert spec["mig"] == {"strategy": strategy.value}
+    assert spec["migManager"]["enabled"] is manager
