@@ -622,7 +622,13 @@ while [ "$1" != "--" ]; do
   case "$1" in -i) shift ;; -n|-c) shift 2 ;; *) pod="$1"; shift ;; esac
 done
 shift
-if [ "$1" = psql ]; then cat > "$STATE/psql.sql"; exit 0; fi
+if [ "$1" = psql ]; then
+  # A query given with -c answers from $STATE/pg-roles; a script on stdin is kept, and creates "vault".
+  case "$*" in
+    *" -c "*) grep -qx vault "$STATE/pg-roles" 2>/dev/null && echo 1; exit 0 ;;
+  esac
+  cat > "$STATE/psql.sql"; echo vault >> "$STATE/pg-roles"; exit 0
+fi
 [ "$1 $2 $4" = "sh -c vault" ] || exit 1
 IFS= read -r token; shift 4
 echo "$pod token=$token $*" >> "$STATE/vault.log"
@@ -652,6 +658,11 @@ case "$1 $2" in
   "auth enable") touch "$STATE/k8s-auth" ;;
   "policy write") cat > "$STATE/policy.hcl" ;;
   "read -format=json") [ -f "$STATE/db-config" ] ;;
+  # Vault logs in with the password it was given: the database must still have the role "vault".
+  "write -f")
+    case "$3" in */rotate-root/*)
+      grep -qx vault "$STATE/pg-roles" 2>/dev/null && [ ! -f "$STATE/stale-password" ] ;;
+    esac ;;
   # KV v2 at secret/: $STATE/kv/<path> holds a secret's current data; -cas=0 writes only a new one.
   "kv metadata") [ -f "$STATE/kv/${*: -1}" ] || { echo "No value found at ${*: -1}" >&2; exit 2; } ;;
   "kv put")
@@ -851,6 +862,43 @@ def test_vault_second_run_changes_nothing_it_already_did(host: Host):
     assert not (host.state / "psql.sql").exists()
     assert "vault-0 token=hvs.ROOT write -f database/staging/rotate-root/ffe" in again
     assert (host.state / "mounts").read_text().split() == ["secret", "database/staging", "pki", "transit"]
+
+
+def test_vault_recreates_its_database_role_after_the_database_was_recreated(host: Host):
+    """Vault keeps its connection config; a new database (a re-created Cluster) has no role vault."""
+    env = _vault_env(host)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    first_password = (host.state / "db-password").read_text()
+    (host.state / "pg-roles").unlink()
+    (host.state / "psql.sql").unlink()
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    assert "has no role vault (a re-created database); re-creating it" in result.stdout
+    sql = (host.state / "psql.sql").read_text()
+    assert "CREATE ROLE vault" in sql and 'GRANT "ffe" TO vault WITH ADMIN OPTION;' in sql
+    password = (host.state / "db-password").read_text()
+    assert password != first_password and f"PASSWORD '{password}'" in sql
+    calls = _vault_calls(host)
+    config = max(i for i, c in enumerate(calls) if "write database/staging/config/ffe plugin_name" in c)
+    assert calls.index("vault-0 token=hvs.ROOT write -f database/staging/rotate-root/ffe", config) > config
+
+
+def test_vault_sets_a_new_password_when_it_cannot_log_in_to_a_restored_database(host: Host):
+    env = _vault_env(host)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    (host.state / "psql.sql").unlink()
+    # The role exists, but with a password from before Vault's last rotation.
+    (host.state / "stale-password").touch()
+    host.stub(
+        "k3s",
+        VAULT_K3S.replace(
+            'cat > "$STATE/psql.sql";', 'cat > "$STATE/psql.sql"; rm -f "$STATE/stale-password";'
+        ),
+    )
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    assert "cannot log in to ffe/ffe-db as vault; setting a new password" in result.stdout
+    assert "ALTER ROLE vault WITH LOGIN CREATEROLE PASSWORD" in (host.state / "psql.sql").read_text()
 
 
 def test_vault_creates_the_app_secret_the_agent_waits_for_once_and_never_overwrites_it(host: Host):

@@ -23,7 +23,9 @@
 #
 # The database connection uses a PostgreSQL role "vault" (CREATEROLE, admin of DB_OWNER) created
 # through psql in the primary's pod. Its password is generated here, handed to Vault on stdin and
-# rotated by Vault at once, so only Vault knows it. Vault's credentials are members of DB_OWNER.
+# rotated by Vault at once, so only Vault knows it. Vault's credentials are members of DB_OWNER. The
+# role is re-created when the database lacks it (a re-created database), and gets a new password when
+# Vault cannot log in with its own (a restore with an older one).
 #
 # The application's secret secret/<env>/app is created when absent with ENVIRONMENT=<env> and never
 # overwritten: the application's own keys are the user's to add (vault kv patch).
@@ -216,28 +218,49 @@ if [ -n "${DB_CLUSTER:-}" ]; then
   db_ns="${DB_NAMESPACE:?DB_NAMESPACE is required with DB_CLUSTER}"
   db_name="${DB_NAME:?DB_NAME is required with DB_CLUSTER}"
   db_owner="${DB_OWNER:?DB_OWNER is required with DB_CLUSTER}"
-  if ! vault_ "$leader" read -format=json "${db_mount}/config/${db_role}" >/dev/null 2>&1; then
+  # The connection is (re)made when Vault has none, and also when the database lacks the role
+  # "vault": a re-created database (a new Cluster, a restore into a fresh one) has no such role, and
+  # Vault's configuration alone would then fail every credential request.
+  connected=yes
+  vault_ "$leader" read -format=json "${db_mount}/config/${db_role}" >/dev/null 2>&1 || connected=no
+  kubectl_ wait -n "$db_ns" --for=condition=Ready "clusters.postgresql.cnpg.io/${DB_CLUSTER}" --timeout=900s >/dev/null
+  primary="$(kubectl_ get pods -n "$db_ns" -l "cnpg.io/cluster=${DB_CLUSTER},cnpg.io/instanceRole=primary" \
+    -o jsonpath='{.items[0].metadata.name}')"
+  if [ -z "$primary" ]; then
+    echo "vault-bootstrap: no primary pod of ${db_ns}/${DB_CLUSTER}." >&2
+    exit 1
+  fi
+  psql_() { kubectl_ exec -i -n "$db_ns" "$primary" -c postgres -- psql -v ON_ERROR_STOP=1 -q -d "$db_name" "$@"; }
+  # Assigned first: under 'set -e' a failed psql then stops the script instead of reading as "absent".
+  role_exists="$(psql_ -tA -c "SELECT 1 FROM pg_roles WHERE rolname = 'vault'" </dev/null)"
+  connect_database() { # a new password for the role "vault", given to Vault on stdin
     echo "vault-bootstrap: connecting ${db_mount} to PostgreSQL ${db_ns}/${DB_CLUSTER}."
-    kubectl_ wait -n "$db_ns" --for=condition=Ready "clusters.postgresql.cnpg.io/${DB_CLUSTER}" --timeout=900s >/dev/null
-    primary="$(kubectl_ get pods -n "$db_ns" -l "cnpg.io/cluster=${DB_CLUSTER},cnpg.io/instanceRole=primary" \
-      -o jsonpath='{.items[0].metadata.name}')"
-    if [ -z "$primary" ]; then
-      echo "vault-bootstrap: no primary pod of ${db_ns}/${DB_CLUSTER}." >&2
-      exit 1
-    fi
+    local password
     password="$(head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
     printf '%s\n' \
       "SELECT 'CREATE ROLE vault' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vault') \\gexec" \
       "ALTER ROLE vault WITH LOGIN CREATEROLE PASSWORD '${password}';" \
       "GRANT \"${db_owner}\" TO vault WITH ADMIN OPTION;" |
-      kubectl_ exec -i -n "$db_ns" "$primary" -c postgres -- psql -v ON_ERROR_STOP=1 -q -d "$db_name" >/dev/null
+      psql_ >/dev/null
     printf '%s' "$password" | vault_in "$leader" write "${db_mount}/config/${db_role}" \
       plugin_name=postgresql-database-plugin \
       connection_url="postgresql://{{username}}:{{password}}@${DB_CLUSTER}-rw.${db_ns}.svc:5432/${db_name}?sslmode=require" \
       username=vault password=- allowed_roles="$db_role" >/dev/null
+  }
+  if [ "$connected" = no ]; then
+    connect_database
+  elif [ "$role_exists" != 1 ]; then
+    echo "vault-bootstrap: ${db_ns}/${DB_CLUSTER} has no role vault (a re-created database); re-creating it."
+    connect_database
   fi
-  # Every run: the password that passed through this host is replaced by one only Vault knows.
-  vault_ "$leader" write -f "${db_mount}/rotate-root/${db_role}" >/dev/null
+  # Every run: the password that passed through this host is replaced by one only Vault knows. When
+  # Vault cannot log in with the one it has (a database restored with an older password of "vault"),
+  # the role gets a new password first.
+  if ! vault_ "$leader" write -f "${db_mount}/rotate-root/${db_role}" >/dev/null; then
+    echo "vault-bootstrap: Vault cannot log in to ${db_ns}/${DB_CLUSTER} as vault; setting a new password."
+    connect_database
+    vault_ "$leader" write -f "${db_mount}/rotate-root/${db_role}" >/dev/null
+  fi
   vault_ "$leader" write "${db_mount}/roles/${db_role}" db_name="$db_role" \
     creation_statements="CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE \"${db_owner}\";" \
     default_ttl=1h max_ttl=24h >/dev/null
