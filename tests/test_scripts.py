@@ -670,8 +670,12 @@ case "$1 $2" in
     cas=""; [ "$1" = -cas=0 ] && { cas=0; shift; }
     [ "$cas" = 0 ] && [ -f "$STATE/kv/$1" ] && { echo "check-and-set parameter did not match" >&2; exit 2; }
     mkdir -p "$(dirname "$STATE/kv/$1")"; path="$1"; shift; printf '%s\n' "$@" > "$STATE/kv/$path" ;;
+  "list -format=json") [ "$3" = pki/issuers ] && [ -f "$STATE/pki-ca" ] && echo '[
+  "0f0e1f4e-issuer"
+]' || { echo "No value found at pki/issuers" >&2; exit 2; } ;;
+  "write pki/root/generate/internal") echo "$*" >> "$STATE/pki-ca" ;;
   "write "*)
-    case "$2" in */config/*) cat > "$STATE/db-password"; touch "$STATE/db-config" ;; esac ;;
+    case "$2" in database/*/config/*) cat > "$STATE/db-password"; touch "$STATE/db-config" ;; esac ;;
   *) exit 1 ;;
 esac
 """
@@ -812,6 +816,19 @@ def test_vault_enables_the_file_audit_device_on_the_audit_volume_once(host: Host
     assert (host.state / "audit").read_text().strip() == "file file_path=/vault/audit/vault_audit.log"
     assert host.run("vault-bootstrap.sh", **env).returncode == 0
     assert len([c for c in _vault_calls(host) if " audit enable" in c]) == 1
+
+
+def test_vault_pki_gets_a_root_ca_once_so_pki_issue_can_issue(host: Host):
+    env = _vault_env(host)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    (generated,) = (host.state / "pki-ca").read_text().splitlines()
+    assert generated.startswith("write pki/root/generate/internal common_name=ffe internal CA (staging)")
+    assert "issuer_name=ffe-root ttl=87600h" in generated
+    calls = _vault_calls(host)
+    ca = next(i for i, c in enumerate(calls) if "pki/root/generate/internal" in c)
+    assert ca < next(i for i, c in enumerate(calls) if "write pki/roles/ffe" in c)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    assert len((host.state / "pki-ca").read_text().splitlines()) == 1
 
 
 def test_vault_policy_grants_every_path_the_construct_publishes(host: Host):

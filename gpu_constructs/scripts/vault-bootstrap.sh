@@ -188,6 +188,17 @@ fi
 vault_ "$leader" write auth/kubernetes/config kubernetes_host="https://kubernetes.default.svc:443" >/dev/null
 
 vault_ "$leader" write -f "transit/keys/ffe" >/dev/null
+# The pki/ engine issues nothing without a CA: generate its root once (the key never leaves Vault).
+# 'vault list' exits 2 with "No value found" while the mount has no issuer; the list is read whole.
+issuers="$(vault_ "$leader" list -format=json pki/issuers 2>/dev/null || true)"
+if [[ "$issuers" != *'"'* ]]; then
+  echo "vault-bootstrap: generating the root CA of pki/ (ffe internal CA, 10 years)."
+  vault_ "$leader" write pki/root/generate/internal common_name="ffe internal CA (${env_name})" \
+    issuer_name=ffe-root ttl=87600h >/dev/null
+fi
+vault_ "$leader" write pki/config/urls \
+  issuing_certificates="http://vault.${ns}.svc:8200/v1/pki/ca" \
+  crl_distribution_points="http://vault.${ns}.svc:8200/v1/pki/crl" >/dev/null
 vault_ "$leader" write "pki/roles/ffe" allowed_domains="${app_ns}.svc" allow_subdomains=true max_ttl=720h >/dev/null
 
 policy_hcl="path \"secret/data/${env_name}/app\" { capabilities = [\"read\"] }
