@@ -236,6 +236,9 @@ class Vault(Construct):
         server: dict[str, Any] = {
             "image": image,
             "dataStorage": {"enabled": True, "size": props.storage_size, "storageClass": props.storage_class},
+            # The audit log goes to stdout (vault-bootstrap.sh), where the kubelet rotates it. The
+            # audit volume stays: a StatefulSet's volumeClaimTemplates cannot change, so removing it
+            # would fail the upgrade of every Vault installed with it; it keeps an earlier file log.
             "auditStorage": {"enabled": True, "size": "5Gi", "storageClass": props.storage_class},
             "resources": {
                 "requests": {"cpu": "250m", "memory": "256Mi"},

@@ -652,8 +652,12 @@ case "$1 $2" in
     while read -r mount; do printf '  "%s/": {},\n' "$mount"; done < <(cat "$STATE/mounts" 2>/dev/null)
     printf '  "sys/": {}\n}\n' ;;
   "secrets enable") echo "${3#-path=}" >> "$STATE/mounts" ;;
-  "audit list") [ -f "$STATE/audit" ] && echo '  "file/": {}' || exit 2 ;;
-  "audit enable") echo "$3 $4" > "$STATE/audit" ;;
+  # $STATE/audit: one enabled device a line, "<path>/ <type> <options>".
+  "audit list")
+    [ -s "$STATE/audit" ] || exit 2
+    while read -r path rest; do printf '  "%s": {},\n' "$path"; done < "$STATE/audit" ;;
+  "audit enable") shift 2; echo "${1#-path=}/ ${*:2}" >> "$STATE/audit" ;;
+  "audit disable") grep -v "^$3 " "$STATE/audit" > "$STATE/audit.new"; mv "$STATE/audit.new" "$STATE/audit" ;;
   "auth list") [ -f "$STATE/k8s-auth" ] && echo '  "kubernetes/": {}'; true ;;
   "auth enable") touch "$STATE/k8s-auth" ;;
   "policy write") cat > "$STATE/policy.hcl" ;;
@@ -810,12 +814,26 @@ def test_vault_pod_that_is_not_ready_after_unsealing_fails_clearly(host: Host):
     assert "vault-0 token= write sys/unseal key=-" in _vault_calls(host)
 
 
-def test_vault_enables_the_file_audit_device_on_the_audit_volume_once(host: Host):
+def test_vault_audits_to_stdout_where_the_kubelet_rotates_it_once(host: Host):
     env = _vault_env(host)
     assert host.run("vault-bootstrap.sh", **env).returncode == 0
-    assert (host.state / "audit").read_text().strip() == "file file_path=/vault/audit/vault_audit.log"
+    assert (host.state / "audit").read_text().splitlines() == ["stdout/ file file_path=stdout"]
     assert host.run("vault-bootstrap.sh", **env).returncode == 0
     assert len([c for c in _vault_calls(host) if " audit enable" in c]) == 1
+    assert not [c for c in _vault_calls(host) if "file_path=/vault/audit" in c]
+
+
+def test_vault_moves_an_earlier_file_audit_device_to_stdout_without_a_gap(host: Host):
+    env = _vault_env(host)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    (host.state / "audit").write_text("file/ file file_path=/vault/audit/vault_audit.log\n")
+    first = len(_vault_calls(host))
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    assert (host.state / "audit").read_text().splitlines() == ["stdout/ file file_path=stdout"]
+    calls = [c.split(" ", 2)[2] for c in _vault_calls(host)[first:]]
+    enable = calls.index("audit enable -path=stdout file file_path=stdout")
+    assert calls.index("audit disable file/") > enable
 
 
 def test_vault_pki_gets_a_root_ca_once_so_pki_issue_can_issue(host: Host):

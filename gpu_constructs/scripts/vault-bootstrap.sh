@@ -16,7 +16,6 @@
 #   INIT_FILE        default /root/vault-init.json
 #   WAIT_SECONDS     how long each pod may take to run and answer 'vault status' (default 600)
 #   POLL_SECONDS     pause between two 'vault status' tries (default 5)
-#   AUDIT_FILE       the file audit device's log, on the chart's audit volume (/vault/audit)
 #
 # The init file is never overwritten: 'vault operator init' writes to a temporary file that is moved
 # into place only when it succeeded, and only after Vault answered that it is uninitialized.
@@ -57,7 +56,6 @@ json_field() { sed -n "s/^  \"$1\": \"\(.*\)\",\{0,1\}$/\1/p" "$init_file"; }
 unseal_key() { sed -n '/"unseal_keys_b64"/,/]/{/^ *"\([^"]*\)",\{0,1\}$/{s//\1/p;q;};}' "$init_file"; }
 wait_seconds="${WAIT_SECONDS:-600}"
 poll_seconds="${POLL_SECONDS:-5}"
-audit_file="${AUDIT_FILE:-/vault/audit/vault_audit.log}"
 
 # status_field POD FIELD: a field of 'vault status'. The command exits 2 when sealed, so its output is
 # read, not its exit code. Prints nothing while Vault does not answer.
@@ -159,12 +157,21 @@ done
 VAULT_TOKEN="$(json_field root_token)"
 export VAULT_TOKEN
 
-# Audit device: every request and response (secrets HMAC'd) on the chart's audit volume, mounted at
-# /vault/audit by server.auditStorage. 'vault audit list' exits 2 when no device is enabled.
+# Audit device: every request and response (secrets HMAC'd) written to the server's stdout, where the
+# kubelet keeps it in the container log and rotates it (KubeletConfiguration containerLogMaxSize 10Mi,
+# containerLogMaxFiles 5 by default, which k3s keeps) and any log collector can ship it. A file on the
+# chart's audit volume is never rotated by Vault (it only reopens it on SIGHUP) and, once the volume
+# is full, Vault refuses every request it cannot audit. The file device of an earlier version is
+# disabled after stdout is enabled, so requests are audited throughout; its old file stays on the
+# audit volume. 'vault audit list' exits 2 when no device is enabled; the list is read whole.
 audit_devices="$(vault_ "$leader" audit list -format=json 2>/dev/null || true)"
-if [[ "$audit_devices" != *'"file/"'* ]]; then
-  echo "vault-bootstrap: enabling the file audit device at ${audit_file}."
-  vault_ "$leader" audit enable file file_path="$audit_file" >/dev/null
+if [[ "$audit_devices" != *'"stdout/"'* ]]; then
+  echo "vault-bootstrap: enabling the audit device on the server's stdout (rotated by the kubelet)."
+  vault_ "$leader" audit enable -path=stdout file file_path=stdout >/dev/null
+fi
+if [[ "$audit_devices" == *'"file/"'* ]]; then
+  echo "vault-bootstrap: disabling the file audit device on the audit volume (never rotated)."
+  vault_ "$leader" audit disable file/ >/dev/null
 fi
 
 # Lists are read whole before matching: 'grep -q' stops reading at the first match, and under
