@@ -568,6 +568,48 @@ def test_cloudflare_secret_refuses_a_malformed_token(host: Host):
     assert host.calls("k3s") == [] and not secrets.exists()
 
 
+# --- vault-seal-secret.sh -------------------------------------------------------------------------
+AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+def test_vault_seal_secret_goes_to_the_api_on_stdin_and_the_file_is_removed(host: Host):
+    host.stub(
+        "k3s", '[ "$2" = apply ] && cat >> "$STATE/applied.yaml" && echo --- >> "$STATE/applied.yaml"; true'
+    )
+    secrets = host.state / "seal.env"
+    secrets.write_text(f"AWS_ACCESS_KEY_ID={AWS_KEY_ID}\nAWS_SECRET_ACCESS_KEY={AWS_SECRET}\n")
+    result = host.run(
+        "vault-seal-secret.sh", NAMESPACE="vault", SECRET_NAME="vault-seal", SECRETS_FILE=str(secrets)
+    )
+    assert result.returncode == 0, result.stderr
+    import yaml
+
+    namespace, secret = [d for d in yaml.safe_load_all((host.state / "applied.yaml").read_text()) if d]
+    assert namespace == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "vault"}}
+    assert secret["metadata"] == {"name": "vault-seal", "namespace": "vault"}
+    assert secret["stringData"] == {"AWS_ACCESS_KEY_ID": AWS_KEY_ID, "AWS_SECRET_ACCESS_KEY": AWS_SECRET}
+    assert not secrets.exists()
+    assert AWS_SECRET not in host.log.read_text() + result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (f'AWS_ACCESS_KEY_ID=akia"; x\nAWS_SECRET_ACCESS_KEY={AWS_SECRET}', "not an AWS access key id"),
+        (f"AWS_ACCESS_KEY_ID={AWS_KEY_ID}\nAWS_SECRET_ACCESS_KEY=short", "not an AWS secret key"),
+        (f"AWS_ACCESS_KEY_ID={AWS_KEY_ID}", "vault_kms_secret_access_key) is missing"),
+    ],
+)
+def test_vault_seal_secret_refuses_malformed_keys(host: Host, line, message):
+    host.stub("k3s", "true")
+    secrets = host.state / "seal.env"
+    secrets.write_text(line + "\n")
+    result = host.run("vault-seal-secret.sh", NAMESPACE="vault", SECRET_NAME="s", SECRETS_FILE=str(secrets))
+    assert result.returncode == 2 and message in result.stderr
+    assert host.calls("k3s") == [] and not secrets.exists()
+
+
 # --- fetch-kubeconfig.sh ---------------------------------------------------------------------------
 KUBECONFIG = "clusters:\n- cluster:\n    server: https://127.0.0.1:6443\n"
 
@@ -637,16 +679,30 @@ case "$1 $2" in
     # $STATE/status-failures: how many more times 'vault status' fails without an answer.
     failures="$(cat "$STATE/status-failures" 2>/dev/null || echo 0)"
     if [ "$failures" -gt 0 ]; then echo $((failures - 1)) > "$STATE/status-failures"; exit 1; fi
-    init=false; sealed=true
+    # $STATE/awskms: the servers auto-unseal (while $STATE/kms-down does not exist), except those
+    # whose data is still sealed with the Shamir key ($STATE/<pod>.shamir): they ask for a migration.
+    init=false; sealed=true; type=shamir; migration=false
     [ -f "$STATE/$pod.init" ] && init=true
     [ -f "$STATE/$pod.unsealed" ] && sealed=false
-    printf '{\n  "type": "shamir",\n  "initialized": %s,\n  "sealed": %s,\n  "t": 1\n}\n' "$init" "$sealed"
+    if [ -f "$STATE/awskms" ]; then
+      type=awskms
+      if [ -f "$STATE/$pod.shamir" ]; then migration=true
+      elif [ "$init" = true ] && [ ! -f "$STATE/kms-down" ]; then sealed=false; fi
+    fi
+    printf '{\n  "type": "%s",\n  "initialized": %s,\n  "sealed": %s,\n  "t": 1,\n  "migration": %s\n}\n' \
+      "$type" "$init" "$sealed" "$migration"
     [ "$sealed" = false ] ;;
   "operator init")
     touch "$STATE/$pod.init"
-    printf '{\n  "unseal_keys_b64": [\n    "KEY1"\n  ],\n  "unseal_shares": 1,\n  "root_token": "hvs.ROOT"\n}\n' ;;
+    echo "$*" > "$STATE/init-args"
+    case "$*" in
+      *-recovery-shares=*) printf '{\n  "unseal_keys_b64": [],\n  "unseal_keys_hex": [],\n  "unseal_shares": 1,\n  "recovery_keys_b64": [\n    "RKEY1"\n  ],\n  "root_token": "hvs.ROOT"\n}\n' ;;
+      *) printf '{\n  "unseal_keys_b64": [\n    "KEY1"\n  ],\n  "unseal_shares": 1,\n  "root_token": "hvs.ROOT"\n}\n' ;;
+    esac ;;
   "operator raft") touch "$STATE/$pod.init" ;;
-  "write sys/unseal") [ "$3" = key=- ] && [ "$(cat)" = KEY1 ] && touch "$STATE/$pod.unsealed" ;;
+  "write sys/unseal")
+    [ "$3" = key=- ] && [ "$(cat)" = KEY1 ] || exit 2
+    if [ "${4:-}" = migrate=true ]; then rm -f "$STATE/$pod.shamir"; else touch "$STATE/$pod.unsealed"; fi ;;
   "secrets list")
     printf '{\n'
     while read -r mount; do printf '  "%s/": {},\n' "$mount"; done < <(cat "$STATE/mounts" 2>/dev/null)
@@ -734,6 +790,66 @@ def test_vault_first_run_initializes_unseals_and_configures(host: Host):
         "bound_service_account_namespaces=ffe policies=ffe-backend ttl=1h" in call
         for call in calls
     )
+
+
+def test_vault_with_the_kms_seal_makes_recovery_keys_and_never_unseals_by_key(host: Host):
+    (host.state / "awskms").touch()
+    result = host.run("vault-bootstrap.sh", **_vault_env(host, SEAL="awskms"))
+    assert result.returncode == 0, result.stderr
+    assert (host.state / "init-args").read_text().split() == [
+        "operator",
+        "init",
+        "-recovery-shares=1",
+        "-recovery-threshold=1",
+        "-format=json",
+    ]
+    assert '"recovery_keys_b64"' in (host.state / "vault-init.json").read_text()
+    calls = _vault_calls(host)
+    assert not [c for c in calls if "sys/unseal" in c]
+    assert any("auth/kubernetes/role/ffe-backend" in c for c in calls)
+
+
+def test_vault_with_the_kms_seal_needs_nothing_after_a_reboot(host: Host):
+    """A reboot restarts the servers sealed; with the KMS seal they unseal themselves, so the next
+    run (or none at all) finds them unsealed and sends no key."""
+    (host.state / "awskms").touch()
+    env = _vault_env(host, SEAL="awskms", VAULT_PODS="vault-0 vault-1 vault-2")
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    first = len(_vault_calls(host))
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    assert not [c for c in _vault_calls(host)[first:] if "sys/unseal" in c or "operator init" in c]
+
+
+def test_vault_with_the_kms_seal_unreachable_fails_clearly(host: Host):
+    (host.state / "awskms").touch()
+    (host.state / "kms-down").touch()
+    result = host.run("vault-bootstrap.sh", **_vault_env(host, SEAL="awskms", WAIT_SECONDS="0"))
+    assert result.returncode == 1
+    assert "vault-0 is still sealed 0s after starting, although it unseals itself with AWS" in result.stderr
+    assert "Secret vault/vault-seal" in result.stderr
+    assert not [c for c in _vault_calls(host) if "sys/unseal" in c]
+
+
+def test_vault_initialized_with_shamir_migrates_to_the_kms_seal_with_its_key(host: Host):
+    env = _vault_env(host)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    # The stack now configures the KMS seal: the restarted server's data is still Shamir-sealed.
+    (host.state / "awskms").touch()
+    (host.state / "vault-0.unsealed").unlink()
+    (host.state / "vault-0.shamir").touch()
+    result = host.run("vault-bootstrap.sh", **{**env, "SEAL": "awskms"})
+    assert result.returncode == 0, result.stderr
+    assert "migrating vault-0 from its Shamir key to the AWS KMS seal" in result.stdout
+    assert "vault-0 token= write sys/unseal key=- migrate=true" in _vault_calls(host)
+    assert not (host.state / "vault-0.shamir").exists()
+    assert "KEY1" not in host.log.read_text()
+
+
+def test_vault_bootstrap_refuses_an_unknown_seal(host: Host):
+    result = host.run("vault-bootstrap.sh", **_vault_env(host, SEAL="transit"))
+    assert result.returncode == 2 and "SEAL=transit: use awskms or shamir" in result.stderr
+    assert _vault_calls(host) == []
 
 
 def test_vault_rerun_after_a_failed_status_keeps_the_init_file(host: Host):
@@ -1005,7 +1121,7 @@ case "$1 $2" in
     init=false; sealed=true
     [ -f "$STATE/$pod.init" ] && init=true
     [ -f "$STATE/$pod.unsealed" ] && sealed=false
-    printf '{\n  "initialized": %s,\n  "sealed": %s\n}\n' "$init" "$sealed"
+    printf '{\n  "type": "%s",\n  "initialized": %s,\n  "sealed": %s\n}\n' "${SEAL_TYPE:-shamir}" "$init" "$sealed"
     [ "$sealed" = false ] ;;
   "operator unseal")
     [ -t 0 ] || exit 1
@@ -1063,6 +1179,17 @@ def test_init_by_hand_makes_the_keys_and_joins_the_raft_members(host: Host):
             in calls
         )
     assert "Unseal Key 1: KEY1" in result.stdout and "3 keys each" in result.stdout
+
+
+def test_init_by_hand_of_an_auto_unsealing_vault_makes_recovery_keys(host: Host):
+    env = {**_ops(host, "vault-0"), "SEAL_TYPE": "awskms"}
+    result = host.run("vault-init.sh", **env, KEY_SHARES="5", KEY_THRESHOLD="3")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "kubectl exec -n vault vault-0 -- vault operator init -recovery-shares=5 -recovery-threshold=3"
+        in host.calls("kubectl exec")
+    )
+    assert "the servers unseal themselves" in result.stdout
 
 
 def test_init_leaves_an_initialized_vault_alone(host: Host):

@@ -80,6 +80,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "compute_kubeconfig",
         "networking_firewall-0",
         "networking_cloudflare-secret",
+        "vault_seal-secret",
         "vault_bootstrap",
     }
     assert set(stack_json["output"]) == {
@@ -141,6 +142,10 @@ GOOD_VARS = {
     "acme_email": "ops@example.com",
     "app_image": "ghcr.io/acme/ffe-backend:2.0.1",
     "cloudflare_api_token": "0123456789abcdefghijABCDEFGHIJ_-01234567",
+    "vault_kms_region": "eu-west-1",
+    "vault_kms_key_id": "alias/vault-unseal",
+    "vault_kms_access_key_id": "AKIAIOSFODNN7EXAMPLE",
+    "vault_kms_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
 }
 
 
@@ -171,6 +176,14 @@ def test_good_variables_pass_terraform_validation(variables_dir):
         ("admin_cidrs", '["192.168.1.0/33"]', "Every admin_cidrs entry must be an IPv4 network"),
         ("public_address", "example.com", "public_address must be empty or an IPv4 address"),
         ("cloudflare_api_token", "not a token!", "cloudflare_api_token must be a Cloudflare API token"),
+        ("vault_kms_region", "Europe", "vault_kms_region must be an AWS region such as eu-west-1"),
+        ("vault_kms_key_id", "my key", "vault_kms_key_id must be a KMS key id, key ARN or alias/<name>"),
+        ("vault_kms_access_key_id", "akia-1", "vault_kms_access_key_id must be an AWS access key id"),
+        (
+            "vault_kms_secret_access_key",
+            "short",
+            "vault_kms_secret_access_key must be an AWS secret access key",
+        ),
     ],
 )
 def test_bad_variables_fail_in_terraform_with_the_fix(variables_dir, name, value, message):
@@ -474,3 +487,27 @@ def test_bad_settings_fail_at_synth_with_field_value_and_fix(overrides, message)
 
     with pytest.raises(ConfigError, match=message):
         Instance("single-node", "single-node", overrides).build(cdktf.Testing.app())
+
+
+def test_vault_unseals_with_kms_by_default_and_shamir_is_an_explicit_choice(stack_json):
+    from environments.single_node import SingleNodeSettings, SingleNodeStack
+    from gpu_constructs.errors import ConfigError
+
+    assert {
+        "vault_kms_region",
+        "vault_kms_key_id",
+        "vault_kms_access_key_id",
+        "vault_kms_secret_access_key",
+    } <= set(stack_json["variable"])
+    assert stack_json["variable"]["vault_kms_secret_access_key"]["sensitive"] is True
+    shamir = json.loads(
+        cdktf.Testing.synth(
+            SingleNodeStack(
+                cdktf.Testing.app(), "single-node", settings=SingleNodeSettings(vault_seal="shamir")
+            )
+        )
+    )
+    assert not [name for name in shamir["variable"] if name.startswith("vault_kms")]
+    assert not [k for k in resources(shamir, "terraform_data") if "seal-secret" in k]
+    with pytest.raises(ConfigError, match=r"'vault_seal' is 'transit': use one of awskms, shamir"):
+        SingleNodeSettings(vault_seal="transit")

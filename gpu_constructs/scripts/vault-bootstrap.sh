@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Initialize, unseal and configure the in-cluster Vault from the k3s server, idempotently.
 #
-# The unseal keys and root token are written to INIT_FILE on this host (root only, mode 0600) and
-# nowhere else: not to Terraform state, not to the cluster. Move them to an offline safe after the
-# first run; with the file gone, unsealing after a restart is manual (see the README).
+# With SEAL=awskms Vault unseals itself with its AWS KMS key after every restart, and 'operator init'
+# makes recovery keys (for rekey and generate-root; they cannot decrypt anything). With SEAL=shamir it
+# makes one unseal key, and a restarted server stays sealed until someone unseals it. The keys and the
+# root token are written to INIT_FILE on this host (root only, mode 0600) and nowhere else: not to
+# Terraform state, not to the cluster. Move them to an offline safe after the first run; with the file
+# gone, a Shamir-sealed Vault is unsealed by hand after a restart (see the README).
 # Environment:
 #   VAULT_NAMESPACE  namespace of the Vault release (vault)
 #   VAULT_PODS       space-separated pod names (vault-0, or vault-0 vault-1 vault-2 with raft)
 #   ENVIRONMENT      dev | staging | production: the <env> in the secret paths
 #   APP_NAMESPACE, APP_SERVICE_ACCOUNT  bound to the application's Kubernetes auth role
 #   POLICY_NAME      name of the application's policy and role (ffe-backend)
+#   SEAL             awskms (auto-unseal, configured in the servers' configuration) or shamir (default)
 #   DB_ROLE          the database engine's connection and role (ffe), mounted at database/<env>
 #   DB_NAMESPACE, DB_CLUSTER, DB_NAME, DB_OWNER  the CloudNativePG cluster to connect it to, its
 #                    database and the role owning it; without DB_CLUSTER the engine is left unconnected
@@ -40,6 +44,11 @@ db_role="${DB_ROLE:?DB_ROLE is required}"
 db_mount="database/${env_name}"
 init_file="${INIT_FILE:-/root/vault-init.json}"
 leader="${pods%% *}"
+seal="${SEAL:-shamir}"
+case "$seal" in
+  awskms | shamir) ;;
+  *) echo "ERROR: SEAL=${seal}: use awskms or shamir." >&2; exit 2 ;;
+esac
 
 kubectl_() { k3s kubectl "$@"; }
 # The vault CLI inside a Vault pod. The token travels as the first line of stdin, never on a command
@@ -53,7 +62,8 @@ vault_in() { # vault_in POD ARGS...: followed on stdin by this function's stdin 
 }
 vault_() { vault_in "$@" </dev/null; } # vault_ POD ARGS...: nothing on stdin but the token
 json_field() { sed -n "s/^  \"$1\": \"\(.*\)\",\{0,1\}$/\1/p" "$init_file"; }
-unseal_key() { sed -n '/"unseal_keys_b64"/,/]/{/^ *"\([^"]*\)",\{0,1\}$/{s//\1/p;q;};}' "$init_file"; }
+# The first Shamir unseal key; none after an auto-unseal init, whose '"unseal_keys_b64": [],' opens no list.
+unseal_key() { sed -n '/"unseal_keys_b64": \[$/,/]/{/^ *"\([^"]*\)",\{0,1\}$/{s//\1/p;q;};}' "$init_file"; }
 wait_seconds="${WAIT_SECONDS:-600}"
 poll_seconds="${POLL_SECONDS:-5}"
 
@@ -110,10 +120,16 @@ if [ "$initialized" != "true" ]; then
     echo "file to a safe place and re-run." >&2
     exit 1
   fi
-  echo "vault-bootstrap: initializing Vault (1 key share; see the README to re-key for production)."
+  if [ "$seal" = awskms ]; then
+    echo "vault-bootstrap: initializing Vault (auto-unseal with AWS KMS; 1 recovery key share)."
+    shares=(-recovery-shares=1 -recovery-threshold=1)
+  else
+    echo "vault-bootstrap: initializing Vault (1 key share; see the README to re-key for production)."
+    shares=(-key-shares=1 -key-threshold=1)
+  fi
   umask 077
   tmp="$(mktemp "${init_file}.XXXXXX")"
-  if ! vault_ "$leader" operator init -key-shares=1 -key-threshold=1 -format=json >"$tmp" \
+  if ! vault_ "$leader" operator init "${shares[@]}" -format=json >"$tmp" \
     || ! grep -q '"root_token"' "$tmp"; then
     rm -f "$tmp"
     echo "ERROR: 'vault operator init' failed on ${leader}; ${init_file} was not written." >&2
@@ -128,6 +144,25 @@ if [ ! -s "$init_file" ]; then
   exit 0
 fi
 
+# auto_unsealed POD KEY: waits (bounded) until an auto-unsealing server has unsealed itself. A server
+# whose data is still sealed with Shamir keys (initialized before the seal was configured) asks for a
+# seal migration: it is given the Shamir key with migrate=true, after which that key is a recovery key.
+auto_unsealed() {
+  local deadline=$((SECONDS + wait_seconds))
+  while [ "$(answered_status "$1" sealed)" = true ]; do
+    if [ "$(status_field "$1" migration)" = true ] && [ -n "$2" ]; then
+      echo "vault-bootstrap: migrating ${1} from its Shamir key to the AWS KMS seal."
+      printf '%s' "$2" | vault_in "$1" write sys/unseal key=- migrate=true >/dev/null
+    elif [ "$SECONDS" -ge "$deadline" ]; then
+      echo "ERROR: ${1} is still sealed ${wait_seconds}s after starting, although it unseals itself with AWS" >&2
+      echo "KMS. Check the key id and region, the IAM user's kms:Encrypt, kms:Decrypt and kms:DescribeKey" >&2
+      echo "on the key, the Secret ${ns}/vault-seal and 'k3s kubectl logs -n ${ns} ${1}'." >&2
+      exit 1
+    fi
+    sleep "$poll_seconds"
+  done
+}
+
 key="$(unseal_key)"
 for pod in $pods; do
   pod_initialized="$(answered_status "$pod" initialized)"
@@ -138,7 +173,9 @@ for pod in $pods; do
     fi
   fi
   sealed="$(answered_status "$pod" sealed)"
-  if [ "$sealed" = "true" ]; then
+  if [ "$sealed" = "true" ] && [ "$seal" = awskms ]; then
+    auto_unsealed "$pod" "$key"
+  elif [ "$sealed" = "true" ]; then
     echo "vault-bootstrap: unsealing ${pod}."
     # On stdin, not the command line, where the host's and the pod's process lists would show it.
     printf '%s' "$key" | vault_in "$pod" write sys/unseal key=- >/dev/null
