@@ -319,6 +319,14 @@ down="$(cat "$STATE/down-polls" 2>/dev/null || echo 0)"
 if [ "$down" -gt 0 ]; then echo $((down - 1)) > "$STATE/down-polls"; exit 255; fi
 case "$cmd" in
   *"sudo rm -f"*) rm -f "$STATE/marker"; exit 0 ;;
+  # $STATE/smi-fails: how many more times nvidia-smi fails (the module not loaded yet, or never).
+  *"nvidia-smi -L"*)
+    fails="$(cat "$STATE/smi-fails" 2>/dev/null || echo 0)"
+    if [ "$fails" -gt 0 ]; then
+      echo $((fails - 1)) > "$STATE/smi-fails"
+      echo "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."; exit 9
+    fi
+    echo "GPU 0: NVIDIA GeForce RTX 4090 (UUID: GPU-0)"; exit 0 ;;
 esac
 from=none
 [ -f "$STATE/marker" ] && from="$(cat "$STATE/marker")"
@@ -357,6 +365,28 @@ def test_wait_for_reboot_waits_until_the_boot_id_changes(host: Host):
     assert "192.168.1.100 is back (boot id boot-b)" in result.stdout
     assert not (host.state / "marker").exists()
     assert len(host.calls("ssh")) >= 6
+
+
+def test_wait_for_reboot_checks_the_driver_answers_after_the_reboot(host: Host):
+    (host.state / "marker").write_text("boot-a")
+    (host.state / "boot").write_text("boot-b")
+    (host.state / "smi-fails").write_text("2")
+    result = host.run("wait-for-reboot.sh", **_wait_env(host))
+    assert result.returncode == 0, result.stderr
+    assert "the NVIDIA driver answers" in result.stdout and "GPU 0: NVIDIA GeForce RTX 4090" in result.stdout
+    assert not (host.state / "marker").exists()
+
+
+def test_wait_for_reboot_fails_clearly_when_the_driver_does_not_work_after_it(host: Host):
+    (host.state / "marker").write_text("boot-a")
+    (host.state / "boot").write_text("boot-b")
+    (host.state / "smi-fails").write_text("1000")
+    result = host.run("wait-for-reboot.sh", **_wait_env(host, WAIT_SECONDS="0"))
+    assert result.returncode == 1
+    assert "is back from the reboot (boot id boot-b), but the NVIDIA driver does not work" in result.stderr
+    assert "couldn't communicate with the NVIDIA driver" in result.stderr
+    # Kept: the next run checks the driver again.
+    assert (host.state / "marker").exists()
 
 
 def test_wait_for_reboot_is_bounded_with_a_clear_error(host: Host):
