@@ -22,6 +22,8 @@ from gpu_constructs.vault import Vault
 
 ACME_HTTP01_SOLVER_LABEL = "acme.cert-manager.io/http01-solver"
 ACME_HTTP01_SOLVER_PORT = 8089
+VAULT_SECRETS_DIR = "/vault/secrets"
+"""Where the Vault agent writes what it renders (vault.hashicorp.com/agent-inject-secret-<name>)."""
 
 DEFAULT_VALUES: dict[str, Any] = {
     "replicas": 1,
@@ -207,7 +209,12 @@ class AppChart(Construct):
             resources.setdefault("requests", {})[GPU_RESOURCE] = self.props.gpus
             resources.setdefault("limits", {})[GPU_RESOURCE] = self.props.gpus
         env = [{"name": key, "value": str(value)} for key, value in sorted(s["env"].items())]
-        if self.props.database is not None:
+        vault = self.props.vault
+        if vault is not None and vault.database_uri_template() is not None:
+            # Only Vault's short-lived credentials: the operator's Secret holds the database owner's
+            # static password, which would outlive every lease and every revocation.
+            env.append({"name": "DATABASE_URL_FILE", "value": f"{VAULT_SECRETS_DIR}/database"})
+        elif self.props.database is not None:
             env.append(
                 {
                     "name": "DATABASE_URL",

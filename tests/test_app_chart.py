@@ -118,6 +118,10 @@ def test_vault_database_credentials_are_injected_when_vault_connects_the_databas
     assert len(database_policy["ingress"]) == 2
 
     objects, _ = build(synth, vault_database=True)
+    # Vault's short-lived credentials only: never the owner's static password from the operator's Secret.
+    env = {e["name"]: e for e in pod_spec(objects)["containers"][0]["env"]}
+    assert "DATABASE_URL" not in env and "ffe-db-app" not in str(pod_spec(objects))
+    assert env["DATABASE_URL_FILE"] == {"name": "DATABASE_URL_FILE", "value": "/vault/secrets/database"}
     annotations = by_kind(objects, "Deployment")[0]["spec"]["template"]["metadata"]["annotations"]
     assert annotations["vault.hashicorp.com/agent-inject-secret-database"] == "database/production/creds/ffe"
     template = annotations["vault.hashicorp.com/agent-inject-template-database"]
