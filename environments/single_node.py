@@ -129,6 +129,8 @@ class SingleNodeSettings:
     """Pods per GPU by time-slicing; the seed's 2-10 replicas on one GPU need this above 1."""
     mig_strategy: str = "none"
     """none, single or mixed (MIG on A100/H100)."""
+    mig_config: str = "all-balanced"
+    """With MIG: the MIG manager configuration every MIG-capable GPU gets (all-1g.10gb, ...)."""
     deploy_gpu_operator: bool = True
     gpu_monitoring: bool = True
     """DCGM exporter."""
@@ -339,6 +341,7 @@ class SingleNodeStack(TerraformStack):
                     values=values,
                     dcgm_exporter=s.gpu_monitoring,
                     service_monitor=s.service_monitor,
+                    mig_config=s.mig_config,
                 ),
             )
 
