@@ -39,9 +39,71 @@ from gpu_constructs.helm import ValuesLayers
 from gpu_constructs.hostexec import HOST_KEY_PATTERN, SshHost
 from gpu_constructs.networking import ACME_SOLVERS, Networking, NetworkingProps
 from gpu_constructs.storage import Storage, StorageProps
-from gpu_constructs.vault import Vault, VaultProps
+from gpu_constructs.vault import AwsKmsSeal, Vault, VaultProps
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+VAULT_SEALS = ("awskms", "shamir")
+
+
+def kms_seal_variables(scope: Construct) -> AwsKmsSeal:
+    """The AWS KMS key that unseals Vault, and the access keys of an IAM user allowed to use it."""
+    region = TerraformVariable(
+        scope,
+        "vault_kms_region",
+        type="string",
+        description="AWS region of the KMS key that unseals Vault, e.g. eu-west-1.",
+        validation=[
+            rule(
+                'can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.vault_kms_region))',
+                "vault_kms_region must be an AWS region such as eu-west-1.",
+            )
+        ],
+    )
+    key_id = TerraformVariable(
+        scope,
+        "vault_kms_key_id",
+        type="string",
+        description="KMS key that unseals Vault: its id, ARN or alias (alias/vault-unseal).",
+        validation=[
+            rule(
+                'can(regex("^(alias/[A-Za-z0-9/_-]+|[0-9a-f-]{36}|arn:aws[a-z-]*:kms:[^ ]+)$", '
+                "var.vault_kms_key_id))",
+                "vault_kms_key_id must be a KMS key id, key ARN or alias/<name>.",
+            )
+        ],
+    )
+    access_key_id = TerraformVariable(
+        scope,
+        "vault_kms_access_key_id",
+        type="string",
+        sensitive=True,
+        description="Access key id of an IAM user allowed kms:Encrypt, kms:Decrypt and kms:DescribeKey.",
+        validation=[
+            rule(
+                'can(regex("^[A-Z0-9]{16,128}$", var.vault_kms_access_key_id))',
+                "vault_kms_access_key_id must be an AWS access key id (upper-case letters and digits).",
+            )
+        ],
+    )
+    secret_access_key = TerraformVariable(
+        scope,
+        "vault_kms_secret_access_key",
+        type="string",
+        sensitive=True,
+        description="Secret access key of that IAM user.",
+        validation=[
+            rule(
+                'can(regex("^[A-Za-z0-9/+=]{30,128}$", var.vault_kms_secret_access_key))',
+                "vault_kms_secret_access_key must be an AWS secret access key.",
+            )
+        ],
+    )
+    return AwsKmsSeal(
+        region=region.string_value,
+        kms_key_id=key_id.string_value,
+        access_key_id=access_key_id.string_value,
+        secret_access_key=secret_access_key.string_value,
+    )
 
 
 @dataclass(frozen=True)
@@ -67,6 +129,8 @@ class SingleNodeSettings:
     """Pods per GPU by time-slicing; the seed's 2-10 replicas on one GPU need this above 1."""
     mig_strategy: str = "none"
     """none, single or mixed (MIG on A100/H100)."""
+    mig_config: str = "all-balanced"
+    """With MIG: the MIG manager configuration every MIG-capable GPU gets (all-1g.10gb, ...)."""
     deploy_gpu_operator: bool = True
     gpu_monitoring: bool = True
     """DCGM exporter."""
@@ -76,6 +140,10 @@ class SingleNodeSettings:
     vault_replicas: int = 3
     vault_bootstrap: bool = True
     """Initialize, unseal and configure Vault from the k3s server after install."""
+    vault_seal: str = "awskms"
+    """How Vault unseals after a restart or reboot: ``awskms`` (auto-unseal with an AWS KMS key; needs
+    the vault_kms_* variables) or ``shamir`` (key holders unseal by hand after every restart; the
+    application is down until then)."""
     postgres_instances: int = 1
     postgres_storage_size: str = "20Gi"
     backup_schedule: str = "0 2 * * *"
@@ -101,6 +169,7 @@ class SingleNodeSettings:
         validate.int_range("agent_count", self.agent_count, 0, 50)
         validate.one_of("mig_strategy", self.mig_strategy, [m.value for m in MigStrategy])
         validate.one_of("letsencrypt_challenge", self.letsencrypt_challenge, ACME_SOLVERS)
+        validate.one_of("vault_seal", self.vault_seal, VAULT_SEALS)
         validate.int_range("host_network_prefix", self.host_network_prefix, 8, 32)
         if not self.gpu_enabled and self.app_gpus:
             raise ConfigError(
@@ -305,6 +374,7 @@ class SingleNodeStack(TerraformStack):
                     values=values,
                     dcgm_exporter=s.gpu_monitoring,
                     service_monitor=s.service_monitor,
+                    mig_config=s.mig_config,
                 ),
             )
 
@@ -335,6 +405,8 @@ class SingleNodeStack(TerraformStack):
                 replicas=s.vault_replicas,
                 node_count=hosts_count,
                 bootstrap_host=compute.server if s.vault_bootstrap else None,
+                seal=kms_seal_variables(self) if s.vault_seal == "awskms" else None,
+                secret_host=compute.server,
                 app_namespace=s.app_namespace,
                 app_service_account=s.app_name,
                 policy_name=s.app_name,

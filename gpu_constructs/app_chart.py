@@ -20,6 +20,11 @@ from gpu_constructs.database import OPERATOR_NAMESPACE, Postgres
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.vault import Vault
 
+ACME_HTTP01_SOLVER_LABEL = "acme.cert-manager.io/http01-solver"
+ACME_HTTP01_SOLVER_PORT = 8089
+VAULT_SECRETS_DIR = "/vault/secrets"
+"""Where the Vault agent writes what it renders (vault.hashicorp.com/agent-inject-secret-<name>)."""
+
 DEFAULT_VALUES: dict[str, Any] = {
     "replicas": 1,
     "port": 8000,
@@ -205,7 +210,12 @@ class AppChart(Construct):
             resources.setdefault("requests", {})[GPU_RESOURCE] = self.props.gpus
             resources.setdefault("limits", {})[GPU_RESOURCE] = self.props.gpus
         env = [{"name": key, "value": str(value)} for key, value in sorted(s["env"].items())]
-        if self.props.database is not None:
+        vault = self.props.vault
+        if vault is not None and vault.database_uri_template() is not None:
+            # Only Vault's short-lived credentials: the operator's Secret holds the database owner's
+            # static password, which would outlive every lease and every revocation.
+            env.append({"name": "DATABASE_URL_FILE", "value": f"{VAULT_SECRETS_DIR}/database"})
+        elif self.props.database is not None:
             env.append(
                 {
                     "name": "DATABASE_URL",
@@ -460,6 +470,26 @@ class AppChart(Construct):
                 },
             ),
         ]
+        # cert-manager's HTTP-01 solver pods run in the namespace of the Ingress's Certificate, behind
+        # the default deny: Let's Encrypt's request (and cert-manager's own self-check) reaches them
+        # through the ingress controller on the solver's port. cert-manager v1.21.1 labels them
+        # acme.cert-manager.io/http01-solver=true and listens on 8089 (pkg/issuer/acme/http/pod.go
+        # podLabels, http.go acmeSolverListenPort). With DNS-01 there are no solver pods.
+        policies.append(
+            policy(
+                "acme-http01-solver",
+                {
+                    "podSelector": {"matchLabels": {ACME_HTTP01_SOLVER_LABEL: "true"}},
+                    "policyTypes": ["Ingress"],
+                    "ingress": [
+                        {
+                            "from": [namespace(props.ingress_namespace)],
+                            "ports": [{"protocol": "TCP", "port": ACME_HTTP01_SOLVER_PORT}],
+                        }
+                    ],
+                },
+            )
+        )
         database = props.database
         if database is not None:
             db = {"podSelector": {"matchLabels": database.pod_labels}}

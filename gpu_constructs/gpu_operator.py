@@ -7,6 +7,7 @@ operator installs the toolkit on k3s, it is pointed at k3s' containerd config an
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,9 +17,13 @@ from constructs import Construct
 
 from gpu_constructs import helm, versions
 from gpu_constructs.cluster import GpuCluster, Manager, MigStrategy
+from gpu_constructs.errors import ConfigError
 
 NAMESPACE = "gpu-operator"
 SHARING_CONFIG = "gpu-sharing"
+MIG_CONFIG_LABEL = "nvidia.com/mig.config"
+MIG_CAPABLE_LABEL = "nvidia.com/mig.capable"
+MIG_LABELER = "mig-config-labeler"
 
 
 @dataclass(frozen=True)
@@ -32,8 +37,17 @@ class GpuOperatorProps:
     """Create a Prometheus Operator ServiceMonitor for the exporter (needs the Prometheus CRDs)."""
     node_feature_discovery: bool = True
     """Deploy NFD, which labels the GPU nodes the operator's daemonsets select."""
+    mig_config: str = "all-balanced"
+    """With a MIG strategy: the mig-parted configuration MIG manager applies to every MIG-capable GPU
+    node (the operator's own ConfigMap names all-disabled, all-enabled, all-balanced, all-1g.10gb, ...)."""
     chart_version: str = versions.GPU_OPERATOR.version
     depends_on: Sequence[Any] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", self.mig_config):
+            raise ConfigError(
+                "mig_config", self.mig_config, "use a MIG manager configuration name such as all-balanced"
+            )
 
 
 class GpuOperator(Construct):
@@ -59,6 +73,22 @@ class GpuOperator(Construct):
             depends_on=props.depends_on,
             timeout=900,
         )
+        # MIG manager partitions a GPU only as the node's nvidia.com/mig.config label says; the
+        # operator itself only ever sets all-disabled there (gpu-operator v26.7.0
+        # controllers/nodelabeling_controller.go, migManager.config.default), so nothing would
+        # partition the GPUs. A CronJob labels every MIG-capable node (labelled by GFD) with the
+        # stack's configuration, nodes that join later included.
+        self.mig_labeler = None
+        if props.cluster.sharing.mig_strategy is not MigStrategy.NONE:
+            self.mig_labeler = helm.manifests_release(
+                self,
+                "mig-config",
+                cluster=props.cluster,
+                name=MIG_LABELER,
+                namespace=NAMESPACE,
+                manifests=self.mig_labeler_manifests(),
+                depends_on=[self.release],
+            )
 
     def contract_values(self) -> dict[str, Any]:
         """The values the cluster contract dictates; these win over any values file."""
@@ -87,9 +117,12 @@ class GpuOperator(Construct):
         }
         if cluster.runtime_class is not None:
             values["operator"] = {"runtimeClass": cluster.runtime_class}
-        if cluster.sharing.mig_strategy is not MigStrategy.NONE:
-            values["mig"] = {"strategy": cluster.sharing.mig_strategy.value}
-            values["migManager"] = {"enabled": True}
+        # Always set: the chart's default is mig.strategy "single" and migManager on (values.yaml),
+        # so leaving them out with no MIG would still tell GFD and the device plugin to expose MIG
+        # devices. The ClusterPolicy CRD accepts none, single and mixed.
+        mig_strategy = cluster.sharing.mig_strategy
+        values["mig"] = {"strategy": mig_strategy.value}
+        values["migManager"] = {"enabled": mig_strategy is not MigStrategy.NONE}
         return values
 
     def sharing_config(self) -> dict[str, Any]:
@@ -108,3 +141,68 @@ class GpuOperator(Construct):
             "default": "default",
             "data": {"default": yaml.safe_dump(config, sort_keys=True)},
         }
+
+    def mig_labeler_manifests(self) -> list[dict[str, Any]]:
+        """ServiceAccount, ClusterRole and binding (nodes: list, patch) and the labelling CronJob."""
+        meta = {"name": MIG_LABELER, "labels": {"app.kubernetes.io/name": MIG_LABELER}}
+        command = [
+            "kubectl",
+            "label",
+            "nodes",
+            "--selector",
+            f"{MIG_CAPABLE_LABEL}=true",
+            f"{MIG_CONFIG_LABEL}={self.props.mig_config}",
+            "--overwrite",
+        ]
+        container = {
+            "name": "label",
+            "image": versions.KUBECTL_IMAGE.version,
+            "command": command,
+            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "runAsNonRoot": True,
+                "runAsUser": 65534,
+                "capabilities": {"drop": ["ALL"]},
+            },
+        }
+        pod = {
+            "serviceAccountName": MIG_LABELER,
+            "restartPolicy": "OnFailure",
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+            "tolerations": [self.props.cluster.gpu_toleration],
+            "containers": [container],
+        }
+        return [
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {**meta, "namespace": NAMESPACE}},
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": meta,
+                "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]}],
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": meta,
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": MIG_LABELER,
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": MIG_LABELER, "namespace": NAMESPACE}],
+            },
+            {
+                "apiVersion": "batch/v1",
+                "kind": "CronJob",
+                "metadata": {**meta, "namespace": NAMESPACE},
+                "spec": {
+                    "schedule": "*/5 * * * *",
+                    "concurrencyPolicy": "Forbid",
+                    "successfulJobsHistoryLimit": 1,
+                    "failedJobsHistoryLimit": 3,
+                    "jobTemplate": {"spec": {"backoffLimit": 2, "template": {"spec": pod}}},
+                },
+            },
+        ]

@@ -63,7 +63,14 @@ def _strings(node: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
 
 def secret_problems(config: Any) -> list[str]:
     found: list[str] = []
+    # {"secretName": ..., "secretKey": ...} names a key of a Secret (vault-helm's
+    # server.extraSecretEnvironmentVars), not a secret: its secretKey is not checked as one.
+    secret_refs: set[str] = set()
     for where, key, value in _strings(config):
+        if isinstance(value, dict) and {"secretName", "secretKey"} <= set(value):
+            secret_refs.add(f"{where}.secretKey")
+        if where in secret_refs:
+            continue
         # A Kubernetes env var: {"name": "DB_PASSWORD", "value": "..."}
         env_name = value.get("name") if isinstance(value, dict) else None
         env_value = value.get("value") if isinstance(value, dict) else None

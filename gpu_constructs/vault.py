@@ -1,5 +1,12 @@
 """Vault: the Helm release (standalone or HA raft), and its bootstrap from the k3s server.
 
+Unsealing survives restarts by Vault's own auto-unseal with an AWS KMS key (``AwsKmsSeal``), not by
+an unseal step in the cluster: any in-cluster unsealer needs the unseal key inside the cluster or on
+its host, next to the data it protects, so the seal would protect nothing; with a KMS seal the key
+that wraps Vault's root key never leaves KMS, and a server that restarts (a reboot, an eviction, an
+upgrade) unseals itself as soon as KMS answers. Without a seal the servers use Shamir keys, held by
+people, and stay sealed after every restart until enough holders unseal them (unseal.sh).
+
 The bootstrap initializes and unseals Vault and configures Kubernetes auth, the secret engines, the
 application's policy and role. With a PostgreSQL database it also connects the database engine to
 it, so the application can get short-lived credentials from Vault. It runs on the k3s server over
@@ -12,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cdktf import Fn
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
@@ -22,6 +30,8 @@ from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts, script_lite
 
 NAMESPACE = "vault"
 OPERATIONS_CONFIG_MAP = "vault-operations"
+SEAL_SECRET = "vault-seal"
+"""Secret with the AWS credentials of the KMS seal (written by vault-seal-secret.sh)."""
 
 
 def secret_paths(environment: str, database_role: str) -> dict[str, str]:
@@ -33,6 +43,34 @@ def secret_paths(environment: str, database_role: str) -> dict[str, str]:
         "transit_encrypt": "transit/encrypt/ffe",
         "transit_decrypt": "transit/decrypt/ffe",
     }
+
+
+@dataclass(frozen=True)
+class AwsKmsSeal:
+    """Vault's auto-unseal with an AWS KMS key (the ``awskms`` seal): reachable from any host with
+    outbound HTTPS, so it fits a machine outside AWS. The key id and region go into the server's
+    configuration; the access keys are references to sensitive variables, written into the Secret
+    ``vault-seal`` over SSH and read by the servers as environment variables, never into values.
+    The IAM user needs kms:Encrypt, kms:Decrypt and kms:DescribeKey on the key."""
+
+    region: str
+    kms_key_id: str
+    """Key id, ARN or alias (``alias/vault-unseal``)."""
+    access_key_id: str
+    secret_access_key: str
+
+    def __post_init__(self) -> None:
+        for name, value in (
+            ("vault_kms_access_key_id", self.access_key_id),
+            ("vault_kms_secret_access_key", self.secret_access_key),
+        ):
+            if not validate.is_reference(value):
+                raise ConfigError(
+                    name, "<literal>", "pass a reference to a sensitive variable, never the key itself"
+                )
+
+    def stanza(self) -> str:
+        return f'seal "awskms" {{\n  region     = "{self.region}"\n  kms_key_id = "{self.kms_key_id}"\n}}\n'
 
 
 @dataclass(frozen=True)
@@ -53,6 +91,11 @@ class VaultProps:
     Pending. None where the node count is not known at synth (autoscaled node groups)."""
     bootstrap_host: SshHost | None = None
     """Host with ``k3s kubectl`` that runs the bootstrap; None leaves init and unseal to an operator."""
+    seal: AwsKmsSeal | None = None
+    """Auto-unseal; None: Shamir keys, and a restarted server stays sealed until unsealed by hand."""
+    secret_host: SshHost | None = None
+    """Host with ``k3s kubectl`` that writes the seal's credentials Secret (default ``bootstrap_host``);
+    without either, an operator creates the Secret ``vault/vault-seal`` before Vault starts."""
     app_namespace: str = "ffe"
     app_service_account: str = "ffe-backend"
     policy_name: str = "ffe-backend"
@@ -94,6 +137,31 @@ class Vault(Construct):
     def __init__(self, scope: Construct, id: str, *, props: VaultProps) -> None:
         super().__init__(scope, id)
         self.props = props
+        self.seal_secret = None
+        seal_host = props.secret_host or props.bootstrap_host
+        if props.seal is not None and seal_host is not None:
+            seal = props.seal
+            self.seal_secret = run_scripts(
+                self,
+                "seal-secret",
+                host=seal_host,
+                runs=[
+                    ScriptRun(
+                        "vault-seal-secret.sh",
+                        {"NAMESPACE": NAMESPACE, "SECRET_NAME": SEAL_SECRET},
+                        secret_env={
+                            "AWS_ACCESS_KEY_ID": seal.access_key_id,
+                            "AWS_SECRET_ACCESS_KEY": seal.secret_access_key,
+                        },
+                    )
+                ],
+                # New keys re-run the step; only their hash is kept in the state.
+                extra_triggers={
+                    "credentials_sha256": Fn.sha256(f"{seal.access_key_id}:{seal.secret_access_key}")
+                },
+                # A replaced cluster is empty: the Secret is written again into the new one.
+                cluster=props.cluster,
+            )
         self.release = helm.release(
             self,
             "vault",
@@ -104,7 +172,7 @@ class Vault(Construct):
             version=props.chart_version,
             namespace=NAMESPACE,
             values=self.values(),
-            depends_on=props.depends_on,
+            depends_on=[*props.depends_on, *([self.seal_secret] if self.seal_secret is not None else [])],
             # A new Vault is sealed and not Ready until the bootstrap unseals it.
             wait=False,
         )
@@ -135,6 +203,7 @@ class Vault(Construct):
                             "APP_SERVICE_ACCOUNT": props.app_service_account,
                             "POLICY_NAME": props.policy_name,
                             "DB_ROLE": props.database_role,
+                            "SEAL": "awskms" if props.seal is not None else "shamir",
                             **self._database_env(),
                         },
                     )
@@ -203,10 +272,36 @@ class Vault(Construct):
             },
         }
 
+    def _unseal_guide(self, get: str) -> str:
+        if self.props.seal is not None:
+            return (
+                'Nothing to do: the servers unseal themselves with the AWS KMS key (seal "awskms" in\n'
+                f"their configuration, credentials from the Secret {NAMESPACE}/{SEAL_SECRET}) as soon as\n"
+                "they start, after a reboot too. A server that stays sealed cannot reach KMS: check\n"
+                "the key, the IAM user's kms:Encrypt, kms:Decrypt and kms:DescribeKey, the Secret and\n"
+                f"`kubectl logs -n {NAMESPACE} <pod>`. New credentials reach a server when it restarts\n"
+                f"(`kubectl delete pod -n {NAMESPACE} <pod>`, one at a time)."
+            )
+        return (
+            "A restarted Vault pod is sealed until enough key holders unseal it. Each holder runs\n"
+            "this from a terminal that reaches the cluster and types one key at Vault's hidden prompt:\n\n"
+            f"    {get}='{{.data.unseal\\.sh}}' > unseal.sh && bash unseal.sh\n\n"
+            'On the k3s server itself: `KUBECTL="sudo k3s kubectl" bash unseal.sh`.'
+        )
+
     def operations_guide(self) -> str:
         props = self.props
         get = f"kubectl get configmap -n {NAMESPACE} {OPERATIONS_CONFIG_MAP} -o jsonpath"
-        if props.bootstrap_host is not None:
+        if props.bootstrap_host is not None and props.seal is not None:
+            init = (
+                "The stack's bootstrap initialized Vault with the AWS KMS seal and one recovery key\n"
+                "share, and wrote the recovery key and the root token to /root/vault-init.json on the\n"
+                "k3s server (mode 0600), nowhere else. A recovery key cannot decrypt anything; it\n"
+                "authorizes rekeys and root-token generation. For production: re-key the recovery\n"
+                "keys (`vault operator rekey -target=recovery -init -key-shares=5 -key-threshold=3`),\n"
+                "hand them to their holders, revoke the root token and delete the file."
+            )
+        elif props.bootstrap_host is not None:
             init = (
                 "The stack's bootstrap initialized Vault with one key share and wrote the key and the\n"
                 "root token to /root/vault-init.json on the k3s server (mode 0600), nowhere else.\n"
@@ -224,14 +319,18 @@ class Vault(Construct):
             f"# Vault operations ({props.environment})\n\n"
             f"Server pods: {', '.join(self.pod_names)} in namespace {NAMESPACE}.\n\n"
             f"## Initialize\n\n{init}\n\n"
-            "## Unseal after a restart\n\n"
-            "A restarted Vault pod is sealed until enough key holders unseal it. Each holder runs\n"
-            "this from a terminal that reaches the cluster and types one key at Vault's hidden prompt:\n\n"
-            f"    {get}='{{.data.unseal\\.sh}}' > unseal.sh && bash unseal.sh\n\n"
-            'On the k3s server itself: `KUBECTL="sudo k3s kubectl" bash unseal.sh`.\n\n'
+            f"## Unseal after a restart\n\n{self._unseal_guide(get)}\n\n"
             "## Check\n\n"
             f"    kubectl exec -n {NAMESPACE} {self.pod_names[0]} -- vault status\n"
         )
+
+    def _config(self, storage: str) -> str:
+        assert self.props.seal is not None
+        listener = (
+            'listener "tcp" {\n  tls_disable     = 1\n  address         = "[::]:8200"\n'
+            '  cluster_address = "[::]:8201"\n}\n'
+        )
+        return f"ui = true\n\n{listener}\n{storage}\n{self.props.seal.stanza()}"
 
     def values(self) -> dict[str, Any]:
         props = self.props
@@ -239,6 +338,9 @@ class Vault(Construct):
         server: dict[str, Any] = {
             "image": image,
             "dataStorage": {"enabled": True, "size": props.storage_size, "storageClass": props.storage_class},
+            # The audit log goes to stdout (vault-bootstrap.sh), where the kubelet rotates it. The
+            # audit volume stays: a StatefulSet's volumeClaimTemplates cannot change, so removing it
+            # would fail the upgrade of every Vault installed with it; it keeps an earlier file log.
             "auditStorage": {"enabled": True, "size": "5Gi", "storageClass": props.storage_class},
             "resources": {
                 "requests": {"cpu": "250m", "memory": "256Mi"},
@@ -255,6 +357,20 @@ class Vault(Construct):
         else:
             server["standalone"] = {"enabled": True}
             server["ha"] = {"enabled": False}
+        if props.seal is not None:
+            # The chart's own configuration (values.yaml of vault-helm 0.34.1: the tcp listener, the
+            # storage, and for raft the Kubernetes service registration) with the seal added; the
+            # chart takes the configuration whole, as one string.
+            if props.ha:
+                server["ha"]["raft"]["config"] = self._config(
+                    'storage "raft" {\n  path = "/vault/data"\n}\n\nservice_registration "kubernetes" {}\n'
+                )
+            else:
+                server["standalone"]["config"] = self._config('storage "file" {\n  path = "/vault/data"\n}\n')
+            server["extraSecretEnvironmentVars"] = [
+                {"envName": name, "secretName": SEAL_SECRET, "secretKey": name}
+                for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+            ]
         return {
             "global": {"enabled": True},
             "injector": {"enabled": True, "agentImage": image},

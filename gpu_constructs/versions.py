@@ -33,6 +33,10 @@ K3S = Pin(
     seed="v1.29.0",
     note="k3s stable channel, May 2026; 1.29 is long out of upstream support",
 )
+KUBECTL_IMAGE = Pin(
+    "registry.k8s.io/kubectl:v1.35.5",
+    note="Kubernetes' own kubectl image, at the single-node k3s release; labels MIG nodes",
+)
 NVIDIA_DRIVER_BRANCH = Pin(
     "580",
     seed="545",

@@ -395,3 +395,16 @@ def rendered(instance: Any) -> RenderedStack:
             instance.stack, synthesized, kubernetes_version(instance.stack, synthesized), helm
         )
     return _CACHE[instance.stack]
+
+
+def render_release(
+    synthesized: dict[str, Any], name: str, kube_version: str = "1.35"
+) -> list[dict[str, Any]]:
+    """The objects Helm renders for the one ``helm_release`` called ``name`` of a synthesized stack
+    (a construct's test stack), with the built-in APIs and its chart's own CRDs."""
+    helm = helm_binary()
+    if helm is None:
+        raise RenderError("no Helm 3: run `make deps` (tools/helm/bin/helm) or put helm v3 on PATH")
+    (release,) = [r for r in releases_of("test", synthesized) if r.name == name]
+    api_versions = [*builtin_api_versions(kube_version), *chart_crd_api_versions([release])]
+    return parse_objects(helm_template(release, kube_version, api_versions, helm))

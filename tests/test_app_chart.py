@@ -118,6 +118,10 @@ def test_vault_database_credentials_are_injected_when_vault_connects_the_databas
     assert len(database_policy["ingress"]) == 2
 
     objects, _ = build(synth, vault_database=True)
+    # Vault's short-lived credentials only: never the owner's static password from the operator's Secret.
+    env = {e["name"]: e for e in pod_spec(objects)["containers"][0]["env"]}
+    assert "DATABASE_URL" not in env and "ffe-db-app" not in str(pod_spec(objects))
+    assert env["DATABASE_URL_FILE"] == {"name": "DATABASE_URL_FILE", "value": "/vault/secrets/database"}
     annotations = by_kind(objects, "Deployment")[0]["spec"]["template"]["metadata"]["annotations"]
     assert annotations["vault.hashicorp.com/agent-inject-secret-database"] == "database/production/creds/ffe"
     template = annotations["vault.hashicorp.com/agent-inject-template-database"]
@@ -154,6 +158,7 @@ def test_network_policies_allow_only_the_needed_paths(synth):
     assert set(policies) == {
         "ffe-backend-default-deny",
         "ffe-backend-from-ingress",
+        "ffe-backend-acme-http01-solver",
         "ffe-backend-database",
         "ffe-backend-database-backup",
         "ffe-backend-app-egress",
@@ -167,6 +172,51 @@ def test_network_policies_allow_only_the_needed_paths(synth):
     ] in egress_ports
 
 
+def _admitted(policies: list[dict], namespace: str, labels: dict, source_namespace: str, port: int) -> bool:
+    """Kubernetes NetworkPolicy ingress semantics for rules written as namespace selectors on
+    kubernetes.io/metadata.name: a pod no Ingress policy selects takes everything; a selected pod
+    takes only what one of the selecting policies' rules admits."""
+
+    def selects(selector: dict) -> bool:
+        return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+    selecting = [
+        p["spec"]
+        for p in policies
+        if p["metadata"]["namespace"] == namespace
+        and "Ingress" in p["spec"]["policyTypes"]
+        and selects(p["spec"]["podSelector"])
+    ]
+    if not selecting:
+        return True
+    for spec in selecting:
+        for rule in spec.get("ingress", []):
+            sources = [
+                peer["namespaceSelector"]["matchLabels"].get("kubernetes.io/metadata.name")
+                for peer in rule.get("from", [])
+                if "namespaceSelector" in peer and "podSelector" not in peer
+            ]
+            ports = [p["port"] for p in rule.get("ports", []) if p.get("protocol", "TCP") == "TCP"]
+            if source_namespace in sources and (not rule.get("ports") or port in ports):
+                return True
+    return False
+
+
+def test_the_ingress_controller_reaches_cert_managers_http01_solver_behind_the_default_deny(synth):
+    objects, _ = build(synth)
+    policies = by_kind(objects, "NetworkPolicy")
+    # The labels cert-manager v1.21.1 gives a solver pod (pkg/issuer/acme/http/pod.go podLabels),
+    # in the Certificate's namespace, listening on 8089.
+    solver = {
+        "acme.cert-manager.io/http-domain": "1234",
+        "acme.cert-manager.io/http-token": "5678",
+        "acme.cert-manager.io/http01-solver": "true",
+    }
+    assert _admitted(policies, "ffe", solver, "traefik", 8089)
+    assert not _admitted(policies, "ffe", solver, "default", 8089)
+    assert not _admitted(policies, "ffe", solver, "traefik", 8000)
+
+
 def test_network_policies_can_be_switched_off(synth):
     objects, _ = build(synth, network_policies=False)
     assert by_kind(objects, "NetworkPolicy") == []
@@ -174,7 +224,7 @@ def test_network_policies_can_be_switched_off(synth):
 
 def test_every_object_is_valid_kubernetes(synth, upstream):
     objects, _ = build(synth)
-    assert len(objects) == 13
+    assert len(objects) == 14
     for manifest in objects:
         validate_manifest(manifest, upstream)
 

@@ -15,7 +15,7 @@ def operator_values(synth, cluster, **props):
     synthesized = synth(
         lambda stack: GpuOperator(stack, "gpu", props=GpuOperatorProps(cluster=cluster, **props))
     )
-    (release,) = resources(synthesized, "helm_release").values()
+    (release,) = [r for r in resources(synthesized, "helm_release").values() if r["name"] == "gpu-operator"]
     assert (release["chart"], release["version"]) == ("gpu-operator", "v26.7.0")
     return release_values(release)
 
@@ -122,3 +122,63 @@ def test_every_key_exists_in_the_chart_defaults(synth, upstream):
 def test_a_mistyped_key_is_caught(upstream):
     defaults = yaml.safe_load((upstream / "gpu-operator" / "values.yaml").read_text())
     assert unknown_keys({"devicePlugin": {"enabeld": True}}, defaults) == ["devicePlugin.enabeld"]
+
+
+def _cluster_policy(synth, cluster):
+    from tests.render import render_release
+
+    synthesized = synth(lambda stack: GpuOperator(stack, "gpu", props=GpuOperatorProps(cluster=cluster)))
+    (policy,) = [o for o in render_release(synthesized, "gpu-operator") if o["kind"] == "ClusterPolicy"]
+    return policy["spec"]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "manager"),
+    [(MigStrategy.NONE, False), (MigStrategy.SINGLE, True), (MigStrategy.MIXED, True)],
+)
+def test_the_rendered_cluster_policy_carries_the_stacks_mig_strategy(synth, helm, strategy, manager):
+    """The chart defaults to mig.strategy single with the MIG manager on: without MIG the
+    ClusterPolicy must say none, or GFD and the device plugin look for MIG devices."""
+    spec = _cluster_policy(synth, make_cluster(sharing=GpuSharing(mig_strategy=strategy)))
+    assert spec["mig"] == {"strategy": strategy.value}
+    assert spec["migManager"]["enabled"] is manager
+
+
+def test_mig_profiles_are_applied_by_labelling_mig_capable_nodes(synth, upstream):
+    """MIG manager partitions only as nvidia.com/mig.config says, and the operator sets only
+    all-disabled there: the stack labels MIG-capable nodes with its configuration."""
+    from tests.conftest import manifests_of
+    from tests.validators import validate_manifest
+
+    cluster = make_cluster(sharing=GpuSharing(mig_strategy=MigStrategy.SINGLE))
+    synthesized = synth(
+        lambda stack: GpuOperator(
+            stack, "gpu", props=GpuOperatorProps(cluster=cluster, mig_config="all-1g.10gb")
+        )
+    )
+    (labeler,) = [
+        r for r in resources(synthesized, "helm_release").values() if r["name"] == "mig-config-labeler"
+    ]
+    objects = manifests_of(labeler)
+    for obj in objects:
+        validate_manifest(obj, upstream)
+    (cron,) = [o for o in objects if o["kind"] == "CronJob"]
+    (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == [
+        "kubectl",
+        "label",
+        "nodes",
+        "--selector",
+        "nvidia.com/mig.capable=true",
+        "nvidia.com/mig.config=all-1g.10gb",
+        "--overwrite",
+    ]
+    (role,) = [o for o in objects if o["kind"] == "ClusterRole"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]}]
+    none = synth(lambda stack: GpuOperator(stack, "gpu", props=GpuOperatorProps(cluster=make_cluster())))
+    assert [r["name"] for r in resources(none, "helm_release").values()] == ["gpu-operator"]
+
+
+def test_a_mig_config_that_is_no_label_value_fails():
+    with pytest.raises(ConfigError, match=r"'mig_config' is 'all 1g': use a MIG manager configuration name"):
+        GpuOperatorProps(cluster=make_cluster(), mig_config="all 1g")

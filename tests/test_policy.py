@@ -123,6 +123,14 @@ def test_literal_password_fails():
         )
         == []
     )
+    # vault-helm's extraSecretEnvironmentVars name a Secret's key; a literal secret next to it is found.
+    reference = {
+        "envName": "AWS_SECRET_ACCESS_KEY",
+        "secretName": "vault-seal",
+        "secretKey": "AWS_SECRET_ACCESS_KEY",
+    }
+    assert secret_problems({"server": {"extraSecretEnvironmentVars": [reference]}}) == []
+    assert secret_problems({"server": {"secretKey": "wJalrXUtnFEMI"}})
 
 
 def test_unencrypted_storage_and_imdsv1_fail():

@@ -348,6 +348,14 @@ down="$(cat "$STATE/down-polls" 2>/dev/null || echo 0)"
 if [ "$down" -gt 0 ]; then echo $((down - 1)) > "$STATE/down-polls"; exit 255; fi
 case "$cmd" in
   *"sudo rm -f"*) rm -f "$STATE/marker"; exit 0 ;;
+  # $STATE/smi-fails: how many more times nvidia-smi fails (the module not loaded yet, or never).
+  *"nvidia-smi -L"*)
+    fails="$(cat "$STATE/smi-fails" 2>/dev/null || echo 0)"
+    if [ "$fails" -gt 0 ]; then
+      echo $((fails - 1)) > "$STATE/smi-fails"
+      echo "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."; exit 9
+    fi
+    echo "GPU 0: NVIDIA GeForce RTX 4090 (UUID: GPU-0)"; exit 0 ;;
 esac
 from=none
 [ -f "$STATE/marker" ] && from="$(cat "$STATE/marker")"
@@ -386,6 +394,28 @@ def test_wait_for_reboot_waits_until_the_boot_id_changes(host: Host):
     assert "192.168.1.100 is back (boot id boot-b)" in result.stdout
     assert not (host.state / "marker").exists()
     assert len(host.calls("ssh")) >= 6
+
+
+def test_wait_for_reboot_checks_the_driver_answers_after_the_reboot(host: Host):
+    (host.state / "marker").write_text("boot-a")
+    (host.state / "boot").write_text("boot-b")
+    (host.state / "smi-fails").write_text("2")
+    result = host.run("wait-for-reboot.sh", **_wait_env(host))
+    assert result.returncode == 0, result.stderr
+    assert "the NVIDIA driver answers" in result.stdout and "GPU 0: NVIDIA GeForce RTX 4090" in result.stdout
+    assert not (host.state / "marker").exists()
+
+
+def test_wait_for_reboot_fails_clearly_when_the_driver_does_not_work_after_it(host: Host):
+    (host.state / "marker").write_text("boot-a")
+    (host.state / "boot").write_text("boot-b")
+    (host.state / "smi-fails").write_text("1000")
+    result = host.run("wait-for-reboot.sh", **_wait_env(host, WAIT_SECONDS="0"))
+    assert result.returncode == 1
+    assert "is back from the reboot (boot id boot-b), but the NVIDIA driver does not work" in result.stderr
+    assert "couldn't communicate with the NVIDIA driver" in result.stderr
+    # Kept: the next run checks the driver again.
+    assert (host.state / "marker").exists()
 
 
 def test_wait_for_reboot_is_bounded_with_a_clear_error(host: Host):
@@ -835,6 +865,48 @@ def test_cloudflare_secret_refuses_a_malformed_token(host: Host):
     assert host.calls("k3s") == [] and not secrets.exists()
 
 
+# --- vault-seal-secret.sh -------------------------------------------------------------------------
+AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+def test_vault_seal_secret_goes_to_the_api_on_stdin_and_the_file_is_removed(host: Host):
+    host.stub(
+        "k3s", '[ "$2" = apply ] && cat >> "$STATE/applied.yaml" && echo --- >> "$STATE/applied.yaml"; true'
+    )
+    secrets = host.state / "seal.env"
+    secrets.write_text(f"AWS_ACCESS_KEY_ID={AWS_KEY_ID}\nAWS_SECRET_ACCESS_KEY={AWS_SECRET}\n")
+    result = host.run(
+        "vault-seal-secret.sh", NAMESPACE="vault", SECRET_NAME="vault-seal", SECRETS_FILE=str(secrets)
+    )
+    assert result.returncode == 0, result.stderr
+    import yaml
+
+    namespace, secret = [d for d in yaml.safe_load_all((host.state / "applied.yaml").read_text()) if d]
+    assert namespace == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "vault"}}
+    assert secret["metadata"] == {"name": "vault-seal", "namespace": "vault"}
+    assert secret["stringData"] == {"AWS_ACCESS_KEY_ID": AWS_KEY_ID, "AWS_SECRET_ACCESS_KEY": AWS_SECRET}
+    assert not secrets.exists()
+    assert AWS_SECRET not in host.log.read_text() + result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (f'AWS_ACCESS_KEY_ID=akia"; x\nAWS_SECRET_ACCESS_KEY={AWS_SECRET}', "not an AWS access key id"),
+        (f"AWS_ACCESS_KEY_ID={AWS_KEY_ID}\nAWS_SECRET_ACCESS_KEY=short", "not an AWS secret key"),
+        (f"AWS_ACCESS_KEY_ID={AWS_KEY_ID}", "vault_kms_secret_access_key) is missing"),
+    ],
+)
+def test_vault_seal_secret_refuses_malformed_keys(host: Host, line, message):
+    host.stub("k3s", "true")
+    secrets = host.state / "seal.env"
+    secrets.write_text(line + "\n")
+    result = host.run("vault-seal-secret.sh", NAMESPACE="vault", SECRET_NAME="s", SECRETS_FILE=str(secrets))
+    assert result.returncode == 2 and message in result.stderr
+    assert host.calls("k3s") == [] and not secrets.exists()
+
+
 # --- fetch-kubeconfig.sh ---------------------------------------------------------------------------
 KUBECONFIG = "clusters:\n- cluster:\n    server: https://127.0.0.1:6443\n"
 
@@ -1052,7 +1124,13 @@ while [ "$1" != "--" ]; do
   case "$1" in -i) shift ;; -n|-c) shift 2 ;; *) pod="$1"; shift ;; esac
 done
 shift
-if [ "$1" = psql ]; then cat > "$STATE/psql.sql"; exit 0; fi
+if [ "$1" = psql ]; then
+  # A query given with -c answers from $STATE/pg-roles; a script on stdin is kept, and creates "vault".
+  case "$*" in
+    *" -c "*) grep -qx vault "$STATE/pg-roles" 2>/dev/null && echo 1; exit 0 ;;
+  esac
+  cat > "$STATE/psql.sql"; echo vault >> "$STATE/pg-roles"; exit 0
+fi
 [ "$1 $2 $4" = "sh -c vault" ] || exit 1
 IFS= read -r token; shift 4
 echo "$pod token=$token $*" >> "$STATE/vault.log"
@@ -1061,27 +1139,50 @@ case "$1 $2" in
     # $STATE/status-failures: how many more times 'vault status' fails without an answer.
     failures="$(cat "$STATE/status-failures" 2>/dev/null || echo 0)"
     if [ "$failures" -gt 0 ]; then echo $((failures - 1)) > "$STATE/status-failures"; exit 1; fi
-    init=false; sealed=true
+    # $STATE/awskms: the servers auto-unseal (while $STATE/kms-down does not exist), except those
+    # whose data is still sealed with the Shamir key ($STATE/<pod>.shamir): they ask for a migration.
+    init=false; sealed=true; type=shamir; migration=false
     [ -f "$STATE/$pod.init" ] && init=true
     [ -f "$STATE/$pod.unsealed" ] && sealed=false
-    printf '{\n  "type": "shamir",\n  "initialized": %s,\n  "sealed": %s,\n  "t": 1\n}\n' "$init" "$sealed"
+    if [ -f "$STATE/awskms" ]; then
+      type=awskms
+      if [ -f "$STATE/$pod.shamir" ]; then migration=true
+      elif [ "$init" = true ] && [ ! -f "$STATE/kms-down" ]; then sealed=false; fi
+    fi
+    printf '{\n  "type": "%s",\n  "initialized": %s,\n  "sealed": %s,\n  "t": 1,\n  "migration": %s\n}\n' \
+      "$type" "$init" "$sealed" "$migration"
     [ "$sealed" = false ] ;;
   "operator init")
     touch "$STATE/$pod.init"
-    printf '{\n  "unseal_keys_b64": [\n    "KEY1"\n  ],\n  "unseal_shares": 1,\n  "root_token": "hvs.ROOT"\n}\n' ;;
+    echo "$*" > "$STATE/init-args"
+    case "$*" in
+      *-recovery-shares=*) printf '{\n  "unseal_keys_b64": [],\n  "unseal_keys_hex": [],\n  "unseal_shares": 1,\n  "recovery_keys_b64": [\n    "RKEY1"\n  ],\n  "root_token": "hvs.ROOT"\n}\n' ;;
+      *) printf '{\n  "unseal_keys_b64": [\n    "KEY1"\n  ],\n  "unseal_shares": 1,\n  "root_token": "hvs.ROOT"\n}\n' ;;
+    esac ;;
   "operator raft") touch "$STATE/$pod.init" ;;
-  "write sys/unseal") [ "$3" = key=- ] && [ "$(cat)" = KEY1 ] && touch "$STATE/$pod.unsealed" ;;
+  "write sys/unseal")
+    [ "$3" = key=- ] && [ "$(cat)" = KEY1 ] || exit 2
+    if [ "${4:-}" = migrate=true ]; then rm -f "$STATE/$pod.shamir"; else touch "$STATE/$pod.unsealed"; fi ;;
   "secrets list")
     printf '{\n'
     while read -r mount; do printf '  "%s/": {},\n' "$mount"; done < <(cat "$STATE/mounts" 2>/dev/null)
     printf '  "sys/": {}\n}\n' ;;
   "secrets enable") echo "${3#-path=}" >> "$STATE/mounts" ;;
-  "audit list") [ -f "$STATE/audit" ] && echo '  "file/": {}' || exit 2 ;;
-  "audit enable") echo "$3 $4" > "$STATE/audit" ;;
+  # $STATE/audit: one enabled device a line, "<path>/ <type> <options>".
+  "audit list")
+    [ -s "$STATE/audit" ] || exit 2
+    while read -r path rest; do printf '  "%s": {},\n' "$path"; done < "$STATE/audit" ;;
+  "audit enable") shift 2; echo "${1#-path=}/ ${*:2}" >> "$STATE/audit" ;;
+  "audit disable") grep -v "^$3 " "$STATE/audit" > "$STATE/audit.new"; mv "$STATE/audit.new" "$STATE/audit" ;;
   "auth list") [ -f "$STATE/k8s-auth" ] && echo '  "kubernetes/": {}'; true ;;
   "auth enable") touch "$STATE/k8s-auth" ;;
   "policy write") cat > "$STATE/policy.hcl" ;;
   "read -format=json") [ -f "$STATE/db-config" ] ;;
+  # Vault logs in with the password it was given: the database must still have the role "vault".
+  "write -f")
+    case "$3" in */rotate-root/*)
+      grep -qx vault "$STATE/pg-roles" 2>/dev/null && [ ! -f "$STATE/stale-password" ] ;;
+    esac ;;
   # KV v2 at secret/: $STATE/kv/<path> holds a secret's current data; -cas=0 writes only a new one.
   "kv metadata") [ -f "$STATE/kv/${*: -1}" ] || { echo "No value found at ${*: -1}" >&2; exit 2; } ;;
   "kv put")
@@ -1089,8 +1190,12 @@ case "$1 $2" in
     cas=""; [ "$1" = -cas=0 ] && { cas=0; shift; }
     [ "$cas" = 0 ] && [ -f "$STATE/kv/$1" ] && { echo "check-and-set parameter did not match" >&2; exit 2; }
     mkdir -p "$(dirname "$STATE/kv/$1")"; path="$1"; shift; printf '%s\n' "$@" > "$STATE/kv/$path" ;;
+  "list -format=json") [ "$3" = pki/issuers ] && [ -f "$STATE/pki-ca" ] && echo '[
+  "0f0e1f4e-issuer"
+]' || { echo "No value found at pki/issuers" >&2; exit 2; } ;;
+  "write pki/root/generate/internal") echo "$*" >> "$STATE/pki-ca" ;;
   "write "*)
-    case "$2" in */config/*) cat > "$STATE/db-password"; touch "$STATE/db-config" ;; esac ;;
+    case "$2" in database/*/config/*) cat > "$STATE/db-password"; touch "$STATE/db-config" ;; esac ;;
   *) exit 1 ;;
 esac
 """
@@ -1145,6 +1250,66 @@ def test_vault_first_run_initializes_unseals_and_configures(host: Host):
         "bound_service_account_namespaces=ffe policies=ffe-backend ttl=1h" in call
         for call in calls
     )
+
+
+def test_vault_with_the_kms_seal_makes_recovery_keys_and_never_unseals_by_key(host: Host):
+    (host.state / "awskms").touch()
+    result = host.run("vault-bootstrap.sh", **_vault_env(host, SEAL="awskms"))
+    assert result.returncode == 0, result.stderr
+    assert (host.state / "init-args").read_text().split() == [
+        "operator",
+        "init",
+        "-recovery-shares=1",
+        "-recovery-threshold=1",
+        "-format=json",
+    ]
+    assert '"recovery_keys_b64"' in (host.state / "vault-init.json").read_text()
+    calls = _vault_calls(host)
+    assert not [c for c in calls if "sys/unseal" in c]
+    assert any("auth/kubernetes/role/ffe-backend" in c for c in calls)
+
+
+def test_vault_with_the_kms_seal_needs_nothing_after_a_reboot(host: Host):
+    """A reboot restarts the servers sealed; with the KMS seal they unseal themselves, so the next
+    run (or none at all) finds them unsealed and sends no key."""
+    (host.state / "awskms").touch()
+    env = _vault_env(host, SEAL="awskms", VAULT_PODS="vault-0 vault-1 vault-2")
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    first = len(_vault_calls(host))
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    assert not [c for c in _vault_calls(host)[first:] if "sys/unseal" in c or "operator init" in c]
+
+
+def test_vault_with_the_kms_seal_unreachable_fails_clearly(host: Host):
+    (host.state / "awskms").touch()
+    (host.state / "kms-down").touch()
+    result = host.run("vault-bootstrap.sh", **_vault_env(host, SEAL="awskms", WAIT_SECONDS="0"))
+    assert result.returncode == 1
+    assert "vault-0 is still sealed 0s after starting, although it unseals itself with AWS" in result.stderr
+    assert "Secret vault/vault-seal" in result.stderr
+    assert not [c for c in _vault_calls(host) if "sys/unseal" in c]
+
+
+def test_vault_initialized_with_shamir_migrates_to_the_kms_seal_with_its_key(host: Host):
+    env = _vault_env(host)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    # The stack now configures the KMS seal: the restarted server's data is still Shamir-sealed.
+    (host.state / "awskms").touch()
+    (host.state / "vault-0.unsealed").unlink()
+    (host.state / "vault-0.shamir").touch()
+    result = host.run("vault-bootstrap.sh", **{**env, "SEAL": "awskms"})
+    assert result.returncode == 0, result.stderr
+    assert "migrating vault-0 from its Shamir key to the AWS KMS seal" in result.stdout
+    assert "vault-0 token= write sys/unseal key=- migrate=true" in _vault_calls(host)
+    assert not (host.state / "vault-0.shamir").exists()
+    assert "KEY1" not in host.log.read_text()
+
+
+def test_vault_bootstrap_refuses_an_unknown_seal(host: Host):
+    result = host.run("vault-bootstrap.sh", **_vault_env(host, SEAL="transit"))
+    assert result.returncode == 2 and "SEAL=transit: use awskms or shamir" in result.stderr
+    assert _vault_calls(host) == []
 
 
 def test_vault_rerun_after_a_failed_status_keeps_the_init_file(host: Host):
@@ -1225,12 +1390,39 @@ def test_vault_pod_that_is_not_ready_after_unsealing_fails_clearly(host: Host):
     assert "vault-0 token= write sys/unseal key=-" in _vault_calls(host)
 
 
-def test_vault_enables_the_file_audit_device_on_the_audit_volume_once(host: Host):
+def test_vault_audits_to_stdout_where_the_kubelet_rotates_it_once(host: Host):
     env = _vault_env(host)
     assert host.run("vault-bootstrap.sh", **env).returncode == 0
-    assert (host.state / "audit").read_text().strip() == "file file_path=/vault/audit/vault_audit.log"
+    assert (host.state / "audit").read_text().splitlines() == ["stdout/ file file_path=stdout"]
     assert host.run("vault-bootstrap.sh", **env).returncode == 0
     assert len([c for c in _vault_calls(host) if " audit enable" in c]) == 1
+    assert not [c for c in _vault_calls(host) if "file_path=/vault/audit" in c]
+
+
+def test_vault_moves_an_earlier_file_audit_device_to_stdout_without_a_gap(host: Host):
+    env = _vault_env(host)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    (host.state / "audit").write_text("file/ file file_path=/vault/audit/vault_audit.log\n")
+    first = len(_vault_calls(host))
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    assert (host.state / "audit").read_text().splitlines() == ["stdout/ file file_path=stdout"]
+    calls = [c.split(" ", 2)[2] for c in _vault_calls(host)[first:]]
+    enable = calls.index("audit enable -path=stdout file file_path=stdout")
+    assert calls.index("audit disable file/") > enable
+
+
+def test_vault_pki_gets_a_root_ca_once_so_pki_issue_can_issue(host: Host):
+    env = _vault_env(host)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    (generated,) = (host.state / "pki-ca").read_text().splitlines()
+    assert generated.startswith("write pki/root/generate/internal common_name=ffe internal CA (staging)")
+    assert "issuer_name=ffe-root ttl=87600h" in generated
+    calls = _vault_calls(host)
+    ca = next(i for i, c in enumerate(calls) if "pki/root/generate/internal" in c)
+    assert ca < next(i for i, c in enumerate(calls) if "write pki/roles/ffe" in c)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    assert len((host.state / "pki-ca").read_text().splitlines()) == 1
 
 
 def test_vault_policy_grants_every_path_the_construct_publishes(host: Host):
@@ -1281,6 +1473,43 @@ def test_vault_second_run_changes_nothing_it_already_did(host: Host):
     assert not (host.state / "psql.sql").exists()
     assert "vault-0 token=hvs.ROOT write -f database/staging/rotate-root/ffe" in again
     assert (host.state / "mounts").read_text().split() == ["secret", "database/staging", "pki", "transit"]
+
+
+def test_vault_recreates_its_database_role_after_the_database_was_recreated(host: Host):
+    """Vault keeps its connection config; a new database (a re-created Cluster) has no role vault."""
+    env = _vault_env(host)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    first_password = (host.state / "db-password").read_text()
+    (host.state / "pg-roles").unlink()
+    (host.state / "psql.sql").unlink()
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    assert "has no role vault (a re-created database); re-creating it" in result.stdout
+    sql = (host.state / "psql.sql").read_text()
+    assert "CREATE ROLE vault" in sql and 'GRANT "ffe" TO vault WITH ADMIN OPTION;' in sql
+    password = (host.state / "db-password").read_text()
+    assert password != first_password and f"PASSWORD '{password}'" in sql
+    calls = _vault_calls(host)
+    config = max(i for i, c in enumerate(calls) if "write database/staging/config/ffe plugin_name" in c)
+    assert calls.index("vault-0 token=hvs.ROOT write -f database/staging/rotate-root/ffe", config) > config
+
+
+def test_vault_sets_a_new_password_when_it_cannot_log_in_to_a_restored_database(host: Host):
+    env = _vault_env(host)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    (host.state / "psql.sql").unlink()
+    # The role exists, but with a password from before Vault's last rotation.
+    (host.state / "stale-password").touch()
+    host.stub(
+        "k3s",
+        VAULT_K3S.replace(
+            'cat > "$STATE/psql.sql";', 'cat > "$STATE/psql.sql"; rm -f "$STATE/stale-password";'
+        ),
+    )
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    assert "cannot log in to ffe/ffe-db as vault; setting a new password" in result.stdout
+    assert "ALTER ROLE vault WITH LOGIN CREATEROLE PASSWORD" in (host.state / "psql.sql").read_text()
 
 
 def test_vault_creates_the_app_secret_the_agent_waits_for_once_and_never_overwrites_it(host: Host):
@@ -1352,7 +1581,7 @@ case "$1 $2" in
     init=false; sealed=true
     [ -f "$STATE/$pod.init" ] && init=true
     [ -f "$STATE/$pod.unsealed" ] && sealed=false
-    printf '{\n  "initialized": %s,\n  "sealed": %s\n}\n' "$init" "$sealed"
+    printf '{\n  "type": "%s",\n  "initialized": %s,\n  "sealed": %s\n}\n' "${SEAL_TYPE:-shamir}" "$init" "$sealed"
     [ "$sealed" = false ] ;;
   "operator unseal")
     [ -t 0 ] || exit 1
@@ -1410,6 +1639,17 @@ def test_init_by_hand_makes_the_keys_and_joins_the_raft_members(host: Host):
             in calls
         )
     assert "Unseal Key 1: KEY1" in result.stdout and "3 keys each" in result.stdout
+
+
+def test_init_by_hand_of_an_auto_unsealing_vault_makes_recovery_keys(host: Host):
+    env = {**_ops(host, "vault-0"), "SEAL_TYPE": "awskms"}
+    result = host.run("vault-init.sh", **env, KEY_SHARES="5", KEY_THRESHOLD="3")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "kubectl exec -n vault vault-0 -- vault operator init -recovery-shares=5 -recovery-threshold=3"
+        in host.calls("kubectl exec")
+    )
+    assert "the servers unseal themselves" in result.stdout
 
 
 def test_init_leaves_an_initialized_vault_alone(host: Host):

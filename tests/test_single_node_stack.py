@@ -83,6 +83,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "storage_check-0",
         "networking_firewall-0",
         "networking_cloudflare-secret",
+        "vault_seal-secret",
         "vault_bootstrap",
     }
     assert set(stack_json["output"]) == {
@@ -145,6 +146,10 @@ GOOD_VARS = {
     "app_image": "ghcr.io/acme/ffe-backend:2.0.1",
     "cloudflare_api_token": "0123456789abcdefghijABCDEFGHIJ_-01234567",
     "ssh_host_keys": '["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEc2Tq0xHqY0n3vXbKp7nB8m0f1S7o3b5Yw6x9Zk1Q2R"]',
+    "vault_kms_region": "eu-west-1",
+    "vault_kms_key_id": "alias/vault-unseal",
+    "vault_kms_access_key_id": "AKIAIOSFODNN7EXAMPLE",
+    "vault_kms_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
 }
 
 
@@ -178,6 +183,14 @@ def test_good_variables_pass_terraform_validation(variables_dir):
         ("ssh_host_keys", "[]", "ssh_host_keys must list exactly 1 key(s)"),
         ("ssh_host_keys", '["SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"]', "must be a public key"),
         ("ssh_host_keys", None, "No value for required variable"),
+        ("vault_kms_region", "Europe", "vault_kms_region must be an AWS region such as eu-west-1"),
+        ("vault_kms_key_id", "my key", "vault_kms_key_id must be a KMS key id, key ARN or alias/<name>"),
+        ("vault_kms_access_key_id", "akia-1", "vault_kms_access_key_id must be an AWS access key id"),
+        (
+            "vault_kms_secret_access_key",
+            "short",
+            "vault_kms_secret_access_key must be an AWS secret access key",
+        ),
     ],
 )
 def test_bad_variables_fail_in_terraform_with_the_fix(variables_dir, name, value, message):
@@ -569,3 +582,27 @@ def test_terraform_accepts_the_required_version_and_refuses_an_older_one(tmp_pat
         text=True,
     )
     assert "Unsupported Terraform Core version" in old.stderr
+
+
+def test_vault_unseals_with_kms_by_default_and_shamir_is_an_explicit_choice(stack_json):
+    from environments.single_node import SingleNodeSettings, SingleNodeStack
+    from gpu_constructs.errors import ConfigError
+
+    assert {
+        "vault_kms_region",
+        "vault_kms_key_id",
+        "vault_kms_access_key_id",
+        "vault_kms_secret_access_key",
+    } <= set(stack_json["variable"])
+    assert stack_json["variable"]["vault_kms_secret_access_key"]["sensitive"] is True
+    shamir = json.loads(
+        cdktf.Testing.synth(
+            SingleNodeStack(
+                cdktf.Testing.app(), "single-node", settings=SingleNodeSettings(vault_seal="shamir")
+            )
+        )
+    )
+    assert not [name for name in shamir["variable"] if name.startswith("vault_kms")]
+    assert not [k for k in resources(shamir, "terraform_data") if "seal-secret" in k]
+    with pytest.raises(ConfigError, match=r"'vault_seal' is 'transit': use one of awskms, shamir"):
+        SingleNodeSettings(vault_seal="transit")

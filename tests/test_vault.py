@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gpu_constructs.errors import ConfigError
@@ -181,3 +183,104 @@ def test_single_node_stack_refuses_vault_ha_on_one_host():
 
     with pytest.raises(ConfigError, match=r"'vault_replicas' is 3: .* the cluster has 1"):
         SingleNodeStack(Testing.app(), "single-node", settings=SingleNodeSettings(vault_ha=True))
+
+
+def _kms_seal(stack):
+    from cdktf import TerraformVariable
+
+    from gpu_constructs.vault import AwsKmsSeal
+
+    def variable(name, sensitive=False):
+        return TerraformVariable(stack, name, type="string", sensitive=sensitive).string_value
+
+    return AwsKmsSeal(
+        region="eu-west-1",
+        kms_key_id="alias/vault-unseal",
+        access_key_id=variable("vault_kms_access_key_id", sensitive=True),
+        secret_access_key=variable("vault_kms_secret_access_key", sensitive=True),
+    )
+
+
+def _build_sealed(synth, **overrides):
+    made = {}
+
+    def go(stack):
+        props = VaultProps(
+            cluster=make_cluster(),
+            environment="staging",
+            storage_class="fast-ssd",
+            bootstrap_host=HOST,
+            seal=_kms_seal(stack),
+            **overrides,
+        )
+        made["v"] = Vault(stack, "vault", props=props)
+
+    return synth(go), made["v"]
+
+
+@pytest.mark.parametrize(("ha", "storage"), [(False, 'storage "file"'), (True, 'storage "raft"')])
+def test_rendered_servers_unseal_themselves_with_the_kms_key_after_any_restart(
+    synth, helm, upstream, ha, storage
+):
+    """What makes a reboot harmless: the servers' own configuration carries the awskms seal and their
+    environment the credentials from the Secret, so a restarted server unseals without anyone."""
+    from tests.render import render_release
+
+    synthesized, _ = _build_sealed(synth, ha=ha, **({"node_count": 3} if ha else {}))
+    validate_values(vault_values(synthesized), upstream / "vault-helm" / "values.schema.json")
+    objects = render_release(synthesized, "vault")
+    (config_map,) = [
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "vault-config"
+    ]
+    config = config_map["data"]["extraconfig-from-values.hcl"]
+    assert 'seal "awskms" {\n  region     = "eu-west-1"\n  kms_key_id = "alias/vault-unseal"\n}' in config
+    assert storage in config and 'address         = "[::]:8200"' in config
+    (statefulset,) = [o for o in objects if o["kind"] == "StatefulSet"]
+    (server,) = statefulset["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in server["env"]}
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[name]["valueFrom"] == {"secretKeyRef": {"name": "vault-seal", "key": name}}
+
+
+def test_kms_credentials_reach_the_cluster_only_through_the_seal_secret_step(synth):
+    synthesized, _ = _build_sealed(synth)
+    steps = resources(synthesized, "terraform_data")
+    (seal_id,) = [k for k in steps if "seal-secret" in k]
+    seal = steps[seal_id]
+    assert set(seal["triggers_replace"]) >= {"credentials_sha256"}
+    # Only a hash of the keys is kept in the state.
+    assert seal["triggers_replace"]["credentials_sha256"].startswith("${sha256(")
+    others = {k: v for k, v in seal["triggers_replace"].items() if k != "credentials_sha256"}
+    assert "vault_kms" not in json.dumps(others)
+    (release,) = [r for r in resources(synthesized, "helm_release").values() if r["name"] == "vault"]
+    assert f"terraform_data.{seal_id}" in release["depends_on"]
+    assert "vault_kms" not in json.dumps(release["values"])
+    (bootstrap,) = [v for k, v in steps.items() if "bootstrap" in k]
+    command = next(p["remote-exec"]["inline"][-1] for p in bootstrap["provisioner"] if "remote-exec" in p)
+    assert "SEAL='awskms'" in command
+
+
+def test_without_a_seal_the_servers_use_shamir_keys(synth):
+    synthesized, _ = build(synth, bootstrap_host=HOST)
+    values = vault_values(synthesized)
+    assert (
+        "config" not in values["server"]["standalone"]
+        and "extraSecretEnvironmentVars" not in values["server"]
+    )
+    (step,) = resources(synthesized, "terraform_data").values()
+    command = next(p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p)
+    assert "SEAL='shamir'" in command
+
+
+def test_kms_keys_as_literals_are_refused():
+    from gpu_constructs.vault import AwsKmsSeal
+
+    with pytest.raises(ConfigError, match=r"'vault_kms_secret_access_key' is '<literal>': pass a reference"):
+        AwsKmsSeal("eu-west-1", "alias/v", "${var.k}", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+
+
+def test_operations_guide_with_the_kms_seal_says_restarts_need_nothing(synth):
+    synthesized, _ = _build_sealed(synth)
+    guide = operations(synthesized)["data"]["README.md"]
+    assert "Nothing to do: the servers unseal themselves with the AWS KMS key" in guide
+    assert "recovery key" in guide and "unseal.sh" not in guide

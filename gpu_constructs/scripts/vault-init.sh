@@ -38,10 +38,22 @@ if [[ "$status" == *'"initialized": true'* ]]; then
   exit 0
 fi
 
-"${kubectl[@]}" exec -n "$ns" "$leader" -- vault operator init -key-shares="$shares" -key-threshold="$threshold"
+# An auto-unsealing Vault (its status names the seal, e.g. awskms) makes recovery keys instead.
+if [[ "$status" == *'"type": "shamir"'* || -z "$status" ]]; then
+  split=(-key-shares="$shares" -key-threshold="$threshold")
+  kind="keys"
+else
+  split=(-recovery-shares="$shares" -recovery-threshold="$threshold")
+  kind="recovery keys"
+fi
+"${kubectl[@]}" exec -n "$ns" "$leader" -- vault operator init "${split[@]}"
 for pod in $pods; do
   if [ "$pod" != "$leader" ]; then
     "${kubectl[@]}" exec -n "$ns" "$pod" -- vault operator raft join "http://${leader}.vault-internal:8200" >/dev/null
   fi
 done
-echo "init: initialized; now unseal every pod with unseal.sh (${threshold} keys each)."
+if [ "$kind" = keys ]; then
+  echo "init: initialized; now unseal every pod with unseal.sh (${threshold} keys each)."
+else
+  echo "init: initialized; the servers unseal themselves. Hand each of the ${kind} to its holder."
+fi

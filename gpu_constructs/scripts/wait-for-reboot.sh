@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Wait until a host that nvidia-driver.sh rebooted is back: its boot id differs from the one recorded
-# in REBOOT_MARKER and SSH works again. Without a marker no reboot is pending and this returns at once.
+# in REBOOT_MARKER, SSH works again and the driver answers 'nvidia-smi -L' (the marker is removed only
+# then, so a re-run checks again). Without a marker no reboot is pending and this returns at once.
 # Runs on the machine that runs Terraform (local-exec), bounded by WAIT_SECONDS.
 # Environment: SSH_USER, SSH_HOST, SSH_KEY, HOST_KEY (optional), WAIT_SECONDS (default 900), POLL_SECONDS (default 10),
 #   REBOOT_MARKER (default /var/lib/gpu-constructs/reboot-from)
@@ -40,9 +41,24 @@ while :; do
       exit 0
     fi
     if [ -n "${now:-}" ] && [ "$now" != "$from" ]; then
-      remote "sudo rm -f '${marker}'"
-      echo "wait-for-reboot: ${host} is back (boot id ${now})."
-      exit 0
+      # The reboot was for the driver: it must work now. nvidia-smi talks to the loaded module, so
+      # it fails when the new kernel has no module for it (a DKMS build that failed, an unsigned
+      # module under Secure Boot). Retried until the deadline: the module may still be loading.
+      if smi="$(remote "nvidia-smi -L" 2>&1)"; then
+        remote "sudo rm -f '${marker}'"
+        echo "wait-for-reboot: ${host} is back (boot id ${now}); the NVIDIA driver answers:"
+        printf '%s\n' "$smi"
+        exit 0
+      fi
+      if [ "$SECONDS" -ge "$deadline" ]; then
+        echo "ERROR: ${host} is back from the reboot (boot id ${now}), but the NVIDIA driver does not work:" >&2
+        echo "'nvidia-smi -L' says: ${smi:-nothing}" >&2
+        echo "Check 'dkms status', 'sudo modprobe nvidia' and 'mokutil --sb-state' on the host (with Secure" >&2
+        echo "Boot on, the module's key must be enrolled), then re-run the apply." >&2
+        exit 1
+      fi
+      sleep "$poll_seconds"
+      continue
     fi
   fi
   if [ "$SECONDS" -ge "$deadline" ]; then
