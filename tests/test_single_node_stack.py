@@ -70,7 +70,6 @@ def test_every_component_is_in_the_stack(stack_json):
         "vault-operations",
         "cloudnative-pg",
         "ffe-db",
-        "ffe-db-backup",
         "ffe-backend",
     }
     steps = {key.rsplit("_", 1)[0] for key in resources(stack_json, "terraform_data")}
@@ -80,6 +79,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "compute_kubeconfig",
         "networking_firewall-0",
         "networking_cloudflare-secret",
+        "postgres_object-store-secret",
         "vault_bootstrap",
     }
     assert set(stack_json["output"]) == {
@@ -141,6 +141,8 @@ GOOD_VARS = {
     "acme_email": "ops@example.com",
     "app_image": "ghcr.io/acme/ffe-backend:2.0.1",
     "cloudflare_api_token": "0123456789abcdefghijABCDEFGHIJ_-01234567",
+    "backup_access_key_id": "AKIAIOSFODNN7EXAMPLE",
+    "backup_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
 }
 
 
