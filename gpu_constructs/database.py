@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cdktf import Fn
+from cdktf import Fn, TerraformResource
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
@@ -137,9 +137,16 @@ class Postgres(Construct):
                 )
             ],
             # New keys re-run the step; only their hash is kept in the state.
+            # A rebuilt cluster has no Secret: the step is replaced with the resources the cluster's
+            # readiness rests on (the k3s install and its kubeconfig).
             extra_triggers={
                 "access_key_id_sha256": Fn.sha256(access.access_key_id),
                 "secret_access_key_sha256": Fn.sha256(access.secret_access_key),
+                "cluster": [
+                    r.get_string_attribute("id")
+                    for r in props.cluster.ready
+                    if isinstance(r, TerraformResource)
+                ],
             },
             depends_on=list(props.cluster.ready),
         )

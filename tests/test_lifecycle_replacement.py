@@ -31,7 +31,6 @@ KNOWN = {
             "helm_release.networking_cert-manager_7666BAB7",
             "helm_release.networking_cluster-issuers_002F712E",
             "helm_release.networking_traefik_68953DDE",
-            "helm_release.postgres_backup_22970E12",
             "helm_release.postgres_cluster_ACE3EF20",
             "helm_release.postgres_operator_ADDDFA8E",
             "helm_release.storage_local-path-provisioner_C0EC6F97",
