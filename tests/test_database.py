@@ -336,3 +336,18 @@ def unbindable_waits(stack) -> list[str]:
 
 def test_every_waited_release_can_become_ready_on_a_first_apply(rendered_stack):
     assert unbindable_waits(rendered_stack) == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"backup_bucket": "My_Backups"}, r"^'backup_bucket' is 'My_Backups': use 3-63 lower-case"),
+        ({"backup_retention_days": 0}, r"^'backup_retention_days' is 0: use from 1 to 3650"),
+        ({"backup_endpoint": "minio:9000"}, r"^'backup_endpoint' is 'minio:9000': give the S3 API's URL"),
+    ],
+)
+def test_the_stack_settings_are_checked_at_synth(settings, message):
+    from environments.single_node import SingleNodeSettings
+
+    with pytest.raises(ConfigError, match=message):
+        SingleNodeSettings(**settings)
