@@ -30,9 +30,10 @@ from environments.variables import (
 from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import validate, versions
 from gpu_constructs.app_chart import AppChart, AppChartProps
+from gpu_constructs.backup import ObjectStore
 from gpu_constructs.cluster import GpuSharing, MigStrategy
 from gpu_constructs.compute.k3s_host import K3sHostGpuCompute, K3sHostProps
-from gpu_constructs.database import Postgres, PostgresProps
+from gpu_constructs.database import ObjectStoreAccess, Postgres, PostgresProps
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.helm import ValuesLayers
@@ -147,7 +148,22 @@ class SingleNodeSettings:
     postgres_instances: int = 1
     postgres_storage_size: str = "20Gi"
     backup_schedule: str = "0 2 * * *"
+    """When the base backup runs (cron, UTC); WAL is archived continuously in between."""
     backup_retention_days: int = 30
+    backup_endpoint: str = "https://s3.amazonaws.com"
+    """S3 API of the object store the database backs up to: AWS S3, MinIO, Cloudflare R2, Backblaze B2
+    (keys in the backup_access_key_id and backup_secret_access_key variables)."""
+    backup_region: str = "us-east-1"
+    """The bucket's signing region (``auto`` on R2)."""
+    backup_bucket: str = "ffe-backups"
+    """An existing bucket (barman-cloud does not create it): set your own."""
+    backup_path: str = "single-node"
+    """Folder in the bucket; the database's WAL and base backups go under ``<path>/ffe-db/``."""
+    backup_encryption: str = "AES256"
+    """Server-side encryption of every object: AES256, aws:kms, or "" for the bucket's own policy
+    (MinIO without a KMS refuses the header)."""
+    backup_wal_compression: str = "gzip"
+    backup_data_compression: str = "gzip"
     app_name: str = "ffe-backend"
     app_namespace: str = "ffe"
     app_gpus: int = 1
@@ -166,6 +182,7 @@ class SingleNodeSettings:
 
     def __post_init__(self) -> None:
         validate.one_of("environment", self.environment, ("dev", "staging", "production"))
+        self.object_store()
         validate.int_range("agent_count", self.agent_count, 0, 50)
         validate.one_of("mig_strategy", self.mig_strategy, [m.value for m in MigStrategy])
         validate.one_of("letsencrypt_challenge", self.letsencrypt_challenge, ACME_SOLVERS)
@@ -175,6 +192,19 @@ class SingleNodeSettings:
             raise ConfigError(
                 "app_gpus", self.app_gpus, "gpu_enabled is False, so set app_gpus=0 to run the app on CPU"
             )
+
+    def object_store(self) -> ObjectStore:
+        return ObjectStore(
+            bucket=self.backup_bucket,
+            endpoint=self.backup_endpoint,
+            region=self.backup_region,
+            path=self.backup_path,
+            retention_days=self.backup_retention_days,
+            schedule=self.backup_schedule,
+            wal_compression=self.backup_wal_compression,
+            data_compression=self.backup_data_compression,
+            encryption=self.backup_encryption,
+        )
 
 
 class SingleNodeStack(TerraformStack):
@@ -294,6 +324,32 @@ class SingleNodeStack(TerraformStack):
         cloudflare_api_token = (
             cloudflare_token_variable(self) if s.letsencrypt_challenge == "dns01-cloudflare" else None
         )
+        backup_access_key_id = TerraformVariable(
+            self,
+            "backup_access_key_id",
+            type="string",
+            sensitive=True,
+            description=f"Access key id for the backup bucket {s.backup_bucket} at {s.backup_endpoint}.",
+            validation=[
+                rule(
+                    'can(regex("^[^[:space:]]+$", var.backup_access_key_id))',
+                    "backup_access_key_id must be an access key id, without spaces or line breaks.",
+                )
+            ],
+        )
+        backup_secret_access_key = TerraformVariable(
+            self,
+            "backup_secret_access_key",
+            type="string",
+            sensitive=True,
+            description="Secret access key that goes with backup_access_key_id.",
+            validation=[
+                rule(
+                    'can(regex("^[^[:space:]]+$", var.backup_secret_access_key))',
+                    "backup_secret_access_key must be a secret key, without spaces or line breaks.",
+                )
+            ],
+        )
         app_image = TerraformVariable(
             self,
             "app_image",
@@ -385,11 +441,14 @@ class SingleNodeStack(TerraformStack):
                 cluster=cluster,
                 namespace=s.app_namespace,
                 storage_class=storage.class_name("fast-ssd"),
-                backup_storage_class=storage.class_name("backup"),
+                object_store=s.object_store(),
+                object_store_access=ObjectStoreAccess(
+                    access_key_id=backup_access_key_id.string_value,
+                    secret_access_key=backup_secret_access_key.string_value,
+                    secret_host=compute.server,
+                ),
                 instances=s.postgres_instances,
                 storage_size=s.postgres_storage_size,
-                backup_schedule=s.backup_schedule,
-                backup_retention_days=s.backup_retention_days,
                 depends_on=[storage.release],
             ),
         )

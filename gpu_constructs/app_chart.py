@@ -509,9 +509,9 @@ class AppChart(Construct):
                     {
                         "podSelector": db["podSelector"],
                         "policyTypes": ["Ingress", "Egress"],
-                        # Clients in the namespace (the app, the backup job) query it; the operator
-                        # manages it on 8000; the instances replicate to each other and report to
-                        # the API server.
+                        # Clients in the namespace (the app) query it; the operator manages it on
+                        # 8000; the instances replicate to each other, report to the API server and
+                        # archive to the object store (443, or the endpoint's own port).
                         "ingress": [
                             {"from": [{"podSelector": {}}], "ports": [{"protocol": "TCP", "port": 5432}]},
                             {
@@ -520,17 +520,7 @@ class AppChart(Construct):
                             },
                             *vault_clients,
                         ],
-                        "egress": [dns, {"to": [db]}, api_server],
-                    },
-                )
-            )
-            policies.append(
-                policy(
-                    "database-backup",
-                    {
-                        "podSelector": {"matchLabels": database.backup_pod_labels},
-                        "policyTypes": ["Egress"],
-                        "egress": [dns, {"to": [db], "ports": [{"protocol": "TCP", "port": 5432}]}],
+                        "egress": [dns, {"to": [db]}, api_server, *database.backup_egress],
                     },
                 )
             )

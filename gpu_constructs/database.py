@@ -1,8 +1,26 @@
-"""PostgreSQL: the CloudNativePG operator, a PostgreSQL 16 cluster and its nightly backup.
+"""PostgreSQL: the CloudNativePG operator, a PostgreSQL 16 cluster and its backups.
 
 CloudNativePG generates the database credentials into a Kubernetes Secret (``<name>-app``), so no
-password passes through Terraform at all. The backup is a CronJob that dumps the database with
-pg_dump onto a volume of the backup StorageClass and deletes dumps older than the retention.
+password passes through Terraform at all.
+
+Backups are CloudNativePG's own physical backups with Barman Cloud into an S3-compatible object
+store: every WAL segment is archived as soon as PostgreSQL closes it (at the latest after
+``archive_timeout``, 5 minutes by default), a ScheduledBackup takes a base backup daily, and the
+operator deletes what the retention no longer needs. Any moment inside the retention can be
+restored into a new Cluster (README, "Backup and restore").
+
+The in-tree ``spec.backup.barmanObjectStore`` is used, not the Barman Cloud plugin that CloudNativePG
+recommends since 1.26 (docs/src/backup.md at v1.29.1): the plugin release (v0.14.0) ships no Helm
+chart, only a ``manifest.yaml`` with its Deployment, CRD and cert-manager Certificates, which this
+project could neither install as a pinned, rendered and checked release nor upgrade or remove with
+the stack; and with a plugin the Cluster status fields ``lastSuccessfulBackup`` and
+``firstRecoverabilityPoint`` and the ``cnpg_collector_*backup*`` metrics are not set (v1.29.1
+api/v1/cluster_types.go: "the field is not set for backup plugins"), which the backup check and
+alerts read. The in-tree support is deprecated and scheduled for removal in a later minor
+(1.29.2 release notes: 1.31.0); the plugin's migration guide maps ``barmanObjectStore`` one to one
+onto an ObjectStore and reads the same backups, so moving is a single Cluster change once a chart
+for it can be pinned. The image must then carry the barman-cloud tools: the pinned
+``ghcr.io/cloudnative-pg/postgresql:16.x`` tags are the ``system`` images, which do.
 """
 
 from __future__ import annotations
@@ -11,12 +29,37 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cdktf import Fn
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
+from gpu_constructs.backup import ObjectStore, backup_schedule
 from gpu_constructs.cluster import GpuCluster
+from gpu_constructs.errors import ConfigError
+from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts
 
 OPERATOR_NAMESPACE = "cnpg-system"
+ACCESS_KEY_ID = "ACCESS_KEY_ID"
+SECRET_ACCESS_KEY = "ACCESS_SECRET_KEY"
+REGION_KEY = "REGION"
+
+
+@dataclass(frozen=True)
+class ObjectStoreAccess:
+    """The object store's key pair: references to sensitive Terraform variables, and the k3s server
+    that writes them into the database's namespace as a Secret (over SSH, never on a command line)."""
+
+    access_key_id: str
+    secret_access_key: str
+    secret_host: SshHost
+
+    def __post_init__(self) -> None:
+        for field, value in (
+            ("backup_access_key_id", self.access_key_id),
+            ("backup_secret_access_key", self.secret_access_key),
+        ):
+            if not validate.is_reference(value):
+                raise ConfigError(field, "<literal>", "pass a reference to a sensitive Terraform variable")
 
 
 @dataclass(frozen=True)
@@ -26,20 +69,16 @@ class PostgresProps:
     """Namespace of the database: the application's, so it can read the generated credentials."""
     storage_class: str
     """StorageClass of the data volumes (the seed: fast-ssd)."""
-    backup_storage_class: str
-    """StorageClass of the dump volume (the seed: backup)."""
+    object_store: ObjectStore
+    """Where the WAL archive and the base backups go."""
+    object_store_access: ObjectStoreAccess
     name: str = "ffe-db"
     database: str = "ffe"
     owner: str = "ffe"
     instances: int = 1
     """PostgreSQL instances: 1 on a single host; 3 for a primary with two standbys."""
     storage_size: str = "20Gi"
-    backup_size: str = "50Gi"
-    backup_schedule: str = "0 2 * * *"
-    """When the dump runs (cron, cluster time zone): the seed's daily 02:00."""
-    backup_retention_days: int = 30
     image: str = versions.POSTGRES_IMAGE.version
-    backup_image: str = versions.POSTGRES_CLIENT_IMAGE.version
     operator_chart_version: str = versions.CLOUDNATIVE_PG_CHART.version
     depends_on: Sequence[Any] = ()
 
@@ -48,16 +87,20 @@ class PostgresProps:
         validate.k8s_name("postgres namespace", self.namespace)
         validate.int_range("postgres_instances", self.instances, 1, 9)
         validate.quantity("postgres_storage_size", self.storage_size)
-        validate.quantity("backup_size", self.backup_size)
-        validate.cron("backup_schedule", self.backup_schedule)
-        validate.int_range("backup_retention_days", self.backup_retention_days, 1, 3650)
         validate.version(
             "postgres image", self.image, r".+:16(\.\d+)?(-.+)?", "ghcr.io/cloudnative-pg/postgresql:16.10"
         )
+        if "-minimal" in self.image or "-standard" in self.image:
+            raise ConfigError(
+                "postgres image",
+                self.image,
+                "minimal and standard images carry no barman-cloud for the backups: use a system "
+                "image such as ghcr.io/cloudnative-pg/postgresql:16.10",
+            )
 
 
 class Postgres(Construct):
-    """A CloudNativePG PostgreSQL 16 cluster with a nightly pg_dump backup."""
+    """A CloudNativePG PostgreSQL 16 cluster with WAL archiving and daily base backups."""
 
     def __init__(self, scope: Construct, id: str, *, props: PostgresProps) -> None:
         super().__init__(scope, id)
@@ -74,34 +117,58 @@ class Postgres(Construct):
             values={"crds": {"create": True}},
             depends_on=props.depends_on,
         )
+        access = props.object_store_access
+        # The Secret exists before the Cluster: its first WAL segment is archived with these keys.
+        self.object_store_secret = run_scripts(
+            self,
+            "object-store-secret",
+            host=access.secret_host,
+            runs=[
+                ScriptRun(
+                    "object-store-secret.sh",
+                    {
+                        "NAMESPACE": props.namespace,
+                        "SECRET_NAME": self.object_store_secret_name,
+                        "REGION": props.object_store.region,
+                    },
+                    secret_env={
+                        "ACCESS_KEY_ID": access.access_key_id,
+                        "SECRET_ACCESS_KEY": access.secret_access_key,
+                    },
+                )
+            ],
+            # New keys re-run the step; only their hash is kept in the state.
+            extra_triggers={
+                "access_key_id_sha256": Fn.sha256(access.access_key_id),
+                "secret_access_key_sha256": Fn.sha256(access.secret_access_key),
+            },
+            # A new cluster has no Secret: the step is replaced with it.
+            cluster=props.cluster,
+        )
+        # Helm cannot observe the Cluster's readiness (a custom resource is ready to Helm at once):
+        # the Vault bootstrap waits for its Ready condition before using it.
         self.release = helm.manifests_release(
             self,
             "cluster",
             cluster=props.cluster,
             name=props.name,
             namespace=props.namespace,
-            manifests=[self.cluster_manifest()],
-            depends_on=[self.operator, *props.depends_on],
+            manifests=[self.cluster_manifest(), self.scheduled_backup()],
+            depends_on=[self.operator, self.object_store_secret, *props.depends_on],
         )
-        # The dump volume is its own release, neither atomic nor waited for. Its class binds a
-        # claim when the first pod mounting it is scheduled (WaitForFirstConsumer: local-path
-        # provisions on the selected node), and that pod is the first nightly dump; Helm counts a
-        # claim ready only once Bound (helm v3.18 pkg/kube/ready.go) and waits whenever atomic is
-        # set (pkg/action/install.go), so in a waited release the install times out and atomic
-        # uninstalls the database with it. Helm cannot observe the Cluster's readiness either (a
-        # custom resource is ready to Helm at once): the Vault bootstrap waits for its Ready
-        # condition before using it.
-        self.backup = helm.manifests_release(
-            self,
-            "backup",
-            cluster=props.cluster,
-            name=f"{props.name}-backup",
-            namespace=props.namespace,
-            manifests=[self.backup_claim(), self.backup_job()],
-            depends_on=[self.release],
-            wait=False,
-            atomic=False,
-        )
+
+    @property
+    def object_store_secret_name(self) -> str:
+        """Secret with the object store's ``ACCESS_KEY_ID``, ``ACCESS_SECRET_KEY`` and ``REGION``."""
+        return f"{self.props.name}-object-store"
+
+    @property
+    def backup_egress(self) -> list[dict[str, Any]]:
+        """Egress the instances need to archive to the object store (on top of the API server's)."""
+        port = self.props.object_store.port
+        if port in (443, 6443):
+            return []
+        return [{"ports": [{"protocol": "TCP", "port": port}]}]
 
     @property
     def credentials_secret(self) -> str:
@@ -116,10 +183,6 @@ class Postgres(Construct):
     @property
     def pod_labels(self) -> dict[str, str]:
         return {"cnpg.io/cluster": self.props.name}
-
-    @property
-    def backup_pod_labels(self) -> dict[str, str]:
-        return {"app.kubernetes.io/name": f"{self.props.name}-backup"}
 
     def cluster_manifest(self) -> dict[str, Any]:
         props = self.props
@@ -137,88 +200,57 @@ class Postgres(Construct):
                     "requests": {"cpu": "500m", "memory": "1Gi"},
                     "limits": {"memory": "4Gi"},
                 },
+                "backup": self.backup_spec(),
             },
         }
 
-    def backup_claim(self) -> dict[str, Any]:
-        props = self.props
-        return {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": f"{props.name}-dumps", "namespace": props.namespace},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": props.backup_storage_class,
-                "resources": {"requests": {"storage": props.backup_size}},
-            },
-        }
+    def backup_spec(self) -> dict[str, Any]:
+        """``spec.backup``: Barman Cloud to the object store, with the retention in days.
 
-    def backup_job(self) -> dict[str, Any]:
-        props = self.props
-        # $VAR, not ${VAR}: this text passes through Terraform, where ${ starts an interpolation.
-        script = (
-            "set -eu\n"
-            'out="/dumps/$PGDATABASE-$(date -u +%Y%m%dT%H%M%SZ).dump"\n'
-            'pg_dump --format=custom --file="$out.tmp"\n'
-            'mv "$out.tmp" "$out"\n'
-            f'find /dumps -name "*.dump" -mtime +{props.backup_retention_days} -print -delete\n'
-        )
+        The operator turns it into barman-cloud command lines (barman-cloud v0.5.0, the library
+        cloudnative-pg v1.29.1 pins: pkg/archiver/command.go, pkg/backup/backup.go): compression as
+        ``--<name>``, encryption as ``-e``/``--encryption``, ``--endpoint-url``, ``--cloud-provider
+        aws-s3``, then the destination and the server name (the Cluster's name)."""
+        store = self.props.object_store
+        secret = self.object_store_secret_name
 
-        def secret_env(name: str, key: str) -> dict[str, Any]:
-            return {
-                "name": name,
-                "valueFrom": {"secretKeyRef": {"name": self.credentials_secret, "key": key}},
-            }
+        def key(name: str) -> dict[str, str]:
+            return {"name": secret, "key": name}
+
+        def encryption() -> dict[str, str]:
+            return {"encryption": store.encryption} if store.encryption else {}
 
         return {
-            "apiVersion": "batch/v1",
-            "kind": "CronJob",
-            "metadata": {"name": f"{props.name}-backup", "namespace": props.namespace},
-            "spec": {
-                "schedule": props.backup_schedule,
-                "concurrencyPolicy": "Forbid",
-                "successfulJobsHistoryLimit": 3,
-                "failedJobsHistoryLimit": 3,
-                "jobTemplate": {
-                    "spec": {
-                        "backoffLimit": 2,
-                        "template": {
-                            "metadata": {"labels": self.backup_pod_labels},
-                            "spec": {
-                                "restartPolicy": "OnFailure",
-                                "securityContext": {
-                                    "runAsNonRoot": True,
-                                    "runAsUser": 70,
-                                    "fsGroup": 70,
-                                    "seccompProfile": {"type": "RuntimeDefault"},
-                                },
-                                "containers": [
-                                    {
-                                        "name": "pg-dump",
-                                        "image": props.backup_image,
-                                        "command": ["/bin/sh", "-c", script],
-                                        "env": [
-                                            {"name": "PGHOST", "value": self.service},
-                                            secret_env("PGUSER", "username"),
-                                            secret_env("PGPASSWORD", "password"),
-                                            secret_env("PGDATABASE", "dbname"),
-                                        ],
-                                        "securityContext": {
-                                            "allowPrivilegeEscalation": False,
-                                            "capabilities": {"drop": ["ALL"]},
-                                        },
-                                        "volumeMounts": [{"name": "dumps", "mountPath": "/dumps"}],
-                                    }
-                                ],
-                                "volumes": [
-                                    {
-                                        "name": "dumps",
-                                        "persistentVolumeClaim": {"claimName": f"{props.name}-dumps"},
-                                    }
-                                ],
-                            },
-                        },
-                    }
+            "retentionPolicy": f"{store.retention_days}d",
+            "barmanObjectStore": {
+                "destinationPath": store.destination(),
+                "endpointURL": store.endpoint.rstrip("/"),
+                "s3Credentials": {
+                    "accessKeyId": key(ACCESS_KEY_ID),
+                    "secretAccessKey": key(SECRET_ACCESS_KEY),
+                    "region": key(REGION_KEY),
                 },
+                "wal": {"compression": store.wal_compression, **encryption(), "maxParallel": 2},
+                "data": {"compression": store.data_compression, **encryption(), "jobs": 2},
+            },
+        }
+
+    def scheduled_backup(self) -> dict[str, Any]:
+        """The daily base backup; ``immediate`` takes the first one as soon as the Cluster exists,
+        so a point in time is recoverable from the first day on. The Backup objects it creates are
+        owned by the ScheduledBackup (``self``) and go with it on a destroy; the object store keeps
+        the backups themselves."""
+        props = self.props
+        store = props.object_store
+        return {
+            "apiVersion": "postgresql.cnpg.io/v1",
+            "kind": "ScheduledBackup",
+            "metadata": {"name": f"{props.name}-daily", "namespace": props.namespace},
+            "spec": {
+                "schedule": backup_schedule(f"{store.field_prefix}_schedule", store.schedule),
+                "cluster": {"name": props.name},
+                "method": "barmanObjectStore",
+                "immediate": True,
+                "backupOwnerReference": "self",
             },
         }

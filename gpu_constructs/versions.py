@@ -90,7 +90,6 @@ CLOUDNATIVE_PG_CHART = Pin(
     ),
 )
 POSTGRES_IMAGE = Pin("ghcr.io/cloudnative-pg/postgresql:16.10", seed="16")
-POSTGRES_CLIENT_IMAGE = Pin("postgres:16.10-alpine", note="pg_dump for the nightly backup job")
 
 # --- Images ----------------------------------------------------------------------------------------
 CUDA_SMOKE_TEST_IMAGE = Pin(

@@ -10,6 +10,7 @@ then break one thing at a time.
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import threading
 from collections.abc import Callable
@@ -20,6 +21,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from gpu_constructs.verify.expect import Expectation
 
 NOW = "2026-11-23T01:00:00Z"
+
+
+def _hours_ago(hours: float) -> str:
+    """An RFC 3339 time ``hours`` before the real now (backup ages are measured against the clock)."""
+    moment = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=hours)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 JOB_NAMESPACE = "gpu-verify"
 VERSION = {
     "major": "1",
@@ -362,8 +371,21 @@ def healthy(expected: Expectation) -> FakeKube:
             fake.put(
                 f"/apis/postgresql.cnpg.io/v1/namespaces/{ns}/clusters/{name}",
                 {
+                    "metadata": {"creationTimestamp": NOW},
                     "spec": {"instances": instances},
-                    "status": {"phase": "Cluster in healthy state", "readyInstances": instances},
+                    "status": {
+                        "phase": "Cluster in healthy state",
+                        "readyInstances": instances,
+                        "lastSuccessfulBackup": _hours_ago(3),
+                        "firstRecoverabilityPoint": _hours_ago(27),
+                        "conditions": [
+                            {
+                                "type": "ContinuousArchiving",
+                                "status": "True",
+                                "reason": "ContinuousArchivingSuccess",
+                            }
+                        ],
+                    },
                 },
             )
         elif kind == "CronJob":

@@ -5,12 +5,13 @@ from pathlib import Path
 import pytest
 
 from gpu_constructs.app_chart import AppChart, AppChartProps
-from gpu_constructs.database import Postgres, PostgresProps
+from gpu_constructs.database import Postgres
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.helm import ValuesLayers
 from gpu_constructs.hostexec import SshHost
 from gpu_constructs.vault import Vault, VaultProps
 from tests.conftest import ROOT, by_kind, make_cluster, manifests_of, resources
+from tests.test_database import postgres_props
 from tests.validators import validate_manifest
 
 
@@ -32,9 +33,7 @@ def build(
             extra["database"] = Postgres(
                 stack,
                 "db",
-                props=PostgresProps(
-                    cluster=cluster, namespace="ffe", storage_class="x", backup_storage_class="y"
-                ),
+                props=postgres_props(cluster=cluster, storage_class="x"),
             )
             connected = (
                 {"database": extra["database"], "bootstrap_host": SshHost("10.0.0.5", "ubuntu", "~/.ssh/k")}
@@ -160,7 +159,6 @@ def test_network_policies_allow_only_the_needed_paths(synth):
         "ffe-backend-from-ingress",
         "ffe-backend-acme-http01-solver",
         "ffe-backend-database",
-        "ffe-backend-database-backup",
         "ffe-backend-app-egress",
     }
     assert policies["ffe-backend-default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
@@ -224,7 +222,7 @@ def test_network_policies_can_be_switched_off(synth):
 
 def test_every_object_is_valid_kubernetes(synth, upstream):
     objects, _ = build(synth)
-    assert len(objects) == 14
+    assert len(objects) == 13
     for manifest in objects:
         validate_manifest(manifest, upstream)
 

@@ -1,19 +1,36 @@
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
+import yaml
+from cdktf import TerraformVariable
 
-from gpu_constructs.database import Postgres, PostgresProps
+from gpu_constructs.backup import ObjectStore
+from gpu_constructs.database import ObjectStoreAccess, Postgres, PostgresProps
 from gpu_constructs.errors import ConfigError
+from gpu_constructs.hostexec import SshHost
 from tests.conftest import by_kind, make_cluster, manifests_of, release_values, resources
-from tests.validators import validate_manifest
+from tests.test_scripts import Host
+
+KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY+="
+STORE = ObjectStore(bucket="ffe-backups", path="single-node")
 
 
-def props(**overrides) -> PostgresProps:
+def postgres_props(**overrides) -> PostgresProps:
+    """Props of a database as single-node makes them, the keys from sensitive variables."""
     fields = {
         "cluster": make_cluster(),
         "namespace": "ffe",
         "storage_class": "fast-ssd",
-        "backup_storage_class": "backup",
+        "object_store": STORE,
+        "object_store_access": ObjectStoreAccess(
+            access_key_id="${var.backup_access_key_id}",
+            secret_access_key="${var.backup_secret_access_key}",
+            secret_host=SshHost("10.0.0.5", "ubuntu", "~/.ssh/k"),
+        ),
     }
     fields.update(overrides)
     return PostgresProps(**fields)
@@ -22,7 +39,7 @@ def props(**overrides) -> PostgresProps:
 def build(synth, **overrides):
     made = {}
     synthesized = synth(
-        lambda stack: made.setdefault("p", Postgres(stack, "postgres", props=props(**overrides)))
+        lambda stack: made.setdefault("p", Postgres(stack, "postgres", props=postgres_props(**overrides)))
     )
     releases = {r["name"]: r for r in resources(synthesized, "helm_release").values()}
     return releases, made["p"]
@@ -47,64 +64,209 @@ def test_postgres_16_cluster_on_fast_ssd_without_superuser(synth):
     assert any("operator" in dep for dep in releases["ffe-db"]["depends_on"])
 
 
-def test_nightly_dump_to_the_backup_class_with_retention(synth, upstream):
-    releases, _ = build(synth)
-    objects = manifests_of(releases["ffe-db-backup"])
-    (job,) = by_kind(objects, "CronJob")
-    (claim,) = by_kind(objects, "PersistentVolumeClaim")
-    assert job["spec"]["schedule"] == "0 2 * * *"
-    assert claim["spec"]["storageClassName"] == "backup"
-    container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    script = container["command"][2]
-    assert "pg_dump --format=custom" in script
-    assert 'find /dumps -name "*.dump" -mtime +30 -print -delete' in script
-    assert "${" not in script  # would be read as a Terraform interpolation
-    secret_keys = {e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"] if "valueFrom" in e}
-    assert secret_keys == {"username", "password", "dbname"}
-    for manifest in (job, claim):
-        validate_manifest(manifest, upstream)
+def test_wal_archive_and_base_backups_go_to_the_object_store(synth):
+    releases, postgres = build(synth)
+    objects = manifests_of(releases["ffe-db"])
+    (cluster,) = by_kind(objects, "Cluster")
+    backup = cluster["spec"]["backup"]
+    assert backup["retentionPolicy"] == "30d"
+    store = backup["barmanObjectStore"]
+    assert store["destinationPath"] == "s3://ffe-backups/single-node"
+    assert store["endpointURL"] == "https://s3.amazonaws.com"
+    assert store["wal"] == {"compression": "gzip", "encryption": "AES256", "maxParallel": 2}
+    assert store["data"] == {"compression": "gzip", "encryption": "AES256", "jobs": 2}
+    secret = postgres.object_store_secret_name
+    assert store["s3Credentials"] == {
+        "accessKeyId": {"name": secret, "key": "ACCESS_KEY_ID"},
+        "secretAccessKey": {"name": secret, "key": "ACCESS_SECRET_KEY"},
+        "region": {"name": secret, "key": "REGION"},
+    }
+    (scheduled,) = by_kind(objects, "ScheduledBackup")
+    assert scheduled["spec"] == {
+        "schedule": "0 0 2 * * *",  # CloudNativePG's schedule has seconds first
+        "cluster": {"name": "ffe-db"},
+        "method": "barmanObjectStore",
+        "immediate": True,
+        "backupOwnerReference": "self",
+    }
+    # No dump volume any more: nothing in a waited release waits for a claim to bind.
+    assert set(releases) == {"cloudnative-pg", "ffe-db"}
+    assert by_kind(objects, "PersistentVolumeClaim") == []
 
 
-def test_helm_does_not_wait_for_the_dump_volume(synth):
-    releases, _ = build(synth)
-    backup = releases["ffe-db-backup"]
-    assert (backup["wait"], backup["atomic"]) == (False, False)
-    assert by_kind(manifests_of(releases["ffe-db"]), "PersistentVolumeClaim") == []
-    assert (releases["ffe-db"]["wait"], releases["ffe-db"]["atomic"]) == (True, True)
-    assert any("postgres_cluster" in dep for dep in backup["depends_on"])
+def test_no_encryption_leaves_it_to_the_bucket(synth):
+    releases, _ = build(synth, object_store=ObjectStore(bucket="b-1", encryption=""))
+    (cluster,) = by_kind(manifests_of(releases["ffe-db"]), "Cluster")
+    store = cluster["spec"]["backup"]["barmanObjectStore"]
+    assert "encryption" not in store["wal"] and "encryption" not in store["data"]
+
+
+def test_the_keys_reach_the_cluster_only_through_the_secret_step(synth):
+    def make(stack):
+        def variable(name):
+            return TerraformVariable(stack, name, type="string", sensitive=True).string_value
+
+        access = ObjectStoreAccess(
+            variable("backup_access_key_id"),
+            variable("backup_secret_access_key"),
+            SshHost("10.0.0.5", "ubuntu", "~/.ssh/k"),
+        )
+        return Postgres(stack, "postgres", props=postgres_props(object_store_access=access))
+
+    synthesized = synth(make)
+    (step,) = [v for k, v in resources(synthesized, "terraform_data").items() if "object-store-secret" in k]
+    uploads = [p["file"] for p in step["provisioner"] if "file" in p]
+    assert {
+        "content": "ACCESS_KEY_ID=${var.backup_access_key_id}\nSECRET_ACCESS_KEY=${var.backup_secret_access_key}\n",
+        "destination": ".gpu-constructs/object-store-secret.sh.env",
+    } in uploads
+    commands = [c for p in step["provisioner"] if "remote-exec" in p for c in p["remote-exec"]["inline"]]
+    assert not [c for c in commands if "var.backup" in c]
+    triggers = step["triggers_replace"]
+    assert triggers["access_key_id_sha256"] == "${sha256(var.backup_access_key_id)}"
+    assert triggers["secret_access_key_sha256"] == "${sha256(var.backup_secret_access_key)}"
+    releases = {r["name"]: r for r in resources(synthesized, "helm_release").values()}
+    assert "var.backup" not in json.dumps(releases)
+    assert any("object-store-secret" in dep for dep in releases["ffe-db"]["depends_on"])
+
+
+def test_a_minio_endpoint_opens_its_port_to_the_database(synth):
+    _, minio = build(synth, object_store=ObjectStore(bucket="b-1", endpoint="http://minio.lan:9000"))
+    assert minio.backup_egress == [{"ports": [{"protocol": "TCP", "port": 9000}]}]
+    _, aws = build(synth)
+    assert aws.backup_egress == []  # 443 is open to the database already (the API server's rule)
+
+
+def test_the_secret_step_writes_both_keys_and_leaves_no_trace(tmp_path):
+    host = Host(tmp_path)
+    host.stub(
+        "k3s", '[ "$2" = apply ] && cat >> "$STATE/applied.yaml" && echo --- >> "$STATE/applied.yaml"; true'
+    )
+    secrets = host.state / "keys.env"
+    secrets.write_text(f"ACCESS_KEY_ID={KEY_ID}\nSECRET_ACCESS_KEY={SECRET_KEY}\n")
+    result = host.run(
+        "object-store-secret.sh",
+        NAMESPACE="ffe",
+        SECRET_NAME="ffe-db-object-store",
+        REGION="auto",
+        SECRETS_FILE=str(secrets),
+    )
+    assert result.returncode == 0, result.stderr
+    applied = [d for d in yaml.safe_load_all((host.state / "applied.yaml").read_text()) if d]
+    (secret,) = [d for d in applied if d["kind"] == "Secret"]
+    assert secret["metadata"] == {"name": "ffe-db-object-store", "namespace": "ffe"}
+    decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert decoded == {"ACCESS_KEY_ID": KEY_ID, "ACCESS_SECRET_KEY": SECRET_KEY, "REGION": "auto"}
+    assert not secrets.exists()
+    assert SECRET_KEY not in host.log.read_text() + result.stdout + result.stderr
+
+
+def test_the_secret_step_refuses_missing_keys(tmp_path):
+    host = Host(tmp_path)
+    host.stub("k3s", "true")
+    secrets = host.state / "keys.env"
+    secrets.write_text(f"ACCESS_KEY_ID={KEY_ID}\n")
+    result = host.run(
+        "object-store-secret.sh", NAMESPACE="ffe", SECRET_NAME="s", REGION="r", SECRETS_FILE=str(secrets)
+    )
+    assert result.returncode == 2 and "SECRET_ACCESS_KEY is missing" in result.stderr
+    assert host.calls("k3s") == [] and not secrets.exists()
+
+
+def test_literal_keys_are_refused():
+    with pytest.raises(ConfigError, match=r"'backup_secret_access_key' is '<literal>': pass a reference"):
+        ObjectStoreAccess("${var.a}", SECRET_KEY, SshHost("10.0.0.5", "ubuntu", "~/.ssh/k"))
+
+
+def store(**overrides) -> ObjectStore:
+    return ObjectStore(**{"bucket": "ffe-backups", **overrides})
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"backup_schedule": "daily"}, r"'backup_schedule' is 'daily': give a five-field cron schedule"),
+        ({"bucket": "FFE_Backups"}, r"^'backup_bucket' is 'FFE_Backups': use 3-63 lower-case letters"),
+        ({"bucket": "ab"}, r"^'backup_bucket' is 'ab': use 3-63"),
+        ({"bucket": "a" * 64}, r"'backup_bucket' is 'a{64}': use 3-63"),
+        ({"bucket": "ffe..backups"}, r"'backup_bucket' is 'ffe..backups': S3 refuses '..'"),
+        ({"bucket": "192.168.1.10"}, r"shaped like an IP address"),
+        ({"bucket": "xn--ffe"}, r"reserves the prefix 'xn--'"),
+        ({"bucket": "ffe-s3alias"}, r"reserves the suffix '-s3alias'"),
+        ({"bucket": "-ffe"}, r"'backup_bucket' is '-ffe'"),
         (
-            {"backup_schedule": "99 2 * * *"},
-            r"'backup_schedule' is '99 2 \* \* \*': minute '99' is outside 0-59",
+            {"endpoint": "s3.amazonaws.com"},
+            r"^'backup_endpoint' is 's3.amazonaws.com': give the S3 API's URL",
         ),
-        ({"backup_schedule": "0 24 * * *"}, r"hour '24' is outside 0-23"),
-        ({"backup_schedule": "0 2 0 * *"}, r"day of month '0' is outside 1-31"),
-        ({"backup_schedule": "0 2 * 13 *"}, r"month '13' is outside 1-12"),
-        ({"backup_schedule": "0 2 * * 8"}, r"day of week '8' is outside 0-7"),
-        ({"backup_schedule": "0 2 * * fri-mon"}, r"day of week range 'fri-mon' runs backwards"),
-        ({"backup_schedule": "*/0 2 * * *"}, r"minute step '\*/0' must be at least 1"),
-        ({"backup_schedule": "0 2 * * mon+1"}, r"day of week 'mon\+1' is not a value, range or step"),
-        ({"backup_retention_days": 0}, r"'backup_retention_days' is 0"),
+        ({"endpoint": "ftp://minio.lan"}, r"'backup_endpoint' is 'ftp://minio.lan': give the S3 API's URL"),
+        ({"endpoint": "https://"}, r"'backup_endpoint' is 'https://'"),
+        ({"endpoint": "http://minio.lan:99999"}, r"'backup_endpoint' is 'http://minio.lan:99999'"),
+        ({"endpoint": "https://k:s@minio.lan"}, r"keep the keys out of the URL"),
+        ({"endpoint": "https://minio.lan/ffe"}, r"without a path; the path is its own setting"),
+        ({"endpoint": "https://min io.lan"}, r"'backup_endpoint' is 'https://min io.lan'"),
+        ({"retention_days": 0}, r"^'backup_retention_days' is 0: use from 1 to 3650"),
+        ({"path": "/single-node"}, r"^'backup_path' is '/single-node': give a folder"),
+        ({"path": "a/../b"}, r"'backup_path' is 'a/../b'"),
+        ({"region": "EU West"}, r"'backup_region' is 'EU West'"),
+        ({"wal_compression": "brotli"}, r"^'backup_wal_compression' is 'brotli': use one of bzip2, gzip"),
+        (
+            {"data_compression": "zstd"},
+            r"^'backup_data_compression' is 'zstd': use one of bzip2, gzip, snappy",
+        ),
+        ({"encryption": "aes256"}, r"^'backup_encryption' is 'aes256': use one of AES256, aws:kms"),
+        ({"schedule": "daily"}, r"'backup_schedule' is 'daily': give a five-field cron schedule"),
+        ({"schedule": "0 2 * * 7"}, r"'backup_schedule' is '0 2 \* \* 7': .*no day 7: use 0 for Sunday"),
+        ({"schedule": "0 2 * * 5-7"}, r"no day 7"),
+    ],
+)
+def test_bad_backup_settings_fail_with_the_setting_the_value_and_the_fix(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        store(**overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"endpoint": "https://0123456789abcdef.r2.cloudflarestorage.com", "region": "auto"},
+        {"endpoint": "https://s3.eu-central-003.backblazeb2.com", "region": "eu-central-003"},
+        {"endpoint": "http://10.0.0.20:9000", "encryption": ""},
+        {"endpoint": "https://s3.eu-west-1.amazonaws.com/", "region": "eu-west-1", "encryption": "aws:kms"},
+        {"bucket": "ffe.backups-2026", "path": "prod/single-node"},
+    ],
+)
+def test_the_object_stores_of_each_provider_pass(overrides):
+    assert store(**overrides).destination().startswith("s3://")
+
+
+def test_the_endpoint_loses_a_trailing_slash_only_in_the_manifest(synth):
+    releases, _ = build(synth, object_store=store(endpoint="https://s3.eu-west-1.amazonaws.com/"))
+    (cluster,) = by_kind(manifests_of(releases["ffe-db"]), "Cluster")
+    assert (
+        cluster["spec"]["backup"]["barmanObjectStore"]["endpointURL"] == "https://s3.eu-west-1.amazonaws.com"
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
         ({"storage_size": "20GB"}, r"'postgres_storage_size' is '20GB': give a Kubernetes quantity"),
         ({"instances": 0}, r"'postgres_instances' is 0"),
         ({"image": "ghcr.io/cloudnative-pg/postgresql:15.4"}, r"'postgres image' is"),
+        (
+            {"image": "ghcr.io/cloudnative-pg/postgresql:16.10-minimal-trixie"},
+            r"minimal and standard images carry no barman-cloud",
+        ),
     ],
 )
 def test_bad_database_settings(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        props(**overrides)
+        postgres_props(**overrides)
 
 
 @pytest.mark.parametrize(
-    "schedule", ["0 2 * * *", "*/15 * * * *", "0 */6 * * *", "30 1 1-15 jan-mar mon-fri", "5,35 3 * * 0,7"]
+    "schedule", ["0 2 * * *", "*/15 * * * *", "0 */6 * * *", "30 1 1-15 jan-mar mon-fri", "5,35 3 * * 0,6"]
 )
-def test_cron_schedules_kubernetes_accepts_pass(schedule):
-    assert props(backup_schedule=schedule).backup_schedule == schedule
+def test_cron_schedules_cloudnative_pg_accepts_pass(schedule):
+    assert store(schedule=schedule).schedule == schedule
 
 
 # --- Helm's wait on a first apply ------------------------------------------------------------------
@@ -174,3 +336,18 @@ def unbindable_waits(stack) -> list[str]:
 
 def test_every_waited_release_can_become_ready_on_a_first_apply(rendered_stack):
     assert unbindable_waits(rendered_stack) == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"backup_bucket": "My_Backups"}, r"^'backup_bucket' is 'My_Backups': use 3-63 lower-case"),
+        ({"backup_retention_days": 0}, r"^'backup_retention_days' is 0: use from 1 to 3650"),
+        ({"backup_endpoint": "minio:9000"}, r"^'backup_endpoint' is 'minio:9000': give the S3 API's URL"),
+    ],
+)
+def test_the_stack_settings_are_checked_at_synth(settings, message):
+    from environments.single_node import SingleNodeSettings
+
+    with pytest.raises(ConfigError, match=message):
+        SingleNodeSettings(**settings)

@@ -58,8 +58,12 @@ def test_a_cluster_applied_beside_its_operator_breaks_the_gate(helm, upstream):
     ]
     new, _ = unexpected(rendered)
     assert set(new) == {
-        ("single-node", "helm_release.postgres_cluster_ACE3EF20", "Cluster/ffe/ffe-db", webhook)
-        for webhook in ("mcluster.cnpg.io", "vcluster.cnpg.io")
+        ("single-node", "helm_release.postgres_cluster_ACE3EF20", obj, webhook)
+        for obj, kind in (
+            ("Cluster/ffe/ffe-db", "cluster"),
+            ("ScheduledBackup/ffe/ffe-db-daily", "scheduledbackup"),
+        )
+        for webhook in (f"m{kind}.cnpg.io", f"v{kind}.cnpg.io")
     }
     assert set(new.values()) == {"helm_release.postgres_operator_ADDDFA8E"}
 

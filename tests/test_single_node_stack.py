@@ -70,7 +70,6 @@ def test_every_component_is_in_the_stack(stack_json):
         "vault-operations",
         "cloudnative-pg",
         "ffe-db",
-        "ffe-db-backup",
         "ffe-backend",
     }
     steps = {key.rsplit("_", 1)[0] for key in resources(stack_json, "terraform_data")}
@@ -84,6 +83,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "networking_firewall-0",
         "networking_cloudflare-secret",
         "vault_seal-secret",
+        "postgres_object-store-secret",
         "vault_bootstrap",
     }
     assert set(stack_json["output"]) == {
@@ -150,6 +150,8 @@ GOOD_VARS = {
     "vault_kms_key_id": "alias/vault-unseal",
     "vault_kms_access_key_id": "AKIAIOSFODNN7EXAMPLE",
     "vault_kms_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "backup_access_key_id": "AKIAIOSFODNN7EXAMPLE",
+    "backup_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
 }
 
 

@@ -70,15 +70,14 @@ def test_bootstrap_runs_on_the_server_after_the_release(synth):
 
 
 def _with_database(stack, **overrides):
-    from gpu_constructs.database import Postgres, PostgresProps
+    from gpu_constructs.database import Postgres
+    from tests.test_database import postgres_props
 
     cluster = make_cluster()
     database = Postgres(
         stack,
         "postgres",
-        props=PostgresProps(
-            cluster=cluster, namespace="ffe", storage_class="fast-ssd", backup_storage_class="backup"
-        ),
+        props=postgres_props(cluster=cluster),
     )
     props = VaultProps(
         cluster=cluster, environment="staging", storage_class="fast-ssd", database=database, **overrides
@@ -89,7 +88,7 @@ def _with_database(stack, **overrides):
 def test_bootstrap_connects_the_database_engine_after_the_database(synth):
     made = {}
     synthesized = synth(lambda stack: made.setdefault("v", _with_database(stack, bootstrap_host=HOST)))
-    (step,) = resources(synthesized, "terraform_data").values()
+    (step,) = [v for k, v in resources(synthesized, "terraform_data").items() if "vault" in k]
     command = next(p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p)
     for expected in (
         "DB_CLUSTER='ffe-db'",

@@ -6,6 +6,7 @@ with what the stack deploys, and each failure test breaks one thing in it.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -104,7 +105,7 @@ def test_every_platform_component_of_a_stack_is_checked(serve):
         "certificates",
         "vault unsealed",
         "postgresql ffe/ffe-db",
-        "backup ffe/ffe-db-backup",
+        "postgresql backup ffe/ffe-db",
         "storageclass fast-ssd",
         "storageclass backup",
         "deployment ffe/ffe-backend",
@@ -167,18 +168,42 @@ def certificate_not_ready(fake: FakeKube) -> None:
 
 
 def postgres_degraded(fake: FakeKube) -> None:
-    fake.objects["/apis/postgresql.cnpg.io/v1/namespaces/ffe/clusters/ffe-db"]["status"] = {
-        "phase": "Waiting for the instances to become active",
-        "readyInstances": 0,
-    }
+    fake.objects["/apis/postgresql.cnpg.io/v1/namespaces/ffe/clusters/ffe-db"]["status"].update(
+        phase="Waiting for the instances to become active", readyInstances=0
+    )
+
+
+def _db_status(fake: FakeKube) -> dict:
+    status: dict = fake.objects["/apis/postgresql.cnpg.io/v1/namespaces/ffe/clusters/ffe-db"]["status"]
+    return status
+
+
+def _ago(hours: float) -> str:
+    moment = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=hours)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def backup_too_old(fake: FakeKube) -> None:
+    _db_status(fake)["lastSuccessfulBackup"] = _ago(30)
 
 
 def backup_failed(fake: FakeKube) -> None:
-    job = fake.objects["/apis/batch/v1/namespaces/ffe/jobs/ffe-db-backup-29400000"]
-    job["status"] = {
-        "failed": 1,
-        "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
-    }
+    _db_status(fake).update(lastSuccessfulBackup=_ago(25), lastFailedBackup=_ago(1))
+
+
+def archiving_failed(fake: FakeKube) -> None:
+    _db_status(fake)["conditions"] = [
+        {
+            "type": "ContinuousArchiving",
+            "status": "False",
+            "reason": "ContinuousArchivingFailing",
+            "message": "unexpected failure invoking barman-cloud-wal-archive: exit status 1",
+        }
+    ]
+
+
+def never_backed_up(fake: FakeKube) -> None:
+    del _db_status(fake)["lastSuccessfulBackup"]
 
 
 def dcgm_silent(fake: FakeKube) -> None:
@@ -300,12 +325,10 @@ FAILURES = [
         "postgresql ffe/ffe-db",
         "Waiting for the instances to become active, 0/1",
     ),
-    (
-        "single-node",
-        backup_failed,
-        "backup ffe/ffe-db-backup",
-        "failed",
-    ),
+    ("single-node", backup_too_old, "postgresql backup ffe/ffe-db", "last base backup 30h00m ago"),
+    ("single-node", backup_failed, "postgresql backup ffe/ffe-db", "failed"),
+    ("single-node", archiving_failed, "postgresql backup ffe/ffe-db", "WAL archiving failing: unexpected"),
+    ("single-node", never_backed_up, "postgresql backup ffe/ffe-db", "no successful base backup"),
     ("single-node", dcgm_silent, "dcgm metrics", "no DCGM_FI_DEV_GPU_UTIL sample"),
     ("single-node", operator_pod_crashing, "gpu operator pods", "gpu-operator-0: CrashLoopBackOff"),
     (

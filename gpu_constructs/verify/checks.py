@@ -38,6 +38,8 @@ DCGM_EXPORTER = "nvidia-dcgm-exporter:9400"
 (NVIDIA/gpu-operator assets/state-dcgm-exporter/0600_service.yaml)."""
 CNPG_HEALTHY = "Cluster in healthy state"
 """CloudNativePG's phase when every instance is ready (api/v1 PhaseHealthy)."""
+BASE_BACKUP_MAX_AGE = 26 * 3600
+"""Seconds a daily base backup may be old: a day plus two hours for the backup itself."""
 
 
 @dataclass(frozen=True)
@@ -469,6 +471,54 @@ def postgres(api: client.ApiClient, namespace: str, name: str) -> Result:
     return Result(check, FAIL, f"{phase}, {ready}/{want} instances ready")
 
 
+def _age(timestamp: str, now: float) -> float:
+    return now - datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+def _hours(seconds: float) -> str:
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def postgres_backup(
+    api: client.ApiClient, namespace: str, name: str, now: Callable[[], float] = time.time
+) -> Result:
+    """The age of the last good base backup and the state of WAL archiving, from the Cluster's status
+    (cloudnative-pg v1.29.1 api/v1/cluster_types.go: lastSuccessfulBackup, lastFailedBackup,
+    firstRecoverabilityPoint, condition ContinuousArchiving), as the in-tree Barman Cloud sets it."""
+    check = f"postgresql backup {namespace}/{name}"
+    item = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "postgresql.cnpg.io", "v1", namespace, "clusters", name, _request_timeout=T
+    )
+    status = item.get("status", {})
+    archiving = next(
+        (c for c in status.get("conditions") or () if c.get("type") == "ContinuousArchiving"), None
+    )
+    if archiving is not None and archiving.get("status") != "True":
+        why = archiving.get("message") or archiving.get("reason") or "no reason given"
+        return Result(check, FAIL, f"WAL archiving failing: {why}")
+    at = now()
+    last, failed = status.get("lastSuccessfulBackup"), status.get("lastFailedBackup")
+    if not last:
+        created = item.get("metadata", {}).get("creationTimestamp")
+        if created and _age(created, at) < BASE_BACKUP_MAX_AGE:
+            return Result(check, SKIP, "no base backup finished yet (the first one starts with the Cluster)")
+        return Result(
+            check, FAIL, "no successful base backup" + (f"; last failure {failed}" if failed else "")
+        )
+    age = _age(last, at)
+    evidence = f"last base backup {_hours(age)} ago ({last})"
+    if failed and _age(failed, at) < age:
+        return Result(check, FAIL, f"{evidence}, and the one at {failed} failed")
+    if age > BASE_BACKUP_MAX_AGE:
+        return Result(check, FAIL, f"{evidence}: older than {_hours(BASE_BACKUP_MAX_AGE)}")
+    recoverable = status.get("firstRecoverabilityPoint")
+    return Result(
+        check,
+        PASS,
+        evidence + (f", recoverable from {recoverable}" if recoverable else "") + ", WAL archiving ok",
+    )
+
+
 def cron_job(api: client.ApiClient, namespace: str, name: str) -> Result:
     check = f"backup {namespace}/{name}"
     jobs = [
@@ -565,6 +615,10 @@ def platform(
         yield "jupyterhub hub", partial(deployment, api, "jupyterhub hub", hub.namespace, HUB_DEPLOYMENT)
     for ns, name in _objects(expected, "postgresql.cnpg.io/v1", "Cluster"):
         yield f"postgresql {ns}/{name}", partial(postgres, api, ns, name)
+    for release, manifest in expected.objects("postgresql.cnpg.io/v1", "Cluster"):
+        if "backup" in manifest.get("spec", {}):
+            ns, name = manifest["metadata"].get("namespace", release.namespace), manifest["metadata"]["name"]
+            yield f"postgresql backup {ns}/{name}", partial(postgres_backup, api, ns, name)
     for ns, name in _objects(expected, "batch/v1", "CronJob"):
         yield f"backup {ns}/{name}", partial(cron_job, api, ns, name)
     for ns, name in _objects(expected, "batch/v1", "Job"):
