@@ -153,10 +153,17 @@ NVIDIA_DEVICE_PLUGIN_CHART = Pin(
 )
 AWS_LB_CONTROLLER_CHART = Pin("1.14.0", note="AWS Load Balancer Controller v2.14")
 RDS_POSTGRES = Pin("16", note="major version; RDS applies minor upgrades in the maintenance window")
+KEDA_CHART = Pin("2.20.2", note="KEDA 2.20.2: scales the inference Deployment to zero and back")
+KEDA_HTTP_ADD_ON_CHART = Pin(
+    "0.15.0", note="KEDA HTTP add-on 0.15.0: the interceptor that holds requests while a workload starts"
+)
+EXTERNAL_DNS_CHART = Pin("1.21.1", note="ExternalDNS v0.21.0: app_domain's Route 53 record for the ALB")
 
 REPO_KARPENTER = "oci://public.ecr.aws/karpenter"
 REPO_NVIDIA_DEVICE_PLUGIN = "https://nvidia.github.io/k8s-device-plugin"
 REPO_EKS_CHARTS = "https://aws.github.io/eks-charts"
+REPO_KEDA = "https://kedacore.github.io/charts"
+REPO_EXTERNAL_DNS = "https://kubernetes-sigs.github.io/external-dns"
 
 # --- k3d proof of concept ------------------------------------------------------------------------------
 K3D_K3S = Pin("v1.35.5-k3s1", note="rancher/k3s tag of the k3d-poc node image, the single-node k3s release")

@@ -392,16 +392,27 @@ def test_inference_release_waits_long_enough_for_a_start_from_zero_gpu_nodes(sta
     assert release["timeout"] >= model_load + node_launch_and_image_pull
 
 
-def test_alb_checks_the_path_the_readiness_probe_checks(stack_json):
-    objects = manifests_of(releases(stack_json)["tinyllama-inference"])
+@pytest.fixture(scope="module")
+def always_on_json() -> dict:
+    """The stack with the inference workload kept at one replica or more (the HPA)."""
+    pools = tuple(replace(p, scale_to_zero=False) for p in SEED_NODE_POOLS)
+    instance = Instance("eks-karpenter", "eks-karpenter", {"scale_to_zero": False, "node_pools": pools})
+    return json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
+
+
+def test_alb_checks_the_path_the_readiness_probe_checks(always_on_json):
+    objects = manifests_of(releases(always_on_json)["tinyllama-inference"])
     (deployment,) = by_kind(objects, "Deployment")
     (ingress,) = by_kind(objects, "Ingress")
     probe = deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"]
     assert ingress["metadata"]["annotations"]["alb.ingress.kubernetes.io/healthcheck-path"] == probe
 
 
-def test_the_autoscaler_has_a_metrics_source(stack_json):
-    (hpa,) = by_kind(manifests_of(releases(stack_json)["tinyllama-inference"]), "HorizontalPodAutoscaler")
+def test_the_autoscaler_has_a_metrics_source(always_on_json, stack_json):
+    objects = manifests_of(releases(always_on_json)["tinyllama-inference"])
+    (hpa,) = by_kind(objects, "HorizontalPodAutoscaler")
+    # The HPA owns the replica count: a spec.replicas from the chart would reset it on every upgrade.
+    assert "replicas" not in by_kind(objects, "Deployment")[0]["spec"]
     assert {m["type"] for m in hpa["spec"]["metrics"]} == {"Resource"}  # served by metrics-server
     (addon,) = [
         a for a in resources(stack_json, "aws_eks_addon").values() if a["addon_name"] == "metrics-server"

@@ -66,6 +66,8 @@ KNOWN = {
             "helm_release.eks_karpenter-crd_83895B08",
             "helm_release.eks_karpenter-node-pools_255D75B3",
             "helm_release.eks_karpenter_7C03CC45",
+            "helm_release.keda_F70F2F53",
+            "helm_release.keda_http-add-on_909F53D7",
             "helm_release.nvidia-device-plugin_E84D3A1A",
             "helm_release.workload_release_6A99B1F2",
         )
