@@ -61,6 +61,9 @@ class EksKarpenterSettings:
     availability_zones: tuple[str, ...] = ("eu-west-1a", "eu-west-1b", "eu-west-1c")
     vpc_cidr: str = "10.0.0.0/16"
     kubernetes_version: str = EksProps.kubernetes_version
+    extended_support: bool = False
+    """Allow a Kubernetes version past EKS standard support (billed at the extended rate) and keep
+    the cluster on it when standard support ends; False lets EKS upgrade it instead."""
     node_pools: tuple[NodePoolSpec, ...] = SEED_NODE_POOLS
     time_slicing_replicas: int = 1
     rds_instance_class: str = "db.t4g.medium"
@@ -177,6 +180,7 @@ class EksKarpenterStack(TerraformStack):
                 availability_zones=s.availability_zones,
                 vpc_cidr=s.vpc_cidr,
                 kubernetes_version=s.kubernetes_version,
+                extended_support=s.extended_support,
                 public_access_cidrs=api_cidrs.list_value,
                 node_pools=s.node_pools,
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),

@@ -117,10 +117,16 @@ class EksVersionSupport:
     extended_until: date
 
 
+EKS_SUPPORT_RECORDED = date(2026, 11, 23)
+"""The day EKS_SUPPORT was read from the calendar: synth checks versions against it, never against
+the clock, so the same code synthesizes the same stack on any day (update both together)."""
 EKS_SUPPORT_SOURCE = (
     "Amazon EKS Kubernetes release calendar, "
-    "https://docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html, as of 2026-11-23"
+    f"https://docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html, as of {EKS_SUPPORT_RECORDED}"
 )
+EKS_STANDARD_SUPPORT_MARGIN_DAYS = 90
+"""A version whose standard support ends within this many days of EKS_SUPPORT_RECORDED counts as
+past it: a stack synthesized from the table is applied and run in the months after the record."""
 EKS_SUPPORT = {
     "1.28": EksVersionSupport(date(2024, 11, 26), date(2025, 11, 26)),
     "1.29": EksVersionSupport(date(2025, 3, 23), date(2026, 3, 23)),
@@ -135,9 +141,13 @@ EKS_SUPPORT = {
 standard or extended support; after extended support ends it refuses them."""
 
 EKS_KUBERNETES = Pin(
-    "1.34",
+    "1.35",
     seed="1.31",
-    note="1.31 leaves EKS extended support on 2026-11-26; 1.34 is in standard support",
+    note=(
+        "1.31 leaves EKS extended support on 2026-11-26 and 1.34 standard support on 2026-12-02 "
+        "(extended support bills the control plane six times the standard rate); 1.35 is in "
+        "standard support until 2027-03-27"
+    ),
 )
 KARPENTER_CHART = Pin(
     "1.14.1",

@@ -74,7 +74,9 @@ def test_vpc_spans_three_zones_with_discovery_tags_and_flow_logs(stack_json):
 
 def test_cluster_encrypts_secrets_uses_access_entries_and_a_current_version(stack_json):
     cluster = one(stack_json, "aws_eks_cluster")
-    assert cluster["version"] == "1.34"
+    assert cluster["version"] == versions.EKS_KUBERNETES.version == "1.35"
+    # EKS upgrades it when standard support ends instead of billing extended support.
+    assert cluster["upgrade_policy"] == {"support_type": "STANDARD"}
     assert cluster["encryption_config"]["resources"] == ["secrets"]
     assert cluster["access_config"]["authentication_mode"] == "API"
     assert cluster["vpc_config"]["public_access_cidrs"] == "${var.api_allowed_cidrs}"
@@ -519,9 +521,9 @@ def data_source(synthesized: dict, reference: str) -> tuple[dict, str]:
     return synthesized["data"][kind][name], attribute
 
 
-@pytest.mark.parametrize("version", ["1.34", "1.33"])
+@pytest.mark.parametrize("version", ["1.35", "1.34"])
 def test_nodes_and_add_ons_follow_the_cluster_version(synth, version):
-    synthesized = eks_stack(synth, kubernetes_version=version)
+    synthesized = eks_stack(synth, kubernetes_version=version, extended_support=version == "1.34")
     (cluster_name,) = resources(synthesized, "aws_eks_cluster")
     cluster_version = f"${{aws_eks_cluster.{cluster_name}.version}}"
     assert resources(synthesized, "aws_eks_cluster")[cluster_name]["version"] == version
@@ -693,12 +695,44 @@ def test_local_state_by_default_and_s3_as_a_setting():
 
 def test_eks_version_check_follows_the_calendar():
     # 1.31 leaves extended support on 2026-11-26: offered the day before, refused that day.
-    check_eks_version("1.31", date(2026, 11, 25))
+    check_eks_version("1.31", extended_support=True, on=date(2026, 11, 25))
     with pytest.raises(
         ConfigError, match=r"'kubernetes_version' is '1.31': out of EKS support since 2026-11-26"
     ):
-        check_eks_version("1.31", date(2026, 11, 26))
+        check_eks_version("1.31", extended_support=True, on=date(2026, 11, 26))
     assert versions.EKS_KUBERNETES.version in versions.EKS_SUPPORT
+    check_eks_version(versions.EKS_KUBERNETES.version)
+
+
+def test_a_version_leaving_standard_support_needs_the_extended_support_setting():
+    """1.34's standard support ends 2026-12-02, within the margin of the table's date."""
+    with pytest.raises(
+        ConfigError,
+        match=(
+            r"^'kubernetes_version' is '1.34': EKS standard support ends 2026-12-02 \(calendar as of "
+            r"2026-11-23\), then the cluster is billed for extended support; use 1.35, or set "
+            r"extended_support=True to pay for it$"
+        ),
+    ):
+        eks_props(kubernetes_version="1.34")
+    cluster = eks_props(kubernetes_version="1.34", extended_support=True)
+    assert cluster.extended_support
+
+
+def test_the_version_check_does_not_read_the_clock(monkeypatch, synth):
+    """Synth gives the same answer on any day: the table's recorded date is the reference."""
+    import gpu_constructs.compute.eks as eks
+
+    class Later(date):
+        @classmethod
+        def today(cls) -> date:
+            return date(2031, 1, 1)
+
+    monkeypatch.setattr(eks, "date", Later)
+    eks_props()
+    synthesized = eks_stack(synth, kubernetes_version="1.34", extended_support=True)
+    (cluster,) = resources(synthesized, "aws_eks_cluster").values()
+    assert cluster["upgrade_policy"] == {"support_type": "EXTENDED"}
 
 
 def pool(**overrides) -> NodePoolSpec:
