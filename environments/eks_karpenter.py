@@ -68,6 +68,10 @@ class EksKarpenterSettings:
     time_slicing_replicas: int = 1
     rds_instance_class: str = "db.t4g.medium"
     rds_multi_az: bool = False
+    rds_backup_retention_days: int = 30
+    """RDS automated backups, the seed's 30-day retention (RDS allows 1 to 35)."""
+    rds_deletion_protection: bool = True
+    """RDS refuses to delete the database; set False and apply once before a destroy."""
     workload_name: str = "tinyllama-inference"
     workload_namespace: str = "inference"
     scale_to_zero: bool = True
@@ -197,6 +201,8 @@ class EksKarpenterStack(TerraformStack):
                 name=f"{s.cluster_name}-db",
                 instance_class=s.rds_instance_class,
                 multi_az=s.rds_multi_az,
+                backup_retention_days=s.rds_backup_retention_days,
+                deletion_protection=s.rds_deletion_protection,
             ),
         )
         certificate = Certificate(

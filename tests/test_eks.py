@@ -554,7 +554,35 @@ def test_rds_is_private_encrypted_protected_and_keeps_no_password(stack_json):
         True,
     )
     assert db["manage_master_user_password"] is True and "password" not in db
-    assert db["backup_retention_period"] == 7
+    assert db["backup_retention_period"] == 30
+
+
+def test_rds_snapshots_outlive_the_stack_under_their_own_key_and_a_name_made_once(stack_json):
+    db = one(stack_json, "aws_db_instance")
+    keys = resources(stack_json, "aws_kms_key")
+    (rds_key,) = [k for k, v in keys.items() if "RDS" in v["description"]]
+    # Storage, snapshots and Performance Insights under the database's own key, which a destroy
+    # cannot delete (the cluster's key is scheduled for deletion by the same destroy).
+    assert db["kms_key_id"] == db["performance_insights_kms_key_id"] == f"${{aws_kms_key.{rds_key}.arn}}"
+    assert keys[rds_key]["lifecycle"]["prevent_destroy"] is True
+    # The final snapshot's name carries an id made when the stack is created (no clock at synth).
+    (suffix,) = resources(stack_json, "terraform_data")
+    assert db["skip_final_snapshot"] is False
+    assert db["final_snapshot_identifier"] == f"gpu-dev-euw1-eks-db-final-${{terraform_data.{suffix}.id}}"
+    (monitoring,) = [
+        k
+        for k, v in resources(stack_json, "aws_iam_role_policy_attachment").items()
+        if "RDSEnhanced" in v["policy_arn"]
+    ]
+    assert f"aws_iam_role_policy_attachment.{monitoring}" in db["depends_on"]
+
+
+def test_rds_retention_and_deletion_protection_are_settings():
+    instance = Instance(
+        "e", "eks-karpenter", {"rds_backup_retention_days": 14, "rds_deletion_protection": False}
+    )
+    db = one(json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app()))), "aws_db_instance")
+    assert (db["backup_retention_period"], db["deletion_protection"]) == (14, False)
 
 
 def test_load_balancer_controller_values(stack_json):

@@ -246,6 +246,11 @@ def test_apply_against_moto_then_an_empty_plan_then_destroy(tmp_path, moto, aws_
     # An operator lifts the database's deletion protection first, then destroys (the state was just
     # read by the second plan).
     assert [a for a in in_state if a.startswith("aws_db_instance.")], "the database was applied"
+    (rds_key_id,) = [
+        k["KeyId"]
+        for k in client("kms").list_aliases()["Aliases"]
+        if k["AliasName"] == "alias/gpu-dev-euw1-eks-db-rds"
+    ]
     rds = client("rds")
     for instance in rds.describe_db_instances()["DBInstances"]:
         rds.modify_db_instance(
@@ -253,5 +258,9 @@ def test_apply_against_moto_then_an_empty_plan_then_destroy(tmp_path, moto, aws_
             DeletionProtection=False,
             ApplyImmediately=True,
         )
+    # The database's key is kept (prevent_destroy): it leaves the state, and AWS keeps it.
+    (rds_key,) = [a for a in in_state if a.startswith("aws_kms_key.rds_")]
+    run("state", "rm", rds_key)
     run("destroy", "-input=false", "-auto-approve", "-lock=false", "-refresh=false", *var_args)
     assert run("state", "list").stdout.split() == []
+    assert client("kms").describe_key(KeyId=rds_key_id)["KeyMetadata"]["KeyState"] == "Enabled"
