@@ -19,6 +19,7 @@ from environments import use_cluster
 from environments.variables import pinned_image_rule, rule
 from gpu_constructs import validate
 from gpu_constructs.app_chart import DEFAULT_VALUES, AppChart, AppChartProps
+from gpu_constructs.autoscaling import INTERCEPTOR_ADMIN_PORT, Keda, KedaProps
 from gpu_constructs.aws_services import (
     Certificate,
     DeployerRole,
@@ -27,14 +28,27 @@ from gpu_constructs.aws_services import (
     RdsPostgresProps,
 )
 from gpu_constructs.cluster import GpuSharing
-from gpu_constructs.compute.eks import SEED_NODE_POOLS, EksGpuCompute, EksProps, NodePoolSpec
+from gpu_constructs.compute.eks import (
+    SEED_NODE_POOLS,
+    SYSTEM_TAINT,
+    EksGpuCompute,
+    EksProps,
+    NodePoolSpec,
+)
 from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
+from gpu_constructs.errors import ConfigError
 from gpu_constructs.helm import ValuesLayers, deep_merge
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INFERENCE_RELEASE_TIMEOUT_S = 1800
 """Node launch and join (about 5 min), GPU advertised, image pull (several GB) and model load (the
 startup probe's 10 min) for the first inference pod on a GPU pool at zero."""
+COLD_START_TIMEOUT_S = 900
+"""How long the interceptor holds a request that arrives while the workload is at zero: a GPU node's
+launch and join, the image pull and the model load (about 5 to 12 minutes for TinyLlama on g4dn)."""
+ALB_IDLE_TIMEOUT_S = COLD_START_TIMEOUT_S + 60
+"""The ALB closes a connection idle this long (default 60 s): longer than the interceptor's hold, so
+a request made at zero gets the application's answer or the interceptor's timeout, not an ALB 504."""
 
 
 @dataclass(frozen=True)
@@ -47,12 +61,25 @@ class EksKarpenterSettings:
     availability_zones: tuple[str, ...] = ("eu-west-1a", "eu-west-1b", "eu-west-1c")
     vpc_cidr: str = "10.0.0.0/16"
     kubernetes_version: str = EksProps.kubernetes_version
+    extended_support: bool = False
+    """Allow a Kubernetes version past EKS standard support (billed at the extended rate) and keep
+    the cluster on it when standard support ends; False lets EKS upgrade it instead."""
     node_pools: tuple[NodePoolSpec, ...] = SEED_NODE_POOLS
     time_slicing_replicas: int = 1
     rds_instance_class: str = "db.t4g.medium"
     rds_multi_az: bool = False
+    rds_backup_retention_days: int = 30
+    """RDS automated backups, the seed's 30-day retention (RDS allows 1 to 35)."""
+    rds_deletion_protection: bool = True
+    """RDS refuses to delete the database; set False and apply once before a destroy."""
     workload_name: str = "tinyllama-inference"
     workload_namespace: str = "inference"
+    scale_to_zero: bool = True
+    """The inference workload scales to zero when idle (KEDA's HTTP add-on) and the GPU pool with it;
+    False keeps the HorizontalPodAutoscaler and at least one GPU node running."""
+    scaledown_period_s: int = 300
+    """Idle seconds before the last inference replica goes (then Karpenter removes the empty node
+    after the GPU pool's consolidate_after)."""
     state_bucket: str | None = None
     """S3 bucket for the Terraform state; None keeps local state (synth needs no bucket)."""
     state_locking: bool = True
@@ -62,6 +89,15 @@ class EksKarpenterSettings:
     def __post_init__(self) -> None:
         validate.one_of("environment", self.environment, ("dev", "staging", "production"))
         validate.k8s_name("workload_name", self.workload_name)
+        validate.int_range("scaledown_period_s", self.scaledown_period_s, 30, 86400)
+        declared = [p.name for p in self.node_pools if p.scale_to_zero]
+        if not self.scale_to_zero and declared:
+            raise ConfigError(
+                "scale_to_zero",
+                self.scale_to_zero,
+                f"node pool {declared[0]} is declared scale_to_zero and the inference workload would "
+                "keep a node in it; keep scale_to_zero=True or give that pool scale_to_zero=False",
+            )
         if self.state_bucket is not None:
             validate.dns_name("state_bucket", self.state_bucket)
 
@@ -148,6 +184,7 @@ class EksKarpenterStack(TerraformStack):
                 availability_zones=s.availability_zones,
                 vpc_cidr=s.vpc_cidr,
                 kubernetes_version=s.kubernetes_version,
+                extended_support=s.extended_support,
                 public_access_cidrs=api_cidrs.list_value,
                 node_pools=s.node_pools,
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
@@ -164,6 +201,8 @@ class EksKarpenterStack(TerraformStack):
                 name=f"{s.cluster_name}-db",
                 instance_class=s.rds_instance_class,
                 multi_az=s.rds_multi_az,
+                backup_retention_days=s.rds_backup_retention_days,
+                deletion_protection=s.rds_deletion_protection,
             ),
         )
         certificate = Certificate(
@@ -176,8 +215,44 @@ class EksKarpenterStack(TerraformStack):
             props=NvidiaDevicePluginProps(cluster=cluster, depends_on=[compute.node_pools]),
         )
 
+        system_tolerations = [{"key": SYSTEM_TAINT.key, "operator": "Exists", "effect": SYSTEM_TAINT.effect}]
+        keda = Keda(
+            self,
+            "keda",
+            props=KedaProps(
+                cluster=cluster,
+                node_selector={"role": "system"},
+                tolerations=system_tolerations,
+            ),
+        )
+        scale_to_zero = (
+            keda.scale_to_zero(
+                scaledown_period_s=s.scaledown_period_s,
+                cold_start_timeout_s=COLD_START_TIMEOUT_S,
+                # The first pod after an install gets the release's whole wait to become ready.
+                initial_cooldown_s=INFERENCE_RELEASE_TIMEOUT_S,
+            )
+            if s.scale_to_zero
+            else None
+        )
         values = ValuesLayers(overlay=s.environment, directory=s.values_dir)
-        probes = deep_merge(DEFAULT_VALUES, values.load("inference"))["probes"]
+        if scale_to_zero is not None:
+            # The targets are the interceptor's pods, which answer /readyz on their admin port (the
+            # ALB's default, "/" on the traffic port, is routed by Host header and answers a health
+            # check with 404). The ALB's idle timeout outlasts the interceptor's hold of a request
+            # made at zero.
+            health = {
+                "alb.ingress.kubernetes.io/healthcheck-path": "/readyz",
+                "alb.ingress.kubernetes.io/healthcheck-port": str(INTERCEPTOR_ADMIN_PORT),
+                "alb.ingress.kubernetes.io/load-balancer-attributes": (
+                    f"idle_timeout.timeout_seconds={ALB_IDLE_TIMEOUT_S}"
+                ),
+            }
+        else:
+            # The target group checks what the pod's readiness probe checks (the ALB's default,
+            # "/", is not served by the inference app).
+            probes = deep_merge(DEFAULT_VALUES, values.load("inference"))["probes"]
+            health = {"alb.ingress.kubernetes.io/healthcheck-path": probes["readiness"]}
         workload = AppChart(
             self,
             "workload",
@@ -191,19 +266,25 @@ class EksKarpenterStack(TerraformStack):
                 values_chart="inference",
                 cluster_issuer=None,
                 ingress_class="alb",
+                ingress_namespace=scale_to_zero.interceptor_namespace if scale_to_zero else "kube-system",
                 ingress_annotations={
                     "alb.ingress.kubernetes.io/scheme": "internet-facing",
                     "alb.ingress.kubernetes.io/target-type": "ip",
                     "alb.ingress.kubernetes.io/listen-ports": '[{"HTTPS": 443}]',
                     "alb.ingress.kubernetes.io/certificate-arn": certificate.arn,
                     "alb.ingress.kubernetes.io/ssl-policy": "ELBSecurityPolicy-TLS13-1-2-2021-06",
-                    # The target group checks what the pod's readiness probe checks (the ALB's
-                    # default, "/", is not served by the inference app).
-                    "alb.ingress.kubernetes.io/healthcheck-path": probes["readiness"],
+                    **health,
                 },
                 # The VPC CNI enforces NetworkPolicies only with its network policy agent enabled.
                 network_policies=False,
-                depends_on=[device_plugin.release, lb_controller.release, compute.node_pools],
+                scale_to_zero=scale_to_zero,
+                # The HTTPScaledObject needs the add-on's CRD and its Ingress the interceptor's Service.
+                depends_on=[
+                    device_plugin.release,
+                    lb_controller.release,
+                    compute.node_pools,
+                    keda.http_add_on,
+                ],
             ),
         )
         # A start from zero GPU nodes takes minutes before the pod is ready: Karpenter launches a

@@ -44,6 +44,37 @@ DEFAULT_VALUES: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
+class HttpScaleToZero:
+    """Scale the Deployment between zero and ``autoscaling.maxReplicas`` on its HTTP traffic, through
+    KEDA's HTTP add-on: the Ingress sends requests to the add-on's interceptor, which holds them
+    while the Deployment scales up from zero and forwards them to the application's Service; an
+    HTTPScaledObject (keda-add-ons-http 0.15.0, http.keda.sh/v1alpha1) names the host, the
+    Deployment and the Service, and the add-on turns it into a KEDA ScaledObject."""
+
+    interceptor_namespace: str
+    """Namespace of the interceptor's proxy Service; the Ingress lives there, next to it."""
+    interceptor_service: str
+    interceptor_port: int
+    scaledown_period_s: int = 300
+    """Idle seconds before the last replica goes."""
+    cold_start_timeout_s: int = 900
+    """How long the interceptor holds a request while the Deployment has no ready replica."""
+    initial_cooldown_s: int = 0
+    """Seconds after the HTTPScaledObject is created before KEDA may scale to zero: long enough for
+    the first pod to start, so the release's wait sees it ready."""
+    target_concurrency: int = 4
+    """Concurrent requests per replica before KEDA adds one."""
+
+    def __post_init__(self) -> None:
+        validate.k8s_name("interceptor_namespace", self.interceptor_namespace)
+        validate.int_range("interceptor_port", self.interceptor_port, 1, 65535)
+        validate.int_range("scaledown_period_s", self.scaledown_period_s, 30, 86400)
+        validate.int_range("cold_start_timeout_s", self.cold_start_timeout_s, 1, 3600)
+        validate.int_range("initial_cooldown_s", self.initial_cooldown_s, 0, 86400)
+        validate.int_range("target_concurrency", self.target_concurrency, 1, 10000)
+
+
+@dataclass(frozen=True)
 class AppChartProps:
     cluster: GpuCluster
     name: str
@@ -71,6 +102,9 @@ class AppChartProps:
     """The database whose URI becomes DATABASE_URL; None when the application has none."""
     network_policies: bool = True
     """Deny all traffic to and from the namespace except the paths the application needs."""
+    scale_to_zero: HttpScaleToZero | None = None
+    """Scale to zero when idle through KEDA's HTTP add-on, instead of the HorizontalPodAutoscaler
+    (which cannot go below one replica without the HPAScaleToZero alpha feature gate)."""
     depends_on: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
@@ -131,6 +165,12 @@ class AppChart(Construct):
         validate.int_range(
             "podDisruptionBudget.minAvailable", s["podDisruptionBudget"]["minAvailable"], 0, 100
         )
+        if self.props.scale_to_zero is not None and not scaling["enabled"]:
+            raise ConfigError(
+                "autoscaling.enabled",
+                scaling["enabled"],
+                "scale to zero runs between 0 and autoscaling.maxReplicas replicas; set it to true",
+            )
         most = max(s["replicas"], scaling["maxReplicas"] if scaling["enabled"] else 0)
         if self.props.gpus:
             self.props.cluster.check_gpu_demand(
@@ -167,7 +207,9 @@ class AppChart(Construct):
             self.resource_quota(),
             self.limit_range(),
         ]
-        if self.settings["autoscaling"]["enabled"]:
+        if self.props.scale_to_zero is not None:
+            objects.append(self.http_scaled_object(self.props.scale_to_zero))
+        elif self.settings["autoscaling"]["enabled"]:
             objects.append(self.autoscaler())
         if self.props.network_policies:
             objects.extend(self.network_policies())
@@ -272,17 +314,23 @@ class AppChart(Construct):
         annotations = self.pod_annotations()
         if annotations:
             template_meta["annotations"] = annotations
-        return {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": self._meta(),
-            "spec": {
-                "replicas": self.settings["replicas"],
-                "selector": {"matchLabels": self.labels},
-                "strategy": self.rollout_strategy(),
-                "template": {"metadata": template_meta, "spec": pod_spec},
-            },
+        spec: dict[str, Any] = {
+            "selector": {"matchLabels": self.labels},
+            "strategy": self.rollout_strategy(),
+            "template": {"metadata": template_meta, "spec": pod_spec},
         }
+        if not self.scaled:
+            spec = {"replicas": self.settings["replicas"], **spec}
+        # A Deployment an autoscaler manages carries no spec.replicas: Helm would set it back to the
+        # chart's count on every upgrade (its three-way merge patches a field the chart sets), which
+        # undoes the autoscaler's decision, and from zero launches a GPU node for nothing. Without
+        # the field the API server starts it at one replica on install and leaves it to the scaler.
+        return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": self._meta(), "spec": spec}
+
+    @property
+    def scaled(self) -> bool:
+        """An autoscaler (KEDA's or the HPA) owns the replica count."""
+        return self.props.scale_to_zero is not None or bool(self.settings["autoscaling"]["enabled"])
 
     def rollout_strategy(self) -> dict[str, Any]:
         """Zero-downtime (one extra pod first) where the GPUs have room for it; otherwise one old
@@ -336,6 +384,16 @@ class AppChart(Construct):
             tls["secretName"] = f"{props.name}-tls"
         if annotations:
             meta["annotations"] = dict(sorted(annotations.items()))
+        backend: dict[str, Any] = {"service": {"name": props.name, "port": {"name": "http"}}}
+        scale = props.scale_to_zero
+        if scale is not None:
+            # Requests go through the interceptor, which counts them (the scaler's metric) and holds
+            # them while the Deployment is at zero; an Ingress reaches only Services of its own
+            # namespace, so it lives next to the interceptor's.
+            meta["namespace"] = scale.interceptor_namespace
+            backend = {
+                "service": {"name": scale.interceptor_service, "port": {"number": scale.interceptor_port}}
+            }
         return {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "Ingress",
@@ -351,7 +409,7 @@ class AppChart(Construct):
                                 {
                                     "path": "/",
                                     "pathType": "Prefix",
-                                    "backend": {"service": {"name": props.name, "port": {"name": "http"}}},
+                                    "backend": backend,
                                 }
                             ]
                         },
@@ -382,6 +440,33 @@ class AppChart(Construct):
                         },
                     }
                 ],
+            },
+        }
+
+    def http_scaled_object(self, scale: HttpScaleToZero) -> dict[str, Any]:
+        scaling = self.settings["autoscaling"]
+        return {
+            "apiVersion": "http.keda.sh/v1alpha1",
+            "kind": "HTTPScaledObject",
+            "metadata": self._meta(),
+            "spec": {
+                "hosts": [self.props.host],
+                "scaleTargetRef": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": self.props.name,
+                    "service": self.props.name,
+                    "port": 80,
+                },
+                "replicas": {"min": 0, "max": scaling["maxReplicas"]},
+                "scaledownPeriod": scale.scaledown_period_s,
+                "initialCooldownPeriod": scale.initial_cooldown_s,
+                "scalingMetric": {"concurrency": {"targetValue": scale.target_concurrency}},
+                "timeouts": {
+                    "conditionWait": f"{scale.cold_start_timeout_s}s",
+                    # The add-on's default (interceptor KEDA_HTTP_RESPONSE_HEADER_TIMEOUT, 300s).
+                    "responseHeader": "300s",
+                },
             },
         }
 

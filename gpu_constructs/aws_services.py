@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from cdktf import Fn
+from cdktf import DataResource, Fn, TerraformResourceLifecycle
 from cdktf_cdktf_provider_aws.acm_certificate import AcmCertificate
 from cdktf_cdktf_provider_aws.acm_certificate_validation import AcmCertificateValidation
 from cdktf_cdktf_provider_aws.db_instance import DbInstance
@@ -19,6 +19,8 @@ from cdktf_cdktf_provider_aws.eks_pod_identity_association import EksPodIdentity
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
+from cdktf_cdktf_provider_aws.kms_alias import KmsAlias
+from cdktf_cdktf_provider_aws.kms_key import KmsKey
 from cdktf_cdktf_provider_aws.route53_record import Route53Record
 from cdktf_cdktf_provider_aws.security_group import SecurityGroup
 from cdktf_cdktf_provider_aws.vpc_security_group_ingress_rule import VpcSecurityGroupIngressRule
@@ -47,7 +49,11 @@ class RdsPostgresProps:
     max_allocated_storage_gi: int = 100
     multi_az: bool = False
     """A standby in a second zone; the seed's dev environment runs one instance."""
-    backup_retention_days: int = 7
+    backup_retention_days: int = 30
+    """RDS automated backups (daily snapshot and transaction logs, point-in-time restore), the
+    seed's 30 days; RDS allows 1 to 35."""
+    deletion_protection: bool = True
+    """RDS refuses to delete the instance; lift it (False, one apply) before a destroy."""
     engine_version: str = versions.RDS_POSTGRES.version
 
     def __post_init__(self) -> None:
@@ -107,7 +113,7 @@ class RdsPostgres(Construct):
             name=f"{props.name}-rds-monitoring",
             assume_role_policy=service_trust("monitoring.rds.amazonaws.com"),
         )
-        IamRolePolicyAttachment(
+        monitoring_policy = IamRolePolicyAttachment(
             self,
             "monitoring-policy",
             role=monitoring.name,
@@ -126,6 +132,23 @@ class RdsPostgres(Construct):
                 DbParameterGroupParameter(name="rds.force_ssl", value="1"),
             ],
         )
+        # The database's own key, kept when the stack goes: the final snapshot and the automated
+        # backups' copies are encrypted with it, and a key the same destroy schedules for deletion
+        # (the cluster's) would make them unreadable after its waiting period. prevent_destroy makes
+        # a destroy stop until the key leaves the state (README, Teardown), which keeps it in AWS.
+        self.kms = KmsKey(
+            self,
+            "kms",
+            description=f"{props.name}: RDS storage, snapshots and Performance Insights (kept on destroy)",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            lifecycle=TerraformResourceLifecycle(prevent_destroy=True),
+        )
+        KmsAlias(self, "kms-alias", name=f"alias/{props.name}-rds", target_key_id=self.kms.key_id)
+        # A name made once, when the stack is created, and kept in its state: a second stack of the
+        # same name, created after the first was destroyed, takes its final snapshot under another
+        # name instead of failing on the first one's (DBSnapshotAlreadyExists).
+        self.snapshot_suffix = DataResource(self, "final-snapshot-suffix", input={"database": props.name})
         self.instance = DbInstance(
             self,
             "instance",
@@ -137,7 +160,7 @@ class RdsPostgres(Construct):
             max_allocated_storage=props.max_allocated_storage_gi,
             storage_type="gp3",
             storage_encrypted=True,
-            kms_key_id=compute.kms.arn,
+            kms_key_id=self.kms.arn,
             db_name=props.database,
             username=props.username,
             manage_master_user_password=True,
@@ -147,17 +170,19 @@ class RdsPostgres(Construct):
             publicly_accessible=False,
             multi_az=props.multi_az,
             backup_retention_period=props.backup_retention_days,
-            deletion_protection=True,
+            deletion_protection=props.deletion_protection,
             skip_final_snapshot=False,
-            final_snapshot_identifier=f"{props.name}-final",
+            final_snapshot_identifier=f"{props.name}-final-{self.snapshot_suffix.id}",
             copy_tags_to_snapshot=True,
             auto_minor_version_upgrade=True,
             iam_database_authentication_enabled=True,
             enabled_cloudwatch_logs_exports=["postgresql", "upgrade"],
             performance_insights_enabled=True,
-            performance_insights_kms_key_id=compute.kms.arn,
+            performance_insights_kms_key_id=self.kms.arn,
             monitoring_interval=60,
             monitoring_role_arn=monitoring.arn,
+            # Enhanced monitoring needs the role's policy: created after it, deleted before it.
+            depends_on=[monitoring_policy],
         )
 
     @property

@@ -120,10 +120,16 @@ class EksVersionSupport:
     extended_until: date
 
 
+EKS_SUPPORT_RECORDED = date(2026, 11, 23)
+"""The day EKS_SUPPORT was read from the calendar: synth checks versions against it, never against
+the clock, so the same code synthesizes the same stack on any day (update both together)."""
 EKS_SUPPORT_SOURCE = (
     "Amazon EKS Kubernetes release calendar, "
-    "https://docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html, as of 2026-11-23"
+    f"https://docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html, as of {EKS_SUPPORT_RECORDED}"
 )
+EKS_STANDARD_SUPPORT_MARGIN_DAYS = 90
+"""A version whose standard support ends within this many days of EKS_SUPPORT_RECORDED counts as
+past it: a stack synthesized from the table is applied and run in the months after the record."""
 EKS_SUPPORT = {
     "1.28": EksVersionSupport(date(2024, 11, 26), date(2025, 11, 26)),
     "1.29": EksVersionSupport(date(2025, 3, 23), date(2026, 3, 23)),
@@ -138,9 +144,13 @@ EKS_SUPPORT = {
 standard or extended support; after extended support ends it refuses them."""
 
 EKS_KUBERNETES = Pin(
-    "1.34",
+    "1.35",
     seed="1.31",
-    note="1.31 leaves EKS extended support on 2026-11-26; 1.34 is in standard support",
+    note=(
+        "1.31 leaves EKS extended support on 2026-11-26 and 1.34 standard support on 2026-12-02 "
+        "(extended support bills the control plane six times the standard rate); 1.35 is in "
+        "standard support until 2027-03-27"
+    ),
 )
 KARPENTER_CHART = Pin(
     "1.14.1",
@@ -156,10 +166,17 @@ NVIDIA_DEVICE_PLUGIN_CHART = Pin(
 )
 AWS_LB_CONTROLLER_CHART = Pin("1.14.0", note="AWS Load Balancer Controller v2.14")
 RDS_POSTGRES = Pin("16", note="major version; RDS applies minor upgrades in the maintenance window")
+KEDA_CHART = Pin("2.20.2", note="KEDA 2.20.2: scales the inference Deployment to zero and back")
+KEDA_HTTP_ADD_ON_CHART = Pin(
+    "0.15.0", note="KEDA HTTP add-on 0.15.0: the interceptor that holds requests while a workload starts"
+)
+EXTERNAL_DNS_CHART = Pin("1.21.1", note="ExternalDNS v0.21.0: app_domain's Route 53 record for the ALB")
 
 REPO_KARPENTER = "oci://public.ecr.aws/karpenter"
 REPO_NVIDIA_DEVICE_PLUGIN = "https://nvidia.github.io/k8s-device-plugin"
 REPO_EKS_CHARTS = "https://aws.github.io/eks-charts"
+REPO_KEDA = "https://kedacore.github.io/charts"
+REPO_EXTERNAL_DNS = "https://kubernetes-sigs.github.io/external-dns"
 
 # --- k3d proof of concept ------------------------------------------------------------------------------
 K3D_K3S = Pin("v1.35.5-k3s1", note="rancher/k3s tag of the k3d-poc node image, the single-node k3s release")

@@ -75,7 +75,9 @@ def test_vpc_spans_three_zones_with_discovery_tags_and_flow_logs(stack_json):
 
 def test_cluster_encrypts_secrets_uses_access_entries_and_a_current_version(stack_json):
     cluster = one(stack_json, "aws_eks_cluster")
-    assert cluster["version"] == "1.34"
+    assert cluster["version"] == versions.EKS_KUBERNETES.version == "1.35"
+    # EKS upgrades it when standard support ends instead of billing extended support.
+    assert cluster["upgrade_policy"] == {"support_type": "STANDARD"}
     assert cluster["encryption_config"]["resources"] == ["secrets"]
     assert cluster["access_config"]["authentication_mode"] == "API"
     assert cluster["vpc_config"]["public_access_cidrs"] == "${var.api_allowed_cidrs}"
@@ -393,16 +395,27 @@ def test_inference_release_waits_long_enough_for_a_start_from_zero_gpu_nodes(sta
     assert release["timeout"] >= model_load + node_launch_and_image_pull
 
 
-def test_alb_checks_the_path_the_readiness_probe_checks(stack_json):
-    objects = manifests_of(releases(stack_json)["tinyllama-inference"])
+@pytest.fixture(scope="module")
+def always_on_json() -> dict:
+    """The stack with the inference workload kept at one replica or more (the HPA)."""
+    pools = tuple(replace(p, scale_to_zero=False) for p in SEED_NODE_POOLS)
+    instance = Instance("eks-karpenter", "eks-karpenter", {"scale_to_zero": False, "node_pools": pools})
+    return json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
+
+
+def test_alb_checks_the_path_the_readiness_probe_checks(always_on_json):
+    objects = manifests_of(releases(always_on_json)["tinyllama-inference"])
     (deployment,) = by_kind(objects, "Deployment")
     (ingress,) = by_kind(objects, "Ingress")
     probe = deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"]
     assert ingress["metadata"]["annotations"]["alb.ingress.kubernetes.io/healthcheck-path"] == probe
 
 
-def test_the_autoscaler_has_a_metrics_source(stack_json):
-    (hpa,) = by_kind(manifests_of(releases(stack_json)["tinyllama-inference"]), "HorizontalPodAutoscaler")
+def test_the_autoscaler_has_a_metrics_source(always_on_json, stack_json):
+    objects = manifests_of(releases(always_on_json)["tinyllama-inference"])
+    (hpa,) = by_kind(objects, "HorizontalPodAutoscaler")
+    # The HPA owns the replica count: a spec.replicas from the chart would reset it on every upgrade.
+    assert "replicas" not in by_kind(objects, "Deployment")[0]["spec"]
     assert {m["type"] for m in hpa["spec"]["metrics"]} == {"Resource"}  # served by metrics-server
     (addon,) = [
         a for a in resources(stack_json, "aws_eks_addon").values() if a["addon_name"] == "metrics-server"
@@ -509,9 +522,9 @@ def data_source(synthesized: dict, reference: str) -> tuple[dict, str]:
     return synthesized["data"][kind][name], attribute
 
 
-@pytest.mark.parametrize("version", ["1.34", "1.33"])
+@pytest.mark.parametrize("version", ["1.35", "1.34"])
 def test_nodes_and_add_ons_follow_the_cluster_version(synth, version):
-    synthesized = eks_stack(synth, kubernetes_version=version)
+    synthesized = eks_stack(synth, kubernetes_version=version, extended_support=version == "1.34")
     (cluster_name,) = resources(synthesized, "aws_eks_cluster")
     cluster_version = f"${{aws_eks_cluster.{cluster_name}.version}}"
     assert resources(synthesized, "aws_eks_cluster")[cluster_name]["version"] == version
@@ -542,7 +555,35 @@ def test_rds_is_private_encrypted_protected_and_keeps_no_password(stack_json):
         True,
     )
     assert db["manage_master_user_password"] is True and "password" not in db
-    assert db["backup_retention_period"] == 7
+    assert db["backup_retention_period"] == 30
+
+
+def test_rds_snapshots_outlive_the_stack_under_their_own_key_and_a_name_made_once(stack_json):
+    db = one(stack_json, "aws_db_instance")
+    keys = resources(stack_json, "aws_kms_key")
+    (rds_key,) = [k for k, v in keys.items() if "RDS" in v["description"]]
+    # Storage, snapshots and Performance Insights under the database's own key, which a destroy
+    # cannot delete (the cluster's key is scheduled for deletion by the same destroy).
+    assert db["kms_key_id"] == db["performance_insights_kms_key_id"] == f"${{aws_kms_key.{rds_key}.arn}}"
+    assert keys[rds_key]["lifecycle"]["prevent_destroy"] is True
+    # The final snapshot's name carries an id made when the stack is created (no clock at synth).
+    (suffix,) = resources(stack_json, "terraform_data")
+    assert db["skip_final_snapshot"] is False
+    assert db["final_snapshot_identifier"] == f"gpu-dev-euw1-eks-db-final-${{terraform_data.{suffix}.id}}"
+    (monitoring,) = [
+        k
+        for k, v in resources(stack_json, "aws_iam_role_policy_attachment").items()
+        if "RDSEnhanced" in v["policy_arn"]
+    ]
+    assert f"aws_iam_role_policy_attachment.{monitoring}" in db["depends_on"]
+
+
+def test_rds_retention_and_deletion_protection_are_settings():
+    instance = Instance(
+        "e", "eks-karpenter", {"rds_backup_retention_days": 14, "rds_deletion_protection": False}
+    )
+    db = one(json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app()))), "aws_db_instance")
+    assert (db["backup_retention_period"], db["deletion_protection"]) == (14, False)
 
 
 def test_load_balancer_controller_values(stack_json):
@@ -683,12 +724,44 @@ def test_local_state_by_default_and_s3_as_a_setting():
 
 def test_eks_version_check_follows_the_calendar():
     # 1.31 leaves extended support on 2026-11-26: offered the day before, refused that day.
-    check_eks_version("1.31", date(2026, 11, 25))
+    check_eks_version("1.31", extended_support=True, on=date(2026, 11, 25))
     with pytest.raises(
         ConfigError, match=r"'kubernetes_version' is '1.31': out of EKS support since 2026-11-26"
     ):
-        check_eks_version("1.31", date(2026, 11, 26))
+        check_eks_version("1.31", extended_support=True, on=date(2026, 11, 26))
     assert versions.EKS_KUBERNETES.version in versions.EKS_SUPPORT
+    check_eks_version(versions.EKS_KUBERNETES.version)
+
+
+def test_a_version_leaving_standard_support_needs_the_extended_support_setting():
+    """1.34's standard support ends 2026-12-02, within the margin of the table's date."""
+    with pytest.raises(
+        ConfigError,
+        match=(
+            r"^'kubernetes_version' is '1.34': EKS standard support ends 2026-12-02 \(calendar as of "
+            r"2026-11-23\), then the cluster is billed for extended support; use 1.35, or set "
+            r"extended_support=True to pay for it$"
+        ),
+    ):
+        eks_props(kubernetes_version="1.34")
+    cluster = eks_props(kubernetes_version="1.34", extended_support=True)
+    assert cluster.extended_support
+
+
+def test_the_version_check_does_not_read_the_clock(monkeypatch, synth):
+    """Synth gives the same answer on any day: the table's recorded date is the reference."""
+    import gpu_constructs.compute.eks as eks
+
+    class Later(date):
+        @classmethod
+        def today(cls) -> date:
+            return date(2031, 1, 1)
+
+    monkeypatch.setattr(eks, "date", Later)
+    eks_props()
+    synthesized = eks_stack(synth, kubernetes_version="1.34", extended_support=True)
+    (cluster,) = resources(synthesized, "aws_eks_cluster").values()
+    assert cluster["upgrade_policy"] == {"support_type": "EXTENDED"}
 
 
 def pool(**overrides) -> NodePoolSpec:

@@ -30,6 +30,8 @@ DEFAULT_VALUES = {
     "gpu-operator": "gpu-operator/values.yaml",
     "nvidia-device-plugin": "nvidia-device-plugin/values.yaml",
     "karpenter": "karpenter/values.yaml",
+    "keda": "charts/keda-2.20.2/values.yaml",
+    "keda-add-ons-http": "charts/keda-add-ons-http-0.15.0/values.yaml",
 }
 # chart -> values paths that hold free-form maps by design, which the defaults cannot list: z2jh's
 # hub.config passes traitlets configuration of any class through (its schema: patternProperties

@@ -430,7 +430,7 @@ def test_every_gpu_rollout_in_every_stack_fits_its_quota(every_stack):
                 if h["kind"] == "HorizontalPodAutoscaler"
                 and h["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
             ]
-            most = max([deployment["spec"]["replicas"], *autoscalers])
+            most = max([deployment["spec"].get("replicas", 1), *autoscalers])
             strategy = deployment["spec"].get("strategy", {})
             surge = (
                 strategy.get("rollingUpdate", {}).get("maxSurge", 0)

@@ -25,6 +25,9 @@ CRDS = {
     ("fleet.cattle.io/v1alpha1", "GitRepo"): "fleet/fleet.cattle.io_gitrepos.yaml",
     ("karpenter.sh/v1", "NodePool"): "karpenter/karpenter.sh_nodepools.yaml",
     ("karpenter.k8s.aws/v1", "EC2NodeClass"): "karpenter/karpenter.k8s.aws_ec2nodeclasses.yaml",
+    ("http.keda.sh/v1alpha1", "HTTPScaledObject"): (
+        "charts/keda-add-ons-http-0.15.0/templates/crds/crd-httpscaledobjects.yaml"
+    ),
 }
 
 # Custom kinds with no CRD file of their own in ../shared: CloudNativePG's come with its chart, so the
@@ -34,7 +37,10 @@ UNCHECKED_CUSTOM_KINDS = {("postgresql.cnpg.io/v1", "Cluster"), ("postgresql.cnp
 
 @cache
 def _crd_schema(upstream: Path, relative: str, version: str) -> dict[str, Any]:
-    crd = yaml.safe_load((upstream / relative).read_text(encoding="utf-8"))
+    text = (upstream / relative).read_text(encoding="utf-8")
+    # A chart's CRD template is wrapped in lines of template actions only ({{- if .Values.crds.install }}).
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("{{"))
+    crd = yaml.safe_load(text)
     for entry in crd["spec"]["versions"]:
         if entry["name"] == version:
             schema: dict[str, Any] = entry["schema"]["openAPIV3Schema"]

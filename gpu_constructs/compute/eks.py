@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 from cdktf import Fn
 from cdktf_cdktf_provider_aws.kms_key import KmsKey
@@ -85,6 +85,10 @@ class EksProps:
     """Karpenter replaces nodes that stay unhealthy (chart feature gate nodeRepair): kubelet not
     ready, and accelerator conditions where EKS's node monitoring agent reports them (not installed
     here); False leaves broken nodes for an operator."""
+    extended_support: bool = False
+    """Allow a Kubernetes version past EKS standard support, billed at the extended-support rate;
+    also the cluster's upgrade policy (False: EKS upgrades the control plane itself when standard
+    support ends, instead of moving it to extended support)."""
     karpenter_chart_version: str = versions.KARPENTER_CHART.version
     sharing: GpuSharing = field(default_factory=GpuSharing)
 
@@ -94,8 +98,8 @@ class EksProps:
         for zone in self.availability_zones:
             if not zone.startswith(self.region):
                 raise ConfigError("availability_zones", zone, f"use zones of region {self.region}")
-        validate.version("kubernetes_version", self.kubernetes_version, r"1\.\d{2}", "1.34")
-        check_eks_version(self.kubernetes_version, date.today())
+        validate.version("kubernetes_version", self.kubernetes_version, r"1\.\d{2}", "1.35")
+        check_eks_version(self.kubernetes_version, extended_support=self.extended_support)
         family, _, size = self.system_instance_type.partition(".")
         if family not in INSTANCE_FAMILIES or INSTANCE_FAMILIES[family] or size not in SIZES:
             raise ConfigError(
@@ -121,14 +125,23 @@ class EksProps:
             )
 
 
-def check_eks_version(version: str, today: date) -> None:
-    """Refuse a Kubernetes version EKS does not offer for new clusters on ``today``."""
+def check_eks_version(
+    version: str, *, extended_support: bool = False, on: date = versions.EKS_SUPPORT_RECORDED
+) -> None:
+    """Refuse a Kubernetes version EKS does not offer, or one past standard support (within
+    EKS_STANDARD_SUPPORT_MARGIN_DAYS of ``on``) unless ``extended_support`` opts into its billing.
+
+    ``on`` is the day the support table was recorded, not today: synth stays deterministic, and
+    moving the table forward (with its date) is what makes an old version fail."""
     support = versions.EKS_SUPPORT.get(version)
-    offered = sorted(
-        (v for v, s in versions.EKS_SUPPORT.items() if s.extended_until > today),
-        key=lambda v: tuple(map(int, v.split("."))),
-    )
-    if support is None or support.extended_until <= today:
+    horizon = on + timedelta(days=versions.EKS_STANDARD_SUPPORT_MARGIN_DAYS)
+
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(map(int, v.split(".")))
+
+    offered = sorted((v for v, s in versions.EKS_SUPPORT.items() if s.extended_until > on), key=key)
+    standard = sorted((v for v, s in versions.EKS_SUPPORT.items() if s.standard_until > horizon), key=key)
+    if support is None or support.extended_until <= on:
         why = (
             "not in EKS's release calendar"
             if support is None
@@ -138,6 +151,14 @@ def check_eks_version(version: str, today: date) -> None:
             "kubernetes_version",
             version,
             f"{why} ({versions.EKS_SUPPORT_SOURCE}); use one of {', '.join(offered)}",
+        )
+    if support.standard_until <= horizon and not extended_support:
+        raise ConfigError(
+            "kubernetes_version",
+            version,
+            f"EKS standard support ends {support.standard_until} (calendar as of {on}), then the "
+            f"cluster is billed for extended support; use {' or '.join(standard) or 'a newer version'}, "
+            "or set extended_support=True to pay for it",
         )
 
 
@@ -189,6 +210,7 @@ class EksGpuCompute(Construct):
                 system_node_count=props.system_node_count,
                 system_volume_size_gi=props.system_volume_size_gi,
                 log_retention_days=props.flow_log_retention_days,
+                extended_support=props.extended_support,
             ),
         )
         self.eks = self.control_plane.eks

@@ -52,6 +52,9 @@ class EksSystemClusterProps:
     system_volume_size_gi: int = 30
     """Root volume (gp3, encrypted) of each system node."""
     log_retention_days: int = 365
+    extended_support: bool = False
+    """The cluster's upgrade policy: False (STANDARD) lets EKS upgrade the control plane when the
+    version leaves standard support; True (EXTENDED) keeps it there, billed for extended support."""
 
     def __post_init__(self) -> None:
         validate.int_range("system_node_count", self.system_node_count, 1, 10)
@@ -167,6 +170,10 @@ class EksSystemCluster(Construct):
             encryption_config={"provider": {"key_arn": props.kms_key_arn}, "resources": ["secrets"]},
             access_config={"authentication_mode": "API", "bootstrap_cluster_creator_admin_permissions": True},
             enabled_cluster_log_types=["api", "audit", "authenticator", "controllerManager", "scheduler"],
+            # Set explicitly: the API's default for a new cluster is EXTENDED, which moves it to the
+            # extended-support rate when standard support ends (EKS user guide, "View Amazon EKS
+            # cluster upgrade policy"; UpgradePolicyRequest supportType).
+            upgrade_policy={"support_type": "EXTENDED" if props.extended_support else "STANDARD"},
             depends_on=[attachment, cluster_logs],
         )
         # Karpenter finds the security group for its nodes by this tag, like the private subnets.

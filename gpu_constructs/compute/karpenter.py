@@ -155,6 +155,9 @@ class NodePoolSpec:
     anyway (e.g. ``24h``); None waits as long as the pods' PodDisruptionBudgets say."""
     expire_after: str = "720h"
     """Node lifetime before Karpenter replaces it (AMI and security updates); ``Never`` keeps nodes."""
+    scale_to_zero: bool = False
+    """Declares that the pool runs no node at rest: nothing scheduled on it may keep a replica
+    (and so a node) when idle. The stack's tests hold every workload that can land here to it."""
 
     def __post_init__(self) -> None:
         validate.k8s_name("node pool name", self.name)
@@ -226,6 +229,7 @@ SEED_NODE_POOLS = (
         gpu_limit=4,
         taints=(GPU_TAINT,),
         labels={"nodepool": GPU_POOL},
+        scale_to_zero=True,
     ),
 )
 
