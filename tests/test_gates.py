@@ -47,6 +47,7 @@ UNCHECKED_CHARTS = {
     "rancher": RENDERED,
     "nfs-subdir-external-provisioner": RENDERED,
     "aws-load-balancer-controller": RENDERED,
+    "kube-prometheus-stack": RENDERED,
 }
 STACKS = [instance.stack for instance in main.INSTANCES]
 

@@ -28,6 +28,8 @@ KNOWN = {
         for address in (
             "helm_release.app_release_E0EC404F",
             "helm_release.gpu-operator_0115E288",
+            "helm_release.monitoring_gpu-monitoring_42B7CC66",
+            "helm_release.monitoring_kube-prometheus-stack_A33E1781",
             "helm_release.networking_cert-manager_7666BAB7",
             "helm_release.networking_cluster-issuers_002F712E",
             "helm_release.networking_traefik_68953DDE",

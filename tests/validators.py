@@ -25,6 +25,12 @@ CRDS = {
     ("fleet.cattle.io/v1alpha1", "GitRepo"): "fleet/fleet.cattle.io_gitrepos.yaml",
     ("karpenter.sh/v1", "NodePool"): "karpenter/karpenter.sh_nodepools.yaml",
     ("karpenter.k8s.aws/v1", "EC2NodeClass"): "karpenter/karpenter.k8s.aws_ec2nodeclasses.yaml",
+    **{
+        ("monitoring.coreos.com/v1", kind): (
+            f"charts/kube-prometheus-stack-88.5.3/charts/crds/crds/crd-{kind.lower()}s.yaml"
+        )
+        for kind in ("PrometheusRule", "ServiceMonitor")
+    },
 }
 
 # Custom kinds with no upstream CRD in ../shared: checked structurally by their own tests only.
