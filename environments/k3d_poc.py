@@ -94,6 +94,7 @@ class K3dPocStack(TerraformStack):
                 smoke_test = helm.manifests_release(
                     self,
                     "gpu-smoke-test",
+                    cluster=cluster,
                     name="gpu-smoke-test",
                     namespace=SMOKE_TEST_NAMESPACE,
                     manifests=[job],
@@ -126,6 +127,7 @@ class K3dPocStack(TerraformStack):
             helm.release(
                 self,
                 "argocd",
+                cluster=cluster,
                 name="argo-cd",
                 chart="argo-cd",
                 repository=versions.REPO_ARGO,
@@ -134,7 +136,6 @@ class K3dPocStack(TerraformStack):
                 values={
                     "global": {"nodeSelector": infra["nodeSelector"], "tolerations": infra["tolerations"]}
                 },
-                depends_on=cluster.ready,
             )
 
         TerraformOutput(self, "kubeconfig_path", value=kubeconfig_path)

@@ -305,6 +305,7 @@ class ProxmoxHaStack(TerraformStack):
         nfs = helm.release(
             self,
             "nfs-provisioner",
+            cluster=cluster,
             name="nfs-subdir-external-provisioner",
             chart="nfs-subdir-external-provisioner",
             repository=versions.REPO_NFS_SUBDIR,
@@ -314,7 +315,6 @@ class ProxmoxHaStack(TerraformStack):
                 "nfs": {"server": s.nfs_server, "path": s.nfs_path},
                 "storageClass": {"name": NFS_CLASS, "defaultClass": True, "reclaimPolicy": "Retain"},
             },
-            depends_on=cluster.ready,
         )
         storage = Storage(
             self,
@@ -347,6 +347,7 @@ class ProxmoxHaStack(TerraformStack):
         rancher = helm.release(
             self,
             "rancher",
+            cluster=cluster,
             name="rancher",
             chart="rancher",
             repository=versions.REPO_RANCHER,
@@ -370,11 +371,13 @@ class ProxmoxHaStack(TerraformStack):
                 env={"KUBECONFIG": kubeconfig_path, "CRD": FLEET_GITREPO_CRD, "WAIT_SECONDS": "900"},
             ),
             triggers={"crd": FLEET_GITREPO_CRD, "rancher": versions.RANCHER_CHART.version},
+            cluster=cluster,
             depends_on=[rancher],
         )
         helm.manifests_release(
             self,
             "fleet-gitrepo",
+            cluster=cluster,
             name="cluster-maintenance",
             namespace="fleet-local",
             manifests=[

@@ -95,10 +95,11 @@ class AppChart(Construct):
         self.release = helm.manifests_release(
             self,
             "release",
+            cluster=props.cluster,
             name=props.name,
             namespace=props.namespace,
             manifests=self.manifests(),
-            depends_on=[*props.cluster.ready, *props.depends_on],
+            depends_on=props.depends_on,
         )
 
     # --- settings -----------------------------------------------------------------------------------

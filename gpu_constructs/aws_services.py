@@ -190,6 +190,7 @@ class LoadBalancerController(Construct):
         self.release = helm.release(
             self,
             "release",
+            cluster=compute.cluster,
             name="aws-load-balancer-controller",
             chart="aws-load-balancer-controller",
             repository=versions.REPO_EKS_CHARTS,
@@ -217,7 +218,7 @@ class LoadBalancerController(Construct):
             # security groups when the Ingress goes, which it cannot once the policy is gone; and the
             # public subnets the ALB sits in stay until then (their deletion fails while its
             # network interfaces are in them).
-            depends_on=[*compute.cluster.ready, identity, policy, *compute.public_subnets],
+            depends_on=[identity, policy, *compute.public_subnets],
         )
 
     @staticmethod

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cdktf import TerraformResource, TerraformResourceLifecycle
+
 from gpu_constructs.errors import ConfigError
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -185,6 +187,34 @@ class GpuCluster:
     """GPU slots one node offers: the most a single pod can ask for, where known at synth."""
     ready: Sequence[Any] = ()
     """Resources that must exist before anything is installed into the cluster."""
+    identity: Sequence[TerraformResource] = ()
+    """The resources that stand for the cluster itself: replaced, the cluster is new and empty, so
+    everything installed into it is replaced with them (see :meth:`installed`)."""
+
+    def installed(self, depends_on: Sequence[Any] = ()) -> dict[str, Any]:
+        """``depends_on`` and ``lifecycle`` of a resource installed into this cluster: after
+        :attr:`ready` (and ``depends_on``), and replaced whenever an :attr:`identity` resource is.
+
+        ``depends_on`` only orders; Terraform replaces a dependent only through
+        ``lifecycle.replace_triggered_by`` (developer.hashicorp.com/terraform/language/meta-arguments/
+        lifecycle). Each entry is the bare ``<type>.<name>.id``: in a JSON configuration Terraform
+        1.11 reads the strings as references and rejects an interpolation (``${...}``, what cdktf
+        makes of a resource object). The ``id`` rather than the whole resource: a reference to a
+        resource triggers on any update of it (an EKS version upgrade, a tag), one to an attribute
+        only when its value changes, and a resource being replaced plans a new, unknown ``id``. A
+        newly created identity resource triggers nothing (no prior value to change), so adding one to
+        a running stack replaces nothing."""
+        return {
+            "depends_on": list(dict.fromkeys([*self.ready, *depends_on])) or None,
+            "lifecycle": TerraformResourceLifecycle(
+                replace_triggered_by=[
+                    f"{resource.terraform_resource_type}.{resource.friendly_unique_id}.id"
+                    for resource in self.identity
+                ]
+            )
+            if self.identity
+            else None,
+        }
 
     @property
     def gpu_toleration(self) -> dict[str, str]:

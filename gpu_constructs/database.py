@@ -65,17 +65,19 @@ class Postgres(Construct):
         self.operator = helm.release(
             self,
             "operator",
+            cluster=props.cluster,
             name="cloudnative-pg",
             chart="cloudnative-pg",
             repository=versions.REPO_CNPG,
             version=props.operator_chart_version,
             namespace=OPERATOR_NAMESPACE,
             values={"crds": {"create": True}},
-            depends_on=[*props.cluster.ready, *props.depends_on],
+            depends_on=props.depends_on,
         )
         self.release = helm.manifests_release(
             self,
             "cluster",
+            cluster=props.cluster,
             name=props.name,
             namespace=props.namespace,
             manifests=[self.cluster_manifest()],
@@ -92,6 +94,7 @@ class Postgres(Construct):
         self.backup = helm.manifests_release(
             self,
             "backup",
+            cluster=props.cluster,
             name=f"{props.name}-backup",
             namespace=props.namespace,
             manifests=[self.backup_claim(), self.backup_job()],

@@ -36,13 +36,14 @@ class NvidiaDevicePlugin(Construct):
         self.release = helm.release(
             self,
             "nvidia-device-plugin",
+            cluster=props.cluster,
             name="nvidia-device-plugin",
             chart="nvidia-device-plugin",
             repository=versions.REPO_NVIDIA_DEVICE_PLUGIN,
             version=props.chart_version,
             namespace=NAMESPACE,
             values=self.values,
-            depends_on=[*props.cluster.ready, *props.depends_on],
+            depends_on=props.depends_on,
             # The DaemonSet has no pods until a GPU node exists (scale to zero): nothing to wait for.
             wait=False,
         )

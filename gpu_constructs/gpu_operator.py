@@ -49,13 +49,14 @@ class GpuOperator(Construct):
         self.release = helm.release(
             self,
             "gpu-operator",
+            cluster=props.cluster,
             name="gpu-operator",
             chart="gpu-operator",
             repository=versions.REPO_NVIDIA,
             version=props.chart_version,
             namespace=NAMESPACE,
             values=self.values,
-            depends_on=[*props.cluster.ready, *props.depends_on],
+            depends_on=props.depends_on,
             timeout=900,
         )
 

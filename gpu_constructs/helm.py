@@ -19,6 +19,7 @@ from cdktf import AssetType, TerraformAsset, TerraformStack
 from cdktf_cdktf_provider_helm.release import Release, ReleaseSetListStruct
 from constructs import Construct
 
+from gpu_constructs.cluster import GpuCluster
 from gpu_constructs.errors import ConfigError
 
 CHART_DIR = Path(__file__).parent / "charts" / "manifests"
@@ -67,6 +68,7 @@ def release(
     scope: Construct,
     id: str,
     *,
+    cluster: GpuCluster,
     name: str,
     chart: str,
     namespace: str,
@@ -79,7 +81,12 @@ def release(
     atomic: bool = True,
     set_lists: Mapping[str, Any] | None = None,
 ) -> Release:
-    """A helm_release with one values document and the settings every release here shares.
+    """A helm_release into ``cluster``, with one values document and the settings every release
+    here shares.
+
+    The release comes after the cluster's ``ready`` resources and ``depends_on``, and is replaced
+    with the cluster (:meth:`GpuCluster.installed`): a release in a replaced cluster keeps its
+    "deployed" state, so without that the new cluster would stay without it.
 
     ``set_lists`` sets values paths to lists only known at plan time (a list variable), which a
     values document cannot carry. ``atomic`` makes Helm wait as well, whatever ``wait`` says (helm
@@ -99,7 +106,7 @@ def release(
         cleanup_on_fail=True,
         wait=wait,
         timeout=timeout,
-        depends_on=list(depends_on) or None,
+        **cluster.installed(depends_on),
         set_list=[
             ReleaseSetListStruct(name=path, value=value) for path, value in sorted((set_lists or {}).items())
         ]
@@ -121,6 +128,7 @@ def manifests_release(
     scope: Construct,
     id: str,
     *,
+    cluster: GpuCluster,
     name: str,
     namespace: str,
     manifests: Sequence[Mapping[str, Any]],
@@ -137,6 +145,7 @@ def manifests_release(
     return release(
         scope,
         id,
+        cluster=cluster,
         name=name,
         chart=manifests_chart_path(scope),
         namespace=namespace,

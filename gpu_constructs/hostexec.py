@@ -26,6 +26,7 @@ from cdktf import (
 from constructs import Construct
 
 from gpu_constructs import validate
+from gpu_constructs.cluster import GpuCluster
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
 REMOTE_DIR = "/tmp"
@@ -132,11 +133,14 @@ def run_scripts(
     depends_on: Sequence[Any] = (),
     then_local: ScriptRun | None = None,
     extra_triggers: Mapping[str, Any] | None = None,
+    cluster: GpuCluster | None = None,
 ) -> DataResource:
     """A terraform_data that uploads ``runs``' scripts to ``host`` and runs them in order.
 
     ``then_local`` runs on the machine that runs Terraform after them, in the same step: waiting
-    for a host to come back from a reboot that a script started, for example."""
+    for a host to come back from a reboot that a script started, for example. A step that writes
+    into ``cluster`` comes after its ``ready`` resources and is re-run when the cluster is replaced
+    (:meth:`GpuCluster.installed`)."""
     digest = hashlib.sha256()
     for run in [*runs, *([then_local] if then_local else [])]:
         digest.update(script_text(run.script).encode())
@@ -181,8 +185,14 @@ def run_scripts(
             ),
             *([_local_exec(then_local)] if then_local else []),
         ],
-        depends_on=list(depends_on) or None,
+        **_placement(cluster, depends_on),
     )
+
+
+def _placement(cluster: GpuCluster | None, depends_on: Sequence[Any]) -> dict[str, Any]:
+    if cluster is not None:
+        return cluster.installed(depends_on)
+    return {"depends_on": list(depends_on) or None}
 
 
 def _local_exec(run: ScriptRun) -> LocalExecProvisioner:
@@ -201,8 +211,10 @@ def run_local_script(
     run: ScriptRun,
     triggers: Mapping[str, Any],
     depends_on: Sequence[Any] = (),
+    cluster: GpuCluster | None = None,
 ) -> DataResource:
-    """A terraform_data that runs a bundled script on the machine that runs Terraform."""
+    """A terraform_data that runs a bundled script on the machine that runs Terraform; with
+    ``cluster``, one that runs against that cluster (see :func:`run_scripts`)."""
     return DataResource(
         scope,
         id,
@@ -211,5 +223,5 @@ def run_local_script(
             "script": hashlib.sha256(script_text(run.script).encode()).hexdigest(),
         },
         provisioners=[_local_exec(run)],
-        depends_on=list(depends_on) or None,
+        **_placement(cluster, depends_on),
     )

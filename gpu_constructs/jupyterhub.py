@@ -202,13 +202,14 @@ class JupyterHub(Construct):
         self.release = helm.release(
             self,
             "jupyterhub",
+            cluster=props.cluster,
             name="jupyterhub",
             chart="jupyterhub",
             repository=versions.REPO_JUPYTERHUB,
             version=props.chart_version,
             namespace=NAMESPACE,
             values=self.values,
-            depends_on=[*props.cluster.ready, *props.depends_on],
+            depends_on=props.depends_on,
             timeout=900,
         )
         secrets = props.auth.sensitive_values()

@@ -182,6 +182,7 @@ class Networking(Construct):
         self.ingress = helm.release(
             self,
             "traefik",
+            cluster=cluster,
             name="traefik",
             chart="traefik",
             repository=versions.REPO_TRAEFIK,
@@ -196,19 +197,18 @@ class Networking(Construct):
                 },
                 "service": {"type": "LoadBalancer"},
             },
-            depends_on=cluster.ready,
         )
 
         self.cert_manager = helm.release(
             self,
             "cert-manager",
+            cluster=cluster,
             name="cert-manager",
             chart="cert-manager",
             repository=versions.REPO_JETSTACK,
             version=props.cert_manager_version,
             namespace=CERT_MANAGER_NAMESPACE,
             values={"crds": {"enabled": True, "keep": True}, "prometheus": {"enabled": False}},
-            depends_on=cluster.ready,
         )
 
         issuers_after: list = [self.cert_manager, self.ingress]
@@ -232,12 +232,14 @@ class Networking(Construct):
                 ],
                 # A new token re-runs the step; only its hash is kept in the state.
                 extra_triggers={"token_sha256": Fn.sha256(props.cloudflare_api_token)},
+                cluster=cluster,
                 depends_on=[self.cert_manager],
             )
             issuers_after.append(self.dns01_secret)
         self.issuers = helm.manifests_release(
             self,
             "cluster-issuers",
+            cluster=cluster,
             name="cluster-issuers",
             namespace=CERT_MANAGER_NAMESPACE,
             manifests=self.cluster_issuers(),

@@ -83,15 +83,16 @@ class Storage(Construct):
         self.provisioner_release = helm.manifests_release(
             self,
             "local-path-provisioner",
+            cluster=props.cluster,
             name=NAME,
             namespace=NAMESPACE,
             manifests=self.provisioner(),
-            depends_on=props.cluster.ready,
         )
         # Whatever uses a class depends on this release, and through it on the provisioner.
         self.release = helm.manifests_release(
             self,
             "storage-classes",
+            cluster=props.cluster,
             name="storage-classes",
             namespace=NAMESPACE,
             manifests=self.storage_classes(),

@@ -97,13 +97,14 @@ class Vault(Construct):
         self.release = helm.release(
             self,
             "vault",
+            cluster=props.cluster,
             name="vault",
             chart="vault",
             repository=versions.REPO_HASHICORP,
             version=props.chart_version,
             namespace=NAMESPACE,
             values=self.values(),
-            depends_on=[*props.cluster.ready, *props.depends_on],
+            depends_on=props.depends_on,
             # A new Vault is sealed and not Ready until the bootstrap unseals it.
             wait=False,
         )
@@ -111,6 +112,7 @@ class Vault(Construct):
         self.operations = helm.manifests_release(
             self,
             "operations",
+            cluster=props.cluster,
             name=OPERATIONS_CONFIG_MAP,
             namespace=NAMESPACE,
             manifests=[self.operations_config_map()],
@@ -137,6 +139,7 @@ class Vault(Construct):
                         },
                     )
                 ],
+                cluster=props.cluster,
                 depends_on=[self.release, *([props.database.release] if props.database else [])],
             )
 

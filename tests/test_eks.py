@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from dataclasses import replace
 from datetime import date
 
@@ -872,10 +873,44 @@ def test_offline_init_validate_and_plan_with_the_real_aws_provider(stack_json, t
     assert f"Plan: {resources_planned} to add, 0 to change, 0 to destroy." in plan
 
 
+@NEEDS_AWS_5
+def test_the_releases_replace_triggered_by_is_valid_against_the_real_aws_schema(
+    stack_json, tmp_path, aws_terraform
+):
+    """Real Terraform with the real AWS provider: each release's lifecycle, on a terraform_data
+    stand-in (the helm provider is not on this machine), validates, and the interpolation cdktf makes
+    of a resource object does not. validate checks only that each entry is a reference; that it names
+    a resource the replacement gate checks (tests/test_lifecycle_replacement.py)."""
+    terraform, env = aws_terraform
+    config = aws_part(stack_json)
+    lifecycles = {
+        body["lifecycle"]["replace_triggered_by"][0]
+        for body in stack_json["resource"]["helm_release"].values()
+    }
+    assert lifecycles == {f"aws_eks_cluster.{next(iter(config['resource']['aws_eks_cluster']))}.id"}
+    (trigger,) = lifecycles
+
+    def validate(reference: str) -> subprocess.CompletedProcess[str]:
+        config["resource"]["terraform_data"] = {
+            "release": {"lifecycle": {"replace_triggered_by": [reference]}}
+        }
+        (tmp_path / "main.tf.json").write_text(json.dumps(config))
+        return subprocess.run(
+            [terraform, "validate", "-no-color"], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+
+    (tmp_path / "main.tf.json").write_text(json.dumps(config))
+    run_terraform(terraform, tmp_path, env, "init", "-input=false")
+    assert validate(trigger).returncode == 0, validate(trigger).stderr
+    interpolated = validate("${" + trigger + "}")
+    assert interpolated.returncode != 0
+
+
 def test_vpc_cluster_and_karpenter_compose_on_their_own(synth):
     """The three constructs EksGpuCompute composes, each in its own scope (their resources nested)."""
     from cdktf_cdktf_provider_aws.provider import AwsProvider
 
+    from gpu_constructs.cluster import GpuCluster, KubeAccess, Manager, Taint
     from gpu_constructs.compute.aws_vpc import AwsVpc, AwsVpcProps
     from gpu_constructs.compute.eks_cluster import EksSystemCluster, EksSystemClusterProps
     from gpu_constructs.compute.karpenter import Karpenter, KarpenterProps
@@ -898,7 +933,18 @@ def test_vpc_cluster_and_karpenter_compose_on_their_own(synth):
                 cluster=cluster.eks,
                 region="eu-west-1",
                 account_id="1",
-                ready=[cluster.system_nodes],
+                gpu_cluster=GpuCluster(
+                    name="c",
+                    access=KubeAccess(host=cluster.eks.endpoint),
+                    gpu_node_selector={},
+                    gpu_taint=None,
+                    gpu_toleration_taint=Taint("gpu", "true"),
+                    runtime_class=None,
+                    driver=Manager.IMAGE,
+                    toolkit=Manager.IMAGE,
+                    ready=[cluster.system_nodes],
+                    identity=[cluster.eks],
+                ),
             ),
         )
 

@@ -343,9 +343,9 @@ def test_every_in_cluster_resource_is_replaced_with_the_cluster(overrides):
     }
     assert len(in_cluster) == len(releases(synthesized)) >= 2
     for address, body in in_cluster.items():
-        assert f"terraform_data.{cluster_id}" in body.get("lifecycle", {}).get("replace_triggered_by", []), (
-            address
-        )
+        assert f"terraform_data.{cluster_id}.id" in body.get("lifecycle", {}).get(
+            "replace_triggered_by", []
+        ), address
 
 
 def test_terraform_replaces_a_release_when_the_cluster_is_replaced(stack_json, tmp_path):

@@ -47,7 +47,7 @@ def inline(step: dict, scripts_only: bool = True) -> list[str]:
 def test_server_steps_run_detection_driver_toolkit_and_k3s_in_order(synth):
     synthesized, _ = build(synth)
     found = steps(synthesized)
-    assert sorted(found) == ["kubeconfig", "server-gpu-driver", "server-k3s"]
+    assert sorted(found) == ["cluster", "kubeconfig", "server-gpu-driver", "server-k3s"]
     assert [c.split(" bash ")[1] for c in inline(found["server-gpu-driver"])] == [
         "/tmp/gpu-constructs-gpu-detect.sh",
         "/tmp/gpu-constructs-nvidia-driver.sh",
@@ -146,6 +146,25 @@ def test_agents_join_the_server_after_it_is_up(synth):
     assert len(found["kubeconfig"]["depends_on"]) == 3
 
 
+def test_the_cluster_is_the_servers_datastore_not_its_k3s_install(synth):
+    """A new k3s version or setting re-runs the k3s steps and replaces nothing in the cluster; a new
+    server host (or a -replace of the datastore resource) re-runs every k3s step, and everything
+    installed into the cluster is replaced with it (its id is the cluster's identity)."""
+    synthesized, compute = build(synth, hosts=hosts(3))
+    found = steps(synthesized)
+    (address,) = [f"terraform_data.{i}" for i in resources(synthesized, "terraform_data") if "_cluster_" in i]
+    assert found["cluster"]["triggers_replace"] == {"server": "192.168.1.100"}
+    assert "provisioner" not in found["cluster"]
+    for name in ("server-k3s", "agent-1-k3s", "agent-2-k3s"):
+        assert found[name]["triggers_replace"]["cluster"] == f"${{{address}.id}}", name
+    for name in ("server-gpu-driver", "kubeconfig"):
+        assert "cluster" not in found[name]["triggers_replace"], name
+    assert compute.cluster.identity == (compute.datastore,)
+    assert compute.cluster.installed()["lifecycle"].replace_triggered_by == [f"{address}.id"]
+    upgraded, _ = build(synth, hosts=hosts(3), k3s_version="v1.35.6+k3s1")
+    assert steps(upgraded)["cluster"] == found["cluster"]
+
+
 def test_taint_when_asked_for(synth):
     synthesized, compute = build(synth, taint_gpu_nodes=True)
     assert "NODE_TAINTS='nvidia.com/gpu=true:NoSchedule'" in inline(steps(synthesized)["server-k3s"])[1]
@@ -155,7 +174,7 @@ def test_taint_when_asked_for(synth):
 def test_without_gpu_no_nvidia_steps_and_no_capacity(synth):
     synthesized, compute = build(synth, gpu_enabled=False)
     found = steps(synthesized)
-    assert sorted(found) == ["kubeconfig", "server-k3s"]
+    assert sorted(found) == ["cluster", "kubeconfig", "server-k3s"]
     assert "NODE_LABELS" not in inline(found["server-k3s"])[0]
     assert compute.cluster.gpu_capacity == 0
 

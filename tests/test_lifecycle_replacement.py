@@ -7,8 +7,10 @@ is strict both ways: a finding not listed fails, and so does a listed one that n
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
@@ -22,58 +24,7 @@ _K3D = "terraform_data.k3d_cluster_287F46EA"
 _LKE = "linode_lke_cluster.lke_cluster_E4172A41"
 
 # (stack, installed resource, cluster replaced without it) -> issue that fixes it
-KNOWN = {
-    **{
-        ("single-node", address, _K3S): 20
-        for address in (
-            "helm_release.app_release_E0EC404F",
-            "helm_release.gpu-operator_0115E288",
-            "helm_release.monitoring_gpu-monitoring_42B7CC66",
-            "helm_release.monitoring_kube-prometheus-stack_A33E1781",
-            "helm_release.networking_cert-manager_7666BAB7",
-            "helm_release.networking_cluster-issuers_002F712E",
-            "helm_release.networking_traefik_68953DDE",
-            "helm_release.postgres_backup_22970E12",
-            "helm_release.postgres_cluster_ACE3EF20",
-            "helm_release.postgres_operator_ADDDFA8E",
-            "helm_release.storage_local-path-provisioner_C0EC6F97",
-            "helm_release.storage_storage-classes_2C96E226",
-            "helm_release.vault_BBE00A92",
-            "helm_release.vault_operations_4A5EB94F",
-            "terraform_data.networking_cloudflare-secret_93FB5B4A",
-            "terraform_data.vault_bootstrap_58883E97",
-        )
-    },
-    **{
-        ("proxmox-ha", address, _CP1): 22
-        for address in (
-            "helm_release.fleet-gitrepo",
-            "helm_release.gpu-operator_0115E288",
-            "helm_release.jupyterhub_A58A1B4E",
-            "helm_release.networking_cert-manager_7666BAB7",
-            "helm_release.networking_cluster-issuers_002F712E",
-            "helm_release.networking_traefik_68953DDE",
-            "helm_release.nfs-provisioner",
-            "helm_release.rancher",
-            "helm_release.storage_local-path-provisioner_C0EC6F97",
-            "helm_release.storage_storage-classes_2C96E226",
-            "terraform_data.fleet-crd-established",
-            "terraform_data.networking_cloudflare-secret_93FB5B4A",
-        )
-    },
-    **{
-        ("eks-karpenter", address, _EKS): 21
-        for address in (
-            "helm_release.alb-controller_release_0735D108",
-            "helm_release.eks_karpenter-crd_83895B08",
-            "helm_release.eks_karpenter-node-pools_255D75B3",
-            "helm_release.eks_karpenter_7C03CC45",
-            "helm_release.nvidia-device-plugin_E84D3A1A",
-            "helm_release.workload_release_6A99B1F2",
-        )
-    },
-    ("lke", "helm_release.gpu-operator_0115E288", _LKE): 23,
-}
+KNOWN: dict[tuple[str, str, str], int] = {}
 
 
 def _synthesized(stack: str) -> dict[str, Any]:
@@ -122,26 +73,72 @@ def test_every_stack_has_a_cluster(stack):
     assert len(replacement.clusters(synthesized)) == 1, name
 
 
-def test_replace_triggered_by_fixes_it_and_a_table_entry_must_go():
-    synthesized = _synthesized("lke")
-    synthesized["resource"]["helm_release"]["gpu-operator_0115E288"]["lifecycle"] = {
-        "replace_triggered_by": [_LKE]
-    }
-    new, gone = unexpected("lke", synthesized)
-    assert new == set()
-    assert sorted(gone) == sorted(key for key in KNOWN if key[0] == "lke")
+def test_every_release_carries_its_cluster_identity(stack):
+    """Not vacuous: each stack has a release, and each of them (through helm.release) is replaced
+    when what stands for its cluster is, by the attribute that a replacement makes unknown."""
+    name, synthesized = stack
+    (cluster,) = replacement.clusters(synthesized)
+    releases = synthesized["resource"]["helm_release"]
+    assert releases, name
+    for logical_id, body in releases.items():
+        assert body["lifecycle"]["replace_triggered_by"] == [f"{cluster}.id"], (name, logical_id)
+    # and after the cluster's readiness resources: the same ones for every release, none a release
+    shared = set.intersection(*(set(body["depends_on"]) for body in releases.values()))
+    assert shared and not any(address.startswith("helm_release.") for address in shared), name
 
 
-def test_k3d_releases_are_replaced_with_the_cluster():
-    """k3d-poc as synthesized: every release carries replace_triggered_by on the cluster."""
-    assert replacement.findings("k3d-poc", _synthesized("k3d-poc")) == []
+def test_only_the_shared_path_builds_releases_and_sets_replace_triggered_by():
+    """Every helm_release comes from helm.release (which takes the GpuCluster), and only the cluster
+    contract writes replace_triggered_by: no call site can leave it out or wire it by hand."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sources = [*root.glob("gpu_constructs/**/*.py"), *root.glob("environments/*.py"), root / "main.py"]
+    building = {p.relative_to(root).as_posix() for p in sources if _imports_release(p.read_text())}
+    triggering = {p.relative_to(root).as_posix() for p in sources if "replace_triggered_by" in p.read_text()}
+    assert building == {"gpu_constructs/helm.py"}
+    assert triggering == {"gpu_constructs/cluster.py"}
+    # and no call site hands a cluster's readiness resources on by hand
+    assert not [p for p in sources if re.search(r"\.ready\b", p.read_text()) and p.name != "cluster.py"]
+
+
+def _imports_release(source: str) -> bool:
+    return any(
+        isinstance(node, ast.ImportFrom)
+        and node.module == "cdktf_cdktf_provider_helm.release"
+        and any(alias.name == "Release" for alias in node.names)
+        for node in ast.walk(ast.parse(source))
+    )
+
+
+@pytest.mark.parametrize("name", _stacks())
+def test_a_release_that_stops_replacing_with_its_cluster_breaks_the_gate(name):
+    """Each stack as synthesized, with the replace_triggered_by of one release removed."""
+    synthesized = copy.deepcopy(_CACHE.get(name) or _synthesized(name))
+    (cluster,) = replacement.clusters(synthesized)
+    logical_id = sorted(synthesized["resource"]["helm_release"])[0]
+    del synthesized["resource"]["helm_release"][logical_id]["lifecycle"]
+    found = {finding.key for finding in replacement.findings(name, synthesized)}
+    assert found == {(name, f"helm_release.{logical_id}", cluster)}
+
+
+def test_an_in_cluster_step_that_stops_rerunning_with_its_cluster_breaks_the_gate():
+    """proxmox-ha's fleet-crd-established (a terraform_data run against the cluster)."""
+    synthesized = _synthesized("proxmox-ha")
+    del synthesized["resource"]["terraform_data"]["fleet-crd-established"]["lifecycle"]
+    found = {finding.address for finding in replacement.findings("proxmox-ha", synthesized)}
+    assert found == {"terraform_data.fleet-crd-established"}
 
 
 def test_a_trigger_through_a_replaced_kubeconfig_counts():
-    """single-node's kubeconfig step is replaced with k3s (its triggers_replace names the k3s id)."""
+    """single-node's kubeconfig step is replaced with the k3s step, which is replaced with the
+    datastore (their triggers_replace name the ids): releases replaced with the kubeconfig pass."""
     synthesized = _synthesized("single-node")
     for release in synthesized["resource"]["helm_release"].values():
         release["lifecycle"] = {"replace_triggered_by": ["terraform_data.compute_kubeconfig_D773601D.id"]}
+    steps = synthesized["resource"]["terraform_data"]
+    del steps["networking_cloudflare-secret_93FB5B4A"]["lifecycle"]
+    del steps["vault_bootstrap_58883E97"]["lifecycle"]
     remaining = {finding.address for finding in replacement.findings("single-node", synthesized)}
     assert remaining == {
         "terraform_data.networking_cloudflare-secret_93FB5B4A",
@@ -149,12 +146,19 @@ def test_a_trigger_through_a_replaced_kubeconfig_counts():
     }
 
 
-def test_a_release_that_stops_replacing_with_its_cluster_breaks_the_gate():
-    """k3d-poc with its releases replaced with the cluster, then one of them losing it."""
-    synthesized = _synthesized("k3d-poc")
-    del synthesized["resource"]["helm_release"]["gpu-smoke-test"]["lifecycle"]
-    found = {finding.key for finding in replacement.findings("k3d-poc", synthesized)}
-    assert found == {("k3d-poc", "helm_release.gpu-smoke-test", _K3D)}
+def test_single_node_a_k3s_reinstall_replaces_no_release():
+    """A new k3s version or setting re-runs the k3s step, which keeps the datastore: nothing in the
+    cluster is replaced with it (the PostgreSQL cluster's volumes stay). A new datastore replaces
+    the k3s step and every release."""
+    synthesized = _synthesized("single-node")
+    (datastore,) = replacement.clusters(synthesized)
+    assert datastore.startswith("terraform_data.compute_cluster_")
+    assert set(synthesized["resource"]["terraform_data"][datastore.split(".")[1]]["triggers_replace"]) == {
+        "server"
+    }
+    releases = {f"helm_release.{name}" for name in synthesized["resource"]["helm_release"]}
+    assert not replacement.replaced_with(synthesized, _K3S) & releases
+    assert replacement.replaced_with(synthesized, datastore) >= releases | {_K3S}
 
 
 def test_a_new_release_in_a_cluster_breaks_the_gate():
@@ -162,5 +166,6 @@ def test_a_new_release_in_a_cluster_breaks_the_gate():
     synthesized = _synthesized("lke")
     releases = synthesized["resource"]["helm_release"]
     releases["extra"] = copy.deepcopy(releases["gpu-operator_0115E288"])
+    del releases["extra"]["lifecycle"]
     new, _ = unexpected("lke", synthesized)
     assert new == {("lke", "helm_release.extra", _LKE)}

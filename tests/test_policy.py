@@ -52,7 +52,7 @@ def test_gpu_workload_without_toleration_fails_synth_with_the_path():
     ):
         synth_with_policy(
             lambda s: helm.manifests_release(
-                s, "trainer", name="t", namespace="ml", manifests=[GPU_DEPLOYMENT]
+                s, "trainer", cluster=make_cluster(), name="t", namespace="ml", manifests=[GPU_DEPLOYMENT]
             )
         )
 
@@ -62,7 +62,9 @@ def test_gpu_workload_placed_by_the_contract_passes():
     placed = json.loads(json.dumps(GPU_DEPLOYMENT))
     placed["spec"]["template"]["spec"] = {**pod, **make_cluster().gpu_pod_spec()}
     synth_with_policy(
-        lambda s: helm.manifests_release(s, "trainer", name="t", namespace="ml", manifests=[placed])
+        lambda s: helm.manifests_release(
+            s, "trainer", cluster=make_cluster(), name="t", namespace="ml", manifests=[placed]
+        )
     )
 
 
@@ -75,6 +77,7 @@ def test_unpinned_chart_fails():
             lambda s: helm.release(
                 s,
                 "floating",
+                cluster=make_cluster(),
                 name="t",
                 chart="traefik",
                 repository="https://traefik.github.io/charts",

@@ -21,4 +21,10 @@ def test_library_example_synthesizes(tmp_path):
     )
     stack = json.loads((tmp_path / "out" / "stacks" / "gpu-lab" / "cdk.tf.json").read_text())
     assert {r["name"] for r in stack["resource"]["helm_release"].values()} == {"gpu-operator"}
-    assert len(stack["resource"]["terraform_data"]) == 3
+    steps = {logical_id.rsplit("_", 1)[0] for logical_id in stack["resource"]["terraform_data"]}
+    assert steps == {
+        "compute_cluster",
+        "compute_server-gpu-driver",
+        "compute_server-k3s",
+        "compute_kubeconfig",
+    }

@@ -75,6 +75,7 @@ def test_every_component_is_in_the_stack(stack_json):
     }
     steps = {key.rsplit("_", 1)[0] for key in resources(stack_json, "terraform_data")}
     assert steps == {
+        "compute_cluster",
         "compute_server-gpu-driver",
         "compute_server-k3s",
         "compute_kubeconfig",
@@ -474,3 +475,36 @@ def test_bad_settings_fail_at_synth_with_field_value_and_fix(overrides, message)
 
     with pytest.raises(ConfigError, match=message):
         Instance("single-node", "single-node", overrides).build(cdktf.Testing.app())
+
+
+def test_terraform_replaces_the_database_only_with_a_new_datastore(stack_json, tmp_path):
+    """Real Terraform, the PostgreSQL cluster release's lifecycle on a terraform_data stand-in (the
+    helm provider is not on this machine) beside the datastore resource. Adding the datastore to a
+    running stack replaces nothing (a created resource has no old id to change), and a new server
+    address replaces the release with it."""
+    from tests.conftest import run_terraform, terraform_binary
+
+    terraform = terraform_binary()
+    releases = resources(stack_json, "helm_release")
+    (database,) = [body for body in releases.values() if body["name"] == "ffe-db"]
+    (datastore_id,) = [i for i in resources(stack_json, "terraform_data") if i.startswith("compute_cluster_")]
+    env = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+
+    def plan(config: dict) -> str:
+        (tmp_path / "main.tf.json").write_text(json.dumps({"resource": {"terraform_data": config}}))
+        output: str = run_terraform(terraform, tmp_path, env, "plan", "-input=false").stdout
+        return output
+
+    (tmp_path / "main.tf.json").write_text(
+        json.dumps({"resource": {"terraform_data": {"db": {"input": "r"}}}})
+    )
+    run_terraform(terraform, tmp_path, env, "init", "-input=false")
+    run_terraform(terraform, tmp_path, env, "apply", "-auto-approve", "-input=false")
+    with_datastore = {
+        datastore_id: {"triggers_replace": {"server": "192.168.1.100"}},
+        "db": {"input": "r", "lifecycle": database["lifecycle"]},
+    }
+    assert "Plan: 1 to add, 0 to change, 0 to destroy." in plan(with_datastore)
+    run_terraform(terraform, tmp_path, env, "apply", "-auto-approve", "-input=false")
+    with_datastore[datastore_id]["triggers_replace"] = {"server": "192.168.1.101"}
+    assert "terraform_data.db will be replaced due to changes in replace_triggered_by" in plan(with_datastore)

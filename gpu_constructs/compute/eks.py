@@ -214,6 +214,9 @@ class EksGpuCompute(Construct):
             node_pool_labels=dict(gpu_pool.labels),
             gpu_capacity=gpu_pool.gpu_limit * props.sharing.time_slicing_replicas,
             ready=(self.control_plane.system_nodes, *self.control_plane.addons),
+            # Replaced (a new name, subnets, encryption: what the provider forces a new cluster
+            # for), the EKS cluster is a new, empty control plane.
+            identity=(self.eks,),
         )
         self.karpenter = Karpenter(
             self,
@@ -224,7 +227,7 @@ class EksGpuCompute(Construct):
                 region=props.region,
                 account_id=props.account_id,
                 cluster=self.eks,
-                ready=self.cluster.ready,
+                gpu_cluster=self.cluster,
                 launch_prerequisites=[self.control_plane.security_group_discovery],
                 node_classes=props.node_classes,
                 node_pools=props.node_pools,

@@ -13,17 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jsii
-from cdktf import (
-    Aspects,
-    DataResource,
-    IAspect,
-    LocalExecProvisioner,
-    TerraformResource,
-    TerraformResourceLifecycle,
-    TerraformStack,
-)
-from constructs import Construct, IConstruct
+from cdktf import DataResource, LocalExecProvisioner
+from constructs import Construct
 
 from gpu_constructs import validate, versions
 from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, Taint
@@ -35,8 +26,6 @@ IMAGE_DIR = Path("docker") / "k3s-cuda"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 ROLES = ("app", "infra", "gpu")
 TAINTED_ROLES = ("infra", "gpu")
-IN_CLUSTER_PROVIDERS = ("helm_", "kubernetes_", "kubectl_")
-"""Resource type prefixes of the providers that write into the cluster's API server."""
 """Roles whose nodes only accept pods that tolerate them (the seed's scheduling model)."""
 
 
@@ -173,9 +162,6 @@ class K3dGpuCompute(Construct):
                 ),
             ],
         )
-        # A new cluster is empty: everything installed into the old one is replaced with it.
-        # depends_on only orders; Terraform replaces a dependent only through replace_triggered_by.
-        Aspects.of(TerraformStack.of(self)).add(ReplacedWithCluster(self.bootstrap))
         self.cluster = GpuCluster(
             name=props.name,
             access=KubeAccess(config_path=props.kubeconfig_path),
@@ -188,6 +174,9 @@ class K3dGpuCompute(Construct):
             sharing=props.sharing,
             gpu_capacity=None,
             ready=(self.bootstrap,),
+            # Replaced (any change to its definition), `k3d cluster create` makes a new, empty
+            # cluster: everything installed into the old one is replaced with it.
+            identity=(self.bootstrap,),
         )
 
     def scheduling_for(self, role: str) -> dict[str, object]:
@@ -200,35 +189,6 @@ class K3dGpuCompute(Construct):
         if role in TAINTED_ROLES:
             spec["tolerations"] = [role_taint(role).toleration()]
         return spec
-
-
-@jsii.implements(IAspect)
-class ReplacedWithCluster:
-    """Aspect: every in-cluster resource of the stack gets ``replace_triggered_by`` on the cluster."""
-
-    def __init__(self, cluster: TerraformResource) -> None:
-        self.cluster = cluster
-
-    def visit(self, node: IConstruct) -> None:
-        if not isinstance(node, TerraformResource) or node is self.cluster:
-            return
-        if not node.terraform_resource_type.startswith(IN_CLUSTER_PROVIDERS):
-            return
-        lifecycle = node.lifecycle or TerraformResourceLifecycle()
-        # The bare address: Terraform 1.11 rejects an interpolation ("${...}", what cdktf makes of
-        # a resource here) in replace_triggered_by of a JSON configuration.
-        address = f"{self.cluster.terraform_resource_type}.{self.cluster.friendly_unique_id}"
-        triggers = list(lifecycle.replace_triggered_by or [])
-        if address not in triggers:
-            triggers.append(address)
-        node.lifecycle = TerraformResourceLifecycle(
-            create_before_destroy=lifecycle.create_before_destroy,
-            ignore_changes=lifecycle.ignore_changes,
-            prevent_destroy=lifecycle.prevent_destroy,
-            precondition=lifecycle.precondition,
-            postcondition=lifecycle.postcondition,
-            replace_triggered_by=triggers,
-        )
 
 
 SMOKE_TEST_DEADLINE_SECONDS = 300

@@ -109,6 +109,7 @@ class K3sHostGpuCompute(Construct):
 
     cluster: GpuCluster
     server: SshHost
+    datastore: DataResource
     kubeconfig: DataResource
 
     def __init__(self, scope: Construct, id: str, *, props: K3sHostProps) -> None:
@@ -116,6 +117,16 @@ class K3sHostGpuCompute(Construct):
         self.props = props
         self.server = props.hosts[0]
         server_url = f"https://{self.server.address}:6443"
+        # What stands for the cluster: the k3s datastore on the server host. The server's k3s step
+        # re-runs install.sh on any change to its settings or version, and that is an upgrade or a
+        # reconfiguration, not a new cluster: install.sh on an installed host keeps
+        # /var/lib/rancher/k3s and the datastore in it (only k3s-uninstall.sh removes them; k3s-io/k3s
+        # install.sh), so what runs in the cluster, the database's volumes among it, stays. Were the
+        # releases replaced with that step, a version bump would uninstall them, and uninstalling the
+        # PostgreSQL cluster deletes its volumes. A new datastore comes with another server host
+        # (its address); after reinstalling the host at the same address, `-replace` this resource.
+        # Replaced, the k3s steps and every release re-run or are replaced with it.
+        self.datastore = DataResource(self, "cluster", triggers_replace={"server": self.server.address})
 
         node_steps: list[DataResource] = []
         for index, host in enumerate(props.hosts):
@@ -157,7 +168,16 @@ class K3sHostGpuCompute(Construct):
             runs.append(self._k3s_run(role, host, server_url))
             if index > 0:
                 after.append(node_steps[0])
-            node_steps.append(run_scripts(self, f"{name}-k3s", host=host, runs=runs, depends_on=after))
+            node_steps.append(
+                run_scripts(
+                    self,
+                    f"{name}-k3s",
+                    host=host,
+                    runs=runs,
+                    depends_on=after,
+                    extra_triggers={"cluster": self.datastore.id},
+                )
+            )
 
         self.kubeconfig = run_local_script(
             self,
@@ -189,6 +209,7 @@ class K3sHostGpuCompute(Construct):
             sharing=props.sharing,
             gpu_capacity=slots if props.gpu_enabled else 0,
             ready=(self.kubeconfig,),
+            identity=(self.datastore,),
         )
 
     @property

@@ -28,7 +28,7 @@ from cdktf_cdktf_provider_aws.sqs_queue_policy import SqsQueuePolicy
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
-from gpu_constructs.cluster import Taint
+from gpu_constructs.cluster import GpuCluster, Taint
 from gpu_constructs.compute.eks_cluster import SYSTEM_TAINT, node_role
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.iam import policy_document, service_trust
@@ -240,11 +240,12 @@ class KarpenterProps:
     """The cluster itself: its resources refer to it, so Terraform creates them after it."""
     region: str
     account_id: str
-    ready: Sequence[Any]
+    gpu_cluster: GpuCluster
+    """The contract of the cluster the charts install into: its ``ready`` resources (the system
+    nodes and core add-ons) exist before them, and they are replaced with the EKS cluster."""
     launch_prerequisites: Sequence[Any] = ()
     """What Karpenter reads to launch nodes besides its own resources (the cluster security group's
     discovery tag): it outlives the controller on destroy. Left out: nothing more is ordered."""
-    """What must exist before the chart installs (the system nodes and core add-ons)."""
     node_classes: tuple[NodeClassSpec, ...] = SEED_NODE_CLASSES
     node_pools: tuple[NodePoolSpec, ...] = SEED_NODE_POOLS
     replicas: int = 2
@@ -581,7 +582,7 @@ class Karpenter(Construct):
             version=props.chart_version,
             namespace=KARPENTER_NAMESPACE,
             values={},
-            depends_on=list(props.ready),
+            cluster=props.gpu_cluster,
         )
         self.karpenter = helm.release(
             self._here,
@@ -620,8 +621,8 @@ class Karpenter(Construct):
             # add-ons after their roles' policies the same way). The node role's grants and access
             # entry, the interruption queue's policy and the discovery tag outlive it too: its nodes
             # still drain as that role while it terminates them.
+            cluster=props.gpu_cluster,
             depends_on=[
-                *props.ready,
                 self.karpenter_identity,
                 self.karpenter_policy,
                 self.karpenter_node_access,
@@ -636,6 +637,7 @@ class Karpenter(Construct):
         self.node_pools = helm.manifests_release(
             self._here,
             "karpenter-node-pools",
+            cluster=props.gpu_cluster,
             name="karpenter-node-pools",
             namespace=KARPENTER_NAMESPACE,
             manifests=[

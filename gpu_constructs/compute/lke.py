@@ -235,6 +235,9 @@ class LkeGpuCompute(Construct):
             sharing=props.sharing,
             gpu_capacity=props.gpu_max_nodes * props.sharing.time_slicing_replicas,
             ready=(self.gpu_pool,),
+            # Replaced (a new region, or a label the provider forces a new cluster for), the LKE
+            # cluster is a new, empty one; its node pools only add and drain nodes.
+            identity=(self.lke,),
         )
 
     def api_acl(self) -> Sequence[str]:

@@ -428,6 +428,16 @@ class ProxmoxGpuCompute(Construct):
             gpu_capacity=gpus * props.sharing.time_slicing_replicas,
             gpus_per_node=props.gpus_per_worker * props.sharing.time_slicing_replicas,
             ready=(self.kubeconfig,),
+            # cp1 carries cluster-init, and the kubeconfig (so the helm provider) comes from it.
+            # Rebuilt, it boots an empty datastore and k3s starts a new etcd cluster on it instead
+            # of rejoining cp2 and cp3: an init node rejoins only with `server:` pointing at a live
+            # member in place of `cluster-init` and its db directory deleted (k3s maintainers,
+            # k3s-io/k3s discussion #7070), which its first-boot user data cannot know. So a replaced
+            # cp1 is a new, empty cluster and everything is installed into it again; the plan lists
+            # every release as replaced, the sign to stop unless a new cluster is meant (README,
+            # "Changing cloud-init inputs"). cp2, cp3 and the workers join the existing cluster:
+            # replaced, they leave and rejoin it, and what runs in it stays.
+            identity=(self.control_planes[0],),
         )
 
     # --- VMs ----------------------------------------------------------------------------------------------

@@ -155,22 +155,24 @@ class Monitoring(Construct):
         self.release = helm.release(
             self,
             "kube-prometheus-stack",
+            cluster=props.cluster,
             name=RELEASE,
             chart="kube-prometheus-stack",
             repository=versions.REPO_PROMETHEUS_COMMUNITY,
             version=versions.KUBE_PROMETHEUS_STACK_CHART.version,
             namespace=NAMESPACE,
             values=self.values,
-            depends_on=[*props.cluster.ready, *props.depends_on],
+            depends_on=props.depends_on,
             timeout=900,
         )
         self.gpu_release = helm.manifests_release(
             self,
             "gpu-monitoring",
+            cluster=props.cluster,
             name="gpu-monitoring",
             namespace=NAMESPACE,
             manifests=self.manifests(),
-            depends_on=[*props.cluster.ready, self.release],
+            depends_on=[self.release],
             # The standalone exporter's DaemonSet has no pods while a GPU pool is scaled to zero.
             wait=props.dcgm is not DcgmSource.STANDALONE,
         )

@@ -33,12 +33,15 @@ CLUSTERS = {
         "terraform_data",
         "k3d_cluster",
     ): "k3d-poc: `k3d cluster create`; replaced, the cluster is new and empty",
-    (
-        "terraform_data",
-        "server-k3s",
-    ): "single-node: the k3s install on the host; replaced, k3s is reinstalled",
+    ("terraform_data", "compute_cluster_"): (
+        "single-node: the k3s datastore on the server host, keyed on its address. Not the k3s step: "
+        "it re-runs install.sh on any settings or version change, which keeps /var/lib/rancher/k3s "
+        "and the datastore (an upgrade, not a new cluster); the k3s steps are re-run with this one"
+    ),
     ("proxmox_virtual_environment_vm", "vms_cp1_"): (
-        "proxmox-ha: the first server, which initialises the cluster and the kubeconfig is read from"
+        "proxmox-ha: the first server, which initialises the cluster and the kubeconfig is read from; "
+        "rebuilt, its cluster-init starts a new etcd cluster on the empty disk rather than rejoining "
+        "cp2 and cp3 (k3s-io/k3s discussion #7070)"
     ),
     ("linode_lke_cluster", ""): "lke: the LKE cluster",
     ("aws_eks_cluster", ""): "eks-karpenter: the EKS cluster",
