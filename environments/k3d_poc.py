@@ -36,8 +36,9 @@ class K3dPocSettings:
     smoke_test_image: str = versions.CUDA_SMOKE_TEST_IMAGE.version
     argocd: bool = False
     """Argo CD on the infra agent (the seed's future extension), off by default."""
-    monitoring: bool = True
-    """Prometheus and Grafana with GPU metrics on the infra agent (the seed's), sized for a laptop."""
+    monitoring: bool | None = None
+    """Prometheus and Grafana with GPU metrics on the infra agent (the seed's), sized for a laptop;
+    None runs them when there is an infra agent."""
     monitoring_retention: str = "3d"
 
     def __post_init__(self) -> None:
@@ -50,7 +51,7 @@ class K3dPocSettings:
                 gpu_agents,
                 "the GPU smoke test needs a 'gpu' agent; add one or set smoke_test=False",
             )
-        if self.monitoring and "infra" not in self.agents:
+        if self.monitoring is True and "infra" not in self.agents:
             raise ConfigError("monitoring", True, "monitoring runs on the infra agent; add an 'infra' agent")
         if self.argocd and "infra" not in self.agents:
             raise ConfigError("argocd", True, "Argo CD runs on the infra agent; add an 'infra' agent")
@@ -106,7 +107,7 @@ class K3dPocStack(TerraformStack):
                     f"kubectl --kubeconfig kubeconfig/{id}.yaml logs -n {SMOKE_TEST_NAMESPACE} "
                     f"job/{job['metadata']['name']}"  # type: ignore[index]
                 )
-        if s.monitoring:
+        if s.monitoring or (s.monitoring is None and "infra" in s.agents):
             Monitoring(
                 self,
                 "monitoring",

@@ -157,7 +157,7 @@ def test_firewall_rules_the_provider_would_refuse_fail_at_synth():
 
 
 def test_gpu_operator_installs_driver_and_toolkit(stack_json):
-    (operator,) = resources(stack_json, "helm_release").values()
+    (operator,) = [r for r in resources(stack_json, "helm_release").values() if r["chart"] == "gpu-operator"]
     values = release_values(operator)
     assert values["driver"] == {"enabled": True} and values["toolkit"]["enabled"] is True
     assert values["daemonsets"]["tolerations"][0]["key"] == "nvidia.com/gpu"

@@ -72,6 +72,8 @@ def test_every_component_is_in_the_stack(stack_json):
         "ffe-db",
         "ffe-db-backup",
         "ffe-backend",
+        "kube-prometheus-stack",
+        "gpu-monitoring",
     }
     steps = {key.rsplit("_", 1)[0] for key in resources(stack_json, "terraform_data")}
     assert steps == {
