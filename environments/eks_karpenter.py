@@ -38,6 +38,7 @@ from gpu_constructs.compute.eks import (
 from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.helm import ValuesLayers, deep_merge
+from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INFERENCE_RELEASE_TIMEOUT_S = 1800
@@ -85,6 +86,10 @@ class EksKarpenterSettings:
     state_locking: bool = True
     """S3 native state locking (a lock file next to the state), with state_bucket."""
     values_dir: Path = field(default=PROJECT_ROOT / "helm-values")
+
+    monitoring: bool = True
+    """Prometheus, Alertmanager and Grafana with GPU metrics and alerts, on the system nodes."""
+    monitoring_retention: str = "7d"
 
     def __post_init__(self) -> None:
         validate.one_of("environment", self.environment, ("dev", "staging", "production"))
@@ -236,6 +241,26 @@ class EksKarpenterStack(TerraformStack):
             else None
         )
         values = ValuesLayers(overlay=s.environment, directory=s.values_dir)
+        if s.monitoring:
+            Monitoring(
+                self,
+                "monitoring",
+                props=MonitoringProps(
+                    cluster=cluster,
+                    # No GPU Operator: the AMI brings the driver; the exporter runs as a DaemonSet
+                    # on the GPU nodes Karpenter launches (a DaemonSet does not keep a node up).
+                    dcgm=DcgmSource.STANDALONE,
+                    scheduling={
+                        "nodeSelector": {"role": "system"},
+                        "tolerations": [SYSTEM_TAINT.toleration()],
+                    },
+                    retention=s.monitoring_retention,
+                    # The cluster has no EBS CSI driver, so no StorageClass to claim from.
+                    persistent=False,
+                    values=values,
+                    depends_on=[compute.node_pools],
+                ),
+            )
         if scale_to_zero is not None:
             # The targets are the interceptor's pods, which answer /readyz on their admin port (the
             # ALB's default, "/" on the traffic port, is routed by Host header and answers a health

@@ -14,6 +14,7 @@ from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.k3d import ROLES, K3dGpuCompute, K3dProps, smoke_test_job
 from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
 from gpu_constructs.errors import ConfigError
+from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
 
 SMOKE_TEST_NAMESPACE = "gpu-smoke-test"
 
@@ -35,6 +36,10 @@ class K3dPocSettings:
     smoke_test_image: str = versions.CUDA_SMOKE_TEST_IMAGE.version
     argocd: bool = False
     """Argo CD on the infra agent (the seed's future extension), off by default."""
+    monitoring: bool | None = None
+    """Prometheus and Grafana with GPU metrics on the infra agent (the seed's), sized for a laptop;
+    None runs them when there is an infra agent."""
+    monitoring_retention: str = "3d"
 
     def __post_init__(self) -> None:
         for role in self.agents:
@@ -46,6 +51,8 @@ class K3dPocSettings:
                 gpu_agents,
                 "the GPU smoke test needs a 'gpu' agent; add one or set smoke_test=False",
             )
+        if self.monitoring is True and "infra" not in self.agents:
+            raise ConfigError("monitoring", True, "monitoring runs on the infra agent; add an 'infra' agent")
         if self.argocd and "infra" not in self.agents:
             raise ConfigError("argocd", True, "Argo CD runs on the infra agent; add an 'infra' agent")
         validate.int_range("time_slicing_replicas", self.time_slicing_replicas, 1, 48)
@@ -117,6 +124,22 @@ class K3dPocStack(TerraformStack):
                     "ingressClass": {"enabled": True, "isDefaultClass": True, "name": "traefik"},
                 },
                 cluster=cluster,
+            )
+        if s.monitoring or (s.monitoring is None and "infra" in s.agents):
+            Monitoring(
+                self,
+                "monitoring",
+                props=MonitoringProps(
+                    cluster=cluster,
+                    # No GPU Operator here: the exporter runs beside the device plugin.
+                    dcgm=DcgmSource.STANDALONE,
+                    scheduling=compute.scheduling_for("infra"),
+                    retention=s.monitoring_retention,
+                    storage_size="5Gi",
+                    size="small",
+                    # Grafana downloads nothing: a local cluster may have no way out.
+                    nvidia_dashboard=False,
+                ),
             )
         if s.argocd:
             infra = compute.scheduling_for("infra")

@@ -17,6 +17,7 @@ from gpu_constructs import versions
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.lke import LkeGpuCompute, LkeProps
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
+from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
 from gpu_constructs.providers.linode import LinodeProvider
 
 
@@ -39,6 +40,10 @@ class LkeSettings:
     """LKE GPU nodes bring the NVIDIA driver and toolkit (Akamai's LKE GPU guide); False lets the GPU
     Operator install them."""
     time_slicing_replicas: int = 1
+    monitoring: bool = True
+    """Prometheus, Alertmanager and Grafana with GPU metrics and alerts on the system pool."""
+    monitoring_retention: str = "15d"
+    monitoring_storage_size: str = "20Gi"
 
 
 class LkeStack(TerraformStack):
@@ -150,6 +155,19 @@ class LkeStack(TerraformStack):
         LinodeProvider(self, "linode", token=token.string_value, api_version=compute.provider_api_version)
         cluster = use_cluster(self, compute.cluster)
         GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))
+        if s.monitoring:
+            Monitoring(
+                self,
+                "monitoring",
+                props=MonitoringProps(
+                    cluster=cluster,
+                    dcgm=DcgmSource.GPU_OPERATOR,
+                    # LKE's CSI driver installs the default class (linode-block-storage-retain);
+                    # the GPU pool's taint keeps everything here on the system pool.
+                    retention=s.monitoring_retention,
+                    storage_size=s.monitoring_storage_size,
+                ),
+            )
 
         TerraformOutput(
             self,

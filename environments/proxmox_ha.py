@@ -32,6 +32,7 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script
 from gpu_constructs.jupyterhub import HubAuth, JupyterHub, JupyterHubProps
+from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
 from gpu_constructs.networking import ACME_SOLVERS, INGRESS_CLASS, Networking, NetworkingProps
 from gpu_constructs.providers.proxmox import ProviderSsh, ProxmoxProvider
 from gpu_constructs.storage import Storage, StorageProps, StorageTier
@@ -111,6 +112,10 @@ class ProxmoxHaSettings:
     jupyter_oidc_token_url: str | None = None
     jupyter_oidc_userdata_url: str | None = None
     jupyter_oidc_allowed_groups: tuple[str, ...] = ()
+
+    monitoring: bool = True
+    """Prometheus, Alertmanager and Grafana with GPU metrics and alerts (the seed's), on the servers."""
+    monitoring_retention: str = "15d"
 
     def __post_init__(self) -> None:
         validate.ipv4("nfs_server", self.nfs_server)
@@ -381,6 +386,21 @@ class ProxmoxHaStack(TerraformStack):
             ),
         )
         operator = GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))
+        if s.monitoring:
+            Monitoring(
+                self,
+                "monitoring",
+                props=MonitoringProps(
+                    cluster=cluster,
+                    dcgm=DcgmSource.GPU_OPERATOR,
+                    retention=s.monitoring_retention,
+                    # The default class is NFS, which Prometheus' TSDB does not support
+                    # (prometheus.io/docs/prometheus/latest/storage: "Non-POSIX compliant filesystems
+                    # are not supported ... including NFS"); scratch is on the GPU workers only.
+                    persistent=False,
+                    depends_on=[nfs],
+                ),
+            )
         rancher = helm.release(
             self,
             "rancher",

@@ -38,6 +38,7 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.helm import ValuesLayers
 from gpu_constructs.hostexec import HOST_KEY_PATTERN, SshHost
+from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
 from gpu_constructs.networking import ACME_SOLVERS, Networking, NetworkingProps
 from gpu_constructs.storage import Storage, StorageProps
 from gpu_constructs.vault import AwsKmsSeal, Vault, VaultProps
@@ -135,8 +136,10 @@ class SingleNodeSettings:
     deploy_gpu_operator: bool = True
     gpu_monitoring: bool = True
     """DCGM exporter."""
-    service_monitor: bool = False
-    """A ServiceMonitor for the DCGM exporter (needs Prometheus Operator CRDs in the cluster)."""
+    monitoring: bool = True
+    """Prometheus, Alertmanager and Grafana with the GPU alerts and dashboards (gpu_constructs.monitoring)."""
+    monitoring_retention: str = "15d"
+    monitoring_storage_size: str = "20Gi"
     vault_ha: bool = False
     vault_replicas: int = 3
     vault_bootstrap: bool = True
@@ -188,6 +191,13 @@ class SingleNodeSettings:
         validate.one_of("letsencrypt_challenge", self.letsencrypt_challenge, ACME_SOLVERS)
         validate.one_of("vault_seal", self.vault_seal, VAULT_SEALS)
         validate.int_range("host_network_prefix", self.host_network_prefix, 8, 32)
+        if self.monitoring and self.gpu_enabled and not (self.gpu_monitoring and self.deploy_gpu_operator):
+            raise ConfigError(
+                "monitoring",
+                True,
+                "GPU monitoring scrapes the GPU Operator's DCGM exporter: keep deploy_gpu_operator and "
+                "gpu_monitoring True, or set monitoring=False",
+            )
         if not self.gpu_enabled and self.app_gpus:
             raise ConfigError(
                 "app_gpus", self.app_gpus, "gpu_enabled is False, so set app_gpus=0 to run the app on CPU"
@@ -429,8 +439,22 @@ class SingleNodeStack(TerraformStack):
                     cluster=cluster,
                     values=values,
                     dcgm_exporter=s.gpu_monitoring,
-                    service_monitor=s.service_monitor,
                     mig_config=s.mig_config,
+                ),
+            )
+
+        if s.monitoring:
+            Monitoring(
+                self,
+                "monitoring",
+                props=MonitoringProps(
+                    cluster=cluster,
+                    dcgm=DcgmSource.GPU_OPERATOR,
+                    storage_class=storage.class_name("fast-ssd"),
+                    retention=s.monitoring_retention,
+                    storage_size=s.monitoring_storage_size,
+                    values=values,
+                    depends_on=[storage.release],
                 ),
             )
 

@@ -62,6 +62,18 @@ def quantity(field: str, value: str) -> str:
     return value
 
 
+_DURATION = re.compile(r"^([0-9]+[smhdwy])+$")
+
+
+def duration(field: str, value: str, units: str = "smhdwy") -> str:
+    """A Prometheus duration such as ``15d`` or ``1w2d`` with units from ``units``."""
+    if not _DURATION.fullmatch(value) or any(c.isalpha() and c not in units for c in value):
+        raise ConfigError(field, value, f"give a duration such as 15d or 12h (units: {', '.join(units)})")
+    if all(c == "0" or c.isalpha() for c in value):
+        raise ConfigError(field, value, "give a duration above zero, such as 15d")
+    return value
+
+
 def email(field: str, value: str) -> str:
     if not _EMAIL.match(value):
         raise ConfigError(field, value, "give an e-mail address such as ops@example.com")

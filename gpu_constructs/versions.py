@@ -99,6 +99,16 @@ CUDA_SMOKE_TEST_IMAGE = Pin(
 )
 
 # --- Chart repositories ------------------------------------------------------------------------------
+KUBE_PROMETHEUS_STACK_CHART = Pin(
+    "88.5.3",
+    note="Prometheus Operator v0.93.1, Grafana chart 12.11.1, kube-state-metrics 8.4.0, node-exporter 4.56.1",
+)
+DCGM_EXPORTER_IMAGE = Pin(
+    "nvcr.io/nvidia/k8s/dcgm-exporter:4.6.0-4.8.3-distroless",
+    checked_against="gpu-operator/values.yaml (v26.7.0) dcgmExporter.version",
+    note="the exporter the GPU Operator runs; the device plugin stacks run the same image themselves",
+)
+REPO_PROMETHEUS_COMMUNITY = "https://prometheus-community.github.io/helm-charts"
 REPO_NVIDIA = "https://helm.ngc.nvidia.com/nvidia"
 REPO_JETSTACK = "https://charts.jetstack.io"
 REPO_TRAEFIK = "https://traefik.github.io/charts"

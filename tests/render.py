@@ -276,11 +276,23 @@ def helm_template(release: Release, kube_version: str, api_versions: list[str], 
     return result.stdout
 
 
+class _Loader(yaml.CSafeLoader):
+    """YAML 1.1 as Kubernetes reads it (sigs.k8s.io/yaml, go-yaml): PyYAML alone resolves a plain
+    ``=`` to its ``tag:yaml.org,2002:value`` and then has no constructor for it (the Prometheus
+    Operator CRDs list ``=`` among label-matcher operators); go-yaml reads it as the string."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:value"]
+    for first, resolvers in yaml.CSafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def parse_objects(text: str) -> list[dict[str, Any]]:
     """The objects of Helm's output; a ``v1`` ``List`` becomes its items, as Helm's resource builder
     flattens it before it applies anything."""
     objects: list[dict[str, Any]] = []
-    for document in yaml.load_all(text, Loader=yaml.CSafeLoader):
+    for document in yaml.load_all(text, Loader=_Loader):
         if not isinstance(document, dict) or not document:
             continue
         if document.get("apiVersion") == "v1" and document.get("kind") == "List":

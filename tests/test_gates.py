@@ -52,6 +52,7 @@ UNCHECKED_CHARTS = {
     "cloud-firewall-crd": RENDERED,
     "cloud-firewall-controller": RENDERED,
     "argo-cd": RENDERED,
+    "kube-prometheus-stack": RENDERED,
 }
 STACKS = [instance.stack for instance in main.INSTANCES]
 

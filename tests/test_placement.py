@@ -162,6 +162,11 @@ def pod_templates(stack: render.RenderedStack) -> list[PodTemplate]:
             found.append(PodTemplate(where, spec["template"]["spec"], kind == "DaemonSet"))
         elif kind == "CronJob":
             found.append(PodTemplate(where, spec["jobTemplate"]["spec"]["template"]["spec"]))
+        elif obj.get("apiVersion") == "monitoring.coreos.com/v1" and kind in ("Prometheus", "Alertmanager"):
+            # The Prometheus Operator creates their StatefulSets with the custom resource's
+            # nodeSelector, tolerations and affinity (prometheus-operator pkg/prometheus/statefulset.go).
+            fields = ("nodeSelector", "tolerations", "affinity", "containers")
+            found.append(PodTemplate(where, {key: spec[key] for key in fields if key in spec}))
         elif kind == "ClusterPolicy":
             # The operator's operands are DaemonSets with the ClusterPolicy's daemonsets tolerations,
             # on nodes it labels nvidia.com/gpu.deploy.<operand>=true (GPU nodes only).

@@ -71,6 +71,8 @@ def test_every_component_is_in_the_stack(stack_json):
         "cloudnative-pg",
         "ffe-db",
         "ffe-backend",
+        "kube-prometheus-stack",
+        "gpu-monitoring",
     }
     steps = {key.rsplit("_", 1)[0] for key in resources(stack_json, "terraform_data")}
     assert steps == {

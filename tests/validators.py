@@ -28,6 +28,12 @@ CRDS = {
     ("http.keda.sh/v1alpha1", "HTTPScaledObject"): (
         "charts/keda-add-ons-http-0.15.0/templates/crds/crd-httpscaledobjects.yaml"
     ),
+    **{
+        ("monitoring.coreos.com/v1", kind): (
+            f"charts/kube-prometheus-stack-88.5.3/charts/crds/crds/crd-{kind.lower()}s.yaml"
+        )
+        for kind in ("PrometheusRule", "ServiceMonitor")
+    },
 }
 
 # Custom kinds with no CRD file of their own in ../shared: CloudNativePG's come with its chart, so the

@@ -1,0 +1,396 @@
+"""Monitoring: Prometheus, Alertmanager and Grafana for a GPU cluster, with GPU metrics and alerts.
+
+One kube-prometheus-stack release (Prometheus Operator, Prometheus, Alertmanager, Grafana,
+kube-state-metrics, node-exporter) on the nodes the stack names for it, never on a GPU node, and a
+second release with what is this library's own: the alert rules in ``rules/`` as PrometheusRules,
+the ServiceMonitor that scrapes the DCGM exporter on every GPU node, the GPU dashboard, and, where no
+GPU Operator runs (the device plugin stacks), the DCGM exporter DaemonSet itself.
+
+The second release needs the Prometheus Operator's CRDs, so it depends on the first. Prometheus
+selects every ServiceMonitor, PodMonitor and PrometheusRule in the cluster (the chart's
+``*SelectorNilUsesHelmValues: false``), not only the ones carrying this release's label, so the GPU
+Operator's and other charts' monitors are scraped as well.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from constructs import Construct
+
+from gpu_constructs import helm, validate, versions
+from gpu_constructs.cluster import GpuCluster
+from gpu_constructs.errors import ConfigError
+
+NAMESPACE = "monitoring"
+RELEASE = "kube-prometheus-stack"
+RULES_DIR = Path(__file__).parent / "rules"
+DASHBOARDS_DIR = Path(__file__).parent / "dashboards"
+DCGM_PORT = 9400
+NVIDIA_DASHBOARD = {"gnetId": 12239, "revision": 2}
+"""NVIDIA's "NVIDIA DCGM Exporter Dashboard" on grafana.com (the dashboard NVIDIA/dcgm-exporter keeps
+in grafana/dcgm-exporter-dashboard.json), which Grafana downloads when it starts."""
+
+
+class DcgmSource(enum.Enum):
+    """Where the DCGM exporter on the GPU nodes comes from."""
+
+    GPU_OPERATOR = "gpu-operator"
+    """The GPU Operator runs it: its Service ``nvidia-dcgm-exporter`` (gpu-operator
+    assets/state-dcgm-exporter/0600_service.yaml: label ``app: nvidia-dcgm-exporter``, port
+    ``gpu-metrics`` 9400) in the operator's namespace is scraped."""
+    STANDALONE = "standalone"
+    """This construct runs it as a DaemonSet on the GPU nodes (device plugin stacks)."""
+
+
+@dataclass(frozen=True)
+class MonitoringSize:
+    """Requests for the monitoring pods; ``small`` fits a laptop (k3d), ``standard`` a real cluster."""
+
+    prometheus_cpu: str
+    prometheus_memory: str
+    grafana_memory: str
+
+    @classmethod
+    def named(cls, name: str) -> MonitoringSize:
+        validate.one_of("monitoring_size", name, tuple(SIZES))
+        return SIZES[name]
+
+
+SIZES = {
+    "small": MonitoringSize(prometheus_cpu="100m", prometheus_memory="512Mi", grafana_memory="128Mi"),
+    "standard": MonitoringSize(prometheus_cpu="500m", prometheus_memory="2Gi", grafana_memory="256Mi"),
+}
+
+
+@dataclass(frozen=True)
+class GrafanaIngress:
+    """Grafana behind the stack's ingress controller, with a certificate from its ClusterIssuer."""
+
+    host: str
+    ingress_class: str
+    cluster_issuer: str
+
+
+@dataclass(frozen=True)
+class MonitoringProps:
+    cluster: GpuCluster
+    dcgm: DcgmSource
+    dcgm_namespace: str = "gpu-operator"
+    """The GPU Operator's namespace (DcgmSource.GPU_OPERATOR)."""
+    scheduling: Mapping[str, Any] = field(default_factory=dict)
+    """``nodeSelector`` and ``tolerations`` that put Prometheus, Alertmanager, Grafana, the operator and
+    kube-state-metrics on the stack's system or infra nodes; empty where every node may run them."""
+    storage_class: str | None = None
+    """StorageClass of Prometheus' and Alertmanager's volumes; None uses the cluster's default."""
+    persistent: bool = True
+    """Volumes for Prometheus and Alertmanager; False keeps their data in an emptyDir (lost when the
+    pod moves), for clusters without a StorageClass Prometheus supports."""
+    retention: str = "15d"
+    """How long Prometheus keeps samples (Prometheus duration: 15d, 12h, 2w)."""
+    storage_size: str = "20Gi"
+    """Prometheus' volume; retention by size is set to 90% of it, so the volume never fills."""
+    size: str = "standard"
+    grafana_ingress: GrafanaIngress | None = None
+    nvidia_dashboard: bool = True
+    """Provision NVIDIA's DCGM dashboard from grafana.com (Grafana needs egress to grafana.com)."""
+    values: helm.ValuesLayers | None = None
+    depends_on: Sequence[Any] = ()
+
+    def __post_init__(self) -> None:
+        validate.duration("monitoring_retention", self.retention, units="smhdwy")
+        validate.quantity("monitoring_storage_size", self.storage_size)
+        if self.storage_size[-2:] not in ("Mi", "Gi", "Ti") or float(self.storage_size[:-2]) <= 0:
+            raise ConfigError(
+                "monitoring_storage_size",
+                self.storage_size,
+                "give a size above zero in Mi, Gi or Ti, e.g. 20Gi",
+            )
+        MonitoringSize.named(self.size)
+        unknown = set(self.scheduling) - {"nodeSelector", "tolerations"}
+        if unknown:
+            raise ConfigError(
+                "monitoring scheduling", sorted(unknown), "give only nodeSelector and tolerations"
+            )
+
+
+def rule_groups() -> dict[str, list[dict[str, Any]]]:
+    """The alert rule files, by file name without ``.yaml``: each file's ``groups``."""
+    return {
+        path.stem: yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
+        for path in sorted(RULES_DIR.glob("*.yaml"))
+    }
+
+
+def dashboards() -> dict[str, str]:
+    """This library's Grafana dashboards, by file name: the JSON text, compacted."""
+    return {
+        path.name: json.dumps(json.loads(path.read_text(encoding="utf-8")), sort_keys=True)
+        for path in sorted(DASHBOARDS_DIR.glob("*.json"))
+    }
+
+
+def _size_bytes_90(quantity: str) -> str:
+    """90% of a Kubernetes quantity in Gi/Mi/Ti, as Prometheus' retention size (GB/MB/TB)."""
+    number, unit = quantity[:-2], quantity[-2:]
+    return f"{int(float(number) * 0.9 * {'Mi': 1, 'Gi': 1024, 'Ti': 1024 * 1024}[unit])}MB"
+
+
+class Monitoring(Construct):
+    """kube-prometheus-stack with the GPU exporter, alert rules and dashboards of this library."""
+
+    namespace = NAMESPACE
+
+    def __init__(self, scope: Construct, id: str, *, props: MonitoringProps) -> None:
+        super().__init__(scope, id)
+        self.props = props
+        layered = props.values.load("kube-prometheus-stack") if props.values else {}
+        self.values = helm.deep_merge(layered, self.contract_values())
+        self.release = helm.release(
+            self,
+            "kube-prometheus-stack",
+            cluster=props.cluster,
+            name=RELEASE,
+            chart="kube-prometheus-stack",
+            repository=versions.REPO_PROMETHEUS_COMMUNITY,
+            version=versions.KUBE_PROMETHEUS_STACK_CHART.version,
+            namespace=NAMESPACE,
+            values=self.values,
+            depends_on=props.depends_on,
+            timeout=900,
+        )
+        self.gpu_release = helm.manifests_release(
+            self,
+            "gpu-monitoring",
+            cluster=props.cluster,
+            name="gpu-monitoring",
+            namespace=NAMESPACE,
+            manifests=self.manifests(),
+            depends_on=[self.release],
+            # The standalone exporter's DaemonSet has no pods while a GPU pool is scaled to zero.
+            wait=props.dcgm is not DcgmSource.STANDALONE,
+        )
+
+    # --- kube-prometheus-stack values -------------------------------------------------------------
+
+    def _placed(self) -> dict[str, Any]:
+        return {key: value for key, value in sorted(self.props.scheduling.items()) if value}
+
+    def _volume(self, size: str) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": size}},
+        }
+        if self.props.storage_class is not None:
+            spec["storageClassName"] = self.props.storage_class
+        return {"volumeClaimTemplate": {"spec": spec}}
+
+    def contract_values(self) -> dict[str, Any]:
+        props = self.props
+        placed = self._placed()
+        size = MonitoringSize.named(props.size)
+        grafana: dict[str, Any] = {
+            **placed,
+            # No adminPassword: the Grafana chart generates one into the Secret
+            # kube-prometheus-stack-grafana and keeps it on upgrades (charts/grafana
+            # templates/_helpers.tpl "grafana.password": lookup of the existing Secret, else
+            # randAlphaNum 40), so it never passes through Terraform.
+            "adminUser": "admin",
+            "resources": {"requests": {"cpu": "50m", "memory": size.grafana_memory}},
+            "defaultDashboardsTimezone": "utc",
+        }
+        if props.nvidia_dashboard:
+            grafana["dashboardProviders"] = {
+                "gpu-dashboards.yaml": {
+                    "apiVersion": 1,
+                    "providers": [
+                        {
+                            "name": "gpu",
+                            "folder": "GPU",
+                            "type": "file",
+                            "disableDeletion": True,
+                            "options": {"path": "/var/lib/grafana/dashboards/gpu"},
+                        }
+                    ],
+                }
+            }
+            grafana["dashboards"] = {
+                "gpu": {"nvidia-dcgm-exporter": {**NVIDIA_DASHBOARD, "datasource": "Prometheus"}}
+            }
+        if props.grafana_ingress is not None:
+            ingress = props.grafana_ingress
+            grafana["ingress"] = {
+                "enabled": True,
+                "ingressClassName": ingress.ingress_class,
+                "hosts": [ingress.host],
+                "annotations": {"cert-manager.io/cluster-issuer": ingress.cluster_issuer},
+                "tls": [{"secretName": "grafana-tls", "hosts": [ingress.host]}],
+            }
+            grafana["grafana.ini"] = {"server": {"root_url": f"https://{ingress.host}"}}
+        alertmanager_spec: dict[str, Any] = {
+            **placed,
+            **({"storage": self._volume("2Gi")} if props.persistent else {}),
+            "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
+        }
+        prometheus_spec: dict[str, Any] = {
+            **placed,
+            "retention": props.retention,
+            "retentionSize": _size_bytes_90(props.storage_size),
+            **({"storageSpec": self._volume(props.storage_size)} if props.persistent else {}),
+            "resources": {"requests": {"cpu": size.prometheus_cpu, "memory": size.prometheus_memory}},
+            # Every monitor and rule in the cluster, not only those labelled for this release.
+            "serviceMonitorSelectorNilUsesHelmValues": False,
+            "podMonitorSelectorNilUsesHelmValues": False,
+            "ruleSelectorNilUsesHelmValues": False,
+            "probeSelectorNilUsesHelmValues": False,
+            "scrapeConfigSelectorNilUsesHelmValues": False,
+            # The chart's default 0 is rendered (Helm 3.18 renders chart 88.5.3's
+            # `if maximumStartupDurationSeconds` true for it) and the Prometheus CRD requires at
+            # least 60; 900 is what the operator uses when the field is unset (CRD description).
+            "maximumStartupDurationSeconds": 900,
+        }
+        return {
+            "fullnameOverride": RELEASE,
+            "alertmanager": {"alertmanagerSpec": alertmanager_spec},
+            "prometheus": {"prometheusSpec": prometheus_spec},
+            "grafana": grafana,
+            "prometheusOperator": {
+                **placed,
+                "admissionWebhooks": {"patch": dict(placed)},
+                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
+            },
+            "kube-state-metrics": {**placed},
+            # The control plane's own components are not scrapeable here: k3s runs the controller
+            # manager, scheduler, proxy and etcd inside its one process with their metrics on
+            # 127.0.0.1, and EKS and LKE manage them out of the cluster. Scraped anyway, each would
+            # be a target that is always down and a TargetDown alert that never clears.
+            "kubeControllerManager": {"enabled": False},
+            "kubeScheduler": {"enabled": False},
+            "kubeProxy": {"enabled": False},
+            "kubeEtcd": {"enabled": False},
+        }
+
+    # --- this library's objects -------------------------------------------------------------------
+
+    def manifests(self) -> list[dict[str, Any]]:
+        objects: list[dict[str, Any]] = [
+            {
+                "apiVersion": "monitoring.coreos.com/v1",
+                "kind": "PrometheusRule",
+                "metadata": {"name": f"{name}-alerts", "namespace": NAMESPACE},
+                "spec": {"groups": groups},
+            }
+            for name, groups in rule_groups().items()
+        ]
+        objects += [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": f"dashboard-{file_name.removesuffix('.json')}",
+                    "namespace": NAMESPACE,
+                    # The Grafana sidecar loads every ConfigMap with this label
+                    # (kube-prometheus-stack values grafana.sidecar.dashboards.label).
+                    "labels": {"grafana_dashboard": "1"},
+                },
+                "data": {file_name: text},
+            }
+            for file_name, text in dashboards().items()
+        ]
+        objects.append(self.dcgm_service_monitor())
+        if self.props.dcgm is DcgmSource.STANDALONE:
+            objects += self.dcgm_exporter()
+        return objects
+
+    def dcgm_service_monitor(self) -> dict[str, Any]:
+        standalone = self.props.dcgm is DcgmSource.STANDALONE
+        namespace = NAMESPACE if standalone else self.props.dcgm_namespace
+        app = "dcgm-exporter" if standalone else "nvidia-dcgm-exporter"
+        return {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "ServiceMonitor",
+            "metadata": {"name": "dcgm-exporter", "namespace": NAMESPACE},
+            "spec": {
+                "namespaceSelector": {"matchNames": [namespace]},
+                "selector": {"matchLabels": {"app": app}},
+                "endpoints": [
+                    {
+                        "port": "gpu-metrics",
+                        "interval": "15s",
+                        # DCGM's Hostname label is the node name inside Kubernetes; keep the
+                        # exporter's own labels over the target's.
+                        "honorLabels": True,
+                        "relabelings": [
+                            {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}
+                        ],
+                    }
+                ],
+            },
+        }
+
+    def dcgm_exporter(self) -> list[dict[str, Any]]:
+        """NVIDIA's DCGM exporter on every GPU node, as the GPU Operator runs it
+        (gpu-operator assets/state-dcgm-exporter/0900_daemonset.yaml): the kubelet's pod-resources
+        socket for per-pod labels, the GPU Operator's counter list."""
+        cluster = self.props.cluster
+        labels = {"app": "dcgm-exporter"}
+        pod_spec: dict[str, Any] = {
+            **cluster.gpu_pod_spec(),
+            "priorityClassName": "system-node-critical",
+            "containers": [
+                {
+                    "name": "dcgm-exporter",
+                    "image": versions.DCGM_EXPORTER_IMAGE.version,
+                    "env": [
+                        {"name": "DCGM_EXPORTER_LISTEN", "value": f":{DCGM_PORT}"},
+                        {"name": "DCGM_EXPORTER_KUBERNETES", "value": "true"},
+                        {
+                            "name": "DCGM_EXPORTER_COLLECTORS",
+                            "value": "/etc/dcgm-exporter/dcp-metrics-included.csv",
+                        },
+                        # Every GPU of the node, without requesting one (the nvidia runtime
+                        # exposes the devices this variable names).
+                        {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"},
+                    ],
+                    "ports": [{"name": "gpu-metrics", "containerPort": DCGM_PORT}],
+                    "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}, "runAsUser": 0},
+                    "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
+                    "volumeMounts": [
+                        {
+                            "name": "pod-gpu-resources",
+                            "readOnly": True,
+                            "mountPath": "/var/lib/kubelet/pod-resources",
+                        }
+                    ],
+                }
+            ],
+            "volumes": [
+                {"name": "pod-gpu-resources", "hostPath": {"path": "/var/lib/kubelet/pod-resources"}}
+            ],
+        }
+        return [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "DaemonSet",
+                "metadata": {"name": "dcgm-exporter", "namespace": NAMESPACE, "labels": labels},
+                "spec": {
+                    "selector": {"matchLabels": labels},
+                    "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "dcgm-exporter", "namespace": NAMESPACE, "labels": labels},
+                "spec": {
+                    "selector": labels,
+                    "ports": [{"name": "gpu-metrics", "port": DCGM_PORT, "targetPort": DCGM_PORT}],
+                },
+            },
+        ]

@@ -1,0 +1,266 @@
+"""The monitoring construct: kube-prometheus-stack placed off the GPU nodes, every monitor and rule
+selected, the DCGM exporter scraped, Grafana's password generated in the cluster, dashboards whose
+queries the pinned exporter answers, and settings checked at synth."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpu_constructs import monitoring
+from gpu_constructs.errors import ConfigError
+from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
+from tests import render
+from tests.conftest import make_cluster
+from tests.test_placement import node_groups, pod_templates, why_not
+from tests.test_render import INSTANCES
+
+DCGM_COUNTERS = ("default-counters.csv", "dcp-metrics-included.csv")
+# Metrics that come from somewhere other than the DCGM exporter: kube-state-metrics (resources
+# written as nvidia_com_gpu) and Prometheus itself.
+OTHER_METRICS = re.compile(r"^(kube_[a-z_]+|up)$")
+METRIC = re.compile(r"\b([A-Za-z_:][A-Za-z0-9_:]*)\s*(\{|\[|\)|$|\s|/|\*|>|<|\+|-)")
+PROMQL_WORDS = {
+    "sum", "max", "min", "avg", "count", "by", "on", "without", "group_left", "group_right", "or",
+    "and", "unless", "vector", "increase", "rate", "label_values", "bool", "time", "ignoring",
+}  # fmt: skip
+
+
+def _stacks_with_monitoring() -> list[str]:
+    stacks = []
+    for name in sorted(INSTANCES):
+        synthesized = render.rendered(INSTANCES[name]).synthesized
+        if any(
+            r.get("chart") == "kube-prometheus-stack"
+            for r in synthesized.get("resource", {}).get("helm_release", {}).values()
+        ):
+            stacks.append(name)
+    return stacks
+
+
+def dcgm_metrics(upstream: Path) -> set[str]:
+    """Metric names both counter lists export (the exporter's default and the GPU Operator's)."""
+    exported = []
+    for name in DCGM_COUNTERS:
+        with (upstream / "dcgm-exporter" / name).open() as handle:
+            exported.append(
+                {row[0].strip() for row in csv.reader(handle) if row and not row[0].lstrip().startswith("#")}
+            )
+    return set.intersection(*exported)
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (label names inside braces are skipped)."""
+    without_labels = re.sub(r"\{[^}]*\}", "{}", expr)
+    without_strings = re.sub(r'"[^"]*"', '""', without_labels)
+    without_by = re.sub(r"\b(by|on|without|ignoring|group_left|group_right)\s*\([^)]*\)", "", without_strings)
+    names = {match.group(1) for match in METRIC.finditer(without_by)}
+    return {n for n in names if n not in PROMQL_WORDS and not n.startswith("$") and not n.isdigit()}
+
+
+def dashboard_queries(dashboard: dict[str, Any]) -> list[str]:
+    queries = [t["expr"] for panel in dashboard.get("panels", []) for t in panel.get("targets", [])]
+    for variable in dashboard.get("templating", {}).get("list", []):
+        if variable.get("type") != "query":
+            continue  # a datasource or interval variable: no PromQL
+        query = variable.get("query")
+        queries.append(query["query"] if isinstance(query, dict) else str(query or ""))
+    return [q for q in queries if q]
+
+
+def _label_values_metric(query: str) -> str:
+    match = re.fullmatch(r"label_values\((\w+),\s*\w+\)", query)
+    return match.group(1) if match else query
+
+
+def unknown_metrics(dashboard: dict[str, Any], exported: set[str]) -> set[str]:
+    unknown = set()
+    for query in dashboard_queries(dashboard):
+        for name in metric_names(_label_values_metric(query)):
+            if name not in exported and not OTHER_METRICS.match(name):
+                unknown.add(name)
+    return unknown
+
+
+# --- dashboards ----------------------------------------------------------------------------------
+
+
+def test_the_library_dashboards_query_only_what_the_exporter_exports(upstream):
+    exported = dcgm_metrics(upstream)
+    assert monitoring.dashboards(), "no dashboards in gpu_constructs/monitoring/dashboards"
+    for name, text in monitoring.dashboards().items():
+        dashboard = json.loads(text)
+        assert dashboard_queries(dashboard), name
+        assert unknown_metrics(dashboard, exported) == set(), name
+
+
+def test_nvidias_dashboard_queries_only_what_the_exporter_exports(upstream):
+    """The dashboard provisioned from grafana.com (gnetId 12239) is NVIDIA/dcgm-exporter's own."""
+    text = (upstream / "dcgm-exporter" / "dcgm-exporter-dashboard.json").read_text()
+    dashboard = json.loads(text)
+    assert str(monitoring.NVIDIA_DASHBOARD["gnetId"]) in text
+    assert unknown_metrics(dashboard, dcgm_metrics(upstream)) == set()
+
+
+def test_a_dashboard_query_on_a_metric_not_exported_fails(upstream):
+    dashboard = json.loads(next(iter(monitoring.dashboards().values())))
+    dashboard["panels"][0]["targets"][0]["expr"] = "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL > 0"
+    assert unknown_metrics(dashboard, dcgm_metrics(upstream)) == {"DCGM_FI_DEV_ECC_DBE_VOL_TOTAL"}
+
+
+# --- the rendered stacks -------------------------------------------------------------------------
+
+
+def test_every_stack_runs_monitoring(helm, upstream):
+    assert _stacks_with_monitoring() == sorted(INSTANCES)
+
+
+def _monitoring_objects(stack: render.RenderedStack) -> list[tuple[render.Release, dict[str, Any]]]:
+    return [
+        (release, obj)
+        for release, obj in stack.objects()
+        if release.namespace == monitoring.NAMESPACE
+        and release.name in (monitoring.RELEASE, "gpu-monitoring")
+    ]
+
+
+def test_monitoring_stays_off_the_gpu_nodes(rendered_stack):
+    """Prometheus, Alertmanager, Grafana, the operator and kube-state-metrics never land on a GPU node
+    where the stack has other nodes; only the exporters' DaemonSets run there."""
+    stack = rendered_stack
+    groups = node_groups(stack)
+    if all(group.gpu for group in groups):
+        pytest.skip(f"{stack.stack}: every node is a GPU node")
+    monitoring_templates = [
+        t
+        for t in pod_templates(stack)
+        if t.where.split(":")[0] in {r.address for r, _ in _monitoring_objects(stack)} and not t.daemonset
+    ]
+    assert {t.where.split(": ")[1].split(" ")[0] for t in monitoring_templates} >= {
+        "Prometheus",
+        "Alertmanager",
+        "Deployment",
+    }
+    on_gpu = [
+        f"{t.where} on {g.name}"
+        for t in monitoring_templates
+        for g in groups
+        if g.gpu and why_not(t.spec, g) is None
+    ]
+    assert on_gpu == []
+
+
+def test_prometheus_selects_every_monitor_and_rule(rendered_stack):
+    stack = rendered_stack
+    (prometheus,) = [o for _, o in _monitoring_objects(stack) if o["kind"] == "Prometheus"]
+    spec = prometheus["spec"]
+    for selector in ("serviceMonitorSelector", "podMonitorSelector", "ruleSelector"):
+        assert spec.get(selector) == {}, f"{stack.stack}: {selector} {spec.get(selector)}"
+        assert spec.get(selector.replace("Selector", "NamespaceSelector")) == {}, selector
+    assert spec["retention"]
+    if "storage" in spec:
+        assert spec["storage"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"]
+
+
+def test_the_alert_rules_are_shipped(rendered_stack):
+    stack = rendered_stack
+    rules = {
+        o["metadata"]["name"]: o["spec"]["groups"]
+        for r, o in _monitoring_objects(stack)
+        if o["kind"] == "PrometheusRule" and r.name == "gpu-monitoring"
+    }
+    assert rules == {f"{name}-alerts": groups for name, groups in monitoring.rule_groups().items()}
+
+
+def test_the_dcgm_exporter_is_scraped(rendered_stack):
+    """The ServiceMonitor selects the exporter's Service by its labels and port name: the stack's own
+    Service where it runs the exporter, else the GPU Operator's (gpu-operator
+    assets/state-dcgm-exporter/0600_service.yaml: app=nvidia-dcgm-exporter, port gpu-metrics)."""
+    stack = rendered_stack
+    objects = [o for r, o in _monitoring_objects(stack) if r.name == "gpu-monitoring"]
+    (monitor,) = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    services = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "dcgm-exporter"]
+    operator = [r for r in stack.releases if r.chart == "gpu-operator"]
+    if operator:
+        assert services == []
+        assert monitor["spec"]["namespaceSelector"]["matchNames"] == [operator[0].namespace]
+        service = {
+            "metadata": {"labels": {"app": "nvidia-dcgm-exporter"}},
+            "spec": {"ports": [{"name": "gpu-metrics"}]},
+        }
+        assert operator[0].values()["dcgmExporter"]["enabled"] is True
+        assert operator[0].values()["dcgmExporter"]["serviceMonitor"]["enabled"] is False, "scraped twice"
+    else:
+        (service,) = services
+        assert monitor["spec"]["namespaceSelector"]["matchNames"] == [service["metadata"]["namespace"]]
+        (daemonset,) = [
+            o for o in objects if o["kind"] == "DaemonSet" and o["metadata"]["name"] == "dcgm-exporter"
+        ]
+        assert (
+            service["spec"]["selector"].items() <= daemonset["spec"]["template"]["metadata"]["labels"].items()
+        )
+    labels = service["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    ports = {p["name"] for p in service["spec"]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
+
+
+def test_grafanas_password_is_generated_in_the_cluster(rendered_stack):
+    stack = rendered_stack
+    (release,) = [r for r in stack.releases if r.chart == "kube-prometheus-stack"]
+    grafana = release.values()["grafana"]
+    assert "adminPassword" not in grafana and not grafana.get("admin", {}).get("existingSecret")
+    assert "adminPassword" not in json.dumps(stack.synthesized)
+    (secret,) = [
+        o
+        for r, o in stack.objects()
+        if r is release and o["kind"] == "Secret" and "admin-password" in o.get("data", {})
+    ]
+    # Rendered without a cluster (no Secret to look up), the chart draws 40 random characters.
+    import base64
+
+    password = base64.b64decode(secret["data"]["admin-password"]).decode()
+    assert len(password) == 40 and password.isalnum()
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("retention", "15 days", "'monitoring_retention' is '15 days'"),
+        ("retention", "0d", "above zero"),
+        ("storage_size", "0Gi", "monitoring_storage_size"),
+        ("storage_size", "20G", "Mi, Gi or Ti"),
+        ("size", "huge", "monitoring_size"),
+        ("scheduling", {"affinity": {}}, "nodeSelector and tolerations"),
+    ],
+)
+def test_a_bad_setting_fails_with_the_setting_and_the_fix(field, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+        MonitoringProps(cluster=make_cluster(), dcgm=DcgmSource.GPU_OPERATOR, **{field: value})
+    assert "\n" not in str(raised.value)
+
+
+def test_retention_by_size_leaves_a_tenth_of_the_volume_free(synth):
+    def build(stack):
+        return Monitoring(
+            stack,
+            "m",
+            props=MonitoringProps(cluster=make_cluster(), dcgm=DcgmSource.STANDALONE, storage_size="50Gi"),
+        )
+
+    synthesized = synth(build)
+    (release,) = [
+        r for r in synthesized["resource"]["helm_release"].values() if r["chart"] == "kube-prometheus-stack"
+    ]
+    import yaml
+
+    values = yaml.safe_load(release["values"][0])
+    assert values["prometheus"]["prometheusSpec"]["retentionSize"] == "46080MB"
