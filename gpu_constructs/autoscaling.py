@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cdktf_cdktf_provider_helm.release import Release
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
@@ -50,9 +49,6 @@ class KedaProps:
 
 class Keda(Construct):
     """The KEDA release and, after it, the HTTP add-on's (its ScaledObject needs KEDA's CRDs)."""
-
-    keda: Release
-    http_add_on: Release
 
     def __init__(self, scope: Construct, id: str, *, props: KedaProps) -> None:
         super().__init__(scope, id)

@@ -142,6 +142,17 @@ class RdsPostgres(Construct):
             description=f"{props.name}: RDS storage, snapshots and Performance Insights (kept on destroy)",
             enable_key_rotation=True,
             deletion_window_in_days=30,
+            # The account administers the key through IAM (AWS's default key policy); RDS uses it
+            # through the grants it creates for the instance.
+            policy=policy_document(
+                {
+                    "Sid": "Account",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{props.compute.props.account_id}:root"},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                }
+            ),
             lifecycle=TerraformResourceLifecycle(prevent_destroy=True),
         )
         KmsAlias(self, "kms-alias", name=f"alias/{props.name}-rds", target_key_id=self.kms.key_id)

@@ -11,9 +11,10 @@ import enum
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cdktf import TerraformResource, TerraformResourceLifecycle
+if TYPE_CHECKING:  # the engine is imported where it is used: importing the contract starts no jsii kernel
+    from cdktf import TerraformResource
 
 from gpu_constructs.errors import ConfigError
 
@@ -204,6 +205,8 @@ class GpuCluster:
         only when its value changes, and a resource being replaced plans a new, unknown ``id``. A
         newly created identity resource triggers nothing (no prior value to change), so adding one to
         a running stack replaces nothing."""
+        from cdktf import TerraformResourceLifecycle
+
         return {
             "depends_on": list(dict.fromkeys([*self.ready, *depends_on])) or None,
             "lifecycle": TerraformResourceLifecycle(

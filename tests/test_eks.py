@@ -963,9 +963,12 @@ def test_the_releases_replace_triggered_by_is_valid_against_the_real_aws_schema(
     assert lifecycles == {f"aws_eks_cluster.{next(iter(config['resource']['aws_eks_cluster']))}.id"}
     (trigger,) = lifecycles
 
+    own_steps = dict(config["resource"].get("terraform_data", {}))
+
     def validate(reference: str) -> subprocess.CompletedProcess[str]:
         config["resource"]["terraform_data"] = {
-            "release": {"lifecycle": {"replace_triggered_by": [reference]}}
+            **own_steps,
+            "release": {"lifecycle": {"replace_triggered_by": [reference]}},
         }
         (tmp_path / "main.tf.json").write_text(json.dumps(config))
         return subprocess.run(

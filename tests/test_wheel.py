@@ -172,7 +172,8 @@ def test_the_example_runs_from_the_installed_package_outside_the_repository(inst
 
     stack = json.loads((stack_dir / "cdk.tf.json").read_text())
     assert {r["name"] for r in stack["resource"]["helm_release"].values()} == {"gpu-operator"}
-    assert len(stack["resource"]["terraform_data"]) == 3
+    # the datastore, the driver, k3s, the kubeconfig and the node labels steps
+    assert len(stack["resource"]["terraform_data"]) == 5
 
 
 def _source(local: str, requirement: dict[str, Any]) -> str:

@@ -304,7 +304,7 @@ class LkeGpuCompute(Construct):
             )
             # The node firewall is in place before anything else is installed.
             self.cluster = dataclasses.replace(
-                self.cluster, ready=(*self.cluster.ready, self.cloud_firewall.controller)
+                self.cluster, ready=(self.gpu_pool, self.cloud_firewall.controller)
             )
 
     def api_acl(self) -> Sequence[str]:
