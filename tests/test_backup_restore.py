@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import cdktf
 import pytest
 
 from environments import Instance
-from tests.conftest import by_kind, manifests_of, resources, unavailable
+from tests.conftest import by_kind, free_port, manifests_of, moto_server, resources, unavailable
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")  # Debian's postgresql package
 BARMAN_TOOLS = (
@@ -54,13 +53,6 @@ def tools_dir() -> Path:
     if missing:
         unavailable(f"{', '.join(missing)} missing in {directory}: barman[cloud] is not installed")
     return directory
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _stop(pid: int, sig: int = signal.SIGTERM) -> None:
@@ -103,32 +95,12 @@ def s3(cluster_backup) -> Iterator[str]:
         server = Path(sys.executable).parent / "moto_server"
     if not server.exists():
         unavailable(f"{server} is missing: moto[server] comes from the project's lock")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [str(server), "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, **KEYS},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not answer on {url}") from None
-                time.sleep(0.5)
+    with moto_server(server, KEYS) as url:
         bucket = cluster_backup["barmanObjectStore"]["destinationPath"].removeprefix("s3://").split("/")[0]
         # barman-cloud 3.16+ creates no bucket (CloudNativePG docs, appendixes/backup_barmanobjectstore.md)
         request = urllib.request.Request(f"{url}/{bucket}", method="PUT")
         urllib.request.urlopen(request, timeout=10).close()
         yield url
-    finally:
-        _stop(process.pid)
-        process.wait(timeout=20)
 
 
 class Barman:
@@ -199,7 +171,7 @@ class Postgres:
     def __init__(self, data: Path, socket_dir: Path) -> None:
         self.data = data
         self.socket_dir = socket_dir
-        self.port = _free_port()
+        self.port = free_port()
         self.pid: int | None = None
 
     def initdb(self) -> None:

@@ -12,19 +12,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import NEEDS_AWS_5, run_terraform
+from tests.conftest import NEEDS_AWS_5, moto_server, run_terraform
 from tests.test_eks import PLAN_VARS, aws_part
 
 # Resource types moto 5.2.5 has no API for, and references to attributes it leaves empty: each entry
@@ -106,13 +102,6 @@ MOTO_ENV = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def moto() -> Iterator[str]:
     """moto_server on 127.0.0.1 and a free port, from the project's own environment; stopped by PID."""
@@ -121,32 +110,8 @@ def moto() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{server} is missing: moto[server] comes from the project's lock")
         pytest.skip("moto[server] is not installed in this environment")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [str(server), "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, **MOTO_ENV},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not answer on {url}") from None
-                time.sleep(0.5)
+    with moto_server(server, MOTO_ENV) as url:
         yield url
-    finally:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
 
 
 def _references(body: Any) -> set[str]:

@@ -31,6 +31,7 @@ from gpu_constructs.engine import ACTIVE
 from gpu_constructs.verify import FAIL, PASS, SKIP, JobSettings, Result, checks, report
 from gpu_constructs.verify.__main__ import main as verify_main
 from tests import fake_kube
+from tests.conftest import free_port
 from tests.fake_kube import FakeKube
 from tests.validators import validate_manifest
 
@@ -506,13 +507,6 @@ def test_the_command_prints_json_and_exits_1_on_a_failure(serve, tmp_path, monke
     } in document["checks"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 def _run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     full_env.update(env)
@@ -528,7 +522,7 @@ def _run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 def test_an_unreachable_cluster_is_one_line_naming_the_cluster_and_the_fix(tmp_path):
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     kubeconfig = FakeKube()
     kubeconfig.url = f"http://127.0.0.1:{port}"
     path = _write_kubeconfig(tmp_path, kubeconfig.kubeconfig())
@@ -610,7 +604,7 @@ def test_every_library_package_is_in_the_distribution():
 @pytest.fixture
 def moto_server() -> Iterator[str]:
     """moto's AWS API emulator on 127.0.0.1, stopped by its PID."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
