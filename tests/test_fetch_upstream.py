@@ -166,3 +166,76 @@ def test_the_tests_read_upstream_data_from_one_place(tmp_path):
         if '"shared" / "upstream"' in path.read_text() and path.name not in {"render.py", Path(__file__).name}
     ]
     assert hard_coded == []
+
+
+STUB_HELM = """#!/bin/sh
+# helm pull <chart> --repo <url> | oci://.../<chart>, then --version V --untar --untardir DIR
+chart=$(basename "$2"); dir=
+while [ $# -gt 0 ]; do [ "$1" = --untardir ] && dir=$2; shift; done
+mkdir -p "$dir/$chart" && printf 'name: %s\\n' "$chart" > "$dir/$chart/Chart.yaml"
+"""
+STUB_CURL = """#!/bin/sh
+# curl ... --output FILE URL: FILE gets the URL (a CRD list for Fleet's crds.yaml)
+out=; for arg; do [ "$prev" = --output ] && out=$arg; prev=$arg; url=$arg; done
+case "$url" in *FAIL*) exit 22 ;; esac
+mkdir -p "$(dirname "$out")"
+case "$url" in
+  */crds.yaml) printf 'metadata:\\n  name: other\\n---\\nmetadata:\\n  name: gitrepos.fleet.cattle.io\\n' > "$out" ;;
+  *) printf '%s\\n' "$url" > "$out" ;;
+esac
+"""
+
+
+def _stubs(tmp_path: Path) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("helm", STUB_HELM), ("curl", STUB_CURL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HELM": str(bin_dir / "helm")}
+
+
+def _fetch(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT)], env={**os.environ, **env}, capture_output=True, text=True
+    )
+
+
+def test_a_fetch_writes_the_layout_and_replaces_an_old_cache(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "stale").mkdir(parents=True)
+    result = _fetch({**_stubs(tmp_path), "UPSTREAM_DIR": str(cache)})
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bin", "cache"]
+    assert not (cache / "stale").exists() and not (cache / ".pull").exists()
+    for entry in ENTRIES:
+        path = cache / entry["dest"]
+        if entry["kind"] == "chart":
+            assert (path / "Chart.yaml").read_text() == f"name: {entry['name']}\n"
+        elif entry["kind"] == "file":
+            assert path.read_text() == entry["source"] + "\n"
+    fleet = cache / "fleet" / "fleet.cattle.io_gitrepos.yaml"
+    assert fleet.read_text() == "metadata:\n  name: gitrepos.fleet.cattle.io\n"
+
+
+def test_a_failed_fetch_keeps_the_old_cache_and_leaves_nothing_behind(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "old").mkdir(parents=True)
+    data = json.loads(DATA.read_text())
+    data["entries"].append(
+        {"kind": "file", "name": "x", "version": "v1", "source": "https://x/v1/FAIL", "dest": "x"}
+    )
+    script = tmp_path / "tools" / "fetch-upstream"
+    script.parent.mkdir()
+    script.write_text(SCRIPT.read_text())
+    (tmp_path / "tools" / "upstream.json").write_text(json.dumps(data))
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        env={**os.environ, **_stubs(tmp_path), "UPSTREAM_DIR": str(cache)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "https://x/v1/FAIL" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bin", "cache", "tools"]
+    assert [path.name for path in cache.iterdir()] == ["old"]
