@@ -32,9 +32,11 @@ from gpu_constructs.cluster import (  # noqa: E402
     Manager,
     Taint,
 )
+from tests import render  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-UPSTREAM = ROOT.parent / "shared" / "upstream"
+UPSTREAM = render.UPSTREAM
+"""The upstream test data (tests/render.py ``upstream_root``: ``UPSTREAM_DIR`` or ../shared/upstream)."""
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 ENGINE = provider_imports.ENGINE
@@ -109,11 +111,18 @@ def unavailable(message: str) -> NoReturn:
 
 @pytest.fixture
 def upstream() -> Path:
-    """../shared/upstream, with the schemas the synthesized output is checked against."""
+    """The upstream test data (``UPSTREAM_DIR`` or ../shared/upstream), with the schemas the
+    synthesized output is checked against."""
     if not UPSTREAM.is_dir():
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{UPSTREAM} is missing; CI must run with ../shared beside the checkout")
-        pytest.skip(f"{UPSTREAM} is not here (a clone without ../shared): upstream schema checks skipped")
+            pytest.fail(
+                f"{UPSTREAM} is missing; CI needs ../shared beside the checkout or UPSTREAM_DIR filled by "
+                "tools/fetch-upstream"
+            )
+        pytest.skip(
+            f"{UPSTREAM} is not here (no ../shared beside the checkout and no UPSTREAM_DIR; "
+            "tools/fetch-upstream fetches it): upstream schema checks skipped"
+        )
     return UPSTREAM
 
 

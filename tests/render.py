@@ -22,7 +22,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -34,7 +34,19 @@ import yaml
 from gpu_constructs.helm import CHART_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
-UPSTREAM = ROOT.parent / "shared" / "upstream"
+
+
+def upstream_root(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where the upstream charts and schemas are: ``UPSTREAM_DIR`` (relative to the repository root
+    unless absolute; tools/fetch-upstream fills it), else ../shared/upstream beside the checkout."""
+    value = environ.get("UPSTREAM_DIR")
+    if not value:
+        return ROOT.parent / "shared" / "upstream"
+    path = Path(value)
+    return path if path.is_absolute() else ROOT / path
+
+
+UPSTREAM = upstream_root()
 CHARTS = UPSTREAM / "charts"
 PROJECT_HELM = ROOT / "tools" / "helm" / "bin" / "helm"
 

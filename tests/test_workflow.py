@@ -60,3 +60,34 @@ def test_workflow_tests_and_validates_both_engines():
         step for step in workflow["jobs"]["terraform"]["steps"] if "download-artifact" in step.get("uses", "")
     ]
     assert [step["with"]["name"] for step in uploads + downloads] == ["stacks-${{ matrix.engine }}"] * 2
+
+
+def test_workflow_fetches_the_upstream_test_data_for_make_test():
+    """A runner has no ../shared/upstream: the test job restores a cache keyed on tools/upstream.json,
+    fetches and saves it on a miss (after make deps, whose Helm the script uses) and hands UPSTREAM_DIR
+    to make test."""
+    job = yaml.safe_load(WORKFLOWS[0].read_text())["jobs"]["test"]
+    steps = job["steps"]
+    names = [step.get("run") or step.get("uses") for step in steps]
+    deps, fetch, test = (
+        names.index(command) for command in ("make deps", "tools/fetch-upstream", "make test")
+    )
+    cache = names.index("actions/cache/restore@v4")
+    save = names.index("actions/cache/save@v4")
+    assert deps < cache < fetch < save < test
+    assert steps[save]["with"] == {
+        "path": "${{ env.UPSTREAM_DIR }}",
+        "key": f"${{{{ steps.{steps[cache]['id']}.outputs.cache-primary-key }}}}",
+    }
+    assert steps[save]["if"] == steps[fetch]["if"]
+    assert steps[deps]["env"]["ENGINE"] == "${{ matrix.engine }}"
+    assert "tools/upstream.json" in steps[cache]["with"]["key"]
+    assert steps[cache]["with"]["key"].startswith("upstream-${{ hashFiles(")
+    assert steps[fetch]["if"] == f"steps.{steps[cache]['id']}.outputs.cache-hit != 'true'"
+    upstream_dir = job["env"]["UPSTREAM_DIR"]
+    assert steps[cache]["with"]["path"] == "${{ env.UPSTREAM_DIR }}"
+    for step in (steps[fetch], steps[test]):
+        assert step.get("env", {}).get("UPSTREAM_DIR", upstream_dir) == upstream_dir
+    assert steps[test]["env"]["CI"] == "true"
+    assert (ROOT / upstream_dir).relative_to(ROOT).parts[0] == ".cache"
+    assert ".cache/" in (ROOT / ".gitignore").read_text().splitlines()
