@@ -19,7 +19,16 @@ from cdktf import LocalExecProvisioner, TerraformResourceLifecycle
 from constructs import Construct
 
 from gpu_constructs import validate, versions
-from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, Taint, k3s_containerd
+from gpu_constructs.cluster import (
+    GPU_LABEL,
+    GPU_TAINT,
+    GpuCluster,
+    GpuSharing,
+    KubeAccess,
+    Manager,
+    k3s_containerd,
+)
+from gpu_constructs.compute.base import NodeGroup, PlatformFacts, k3s_platform
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import ScriptRun, run_local_script, script_literal
 from gpu_constructs.jupyterhub import USER_NODE_LABEL
@@ -44,8 +53,6 @@ from gpu_constructs.providers.proxmox import (
     Vm,
 )
 
-GPU_LABEL = ("nvidia.com/gpu", "true")
-GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
 SCRATCH_MOUNT = "/mnt/scratch"
 SCRATCH_LABEL = ("gpu-constructs.io/scratch-disk", "true")
 """On the workers, which format and mount the scratch disk; the control planes have only the OS
@@ -56,6 +63,14 @@ from ``kubectl label node`` (README)."""
 PCI_PATH = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 PCI_ID = re.compile(r"[0-9a-f]{4}:[0-9a-f]{4}")
 NVIDIA_VENDOR = "10de"
+K3S_DISABLED = ("traefik", "local-storage")
+"""Bundled k3s components the servers run without: ingress and storage come from the stack (Traefik,
+the NFS and scratch classes); k3s' bundled local-path class would be a second default StorageClass."""
+CONTROL_PLANE_LABELS = (
+    ("node-role.kubernetes.io/control-plane", "true"),
+    ("node-role.kubernetes.io/etcd", "true"),
+)
+"""The role labels k3s puts on a server with embedded etcd."""
 CLOUD_INIT_INPUTS = ("initialization[0].user_data_file_id", "initialization[0].meta_data_file_id")
 """VM arguments that carry cloud-init data. bpg/proxmox marks both ForceNew
 (proxmoxtf/resource/vm/vm.go), so without ignoring them a new token, key, k3s version or VIP would
@@ -196,6 +211,10 @@ class VmSize:
         validate.int_range("vcpus", self.vcpus, 1, 512)
         validate.int_range("memory_gb", self.memory_gb, 1, 4096)
         validate.int_range("disk_gb", self.disk_gb, 10, 65536)
+
+    @property
+    def shape(self) -> str:
+        return f"{self.vcpus} vCPU, {self.memory_gb} GB, {self.disk_gb} GB disk"
 
 
 @dataclass(frozen=True)
@@ -488,6 +507,42 @@ class ProxmoxGpuCompute(Construct):
             identity=(self.control_planes[0],),
         )
 
+    @property
+    def node_groups(self) -> tuple[NodeGroup, ...]:
+        props = self.props
+        cps = tuple(f"cp{i + 1}" for i in range(len(props.control_plane_ips)))
+        workers = tuple(f"wk-gpu{i + 1}" for i in range(len(props.worker_ips)))
+        return (
+            NodeGroup(
+                "control planes",
+                names=cps,
+                labels=dict(CONTROL_PLANE_LABELS),
+                instance_types=(props.control_plane_size.shape,),
+                gpus_per_node=0,
+                min_nodes=len(cps),
+                max_nodes=len(cps),
+                system=True,
+            ),
+            NodeGroup(
+                "gpu workers",
+                names=workers,
+                labels=dict(WORKER_LABELS),
+                taints=(GPU_TAINT,),
+                instance_types=(props.worker_size.shape,),
+                gpu=True,
+                gpus_per_node=props.gpus_per_worker,
+                min_nodes=len(workers),
+                max_nodes=len(workers),
+            ),
+        )
+
+    @property
+    def platform(self) -> PlatformFacts:
+        cluster = self.cluster
+        return k3s_platform(
+            self.props.k3s_version, K3S_DISABLED, driver=cluster.driver, toolkit=cluster.toolkit
+        )
+
     # --- VMs ----------------------------------------------------------------------------------------------
     def _vm(
         self, name: str, ip: str, vm_id: int, size: VmSize, *, role: str, first: bool = False, index: int = 0
@@ -628,9 +683,7 @@ class ProxmoxGpuCompute(Construct):
                     "tls-san": sorted({ip, props.server_address}),
                     "cluster-cidr": props.cluster_cidr,
                     "service-cidr": props.service_cidr,
-                    # Ingress and storage come from the stack (Traefik, the NFS and scratch classes);
-                    # k3s' bundled local-path class would be a second default StorageClass.
-                    "disable": ["traefik", "local-storage"],
+                    "disable": list(K3S_DISABLED),
                     "write-kubeconfig-mode": "0600",
                 }
             )
