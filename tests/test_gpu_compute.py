@@ -214,7 +214,8 @@ def test_the_readers_name_no_platform():
     """Verification, rendering, placement and release order know platforms only through GpuCompute."""
     from gpu_constructs import compute
 
-    platforms = [name for name in compute.__all__ if name.endswith(("GpuCompute", "Props"))]
+    platforms = [n for n in compute.__all__ if n.endswith(("GpuCompute", "Props")) and n != "GpuCompute"]
+    assert "LkeGpuCompute" in platforms
     readers = [
         inspect.getsource(expect),
         inspect.getsource(render),
