@@ -84,7 +84,7 @@ class PlatformFacts:
     toolkit: Manager
     device_plugin: Manager
     storage_classes: frozenset[str] = frozenset()
-    """StorageClasses the platform creates itself."""
+    """StorageClasses the platform creates itself and can provision volumes for."""
     default_storage_class: str | None = None
     """The one of them marked default, or None where a claim without a class stays Pending until a
     release marks one."""

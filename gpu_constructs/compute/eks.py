@@ -316,8 +316,11 @@ class EksGpuCompute(Construct):
 
     @property
     def platform(self) -> PlatformFacts:
-        """EKS 1.30 and later create no default StorageClass (the gp2 class of older clusters is
-        gone) and no IngressClass until a controller adds one (EKS user guide, "Storage classes")."""
+        """No StorageClass that provisions and no IngressClass until a controller adds one. EKS still
+        creates its ``gp2`` class, but from 1.30 without the default annotation, and its in-tree
+        ``kubernetes.io/aws-ebs`` provisioner is served by the EBS CSI driver (CSI migration, GA in
+        Kubernetes 1.25; the in-tree plugin is gone since 1.27), which this compute does not install:
+        a claim on it would stay Pending."""
         cluster = self.cluster
         return PlatformFacts(
             kubernetes_version=self.props.kubernetes_version,
