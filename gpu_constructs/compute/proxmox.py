@@ -401,6 +401,15 @@ class ProxmoxProps:
         return self.known_hosts_path or re.sub(r"\.ya?ml$", "", self.kubeconfig_path) + ".known_hosts"
 
     @property
+    def control_plane_names(self) -> tuple[str, ...]:
+        """The control-plane VMs' names, which are their hostnames and Kubernetes node names."""
+        return tuple(f"cp{i + 1}" for i in range(len(self.control_plane_ips)))
+
+    @property
+    def worker_names(self) -> tuple[str, ...]:
+        return tuple(f"wk-gpu{i + 1}" for i in range(len(self.worker_ips)))
+
+    @property
     def server_address(self) -> str:
         return self.api_vip or self.control_plane_ips[0]
 
@@ -445,7 +454,7 @@ class ProxmoxGpuCompute(Construct):
         ]
         self.control_planes = [
             self._vm(
-                f"cp{i + 1}",
+                props.control_plane_names[i],
                 ip,
                 props.vm_id_base + 11 + i,
                 props.control_plane_size,
@@ -456,7 +465,7 @@ class ProxmoxGpuCompute(Construct):
         ]
         self.workers = [
             self._vm(
-                f"wk-gpu{i + 1}", ip, props.vm_id_base + 21 + i, props.worker_size, role="agent", index=i
+                props.worker_names[i], ip, props.vm_id_base + 21 + i, props.worker_size, role="agent", index=i
             )
             for i, ip in enumerate(props.worker_ips)
         ]
@@ -510,8 +519,7 @@ class ProxmoxGpuCompute(Construct):
     @property
     def node_groups(self) -> tuple[NodeGroup, ...]:
         props = self.props
-        cps = tuple(f"cp{i + 1}" for i in range(len(props.control_plane_ips)))
-        workers = tuple(f"wk-gpu{i + 1}" for i in range(len(props.worker_ips)))
+        cps, workers = props.control_plane_names, props.worker_names
         return (
             NodeGroup(
                 "control planes",
@@ -770,12 +778,16 @@ class ProxmoxGpuCompute(Construct):
                 "children": {
                     "control_plane": {
                         "hosts": {
-                            f"cp{i + 1}": {"ansible_host": ip} for i, ip in enumerate(props.control_plane_ips)
+                            name: {"ansible_host": ip}
+                            for name, ip in zip(
+                                props.control_plane_names, props.control_plane_ips, strict=True
+                            )
                         }
                     },
                     "gpu_workers": {
                         "hosts": {
-                            f"wk-gpu{i + 1}": {"ansible_host": ip} for i, ip in enumerate(props.worker_ips)
+                            name: {"ansible_host": ip}
+                            for name, ip in zip(props.worker_names, props.worker_ips, strict=True)
                         }
                     },
                 },
