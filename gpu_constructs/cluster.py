@@ -30,6 +30,9 @@ class Manager(enum.Enum):
     """The machine image brings it (EKS AL2023 NVIDIA AMI, LKE GPU nodes)."""
     OPERATOR = "operator"
     """The GPU Operator installs it as a container."""
+    STACK = "stack"
+    """A release of the stack installs it into the cluster: NVIDIA's device plugin chart or the GPU
+    Operator, whichever the stack chooses; the platform brings none."""
 
 
 class MigStrategy(enum.Enum):
@@ -54,6 +57,14 @@ class Taint:
     def toleration(self) -> dict[str, str]:
         """The Kubernetes toleration that matches this taint exactly."""
         return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
+
+
+GPU_LABEL = (GPU_RESOURCE, "true")
+"""The label GPU nodes carry where the compute labels them itself (k3s hosts, Proxmox workers, LKE's
+GPU pool): the one NVIDIA's device plugin and GPU Operator examples select on."""
+GPU_TAINT = Taint(GPU_RESOURCE, "true", "NoSchedule")
+"""The taint GPU nodes carry (or GPU pods tolerate where the nodes are untainted): it keeps pods that
+do not ask for a GPU off GPU nodes."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import yaml
 from constructs import Construct
 
 from gpu_constructs import helm, versions
-from gpu_constructs.cluster import GpuCluster
+from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster
 
 NAMESPACE = "kube-system"
 
@@ -55,7 +55,7 @@ class NvidiaDevicePlugin(Construct):
         if sharing.time_slicing_replicas > 1:
             config["sharing"] = {
                 "timeSlicing": {
-                    "resources": [{"name": "nvidia.com/gpu", "replicas": sharing.time_slicing_replicas}]
+                    "resources": [{"name": GPU_RESOURCE, "replicas": sharing.time_slicing_replicas}]
                 }
             }
         return {

@@ -16,7 +16,7 @@ import yaml
 from constructs import Construct
 
 from gpu_constructs import helm, versions
-from gpu_constructs.cluster import GpuCluster, Manager, MigStrategy
+from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster, Manager, MigStrategy
 from gpu_constructs.errors import ConfigError
 
 NAMESPACE = "gpu-operator"
@@ -132,7 +132,7 @@ class GpuOperator(Construct):
         if sharing.time_slicing_replicas > 1:
             config["sharing"] = {
                 "timeSlicing": {
-                    "resources": [{"name": "nvidia.com/gpu", "replicas": sharing.time_slicing_replicas}]
+                    "resources": [{"name": GPU_RESOURCE, "replicas": sharing.time_slicing_replicas}]
                 }
             }
         return {

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from gpu_constructs.compute.base import NodeGroup, PlatformFacts, compute_of
 from gpu_constructs.helm import CHART_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,8 +72,10 @@ def helm_binary() -> str | None:
 
 
 def kubernetes_version(stack: str, synthesized: dict[str, Any]) -> str:
-    """The Kubernetes minor version (``1.35``) the stack's cluster runs, read from the stack itself:
-    the EKS cluster's or LKE cluster's version, else the k3s release the hosts, VMs or k3d image run."""
+    """The Kubernetes minor version (``1.35``) the stack's cluster runs, read from the synthesized
+    JSON: the EKS cluster's or LKE cluster's version, else the k3s release the hosts, VMs or k3d image
+    run. Rendering takes the version from the compute (PlatformFacts); this independent reading is
+    what the tests hold it to."""
     resources = synthesized.get("resource", {})
     for kind, attribute in (("aws_eks_cluster", "version"), ("linode_lke_cluster", "k8s_version")):
         for resource in resources.get(kind, {}).values():
@@ -333,6 +336,10 @@ class RenderedStack:
     kube_version: str
     synthesized: dict[str, Any]
     releases: list[Release]
+    node_groups: tuple[NodeGroup, ...] = ()
+    """The node groups the stack's GpuCompute says it creates."""
+    platform: PlatformFacts | None = None
+    """What the cluster has before any release, as the stack's GpuCompute says."""
 
     def objects(self) -> Iterator[tuple[Release, dict[str, Any]]]:
         for release in self.releases:
@@ -392,7 +399,14 @@ def builtin_api_versions(kube_version: str) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def render_stack(stack: str, synthesized: dict[str, Any], kube_version: str, helm: str) -> RenderedStack:
+def render_stack(
+    stack: str,
+    synthesized: dict[str, Any],
+    kube_version: str,
+    helm: str,
+    node_groups: tuple[NodeGroup, ...] = (),
+    platform: PlatformFacts | None = None,
+) -> RenderedStack:
     """Render every release of a stack (two at a time: the machine is shared)."""
     releases = releases_of(stack, synthesized)
     api_versions = [*builtin_api_versions(kube_version), *chart_crd_api_versions(releases)]
@@ -400,7 +414,7 @@ def render_stack(stack: str, synthesized: dict[str, Any], kube_version: str, hel
         outputs = list(pool.map(lambda r: helm_template(r, kube_version, api_versions, helm), releases))
     for release, text in zip(releases, outputs, strict=True):
         release.objects = parse_objects(text)
-    return RenderedStack(stack, kube_version, synthesized, releases)
+    return RenderedStack(stack, kube_version, synthesized, releases, node_groups, platform)
 
 
 _CACHE: dict[str, RenderedStack] = {}
@@ -414,11 +428,19 @@ def rendered(instance: Any) -> RenderedStack:
         helm = helm_binary()
         if helm is None:
             raise RenderError("no Helm 3: run `make deps` (tools/helm/bin/helm) or put helm v3 on PATH")
-        synthesized = json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
-        _CACHE[instance.stack] = render_stack(
-            instance.stack, synthesized, kubernetes_version(instance.stack, synthesized), helm
-        )
+        _CACHE[instance.stack] = render_built(instance.stack, instance.build(cdktf.Testing.app()), helm)
     return _CACHE[instance.stack]
+
+
+def render_built(name: str, stack: Any, helm: str) -> RenderedStack:
+    """Render a built stack: its synthesized releases at the Kubernetes version its GpuCompute runs,
+    with the compute's node groups and platform facts."""
+    import cdktf
+
+    compute = compute_of(stack)
+    synthesized = json.loads(cdktf.Testing.synth(stack))
+    platform = compute.platform
+    return render_stack(name, synthesized, platform.kubernetes_minor, helm, compute.node_groups, platform)
 
 
 def render_release(

@@ -36,8 +36,9 @@ def _rendered() -> render.RenderedStack:
     return copy.deepcopy(render.rendered(_instance()))
 
 
-def scale_to_zero_pools(instance: Instance) -> set[str]:
-    return {pool.name for pool in instance.settings().node_pools if pool.scale_to_zero}
+def scale_to_zero_pools(stack: render.RenderedStack) -> set[str]:
+    """The NodePools the stack's GpuCompute declares scale-to-zero."""
+    return {g.members["karpenter.sh/nodepool"] for g in stack.node_groups if g.scales_to_zero}
 
 
 def _target(obj: dict[str, Any]) -> tuple[str, str] | None:
@@ -51,7 +52,7 @@ def _target(obj: dict[str, Any]) -> tuple[str, str] | None:
 def gpu_demand_at_rest(stack: render.RenderedStack, pools: set[str]) -> tuple[list[str], int]:
     """Problems that keep a GPU replica (and its node) on a scale-to-zero pool while idle, and how
     many GPU workloads on such pools were checked."""
-    groups = [g for g in node_groups(stack) if g.name in pools]
+    groups = [g for g in node_groups(stack) if (g.labels.get("karpenter.sh/nodepool") or set()) & pools]
     assert groups, f"no rendered NodePool named {sorted(pools)}"
     objects = [obj for _, obj in stack.objects()]
     to_zero: set[tuple[str, str]] = set()
@@ -98,7 +99,9 @@ def gpu_demand_at_rest(stack: render.RenderedStack, pools: set[str]) -> tuple[li
 
 
 def test_gpu_demand_at_rest_is_zero_on_scale_to_zero_pools(helm, upstream):
-    problems, checked = gpu_demand_at_rest(_rendered(), scale_to_zero_pools(_instance()))
+    stack = _rendered()
+    assert scale_to_zero_pools(stack) == {"gpu-inference"}
+    problems, checked = gpu_demand_at_rest(stack, scale_to_zero_pools(stack))
     assert problems == []
     assert checked >= 1, "no GPU workload found on a scale-to-zero pool"
 
@@ -149,7 +152,7 @@ def _inference(stack: render.RenderedStack, kind: str) -> dict[str, Any]:
 def test_a_gpu_replica_held_at_rest_fails(helm, upstream, change, expected):
     stack = _rendered()
     change(stack)
-    problems, _ = gpu_demand_at_rest(stack, scale_to_zero_pools(_instance()))
+    problems, _ = gpu_demand_at_rest(stack, scale_to_zero_pools(stack))
     assert any(expected in p for p in problems), problems
 
 

@@ -12,6 +12,7 @@ generates) are not rendered, so not seen.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,16 +28,29 @@ class Platform:
     """What the cluster has before any release of the stack."""
 
     storage_classes: frozenset[str] = frozenset()
-    default_storage_class: bool = False
+    default_storage_class: str | None = None
     namespaces: frozenset[str] = frozenset(SYSTEM_NAMESPACES)
     ingress_classes: frozenset[str] = frozenset()
 
 
-# k3s ships the local-path provisioner and its class `local-path`, marked default
-# (https://docs.k3s.io/storage), unless its `local-storage` addon is disabled (k3s_disabled below);
-# the stacks disable k3s's bundled Traefik, so no IngressClass.
-K3S = Platform(storage_classes=frozenset({"local-path"}), default_storage_class=True)
-PLATFORMS = {
+def platform_of(stack: render.RenderedStack) -> Platform:
+    """The platform as the stack's GpuCompute describes it (its PlatformFacts)."""
+    facts = stack.platform
+    assert facts is not None, f"{stack.stack}: rendered without its GpuCompute's platform facts"
+    return Platform(
+        storage_classes=frozenset(facts.storage_classes),
+        default_storage_class=facts.default_storage_class,
+        ingress_classes=frozenset(facts.ingress_classes),
+    )
+
+
+# The independent record the computes' PlatformFacts are held to (test_platform_facts_agree_with_
+# the_documentation_and_the_stack). k3s ships the local-path provisioner and its class `local-path`,
+# marked default (https://docs.k3s.io/storage), unless its `local-storage` addon is disabled
+# (k3s_disabled below), and Traefik with its IngressClass unless `traefik` is; the stacks disable
+# k3s's bundled Traefik.
+K3S = Platform(storage_classes=frozenset({"local-path"}), default_storage_class="local-path")
+DOCUMENTED = {
     "single-node": K3S,
     "proxmox-ha": K3S,
     "k3d-poc": K3S,
@@ -46,7 +60,7 @@ PLATFORMS = {
     # (the default).
     "lke": Platform(
         storage_classes=frozenset({"linode-block-storage", "linode-block-storage-retain"}),
-        default_storage_class=True,
+        default_storage_class="linode-block-storage-retain",
     ),
 }
 
@@ -253,15 +267,29 @@ def k3s_disabled(synthesized: dict[str, Any]) -> set[str]:
     return found
 
 
-def platform_of(stack: render.RenderedStack, environment: str) -> Platform:
-    platform = PLATFORMS[environment]
-    if platform is K3S and "local-storage" in k3s_disabled(stack.synthesized):
-        return Platform()
+def documented_platform(stack: render.RenderedStack, environment: str) -> Platform:
+    """The platform as DOCUMENTED says, with the k3s components the synthesized stack disables."""
+    platform = DOCUMENTED[environment]
+    if platform is K3S:
+        disabled = k3s_disabled(stack.synthesized)
+        if "local-storage" in disabled:
+            platform = Platform()
+        if "traefik" not in disabled:
+            platform = dataclasses.replace(platform, ingress_classes=frozenset({"traefik"}))
     return platform
 
 
-def order_problems(stack: render.RenderedStack, environment: str) -> list[str]:
-    platform = platform_of(stack, environment)
+def test_platform_facts_agree_with_the_documentation_and_the_stack(rendered_stack):
+    """The compute's PlatformFacts (what the gates read) against the independent record above and
+    the synthesized stack: storage and ingress classes, the default class, the Kubernetes version."""
+    stack = rendered_stack
+    assert platform_of(stack) == documented_platform(stack, INSTANCES[stack.stack].environment)
+    assert stack.platform is not None
+    assert stack.platform.kubernetes_minor == render.kubernetes_version(stack.stack, stack.synthesized)
+
+
+def order_problems(stack: render.RenderedStack) -> list[str]:
+    platform = platform_of(stack)
     by_address = {release.address: release for release in stack.releases}
     offered = {release.address: provides(release) for release in stack.releases}
     problems = []
@@ -276,7 +304,9 @@ def order_problems(stack: render.RenderedStack, environment: str) -> list[str]:
                 where = f"{release.address}: {obj['kind']} {obj['metadata'].get('name')} needs {what} {name}"
                 if what == "storage_class":
                     if name is None:
-                        ok = platform.default_storage_class or any(p.default_storage_class for p in available)
+                        ok = platform.default_storage_class is not None or any(
+                            p.default_storage_class for p in available
+                        )
                     else:
                         ok = name in platform.storage_classes or any(
                             name in p.storage_classes for p in available
@@ -314,7 +344,7 @@ def order_problems(stack: render.RenderedStack, environment: str) -> list[str]:
 
 def test_every_release_gets_what_it_needs_from_a_dependency(rendered_stack):
     stack = rendered_stack
-    assert order_problems(stack, INSTANCES[stack.stack].environment) == []
+    assert order_problems(stack) == []
 
 
 def _without_dependency(stack: render.RenderedStack, chart_or_id: str, dropped: str) -> render.RenderedStack:
@@ -328,16 +358,14 @@ def _without_dependency(stack: render.RenderedStack, chart_or_id: str, dropped: 
 
 def test_a_release_missing_its_dependency_fails(helm, upstream):
     stack = render.rendered(INSTANCES["single-node"])
-    assert order_problems(stack, "single-node") == []
+    assert order_problems(stack) == []
     broken = _without_dependency(stack, "networking_cluster-issuers_002F712E", "cert-manager")
     # the Cloudflare token step depends on cert-manager too (its Secret lives in that namespace)
     broken = _without_dependency(broken, "networking_cluster-issuers_002F712E", "cloudflare-secret")
-    assert any(
-        "needs crd ('cert-manager.io', 'ClusterIssuer')" in p for p in order_problems(broken, "single-node")
-    )
+    assert any("needs crd ('cert-manager.io', 'ClusterIssuer')" in p for p in order_problems(broken))
     broken = _without_dependency(stack, "cloudnative-pg", "storage")
     broken = _without_dependency(broken, "postgres_cluster_ACE3EF20", "storage")
-    assert any("needs storage_class fast-ssd" in p for p in order_problems(broken, "single-node"))
+    assert any("needs storage_class fast-ssd" in p for p in order_problems(broken))
 
 
 def test_the_fleet_gitrepo_waits_for_its_crd(helm, upstream):
@@ -346,7 +374,7 @@ def test_the_fleet_gitrepo_waits_for_its_crd(helm, upstream):
     for body in broken.synthesized["resource"].get("terraform_data", {}).values():
         for provisioner in body.get("provisioner", []):
             provisioner.get("local-exec", {}).get("environment", {}).pop("CRD", None)
-    assert any("wait for gitrepos.fleet.cattle.io" in p for p in order_problems(broken, "proxmox-ha"))
+    assert any("wait for gitrepos.fleet.cattle.io" in p for p in order_problems(broken))
 
 
 def test_pod_identity_associations_exist_before_their_service_accounts_are_used(rendered_stack):
@@ -370,17 +398,14 @@ def test_pod_identity_associations_exist_before_their_service_accounts_are_used(
 def test_jupyterhub_user_volumes_need_their_storage_classes(helm, upstream):
     stack = render.rendered(INSTANCES["proxmox-ha"])
     broken = _without_dependency(stack, "jupyterhub", "nfs-provisioner")
-    assert any(
-        "jupyterhub" in p and "needs storage_class nfs-client" in p
-        for p in order_problems(broken, "proxmox-ha")
-    )
+    assert any("jupyterhub" in p and "needs storage_class nfs-client" in p for p in order_problems(broken))
     broken = _without_dependency(stack, "jupyterhub", "storage_storage-classes")
-    assert any("needs storage_class fast-scratch" in p for p in order_problems(broken, "proxmox-ha"))
+    assert any("needs storage_class fast-scratch" in p for p in order_problems(broken))
 
 
-def default_storage_classes(stack: render.RenderedStack, environment: str) -> list[str]:
+def default_storage_classes(stack: render.RenderedStack) -> list[str]:
     """Every StorageClass marked default once the stack is applied: the platform's and the releases'."""
-    platform = platform_of(stack, environment)
+    platform = platform_of(stack)
     found = ["(platform default)"] if platform.default_storage_class else []
     for release in stack.releases:
         for obj in release.objects:
@@ -396,7 +421,7 @@ def test_at_most_one_default_storage_class(rendered_stack):
     """With two defaults, a claim without a class gets whichever the API server picks (the newest,
     since Kubernetes 1.28): data lands on the wrong tier."""
     stack = rendered_stack
-    defaults = default_storage_classes(stack, INSTANCES[stack.stack].environment)
+    defaults = default_storage_classes(stack)
     assert len(defaults) <= 1, f"{stack.stack}: default StorageClasses {defaults}"
 
 
@@ -408,11 +433,11 @@ def test_k3s_disable_lists_are_read_from_every_k3s_stack(helm, upstream):
 
 def test_a_second_default_storage_class_fails(helm, upstream):
     stack = copy.deepcopy(render.rendered(INSTANCES["proxmox-ha"]))
-    assert default_storage_classes(stack, "proxmox-ha") == ["nfs-client"]
+    assert default_storage_classes(stack) == ["nfs-client"]
     for release in stack.releases:
         for obj in release.objects:
             if obj.get("kind") == "StorageClass" and obj["metadata"]["name"] == "fast-scratch":
                 obj["metadata"].setdefault("annotations", {})[
                     "storageclass.kubernetes.io/is-default-class"
                 ] = "true"
-    assert default_storage_classes(stack, "proxmox-ha") == ["nfs-client", "fast-scratch"]
+    assert default_storage_classes(stack) == ["nfs-client", "fast-scratch"]

@@ -1,8 +1,9 @@
 """Placement: every pod template a stack renders fits a node group the stack itself creates.
 
-Node groups come from the synthesized stack: the k3s hosts' and VMs' ``node-label``/``node-taint``
-settings, the k3d agents' labels and taints, the LKE pools, the EKS managed node group and the
-Karpenter NodePools. Pod templates: Deployments, StatefulSets, DaemonSets, Jobs, CronJobs, Pods,
+Node groups come from the stack's GpuCompute (its ``node_groups``), and are held to an independent
+reading of the synthesized stack: the k3s hosts' and VMs' ``node-label``/``node-taint`` settings,
+the k3d agents' labels and taints, the LKE pools, the EKS managed node group and the Karpenter
+NodePools. Pod templates: Deployments, StatefulSets, DaemonSets, Jobs, CronJobs, Pods,
 JupyterHub's profiles (the pods KubeSpawner creates) and the GPU Operator's ClusterPolicy operands.
 A template fits a group when its node selector and required node affinity match the group's labels,
 its tolerations cover the group's NoSchedule/NoExecute taints, and it asks for ``nvidia.com/gpu``
@@ -14,6 +15,7 @@ pod runs must reach the GPU groups.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from gpu_constructs.cluster import Taint
+from gpu_constructs.compute.base import NodeGroup as ComputeNodeGroup
 from tests import render
 from tests.test_render import INSTANCES
 
@@ -42,6 +46,15 @@ class NodeGroup:
     control_plane: bool = False
     """A node that runs only the control plane (k3d's server-0, as the seed's table has it): a pod
     the stack renders that could land there is a finding."""
+    # What the synthesized stack says beyond labels and taints, where it says it (None: not read).
+    node: str | None = None
+    """The node's name, for a group read per node."""
+    per_node: bool = False
+    """The group is one node (a host, a VM, a k3d node), not a pool."""
+    instance_types: tuple[str, ...] | None = None
+    gpus_per_node: int | None = None
+    min_nodes: int | None = None
+    max_nodes: int | None = None
 
 
 def _labels(pairs: dict[str, str]) -> dict[str, set[str] | None]:
@@ -59,8 +72,30 @@ def _is_gpu(group: NodeGroup) -> bool:
     return any("gpu" in key for key in group.labels) or any("gpu" in t["key"] for t in group.taints)
 
 
+def from_compute(group: ComputeNodeGroup) -> NodeGroup:
+    """A GpuCompute's node group as placement reads it: every label a node of it carries (the
+    platform's members, the compute's labels, and the values Karpenter picks from)."""
+    labels: dict[str, set[str] | None] = _labels({**group.members, **group.labels})
+    labels.update({key: set(values) for key, values in group.label_choices.items()})
+    for key, values in NODE_LABELS.items():
+        labels.setdefault(key, values)
+    return NodeGroup(
+        group.name,
+        labels,
+        [{"key": t.key, "value": t.value, "effect": t.effect} for t in group.taints],
+        gpu=group.gpu,
+        control_plane=group.control_plane_only,
+    )
+
+
 def node_groups(stack: render.RenderedStack) -> list[NodeGroup]:
-    """The node groups the stack creates, from its own resources and rendered NodePools."""
+    """The node groups the stack's GpuCompute creates."""
+    assert stack.node_groups, f"{stack.stack}: rendered without its GpuCompute's node groups"
+    return [from_compute(group) for group in stack.node_groups]
+
+
+def synthesized_node_groups(stack: render.RenderedStack) -> list[NodeGroup]:
+    """The node groups the stack creates, read from its own resources and rendered NodePools."""
     resources = stack.synthesized.get("resource", {})
     groups: list[NodeGroup] = []
     # k3s hosts over SSH (single-node): the install step's NODE_LABELS / NODE_TAINTS settings
@@ -71,7 +106,7 @@ def node_groups(stack: render.RenderedStack) -> list[NodeGroup]:
                 item.split("=", 1) for item in triggers.get("k3s-install.sh:NODE_LABELS", "").split()
             )
             taints = [_taint(t) for t in triggers.get("k3s-install.sh:NODE_TAINTS", "").split()]
-            groups.append(NodeGroup(name, _labels(labels), taints))
+            groups.append(NodeGroup(name, _labels(labels), taints, per_node=True))
         # k3d agents and server-0: NODE_LABELS / NODE_TAINTS as node=key=value[:Effect]
         env = {}
         for provisioner in body.get("provisioner", []):
@@ -82,9 +117,9 @@ def node_groups(stack: render.RenderedStack) -> list[NodeGroup]:
             cluster = env.get("CLUSTER", "")
             for index in range(agents):
                 node = f"k3d-{cluster}-agent-{index}"
-                nodes[node] = NodeGroup(node)
+                nodes[node] = NodeGroup(node, node=node, per_node=True)
             server = f"k3d-{cluster}-server-0"
-            nodes[server] = NodeGroup(server, control_plane=True)
+            nodes[server] = NodeGroup(server, control_plane=True, node=server, per_node=True)
             for entry in env.get("NODE_LABELS", "").split():
                 node, key, value = entry.split("=", 2)
                 nodes[node].labels[key] = {value}
@@ -92,7 +127,8 @@ def node_groups(stack: render.RenderedStack) -> list[NodeGroup]:
                 node, taint = entry.split("=", 1)
                 nodes[node].taints.append(_taint(taint))
             groups += nodes.values()
-    # Proxmox VMs: k3s config written by cloud-init
+    # Proxmox VMs: k3s config written by cloud-init; size and passed-through GPUs of the VM
+    vms = {vm["name"]: vm for vm in resources.get("proxmox_virtual_environment_vm", {}).values()}
     for name, body in resources.get("proxmox_virtual_environment_file", {}).items():
         for source in body.get("source_raw", []):
             cloud_init = yaml.safe_load(
@@ -102,17 +138,47 @@ def node_groups(stack: render.RenderedStack) -> list[NodeGroup]:
                 if item.get("path", "").endswith("k3s/config.yaml"):
                     config = yaml.safe_load(item["content"])
                     labels = dict(label.split("=", 1) for label in config.get("node-label", []))
+                    vm = vms[cloud_init["hostname"]]
+                    shape = (
+                        f"{vm['cpu'][0]['cores']} vCPU, {vm['memory'][0]['dedicated'] // 1024} GB, "
+                        f"{vm['disk'][0]['size']} GB disk"
+                    )
                     groups.append(
-                        NodeGroup(name, _labels(labels), [_taint(t) for t in config.get("node-taint", [])])
+                        NodeGroup(
+                            name,
+                            _labels(labels),
+                            [_taint(t) for t in config.get("node-taint", [])],
+                            node=cloud_init["hostname"],
+                            per_node=True,
+                            instance_types=(shape,),
+                            gpus_per_node=len(vm.get("hostpci", [])),
+                        )
                     )
     # LKE: the cluster's pools and separate node pools
     for cluster in resources.get("linode_lke_cluster", {}).values():
         for pool in cluster.get("pool", []):
             groups.append(
-                NodeGroup(pool.get("label", "pool"), _labels(pool.get("labels", {})), pool.get("taint", []))
+                NodeGroup(
+                    pool.get("label", "pool"),
+                    _labels(pool.get("labels", {})),
+                    pool.get("taint", []),
+                    instance_types=(pool["type"],),
+                    min_nodes=pool["count"],
+                    max_nodes=pool["count"],
+                )
             )
     for name, pool in resources.get("linode_lke_node_pool", {}).items():
-        groups.append(NodeGroup(name, _labels(pool.get("labels", {})), pool.get("taint", [])))
+        (autoscaler,) = pool["autoscaler"]
+        groups.append(
+            NodeGroup(
+                name,
+                _labels(pool.get("labels", {})),
+                pool.get("taint", []),
+                instance_types=(pool["type"],),
+                min_nodes=autoscaler["min"],
+                max_nodes=autoscaler["max"],
+            )
+        )
     # EKS managed node groups
     effects = {
         "NO_SCHEDULE": "NoSchedule",
@@ -121,7 +187,17 @@ def node_groups(stack: render.RenderedStack) -> list[NodeGroup]:
     }
     for name, node_group in resources.get("aws_eks_node_group", {}).items():
         taints = [{**t, "effect": effects[t["effect"]]} for t in node_group.get("taint", [])]
-        groups.append(NodeGroup(name, _labels(node_group.get("labels", {})), taints))
+        scaling = node_group["scaling_config"]
+        groups.append(
+            NodeGroup(
+                name,
+                _labels(node_group.get("labels", {})),
+                taints,
+                instance_types=tuple(node_group["instance_types"]),
+                min_nodes=scaling["min_size"],
+                max_nodes=scaling["max_size"],
+            )
+        )
     # Karpenter NodePools: template labels, single-valued requirements, the nodepool label
     for _, obj in stack.objects():
         if obj.get("kind") == "NodePool" and obj["apiVersion"].startswith("karpenter.sh/"):
@@ -131,7 +207,15 @@ def node_groups(stack: render.RenderedStack) -> list[NodeGroup]:
             for requirement in template["spec"].get("requirements", []):
                 if requirement["operator"] == "In":
                     labels[requirement["key"]] = set(requirement["values"])
-            group = NodeGroup(obj["metadata"]["name"], labels, template["spec"].get("taints", []))
+            families = labels.get("karpenter.k8s.aws/instance-family") or set()
+            sizes = labels.get("karpenter.k8s.aws/instance-size") or set()
+            group = NodeGroup(
+                obj["metadata"]["name"],
+                labels,
+                template["spec"].get("taints", []),
+                instance_types=tuple(sorted(f"{f}.{s}" for f in families for s in sizes)),
+                min_nodes=0,  # Karpenter keeps no minimum
+            )
             group.gpu = GPU in obj["spec"].get("limits", {})
             groups.append(group)
     for group in groups:
@@ -317,6 +401,70 @@ def placement_problems(stack: render.RenderedStack) -> list[str]:
     return sorted(problems)
 
 
+def node_group_disagreements(stack: render.RenderedStack) -> list[str]:
+    """Where the GpuCompute's node groups and the synthesized stack disagree: every group the JSON
+    shows is one of the compute's (same labels, taints, GPU and control-plane role, node name,
+    instance shape, GPUs per node, size), every one of the compute's shows in the JSON, and a group
+    read node by node has as many nodes as the compute says."""
+    problems = []
+    computed = {group.name: group for group in stack.node_groups}
+    matched: dict[str, list[NodeGroup]] = {name: [] for name in computed}
+    for found in synthesized_node_groups(stack):
+        own = {key: values for key, values in found.labels.items() if key not in NODE_LABELS}
+
+        def agrees(group: ComputeNodeGroup, found: NodeGroup = found, own: dict = own) -> bool:
+            placed = from_compute(group)
+            taints = sorted(str(sorted(t.items())) for t in found.taints)
+            return (
+                all(placed.labels.get(key) == values for key, values in own.items())
+                and taints == sorted(str(sorted(t.items())) for t in placed.taints)
+                and placed.gpu == found.gpu
+                and placed.control_plane == found.control_plane
+                and (found.node is None or not group.names or found.node in group.names)
+            )
+
+        candidates = [group for group in computed.values() if agrees(group)]
+        if len(candidates) != 1:
+            problems.append(f"{found.name}: matches {[g.name for g in candidates]} of {sorted(computed)}")
+            continue
+        (group,) = candidates
+        matched[group.name].append(found)
+        for fact in ("instance_types", "gpus_per_node", "min_nodes", "max_nodes"):
+            value = getattr(found, fact)
+            want = getattr(group, fact)
+            if fact == "instance_types" and value is not None:
+                value, want = sorted(value), sorted(want)
+            if value is not None and value != want:
+                problems.append(f"{found.name}: {fact} {value} in the stack, {want} from the compute")
+    for name, found_groups in matched.items():
+        group = computed[name]
+        if not found_groups:
+            problems.append(f"{name}: not in the synthesized stack")
+        per_node = [f for f in found_groups if f.per_node]
+        if per_node and not (group.min_nodes == len(per_node) == group.max_nodes):
+            problems.append(
+                f"{name}: {len(per_node)} nodes in the stack, {group.min_nodes}-{group.max_nodes}"
+            )
+    return problems
+
+
+def test_node_groups_agree_with_the_synthesized_stack(rendered_stack):
+    assert node_group_disagreements(rendered_stack) == []
+
+
+def test_a_node_group_the_compute_misreports_fails(helm, upstream):
+    stack = copy.deepcopy(render.rendered(INSTANCES["lke"]))
+    assert node_group_disagreements(stack) == []
+    stack.node_groups = tuple(
+        dataclasses.replace(g, max_nodes=9, taints=()) if g.gpu else g for g in stack.node_groups
+    )
+    problems = node_group_disagreements(stack)
+    assert any("matches [] of" in p for p in problems) and any("gpu pool: not in" in p for p in problems)
+    stack = copy.deepcopy(render.rendered(INSTANCES["lke"]))
+    stack.node_groups = tuple(dataclasses.replace(g, max_nodes=9) if g.gpu else g for g in stack.node_groups)
+    assert any("max_nodes 5 in the stack, 9 from the compute" in p for p in node_group_disagreements(stack))
+
+
 def test_every_stack_has_node_groups_and_gpu_groups(rendered_stack):
     stack = rendered_stack
     groups = node_groups(stack)
@@ -354,13 +502,20 @@ def test_a_gpu_request_off_the_gpu_groups_fails(helm, upstream):
 def test_a_gpu_daemonset_missing_a_gpu_group_fails(helm, upstream):
     stack = copy.deepcopy(render.rendered(INSTANCES["proxmox-ha"]))
     assert placement_problems(stack) == []
-    for body in stack.synthesized["resource"]["proxmox_virtual_environment_file"].values():
-        for source in body["source_raw"]:
-            if "node-ip: 10.0.0.24" in source["data"]:  # one GPU worker with a taint nothing tolerates
-                source["data"] = source["data"].replace(
-                    "    - nvidia.com/gpu=true:NoSchedule\n",
-                    "    - nvidia.com/gpu=true:NoSchedule\n\n    - dedicated=x:NoSchedule\n",
-                )
+    # one GPU worker with a taint nothing tolerates
+    groups = []
+    for group in stack.node_groups:
+        if group.gpu:
+            odd = dataclasses.replace(
+                group,
+                name="wk-gpu4",
+                names=group.names[-1:],
+                taints=(*group.taints, Taint("dedicated", "x")),
+            )
+            group = dataclasses.replace(group, names=group.names[:-1])
+            groups.append(odd)
+        groups.append(group)
+    stack.node_groups = tuple(groups)
     assert any(
         "runs on some GPU groups but not on" in p and "dedicated=x:NoSchedule" in p
         for p in placement_problems(stack)
@@ -380,6 +535,6 @@ def test_a_pod_that_could_land_on_the_k3d_server_fails(helm, upstream):
                 spec.pop("nodeSelector", None)
                 spec.pop("affinity", None)
     assert any(
-        "nvidia-device-plugin can run on the control-plane node ['k3d-gpu-poc-server-0']" in p
+        "nvidia-device-plugin can run on the control-plane node ['server']" in p
         for p in placement_problems(stack)
     )

@@ -1,4 +1,5 @@
-"""GpuCompute: one construct per platform, each producing a :class:`~gpu_constructs.cluster.GpuCluster`.
+"""GpuCompute: one construct per platform, each producing a :class:`~gpu_constructs.cluster.GpuCluster`
+and stating its node groups and platform facts (:mod:`gpu_constructs.compute.base`).
 
 Each name is imported on first use, so an app pays only for the platforms it uses and needs only
 their extras (``EksGpuCompute`` and its parts need ``gpu-constructs[aws]``; the others need none).
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gpu_constructs.compute.aws_vpc import AwsVpc, AwsVpcProps
+    from gpu_constructs.compute.base import GpuCompute, NodeGroup, PlatformFacts
     from gpu_constructs.compute.eks import EksGpuCompute, EksProps
     from gpu_constructs.compute.eks_cluster import EksSystemCluster, EksSystemClusterProps
     from gpu_constructs.compute.k3d import K3dGpuCompute, K3dProps
@@ -42,6 +44,7 @@ _EXPORTS = {
     "EksSystemClusterProps": "eks_cluster",
     "EtcdS3": "proxmox",
     "EtcdSnapshots": "proxmox",
+    "GpuCompute": "base",
     "GpuDevice": "proxmox",
     "K3dGpuCompute": "k3d",
     "K3dProps": "k3d",
@@ -52,7 +55,9 @@ _EXPORTS = {
     "LkeGpuCompute": "lke",
     "LkeProps": "lke",
     "NodeClassSpec": "karpenter",
+    "NodeGroup": "base",
     "NodePoolSpec": "karpenter",
+    "PlatformFacts": "base",
     "ProxmoxGpuCompute": "proxmox",
     "ProxmoxProps": "proxmox",
     "VmSize": "proxmox",
@@ -69,6 +74,7 @@ __all__ = [
     "EksSystemClusterProps",
     "EtcdS3",
     "EtcdSnapshots",
+    "GpuCompute",
     "GpuDevice",
     "K3dGpuCompute",
     "K3dProps",
@@ -79,7 +85,9 @@ __all__ = [
     "LkeGpuCompute",
     "LkeProps",
     "NodeClassSpec",
+    "NodeGroup",
     "NodePoolSpec",
+    "PlatformFacts",
     "ProxmoxGpuCompute",
     "ProxmoxProps",
     "VmSize",

@@ -19,7 +19,15 @@ from constructs import Construct
 from gpu_constructs import validate, versions
 from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager
 from gpu_constructs.compute.aws_vpc import AwsVpc, AwsVpcProps, check_network
-from gpu_constructs.compute.eks_cluster import SYSTEM_TAINT, EksSystemCluster, EksSystemClusterProps, addon
+from gpu_constructs.compute.base import NodeGroup, PlatformFacts
+from gpu_constructs.compute.eks_cluster import (
+    SYSTEM_LABEL,
+    SYSTEM_NODE_GROUP,
+    SYSTEM_TAINT,
+    EksSystemCluster,
+    EksSystemClusterProps,
+    addon,
+)
 from gpu_constructs.compute.karpenter import (
     AMI_FAMILIES,
     GPU_POOL,
@@ -265,6 +273,60 @@ class EksGpuCompute(Construct):
         # a node (the add-on reports ACTIVE only once its pods run).
         self.metrics_server = addon(
             self, "addon-metrics-server", self.eks, "metrics-server", depends_on=[self.node_pools]
+        )
+
+    @property
+    def node_groups(self) -> tuple[NodeGroup, ...]:
+        """The managed system node group, then one group per Karpenter NodePool."""
+        props = self.props
+        groups = [
+            NodeGroup(
+                "system node group",
+                # EKS labels managed nodes with their node group's name.
+                members={"eks.amazonaws.com/nodegroup": SYSTEM_NODE_GROUP},
+                labels=dict([SYSTEM_LABEL]),
+                taints=(SYSTEM_TAINT,),
+                instance_types=(props.system_instance_type,),
+                gpus_per_node=0,
+                min_nodes=props.system_node_count,
+                # scaling_config.max_size: one more node while a version upgrade rolls the group
+                max_nodes=props.system_node_count + 1,
+                system=True,
+            )
+        ]
+        for pool in props.node_pools:
+            groups.append(
+                NodeGroup(
+                    f"nodepool {pool.name}",
+                    members={"karpenter.sh/nodepool": pool.name},
+                    labels=dict(pool.labels),
+                    taints=tuple(pool.taints),
+                    label_choices=dict(pool.requirements()),
+                    instance_types=pool.instance_types,
+                    gpu=pool.has_gpus,
+                    # The instance type Karpenter picks decides the GPUs; it labels the node with the count.
+                    gpus_per_node=None if pool.has_gpus else 0,
+                    gpu_model=pool.gpu_model,
+                    # Karpenter keeps no minimum: a NodePool has nodes only while pods need them.
+                    min_nodes=0,
+                    scales_to_zero=pool.scale_to_zero,
+                )
+            )
+        return tuple(groups)
+
+    @property
+    def platform(self) -> PlatformFacts:
+        """No StorageClass that provisions and no IngressClass until a controller adds one. EKS still
+        creates its ``gp2`` class, but from 1.30 without the default annotation, and its in-tree
+        ``kubernetes.io/aws-ebs`` provisioner is served by the EBS CSI driver (CSI migration, GA in
+        Kubernetes 1.25; the in-tree plugin is gone since 1.27), which this compute does not install:
+        a claim on it would stay Pending."""
+        cluster = self.cluster
+        return PlatformFacts(
+            kubernetes_version=self.props.kubernetes_version,
+            driver=cluster.driver,
+            toolkit=cluster.toolkit,
+            device_plugin=Manager.STACK,
         )
 
     def _kms_policy(self) -> str:

@@ -30,6 +30,9 @@ from gpu_constructs import validate
 from gpu_constructs.cluster import Taint
 from gpu_constructs.iam import service_trust
 
+SYSTEM_NODE_GROUP = "system"
+"""The managed node group's name; EKS labels its nodes ``eks.amazonaws.com/nodegroup`` with it."""
+SYSTEM_LABEL = ("role", "system")
 SYSTEM_TAINT = Taint("CriticalAddonsOnly", "true", "NoSchedule")
 
 
@@ -238,7 +241,7 @@ class EksSystemCluster(Construct):
             self._here,
             "system-nodes",
             cluster_name=self.eks.name,
-            node_group_name="system",
+            node_group_name=SYSTEM_NODE_GROUP,
             node_role_arn=nodes.role.arn,
             subnet_ids=list(props.subnet_ids),
             instance_types=[props.system_instance_type],
@@ -253,7 +256,7 @@ class EksSystemCluster(Construct):
                 "max_size": props.system_node_count + 1,
             },
             taint=[EksNodeGroupTaint(key=SYSTEM_TAINT.key, value=SYSTEM_TAINT.value, effect="NO_SCHEDULE")],
-            labels={"role": "system"},
+            labels=dict([SYSTEM_LABEL]),
             launch_template={"id": template.id, "version": Token.as_string(template.latest_version)},
             # As terraform-aws-eks (v21, modules/eks-managed-node-group/main.tf): nodes are created
             # after their role's policies and, on destroy, drained and deleted before them, so the

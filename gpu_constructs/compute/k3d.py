@@ -17,7 +17,8 @@ from cdktf import DataResource, LocalExecProvisioner
 from constructs import Construct
 
 from gpu_constructs import validate, versions
-from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, Taint
+from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster, GpuSharing, KubeAccess, Manager, Taint
+from gpu_constructs.compute.base import NodeGroup, PlatformFacts, k3s_platform
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import script_literal, script_text
 
@@ -70,6 +71,8 @@ def role_taint(role: str) -> Taint:
     return Taint(f"node-role.kubernetes.io/{role}", "true", "NoSchedule")
 
 
+K3S_DISABLED = ("traefik",)
+"""Bundled k3s components the server runs without (``--disable``): the ingress comes from the stack."""
 SERVER_TAINT = Taint("CriticalAddonsOnly", "true", "NoExecute")
 """server-0 runs only the control plane, as the seed's table has it: k3s's own taint for dedicated
 server nodes (docs.k3s.io, "Dedicated control plane": --node-taint CriticalAddonsOnly=true:NoExecute),
@@ -129,7 +132,8 @@ class K3dProps:
         args += ["--k3s-arg", f"--node-taint={SERVER_TAINT}@server:0"]
         # The ingress runs on the infra agent from the stack (Traefik chart); k3s's bundled Traefik
         # tolerates neither the infra taint nor the server's and would have nowhere to run.
-        args += ["--k3s-arg", "--disable=traefik@server:0"]
+        for component in K3S_DISABLED:
+            args += ["--k3s-arg", f"--disable={component}@server:0"]
         for index, role in enumerate(self.agents):
             if role in TAINTED_ROLES:
                 args += ["--k3s-arg", f"--node-taint={role_taint(role)}@agent:{index}"]
@@ -218,6 +222,49 @@ class K3dGpuCompute(Construct):
             identity=(self.bootstrap,),
         )
 
+    @property
+    def node_groups(self) -> tuple[NodeGroup, ...]:
+        """server-0 (control plane only), then the agents of each role."""
+        props = self.props
+        groups = [
+            NodeGroup(
+                "server",
+                names=(props.server_name,),
+                taints=(SERVER_TAINT,),
+                gpus_per_node=0,
+                min_nodes=1,
+                max_nodes=1,
+                control_plane_only=True,
+            )
+        ]
+        for role in dict.fromkeys(props.agents):
+            names = tuple(props.node_name(i) for i, r in enumerate(props.agents) if r == role)
+            groups.append(
+                NodeGroup(
+                    f"{role} agents",
+                    names=names,
+                    labels=dict([role_label(role)]),
+                    taints=(role_taint(role),) if role in TAINTED_ROLES else (),
+                    gpu=role == "gpu",
+                    # k3d hands every GPU of the machine to the node: the count is the machine's.
+                    gpus_per_node=None if role == "gpu" else 0,
+                    min_nodes=len(names),
+                    max_nodes=len(names),
+                    system=role == "infra",
+                )
+            )
+        return tuple(groups)
+
+    @property
+    def platform(self) -> PlatformFacts:
+        """k3s of the node image: the release its tag names (``k3s-cuda:v1.35.5-k3s1-cuda13.1.1``),
+        else versions.K3D_K3S, the rancher/k3s tag the stack builds the image from."""
+        cluster = self.cluster
+        tagged = re.search(r"v\d+\.\d+\.\d+-k3s\d+", self.props.image.rpartition(":")[2])
+        tag = tagged.group(0) if tagged else versions.K3D_K3S.version
+        version = tag.replace("-k3s", "+k3s")  # the Docker tag's k3s release, as k3s spells it
+        return k3s_platform(version, K3S_DISABLED, driver=cluster.driver, toolkit=cluster.toolkit)
+
     def scheduling_for(self, role: str) -> dict[str, object]:
         """Pod-spec fields that place a pod on the agents of ``role`` (e.g. infra for Argo CD)."""
         if role not in self.props.agents:
@@ -256,7 +303,7 @@ def smoke_test_job(cluster: GpuCluster, image: str, namespace: str) -> dict[str,
                         "name": "cuda",
                         "image": image,
                         "command": ["nvidia-smi"],
-                        "resources": {"limits": {"nvidia.com/gpu": 1}},
+                        "resources": {"limits": {GPU_RESOURCE: 1}},
                     }
                 ],
             }

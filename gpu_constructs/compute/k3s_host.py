@@ -14,18 +14,18 @@ from constructs import Construct
 
 from gpu_constructs import validate, versions
 from gpu_constructs.cluster import (
+    GPU_LABEL,
+    GPU_TAINT,
     GpuCluster,
     GpuSharing,
     KubeAccess,
     Manager,
-    Taint,
     k3s_containerd,
 )
+from gpu_constructs.compute.base import NodeGroup, PlatformFacts, k3s_platform
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script, run_scripts
 
-GPU_LABEL = ("nvidia.com/gpu", "true")
-GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
 OPEN_MODULES_SINCE = 515
 """The first driver branch with NVIDIA's open GPU kernel modules (production-ready since 515)."""
 
@@ -243,6 +243,30 @@ class K3sHostGpuCompute(Construct):
             gpu_capacity=slots if props.gpu_enabled else 0,
             ready=(self.kubeconfig, self.node_labels),
             identity=(self.datastore,),
+        )
+
+    @property
+    def node_groups(self) -> tuple[NodeGroup, ...]:
+        """Every host is one node, each with the GPU bootstrap (or none of them)."""
+        props = self.props
+        gpu = props.gpu_enabled
+        return (
+            NodeGroup(
+                "hosts",
+                labels=dict([GPU_LABEL]) if gpu else {},
+                taints=(GPU_TAINT,) if gpu and props.taint_gpu_nodes else (),
+                gpu=gpu,
+                gpus_per_node=props.gpus_per_node if gpu else 0,
+                min_nodes=len(props.hosts),
+                max_nodes=len(props.hosts),
+            ),
+        )
+
+    @property
+    def platform(self) -> PlatformFacts:
+        cluster = self.cluster
+        return k3s_platform(
+            self.props.k3s_version, self.props.disable, driver=cluster.driver, toolkit=cluster.toolkit
         )
 
     @property

@@ -28,14 +28,13 @@ from cdktf_cdktf_provider_aws.sqs_queue_policy import SqsQueuePolicy
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
-from gpu_constructs.cluster import GpuCluster, Taint
+from gpu_constructs.cluster import GPU_RESOURCE, GPU_TAINT, GpuCluster, Taint
 from gpu_constructs.compute.eks_cluster import SYSTEM_TAINT, node_role
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.iam import policy_document, service_trust
 
 KARPENTER_NAMESPACE = "karpenter"
 GPU_POOL = "gpu-inference"
-GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
 
 # Instance families the NodePools may name, with whether they carry NVIDIA GPUs.
 INSTANCE_FAMILIES = {
@@ -57,6 +56,17 @@ INSTANCE_FAMILIES = {
     "p4d": True,
     "p5": True,
 }
+GPU_MODELS = {
+    "g4dn": "NVIDIA T4",
+    "g5": "NVIDIA A10G",
+    "g6": "NVIDIA L4",
+    "g6e": "NVIDIA L40S",
+    "p3": "NVIDIA V100",
+    "p4d": "NVIDIA A100",
+    "p5": "NVIDIA H100",
+}
+"""The GPU of each GPU instance family (EC2's accelerated computing instance types)."""
+ARCHITECTURE = "amd64"
 SIZES = ("small", "medium", "large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge")
 DURATION = re.compile(r"^([0-9]+(s|m|h))+$|^Never$")
 
@@ -192,6 +202,25 @@ class NodePoolSpec:
     @property
     def has_gpus(self) -> bool:
         return any(INSTANCE_FAMILIES[family] for family in self.families)
+
+    @property
+    def gpu_model(self) -> str | None:
+        """The GPU of the pool's nodes when all its GPU families have the same one."""
+        models = {GPU_MODELS.get(family) for family in self.families if INSTANCE_FAMILIES[family]}
+        return models.pop() if len(models) == 1 else None
+
+    @property
+    def instance_types(self) -> tuple[str, ...]:
+        return tuple(f"{family}.{size}" for family in self.families for size in self.sizes)
+
+    def requirements(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The NodePool's ``In`` requirements, each a node label and the values Karpenter picks from."""
+        return (
+            ("karpenter.k8s.aws/instance-family", self.families),
+            ("karpenter.k8s.aws/instance-size", self.sizes),
+            ("karpenter.sh/capacity-type", self.capacity_types),
+            ("kubernetes.io/arch", (ARCHITECTURE,)),
+        )
 
 
 SEED_NODE_CLASSES = (NodeClassSpec("default", 50), NodeClassSpec("gpu", 200, iops=4000, throughput_mibs=200))
@@ -693,7 +722,7 @@ class Karpenter(Construct):
     def node_pool_manifest(self, spec: NodePoolSpec) -> dict[str, Any]:
         limits: dict[str, Any] = {"cpu": str(spec.cpu_limit), "memory": f"{spec.memory_limit_gi}Gi"}
         if spec.gpu_limit is not None:
-            limits["nvidia.com/gpu"] = str(spec.gpu_limit)
+            limits[GPU_RESOURCE] = str(spec.gpu_limit)
         template: dict[str, Any] = {
             "spec": {
                 "nodeClassRef": {
@@ -702,18 +731,8 @@ class Karpenter(Construct):
                     "name": spec.node_class,
                 },
                 "requirements": [
-                    {
-                        "key": "karpenter.k8s.aws/instance-family",
-                        "operator": "In",
-                        "values": list(spec.families),
-                    },
-                    {"key": "karpenter.k8s.aws/instance-size", "operator": "In", "values": list(spec.sizes)},
-                    {
-                        "key": "karpenter.sh/capacity-type",
-                        "operator": "In",
-                        "values": list(spec.capacity_types),
-                    },
-                    {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+                    {"key": key, "operator": "In", "values": list(values)}
+                    for key, values in spec.requirements()
                 ],
                 "expireAfter": spec.expire_after,
             }

@@ -22,7 +22,8 @@ from cdktf_cdktf_provider_helm.release import ReleaseSetSensitive
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
-from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, Taint
+from gpu_constructs.cluster import GPU_LABEL, GPU_TAINT, GpuCluster, GpuSharing, KubeAccess, Manager
+from gpu_constructs.compute.base import NodeGroup, PlatformFacts
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.providers.linode import (
     Acl,
@@ -37,8 +38,6 @@ from gpu_constructs.providers.linode import (
     PoolTaint,
 )
 
-GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
-GPU_LABEL = ("nvidia.com/gpu", "true")
 GPU_POOL_TAG = "gpu-pool"
 # LKE's private networks: the control plane and nodes (192.168.128.0/17) and NodeBalancers
 # (192.168.255.0/24) must reach the nodes for kubelet, Calico and NodePorts.
@@ -51,6 +50,17 @@ TIERS = ("standard", "enterprise")
 ENTERPRISE_VERSION = re.compile(r"^v1\.\d+\.\d+\+lke\d+$")
 """LKE Enterprise takes a full version (``v1.31.8+lke5`` in the provider's lke_cluster page), from
 GET /v4beta/lke/tiers/enterprise/versions; the standard tier takes a minor (``1.34``)."""
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+"""LKE's cloud controller labels each node with its Linode plan."""
+STORAGE_CLASSES = frozenset({"linode-block-storage", "linode-block-storage-retain"})
+"""The StorageClasses of the Linode CSI driver LKE installs (linode-blockstorage-csi-driver)."""
+DEFAULT_STORAGE_CLASS = "linode-block-storage-retain"
+"""The one LKE marks default: a deleted claim keeps its volume."""
+GPU_MODELS = {
+    "g2-gpu-rtx4000a": "NVIDIA RTX 4000 Ada",
+    "g3-gpu-rtxpro6000-blackwell-": "NVIDIA RTX PRO 6000 Blackwell",
+}
+"""The GPU of each plan family of versions.LKE_GPU_REGIONS (Linode's GPU plan documentation)."""
 LB_FIREWALL_ACL = "service.beta.kubernetes.io/linode-loadbalancer-firewall-acl"
 """The Linode CCM's Service annotation for a NodeBalancer's Cloud Firewall ACL (JSON)."""
 CLOUD_FIREWALL_NAMESPACE = "kube-system"
@@ -79,6 +89,17 @@ kube-proxy health, WireGuard for kubectl proxy, cluster DNS, Calico BGP, Typha a
 NodeBalancers: NodePorts over TCP and UDP; ICMP from anywhere. The Kubernetes API is not on the
 nodes but on the managed control plane, which its ACL guards (api_allowlist), so the nodes open no
 API port."""
+
+
+def plan_gpus(plan: str) -> int:
+    """GPUs of an LKE GPU plan: the digit after the card in ``g2-gpu-rtx4000a2-m``, the count at the
+    end of ``g3-gpu-rtxpro6000-blackwell-4``."""
+    match = re.match(r"g\d-gpu-[a-z0-9]+?[a-z](\d)-[a-z]+$", plan) or re.match(r"g\d-gpu-.*-(\d+)$", plan)
+    return int(match.group(1)) if match else 1
+
+
+def gpu_model(plan: str) -> str | None:
+    return next((model for family, model in GPU_MODELS.items() if plan.startswith(family)), None)
 
 
 def gpu_regions(plan: str) -> tuple[str, ...] | None:
@@ -306,6 +327,45 @@ class LkeGpuCompute(Construct):
             self.cluster = dataclasses.replace(
                 self.cluster, ready=(self.gpu_pool, self.cloud_firewall.controller)
             )
+
+    @property
+    def node_groups(self) -> tuple[NodeGroup, ...]:
+        props = self.props
+        return (
+            NodeGroup(
+                "system pool",
+                members={INSTANCE_TYPE_LABEL: props.system_plan},
+                instance_types=(props.system_plan,),
+                gpus_per_node=0,
+                min_nodes=props.system_nodes,
+                max_nodes=props.system_nodes,
+                system=True,
+            ),
+            NodeGroup(
+                "gpu pool",
+                members={INSTANCE_TYPE_LABEL: props.gpu_plan},
+                labels=dict([GPU_LABEL]),
+                taints=(GPU_TAINT,),
+                instance_types=(props.gpu_plan,),
+                gpu=True,
+                gpus_per_node=plan_gpus(props.gpu_plan),
+                gpu_model=gpu_model(props.gpu_plan),
+                min_nodes=props.gpu_min_nodes,
+                max_nodes=props.gpu_max_nodes,
+            ),
+        )
+
+    @property
+    def platform(self) -> PlatformFacts:
+        cluster = self.cluster
+        return PlatformFacts(
+            kubernetes_version=self.props.k8s_version,
+            driver=cluster.driver,
+            toolkit=cluster.toolkit,
+            device_plugin=Manager.STACK,
+            storage_classes=STORAGE_CLASSES,
+            default_storage_class=DEFAULT_STORAGE_CLASS,
+        )
 
     def api_acl(self) -> Sequence[str]:
         """The control plane's ACL: the API allowlist and the runner's networks, each once."""

@@ -19,7 +19,16 @@ from cdktf import LocalExecProvisioner, TerraformResourceLifecycle
 from constructs import Construct
 
 from gpu_constructs import validate, versions
-from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, Taint, k3s_containerd
+from gpu_constructs.cluster import (
+    GPU_LABEL,
+    GPU_TAINT,
+    GpuCluster,
+    GpuSharing,
+    KubeAccess,
+    Manager,
+    k3s_containerd,
+)
+from gpu_constructs.compute.base import NodeGroup, PlatformFacts, k3s_platform
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import ScriptRun, run_local_script, script_literal
 from gpu_constructs.jupyterhub import USER_NODE_LABEL
@@ -44,8 +53,6 @@ from gpu_constructs.providers.proxmox import (
     Vm,
 )
 
-GPU_LABEL = ("nvidia.com/gpu", "true")
-GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
 SCRATCH_MOUNT = "/mnt/scratch"
 SCRATCH_LABEL = ("gpu-constructs.io/scratch-disk", "true")
 """On the workers, which format and mount the scratch disk; the control planes have only the OS
@@ -56,6 +63,14 @@ from ``kubectl label node`` (README)."""
 PCI_PATH = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 PCI_ID = re.compile(r"[0-9a-f]{4}:[0-9a-f]{4}")
 NVIDIA_VENDOR = "10de"
+K3S_DISABLED = ("traefik", "local-storage")
+"""Bundled k3s components the servers run without: ingress and storage come from the stack (Traefik,
+the NFS and scratch classes); k3s' bundled local-path class would be a second default StorageClass."""
+CONTROL_PLANE_LABELS = (
+    ("node-role.kubernetes.io/control-plane", "true"),
+    ("node-role.kubernetes.io/etcd", "true"),
+)
+"""The role labels k3s puts on a server with embedded etcd."""
 CLOUD_INIT_INPUTS = ("initialization[0].user_data_file_id", "initialization[0].meta_data_file_id")
 """VM arguments that carry cloud-init data. bpg/proxmox marks both ForceNew
 (proxmoxtf/resource/vm/vm.go), so without ignoring them a new token, key, k3s version or VIP would
@@ -196,6 +211,10 @@ class VmSize:
         validate.int_range("vcpus", self.vcpus, 1, 512)
         validate.int_range("memory_gb", self.memory_gb, 1, 4096)
         validate.int_range("disk_gb", self.disk_gb, 10, 65536)
+
+    @property
+    def shape(self) -> str:
+        return f"{self.vcpus} vCPU, {self.memory_gb} GB, {self.disk_gb} GB disk"
 
 
 @dataclass(frozen=True)
@@ -382,6 +401,15 @@ class ProxmoxProps:
         return self.known_hosts_path or re.sub(r"\.ya?ml$", "", self.kubeconfig_path) + ".known_hosts"
 
     @property
+    def control_plane_names(self) -> tuple[str, ...]:
+        """The control-plane VMs' names, which are their hostnames and Kubernetes node names."""
+        return tuple(f"cp{i + 1}" for i in range(len(self.control_plane_ips)))
+
+    @property
+    def worker_names(self) -> tuple[str, ...]:
+        return tuple(f"wk-gpu{i + 1}" for i in range(len(self.worker_ips)))
+
+    @property
     def server_address(self) -> str:
         return self.api_vip or self.control_plane_ips[0]
 
@@ -426,7 +454,7 @@ class ProxmoxGpuCompute(Construct):
         ]
         self.control_planes = [
             self._vm(
-                f"cp{i + 1}",
+                props.control_plane_names[i],
                 ip,
                 props.vm_id_base + 11 + i,
                 props.control_plane_size,
@@ -437,7 +465,7 @@ class ProxmoxGpuCompute(Construct):
         ]
         self.workers = [
             self._vm(
-                f"wk-gpu{i + 1}", ip, props.vm_id_base + 21 + i, props.worker_size, role="agent", index=i
+                props.worker_names[i], ip, props.vm_id_base + 21 + i, props.worker_size, role="agent", index=i
             )
             for i, ip in enumerate(props.worker_ips)
         ]
@@ -486,6 +514,41 @@ class ProxmoxGpuCompute(Construct):
             # "Changing cloud-init inputs"). cp2, cp3 and the workers join the existing cluster:
             # replaced, they leave and rejoin it, and what runs in it stays.
             identity=(self.control_planes[0],),
+        )
+
+    @property
+    def node_groups(self) -> tuple[NodeGroup, ...]:
+        props = self.props
+        cps, workers = props.control_plane_names, props.worker_names
+        return (
+            NodeGroup(
+                "control planes",
+                names=cps,
+                labels=dict(CONTROL_PLANE_LABELS),
+                instance_types=(props.control_plane_size.shape,),
+                gpus_per_node=0,
+                min_nodes=len(cps),
+                max_nodes=len(cps),
+                system=True,
+            ),
+            NodeGroup(
+                "gpu workers",
+                names=workers,
+                labels=dict(WORKER_LABELS),
+                taints=(GPU_TAINT,),
+                instance_types=(props.worker_size.shape,),
+                gpu=True,
+                gpus_per_node=props.gpus_per_worker,
+                min_nodes=len(workers),
+                max_nodes=len(workers),
+            ),
+        )
+
+    @property
+    def platform(self) -> PlatformFacts:
+        cluster = self.cluster
+        return k3s_platform(
+            self.props.k3s_version, K3S_DISABLED, driver=cluster.driver, toolkit=cluster.toolkit
         )
 
     # --- VMs ----------------------------------------------------------------------------------------------
@@ -628,9 +691,7 @@ class ProxmoxGpuCompute(Construct):
                     "tls-san": sorted({ip, props.server_address}),
                     "cluster-cidr": props.cluster_cidr,
                     "service-cidr": props.service_cidr,
-                    # Ingress and storage come from the stack (Traefik, the NFS and scratch classes);
-                    # k3s' bundled local-path class would be a second default StorageClass.
-                    "disable": ["traefik", "local-storage"],
+                    "disable": list(K3S_DISABLED),
                     "write-kubeconfig-mode": "0600",
                 }
             )
@@ -717,12 +778,16 @@ class ProxmoxGpuCompute(Construct):
                 "children": {
                     "control_plane": {
                         "hosts": {
-                            f"cp{i + 1}": {"ansible_host": ip} for i, ip in enumerate(props.control_plane_ips)
+                            name: {"ansible_host": ip}
+                            for name, ip in zip(
+                                props.control_plane_names, props.control_plane_ips, strict=True
+                            )
                         }
                     },
                     "gpu_workers": {
                         "hosts": {
-                            f"wk-gpu{i + 1}": {"ansible_host": ip} for i, ip in enumerate(props.worker_ips)
+                            name: {"ansible_host": ip}
+                            for name, ip in zip(props.worker_names, props.worker_ips, strict=True)
                         }
                     },
                 },

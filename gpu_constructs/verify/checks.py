@@ -19,8 +19,9 @@ from kubernetes.client.exceptions import ApiException
 
 from gpu_constructs import versions
 from gpu_constructs.cluster import GPU_RESOURCE
+from gpu_constructs.compute.base import NodeGroup
 from gpu_constructs.verify.connect import REQUEST_TIMEOUT
-from gpu_constructs.verify.expect import Expectation, NodeGroup
+from gpu_constructs.verify.expect import Expectation
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 JOB_NAMESPACE = "gpu-verify"

@@ -2,50 +2,27 @@
 
 The stack is built in-process (as ``cdktf synth`` would) and two things are read from it: its
 GpuCompute (the GPU cluster contract and the node groups with the labels and taints that compute
-gives them) and its synthesized Helm releases (the charts it installs and the objects of its
-bundled manifests chart). Verification then checks exactly what the stack deploys, nothing more.
+gives them, through the :class:`~gpu_constructs.compute.base.GpuCompute` interface, so any platform
+that implements it is verified alike) and its synthesized Helm releases (the charts it installs
+and the objects of its bundled manifests chart). Verification then checks exactly what the stack
+deploys, nothing more.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gpu_constructs.cluster import GpuCluster, Taint
+from gpu_constructs.cluster import GpuCluster
+from gpu_constructs.compute.base import GpuCompute, NodeGroup, compute_of, gpu_slots_per_node
 from gpu_constructs.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-@dataclass(frozen=True)
-class NodeGroup:
-    """Nodes that share a role, and the labels and taints the stack gives them."""
-
-    name: str
-    members: Mapping[str, str] = field(default_factory=dict)
-    """Labels the platform itself puts on the group's nodes (not the ones under test); empty with
-    ``names`` or for every node."""
-    names: tuple[str, ...] = ()
-    """Node names of the group, where the stack names its nodes."""
-    labels: Mapping[str, str] = field(default_factory=dict)
-    """Labels each node must carry."""
-    taints: tuple[Taint, ...] = ()
-    """Taints each node must carry."""
-    min_nodes: int = 1
-    max_nodes: int | None = None
-    gpu: bool = False
-    """A GPU group: its nodes must offer ``nvidia.com/gpu``."""
-
-    def matches(self, name: str, labels: Mapping[str, str]) -> bool:
-        if self.names:
-            return name in self.names
-        return all(labels.get(key) == value for key, value in self.members.items())
 
 
 @dataclass(frozen=True)
@@ -99,130 +76,9 @@ class Expectation:
                 yield release, manifest
 
 
-def _compute(stack: Any) -> Any:
-    for child in stack.node.children:
-        if isinstance(getattr(child, "cluster", None), GpuCluster):
-            return child
-    raise ConfigError("stack", stack.node.id, "it has no GpuCompute, so there is no cluster to verify")
-
-
-def node_groups(compute: Any, synthesized: Mapping[str, Any]) -> tuple[tuple[NodeGroup, ...], int | None]:
+def node_groups(compute: GpuCompute) -> tuple[tuple[NodeGroup, ...], int | None]:
     """The node groups a GpuCompute creates, and the GPU slots of one GPU node where fixed."""
-    kind = type(compute).__name__
-    cluster: GpuCluster = compute.cluster
-    props = compute.props
-    replicas = cluster.sharing.time_slicing_replicas
-    gpu_labels = {**cluster.gpu_node_selector, **cluster.node_pool_labels}
-    gpu_taints = (cluster.gpu_taint,) if cluster.gpu_taint is not None else ()
-    if kind == "K3sHostGpuCompute":
-        hosts = len(props.hosts)
-        group = NodeGroup(
-            "hosts",
-            labels=gpu_labels if props.gpu_enabled else {},
-            taints=gpu_taints,
-            min_nodes=hosts,
-            max_nodes=hosts,
-            gpu=props.gpu_enabled,
-        )
-        return (group,), props.gpus_per_node * replicas
-    if kind == "K3dGpuCompute":
-        from gpu_constructs.compute.k3d import TAINTED_ROLES, role_label, role_taint
-
-        groups = [NodeGroup("server", names=(f"k3d-{props.name}-server-0",), min_nodes=1, max_nodes=1)]
-        for role in dict.fromkeys(props.agents):
-            names = tuple(props.node_name(i) for i, r in enumerate(props.agents) if r == role)
-            groups.append(
-                NodeGroup(
-                    f"{role} agents",
-                    names=names,
-                    labels=dict([role_label(role)]),
-                    taints=(role_taint(role),) if role in TAINTED_ROLES else (),
-                    min_nodes=len(names),
-                    max_nodes=len(names),
-                    gpu=role == "gpu",
-                )
-            )
-        # k3d hands every GPU of the machine to the node: the count is the machine's.
-        return tuple(groups), None
-    if kind == "ProxmoxGpuCompute":
-        cps = tuple(f"cp{i + 1}" for i in range(len(props.control_plane_ips)))
-        workers = tuple(f"wk-gpu{i + 1}" for i in range(len(props.worker_ips)))
-        return (
-            NodeGroup(
-                "control planes",
-                names=cps,
-                labels={
-                    "node-role.kubernetes.io/control-plane": "true",
-                    "node-role.kubernetes.io/etcd": "true",
-                },
-                min_nodes=len(cps),
-                max_nodes=len(cps),
-            ),
-            NodeGroup(
-                "gpu workers",
-                names=workers,
-                labels=gpu_labels,
-                taints=gpu_taints,
-                min_nodes=len(workers),
-                max_nodes=len(workers),
-                gpu=True,
-            ),
-        ), props.gpus_per_worker * replicas
-    if kind == "LkeGpuCompute":
-        # LKE's cloud controller labels each node with its Linode plan.
-        plan = "node.kubernetes.io/instance-type"
-        return (
-            NodeGroup(
-                "system pool",
-                members={plan: props.system_plan},
-                min_nodes=props.system_nodes,
-                max_nodes=props.system_nodes,
-            ),
-            NodeGroup(
-                "gpu pool",
-                members={plan: props.gpu_plan},
-                labels=gpu_labels,
-                taints=gpu_taints,
-                min_nodes=props.gpu_min_nodes,
-                max_nodes=props.gpu_max_nodes,
-                gpu=True,
-            ),
-        ), _lke_gpus(props.gpu_plan) * replicas
-    if kind == "EksGpuCompute":
-        from gpu_constructs.compute.eks import SYSTEM_TAINT
-
-        node_group = synthesized["resource"]["aws_eks_node_group"][compute.system_nodes.friendly_unique_id]
-        groups = [
-            NodeGroup(
-                "system node group",
-                # EKS labels managed nodes with their node group's name.
-                members={"eks.amazonaws.com/nodegroup": node_group["node_group_name"]},
-                labels={"role": "system"},
-                taints=(SYSTEM_TAINT,),
-                min_nodes=props.system_node_count,
-                max_nodes=props.system_node_count + 1,
-            )
-        ]
-        for pool in props.node_pools:
-            groups.append(
-                NodeGroup(
-                    f"nodepool {pool.name}",
-                    members={"karpenter.sh/nodepool": pool.name},
-                    labels=dict(pool.labels),
-                    taints=tuple(pool.taints),
-                    min_nodes=0,
-                    gpu=pool.has_gpus,
-                )
-            )
-        # The instance type Karpenter picks decides the GPUs; it labels the node with the count.
-        return tuple(groups), None
-    raise ConfigError("compute", kind, "verification knows k3s hosts, k3d, Proxmox, LKE and EKS computes")
-
-
-def _lke_gpus(plan: str) -> int:
-    """GPUs of an LKE GPU plan: the digit after the card in ``g2-gpu-rtx4000a2-m``."""
-    match = re.match(r"g\d-gpu-[a-z0-9]+?[a-z](\d)-[a-z]+$", plan)
-    return int(match.group(1)) if match else 1
+    return compute.node_groups, gpu_slots_per_node(compute)
 
 
 def releases(synthesized: Mapping[str, Any]) -> tuple[Release, ...]:
@@ -248,10 +104,10 @@ def from_stack(stack: Any) -> Expectation:
     """The expectation of a built (not yet synthesized) stack."""
     from cdktf import Testing
 
-    compute = _compute(stack)
-    cluster: GpuCluster = compute.cluster
+    compute = compute_of(stack)
+    cluster = compute.cluster
     synthesized = json.loads(Testing.synth(stack))
-    groups, slots = node_groups(compute, synthesized)
+    groups, slots = node_groups(compute)
     name = stack.node.id
     kubeconfig = None
     eks = None
