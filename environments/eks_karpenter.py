@@ -8,8 +8,10 @@ connects when it creates the first release, after the cluster and its system nod
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from cdktf import LocalBackend, S3Backend, TerraformOutput, TerraformStack, TerraformVariable
 from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
@@ -27,6 +29,7 @@ from gpu_constructs.aws_services import (
     RdsPostgres,
     RdsPostgresProps,
 )
+from gpu_constructs.backup import bucket_name
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.eks import (
     SEED_NODE_POOLS,
@@ -91,7 +94,17 @@ class EksKarpenterSettings:
     """Prometheus, Alertmanager and Grafana with GPU metrics and alerts, on the system nodes."""
     monitoring_retention: str = "7d"
 
+    PROPS_SETTINGS: ClassVar[Mapping[str, str]] = {
+        "cluster name": "cluster_name",
+        "instance_class": "rds_instance_class",
+        "backup_retention_days": "rds_backup_retention_days",
+        "app name": "workload_name",
+        "app namespace": "workload_namespace",
+    }
+    """The settings that the constructs' props fields come from, where their names differ."""
+
     def __post_init__(self) -> None:
+        validate.field_types(self)
         validate.one_of("environment", self.environment, ("dev", "staging", "production"))
         validate.k8s_name("workload_name", self.workload_name)
         validate.int_range("scaledown_period_s", self.scaledown_period_s, 30, 86400)
@@ -104,7 +117,7 @@ class EksKarpenterSettings:
                 "keep a node in it; keep scale_to_zero=True or give that pool scale_to_zero=False",
             )
         if self.state_bucket is not None:
-            validate.dns_name("state_bucket", self.state_bucket)
+            bucket_name("state_bucket", self.state_bucket)
 
 
 class EksKarpenterStack(TerraformStack):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cdktf import LocalBackend, TerraformOutput, TerraformStack
 from constructs import Construct
@@ -41,7 +43,11 @@ class K3dPocSettings:
     None runs them when there is an infra agent."""
     monitoring_retention: str = "3d"
 
+    PROPS_SETTINGS: ClassVar[Mapping[str, str]] = {"cluster name": "cluster_name"}
+    """The settings that the constructs' props fields come from, where their names differ."""
+
     def __post_init__(self) -> None:
+        validate.field_types(self)
         for role in self.agents:
             validate.one_of("agents", role, ROLES)
         gpu_agents = self.agents.count("gpu")

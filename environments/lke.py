@@ -6,14 +6,16 @@ AppChart) and is added after the GPU Operator below; nothing in the cluster layo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cdktf import Fn, LocalBackend, TerraformOutput, TerraformStack, TerraformVariable
 from constructs import Construct
 
 from environments import use_cluster
 from environments.variables import rule
-from gpu_constructs import versions
+from gpu_constructs import validate, versions
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.lke import LkeGpuCompute, LkeProps
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
@@ -44,6 +46,12 @@ class LkeSettings:
     """Prometheus, Alertmanager and Grafana with GPU metrics and alerts on the system pool."""
     monitoring_retention: str = "15d"
     monitoring_storage_size: str = "20Gi"
+
+    PROPS_SETTINGS: ClassVar[Mapping[str, str]] = {}
+    """The constructs' props fields have the settings' names."""
+
+    def __post_init__(self) -> None:
+        validate.field_types(self)
 
 
 class LkeStack(TerraformStack):

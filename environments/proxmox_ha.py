@@ -3,8 +3,10 @@ cert-manager, Rancher with Fleet GitOps, and JupyterHub with GPU profiles."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from cdktf import LocalBackend, TerraformOutput, TerraformStack, TerraformVariable
 from constructs import Construct
@@ -117,8 +119,41 @@ class ProxmoxHaSettings:
     """Prometheus, Alertmanager and Grafana with GPU metrics and alerts (the seed's), on the servers."""
     monitoring_retention: str = "15d"
 
+    PROPS_SETTINGS: ClassVar[Mapping[str, str]] = {
+        "gpu_profiles": "jupyter_gpu_profiles",
+        "auth.kind": "jupyter_auth",
+        "auth.admin_users": "jupyter_admin_users",
+        "auth.allowed_users": "jupyter_allowed_users",
+        "auth.allowed_organizations": "jupyter_github_organizations",
+        "auth.allowed_groups": "jupyter_oidc_allowed_groups",
+        "auth.authorize_url": "jupyter_oidc_authorize_url",
+        "auth.token_url": "jupyter_oidc_token_url",
+        "auth.userdata_url": "jupyter_oidc_userdata_url",
+        "etcd_s3.endpoint": "etcd_s3_endpoint",
+        "etcd_s3.region": "etcd_s3_region",
+        "etcd_s3.folder": "etcd_s3_folder",
+    }
+    """The settings that the constructs' props fields come from, where their names differ."""
+
     def __post_init__(self) -> None:
+        validate.field_types(self)
+        validate.one_of("environment", self.environment, ("dev", "staging", "production"))
         validate.ipv4("nfs_server", self.nfs_server)
+        vm_addresses = [(f"control_plane_ips[{i}]", ip) for i, ip in enumerate(self.control_plane_ips)]
+        vm_addresses += [(f"worker_ips[{i}]", ip) for i, ip in enumerate(self.worker_ips)]
+        if self.api_vip:
+            vm_addresses.append(("api_vip", self.api_vip))
+        # The NFS server and the DNS servers are machines of their own: a VM that took one of their
+        # addresses would answer in their place (or not boot its network: duplicate address).
+        validate.distinct_addresses(
+            [("nfs_server", self.nfs_server), *vm_addresses],
+            "give the NFS server and each VM their own address",
+        )
+        for index, server in enumerate(self.dns_servers):
+            validate.distinct_addresses(
+                [(f"dns_servers[{index}]", server), *vm_addresses],
+                "a VM cannot be its own DNS server; give the gateway or a resolver",
+            )
         if not self.nfs_path.startswith("/") or "//" in self.nfs_path or "/../" in f"{self.nfs_path}/":
             raise ConfigError("nfs_path", self.nfs_path, "give the export's absolute path, e.g. /export/k3s")
         validate.int_range("rancher_replicas", self.rancher_replicas, 1, 10)

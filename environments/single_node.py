@@ -6,9 +6,10 @@ backups, Vault, cert-manager, Traefik ingress, PostgreSQL 16 and the application
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cdktf import (
     Fn,
@@ -183,7 +184,19 @@ class SingleNodeSettings:
     values_dir: Path = PROJECT_ROOT / "helm-values"
     """Folder of the values files; ``<chart>/base.yaml`` plus ``<chart>/<environment>.yaml``."""
 
+    PROPS_SETTINGS: ClassVar[Mapping[str, str]] = {
+        "driver_branch": "nvidia_driver_version",
+        "driver_kernel_modules": "nvidia_kernel_modules",
+        "toolkit_version": "container_toolkit_version",
+        "gpus": "app_gpus",
+        "app name": "app_name",
+        "app namespace": "app_namespace",
+        "postgres namespace": "app_namespace",
+    }
+    """The settings that the constructs' props fields come from, where their names differ."""
+
     def __post_init__(self) -> None:
+        validate.field_types(self)
         validate.one_of("environment", self.environment, ("dev", "staging", "production"))
         self.object_store()
         validate.int_range("agent_count", self.agent_count, 0, 50)
@@ -197,6 +210,13 @@ class SingleNodeSettings:
                 True,
                 "GPU monitoring scrapes the GPU Operator's DCGM exporter: keep deploy_gpu_operator and "
                 "gpu_monitoring True, or set monitoring=False",
+            )
+        if self.taint_gpu_nodes and self.gpu_enabled:
+            raise ConfigError(
+                "taint_gpu_nodes",
+                True,
+                "every host of single-node is a GPU node, so the taint leaves no node for Vault, "
+                "PostgreSQL and the ingress (they would stay Pending); set taint_gpu_nodes=False",
             )
         if not self.gpu_enabled and self.app_gpus:
             raise ConfigError(

@@ -486,9 +486,12 @@ def test_helm_waits_for_a_started_pod_of_every_deployment_in_every_stack(every_s
         ({"host_network_prefix": 40}, r"'host_network_prefix' is 40: use from 8 to 32"),
         (
             {"nvidia_kernel_modules": "closed"},
-            r"'driver_kernel_modules' is 'closed': use one of open, proprietary",
+            r"'nvidia_kernel_modules' is 'closed': use one of open, proprietary",
         ),
-        ({"nvidia_driver_version": "470"}, r"'driver_branch' is '470': NVIDIA ships open kernel modules"),
+        (
+            {"nvidia_driver_version": "470"},
+            r"'nvidia_driver_version' is '470': NVIDIA ships open kernel modules",
+        ),
         ({"vault_ha": True, "agent_count": 1}, r"'vault_replicas' is 3: .* the cluster has 2"),
         ({"backup_schedule": "nightly"}, r"'backup_schedule' is 'nightly'"),
     ],

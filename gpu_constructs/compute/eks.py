@@ -35,7 +35,7 @@ from gpu_constructs.compute.karpenter import (
     NodeClassSpec,
     NodePoolSpec,
 )
-from gpu_constructs.errors import ConfigError
+from gpu_constructs.errors import ConfigError, did_you_mean
 from gpu_constructs.iam import policy_document
 
 __all__ = [
@@ -53,6 +53,11 @@ __all__ = [
     "NodePoolSpec",
     "check_eks_version",
 ]
+
+
+NAME_MAX_LENGTH = 36
+"""IAM role names and EventBridge rule names may have 64 characters, and the longest one derived from
+the cluster name is ``<name>-karpenter-spot-interruption`` (karpenter.py): 64 - 28."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,20 @@ class EksProps:
 
     def __post_init__(self) -> None:
         validate.k8s_name("cluster name", self.name)
+        if len(self.name) > NAME_MAX_LENGTH:
+            raise ConfigError(
+                "cluster name",
+                self.name,
+                f"use at most {NAME_MAX_LENGTH} characters: IAM role and EventBridge rule names "
+                f"derived from it (<name>-karpenter-spot-interruption) may have 64",
+            )
+        if self.region not in versions.AWS_REGIONS:
+            raise ConfigError(
+                "region",
+                self.region,
+                f"{did_you_mean(self.region, versions.AWS_REGIONS)}use an AWS region where EKS runs: "
+                f"{', '.join(versions.AWS_REGIONS)}",
+            )
         check_network(self.availability_zones, self.vpc_cidr)
         for zone in self.availability_zones:
             if not zone.startswith(self.region):
