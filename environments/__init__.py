@@ -67,7 +67,9 @@ class Instance:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     """Settings that differ from the environment's defaults, by field name."""
 
-    def __post_init__(self) -> None:
+    def settings_class(self) -> Any:
+        # Checked here, inside synth, rather than when main.py builds its instances: the app's entry
+        # point reports it as one line.
         if self.environment not in ENVIRONMENTS:
             raise ConfigError(
                 "environment",
@@ -75,8 +77,6 @@ class Instance:
                 f"{did_you_mean(self.environment, ENVIRONMENTS)}use one of {', '.join(ENVIRONMENTS)}",
                 instance=self.stack,
             )
-
-    def settings_class(self) -> Any:
         module_name, _, settings_name = ENVIRONMENTS[self.environment]
         return getattr(importlib.import_module(module_name), settings_name)
 
@@ -102,9 +102,9 @@ class Instance:
             raise error.within(self.stack, settings_class.PROPS_SETTINGS) from None
 
     def build(self, app: App) -> TerraformStack:
+        settings = self.settings()
         module_name, stack_name, _ = ENVIRONMENTS[self.environment]
         stack_class = getattr(importlib.import_module(module_name), stack_name)
-        settings = self.settings()
         try:
             stack: TerraformStack = stack_class(app, self.stack, settings=settings)
         except ConfigError as error:

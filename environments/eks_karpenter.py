@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from cdktf import LocalBackend, S3Backend, TerraformOutput, TerraformStack, TerraformVariable
+from cdktf import TerraformOutput, TerraformStack, TerraformVariable
 from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
 from constructs import Construct
 
 from environments import use_cluster
+from environments.state import Backend, use_backend
 from environments.variables import pinned_image_rule, rule
 from gpu_constructs import validate
 from gpu_constructs.app_chart import DEFAULT_VALUES, AppChart, AppChartProps
@@ -85,9 +86,15 @@ class EksKarpenterSettings:
     """Idle seconds before the last inference replica goes (then Karpenter removes the empty node
     after the GPU pool's consolidate_after)."""
     state_bucket: str | None = None
-    """S3 bucket for the Terraform state; None keeps local state (synth needs no bucket)."""
+    """S3 bucket for the Terraform state, in ``region``: the shorthand of
+    ``backend=Backend("s3", {"bucket": ..., "region": region})``; None with no backend keeps local
+    state (synth needs no bucket)."""
     state_locking: bool = True
     """S3 native state locking (a lock file next to the state), with state_bucket."""
+    backend: Backend | None = None
+    """Where Terraform keeps this stack's state: None for state/<stack>.tfstate on this machine
+    (git-ignored, mode 0700), or a remote backend such as ``Backend("s3", {"bucket": "acme-tf-state",
+    "region": "eu-west-1"})`` (docs/settings.md)."""
     values_dir: Path = field(default=PROJECT_ROOT / "helm-values")
 
     monitoring: bool = True
@@ -118,21 +125,27 @@ class EksKarpenterSettings:
             )
         if self.state_bucket is not None:
             bucket_name("state_bucket", self.state_bucket)
+            if self.backend is not None:
+                raise ConfigError(
+                    "state_bucket",
+                    self.state_bucket,
+                    "backend is set too: give the bucket in backend's config, or drop backend",
+                )
+
+    def state_backend(self) -> Backend | None:
+        """The backend: ``backend``, or S3 in ``state_bucket``, or None for the local default."""
+        if self.state_bucket is None:
+            return self.backend
+        return Backend(
+            "s3", {"bucket": self.state_bucket, "region": self.region, "use_lockfile": self.state_locking}
+        )
 
 
 class EksKarpenterStack(TerraformStack):
     def __init__(self, scope: Construct, id: str, *, settings: EksKarpenterSettings) -> None:
         super().__init__(scope, id)
         s = settings
-        if s.state_bucket is not None:
-            backend = S3Backend(
-                self, bucket=s.state_bucket, key=f"{id}/terraform.tfstate", region=s.region, encrypt=True
-            )
-            if s.state_locking:
-                # S3-native locking (Terraform 1.10+); cdktf 0.21's S3Backend predates the argument.
-                backend.add_override("use_lockfile", True)
-        else:
-            LocalBackend(self, path=f"../../../terraform.{id}.tfstate")
+        use_backend(self, s.state_backend())
 
         account_id = TerraformVariable(
             self,

@@ -10,10 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cdktf import Fn, LocalBackend, TerraformOutput, TerraformStack, TerraformVariable
+from cdktf import Fn, TerraformOutput, TerraformStack, TerraformVariable
 from constructs import Construct
 
 from environments import use_cluster
+from environments.state import Backend, use_backend
 from environments.variables import rule
 from gpu_constructs import validate, versions
 from gpu_constructs.cluster import GpuSharing
@@ -46,6 +47,10 @@ class LkeSettings:
     """Prometheus, Alertmanager and Grafana with GPU metrics and alerts on the system pool."""
     monitoring_retention: str = "15d"
     monitoring_storage_size: str = "20Gi"
+    backend: Backend | None = None
+    """Where Terraform keeps this stack's state: None for state/<stack>.tfstate on this machine
+    (git-ignored, mode 0700), or a remote backend such as ``Backend("s3", {"bucket": "acme-tf-state",
+    "region": "eu-west-1"})`` (docs/settings.md)."""
 
     PROPS_SETTINGS: ClassVar[Mapping[str, str]] = {}
     """The constructs' props fields have the settings' names."""
@@ -58,7 +63,7 @@ class LkeStack(TerraformStack):
     def __init__(self, scope: Construct, id: str, *, settings: LkeSettings) -> None:
         super().__init__(scope, id)
         s = settings
-        LocalBackend(self, path=f"../../../terraform.{id}.tfstate")
+        use_backend(self, s.backend)
         token = TerraformVariable(
             self,
             "linode_token",

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from cdktf import LocalBackend, TerraformOutput, TerraformStack, TerraformVariable
+from cdktf import TerraformOutput, TerraformStack, TerraformVariable
 from constructs import Construct
 
 from environments import use_cluster
+from environments.state import Backend, use_backend
 from environments.variables import (
     cloudflare_token_variable,
     k3s_token_variable,
@@ -118,6 +119,11 @@ class ProxmoxHaSettings:
     monitoring: bool = True
     """Prometheus, Alertmanager and Grafana with GPU metrics and alerts (the seed's), on the servers."""
     monitoring_retention: str = "15d"
+    backend: Backend | None = None
+    """Where Terraform keeps this stack's state, which holds the k3s tokens and the Proxmox
+    credentials: None for state/<stack>.tfstate on this machine (git-ignored, mode 0700), or a
+    remote backend such as ``Backend("s3", {"bucket": "acme-tf-state",
+    "region": "eu-west-1"})`` (docs/settings.md)."""
 
     PROPS_SETTINGS: ClassVar[Mapping[str, str]] = {
         "gpu_profiles": "jupyter_gpu_profiles",
@@ -166,7 +172,7 @@ class ProxmoxHaStack(TerraformStack):
     def __init__(self, scope: Construct, id: str, *, settings: ProxmoxHaSettings) -> None:
         super().__init__(scope, id)
         s = settings
-        LocalBackend(self, path=f"../../../terraform.{id}.tfstate")
+        use_backend(self, s.backend)
         endpoint = TerraformVariable(
             self,
             "proxmox_endpoint",

@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 
 from cdktf import (
     Fn,
-    LocalBackend,
     TerraformOutput,
     TerraformStack,
     TerraformVariable,
@@ -21,6 +20,7 @@ from cdktf import (
 from constructs import Construct
 
 from environments import use_cluster
+from environments.state import Backend, use_backend
 from environments.variables import (
     cloudflare_token_variable,
     k3s_token_variable,
@@ -183,6 +183,10 @@ class SingleNodeSettings:
     checking (and drops the variable): whoever answers at the address gets the cluster token."""
     values_dir: Path = PROJECT_ROOT / "helm-values"
     """Folder of the values files; ``<chart>/base.yaml`` plus ``<chart>/<environment>.yaml``."""
+    backend: Backend | None = None
+    """Where Terraform keeps this stack's state: None for state/<stack>.tfstate on this machine
+    (git-ignored, mode 0700), or a remote backend such as ``Backend("s3", {"bucket": "acme-tf-state",
+    "region": "eu-west-1"})`` (docs/settings.md)."""
 
     PROPS_SETTINGS: ClassVar[Mapping[str, str]] = {
         "driver_branch": "nvidia_driver_version",
@@ -244,9 +248,7 @@ class SingleNodeStack(TerraformStack):
         super().__init__(scope, id)
         s = settings
         hosts_count = 1 + s.agent_count
-        # Relative to the stack's working directory (cdktf.out/stacks/<stack>): the project root,
-        # where cdktf keeps local state, without a machine-specific absolute path in the JSON.
-        LocalBackend(self, path=f"../../../terraform.{id}.tfstate")
+        use_backend(self, s.backend)
 
         node_ips = TerraformVariable(
             self,

@@ -31,7 +31,7 @@ def test_an_unknown_environment():
         ConfigError,
         match=r"^x: 'environment' is 'single_node': did you mean 'single-node'\? use one of single-node",
     ):
-        Instance("x", "single_node")
+        Instance("x", "single_node").settings()
 
 
 def test_stack_names_must_be_unique():

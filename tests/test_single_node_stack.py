@@ -129,7 +129,7 @@ def test_every_interpolation_is_a_terraform_reference(stack_json):
 
 
 def test_state_path_is_relative(stack_json):
-    assert stack_json["terraform"]["backend"] == {"local": {"path": "../../../terraform.single-node.tfstate"}}
+    assert stack_json["terraform"]["backend"] == {"local": {"path": "../../../state/single-node.tfstate"}}
 
 
 def test_two_synths_are_byte_identical(tmp_path):
