@@ -19,7 +19,7 @@ from constructs import Construct
 
 from environments import use_cluster
 from environments.state import Backend, use_backend
-from environments.variables import pinned_image_rule, rule
+from environments.variables import dns_name_rule, pinned_image_rule, rule
 from gpu_constructs import validate
 from gpu_constructs.app_chart import DEFAULT_VALUES, AppChart, AppChartProps
 from gpu_constructs.autoscaling import INTERCEPTOR_ADMIN_PORT, Keda, KedaProps
@@ -182,13 +182,24 @@ class EksKarpenterStack(TerraformStack):
             ],
         )
         domain = TerraformVariable(
-            self, "app_domain", type="string", description="Public host name of the inference endpoint."
+            self,
+            "app_domain",
+            type="string",
+            description="Public host name of the inference endpoint.",
+            validation=[dns_name_rule("app_domain", "inference.example.com")],
         )
         zone_id = TerraformVariable(
             self,
             "route53_zone_id",
             type="string",
             description="Route 53 hosted zone of app_domain (DNS validation).",
+            validation=[
+                rule(
+                    'can(regex("^[A-Z0-9]{1,32}$", var.route53_zone_id))',
+                    "route53_zone_id must be a hosted zone id such as Z0123456789ABCDEFGHIJ (without "
+                    "/hostedzone/).",
+                )
+            ],
         )
         image = TerraformVariable(
             self,

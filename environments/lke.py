@@ -70,6 +70,12 @@ class LkeStack(TerraformStack):
             type="string",
             sensitive=True,
             description="Linode API token with LKE and firewall rights.",
+            validation=[
+                rule(
+                    'can(regex("^[A-Za-z0-9]{32,128}$", var.linode_token))',
+                    "linode_token must be a Linode API token (letters and digits).",
+                )
+            ],
         )
         prefix = TerraformVariable(
             self,

@@ -23,6 +23,8 @@ from environments import use_cluster
 from environments.state import Backend, use_backend
 from environments.variables import (
     cloudflare_token_variable,
+    dns_name_rule,
+    in_zone_rule,
     k3s_token_variable,
     pinned_image_rule,
     public_address_variable,
@@ -273,6 +275,12 @@ class SingleNodeStack(TerraformStack):
             type="string",
             default="ubuntu",
             description="SSH user with passwordless sudo on every host.",
+            validation=[
+                rule(
+                    'can(regex("^[a-z_][a-z0-9_-]{0,31}$", var.ssh_user))',
+                    "ssh_user must be a Linux user name such as ubuntu.",
+                )
+            ],
         )
         ssh_key = TerraformVariable(
             self,
@@ -280,6 +288,7 @@ class SingleNodeStack(TerraformStack):
             type="string",
             default="~/.ssh/id_ed25519",
             description="Private key that logs in as ssh_user on every host.",
+            # Not validated: UNVALIDATED in environments/variables.py says why.
         )
         host_keys = None
         if s.verify_ssh_host_keys:
@@ -322,6 +331,7 @@ class SingleNodeStack(TerraformStack):
             "dns_zone",
             type="string",
             description="Cloudflare zone that holds app_domain, e.g. example.com.",
+            validation=[dns_name_rule("dns_zone", "example.com"), in_zone_rule(["app_domain"])],
         )
         acme_email = TerraformVariable(
             self,
