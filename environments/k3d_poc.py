@@ -58,9 +58,9 @@ class K3dPocSettings:
         gpu_agents = self.agents.count("gpu")
         if self.smoke_test and gpu_agents == 0:
             raise ConfigError(
-                "gpu agents",
-                gpu_agents,
-                "the GPU smoke test needs a 'gpu' agent; add one or set smoke_test=False",
+                "smoke_test",
+                True,
+                "the GPU smoke test needs a 'gpu' agent: add 'gpu' to agents or set smoke_test=False",
             )
         if self.monitoring is True and "infra" not in self.agents:
             raise ConfigError("monitoring", True, "monitoring runs on the infra agent; add an 'infra' agent")

@@ -194,6 +194,7 @@ class SingleNodeSettings:
         "driver_branch": "nvidia_driver_version",
         "driver_kernel_modules": "nvidia_kernel_modules",
         "toolkit_version": "container_toolkit_version",
+        "verify_host_keys": "verify_ssh_host_keys",
         "gpus": "app_gpus",
         "app name": "app_name",
         "app namespace": "app_namespace",
