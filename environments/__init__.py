@@ -99,7 +99,7 @@ class Instance:
         try:
             return settings_class(**self.overrides)
         except ConfigError as error:
-            raise error.within(self.stack, settings_class.PROPS_SETTINGS) from None
+            raise error.within(self.stack, settings_class.PROPS_SETTINGS) from error
 
     def build(self, app: App) -> TerraformStack:
         settings = self.settings()
@@ -109,7 +109,7 @@ class Instance:
             stack: TerraformStack = stack_class(app, self.stack, settings=settings)
         except ConfigError as error:
             # A construct's props name their own fields: say which setting of this instance it was.
-            raise error.within(self.stack, type(settings).PROPS_SETTINGS) from None
+            raise error.within(self.stack, type(settings).PROPS_SETTINGS) from error
         return stack
 
 
