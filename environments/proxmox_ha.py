@@ -3,6 +3,7 @@ cert-manager, Rancher with Fleet GitOps, and JupyterHub with GPU profiles."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,14 +156,17 @@ class ProxmoxHaSettings:
             vm_addresses.append(("api_vip", self.api_vip))
         # The NFS server and the DNS servers are machines of their own: a VM that took one of their
         # addresses would answer in their place (or not boot its network: duplicate address).
+        changed = [f.name for f in dataclasses.fields(self) if getattr(self, f.name) != f.default]
         validate.distinct_addresses(
             [("nfs_server", self.nfs_server), *vm_addresses],
             "give the NFS server and each VM their own address",
+            changed,
         )
         for index, server in enumerate(self.dns_servers):
             validate.distinct_addresses(
                 [(f"dns_servers[{index}]", server), *vm_addresses],
                 "a VM cannot be its own DNS server; give the gateway or a resolver",
+                changed,
             )
         if not self.nfs_path.startswith("/") or "//" in self.nfs_path or "/../" in f"{self.nfs_path}/":
             raise ConfigError("nfs_path", self.nfs_path, "give the export's absolute path, e.g. /export/k3s")

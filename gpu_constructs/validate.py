@@ -172,11 +172,14 @@ def unique(field: str, values: Iterable[str]) -> None:
         seen.add(value)
 
 
-def distinct_addresses(addresses: Iterable[tuple[str, str]], why: str) -> None:
-    """Each address once: ``addresses`` are (field, address) pairs; the second user of an address
-    is the one blamed."""
+def distinct_addresses(addresses: Iterable[tuple[str, str]], why: str, changed: Iterable[str] = ()) -> None:
+    """Each address once: ``addresses`` are (field, address) pairs. Of two fields with one address,
+    the one in ``changed`` (the settings a user set, e.g. those that differ from their defaults) is
+    blamed, else the later one."""
+    edited = set(changed)
+    pairs = sorted(addresses, key=lambda pair: re.split(r"[.\[]", pair[0])[0] in edited)
     seen: dict[str, str] = {}
-    for name, address in addresses:
+    for name, address in pairs:
         if address in seen:
             raise ConfigError(name, address, f"{seen[address]} already has this address; {why}")
         seen[address] = name

@@ -133,13 +133,19 @@ CASES = [
     (
         "proxmox-ha",
         {"nfs_server": "10.0.0.21"},
-        "proxmox-ha: 'worker_ips[0]' is '10.0.0.21': nfs_server already has this address; give the NFS "
+        "proxmox-ha: 'nfs_server' is '10.0.0.21': worker_ips[0] already has this address; give the NFS "
+        "server and each VM their own address",
+    ),
+    (
+        "proxmox-ha",
+        {"api_vip": "10.0.0.30"},
+        "proxmox-ha: 'api_vip' is '10.0.0.30': nfs_server already has this address; give the NFS "
         "server and each VM their own address",
     ),
     (
         "proxmox-ha",
         {"dns_servers": ("10.0.0.11",)},
-        "proxmox-ha: 'control_plane_ips[0]' is '10.0.0.11': dns_servers[0] already has this address; a VM "
+        "proxmox-ha: 'dns_servers[0]' is '10.0.0.11': control_plane_ips[0] already has this address; a VM "
         "cannot be its own DNS server; give the gateway or a resolver",
     ),
     (
