@@ -4,13 +4,15 @@ Add an instance to INSTANCES to get another stack of an environment with its own
 overlay and state, e.g. ``Instance("single-node-staging", "single-node", {"environment": "staging"})``.
 """
 
+import sys
+
 from gpu_constructs import provider_imports
 
 # Before the first engine import: binds the engine's names and loads the provider packages lazily
 # (importing gpu_constructs does neither).
 provider_imports.install()
 
-from environments import Instance, synth  # noqa: E402
+from environments import Instance, main  # noqa: E402
 
 INSTANCES = (
     Instance("single-node", "single-node"),
@@ -21,4 +23,4 @@ INSTANCES = (
 )
 
 if __name__ == "__main__":
-    synth(INSTANCES)
+    sys.exit(main(INSTANCES))

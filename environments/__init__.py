@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ from cdktf import App, Aspects, TerraformStack  # noqa: E402
 from cdktf_cdktf_provider_helm.provider import HelmProvider  # noqa: E402
 
 from gpu_constructs.cluster import GpuCluster  # noqa: E402
-from gpu_constructs.errors import ConfigError  # noqa: E402
+from gpu_constructs.errors import DEBUG_ENV, ConfigError, did_you_mean  # noqa: E402
 from gpu_constructs.policy import StackPolicy  # noqa: E402
 
 # environment name -> (module, stack class, settings class)
@@ -66,30 +67,49 @@ class Instance:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     """Settings that differ from the environment's defaults, by field name."""
 
-    def __post_init__(self) -> None:
+    def settings_class(self) -> Any:
+        # Checked here, inside synth, rather than when main.py builds its instances: the app's entry
+        # point reports it as one line.
         if self.environment not in ENVIRONMENTS:
             raise ConfigError(
-                f"{self.stack}.environment", self.environment, f"use one of {', '.join(ENVIRONMENTS)}"
+                "environment",
+                self.environment,
+                f"{did_you_mean(self.environment, ENVIRONMENTS)}use one of {', '.join(ENVIRONMENTS)}",
+                instance=self.stack,
             )
+        module_name, _, settings_name = ENVIRONMENTS[self.environment]
+        return getattr(importlib.import_module(module_name), settings_name)
 
     def settings(self) -> Any:
-        """The typed settings: the environment's defaults with ``overrides`` applied and checked."""
-        module_name, _, settings_name = ENVIRONMENTS[self.environment]
-        settings_class = getattr(importlib.import_module(module_name), settings_name)
-        known = {f.name for f in dataclasses.fields(settings_class)}
+        """The typed settings: the environment's defaults with ``overrides`` applied and checked.
+
+        A bad setting raises a ConfigError that names this instance and the setting as written in
+        ``overrides``."""
+        settings_class = self.settings_class()
+        known = [f.name for f in dataclasses.fields(settings_class)]
         for key in self.overrides:
             if key not in known:
                 raise ConfigError(
-                    f"{self.stack}.overrides",
                     key,
-                    f"not a {settings_name} field; use one of {', '.join(sorted(known))}",
+                    self.overrides[key],
+                    f"not a setting of {self.environment}; {did_you_mean(key, known)}"
+                    f"the settings are {', '.join(sorted(known))}",
+                    instance=self.stack,
                 )
-        return settings_class(**self.overrides)
+        try:
+            return settings_class(**self.overrides)
+        except ConfigError as error:
+            raise error.within(self.stack, settings_class.PROPS_SETTINGS) from error
 
     def build(self, app: App) -> TerraformStack:
+        settings = self.settings()
         module_name, stack_name, _ = ENVIRONMENTS[self.environment]
         stack_class = getattr(importlib.import_module(module_name), stack_name)
-        stack: TerraformStack = stack_class(app, self.stack, settings=self.settings())
+        try:
+            stack: TerraformStack = stack_class(app, self.stack, settings=settings)
+        except ConfigError as error:
+            # A construct's props name their own fields: say which setting of this instance it was.
+            raise error.within(self.stack, type(settings).PROPS_SETTINGS) from error
         return stack
 
 
@@ -104,7 +124,8 @@ def selected(instances: Sequence[Instance], requested: str | None) -> list[Insta
     wanted = [name.strip() for name in requested.split(",") if name.strip()]
     for name in wanted:
         if name not in names:
-            raise ConfigError(STACKS_ENV, name, f"use stack names from main.py: {', '.join(names)}")
+            hint = did_you_mean(name, names)
+            raise ConfigError(STACKS_ENV, name, f"{hint}use stack names from main.py: {', '.join(names)}")
     return [instance for instance in instances if instance.stack in wanted]
 
 
@@ -115,3 +136,16 @@ def synth(instances: Iterable[Instance], app: App | None = None) -> App:
         instance.build(app)
     app.synth()
     return app
+
+
+def main(instances: Iterable[Instance]) -> int:
+    """The app's entry point: synthesize, and report a bad setting as its one line on stderr with
+    exit code 2 (the traceback too with ``GPU_CONSTRUCTS_DEBUG=1``)."""
+    try:
+        synth(instances)
+    except ConfigError as error:
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -8,15 +8,18 @@ connects when it creates the first release, after the cluster and its system nod
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from cdktf import LocalBackend, S3Backend, TerraformOutput, TerraformStack, TerraformVariable
+from cdktf import TerraformOutput, TerraformStack, TerraformVariable
 from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
 from constructs import Construct
 
 from environments import use_cluster
-from environments.variables import pinned_image_rule, rule
+from environments.state import Backend, use_backend
+from environments.variables import dns_name_rule, pinned_image_rule, rule
 from gpu_constructs import validate
 from gpu_constructs.app_chart import DEFAULT_VALUES, AppChart, AppChartProps
 from gpu_constructs.autoscaling import INTERCEPTOR_ADMIN_PORT, Keda, KedaProps
@@ -27,6 +30,7 @@ from gpu_constructs.aws_services import (
     RdsPostgres,
     RdsPostgresProps,
 )
+from gpu_constructs.backup import bucket_name
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.eks import (
     SEED_NODE_POOLS,
@@ -82,16 +86,32 @@ class EksKarpenterSettings:
     """Idle seconds before the last inference replica goes (then Karpenter removes the empty node
     after the GPU pool's consolidate_after)."""
     state_bucket: str | None = None
-    """S3 bucket for the Terraform state; None keeps local state (synth needs no bucket)."""
+    """S3 bucket for the Terraform state, in ``region``: the shorthand of
+    ``backend=Backend("s3", {"bucket": ..., "region": region})``; None with no backend keeps local
+    state (synth needs no bucket)."""
     state_locking: bool = True
     """S3 native state locking (a lock file next to the state), with state_bucket."""
+    backend: Backend | None = None
+    """Where Terraform keeps this stack's state: None for state/<stack>.tfstate on this machine
+    (git-ignored, mode 0700), or a remote backend such as ``Backend("s3", {"bucket": "acme-tf-state",
+    "region": "eu-west-1"})`` (docs/settings.md)."""
     values_dir: Path = field(default=PROJECT_ROOT / "helm-values")
 
     monitoring: bool = True
     """Prometheus, Alertmanager and Grafana with GPU metrics and alerts, on the system nodes."""
     monitoring_retention: str = "7d"
 
+    PROPS_SETTINGS: ClassVar[Mapping[str, str]] = {
+        "cluster name": "cluster_name",
+        "instance_class": "rds_instance_class",
+        "backup_retention_days": "rds_backup_retention_days",
+        "app name": "workload_name",
+        "app namespace": "workload_namespace",
+    }
+    """The settings that the constructs' props fields come from, where their names differ."""
+
     def __post_init__(self) -> None:
+        validate.field_types(self)
         validate.one_of("environment", self.environment, ("dev", "staging", "production"))
         validate.k8s_name("workload_name", self.workload_name)
         validate.int_range("scaledown_period_s", self.scaledown_period_s, 30, 86400)
@@ -104,22 +124,28 @@ class EksKarpenterSettings:
                 "keep a node in it; keep scale_to_zero=True or give that pool scale_to_zero=False",
             )
         if self.state_bucket is not None:
-            validate.dns_name("state_bucket", self.state_bucket)
+            bucket_name("state_bucket", self.state_bucket)
+            if self.backend is not None:
+                raise ConfigError(
+                    "state_bucket",
+                    self.state_bucket,
+                    "backend is set too: give the bucket in backend's config, or drop backend",
+                )
+
+    def state_backend(self) -> Backend | None:
+        """The backend: ``backend``, or S3 in ``state_bucket``, or None for the local default."""
+        if self.state_bucket is None:
+            return self.backend
+        return Backend(
+            "s3", {"bucket": self.state_bucket, "region": self.region, "use_lockfile": self.state_locking}
+        )
 
 
 class EksKarpenterStack(TerraformStack):
     def __init__(self, scope: Construct, id: str, *, settings: EksKarpenterSettings) -> None:
         super().__init__(scope, id)
         s = settings
-        if s.state_bucket is not None:
-            backend = S3Backend(
-                self, bucket=s.state_bucket, key=f"{id}/terraform.tfstate", region=s.region, encrypt=True
-            )
-            if s.state_locking:
-                # S3-native locking (Terraform 1.10+); cdktf 0.21's S3Backend predates the argument.
-                backend.add_override("use_lockfile", True)
-        else:
-            LocalBackend(self, path=f"../../../terraform.{id}.tfstate")
+        use_backend(self, s.state_backend())
 
         account_id = TerraformVariable(
             self,
@@ -156,13 +182,24 @@ class EksKarpenterStack(TerraformStack):
             ],
         )
         domain = TerraformVariable(
-            self, "app_domain", type="string", description="Public host name of the inference endpoint."
+            self,
+            "app_domain",
+            type="string",
+            description="Public host name of the inference endpoint.",
+            validation=[dns_name_rule("app_domain", "inference.example.com")],
         )
         zone_id = TerraformVariable(
             self,
             "route53_zone_id",
             type="string",
             description="Route 53 hosted zone of app_domain (DNS validation).",
+            validation=[
+                rule(
+                    'can(regex("^[A-Z0-9]{1,32}$", var.route53_zone_id))',
+                    "route53_zone_id must be a hosted zone id such as Z0123456789ABCDEFGHIJ (without "
+                    "/hostedzone/).",
+                )
+            ],
         )
         image = TerraformVariable(
             self,

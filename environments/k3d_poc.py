@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
-from cdktf import LocalBackend, TerraformOutput, TerraformStack
+from cdktf import TerraformOutput, TerraformStack
 from constructs import Construct
 
 from environments import use_cluster
+from environments.state import Backend, use_backend
 from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuSharing
@@ -40,16 +43,24 @@ class K3dPocSettings:
     """Prometheus and Grafana with GPU metrics on the infra agent (the seed's), sized for a laptop;
     None runs them when there is an infra agent."""
     monitoring_retention: str = "3d"
+    backend: Backend | None = None
+    """Where Terraform keeps this stack's state: None for state/<stack>.tfstate on this machine
+    (git-ignored, mode 0700), or a remote backend such as ``Backend("s3", {"bucket": "acme-tf-state",
+    "region": "eu-west-1"})`` (docs/settings.md)."""
+
+    PROPS_SETTINGS: ClassVar[Mapping[str, str]] = {"cluster name": "cluster_name"}
+    """The settings that the constructs' props fields come from, where their names differ."""
 
     def __post_init__(self) -> None:
+        validate.field_types(self)
         for role in self.agents:
             validate.one_of("agents", role, ROLES)
         gpu_agents = self.agents.count("gpu")
         if self.smoke_test and gpu_agents == 0:
             raise ConfigError(
-                "gpu agents",
-                gpu_agents,
-                "the GPU smoke test needs a 'gpu' agent; add one or set smoke_test=False",
+                "smoke_test",
+                True,
+                "the GPU smoke test needs a 'gpu' agent: add 'gpu' to agents or set smoke_test=False",
             )
         if self.monitoring is True and "infra" not in self.agents:
             raise ConfigError("monitoring", True, "monitoring runs on the infra agent; add an 'infra' agent")
@@ -69,7 +80,7 @@ class K3dPocStack(TerraformStack):
     def __init__(self, scope: Construct, id: str, *, settings: K3dPocSettings) -> None:
         super().__init__(scope, id)
         s = settings
-        LocalBackend(self, path=f"../../../terraform.{id}.tfstate")
+        use_backend(self, s.backend)
         kubeconfig_path = kubeconfig_path_of(id)
         compute = K3dGpuCompute(
             self,

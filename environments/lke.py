@@ -6,14 +6,17 @@ AppChart) and is added after the GPU Operator below; nothing in the cluster layo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
-from cdktf import Fn, LocalBackend, TerraformOutput, TerraformStack, TerraformVariable
+from cdktf import Fn, TerraformOutput, TerraformStack, TerraformVariable
 from constructs import Construct
 
 from environments import use_cluster
+from environments.state import Backend, use_backend
 from environments.variables import rule
-from gpu_constructs import versions
+from gpu_constructs import validate, versions
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.lke import LkeGpuCompute, LkeProps
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
@@ -44,19 +47,35 @@ class LkeSettings:
     """Prometheus, Alertmanager and Grafana with GPU metrics and alerts on the system pool."""
     monitoring_retention: str = "15d"
     monitoring_storage_size: str = "20Gi"
+    backend: Backend | None = None
+    """Where Terraform keeps this stack's state: None for state/<stack>.tfstate on this machine
+    (git-ignored, mode 0700), or a remote backend such as ``Backend("s3", {"bucket": "acme-tf-state",
+    "region": "eu-west-1"})`` (docs/settings.md)."""
+
+    PROPS_SETTINGS: ClassVar[Mapping[str, str]] = {}
+    """The constructs' props fields have the settings' names."""
+
+    def __post_init__(self) -> None:
+        validate.field_types(self)
 
 
 class LkeStack(TerraformStack):
     def __init__(self, scope: Construct, id: str, *, settings: LkeSettings) -> None:
         super().__init__(scope, id)
         s = settings
-        LocalBackend(self, path=f"../../../terraform.{id}.tfstate")
+        use_backend(self, s.backend)
         token = TerraformVariable(
             self,
             "linode_token",
             type="string",
             sensitive=True,
             description="Linode API token with LKE and firewall rights.",
+            validation=[
+                rule(
+                    'can(regex("^[A-Za-z0-9]{32,128}$", var.linode_token))',
+                    "linode_token must be a Linode API token (letters and digits).",
+                )
+            ],
         )
         prefix = TerraformVariable(
             self,

@@ -3,16 +3,24 @@ cert-manager, Rancher with Fleet GitOps, and JupyterHub with GPU profiles."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from cdktf import LocalBackend, TerraformOutput, TerraformStack, TerraformVariable
+from cdktf import TerraformOutput, TerraformStack, TerraformVariable
 from constructs import Construct
 
 from environments import use_cluster
+from environments.state import Backend, use_backend
 from environments.variables import (
+    DNS_NAME_REGEX,
     cloudflare_token_variable,
+    dns_name_rule,
+    in_zone_rule,
     k3s_token_variable,
+    no_space_rule,
     public_address_variable,
     rule,
 )
@@ -116,9 +124,50 @@ class ProxmoxHaSettings:
     monitoring: bool = True
     """Prometheus, Alertmanager and Grafana with GPU metrics and alerts (the seed's), on the servers."""
     monitoring_retention: str = "15d"
+    backend: Backend | None = None
+    """Where Terraform keeps this stack's state, which holds the k3s tokens and the Proxmox
+    credentials: None for state/<stack>.tfstate on this machine (git-ignored, mode 0700), or a
+    remote backend such as ``Backend("s3", {"bucket": "acme-tf-state",
+    "region": "eu-west-1"})`` (docs/settings.md)."""
+
+    PROPS_SETTINGS: ClassVar[Mapping[str, str]] = {
+        "gpu_profiles": "jupyter_gpu_profiles",
+        "auth.kind": "jupyter_auth",
+        "auth.admin_users": "jupyter_admin_users",
+        "auth.allowed_users": "jupyter_allowed_users",
+        "auth.allowed_organizations": "jupyter_github_organizations",
+        "auth.allowed_groups": "jupyter_oidc_allowed_groups",
+        "auth.authorize_url": "jupyter_oidc_authorize_url",
+        "auth.token_url": "jupyter_oidc_token_url",
+        "auth.userdata_url": "jupyter_oidc_userdata_url",
+        "etcd_s3.endpoint": "etcd_s3_endpoint",
+        "etcd_s3.region": "etcd_s3_region",
+        "etcd_s3.folder": "etcd_s3_folder",
+    }
+    """The settings that the constructs' props fields come from, where their names differ."""
 
     def __post_init__(self) -> None:
+        validate.field_types(self)
+        validate.one_of("environment", self.environment, ("dev", "staging", "production"))
         validate.ipv4("nfs_server", self.nfs_server)
+        vm_addresses = [(f"control_plane_ips[{i}]", ip) for i, ip in enumerate(self.control_plane_ips)]
+        vm_addresses += [(f"worker_ips[{i}]", ip) for i, ip in enumerate(self.worker_ips)]
+        if self.api_vip:
+            vm_addresses.append(("api_vip", self.api_vip))
+        # The NFS server and the DNS servers are machines of their own: a VM that took one of their
+        # addresses would answer in their place (or not boot its network: duplicate address).
+        changed = [f.name for f in dataclasses.fields(self) if getattr(self, f.name) != f.default]
+        validate.distinct_addresses(
+            [("nfs_server", self.nfs_server), *vm_addresses],
+            "give the NFS server and each VM their own address",
+            changed,
+        )
+        for index, server in enumerate(self.dns_servers):
+            validate.distinct_addresses(
+                [(f"dns_servers[{index}]", server), *vm_addresses],
+                "a VM cannot be its own DNS server; give the gateway or a resolver",
+                changed,
+            )
         if not self.nfs_path.startswith("/") or "//" in self.nfs_path or "/../" in f"{self.nfs_path}/":
             raise ConfigError("nfs_path", self.nfs_path, "give the export's absolute path, e.g. /export/k3s")
         validate.int_range("rancher_replicas", self.rancher_replicas, 1, 10)
@@ -131,12 +180,18 @@ class ProxmoxHaStack(TerraformStack):
     def __init__(self, scope: Construct, id: str, *, settings: ProxmoxHaSettings) -> None:
         super().__init__(scope, id)
         s = settings
-        LocalBackend(self, path=f"../../../terraform.{id}.tfstate")
+        use_backend(self, s.backend)
         endpoint = TerraformVariable(
             self,
             "proxmox_endpoint",
             type="string",
             description="Proxmox API, e.g. https://pve.example.com:8006/.",
+            validation=[
+                rule(
+                    'can(regex("^https://[^/[:space:]]+(/[^[:space:]]*)?$", var.proxmox_endpoint))',
+                    "proxmox_endpoint must be the API's https:// URL, e.g. https://pve.example.com:8006/.",
+                )
+            ],
         )
         if s.root_auth:
             root_password = TerraformVariable(
@@ -155,6 +210,14 @@ class ProxmoxHaStack(TerraformStack):
                 type="string",
                 sensitive=True,
                 description="user@realm!token=secret (rights in the README).",
+                validation=[
+                    rule(
+                        'can(regex("^[^@[:space:]]+@[^![:space:]]+![^=[:space:]]+=[^[:space:]]+$", '
+                        "var.proxmox_api_token))",
+                        "proxmox_api_token must be user@realm!tokenid=secret, e.g. "
+                        "terraform@pve!cdktf=<uuid>.",
+                    )
+                ],
             )
             token, username, password = api_token.string_value, None, None
         k3s_token = k3s_token_variable(self)
@@ -174,8 +237,20 @@ class ProxmoxHaStack(TerraformStack):
             ],
         )
         ssh_public_key = TerraformVariable(
-            self, "ssh_public_key", type="string", description="Public key for the ubuntu user on every VM."
+            self,
+            "ssh_public_key",
+            type="string",
+            description="Public key for the ubuntu user on every VM.",
+            validation=[
+                rule(
+                    'can(regex("^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+) '
+                    '[A-Za-z0-9+/]+=*( [^\\n]*)?$", var.ssh_public_key))',
+                    "ssh_public_key must be one OpenSSH public key line, e.g. the content of "
+                    "~/.ssh/id_ed25519.pub.",
+                )
+            ],
         )
+        # Not validated: UNVALIDATED in environments/variables.py says why.
         ssh_key_path = TerraformVariable(
             self, "ssh_private_key_path", type="string", default="~/.ssh/id_ed25519"
         )
@@ -227,13 +302,32 @@ class ProxmoxHaStack(TerraformStack):
         etcd_s3 = None
         if s.etcd_s3:
             bucket = TerraformVariable(
-                self, "etcd_s3_bucket", type="string", description="S3 bucket for the etcd snapshots."
+                self,
+                "etcd_s3_bucket",
+                type="string",
+                description="S3 bucket for the etcd snapshots.",
+                validation=[
+                    rule(
+                        'can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.etcd_s3_bucket))',
+                        "etcd_s3_bucket must be a bucket name: 3-63 lower-case letters, digits, '-' and '.'.",
+                    )
+                ],
             )
             access_key = TerraformVariable(
-                self, "etcd_s3_access_key", type="string", sensitive=True, description="S3 access key id."
+                self,
+                "etcd_s3_access_key",
+                type="string",
+                sensitive=True,
+                description="S3 access key id.",
+                validation=[no_space_rule("etcd_s3_access_key", "an access key id")],
             )
             secret_key = TerraformVariable(
-                self, "etcd_s3_secret_key", type="string", sensitive=True, description="S3 secret key."
+                self,
+                "etcd_s3_secret_key",
+                type="string",
+                sensitive=True,
+                description="S3 secret key.",
+                validation=[no_space_rule("etcd_s3_secret_key", "a secret key")],
             )
             etcd_s3 = EtcdS3(
                 endpoint=s.etcd_s3_endpoint,
@@ -243,20 +337,64 @@ class ProxmoxHaStack(TerraformStack):
                 region=s.etcd_s3_region,
                 folder=s.etcd_s3_folder,
             )
-        acme_email = TerraformVariable(self, "acme_email", type="string")
+        acme_email = TerraformVariable(
+            self,
+            "acme_email",
+            type="string",
+            description="Contact e-mail for Let's Encrypt.",
+            validation=[
+                rule(
+                    'can(regex("^[^@ ]+@[^@ ]+[.][^@ ]+$", var.acme_email))',
+                    "acme_email must be an e-mail address such as ops@example.com.",
+                )
+            ],
+        )
         rancher_host = TerraformVariable(
-            self, "rancher_hostname", type="string", description="Host name of the Rancher UI."
+            self,
+            "rancher_hostname",
+            type="string",
+            description="Host name of the Rancher UI.",
+            validation=[dns_name_rule("rancher_hostname", "rancher.example.com")],
         )
         jupyter_host = TerraformVariable(
-            self, "jupyterhub_hostname", type="string", description="Host name of JupyterHub."
+            self,
+            "jupyterhub_hostname",
+            type="string",
+            description="Host name of JupyterHub.",
+            validation=[
+                rule(
+                    f'can(regex("{DNS_NAME_REGEX}", var.jupyterhub_hostname)) && '
+                    "var.jupyterhub_hostname != var.rancher_hostname",
+                    "jupyterhub_hostname must be a lower-case DNS name such as jupyter.example.com, "
+                    "other than rancher_hostname (two Ingresses cannot share a host).",
+                )
+            ],
         )
         fleet_repo = TerraformVariable(
             self,
             "fleet_repo_url",
             type="string",
             description="Git URL of the cluster-maintenance repository.",
+            validation=[
+                rule(
+                    'can(regex("^(https://|ssh://|git@)[^[:space:]]+$", var.fleet_repo_url))',
+                    "fleet_repo_url must be a Git URL: https://..., ssh://... or git@host:org/repo.git.",
+                )
+            ],
         )
-        fleet_branch = TerraformVariable(self, "fleet_branch", type="string", default="main")
+        fleet_branch = TerraformVariable(
+            self,
+            "fleet_branch",
+            type="string",
+            default="main",
+            validation=[
+                rule(
+                    'can(regex("^[A-Za-z0-9_][A-Za-z0-9._/-]*$", var.fleet_branch)) && '
+                    '!can(regex("[.][.]|/$|[.]lock$", var.fleet_branch))',
+                    "fleet_branch must be a Git branch name such as main.",
+                )
+            ],
+        )
         # The seed's clusters/homelab holds the GPU Operator, JupyterHub and the StorageClasses,
         # which this stack deploys itself: two owners would undo each other's changes. The
         # default path is one for what the stack does not deploy (FLEET_MAY_NOT_HOLD, README).
@@ -266,8 +404,16 @@ class ProxmoxHaStack(TerraformStack):
             type="list(string)",
             default=[FLEET_DEFAULT_PATH],
             description="Paths of the Fleet repository to deploy; never anything Terraform deploys (README).",
+            validation=[
+                rule(
+                    "length(var.fleet_paths) > 0 && alltrue([for p in var.fleet_paths : "
+                    'length(p) > 0 && !can(regex("^/|(^|/)[.][.](/|$)", p))])',
+                    "fleet_paths must list folders of the repository, relative and without '..'.",
+                )
+            ],
         )
 
+        # Not validated: UNVALIDATED in environments/variables.py says why.
         insecure = TerraformVariable(
             self,
             "proxmox_insecure",
@@ -338,6 +484,10 @@ class ProxmoxHaStack(TerraformStack):
                 "dns_zone",
                 type="string",
                 description="Cloudflare zone of the Rancher and JupyterHub names, e.g. example.com.",
+                validation=[
+                    dns_name_rule("dns_zone", "example.com"),
+                    in_zone_rule(["rancher_hostname", "jupyterhub_hostname"]),
+                ],
             )
         networking = Networking(
             self,
@@ -495,7 +645,11 @@ class ProxmoxHaStack(TerraformStack):
         client_id = client_secret = None
         if s.jupyter_auth in ("github", "oidc"):
             client_id = TerraformVariable(
-                self, "jupyterhub_oauth_client_id", type="string", description="OAuth app client id."
+                self,
+                "jupyterhub_oauth_client_id",
+                type="string",
+                description="OAuth app client id.",
+                validation=[no_space_rule("jupyterhub_oauth_client_id", "the OAuth app's client id")],
             ).string_value
             client_secret = TerraformVariable(
                 self,
@@ -503,6 +657,7 @@ class ProxmoxHaStack(TerraformStack):
                 type="string",
                 sensitive=True,
                 description="OAuth app client secret.",
+                validation=[no_space_rule("jupyterhub_oauth_client_secret", "the OAuth app's client secret")],
             ).string_value
         return HubAuth(
             kind=s.jupyter_auth,

@@ -6,13 +6,13 @@ backups, Vault, cert-manager, Traefik ingress, PostgreSQL 16 and the application
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cdktf import (
     Fn,
-    LocalBackend,
     TerraformOutput,
     TerraformStack,
     TerraformVariable,
@@ -20,8 +20,11 @@ from cdktf import (
 from constructs import Construct
 
 from environments import use_cluster
+from environments.state import Backend, use_backend
 from environments.variables import (
     cloudflare_token_variable,
+    dns_name_rule,
+    in_zone_rule,
     k3s_token_variable,
     pinned_image_rule,
     public_address_variable,
@@ -182,8 +185,25 @@ class SingleNodeSettings:
     checking (and drops the variable): whoever answers at the address gets the cluster token."""
     values_dir: Path = PROJECT_ROOT / "helm-values"
     """Folder of the values files; ``<chart>/base.yaml`` plus ``<chart>/<environment>.yaml``."""
+    backend: Backend | None = None
+    """Where Terraform keeps this stack's state: None for state/<stack>.tfstate on this machine
+    (git-ignored, mode 0700), or a remote backend such as ``Backend("s3", {"bucket": "acme-tf-state",
+    "region": "eu-west-1"})`` (docs/settings.md)."""
+
+    PROPS_SETTINGS: ClassVar[Mapping[str, str]] = {
+        "driver_branch": "nvidia_driver_version",
+        "driver_kernel_modules": "nvidia_kernel_modules",
+        "toolkit_version": "container_toolkit_version",
+        "verify_host_keys": "verify_ssh_host_keys",
+        "gpus": "app_gpus",
+        "app name": "app_name",
+        "app namespace": "app_namespace",
+        "postgres namespace": "app_namespace",
+    }
+    """The settings that the constructs' props fields come from, where their names differ."""
 
     def __post_init__(self) -> None:
+        validate.field_types(self)
         validate.one_of("environment", self.environment, ("dev", "staging", "production"))
         self.object_store()
         validate.int_range("agent_count", self.agent_count, 0, 50)
@@ -197,6 +217,13 @@ class SingleNodeSettings:
                 True,
                 "GPU monitoring scrapes the GPU Operator's DCGM exporter: keep deploy_gpu_operator and "
                 "gpu_monitoring True, or set monitoring=False",
+            )
+        if self.taint_gpu_nodes and self.gpu_enabled:
+            raise ConfigError(
+                "taint_gpu_nodes",
+                True,
+                "every host of single-node is a GPU node, so the taint leaves no node for Vault, "
+                "PostgreSQL and the ingress (they would stay Pending); set taint_gpu_nodes=False",
             )
         if not self.gpu_enabled and self.app_gpus:
             raise ConfigError(
@@ -224,9 +251,7 @@ class SingleNodeStack(TerraformStack):
         super().__init__(scope, id)
         s = settings
         hosts_count = 1 + s.agent_count
-        # Relative to the stack's working directory (cdktf.out/stacks/<stack>): the project root,
-        # where cdktf keeps local state, without a machine-specific absolute path in the JSON.
-        LocalBackend(self, path=f"../../../terraform.{id}.tfstate")
+        use_backend(self, s.backend)
 
         node_ips = TerraformVariable(
             self,
@@ -251,6 +276,12 @@ class SingleNodeStack(TerraformStack):
             type="string",
             default="ubuntu",
             description="SSH user with passwordless sudo on every host.",
+            validation=[
+                rule(
+                    'can(regex("^[a-z_][a-z0-9_-]{0,31}$", var.ssh_user))',
+                    "ssh_user must be a Linux user name such as ubuntu.",
+                )
+            ],
         )
         ssh_key = TerraformVariable(
             self,
@@ -258,6 +289,7 @@ class SingleNodeStack(TerraformStack):
             type="string",
             default="~/.ssh/id_ed25519",
             description="Private key that logs in as ssh_user on every host.",
+            # Not validated: UNVALIDATED in environments/variables.py says why.
         )
         host_keys = None
         if s.verify_ssh_host_keys:
@@ -300,6 +332,7 @@ class SingleNodeStack(TerraformStack):
             "dns_zone",
             type="string",
             description="Cloudflare zone that holds app_domain, e.g. example.com.",
+            validation=[dns_name_rule("dns_zone", "example.com"), in_zone_rule(["app_domain"])],
         )
         acme_email = TerraformVariable(
             self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cdktf import TerraformVariable, TerraformVariableValidationConfig
 from constructs import Construct
 
@@ -12,6 +14,46 @@ def rule(condition: str, error_message: str) -> TerraformVariableValidationConfi
     """A variable validation. In Terraform's JSON syntax a bare string is a literal template, so the
     condition is wrapped in ``${...}`` to be evaluated as an expression."""
     return TerraformVariableValidationConfig(condition=f"${{{condition}}}", error_message=error_message)
+
+
+DNS_NAME_REGEX = "^([a-z0-9]([-a-z0-9]*[a-z0-9])?[.])+[a-z]{2,}$"
+"""A lower-case DNS name with at least two labels, such as api.example.com."""
+
+UNVALIDATED: dict[str, str] = {
+    "ssh_private_key_path": (
+        "a path on the machine that runs Terraform: fileexists() in a validation would fail every "
+        "plan made where the key is not (a CI plan); a missing key fails the first SSH connection "
+        "with its path"
+    ),
+    "proxmox_insecure": "a bool: Terraform's type check refuses anything else",
+}
+"""The variables without a validation, and why: a test checks every variable of every stack has
+one or is here."""
+
+
+def dns_name_rule(name: str, example: str) -> TerraformVariableValidationConfig:
+    return rule(
+        f'can(regex("{DNS_NAME_REGEX}", var.{name}))',
+        f"{name} must be a lower-case DNS name such as {example}.",
+    )
+
+
+def in_zone_rule(names: Sequence[str], zone: str = "dns_zone") -> TerraformVariableValidationConfig:
+    """Every one of the variables ``names`` is the zone or a name under it (a validation of the zone's
+    variable that reads the others: Terraform 1.9+)."""
+    listed = ", ".join(f"var.{name}" for name in names)
+    return rule(
+        f'alltrue([for n in [{listed}] : n == var.{zone} || endswith(n, ".${{var.{zone}}}")])',
+        f"{' and '.join(names)} must lie in {zone} (api.example.com in example.com): the DNS records "
+        "and Let's Encrypt's DNS-01 answers go into that zone.",
+    )
+
+
+def no_space_rule(name: str, what: str) -> TerraformVariableValidationConfig:
+    return rule(
+        f'can(regex("^[^[:space:]]+$", var.{name}))',
+        f"{name} must be {what}, without spaces or line breaks.",
+    )
 
 
 def pinned_image_rule(name: str) -> TerraformVariableValidationConfig:

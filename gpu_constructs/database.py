@@ -86,7 +86,7 @@ class PostgresProps:
         validate.k8s_name("postgres name", self.name)
         validate.k8s_name("postgres namespace", self.namespace)
         validate.int_range("postgres_instances", self.instances, 1, 9)
-        validate.quantity("postgres_storage_size", self.storage_size)
+        validate.storage_size("postgres_storage_size", self.storage_size)
         validate.version(
             "postgres image", self.image, r".+:16(\.\d+)?(-.+)?", "ghcr.io/cloudnative-pg/postgresql:16.10"
         )

@@ -20,7 +20,7 @@ from cdktf_cdktf_provider_helm.release import Release, ReleaseSetListStruct
 from constructs import Construct
 
 from gpu_constructs.cluster import GpuCluster
-from gpu_constructs.errors import ConfigError
+from gpu_constructs.errors import ConfigError, did_you_mean
 
 CHART_DIR = Path(__file__).parent / "charts" / "manifests"
 
@@ -49,6 +49,22 @@ class ValuesLayers:
     """The environment's file name without ``.yaml``: dev, staging or production."""
     directory: Path = field(default_factory=lambda: Path.cwd() / "helm-values")
     """The folder with one sub-folder of values files per chart."""
+
+    def __post_init__(self) -> None:
+        if not self.directory.is_dir():
+            raise ConfigError(
+                "values_dir", str(self.directory), "give the folder that holds <chart>/base.yaml files"
+            )
+        overlays = sorted({p.stem for p in self.directory.glob("*/*.yaml")} - {"base"})
+        if overlays and self.overlay not in overlays:
+            # A misspelt overlay would otherwise deploy the base values alone, without a word. A
+            # folder of base files only has no overlay to misspell.
+            raise ConfigError(
+                "values overlay",
+                self.overlay,
+                f"no <chart>/{self.overlay}.yaml in {self.directory}; {did_you_mean(self.overlay, overlays)}"
+                f"the overlays there are {', '.join(overlays) or 'none'} (add the file, or pick one)",
+            )
 
     def load(self, chart: str) -> dict[str, Any]:
         """``base.yaml`` deep-merged with ``<overlay>.yaml`` for ``chart``; missing files are empty."""

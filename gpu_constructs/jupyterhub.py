@@ -185,8 +185,8 @@ class JupyterHubProps:
             validate.int_range("gpu_profiles", gpus, 0, 8)
         if 0 not in self.gpu_profiles:
             raise ConfigError("gpu_profiles", tuple(self.gpu_profiles), "keep a 0-GPU profile as the default")
-        validate.quantity("home_size", self.home_size)
-        validate.quantity("scratch_size", self.scratch_size)
+        validate.storage_size("home_size", self.home_size)
+        validate.storage_size("scratch_size", self.scratch_size)
         validate.int_range("cull_timeout_seconds", self.cull_timeout_seconds, 300)
         validate.one_of("user_node_purpose", self.user_node_purpose, NODE_PURPOSES)
         validate.int_range("start_timeout_seconds", self.start_timeout_seconds, 60, 7200)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import ipaddress
 import re
+import types
+import typing
 from collections.abc import Iterable
+from pathlib import PurePath
+from typing import Any
 
 from cdktf import Token
 
-from gpu_constructs.errors import ConfigError
+from gpu_constructs.errors import ConfigError, did_you_mean
 
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 _DNS_NAME = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
@@ -59,6 +65,17 @@ def k8s_name(field: str, value: str) -> str:
 def quantity(field: str, value: str) -> str:
     if not _QUANTITY.match(value):
         raise ConfigError(field, value, "give a Kubernetes quantity such as 500m, 4, 8Gi or 100Gi")
+    return value
+
+
+_STORAGE_SIZE = re.compile(r"^([0-9]+(\.[0-9]+)?)(Mi|Gi|Ti)$")
+
+
+def storage_size(field: str, value: str) -> str:
+    """A volume size above zero in Mi, Gi or Ti, such as ``20Gi``."""
+    match = _STORAGE_SIZE.match(value)
+    if match is None or float(match.group(1)) <= 0:
+        raise ConfigError(field, value, "give a size above zero in Mi, Gi or Ti, e.g. 20Gi")
     return value
 
 
@@ -136,7 +153,8 @@ def int_range(field: str, value: int, low: int, high: int | None = None, why: st
 def one_of(field: str, value: str, allowed: Iterable[str]) -> str:
     options = tuple(allowed)
     if value not in options:
-        raise ConfigError(field, value, f"use one of {', '.join(options)}")
+        hint = did_you_mean(value, options) if isinstance(value, str) else ""
+        raise ConfigError(field, value, f"{hint}use one of {', '.join(options)}")
     return value
 
 
@@ -152,3 +170,86 @@ def unique(field: str, values: Iterable[str]) -> None:
         if value in seen:
             raise ConfigError(field, value, "each entry must appear once")
         seen.add(value)
+
+
+def distinct_addresses(addresses: Iterable[tuple[str, str]], why: str, changed: Iterable[str] = ()) -> None:
+    """Each address once: ``addresses`` are (field, address) pairs. Of two fields with one address,
+    the one in ``changed`` (the settings a user set, e.g. those that differ from their defaults) is
+    blamed, else the later one."""
+    edited = set(changed)
+    pairs = sorted(addresses, key=lambda pair: re.split(r"[.\[]", pair[0])[0] in edited)
+    seen: dict[str, str] = {}
+    for name, address in pairs:
+        if address in seen:
+            raise ConfigError(name, address, f"{seen[address]} already has this address; {why}")
+        seen[address] = name
+
+
+# --- Types of dataclass fields --------------------------------------------------------------------
+def _describe(hint: Any) -> str:
+    """A type as a user would write a value of it."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in args)
+    if hint is type(None):
+        return "None"
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a tuple such as ({_example(args[0])},), each item {_describe(args[0])}"
+        return f"a tuple ({', '.join(_describe(arg) for arg in args)})"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(arg) for arg in args)
+    if hint is bool:
+        return "True or False (a bool, not a string)"
+    if hint is int:
+        return "a whole number (an int, not a string)"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "a string"
+    if isinstance(hint, type) and issubclass(hint, PurePath):
+        return "a pathlib.Path"
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return f"a {hint.__name__} ({', '.join(m.name for m in hint)})"
+    return f"a {getattr(hint, '__name__', str(hint))}"
+
+
+def _example(hint: Any) -> str:
+    return {str: "'a'", int: "1", bool: "True"}.get(hint, "...") if isinstance(hint, type) else "..."
+
+
+def matches_type(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of the annotated type ``hint``: bool is not int, a list is not a tuple,
+    a tuple's elements are of its element types."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(matches_type(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(matches_type(item, args[0]) for item in value)
+        return len(value) == len(args) and all(map(matches_type, value, args))
+    if origin is typing.Literal:
+        return value in args
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(hint, type) and issubclass(hint, PurePath):
+        return isinstance(value, PurePath)
+    return isinstance(value, origin or hint)
+
+
+def field_types(settings: Any) -> None:
+    """Check every field of the dataclass instance ``settings`` against its annotation, so that
+    ``"false"`` for a bool or a list for a tuple fails at construction with the field's name."""
+    hints = typing.get_type_hints(type(settings))
+    for item in dataclasses.fields(settings):
+        value = getattr(settings, item.name)
+        if not matches_type(value, hints[item.name]):
+            raise ConfigError(item.name, value, f"give {_describe(hints[item.name])}")

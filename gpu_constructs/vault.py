@@ -124,7 +124,7 @@ class VaultProps:
                 f"the chart places one Vault server per node and the cluster has {self.node_count}; "
                 "add nodes or set vault_ha=False (standalone Vault on one node)",
             )
-        validate.quantity("vault storage_size", self.storage_size)
+        validate.storage_size("vault storage_size", self.storage_size)
         validate.k8s_name("app_namespace", self.app_namespace)
         validate.k8s_name("database_role", self.database_role)
 

@@ -130,6 +130,43 @@ class EksVersionSupport:
     extended_until: date
 
 
+AWS_REGIONS = (
+    "af-south-1",
+    "ap-east-1",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "mx-central-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+)
+"""The commercial AWS regions with EKS (botocore 1.35.99's endpoint data for ``eks``); a region AWS
+opens later is added here."""
+
 EKS_SUPPORT_RECORDED = date(2026, 11, 23)
 """The day EKS_SUPPORT was read from the calendar: synth checks versions against it, never against
 the clock, so the same code synthesizes the same stack on any day (update both together)."""

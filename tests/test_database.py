@@ -248,7 +248,10 @@ def test_the_endpoint_loses_a_trailing_slash_only_in_the_manifest(synth):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"storage_size": "20GB"}, r"'postgres_storage_size' is '20GB': give a Kubernetes quantity"),
+        (
+            {"storage_size": "20GB"},
+            r"'postgres_storage_size' is '20GB': give a size above zero in Mi, Gi or Ti",
+        ),
         ({"instances": 0}, r"'postgres_instances' is 0"),
         ({"image": "ghcr.io/cloudnative-pg/postgresql:15.4"}, r"'postgres image' is"),
         (

@@ -20,14 +20,18 @@ def test_an_instance_overrides_settings_without_touching_library_code():
 def test_an_unknown_override_names_the_valid_fields():
     with pytest.raises(
         ConfigError,
-        match=r"'single-node.overrides' is 'gpu_count': not a SingleNodeSettings field; use one of agent_count",
+        match=r"^single-node: 'gpu_count' is 2: not a setting of single-node; did you mean 'agent_count'\? "
+        r"the settings are agent_count, app_gpus,",
     ):
         Instance("single-node", "single-node", {"gpu_count": 2}).settings()
 
 
 def test_an_unknown_environment():
-    with pytest.raises(ConfigError, match=r"'x.environment' is 'single_node': use one of single-node"):
-        Instance("x", "single_node")
+    with pytest.raises(
+        ConfigError,
+        match=r"^x: 'environment' is 'single_node': did you mean 'single-node'\? use one of single-node",
+    ):
+        Instance("x", "single_node").settings()
 
 
 def test_stack_names_must_be_unique():
@@ -51,7 +55,7 @@ def test_selection_by_name():
         ({"mig_strategy": "all"}, r"'mig_strategy' is 'all': use one of none, single, mixed"),
         ({"gpu_enabled": False}, r"'app_gpus' is 1: gpu_enabled is False, so set app_gpus=0"),
         ({"time_slicing_replicas": 0}, r"'time_slicing_replicas' is 0"),
-        ({"nvidia_driver_version": "545.29"}, r"'driver_branch' is '545.29'"),
+        ({"nvidia_driver_version": "545.29"}, r"'nvidia_driver_version' is '545.29'"),
         ({"vault_ha": True, "vault_replicas": 2}, r"'vault_replicas' is 2: Vault raft needs an odd count"),
         ({"backup_schedule": "0 2 * *"}, r"'backup_schedule' is '0 2 \* \*'"),
     ],

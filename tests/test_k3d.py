@@ -168,7 +168,10 @@ def test_the_optional_argocd_passes_every_gate(helm, upstream):
     ("overrides", "message"),
     [
         ({"agents": ("app", "storage")}, r"'agents' is 'storage': use one of app, infra, gpu"),
-        ({"agents": ("app", "infra")}, r"'gpu agents' is 0: the GPU smoke test needs a 'gpu' agent"),
+        (
+            {"agents": ("app", "infra")},
+            r"'smoke_test' is True: the GPU smoke test needs a 'gpu' agent: add 'gpu' to agents",
+        ),
         ({"agents": ("app", "gpu"), "argocd": True}, r"'argocd' is True: Argo CD runs on the infra agent"),
         ({"image": "k3s-cuda:latest"}, r"'image' is 'k3s-cuda:latest': pin the k3s CUDA image"),
         ({"image": "registry:5000/k3s-cuda"}, r"'image' is 'registry:5000/k3s-cuda': pin the k3s CUDA image"),

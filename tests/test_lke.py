@@ -269,7 +269,7 @@ def variables_dir(stack_json, tmp_path_factory) -> Path:
 
 def plan(directory: Path, **variables: str | None) -> subprocess.CompletedProcess[str]:
     base = {
-        "linode_token": "t",
+        "linode_token": "0123456789abcdef" * 4,
         "cluster_name_prefix": "ops",
         "api_allowed_cidrs": '["203.0.113.0/24"]',
         "ui_allowed_cidrs": '["0.0.0.0/0"]',

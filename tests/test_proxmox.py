@@ -311,7 +311,9 @@ def test_jupyterhub_profiles_fit_the_workers(stack_json):
 
 
 def test_a_4_gpu_profile_needs_4_gpu_workers():
-    with pytest.raises(ConfigError, match=r"'gpu_profiles' is 4: a pod asking for 4 GPUs never schedules"):
+    with pytest.raises(
+        ConfigError, match=r"'jupyter_gpu_profiles' is 4: a pod asking for 4 GPUs never schedules"
+    ):
         synth(jupyter_gpu_profiles=(0, 1, 2, 4))
     four = synth(jupyter_gpu_profiles=(0, 1, 2, 4), gpus_per_worker=4, worker_ips=("10.0.0.21", "10.0.0.22"))
     assert len(vms(four)) == 5

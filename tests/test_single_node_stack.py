@@ -129,7 +129,7 @@ def test_every_interpolation_is_a_terraform_reference(stack_json):
 
 
 def test_state_path_is_relative(stack_json):
-    assert stack_json["terraform"]["backend"] == {"local": {"path": "../../../terraform.single-node.tfstate"}}
+    assert stack_json["terraform"]["backend"] == {"local": {"path": "../../../state/single-node.tfstate"}}
 
 
 def test_two_synths_are_byte_identical(tmp_path):
@@ -486,9 +486,12 @@ def test_helm_waits_for_a_started_pod_of_every_deployment_in_every_stack(every_s
         ({"host_network_prefix": 40}, r"'host_network_prefix' is 40: use from 8 to 32"),
         (
             {"nvidia_kernel_modules": "closed"},
-            r"'driver_kernel_modules' is 'closed': use one of open, proprietary",
+            r"'nvidia_kernel_modules' is 'closed': use one of open, proprietary",
         ),
-        ({"nvidia_driver_version": "470"}, r"'driver_branch' is '470': NVIDIA ships open kernel modules"),
+        (
+            {"nvidia_driver_version": "470"},
+            r"'nvidia_driver_version' is '470': NVIDIA ships open kernel modules",
+        ),
         ({"vault_ha": True, "agent_count": 1}, r"'vault_replicas' is 3: .* the cluster has 2"),
         ({"backup_schedule": "nightly"}, r"'backup_schedule' is 'nightly'"),
     ],

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Any
 
-from cdktf import Fn
+from cdktf import Fn, TerraformStack
 from cdktf_cdktf_provider_aws.kms_key import KmsKey
 from constructs import Construct
 
@@ -43,7 +44,7 @@ from gpu_constructs.compute.karpenter import (
     NodeClassSpec,
     NodePoolSpec,
 )
-from gpu_constructs.errors import ConfigError
+from gpu_constructs.errors import ConfigError, did_you_mean
 from gpu_constructs.iam import policy_document
 
 __all__ = [
@@ -61,6 +62,11 @@ __all__ = [
     "NodePoolSpec",
     "check_eks_version",
 ]
+
+
+NAME_MAX_LENGTH = 36
+"""IAM role names and EventBridge rule names may have 64 characters, and the longest one derived from
+the cluster name is ``<name>-karpenter-spot-interruption`` (karpenter.py): 64 - 28."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,20 @@ class EksProps:
 
     def __post_init__(self) -> None:
         validate.k8s_name("cluster name", self.name)
+        if len(self.name) > NAME_MAX_LENGTH:
+            raise ConfigError(
+                "cluster name",
+                self.name,
+                f"use at most {NAME_MAX_LENGTH} characters: IAM role and EventBridge rule names "
+                f"derived from it (<name>-karpenter-spot-interruption) may have 64",
+            )
+        if self.region not in versions.AWS_REGIONS:
+            raise ConfigError(
+                "region",
+                self.region,
+                f"{did_you_mean(self.region, versions.AWS_REGIONS)}use an AWS region where EKS runs: "
+                f"{', '.join(versions.AWS_REGIONS)}",
+            )
         check_network(self.availability_zones, self.vpc_cidr)
         for zone in self.availability_zones:
             if not zone.startswith(self.region):
@@ -170,6 +190,42 @@ def check_eks_version(
         )
 
 
+def support_check(scope: Construct, version: str, *, extended_support: bool = False) -> dict[str, Any]:
+    """A Terraform ``check`` block that warns at every plan once ``version`` has left EKS support.
+
+    Synth checks the version against the day the support table was recorded
+    (versions.EKS_SUPPORT_RECORDED), so its output does not depend on the day it runs; this check
+    compares the real date of each plan (``plantimestamp()``) with the end of support, and a failed
+    check is a warning that does not stop the plan (Terraform 1.5+). Returns what it adds to the
+    stack's ``locals`` and ``check`` sections."""
+    support = versions.EKS_SUPPORT[version]
+    until = support.extended_until if extended_support else support.standard_until
+    if extended_support:
+        what = f"Kubernetes {version} leaves EKS extended support on {until}: EKS then upgrades the cluster"
+    else:
+        what = (
+            f"Kubernetes {version} leaves EKS standard support on {until}: EKS then upgrades the control "
+            "plane itself (upgrade policy STANDARD)"
+        )
+    name = f"eks_kubernetes_{version.replace('.', '_')}_support"
+    # Terraform refuses an assertion that refers to nothing in the configuration (timecmp of two
+    # constants): the end of support is a local value, which also shows in the warning.
+    ends = f"{name}_ends"
+    block = {
+        "assert": [
+            {
+                "condition": f"${{timecmp(plantimestamp(), local.{ends}) < 0}}",
+                "error_message": f"{what}; move kubernetes_version to a newer version "
+                f"({versions.EKS_SUPPORT_SOURCE}).",
+            }
+        ]
+    }
+    stack = TerraformStack.of(scope)
+    stack.add_override(f"locals.{ends}", f"{until.isoformat()}T00:00:00Z")
+    stack.add_override(f"check.{name}", block)
+    return {"locals": {ends: f"{until.isoformat()}T00:00:00Z"}, "check": {name: block}}
+
+
 class EksGpuCompute(Construct):
     """VPC, EKS, system nodes and Karpenter with scale-to-zero GPU capacity."""
 
@@ -222,6 +278,7 @@ class EksGpuCompute(Construct):
             ),
         )
         self.eks = self.control_plane.eks
+        support_check(self, props.kubernetes_version, extended_support=props.extended_support)
         self.system_nodes = self.control_plane.system_nodes
         gpu_pool = next(p for p in props.node_pools if p.name == GPU_POOL)
         assert gpu_pool.gpu_limit is not None

@@ -42,6 +42,10 @@ def image_context() -> Path:
 
 
 ROLES = ("app", "infra", "gpu")
+NAME_MAX_LENGTH = 32
+"""k3d checks a cluster name (CheckName) so that the host names it derives from it, such as
+``k3d-<name>-serverlb`` and ``k3d-<name>-agent-<n>``, stay within 64 characters; releases before v5
+allowed 35 (clusterNameMaxSize), and 32 keeps within that."""
 TAINTED_ROLES = ("infra", "gpu")
 """Roles whose nodes only accept pods that tolerate them (the seed's scheduling model)."""
 
@@ -100,6 +104,13 @@ class K3dProps:
 
     def __post_init__(self) -> None:
         validate.k8s_name("cluster name", self.name)
+        if len(self.name) > NAME_MAX_LENGTH:
+            raise ConfigError(
+                "cluster name",
+                self.name,
+                f"use at most {NAME_MAX_LENGTH} characters (k3d derives host names such as "
+                "k3d-<name>-serverlb from it)",
+            )
         for role in self.agents:
             validate.one_of("agents", role, ROLES)
         validate.int_range("api_port", self.api_port, 1024, 65535)
