@@ -200,13 +200,34 @@ def test_cpu_only_cluster_without_smoke_test_is_allowed():
 
 
 # --- k3d-cluster.sh with stubbed docker, k3d, kubectl, nvidia-smi ------------------------------------
-def k3d_host(tmp_path: Path, *, docker_gpu: bool = True, node_runtime: bool = True) -> Host:
+# What `docker exec <node> cat .../containerd/config.toml` shows for the nvidia runtime. k3s v1.35
+# (containerd 2.x) renders its config from ContainerdConfigTemplateV3 (pkg/agent/templates), whose
+# extra runtimes are `[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'{{ $k }}']` with a
+# `.options` table holding BinaryName; k3s's version 2 template quoted the key with double quotes,
+# and nvidia-ctk writes it bare. The same TOML key in each spelling.
+V3_NVIDIA = """
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'nvidia']
+  runtime_type = "io.containerd.runc.v2"
+
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'nvidia'.options]
+  BinaryName = "/usr/bin/nvidia-container-runtime"
+  SystemdCgroup = true
+"""
+NVIDIA_RUNTIME_SPELLINGS = {
+    "k3s-v3-template": V3_NVIDIA,
+    "k3s-v2-template": V3_NVIDIA.replace("'nvidia'", '"nvidia"'),
+    "nvidia-ctk": V3_NVIDIA.replace("'nvidia'", "nvidia"),
+}
+RUNC_ONLY = V3_NVIDIA.replace("'nvidia'", "'runc'").replace("/usr/bin/nvidia-container-runtime", "runc")
+
+
+def k3d_host(
+    tmp_path: Path, *, docker_gpu: bool = True, node_runtime: bool = True, config_text: str = V3_NVIDIA
+) -> Host:
     host = Host(tmp_path)
     runtimes = '{"nvidia":{},"runc":{}}' if docker_gpu else '{"runc":{}}'
-    # `docker exec <node> cat <containerd config>`: what k3s renders when it finds the NVIDIA runtime
     config = tmp_path / "containerd-config.toml"
-    runtime = '"nvidia"' if node_runtime else "runc"
-    config.write_text(f"[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{runtime}]\n")
+    config.write_text(config_text if node_runtime else RUNC_ONLY)
     host.stub(
         "docker",
         f'if [ "$1" = exec ]; then [ "$2" = k3d-gpu-poc-agent-2 ] && cat {config}; exit 0; fi\n'
@@ -246,6 +267,13 @@ def test_script_creates_labels_and_verifies(tmp_path):
         in host.calls("kubectl")
     )
     assert "verified" in result.stdout
+
+
+@pytest.mark.parametrize("spelling", sorted(NVIDIA_RUNTIME_SPELLINGS))
+def test_script_accepts_the_nvidia_runtime_in_every_toml_spelling(tmp_path, spelling):
+    host = k3d_host(tmp_path, config_text=NVIDIA_RUNTIME_SPELLINGS[spelling])
+    result = host.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "kube.yaml"), **ENV)
+    assert result.returncode == 0, result.stderr
 
 
 def test_script_fails_when_the_gpu_agents_containerd_has_no_nvidia_runtime(tmp_path):

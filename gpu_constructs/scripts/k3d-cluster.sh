@@ -95,9 +95,13 @@ for entry in ${NODE_TAINTS:-}; do
 done
 # k3s registers the nvidia RuntimeClass whatever the node has; what counts is that the GPU agent's
 # containerd has the nvidia runtime, which k3s adds only when it finds nvidia-container-runtime.
+# The table key's quoting differs by template: k3s's containerd 2.x (config version 3) template
+# writes runtimes.'nvidia', its version 2 template runtimes."nvidia", nvidia-ctk runtimes.nvidia.
+# All are the same TOML key, so any of them counts.
+nvidia_table="\.runtimes\.(\"nvidia\"|'nvidia'|nvidia)\]"
 for node in ${GPU_NODES:-}; do
   config="$(docker exec "$node" cat /var/lib/rancher/k3s/agent/etc/containerd/config.toml 2>/dev/null || true)"
-  if ! grep -qF 'runtimes."nvidia"' <<<"$config"; then
+  if ! grep -Eq "$nvidia_table" <<<"$config"; then
     echo "ERROR: containerd on ${node} has no nvidia runtime: k3s did not find nvidia-container-runtime" >&2
     echo "in the node image (is it built from docker/k3s-cuda?)." >&2
     failed=1
