@@ -81,6 +81,7 @@ class K3dPocStack(TerraformStack):
                 image=s.image,
                 build_image=s.build_image,
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
+                preflight_image=s.smoke_test_image if s.smoke_test and "gpu" in s.agents else None,
             ),
         )
         cluster = use_cluster(self, compute.cluster)

@@ -305,6 +305,48 @@ def test_script_names_each_missing_prerequisite(tmp_path):
         assert tool in result.stderr
 
 
+REQUIREMENT_ERROR = (
+    "docker: Error response from daemon: failed to create task for container: ... nvidia-container-cli: "
+    "requirement error: unsatisfied condition: cuda>=13.1, please update your driver to a newer version"
+)
+
+
+def test_script_runs_the_smoke_test_image_first_and_explains_an_old_driver(tmp_path, stack_json):
+    """The smoke test's CUDA image needs a driver for its CUDA version (NVIDIA_REQUIRE_CUDA): the
+    script runs it with --gpus all before building anything and names the driver when it fails."""
+    (cluster,) = resources(stack_json, "terraform_data").values()
+    image = cluster["provisioner"][0]["local-exec"]["environment"]["SMOKE_IMAGE"]
+    assert image == "nvcr.io/nvidia/cuda:13.1.1-base-ubuntu24.04"
+    host = k3d_host(tmp_path)
+    host.stub(
+        "docker",
+        f'if [ "$1" = run ]; then echo "{REQUIREMENT_ERROR}" >&2; exit 125; fi\necho \'{{"nvidia":{{}}}}\'',
+    )
+    result = host.run(
+        "k3d-cluster.sh",
+        KUBECONFIG_OUT=str(tmp_path / "k"),
+        SMOKE_IMAGE=image,
+        IMAGE="k3s-cuda:x",
+        BUILD_CONTEXT="/ctx",
+        **ENV,
+    )
+    assert result.returncode == 2
+    assert "requirement error: unsatisfied condition: cuda>=13.1" in result.stderr
+    assert f"older than the CUDA version {image} requires" in result.stderr
+    assert f"docker run --rm --gpus all {image} nvidia-smi -L" in host.calls("docker")
+    assert host.calls("docker build") == [] and host.calls("k3d cluster create") == []
+    # a driver that meets the requirement passes the preflight
+    (tmp_path / "ok").mkdir()
+    ok = k3d_host(tmp_path / "ok")
+    assert (
+        ok.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "k"), SMOKE_IMAGE=image, **ENV).returncode == 0
+    )
+    assert f"docker run --rm --gpus all {image} nvidia-smi -L" in ok.calls("docker")
+    # without a smoke test there is no image to check
+    (cpu,) = resources(synth(agents=("app", "infra"), smoke_test=False), "terraform_data").values()
+    assert "SMOKE_IMAGE" not in cpu["provisioner"][0]["local-exec"]["environment"]
+
+
 def test_script_stops_without_docker_gpu_support(tmp_path):
     host = k3d_host(tmp_path, docker_gpu=False)
     result = host.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "k"), **ENV)

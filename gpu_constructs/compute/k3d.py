@@ -94,6 +94,9 @@ class K3dProps:
     unchanged build quick); False uses an image that is already there (a registry, a CI build)."""
     project_root: str = "${path.root}/../../.."
     """The project root as the stack's working directory (cdktf.out/stacks/<stack>) sees it."""
+    preflight_image: str | None = None
+    """A CUDA image run once on the host with ``--gpus all`` before the node image is built (the
+    GPU smoke test's): its NVIDIA_REQUIRE_CUDA makes an older host driver fail there, first."""
 
     def __post_init__(self) -> None:
         validate.k8s_name("cluster name", self.name)
@@ -168,6 +171,8 @@ class K3dGpuCompute(Construct):
             "REQUIRE_GPU": "1",
             "GPU_NODES": " ".join(props.gpu_nodes()),
         }
+        if props.preflight_image:
+            env["SMOKE_IMAGE"] = props.preflight_image
         dockerfile = ""
         if props.build_image:
             env["IMAGE"] = props.image
