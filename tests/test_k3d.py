@@ -68,6 +68,8 @@ def test_every_agent_gets_its_role_label_and_infra_and_gpu_their_taints():
         "k3d-gpu-poc-agent-0=node-role.kubernetes.io/app=true",
         "k3d-gpu-poc-agent-1=node-role.kubernetes.io/infra=true",
         "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true",
+        # k3s's ServiceLB pods only on the app agent (tests/test_placement.py models them)
+        "k3d-gpu-poc-agent-0=svccontroller.k3s.cattle.io/enablelb=true",
     ]
     assert props.node_taints() == [
         "k3d-gpu-poc-server-0=CriticalAddonsOnly=true:NoExecute",
@@ -559,7 +561,9 @@ def test_the_ingress_runs_on_the_infra_agent(helm, upstream):
     (traefik,) = [r for r in stack.releases if r.chart == "traefik"]
     assert traefik.version == "39.0.3"
     groups = node_groups(stack)
-    templates = [t for t in pod_templates(stack) if t.where.startswith(traefik.address)]
+    templates = [
+        t for t in pod_templates(stack) if t.where.startswith(traefik.address) and "ServiceLB" not in t.where
+    ]
     assert templates
     for template in templates:
         assert [g.name for g in groups if why_not(template.spec, g) is None] == ["k3d-gpu-poc-agent-1"]

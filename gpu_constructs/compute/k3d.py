@@ -76,6 +76,14 @@ server nodes (docs.k3s.io, "Dedicated control plane": --node-taint CriticalAddon
 which k3s's CoreDNS, metrics-server and local-path-provisioner tolerate and nothing else does."""
 
 
+SERVICELB_LABEL = ("svccontroller.k3s.cattle.io/enablelb", "true")
+"""k3s's ServiceLB runs a svclb DaemonSet for every LoadBalancer Service (the ingress's); its pods
+tolerate CriticalAddonsOnly, so unconfined they land on server-0 too. Once any node has this label,
+k3s gives the DaemonSet the node selector enablelb=true (k3s pkg/cloudprovider/servicelb.go,
+newDaemonSet, nodeHasDaemonSetLabel), so only the app agents run it; they forward to the Service's
+ClusterIP, wherever its pods run."""
+
+
 @dataclass(frozen=True)
 class K3dProps:
     kubeconfig_path: str
@@ -143,7 +151,12 @@ class K3dProps:
         return f"k3d-{self.name}-server-0"
 
     def node_labels(self) -> list[str]:
-        return [f"{self.node_name(i)}={'='.join(role_label(role))}" for i, role in enumerate(self.agents)]
+        labels = [f"{self.node_name(i)}={'='.join(role_label(role))}" for i, role in enumerate(self.agents)]
+        return labels + [
+            f"{self.node_name(i)}={'='.join(SERVICELB_LABEL)}"
+            for i, role in enumerate(self.agents)
+            if role == "app"
+        ]
 
     def node_taints(self) -> list[str]:
         return [f"{self.server_name}={SERVER_TAINT}"] + [
