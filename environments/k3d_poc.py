@@ -140,6 +140,9 @@ class K3dPocStack(TerraformStack):
                     size="small",
                     # Grafana downloads nothing: a local cluster may have no way out.
                     nvidia_dashboard=False,
+                    # k3d nodes are Docker containers whose / is not a shared mount, which
+                    # node-exporter's HostToContainer mount of the host's / needs.
+                    host_root_fs=False,
                 ),
             )
         if s.argocd:

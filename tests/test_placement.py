@@ -454,3 +454,39 @@ def test_the_k3d_servicelb_pods_stay_off_the_server(helm, upstream):
         "svclb-traefik can run on the control-plane node ['k3d-gpu-poc-server-0']" in p
         for p in placement_problems(stack)
     )
+
+
+def host_root_propagation(stack: render.RenderedStack) -> list[str]:
+    """Pod templates that mount the node's ``/`` with HostToContainer or Bidirectional propagation."""
+    found = []
+    for template in pod_templates(stack):
+        roots = {
+            v["name"]
+            for v in template.spec.get("volumes", [])
+            if (v.get("hostPath") or {}).get("path", "").rstrip("/") == "" and "hostPath" in v
+        }
+        for container in template.spec.get("containers", []) + template.spec.get("initContainers", []):
+            for mount in container.get("volumeMounts", []):
+                if mount["name"] in roots and mount.get("mountPropagation") in (
+                    "HostToContainer",
+                    "Bidirectional",
+                ):
+                    found.append(
+                        f"{template.where} container {container['name']}: / with {mount['mountPropagation']}"
+                    )
+    return found
+
+
+def test_no_host_root_mount_propagation_on_container_nodes(rendered_stack):
+    """A k3d node is a Docker container whose / is not a shared or slave mount: a pod mounting the
+    node's / with HostToContainer or Bidirectional propagation fails at container create
+    (kube-prometheus-stack's node-exporter does by default, hostRootFsMount)."""
+    if not _k3d_create_args(rendered_stack):
+        return
+    assert host_root_propagation(rendered_stack) == []
+
+
+def test_node_exporter_mounts_the_host_root_where_nodes_are_machines(helm, upstream):
+    """Not vacuous: on lke node-exporter keeps the chart's HostToContainer mount of /."""
+    found = host_root_propagation(render.rendered(INSTANCES["lke"]))
+    assert any("prometheus-node-exporter" in f and "HostToContainer" in f for f in found), found

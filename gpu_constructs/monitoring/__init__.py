@@ -100,6 +100,11 @@ class MonitoringProps:
     grafana_ingress: GrafanaIngress | None = None
     nvidia_dashboard: bool = True
     """Provision NVIDIA's DCGM dashboard from grafana.com (Grafana needs egress to grafana.com)."""
+    host_root_fs: bool = True
+    """Mount each node's ``/`` into node-exporter (the host's filesystem metrics), with the chart's
+    HostToContainer propagation. False where nodes are containers whose ``/`` is not a shared mount
+    (k3d): there the kubelet cannot create the container ("path / is mounted on / but it is not a
+    shared or slave mount") and the waited release never becomes ready."""
     values: helm.ValuesLayers | None = None
     depends_on: Sequence[Any] = ()
 
@@ -266,6 +271,11 @@ class Monitoring(Construct):
                 "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
             },
             "kube-state-metrics": {**placed},
+            **(
+                {}
+                if props.host_root_fs
+                else {"prometheus-node-exporter": {"hostRootFsMount": {"enabled": False}}}
+            ),
             # The control plane's own components are not scrapeable here: k3s runs the controller
             # manager, scheduler, proxy and etcd inside its one process with their metrics on
             # 127.0.0.1, and EKS and LKE manage them out of the cluster. Scraped anyway, each would
