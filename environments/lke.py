@@ -17,7 +17,7 @@ from gpu_constructs import versions
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.lke import LkeGpuCompute, LkeProps
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
-from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
+from gpu_constructs.monitoring import NODE_EXPORTER_PORT, DcgmSource, Monitoring, MonitoringProps
 from gpu_constructs.providers.linode import LinodeProvider
 
 
@@ -150,6 +150,8 @@ class LkeStack(TerraformStack):
                 firewall_controller_token=controller_token,
                 driver_preinstalled=s.driver_preinstalled,
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
+                # Prometheus scrapes node-exporter at every node's address (hostNetwork).
+                node_tcp_ports=(NODE_EXPORTER_PORT,) if s.monitoring else (),
             ),
         )
         LinodeProvider(self, "linode", token=token.string_value, api_version=compute.provider_api_version)

@@ -128,7 +128,9 @@ def test_node_firewall_mirrors_linode_lke_defaults(enterprise_json):
             (r["label"], r["protocol"], r.get("ports"), r["ipv4"]) for r in inbound[:10]
         ] == LINODE_LKE_DEFAULTS
         assert inbound[0]["ipv6"] == ["::/0"] and all(r["action"] == "ACCEPT" for r in inbound)
-        (ui,) = inbound[10:]
+        node, ui = inbound[10:]
+        # node-exporter (hostNetwork) scraped at every node's address (tests/test_lifecycle_firewall.py)
+        assert (node["protocol"], node["ports"], node["ipv4"]) == ("TCP", "9100", ["192.168.128.0/17"])
         assert (ui["ports"], ui["ipv4"]) == ("80,443", "${var.ui_allowed_cidrs}")
         # The API is on the managed control plane (its ACL), not on the nodes.
         assert not [r for r in inbound if r["ipv4"] == "${var.api_allowed_cidrs}"]
@@ -411,10 +413,15 @@ def test_the_standard_tier_keeps_the_nodes_in_the_firewall_with_the_controller(s
     # The controller's rules: Linode's defaults (defaultRules) and HTTP/HTTPS from ui_allowed_cidrs.
     values = release_values(controller)
     assert values["apiToken"] is True
-    (ui,) = values["firewall"]["inbound"]
+    node, ui = values["firewall"]["inbound"]
+    assert (node["label"], node["ports"], node["addresses"]) == (
+        "allow-node-host-ports",
+        "9100",
+        {"ipv4": ["192.168.128.0/17"]},
+    )
     assert (ui["label"], ui["protocol"], ui["ports"]) == ("allow-ui-http-https", "TCP", "80,443")
     assert controller["set_list"] == [
-        {"name": "firewall.inbound[0].addresses.ipv4", "value": "${var.ui_allowed_cidrs}"}
+        {"name": "firewall.inbound[1].addresses.ipv4", "value": "${var.ui_allowed_cidrs}"}
     ]
     # Everything the GPU Operator installs waits for the node firewall.
     assert ids["cloud-firewall"] in releases["gpu-operator"]["depends_on"]
@@ -445,7 +452,7 @@ def test_the_controller_renders_with_the_stacks_rules_and_reads_the_token_secret
     assert "--linode-creds=linode-cfw" in args and "--linode-creds-ns=kube-system" in args
     firewall = objects[("CloudFirewall", "primary")]
     assert firewall["metadata"]["namespace"] == "kube-system"
-    (ui,) = firewall["spec"]["ruleset"]["inbound"]
+    _, ui = firewall["spec"]["ruleset"]["inbound"]
     assert ui["addresses"] == {"ipv4": ["192.0.2.0/24"]} and ui["label"] == "allow-ui-http-https"
     (secret,) = by_name["cloud-firewall-token"].objects
     assert (secret["metadata"]["namespace"], secret["metadata"]["name"]) == ("kube-system", "linode-cfw")

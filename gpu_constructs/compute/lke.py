@@ -127,8 +127,14 @@ class LkeProps:
     runs with driver.enabled and toolkit.enabled false (the contract's Manager.IMAGE) instead of
     installing a second driver over the node's. False hands both to the GPU Operator."""
     sharing: GpuSharing = field(default_factory=GpuSharing)
+    node_tcp_ports: Sequence[int] = ()
+    """TCP ports that pods on other nodes reach at a node's own address (hostNetwork pods scraped
+    from inside the cluster, such as node-exporter's); the firewall admits them from LKE's private
+    range, which Linode's defaults open only for kubelet and kube-proxy health."""
 
     def __post_init__(self) -> None:
+        for port in self.node_tcp_ports:
+            validate.int_range("node_tcp_ports", port, 1, 65535)
         if self.gpu_plan.startswith("g1-gpu-rtx6000"):
             raise ConfigError(
                 "gpu_plan",
@@ -299,7 +305,7 @@ class LkeGpuCompute(Construct):
                 self,
                 "cloud-firewall",
                 token=props.firewall_controller_token,
-                inbound=[self.ui_rule()],
+                inbound=[*self.node_rules(), self.ui_rule()],
                 cluster=self.cluster,
             )
             # The node firewall is in place before anything else is installed.
@@ -335,9 +341,16 @@ class LkeGpuCompute(Construct):
     def ui_rule(self) -> FirewallRule:
         return FirewallRule("allow-ui-http-https", "ACCEPT", "TCP", "80,443", ipv4=self.props.ui_allowlist)
 
+    def node_rules(self) -> list[FirewallRule]:
+        """``node_tcp_ports`` from LKE's private range, the nodes' own."""
+        if not self.props.node_tcp_ports:
+            return []
+        ports = ",".join(str(port) for port in sorted(set(self.props.node_tcp_ports)))
+        return [FirewallRule("allow-node-host-ports", "ACCEPT", "TCP", ports, ipv4=(LKE_PRIVATE,))]
+
     def inbound_rules(self) -> list[FirewallRule]:
-        """Linode's LKE defaults, then HTTP and HTTPS from the UI allowlist."""
-        return [*LKE_DEFAULT_INBOUND, self.ui_rule()]
+        """Linode's LKE defaults, the stack's node ports, then HTTP and HTTPS from the UI allowlist."""
+        return [*LKE_DEFAULT_INBOUND, *self.node_rules(), self.ui_rule()]
 
 
 class CloudFirewallController(Construct):

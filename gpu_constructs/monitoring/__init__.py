@@ -30,6 +30,10 @@ from gpu_constructs.errors import ConfigError
 
 NAMESPACE = "monitoring"
 RELEASE = "kube-prometheus-stack"
+NODE_EXPORTER_PORT = 9100
+"""node-exporter's port on every node: kube-prometheus-stack's prometheus-node-exporter runs with
+hostNetwork (subchart values ``hostNetwork: true``, ``service.port: 9100``), so Prometheus scrapes each
+node's own address and a node firewall must admit the port between the nodes."""
 RULES_DIR = Path(__file__).parent / "rules"
 DASHBOARDS_DIR = Path(__file__).parent / "dashboards"
 DCGM_PORT = 9400
