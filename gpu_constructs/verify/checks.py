@@ -385,6 +385,60 @@ def device_plugin(api: client.ApiClient, namespace: str, gpus: Sequence[client.V
     return Result(check, PASS, f"{len(pods)} Ready, one on each of {len(gpus)} GPU node(s)")
 
 
+def runtime_class_of(expected: Expectation) -> str | None:
+    """The RuntimeClass GPU pods run with: the contract's (k3s: ``nvidia``), else the GPU Operator's
+    for its operands (chart value ``operator.runtimeClass``, default ``nvidia``; the operator sets it
+    on every operand pod on containerd, NVIDIA/gpu-operator controllers/object_controls.go
+    setRuntimeClass, also when the node image brings the toolkit); None when nothing asks for one."""
+    if expected.cluster.runtime_class:
+        return expected.cluster.runtime_class
+    operator = expected.release("gpu-operator")
+    if operator is not None:
+        return str((operator.values.get("operator") or {}).get("runtimeClass", "nvidia"))
+    return None
+
+
+def gpu_runtime(api: client.ApiClient, runtime_class: str, gpus: Sequence[client.V1Node]) -> Result:
+    """Each GPU node's containerd has the runtime handler GPU pods ask for: a pod with that
+    RuntimeClass runs there. The RuntimeClass object alone proves nothing (k3s registers ``nvidia``
+    on every node, found runtime or not); a missing handler fails the pod's sandbox ("no runtime for
+    ... is configured") and the pod never starts."""
+    check = f"gpu runtime {runtime_class}"
+    if not gpus:
+        return Result(check, SKIP, "no GPU node now")
+    core = client.CoreV1Api(api)
+    pods = [
+        p
+        for p in core.list_pod_for_all_namespaces(_request_timeout=T).items
+        if (p.spec.runtime_class_name or "") == runtime_class
+    ]
+    proven, problems = [], []
+    for node in gpus:
+        name = node.metadata.name
+        here = [p for p in pods if p.spec.node_name == name]
+        running = [p for p in here if p.status.phase in ("Running", "Succeeded")]
+        if running:
+            proven.append(f"{name}: {running[0].metadata.name}")
+            continue
+        reasons = []
+        for pod in here:
+            events = core.list_namespaced_event(
+                pod.metadata.namespace,
+                field_selector=f"involvedObject.name={pod.metadata.name}",
+                _request_timeout=T,
+            ).items
+            reasons += [
+                f"{pod.metadata.name}: {e.reason}: {e.message}" for e in events if e.type == "Warning"
+            ]
+        why = "; ".join(reasons) or f"no pod with runtimeClassName {runtime_class} runs there"
+        problems.append(f"{name}: {why}")
+    if problems:
+        return Result(
+            check, FAIL, "; ".join(problems) + f" (is the {runtime_class!r} runtime in containerd?)"
+        )
+    return Result(check, PASS, f"pods with RuntimeClass {runtime_class} run on " + ", ".join(proven))
+
+
 def _proxy_get(api: client.ApiClient, kind: str, name: str, namespace: str, path: str) -> str:
     """GET through the API server's proxy; raw text (the client would mangle a JSON body)."""
     core = client.CoreV1Api(api)
@@ -593,6 +647,9 @@ def platform(
 ) -> Iterator[tuple[str, Callable[[], Result]]]:
     """(check name, deferred check) for each platform component the stack installs."""
     gpus = gpu_nodes(expected, nodes)
+    runtime_class = runtime_class_of(expected)
+    if runtime_class is not None:
+        yield f"gpu runtime {runtime_class}", partial(gpu_runtime, api, runtime_class, gpus)
     operator = expected.release("gpu-operator")
     if operator is not None:
         yield "gpu operator pods", partial(namespace_pods, api, "gpu operator pods", operator.namespace)
