@@ -412,19 +412,29 @@ def test_the_standard_tier_keeps_the_nodes_in_the_firewall_with_the_controller(s
     assert {ids["cloud-firewall-crd"], ids["cloud-firewall-token"]} <= set(controller["depends_on"])
     # The controller's rules: Linode's defaults (defaultRules) and HTTP/HTTPS from ui_allowed_cidrs.
     values = release_values(controller)
-    assert values["apiToken"] is True
-    node, ui = values["firewall"]["inbound"]
+    assert values == {"apiToken": True}
+    # The CloudFirewall in its own release after the controller, adopting the default `primary` the
+    # controller creates when there is none (destroy: CR, then controller; tests/test_lifecycle_destroy.py)
+    ruleset = releases["cloud-firewall-ruleset"]
+    assert ids["cloud-firewall"] in ruleset["depends_on"] and ruleset["take_ownership"] is True
+    (firewall,) = release_values(ruleset)["manifests"]
+    assert (firewall["kind"], firewall["metadata"]) == (
+        "CloudFirewall",
+        {"name": "primary", "namespace": "kube-system"},
+    )
+    node, ui = firewall["spec"]["ruleset"]["inbound"]
     assert (node["label"], node["ports"], node["addresses"]) == (
         "allow-node-host-ports",
         "9100",
         {"ipv4": ["192.168.128.0/17"]},
     )
     assert (ui["label"], ui["protocol"], ui["ports"]) == ("allow-ui-http-https", "TCP", "80,443")
-    assert controller["set_list"] == [
-        {"name": "firewall.inbound[1].addresses.ipv4", "value": "${var.ui_allowed_cidrs}"}
+    assert ruleset["set_list"] == [
+        {"name": "manifests[0].spec.ruleset.inbound[1].addresses.ipv4", "value": "${var.ui_allowed_cidrs}"}
     ]
+    assert "set_list" not in controller
     # Everything the GPU Operator installs waits for the node firewall.
-    assert ids["cloud-firewall"] in releases["gpu-operator"]["depends_on"]
+    assert ids["cloud-firewall-ruleset"] in releases["gpu-operator"]["depends_on"]
 
 
 def test_the_controller_token_is_a_sensitive_variable_written_as_a_secret(stack_json):
@@ -450,7 +460,9 @@ def test_the_controller_renders_with_the_stacks_rules_and_reads_the_token_secret
         "args"
     ]
     assert "--linode-creds=linode-cfw" in args and "--linode-creds-ns=kube-system" in args
-    firewall = objects[("CloudFirewall", "primary")]
+    assert ("CloudFirewall", "primary") not in objects
+    (firewall,) = by_name["cloud-firewall-ruleset"].objects
+    assert (firewall["kind"], firewall["metadata"]["name"]) == ("CloudFirewall", "primary")
     assert firewall["metadata"]["namespace"] == "kube-system"
     _, ui = firewall["spec"]["ruleset"]["inbound"]
     assert ui["addresses"] == {"ipv4": ["192.0.2.0/24"]} and ui["label"] == "allow-ui-http-https"

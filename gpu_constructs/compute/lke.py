@@ -56,6 +56,8 @@ LB_FIREWALL_ACL = "service.beta.kubernetes.io/linode-loadbalancer-firewall-acl"
 CLOUD_FIREWALL_NAMESPACE = "kube-system"
 """Where the controller runs: it looks up its own Deployment and its CloudFirewall there
 (cloud-firewall-controller v0.2.1 internal/controller, checkOwnership; the chart's firewall.yaml)."""
+CLOUD_FIREWALL_NAME = "primary"
+"""The CloudFirewall the controller keeps the nodes in: the one it creates when there is none."""
 CLOUD_FIREWALL_SECRET = "linode-cfw"
 """The Secret the controller reads its token from (key ``token``) when the chart's ``apiToken`` is set
 (templates/deployment.yaml: ``--linode-creds=linode-cfw``, cmd/main.go, createLinodeClient)."""
@@ -310,7 +312,7 @@ class LkeGpuCompute(Construct):
             )
             # The node firewall is in place before anything else is installed.
             self.cluster = dataclasses.replace(
-                self.cluster, ready=(self.gpu_pool, self.cloud_firewall.controller)
+                self.cluster, ready=(self.gpu_pool, self.cloud_firewall.ruleset)
             )
 
     def api_acl(self) -> Sequence[str]:
@@ -361,8 +363,8 @@ class CloudFirewallController(Construct):
     (``defaultRules``, the same as LKE_DEFAULT_INBOUND), appends the CloudFirewall's own inbound
     rules, and adds every node the API server lists, so autoscaled and recycled nodes are covered
     (v0.2.1 internal/controller/cloudfirewall_controller.go: effectiveRulesetSpec, nodeListChanges).
-    It owns the CR through its Deployment and deletes the Linode firewall on the CR's finalizer, so
-    the controller outlives its token and is removed before it on destroy.
+    It deletes the Linode firewall on the CR's finalizer, so on destroy the CR (its own release,
+    which depends on the controller's) goes first, then the controller, then its token and the CRD.
     """
 
     def __init__(
@@ -411,7 +413,7 @@ class CloudFirewallController(Construct):
         for index, rule in enumerate(inbound):
             if rule.ipv4 is not None and any(validate.is_reference(network) for network in rule.ipv4):
                 # A list variable: known at plan time only, so it cannot be in the values document.
-                set_lists[f"firewall.inbound[{index}].addresses.ipv4"] = rule.ipv4
+                set_lists[f"inbound[{index}].addresses.ipv4"] = rule.ipv4
                 rule = dataclasses.replace(rule, ipv4=None)
             rules.append(crd_rule(rule))
         self.controller = helm.release(
@@ -424,16 +426,39 @@ class CloudFirewallController(Construct):
             namespace=CLOUD_FIREWALL_NAMESPACE,
             values={
                 # Only a switch: the chart then points the controller at Secret linode-cfw
-                # (--linode-creds); the token itself is in the release above.
+                # (--linode-creds); the token itself is in the release above. No `firewall`: the
+                # chart would render the CloudFirewall beside the controller (templates/firewall.yaml),
+                # and uninstalling that release deletes the controller with the object it finalizes.
                 "apiToken": True,
-                # Rendered as CloudFirewall kube-system/primary (templates/firewall.yaml), created in
-                # the same install as the controller, before it would create a default one itself.
-                "firewall": {"inbound": rules},
             },
-            set_lists=set_lists,
             cluster=cluster,
             depends_on=[self.crd, self.token],
         )
+        # The CloudFirewall in its own release, after the controller: on destroy Helm deletes it
+        # (and waits) while the controller still runs, which removes its finalizer
+        # (cloudfirewalls.networking.linode.com/finalizer) once it has deleted the Linode firewall
+        # (cloudfirewall_controller.go checkFinalizer); only then is the controller uninstalled.
+        self.ruleset = helm.manifests_release(
+            self,
+            "ruleset",
+            name="cloud-firewall-ruleset",
+            namespace=CLOUD_FIREWALL_NAMESPACE,
+            manifests=[
+                {
+                    "apiVersion": "networking.linode.com/alpha1v1",
+                    "kind": "CloudFirewall",
+                    "metadata": {"name": CLOUD_FIREWALL_NAME, "namespace": CLOUD_FIREWALL_NAMESPACE},
+                    "spec": {"ruleset": {"inbound": rules, "outbound": []}},
+                }
+            ],
+            set_lists={f"manifests[0].spec.ruleset.{path}": value for path, value in set_lists.items()},
+            cluster=cluster,
+            depends_on=[self.controller],
+        )
+        # With no CloudFirewall, the running controller creates kube-system/primary itself on its
+        # first Node event (SetupWithManager: "If for any reason no default CloudFirewall object
+        # exists attempt to create it"), so this release adopts that object (helm --take-ownership).
+        self.ruleset.take_ownership = True
 
 
 def crd_rule(rule: FirewallRule) -> dict[str, object]:
