@@ -15,7 +15,7 @@ from environments import use_cluster
 from environments.variables import rule
 from gpu_constructs import versions
 from gpu_constructs.cluster import GpuSharing
-from gpu_constructs.compute.lke import LkeGpuCompute, LkeProps
+from gpu_constructs.compute.lke import LINODE_DELETE_CLASS, LkeGpuCompute, LkeProps
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.monitoring import NODE_EXPORTER_PORT, DcgmSource, Monitoring, MonitoringProps
 from gpu_constructs.providers.linode import LinodeProvider
@@ -164,8 +164,14 @@ class LkeStack(TerraformStack):
                 props=MonitoringProps(
                     cluster=cluster,
                     dcgm=DcgmSource.GPU_OPERATOR,
-                    # LKE's CSI driver installs the default class (linode-block-storage-retain);
-                    # the GPU pool's taint keeps everything here on the system pool.
+                    # Deleting an LKE cluster does not delete its volumes (Linode API, DELETE
+                    # /lke/clusters/{id}), and the default class, linode-block-storage-retain, keeps
+                    # them after their claims too. With linode-block-storage (reclaimPolicy Delete)
+                    # and the claims deleted with their StatefulSets, uninstalling the release
+                    # deletes the Linode volumes while the CSI driver still runs.
+                    storage_class=LINODE_DELETE_CLASS,
+                    delete_volumes=True,
+                    # The GPU pool's taint keeps everything here on the system pool.
                     retention=s.monitoring_retention,
                     storage_size=s.monitoring_storage_size,
                 ),

@@ -123,3 +123,24 @@ def test_a_cloud_firewall_beside_its_controller_breaks_the_gate(helm, upstream):
     assert new == {
         ("lke", ruleset.address, controller.address): "cloud-firewall-controller finalizes CloudFirewall"
     }
+
+
+def test_cloud_volumes_are_deleted_before_the_cluster(rendered_stack):
+    """On a platform whose cluster deletion leaves volumes billed (LKE), every claim is deleted with
+    its release and its class deletes the volume."""
+    assert destroy.volume_findings(rendered_stack) == []
+
+
+def test_a_retained_monitoring_volume_breaks_the_volume_gate(helm, upstream):
+    rendered = _rendered("lke")
+    assert destroy.volume_findings(rendered) == []
+    for _, obj in rendered.objects():
+        if obj.get("kind") == "Prometheus":
+            del obj["spec"]["persistentVolumeClaimRetentionPolicy"]
+        if obj.get("kind") == "Alertmanager":
+            del obj["spec"]["storage"]["volumeClaimTemplate"]["spec"]["storageClassName"]
+    found = destroy.volume_findings(rendered)
+    assert [f.split(": ", 1)[1] for f in found] == [
+        "Alertmanager kube-prometheus-stack-alertmanager: StorageClass linode-block-storage-retain reclaims with Retain",
+        "Prometheus kube-prometheus-stack-prometheus: its claims outlive helm uninstall",
+    ]

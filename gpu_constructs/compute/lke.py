@@ -56,6 +56,10 @@ LB_FIREWALL_ACL = "service.beta.kubernetes.io/linode-loadbalancer-firewall-acl"
 CLOUD_FIREWALL_NAMESPACE = "kube-system"
 """Where the controller runs: it looks up its own Deployment and its CloudFirewall there
 (cloud-firewall-controller v0.2.1 internal/controller, checkOwnership; the chart's firewall.yaml)."""
+LINODE_DELETE_CLASS = "linode-block-storage"
+"""The Linode CSI driver's StorageClass with reclaimPolicy Delete; its default class,
+linode-block-storage-retain, keeps a volume after its claim is deleted (linode-blockstorage-csi-driver
+deploy manifest)."""
 CLOUD_FIREWALL_NAME = "primary"
 """The CloudFirewall the controller keeps the nodes in: the one it creates when there is none."""
 CLOUD_FIREWALL_SECRET = "linode-cfw"

@@ -104,6 +104,11 @@ class MonitoringProps:
     grafana_ingress: GrafanaIngress | None = None
     nvidia_dashboard: bool = True
     """Provision NVIDIA's DCGM dashboard from grafana.com (Grafana needs egress to grafana.com)."""
+    delete_volumes: bool = False
+    """Delete Prometheus' and Alertmanager's volume claims with their StatefulSets
+    (``persistentVolumeClaimRetentionPolicy.whenDeleted: Delete``): claims made from a StatefulSet's
+    templates outlive ``helm uninstall`` otherwise. With a StorageClass that deletes its volumes,
+    uninstalling frees the disks; for clusters whose deletion leaves volumes behind (LKE)."""
     host_root_fs: bool = True
     """Mount each node's ``/`` into node-exporter (the host's filesystem metrics), with the chart's
     HostToContainer propagation. False where nodes are containers whose ``/`` is not a shared mount
@@ -242,9 +247,15 @@ class Monitoring(Construct):
                 "tls": [{"secretName": "grafana-tls", "hosts": [ingress.host]}],
             }
             grafana["grafana.ini"] = {"server": {"root_url": f"https://{ingress.host}"}}
+        retention_policy = (
+            {"persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"}}
+            if props.delete_volumes and props.persistent
+            else {}
+        )
         alertmanager_spec: dict[str, Any] = {
             **placed,
             **({"storage": self._volume("2Gi")} if props.persistent else {}),
+            **retention_policy,
             "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
         }
         prometheus_spec: dict[str, Any] = {
@@ -252,6 +263,7 @@ class Monitoring(Construct):
             "retention": props.retention,
             "retentionSize": _size_bytes_90(props.storage_size),
             **({"storageSpec": self._volume(props.storage_size)} if props.persistent else {}),
+            **retention_policy,
             "resources": {"requests": {"cpu": size.prometheus_cpu, "memory": size.prometheus_memory}},
             # Every monitor and rule in the cluster, not only those labelled for this release.
             "serviceMonitorSelectorNilUsesHelmValues": False,

@@ -223,3 +223,59 @@ def findings(rendered: RenderedStack) -> list[Finding]:
         if finding not in found:
             found.append(finding)
     return found
+
+
+# --- volumes ----------------------------------------------------------------------------------------
+# Platforms whose cluster deletion leaves the cluster's volumes in the account, billed: the default
+# StorageClass and each class's reclaimPolicy.
+# LKE: Linode API v4 DELETE /lke/clusters/{id}: "Does not delete any of the volumes created by this
+# Kubernetes cluster"; the CSI driver's classes (linode-blockstorage-csi-driver deploy manifest):
+# linode-block-storage-retain (the default, reclaimPolicy Retain) and linode-block-storage (Delete).
+CLOUD_VOLUMES = {
+    "linode_lke_cluster": (
+        "linode-block-storage-retain",
+        {"linode-block-storage-retain": "Retain", "linode-block-storage": "Delete"},
+    ),
+}
+
+
+def _claims(obj: dict[str, Any]) -> list[tuple[str, str | None, bool]]:
+    """(what, storageClassName, deleted with its owner) for each claim ``obj`` makes. A claim a
+    StatefulSet makes from its templates outlives the StatefulSet unless its
+    persistentVolumeClaimRetentionPolicy says Delete; the Prometheus Operator passes the CR's policy
+    to the StatefulSet it creates."""
+    kind, spec = obj.get("kind"), obj.get("spec") or {}
+    name = f"{kind} {obj.get('metadata', {}).get('name')}"
+    deleted = (spec.get("persistentVolumeClaimRetentionPolicy") or {}).get("whenDeleted") == "Delete"
+    if kind == "PersistentVolumeClaim":
+        return [(name, spec.get("storageClassName"), True)]
+    if kind == "StatefulSet":
+        return [
+            (name, t.get("spec", {}).get("storageClassName"), deleted)
+            for t in spec.get("volumeClaimTemplates") or []
+        ]
+    if kind in ("Prometheus", "Alertmanager") and obj.get("apiVersion", "").startswith(
+        "monitoring.coreos.com/"
+    ):
+        template = (spec.get("storage") or {}).get("volumeClaimTemplate")
+        return [(name, template.get("spec", {}).get("storageClassName"), deleted)] if template else []
+    return []
+
+
+def volume_findings(rendered: RenderedStack) -> list[str]:
+    """Claims whose cloud volume would outlive the stack's destroy."""
+    resources = rendered.synthesized.get("resource", {})
+    platform = next((p for p in CLOUD_VOLUMES if p in resources), None)
+    if platform is None:
+        return []
+    default, reclaim = CLOUD_VOLUMES[platform]
+    found = []
+    for release, obj in rendered.objects():
+        for what, storage_class, deleted in _claims(obj):
+            name = storage_class or default
+            policy = reclaim.get(name)
+            if policy != "Delete":
+                found.append(f"{release.address}: {what}: StorageClass {name} reclaims with {policy}")
+            if not deleted:
+                found.append(f"{release.address}: {what}: its claims outlive helm uninstall")
+    return sorted(found)
