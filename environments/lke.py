@@ -13,7 +13,7 @@ from constructs import Construct
 
 from environments import use_cluster
 from environments.variables import rule
-from gpu_constructs import versions
+from gpu_constructs import helm, versions
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.lke import LINODE_DELETE_CLASS, LkeGpuCompute, LkeProps
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
@@ -177,6 +177,25 @@ class LkeStack(TerraformStack):
                 ),
             )
 
+        # The ingress the UI is served through, on the system pool (it does not tolerate the GPU
+        # taint). Its LoadBalancer Service gets a NodeBalancer, which reaches the nodes past the node
+        # firewall's UI rule, so the Linode CCM's firewall ACL annotation restricts it to
+        # ui_allowed_cidrs.
+        helm.release(
+            self,
+            "traefik",
+            cluster=cluster,
+            name="traefik",
+            chart="traefik",
+            repository=versions.REPO_TRAEFIK,
+            version=versions.TRAEFIK_CHART.version,
+            namespace="traefik",
+            values={
+                "ingressClass": {"enabled": True, "isDefaultClass": True, "name": "traefik"},
+                "service": {"type": "LoadBalancer", "annotations": compute.load_balancer_annotations},
+            },
+        )
+
         TerraformOutput(
             self,
             "kubeconfig",
@@ -184,8 +203,8 @@ class LkeStack(TerraformStack):
             sensitive=True,
             description="terraform output -raw kubeconfig > kubeconfig/lke.yaml",
         )
-        # What a LoadBalancer Service on this cluster (Kubeflow's ingress, phase 2) puts in its
-        # metadata.annotations, so its NodeBalancer admits only ui_allowed_cidrs.
+        # What a LoadBalancer Service on this cluster (Traefik's above; Kubeflow's, phase 2) puts in
+        # its metadata.annotations, so its NodeBalancer admits only ui_allowed_cidrs.
         TerraformOutput(
             self,
             "load_balancer_annotations",

@@ -56,3 +56,30 @@ def test_stacks_without_a_node_firewall_are_not_checked(helm, upstream):
     """firewall=False: no firewall, nothing to admit."""
     rendered = _rendered_lke(firewall=False)
     assert firewall.node_firewall(rendered) is None and firewall.findings(rendered) == []
+
+
+def test_every_load_balancer_service_admits_only_the_ui_allowlist(rendered_stack):
+    assert firewall.load_balancer_findings(rendered_stack) == []
+
+
+def test_the_load_balancer_gate_is_not_vacuous(helm, upstream):
+    """lke's Traefik Service carries the ACL from ui_allowed_cidrs; without it, or with no
+    LoadBalancer Service at all, the gate fails."""
+    rendered = _rendered_lke()
+    services = [
+        (r.name, o)
+        for r, o in rendered.objects()
+        if o.get("kind") == "Service" and o["spec"].get("type") == "LoadBalancer"
+    ]
+    assert [name for name, _ in services] == ["traefik"]
+    (_, service) = services[0]
+    acl = service["metadata"]["annotations"]["service.beta.kubernetes.io/linode-loadbalancer-firewall-acl"]
+    assert json.loads(acl) == {"allowList": {"ipv4": ["192.0.2.0/24"]}}
+    del service["metadata"]["annotations"]
+    assert [f.split(": ", 1)[1] for f in firewall.load_balancer_findings(rendered)] == [
+        "Service traefik has no service.beta.kubernetes.io/linode-loadbalancer-firewall-acl"
+    ]
+    service["spec"]["type"] = "ClusterIP"
+    assert firewall.load_balancer_findings(rendered) == [
+        "ui_allowed_cidrs is declared but no LoadBalancer Service is rendered: it restricts nothing"
+    ]

@@ -13,6 +13,7 @@ cloud-firewall-controller keeps every node, autoscaled or recycled, in one firew
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -336,7 +337,13 @@ class LkeGpuCompute(Construct):
         ``{"allowList": {"ipv4": [...]}}``). None without ``firewall``."""
         if not self.props.firewall:
             return {}
-        acl = Fn.jsonencode({"allowList": {"ipv4": self.props.ui_allowlist}})
+        allowlist = self.props.ui_allowlist
+        if isinstance(allowlist, (list, tuple)) and not any(validate.is_reference(n) for n in allowlist):
+            acl = json.dumps({"allowList": {"ipv4": list(allowlist)}}, separators=(",", ":"))
+        else:
+            # A list variable: a string template around jsonencode of the list alone, so the value
+            # stays one Terraform string that any values document can carry.
+            acl = '{"allowList":{"ipv4":' + Fn.jsonencode(allowlist) + "}}"
         return {LB_FIREWALL_ACL: acl}
 
     @property

@@ -105,3 +105,38 @@ def findings(rendered: RenderedStack) -> list[str]:
         for p in host_ports(rendered)
         if not admits(rules, p.protocol, p.port)
     )
+
+
+def load_balancer_findings(rendered: RenderedStack) -> list[str]:
+    """On LKE with a node firewall: the stack renders a LoadBalancer Service for the UI it admits from
+    ``ui_allowed_cidrs``, and every one carries the Linode CCM's firewall ACL with an IPv4 allowlist.
+    A NodeBalancer reaches the nodes from 192.168.255.0/24 (Linode's NodePort rule), past the node
+    firewall's UI rule, so only the ACL the CCM puts in front of the NodeBalancer restricts who
+    reaches the Service (linode-cloud-controller-manager docs/configuration/annotations.md,
+    firewall-acl). Zero such Services while the stack takes ``ui_allowed_cidrs``: the allowlist
+    restricts nothing, which is a finding too."""
+    import json
+
+    from gpu_constructs.compute.lke import LB_FIREWALL_ACL
+
+    if "linode_lke_cluster" not in rendered.synthesized.get("resource", {}):
+        return []
+    if node_firewall(rendered) is None:
+        return []
+    problems, seen = [], 0
+    for release, obj in rendered.objects():
+        if obj.get("kind") != "Service" or (obj.get("spec") or {}).get("type") != "LoadBalancer":
+            continue
+        seen += 1
+        acl = ((obj.get("metadata") or {}).get("annotations") or {}).get(LB_FIREWALL_ACL)
+        try:
+            allowed = json.loads(acl)["allowList"]["ipv4"] if acl else []
+        except (ValueError, KeyError, TypeError):
+            allowed = []
+        if not allowed:
+            problems.append(f"{release.address}: Service {obj['metadata']['name']} has no {LB_FIREWALL_ACL}")
+    if not seen and "ui_allowed_cidrs" in rendered.synthesized.get("variable", {}):
+        problems.append(
+            "ui_allowed_cidrs is declared but no LoadBalancer Service is rendered: it restricts nothing"
+        )
+    return problems
