@@ -201,7 +201,7 @@ class LkeStack(TerraformStack):
             "kubeconfig",
             value=Fn.base64decode(compute.kubeconfig),
             sensitive=True,
-            description="terraform output -raw kubeconfig > kubeconfig/lke.yaml",
+            description="make kubeconfig STACK=lke writes it to kubeconfig/lke.yaml with mode 0600",
         )
         # What a LoadBalancer Service on this cluster (Traefik's above; Kubeflow's, phase 2) puts in
         # its metadata.annotations, so its NodeBalancer admits only ui_allowed_cidrs.

@@ -590,3 +590,42 @@ def test_the_load_balancer_acl_is_the_ui_allowlist_in_real_terraform(stack_json,
         '+ ipv4 = [ + "203.0.113.0/24", + "198.51.100.0/24", ] } } )'
     ) in shown, shown
     assert synth(firewall=False)["output"]["load_balancer_annotations"]["value"] == {}
+
+
+def test_make_kubeconfig_writes_the_output_with_mode_0600_on_a_fresh_clone(tmp_path):
+    """kubeconfig/ is not in the repository: the target creates it, then the file with mode 0600,
+    then writes terraform's output into it (a stub terraform records its arguments)."""
+    import os
+    import shutil
+    import stat
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parent.parent
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "terraform").write_text(
+        f'#!/bin/bash\necho "$*" > {tmp_path}/terraform.args\necho "apiVersion: v1"\n'
+    )
+    (stub / "terraform").chmod(0o755)
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-f", str(root / "Makefile"), "kubeconfig", "STACK=lke"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    written = clone / "kubeconfig" / "lke.yaml"
+    assert written.read_text() == "apiVersion: v1\n"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert (tmp_path / "terraform.args").read_text().split() == [
+        "-chdir=cdktf.out/stacks/lke",
+        "output",
+        "-raw",
+        "kubeconfig",
+    ]
