@@ -629,3 +629,14 @@ def test_make_kubeconfig_writes_the_output_with_mode_0600_on_a_fresh_clone(tmp_p
         "-raw",
         "kubeconfig",
     ]
+
+
+def test_enterprise_pools_follow_the_clusters_version(enterprise_json, stack_json):
+    """LKE Enterprise versions the pools on their own: both carry the cluster's version and a rolling
+    update, so a k8s_version bump moves the nodes too; the standard tier has neither."""
+    cluster = one(enterprise_json, "linode_lke_cluster")
+    pools = [cluster["pool"][0], one(enterprise_json, "linode_lke_node_pool")]
+    for pool in pools:
+        assert (pool["k8s_version"], pool["update_strategy"]) == ("v1.34.1+lke1", "rolling_update")
+    for pool in [one(stack_json, "linode_lke_cluster")["pool"][0], one(stack_json, "linode_lke_node_pool")]:
+        assert "k8s_version" not in pool and "update_strategy" not in pool

@@ -52,6 +52,7 @@ TIERS = ("standard", "enterprise")
 ENTERPRISE_VERSION = re.compile(r"^v1\.\d+\.\d+\+lke\d+$")
 """LKE Enterprise takes a full version (``v1.31.8+lke5`` in the provider's lke_cluster page), from
 GET /v4beta/lke/tiers/enterprise/versions; the standard tier takes a minor (``1.34``)."""
+ENTERPRISE_UPDATE_STRATEGY = "rolling_update"
 LB_FIREWALL_ACL = "service.beta.kubernetes.io/linode-loadbalancer-firewall-acl"
 """The Linode CCM's Service annotation for a NodeBalancer's Cloud Firewall ACL (JSON)."""
 CLOUD_FIREWALL_NAMESPACE = "kube-system"
@@ -248,6 +249,15 @@ class LkeGpuCompute(Construct):
                 inbound=self.inbound_rules(),
             )
         firewall_id = self.firewall.id_ref if self.firewall else None
+        # LKE Enterprise versions node pools separately from the control plane: without the pools'
+        # own k8s_version a version bump upgrades only the control plane. rolling_update replaces
+        # the nodes one at a time (on_recycle would wait for a manual recycle). The provider's
+        # enterprise acceptance template sets both (v3.13.0 linode/lke/tmpl/enterprise.gotf).
+        pool_version = (
+            {"k8s_version": props.k8s_version, "update_strategy": ENTERPRISE_UPDATE_STRATEGY}
+            if enterprise
+            else {}
+        )
         self.lke = LkeCluster(
             self,
             "cluster",
@@ -260,7 +270,11 @@ class LkeGpuCompute(Construct):
             ),
             pool=[
                 ClusterPool(
-                    type=props.system_plan, count=props.system_nodes, label="system", firewall_id=firewall_id
+                    type=props.system_plan,
+                    count=props.system_nodes,
+                    label="system",
+                    firewall_id=firewall_id,
+                    **pool_version,
                 )
             ],
             external_pool_tags=[GPU_POOL_TAG],
@@ -277,6 +291,7 @@ class LkeGpuCompute(Construct):
             taint=[PoolTaint(GPU_TAINT.key, GPU_TAINT.value, GPU_TAINT.effect)],
             tags=[GPU_POOL_TAG],
             autoscaler=Autoscaler(min=props.gpu_min_nodes, max=props.gpu_max_nodes),
+            **pool_version,
             # The autoscaler owns the node count; Terraform never sets or resets it.
             lifecycle=TerraformResourceLifecycle(ignore_changes=["node_count"]),
         )
