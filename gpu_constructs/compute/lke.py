@@ -253,11 +253,8 @@ class LkeGpuCompute(Construct):
         # own k8s_version a version bump upgrades only the control plane. rolling_update replaces
         # the nodes one at a time (on_recycle would wait for a manual recycle). The provider's
         # enterprise acceptance template sets both (v3.13.0 linode/lke/tmpl/enterprise.gotf).
-        pool_version = (
-            {"k8s_version": props.k8s_version, "update_strategy": ENTERPRISE_UPDATE_STRATEGY}
-            if enterprise
-            else {}
-        )
+        pool_version = props.k8s_version if enterprise else None
+        update_strategy = ENTERPRISE_UPDATE_STRATEGY if enterprise else None
         self.lke = LkeCluster(
             self,
             "cluster",
@@ -274,7 +271,8 @@ class LkeGpuCompute(Construct):
                     count=props.system_nodes,
                     label="system",
                     firewall_id=firewall_id,
-                    **pool_version,
+                    k8s_version=pool_version,
+                    update_strategy=update_strategy,
                 )
             ],
             external_pool_tags=[GPU_POOL_TAG],
@@ -291,7 +289,8 @@ class LkeGpuCompute(Construct):
             taint=[PoolTaint(GPU_TAINT.key, GPU_TAINT.value, GPU_TAINT.effect)],
             tags=[GPU_POOL_TAG],
             autoscaler=Autoscaler(min=props.gpu_min_nodes, max=props.gpu_max_nodes),
-            **pool_version,
+            k8s_version=pool_version,
+            update_strategy=update_strategy,
             # The autoscaler owns the node count; Terraform never sets or resets it.
             lifecycle=TerraformResourceLifecycle(ignore_changes=["node_count"]),
         )
