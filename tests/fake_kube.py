@@ -418,6 +418,17 @@ def healthy(expected: Expectation) -> FakeKube:
                 f"/apis/batch/v1/namespaces/{ns}/jobs/{name}",
                 {"spec": copy.deepcopy(manifest["spec"]), "status": {"succeeded": 1, "completionTime": NOW}},
             )
+        elif kind == "CloudFirewall":
+            # The controller's record: every node's Linode id (LKE nodes' providerID linode://<id>).
+            ids = []
+            for key, obj in fake.objects.items():
+                if key.startswith("/api/v1/nodes/"):
+                    obj["spec"]["providerID"] = f"linode://{4000 + len(ids)}"
+                    ids.append(4000 + len(ids))
+            fake.put(
+                f"/apis/networking.linode.com/alpha1v1/namespaces/{ns}/cloudfirewalls/{name}",
+                {**stored, "status": {"firewall-id": "123456", "nodes": ids}},
+            )
         elif kind == "StorageClass":
             fake.put(f"/apis/storage.k8s.io/v1/storageclasses/{name}", copy.deepcopy(dict(manifest)))
         elif kind == "EC2NodeClass":

@@ -127,6 +127,7 @@ def test_every_platform_component_of_a_stack_is_checked(serve):
         "gitrepo fleet-local/cluster-maintenance",
     } <= checked["proxmox-ha"]
     assert {"device plugin pods", "node group gpu agents", "gpu runtime nvidia"} <= checked["k3d-poc"]
+    assert "cloud firewall kube-system/primary" in checked["lke"]
     assert "gpu runtime nvidia" in checked["lke"] and "gpu runtime nvidia" not in checked["eks-karpenter"]
     assert any(check.startswith("job gpu-smoke-test/gpu-smoke-test-") for check in checked["k3d-poc"])
     assert "vault unsealed" not in checked["lke"] and "gpu operator pods" in checked["lke"]
@@ -319,7 +320,14 @@ def plugin_without_runtime_class(fake: FakeKube) -> None:
             obj["spec"].pop("runtimeClassName", None)
 
 
+def node_outside_the_firewall(fake: FakeKube) -> None:
+    """A node the controller never attached (say the autoscaler added it after the token expired)."""
+    (path,) = [p for p in fake.objects if p.endswith("/cloudfirewalls/primary")]
+    fake.objects[path]["status"]["nodes"].pop()
+
+
 FAILURES = [
+    ("lke", node_outside_the_firewall, "cloud firewall kube-system/primary", "not in firewall 123456: "),
     (
         "k3d-poc",
         plugin_without_runtime_class,
@@ -868,6 +876,7 @@ KINDS = {
     "gitrepos": ("fleet.cattle.io/v1alpha1", "GitRepo"),
     "certificates": ("cert-manager.io/v1", "Certificate"),
     "clusters": ("postgresql.cnpg.io/v1", "Cluster"),
+    "cloudfirewalls": ("networking.linode.com/alpha1v1", "CloudFirewall"),
 }
 
 

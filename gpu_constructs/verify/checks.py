@@ -439,6 +439,40 @@ def gpu_runtime(api: client.ApiClient, runtime_class: str, gpus: Sequence[client
     return Result(check, PASS, f"pods with RuntimeClass {runtime_class} run on " + ", ".join(proven))
 
 
+def cloud_firewall(
+    api: client.ApiClient, namespace: str, name: str, nodes: Sequence[client.V1Node]
+) -> Result:
+    """Every node is in the Linode firewall cloud-firewall-controller keeps: its Linode id (the
+    node's ``linode://<id>`` providerID) is in the CloudFirewall's ``status.nodes``, which the
+    controller writes after attaching them (cloud-firewall-controller v0.2.1 internal/controller).
+    A node missing there runs without the firewall: the controller could not act (an expired or
+    revoked token, Linode API errors; it only logs them)."""
+    check = f"cloud firewall {namespace}/{name}"
+    item = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "networking.linode.com", "alpha1v1", namespace, "cloudfirewalls", name, _request_timeout=T
+    )
+    status = item.get("status") or {}
+    attached = {int(n) for n in status.get("nodes") or []}
+    missing = []
+    for node in nodes:
+        provider_id = node.spec.provider_id or ""
+        linode = provider_id.removeprefix("linode://")
+        if not linode.isdigit() or int(linode) not in attached:
+            missing.append(f"{node.metadata.name} ({provider_id or 'no providerID'})")
+    if not status.get("firewall-id"):
+        return Result(
+            check, FAIL, "no firewall-id in its status: the controller has not created the firewall"
+        )
+    if missing:
+        return Result(
+            check,
+            FAIL,
+            f"not in firewall {status['firewall-id']}: {', '.join(missing)}; check the controller's log "
+            "(kubectl -n kube-system logs deploy/cloud-firewall-controller) and its token",
+        )
+    return Result(check, PASS, f"{len(nodes)} node(s) in firewall {status['firewall-id']}")
+
+
 def _proxy_get(api: client.ApiClient, kind: str, name: str, namespace: str, path: str) -> str:
     """GET through the API server's proxy; raw text (the client would mangle a JSON body)."""
     core = client.CoreV1Api(api)
@@ -680,6 +714,8 @@ def platform(
         yield f"backup {ns}/{name}", partial(cron_job, api, ns, name)
     for ns, name in _objects(expected, "batch/v1", "Job"):
         yield f"job {ns}/{name}", partial(job_object, api, ns, name)
+    for ns, name in _objects(expected, "networking.linode.com/alpha1v1", "CloudFirewall"):
+        yield f"cloud firewall {ns}/{name}", partial(cloud_firewall, api, ns, name, nodes)
     for _, name in _objects(expected, "karpenter.sh/v1", "NodePool"):
         check = f"nodepool {name}"
         yield check, partial(condition_object, api, check, "karpenter.sh", "v1", "nodepools", name, None)
