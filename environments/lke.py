@@ -16,11 +16,11 @@ from constructs import Construct
 from environments import use_cluster
 from environments.state import Backend, use_backend
 from environments.variables import rule
-from gpu_constructs import validate, versions
+from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuSharing
-from gpu_constructs.compute.lke import LkeGpuCompute, LkeProps
+from gpu_constructs.compute.lke import LINODE_DELETE_CLASS, LkeGpuCompute, LkeProps
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
-from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
+from gpu_constructs.monitoring import NODE_EXPORTER_PORT, DcgmSource, Monitoring, MonitoringProps
 from gpu_constructs.providers.linode import LinodeProvider
 
 
@@ -169,6 +169,8 @@ class LkeStack(TerraformStack):
                 firewall_controller_token=controller_token,
                 driver_preinstalled=s.driver_preinstalled,
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
+                # Prometheus scrapes node-exporter at every node's address (hostNetwork).
+                node_tcp_ports=(NODE_EXPORTER_PORT,) if s.monitoring else (),
             ),
         )
         LinodeProvider(self, "linode", token=token.string_value, api_version=compute.provider_api_version)
@@ -181,22 +183,47 @@ class LkeStack(TerraformStack):
                 props=MonitoringProps(
                     cluster=cluster,
                     dcgm=DcgmSource.GPU_OPERATOR,
-                    # LKE's CSI driver installs the default class (linode-block-storage-retain);
-                    # the GPU pool's taint keeps everything here on the system pool.
+                    # Deleting an LKE cluster does not delete its volumes (Linode API, DELETE
+                    # /lke/clusters/{id}), and the default class, linode-block-storage-retain, keeps
+                    # them after their claims too. With linode-block-storage (reclaimPolicy Delete)
+                    # and the claims deleted with their StatefulSets, uninstalling the release
+                    # deletes the Linode volumes while the CSI driver still runs.
+                    storage_class=LINODE_DELETE_CLASS,
+                    delete_volumes=True,
+                    # The GPU pool's taint keeps everything here on the system pool.
                     retention=s.monitoring_retention,
                     storage_size=s.monitoring_storage_size,
                 ),
             )
+
+        # The ingress the UI is served through, on the system pool (it does not tolerate the GPU
+        # taint). Its LoadBalancer Service gets a NodeBalancer, which reaches the nodes past the node
+        # firewall's UI rule, so the Linode CCM's firewall ACL annotation restricts it to
+        # ui_allowed_cidrs.
+        helm.release(
+            self,
+            "traefik",
+            cluster=cluster,
+            name="traefik",
+            chart="traefik",
+            repository=versions.REPO_TRAEFIK,
+            version=versions.TRAEFIK_CHART.version,
+            namespace="traefik",
+            values={
+                "ingressClass": {"enabled": True, "isDefaultClass": True, "name": "traefik"},
+                "service": {"type": "LoadBalancer", "annotations": compute.load_balancer_annotations},
+            },
+        )
 
         TerraformOutput(
             self,
             "kubeconfig",
             value=Fn.base64decode(compute.kubeconfig),
             sensitive=True,
-            description="terraform output -raw kubeconfig > kubeconfig/lke.yaml",
+            description="make kubeconfig STACK=lke writes it to kubeconfig/lke.yaml with mode 0600",
         )
-        # What a LoadBalancer Service on this cluster (Kubeflow's ingress, phase 2) puts in its
-        # metadata.annotations, so its NodeBalancer admits only ui_allowed_cidrs.
+        # What a LoadBalancer Service on this cluster (Traefik's above; Kubeflow's, phase 2) puts in
+        # its metadata.annotations, so its NodeBalancer admits only ui_allowed_cidrs.
         TerraformOutput(
             self,
             "load_balancer_annotations",

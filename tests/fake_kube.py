@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from gpu_constructs.verify.checks import runtime_class_of
 from gpu_constructs.verify.expect import Expectation
 
 NOW = "2026-11-23T01:00:00Z"
@@ -306,10 +307,20 @@ def healthy(expected: Expectation) -> FakeKube:
     gpu_job_succeeds(fake, job_node, pending_gpu_node if not gpu_names else None)
     all_gpu = [*gpu_names, *([job_node] if pending_gpu_node is not None and not gpu_names else [])]
 
+    runtime_class = runtime_class_of(expected)
+
+    def gpu_pod(obj: dict[str, Any]) -> dict[str, Any]:
+        """A GPU DaemonSet's pod runs with the GPU RuntimeClass (the device plugin, the operands)."""
+        if runtime_class is not None:
+            obj["spec"]["runtimeClassName"] = runtime_class
+        return obj
+
     operator = expected.release("gpu-operator")
     if operator is not None:
         for name in all_gpu:
-            add_pod(fake, pod(f"nvidia-device-plugin-{name}", operator.namespace, {"app": "dp"}, name))
+            add_pod(
+                fake, gpu_pod(pod(f"nvidia-device-plugin-{name}", operator.namespace, {"app": "dp"}, name))
+            )
         add_pod(fake, pod("gpu-operator-0", operator.namespace, {"app": "gpu-operator"}, "n"))
         fake.raw[
             f"/api/v1/namespaces/{operator.namespace}/services/nvidia-dcgm-exporter:9400/proxy/metrics"
@@ -322,7 +333,7 @@ def healthy(expected: Expectation) -> FakeKube:
     if plugin is not None:
         for name in all_gpu:
             labels = {"app.kubernetes.io/name": "nvidia-device-plugin"}
-            add_pod(fake, pod(f"nvidia-device-plugin-{name}", plugin.namespace, labels, name))
+            add_pod(fake, gpu_pod(pod(f"nvidia-device-plugin-{name}", plugin.namespace, labels, name)))
     karpenter = expected.release("karpenter")
     if karpenter is not None:
         for i in range(2):
@@ -406,6 +417,17 @@ def healthy(expected: Expectation) -> FakeKube:
             fake.put(
                 f"/apis/batch/v1/namespaces/{ns}/jobs/{name}",
                 {"spec": copy.deepcopy(manifest["spec"]), "status": {"succeeded": 1, "completionTime": NOW}},
+            )
+        elif kind == "CloudFirewall":
+            # The controller's record: every node's Linode id (LKE nodes' providerID linode://<id>).
+            ids = []
+            for key, obj in fake.objects.items():
+                if key.startswith("/api/v1/nodes/"):
+                    obj["spec"]["providerID"] = f"linode://{4000 + len(ids)}"
+                    ids.append(4000 + len(ids))
+            fake.put(
+                f"/apis/networking.linode.com/alpha1v1/namespaces/{ns}/cloudfirewalls/{name}",
+                {**stored, "status": {"firewall-id": "123456", "nodes": ids}},
             )
         elif kind == "StorageClass":
             fake.put(f"/apis/storage.k8s.io/v1/storageclasses/{name}", copy.deepcopy(dict(manifest)))

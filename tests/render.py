@@ -113,6 +113,8 @@ def _string_placeholder(name: str) -> str:
 
 def placeholder(reference: str, variables: dict[str, Any]) -> Any:
     """A value of the right type for one Terraform expression."""
+    if match := re.fullmatch(r"jsonencode\((.*)\)", reference):
+        return json.dumps(placeholder(match.group(1), variables))
     if match := re.fullmatch(r"var\.([A-Za-z0-9_-]+)", reference):
         variable = variables.get(match.group(1), {})
         if "default" in variable and variable["default"] is not None:

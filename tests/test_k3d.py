@@ -68,6 +68,8 @@ def test_every_agent_gets_its_role_label_and_infra_and_gpu_their_taints():
         "k3d-gpu-poc-agent-0=node-role.kubernetes.io/app=true",
         "k3d-gpu-poc-agent-1=node-role.kubernetes.io/infra=true",
         "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true",
+        # k3s's ServiceLB pods only on the app agent (tests/test_placement.py models them)
+        "k3d-gpu-poc-agent-0=svccontroller.k3s.cattle.io/enablelb=true",
     ]
     assert props.node_taints() == [
         "k3d-gpu-poc-server-0=CriticalAddonsOnly=true:NoExecute",
@@ -202,13 +204,34 @@ def test_cpu_only_cluster_without_smoke_test_is_allowed():
 
 
 # --- k3d-cluster.sh with stubbed docker, k3d, kubectl, nvidia-smi ------------------------------------
-def k3d_host(tmp_path: Path, *, docker_gpu: bool = True, node_runtime: bool = True) -> Host:
+# What `docker exec <node> cat .../containerd/config.toml` shows for the nvidia runtime. k3s v1.35
+# (containerd 2.x) renders its config from ContainerdConfigTemplateV3 (pkg/agent/templates), whose
+# extra runtimes are `[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'{{ $k }}']` with a
+# `.options` table holding BinaryName; k3s's version 2 template quoted the key with double quotes,
+# and nvidia-ctk writes it bare. The same TOML key in each spelling.
+V3_NVIDIA = """
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'nvidia']
+  runtime_type = "io.containerd.runc.v2"
+
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'nvidia'.options]
+  BinaryName = "/usr/bin/nvidia-container-runtime"
+  SystemdCgroup = true
+"""
+NVIDIA_RUNTIME_SPELLINGS = {
+    "k3s-v3-template": V3_NVIDIA,
+    "k3s-v2-template": V3_NVIDIA.replace("'nvidia'", '"nvidia"'),
+    "nvidia-ctk": V3_NVIDIA.replace("'nvidia'", "nvidia"),
+}
+RUNC_ONLY = V3_NVIDIA.replace("'nvidia'", "'runc'").replace("/usr/bin/nvidia-container-runtime", "runc")
+
+
+def k3d_host(
+    tmp_path: Path, *, docker_gpu: bool = True, node_runtime: bool = True, config_text: str = V3_NVIDIA
+) -> Host:
     host = Host(tmp_path)
     runtimes = '{"nvidia":{},"runc":{}}' if docker_gpu else '{"runc":{}}'
-    # `docker exec <node> cat <containerd config>`: what k3s renders when it finds the NVIDIA runtime
     config = tmp_path / "containerd-config.toml"
-    runtime = '"nvidia"' if node_runtime else "runc"
-    config.write_text(f"[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{runtime}]\n")
+    config.write_text(config_text if node_runtime else RUNC_ONLY)
     host.stub(
         "docker",
         f'if [ "$1" = exec ]; then [ "$2" = k3d-gpu-poc-agent-2 ] && cat {config}; exit 0; fi\n'
@@ -250,6 +273,13 @@ def test_script_creates_labels_and_verifies(tmp_path):
     assert "verified" in result.stdout
 
 
+@pytest.mark.parametrize("spelling", sorted(NVIDIA_RUNTIME_SPELLINGS))
+def test_script_accepts_the_nvidia_runtime_in_every_toml_spelling(tmp_path, spelling):
+    host = k3d_host(tmp_path, config_text=NVIDIA_RUNTIME_SPELLINGS[spelling])
+    result = host.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "kube.yaml"), **ENV)
+    assert result.returncode == 0, result.stderr
+
+
 def test_script_fails_when_the_gpu_agents_containerd_has_no_nvidia_runtime(tmp_path):
     """k3s registers RuntimeClass nvidia on every node; only the agent's containerd config shows
     that k3s found nvidia-container-runtime there."""
@@ -277,6 +307,48 @@ def test_script_names_each_missing_prerequisite(tmp_path):
         "'nvidia-smi' is not installed",
     ):
         assert tool in result.stderr
+
+
+REQUIREMENT_ERROR = (
+    "docker: Error response from daemon: failed to create task for container: ... nvidia-container-cli: "
+    "requirement error: unsatisfied condition: cuda>=13.1, please update your driver to a newer version"
+)
+
+
+def test_script_runs_the_smoke_test_image_first_and_explains_an_old_driver(tmp_path, stack_json):
+    """The smoke test's CUDA image needs a driver for its CUDA version (NVIDIA_REQUIRE_CUDA): the
+    script runs it with --gpus all before building anything and names the driver when it fails."""
+    (cluster,) = resources(stack_json, "terraform_data").values()
+    image = cluster["provisioner"][0]["local-exec"]["environment"]["SMOKE_IMAGE"]
+    assert image == "nvcr.io/nvidia/cuda:13.1.1-base-ubuntu24.04"
+    host = k3d_host(tmp_path)
+    host.stub(
+        "docker",
+        f'if [ "$1" = run ]; then echo "{REQUIREMENT_ERROR}" >&2; exit 125; fi\necho \'{{"nvidia":{{}}}}\'',
+    )
+    result = host.run(
+        "k3d-cluster.sh",
+        KUBECONFIG_OUT=str(tmp_path / "k"),
+        SMOKE_IMAGE=image,
+        IMAGE="k3s-cuda:x",
+        BUILD_CONTEXT="/ctx",
+        **ENV,
+    )
+    assert result.returncode == 2
+    assert "requirement error: unsatisfied condition: cuda>=13.1" in result.stderr
+    assert f"older than the CUDA version {image} requires" in result.stderr
+    assert f"docker run --rm --gpus all {image} nvidia-smi -L" in host.calls("docker")
+    assert host.calls("docker build") == [] and host.calls("k3d cluster create") == []
+    # a driver that meets the requirement passes the preflight
+    (tmp_path / "ok").mkdir()
+    ok = k3d_host(tmp_path / "ok")
+    assert (
+        ok.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "k"), SMOKE_IMAGE=image, **ENV).returncode == 0
+    )
+    assert f"docker run --rm --gpus all {image} nvidia-smi -L" in ok.calls("docker")
+    # without a smoke test there is no image to check
+    (cpu,) = resources(synth(agents=("app", "infra"), smoke_test=False), "terraform_data").values()
+    assert "SMOKE_IMAGE" not in cpu["provisioner"][0]["local-exec"]["environment"]
 
 
 def test_script_stops_without_docker_gpu_support(tmp_path):
@@ -491,7 +563,9 @@ def test_the_ingress_runs_on_the_infra_agent(helm, upstream):
     (traefik,) = [r for r in stack.releases if r.chart == "traefik"]
     assert traefik.version == "39.0.3"
     groups = node_groups(stack)
-    templates = [t for t in pod_templates(stack) if t.where.startswith(traefik.address)]
+    templates = [
+        t for t in pod_templates(stack) if t.where.startswith(traefik.address) and "ServiceLB" not in t.where
+    ]
     assert templates
     for template in templates:
         assert [g.name for g in groups if why_not(template.spec, g) is None] == ["infra agents"]

@@ -46,7 +46,7 @@ def test_the_gate_sees_the_controllers(helm, upstream):
     """Not vacuous: every controller in CONTROLLERS is found in some stack, from its image."""
     found = {
         controller
-        for stack in ("single-node", "eks-karpenter")
+        for stack in ("single-node", "eks-karpenter", "lke")
         for controller, _ in destroy.controllers(_rendered(stack))
     }
     assert found == set(destroy.CONTROLLERS)
@@ -97,3 +97,50 @@ def test_subnets_the_alb_sits_in_must_outlive_its_controller(helm, upstream):
     assert unexpected(rendered, known) == ({}, [])
     release["depends_on"] = original
     assert sorted(unexpected(rendered, known)[1]) == sorted(known)
+
+
+def test_a_cloud_firewall_beside_its_controller_breaks_the_gate(helm, upstream):
+    """lke: the CloudFirewall rendered by the controller's own chart (its `firewall` value), or in a
+    release that does not depend on the controller: either way its finalizer outlives the controller."""
+    rendered = _rendered("lke")
+    by_name = {r.name: r for r in rendered.releases}
+    controller, ruleset = by_name["cloud-firewall"], by_name["cloud-firewall-ruleset"]
+    assert [o["kind"] for o in ruleset.objects] == ["CloudFirewall"]
+    assert unexpected(rendered) == ({}, [])
+    controller.objects.append(ruleset.objects.pop())
+    new, _ = unexpected(rendered)
+    assert new == {
+        (
+            "lke",
+            controller.address,
+            controller.address,
+        ): "cloud-firewall-controller finalizes CloudFirewall in its own release"
+    }
+    rendered = _rendered("lke")
+    name = ruleset.address.split(".", 1)[1]
+    rendered.synthesized["resource"]["helm_release"][name]["depends_on"] = []
+    new, _ = unexpected(rendered)
+    assert new == {
+        ("lke", ruleset.address, controller.address): "cloud-firewall-controller finalizes CloudFirewall"
+    }
+
+
+def test_cloud_volumes_are_deleted_before_the_cluster(rendered_stack):
+    """On a platform whose cluster deletion leaves volumes billed (LKE), every claim is deleted with
+    its release and its class deletes the volume."""
+    assert destroy.volume_findings(rendered_stack) == []
+
+
+def test_a_retained_monitoring_volume_breaks_the_volume_gate(helm, upstream):
+    rendered = _rendered("lke")
+    assert destroy.volume_findings(rendered) == []
+    for _, obj in rendered.objects():
+        if obj.get("kind") == "Prometheus":
+            del obj["spec"]["persistentVolumeClaimRetentionPolicy"]
+        if obj.get("kind") == "Alertmanager":
+            del obj["spec"]["storage"]["volumeClaimTemplate"]["spec"]["storageClassName"]
+    found = destroy.volume_findings(rendered)
+    assert [f.split(": ", 1)[1] for f in found] == [
+        "Alertmanager kube-prometheus-stack-alertmanager: StorageClass linode-block-storage-retain reclaims with Retain",
+        "Prometheus kube-prometheus-stack-prometheus: its claims outlive helm uninstall",
+    ]

@@ -128,7 +128,9 @@ def test_node_firewall_mirrors_linode_lke_defaults(enterprise_json):
             (r["label"], r["protocol"], r.get("ports"), r["ipv4"]) for r in inbound[:10]
         ] == LINODE_LKE_DEFAULTS
         assert inbound[0]["ipv6"] == ["::/0"] and all(r["action"] == "ACCEPT" for r in inbound)
-        (ui,) = inbound[10:]
+        node, ui = inbound[10:]
+        # node-exporter (hostNetwork) scraped at every node's address (tests/test_lifecycle_firewall.py)
+        assert (node["protocol"], node["ports"], node["ipv4"]) == ("TCP", "9100", ["192.168.128.0/17"])
         assert (ui["ports"], ui["ipv4"]) == ("80,443", "${var.ui_allowed_cidrs}")
         # The API is on the managed control plane (its ACL), not on the nodes.
         assert not [r for r in inbound if r["ipv4"] == "${var.api_allowed_cidrs}"]
@@ -410,14 +412,29 @@ def test_the_standard_tier_keeps_the_nodes_in_the_firewall_with_the_controller(s
     assert {ids["cloud-firewall-crd"], ids["cloud-firewall-token"]} <= set(controller["depends_on"])
     # The controller's rules: Linode's defaults (defaultRules) and HTTP/HTTPS from ui_allowed_cidrs.
     values = release_values(controller)
-    assert values["apiToken"] is True
-    (ui,) = values["firewall"]["inbound"]
+    assert values == {"apiToken": True}
+    # The CloudFirewall in its own release after the controller, adopting the default `primary` the
+    # controller creates when there is none (destroy: CR, then controller; tests/test_lifecycle_destroy.py)
+    ruleset = releases["cloud-firewall-ruleset"]
+    assert ids["cloud-firewall"] in ruleset["depends_on"] and ruleset["take_ownership"] is True
+    (firewall,) = release_values(ruleset)["manifests"]
+    assert (firewall["kind"], firewall["metadata"]) == (
+        "CloudFirewall",
+        {"name": "primary", "namespace": "kube-system"},
+    )
+    node, ui = firewall["spec"]["ruleset"]["inbound"]
+    assert (node["label"], node["ports"], node["addresses"]) == (
+        "allow-node-host-ports",
+        "9100",
+        {"ipv4": ["192.168.128.0/17"]},
+    )
     assert (ui["label"], ui["protocol"], ui["ports"]) == ("allow-ui-http-https", "TCP", "80,443")
-    assert controller["set_list"] == [
-        {"name": "firewall.inbound[0].addresses.ipv4", "value": "${var.ui_allowed_cidrs}"}
+    assert ruleset["set_list"] == [
+        {"name": "manifests[0].spec.ruleset.inbound[1].addresses.ipv4", "value": "${var.ui_allowed_cidrs}"}
     ]
+    assert "set_list" not in controller
     # Everything the GPU Operator installs waits for the node firewall.
-    assert ids["cloud-firewall"] in releases["gpu-operator"]["depends_on"]
+    assert ids["cloud-firewall-ruleset"] in releases["gpu-operator"]["depends_on"]
 
 
 def test_the_controller_token_is_a_sensitive_variable_written_as_a_secret(stack_json):
@@ -443,9 +460,11 @@ def test_the_controller_renders_with_the_stacks_rules_and_reads_the_token_secret
         "args"
     ]
     assert "--linode-creds=linode-cfw" in args and "--linode-creds-ns=kube-system" in args
-    firewall = objects[("CloudFirewall", "primary")]
+    assert ("CloudFirewall", "primary") not in objects
+    (firewall,) = by_name["cloud-firewall-ruleset"].objects
+    assert (firewall["kind"], firewall["metadata"]["name"]) == ("CloudFirewall", "primary")
     assert firewall["metadata"]["namespace"] == "kube-system"
-    (ui,) = firewall["spec"]["ruleset"]["inbound"]
+    _, ui = firewall["spec"]["ruleset"]["inbound"]
     assert ui["addresses"] == {"ipv4": ["192.0.2.0/24"]} and ui["label"] == "allow-ui-http-https"
     (secret,) = by_name["cloud-firewall-token"].objects
     assert (secret["metadata"]["namespace"], secret["metadata"]["name"]) == ("kube-system", "linode-cfw")
@@ -571,3 +590,53 @@ def test_the_load_balancer_acl_is_the_ui_allowlist_in_real_terraform(stack_json,
         '+ ipv4 = [ + "203.0.113.0/24", + "198.51.100.0/24", ] } } )'
     ) in shown, shown
     assert synth(firewall=False)["output"]["load_balancer_annotations"]["value"] == {}
+
+
+def test_make_kubeconfig_writes_the_output_with_mode_0600_on_a_fresh_clone(tmp_path):
+    """kubeconfig/ is not in the repository: the target creates it, then the file with mode 0600,
+    then writes terraform's output into it (a stub terraform records its arguments)."""
+    import os
+    import shutil
+    import stat
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parent.parent
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "terraform").write_text(
+        f'#!/bin/bash\necho "$*" > {tmp_path}/terraform.args\necho "apiVersion: v1"\n'
+    )
+    (stub / "terraform").chmod(0o755)
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-f", str(root / "Makefile"), "kubeconfig", "STACK=lke"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    written = clone / "kubeconfig" / "lke.yaml"
+    assert written.read_text() == "apiVersion: v1\n"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert (tmp_path / "terraform.args").read_text().split() == [
+        "-chdir=cdktf.out/stacks/lke",
+        "output",
+        "-raw",
+        "kubeconfig",
+    ]
+
+
+def test_enterprise_pools_follow_the_clusters_version(enterprise_json, stack_json):
+    """LKE Enterprise versions the pools on their own: both carry the cluster's version and a rolling
+    update, so a k8s_version bump moves the nodes too; the standard tier has neither."""
+    cluster = one(enterprise_json, "linode_lke_cluster")
+    pools = [cluster["pool"][0], one(enterprise_json, "linode_lke_node_pool")]
+    for pool in pools:
+        assert (pool["k8s_version"], pool["update_strategy"]) == ("v1.34.1+lke1", "rolling_update")
+    for pool in [one(stack_json, "linode_lke_cluster")["pool"][0], one(stack_json, "linode_lke_node_pool")]:
+        assert "k8s_version" not in pool and "update_strategy" not in pool

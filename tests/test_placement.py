@@ -292,6 +292,55 @@ def pod_templates(stack: render.RenderedStack) -> list[PodTemplate]:
                         },
                     )
                 )
+    found += servicelb_templates(stack)
+    return found
+
+
+SERVICELB_LABEL = "svccontroller.k3s.cattle.io/enablelb"
+
+
+def _k3d_create_args(stack: render.RenderedStack) -> list[str]:
+    args = []
+    for body in stack.synthesized.get("resource", {}).get("terraform_data", {}).values():
+        for provisioner in body.get("provisioner", []):
+            env = provisioner.get("local-exec", {}).get("environment", {})
+            if "CREATE_ARGS" in env and "k3d" in str(body):
+                args.append(env["CREATE_ARGS"])
+    return args
+
+
+def servicelb_templates(stack: render.RenderedStack) -> list[PodTemplate]:
+    """The pods k3s's ServiceLB creates at run time on a k3d cluster (on unless --disable=servicelb):
+    one DaemonSet per LoadBalancer Service, tolerating the control-plane taints and
+    CriticalAddonsOnly (any effect), with node selector enablelb=true only once some node carries
+    that label (k3s pkg/cloudprovider/servicelb.go, newDaemonSet, nodeHasDaemonSetLabel)."""
+    args = _k3d_create_args(stack)
+    if not args or all("--disable=servicelb" in a for a in args):
+        return []
+    labelled = any(SERVICELB_LABEL in group.labels for group in node_groups(stack))
+    found = []
+    for release, obj in stack.objects():
+        if obj.get("kind") != "Service" or (obj.get("spec") or {}).get("type") != "LoadBalancer":
+            continue
+        spec: dict[str, Any] = {
+            "tolerations": [
+                {"key": "node-role.kubernetes.io/master", "operator": "Exists", "effect": "NoSchedule"},
+                {
+                    "key": "node-role.kubernetes.io/control-plane",
+                    "operator": "Exists",
+                    "effect": "NoSchedule",
+                },
+                {"key": "CriticalAddonsOnly", "operator": "Exists"},
+            ],
+            "containers": [
+                {"name": f"lb-{p.get('protocol', 'TCP').lower()}-{p['port']}", "image": "klipper-lb"}
+                for p in obj["spec"].get("ports", [])
+            ],
+        }
+        if labelled:
+            spec["nodeSelector"] = {SERVICELB_LABEL: "true"}
+        name = obj["metadata"]["name"]
+        found.append(PodTemplate(f"{release.address}: k3s ServiceLB DaemonSet svclb-{name}", spec, True))
     return found
 
 
@@ -538,3 +587,58 @@ def test_a_pod_that_could_land_on_the_k3d_server_fails(helm, upstream):
         "nvidia-device-plugin can run on the control-plane node ['server']" in p
         for p in placement_problems(stack)
     )
+
+
+def test_the_k3d_servicelb_pods_stay_off_the_server(helm, upstream):
+    """k3s creates a svclb DaemonSet for the ingress's LoadBalancer Service; it tolerates
+    CriticalAddonsOnly, so only the enablelb label on the app agent keeps it off server-0."""
+    stack = copy.deepcopy(render.rendered(INSTANCES["k3d-poc"]))
+    svclb = servicelb_templates(stack)
+    assert [t.where.rsplit(" ", 1)[-1] for t in svclb] == ["svclb-traefik"]
+    groups = node_groups(stack)
+    assert [g.name for g in groups if why_not(svclb[0].spec, g) is None] == ["app agents"]
+    assert placement_problems(stack) == []
+    # Without the label on any node, k3s leaves the DaemonSet unconfined.
+    stack.node_groups = tuple(
+        dataclasses.replace(g, labels={k: v for k, v in g.labels.items() if k != SERVICELB_LABEL})
+        for g in stack.node_groups
+    )
+    assert any(
+        "svclb-traefik can run on the control-plane node ['server']" in p for p in placement_problems(stack)
+    )
+
+
+def host_root_propagation(stack: render.RenderedStack) -> list[str]:
+    """Pod templates that mount the node's ``/`` with HostToContainer or Bidirectional propagation."""
+    found = []
+    for template in pod_templates(stack):
+        roots = {
+            v["name"]
+            for v in template.spec.get("volumes", [])
+            if (v.get("hostPath") or {}).get("path", "").rstrip("/") == "" and "hostPath" in v
+        }
+        for container in template.spec.get("containers", []) + template.spec.get("initContainers", []):
+            for mount in container.get("volumeMounts", []):
+                if mount["name"] in roots and mount.get("mountPropagation") in (
+                    "HostToContainer",
+                    "Bidirectional",
+                ):
+                    found.append(
+                        f"{template.where} container {container['name']}: / with {mount['mountPropagation']}"
+                    )
+    return found
+
+
+def test_no_host_root_mount_propagation_on_container_nodes(rendered_stack):
+    """A k3d node is a Docker container whose / is not a shared or slave mount: a pod mounting the
+    node's / with HostToContainer or Bidirectional propagation fails at container create
+    (kube-prometheus-stack's node-exporter does by default, hostRootFsMount)."""
+    if not _k3d_create_args(rendered_stack):
+        return
+    assert host_root_propagation(rendered_stack) == []
+
+
+def test_node_exporter_mounts_the_host_root_where_nodes_are_machines(helm, upstream):
+    """Not vacuous: on lke node-exporter keeps the chart's HostToContainer mount of /."""
+    found = host_root_propagation(render.rendered(INSTANCES["lke"]))
+    assert any("prometheus-node-exporter" in f and "HostToContainer" in f for f in found), found

@@ -126,7 +126,9 @@ def test_every_platform_component_of_a_stack_is_checked(serve):
         "jupyterhub hub",
         "gitrepo fleet-local/cluster-maintenance",
     } <= checked["proxmox-ha"]
-    assert {"device plugin pods", "node group gpu agents"} <= checked["k3d-poc"]
+    assert {"device plugin pods", "node group gpu agents", "gpu runtime nvidia"} <= checked["k3d-poc"]
+    assert "cloud firewall kube-system/primary" in checked["lke"]
+    assert "gpu runtime nvidia" in checked["lke"] and "gpu runtime nvidia" not in checked["eks-karpenter"]
     assert any(check.startswith("job gpu-smoke-test/gpu-smoke-test-") for check in checked["k3d-poc"])
     assert "vault unsealed" not in checked["lke"] and "gpu operator pods" in checked["lke"]
 
@@ -311,7 +313,33 @@ def karpenter_pending(fake: FakeKube) -> None:
     fake.objects["/api/v1/namespaces/karpenter/pods/karpenter-1"]["status"]["phase"] = "Pending"
 
 
+def plugin_without_runtime_class(fake: FakeKube) -> None:
+    """The device plugin runs, but not through the nvidia handler: nothing proves containerd has it."""
+    for path, obj in fake.objects.items():
+        if "/pods/nvidia-device-plugin-" in path:
+            obj["spec"].pop("runtimeClassName", None)
+
+
+def node_outside_the_firewall(fake: FakeKube) -> None:
+    """A node the controller never attached (say the autoscaler added it after the token expired)."""
+    (path,) = [p for p in fake.objects if p.endswith("/cloudfirewalls/primary")]
+    fake.objects[path]["status"]["nodes"].pop()
+
+
 FAILURES = [
+    ("lke", node_outside_the_firewall, "cloud firewall kube-system/primary", "not in firewall 123456: "),
+    (
+        "k3d-poc",
+        plugin_without_runtime_class,
+        "gpu runtime nvidia",
+        "k3d-gpu-poc-agent-2: no pod with runtimeClassName nvidia runs there",
+    ),
+    (
+        "lke",
+        plugin_without_runtime_class,
+        "gpu runtime nvidia",
+        "no pod with runtimeClassName nvidia runs there",
+    ),
     ("single-node", gpu_not_allocatable, "gpu allocatable", "nvidia.com/gpu=0, expected 1"),
     ("single-node", vault_sealed, "vault unsealed", "vault-0: sealed (0/1 keys): unseal with unseal.sh"),
     (
@@ -848,6 +876,7 @@ KINDS = {
     "gitrepos": ("fleet.cattle.io/v1alpha1", "GitRepo"),
     "certificates": ("cert-manager.io/v1", "Certificate"),
     "clusters": ("postgresql.cnpg.io/v1", "Cluster"),
+    "cloudfirewalls": ("networking.linode.com/alpha1v1", "CloudFirewall"),
 }
 
 
@@ -922,3 +951,30 @@ def test_a_job_that_makes_no_pod_shows_the_jobs_events(serve):
         "not created after 0.1 s: no pod created; job-controller: FailedCreate: Error creating: pods"
     )
     assert job.evidence.endswith('is forbidden: violates PodSecurity "restricted:latest"')
+
+
+@pytest.mark.parametrize("stack", ["k3d-poc", "lke"])
+def test_a_gpu_node_without_the_nvidia_handler_fails_the_runtime_check_with_the_sandbox_error(stack, serve):
+    """containerd without the handler fails every pod that names it at sandbox creation; the check
+    shows that event. On lke the GPU Operator's operands ask for RuntimeClass nvidia although the
+    node image brings the toolkit."""
+    expected = expected_for(stack)
+    fake = fake_kube.healthy(expected)
+    message = 'failed to get sandbox runtime: no runtime for "nvidia" is configured'
+    for path, obj in list(fake.objects.items()):
+        if "/pods/nvidia-device-plugin-" in path:
+            obj["status"]["phase"] = "Pending"
+            meta = obj["metadata"]
+            fake.put(
+                f"/api/v1/namespaces/{meta['namespace']}/events/{meta['name']}.sandbox",
+                {
+                    "metadata": {"namespace": meta["namespace"]},
+                    "involvedObject": {"kind": "Pod", "name": meta["name"], "namespace": meta["namespace"]},
+                    "type": "Warning",
+                    "reason": "FailedCreatePodSandBox",
+                    "message": message,
+                },
+            )
+    results = by_check(verify.run(serve(fake), expected, FAST_JOB))
+    runtime = results["gpu runtime nvidia"]
+    assert runtime.result == "fail" and f"FailedCreatePodSandBox: {message}" in runtime.evidence

@@ -25,6 +25,10 @@ CRDS = {
     ("fleet.cattle.io/v1alpha1", "GitRepo"): "fleet/fleet.cattle.io_gitrepos.yaml",
     ("karpenter.sh/v1", "NodePool"): "karpenter/karpenter.sh_nodepools.yaml",
     ("karpenter.k8s.aws/v1", "EC2NodeClass"): "karpenter/karpenter.k8s.aws_ec2nodeclasses.yaml",
+    (
+        "networking.linode.com/alpha1v1",
+        "CloudFirewall",
+    ): "charts/cloud-firewall-crd-0.2.0/templates/cloud-firewall.yaml",
     ("http.keda.sh/v1alpha1", "HTTPScaledObject"): (
         "charts/keda-add-ons-http-0.15.0/templates/crds/crd-httpscaledobjects.yaml"
     ),

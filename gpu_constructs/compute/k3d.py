@@ -83,6 +83,14 @@ server nodes (docs.k3s.io, "Dedicated control plane": --node-taint CriticalAddon
 which k3s's CoreDNS, metrics-server and local-path-provisioner tolerate and nothing else does."""
 
 
+SERVICELB_LABEL = ("svccontroller.k3s.cattle.io/enablelb", "true")
+"""k3s's ServiceLB runs a svclb DaemonSet for every LoadBalancer Service (the ingress's); its pods
+tolerate CriticalAddonsOnly, so unconfined they land on server-0 too. Once any node has this label,
+k3s gives the DaemonSet the node selector enablelb=true (k3s pkg/cloudprovider/servicelb.go,
+newDaemonSet, nodeHasDaemonSetLabel), so only the app agents run it; they forward to the Service's
+ClusterIP, wherever its pods run."""
+
+
 @dataclass(frozen=True)
 class K3dProps:
     kubeconfig_path: str
@@ -101,6 +109,9 @@ class K3dProps:
     unchanged build quick); False uses an image that is already there (a registry, a CI build)."""
     project_root: str = "${path.root}/../../.."
     """The project root as the stack's working directory (cdktf.out/stacks/<stack>) sees it."""
+    preflight_image: str | None = None
+    """A CUDA image run once on the host with ``--gpus all`` before the node image is built (the
+    GPU smoke test's): its NVIDIA_REQUIRE_CUDA makes an older host driver fail there, first."""
 
     def __post_init__(self) -> None:
         validate.k8s_name("cluster name", self.name)
@@ -155,7 +166,12 @@ class K3dProps:
         return f"k3d-{self.name}-server-0"
 
     def node_labels(self) -> list[str]:
-        return [f"{self.node_name(i)}={'='.join(role_label(role))}" for i, role in enumerate(self.agents)]
+        labels = [f"{self.node_name(i)}={'='.join(role_label(role))}" for i, role in enumerate(self.agents)]
+        return labels + [
+            f"{self.node_name(i)}={'='.join(SERVICELB_LABEL)}"
+            for i, role in enumerate(self.agents)
+            if role == "app"
+        ]
 
     def node_taints(self) -> list[str]:
         return [f"{self.server_name}={SERVER_TAINT}"] + [
@@ -183,6 +199,8 @@ class K3dGpuCompute(Construct):
             "REQUIRE_GPU": "1",
             "GPU_NODES": " ".join(props.gpu_nodes()),
         }
+        if props.preflight_image:
+            env["SMOKE_IMAGE"] = props.preflight_image
         dockerfile = ""
         if props.build_image:
             env["IMAGE"] = props.image
@@ -254,7 +272,7 @@ class K3dGpuCompute(Construct):
                 NodeGroup(
                     f"{role} agents",
                     names=names,
-                    labels=dict([role_label(role)]),
+                    labels=dict([role_label(role), *([SERVICELB_LABEL] if role == "app" else [])]),
                     taints=(role_taint(role),) if role in TAINTED_ROLES else (),
                     gpu=role == "gpu",
                     # k3d hands every GPU of the machine to the node: the count is the machine's.

@@ -13,6 +13,7 @@ cloud-firewall-controller keeps every node, autoscaled or recycled, in one firew
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -61,11 +62,18 @@ GPU_MODELS = {
     "g3-gpu-rtxpro6000-blackwell-": "NVIDIA RTX PRO 6000 Blackwell",
 }
 """The GPU of each plan family of versions.LKE_GPU_REGIONS (Linode's GPU plan documentation)."""
+ENTERPRISE_UPDATE_STRATEGY = "rolling_update"
 LB_FIREWALL_ACL = "service.beta.kubernetes.io/linode-loadbalancer-firewall-acl"
 """The Linode CCM's Service annotation for a NodeBalancer's Cloud Firewall ACL (JSON)."""
 CLOUD_FIREWALL_NAMESPACE = "kube-system"
 """Where the controller runs: it looks up its own Deployment and its CloudFirewall there
 (cloud-firewall-controller v0.2.1 internal/controller, checkOwnership; the chart's firewall.yaml)."""
+LINODE_DELETE_CLASS = "linode-block-storage"
+"""The Linode CSI driver's StorageClass with reclaimPolicy Delete; its default class,
+linode-block-storage-retain, keeps a volume after its claim is deleted (linode-blockstorage-csi-driver
+deploy manifest)."""
+CLOUD_FIREWALL_NAME = "primary"
+"""The CloudFirewall the controller keeps the nodes in: the one it creates when there is none."""
 CLOUD_FIREWALL_SECRET = "linode-cfw"
 """The Secret the controller reads its token from (key ``token``) when the chart's ``apiToken`` is set
 (templates/deployment.yaml: ``--linode-creds=linode-cfw``, cmd/main.go, createLinodeClient)."""
@@ -148,8 +156,14 @@ class LkeProps:
     runs with driver.enabled and toolkit.enabled false (the contract's Manager.IMAGE) instead of
     installing a second driver over the node's. False hands both to the GPU Operator."""
     sharing: GpuSharing = field(default_factory=GpuSharing)
+    node_tcp_ports: Sequence[int] = ()
+    """TCP ports that pods on other nodes reach at a node's own address (hostNetwork pods scraped
+    from inside the cluster, such as node-exporter's); the firewall admits them from LKE's private
+    range, which Linode's defaults open only for kubelet and kube-proxy health."""
 
     def __post_init__(self) -> None:
+        for port in self.node_tcp_ports:
+            validate.int_range("node_tcp_ports", port, 1, 65535)
         if self.gpu_plan.startswith("g1-gpu-rtx6000"):
             raise ConfigError(
                 "gpu_plan",
@@ -256,6 +270,12 @@ class LkeGpuCompute(Construct):
                 inbound=self.inbound_rules(),
             )
         firewall_id = self.firewall.id_ref if self.firewall else None
+        # LKE Enterprise versions node pools separately from the control plane: without the pools'
+        # own k8s_version a version bump upgrades only the control plane. rolling_update replaces
+        # the nodes one at a time (on_recycle would wait for a manual recycle). The provider's
+        # enterprise acceptance template sets both (v3.13.0 linode/lke/tmpl/enterprise.gotf).
+        pool_version = props.k8s_version if enterprise else None
+        update_strategy = ENTERPRISE_UPDATE_STRATEGY if enterprise else None
         self.lke = LkeCluster(
             self,
             "cluster",
@@ -268,7 +288,12 @@ class LkeGpuCompute(Construct):
             ),
             pool=[
                 ClusterPool(
-                    type=props.system_plan, count=props.system_nodes, label="system", firewall_id=firewall_id
+                    type=props.system_plan,
+                    count=props.system_nodes,
+                    label="system",
+                    firewall_id=firewall_id,
+                    k8s_version=pool_version,
+                    update_strategy=update_strategy,
                 )
             ],
             external_pool_tags=[GPU_POOL_TAG],
@@ -285,6 +310,8 @@ class LkeGpuCompute(Construct):
             taint=[PoolTaint(GPU_TAINT.key, GPU_TAINT.value, GPU_TAINT.effect)],
             tags=[GPU_POOL_TAG],
             autoscaler=Autoscaler(min=props.gpu_min_nodes, max=props.gpu_max_nodes),
+            k8s_version=pool_version,
+            update_strategy=update_strategy,
             # The autoscaler owns the node count; Terraform never sets or resets it.
             lifecycle=TerraformResourceLifecycle(ignore_changes=["node_count"]),
         )
@@ -320,12 +347,12 @@ class LkeGpuCompute(Construct):
                 self,
                 "cloud-firewall",
                 token=props.firewall_controller_token,
-                inbound=[self.ui_rule()],
+                inbound=[*self.node_rules(), self.ui_rule()],
                 cluster=self.cluster,
             )
             # The node firewall is in place before anything else is installed.
             self.cluster = dataclasses.replace(
-                self.cluster, ready=(self.gpu_pool, self.cloud_firewall.controller)
+                self.cluster, ready=(self.gpu_pool, self.cloud_firewall.ruleset)
             )
 
     @property
@@ -384,7 +411,13 @@ class LkeGpuCompute(Construct):
         ``{"allowList": {"ipv4": [...]}}``). None without ``firewall``."""
         if not self.props.firewall:
             return {}
-        acl = Fn.jsonencode({"allowList": {"ipv4": self.props.ui_allowlist}})
+        allowlist = self.props.ui_allowlist
+        if isinstance(allowlist, (list, tuple)) and not any(validate.is_reference(n) for n in allowlist):
+            acl = json.dumps({"allowList": {"ipv4": list(allowlist)}}, separators=(",", ":"))
+        else:
+            # A list variable: a string template around jsonencode of the list alone, so the value
+            # stays one Terraform string that any values document can carry.
+            acl = '{"allowList":{"ipv4":' + Fn.jsonencode(allowlist) + "}}"
         return {LB_FIREWALL_ACL: acl}
 
     @property
@@ -395,9 +428,16 @@ class LkeGpuCompute(Construct):
     def ui_rule(self) -> FirewallRule:
         return FirewallRule("allow-ui-http-https", "ACCEPT", "TCP", "80,443", ipv4=self.props.ui_allowlist)
 
+    def node_rules(self) -> list[FirewallRule]:
+        """``node_tcp_ports`` from LKE's private range, the nodes' own."""
+        if not self.props.node_tcp_ports:
+            return []
+        ports = ",".join(str(port) for port in sorted(set(self.props.node_tcp_ports)))
+        return [FirewallRule("allow-node-host-ports", "ACCEPT", "TCP", ports, ipv4=(LKE_PRIVATE,))]
+
     def inbound_rules(self) -> list[FirewallRule]:
-        """Linode's LKE defaults, then HTTP and HTTPS from the UI allowlist."""
-        return [*LKE_DEFAULT_INBOUND, self.ui_rule()]
+        """Linode's LKE defaults, the stack's node ports, then HTTP and HTTPS from the UI allowlist."""
+        return [*LKE_DEFAULT_INBOUND, *self.node_rules(), self.ui_rule()]
 
 
 class CloudFirewallController(Construct):
@@ -408,8 +448,8 @@ class CloudFirewallController(Construct):
     (``defaultRules``, the same as LKE_DEFAULT_INBOUND), appends the CloudFirewall's own inbound
     rules, and adds every node the API server lists, so autoscaled and recycled nodes are covered
     (v0.2.1 internal/controller/cloudfirewall_controller.go: effectiveRulesetSpec, nodeListChanges).
-    It owns the CR through its Deployment and deletes the Linode firewall on the CR's finalizer, so
-    the controller outlives its token and is removed before it on destroy.
+    It deletes the Linode firewall on the CR's finalizer, so on destroy the CR (its own release,
+    which depends on the controller's) goes first, then the controller, then its token and the CRD.
     """
 
     def __init__(
@@ -458,7 +498,7 @@ class CloudFirewallController(Construct):
         for index, rule in enumerate(inbound):
             if rule.ipv4 is not None and any(validate.is_reference(network) for network in rule.ipv4):
                 # A list variable: known at plan time only, so it cannot be in the values document.
-                set_lists[f"firewall.inbound[{index}].addresses.ipv4"] = rule.ipv4
+                set_lists[f"inbound[{index}].addresses.ipv4"] = rule.ipv4
                 rule = dataclasses.replace(rule, ipv4=None)
             rules.append(crd_rule(rule))
         self.controller = helm.release(
@@ -471,16 +511,39 @@ class CloudFirewallController(Construct):
             namespace=CLOUD_FIREWALL_NAMESPACE,
             values={
                 # Only a switch: the chart then points the controller at Secret linode-cfw
-                # (--linode-creds); the token itself is in the release above.
+                # (--linode-creds); the token itself is in the release above. No `firewall`: the
+                # chart would render the CloudFirewall beside the controller (templates/firewall.yaml),
+                # and uninstalling that release deletes the controller with the object it finalizes.
                 "apiToken": True,
-                # Rendered as CloudFirewall kube-system/primary (templates/firewall.yaml), created in
-                # the same install as the controller, before it would create a default one itself.
-                "firewall": {"inbound": rules},
             },
-            set_lists=set_lists,
             cluster=cluster,
             depends_on=[self.crd, self.token],
         )
+        # The CloudFirewall in its own release, after the controller: on destroy Helm deletes it
+        # (and waits) while the controller still runs, which removes its finalizer
+        # (cloudfirewalls.networking.linode.com/finalizer) once it has deleted the Linode firewall
+        # (cloudfirewall_controller.go checkFinalizer); only then is the controller uninstalled.
+        self.ruleset = helm.manifests_release(
+            self,
+            "ruleset",
+            name="cloud-firewall-ruleset",
+            namespace=CLOUD_FIREWALL_NAMESPACE,
+            manifests=[
+                {
+                    "apiVersion": "networking.linode.com/alpha1v1",
+                    "kind": "CloudFirewall",
+                    "metadata": {"name": CLOUD_FIREWALL_NAME, "namespace": CLOUD_FIREWALL_NAMESPACE},
+                    "spec": {"ruleset": {"inbound": rules, "outbound": []}},
+                }
+            ],
+            set_lists={f"manifests[0].spec.ruleset.{path}": value for path, value in set_lists.items()},
+            cluster=cluster,
+            depends_on=[self.controller],
+        )
+        # With no CloudFirewall, the running controller creates kube-system/primary itself on its
+        # first Node event (SetupWithManager: "If for any reason no default CloudFirewall object
+        # exists attempt to create it"), so this release adopts that object (helm --take-ownership).
+        self.ruleset.take_ownership = True
 
 
 def crd_rule(rule: FirewallRule) -> dict[str, object]:

@@ -30,6 +30,10 @@ from gpu_constructs.errors import ConfigError
 
 NAMESPACE = "monitoring"
 RELEASE = "kube-prometheus-stack"
+NODE_EXPORTER_PORT = 9100
+"""node-exporter's port on every node: kube-prometheus-stack's prometheus-node-exporter runs with
+hostNetwork (subchart values ``hostNetwork: true``, ``service.port: 9100``), so Prometheus scrapes each
+node's own address and a node firewall must admit the port between the nodes."""
 RULES_DIR = Path(__file__).parent / "rules"
 DASHBOARDS_DIR = Path(__file__).parent / "dashboards"
 DCGM_PORT = 9400
@@ -100,6 +104,16 @@ class MonitoringProps:
     grafana_ingress: GrafanaIngress | None = None
     nvidia_dashboard: bool = True
     """Provision NVIDIA's DCGM dashboard from grafana.com (Grafana needs egress to grafana.com)."""
+    delete_volumes: bool = False
+    """Delete Prometheus' and Alertmanager's volume claims with their StatefulSets
+    (``persistentVolumeClaimRetentionPolicy.whenDeleted: Delete``): claims made from a StatefulSet's
+    templates outlive ``helm uninstall`` otherwise. With a StorageClass that deletes its volumes,
+    uninstalling frees the disks; for clusters whose deletion leaves volumes behind (LKE)."""
+    host_root_fs: bool = True
+    """Mount each node's ``/`` into node-exporter (the host's filesystem metrics), with the chart's
+    HostToContainer propagation. False where nodes are containers whose ``/`` is not a shared mount
+    (k3d): there the kubelet cannot create the container ("path / is mounted on / but it is not a
+    shared or slave mount") and the waited release never becomes ready."""
     values: helm.ValuesLayers | None = None
     depends_on: Sequence[Any] = ()
 
@@ -233,9 +247,15 @@ class Monitoring(Construct):
                 "tls": [{"secretName": "grafana-tls", "hosts": [ingress.host]}],
             }
             grafana["grafana.ini"] = {"server": {"root_url": f"https://{ingress.host}"}}
+        retention_policy = (
+            {"persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"}}
+            if props.delete_volumes and props.persistent
+            else {}
+        )
         alertmanager_spec: dict[str, Any] = {
             **placed,
             **({"storage": self._volume("2Gi")} if props.persistent else {}),
+            **retention_policy,
             "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
         }
         prometheus_spec: dict[str, Any] = {
@@ -243,6 +263,7 @@ class Monitoring(Construct):
             "retention": props.retention,
             "retentionSize": _size_bytes_90(props.storage_size),
             **({"storageSpec": self._volume(props.storage_size)} if props.persistent else {}),
+            **retention_policy,
             "resources": {"requests": {"cpu": size.prometheus_cpu, "memory": size.prometheus_memory}},
             # Every monitor and rule in the cluster, not only those labelled for this release.
             "serviceMonitorSelectorNilUsesHelmValues": False,
@@ -266,6 +287,11 @@ class Monitoring(Construct):
                 "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
             },
             "kube-state-metrics": {**placed},
+            **(
+                {}
+                if props.host_root_fs
+                else {"prometheus-node-exporter": {"hostRootFsMount": {"enabled": False}}}
+            ),
             # The control plane's own components are not scrapeable here: k3s runs the controller
             # manager, scheduler, proxy and etcd inside its one process with their metrics on
             # 127.0.0.1, and EKS and LKE manage them out of the cluster. Scraped anyway, each would

@@ -95,6 +95,10 @@ class ClusterPool:
     taint: Sequence[PoolTaint] | None = None
     autoscaler: Autoscaler | None = None
     disk_encryption: str | None = None
+    k8s_version: str | None = None
+    """LKE Enterprise only: the pool's nodes' version."""
+    update_strategy: str | None = None
+    """LKE Enterprise only: rolling_update or on_recycle (provider v3.13.0 linode/lke tests)."""
 
 
 class LkeCluster(_LinodeResource):
@@ -159,6 +163,8 @@ class LkeNodePool(_LinodeResource):
         taint: Sequence[PoolTaint] | None = None,
         autoscaler: Autoscaler | None = None,
         disk_encryption: str | None = None,
+        k8s_version: str | None = None,
+        update_strategy: str | None = None,
         lifecycle: TerraformResourceLifecycle | None = None,
     ) -> None:
         super().__init__(
@@ -166,6 +172,8 @@ class LkeNodePool(_LinodeResource):
             id,
             {
                 "cluster_id": cluster_id,
+                "k8s_version": k8s_version,
+                "update_strategy": update_strategy,
                 "type": type,
                 "node_count": node_count,
                 "label": label,

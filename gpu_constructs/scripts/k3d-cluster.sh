@@ -11,6 +11,8 @@
 #   BUILD_ARGS       the --build-arg arguments of that build (the pinned versions)
 #   IMAGE            the k3s CUDA node image to build
 #   GPU_NODES        space-separated GPU agents whose containerd must name the nvidia runtime
+#   SMOKE_IMAGE      when set (with REQUIRE_GPU=1): the GPU smoke test's image, run once with
+#                    --gpus all before anything is built, so a driver it cannot use stops here
 set -euo pipefail
 
 cluster="${CLUSTER:?CLUSTER is required}"
@@ -44,6 +46,20 @@ if [ "${REQUIRE_GPU:-1}" = "1" ]; then
     echo "ERROR: Docker has no 'nvidia' runtime: install the NVIDIA Container Toolkit and run" >&2
     echo "'sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker'." >&2
     exit 2
+  fi
+  # A CUDA image carries NVIDIA_REQUIRE_CUDA: the NVIDIA runtime refuses to start it on a host whose
+  # driver is older than its CUDA version ("requirement error: unsatisfied condition: cuda>=...").
+  # The smoke test Job would fail the same way, only after the image build and the cluster.
+  if [ -n "${SMOKE_IMAGE:-}" ]; then
+    if ! output="$(docker run --rm --gpus all "$SMOKE_IMAGE" nvidia-smi -L 2>&1)"; then
+      echo "ERROR: 'docker run --rm --gpus all ${SMOKE_IMAGE} nvidia-smi -L' fails on this host:" >&2
+      echo "$output" >&2
+      if grep -q "requirement error" <<<"$output"; then
+        echo "The host's NVIDIA driver is older than the CUDA version ${SMOKE_IMAGE} requires:" >&2
+        echo "update the driver, or set smoke_test_image to an image built for an older CUDA." >&2
+      fi
+      exit 2
+    fi
   fi
 fi
 
@@ -95,9 +111,13 @@ for entry in ${NODE_TAINTS:-}; do
 done
 # k3s registers the nvidia RuntimeClass whatever the node has; what counts is that the GPU agent's
 # containerd has the nvidia runtime, which k3s adds only when it finds nvidia-container-runtime.
+# The table key's quoting differs by template: k3s's containerd 2.x (config version 3) template
+# writes runtimes.'nvidia', its version 2 template runtimes."nvidia", nvidia-ctk runtimes.nvidia.
+# All are the same TOML key, so any of them counts.
+nvidia_table="\.runtimes\.(\"nvidia\"|'nvidia'|nvidia)\]"
 for node in ${GPU_NODES:-}; do
   config="$(docker exec "$node" cat /var/lib/rancher/k3s/agent/etc/containerd/config.toml 2>/dev/null || true)"
-  if ! grep -qF 'runtimes."nvidia"' <<<"$config"; then
+  if ! grep -Eq "$nvidia_table" <<<"$config"; then
     echo "ERROR: containerd on ${node} has no nvidia runtime: k3s did not find nvidia-container-runtime" >&2
     echo "in the node image (is it built from docker/k3s-cuda?)." >&2
     failed=1

@@ -386,6 +386,94 @@ def device_plugin(api: client.ApiClient, namespace: str, gpus: Sequence[client.V
     return Result(check, PASS, f"{len(pods)} Ready, one on each of {len(gpus)} GPU node(s)")
 
 
+def runtime_class_of(expected: Expectation) -> str | None:
+    """The RuntimeClass GPU pods run with: the contract's (k3s: ``nvidia``), else the GPU Operator's
+    for its operands (chart value ``operator.runtimeClass``, default ``nvidia``; the operator sets it
+    on every operand pod on containerd, NVIDIA/gpu-operator controllers/object_controls.go
+    setRuntimeClass, also when the node image brings the toolkit); None when nothing asks for one."""
+    if expected.cluster.runtime_class:
+        return expected.cluster.runtime_class
+    operator = expected.release("gpu-operator")
+    if operator is not None:
+        return str((operator.values.get("operator") or {}).get("runtimeClass", "nvidia"))
+    return None
+
+
+def gpu_runtime(api: client.ApiClient, runtime_class: str, gpus: Sequence[client.V1Node]) -> Result:
+    """Each GPU node's containerd has the runtime handler GPU pods ask for: a pod with that
+    RuntimeClass runs there. The RuntimeClass object alone proves nothing (k3s registers ``nvidia``
+    on every node, found runtime or not); a missing handler fails the pod's sandbox ("no runtime for
+    ... is configured") and the pod never starts."""
+    check = f"gpu runtime {runtime_class}"
+    if not gpus:
+        return Result(check, SKIP, "no GPU node now")
+    core = client.CoreV1Api(api)
+    pods = [
+        p
+        for p in core.list_pod_for_all_namespaces(_request_timeout=T).items
+        if (p.spec.runtime_class_name or "") == runtime_class
+    ]
+    proven, problems = [], []
+    for node in gpus:
+        name = node.metadata.name
+        here = [p for p in pods if p.spec.node_name == name]
+        running = [p for p in here if p.status.phase in ("Running", "Succeeded")]
+        if running:
+            proven.append(f"{name}: {running[0].metadata.name}")
+            continue
+        reasons = []
+        for pod in here:
+            events = core.list_namespaced_event(
+                pod.metadata.namespace,
+                field_selector=f"involvedObject.name={pod.metadata.name}",
+                _request_timeout=T,
+            ).items
+            reasons += [
+                f"{pod.metadata.name}: {e.reason}: {e.message}" for e in events if e.type == "Warning"
+            ]
+        why = "; ".join(reasons) or f"no pod with runtimeClassName {runtime_class} runs there"
+        problems.append(f"{name}: {why}")
+    if problems:
+        return Result(
+            check, FAIL, "; ".join(problems) + f" (is the {runtime_class!r} runtime in containerd?)"
+        )
+    return Result(check, PASS, f"pods with RuntimeClass {runtime_class} run on " + ", ".join(proven))
+
+
+def cloud_firewall(
+    api: client.ApiClient, namespace: str, name: str, nodes: Sequence[client.V1Node]
+) -> Result:
+    """Every node is in the Linode firewall cloud-firewall-controller keeps: its Linode id (the
+    node's ``linode://<id>`` providerID) is in the CloudFirewall's ``status.nodes``, which the
+    controller writes after attaching them (cloud-firewall-controller v0.2.1 internal/controller).
+    A node missing there runs without the firewall: the controller could not act (an expired or
+    revoked token, Linode API errors; it only logs them)."""
+    check = f"cloud firewall {namespace}/{name}"
+    item = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "networking.linode.com", "alpha1v1", namespace, "cloudfirewalls", name, _request_timeout=T
+    )
+    status = item.get("status") or {}
+    attached = {int(n) for n in status.get("nodes") or []}
+    missing = []
+    for node in nodes:
+        provider_id = node.spec.provider_id or ""
+        linode = provider_id.removeprefix("linode://")
+        if not linode.isdigit() or int(linode) not in attached:
+            missing.append(f"{node.metadata.name} ({provider_id or 'no providerID'})")
+    if not status.get("firewall-id"):
+        return Result(
+            check, FAIL, "no firewall-id in its status: the controller has not created the firewall"
+        )
+    if missing:
+        return Result(
+            check,
+            FAIL,
+            f"not in firewall {status['firewall-id']}: {', '.join(missing)}; check the controller's log "
+            "(kubectl -n kube-system logs deploy/cloud-firewall-controller) and its token",
+        )
+    return Result(check, PASS, f"{len(nodes)} node(s) in firewall {status['firewall-id']}")
+
+
 def _proxy_get(api: client.ApiClient, kind: str, name: str, namespace: str, path: str) -> str:
     """GET through the API server's proxy; raw text (the client would mangle a JSON body)."""
     core = client.CoreV1Api(api)
@@ -594,6 +682,9 @@ def platform(
 ) -> Iterator[tuple[str, Callable[[], Result]]]:
     """(check name, deferred check) for each platform component the stack installs."""
     gpus = gpu_nodes(expected, nodes)
+    runtime_class = runtime_class_of(expected)
+    if runtime_class is not None:
+        yield f"gpu runtime {runtime_class}", partial(gpu_runtime, api, runtime_class, gpus)
     operator = expected.release("gpu-operator")
     if operator is not None:
         yield "gpu operator pods", partial(namespace_pods, api, "gpu operator pods", operator.namespace)
@@ -624,6 +715,8 @@ def platform(
         yield f"backup {ns}/{name}", partial(cron_job, api, ns, name)
     for ns, name in _objects(expected, "batch/v1", "Job"):
         yield f"job {ns}/{name}", partial(job_object, api, ns, name)
+    for ns, name in _objects(expected, "networking.linode.com/alpha1v1", "CloudFirewall"):
+        yield f"cloud firewall {ns}/{name}", partial(cloud_firewall, api, ns, name, nodes)
     for _, name in _objects(expected, "karpenter.sh/v1", "NodePool"):
         check = f"nodepool {name}"
         yield check, partial(condition_object, api, check, "karpenter.sh", "v1", "nodepools", name, None)

@@ -15,8 +15,10 @@ Two rules:
    Karpenter's instances keep running and the VPC cannot be deleted.
 2. A release whose objects a controller finalizes (Ingress: the load balancer controller;
    NodePool/EC2NodeClass: Karpenter; CloudNativePG Cluster; cert-manager Certificate/Issuer;
-   ClusterPolicy: the GPU Operator) must depend on that controller's release, or the controller is
-   uninstalled first and the finalizer never runs (the delete hangs until the Helm timeout).
+   ClusterPolicy: the GPU Operator; CloudFirewall: cloud-firewall-controller) must depend on that
+   controller's release, or the controller is uninstalled first and the finalizer never runs (the
+   delete hangs until the Helm timeout). The controller's own release is no exception: its uninstall
+   deletes the controller with the object.
 
 Controllers are recognised from the rendered Deployments' container images (CONTROLLERS). Vault
 is not one: it owns no cloud resources and puts no finalizer on another release's objects.
@@ -38,6 +40,7 @@ CONTROLLERS = {
     "cloudnative-pg": "cloudnative-pg/cloudnative-pg",
     "cert-manager": "cert-manager-controller",
     "gpu-operator": "nvidia/gpu-operator",
+    "cloud-firewall-controller": "linode/cloud-firewall-controller",
 }
 
 # (apiVersion group, kind) of objects a controller puts a finalizer on -> the controller
@@ -50,7 +53,16 @@ FINALIZED = {
     ("cert-manager.io", "Issuer"): "cert-manager",
     ("cert-manager.io", "ClusterIssuer"): "cert-manager",
     ("nvidia.com", "ClusterPolicy"): "gpu-operator",
+    # cloud-firewall-controller v0.2.1 internal/controller/cloudfirewall_controller.go checkFinalizer:
+    # cloudfirewalls.networking.linode.com/finalizer, removed by the running controller once it has
+    # deleted the Linode firewall.
+    ("networking.linode.com", "CloudFirewall"): "cloud-firewall-controller",
 }
+# Kinds whose finalizer is read from the controller's source, so one rendered in the controller's
+# own release is a finding too. The GPU Operator chart ships its ClusterPolicy in its own release
+# (templates/clusterpolicy.yaml, and with operator.cleanupCRD a pre-delete hook deletes it while
+# the operator runs); whether the operator finalizes it at v26.7.0 is not confirmed here.
+FINALIZER_READ = {("networking.linode.com", "CloudFirewall")}
 
 # The resources a cluster runs on, per platform: every controller release must outlive them
 CLUSTER_TYPES = (
@@ -160,6 +172,7 @@ NEEDS: dict[str, list[Callable[[dict[str, Any], Release], set[str]]]] = {
     "cloudnative-pg": [],
     "cert-manager": [],
     "gpu-operator": [],
+    "cloud-firewall-controller": [],
 }
 
 
@@ -195,11 +208,74 @@ def findings(rendered: RenderedStack) -> list[Finding]:
         if controller is None or controller not in installed:
             continue
         owner = installed[controller]
-        if owner.address == release.address or graph.depends_on(synthesized, release.address, owner.address):
+        if owner.address == release.address and (group, obj.get("kind", "")) in FINALIZER_READ:
+            # helm uninstall deletes the object and the controller's Deployment and RBAC in one pass
+            # (unknown kinds last, helm v3 pkg/release/util/kind_sorter.go): no controller is left
+            # to remove the finalizer, and the uninstall waits out its timeout.
+            why = f"{controller} finalizes {obj['kind']} in its own release"
+        elif owner.address == release.address or graph.depends_on(
+            synthesized, release.address, owner.address
+        ):
             continue
-        finding = Finding(
-            rendered.stack, release.address, owner.address, f"{controller} finalizes {obj['kind']}"
-        )
+        else:
+            why = f"{controller} finalizes {obj['kind']}"
+        finding = Finding(rendered.stack, release.address, owner.address, why)
         if finding not in found:
             found.append(finding)
     return found
+
+
+# --- volumes ----------------------------------------------------------------------------------------
+# Platforms whose cluster deletion leaves the cluster's volumes in the account, billed: the default
+# StorageClass and each class's reclaimPolicy.
+# LKE: Linode API v4 DELETE /lke/clusters/{id}: "Does not delete any of the volumes created by this
+# Kubernetes cluster"; the CSI driver's classes (linode-blockstorage-csi-driver deploy manifest):
+# linode-block-storage-retain (the default, reclaimPolicy Retain) and linode-block-storage (Delete).
+CLOUD_VOLUMES = {
+    "linode_lke_cluster": (
+        "linode-block-storage-retain",
+        {"linode-block-storage-retain": "Retain", "linode-block-storage": "Delete"},
+    ),
+}
+
+
+def _claims(obj: dict[str, Any]) -> list[tuple[str, str | None, bool]]:
+    """(what, storageClassName, deleted with its owner) for each claim ``obj`` makes. A claim a
+    StatefulSet makes from its templates outlives the StatefulSet unless its
+    persistentVolumeClaimRetentionPolicy says Delete; the Prometheus Operator passes the CR's policy
+    to the StatefulSet it creates."""
+    kind, spec = obj.get("kind"), obj.get("spec") or {}
+    name = f"{kind} {obj.get('metadata', {}).get('name')}"
+    deleted = (spec.get("persistentVolumeClaimRetentionPolicy") or {}).get("whenDeleted") == "Delete"
+    if kind == "PersistentVolumeClaim":
+        return [(name, spec.get("storageClassName"), True)]
+    if kind == "StatefulSet":
+        return [
+            (name, t.get("spec", {}).get("storageClassName"), deleted)
+            for t in spec.get("volumeClaimTemplates") or []
+        ]
+    if kind in ("Prometheus", "Alertmanager") and obj.get("apiVersion", "").startswith(
+        "monitoring.coreos.com/"
+    ):
+        template = (spec.get("storage") or {}).get("volumeClaimTemplate")
+        return [(name, template.get("spec", {}).get("storageClassName"), deleted)] if template else []
+    return []
+
+
+def volume_findings(rendered: RenderedStack) -> list[str]:
+    """Claims whose cloud volume would outlive the stack's destroy."""
+    resources = rendered.synthesized.get("resource", {})
+    platform = next((p for p in CLOUD_VOLUMES if p in resources), None)
+    if platform is None:
+        return []
+    default, reclaim = CLOUD_VOLUMES[platform]
+    found = []
+    for release, obj in rendered.objects():
+        for what, storage_class, deleted in _claims(obj):
+            name = storage_class or default
+            policy = reclaim.get(name)
+            if policy != "Delete":
+                found.append(f"{release.address}: {what}: StorageClass {name} reclaims with {policy}")
+            if not deleted:
+                found.append(f"{release.address}: {what}: its claims outlive helm uninstall")
+    return sorted(found)
