@@ -18,10 +18,13 @@ from environments.state import Backend, use_backend
 from environments.variables import rule
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuSharing
+from gpu_constructs.compute.k3d import smoke_test_job
 from gpu_constructs.compute.lke import LINODE_DELETE_CLASS, LkeGpuCompute, LkeProps
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.monitoring import NODE_EXPORTER_PORT, DcgmSource, Monitoring, MonitoringProps
 from gpu_constructs.providers.linode import LinodeProvider
+
+SMOKE_TEST_NAMESPACE = "gpu-smoke-test"
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,10 @@ class LkeSettings:
     """LKE GPU nodes bring the NVIDIA driver and toolkit (Akamai's LKE GPU guide); False lets the GPU
     Operator install them."""
     time_slicing_replicas: int = 1
+    smoke_test: bool = True
+    """nvidia-smi on a GPU node during the apply, which waits for it: the Job gets a GPU only once the
+    GPU Operator's device plugin runs, through RuntimeClass nvidia, so a node image without that
+    runtime handler fails the apply instead of leaving the GPUs silently unadvertised."""
     monitoring: bool = True
     """Prometheus, Alertmanager and Grafana with GPU metrics and alerts on the system pool."""
     monitoring_retention: str = "15d"
@@ -175,7 +182,22 @@ class LkeStack(TerraformStack):
         )
         LinodeProvider(self, "linode", token=token.string_value, api_version=compute.provider_api_version)
         cluster = use_cluster(self, compute.cluster)
-        GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))
+        operator = GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))
+        if s.smoke_test:
+            # The operator's operands roll out after its release is ready (Helm waits for the
+            # operator only): the Job's deadline leaves them time, below the release's timeout.
+            job = smoke_test_job(cluster, versions.CUDA_SMOKE_TEST_IMAGE.version, SMOKE_TEST_NAMESPACE, 1200)
+            smoke_test = helm.manifests_release(
+                self,
+                "gpu-smoke-test",
+                cluster=cluster,
+                name="gpu-smoke-test",
+                namespace=SMOKE_TEST_NAMESPACE,
+                manifests=[job],
+                depends_on=[operator.release],
+            )
+            smoke_test.wait_for_jobs = True
+            smoke_test.timeout = 1500
         if s.monitoring:
             Monitoring(
                 self,

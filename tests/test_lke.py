@@ -640,3 +640,33 @@ def test_enterprise_pools_follow_the_clusters_version(enterprise_json, stack_jso
         assert (pool["k8s_version"], pool["update_strategy"]) == ("v1.34.1+lke1", "rolling_update")
     for pool in [one(stack_json, "linode_lke_cluster")["pool"][0], one(stack_json, "linode_lke_node_pool")]:
         assert "k8s_version" not in pool and "update_strategy" not in pool
+
+
+def test_the_apply_waits_for_a_gpu_job_that_proves_the_nvidia_runtime(helm, upstream):
+    """The GPU Operator's device plugin runs with RuntimeClass nvidia; the Job gets its GPU only once
+    that plugin runs, and Helm (wait_for_jobs, backoffLimit 0) fails the apply when the Job fails or
+    hits its deadline, which is below the release's timeout."""
+    from tests import render
+    from tests.test_placement import node_groups, pod_templates, why_not
+    from tests.test_render import INSTANCES
+
+    stack = render.rendered(INSTANCES["lke"])
+    (release,) = [r for r in stack.releases if r.name == "gpu-smoke-test"]
+    assert release.raw["wait_for_jobs"] is True and release.raw["atomic"] is True
+    (operator,) = [r for r in stack.releases if r.chart == "gpu-operator"]
+    assert operator.address in release.raw["depends_on"]
+    (job,) = [o for o in release.objects if o["kind"] == "Job"]
+    assert job["spec"]["backoffLimit"] == 0
+    assert 0 < job["spec"]["activeDeadlineSeconds"] < release.raw["timeout"]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    (template,) = [t for t in pod_templates(stack) if t.where.startswith(release.address)]
+    assert [g.name for g in node_groups(stack) if why_not(template.spec, g) is None] == [
+        "lke_gpu-pool_C50C7EDA"
+    ]
+    # the operator's operands, the device plugin among them, ask for the nvidia handler
+    (policy,) = [o for o in operator.objects if o["kind"] == "ClusterPolicy"]
+    assert policy["spec"]["operator"]["runtimeClass"] == "nvidia"
+    assert "gpu-smoke-test" not in {
+        r["name"] for r in resources(synth(smoke_test=False), "helm_release").values()
+    }

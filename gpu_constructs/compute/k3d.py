@@ -310,7 +310,9 @@ SMOKE_TEST_DEADLINE_SECONDS = 300
 """How long the smoke test Job may run, image pull included; below its release's Helm timeout."""
 
 
-def smoke_test_job(cluster: GpuCluster, image: str, namespace: str) -> dict[str, object]:
+def smoke_test_job(
+    cluster: GpuCluster, image: str, namespace: str, deadline: int = SMOKE_TEST_DEADLINE_SECONDS
+) -> dict[str, object]:
     """The seed's GPU smoke test as a Job: nvidia-smi on one GPU, placed by the contract.
 
     Helm (wait_for_jobs) fails a Job only once ``status.failed > backoffLimit`` and does not read
@@ -321,7 +323,7 @@ def smoke_test_job(cluster: GpuCluster, image: str, namespace: str) -> dict[str,
     """
     spec = {
         "backoffLimit": 0,
-        "activeDeadlineSeconds": SMOKE_TEST_DEADLINE_SECONDS,
+        "activeDeadlineSeconds": deadline,
         "ttlSecondsAfterFinished": 86400,
         "template": {
             "spec": {
