@@ -661,9 +661,7 @@ def test_the_apply_waits_for_a_gpu_job_that_proves_the_nvidia_runtime(helm, upst
     pod = job["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 1}
     (template,) = [t for t in pod_templates(stack) if t.where.startswith(release.address)]
-    assert [g.name for g in node_groups(stack) if why_not(template.spec, g) is None] == [
-        "lke_gpu-pool_C50C7EDA"
-    ]
+    assert [g.name for g in node_groups(stack) if why_not(template.spec, g) is None] == ["gpu pool"]
     # the operator's operands, the device plugin among them, ask for the nvidia handler
     (policy,) = [o for o in operator.objects if o["kind"] == "ClusterPolicy"]
     assert policy["spec"]["operator"]["runtimeClass"] == "nvidia"
