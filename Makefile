@@ -106,7 +106,7 @@ test: lint typecheck pytest
 k3s-cuda-image: deps
 	docker build $$($(PY) -c 'from gpu_constructs.compute.k3d import docker_build_args; print(*docker_build_args())')
 
-# Reaches the stack's cluster (KUBECONFIG overrides) and runs gpu_constructs.verify; see the README.
+# Reaches the stack's cluster (KUBECONFIG overrides) and runs gpu_constructs.verify; see docs/verify.md.
 verify: deps
 	@if [ -z "$(STACK)" ]; then echo "usage: make verify STACK=<stack> [VERIFY_ARGS='--json --no-job']" >&2; exit 2; fi
 	$(PY) -m gpu_constructs.verify $(STACK) $(VERIFY_ARGS)

@@ -1,5 +1,5 @@
 """The alert rules in gpu_constructs/monitoring/rules: valid for promtool, each alert unit-tested firing
-and quiet, DCGM metric names the pinned exporter exports, and the README's table of them."""
+and quiet, DCGM metric names the pinned exporter exports, and docs/monitoring.md's table of them."""
 
 from __future__ import annotations
 
@@ -203,18 +203,17 @@ def test_dcgm_dashboard_queries_only_exported_metrics(upstream):
     assert sorted(used - exported(upstream)) == []
 
 
-def readme_alert_table() -> dict[str, list[str]]:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## GPU monitoring\n", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| `")]
+def documented_alert_table() -> dict[str, list[str]]:
+    page = (ROOT / "docs" / "monitoring.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
     return {
         cells[0].strip("`"): cells[1:]
         for cells in ([c.strip() for c in row.strip("|").split(" | ")] for row in rows)
     }
 
 
-def test_readme_lists_every_alert_with_severity_and_runbook():
-    table = readme_alert_table()
+def test_monitoring_page_lists_every_alert_with_severity_and_runbook():
+    table = documented_alert_table()
     assert sorted(table) == sorted(ALERTS)
     for name, (severity, _meaning, runbook) in table.items():
         assert severity == ALERTS[name]["labels"]["severity"], name

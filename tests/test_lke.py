@@ -362,14 +362,14 @@ def test_blackwell_plans_are_accepted_where_offered(plan):
         synth(gpu_plan=plan, region="us-ord")
 
 
-def test_the_readme_writes_the_kubeconfig_with_mode_0600(tmp_path):
-    """The README's command, run with a stub terraform: the token-bearing file is owner-only."""
+def test_the_lke_page_writes_the_kubeconfig_with_mode_0600(tmp_path):
+    """docs/lke.md's command, run with a stub terraform: the token-bearing file is owner-only."""
     import os
     import stat
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    page = (Path(__file__).resolve().parent.parent / "docs" / "lke.md").read_text()
     (command,) = [
-        line for line in readme.splitlines() if "output -raw kubeconfig > ../../../kubeconfig/lke" in line
+        line for line in page.splitlines() if "output -raw kubeconfig > ../../../kubeconfig/lke" in line
     ]
     (tmp_path / "cdktf.out" / "stacks" / "lke").mkdir(parents=True)
     (tmp_path / "kubeconfig").mkdir()

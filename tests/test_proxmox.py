@@ -452,7 +452,7 @@ def test_rancher_serves_a_lets_encrypt_certificate(rendered_proxmox):
 
 def test_fleet_deploys_only_what_terraform_does_not(stack_json):
     """The seed's clusters/homelab holds the GPU Operator, JupyterHub and the StorageClasses, which
-    Terraform deploys: the default Fleet path is another, and the README names every
+    Terraform deploys: the default Fleet path is another, and docs/proxmox-ha.md names every
     Terraform-owned component Fleet must not hold."""
     from environments.proxmox_ha import FLEET_DEFAULT_PATH, FLEET_MAY_NOT_HOLD
 
@@ -461,8 +461,8 @@ def test_fleet_deploys_only_what_terraform_does_not(stack_json):
     charts = {r["chart"] for r in resources(stack_json, "helm_release").values() if r["chart"] != "manifests"}
     for chart in ("gpu-operator", "jupyterhub", "nfs-subdir-external-provisioner", "rancher"):
         assert chart in charts and chart in FLEET_MAY_NOT_HOLD
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme.split("**Fleet owns only what Terraform does not deploy.**")[1].split("\n\n")[0]
+    page = (Path(__file__).parent.parent / "docs" / "proxmox-ha.md").read_text()
+    section = page.split("**Fleet owns only what Terraform does not deploy.**")[1].split("\n\n")[0]
     assert FLEET_DEFAULT_PATH in section and "FLEET_MAY_NOT_HOLD" in section
 
 
@@ -772,10 +772,9 @@ def test_privilege_table_covers_every_proxmox_resource_type(every_stack):
     } <= privileges
 
 
-def test_readme_role_command_is_the_tables():
-    text = (Path(main.__file__).parent / "README.md").read_text()
-    section = text.split("## Deploy `proxmox-ha`", 1)[1].split("\n## ", 1)[0]
-    assert re.findall(r"^ *(pveum role add .*)$", section, re.M) == [
+def test_the_proxmox_page_role_command_is_the_tables():
+    page = (Path(main.__file__).parent / "docs" / "proxmox-ha.md").read_text()
+    assert re.findall(r"^ *(pveum role add .*)$", page, re.M) == [
         pveum_role_add(),
         pveum_role_add(pve_major=8),
     ]

@@ -1,15 +1,21 @@
-"""The README's library section: its example (run from the installed wheel by tests/test_wheel.py),
-its extras table and its prerequisites match pyproject.toml and the workflow."""
+"""The README and the pages under docs/: the library example of docs/library.md (run from the
+installed wheel by tests/test_wheel.py), the README's extras table and prerequisites against
+pyproject.toml and the workflow, the README's length, and every relative link of the pages."""
 
 from __future__ import annotations
 
 import ast
 import re
 import tomllib
+from collections.abc import Iterator
+from pathlib import Path
 
 import yaml
 
 from tests.conftest import ROOT
+
+README_MAX_LINES = 260
+"""The README is the front page: the commands, prerequisites, the stacks and links; the rest is in docs/."""
 
 
 def readme() -> str:
@@ -17,8 +23,8 @@ def readme() -> str:
 
 
 def library_example() -> str:
-    """The README's one Python block that builds a stack with the library."""
-    blocks = re.findall(r"```python\n(.*?)```", readme(), re.S)
+    """docs/library.md's one Python block that builds a stack with the library."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "library.md").read_text(), re.S)
     (example,) = [block for block in blocks if "K3sHostGpuCompute(" in block]
     return example
 
@@ -60,3 +66,72 @@ def test_the_prerequisites_name_the_terraform_the_workflow_runs():
     (version,) = versions
     (intro,) = re.findall(r"Both work on a fresh machine with (.*?)\): `make`", readme(), re.S)
     assert f"Terraform {version} on `PATH`" in intro
+
+
+def pages() -> list[Path]:
+    return [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _prose(text: str) -> Iterator[str]:
+    """The lines outside fenced code blocks (a `# ` line in a bash block is a comment, a link in a
+    block is an example)."""
+    fence = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fence = not fence
+        elif not fence:
+            yield line
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation but `-` and `_` dropped,
+    spaces as `-`, a repeated heading numbered from `-1`."""
+    seen: dict[str, int] = {}
+    found = set()
+    for line in _prose(text):
+        heading = re.match(r"^#{1,6} (.*)$", line)
+        if heading:
+            slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
+            count = seen.get(slug, 0)
+            seen[slug] = count + 1
+            found.add(slug if count == 0 else f"{slug}-{count}")
+    return found
+
+
+def links(text: str) -> Iterator[str]:
+    """The targets of the Markdown links outside code (fenced blocks and inline code spans)."""
+    for line in _prose(text):
+        yield from re.findall(r"\]\(([^)\s]+)\)", re.sub(r"`[^`]*`", "", line))
+
+
+def test_the_readme_is_a_front_page():
+    assert len(readme().splitlines()) <= README_MAX_LINES
+
+
+def test_every_relative_link_reaches_a_file_and_its_heading():
+    broken = []
+    for page in pages():
+        for target in links(page.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # https:, mailto:
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and file.suffix == ".md" and anchor not in anchors(file.read_text()):
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert broken == []
+
+
+def test_the_readme_links_every_page():
+    linked = {(ROOT / target.partition("#")[0]).resolve() for target in links(readme())}
+    pages_ = [ROOT / "CONTRIBUTING.md", *(ROOT / "docs").glob("*.md")]
+    # docs/<page>.changes.md are additions to <page>.md, which the README links
+    unlinked = [p.relative_to(ROOT).as_posix() for p in pages_ if not p.name.endswith(".changes.md")]
+    assert sorted(p for p in unlinked if (ROOT / p).resolve() not in linked) == []
+
+
+def test_the_link_check_sees_headings_and_links_as_github_does():
+    page = "# Deploy `k3d-poc`\n```bash\n# a comment\n[x](nowhere.md)\n```\n## Moving to CDK Terrain (cdktn)\n## A\n## A\n"
+    assert anchors(page) == {"deploy-k3d-poc", "moving-to-cdk-terrain-cdktn", "a", "a-1"}
+    assert list(links(page + "see [a](b.md#c), not `[d](e)`\n")) == ["b.md#c"]

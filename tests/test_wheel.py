@@ -1,5 +1,5 @@
 """The installable library: the wheel carries every file the code reads, importing it changes nothing
-in the process, and the README's library example runs from the wheel in a fresh virtualenv outside
+in the process, and the library example of docs/library.md runs from the wheel in a fresh virtualenv outside
 the repository, then passes ``terraform validate`` as far as the providers here allow."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from tests.conftest import ROOT, aws_provider_mirror, terraform_binary, unavaila
 from tests.test_readme import library_example
 
 BUILD_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "gpu_constructs", "docker/k3s-cuda")
-"""What the build reads from the checkout (pyproject.toml's packages, package-dir and readme)."""
+"""What the build reads from the checkout (pyproject.toml's packages, package-dir and readme); the
+pages under docs/ are not in the wheel."""
 NOT_SHIPPED = ("gpu_constructs/monitoring/rules/tests/",)
 """Source files the library never reads: promtool's unit tests of the alert rules."""
 PACKAGED = {"docker/k3s-cuda/Dockerfile": "gpu_constructs/k3s_cuda/Dockerfile"}
@@ -133,7 +134,7 @@ with open("probe.json", "w") as out:
 
 @pytest.fixture(scope="module")
 def example(installed: Installed) -> tuple[dict[str, Any], Path]:
-    """The README's example run by the virtualenv's Python from a directory outside the repository,
+    """docs/library.md's example run by the virtualenv's Python from a directory outside the repository,
     with no PYTHONPATH and an unrelated ENGINE; (what the probe saw, the stack's output directory)."""
     app = installed.work / "app"
     app.mkdir()
