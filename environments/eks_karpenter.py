@@ -35,6 +35,7 @@ from gpu_constructs.compute.eks import (
     EksProps,
     NodePoolSpec,
 )
+from gpu_constructs.compute.eks_cluster import EbsCsiDriver
 from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.helm import ValuesLayers, deep_merge
@@ -242,6 +243,14 @@ class EksKarpenterStack(TerraformStack):
         )
         values = ValuesLayers(overlay=s.environment, directory=s.values_dir)
         if s.monitoring:
+            ebs = EbsCsiDriver(
+                self,
+                "ebs-csi",
+                eks=compute.eks,
+                cluster=cluster,
+                name=s.cluster_name,
+                depends_on=[compute.system_nodes],
+            )
             Monitoring(
                 self,
                 "monitoring",
@@ -255,10 +264,11 @@ class EksKarpenterStack(TerraformStack):
                         "tolerations": [SYSTEM_TAINT.toleration()],
                     },
                     retention=s.monitoring_retention,
-                    # The cluster has no EBS CSI driver, so no StorageClass to claim from.
-                    persistent=False,
+                    storage_class=ebs.storage_class_name,
                     values=values,
-                    depends_on=[compute.node_pools],
+                    # After the class and so after the driver: a destroy uninstalls the monitoring
+                    # releases while the driver still runs to detach their volumes.
+                    depends_on=[compute.node_pools, ebs.storage_class],
                 ),
             )
         if scale_to_zero is not None:

@@ -20,6 +20,7 @@ from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.proxmox import (
+    CONTROL_PLANE_LABELS,
     SCRATCH_LABEL,
     SCRATCH_MOUNT,
     EtcdS3,
@@ -40,6 +41,8 @@ from gpu_constructs.storage import Storage, StorageProps, StorageTier
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NFS_CLASS = "nfs-client"
 SCRATCH_CLASS = "fast-scratch"
+SERVER_LOCAL_CLASS = "server-local"
+SERVER_LOCAL_PATH = "/var/lib/gpu-constructs/server-local"
 FLEET_GITREPO_CRD = "gitrepos.fleet.cattle.io"
 FLEET_DEFAULT_PATH = "clusters/proxmox-ha/maintenance"
 FLEET_MAY_NOT_HOLD = (
@@ -382,6 +385,19 @@ class ProxmoxHaStack(TerraformStack):
                         allow_volume_expansion=False,
                         node_labels=dict([SCRATCH_LABEL]),
                     ),
+                    # Prometheus', Alertmanager's and Grafana's volumes, on a server's OS disk: the
+                    # default class is NFS, which Prometheus' TSDB does not support, and scratch is
+                    # on the GPU workers only. An emptyDir would sit on the same disk
+                    # (/var/lib/kubelet), so this adds no I/O beside etcd, only data that survives
+                    # a restart; the volume's node affinity keeps each pod on its server, which it
+                    # waits for while that server is down. Delete: nothing of it is kept on a
+                    # server's disk once its claim is gone.
+                    StorageTier(
+                        SERVER_LOCAL_CLASS,
+                        SERVER_LOCAL_PATH,
+                        reclaim_policy="Delete",
+                        node_labels={CONTROL_PLANE_LABELS[0][0]: CONTROL_PLANE_LABELS[0][1]},
+                    ),
                 ),
             ),
         )
@@ -394,11 +410,8 @@ class ProxmoxHaStack(TerraformStack):
                     cluster=cluster,
                     dcgm=DcgmSource.GPU_OPERATOR,
                     retention=s.monitoring_retention,
-                    # The default class is NFS, which Prometheus' TSDB does not support
-                    # (prometheus.io/docs/prometheus/latest/storage: "Non-POSIX compliant filesystems
-                    # are not supported ... including NFS"); scratch is on the GPU workers only.
-                    persistent=False,
-                    depends_on=[nfs],
+                    storage_class=storage.class_name(SERVER_LOCAL_CLASS),
+                    depends_on=[nfs, storage.release],
                 ),
             )
         rancher = helm.release(

@@ -210,6 +210,61 @@ def test_the_dcgm_exporter_is_scraped(rendered_stack):
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
 
 
+def _claim_classes(stack: render.RenderedStack) -> dict[str, str | None]:
+    """The StorageClass each monitoring volume claims (None: the cluster's default)."""
+    objects = [o for _, o in _monitoring_objects(stack)]
+    (prometheus,) = [o for o in objects if o["kind"] == "Prometheus"]
+    (alertmanager,) = [o for o in objects if o["kind"] == "Alertmanager"]
+    (grafana_claim,) = [
+        o for o in objects if o["kind"] == "PersistentVolumeClaim" and "grafana" in o["metadata"]["name"]
+    ]
+    return {
+        "prometheus": prometheus["spec"]["storage"]["volumeClaimTemplate"]["spec"].get("storageClassName"),
+        "alertmanager": alertmanager["spec"]["storage"]["volumeClaimTemplate"]["spec"].get(
+            "storageClassName"
+        ),
+        "grafana": grafana_claim["spec"].get("storageClassName"),
+    }
+
+
+def test_monitoring_keeps_its_data_on_a_class_prometheus_supports_off_the_gpu_nodes(rendered_stack):
+    """Prometheus, Alertmanager and Grafana claim volumes on every stack; never from an NFS
+    provisioner (Prometheus' TSDB does not support NFS), and never from a class whose volumes exist
+    only on GPU nodes (the volume's node affinity would pull the pod there)."""
+    stack = rendered_stack
+    facts = stack.platform
+    assert facts is not None
+    classes = {o["metadata"]["name"]: o for _, o in stack.objects() if o.get("kind") == "StorageClass"}
+    default = [
+        n
+        for n, c in classes.items()
+        if c["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class") == "true"
+    ] or [facts.default_storage_class]
+    groups = node_groups(stack)
+    for volume, claimed in _claim_classes(stack).items():
+        name = claimed or default[0]
+        assert name is not None, f"{stack.stack}: {volume} claims the default class and there is none"
+        if name not in classes:
+            assert name in facts.storage_classes, f"{stack.stack}: {volume} claims unknown class {name}"
+            continue
+        storage_class = classes[name]
+        assert "nfs" not in storage_class["provisioner"], f"{stack.stack}: {volume} on NFS class {name}"
+        for term in storage_class.get("allowedTopologies", []):
+            wanted = {e["key"]: set(e["values"]) for e in term["matchLabelExpressions"]}
+            # A group's label is the set of values its nodes may carry (None: any value).
+            hosts = [
+                g
+                for g in groups
+                if all(
+                    key in g.labels and (g.labels[key] is None or g.labels[key] & values)
+                    for key, values in wanted.items()
+                )
+            ]
+            assert hosts and not any(g.gpu for g in hosts), (
+                f"{stack.stack}: {volume}'s class {name} has volumes on {[g.name for g in hosts]}"
+            )
+
+
 def test_grafanas_password_is_generated_in_the_cluster(rendered_stack):
     stack = rendered_stack
     (release,) = [r for r in stack.releases if r.chart == "kube-prometheus-stack"]

@@ -88,10 +88,13 @@ class MonitoringProps:
     """``nodeSelector`` and ``tolerations`` that put Prometheus, Alertmanager, Grafana, the operator and
     kube-state-metrics on the stack's system or infra nodes; empty where every node may run them."""
     storage_class: str | None = None
-    """StorageClass of Prometheus' and Alertmanager's volumes; None uses the cluster's default."""
+    """StorageClass of Prometheus', Alertmanager's and Grafana's volumes; None uses the cluster's
+    default. Never an NFS class: Prometheus' TSDB does not support it (prometheus.io/docs/prometheus/
+    latest/storage, "Operational aspects": "Non-POSIX compliant filesystems are not supported ...
+    including NFS")."""
     persistent: bool = True
-    """Volumes for Prometheus and Alertmanager; False keeps their data in an emptyDir (lost when the
-    pod moves), for clusters without a StorageClass Prometheus supports."""
+    """Volumes for Prometheus, Alertmanager and Grafana; False keeps their data in an emptyDir (lost
+    when the pod moves), for clusters without a StorageClass Prometheus supports."""
     retention: str = "15d"
     """How long Prometheus keeps samples (Prometheus duration: 15d, 12h, 2w)."""
     storage_size: str = "20Gi"
@@ -205,6 +208,17 @@ class Monitoring(Construct):
             "resources": {"requests": {"cpu": "50m", "memory": size.grafana_memory}},
             "defaultDashboardsTimezone": "utc",
         }
+        if props.persistent:
+            grafana["persistence"] = {
+                "enabled": True,
+                "type": "pvc",
+                "accessModes": ["ReadWriteOnce"],
+                "size": "1Gi",
+                **({"storageClassName": props.storage_class} if props.storage_class is not None else {}),
+            }
+            # A ReadWriteOnce volume attaches to one node: a rolling update would start the new pod
+            # beside the old one and, on another node, wait for the volume forever (Multi-Attach).
+            grafana["deploymentStrategy"] = {"type": "Recreate"}
         if props.nvidia_dashboard:
             grafana["dashboardProviders"] = {
                 "gpu-dashboards.yaml": {
