@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdktf import LocalBackend, S3Backend, TerraformOutput, TerraformStack, TerraformVariable
+from cdktf import Fn, LocalBackend, S3Backend, TerraformOutput, TerraformStack, TerraformVariable
 from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
 from constructs import Construct
 
@@ -39,7 +39,7 @@ from gpu_constructs.compute.eks_cluster import EbsCsiDriver
 from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.helm import ValuesLayers, deep_merge
-from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
+from gpu_constructs.monitoring import DcgmSource, GrafanaIngress, Monitoring, MonitoringProps
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INFERENCE_RELEASE_TIMEOUT_S = 1800
@@ -91,6 +91,11 @@ class EksKarpenterSettings:
     monitoring: bool = True
     """Prometheus, Alertmanager and Grafana with GPU metrics and alerts, on the system nodes."""
     monitoring_retention: str = "7d"
+    grafana_host: str = ""
+    """Grafana at https://<grafana_host> behind its own internet-facing ALB with an ACM certificate
+    validated in route53_zone_id (which must hold the name), open only to api_allowed_cidrs; the DNS
+    record pointing the name at the ALB is yours, as for app_domain. Empty: no ingress (kubectl
+    port-forward)."""
 
     def __post_init__(self) -> None:
         validate.one_of("environment", self.environment, ("dev", "staging", "production"))
@@ -106,6 +111,10 @@ class EksKarpenterSettings:
             )
         if self.state_bucket is not None:
             validate.dns_name("state_bucket", self.state_bucket)
+        if self.grafana_host:
+            validate.dns_name("grafana_host", self.grafana_host)
+            if not self.monitoring:
+                raise ConfigError("grafana_host", self.grafana_host, "set monitoring=True or leave it empty")
 
 
 class EksKarpenterStack(TerraformStack):
@@ -265,10 +274,12 @@ class EksKarpenterStack(TerraformStack):
                     },
                     retention=s.monitoring_retention,
                     storage_class=ebs.storage_class_name,
+                    grafana_ingress=self._grafana_ingress(s.grafana_host, zone_id, api_cidrs),
                     values=values,
                     # After the class and so after the driver: a destroy uninstalls the monitoring
-                    # releases while the driver still runs to detach their volumes.
-                    depends_on=[compute.node_pools, ebs.storage_class],
+                    # releases while the driver still runs to detach their volumes, and the load
+                    # balancer controller removes Grafana's ALB before it goes.
+                    depends_on=[compute.node_pools, ebs.storage_class, lb_controller.release],
                 ),
             )
         if scale_to_zero is not None:
@@ -345,3 +356,24 @@ class EksKarpenterStack(TerraformStack):
         )
         TerraformOutput(self, "certificate_arn", value=certificate.arn)
         TerraformOutput(self, "deployer_role_arn", value=deployer_role.role.arn)
+
+    def _grafana_ingress(
+        self, host: str, zone_id: TerraformVariable, api_cidrs: TerraformVariable
+    ) -> GrafanaIngress | None:
+        if not host:
+            return None
+        certificate = Certificate(self, "grafana-certificate", domain=host, zone_id=zone_id.string_value)
+        return GrafanaIngress(
+            host,
+            ingress_class="alb",
+            annotations={
+                "alb.ingress.kubernetes.io/scheme": "internet-facing",
+                "alb.ingress.kubernetes.io/target-type": "ip",
+                "alb.ingress.kubernetes.io/listen-ports": '[{"HTTPS": 443}]',
+                "alb.ingress.kubernetes.io/certificate-arn": certificate.arn,
+                "alb.ingress.kubernetes.io/ssl-policy": "ELBSecurityPolicy-TLS13-1-2-2021-06",
+                # Grafana's login page is the only other gate: the admins' networks only.
+                "alb.ingress.kubernetes.io/inbound-cidrs": Fn.join(",", api_cidrs.list_value),
+                "alb.ingress.kubernetes.io/healthcheck-path": "/api/health",
+            },
+        )

@@ -12,6 +12,7 @@ from constructs import Construct
 from environments import use_cluster
 from environments.variables import (
     cloudflare_token_variable,
+    host_in_zone_rule,
     k3s_token_variable,
     public_address_variable,
     rule,
@@ -33,7 +34,7 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script
 from gpu_constructs.jupyterhub import HubAuth, JupyterHub, JupyterHubProps
-from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
+from gpu_constructs.monitoring import DcgmSource, GrafanaIngress, Monitoring, MonitoringProps
 from gpu_constructs.networking import ACME_SOLVERS, INGRESS_CLASS, Networking, NetworkingProps
 from gpu_constructs.providers.proxmox import ProviderSsh, ProxmoxProvider
 from gpu_constructs.storage import Storage, StorageProps, StorageTier
@@ -119,6 +120,10 @@ class ProxmoxHaSettings:
     monitoring: bool = True
     """Prometheus, Alertmanager and Grafana with GPU metrics and alerts (the seed's), on the servers."""
     monitoring_retention: str = "15d"
+    grafana_host: str = ""
+    """Grafana at https://<grafana_host> through Traefik with a Let's Encrypt certificate, validated
+    like the Rancher and JupyterHub names (inside dns_zone with dns01-cloudflare). Empty: no ingress
+    (kubectl port-forward)."""
 
     def __post_init__(self) -> None:
         validate.ipv4("nfs_server", self.nfs_server)
@@ -128,6 +133,10 @@ class ProxmoxHaSettings:
         validate.int_range("time_slicing_replicas", self.time_slicing_replicas, 1, 48)
         validate.k8s_name("node_name", self.node_name)
         validate.one_of("letsencrypt_challenge", self.letsencrypt_challenge, ACME_SOLVERS)
+        if self.grafana_host:
+            validate.dns_name("grafana_host", self.grafana_host)
+            if not self.monitoring:
+                raise ConfigError("grafana_host", self.grafana_host, "set monitoring=True or leave it empty")
 
 
 class ProxmoxHaStack(TerraformStack):
@@ -341,6 +350,11 @@ class ProxmoxHaStack(TerraformStack):
                 "dns_zone",
                 type="string",
                 description="Cloudflare zone of the Rancher and JupyterHub names, e.g. example.com.",
+                validation=(
+                    [host_in_zone_rule("grafana_host", s.grafana_host, "dns_zone")]
+                    if s.grafana_host
+                    else None
+                ),
             )
         networking = Networking(
             self,
@@ -348,7 +362,11 @@ class ProxmoxHaStack(TerraformStack):
             props=NetworkingProps(
                 cluster=cluster,
                 acme_email=acme_email.string_value,
-                domains=(rancher_host.string_value, jupyter_host.string_value),
+                domains=(
+                    rancher_host.string_value,
+                    jupyter_host.string_value,
+                    *([s.grafana_host] if s.grafana_host else []),
+                ),
                 ingress_address=ingress_address,
                 public_address=f'${{var.public_address != "" ? var.public_address : "{ingress_address}"}}',
                 acme_solver=s.letsencrypt_challenge,
@@ -411,7 +429,14 @@ class ProxmoxHaStack(TerraformStack):
                     dcgm=DcgmSource.GPU_OPERATOR,
                     retention=s.monitoring_retention,
                     storage_class=storage.class_name(SERVER_LOCAL_CLASS),
-                    depends_on=[nfs, storage.release],
+                    grafana_ingress=(
+                        GrafanaIngress(
+                            s.grafana_host, ingress_class=INGRESS_CLASS, cluster_issuer=RANCHER_ISSUER
+                        )
+                        if s.grafana_host
+                        else None
+                    ),
+                    depends_on=[nfs, storage.release, networking.issuers],
                 ),
             )
         rancher = helm.release(

@@ -22,6 +22,7 @@ from constructs import Construct
 from environments import use_cluster
 from environments.variables import (
     cloudflare_token_variable,
+    host_in_zone_rule,
     k3s_token_variable,
     pinned_image_rule,
     public_address_variable,
@@ -38,13 +39,14 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.helm import ValuesLayers
 from gpu_constructs.hostexec import HOST_KEY_PATTERN, SshHost
-from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
+from gpu_constructs.monitoring import DcgmSource, GrafanaIngress, Monitoring, MonitoringProps
 from gpu_constructs.networking import ACME_SOLVERS, Networking, NetworkingProps
 from gpu_constructs.storage import Storage, StorageProps
 from gpu_constructs.vault import AwsKmsSeal, Vault, VaultProps
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAULT_SEALS = ("awskms", "shamir")
+GRAFANA_ISSUER = "letsencrypt-production"
 
 
 def kms_seal_variables(scope: Construct) -> AwsKmsSeal:
@@ -140,6 +142,9 @@ class SingleNodeSettings:
     """Prometheus, Alertmanager and Grafana with the GPU alerts and dashboards (gpu_constructs.monitoring)."""
     monitoring_retention: str = "15d"
     monitoring_storage_size: str = "20Gi"
+    grafana_host: str = ""
+    """Grafana at https://<grafana_host> through Traefik, with a Let's Encrypt certificate and an A
+    record like app_domain's; a name inside dns_zone. Empty: no ingress (kubectl port-forward)."""
     vault_ha: bool = False
     vault_replicas: int = 3
     vault_bootstrap: bool = True
@@ -198,6 +203,10 @@ class SingleNodeSettings:
                 "GPU monitoring scrapes the GPU Operator's DCGM exporter: keep deploy_gpu_operator and "
                 "gpu_monitoring True, or set monitoring=False",
             )
+        if self.grafana_host:
+            validate.dns_name("grafana_host", self.grafana_host)
+            if not self.monitoring:
+                raise ConfigError("grafana_host", self.grafana_host, "set monitoring=True or leave it empty")
         if not self.gpu_enabled and self.app_gpus:
             raise ConfigError(
                 "app_gpus", self.app_gpus, "gpu_enabled is False, so set app_gpus=0 to run the app on CPU"
@@ -300,6 +309,9 @@ class SingleNodeStack(TerraformStack):
             "dns_zone",
             type="string",
             description="Cloudflare zone that holds app_domain, e.g. example.com.",
+            validation=(
+                [host_in_zone_rule("grafana_host", s.grafana_host, "dns_zone")] if s.grafana_host else None
+            ),
         )
         acme_email = TerraformVariable(
             self,
@@ -406,7 +418,7 @@ class SingleNodeStack(TerraformStack):
             props=NetworkingProps(
                 cluster=cluster,
                 acme_email=acme_email.string_value,
-                domains=(app_domain.string_value,),
+                domains=(app_domain.string_value, *([s.grafana_host] if s.grafana_host else [])),
                 ingress_address=compute.server.address,
                 public_address=(
                     '${var.public_address != "" ? var.public_address : element(var.gpu_node_ips, 0)}'
@@ -453,8 +465,17 @@ class SingleNodeStack(TerraformStack):
                     storage_class=storage.class_name("fast-ssd"),
                     retention=s.monitoring_retention,
                     storage_size=s.monitoring_storage_size,
+                    grafana_ingress=(
+                        GrafanaIngress(
+                            s.grafana_host,
+                            ingress_class=networking.ingress_class,
+                            cluster_issuer=GRAFANA_ISSUER,
+                        )
+                        if s.grafana_host
+                        else None
+                    ),
                     values=values,
-                    depends_on=[storage.release],
+                    depends_on=[storage.release, networking.issuers],
                 ),
             )
 

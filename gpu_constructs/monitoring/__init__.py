@@ -71,11 +71,22 @@ SIZES = {
 
 @dataclass(frozen=True)
 class GrafanaIngress:
-    """Grafana behind the stack's ingress controller, with a certificate from its ClusterIssuer."""
+    """Grafana behind the stack's ingress controller at ``host``."""
 
     host: str
+    """The stack's ``grafana_host`` setting: a DNS name."""
     ingress_class: str
-    cluster_issuer: str
+    cluster_issuer: str | None = None
+    """cert-manager ClusterIssuer that fills the Ingress' TLS Secret ``grafana-tls``; None where the
+    certificate is the ingress controller's own (an ALB with an ACM certificate) or there is none."""
+    tls: bool = True
+    """Grafana is served over HTTPS; False only where the stack has no certificate to give it (a
+    local k3d cluster)."""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    """Further Ingress annotations (the ALB's scheme, listener and certificate)."""
+
+    def __post_init__(self) -> None:
+        validate.dns_name("grafana_host", self.host)
 
 
 @dataclass(frozen=True)
@@ -239,14 +250,26 @@ class Monitoring(Construct):
             }
         if props.grafana_ingress is not None:
             ingress = props.grafana_ingress
+            annotations = dict(sorted(ingress.annotations.items()))
+            if ingress.cluster_issuer is not None:
+                # cert-manager's ingress-shim issues the certificate of the Ingress' tls entry.
+                annotations["cert-manager.io/cluster-issuer"] = ingress.cluster_issuer
             grafana["ingress"] = {
                 "enabled": True,
                 "ingressClassName": ingress.ingress_class,
                 "hosts": [ingress.host],
-                "annotations": {"cert-manager.io/cluster-issuer": ingress.cluster_issuer},
-                "tls": [{"secretName": "grafana-tls", "hosts": [ingress.host]}],
+                "annotations": annotations,
+                **(
+                    {"tls": [{"secretName": "grafana-tls", "hosts": [ingress.host]}]}
+                    if ingress.cluster_issuer is not None
+                    else {}
+                ),
             }
-            grafana["grafana.ini"] = {"server": {"root_url": f"https://{ingress.host}"}}
+            # The address in Grafana's links and redirects; without it Grafana builds them from the
+            # chart's server.domain (the host) with its own port 3000 and plain HTTP. Set as
+            # Grafana's environment override of [server] root_url (GF_<SECTION>_<KEY>).
+            scheme = "https" if ingress.tls else "http"
+            grafana["env"] = {"GF_SERVER_ROOT_URL": f"{scheme}://{ingress.host}"}
         alertmanager_spec: dict[str, Any] = {
             **placed,
             **({"storage": self._volume("2Gi")} if props.persistent else {}),
