@@ -258,7 +258,8 @@ class EksKarpenterStack(TerraformStack):
                 eks=compute.eks,
                 cluster=cluster,
                 name=s.cluster_name,
-                depends_on=[compute.system_nodes],
+                # The Pod Identity agent add-on hands the controller its credentials.
+                depends_on=[compute.system_nodes, *compute.control_plane.addons],
             )
             Monitoring(
                 self,

@@ -1061,6 +1061,12 @@ def test_monitoring_volumes_come_from_an_encrypted_gp3_class_of_the_ebs_csi_driv
     assert policies == {"arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"}
     # The driver keeps its permissions until it is gone, and runs beside the other controllers.
     assert grants_of(stack_json, role) <= set(addon["depends_on"])
+    (agent,) = [
+        f"aws_eks_addon.{n}"
+        for n, a in resources(stack_json, "aws_eks_addon").items()
+        if a["addon_name"] == "eks-pod-identity-agent"
+    ]
+    assert agent in addon["depends_on"]
     configuration = json.loads(addon["configuration_values"])
     assert configuration["controller"]["nodeSelector"] == {"role": "system"}
     assert configuration["node"] == {"tolerateAllTaints": True}
