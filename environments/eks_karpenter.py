@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from cdktf import TerraformOutput, TerraformStack, TerraformVariable
+from cdktf import Fn, TerraformOutput, TerraformStack, TerraformVariable
 from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
 from constructs import Construct
 
@@ -39,10 +39,11 @@ from gpu_constructs.compute.eks import (
     EksProps,
     NodePoolSpec,
 )
+from gpu_constructs.compute.eks_cluster import EbsCsiDriver
 from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.helm import ValuesLayers, deep_merge
-from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
+from gpu_constructs.monitoring import DcgmSource, GrafanaIngress, Monitoring, MonitoringProps
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INFERENCE_RELEASE_TIMEOUT_S = 1800
@@ -100,6 +101,11 @@ class EksKarpenterSettings:
     monitoring: bool = True
     """Prometheus, Alertmanager and Grafana with GPU metrics and alerts, on the system nodes."""
     monitoring_retention: str = "7d"
+    grafana_host: str = ""
+    """Grafana at https://<grafana_host> behind its own internet-facing ALB with an ACM certificate
+    validated in route53_zone_id (which must hold the name), open only to api_allowed_cidrs; the DNS
+    record pointing the name at the ALB is yours, as for app_domain. Empty: no ingress (kubectl
+    port-forward)."""
 
     PROPS_SETTINGS: ClassVar[Mapping[str, str]] = {
         "cluster name": "cluster_name",
@@ -131,6 +137,10 @@ class EksKarpenterSettings:
                     self.state_bucket,
                     "backend is set too: give the bucket in backend's config, or drop backend",
                 )
+        if self.grafana_host:
+            validate.dns_name("grafana_host", self.grafana_host)
+            if not self.monitoring:
+                raise ConfigError("grafana_host", self.grafana_host, "set monitoring=True or leave it empty")
 
     def state_backend(self) -> Backend | None:
         """The backend: ``backend``, or S3 in ``state_bucket``, or None for the local default."""
@@ -279,6 +289,15 @@ class EksKarpenterStack(TerraformStack):
         )
         values = ValuesLayers(overlay=s.environment, directory=s.values_dir)
         if s.monitoring:
+            ebs = EbsCsiDriver(
+                self,
+                "ebs-csi",
+                eks=compute.eks,
+                cluster=cluster,
+                name=s.cluster_name,
+                # The Pod Identity agent add-on hands the controller its credentials.
+                depends_on=[compute.system_nodes, *compute.control_plane.addons],
+            )
             Monitoring(
                 self,
                 "monitoring",
@@ -292,10 +311,13 @@ class EksKarpenterStack(TerraformStack):
                         "tolerations": [SYSTEM_TAINT.toleration()],
                     },
                     retention=s.monitoring_retention,
-                    # The cluster has no EBS CSI driver, so no StorageClass to claim from.
-                    persistent=False,
+                    storage_class=ebs.storage_class_name,
+                    grafana_ingress=self._grafana_ingress(s.grafana_host, zone_id, api_cidrs),
                     values=values,
-                    depends_on=[compute.node_pools],
+                    # After the class and so after the driver: a destroy uninstalls the monitoring
+                    # releases while the driver still runs to detach their volumes, and the load
+                    # balancer controller removes Grafana's ALB before it goes.
+                    depends_on=[compute.node_pools, ebs.storage_class, lb_controller.release],
                 ),
             )
         if scale_to_zero is not None:
@@ -372,3 +394,24 @@ class EksKarpenterStack(TerraformStack):
         )
         TerraformOutput(self, "certificate_arn", value=certificate.arn)
         TerraformOutput(self, "deployer_role_arn", value=deployer_role.role.arn)
+
+    def _grafana_ingress(
+        self, host: str, zone_id: TerraformVariable, api_cidrs: TerraformVariable
+    ) -> GrafanaIngress | None:
+        if not host:
+            return None
+        certificate = Certificate(self, "grafana-certificate", domain=host, zone_id=zone_id.string_value)
+        return GrafanaIngress(
+            host,
+            ingress_class="alb",
+            annotations={
+                "alb.ingress.kubernetes.io/scheme": "internet-facing",
+                "alb.ingress.kubernetes.io/target-type": "ip",
+                "alb.ingress.kubernetes.io/listen-ports": '[{"HTTPS": 443}]',
+                "alb.ingress.kubernetes.io/certificate-arn": certificate.arn,
+                "alb.ingress.kubernetes.io/ssl-policy": "ELBSecurityPolicy-TLS13-1-2-2021-06",
+                # Grafana's login page is the only other gate: the admins' networks only.
+                "alb.ingress.kubernetes.io/inbound-cidrs": Fn.join(",", api_cidrs.list_value),
+                "alb.ingress.kubernetes.io/healthcheck-path": "/api/health",
+            },
+        )

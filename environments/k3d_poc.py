@@ -17,7 +17,7 @@ from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.k3d import ROLES, K3dGpuCompute, K3dProps, smoke_test_job
 from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
+from gpu_constructs.monitoring import DcgmSource, GrafanaIngress, Monitoring, MonitoringProps
 
 SMOKE_TEST_NAMESPACE = "gpu-smoke-test"
 
@@ -51,6 +51,12 @@ class K3dPocSettings:
     PROPS_SETTINGS: ClassVar[Mapping[str, str]] = {"cluster name": "cluster_name"}
     """The settings that the constructs' props fields come from, where their names differ."""
 
+    grafana_host: str = ""
+    """Grafana at http://<grafana_host> through the infra agent's Traefik, plain HTTP: the cluster
+    has no cert-manager, and Let's Encrypt cannot reach a laptop. The name must resolve to a
+    node's address on the Docker network (k3d maps no host port to Traefik). Empty: no ingress
+    (kubectl port-forward)."""
+
     def __post_init__(self) -> None:
         validate.field_types(self)
         for role in self.agents:
@@ -64,6 +70,15 @@ class K3dPocSettings:
             )
         if self.monitoring is True and "infra" not in self.agents:
             raise ConfigError("monitoring", True, "monitoring runs on the infra agent; add an 'infra' agent")
+        if self.grafana_host:
+            validate.dns_name("grafana_host", self.grafana_host)
+            if self.monitoring is False or "infra" not in self.agents:
+                raise ConfigError(
+                    "grafana_host",
+                    self.grafana_host,
+                    "Grafana and Traefik run on the infra agent: add an 'infra' agent and keep "
+                    "monitoring on, or leave grafana_host empty",
+                )
         if self.argocd and "infra" not in self.agents:
             raise ConfigError("argocd", True, "Argo CD runs on the infra agent; add an 'infra' agent")
         validate.int_range("time_slicing_replicas", self.time_slicing_replicas, 1, 48)
@@ -122,7 +137,7 @@ class K3dPocStack(TerraformStack):
         if "infra" in s.agents:
             # The seed's ingress on the infra agent; k3s's bundled Traefik is disabled (K3dProps).
             infra = compute.scheduling_for("infra")
-            helm.release(
+            traefik = helm.release(
                 self,
                 "traefik",
                 name="traefik",
@@ -154,6 +169,12 @@ class K3dPocStack(TerraformStack):
                     # k3d nodes are Docker containers whose / is not a shared mount, which
                     # node-exporter's HostToContainer mount of the host's / needs.
                     host_root_fs=False,
+                    grafana_ingress=(
+                        GrafanaIngress(s.grafana_host, ingress_class="traefik", tls=False)
+                        if s.grafana_host
+                        else None
+                    ),
+                    depends_on=[traefik] if s.grafana_host else (),
                 ),
             )
         if s.argocd:

@@ -18,6 +18,7 @@ from environments.variables import (
     DNS_NAME_REGEX,
     cloudflare_token_variable,
     dns_name_rule,
+    host_in_zone_rule,
     in_zone_rule,
     k3s_token_variable,
     no_space_rule,
@@ -28,6 +29,7 @@ from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.proxmox import (
+    CONTROL_PLANE_LABELS,
     SCRATCH_LABEL,
     SCRATCH_MOUNT,
     EtcdS3,
@@ -40,7 +42,7 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script
 from gpu_constructs.jupyterhub import HubAuth, JupyterHub, JupyterHubProps
-from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
+from gpu_constructs.monitoring import DcgmSource, GrafanaIngress, Monitoring, MonitoringProps
 from gpu_constructs.networking import ACME_SOLVERS, INGRESS_CLASS, Networking, NetworkingProps
 from gpu_constructs.providers.proxmox import ProviderSsh, ProxmoxProvider
 from gpu_constructs.storage import Storage, StorageProps, StorageTier
@@ -48,6 +50,8 @@ from gpu_constructs.storage import Storage, StorageProps, StorageTier
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NFS_CLASS = "nfs-client"
 SCRATCH_CLASS = "fast-scratch"
+SERVER_LOCAL_CLASS = "server-local"
+SERVER_LOCAL_PATH = "/var/lib/gpu-constructs/server-local"
 FLEET_GITREPO_CRD = "gitrepos.fleet.cattle.io"
 FLEET_DEFAULT_PATH = "clusters/proxmox-ha/maintenance"
 FLEET_MAY_NOT_HOLD = (
@@ -146,6 +150,11 @@ class ProxmoxHaSettings:
     }
     """The settings that the constructs' props fields come from, where their names differ."""
 
+    grafana_host: str = ""
+    """Grafana at https://<grafana_host> through Traefik with a Let's Encrypt certificate, validated
+    like the Rancher and JupyterHub names (inside dns_zone with dns01-cloudflare). Empty: no ingress
+    (kubectl port-forward)."""
+
     def __post_init__(self) -> None:
         validate.field_types(self)
         validate.one_of("environment", self.environment, ("dev", "staging", "production"))
@@ -174,6 +183,10 @@ class ProxmoxHaSettings:
         validate.int_range("time_slicing_replicas", self.time_slicing_replicas, 1, 48)
         validate.k8s_name("node_name", self.node_name)
         validate.one_of("letsencrypt_challenge", self.letsencrypt_challenge, ACME_SOLVERS)
+        if self.grafana_host:
+            validate.dns_name("grafana_host", self.grafana_host)
+            if not self.monitoring:
+                raise ConfigError("grafana_host", self.grafana_host, "set monitoring=True or leave it empty")
 
 
 class ProxmoxHaStack(TerraformStack):
@@ -487,6 +500,11 @@ class ProxmoxHaStack(TerraformStack):
                 validation=[
                     dns_name_rule("dns_zone", "example.com"),
                     in_zone_rule(["rancher_hostname", "jupyterhub_hostname"]),
+                    *(
+                        [host_in_zone_rule("grafana_host", s.grafana_host, "dns_zone")]
+                        if s.grafana_host
+                        else []
+                    ),
                 ],
             )
         networking = Networking(
@@ -495,7 +513,11 @@ class ProxmoxHaStack(TerraformStack):
             props=NetworkingProps(
                 cluster=cluster,
                 acme_email=acme_email.string_value,
-                domains=(rancher_host.string_value, jupyter_host.string_value),
+                domains=(
+                    rancher_host.string_value,
+                    jupyter_host.string_value,
+                    *([s.grafana_host] if s.grafana_host else []),
+                ),
                 ingress_address=ingress_address,
                 public_address=f'${{var.public_address != "" ? var.public_address : "{ingress_address}"}}',
                 acme_solver=s.letsencrypt_challenge,
@@ -532,6 +554,19 @@ class ProxmoxHaStack(TerraformStack):
                         allow_volume_expansion=False,
                         node_labels=dict([SCRATCH_LABEL]),
                     ),
+                    # Prometheus', Alertmanager's and Grafana's volumes, on a server's OS disk: the
+                    # default class is NFS, which Prometheus' TSDB does not support, and scratch is
+                    # on the GPU workers only. An emptyDir would sit on the same disk
+                    # (/var/lib/kubelet), so this adds no I/O beside etcd, only data that survives
+                    # a restart; the volume's node affinity keeps each pod on its server, which it
+                    # waits for while that server is down. Delete: nothing of it is kept on a
+                    # server's disk once its claim is gone.
+                    StorageTier(
+                        SERVER_LOCAL_CLASS,
+                        SERVER_LOCAL_PATH,
+                        reclaim_policy="Delete",
+                        node_labels={CONTROL_PLANE_LABELS[0][0]: CONTROL_PLANE_LABELS[0][1]},
+                    ),
                 ),
             ),
         )
@@ -544,11 +579,15 @@ class ProxmoxHaStack(TerraformStack):
                     cluster=cluster,
                     dcgm=DcgmSource.GPU_OPERATOR,
                     retention=s.monitoring_retention,
-                    # The default class is NFS, which Prometheus' TSDB does not support
-                    # (prometheus.io/docs/prometheus/latest/storage: "Non-POSIX compliant filesystems
-                    # are not supported ... including NFS"); scratch is on the GPU workers only.
-                    persistent=False,
-                    depends_on=[nfs],
+                    storage_class=storage.class_name(SERVER_LOCAL_CLASS),
+                    grafana_ingress=(
+                        GrafanaIngress(
+                            s.grafana_host, ingress_class=INGRESS_CLASS, cluster_issuer=RANCHER_ISSUER
+                        )
+                        if s.grafana_host
+                        else None
+                    ),
+                    depends_on=[nfs, storage.release, networking.issuers],
                 ),
             )
         rancher = helm.release(

@@ -24,6 +24,7 @@ from environments.state import Backend, use_backend
 from environments.variables import (
     cloudflare_token_variable,
     dns_name_rule,
+    host_in_zone_rule,
     in_zone_rule,
     k3s_token_variable,
     pinned_image_rule,
@@ -41,13 +42,14 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.helm import ValuesLayers
 from gpu_constructs.hostexec import HOST_KEY_PATTERN, SshHost
-from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
+from gpu_constructs.monitoring import DcgmSource, GrafanaIngress, Monitoring, MonitoringProps
 from gpu_constructs.networking import ACME_SOLVERS, Networking, NetworkingProps
 from gpu_constructs.storage import Storage, StorageProps
 from gpu_constructs.vault import AwsKmsSeal, Vault, VaultProps
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAULT_SEALS = ("awskms", "shamir")
+GRAFANA_ISSUER = "letsencrypt-production"
 
 
 def kms_seal_variables(scope: Construct) -> AwsKmsSeal:
@@ -143,6 +145,9 @@ class SingleNodeSettings:
     """Prometheus, Alertmanager and Grafana with the GPU alerts and dashboards (gpu_constructs.monitoring)."""
     monitoring_retention: str = "15d"
     monitoring_storage_size: str = "20Gi"
+    grafana_host: str = ""
+    """Grafana at https://<grafana_host> through Traefik, with a Let's Encrypt certificate and an A
+    record like app_domain's; a name inside dns_zone. Empty: no ingress (kubectl port-forward)."""
     vault_ha: bool = False
     vault_replicas: int = 3
     vault_bootstrap: bool = True
@@ -225,6 +230,10 @@ class SingleNodeSettings:
                 "every host of single-node is a GPU node, so the taint leaves no node for Vault, "
                 "PostgreSQL and the ingress (they would stay Pending); set taint_gpu_nodes=False",
             )
+        if self.grafana_host:
+            validate.dns_name("grafana_host", self.grafana_host)
+            if not self.monitoring:
+                raise ConfigError("grafana_host", self.grafana_host, "set monitoring=True or leave it empty")
         if not self.gpu_enabled and self.app_gpus:
             raise ConfigError(
                 "app_gpus", self.app_gpus, "gpu_enabled is False, so set app_gpus=0 to run the app on CPU"
@@ -332,7 +341,11 @@ class SingleNodeStack(TerraformStack):
             "dns_zone",
             type="string",
             description="Cloudflare zone that holds app_domain, e.g. example.com.",
-            validation=[dns_name_rule("dns_zone", "example.com"), in_zone_rule(["app_domain"])],
+            validation=[
+                dns_name_rule("dns_zone", "example.com"),
+                in_zone_rule(["app_domain"]),
+                *([host_in_zone_rule("grafana_host", s.grafana_host, "dns_zone")] if s.grafana_host else []),
+            ],
         )
         acme_email = TerraformVariable(
             self,
@@ -439,7 +452,7 @@ class SingleNodeStack(TerraformStack):
             props=NetworkingProps(
                 cluster=cluster,
                 acme_email=acme_email.string_value,
-                domains=(app_domain.string_value,),
+                domains=(app_domain.string_value, *([s.grafana_host] if s.grafana_host else [])),
                 ingress_address=compute.server.address,
                 public_address=(
                     '${var.public_address != "" ? var.public_address : element(var.gpu_node_ips, 0)}'
@@ -486,8 +499,17 @@ class SingleNodeStack(TerraformStack):
                     storage_class=storage.class_name("fast-ssd"),
                     retention=s.monitoring_retention,
                     storage_size=s.monitoring_storage_size,
+                    grafana_ingress=(
+                        GrafanaIngress(
+                            s.grafana_host,
+                            ingress_class=networking.ingress_class,
+                            cluster_issuer=GRAFANA_ISSUER,
+                        )
+                        if s.grafana_host
+                        else None
+                    ),
                     values=values,
-                    depends_on=[storage.release],
+                    depends_on=[storage.release, networking.issuers],
                 ),
             )
 

@@ -134,3 +134,14 @@ def cloudflare_token_variable(scope: Construct) -> TerraformVariable:
             )
         ],
     )
+
+
+def host_in_zone_rule(setting: str, host: str, zone_variable: str) -> TerraformVariableValidationConfig:
+    """The zone variable ``zone_variable`` holds ``host``, the value of the stack setting ``setting``
+    (a literal known at synth, so the rule reads no other variable)."""
+    zone = f'lower(trimsuffix(var.{zone_variable}, "."))'
+    return rule(
+        f'"{host}" == {zone} || endswith("{host}", format(".%s", {zone}))',
+        f"{setting} is {host}, which is not inside {zone_variable}: give the zone that holds it "
+        f"(e.g. {host.partition('.')[2]}) or change {setting}.",
+    )

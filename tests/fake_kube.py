@@ -329,6 +329,9 @@ def healthy(expected: Expectation) -> FakeKube:
             "# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).\n"
             'DCGM_FI_DEV_GPU_UTIL{gpu="0",modelName="NVIDIA A100-SXM4-40GB"} 3\n',
         )
+    monitoring = expected.release("kube-prometheus-stack")
+    if monitoring is not None:
+        serve_prometheus(fake, monitoring.namespace, prometheus_targets(all_gpu), WATCHDOG)
     plugin = expected.release("nvidia-device-plugin")
     if plugin is not None:
         for name in all_gpu:
@@ -468,3 +471,85 @@ def deployment(replicas: int, labels: dict[str, str]) -> dict[str, Any]:
         },
         "status": {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas},
     }
+
+
+# --- Prometheus' HTTP API (prometheus/prometheus docs/querying/api.md, "Targets" and "Alerts") ---------
+PROMETHEUS_PROXY = "/api/v1/namespaces/{namespace}/services/kube-prometheus-stack-prometheus:9090/proxy"
+WATCHDOG = [
+    {
+        "labels": {"alertname": "Watchdog", "severity": "none"},
+        "annotations": {
+            "summary": "An alert that should always be firing to certify that Alertmanager is working properly."
+        },
+        "state": "firing",
+        "activeAt": "2026-12-02T08:00:00.000000000Z",
+        "value": "1e+00",
+    },
+    {
+        "labels": {"alertname": "InfoInhibitor", "severity": "none", "namespace": "kube-system"},
+        "annotations": {"summary": "Info-level alert inhibition."},
+        "state": "firing",
+        "activeAt": "2026-12-02T08:00:00.000000000Z",
+        "value": "1e+00",
+    },
+]
+
+
+def dcgm_target(node_name: str, index: int, health: str = "up", error: str = "") -> dict[str, Any]:
+    """An active target of the DCGM ServiceMonitor on ``node_name``, as /api/v1/targets lists it."""
+    address = f"10.42.{index}.17:9400"
+    return {
+        "discoveredLabels": {
+            "__address__": address,
+            "__metrics_path__": "/metrics",
+            "__scheme__": "http",
+            "__meta_kubernetes_pod_node_name": node_name,
+            "job": "serviceMonitor/monitoring/dcgm-exporter/0",
+        },
+        "labels": {
+            "container": "dcgm-exporter",
+            "endpoint": "gpu-metrics",
+            "instance": address,
+            "job": "dcgm-exporter",
+            "namespace": "monitoring",
+            "node": node_name,
+            "pod": f"dcgm-exporter-{index}",
+            "service": "dcgm-exporter",
+        },
+        "scrapePool": "serviceMonitor/monitoring/dcgm-exporter/0",
+        "scrapeUrl": f"http://{address}/metrics",
+        "globalUrl": f"http://{address}/metrics",
+        "lastError": error,
+        "lastScrape": "2026-12-02T11:59:50.123456789Z",
+        "lastScrapeDuration": 0.021,
+        "health": health,
+        "scrapeInterval": "15s",
+        "scrapeTimeout": "10s",
+    }
+
+
+def prometheus_targets(gpu_nodes: list[str]) -> list[dict[str, Any]]:
+    """A DCGM target per GPU node, and another job's target on the same node, which is not one."""
+    targets = [dcgm_target(name, index) for index, name in enumerate(gpu_nodes)]
+    if gpu_nodes:
+        other = dcgm_target(gpu_nodes[0], 99)
+        other["scrapePool"] = "serviceMonitor/monitoring/kube-prometheus-stack-prometheus-node-exporter/0"
+        other["labels"]["job"] = "node-exporter"
+        targets.append(other)
+    return targets
+
+
+def serve_prometheus(
+    fake: FakeKube, namespace: str, targets: list[dict[str, Any]], alerts: list[dict[str, Any]]
+) -> None:
+    base = PROMETHEUS_PROXY.format(namespace=namespace)
+    fake.raw[f"{base}/api/v1/targets"] = (
+        200,
+        json.dumps(
+            {
+                "status": "success",
+                "data": {"activeTargets": targets, "droppedTargets": [], "droppedTargetCounts": {}},
+            }
+        ),
+    )
+    fake.raw[f"{base}/api/v1/alerts"] = (200, json.dumps({"status": "success", "data": {"alerts": alerts}}))

@@ -1035,3 +1035,65 @@ def test_vpc_cluster_and_karpenter_compose_on_their_own(synth):
         "karpenter",
         "karpenter-node-pools",
     }
+
+
+def _monitoring_claims(values: dict) -> dict[str, dict]:
+    prometheus = values["prometheus"]["prometheusSpec"]["storageSpec"]["volumeClaimTemplate"]["spec"]
+    alertmanager = values["alertmanager"]["alertmanagerSpec"]["storage"]["volumeClaimTemplate"]["spec"]
+    grafana = values["grafana"]["persistence"]
+    return {"prometheus": prometheus, "alertmanager": alertmanager, "grafana": grafana}
+
+
+def test_monitoring_volumes_come_from_an_encrypted_gp3_class_of_the_ebs_csi_driver(stack_json):
+    (addon_name,) = [
+        n
+        for n, a in resources(stack_json, "aws_eks_addon").items()
+        if a["addon_name"] == "aws-ebs-csi-driver"
+    ]
+    addon = resources(stack_json, "aws_eks_addon")[addon_name]
+    (association,) = addon["pod_identity_association"]
+    assert association["service_account"] == "ebs-csi-controller-sa"
+    role = role_of(association["role_arn"])
+    policies = {
+        resources(stack_json, "aws_iam_role_policy_attachment")[g.split(".", 1)[1]]["policy_arn"]
+        for g in grants_of(stack_json, role)
+    }
+    assert policies == {"arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"}
+    # The driver keeps its permissions until it is gone, and runs beside the other controllers.
+    assert grants_of(stack_json, role) <= set(addon["depends_on"])
+    (agent,) = [
+        f"aws_eks_addon.{n}"
+        for n, a in resources(stack_json, "aws_eks_addon").items()
+        if a["addon_name"] == "eks-pod-identity-agent"
+    ]
+    assert agent in addon["depends_on"]
+    configuration = json.loads(addon["configuration_values"])
+    assert configuration["controller"]["nodeSelector"] == {"role": "system"}
+    assert configuration["node"] == {"tolerateAllTaints": True}
+
+    by_name = releases(stack_json)
+    (storage_class,) = by_kind(manifests_of(by_name["storage-class-gp3"]), "StorageClass")
+    assert storage_class["provisioner"] == "ebs.csi.aws.com"
+    assert storage_class["parameters"]["type"] == "gp3"
+    assert storage_class["parameters"]["encrypted"] == "true"
+    assert "kmsKeyId" not in storage_class["parameters"]  # the account's aws/ebs key, not the cluster's
+    assert storage_class["parameters"]["tagSpecification_1"] == "gpu-constructs.io/cluster=gpu-dev-euw1-eks"
+    assert (storage_class["reclaimPolicy"], storage_class["volumeBindingMode"]) == (
+        "Retain",
+        "WaitForFirstConsumer",
+    )
+    claims = _monitoring_claims(release_values(by_name["kube-prometheus-stack"]))
+    assert {name: claim["storageClassName"] for name, claim in claims.items()} == dict.fromkeys(claims, "gp3")
+
+
+def test_monitoring_is_destroyed_before_the_ebs_csi_driver_that_detaches_its_volumes(stack_json):
+    from tests.test_order import dependency_closure
+
+    (addon,) = [
+        f"aws_eks_addon.{n}"
+        for n, a in resources(stack_json, "aws_eks_addon").items()
+        if a["addon_name"] == "aws-ebs-csi-driver"
+    ]
+    for name, body in resources(stack_json, "helm_release").items():
+        if body["name"] in ("kube-prometheus-stack", "gpu-monitoring", "storage-class-gp3"):
+            assert addon in dependency_closure(stack_json, f"helm_release.{name}"), body["name"]

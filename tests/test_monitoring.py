@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gpu_constructs import monitoring
 from gpu_constructs.errors import ConfigError
@@ -210,6 +211,61 @@ def test_the_dcgm_exporter_is_scraped(rendered_stack):
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
 
 
+def _claim_classes(stack: render.RenderedStack) -> dict[str, str | None]:
+    """The StorageClass each monitoring volume claims (None: the cluster's default)."""
+    objects = [o for _, o in _monitoring_objects(stack)]
+    (prometheus,) = [o for o in objects if o["kind"] == "Prometheus"]
+    (alertmanager,) = [o for o in objects if o["kind"] == "Alertmanager"]
+    (grafana_claim,) = [
+        o for o in objects if o["kind"] == "PersistentVolumeClaim" and "grafana" in o["metadata"]["name"]
+    ]
+    return {
+        "prometheus": prometheus["spec"]["storage"]["volumeClaimTemplate"]["spec"].get("storageClassName"),
+        "alertmanager": alertmanager["spec"]["storage"]["volumeClaimTemplate"]["spec"].get(
+            "storageClassName"
+        ),
+        "grafana": grafana_claim["spec"].get("storageClassName"),
+    }
+
+
+def test_monitoring_keeps_its_data_on_a_class_prometheus_supports_off_the_gpu_nodes(rendered_stack):
+    """Prometheus, Alertmanager and Grafana claim volumes on every stack; never from an NFS
+    provisioner (Prometheus' TSDB does not support NFS), and never from a class whose volumes exist
+    only on GPU nodes (the volume's node affinity would pull the pod there)."""
+    stack = rendered_stack
+    facts = stack.platform
+    assert facts is not None
+    classes = {o["metadata"]["name"]: o for _, o in stack.objects() if o.get("kind") == "StorageClass"}
+    default = [
+        n
+        for n, c in classes.items()
+        if c["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class") == "true"
+    ] or [facts.default_storage_class]
+    groups = node_groups(stack)
+    for volume, claimed in _claim_classes(stack).items():
+        name = claimed or default[0]
+        assert name is not None, f"{stack.stack}: {volume} claims the default class and there is none"
+        if name not in classes:
+            assert name in facts.storage_classes, f"{stack.stack}: {volume} claims unknown class {name}"
+            continue
+        storage_class = classes[name]
+        assert "nfs" not in storage_class["provisioner"], f"{stack.stack}: {volume} on NFS class {name}"
+        for term in storage_class.get("allowedTopologies", []):
+            wanted = {e["key"]: set(e["values"]) for e in term["matchLabelExpressions"]}
+            # A group's label is the set of values its nodes may carry (None: any value).
+            hosts = [
+                g
+                for g in groups
+                if all(
+                    key in g.labels and (g.labels[key] is None or g.labels[key] & values)
+                    for key, values in wanted.items()
+                )
+            ]
+            assert hosts and not any(g.gpu for g in hosts), (
+                f"{stack.stack}: {volume}'s class {name} has volumes on {[g.name for g in hosts]}"
+            )
+
+
 def test_grafanas_password_is_generated_in_the_cluster(rendered_stack):
     stack = rendered_stack
     (release,) = [r for r in stack.releases if r.chart == "kube-prometheus-stack"]
@@ -264,3 +320,145 @@ def test_retention_by_size_leaves_a_tenth_of_the_volume_free(synth):
 
     values = yaml.safe_load(release["values"][0])
     assert values["prometheus"]["prometheusSpec"]["retentionSize"] == "46080MB"
+
+
+# --- Grafana's ingress ---------------------------------------------------------------------------
+
+GRAFANA_HOSTS = {
+    # stack -> (settings, ingress class, TLS from cert-manager, root URL scheme)
+    "single-node": ({"grafana_host": "grafana.example.com"}, "traefik", True, "https"),
+    "proxmox-ha": (
+        {"grafana_host": "grafana.example.com", "letsencrypt_challenge": "dns01-cloudflare"},
+        "traefik",
+        True,
+        "https",
+    ),
+    "eks-karpenter": ({"grafana_host": "grafana.example.com"}, "alb", False, "https"),
+    "k3d-poc": ({"grafana_host": "grafana.k3d.localhost"}, "traefik", False, "http"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(GRAFANA_HOSTS))
+def grafana_stack(request, helm) -> tuple[str, render.RenderedStack]:
+    from environments import Instance
+
+    environment = request.param
+    settings = GRAFANA_HOSTS[environment][0]
+    return environment, render.rendered(Instance(f"{environment}-grafana", environment, settings))
+
+
+def test_grafana_host_puts_grafana_behind_the_stacks_ingress(grafana_stack):
+    environment, stack = grafana_stack
+    settings, ingress_class, cert_manager, scheme = GRAFANA_HOSTS[environment]
+    host = settings["grafana_host"]
+    (ingress,) = [o for _, o in _monitoring_objects(stack) if o["kind"] == "Ingress"]
+    assert ingress["spec"]["ingressClassName"] == ingress_class
+    assert [rule["host"] for rule in ingress["spec"]["rules"]] == [host]
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == "kube-prometheus-stack-grafana"
+    annotations = ingress["metadata"].get("annotations", {})
+    if cert_manager:
+        assert annotations["cert-manager.io/cluster-issuer"] == "letsencrypt-production"
+        assert ingress["spec"]["tls"] == [{"hosts": [host], "secretName": "grafana-tls"}]
+    else:
+        assert "tls" not in ingress["spec"] and "cert-manager.io/cluster-issuer" not in annotations
+    (release,) = [r for r in stack.releases if r.chart == "kube-prometheus-stack"]
+    (deployment,) = [
+        o
+        for r, o in stack.objects()
+        if r is release and o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-grafana")
+    ]
+    (grafana,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "grafana"]
+    env = {e["name"]: e.get("value") for e in grafana["env"]}
+    assert env["GF_SERVER_ROOT_URL"] == f"{scheme}://{host}"
+
+
+def test_grafanas_ingress_passes_the_gates(grafana_stack):
+    """The stack with an ingress for Grafana, through the same gates as the stacks of main.py."""
+    from tests.test_order import order_problems
+    from tests.test_placement import placement_problems
+    from tests.test_rendered_objects import validator_for
+    from tests.test_values import release_dead_keys
+
+    _, stack = grafana_stack
+    assert order_problems(stack) == []
+    assert placement_problems(stack) == []
+    validator = validator_for(stack)
+    for _, obj in _monitoring_objects(stack):
+        validator.validate(obj)
+    (release,) = [r for r in stack.releases if r.chart == "kube-prometheus-stack"]
+    assert release_dead_keys(release) == []
+
+
+def test_grafana_on_eks_has_its_own_certificate_and_is_open_to_the_admin_networks_only(helm):
+    from environments import Instance
+    from tests.test_eks import destroy_order_problems
+
+    settings = GRAFANA_HOSTS["eks-karpenter"][0]
+    stack = render.rendered(Instance("eks-karpenter-grafana", "eks-karpenter", settings))
+
+    (release,) = [r for r in stack.releases if r.chart == "kube-prometheus-stack"]
+    # The synthesized values, where the certificate and the networks are still references.
+    annotations = yaml.safe_load(release.raw["values"][0])["grafana"]["ingress"]["annotations"]
+    certificates = stack.synthesized["resource"]["aws_acm_certificate"]
+    (name,) = [n for n, c in certificates.items() if c["domain_name"] == "grafana.example.com"]
+    assert certificates[name]["validation_method"] == "DNS"
+    (validation,) = [
+        n
+        for n, v in stack.synthesized["resource"]["aws_acm_certificate_validation"].items()
+        if f"aws_acm_certificate.{name}.arn" in v["certificate_arn"]
+    ]
+    assert annotations["alb.ingress.kubernetes.io/certificate-arn"] == (
+        f"${{aws_acm_certificate_validation.{validation}.certificate_arn}}"
+    )
+    assert annotations["alb.ingress.kubernetes.io/inbound-cidrs"] == '${join(",", var.api_allowed_cidrs)}'
+    assert annotations["alb.ingress.kubernetes.io/listen-ports"] == '[{"HTTPS": 443}]'
+    # The load balancer controller outlives the Ingress whose ALB it deletes.
+    assert destroy_order_problems(stack) == []
+
+
+def test_no_grafana_host_no_ingress(rendered_stack):
+    assert [o for _, o in _monitoring_objects(rendered_stack) if o["kind"] == "Ingress"] == []
+
+
+@pytest.mark.parametrize("environment", sorted(GRAFANA_HOSTS))
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"grafana_host": "Grafana.Example.com"}, "'grafana_host' is 'Grafana.Example.com'"),
+        ({"grafana_host": "https://grafana.example.com"}, "lower-case DNS name"),
+        ({"grafana_host": "grafana.example.com", "monitoring": False}, "'grafana_host'"),
+    ],
+)
+def test_a_bad_grafana_host_fails_with_the_setting_and_the_fix(environment, settings, message):
+    from environments import Instance
+
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+        Instance(environment, environment, settings).settings()
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("environment", ["single-node", "proxmox-ha"])
+def test_grafana_host_must_be_inside_the_dns_zone(environment, tmp_path):
+    """Terraform's own validation of dns_zone against the host, evaluated by a real plan."""
+    import cdktf
+
+    from environments import Instance
+    from tests.conftest import plan_variables, variables_workdir
+
+    settings = dict(GRAFANA_HOSTS[environment][0])
+    synthesized = json.loads(
+        cdktf.Testing.synth(Instance(environment, environment, settings).build(cdktf.Testing.app()))
+    )
+    # dns_zone's other rules read the stack's other host names: give them names in the zone.
+    others = {"single-node": ("app_domain",), "proxmox-ha": ("rancher_hostname", "jupyterhub_hostname")}
+    names = {name: f"{name.replace('_', '-')}.example.com" for name in others[environment]}
+    variables = {name: synthesized["variable"][name] for name in ("dns_zone", *names)}
+    workdir = variables_workdir(variables, tmp_path)
+    for zone, valid in (("example.com", True), ("example.org", False)):
+        result = plan_variables(workdir, {"dns_zone": zone, **names})
+        assert (result.returncode == 0) is valid, (zone, result.stderr)
+        if not valid:
+            assert "grafana_host is grafana.example.com, which is not inside dns_zone" in " ".join(
+                result.stderr.split()
+            )

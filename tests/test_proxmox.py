@@ -282,10 +282,19 @@ def test_storage_nfs_default_and_nvme_scratch(stack_json):
     nfs = release_values(releases(stack_json)["nfs-subdir-external-provisioner"])
     assert nfs["nfs"] == {"server": "10.0.0.30", "path": "/export/k3s"}
     assert nfs["storageClass"]["defaultClass"] is True
-    (scratch,) = manifests_of(releases(stack_json)["storage-classes"])
+    scratch, server_local = manifests_of(releases(stack_json)["storage-classes"])
     assert scratch["metadata"]["name"] == "fast-scratch" and scratch["parameters"] == {
         "nodePath": "/mnt/scratch"
     }
+    # Monitoring's volumes: on the servers' OS disks, never on NFS or the GPU workers' scratch.
+    assert server_local["metadata"]["name"] == "server-local"
+    assert server_local["parameters"] == {"nodePath": "/var/lib/gpu-constructs/server-local"}
+    assert server_local["allowedTopologies"] == [
+        {"matchLabelExpressions": [{"key": "node-role.kubernetes.io/control-plane", "values": ["true"]}]}
+    ]
+    prometheus = release_values(releases(stack_json)["kube-prometheus-stack"])["prometheus"]
+    claim = prometheus["prometheusSpec"]["storageSpec"]["volumeClaimTemplate"]["spec"]
+    assert claim["storageClassName"] == "server-local"
 
 
 def test_gpu_operator_manages_driver_and_toolkit_with_k3s_paths(stack_json):

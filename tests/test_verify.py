@@ -131,6 +131,8 @@ def test_every_platform_component_of_a_stack_is_checked(serve):
     assert "gpu runtime nvidia" in checked["lke"] and "gpu runtime nvidia" not in checked["eks-karpenter"]
     assert any(check.startswith("job gpu-smoke-test/gpu-smoke-test-") for check in checked["k3d-poc"])
     assert "vault unsealed" not in checked["lke"] and "gpu operator pods" in checked["lke"]
+    for stack in STACKS:
+        assert {"prometheus dcgm targets", "prometheus alerts"} <= checked[stack], stack
 
 
 def test_the_gpu_job_is_placed_by_the_contract_and_is_a_valid_job(upstream):
@@ -214,6 +216,55 @@ def dcgm_silent(fake: FakeKube) -> None:
         200,
         "# no samples\n",
     )
+
+
+def _prometheus(fake: FakeKube, path: str) -> dict[str, Any]:
+    base = fake_kube.PROMETHEUS_PROXY.format(namespace="monitoring")
+    return json.loads(fake.raw[f"{base}/api/v1/{path}"][1])
+
+
+def _serve(fake: FakeKube, targets: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> None:
+    fake_kube.serve_prometheus(fake, "monitoring", targets, alerts)
+
+
+def dcgm_target_down(fake: FakeKube) -> None:
+    targets = _prometheus(fake, "targets")["data"]["activeTargets"]
+    down = next(
+        t for t in targets if t["labels"]["node"] == "wk-gpu2" and t["labels"]["job"] == "dcgm-exporter"
+    )
+    down["health"] = "down"
+    down["lastError"] = (
+        'Get "http://10.42.1.17:9400/metrics": dial tcp 10.42.1.17:9400: connect: connection refused'
+    )
+    _serve(fake, targets, fake_kube.WATCHDOG)
+
+
+def dcgm_target_missing(fake: FakeKube) -> None:
+    targets = _prometheus(fake, "targets")["data"]["activeTargets"]
+    # The other job's target on the node does not count.
+    kept = [
+        t
+        for t in targets
+        if not (t["labels"]["node"] == "group0-node0" and t["labels"]["job"] == "dcgm-exporter")
+    ]
+    _serve(fake, kept, fake_kube.WATCHDOG)
+
+
+def alert_firing(fake: FakeKube) -> None:
+    targets = _prometheus(fake, "targets")["data"]["activeTargets"]
+    hot = {
+        "labels": {"alertname": "GpuTemperatureHigh", "severity": "warning", "node": "wk-gpu1", "gpu": "0"},
+        "annotations": {"summary": "GPU 0 on wk-gpu1 is at 91 C"},
+        "state": "firing",
+        "activeAt": "2026-12-02T11:40:00.000000000Z",
+        "value": "9.1e+01",
+    }
+    pending = {**hot, "labels": {**hot["labels"], "node": "wk-gpu3"}, "state": "pending"}
+    _serve(fake, targets, [*fake_kube.WATCHDOG, hot, pending])
+
+
+def watchdog_silent(fake: FakeKube) -> None:
+    _serve(fake, _prometheus(fake, "targets")["data"]["activeTargets"], [])
 
 
 def operator_pod_crashing(fake: FakeKube) -> None:
@@ -389,11 +440,34 @@ FAILURES = [
     ("eks-karpenter", ec2nodeclass_not_ready, "ec2nodeclass gpu", "AMISelector did not match any AMIs"),
     ("eks-karpenter", karpenter_pending, "karpenter pods", "karpenter-1: Pending"),
     ("eks-karpenter", nodepool_not_ready, "nodepool gpu-inference", "NodeClassReady=False"),
+    (
+        "proxmox-ha",
+        dcgm_target_down,
+        "prometheus dcgm targets",
+        "wk-gpu2: http://10.42.1.17:9400/metrics down: Get",
+    ),
+    ("proxmox-ha", dcgm_target_down, "prometheus dcgm targets", "(runbook: kubectl -n gpu-operator get pods"),
+    (
+        "single-node",
+        dcgm_target_missing,
+        "prometheus dcgm targets",
+        "no DCGM exporter target on group0-node0",
+    ),
+    ("single-node", dcgm_target_missing, "prometheus dcgm targets", "(runbook: Check that the DCGM exporter"),
+    (
+        "proxmox-ha",
+        alert_firing,
+        "prometheus alerts",
+        "GpuTemperatureHigh{node=wk-gpu1}: GPU 0 on wk-gpu1 is at 91 C (runbook: Check the host's fans",
+    ),
+    ("lke", watchdog_silent, "prometheus alerts", "Watchdog is not firing"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("stack", "breaks", "check", "evidence"), FAILURES, ids=[f[1].__name__ for f in FAILURES]
+    ("stack", "breaks", "check", "evidence"),
+    FAILURES,
+    ids=[f"{f[1].__name__}-{i}" for i, f in enumerate(FAILURES)],
 )
 def test_one_broken_thing_fails_its_check_and_only_it(stack, breaks, check, evidence, serve):
     expected = expected_for(stack)
@@ -756,6 +830,36 @@ def test_pod_selectors_match_the_charts_pods(stack, chart, kind, selector, upstr
     workloads = [d for d in _render(upstream, release, tmp_path) if d["kind"] == kind]
     assert workloads
     assert all(_selects(selector, w["spec"]["template"]["metadata"]["labels"]) for w in workloads)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_prometheus_service_is_the_one_verify_reads(stack, upstream, tmp_path):
+    release = expected_for(stack).release("kube-prometheus-stack")
+    assert release is not None
+    name, port = checks.prometheus_service(release).split(":")
+    services = [d for d in _render(upstream, release, tmp_path) if d["kind"] == "Service"]
+    (service,) = [s for s in services if s["metadata"]["name"] == name]
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    assert f"/services/{name}:{port}/proxy" in fake_kube.PROMETHEUS_PROXY
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_dcgm_targets_are_read_from_the_stacks_servicemonitor(stack):
+    """The operator names a ServiceMonitor's scrape pool serviceMonitor/<namespace>/<name>/<endpoint
+    index> (prometheus-operator pkg/prometheus/promcfg.go), and the check reads the node from the
+    label the ServiceMonitor's relabeling writes."""
+    expected = expected_for(stack)
+    (monitor,) = [
+        m
+        for _, m in expected.objects("monitoring.coreos.com/v1", "ServiceMonitor")
+        if m["metadata"]["name"] == "dcgm-exporter"
+    ]
+    pool = f"serviceMonitor/{monitor['metadata']['namespace']}/{monitor['metadata']['name']}/"
+    assert pool == checks.DCGM_SCRAPE_POOL
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"} in endpoint[
+        "relabelings"
+    ]
 
 
 def test_the_jupyterhub_hub_deployment_has_the_name_verify_reads(upstream, tmp_path):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from cdktf_cdktf_provider_aws.data_aws_ssm_parameter import DataAwsSsmParameter
 from cdktf_cdktf_provider_aws.ec2_tag import Ec2Tag
 from cdktf_cdktf_provider_aws.eks_access_entry import EksAccessEntry
 from cdktf_cdktf_provider_aws.eks_access_policy_association import EksAccessPolicyAssociation
-from cdktf_cdktf_provider_aws.eks_addon import EksAddon
+from cdktf_cdktf_provider_aws.eks_addon import EksAddon, EksAddonPodIdentityAssociation
 from cdktf_cdktf_provider_aws.eks_cluster import EksCluster
 from cdktf_cdktf_provider_aws.eks_node_group import EksNodeGroup, EksNodeGroupTaint
 from cdktf_cdktf_provider_aws.iam_role import IamRole
@@ -26,8 +27,8 @@ from cdktf_cdktf_provider_aws.launch_template import (
 )
 from constructs import Construct
 
-from gpu_constructs import validate
-from gpu_constructs.cluster import Taint
+from gpu_constructs import helm, validate
+from gpu_constructs.cluster import GpuCluster, Taint
 from gpu_constructs.iam import service_trust
 
 SYSTEM_NODE_GROUP = "system"
@@ -78,6 +79,13 @@ class NodeRole:
 
 
 SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
+EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
+"""The controller's ServiceAccount in kube-system (EKS user guide, "Use Kubernetes volume storage
+with Amazon EBS": the add-on's Pod Identity association names it)."""
+GP3_CLASS = "gp3"
+VOLUME_TAG = "gpu-constructs.io/cluster"
+"""Tag on every volume the gp3 class provisions, with the cluster's name: how the volumes a destroy
+leaves behind are found (docs, "Volumes left after a destroy")."""
 
 
 def addon(scope: Construct, id: str, cluster: EksCluster, name: str, **kwargs: Any) -> EksAddon:
@@ -267,3 +275,100 @@ class EksSystemCluster(Construct):
             addon(self._here, f"addon-{name}", self.eks, name, depends_on=[self.system_nodes])
             for name in ("vpc-cni", "kube-proxy", "coredns", "eks-pod-identity-agent")
         ]
+
+
+class EbsCsiDriver(Construct):
+    """The EBS CSI driver EKS add-on, its IAM role through Pod Identity, and a ``gp3`` StorageClass.
+
+    The class is encrypted with the account's EBS key (``aws/ebs``), not the cluster's KMS key: its
+    volumes are retained after a destroy (below), and the cluster's key is scheduled for deletion
+    with the stack, after which a volume encrypted with it could never be read again. The AWS-managed
+    key needs no grants in the driver's role either.
+
+    Reclaim policy ``Retain``: a destroy cannot wait for the driver to delete the volumes. The
+    Prometheus and Alertmanager claims come from StatefulSets, which Helm's uninstall does not
+    delete; the Grafana claim goes with its release, but the PersistentVolume's deletion is then
+    asynchronous (external-provisioner), and the add-on, destroyed next, takes the controller with
+    it. With Delete a destroy would race the driver and leave volumes nobody knows of; with Retain it
+    leaves them on purpose, tagged ``gpu-constructs.io/cluster``, and an accidental claim deletion or
+    ``monitoring=False`` keeps the metrics.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        eks: EksCluster,
+        cluster: GpuCluster,
+        name: str,
+        depends_on: Sequence[Any] = (),
+    ) -> None:
+        super().__init__(scope, id)
+        role = IamRole(
+            self,
+            "role",
+            name=f"{name}-ebs-csi",
+            assume_role_policy=service_trust("pods.eks.amazonaws.com", "sts:AssumeRole", "sts:TagSession"),
+        )
+        policy = IamRolePolicyAttachment(
+            self,
+            "policy",
+            role=role.name,
+            policy_arn="arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy",
+        )
+        self.addon = addon(
+            self,
+            "addon",
+            eks,
+            "aws-ebs-csi-driver",
+            pod_identity_association=[
+                EksAddonPodIdentityAssociation(role_arn=role.arn, service_account=EBS_CSI_SERVICE_ACCOUNT)
+            ],
+            configuration_values=json.dumps(
+                {
+                    # The controller on the system nodes, as the other controllers; the node plugin
+                    # on every node, so a claim attaches wherever its pod lands.
+                    "controller": {
+                        "nodeSelector": dict([SYSTEM_LABEL]),
+                        "tolerations": [{"key": SYSTEM_TAINT.key, "operator": "Exists"}],
+                    },
+                    "node": {"tolerateAllTaints": True},
+                },
+                sort_keys=True,
+            ),
+            # The role's policy outlives the add-on on destroy: the controller detaches volumes
+            # while its pods are stopped.
+            depends_on=[policy, *depends_on],
+        )
+        self.storage_class_name = GP3_CLASS
+        self.storage_class = helm.manifests_release(
+            self,
+            "storage-class",
+            cluster=cluster,
+            name="storage-class-gp3",
+            namespace="kube-system",
+            manifests=[self.storage_class_manifest(name)],
+            depends_on=[self.addon],
+        )
+
+    @staticmethod
+    def storage_class_manifest(cluster_name: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {"name": GP3_CLASS},
+            "provisioner": "ebs.csi.aws.com",
+            "parameters": {
+                "type": "gp3",
+                "encrypted": "true",
+                "csi.storage.k8s.io/fstype": "ext4",
+                # aws-ebs-csi-driver docs/tagging.md: tagSpecification_<n> "key=value".
+                "tagSpecification_1": f"{VOLUME_TAG}={cluster_name}",
+            },
+            "reclaimPolicy": "Retain",
+            # The volume is created in the zone of the node the pod is scheduled to (an EBS volume
+            # attaches only in its own zone).
+            "volumeBindingMode": "WaitForFirstConsumer",
+            "allowVolumeExpansion": True,
+        }

@@ -75,11 +75,22 @@ SIZES = {
 
 @dataclass(frozen=True)
 class GrafanaIngress:
-    """Grafana behind the stack's ingress controller, with a certificate from its ClusterIssuer."""
+    """Grafana behind the stack's ingress controller at ``host``."""
 
     host: str
+    """The stack's ``grafana_host`` setting: a DNS name."""
     ingress_class: str
-    cluster_issuer: str
+    cluster_issuer: str | None = None
+    """cert-manager ClusterIssuer that fills the Ingress' TLS Secret ``grafana-tls``; None where the
+    certificate is the ingress controller's own (an ALB with an ACM certificate) or there is none."""
+    tls: bool = True
+    """Grafana is served over HTTPS; False only where the stack has no certificate to give it (a
+    local k3d cluster)."""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    """Further Ingress annotations (the ALB's scheme, listener and certificate)."""
+
+    def __post_init__(self) -> None:
+        validate.dns_name("grafana_host", self.host)
 
 
 @dataclass(frozen=True)
@@ -92,10 +103,13 @@ class MonitoringProps:
     """``nodeSelector`` and ``tolerations`` that put Prometheus, Alertmanager, Grafana, the operator and
     kube-state-metrics on the stack's system or infra nodes; empty where every node may run them."""
     storage_class: str | None = None
-    """StorageClass of Prometheus' and Alertmanager's volumes; None uses the cluster's default."""
+    """StorageClass of Prometheus', Alertmanager's and Grafana's volumes; None uses the cluster's
+    default. Never an NFS class: Prometheus' TSDB does not support it (prometheus.io/docs/prometheus/
+    latest/storage, "Operational aspects": "Non-POSIX compliant filesystems are not supported ...
+    including NFS")."""
     persistent: bool = True
-    """Volumes for Prometheus and Alertmanager; False keeps their data in an emptyDir (lost when the
-    pod moves), for clusters without a StorageClass Prometheus supports."""
+    """Volumes for Prometheus, Alertmanager and Grafana; False keeps their data in an emptyDir (lost
+    when the pod moves), for clusters without a StorageClass Prometheus supports."""
     retention: str = "15d"
     """How long Prometheus keeps samples (Prometheus duration: 15d, 12h, 2w)."""
     storage_size: str = "20Gi"
@@ -219,6 +233,17 @@ class Monitoring(Construct):
             "resources": {"requests": {"cpu": "50m", "memory": size.grafana_memory}},
             "defaultDashboardsTimezone": "utc",
         }
+        if props.persistent:
+            grafana["persistence"] = {
+                "enabled": True,
+                "type": "pvc",
+                "accessModes": ["ReadWriteOnce"],
+                "size": "1Gi",
+                **({"storageClassName": props.storage_class} if props.storage_class is not None else {}),
+            }
+            # A ReadWriteOnce volume attaches to one node: a rolling update would start the new pod
+            # beside the old one and, on another node, wait for the volume forever (Multi-Attach).
+            grafana["deploymentStrategy"] = {"type": "Recreate"}
         if props.nvidia_dashboard:
             grafana["dashboardProviders"] = {
                 "gpu-dashboards.yaml": {
@@ -239,14 +264,26 @@ class Monitoring(Construct):
             }
         if props.grafana_ingress is not None:
             ingress = props.grafana_ingress
+            annotations = dict(sorted(ingress.annotations.items()))
+            if ingress.cluster_issuer is not None:
+                # cert-manager's ingress-shim issues the certificate of the Ingress' tls entry.
+                annotations["cert-manager.io/cluster-issuer"] = ingress.cluster_issuer
             grafana["ingress"] = {
                 "enabled": True,
                 "ingressClassName": ingress.ingress_class,
                 "hosts": [ingress.host],
-                "annotations": {"cert-manager.io/cluster-issuer": ingress.cluster_issuer},
-                "tls": [{"secretName": "grafana-tls", "hosts": [ingress.host]}],
+                "annotations": annotations,
+                **(
+                    {"tls": [{"secretName": "grafana-tls", "hosts": [ingress.host]}]}
+                    if ingress.cluster_issuer is not None
+                    else {}
+                ),
             }
-            grafana["grafana.ini"] = {"server": {"root_url": f"https://{ingress.host}"}}
+            # The address in Grafana's links and redirects; without it Grafana builds them from the
+            # chart's server.domain (the host) with its own port 3000 and plain HTTP. Set as
+            # Grafana's environment override of [server] root_url (GF_<SECTION>_<KEY>).
+            scheme = "https" if ingress.tls else "http"
+            grafana["env"] = {"GF_SERVER_ROOT_URL": f"{scheme}://{ingress.host}"}
         retention_policy = (
             {"persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"}}
             if props.delete_volumes and props.persistent

@@ -37,6 +37,12 @@ HUB_DEPLOYMENT = "hub"
 DCGM_EXPORTER = "nvidia-dcgm-exporter:9400"
 """The GPU Operator's exporter Service and port; the operator creates it, not the chart
 (NVIDIA/gpu-operator assets/state-dcgm-exporter/0600_service.yaml)."""
+QUIET_ALERTS = ("Watchdog", "InfoInhibitor")
+"""kube-prometheus-stack's alerts that fire all the time by design (its default rules): Watchdog
+proves the alerting pipeline works, InfoInhibitor inhibits info-level alerts."""
+DCGM_SCRAPE_POOL = "serviceMonitor/monitoring/dcgm-exporter/"
+"""Prometheus' scrape pool of the monitoring construct's ServiceMonitor (the operator names it
+serviceMonitor/<namespace>/<name>/<endpoint index>)."""
 CNPG_HEALTHY = "Cluster in healthy state"
 """CloudNativePG's phase when every instance is ready (api/v1 PhaseHealthy)."""
 BASE_BACKUP_MAX_AGE = 26 * 3600
@@ -497,6 +503,111 @@ def dcgm_metrics(api: client.ApiClient, namespace: str, gpus: Sequence[client.V1
     return Result(check, PASS, f"{len(samples)} GPU(s): {samples[0][:90]}")
 
 
+def prometheus_service(release: Any) -> str:
+    """The Prometheus Service of a kube-prometheus-stack release, as ``name:port``: the chart's
+    ``<fullname>-prometheus`` on ``prometheus.service.port`` (templates/prometheus/service.yaml)."""
+    values = release.values
+    # The chart's kube-prometheus-stack.fullname (templates/_helpers.tpl) without an override.
+    chart = values.get("nameOverride") or "kube-prometheus-stack"
+    fullname = values.get("fullnameOverride") or (
+        release.name if chart in release.name else f"{release.name}-{chart}"
+    )
+    port = ((values.get("prometheus") or {}).get("service") or {}).get("port", 9090)
+    return f"{fullname}-prometheus:{port}"
+
+
+def _prometheus_api(api: client.ApiClient, namespace: str, service: str, path: str) -> Any:
+    """The ``data`` of a Prometheus HTTP API answer (docs/querying/api.md: ``status`` and ``data``)."""
+    document = json.loads(_proxy_get(api, "service", service, namespace, path))
+    if document.get("status") != "success":
+        raise ValueError(f"Prometheus {path}: {document.get('errorType')}: {document.get('error')}")
+    return document["data"]
+
+
+def _runbooks() -> dict[str, str]:
+    """The runbook line of each alert this library ships."""
+    from gpu_constructs.monitoring import rule_groups
+
+    return {
+        rule["alert"]: rule["annotations"].get("runbook", "")
+        for groups in rule_groups().values()
+        for group in groups
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+
+
+def _target_node(target: Mapping[str, Any]) -> str | None:
+    """The node a target runs on: the ServiceMonitor's ``node`` label, else the pod's node as
+    service discovery found it."""
+    labels, discovered = target.get("labels") or {}, target.get("discoveredLabels") or {}
+    return labels.get("node") or discovered.get("__meta_kubernetes_pod_node_name")
+
+
+def dcgm_targets(
+    api: client.ApiClient, namespace: str, service: str, gpus: Sequence[client.V1Node]
+) -> Result:
+    """Prometheus scrapes a DCGM exporter on every GPU node and the last scrape of each was up."""
+    check = "prometheus dcgm targets"
+    if not gpus:
+        return Result(check, SKIP, "no GPU node now: the exporter runs only on GPU nodes")
+    data = _prometheus_api(api, namespace, service, "api/v1/targets")
+    targets = [
+        t
+        for t in data.get("activeTargets") or ()
+        if str(t.get("scrapePool", "")).startswith(DCGM_SCRAPE_POOL)
+    ]
+    runbooks = _runbooks()
+    problems, up = [], []
+    for node in gpus:
+        name = node.metadata.name
+        mine = [t for t in targets if _target_node(t) == name]
+        if not mine:
+            problems.append(
+                f"no DCGM exporter target on {name} (runbook: {runbooks['GpuNodeWithoutDcgmMetrics']})"
+            )
+        for target in mine:
+            if target.get("health") == "up":
+                up.append(f"{name} {target.get('scrapeUrl')}")
+            else:
+                problems.append(
+                    f"{name}: {target.get('scrapeUrl')} {target.get('health')}: {target.get('lastError')} "
+                    f"(runbook: {runbooks['DcgmExporterDown']})"
+                )
+    if problems:
+        return Result(check, FAIL, "; ".join(problems))
+    return Result(check, PASS, f"{len(gpus)} GPU node(s) scraped: {', '.join(up[:3])}")
+
+
+def firing_alerts(api: client.ApiClient, namespace: str, service: str) -> Result:
+    """No alert fires but kube-prometheus-stack's always-firing ones, and Watchdog does fire."""
+    check = "prometheus alerts"
+    alerts = _prometheus_api(api, namespace, service, "api/v1/alerts").get("alerts") or ()
+    firing = [a for a in alerts if a.get("state") == "firing"]
+    names = {(a.get("labels") or {}).get("alertname") for a in firing}
+    runbooks = _runbooks()
+    problems = []
+    for alert in firing:
+        labels, annotations = alert.get("labels") or {}, alert.get("annotations") or {}
+        name = labels.get("alertname", "?")
+        if name in QUIET_ALERTS:
+            continue
+        where = ",".join(
+            f"{key}={labels[key]}" for key in ("node", "namespace", "pod", "instance") if key in labels
+        )
+        runbook = annotations.get("runbook") or runbooks.get(name) or annotations.get("runbook_url") or "none"
+        summary = annotations.get("summary", "")
+        problems.append(f"{name}{{{where}}}: {summary} (runbook: {runbook})")
+    if problems:
+        return Result(check, FAIL, "; ".join(problems))
+    if "Watchdog" not in names:
+        return Result(
+            check, FAIL, "Watchdog is not firing: Prometheus evaluates no rules (check its logs and rules)"
+        )
+    pending = sum(1 for a in alerts if a.get("state") == "pending")
+    return Result(check, PASS, "only Watchdog firing" + (f", {pending} pending" if pending else ""))
+
+
 def certificates(api: client.ApiClient) -> Result:
     check = "certificates"
     items = client.CustomObjectsApi(api).list_cluster_custom_object(
@@ -690,6 +801,12 @@ def platform(
         yield "gpu operator pods", partial(namespace_pods, api, "gpu operator pods", operator.namespace)
         if (operator.values.get("dcgmExporter") or {}).get("enabled", True):
             yield "dcgm metrics", partial(dcgm_metrics, api, operator.namespace, gpus)
+    prometheus = expected.release("kube-prometheus-stack")
+    if prometheus is not None:
+        service = prometheus_service(prometheus)
+        ns = prometheus.namespace
+        yield "prometheus dcgm targets", partial(dcgm_targets, api, ns, service, gpus)
+        yield "prometheus alerts", partial(firing_alerts, api, ns, service)
     plugin = expected.release("nvidia-device-plugin")
     if plugin is not None:
         yield "device plugin pods", partial(device_plugin, api, plugin.namespace, gpus)
