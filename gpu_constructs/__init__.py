@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from gpu_constructs.compute import K3sHostGpuCompute, K3sHostProps
     from gpu_constructs.database import Postgres, PostgresProps
     from gpu_constructs.errors import ConfigError
+    from gpu_constructs.existing import existing_cluster
     from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
     from gpu_constructs.helm import ValuesLayers
     from gpu_constructs.hostexec import SshHost
@@ -30,6 +31,7 @@ _EXPORTS = {
     "AppChart": "gpu_constructs.app_chart",
     "AppChartProps": "gpu_constructs.app_chart",
     "ConfigError": "gpu_constructs.errors",
+    "existing_cluster": "gpu_constructs.existing",
     "GpuCluster": "gpu_constructs.cluster",
     "GpuOperator": "gpu_constructs.gpu_operator",
     "GpuOperatorProps": "gpu_constructs.gpu_operator",
@@ -79,6 +81,7 @@ __all__ = [
     "ValuesLayers",
     "Vault",
     "VaultProps",
+    "existing_cluster",
 ]
 
 
