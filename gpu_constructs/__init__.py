@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, MigStrategy, Taint
     from gpu_constructs.compute import K3sHostGpuCompute, K3sHostProps
     from gpu_constructs.database import Postgres, PostgresProps
+    from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
     from gpu_constructs.errors import ConfigError
     from gpu_constructs.existing import existing_cluster
     from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
@@ -42,6 +43,8 @@ _EXPORTS = {
     "Manager": "gpu_constructs.cluster",
     "MigStrategy": "gpu_constructs.cluster",
     "Networking": "gpu_constructs.networking",
+    "NvidiaDevicePlugin": "gpu_constructs.device_plugin",
+    "NvidiaDevicePluginProps": "gpu_constructs.device_plugin",
     "NetworkingProps": "gpu_constructs.networking",
     "Postgres": "gpu_constructs.database",
     "PostgresProps": "gpu_constructs.database",
@@ -71,6 +74,8 @@ __all__ = [
     "MigStrategy",
     "Networking",
     "NetworkingProps",
+    "NvidiaDevicePlugin",
+    "NvidiaDevicePluginProps",
     "Postgres",
     "PostgresProps",
     "SshHost",
