@@ -155,3 +155,42 @@ def test_a_release_into_an_existing_cluster_depends_on_nothing_and_is_never_repl
     assert values["daemonsets"]["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
     ]
+
+
+def _cell(value, given: str = "give it") -> str:
+    if value is None:
+        return given
+    if isinstance(value, Manager):
+        return f"`{value.name}`"
+    if isinstance(value, Taint):
+        return f"`{value}`"
+    if isinstance(value, dict):
+        return ", ".join(f"`{k}={v}`" for k, v in sorted(value.items()))
+    return f"`{value}`"
+
+
+def test_the_platform_table_of_the_documentation_is_the_code():
+    import re
+
+    from gpu_constructs.existing import PLATFORMS
+    from tests.conftest import ROOT
+
+    text = (ROOT / "docs" / "own-cluster.md").read_text()
+    rows = {
+        name: [cell.strip() for cell in cells.split("|")]
+        for name, cells in re.findall(r"^\| `(\w+)` +\|(.*)\|$", text, re.M)
+        if name in PLATFORMS
+    }
+    assert sorted(rows) == sorted(PLATFORMS)
+    for name, defaults in PLATFORMS.items():
+        selector = _cell(defaults.gpu_node_selector)
+        if name == "gke":
+            selector = "give it (or `accelerator`)"
+        expected = [
+            selector,
+            _cell(defaults.gpu_taint, "none"),
+            _cell(defaults.driver),
+            _cell(defaults.toolkit),
+            _cell(defaults.runtime_class, "none"),
+        ]
+        assert rows[name] == expected, name
