@@ -8,6 +8,7 @@ facts below are each platform's defaults for GPU nodes; every one can be overrid
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -110,6 +111,11 @@ PLATFORMS: dict[str, PlatformDefaults] = {
 """The GPU node facts of each platform ``existing_cluster`` knows."""
 
 _UNSET: Any = object()
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}")
+"""A label key: an optional DNS-subdomain prefix and ``/``, then a name (Kubernetes' label syntax,
+kubernetes.io/docs/concepts/overview/working-with-objects/labels)."""
+_LABEL_VALUE = re.compile(f"({_LABEL_NAME})?")
 
 
 def existing_cluster(
@@ -171,9 +177,18 @@ def existing_cluster(
             f"gpu_node_selector={defaults.selector_hint}",
         )
     for key, value in selector.items():
-        if not isinstance(key, str) or not isinstance(value, str) or not key:
+        if not isinstance(key, str) or not isinstance(value, str) or not _LABEL_KEY.fullmatch(key):
             raise ConfigError(
-                "gpu_node_selector", dict(selector), "give labels as strings, e.g. {'nvidia.com/gpu': 'true'}"
+                "gpu_node_selector",
+                dict(selector),
+                "give label keys as '[<DNS prefix>/]<name>', e.g. {'nvidia.com/gpu': 'true'}",
+            )
+        if not _LABEL_VALUE.fullmatch(value):
+            raise ConfigError(
+                f"gpu_node_selector[{key!r}]",
+                value,
+                "a label value is at most 63 letters, digits, '-', '_' or '.', starting and ending "
+                "with a letter or digit",
             )
 
     chosen_driver = driver if driver is not None else defaults.driver

@@ -119,6 +119,16 @@ def test_without_a_context_the_kubeconfig_current_one_is_used():
         ("k3s", {"driver": "operator"}, r"^'driver' is 'operator': give a Manager"),
         ("k3s", {"gpus_per_node": 0}, r"^'gpus_per_node' is 0: use from 1 to 1000$"),
         (
+            "generic",
+            {"gpu_node_selector": {"nvidia.com/gpu present": "true"}},
+            r"^'gpu_node_selector' is \{'nvidia.com/gpu present': 'true'\}: give label keys as",
+        ),
+        (
+            "generic",
+            {"gpu_node_selector": {"gpu": "yes please"}},
+            r"^\"gpu_node_selector\['gpu'\]\" is 'yes please': a label value is at most 63",
+        ),
+        (
             "aks",
             {"gpu_toleration_taint": GPU_TAINT},
             r"^'gpu_toleration_taint' is 'nvidia.com/gpu=true:NoSchedule': GPU pods must tolerate the "
