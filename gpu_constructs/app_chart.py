@@ -149,6 +149,12 @@ class AppChartProps:
         for name, fix in fixes.items():
             if getattr(self, name) is UNSET:
                 raise ConfigError(name, UNSET, fix)
+        # IngressClass and ClusterIssuer names are DNS subdomains, namespaces DNS labels
+        for name in ("ingress_class", "cluster_issuer"):
+            if getattr(self, name) is not None:
+                validate.dns_name(name, getattr(self, name))
+        if self.ingress_namespace is not None:
+            validate.k8s_name("ingress_namespace", self.ingress_namespace)
         if self.host is None:
             for name in ("ingress_class", "cluster_issuer"):
                 if getattr(self, name) is not None:
@@ -166,7 +172,8 @@ class AppChartProps:
             raise ConfigError(
                 "ingress_class",
                 None,
-                f"an app with host {self.host!r} needs an Ingress: give the IngressClass of the "
+                f"an app with a host{'' if validate.is_reference(self.host) else f' ({self.host})'} "
+                "needs an Ingress: give the IngressClass of the "
                 "cluster's ingress controller ('traefik', 'nginx', 'alb'), or host=None for no Ingress",
             )
         if self.network_policies and self.ingress_namespace is None:

@@ -322,7 +322,7 @@ def test_bad_props(synth, overrides, message):
         ({"cluster_issuer": UNSET}, r"^'cluster_issuer' is unset: give the cert-manager ClusterIssuer"),
         (
             {"ingress_class": None},
-            r"^'ingress_class' is None: an app with host 'api.example.com' needs an Ingress: give the "
+            r"^'ingress_class' is None: an app with a host \(api.example.com\) needs an Ingress: give the "
             r"IngressClass of the cluster's ingress controller \('traefik', 'nginx', 'alb'\), or host=None",
         ),
         (
@@ -330,6 +330,8 @@ def test_bad_props(synth, overrides, message):
             r"^'ingress_namespace' is None: the NetworkPolicies admit the ingress controller's pods by "
             r"their namespace: give it, or network_policies=False$",
         ),
+        ({"ingress_namespace": "Traefik"}, r"^'ingress_namespace' is 'Traefik': use a lower-case DNS label"),
+        ({"ingress_class": "Traefik"}, r"^'ingress_class' is 'Traefik': give a lower-case DNS name"),
         (
             {"host": None, "cluster_issuer": None},
             r"^'ingress_class' is 'traefik': an app without a host has no Ingress; give None$",
