@@ -571,6 +571,7 @@ class SingleNodeStack(TerraformStack):
                 gpus=s.app_gpus,
                 ingress_class=networking.ingress_class,
                 ingress_namespace=networking.ingress_namespace,
+                cluster_issuer="letsencrypt-production",
                 vault=vault,
                 database=database,
                 network_policies=s.network_policies,

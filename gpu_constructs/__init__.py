@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, MigStrategy, Taint
     from gpu_constructs.compute import K3sHostGpuCompute, K3sHostProps
     from gpu_constructs.database import Postgres, PostgresProps
+    from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
     from gpu_constructs.errors import ConfigError
+    from gpu_constructs.existing import existing_cluster
     from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
     from gpu_constructs.helm import ValuesLayers
     from gpu_constructs.hostexec import SshHost
@@ -30,6 +32,7 @@ _EXPORTS = {
     "AppChart": "gpu_constructs.app_chart",
     "AppChartProps": "gpu_constructs.app_chart",
     "ConfigError": "gpu_constructs.errors",
+    "existing_cluster": "gpu_constructs.existing",
     "GpuCluster": "gpu_constructs.cluster",
     "GpuOperator": "gpu_constructs.gpu_operator",
     "GpuOperatorProps": "gpu_constructs.gpu_operator",
@@ -40,6 +43,8 @@ _EXPORTS = {
     "Manager": "gpu_constructs.cluster",
     "MigStrategy": "gpu_constructs.cluster",
     "Networking": "gpu_constructs.networking",
+    "NvidiaDevicePlugin": "gpu_constructs.device_plugin",
+    "NvidiaDevicePluginProps": "gpu_constructs.device_plugin",
     "NetworkingProps": "gpu_constructs.networking",
     "Postgres": "gpu_constructs.database",
     "PostgresProps": "gpu_constructs.database",
@@ -69,6 +74,8 @@ __all__ = [
     "MigStrategy",
     "Networking",
     "NetworkingProps",
+    "NvidiaDevicePlugin",
+    "NvidiaDevicePluginProps",
     "Postgres",
     "PostgresProps",
     "SshHost",
@@ -79,6 +86,7 @@ __all__ = [
     "ValuesLayers",
     "Vault",
     "VaultProps",
+    "existing_cluster",
 ]
 
 

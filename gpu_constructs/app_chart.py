@@ -25,6 +25,15 @@ ACME_HTTP01_SOLVER_PORT = 8089
 VAULT_SECRETS_DIR = "/vault/secrets"
 """Where the Vault agent writes what it renders (vault.hashicorp.com/agent-inject-secret-<name>)."""
 
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "unset"
+
+
+UNSET: Any = _Unset()
+"""The default of a prop the stack must give: AppChart knows nothing about the cluster's ingress."""
+
 DEFAULT_VALUES: dict[str, Any] = {
     "replicas": 1,
     "port": 8000,
@@ -82,20 +91,27 @@ class AppChartProps:
     namespace: str
     image: str
     """Container image with a pinned tag or digest (a variable reference allowed)."""
-    host: str
-    """Public host name of the TLS ingress."""
+    host: str | None
+    """Public host name of the Ingress; None: no Ingress, the application is reached only from
+    inside the cluster."""
     values: helm.ValuesLayers
     """Where the application's values files are; the chart folder is ``values_chart``."""
     values_chart: str = "app"
     gpus: int = 1
     """GPUs per pod (request and limit). 0 runs the application without a GPU."""
-    cluster_issuer: str | None = "letsencrypt-production"
-    """cert-manager ClusterIssuer of the ingress certificate; None where the load balancer
-    terminates TLS itself (an ALB with an ACM certificate, set through ``ingress_annotations``)."""
+    ingress_class: str | None = field(default=UNSET, kw_only=True)
+    """IngressClass of the cluster's ingress controller (``traefik``, ``nginx``, ``alb``): required,
+    None only with ``host=None`` (no Ingress)."""
+    ingress_namespace: str | None = field(default=UNSET, kw_only=True)
+    """Namespace of the ingress controller's pods, which the NetworkPolicies admit to the
+    application: required, None where no controller reaches the application (no Ingress, or
+    ``network_policies=False``)."""
+    cluster_issuer: str | None = field(default=UNSET, kw_only=True)
+    """cert-manager ClusterIssuer of the Ingress's certificate: required, None where nothing issues
+    one here (the load balancer terminates TLS itself, an ALB with an ACM certificate set through
+    ``ingress_annotations``, or no Ingress)."""
     ingress_annotations: Mapping[str, str] = field(default_factory=dict)
     """Extra annotations of the Ingress, e.g. the ALB scheme and certificate."""
-    ingress_class: str = "traefik"
-    ingress_namespace: str = "traefik"
     vault: Vault | None = None
     """Vault whose agent injects the app secret into ``/vault/secrets/app``; None: no injection."""
     database: Postgres | None = None
@@ -113,8 +129,60 @@ class AppChartProps:
         validate.int_range("gpus", self.gpus, 0, 8)
         if not validate.is_reference(self.image):
             _check_pinned_image("app image", self.image)
-        if not validate.is_reference(self.host):
+        if self.host is not None and not validate.is_reference(self.host):
             validate.dns_name("host", self.host)
+        self._check_ingress()
+
+    def _check_ingress(self) -> None:
+        """Each of the ingress's three props given, and consistent with the host: one line naming
+        what to add."""
+        fixes = {
+            "ingress_class": "give the IngressClass of the cluster's ingress controller, e.g. "
+            "ingress_class='traefik' (or 'nginx', 'alb'); None only with host=None",
+            "ingress_namespace": "give the namespace of the ingress controller's pods, e.g. "
+            "ingress_namespace='traefik', which the NetworkPolicies admit; None where no controller "
+            "reaches the app",
+            "cluster_issuer": "give the cert-manager ClusterIssuer of the Ingress's certificate, e.g. "
+            "cluster_issuer='letsencrypt-production'; None where the load balancer terminates TLS "
+            "or there is no Ingress",
+        }
+        for name, fix in fixes.items():
+            if getattr(self, name) is UNSET:
+                raise ConfigError(name, UNSET, fix)
+        # IngressClass and ClusterIssuer names are DNS subdomains, namespaces DNS labels
+        for name in ("ingress_class", "cluster_issuer"):
+            if getattr(self, name) is not None:
+                validate.dns_name(name, getattr(self, name))
+        if self.ingress_namespace is not None:
+            validate.k8s_name("ingress_namespace", self.ingress_namespace)
+        if self.host is None:
+            for name in ("ingress_class", "cluster_issuer"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(
+                        name, getattr(self, name), "an app without a host has no Ingress; give None"
+                    )
+            if self.scale_to_zero is not None:
+                raise ConfigError(
+                    "host",
+                    None,
+                    "scale to zero routes the host's requests through its interceptor; give a host",
+                )
+            return
+        if self.ingress_class is None:
+            raise ConfigError(
+                "ingress_class",
+                None,
+                f"an app with a host{'' if validate.is_reference(self.host) else f' ({self.host})'} "
+                "needs an Ingress: give the IngressClass of the "
+                "cluster's ingress controller ('traefik', 'nginx', 'alb'), or host=None for no Ingress",
+            )
+        if self.network_policies and self.ingress_namespace is None:
+            raise ConfigError(
+                "ingress_namespace",
+                None,
+                "the NetworkPolicies admit the ingress controller's pods by their namespace: give it, "
+                "or network_policies=False",
+            )
 
 
 def _check_pinned_image(field: str, image: str) -> None:
@@ -202,7 +270,7 @@ class AppChart(Construct):
             self.service_account(),
             self.deployment(),
             self.service(),
-            self.ingress(),
+            *([self.ingress()] if self.props.host is not None else []),
             self.pod_disruption_budget(),
             self.resource_quota(),
             self.limit_range(),
@@ -539,42 +607,45 @@ class AppChart(Construct):
             app_egress.append(
                 {"to": [namespace(props.vault.namespace)], "ports": [{"protocol": "TCP", "port": 8200}]}
             )
-        policies = [
-            policy("default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
-            policy(
-                "from-ingress",
-                {
-                    "podSelector": app,
-                    "policyTypes": ["Ingress"],
-                    "ingress": [
-                        {
-                            "from": [namespace(props.ingress_namespace)],
-                            "ports": [{"protocol": "TCP", "port": self.settings["port"]}],
-                        }
-                    ],
-                },
-            ),
-        ]
+        policies = [policy("default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})]
+        ingress_namespace = props.ingress_namespace
+        if ingress_namespace is not None:
+            policies.append(
+                policy(
+                    "from-ingress",
+                    {
+                        "podSelector": app,
+                        "policyTypes": ["Ingress"],
+                        "ingress": [
+                            {
+                                "from": [namespace(ingress_namespace)],
+                                "ports": [{"protocol": "TCP", "port": self.settings["port"]}],
+                            }
+                        ],
+                    },
+                )
+            )
         # cert-manager's HTTP-01 solver pods run in the namespace of the Ingress's Certificate, behind
         # the default deny: Let's Encrypt's request (and cert-manager's own self-check) reaches them
         # through the ingress controller on the solver's port. cert-manager v1.21.1 labels them
         # acme.cert-manager.io/http01-solver=true and listens on 8089 (pkg/issuer/acme/http/pod.go
-        # podLabels, http.go acmeSolverListenPort). With DNS-01 there are no solver pods.
-        policies.append(
-            policy(
-                "acme-http01-solver",
-                {
-                    "podSelector": {"matchLabels": {ACME_HTTP01_SOLVER_LABEL: "true"}},
-                    "policyTypes": ["Ingress"],
-                    "ingress": [
-                        {
-                            "from": [namespace(props.ingress_namespace)],
-                            "ports": [{"protocol": "TCP", "port": ACME_HTTP01_SOLVER_PORT}],
-                        }
-                    ],
-                },
+        # podLabels, http.go acmeSolverListenPort). With DNS-01, or no issuer, there are no solver pods.
+        if ingress_namespace is not None and props.cluster_issuer is not None and props.host is not None:
+            policies.append(
+                policy(
+                    "acme-http01-solver",
+                    {
+                        "podSelector": {"matchLabels": {ACME_HTTP01_SOLVER_LABEL: "true"}},
+                        "policyTypes": ["Ingress"],
+                        "ingress": [
+                            {
+                                "from": [namespace(ingress_namespace)],
+                                "ports": [{"protocol": "TCP", "port": ACME_HTTP01_SOLVER_PORT}],
+                            }
+                        ],
+                    },
+                )
             )
-        )
         database = props.database
         if database is not None:
             db = {"podSelector": {"matchLabels": database.pod_labels}}

@@ -138,6 +138,8 @@ class KubeAccess:
     """
 
     config_path: str | None = None
+    config_context: str | None = None
+    """The context of ``config_path`` to use; None: the file's current context."""
     host: str | None = None
     cluster_ca_certificate: str | None = None
     token: str | None = None
@@ -153,10 +155,14 @@ class KubeAccess:
                 self,
                 "give either config_path (a kubeconfig file) or host (an API endpoint), not both",
             )
+        if self.config_context is not None and self.config_path is None:
+            raise ConfigError("config_context", self.config_context, "a context names one of config_path's")
 
     def helm_kubernetes(self) -> dict[str, Any]:
         """The ``kubernetes`` block of the helm provider."""
         if self.config_path is not None:
+            if self.config_context is not None:
+                return {"config_path": self.config_path, "config_context": self.config_context}
             return {"config_path": self.config_path}
         block: dict[str, Any] = {"host": self.host}
         if self.cluster_ca_certificate is not None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu_constructs.app_chart import AppChart, AppChartProps
+from gpu_constructs.app_chart import UNSET, AppChart, AppChartProps, HttpScaleToZero
 from gpu_constructs.database import Postgres
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.helm import ValuesLayers
@@ -13,6 +13,13 @@ from gpu_constructs.vault import Vault, VaultProps
 from tests.conftest import ROOT, by_kind, make_cluster, manifests_of, resources
 from tests.test_database import postgres_props
 from tests.validators import validate_manifest
+
+INGRESS = {
+    "ingress_class": "traefik",
+    "ingress_namespace": "traefik",
+    "cluster_issuer": "letsencrypt-production",
+}
+"""What a stack with Traefik and cert-manager's Let's Encrypt issuer gives (single-node's)."""
 
 
 def build(
@@ -52,6 +59,7 @@ def build(
             "image": "ghcr.io/acme/ffe-backend:2.0.1",
             "host": "api.example.com",
             "values": ValuesLayers(overlay, values_dir),
+            **INGRESS,
             **extra,
         }
         fields.update(overrides)
@@ -300,6 +308,78 @@ def test_bad_values_fail_at_synth(synth, tmp_path, text, message):
 def test_bad_props(synth, overrides, message):
     with pytest.raises(ConfigError, match=message):
         build(synth, with_deps=False, **overrides)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"ingress_class": UNSET},
+            r"^'ingress_class' is unset: give the IngressClass of the cluster's ingress controller, "
+            r"e.g. ingress_class='traefik'",
+        ),
+        ({"ingress_namespace": UNSET}, r"^'ingress_namespace' is unset: give the namespace of the ingress"),
+        ({"cluster_issuer": UNSET}, r"^'cluster_issuer' is unset: give the cert-manager ClusterIssuer"),
+        (
+            {"ingress_class": None},
+            r"^'ingress_class' is None: an app with a host \(api.example.com\) needs an Ingress: give the "
+            r"IngressClass of the cluster's ingress controller \('traefik', 'nginx', 'alb'\), or host=None",
+        ),
+        (
+            {"ingress_namespace": None},
+            r"^'ingress_namespace' is None: the NetworkPolicies admit the ingress controller's pods by "
+            r"their namespace: give it, or network_policies=False$",
+        ),
+        ({"ingress_namespace": "Traefik"}, r"^'ingress_namespace' is 'Traefik': use a lower-case DNS label"),
+        ({"ingress_class": "Traefik"}, r"^'ingress_class' is 'Traefik': give a lower-case DNS name"),
+        (
+            {"host": None, "cluster_issuer": None},
+            r"^'ingress_class' is 'traefik': an app without a host has no Ingress; give None$",
+        ),
+        (
+            {
+                "host": None,
+                **dict.fromkeys(INGRESS),
+                "scale_to_zero": HttpScaleToZero("keda", "keda-add-ons-http-interceptor-proxy", 8080),
+            },
+            r"^'host' is None: scale to zero routes the host's requests through its interceptor",
+        ),
+    ],
+)
+def test_the_ingress_the_app_assumes_is_given_or_synth_names_what_to_add(synth, overrides, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        build(synth, with_deps=False, **overrides)
+    assert "\n" not in str(caught.value)
+
+
+APP_POD = {"app.kubernetes.io/name": "ffe-backend", "app.kubernetes.io/part-of": "ffe-backend"}
+
+
+def test_another_ingress_controller_and_its_namespace(synth):
+    objects, _ = build(synth, ingress_class="nginx", ingress_namespace="ingress-nginx")
+    (ingress,) = by_kind(objects, "Ingress")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    policies = by_kind(objects, "NetworkPolicy")
+    assert _admitted(policies, "ffe", APP_POD, "ingress-nginx", 8000)
+    assert not _admitted(policies, "ffe", APP_POD, "traefik", 8000)
+
+
+def test_without_an_issuer_the_ingress_asks_cert_manager_for_nothing(synth):
+    objects, _ = build(synth, cluster_issuer=None)
+    (ingress,) = by_kind(objects, "Ingress")
+    assert "annotations" not in ingress["metadata"]
+    assert ingress["spec"]["tls"] == [{"hosts": ["api.example.com"]}]
+    names = {p["metadata"]["name"] for p in by_kind(objects, "NetworkPolicy")}
+    assert "ffe-backend-acme-http01-solver" not in names and "ffe-backend-from-ingress" in names
+
+
+def test_an_app_without_a_host_has_no_ingress_and_admits_no_controller(synth):
+    objects, _ = build(synth, host=None, ingress_class=None, ingress_namespace=None, cluster_issuer=None)
+    assert by_kind(objects, "Ingress") == []
+    names = {p["metadata"]["name"] for p in by_kind(objects, "NetworkPolicy")}
+    assert names == {"ffe-backend-default-deny", "ffe-backend-database", "ffe-backend-app-egress"}
+    policies = by_kind(objects, "NetworkPolicy")
+    assert not _admitted(policies, "ffe", APP_POD, "traefik", 8000)
 
 
 def _strategy(objects) -> dict:

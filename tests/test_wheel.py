@@ -177,6 +177,30 @@ def test_the_example_runs_from_the_installed_package_outside_the_repository(inst
     assert len(stack["resource"]["terraform_data"]) == 5
 
 
+@pytest.fixture(scope="module")
+def installed_examples(installed: Installed) -> dict[str, tuple[dict[str, Any], Path]]:
+    """Each app of examples/ run by the virtualenv's Python outside the repository, no PYTHONPATH."""
+    from tests.test_examples import NAMES, run_example
+
+    work = installed.work / "examples"
+    work.mkdir()
+    return {name: run_example(installed.python, name, work, {"ENGINE": "docker"}) for name in NAMES}
+
+
+def test_the_examples_synthesize_from_the_installed_package(installed, installed_examples):
+    from tests.test_examples import check_synthesized
+
+    for name, (probe, stack_dir) in installed_examples.items():
+        assert Path(probe["file"]).is_relative_to(installed.venv), (name, probe["file"])
+        check_synthesized(name, stack_dir)
+
+
+def test_the_installed_eks_example_passes_terraform_validate(installed_examples, tmp_path):
+    from tests.test_examples import validate_offline
+
+    validate_offline(installed_examples["eks"][1], tmp_path)
+
+
 def _source(local: str, requirement: dict[str, Any]) -> str:
     source = str(requirement.get("source", local))
     return source if "/" in source else f"hashicorp/{source}"
