@@ -41,7 +41,7 @@ from gpu_constructs.hostexec import HOST_KEY_PATTERN, SshHost
 from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
 from gpu_constructs.networking import ACME_SOLVERS, Networking, NetworkingProps
 from gpu_constructs.storage import Storage, StorageProps
-from gpu_constructs.vault import AwsKmsSeal, Vault, VaultProps
+from gpu_constructs.vault import AwsKmsSeal, Vault, VaultProps, VaultSnapshots
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAULT_SEALS = ("awskms", "shamir")
@@ -148,6 +148,11 @@ class SingleNodeSettings:
     """How Vault unseals after a restart or reboot: ``awskms`` (auto-unseal with an AWS KMS key; needs
     the vault_kms_* variables) or ``shamir`` (key holders unseal by hand after every restart; the
     application is down until then)."""
+    vault_snapshot_schedule: str = "30 2 * * *"
+    """When Vault's raft snapshot is taken and uploaded to the backup bucket (cron, UTC), under
+    ``<backup_path>/vault/``."""
+    vault_snapshot_retention_days: int = 30
+    """Vault snapshots older than this are deleted after each new upload."""
     postgres_instances: int = 1
     postgres_storage_size: str = "20Gi"
     backup_schedule: str = "0 2 * * *"
@@ -190,6 +195,8 @@ class SingleNodeSettings:
         validate.one_of("mig_strategy", self.mig_strategy, [m.value for m in MigStrategy])
         validate.one_of("letsencrypt_challenge", self.letsencrypt_challenge, ACME_SOLVERS)
         validate.one_of("vault_seal", self.vault_seal, VAULT_SEALS)
+        validate.cron("vault_snapshot_schedule", self.vault_snapshot_schedule)
+        validate.int_range("vault_snapshot_retention_days", self.vault_snapshot_retention_days, 1, 3650)
         validate.int_range("host_network_prefix", self.host_network_prefix, 8, 32)
         if self.monitoring and self.gpu_enabled and not (self.gpu_monitoring and self.deploy_gpu_operator):
             raise ConfigError(
@@ -458,6 +465,11 @@ class SingleNodeStack(TerraformStack):
                 ),
             )
 
+        object_store_access = ObjectStoreAccess(
+            access_key_id=backup_access_key_id.string_value,
+            secret_access_key=backup_secret_access_key.string_value,
+            secret_host=compute.server,
+        )
         database = Postgres(
             self,
             "postgres",
@@ -466,11 +478,7 @@ class SingleNodeStack(TerraformStack):
                 namespace=s.app_namespace,
                 storage_class=storage.class_name("fast-ssd"),
                 object_store=s.object_store(),
-                object_store_access=ObjectStoreAccess(
-                    access_key_id=backup_access_key_id.string_value,
-                    secret_access_key=backup_secret_access_key.string_value,
-                    secret_host=compute.server,
-                ),
+                object_store_access=object_store_access,
                 instances=s.postgres_instances,
                 storage_size=s.postgres_storage_size,
                 depends_on=[storage.release],
@@ -494,6 +502,14 @@ class SingleNodeStack(TerraformStack):
                 app_service_account=s.app_name,
                 policy_name=s.app_name,
                 database=database,
+                snapshots=VaultSnapshots(
+                    object_store=s.object_store(),
+                    access=object_store_access,
+                    schedule=s.vault_snapshot_schedule,
+                    retention_days=s.vault_snapshot_retention_days,
+                    # Both steps upload their keys to the same secrets file on the server.
+                    after=(database.object_store_secret,),
+                ),
                 depends_on=(storage.release,),
             ),
         )

@@ -1113,9 +1113,18 @@ case "$sub" in
     case "$*" in *pod/vault-*)
       absent="$(cat "$STATE/absent-polls" 2>/dev/null || echo 0)"
       if [ "$absent" -gt 0 ]; then echo $((absent - 1)) > "$STATE/absent-polls"; exit 1; fi
+      case "$*" in *metadata.uid*) cat "$STATE/uid" 2>/dev/null || echo uid-1 ;; esac
       exit 0 ;;
     esac
     echo ffe-db-1; exit 0 ;;
+  # A deleted Vault pod comes back (a new uid) from the StatefulSet; its init container moves file
+  # storage into raft ($STATE/<pod>.storage) unless $STATE/migrate-fails.
+  delete)
+    echo uid-2 > "$STATE/uid"
+    pod="${3#pod/}"
+    rm -f "$STATE/$pod.unsealed"
+    [ -f "$STATE/migrate-fails" ] || rm -f "$STATE/$pod.storage"
+    exit 0 ;;
   exec) ;;
   *) exit 1 ;;
 esac
@@ -1149,8 +1158,9 @@ case "$1 $2" in
       if [ -f "$STATE/$pod.shamir" ]; then migration=true
       elif [ "$init" = true ] && [ ! -f "$STATE/kms-down" ]; then sealed=false; fi
     fi
-    printf '{\n  "type": "%s",\n  "initialized": %s,\n  "sealed": %s,\n  "t": 1,\n  "migration": %s\n}\n' \
-      "$type" "$init" "$sealed" "$migration"
+    storage="$(cat "$STATE/$pod.storage" 2>/dev/null || echo raft)"
+    printf '{\n  "type": "%s",\n  "initialized": %s,\n  "sealed": %s,\n  "t": 1,\n  "migration": %s,\n  "storage_type": "%s"\n}\n' \
+      "$type" "$init" "$sealed" "$migration" "$storage"
     [ "$sealed" = false ] ;;
   "operator init")
     touch "$STATE/$pod.init"
@@ -1176,7 +1186,7 @@ case "$1 $2" in
   "audit disable") grep -v "^$3 " "$STATE/audit" > "$STATE/audit.new"; mv "$STATE/audit.new" "$STATE/audit" ;;
   "auth list") [ -f "$STATE/k8s-auth" ] && echo '  "kubernetes/": {}'; true ;;
   "auth enable") touch "$STATE/k8s-auth" ;;
-  "policy write") cat > "$STATE/policy.hcl" ;;
+  "policy write") if [ "$3" = vault-snapshot ]; then cat > "$STATE/snapshot-policy.hcl"; else cat > "$STATE/policy.hcl"; fi ;;
   "read -format=json") [ -f "$STATE/db-config" ] ;;
   # Vault logs in with the password it was given: the database must still have the role "vault".
   "write -f")
@@ -1304,6 +1314,44 @@ def test_vault_initialized_with_shamir_migrates_to_the_kms_seal_with_its_key(hos
     assert "vault-0 token= write sys/unseal key=- migrate=true" in _vault_calls(host)
     assert not (host.state / "vault-0.shamir").exists()
     assert "KEY1" not in host.log.read_text()
+
+
+def test_vault_on_file_storage_is_restarted_once_into_raft_and_unsealed(host: Host):
+    """Day 2 of a standalone Vault installed on file storage: the chart's OnDelete update strategy
+    leaves the running pod on its old configuration, so the bootstrap deletes it once; the new pod's
+    init container copies the data into raft, and the restarted (sealed) server is unsealed again."""
+    env = _vault_env(host, SNAPSHOT_SERVICE_ACCOUNT="vault-snapshot")
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    (host.state / "vault-0.storage").write_text("file\n")
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    assert "vault-0 still runs on file storage; restarting it" in result.stdout
+    assert host.calls("k3s kubectl delete") == ["k3s kubectl delete -n vault pod/vault-0 --wait=true"]
+    assert _vault_calls(host).count("vault-0 token= write sys/unseal key=-") == 2
+    assert '"root_token": "hvs.ROOT"' in (host.state / "vault-init.json").read_text()
+    # Raft now: the next run restarts nothing.
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    assert len(host.calls("k3s kubectl delete")) == 1
+
+
+def test_vault_that_does_not_come_back_on_raft_fails_and_says_where_the_data_is(host: Host):
+    env = _vault_env(host)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    (host.state / "vault-0.storage").write_text("file\n")
+    (host.state / "migrate-fails").touch()
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 1
+    assert "/vault/data/file-storage" in result.stderr and "-c raft-migrate" in result.stderr
+
+
+def test_vault_snapshot_policy_reads_snapshots_only_and_is_bound_to_its_account(host: Host):
+    result = host.run("vault-bootstrap.sh", **_vault_env(host, SNAPSHOT_SERVICE_ACCOUNT="vault-snapshot"))
+    assert result.returncode == 0, result.stderr
+    policy = (host.state / "snapshot-policy.hcl").read_text()
+    assert policy == 'path "sys/storage/raft/snapshot" { capabilities = ["read"] }\n'
+    (role,) = [c for c in _vault_calls(host) if "auth/kubernetes/role/vault-snapshot" in c]
+    assert "bound_service_account_names=vault-snapshot bound_service_account_namespaces=vault" in role
+    assert "policies=vault-snapshot ttl=15m" in role
 
 
 def test_vault_bootstrap_refuses_an_unknown_seal(host: Host):
