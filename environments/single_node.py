@@ -32,6 +32,7 @@ from gpu_constructs import validate, versions
 from gpu_constructs.app_chart import AppChart, AppChartProps
 from gpu_constructs.backup import ObjectStore
 from gpu_constructs.cluster import GpuSharing, MigStrategy
+from gpu_constructs.compute.etcd import EtcdS3, EtcdSnapshots
 from gpu_constructs.compute.k3s_host import K3sHostGpuCompute, K3sHostProps
 from gpu_constructs.database import ObjectStoreAccess, Postgres, PostgresProps
 from gpu_constructs.errors import ConfigError
@@ -124,6 +125,11 @@ class SingleNodeSettings:
     """open (NVIDIA's default since 560; Turing and newer) or proprietary (Volta, Pascal and older)."""
     container_toolkit_version: str = versions.NVIDIA_CONTAINER_TOOLKIT.version
     k3s_version: str = versions.K3S.version
+    etcd_snapshot_cron: str = "0 */6 * * *"
+    """When k3s snapshots its datastore (embedded etcd; cron, the server's local time) and uploads the
+    snapshot to the backup bucket under ``<backup_path>/k3s/``."""
+    etcd_snapshot_retention: int = 28
+    """Snapshots k3s keeps on the server and in the bucket: 28 at six-hourly is a week."""
     taint_gpu_nodes: bool = False
     """The seed taints GPU nodes; with one host that would strand every non-GPU pod, so it is off."""
     gpus_per_node: int = 1
@@ -195,6 +201,7 @@ class SingleNodeSettings:
         validate.one_of("mig_strategy", self.mig_strategy, [m.value for m in MigStrategy])
         validate.one_of("letsencrypt_challenge", self.letsencrypt_challenge, ACME_SOLVERS)
         validate.one_of("vault_seal", self.vault_seal, VAULT_SEALS)
+        EtcdSnapshots(self.etcd_snapshot_cron, self.etcd_snapshot_retention).check()
         validate.cron("vault_snapshot_schedule", self.vault_snapshot_schedule)
         validate.int_range("vault_snapshot_retention_days", self.vault_snapshot_retention_days, 1, 3650)
         validate.int_range("host_network_prefix", self.host_network_prefix, 8, 32)
@@ -402,6 +409,15 @@ class SingleNodeStack(TerraformStack):
                 gpus_per_node=s.gpus_per_node,
                 sharing=GpuSharing(s.time_slicing_replicas, MigStrategy(s.mig_strategy)),
                 verify_host_keys=s.verify_ssh_host_keys,
+                etcd_snapshots=EtcdSnapshots(
+                    schedule_cron=s.etcd_snapshot_cron,
+                    retention=s.etcd_snapshot_retention,
+                    s3=EtcdS3.from_object_store(
+                        s.object_store(),
+                        access_key=backup_access_key_id.string_value,
+                        secret_key=backup_secret_access_key.string_value,
+                    ),
+                ),
             ),
         )
         cluster = use_cluster(self, compute.cluster)

@@ -511,6 +511,80 @@ def test_k3s_first_install_writes_config_and_runs_installer(host: Host):
     assert not (host.state / "k3s.env").exists()
 
 
+def _single_node_k3s_server_step() -> tuple[dict[str, str], dict[str, str]]:
+    """The environment and the secrets file the single-node stack gives its server's k3s-install.sh."""
+    import shlex
+
+    import cdktf
+
+    from environments import Instance
+
+    stack = Instance("single-node", "single-node").build(cdktf.Testing.app())
+    synthesized = json.loads(cdktf.Testing.synth(stack))
+    (step,) = [
+        v for k, v in synthesized["resource"]["terraform_data"].items() if k.startswith("compute_server-k3s")
+    ]
+    files = [p["file"] for p in step["provisioner"] if "file" in p]
+    (secrets,) = [f["content"] for f in files if f["destination"].endswith("k3s-install.sh.env")]
+    commands = [c for p in step["provisioner"] if "remote-exec" in p for c in p["remote-exec"]["inline"]]
+    (command,) = [c for c in commands if c.endswith("k3s-install.sh")]
+    env = dict(
+        word.split("=", 1) for word in shlex.split(command)[2:-2] if not word.startswith("SECRETS_FILE")
+    )
+    secret_env = dict(line.split("=", 1) for line in secrets.splitlines())
+    return env, secret_env
+
+
+def test_k3s_single_node_server_snapshots_etcd_to_the_bucket_with_keys_only_in_its_config(host: Host):
+    """The settings the single-node stack synthesizes reach config.yaml as the k3s settings of
+    EtcdSnapshots.k3s_flags(), with cluster-init (SQLite moves into etcd on the restart); the S3 keys
+    come from the secrets file, are in no trigger or command line, and the file is root-only."""
+    import yaml
+
+    from environments.single_node import SingleNodeSettings
+    from gpu_constructs.compute.etcd import EtcdSnapshots
+
+    env, secret_env = _single_node_k3s_server_step()
+    assert secret_env == {
+        "ETCD_S3_ACCESS_KEY": "${var.backup_access_key_id}",
+        "ETCD_S3_SECRET_KEY": "${var.backup_secret_access_key}",
+        "K3S_TOKEN": "${var.k3s_token}",
+    }
+    assert not [v for v in env.values() if "backup_" in v]
+    _k3s_host(host)
+    # Installed earlier on SQLite, without snapshots: the new settings restart k3s.
+    assert host.run("k3s-install.sh", **_k3s_env(host)).returncode == 0
+    run_env = _k3s_env(host, **{k: v for k, v in env.items() if k.startswith("ETCD_")})
+    keys = "\nETCD_S3_ACCESS_KEY=AKIAEXAMPLE\nETCD_S3_SECRET_KEY=wJalr/K7MDENG+bPxRfiCY=\n"
+    (host.state / "k3s.env").write_text("K3S_TOKEN=" + "t" * 40 + keys)
+    result = host.run("k3s-install.sh", **run_env)
+    assert result.returncode == 0, result.stderr
+    config_file = host.state / "etc" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    settings = SingleNodeSettings()
+    flags = EtcdSnapshots(settings.etcd_snapshot_cron, settings.etcd_snapshot_retention).k3s_flags()
+    assert config["cluster-init"] is True
+    assert {k: config[k] for k in flags} == flags
+    assert config["etcd-s3"] is True and config["etcd-s3-endpoint"] == "s3.amazonaws.com"
+    assert config["etcd-s3-bucket"] == "ffe-backups" and config["etcd-s3-folder"] == "single-node/k3s"
+    assert config["etcd-s3-access-key"] == "AKIAEXAMPLE"
+    assert config["etcd-s3-secret-key"] == "wJalr/K7MDENG+bPxRfiCY="
+    assert "etcd-s3-insecure" not in config
+    assert oct(config_file.stat().st_mode & 0o777) == "0o600"
+    assert (host.state / "restarts").read_text().splitlines() == ["restarted", "restarted"]
+    assert "AKIAEXAMPLE" not in host.log.read_text() + result.stdout + result.stderr
+    assert not (host.state / "k3s.env").exists()
+
+
+def test_k3s_agent_config_has_no_etcd_settings(host: Host):
+    _k3s_host(host)
+    env = _k3s_env(
+        host, K3S_ROLE="agent", K3S_URL="https://192.168.1.100:6443", ETCD_SNAPSHOT_SCHEDULE_CRON="0 * * * *"
+    )
+    assert host.run("k3s-install.sh", **env).returncode == 0
+    assert "etcd" not in (host.state / "etc" / "config.yaml").read_text()
+
+
 def test_k3s_second_run_with_same_settings_does_nothing(host: Host):
     _k3s_host(host)
     host.run("k3s-install.sh", **_k3s_env(host))
