@@ -466,8 +466,9 @@ class SingleNodeStack(TerraformStack):
                 ),
             )
 
+        monitoring = None
         if s.monitoring:
-            Monitoring(
+            monitoring = Monitoring(
                 self,
                 "monitoring",
                 props=MonitoringProps(
@@ -497,7 +498,9 @@ class SingleNodeStack(TerraformStack):
                 object_store_access=object_store_access,
                 instances=s.postgres_instances,
                 storage_size=s.postgres_storage_size,
-                depends_on=[storage.release],
+                monitoring_namespace=monitoring.namespace if monitoring else None,
+                # The PodMonitor needs the Prometheus Operator's CRDs.
+                depends_on=[storage.release, *([monitoring.release] if monitoring else [])],
             ),
         )
 

@@ -35,6 +35,9 @@ SEAL_SECRET = "vault-seal"
 """Secret with the AWS credentials of the KMS seal (written by vault-seal-secret.sh)."""
 SNAPSHOT_NAME = "vault-snapshot"
 """The raft snapshot CronJob, its ServiceAccount, Vault policy and Kubernetes auth role."""
+SNAPSHOT_CRONJOB = "vault-backup"
+"""The CronJob: named ``<name>-backup``, so the backup alerts (BackupTooOld, BackupJobFailed in
+monitoring/rules/platform.yaml, from kube-state-metrics' kube_cronjob_* and kube_job_*) watch it."""
 SNAPSHOT_SECRET = "vault-object-store"
 """Secret with the object store's keys in Vault's namespace (written by object-store-secret.sh)."""
 STANDALONE_NODE_ID = "vault-0"
@@ -293,8 +296,8 @@ class Vault(Construct):
         )
 
     def snapshot_manifests(self, snapshots: VaultSnapshots) -> list[dict[str, Any]]:
-        """ServiceAccount and CronJob ``vault-snapshot``: a raft snapshot saved by the Vault CLI into
-        an emptyDir, then uploaded and pruned by the AWS CLI (vault-snapshot.sh)."""
+        """ServiceAccount ``vault-snapshot`` and CronJob ``vault-backup``: a raft snapshot saved by the
+        Vault CLI into an emptyDir, then uploaded and pruned by the AWS CLI (vault-snapshot.sh)."""
         store = snapshots.object_store
         labels = {"app.kubernetes.io/name": "vault", "app.kubernetes.io/component": "snapshot"}
         script = script_literal("vault-snapshot.sh")
@@ -374,7 +377,7 @@ class Vault(Construct):
             {
                 "apiVersion": "batch/v1",
                 "kind": "CronJob",
-                "metadata": {"name": SNAPSHOT_NAME, "namespace": NAMESPACE, "labels": labels},
+                "metadata": {"name": SNAPSHOT_CRONJOB, "namespace": NAMESPACE, "labels": labels},
                 "spec": {
                     "schedule": snapshots.schedule,
                     "timeZone": "Etc/UTC",

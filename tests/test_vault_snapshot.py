@@ -293,3 +293,47 @@ def test_a_new_or_raft_volume_is_left_alone(tmp_path, content):
     assert _migrate(tmp_path, data).returncode == 0
     assert not (tmp_path / "vault.log").exists()
     assert not (data / "file-storage").exists()
+
+
+def test_the_cronjob_is_one_the_backup_alerts_watch(cronjob):
+    """BackupTooOld and BackupJobFailed select backup CronJobs and their Jobs by name; a snapshot
+    CronJob they do not match would fail unnoticed."""
+    import re
+
+    import yaml
+
+    from tests.conftest import ROOT
+
+    rules = yaml.safe_load((ROOT / "gpu_constructs/monitoring/rules/platform.yaml").read_text())
+    exprs = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    (cronjob_re,) = set(re.findall(r'cronjob=~"([^"]+)"', exprs["BackupTooOld"]))
+    (job_re,) = set(re.findall(r'job_name=~"([^"]+)"', exprs["BackupJobFailed"]))
+    name = cronjob["metadata"]["name"]
+    assert re.fullmatch(cronjob_re, name)
+    assert re.fullmatch(job_re, f"{name}-29012345")  # the Jobs a CronJob makes: <name>-<minutes>
+
+
+def test_the_database_is_scraped_through_a_pod_monitor_its_network_policy_admits(synthesized):
+    releases = {r["name"]: r for r in resources(synthesized, "helm_release").values()}
+    (monitor,) = by_kind(manifests_of(releases["ffe-db"]), "PodMonitor")
+    assert monitor["spec"] == {
+        "selector": {"matchLabels": {"cnpg.io/cluster": "ffe-db", "cnpg.io/podRole": "instance"}},
+        "podMetricsEndpoints": [{"port": "metrics"}],
+    }
+    (cluster,) = by_kind(manifests_of(releases["ffe-db"]), "Cluster")
+    assert "enablePodMonitor" not in json.dumps(cluster)
+    monitoring = [
+        k for k, r in resources(synthesized, "helm_release").items() if r["name"] == "kube-prometheus-stack"
+    ]
+    assert f"helm_release.{monitoring[0]}" in releases["ffe-db"]["depends_on"]
+    policies = by_kind(manifests_of(releases["ffe-backend"]), "NetworkPolicy")
+    (database,) = [p for p in policies if p["metadata"]["name"].endswith("-database")]
+    scrape = [
+        rule for rule in database["spec"]["ingress"] if {"protocol": "TCP", "port": 9187} in rule["ports"]
+    ]
+    assert scrape == [
+        {
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+            "ports": [{"protocol": "TCP", "port": 9187}],
+        }
+    ]
