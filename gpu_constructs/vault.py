@@ -500,8 +500,33 @@ class Vault(Construct):
             f"Server pods: {', '.join(self.pod_names)} in namespace {NAMESPACE}.\n\n"
             f"## Initialize\n\n{init}\n\n"
             f"## Unseal after a restart\n\n{self._unseal_guide(get)}\n\n"
+            f"{self._snapshot_guide()}"
             "## Check\n\n"
             f"    kubectl exec -n {NAMESPACE} {self.pod_names[0]} -- vault status\n"
+        )
+
+    def _snapshot_guide(self) -> str:
+        snapshots = self.props.snapshots
+        if snapshots is None:
+            return ""
+        store = snapshots.object_store
+        seal = (
+            "the AWS KMS key of the seal must still exist: without it no snapshot can be read"
+            if self.props.seal is not None
+            else "unseal with the keys of the Vault that took the snapshot"
+        )
+        return (
+            "## Snapshots and restore\n\n"
+            f"The CronJob {SNAPSHOT_CRONJOB} saves a raft snapshot at '{snapshots.schedule}' (UTC) to\n"
+            f"s3://{store.bucket}/{snapshots.prefix}/ and deletes those older than "
+            f"{snapshots.retention_days} days. Take one now:\n\n"
+            f"    kubectl -n {NAMESPACE} create job --from=cronjob/{SNAPSHOT_CRONJOB} "
+            f"{SNAPSHOT_CRONJOB}-now\n\n"
+            "Restore into a running, unsealed Vault (a rebuilt one initialized first), as root:\n\n"
+            f"    kubectl cp vault.snap {NAMESPACE}/{self.pod_names[0]}:/tmp/vault.snap\n"
+            f"    kubectl exec -n {NAMESPACE} {self.pod_names[0]} -- sh -c 'VAULT_TOKEN=<root token> "
+            "vault operator raft snapshot restore -force /tmp/vault.snap'\n\n"
+            f"Afterwards the snapshot's tokens and keys apply: {seal}.\n\n"
         )
 
     def _config(self, storage: str) -> str:

@@ -337,3 +337,14 @@ def test_the_database_is_scraped_through_a_pod_monitor_its_network_policy_admits
             "ports": [{"protocol": "TCP", "port": 9187}],
         }
     ]
+
+
+def test_the_operations_guide_says_where_the_snapshots_are_and_how_to_restore(synthesized):
+    (release,) = [
+        r for r in resources(synthesized, "helm_release").values() if r["name"] == "vault-operations"
+    ]
+    (config_map,) = by_kind(manifests_of(release), "ConfigMap")
+    guide = config_map["data"]["README.md"]
+    assert "s3://ffe-backups/single-node/vault/" in guide and "older than 30 days" in guide
+    assert "vault operator raft snapshot restore -force /tmp/vault.snap" in guide
+    assert "the AWS KMS key of the seal must still exist" in guide
