@@ -28,12 +28,11 @@ from environments.variables import (
 from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuSharing
+from gpu_constructs.compute.etcd import EtcdS3, EtcdSnapshots
 from gpu_constructs.compute.proxmox import (
     CONTROL_PLANE_LABELS,
     SCRATCH_LABEL,
     SCRATCH_MOUNT,
-    EtcdS3,
-    EtcdSnapshots,
     GpuDevice,
     ProxmoxGpuCompute,
     ProxmoxProps,

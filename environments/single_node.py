@@ -36,6 +36,7 @@ from gpu_constructs import validate, versions
 from gpu_constructs.app_chart import AppChart, AppChartProps
 from gpu_constructs.backup import ObjectStore
 from gpu_constructs.cluster import GpuSharing, MigStrategy
+from gpu_constructs.compute.etcd import EtcdS3, EtcdSnapshots
 from gpu_constructs.compute.k3s_host import K3sHostGpuCompute, K3sHostProps
 from gpu_constructs.database import ObjectStoreAccess, Postgres, PostgresProps
 from gpu_constructs.errors import ConfigError
@@ -45,7 +46,7 @@ from gpu_constructs.hostexec import HOST_KEY_PATTERN, SshHost
 from gpu_constructs.monitoring import DcgmSource, GrafanaIngress, Monitoring, MonitoringProps
 from gpu_constructs.networking import ACME_SOLVERS, Networking, NetworkingProps
 from gpu_constructs.storage import Storage, StorageProps
-from gpu_constructs.vault import AwsKmsSeal, Vault, VaultProps
+from gpu_constructs.vault import AwsKmsSeal, Vault, VaultProps, VaultSnapshots
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAULT_SEALS = ("awskms", "shamir")
@@ -129,6 +130,11 @@ class SingleNodeSettings:
     """open (NVIDIA's default since 560; Turing and newer) or proprietary (Volta, Pascal and older)."""
     container_toolkit_version: str = versions.NVIDIA_CONTAINER_TOOLKIT.version
     k3s_version: str = versions.K3S.version
+    etcd_snapshot_cron: str = "0 */6 * * *"
+    """When k3s snapshots its datastore (embedded etcd; cron, the server's local time) and uploads the
+    snapshot to the backup bucket under ``<backup_path>/k3s/``."""
+    etcd_snapshot_retention: int = 28
+    """Snapshots k3s keeps on the server and in the bucket: 28 at six-hourly is a week."""
     taint_gpu_nodes: bool = False
     """The seed taints GPU nodes; with one host that would strand every non-GPU pod, so it is off."""
     gpus_per_node: int = 1
@@ -156,6 +162,11 @@ class SingleNodeSettings:
     """How Vault unseals after a restart or reboot: ``awskms`` (auto-unseal with an AWS KMS key; needs
     the vault_kms_* variables) or ``shamir`` (key holders unseal by hand after every restart; the
     application is down until then)."""
+    vault_snapshot_schedule: str = "30 2 * * *"
+    """When Vault's raft snapshot is taken and uploaded to the backup bucket (cron, UTC), under
+    ``<backup_path>/vault/``."""
+    vault_snapshot_retention_days: int = 30
+    """Vault snapshots older than this are deleted after each new upload."""
     postgres_instances: int = 1
     postgres_storage_size: str = "20Gi"
     backup_schedule: str = "0 2 * * *"
@@ -215,6 +226,9 @@ class SingleNodeSettings:
         validate.one_of("mig_strategy", self.mig_strategy, [m.value for m in MigStrategy])
         validate.one_of("letsencrypt_challenge", self.letsencrypt_challenge, ACME_SOLVERS)
         validate.one_of("vault_seal", self.vault_seal, VAULT_SEALS)
+        EtcdSnapshots(self.etcd_snapshot_cron, self.etcd_snapshot_retention).check()
+        validate.cron("vault_snapshot_schedule", self.vault_snapshot_schedule)
+        validate.int_range("vault_snapshot_retention_days", self.vault_snapshot_retention_days, 1, 3650)
         validate.int_range("host_network_prefix", self.host_network_prefix, 8, 32)
         if self.monitoring and self.gpu_enabled and not (self.gpu_monitoring and self.deploy_gpu_operator):
             raise ConfigError(
@@ -441,6 +455,15 @@ class SingleNodeStack(TerraformStack):
                 gpus_per_node=s.gpus_per_node,
                 sharing=GpuSharing(s.time_slicing_replicas, MigStrategy(s.mig_strategy)),
                 verify_host_keys=s.verify_ssh_host_keys,
+                etcd_snapshots=EtcdSnapshots(
+                    schedule_cron=s.etcd_snapshot_cron,
+                    retention=s.etcd_snapshot_retention,
+                    s3=EtcdS3.from_object_store(
+                        s.object_store(),
+                        access_key=backup_access_key_id.string_value,
+                        secret_key=backup_secret_access_key.string_value,
+                    ),
+                ),
             ),
         )
         cluster = use_cluster(self, compute.cluster)
@@ -489,8 +512,9 @@ class SingleNodeStack(TerraformStack):
                 ),
             )
 
+        monitoring = None
         if s.monitoring:
-            Monitoring(
+            monitoring = Monitoring(
                 self,
                 "monitoring",
                 props=MonitoringProps(
@@ -513,6 +537,11 @@ class SingleNodeStack(TerraformStack):
                 ),
             )
 
+        object_store_access = ObjectStoreAccess(
+            access_key_id=backup_access_key_id.string_value,
+            secret_access_key=backup_secret_access_key.string_value,
+            secret_host=compute.server,
+        )
         database = Postgres(
             self,
             "postgres",
@@ -521,14 +550,12 @@ class SingleNodeStack(TerraformStack):
                 namespace=s.app_namespace,
                 storage_class=storage.class_name("fast-ssd"),
                 object_store=s.object_store(),
-                object_store_access=ObjectStoreAccess(
-                    access_key_id=backup_access_key_id.string_value,
-                    secret_access_key=backup_secret_access_key.string_value,
-                    secret_host=compute.server,
-                ),
+                object_store_access=object_store_access,
                 instances=s.postgres_instances,
                 storage_size=s.postgres_storage_size,
-                depends_on=[storage.release],
+                monitoring_namespace=monitoring.namespace if monitoring else None,
+                # The PodMonitor needs the Prometheus Operator's CRDs.
+                depends_on=[storage.release, *([monitoring.release] if monitoring else [])],
             ),
         )
 
@@ -549,6 +576,14 @@ class SingleNodeStack(TerraformStack):
                 app_service_account=s.app_name,
                 policy_name=s.app_name,
                 database=database,
+                snapshots=VaultSnapshots(
+                    object_store=s.object_store(),
+                    access=object_store_access,
+                    schedule=s.vault_snapshot_schedule,
+                    retention_days=s.vault_snapshot_retention_days,
+                    # Both steps upload their keys to the same secrets file on the server.
+                    after=(database.object_store_secret,),
+                ),
                 depends_on=(storage.release,),
             ),
         )

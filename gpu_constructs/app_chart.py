@@ -16,7 +16,7 @@ from constructs import Construct
 
 from gpu_constructs import helm, validate
 from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster
-from gpu_constructs.database import OPERATOR_NAMESPACE, Postgres
+from gpu_constructs.database import METRICS_PORT, OPERATOR_NAMESPACE, Postgres
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.vault import Vault
 
@@ -659,6 +659,17 @@ class AppChart(Construct):
                 and props.vault.props.database is database
                 else []
             )
+            # Prometheus scrapes the instances' exporter through the database's PodMonitor.
+            scrapers = (
+                [
+                    {
+                        "from": [namespace(database.props.monitoring_namespace)],
+                        "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
+                    }
+                ]
+                if database.props.monitoring_namespace
+                else []
+            )
             policies.append(
                 policy(
                     "database",
@@ -675,6 +686,7 @@ class AppChart(Construct):
                                 "ports": [{"protocol": "TCP", "port": 8000}],
                             },
                             *vault_clients,
+                            *scrapers,
                         ],
                         "egress": [dns, {"to": [db]}, api_server, *database.backup_egress],
                     },

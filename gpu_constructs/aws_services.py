@@ -184,6 +184,10 @@ class RdsPostgres(Construct):
             deletion_protection=props.deletion_protection,
             skip_final_snapshot=False,
             final_snapshot_identifier=f"{props.name}-final-{self.snapshot_suffix.id}",
+            # A deleted instance keeps its automated backups for their retention period (RDS
+            # "retained automated backups"), so a point in time before the deletion stays restorable;
+            # the provider's default deletes them with the instance, leaving only the final snapshot.
+            delete_automated_backups=False,
             copy_tags_to_snapshot=True,
             auto_minor_version_upgrade=True,
             iam_database_authentication_enabled=True,

@@ -39,6 +39,8 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts
 
 OPERATOR_NAMESPACE = "cnpg-system"
+METRICS_PORT = 9187
+"""The instances' exporter, container port ``metrics``."""
 ACCESS_KEY_ID = "ACCESS_KEY_ID"
 SECRET_ACCESS_KEY = "ACCESS_SECRET_KEY"
 REGION_KEY = "REGION"
@@ -80,6 +82,9 @@ class PostgresProps:
     storage_size: str = "20Gi"
     image: str = versions.POSTGRES_IMAGE.version
     operator_chart_version: str = versions.CLOUDNATIVE_PG_CHART.version
+    monitoring_namespace: str | None = None
+    """Namespace of the Prometheus that scrapes the instances' exporter through a PodMonitor (the
+    Prometheus Operator's CRD must exist: add its release to ``depends_on``); None: no PodMonitor."""
     depends_on: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
@@ -153,7 +158,11 @@ class Postgres(Construct):
             cluster=props.cluster,
             name=props.name,
             namespace=props.namespace,
-            manifests=[self.cluster_manifest(), self.scheduled_backup()],
+            manifests=[
+                self.cluster_manifest(),
+                self.scheduled_backup(),
+                *([self.pod_monitor()] if props.monitoring_namespace else []),
+            ],
             depends_on=[self.operator, self.object_store_secret, *props.depends_on],
         )
 
@@ -201,6 +210,23 @@ class Postgres(Construct):
                     "limits": {"memory": "4Gi"},
                 },
                 "backup": self.backup_spec(),
+            },
+        }
+
+    def pod_monitor(self) -> dict[str, Any]:
+        """The PodMonitor that scrapes every instance's exporter (port ``metrics``, 9187): the backup
+        and WAL archiving metrics the backup alerts read. Created here, not by the Cluster's
+        ``spec.monitoring.enablePodMonitor``, which the pinned operator deprecates ("you can create a
+        PodMonitor manually": the Cluster CRD of cloudnative-pg chart 0.28.2); the selector is the
+        one the operator used, the instances' ``cnpg.io/cluster`` and ``cnpg.io/podRole`` labels."""
+        props = self.props
+        return {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "PodMonitor",
+            "metadata": {"name": props.name, "namespace": props.namespace},
+            "spec": {
+                "selector": {"matchLabels": {**self.pod_labels, "cnpg.io/podRole": "instance"}},
+                "podMetricsEndpoints": [{"port": "metrics"}],
             },
         }
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cdktf import Fn
+from cdktf import DataResource, Fn
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
+from gpu_constructs.backup import ObjectStore
 from gpu_constructs.cluster import GpuCluster
-from gpu_constructs.database import Postgres
+from gpu_constructs.database import ObjectStoreAccess, Postgres
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts, script_literal
 
@@ -32,6 +33,15 @@ NAMESPACE = "vault"
 OPERATIONS_CONFIG_MAP = "vault-operations"
 SEAL_SECRET = "vault-seal"
 """Secret with the AWS credentials of the KMS seal (written by vault-seal-secret.sh)."""
+SNAPSHOT_NAME = "vault-snapshot"
+"""The raft snapshot CronJob, its ServiceAccount, Vault policy and Kubernetes auth role."""
+SNAPSHOT_CRONJOB = "vault-backup"
+"""The CronJob: named ``<name>-backup``, so the backup alerts (BackupTooOld, BackupJobFailed in
+monitoring/rules/platform.yaml, from kube-state-metrics' kube_cronjob_* and kube_job_*) watch it."""
+SNAPSHOT_SECRET = "vault-object-store"
+"""Secret with the object store's keys in Vault's namespace (written by object-store-secret.sh)."""
+STANDALONE_NODE_ID = "vault-0"
+"""Raft node id of the standalone server (its pod's name, as the HA servers' ids are theirs)."""
 
 
 def secret_paths(environment: str, database_role: str) -> dict[str, str]:
@@ -74,6 +84,31 @@ class AwsKmsSeal:
 
 
 @dataclass(frozen=True)
+class VaultSnapshots:
+    """Scheduled raft snapshots (``vault operator raft snapshot save``) to the object store that holds
+    the database's backups, under ``<object_store.path>/vault/``."""
+
+    object_store: ObjectStore
+    access: ObjectStoreAccess
+    """The object store's keys; written into Vault's namespace as the Secret ``vault-object-store``."""
+    schedule: str = "30 2 * * *"
+    """Five-field cron, UTC."""
+    retention_days: int = 30
+    """Snapshots older than this are deleted after each new one is uploaded."""
+    after: tuple[Any, ...] = ()
+    """Steps the Secret's step waits for: another step that writes the same keys from the same host
+    (their secrets files would collide)."""
+
+    def __post_init__(self) -> None:
+        validate.cron("vault_snapshot_schedule", self.schedule)
+        validate.int_range("vault_snapshot_retention_days", self.retention_days, 1, 3650)
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.object_store.path}/vault"
+
+
+@dataclass(frozen=True)
 class VaultProps:
     cluster: GpuCluster
     environment: str
@@ -104,8 +139,11 @@ class VaultProps:
     without a ``bootstrap_host`` that is left to an operator, like init and unseal."""
     database_role: str = "ffe"
     """The database engine's connection and role: credentials at ``database/<env>/creds/<role>``."""
+    snapshots: VaultSnapshots | None = None
+    """Scheduled raft snapshots to an object store; None takes none."""
     chart_version: str = versions.VAULT_CHART.version
     vault_version: str = versions.VAULT.version
+    aws_cli_image: str = versions.AWS_CLI_IMAGE.version
     depends_on: tuple[Any, ...] = ()
     """What the release waits for besides the cluster, e.g. the release that creates ``storage_class``."""
 
@@ -204,6 +242,7 @@ class Vault(Construct):
                             "POLICY_NAME": props.policy_name,
                             "DB_ROLE": props.database_role,
                             "SEAL": "awskms" if props.seal is not None else "shamir",
+                            **({"SNAPSHOT_SERVICE_ACCOUNT": SNAPSHOT_NAME} if props.snapshots else {}),
                             **self._database_env(),
                         },
                     )
@@ -211,6 +250,147 @@ class Vault(Construct):
                 cluster=props.cluster,
                 depends_on=[self.release, *([props.database.release] if props.database else [])],
             )
+
+        self.snapshot_secret: DataResource | None = None
+        self.snapshot_release: helm.Release | None = None
+        if props.snapshots is not None:
+            self._snapshots(props.snapshots)
+
+    def _snapshots(self, snapshots: VaultSnapshots) -> None:
+        access = snapshots.access
+        self.snapshot_secret = run_scripts(
+            self,
+            "snapshot-secret",
+            host=access.secret_host,
+            runs=[
+                ScriptRun(
+                    "object-store-secret.sh",
+                    {
+                        "NAMESPACE": NAMESPACE,
+                        "SECRET_NAME": SNAPSHOT_SECRET,
+                        "REGION": snapshots.object_store.region,
+                    },
+                    secret_env={
+                        "ACCESS_KEY_ID": access.access_key_id,
+                        "SECRET_ACCESS_KEY": access.secret_access_key,
+                    },
+                )
+            ],
+            # New keys re-run the step; only their hash is kept in the state.
+            extra_triggers={
+                "access_key_id_sha256": Fn.sha256(access.access_key_id),
+                "secret_access_key_sha256": Fn.sha256(access.secret_access_key),
+            },
+            depends_on=list(snapshots.after),
+            cluster=self.props.cluster,
+        )
+        self.snapshot_release = helm.manifests_release(
+            self,
+            "snapshots",
+            cluster=self.props.cluster,
+            name=SNAPSHOT_NAME,
+            namespace=NAMESPACE,
+            manifests=self.snapshot_manifests(snapshots),
+            # The policy and role the CronJob logs in with are written by the bootstrap.
+            depends_on=[self.release, self.snapshot_secret, *([self.bootstrap] if self.bootstrap else [])],
+        )
+
+    def snapshot_manifests(self, snapshots: VaultSnapshots) -> list[dict[str, Any]]:
+        """ServiceAccount ``vault-snapshot`` and CronJob ``vault-backup``: a raft snapshot saved by the
+        Vault CLI into an emptyDir, then uploaded and pruned by the AWS CLI (vault-snapshot.sh)."""
+        store = snapshots.object_store
+        labels = {"app.kubernetes.io/name": "vault", "app.kubernetes.io/component": "snapshot"}
+        script = script_literal("vault-snapshot.sh")
+        work = [{"name": "work", "mountPath": "/work"}, {"name": "tmp", "mountPath": "/tmp"}]
+        security = {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        resources = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+        common_env = [{"name": "SNAPSHOT_DIR", "value": "/work"}, {"name": "HOME", "value": "/tmp"}]
+        save = {
+            "name": "save",
+            "image": f"hashicorp/vault:{self.props.vault_version}",
+            "command": ["/bin/sh", "-ec", script, "vault-snapshot", "save"],
+            "env": [
+                *common_env,
+                # With raft HA, the chart's vault-active Service selects the leader only.
+                {
+                    "name": "VAULT_ADDR",
+                    "value": f"http://vault-active.{NAMESPACE}.svc:8200" if self.props.ha else self.address,
+                },
+                {"name": "ROLE", "value": SNAPSHOT_NAME},
+            ],
+            "volumeMounts": work,
+            "securityContext": security,
+            "resources": resources,
+        }
+        secret_env = [
+            {"name": name, "valueFrom": {"secretKeyRef": {"name": SNAPSHOT_SECRET, "key": key}}}
+            for name, key in (
+                ("AWS_ACCESS_KEY_ID", "ACCESS_KEY_ID"),
+                ("AWS_SECRET_ACCESS_KEY", "ACCESS_SECRET_KEY"),
+                ("AWS_DEFAULT_REGION", "REGION"),
+            )
+        ]
+        upload = {
+            "name": "upload",
+            "image": self.props.aws_cli_image,
+            "command": ["/bin/sh", "-ec", script, "vault-snapshot", "upload"],
+            "env": [
+                *common_env,
+                {"name": "BUCKET", "value": store.bucket},
+                {"name": "PREFIX", "value": snapshots.prefix},
+                {"name": "ENDPOINT", "value": store.endpoint},
+                {"name": "ENCRYPTION", "value": store.encryption},
+                {"name": "RETENTION_DAYS", "value": str(snapshots.retention_days)},
+                *secret_env,
+            ],
+            "volumeMounts": work,
+            "securityContext": security,
+            "resources": resources,
+        }
+        pod = {
+            "metadata": {"labels": labels},
+            "spec": {
+                "serviceAccountName": SNAPSHOT_NAME,
+                "restartPolicy": "Never",
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 100,
+                    "runAsGroup": 1000,
+                    "fsGroup": 1000,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "initContainers": [save],
+                "containers": [upload],
+                "volumes": [{"name": "work", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+            },
+        }
+        return [
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": SNAPSHOT_NAME, "namespace": NAMESPACE, "labels": labels},
+            },
+            {
+                "apiVersion": "batch/v1",
+                "kind": "CronJob",
+                "metadata": {"name": SNAPSHOT_CRONJOB, "namespace": NAMESPACE, "labels": labels},
+                "spec": {
+                    "schedule": snapshots.schedule,
+                    "timeZone": "Etc/UTC",
+                    "concurrencyPolicy": "Forbid",
+                    "startingDeadlineSeconds": 3600,
+                    "successfulJobsHistoryLimit": 3,
+                    "failedJobsHistoryLimit": 3,
+                    "jobTemplate": {
+                        "spec": {"backoffLimit": 2, "activeDeadlineSeconds": 1800, "template": pod}
+                    },
+                },
+            },
+        ]
 
     def _database_env(self) -> dict[str, str]:
         database = self.props.database
@@ -320,17 +500,59 @@ class Vault(Construct):
             f"Server pods: {', '.join(self.pod_names)} in namespace {NAMESPACE}.\n\n"
             f"## Initialize\n\n{init}\n\n"
             f"## Unseal after a restart\n\n{self._unseal_guide(get)}\n\n"
+            f"{self._snapshot_guide()}"
             "## Check\n\n"
             f"    kubectl exec -n {NAMESPACE} {self.pod_names[0]} -- vault status\n"
         )
 
+    def _snapshot_guide(self) -> str:
+        snapshots = self.props.snapshots
+        if snapshots is None:
+            return ""
+        store = snapshots.object_store
+        seal = (
+            "the AWS KMS key of the seal must still exist: without it no snapshot can be read"
+            if self.props.seal is not None
+            else "unseal with the keys of the Vault that took the snapshot"
+        )
+        return (
+            "## Snapshots and restore\n\n"
+            f"The CronJob {SNAPSHOT_CRONJOB} saves a raft snapshot at '{snapshots.schedule}' (UTC) to\n"
+            f"s3://{store.bucket}/{snapshots.prefix}/ and deletes those older than "
+            f"{snapshots.retention_days} days. Take one now:\n\n"
+            f"    kubectl -n {NAMESPACE} create job --from=cronjob/{SNAPSHOT_CRONJOB} "
+            f"{SNAPSHOT_CRONJOB}-now\n\n"
+            "Restore into a running, unsealed Vault (a rebuilt one initialized first), as root:\n\n"
+            f"    kubectl cp vault.snap {NAMESPACE}/{self.pod_names[0]}:/tmp/vault.snap\n"
+            f"    kubectl exec -n {NAMESPACE} {self.pod_names[0]} -- sh -c 'VAULT_TOKEN=<root token> "
+            "vault operator raft snapshot restore -force /tmp/vault.snap'\n\n"
+            f"Afterwards the snapshot's tokens and keys apply: {seal}.\n\n"
+        )
+
     def _config(self, storage: str) -> str:
-        assert self.props.seal is not None
         listener = (
             'listener "tcp" {\n  tls_disable     = 1\n  address         = "[::]:8200"\n'
             '  cluster_address = "[::]:8201"\n}\n'
         )
-        return f"ui = true\n\n{listener}\n{storage}\n{self.props.seal.stanza()}"
+        seal = self.props.seal.stanza() if self.props.seal is not None else ""
+        return f"ui = true\n\n{listener}\n{storage}\n{seal}"
+
+    def _raft_migration(self, image: dict[str, str]) -> dict[str, Any]:
+        """The init container that copies an earlier standalone server's file storage into raft
+        storage before the server starts (vault-raft-migrate.sh); a no-op once the volume holds raft."""
+        return {
+            "name": "raft-migrate",
+            "image": f"{image['repository']}:{image['tag']}",
+            "command": ["/bin/sh", "-ec", script_literal("vault-raft-migrate.sh"), "vault-raft-migrate"],
+            "env": [
+                {"name": "DATA_DIR", "value": "/vault/data"},
+                {"name": "NODE_ID", "value": STANDALONE_NODE_ID},
+                {"name": "CLUSTER_ADDR", "value": f"https://{STANDALONE_NODE_ID}.vault-internal:8201"},
+            ],
+            "volumeMounts": [{"name": "data", "mountPath": "/vault/data"}],
+            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        }
 
     def values(self) -> dict[str, Any]:
         props = self.props
@@ -354,19 +576,29 @@ class Vault(Construct):
                 "replicas": props.replicas,
                 "raft": {"enabled": True, "setNodeId": True},
             }
-        else:
-            server["standalone"] = {"enabled": True}
-            server["ha"] = {"enabled": False}
-        if props.seal is not None:
-            # The chart's own configuration (values.yaml of vault-helm 0.34.1: the tcp listener, the
-            # storage, and for raft the Kubernetes service registration) with the seal added; the
-            # chart takes the configuration whole, as one string.
-            if props.ha:
+            if props.seal is not None:
+                # The chart's own configuration (values.yaml of vault-helm 0.34.1: the tcp listener,
+                # the storage, and for raft the Kubernetes service registration) with the seal added;
+                # the chart takes the configuration whole, as one string.
                 server["ha"]["raft"]["config"] = self._config(
                     'storage "raft" {\n  path = "/vault/data"\n}\n\nservice_registration "kubernetes" {}\n'
                 )
-            else:
-                server["standalone"]["config"] = self._config('storage "file" {\n  path = "/vault/data"\n}\n')
+        else:
+            # One server on integrated (raft) storage: the chart's standalone mode (one replica, the
+            # data volume at /vault/data) with a raft stanza instead of its default 'storage "file"'.
+            # vault-helm 0.34.1 takes server.standalone.config whole (_helpers.tpl "vault.config") and
+            # sets VAULT_CLUSTER_ADDR in every mode (server-statefulset.yaml), which raft needs. The
+            # node id is fixed: it names the only voter of the raft configuration, also the one
+            # vault-raft-migrate.sh writes for a server that ran on file storage before.
+            server["standalone"] = {
+                "enabled": True,
+                "config": self._config(
+                    f'storage "raft" {{\n  path    = "/vault/data"\n  node_id = "{STANDALONE_NODE_ID}"\n}}\n'
+                ),
+            }
+            server["ha"] = {"enabled": False}
+            server["extraInitContainers"] = [self._raft_migration(image)]
+        if props.seal is not None:
             server["extraSecretEnvironmentVars"] = [
                 {"envName": name, "secretName": SEAL_SECRET, "secretKey": name}
                 for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")

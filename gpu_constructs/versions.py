@@ -82,6 +82,13 @@ VAULT_CHART = Pin(
     note="deploys Vault 2.0.4",
 )
 VAULT = Pin("2.0.4", seed="1.17")
+AWS_CLI_IMAGE = Pin(
+    "amazon/aws-cli:2.17.29",
+    note=(
+        "uploads Vault's raft snapshots to the object store; before 2.23, whose default integrity "
+        "checksums some S3-compatible stores refuse"
+    ),
+)
 CLOUDNATIVE_PG_CHART = Pin(
     "0.28.2",
     note=(

@@ -376,6 +376,20 @@ def healthy(expected: Expectation) -> FakeKube:
         fake.put(
             f"/apis/apps/v1/namespaces/{hub.namespace}/deployments/hub", deployment(1, {"component": "hub"})
         )
+    if expected.etcd_snapshots is not None:
+        # k3s' record of a scheduled snapshot two hours ago (on S3 where the stack sends them).
+        s3 = {"bucket": "ffe-backups"} if expected.etcd_snapshots.s3 is not None else None
+        fake.put(
+            "/apis/k3s.cattle.io/v1/etcdsnapshotfiles/s3-etcd-snapshot-server-1764640800-1a2b3c",
+            {
+                "spec": {
+                    "snapshotName": "etcd-snapshot-server-1764640800",
+                    "nodeName": "server",
+                    **({"s3": s3} if s3 else {}),
+                },
+                "status": {"readyToUse": True, "creationTime": _hours_ago(2)},
+            },
+        )
     for release, manifest in expected.manifests():
         meta, kind = manifest["metadata"], manifest["kind"]
         ns, name = meta.get("namespace", release.namespace), meta["name"]
@@ -413,7 +427,7 @@ def healthy(expected: Expectation) -> FakeKube:
                         ],
                     },
                     "spec": {"template": {"spec": {"containers": [{"name": "dump"}]}}},
-                    "status": {"succeeded": 1, "completionTime": NOW},
+                    "status": {"succeeded": 1, "completionTime": _hours_ago(2)},
                 },
             )
         elif kind == "Job":

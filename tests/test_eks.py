@@ -570,6 +570,8 @@ def test_rds_snapshots_outlive_the_stack_under_their_own_key_and_a_name_made_onc
     (suffix,) = resources(stack_json, "terraform_data")
     assert db["skip_final_snapshot"] is False
     assert db["final_snapshot_identifier"] == f"gpu-dev-euw1-eks-db-final-${{terraform_data.{suffix}.id}}"
+    # The automated backups outlive the instance too: point-in-time restore to before the deletion.
+    assert db["delete_automated_backups"] is False
     (monitoring,) = [
         k
         for k, v in resources(stack_json, "aws_iam_role_policy_attachment").items()

@@ -291,3 +291,52 @@ def test_contract_carries_the_containerd_template_of_the_installed_k3s(synth):
     _, old = build(synth, k3s_version="v1.30.4+k3s1")
     assert old.cluster.containerd is not None
     assert old.cluster.containerd.config.endswith("/config.toml.tmpl")
+
+
+def _snapshots(access_key="${var.a}", secret_key="${var.s}", **overrides):
+    from gpu_constructs.backup import ObjectStore
+    from gpu_constructs.compute.etcd import EtcdS3, EtcdSnapshots
+
+    store = ObjectStore(bucket="ffe-backups", endpoint="http://minio.lan:9000", path="lab")
+    s3 = EtcdS3.from_object_store(store, access_key=access_key, secret_key=secret_key)
+    return EtcdSnapshots(s3=s3, **overrides)
+
+
+def test_etcd_snapshots_reach_only_the_server_and_its_keys_only_as_a_hash(synth):
+    from cdktf import TerraformVariable
+
+    def go(stack):
+        a = TerraformVariable(stack, "a", type="string", sensitive=True).string_value
+        s = TerraformVariable(stack, "s", type="string", sensitive=True).string_value
+        K3sHostGpuCompute(stack, "compute", props=props(hosts=hosts(2), etcd_snapshots=_snapshots(a, s)))
+
+    found = steps(synth(go))
+    server, agent = found["server-k3s"], found["agent-1-k3s"]
+    triggers = server["triggers_replace"]
+    assert triggers["k3s-install.sh:ETCD_S3_ENDPOINT"] == "minio.lan:9000"
+    assert triggers["k3s-install.sh:ETCD_S3_INSECURE"] == "true"
+    assert triggers["k3s-install.sh:ETCD_S3_FOLDER"] == "lab/k3s"
+    assert triggers["etcd_s3_keys_sha256"] == '${sha256("${var.a}:${var.s}")}'
+    others = {k: v for k, v in triggers.items() if k != "etcd_s3_keys_sha256"}
+    assert "var.a" not in str(others) and "var.s}" not in str(others)
+    assert not [c for c in inline(server) if "var.a" in c or "var.s}" in c]
+    assert not [k for k in agent["triggers_replace"] if "ETCD" in k or "etcd" in k]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"retention": 0}, "'etcd_snapshot_retention' is 0"),
+        ({"schedule_cron": "daily"}, "etcd_snapshot_cron"),
+    ],
+)
+def test_bad_etcd_snapshot_settings_fail_at_synth(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        props(etcd_snapshots=_snapshots(**overrides))
+
+
+def test_single_node_refuses_a_zero_etcd_retention():
+    from environments.single_node import SingleNodeSettings
+
+    with pytest.raises(ConfigError, match="etcd_snapshot_retention"):
+        SingleNodeSettings(etcd_snapshot_retention=0)

@@ -365,7 +365,13 @@ def test_a_release_missing_its_dependency_fails(helm, upstream):
     assert any("needs crd ('cert-manager.io', 'ClusterIssuer')" in p for p in order_problems(broken))
     broken = _without_dependency(stack, "cloudnative-pg", "storage")
     broken = _without_dependency(broken, "postgres_cluster_ACE3EF20", "storage")
+    # Both also wait for the monitoring release (the PodMonitor's CRD), which waits for storage.
+    broken = _without_dependency(broken, "cloudnative-pg", "monitoring")
+    broken = _without_dependency(broken, "postgres_cluster_ACE3EF20", "monitoring")
     assert any("needs storage_class fast-ssd" in p for p in order_problems(broken))
+    broken = _without_dependency(stack, "postgres_cluster_ACE3EF20", "monitoring")
+    broken = _without_dependency(broken, "postgres_cluster_ACE3EF20", "postgres_operator")
+    assert any("('monitoring.coreos.com', 'PodMonitor')" in p for p in order_problems(broken))
 
 
 def test_the_fleet_gitrepo_waits_for_its_crd(helm, upstream):

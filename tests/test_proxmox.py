@@ -14,10 +14,9 @@ from syrupy.extensions.json import JSONSnapshotExtension
 
 import main
 from environments import Instance
+from gpu_constructs.compute.etcd import EtcdS3, EtcdSnapshots
 from gpu_constructs.compute.proxmox import (
     CLOUD_INIT_INPUTS,
-    EtcdS3,
-    EtcdSnapshots,
     GpuDevice,
     ProxmoxProps,
     kube_vip_manifests,

@@ -511,6 +511,80 @@ def test_k3s_first_install_writes_config_and_runs_installer(host: Host):
     assert not (host.state / "k3s.env").exists()
 
 
+def _single_node_k3s_server_step() -> tuple[dict[str, str], dict[str, str]]:
+    """The environment and the secrets file the single-node stack gives its server's k3s-install.sh."""
+    import shlex
+
+    import cdktf
+
+    from environments import Instance
+
+    stack = Instance("single-node", "single-node").build(cdktf.Testing.app())
+    synthesized = json.loads(cdktf.Testing.synth(stack))
+    (step,) = [
+        v for k, v in synthesized["resource"]["terraform_data"].items() if k.startswith("compute_server-k3s")
+    ]
+    files = [p["file"] for p in step["provisioner"] if "file" in p]
+    (secrets,) = [f["content"] for f in files if f["destination"].endswith("k3s-install.sh.env")]
+    commands = [c for p in step["provisioner"] if "remote-exec" in p for c in p["remote-exec"]["inline"]]
+    (command,) = [c for c in commands if c.endswith("k3s-install.sh")]
+    env = dict(
+        word.split("=", 1) for word in shlex.split(command)[2:-2] if not word.startswith("SECRETS_FILE")
+    )
+    secret_env = dict(line.split("=", 1) for line in secrets.splitlines())
+    return env, secret_env
+
+
+def test_k3s_single_node_server_snapshots_etcd_to_the_bucket_with_keys_only_in_its_config(host: Host):
+    """The settings the single-node stack synthesizes reach config.yaml as the k3s settings of
+    EtcdSnapshots.k3s_flags(), with cluster-init (SQLite moves into etcd on the restart); the S3 keys
+    come from the secrets file, are in no trigger or command line, and the file is root-only."""
+    import yaml
+
+    from environments.single_node import SingleNodeSettings
+    from gpu_constructs.compute.etcd import EtcdSnapshots
+
+    env, secret_env = _single_node_k3s_server_step()
+    assert secret_env == {
+        "ETCD_S3_ACCESS_KEY": "${var.backup_access_key_id}",
+        "ETCD_S3_SECRET_KEY": "${var.backup_secret_access_key}",
+        "K3S_TOKEN": "${var.k3s_token}",
+    }
+    assert not [v for v in env.values() if "backup_" in v]
+    _k3s_host(host)
+    # Installed earlier on SQLite, without snapshots: the new settings restart k3s.
+    assert host.run("k3s-install.sh", **_k3s_env(host)).returncode == 0
+    run_env = _k3s_env(host, **{k: v for k, v in env.items() if k.startswith("ETCD_")})
+    keys = "\nETCD_S3_ACCESS_KEY=AKIAEXAMPLE\nETCD_S3_SECRET_KEY=wJalr/K7MDENG+bPxRfiCY=\n"
+    (host.state / "k3s.env").write_text("K3S_TOKEN=" + "t" * 40 + keys)
+    result = host.run("k3s-install.sh", **run_env)
+    assert result.returncode == 0, result.stderr
+    config_file = host.state / "etc" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    settings = SingleNodeSettings()
+    flags = EtcdSnapshots(settings.etcd_snapshot_cron, settings.etcd_snapshot_retention).k3s_flags()
+    assert config["cluster-init"] is True
+    assert {k: config[k] for k in flags} == flags
+    assert config["etcd-s3"] is True and config["etcd-s3-endpoint"] == "s3.amazonaws.com"
+    assert config["etcd-s3-bucket"] == "ffe-backups" and config["etcd-s3-folder"] == "single-node/k3s"
+    assert config["etcd-s3-access-key"] == "AKIAEXAMPLE"
+    assert config["etcd-s3-secret-key"] == "wJalr/K7MDENG+bPxRfiCY="
+    assert "etcd-s3-insecure" not in config
+    assert oct(config_file.stat().st_mode & 0o777) == "0o600"
+    assert (host.state / "restarts").read_text().splitlines() == ["restarted", "restarted"]
+    assert "AKIAEXAMPLE" not in host.log.read_text() + result.stdout + result.stderr
+    assert not (host.state / "k3s.env").exists()
+
+
+def test_k3s_agent_config_has_no_etcd_settings(host: Host):
+    _k3s_host(host)
+    env = _k3s_env(
+        host, K3S_ROLE="agent", K3S_URL="https://192.168.1.100:6443", ETCD_SNAPSHOT_SCHEDULE_CRON="0 * * * *"
+    )
+    assert host.run("k3s-install.sh", **env).returncode == 0
+    assert "etcd" not in (host.state / "etc" / "config.yaml").read_text()
+
+
 def test_k3s_second_run_with_same_settings_does_nothing(host: Host):
     _k3s_host(host)
     host.run("k3s-install.sh", **_k3s_env(host))
@@ -1113,9 +1187,18 @@ case "$sub" in
     case "$*" in *pod/vault-*)
       absent="$(cat "$STATE/absent-polls" 2>/dev/null || echo 0)"
       if [ "$absent" -gt 0 ]; then echo $((absent - 1)) > "$STATE/absent-polls"; exit 1; fi
+      case "$*" in *metadata.uid*) cat "$STATE/uid" 2>/dev/null || echo uid-1 ;; esac
       exit 0 ;;
     esac
     echo ffe-db-1; exit 0 ;;
+  # A deleted Vault pod comes back (a new uid) from the StatefulSet; its init container moves file
+  # storage into raft ($STATE/<pod>.storage) unless $STATE/migrate-fails.
+  delete)
+    echo uid-2 > "$STATE/uid"
+    pod="${3#pod/}"
+    rm -f "$STATE/$pod.unsealed"
+    [ -f "$STATE/migrate-fails" ] || rm -f "$STATE/$pod.storage"
+    exit 0 ;;
   exec) ;;
   *) exit 1 ;;
 esac
@@ -1149,8 +1232,9 @@ case "$1 $2" in
       if [ -f "$STATE/$pod.shamir" ]; then migration=true
       elif [ "$init" = true ] && [ ! -f "$STATE/kms-down" ]; then sealed=false; fi
     fi
-    printf '{\n  "type": "%s",\n  "initialized": %s,\n  "sealed": %s,\n  "t": 1,\n  "migration": %s\n}\n' \
-      "$type" "$init" "$sealed" "$migration"
+    storage="$(cat "$STATE/$pod.storage" 2>/dev/null || echo raft)"
+    printf '{\n  "type": "%s",\n  "initialized": %s,\n  "sealed": %s,\n  "t": 1,\n  "migration": %s,\n  "storage_type": "%s"\n}\n' \
+      "$type" "$init" "$sealed" "$migration" "$storage"
     [ "$sealed" = false ] ;;
   "operator init")
     touch "$STATE/$pod.init"
@@ -1176,7 +1260,7 @@ case "$1 $2" in
   "audit disable") grep -v "^$3 " "$STATE/audit" > "$STATE/audit.new"; mv "$STATE/audit.new" "$STATE/audit" ;;
   "auth list") [ -f "$STATE/k8s-auth" ] && echo '  "kubernetes/": {}'; true ;;
   "auth enable") touch "$STATE/k8s-auth" ;;
-  "policy write") cat > "$STATE/policy.hcl" ;;
+  "policy write") if [ "$3" = vault-snapshot ]; then cat > "$STATE/snapshot-policy.hcl"; else cat > "$STATE/policy.hcl"; fi ;;
   "read -format=json") [ -f "$STATE/db-config" ] ;;
   # Vault logs in with the password it was given: the database must still have the role "vault".
   "write -f")
@@ -1304,6 +1388,44 @@ def test_vault_initialized_with_shamir_migrates_to_the_kms_seal_with_its_key(hos
     assert "vault-0 token= write sys/unseal key=- migrate=true" in _vault_calls(host)
     assert not (host.state / "vault-0.shamir").exists()
     assert "KEY1" not in host.log.read_text()
+
+
+def test_vault_on_file_storage_is_restarted_once_into_raft_and_unsealed(host: Host):
+    """Day 2 of a standalone Vault installed on file storage: the chart's OnDelete update strategy
+    leaves the running pod on its old configuration, so the bootstrap deletes it once; the new pod's
+    init container copies the data into raft, and the restarted (sealed) server is unsealed again."""
+    env = _vault_env(host, SNAPSHOT_SERVICE_ACCOUNT="vault-snapshot")
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    (host.state / "vault-0.storage").write_text("file\n")
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    assert "vault-0 still runs on file storage; restarting it" in result.stdout
+    assert host.calls("k3s kubectl delete") == ["k3s kubectl delete -n vault pod/vault-0 --wait=true"]
+    assert _vault_calls(host).count("vault-0 token= write sys/unseal key=-") == 2
+    assert '"root_token": "hvs.ROOT"' in (host.state / "vault-init.json").read_text()
+    # Raft now: the next run restarts nothing.
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    assert len(host.calls("k3s kubectl delete")) == 1
+
+
+def test_vault_that_does_not_come_back_on_raft_fails_and_says_where_the_data_is(host: Host):
+    env = _vault_env(host)
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    (host.state / "vault-0.storage").write_text("file\n")
+    (host.state / "migrate-fails").touch()
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 1
+    assert "/vault/data/file-storage" in result.stderr and "-c raft-migrate" in result.stderr
+
+
+def test_vault_snapshot_policy_reads_snapshots_only_and_is_bound_to_its_account(host: Host):
+    result = host.run("vault-bootstrap.sh", **_vault_env(host, SNAPSHOT_SERVICE_ACCOUNT="vault-snapshot"))
+    assert result.returncode == 0, result.stderr
+    policy = (host.state / "snapshot-policy.hcl").read_text()
+    assert policy == 'path "sys/storage/raft/snapshot" { capabilities = ["read"] }\n'
+    (role,) = [c for c in _vault_calls(host) if "auth/kubernetes/role/vault-snapshot" in c]
+    assert "bound_service_account_names=vault-snapshot bound_service_account_namespaces=vault" in role
+    assert "policies=vault-snapshot ttl=15m" in role
 
 
 def test_vault_bootstrap_refuses_an_unknown_seal(host: Host):

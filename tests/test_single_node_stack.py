@@ -68,6 +68,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "gpu-operator",
         "vault",
         "vault-operations",
+        "vault-snapshot",
         "cloudnative-pg",
         "ffe-db",
         "ffe-backend",
@@ -85,6 +86,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "networking_firewall-0",
         "networking_cloudflare-secret",
         "vault_seal-secret",
+        "vault_snapshot-secret",
         "postgres_object-store-secret",
         "vault_bootstrap",
     }

@@ -30,7 +30,7 @@ def vault_values(synthesized):
 def test_standalone_by_default_on_fast_storage(synth, upstream):
     synthesized, _ = build(synth)
     values = vault_values(synthesized)
-    assert values["server"]["standalone"] == {"enabled": True}
+    assert values["server"]["standalone"]["enabled"] is True
     assert values["server"]["ha"] == {"enabled": False}
     assert values["server"]["dataStorage"]["storageClass"] == "fast-ssd"
     assert values["injector"]["enabled"] is True
@@ -217,7 +217,13 @@ def _build_sealed(synth, **overrides):
     return synth(go), made["v"]
 
 
-@pytest.mark.parametrize(("ha", "storage"), [(False, 'storage "file"'), (True, 'storage "raft"')])
+@pytest.mark.parametrize(
+    ("ha", "storage"),
+    [
+        (False, 'storage "raft" {\n  path    = "/vault/data"\n  node_id = "vault-0"\n}'),
+        (True, 'storage "raft"'),
+    ],
+)
 def test_rendered_servers_unseal_themselves_with_the_kms_key_after_any_restart(
     synth, helm, upstream, ha, storage
 ):
@@ -262,10 +268,8 @@ def test_kms_credentials_reach_the_cluster_only_through_the_seal_secret_step(syn
 def test_without_a_seal_the_servers_use_shamir_keys(synth):
     synthesized, _ = build(synth, bootstrap_host=HOST)
     values = vault_values(synthesized)
-    assert (
-        "config" not in values["server"]["standalone"]
-        and "extraSecretEnvironmentVars" not in values["server"]
-    )
+    assert "seal" not in values["server"]["standalone"]["config"]
+    assert "extraSecretEnvironmentVars" not in values["server"]
     (step,) = resources(synthesized, "terraform_data").values()
     command = next(p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p)
     assert "SEAL='shamir'" in command
@@ -283,3 +287,48 @@ def test_operations_guide_with_the_kms_seal_says_restarts_need_nothing(synth):
     guide = operations(synthesized)["data"]["README.md"]
     assert "Nothing to do: the servers unseal themselves with the AWS KMS key" in guide
     assert "recovery key" in guide and "unseal.sh" not in guide
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+def test_rendered_standalone_server_runs_on_raft_after_migrating_file_storage(synth, helm, upstream, sealed):
+    """Standalone Vault on integrated storage through the real chart: the server's configuration has a
+    raft stanza with the node id the migration writes, and an init container on the same data
+    volume copies an earlier file storage into raft before the server starts."""
+    from tests.render import render_release
+
+    if sealed:
+        synthesized, _ = _build_sealed(synth)
+    else:
+        synthesized, _ = build(synth, bootstrap_host=HOST)
+    validate_values(vault_values(synthesized), upstream / "vault-helm" / "values.schema.json")
+    objects = render_release(synthesized, "vault")
+    (config_map,) = [
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "vault-config"
+    ]
+    config = config_map["data"]["extraconfig-from-values.hcl"]
+    assert 'storage "raft" {\n  path    = "/vault/data"\n  node_id = "vault-0"\n}' in config
+    assert 'storage "file"' not in config
+    assert ('seal "awskms"' in config) is sealed
+    (statefulset,) = [o for o in objects if o["kind"] == "StatefulSet"]
+    spec = statefulset["spec"]["template"]["spec"]
+    (server,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    assert env["VAULT_CLUSTER_ADDR"] == "https://$(HOSTNAME).vault-internal:8201"
+    (migrate,) = spec["initContainers"]
+    assert migrate["image"] == server["image"]
+    assert {"name": "data", "mountPath": "/vault/data"} in migrate["volumeMounts"]
+    assert "vault operator migrate" in migrate["command"][2]
+    migrate_env = {e["name"]: e["value"] for e in migrate["env"]}
+    assert migrate_env["CLUSTER_ADDR"] == "https://vault-0.vault-internal:8201"
+    assert migrate_env["NODE_ID"] == "vault-0"
+    assert [t["metadata"]["name"] for t in statefulset["spec"]["volumeClaimTemplates"]] == ["data", "audit"]
+
+
+def test_snapshot_retention_must_be_positive():
+    from gpu_constructs.backup import ObjectStore
+    from gpu_constructs.database import ObjectStoreAccess
+    from gpu_constructs.vault import VaultSnapshots
+
+    access = ObjectStoreAccess("${var.a}", "${var.b}", HOST)
+    with pytest.raises(ConfigError, match="vault_snapshot_retention_days"):
+        VaultSnapshots(ObjectStore(bucket="ffe-backups"), access, retention_days=0)

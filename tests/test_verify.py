@@ -107,6 +107,8 @@ def test_every_platform_component_of_a_stack_is_checked(serve):
         "vault unsealed",
         "postgresql ffe/ffe-db",
         "postgresql backup ffe/ffe-db",
+        "backup vault/vault-backup",
+        "k3s etcd snapshots",
         "storageclass fast-ssd",
         "storageclass backup",
         "deployment ffe/ffe-backend",
@@ -377,6 +379,63 @@ def node_outside_the_firewall(fake: FakeKube) -> None:
     fake.objects[path]["status"]["nodes"].pop()
 
 
+ETCD_SNAPSHOT = "/apis/k3s.cattle.io/v1/etcdsnapshotfiles/s3-etcd-snapshot-server-1764640800-1a2b3c"
+
+
+def etcd_snapshot_too_old(fake: FakeKube) -> None:
+    fake.objects[ETCD_SNAPSHOT]["status"]["creationTime"] = _ago(30)
+
+
+def etcd_snapshot_failed_since(fake: FakeKube) -> None:
+    fake.put(
+        "/apis/k3s.cattle.io/v1/etcdsnapshotfiles/s3-etcd-snapshot-server-1764648000-4d5e6f",
+        {
+            "spec": {"snapshotName": "etcd-snapshot-server-1764648000", "s3": {"bucket": "ffe-backups"}},
+            "status": {
+                "readyToUse": False,
+                "creationTime": _ago(1),
+                "error": {"time": _ago(1), "message": "Access Denied"},
+            },
+        },
+    )
+
+
+def etcd_snapshot_only_local(fake: FakeKube) -> None:
+    del fake.objects[ETCD_SNAPSHOT]["spec"]["s3"]
+
+
+def vault_snapshot_too_old(fake: FakeKube) -> None:
+    job = fake.objects["/apis/batch/v1/namespaces/vault/jobs/vault-backup-29400000"]
+    job["status"]["completionTime"] = _ago(30)
+
+
+def vault_snapshot_failed(fake: FakeKube) -> None:
+    fake.put(
+        "/apis/batch/v1/namespaces/vault/jobs/vault-backup-29401440",
+        {
+            "metadata": {
+                "namespace": "vault",
+                "creationTimestamp": _ago(0.5),
+                "ownerReferences": [
+                    {"apiVersion": "batch/v1", "kind": "CronJob", "name": "vault-backup", "uid": "u1"}
+                ],
+            },
+            "spec": {"template": {"spec": {"containers": [{"name": "upload"}]}}},
+            "status": {
+                "failed": 3,
+                "conditions": [
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "BackoffLimitExceeded",
+                        "message": "sealed",
+                    }
+                ],
+            },
+        },
+    )
+
+
 FAILURES = [
     ("lke", node_outside_the_firewall, "cloud firewall kube-system/primary", "not in firewall 123456: "),
     (
@@ -391,6 +450,11 @@ FAILURES = [
         "gpu runtime nvidia",
         "no pod with runtimeClassName nvidia runs there",
     ),
+    ("single-node", etcd_snapshot_too_old, "k3s etcd snapshots", "newest snapshot on S3 30h00m ago"),
+    ("single-node", etcd_snapshot_failed_since, "k3s etcd snapshots", "a later one failed: Access Denied"),
+    ("single-node", etcd_snapshot_only_local, "k3s etcd snapshots", "no usable snapshot on S3"),
+    ("single-node", vault_snapshot_too_old, "backup vault/vault-backup", "last good run 30h00m ago"),
+    ("single-node", vault_snapshot_failed, "backup vault/vault-backup", "last good run 2h00m ago"),
     ("single-node", gpu_not_allocatable, "gpu allocatable", "nvidia.com/gpu=0, expected 1"),
     ("single-node", vault_sealed, "vault unsealed", "vault-0: sealed (0/1 keys): unseal with unseal.sh"),
     (
@@ -981,6 +1045,7 @@ KINDS = {
     "certificates": ("cert-manager.io/v1", "Certificate"),
     "clusters": ("postgresql.cnpg.io/v1", "Cluster"),
     "cloudfirewalls": ("networking.linode.com/alpha1v1", "CloudFirewall"),
+    "etcdsnapshotfiles": ("k3s.cattle.io/v1", "ETCDSnapshotFile"),
 }
 
 
@@ -995,7 +1060,8 @@ def test_the_fake_serves_objects_the_real_schemas_accept(stack, upstream):
         "/apis/batch/v1/namespaces/gpu-verify/jobs",
         json.dumps(checks.gpu_job_manifest(expected_for(stack), "gpu-verify-schema", FAST_JOB)).encode(),
     )
-    no_schema_here = {"Certificate", "Cluster"}  # ../shared/upstream has no cert-manager or CNPG CRD for them
+    # ../shared/upstream has no cert-manager, CNPG or k3s CRD for them
+    no_schema_here = {"Certificate", "Cluster", "ETCDSnapshotFile"}
     checked = 0
     for path, obj in fake.objects.items():
         api_version, kind = KINDS[path.rsplit("/", 2)[1]]

@@ -36,7 +36,7 @@ CRDS = {
         ("monitoring.coreos.com/v1", kind): (
             f"charts/kube-prometheus-stack-88.5.3/charts/crds/crds/crd-{kind.lower()}s.yaml"
         )
-        for kind in ("PrometheusRule", "ServiceMonitor")
+        for kind in ("PodMonitor", "PrometheusRule", "ServiceMonitor")
     },
 }
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from gpu_constructs.compute.base import GpuCompute, NodeGroup, PlatformFacts
     from gpu_constructs.compute.eks import EksGpuCompute, EksProps
     from gpu_constructs.compute.eks_cluster import EksSystemCluster, EksSystemClusterProps
+    from gpu_constructs.compute.etcd import EtcdS3, EtcdSnapshots
     from gpu_constructs.compute.k3d import K3dGpuCompute, K3dProps
     from gpu_constructs.compute.k3s_host import K3sHostGpuCompute, K3sHostProps
     from gpu_constructs.compute.karpenter import (
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     )
     from gpu_constructs.compute.lke import LkeGpuCompute, LkeProps
     from gpu_constructs.compute.proxmox import (
-        EtcdS3,
-        EtcdSnapshots,
         GpuDevice,
         ProxmoxGpuCompute,
         ProxmoxProps,
@@ -42,8 +41,8 @@ _EXPORTS = {
     "EksProps": "eks",
     "EksSystemCluster": "eks_cluster",
     "EksSystemClusterProps": "eks_cluster",
-    "EtcdS3": "proxmox",
-    "EtcdSnapshots": "proxmox",
+    "EtcdS3": "etcd",
+    "EtcdSnapshots": "etcd",
     "GpuCompute": "base",
     "GpuDevice": "proxmox",
     "K3dGpuCompute": "k3d",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cdktf import DataResource
+from cdktf import DataResource, Fn
 from constructs import Construct
 
 from gpu_constructs import validate, versions
@@ -23,6 +23,7 @@ from gpu_constructs.cluster import (
     k3s_containerd,
 )
 from gpu_constructs.compute.base import NodeGroup, PlatformFacts, k3s_platform
+from gpu_constructs.compute.etcd import SECRET_FLAGS, EtcdSnapshots
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script, run_scripts
 
@@ -68,6 +69,11 @@ class K3sHostProps:
     local scripts') checks the host's key, so a host that answers with another key is never handed
     the cluster token. False connects to whatever answers at the address (a lab that rebuilds hosts
     often); the first connection then trusts any key."""
+    etcd_snapshots: EtcdSnapshots | None = None
+    """Scheduled snapshots of the server's datastore, with ``s3`` sent off the node. They need embedded
+    etcd, so the server runs with ``cluster-init``: k3s moves an existing SQLite datastore into etcd
+    when it restarts with it (docs.k3s.io/datastore/ha-embedded, "Existing single-node clusters").
+    None keeps k3s' default SQLite, which k3s cannot snapshot."""
     disable: tuple[str, ...] = ("traefik", "local-storage")
     """Bundled k3s components to switch off. Traefik is installed by Networking with a pinned chart;
     local-storage (k3s' local-path provisioner and its ``local-path`` class, marked default) by Storage,
@@ -113,10 +119,17 @@ class K3sHostProps:
                 self.service_cidr,
                 f"it overlaps cluster_cidr {self.cluster_cidr}; pick disjoint networks",
             )
+        if self.etcd_snapshots is not None:
+            self.etcd_snapshots.check()
         for item in self.disable:
             validate.one_of(
                 "disable", item, ("traefik", "servicelb", "local-storage", "metrics-server", "coredns")
             )
+
+
+def etcd_env_name(flag: str) -> str:
+    """The environment variable k3s-install.sh reads a k3s setting from: etcd-s3-bucket, ETCD_S3_BUCKET."""
+    return flag.upper().replace("-", "_")
 
 
 class K3sHostGpuCompute(Construct):
@@ -191,7 +204,7 @@ class K3sHostGpuCompute(Construct):
                     host=host,
                     runs=runs,
                     depends_on=after,
-                    extra_triggers={"cluster": self.datastore.id},
+                    extra_triggers={"cluster": self.datastore.id, **self._etcd_s3_triggers(role)},
                 )
             )
 
@@ -281,6 +294,13 @@ class K3sHostGpuCompute(Construct):
             return [], []
         return ["=".join(GPU_LABEL)], [str(GPU_TAINT)] if self.props.taint_gpu_nodes else []
 
+    def _etcd_s3_triggers(self, role: str) -> dict[str, str]:
+        """New S3 keys re-run the server's step, so they reach config.yaml; only their hash is kept."""
+        snapshots = self.props.etcd_snapshots
+        if role != "server" or snapshots is None or snapshots.s3 is None:
+            return {}
+        return {"etcd_s3_keys_sha256": Fn.sha256(f"{snapshots.s3.access_key}:{snapshots.s3.secret_key}")}
+
     def _k3s_run(self, role: str, host: SshHost, server_url: str) -> ScriptRun:
         props = self.props
         env = {"K3S_ROLE": role, "K3S_VERSION": props.k3s_version, "NODE_IP": host.address}
@@ -296,4 +316,11 @@ class K3sHostGpuCompute(Construct):
                 env["DISABLE"] = " ".join(props.disable)
         else:
             env["K3S_URL"] = server_url
-        return ScriptRun("k3s-install.sh", env, secret_env={"K3S_TOKEN": props.k3s_token})
+        secret_env = {"K3S_TOKEN": props.k3s_token}
+        if role == "server" and props.etcd_snapshots is not None:
+            # k3s-install.sh writes each setting NAME as ETCD_... below into config.yaml; the S3 keys
+            # go through the secrets file with the token.
+            for name, value in props.etcd_snapshots.k3s_flags().items():
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                (secret_env if name in SECRET_FLAGS else env)[etcd_env_name(name)] = text
+        return ScriptRun("k3s-install.sh", env, secret_env=secret_env)

@@ -29,6 +29,7 @@ from gpu_constructs.cluster import (
     k3s_containerd,
 )
 from gpu_constructs.compute.base import NodeGroup, PlatformFacts, k3s_platform
+from gpu_constructs.compute.etcd import EtcdSnapshots
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import ScriptRun, run_local_script, script_literal
 from gpu_constructs.jupyterhub import USER_NODE_LABEL
@@ -127,78 +128,6 @@ class GpuDevice:
                 self.subsystem_id,
                 "give the subsystem vendor:device id from `lspci -nn -v`, e.g. 10de:145f",
             )
-
-
-@dataclass(frozen=True)
-class EtcdS3:
-    """An S3-compatible target for the etcd snapshots (k3s's etcd-s3-* flags)."""
-
-    endpoint: str
-    """Host and optional port, no scheme: s3.amazonaws.com, minio.example.com:9000."""
-    bucket: str
-    access_key: str
-    """A reference to a sensitive variable."""
-    secret_key: str
-    """A reference to a sensitive variable, never the key itself."""
-    region: str = "us-east-1"
-    folder: str = ""
-    insecure: bool = False
-    """Plain HTTP (a lab MinIO without TLS)."""
-
-    def check(self) -> None:
-        if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?", self.endpoint):
-            raise ConfigError(
-                "etcd_s3.endpoint", self.endpoint, "give host[:port] without a scheme, e.g. s3.amazonaws.com"
-            )
-        if not validate.is_reference(self.bucket) and not re.fullmatch(
-            r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.bucket
-        ):
-            raise ConfigError("etcd_s3.bucket", self.bucket, "give an S3 bucket name, e.g. etcd-snapshots")
-        for name, value in (("access_key", self.access_key), ("secret_key", self.secret_key)):
-            if not validate.is_reference(value):
-                raise ConfigError(
-                    f"etcd_s3.{name}", "(hidden)", "pass a sensitive variable reference, never the key itself"
-                )
-        if self.folder and not re.fullmatch(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", self.folder):
-            raise ConfigError("etcd_s3.folder", self.folder, "give a relative folder such as proxmox-ha")
-
-
-@dataclass(frozen=True)
-class EtcdSnapshots:
-    """Scheduled snapshots of the embedded etcd, kept on each server and, with ``s3``, off the node."""
-
-    schedule_cron: str = "0 */6 * * *"
-    retention: int = 28
-    """Snapshots kept per server (and in S3): 28 at six-hourly is a week."""
-    s3: EtcdS3 | None = None
-
-    def check(self) -> None:
-        validate.cron("etcd_snapshot_cron", self.schedule_cron)
-        validate.int_range("etcd_snapshot_retention", self.retention, 1, 1000)
-        if self.s3:
-            self.s3.check()
-
-    def k3s_flags(self) -> dict[str, Any]:
-        flags: dict[str, Any] = {
-            "etcd-snapshot-schedule-cron": self.schedule_cron,
-            "etcd-snapshot-retention": self.retention,
-        }
-        if self.s3:
-            flags.update(
-                {
-                    "etcd-s3": True,
-                    "etcd-s3-endpoint": self.s3.endpoint,
-                    "etcd-s3-bucket": self.s3.bucket,
-                    "etcd-s3-region": self.s3.region,
-                    "etcd-s3-access-key": self.s3.access_key,
-                    "etcd-s3-secret-key": self.s3.secret_key,
-                }
-            )
-            if self.s3.folder:
-                flags["etcd-s3-folder"] = self.s3.folder
-            if self.s3.insecure:
-                flags["etcd-s3-insecure"] = True
-        return flags
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,25 @@
 #   NODE_TAINTS     space-separated key=value:Effect taints
 #   DISABLE         space-separated bundled components to switch off (server)
 #   CLUSTER_CIDR, SERVICE_CIDR (server)
+#   ETCD_SNAPSHOT_SCHEDULE_CRON  server: embedded etcd (cluster-init) with scheduled snapshots; with it
+#                   ETCD_SNAPSHOT_RETENTION and, to send them to S3, ETCD_S3=true, ETCD_S3_ENDPOINT,
+#                   ETCD_S3_BUCKET, ETCD_S3_REGION, ETCD_S3_FOLDER, ETCD_S3_INSECURE, and in SECRETS_FILE
+#                   ETCD_S3_ACCESS_KEY and ETCD_S3_SECRET_KEY. They go to config.yaml (mode 0600) as
+#                   the k3s settings of the same names (etcd-snapshot-schedule-cron, ...). A server
+#                   that ran on SQLite moves its datastore into etcd when it restarts with cluster-init.
 set -euo pipefail
 
 if [ -n "${SECRETS_FILE:-}" ]; then
   trap 'rm -f "$SECRETS_FILE"' EXIT
-  while IFS='=' read -r name value; do
-    case "$name" in K3S_TOKEN) K3S_TOKEN="$value" ;; esac
+  # Split at the first '=' only: a secret may contain and end with '='. The ETCD_S3_* keys are read
+  # by name in render_config.
+  # shellcheck disable=SC2034
+  while IFS= read -r line; do
+    case "${line%%=*}" in
+      K3S_TOKEN) K3S_TOKEN="${line#*=}" ;;
+      ETCD_S3_ACCESS_KEY) ETCD_S3_ACCESS_KEY="${line#*=}" ;;
+      ETCD_S3_SECRET_KEY) ETCD_S3_SECRET_KEY="${line#*=}" ;;
+    esac
   done <"$SECRETS_FILE"
 fi
 
@@ -43,6 +56,20 @@ if [ "$role" = "agent" ] && [ -z "${K3S_URL:-}" ]; then
   exit 2
 fi
 
+# yaml_scalar VALUE: a number or true as it is, anything else as a double-quoted YAML string.
+yaml_scalar() {
+  case "$1" in
+    true | false) printf '%s' "$1" ;;
+    '' | *[!0-9]*)
+      local escaped="${1//\\/\\\\}"
+      printf '"%s"' "${escaped//\"/\\\"}"
+      ;;
+    *) printf '%s' "$1" ;;
+  esac
+}
+etcd_settings=(etcd-snapshot-schedule-cron etcd-snapshot-retention etcd-s3 etcd-s3-endpoint etcd-s3-bucket
+  etcd-s3-region etcd-s3-folder etcd-s3-insecure etcd-s3-access-key etcd-s3-secret-key)
+
 render_config() {
   echo "# Written by gpu_constructs; changes here are overwritten on the next apply."
   echo "node-ip: ${node_ip}"
@@ -55,6 +82,16 @@ render_config() {
     if [ -n "${DISABLE:-}" ]; then
       echo "disable:"
       for item in $DISABLE; do echo "  - ${item}"; done
+    fi
+    if [ -n "${ETCD_SNAPSHOT_SCHEDULE_CRON:-}" ]; then
+      echo "cluster-init: true"
+      local setting variable
+      for setting in "${etcd_settings[@]}"; do
+        variable="$(tr 'a-z-' 'A-Z_' <<<"$setting")"
+        if [ -n "${!variable:-}" ]; then
+          echo "${setting}: $(yaml_scalar "${!variable}")"
+        fi
+      done
     fi
   fi
   if [ -n "${NODE_LABELS:-}" ]; then
@@ -80,7 +117,8 @@ if [ "$installed" = "$version" ] && [ "$new_config" = "$old_config" ] && [ "$act
   exit 0
 fi
 
-printf '%s\n' "$new_config" >"$config"
+# Created root-only: it may hold the object store's keys.
+(umask 077 && printf '%s\n' "$new_config" >"$config")
 chmod 600 "$config"
 echo "k3s-install: installing k3s ${role} ${version} (installed now: ${installed:-none}, ${service} active: ${active})."
 curl -sfL https://get.k3s.io \

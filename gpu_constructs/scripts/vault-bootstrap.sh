@@ -20,6 +20,13 @@
 #   INIT_FILE        default /root/vault-init.json
 #   WAIT_SECONDS     how long each pod may take to run and answer 'vault status' (default 600)
 #   POLL_SECONDS     pause between two 'vault status' tries (default 5)
+#   SNAPSHOT_SERVICE_ACCOUNT  the raft snapshot CronJob's service account in VAULT_NAMESPACE: gets the
+#                    policy and Kubernetes auth role vault-snapshot, allowed to read a raft snapshot only
+#
+# A server still running on file storage (a standalone Vault installed before its storage became
+# raft) is restarted once: the chart's update strategy (OnDelete) leaves a running pod on its old
+# configuration, and the new pod's init container (vault-raft-migrate.sh) copies the file storage into
+# raft storage before the server starts.
 #
 # The init file is never overwritten: 'vault operator init' writes to a temporary file that is moved
 # into place only when it succeeded, and only after Vault answered that it is uninitialized.
@@ -144,6 +151,28 @@ if [ ! -s "$init_file" ]; then
   exit 0
 fi
 
+# storage_type POD: the storage 'vault status' reports (file, raft); empty while Vault does not answer.
+storage_type() {
+  vault_ "$1" status -format=json 2>/dev/null | sed -n 's/^  "storage_type": "\([a-z]*\)",\{0,1\}$/\1/p' || true
+}
+# Only here, with the key to unseal it again at hand (or the KMS seal), is a server restarted.
+if [ "$(storage_type "$leader")" = file ]; then
+  echo "vault-bootstrap: ${leader} still runs on file storage; restarting it to copy its data into raft storage."
+  uid="$(kubectl_ get -n "$ns" "pod/${leader}" -o jsonpath='{.metadata.uid}')"
+  kubectl_ delete -n "$ns" "pod/${leader}" --wait=true >/dev/null
+  deadline=$((SECONDS + wait_seconds))
+  until [ "$(kubectl_ get -n "$ns" "pod/${leader}" -o jsonpath='{.metadata.uid}' 2>/dev/null || true)" != "$uid" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || { echo "ERROR: ${leader} was not re-created within ${wait_seconds}s." >&2; exit 1; }
+    sleep "$poll_seconds"
+  done
+  wait_running "$leader"
+  if [ "$(answered_status "$leader" initialized)" != true ] || [ "$(storage_type "$leader")" != raft ]; then
+    echo "ERROR: ${leader} did not come back initialized on raft storage; its file storage is kept in" >&2
+    echo "/vault/data/file-storage. See 'k3s kubectl logs -n ${ns} ${leader} -c raft-migrate'." >&2
+    exit 1
+  fi
+fi
+
 # auto_unsealed POD KEY: waits (bounded) until an auto-unsealing server has unsealed itself. A server
 # whose data is still sealed with Shamir keys (initialized before the seal was configured) asks for a
 # seal migration: it is given the Shamir key with migrate=true, after which that key is a recovery key.
@@ -256,6 +285,16 @@ vault_ "$leader" write "auth/kubernetes/role/${policy}" \
   bound_service_account_names="$app_sa" \
   bound_service_account_namespaces="$app_ns" \
   policies="$policy" ttl=1h >/dev/null
+
+# The raft snapshot CronJob: reading a snapshot is all its token can do, for 15 minutes.
+if [ -n "${SNAPSHOT_SERVICE_ACCOUNT:-}" ]; then
+  printf '%s\n' 'path "sys/storage/raft/snapshot" { capabilities = ["read"] }' |
+    vault_in "$leader" policy write vault-snapshot - >/dev/null
+  vault_ "$leader" write auth/kubernetes/role/vault-snapshot \
+    bound_service_account_names="$SNAPSHOT_SERVICE_ACCOUNT" \
+    bound_service_account_namespaces="$ns" \
+    policies=vault-snapshot ttl=15m max_ttl=15m >/dev/null
+fi
 
 # The application's secret. The Vault agent's init container renders secret/data/<env>/app before
 # the application starts and keeps retrying while it does not exist, so the pod would never start.

@@ -719,7 +719,11 @@ def postgres_backup(
     )
 
 
-def cron_job(api: client.ApiClient, namespace: str, name: str) -> Result:
+def cron_job(
+    api: client.ApiClient, namespace: str, name: str, now: Callable[[], float] = time.time
+) -> Result:
+    """The last run of a backup CronJob and the age of its newest successful one (the Jobs it keeps:
+    successfulJobsHistoryLimit), held to the age a daily backup may have."""
     check = f"backup {namespace}/{name}"
     jobs = [
         job
@@ -730,12 +734,50 @@ def cron_job(api: client.ApiClient, namespace: str, name: str) -> Result:
     if not finished:
         return Result(check, SKIP, "no run finished yet" + (f" ({len(jobs)} running)" if jobs else ""))
     last = max(finished, key=lambda j: j.metadata.creation_timestamp)
-    if last.status.succeeded:
+    good = [j for j in finished if j.status.succeeded and j.status.completion_time]
+    newest = max((j.status.completion_time for j in good), default=None)
+    age = f"last good run {_hours(now() - newest.timestamp())} ago" if newest else "no good run kept"
+    if not last.status.succeeded:
+        _, why = _ready(last.status.conditions, "Complete")
+        return Result(check, FAIL, f"last run {last.metadata.name} failed: {why}; {age}")
+    assert newest is not None
+    if now() - newest.timestamp() > BASE_BACKUP_MAX_AGE:
+        return Result(check, FAIL, f"{age}: older than {_hours(BASE_BACKUP_MAX_AGE)}")
+    return Result(check, PASS, f"{age} ({last.metadata.name} at {last.status.completion_time})")
+
+
+def etcd_snapshots(api: client.ApiClient, s3: bool, now: Callable[[], float] = time.time) -> Result:
+    """The age of k3s' newest good etcd snapshot (on S3 where the stack sends them there), from the
+    ETCDSnapshotFile objects k3s keeps for every snapshot (k3s.cattle.io/v1, cluster-scoped; status
+    readyToUse, creationTime and error). Prometheus does not see them: neither k3s nor
+    kube-state-metrics' default collectors export them as metrics."""
+    check = "k3s etcd snapshots"
+    items = client.CustomObjectsApi(api).list_cluster_custom_object(
+        "k3s.cattle.io", "v1", "etcdsnapshotfiles", _request_timeout=T
+    )["items"]
+    where = "on S3" if s3 else "on the servers"
+    kept = [i for i in items if not s3 or (i.get("spec") or {}).get("s3")]
+
+    def created(item: dict[str, Any]) -> str:
+        return (item.get("status") or {}).get("creationTime") or item["metadata"]["creationTimestamp"]
+
+    good = [i for i in kept if (i.get("status") or {}).get("readyToUse")]
+    failed = [i for i in kept if (i.get("status") or {}).get("error")]
+    at = now()
+    if not good:
         return Result(
-            check, PASS, f"last run {last.metadata.name} succeeded at {last.status.completion_time}"
+            check, FAIL, f"no usable snapshot {where}" + (f"; {len(failed)} failed" if failed else "")
         )
-    _, why = _ready(last.status.conditions, "Complete")
-    return Result(check, FAIL, f"last run {last.metadata.name} failed: {why}")
+    newest = max(good, key=lambda i: _age(created(i), at) * -1)
+    age = _age(created(newest), at)
+    evidence = f"newest snapshot {where} {_hours(age)} ago ({newest['spec'].get('snapshotName', '?')})"
+    newer_failures = [i for i in failed if _age(created(i), at) < age]
+    if newer_failures:
+        error = newer_failures[0]["status"]["error"]
+        return Result(check, FAIL, f"{evidence}; a later one failed: {error.get('message', error)}")
+    if age > BASE_BACKUP_MAX_AGE:
+        return Result(check, FAIL, f"{evidence}: older than {_hours(BASE_BACKUP_MAX_AGE)}")
+    return Result(check, PASS, evidence)
 
 
 def condition_object(
@@ -830,6 +872,9 @@ def platform(
             yield f"postgresql backup {ns}/{name}", partial(postgres_backup, api, ns, name)
     for ns, name in _objects(expected, "batch/v1", "CronJob"):
         yield f"backup {ns}/{name}", partial(cron_job, api, ns, name)
+    if expected.etcd_snapshots is not None:
+        s3 = expected.etcd_snapshots.s3 is not None
+        yield "k3s etcd snapshots", partial(etcd_snapshots, api, s3)
     for ns, name in _objects(expected, "batch/v1", "Job"):
         yield f"job {ns}/{name}", partial(job_object, api, ns, name)
     for ns, name in _objects(expected, "networking.linode.com/alpha1v1", "CloudFirewall"):
