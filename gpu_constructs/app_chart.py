@@ -509,7 +509,10 @@ class AppChart(Construct):
                         "type": "Container",
                         "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
                         "default": {"memory": "512Mi"},
-                        "max": {GPU_RESOURCE: str(max(self.props.gpus, 1))},
+                        # No GPU here: the API server turns a ``max`` into the default limit of
+                        # every container (SetDefaults_LimitRangeItem) and refuses a container
+                        # without one, so the injected Vault agent and the database's pods would
+                        # each be given a GPU or refused. The ResourceQuota caps the namespace.
                     }
                 ]
             },
