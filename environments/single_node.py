@@ -37,7 +37,7 @@ from gpu_constructs.database import ObjectStoreAccess, Postgres, PostgresProps
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.helm import ValuesLayers
-from gpu_constructs.hostexec import HOST_KEY_PATTERN, SshHost
+from gpu_constructs.hostexec import HOST_KEY_IN_TEXT, SshHost
 from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
 from gpu_constructs.networking import ACME_SOLVERS, Networking, NetworkingProps
 from gpu_constructs.storage import Storage, StorageProps
@@ -266,9 +266,10 @@ class SingleNodeStack(TerraformStack):
                 "ssh_host_keys",
                 type="list(string)",
                 description=(
-                    "Public SSH host key of each host, in gpu_node_ips order, as '<type> <base64>': "
-                    "ssh-keyscan -t ed25519 <ip> | cut -d' ' -f2- (compare its fingerprint with "
-                    "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host's console)."
+                    "SSH host keys of each host, in gpu_node_ips order: the output of "
+                    "'ssh-keyscan <ip>' (every key type, one a line; compare 'ssh-keygen -lf' of it "
+                    "with 'ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub' on the host's console). The "
+                    "stack pins the key Terraform's SSH client negotiates (ECDSA on a stock host)."
                 ),
                 validation=[
                     rule(
@@ -276,9 +277,10 @@ class SingleNodeStack(TerraformStack):
                         f"ssh_host_keys must list exactly {hosts_count} key(s), one per gpu_node_ips entry.",
                     ),
                     rule(
-                        f'alltrue([for k in var.ssh_host_keys : can(regex("^{HOST_KEY_PATTERN}$", k))])',
-                        "Every ssh_host_keys entry must be a public key such as 'ssh-ed25519 AAAAC3Nza...' "
-                        "(ssh-keyscan's output without the address).",
+                        "alltrue([for k in var.ssh_host_keys : "
+                        f'length(regexall("{HOST_KEY_IN_TEXT}", k)) > 0])',
+                        "Every ssh_host_keys entry must hold the host's public keys as 'ssh-keyscan <ip>' "
+                        "prints them, e.g. '192.168.1.100 ecdsa-sha2-nistp256 AAAAE2Vj...' (one a line).",
                     ),
                 ],
             )

@@ -270,8 +270,35 @@ def test_a_host_without_a_host_key_is_refused_unless_the_check_is_switched_off(s
 
 
 def test_a_malformed_host_key_fails_at_synth():
-    with pytest.raises(ConfigError, match=r"'host_key' is 'SHA256:abc': give the key as '<type> <base64>'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'host_key' is 'SHA256:abc': give the host's keys as 'ssh-keyscan <address>' prints",
+    ):
         SshHost("192.168.1.100", "ubuntu", "~/.ssh/id", host_key="SHA256:abc")
+
+
+ECDSA_KEY = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5YRrYMjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg="
+RSA_KEY = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"
+
+
+def test_a_host_given_every_key_type_pins_the_one_terraform_negotiates(synth):
+    """ssh-keyscan's output of a stock Ubuntu host: Terraform's Go client picks ECDSA, so that is
+    the key every connection (and the local scripts) must check."""
+    keyscan = "\n".join(
+        [
+            "# 192.168.1.100:22 SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13.5",
+            f"192.168.1.100 {RSA_KEY}",
+            f"192.168.1.100 {HOST_KEY}",
+            f"192.168.1.100 {ECDSA_KEY}",
+        ]
+    )
+    host = SshHost("192.168.1.100", "ubuntu", "~/.ssh/id_ed25519", host_key=keyscan)
+    synthesized, _ = build(synth, hosts=[host])
+    found = steps(synthesized)
+    assert found["server-k3s"]["connection"]["host_key"] == ECDSA_KEY
+    assert found["kubeconfig"]["provisioner"][0]["local-exec"]["environment"]["HOST_KEY"] == ECDSA_KEY
+    without_ecdsa = SshHost("192.168.1.100", "ubuntu", "~/.ssh/id", host_key=f"{HOST_KEY}\n{RSA_KEY}")
+    assert without_ecdsa.pinned_host_key == RSA_KEY
 
 
 def test_bad_host_address_fails():

@@ -38,6 +38,7 @@ TERRAFORM_REFERENCES = (
     "ip}",
     "join(",
     "sha256(",
+    "flatten([for t in ",
 )
 
 
@@ -185,7 +186,11 @@ def test_good_variables_pass_terraform_validation(variables_dir):
         ("public_address", "example.com", "public_address must be empty or an IPv4 address"),
         ("cloudflare_api_token", "not a token!", "cloudflare_api_token must be a Cloudflare API token"),
         ("ssh_host_keys", "[]", "ssh_host_keys must list exactly 1 key(s)"),
-        ("ssh_host_keys", '["SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"]', "must be a public key"),
+        (
+            "ssh_host_keys",
+            '["SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"]',
+            "must hold the host's public keys",
+        ),
         ("ssh_host_keys", None, "No value for required variable"),
         ("vault_kms_region", "Europe", "vault_kms_region must be an AWS region such as eu-west-1"),
         ("vault_kms_key_id", "my key", "vault_kms_key_id must be a KMS key id, key ARN or alias/<name>"),
@@ -539,7 +544,85 @@ def test_every_ssh_connection_checks_the_host_key_from_the_variable(stack_json):
     connected = {name: step["connection"] for name, step in steps.items() if "connection" in step}
     assert len(connected) >= 4  # driver, k3s, firewall, vault bootstrap at least
     for name, connection in connected.items():
-        assert connection["host_key"].startswith("${element(var.ssh_host_keys, "), name
+        assert connection["host_key"].startswith("${flatten([for t in ["), name
+        assert "element(var.ssh_host_keys, " in connection["host_key"], name
+    local_ssh = [
+        step["provisioner"][0]["local-exec"]["environment"]
+        for step in steps.values()
+        if "local-exec" in (step.get("provisioner") or [{}])[0]
+        and "SSH_HOST" in step["provisioner"][0]["local-exec"].get("environment", {})
+    ]
+    assert local_ssh and all(
+        env["HOST_KEY"] == next(iter(connected.values()))["host_key"] for env in local_ssh
+    )
+
+
+def _keyscan(tmp_path: Path, *kinds: str) -> str:
+    """What ``ssh-keyscan <ip>`` prints for a host with these key types (fresh keys)."""
+    lines = ["# 192.168.1.100:22 SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13.5"]
+    for kind in kinds:
+        path = tmp_path / f"host_{kind}"
+        subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(path)], check=True)
+        lines.append("192.168.1.100 " + " ".join(path.with_suffix(".pub").read_text().split()[:2]))
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("kinds", "pinned"),
+    [
+        (("rsa", "ecdsa", "ed25519"), "ecdsa-sha2-nistp256"),  # a stock Ubuntu host
+        (("ed25519",), "ssh-ed25519"),
+        (("ed25519", "rsa"), "ssh-rsa"),
+    ],
+)
+def test_the_pinned_host_key_is_the_one_terraforms_ssh_client_negotiates(stack_json, tmp_path, kinds, pinned):
+    """Real Terraform evaluates the stack's selection over ``ssh-keyscan`` output: golang.org/x/crypto
+    prefers ECDSA, then RSA, Ed25519 last (gpu_constructs/hostexec.py TERRAFORM_HOST_KEY_ORDER); the
+    knownhosts callback refuses any other type than the line it is given."""
+    from gpu_constructs.hostexec import negotiated_host_key
+
+    keyscan = _keyscan(tmp_path, *kinds)
+    steps = resources(stack_json, "terraform_data")
+    connection = next(step["connection"] for step in steps.values() if "connection" in step)
+    work = tmp_path / "tf"
+    work.mkdir()
+    (work / "main.tf.json").write_text(
+        json.dumps(
+            {
+                "variable": {"ssh_host_keys": stack_json["variable"]["ssh_host_keys"]},
+                "output": {"pinned": {"value": connection["host_key"]}},
+            }
+        )
+    )
+    env = {**os.environ, "TF_IN_AUTOMATION": "1"}
+    subprocess.run(
+        [terraform_binary(), "init", "-input=false"], cwd=work, check=True, capture_output=True, env=env
+    )
+    result = subprocess.run(
+        [
+            terraform_binary(),
+            "apply",
+            "-auto-approve",
+            "-input=false",
+            "-no-color",
+            f"-var=ssh_host_keys={json.dumps([keyscan])}",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    output = subprocess.run(
+        [terraform_binary(), "output", "-json", "pinned"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    chosen = json.loads(output.stdout)
+    assert chosen.split()[0] == pinned
+    assert chosen in keyscan and chosen == negotiated_host_key(keyscan)
 
 
 def test_host_key_check_switched_off_drops_the_variable_and_the_check():
