@@ -38,7 +38,7 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.helm import ValuesLayers
 from gpu_constructs.hostexec import HOST_KEY_IN_TEXT, SshHost
-from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
+from gpu_constructs.monitoring import HOST_NETWORK_PORTS, DcgmSource, Monitoring, MonitoringProps
 from gpu_constructs.networking import ACME_SOLVERS, Networking, NetworkingProps
 from gpu_constructs.storage import Storage, StorageProps
 from gpu_constructs.vault import AwsKmsSeal, Vault, VaultProps
@@ -419,6 +419,7 @@ class SingleNodeStack(TerraformStack):
                 dns_zone=dns_zone.string_value,
                 firewall_hosts=hosts,
                 trusted_cidrs=compute.trusted_cidrs,
+                pod_host_ports=HOST_NETWORK_PORTS if s.monitoring else (),
                 admin_cidrs=(
                     '${join(" ", length(var.admin_cidrs) > 0 ? var.admin_cidrs : distinct('
                     f'[for ip in var.gpu_node_ips : cidrsubnet("${{ip}}/{s.host_network_prefix}", 0, 0)]))}}',

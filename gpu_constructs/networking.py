@@ -91,6 +91,11 @@ class NetworkingProps:
     """Hosts whose UFW firewall is managed; empty leaves host firewalls alone (cloud platforms)."""
     trusted_cidrs: Sequence[str] = ()
     """Networks allowed to reach the cluster-internal ports (nodes, pod and service CIDRs)."""
+    pod_host_ports: Sequence[str] = ()
+    """Ports the stack's ``hostNetwork`` pods serve to other pods (node-exporter's, from
+    ``Monitoring``'s ``HOST_NETWORK_PORTS``), opened to ``trusted_cidrs`` with ``CLUSTER_PORTS``:
+    a pod reaches a host address through the host's INPUT chain, where UFW denies by default (k3s
+    known issues, "Ufw": "Traffic from the service and pod networks should be allowed in ufw")."""
     public_ports: Sequence[str] = PUBLIC_PORTS
     """Ports open to everyone on the managed hosts."""
     admin_ports: Sequence[str] = ADMIN_PORTS
@@ -103,7 +108,11 @@ class NetworkingProps:
     traefik_chart_version: str = versions.TRAEFIK_CHART.version
 
     def __post_init__(self) -> None:
-        for name, ports in (("public_ports", self.public_ports), ("admin_ports", self.admin_ports)):
+        for name, ports in (
+            ("public_ports", self.public_ports),
+            ("admin_ports", self.admin_ports),
+            ("pod_host_ports", self.pod_host_ports),
+        ):
             for port in ports:
                 number, _, proto = port.partition("/")
                 if not (number.isdigit() and 1 <= int(number) <= 65535 and proto in ("tcp", "udp")):
@@ -170,7 +179,7 @@ class Networking(Construct):
                             "PUBLIC_PORTS": " ".join(props.public_ports),
                             "ADMIN_PORTS": " ".join(props.admin_ports),
                             "ADMIN_CIDRS": " ".join(props.admin_cidrs),
-                            "CLUSTER_PORTS": " ".join(CLUSTER_PORTS),
+                            "CLUSTER_PORTS": " ".join(dict.fromkeys([*CLUSTER_PORTS, *props.pod_host_ports])),
                             "TRUSTED_CIDRS": " ".join(props.trusted_cidrs),
                         },
                     )

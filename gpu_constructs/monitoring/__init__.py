@@ -33,6 +33,11 @@ RELEASE = "kube-prometheus-stack"
 RULES_DIR = Path(__file__).parent / "rules"
 DASHBOARDS_DIR = Path(__file__).parent / "dashboards"
 DCGM_PORT = 9400
+NODE_EXPORTER_PORT = 9100
+"""node-exporter runs with ``hostNetwork: true`` (the subchart's default) and listens on this port
+of every node: a host firewall must open it to the pod network, or Prometheus cannot scrape it."""
+HOST_NETWORK_PORTS = (f"{NODE_EXPORTER_PORT}/tcp",)
+"""The node ports the monitoring release's hostNetwork pods serve to other pods."""
 NVIDIA_DASHBOARD = {"gnetId": 12239, "revision": 2}
 """NVIDIA's "NVIDIA DCGM Exporter Dashboard" on grafana.com (the dashboard NVIDIA/dcgm-exporter keeps
 in grafana/dcgm-exporter-dashboard.json), which Grafana downloads when it starts."""
@@ -266,6 +271,7 @@ class Monitoring(Construct):
                 "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
             },
             "kube-state-metrics": {**placed},
+            "prometheus-node-exporter": {"service": {"port": NODE_EXPORTER_PORT}},
             # The control plane's own components are not scrapeable here: k3s runs the controller
             # manager, scheduler, proxy and etcd inside its one process with their metrics on
             # 127.0.0.1, and EKS and LKE manage them out of the cluster. Scraped anyway, each would
