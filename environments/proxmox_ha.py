@@ -346,6 +346,7 @@ class ProxmoxHaStack(TerraformStack):
                 cluster=cluster,
                 acme_email=acme_email.string_value,
                 domains=(rancher_host.string_value, jupyter_host.string_value),
+                service_monitor=s.monitoring,
                 ingress_address=ingress_address,
                 public_address=f'${{var.public_address != "" ? var.public_address : "{ingress_address}"}}',
                 acme_solver=s.letsencrypt_challenge,
@@ -387,7 +388,7 @@ class ProxmoxHaStack(TerraformStack):
         )
         operator = GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))
         if s.monitoring:
-            Monitoring(
+            monitoring = Monitoring(
                 self,
                 "monitoring",
                 props=MonitoringProps(
@@ -400,6 +401,10 @@ class ProxmoxHaStack(TerraformStack):
                     persistent=False,
                     depends_on=[nfs],
                 ),
+            )
+            # cert-manager's ServiceMonitor needs the Prometheus Operator's CRDs.
+            networking.cert_manager.add_override(
+                "depends_on", [f"helm_release.{monitoring.release.friendly_unique_id}"]
             )
         rancher = helm.release(
             self,

@@ -420,6 +420,7 @@ class SingleNodeStack(TerraformStack):
                 firewall_hosts=hosts,
                 trusted_cidrs=compute.trusted_cidrs,
                 pod_host_ports=HOST_NETWORK_PORTS if s.monitoring else (),
+                service_monitor=s.monitoring,
                 admin_cidrs=(
                     '${join(" ", length(var.admin_cidrs) > 0 ? var.admin_cidrs : distinct('
                     f'[for ip in var.gpu_node_ips : cidrsubnet("${{ip}}/{s.host_network_prefix}", 0, 0)]))}}',
@@ -446,8 +447,9 @@ class SingleNodeStack(TerraformStack):
                 ),
             )
 
+        monitoring = None
         if s.monitoring:
-            Monitoring(
+            monitoring = Monitoring(
                 self,
                 "monitoring",
                 props=MonitoringProps(
@@ -459,6 +461,10 @@ class SingleNodeStack(TerraformStack):
                     values=values,
                     depends_on=[storage.release],
                 ),
+            )
+            # The ServiceMonitors of cert-manager and Vault need the Prometheus Operator's CRDs.
+            networking.cert_manager.add_override(
+                "depends_on", [f"helm_release.{monitoring.release.friendly_unique_id}"]
             )
 
         database = Postgres(
@@ -497,7 +503,8 @@ class SingleNodeStack(TerraformStack):
                 app_service_account=s.app_name,
                 policy_name=s.app_name,
                 database=database,
-                depends_on=(storage.release,),
+                depends_on=(storage.release, *([monitoring.release] if monitoring else [])),
+                service_monitor=monitoring is not None,
             ),
         )
 

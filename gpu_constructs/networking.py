@@ -104,6 +104,9 @@ class NetworkingProps:
     """Networks that reach the admin ports (variable references allowed, one may be a space-separated
     list). Must include the machine that runs Terraform: it connects over SSH and to the API."""
     ingress_replicas: int = 1
+    service_monitor: bool = False
+    """A ServiceMonitor for cert-manager's metrics; needs the Prometheus Operator's CRDs, so the
+    cert-manager release must come after the monitoring release."""
     cert_manager_version: str = versions.CERT_MANAGER.version
     traefik_chart_version: str = versions.TRAEFIK_CHART.version
 
@@ -217,7 +220,17 @@ class Networking(Construct):
             repository=versions.REPO_JETSTACK,
             version=props.cert_manager_version,
             namespace=CERT_MANAGER_NAMESPACE,
-            values={"crds": {"enabled": True, "keep": True}, "prometheus": {"enabled": False}},
+            # cert-manager v1.21.1 values.yaml: "If you use the Prometheus Operator, set
+            # prometheus.podmonitor.enabled or prometheus.servicemonitor.enabled": the series of the
+            # CertificateExpiringSoon alert (certmanager_certificate_expiration_timestamp_seconds).
+            values={
+                "crds": {"enabled": True, "keep": True},
+                "prometheus": (
+                    {"enabled": True, "servicemonitor": {"enabled": True}}
+                    if props.service_monitor
+                    else {"enabled": False}
+                ),
+            },
         )
 
         issuers_after: list = [self.cert_manager, self.ingress]

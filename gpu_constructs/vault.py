@@ -107,6 +107,9 @@ class VaultProps:
     chart_version: str = versions.VAULT_CHART.version
     vault_version: str = versions.VAULT.version
     depends_on: tuple[Any, ...] = ()
+    service_monitor: bool = False
+    """A ServiceMonitor for Vault's metrics (``vault_core_unsealed`` for the VaultSealed alert); needs
+    the Prometheus Operator's CRDs, so the release must come after the monitoring release."""
     """What the release waits for besides the cluster, e.g. the release that creates ``storage_class``."""
 
     def __post_init__(self) -> None:
@@ -325,12 +328,19 @@ class Vault(Construct):
         )
 
     def _config(self, storage: str) -> str:
-        assert self.props.seal is not None
+        # Telemetry (developer.hashicorp.com/vault/docs/configuration/telemetry): Prometheus metrics at
+        # /v1/sys/metrics?format=prometheus, readable without a token on this listener, so the
+        # ServiceMonitor (vault-helm 0.34.1 serverTelemetry) scrapes vault_core_unsealed.
         listener = (
             'listener "tcp" {\n  tls_disable     = 1\n  address         = "[::]:8200"\n'
-            '  cluster_address = "[::]:8201"\n}\n'
+            '  cluster_address = "[::]:8201"\n'
+            "  telemetry {\n    unauthenticated_metrics_access = true\n  }\n}\n"
         )
-        return f"ui = true\n\n{listener}\n{storage}\n{self.props.seal.stanza()}"
+        telemetry = (
+            'telemetry {\n  prometheus_retention_time = "24h"\n  disable_hostname          = true\n}\n'
+        )
+        seal = self.props.seal.stanza() if self.props.seal is not None else ""
+        return f"ui = true\n\n{listener}\n{storage}\n{telemetry}\n{seal}"
 
     def values(self) -> dict[str, Any]:
         props = self.props
@@ -357,23 +367,26 @@ class Vault(Construct):
         else:
             server["standalone"] = {"enabled": True}
             server["ha"] = {"enabled": False}
+        # The chart's own configuration (values.yaml of vault-helm 0.34.1: the tcp listener, the
+        # storage, and for raft the Kubernetes service registration) with telemetry and the seal
+        # added; the chart takes the configuration whole, as one string.
+        if props.ha:
+            server["ha"]["raft"]["config"] = self._config(
+                'storage "raft" {\n  path = "/vault/data"\n}\n\nservice_registration "kubernetes" {}\n'
+            )
+        else:
+            server["standalone"]["config"] = self._config('storage "file" {\n  path = "/vault/data"\n}\n')
         if props.seal is not None:
-            # The chart's own configuration (values.yaml of vault-helm 0.34.1: the tcp listener, the
-            # storage, and for raft the Kubernetes service registration) with the seal added; the
-            # chart takes the configuration whole, as one string.
-            if props.ha:
-                server["ha"]["raft"]["config"] = self._config(
-                    'storage "raft" {\n  path = "/vault/data"\n}\n\nservice_registration "kubernetes" {}\n'
-                )
-            else:
-                server["standalone"]["config"] = self._config('storage "file" {\n  path = "/vault/data"\n}\n')
             server["extraSecretEnvironmentVars"] = [
                 {"envName": name, "secretName": SEAL_SECRET, "secretKey": name}
                 for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
             ]
-        return {
+        values: dict[str, Any] = {
             "global": {"enabled": True},
             "injector": {"enabled": True, "agentImage": image},
             "server": server,
             "ui": {"enabled": True},
         }
+        if props.service_monitor:
+            values["serverTelemetry"] = {"serviceMonitor": {"enabled": True}}
+        return values

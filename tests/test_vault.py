@@ -30,7 +30,8 @@ def vault_values(synthesized):
 def test_standalone_by_default_on_fast_storage(synth, upstream):
     synthesized, _ = build(synth)
     values = vault_values(synthesized)
-    assert values["server"]["standalone"] == {"enabled": True}
+    assert set(values["server"]["standalone"]) == {"enabled", "config"}
+    assert 'storage "file"' in values["server"]["standalone"]["config"]
     assert values["server"]["ha"] == {"enabled": False}
     assert values["server"]["dataStorage"]["storageClass"] == "fast-ssd"
     assert values["injector"]["enabled"] is True
@@ -40,11 +41,13 @@ def test_standalone_by_default_on_fast_storage(synth, upstream):
 def test_ha_uses_raft_with_the_replica_count(synth, upstream):
     synthesized, vault = build(synth, ha=True, replicas=5)
     values = vault_values(synthesized)
+    config = values["server"]["ha"]["raft"].pop("config")
     assert values["server"]["ha"] == {
         "enabled": True,
         "replicas": 5,
         "raft": {"enabled": True, "setNodeId": True},
     }
+    assert 'storage "raft"' in config and 'service_registration "kubernetes"' in config
     assert vault.pod_names == ["vault-0", "vault-1", "vault-2", "vault-3", "vault-4"]
     validate_values(values, upstream / "vault-helm" / "values.schema.json")
 
@@ -262,10 +265,8 @@ def test_kms_credentials_reach_the_cluster_only_through_the_seal_secret_step(syn
 def test_without_a_seal_the_servers_use_shamir_keys(synth):
     synthesized, _ = build(synth, bootstrap_host=HOST)
     values = vault_values(synthesized)
-    assert (
-        "config" not in values["server"]["standalone"]
-        and "extraSecretEnvironmentVars" not in values["server"]
-    )
+    assert "seal " not in values["server"]["standalone"]["config"]
+    assert "extraSecretEnvironmentVars" not in values["server"]
     (step,) = resources(synthesized, "terraform_data").values()
     command = next(p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p)
     assert "SEAL='shamir'" in command
@@ -283,3 +284,15 @@ def test_operations_guide_with_the_kms_seal_says_restarts_need_nothing(synth):
     guide = operations(synthesized)["data"]["README.md"]
     assert "Nothing to do: the servers unseal themselves with the AWS KMS key" in guide
     assert "recovery key" in guide and "unseal.sh" not in guide
+
+
+def test_metrics_are_readable_without_a_token_and_scraped_on_request(synth):
+    """vault_core_unsealed for the VaultSealed alert: the telemetry stanza, unauthenticated metrics
+    on the listener, and the chart's ServiceMonitor only when a Prometheus Operator is there."""
+    synthesized, _ = build(synth)
+    values = vault_values(synthesized)
+    config = values["server"]["standalone"]["config"]
+    assert "unauthenticated_metrics_access = true" in config and 'prometheus_retention_time = "24h"' in config
+    assert "serverTelemetry" not in values
+    synthesized, _ = build(synth, service_monitor=True)
+    assert vault_values(synthesized)["serverTelemetry"] == {"serviceMonitor": {"enabled": True}}
