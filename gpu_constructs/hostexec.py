@@ -213,8 +213,13 @@ def run_scripts(
     then_local: ScriptRun | None = None,
     extra_triggers: Mapping[str, Any] | None = None,
     cluster: GpuCluster | None = None,
+    replaced_with: Sequence[str] = (),
 ) -> DataResource:
     """A terraform_data that uploads ``runs``' scripts to ``host`` and runs them in order.
+
+    ``replaced_with``: bare references (``helm_release.x`` re-runs the step on any update or
+    replacement of the release, ``helm_release.x.id`` on its replacement only) the step is also
+    replaced with (:meth:`GpuCluster.installed`).
 
     ``then_local`` runs on the machine that runs Terraform after them, in the same step: waiting
     for a host to come back from a reboot that a script started, for example. A step that writes
@@ -264,13 +269,17 @@ def run_scripts(
             ),
             *([_local_exec(then_local)] if then_local else []),
         ],
-        **_placement(cluster, depends_on),
+        **_placement(cluster, depends_on, replaced_with),
     )
 
 
-def _placement(cluster: GpuCluster | None, depends_on: Sequence[Any]) -> dict[str, Any]:
+def _placement(
+    cluster: GpuCluster | None, depends_on: Sequence[Any], replaced_with: Sequence[str] = ()
+) -> dict[str, Any]:
     if cluster is not None:
-        return cluster.installed(depends_on)
+        return cluster.installed(depends_on, replaced_with)
+    if replaced_with:
+        raise ValueError("replaced_with needs the cluster the step writes into")
     return {"depends_on": list(depends_on) or None}
 
 

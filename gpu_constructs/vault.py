@@ -213,6 +213,17 @@ class Vault(Construct):
                 ],
                 cluster=props.cluster,
                 depends_on=[self.release, *([props.database.release] if props.database else [])],
+                # Again after every change of the Vault release (a new image or seal restarts the
+                # server, which may need unsealing or a seal migration) and whenever the database
+                # release is re-created (a new Cluster has no "vault" role).
+                replaced_with=[
+                    f"helm_release.{self.release.friendly_unique_id}",
+                    *(
+                        [f"helm_release.{props.database.release.friendly_unique_id}.id"]
+                        if props.database
+                        else []
+                    ),
+                ],
             )
 
     def _database_env(self) -> dict[str, str]:
@@ -356,6 +367,13 @@ class Vault(Construct):
                 "requests": {"cpu": "250m", "memory": "256Mi"},
                 "limits": {"memory": "512Mi"},
             },
+            # vault-helm 0.34.1 defaults to OnDelete (values.yaml updateStrategyType), with which a new
+            # image, seal or configuration is installed and never runs until someone deletes the pod.
+            # RollingUpdate replaces the pods one at a time, highest ordinal first, each only after
+            # the one before is Ready (the chart's readiness probe: unsealed); the config checksum
+            # annotation makes a configuration change a pod template change.
+            "updateStrategyType": "RollingUpdate",
+            "includeConfigAnnotation": True,
         }
         if props.ha:
             server["standalone"] = {"enabled": False}

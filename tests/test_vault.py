@@ -296,3 +296,22 @@ def test_metrics_are_readable_without_a_token_and_scraped_on_request(synth):
     assert "serverTelemetry" not in values
     synthesized, _ = build(synth, service_monitor=True)
     assert vault_values(synthesized)["serverTelemetry"] == {"serviceMonitor": {"enabled": True}}
+
+
+def test_bootstrap_runs_again_after_a_vault_change_or_a_new_database(synth):
+    """depends_on only orders: the bootstrap re-creates the database's "vault" role and unseals or
+    migrates a rolled server only when replace_triggered_by names both releases (the Vault release
+    whole, any update; the database's id, a replacement)."""
+    synthesized = synth(lambda stack: _with_database(stack, bootstrap_host=HOST))
+    (step,) = [v for k, v in resources(synthesized, "terraform_data").items() if "vault" in k]
+    triggers = step["lifecycle"]["replace_triggered_by"]
+    assert "helm_release.vault_BBE00A92" in triggers
+    assert any(t.startswith("helm_release.postgres") and t.endswith(".id") for t in triggers)
+
+
+def test_a_release_change_reaches_the_running_servers(synth):
+    """vault-helm 0.34.1 defaults to OnDelete; RollingUpdate with the config checksum annotation
+    replaces the pods on a new image, seal or configuration."""
+    synthesized, _ = build(synth)
+    server = vault_values(synthesized)["server"]
+    assert server["updateStrategyType"] == "RollingUpdate" and server["includeConfigAnnotation"] is True

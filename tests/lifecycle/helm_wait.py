@@ -222,11 +222,34 @@ def timeout_findings(rendered: RenderedStack, release: Release) -> list[Finding]
     return found
 
 
+def on_delete_findings(rendered: RenderedStack, release: Release) -> list[Finding]:
+    """A StatefulSet or DaemonSet with ``updateStrategy: OnDelete``: the controller "will not
+    automatically update the Pods ... Users must manually delete Pods" (Kubernetes StatefulSet
+    docs, update strategies), so a new image or configuration is installed and never runs, and
+    Helm calls it ready at once (``statefulSetReady``)."""
+    found = []
+    for obj in release.objects:
+        if obj.get("kind") not in ("StatefulSet", "DaemonSet") or is_hook(obj):
+            continue
+        strategy = ((obj.get("spec") or {}).get("updateStrategy") or {}).get("type", "RollingUpdate")
+        if strategy == "OnDelete":
+            found.append(
+                Finding(
+                    rendered.stack,
+                    release.address,
+                    _name(release, obj),
+                    "updateStrategy OnDelete: an upgrade or configuration change never reaches the running pods",
+                )
+            )
+    return found
+
+
 def findings(rendered: RenderedStack) -> list[Finding]:
     """What a waited release of the stack waits for that cannot become ready, proves nothing, or
-    may outlast the release's timeout."""
+    may outlast the release's timeout; and workloads whose pods an upgrade never replaces."""
     found = []
     for release in rendered.releases:
+        found += on_delete_findings(rendered, release)
         if waits(release):
             found += pvc_findings(rendered, release)
             found += deployment_findings(rendered, release)
