@@ -560,3 +560,9 @@ class SingleNodeStack(TerraformStack):
             value=f"{s.app_namespace}/{database.credentials_secret}",
             description="Kubernetes Secret with the generated database credentials.",
         )
+        TerraformOutput(
+            self,
+            "database_backup_server_name",
+            value=database.backup_server_name,
+            description="Barman server name of the database's backups (the prefix under backup_path).",
+        )

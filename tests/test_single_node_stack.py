@@ -39,6 +39,7 @@ TERRAFORM_REFERENCES = (
     "join(",
     "sha256(",
     "flatten([for t in ",
+    "substr(terraform_data.",
 )
 
 
@@ -87,6 +88,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "networking_cloudflare-secret",
         "vault_seal-secret",
         "postgres_object-store-secret",
+        "postgres_generation",
         "vault_bootstrap",
     }
     assert set(stack_json["output"]) == {
@@ -97,6 +99,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "vault_secret_paths",
         "app_url",
         "database_secret",
+        "database_backup_server_name",
     }
 
 
