@@ -169,6 +169,13 @@ class SingleNodeSettings:
     backup_data_compression: str = "gzip"
     app_name: str = "ffe-backend"
     app_namespace: str = "ffe"
+    """Namespace of the application and of its database. Changing it moves the database: with
+    ``protect_data`` the plan refuses that."""
+    protect_data: bool = True
+    """``lifecycle.prevent_destroy`` on the releases that hold data (the PostgreSQL Cluster, Vault):
+    a plan that would destroy or replace them (``app_namespace`` changed, a forced replacement, a
+    ``cdktf destroy``) fails instead of deleting the database's claim or Vault's storage. Set False,
+    synth and apply or destroy, once the backups are checked."""
     app_gpus: int = 1
     letsencrypt_challenge: str = "dns01-cloudflare"
     """How Let's Encrypt validates the domains: ``dns01-cloudflare`` (a TXT record in the Cloudflare
@@ -507,6 +514,12 @@ class SingleNodeStack(TerraformStack):
                 service_monitor=monitoring is not None,
             ),
         )
+
+        if s.protect_data:
+            # Terraform fails the plan of any destroy or replacement of these (a helm_release's
+            # namespace forces a new release: a Helm release cannot move), naming the resource.
+            for release in (database.release, vault.release):
+                release.add_override("lifecycle.prevent_destroy", True)
 
         app_after: list[Any] = [networking.issuers, database.release]
         if gpu_operator is not None:

@@ -696,3 +696,31 @@ def test_vault_unseals_with_kms_by_default_and_shamir_is_an_explicit_choice(stac
     assert not [k for k in resources(shamir, "terraform_data") if "seal-secret" in k]
     with pytest.raises(ConfigError, match=r"'vault_seal' is 'transit': use one of awskms, shamir"):
         SingleNodeSettings(vault_seal="transit")
+
+
+def test_releases_holding_data_refuse_a_destroy_or_replacement(helm, upstream):
+    """A helm_release's namespace forces a new release (Helm cannot move one): app_namespace changed,
+    the database's Cluster and claim would be deleted and an empty one created. Every release that
+    renders a CloudNativePG Cluster or a StatefulSet with volume claims carries prevent_destroy, so
+    Terraform fails such a plan; protect_data=False lifts it for a deliberate teardown."""
+    import main
+    from tests import render
+
+    (instance,) = [i for i in main.INSTANCES if i.stack == "single-node"]
+    rendered = render.rendered(instance)
+    holding = {
+        release.logical_id
+        for release, obj in rendered.objects()
+        if obj.get("kind") == "Cluster"
+        or (obj.get("kind") == "StatefulSet" and obj["spec"].get("volumeClaimTemplates"))
+    }
+    assert holding == {"postgres_cluster_ACE3EF20", "vault_BBE00A92"}
+    releases = rendered.synthesized["resource"]["helm_release"]
+    for logical_id in holding:
+        assert releases[logical_id]["lifecycle"]["prevent_destroy"] is True, logical_id
+    assert not [
+        k for k, r in releases.items() if k not in holding and r.get("lifecycle", {}).get("prevent_destroy")
+    ]
+    lifted = Instance("single-node", "single-node", {"protect_data": False}).build(cdktf.Testing.app())
+    lifted_releases = resources(json.loads(cdktf.Testing.synth(lifted)), "helm_release")
+    assert not [k for k, r in lifted_releases.items() if r.get("lifecycle", {}).get("prevent_destroy")]
