@@ -74,8 +74,12 @@ def negotiated_host_key_expression(keys: str) -> str:
 
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
-REMOTE_DIR = "/tmp"
 SECRETS_DIR = ".gpu-constructs"
+REMOTE_DIR = SECRETS_DIR
+"""Where the scripts are uploaded, relative to the SSH user's home (scp runs there): the same 0700
+directory as the secrets, created before any upload. In world-writable /tmp under fixed names a
+local user could pre-create the file (with fs.protected_regular, scp then fails; without it, the
+user keeps write access to what ``sudo bash`` runs)."""
 """Where a step's secrets are uploaded, relative to the SSH user's home (scp runs there): a 0700
 directory, so no other user can read the files; the script that reads one deletes it."""
 
@@ -200,7 +204,7 @@ class ScriptRun:
         env = shell_env(self.env)
         if self.secret_env:
             env = f'SECRETS_FILE="$HOME/{self.secrets_path}" {env}'.rstrip()
-        return f"sudo env {env} bash {REMOTE_DIR}/gpu-constructs-{self.script}"
+        return f'sudo env {env} bash "$HOME/{REMOTE_DIR}/{self.script}"'
 
 
 def run_scripts(
@@ -234,20 +238,18 @@ def run_scripts(
             triggers[f"{run.script}:{key}"] = value
     triggers.update(extra_triggers or {})
     uploads: list[Any] = [
-        FileProvisioner(
-            type="file",
-            content=script_literal(name),
-            destination=f"{REMOTE_DIR}/gpu-constructs-{name}",
-        )
-        for name in dict.fromkeys(run.script for run in runs)
+        RemoteExecProvisioner(type="remote-exec", inline=inline(f'install -d -m 0700 "$HOME/{SECRETS_DIR}"')),
+        *(
+            FileProvisioner(
+                type="file",
+                content=script_literal(name),
+                destination=f"{REMOTE_DIR}/{name}",
+            )
+            for name in dict.fromkeys(run.script for run in runs)
+        ),
     ]
     secret_runs = [run for run in runs if run.secret_env]
     if secret_runs:
-        uploads.append(
-            RemoteExecProvisioner(
-                type="remote-exec", inline=inline(f'install -d -m 0700 "$HOME/{SECRETS_DIR}"')
-            )
-        )
         uploads.extend(
             FileProvisioner(type="file", content=run.secrets_file(), destination=run.secrets_path)
             for run in secret_runs

@@ -55,8 +55,8 @@ def test_server_steps_run_detection_driver_toolkit_and_k3s_in_order(synth):
     found = steps(synthesized)
     assert sorted(found) == ["cluster", "kubeconfig", "node-labels", "server-gpu-driver", "server-k3s"]
     assert [c.split(" bash ")[1] for c in inline(found["server-gpu-driver"])] == [
-        "/tmp/gpu-constructs-gpu-detect.sh",
-        "/tmp/gpu-constructs-nvidia-driver.sh",
+        '"$HOME/.gpu-constructs/gpu-detect.sh"',
+        '"$HOME/.gpu-constructs/nvidia-driver.sh"',
     ]
     k3s = inline(found["server-k3s"])
     assert "TOOLKIT_VERSION='1.20.0'" in k3s[0]
@@ -96,7 +96,7 @@ def test_token_goes_in_a_private_file_not_on_a_command_line_nor_in_triggers(synt
     assert not [c for c in commands if "k3s_token" in c or "K3S_TOKEN" in c]
     assert "k3s_token" not in str(k3s["triggers_replace"])
     uploads = [p["file"] for p in provisioners if "file" in p]
-    (secrets,) = [u for u in uploads if u["destination"].startswith(".gpu-constructs/")]
+    (secrets,) = [u for u in uploads if u["destination"].endswith(".env")]
     assert secrets == {
         "content": "K3S_TOKEN=${var.k3s_token}\n",
         "destination": ".gpu-constructs/k3s-install.sh.env",
@@ -136,7 +136,7 @@ def test_scripts_are_escaped_for_terraform_templates(synth):
         for p in steps(synthesized)["server-k3s"]["provisioner"]
         if "file" in p
     }
-    content = uploads["/tmp/gpu-constructs-k3s-install.sh"]
+    content = uploads[".gpu-constructs/k3s-install.sh"]
     assert "$${K3S_ROLE:?" in content
     # What Terraform renders from the template is the script, byte for byte.
     assert content.replace("$${", "${").replace("%%{", "%{") == script_text("k3s-install.sh")

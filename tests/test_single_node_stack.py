@@ -538,6 +538,14 @@ def test_terraform_replaces_the_database_only_with_a_new_datastore(stack_json, t
     assert "Plan: 1 to add, 0 to change, 0 to destroy." in plan(with_datastore)
     run_terraform(terraform, tmp_path, env, "apply", "-auto-approve", "-input=false")
     with_datastore[datastore_id]["triggers_replace"] = {"server": "192.168.1.101"}
+    # protect_data (the default): Terraform refuses the plan instead of dropping the database
+    (tmp_path / "main.tf.json").write_text(json.dumps({"resource": {"terraform_data": with_datastore}}))
+    refused = run_terraform(terraform, tmp_path, env, "plan", "-input=false", codes=(1,))
+    assert "Resource terraform_data.db has lifecycle.prevent_destroy set" in " ".join(refused.stderr.split())
+    # protect_data=False: replaced with the new datastore
+    with_datastore["db"]["lifecycle"] = {
+        k: v for k, v in database["lifecycle"].items() if k != "prevent_destroy"
+    }
     assert "terraform_data.db will be replaced due to changes in replace_triggered_by" in plan(with_datastore)
 
 
@@ -724,3 +732,28 @@ def test_releases_holding_data_refuse_a_destroy_or_replacement(helm, upstream):
     lifted = Instance("single-node", "single-node", {"protect_data": False}).build(cdktf.Testing.app())
     lifted_releases = resources(json.loads(cdktf.Testing.synth(lifted)), "helm_release")
     assert not [k for k, r in lifted_releases.items() if r.get("lifecycle", {}).get("prevent_destroy")]
+
+
+def test_every_upload_goes_into_the_private_directory_made_before_it(every_stack):
+    """No file provisioner of any stack writes into world-writable /tmp (or anywhere but the SSH
+    user's 0700 directory), and each step makes that directory before its first upload."""
+    from gpu_constructs.hostexec import SECRETS_DIR
+
+    checked = 0
+    for stack_name, stack in every_stack.items():
+        for found in stack.get("resource", {}).values():
+            for name, body in found.items():
+                provisioners = body.get("provisioner", [])
+                files = [i for i, p in enumerate(provisioners) if "file" in p]
+                for index in files:
+                    checked += 1
+                    destination = provisioners[index]["file"]["destination"]
+                    assert destination.startswith(f"{SECRETS_DIR}/"), (stack_name, name, destination)
+                    made = [
+                        i
+                        for i, p in enumerate(provisioners[:index])
+                        if f'install -d -m 0700 "$HOME/{SECRETS_DIR}"'
+                        in " ".join(p.get("remote-exec", {}).get("inline", []))
+                    ]
+                    assert made, (stack_name, name)
+    assert checked
