@@ -66,7 +66,7 @@ def test_seed_secret_paths_for_the_environment(synth):
 def test_bootstrap_runs_on_the_server_after_the_release(synth):
     synthesized, _ = build(synth, bootstrap_host=HOST)
     (step,) = resources(synthesized, "terraform_data").values()
-    command = next(p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p)
+    command = [p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p][-1]
     assert "ENVIRONMENT='staging'" in command and "VAULT_PODS='vault-0'" in command
     assert "APP_SERVICE_ACCOUNT='ffe-backend'" in command
     assert step["depends_on"] == ["helm_release.vault_BBE00A92"]
@@ -92,7 +92,7 @@ def test_bootstrap_connects_the_database_engine_after_the_database(synth):
     made = {}
     synthesized = synth(lambda stack: made.setdefault("v", _with_database(stack, bootstrap_host=HOST)))
     (step,) = [v for k, v in resources(synthesized, "terraform_data").items() if "vault" in k]
-    command = next(p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p)
+    command = [p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p][-1]
     for expected in (
         "DB_CLUSTER='ffe-db'",
         "DB_NAMESPACE='ffe'",
@@ -258,7 +258,7 @@ def test_kms_credentials_reach_the_cluster_only_through_the_seal_secret_step(syn
     assert f"terraform_data.{seal_id}" in release["depends_on"]
     assert "vault_kms" not in json.dumps(release["values"])
     (bootstrap,) = [v for k, v in steps.items() if "bootstrap" in k]
-    command = next(p["remote-exec"]["inline"][-1] for p in bootstrap["provisioner"] if "remote-exec" in p)
+    command = [p["remote-exec"]["inline"][-1] for p in bootstrap["provisioner"] if "remote-exec" in p][-1]
     assert "SEAL='awskms'" in command
 
 
@@ -268,7 +268,7 @@ def test_without_a_seal_the_servers_use_shamir_keys(synth):
     assert "seal " not in values["server"]["standalone"]["config"]
     assert "extraSecretEnvironmentVars" not in values["server"]
     (step,) = resources(synthesized, "terraform_data").values()
-    command = next(p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p)
+    command = [p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p][-1]
     assert "SEAL='shamir'" in command
 
 
