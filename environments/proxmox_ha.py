@@ -517,6 +517,7 @@ class ProxmoxHaStack(TerraformStack):
                     jupyter_host.string_value,
                     *([s.grafana_host] if s.grafana_host else []),
                 ),
+                service_monitor=s.monitoring,
                 ingress_address=ingress_address,
                 public_address=f'${{var.public_address != "" ? var.public_address : "{ingress_address}"}}',
                 acme_solver=s.letsencrypt_challenge,
@@ -571,7 +572,7 @@ class ProxmoxHaStack(TerraformStack):
         )
         operator = GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))
         if s.monitoring:
-            Monitoring(
+            monitoring = Monitoring(
                 self,
                 "monitoring",
                 props=MonitoringProps(
@@ -588,6 +589,10 @@ class ProxmoxHaStack(TerraformStack):
                     ),
                     depends_on=[nfs, storage.release, networking.issuers],
                 ),
+            )
+            # cert-manager's ServiceMonitor needs the Prometheus Operator's CRDs.
+            networking.cert_manager.add_override(
+                "depends_on", [f"helm_release.{monitoring.release.friendly_unique_id}"]
             )
         rancher = helm.release(
             self,

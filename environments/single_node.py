@@ -42,8 +42,14 @@ from gpu_constructs.database import ObjectStoreAccess, Postgres, PostgresProps
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.helm import ValuesLayers
-from gpu_constructs.hostexec import HOST_KEY_PATTERN, SshHost
-from gpu_constructs.monitoring import DcgmSource, GrafanaIngress, Monitoring, MonitoringProps
+from gpu_constructs.hostexec import HOST_KEY_IN_TEXT, SshHost
+from gpu_constructs.monitoring import (
+    HOST_NETWORK_PORTS,
+    DcgmSource,
+    GrafanaIngress,
+    Monitoring,
+    MonitoringProps,
+)
 from gpu_constructs.networking import ACME_SOLVERS, Networking, NetworkingProps
 from gpu_constructs.storage import Storage, StorageProps
 from gpu_constructs.vault import AwsKmsSeal, Vault, VaultProps, VaultSnapshots
@@ -188,6 +194,13 @@ class SingleNodeSettings:
     backup_data_compression: str = "gzip"
     app_name: str = "ffe-backend"
     app_namespace: str = "ffe"
+    """Namespace of the application and of its database. Changing it moves the database: with
+    ``protect_data`` the plan refuses that."""
+    protect_data: bool = True
+    """``lifecycle.prevent_destroy`` on the releases that hold data (the PostgreSQL Cluster, Vault):
+    a plan that would destroy or replace them (``app_namespace`` changed, a forced replacement, a
+    ``cdktf destroy``) fails instead of deleting the database's claim or Vault's storage. Set False,
+    synth and apply or destroy, once the backups are checked."""
     app_gpus: int = 1
     letsencrypt_challenge: str = "dns01-cloudflare"
     """How Let's Encrypt validates the domains: ``dns01-cloudflare`` (a TXT record in the Cloudflare
@@ -321,9 +334,10 @@ class SingleNodeStack(TerraformStack):
                 "ssh_host_keys",
                 type="list(string)",
                 description=(
-                    "Public SSH host key of each host, in gpu_node_ips order, as '<type> <base64>': "
-                    "ssh-keyscan -t ed25519 <ip> | cut -d' ' -f2- (compare its fingerprint with "
-                    "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host's console)."
+                    "SSH host keys of each host, in gpu_node_ips order: the output of "
+                    "'ssh-keyscan <ip>' (every key type, one a line; compare 'ssh-keygen -lf' of it "
+                    "with 'ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub' on the host's console). The "
+                    "stack pins the key Terraform's SSH client negotiates (ECDSA on a stock host)."
                 ),
                 validation=[
                     rule(
@@ -331,9 +345,10 @@ class SingleNodeStack(TerraformStack):
                         f"ssh_host_keys must list exactly {hosts_count} key(s), one per gpu_node_ips entry.",
                     ),
                     rule(
-                        f'alltrue([for k in var.ssh_host_keys : can(regex("^{HOST_KEY_PATTERN}$", k))])',
-                        "Every ssh_host_keys entry must be a public key such as 'ssh-ed25519 AAAAC3Nza...' "
-                        "(ssh-keyscan's output without the address).",
+                        "alltrue([for k in var.ssh_host_keys : "
+                        f'length(regexall("{HOST_KEY_IN_TEXT}", k)) > 0])',
+                        "Every ssh_host_keys entry must hold the host's public keys as 'ssh-keyscan <ip>' "
+                        "prints them, e.g. '192.168.1.100 ecdsa-sha2-nistp256 AAAAE2Vj...' (one a line).",
                     ),
                 ],
             )
@@ -486,6 +501,8 @@ class SingleNodeStack(TerraformStack):
                 dns_zone=dns_zone.string_value,
                 firewall_hosts=hosts,
                 trusted_cidrs=compute.trusted_cidrs,
+                pod_host_ports=HOST_NETWORK_PORTS if s.monitoring else (),
+                service_monitor=s.monitoring,
                 admin_cidrs=(
                     '${join(" ", length(var.admin_cidrs) > 0 ? var.admin_cidrs : distinct('
                     f'[for ip in var.gpu_node_ips : cidrsubnet("${{ip}}/{s.host_network_prefix}", 0, 0)]))}}',
@@ -536,6 +553,10 @@ class SingleNodeStack(TerraformStack):
                     depends_on=[storage.release, networking.issuers],
                 ),
             )
+            # The ServiceMonitors of cert-manager and Vault need the Prometheus Operator's CRDs.
+            networking.cert_manager.add_override(
+                "depends_on", [f"helm_release.{monitoring.release.friendly_unique_id}"]
+            )
 
         object_store_access = ObjectStoreAccess(
             access_key_id=backup_access_key_id.string_value,
@@ -584,9 +605,16 @@ class SingleNodeStack(TerraformStack):
                     # Both steps upload their keys to the same secrets file on the server.
                     after=(database.object_store_secret,),
                 ),
-                depends_on=(storage.release,),
+                depends_on=(storage.release, *([monitoring.release] if monitoring else [])),
+                service_monitor=monitoring is not None,
             ),
         )
+
+        if s.protect_data:
+            # Terraform fails the plan of any destroy or replacement of these (a helm_release's
+            # namespace forces a new release: a Helm release cannot move), naming the resource.
+            for release in (database.release, vault.release):
+                release.add_override("lifecycle.prevent_destroy", True)
 
         app_after: list[Any] = [networking.issuers, database.release]
         if gpu_operator is not None:
@@ -640,4 +668,10 @@ class SingleNodeStack(TerraformStack):
             "database_secret",
             value=f"{s.app_namespace}/{database.credentials_secret}",
             description="Kubernetes Secret with the generated database credentials.",
+        )
+        TerraformOutput(
+            self,
+            "database_backup_server_name",
+            value=database.backup_server_name,
+            description="Barman server name of the database's backups (the prefix under backup_path).",
         )

@@ -22,6 +22,14 @@ from gpu_constructs.vault import Vault
 
 ACME_HTTP01_SOLVER_LABEL = "acme.cert-manager.io/http01-solver"
 ACME_HTTP01_SOLVER_PORT = 8089
+STARTUP_PROBE_PERIOD = 10
+STARTUP_PROBE_FAILURES = 60
+"""Model loading can take minutes: the startup probe allows 10 (60 x 10 s), then liveness takes over."""
+START_ALLOWANCE = 600
+"""Seconds for pulling a multi-GB CUDA image and the Vault agent's init before the probe starts."""
+RELEASE_TIMEOUT = STARTUP_PROBE_PERIOD * STARTUP_PROBE_FAILURES + START_ALLOWANCE
+"""Helm waits this long for the app's pod: a start the probe would still allow never fails the
+apply (and with atomic, never rolls a healthy but slow upgrade back)."""
 VAULT_SECRETS_DIR = "/vault/secrets"
 """Where the Vault agent writes what it renders (vault.hashicorp.com/agent-inject-secret-<name>)."""
 
@@ -207,6 +215,7 @@ class AppChart(Construct):
             namespace=props.namespace,
             manifests=self.manifests(),
             depends_on=props.depends_on,
+            timeout=RELEASE_TIMEOUT,
         )
 
     # --- settings -----------------------------------------------------------------------------------
@@ -350,8 +359,7 @@ class AppChart(Construct):
             "ports": [{"name": "http", "containerPort": s["port"], "protocol": "TCP"}],
             "env": env,
             "resources": resources,
-            # Model loading can take minutes: the startup probe allows 10, then liveness takes over.
-            "startupProbe": probe(s["probes"]["startup"], 10, 60),
+            "startupProbe": probe(s["probes"]["startup"], STARTUP_PROBE_PERIOD, STARTUP_PROBE_FAILURES),
             "livenessProbe": probe(s["probes"]["liveness"], 20, 3),
             "readinessProbe": probe(s["probes"]["readiness"], 10, 3),
             "securityContext": {
@@ -577,7 +585,10 @@ class AppChart(Construct):
                         "type": "Container",
                         "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
                         "default": {"memory": "512Mi"},
-                        "max": {GPU_RESOURCE: str(max(self.props.gpus, 1))},
+                        # No GPU here: the API server turns a ``max`` into the default limit of
+                        # every container (SetDefaults_LimitRangeItem) and refuses a container
+                        # without one, so the injected Vault agent and the database's pods would
+                        # each be given a GPU or refused. The ResourceQuota caps the namespace.
                     }
                 ]
             },

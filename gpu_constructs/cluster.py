@@ -209,9 +209,11 @@ class GpuCluster:
     """The resources that stand for the cluster itself: replaced, the cluster is new and empty, so
     everything installed into it is replaced with them (see :meth:`installed`)."""
 
-    def installed(self, depends_on: Sequence[Any] = ()) -> dict[str, Any]:
+    def installed(self, depends_on: Sequence[Any] = (), replaced_with: Sequence[str] = ()) -> dict[str, Any]:
         """``depends_on`` and ``lifecycle`` of a resource installed into this cluster: after
-        :attr:`ready` (and ``depends_on``), and replaced whenever an :attr:`identity` resource is.
+        :attr:`ready` (and ``depends_on``), and replaced whenever an :attr:`identity` resource is,
+        or one of ``replaced_with`` (bare references, as below: a step that configures what a release
+        installed, re-run when that release changes or is re-created).
 
         ``depends_on`` only orders; Terraform replaces a dependent only through
         ``lifecycle.replace_triggered_by`` (developer.hashicorp.com/terraform/language/meta-arguments/
@@ -224,16 +226,13 @@ class GpuCluster:
         a running stack replaces nothing."""
         from cdktf import TerraformResourceLifecycle
 
+        triggers = [
+            *(f"{r.terraform_resource_type}.{r.friendly_unique_id}.id" for r in self.identity),
+            *replaced_with,
+        ]
         return {
             "depends_on": list(dict.fromkeys([*self.ready, *depends_on])) or None,
-            "lifecycle": TerraformResourceLifecycle(
-                replace_triggered_by=[
-                    f"{resource.terraform_resource_type}.{resource.friendly_unique_id}.id"
-                    for resource in self.identity
-                ]
-            )
-            if self.identity
-            else None,
+            "lifecycle": TerraformResourceLifecycle(replace_triggered_by=triggers) if triggers else None,
         }
 
     @property

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cdktf import Fn
+from cdktf import DataResource, Fn
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
@@ -150,6 +150,11 @@ class Postgres(Construct):
             # A new cluster has no Secret: the step is replaced with it.
             cluster=props.cluster,
         )
+        # CloudNativePG archives a new Cluster only into an empty WAL archive ("Expected empty
+        # archive", docs/src/recovery.md): a new id for every cluster the stack builds (created again
+        # with it, so after a destroy and a deploy too) goes into the server name, and each Cluster
+        # writes under its own prefix; earlier ones stay readable for a restore.
+        self.generation = DataResource(self, "generation", **props.cluster.installed())
         # Helm cannot observe the Cluster's readiness (a custom resource is ready to Helm at once):
         # the Vault bootstrap waits for its Ready condition before using it.
         self.release = helm.manifests_release(
@@ -165,6 +170,11 @@ class Postgres(Construct):
             ],
             depends_on=[self.operator, self.object_store_secret, *props.depends_on],
         )
+
+    @property
+    def backup_server_name(self) -> str:
+        """The Barman server name the Cluster archives under: ``<name>-<8 hex of its generation>``."""
+        return f"{self.props.name}-{Fn.substr(self.generation.id, 0, 8)}"
 
     @property
     def object_store_secret_name(self) -> str:
@@ -236,7 +246,7 @@ class Postgres(Construct):
         The operator turns it into barman-cloud command lines (barman-cloud v0.5.0, the library
         cloudnative-pg v1.29.1 pins: pkg/archiver/command.go, pkg/backup/backup.go): compression as
         ``--<name>``, encryption as ``-e``/``--encryption``, ``--endpoint-url``, ``--cloud-provider
-        aws-s3``, then the destination and the server name (the Cluster's name)."""
+        aws-s3``, then the destination and the server name (:attr:`backup_server_name`)."""
         store = self.props.object_store
         secret = self.object_store_secret_name
 
@@ -250,6 +260,7 @@ class Postgres(Construct):
             "retentionPolicy": f"{store.retention_days}d",
             "barmanObjectStore": {
                 "destinationPath": store.destination(),
+                "serverName": self.backup_server_name,
                 "endpointURL": store.endpoint.rstrip("/"),
                 "s3Credentials": {
                     "accessKeyId": key(ACCESS_KEY_ID),

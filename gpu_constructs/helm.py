@@ -152,6 +152,7 @@ def manifests_release(
     wait: bool = True,
     atomic: bool = True,
     set_lists: Mapping[str, Any] | None = None,
+    timeout: int = 600,
 ) -> Release:
     """Install ``manifests`` (Kubernetes objects as dicts) as one Helm release.
 
@@ -170,4 +171,5 @@ def manifests_release(
         wait=wait,
         atomic=atomic,
         set_lists=set_lists,
+        timeout=timeout,
     )

@@ -30,12 +30,56 @@ from gpu_constructs import validate
 from gpu_constructs.cluster import GpuCluster
 from gpu_constructs.errors import ConfigError
 
-HOST_KEY_PATTERN = r"(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={0,3}"
-"""An OpenSSH host public key as known_hosts and ssh-keyscan write it: the type, a space, base64."""
-HOST_KEY = re.compile(HOST_KEY_PATTERN)
+HOST_KEY_IN_TEXT = (
+    r"(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa) ([A-Za-z0-9+/]+=*)"
+)
+"""Each host key in ``ssh-keyscan <address>`` output (with or without the address, comment lines
+skipped): two groups, the type and the base64. RE2 and Python ``re`` read it alike."""
+TERRAFORM_HOST_KEY_ORDER = (
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+    "ssh-ed25519",
+)
+"""The host key Terraform's SSH communicator negotiates, first match wins. Terraform 1.11
+(internal/communicator/ssh/provisioner.go ``buildSSHClientConfig``) sets only a ``HostKeyCallback``
+from one known_hosts line and no ``HostKeyAlgorithms``, so golang.org/x/crypto/ssh (v0.35.0 in
+Terraform 1.11.4) offers its default order: certificate types, then ECDSA P-256/384/521, RSA
+(rsa-sha2-256/512, key type ssh-rsa), Ed25519 last; the server picks the first it has a key for. Its
+knownhosts callback then refuses a host key of a type the line does not hold ("If the remote host
+starts using a different, unknown key type, we also interpret that as a mismatch"). A stock Ubuntu
+sshd has RSA, ECDSA and Ed25519 keys, so Terraform sees the ECDSA one: the line given must be the
+first of this order the host has, which is why the stack takes all of ``ssh-keyscan``'s keys and picks."""
+
+
+def negotiated_host_key(keys: str) -> str | None:
+    """The ``<type> <base64>`` of ``keys`` (``ssh-keyscan`` output) that Terraform will be shown."""
+    found = re.findall(HOST_KEY_IN_TEXT, keys)
+    for wanted in TERRAFORM_HOST_KEY_ORDER:
+        for kind, data in found:
+            if kind == wanted:
+                return f"{kind} {data}"
+    return None
+
+
+def negotiated_host_key_expression(keys: str) -> str:
+    """The Terraform expression of :func:`negotiated_host_key` over the expression ``keys``;
+    an error at plan when it holds no key (``[0]`` of an empty list)."""
+    order = ", ".join(f'"{kind}"' for kind in TERRAFORM_HOST_KEY_ORDER)
+    return (
+        f"flatten([for t in [{order}] : "
+        f'[for m in regexall("{HOST_KEY_IN_TEXT}", {keys}) : join(" ", m) if m[0] == t]])[0]'
+    )
+
+
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
-REMOTE_DIR = "/tmp"
 SECRETS_DIR = ".gpu-constructs"
+REMOTE_DIR = SECRETS_DIR
+"""Where the scripts are uploaded, relative to the SSH user's home (scp runs there): the same 0700
+directory as the secrets, created before any upload. In world-writable /tmp under fixed names a
+local user could pre-create the file (with fs.protected_regular, scp then fails; without it, the
+user keeps write access to what ``sudo bash`` runs)."""
 """Where a step's secrets are uploaded, relative to the SSH user's home (scp runs there): a 0700
 directory, so no other user can read the files; the script that reads one deletes it."""
 
@@ -85,23 +129,34 @@ class SshHost:
     timeout: str = "15m"
     """How long a step keeps trying to connect; long enough for a reboot after a driver install."""
     host_key: str | None = None
-    """The host's public SSH key, ``<type> <base64>`` as in a known_hosts line (``ssh-keyscan -t
-    ed25519 <address>`` without the leading address). Terraform's SSH communicator then refuses a
-    host that presents another key (internal/communicator/ssh/provisioner.go buildSSHClientConfig
-    writes it into a known_hosts file); without it Terraform accepts any key (InsecureIgnoreHostKey),
-    and so would the local scripts' first connection."""
+    """The host's public SSH keys as ``ssh-keyscan <address>`` prints them (every type, one a line,
+    with or without the address), or one ``<type> <base64>``; a Terraform reference to either.
+    Every connection pins the one key Terraform negotiates (:data:`TERRAFORM_HOST_KEY_ORDER`).
+    Terraform's SSH communicator then refuses a host that presents another key
+    (internal/communicator/ssh/provisioner.go buildSSHClientConfig writes it into a known_hosts
+    file); without it Terraform accepts any key (InsecureIgnoreHostKey), and so would the local
+    scripts' first connection."""
 
     def __post_init__(self) -> None:
         if not validate.is_reference(self.address):
             validate.ipv4("address", self.address)
         key = self.host_key
-        if key is not None and not validate.is_reference(key) and not HOST_KEY.fullmatch(key):
+        if key is not None and not validate.is_reference(key) and negotiated_host_key(key) is None:
             raise ConfigError(
                 "host_key",
                 key,
-                "give the key as '<type> <base64>', e.g. the output of "
-                "'ssh-keyscan -t ed25519 <address>' without the address",
+                "give the host's keys as 'ssh-keyscan <address>' prints them, or one '<type> <base64>'",
             )
+
+    @property
+    def pinned_host_key(self) -> str | None:
+        """The one key every connection checks: the one Terraform's client negotiates."""
+        key = self.host_key
+        if key is None:
+            return None
+        if validate.is_reference(key):
+            return f"${{{negotiated_host_key_expression(key)}}}"
+        return negotiated_host_key(key)
 
     def connection(self) -> SSHProvisionerConnection:
         return SSHProvisionerConnection(
@@ -110,15 +165,15 @@ class SshHost:
             user=self.user,
             private_key=Fn.file(self.private_key_path),
             timeout=self.timeout,
-            host_key=self.host_key,
+            host_key=self.pinned_host_key,
         )
 
     def local_ssh_env(self) -> dict[str, str]:
         """The settings a script that runs ``ssh`` on the machine that runs Terraform reads:
         SSH_USER, SSH_HOST, SSH_KEY and, with a known key, HOST_KEY (checked strictly)."""
         env = {"SSH_USER": self.user, "SSH_HOST": self.address, "SSH_KEY": self.private_key_path}
-        if self.host_key is not None:
-            env["HOST_KEY"] = self.host_key
+        if self.pinned_host_key is not None:
+            env["HOST_KEY"] = self.pinned_host_key
         return env
 
 
@@ -149,7 +204,7 @@ class ScriptRun:
         env = shell_env(self.env)
         if self.secret_env:
             env = f'SECRETS_FILE="$HOME/{self.secrets_path}" {env}'.rstrip()
-        return f"sudo env {env} bash {REMOTE_DIR}/gpu-constructs-{self.script}"
+        return f'sudo env {env} bash "$HOME/{REMOTE_DIR}/{self.script}"'
 
 
 def run_scripts(
@@ -162,8 +217,13 @@ def run_scripts(
     then_local: ScriptRun | None = None,
     extra_triggers: Mapping[str, Any] | None = None,
     cluster: GpuCluster | None = None,
+    replaced_with: Sequence[str] = (),
 ) -> DataResource:
     """A terraform_data that uploads ``runs``' scripts to ``host`` and runs them in order.
+
+    ``replaced_with``: bare references (``helm_release.x`` re-runs the step on any update or
+    replacement of the release, ``helm_release.x.id`` on its replacement only) the step is also
+    replaced with (:meth:`GpuCluster.installed`).
 
     ``then_local`` runs on the machine that runs Terraform after them, in the same step: waiting
     for a host to come back from a reboot that a script started, for example. A step that writes
@@ -178,20 +238,18 @@ def run_scripts(
             triggers[f"{run.script}:{key}"] = value
     triggers.update(extra_triggers or {})
     uploads: list[Any] = [
-        FileProvisioner(
-            type="file",
-            content=script_literal(name),
-            destination=f"{REMOTE_DIR}/gpu-constructs-{name}",
-        )
-        for name in dict.fromkeys(run.script for run in runs)
+        RemoteExecProvisioner(type="remote-exec", inline=inline(f'install -d -m 0700 "$HOME/{SECRETS_DIR}"')),
+        *(
+            FileProvisioner(
+                type="file",
+                content=script_literal(name),
+                destination=f"{REMOTE_DIR}/{name}",
+            )
+            for name in dict.fromkeys(run.script for run in runs)
+        ),
     ]
     secret_runs = [run for run in runs if run.secret_env]
     if secret_runs:
-        uploads.append(
-            RemoteExecProvisioner(
-                type="remote-exec", inline=inline(f'install -d -m 0700 "$HOME/{SECRETS_DIR}"')
-            )
-        )
         uploads.extend(
             FileProvisioner(type="file", content=run.secrets_file(), destination=run.secrets_path)
             for run in secret_runs
@@ -213,13 +271,17 @@ def run_scripts(
             ),
             *([_local_exec(then_local)] if then_local else []),
         ],
-        **_placement(cluster, depends_on),
+        **_placement(cluster, depends_on, replaced_with),
     )
 
 
-def _placement(cluster: GpuCluster | None, depends_on: Sequence[Any]) -> dict[str, Any]:
+def _placement(
+    cluster: GpuCluster | None, depends_on: Sequence[Any], replaced_with: Sequence[str] = ()
+) -> dict[str, Any]:
     if cluster is not None:
-        return cluster.installed(depends_on)
+        return cluster.installed(depends_on, replaced_with)
+    if replaced_with:
+        raise ValueError("replaced_with needs the cluster the step writes into")
     return {"depends_on": list(depends_on) or None}
 
 

@@ -91,6 +91,11 @@ class NetworkingProps:
     """Hosts whose UFW firewall is managed; empty leaves host firewalls alone (cloud platforms)."""
     trusted_cidrs: Sequence[str] = ()
     """Networks allowed to reach the cluster-internal ports (nodes, pod and service CIDRs)."""
+    pod_host_ports: Sequence[str] = ()
+    """Ports the stack's ``hostNetwork`` pods serve to other pods (node-exporter's, from
+    ``Monitoring``'s ``HOST_NETWORK_PORTS``), opened to ``trusted_cidrs`` with ``CLUSTER_PORTS``:
+    a pod reaches a host address through the host's INPUT chain, where UFW denies by default (k3s
+    known issues, "Ufw": "Traffic from the service and pod networks should be allowed in ufw")."""
     public_ports: Sequence[str] = PUBLIC_PORTS
     """Ports open to everyone on the managed hosts."""
     admin_ports: Sequence[str] = ADMIN_PORTS
@@ -99,11 +104,18 @@ class NetworkingProps:
     """Networks that reach the admin ports (variable references allowed, one may be a space-separated
     list). Must include the machine that runs Terraform: it connects over SSH and to the API."""
     ingress_replicas: int = 1
+    service_monitor: bool = False
+    """A ServiceMonitor for cert-manager's metrics; needs the Prometheus Operator's CRDs, so the
+    cert-manager release must come after the monitoring release."""
     cert_manager_version: str = versions.CERT_MANAGER.version
     traefik_chart_version: str = versions.TRAEFIK_CHART.version
 
     def __post_init__(self) -> None:
-        for name, ports in (("public_ports", self.public_ports), ("admin_ports", self.admin_ports)):
+        for name, ports in (
+            ("public_ports", self.public_ports),
+            ("admin_ports", self.admin_ports),
+            ("pod_host_ports", self.pod_host_ports),
+        ):
             for port in ports:
                 number, _, proto = port.partition("/")
                 if not (number.isdigit() and 1 <= int(number) <= 65535 and proto in ("tcp", "udp")):
@@ -170,7 +182,7 @@ class Networking(Construct):
                             "PUBLIC_PORTS": " ".join(props.public_ports),
                             "ADMIN_PORTS": " ".join(props.admin_ports),
                             "ADMIN_CIDRS": " ".join(props.admin_cidrs),
-                            "CLUSTER_PORTS": " ".join(CLUSTER_PORTS),
+                            "CLUSTER_PORTS": " ".join(dict.fromkeys([*CLUSTER_PORTS, *props.pod_host_ports])),
                             "TRUSTED_CIDRS": " ".join(props.trusted_cidrs),
                         },
                     )
@@ -208,7 +220,17 @@ class Networking(Construct):
             repository=versions.REPO_JETSTACK,
             version=props.cert_manager_version,
             namespace=CERT_MANAGER_NAMESPACE,
-            values={"crds": {"enabled": True, "keep": True}, "prometheus": {"enabled": False}},
+            # cert-manager v1.21.1 values.yaml: "If you use the Prometheus Operator, set
+            # prometheus.podmonitor.enabled or prometheus.servicemonitor.enabled": the series of the
+            # CertificateExpiringSoon alert (certmanager_certificate_expiration_timestamp_seconds).
+            values={
+                "crds": {"enabled": True, "keep": True},
+                "prometheus": (
+                    {"enabled": True, "servicemonitor": {"enabled": True}}
+                    if props.service_monitor
+                    else {"enabled": False}
+                ),
+            },
         )
 
         issuers_after: list = [self.cert_manager, self.ingress]

@@ -72,10 +72,12 @@ class StorageTier:
 SEED_TIERS = (
     # The seed puts fast-ssd on the k3s data disk (NVMe) under /var/lib/rancher/k3s/storage, which
     # k3s-uninstall.sh wipes: here it is on the same disk, outside k3s' data directory. standard is
-    # an HDD at /mnt/storage, backup an NFS mount or second disk at /mnt/backups.
+    # an HDD at /mnt/storage, backup an NFS mount or second disk at /mnt/backups. No workload of the
+    # stacks binds the backup class (PostgreSQL backs up to the object store), so it is not required
+    # to be a device of its own: a host without a second disk is not refused for a class nothing uses.
     StorageTier("fast-ssd", "/var/lib/gpu-storage/fast-ssd", default=True),
     StorageTier("standard", "/mnt/storage"),
-    StorageTier("backup", "/mnt/backups", own_device=True),
+    StorageTier("backup", "/mnt/backups"),
 )
 
 

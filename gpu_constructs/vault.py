@@ -145,6 +145,9 @@ class VaultProps:
     vault_version: str = versions.VAULT.version
     aws_cli_image: str = versions.AWS_CLI_IMAGE.version
     depends_on: tuple[Any, ...] = ()
+    service_monitor: bool = False
+    """A ServiceMonitor for Vault's metrics (``vault_core_unsealed`` for the VaultSealed alert); needs
+    the Prometheus Operator's CRDs, so the release must come after the monitoring release."""
     """What the release waits for besides the cluster, e.g. the release that creates ``storage_class``."""
 
     def __post_init__(self) -> None:
@@ -249,6 +252,17 @@ class Vault(Construct):
                 ],
                 cluster=props.cluster,
                 depends_on=[self.release, *([props.database.release] if props.database else [])],
+                # Again after every change of the Vault release (a new image or seal restarts the
+                # server, which may need unsealing or a seal migration) and whenever the database
+                # release is re-created (a new Cluster has no "vault" role).
+                replaced_with=[
+                    f"helm_release.{self.release.friendly_unique_id}",
+                    *(
+                        [f"helm_release.{props.database.release.friendly_unique_id}.id"]
+                        if props.database
+                        else []
+                    ),
+                ],
             )
 
         self.snapshot_secret: DataResource | None = None
@@ -530,12 +544,19 @@ class Vault(Construct):
         )
 
     def _config(self, storage: str) -> str:
+        # Telemetry (developer.hashicorp.com/vault/docs/configuration/telemetry): Prometheus metrics at
+        # /v1/sys/metrics?format=prometheus, readable without a token on this listener, so the
+        # ServiceMonitor (vault-helm 0.34.1 serverTelemetry) scrapes vault_core_unsealed.
         listener = (
             'listener "tcp" {\n  tls_disable     = 1\n  address         = "[::]:8200"\n'
-            '  cluster_address = "[::]:8201"\n}\n'
+            '  cluster_address = "[::]:8201"\n'
+            "  telemetry {\n    unauthenticated_metrics_access = true\n  }\n}\n"
+        )
+        telemetry = (
+            'telemetry {\n  prometheus_retention_time = "24h"\n  disable_hostname          = true\n}\n'
         )
         seal = self.props.seal.stanza() if self.props.seal is not None else ""
-        return f"ui = true\n\n{listener}\n{storage}\n{seal}"
+        return f"ui = true\n\n{listener}\n{storage}\n{telemetry}\n{seal}"
 
     def _raft_migration(self, image: dict[str, str]) -> dict[str, Any]:
         """The init container that copies an earlier standalone server's file storage into raft
@@ -568,6 +589,13 @@ class Vault(Construct):
                 "requests": {"cpu": "250m", "memory": "256Mi"},
                 "limits": {"memory": "512Mi"},
             },
+            # vault-helm 0.34.1 defaults to OnDelete (values.yaml updateStrategyType), with which a new
+            # image, seal or configuration is installed and never runs until someone deletes the pod.
+            # RollingUpdate replaces the pods one at a time, highest ordinal first, each only after
+            # the one before is Ready (the chart's readiness probe: unsealed); the config checksum
+            # annotation makes a configuration change a pod template change.
+            "updateStrategyType": "RollingUpdate",
+            "includeConfigAnnotation": True,
         }
         if props.ha:
             server["standalone"] = {"enabled": False}
@@ -576,13 +604,12 @@ class Vault(Construct):
                 "replicas": props.replicas,
                 "raft": {"enabled": True, "setNodeId": True},
             }
-            if props.seal is not None:
-                # The chart's own configuration (values.yaml of vault-helm 0.34.1: the tcp listener,
-                # the storage, and for raft the Kubernetes service registration) with the seal added;
-                # the chart takes the configuration whole, as one string.
-                server["ha"]["raft"]["config"] = self._config(
-                    'storage "raft" {\n  path = "/vault/data"\n}\n\nservice_registration "kubernetes" {}\n'
-                )
+            # The chart's own configuration (values.yaml of vault-helm 0.34.1: the tcp listener,
+            # the storage, and for raft the Kubernetes service registration) with telemetry and the
+            # seal added; the chart takes the configuration whole, as one string.
+            server["ha"]["raft"]["config"] = self._config(
+                'storage "raft" {\n  path = "/vault/data"\n}\n\nservice_registration "kubernetes" {}\n'
+            )
         else:
             # One server on integrated (raft) storage: the chart's standalone mode (one replica, the
             # data volume at /vault/data) with a raft stanza instead of its default 'storage "file"'.
@@ -603,9 +630,12 @@ class Vault(Construct):
                 {"envName": name, "secretName": SEAL_SECRET, "secretKey": name}
                 for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
             ]
-        return {
+        values: dict[str, Any] = {
             "global": {"enabled": True},
             "injector": {"enabled": True, "agentImage": image},
             "server": server,
             "ui": {"enabled": True},
         }
+        if props.service_monitor:
+            values["serverTelemetry"] = {"serviceMonitor": {"enabled": True}}
+        return values

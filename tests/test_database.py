@@ -354,3 +354,24 @@ def test_the_stack_settings_are_checked_at_synth(settings, message):
 
     with pytest.raises(ConfigError, match=message):
         SingleNodeSettings(**settings)
+
+
+def test_each_cluster_generation_archives_under_its_own_server_name(synth):
+    """A new Cluster (after a destroy and a deploy, or a rebuilt cluster) must not meet the earlier
+    one's WAL archive, which CloudNativePG refuses ("Expected empty archive"): the server name
+    carries the id of a terraform_data created again with every cluster."""
+    synthesized = synth(lambda stack: Postgres(stack, "postgres", props=postgres_props()))
+    releases = {r["name"]: r for r in resources(synthesized, "helm_release").values()}
+    (cluster,) = by_kind(manifests_of(releases["ffe-db"]), "Cluster")
+    server = cluster["spec"]["backup"]["barmanObjectStore"]["serverName"]
+    (generation,) = [k for k in resources(synthesized, "terraform_data") if "generation" in k]
+    assert server == f"ffe-db-${{substr(terraform_data.{generation}.id, 0, 8)}}"
+    import json
+
+    import cdktf
+
+    from environments import Instance
+
+    stack = json.loads(cdktf.Testing.synth(Instance("single-node", "single-node").build(cdktf.Testing.app())))
+    (step,) = [v for k, v in resources(stack, "terraform_data").items() if "generation" in k]
+    assert step["lifecycle"]["replace_triggered_by"] == ["terraform_data.compute_cluster_E15A6318.id"]

@@ -55,8 +55,8 @@ def test_server_steps_run_detection_driver_toolkit_and_k3s_in_order(synth):
     found = steps(synthesized)
     assert sorted(found) == ["cluster", "kubeconfig", "node-labels", "server-gpu-driver", "server-k3s"]
     assert [c.split(" bash ")[1] for c in inline(found["server-gpu-driver"])] == [
-        "/tmp/gpu-constructs-gpu-detect.sh",
-        "/tmp/gpu-constructs-nvidia-driver.sh",
+        '"$HOME/.gpu-constructs/gpu-detect.sh"',
+        '"$HOME/.gpu-constructs/nvidia-driver.sh"',
     ]
     k3s = inline(found["server-k3s"])
     assert "TOOLKIT_VERSION='1.20.0'" in k3s[0]
@@ -96,7 +96,7 @@ def test_token_goes_in_a_private_file_not_on_a_command_line_nor_in_triggers(synt
     assert not [c for c in commands if "k3s_token" in c or "K3S_TOKEN" in c]
     assert "k3s_token" not in str(k3s["triggers_replace"])
     uploads = [p["file"] for p in provisioners if "file" in p]
-    (secrets,) = [u for u in uploads if u["destination"].startswith(".gpu-constructs/")]
+    (secrets,) = [u for u in uploads if u["destination"].endswith(".env")]
     assert secrets == {
         "content": "K3S_TOKEN=${var.k3s_token}\n",
         "destination": ".gpu-constructs/k3s-install.sh.env",
@@ -136,7 +136,7 @@ def test_scripts_are_escaped_for_terraform_templates(synth):
         for p in steps(synthesized)["server-k3s"]["provisioner"]
         if "file" in p
     }
-    content = uploads["/tmp/gpu-constructs-k3s-install.sh"]
+    content = uploads[".gpu-constructs/k3s-install.sh"]
     assert "$${K3S_ROLE:?" in content
     # What Terraform renders from the template is the script, byte for byte.
     assert content.replace("$${", "${").replace("%%{", "%{") == script_text("k3s-install.sh")
@@ -270,8 +270,35 @@ def test_a_host_without_a_host_key_is_refused_unless_the_check_is_switched_off(s
 
 
 def test_a_malformed_host_key_fails_at_synth():
-    with pytest.raises(ConfigError, match=r"'host_key' is 'SHA256:abc': give the key as '<type> <base64>'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'host_key' is 'SHA256:abc': give the host's keys as 'ssh-keyscan <address>' prints",
+    ):
         SshHost("192.168.1.100", "ubuntu", "~/.ssh/id", host_key="SHA256:abc")
+
+
+ECDSA_KEY = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5YRrYMjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg="
+RSA_KEY = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"
+
+
+def test_a_host_given_every_key_type_pins_the_one_terraform_negotiates(synth):
+    """ssh-keyscan's output of a stock Ubuntu host: Terraform's Go client picks ECDSA, so that is
+    the key every connection (and the local scripts) must check."""
+    keyscan = "\n".join(
+        [
+            "# 192.168.1.100:22 SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13.5",
+            f"192.168.1.100 {RSA_KEY}",
+            f"192.168.1.100 {HOST_KEY}",
+            f"192.168.1.100 {ECDSA_KEY}",
+        ]
+    )
+    host = SshHost("192.168.1.100", "ubuntu", "~/.ssh/id_ed25519", host_key=keyscan)
+    synthesized, _ = build(synth, hosts=[host])
+    found = steps(synthesized)
+    assert found["server-k3s"]["connection"]["host_key"] == ECDSA_KEY
+    assert found["kubeconfig"]["provisioner"][0]["local-exec"]["environment"]["HOST_KEY"] == ECDSA_KEY
+    without_ecdsa = SshHost("192.168.1.100", "ubuntu", "~/.ssh/id", host_key=f"{HOST_KEY}\n{RSA_KEY}")
+    assert without_ecdsa.pinned_host_key == RSA_KEY
 
 
 def test_bad_host_address_fails():

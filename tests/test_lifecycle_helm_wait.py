@@ -122,3 +122,34 @@ def test_deployment_readiness_is_helms(strategy, replicas, needed):
     if strategy is not None:
         spec["strategy"] = strategy
     assert helm_wait.deployment_ready_pods_needed({"kind": "Deployment", "spec": spec}) == needed
+
+
+def test_a_timeout_shorter_than_the_startup_budget_breaks_the_gate(helm, upstream):
+    """single-node's app at Helm's 600 s: its startup probe alone allows 600 s."""
+    import main
+    from tests import render
+
+    (instance,) = [i for i in main.INSTANCES if i.stack == "single-node"]
+    rendered = copy.deepcopy(render.rendered(instance))
+    release = rendered.release("app_release_E0EC404F")
+    release.raw["timeout"] = 600
+    new, _ = unexpected(rendered)
+    assert list(new) == [("single-node", "helm_release.app_release_E0EC404F", "Deployment/ffe/ffe-backend")]
+    assert "startup probe's 600s" in next(iter(new.values()))
+    del release.raw["timeout"]  # the provider's 300 s
+    assert "timeout 300s" in next(iter(unexpected(rendered)[0].values()))
+
+
+def test_an_on_delete_statefulset_breaks_the_gate(helm, upstream):
+    """Vault at its chart's default updateStrategy: an upgrade installs and never runs."""
+    import main
+    from tests import render
+
+    (instance,) = [i for i in main.INSTANCES if i.stack == "single-node"]
+    rendered = copy.deepcopy(render.rendered(instance))
+    _object(rendered, "vault_BBE00A92", "StatefulSet", "vault")["spec"]["updateStrategy"] = {
+        "type": "OnDelete"
+    }
+    new, _ = unexpected(rendered)
+    assert list(new) == [("single-node", "helm_release.vault_BBE00A92", "StatefulSet/vault/vault")]
+    assert "never reaches the running pods" in next(iter(new.values()))

@@ -75,7 +75,7 @@ def test_a_second_inline_command_breaks_the_gate():
     """proxmox-ha's directory step gets a second command: its failure would be ignored."""
     synthesized = copy.deepcopy(stack_json("proxmox-ha"))
     resource = _resource(synthesized, "terraform_data.networking_cloudflare-secret_93FB5B4A")
-    inline = _without_set_e(resource["provisioner"][1]["remote-exec"]["inline"])
+    inline = _without_set_e(resource["provisioner"][0]["remote-exec"]["inline"])
     inline.append('chmod 0700 "$HOME/.gpu-constructs"')
     new, _ = unexpected("proxmox-ha", synthesized)
     (message,) = new.values()
@@ -98,12 +98,12 @@ def test_set_e_first_satisfies_the_gate():
     """The fix the gate asks for is accepted by both checks; so is `|| exit 1` on each command."""
     synthesized = copy.deepcopy(stack_json("single-node"))
     k3s = "terraform_data.compute_server-k3s_CF7027BF provisioner[4] remote-exec"
-    driver = "terraform_data.compute_server-gpu-driver_837B4D8C provisioner[2] remote-exec"
+    driver = "terraform_data.compute_server-gpu-driver_837B4D8C provisioner[3] remote-exec"
     k3s_inline = _without_set_e(
         _resource(synthesized, k3s.split()[0])["provisioner"][4]["remote-exec"]["inline"]
     )
     driver_inline = _without_set_e(
-        _resource(synthesized, driver.split()[0])["provisioner"][2]["remote-exec"]["inline"]
+        _resource(synthesized, driver.split()[0])["provisioner"][3]["remote-exec"]["inline"]
     )
     assert {k3s, driver} <= set(provisioners.findings("single-node", synthesized))
     k3s_inline.insert(0, "set -e")

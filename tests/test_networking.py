@@ -43,7 +43,7 @@ def release(synthesized, name):
 def test_firewall_opens_web_ports_to_all_admin_ports_to_admins_and_trusts_the_cluster(synth):
     synthesized, _ = build(synth)
     (firewall,) = resources(synthesized, "terraform_data").values()
-    command = next(p["remote-exec"]["inline"][-1] for p in firewall["provisioner"] if "remote-exec" in p)
+    command = [p["remote-exec"]["inline"][-1] for p in firewall["provisioner"] if "remote-exec" in p][-1]
     assert "PUBLIC_PORTS='80/tcp 443/tcp'" in command
     assert "ADMIN_PORTS='22/tcp 6443/tcp'" in command and "ADMIN_CIDRS='192.168.1.0/24'" in command
     assert "TRUSTED_CIDRS='192.168.1.100/32 10.42.0.0/16 10.43.0.0/16'" in command

@@ -527,7 +527,7 @@ def _single_node_k3s_server_step() -> tuple[dict[str, str], dict[str, str]]:
     files = [p["file"] for p in step["provisioner"] if "file" in p]
     (secrets,) = [f["content"] for f in files if f["destination"].endswith("k3s-install.sh.env")]
     commands = [c for p in step["provisioner"] if "remote-exec" in p for c in p["remote-exec"]["inline"]]
-    (command,) = [c for c in commands if c.endswith("k3s-install.sh")]
+    (command,) = [c for c in commands if c.rstrip('"').endswith("/k3s-install.sh")]
     env = dict(
         word.split("=", 1) for word in shlex.split(command)[2:-2] if not word.startswith("SECRETS_FILE")
     )
@@ -1183,6 +1183,23 @@ case "$sub" in
     done
     exit 0 ;;
   get)
+    # $STATE/update-revision: the StatefulSet's update revision; $STATE/<pod>.revision the revision a
+    # pod runs (the update revision when absent). Like the controller, a pod's revision is read the
+    # rollout replaces it: the highest ordinal still old, once every higher one is unsealed. The new
+    # server starts sealed.
+    case "$*" in *statefulset/vault*updateRevision*)
+      cat "$STATE/update-revision" 2>/dev/null; exit 0 ;;
+    esac
+    case "$*" in *pod/vault-*controller-revision-hash*)
+      wanted="$(cat "$STATE/update-revision" 2>/dev/null)"
+      args="$*"; target="${args#*pod/}"; target="${target%% *}"
+      for p in $(ls "$STATE" | sed -n 's/^\(vault-[0-9]*\)[.]revision$/\1/p' | sort -r -t- -k2 -n); do
+        [ "$(cat "$STATE/$p.revision")" = "$wanted" ] && continue
+        if [ "$p" = "$target" ]; then echo "$wanted" > "$STATE/$p.revision"; rm -f "$STATE/$p.unsealed"; fi
+        break
+      done
+      cat "$STATE/$target.revision" 2>/dev/null || echo "$wanted"; exit 0 ;;
+    esac
     # $STATE/absent-polls: how many more times a Vault pod is not there yet.
     case "$*" in *pod/vault-*)
       absent="$(cat "$STATE/absent-polls" 2>/dev/null || echo 0)"
@@ -1426,6 +1443,36 @@ def test_vault_snapshot_policy_reads_snapshots_only_and_is_bound_to_its_account(
     (role,) = [c for c in _vault_calls(host) if "auth/kubernetes/role/vault-snapshot" in c]
     assert "bound_service_account_names=vault-snapshot bound_service_account_namespaces=vault" in role
     assert "policies=vault-snapshot ttl=15m" in role
+
+
+def test_vault_rollout_unseals_each_replaced_server_newest_first(host: Host):
+    """A release change rolls the StatefulSet (RollingUpdate): each replaced Shamir-sealed server
+    comes up sealed and the next is replaced only once it is unsealed; the bootstrap unseals them
+    from the highest ordinal down and returns when all run the new revision."""
+    env = _vault_env(host, VAULT_PODS="vault-0 vault-1 vault-2")
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    (host.state / "update-revision").write_text("vault-new\n")
+    for pod in ("vault-0", "vault-1", "vault-2"):
+        (host.state / f"{pod}.revision").write_text("vault-old\n")
+    (host.state / "vault.log").unlink()
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 0, result.stderr
+    for pod in ("vault-0", "vault-1", "vault-2"):
+        assert (host.state / f"{pod}.revision").read_text().strip() == "vault-new"
+        assert (host.state / f"{pod}.unsealed").exists()
+    unseals = [line.split()[0] for line in _vault_calls(host) if "write sys/unseal" in line]
+    assert unseals == ["vault-2", "vault-1", "vault-0"]
+
+
+def test_vault_rollout_that_never_replaces_a_pod_fails_clearly(host: Host):
+    env = _vault_env(host, WAIT_SECONDS="0")
+    assert host.run("vault-bootstrap.sh", **env).returncode == 0
+    (host.state / "update-revision").write_text("vault-new\n")
+    (host.state / "vault-0.revision").write_text("vault-old\n")
+    (host.state / "vault-1.revision").write_text("vault-old\n")  # a higher ordinal the rollout waits on
+    result = host.run("vault-bootstrap.sh", **env)
+    assert result.returncode == 1
+    assert "vault-0 does not run the StatefulSet's revision vault-new" in result.stderr
 
 
 def test_vault_bootstrap_refuses_an_unknown_seal(host: Host):

@@ -38,6 +38,8 @@ TERRAFORM_REFERENCES = (
     "ip}",
     "join(",
     "sha256(",
+    "flatten([for t in ",
+    "substr(terraform_data.",
 )
 
 
@@ -88,6 +90,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "vault_seal-secret",
         "vault_snapshot-secret",
         "postgres_object-store-secret",
+        "postgres_generation",
         "vault_bootstrap",
     }
     assert set(stack_json["output"]) == {
@@ -98,6 +101,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "vault_secret_paths",
         "app_url",
         "database_secret",
+        "database_backup_server_name",
     }
 
 
@@ -187,7 +191,11 @@ def test_good_variables_pass_terraform_validation(variables_dir):
         ("public_address", "example.com", "public_address must be empty or an IPv4 address"),
         ("cloudflare_api_token", "not a token!", "cloudflare_api_token must be a Cloudflare API token"),
         ("ssh_host_keys", "[]", "ssh_host_keys must list exactly 1 key(s)"),
-        ("ssh_host_keys", '["SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"]', "must be a public key"),
+        (
+            "ssh_host_keys",
+            '["SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"]',
+            "must hold the host's public keys",
+        ),
         ("ssh_host_keys", None, "No value for required variable"),
         ("vault_kms_region", "Europe", "vault_kms_region must be an AWS region such as eu-west-1"),
         ("vault_kms_key_id", "my key", "vault_kms_key_id must be a KMS key id, key ARN or alias/<name>"),
@@ -535,6 +543,14 @@ def test_terraform_replaces_the_database_only_with_a_new_datastore(stack_json, t
     assert "Plan: 1 to add, 0 to change, 0 to destroy." in plan(with_datastore)
     run_terraform(terraform, tmp_path, env, "apply", "-auto-approve", "-input=false")
     with_datastore[datastore_id]["triggers_replace"] = {"server": "192.168.1.101"}
+    # protect_data (the default): Terraform refuses the plan instead of dropping the database
+    (tmp_path / "main.tf.json").write_text(json.dumps({"resource": {"terraform_data": with_datastore}}))
+    refused = run_terraform(terraform, tmp_path, env, "plan", "-input=false", codes=(1,))
+    assert "Resource terraform_data.db has lifecycle.prevent_destroy set" in " ".join(refused.stderr.split())
+    # protect_data=False: replaced with the new datastore
+    with_datastore["db"]["lifecycle"] = {
+        k: v for k, v in database["lifecycle"].items() if k != "prevent_destroy"
+    }
     assert "terraform_data.db will be replaced due to changes in replace_triggered_by" in plan(with_datastore)
 
 
@@ -544,7 +560,85 @@ def test_every_ssh_connection_checks_the_host_key_from_the_variable(stack_json):
     connected = {name: step["connection"] for name, step in steps.items() if "connection" in step}
     assert len(connected) >= 4  # driver, k3s, firewall, vault bootstrap at least
     for name, connection in connected.items():
-        assert connection["host_key"].startswith("${element(var.ssh_host_keys, "), name
+        assert connection["host_key"].startswith("${flatten([for t in ["), name
+        assert "element(var.ssh_host_keys, " in connection["host_key"], name
+    local_ssh = [
+        step["provisioner"][0]["local-exec"]["environment"]
+        for step in steps.values()
+        if "local-exec" in (step.get("provisioner") or [{}])[0]
+        and "SSH_HOST" in step["provisioner"][0]["local-exec"].get("environment", {})
+    ]
+    assert local_ssh and all(
+        env["HOST_KEY"] == next(iter(connected.values()))["host_key"] for env in local_ssh
+    )
+
+
+def _keyscan(tmp_path: Path, *kinds: str) -> str:
+    """What ``ssh-keyscan <ip>`` prints for a host with these key types (fresh keys)."""
+    lines = ["# 192.168.1.100:22 SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13.5"]
+    for kind in kinds:
+        path = tmp_path / f"host_{kind}"
+        subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(path)], check=True)
+        lines.append("192.168.1.100 " + " ".join(path.with_suffix(".pub").read_text().split()[:2]))
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("kinds", "pinned"),
+    [
+        (("rsa", "ecdsa", "ed25519"), "ecdsa-sha2-nistp256"),  # a stock Ubuntu host
+        (("ed25519",), "ssh-ed25519"),
+        (("ed25519", "rsa"), "ssh-rsa"),
+    ],
+)
+def test_the_pinned_host_key_is_the_one_terraforms_ssh_client_negotiates(stack_json, tmp_path, kinds, pinned):
+    """Real Terraform evaluates the stack's selection over ``ssh-keyscan`` output: golang.org/x/crypto
+    prefers ECDSA, then RSA, Ed25519 last (gpu_constructs/hostexec.py TERRAFORM_HOST_KEY_ORDER); the
+    knownhosts callback refuses any other type than the line it is given."""
+    from gpu_constructs.hostexec import negotiated_host_key
+
+    keyscan = _keyscan(tmp_path, *kinds)
+    steps = resources(stack_json, "terraform_data")
+    connection = next(step["connection"] for step in steps.values() if "connection" in step)
+    work = tmp_path / "tf"
+    work.mkdir()
+    (work / "main.tf.json").write_text(
+        json.dumps(
+            {
+                "variable": {"ssh_host_keys": stack_json["variable"]["ssh_host_keys"]},
+                "output": {"pinned": {"value": connection["host_key"]}},
+            }
+        )
+    )
+    env = {**os.environ, "TF_IN_AUTOMATION": "1"}
+    subprocess.run(
+        [terraform_binary(), "init", "-input=false"], cwd=work, check=True, capture_output=True, env=env
+    )
+    result = subprocess.run(
+        [
+            terraform_binary(),
+            "apply",
+            "-auto-approve",
+            "-input=false",
+            "-no-color",
+            f"-var=ssh_host_keys={json.dumps([keyscan])}",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    output = subprocess.run(
+        [terraform_binary(), "output", "-json", "pinned"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    chosen = json.loads(output.stdout)
+    assert chosen.split()[0] == pinned
+    assert chosen in keyscan and chosen == negotiated_host_key(keyscan)
 
 
 def test_host_key_check_switched_off_drops_the_variable_and_the_check():
@@ -615,3 +709,56 @@ def test_vault_unseals_with_kms_by_default_and_shamir_is_an_explicit_choice(stac
     assert not [k for k in resources(shamir, "terraform_data") if "seal-secret" in k]
     with pytest.raises(ConfigError, match=r"'vault_seal' is 'transit': use one of awskms, shamir"):
         SingleNodeSettings(vault_seal="transit")
+
+
+def test_releases_holding_data_refuse_a_destroy_or_replacement(helm, upstream):
+    """A helm_release's namespace forces a new release (Helm cannot move one): app_namespace changed,
+    the database's Cluster and claim would be deleted and an empty one created. Every release that
+    renders a CloudNativePG Cluster or a StatefulSet with volume claims carries prevent_destroy, so
+    Terraform fails such a plan; protect_data=False lifts it for a deliberate teardown."""
+    import main
+    from tests import render
+
+    (instance,) = [i for i in main.INSTANCES if i.stack == "single-node"]
+    rendered = render.rendered(instance)
+    holding = {
+        release.logical_id
+        for release, obj in rendered.objects()
+        if obj.get("kind") == "Cluster"
+        or (obj.get("kind") == "StatefulSet" and obj["spec"].get("volumeClaimTemplates"))
+    }
+    assert holding == {"postgres_cluster_ACE3EF20", "vault_BBE00A92"}
+    releases = rendered.synthesized["resource"]["helm_release"]
+    for logical_id in holding:
+        assert releases[logical_id]["lifecycle"]["prevent_destroy"] is True, logical_id
+    assert not [
+        k for k, r in releases.items() if k not in holding and r.get("lifecycle", {}).get("prevent_destroy")
+    ]
+    lifted = Instance("single-node", "single-node", {"protect_data": False}).build(cdktf.Testing.app())
+    lifted_releases = resources(json.loads(cdktf.Testing.synth(lifted)), "helm_release")
+    assert not [k for k, r in lifted_releases.items() if r.get("lifecycle", {}).get("prevent_destroy")]
+
+
+def test_every_upload_goes_into_the_private_directory_made_before_it(every_stack):
+    """No file provisioner of any stack writes into world-writable /tmp (or anywhere but the SSH
+    user's 0700 directory), and each step makes that directory before its first upload."""
+    from gpu_constructs.hostexec import SECRETS_DIR
+
+    checked = 0
+    for stack_name, stack in every_stack.items():
+        for found in stack.get("resource", {}).values():
+            for name, body in found.items():
+                provisioners = body.get("provisioner", [])
+                files = [i for i, p in enumerate(provisioners) if "file" in p]
+                for index in files:
+                    checked += 1
+                    destination = provisioners[index]["file"]["destination"]
+                    assert destination.startswith(f"{SECRETS_DIR}/"), (stack_name, name, destination)
+                    made = [
+                        i
+                        for i, p in enumerate(provisioners[:index])
+                        if f'install -d -m 0700 "$HOME/{SECRETS_DIR}"'
+                        in " ".join(p.get("remote-exec", {}).get("inline", []))
+                    ]
+                    assert made, (stack_name, name)
+    assert checked

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.storage import NAME, Storage, StorageProps, StorageTier
+from gpu_constructs.storage import NAME, SEED_TIERS, Storage, StorageProps, StorageTier
 from tests.conftest import by_kind, make_cluster, manifests_of, resources
 from tests.validators import validate_manifest
 
@@ -155,6 +157,25 @@ def test_every_host_checks_the_tier_directories_before_the_provisioner_starts(sy
             "TIERS='fast-ssd=/var/lib/gpu-storage/fast-ssd standard=/mnt/storage backup=/mnt/backups'"
             in command
         )
-        assert "OWN_DEVICE='backup'" in command
+        assert "OWN_DEVICE=" not in command or "OWN_DEVICE=''" in command
     (provisioner,) = [r for r in resources(synthesized, "helm_release").values() if r["name"] == NAME]
     assert {f"terraform_data.{name}" for name in checks} <= set(provisioner["depends_on"])
+
+
+def test_a_tier_that_must_be_its_own_device_is_one_something_uses(helm, upstream):
+    """own_device refuses a host whose tier directory is on /: only worth it for a class a workload
+    binds. Every own_device tier of single-node is the storageClass of some rendered claim, claim
+    template or custom resource's storage."""
+    import json
+
+    import main
+    from tests import render
+
+    (instance,) = [i for i in main.INSTANCES if i.stack == "single-node"]
+    rendered = render.rendered(instance)
+    used = set(
+        re.findall(r'"storageClass(?:Name)?": "([a-z0-9-]+)"', json.dumps([o for _, o in rendered.objects()]))
+    )
+    assert "fast-ssd" in used
+    own = {tier.name for tier in SEED_TIERS if tier.own_device}
+    assert own <= used, f"own_device tiers nothing binds: {sorted(own - used)}"

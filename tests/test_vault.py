@@ -40,11 +40,13 @@ def test_standalone_by_default_on_fast_storage(synth, upstream):
 def test_ha_uses_raft_with_the_replica_count(synth, upstream):
     synthesized, vault = build(synth, ha=True, replicas=5)
     values = vault_values(synthesized)
+    config = values["server"]["ha"]["raft"].pop("config")
     assert values["server"]["ha"] == {
         "enabled": True,
         "replicas": 5,
         "raft": {"enabled": True, "setNodeId": True},
     }
+    assert 'storage "raft"' in config and 'service_registration "kubernetes"' in config
     assert vault.pod_names == ["vault-0", "vault-1", "vault-2", "vault-3", "vault-4"]
     validate_values(values, upstream / "vault-helm" / "values.schema.json")
 
@@ -63,7 +65,7 @@ def test_seed_secret_paths_for_the_environment(synth):
 def test_bootstrap_runs_on_the_server_after_the_release(synth):
     synthesized, _ = build(synth, bootstrap_host=HOST)
     (step,) = resources(synthesized, "terraform_data").values()
-    command = next(p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p)
+    command = [p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p][-1]
     assert "ENVIRONMENT='staging'" in command and "VAULT_PODS='vault-0'" in command
     assert "APP_SERVICE_ACCOUNT='ffe-backend'" in command
     assert step["depends_on"] == ["helm_release.vault_BBE00A92"]
@@ -89,7 +91,7 @@ def test_bootstrap_connects_the_database_engine_after_the_database(synth):
     made = {}
     synthesized = synth(lambda stack: made.setdefault("v", _with_database(stack, bootstrap_host=HOST)))
     (step,) = [v for k, v in resources(synthesized, "terraform_data").items() if "vault" in k]
-    command = next(p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p)
+    command = [p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p][-1]
     for expected in (
         "DB_CLUSTER='ffe-db'",
         "DB_NAMESPACE='ffe'",
@@ -261,17 +263,17 @@ def test_kms_credentials_reach_the_cluster_only_through_the_seal_secret_step(syn
     assert f"terraform_data.{seal_id}" in release["depends_on"]
     assert "vault_kms" not in json.dumps(release["values"])
     (bootstrap,) = [v for k, v in steps.items() if "bootstrap" in k]
-    command = next(p["remote-exec"]["inline"][-1] for p in bootstrap["provisioner"] if "remote-exec" in p)
+    command = [p["remote-exec"]["inline"][-1] for p in bootstrap["provisioner"] if "remote-exec" in p][-1]
     assert "SEAL='awskms'" in command
 
 
 def test_without_a_seal_the_servers_use_shamir_keys(synth):
     synthesized, _ = build(synth, bootstrap_host=HOST)
     values = vault_values(synthesized)
-    assert "seal" not in values["server"]["standalone"]["config"]
+    assert "seal " not in values["server"]["standalone"]["config"]
     assert "extraSecretEnvironmentVars" not in values["server"]
     (step,) = resources(synthesized, "terraform_data").values()
-    command = next(p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p)
+    command = [p["remote-exec"]["inline"][-1] for p in step["provisioner"] if "remote-exec" in p][-1]
     assert "SEAL='shamir'" in command
 
 
@@ -332,3 +334,34 @@ def test_snapshot_retention_must_be_positive():
     access = ObjectStoreAccess("${var.a}", "${var.b}", HOST)
     with pytest.raises(ConfigError, match="vault_snapshot_retention_days"):
         VaultSnapshots(ObjectStore(bucket="ffe-backups"), access, retention_days=0)
+
+
+def test_metrics_are_readable_without_a_token_and_scraped_on_request(synth):
+    """vault_core_unsealed for the VaultSealed alert: the telemetry stanza, unauthenticated metrics
+    on the listener, and the chart's ServiceMonitor only when a Prometheus Operator is there."""
+    synthesized, _ = build(synth)
+    values = vault_values(synthesized)
+    config = values["server"]["standalone"]["config"]
+    assert "unauthenticated_metrics_access = true" in config and 'prometheus_retention_time = "24h"' in config
+    assert "serverTelemetry" not in values
+    synthesized, _ = build(synth, service_monitor=True)
+    assert vault_values(synthesized)["serverTelemetry"] == {"serviceMonitor": {"enabled": True}}
+
+
+def test_bootstrap_runs_again_after_a_vault_change_or_a_new_database(synth):
+    """depends_on only orders: the bootstrap re-creates the database's "vault" role and unseals or
+    migrates a rolled server only when replace_triggered_by names both releases (the Vault release
+    whole, any update; the database's id, a replacement)."""
+    synthesized = synth(lambda stack: _with_database(stack, bootstrap_host=HOST))
+    (step,) = [v for k, v in resources(synthesized, "terraform_data").items() if "vault" in k]
+    triggers = step["lifecycle"]["replace_triggered_by"]
+    assert "helm_release.vault_BBE00A92" in triggers
+    assert any(t.startswith("helm_release.postgres") and t.endswith(".id") for t in triggers)
+
+
+def test_a_release_change_reaches_the_running_servers(synth):
+    """vault-helm 0.34.1 defaults to OnDelete; RollingUpdate with the config checksum annotation
+    replaces the pods on a new image, seal or configuration."""
+    synthesized, _ = build(synth)
+    server = vault_values(synthesized)["server"]
+    assert server["updateStrategyType"] == "RollingUpdate" and server["includeConfigAnnotation"] is True

@@ -104,7 +104,7 @@ class K3sHostProps:
                     raise ConfigError(
                         f"hosts[{index}].host_key",
                         None,
-                        f"give the public key of {host.address} (ssh-keyscan -t ed25519 <address>, "
+                        f"give the public key of {host.address} (ssh-keyscan <address>, "
                         "checked against the host's console), or set verify_host_keys=False to connect "
                         "without checking it",
                     )

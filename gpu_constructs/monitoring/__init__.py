@@ -37,6 +37,8 @@ node's own address and a node firewall must admit the port between the nodes."""
 RULES_DIR = Path(__file__).parent / "rules"
 DASHBOARDS_DIR = Path(__file__).parent / "dashboards"
 DCGM_PORT = 9400
+HOST_NETWORK_PORTS = (f"{NODE_EXPORTER_PORT}/tcp",)
+"""The node ports the monitoring release's hostNetwork pods serve to other pods."""
 NVIDIA_DASHBOARD = {"gnetId": 12239, "revision": 2}
 """NVIDIA's "NVIDIA DCGM Exporter Dashboard" on grafana.com (the dashboard NVIDIA/dcgm-exporter keeps
 in grafana/dcgm-exporter-dashboard.json), which Grafana downloads when it starts."""
@@ -324,11 +326,10 @@ class Monitoring(Construct):
                 "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
             },
             "kube-state-metrics": {**placed},
-            **(
-                {}
-                if props.host_root_fs
-                else {"prometheus-node-exporter": {"hostRootFsMount": {"enabled": False}}}
-            ),
+            "prometheus-node-exporter": {
+                "service": {"port": NODE_EXPORTER_PORT},
+                **({} if props.host_root_fs else {"hostRootFsMount": {"enabled": False}}),
+            },
             # The control plane's own components are not scrapeable here: k3s runs the controller
             # manager, scheduler, proxy and etcd inside its one process with their metrics on
             # 127.0.0.1, and EKS and LKE manage them out of the cluster. Scraped anyway, each would

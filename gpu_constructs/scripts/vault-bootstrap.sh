@@ -193,6 +193,39 @@ auto_unsealed() {
 }
 
 key="$(unseal_key)"
+
+# After a change of the release (image, seal, configuration), the StatefulSet (updateStrategy
+# RollingUpdate) replaces its pods from the highest ordinal down, each only once the one replaced
+# before it is Ready, that is unsealed (StatefulSet docs, "Rolling Updates"). A replaced server comes
+# up sealed with a Shamir seal, or asks for a seal migration after a switch to AWS KMS: each is
+# waited for, newest first, and unsealed or migrated, so the rollout finishes within this step.
+statefulset="${leader%-*}"
+revision="$(kubectl_ get -n "$ns" "statefulset/${statefulset}" -o 'jsonpath={.status.updateRevision}' 2>/dev/null || true)"
+if [ -n "$revision" ]; then
+  for pod in $(tr ' ' '\n' <<<"$pods" | sort -r -t- -k2 -n); do
+    deadline=$((SECONDS + wait_seconds))
+    until [ "$(kubectl_ get -n "$ns" "pod/${pod}" -o 'jsonpath={.metadata.labels.controller-revision-hash}' 2>/dev/null || true)" = "$revision" ]; do
+      if [ "$SECONDS" -ge "$deadline" ]; then
+        echo "ERROR: Vault pod ${pod} does not run the StatefulSet's revision ${revision} after ${wait_seconds}s;" >&2
+        echo "see 'k3s kubectl rollout status -n ${ns} statefulset/${statefulset}'." >&2
+        exit 1
+      fi
+      sleep "$poll_seconds"
+    done
+    wait_running "$pod"
+    [ "$(answered_status "$pod" initialized)" = true ] || continue
+    if [ "$(answered_status "$pod" sealed)" = true ]; then
+      if [ "$seal" = awskms ]; then
+        auto_unsealed "$pod" "$key"
+      else
+        echo "vault-bootstrap: unsealing ${pod} (replaced by the rollout)."
+        printf '%s' "$key" | vault_in "$pod" write sys/unseal key=- >/dev/null
+      fi
+    fi
+    kubectl_ wait -n "$ns" --for=condition=Ready "pod/${pod}" --timeout="${wait_seconds}s" >/dev/null
+  done
+fi
+
 for pod in $pods; do
   pod_initialized="$(answered_status "$pod" initialized)"
   if [ "$pod" != "$leader" ] && [ "$pod_initialized" != "true" ]; then

@@ -20,6 +20,13 @@ What "ready" is: helm v3.18 ``pkg/kube/ready.go``:
 - a Job only with ``wait_for_jobs`` (``checkJobs``), then when it has succeeded.
 Defaults are the API server's (apps/v1 ``SetDefaults_Deployment``: replicas 1, RollingUpdate with
 maxSurge and maxUnavailable 25%).
+
+How long: the whole wait is bounded by the release's ``timeout`` (the provider's, seconds; 300 when
+unset), and a wait that runs out fails the apply (and with ``atomic`` uninstalls or rolls back). A
+pod that the kubelet may give ``initialDelaySeconds + periodSeconds * failureThreshold`` to pass its
+startup probe before restarting it (core/v1 Probe) may take that long to become ready, after its
+images are pulled and its init containers ran: the timeout must cover the startup budget plus
+PULL_ALLOWANCE.
 """
 
 from __future__ import annotations
@@ -38,6 +45,10 @@ PLATFORM_CLASSES = {
     "k3d-poc": {"local-path": ("WaitForFirstConsumer", True)},
 }
 POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod")
+PROVIDER_DEFAULT_TIMEOUT = 300
+"""terraform-provider-helm's ``timeout`` default (seconds)."""
+PULL_ALLOWANCE = 300
+"""Seconds allowed for pulling a pod's images and running its init containers before its probes."""
 
 
 @dataclass(frozen=True)
@@ -177,11 +188,70 @@ def deployment_findings(rendered: RenderedStack, release: Release) -> list[Findi
     return found
 
 
+def startup_budget(obj: dict[str, Any]) -> int:
+    """The longest a pod of the template may take to pass its containers' startup probes."""
+    budget = 0
+    for container in _pod_spec(obj).get("containers") or []:
+        probe = container.get("startupProbe")
+        if probe:
+            budget = max(
+                budget,
+                int(probe.get("initialDelaySeconds", 0))
+                + int(probe.get("periodSeconds", 10)) * int(probe.get("failureThreshold", 3)),
+            )
+    return budget
+
+
+def timeout_findings(rendered: RenderedStack, release: Release) -> list[Finding]:
+    timeout = int(release.raw.get("timeout", PROVIDER_DEFAULT_TIMEOUT))
+    found = []
+    for obj in release.objects:
+        if obj.get("kind") not in POD_TEMPLATE_KINDS or is_hook(obj) or obj.get("kind") == "Job":
+            continue
+        budget = startup_budget(obj)
+        if budget and timeout < budget + PULL_ALLOWANCE:
+            found.append(
+                Finding(
+                    rendered.stack,
+                    release.address,
+                    _name(release, obj),
+                    f"timeout {timeout}s is shorter than the startup probe's {budget}s plus "
+                    f"{PULL_ALLOWANCE}s to pull and initialise: a slow but healthy start fails the apply",
+                )
+            )
+    return found
+
+
+def on_delete_findings(rendered: RenderedStack, release: Release) -> list[Finding]:
+    """A StatefulSet or DaemonSet with ``updateStrategy: OnDelete``: the controller "will not
+    automatically update the Pods ... Users must manually delete Pods" (Kubernetes StatefulSet
+    docs, update strategies), so a new image or configuration is installed and never runs, and
+    Helm calls it ready at once (``statefulSetReady``)."""
+    found = []
+    for obj in release.objects:
+        if obj.get("kind") not in ("StatefulSet", "DaemonSet") or is_hook(obj):
+            continue
+        strategy = ((obj.get("spec") or {}).get("updateStrategy") or {}).get("type", "RollingUpdate")
+        if strategy == "OnDelete":
+            found.append(
+                Finding(
+                    rendered.stack,
+                    release.address,
+                    _name(release, obj),
+                    "updateStrategy OnDelete: an upgrade or configuration change never reaches the running pods",
+                )
+            )
+    return found
+
+
 def findings(rendered: RenderedStack) -> list[Finding]:
-    """What a waited release of the stack waits for that cannot become ready, or proves nothing."""
+    """What a waited release of the stack waits for that cannot become ready, proves nothing, or
+    may outlast the release's timeout; and workloads whose pods an upgrade never replaces."""
     found = []
     for release in rendered.releases:
+        found += on_delete_findings(rendered, release)
         if waits(release):
             found += pvc_findings(rendered, release)
             found += deployment_findings(rendered, release)
+            found += timeout_findings(rendered, release)
     return found
