@@ -63,6 +63,41 @@ class ObjectStoreAccess:
             if not validate.is_reference(value):
                 raise ConfigError(field, "<literal>", "pass a reference to a sensitive Terraform variable")
 
+    def secret_step(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        namespace: str,
+        secret_name: str,
+        region: str,
+        cluster: GpuCluster,
+        depends_on: Sequence[Any] = (),
+    ) -> DataResource:
+        """The step that writes the key pair into ``namespace`` as Secret ``secret_name``
+        (object-store-secret.sh, keys on stdin); new keys re-run it, only their hash is in the state."""
+        return run_scripts(
+            scope,
+            construct_id,
+            host=self.secret_host,
+            runs=[
+                ScriptRun(
+                    "object-store-secret.sh",
+                    {"NAMESPACE": namespace, "SECRET_NAME": secret_name, "REGION": region},
+                    secret_env={
+                        "ACCESS_KEY_ID": self.access_key_id,
+                        "SECRET_ACCESS_KEY": self.secret_access_key,
+                    },
+                )
+            ],
+            extra_triggers={
+                "access_key_id_sha256": Fn.sha256(self.access_key_id),
+                "secret_access_key_sha256": Fn.sha256(self.secret_access_key),
+            },
+            depends_on=depends_on,
+            cluster=cluster,
+        )
+
 
 @dataclass(frozen=True)
 class PostgresProps:
@@ -124,30 +159,13 @@ class Postgres(Construct):
         )
         access = props.object_store_access
         # The Secret exists before the Cluster: its first WAL segment is archived with these keys.
-        self.object_store_secret = run_scripts(
+        # A new cluster has no Secret: the step is replaced with it.
+        self.object_store_secret = access.secret_step(
             self,
             "object-store-secret",
-            host=access.secret_host,
-            runs=[
-                ScriptRun(
-                    "object-store-secret.sh",
-                    {
-                        "NAMESPACE": props.namespace,
-                        "SECRET_NAME": self.object_store_secret_name,
-                        "REGION": props.object_store.region,
-                    },
-                    secret_env={
-                        "ACCESS_KEY_ID": access.access_key_id,
-                        "SECRET_ACCESS_KEY": access.secret_access_key,
-                    },
-                )
-            ],
-            # New keys re-run the step; only their hash is kept in the state.
-            extra_triggers={
-                "access_key_id_sha256": Fn.sha256(access.access_key_id),
-                "secret_access_key_sha256": Fn.sha256(access.secret_access_key),
-            },
-            # A new cluster has no Secret: the step is replaced with it.
+            namespace=props.namespace,
+            secret_name=self.object_store_secret_name,
+            region=props.object_store.region,
             cluster=props.cluster,
         )
         # CloudNativePG archives a new Cluster only into an empty WAL archive ("Expected empty

@@ -272,31 +272,14 @@ class Vault(Construct):
 
     def _snapshots(self, snapshots: VaultSnapshots) -> None:
         access = snapshots.access
-        self.snapshot_secret = run_scripts(
+        self.snapshot_secret = access.secret_step(
             self,
             "snapshot-secret",
-            host=access.secret_host,
-            runs=[
-                ScriptRun(
-                    "object-store-secret.sh",
-                    {
-                        "NAMESPACE": NAMESPACE,
-                        "SECRET_NAME": SNAPSHOT_SECRET,
-                        "REGION": snapshots.object_store.region,
-                    },
-                    secret_env={
-                        "ACCESS_KEY_ID": access.access_key_id,
-                        "SECRET_ACCESS_KEY": access.secret_access_key,
-                    },
-                )
-            ],
-            # New keys re-run the step; only their hash is kept in the state.
-            extra_triggers={
-                "access_key_id_sha256": Fn.sha256(access.access_key_id),
-                "secret_access_key_sha256": Fn.sha256(access.secret_access_key),
-            },
-            depends_on=list(snapshots.after),
+            namespace=NAMESPACE,
+            secret_name=SNAPSHOT_SECRET,
+            region=snapshots.object_store.region,
             cluster=self.props.cluster,
+            depends_on=list(snapshots.after),
         )
         self.snapshot_release = helm.manifests_release(
             self,
