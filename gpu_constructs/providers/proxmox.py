@@ -449,6 +449,14 @@ PRIVILEGES: tuple[Privilege, ...] = (
     ),
     Privilege(
         Vm.TYPE,
+        "VM.Config.CDROM",
+        "/vms/{vmid}",
+        "re-add or move the cloud-init drive (ide2) on an update: a changed initialization datastore, "
+        "or a drive that went missing",
+        f"{QEMU} update_vm (a cloud-init drive needs VM.Config.Cloudinit and VM.Config.CDROM)",
+    ),
+    Privilege(
+        Vm.TYPE,
         "VM.PowerMgmt",
         "/vms/{vmid}",
         "start after create, reboot after an update, stop before destroy",
