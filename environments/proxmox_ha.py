@@ -73,7 +73,9 @@ class ProxmoxHaSettings:
     scratch_datastore: str | None = None
     """The workers' scratch disks' datastore (default: vm_datastore)."""
     datastore_capacity_gb: tuple[tuple[str, int], ...] = ()
-    """(datastore, usable GB) pairs from ``pvesm status``; each one's thin volumes must fit at synth."""
+    """(datastore, usable GB) pairs from ``pvesm status``, one for every datastore the VMs use
+    (vm_datastore, scratch_datastore): synth fails for a missing one, and for one whose thin volumes
+    do not fit."""
     nfs_server: str = "10.0.0.30"
     nfs_path: str = "/export/k3s"
     hugepages: bool = False

@@ -223,10 +223,14 @@ def test_stack_oauth_variables_are_sensitive():
 
     import cdktf
 
+    import main
     from environments import Instance
 
+    (instance,) = [i for i in main.INSTANCES if i.stack == "proxmox-ha"]
     built = Instance(
-        "proxmox-ha", "proxmox-ha", {"jupyter_auth": "github", "jupyter_github_organizations": ("acme",)}
+        "proxmox-ha",
+        "proxmox-ha",
+        {**instance.overrides, "jupyter_auth": "github", "jupyter_github_organizations": ("acme",)},
     ).build(cdktf.Testing.app())
     stack = json.loads(cdktf.Testing.synth(built))
     assert stack["variable"]["jupyterhub_oauth_client_secret"]["sensitive"] is True

@@ -35,11 +35,13 @@ from tests.conftest import (
 )
 from tests.validators import validate_manifest
 
+(MAIN,) = [instance for instance in main.INSTANCES if instance.stack == "proxmox-ha"]
+
 
 def synth(**overrides) -> dict:
-    return json.loads(
-        cdktf.Testing.synth(Instance("proxmox-ha", "proxmox-ha", overrides).build(cdktf.Testing.app()))
-    )
+    """The proxmox-ha stack of main.py (its datastores), with ``overrides``."""
+    instance = Instance("proxmox-ha", "proxmox-ha", {**MAIN.overrides, **overrides})
+    return json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
 
 
 @pytest.fixture(scope="module")
@@ -497,7 +499,16 @@ def test_thin_volumes_must_fit_each_datastore():
         ConfigError,
         match=r"'datastore_capacity_gb.local-lvm' is 2000: the VMs' disks on local-lvm add up to 6403 GB",
     ):
-        synth(datastore_capacity_gb=(("local-lvm", 2000),))
+        synth(datastore_capacity_gb=(("local-lvm", 2000),), scratch_datastore=None)
+    # no datastore goes unchecked: a missing capacity fails too, with the sum and the fix
+    with pytest.raises(
+        ConfigError,
+        match=r"'datastore_capacity_gb.local-lvm' is 'unset': the VMs' disks on local-lvm add up to "
+        r"6403 GB: give its usable GB from `pvesm status`",
+    ):
+        synth(datastore_capacity_gb=(), scratch_datastore=None)
+    with pytest.raises(ConfigError, match=r"'datastore_capacity_gb.nvme' is 'unset'.* 4096 GB"):
+        synth(datastore_capacity_gb=(("local-lvm", 2400),))
     with pytest.raises(ConfigError, match=r"add up to 2307 GB"):
         synth(datastore_capacity_gb=(("local-lvm", 2000),), scratch_datastore="nvme")
     fits = synth(datastore_capacity_gb=(("local-lvm", 2400), ("nvme", 4096)), scratch_datastore="nvme")
@@ -525,6 +536,7 @@ PROPS_FIELDS = {
     "ssh_public_key": "${var.k}",
     "ssh_private_key_path": "~/.ssh/id",
     "kubeconfig_path": "k",
+    "datastore_capacity_gb": {"local-lvm": 8000},
 }
 
 
@@ -535,6 +547,7 @@ def props(**overrides) -> ProxmoxProps:
         "ssh_private_key_path": "~/.ssh/id",
         "gpu_devices": devices(),
         "kubeconfig_path": "k",
+        "datastore_capacity_gb": {"local-lvm": 8000},
     }
     fields.update(overrides)
     return ProxmoxProps(**fields)

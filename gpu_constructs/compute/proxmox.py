@@ -220,8 +220,9 @@ class ProxmoxProps:
     scratch_datastore: str | None = None
     """Where the workers' scratch disks go (default: vm_datastore), e.g. an NVMe thin pool."""
     datastore_capacity_gb: Mapping[str, int] = field(default_factory=dict)
-    """Usable GB of each datastore (``pvesm status``): the thin volumes the stack puts on one are
-    summed at synth and must fit, since a full thin pool stops every VM on it."""
+    """Usable GB of each datastore (``pvesm status``), required for every datastore the VMs use:
+    the thin volumes the stack puts on one are summed at synth and must fit, since a full thin pool
+    stops every VM on it."""
     snippets_datastore: str = "local"
     """Needs the 'snippets' content type enabled (README)."""
     image_datastore: str = "local"
@@ -349,7 +350,16 @@ class ProxmoxProps:
         self.etcd_snapshots.check()
         for datastore, used in self.disk_usage_gb().items():
             capacity = self.datastore_capacity_gb.get(datastore)
-            if capacity is not None and used > capacity:
+            if capacity is None:
+                # Thin pools accept more than they hold until they fill, and then every VM on
+                # them stops: no datastore goes unchecked.
+                raise ConfigError(
+                    f"datastore_capacity_gb.{datastore}",
+                    "unset",
+                    f"the VMs' disks on {datastore} add up to {used} GB: give its usable GB from "
+                    f"`pvesm status`, e.g. datastore_capacity_gb=(('{datastore}', 2000),)",
+                )
+            if used > capacity:
                 raise ConfigError(
                     f"datastore_capacity_gb.{datastore}",
                     capacity,
