@@ -1014,9 +1014,17 @@ def test_kubeconfig_stops_at_once_on_a_changed_host_key(host: Host):
 DELETE_NODE_KUBECTL = r"""
 [ -f "$STATE/api-down" ] && { echo "Unable to connect to the server" >&2; exit 1; }
 case "$1" in
-  get) grep -qx "$3" "$STATE/nodes" && echo "node/$3"; exit 0 ;;
+  get)
+    [ "$2" = pods ] && { [ -f "$STATE/notebooks" ] && cat "$STATE/notebooks"; exit 0; }
+    grep -qx "$3" "$STATE/nodes" && echo "node/$3"; exit 0 ;;
   drain) [ -f "$STATE/undrainable" ] && exit 1; exit 0 ;;
-  delete) [ -f "$STATE/refuse-delete" ] && exit 1; grep -vx "$3" "$STATE/nodes" > "$STATE/n"; mv "$STATE/n" "$STATE/nodes" ;;
+  delete)
+    [ -f "$STATE/refuse-delete" ] && { echo 'Error from server (Forbidden): nodes "'"$3"'" is forbidden' >&2; exit 1; }
+    [ -f "$STATE/api-gone-at-delete" ] && {
+      echo 'The connection to the server 10.0.0.11:6443 was refused - did you specify the right host or port?' >&2
+      exit 1
+    }
+    grep -vx "$3" "$STATE/nodes" > "$STATE/n"; mv "$STATE/n" "$STATE/nodes" ;;
 esac
 """
 
@@ -1033,7 +1041,7 @@ def test_delete_node_drains_then_deletes_the_node(host: Host):
     result = _delete_node(host)
     assert result.returncode == 0, result.stderr
     calls = [c.split()[1] for c in host.calls("kubectl")]
-    assert calls == ["get", "drain", "delete"]
+    assert calls == ["get", "get", "drain", "delete"]
     assert "--ignore-daemonsets" in host.calls("kubectl drain")[0]
     assert (host.state / "nodes").read_text().split() == ["cp1"]
 
@@ -1051,6 +1059,23 @@ def test_delete_node_leaves_an_unregistered_node_alone(host: Host):
     assert [c.split()[1] for c in host.calls("kubectl")] == ["get"]
 
 
+def test_delete_node_evicts_the_notebook_servers_and_names_them(host: Host):
+    """KubeSpawner's notebook pods have no controller: drain refuses them without --force."""
+    (host.state / "notebooks").write_text("pod/jupyter-alice\n")
+    result = _delete_node(host)
+    assert result.returncode == 0, result.stderr
+    assert "--force" in host.calls("kubectl drain")[0].split()
+    assert "pod/jupyter-alice" in result.stderr
+
+
+def test_delete_node_lets_a_destroy_go_on_when_the_api_goes_away_during_the_run(host: Host):
+    """A whole-stack destroy: cp1 goes down after the node lookup and before the delete."""
+    (host.state / "api-gone-at-delete").touch()
+    result = _delete_node(host)
+    assert result.returncode == 0, result.stderr
+    assert "was refused" in result.stderr and "kubectl delete node wk-gpu1" in result.stderr
+
+
 def test_delete_node_lets_a_destroy_go_on_when_the_api_is_gone_and_says_what_to_do(host: Host):
     (host.state / "api-down").touch()
     result = _delete_node(host)
@@ -1060,13 +1085,17 @@ def test_delete_node_lets_a_destroy_go_on_when_the_api_is_gone_and_says_what_to_
 
 def test_delete_node_fails_when_the_api_refuses_the_delete(host: Host):
     (host.state / "refuse-delete").touch()
-    assert _delete_node(host).returncode == 1
+    result = _delete_node(host)
+    assert result.returncode == 1
+    assert "Forbidden" in result.stderr and "refused to delete node wk-gpu1" in result.stderr
 
 
 def test_delete_node_without_a_kubeconfig_does_nothing(host: Host):
     host.stub("kubectl", "exit 1")
     result = host.run("delete-node.sh", KUBECONFIG=str(host.state / "none.yaml"), NODE="wk-gpu1")
     assert result.returncode == 0 and host.calls("kubectl") == []
+    # a rebuild from a machine without the kubeconfig: say what the new VM needs first
+    assert "kubectl delete node wk-gpu1" in result.stderr
 
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEc2Tq0xHqY0n3vXbKp7nB8m0f1S7o3b5Yw6x9Zk1Q2R"
