@@ -27,6 +27,7 @@ from gpu_constructs.compute.proxmox import (
     GpuDevice,
     ProxmoxGpuCompute,
     ProxmoxProps,
+    SshHostKey,
 )
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
@@ -115,6 +116,13 @@ class ProxmoxHaSettings:
     jupyter_oidc_userdata_url: str | None = None
     jupyter_oidc_allowed_groups: tuple[str, ...] = ()
 
+    verify_ssh_host_keys: bool = True
+    """Give each VM its SSH host key from the vm_ssh_host_keys and vm_ssh_host_private_keys
+    variables and accept only that key on every SSH connection (the kubeconfig fetch, the
+    Cloudflare token's upload). False drops both variables, and the first connection to cp1
+    accepts whatever key answers at its address: whoever answers gets the Cloudflare token and
+    hands Terraform a kubeconfig."""
+
     monitoring: bool = True
     """Prometheus, Alertmanager and Grafana with GPU metrics and alerts (the seed's), on the servers."""
     monitoring_retention: str = "15d"
@@ -181,6 +189,64 @@ class ProxmoxHaStack(TerraformStack):
         ssh_key_path = TerraformVariable(
             self, "ssh_private_key_path", type="string", default="~/.ssh/id_ed25519"
         )
+        vm_names = [f"cp{i + 1}" for i in range(len(s.control_plane_ips))] + [
+            f"wk-gpu{i + 1}" for i in range(len(s.worker_ips))
+        ]
+        host_keys: dict[str, SshHostKey] = {}
+        if s.verify_ssh_host_keys:
+            order = ", ".join(vm_names)
+            TerraformVariable(
+                self,
+                "vm_ssh_host_keys",
+                type="list(string)",
+                description=(
+                    f"Each VM's SSH host public key, in the order {order}: the .pub files of "
+                    "ssh-keygen -t ed25519 -N '' -f <vm> without the comment (README)."
+                ),
+                validation=[
+                    rule(
+                        f"length(var.vm_ssh_host_keys) == {len(vm_names)}",
+                        f"vm_ssh_host_keys must list exactly {len(vm_names)} keys, in the order {order}.",
+                    ),
+                    rule(
+                        'alltrue([for k in var.vm_ssh_host_keys : can(regex("^ssh-ed25519 '
+                        '[A-Za-z0-9+/]+={0,3}$", k))])',
+                        "Every vm_ssh_host_keys entry is an ed25519 public key such as "
+                        "'ssh-ed25519 AAAAC3Nza...' without a comment.",
+                    ),
+                    rule(
+                        "length(distinct(var.vm_ssh_host_keys)) == length(var.vm_ssh_host_keys)",
+                        "vm_ssh_host_keys must give each VM its own key.",
+                    ),
+                ],
+            )
+            TerraformVariable(
+                self,
+                "vm_ssh_host_private_keys",
+                type="list(string)",
+                sensitive=True,
+                description=f"The private halves of vm_ssh_host_keys, in the order {order}.",
+                validation=[
+                    rule(
+                        f"length(var.vm_ssh_host_private_keys) == {len(vm_names)}",
+                        f"vm_ssh_host_private_keys must list exactly {len(vm_names)} keys, in the "
+                        f"order {order}.",
+                    ),
+                    rule(
+                        "alltrue([for k in var.vm_ssh_host_private_keys : "
+                        'startswith(trimspace(k), "-----BEGIN OPENSSH PRIVATE KEY-----")])',
+                        "Every vm_ssh_host_private_keys entry is an OpenSSH private key file's text "
+                        "(ssh-keygen -t ed25519 writes one).",
+                    ),
+                ],
+            )
+            host_keys = {
+                name: SshHostKey(
+                    public_key=f"${{var.vm_ssh_host_keys[{index}]}}",
+                    private_key=f"${{var.vm_ssh_host_private_keys[{index}]}}",
+                )
+                for index, name in enumerate(vm_names)
+            }
         gpu_count = s.gpus_per_worker * len(s.worker_ips)
         TerraformVariable(
             self,
@@ -306,6 +372,7 @@ class ProxmoxHaStack(TerraformStack):
                     for i in range(gpu_count)
                 ],
                 kubeconfig_path=kubeconfig_path,
+                ssh_host_keys=host_keys,
                 node_name=s.node_name,
                 vm_datastore=s.vm_datastore,
                 scratch_datastore=s.scratch_datastore,
@@ -353,7 +420,12 @@ class ProxmoxHaStack(TerraformStack):
                 acme_solver=s.letsencrypt_challenge,
                 cloudflare_api_token=cloudflare_api_token.string_value if cloudflare_api_token else None,
                 # the token is written into the cluster from cp1, where k3s' kubectl runs
-                secret_host=SshHost(s.control_plane_ips[0], "ubuntu", ssh_key_path.string_value),
+                secret_host=SshHost(
+                    s.control_plane_ips[0],
+                    "ubuntu",
+                    ssh_key_path.string_value,
+                    host_key=compute.props.host_key("cp1"),
+                ),
                 dns_zone=dns_zone.string_value if dns_zone else "",
             ),
         )
@@ -489,6 +561,16 @@ class ProxmoxHaStack(TerraformStack):
             value=compute.ansible_inventory(),
             description="Ansible inventory (YAML) of the nodes.",
         )
+        if host_keys:
+            ips = [*s.control_plane_ips, *s.worker_ips]
+            TerraformOutput(
+                self,
+                "ssh_known_hosts",
+                value="".join(
+                    f"{ip} {host_keys[name].public_key}\n" for ip, name in zip(ips, vm_names, strict=True)
+                ),
+                description="known_hosts lines of every VM, for ssh and Ansible (UserKnownHostsFile).",
+            )
         TerraformOutput(self, "dns_records", value=networking.dns_records)
         TerraformOutput(self, "rancher_url", value=f"https://{rancher_host.string_value}")
         TerraformOutput(self, "jupyterhub_url", value=f"https://{jupyter_host.string_value}")

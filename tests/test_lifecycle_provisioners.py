@@ -52,6 +52,32 @@ def test_every_command_failure_fails_its_provisioner(stack):
     assert gone == [], f"{stack}: fixed, remove from KNOWN in {__file__}"
 
 
+# (stack, connection or provisioner) -> issue that fixes it
+KNOWN_HOST_KEYS: dict[tuple[str, str], int] = {}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_ssh_connection_checks_the_host_key(stack):
+    found = provisioners.host_key_findings(stack_json(stack))
+    new = {name: message for name, message in found.items() if (stack, name) not in KNOWN_HOST_KEYS}
+    gone = [name for (s, name) in KNOWN_HOST_KEYS if s == stack and name not in found]
+    assert new == {}, f"{stack}: an SSH connection accepts any host key"
+    assert gone == [], f"{stack}: fixed, remove from KNOWN_HOST_KEYS in {__file__}"
+
+
+def test_the_host_key_gate_sees_connections_and_local_ssh():
+    """Not vacuous: without the keys, proxmox-ha's upload and kubeconfig fetch are findings."""
+    synthesized = copy.deepcopy(stack_json("proxmox-ha"))
+    secret = _resource(synthesized, "terraform_data.networking_cloudflare-secret_93FB5B4A")
+    del secret["connection"]["host_key"]
+    kubeconfig = _resource(synthesized, "terraform_data.vms_kubeconfig_AB78E8E5")
+    del kubeconfig["provisioner"][0]["local-exec"]["environment"]["HOST_KEY"]
+    assert provisioners.host_key_findings(synthesized) == {
+        "terraform_data.networking_cloudflare-secret_93FB5B4A connection": "ssh connection without host_key",
+        "terraform_data.vms_kubeconfig_AB78E8E5 provisioner[0] local-exec": "local ssh without HOST_KEY",
+    }
+
+
 def test_the_gate_sees_provisioners():
     """Not vacuous: the stacks have remote-exec inline lists and local-exec commands to check."""
     found = [p for stack in STACKS for p in provisioners.provisioners_of(stack, stack_json(stack))]

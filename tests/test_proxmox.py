@@ -20,6 +20,7 @@ from gpu_constructs.compute.proxmox import (
     EtcdSnapshots,
     GpuDevice,
     ProxmoxProps,
+    SshHostKey,
     kube_vip_manifests,
 )
 from gpu_constructs.errors import ConfigError
@@ -348,6 +349,37 @@ def test_kubeconfig_uses_the_vip_and_the_stacks_own_known_hosts(stack_json):
         assert "10.0.0.100" in k3s_config(with_vip, name)["tls-san"], name
 
 
+def test_every_vm_gets_its_own_host_key_and_every_connection_checks_it(stack_json):
+    """cloud-init installs the key Terraform knows (and generates no other), so the kubeconfig
+    fetch and the token upload accept that key only, also from a rebuilt VM."""
+    names = ["cp1", "cp2", "cp3", "wk-gpu1", "wk-gpu2", "wk-gpu3", "wk-gpu4"]
+    for index, name in enumerate(names):
+        document = user_data(stack_json, name)
+        assert (document["ssh_deletekeys"], document["ssh_genkeytypes"]) == (False, []), name
+        files = {f["path"]: f for f in document["write_files"]}
+        private = files["/etc/ssh/ssh_host_ed25519_key"]
+        assert private == {
+            "path": "/etc/ssh/ssh_host_ed25519_key",
+            "permissions": "0600",
+            "encoding": "b64",
+            "content": f"${{base64encode(var.vm_ssh_host_private_keys[{index}])}}",
+        }
+        public = files["/etc/ssh/ssh_host_ed25519_key.pub"]["content"]
+        assert public == f"${{var.vm_ssh_host_keys[{index}]}} root@{name}\n"
+    assert stack_json["variable"]["vm_ssh_host_private_keys"]["sensitive"] is True
+    assert kubeconfig_step(stack_json)["HOST_KEY"] == "${var.vm_ssh_host_keys[0]}"
+    (upload,) = [
+        r for r in resources(stack_json, "terraform_data").values() if r.get("connection", {}).get("host")
+    ]
+    assert upload["connection"]["host_key"] == "${var.vm_ssh_host_keys[0]}"
+    assert stack_json["output"]["ssh_known_hosts"]["value"].startswith(
+        "10.0.0.11 ${var.vm_ssh_host_keys[0]}\n"
+    )
+    unchecked = synth(verify_ssh_host_keys=False)
+    assert "vm_ssh_host_keys" not in unchecked["variable"]
+    assert "HOST_KEY" not in kubeconfig_step(unchecked)
+
+
 def test_every_vm_deletes_its_node_before_it_is_destroyed(every_stack):
     """k3s refuses a rebuilt node of the same name until its Node (and node password) is deleted;
     a destroy-time provisioner may refer to self, path and terraform only (Terraform onlySelfRefs)."""
@@ -610,6 +642,10 @@ S3 = EtcdS3("s3.amazonaws.com", "etcd-snapshots", "${var.a}", "${var.s}")
             {"gpu_devices": [*devices(7), GpuDevice("1002:740f", "0000:99:00.0", 99, "1002:0c34")]},
             r"'gpu_devices\[7\].id' is '1002:740f': .*NVIDIA \(vendor 10de\)",
         ),
+        (
+            {"ssh_host_keys": {"cp1": SshHostKey("${var.p}", "${var.k}")}},
+            r"'ssh_host_keys' is \['cp1'\]: give one key for each VM: cp1, cp2, cp3, wk-gpu1",
+        ),
         ({"dns_servers": ()}, r"'dns_servers' is \(\): give at least one DNS server"),
         ({"dns_servers": ("dns.example.com",)}, r"'dns_servers\[0\]' is 'dns.example.com': give an IPv4"),
         ({"vm_id_base": 5}, r"'vm_id_base' is 5: use from 100"),
@@ -695,8 +731,39 @@ def plan(directory: Path, **variables: str | None) -> subprocess.CompletedProces
         "etcd_s3_secret_key": "s",
         "cloudflare_api_token": "a" * 40,
         "dns_zone": "example.com",
+        "vm_ssh_host_keys": host_keys(),
+        "vm_ssh_host_private_keys": "["
+        + ", ".join(
+            ['"-----BEGIN OPENSSH PRIVATE KEY-----\\nb3Blbg==\\n-----END OPENSSH PRIVATE KEY-----\\n"'] * 7
+        )
+        + "]",
     }
     return plan_variables(directory, {**base, **variables})
+
+
+def host_keys(count: int = 7, duplicate: bool = False) -> str:
+    keys = [
+        f'"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA{"A" if duplicate else chr(65 + i)}key"' for i in range(count)
+    ]
+    return "[" + ", ".join(keys) + "]"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (host_keys(6), "vm_ssh_host_keys must list exactly 7 keys, in the order cp1, cp2, cp3, wk-gpu1"),
+        (host_keys(duplicate=True), "vm_ssh_host_keys must give each VM its own key"),
+        ('["ssh-rsa AAAA", "b", "c", "d", "e", "f", "g"]', "is an ed25519 public key"),
+    ],
+)
+def test_bad_host_keys_fail_in_terraform(variables_dir, value, message):
+    result = plan(variables_dir, vm_ssh_host_keys=value)
+    assert result.returncode != 0 and message in " ".join(result.stderr.split())
+
+
+def test_a_host_private_key_that_is_not_one_fails_in_terraform(variables_dir):
+    result = plan(variables_dir, vm_ssh_host_private_keys='["x", "x", "x", "x", "x", "x", "x"]')
+    assert result.returncode != 0 and "OpenSSH private key" in " ".join(result.stderr.split())
 
 
 def test_the_agent_token_must_differ_from_the_server_token(variables_dir):

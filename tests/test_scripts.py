@@ -970,16 +970,36 @@ def test_kubeconfig_fails_clearly_when_the_vip_never_answers(host: Host):
     assert not (host.state / "kube" / "config.yaml").exists()
 
 
-def test_kubeconfig_uses_the_stacks_known_hosts_and_forgets_a_rebuilt_servers_key(host: Host):
-    host.stub("ssh", f"printf '{KUBECONFIG}'")
+def test_kubeconfig_checks_the_stacks_known_hosts_and_never_wipes_it(host: Host):
+    """Without a key from the stack, the recorded key is checked: a rebuilt server's new key is
+    refused, never silently accepted."""
+    host.stub("ssh", SSH_KNOWN_HOSTS + f"printf '{KUBECONFIG}'")
     host.stub("ssh-keygen", "")
     known = host.state / "kube" / "proxmox-ha.known_hosts"
+    known.parent.mkdir()
+    known.write_text(f"10.0.0.11 {HOST_KEY}\n")
     result = _fetch(host, KNOWN_HOSTS=str(known))
     assert result.returncode == 0, result.stderr
-    assert host.calls("ssh-keygen") == [f"ssh-keygen -R 10.0.0.11 -f {known}"]
+    assert host.calls("ssh-keygen") == []
     (call,) = host.calls("ssh ")
     assert f"UserKnownHostsFile={known}" in call and "StrictHostKeyChecking=accept-new" in call
-    assert known.exists() and oct(os.stat(known).st_mode & 0o777) == "0o600"
+    assert known.read_text() == f"10.0.0.11 {HOST_KEY}\n"
+
+
+def test_kubeconfig_records_the_stacks_host_key_and_checks_it_strictly(host: Host):
+    """With the key the stack gave cp1, the stack's file holds that key (a rebuilt cp1 gets the
+    same key from the stack), and ssh accepts no other."""
+    host.stub("ssh", SSH_KNOWN_HOSTS + f"printf '{KUBECONFIG}'")
+    known = host.state / "kube" / "proxmox-ha.known_hosts"
+    known.parent.mkdir()
+    known.write_text("10.0.0.11 ssh-ed25519 AAAAold\n10.0.0.12 ssh-ed25519 AAAAother\n")
+    result = _fetch(host, KNOWN_HOSTS=str(known), HOST_KEY=HOST_KEY)
+    assert result.returncode == 0, result.stderr
+    (call,) = host.calls("ssh ")
+    assert "StrictHostKeyChecking=yes" in call.split() and f"UserKnownHostsFile={known}" in call
+    assert (host.state / "known_hosts").read_text() == known.read_text()
+    assert known.read_text() == f"10.0.0.12 ssh-ed25519 AAAAother\n10.0.0.11 {HOST_KEY}\n"
+    assert oct(os.stat(known).st_mode & 0o777) == "0o600"
 
 
 def test_kubeconfig_shows_ssh_errors_while_it_waits(host: Host):

@@ -115,6 +115,31 @@ class GpuDevice:
 
 
 @dataclass(frozen=True)
+class SshHostKey:
+    """A VM's SSH host key, which the stack installs with cloud-init and then checks on every SSH
+    connection to the VM: ed25519, both halves references to variables."""
+
+    public_key: str
+    """``ssh-ed25519 <base64>``, as the ``.pub`` file holds it without the comment."""
+    private_key: str
+    """The OpenSSH private key file's text: a reference to a sensitive variable."""
+
+    def check(self, name: str) -> None:
+        if not validate.is_reference(self.private_key):
+            raise ConfigError(
+                f"ssh_host_keys.{name}.private_key",
+                "(hidden)",
+                "pass a sensitive variable reference, never the key itself",
+            )
+        if not validate.is_reference(self.public_key) and not self.public_key.startswith("ssh-ed25519 "):
+            raise ConfigError(
+                f"ssh_host_keys.{name}.public_key",
+                self.public_key,
+                "give the ed25519 public key, e.g. from `ssh-keygen -t ed25519 -N '' -f cp1`",
+            )
+
+
+@dataclass(frozen=True)
 class EtcdS3:
     """An S3-compatible target for the etcd snapshots (k3s's etcd-s3-* flags)."""
 
@@ -213,8 +238,12 @@ class ProxmoxProps:
     """Reference to a sensitive variable: the servers' ``agent-token``, with which the workers join.
     A worker then holds no secret that lets it join as a server (and read etcd)."""
     known_hosts_path: str | None = None
-    """The stack's own SSH known-hosts file for cp1 (default: next to the kubeconfig); the
-    kubeconfig step replaces cp1's entry when it runs for a new cp1."""
+    """The stack's own SSH known-hosts file for cp1 (default: next to the kubeconfig): it holds
+    cp1's key from ``ssh_host_keys``, and without them the key cp1 showed first."""
+    ssh_host_keys: Mapping[str, SshHostKey] = field(default_factory=dict)
+    """Each VM's SSH host key by VM name (cp1, ..., wk-gpu1, ...), for every VM or none: cloud-init
+    installs it, and every SSH connection to the VM accepts that key only. Without them, the
+    first connection accepts whatever key answers at the address."""
     node_name: str = "pve"
     vm_datastore: str = "local-lvm"
     scratch_datastore: str | None = None
@@ -348,6 +377,17 @@ class ProxmoxProps:
                     "raise host_cpus to the host's nproc or turn pinning off",
                 )
         self.etcd_snapshots.check()
+        if self.ssh_host_keys:
+            missing = sorted(set(self.vm_names) - set(self.ssh_host_keys))
+            extra = sorted(set(self.ssh_host_keys) - set(self.vm_names))
+            if missing or extra:
+                raise ConfigError(
+                    "ssh_host_keys",
+                    sorted(self.ssh_host_keys),
+                    f"give one key for each VM: {', '.join(self.vm_names)}",
+                )
+            for name, key in self.ssh_host_keys.items():
+                key.check(name)
         for datastore, used in self.disk_usage_gb().items():
             capacity = self.datastore_capacity_gb.get(datastore)
             if capacity is None:
@@ -386,6 +426,17 @@ class ProxmoxProps:
         scratch = self.scratch_datastore or self.vm_datastore
         usage[scratch] = usage.get(scratch, 0) + self.scratch_gb * len(self.worker_ips)
         return usage
+
+    @property
+    def vm_names(self) -> list[str]:
+        return [f"cp{i + 1}" for i in range(len(self.control_plane_ips))] + [
+            f"wk-gpu{i + 1}" for i in range(len(self.worker_ips))
+        ]
+
+    def host_key(self, name: str) -> str | None:
+        """The VM's SSH public host key, when the stack gives the VMs theirs."""
+        key = self.ssh_host_keys.get(name)
+        return key.public_key if key else None
 
     @property
     def known_hosts(self) -> str:
@@ -460,6 +511,7 @@ class ProxmoxGpuCompute(Construct):
                     "SSH_USER": "ubuntu",
                     "SSH_HOST": props.control_plane_ips[0],
                     "SSH_KEY": props.ssh_private_key_path,
+                    **({"HOST_KEY": key} if (key := props.host_key("cp1")) else {}),
                     "KUBECONFIG_OUT": props.kubeconfig_path,
                     # The VIP when there is one: the kubeconfig then survives the loss of cp1.
                     "API_SERVER": props.server_address,
@@ -691,6 +743,27 @@ class ProxmoxGpuCompute(Construct):
                 "swapoff -a",
             ],
         }
+        host_key = props.ssh_host_keys.get(name)
+        if host_key:
+            # The key Terraform checks on every connection (write_files runs before cloud-init's
+            # ssh module, which keeps keys with ssh_deletekeys false and generates no other type
+            # with ssh_genkeytypes empty, so the host offers this key only). base64 keeps the
+            # multi-line key one YAML scalar after Terraform fills it in.
+            document["ssh_deletekeys"] = False
+            document["ssh_genkeytypes"] = []
+            document["write_files"][:0] = [
+                {
+                    "path": "/etc/ssh/ssh_host_ed25519_key",
+                    "permissions": "0600",
+                    "encoding": "b64",
+                    "content": f"${{base64encode({_expression(host_key.private_key)})}}",
+                },
+                {
+                    "path": "/etc/ssh/ssh_host_ed25519_key.pub",
+                    "permissions": "0644",
+                    "content": f"{host_key.public_key} root@{name}\n",
+                },
+            ]
         if role == "agent":
             document["fs_setup"] = [
                 {"label": "scratch", "filesystem": "ext4", "device": "/dev/sdb", "partition": "auto"}
@@ -739,6 +812,13 @@ class ProxmoxGpuCompute(Construct):
             }
         }
         return yaml.safe_dump(inventory, sort_keys=True)
+
+
+def _expression(reference: str) -> str:
+    """The Terraform expression inside a ``${...}`` reference."""
+    if not (reference.startswith("${") and reference.endswith("}")):
+        raise ValueError(f"not a ${{...}} reference: {reference}")
+    return reference[2:-1]
 
 
 def kube_vip_manifests(address: str) -> list[dict[str, Any]]:

@@ -223,3 +223,29 @@ def findings(stack: str, synthesized: dict[str, Any]) -> dict[str, str]:
         if messages:
             found[provisioner.name] = "; ".join(messages)
     return found
+
+
+def host_key_findings(synthesized: dict[str, Any]) -> dict[str, str]:
+    """SSH connections that would accept any host key, by resource address.
+
+    Terraform's SSH communicator checks the host only with ``host_key`` (hashicorp/terraform
+    internal/communicator/ssh/provisioner.go buildSSHClientConfig: without it the callback is
+    ssh.InsecureIgnoreHostKey), and a local script that runs ``ssh`` checks it only with the key
+    given as HOST_KEY (gpu_constructs/scripts: StrictHostKeyChecking=yes against it). Such a
+    connection hands whoever answers at the address what the step carries: a token on the way
+    in, a kubeconfig Terraform then trusts on the way out."""
+    found = {}
+    for kind_name, resources in sorted(synthesized.get("resource", {}).items()):
+        for logical_id, resource in sorted(resources.items()):
+            address = f"{kind_name}.{logical_id}"
+            connection = resource.get("connection") or {}
+            if connection.get("type", "ssh") == "ssh" and connection and not connection.get("host_key"):
+                found[f"{address} connection"] = "ssh connection without host_key"
+            for index, block in enumerate(resource.get("provisioner", [])):
+                body = block.get("local-exec")
+                if body is None:
+                    continue
+                environment = body.get("environment") or {}
+                if "SSH_HOST" in environment and not environment.get("HOST_KEY"):
+                    found[f"{address} provisioner[{index}] local-exec"] = "local ssh without HOST_KEY"
+    return found
