@@ -521,6 +521,7 @@ class ProxmoxGpuCompute(Construct):
             ),
             triggers={"server": self.control_planes[0].id_ref},
             depends_on=[*self.control_planes, *self.workers],
+            expect_file=props.kubeconfig_path,
         )
         gpus = props.gpus_per_worker * len(props.worker_ips)
         self.cluster = GpuCluster(

@@ -249,3 +249,47 @@ def host_key_findings(synthesized: dict[str, Any]) -> dict[str, str]:
                 if "SSH_HOST" in environment and not environment.get("HOST_KEY"):
                     found[f"{address} provisioner[{index}] local-exec"] = "local ssh without HOST_KEY"
     return found
+
+
+def _sensitive_variables(synthesized: dict[str, Any]) -> set[str]:
+    return {name for name, body in synthesized.get("variable", {}).items() if body.get("sensitive")}
+
+
+def trigger_findings(synthesized: dict[str, Any]) -> dict[str, str]:
+    """Settings of a create-time local-exec that do not re-run it when they change, by provisioner.
+
+    A ``terraform_data`` runs its provisioners only when it is created or replaced, and
+    ``triggers_replace`` is what replaces it (developer.hashicorp.com/terraform/language/resources/
+    terraform-data): an environment value that is not among its triggers can change (a new API
+    address, another host key) while the step keeps what it did with the old one. Values that
+    hold a sensitive variable stay out of the triggers on purpose (they would be in the plan).
+    Only steps that run on this machine alone are checked: a host step's trailing local wait
+    (wait-for-reboot.sh after a driver install) follows the host step's own triggers."""
+    sensitive = _sensitive_variables(synthesized)
+    found = {}
+    for logical_id, resource in sorted(synthesized.get("resource", {}).get("terraform_data", {}).items()):
+        triggers_replace = resource.get("triggers_replace", {})
+        if isinstance(triggers_replace, dict) and re.fullmatch(
+            r"[0-9a-f]{64}", str(triggers_replace.get("definition", ""))
+        ):
+            # k3d's cluster step: a digest of its script, image and whole environment
+            # (gpu_constructs/compute/k3d.py), so any change replaces it.
+            continue
+        if any("remote-exec" in block or "file" in block for block in resource.get("provisioner", [])):
+            continue
+        for index, block in enumerate(resource.get("provisioner", [])):
+            body = block.get("local-exec")
+            if body is None or body.get("when", "create") != "create":
+                continue
+            for key, value in sorted((body.get("environment") or {}).items()):
+                if any(f"var.{name}" in str(value) for name in sensitive):
+                    continue
+                named = {
+                    trigger: given
+                    for trigger, given in triggers_replace.items()
+                    if trigger == key or trigger.endswith(f":{key}")
+                }
+                if value not in named.values():
+                    name = f"terraform_data.{logical_id} provisioner[{index}] local-exec"
+                    found.setdefault(name, f"{key} is not in triggers_replace")
+    return found
