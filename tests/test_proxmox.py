@@ -160,6 +160,70 @@ def test_cloud_init_inputs_are_ignored_on_running_vms(every_stack):
             assert set(ignored) == set(CLOUD_INIT_INPUTS)
 
 
+def test_every_argument_that_reaches_the_guest_through_cloud_init_is_ignored(every_stack):
+    """The binding's own list of initialization arguments: all but the drive's datastore reach
+    the guest only through cloud-init, which a running VM never re-applies (fixed instance-id);
+    a new argument cannot be missed."""
+    from dataclasses import fields
+
+    from gpu_constructs.providers.proxmox import Initialization
+
+    guest_only = {f"initialization[0].{f.name}" for f in fields(Initialization)} - {
+        "initialization[0].datastore_id"
+    }
+    for stack_json in every_stack.values():
+        for vm in vms(stack_json).values():
+            assert guest_only <= set(vm["lifecycle"]["ignore_changes"]), vm["name"]
+
+
+def test_a_network_change_is_refused_at_plan_until_the_node_is_rebuilt(tmp_path):
+    """With ip_config and dns ignored, the postcondition compares what the VM was built with
+    (its state) with the settings: Terraform itself, on a state holding an old address."""
+    from tests.conftest import terraform_binary
+
+    vm = vms(synth())["wk-gpu1"]
+    (condition,) = vm["lifecycle"]["postcondition"]
+    assert "10.0.0.21/24" in condition["condition"] and "node by node" in condition["error_message"]
+    terraform = terraform_binary()
+
+    def network(address: str) -> dict:
+        ipv4 = [{"address": address, "gateway": "10.0.0.1"}]
+        return {"initialization": [{"ip_config": [{"ipv4": ipv4}], "dns": [{"servers": ["10.0.0.1"]}]}]}
+
+    def run(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [terraform, *args, "-input=false", "-no-color"], cwd=directory, capture_output=True, text=True
+        )
+
+    results = {}
+    for built_with in ("10.0.0.21/24", "10.0.0.99/24"):
+        directory = tmp_path / built_with.replace("/", "_")
+        directory.mkdir()
+        config = {"resource": {"terraform_data": {"vm": {"input": network(built_with)}}}}
+        (directory / "main.tf.json").write_text(json.dumps(config))
+        assert run(directory, "apply", "-auto-approve").returncode == 0
+        # the stack now: the configured address, ignored on the built VM, and the postcondition
+        config["resource"]["terraform_data"]["vm"] = {
+            "input": network("10.0.0.21/24"),
+            "lifecycle": {
+                "ignore_changes": ["input"],
+                "postcondition": [
+                    {
+                        "condition": condition["condition"].replace("self.", "self.output."),
+                        "error_message": condition["error_message"],
+                    }
+                ],
+            },
+        }
+        (directory / "main.tf.json").write_text(json.dumps(config))
+        results[built_with] = run(directory, "plan")
+    assert results["10.0.0.21/24"].returncode == 0, results["10.0.0.21/24"].stderr
+    refused = results["10.0.0.99/24"]
+    assert refused.returncode != 0 and "wk-gpu1 was built with another address" in " ".join(
+        refused.stderr.split()
+    )
+
+
 def test_a_cloud_init_change_leaves_the_vms_as_they_are(stack_json):
     changed = synth(api_vip="10.0.0.100", etcd_snapshot_retention=10)
     assert resources(changed, "proxmox_virtual_environment_vm") == resources(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from cdktf import LocalExecProvisioner, TerraformResourceLifecycle
+from cdktf import LocalExecProvisioner, Postcondition, TerraformResourceLifecycle
 from constructs import Construct
 
 from gpu_constructs import validate, versions
@@ -56,10 +56,20 @@ from ``kubectl label node`` (README)."""
 PCI_PATH = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 PCI_ID = re.compile(r"[0-9a-f]{4}:[0-9a-f]{4}")
 NVIDIA_VENDOR = "10de"
-CLOUD_INIT_INPUTS = ("initialization[0].user_data_file_id", "initialization[0].meta_data_file_id")
-"""VM arguments that carry cloud-init data. bpg/proxmox marks both ForceNew
-(proxmoxtf/resource/vm/vm.go), so without ignoring them a new token, key, k3s version or VIP would
-replace every VM at once, all etcd members with them. Such changes roll out node by node (README)."""
+CLOUD_INIT_INPUTS = (
+    "initialization[0].user_data_file_id",
+    "initialization[0].meta_data_file_id",
+    "initialization[0].ip_config",
+    "initialization[0].dns",
+)
+"""VM arguments that reach the guest only through cloud-init. bpg/proxmox marks the snippet ids
+ForceNew (proxmoxtf/resource/vm/vm.go), so without ignoring them a new token, key, k3s version or
+VIP would replace every VM at once, all etcd members with them. ip_config and dns it updates in
+place and rebuilds the cloud-init drive, but with the VM's fixed instance-id cloud-init applies
+network config only to a new instance (NoCloud's default update event is boot-new-instance), so
+the VM would keep its old address while the plan reported success: the VMs ignore them too, and a
+postcondition refuses a plan whose network differs from what a VM was built with (CLOUD_INIT_NETWORK).
+Such changes roll out node by node (README)."""
 
 
 @dataclass(frozen=True)
@@ -556,7 +566,7 @@ class ProxmoxGpuCompute(Construct):
         self, name: str, ip: str, vm_id: int, size: VmSize, *, role: str, first: bool = False, index: int = 0
     ) -> Vm:
         props = self.props
-        network = ipaddress.IPv4Network(props.network)
+        address = f"{ip}/{ipaddress.IPv4Network(props.network).prefixlen}"
         snippet = File(
             self,
             f"{name}-user-data",
@@ -645,7 +655,7 @@ class ProxmoxGpuCompute(Construct):
             network_device=[NetworkDevice(bridge=props.bridge)],
             initialization=Initialization(
                 datastore_id=props.vm_datastore,
-                ip_config=[IpConfig(Ipv4(f"{ip}/{network.prefixlen}", props.gateway))],
+                ip_config=[IpConfig(Ipv4(address, props.gateway))],
                 user_data_file_id=snippet.id_ref,
                 meta_data_file_id=meta_data.id_ref,
                 dns=Dns(servers=props.dns_servers),
@@ -653,7 +663,10 @@ class ProxmoxGpuCompute(Construct):
             hostpci=hostpci,
             agent=Agent(enabled=True),
             operating_system=OperatingSystem("l26"),
-            lifecycle=TerraformResourceLifecycle(ignore_changes=list(CLOUD_INIT_INPUTS)),
+            lifecycle=TerraformResourceLifecycle(
+                ignore_changes=list(CLOUD_INIT_INPUTS),
+                postcondition=[network_postcondition(name, address, props.gateway, props.dns_servers)],
+            ),
             provisioners=[self.delete_node_provisioner()],
         )
 
@@ -813,6 +826,29 @@ class ProxmoxGpuCompute(Construct):
             }
         }
         return yaml.safe_dump(inventory, sort_keys=True)
+
+
+def network_postcondition(name: str, address: str, gateway: str, dns_servers: Sequence[str]) -> Postcondition:
+    """Refuse a plan whose address, gateway or DNS servers for the VM differ from what it was
+    built with. With ip_config and dns ignored, ``self`` keeps the values the provider reads back
+    from the VM's config (bpg/proxmox v0.111.1 vm.go: the address as stored, the nameserver split
+    at spaces); a new or replaced VM plans the configured ones and passes."""
+    servers = " ".join(dns_servers)
+    ipv4 = "self.initialization[0].ip_config[0].ipv4[0]"
+    return Postcondition(
+        condition=(
+            f'${{{ipv4}.address == "{address}" && {ipv4}.gateway == "{gateway}" && '
+            f'join(" ", self.initialization[0].dns[0].servers) == "{servers}"}}'
+        ),
+        error_message=(
+            f"{name} was built with another address, gateway or DNS servers than the settings now give "
+            f"({address} via {gateway}, DNS {servers}); cloud-init applies network settings only to a "
+            "new instance, so the running VM would keep its old ones. Rebuild the node as the README's "
+            '"Changing cloud-init inputs: node by node" says: terraform apply -target=ADDRESS '
+            "-replace=ADDRESS, one node at a time (cp1's address is the cluster's: a new cp1 is a new "
+            "cluster)."
+        ),
+    )
 
 
 def _expression(reference: str) -> str:
