@@ -67,8 +67,13 @@ class ProxmoxHaSettings:
     worker_ips: tuple[str, ...] = ("10.0.0.21", "10.0.0.22", "10.0.0.23", "10.0.0.24")
     gpus_per_worker: int = 2
     host_gpu_count: int = 8
-    api_vip: str | None = None
-    """The seed's optional kube-vip address, e.g. 10.0.0.100."""
+    api_vip: str | None = "10.0.0.100"
+    """The seed's kube-vip address in front of the API servers: the workers join through it, the
+    kubeconfig and Terraform reach the API through it, and it is in every server's tls-san. None
+    needs single_api_address=True: everything then reaches the API through cp1 alone."""
+    single_api_address: bool = False
+    """Accept api_vip=None: a worker rebuilt while cp1 is down cannot register, and Terraform cannot
+    plan while cp1 is down, although the other servers still run the cluster."""
     dns_servers: tuple[str, ...] = ("10.0.0.1",)
     vm_datastore: str = "local-lvm"
     scratch_datastore: str | None = None
@@ -135,6 +140,14 @@ class ProxmoxHaSettings:
         validate.int_range("time_slicing_replicas", self.time_slicing_replicas, 1, 48)
         validate.k8s_name("node_name", self.node_name)
         validate.one_of("letsencrypt_challenge", self.letsencrypt_challenge, ACME_SOLVERS)
+        if self.api_vip is None and not self.single_api_address:
+            raise ConfigError(
+                "api_vip",
+                None,
+                "without it the workers, the kubeconfig and Terraform reach the API through cp1 alone; "
+                "give a free address on the VM network for kube-vip (e.g. 10.0.0.100), or set "
+                "single_api_address=True to accept that",
+            )
 
 
 class ProxmoxHaStack(TerraformStack):
@@ -460,6 +473,25 @@ class ProxmoxHaStack(TerraformStack):
             ),
         )
         operator = GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))
+        # A worker that never joins (a wrong agent token, an unreachable API) leaves Helm's waits
+        # green: the GPU DaemonSets have nothing to schedule. Wait for each worker, Ready, with its
+        # GPUs allocatable (the operator's device plugin), before anything that needs them.
+        gpu_nodes = run_local_script(
+            self,
+            "gpu-nodes-ready",
+            run=ScriptRun(
+                "wait-gpu-nodes.sh",
+                env={
+                    "KUBECONFIG": kubeconfig_path,
+                    "NODES": " ".join(name for name in vm_names if name.startswith("wk-")),
+                    "GPUS": str(cluster.gpus_per_node),
+                    "WAIT_SECONDS": "1800",
+                },
+            ),
+            triggers={},
+            cluster=cluster,
+            depends_on=[operator.release],
+        )
         if s.monitoring:
             Monitoring(
                 self,
@@ -550,7 +582,7 @@ class ProxmoxHaStack(TerraformStack):
                 cpu_on_gpu_nodes=True,
                 auth=self.hub_auth(s),
                 values=helm.ValuesLayers(overlay=s.environment, directory=PROJECT_ROOT / "helm-values"),
-                depends_on=[nfs, storage.release, operator.release, networking.issuers],
+                depends_on=[nfs, storage.release, operator.release, gpu_nodes, networking.issuers],
             ),
         )
 

@@ -225,7 +225,7 @@ def test_a_network_change_is_refused_at_plan_until_the_node_is_rebuilt(tmp_path)
 
 
 def test_a_cloud_init_change_leaves_the_vms_as_they_are(stack_json):
-    changed = synth(api_vip="10.0.0.100", etcd_snapshot_retention=10)
+    changed = synth(api_vip="10.0.0.101", etcd_snapshot_retention=10)
     assert resources(changed, "proxmox_virtual_environment_vm") == resources(
         stack_json, "proxmox_virtual_environment_vm"
     )
@@ -246,7 +246,7 @@ def test_every_vm_keeps_its_instance_id_when_the_user_data_changes(stack_json):
     is sha1(user-data . network-config) (qemu-server Cloudinit.pm), so an edited snippet re-runs
     cloud-init on every VM at its next start. Each VM names a meta-data snippet whose instance-id
     depends on the VM alone."""
-    changed = synth(api_vip="10.0.0.100", etcd_snapshot_retention=10)
+    changed = synth(api_vip="10.0.0.101", etcd_snapshot_retention=10)
     files = {
         f["source_raw"][0]["file_name"]: key
         for key, f in resources(stack_json, "proxmox_virtual_environment_file").items()
@@ -404,13 +404,20 @@ def kubeconfig_step(stack_json) -> dict:
 
 def test_kubeconfig_uses_the_vip_and_the_stacks_own_known_hosts(stack_json):
     env = kubeconfig_step(stack_json)
-    assert env["SSH_HOST"] == env["API_SERVER"] == "10.0.0.11"
-    assert env["KNOWN_HOSTS"] == "${path.root}/../../../kubeconfig/proxmox-ha.known_hosts"
-    with_vip = synth(api_vip="10.0.0.100")
-    env = kubeconfig_step(with_vip)
     assert (env["SSH_HOST"], env["API_SERVER"]) == ("10.0.0.11", "10.0.0.100")
+    assert env["KNOWN_HOSTS"] == "${path.root}/../../../kubeconfig/proxmox-ha.known_hosts"
     for name in ("cp1", "cp2", "cp3"):
-        assert "10.0.0.100" in k3s_config(with_vip, name)["tls-san"], name
+        assert "10.0.0.100" in k3s_config(stack_json, name)["tls-san"], name
+    single = synth(api_vip=None, single_api_address=True)
+    assert kubeconfig_step(single)["API_SERVER"] == "10.0.0.11"
+
+
+def test_nothing_reaches_the_api_through_one_server_unless_accepted(stack_json):
+    """HA covers losing cp1 too: the workers join, and Terraform plans, through the VIP."""
+    for name in ("wk-gpu1", "wk-gpu2", "wk-gpu3", "wk-gpu4"):
+        assert k3s_config(stack_json, name)["server"] == "https://10.0.0.100:6443", name
+    with pytest.raises(ConfigError, match=r"'api_vip' is None: without it the workers, the kubeconfig"):
+        synth(api_vip=None)
 
 
 def test_every_vm_gets_its_own_host_key_and_every_connection_checks_it(stack_json):
@@ -442,6 +449,28 @@ def test_every_vm_gets_its_own_host_key_and_every_connection_checks_it(stack_jso
     unchecked = synth(verify_ssh_host_keys=False)
     assert "vm_ssh_host_keys" not in unchecked["variable"]
     assert "HOST_KEY" not in kubeconfig_step(unchecked)
+
+
+def test_the_apply_waits_for_every_gpu_worker_before_jupyterhub(every_stack):
+    """Helm's waits pass without GPU nodes; a bounded step checks each VM with passthrough GPUs is
+    Ready with them allocatable, after the GPU Operator (its device plugin sets them) and before
+    the hub whose profiles need them."""
+    from tests.lifecycle import graph
+
+    for stack_json in every_stack.values():
+        steps = {
+            f"terraform_data.{logical_id}": step
+            for logical_id, step in resources(stack_json, "terraform_data").items()
+            if "wait-gpu-nodes" in json.dumps(step.get("provisioner", []))
+        }
+        ((address, step),) = steps.items()
+        env = step["provisioner"][0]["local-exec"]["environment"]
+        gpu_vms = sorted(vm["name"] for vm in vms(stack_json).values() if vm.get("hostpci"))
+        assert sorted(env["NODES"].split()) == gpu_vms
+        assert env["GPUS"] == "2"
+        releases_ = {r["name"]: f"helm_release.{k}" for k, r in resources(stack_json, "helm_release").items()}
+        assert graph.depends_on(stack_json, releases_["jupyterhub"], address)
+        assert graph.depends_on(stack_json, address, releases_["gpu-operator"])
 
 
 def test_every_vm_deletes_its_node_before_it_is_destroyed(every_stack):

@@ -1118,6 +1118,41 @@ def test_delete_node_without_a_kubeconfig_does_nothing(host: Host):
     assert "kubectl delete node wk-gpu1" in result.stderr
 
 
+# --- wait-gpu-nodes.sh ------------------------------------------------------------------------------
+# kubectl that lists $STATE/nodes ("name Ready allocatable" lines) as the script's jsonpath prints them.
+GPU_NODES_KUBECTL = 'cat "$STATE/nodes" 2>/dev/null; exit 0'
+
+
+def _wait_gpu_nodes(host: Host, nodes: str, **env: str) -> subprocess.CompletedProcess[str]:
+    host.stub("kubectl", GPU_NODES_KUBECTL)
+    host.stub("sleep", 'echo slept >> "$STATE/slept"')
+    (host.state / "nodes").write_text(nodes)
+    kubeconfig = host.state / "kubeconfig.yaml"
+    kubeconfig.write_text("apiVersion: v1\n")
+    return host.run("wait-gpu-nodes.sh", KUBECONFIG=str(kubeconfig), NODES="wk-gpu1 wk-gpu2", GPUS="2", **env)
+
+
+def test_wait_gpu_nodes_passes_when_every_worker_is_ready_with_its_gpus(host: Host):
+    result = _wait_gpu_nodes(host, "cp1 True \nwk-gpu1 True 2\nwk-gpu2 True 2\n")
+    assert result.returncode == 0, result.stderr
+    assert not (host.state / "slept").exists()
+
+
+@pytest.mark.parametrize(
+    ("nodes", "message"),
+    [
+        ("wk-gpu1 True 2\n", "wk-gpu2(not registered)"),
+        ("wk-gpu1 True 2\nwk-gpu2 False 2\n", "wk-gpu2(not Ready)"),
+        ("wk-gpu1 True 2\nwk-gpu2 True \n", "wk-gpu2(0 of 2 GPUs)"),
+        ("wk-gpu1 True 1\nwk-gpu2 True 2\n", "wk-gpu1(1 of 2 GPUs)"),
+    ],
+)
+def test_wait_gpu_nodes_fails_clearly_when_a_worker_is_missing(host: Host, nodes: str, message: str):
+    result = _wait_gpu_nodes(host, nodes, WAIT_SECONDS="0")
+    assert result.returncode == 1
+    assert message in result.stderr and "journalctl -u k3s-agent" in result.stderr
+
+
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEc2Tq0xHqY0n3vXbKp7nB8m0f1S7o3b5Yw6x9Zk1Q2R"
 # An ssh that records the known_hosts file it was given, then answers like the k3s server.
 SSH_KNOWN_HOSTS = r"""
