@@ -3,6 +3,7 @@ cert-manager, Rancher with Fleet GitOps, and JupyterHub with GPU profiles."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,16 @@ FLEET_MAY_NOT_HOLD = (
 """What Terraform deploys on proxmox-ha, one owner each: a Fleet bundle must never hold these."""
 RANCHER_ISSUER = "letsencrypt-production"
 RANCHER_TLS_SECRET = "tls-rancher-ingress"
+
+
+NOTEBOOK_BASES = {"pytorch": versions.NGC_PYTORCH_IMAGE, "tensorflow": versions.NGC_TENSORFLOW_IMAGE}
+
+
+def notebook_image(registry: str | None, kind: str) -> str:
+    """The notebook image built from docker/notebook-<kind> as pushed to ``registry``: the NGC tag
+    and the JupyterHub version in its tag, so a new pin is a new image, never a moved tag."""
+    ngc_tag = NOTEBOOK_BASES[kind].version.rsplit(":", 1)[1]
+    return f"{registry}/notebook-{kind}:{ngc_tag}-jupyterhub{versions.JUPYTERHUB_SINGLEUSER.version}"
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,11 @@ class ProxmoxHaSettings:
     accepts whatever key answers at its address: whoever answers gets the Cloudflare token and
     hands Terraform a kubeconfig."""
 
+    notebook_registry: str | None = None
+    """Where you push the notebook images built from docker/notebook-pytorch and
+    docker/notebook-tensorflow (registry host, optional port and path, e.g. registry.example.com/ml):
+    NGC's images lack jupyterhub-singleuser, which z2jh starts in every notebook. Required."""
+
     monitoring: bool = True
     """Prometheus, Alertmanager and Grafana with GPU metrics and alerts (the seed's), on the servers."""
     monitoring_retention: str = "15d"
@@ -140,6 +156,16 @@ class ProxmoxHaSettings:
         validate.int_range("time_slicing_replicas", self.time_slicing_replicas, 1, 48)
         validate.k8s_name("node_name", self.node_name)
         validate.one_of("letsencrypt_challenge", self.letsencrypt_challenge, ACME_SOLVERS)
+        if self.notebook_registry is None or not re.fullmatch(
+            r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*", self.notebook_registry
+        ):
+            raise ConfigError(
+                "notebook_registry",
+                self.notebook_registry,
+                "give the registry you push the notebook images to, e.g. registry.example.com/ml "
+                "(docker/notebook-pytorch and docker/notebook-tensorflow; NGC's images lack "
+                "jupyterhub-singleuser)",
+            )
         if self.api_vip is None and not self.single_api_address:
             raise ConfigError(
                 "api_vip",
@@ -576,6 +602,8 @@ class ProxmoxHaStack(TerraformStack):
                 home_storage_class=NFS_CLASS,
                 scratch_storage_class=SCRATCH_CLASS,
                 gpu_profiles=s.jupyter_gpu_profiles,
+                pytorch_image=notebook_image(s.notebook_registry, "pytorch"),
+                tensorflow_image=notebook_image(s.notebook_registry, "tensorflow"),
                 # The control planes hold etcd on their OS disk: every notebook, CPU-only ones
                 # too, runs on a GPU worker, which has the scratch disk.
                 user_node_purpose="require",

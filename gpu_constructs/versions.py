@@ -255,6 +255,11 @@ NFS_SUBDIR_CHART = Pin("4.0.18")
 JUPYTERHUB_CHART = Pin("4.4.0", seed="3.1.0", checked_against="jupyterhub/values.schema.yaml (4.4.0)")
 NGC_PYTORCH_IMAGE = Pin("nvcr.io/nvidia/pytorch:25.01-py3")
 NGC_TENSORFLOW_IMAGE = Pin("nvcr.io/nvidia/tensorflow:25.01-tf2-py3", note="NGC's TensorFlow container line")
+JUPYTERHUB_SINGLEUSER = Pin(
+    "5.5.0",
+    note="the JupyterHub of z2jh 4.4.0's hub image (its Chart.yaml appVersion), installed into the notebook "
+    "images (docker/notebook-*): jupyterhub-singleuser must match the hub",
+)
 UBUNTU_CLOUD_IMAGE = Pin("https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img")
 
 REPO_RANCHER = "https://releases.rancher.com/server-charts/stable"

@@ -779,6 +779,36 @@ def test_good_props_with_literal_devices_and_s3():
     assert made.gpu_devices[0].path == "0000:41:00.0"
 
 
+def test_notebooks_run_the_images_built_from_ngc_with_jupyterhub(stack_json):
+    """NGC's images lack jupyterhub-singleuser: every image the hub starts is one of the notebook
+    images (docker/notebook-*) in the notebook_registry, tagged with its NGC base and JupyterHub."""
+    (hub,) = [r for r in releases(stack_json).values() if r["chart"] == "jupyterhub"]
+    values = release_values(hub)
+    choices = values["singleuser"]["profileList"][0]["profile_options"]["image"]["choices"]
+    used = {c["kubespawner_override"]["image"] for c in choices.values()}
+    used.add(f"{values['singleuser']['image']['name']}:{values['singleuser']['image']['tag']}")
+    assert used == {
+        "registry.example.com/ml/notebook-pytorch:25.01-py3-jupyterhub5.5.0",
+        "registry.example.com/ml/notebook-tensorflow:25.01-tf2-py3-jupyterhub5.5.0",
+    }
+    for profile in values["singleuser"]["profileList"]:
+        for choice in profile.get("profile_options", {}).get("image", {}).get("choices", {}).values():
+            assert not choice["kubespawner_override"]["image"].startswith("nvcr.io/"), profile
+
+
+@pytest.mark.parametrize(
+    ("registry", "message"),
+    [
+        (None, r"'notebook_registry' is None: give the registry you push the notebook images to"),
+        ("https://registry.example.com", r"'notebook_registry' is 'https://registry.example.com'"),
+        ("Registry.example.com/ML", r"'notebook_registry' is 'Registry.example.com/ML'"),
+    ],
+)
+def test_the_notebook_registry_is_required_and_checked(registry, message):
+    with pytest.raises(ConfigError, match=message):
+        synth(notebook_registry=registry)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
