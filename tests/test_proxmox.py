@@ -554,8 +554,8 @@ def test_the_image_puller_does_not_hold_the_atomic_install(rendered_proxmox):
     assert "helm.sh/hook" not in puller["metadata"].get("annotations", {})
     assert puller["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == "100%"
     pulled = {c["image"] for c in puller["spec"]["template"]["spec"]["initContainers"]}
-    assert any(i.startswith("nvcr.io/nvidia/pytorch:") for i in pulled)
-    assert any(i.startswith("nvcr.io/nvidia/tensorflow:") for i in pulled)
+    assert any(i.startswith("registry.example.com/ml/notebook-pytorch:") for i in pulled)
+    assert any(i.startswith("registry.example.com/ml/notebook-tensorflow:") for i in pulled)
 
 
 def test_rancher_serves_a_lets_encrypt_certificate(rendered_proxmox):
@@ -603,6 +603,21 @@ def test_gpu_operator_containerd_paths_follow_this_clusters_k3s():
 
     compute = ProxmoxGpuCompute(TerraformStack(stack, "s"), "vms", props=old)
     assert compute.cluster.containerd.config.endswith("/config.toml.tmpl")
+
+
+def test_the_cloud_image_is_a_pinned_release_checked_by_its_sha256(every_stack):
+    """noble/current is republished; with overwrite left true the provider compares the URL's size
+    with the stored file's at every Read and replaces the download when they differ
+    (fwprovider/nodes/resource_download_file.go)."""
+    for stack_json in every_stack.values():
+        downloads = resources(stack_json, "proxmox_virtual_environment_download_file").values()
+        assert downloads
+        for download in downloads:
+            assert re.search(r"/releases/noble/release-\d{8}/", download["url"]), download["url"]
+            assert "/current/" not in download["url"]
+            assert re.fullmatch(r"[0-9a-f]{64}", download["checksum"])
+            assert download["checksum_algorithm"] == "sha256"
+            assert download["overwrite"] is False
 
 
 def test_snippets_are_root_only_and_tls_verification_is_a_variable(stack_json):
@@ -746,6 +761,11 @@ S3 = EtcdS3("s3.amazonaws.com", "etcd-snapshots", "${var.a}", "${var.s}")
         ({"vm_datastore": "local lvm"}, r"'vm_datastore' is 'local lvm': give a Proxmox storage id"),
         ({"bridge": "vmbr 0"}, r"'bridge' is 'vmbr 0': give a Linux bridge"),
         ({"image_url": "http://cloud-images.ubuntu.com/x.img"}, r"'image_url' is 'http://.*over https://"),
+        (
+            {"image_url": "https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img"},
+            r"'image_url' is .*current.*: pin a dated release",
+        ),
+        ({"image_sha256": "abc"}, r"'image_sha256' is 'abc': give the image's SHA-256"),
         (
             {"etcd_snapshots": EtcdSnapshots(schedule_cron="hourly")},
             r"'etcd_snapshot_cron' is 'hourly': give a five-field cron schedule",

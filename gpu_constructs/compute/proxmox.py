@@ -293,6 +293,9 @@ class ProxmoxProps:
     to no one else, API tokens included (even root@pam's)."""
     etcd_snapshots: EtcdSnapshots = field(default_factory=EtcdSnapshots)
     image_url: str = versions.UBUNTU_CLOUD_IMAGE.version
+    """A dated release of the Ubuntu cloud image, never ``current/``."""
+    image_sha256: str = versions.UBUNTU_CLOUD_IMAGE_SHA256.version
+    """The image's line in its release directory's SHA256SUMS; Proxmox checks the download with it."""
     sharing: GpuSharing = field(default_factory=GpuSharing)
     vm_id_base: int = 200
 
@@ -306,6 +309,20 @@ class ProxmoxProps:
             raise ConfigError("bridge", self.bridge, "give a Linux bridge or SDN vnet name such as vmbr0")
         if not self.image_url.startswith("https://"):
             raise ConfigError("image_url", self.image_url, "download the cloud image over https://")
+        if "/current/" in self.image_url:
+            raise ConfigError(
+                "image_url",
+                self.image_url,
+                "pin a dated release such as https://cloud-images.ubuntu.com/releases/noble/release-20250516/"
+                "ubuntu-24.04-server-cloudimg-amd64.img: current/ is republished, and a new size replaces "
+                "the download at the next plan",
+            )
+        if not re.fullmatch(r"[0-9a-f]{64}", self.image_sha256):
+            raise ConfigError(
+                "image_sha256",
+                self.image_sha256,
+                "give the image's SHA-256 from the SHA256SUMS file of its release directory",
+            )
         count = len(self.control_plane_ips)
         if count < 3 or count % 2 == 0:
             raise ConfigError(
@@ -476,6 +493,14 @@ class ProxmoxGpuCompute(Construct):
             content_type="import",
             url=props.image_url,
             file_name="ubuntu-noble-cloudimg-amd64.qcow2",
+            # Proxmox verifies the download against it (download-url's checksum); with overwrite
+            # false the provider never compares the URL's size with the stored file's
+            # (fwprovider/nodes/resource_download_file.go Read), so a plan never replaces it.
+            # A new pin (url and checksum) replaces it; the VMs keep their disks (import_from is
+            # read at creation only).
+            checksum=props.image_sha256,
+            checksum_algorithm="sha256",
+            overwrite=False,
         )
         self.gpu_mappings = [
             HardwareMappingPci(

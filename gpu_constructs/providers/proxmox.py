@@ -122,6 +122,7 @@ class DownloadFile(_ProxmoxResource):
         file_name: str | None = None,
         checksum: str | None = None,
         checksum_algorithm: str | None = None,
+        overwrite: bool | None = None,
     ) -> None:
         super().__init__(
             scope,
@@ -134,6 +135,7 @@ class DownloadFile(_ProxmoxResource):
                 "file_name": file_name,
                 "checksum": checksum,
                 "checksum_algorithm": checksum_algorithm,
+                "overwrite": overwrite,
             },
         )
 
