@@ -19,7 +19,7 @@ from environments.variables import (
 )
 from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import helm, validate, versions
-from gpu_constructs.cluster import GpuSharing
+from gpu_constructs.cluster import GPU_RESOURCE, GpuSharing
 from gpu_constructs.compute.proxmox import (
     SCRATCH_LABEL,
     SCRATCH_MOUNT,
@@ -33,6 +33,7 @@ from gpu_constructs.compute.proxmox import (
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script
+from gpu_constructs.jupyterhub import NAMESPACE as JUPYTERHUB_NAMESPACE
 from gpu_constructs.jupyterhub import HubAuth, JupyterHub, JupyterHubProps
 from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
 from gpu_constructs.networking import ACME_SOLVERS, INGRESS_CLASS, Networking, NetworkingProps
@@ -66,6 +67,57 @@ def notebook_image(registry: str | None, kind: str) -> str:
     and the JupyterHub version in its tag, so a new pin is a new image, never a moved tag."""
     ngc_tag = NOTEBOOK_BASES[kind].version.rsplit(":", 1)[1]
     return f"{registry}/notebook-{kind}:{ngc_tag}-jupyterhub{versions.JUPYTERHUB_SINGLEUSER.version}"
+
+
+def notebook_quota(s: ProxmoxHaSettings, props: ProxmoxProps) -> list[dict[str, object]]:
+    """ResourceQuota and LimitRange of the notebook namespace (the hub runs there too).
+
+    The quota caps what all notebooks together request: GPUs, CPU, memory, and the scratch and
+    home claims per StorageClass (``<class>.storageclass.storage.k8s.io/requests.storage``); a
+    spawn beyond it fails with "exceeded quota". A quota on requests.cpu and requests.memory
+    rejects pods without such requests, so the LimitRange gives every container that has none a
+    small request (z2jh's hub and proxy set none), and caps each container at one worker. With no
+    ``default`` the API server defaults a container's limits to ``max`` (kubernetes
+    pkg/apis/core/v1/defaults.go SetDefaults_LimitRangeItem): at most one worker's size."""
+    workers = len(props.worker_ips)
+    gpus = s.notebook_quota_gpus or workers * props.gpus_per_worker * props.sharing.time_slicing_replicas
+    cpus = s.notebook_quota_cpus or workers * props.worker_size.vcpus
+    memory = s.notebook_quota_memory_gb or workers * props.worker_size.memory_gb
+    scratch = s.notebook_quota_scratch_gb or workers * props.scratch_gb
+    home = s.notebook_quota_home_gb
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "notebooks", "namespace": JUPYTERHUB_NAMESPACE},
+            "spec": {
+                "hard": {
+                    f"requests.{GPU_RESOURCE}": str(gpus),
+                    "requests.cpu": str(cpus),
+                    "requests.memory": f"{memory}Gi",
+                    f"{SCRATCH_CLASS}.storageclass.storage.k8s.io/requests.storage": f"{scratch}Gi",
+                    f"{NFS_CLASS}.storageclass.storage.k8s.io/requests.storage": f"{home}Gi",
+                }
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "LimitRange",
+            "metadata": {"name": "notebooks", "namespace": JUPYTERHUB_NAMESPACE},
+            "spec": {
+                "limits": [
+                    {
+                        "type": "Container",
+                        "defaultRequest": {"cpu": "100m", "memory": "256Mi"},
+                        "max": {
+                            "cpu": str(props.worker_size.vcpus),
+                            "memory": f"{props.worker_size.memory_gb}Gi",
+                        },
+                    }
+                ]
+            },
+        },
+    ]
 
 
 @dataclass(frozen=True)
@@ -144,6 +196,19 @@ class ProxmoxHaSettings:
     docker/notebook-tensorflow (registry host, optional port and path, e.g. registry.example.com/ml):
     NGC's images lack jupyterhub-singleuser, which z2jh starts in every notebook. Required."""
 
+    notebook_quota_gpus: int | None = None
+    """GPUs all notebooks together may request (the ResourceQuota of the notebook namespace;
+    default: every GPU of the workers)."""
+    notebook_quota_cpus: int | None = None
+    """CPUs all pods of the notebook namespace may request (default: the workers' vCPUs)."""
+    notebook_quota_memory_gb: int | None = None
+    """Memory all pods of the notebook namespace may request (default: the workers' memory)."""
+    notebook_quota_scratch_gb: int | None = None
+    """Scratch (fast-scratch) all notebook sessions may claim together (default: the workers'
+    scratch disks): local-path checks no capacity, so without it sessions overfill the disks."""
+    notebook_quota_home_gb: int = 5000
+    """Home volumes (nfs-client) all users may claim together: size it to the NFS export."""
+
     monitoring: bool = True
     """Prometheus, Alertmanager and Grafana with GPU metrics and alerts (the seed's), on the servers."""
     monitoring_retention: str = "15d"
@@ -166,6 +231,12 @@ class ProxmoxHaSettings:
                 "(docker/notebook-pytorch and docker/notebook-tensorflow; NGC's images lack "
                 "jupyterhub-singleuser)",
             )
+        for name in ("notebook_quota_gpus", "notebook_quota_cpus", "notebook_quota_memory_gb"):
+            if getattr(self, name) is not None:
+                validate.int_range(name, getattr(self, name), 1, 100_000)
+        if self.notebook_quota_scratch_gb is not None:
+            validate.int_range("notebook_quota_scratch_gb", self.notebook_quota_scratch_gb, 1, 10_000_000)
+        validate.int_range("notebook_quota_home_gb", self.notebook_quota_home_gb, 1, 10_000_000)
         if self.api_vip is None and not self.single_api_address:
             raise ConfigError(
                 "api_vip",
@@ -593,7 +664,7 @@ class ProxmoxHaStack(TerraformStack):
             depends_on=[rancher, fleet_crd],
             set_lists={"manifests[0].spec.paths": fleet_paths.list_value},
         )
-        JupyterHub(
+        hub = JupyterHub(
             self,
             "jupyterhub",
             props=JupyterHubProps(
@@ -612,6 +683,16 @@ class ProxmoxHaStack(TerraformStack):
                 values=helm.ValuesLayers(overlay=s.environment, directory=PROJECT_ROOT / "helm-values"),
                 depends_on=[nfs, storage.release, operator.release, gpu_nodes, networking.issuers],
             ),
+        )
+
+        helm.manifests_release(
+            self,
+            "notebook-quota",
+            cluster=cluster,
+            name="notebook-quota",
+            namespace=JUPYTERHUB_NAMESPACE,
+            manifests=notebook_quota(s, compute.props),
+            depends_on=[hub.release],
         )
 
         TerraformOutput(self, "kubeconfig_path", value=kubeconfig_path)

@@ -620,6 +620,37 @@ def test_the_cloud_image_is_a_pinned_release_checked_by_its_sha256(every_stack):
             assert download["overwrite"] is False
 
 
+def test_the_notebook_namespace_has_a_quota_and_limits(stack_json, upstream):
+    """Every GPU, CPU, memory and scratch request in the hub's namespace is capped (local-path
+    checks no capacity: 200Gi sessions would overfill the 1 TB scratch disks), and every container
+    without requests gets one, or the quota would reject the hub's own pods."""
+    quota_release = releases(stack_json)["notebook-quota"]
+    assert quota_release["namespace"] == "jupyterhub"
+    manifests = manifests_of(quota_release)
+    for manifest in manifests:
+        validate_manifest(manifest, upstream)
+    (quota,) = by_kind(manifests, "ResourceQuota")
+    assert quota["spec"]["hard"] == {
+        "requests.nvidia.com/gpu": "8",
+        "requests.cpu": "64",
+        "requests.memory": "512Gi",
+        "fast-scratch.storageclass.storage.k8s.io/requests.storage": "4096Gi",
+        "nfs-client.storageclass.storage.k8s.io/requests.storage": "5000Gi",
+    }
+    ((limits,),) = [m["spec"]["limits"] for m in by_kind(manifests, "LimitRange")]
+    assert set(limits["defaultRequest"]) == {"cpu", "memory"}
+    from tests.lifecycle import graph
+
+    address = {r["name"]: f"helm_release.{k}" for k, r in resources(stack_json, "helm_release").items()}
+    assert graph.depends_on(stack_json, address["notebook-quota"], address["jupyterhub"])
+    smaller = releases(synth(notebook_quota_gpus=2, notebook_quota_scratch_gb=1000))["notebook-quota"]
+    (quota,) = by_kind(manifests_of(smaller), "ResourceQuota")
+    assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "2"
+    assert quota["spec"]["hard"]["fast-scratch.storageclass.storage.k8s.io/requests.storage"] == "1000Gi"
+    with pytest.raises(ConfigError, match=r"'notebook_quota_gpus' is 0: use from 1"):
+        synth(notebook_quota_gpus=0)
+
+
 def test_snippets_are_root_only_and_tls_verification_is_a_variable(stack_json):
     for snippet in resources(stack_json, "proxmox_virtual_environment_file").values():
         assert snippet["file_mode"] == "0600", snippet["source_raw"][0]["file_name"]
