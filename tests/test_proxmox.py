@@ -651,6 +651,27 @@ def test_the_notebook_namespace_has_a_quota_and_limits(stack_json, upstream):
         synth(notebook_quota_gpus=0)
 
 
+def test_every_modprobe_of_several_modules_loads_them_all(stack_json):
+    """modprobe(8): `modprobe name params...`; only -a loads every name given."""
+    for name in ("cp1", "wk-gpu1"):
+        for command in user_data(stack_json, name)["runcmd"]:
+            if command.startswith("modprobe"):
+                words = command.split()
+                modules = [w for w in words[1:] if not w.startswith("-")]
+                assert len(modules) == 1 or "-a" in words, command
+
+
+def test_scratch_is_found_by_id_and_k3s_waits_for_its_mount(stack_json):
+    """/dev/sdb is whichever disk the kernel names so; and with nofail alone a boot without the
+    disk lets fast-scratch volumes land on the OS disk under /mnt/scratch."""
+    document = user_data(stack_json, "wk-gpu1")
+    (setup,) = document["fs_setup"]
+    assert setup["device"].startswith("/dev/disk/by-id/") and setup["device"].endswith("drive-scsi1")
+    assert [d["interface"] for d in vms(stack_json)["wk-gpu1"]["disk"]] == ["scsi0", "scsi1"]
+    files = {f["path"]: f["content"] for f in document["write_files"]}
+    assert "RequiresMountsFor=/mnt/scratch" in files["/etc/systemd/system/k3s-agent.service.d/scratch.conf"]
+
+
 def test_snippets_are_root_only_and_tls_verification_is_a_variable(stack_json):
     for snippet in resources(stack_json, "proxmox_virtual_environment_file").values():
         assert snippet["file_mode"] == "0600", snippet["source_raw"][0]["file_name"]

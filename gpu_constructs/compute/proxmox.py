@@ -47,6 +47,8 @@ from gpu_constructs.providers.proxmox import (
 GPU_LABEL = ("nvidia.com/gpu", "true")
 GPU_TAINT = Taint("nvidia.com/gpu", "true", "NoSchedule")
 SCRATCH_MOUNT = "/mnt/scratch"
+SCRATCH_DEVICE = "/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_drive-scsi1"
+"""The workers' scratch disk (scsi1) by the id QEMU gives it (drive-<name>), stable across boots."""
 SCRATCH_LABEL = ("gpu-constructs.io/scratch-disk", "true")
 """On the workers, which format and mount the scratch disk; the control planes have only the OS
 disk, which holds etcd."""
@@ -778,7 +780,8 @@ class ProxmoxGpuCompute(Construct):
             ],
             "runcmd": [
                 "systemctl enable --now qemu-guest-agent",
-                "modprobe br_netfilter overlay",
+                # modprobe takes one module and its parameters; -a loads every name given.
+                "modprobe -a br_netfilter overlay",
                 "swapoff -a",
             ],
         }
@@ -804,10 +807,20 @@ class ProxmoxGpuCompute(Construct):
                 },
             ]
         if role == "agent":
+            # The scratch disk by its stable id (scsi1: QEMU names it after the drive), not /dev/sdb,
+            # which another disk can take. k3s starts only with scratch mounted: with nofail alone,
+            # a boot without the disk would let the fast-scratch class write into /mnt/scratch on
+            # the OS disk while the node still carries the scratch-disk label.
             document["fs_setup"] = [
-                {"label": "scratch", "filesystem": "ext4", "device": "/dev/sdb", "partition": "auto"}
+                {"label": "scratch", "filesystem": "ext4", "device": SCRATCH_DEVICE, "partition": "auto"}
             ]
             document["mounts"] = [["LABEL=scratch", SCRATCH_MOUNT, "ext4", "defaults,nofail", "0", "2"]]
+            document["write_files"].append(
+                {
+                    "path": "/etc/systemd/system/k3s-agent.service.d/scratch.conf",
+                    "content": f"[Unit]\nRequiresMountsFor={SCRATCH_MOUNT}\n",
+                }
+            )
         if role == "server" and props.api_vip:
             document["write_files"].append(
                 {
