@@ -191,6 +191,11 @@ class ProxmoxHaSettings:
     accepts whatever key answers at its address: whoever answers gets the Cloudflare token and
     hands Terraform a kubeconfig."""
 
+    vm_firewall: bool = True
+    """Each VM's Proxmox firewall (input DROP): all from the VM network, SSH and the API from
+    admin_cidrs, HTTP(S) and ICMP from anywhere. Takes effect with the datacenter firewall on."""
+    admin_cidrs: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    """Networks SSH and the Kubernetes API are reached from (the machine that runs Terraform's)."""
     notebook_registry: str | None = None
     """Where you push the notebook images built from docker/notebook-pytorch and
     docker/notebook-tensorflow (registry host, optional port and path, e.g. registry.example.com/ml):
@@ -483,6 +488,8 @@ class ProxmoxHaStack(TerraformStack):
                 ],
                 kubeconfig_path=kubeconfig_path,
                 ssh_host_keys=host_keys,
+                firewall=s.vm_firewall,
+                admin_cidrs=s.admin_cidrs,
                 node_name=s.node_name,
                 vm_datastore=s.vm_datastore,
                 scratch_datastore=s.scratch_datastore,

@@ -672,6 +672,39 @@ def test_scratch_is_found_by_id_and_k3s_waits_for_its_mount(stack_json):
     assert "RequiresMountsFor=/mnt/scratch" in files["/etc/systemd/system/k3s-agent.service.d/scratch.conf"]
 
 
+def test_every_vm_has_its_firewall_with_the_clusters_rules(stack_json):
+    """Input DROP on every VM, after its rules: the VM network (k3s, etcd, flannel, kubelet),
+    SSH and the API from the admin networks, the ingress and ICMP; the NIC applies them."""
+    names = {vm["vm_id"]: vm["name"] for vm in vms(stack_json).values()}
+    options = resources(stack_json, "proxmox_virtual_environment_firewall_options")
+    rules = resources(stack_json, "proxmox_virtual_environment_firewall_rules")
+    assert sorted(names[o["vm_id"]] for o in options.values()) == sorted(names.values())
+    assert sorted(names[r["vm_id"]] for r in rules.values()) == sorted(names.values())
+    for option in options.values():
+        assert (option["enabled"], option["input_policy"], option["output_policy"]) == (
+            True,
+            "DROP",
+            "ACCEPT",
+        )
+        (rules_of_vm,) = [k for k, r in rules.items() if r["vm_id"] == option["vm_id"]]
+        assert f"proxmox_virtual_environment_firewall_rules.{rules_of_vm}" in option["depends_on"]
+    for rule_set in rules.values():
+        accepted = {(r.get("source"), r.get("proto"), r.get("dport")) for r in rule_set["rule"]}
+        assert accepted == {
+            ("10.0.0.0/24", None, None),
+            ("10.0.0.0/8,172.16.0.0/12,192.168.0.0/16", "tcp", "22,6443"),
+            (None, "tcp", "80,443"),
+            (None, "icmp", None),
+        }
+        assert {r["type"] for r in rule_set["rule"]} == {"in"}
+    for vm in vms(stack_json).values():
+        assert vm["network_device"][0]["firewall"] is True, vm["name"]
+    open_stack = synth(vm_firewall=False)
+    assert "proxmox_virtual_environment_firewall_options" not in open_stack["resource"]
+    with pytest.raises(ConfigError, match=r"'admin_cidrs\[0\]' is 'lan'"):
+        synth(admin_cidrs=("lan",))
+
+
 def test_snippets_are_root_only_and_tls_verification_is_a_variable(stack_json):
     for snippet in resources(stack_json, "proxmox_virtual_environment_file").values():
         assert snippet["file_mode"] == "0600", snippet["source_raw"][0]["file_name"]

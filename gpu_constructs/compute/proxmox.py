@@ -31,6 +31,9 @@ from gpu_constructs.providers.proxmox import (
     DownloadFile,
     EfiDisk,
     File,
+    FirewallOptions,
+    FirewallRule,
+    FirewallRules,
     HardwareMappingPci,
     HostPci,
     Initialization,
@@ -281,6 +284,12 @@ class ProxmoxProps:
     """GPUs the Proxmox host has (the seed: 8x A100)."""
     api_vip: str | None = None
     """Optional kube-vip address for the API (the seed: 10.0.0.100)."""
+    firewall: bool = True
+    """Each VM's Proxmox firewall (input DROP): everything from the VM network (the nodes' k3s,
+    etcd, flannel and kubelet traffic), SSH and the API from ``admin_cidrs``, HTTP(S) to the
+    ingress and ICMP from anywhere. Proxmox applies VM rules only with the datacenter firewall on."""
+    admin_cidrs: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    """Where SSH (22) and the Kubernetes API (6443) may be reached from, besides the VM network."""
     cluster_cidr: str = "10.42.0.0/16"
     service_cidr: str = "10.43.0.0/16"
     k3s_version: str = versions.K3S_PROXMOX.version
@@ -387,6 +396,12 @@ class ProxmoxProps:
             # A VM takes a whole IOMMU group: two GPUs in one group cannot go to two VMs.
             validate.unique(f"gpu_devices.{attribute}", literal)
         validate.int_range("vm_id_base", self.vm_id_base, 100, 999_999_000)
+        if self.firewall and not self.admin_cidrs:
+            raise ConfigError(
+                "admin_cidrs", (), "give the networks SSH and the API are reached from, e.g. 192.168.1.0/24"
+            )
+        for index, cidr in enumerate(self.admin_cidrs):
+            validate.cidr(f"admin_cidrs[{index}]", cidr)
         validate.int_range("host_cpus", self.host_cpus, 1, 8192)
         for flag, enabled in (("hugepages", self.hugepages), ("cpu_pinning", self.cpu_pinning)):
             if enabled and not self.root_auth:
@@ -667,7 +682,7 @@ class ProxmoxGpuCompute(Construct):
                     numa=True,
                     affinity=f"{low}-{high}" if props.cpu_pinning else None,
                 )
-        return Vm(
+        vm = Vm(
             self,
             name,
             node_name=props.node_name,
@@ -679,7 +694,7 @@ class ProxmoxGpuCompute(Construct):
             memory=memory,
             efi_disk=EfiDisk(datastore_id=props.vm_datastore, type="4m"),
             disk=disks,
-            network_device=[NetworkDevice(bridge=props.bridge)],
+            network_device=[NetworkDevice(bridge=props.bridge, firewall=props.firewall or None)],
             initialization=Initialization(
                 datastore_id=props.vm_datastore,
                 ip_config=[IpConfig(Ipv4(address, props.gateway))],
@@ -695,6 +710,43 @@ class ProxmoxGpuCompute(Construct):
                 postcondition=[network_postcondition(name, address, props.gateway, props.dns_servers)],
             ),
             provisioners=[self.delete_node_provisioner()],
+        )
+        if props.firewall:
+            self._firewall(name, vm_id, vm)
+        return vm
+
+    def _firewall(self, name: str, vm_id: int, vm: Vm) -> None:
+        """The VM's firewall: rules first, then the switch, so it never drops with no rules."""
+        props = self.props
+        rules = FirewallRules(
+            self,
+            f"{name}-firewall-rules",
+            node_name=props.node_name,
+            vm_id=vm_id,
+            rule=[
+                FirewallRule("in", "ACCEPT", "the cluster's nodes", source=props.network),
+                FirewallRule(
+                    "in",
+                    "ACCEPT",
+                    "SSH and the Kubernetes API from the admin networks",
+                    source=",".join(props.admin_cidrs),
+                    proto="tcp",
+                    dport="22,6443",
+                ),
+                FirewallRule("in", "ACCEPT", "HTTP and HTTPS to the ingress", proto="tcp", dport="80,443"),
+                FirewallRule("in", "ACCEPT", "ICMP (path MTU discovery, ping)", proto="icmp"),
+            ],
+            depends_on=[vm],
+        )
+        FirewallOptions(
+            self,
+            f"{name}-firewall",
+            node_name=props.node_name,
+            vm_id=vm_id,
+            enabled=True,
+            input_policy="DROP",
+            output_policy="ACCEPT",
+            depends_on=[rules],
         )
 
     def delete_node_provisioner(self) -> LocalExecProvisioner:
