@@ -4,6 +4,7 @@ cert-manager, Rancher with Fleet GitOps, and JupyterHub with GPU profiles."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from environments.variables import (
 )
 from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import helm, validate, versions
-from gpu_constructs.cluster import GpuSharing
+from gpu_constructs.cluster import GPU_RESOURCE, GpuSharing
 from gpu_constructs.compute.etcd import EtcdS3, EtcdSnapshots
 from gpu_constructs.compute.proxmox import (
     CONTROL_PLANE_LABELS,
@@ -36,10 +37,12 @@ from gpu_constructs.compute.proxmox import (
     GpuDevice,
     ProxmoxGpuCompute,
     ProxmoxProps,
+    SshHostKey,
 )
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script
+from gpu_constructs.jupyterhub import NAMESPACE as JUPYTERHUB_NAMESPACE
 from gpu_constructs.jupyterhub import HubAuth, JupyterHub, JupyterHubProps
 from gpu_constructs.monitoring import DcgmSource, GrafanaIngress, Monitoring, MonitoringProps
 from gpu_constructs.networking import ACME_SOLVERS, INGRESS_CLASS, Networking, NetworkingProps
@@ -67,6 +70,67 @@ RANCHER_ISSUER = "letsencrypt-production"
 RANCHER_TLS_SECRET = "tls-rancher-ingress"
 
 
+NOTEBOOK_BASES = {"pytorch": versions.NGC_PYTORCH_IMAGE, "tensorflow": versions.NGC_TENSORFLOW_IMAGE}
+
+
+def notebook_image(registry: str | None, kind: str) -> str:
+    """The notebook image built from docker/notebook-<kind> as pushed to ``registry``: the NGC tag
+    and the JupyterHub version in its tag, so a new pin is a new image, never a moved tag."""
+    ngc_tag = NOTEBOOK_BASES[kind].version.rsplit(":", 1)[1]
+    return f"{registry}/notebook-{kind}:{ngc_tag}-jupyterhub{versions.JUPYTERHUB_SINGLEUSER.version}"
+
+
+def notebook_quota(s: ProxmoxHaSettings, props: ProxmoxProps) -> list[dict[str, object]]:
+    """ResourceQuota and LimitRange of the notebook namespace (the hub runs there too).
+
+    The quota caps what all notebooks together request: GPUs, CPU, memory, and the scratch and
+    home claims per StorageClass (``<class>.storageclass.storage.k8s.io/requests.storage``); a
+    spawn beyond it fails with "exceeded quota". A quota on requests.cpu and requests.memory
+    rejects pods without such requests, so the LimitRange gives every container that has none a
+    small request (z2jh's hub and proxy set none), and caps each container at one worker. With no
+    ``default`` the API server defaults a container's limits to ``max`` (kubernetes
+    pkg/apis/core/v1/defaults.go SetDefaults_LimitRangeItem): at most one worker's size."""
+    workers = len(props.worker_ips)
+    gpus = s.notebook_quota_gpus or workers * props.gpus_per_worker * props.sharing.time_slicing_replicas
+    cpus = s.notebook_quota_cpus or workers * props.worker_size.vcpus
+    memory = s.notebook_quota_memory_gb or workers * props.worker_size.memory_gb
+    scratch = s.notebook_quota_scratch_gb or workers * props.scratch_gb
+    home = s.notebook_quota_home_gb
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "notebooks", "namespace": JUPYTERHUB_NAMESPACE},
+            "spec": {
+                "hard": {
+                    f"requests.{GPU_RESOURCE}": str(gpus),
+                    "requests.cpu": str(cpus),
+                    "requests.memory": f"{memory}Gi",
+                    f"{SCRATCH_CLASS}.storageclass.storage.k8s.io/requests.storage": f"{scratch}Gi",
+                    f"{NFS_CLASS}.storageclass.storage.k8s.io/requests.storage": f"{home}Gi",
+                }
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "LimitRange",
+            "metadata": {"name": "notebooks", "namespace": JUPYTERHUB_NAMESPACE},
+            "spec": {
+                "limits": [
+                    {
+                        "type": "Container",
+                        "defaultRequest": {"cpu": "100m", "memory": "256Mi"},
+                        "max": {
+                            "cpu": str(props.worker_size.vcpus),
+                            "memory": f"{props.worker_size.memory_gb}Gi",
+                        },
+                    }
+                ]
+            },
+        },
+    ]
+
+
 @dataclass(frozen=True)
 class ProxmoxHaSettings:
     """Structural settings of a proxmox-ha instance; defaults are the seed's VM layout and network plan."""
@@ -77,14 +141,21 @@ class ProxmoxHaSettings:
     worker_ips: tuple[str, ...] = ("10.0.0.21", "10.0.0.22", "10.0.0.23", "10.0.0.24")
     gpus_per_worker: int = 2
     host_gpu_count: int = 8
-    api_vip: str | None = None
-    """The seed's optional kube-vip address, e.g. 10.0.0.100."""
+    api_vip: str | None = "10.0.0.100"
+    """The seed's kube-vip address in front of the API servers: the workers join through it, the
+    kubeconfig and Terraform reach the API through it, and it is in every server's tls-san. None
+    needs single_api_address=True: everything then reaches the API through cp1 alone."""
+    single_api_address: bool = False
+    """Accept api_vip=None: a worker rebuilt while cp1 is down cannot register, and Terraform cannot
+    plan while cp1 is down, although the other servers still run the cluster."""
     dns_servers: tuple[str, ...] = ("10.0.0.1",)
     vm_datastore: str = "local-lvm"
     scratch_datastore: str | None = None
     """The workers' scratch disks' datastore (default: vm_datastore)."""
     datastore_capacity_gb: tuple[tuple[str, int], ...] = ()
-    """(datastore, usable GB) pairs from ``pvesm status``; each one's thin volumes must fit at synth."""
+    """(datastore, usable GB) pairs from ``pvesm status``, one for every datastore the VMs use
+    (vm_datastore, scratch_datastore): synth fails for a missing one, and for one whose thin volumes
+    do not fit."""
     nfs_server: str = "10.0.0.30"
     nfs_path: str = "/export/k3s"
     hugepages: bool = False
@@ -123,6 +194,36 @@ class ProxmoxHaSettings:
     jupyter_oidc_token_url: str | None = None
     jupyter_oidc_userdata_url: str | None = None
     jupyter_oidc_allowed_groups: tuple[str, ...] = ()
+
+    verify_ssh_host_keys: bool = True
+    """Give each VM its SSH host key from the vm_ssh_host_keys and vm_ssh_host_private_keys
+    variables and accept only that key on every SSH connection (the kubeconfig fetch, the
+    Cloudflare token's upload). False drops both variables, and the first connection to cp1
+    accepts whatever key answers at its address: whoever answers gets the Cloudflare token and
+    hands Terraform a kubeconfig."""
+
+    vm_firewall: bool = True
+    """Each VM's Proxmox firewall (input DROP): all from the VM network, SSH and the API from
+    admin_cidrs, HTTP(S) and ICMP from anywhere. Takes effect with the datacenter firewall on."""
+    admin_cidrs: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    """Networks SSH and the Kubernetes API are reached from (the machine that runs Terraform's)."""
+    notebook_registry: str | None = None
+    """Where you push the notebook images built from docker/notebook-pytorch and
+    docker/notebook-tensorflow (registry host, optional port and path, e.g. registry.example.com/ml):
+    NGC's images lack jupyterhub-singleuser, which z2jh starts in every notebook. Required."""
+
+    notebook_quota_gpus: int | None = None
+    """GPUs all notebooks together may request (the ResourceQuota of the notebook namespace;
+    default: every GPU of the workers)."""
+    notebook_quota_cpus: int | None = None
+    """CPUs all pods of the notebook namespace may request (default: the workers' vCPUs)."""
+    notebook_quota_memory_gb: int | None = None
+    """Memory all pods of the notebook namespace may request (default: the workers' memory)."""
+    notebook_quota_scratch_gb: int | None = None
+    """Scratch (fast-scratch) all notebook sessions may claim together (default: the workers'
+    scratch disks): local-path checks no capacity, so without it sessions overfill the disks."""
+    notebook_quota_home_gb: int = 5000
+    """Home volumes (nfs-client) all users may claim together: size it to the NFS export."""
 
     monitoring: bool = True
     """Prometheus, Alertmanager and Grafana with GPU metrics and alerts (the seed's), on the servers."""
@@ -186,6 +287,30 @@ class ProxmoxHaSettings:
             validate.dns_name("grafana_host", self.grafana_host)
             if not self.monitoring:
                 raise ConfigError("grafana_host", self.grafana_host, "set monitoring=True or leave it empty")
+        if self.notebook_registry is None or not re.fullmatch(
+            r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*", self.notebook_registry
+        ):
+            raise ConfigError(
+                "notebook_registry",
+                self.notebook_registry,
+                "give the registry you push the notebook images to, e.g. registry.example.com/ml "
+                "(docker/notebook-pytorch and docker/notebook-tensorflow; NGC's images lack "
+                "jupyterhub-singleuser)",
+            )
+        for name in ("notebook_quota_gpus", "notebook_quota_cpus", "notebook_quota_memory_gb"):
+            if getattr(self, name) is not None:
+                validate.int_range(name, getattr(self, name), 1, 100_000)
+        if self.notebook_quota_scratch_gb is not None:
+            validate.int_range("notebook_quota_scratch_gb", self.notebook_quota_scratch_gb, 1, 10_000_000)
+        validate.int_range("notebook_quota_home_gb", self.notebook_quota_home_gb, 1, 10_000_000)
+        if self.api_vip is None and not self.single_api_address:
+            raise ConfigError(
+                "api_vip",
+                None,
+                "without it the workers, the kubeconfig and Terraform reach the API through cp1 alone; "
+                "give a free address on the VM network for kube-vip (e.g. 10.0.0.100), or set "
+                "single_api_address=True to accept that",
+            )
 
 
 class ProxmoxHaStack(TerraformStack):
@@ -266,6 +391,64 @@ class ProxmoxHaStack(TerraformStack):
         ssh_key_path = TerraformVariable(
             self, "ssh_private_key_path", type="string", default="~/.ssh/id_ed25519"
         )
+        vm_names = [f"cp{i + 1}" for i in range(len(s.control_plane_ips))] + [
+            f"wk-gpu{i + 1}" for i in range(len(s.worker_ips))
+        ]
+        host_keys: dict[str, SshHostKey] = {}
+        if s.verify_ssh_host_keys:
+            order = ", ".join(vm_names)
+            TerraformVariable(
+                self,
+                "vm_ssh_host_keys",
+                type="list(string)",
+                description=(
+                    f"Each VM's SSH host public key, in the order {order}: the .pub files of "
+                    "ssh-keygen -t ed25519 -N '' -f <vm> without the comment (README)."
+                ),
+                validation=[
+                    rule(
+                        f"length(var.vm_ssh_host_keys) == {len(vm_names)}",
+                        f"vm_ssh_host_keys must list exactly {len(vm_names)} keys, in the order {order}.",
+                    ),
+                    rule(
+                        'alltrue([for k in var.vm_ssh_host_keys : can(regex("^ssh-ed25519 '
+                        '[A-Za-z0-9+/]+={0,3}$", k))])',
+                        "Every vm_ssh_host_keys entry is an ed25519 public key such as "
+                        "'ssh-ed25519 AAAAC3Nza...' without a comment.",
+                    ),
+                    rule(
+                        "length(distinct(var.vm_ssh_host_keys)) == length(var.vm_ssh_host_keys)",
+                        "vm_ssh_host_keys must give each VM its own key.",
+                    ),
+                ],
+            )
+            TerraformVariable(
+                self,
+                "vm_ssh_host_private_keys",
+                type="list(string)",
+                sensitive=True,
+                description=f"The private halves of vm_ssh_host_keys, in the order {order}.",
+                validation=[
+                    rule(
+                        f"length(var.vm_ssh_host_private_keys) == {len(vm_names)}",
+                        f"vm_ssh_host_private_keys must list exactly {len(vm_names)} keys, in the "
+                        f"order {order}.",
+                    ),
+                    rule(
+                        "alltrue([for k in var.vm_ssh_host_private_keys : "
+                        'startswith(trimspace(k), "-----BEGIN OPENSSH PRIVATE KEY-----")])',
+                        "Every vm_ssh_host_private_keys entry is an OpenSSH private key file's text "
+                        "(ssh-keygen -t ed25519 writes one).",
+                    ),
+                ],
+            )
+            host_keys = {
+                name: SshHostKey(
+                    public_key=f"${{var.vm_ssh_host_keys[{index}]}}",
+                    private_key=f"${{var.vm_ssh_host_private_keys[{index}]}}",
+                )
+                for index, name in enumerate(vm_names)
+            }
         gpu_count = s.gpus_per_worker * len(s.worker_ips)
         TerraformVariable(
             self,
@@ -462,6 +645,9 @@ class ProxmoxHaStack(TerraformStack):
                     for i in range(gpu_count)
                 ],
                 kubeconfig_path=kubeconfig_path,
+                ssh_host_keys=host_keys,
+                firewall=s.vm_firewall,
+                admin_cidrs=s.admin_cidrs,
                 node_name=s.node_name,
                 vm_datastore=s.vm_datastore,
                 scratch_datastore=s.scratch_datastore,
@@ -523,7 +709,12 @@ class ProxmoxHaStack(TerraformStack):
                 acme_solver=s.letsencrypt_challenge,
                 cloudflare_api_token=cloudflare_api_token.string_value if cloudflare_api_token else None,
                 # the token is written into the cluster from cp1, where k3s' kubectl runs
-                secret_host=SshHost(s.control_plane_ips[0], "ubuntu", ssh_key_path.string_value),
+                secret_host=SshHost(
+                    s.control_plane_ips[0],
+                    "ubuntu",
+                    ssh_key_path.string_value,
+                    host_key=compute.props.host_key("cp1"),
+                ),
                 dns_zone=dns_zone.string_value if dns_zone else "",
             ),
         )
@@ -571,6 +762,25 @@ class ProxmoxHaStack(TerraformStack):
             ),
         )
         operator = GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))
+        # A worker that never joins (a wrong agent token, an unreachable API) leaves Helm's waits
+        # green: the GPU DaemonSets have nothing to schedule. Wait for each worker, Ready, with its
+        # GPUs allocatable (the operator's device plugin), before anything that needs them.
+        gpu_nodes = run_local_script(
+            self,
+            "gpu-nodes-ready",
+            run=ScriptRun(
+                "wait-gpu-nodes.sh",
+                env={
+                    "KUBECONFIG": kubeconfig_path,
+                    "NODES": " ".join(name for name in vm_names if name.startswith("wk-")),
+                    "GPUS": str(cluster.gpus_per_node),
+                    "WAIT_SECONDS": "1800",
+                },
+            ),
+            triggers={},
+            cluster=cluster,
+            depends_on=[operator.release],
+        )
         if s.monitoring:
             monitoring = Monitoring(
                 self,
@@ -654,7 +864,7 @@ class ProxmoxHaStack(TerraformStack):
             depends_on=[rancher, fleet_crd],
             set_lists={"manifests[0].spec.paths": fleet_paths.list_value},
         )
-        JupyterHub(
+        hub = JupyterHub(
             self,
             "jupyterhub",
             props=JupyterHubProps(
@@ -663,14 +873,26 @@ class ProxmoxHaStack(TerraformStack):
                 home_storage_class=NFS_CLASS,
                 scratch_storage_class=SCRATCH_CLASS,
                 gpu_profiles=s.jupyter_gpu_profiles,
+                pytorch_image=notebook_image(s.notebook_registry, "pytorch"),
+                tensorflow_image=notebook_image(s.notebook_registry, "tensorflow"),
                 # The control planes hold etcd on their OS disk: every notebook, CPU-only ones
                 # too, runs on a GPU worker, which has the scratch disk.
                 user_node_purpose="require",
                 cpu_on_gpu_nodes=True,
                 auth=self.hub_auth(s),
                 values=helm.ValuesLayers(overlay=s.environment, directory=PROJECT_ROOT / "helm-values"),
-                depends_on=[nfs, storage.release, operator.release, networking.issuers],
+                depends_on=[nfs, storage.release, operator.release, gpu_nodes, networking.issuers],
             ),
+        )
+
+        helm.manifests_release(
+            self,
+            "notebook-quota",
+            cluster=cluster,
+            name="notebook-quota",
+            namespace=JUPYTERHUB_NAMESPACE,
+            manifests=notebook_quota(s, compute.props),
+            depends_on=[hub.release],
         )
 
         TerraformOutput(self, "kubeconfig_path", value=kubeconfig_path)
@@ -680,6 +902,16 @@ class ProxmoxHaStack(TerraformStack):
             value=compute.ansible_inventory(),
             description="Ansible inventory (YAML) of the nodes.",
         )
+        if host_keys:
+            ips = [*s.control_plane_ips, *s.worker_ips]
+            TerraformOutput(
+                self,
+                "ssh_known_hosts",
+                value="".join(
+                    f"{ip} {host_keys[name].public_key}\n" for ip, name in zip(ips, vm_names, strict=True)
+                ),
+                description="known_hosts lines of every VM, for ssh and Ansible (UserKnownHostsFile).",
+            )
         TerraformOutput(self, "dns_records", value=networking.dns_records)
         TerraformOutput(self, "rancher_url", value=f"https://{rancher_host.string_value}")
         TerraformOutput(self, "jupyterhub_url", value=f"https://{jupyter_host.string_value}")

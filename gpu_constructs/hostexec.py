@@ -23,6 +23,7 @@ from cdktf import (
     LocalExecProvisioner,
     RemoteExecProvisioner,
     SSHProvisionerConnection,
+    Token,
 )
 from constructs import Construct
 
@@ -67,6 +68,10 @@ def negotiated_host_key_expression(keys: str) -> str:
     """The Terraform expression of :func:`negotiated_host_key` over the expression ``keys``;
     an error at plan when it holds no key (``[0]`` of an empty list)."""
     order = ", ".join(f'"{kind}"' for kind in TERRAFORM_HOST_KEY_ORDER)
+    if not Token.is_unresolved(keys) and keys.startswith("${") and keys.endswith("}"):
+        # A literal "${var.x[0]}" is a whole template; inside another interpolation only its
+        # expression is valid HCL. cdktf tokens resolve to a bare expression by themselves.
+        keys = keys[2:-1]
     return (
         f"flatten([for t in [{order}] : "
         f'[for m in regexall("{HOST_KEY_IN_TEXT}", {keys}) : join(" ", m) if m[0] == t]])[0]'
@@ -302,16 +307,40 @@ def run_local_script(
     triggers: Mapping[str, Any],
     depends_on: Sequence[Any] = (),
     cluster: GpuCluster | None = None,
+    expect_file: str | None = None,
 ) -> DataResource:
     """A terraform_data that runs a bundled script on the machine that runs Terraform; with
-    ``cluster``, one that runs against that cluster (see :func:`run_scripts`)."""
-    return DataResource(
+    ``cluster``, one that runs against that cluster (see :func:`run_scripts`).
+
+    Every setting in ``run.env`` is a trigger too (``secret_env`` never is): a new API address or
+    host key re-runs the step. ``expect_file`` is a file the step writes: a plan on a machine
+    where it is missing (another operator, a CI runner, a deleted directory) fails with the
+    command that runs the step again, rather than every later step failing to read it."""
+    step = DataResource(
         scope,
         id,
         triggers_replace={
+            **{f"{run.script}:{key}": value for key, value in sorted(run.env.items())},
             **triggers,
             "script": hashlib.sha256(script_text(run.script).encode()).hexdigest(),
         },
         provisioners=[_local_exec(run)],
         **_placement(cluster, depends_on),
     )
+    if expect_file:
+        # self.id is unknown while the step is being created, so the condition waits for the
+        # apply (which writes the file); on a step that exists it is checked at every plan.
+        step.add_override(
+            "lifecycle.postcondition",
+            [
+                {
+                    "condition": f'${{self.id != "" ? fileexists("{expect_file}") : false}}',
+                    "error_message": (
+                        f"{expect_file} is missing on this machine: run this step again with "
+                        "terraform apply -target=ADDRESS -replace=ADDRESS, ADDRESS from "
+                        f"terraform state list | grep {id}."
+                    ),
+                }
+            ],
+        )
+    return step

@@ -263,6 +263,12 @@ class JupyterHub(Construct):
             profile["kubespawner_override"] = override
         else:
             profile["default"] = True
+            # NGC images set NVIDIA_VISIBLE_DEVICES=all; where the NVIDIA runtime is containerd's
+            # default (the GPU Operator's toolkit can make it so), a CPU-only notebook on a GPU
+            # worker would see every GPU of the node past the device plugin. "void" gives it none
+            # (NVIDIA container toolkit: NVIDIA_VISIBLE_DEVICES=void|none). The override sets
+            # KubeSpawner's environment for this profile: singleuser.extraEnv would need to be here too.
+            profile["kubespawner_override"] = {"environment": {"NVIDIA_VISIBLE_DEVICES": "void"}}
         return profile
 
     def contract_values(self) -> dict[str, Any]:

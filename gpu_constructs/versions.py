@@ -299,7 +299,21 @@ NFS_SUBDIR_CHART = Pin("4.0.18")
 JUPYTERHUB_CHART = Pin("4.4.0", seed="3.1.0", checked_against="jupyterhub/values.schema.yaml (4.4.0)")
 NGC_PYTORCH_IMAGE = Pin("nvcr.io/nvidia/pytorch:25.01-py3")
 NGC_TENSORFLOW_IMAGE = Pin("nvcr.io/nvidia/tensorflow:25.01-tf2-py3", note="NGC's TensorFlow container line")
-UBUNTU_CLOUD_IMAGE = Pin("https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img")
+JUPYTERHUB_SINGLEUSER = Pin(
+    "5.5.0",
+    note="the JupyterHub of z2jh 4.4.0's hub image (its Chart.yaml appVersion), installed into the notebook "
+    "images (docker/notebook-*): jupyterhub-singleuser must match the hub",
+)
+UBUNTU_CLOUD_IMAGE = Pin(
+    "https://cloud-images.ubuntu.com/releases/noble/release-20250516/ubuntu-24.04-server-cloudimg-amd64.img",
+    seed="noble/current",
+    note="a dated release, never current/ (republished, it would replace the download on every plan); "
+    "Canonical moves older releases to cloud-images-archive.ubuntu.com under the same path",
+)
+UBUNTU_CLOUD_IMAGE_SHA256 = Pin(
+    "8d6161defd323d24d66f85dda40e64e2b9021aefa4ca879dcbc4ec775ad1bbc5",
+    checked_against="SHA256SUMS of releases/noble/release-20250516/ (ubuntu-24.04-server-cloudimg-amd64.img)",
+)
 
 REPO_RANCHER = "https://releases.rancher.com/server-charts/stable"
 REPO_NFS_SUBDIR = "https://kubernetes-sigs.github.io/nfs-subdir-external-provisioner/"

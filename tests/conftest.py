@@ -215,6 +215,17 @@ def helm() -> str:
     return found
 
 
+def site_instance(stack: str, environment: str, overrides: Mapping[str, Any] | None = None) -> Any:
+    """An instance of ``environment`` with the site settings main.py gives its instance of the same
+    name (proxmox-ha's datastore capacities and notebook registry, which it has no defaults for)
+    under ``overrides``."""
+    import main
+    from environments import Instance
+
+    site = {i.stack: i.overrides for i in main.INSTANCES}.get(environment, {})
+    return Instance(stack, environment, {**site, **(overrides or {})})
+
+
 def _stack_names() -> list[str]:
     import main
 

@@ -7,6 +7,7 @@ knows fails here until its upstream schema is added or it is listed as unchecked
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import cdktf
 import pytest
@@ -154,3 +155,73 @@ def test_all_stacks_synthesize_byte_identically_twice(tmp_path):
     second = synth_main(tmp_path / "b")
     assert {path.split("/")[1] for path in first} == set(STACKS)
     assert first == second
+
+
+def nested_interpolations(text: str) -> list[int]:
+    """The offsets in ``text`` (a JSON string, which Terraform reads as a template) of each ``${``
+    or ``%{`` that opens inside an interpolation's expression outside any quoted string. HCL's
+    template grammar (hclsyntax) has no such production: a literal ``"${var.x}"`` pasted into
+    another expression fails at plan with "Invalid character" where it should have been ``var.x``."""
+    found: list[int] = []
+    # each frame: "top" (the JSON string), "str" (a quoted string inside an expression) or an
+    # expression with its count of open braces
+    stack: list[str | list[int]] = ["top"]
+    i = 0
+    while i < len(text):
+        frame = stack[-1]
+        if isinstance(frame, str):
+            if text.startswith(("$${", "%%{"), i):
+                i += 3
+                continue
+            if text.startswith(("${", "%{"), i):
+                stack.append([0])
+                i += 2
+                continue
+            if frame == "str" and text[i] == "\\":
+                i += 2
+                continue
+            if frame == "str" and text[i] == '"':
+                stack.pop()
+            i += 1
+            continue
+        if text.startswith(("${", "%{"), i):
+            found.append(i)
+            frame[0] += 1
+            i += 2
+            continue
+        char = text[i]
+        if char == '"':
+            stack.append("str")
+        elif char == "{":
+            frame[0] += 1
+        elif char == "}":
+            if frame[0] == 0:
+                stack.pop()
+            else:
+                frame[0] -= 1
+        i += 1
+    return found
+
+
+def _strings(value: object, path: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}[{index}]")
+
+
+def test_every_interpolation_holds_one_expression(stack_json):
+    nested = {path: text for path, text in _strings(stack_json) if nested_interpolations(text)}
+    assert nested == {}
+
+
+def test_the_interpolation_gate_sees_a_pasted_reference():
+    assert nested_interpolations('${regexall("a", ${var.keys[0]})[0]}') == [16]
+    assert nested_interpolations('${regexall("a", var.keys[0])[0]}') == []
+    # a template inside a quoted string, an escape, and braces of an object are all valid
+    assert nested_interpolations('${join(",", ["${var.a}-x", "$${b}"])} and ${ {a = 1}.a }') == []
+    assert nested_interpolations("%{ if var.on }${var.a}%{ endif }") == []

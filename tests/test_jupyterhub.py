@@ -40,7 +40,8 @@ GITHUB = HubAuth(
 def test_profiles_with_0_1_2_4_gpus_placed_by_the_contract(synth):
     profiles = hub_values(synth)["singleuser"]["profileList"]
     assert [p["slug"] for p in profiles] == ["gpu-0", "gpu-1", "gpu-2", "gpu-4"]
-    assert profiles[0]["default"] is True and "kubespawner_override" not in profiles[0]
+    assert profiles[0]["default"] is True
+    assert profiles[0]["kubespawner_override"] == {"environment": {"NVIDIA_VISIBLE_DEVICES": "void"}}
     four = profiles[3]["kubespawner_override"]
     assert four["extra_resource_limits"] == {"nvidia.com/gpu": "4"}
     assert four["tolerations"] == [
@@ -223,10 +224,14 @@ def test_stack_oauth_variables_are_sensitive():
 
     import cdktf
 
+    import main
     from environments import Instance
 
+    (instance,) = [i for i in main.INSTANCES if i.stack == "proxmox-ha"]
     built = Instance(
-        "proxmox-ha", "proxmox-ha", {"jupyter_auth": "github", "jupyter_github_organizations": ("acme",)}
+        "proxmox-ha",
+        "proxmox-ha",
+        {**instance.overrides, "jupyter_auth": "github", "jupyter_github_organizations": ("acme",)},
     ).build(cdktf.Testing.app())
     stack = json.loads(cdktf.Testing.synth(built))
     assert stack["variable"]["jupyterhub_oauth_client_secret"]["sensitive"] is True
@@ -257,3 +262,25 @@ def test_user_pods_can_be_required_on_user_nodes(synth):
     assert values["prePuller"]["extraTolerations"] == []
     with pytest.raises(ConfigError, match=r"'user_node_purpose' is 'always': use one of ignore, prefer"):
         hub_values(synth, user_node_purpose="always")
+
+
+def test_cpu_profiles_see_no_gpu_whatever_the_default_runtime():
+    """A profile without a GPU request hides the node's GPUs from NGC images (which set
+    NVIDIA_VISIBLE_DEVICES=all): the device plugin is bypassed if nvidia is containerd's default."""
+    import json
+
+    import cdktf
+
+    import main
+
+    (instance,) = [i for i in main.INSTANCES if i.stack == "proxmox-ha"]
+    stack = json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
+    (hub,) = [r for r in resources(stack, "helm_release").values() if r["chart"] == "jupyterhub"]
+    profiles = release_values(hub)["singleuser"]["profileList"]
+    assert profiles
+    for profile in profiles:
+        override = profile.get("kubespawner_override", {})
+        if "nvidia.com/gpu" not in override.get("extra_resource_limits", {}):
+            assert override["environment"]["NVIDIA_VISIBLE_DEVICES"] == "void", profile["slug"]
+        else:
+            assert "NVIDIA_VISIBLE_DEVICES" not in override.get("environment", {}), profile["slug"]

@@ -27,6 +27,8 @@ from tests.lifecycle.images import Dockerd, DockerUnavailable, Tree
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = sorted(ROOT.glob("docker/**/Dockerfile"))
 K3S_CUDA = ROOT / "docker" / "k3s-cuda" / "Dockerfile"
+NOTEBOOKS = sorted(ROOT.glob("docker/notebook-*/Dockerfile"))
+Z2JH_CHART = ROOT.parent.parent / "shared" / "upstream" / "charts" / "jupyterhub-4.4.0" / "Chart.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +254,66 @@ def test_a_dockerfile_without_stand_ins_fails_naming_what_to_add(tmp_path):
     dockerfile.write_text("ARG TAG=12\nFROM debian:${TAG} AS base\nFROM base\n")
     with pytest.raises(LookupError, match=r"no stand-in base for debian:12: add .* STAND_INS"):
         images.build_stand_ins(Dockerd(tmp_path), dockerfile)
+
+
+# --- notebook images --------------------------------------------------------------------------------
+def _config(dockerd: Dockerd, tag: str) -> dict:
+    (config,) = json.loads(dockerd.docker("image", "inspect", tag).stdout)
+    result: dict = config["Config"]
+    return result
+
+
+def _on_path(tree: Tree, config: dict, command: str) -> str | None:
+    """Where ``command`` resolves on the image's PATH, as the container runtime's exec looks it up."""
+    env = dict(e.split("=", 1) for e in config.get("Env") or [])
+    for directory in env.get("PATH", "").split(":"):
+        found = tree.resolve(f"{directory}/{command}")
+        if found and tree.members[found].isfile() and tree.members[found].mode & 0o111:
+            return found
+    return None
+
+
+def test_the_notebook_images_pin_the_ngc_bases_and_the_hubs_jupyterhub():
+    """The Dockerfiles' defaults are the stack's pins: NGC's images (versions.py) and the
+    JupyterHub of the z2jh chart's hub image (its Chart.yaml appVersion)."""
+    import yaml
+
+    from gpu_constructs import versions
+
+    assert [p.parent.name for p in NOTEBOOKS] == ["notebook-pytorch", "notebook-tensorflow"]
+    bases = {p.parent.name: images.from_images(p) for p in NOTEBOOKS}
+    assert bases["notebook-pytorch"][0] == [versions.NGC_PYTORCH_IMAGE.version]
+    assert bases["notebook-tensorflow"][0] == [versions.NGC_TENSORFLOW_IMAGE.version]
+    hub = yaml.safe_load(Z2JH_CHART.read_text())["appVersion"] if Z2JH_CHART.exists() else None
+    for _, args in bases.values():
+        assert args["JUPYTERHUB_VERSION"] == versions.JUPYTERHUB_SINGLEUSER.version
+        assert hub in (None, args["JUPYTERHUB_VERSION"])
+
+
+@pytest.mark.parametrize("dockerfile", NOTEBOOKS, ids=lambda p: p.parent.name)
+def test_every_notebook_image_starts_jupyterhub_singleuser(built, dockerd, dockerfile):
+    """z2jh runs `jupyterhub-singleuser` in the image (values.yaml singleuser.cmd) as uid 1000:
+    it must be on the image's PATH, from the pinned JupyterHub."""
+    tree = built[dockerfile]
+    config = _config(dockerd, f"gate-image-{DOCKERFILES.index(dockerfile)}:test")
+    assert _on_path(tree, config, "jupyterhub-singleuser") == "/usr/local/bin/jupyterhub-singleuser"
+    _, args = images.from_images(dockerfile)
+    assert tree.lstat(
+        f"/usr/local/lib/python3.12/dist-packages/jupyterhub-{args['JUPYTERHUB_VERSION']}.dist-info"
+    )
+    assert config["User"] == "1000" and config["Cmd"] == ["jupyterhub-singleuser"]
+    assert tree.members["/home/jovyan"].uid == 1000
+
+
+def test_a_notebook_image_without_jupyterhub_is_caught(dockerd, tmp_path):
+    """Break it: the bare NGC image (no pip install) has no jupyterhub-singleuser on its PATH."""
+    dockerfile = NOTEBOOKS[0]
+    text = dockerfile.read_text()
+    start = text.index("RUN python3 -m pip install")
+    end = text.index("command -v jupyterhub-singleuser") + len("command -v jupyterhub-singleuser")
+    path = tmp_path / "Dockerfile"
+    path.write_text(text[:start] + text[end + 1 :])
+    result = _build(dockerd, path, "gate-nohub:test")
+    assert result.returncode == 0, result.output[-3000:]
+    tree = Tree(dockerd.export("gate-nohub:test"))
+    assert _on_path(tree, _config(dockerd, "gate-nohub:test"), "jupyterhub-singleuser") is None

@@ -52,6 +52,90 @@ def test_every_command_failure_fails_its_provisioner(stack):
     assert gone == [], f"{stack}: fixed, remove from KNOWN in {__file__}"
 
 
+# (stack, connection or provisioner) -> issue that fixes it
+KNOWN_HOST_KEYS: dict[tuple[str, str], int] = {}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_ssh_connection_checks_the_host_key(stack):
+    found = provisioners.host_key_findings(stack_json(stack))
+    new = {name: message for name, message in found.items() if (stack, name) not in KNOWN_HOST_KEYS}
+    gone = [name for (s, name) in KNOWN_HOST_KEYS if s == stack and name not in found]
+    assert new == {}, f"{stack}: an SSH connection accepts any host key"
+    assert gone == [], f"{stack}: fixed, remove from KNOWN_HOST_KEYS in {__file__}"
+
+
+def test_the_host_key_gate_sees_connections_and_local_ssh():
+    """Not vacuous: without the keys, proxmox-ha's upload and kubeconfig fetch are findings."""
+    synthesized = copy.deepcopy(stack_json("proxmox-ha"))
+    secret = _resource(synthesized, "terraform_data.networking_cloudflare-secret_93FB5B4A")
+    del secret["connection"]["host_key"]
+    kubeconfig = _resource(synthesized, "terraform_data.vms_kubeconfig_AB78E8E5")
+    del kubeconfig["provisioner"][0]["local-exec"]["environment"]["HOST_KEY"]
+    assert provisioners.host_key_findings(synthesized) == {
+        "terraform_data.networking_cloudflare-secret_93FB5B4A connection": "ssh connection without host_key",
+        "terraform_data.vms_kubeconfig_AB78E8E5 provisioner[0] local-exec": "local ssh without HOST_KEY",
+    }
+
+
+# (stack, provisioner) -> issue that fixes it
+KNOWN_TRIGGERS: dict[tuple[str, str], int] = {}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_local_step_reruns_when_its_settings_change(stack):
+    found = provisioners.trigger_findings(stack_json(stack))
+    new = {name: message for name, message in found.items() if (stack, name) not in KNOWN_TRIGGERS}
+    gone = [name for (s, name) in KNOWN_TRIGGERS if s == stack and name not in found]
+    assert new == {}, f"{stack}: a local step keeps what it did with an old setting"
+    assert gone == [], f"{stack}: fixed, remove from KNOWN_TRIGGERS in {__file__}"
+
+
+def test_the_trigger_gate_sees_a_setting_left_out():
+    """proxmox-ha's kubeconfig step without its API address among the triggers: setting api_vip
+    later would never fetch a kubeconfig that points at the VIP."""
+    synthesized = copy.deepcopy(stack_json("proxmox-ha"))
+    step = _resource(synthesized, "terraform_data.vms_kubeconfig_AB78E8E5")
+    del step["triggers_replace"]["fetch-kubeconfig.sh:API_SERVER"]
+    assert provisioners.trigger_findings(synthesized) == {
+        "terraform_data.vms_kubeconfig_AB78E8E5 provisioner[0] local-exec": "API_SERVER is not in triggers_replace"
+    }
+    # a sensitive value is left out on purpose
+    synthesized["variable"]["api_address"] = {"type": "string", "sensitive": True}
+    step["provisioner"][0]["local-exec"]["environment"]["API_SERVER"] = "${var.api_address}"
+    assert provisioners.trigger_findings(synthesized) == {}
+
+
+def _kubeconfig_fetches(synthesized: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in synthesized.get("resource", {}).get("terraform_data", {}).values()
+        if any(
+            "fetch-kubeconfig" in str(b.get("local-exec", {}).get("command", ""))
+            for b in r.get("provisioner", [])
+        )
+    ]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_kubeconfig_step_fails_the_plan_where_its_file_is_missing(stack):
+    """Every later step reads the kubeconfig file: a machine without it gets the command that
+    writes it again, at plan, rather than failing releases (a postcondition on self.id, unknown
+    while the step is created, is checked at every later plan)."""
+    for step in _kubeconfig_fetches(stack_json(stack)):
+        (out,) = {
+            b["local-exec"]["environment"]["KUBECONFIG_OUT"]
+            for b in step["provisioner"]
+            if "local-exec" in b and "KUBECONFIG_OUT" in b["local-exec"].get("environment", {})
+        }
+        conditions = [p["condition"] for p in step.get("lifecycle", {}).get("postcondition", [])]
+        assert any(f'fileexists("{out}")' in c and "self.id" in c for c in conditions), stack
+
+
+def test_the_kubeconfig_gate_sees_the_fetches():
+    assert all(len(_kubeconfig_fetches(stack_json(s))) == 1 for s in ("single-node", "proxmox-ha"))
+
+
 def test_the_gate_sees_provisioners():
     """Not vacuous: the stacks have remote-exec inline lists and local-exec commands to check."""
     found = [p for stack in STACKS for p in provisioners.provisioners_of(stack, stack_json(stack))]

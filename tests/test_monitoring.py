@@ -17,7 +17,7 @@ from gpu_constructs import monitoring
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
 from tests import render
-from tests.conftest import make_cluster
+from tests.conftest import make_cluster, site_instance
 from tests.test_placement import node_groups, pod_templates, why_not
 from tests.test_render import INSTANCES
 
@@ -340,11 +340,10 @@ GRAFANA_HOSTS = {
 
 @pytest.fixture(scope="module", params=sorted(GRAFANA_HOSTS))
 def grafana_stack(request, helm) -> tuple[str, render.RenderedStack]:
-    from environments import Instance
 
     environment = request.param
     settings = GRAFANA_HOSTS[environment][0]
-    return environment, render.rendered(Instance(f"{environment}-grafana", environment, settings))
+    return environment, render.rendered(site_instance(f"{environment}-grafana", environment, settings))
 
 
 def test_grafana_host_puts_grafana_behind_the_stacks_ingress(grafana_stack):
@@ -391,11 +390,10 @@ def test_grafanas_ingress_passes_the_gates(grafana_stack):
 
 
 def test_grafana_on_eks_has_its_own_certificate_and_is_open_to_the_admin_networks_only(helm):
-    from environments import Instance
     from tests.test_eks import destroy_order_problems
 
     settings = GRAFANA_HOSTS["eks-karpenter"][0]
-    stack = render.rendered(Instance("eks-karpenter-grafana", "eks-karpenter", settings))
+    stack = render.rendered(site_instance("eks-karpenter-grafana", "eks-karpenter", settings))
 
     (release,) = [r for r in stack.releases if r.chart == "kube-prometheus-stack"]
     # The synthesized values, where the certificate and the networks are still references.
@@ -431,10 +429,9 @@ def test_no_grafana_host_no_ingress(rendered_stack):
     ],
 )
 def test_a_bad_grafana_host_fails_with_the_setting_and_the_fix(environment, settings, message):
-    from environments import Instance
 
     with pytest.raises(ConfigError, match=re.escape(message)) as raised:
-        Instance(environment, environment, settings).settings()
+        site_instance(environment, environment, settings).settings()
     assert "\n" not in str(raised.value)
 
 
@@ -443,12 +440,11 @@ def test_grafana_host_must_be_inside_the_dns_zone(environment, tmp_path):
     """Terraform's own validation of dns_zone against the host, evaluated by a real plan."""
     import cdktf
 
-    from environments import Instance
     from tests.conftest import plan_variables, variables_workdir
 
     settings = dict(GRAFANA_HOSTS[environment][0])
     synthesized = json.loads(
-        cdktf.Testing.synth(Instance(environment, environment, settings).build(cdktf.Testing.app()))
+        cdktf.Testing.synth(site_instance(environment, environment, settings).build(cdktf.Testing.app()))
     )
     # dns_zone's other rules read the stack's other host names: give them names in the zone.
     others = {"single-node": ("app_domain",), "proxmox-ha": ("rancher_hostname", "jupyterhub_hostname")}

@@ -19,9 +19,11 @@ from gpu_constructs.compute.proxmox import (
     CLOUD_INIT_INPUTS,
     GpuDevice,
     ProxmoxProps,
+    SshHostKey,
     kube_vip_manifests,
 )
 from gpu_constructs.errors import ConfigError
+from gpu_constructs.hostexec import negotiated_host_key_expression
 from gpu_constructs.providers.proxmox import PRIVILEGES, pveum_role_add
 from tests.conftest import (
     ON_ENGINE,
@@ -34,11 +36,13 @@ from tests.conftest import (
 )
 from tests.validators import validate_manifest
 
+(MAIN,) = [instance for instance in main.INSTANCES if instance.stack == "proxmox-ha"]
+
 
 def synth(**overrides) -> dict:
-    return json.loads(
-        cdktf.Testing.synth(Instance("proxmox-ha", "proxmox-ha", overrides).build(cdktf.Testing.app()))
-    )
+    """The proxmox-ha stack of main.py (its datastores), with ``overrides``."""
+    instance = Instance("proxmox-ha", "proxmox-ha", {**MAIN.overrides, **overrides})
+    return json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +160,72 @@ def test_cloud_init_inputs_are_ignored_on_running_vms(every_stack):
             assert set(ignored) == set(CLOUD_INIT_INPUTS)
 
 
+def test_every_argument_that_reaches_the_guest_through_cloud_init_is_ignored(every_stack):
+    """The binding's own list of initialization arguments: all but the drive's datastore reach
+    the guest only through cloud-init, which a running VM never re-applies (fixed instance-id);
+    a new argument cannot be missed."""
+    from dataclasses import fields
+
+    from gpu_constructs.providers.proxmox import Initialization
+
+    guest_only = {f"initialization[0].{f.name}" for f in fields(Initialization)} - {
+        "initialization[0].datastore_id"
+    }
+    for stack_json in every_stack.values():
+        for vm in vms(stack_json).values():
+            assert guest_only <= set(vm["lifecycle"]["ignore_changes"]), vm["name"]
+
+
+def test_a_network_change_is_refused_at_plan_until_the_node_is_rebuilt(tmp_path):
+    """With ip_config and dns ignored, the postcondition compares what the VM was built with
+    (its state) with the settings: Terraform itself, on a state holding an old address."""
+    from tests.conftest import terraform_binary
+
+    vm = vms(synth())["wk-gpu1"]
+    (condition,) = vm["lifecycle"]["postcondition"]
+    assert "10.0.0.21/24" in condition["condition"] and "node by node" in condition["error_message"]
+    terraform = terraform_binary()
+
+    def network(address: str) -> dict:
+        ipv4 = [{"address": address, "gateway": "10.0.0.1"}]
+        return {"initialization": [{"ip_config": [{"ipv4": ipv4}], "dns": [{"servers": ["10.0.0.1"]}]}]}
+
+    def run(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [terraform, *args, "-input=false", "-no-color"], cwd=directory, capture_output=True, text=True
+        )
+
+    results = {}
+    for built_with in ("10.0.0.21/24", "10.0.0.99/24"):
+        directory = tmp_path / built_with.replace("/", "_")
+        directory.mkdir()
+        config = {"resource": {"terraform_data": {"vm": {"input": network(built_with)}}}}
+        (directory / "main.tf.json").write_text(json.dumps(config))
+        assert run(directory, "apply", "-auto-approve").returncode == 0
+        # the stack now: the configured address, ignored on the built VM, and the postcondition
+        config["resource"]["terraform_data"]["vm"] = {
+            "input": network("10.0.0.21/24"),
+            "lifecycle": {
+                "ignore_changes": ["input"],
+                "postcondition": [
+                    {
+                        "condition": condition["condition"].replace("self.", "self.output."),
+                        "error_message": condition["error_message"],
+                    }
+                ],
+            },
+        }
+        (directory / "main.tf.json").write_text(json.dumps(config))
+        results[built_with] = run(directory, "plan")
+    assert results["10.0.0.21/24"].returncode == 0, results["10.0.0.21/24"].stderr
+    refused = results["10.0.0.99/24"]
+    assert refused.returncode != 0 and "wk-gpu1 was built with another address" in " ".join(
+        refused.stderr.split()
+    )
+
+
 def test_a_cloud_init_change_leaves_the_vms_as_they_are(stack_json):
-    changed = synth(api_vip="10.0.0.100", etcd_snapshot_retention=10)
+    changed = synth(api_vip="10.0.0.101", etcd_snapshot_retention=10)
     assert resources(changed, "proxmox_virtual_environment_vm") == resources(
         stack_json, "proxmox_virtual_environment_vm"
     )
@@ -178,7 +246,7 @@ def test_every_vm_keeps_its_instance_id_when_the_user_data_changes(stack_json):
     is sha1(user-data . network-config) (qemu-server Cloudinit.pm), so an edited snippet re-runs
     cloud-init on every VM at its next start. Each VM names a meta-data snippet whose instance-id
     depends on the VM alone."""
-    changed = synth(api_vip="10.0.0.100", etcd_snapshot_retention=10)
+    changed = synth(api_vip="10.0.0.101", etcd_snapshot_retention=10)
     files = {
         f["source_raw"][0]["file_name"]: key
         for key, f in resources(stack_json, "proxmox_virtual_environment_file").items()
@@ -347,13 +415,76 @@ def kubeconfig_step(stack_json) -> dict:
 
 def test_kubeconfig_uses_the_vip_and_the_stacks_own_known_hosts(stack_json):
     env = kubeconfig_step(stack_json)
-    assert env["SSH_HOST"] == env["API_SERVER"] == "10.0.0.11"
-    assert env["KNOWN_HOSTS"] == "${path.root}/../../../kubeconfig/proxmox-ha.known_hosts"
-    with_vip = synth(api_vip="10.0.0.100")
-    env = kubeconfig_step(with_vip)
     assert (env["SSH_HOST"], env["API_SERVER"]) == ("10.0.0.11", "10.0.0.100")
+    assert env["KNOWN_HOSTS"] == "${path.root}/../../../kubeconfig/proxmox-ha.known_hosts"
     for name in ("cp1", "cp2", "cp3"):
-        assert "10.0.0.100" in k3s_config(with_vip, name)["tls-san"], name
+        assert "10.0.0.100" in k3s_config(stack_json, name)["tls-san"], name
+    single = synth(api_vip=None, single_api_address=True)
+    assert kubeconfig_step(single)["API_SERVER"] == "10.0.0.11"
+
+
+def test_nothing_reaches_the_api_through_one_server_unless_accepted(stack_json):
+    """HA covers losing cp1 too: the workers join, and Terraform plans, through the VIP."""
+    for name in ("wk-gpu1", "wk-gpu2", "wk-gpu3", "wk-gpu4"):
+        assert k3s_config(stack_json, name)["server"] == "https://10.0.0.100:6443", name
+    with pytest.raises(ConfigError, match=r"'api_vip' is None: without it the workers, the kubeconfig"):
+        synth(api_vip=None)
+
+
+def test_every_vm_gets_its_own_host_key_and_every_connection_checks_it(stack_json):
+    """cloud-init installs the key Terraform knows (and generates no other), so the kubeconfig
+    fetch and the token upload accept that key only, also from a rebuilt VM."""
+    names = ["cp1", "cp2", "cp3", "wk-gpu1", "wk-gpu2", "wk-gpu3", "wk-gpu4"]
+    for index, name in enumerate(names):
+        document = user_data(stack_json, name)
+        assert (document["ssh_deletekeys"], document["ssh_genkeytypes"]) == (False, []), name
+        files = {f["path"]: f for f in document["write_files"]}
+        private = files["/etc/ssh/ssh_host_ed25519_key"]
+        assert private == {
+            "path": "/etc/ssh/ssh_host_ed25519_key",
+            "permissions": "0600",
+            "encoding": "b64",
+            "content": f"${{base64encode(var.vm_ssh_host_private_keys[{index}])}}",
+        }
+        public = files["/etc/ssh/ssh_host_ed25519_key.pub"]["content"]
+        assert public == f"${{var.vm_ssh_host_keys[{index}]}} root@{name}\n"
+    assert stack_json["variable"]["vm_ssh_host_private_keys"]["sensitive"] is True
+    assert kubeconfig_step(stack_json)["HOST_KEY"] == "${var.vm_ssh_host_keys[0]}"
+    (upload,) = [
+        r for r in resources(stack_json, "terraform_data").values() if r.get("connection", {}).get("host")
+    ]
+    assert (
+        upload["connection"]["host_key"]
+        == f"${{{negotiated_host_key_expression('var.vm_ssh_host_keys[0]')}}}"
+    )
+    assert stack_json["output"]["ssh_known_hosts"]["value"].startswith(
+        "10.0.0.11 ${var.vm_ssh_host_keys[0]}\n"
+    )
+    unchecked = synth(verify_ssh_host_keys=False)
+    assert "vm_ssh_host_keys" not in unchecked["variable"]
+    assert "HOST_KEY" not in kubeconfig_step(unchecked)
+
+
+def test_the_apply_waits_for_every_gpu_worker_before_jupyterhub(every_stack):
+    """Helm's waits pass without GPU nodes; a bounded step checks each VM with passthrough GPUs is
+    Ready with them allocatable, after the GPU Operator (its device plugin sets them) and before
+    the hub whose profiles need them."""
+    from tests.lifecycle import graph
+
+    for stack_json in every_stack.values():
+        steps = {
+            f"terraform_data.{logical_id}": step
+            for logical_id, step in resources(stack_json, "terraform_data").items()
+            if "wait-gpu-nodes" in json.dumps(step.get("provisioner", []))
+        }
+        ((address, step),) = steps.items()
+        env = step["provisioner"][0]["local-exec"]["environment"]
+        gpu_vms = sorted(vm["name"] for vm in vms(stack_json).values() if vm.get("hostpci"))
+        assert sorted(env["NODES"].split()) == gpu_vms
+        assert env["GPUS"] == "2"
+        releases_ = {r["name"]: f"helm_release.{k}" for k, r in resources(stack_json, "helm_release").items()}
+        assert graph.depends_on(stack_json, releases_["jupyterhub"], address)
+        assert graph.depends_on(stack_json, address, releases_["gpu-operator"])
 
 
 def test_every_vm_deletes_its_node_before_it_is_destroyed(every_stack):
@@ -437,8 +568,8 @@ def test_the_image_puller_does_not_hold_the_atomic_install(rendered_proxmox):
     assert "helm.sh/hook" not in puller["metadata"].get("annotations", {})
     assert puller["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == "100%"
     pulled = {c["image"] for c in puller["spec"]["template"]["spec"]["initContainers"]}
-    assert any(i.startswith("nvcr.io/nvidia/pytorch:") for i in pulled)
-    assert any(i.startswith("nvcr.io/nvidia/tensorflow:") for i in pulled)
+    assert any(i.startswith("registry.example.com/ml/notebook-pytorch:") for i in pulled)
+    assert any(i.startswith("registry.example.com/ml/notebook-tensorflow:") for i in pulled)
 
 
 def test_rancher_serves_a_lets_encrypt_certificate(rendered_proxmox):
@@ -488,6 +619,106 @@ def test_gpu_operator_containerd_paths_follow_this_clusters_k3s():
     assert compute.cluster.containerd.config.endswith("/config.toml.tmpl")
 
 
+def test_the_cloud_image_is_a_pinned_release_checked_by_its_sha256(every_stack):
+    """noble/current is republished; with overwrite left true the provider compares the URL's size
+    with the stored file's at every Read and replaces the download when they differ
+    (fwprovider/nodes/resource_download_file.go)."""
+    for stack_json in every_stack.values():
+        downloads = resources(stack_json, "proxmox_virtual_environment_download_file").values()
+        assert downloads
+        for download in downloads:
+            assert re.search(r"/releases/noble/release-\d{8}/", download["url"]), download["url"]
+            assert "/current/" not in download["url"]
+            assert re.fullmatch(r"[0-9a-f]{64}", download["checksum"])
+            assert download["checksum_algorithm"] == "sha256"
+            assert download["overwrite"] is False
+
+
+def test_the_notebook_namespace_has_a_quota_and_limits(stack_json, upstream):
+    """Every GPU, CPU, memory and scratch request in the hub's namespace is capped (local-path
+    checks no capacity: 200Gi sessions would overfill the 1 TB scratch disks), and every container
+    without requests gets one, or the quota would reject the hub's own pods."""
+    quota_release = releases(stack_json)["notebook-quota"]
+    assert quota_release["namespace"] == "jupyterhub"
+    manifests = manifests_of(quota_release)
+    for manifest in manifests:
+        validate_manifest(manifest, upstream)
+    (quota,) = by_kind(manifests, "ResourceQuota")
+    assert quota["spec"]["hard"] == {
+        "requests.nvidia.com/gpu": "8",
+        "requests.cpu": "64",
+        "requests.memory": "512Gi",
+        "fast-scratch.storageclass.storage.k8s.io/requests.storage": "4096Gi",
+        "nfs-client.storageclass.storage.k8s.io/requests.storage": "5000Gi",
+    }
+    ((limits,),) = [m["spec"]["limits"] for m in by_kind(manifests, "LimitRange")]
+    assert set(limits["defaultRequest"]) == {"cpu", "memory"}
+    from tests.lifecycle import graph
+
+    address = {r["name"]: f"helm_release.{k}" for k, r in resources(stack_json, "helm_release").items()}
+    assert graph.depends_on(stack_json, address["notebook-quota"], address["jupyterhub"])
+    smaller = releases(synth(notebook_quota_gpus=2, notebook_quota_scratch_gb=1000))["notebook-quota"]
+    (quota,) = by_kind(manifests_of(smaller), "ResourceQuota")
+    assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "2"
+    assert quota["spec"]["hard"]["fast-scratch.storageclass.storage.k8s.io/requests.storage"] == "1000Gi"
+    with pytest.raises(ConfigError, match=r"'notebook_quota_gpus' is 0: use from 1"):
+        synth(notebook_quota_gpus=0)
+
+
+def test_every_modprobe_of_several_modules_loads_them_all(stack_json):
+    """modprobe(8): `modprobe name params...`; only -a loads every name given."""
+    for name in ("cp1", "wk-gpu1"):
+        for command in user_data(stack_json, name)["runcmd"]:
+            if command.startswith("modprobe"):
+                words = command.split()
+                modules = [w for w in words[1:] if not w.startswith("-")]
+                assert len(modules) == 1 or "-a" in words, command
+
+
+def test_scratch_is_found_by_id_and_k3s_waits_for_its_mount(stack_json):
+    """/dev/sdb is whichever disk the kernel names so; and with nofail alone a boot without the
+    disk lets fast-scratch volumes land on the OS disk under /mnt/scratch."""
+    document = user_data(stack_json, "wk-gpu1")
+    (setup,) = document["fs_setup"]
+    assert setup["device"].startswith("/dev/disk/by-id/") and setup["device"].endswith("drive-scsi1")
+    assert [d["interface"] for d in vms(stack_json)["wk-gpu1"]["disk"]] == ["scsi0", "scsi1"]
+    files = {f["path"]: f["content"] for f in document["write_files"]}
+    assert "RequiresMountsFor=/mnt/scratch" in files["/etc/systemd/system/k3s-agent.service.d/scratch.conf"]
+
+
+def test_every_vm_has_its_firewall_with_the_clusters_rules(stack_json):
+    """Input DROP on every VM, after its rules: the VM network (k3s, etcd, flannel, kubelet),
+    SSH and the API from the admin networks, the ingress and ICMP; the NIC applies them."""
+    names = {vm["vm_id"]: vm["name"] for vm in vms(stack_json).values()}
+    options = resources(stack_json, "proxmox_virtual_environment_firewall_options")
+    rules = resources(stack_json, "proxmox_virtual_environment_firewall_rules")
+    assert sorted(names[o["vm_id"]] for o in options.values()) == sorted(names.values())
+    assert sorted(names[r["vm_id"]] for r in rules.values()) == sorted(names.values())
+    for option in options.values():
+        assert (option["enabled"], option["input_policy"], option["output_policy"]) == (
+            True,
+            "DROP",
+            "ACCEPT",
+        )
+        (rules_of_vm,) = [k for k, r in rules.items() if r["vm_id"] == option["vm_id"]]
+        assert f"proxmox_virtual_environment_firewall_rules.{rules_of_vm}" in option["depends_on"]
+    for rule_set in rules.values():
+        accepted = {(r.get("source"), r.get("proto"), r.get("dport")) for r in rule_set["rule"]}
+        assert accepted == {
+            ("10.0.0.0/24", None, None),
+            ("10.0.0.0/8,172.16.0.0/12,192.168.0.0/16", "tcp", "22,6443"),
+            (None, "tcp", "80,443"),
+            (None, "icmp", None),
+        }
+        assert {r["type"] for r in rule_set["rule"]} == {"in"}
+    for vm in vms(stack_json).values():
+        assert vm["network_device"][0]["firewall"] is True, vm["name"]
+    open_stack = synth(vm_firewall=False)
+    assert "proxmox_virtual_environment_firewall_options" not in open_stack["resource"]
+    with pytest.raises(ConfigError, match=r"'admin_cidrs\[0\]' is 'lan'"):
+        synth(admin_cidrs=("lan",))
+
+
 def test_snippets_are_root_only_and_tls_verification_is_a_variable(stack_json):
     for snippet in resources(stack_json, "proxmox_virtual_environment_file").values():
         assert snippet["file_mode"] == "0600", snippet["source_raw"][0]["file_name"]
@@ -507,7 +738,16 @@ def test_thin_volumes_must_fit_each_datastore():
         ConfigError,
         match=r"'datastore_capacity_gb.local-lvm' is 2000: the VMs' disks on local-lvm add up to 6403 GB",
     ):
-        synth(datastore_capacity_gb=(("local-lvm", 2000),))
+        synth(datastore_capacity_gb=(("local-lvm", 2000),), scratch_datastore=None)
+    # no datastore goes unchecked: a missing capacity fails too, with the sum and the fix
+    with pytest.raises(
+        ConfigError,
+        match=r"'datastore_capacity_gb.local-lvm' is 'unset': the VMs' disks on local-lvm add up to "
+        r"6403 GB: give its usable GB from `pvesm status`",
+    ):
+        synth(datastore_capacity_gb=(), scratch_datastore=None)
+    with pytest.raises(ConfigError, match=r"'datastore_capacity_gb.nvme' is 'unset'.* 4096 GB"):
+        synth(datastore_capacity_gb=(("local-lvm", 2400),))
     with pytest.raises(ConfigError, match=r"add up to 2307 GB"):
         synth(datastore_capacity_gb=(("local-lvm", 2000),), scratch_datastore="nvme")
     fits = synth(datastore_capacity_gb=(("local-lvm", 2400), ("nvme", 4096)), scratch_datastore="nvme")
@@ -535,6 +775,7 @@ PROPS_FIELDS = {
     "ssh_public_key": "${var.k}",
     "ssh_private_key_path": "~/.ssh/id",
     "kubeconfig_path": "k",
+    "datastore_capacity_gb": {"local-lvm": 8000},
 }
 
 
@@ -545,6 +786,7 @@ def props(**overrides) -> ProxmoxProps:
         "ssh_private_key_path": "~/.ssh/id",
         "gpu_devices": devices(),
         "kubeconfig_path": "k",
+        "datastore_capacity_gb": {"local-lvm": 8000},
     }
     fields.update(overrides)
     return ProxmoxProps(**fields)
@@ -607,6 +849,10 @@ S3 = EtcdS3("s3.amazonaws.com", "etcd-snapshots", "${var.a}", "${var.s}")
             {"gpu_devices": [*devices(7), GpuDevice("1002:740f", "0000:99:00.0", 99, "1002:0c34")]},
             r"'gpu_devices\[7\].id' is '1002:740f': .*NVIDIA \(vendor 10de\)",
         ),
+        (
+            {"ssh_host_keys": {"cp1": SshHostKey("${var.p}", "${var.k}")}},
+            r"'ssh_host_keys' is \['cp1'\]: give one key for each VM: cp1, cp2, cp3, wk-gpu1",
+        ),
         ({"dns_servers": ()}, r"'dns_servers' is \(\): give at least one DNS server"),
         ({"dns_servers": ("dns.example.com",)}, r"'dns_servers\[0\]' is 'dns.example.com': give an IPv4"),
         ({"vm_id_base": 5}, r"'vm_id_base' is 5: use from 100"),
@@ -614,6 +860,11 @@ S3 = EtcdS3("s3.amazonaws.com", "etcd-snapshots", "${var.a}", "${var.s}")
         ({"vm_datastore": "local lvm"}, r"'vm_datastore' is 'local lvm': give a Proxmox storage id"),
         ({"bridge": "vmbr 0"}, r"'bridge' is 'vmbr 0': give a Linux bridge"),
         ({"image_url": "http://cloud-images.ubuntu.com/x.img"}, r"'image_url' is 'http://.*over https://"),
+        (
+            {"image_url": "https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img"},
+            r"'image_url' is .*current.*: pin a dated release",
+        ),
+        ({"image_sha256": "abc"}, r"'image_sha256' is 'abc': give the image's SHA-256"),
         (
             {"etcd_snapshots": EtcdSnapshots(schedule_cron="hourly")},
             r"'etcd_snapshot_cron' is 'hourly': give a five-field cron schedule",
@@ -645,6 +896,36 @@ def test_bad_layout_fails_with_field_value_and_fix(overrides, message):
 def test_good_props_with_literal_devices_and_s3():
     made = props(etcd_snapshots=EtcdSnapshots(s3=S3))
     assert made.gpu_devices[0].path == "0000:41:00.0"
+
+
+def test_notebooks_run_the_images_built_from_ngc_with_jupyterhub(stack_json):
+    """NGC's images lack jupyterhub-singleuser: every image the hub starts is one of the notebook
+    images (docker/notebook-*) in the notebook_registry, tagged with its NGC base and JupyterHub."""
+    (hub,) = [r for r in releases(stack_json).values() if r["chart"] == "jupyterhub"]
+    values = release_values(hub)
+    choices = values["singleuser"]["profileList"][0]["profile_options"]["image"]["choices"]
+    used = {c["kubespawner_override"]["image"] for c in choices.values()}
+    used.add(f"{values['singleuser']['image']['name']}:{values['singleuser']['image']['tag']}")
+    assert used == {
+        "registry.example.com/ml/notebook-pytorch:25.01-py3-jupyterhub5.5.0",
+        "registry.example.com/ml/notebook-tensorflow:25.01-tf2-py3-jupyterhub5.5.0",
+    }
+    for profile in values["singleuser"]["profileList"]:
+        for choice in profile.get("profile_options", {}).get("image", {}).get("choices", {}).values():
+            assert not choice["kubespawner_override"]["image"].startswith("nvcr.io/"), profile
+
+
+@pytest.mark.parametrize(
+    ("registry", "message"),
+    [
+        (None, r"'notebook_registry' is None: give the registry you push the notebook images to"),
+        ("https://registry.example.com", r"'notebook_registry' is 'https://registry.example.com'"),
+        ("Registry.example.com/ML", r"'notebook_registry' is 'Registry.example.com/ML'"),
+    ],
+)
+def test_the_notebook_registry_is_required_and_checked(registry, message):
+    with pytest.raises(ConfigError, match=message):
+        synth(notebook_registry=registry)
 
 
 @pytest.mark.parametrize(
@@ -692,8 +973,39 @@ def plan(directory: Path, **variables: str | None) -> subprocess.CompletedProces
         "etcd_s3_secret_key": "s",
         "cloudflare_api_token": "a" * 40,
         "dns_zone": "example.com",
+        "vm_ssh_host_keys": host_keys(),
+        "vm_ssh_host_private_keys": "["
+        + ", ".join(
+            ['"-----BEGIN OPENSSH PRIVATE KEY-----\\nb3Blbg==\\n-----END OPENSSH PRIVATE KEY-----\\n"'] * 7
+        )
+        + "]",
     }
     return plan_variables(directory, {**base, **variables})
+
+
+def host_keys(count: int = 7, duplicate: bool = False) -> str:
+    keys = [
+        f'"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA{"A" if duplicate else chr(65 + i)}key"' for i in range(count)
+    ]
+    return "[" + ", ".join(keys) + "]"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (host_keys(6), "vm_ssh_host_keys must list exactly 7 keys, in the order cp1, cp2, cp3, wk-gpu1"),
+        (host_keys(duplicate=True), "vm_ssh_host_keys must give each VM its own key"),
+        ('["ssh-rsa AAAA", "b", "c", "d", "e", "f", "g"]', "is an ed25519 public key"),
+    ],
+)
+def test_bad_host_keys_fail_in_terraform(variables_dir, value, message):
+    result = plan(variables_dir, vm_ssh_host_keys=value)
+    assert result.returncode != 0 and message in " ".join(result.stderr.split())
+
+
+def test_a_host_private_key_that_is_not_one_fails_in_terraform(variables_dir):
+    result = plan(variables_dir, vm_ssh_host_private_keys='["x", "x", "x", "x", "x", "x", "x"]')
+    assert result.returncode != 0 and "OpenSSH private key" in " ".join(result.stderr.split())
 
 
 def test_the_agent_token_must_differ_from_the_server_token(variables_dir):
@@ -780,9 +1092,42 @@ def test_privilege_table_covers_every_proxmox_resource_type(every_stack):
     } <= privileges
 
 
+DRIVE_PRIVILEGES = {
+    # qemu-server src/PVE/API2/Qemu.pm, update path: a cloud-init drive is checked with
+    # check_vm_perm(..., ['VM.Config.Cloudinit', 'VM.Config.CDROM']) and without $any every listed
+    # privilege is required (pve-access-control RPCEnvironment.pm check_full). bpg/proxmox v0.111.1
+    # re-sends ide2 as <datastore>:cloudinit on an update (proxmoxtf/resource/vm/vm.go).
+    "initialization": ("VM.Config.Cloudinit", "VM.Config.CDROM"),
+    # any other disk on update: VM.Config.Disk
+    "disk": ("VM.Config.Disk",),
+    "efi_disk": ("VM.Config.Disk",),
+}
+
+
+def test_the_role_can_update_every_drive_kind_the_vms_have(every_stack):
+    """Creating a VM skips the drive keys' checks (check_vm_modify_config_perm), so a first apply
+    passes without them; the first update that re-adds the cloud-init drive fails with 403."""
+    granted = {row.privilege for row in PRIVILEGES if row.resource == "proxmox_virtual_environment_vm"}
+    kinds = {kind for stack_json in every_stack.values() for vm in vms(stack_json).values() for kind in vm}
+    needed = {p for kind, privileges in DRIVE_PRIVILEGES.items() if kind in kinds for p in privileges}
+    assert "initialization" in kinds
+    assert needed - granted == set()
+
+
+def _role_commands() -> list[str]:
+    """The role commands of the proxmox-ha documentation: the pending page of changes to the
+    proxmox-ha page when it has them, else the page itself."""
+    root = Path(main.__file__).parent
+    changes = root / "docs" / "proxmox-ha.changes.md"
+    if changes.exists():
+        found = re.findall(r"^ *(pveum role add .*)$", changes.read_text(), re.M)
+        if found:
+            return found
+    return re.findall(r"^ *(pveum role add .*)$", (root / "docs" / "proxmox-ha.md").read_text(), re.M)
+
+
 def test_the_proxmox_page_role_command_is_the_tables():
-    page = (Path(main.__file__).parent / "docs" / "proxmox-ha.md").read_text()
-    assert re.findall(r"^ *(pveum role add .*)$", page, re.M) == [
+    assert _role_commands() == [
         pveum_role_add(),
         pveum_role_add(pve_major=8),
     ]

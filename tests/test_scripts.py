@@ -1044,16 +1044,36 @@ def test_kubeconfig_fails_clearly_when_the_vip_never_answers(host: Host):
     assert not (host.state / "kube" / "config.yaml").exists()
 
 
-def test_kubeconfig_uses_the_stacks_known_hosts_and_forgets_a_rebuilt_servers_key(host: Host):
-    host.stub("ssh", f"printf '{KUBECONFIG}'")
+def test_kubeconfig_checks_the_stacks_known_hosts_and_never_wipes_it(host: Host):
+    """Without a key from the stack, the recorded key is checked: a rebuilt server's new key is
+    refused, never silently accepted."""
+    host.stub("ssh", SSH_KNOWN_HOSTS + f"printf '{KUBECONFIG}'")
     host.stub("ssh-keygen", "")
     known = host.state / "kube" / "proxmox-ha.known_hosts"
+    known.parent.mkdir()
+    known.write_text(f"10.0.0.11 {HOST_KEY}\n")
     result = _fetch(host, KNOWN_HOSTS=str(known))
     assert result.returncode == 0, result.stderr
-    assert host.calls("ssh-keygen") == [f"ssh-keygen -R 10.0.0.11 -f {known}"]
+    assert host.calls("ssh-keygen") == []
     (call,) = host.calls("ssh ")
     assert f"UserKnownHostsFile={known}" in call and "StrictHostKeyChecking=accept-new" in call
-    assert known.exists() and oct(os.stat(known).st_mode & 0o777) == "0o600"
+    assert known.read_text() == f"10.0.0.11 {HOST_KEY}\n"
+
+
+def test_kubeconfig_records_the_stacks_host_key_and_checks_it_strictly(host: Host):
+    """With the key the stack gave cp1, the stack's file holds that key (a rebuilt cp1 gets the
+    same key from the stack), and ssh accepts no other."""
+    host.stub("ssh", SSH_KNOWN_HOSTS + f"printf '{KUBECONFIG}'")
+    known = host.state / "kube" / "proxmox-ha.known_hosts"
+    known.parent.mkdir()
+    known.write_text("10.0.0.11 ssh-ed25519 AAAAold\n10.0.0.12 ssh-ed25519 AAAAother\n")
+    result = _fetch(host, KNOWN_HOSTS=str(known), HOST_KEY=HOST_KEY)
+    assert result.returncode == 0, result.stderr
+    (call,) = host.calls("ssh ")
+    assert "StrictHostKeyChecking=yes" in call.split() and f"UserKnownHostsFile={known}" in call
+    assert (host.state / "known_hosts").read_text() == known.read_text()
+    assert known.read_text() == f"10.0.0.12 ssh-ed25519 AAAAother\n10.0.0.11 {HOST_KEY}\n"
+    assert oct(os.stat(known).st_mode & 0o777) == "0o600"
 
 
 def test_kubeconfig_shows_ssh_errors_while_it_waits(host: Host):
@@ -1088,9 +1108,17 @@ def test_kubeconfig_stops_at_once_on_a_changed_host_key(host: Host):
 DELETE_NODE_KUBECTL = r"""
 [ -f "$STATE/api-down" ] && { echo "Unable to connect to the server" >&2; exit 1; }
 case "$1" in
-  get) grep -qx "$3" "$STATE/nodes" && echo "node/$3"; exit 0 ;;
+  get)
+    [ "$2" = pods ] && { [ -f "$STATE/notebooks" ] && cat "$STATE/notebooks"; exit 0; }
+    grep -qx "$3" "$STATE/nodes" && echo "node/$3"; exit 0 ;;
   drain) [ -f "$STATE/undrainable" ] && exit 1; exit 0 ;;
-  delete) [ -f "$STATE/refuse-delete" ] && exit 1; grep -vx "$3" "$STATE/nodes" > "$STATE/n"; mv "$STATE/n" "$STATE/nodes" ;;
+  delete)
+    [ -f "$STATE/refuse-delete" ] && { echo 'Error from server (Forbidden): nodes "'"$3"'" is forbidden' >&2; exit 1; }
+    [ -f "$STATE/api-gone-at-delete" ] && {
+      echo 'The connection to the server 10.0.0.11:6443 was refused - did you specify the right host or port?' >&2
+      exit 1
+    }
+    grep -vx "$3" "$STATE/nodes" > "$STATE/n"; mv "$STATE/n" "$STATE/nodes" ;;
 esac
 """
 
@@ -1107,7 +1135,7 @@ def test_delete_node_drains_then_deletes_the_node(host: Host):
     result = _delete_node(host)
     assert result.returncode == 0, result.stderr
     calls = [c.split()[1] for c in host.calls("kubectl")]
-    assert calls == ["get", "drain", "delete"]
+    assert calls == ["get", "get", "drain", "delete"]
     assert "--ignore-daemonsets" in host.calls("kubectl drain")[0]
     assert (host.state / "nodes").read_text().split() == ["cp1"]
 
@@ -1125,6 +1153,23 @@ def test_delete_node_leaves_an_unregistered_node_alone(host: Host):
     assert [c.split()[1] for c in host.calls("kubectl")] == ["get"]
 
 
+def test_delete_node_evicts_the_notebook_servers_and_names_them(host: Host):
+    """KubeSpawner's notebook pods have no controller: drain refuses them without --force."""
+    (host.state / "notebooks").write_text("pod/jupyter-alice\n")
+    result = _delete_node(host)
+    assert result.returncode == 0, result.stderr
+    assert "--force" in host.calls("kubectl drain")[0].split()
+    assert "pod/jupyter-alice" in result.stderr
+
+
+def test_delete_node_lets_a_destroy_go_on_when_the_api_goes_away_during_the_run(host: Host):
+    """A whole-stack destroy: cp1 goes down after the node lookup and before the delete."""
+    (host.state / "api-gone-at-delete").touch()
+    result = _delete_node(host)
+    assert result.returncode == 0, result.stderr
+    assert "was refused" in result.stderr and "kubectl delete node wk-gpu1" in result.stderr
+
+
 def test_delete_node_lets_a_destroy_go_on_when_the_api_is_gone_and_says_what_to_do(host: Host):
     (host.state / "api-down").touch()
     result = _delete_node(host)
@@ -1134,13 +1179,52 @@ def test_delete_node_lets_a_destroy_go_on_when_the_api_is_gone_and_says_what_to_
 
 def test_delete_node_fails_when_the_api_refuses_the_delete(host: Host):
     (host.state / "refuse-delete").touch()
-    assert _delete_node(host).returncode == 1
+    result = _delete_node(host)
+    assert result.returncode == 1
+    assert "Forbidden" in result.stderr and "refused to delete node wk-gpu1" in result.stderr
 
 
 def test_delete_node_without_a_kubeconfig_does_nothing(host: Host):
     host.stub("kubectl", "exit 1")
     result = host.run("delete-node.sh", KUBECONFIG=str(host.state / "none.yaml"), NODE="wk-gpu1")
     assert result.returncode == 0 and host.calls("kubectl") == []
+    # a rebuild from a machine without the kubeconfig: say what the new VM needs first
+    assert "kubectl delete node wk-gpu1" in result.stderr
+
+
+# --- wait-gpu-nodes.sh ------------------------------------------------------------------------------
+# kubectl that lists $STATE/nodes ("name Ready allocatable" lines) as the script's jsonpath prints them.
+GPU_NODES_KUBECTL = 'cat "$STATE/nodes" 2>/dev/null; exit 0'
+
+
+def _wait_gpu_nodes(host: Host, nodes: str, **env: str) -> subprocess.CompletedProcess[str]:
+    host.stub("kubectl", GPU_NODES_KUBECTL)
+    host.stub("sleep", 'echo slept >> "$STATE/slept"')
+    (host.state / "nodes").write_text(nodes)
+    kubeconfig = host.state / "kubeconfig.yaml"
+    kubeconfig.write_text("apiVersion: v1\n")
+    return host.run("wait-gpu-nodes.sh", KUBECONFIG=str(kubeconfig), NODES="wk-gpu1 wk-gpu2", GPUS="2", **env)
+
+
+def test_wait_gpu_nodes_passes_when_every_worker_is_ready_with_its_gpus(host: Host):
+    result = _wait_gpu_nodes(host, "cp1 True \nwk-gpu1 True 2\nwk-gpu2 True 2\n")
+    assert result.returncode == 0, result.stderr
+    assert not (host.state / "slept").exists()
+
+
+@pytest.mark.parametrize(
+    ("nodes", "message"),
+    [
+        ("wk-gpu1 True 2\n", "wk-gpu2(not registered)"),
+        ("wk-gpu1 True 2\nwk-gpu2 False 2\n", "wk-gpu2(not Ready)"),
+        ("wk-gpu1 True 2\nwk-gpu2 True \n", "wk-gpu2(0 of 2 GPUs)"),
+        ("wk-gpu1 True 1\nwk-gpu2 True 2\n", "wk-gpu1(1 of 2 GPUs)"),
+    ],
+)
+def test_wait_gpu_nodes_fails_clearly_when_a_worker_is_missing(host: Host, nodes: str, message: str):
+    result = _wait_gpu_nodes(host, nodes, WAIT_SECONDS="0")
+    assert result.returncode == 1
+    assert message in result.stderr and "journalctl -u k3s-agent" in result.stderr
 
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEc2Tq0xHqY0n3vXbKp7nB8m0f1S7o3b5Yw6x9Zk1Q2R"

@@ -13,9 +13,10 @@ from typing import Any
 import cdktf
 import pytest
 
-from environments import ENVIRONMENTS, Instance
+from environments import ENVIRONMENTS
 from gpu_constructs import validate
 from gpu_constructs.errors import ConfigError
+from tests.conftest import site_instance
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +25,7 @@ def settings_fields() -> list[tuple[str, str, Any]]:
     """(environment, field, annotation) of every field of every environment's settings."""
     found = []
     for environment in ENVIRONMENTS:
-        settings_class = Instance("x", environment).settings_class()
+        settings_class = site_instance("x", environment).settings_class()
         hints = typing.get_type_hints(settings_class)
         found += [(environment, f.name, hints[f.name]) for f in dataclasses.fields(settings_class)]
     return found
@@ -45,11 +46,11 @@ def wrongly_typed(hint: Any, default: Any) -> Any:
 
 @pytest.mark.parametrize(("environment", "name", "hint"), settings_fields())
 def test_every_setting_refuses_a_wrongly_typed_value(environment, name, hint):
-    default = getattr(Instance("x", environment).settings(), name)
+    default = getattr(site_instance("x", environment).settings(), name)
     value = wrongly_typed(hint, default)
     assert not validate.matches_type(value, hint)
     with pytest.raises(ConfigError) as caught:
-        Instance("x", environment, {name: value}).settings()
+        site_instance("x", environment, {name: value}).settings()
     text = str(caught.value)
     assert text.startswith(f"x: {name!r} is "), text
     assert ": give " in text and "\n" not in text
@@ -178,7 +179,7 @@ def test_a_bad_setting_is_one_line_naming_the_instance_the_setting_and_the_fix(
     environment, overrides, message
 ):
     with pytest.raises(ConfigError) as caught:
-        Instance(environment, environment, overrides).build(cdktf.Testing.app())
+        site_instance(environment, environment, overrides).build(cdktf.Testing.app())
     text = str(caught.value)
     assert "\n" not in text
     if message.endswith(": ") or message.endswith("are ") or message.endswith("runs: "):
@@ -204,7 +205,7 @@ def test_a_misspelt_values_overlay_fails(tmp_path):
 
 def test_an_instance_with_a_missing_values_dir_names_the_setting(tmp_path):
     with pytest.raises(ConfigError, match=r"^single-node: 'values_dir' is "):
-        Instance("single-node", "single-node", {"values_dir": tmp_path / "nothing"}).build(
+        site_instance("single-node", "single-node", {"values_dir": tmp_path / "nothing"}).build(
             cdktf.Testing.app()
         )
 

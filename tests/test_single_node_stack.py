@@ -27,6 +27,7 @@ from tests.conftest import (
 # Everything a ${...} in the synthesized JSON may start with: Terraform references and functions.
 TERRAFORM_REFERENCES = (
     "var.",
+    "self.",
     "path.",
     "element(",
     "file(",

@@ -11,15 +11,16 @@ from pathlib import Path
 import cdktf
 import pytest
 
-from environments import ENVIRONMENTS, Instance
+from environments import ENVIRONMENTS
 from environments.state import STATE_DIR, Backend, local_state
 from gpu_constructs.errors import ConfigError
+from tests.conftest import site_instance
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def backend_of(environment: str, overrides: dict | None = None, stack: str = "") -> dict:
-    instance = Instance(stack or environment, environment, overrides or {})
+    instance = site_instance(stack or environment, environment, overrides or {})
     return json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))["terraform"]["backend"]
 
 

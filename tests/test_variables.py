@@ -8,9 +8,8 @@ from pathlib import Path
 import cdktf
 import pytest
 
-from environments import Instance
 from environments.variables import UNVALIDATED
-from tests.conftest import plan_variables, variables_workdir
+from tests.conftest import plan_variables, site_instance, variables_workdir
 
 VARIANTS = [
     # main.py's instances, and the settings that declare other variables
@@ -44,7 +43,7 @@ def every_variable() -> dict[tuple[str, str], dict]:
         if environment == "main":
             instances += list(main.INSTANCES)
         else:
-            instances.append(Instance(f"{environment}-{len(instances)}", environment, overrides or {}))
+            instances.append(site_instance(f"{environment}-{len(instances)}", environment, overrides or {}))
     found = {}
     for instance in instances:
         stack = json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
@@ -99,7 +98,9 @@ SINGLE_NODE_VARS = {
 
 @pytest.fixture(scope="module")
 def single_node_dir(tmp_path_factory) -> Path:
-    stack = json.loads(cdktf.Testing.synth(Instance("single-node", "single-node").build(cdktf.Testing.app())))
+    stack = json.loads(
+        cdktf.Testing.synth(site_instance("single-node", "single-node").build(cdktf.Testing.app()))
+    )
     return variables_workdir(stack["variable"], tmp_path_factory.mktemp("zone"))
 
 
@@ -137,12 +138,18 @@ PROXMOX_VARS = {
     "etcd_s3_secret_key": "s",
     "cloudflare_api_token": "a" * 40,
     "dns_zone": "example.com",
+    "vm_ssh_host_keys": json.dumps([f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{n}" for n in range(7)]),
+    "vm_ssh_host_private_keys": json.dumps(
+        [f"-----BEGIN OPENSSH PRIVATE KEY-----\n{n}\n-----END OPENSSH PRIVATE KEY-----\n" for n in range(7)]
+    ),
 }
 
 
 @pytest.fixture(scope="module")
 def proxmox_dir(tmp_path_factory) -> Path:
-    stack = json.loads(cdktf.Testing.synth(Instance("proxmox-ha", "proxmox-ha").build(cdktf.Testing.app())))
+    stack = json.loads(
+        cdktf.Testing.synth(site_instance("proxmox-ha", "proxmox-ha").build(cdktf.Testing.app()))
+    )
     variables = {k: v for k, v in stack["variable"].items() if k != "gpu_devices"}
     return variables_workdir(variables, tmp_path_factory.mktemp("proxmox-zone"))
 

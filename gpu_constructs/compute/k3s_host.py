@@ -239,6 +239,7 @@ class K3sHostGpuCompute(Construct):
             ),
             triggers={"server": node_steps[0].id},
             depends_on=node_steps,
+            expect_file=props.kubeconfig_path,
         )
 
         slots = len(props.hosts) * props.gpus_per_node * props.sharing.time_slicing_replicas

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from cdktf import LocalExecProvisioner, TerraformResourceLifecycle
+from cdktf import LocalExecProvisioner, Postcondition, TerraformResourceLifecycle
 from constructs import Construct
 
 from gpu_constructs import validate, versions
@@ -41,6 +41,9 @@ from gpu_constructs.providers.proxmox import (
     DownloadFile,
     EfiDisk,
     File,
+    FirewallOptions,
+    FirewallRule,
+    FirewallRules,
     HardwareMappingPci,
     HostPci,
     Initialization,
@@ -55,6 +58,8 @@ from gpu_constructs.providers.proxmox import (
 )
 
 SCRATCH_MOUNT = "/mnt/scratch"
+SCRATCH_DEVICE = "/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_drive-scsi1"
+"""The workers' scratch disk (scsi1) by the id QEMU gives it (drive-<name>), stable across boots."""
 SCRATCH_LABEL = ("gpu-constructs.io/scratch-disk", "true")
 """On the workers, which format and mount the scratch disk; the control planes have only the OS
 disk, which holds etcd."""
@@ -72,10 +77,20 @@ CONTROL_PLANE_LABELS = (
     ("node-role.kubernetes.io/etcd", "true"),
 )
 """The role labels k3s puts on a server with embedded etcd."""
-CLOUD_INIT_INPUTS = ("initialization[0].user_data_file_id", "initialization[0].meta_data_file_id")
-"""VM arguments that carry cloud-init data. bpg/proxmox marks both ForceNew
-(proxmoxtf/resource/vm/vm.go), so without ignoring them a new token, key, k3s version or VIP would
-replace every VM at once, all etcd members with them. Such changes roll out node by node (README)."""
+CLOUD_INIT_INPUTS = (
+    "initialization[0].user_data_file_id",
+    "initialization[0].meta_data_file_id",
+    "initialization[0].ip_config",
+    "initialization[0].dns",
+)
+"""VM arguments that reach the guest only through cloud-init. bpg/proxmox marks the snippet ids
+ForceNew (proxmoxtf/resource/vm/vm.go), so without ignoring them a new token, key, k3s version or
+VIP would replace every VM at once, all etcd members with them. ip_config and dns it updates in
+place and rebuilds the cloud-init drive, but with the VM's fixed instance-id cloud-init applies
+network config only to a new instance (NoCloud's default update event is boot-new-instance), so
+the VM would keep its old address while the plan reported success: the VMs ignore them too, and a
+postcondition refuses a plan whose network differs from what a VM was built with (CLOUD_INIT_NETWORK).
+Such changes roll out node by node (README)."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +146,31 @@ class GpuDevice:
 
 
 @dataclass(frozen=True)
+class SshHostKey:
+    """A VM's SSH host key, which the stack installs with cloud-init and then checks on every SSH
+    connection to the VM: ed25519, both halves references to variables."""
+
+    public_key: str
+    """``ssh-ed25519 <base64>``, as the ``.pub`` file holds it without the comment."""
+    private_key: str
+    """The OpenSSH private key file's text: a reference to a sensitive variable."""
+
+    def check(self, name: str) -> None:
+        if not validate.is_reference(self.private_key):
+            raise ConfigError(
+                f"ssh_host_keys.{name}.private_key",
+                "(hidden)",
+                "pass a sensitive variable reference, never the key itself",
+            )
+        if not validate.is_reference(self.public_key) and not self.public_key.startswith("ssh-ed25519 "):
+            raise ConfigError(
+                f"ssh_host_keys.{name}.public_key",
+                self.public_key,
+                "give the ed25519 public key, e.g. from `ssh-keygen -t ed25519 -N '' -f cp1`",
+            )
+
+
+@dataclass(frozen=True)
 class VmSize:
     vcpus: int
     memory_gb: int
@@ -161,15 +201,20 @@ class ProxmoxProps:
     """Reference to a sensitive variable: the servers' ``agent-token``, with which the workers join.
     A worker then holds no secret that lets it join as a server (and read etcd)."""
     known_hosts_path: str | None = None
-    """The stack's own SSH known-hosts file for cp1 (default: next to the kubeconfig); the
-    kubeconfig step replaces cp1's entry when it runs for a new cp1."""
+    """The stack's own SSH known-hosts file for cp1 (default: next to the kubeconfig): it holds
+    cp1's key from ``ssh_host_keys``, and without them the key cp1 showed first."""
+    ssh_host_keys: Mapping[str, SshHostKey] = field(default_factory=dict)
+    """Each VM's SSH host key by VM name (cp1, ..., wk-gpu1, ...), for every VM or none: cloud-init
+    installs it, and every SSH connection to the VM accepts that key only. Without them, the
+    first connection accepts whatever key answers at the address."""
     node_name: str = "pve"
     vm_datastore: str = "local-lvm"
     scratch_datastore: str | None = None
     """Where the workers' scratch disks go (default: vm_datastore), e.g. an NVMe thin pool."""
     datastore_capacity_gb: Mapping[str, int] = field(default_factory=dict)
-    """Usable GB of each datastore (``pvesm status``): the thin volumes the stack puts on one are
-    summed at synth and must fit, since a full thin pool stops every VM on it."""
+    """Usable GB of each datastore (``pvesm status``), required for every datastore the VMs use:
+    the thin volumes the stack puts on one are summed at synth and must fit, since a full thin pool
+    stops every VM on it."""
     snippets_datastore: str = "local"
     """Needs the 'snippets' content type enabled (README)."""
     image_datastore: str = "local"
@@ -187,6 +232,12 @@ class ProxmoxProps:
     """GPUs the Proxmox host has (the seed: 8x A100)."""
     api_vip: str | None = None
     """Optional kube-vip address for the API (the seed: 10.0.0.100)."""
+    firewall: bool = True
+    """Each VM's Proxmox firewall (input DROP): everything from the VM network (the nodes' k3s,
+    etcd, flannel and kubelet traffic), SSH and the API from ``admin_cidrs``, HTTP(S) to the
+    ingress and ICMP from anywhere. Proxmox applies VM rules only with the datacenter firewall on."""
+    admin_cidrs: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    """Where SSH (22) and the Kubernetes API (6443) may be reached from, besides the VM network."""
     cluster_cidr: str = "10.42.0.0/16"
     service_cidr: str = "10.43.0.0/16"
     k3s_version: str = versions.K3S_PROXMOX.version
@@ -201,6 +252,9 @@ class ProxmoxProps:
     to no one else, API tokens included (even root@pam's)."""
     etcd_snapshots: EtcdSnapshots = field(default_factory=EtcdSnapshots)
     image_url: str = versions.UBUNTU_CLOUD_IMAGE.version
+    """A dated release of the Ubuntu cloud image, never ``current/``."""
+    image_sha256: str = versions.UBUNTU_CLOUD_IMAGE_SHA256.version
+    """The image's line in its release directory's SHA256SUMS; Proxmox checks the download with it."""
     sharing: GpuSharing = field(default_factory=GpuSharing)
     vm_id_base: int = 200
 
@@ -214,6 +268,20 @@ class ProxmoxProps:
             raise ConfigError("bridge", self.bridge, "give a Linux bridge or SDN vnet name such as vmbr0")
         if not self.image_url.startswith("https://"):
             raise ConfigError("image_url", self.image_url, "download the cloud image over https://")
+        if "/current/" in self.image_url:
+            raise ConfigError(
+                "image_url",
+                self.image_url,
+                "pin a dated release such as https://cloud-images.ubuntu.com/releases/noble/release-20250516/"
+                "ubuntu-24.04-server-cloudimg-amd64.img: current/ is republished, and a new size replaces "
+                "the download at the next plan",
+            )
+        if not re.fullmatch(r"[0-9a-f]{64}", self.image_sha256):
+            raise ConfigError(
+                "image_sha256",
+                self.image_sha256,
+                "give the image's SHA-256 from the SHA256SUMS file of its release directory",
+            )
         count = len(self.control_plane_ips)
         if count < 3 or count % 2 == 0:
             raise ConfigError(
@@ -276,6 +344,12 @@ class ProxmoxProps:
             # A VM takes a whole IOMMU group: two GPUs in one group cannot go to two VMs.
             validate.unique(f"gpu_devices.{attribute}", literal)
         validate.int_range("vm_id_base", self.vm_id_base, 100, 999_999_000)
+        if self.firewall and not self.admin_cidrs:
+            raise ConfigError(
+                "admin_cidrs", (), "give the networks SSH and the API are reached from, e.g. 192.168.1.0/24"
+            )
+        for index, cidr in enumerate(self.admin_cidrs):
+            validate.cidr(f"admin_cidrs[{index}]", cidr)
         validate.int_range("host_cpus", self.host_cpus, 1, 8192)
         for flag, enabled in (("hugepages", self.hugepages), ("cpu_pinning", self.cpu_pinning)):
             if enabled and not self.root_auth:
@@ -295,9 +369,29 @@ class ProxmoxProps:
                     "raise host_cpus to the host's nproc or turn pinning off",
                 )
         self.etcd_snapshots.check()
+        if self.ssh_host_keys:
+            missing = sorted(set(self.vm_names) - set(self.ssh_host_keys))
+            extra = sorted(set(self.ssh_host_keys) - set(self.vm_names))
+            if missing or extra:
+                raise ConfigError(
+                    "ssh_host_keys",
+                    sorted(self.ssh_host_keys),
+                    f"give one key for each VM: {', '.join(self.vm_names)}",
+                )
+            for name, key in self.ssh_host_keys.items():
+                key.check(name)
         for datastore, used in self.disk_usage_gb().items():
             capacity = self.datastore_capacity_gb.get(datastore)
-            if capacity is not None and used > capacity:
+            if capacity is None:
+                # Thin pools accept more than they hold until they fill, and then every VM on
+                # them stops: no datastore goes unchecked.
+                raise ConfigError(
+                    f"datastore_capacity_gb.{datastore}",
+                    "unset",
+                    f"the VMs' disks on {datastore} add up to {used} GB: give its usable GB from "
+                    f"`pvesm status`, e.g. datastore_capacity_gb=(('{datastore}', 2000),)",
+                )
+            if used > capacity:
                 raise ConfigError(
                     f"datastore_capacity_gb.{datastore}",
                     capacity,
@@ -324,6 +418,17 @@ class ProxmoxProps:
         scratch = self.scratch_datastore or self.vm_datastore
         usage[scratch] = usage.get(scratch, 0) + self.scratch_gb * len(self.worker_ips)
         return usage
+
+    @property
+    def vm_names(self) -> list[str]:
+        return [f"cp{i + 1}" for i in range(len(self.control_plane_ips))] + [
+            f"wk-gpu{i + 1}" for i in range(len(self.worker_ips))
+        ]
+
+    def host_key(self, name: str) -> str | None:
+        """The VM's SSH public host key, when the stack gives the VMs theirs."""
+        key = self.ssh_host_keys.get(name)
+        return key.public_key if key else None
 
     @property
     def known_hosts(self) -> str:
@@ -362,6 +467,14 @@ class ProxmoxGpuCompute(Construct):
             content_type="import",
             url=props.image_url,
             file_name="ubuntu-noble-cloudimg-amd64.qcow2",
+            # Proxmox verifies the download against it (download-url's checksum); with overwrite
+            # false the provider never compares the URL's size with the stored file's
+            # (fwprovider/nodes/resource_download_file.go Read), so a plan never replaces it.
+            # A new pin (url and checksum) replaces it; the VMs keep their disks (import_from is
+            # read at creation only).
+            checksum=props.image_sha256,
+            checksum_algorithm="sha256",
+            overwrite=False,
         )
         self.gpu_mappings = [
             HardwareMappingPci(
@@ -407,6 +520,7 @@ class ProxmoxGpuCompute(Construct):
                     "SSH_USER": "ubuntu",
                     "SSH_HOST": props.control_plane_ips[0],
                     "SSH_KEY": props.ssh_private_key_path,
+                    **({"HOST_KEY": key} if (key := props.host_key("cp1")) else {}),
                     "KUBECONFIG_OUT": props.kubeconfig_path,
                     # The VIP when there is one: the kubeconfig then survives the loss of cp1.
                     "API_SERVER": props.server_address,
@@ -416,6 +530,7 @@ class ProxmoxGpuCompute(Construct):
             ),
             triggers={"server": self.control_planes[0].id_ref},
             depends_on=[*self.control_planes, *self.workers],
+            expect_file=props.kubeconfig_path,
         )
         gpus = props.gpus_per_worker * len(props.worker_ips)
         self.cluster = GpuCluster(
@@ -485,7 +600,7 @@ class ProxmoxGpuCompute(Construct):
         self, name: str, ip: str, vm_id: int, size: VmSize, *, role: str, first: bool = False, index: int = 0
     ) -> Vm:
         props = self.props
-        network = ipaddress.IPv4Network(props.network)
+        address = f"{ip}/{ipaddress.IPv4Network(props.network).prefixlen}"
         snippet = File(
             self,
             f"{name}-user-data",
@@ -559,7 +674,7 @@ class ProxmoxGpuCompute(Construct):
                     numa=True,
                     affinity=f"{low}-{high}" if props.cpu_pinning else None,
                 )
-        return Vm(
+        vm = Vm(
             self,
             name,
             node_name=props.node_name,
@@ -571,10 +686,10 @@ class ProxmoxGpuCompute(Construct):
             memory=memory,
             efi_disk=EfiDisk(datastore_id=props.vm_datastore, type="4m"),
             disk=disks,
-            network_device=[NetworkDevice(bridge=props.bridge)],
+            network_device=[NetworkDevice(bridge=props.bridge, firewall=props.firewall or None)],
             initialization=Initialization(
                 datastore_id=props.vm_datastore,
-                ip_config=[IpConfig(Ipv4(f"{ip}/{network.prefixlen}", props.gateway))],
+                ip_config=[IpConfig(Ipv4(address, props.gateway))],
                 user_data_file_id=snippet.id_ref,
                 meta_data_file_id=meta_data.id_ref,
                 dns=Dns(servers=props.dns_servers),
@@ -582,8 +697,48 @@ class ProxmoxGpuCompute(Construct):
             hostpci=hostpci,
             agent=Agent(enabled=True),
             operating_system=OperatingSystem("l26"),
-            lifecycle=TerraformResourceLifecycle(ignore_changes=list(CLOUD_INIT_INPUTS)),
+            lifecycle=TerraformResourceLifecycle(
+                ignore_changes=list(CLOUD_INIT_INPUTS),
+                postcondition=[network_postcondition(name, address, props.gateway, props.dns_servers)],
+            ),
             provisioners=[self.delete_node_provisioner()],
+        )
+        if props.firewall:
+            self._firewall(name, vm_id, vm)
+        return vm
+
+    def _firewall(self, name: str, vm_id: int, vm: Vm) -> None:
+        """The VM's firewall: rules first, then the switch, so it never drops with no rules."""
+        props = self.props
+        rules = FirewallRules(
+            self,
+            f"{name}-firewall-rules",
+            node_name=props.node_name,
+            vm_id=vm_id,
+            rule=[
+                FirewallRule("in", "ACCEPT", "the cluster's nodes", source=props.network),
+                FirewallRule(
+                    "in",
+                    "ACCEPT",
+                    "SSH and the Kubernetes API from the admin networks",
+                    source=",".join(props.admin_cidrs),
+                    proto="tcp",
+                    dport="22,6443",
+                ),
+                FirewallRule("in", "ACCEPT", "HTTP and HTTPS to the ingress", proto="tcp", dport="80,443"),
+                FirewallRule("in", "ACCEPT", "ICMP (path MTU discovery, ping)", proto="icmp"),
+            ],
+            depends_on=[vm],
+        )
+        FirewallOptions(
+            self,
+            f"{name}-firewall",
+            node_name=props.node_name,
+            vm_id=vm_id,
+            enabled=True,
+            input_policy="DROP",
+            output_policy="ACCEPT",
+            depends_on=[rules],
         )
 
     def delete_node_provisioner(self) -> LocalExecProvisioner:
@@ -667,15 +822,47 @@ class ProxmoxGpuCompute(Construct):
             ],
             "runcmd": [
                 "systemctl enable --now qemu-guest-agent",
-                "modprobe br_netfilter overlay",
+                # modprobe takes one module and its parameters; -a loads every name given.
+                "modprobe -a br_netfilter overlay",
                 "swapoff -a",
             ],
         }
+        host_key = props.ssh_host_keys.get(name)
+        if host_key:
+            # The key Terraform checks on every connection (write_files runs before cloud-init's
+            # ssh module, which keeps keys with ssh_deletekeys false and generates no other type
+            # with ssh_genkeytypes empty, so the host offers this key only). base64 keeps the
+            # multi-line key one YAML scalar after Terraform fills it in.
+            document["ssh_deletekeys"] = False
+            document["ssh_genkeytypes"] = []
+            document["write_files"][:0] = [
+                {
+                    "path": "/etc/ssh/ssh_host_ed25519_key",
+                    "permissions": "0600",
+                    "encoding": "b64",
+                    "content": f"${{base64encode({_expression(host_key.private_key)})}}",
+                },
+                {
+                    "path": "/etc/ssh/ssh_host_ed25519_key.pub",
+                    "permissions": "0644",
+                    "content": f"{host_key.public_key} root@{name}\n",
+                },
+            ]
         if role == "agent":
+            # The scratch disk by its stable id (scsi1: QEMU names it after the drive), not /dev/sdb,
+            # which another disk can take. k3s starts only with scratch mounted: with nofail alone,
+            # a boot without the disk would let the fast-scratch class write into /mnt/scratch on
+            # the OS disk while the node still carries the scratch-disk label.
             document["fs_setup"] = [
-                {"label": "scratch", "filesystem": "ext4", "device": "/dev/sdb", "partition": "auto"}
+                {"label": "scratch", "filesystem": "ext4", "device": SCRATCH_DEVICE, "partition": "auto"}
             ]
             document["mounts"] = [["LABEL=scratch", SCRATCH_MOUNT, "ext4", "defaults,nofail", "0", "2"]]
+            document["write_files"].append(
+                {
+                    "path": "/etc/systemd/system/k3s-agent.service.d/scratch.conf",
+                    "content": f"[Unit]\nRequiresMountsFor={SCRATCH_MOUNT}\n",
+                }
+            )
         if role == "server" and props.api_vip:
             document["write_files"].append(
                 {
@@ -723,6 +910,36 @@ class ProxmoxGpuCompute(Construct):
             }
         }
         return yaml.safe_dump(inventory, sort_keys=True)
+
+
+def network_postcondition(name: str, address: str, gateway: str, dns_servers: Sequence[str]) -> Postcondition:
+    """Refuse a plan whose address, gateway or DNS servers for the VM differ from what it was
+    built with. With ip_config and dns ignored, ``self`` keeps the values the provider reads back
+    from the VM's config (bpg/proxmox v0.111.1 vm.go: the address as stored, the nameserver split
+    at spaces); a new or replaced VM plans the configured ones and passes."""
+    servers = " ".join(dns_servers)
+    ipv4 = "self.initialization[0].ip_config[0].ipv4[0]"
+    return Postcondition(
+        condition=(
+            f'${{{ipv4}.address == "{address}" && {ipv4}.gateway == "{gateway}" && '
+            f'join(" ", self.initialization[0].dns[0].servers) == "{servers}"}}'
+        ),
+        error_message=(
+            f"{name} was built with another address, gateway or DNS servers than the settings now give "
+            f"({address} via {gateway}, DNS {servers}); cloud-init applies network settings only to a "
+            "new instance, so the running VM would keep its old ones. Rebuild the node as the README's "
+            '"Changing cloud-init inputs: node by node" says: terraform apply -target=ADDRESS '
+            "-replace=ADDRESS, one node at a time (cp1's address is the cluster's: a new cp1 is a new "
+            "cluster)."
+        ),
+    )
+
+
+def _expression(reference: str) -> str:
+    """The Terraform expression inside a ``${...}`` reference."""
+    if not (reference.startswith("${") and reference.endswith("}")):
+        raise ValueError(f"not a ${{...}} reference: {reference}")
+    return reference[2:-1]
 
 
 def kube_vip_manifests(address: str) -> list[dict[str, Any]]:

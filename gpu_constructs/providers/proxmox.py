@@ -122,6 +122,7 @@ class DownloadFile(_ProxmoxResource):
         file_name: str | None = None,
         checksum: str | None = None,
         checksum_algorithm: str | None = None,
+        overwrite: bool | None = None,
     ) -> None:
         super().__init__(
             scope,
@@ -134,6 +135,7 @@ class DownloadFile(_ProxmoxResource):
                 "file_name": file_name,
                 "checksum": checksum,
                 "checksum_algorithm": checksum_algorithm,
+                "overwrite": overwrite,
             },
         )
 
@@ -215,6 +217,9 @@ class NetworkDevice:
     bridge: str = "vmbr0"
     model: str = "virtio"
     vlan_id: int | None = None
+    firewall: bool | None = None
+    """Apply the VM's firewall rules on this interface (Proxmox default: off). Network devices are
+    hotplugged: bpg/proxmox v0.111.1 reboots no VM for a change (proxmoxtf/resource/vm/vm.go)."""
 
 
 @dataclass(frozen=True)
@@ -329,6 +334,72 @@ class Vm(_ProxmoxResource):
         )
 
 
+@dataclass(frozen=True)
+class FirewallRule:
+    """One rule of ``proxmox_virtual_environment_firewall_rules``."""
+
+    type: str
+    action: str
+    comment: str | None = None
+    source: str | None = None
+    proto: str | None = None
+    dport: str | None = None
+
+
+class FirewallOptions(_ProxmoxResource):
+    """``proxmox_virtual_environment_firewall_options``: a VM's firewall switch and policies."""
+
+    TYPE = "proxmox_virtual_environment_firewall_options"
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        node_name: str,
+        vm_id: Any,
+        enabled: bool,
+        input_policy: str,
+        output_policy: str,
+        depends_on: Sequence[Any] | None = None,
+    ) -> None:
+        super().__init__(
+            scope,
+            id,
+            {
+                "node_name": node_name,
+                "vm_id": vm_id,
+                "enabled": enabled,
+                "input_policy": input_policy,
+                "output_policy": output_policy,
+            },
+            depends_on=depends_on,
+        )
+
+
+class FirewallRules(_ProxmoxResource):
+    """``proxmox_virtual_environment_firewall_rules``: a VM's firewall rules, in order."""
+
+    TYPE = "proxmox_virtual_environment_firewall_rules"
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        node_name: str,
+        vm_id: Any,
+        rule: Sequence[FirewallRule],
+        depends_on: Sequence[Any] | None = None,
+    ) -> None:
+        super().__init__(
+            scope,
+            id,
+            {"node_name": node_name, "vm_id": vm_id, "rule": [block(r) for r in rule]},
+            depends_on=depends_on,
+        )
+
+
 # --- Proxmox privileges ------------------------------------------------------------------------------------
 
 
@@ -350,7 +421,37 @@ QEMU = "proxmox/qemu-server src/PVE/API2/Qemu.pm"
 STORAGE_STATUS = "proxmox/pve-storage src/PVE/API2/Storage/Status.pm"
 STORAGE_CONTENT = "proxmox/pve-storage src/PVE/API2/Storage/Content.pm"
 
+FIREWALL = "proxmox/pve-firewall src/PVE/API2/Firewall/VM.pm"
+
 PRIVILEGES: tuple[Privilege, ...] = (
+    Privilege(
+        FirewallOptions.TYPE,
+        "VM.Config.Network",
+        "/vms/{vmid}",
+        "enable the VM's firewall and set its policies (PUT firewall/options)",
+        f"{FIREWALL} set_options",
+    ),
+    Privilege(
+        FirewallOptions.TYPE,
+        "VM.Audit",
+        "/vms/{vmid}",
+        "read the VM's firewall options (GET firewall/options)",
+        f"{FIREWALL} get_options",
+    ),
+    Privilege(
+        FirewallRules.TYPE,
+        "VM.Config.Network",
+        "/vms/{vmid}",
+        "create, update and delete the VM's firewall rules",
+        "proxmox/pve-firewall src/PVE/Firewall.pm rules_modify_permissions",
+    ),
+    Privilege(
+        FirewallRules.TYPE,
+        "VM.Audit",
+        "/vms/{vmid}",
+        "read the VM's firewall rules",
+        "proxmox/pve-firewall src/PVE/Firewall.pm rules_audit_permissions",
+    ),
     Privilege(
         DownloadFile.TYPE,
         "Datastore.AllocateTemplate",
@@ -446,6 +547,14 @@ PRIVILEGES: tuple[Privilege, ...] = (
         "/vms/{vmid}",
         "cicustom (the snippet), ipconfig0, nameserver",
         f"{QEMU} check_vm_modify_config_perm",
+    ),
+    Privilege(
+        Vm.TYPE,
+        "VM.Config.CDROM",
+        "/vms/{vmid}",
+        "re-add or move the cloud-init drive (ide2) on an update: a changed initialization datastore, "
+        "or a drive that went missing",
+        f"{QEMU} update_vm (a cloud-init drive needs VM.Config.Cloudinit and VM.Config.CDROM)",
     ),
     Privilege(
         Vm.TYPE,

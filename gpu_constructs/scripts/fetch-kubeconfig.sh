@@ -2,8 +2,10 @@
 # Copy the k3s admin kubeconfig from the server to a local file, pointed at the API's address.
 # Environment: SSH_USER, SSH_HOST, SSH_KEY, HOST_KEY (optional), KUBECONFIG_OUT, WAIT_SECONDS (default 0: one try);
 # optional API_SERVER (the address the kubeconfig points at, e.g. a VIP in every server's tls-san;
-# default SSH_HOST) and KNOWN_HOSTS (a known-hosts file of this stack alone: the host's old key is
-# dropped from it first, since the stack runs this only for a new server, and the new key recorded).
+# default SSH_HOST) and KNOWN_HOSTS (a known-hosts file of this stack alone).
+# With HOST_KEY (the key the stack gave the host, '<type> <base64>'), ssh accepts that key only,
+# and with KNOWN_HOSTS too, the host's entry there is that key: the file is the stack's record.
+# With KNOWN_HOSTS alone, ssh checks the key recorded there, recording it on first sight.
 set -euo pipefail
 
 user="${SSH_USER:?SSH_USER is required}"
@@ -16,20 +18,29 @@ known_hosts="${KNOWN_HOSTS:-}"
 wait_seconds="${WAIT_SECONDS:-0}"
 mkdir -p "$(dirname "$out")"
 umask 077
-# With HOST_KEY (the host's public key, '<type> <base64>'), ssh accepts that key only; with
-# KNOWN_HOSTS, the stack's own file; otherwise the first key it sees (accept-new).
 ssh_options=(-i "$key" -o BatchMode=yes -o ConnectTimeout=10)
 pinned=""
-if [ -n "${HOST_KEY:-}" ]; then
-  pinned="$(mktemp)"
-  printf '%s %s\n' "$host" "$HOST_KEY" >"$pinned"
-  ssh_options+=(-o StrictHostKeyChecking=yes -o UserKnownHostsFile="$pinned")
-elif [ -n "$known_hosts" ]; then
+if [ -n "$known_hosts" ]; then
   mkdir -p "$(dirname "$known_hosts")"
   touch "$known_hosts"
-  # A rebuilt server offers a new host key: forget the one recorded for its address.
-  ssh-keygen -R "$host" -f "$known_hosts" >/dev/null 2>&1 || true
-  rm -f "${known_hosts}.old"
+fi
+if [ -n "${HOST_KEY:-}" ]; then
+  if [ -n "$known_hosts" ]; then
+    # The stack's file holds the key Terraform gave the host: replace the host's entry only when
+    # it differs from that key, never with whatever the host presents.
+    if ! grep -qxF "${host} ${HOST_KEY}" "$known_hosts"; then
+      awk -v h="$host" '$1 != h' "$known_hosts" >"${known_hosts}.new"
+      printf '%s %s\n' "$host" "$HOST_KEY" >>"${known_hosts}.new"
+      mv "${known_hosts}.new" "$known_hosts"
+    fi
+    file="$known_hosts"
+  else
+    pinned="$(mktemp)"
+    printf '%s %s\n' "$host" "$HOST_KEY" >"$pinned"
+    file="$pinned"
+  fi
+  ssh_options+=(-o StrictHostKeyChecking=yes -o UserKnownHostsFile="$file")
+elif [ -n "$known_hosts" ]; then
   ssh_options+=(-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile="$known_hosts")
 else
   ssh_options+=(-o StrictHostKeyChecking=accept-new)

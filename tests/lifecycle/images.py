@@ -302,6 +302,78 @@ def k3s_tree(root: Path) -> None:
     (root / "tmp").chmod(0o1777)
 
 
+PIP_STUB = r"""#!/bin/sh
+# stand-in python3: PyPI is not reachable offline (see tests/lifecycle/images.py). `python3 -m pip
+# install` of a pinned jupyterhub lays down what its wheel installs on PATH (jupyterhub's
+# pyproject.toml [project.scripts]: jupyterhub, jupyterhub-singleuser) and its dist-info.
+set -e
+[ "$1 $2 $3" = "-m pip install" ] || { echo "python3 stub: unsupported: $*" >&2; exit 2; }
+shift 3
+for req in "$@"; do
+  case "$req" in
+  -*) continue ;;
+  jupyterhub==*) ;;
+  *) echo "ERROR: No matching distribution found for $req (offline stand-in knows jupyterhub only)" >&2; exit 1 ;;
+  esac
+  version=${req#jupyterhub==}
+  case "$version" in
+  ""|*"*"*) echo "ERROR: jupyterhub is not pinned to one version: $req" >&2; exit 1 ;;
+  esac
+  mkdir -p /usr/local/lib/python3.12/dist-packages/jupyterhub-$version.dist-info /usr/local/bin
+  echo "Name: jupyterhub" > /usr/local/lib/python3.12/dist-packages/jupyterhub-$version.dist-info/METADATA
+  for script in jupyterhub jupyterhub-singleuser; do
+    printf '#!/usr/bin/python3\n' > /usr/local/bin/$script
+    chmod 755 /usr/local/bin/$script
+  done
+done
+"""
+
+GETENT_STUB = r"""#!/bin/sh
+# stand-in getent (libc-bin): passwd lookups by name or uid
+[ "$1" = passwd ] || exit 2
+awk -F: -v k="$2" '$1 == k || $3 == k { print; found = 1 } END { exit !found }' /etc/passwd
+"""
+
+USERADD_STUB = r"""#!/bin/sh
+# stand-in useradd (passwd): -m -u UID -g GID -s SHELL NAME
+while [ $# -gt 1 ]; do
+  case "$1" in -u) uid=$2; shift ;; -g) gid=$2; shift ;; -s) shell=$2; shift ;; esac
+  shift
+done
+echo "$1:x:$uid:$gid::/home/$1:$shell" >> /etc/passwd
+mkdir -p "/home/$1"
+"""
+
+
+def ngc_base(root: Path) -> None:
+    """nvcr.io/nvidia/pytorch and tensorflow 25.01: Ubuntu 24.04 (merged /usr, /var/run -> /run,
+    the image's own ``ubuntu`` user with uid 1000), Python 3.12 with pip installing scripts to
+    /usr/local/bin, JupyterLab's ``jupyter`` but no JupyterHub. A stub python3 stands in for pip."""
+    for d in ("usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "usr/local/bin", "run", "root", "home/ubuntu"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "tmp").mkdir()
+    (root / "tmp").chmod(0o1777)
+    for top in ("bin", "sbin", "lib", "lib64"):
+        _link(root, top, f"usr/{top}")
+    _link(root, "var/run", "/run")
+    _write(root, "etc/os-release", 'NAME="Ubuntu"\nVERSION_ID="24.04"\nID=ubuntu\n')
+    _write(
+        root,
+        "etc/passwd",
+        "root:x:0:0:root:/root:/bin/bash\nubuntu:x:1000:1000:Ubuntu:/home/ubuntu:/bin/bash\n",
+    )
+    _write(root, "etc/group", "root:x:0:\nusers:x:100:\nubuntu:x:1000:\n")
+    _write(root, "usr/local/bin/jupyter", "#!/usr/bin/python3\n", 0o755)
+    shutil.copy2(BUSYBOX, root / "usr/bin/busybox")
+    stubs = {"python3", "getent", "useradd"}
+    for applet in _busybox_applets():
+        if applet not in stubs and not (root / "usr/bin" / applet).exists():
+            _link(root, f"usr/bin/{applet}", "busybox")
+    _write(root, "usr/bin/python3", PIP_STUB, 0o755)
+    _write(root, "usr/bin/getent", GETENT_STUB, 0o755)
+    _write(root, "usr/sbin/useradd", USERADD_STUB, 0o755)
+
+
 @dataclass(frozen=True)
 class StandIn:
     """How to lay down a stand-in for one image repository."""
@@ -313,6 +385,8 @@ class StandIn:
 STAND_INS: dict[str, StandIn] = {
     "nvcr.io/nvidia/cuda": StandIn(lambda root, args: cuda_ubuntu_base(root, args["NVIDIA_CTK_VERSION"])),
     "rancher/k3s": StandIn(lambda root, args: k3s_tree(root)),
+    "nvcr.io/nvidia/pytorch": StandIn(lambda root, args: ngc_base(root)),
+    "nvcr.io/nvidia/tensorflow": StandIn(lambda root, args: ngc_base(root)),
 }
 
 

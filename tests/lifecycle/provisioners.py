@@ -223,3 +223,73 @@ def findings(stack: str, synthesized: dict[str, Any]) -> dict[str, str]:
         if messages:
             found[provisioner.name] = "; ".join(messages)
     return found
+
+
+def host_key_findings(synthesized: dict[str, Any]) -> dict[str, str]:
+    """SSH connections that would accept any host key, by resource address.
+
+    Terraform's SSH communicator checks the host only with ``host_key`` (hashicorp/terraform
+    internal/communicator/ssh/provisioner.go buildSSHClientConfig: without it the callback is
+    ssh.InsecureIgnoreHostKey), and a local script that runs ``ssh`` checks it only with the key
+    given as HOST_KEY (gpu_constructs/scripts: StrictHostKeyChecking=yes against it). Such a
+    connection hands whoever answers at the address what the step carries: a token on the way
+    in, a kubeconfig Terraform then trusts on the way out."""
+    found = {}
+    for kind_name, resources in sorted(synthesized.get("resource", {}).items()):
+        for logical_id, resource in sorted(resources.items()):
+            address = f"{kind_name}.{logical_id}"
+            connection = resource.get("connection") or {}
+            if connection.get("type", "ssh") == "ssh" and connection and not connection.get("host_key"):
+                found[f"{address} connection"] = "ssh connection without host_key"
+            for index, block in enumerate(resource.get("provisioner", [])):
+                body = block.get("local-exec")
+                if body is None:
+                    continue
+                environment = body.get("environment") or {}
+                if "SSH_HOST" in environment and not environment.get("HOST_KEY"):
+                    found[f"{address} provisioner[{index}] local-exec"] = "local ssh without HOST_KEY"
+    return found
+
+
+def _sensitive_variables(synthesized: dict[str, Any]) -> set[str]:
+    return {name for name, body in synthesized.get("variable", {}).items() if body.get("sensitive")}
+
+
+def trigger_findings(synthesized: dict[str, Any]) -> dict[str, str]:
+    """Settings of a create-time local-exec that do not re-run it when they change, by provisioner.
+
+    A ``terraform_data`` runs its provisioners only when it is created or replaced, and
+    ``triggers_replace`` is what replaces it (developer.hashicorp.com/terraform/language/resources/
+    terraform-data): an environment value that is not among its triggers can change (a new API
+    address, another host key) while the step keeps what it did with the old one. Values that
+    hold a sensitive variable stay out of the triggers on purpose (they would be in the plan).
+    Only steps that run on this machine alone are checked: a host step's trailing local wait
+    (wait-for-reboot.sh after a driver install) follows the host step's own triggers."""
+    sensitive = _sensitive_variables(synthesized)
+    found = {}
+    for logical_id, resource in sorted(synthesized.get("resource", {}).get("terraform_data", {}).items()):
+        triggers_replace = resource.get("triggers_replace", {})
+        if isinstance(triggers_replace, dict) and re.fullmatch(
+            r"[0-9a-f]{64}", str(triggers_replace.get("definition", ""))
+        ):
+            # k3d's cluster step: a digest of its script, image and whole environment
+            # (gpu_constructs/compute/k3d.py), so any change replaces it.
+            continue
+        if any("remote-exec" in block or "file" in block for block in resource.get("provisioner", [])):
+            continue
+        for index, block in enumerate(resource.get("provisioner", [])):
+            body = block.get("local-exec")
+            if body is None or body.get("when", "create") != "create":
+                continue
+            for key, value in sorted((body.get("environment") or {}).items()):
+                if any(f"var.{name}" in str(value) for name in sensitive):
+                    continue
+                named = {
+                    trigger: given
+                    for trigger, given in triggers_replace.items()
+                    if trigger == key or trigger.endswith(f":{key}")
+                }
+                if value not in named.values():
+                    name = f"terraform_data.{logical_id} provisioner[{index}] local-exec"
+                    found.setdefault(name, f"{key} is not in triggers_replace")
+    return found
