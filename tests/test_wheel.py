@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +21,6 @@ import pytest
 from tests.conftest import ROOT, aws_provider_mirror, terraform_binary, unavailable
 from tests.test_readme import library_example
 
-BUILD_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "gpu_constructs", "docker/k3s-cuda")
-"""What the build reads from the checkout (pyproject.toml's packages, package-dir and readme); the
-pages under docs/ are not in the wheel."""
-NOT_SHIPPED = ("gpu_constructs/monitoring/rules/tests/",)
-"""Source files the library never reads: promtool's unit tests of the alert rules."""
-PACKAGED = {"docker/k3s-cuda/Dockerfile": "gpu_constructs/k3s_cuda/Dockerfile"}
-"""Files pyproject.toml maps into the package from elsewhere in the checkout."""
 ENGINE_MODULES = ("cdktf", "cdktn", "constructs", "jsii")
 
 
@@ -39,6 +33,27 @@ def _files(*paths: str) -> list[str]:
             if file.is_file() and "__pycache__" not in file.parts:
                 found.append(file.relative_to(ROOT).as_posix())
     return found
+
+
+PACKAGE_DIRS: dict[str, str] = {
+    package.replace(".", "/"): directory
+    for package, directory in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-dir"
+    ].items()
+}
+"""pyproject.toml's package-dir: packages whose files live elsewhere in the checkout (the image build
+contexts under docker/), as installed path -> checkout path."""
+BUILD_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "gpu_constructs", *PACKAGE_DIRS.values())
+"""What the build reads from the checkout (pyproject.toml's packages, package-dir and readme); the
+pages under docs/ are not in the wheel."""
+NOT_SHIPPED = ("gpu_constructs/monitoring/rules/tests/",)
+"""Source files the library never reads: promtool's unit tests of the alert rules."""
+PACKAGED = {
+    path: installed + path.removeprefix(directory)
+    for installed, directory in PACKAGE_DIRS.items()
+    for path in _files(directory)
+}
+"""Files pyproject.toml maps into the package from elsewhere in the checkout."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +111,7 @@ def test_the_wheel_carries_every_file_the_library_reads(installed):
         names = set(wheel.namelist())
     expected = {
         PACKAGED.get(path, path)
-        for path in _files("gpu_constructs", *PACKAGED)
+        for path in _files("gpu_constructs", *PACKAGE_DIRS.values())
         if not path.startswith(NOT_SHIPPED)
     }
     assert sorted(expected - names) == []
