@@ -663,12 +663,35 @@ class ProxmoxHaStack(TerraformStack):
                 host_cpus=s.host_cpus,
                 root_auth=s.root_auth,
                 etcd_snapshots=EtcdSnapshots(
-                    schedule_cron=s.etcd_snapshot_cron, retention=s.etcd_snapshot_retention, s3=etcd_s3
+                    schedule_cron=s.etcd_snapshot_cron,
+                    retention=s.etcd_snapshot_retention,
+                    s3=etcd_s3,
+                    # the servers' config is cloud-init user data, kept in the state and on Proxmox
+                    in_cluster_secret=True,
                 ),
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
             ),
         )
         cluster = use_cluster(self, compute.cluster)
+        # k3s' kubectl runs on cp1: the steps that write Secrets into the cluster run there
+        cp1 = SshHost(
+            s.control_plane_ips[0],
+            "ubuntu",
+            ssh_key_path.string_value,
+            host_key=compute.props.host_key("cp1"),
+        )
+        if etcd_s3 is not None:
+            compute.props.etcd_snapshots.secret_step(
+                self,
+                "etcd-s3-secret",
+                host=cp1,
+                variables={
+                    "etcd-s3-bucket": "etcd_s3_bucket",
+                    "etcd-s3-access-key": "etcd_s3_access_key",
+                    "etcd-s3-secret-key": "etcd_s3_secret_key",
+                },
+                cluster=cluster,
+            )
 
         # The ingress is on the VMs' private network: Let's Encrypt reaches it over HTTP-01 only
         # through a public address that forwards 80 and 443; DNS-01 needs no inbound path.
@@ -709,12 +732,7 @@ class ProxmoxHaStack(TerraformStack):
                 acme_solver=s.letsencrypt_challenge,
                 cloudflare_api_token=cloudflare_api_token.string_value if cloudflare_api_token else None,
                 # the token is written into the cluster from cp1, where k3s' kubectl runs
-                secret_host=SshHost(
-                    s.control_plane_ips[0],
-                    "ubuntu",
-                    ssh_key_path.string_value,
-                    host_key=compute.props.host_key("cp1"),
-                ),
+                secret_host=cp1,
                 dns_zone=dns_zone.string_value if dns_zone else "",
             ),
         )

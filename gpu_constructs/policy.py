@@ -32,7 +32,10 @@ SECRET_KEY = re.compile(r"(^|[_.-])(password|passwd|token|secret|private_?key|ap
 SECRET_TEXT = (
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
     re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
-    re.compile(r"\b(password|passwd|token|secret)\s*[=:]\s*['\"]?(?![$'\"\s])[^'\"\s]{8,}", re.I),
+    # k3s' etcd-s3-config-secret (and any *-config-secret) names a Secret, it is not one
+    re.compile(
+        r"\b(password|passwd|token|(?<!config-)secret)\s*[=:]\s*['\"]?(?![$'\"\s])[^'\"\s]{8,}", re.I
+    ),
 )
 
 

@@ -113,6 +113,9 @@ def test_literal_password_fails():
     assert secret_problems({"command": "psql postgresql://app:password=s3cr3tvalue@db"})
     assert secret_problems({"key": "-----BEGIN RSA PRIVATE KEY-----\nMII..."})
     assert secret_problems({"admin_password": "${var.admin_password}"}) == []
+    # a setting that names a Secret is not one; the same text with a value is
+    assert secret_problems({"data": "etcd-s3: true\netcd-s3-config-secret: k3s-etcd-s3\n"}) == []
+    assert secret_problems({"data": "etcd-s3-secret: k3s-etcd-s3-key\n"})
     assert (
         secret_problems(
             {

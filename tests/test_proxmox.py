@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -14,7 +15,7 @@ from syrupy.extensions.json import JSONSnapshotExtension
 
 import main
 from environments import Instance
-from gpu_constructs.compute.etcd import EtcdS3, EtcdSnapshots
+from gpu_constructs.compute.etcd import CONFIG_SECRET, EtcdS3, EtcdSnapshots
 from gpu_constructs.compute.proxmox import (
     CLOUD_INIT_INPUTS,
     GpuDevice,
@@ -34,6 +35,7 @@ from tests.conftest import (
     resources,
     variables_workdir,
 )
+from tests.test_scripts import Host
 from tests.validators import validate_manifest
 
 (MAIN,) = [instance for instance in main.INSTANCES if instance.stack == "proxmox-ha"]
@@ -307,20 +309,82 @@ def test_hugepages_and_pinning_with_root_pam_set_numa(upstream):
 
 
 def test_etcd_snapshots_scheduled_and_sent_to_s3(stack_json):
+    """The servers' config is cloud-init user data, which Terraform's state and Proxmox's snippet
+    storage keep: it names k3s' etcd-s3-config-secret and nothing else of S3 (k3s ignores the Secret
+    when any other etcd-s3-* setting is given, pkg/etcd/s3/s3.go), and the target and keys reach
+    kube-system through the step's uploaded secrets file."""
     for name in ("cp1", "cp2", "cp3"):
         config = k3s_config(stack_json, name)
         assert config["etcd-snapshot-schedule-cron"] == "0 */6 * * *"
         assert config["etcd-snapshot-retention"] == 28
-        assert config["etcd-s3"] is True
-        assert config["etcd-s3-bucket"] == "${var.etcd_s3_bucket}"
-        assert config["etcd-s3-secret-key"] == "${var.etcd_s3_secret_key}"
-        assert config["etcd-s3-folder"] == "proxmox-ha"
+        assert config["etcd-s3"] is True and config["etcd-s3-config-secret"] == CONFIG_SECRET
+        assert not [k for k in config if k.startswith("etcd-s3-") and k != "etcd-s3-config-secret"]
+    for data in (user_data(stack_json, name) for name in ("cp1", "cp2", "cp3")):
+        assert "etcd_s3" not in json.dumps(data)
     assert not [key for key in k3s_config(stack_json, "wk-gpu1") if key.startswith("etcd")]
     for secret in ("etcd_s3_access_key", "etcd_s3_secret_key"):
         assert stack_json["variable"][secret]["sensitive"] is True
+    (step,) = [v for k, v in resources(stack_json, "terraform_data").items() if "etcd-s3-secret" in k]
+    assert step["connection"]["host"] == "10.0.0.11"
+    (upload,) = [
+        p["file"] for p in step["provisioner"] if "file" in p and p["file"]["destination"].endswith(".env")
+    ]
+    lines = dict(line.split("=", 1) for line in upload["content"].splitlines())
+    assert lines == {
+        "etcd-s3-access-key": "${var.etcd_s3_access_key}",
+        "etcd-s3-bucket": "${var.etcd_s3_bucket}",
+        "etcd-s3-endpoint": "s3.amazonaws.com",
+        "etcd-s3-folder": "proxmox-ha",
+        "etcd-s3-insecure": "false",
+        "etcd-s3-region": "us-east-1",
+        "etcd-s3-secret-key": "${var.etcd_s3_secret_key}",
+    }
+    commands = [c for p in step["provisioner"] if "remote-exec" in p for c in p["remote-exec"]["inline"]]
+    assert not [c for c in commands if "var.etcd_s3" in c]
+    assert step["triggers_replace"]["etcd-s3-secret-key_sha256"] == "${sha256(var.etcd_s3_secret_key)}"
+    assert "var.etcd_s3_secret_key}" not in json.dumps(step["triggers_replace"])
     local_only = synth(etcd_s3=False)
     assert "etcd-s3" not in k3s_config(local_only, "cp1")
     assert "etcd_s3_secret_key" not in local_only["variable"]
+    assert not [k for k in resources(local_only, "terraform_data") if "etcd-s3-secret" in k]
+
+
+def test_the_etcd_secret_is_what_k3s_reads(tmp_path):
+    """kube-secret.sh writes every line of the secrets file as a key of kube-system/k3s-etcd-s3, the
+    keys k3s' getConfigFromSecret reads, and refuses a missing key naming its variable."""
+    host = Host(tmp_path)
+    host.stub(
+        "k3s", '[ "$2" = apply ] && cat >> "$STATE/applied.yaml" && echo --- >> "$STATE/applied.yaml"; true'
+    )
+    data = EtcdSnapshots(
+        s3=EtcdS3("minio.lan:9000", "snaps", "AKIAIOSFODNN7EXAMPLE", "k/ey+ends=", insecure=True)
+    ).secret_data()
+    secrets = host.state / "keys.env"
+    secrets.write_text("".join(f"{k}={v}\n" for k, v in data.items()))
+    result = host.run(
+        "kube-secret.sh", NAMESPACE="kube-system", SECRET_NAME=CONFIG_SECRET, SECRETS_FILE=str(secrets),
+        REQUIRED="etcd-s3-secret-key:etcd_s3_secret_key",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (secret,) = [
+        d
+        for d in yaml.safe_load_all((host.state / "applied.yaml").read_text())
+        if d and d["kind"] == "Secret"
+    ]
+    assert secret["metadata"] == {"name": "k3s-etcd-s3", "namespace": "kube-system"}
+    decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert decoded == {**data, "etcd-s3-insecure": "true"} and decoded["etcd-s3-secret-key"] == "k/ey+ends="
+    assert not secrets.exists() and "k/ey+ends=" not in host.log.read_text() + result.stdout + result.stderr
+    secrets.write_text("etcd-s3-bucket=snaps\netcd-s3-secret-key=\n")
+    refused = host.run(
+        "kube-secret.sh", NAMESPACE="kube-system", SECRET_NAME=CONFIG_SECRET, SECRETS_FILE=str(secrets),
+        REQUIRED="etcd-s3-secret-key:etcd_s3_secret_key",
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert (
+        "etcd-s3-secret-key of kube-system/k3s-etcd-s3 is empty or missing: set the Terraform variable etcd_s3_secret_key"
+        in refused.stderr
+    )
 
 
 def test_k3s_ha_by_cloud_init(stack_json):
@@ -450,13 +514,15 @@ def test_every_vm_gets_its_own_host_key_and_every_connection_checks_it(stack_jso
         assert public == f"${{var.vm_ssh_host_keys[{index}]}} root@{name}\n"
     assert stack_json["variable"]["vm_ssh_host_private_keys"]["sensitive"] is True
     assert kubeconfig_step(stack_json)["HOST_KEY"] == "${var.vm_ssh_host_keys[0]}"
-    (upload,) = [
+    uploads = [
         r for r in resources(stack_json, "terraform_data").values() if r.get("connection", {}).get("host")
     ]
-    assert (
-        upload["connection"]["host_key"]
-        == f"${{{negotiated_host_key_expression('var.vm_ssh_host_keys[0]')}}}"
-    )
+    assert len(uploads) == 2  # the Cloudflare token and the etcd S3 Secret, both from cp1
+    for upload in uploads:
+        assert (
+            upload["connection"]["host_key"]
+            == f"${{{negotiated_host_key_expression('var.vm_ssh_host_keys[0]')}}}"
+        )
     assert stack_json["output"]["ssh_known_hosts"]["value"].startswith(
         "10.0.0.11 ${var.vm_ssh_host_keys[0]}\n"
     )

@@ -1,23 +1,35 @@
 """k3s's embedded etcd: scheduled snapshots, kept on each server and sent to an S3-compatible store.
 
-One set of k3s settings (``etcd-snapshot-*``, ``etcd-s3-*``) for every stack that runs k3s servers:
-proxmox-ha writes them into each server's cloud-init config.yaml, single-node's k3s-install.sh into
-/etc/rancher/k3s/config.yaml (mode 0600, the S3 keys through its secrets file, never on a command line).
+One set of k3s settings (``etcd-snapshot-*``, ``etcd-s3-*``) for every stack that runs k3s servers.
+single-node's k3s-install.sh writes them into /etc/rancher/k3s/config.yaml (mode 0600, the S3 keys
+through its secrets file, never on a command line). proxmox-ha's servers boot from cloud-init user
+data, which Terraform keeps in its state and Proxmox in its snippet storage and on each VM's
+cloud-init drive: there the S3 target and keys live in the kube-system Secret :data:`CONFIG_SECRET`
+instead (k3s' ``etcd-s3-config-secret``), written from stdin by :meth:`EtcdSnapshots.secret_step`, and
+the servers' config names only the Secret.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from cdktf import DataResource, Fn
+from constructs import Construct
+
 from gpu_constructs import validate
 from gpu_constructs.backup import ObjectStore
+from gpu_constructs.cluster import GpuCluster
 from gpu_constructs.errors import ConfigError
+from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts
 
 SECRET_FLAGS = ("etcd-s3-access-key", "etcd-s3-secret-key")
 """The settings that carry the S3 key pair (references to sensitive variables)."""
+CONFIG_SECRET = "k3s-etcd-s3"
+"""The kube-system Secret k3s reads the S3 settings from with ``etcd-s3-config-secret``."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,9 @@ class EtcdSnapshots:
     retention: int = 28
     """Snapshots kept per server (and in S3): 28 at six-hourly is a week."""
     s3: EtcdS3 | None = None
+    in_cluster_secret: bool = False
+    """Keep the S3 target and keys in the kube-system Secret :data:`CONFIG_SECRET` rather than in the
+    servers' config: for servers whose config Terraform state holds (cloud-init user data)."""
 
     def check(self) -> None:
         validate.cron("etcd_snapshot_cron", self.schedule_cron)
@@ -88,7 +103,12 @@ class EtcdSnapshots:
             "etcd-snapshot-schedule-cron": self.schedule_cron,
             "etcd-snapshot-retention": self.retention,
         }
-        if self.s3:
+        if self.s3 and self.in_cluster_secret:
+            # k3s reads the Secret only when no other etcd-s3-* setting differs from its default,
+            # and warns and ignores it otherwise (pkg/etcd/s3/s3.go, Controller.GetClient):
+            # the config names the Secret and nothing else of S3.
+            flags.update({"etcd-s3": True, "etcd-s3-config-secret": CONFIG_SECRET})
+        elif self.s3:
             flags.update(
                 {
                     "etcd-s3": True,
@@ -104,3 +124,61 @@ class EtcdSnapshots:
             if self.s3.insecure:
                 flags["etcd-s3-insecure"] = True
         return flags
+
+    def secret_data(self) -> dict[str, str]:
+        """The :data:`CONFIG_SECRET` keys, as k3s reads them (pkg/etcd/s3/config_secret.go,
+        getConfigFromSecret: the etcd-s3-* flag names as data keys, booleans as strings)."""
+        if self.s3 is None:
+            return {}
+        data = {
+            "etcd-s3-endpoint": self.s3.endpoint,
+            "etcd-s3-bucket": self.s3.bucket,
+            "etcd-s3-region": self.s3.region,
+            "etcd-s3-access-key": self.s3.access_key,
+            "etcd-s3-secret-key": self.s3.secret_key,
+            "etcd-s3-insecure": str(self.s3.insecure).lower(),
+        }
+        if self.s3.folder:
+            data["etcd-s3-folder"] = self.s3.folder
+        return data
+
+    def secret_step(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        host: SshHost,
+        variables: Mapping[str, str],
+        cluster: GpuCluster,
+        depends_on: Sequence[Any] = (),
+    ) -> DataResource:
+        """The step that writes :data:`CONFIG_SECRET` on ``host`` (a server with k3s' kubectl),
+        every value through the uploaded secrets file (kube-secret.sh): nothing of it is in the
+        state but the keys' hashes, which re-run the step when a key changes. ``variables`` names
+        the Terraform variable of each key, for the script's errors.
+
+        Until the Secret exists (the servers start before the step), a scheduled snapshot is kept
+        locally and its S3 upload skipped with a warning (pkg/etcd/snapshot.go, ErrNoConfigSecret);
+        `make verify` finds no S3 snapshot then. A restore cannot read the Secret, the API server
+        being down ("cannot use S3 config secret when restoring snapshot"): the runbook passes the
+        S3 flags on its command line, the keys in the environment."""
+        data = self.secret_data()
+        return run_scripts(
+            scope,
+            construct_id,
+            host=host,
+            runs=[
+                ScriptRun(
+                    "kube-secret.sh",
+                    {
+                        "NAMESPACE": "kube-system",
+                        "SECRET_NAME": CONFIG_SECRET,
+                        "REQUIRED": " ".join(f"{key}:{variables[key]}" for key in sorted(variables)),
+                    },
+                    secret_env=data,
+                )
+            ],
+            extra_triggers={f"{key}_sha256": Fn.sha256(value) for key, value in sorted(data.items())},
+            depends_on=depends_on,
+            cluster=cluster,
+        )
