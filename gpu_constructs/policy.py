@@ -33,9 +33,7 @@ SECRET_TEXT = (
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
     re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
     # k3s' etcd-s3-config-secret (and any *-config-secret) names a Secret, it is not one
-    re.compile(
-        r"\b(password|passwd|token|(?<!config-)secret)\s*[=:]\s*['\"]?(?![$'\"\s])[^'\"\s]{8,}", re.I
-    ),
+    re.compile(r"\b(password|passwd|token|(?<!config-)secret)\s*[=:]\s*['\"]?(?![$'\"\s])[^'\"\s]{8,}", re.I),
 )
 
 
