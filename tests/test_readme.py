@@ -1,7 +1,7 @@
 """The README and the pages under docs/: the library example of docs/library.md (run from the
 installed wheel by tests/test_wheel.py), the README's extras table and prerequisites against
-pyproject.toml and the workflow, the README's length, every relative link of the pages, and that the code sends readers to the docs
-pages rather than the README."""
+pyproject.toml and the workflow, the README's length, every relative link of the pages, and that
+the code sends readers to the docs pages rather than the README."""
 
 from __future__ import annotations
 
