@@ -30,7 +30,7 @@ class K3dPocSettings:
     agents: tuple[str, ...] = ("app", "infra", "gpu")
     """Agent roles in order (app, infra, gpu); the seed has one of each."""
     image: str = versions.K3D_K3S_CUDA_IMAGE.version
-    """k3s image with the NVIDIA container toolkit, built from docker/k3s-cuda (README)."""
+    """k3s image with the NVIDIA container toolkit, built from docker/k3s-cuda (docs/k3d-poc.md)."""
     build_image: bool = True
     """Build ``image`` from docker/k3s-cuda on apply; False uses an image already on the host."""
     time_slicing_replicas: int = 1

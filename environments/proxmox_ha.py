@@ -346,7 +346,7 @@ class ProxmoxHaStack(TerraformStack):
                 "proxmox_api_token",
                 type="string",
                 sensitive=True,
-                description="user@realm!token=secret (rights in the README).",
+                description="user@realm!token=secret (rights in docs/proxmox-ha.md).",
                 validation=[
                     rule(
                         'can(regex("^[^@[:space:]]+@[^![:space:]]+![^=[:space:]]+=[^[:space:]]+$", '
@@ -403,7 +403,7 @@ class ProxmoxHaStack(TerraformStack):
                 type="list(string)",
                 description=(
                     f"Each VM's SSH host public key, in the order {order}: the .pub files of "
-                    "ssh-keygen -t ed25519 -N '' -f <vm> without the comment (README)."
+                    "ssh-keygen -t ed25519 -N '' -f <vm> without the comment (docs/proxmox-ha.md)."
                 ),
                 validation=[
                     rule(
@@ -457,7 +457,7 @@ class ProxmoxHaStack(TerraformStack):
             description=(
                 f"The {gpu_count} GPUs to pass through: vendor:device id (lspci -nn -d 10de:), PCI "
                 "address (lspci -D -d 10de:), IOMMU group (/sys/kernel/iommu_groups) and subsystem id "
-                "(lspci -nn -v); see the README."
+                "(lspci -nn -v); see docs/proxmox-ha.md."
             ),
             validation=[
                 rule(
@@ -592,13 +592,16 @@ class ProxmoxHaStack(TerraformStack):
         )
         # The seed's clusters/homelab holds the GPU Operator, JupyterHub and the StorageClasses,
         # which this stack deploys itself: two owners would undo each other's changes. The
-        # default path is one for what the stack does not deploy (FLEET_MAY_NOT_HOLD, README).
+        # default path is one for what the stack does not deploy (FLEET_MAY_NOT_HOLD, docs/proxmox-ha.md).
         fleet_paths = TerraformVariable(
             self,
             "fleet_paths",
             type="list(string)",
             default=[FLEET_DEFAULT_PATH],
-            description="Paths of the Fleet repository to deploy; never anything Terraform deploys (README).",
+            description=(
+                "Paths of the Fleet repository to deploy; never anything Terraform deploys "
+                "(docs/proxmox-ha.md)."
+            ),
             validation=[
                 rule(
                     "length(var.fleet_paths) > 0 && alltrue([for p in var.fleet_paths : "

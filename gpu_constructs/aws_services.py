@@ -135,7 +135,8 @@ class RdsPostgres(Construct):
         # The database's own key, kept when the stack goes: the final snapshot and the automated
         # backups' copies are encrypted with it, and a key the same destroy schedules for deletion
         # (the cluster's) would make them unreadable after its waiting period. prevent_destroy makes
-        # a destroy stop until the key leaves the state (README, Teardown), which keeps it in AWS.
+        # a destroy stop until the key leaves the state (docs/eks-karpenter.md, Teardown), which keeps
+        # it in AWS.
         self.kms = KmsKey(
             self,
             "kms",

@@ -7,7 +7,7 @@ Backups are CloudNativePG's own physical backups with Barman Cloud into an S3-co
 store: every WAL segment is archived as soon as PostgreSQL closes it (at the latest after
 ``archive_timeout``, 5 minutes by default), a ScheduledBackup takes a base backup daily, and the
 operator deletes what the retention no longer needs. Any moment inside the retention can be
-restored into a new Cluster (README, "Backup and restore").
+restored into a new Cluster (docs/single-node.md, "PostgreSQL: backup and restore").
 
 The in-tree ``spec.backup.barmanObjectStore`` is used, not the Barman Cloud plugin that CloudNativePG
 recommends since 1.26 (docs/src/backup.md at v1.29.1): the plugin release (v0.14.0) ships no Helm

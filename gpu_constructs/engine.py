@@ -25,7 +25,7 @@ engine import (``main.py`` and ``tests/conftest.py`` do). An app that never call
 imports: fine on cdktf, and ``import cdktf`` fails where only cdktn is installed.
 
 ``make`` maps its own ``ENGINE`` to ``GPU_CONSTRUCTS_ENGINE``: ``ENGINE=cdktn make synth|test`` runs
-the same work in the cdktn environment (``engines/cdktn``); see the README, "Moving to CDK Terrain
+the same work in the cdktn environment (``engines/cdktn``); see docs/library.md, "Moving to CDK Terrain
 (cdktn)".
 """
 

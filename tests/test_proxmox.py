@@ -1181,15 +1181,9 @@ def test_the_role_can_update_every_drive_kind_the_vms_have(every_stack):
 
 
 def _role_commands() -> list[str]:
-    """The role commands of the proxmox-ha documentation: the pending page of changes to the
-    proxmox-ha page when it has them, else the page itself."""
-    root = Path(main.__file__).parent
-    changes = root / "docs" / "proxmox-ha.changes.md"
-    if changes.exists():
-        found = re.findall(r"^ *(pveum role add .*)$", changes.read_text(), re.M)
-        if found:
-            return found
-    return re.findall(r"^ *(pveum role add .*)$", (root / "docs" / "proxmox-ha.md").read_text(), re.M)
+    """The role commands of the proxmox-ha page, docs/proxmox-ha.md."""
+    page = Path(main.__file__).parent / "docs" / "proxmox-ha.md"
+    return re.findall(r"^ *(pveum role add .*)$", page.read_text(), re.M)
 
 
 def test_the_proxmox_page_role_command_is_the_tables():

@@ -1,6 +1,7 @@
 """The README and the pages under docs/: the library example of docs/library.md (run from the
 installed wheel by tests/test_wheel.py), the README's extras table and prerequisites against
-pyproject.toml and the workflow, the README's length, and every relative link of the pages."""
+pyproject.toml and the workflow, the README's length, every relative link of the pages, and that
+the code sends readers to the docs pages rather than the README."""
 
 from __future__ import annotations
 
@@ -135,3 +136,35 @@ def test_the_link_check_sees_headings_and_links_as_github_does():
     page = "# Deploy `k3d-poc`\n```bash\n# a comment\n[x](nowhere.md)\n```\n## Moving to CDK Terrain (cdktn)\n## A\n## A\n"
     assert anchors(page) == {"deploy-k3d-poc", "moving-to-cdk-terrain-cdktn", "a", "a-1"}
     assert list(links(page + "see [a](b.md#c), not `[d](e)`\n")) == ["b.md#c"]
+
+
+STALE_README_POINTERS = {"gpu_constructs/scripts/vault-bootstrap.sh": 2}
+"""Files that still send the reader to the README for what is on a docs page, with how many times
+(single-node's bootstrap script: its comment and its message on re-keying point at
+docs/single-node.md's Vault section once changed; its text is in the single-node stack's JSON).
+Strict both ways."""
+
+
+def readme_pointers(text: str) -> int:
+    """Mentions of this repository's README that are not a link to it: another project's README
+    ("upstream README", "its README") and the ConfigMap key ``README.md`` do not count."""
+    return len(re.findall(r"(?<!upstream )(?<!its )\bREADME\b(?!\.md)", text))
+
+
+def test_the_code_points_at_the_docs_pages_not_the_readme():
+    found = {}
+    for path in sorted(
+        [*(ROOT / "gpu_constructs").rglob("*"), *(ROOT / "environments").rglob("*.py"), ROOT / "main.py"]
+    ):
+        if (
+            path.is_file()
+            and path.suffix in (".py", ".sh", ".js")
+            and (count := readme_pointers(path.read_text()))
+        ):
+            found[path.relative_to(ROOT).as_posix()] = count
+    assert found == STALE_README_POINTERS
+
+
+def test_the_pointer_check_sees_a_readme_reference():
+    assert readme_pointers('description="rights in the README."') == 1
+    assert readme_pointers("(upstream README, \"Configuration\"); its README names; data['README.md']") == 0

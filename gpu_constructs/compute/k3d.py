@@ -99,7 +99,7 @@ class K3dProps:
     agents: tuple[str, ...] = ("app", "infra", "gpu")
     """The role of each agent, in order: agent-0 app, agent-1 infra, agent-2 gpu as the seed has it."""
     image: str = versions.K3D_K3S_CUDA_IMAGE.version
-    """k3s image with the NVIDIA container toolkit (see the README for building it)."""
+    """k3s image with the NVIDIA container toolkit (docs/k3d-poc.md, Prerequisites, for building it)."""
     api_port: int = 6550
     gpus: str = "all"
     """What `--gpus` hands to the nodes (Docker's syntax: all, or a device list)."""

@@ -50,7 +50,8 @@ class K3sHostProps:
     driver_kernel_modules: str = "open"
     """``open``: NVIDIA's open GPU kernel modules, its default since the 560 driver and required for
     Blackwell; they support Turing (RTX 20xx, T4) and newer. ``proprietary`` for older GPUs (Volta
-    V100, Pascal). With Secure Boot on, either module must be signed by an enrolled key (see the README)."""
+    V100, Pascal). With Secure Boot on, either module must be signed by an enrolled key
+    (docs/single-node.md, "What the host needs first")."""
     reboot_wait_seconds: int = 900
     """How long the driver step waits for a host it rebooted to come back (its boot id changed)."""
     toolkit_version: str = versions.NVIDIA_CONTAINER_TOOLKIT.version

@@ -65,7 +65,7 @@ SCRATCH_LABEL = ("gpu-constructs.io/scratch-disk", "true")
 disk, which holds etcd."""
 WORKER_LABELS = (GPU_LABEL, SCRATCH_LABEL, USER_NODE_LABEL)
 """k3s applies node-label when a node registers: a node built before a label was added gets it
-from ``kubectl label node`` (README)."""
+from ``kubectl label node`` (docs/proxmox-ha.md, "JupyterHub: profiles and storage")."""
 PCI_PATH = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 PCI_ID = re.compile(r"[0-9a-f]{4}:[0-9a-f]{4}")
 NVIDIA_VENDOR = "10de"
@@ -90,7 +90,7 @@ place and rebuilds the cloud-init drive, but with the VM's fixed instance-id clo
 network config only to a new instance (NoCloud's default update event is boot-new-instance), so
 the VM would keep its old address while the plan reported success: the VMs ignore them too, and a
 postcondition refuses a plan whose network differs from what a VM was built with (CLOUD_INIT_NETWORK).
-Such changes roll out node by node (README)."""
+Such changes roll out node by node (docs/proxmox-ha.md, "Changing cloud-init inputs: node by node")."""
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,7 @@ class ProxmoxProps:
     the thin volumes the stack puts on one are summed at synth and must fit, since a full thin pool
     stops every VM on it."""
     snippets_datastore: str = "local"
-    """Needs the 'snippets' content type enabled (README)."""
+    """Needs the 'snippets' content type enabled (docs/proxmox-ha.md, Proxmox prerequisites)."""
     image_datastore: str = "local"
     bridge: str = "vmbr0"
     network: str = "10.0.0.0/24"
@@ -554,7 +554,7 @@ class ProxmoxGpuCompute(Construct):
             # member in place of `cluster-init` and its db directory deleted (k3s maintainers,
             # k3s-io/k3s discussion #7070), which its first-boot user data cannot know. So a replaced
             # cp1 is a new, empty cluster and everything is installed into it again; the plan lists
-            # every release as replaced, the sign to stop unless a new cluster is meant (README,
+            # every release as replaced, the sign to stop unless a new cluster is meant (docs/proxmox-ha.md,
             # "Changing cloud-init inputs"). cp2, cp3 and the workers join the existing cluster:
             # replaced, they leave and rejoin it, and what runs in it stays.
             identity=(self.control_planes[0],),
@@ -927,10 +927,10 @@ def network_postcondition(name: str, address: str, gateway: str, dns_servers: Se
         error_message=(
             f"{name} was built with another address, gateway or DNS servers than the settings now give "
             f"({address} via {gateway}, DNS {servers}); cloud-init applies network settings only to a "
-            "new instance, so the running VM would keep its old ones. Rebuild the node as the README's "
-            '"Changing cloud-init inputs: node by node" says: terraform apply -target=ADDRESS '
-            "-replace=ADDRESS, one node at a time (cp1's address is the cluster's: a new cp1 is a new "
-            "cluster)."
+            "new instance, so the running VM would keep its old ones. Rebuild the node as "
+            'docs/proxmox-ha.md\'s "Changing cloud-init inputs: node by node" says: '
+            "terraform apply -target=ADDRESS -replace=ADDRESS, one node at a time (cp1's address is the "
+            "cluster's: a new cp1 is a new cluster)."
         ),
     )
 
