@@ -803,7 +803,7 @@ class ProxmoxHaStack(TerraformStack):
             depends_on=[operator.release],
         )
         if s.monitoring:
-            monitoring = Monitoring(
+            Monitoring(
                 self,
                 "monitoring",
                 props=MonitoringProps(
@@ -818,12 +818,11 @@ class ProxmoxHaStack(TerraformStack):
                         if s.grafana_host
                         else None
                     ),
+                    # cert-manager's ServiceMonitor comes with this release's objects: the
+                    # cert-manager release cannot come after this one, which needs the issuers
+                    service_monitors=[networking.service_monitor] if networking.service_monitor else [],
                     depends_on=[nfs, storage.release, networking.issuers],
                 ),
-            )
-            # cert-manager's ServiceMonitor needs the Prometheus Operator's CRDs.
-            networking.cert_manager.add_override(
-                "depends_on", [f"helm_release.{monitoring.release.friendly_unique_id}"]
             )
         rancher = helm.release(
             self,

@@ -550,12 +550,11 @@ class SingleNodeStack(TerraformStack):
                         else None
                     ),
                     values=values,
+                    # cert-manager's ServiceMonitor comes with this release's objects: the
+                    # cert-manager release cannot come after this one, which needs the issuers
+                    service_monitors=[networking.service_monitor] if networking.service_monitor else [],
                     depends_on=[storage.release, networking.issuers],
                 ),
-            )
-            # The ServiceMonitors of cert-manager and Vault need the Prometheus Operator's CRDs.
-            networking.cert_manager.add_override(
-                "depends_on", [f"helm_release.{monitoring.release.friendly_unique_id}"]
             )
 
         object_store_access = ObjectStoreAccess(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cdktf import Fn
 from constructs import Construct
@@ -13,6 +14,7 @@ from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuCluster
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts
+from gpu_constructs.monitoring import NAMESPACE as MONITORING_NAMESPACE
 
 PUBLIC_PORTS = ("80/tcp", "443/tcp")
 """HTTP and HTTPS for the ingress: open to everyone."""
@@ -105,8 +107,11 @@ class NetworkingProps:
     list). Must include the machine that runs Terraform: it connects over SSH and to the API."""
     ingress_replicas: int = 1
     service_monitor: bool = False
-    """A ServiceMonitor for cert-manager's metrics; needs the Prometheus Operator's CRDs, so the
-    cert-manager release must come after the monitoring release."""
+    """cert-manager's metrics Services, and :attr:`Networking.service_monitor` for them: a
+    ServiceMonitor for the monitoring construct to ship (``MonitoringProps.service_monitors``) after
+    the Prometheus Operator's CRDs. The chart's own ServiceMonitor would put cert-manager after the
+    monitoring release, which comes after the ClusterIssuers (Grafana's ingress), which come after
+    cert-manager: a cycle Terraform refuses at plan."""
     cert_manager_version: str = versions.CERT_MANAGER.version
     traefik_chart_version: str = versions.TRAEFIK_CHART.version
 
@@ -220,18 +225,18 @@ class Networking(Construct):
             repository=versions.REPO_JETSTACK,
             version=props.cert_manager_version,
             namespace=CERT_MANAGER_NAMESPACE,
-            # cert-manager v1.21.1 values.yaml: "If you use the Prometheus Operator, set
-            # prometheus.podmonitor.enabled or prometheus.servicemonitor.enabled": the series of the
-            # CertificateExpiringSoon alert (certmanager_certificate_expiration_timestamp_seconds).
+            # prometheus.enabled renders the metrics Services (templates/service.yaml); the
+            # ServiceMonitor is this construct's service_monitor, not the chart's.
             values={
                 "crds": {"enabled": True, "keep": True},
                 "prometheus": (
-                    {"enabled": True, "servicemonitor": {"enabled": True}}
+                    {"enabled": True, "servicemonitor": {"enabled": False}}
                     if props.service_monitor
                     else {"enabled": False}
                 ),
             },
         )
+        self.service_monitor = self._service_monitor(MONITORING_NAMESPACE) if props.service_monitor else None
 
         issuers_after: list = [self.cert_manager, self.ingress]
         self.dns01_secret = None
@@ -319,3 +324,42 @@ class Networking(Construct):
             f"--type A --content {record['content']} --ttl {record['ttl']}"
             for record in self.dns_records
         ]
+
+    def _service_monitor(self, namespace: str) -> dict[str, Any]:
+        """The ServiceMonitor cert-manager v1.21.1's chart renders (templates/servicemonitor.yaml with
+        prometheus.servicemonitor.namespace set, its default interval and timeout), in ``namespace``:
+        the series of the CertificateExpiringSoon alert
+        (certmanager_certificate_expiration_timestamp_seconds)."""
+        return {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "ServiceMonitor",
+            "metadata": {"name": "cert-manager", "namespace": namespace},
+            "spec": {
+                "jobLabel": "app.kubernetes.io/name",
+                "selector": {
+                    "matchExpressions": [
+                        {
+                            "key": "app.kubernetes.io/name",
+                            "operator": "In",
+                            "values": ["cainjector", "cert-manager", "webhook"],
+                        },
+                        {"key": "app.kubernetes.io/instance", "operator": "In", "values": ["cert-manager"]},
+                        {
+                            "key": "app.kubernetes.io/component",
+                            "operator": "In",
+                            "values": ["cainjector", "controller", "webhook"],
+                        },
+                    ]
+                },
+                "namespaceSelector": {"matchNames": [CERT_MANAGER_NAMESPACE]},
+                "endpoints": [
+                    {
+                        "targetPort": "http-metrics",
+                        "path": "/metrics",
+                        "interval": "60s",
+                        "scrapeTimeout": "30s",
+                        "honorLabels": False,
+                    }
+                ],
+            },
+        }

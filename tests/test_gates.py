@@ -7,6 +7,8 @@ knows fails here until its upstream schema is added or it is listed as unchecked
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 
 import cdktf
@@ -14,7 +16,8 @@ import pytest
 import yaml
 
 import main
-from tests.conftest import release_values, resources, synth_main
+from tests.conftest import release_values, resources, synth_main, terraform_binary
+from tests.lifecycle import graph
 from tests.validators import unknown_keys, validate_manifest, validate_values
 
 # chart -> published values schema under ../shared/upstream
@@ -225,3 +228,49 @@ def test_the_interpolation_gate_sees_a_pasted_reference():
     # a template inside a quoted string, an escape, and braces of an object are all valid
     assert nested_interpolations('${join(",", ["${var.a}-x", "$${b}"])} and ${ {a = 1}.a }') == []
     assert nested_interpolations("%{ if var.on }${var.a}%{ endif }") == []
+
+
+def test_every_stack_is_a_graph_terraform_accepts(stack_json):
+    """Terraform refuses a dependency cycle at plan ("Error: Cycle"): none, by depends_on, references
+    or a provider's configuration (tests/lifecycle/graph.py)."""
+    assert graph.find_cycle(stack_json) is None
+
+
+def test_terraform_validates_every_stacks_graph(stack_json, tmp_path):
+    """The same question to the real Terraform, on the stack's graph with terraform_data stand-ins."""
+    assert _validate_graph(graph.stand_in(stack_json), tmp_path).returncode == 0
+
+
+def test_the_cycle_gate_sees_a_back_edge(tmp_path):
+    """A stack that validates gets one edge back to something that depends on it: both the model
+    and Terraform refuse it."""
+    (instance,) = [i for i in main.INSTANCES if i.stack == "k3d-poc"]
+    stack = json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
+    assert graph.find_cycle(stack) is None
+    releases = stack["resource"]["helm_release"]
+    dependent = next(
+        name
+        for name, body in releases.items()
+        if any("helm_release." in d for d in body.get("depends_on", []))
+    )
+    needed = next(d for d in releases[dependent]["depends_on"] if d.startswith("helm_release."))
+    needed_body = releases[needed.split(".", 1)[1]]
+    needed_body["depends_on"] = [*needed_body.get("depends_on", []), f"helm_release.{dependent}"]
+    cycle = graph.find_cycle(stack)
+    assert cycle is not None and f"helm_release.{dependent}" in cycle and needed in cycle
+    refused = _validate_graph(graph.stand_in(stack), tmp_path)
+    assert refused.returncode != 0 and "Cycle" in refused.stderr
+
+
+def _validate_graph(configuration: dict, directory) -> subprocess.CompletedProcess[str]:
+    (directory / "main.tf.json").write_text(json.dumps(configuration))
+    environment = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+    init = subprocess.run(
+        [terraform_binary(), "init", "-backend=false", "-input=false", "-no-color"],
+        cwd=directory, env=environment, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    return subprocess.run(
+        [terraform_binary(), "validate", "-no-color"],
+        cwd=directory, env=environment, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip

@@ -18,6 +18,7 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.monitoring import DcgmSource, Monitoring, MonitoringProps
 from tests import render
 from tests.conftest import make_cluster, site_instance
+from tests.lifecycle import graph
 from tests.test_placement import node_groups, pod_templates, why_not
 from tests.test_render import INSTANCES
 
@@ -184,7 +185,9 @@ def test_the_dcgm_exporter_is_scraped(rendered_stack):
     assets/state-dcgm-exporter/0600_service.yaml: app=nvidia-dcgm-exporter, port gpu-metrics)."""
     stack = rendered_stack
     objects = [o for r, o in _monitoring_objects(stack) if r.name == "gpu-monitoring"]
-    (monitor,) = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    (monitor,) = [
+        o for o in objects if o["kind"] == "ServiceMonitor" and o["metadata"]["name"] == "dcgm-exporter"
+    ]
     services = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "dcgm-exporter"]
     operator = [r for r in stack.releases if r.chart == "gpu-operator"]
     if operator:
@@ -458,3 +461,49 @@ def test_grafana_host_must_be_inside_the_dns_zone(environment, tmp_path):
             assert "grafana_host is grafana.example.com, which is not inside dns_zone" in " ".join(
                 result.stderr.split()
             )
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    """A label selector's matchLabels and matchExpressions (In, NotIn, Exists, DoesNotExist)."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and labels.get(key) in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def test_cert_managers_metrics_are_scraped_without_ordering_it_after_monitoring(rendered_stack):
+    """Where cert-manager runs beside monitoring, its ServiceMonitor ships in gpu-monitoring (after
+    the Prometheus Operator's CRDs) and selects the metrics Services the cert-manager chart renders
+    by labels, namespace and port; the chart renders none itself, and cert-manager does not come
+    after the monitoring release (which comes after the ClusterIssuers, which come after it)."""
+    stack = rendered_stack
+    cert_manager = [r for r in stack.releases if r.chart == "cert-manager"]
+    objects = [o for r, o in _monitoring_objects(stack) if r.name == "gpu-monitoring"]
+    if not cert_manager:  # eks-karpenter (ACM), k3d-poc and lke run none
+        assert not [o for o in objects if o["metadata"]["name"] == "cert-manager"]
+        return
+    (release,) = cert_manager
+    (monitor,) = [
+        o for o in objects if o["kind"] == "ServiceMonitor" and o["metadata"]["name"] == "cert-manager"
+    ]
+    assert not [o for o in release.objects if o["kind"] == "ServiceMonitor"]
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [release.namespace]
+    scraped = [
+        o
+        for o in release.objects
+        if o["kind"] == "Service"
+        and _selects(monitor["spec"]["selector"], o["metadata"].get("labels") or {})
+        and {p.get("name") for p in o["spec"]["ports"]} >= {monitor["spec"]["endpoints"][0]["targetPort"]}
+    ]
+    assert "cert-manager" in {o["metadata"]["name"] for o in scraped}
+    (prometheus,) = [r.address for r in stack.releases if r.chart == "kube-prometheus-stack"]
+    assert not graph.depends_on(stack.synthesized, release.address, prometheus)

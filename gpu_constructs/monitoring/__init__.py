@@ -131,6 +131,10 @@ class MonitoringProps:
     (k3d): there the kubelet cannot create the container ("path / is mounted on / but it is not a
     shared or slave mount") and the waited release never becomes ready."""
     values: helm.ValuesLayers | None = None
+    service_monitors: Sequence[Mapping[str, Any]] = ()
+    """Other releases' ServiceMonitors (``Networking.service_monitor``), shipped with this
+    construct's own objects after the Prometheus Operator's CRDs: those releases then need not
+    come after this one, which may itself come after them."""
     depends_on: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
@@ -368,6 +372,7 @@ class Monitoring(Construct):
             for file_name, text in dashboards().items()
         ]
         objects.append(self.dcgm_service_monitor())
+        objects += [dict(monitor) for monitor in self.props.service_monitors]
         if self.props.dcgm is DcgmSource.STANDALONE:
             objects += self.dcgm_exporter()
         return objects

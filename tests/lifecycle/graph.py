@@ -74,3 +74,46 @@ def dependencies(synthesized: dict[str, Any], address: str) -> set[str]:
 def depends_on(synthesized: dict[str, Any], address: str, target: str) -> bool:
     """Whether ``address`` is applied after ``target``, through any chain of dependencies."""
     return target in dependencies(synthesized, address)
+
+
+def find_cycle(synthesized: dict[str, Any]) -> list[str] | None:
+    """A dependency cycle (its addresses, the first repeated at the end), or None: Terraform refuses
+    a graph with one at validate and plan ("Error: Cycle: ...", ``dag.AcyclicGraph.Validate``)."""
+    graph = edges(synthesized)
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    path: list[str] = []
+
+    def visit(address: str) -> list[str] | None:
+        state[address] = 1
+        path.append(address)
+        for needed in sorted(graph.get(address, ())):
+            if state.get(needed) == 1:
+                return [*path[path.index(needed) :], needed]
+            if needed not in state and (found := visit(needed)):
+                return found
+        state[address] = 2
+        path.pop()
+        return None
+
+    for address in sorted(graph):
+        if address not in state and (found := visit(address)):
+            return found
+    return None
+
+
+def stand_in(synthesized: dict[str, Any]) -> dict[str, Any]:
+    """The stack's graph as Terraform configuration that needs no provider: each resource a
+    ``terraform_data`` (built into Terraform) whose depends_on holds the stand-ins of everything
+    the resource depends on, so the real ``terraform validate`` judges the graph."""
+
+    def name(address: str) -> str:
+        return address.replace(".", "__")
+
+    return {
+        "resource": {
+            "terraform_data": {
+                name(address): {"depends_on": sorted(f"terraform_data.{name(n)}" for n in needed)}
+                for address, needed in sorted(edges(synthesized).items())
+            }
+        }
+    }
