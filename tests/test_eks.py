@@ -92,6 +92,20 @@ def test_system_node_group_is_tainted_on_demand_t3_small(stack_json):
     assert template["metadata_options"]["http_tokens"] == "required"
 
 
+def test_a_replaced_system_node_group_joins_before_the_old_one_goes(stack_json):
+    """A new system instance type replaces the managed node group (instance_types forces a new
+    one): under a fixed name the new group collides with the old, and deleted first the old one
+    takes every system pod's node with it. The group has a name prefix and create_before_destroy,
+    and so does its launch template (Terraform makes what it depends on create-before-destroy too)."""
+    group = one(stack_json, "aws_eks_node_group")
+    assert "node_group_name" not in group and group["node_group_name_prefix"] == "system-"
+    assert group["lifecycle"]["create_before_destroy"] is True
+    template = one(stack_json, "aws_launch_template")
+    assert "name" not in template and template["name_prefix"] == "gpu-dev-euw1-eks-system-"
+    # Nothing may know the system nodes by their group's name, which changes with each replacement.
+    assert "eks.amazonaws.com/nodegroup" not in json.dumps(stack_json)
+
+
 def test_system_nodes_boot_from_an_encrypted_gp3_root_device(stack_json):
     # moto accepts any mapping; EC2 refuses one without a device name (InvalidBlockDeviceMapping).
     # The AL2023 EKS AMIs' root device is /dev/xvda.
@@ -349,7 +363,11 @@ def test_node_classes_and_pools_as_the_seed_says(stack_json, upstream):
         and c["metadataOptions"]["httpPutResponseHopLimit"] == 1
         for c in classes.values()
     )
-    assert classes["gpu"]["amiSelectorTerms"] == [{"alias": "al2023@latest"}]
+    # A pinned release, the same for every class: al2023@latest would drift every node on each
+    # AMI release (the EC2NodeClass CRD's own description says so).
+    for spec in classes.values():
+        assert spec["amiSelectorTerms"] == [{"alias": versions.EKS_NODE_AMI.version}]
+    assert re.fullmatch(r"al2023@v20[0-9]{6}", versions.EKS_NODE_AMI.version)
     pools = {p["metadata"]["name"]: p["spec"] for p in by_kind(objects, "NodePool")}
     assert pools["general"]["disruption"]["consolidateAfter"] == "1m"
     assert pools["general"]["limits"] == {"cpu": "50", "memory": "100Gi"}
@@ -368,6 +386,26 @@ def test_node_classes_and_pools_as_the_seed_says(stack_json, upstream):
     assert gpu["template"]["spec"]["requirements"][1]["values"] == ["xlarge", "2xlarge"]
     assert gpu["disruption"]["consolidateAfter"] == "5m"
     for manifest in objects:
+        validate_manifest(manifest, upstream)
+
+
+def test_the_gpu_pool_never_evicts_a_running_replica_for_consolidation_or_drift(stack_json, upstream):
+    """The inference workload may run a single replica: Karpenter may remove an empty GPU node
+    (that is the scale to zero) but must not consolidate or drift-replace one with the replica on
+    it. For each disruption reason, the most restrictive budget naming it (or naming none) applies."""
+    objects = manifests_of(releases(stack_json)["karpenter-node-pools"])
+    pools = {p["metadata"]["name"]: p["spec"] for p in by_kind(objects, "NodePool")}
+    budgets = pools[GPU_POOL]["disruption"]["budgets"]
+
+    def allowed(reason: str) -> str:
+        applying = [b["nodes"] for b in budgets if reason in b.get("reasons", [reason])]
+        assert not any("schedule" in b for b in budgets), "a scheduled budget applies only part time"
+        # One GPU node per replica: 0 nodes, or a share of them, are what matter here.
+        return min(applying, key=lambda n: -1 if n == "0" else int(n.rstrip("%")))
+
+    assert allowed("Underutilized") == "0" and allowed("Drifted") == "0"
+    assert allowed("Empty") == "100%"
+    for manifest in by_kind(objects, "NodePool"):
         validate_manifest(manifest, upstream)
 
 
@@ -822,15 +860,25 @@ def eks_props(**overrides) -> EksProps:
         (lambda: NodeClassSpec("gpu", 200, iops=100), r"'gpu.iops' is 100: use from 3000 to 16000"),
         (
             lambda: NodeClassSpec("gpu", 200, ami_alias="al2@latest"),
-            r"'gpu.ami_alias' is 'al2@latest': use family@version with a family of al2023, bottlerocket",
+            r"'gpu.ami_alias' is 'al2@latest': use family@release with a family of al2023, bottlerocket",
         ),
         (
             lambda: NodeClassSpec("gpu", 200, ami_alias="al2023"),
-            r"'gpu.ami_alias' is 'al2023': use family@version",
+            r"'gpu.ami_alias' is 'al2023': use family@release",
         ),
         (
             lambda: NodeClassSpec("gpu", 200, ami_alias="al2023@2025-11-20"),
-            r"version latest or a release such as al2023@v20251120",
+            r"a pinned release such as al2023@v20260304",
+        ),
+        (
+            lambda: NodeClassSpec("gpu", 200, ami_alias="al2023@latest"),
+            r"'gpu.ami_alias' is 'al2023@latest': .*\(latest would roll every node on each AMI release\)$",
+        ),
+        (
+            lambda: Instance("eks-karpenter", "eks-karpenter", {"ami_alias": "bottlerocket@latest"}).build(
+                cdktf.Testing.app()
+            ),
+            r"^eks-karpenter: 'ami_alias' is 'bottlerocket@latest': use family@release",
         ),
         (
             lambda: eks_props(availability_zones=("eu-west-1a",)),

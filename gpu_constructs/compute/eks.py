@@ -19,11 +19,11 @@ from constructs import Construct
 
 from gpu_constructs import validate, versions
 from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager
+from gpu_constructs.compute.aws_quotas import GpuQuotaCheck
 from gpu_constructs.compute.aws_vpc import AwsVpc, AwsVpcProps, check_network
 from gpu_constructs.compute.base import NodeGroup, PlatformFacts
 from gpu_constructs.compute.eks_cluster import (
     SYSTEM_LABEL,
-    SYSTEM_NODE_GROUP,
     SYSTEM_TAINT,
     EksSystemCluster,
     EksSystemClusterProps,
@@ -323,6 +323,10 @@ class EksGpuCompute(Construct):
                 node_repair=props.node_repair,
             ),
         )
+        # Read at plan, before anything is created: a new account's G and P quotas are 0 vCPUs.
+        self.gpu_quotas = GpuQuotaCheck(
+            self, "gpu-quotas", pools=[p for p in props.node_pools if p.has_gpus], region=props.region
+        )
         self.interruption_queue = self.karpenter.interruption_queue
         self.node_pools = self.karpenter.node_pools
         # The Metrics API behind HorizontalPodAutoscalers: EKS's metrics-server community add-on. Its
@@ -339,8 +343,9 @@ class EksGpuCompute(Construct):
         groups = [
             NodeGroup(
                 "system node group",
-                # EKS labels managed nodes with their node group's name.
-                members={"eks.amazonaws.com/nodegroup": SYSTEM_NODE_GROUP},
+                # The group's name carries a unique suffix (a replacement gets a new one): its nodes
+                # are known by the label the group gives them.
+                members=dict([SYSTEM_LABEL]),
                 labels=dict([SYSTEM_LABEL]),
                 taints=(SYSTEM_TAINT,),
                 instance_types=(props.system_instance_type,),

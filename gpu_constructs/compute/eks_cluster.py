@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cdktf import Fn, Token
+from cdktf import Fn, TerraformResourceLifecycle, Token
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from cdktf_cdktf_provider_aws.data_aws_eks_addon_version import DataAwsEksAddonVersion
 from cdktf_cdktf_provider_aws.data_aws_ssm_parameter import DataAwsSsmParameter
@@ -32,7 +32,8 @@ from gpu_constructs.cluster import GpuCluster, Taint
 from gpu_constructs.iam import service_trust
 
 SYSTEM_NODE_GROUP = "system"
-"""The managed node group's name; EKS labels its nodes ``eks.amazonaws.com/nodegroup`` with it."""
+"""The managed node group's name prefix (EKS adds a unique suffix, and labels the nodes
+``eks.amazonaws.com/nodegroup`` with the whole name): its nodes are known by SYSTEM_LABEL instead."""
 SYSTEM_LABEL = ("role", "system")
 SYSTEM_TAINT = Taint("CriticalAddonsOnly", "true", "NoSchedule")
 
@@ -214,7 +215,9 @@ class EksSystemCluster(Construct):
         template = LaunchTemplate(
             self._here,
             "system-nodes-template",
-            name=f"{props.name}-system",
+            # A prefix, as the node group's: replaced with it (create_before_destroy propagates to
+            # what it depends on), the new template must not collide with the old one's name.
+            name_prefix=f"{props.name}-system-",
             metadata_options={
                 "http_tokens": "required",
                 "http_put_response_hop_limit": 1,
@@ -249,7 +252,13 @@ class EksSystemCluster(Construct):
             self._here,
             "system-nodes",
             cluster_name=self.eks.name,
-            node_group_name=SYSTEM_NODE_GROUP,
+            # A new instance type (or AMI type, subnets, node role) replaces the group: with a fixed
+            # name the new group would collide with the old one (ResourceInUseException), and deleted
+            # first it would leave the add-ons and controllers without a node while its successor
+            # is created. As terraform-aws-eks v21 (modules/eks-managed-node-group/main.tf:
+            # node_group_name_prefix, lifecycle create_before_destroy), the new group is created
+            # under a new name and joins before the old one is drained and deleted.
+            node_group_name_prefix=f"{SYSTEM_NODE_GROUP}-",
             node_role_arn=nodes.role.arn,
             subnet_ids=list(props.subnet_ids),
             instance_types=[props.system_instance_type],
@@ -270,6 +279,7 @@ class EksSystemCluster(Construct):
             # after their role's policies and, on destroy, drained and deleted before them, so the
             # kubelet and the VPC CNI keep their permissions until the instances are gone.
             depends_on=list(nodes.attachments),
+            lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
         )
         self.addons = [
             addon(self._here, f"addon-{name}", self.eks, name, depends_on=[self.system_nodes])

@@ -83,9 +83,11 @@ class NodeClassSpec:
     volume_size_gi: int
     iops: int = 3000
     throughput_mibs: int = 125
-    ami_alias: str = "al2023@latest"
-    """``family@version``: Karpenter picks the NVIDIA variant of AL2023 or Bottlerocket for GPU
-    instance types by itself. Pin a release (``al2023@v20251120``) to roll AMIs out deliberately."""
+    ami_alias: str = versions.EKS_NODE_AMI.version
+    """``family@version`` with a pinned release (Karpenter 1.14 EC2NodeClass CRD, amiSelectorTerms
+    alias: "al2023@v20240625", "bottlerocket@v1.10.0"); Karpenter picks the NVIDIA variant of the
+    release for GPU instance types by itself. ``latest`` is refused: every AMI release would drift
+    every node, the single inference replica's included."""
 
     def __post_init__(self) -> None:
         validate.k8s_name("node class name", self.name)
@@ -94,15 +96,22 @@ class NodeClassSpec:
         validate.int_range(
             f"{self.name}.throughput_mibs", self.throughput_mibs, 125, 1000, why="gp3 allows 125 to 1000"
         )
-        family, _, release = self.ami_alias.partition("@")
-        if family not in AMI_FAMILIES or not re.fullmatch(r"latest|v[0-9][0-9.]*", release):
-            raise ConfigError(
-                f"{self.name}.ami_alias",
-                self.ami_alias,
-                f"use family@version with a family of {', '.join(AMI_FAMILIES)} (EKS publishes no AL2 "
-                "AMIs for Kubernetes 1.33 and later) and version latest or a release such as "
-                "al2023@v20251120",
-            )
+        check_ami_alias(f"{self.name}.ami_alias", self.ami_alias)
+
+
+def check_ami_alias(setting: str, alias: str) -> None:
+    """Refuse an EC2NodeClass alias that is not ``family@release`` with a pinned release."""
+    family, _, release = alias.partition("@")
+    # The release formats of the two families' AMIs: AL2023's vYYYYMMDD, Bottlerocket's vX.Y.Z.
+    formats = {"al2023": r"v20[0-9]{6}", "bottlerocket": r"v[0-9]+\.[0-9]+\.[0-9]+"}
+    if family not in AMI_FAMILIES or not re.fullmatch(formats[family], release):
+        raise ConfigError(
+            setting,
+            alias,
+            f"use family@release with a family of {', '.join(AMI_FAMILIES)} (EKS publishes no AL2 AMIs "
+            "for Kubernetes 1.33 and later) and a pinned release such as al2023@v20260304 or "
+            "bottlerocket@v1.50.0 (latest would roll every node on each AMI release)",
+        )
 
 
 BUDGET_NODES = re.compile(r"^((100|[0-9]{1,2})%|[0-9]+)$")
@@ -223,6 +232,18 @@ class NodePoolSpec:
         )
 
 
+GPU_POOL_BUDGETS = (
+    DisruptionBudget("100%", reasons=("Empty",)),
+    DisruptionBudget("0", reasons=("Underutilized", "Drifted")),
+)
+"""The inference workload runs one replica per GPU node (at most), and none at rest: a GPU node is
+removed as soon as it is empty (scale to zero), but never consolidated or replaced for drift while
+the replica runs on it, which would evict the only replica (Karpenter 1.14 NodePool
+spec.disruption.budgets, per reason; the most restrictive budget for a reason applies). A drifted
+node (a new AMI pin, a changed EC2NodeClass) is replaced when it empties at the next scale-down, or
+at expireAfter. Spot interruptions and node repair are not voluntary disruptions and ignore
+budgets."""
+
 SEED_NODE_CLASSES = (NodeClassSpec("default", 50), NodeClassSpec("gpu", 200, iops=4000, throughput_mibs=200))
 SEED_NODE_POOLS = (
     NodePoolSpec(
@@ -258,6 +279,7 @@ SEED_NODE_POOLS = (
         gpu_limit=4,
         taints=(GPU_TAINT,),
         labels={"nodepool": GPU_POOL},
+        budgets=GPU_POOL_BUDGETS,
         scale_to_zero=True,
     ),
 )
