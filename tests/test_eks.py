@@ -209,7 +209,14 @@ def karpenter_statements(stack_json) -> list[dict]:
 
 def test_karpenter_changes_only_what_carries_this_clusters_tags(stack_json):
     cluster = "kubernetes.io/cluster/gpu-dev-euw1-eks"
-    untaggable = ("::image/*", "::snapshot/*", ":security-group/*", ":subnet/*", ":capacity-reservation/*")
+    untaggable = (
+        "::image/*",
+        "::snapshot/*",
+        ":security-group/*",
+        ":subnet/*",
+        ":capacity-reservation/*",
+        ":placement-group/*",
+    )
     for statement in karpenter_statements(stack_json):
         actions = _actions(statement)
         conditions = json.dumps(statement.get("Condition", {}))
@@ -343,6 +350,75 @@ def test_karpenter_chart_runs_two_replicas_on_system_nodes(stack_json):
         {"key": "CriticalAddonsOnly", "operator": "Exists", "effect": "NoSchedule"}
     ]
     assert values["settings"]["clusterName"] == "gpu-dev-euw1-eks"
+
+
+def test_karpenter_requests_what_upstream_recommends_and_knows_its_region(stack_json, helm, upstream):
+    """A guaranteed 1 CPU and 1Gi per replica (Karpenter's getting-started install), and
+    AWS_REGION: the system nodes' metadata hop limit of 1 keeps the SDK from reading the region."""
+    controller = release_values(releases(stack_json)["karpenter"])["controller"]
+    assert controller["resources"] == {
+        "requests": {"cpu": "1", "memory": "1Gi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+    assert {"name": "AWS_REGION", "value": "eu-west-1"} in controller["env"]
+    template = one(stack_json, "aws_launch_template")
+    assert template["metadata_options"]["http_put_response_hop_limit"] == 1
+    from tests.test_render import INSTANCES
+
+    rendered = render.rendered(INSTANCES["eks-karpenter"])
+    (deployment,) = [
+        o
+        for _, o in rendered.objects()
+        if o.get("kind") == "Deployment" and o["metadata"]["name"] == "karpenter"
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"name": "AWS_REGION", "value": "eu-west-1"} in container["env"]
+    assert container["resources"]["requests"] == {"cpu": "1", "memory": "1Gi"}
+
+
+def test_karpenter_may_launch_into_a_placement_group_as_upstream_allows(stack_json):
+    """Karpenter 1.14's CloudFormation policy: RunInstances/CreateFleet on placement groups and
+    DescribePlacementGroups in the region."""
+    statements = {s["Sid"]: s for s in karpenter_statements(stack_json)}
+    assert (
+        "arn:aws:ec2:eu-west-1:*:placement-group/*"
+        in statements["AllowScopedEC2InstanceAccessActions"]["Resource"]
+    )
+    assert "ec2:DescribePlacementGroups" in statements["AllowRegionalReadActions"]["Action"]
+
+
+def test_node_repair_comes_with_the_node_monitoring_agent_it_reads(synth, stack_json):
+    """Karpenter's node repair sees a failed GPU only through the agent's AcceleratedHardwareReady
+    condition; without node repair the agent is not installed."""
+    addons = {a["addon_name"]: a for a in resources(stack_json, "aws_eks_addon").values()}
+    agent = addons["eks-node-monitoring-agent"]
+    assert any(d.startswith("aws_eks_node_group.") for d in agent["depends_on"])
+    assert agent["addon_version"].startswith("${data.aws_eks_addon_version.")
+    gates = release_values(releases(stack_json)["karpenter"])["settings"]["featureGates"]
+    assert gates["nodeRepair"] is True
+    without = eks_stack(synth, node_repair=False)
+    assert "eks-node-monitoring-agent" not in {
+        a["addon_name"] for a in resources(without, "aws_eks_addon").values()
+    }
+    gates = release_values(releases(without)["karpenter"])["settings"]["featureGates"]
+    assert gates["nodeRepair"] is False
+
+
+def test_cloudwatch_logs_may_use_the_cluster_key_only_for_the_stacks_log_groups(stack_json):
+    keys = [k for n, k in resources(stack_json, "aws_kms_key").items() if n.startswith("eks_kms")]
+    (key,) = keys
+    statements = {s["Sid"]: s for s in json.loads(key["policy"])["Statement"]}
+    logs = statements["CloudWatchLogs"]
+    allowed = logs["Condition"]["ArnEquals"]["kms:EncryptionContext:aws:logs:arn"]
+    groups = [
+        g
+        for g in resources(stack_json, "aws_cloudwatch_log_group").values()
+        if "eks_kms" in g.get("kms_key_id", "")
+    ]
+    assert len(groups) == 2
+    assert sorted(allowed) == sorted(
+        f"arn:aws:logs:eu-west-1:${{var.aws_account_id}}:log-group:{g['name']}" for g in groups
+    )
 
 
 def test_node_classes_and_pools_as_the_seed_says(stack_json, upstream):

@@ -64,6 +64,9 @@ __all__ = [
 ]
 
 
+NODE_MONITORING_AGENT = "eks-node-monitoring-agent"
+"""The EKS add-on that reports GPU, kernel, network and storage health as node conditions."""
+
 NAME_MAX_LENGTH = 36
 """IAM role names and EventBridge rule names may have 64 characters, and the longest one derived from
 the cluster name is ``<name>-karpenter-spot-interruption`` (karpenter.py): 64 - 28."""
@@ -96,9 +99,10 @@ class EksProps:
     node_pools: tuple[NodePoolSpec, ...] = SEED_NODE_POOLS
     karpenter_replicas: int = 2
     node_repair: bool = True
-    """Karpenter replaces nodes that stay unhealthy (chart feature gate nodeRepair): kubelet not
-    ready, and accelerator conditions where EKS's node monitoring agent reports them (not installed
-    here); False leaves broken nodes for an operator."""
+    """Karpenter replaces nodes that stay unhealthy (chart feature gate nodeRepair), and the EKS
+    node monitoring agent add-on reports what it sees: without the agent Karpenter sees only the
+    kubelet's Ready condition, not a failed GPU (AcceleratedHardwareReady), kernel, network or disk.
+    False leaves broken nodes for an operator and installs no agent."""
     extended_support: bool = False
     """Allow a Kubernetes version past EKS standard support, billed at the extended-support rate;
     also the cluster's upgrade policy (False: EKS upgrades the control plane itself when standard
@@ -335,6 +339,23 @@ class EksGpuCompute(Construct):
         self.metrics_server = addon(
             self, "addon-metrics-server", self.eks, "metrics-server", depends_on=[self.node_pools]
         )
+        # Karpenter's node repair acts on the node conditions this agent sets: AcceleratedHardwareReady
+        # (the NVIDIA GPU, replaced after 10 minutes), ContainerRuntimeReady, KernelReady,
+        # NetworkingReady and StorageReady (30 minutes), besides the kubelet's Ready (EKS user guide,
+        # "Automatically repair nodes in EKS clusters" and "Detect node health issues and enable
+        # automatic node repair"). Without it Karpenter sees only Ready. A DaemonSet on every node,
+        # the GPU nodes Karpenter launches included.
+        self.node_monitoring = (
+            addon(
+                self,
+                "addon-eks-node-monitoring-agent",
+                self.eks,
+                NODE_MONITORING_AGENT,
+                depends_on=[self.system_nodes],
+            )
+            if props.node_repair
+            else None
+        )
 
     @property
     def node_groups(self) -> tuple[NodeGroup, ...]:
@@ -402,6 +423,10 @@ class EksGpuCompute(Construct):
                 "Resource": "*",
             },
             {
+                # CloudWatch Logs may use the key only for this stack's two log groups: the control
+                # plane's and the VPC flow logs' (CloudWatch Logs user guide, "Encrypt log data in
+                # CloudWatch Logs using AWS KMS": the kms:EncryptionContext:aws:logs:arn condition).
+                # Any other log group in the account, or in another account, is refused.
                 "Sid": "CloudWatchLogs",
                 "Effect": "Allow",
                 "Principal": {"Service": f"logs.{props.region}.amazonaws.com"},
@@ -413,5 +438,13 @@ class EksGpuCompute(Construct):
                     "kms:Describe*",
                 ],
                 "Resource": "*",
+                "Condition": {"ArnEquals": {"kms:EncryptionContext:aws:logs:arn": self.log_group_arns}},
             },
         )
+
+    @property
+    def log_group_arns(self) -> list[str]:
+        """The log groups this key encrypts (eks_cluster.py and aws_vpc.py name them so)."""
+        props = self.props
+        logs = f"arn:aws:logs:{props.region}:{props.account_id}:log-group"
+        return [f"{logs}:/aws/eks/{props.name}/cluster", f"{logs}:/aws/vpc/{props.name}/flow-logs"]

@@ -34,6 +34,9 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.iam import policy_document, service_trust
 
 KARPENTER_NAMESPACE = "karpenter"
+KARPENTER_RESOURCES = {"cpu": "1", "memory": "1Gi"}
+"""Requests and limits of each Karpenter controller replica, as Karpenter's getting-started guide
+installs the chart (controller.resources; the chart's values.yaml carries the same example)."""
 GPU_POOL = "gpu-inference"
 
 # Instance families the NodePools may name, with whether they carry NVIDIA GPUs.
@@ -307,8 +310,9 @@ class KarpenterProps:
     chart_version: str = versions.KARPENTER_CHART.version
     node_repair: bool = True
     """Karpenter replaces nodes that stay unhealthy (chart feature gate nodeRepair): kubelet not
-    ready, and accelerator conditions where EKS's node monitoring agent reports them (not installed
-    here); False leaves broken nodes for an operator."""
+    ready, and the conditions EKS's node monitoring agent reports (AcceleratedHardwareReady for the
+    NVIDIA GPUs, kernel, networking, storage), installed with it by EksGpuCompute; False leaves
+    broken nodes for an operator."""
 
 
 class Karpenter(Construct):
@@ -454,6 +458,9 @@ class Karpenter(Construct):
                     f"{ec2}:*:security-group/*",
                     f"{ec2}:*:subnet/*",
                     f"{ec2}:*:capacity-reservation/*",
+                    # An EC2NodeClass may name a placement group (Karpenter 1.14's CloudFormation
+                    # policy, getting-started cloudformation.yaml, grants it here too).
+                    f"{ec2}:*:placement-group/*",
                 ],
             },
             {
@@ -517,7 +524,8 @@ class Karpenter(Construct):
                 "Sid": "AllowRegionalReadActions",
                 "Effect": "Allow",
                 # DescribeInstanceStatus: Karpenter's instance health checks (node repair);
-                # DescribeCapacityReservations: capacity-reservation NodePools.
+                # DescribeCapacityReservations: capacity-reservation NodePools; DescribePlacementGroups:
+                # an EC2NodeClass's placement group.
                 "Action": [
                     "ec2:DescribeAvailabilityZones",
                     "ec2:DescribeCapacityReservations",
@@ -527,6 +535,7 @@ class Karpenter(Construct):
                     "ec2:DescribeInstanceTypeOfferings",
                     "ec2:DescribeInstanceTypes",
                     "ec2:DescribeLaunchTemplates",
+                    "ec2:DescribePlacementGroups",
                     "ec2:DescribeSecurityGroups",
                     "ec2:DescribeSpotPriceHistory",
                     "ec2:DescribeSubnets",
@@ -664,6 +673,18 @@ class Karpenter(Construct):
                     },
                 },
                 "serviceAccount": {"name": "karpenter"},
+                "controller": {
+                    # The nodes' instance metadata answers only the node itself (hop limit 1), so
+                    # the SDK cannot read the region from it (the chart's values.yaml suggests
+                    # AWS_REGION in controller.env for this).
+                    "env": [{"name": "AWS_REGION", "value": props.region}],
+                    # Upstream's recommendation (getting started with Karpenter, the chart's
+                    # controller.resources example): a guaranteed 1 CPU and 1Gi per replica.
+                    "resources": {
+                        "requests": dict(KARPENTER_RESOURCES),
+                        "limits": dict(KARPENTER_RESOURCES),
+                    },
+                },
                 # The chart's default affinity keeps Karpenter off the nodes it manages; with the
                 # toleration below it lands on the system node group.
                 "tolerations": [
