@@ -83,9 +83,9 @@ def test_cluster_encrypts_secrets_uses_access_entries_and_a_current_version(stac
     assert cluster["vpc_config"]["public_access_cidrs"] == "${var.api_allowed_cidrs}"
 
 
-def test_system_node_group_is_tainted_on_demand_t3_small(stack_json):
+def test_system_node_group_is_tainted_on_demand_t3_xlarge(stack_json):
     group = one(stack_json, "aws_eks_node_group")
-    assert group["instance_types"] == ["t3.small"] and group["capacity_type"] == "ON_DEMAND"
+    assert group["instance_types"] == ["t3.xlarge"] and group["capacity_type"] == "ON_DEMAND"
     assert group["scaling_config"]["desired_size"] == 2
     assert group["taint"] == [{"key": "CriticalAddonsOnly", "value": "true", "effect": "NO_SCHEDULE"}]
     template = one(stack_json, "aws_launch_template")

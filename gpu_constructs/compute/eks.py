@@ -23,6 +23,7 @@ from gpu_constructs.compute.aws_quotas import GpuQuotaCheck
 from gpu_constructs.compute.aws_vpc import AwsVpc, AwsVpcProps, check_network
 from gpu_constructs.compute.base import NodeGroup, PlatformFacts
 from gpu_constructs.compute.eks_cluster import (
+    SYSTEM_INSTANCE_TYPE,
     SYSTEM_LABEL,
     SYSTEM_TAINT,
     EksSystemCluster,
@@ -88,7 +89,7 @@ class EksProps:
     """Networks allowed to the public API endpoint (a variable reference allowed)."""
     admin_role_arn: str | None = None
     """IAM role granted cluster-admin through an access entry."""
-    system_instance_type: str = "t3.small"
+    system_instance_type: str = SYSTEM_INSTANCE_TYPE
     system_node_count: int = 2
     system_volume_size_gi: int = 30
     """Root volume (gp3, encrypted) of each system node."""

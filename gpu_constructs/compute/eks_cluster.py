@@ -36,6 +36,73 @@ SYSTEM_NODE_GROUP = "system"
 ``eks.amazonaws.com/nodegroup`` with the whole name): its nodes are known by SYSTEM_LABEL instead."""
 SYSTEM_LABEL = ("role", "system")
 SYSTEM_TAINT = Taint("CriticalAddonsOnly", "true", "NoSchedule")
+SYSTEM_INSTANCE_TYPE = "t3.xlarge"
+"""Two of them hold what tolerates the system taint (about 4.3 vCPU and 5.5 GiB of requests with
+monitoring: Karpenter's two guaranteed 1 CPU / 1Gi replicas, Prometheus's 2Gi, KEDA, the load
+balancer controller, CoreDNS, the EBS CSI controller; tests/test_system_capacity.py packs them);
+the seed's t3.small (1.9 vCPU, 1.5 GiB allocatable) does not hold Karpenter alone."""
+
+
+EC2_SHAPES: dict[str, tuple[int, int, int]] = {
+    # type: (vCPUs, memory MiB, max pods with the VPC CNI and no prefix delegation)
+    "t3.small": (2, 2048, 11),
+    "t3.medium": (2, 4096, 17),
+    "t3.large": (2, 8192, 35),
+    "t3.xlarge": (4, 16384, 58),
+    "t3.2xlarge": (8, 32768, 58),
+    "m5.large": (2, 8192, 29),
+    "m5.xlarge": (4, 16384, 58),
+    "m5.2xlarge": (8, 32768, 58),
+    "m6i.large": (2, 8192, 29),
+    "m6i.xlarge": (4, 16384, 58),
+    "m6i.2xlarge": (8, 32768, 58),
+    "m7i.large": (2, 8192, 29),
+    "m7i.xlarge": (4, 16384, 58),
+    "m7i.2xlarge": (8, 32768, 58),
+    "c5.large": (2, 4096, 29),
+    "c5.xlarge": (4, 8192, 58),
+    "c5.2xlarge": (8, 16384, 58),
+    "c6i.large": (2, 4096, 29),
+    "c6i.xlarge": (4, 8192, 58),
+    "c6i.2xlarge": (8, 16384, 58),
+    "r5.large": (2, 16384, 29),
+    "r5.xlarge": (4, 32768, 58),
+    "r6i.large": (2, 16384, 29),
+    "r6i.xlarge": (4, 32768, 58),
+}
+"""System node shapes: vCPUs and memory from EC2's instance type specifications, max pods from
+awslabs/amazon-eks-ami's eni-max-pods.txt (ENIs x (IPv4 addresses per ENI - 1) + 2)."""
+
+
+def allocatable(instance_type: str) -> tuple[int, int] | None:
+    """What the kubelet of an EKS AL2023 node offers pods, in millicores and MiB, or None for a type
+    not in EC2_SHAPES. nodeadm reserves for the kubelet (awslabs/amazon-eks-ami nodeadm,
+    internal/kubelet/config.go): memory 11 MiB per pod plus 255 MiB; CPU 6% of the first core, 1%
+    of the second, 0.5% of the third and fourth, 0.25% of the rest; and the kubelet evicts at
+    100 MiB available (evictionHard memory.available)."""
+    shape = EC2_SHAPES.get(instance_type)
+    if shape is None:
+        return None
+    cpus, memory, max_pods = shape
+    cores = cpus * 1000
+    reserved_cpu = 60 + (10 if cpus >= 2 else 0) + 5 * max(0, min(cpus, 4) - 2) + 2.5 * max(0, cpus - 4)
+    reserved_memory = 255 + 11 * max_pods + 100
+    return int(cores - reserved_cpu), memory - reserved_memory
+
+
+SYSTEM_ADDON_PODS: tuple[tuple[str, bool, int, int, int], ...] = (
+    # name, per node (a DaemonSet), replicas (Deployments), CPU millicores, memory MiB per pod
+    ("coredns", False, 2, 100, 70),
+    ("kube-proxy", True, 1, 100, 0),
+    ("aws-node (VPC CNI)", True, 1, 25, 0),
+    ("ebs-csi-controller", False, 2, 60, 240),
+    ("ebs-csi-node", True, 1, 30, 120),
+)
+"""The EKS add-ons' pods on the system nodes, which no Helm release of the stack renders, with the
+requests of their default manifests: CoreDNS's Deployment (100m, 70Mi; two replicas), kube-proxy's
+and the VPC CNI's DaemonSets (100m, 25m), the EBS CSI driver's controller (six containers of 10m,
+40Mi) and node plugin (three). The Pod Identity and node monitoring agents set no requests the stack
+relies on; they are not counted."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +119,7 @@ class EksSystemClusterProps:
     """Networks allowed to the public API endpoint (a variable reference allowed)."""
     admin_role_arn: str | None = None
     """IAM role granted cluster-admin through an access entry; None grants only the creator."""
-    system_instance_type: str = "t3.small"
+    system_instance_type: str = SYSTEM_INSTANCE_TYPE
     system_node_count: int = 2
     system_volume_size_gi: int = 30
     """Root volume (gp3, encrypted) of each system node."""
