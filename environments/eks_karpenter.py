@@ -26,6 +26,7 @@ from gpu_constructs.autoscaling import INTERCEPTOR_ADMIN_PORT, Keda, KedaProps
 from gpu_constructs.aws_services import (
     Certificate,
     DeployerRole,
+    ExternalDns,
     LoadBalancerController,
     RdsPostgres,
     RdsPostgresProps,
@@ -110,9 +111,8 @@ class EksKarpenterSettings:
     monitoring_retention: str = "7d"
     grafana_host: str = ""
     """Grafana at https://<grafana_host> behind its own internet-facing ALB with an ACM certificate
-    validated in route53_zone_id (which must hold the name), open only to api_allowed_cidrs; the DNS
-    record pointing the name at the ALB is yours, as for app_domain. Empty: no ingress (kubectl
-    port-forward)."""
+    validated in route53_zone_id (which must hold the name), open only to api_allowed_cidrs; ExternalDNS
+    points the name at the ALB, as it does app_domain. Empty: no ingress (kubectl port-forward)."""
 
     PROPS_SETTINGS: ClassVar[Mapping[str, str]] = {
         "cluster name": "cluster_name",
@@ -270,6 +270,15 @@ class EksKarpenterStack(TerraformStack):
             self, "certificate", domain=domain.string_value, zone_id=zone_id.string_value
         )
         lb_controller = LoadBalancerController(self, "alb-controller", compute=compute)
+        # app_domain (and grafana_host) point at their ALBs through ExternalDNS, which reads the
+        # Ingresses' hosts and the ALB's address from their status.
+        external_dns = ExternalDns(
+            self,
+            "external-dns",
+            compute=compute,
+            zone_id=zone_id.string_value,
+            domains=[domain.string_value, *([s.grafana_host] if s.grafana_host else [])],
+        )
         device_plugin = NvidiaDevicePlugin(
             self,
             "nvidia-device-plugin",
@@ -326,7 +335,12 @@ class EksKarpenterStack(TerraformStack):
                     # After the class and so after the driver: a destroy uninstalls the monitoring
                     # releases while the driver still runs to detach their volumes, and the load
                     # balancer controller removes Grafana's ALB before it goes.
-                    depends_on=[compute.node_pools, ebs.storage_class, lb_controller.release],
+                    depends_on=[
+                        compute.node_pools,
+                        ebs.storage_class,
+                        lb_controller.release,
+                        external_dns.release,
+                    ],
                 ),
             )
         if scale_to_zero is not None:
@@ -372,9 +386,11 @@ class EksKarpenterStack(TerraformStack):
                 network_policies=False,
                 scale_to_zero=scale_to_zero,
                 # The HTTPScaledObject needs the add-on's CRD and its Ingress the interceptor's Service.
+                # ExternalDNS too: on destroy it deletes app_domain's record when the Ingress goes.
                 depends_on=[
                     device_plugin.release,
                     lb_controller.release,
+                    external_dns.release,
                     compute.node_pools,
                     keda.http_add_on,
                 ],

@@ -702,6 +702,92 @@ def test_rds_retention_and_deletion_protection_are_settings():
     assert (db["backup_retention_period"], db["deletion_protection"]) == (14, False)
 
 
+def _by_logical_id(stack_json) -> dict[str, str]:
+    return {r["name"]: f"helm_release.{n}" for n, r in resources(stack_json, "helm_release").items()}
+
+
+def test_app_domain_points_at_the_alb_through_external_dns_in_the_stacks_zone(stack_json):
+    external_dns = releases(stack_json)["external-dns"]
+    assert (external_dns["chart"], external_dns["version"], external_dns["repository"]) == (
+        "external-dns",
+        versions.EXTERNAL_DNS_CHART.version,
+        versions.REPO_EXTERNAL_DNS,
+    )
+    values = release_values(external_dns)
+    assert values["sources"] == ["ingress"] and values["provider"] == {"name": "aws"}
+    assert values["domainFilters"] == ["${var.app_domain}"]
+    assert values["extraArgs"] == ["--zone-id-filter=${var.route53_zone_id}"]
+    # sync deletes what it made once the Ingress goes, and only that (TXT owner: this cluster).
+    assert (values["policy"], values["registry"], values["txtOwnerId"]) == ("sync", "txt", "gpu-dev-euw1-eks")
+    assert values["nodeSelector"] == {"role": "system"}
+    assert {"name": "AWS_REGION", "value": "eu-west-1"} in values["env"]
+    (policy,) = [
+        json.loads(r["policy"])
+        for n, r in resources(stack_json, "aws_iam_role_policy").items()
+        if n.startswith("external-dns_")
+    ]
+    writes = [s for s in policy["Statement"] if "route53:ChangeResourceRecordSets" in s["Action"]]
+    assert [w["Resource"] for w in writes] == ["arn:aws:route53:::hostedzone/${var.route53_zone_id}"]
+    unscoped = [s for s in policy["Statement"] if s["Resource"] == "*"]
+    assert [s["Action"] for s in unscoped] == ["route53:ListHostedZones"]
+    # Its role through Pod Identity, for its ServiceAccount.
+    (identity,) = [
+        a
+        for n, a in resources(stack_json, "aws_eks_pod_identity_association").items()
+        if n.startswith("external-dns")
+    ]
+    assert (identity["namespace"], identity["service_account"]) == ("kube-system", "external-dns")
+    # Destroy: the Ingress goes while ExternalDNS still runs (and deletes the record), and
+    # ExternalDNS while its credentials still exist.
+    ids = _by_logical_id(stack_json)
+    assert ids["external-dns"] in releases(stack_json)["tinyllama-inference"]["depends_on"]
+    assert ids["external-dns"] in releases(stack_json)["kube-prometheus-stack"]["depends_on"]
+    assert any(d.startswith("aws_iam_role_policy.external-dns") for d in external_dns["depends_on"])
+    assert any(
+        d.startswith("aws_eks_pod_identity_association.external-dns") for d in external_dns["depends_on"]
+    )
+
+
+def test_grafanas_host_is_managed_by_external_dns_too():
+    stack = Instance("eks-karpenter", "eks-karpenter", {"grafana_host": "grafana.example.com"}).build(
+        cdktf.Testing.app()
+    )
+    values = release_values(releases(json.loads(cdktf.Testing.synth(stack)))["external-dns"])
+    assert values["domainFilters"] == ["${var.app_domain}", "grafana.example.com"]
+
+
+def test_external_dns_renders_the_filters_and_finds_the_alb_ingress(helm, upstream):
+    """The chart turns the values into ExternalDNS's flags, and the Ingress of app_domain is one
+    it reads (no annotation or label filter, the ingress source)."""
+    from tests.test_render import INSTANCES
+
+    rendered = render.rendered(INSTANCES["eks-karpenter"])
+    (deployment,) = [
+        o
+        for _, o in rendered.objects()
+        if o.get("kind") == "Deployment" and o["metadata"]["name"] == "external-dns"
+    ]
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "external-dns"
+    (container,) = spec["containers"]
+    args = container["args"]
+    for flag in (
+        "--source=ingress",
+        "--policy=sync",
+        "--registry=txt",
+        "--txt-owner-id=gpu-dev-euw1-eks",
+        "--provider=aws",
+    ):
+        assert flag in args, args
+    assert any(a.startswith("--domain-filter=") for a in args)
+    assert any(a.startswith("--zone-id-filter=") for a in args)
+    assert not any(a.startswith(("--annotation-filter", "--label-filter")) for a in args)
+    ingresses = [o for _, o in rendered.objects() if o.get("kind") == "Ingress"]
+    assert any(
+        o["metadata"].get("annotations", {}).get("alb.ingress.kubernetes.io/scheme") for o in ingresses
+    )
+
+
 def test_load_balancer_controller_values(stack_json):
     values = release_values(releases(stack_json)["aws-load-balancer-controller"])
     assert values["clusterName"] == "gpu-dev-euw1-eks" and values["region"] == "eu-west-1"
