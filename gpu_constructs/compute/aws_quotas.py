@@ -6,7 +6,10 @@ VT Spot Instance Requests" and the P ones; "On-Demand Instance quotas" for the r
 would then fail every launch at runtime (``VcpuLimitExceeded`` / ``MaxSpotInstanceCountExceeded``)
 and the workload would wait at zero for ever. Each quota the GPU pools draw on is read with the
 ``aws_servicequotas_service_quota`` data source, and a postcondition refuses the plan when it does not
-cover the largest instance a pool may launch, naming the quota to request.
+cover the largest instance a pool may launch, naming the quota to request. The data source's
+``value`` is the account's applied quota, or the default where none was ever applied
+(hashicorp/terraform-provider-aws internal/service/servicequotas/service_quota_data_source.go reads
+GetAWSDefaultServiceQuota, then GetServiceQuota, which answers NoSuchResource for an unchanged quota).
 """
 
 from __future__ import annotations
