@@ -33,11 +33,11 @@ QUOTAS: dict[tuple[str, str], tuple[str, str]] = {
     ("P", "spot"): ("L-7212CCBC", "All P Spot Instance Requests"),
 }
 """Service Quotas codes (service ``ec2``) of the vCPU quotas, by quota class and capacity type. The
-names are EC2's (user guide, "On-Demand Instance quotas" and "Spot Instance quotas"); the codes are
-the ones the Service Quotas console shows for them (console.aws.amazon.com/servicequotas/home/
-services/ec2/quotas/<code>), which AWS's user guides name only through the console. p5's spot
-capacity has its own quota ("All P5 Spot Instance Requests") that this table does not read: no size
-in karpenter.SIZES is a p5 size."""
+names are EC2's (user guide, "On-Demand Instance quotas" and "Spot Instance quotas"; the latter now
+lists the P spot quota as "All P4, P3 and P2 Spot Instance Requests", P5 apart). The user guides
+name no codes: these are the ones the Service Quotas console and API give those names
+(``aws service-quotas list-service-quotas --service-code ec2``), as public tooling that reads them
+uses them too. p5's spot quota is not read: no size in karpenter.SIZES is a p5 size."""
 
 GPU_VCPUS: dict[str, dict[str, int]] = {
     "g4dn": {"xlarge": 4, "2xlarge": 8, "4xlarge": 16, "8xlarge": 32, "12xlarge": 48, "16xlarge": 64},
