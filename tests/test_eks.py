@@ -183,7 +183,7 @@ def test_karpenter_interruption_queue_and_its_four_rules(stack_json):
     identities = {
         i["service_account"] for i in resources(stack_json, "aws_eks_pod_identity_association").values()
     }
-    assert identities == {"karpenter", "aws-load-balancer-controller"}
+    assert identities == {"karpenter", "aws-load-balancer-controller", "external-dns"}
 
 
 def test_interruption_queue_refuses_access_without_tls(stack_json):
@@ -1041,6 +1041,12 @@ def eks_props(**overrides) -> EksProps:
                 cdktf.Testing.app()
             ),
             r"^eks-karpenter: 'ami_alias' is 'bottlerocket@latest': use family@release",
+        ),
+        (
+            lambda: eks_props(system_instance_type="t3.small", system_node_count=1),
+            r"^'system_instance_type' is 't3.small': 1 such nodes cannot hold Karpenter's 2 replicas of 1 CPU "
+            r"and 1Gi with the EKS add-ons \(Karpenter \(requests 1000m, 1024Mi\) fits none of 1 x t3.small "
+            r".*\); use a larger type such as t3.xlarge or raise system_node_count$",
         ),
         (
             lambda: eks_props(availability_zones=("eu-west-1a",)),

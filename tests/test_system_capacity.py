@@ -16,20 +16,11 @@ from typing import Any
 import pytest
 
 from gpu_constructs.compute import eks_cluster
-from gpu_constructs.compute.eks_cluster import SYSTEM_INSTANCE_TYPE
+from gpu_constructs.compute.eks_cluster import SYSTEM_INSTANCE_TYPE, PodRequests, unplaced
 from tests import render
 from tests.test_placement import from_compute, why_not
 
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
-
-
-@dataclasses.dataclass
-class Pods:
-    where: str
-    per_node: bool
-    replicas: int
-    cpu_m: int
-    memory_mi: int
 
 
 def millicores(value: Any) -> int:
@@ -71,7 +62,7 @@ def pod_requests(spec: dict[str, Any]) -> tuple[int, int]:
     return cpu, memory
 
 
-def system_pods(stack: render.RenderedStack, group: Any) -> list[Pods]:
+def system_pods(stack: render.RenderedStack, group: Any) -> list[PodRequests]:
     """Every rendered pod that may land on ``group``, and the EKS add-ons' pods on it."""
     placed = from_compute(group)
     found = []
@@ -93,41 +84,21 @@ def system_pods(stack: render.RenderedStack, group: Any) -> list[Pods]:
         if why_not(template, placed) is not None:
             continue
         cpu, memory = pod_requests(template)
-        found.append(Pods(where, kind == "DaemonSet", replicas, cpu, memory))
-    for name, per_node, replicas, cpu, memory in eks_cluster.SYSTEM_ADDON_PODS:
-        found.append(Pods(f"EKS add-on {name}", per_node, replicas, cpu, memory))
-    return found
+        found.append(PodRequests(where, kind == "DaemonSet", replicas, cpu, memory))
+    return [*found, *eks_cluster.SYSTEM_ADDON_PODS]
 
 
 def fit_problems(stack: render.RenderedStack) -> list[str]:
-    """First-fit decreasing of the system pods onto the system group's nodes (the fewest it runs),
-    after each node's DaemonSet pods; a pod no node has room for is a problem."""
+    """Each tainted system group's pods packed onto the fewest nodes it runs
+    (eks_cluster.unplaced, first-fit decreasing after the DaemonSets): a pod that fits no node."""
     problems = []
     for group in stack.node_groups:
         if not (group.system and group.taints and group.instance_types):
             continue
-        shapes = [eks_cluster.allocatable(t) for t in group.instance_types]
-        if None in shapes:
-            problems.append(f"{group.name}: no allocatable known for {group.instance_types}")
-            continue
-        cpu, memory = min(s[0] for s in shapes if s), min(s[1] for s in shapes if s)
+        # The smallest shape the group may run (one type here).
+        (instance_type,) = group.instance_types
         pods = system_pods(stack, group)
-        daemons_cpu = sum(p.cpu_m for p in pods if p.per_node)
-        daemons_memory = sum(p.memory_mi for p in pods if p.per_node)
-        nodes = [[cpu - daemons_cpu, memory - daemons_memory] for _ in range(group.min_nodes)]
-        singles = [(p.where, p.cpu_m, p.memory_mi) for p in pods if not p.per_node for _ in range(p.replicas)]
-        singles.sort(key=lambda p: -max(p[1] / cpu, p[2] / memory))
-        for where, pod_cpu, pod_memory in singles:
-            room = next((n for n in nodes if n[0] >= pod_cpu and n[1] >= pod_memory), None)
-            if room is None:
-                problems.append(
-                    f"{group.name}: {where} (requests {pod_cpu}m, {pod_memory}Mi) fits none of "
-                    f"{group.min_nodes} x {group.instance_types[0]} ({cpu}m, {memory}Mi allocatable; "
-                    f"free after the others: {[tuple(n) for n in nodes]})"
-                )
-                continue
-            room[0] -= pod_cpu
-            room[1] -= pod_memory
+        problems += [f"{group.name}: {p}" for p in unplaced(pods, group.min_nodes, instance_type)]
     return problems
 
 

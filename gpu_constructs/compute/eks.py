@@ -23,12 +23,16 @@ from gpu_constructs.compute.aws_quotas import GpuQuotaCheck
 from gpu_constructs.compute.aws_vpc import AwsVpc, AwsVpcProps, check_network
 from gpu_constructs.compute.base import NodeGroup, PlatformFacts
 from gpu_constructs.compute.eks_cluster import (
+    SYSTEM_ADDON_PODS,
     SYSTEM_INSTANCE_TYPE,
     SYSTEM_LABEL,
     SYSTEM_TAINT,
     EksSystemCluster,
     EksSystemClusterProps,
+    PodRequests,
     addon,
+    allocatable,
+    unplaced,
 )
 from gpu_constructs.compute.karpenter import (
     AMI_FAMILIES,
@@ -36,6 +40,7 @@ from gpu_constructs.compute.karpenter import (
     GPU_TAINT,
     INSTANCE_FAMILIES,
     KARPENTER_NAMESPACE,
+    KARPENTER_RESOURCES,
     SEED_NODE_CLASSES,
     SEED_NODE_POOLS,
     SIZES,
@@ -143,6 +148,29 @@ class EksProps:
         validate.int_range("system_node_count", self.system_node_count, 1, 10)
         validate.int_range("system_volume_size_gi", self.system_volume_size_gi, 20, 16384)
         validate.int_range("karpenter_replicas", self.karpenter_replicas, 1, 5)
+        # What the library itself puts on the system nodes must fit them: Karpenter's guaranteed
+        # replicas and the EKS add-ons' pods. The charts' pods (monitoring, KEDA, the controllers)
+        # are known only once rendered: tests/test_system_capacity.py packs all of them.
+        karpenter = PodRequests(
+            "Karpenter",
+            False,
+            self.karpenter_replicas,
+            int(KARPENTER_RESOURCES["cpu"]) * 1000,
+            int(KARPENTER_RESOURCES["memory"].removesuffix("Gi")) * 1024,
+        )
+        if allocatable(self.system_instance_type) is not None:
+            problems = unplaced(
+                [karpenter, *SYSTEM_ADDON_PODS], self.system_node_count, self.system_instance_type
+            )
+            if problems:
+                raise ConfigError(
+                    "system_instance_type",
+                    self.system_instance_type,
+                    f"{self.system_node_count} such nodes cannot hold Karpenter's {self.karpenter_replicas} "
+                    f"replicas of {KARPENTER_RESOURCES['cpu']} CPU and {KARPENTER_RESOURCES['memory']} "
+                    f"with the EKS add-ons ({problems[0]}); use a larger type such as "
+                    f"{SYSTEM_INSTANCE_TYPE} or raise system_node_count",
+                )
         validate.unique("node_classes", (c.name for c in self.node_classes))
         validate.unique("node_pools", (p.name for p in self.node_pools))
         classes = {c.name for c in self.node_classes}

@@ -90,19 +90,56 @@ def allocatable(instance_type: str) -> tuple[int, int] | None:
     return int(cores - reserved_cpu), memory - reserved_memory
 
 
-SYSTEM_ADDON_PODS: tuple[tuple[str, bool, int, int, int], ...] = (
-    # name, per node (a DaemonSet), replicas (Deployments), CPU millicores, memory MiB per pod
-    ("coredns", False, 2, 100, 70),
-    ("kube-proxy", True, 1, 100, 0),
-    ("aws-node (VPC CNI)", True, 1, 25, 0),
-    ("ebs-csi-controller", False, 2, 60, 240),
-    ("ebs-csi-node", True, 1, 30, 120),
+@dataclass(frozen=True)
+class PodRequests:
+    """Pods of one workload and what each requests: ``replicas`` of them, or one per node."""
+
+    where: str
+    per_node: bool
+    replicas: int
+    cpu_m: int
+    memory_mi: int
+
+
+def unplaced(pods: Sequence[PodRequests], nodes: int, instance_type: str) -> list[str]:
+    """Pack ``pods`` onto ``nodes`` nodes of ``instance_type`` as the scheduler would have to: each
+    node's allocatable less its DaemonSet pods, then every other pod, largest first, on the first
+    node with room (first-fit decreasing). Returns one line per pod no node has room for."""
+    shape = allocatable(instance_type)
+    if shape is None:
+        return [f"no allocatable known for {instance_type} (EC2_SHAPES)"]
+    cpu, memory = shape
+    daemons_cpu = sum(p.cpu_m for p in pods if p.per_node)
+    daemons_memory = sum(p.memory_mi for p in pods if p.per_node)
+    free = [[cpu - daemons_cpu, memory - daemons_memory] for _ in range(nodes)]
+    singles = [p for p in pods if not p.per_node for _ in range(p.replicas)]
+    singles.sort(key=lambda p: -max(p.cpu_m / cpu, p.memory_mi / memory))
+    problems = []
+    for pod in singles:
+        room = next((n for n in free if n[0] >= pod.cpu_m and n[1] >= pod.memory_mi), None)
+        if room is None:
+            problems.append(
+                f"{pod.where} (requests {pod.cpu_m}m, {pod.memory_mi}Mi) fits none of {nodes} x "
+                f"{instance_type} ({cpu}m, {memory}Mi allocatable; free: {[tuple(n) for n in free]})"
+            )
+            continue
+        room[0] -= pod.cpu_m
+        room[1] -= pod.memory_mi
+    return problems
+
+
+SYSTEM_ADDON_PODS = (
+    PodRequests("EKS add-on coredns", False, 2, 100, 70),
+    PodRequests("EKS add-on kube-proxy", True, 1, 100, 0),
+    PodRequests("EKS add-on aws-node (VPC CNI)", True, 1, 25, 0),
+    PodRequests("EKS add-on ebs-csi-controller", False, 2, 60, 240),
+    PodRequests("EKS add-on ebs-csi-node", True, 1, 30, 120),
 )
 """The EKS add-ons' pods on the system nodes, which no Helm release of the stack renders, with the
 requests of their default manifests: CoreDNS's Deployment (100m, 70Mi; two replicas), kube-proxy's
 and the VPC CNI's DaemonSets (100m, 25m), the EBS CSI driver's controller (six containers of 10m,
-40Mi) and node plugin (three). The Pod Identity and node monitoring agents set no requests the stack
-relies on; they are not counted."""
+40Mi) and node plugin (three; installed with monitoring, counted always). The Pod Identity and node
+monitoring agents set no requests the stack relies on; they are not counted."""
 
 
 @dataclass(frozen=True)
