@@ -71,15 +71,17 @@ EC2_SHAPES: dict[str, tuple[int, int, int]] = {
     "r6i.xlarge": (4, 32768, 58),
 }
 """System node shapes: vCPUs and memory from EC2's instance type specifications, max pods from
-awslabs/amazon-eks-ami's eni-max-pods.txt (ENIs x (IPv4 addresses per ENI - 1) + 2)."""
+aws/amazon-vpc-cni-k8s misc/eni-max-pods.txt (ENIs x (IPv4 addresses per ENI - 1) + 2; nodeadm now
+computes the same from DescribeInstanceTypes)."""
 
 
 def allocatable(instance_type: str) -> tuple[int, int] | None:
     """What the kubelet of an EKS AL2023 node offers pods, in millicores and MiB, or None for a type
     not in EC2_SHAPES. nodeadm reserves for the kubelet (awslabs/amazon-eks-ami nodeadm,
-    internal/kubelet/config.go): memory 11 MiB per pod plus 255 MiB; CPU 6% of the first core, 1%
-    of the second, 0.5% of the third and fourth, 0.25% of the rest; and the kubelet evicts at
-    100 MiB available (evictionHard memory.available)."""
+    internal/kubelet/config.go, getMemoryMebibytesToReserve and getCPUMillicoresToReserve): memory
+    11 MiB per pod plus 255 MiB; CPU 6% of the first core, 1% of the second, 0.5% of the third and
+    fourth, 0.25% of the rest; and the kubelet evicts at 100 MiB available (evictionHard
+    memory.available)."""
     shape = EC2_SHAPES.get(instance_type)
     if shape is None:
         return None
@@ -136,10 +138,12 @@ SYSTEM_ADDON_PODS = (
     PodRequests("EKS add-on ebs-csi-node", True, 1, 30, 120),
 )
 """The EKS add-ons' pods on the system nodes, which no Helm release of the stack renders, with the
-requests of their default manifests: CoreDNS's Deployment (100m, 70Mi; two replicas), kube-proxy's
+requests their upstream manifests set: CoreDNS's Deployment (100m, 70Mi; two replicas), kube-proxy's
 and the VPC CNI's DaemonSets (100m, 25m), the EBS CSI driver's controller (six containers of 10m,
-40Mi) and node plugin (three; installed with monitoring, counted always). The Pod Identity and node
-monitoring agents set no requests the stack relies on; they are not counted."""
+40Mi) and node plugin (three; installed with monitoring, counted always). These are the upstream
+defaults as known when written, not read from the add-on versions EKS serves (``aws eks
+describe-addon-configuration`` and the running pods show them); the Pod Identity and node monitoring
+agents are not counted."""
 
 
 @dataclass(frozen=True)
