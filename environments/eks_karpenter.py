@@ -9,7 +9,7 @@ connects when it creates the first release, after the cluster and its system nod
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -20,12 +20,13 @@ from constructs import Construct
 from environments import use_cluster
 from environments.state import Backend, use_backend
 from environments.variables import dns_name_rule, pinned_image_rule, rule
-from gpu_constructs import validate
+from gpu_constructs import validate, versions
 from gpu_constructs.app_chart import DEFAULT_VALUES, AppChart, AppChartProps
 from gpu_constructs.autoscaling import INTERCEPTOR_ADMIN_PORT, Keda, KedaProps
 from gpu_constructs.aws_services import (
     Certificate,
     DeployerRole,
+    ExternalDns,
     LoadBalancerController,
     RdsPostgres,
     RdsPostgresProps,
@@ -33,6 +34,7 @@ from gpu_constructs.aws_services import (
 from gpu_constructs.backup import bucket_name
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.eks import (
+    SEED_NODE_CLASSES,
     SEED_NODE_POOLS,
     SYSTEM_TAINT,
     EksGpuCompute,
@@ -40,6 +42,7 @@ from gpu_constructs.compute.eks import (
     NodePoolSpec,
 )
 from gpu_constructs.compute.eks_cluster import EbsCsiDriver
+from gpu_constructs.compute.karpenter import check_ami_alias
 from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.helm import ValuesLayers, deep_merge
@@ -71,6 +74,11 @@ class EksKarpenterSettings:
     """Allow a Kubernetes version past EKS standard support (billed at the extended rate) and keep
     the cluster on it when standard support ends; False lets EKS upgrade it instead."""
     node_pools: tuple[NodePoolSpec, ...] = SEED_NODE_POOLS
+    ami_alias: str = versions.EKS_NODE_AMI.version
+    """The EKS-optimized AMI release every EC2NodeClass launches, ``al2023@vYYYYMMDD`` (or
+    ``bottlerocket@vX.Y.Z``); it must exist for kubernetes_version in the region. A new value
+    drifts the nodes, which Karpenter replaces as the pools' disruption budgets allow (the GPU pool:
+    when a node is empty)."""
     time_slicing_replicas: int = 1
     rds_instance_class: str = "db.t4g.medium"
     rds_multi_az: bool = False
@@ -103,9 +111,8 @@ class EksKarpenterSettings:
     monitoring_retention: str = "7d"
     grafana_host: str = ""
     """Grafana at https://<grafana_host> behind its own internet-facing ALB with an ACM certificate
-    validated in route53_zone_id (which must hold the name), open only to api_allowed_cidrs; the DNS
-    record pointing the name at the ALB is yours, as for app_domain. Empty: no ingress (kubectl
-    port-forward)."""
+    validated in route53_zone_id (which must hold the name), open only to api_allowed_cidrs; ExternalDNS
+    points the name at the ALB, as it does app_domain. Empty: no ingress (kubectl port-forward)."""
 
     PROPS_SETTINGS: ClassVar[Mapping[str, str]] = {
         "cluster name": "cluster_name",
@@ -121,6 +128,7 @@ class EksKarpenterSettings:
         validate.one_of("environment", self.environment, ("dev", "staging", "production"))
         validate.k8s_name("workload_name", self.workload_name)
         validate.int_range("scaledown_period_s", self.scaledown_period_s, 30, 86400)
+        check_ami_alias("ami_alias", self.ami_alias)
         declared = [p.name for p in self.node_pools if p.scale_to_zero]
         if not self.scale_to_zero and declared:
             raise ConfigError(
@@ -238,6 +246,7 @@ class EksKarpenterStack(TerraformStack):
                 kubernetes_version=s.kubernetes_version,
                 extended_support=s.extended_support,
                 public_access_cidrs=api_cidrs.list_value,
+                node_classes=tuple(replace(c, ami_alias=s.ami_alias) for c in SEED_NODE_CLASSES),
                 node_pools=s.node_pools,
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
             ),
@@ -261,6 +270,15 @@ class EksKarpenterStack(TerraformStack):
             self, "certificate", domain=domain.string_value, zone_id=zone_id.string_value
         )
         lb_controller = LoadBalancerController(self, "alb-controller", compute=compute)
+        # app_domain (and grafana_host) point at their ALBs through ExternalDNS, which reads the
+        # Ingresses' hosts and the ALB's address from their status.
+        external_dns = ExternalDns(
+            self,
+            "external-dns",
+            compute=compute,
+            zone_id=zone_id.string_value,
+            domains=[domain.string_value, *([s.grafana_host] if s.grafana_host else [])],
+        )
         device_plugin = NvidiaDevicePlugin(
             self,
             "nvidia-device-plugin",
@@ -317,7 +335,12 @@ class EksKarpenterStack(TerraformStack):
                     # After the class and so after the driver: a destroy uninstalls the monitoring
                     # releases while the driver still runs to detach their volumes, and the load
                     # balancer controller removes Grafana's ALB before it goes.
-                    depends_on=[compute.node_pools, ebs.storage_class, lb_controller.release],
+                    depends_on=[
+                        compute.node_pools,
+                        ebs.storage_class,
+                        lb_controller.release,
+                        external_dns.release,
+                    ],
                 ),
             )
         if scale_to_zero is not None:
@@ -363,9 +386,11 @@ class EksKarpenterStack(TerraformStack):
                 network_policies=False,
                 scale_to_zero=scale_to_zero,
                 # The HTTPScaledObject needs the add-on's CRD and its Ingress the interceptor's Service.
+                # ExternalDNS too: on destroy it deletes app_domain's record when the Ingress goes.
                 depends_on=[
                     device_plugin.release,
                     lb_controller.release,
+                    external_dns.release,
                     compute.node_pools,
                     keda.http_add_on,
                 ],

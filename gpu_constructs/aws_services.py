@@ -396,6 +396,104 @@ class LoadBalancerController(Construct):
         )
 
 
+EXTERNAL_DNS_SERVICE_ACCOUNT = "external-dns"
+
+
+class ExternalDns(Construct):
+    """ExternalDNS on the system nodes: Route 53 records for the stack's Ingress hosts (app_domain,
+    grafana_host) pointing at the ALBs the load balancer controller made for them, in one hosted
+    zone, with a role that may change records in that zone only.
+
+    ``policy: sync`` deletes a record once its Ingress is gone, and only records this instance owns
+    (the TXT registry, owner id = the cluster's name), so a destroy removes them when the Ingresses
+    go first: everything with an Ingress depends on this release."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        compute: EksGpuCompute,
+        zone_id: str,
+        domains: list[str],
+    ) -> None:
+        super().__init__(scope, id)
+        props = compute.props
+        zone = f"arn:aws:route53:::hostedzone/{zone_id}"
+        role = IamRole(
+            self,
+            "role",
+            name=f"{props.name}-external-dns",
+            assume_role_policy=service_trust("pods.eks.amazonaws.com", "sts:AssumeRole", "sts:TagSession"),
+        )
+        # ExternalDNS's AWS tutorial (docs/tutorials/aws.md) grants ChangeResourceRecordSets on
+        # hostedzone/* and the reads on *; here the changes and the zone's reads are this zone's.
+        # ListHostedZones has no resource-level permission (Route 53's service authorization).
+        self.policy = IamRolePolicy(
+            self,
+            "policy",
+            role=role.id,
+            policy=policy_document(
+                {
+                    "Sid": "RecordsOfTheStacksZone",
+                    "Effect": "Allow",
+                    "Action": [
+                        "route53:ChangeResourceRecordSets",
+                        "route53:ListResourceRecordSets",
+                        "route53:ListTagsForResources",
+                    ],
+                    "Resource": zone,
+                },
+                {
+                    "Sid": "FindTheZone",
+                    "Effect": "Allow",
+                    "Action": "route53:ListHostedZones",
+                    "Resource": "*",
+                },
+            ),
+        )
+        identity = EksPodIdentityAssociation(
+            self,
+            "pod-identity",
+            cluster_name=compute.eks.name,
+            namespace="kube-system",
+            service_account=EXTERNAL_DNS_SERVICE_ACCOUNT,
+            role_arn=role.arn,
+        )
+        self.release = helm.release(
+            self,
+            "release",
+            cluster=compute.cluster,
+            name="external-dns",
+            chart="external-dns",
+            repository=versions.REPO_EXTERNAL_DNS,
+            version=versions.EXTERNAL_DNS_CHART.version,
+            namespace="kube-system",
+            values={
+                "provider": {"name": "aws"},
+                # The nodes' metadata answers only the node itself (hop limit 1).
+                "env": [{"name": "AWS_REGION", "value": props.region}],
+                "serviceAccount": {"name": EXTERNAL_DNS_SERVICE_ACCOUNT},
+                "sources": ["ingress"],
+                "policy": "sync",
+                "registry": "txt",
+                "txtOwnerId": props.name,
+                # The stack's host names only, in the stack's zone only.
+                "domainFilters": domains,
+                "extraArgs": [f"--zone-id-filter={zone_id}"],
+                # A new or deleted Ingress is acted on at once, not at the next 1m interval.
+                "triggerLoopOnEvent": True,
+                "nodeSelector": {"role": "system"},
+                "tolerations": [
+                    {"key": SYSTEM_TAINT.key, "operator": "Exists", "effect": SYSTEM_TAINT.effect}
+                ],
+                "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
+            },
+            # Its credentials outlive it on destroy: the records are deleted while it still runs.
+            depends_on=[identity, self.policy],
+        )
+
+
 class Certificate(Construct):
     """An ACM certificate for one domain, validated through a Route 53 record."""
 

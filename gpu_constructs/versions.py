@@ -218,6 +218,19 @@ NVIDIA_DEVICE_PLUGIN_CHART = Pin(
     seed="v0.17.0",
     checked_against="nvidia-device-plugin/values.yaml (v0.20.0 chart)",
 )
+EKS_NODE_AMI = Pin(
+    "al2023@v20260304",
+    note=(
+        "the EKS-optimized AL2023 release Karpenter's EC2NodeClasses launch (Karpenter resolves the "
+        "alias to the NVIDIA variant for GPU types: amazon-eks-node-al2023-x86_64-nvidia-<k8s>-v20260304). "
+        "Chosen because AMIs named amazon-eks-node-al2023-x86_64-nvidia-1.35-v20260304 appear in public "
+        "EKS deployments (March 2026); its release notes in awslabs/amazon-eks-ami were not available "
+        "to check, nor was this account's region, where the release must exist for the cluster's "
+        "Kubernetes version: `aws ssm get-parameter --name /aws/service/eks/optimized-ami/"
+        "1.35/amazon-linux-2023/x86_64/nvidia/amazon-eks-node-al2023-x86_64-nvidia-1.35-v20260304/"
+        "image_id`. Move it forward deliberately (docs/eks-karpenter.md, AMI updates)."
+    ),
+)
 AWS_LB_CONTROLLER_CHART = Pin("1.14.0", note="AWS Load Balancer Controller v2.14")
 RDS_POSTGRES = Pin("16", note="major version; RDS applies minor upgrades in the maintenance window")
 KEDA_CHART = Pin("2.20.2", note="KEDA 2.20.2: scales the inference Deployment to zero and back")

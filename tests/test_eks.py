@@ -83,13 +83,27 @@ def test_cluster_encrypts_secrets_uses_access_entries_and_a_current_version(stac
     assert cluster["vpc_config"]["public_access_cidrs"] == "${var.api_allowed_cidrs}"
 
 
-def test_system_node_group_is_tainted_on_demand_t3_small(stack_json):
+def test_system_node_group_is_tainted_on_demand_t3_xlarge(stack_json):
     group = one(stack_json, "aws_eks_node_group")
-    assert group["instance_types"] == ["t3.small"] and group["capacity_type"] == "ON_DEMAND"
+    assert group["instance_types"] == ["t3.xlarge"] and group["capacity_type"] == "ON_DEMAND"
     assert group["scaling_config"]["desired_size"] == 2
     assert group["taint"] == [{"key": "CriticalAddonsOnly", "value": "true", "effect": "NO_SCHEDULE"}]
     template = one(stack_json, "aws_launch_template")
     assert template["metadata_options"]["http_tokens"] == "required"
+
+
+def test_a_replaced_system_node_group_joins_before_the_old_one_goes(stack_json):
+    """A new system instance type replaces the managed node group (instance_types forces a new
+    one): under a fixed name the new group collides with the old, and deleted first the old one
+    takes every system pod's node with it. The group has a name prefix and create_before_destroy,
+    and so does its launch template (Terraform makes what it depends on create-before-destroy too)."""
+    group = one(stack_json, "aws_eks_node_group")
+    assert "node_group_name" not in group and group["node_group_name_prefix"] == "system-"
+    assert group["lifecycle"]["create_before_destroy"] is True
+    template = one(stack_json, "aws_launch_template")
+    assert "name" not in template and template["name_prefix"] == "gpu-dev-euw1-eks-system-"
+    # Nothing may know the system nodes by their group's name, which changes with each replacement.
+    assert "eks.amazonaws.com/nodegroup" not in json.dumps(stack_json)
 
 
 def test_system_nodes_boot_from_an_encrypted_gp3_root_device(stack_json):
@@ -169,7 +183,7 @@ def test_karpenter_interruption_queue_and_its_four_rules(stack_json):
     identities = {
         i["service_account"] for i in resources(stack_json, "aws_eks_pod_identity_association").values()
     }
-    assert identities == {"karpenter", "aws-load-balancer-controller"}
+    assert identities == {"karpenter", "aws-load-balancer-controller", "external-dns"}
 
 
 def test_interruption_queue_refuses_access_without_tls(stack_json):
@@ -195,7 +209,14 @@ def karpenter_statements(stack_json) -> list[dict]:
 
 def test_karpenter_changes_only_what_carries_this_clusters_tags(stack_json):
     cluster = "kubernetes.io/cluster/gpu-dev-euw1-eks"
-    untaggable = ("::image/*", "::snapshot/*", ":security-group/*", ":subnet/*", ":capacity-reservation/*")
+    untaggable = (
+        "::image/*",
+        "::snapshot/*",
+        ":security-group/*",
+        ":subnet/*",
+        ":capacity-reservation/*",
+        ":placement-group/*",
+    )
     for statement in karpenter_statements(stack_json):
         actions = _actions(statement)
         conditions = json.dumps(statement.get("Condition", {}))
@@ -331,6 +352,75 @@ def test_karpenter_chart_runs_two_replicas_on_system_nodes(stack_json):
     assert values["settings"]["clusterName"] == "gpu-dev-euw1-eks"
 
 
+def test_karpenter_requests_what_upstream_recommends_and_knows_its_region(stack_json, helm, upstream):
+    """A guaranteed 1 CPU and 1Gi per replica (Karpenter's getting-started install), and
+    AWS_REGION: the system nodes' metadata hop limit of 1 keeps the SDK from reading the region."""
+    controller = release_values(releases(stack_json)["karpenter"])["controller"]
+    assert controller["resources"] == {
+        "requests": {"cpu": "1", "memory": "1Gi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+    assert {"name": "AWS_REGION", "value": "eu-west-1"} in controller["env"]
+    template = one(stack_json, "aws_launch_template")
+    assert template["metadata_options"]["http_put_response_hop_limit"] == 1
+    from tests.test_render import INSTANCES
+
+    rendered = render.rendered(INSTANCES["eks-karpenter"])
+    (deployment,) = [
+        o
+        for _, o in rendered.objects()
+        if o.get("kind") == "Deployment" and o["metadata"]["name"] == "karpenter"
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"name": "AWS_REGION", "value": "eu-west-1"} in container["env"]
+    assert container["resources"]["requests"] == {"cpu": "1", "memory": "1Gi"}
+
+
+def test_karpenter_may_launch_into_a_placement_group_as_upstream_allows(stack_json):
+    """Karpenter 1.14's CloudFormation policy: RunInstances/CreateFleet on placement groups and
+    DescribePlacementGroups in the region."""
+    statements = {s["Sid"]: s for s in karpenter_statements(stack_json)}
+    assert (
+        "arn:aws:ec2:eu-west-1:*:placement-group/*"
+        in statements["AllowScopedEC2InstanceAccessActions"]["Resource"]
+    )
+    assert "ec2:DescribePlacementGroups" in statements["AllowRegionalReadActions"]["Action"]
+
+
+def test_node_repair_comes_with_the_node_monitoring_agent_it_reads(synth, stack_json):
+    """Karpenter's node repair sees a failed GPU only through the agent's AcceleratedHardwareReady
+    condition; without node repair the agent is not installed."""
+    addons = {a["addon_name"]: a for a in resources(stack_json, "aws_eks_addon").values()}
+    agent = addons["eks-node-monitoring-agent"]
+    assert any(d.startswith("aws_eks_node_group.") for d in agent["depends_on"])
+    assert agent["addon_version"].startswith("${data.aws_eks_addon_version.")
+    gates = release_values(releases(stack_json)["karpenter"])["settings"]["featureGates"]
+    assert gates["nodeRepair"] is True
+    without = eks_stack(synth, node_repair=False)
+    assert "eks-node-monitoring-agent" not in {
+        a["addon_name"] for a in resources(without, "aws_eks_addon").values()
+    }
+    gates = release_values(releases(without)["karpenter"])["settings"]["featureGates"]
+    assert gates["nodeRepair"] is False
+
+
+def test_cloudwatch_logs_may_use_the_cluster_key_only_for_the_stacks_log_groups(stack_json):
+    keys = [k for n, k in resources(stack_json, "aws_kms_key").items() if n.startswith("eks_kms")]
+    (key,) = keys
+    statements = {s["Sid"]: s for s in json.loads(key["policy"])["Statement"]}
+    logs = statements["CloudWatchLogs"]
+    allowed = logs["Condition"]["ArnEquals"]["kms:EncryptionContext:aws:logs:arn"]
+    groups = [
+        g
+        for g in resources(stack_json, "aws_cloudwatch_log_group").values()
+        if "eks_kms" in g.get("kms_key_id", "")
+    ]
+    assert len(groups) == 2
+    assert sorted(allowed) == sorted(
+        f"arn:aws:logs:eu-west-1:${{var.aws_account_id}}:log-group:{g['name']}" for g in groups
+    )
+
+
 def test_node_classes_and_pools_as_the_seed_says(stack_json, upstream):
     objects = manifests_of(releases(stack_json)["karpenter-node-pools"])
     classes = {c["metadata"]["name"]: c["spec"] for c in by_kind(objects, "EC2NodeClass")}
@@ -349,7 +439,11 @@ def test_node_classes_and_pools_as_the_seed_says(stack_json, upstream):
         and c["metadataOptions"]["httpPutResponseHopLimit"] == 1
         for c in classes.values()
     )
-    assert classes["gpu"]["amiSelectorTerms"] == [{"alias": "al2023@latest"}]
+    # A pinned release, the same for every class: al2023@latest would drift every node on each
+    # AMI release (the EC2NodeClass CRD's own description says so).
+    for spec in classes.values():
+        assert spec["amiSelectorTerms"] == [{"alias": versions.EKS_NODE_AMI.version}]
+    assert re.fullmatch(r"al2023@v20[0-9]{6}", versions.EKS_NODE_AMI.version)
     pools = {p["metadata"]["name"]: p["spec"] for p in by_kind(objects, "NodePool")}
     assert pools["general"]["disruption"]["consolidateAfter"] == "1m"
     assert pools["general"]["limits"] == {"cpu": "50", "memory": "100Gi"}
@@ -368,6 +462,26 @@ def test_node_classes_and_pools_as_the_seed_says(stack_json, upstream):
     assert gpu["template"]["spec"]["requirements"][1]["values"] == ["xlarge", "2xlarge"]
     assert gpu["disruption"]["consolidateAfter"] == "5m"
     for manifest in objects:
+        validate_manifest(manifest, upstream)
+
+
+def test_the_gpu_pool_never_evicts_a_running_replica_for_consolidation_or_drift(stack_json, upstream):
+    """The inference workload may run a single replica: Karpenter may remove an empty GPU node
+    (that is the scale to zero) but must not consolidate or drift-replace one with the replica on
+    it. For each disruption reason, the most restrictive budget naming it (or naming none) applies."""
+    objects = manifests_of(releases(stack_json)["karpenter-node-pools"])
+    pools = {p["metadata"]["name"]: p["spec"] for p in by_kind(objects, "NodePool")}
+    budgets = pools[GPU_POOL]["disruption"]["budgets"]
+
+    def allowed(reason: str) -> str:
+        applying = [b["nodes"] for b in budgets if reason in b.get("reasons", [reason])]
+        assert not any("schedule" in b for b in budgets), "a scheduled budget applies only part time"
+        # One GPU node per replica: 0 nodes, or a share of them, are what matter here.
+        return min(applying, key=lambda n: -1 if n == "0" else int(n.rstrip("%")))
+
+    assert allowed("Underutilized") == "0" and allowed("Drifted") == "0"
+    assert allowed("Empty") == "100%"
+    for manifest in by_kind(objects, "NodePool"):
         validate_manifest(manifest, upstream)
 
 
@@ -586,6 +700,92 @@ def test_rds_retention_and_deletion_protection_are_settings():
     )
     db = one(json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app()))), "aws_db_instance")
     assert (db["backup_retention_period"], db["deletion_protection"]) == (14, False)
+
+
+def _by_logical_id(stack_json) -> dict[str, str]:
+    return {r["name"]: f"helm_release.{n}" for n, r in resources(stack_json, "helm_release").items()}
+
+
+def test_app_domain_points_at_the_alb_through_external_dns_in_the_stacks_zone(stack_json):
+    external_dns = releases(stack_json)["external-dns"]
+    assert (external_dns["chart"], external_dns["version"], external_dns["repository"]) == (
+        "external-dns",
+        versions.EXTERNAL_DNS_CHART.version,
+        versions.REPO_EXTERNAL_DNS,
+    )
+    values = release_values(external_dns)
+    assert values["sources"] == ["ingress"] and values["provider"] == {"name": "aws"}
+    assert values["domainFilters"] == ["${var.app_domain}"]
+    assert values["extraArgs"] == ["--zone-id-filter=${var.route53_zone_id}"]
+    # sync deletes what it made once the Ingress goes, and only that (TXT owner: this cluster).
+    assert (values["policy"], values["registry"], values["txtOwnerId"]) == ("sync", "txt", "gpu-dev-euw1-eks")
+    assert values["nodeSelector"] == {"role": "system"}
+    assert {"name": "AWS_REGION", "value": "eu-west-1"} in values["env"]
+    (policy,) = [
+        json.loads(r["policy"])
+        for n, r in resources(stack_json, "aws_iam_role_policy").items()
+        if n.startswith("external-dns_")
+    ]
+    writes = [s for s in policy["Statement"] if "route53:ChangeResourceRecordSets" in s["Action"]]
+    assert [w["Resource"] for w in writes] == ["arn:aws:route53:::hostedzone/${var.route53_zone_id}"]
+    unscoped = [s for s in policy["Statement"] if s["Resource"] == "*"]
+    assert [s["Action"] for s in unscoped] == ["route53:ListHostedZones"]
+    # Its role through Pod Identity, for its ServiceAccount.
+    (identity,) = [
+        a
+        for n, a in resources(stack_json, "aws_eks_pod_identity_association").items()
+        if n.startswith("external-dns")
+    ]
+    assert (identity["namespace"], identity["service_account"]) == ("kube-system", "external-dns")
+    # Destroy: the Ingress goes while ExternalDNS still runs (and deletes the record), and
+    # ExternalDNS while its credentials still exist.
+    ids = _by_logical_id(stack_json)
+    assert ids["external-dns"] in releases(stack_json)["tinyllama-inference"]["depends_on"]
+    assert ids["external-dns"] in releases(stack_json)["kube-prometheus-stack"]["depends_on"]
+    assert any(d.startswith("aws_iam_role_policy.external-dns") for d in external_dns["depends_on"])
+    assert any(
+        d.startswith("aws_eks_pod_identity_association.external-dns") for d in external_dns["depends_on"]
+    )
+
+
+def test_grafanas_host_is_managed_by_external_dns_too():
+    stack = Instance("eks-karpenter", "eks-karpenter", {"grafana_host": "grafana.example.com"}).build(
+        cdktf.Testing.app()
+    )
+    values = release_values(releases(json.loads(cdktf.Testing.synth(stack)))["external-dns"])
+    assert values["domainFilters"] == ["${var.app_domain}", "grafana.example.com"]
+
+
+def test_external_dns_renders_the_filters_and_finds_the_alb_ingress(helm, upstream):
+    """The chart turns the values into ExternalDNS's flags, and the Ingress of app_domain is one
+    it reads (no annotation or label filter, the ingress source)."""
+    from tests.test_render import INSTANCES
+
+    rendered = render.rendered(INSTANCES["eks-karpenter"])
+    (deployment,) = [
+        o
+        for _, o in rendered.objects()
+        if o.get("kind") == "Deployment" and o["metadata"]["name"] == "external-dns"
+    ]
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "external-dns"
+    (container,) = spec["containers"]
+    args = container["args"]
+    for flag in (
+        "--source=ingress",
+        "--policy=sync",
+        "--registry=txt",
+        "--txt-owner-id=gpu-dev-euw1-eks",
+        "--provider=aws",
+    ):
+        assert flag in args, args
+    assert any(a.startswith("--domain-filter=") for a in args)
+    assert any(a.startswith("--zone-id-filter=") for a in args)
+    assert not any(a.startswith(("--annotation-filter", "--label-filter")) for a in args)
+    ingresses = [o for _, o in rendered.objects() if o.get("kind") == "Ingress"]
+    assert any(
+        o["metadata"].get("annotations", {}).get("alb.ingress.kubernetes.io/scheme") for o in ingresses
+    )
 
 
 def test_load_balancer_controller_values(stack_json):
@@ -822,15 +1022,31 @@ def eks_props(**overrides) -> EksProps:
         (lambda: NodeClassSpec("gpu", 200, iops=100), r"'gpu.iops' is 100: use from 3000 to 16000"),
         (
             lambda: NodeClassSpec("gpu", 200, ami_alias="al2@latest"),
-            r"'gpu.ami_alias' is 'al2@latest': use family@version with a family of al2023, bottlerocket",
+            r"'gpu.ami_alias' is 'al2@latest': use family@release with a family of al2023, bottlerocket",
         ),
         (
             lambda: NodeClassSpec("gpu", 200, ami_alias="al2023"),
-            r"'gpu.ami_alias' is 'al2023': use family@version",
+            r"'gpu.ami_alias' is 'al2023': use family@release",
         ),
         (
             lambda: NodeClassSpec("gpu", 200, ami_alias="al2023@2025-11-20"),
-            r"version latest or a release such as al2023@v20251120",
+            r"a pinned release such as al2023@v20260304",
+        ),
+        (
+            lambda: NodeClassSpec("gpu", 200, ami_alias="al2023@latest"),
+            r"'gpu.ami_alias' is 'al2023@latest': .*\(latest would roll every node on each AMI release\)$",
+        ),
+        (
+            lambda: Instance("eks-karpenter", "eks-karpenter", {"ami_alias": "bottlerocket@latest"}).build(
+                cdktf.Testing.app()
+            ),
+            r"^eks-karpenter: 'ami_alias' is 'bottlerocket@latest': use family@release",
+        ),
+        (
+            lambda: eks_props(system_instance_type="t3.small", system_node_count=1),
+            r"^'system_instance_type' is 't3.small': 1 such nodes cannot hold Karpenter's 2 replicas of 1 CPU "
+            r"and 1Gi with the EKS add-ons \(Karpenter \(requests 1000m, 1024Mi\) fits none of 1 x t3.small "
+            r".*\); use a larger type such as t3.xlarge or raise system_node_count$",
         ),
         (
             lambda: eks_props(availability_zones=("eu-west-1a",)),

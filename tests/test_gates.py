@@ -25,6 +25,7 @@ VALUES_SCHEMAS = {
     "cert-manager": "cert-manager/values.schema.json",
     "vault": "vault-helm/values.schema.json",
     "jupyterhub": "jupyterhub/values.schema.yaml",
+    "external-dns": "charts/external-dns-1.21.1/values.schema.json",
 }
 # chart -> default values under ../shared/upstream: every key set must exist there (free-form maps
 # excepted), which catches a typo even where a published schema allows unknown keys (vault-helm's does)
@@ -36,6 +37,7 @@ DEFAULT_VALUES = {
     "karpenter": "karpenter/values.yaml",
     "keda": "charts/keda-2.20.2/values.yaml",
     "keda-add-ons-http": "charts/keda-add-ons-http-0.15.0/values.yaml",
+    "external-dns": "charts/external-dns-1.21.1/values.yaml",
 }
 # chart -> values paths that hold free-form maps by design, which the defaults cannot list: z2jh's
 # hub.config passes traitlets configuration of any class through (its schema: patternProperties

@@ -104,6 +104,8 @@ def test_the_service_mutator_races_karpenters_service_unless_ordered(helm, upstr
     # The monitoring releases come after the controller (Grafana's Ingress may be an ALB's).
     assert racing == {
         "helm_release.eks_karpenter_7C03CC45",
+        # ExternalDNS's metrics Service (port 7979).
+        "helm_release.external-dns_release_90291C33",
         "helm_release.keda_F70F2F53",
         "helm_release.keda_http-add-on_909F53D7",
     }

@@ -127,6 +127,14 @@ CASES = [
         "eks-karpenter: 'rds_instance_class' is 't4g.medium': ",
     ),
     (
+        "eks-karpenter",
+        {"ami_alias": "al2023@latest"},
+        "eks-karpenter: 'ami_alias' is 'al2023@latest': use family@release with a family of al2023, "
+        "bottlerocket (EKS publishes no AL2 AMIs for Kubernetes 1.33 and later) and a pinned release "
+        "such as al2023@v20260304 or bottlerocket@v1.50.0 (latest would roll every node on each AMI "
+        "release)",
+    ),
+    (
         "proxmox-ha",
         {"environment": "prod"},
         "proxmox-ha: 'environment' is 'prod': use one of dev, staging, production",

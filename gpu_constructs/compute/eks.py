@@ -19,15 +19,20 @@ from constructs import Construct
 
 from gpu_constructs import validate, versions
 from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager
+from gpu_constructs.compute.aws_quotas import GpuQuotaCheck
 from gpu_constructs.compute.aws_vpc import AwsVpc, AwsVpcProps, check_network
 from gpu_constructs.compute.base import NodeGroup, PlatformFacts
 from gpu_constructs.compute.eks_cluster import (
+    SYSTEM_ADDON_PODS,
+    SYSTEM_INSTANCE_TYPE,
     SYSTEM_LABEL,
-    SYSTEM_NODE_GROUP,
     SYSTEM_TAINT,
     EksSystemCluster,
     EksSystemClusterProps,
+    PodRequests,
     addon,
+    allocatable,
+    unplaced,
 )
 from gpu_constructs.compute.karpenter import (
     AMI_FAMILIES,
@@ -35,6 +40,7 @@ from gpu_constructs.compute.karpenter import (
     GPU_TAINT,
     INSTANCE_FAMILIES,
     KARPENTER_NAMESPACE,
+    KARPENTER_RESOURCES,
     SEED_NODE_CLASSES,
     SEED_NODE_POOLS,
     SIZES,
@@ -64,6 +70,9 @@ __all__ = [
 ]
 
 
+NODE_MONITORING_AGENT = "eks-node-monitoring-agent"
+"""The EKS add-on that reports GPU, kernel, network and storage health as node conditions."""
+
 NAME_MAX_LENGTH = 36
 """IAM role names and EventBridge rule names may have 64 characters, and the longest one derived from
 the cluster name is ``<name>-karpenter-spot-interruption`` (karpenter.py): 64 - 28."""
@@ -85,7 +94,7 @@ class EksProps:
     """Networks allowed to the public API endpoint (a variable reference allowed)."""
     admin_role_arn: str | None = None
     """IAM role granted cluster-admin through an access entry."""
-    system_instance_type: str = "t3.small"
+    system_instance_type: str = SYSTEM_INSTANCE_TYPE
     system_node_count: int = 2
     system_volume_size_gi: int = 30
     """Root volume (gp3, encrypted) of each system node."""
@@ -96,9 +105,10 @@ class EksProps:
     node_pools: tuple[NodePoolSpec, ...] = SEED_NODE_POOLS
     karpenter_replicas: int = 2
     node_repair: bool = True
-    """Karpenter replaces nodes that stay unhealthy (chart feature gate nodeRepair): kubelet not
-    ready, and accelerator conditions where EKS's node monitoring agent reports them (not installed
-    here); False leaves broken nodes for an operator."""
+    """Karpenter replaces nodes that stay unhealthy (chart feature gate nodeRepair), and the EKS
+    node monitoring agent add-on reports what it sees: without the agent Karpenter sees only the
+    kubelet's Ready condition, not a failed GPU (AcceleratedHardwareReady), kernel, network or disk.
+    False leaves broken nodes for an operator and installs no agent."""
     extended_support: bool = False
     """Allow a Kubernetes version past EKS standard support, billed at the extended-support rate;
     also the cluster's upgrade policy (False: EKS upgrades the control plane itself when standard
@@ -138,6 +148,29 @@ class EksProps:
         validate.int_range("system_node_count", self.system_node_count, 1, 10)
         validate.int_range("system_volume_size_gi", self.system_volume_size_gi, 20, 16384)
         validate.int_range("karpenter_replicas", self.karpenter_replicas, 1, 5)
+        # What the library itself puts on the system nodes must fit them: Karpenter's guaranteed
+        # replicas and the EKS add-ons' pods. The charts' pods (monitoring, KEDA, the controllers)
+        # are known only once rendered: tests/test_system_capacity.py packs all of them.
+        karpenter = PodRequests(
+            "Karpenter",
+            False,
+            self.karpenter_replicas,
+            int(KARPENTER_RESOURCES["cpu"]) * 1000,
+            int(KARPENTER_RESOURCES["memory"].removesuffix("Gi")) * 1024,
+        )
+        if allocatable(self.system_instance_type) is not None:
+            problems = unplaced(
+                [karpenter, *SYSTEM_ADDON_PODS], self.system_node_count, self.system_instance_type
+            )
+            if problems:
+                raise ConfigError(
+                    "system_instance_type",
+                    self.system_instance_type,
+                    f"{self.system_node_count} such nodes cannot hold Karpenter's {self.karpenter_replicas} "
+                    f"replicas of {KARPENTER_RESOURCES['cpu']} CPU and {KARPENTER_RESOURCES['memory']} "
+                    f"with the EKS add-ons ({problems[0]}); use a larger type such as "
+                    f"{SYSTEM_INSTANCE_TYPE} or raise system_node_count",
+                )
         validate.unique("node_classes", (c.name for c in self.node_classes))
         validate.unique("node_pools", (p.name for p in self.node_pools))
         classes = {c.name for c in self.node_classes}
@@ -323,6 +356,10 @@ class EksGpuCompute(Construct):
                 node_repair=props.node_repair,
             ),
         )
+        # Read at plan, before anything is created: a new account's G and P quotas are 0 vCPUs.
+        self.gpu_quotas = GpuQuotaCheck(
+            self, "gpu-quotas", pools=[p for p in props.node_pools if p.has_gpus], region=props.region
+        )
         self.interruption_queue = self.karpenter.interruption_queue
         self.node_pools = self.karpenter.node_pools
         # The Metrics API behind HorizontalPodAutoscalers: EKS's metrics-server community add-on. Its
@@ -330,6 +367,23 @@ class EksGpuCompute(Construct):
         # a node (the add-on reports ACTIVE only once its pods run).
         self.metrics_server = addon(
             self, "addon-metrics-server", self.eks, "metrics-server", depends_on=[self.node_pools]
+        )
+        # Karpenter's node repair acts on the node conditions this agent sets: AcceleratedHardwareReady
+        # (the NVIDIA GPU, replaced after 10 minutes), ContainerRuntimeReady, KernelReady,
+        # NetworkingReady and StorageReady (30 minutes), besides the kubelet's Ready (EKS user guide,
+        # "Automatically repair nodes in EKS clusters" and "Detect node health issues and enable
+        # automatic node repair"). Without it Karpenter sees only Ready. A DaemonSet on every node,
+        # the GPU nodes Karpenter launches included.
+        self.node_monitoring = (
+            addon(
+                self,
+                "addon-eks-node-monitoring-agent",
+                self.eks,
+                NODE_MONITORING_AGENT,
+                depends_on=[self.system_nodes],
+            )
+            if props.node_repair
+            else None
         )
 
     @property
@@ -339,8 +393,9 @@ class EksGpuCompute(Construct):
         groups = [
             NodeGroup(
                 "system node group",
-                # EKS labels managed nodes with their node group's name.
-                members={"eks.amazonaws.com/nodegroup": SYSTEM_NODE_GROUP},
+                # The group's name carries a unique suffix (a replacement gets a new one): its nodes
+                # are known by the label the group gives them.
+                members=dict([SYSTEM_LABEL]),
                 labels=dict([SYSTEM_LABEL]),
                 taints=(SYSTEM_TAINT,),
                 instance_types=(props.system_instance_type,),
@@ -397,6 +452,10 @@ class EksGpuCompute(Construct):
                 "Resource": "*",
             },
             {
+                # CloudWatch Logs may use the key only for this stack's two log groups: the control
+                # plane's and the VPC flow logs' (CloudWatch Logs user guide, "Encrypt log data in
+                # CloudWatch Logs using AWS KMS": the kms:EncryptionContext:aws:logs:arn condition).
+                # Any other log group in the account, or in another account, is refused.
                 "Sid": "CloudWatchLogs",
                 "Effect": "Allow",
                 "Principal": {"Service": f"logs.{props.region}.amazonaws.com"},
@@ -408,5 +467,13 @@ class EksGpuCompute(Construct):
                     "kms:Describe*",
                 ],
                 "Resource": "*",
+                "Condition": {"ArnEquals": {"kms:EncryptionContext:aws:logs:arn": self.log_group_arns}},
             },
         )
+
+    @property
+    def log_group_arns(self) -> list[str]:
+        """The log groups this key encrypts (eks_cluster.py and aws_vpc.py name them so)."""
+        props = self.props
+        logs = f"arn:aws:logs:{props.region}:{props.account_id}:log-group"
+        return [f"{logs}:/aws/eks/{props.name}/cluster", f"{logs}:/aws/vpc/{props.name}/flow-logs"]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cdktf import Fn, Token
+from cdktf import Fn, TerraformResourceLifecycle, Token
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from cdktf_cdktf_provider_aws.data_aws_eks_addon_version import DataAwsEksAddonVersion
 from cdktf_cdktf_provider_aws.data_aws_ssm_parameter import DataAwsSsmParameter
@@ -32,9 +32,118 @@ from gpu_constructs.cluster import GpuCluster, Taint
 from gpu_constructs.iam import service_trust
 
 SYSTEM_NODE_GROUP = "system"
-"""The managed node group's name; EKS labels its nodes ``eks.amazonaws.com/nodegroup`` with it."""
+"""The managed node group's name prefix (EKS adds a unique suffix, and labels the nodes
+``eks.amazonaws.com/nodegroup`` with the whole name): its nodes are known by SYSTEM_LABEL instead."""
 SYSTEM_LABEL = ("role", "system")
 SYSTEM_TAINT = Taint("CriticalAddonsOnly", "true", "NoSchedule")
+SYSTEM_INSTANCE_TYPE = "t3.xlarge"
+"""Two of them hold what tolerates the system taint (about 4.3 vCPU and 5.5 GiB of requests with
+monitoring: Karpenter's two guaranteed 1 CPU / 1Gi replicas, Prometheus's 2Gi, KEDA, the load
+balancer controller, CoreDNS, the EBS CSI controller; tests/test_system_capacity.py packs them);
+the seed's t3.small (1.9 vCPU, 1.5 GiB allocatable) does not hold Karpenter alone."""
+
+
+EC2_SHAPES: dict[str, tuple[int, int, int]] = {
+    # type: (vCPUs, memory MiB, max pods with the VPC CNI and no prefix delegation)
+    "t3.small": (2, 2048, 11),
+    "t3.medium": (2, 4096, 17),
+    "t3.large": (2, 8192, 35),
+    "t3.xlarge": (4, 16384, 58),
+    "t3.2xlarge": (8, 32768, 58),
+    "m5.large": (2, 8192, 29),
+    "m5.xlarge": (4, 16384, 58),
+    "m5.2xlarge": (8, 32768, 58),
+    "m6i.large": (2, 8192, 29),
+    "m6i.xlarge": (4, 16384, 58),
+    "m6i.2xlarge": (8, 32768, 58),
+    "m7i.large": (2, 8192, 29),
+    "m7i.xlarge": (4, 16384, 58),
+    "m7i.2xlarge": (8, 32768, 58),
+    "c5.large": (2, 4096, 29),
+    "c5.xlarge": (4, 8192, 58),
+    "c5.2xlarge": (8, 16384, 58),
+    "c6i.large": (2, 4096, 29),
+    "c6i.xlarge": (4, 8192, 58),
+    "c6i.2xlarge": (8, 16384, 58),
+    "r5.large": (2, 16384, 29),
+    "r5.xlarge": (4, 32768, 58),
+    "r6i.large": (2, 16384, 29),
+    "r6i.xlarge": (4, 32768, 58),
+}
+"""System node shapes: vCPUs and memory from EC2's instance type specifications, max pods from
+aws/amazon-vpc-cni-k8s misc/eni-max-pods.txt (ENIs x (IPv4 addresses per ENI - 1) + 2; nodeadm now
+computes the same from DescribeInstanceTypes)."""
+
+
+def allocatable(instance_type: str) -> tuple[int, int] | None:
+    """What the kubelet of an EKS AL2023 node offers pods, in millicores and MiB, or None for a type
+    not in EC2_SHAPES. nodeadm reserves for the kubelet (awslabs/amazon-eks-ami nodeadm,
+    internal/kubelet/config.go, getMemoryMebibytesToReserve and getCPUMillicoresToReserve): memory
+    11 MiB per pod plus 255 MiB; CPU 6% of the first core, 1% of the second, 0.5% of the third and
+    fourth, 0.25% of the rest; and the kubelet evicts at 100 MiB available (evictionHard
+    memory.available)."""
+    shape = EC2_SHAPES.get(instance_type)
+    if shape is None:
+        return None
+    cpus, memory, max_pods = shape
+    cores = cpus * 1000
+    reserved_cpu = 60 + (10 if cpus >= 2 else 0) + 5 * max(0, min(cpus, 4) - 2) + 2.5 * max(0, cpus - 4)
+    reserved_memory = 255 + 11 * max_pods + 100
+    return int(cores - reserved_cpu), memory - reserved_memory
+
+
+@dataclass(frozen=True)
+class PodRequests:
+    """Pods of one workload and what each requests: ``replicas`` of them, or one per node."""
+
+    where: str
+    per_node: bool
+    replicas: int
+    cpu_m: int
+    memory_mi: int
+
+
+def unplaced(pods: Sequence[PodRequests], nodes: int, instance_type: str) -> list[str]:
+    """Pack ``pods`` onto ``nodes`` nodes of ``instance_type`` as the scheduler would have to: each
+    node's allocatable less its DaemonSet pods, then every other pod, largest first, on the first
+    node with room (first-fit decreasing). Returns one line per pod no node has room for."""
+    shape = allocatable(instance_type)
+    if shape is None:
+        return [f"no allocatable known for {instance_type} (EC2_SHAPES)"]
+    cpu, memory = shape
+    daemons_cpu = sum(p.cpu_m for p in pods if p.per_node)
+    daemons_memory = sum(p.memory_mi for p in pods if p.per_node)
+    free = [[cpu - daemons_cpu, memory - daemons_memory] for _ in range(nodes)]
+    singles = [p for p in pods if not p.per_node for _ in range(p.replicas)]
+    singles.sort(key=lambda p: -max(p.cpu_m / cpu, p.memory_mi / memory))
+    problems = []
+    for pod in singles:
+        room = next((n for n in free if n[0] >= pod.cpu_m and n[1] >= pod.memory_mi), None)
+        if room is None:
+            problems.append(
+                f"{pod.where} (requests {pod.cpu_m}m, {pod.memory_mi}Mi) fits none of {nodes} x "
+                f"{instance_type} ({cpu}m, {memory}Mi allocatable; free: {[tuple(n) for n in free]})"
+            )
+            continue
+        room[0] -= pod.cpu_m
+        room[1] -= pod.memory_mi
+    return problems
+
+
+SYSTEM_ADDON_PODS = (
+    PodRequests("EKS add-on coredns", False, 2, 100, 70),
+    PodRequests("EKS add-on kube-proxy", True, 1, 100, 0),
+    PodRequests("EKS add-on aws-node (VPC CNI)", True, 1, 25, 0),
+    PodRequests("EKS add-on ebs-csi-controller", False, 2, 60, 240),
+    PodRequests("EKS add-on ebs-csi-node", True, 1, 30, 120),
+)
+"""The EKS add-ons' pods on the system nodes, which no Helm release of the stack renders, with the
+requests their upstream manifests set: CoreDNS's Deployment (100m, 70Mi; two replicas), kube-proxy's
+and the VPC CNI's DaemonSets (100m, 25m), the EBS CSI driver's controller (six containers of 10m,
+40Mi) and node plugin (three; installed with monitoring, counted always). These are the upstream
+defaults as known when written, not read from the add-on versions EKS serves (``aws eks
+describe-addon-configuration`` and the running pods show them); the Pod Identity and node monitoring
+agents are not counted."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +160,7 @@ class EksSystemClusterProps:
     """Networks allowed to the public API endpoint (a variable reference allowed)."""
     admin_role_arn: str | None = None
     """IAM role granted cluster-admin through an access entry; None grants only the creator."""
-    system_instance_type: str = "t3.small"
+    system_instance_type: str = SYSTEM_INSTANCE_TYPE
     system_node_count: int = 2
     system_volume_size_gi: int = 30
     """Root volume (gp3, encrypted) of each system node."""
@@ -214,7 +323,9 @@ class EksSystemCluster(Construct):
         template = LaunchTemplate(
             self._here,
             "system-nodes-template",
-            name=f"{props.name}-system",
+            # A prefix, as the node group's: replaced with it (create_before_destroy propagates to
+            # what it depends on), the new template must not collide with the old one's name.
+            name_prefix=f"{props.name}-system-",
             metadata_options={
                 "http_tokens": "required",
                 "http_put_response_hop_limit": 1,
@@ -249,7 +360,13 @@ class EksSystemCluster(Construct):
             self._here,
             "system-nodes",
             cluster_name=self.eks.name,
-            node_group_name=SYSTEM_NODE_GROUP,
+            # A new instance type (or AMI type, subnets, node role) replaces the group: with a fixed
+            # name the new group would collide with the old one (ResourceInUseException), and deleted
+            # first it would leave the add-ons and controllers without a node while its successor
+            # is created. As terraform-aws-eks v21 (modules/eks-managed-node-group/main.tf:
+            # node_group_name_prefix, lifecycle create_before_destroy), the new group is created
+            # under a new name and joins before the old one is drained and deleted.
+            node_group_name_prefix=f"{SYSTEM_NODE_GROUP}-",
             node_role_arn=nodes.role.arn,
             subnet_ids=list(props.subnet_ids),
             instance_types=[props.system_instance_type],
@@ -270,6 +387,7 @@ class EksSystemCluster(Construct):
             # after their role's policies and, on destroy, drained and deleted before them, so the
             # kubelet and the VPC CNI keep their permissions until the instances are gone.
             depends_on=list(nodes.attachments),
+            lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
         )
         self.addons = [
             addon(self._here, f"addon-{name}", self.eks, name, depends_on=[self.system_nodes])

@@ -34,6 +34,9 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.iam import policy_document, service_trust
 
 KARPENTER_NAMESPACE = "karpenter"
+KARPENTER_RESOURCES = {"cpu": "1", "memory": "1Gi"}
+"""Requests and limits of each Karpenter controller replica, as Karpenter's getting-started guide
+installs the chart (controller.resources; the chart's values.yaml carries the same example)."""
 GPU_POOL = "gpu-inference"
 
 # Instance families the NodePools may name, with whether they carry NVIDIA GPUs.
@@ -83,9 +86,11 @@ class NodeClassSpec:
     volume_size_gi: int
     iops: int = 3000
     throughput_mibs: int = 125
-    ami_alias: str = "al2023@latest"
-    """``family@version``: Karpenter picks the NVIDIA variant of AL2023 or Bottlerocket for GPU
-    instance types by itself. Pin a release (``al2023@v20251120``) to roll AMIs out deliberately."""
+    ami_alias: str = versions.EKS_NODE_AMI.version
+    """``family@version`` with a pinned release (Karpenter 1.14 EC2NodeClass CRD, amiSelectorTerms
+    alias: "al2023@v20240625", "bottlerocket@v1.10.0"); Karpenter picks the NVIDIA variant of the
+    release for GPU instance types by itself. ``latest`` is refused: every AMI release would drift
+    every node, the single inference replica's included."""
 
     def __post_init__(self) -> None:
         validate.k8s_name("node class name", self.name)
@@ -94,15 +99,22 @@ class NodeClassSpec:
         validate.int_range(
             f"{self.name}.throughput_mibs", self.throughput_mibs, 125, 1000, why="gp3 allows 125 to 1000"
         )
-        family, _, release = self.ami_alias.partition("@")
-        if family not in AMI_FAMILIES or not re.fullmatch(r"latest|v[0-9][0-9.]*", release):
-            raise ConfigError(
-                f"{self.name}.ami_alias",
-                self.ami_alias,
-                f"use family@version with a family of {', '.join(AMI_FAMILIES)} (EKS publishes no AL2 "
-                "AMIs for Kubernetes 1.33 and later) and version latest or a release such as "
-                "al2023@v20251120",
-            )
+        check_ami_alias(f"{self.name}.ami_alias", self.ami_alias)
+
+
+def check_ami_alias(setting: str, alias: str) -> None:
+    """Refuse an EC2NodeClass alias that is not ``family@release`` with a pinned release."""
+    family, _, release = alias.partition("@")
+    # The release formats of the two families' AMIs: AL2023's vYYYYMMDD, Bottlerocket's vX.Y.Z.
+    formats = {"al2023": r"v20[0-9]{6}", "bottlerocket": r"v[0-9]+\.[0-9]+\.[0-9]+"}
+    if family not in AMI_FAMILIES or not re.fullmatch(formats[family], release):
+        raise ConfigError(
+            setting,
+            alias,
+            f"use family@release with a family of {', '.join(AMI_FAMILIES)} (EKS publishes no AL2 AMIs "
+            "for Kubernetes 1.33 and later) and a pinned release such as al2023@v20260304 or "
+            "bottlerocket@v1.50.0 (latest would roll every node on each AMI release)",
+        )
 
 
 BUDGET_NODES = re.compile(r"^((100|[0-9]{1,2})%|[0-9]+)$")
@@ -223,6 +235,18 @@ class NodePoolSpec:
         )
 
 
+GPU_POOL_BUDGETS = (
+    DisruptionBudget("100%", reasons=("Empty",)),
+    DisruptionBudget("0", reasons=("Underutilized", "Drifted")),
+)
+"""The inference workload runs one replica per GPU node (at most), and none at rest: a GPU node is
+removed as soon as it is empty (scale to zero), but never consolidated or replaced for drift while
+the replica runs on it, which would evict the only replica (Karpenter 1.14 NodePool
+spec.disruption.budgets, per reason; the most restrictive budget for a reason applies). A drifted
+node (a new AMI pin, a changed EC2NodeClass) is replaced when it empties at the next scale-down, or
+at expireAfter. Spot interruptions and node repair are not voluntary disruptions and ignore
+budgets."""
+
 SEED_NODE_CLASSES = (NodeClassSpec("default", 50), NodeClassSpec("gpu", 200, iops=4000, throughput_mibs=200))
 SEED_NODE_POOLS = (
     NodePoolSpec(
@@ -258,6 +282,7 @@ SEED_NODE_POOLS = (
         gpu_limit=4,
         taints=(GPU_TAINT,),
         labels={"nodepool": GPU_POOL},
+        budgets=GPU_POOL_BUDGETS,
         scale_to_zero=True,
     ),
 )
@@ -285,8 +310,9 @@ class KarpenterProps:
     chart_version: str = versions.KARPENTER_CHART.version
     node_repair: bool = True
     """Karpenter replaces nodes that stay unhealthy (chart feature gate nodeRepair): kubelet not
-    ready, and accelerator conditions where EKS's node monitoring agent reports them (not installed
-    here); False leaves broken nodes for an operator."""
+    ready, and the conditions EKS's node monitoring agent reports (AcceleratedHardwareReady for the
+    NVIDIA GPUs, kernel, networking, storage), installed with it by EksGpuCompute; False leaves
+    broken nodes for an operator."""
 
 
 class Karpenter(Construct):
@@ -432,6 +458,9 @@ class Karpenter(Construct):
                     f"{ec2}:*:security-group/*",
                     f"{ec2}:*:subnet/*",
                     f"{ec2}:*:capacity-reservation/*",
+                    # An EC2NodeClass may name a placement group (Karpenter 1.14's CloudFormation
+                    # policy, getting-started cloudformation.yaml, grants it here too).
+                    f"{ec2}:*:placement-group/*",
                 ],
             },
             {
@@ -495,7 +524,8 @@ class Karpenter(Construct):
                 "Sid": "AllowRegionalReadActions",
                 "Effect": "Allow",
                 # DescribeInstanceStatus: Karpenter's instance health checks (node repair);
-                # DescribeCapacityReservations: capacity-reservation NodePools.
+                # DescribeCapacityReservations: capacity-reservation NodePools; DescribePlacementGroups:
+                # an EC2NodeClass's placement group.
                 "Action": [
                     "ec2:DescribeAvailabilityZones",
                     "ec2:DescribeCapacityReservations",
@@ -505,6 +535,7 @@ class Karpenter(Construct):
                     "ec2:DescribeInstanceTypeOfferings",
                     "ec2:DescribeInstanceTypes",
                     "ec2:DescribeLaunchTemplates",
+                    "ec2:DescribePlacementGroups",
                     "ec2:DescribeSecurityGroups",
                     "ec2:DescribeSpotPriceHistory",
                     "ec2:DescribeSubnets",
@@ -642,6 +673,18 @@ class Karpenter(Construct):
                     },
                 },
                 "serviceAccount": {"name": "karpenter"},
+                "controller": {
+                    # The nodes' instance metadata answers only the node itself (hop limit 1), so
+                    # the SDK cannot read the region from it (the chart's values.yaml suggests
+                    # AWS_REGION in controller.env for this).
+                    "env": [{"name": "AWS_REGION", "value": props.region}],
+                    # Upstream's recommendation (getting started with Karpenter, the chart's
+                    # controller.resources example): a guaranteed 1 CPU and 1Gi per replica.
+                    "resources": {
+                        "requests": dict(KARPENTER_RESOURCES),
+                        "limits": dict(KARPENTER_RESOURCES),
+                    },
+                },
                 # The chart's default affinity keeps Karpenter off the nodes it manages; with the
                 # toleration below it lands on the system node group.
                 "tolerations": [
