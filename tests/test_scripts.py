@@ -1248,6 +1248,135 @@ def test_local_ssh_accepts_only_the_given_host_key(host: Host, script: str):
     assert (host.state / "known_hosts").read_text() == f"192.168.1.100 {HOST_KEY}\n"
 
 
+# --- kube-access.sh ---------------------------------------------------------------------------------
+# k3s' admin kubeconfig as the server holds it: base64 of PEM blocks (fake ones: only their shape matters).
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIBADAKBggqhkjOPQQDAjAj\n-----END CERTIFICATE-----\n"
+CERT_PEM = "-----BEGIN CERTIFICATE-----\nMIIBkTCCATegAwIBAgIIQ2xpZW50Q2VydA==\n-----END CERTIFICATE-----\n"
+KEY_PEM = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIEtleUtleUtleUtleQ==\n-----END EC PRIVATE KEY-----\n"
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+K3S_YAML = f"""apiVersion: v1
+clusters:
+- cluster:
+    certificate-authority-data: {_b64(CA_PEM)}
+    server: https://127.0.0.1:6443
+  name: default
+contexts:
+- context:
+    cluster: default
+    user: default
+  name: default
+current-context: default
+kind: Config
+users:
+- name: default
+  user:
+    client-certificate-data: {_b64(CERT_PEM)}
+    client-key-data: {_b64(KEY_PEM)}
+"""
+
+
+def _kube_access(host: Host, mode: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    (host.state / "k3s.yaml").write_text(K3S_YAML)
+    if not (host.bin / "ssh").exists():
+        host.stub("ssh", SSH_KNOWN_HOSTS + 'cat "$STATE/k3s.yaml"')
+    settings = {
+        "SSH_USER": "ubuntu",
+        "SSH_HOST": "192.168.1.100",
+        "SSH_KEY": "/k",
+        "HOST_KEY": HOST_KEY,
+        **env,
+    }
+    return subprocess.run(
+        ["bash", str(SCRIPTS_DIR / "kube-access.sh"), mode],
+        input=stdin,
+        env=host.environment(**settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_kube_access_reads_the_cluster_ca_from_the_server_for_the_data_source(host: Host):
+    # The external data source writes its query to stdin and reads one JSON object of strings.
+    result = _kube_access(host, "ca", stdin='{"api": "0f1e"}')
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer == {"ca_base64": _b64(CA_PEM)}
+    (call,) = host.calls("ssh")
+    assert "ubuntu@192.168.1.100 sudo cat '/etc/rancher/k3s/k3s.yaml'" in call
+    assert "StrictHostKeyChecking=yes" in call.split()
+    assert (host.state / "known_hosts").read_text() == f"192.168.1.100 {HOST_KEY}\n"
+
+
+def test_kube_access_hands_the_admin_certificate_to_client_go_and_keeps_no_copy(host: Host):
+    host.stub("ssh", SSH_KNOWN_HOSTS + 'cat "$STATE/k3s.yaml"')
+    (host.state / "k3s.yaml").write_text(K3S_YAML)
+    tmp = host.root / "tmp"
+    tmp.mkdir()
+    before = {p.name for p in host.root.rglob("*")}
+    result = _kube_access(host, "credential", TMPDIR=str(tmp))
+    assert result.returncode == 0, result.stderr
+    credential = json.loads(result.stdout)
+    assert credential["apiVersion"] == "client.authentication.k8s.io/v1"
+    assert credential["kind"] == "ExecCredential"
+    assert credential["status"] == {"clientCertificateData": CERT_PEM, "clientKeyData": KEY_PEM}
+    # Nothing left behind: the pinned known_hosts file is removed, no kubeconfig is written.
+    after = {p.name for p in host.root.rglob("*")}
+    assert after - before == {"known_hosts"}  # the stub's own record of what ssh was given
+    assert list(tmp.iterdir()) == []
+    assert KEY_PEM.splitlines()[1] not in result.stderr
+
+
+def test_kube_access_reads_what_the_server_holds_now_on_every_run(host: Host):
+    """A renewed client certificate (k3s rewrites k3s.yaml when it starts) is used at the next run."""
+    first = json.loads(_kube_access(host, "credential").stdout)
+    renewed = CERT_PEM.replace("Q2xpZW50Q2VydA==", "UmVuZXdlZENlcnQ=")
+    host.stub("ssh", f"sed 's#{_b64(CERT_PEM)}#{_b64(renewed)}#' \"$STATE/k3s.yaml\"")
+    second = json.loads(_kube_access(host, "credential").stdout)
+    assert first["status"]["clientCertificateData"] == CERT_PEM
+    assert second["status"]["clientCertificateData"] == renewed
+
+
+def test_kube_access_fails_clearly_when_the_server_cannot_be_read(host: Host):
+    host.stub("ssh", 'echo "ssh: connect to host 192.168.1.100 port 22: Connection refused" >&2; exit 255')
+    result = _kube_access(host, "ca")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "could not read /etc/rancher/k3s/k3s.yaml on 192.168.1.100 over SSH as ubuntu" in result.stderr
+    assert "Connection refused" in result.stderr and "admin_cidrs" in result.stderr
+
+
+def test_kube_access_names_a_changed_host_key(host: Host):
+    host.stub("ssh", 'echo "Host key verification failed." >&2; exit 255')
+    result = _kube_access(host, "credential")
+    assert result.returncode == 1
+    assert "not the one in the ssh_host_keys variable" in result.stderr
+
+
+def test_kube_access_refuses_a_file_that_is_not_an_admin_kubeconfig(host: Host):
+    host.stub("ssh", "echo 'apiVersion: v1'")
+    result = _kube_access(host, "credential")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "has no client-certificate-data" in result.stderr
+
+
+def test_kube_access_without_a_host_key_trusts_on_first_use_only_when_told(host: Host):
+    result = _kube_access(host, "ca", HOST_KEY="")
+    assert result.returncode == 0, result.stderr
+    assert "StrictHostKeyChecking=accept-new" in host.calls("ssh")[0].split()
+
+
+def test_kube_access_rejects_an_unknown_mode(host: Host):
+    result = _kube_access(host, "token")
+    assert result.returncode == 2 and "use ca or credential" in result.stderr
+
+
 # --- vault-bootstrap.sh ----------------------------------------------------------------------------
 # `k3s kubectl` against a fake cluster: `exec ... -- env VAULT_TOKEN=.. vault ...` answers like the
 # Vault CLI from state files (per-pod initialized/unsealed, mounts, auth, database config), and
