@@ -71,8 +71,8 @@ def test_server_steps_run_detection_driver_toolkit_and_k3s_in_order(synth):
 def test_driver_step_waits_for_the_reboot_before_the_next_step_connects(synth):
     step = steps(build(synth)[0])["server-gpu-driver"]
     kinds = [next(iter(p)) for p in step["provisioner"]]
-    assert kinds[-2:] == ["remote-exec", "local-exec"]
-    local = step["provisioner"][-1]["local-exec"]
+    assert kinds[-3:] == ["remote-exec", "local-exec", "local-exec"]
+    local = step["provisioner"][-2]["local-exec"]
     assert "wait-for-reboot.sh" in local["command"] or "boot_id" in local["command"]
     assert local["environment"] == {
         "SSH_USER": "ubuntu",
@@ -447,3 +447,36 @@ def test_single_node_refuses_a_zero_etcd_retention():
 
     with pytest.raises(ConfigError, match="etcd_snapshot_retention"):
         SingleNodeSettings(etcd_snapshot_retention=0)
+
+
+def _local_scripts(step: dict) -> list[tuple[int, str, dict]]:
+    """(position, script's first comment line, environment) of each local-exec of a step."""
+    found = []
+    for position, provisioner in enumerate(step["provisioner"]):
+        if "local-exec" in provisioner:
+            body = provisioner["local-exec"]
+            found.append((position, body["command"].splitlines()[1], body["environment"]))
+    return found
+
+
+def test_the_driver_step_drains_first_and_uncordons_after_the_boot_check(synth):
+    """Order inside the step: uploads, drain (asks the uploaded nvidia-driver.sh), the driver,
+    the reboot wait with nvidia-smi, uncordon. The drain runs on the server for every node."""
+    synthesized, _ = build(synth, hosts=hosts(2))
+    for name, node_ip, bypass in (
+        ("server-gpu-driver", "192.168.1.100", "0"),
+        ("agent-1-gpu-driver", "192.168.1.101", "0"),
+    ):
+        step = steps(synthesized)[name]
+        kinds = [next(iter(p)) for p in step["provisioner"]]
+        remote = max(i for i, kind in enumerate(kinds) if kind == "remote-exec")
+        (drain, wait, uncordon) = _local_scripts(step)
+        assert kinds[: drain[0]].count("file") == 2 and drain[0] < remote < wait[0] < uncordon[0]
+        assert "Drain a node" in drain[1] and "Wait until" in wait[1] and "Drain a node" in uncordon[1]
+        assert (drain[2]["MODE"], uncordon[2]["MODE"]) == ("drain", "uncordon")
+        for env in (drain[2], uncordon[2]):
+            assert env["SSH_HOST"] == "192.168.1.100" and env["NODE_SSH_HOST"] == node_ip
+            assert env["HOST_KEY"] == HOST_KEY and env["NODE_HOST_KEY"] == HOST_KEY
+        assert drain[2]["DRIVER_BRANCH"] == "580" and drain[2]["BYPASS_PDB"] == bypass
+    single = steps(build(synth)[0])["server-gpu-driver"]
+    assert _local_scripts(single)[0][2]["BYPASS_PDB"] == "1"

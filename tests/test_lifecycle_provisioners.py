@@ -193,12 +193,12 @@ def test_set_e_first_satisfies_the_gate():
     """The fix the gate asks for is accepted by both checks; so is `|| exit 1` on each command."""
     synthesized = copy.deepcopy(stack_json("single-node"))
     k3s = "terraform_data.compute_server-k3s_CF7027BF provisioner[4] remote-exec"
-    driver = "terraform_data.compute_server-gpu-driver_837B4D8C provisioner[3] remote-exec"
+    driver = "terraform_data.compute_server-gpu-driver_837B4D8C provisioner[4] remote-exec"
     k3s_inline = _without_set_e(
         _resource(synthesized, k3s.split()[0])["provisioner"][4]["remote-exec"]["inline"]
     )
     driver_inline = _without_set_e(
-        _resource(synthesized, driver.split()[0])["provisioner"][3]["remote-exec"]["inline"]
+        _resource(synthesized, driver.split()[0])["provisioner"][4]["remote-exec"]["inline"]
     )
     assert {k3s, driver} <= set(provisioners.findings("single-node", synthesized))
     k3s_inline.insert(0, "set -e")

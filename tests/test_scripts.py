@@ -1248,6 +1248,164 @@ def test_local_ssh_accepts_only_the_given_host_key(host: Host, script: str):
     assert (host.state / "known_hosts").read_text() == f"192.168.1.100 {HOST_KEY}\n"
 
 
+# --- node-drain.sh ---------------------------------------------------------------------------------
+# One ssh for both hosts: the node answers 'nvidia-driver.sh check' with $STATE/verdict (its exit
+# status); the server's k3s kubectl keeps the node's annotation in $STATE/annotated and its cordon in
+# $STATE/cordoned, lists the nodes while $STATE/k3s-up exists and fails a drain with $STATE/drain-rc.
+DRAIN_SSH = r"""
+cmd="${*: -1}"
+case "$cmd" in
+  *"nvidia-driver.sh\" check"*)
+    rc="$(cat "$STATE/verdict")"
+    [ "$rc" = 0 ] && echo "nvidia-driver: nvidia-driver-580-server-open installed and loaded; a run changes nothing."
+    [ "$rc" = 10 ] && echo "nvidia-driver: a run would change the driver (nvidia-driver-580-server-open; loaded now: 570)."
+    exit "$rc" ;;
+  *"get nodes"*)
+    [ -f "$STATE/k3s-up" ] && printf 'gpu-host 192.168.1.100\ngpu-agent 192.168.1.101\n'; exit 0 ;;
+  *"get node "*) cat "$STATE/annotated" 2>/dev/null; exit 0 ;;
+  *"drain "*)
+    touch "$STATE/cordoned"
+    rc="$(cat "$STATE/drain-rc" 2>/dev/null || echo 0)"
+    [ "$rc" = 0 ] || echo "error: cannot evict pod as it would violate the pod's disruption budget" >&2
+    exit "$rc" ;;
+  *"uncordon "*)
+    rm -f "$STATE/cordoned"
+    case "$cmd" in *"drained-for-"*) rm -f "$STATE/annotated" ;; esac
+    exit 0 ;;
+  *"annotate node"*"drained-for=nvidia-driver"*) echo nvidia-driver > "$STATE/annotated"; exit 0 ;;
+esac
+exit 0
+"""
+
+
+def _drain(host: Host, mode: str, **env: str) -> subprocess.CompletedProcess[str]:
+    host.stub("ssh", DRAIN_SSH)
+    settings = {
+        "MODE": mode,
+        "SSH_USER": "ubuntu",
+        "SSH_HOST": "192.168.1.100",
+        "SSH_KEY": "/k",
+        "HOST_KEY": HOST_KEY,
+        "NODE_SSH_USER": "ubuntu",
+        "NODE_SSH_HOST": "192.168.1.100",
+        "NODE_SSH_KEY": "/k",
+        "NODE_HOST_KEY": HOST_KEY,
+        "DRIVER_BRANCH": "580",
+        "DRIVER_KERNEL_MODULES": "open",
+        **env,
+    }
+    return host.run("node-drain.sh", **settings)
+
+
+def _server_commands(host: Host) -> list[str]:
+    return [call.split("ubuntu@192.168.1.100 ", 1)[1] for call in host.calls("ssh") if "k3s kubectl" in call]
+
+
+def test_drain_before_a_driver_change_on_a_running_node(host: Host):
+    (host.state / "verdict").write_text("10")
+    (host.state / "k3s-up").touch()
+    result = _drain(host, "drain", BYPASS_PDB="1")
+    assert result.returncode == 0, result.stderr
+    assert "gpu-host: the driver changes" in result.stdout and "gpu-host drained" in result.stdout
+    (drain,) = [c for c in _server_commands(host) if "drain " in c]
+    assert drain == (
+        "sudo k3s kubectl drain 'gpu-host' --ignore-daemonsets --delete-emptydir-data --timeout=600s "
+        "--disable-eviction"
+    )
+    assert (host.state / "annotated").read_text().strip() == "nvidia-driver"
+    # every connection checks the pinned key
+    assert all("StrictHostKeyChecking=yes" in call.split() for call in host.calls("ssh"))
+
+
+def test_drain_honours_disruption_budgets_on_a_cluster_of_several_nodes(host: Host):
+    (host.state / "verdict").write_text("10")
+    (host.state / "k3s-up").touch()
+    result = _drain(host, "drain", BYPASS_PDB="0", NODE_SSH_HOST="192.168.1.101")
+    assert result.returncode == 0, result.stderr
+    (drain,) = [c for c in _server_commands(host) if "drain " in c]
+    assert "'gpu-agent'" in drain and "--disable-eviction" not in drain
+
+
+def test_drain_leaves_a_node_whose_driver_stays_alone(host: Host):
+    """A re-run (a script edit, an unchanged branch) changes nothing and must not stop the app."""
+    (host.state / "verdict").write_text("0")
+    (host.state / "k3s-up").touch()
+    result = _drain(host, "drain")
+    assert result.returncode == 0, result.stderr
+    assert "nothing to drain" in result.stdout
+    assert _server_commands(host) == []
+
+
+def test_drain_on_a_first_apply_has_no_cluster_to_drain_from(host: Host):
+    (host.state / "verdict").write_text("10")
+    result = _drain(host, "drain")
+    assert result.returncode == 0, result.stderr
+    assert "not a node of a running cluster yet; nothing to drain" in result.stdout
+    assert not [c for c in _server_commands(host) if "drain " in c or "annotate" in c]
+
+
+def test_a_drain_that_does_not_finish_uncordons_and_fails_before_the_driver_changes(host: Host):
+    (host.state / "verdict").write_text("10")
+    (host.state / "k3s-up").touch()
+    (host.state / "drain-rc").write_text("1")
+    result = _drain(host, "drain", DRAIN_TIMEOUT="30")
+    assert result.returncode == 1
+    assert (
+        "gpu-host did not drain within 30s; it is schedulable again and its driver is unchanged"
+        in result.stderr
+    )
+    assert not (host.state / "cordoned").exists() and not (host.state / "annotated").exists()
+
+
+def test_drain_fails_when_the_node_cannot_be_asked(host: Host):
+    (host.state / "verdict").write_text("255")
+    result = _drain(host, "drain")
+    assert result.returncode == 1
+    assert "could not ask 192.168.1.100 whether its driver changes (exit 255)" in result.stderr
+
+
+def test_uncordon_after_the_boot_check_only_a_node_the_stack_drained(host: Host):
+    (host.state / "k3s-up").touch()
+    (host.state / "annotated").write_text("nvidia-driver")
+    (host.state / "cordoned").touch()
+    result = _drain(host, "uncordon")
+    assert result.returncode == 0, result.stderr
+    assert "gpu-host is schedulable again" in result.stdout
+    assert not (host.state / "cordoned").exists() and not (host.state / "annotated").exists()
+    # An operator's own cordon (no annotation) is left alone.
+    (host.state / "cordoned").touch()
+    result = _drain(host, "uncordon")
+    assert result.returncode == 0 and "not drained by the stack; left as it is" in result.stdout
+    assert (host.state / "cordoned").exists()
+
+
+def test_drain_rejects_an_unknown_mode(host: Host):
+    result = _drain(host, "reboot")
+    assert result.returncode == 2 and "MODE is 'reboot': use drain or uncordon" in result.stderr
+
+
+def test_driver_check_says_whether_a_run_would_change_anything_and_changes_nothing(host: Host):
+    env = _driver_host(host, loaded="580.95.05", modprobe_ok=True, installed="nvidia-driver-580-server-open")
+    result = subprocess.run(
+        ["bash", str(SCRIPTS_DIR / "nvidia-driver.sh"), "check"],
+        env=host.environment(DRIVER_BRANCH="580", **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    env = _driver_host(host, loaded="570.172.08", modprobe_ok=True, installed="nvidia-driver-580-server-open")
+    result = subprocess.run(
+        ["bash", str(SCRIPTS_DIR / "nvidia-driver.sh"), "check"],
+        env=host.environment(DRIVER_BRANCH="580", **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 10, result.stderr
+    assert host.calls("apt-get") == [] and host.calls("apt-mark") == [] and host.calls("nohup") == []
+
+
 # --- kube-access.sh ---------------------------------------------------------------------------------
 # k3s' admin kubeconfig as the server holds it: base64 of PEM blocks (fake ones: only their shape matters).
 CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIBADAKBggqhkjOPQQDAjAj\n-----END CERTIFICATE-----\n"

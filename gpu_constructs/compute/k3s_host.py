@@ -173,6 +173,19 @@ class K3sHostGpuCompute(Construct):
             name = "server" if index == 0 else f"agent-{index}"
             after: list[DataResource] = []
             if props.gpu_enabled:
+                driver = {
+                    "DRIVER_BRANCH": props.driver_branch,
+                    "DRIVER_KERNEL_MODULES": props.driver_kernel_modules,
+                }
+                # The node's pods are stopped cleanly (the database, Vault, the app) before the
+                # driver changes under them and the host reboots, and it takes pods again only
+                # once the driver answers after the boot. Drained from the server (the only host
+                # with the cluster's admin kubeconfig), over SSH from the machine that runs
+                # Terraform; a driver that stays, or a node that has not joined yet, is left alone.
+                drain = {
+                    **self.server.local_ssh_env(),
+                    **{f"NODE_{key}": value for key, value in host.local_ssh_env().items()},
+                }
                 self.reboot_steps.append(
                     run_scripts(
                         self,
@@ -180,20 +193,28 @@ class K3sHostGpuCompute(Construct):
                         host=host,
                         runs=[
                             ScriptRun("gpu-detect.sh", {"REQUIRE_GPU": "1"}),
-                            ScriptRun(
-                                "nvidia-driver.sh",
-                                {
-                                    "DRIVER_BRANCH": props.driver_branch,
-                                    "DRIVER_KERNEL_MODULES": props.driver_kernel_modules,
-                                },
-                            ),
+                            ScriptRun("nvidia-driver.sh", driver),
                         ],
-                        # A driver that needs a reboot reboots the host; the next step must not
-                        # connect before it is back (remote-exec would connect to the dying host).
-                        then_local=ScriptRun(
-                            "wait-for-reboot.sh",
-                            {**host.local_ssh_env(), "WAIT_SECONDS": str(props.reboot_wait_seconds)},
+                        before_local=ScriptRun(
+                            "node-drain.sh",
+                            {
+                                **drain,
+                                **driver,
+                                "MODE": "drain",
+                                # One node: no PodDisruptionBudget can be met (node-drain.sh).
+                                "BYPASS_PDB": "1" if len(props.hosts) == 1 else "0",
+                            },
                         ),
+                        # A driver that needs a reboot reboots the host; the next step must not
+                        # connect before it is back (remote-exec would connect to the dying host),
+                        # and the node is uncordoned only once the driver works after it.
+                        then_local=[
+                            ScriptRun(
+                                "wait-for-reboot.sh",
+                                {**host.local_ssh_env(), "WAIT_SECONDS": str(props.reboot_wait_seconds)},
+                            ),
+                            ScriptRun("node-drain.sh", {**drain, "MODE": "uncordon"}),
+                        ],
                     )
                 )
                 after.append(self.reboot_steps[-1])
