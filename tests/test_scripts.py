@@ -1251,7 +1251,8 @@ def test_local_ssh_accepts_only_the_given_host_key(host: Host, script: str):
 # --- node-drain.sh ---------------------------------------------------------------------------------
 # One ssh for both hosts: the node answers 'nvidia-driver.sh check' with $STATE/verdict (its exit
 # status); the server's k3s kubectl keeps the node's annotation in $STATE/annotated and its cordon in
-# $STATE/cordoned, lists the nodes while $STATE/k3s-up exists and fails a drain with $STATE/drain-rc.
+# $STATE/cordoned, lists the nodes while $STATE/k3s-up exists (else says there is no k3s) and fails a
+# drain with $STATE/drain-rc.
 DRAIN_SSH = r"""
 cmd="${*: -1}"
 case "$cmd" in
@@ -1261,7 +1262,14 @@ case "$cmd" in
     [ "$rc" = 10 ] && echo "nvidia-driver: a run would change the driver (nvidia-driver-580-server-open; loaded now: 570)."
     exit "$rc" ;;
   *"get nodes"*)
-    [ -f "$STATE/k3s-up" ] && printf 'gpu-host 192.168.1.100\ngpu-agent 192.168.1.101\n'; exit 0 ;;
+    # $STATE/api-down: how many more times the API does not answer (k3s starting after the boot).
+    down="$(cat "$STATE/api-down" 2>/dev/null || echo 0)"
+    if [ "$down" -gt 0 ]; then
+      echo $((down - 1)) > "$STATE/api-down"
+      echo "The connection to the server 127.0.0.1:6443 was refused" >&2; exit 1
+    fi
+    if [ -f "$STATE/k3s-up" ]; then printf 'gpu-host 192.168.1.100\ngpu-agent 192.168.1.101\n'; else echo no-k3s; fi
+    exit 0 ;;
   *"get node "*) cat "$STATE/annotated" 2>/dev/null; exit 0 ;;
   *"drain "*)
     touch "$STATE/cordoned"
@@ -1292,6 +1300,7 @@ def _drain(host: Host, mode: str, **env: str) -> subprocess.CompletedProcess[str
         "NODE_HOST_KEY": HOST_KEY,
         "DRIVER_BRANCH": "580",
         "DRIVER_KERNEL_MODULES": "open",
+        "POLL_SECONDS": "0",
         **env,
     }
     return host.run("node-drain.sh", **settings)
@@ -1377,6 +1386,37 @@ def test_uncordon_after_the_boot_check_only_a_node_the_stack_drained(host: Host)
     result = _drain(host, "uncordon")
     assert result.returncode == 0 and "not drained by the stack; left as it is" in result.stdout
     assert (host.state / "cordoned").exists()
+
+
+def test_uncordon_waits_for_the_api_of_a_server_that_is_still_starting(host: Host):
+    """Right after the reboot k3s may not answer yet: the node must not stay cordoned for it."""
+    (host.state / "k3s-up").touch()
+    (host.state / "annotated").write_text("nvidia-driver")
+    (host.state / "cordoned").touch()
+    (host.state / "api-down").write_text("3")
+    result = _drain(host, "uncordon")
+    assert result.returncode == 0, result.stderr
+    assert "gpu-host is schedulable again" in result.stdout
+    assert not (host.state / "cordoned").exists()
+
+
+def test_a_server_whose_api_never_answers_fails_clearly(host: Host):
+    (host.state / "verdict").write_text("10")
+    (host.state / "api-down").write_text("1000")
+    result = _drain(host, "drain", API_WAIT="0")
+    assert result.returncode == 1
+    assert "the k3s API on 192.168.1.100 does not answer" in result.stderr
+    assert "connection to the server 127.0.0.1:6443 was refused" in result.stderr
+
+
+def test_drain_leaves_no_file_behind(host: Host):
+    tmp = host.root / "tmp"
+    tmp.mkdir()
+    (host.state / "verdict").write_text("10")
+    (host.state / "k3s-up").touch()
+    assert _drain(host, "drain", TMPDIR=str(tmp)).returncode == 0
+    assert _drain(host, "uncordon", TMPDIR=str(tmp)).returncode == 0
+    assert list(tmp.iterdir()) == []
 
 
 def test_drain_rejects_an_unknown_mode(host: Host):

@@ -35,31 +35,51 @@ case "$mode" in
   *) echo "ERROR: node-drain: MODE is '${mode}': use drain or uncordon" >&2; exit 2 ;;
 esac
 
-files=()
-trap 'rm -f ${files[@]+"${files[@]}"}' EXIT
-# ssh_to USER HOST KEY HOST_KEY COMMAND: one command on a host, checking its key when one is given.
+# The pinned keys, one known-hosts file per host, made here: files made inside a command
+# substitution would outlive its subshell (the EXIT trap is this shell's).
+server_known="$(mktemp)"
+node_known="$(mktemp)"
+errors="$(mktemp)"
+trap 'rm -f "$server_known" "$node_known" "$errors"' EXIT
+printf '%s %s\n' "$SSH_HOST" "${HOST_KEY:-}" >"$server_known"
+printf '%s %s\n' "$node_ip" "${NODE_HOST_KEY:-}" >"$node_known"
+# ssh_to USER HOST KEY HOST_KEY KNOWN_HOSTS COMMAND: one command on a host, checking its key when one
+# is given.
 ssh_to() {
-  local options=(-i "$3" -o BatchMode=yes -o ConnectTimeout=10) known
+  local options=(-i "$3" -o BatchMode=yes -o ConnectTimeout=10)
   if [ -n "$4" ]; then
-    known="$(mktemp)"
-    files+=("$known")
-    printf '%s %s\n' "$2" "$4" >"$known"
-    options+=(-o StrictHostKeyChecking=yes -o UserKnownHostsFile="$known")
+    options+=(-o StrictHostKeyChecking=yes -o UserKnownHostsFile="$5")
   else
     options+=(-o StrictHostKeyChecking=accept-new)
   fi
   # shellcheck disable=SC2029 # the remote command is composed here, with local values, on purpose
-  ssh "${options[@]}" "$1@$2" "$5"
+  ssh "${options[@]}" "$1@$2" "$6"
 }
-server() { ssh_to "$SSH_USER" "$SSH_HOST" "$SSH_KEY" "${HOST_KEY:-}" "$1"; }
-node() { ssh_to "${NODE_SSH_USER:-$SSH_USER}" "$node_ip" "${NODE_SSH_KEY:-$SSH_KEY}" "${NODE_HOST_KEY:-}" "$1"; }
+server() { ssh_to "$SSH_USER" "$SSH_HOST" "$SSH_KEY" "${HOST_KEY:-}" "$server_known" "$1"; }
+node() {
+  ssh_to "${NODE_SSH_USER:-$SSH_USER}" "$node_ip" "${NODE_SSH_KEY:-$SSH_KEY}" "${NODE_HOST_KEY:-}" "$node_known" "$1"
+}
 
-# The node's name, from its InternalIP; empty when k3s does not run on the server or the node has
-# not registered.
+# The node's name, from its InternalIP; empty when there is no cluster to drain from or the node has
+# not registered. A server without k3s has no cluster (a first apply drives the hosts' drivers before
+# k3s), nor, for a drain, one whose k3s service is stopped. A k3s that runs (or, to uncordon after
+# the reboot, is starting) but whose API does not answer yet is waited for, up to API_WAIT seconds.
 node_name() {
-  local nodes
+  local nodes deadline=$((SECONDS + ${API_WAIT:-300}))
+  local stopped=""
+  [ "$mode" = drain ] && stopped='elif ! sudo systemctl is-active --quiet k3s; then echo no-k3s; '
   # shellcheck disable=SC2016 # a jsonpath, not a shell expansion
-  nodes="$(server 'if command -v k3s >/dev/null && sudo systemctl is-active --quiet k3s; then sudo k3s kubectl get nodes -o jsonpath='"'"'{range .items[*]}{.metadata.name}{" "}{.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}'"'"'; fi')"
+  local list='if ! command -v k3s >/dev/null; then echo no-k3s; '"$stopped"'else sudo k3s kubectl get nodes -o jsonpath='"'"'{range .items[*]}{.metadata.name}{" "}{.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}'"'"'; fi'
+  until nodes="$(server "$list" 2>"$errors")"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "ERROR: node-drain: the k3s API on ${SSH_HOST} does not answer ('k3s kubectl get nodes'):" >&2
+      tail -n 3 "$errors" >&2
+      echo "Check 'systemctl status k3s' on ${SSH_HOST}, then re-run the apply." >&2
+      exit 1
+    fi
+    sleep "${POLL_SECONDS:-5}"
+  done
+  [ "$nodes" = no-k3s ] && return 0
   awk -v ip="$node_ip" '$2 == ip { print $1 }' <<<"$nodes"
 }
 
