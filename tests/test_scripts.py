@@ -1510,6 +1510,7 @@ def test_kube_access_reads_the_cluster_ca_from_the_server_for_the_data_source(ho
     (call,) = host.calls("ssh")
     assert "ubuntu@192.168.1.100 sudo cat '/etc/rancher/k3s/k3s.yaml'" in call
     assert "StrictHostKeyChecking=yes" in call.split()
+    assert "-n" in call.split()  # never reads the terminal client-go may hand the plugin
     assert (host.state / "known_hosts").read_text() == f"192.168.1.100 {HOST_KEY}\n"
 
 

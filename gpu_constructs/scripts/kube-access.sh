@@ -25,7 +25,8 @@ case "$mode" in
   *) echo "ERROR: kube-access: mode '${mode}': use ca or credential" >&2; exit 2 ;;
 esac
 
-ssh_options=(-i "$key" -o BatchMode=yes -o ConnectTimeout=10)
+# -n: never read stdin (client-go may hand the exec plugin a terminal).
+ssh_options=(-n -i "$key" -o BatchMode=yes -o ConnectTimeout=10)
 known_hosts=""
 if [ -n "${HOST_KEY:-}" ]; then
   known_hosts="$(mktemp)"
