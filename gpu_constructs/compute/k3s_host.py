@@ -281,8 +281,11 @@ class K3sHostGpuCompute(Construct):
         # and a clean checkout or a CI runner would have none.
         # `api` exists once per cluster, after the server's k3s step: on a first apply its id is
         # unknown at plan, so the CA is read during the apply, once k3s has made it (Terraform reads
-        # a data source whose arguments are unknown at apply). Later plans read it at once: a k3s
-        # upgrade re-runs the k3s step, not this one.
+        # a data source whose arguments are not known until apply during the apply:
+        # developer.hashicorp.com/terraform/language/data-sources, "Data resource behavior"). Later
+        # plans read it at once: a k3s upgrade re-runs the k3s step, not this one. (With the CA
+        # unknown, the helm provider is configured without it at plan and plans creates without
+        # calling the API; it is configured again with the CA for the apply.)
         self.api = DataResource(
             self, "api", triggers_replace={"cluster": self.datastore.id}, depends_on=[node_steps[0]]
         )
