@@ -480,3 +480,18 @@ def test_the_driver_step_drains_first_and_uncordons_after_the_boot_check(synth):
         assert drain[2]["DRIVER_BRANCH"] == "580" and drain[2]["BYPASS_PDB"] == bypass
     single = steps(build(synth)[0])["server-gpu-driver"]
     assert _local_scripts(single)[0][2]["BYPASS_PDB"] == "1"
+
+
+def test_driver_steps_run_one_host_after_the_other_server_first(synth):
+    """A driver upgrade drains and reboots one node at a time; an agent's drain never asks a server
+    that is rebooting for its own driver."""
+    synthesized, _ = build(synth, hosts=hosts(3))
+    ids = {
+        name: i
+        for i in resources(synthesized, "terraform_data")
+        for name in [i.removeprefix("compute_").rsplit("_", 1)[0]]
+    }
+    found = steps(synthesized)
+    assert found["server-gpu-driver"].get("depends_on") is None
+    assert found["agent-1-gpu-driver"]["depends_on"] == [f"terraform_data.{ids['server-gpu-driver']}"]
+    assert found["agent-2-gpu-driver"]["depends_on"] == [f"terraform_data.{ids['agent-1-gpu-driver']}"]

@@ -215,6 +215,10 @@ class K3sHostGpuCompute(Construct):
                             ),
                             ScriptRun("node-drain.sh", {**drain, "MODE": "uncordon"}),
                         ],
+                        # One host after the other, server first: a driver upgrade drains and
+                        # reboots one node at a time, and no drain asks a server that is itself
+                        # rebooting for its driver.
+                        depends_on=self.reboot_steps[-1:],
                     )
                 )
                 after.append(self.reboot_steps[-1])
