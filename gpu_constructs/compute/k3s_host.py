@@ -26,7 +26,7 @@ from gpu_constructs.compute.base import NodeGroup, PlatformFacts, k3s_platform
 from gpu_constructs.compute.etcd import SECRET_FLAGS, EtcdSnapshots
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script, run_scripts, script_literal
-from gpu_constructs.providers.external import DataExternal, ExternalProvider
+from gpu_constructs.providers.external import DataExternal
 
 OPEN_MODULES_SINCE = 515
 """The first driver branch with NVIDIA's open GPU kernel modules (production-ready since 515)."""
@@ -293,7 +293,6 @@ class K3sHostGpuCompute(Construct):
         self.api = DataResource(
             self, "api", triggers_replace={"cluster": self.datastore.id}, depends_on=[node_steps[0]]
         )
-        ExternalProvider(self, "external")
 
         # `env NAME=value ... bash -c <script> kube-access <mode>`: the settings as arguments of
         # env(1), never through a shell (the exec plugin's own env map would do for the provider,

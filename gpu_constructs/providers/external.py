@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cdktf import TerraformDataSource, TerraformProvider, TerraformProviderGeneratorMetadata, Token
+from cdktf import TerraformDataSource, TerraformStack, Token
 from constructs import Construct
 
 from gpu_constructs import versions
@@ -22,24 +22,13 @@ PROVIDER_SOURCE = "hashicorp/external"
 PROVIDER_VERSION = versions.TERRAFORM_PROVIDER_EXTERNAL.version
 
 
-def _metadata() -> TerraformProviderGeneratorMetadata:
-    return TerraformProviderGeneratorMetadata(provider_name="external", provider_version=PROVIDER_VERSION)
-
-
-class ExternalProvider(TerraformProvider):
-    """``provider "external"``: no arguments."""
-
-    def __init__(self, scope: Construct, id: str) -> None:
-        super().__init__(
-            scope,
-            id,
-            terraform_resource_type="external",
-            terraform_generator_metadata=_metadata(),
-            terraform_provider_source=PROVIDER_SOURCE,
-        )
-
-    def _synthesize_attributes(self) -> Mapping[str, Any]:
-        return {}
+def require_external(scope: Construct) -> None:
+    """Pin the provider in the stack's ``required_providers``. No ``provider "external"`` block: the
+    provider takes no configuration, and Terraform configures one without a block of its own (an
+    empty block would read as a lost struct to the stacks' checks)."""
+    TerraformStack.of(scope).add_override(
+        "terraform.required_providers.external", {"source": PROVIDER_SOURCE, "version": PROVIDER_VERSION}
+    )
 
 
 class DataExternal(TerraformDataSource):
@@ -54,9 +43,9 @@ class DataExternal(TerraformDataSource):
         query: Mapping[str, str] | None = None,
         working_dir: str | None = None,
     ) -> None:
-        super().__init__(
-            scope, id, terraform_resource_type="external", terraform_generator_metadata=_metadata()
-        )
+        # No generator metadata: cdktf would then look for a provider construct in the stack.
+        super().__init__(scope, id, terraform_resource_type="external")
+        require_external(scope)
         if not program:
             raise ValueError("program needs at least the command to run")
         self._arguments = {
