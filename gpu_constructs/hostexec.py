@@ -219,10 +219,11 @@ def run_scripts(
     host: SshHost,
     runs: Sequence[ScriptRun],
     depends_on: Sequence[Any] = (),
-    then_local: ScriptRun | None = None,
+    then_local: ScriptRun | Sequence[ScriptRun] | None = None,
     extra_triggers: Mapping[str, Any] | None = None,
     cluster: GpuCluster | None = None,
     replaced_with: Sequence[str] = (),
+    before_local: ScriptRun | None = None,
 ) -> DataResource:
     """A terraform_data that uploads ``runs``' scripts to ``host`` and runs them in order.
 
@@ -230,12 +231,16 @@ def run_scripts(
     replacement of the release, ``helm_release.x.id`` on its replacement only) the step is also
     replaced with (:meth:`GpuCluster.installed`).
 
-    ``then_local`` runs on the machine that runs Terraform after them, in the same step: waiting
-    for a host to come back from a reboot that a script started, for example. A step that writes
+    ``then_local`` runs on the machine that runs Terraform after them (one script or several, in
+    order), in the same step: waiting for a host to come back from a reboot that a script started,
+    for example. ``before_local`` runs there after the uploads and before ``runs``: draining the
+    node before a script that may reboot it (it may call an uploaded script). A step that writes
     into ``cluster`` comes after its ``ready`` resources and is re-run when the cluster is replaced
     (:meth:`GpuCluster.installed`)."""
+    after_runs = [then_local] if isinstance(then_local, ScriptRun) else list(then_local or ())
+    before_runs = [before_local] if before_local else []
     digest = hashlib.sha256()
-    for run in [*runs, *([then_local] if then_local else [])]:
+    for run in [*before_runs, *runs, *after_runs]:
         digest.update(script_text(run.script).encode())
     triggers: dict[str, Any] = {"host": host.address, "scripts": digest.hexdigest()}
     for run in runs:
@@ -266,6 +271,7 @@ def run_scripts(
         connection=host.connection(),
         provisioners=[
             *uploads,
+            *(_local_exec(run) for run in before_runs),
             RemoteExecProvisioner(
                 type="remote-exec",
                 # scp creates files 0644; the directory already shuts others out, 0600 the file too.
@@ -274,7 +280,7 @@ def run_scripts(
                     *(run.command() for run in runs),
                 ),
             ),
-            *([_local_exec(then_local)] if then_local else []),
+            *(_local_exec(run) for run in after_runs),
         ],
         **_placement(cluster, depends_on, replaced_with),
     )

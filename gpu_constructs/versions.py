@@ -26,6 +26,9 @@ TERRAFORM_PROVIDER_AWS = Pin("5.100.0", note="bound by cdktf-cdktf-provider-aws 
 TERRAFORM_PROVIDER_KUBERNETES = Pin("2.38.0", note="bound by cdktf-cdktf-provider-kubernetes 12.1.1")
 TERRAFORM_PROVIDER_HELM = Pin("3.1.1", note="bound by cdktf-cdktf-provider-helm 12.1.2")
 TERRAFORM_PROVIDER_NULL = Pin("3.2.4", note="bound by cdktf-cdktf-provider-null 11.0.1")
+TERRAFORM_PROVIDER_EXTERNAL = Pin(
+    "2.3.5", note="hand-written bindings in gpu_constructs/providers/external.py (single-node's API access)"
+)
 
 # --- Host software (single-node) -----------------------------------------------------------------
 K3S = Pin(

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gpu_constructs.cluster import GpuSharing, Manager
 from gpu_constructs.compute.k3s_host import K3sHostGpuCompute, K3sHostProps
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import SshHost
+from gpu_constructs.hostexec import SshHost, script_literal
 from tests.conftest import resources
 
 TOKEN = "${var.k3s_token}"
@@ -53,7 +55,7 @@ def inline(step: dict, scripts_only: bool = True) -> list[str]:
 def test_server_steps_run_detection_driver_toolkit_and_k3s_in_order(synth):
     synthesized, _ = build(synth)
     found = steps(synthesized)
-    assert sorted(found) == ["cluster", "kubeconfig", "node-labels", "server-gpu-driver", "server-k3s"]
+    assert sorted(found) == ["api", "cluster", "kubeconfig", "node-labels", "server-gpu-driver", "server-k3s"]
     assert [c.split(" bash ")[1] for c in inline(found["server-gpu-driver"])] == [
         '"$HOME/.gpu-constructs/gpu-detect.sh"',
         '"$HOME/.gpu-constructs/nvidia-driver.sh"',
@@ -69,8 +71,8 @@ def test_server_steps_run_detection_driver_toolkit_and_k3s_in_order(synth):
 def test_driver_step_waits_for_the_reboot_before_the_next_step_connects(synth):
     step = steps(build(synth)[0])["server-gpu-driver"]
     kinds = [next(iter(p)) for p in step["provisioner"]]
-    assert kinds[-2:] == ["remote-exec", "local-exec"]
-    local = step["provisioner"][-1]["local-exec"]
+    assert kinds[-3:] == ["remote-exec", "local-exec", "local-exec"]
+    local = step["provisioner"][-2]["local-exec"]
     assert "wait-for-reboot.sh" in local["command"] or "boot_id" in local["command"]
     assert local["environment"] == {
         "SSH_USER": "ubuntu",
@@ -199,7 +201,7 @@ def test_labels_and_taints_reach_registered_nodes_through_the_api_on_a_change(sy
 def test_without_gpu_no_nvidia_steps_and_no_capacity(synth):
     synthesized, compute = build(synth, gpu_enabled=False)
     found = steps(synthesized)
-    assert sorted(found) == ["cluster", "kubeconfig", "node-labels", "server-k3s"]
+    assert sorted(found) == ["api", "cluster", "kubeconfig", "node-labels", "server-k3s"]
     assert "NODE_LABELS" not in inline(found["server-k3s"])[0]
     assert compute.cluster.gpu_capacity == 0
 
@@ -210,7 +212,80 @@ def test_contract_says_the_host_owns_driver_and_toolkit(synth):
     assert (cluster.driver, cluster.toolkit) == (Manager.HOST, Manager.HOST)
     assert cluster.runtime_class == "nvidia"
     assert cluster.gpu_capacity == 4
-    assert cluster.access.config_path == "kube/single-node.yaml"
+    assert cluster.access.config_path is None
+    assert cluster.access.host == "https://192.168.1.100:6443"
+
+
+def _provider_access(synth, **overrides):
+    """The helm provider's kubernetes block and the data source it reads, as a stack declares them."""
+    from cdktf_cdktf_provider_helm.provider import HelmProvider
+
+    def go(stack):
+        compute = K3sHostGpuCompute(stack, "compute", props=props(**overrides))
+        HelmProvider(stack, "k3s-helm", alias="k3s", kubernetes=compute.cluster.access.helm_kubernetes())
+
+    synthesized = synth(go)
+    ((ca_id, ca),) = synthesized["data"]["external"].items()
+    (kubernetes,) = [p["kubernetes"] for p in synthesized["provider"]["helm"] if p.get("alias") == "k3s"]
+    return synthesized, kubernetes, ca_id, ca
+
+
+def test_providers_derive_their_access_from_the_server_at_every_run(synth):
+    """No kubeconfig file: the API address from the settings, the CA read at plan from the server,
+    the client certificate from the exec plugin; both over SSH with the pinned key."""
+    synthesized, kubernetes, ca_id, ca = _provider_access(synth)
+    assert "config_path" not in kubernetes and "config_paths" not in kubernetes
+    assert kubernetes["host"] == "https://192.168.1.100:6443"
+    assert (
+        kubernetes["cluster_ca_certificate"] == f"${{base64decode(data.external.{ca_id}.result.ca_base64)}}"
+    )
+    execution = kubernetes["exec"]
+    assert execution["api_version"] == "client.authentication.k8s.io/v1"
+    assert execution["command"] == "env"
+    assert execution["args"][-5:-2] == ["bash", "-c", script_literal("kube-access.sh")]
+    assert execution["args"][-2:] == ["kube-access", "credential"]
+    assert ca["program"][0] == "env" and ca["program"][-2:] == ["kube-access", "ca"]
+    for program in (execution["args"], ca["program"][1:]):
+        assert program[:4] == [
+            f"HOST_KEY={HOST_KEY}",
+            "SSH_HOST=192.168.1.100",
+            "SSH_KEY=~/.ssh/id_ed25519",
+            "SSH_USER=ubuntu",
+        ]
+    assert synthesized["terraform"]["required_providers"]["external"] == {
+        "source": "hashicorp/external",
+        "version": "2.3.5",
+    }
+
+
+def test_the_ca_is_read_after_k3s_exists_and_at_once_on_later_plans(synth):
+    """The data source's query holds the id of a step made once per cluster after the server's k3s:
+    unknown on a first plan (read during the apply, after k3s made the CA), known on every later
+    plan, a k3s upgrade included (which would otherwise leave the provider without a CA at plan)."""
+    synthesized, _, _, ca = _provider_access(synth)
+    found = steps(synthesized)
+    (api,) = [i for i in resources(synthesized, "terraform_data") if i.startswith("compute_api_")]
+    (server,) = [i for i in resources(synthesized, "terraform_data") if i.startswith("compute_server-k3s_")]
+    (cluster,) = [i for i in resources(synthesized, "terraform_data") if i.startswith("compute_cluster_")]
+    assert ca["query"] == {"api": f"${{terraform_data.{api}.id}}"}
+    assert found["api"]["depends_on"] == [f"terraform_data.{server}"]
+    assert found["api"]["triggers_replace"] == {"cluster": f"${{terraform_data.{cluster}.id}}"}
+    upgraded, _, _, _ = _provider_access(synth, k3s_version="v1.35.6+k3s1")
+    assert steps(upgraded)["api"] == found["api"]
+    assert steps(upgraded)["server-k3s"] != found["server-k3s"]
+
+
+def test_nothing_the_providers_read_is_a_file_from_an_earlier_apply(synth):
+    """The kubeconfig copy is for kubectl only: no release waits for it, and a plan on a machine
+    without it (a clean checkout, a CI runner) is not refused."""
+    synthesized, kubernetes, _, _ = _provider_access(synth)
+    assert "file(" not in json.dumps(kubernetes) and "fileexists(" not in json.dumps(kubernetes)
+    kubeconfig = steps(synthesized)["kubeconfig"]
+    assert "lifecycle" not in kubeconfig
+    _, compute = build(synth)
+    ready = compute.cluster.installed()["depends_on"]
+    assert compute.kubeconfig not in ready
+    assert compute.api in ready and compute.node_labels in ready
 
 
 def test_kubeconfig_fetch_runs_locally_with_the_server_address(synth):
@@ -250,11 +325,14 @@ def test_bad_settings_fail_with_field_value_and_fix(overrides, message):
 
 
 def test_every_connection_checks_the_host_key(synth):
-    synthesized, _ = build(synth, hosts=hosts(2))
+    synthesized, compute = build(synth, hosts=hosts(2))
     found = steps(synthesized)
     for name in ("server-gpu-driver", "server-k3s", "agent-1-gpu-driver", "agent-1-k3s"):
         assert found[name]["connection"]["host_key"] == HOST_KEY, name
     assert found["kubeconfig"]["provisioner"][0]["local-exec"]["environment"]["HOST_KEY"] == HOST_KEY
+    (ca,) = synthesized["data"]["external"].values()
+    assert f"HOST_KEY={HOST_KEY}" in ca["program"]
+    assert f"HOST_KEY={HOST_KEY}" in compute.cluster.access.exec_args
 
 
 def test_a_host_without_a_host_key_is_refused_unless_the_check_is_switched_off(synth):
@@ -267,6 +345,8 @@ def test_a_host_without_a_host_key_is_refused_unless_the_check_is_switched_off(s
     found = steps(synthesized)
     assert "host_key" not in found["server-k3s"]["connection"]
     assert "HOST_KEY" not in found["kubeconfig"]["provisioner"][0]["local-exec"]["environment"]
+    (ca,) = synthesized["data"]["external"].values()
+    assert not [arg for arg in ca["program"] if arg.startswith("HOST_KEY=")]
 
 
 def test_a_malformed_host_key_fails_at_synth():
@@ -367,3 +447,51 @@ def test_single_node_refuses_a_zero_etcd_retention():
 
     with pytest.raises(ConfigError, match="etcd_snapshot_retention"):
         SingleNodeSettings(etcd_snapshot_retention=0)
+
+
+def _local_scripts(step: dict) -> list[tuple[int, str, dict]]:
+    """(position, script's first comment line, environment) of each local-exec of a step."""
+    found = []
+    for position, provisioner in enumerate(step["provisioner"]):
+        if "local-exec" in provisioner:
+            body = provisioner["local-exec"]
+            found.append((position, body["command"].splitlines()[1], body["environment"]))
+    return found
+
+
+def test_the_driver_step_drains_first_and_uncordons_after_the_boot_check(synth):
+    """Order inside the step: uploads, drain (asks the uploaded nvidia-driver.sh), the driver,
+    the reboot wait with nvidia-smi, uncordon. The drain runs on the server for every node."""
+    synthesized, _ = build(synth, hosts=hosts(2))
+    for name, node_ip, bypass in (
+        ("server-gpu-driver", "192.168.1.100", "0"),
+        ("agent-1-gpu-driver", "192.168.1.101", "0"),
+    ):
+        step = steps(synthesized)[name]
+        kinds = [next(iter(p)) for p in step["provisioner"]]
+        remote = max(i for i, kind in enumerate(kinds) if kind == "remote-exec")
+        (drain, wait, uncordon) = _local_scripts(step)
+        assert kinds[: drain[0]].count("file") == 2 and drain[0] < remote < wait[0] < uncordon[0]
+        assert "Drain a node" in drain[1] and "Wait until" in wait[1] and "Drain a node" in uncordon[1]
+        assert (drain[2]["MODE"], uncordon[2]["MODE"]) == ("drain", "uncordon")
+        for env in (drain[2], uncordon[2]):
+            assert env["SSH_HOST"] == "192.168.1.100" and env["NODE_SSH_HOST"] == node_ip
+            assert env["HOST_KEY"] == HOST_KEY and env["NODE_HOST_KEY"] == HOST_KEY
+        assert drain[2]["DRIVER_BRANCH"] == "580" and drain[2]["BYPASS_PDB"] == bypass
+    single = steps(build(synth)[0])["server-gpu-driver"]
+    assert _local_scripts(single)[0][2]["BYPASS_PDB"] == "1"
+
+
+def test_driver_steps_run_one_host_after_the_other_server_first(synth):
+    """A driver upgrade drains and reboots one node at a time; an agent's drain never asks a server
+    that is rebooting for its own driver."""
+    synthesized, _ = build(synth, hosts=hosts(3))
+    ids = {
+        name: i
+        for i in resources(synthesized, "terraform_data")
+        for name in [i.removeprefix("compute_").rsplit("_", 1)[0]]
+    }
+    found = steps(synthesized)
+    assert found["server-gpu-driver"].get("depends_on") is None
+    assert found["agent-1-gpu-driver"]["depends_on"] == [f"terraform_data.{ids['server-gpu-driver']}"]
+    assert found["agent-2-gpu-driver"]["depends_on"] == [f"terraform_data.{ids['agent-1-gpu-driver']}"]

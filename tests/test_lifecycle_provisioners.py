@@ -122,18 +122,29 @@ def test_the_kubeconfig_step_fails_the_plan_where_its_file_is_missing(stack):
     """Every later step reads the kubeconfig file: a machine without it gets the command that
     writes it again, at plan, rather than failing releases (a postcondition on self.id, unknown
     while the step is created, is checked at every later plan)."""
-    for step in _kubeconfig_fetches(stack_json(stack)):
+    synthesized = stack_json(stack)
+    read = {json.dumps(p.get("kubernetes", {}).get("config_path")) for p in synthesized["provider"]["helm"]}
+    for step in _kubeconfig_fetches(synthesized):
         (out,) = {
             b["local-exec"]["environment"]["KUBECONFIG_OUT"]
             for b in step["provisioner"]
             if "local-exec" in b and "KUBECONFIG_OUT" in b["local-exec"].get("environment", {})
         }
+        if json.dumps(out) not in read:
+            continue  # a copy for kubectl that no provider reads (single-node derives its access)
         conditions = [p["condition"] for p in step.get("lifecycle", {}).get("postcondition", [])]
         assert any(f'fileexists("{out}")' in c and "self.id" in c for c in conditions), stack
 
 
 def test_the_kubeconfig_gate_sees_the_fetches():
     assert all(len(_kubeconfig_fetches(stack_json(s))) == 1 for s in ("single-node", "proxmox-ha"))
+    # proxmox-ha's providers read the file its fetch writes: the gate checks that one.
+    proxmox = stack_json("proxmox-ha")
+    (fetch,) = _kubeconfig_fetches(proxmox)
+    (out,) = {
+        b["local-exec"]["environment"]["KUBECONFIG_OUT"] for b in fetch["provisioner"] if "local-exec" in b
+    }
+    assert out in {p["kubernetes"].get("config_path") for p in proxmox["provider"]["helm"]}
 
 
 def test_the_gate_sees_provisioners():
@@ -182,12 +193,12 @@ def test_set_e_first_satisfies_the_gate():
     """The fix the gate asks for is accepted by both checks; so is `|| exit 1` on each command."""
     synthesized = copy.deepcopy(stack_json("single-node"))
     k3s = "terraform_data.compute_server-k3s_CF7027BF provisioner[4] remote-exec"
-    driver = "terraform_data.compute_server-gpu-driver_837B4D8C provisioner[3] remote-exec"
+    driver = "terraform_data.compute_server-gpu-driver_837B4D8C provisioner[4] remote-exec"
     k3s_inline = _without_set_e(
         _resource(synthesized, k3s.split()[0])["provisioner"][4]["remote-exec"]["inline"]
     )
     driver_inline = _without_set_e(
-        _resource(synthesized, driver.split()[0])["provisioner"][3]["remote-exec"]["inline"]
+        _resource(synthesized, driver.split()[0])["provisioner"][4]["remote-exec"]["inline"]
     )
     assert {k3s, driver} <= set(provisioners.findings("single-node", synthesized))
     k3s_inline.insert(0, "set -e")

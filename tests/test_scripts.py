@@ -1248,6 +1248,334 @@ def test_local_ssh_accepts_only_the_given_host_key(host: Host, script: str):
     assert (host.state / "known_hosts").read_text() == f"192.168.1.100 {HOST_KEY}\n"
 
 
+# --- node-drain.sh ---------------------------------------------------------------------------------
+# One ssh for both hosts: the node answers 'nvidia-driver.sh check' with $STATE/verdict (its exit
+# status); the server's k3s kubectl keeps the node's annotation in $STATE/annotated and its cordon in
+# $STATE/cordoned, lists the nodes while $STATE/k3s-up exists (else says there is no k3s) and fails a
+# drain with $STATE/drain-rc.
+DRAIN_SSH = r"""
+cmd="${*: -1}"
+case "$cmd" in
+  *"nvidia-driver.sh\" check"*)
+    rc="$(cat "$STATE/verdict")"
+    [ "$rc" = 0 ] && echo "nvidia-driver: nvidia-driver-580-server-open installed and loaded; a run changes nothing."
+    [ "$rc" = 10 ] && echo "nvidia-driver: a run would change the driver (nvidia-driver-580-server-open; loaded now: 570)."
+    exit "$rc" ;;
+  *"get nodes"*)
+    # $STATE/api-down: how many more times the API does not answer (k3s starting after the boot).
+    down="$(cat "$STATE/api-down" 2>/dev/null || echo 0)"
+    if [ "$down" -gt 0 ]; then
+      echo $((down - 1)) > "$STATE/api-down"
+      echo "The connection to the server 127.0.0.1:6443 was refused" >&2; exit 1
+    fi
+    if [ -f "$STATE/k3s-up" ]; then printf 'gpu-host 192.168.1.100\ngpu-agent 192.168.1.101\n'; else echo no-k3s; fi
+    exit 0 ;;
+  *"get node "*) cat "$STATE/annotated" 2>/dev/null; exit 0 ;;
+  *"drain "*)
+    touch "$STATE/cordoned"
+    rc="$(cat "$STATE/drain-rc" 2>/dev/null || echo 0)"
+    [ "$rc" = 0 ] || echo "error: cannot evict pod as it would violate the pod's disruption budget" >&2
+    exit "$rc" ;;
+  *"uncordon "*)
+    rm -f "$STATE/cordoned"
+    case "$cmd" in *"drained-for-"*) rm -f "$STATE/annotated" ;; esac
+    exit 0 ;;
+  *"annotate node"*"drained-for=nvidia-driver"*) echo nvidia-driver > "$STATE/annotated"; exit 0 ;;
+esac
+exit 0
+"""
+
+
+def _drain(host: Host, mode: str, **env: str) -> subprocess.CompletedProcess[str]:
+    host.stub("ssh", DRAIN_SSH)
+    settings = {
+        "MODE": mode,
+        "SSH_USER": "ubuntu",
+        "SSH_HOST": "192.168.1.100",
+        "SSH_KEY": "/k",
+        "HOST_KEY": HOST_KEY,
+        "NODE_SSH_USER": "ubuntu",
+        "NODE_SSH_HOST": "192.168.1.100",
+        "NODE_SSH_KEY": "/k",
+        "NODE_HOST_KEY": HOST_KEY,
+        "DRIVER_BRANCH": "580",
+        "DRIVER_KERNEL_MODULES": "open",
+        "POLL_SECONDS": "0",
+        **env,
+    }
+    return host.run("node-drain.sh", **settings)
+
+
+def _server_commands(host: Host) -> list[str]:
+    return [call.split("ubuntu@192.168.1.100 ", 1)[1] for call in host.calls("ssh") if "k3s kubectl" in call]
+
+
+def test_drain_before_a_driver_change_on_a_running_node(host: Host):
+    (host.state / "verdict").write_text("10")
+    (host.state / "k3s-up").touch()
+    result = _drain(host, "drain", BYPASS_PDB="1")
+    assert result.returncode == 0, result.stderr
+    assert "gpu-host: the driver changes" in result.stdout and "gpu-host drained" in result.stdout
+    (drain,) = [c for c in _server_commands(host) if "drain " in c]
+    assert drain == (
+        "sudo k3s kubectl drain 'gpu-host' --ignore-daemonsets --delete-emptydir-data --timeout=600s "
+        "--disable-eviction"
+    )
+    assert (host.state / "annotated").read_text().strip() == "nvidia-driver"
+    # every connection checks the pinned key
+    assert all("StrictHostKeyChecking=yes" in call.split() for call in host.calls("ssh"))
+
+
+def test_drain_honours_disruption_budgets_on_a_cluster_of_several_nodes(host: Host):
+    (host.state / "verdict").write_text("10")
+    (host.state / "k3s-up").touch()
+    result = _drain(host, "drain", BYPASS_PDB="0", NODE_SSH_HOST="192.168.1.101")
+    assert result.returncode == 0, result.stderr
+    (drain,) = [c for c in _server_commands(host) if "drain " in c]
+    assert "'gpu-agent'" in drain and "--disable-eviction" not in drain
+
+
+def test_drain_leaves_a_node_whose_driver_stays_alone(host: Host):
+    """A re-run (a script edit, an unchanged branch) changes nothing and must not stop the app."""
+    (host.state / "verdict").write_text("0")
+    (host.state / "k3s-up").touch()
+    result = _drain(host, "drain")
+    assert result.returncode == 0, result.stderr
+    assert "nothing to drain" in result.stdout
+    assert _server_commands(host) == []
+
+
+def test_drain_on_a_first_apply_has_no_cluster_to_drain_from(host: Host):
+    (host.state / "verdict").write_text("10")
+    result = _drain(host, "drain")
+    assert result.returncode == 0, result.stderr
+    assert "not a node of a running cluster yet; nothing to drain" in result.stdout
+    assert not [c for c in _server_commands(host) if "drain " in c or "annotate" in c]
+
+
+def test_a_drain_that_does_not_finish_uncordons_and_fails_before_the_driver_changes(host: Host):
+    (host.state / "verdict").write_text("10")
+    (host.state / "k3s-up").touch()
+    (host.state / "drain-rc").write_text("1")
+    result = _drain(host, "drain", DRAIN_TIMEOUT="30")
+    assert result.returncode == 1
+    assert (
+        "gpu-host did not drain within 30s; it is schedulable again and its driver is unchanged"
+        in result.stderr
+    )
+    assert not (host.state / "cordoned").exists() and not (host.state / "annotated").exists()
+
+
+def test_drain_fails_when_the_node_cannot_be_asked(host: Host):
+    (host.state / "verdict").write_text("255")
+    result = _drain(host, "drain")
+    assert result.returncode == 1
+    assert "could not ask 192.168.1.100 whether its driver changes (exit 255)" in result.stderr
+
+
+def test_uncordon_after_the_boot_check_only_a_node_the_stack_drained(host: Host):
+    (host.state / "k3s-up").touch()
+    (host.state / "annotated").write_text("nvidia-driver")
+    (host.state / "cordoned").touch()
+    result = _drain(host, "uncordon")
+    assert result.returncode == 0, result.stderr
+    assert "gpu-host is schedulable again" in result.stdout
+    assert not (host.state / "cordoned").exists() and not (host.state / "annotated").exists()
+    # An operator's own cordon (no annotation) is left alone.
+    (host.state / "cordoned").touch()
+    result = _drain(host, "uncordon")
+    assert result.returncode == 0 and "not drained by the stack; left as it is" in result.stdout
+    assert (host.state / "cordoned").exists()
+
+
+def test_uncordon_waits_for_the_api_of_a_server_that_is_still_starting(host: Host):
+    """Right after the reboot k3s may not answer yet: the node must not stay cordoned for it."""
+    (host.state / "k3s-up").touch()
+    (host.state / "annotated").write_text("nvidia-driver")
+    (host.state / "cordoned").touch()
+    (host.state / "api-down").write_text("3")
+    result = _drain(host, "uncordon")
+    assert result.returncode == 0, result.stderr
+    assert "gpu-host is schedulable again" in result.stdout
+    assert not (host.state / "cordoned").exists()
+
+
+def test_a_server_whose_api_never_answers_fails_clearly(host: Host):
+    (host.state / "verdict").write_text("10")
+    (host.state / "api-down").write_text("1000")
+    result = _drain(host, "drain", API_WAIT="0")
+    assert result.returncode == 1
+    assert "the k3s API on 192.168.1.100 does not answer" in result.stderr
+    assert "connection to the server 127.0.0.1:6443 was refused" in result.stderr
+
+
+def test_drain_leaves_no_file_behind(host: Host):
+    tmp = host.root / "tmp"
+    tmp.mkdir()
+    (host.state / "verdict").write_text("10")
+    (host.state / "k3s-up").touch()
+    assert _drain(host, "drain", TMPDIR=str(tmp)).returncode == 0
+    assert _drain(host, "uncordon", TMPDIR=str(tmp)).returncode == 0
+    assert list(tmp.iterdir()) == []
+
+
+def test_drain_rejects_an_unknown_mode(host: Host):
+    result = _drain(host, "reboot")
+    assert result.returncode == 2 and "MODE is 'reboot': use drain or uncordon" in result.stderr
+
+
+def test_driver_check_says_whether_a_run_would_change_anything_and_changes_nothing(host: Host):
+    env = _driver_host(host, loaded="580.95.05", modprobe_ok=True, installed="nvidia-driver-580-server-open")
+    result = subprocess.run(
+        ["bash", str(SCRIPTS_DIR / "nvidia-driver.sh"), "check"],
+        env=host.environment(DRIVER_BRANCH="580", **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    env = _driver_host(host, loaded="570.172.08", modprobe_ok=True, installed="nvidia-driver-580-server-open")
+    result = subprocess.run(
+        ["bash", str(SCRIPTS_DIR / "nvidia-driver.sh"), "check"],
+        env=host.environment(DRIVER_BRANCH="580", **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 10, result.stderr
+    assert host.calls("apt-get") == [] and host.calls("apt-mark") == [] and host.calls("nohup") == []
+
+
+# --- kube-access.sh ---------------------------------------------------------------------------------
+# k3s' admin kubeconfig as the server holds it: base64 of PEM blocks (fake ones: only their shape matters).
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIBADAKBggqhkjOPQQDAjAj\n-----END CERTIFICATE-----\n"
+CERT_PEM = "-----BEGIN CERTIFICATE-----\nMIIBkTCCATegAwIBAgIIQ2xpZW50Q2VydA==\n-----END CERTIFICATE-----\n"
+KEY_PEM = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIEtleUtleUtleUtleQ==\n-----END EC PRIVATE KEY-----\n"
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+K3S_YAML = f"""apiVersion: v1
+clusters:
+- cluster:
+    certificate-authority-data: {_b64(CA_PEM)}
+    server: https://127.0.0.1:6443
+  name: default
+contexts:
+- context:
+    cluster: default
+    user: default
+  name: default
+current-context: default
+kind: Config
+users:
+- name: default
+  user:
+    client-certificate-data: {_b64(CERT_PEM)}
+    client-key-data: {_b64(KEY_PEM)}
+"""
+
+
+def _kube_access(host: Host, mode: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    (host.state / "k3s.yaml").write_text(K3S_YAML)
+    if not (host.bin / "ssh").exists():
+        host.stub("ssh", SSH_KNOWN_HOSTS + 'cat "$STATE/k3s.yaml"')
+    settings = {
+        "SSH_USER": "ubuntu",
+        "SSH_HOST": "192.168.1.100",
+        "SSH_KEY": "/k",
+        "HOST_KEY": HOST_KEY,
+        **env,
+    }
+    return subprocess.run(
+        ["bash", str(SCRIPTS_DIR / "kube-access.sh"), mode],
+        input=stdin,
+        env=host.environment(**settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_kube_access_reads_the_cluster_ca_from_the_server_for_the_data_source(host: Host):
+    # The external data source writes its query to stdin and reads one JSON object of strings.
+    result = _kube_access(host, "ca", stdin='{"api": "0f1e"}')
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer == {"ca_base64": _b64(CA_PEM)}
+    (call,) = host.calls("ssh")
+    assert "ubuntu@192.168.1.100 sudo cat '/etc/rancher/k3s/k3s.yaml'" in call
+    assert "StrictHostKeyChecking=yes" in call.split()
+    assert "-n" in call.split()  # never reads the terminal client-go may hand the plugin
+    assert (host.state / "known_hosts").read_text() == f"192.168.1.100 {HOST_KEY}\n"
+
+
+def test_kube_access_hands_the_admin_certificate_to_client_go_and_keeps_no_copy(host: Host):
+    host.stub("ssh", SSH_KNOWN_HOSTS + 'cat "$STATE/k3s.yaml"')
+    (host.state / "k3s.yaml").write_text(K3S_YAML)
+    tmp = host.root / "tmp"
+    tmp.mkdir()
+    before = {p.name for p in host.root.rglob("*")}
+    result = _kube_access(host, "credential", TMPDIR=str(tmp))
+    assert result.returncode == 0, result.stderr
+    credential = json.loads(result.stdout)
+    assert credential["apiVersion"] == "client.authentication.k8s.io/v1"
+    assert credential["kind"] == "ExecCredential"
+    assert credential["status"] == {"clientCertificateData": CERT_PEM, "clientKeyData": KEY_PEM}
+    # Nothing left behind: the pinned known_hosts file is removed, no kubeconfig is written.
+    after = {p.name for p in host.root.rglob("*")}
+    assert after - before == {"known_hosts"}  # the stub's own record of what ssh was given
+    assert list(tmp.iterdir()) == []
+    assert KEY_PEM.splitlines()[1] not in result.stderr
+
+
+def test_kube_access_reads_what_the_server_holds_now_on_every_run(host: Host):
+    """A renewed client certificate (k3s rewrites k3s.yaml when it starts) is used at the next run."""
+    first = json.loads(_kube_access(host, "credential").stdout)
+    renewed = CERT_PEM.replace("Q2xpZW50Q2VydA==", "UmVuZXdlZENlcnQ=")
+    host.stub("ssh", f"sed 's#{_b64(CERT_PEM)}#{_b64(renewed)}#' \"$STATE/k3s.yaml\"")
+    second = json.loads(_kube_access(host, "credential").stdout)
+    assert first["status"]["clientCertificateData"] == CERT_PEM
+    assert second["status"]["clientCertificateData"] == renewed
+
+
+def test_kube_access_fails_clearly_when_the_server_cannot_be_read(host: Host):
+    host.stub("ssh", 'echo "ssh: connect to host 192.168.1.100 port 22: Connection refused" >&2; exit 255')
+    result = _kube_access(host, "ca")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "could not read /etc/rancher/k3s/k3s.yaml on 192.168.1.100 over SSH as ubuntu" in result.stderr
+    assert "Connection refused" in result.stderr and "admin_cidrs" in result.stderr
+
+
+def test_kube_access_names_a_changed_host_key(host: Host):
+    host.stub("ssh", 'echo "Host key verification failed." >&2; exit 255')
+    result = _kube_access(host, "credential")
+    assert result.returncode == 1
+    assert "not the one in the ssh_host_keys variable" in result.stderr
+
+
+def test_kube_access_refuses_a_file_that_is_not_an_admin_kubeconfig(host: Host):
+    host.stub("ssh", "echo 'apiVersion: v1'")
+    result = _kube_access(host, "credential")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "has no client-certificate-data" in result.stderr
+
+
+def test_kube_access_without_a_host_key_trusts_on_first_use_only_when_told(host: Host):
+    result = _kube_access(host, "ca", HOST_KEY="")
+    assert result.returncode == 0, result.stderr
+    assert "StrictHostKeyChecking=accept-new" in host.calls("ssh")[0].split()
+
+
+def test_kube_access_rejects_an_unknown_mode(host: Host):
+    result = _kube_access(host, "token")
+    assert result.returncode == 2 and "use ca or credential" in result.stderr
+
+
 # --- vault-bootstrap.sh ----------------------------------------------------------------------------
 # `k3s kubectl` against a fake cluster: `exec ... -- env VAULT_TOKEN=.. vault ...` answers like the
 # Vault CLI from state files (per-pod initialized/unsealed, mounts, auth, database config), and

@@ -41,6 +41,7 @@ TERRAFORM_REFERENCES = (
     "sha256(",
     "flatten([for t in ",
     "substr(terraform_data.",
+    "base64decode(data.external.",
 )
 
 
@@ -84,6 +85,7 @@ def test_every_component_is_in_the_stack(stack_json):
         "compute_server-gpu-driver",
         "compute_server-k3s",
         "compute_kubeconfig",
+        "compute_api",
         "compute_node-labels",
         "storage_check-0",
         "networking_firewall-0",
@@ -106,15 +108,69 @@ def test_every_component_is_in_the_stack(stack_json):
     }
 
 
-def test_providers_read_the_kubeconfig_the_bootstrap_writes(stack_json):
-    """First apply: the helm provider reads a file, not attributes of resources in this apply, and
-    every release waits for the step that writes that file."""
-    config_path = stack_json["provider"]["helm"][0]["kubernetes"]["config_path"]
-    assert config_path == "${path.root}/../../../kubeconfig/single-node.yaml"
-    (kubeconfig,) = [v for k, v in resources(stack_json, "terraform_data").items() if "kubeconfig" in k]
-    assert kubeconfig["provisioner"][0]["local-exec"]["environment"]["KUBECONFIG_OUT"] == config_path
+def test_providers_never_read_a_file_an_earlier_apply_left(stack_json):
+    """The helm provider's access is derived from the server at every run (address from the
+    variables, CA from the external data source, client certificate from the exec plugin), so a plan
+    works from a clean checkout and a year-old kubeconfig copy breaks nothing; every release still
+    waits for the cluster."""
+    kubernetes = stack_json["provider"]["helm"][0]["kubernetes"]
+    assert set(kubernetes) == {"host", "cluster_ca_certificate", "exec"}
+    assert kubernetes["host"] == "https://${element(var.gpu_node_ips, 0)}:6443"
+    text = json.dumps(stack_json["provider"])
+    assert "kubeconfig/" not in text and "file(" not in text and "fileexists(" not in text
+    (ca_id,) = stack_json["data"]["external"]
+    assert (
+        kubernetes["cluster_ca_certificate"] == f"${{base64decode(data.external.{ca_id}.result.ca_base64)}}"
+    )
+    for step in resources(stack_json, "terraform_data").values():
+        assert "fileexists(" not in json.dumps(step.get("lifecycle", {}))
     for release in resources(stack_json, "helm_release").values():
         assert release.get("depends_on"), release["name"]
+
+
+def test_the_exec_plugin_as_terraform_renders_it_answers_client_go(stack_json, tmp_path):
+    """The provider's exec command, rendered as Terraform renders the template (``$${`` is ``${``)
+    with the variables' values, run against an ssh stub that serves a k3s admin kubeconfig."""
+    import base64
+
+    kubernetes = stack_json["provider"]["helm"][0]["kubernetes"]
+    values = {
+        "${element(var.gpu_node_ips, 0)}": "192.168.1.100",
+        "${var.ssh_private_key_path}": "/k",
+        "${var.ssh_user}": "ubuntu",
+    }
+
+    def rendered(arg: str) -> str:
+        if arg.startswith("HOST_KEY="):
+            return "HOST_KEY=ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"
+        for reference, value in values.items():
+            arg = arg.replace(reference, value)
+        assert "${" not in arg.replace("$${", ""), arg
+        return arg.replace("$${", "${").replace("%%{", "%{")
+
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    data = base64.b64encode(pem.encode()).decode()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(
+        "#!/bin/bash\n"
+        f'echo "$*" > "{tmp_path}/ssh-args"\n'
+        f"printf '  certificate-authority-data: {data}\\n    client-certificate-data: {data}\\n"
+        f"    client-key-data: {data}\\n'\n"
+    )
+    (bin_dir / "ssh").chmod(0o755)
+    command = [kubernetes["exec"]["command"], *map(rendered, kubernetes["exec"]["args"])]
+    result = subprocess.run(
+        command,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    credential = json.loads(result.stdout)
+    assert credential["status"] == {"clientCertificateData": pem, "clientKeyData": pem}
+    assert "ubuntu@192.168.1.100" in (tmp_path / "ssh-args").read_text()
 
 
 def test_no_secret_values_in_the_json(stack_json):

@@ -19,7 +19,9 @@ ADDRESS = "192.168.1.50"
 SSH_USER = "ubuntu"
 SSH_KEY = "~/.ssh/id_ed25519"
 KUBECONFIG = "kubeconfig/k3s-host.yaml"
-"""Where the apply writes the admin kubeconfig, relative to cdktf.out/stacks/k3s-host."""
+"""Where the apply writes a copy of the admin kubeconfig for kubectl, relative to
+cdktf.out/stacks/k3s-host. The helm provider does not read it: its access is read from the host
+over SSH at every plan and apply."""
 
 app = App()
 stack = TerraformStack(app, "k3s-host")

@@ -25,7 +25,8 @@ from gpu_constructs.cluster import (
 from gpu_constructs.compute.base import NodeGroup, PlatformFacts, k3s_platform
 from gpu_constructs.compute.etcd import SECRET_FLAGS, EtcdSnapshots
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script, run_scripts
+from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script, run_scripts, script_literal
+from gpu_constructs.providers.external import DataExternal
 
 OPEN_MODULES_SINCE = 515
 """The first driver branch with NVIDIA's open GPU kernel modules (production-ready since 515)."""
@@ -40,7 +41,8 @@ class K3sHostProps:
     k3s_token: str
     """The shared cluster secret: a reference to a sensitive variable, never a literal."""
     kubeconfig_path: str
-    """Where the admin kubeconfig is written on the machine that runs Terraform."""
+    """Where a copy of the admin kubeconfig is written on the machine that runs Terraform, for
+    kubectl; the stack itself never reads it."""
     k3s_version: str = versions.K3S.version
     """k3s release to install. Default: the pin in versions.py."""
     gpu_enabled: bool = True
@@ -140,6 +142,10 @@ class K3sHostGpuCompute(Construct):
     server: SshHost
     datastore: DataResource
     kubeconfig: DataResource
+    """Writes a copy of the admin kubeconfig for kubectl; the providers never read it."""
+    api: DataResource
+    """Once per cluster, after the server's k3s step: the providers' access is read after it."""
+    cluster_ca: DataExternal
     node_labels: DataResource
     """The step that keeps every node's labels and taints as the settings declare them."""
 
@@ -168,6 +174,19 @@ class K3sHostGpuCompute(Construct):
             name = "server" if index == 0 else f"agent-{index}"
             after: list[DataResource] = []
             if props.gpu_enabled:
+                driver = {
+                    "DRIVER_BRANCH": props.driver_branch,
+                    "DRIVER_KERNEL_MODULES": props.driver_kernel_modules,
+                }
+                # The node's pods are stopped cleanly (the database, Vault, the app) before the
+                # driver changes under them and the host reboots, and it takes pods again only
+                # once the driver answers after the boot. Drained from the server (the only host
+                # with the cluster's admin kubeconfig), over SSH from the machine that runs
+                # Terraform; a driver that stays, or a node that has not joined yet, is left alone.
+                drain = {
+                    **self.server.local_ssh_env(),
+                    **{f"NODE_{key}": value for key, value in host.local_ssh_env().items()},
+                }
                 self.reboot_steps.append(
                     run_scripts(
                         self,
@@ -175,20 +194,32 @@ class K3sHostGpuCompute(Construct):
                         host=host,
                         runs=[
                             ScriptRun("gpu-detect.sh", {"REQUIRE_GPU": "1"}),
-                            ScriptRun(
-                                "nvidia-driver.sh",
-                                {
-                                    "DRIVER_BRANCH": props.driver_branch,
-                                    "DRIVER_KERNEL_MODULES": props.driver_kernel_modules,
-                                },
-                            ),
+                            ScriptRun("nvidia-driver.sh", driver),
                         ],
-                        # A driver that needs a reboot reboots the host; the next step must not
-                        # connect before it is back (remote-exec would connect to the dying host).
-                        then_local=ScriptRun(
-                            "wait-for-reboot.sh",
-                            {**host.local_ssh_env(), "WAIT_SECONDS": str(props.reboot_wait_seconds)},
+                        before_local=ScriptRun(
+                            "node-drain.sh",
+                            {
+                                **drain,
+                                **driver,
+                                "MODE": "drain",
+                                # One node: no PodDisruptionBudget can be met (node-drain.sh).
+                                "BYPASS_PDB": "1" if len(props.hosts) == 1 else "0",
+                            },
                         ),
+                        # A driver that needs a reboot reboots the host; the next step must not
+                        # connect before it is back (remote-exec would connect to the dying host),
+                        # and the node is uncordoned only once the driver works after it.
+                        then_local=[
+                            ScriptRun(
+                                "wait-for-reboot.sh",
+                                {**host.local_ssh_env(), "WAIT_SECONDS": str(props.reboot_wait_seconds)},
+                            ),
+                            ScriptRun("node-drain.sh", {**drain, "MODE": "uncordon"}),
+                        ],
+                        # One host after the other, server first: a driver upgrade drains and
+                        # reboots one node at a time, and no drain asks a server that is itself
+                        # rebooting for its driver.
+                        depends_on=self.reboot_steps[-1:],
                     )
                 )
                 after.append(self.reboot_steps[-1])
@@ -231,6 +262,8 @@ class K3sHostGpuCompute(Construct):
             depends_on=node_steps,
         )
 
+        # A copy of the admin kubeconfig for kubectl and `make verify` on this machine, written
+        # when the server's k3s is installed or changed. Nothing in the stack reads it.
         self.kubeconfig = run_local_script(
             self,
             "kubeconfig",
@@ -240,13 +273,59 @@ class K3sHostGpuCompute(Construct):
             ),
             triggers={"server": node_steps[0].id},
             depends_on=node_steps,
-            expect_file=props.kubeconfig_path,
+        )
+
+        # The providers reach the API with what the server holds now, read over SSH (with the
+        # pinned host key) at every plan and apply, from any machine with the SSH key: the cluster
+        # CA from an external data source (provider configuration is evaluated at plan: helm
+        # v3.1.1 helm/provider.go Configure), the admin client certificate and key from an exec
+        # credential plugin that client-go runs when the provider first calls the API
+        # (helm/kubeconfig.go NewKubeConfig sets overrides.AuthInfo.Exec), so the key is never in
+        # a file, the state or the plan. A kubeconfig copied once would expire with its 365-day
+        # client certificate (k3s renews it on the server and rewrites k3s.yaml when it starts),
+        # and a clean checkout or a CI runner would have none.
+        # `api` exists once per cluster, after the server's k3s step: on a first apply its id is
+        # unknown at plan, so the CA is read during the apply, once k3s has made it (Terraform reads
+        # a data source whose arguments are not known until apply during the apply:
+        # developer.hashicorp.com/terraform/language/data-sources, "Data resource behavior"). Later
+        # plans read it at once: a k3s upgrade re-runs the k3s step, not this one. (With the CA
+        # unknown, the helm provider is configured without it at plan and plans creates without
+        # calling the API; it is configured again with the CA for the apply.)
+        self.api = DataResource(
+            self, "api", triggers_replace={"cluster": self.datastore.id}, depends_on=[node_steps[0]]
+        )
+
+        # `env NAME=value ... bash -c <script> kube-access <mode>`: the settings as arguments of
+        # env(1), never through a shell (the exec plugin's own env map would do for the provider,
+        # but cdktf rewrites a nested map's keys in snake case: HOST_KEY would arrive as host_key).
+        def kube_access(mode: str) -> list[str]:
+            settings = sorted(self.server.local_ssh_env().items())
+            return [
+                *(f"{key}={value}" for key, value in settings),
+                "bash",
+                "-c",
+                script_literal("kube-access.sh"),
+                "kube-access",
+                mode,
+            ]
+
+        self.cluster_ca = DataExternal(
+            self,
+            "cluster-ca",
+            program=["env", *kube_access("ca")],
+            query={"api": self.api.id},
         )
 
         slots = len(props.hosts) * props.gpus_per_node * props.sharing.time_slicing_replicas
         self.cluster = GpuCluster(
             name=id,
-            access=KubeAccess(config_path=props.kubeconfig_path),
+            access=KubeAccess(
+                host=server_url,
+                cluster_ca_certificate=Fn.base64decode(self.cluster_ca.result("ca_base64")),
+                exec_api_version="client.authentication.k8s.io/v1",
+                exec_command="env",
+                exec_args=tuple(kube_access("credential")),
+            ),
             gpu_node_selector=dict([GPU_LABEL]),
             gpu_taint=GPU_TAINT if props.taint_gpu_nodes else None,
             gpu_toleration_taint=GPU_TAINT,
@@ -256,7 +335,7 @@ class K3sHostGpuCompute(Construct):
             containerd=k3s_containerd(props.k3s_version),
             sharing=props.sharing,
             gpu_capacity=slots if props.gpu_enabled else 0,
-            ready=(self.kubeconfig, self.node_labels),
+            ready=(self.api, self.node_labels),
             identity=(self.datastore,),
         )
 

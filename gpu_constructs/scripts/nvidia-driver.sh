@@ -4,6 +4,9 @@
 # loaded without a reboot, the host reboots and records the boot id it rebooted from in
 # REBOOT_MARKER; wait-for-reboot.sh (run next, from the machine that runs Terraform) waits until the
 # boot id has changed, so no later step connects while the host is going down.
+# With the argument "check" it changes nothing and says whether a run would: exit 0 when the branch
+# is installed and loaded (a run holds the packages and does nothing else), 10 when it would install
+# packages or reboot (node-drain.sh drains the node first then).
 # Environment:
 #   DRIVER_BRANCH         e.g. 580
 #   DRIVER_KERNEL_MODULES open (NVIDIA's default since 560, Turing and newer) | proprietary (older GPUs)
@@ -77,6 +80,14 @@ unhold_driver() {
 }
 
 current="$(loaded_branch || true)"
+if [ "${1:-}" = check ]; then
+  if [ "$current" = "$branch" ] && package_installed; then
+    echo "nvidia-driver: ${package} installed and loaded; a run changes nothing."
+    exit 0
+  fi
+  echo "nvidia-driver: a run would change the driver (${package}; loaded now: ${current:-none})."
+  exit 10
+fi
 if [ "$current" = "$branch" ] && package_installed; then
   hold_driver
   echo "nvidia-driver: ${package} already installed and loaded; nothing to do."

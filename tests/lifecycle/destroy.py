@@ -72,7 +72,12 @@ CLUSTER_TYPES = (
     "linode_lke_node_pool",
     "proxmox_virtual_environment_vm",
 )
-CLUSTER_DATA = ("server-k3s", "k3d_cluster", "kubeconfig")  # terraform_data standing for a cluster
+CLUSTER_DATA = (
+    "server-k3s",
+    "k3d_cluster",
+    "kubeconfig",
+    "compute_api_",
+)  # terraform_data standing for a cluster
 
 
 @dataclass(frozen=True)
@@ -106,10 +111,25 @@ def cluster_resources(synthesized: dict[str, Any]) -> set[str]:
     found = set()
     for kind in CLUSTER_TYPES:
         found |= _addresses(synthesized, kind, lambda _: True)
-    for logical_id in synthesized.get("resource", {}).get("terraform_data", {}):
+    for logical_id, body in synthesized.get("resource", {}).get("terraform_data", {}).items():
+        if "kubeconfig" in logical_id and not _read_by_a_provider(synthesized, body):
+            continue  # a copy for kubectl (single-node's providers derive their access each run)
         if any(part in logical_id for part in CLUSTER_DATA):
             found.add(f"terraform_data.{logical_id}")
     return found
+
+
+def _read_by_a_provider(synthesized: dict[str, Any], step: dict[str, Any]) -> bool:
+    """Whether the kubeconfig a step writes is the file a helm provider reads."""
+    read = {
+        p.get("kubernetes", {}).get("config_path") for p in synthesized.get("provider", {}).get("helm", [])
+    }
+    written = {
+        b["local-exec"].get("environment", {}).get("KUBECONFIG_OUT")
+        for b in step.get("provisioner", [])
+        if "local-exec" in b
+    }
+    return bool((read - {None}) & written)
 
 
 def _role_policies(synthesized: dict[str, Any], role: str) -> set[str]:

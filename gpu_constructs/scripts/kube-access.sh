@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# What the helm provider needs to reach the k3s API, read from the server over SSH on every run, so a
+# plan works from any machine holding the SSH key and never depends on a kubeconfig file a previous
+# apply left behind (nor on the 365-day client certificate copied into one: k3s renews the admin
+# certificate on the server and rewrites /etc/rancher/k3s/k3s.yaml when it starts).
+# Runs on the machine that runs Terraform, in one of two modes (the first argument):
+#   ca          the external data source's program (read at every plan): prints
+#               {"ca_base64": "<the cluster CA, base64>"}; the query on stdin is read and ignored.
+#   credential  the provider's exec credential plugin: prints an ExecCredential
+#               (client.authentication.k8s.io/v1) with the admin client certificate and key, which
+#               go to the provider's memory only: never into a file, the state or a log.
+# Environment: SSH_USER, SSH_HOST, SSH_KEY, HOST_KEY (optional: the key the stack pins, '<type>
+# <base64>'; ssh then accepts that key only), KUBECONFIG_PATH (default /etc/rancher/k3s/k3s.yaml).
+set -euo pipefail
+
+mode="${1:?the mode is required: ca or credential}"
+user="${SSH_USER:?SSH_USER is required}"
+host="${SSH_HOST:?SSH_HOST is required}"
+key="${SSH_KEY:?SSH_KEY is required}"
+remote_path="${KUBECONFIG_PATH:-/etc/rancher/k3s/k3s.yaml}"
+
+case "$mode" in
+  ca) cat >/dev/null ;;
+  credential) ;;
+  *) echo "ERROR: kube-access: mode '${mode}': use ca or credential" >&2; exit 2 ;;
+esac
+
+# -n: never read stdin (client-go may hand the exec plugin a terminal).
+ssh_options=(-n -i "$key" -o BatchMode=yes -o ConnectTimeout=10)
+known_hosts=""
+if [ -n "${HOST_KEY:-}" ]; then
+  known_hosts="$(mktemp)"
+  printf '%s %s\n' "$host" "$HOST_KEY" >"$known_hosts"
+  ssh_options+=(-o StrictHostKeyChecking=yes -o UserKnownHostsFile="$known_hosts")
+else
+  ssh_options+=(-o StrictHostKeyChecking=accept-new)
+fi
+errors="$(mktemp)"
+trap 'rm -f "$errors" ${known_hosts:+"$known_hosts"}' EXIT
+
+# shellcheck disable=SC2029 # the remote path is composed here on purpose
+if ! kubeconfig="$(ssh "${ssh_options[@]}" "${user}@${host}" "sudo cat '${remote_path}'" 2>"$errors")"; then
+  echo "ERROR: kube-access: could not read ${remote_path} on ${host} over SSH as ${user}:" >&2
+  tail -n 3 "$errors" >&2
+  if grep -q -e 'Host key verification failed' -e 'REMOTE HOST IDENTIFICATION HAS CHANGED' "$errors"; then
+    echo "${host}'s SSH host key is not the one in the ssh_host_keys variable; if the host was" \
+      "reinstalled, put its new keys there (ssh-keyscan ${host})." >&2
+  else
+    echo "Check that ${host} is up, that this machine is in admin_cidrs and that k3s is installed" \
+      "(a first apply installs it before anything reads the API)." >&2
+  fi
+  exit 1
+fi
+
+# field NAME: the value of the first "NAME: <base64>" line of the kubeconfig (k3s writes one cluster
+# and one user).
+field() {
+  local value
+  value="$(sed -n "s/^ *$1: *\([A-Za-z0-9+\/=]*\) *$/\1/p" <<<"$kubeconfig" | head -n 1)"
+  if [ -z "$value" ]; then
+    echo "ERROR: kube-access: ${remote_path} on ${host} has no $1 (is it k3s' admin kubeconfig?)" >&2
+    exit 1
+  fi
+  printf '%s' "$value"
+}
+# json_pem BASE64: the PEM it encodes as a JSON string body (PEM holds no quotes nor backslashes).
+json_pem() {
+  base64 -d <<<"$1" | awk '{ printf "%s\\n", $0 }'
+}
+
+case "$mode" in
+  ca)
+    printf '{"ca_base64": "%s"}\n' "$(field certificate-authority-data)"
+    ;;
+  credential)
+    certificate="$(field client-certificate-data)"
+    client_key="$(field client-key-data)"
+    printf '{"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential", "status": '
+    printf '{"clientCertificateData": "%s", "clientKeyData": "%s"}}\n' \
+      "$(json_pem "$certificate")" "$(json_pem "$client_key")"
+    ;;
+esac
