@@ -20,11 +20,6 @@ docs_tables = importlib.util.module_from_spec(_spec)
 sys.modules["docs_tables"] = docs_tables
 _spec.loader.exec_module(docs_tables)
 
-PENDING = {"eks-karpenter", "single-node"}
-"""Pages without the tables yet (others edit them): `.venv/bin/python tools/docs_tables.py --insert
-eks-karpenter single-node` adds them; then drop the names here. Strict both ways."""
-
-
 def _instances() -> list[Any]:
     import main
 
@@ -35,9 +30,6 @@ def _instances() -> list[Any]:
 def test_each_environment_page_has_the_tables_of_its_code(instance):
     page = docs_tables.page(instance.stack)
     found = docs_tables.page_block(page.read_text())
-    if instance.stack in PENDING:
-        assert found is None, f"{page.name} has its tables now: remove {instance.stack!r} from PENDING"
-        return
     assert found is not None, (
         f"{page.name} has no tables: run .venv/bin/python tools/docs_tables.py --insert {instance.stack}"
     )

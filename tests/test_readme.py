@@ -138,10 +138,8 @@ def test_the_link_check_sees_headings_and_links_as_github_does():
     assert list(links(page + "see [a](b.md#c), not `[d](e)`\n")) == ["b.md#c"]
 
 
-STALE_README_POINTERS = {"gpu_constructs/scripts/vault-bootstrap.sh": 2}
-"""Files that still send the reader to the README for what is on a docs page, with how many times
-(single-node's bootstrap script: its comment and its message on re-keying point at
-docs/single-node.md's Vault section once changed; its text is in the single-node stack's JSON).
+STALE_README_POINTERS: dict[str, int] = {}
+"""Files that still send the reader to the README for what is on a docs page, with how many times.
 Strict both ways."""
 
 

@@ -6,7 +6,7 @@
 # makes one unseal key, and a restarted server stays sealed until someone unseals it. The keys and the
 # root token are written to INIT_FILE on this host (root only, mode 0600) and nowhere else: not to
 # Terraform state, not to the cluster. Move them to an offline safe after the first run; with the file
-# gone, a Shamir-sealed Vault is unsealed by hand after a restart (see the README).
+# gone, a Shamir-sealed Vault is unsealed by hand after a restart (docs/single-node.md#vault).
 # Environment:
 #   VAULT_NAMESPACE  namespace of the Vault release (vault)
 #   VAULT_PODS       space-separated pod names (vault-0, or vault-0 vault-1 vault-2 with raft)
@@ -131,7 +131,7 @@ if [ "$initialized" != "true" ]; then
     echo "vault-bootstrap: initializing Vault (auto-unseal with AWS KMS; 1 recovery key share)."
     shares=(-recovery-shares=1 -recovery-threshold=1)
   else
-    echo "vault-bootstrap: initializing Vault (1 key share; see the README to re-key for production)."
+    echo "vault-bootstrap: initializing Vault (1 key share; re-key for production, docs/single-node.md#vault)."
     shares=(-key-shares=1 -key-threshold=1)
   fi
   umask 077
