@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from cdktf import DataResource, Fn, TerraformResourceLifecycle
 from cdktf_cdktf_provider_aws.acm_certificate import AcmCertificate
@@ -29,7 +28,7 @@ from constructs import Construct
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.compute.eks import SYSTEM_TAINT, EksGpuCompute
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.iam import policy_document, service_trust
+from gpu_constructs.iam import policy_document, policy_file, service_trust
 
 # RDS for PostgreSQL offers no Performance Insights on these classes (RDS user guide,
 # USER_PerfInsights.Overview.Engines, "DB instance class support"); CreateDBInstance refuses them.
@@ -264,136 +263,15 @@ class LoadBalancerController(Construct):
 
     @staticmethod
     def _policy(region: str) -> str:
-        """The controller's permissions, after the upstream recommended policy, kept to one region.
+        """The controller's permissions (policies/aws-load-balancer-controller.json), after the upstream
+        recommended policy, kept to one region.
 
         Reads are unscoped (those APIs have no resource-level permissions). Load balancers, target
         groups and security groups must be created carrying the controller's cluster tag
         (``elbv2.k8s.aws/cluster``), and only resources carrying it are changed or deleted; the tag
         itself cannot be added to or removed from an existing resource.
         """
-        tag = "elbv2.k8s.aws/cluster"
-        tagged = {f"aws:ResourceTag/{tag}": "false"}
-        created_tagged = {f"aws:RequestTag/{tag}": "false"}
-        tag_untouched = {f"aws:RequestTag/{tag}": "true", **tagged}
-        elb = "arn:aws:elasticloadbalancing:*:*"
-        balancers = [f"{elb}:targetgroup/*/*", f"{elb}:loadbalancer/net/*/*", f"{elb}:loadbalancer/app/*/*"]
-        listeners = [
-            f"{elb}:listener/net/*/*/*",
-            f"{elb}:listener/app/*/*/*",
-            f"{elb}:listener-rule/net/*/*/*",
-            f"{elb}:listener-rule/app/*/*/*",
-        ]
-        security_groups = "arn:aws:ec2:*:*:security-group/*"
-
-        def allow(actions: list[str], resource: str | list[str] = "*", **condition: Any) -> dict[str, Any]:
-            equals = {**condition.pop("StringEquals", {}), "aws:RequestedRegion": region}
-            return {
-                "Effect": "Allow",
-                "Action": actions,
-                "Resource": resource,
-                "Condition": {"StringEquals": equals, **condition},
-            }
-
-        return policy_document(
-            {
-                "Effect": "Allow",
-                "Action": "iam:CreateServiceLinkedRole",
-                "Resource": "*",
-                "Condition": {"StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}},
-            },
-            allow(
-                [
-                    "ec2:Describe*",
-                    "ec2:GetCoipPoolUsage",
-                    "ec2:GetSecurityGroupsForVpc",
-                    "elasticloadbalancing:Describe*",
-                    "acm:ListCertificates",
-                    "acm:DescribeCertificate",
-                    "iam:ListServerCertificates",
-                    "iam:GetServerCertificate",
-                    "cognito-idp:DescribeUserPoolClient",
-                    "wafv2:GetWebACL",
-                    "wafv2:GetWebACLForResource",
-                    "wafv2:AssociateWebACL",
-                    "wafv2:DisassociateWebACL",
-                    "shield:GetSubscriptionState",
-                    "shield:DescribeProtection",
-                    "shield:CreateProtection",
-                    "shield:DeleteProtection",
-                ]
-            ),
-            # Security groups: the controller opens the nodes' groups to its load balancers.
-            allow(
-                [
-                    "ec2:CreateSecurityGroup",
-                    "ec2:AuthorizeSecurityGroupIngress",
-                    "ec2:RevokeSecurityGroupIngress",
-                ]
-            ),
-            allow(
-                ["ec2:CreateTags"],
-                security_groups,
-                StringEquals={"ec2:CreateAction": "CreateSecurityGroup"},
-                Null=created_tagged,
-            ),
-            allow(["ec2:CreateTags", "ec2:DeleteTags"], security_groups, Null=tag_untouched),
-            allow(["ec2:DeleteSecurityGroup"], Null=tagged),
-            # Load balancers and target groups.
-            allow(
-                ["elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:CreateTargetGroup"],
-                Null=created_tagged,
-            ),
-            allow(
-                ["elasticloadbalancing:AddTags"],
-                balancers,
-                StringEquals={
-                    "elasticloadbalancing:CreateAction": ["CreateTargetGroup", "CreateLoadBalancer"]
-                },
-                Null=created_tagged,
-            ),
-            allow(
-                ["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"],
-                balancers,
-                Null=tag_untouched,
-            ),
-            allow(
-                [
-                    "elasticloadbalancing:ModifyLoadBalancerAttributes",
-                    "elasticloadbalancing:ModifyCapacityReservation",
-                    "elasticloadbalancing:ModifyIpPools",
-                    "elasticloadbalancing:ModifyListenerAttributes",
-                    "elasticloadbalancing:SetIpAddressType",
-                    "elasticloadbalancing:SetSecurityGroups",
-                    "elasticloadbalancing:SetSubnets",
-                    "elasticloadbalancing:DeleteLoadBalancer",
-                    "elasticloadbalancing:ModifyTargetGroup",
-                    "elasticloadbalancing:ModifyTargetGroupAttributes",
-                    "elasticloadbalancing:DeleteTargetGroup",
-                ],
-                Null=tagged,
-            ),
-            # Targets may be registered in groups the controller did not create (TargetGroupBinding).
-            allow(
-                ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"],
-                f"{elb}:targetgroup/*/*",
-            ),
-            # Listeners and rules live on the controller's load balancers.
-            allow(["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"], listeners),
-            allow(
-                [
-                    "elasticloadbalancing:CreateListener",
-                    "elasticloadbalancing:DeleteListener",
-                    "elasticloadbalancing:ModifyListener",
-                    "elasticloadbalancing:AddListenerCertificates",
-                    "elasticloadbalancing:RemoveListenerCertificates",
-                    "elasticloadbalancing:CreateRule",
-                    "elasticloadbalancing:DeleteRule",
-                    "elasticloadbalancing:ModifyRule",
-                    "elasticloadbalancing:SetRulePriorities",
-                    "elasticloadbalancing:SetWebAcl",
-                ]
-            ),
-        )
+        return policy_file("aws-load-balancer-controller", region=region)
 
 
 EXTERNAL_DNS_SERVICE_ACCOUNT = "external-dns"

@@ -31,7 +31,7 @@ from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GPU_RESOURCE, GPU_TAINT, GpuCluster, Taint
 from gpu_constructs.compute.eks_cluster import SYSTEM_TAINT, node_role
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.iam import policy_document, service_trust
+from gpu_constructs.iam import policy_document, policy_file, service_trust
 
 KARPENTER_NAMESPACE = "karpenter"
 KARPENTER_RESOURCES = {"cpu": "1", "memory": "1Gi"}
@@ -423,211 +423,23 @@ class Karpenter(Construct):
         )
 
     def _karpenter_policy(self) -> str:
-        """Karpenter's controller permissions, scoped as terraform-aws-eks ``modules/karpenter``
-        (policy.tf, v1 policy) and Karpenter's getting-started CloudFormation scope them: what it
-        creates must carry this cluster's tags, what it changes or deletes must already carry them."""
+        """Karpenter's controller permissions (policies/karpenter-controller.json), scoped as
+        terraform-aws-eks ``modules/karpenter`` (policy.tf, v1 policy) and Karpenter's getting-started
+        CloudFormation scope them: what it creates must carry this cluster's tags, what it changes or
+        deletes must already carry them. Beyond terraform-aws-eks, as Karpenter 1.14's CloudFormation:
+        an EC2NodeClass's placement group (RunInstances on placement-group/*, DescribePlacementGroups),
+        instance health for node repair (DescribeInstanceStatus) and capacity-reservation NodePools
+        (DescribeCapacityReservations). The AMI aliases resolve through the public /aws/service/ SSM
+        parameters; the pricing API has no region condition (it lives in us-east-1 and a few others)."""
         props = self.props
-        arn_prefix = f"arn:aws:iam::{props.account_id}"
-        cluster = props.cluster_name
-        ec2 = f"arn:aws:ec2:{props.region}"
-        owned_request = {
-            f"aws:RequestTag/kubernetes.io/cluster/{cluster}": "owned",
-            "aws:RequestTag/eks:eks-cluster-name": cluster,
-        }
-        owned_resource = {f"aws:ResourceTag/kubernetes.io/cluster/{cluster}": "owned"}
-        created = [
-            f"{ec2}:*:{kind}/*"
-            for kind in (
-                "fleet",
-                "instance",
-                "volume",
-                "network-interface",
-                "launch-template",
-                "spot-instances-request",
-            )
-        ]
-        profile_tags = {"aws:ResourceTag/topology.kubernetes.io/region": props.region, **owned_resource}
-        return policy_document(
-            {
-                "Sid": "AllowScopedEC2InstanceAccessActions",
-                "Effect": "Allow",
-                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
-                "Resource": [
-                    f"{ec2}::image/*",
-                    f"{ec2}::snapshot/*",
-                    f"{ec2}:*:security-group/*",
-                    f"{ec2}:*:subnet/*",
-                    f"{ec2}:*:capacity-reservation/*",
-                    # An EC2NodeClass may name a placement group (Karpenter 1.14's CloudFormation
-                    # policy, getting-started cloudformation.yaml, grants it here too).
-                    f"{ec2}:*:placement-group/*",
-                ],
-            },
-            {
-                "Sid": "AllowScopedEC2LaunchTemplateAccessActions",
-                "Effect": "Allow",
-                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
-                "Resource": f"{ec2}:*:launch-template/*",
-                "Condition": {
-                    "StringEquals": owned_resource,
-                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-                },
-            },
-            {
-                "Sid": "AllowScopedEC2InstanceActionsWithTags",
-                "Effect": "Allow",
-                "Action": ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"],
-                "Resource": created,
-                "Condition": {
-                    "StringEquals": owned_request,
-                    "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
-                },
-            },
-            {
-                "Sid": "AllowScopedResourceCreationTagging",
-                "Effect": "Allow",
-                "Action": "ec2:CreateTags",
-                "Resource": created,
-                "Condition": {
-                    "StringEquals": {
-                        **owned_request,
-                        "ec2:CreateAction": ["RunInstances", "CreateFleet", "CreateLaunchTemplate"],
-                    },
-                    "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
-                },
-            },
-            {
-                "Sid": "AllowScopedResourceTagging",
-                "Effect": "Allow",
-                "Action": "ec2:CreateTags",
-                "Resource": f"{ec2}:*:instance/*",
-                "Condition": {
-                    "StringEquals": owned_resource,
-                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-                    "StringEqualsIfExists": {"aws:RequestTag/eks:eks-cluster-name": cluster},
-                    "ForAllValues:StringEquals": {
-                        "aws:TagKeys": ["eks:eks-cluster-name", "karpenter.sh/nodeclaim", "Name"]
-                    },
-                },
-            },
-            {
-                "Sid": "AllowScopedDeletion",
-                "Effect": "Allow",
-                "Action": ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
-                "Resource": [f"{ec2}:*:instance/*", f"{ec2}:*:launch-template/*"],
-                "Condition": {
-                    "StringEquals": owned_resource,
-                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-                },
-            },
-            {
-                "Sid": "AllowRegionalReadActions",
-                "Effect": "Allow",
-                # DescribeInstanceStatus: Karpenter's instance health checks (node repair);
-                # DescribeCapacityReservations: capacity-reservation NodePools; DescribePlacementGroups:
-                # an EC2NodeClass's placement group.
-                "Action": [
-                    "ec2:DescribeAvailabilityZones",
-                    "ec2:DescribeCapacityReservations",
-                    "ec2:DescribeImages",
-                    "ec2:DescribeInstances",
-                    "ec2:DescribeInstanceStatus",
-                    "ec2:DescribeInstanceTypeOfferings",
-                    "ec2:DescribeInstanceTypes",
-                    "ec2:DescribeLaunchTemplates",
-                    "ec2:DescribePlacementGroups",
-                    "ec2:DescribeSecurityGroups",
-                    "ec2:DescribeSpotPriceHistory",
-                    "ec2:DescribeSubnets",
-                ],
-                "Resource": "*",
-                "Condition": {"StringEquals": {"aws:RequestedRegion": props.region}},
-            },
-            {
-                # The AMI aliases resolve through the public /aws/service/ parameters.
-                "Sid": "AllowSSMReadActions",
-                "Effect": "Allow",
-                "Action": "ssm:GetParameter",
-                "Resource": f"arn:aws:ssm:{props.region}::parameter/aws/service/*",
-            },
-            {
-                # No region condition: the pricing API lives in us-east-1 and a few other regions.
-                "Sid": "AllowPricingReadActions",
-                "Effect": "Allow",
-                "Action": "pricing:GetProducts",
-                "Resource": "*",
-            },
-            {
-                "Sid": "AllowInterruptionQueueActions",
-                "Effect": "Allow",
-                "Action": ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
-                "Resource": self.interruption_queue.arn,
-            },
-            {
-                "Sid": "AllowPassingInstanceRole",
-                "Effect": "Allow",
-                "Action": "iam:PassRole",
-                "Resource": self.karpenter_node_role.arn,
-                "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
-            },
-            {
-                "Sid": "AllowScopedInstanceProfileCreationActions",
-                "Effect": "Allow",
-                "Action": "iam:CreateInstanceProfile",
-                "Resource": f"{arn_prefix}:instance-profile/*",
-                "Condition": {
-                    "StringEquals": {
-                        f"aws:RequestTag/kubernetes.io/cluster/{cluster}": "owned",
-                        "aws:RequestTag/eks:eks-cluster-name": cluster,
-                        "aws:RequestTag/topology.kubernetes.io/region": props.region,
-                    },
-                    "StringLike": {"aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*"},
-                },
-            },
-            {
-                "Sid": "AllowScopedInstanceProfileTagActions",
-                "Effect": "Allow",
-                "Action": "iam:TagInstanceProfile",
-                "Resource": f"{arn_prefix}:instance-profile/*",
-                "Condition": {
-                    "StringEquals": {
-                        **profile_tags,
-                        f"aws:RequestTag/kubernetes.io/cluster/{cluster}": "owned",
-                        "aws:RequestTag/eks:eks-cluster-name": cluster,
-                        "aws:RequestTag/topology.kubernetes.io/region": props.region,
-                    },
-                    "StringLike": {
-                        "aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*",
-                        "aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*",
-                    },
-                },
-            },
-            {
-                "Sid": "AllowScopedInstanceProfileActions",
-                "Effect": "Allow",
-                "Action": [
-                    "iam:AddRoleToInstanceProfile",
-                    "iam:RemoveRoleFromInstanceProfile",
-                    "iam:DeleteInstanceProfile",
-                ],
-                "Resource": f"{arn_prefix}:instance-profile/*",
-                "Condition": {
-                    "StringEquals": profile_tags,
-                    "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*"},
-                },
-            },
-            {
-                "Sid": "AllowInstanceProfileReadActions",
-                "Effect": "Allow",
-                "Action": ["iam:GetInstanceProfile", "iam:ListInstanceProfiles"],
-                "Resource": "*",
-            },
-            {
-                "Sid": "AllowAPIServerEndpointDiscovery",
-                "Effect": "Allow",
-                "Action": "eks:DescribeCluster",
-                "Resource": props.cluster.arn,
-            },
+        return policy_file(
+            "karpenter-controller",
+            account_id=props.account_id,
+            cluster=props.cluster_name,
+            region=props.region,
+            cluster_arn=props.cluster.arn,
+            interruption_queue_arn=self.interruption_queue.arn,
+            node_role_arn=self.karpenter_node_role.arn,
         )
 
     def _in_cluster(self) -> None:
