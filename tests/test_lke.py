@@ -13,6 +13,7 @@ import pytest
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
+from gpu_constructs import helm as helm_lib
 from gpu_constructs.compute.lke import LkeProps
 from gpu_constructs.errors import ConfigError
 from tests.conftest import ON_ENGINE, plan_variables, release_values, resources, variables_workdir
@@ -442,11 +443,30 @@ def test_the_controller_token_is_a_sensitive_variable_written_as_a_secret(stack_
     releases = _by_chart(stack_json)
     token = releases["cloud-firewall-token"]
     assert token["set_sensitive"] == [
-        {"name": "manifests[0].stringData.token", "value": "${var.firewall_controller_token}"}
+        {"name": "secrets.linode-cfw.stringData.token", "value": "${var.firewall_controller_token}"}
     ]
+    # The path is map keys the values document has (helm provider v3.1.1 cloakSetValue walks them),
+    # so the release's metadata.values gets "(sensitive value)" in place of the token.
+    assert release_values(token) == {
+        "manifests": [],
+        "secrets": {"linode-cfw": {"namespace": "kube-system", "type": "Opaque", "stringData": {}}},
+    }
     every_values = json.dumps([r.get("values") for r in releases.values()])
     assert "firewall_controller_token" not in every_values
     assert "linode_token" not in json.dumps(releases)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "field"),
+    [
+        ("linode.cfw", {"token": "${var.t}"}, "secret name"),
+        ("linode-cfw", {"tls.crt": "${var.t}"}, "secret key"),
+    ],
+)
+def test_a_sensitive_secret_the_helm_provider_cannot_cloak_fails(name, data, field):
+    with pytest.raises(ConfigError) as error:
+        helm_lib.SensitiveSecret(name, data)
+    assert error.value.field == field and "cannot cloak" in str(error.value)
 
 
 def test_the_controller_renders_with_the_stacks_rules_and_reads_the_token_secret(helm, upstream):
@@ -468,7 +488,7 @@ def test_the_controller_renders_with_the_stacks_rules_and_reads_the_token_secret
     assert ui["addresses"] == {"ipv4": ["192.0.2.0/24"]} and ui["label"] == "allow-ui-http-https"
     (secret,) = by_name["cloud-firewall-token"].objects
     assert (secret["metadata"]["namespace"], secret["metadata"]["name"]) == ("kube-system", "linode-cfw")
-    assert set(secret["stringData"]) == {"token"}
+    assert set(secret["stringData"]) == {"token"} and secret["type"] == "Opaque"
     crds = [o for o in by_name["cloud-firewall-crd"].objects if o["kind"] == "CustomResourceDefinition"]
     assert [c["metadata"]["name"] for c in crds] == ["cloudfirewalls.networking.linode.com"]
 
