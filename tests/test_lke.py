@@ -688,3 +688,39 @@ def test_the_apply_waits_for_a_gpu_job_that_proves_the_nvidia_runtime(helm, upst
     assert "gpu-smoke-test" not in {
         r["name"] for r in resources(synth(smoke_test=False), "helm_release").values()
     }
+
+
+def test_the_cluster_is_protected_from_destroy_and_replacement(stack_json):
+    """A replacement (region, tier) would delete the old cluster with its releases installed: their
+    uninstall runs against the new cluster's provider configuration, or not at all (helm provider
+    v3.1.1 drops a release it cannot look up). prevent_destroy refuses that plan; protect_cluster=False
+    lifts it for a deliberate `cdktf destroy`."""
+    assert one(stack_json, "linode_lke_cluster")["lifecycle"] == {"prevent_destroy": True}
+    assert "lifecycle" not in one(synth(protect_cluster=False), "linode_lke_cluster")
+
+
+def test_terraform_refuses_a_plan_that_replaces_the_protected_cluster(stack_json, tmp_path):
+    """The cluster's own lifecycle block on a stand-in that a variable replaces: real Terraform
+    applies it, then fails the plan of its replacement."""
+    from tests.conftest import terraform_binary
+
+    lifecycle = one(stack_json, "linode_lke_cluster")["lifecycle"]
+    config = {
+        "variable": {"region": {"type": "string"}},
+        "resource": {
+            "terraform_data": {"cluster": {"triggers_replace": "${var.region}", "lifecycle": lifecycle}}
+        },
+    }
+    (tmp_path / "main.tf.json").write_text(json.dumps(config))
+
+    def terraform(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [terraform_binary(), *args, "-input=false", "-no-color"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    assert terraform("init").returncode == 0
+    assert terraform("apply", "-auto-approve", "-var=region=us-ord").returncode == 0
+    assert terraform("plan", "-var=region=us-ord").returncode == 0
+    refused = terraform("plan", "-var=region=us-sea")
+    assert refused.returncode != 0 and "prevent_destroy" in " ".join(refused.stderr.split())
