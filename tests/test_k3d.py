@@ -570,3 +570,63 @@ def test_the_ingress_runs_on_the_infra_agent(helm, upstream):
     for template in templates:
         assert [g.name for g in groups if why_not(template.spec, g) is None] == ["infra agents"]
     assert [o for o in traefik.objects if o["kind"] == "IngressClass"]
+
+
+def _definition(stack: dict) -> str:
+    (cluster,) = resources(stack, "terraform_data").values()
+    return cluster["triggers_replace"]["definition"]
+
+
+# A changed value for every setting of K3dPocSettings (backend: another state location).
+CHANGED_SETTINGS = {
+    "cluster_name": "gpu-poc-b",
+    "agents": ("app", "infra", "gpu", "gpu"),
+    "image": "k3s-cuda:v1.35.5-k3s1-cuda13.1.1-b",
+    "build_image": False,
+    "time_slicing_replicas": 2,
+    "smoke_test": False,
+    "smoke_test_image": "nvcr.io/nvidia/cuda:12.8.1-base-ubuntu24.04",
+    "argocd": True,
+    "monitoring": False,
+    "monitoring_retention": "1d",
+    "grafana_host": "grafana.k3d.test",
+}
+CLUSTER_SHAPING = {"cluster_name", "agents", "image", "build_image"}
+"""What `k3d cluster create` is given or builds its nodes from: only these replace the cluster."""
+
+
+def test_only_cluster_shaping_settings_replace_the_cluster(stack_json):
+    """Every release has replace_triggered_by the cluster step, whose destroy runs k3d cluster
+    delete: a setting in its triggers re-creates the whole cluster (its data with it). Turning the
+    smoke test off or bumping its image changes only the smoke-test release."""
+    import dataclasses
+
+    from environments.k3d_poc import K3dPocSettings
+
+    fields = {f.name for f in dataclasses.fields(K3dPocSettings)} - {"backend"}
+    assert set(CHANGED_SETTINGS) == fields, "give every new setting a changed value here"
+    default = _definition(stack_json)
+    replacing = {
+        name for name, value in CHANGED_SETTINGS.items() if _definition(synth(**{name: value})) != default
+    }
+    assert replacing == CLUSTER_SHAPING
+
+
+def test_an_installed_package_in_another_place_keeps_the_cluster(monkeypatch, tmp_path):
+    """In an installed package the build context is an absolute site-packages path: another
+    virtualenv or Python version must not replace the cluster."""
+    import shutil
+
+    from gpu_constructs.compute import k3d
+
+    definitions = set()
+    for place in ("venv-a", "venv-b"):
+        context = tmp_path / place / "k3s_cuda"
+        shutil.copytree(k3d.PROJECT_ROOT / k3d.IMAGE_DIR, context)
+        monkeypatch.setattr(k3d, "image_dir", lambda: None)
+        monkeypatch.setattr(k3d, "PACKAGED_IMAGE_DIR", context)
+        stack = synth()
+        (cluster,) = resources(stack, "terraform_data").values()
+        assert cluster["provisioner"][0]["local-exec"]["environment"]["BUILD_CONTEXT"] == context.as_posix()
+        definitions.add(_definition(stack))
+    assert len(definitions) == 1
