@@ -630,3 +630,12 @@ def test_an_installed_package_in_another_place_keeps_the_cluster(monkeypatch, tm
         assert cluster["provisioner"][0]["local-exec"]["environment"]["BUILD_CONTEXT"] == context.as_posix()
         definitions.add(_definition(stack))
     assert len(definitions) == 1
+
+
+def test_the_page_tells_how_to_recover_from_the_helm_providers_state_loss():
+    from gpu_constructs import versions
+
+    page = " ".join((Path(__file__).resolve().parent.parent / "docs" / "k3d-poc.md").read_text().split())
+    assert "hashicorp/terraform-provider-helm#1669" in page
+    assert f"helm provider ({versions.TERRAFORM_PROVIDER_HELM.version})" in page
+    assert "k3d cluster start gpu-poc" in page and "get --raw /readyz" in page

@@ -724,3 +724,19 @@ def test_terraform_refuses_a_plan_that_replaces_the_protected_cluster(stack_json
     assert terraform("plan", "-var=region=us-ord").returncode == 0
     refused = terraform("plan", "-var=region=us-sea")
     assert refused.returncode != 0 and "prevent_destroy" in " ".join(refused.stderr.split())
+
+
+def test_the_page_tells_how_to_recover_from_the_helm_providers_state_loss(stack_json):
+    """helm provider 3.1.1 drops a release it cannot look up from the state (#1669): the page names
+    the hazard for the pinned version and gives the targeted apply of this stack's cluster address,
+    whose refresh reads no release."""
+    from gpu_constructs import versions
+
+    page = " ".join((Path(__file__).resolve().parent.parent / "docs" / "lke.md").read_text().split())
+    (address,) = resources(stack_json, "linode_lke_cluster")
+    assert f"terraform apply -target=linode_lke_cluster.{address}" in page
+    assert "hashicorp/terraform-provider-helm#1669" in page
+    assert f"helm provider ({versions.TERRAFORM_PROVIDER_HELM.version}" in page
+    # the import id the provider parses (parseImportIdentifier): <namespace>/<release name>
+    traefik = resources(stack_json, "helm_release")["traefik"]
+    assert f"terraform import helm_release.traefik {traefik['namespace']}/{traefik['name']}" in page
