@@ -639,3 +639,33 @@ def test_the_page_tells_how_to_recover_from_the_helm_providers_state_loss():
     assert "hashicorp/terraform-provider-helm#1669" in page
     assert f"helm provider ({versions.TERRAFORM_PROVIDER_HELM.version})" in page
     assert "k3d cluster start gpu-poc" in page and "get --raw /readyz" in page
+
+
+def test_the_create_step_writes_the_kubeconfig_private_before_any_content(stack_json, tmp_path):
+    """The synthesized command (not only the script) under the usual umask 022: the kubeconfig
+    holds the cluster-admin key, so the file (0600) and a new kubeconfig/ (0700) are private when
+    the first byte is written, not only after the script's chmod."""
+    import subprocess
+
+    (cluster,) = resources(stack_json, "terraform_data").values()
+    create = cluster["provisioner"][0]["local-exec"]
+    command = create["command"].replace("$${", "${").replace("%%{", "%{")
+    host = k3d_host(tmp_path)
+    modes = tmp_path / "modes"
+    host.stub(
+        "k3d",
+        '[ "$1 $2" = "cluster list" ] && exit 1\n'
+        'if [ "$1 $2" = "kubeconfig get" ]; then\n'
+        f'  stat -c %a "$KUBECONFIG_OUT" "$(dirname "$KUBECONFIG_OUT")" > {modes}; echo "apiVersion: v1"\n'
+        "fi\nexit 0",
+    )
+    out = tmp_path / "fresh" / "k3d-poc.yaml"
+    result = subprocess.run(
+        ["bash", "-c", 'umask 022; exec bash -c "$0"', command],
+        env=host.environment(**{**ENV, "KUBECONFIG_OUT": str(out)}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert modes.read_text().split() == ["600", "700"]

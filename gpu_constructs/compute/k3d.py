@@ -85,6 +85,9 @@ definition whose change replaces the cluster (and every release in it): the smok
 by a one-off host preflight (the smoke test itself is its own release), and where the build context
 is on this machine (an installed package's absolute site-packages path)."""
 
+KUBECONFIG_UMASK = "umask 077\n"
+"""Run before the create script: files and directories it creates are its user's alone."""
+
 K3S_DISABLED = ("traefik",)
 """Bundled k3s components the server runs without (``--disable``): the ingress comes from the stack."""
 SERVER_TAINT = Taint("CriticalAddonsOnly", "true", "NoExecute")
@@ -237,7 +240,10 @@ class K3dGpuCompute(Construct):
             provisioners=[
                 LocalExecProvisioner(
                     type="local-exec",
-                    command=script_literal("k3d-cluster.sh"),
+                    # The script writes the cluster-admin kubeconfig with a redirection, which creates
+                    # the file 0666 & ~umask (0644 under the usual 022) before its chmod 600, and a
+                    # new kubeconfig/ 0755: with umask 077 both are private before any content.
+                    command=KUBECONFIG_UMASK + script_literal("k3d-cluster.sh"),
                     interpreter=["bash", "-c"],
                     environment=env,
                 ),
