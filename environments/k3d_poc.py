@@ -61,6 +61,16 @@ class K3dPocSettings:
         validate.field_types(self)
         for role in self.agents:
             validate.one_of("agents", role, ROLES)
+        if "infra" in self.agents and "app" not in self.agents:
+            # Traefik's LoadBalancer Service gets k3s ServiceLB pods, confined to the app agents by
+            # their enablelb label; without one k3s runs them on every untainted node, and they
+            # tolerate server-0's taint (k3s pkg/cloudprovider/servicelb.go, newDaemonSet).
+            raise ConfigError(
+                "agents",
+                self.agents,
+                "an infra agent brings Traefik, whose ServiceLB pods run on the app agent (else on "
+                "server-0): add 'app'",
+            )
         gpu_agents = self.agents.count("gpu")
         if self.smoke_test and gpu_agents == 0:
             raise ConfigError(

@@ -171,6 +171,11 @@ def test_the_optional_argocd_passes_every_gate(helm, upstream):
     [
         ({"agents": ("app", "storage")}, r"'agents' is 'storage': use one of app, infra, gpu"),
         (
+            {"agents": ("infra", "gpu")},
+            r"'agents' is \('infra', 'gpu'\): an infra agent brings Traefik, whose ServiceLB pods run on "
+            r"the app agent \(else on server-0\): add 'app'$",
+        ),
+        (
             {"agents": ("app", "infra")},
             r"'smoke_test' is True: the GPU smoke test needs a 'gpu' agent: add 'gpu' to agents",
         ),
@@ -669,3 +674,14 @@ def test_the_create_step_writes_the_kubeconfig_private_before_any_content(stack_
     )
     assert result.returncode == 0, result.stderr
     assert modes.read_text().split() == ["600", "700"]
+
+
+def test_every_agent_list_the_settings_accept_keeps_server_0_to_the_control_plane(helm, upstream):
+    """The placement gate over k3d variants the settings accept, not only main.py's default: an agent
+    list without 'app' (svclb-traefik would run on server-0) is refused at synth instead."""
+    from tests.test_placement import placement_problems
+
+    for agents in (("infra", "app", "gpu"), ("app", "gpu"), ("gpu", "app", "infra", "app")):
+        assert placement_problems(rendered_variant("k3d-var", agents=agents)) == []
+    with pytest.raises(ConfigError, match="'agents'"):
+        rendered_variant("k3d-var", agents=("infra", "gpu"))
