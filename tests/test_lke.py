@@ -740,3 +740,50 @@ def test_the_page_tells_how_to_recover_from_the_helm_providers_state_loss(stack_
     # the import id the provider parses (parseImportIdentifier): <namespace>/<release name>
     traefik = resources(stack_json, "helm_release")["traefik"]
     assert f"terraform import helm_release.traefik {traefik['namespace']}/{traefik['name']}" in page
+
+
+# plan -> its GPUs and a region offering it (Linode's GPU plan table)
+GPU_PLANS = {
+    "g2-gpu-rtx4000a1-s": (1, "us-ord"),
+    "g2-gpu-rtx4000a2-m": (2, "us-ord"),
+    "g2-gpu-rtx4000a4-m": (4, "us-ord"),
+    "g3-gpu-rtxpro6000-blackwell-1": (1, "us-sea"),
+    "g3-gpu-rtxpro6000-blackwell-2": (2, "us-sea"),
+    "g3-gpu-rtxpro6000-blackwell-4": (4, "us-sea"),
+}
+
+
+@pytest.mark.parametrize("plan", sorted(GPU_PLANS))
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_the_clusters_gpu_slots_count_the_plans_gpus(plan, replicas):
+    """The contract's capacity (GPUs x time-slicing replicas) and the most one pod can ask for
+    follow the plan: a 2-GPU plan is not refused a 4-GPU demand on two nodes, and a pod asking for
+    more than a node has is refused at synth."""
+    from cdktf import TerraformStack
+
+    from gpu_constructs.cluster import GpuSharing
+    from gpu_constructs.compute.lke import LkeGpuCompute
+
+    gpus, region = GPU_PLANS[plan]
+    stack = TerraformStack(cdktf.Testing.app(), "s")
+    cluster = LkeGpuCompute(
+        stack,
+        "lke",
+        props=LkeProps(
+            label="x-lke",
+            api_allowlist=["192.0.2.0/24"],
+            ui_allowlist=["192.0.2.0/24"],
+            runner_allowlist=["192.0.2.7/32"],
+            firewall_label="x-lke-gpu-nodes",
+            region=region,
+            gpu_plan=plan,
+            gpu_max_nodes=2,
+            firewall=False,
+            sharing=GpuSharing(time_slicing_replicas=replicas),
+        ),
+    ).cluster
+    assert (cluster.gpu_capacity, cluster.gpus_per_node) == (gpus * 2 * replicas, gpus * replicas)
+    cluster.check_gpu_demand("replicas", 2 * gpus * replicas, 1)
+    cluster.check_pod_fits("gpus", gpus * replicas)
+    with pytest.raises(ConfigError, match="never schedules"):
+        cluster.check_pod_fits("gpus", gpus * replicas + 1)

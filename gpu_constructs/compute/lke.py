@@ -333,7 +333,12 @@ class LkeGpuCompute(Construct):
             driver=manager,
             toolkit=manager,
             sharing=props.sharing,
-            gpu_capacity=props.gpu_max_nodes * props.sharing.time_slicing_replicas,
+            # The plan names its GPUs (g2-gpu-rtx4000a2-m: 2, g3-gpu-rtxpro6000-blackwell-4: 4), as
+            # node_groups has it; each is time_slicing_replicas slots.
+            gpu_capacity=plan_gpus(props.gpu_plan)
+            * props.gpu_max_nodes
+            * props.sharing.time_slicing_replicas,
+            gpus_per_node=plan_gpus(props.gpu_plan) * props.sharing.time_slicing_replicas,
             ready=(self.gpu_pool,),
             # Replaced (a new region, or a label the provider forces a new cluster for), the LKE
             # cluster is a new, empty one; its node pools only add and drain nodes.
