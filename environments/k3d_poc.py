@@ -33,6 +33,9 @@ class K3dPocSettings:
     """k3s image with the NVIDIA container toolkit, built from docker/k3s-cuda (docs/k3d-poc.md)."""
     build_image: bool = True
     """Build ``image`` from docker/k3s-cuda on apply; False uses an image already on the host."""
+    api_port: int = 6550
+    """The host port of the Kubernetes API, on 127.0.0.1: a second instance on the same machine needs
+    its own (Docker publishes a port once)."""
     time_slicing_replicas: int = 1
     smoke_test: bool = True
     """Run the seed's nvidia-smi Job on the GPU agent after the device plugin."""
@@ -116,6 +119,7 @@ class K3dPocStack(TerraformStack):
                 agents=s.agents,
                 image=s.image,
                 build_image=s.build_image,
+                api_port=s.api_port,
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
                 preflight_image=s.smoke_test_image if s.smoke_test and "gpu" in s.agents else None,
             ),

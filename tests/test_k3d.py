@@ -181,6 +181,7 @@ def test_the_optional_argocd_passes_every_gate(helm, upstream):
         ),
         ({"agents": ("app", "gpu"), "argocd": True}, r"'argocd' is True: Argo CD runs on the infra agent"),
         ({"image": "k3s-cuda:latest"}, r"'image' is 'k3s-cuda:latest': pin the k3s CUDA image"),
+        ({"api_port": 443}, r"'api_port' is 443: "),
         ({"image": "registry:5000/k3s-cuda"}, r"'image' is 'registry:5000/k3s-cuda': pin the k3s CUDA image"),
         ({"cluster_name": "GPU_poc"}, r"'cluster_name' is 'GPU_poc': use a lower-case DNS label"),
         ({"agents": (), "smoke_test": False}, r"'agents' is \(\): give at least one agent role"),
@@ -588,6 +589,7 @@ CHANGED_SETTINGS = {
     "agents": ("app", "infra", "gpu", "gpu"),
     "image": "k3s-cuda:v1.35.5-k3s1-cuda13.1.1-b",
     "build_image": False,
+    "api_port": 6551,
     "time_slicing_replicas": 2,
     "smoke_test": False,
     "smoke_test_image": "nvcr.io/nvidia/cuda:12.8.1-base-ubuntu24.04",
@@ -596,7 +598,7 @@ CHANGED_SETTINGS = {
     "monitoring_retention": "1d",
     "grafana_host": "grafana.k3d.test",
 }
-CLUSTER_SHAPING = {"cluster_name", "agents", "image", "build_image"}
+CLUSTER_SHAPING = {"cluster_name", "agents", "image", "build_image", "api_port"}
 """What `k3d cluster create` is given or builds its nodes from: only these replace the cluster."""
 
 
@@ -685,3 +687,16 @@ def test_every_agent_list_the_settings_accept_keeps_server_0_to_the_control_plan
         assert placement_problems(rendered_variant("k3d-var", agents=agents)) == []
     with pytest.raises(ConfigError, match="'agents'"):
         rendered_variant("k3d-var", agents=("infra", "gpu"))
+
+
+def test_a_second_instance_publishes_the_api_on_its_own_port():
+    """Docker publishes 127.0.0.1:<port> once: a second k3d-poc on the same machine takes api_port."""
+    app = cdktf.Testing.app()
+    first = Instance("k3d-poc", "k3d-poc").build(app)
+    second = Instance("k3d-poc-b", "k3d-poc", {"cluster_name": "gpu-poc-b", "api_port": 6551}).build(app)
+    ports = []
+    for stack in (first, second):
+        (cluster,) = resources(json.loads(cdktf.Testing.synth(stack)), "terraform_data").values()
+        args = cluster["provisioner"][0]["local-exec"]["environment"]["CREATE_ARGS"].split()
+        ports.append(args[args.index("--api-port") + 1])
+    assert ports == ["127.0.0.1:6550", "127.0.0.1:6551"]
