@@ -787,3 +787,18 @@ def test_the_clusters_gpu_slots_count_the_plans_gpus(plan, replicas):
     cluster.check_pod_fits("gpus", gpus * replicas)
     with pytest.raises(ConfigError, match="never schedules"):
         cluster.check_pod_fits("gpus", gpus * replicas + 1)
+
+
+def test_the_page_states_who_reaches_node_exporter(stack_json):
+    """Port 9100 is open to LKE's whole private range (the firewall cannot name the cluster's nodes):
+    the page says so while the rule exists."""
+    from gpu_constructs.compute.lke import LKE_PRIVATE
+
+    page = " ".join((Path(__file__).resolve().parent.parent / "docs" / "lke.md").read_text().split())
+    (ruleset,) = [
+        r for r in resources(stack_json, "helm_release").values() if r["name"] == "cloud-firewall-ruleset"
+    ]
+    node_rule = release_values(ruleset)["manifests"][0]["spec"]["ruleset"]["inbound"][0]
+    assert (node_rule["ports"], node_rule["addresses"]["ipv4"]) == ("9100", [LKE_PRIVATE])
+    assert f"{LKE_PRIVATE} is the data center's private network, shared by every Linode" in page
+    assert "read node-exporter's unauthenticated metrics" in page
