@@ -700,3 +700,31 @@ def test_a_second_instance_publishes_the_api_on_its_own_port():
         args = cluster["provisioner"][0]["local-exec"]["environment"]["CREATE_ARGS"].split()
         ports.append(args[args.index("--api-port") + 1])
     assert ports == ["127.0.0.1:6550", "127.0.0.1:6551"]
+
+
+def run_the_pages_smoke_job_command(page: str, stack: str, stack_json: dict, tmp_path: Path) -> dict:
+    """The page's command that writes the smoke-test Job from cdk.tf.json, run on the stack's JSON:
+    the Job it writes is the one the release installs."""
+    import re
+    import subprocess
+
+    (command,) = re.findall(r"^\.venv/bin/python -c .*> smoke-test-job\.yaml$", page, re.M)
+    out = tmp_path / "cdktf.out" / "stacks" / stack
+    out.mkdir(parents=True)
+    (out / "cdk.tf.json").write_text(json.dumps(stack_json))
+    (tmp_path / ".venv").symlink_to(Path(__file__).resolve().parent.parent / ".venv")
+    subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True, timeout=60)
+    import yaml
+
+    return yaml.safe_load((tmp_path / "smoke-test-job.yaml").read_text())
+
+
+def test_the_page_shows_a_failed_smoke_test_that_its_atomic_release_removed(stack_json, tmp_path):
+    """An atomic release uninstalls its failed Job with its logs (helm v3.18 install.go failRelease):
+    the release stays atomic, and the page gives the watch and the same Job by hand."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "k3d-poc.md").read_text()
+    release = releases(stack_json)["gpu-smoke-test"]
+    assert release["atomic"] is True
+    job = run_the_pages_smoke_job_command(page, "k3d-poc", stack_json, tmp_path)
+    assert job == release_values(release)["manifests"][0] and job["kind"] == "Job"
+    assert "get events -n gpu-smoke-test -w" in " ".join(page.split())

@@ -802,3 +802,14 @@ def test_the_page_states_who_reaches_node_exporter(stack_json):
     assert (node_rule["ports"], node_rule["addresses"]["ipv4"]) == ("9100", [LKE_PRIVATE])
     assert f"{LKE_PRIVATE} is the data center's private network, shared by every Linode" in page
     assert "read node-exporter's unauthenticated metrics" in page
+
+
+def test_the_page_shows_a_failed_smoke_test_that_its_atomic_release_removed(stack_json, tmp_path):
+    from tests.test_k3d import run_the_pages_smoke_job_command
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "lke.md").read_text()
+    (release,) = [r for r in resources(stack_json, "helm_release").values() if r["name"] == "gpu-smoke-test"]
+    assert release["atomic"] is True
+    job = run_the_pages_smoke_job_command(page, "lke", stack_json, tmp_path)
+    assert job == release_values(release)["manifests"][0] and job["kind"] == "Job"
+    assert "get events -n gpu-smoke-test -w" in " ".join(page.split())
