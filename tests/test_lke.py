@@ -813,3 +813,13 @@ def test_the_page_shows_a_failed_smoke_test_that_its_atomic_release_removed(stac
     job = run_the_pages_smoke_job_command(page, "lke", stack_json, tmp_path)
     assert job == release_values(release)["manifests"][0] and job["kind"] == "Job"
     assert "get events -n gpu-smoke-test -w" in " ".join(page.split())
+
+
+def test_the_teardown_refreshes_an_expired_controller_token_first():
+    """A destroy does not update Secret kube-system/linode-cfw, and with a token Linode refuses the
+    controller cannot remove its CloudFirewall's finalizer (v0.2.1 checkFinalizer retries): the page
+    says to deploy a fresh token first and where a left firewall shows."""
+    page = " ".join((Path(__file__).resolve().parent.parent / "docs" / "lke.md").read_text().split())
+    teardown = page.split("## Teardown", 1)[1].split("## ", 1)[0]
+    assert "run `npx cdktf deploy lke` with a fresh `TF_VAR_firewall_controller_token` first" in teardown
+    assert "`linode-cli firewalls list`, label `lke-<cluster id>`" in teardown
