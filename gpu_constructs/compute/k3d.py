@@ -85,8 +85,9 @@ definition whose change replaces the cluster (and every release in it): the smok
 by a one-off host preflight (the smoke test itself is its own release), and where the build context
 is on this machine (an installed package's absolute site-packages path)."""
 
-KUBECONFIG_UMASK = "umask 077\n"
-"""Run before the create script: files and directories it creates are its user's alone."""
+KUBECONFIG_UMASK = "set -euo pipefail\numask 077\n"
+"""Run before the create script (with its own errexit first, as every multi-command step here):
+files and directories it creates are its user's alone."""
 
 K3S_DISABLED = ("traefik",)
 """Bundled k3s components the server runs without (``--disable``): the ingress comes from the stack."""
