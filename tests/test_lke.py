@@ -823,3 +823,34 @@ def test_the_teardown_refreshes_an_expired_controller_token_first():
     teardown = page.split("## Teardown", 1)[1].split("## ", 1)[0]
     assert "run `npx cdktf deploy lke` with a fresh `TF_VAR_firewall_controller_token` first" in teardown
     assert "`linode-cli firewalls list`, label `lke-<cluster id>`" in teardown
+
+
+@pytest.mark.parametrize("path", ["manifests[0].stringData.token", "a\\.b", "a..b"])
+def test_a_set_sensitive_path_the_helm_provider_cannot_cloak_fails_at_synth(path):
+    from cdktf import TerraformStack
+
+    from tests.conftest import make_cluster
+
+    stack = TerraformStack(cdktf.Testing.app(), "s")
+    with pytest.raises(ConfigError) as error:
+        helm_lib.release(
+            stack,
+            "r",
+            cluster=make_cluster(),
+            name="r",
+            chart="c",
+            namespace="n",
+            values={},
+            set_sensitive={path: "${var.t}"},
+        )
+    assert (error.value.field, error.value.value) == ("set_sensitive", path)
+    helm_lib.release(
+        stack,
+        "ok",
+        cluster=make_cluster(),
+        name="r",
+        chart="c",
+        namespace="n",
+        values={},
+        set_sensitive={"a.b": "x"},
+    )
