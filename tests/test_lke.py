@@ -854,3 +854,9 @@ def test_a_set_sensitive_path_the_helm_provider_cannot_cloak_fails_at_synth(path
         values={},
         set_sensitive={"a.b": "x"},
     )
+
+
+def test_the_page_says_to_rotate_the_token_earlier_versions_exposed():
+    page = " ".join((Path(__file__).resolve().parent.parent / "docs" / "lke.md").read_text().split())
+    assert "passed the token through `manifests[0].stringData.token`" in page
+    assert "revoke that token in Cloud Manager (API Tokens) first" in page
