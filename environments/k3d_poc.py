@@ -33,6 +33,9 @@ class K3dPocSettings:
     """k3s image with the NVIDIA container toolkit, built from docker/k3s-cuda (docs/k3d-poc.md)."""
     build_image: bool = True
     """Build ``image`` from docker/k3s-cuda on apply; False uses an image already on the host."""
+    api_port: int = 6550
+    """The host port of the Kubernetes API, on 127.0.0.1: a second instance on the same machine needs
+    its own (Docker publishes a port once)."""
     time_slicing_replicas: int = 1
     smoke_test: bool = True
     """Run the seed's nvidia-smi Job on the GPU agent after the device plugin."""
@@ -61,6 +64,16 @@ class K3dPocSettings:
         validate.field_types(self)
         for role in self.agents:
             validate.one_of("agents", role, ROLES)
+        if "infra" in self.agents and "app" not in self.agents:
+            # Traefik's LoadBalancer Service gets k3s ServiceLB pods, confined to the app agents by
+            # their enablelb label; without one k3s runs them on every untainted node, and they
+            # tolerate server-0's taint (k3s pkg/cloudprovider/servicelb.go, newDaemonSet).
+            raise ConfigError(
+                "agents",
+                self.agents,
+                "an infra agent brings Traefik, whose ServiceLB pods run on the app agent (else on "
+                "server-0): add 'app'",
+            )
         gpu_agents = self.agents.count("gpu")
         if self.smoke_test and gpu_agents == 0:
             raise ConfigError(
@@ -106,6 +119,7 @@ class K3dPocStack(TerraformStack):
                 agents=s.agents,
                 image=s.image,
                 build_image=s.build_image,
+                api_port=s.api_port,
                 sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
                 preflight_image=s.smoke_test_image if s.smoke_test and "gpu" in s.agents else None,
             ),

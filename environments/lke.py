@@ -54,6 +54,11 @@ class LkeSettings:
     """Prometheus, Alertmanager and Grafana with GPU metrics and alerts on the system pool."""
     monitoring_retention: str = "15d"
     monitoring_storage_size: str = "20Gi"
+    protect_cluster: bool = True
+    """``lifecycle.prevent_destroy`` on the LKE cluster: Terraform refuses a plan that destroys or
+    replaces it (a new region or tier). A replacement would delete the old cluster with every release
+    still installed (their NodeBalancer, the controller's firewall and the volumes stay billed); set
+    False only to run ``cdktf destroy lke`` (docs/lke.md, Replace the cluster)."""
     backend: Backend | None = None
     """Where Terraform keeps this stack's state: None for state/<stack>.tfstate on this machine
     (git-ignored, mode 0700), or a remote backend such as ``Backend("s3", {"bucket": "acme-tf-state",
@@ -180,6 +185,14 @@ class LkeStack(TerraformStack):
                 node_tcp_ports=(NODE_EXPORTER_PORT,) if s.monitoring else (),
             ),
         )
+        if s.protect_cluster:
+            # The helm provider is configured from this cluster's kubeconfig attribute, so on a
+            # replacement Terraform refreshes and uninstalls the releases against the new, unknown
+            # cluster: the releases are dropped from state (terraform-provider-helm v3.1.1
+            # resource_helm_release.go Read removes a release on any lookup error,
+            # hashicorp/terraform-provider-helm#1669) or uninstalled from the new, empty cluster after
+            # the old one is deleted with them. A plain destroy orders them first; the plan refuses the rest.
+            compute.lke.add_override("lifecycle.prevent_destroy", True)
         LinodeProvider(self, "linode", token=token.string_value, api_version=compute.provider_api_version)
         cluster = use_cluster(self, compute.cluster)
         operator = GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))

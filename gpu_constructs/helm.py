@@ -16,13 +16,18 @@ from typing import Any
 
 import yaml
 from cdktf import AssetType, TerraformAsset, TerraformStack
-from cdktf_cdktf_provider_helm.release import Release, ReleaseSetListStruct
+from cdktf_cdktf_provider_helm.release import Release, ReleaseSetListStruct, ReleaseSetSensitive
 from constructs import Construct
 
 from gpu_constructs.cluster import GpuCluster
 from gpu_constructs.errors import ConfigError, did_you_mean
 
 CHART_DIR = Path(__file__).parent / "charts" / "manifests"
+UNCLOAKABLE = frozenset(".[]\\")
+"""Characters a ``set_sensitive`` path segment cannot hold: terraform-provider-helm v3.1.1
+(helm/resource_helm_release.go, cloakSetValue) splits the name on ``.`` and walks map keys, so a
+list index or an escaped dot stops the walk and leaves the value in clear text in the release's
+``metadata.values``."""
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,6 +101,7 @@ def release(
     wait: bool = True,
     atomic: bool = True,
     set_lists: Mapping[str, Any] | None = None,
+    set_sensitive: Mapping[str, str] | None = None,
 ) -> Release:
     """A helm_release into ``cluster``, with one values document and the settings every release
     here shares.
@@ -107,7 +113,19 @@ def release(
     ``set_lists`` sets values paths to lists only known at plan time (a list variable), which a
     values document cannot carry. ``atomic`` makes Helm wait as well, whatever ``wait`` says (helm
     v3.18 pkg/action/install.go, upgrade.go: ``Wait = Wait || Atomic``): a release whose objects
-    cannot become ready during the apply needs both off."""
+    cannot become ready during the apply needs both off.
+
+    ``set_sensitive`` sets values paths to sensitive references, never in a values document. Each
+    path is map keys joined by dots (see UNCLOAKABLE): the helm provider replaces only such a path
+    with "(sensitive value)" in the release's ``metadata.values``."""
+    for path in set_sensitive or {}:
+        if any(char in UNCLOAKABLE for char in path.replace(".", "")) or "" in path.split("."):
+            raise ConfigError(
+                "set_sensitive",
+                path,
+                "give a path of map keys joined by dots (no list index, no escaped dot): the helm "
+                "provider cannot cloak any other in the release's metadata.values",
+            )
     return Release(
         scope,
         id,
@@ -127,7 +145,36 @@ def release(
             ReleaseSetListStruct(name=path, value=value) for path, value in sorted((set_lists or {}).items())
         ]
         or None,
+        set_sensitive=[
+            ReleaseSetSensitive(name=path, value=value)
+            for path, value in sorted((set_sensitive or {}).items())
+        ]
+        or None,
     )
+
+
+@dataclass(frozen=True)
+class SensitiveSecret:
+    """A Secret the manifests chart renders (templates/secrets.yaml) from sensitive references: its
+    data reaches the release through ``set_sensitive`` at ``secrets.<name>.stringData.<key>``, which
+    the helm provider cloaks, and is in no values document."""
+
+    name: str
+    data: Mapping[str, str]
+    """Key -> a reference to a sensitive variable (or another sensitive value)."""
+    namespace: str | None = None
+    """None: the release's namespace."""
+    type: str = "Opaque"
+
+    def __post_init__(self) -> None:
+        for what, text in (("secret name", self.name), *(("secret key", key) for key in self.data)):
+            if not text or any(char in UNCLOAKABLE for char in text):
+                raise ConfigError(
+                    what,
+                    text,
+                    "use one without '.', '[' or ']': it is a segment of a set_sensitive path, "
+                    "which the helm provider cannot cloak otherwise",
+                )
 
 
 def manifests_chart_path(scope: Construct) -> str:
@@ -153,12 +200,25 @@ def manifests_release(
     atomic: bool = True,
     set_lists: Mapping[str, Any] | None = None,
     timeout: int = 600,
+    secrets: Sequence[SensitiveSecret] = (),
 ) -> Release:
     """Install ``manifests`` (Kubernetes objects as dicts) as one Helm release.
 
     The objects are plain data, so tests validate them against the Kubernetes and CRD schemas before
-    anything is applied, and Helm gives them an atomic install, upgrade and removal.
+    anything is applied, and Helm gives them an atomic install, upgrade and removal. ``secrets`` are
+    Secrets with sensitive data, which cannot be in ``manifests``: a ``set_sensitive`` path into that
+    list (``manifests[0].stringData.x``) is left uncloaked by the helm provider.
     """
+    values: dict[str, Any] = {"manifests": [dict(manifest) for manifest in manifests]}
+    if secrets:
+        values["secrets"] = {
+            secret.name: {
+                "namespace": secret.namespace or namespace,
+                "type": secret.type,
+                "stringData": {},
+            }
+            for secret in secrets
+        }
     return release(
         scope,
         id,
@@ -166,10 +226,16 @@ def manifests_release(
         name=name,
         chart=manifests_chart_path(scope),
         namespace=namespace,
-        values={"manifests": [dict(manifest) for manifest in manifests]},
+        values=values,
         depends_on=depends_on,
         wait=wait,
         atomic=atomic,
         set_lists=set_lists,
+        set_sensitive={
+            f"secrets.{secret.name}.stringData.{key}": value
+            for secret in secrets
+            for key, value in secret.data.items()
+        }
+        or None,
         timeout=timeout,
     )

@@ -83,3 +83,11 @@ def test_every_settings_field_has_a_row():
         table = docs_tables.settings_table(cls)
         names = [line.split("|")[1].strip().strip("`") for line in table.splitlines()[2:]]
         assert names == [f.name for f in dataclasses.fields(cls)], instance.stack
+
+
+def test_the_tables_read_the_same_on_every_machine():
+    """A default that is a folder of the checkout is written relative to it, never as this machine's
+    absolute path (a clone elsewhere would see its page differ from its code)."""
+    for instance in _instances():
+        text = docs_tables.expected(instance)
+        assert str(ROOT) not in text and "PosixPath(" not in text, instance.stack

@@ -171,11 +171,17 @@ def test_the_optional_argocd_passes_every_gate(helm, upstream):
     [
         ({"agents": ("app", "storage")}, r"'agents' is 'storage': use one of app, infra, gpu"),
         (
+            {"agents": ("infra", "gpu")},
+            r"'agents' is \('infra', 'gpu'\): an infra agent brings Traefik, whose ServiceLB pods run on "
+            r"the app agent \(else on server-0\): add 'app'$",
+        ),
+        (
             {"agents": ("app", "infra")},
             r"'smoke_test' is True: the GPU smoke test needs a 'gpu' agent: add 'gpu' to agents",
         ),
         ({"agents": ("app", "gpu"), "argocd": True}, r"'argocd' is True: Argo CD runs on the infra agent"),
         ({"image": "k3s-cuda:latest"}, r"'image' is 'k3s-cuda:latest': pin the k3s CUDA image"),
+        ({"api_port": 443}, r"'api_port' is 443: "),
         ({"image": "registry:5000/k3s-cuda"}, r"'image' is 'registry:5000/k3s-cuda': pin the k3s CUDA image"),
         ({"cluster_name": "GPU_poc"}, r"'cluster_name' is 'GPU_poc': use a lower-case DNS label"),
         ({"agents": (), "smoke_test": False}, r"'agents' is \(\): give at least one agent role"),
@@ -570,3 +576,155 @@ def test_the_ingress_runs_on_the_infra_agent(helm, upstream):
     for template in templates:
         assert [g.name for g in groups if why_not(template.spec, g) is None] == ["infra agents"]
     assert [o for o in traefik.objects if o["kind"] == "IngressClass"]
+
+
+def _definition(stack: dict) -> str:
+    (cluster,) = resources(stack, "terraform_data").values()
+    return cluster["triggers_replace"]["definition"]
+
+
+# A changed value for every setting of K3dPocSettings (backend: another state location).
+CHANGED_SETTINGS = {
+    "cluster_name": "gpu-poc-b",
+    "agents": ("app", "infra", "gpu", "gpu"),
+    "image": "k3s-cuda:v1.35.5-k3s1-cuda13.1.1-b",
+    "build_image": False,
+    "api_port": 6551,
+    "time_slicing_replicas": 2,
+    "smoke_test": False,
+    "smoke_test_image": "nvcr.io/nvidia/cuda:12.8.1-base-ubuntu24.04",
+    "argocd": True,
+    "monitoring": False,
+    "monitoring_retention": "1d",
+    "grafana_host": "grafana.k3d.test",
+}
+CLUSTER_SHAPING = {"cluster_name", "agents", "image", "build_image", "api_port"}
+"""What `k3d cluster create` is given or builds its nodes from: only these replace the cluster."""
+
+
+def test_only_cluster_shaping_settings_replace_the_cluster(stack_json):
+    """Every release has replace_triggered_by the cluster step, whose destroy runs k3d cluster
+    delete: a setting in its triggers re-creates the whole cluster (its data with it). Turning the
+    smoke test off or bumping its image changes only the smoke-test release."""
+    import dataclasses
+
+    from environments.k3d_poc import K3dPocSettings
+
+    fields = {f.name for f in dataclasses.fields(K3dPocSettings)} - {"backend"}
+    assert set(CHANGED_SETTINGS) == fields, "give every new setting a changed value here"
+    default = _definition(stack_json)
+    replacing = {
+        name for name, value in CHANGED_SETTINGS.items() if _definition(synth(**{name: value})) != default
+    }
+    assert replacing == CLUSTER_SHAPING
+
+
+def test_an_installed_package_in_another_place_keeps_the_cluster(monkeypatch, tmp_path):
+    """In an installed package the build context is an absolute site-packages path: another
+    virtualenv or Python version must not replace the cluster."""
+    import shutil
+
+    from gpu_constructs.compute import k3d
+
+    definitions = set()
+    for place in ("venv-a", "venv-b"):
+        context = tmp_path / place / "k3s_cuda"
+        shutil.copytree(k3d.PROJECT_ROOT / k3d.IMAGE_DIR, context)
+        monkeypatch.setattr(k3d, "image_dir", lambda: None)
+        monkeypatch.setattr(k3d, "PACKAGED_IMAGE_DIR", context)
+        stack = synth()
+        (cluster,) = resources(stack, "terraform_data").values()
+        assert cluster["provisioner"][0]["local-exec"]["environment"]["BUILD_CONTEXT"] == context.as_posix()
+        definitions.add(_definition(stack))
+    assert len(definitions) == 1
+
+
+def test_the_page_tells_how_to_recover_from_the_helm_providers_state_loss():
+    from gpu_constructs import versions
+
+    page = " ".join((Path(__file__).resolve().parent.parent / "docs" / "k3d-poc.md").read_text().split())
+    assert "hashicorp/terraform-provider-helm#1669" in page
+    assert f"helm provider ({versions.TERRAFORM_PROVIDER_HELM.version})" in page
+    assert "k3d cluster start gpu-poc" in page and "get --raw /readyz" in page
+
+
+def test_the_create_step_writes_the_kubeconfig_private_before_any_content(stack_json, tmp_path):
+    """The synthesized command (not only the script) under the usual umask 022: the kubeconfig
+    holds the cluster-admin key, so the file (0600) and a new kubeconfig/ (0700) are private when
+    the first byte is written, not only after the script's chmod."""
+    import subprocess
+
+    (cluster,) = resources(stack_json, "terraform_data").values()
+    create = cluster["provisioner"][0]["local-exec"]
+    command = create["command"].replace("$${", "${").replace("%%{", "%{")
+    host = k3d_host(tmp_path)
+    modes = tmp_path / "modes"
+    host.stub(
+        "k3d",
+        '[ "$1 $2" = "cluster list" ] && exit 1\n'
+        'if [ "$1 $2" = "kubeconfig get" ]; then\n'
+        f'  stat -c %a "$KUBECONFIG_OUT" "$(dirname "$KUBECONFIG_OUT")" > {modes}; echo "apiVersion: v1"\n'
+        "fi\nexit 0",
+    )
+    out = tmp_path / "fresh" / "k3d-poc.yaml"
+    result = subprocess.run(
+        ["bash", "-c", 'umask 022; exec bash -c "$0"', command],
+        env=host.environment(**{**ENV, "KUBECONFIG_OUT": str(out)}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert modes.read_text().split() == ["600", "700"]
+
+
+def test_every_agent_list_the_settings_accept_keeps_server_0_to_the_control_plane(helm, upstream):
+    """The placement gate over k3d variants the settings accept, not only main.py's default: an agent
+    list without 'app' (svclb-traefik would run on server-0) is refused at synth instead."""
+    from tests.test_placement import placement_problems
+
+    for agents in (("infra", "app", "gpu"), ("app", "gpu"), ("gpu", "app", "infra", "app")):
+        assert placement_problems(rendered_variant("k3d-var", agents=agents)) == []
+    with pytest.raises(ConfigError, match="'agents'"):
+        rendered_variant("k3d-var", agents=("infra", "gpu"))
+
+
+def test_a_second_instance_publishes_the_api_on_its_own_port():
+    """Docker publishes 127.0.0.1:<port> once: a second k3d-poc on the same machine takes api_port."""
+    app = cdktf.Testing.app()
+    first = Instance("k3d-poc", "k3d-poc").build(app)
+    second = Instance("k3d-poc-b", "k3d-poc", {"cluster_name": "gpu-poc-b", "api_port": 6551}).build(app)
+    ports = []
+    for stack in (first, second):
+        (cluster,) = resources(json.loads(cdktf.Testing.synth(stack)), "terraform_data").values()
+        args = cluster["provisioner"][0]["local-exec"]["environment"]["CREATE_ARGS"].split()
+        ports.append(args[args.index("--api-port") + 1])
+    assert ports == ["127.0.0.1:6550", "127.0.0.1:6551"]
+
+
+def run_the_pages_smoke_job_command(page: str, stack: str, stack_json: dict, tmp_path: Path) -> dict:
+    """The page's command that writes the smoke-test Job from cdk.tf.json, run on the stack's JSON:
+    the Job it writes is the one the release installs."""
+    import re
+    import subprocess
+
+    (command,) = re.findall(r"^\.venv/bin/python -c .*> smoke-test-job\.yaml$", page, re.M)
+    out = tmp_path / "cdktf.out" / "stacks" / stack
+    out.mkdir(parents=True)
+    (out / "cdk.tf.json").write_text(json.dumps(stack_json))
+    (tmp_path / ".venv").symlink_to(Path(__file__).resolve().parent.parent / ".venv")
+    subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True, timeout=60)
+    import yaml
+
+    return yaml.safe_load((tmp_path / "smoke-test-job.yaml").read_text())
+
+
+def test_the_page_shows_a_failed_smoke_test_that_its_atomic_release_removed(stack_json, tmp_path):
+    """An atomic release uninstalls its failed Job with its logs (helm v3.18 install.go failRelease):
+    the release stays atomic, and the page gives the watch and the same Job by hand."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "k3d-poc.md").read_text()
+    release = releases(stack_json)["gpu-smoke-test"]
+    assert release["atomic"] is True
+    job = run_the_pages_smoke_job_command(page, "k3d-poc", stack_json, tmp_path)
+    assert job == release_values(release)["manifests"][0] and job["kind"] == "Job"
+    assert "get events -n gpu-smoke-test -w" in " ".join(page.split())

@@ -13,6 +13,7 @@ import pytest
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
+from gpu_constructs import helm as helm_lib
 from gpu_constructs.compute.lke import LkeProps
 from gpu_constructs.errors import ConfigError
 from tests.conftest import ON_ENGINE, plan_variables, release_values, resources, variables_workdir
@@ -442,11 +443,30 @@ def test_the_controller_token_is_a_sensitive_variable_written_as_a_secret(stack_
     releases = _by_chart(stack_json)
     token = releases["cloud-firewall-token"]
     assert token["set_sensitive"] == [
-        {"name": "manifests[0].stringData.token", "value": "${var.firewall_controller_token}"}
+        {"name": "secrets.linode-cfw.stringData.token", "value": "${var.firewall_controller_token}"}
     ]
+    # The path is map keys the values document has (helm provider v3.1.1 cloakSetValue walks them),
+    # so the release's metadata.values gets "(sensitive value)" in place of the token.
+    assert release_values(token) == {
+        "manifests": [],
+        "secrets": {"linode-cfw": {"namespace": "kube-system", "type": "Opaque", "stringData": {}}},
+    }
     every_values = json.dumps([r.get("values") for r in releases.values()])
     assert "firewall_controller_token" not in every_values
     assert "linode_token" not in json.dumps(releases)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "field"),
+    [
+        ("linode.cfw", {"token": "${var.t}"}, "secret name"),
+        ("linode-cfw", {"tls.crt": "${var.t}"}, "secret key"),
+    ],
+)
+def test_a_sensitive_secret_the_helm_provider_cannot_cloak_fails(name, data, field):
+    with pytest.raises(ConfigError) as error:
+        helm_lib.SensitiveSecret(name, data)
+    assert error.value.field == field and "cannot cloak" in str(error.value)
 
 
 def test_the_controller_renders_with_the_stacks_rules_and_reads_the_token_secret(helm, upstream):
@@ -468,7 +488,7 @@ def test_the_controller_renders_with_the_stacks_rules_and_reads_the_token_secret
     assert ui["addresses"] == {"ipv4": ["192.0.2.0/24"]} and ui["label"] == "allow-ui-http-https"
     (secret,) = by_name["cloud-firewall-token"].objects
     assert (secret["metadata"]["namespace"], secret["metadata"]["name"]) == ("kube-system", "linode-cfw")
-    assert set(secret["stringData"]) == {"token"}
+    assert set(secret["stringData"]) == {"token"} and secret["type"] == "Opaque"
     crds = [o for o in by_name["cloud-firewall-crd"].objects if o["kind"] == "CustomResourceDefinition"]
     assert [c["metadata"]["name"] for c in crds] == ["cloudfirewalls.networking.linode.com"]
 
@@ -668,3 +688,175 @@ def test_the_apply_waits_for_a_gpu_job_that_proves_the_nvidia_runtime(helm, upst
     assert "gpu-smoke-test" not in {
         r["name"] for r in resources(synth(smoke_test=False), "helm_release").values()
     }
+
+
+def test_the_cluster_is_protected_from_destroy_and_replacement(stack_json):
+    """A replacement (region, tier) would delete the old cluster with its releases installed: their
+    uninstall runs against the new cluster's provider configuration, or not at all (helm provider
+    v3.1.1 drops a release it cannot look up). prevent_destroy refuses that plan; protect_cluster=False
+    lifts it for a deliberate `cdktf destroy`."""
+    assert one(stack_json, "linode_lke_cluster")["lifecycle"] == {"prevent_destroy": True}
+    assert "lifecycle" not in one(synth(protect_cluster=False), "linode_lke_cluster")
+
+
+def test_terraform_refuses_a_plan_that_replaces_the_protected_cluster(stack_json, tmp_path):
+    """The cluster's own lifecycle block on a stand-in that a variable replaces: real Terraform
+    applies it, then fails the plan of its replacement."""
+    from tests.conftest import terraform_binary
+
+    lifecycle = one(stack_json, "linode_lke_cluster")["lifecycle"]
+    config = {
+        "variable": {"region": {"type": "string"}},
+        "resource": {
+            "terraform_data": {"cluster": {"triggers_replace": "${var.region}", "lifecycle": lifecycle}}
+        },
+    }
+    (tmp_path / "main.tf.json").write_text(json.dumps(config))
+
+    def terraform(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [terraform_binary(), *args, "-input=false", "-no-color"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    assert terraform("init").returncode == 0
+    assert terraform("apply", "-auto-approve", "-var=region=us-ord").returncode == 0
+    assert terraform("plan", "-var=region=us-ord").returncode == 0
+    refused = terraform("plan", "-var=region=us-sea")
+    assert refused.returncode != 0 and "prevent_destroy" in " ".join(refused.stderr.split())
+
+
+def test_the_page_tells_how_to_recover_from_the_helm_providers_state_loss(stack_json):
+    """helm provider 3.1.1 drops a release it cannot look up from the state (#1669): the page names
+    the hazard for the pinned version and gives the targeted apply of this stack's cluster address,
+    whose refresh reads no release."""
+    from gpu_constructs import versions
+
+    page = " ".join((Path(__file__).resolve().parent.parent / "docs" / "lke.md").read_text().split())
+    (address,) = resources(stack_json, "linode_lke_cluster")
+    assert f"terraform apply -target=linode_lke_cluster.{address}" in page
+    assert "hashicorp/terraform-provider-helm#1669" in page
+    assert f"helm provider ({versions.TERRAFORM_PROVIDER_HELM.version}" in page
+    # the import id the provider parses (parseImportIdentifier): <namespace>/<release name>
+    traefik = resources(stack_json, "helm_release")["traefik"]
+    assert f"terraform import helm_release.traefik {traefik['namespace']}/{traefik['name']}" in page
+
+
+# plan -> its GPUs and a region offering it (Linode's GPU plan table)
+GPU_PLANS = {
+    "g2-gpu-rtx4000a1-s": (1, "us-ord"),
+    "g2-gpu-rtx4000a2-m": (2, "us-ord"),
+    "g2-gpu-rtx4000a4-m": (4, "us-ord"),
+    "g3-gpu-rtxpro6000-blackwell-1": (1, "us-sea"),
+    "g3-gpu-rtxpro6000-blackwell-2": (2, "us-sea"),
+    "g3-gpu-rtxpro6000-blackwell-4": (4, "us-sea"),
+}
+
+
+@pytest.mark.parametrize("plan", sorted(GPU_PLANS))
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_the_clusters_gpu_slots_count_the_plans_gpus(plan, replicas):
+    """The contract's capacity (GPUs x time-slicing replicas) and the most one pod can ask for
+    follow the plan: a 2-GPU plan is not refused a 4-GPU demand on two nodes, and a pod asking for
+    more than a node has is refused at synth."""
+    from cdktf import TerraformStack
+
+    from gpu_constructs.cluster import GpuSharing
+    from gpu_constructs.compute.lke import LkeGpuCompute
+
+    gpus, region = GPU_PLANS[plan]
+    stack = TerraformStack(cdktf.Testing.app(), "s")
+    cluster = LkeGpuCompute(
+        stack,
+        "lke",
+        props=LkeProps(
+            label="x-lke",
+            api_allowlist=["192.0.2.0/24"],
+            ui_allowlist=["192.0.2.0/24"],
+            runner_allowlist=["192.0.2.7/32"],
+            firewall_label="x-lke-gpu-nodes",
+            region=region,
+            gpu_plan=plan,
+            gpu_max_nodes=2,
+            firewall=False,
+            sharing=GpuSharing(time_slicing_replicas=replicas),
+        ),
+    ).cluster
+    assert (cluster.gpu_capacity, cluster.gpus_per_node) == (gpus * 2 * replicas, gpus * replicas)
+    cluster.check_gpu_demand("replicas", 2 * gpus * replicas, 1)
+    cluster.check_pod_fits("gpus", gpus * replicas)
+    with pytest.raises(ConfigError, match="never schedules"):
+        cluster.check_pod_fits("gpus", gpus * replicas + 1)
+
+
+def test_the_page_states_who_reaches_node_exporter(stack_json):
+    """Port 9100 is open to LKE's whole private range (the firewall cannot name the cluster's nodes):
+    the page says so while the rule exists."""
+    from gpu_constructs.compute.lke import LKE_PRIVATE
+
+    page = " ".join((Path(__file__).resolve().parent.parent / "docs" / "lke.md").read_text().split())
+    (ruleset,) = [
+        r for r in resources(stack_json, "helm_release").values() if r["name"] == "cloud-firewall-ruleset"
+    ]
+    node_rule = release_values(ruleset)["manifests"][0]["spec"]["ruleset"]["inbound"][0]
+    assert (node_rule["ports"], node_rule["addresses"]["ipv4"]) == ("9100", [LKE_PRIVATE])
+    assert f"{LKE_PRIVATE} is the data center's private network, shared by every Linode" in page
+    assert "read node-exporter's unauthenticated metrics" in page
+
+
+def test_the_page_shows_a_failed_smoke_test_that_its_atomic_release_removed(stack_json, tmp_path):
+    from tests.test_k3d import run_the_pages_smoke_job_command
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "lke.md").read_text()
+    (release,) = [r for r in resources(stack_json, "helm_release").values() if r["name"] == "gpu-smoke-test"]
+    assert release["atomic"] is True
+    job = run_the_pages_smoke_job_command(page, "lke", stack_json, tmp_path)
+    assert job == release_values(release)["manifests"][0] and job["kind"] == "Job"
+    assert "get events -n gpu-smoke-test -w" in " ".join(page.split())
+
+
+def test_the_teardown_refreshes_an_expired_controller_token_first():
+    """A destroy does not update Secret kube-system/linode-cfw, and with a token Linode refuses the
+    controller cannot remove its CloudFirewall's finalizer (v0.2.1 checkFinalizer retries): the page
+    says to deploy a fresh token first and where a left firewall shows."""
+    page = " ".join((Path(__file__).resolve().parent.parent / "docs" / "lke.md").read_text().split())
+    teardown = page.split("## Teardown", 1)[1].split("## ", 1)[0]
+    assert "run `npx cdktf deploy lke` with a fresh `TF_VAR_firewall_controller_token` first" in teardown
+    assert "`linode-cli firewalls list`, label `lke-<cluster id>`" in teardown
+
+
+@pytest.mark.parametrize("path", ["manifests[0].stringData.token", "a\\.b", "a..b"])
+def test_a_set_sensitive_path_the_helm_provider_cannot_cloak_fails_at_synth(path):
+    from cdktf import TerraformStack
+
+    from tests.conftest import make_cluster
+
+    stack = TerraformStack(cdktf.Testing.app(), "s")
+    with pytest.raises(ConfigError) as error:
+        helm_lib.release(
+            stack,
+            "r",
+            cluster=make_cluster(),
+            name="r",
+            chart="c",
+            namespace="n",
+            values={},
+            set_sensitive={path: "${var.t}"},
+        )
+    assert (error.value.field, error.value.value) == ("set_sensitive", path)
+    helm_lib.release(
+        stack,
+        "ok",
+        cluster=make_cluster(),
+        name="r",
+        chart="c",
+        namespace="n",
+        values={},
+        set_sensitive={"a.b": "x"},
+    )
+
+
+def test_the_page_says_to_rotate_the_token_earlier_versions_exposed():
+    page = " ".join((Path(__file__).resolve().parent.parent / "docs" / "lke.md").read_text().split())
+    assert "passed the token through `manifests[0].stringData.token`" in page
+    assert "revoke that token in Cloud Manager (API Tokens) first" in page

@@ -66,6 +66,9 @@ def _default(field: dataclasses.Field[Any]) -> str:
         value = field.default_factory()
     else:
         return "(required)"
+    if isinstance(value, Path):
+        # a folder of the checkout: written relative to it, the same on every machine
+        return f"`{value.resolve().relative_to(ROOT).as_posix()}/`"
     return f"`{value!r}`" if value != "" else "`''`"
 
 

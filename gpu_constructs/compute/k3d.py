@@ -20,7 +20,7 @@ from gpu_constructs import validate, versions
 from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster, GpuSharing, KubeAccess, Manager, Taint
 from gpu_constructs.compute.base import NodeGroup, PlatformFacts, k3s_platform
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import script_literal, script_text
+from gpu_constructs.hostexec import script_literal
 
 IMAGE_DIR = Path("docker") / "k3s-cuda"
 """The node image's build context, relative to the project root (Dockerfile after k3d's CUDA guide)."""
@@ -74,6 +74,20 @@ def role_label(role: str) -> tuple[str, str]:
 def role_taint(role: str) -> Taint:
     return Taint(f"node-role.kubernetes.io/{role}", "true", "NoSchedule")
 
+
+CLUSTER_DEFINITION_VERSION = 1
+"""Part of the cluster's definition in place of k3d-cluster.sh's text: bump it when a change to that
+script changes the cluster it creates (a flag, a label, a file it writes into the nodes), so that
+existing clusters are created again; a change to its checks or messages leaves them."""
+NOT_DEFINING = frozenset({"SMOKE_IMAGE", "BUILD_CONTEXT"})
+"""Environment of the create step that does not shape the cluster, so it is left out of the
+definition whose change replaces the cluster (and every release in it): the smoke test's image, used
+by a one-off host preflight (the smoke test itself is its own release), and where the build context
+is on this machine (an installed package's absolute site-packages path)."""
+
+KUBECONFIG_UMASK = "set -euo pipefail\numask 077\n"
+"""Run before the create script (with its own errexit first, as every multi-command step here):
+files and directories it creates are its user's alone."""
 
 K3S_DISABLED = ("traefik",)
 """Bundled k3s components the server runs without (``--disable``): the ingress comes from the stack."""
@@ -210,8 +224,13 @@ class K3dGpuCompute(Construct):
             )
             env["BUILD_ARGS"] = " ".join(f"--build-arg {k}={v}" for k, v in image_build_args().items())
             dockerfile = (image_context() / "Dockerfile").read_text()
+        # What the cluster is: the create arguments, node labels and taints, the kubeconfig it writes,
+        # the node image and its build inputs. A terraform_data is replaced only through
+        # triggers_replace (its provisioners' environment is not compared), so a changed preflight
+        # image or build-context path is used by the next create without replacing this one.
+        defining = sorted((key, value) for key, value in env.items() if key not in NOT_DEFINING)
         definition = hashlib.sha256(
-            (script_text("k3d-cluster.sh") + dockerfile + repr(sorted(env.items()))).encode()
+            (f"v{CLUSTER_DEFINITION_VERSION}\n" + dockerfile + repr(defining)).encode()
         ).hexdigest()
         self.bootstrap = DataResource(
             self,
@@ -222,7 +241,10 @@ class K3dGpuCompute(Construct):
             provisioners=[
                 LocalExecProvisioner(
                     type="local-exec",
-                    command=script_literal("k3d-cluster.sh"),
+                    # The script writes the cluster-admin kubeconfig with a redirection, which creates
+                    # the file 0666 & ~umask (0644 under the usual 022) before its chmod 600, and a
+                    # new kubeconfig/ 0755: with umask 077 both are private before any content.
+                    command=KUBECONFIG_UMASK + script_literal("k3d-cluster.sh"),
                     interpreter=["bash", "-c"],
                     environment=env,
                 ),

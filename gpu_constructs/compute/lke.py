@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cdktf import Fn, TerraformResourceLifecycle, Token
-from cdktf_cdktf_provider_helm.release import ReleaseSetSensitive
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
@@ -334,7 +333,12 @@ class LkeGpuCompute(Construct):
             driver=manager,
             toolkit=manager,
             sharing=props.sharing,
-            gpu_capacity=props.gpu_max_nodes * props.sharing.time_slicing_replicas,
+            # The plan names its GPUs (g2-gpu-rtx4000a2-m: 2, g3-gpu-rtxpro6000-blackwell-4: 4), as
+            # node_groups has it; each is time_slicing_replicas slots.
+            gpu_capacity=plan_gpus(props.gpu_plan)
+            * props.gpu_max_nodes
+            * props.sharing.time_slicing_replicas,
+            gpus_per_node=plan_gpus(props.gpu_plan) * props.sharing.time_slicing_replicas,
             ready=(self.gpu_pool,),
             # Replaced (a new region, or a label the provider forces a new cluster for), the LKE
             # cluster is a new, empty one; its node pools only add and drain nodes.
@@ -475,24 +479,22 @@ class CloudFirewallController(Construct):
             cluster=cluster,
             values={},
         )
+        # The token reaches the Secret through set_sensitive only, never a values document, and at
+        # secrets.linode-cfw.stringData.token: a path of map keys, which the helm provider replaces with
+        # "(sensitive value)" in the release's metadata.values. Through the manifests list
+        # (manifests[0].stringData.token) its cloakSetValue stops at the list index and leaves the token
+        # there in clear text: in the state, `terraform show` and every plan that updates or destroys
+        # the release (terraform-provider-helm v3.1.1 helm/resource_helm_release.go, cloakSetValue,
+        # setReleaseAttributes). Same release and Secret as before, so an upgrade patches it in place.
         self.token = helm.manifests_release(
             self,
             "token",
             name="cloud-firewall-token",
             namespace=CLOUD_FIREWALL_NAMESPACE,
-            manifests=[
-                {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "metadata": {"name": CLOUD_FIREWALL_SECRET, "namespace": CLOUD_FIREWALL_NAMESPACE},
-                    "type": "Opaque",
-                    "stringData": {},
-                }
-            ],
+            manifests=[],
+            secrets=[helm.SensitiveSecret(CLOUD_FIREWALL_SECRET, {"token": token})],
             cluster=cluster,
         )
-        # The token reaches the Secret through set_sensitive only: never in the values document.
-        self.token.put_set_sensitive([ReleaseSetSensitive(name="manifests[0].stringData.token", value=token)])
         rules = []
         set_lists = {}
         for index, rule in enumerate(inbound):
