@@ -20,6 +20,7 @@ docs_tables = importlib.util.module_from_spec(_spec)
 sys.modules["docs_tables"] = docs_tables
 _spec.loader.exec_module(docs_tables)
 
+
 def _instances() -> list[Any]:
     import main
 
