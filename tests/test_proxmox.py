@@ -567,6 +567,32 @@ def test_every_vm_deletes_its_node_before_it_is_destroyed(every_stack):
             assert refs and set(refs) <= {"self", "path", "terraform"}, (vm["name"], refs)
 
 
+def proxmox_page() -> str:
+    return (Path(main.__file__).parent / "docs" / "proxmox-ha.md").read_text()
+
+
+def page_section(title: str) -> str:
+    """The text of one ``## title`` section of docs/proxmox-ha.md."""
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", proxmox_page(), re.M | re.S)
+    assert match, f"docs/proxmox-ha.md has no section {title!r}"
+    return match.group(1)
+
+
+def test_no_update_reboots_the_vms_together(every_stack):
+    """Terraform updates the VMs of a plan in parallel; with the provider's default
+    (reboot_after_update true) a size change would power off every server at once. Every VM
+    leaves such a change pending, and the page says how to reboot node by node."""
+    for stack_json in every_stack.values():
+        machines = vms(stack_json)
+        assert len(machines) == 7
+        for name, vm in machines.items():
+            assert vm.get("reboot_after_update") is False, name
+    procedure = " ".join(page_section("Resizing and hardware changes: reboot node by node").split())
+    for step in ("qm pending", "kubectl drain", "qm reboot", "/readyz/etcd", "kubectl uncordon"):
+        assert step in procedure, step
+    assert "reboot_after_update = false" in procedure
+
+
 @pytest.fixture
 def rendered_proxmox(helm, upstream):
     from tests import render

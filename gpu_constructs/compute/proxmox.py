@@ -697,6 +697,13 @@ class ProxmoxGpuCompute(Construct):
             hostpci=hostpci,
             agent=Agent(enabled=True),
             operating_system=OperatingSystem("l26"),
+            # Terraform updates all VMs of a plan in parallel: with the provider's default (true) a
+            # size or hardware change powers cp1, cp2 and cp3 off together (etcd loses quorum) and
+            # every GPU worker with them. false leaves such a change pending in the VM's config
+            # with a warning, for the node-by-node reboot (docs/proxmox-ha.md), and fails a change
+            # that cannot wait for one (bpg/proxmox v0.111.1 proxmoxtf/resource/vm/vm.go,
+            # vmPowerOffForPendingChanges, vmFinalizePowerState, rebootAfterUpdateDisabledError).
+            reboot_after_update=False,
             lifecycle=TerraformResourceLifecycle(
                 ignore_changes=list(CLOUD_INIT_INPUTS),
                 postcondition=[network_postcondition(name, address, props.gateway, props.dns_servers)],
