@@ -517,7 +517,8 @@ def test_every_vm_gets_its_own_host_key_and_every_connection_checks_it(stack_jso
     uploads = [
         r for r in resources(stack_json, "terraform_data").values() if r.get("connection", {}).get("host")
     ]
-    assert len(uploads) == 2  # the Cloudflare token and the etcd S3 Secret, both from cp1
+    # the Cloudflare token, the etcd S3 Secret and JupyterHub's admin password, all from cp1
+    assert len(uploads) == 3
     for upload in uploads:
         assert (
             upload["connection"]["host_key"]
@@ -591,6 +592,49 @@ def test_no_update_reboots_the_vms_together(every_stack):
     for step in ("qm pending", "kubectl drain", "qm reboot", "/readyz/etcd", "kubectl uncordon"):
         assert step in procedure, step
     assert "reboot_after_update = false" in procedure
+
+
+def unordered_secret_uploads(synthesized: dict) -> list[tuple[str, str, str]]:
+    """Pairs of steps that upload the same secrets file to the same host with no order between
+    them: each script's secrets file has one path (ScriptRun.secrets_path) that the script deletes
+    after reading, so two such steps running at once read each other's values or none."""
+    from tests.lifecycle import graph
+
+    uploads: dict[tuple[str, str], list[str]] = {}
+    for name, step in resources(synthesized, "terraform_data").items():
+        host = (step.get("connection") or {}).get("host")
+        for provisioner in step.get("provisioner", []):
+            destination = provisioner.get("file", {}).get("destination", "")
+            if host and destination.endswith(".env"):
+                uploads.setdefault((host, destination), []).append(f"terraform_data.{name}")
+    found = []
+    for (_host, destination), steps in uploads.items():
+        for index, first in enumerate(steps):
+            for second in steps[index + 1 :]:
+                if not (
+                    graph.depends_on(synthesized, first, second)
+                    or graph.depends_on(synthesized, second, first)
+                ):
+                    found.append((destination, first, second))
+    return found
+
+
+def test_no_two_steps_write_one_secrets_file_at_once():
+    """A gate over every stack of main.py; proxmox-ha's etcd and JupyterHub admin Secrets both go
+    through kube-secret.sh on cp1, and removing the order between them breaks it."""
+    shared = 0
+    for instance in main.INSTANCES:
+        stack = json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
+        assert unordered_secret_uploads(stack) == [], instance.stack
+        if instance.stack == "proxmox-ha":
+            (admin,) = [k for k in resources(stack, "terraform_data") if "admin-password" in k]
+            step = stack["resource"]["terraform_data"][admin]
+            assert "terraform_data.etcd-s3-secret" in step["depends_on"]
+            shared += 1
+            step["depends_on"].remove("terraform_data.etcd-s3-secret")
+            (pair,) = unordered_secret_uploads(stack)
+            assert pair[0].endswith("kube-secret.sh.env")
+    assert shared == 1
 
 
 @pytest.fixture
@@ -1065,6 +1109,8 @@ def plan(directory: Path, **variables: str | None) -> subprocess.CompletedProces
         "etcd_s3_secret_key": "s",
         "cloudflare_api_token": "a" * 40,
         "dns_zone": "example.com",
+        "jupyterhub_admin_user": "ops-lead",
+        "jupyterhub_admin_password": "Zx8!long-enough-password",
         "vm_ssh_host_keys": host_keys(),
         "vm_ssh_host_private_keys": "["
         + ", ".join(
