@@ -165,6 +165,10 @@ class ProxmoxHaSettings:
     root_auth: bool = False
     """Log the provider in as root@pam with the proxmox_root_password variable instead of an API
     token; hugepages and cpu_pinning need it (Proxmox allows them to root@pam only)."""
+    protect_control_plane: bool = True
+    """Refuse at plan any destroy or replacement of a server VM (``lifecycle.prevent_destroy``): a
+    rebuilt cp1 is a new, empty cluster beside the running one. Set False, synth and apply for one
+    rebuild of cp2 or cp3 (docs/proxmox-ha.md, node by node), or to destroy the stack."""
     etcd_snapshot_cron: str = "0 */6 * * *"
     etcd_snapshot_retention: int = 28
     etcd_s3: bool = True
@@ -676,6 +680,7 @@ class ProxmoxHaStack(TerraformStack):
                 cpu_pinning=s.cpu_pinning,
                 host_cpus=s.host_cpus,
                 root_auth=s.root_auth,
+                protect_control_plane=s.protect_control_plane,
                 etcd_snapshots=EtcdSnapshots(
                     schedule_cron=s.etcd_snapshot_cron,
                     retention=s.etcd_snapshot_retention,

@@ -226,6 +226,58 @@ def test_a_network_change_is_refused_at_plan_until_the_node_is_rebuilt(tmp_path)
     )
 
 
+def test_a_server_vm_cannot_be_replaced_or_destroyed_unless_asked(tmp_path):
+    """A rebuilt cp1 starts a new, empty cluster while cp2, cp3 and the workers stay in the old
+    one: every server VM carries prevent_destroy, which Terraform itself enforces at plan for a
+    -replace (here on a stand-in with the VM's lifecycle), before any release is uninstalled."""
+    from tests.conftest import terraform_binary
+
+    for stack_json in (synth(), synth(api_vip="10.0.0.101")):
+        machines = vms(stack_json)
+        for name, vm in machines.items():
+            assert vm["lifecycle"].get("prevent_destroy") is (True if name.startswith("cp") else None), name
+    unprotected = vms(synth(protect_control_plane=False))
+    assert all("prevent_destroy" not in vm["lifecycle"] for vm in unprotected.values())
+
+    terraform = terraform_binary()
+    lifecycle = {k: v for k, v in vms(synth())["cp1"]["lifecycle"].items() if k == "prevent_destroy"}
+    (tmp_path / "main.tf.json").write_text(
+        json.dumps({"resource": {"terraform_data": {"cp1": {"input": "cp1", "lifecycle": lifecycle}}}})
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [terraform, *args, "-input=false", "-no-color"], cwd=tmp_path, capture_output=True, text=True
+        )
+
+    assert run("apply", "-auto-approve").returncode == 0
+    refused = run("plan", "-replace=terraform_data.cp1")
+    assert refused.returncode != 0 and "Instance cannot be destroyed" in refused.stderr
+    assert "protect_control_plane" in page_section("Teardown")
+
+
+def test_a_new_gateway_or_dns_server_has_an_in_place_way_out(stack_json):
+    """With the postcondition, a new DNS server fails every plan until each VM's read-back network
+    matches, and cp1 cannot be rebuilt: the page gives the in-place change (Proxmox config, which
+    the provider reads back, and the guest's netplan), and every VM's message points to it. That a
+    plan passes once the VM's state holds the configured values is
+    test_a_network_change_is_refused_at_plan_until_the_node_is_rebuilt's first case."""
+    for name, vm in vms(stack_json).items():
+        (condition,) = vm["lifecycle"]["postcondition"]
+        assert "A new gateway or DNS server, in place" in condition["error_message"], name
+        assert "never cp1" in condition["error_message"]
+    section = " ".join(page_section("Changing cloud-init inputs: node by node").split())
+    in_place = section.split("### A new gateway or DNS server, in place", 1)[1]
+    for step in (
+        "qm set 211 --nameserver",
+        "--ipconfig0",
+        "/etc/netplan/50-cloud-init.yaml",
+        "netplan apply",
+    ):
+        assert step in in_place, step
+    assert "cp1 included" in in_place
+
+
 def test_a_cloud_init_change_leaves_the_vms_as_they_are(stack_json):
     changed = synth(api_vip="10.0.0.101", etcd_snapshot_retention=10)
     assert resources(changed, "proxmox_virtual_environment_vm") == resources(

@@ -257,6 +257,11 @@ class ProxmoxProps:
     """The image's line in its release directory's SHA256SUMS; Proxmox checks the download with it."""
     sharing: GpuSharing = field(default_factory=GpuSharing)
     vm_id_base: int = 200
+    protect_control_plane: bool = True
+    """``lifecycle.prevent_destroy`` on the server VMs: Terraform then fails a plan that would destroy
+    or replace one (a ``-replace``, a forced replacement, a destroy) before anything is changed. A
+    new cp1 would start a new, empty cluster while cp2, cp3 and the workers stay in the old one,
+    both announcing the VIP. Set False for one apply to rebuild cp2 or cp3, or to destroy."""
 
     def __post_init__(self) -> None:
         validate.k8s_name("node_name", self.node_name)
@@ -707,6 +712,9 @@ class ProxmoxGpuCompute(Construct):
             lifecycle=TerraformResourceLifecycle(
                 ignore_changes=list(CLOUD_INIT_INPUTS),
                 postcondition=[network_postcondition(name, address, props.gateway, props.dns_servers)],
+                # Terraform refuses at plan to destroy it, a replacement and -replace included
+                # ("Instance cannot be destroyed"), before any release is uninstalled.
+                prevent_destroy=(role == "server" and props.protect_control_plane) or None,
             ),
             provisioners=[self.delete_node_provisioner()],
         )
@@ -934,10 +942,12 @@ def network_postcondition(name: str, address: str, gateway: str, dns_servers: Se
         error_message=(
             f"{name} was built with another address, gateway or DNS servers than the settings now give "
             f"({address} via {gateway}, DNS {servers}); cloud-init applies network settings only to a "
-            "new instance, so the running VM would keep its old ones. Rebuild the node as "
-            'docs/proxmox-ha.md\'s "Changing cloud-init inputs: node by node" says: '
-            "terraform apply -target=ADDRESS -replace=ADDRESS, one node at a time (cp1's address is the "
-            "cluster's: a new cp1 is a new cluster)."
+            "new instance, so the running VM would keep its old ones. A new gateway or DNS server: "
+            "change it in place on every node (qm set --nameserver/--ipconfig0 and the guest's "
+            'netplan, docs/proxmox-ha.md "A new gateway or DNS server, in place"). A new address: '
+            'rebuild the node as "Changing cloud-init inputs: node by node" says, '
+            "terraform apply -target=ADDRESS -replace=ADDRESS, one node at a time (never cp1: a new "
+            "cp1 is a new cluster)."
         ),
     )
 
