@@ -907,6 +907,51 @@ def test_every_vm_has_its_firewall_with_the_clusters_rules(stack_json):
         synth(admin_cidrs=("lan",))
 
 
+def test_a_rebuilt_vm_gets_its_firewall_back_in_the_same_apply(every_stack, tmp_path):
+    """Proxmox deletes a VM's firewall with the VM; both firewall resources name their VM by its
+    literal id, so only replace_triggered_by brings them back with a replaced VM. Terraform itself
+    (on stand-ins with the same lifecycle) plans them replaced with a -replace of the VM."""
+    from tests.conftest import terraform_binary
+
+    for stack_json in every_stack.values():
+        addresses = {
+            vm["vm_id"]: f"proxmox_virtual_environment_vm.{key}"
+            for key, vm in resources(stack_json, "proxmox_virtual_environment_vm").items()
+        }
+        for kind in ("firewall_rules", "firewall_options"):
+            found = resources(stack_json, f"proxmox_virtual_environment_{kind}")
+            assert len(found) == len(addresses)
+            for key, firewall in found.items():
+                triggers = firewall.get("lifecycle", {}).get("replace_triggered_by")
+                assert triggers == [f"{addresses[firewall['vm_id']]}.id"], key
+
+    (rules_key, rules) = next(
+        iter(resources(every_stack["proxmox-ha"], "proxmox_virtual_environment_firewall_rules").items())
+    )
+    config = {
+        "resource": {
+            "terraform_data": {
+                "vm": {"input": "vm"},
+                "rules": {"input": "rules", "lifecycle": {"replace_triggered_by": ["terraform_data.vm.id"]}},
+            }
+        }
+    }
+    (tmp_path / "main.tf.json").write_text(json.dumps(config))
+    terraform = terraform_binary()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [terraform, *args, "-input=false", "-no-color"], cwd=tmp_path, capture_output=True, text=True
+        )
+
+    assert run("apply", "-auto-approve").returncode == 0, rules_key
+    planned = run("plan", "-replace=terraform_data.vm")
+    assert planned.returncode == 0, planned.stderr
+    assert "terraform_data.rules will be replaced" in planned.stdout
+    assert "2 to add, 0 to change, 2 to destroy" in planned.stdout
+    assert rules["lifecycle"]["replace_triggered_by"][0].endswith(".id")
+
+
 def test_snippets_are_root_only_and_tls_verification_is_a_variable(stack_json):
     for snippet in resources(stack_json, "proxmox_virtual_environment_file").values():
         assert snippet["file_mode"] == "0600", snippet["source_raw"][0]["file_name"]

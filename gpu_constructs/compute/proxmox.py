@@ -723,8 +723,14 @@ class ProxmoxGpuCompute(Construct):
         return vm
 
     def _firewall(self, name: str, vm_id: int, vm: Vm) -> None:
-        """The VM's firewall: rules first, then the switch, so it never drops with no rules."""
+        """The VM's firewall: rules first, then the switch, so it never drops with no rules. Proxmox
+        deletes a VM's firewall file with the VM, and these name the VM by its literal id, so both
+        are replaced with it (a replaced VM plans a new, unknown ``id``): a rebuilt VM never runs
+        with its network device's firewall on and no rules, open to every network."""
         props = self.props
+        with_vm = TerraformResourceLifecycle(
+            replace_triggered_by=[f"{vm.terraform_resource_type}.{vm.friendly_unique_id}.id"]
+        )
         rules = FirewallRules(
             self,
             f"{name}-firewall-rules",
@@ -744,6 +750,7 @@ class ProxmoxGpuCompute(Construct):
                 FirewallRule("in", "ACCEPT", "ICMP (path MTU discovery, ping)", proto="icmp"),
             ],
             depends_on=[vm],
+            lifecycle=with_vm,
         )
         FirewallOptions(
             self,
@@ -754,6 +761,7 @@ class ProxmoxGpuCompute(Construct):
             input_policy="DROP",
             output_policy="ACCEPT",
             depends_on=[rules],
+            lifecycle=with_vm,
         )
 
     def delete_node_provisioner(self) -> LocalExecProvisioner:
@@ -946,8 +954,8 @@ def network_postcondition(name: str, address: str, gateway: str, dns_servers: Se
             "change it in place on every node (qm set --nameserver/--ipconfig0 and the guest's "
             'netplan, docs/proxmox-ha.md "A new gateway or DNS server, in place"). A new address: '
             'rebuild the node as "Changing cloud-init inputs: node by node" says, '
-            "terraform apply -target=ADDRESS -replace=ADDRESS, one node at a time (never cp1: a new "
-            "cp1 is a new cluster)."
+            "terraform apply -replace=ADDRESS (its firewall is replaced with it), one node at a time "
+            "(never cp1: a new cp1 is a new cluster)."
         ),
     )
 

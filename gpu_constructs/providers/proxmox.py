@@ -364,6 +364,7 @@ class FirewallOptions(_ProxmoxResource):
         input_policy: str,
         output_policy: str,
         depends_on: Sequence[Any] | None = None,
+        lifecycle: TerraformResourceLifecycle | None = None,
     ) -> None:
         super().__init__(
             scope,
@@ -376,6 +377,7 @@ class FirewallOptions(_ProxmoxResource):
                 "output_policy": output_policy,
             },
             depends_on=depends_on,
+            lifecycle=lifecycle,
         )
 
 
@@ -393,12 +395,14 @@ class FirewallRules(_ProxmoxResource):
         vm_id: Any,
         rule: Sequence[FirewallRule],
         depends_on: Sequence[Any] | None = None,
+        lifecycle: TerraformResourceLifecycle | None = None,
     ) -> None:
         super().__init__(
             scope,
             id,
             {"node_name": node_name, "vm_id": vm_id, "rule": [block(r) for r in rule]},
             depends_on=depends_on,
+            lifecycle=lifecycle,
         )
 
 
