@@ -323,6 +323,62 @@ def test_every_vm_keeps_its_instance_id_when_the_user_data_changes(stack_json):
     assert len(ids) == 7
 
 
+def fill_in(template: str, values: dict) -> str:
+    """``template`` with its ``${...}`` references filled in as Terraform does: ``var.X`` (or
+    ``var.X[i]``) raw, ``jsonencode(...)`` as a JSON string, ``base64encode(...)`` as base64."""
+
+    def value(reference: str):
+        name, index = re.fullmatch(r"var\.([a-z0-9_]+)(?:\[(\d+)\])?", reference).groups()
+        return values[name] if index is None else values[name][int(index)]
+
+    def one(match: re.Match) -> str:
+        inner = match.group(1)
+        if call := re.fullmatch(r"(jsonencode|base64encode)\((.*)\)", inner):
+            text = value(call.group(2))
+            return (
+                json.dumps(text)
+                if call.group(1) == "jsonencode"
+                else base64.b64encode(text.encode()).decode()
+            )
+        return value(inner)
+
+    return re.sub(r"\$\{([^{}]+)\}", one, template)
+
+
+@pytest.mark.parametrize(
+    "comment", ["ops: laptop", "it's #1 - really", "&anchor *ref !tag", 'say "hi" \\ back', "{a: [b]}"]
+)
+def test_the_user_data_stays_yaml_whatever_key_comment_the_validation_admits(stack_json, comment):
+    """cloud-init skips a #cloud-config it cannot parse: the user data must load, with the key
+    intact, for every value the variables' validations accept (ssh_public_key's comment is free
+    text), once Terraform has filled them in."""
+    key = f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEc2Tq0 {comment}"
+    assert re.fullmatch(
+        r"(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+=*( [^\n]*)?", key
+    )
+    values = {
+        "ssh_public_key": key,
+        "k3s_token": "a" * 32,
+        "k3s_agent_token": "b" * 32,
+        "vm_ssh_host_keys": [f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{n}" for n in range(7)],
+        "vm_ssh_host_private_keys": [
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbg==\n-----END OPENSSH PRIVATE KEY-----\n"
+        ]
+        * 7,
+    }
+    for snippet in resources(stack_json, "proxmox_virtual_environment_file").values():
+        if not snippet["source_raw"][0]["file_name"].endswith("-user-data.yaml"):
+            continue
+        document = yaml.safe_load(fill_in(snippet["source_raw"][0]["data"], values))
+        (user,) = document["users"]
+        assert user["ssh_authorized_keys"] == [key], snippet["source_raw"][0]["file_name"]
+        files = {f["path"]: f for f in document["write_files"]}
+        assert yaml.safe_load(files["/etc/rancher/k3s/config.yaml"]["content"])["token"] in (
+            "a" * 32,
+            "b" * 32,
+        )
+
+
 def test_tags_are_sorted_and_dns_servers_used(every_stack):
     for stack_json in every_stack.values():
         for vm in resources(stack_json, "proxmox_virtual_environment_vm").values():

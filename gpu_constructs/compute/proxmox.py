@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from cdktf import LocalExecProvisioner, Postcondition, TerraformResourceLifecycle
+from cdktf import Fn, LocalExecProvisioner, Postcondition, TerraformResourceLifecycle, Token
 from constructs import Construct
 
 from gpu_constructs import validate, versions
@@ -827,7 +827,7 @@ class ProxmoxGpuCompute(Construct):
                     "groups": ["sudo"],
                     "shell": "/bin/bash",
                     "sudo": "ALL=(ALL) NOPASSWD:ALL",
-                    "ssh_authorized_keys": [props.ssh_public_key],
+                    "ssh_authorized_keys": [_yaml_string(props.ssh_public_key)],
                 }
             ],
             "package_update": True,
@@ -958,6 +958,19 @@ def network_postcondition(name: str, address: str, gateway: str, dns_servers: Se
             "(never cp1: a new cp1 is a new cluster)."
         ),
     )
+
+
+def _yaml_string(value: str) -> str:
+    """``value`` for a YAML position where Terraform fills a reference in after yaml.safe_dump has
+    quoted the text around it: as ``jsonencode(...)``, a JSON string, which YAML reads as a
+    double-quoted scalar whatever it holds. Filled in raw, an SSH key comment such as ``ops: laptop``
+    would make the list item a mapping (a plain scalar ends at ": "), and cloud-init would install
+    no key. Literal text is left to yaml.safe_dump, which quotes it itself."""
+    if not validate.is_reference(value):
+        return value
+    if Token.is_unresolved(value):
+        return str(Fn.jsonencode(value))
+    return f"${{jsonencode({_expression(value)})}}"
 
 
 def _expression(reference: str) -> str:
