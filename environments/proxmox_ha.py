@@ -803,7 +803,9 @@ class ProxmoxHaStack(TerraformStack):
         operator = GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))
         # A worker that never joins (a wrong agent token, an unreachable API) leaves Helm's waits
         # green: the GPU DaemonSets have nothing to schedule. Wait for each worker, Ready, with its
-        # GPUs allocatable (the operator's device plugin), before anything that needs them.
+        # GPUs allocatable (the operator's device plugin), before anything that needs them, and
+        # again in the apply that rebuilds one: a replaced VM plans a new, unknown id, which
+        # replaces this step (terraform_data triggers_replace).
         gpu_nodes = run_local_script(
             self,
             "gpu-nodes-ready",
@@ -816,7 +818,9 @@ class ProxmoxHaStack(TerraformStack):
                     "WAIT_SECONDS": "1800",
                 },
             ),
-            triggers={},
+            triggers={
+                name: vm.id_ref for name, vm in zip(compute.props.worker_names, compute.workers, strict=True)
+            },
             cluster=cluster,
             depends_on=[operator.release],
         )

@@ -662,6 +662,42 @@ def test_the_apply_waits_for_every_gpu_worker_before_jupyterhub(every_stack):
         assert graph.depends_on(stack_json, address, releases_["gpu-operator"])
 
 
+def test_a_rebuilt_worker_is_waited_for_in_the_same_apply(every_stack, tmp_path):
+    """The GPU wait runs on create only: its triggers hold every GPU worker's id, so a -replace of
+    a worker (a new, unknown id) re-runs it, as Terraform itself plans on a stand-in."""
+    from tests.conftest import terraform_binary
+
+    for stack_json in every_stack.values():
+        (step,) = [
+            s for s in resources(stack_json, "terraform_data").values() if "wait-gpu-nodes" in json.dumps(s)
+        ]
+        ids = {
+            f"${{proxmox_virtual_environment_vm.{key}.id}}"
+            for key, vm in resources(stack_json, "proxmox_virtual_environment_vm").items()
+            if vm.get("hostpci")
+        }
+        assert len(ids) == 4 and ids <= set(step["triggers_replace"].values())
+    config = {
+        "resource": {
+            "terraform_data": {
+                "worker": {"input": "wk-gpu1"},
+                "wait": {"triggers_replace": {"wk-gpu1": "${terraform_data.worker.id}"}},
+            }
+        }
+    }
+    (tmp_path / "main.tf.json").write_text(json.dumps(config))
+    terraform = terraform_binary()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [terraform, *args, "-input=false", "-no-color"], cwd=tmp_path, capture_output=True, text=True
+        )
+
+    assert run("apply", "-auto-approve").returncode == 0
+    planned = run("plan", "-replace=terraform_data.worker")
+    assert "terraform_data.wait must be replaced" in planned.stdout, planned.stdout
+
+
 def test_every_vm_deletes_its_node_before_it_is_destroyed(every_stack):
     """k3s refuses a rebuilt node of the same name until its Node (and node password) is deleted;
     a destroy-time provisioner may refer to self, path and terraform only (Terraform onlySelfRefs)."""
