@@ -748,6 +748,10 @@ class ProxmoxHaStack(TerraformStack):
                     *([s.grafana_host] if s.grafana_host else []),
                 ),
                 service_monitor=s.monitoring,
+                # one Traefik per server (the workers' GPU taint keeps it off them): with one, the
+                # server that runs it takes Rancher and JupyterHub down with it, about five minutes
+                # on a failure (the unreachable taint's default 300 s toleration) before it moves
+                ingress_replicas=len(s.control_plane_ips),
                 ingress_address=ingress_address,
                 public_address=f'${{var.public_address != "" ? var.public_address : "{ingress_address}"}}',
                 acme_solver=s.letsencrypt_challenge,

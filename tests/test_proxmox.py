@@ -852,6 +852,18 @@ def test_the_image_puller_does_not_hold_the_atomic_install(rendered_proxmox):
     assert any(i.startswith("registry.example.com/ml/notebook-tensorflow:") for i in pulled)
 
 
+def test_the_ingress_survives_the_loss_of_one_server(stack_json, rendered_proxmox):
+    """Rancher and JupyterHub reach users through Traefik only: one replica per server, so a
+    failed or drained server leaves the others serving (the VIP moves within seconds)."""
+    (deployment,) = [
+        d
+        for d in rendered_of(rendered_proxmox, "traefik", "Deployment")
+        if d["metadata"]["name"] == "traefik"
+    ]
+    servers = [name for name in vms(stack_json) if name.startswith("cp")]
+    assert deployment["spec"]["replicas"] == len(servers) == 3
+
+
 def test_rancher_serves_a_lets_encrypt_certificate(rendered_proxmox):
     """Not Rancher's own self-signed CA: the Ingress serves a secret that cert-manager fills from the
     stack's ClusterIssuer, the one JupyterHub uses."""
