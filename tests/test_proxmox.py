@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import cdktf
@@ -779,6 +780,44 @@ def test_no_two_steps_write_one_secrets_file_at_once():
             (pair,) = unordered_secret_uploads(stack)
             assert pair[0].endswith("kube-secret.sh.env")
     assert shared == 1
+
+
+def test_the_page_says_how_a_kube_vip_pin_reaches_the_running_servers(stack_json, tmp_path):
+    """A new KUBE_VIP_IMAGE changes only the servers' first-boot manifests: the page's procedure
+    extracts the manifest from the synthesized stack and writes it on every server. Its script,
+    run here on the synthesized stack, yields the manifests the servers' user data carries."""
+    from gpu_constructs import versions
+    from gpu_constructs.compute.proxmox import kube_vip_manifests
+
+    section = page_section("kube-vip upgrades")
+    assert "KUBE_VIP_IMAGE" in section and "/var/lib/rancher/k3s/server/manifests/kube-vip.yaml" in section
+    (script,) = re.findall(r"<<'PY'\n(.*?)\nPY\n", section, re.S)
+    addresses = re.search(r"for ip in ([0-9. ]+);", section).group(1).split()
+    assert addresses == list(MAIN.overrides.get("control_plane_ips", ("10.0.0.11", "10.0.0.12", "10.0.0.13")))
+    (tmp_path / "cdk.tf.json").write_text(json.dumps(stack_json))
+    (tmp_path / "extract.py").write_text(script)
+    out = subprocess.run(
+        [sys.executable, str(tmp_path / "extract.py"), str(tmp_path / "cdk.tf.json")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert list(yaml.safe_load_all(out)) == kube_vip_manifests("10.0.0.100")
+    assert versions.KUBE_VIP_IMAGE.version in out
+
+
+def test_the_page_says_when_and_how_to_renew_the_kubeconfig():
+    """The copied admin certificate expires a year after the fetch, and k3s renews the servers'
+    only at a start within 90 days of expiry: the page gives the check, the window and the re-fetch."""
+    section = " ".join(page_section("The kubeconfig's certificate: re-fetch it every year").split())
+    for text in (
+        "365 days",
+        "90 days",
+        "openssl x509 -noout -enddate",
+        "systemctl restart k3s",
+        "-replace=ADDRESS",
+    ):
+        assert text in section, text
 
 
 @pytest.fixture
