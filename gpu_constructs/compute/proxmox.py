@@ -560,8 +560,10 @@ class ProxmoxGpuCompute(Construct):
             # k3s-io/k3s discussion #7070), which its first-boot user data cannot know. So a replaced
             # cp1 is a new, empty cluster and everything is installed into it again; the plan lists
             # every release as replaced, the sign to stop unless a new cluster is meant (docs/proxmox-ha.md,
-            # "Changing cloud-init inputs"). cp2, cp3 and the workers join the existing cluster:
-            # replaced, they leave and rejoin it, and what runs in it stays.
+            # "Changing cloud-init inputs"), and with protect_control_plane Terraform refuses that
+            # plan: cp2, cp3 and the workers would stay in the old cluster, both announcing the VIP.
+            # cp2, cp3 and the workers join the existing cluster: replaced, they leave and rejoin
+            # it, and what runs in it stays.
             identity=(self.control_planes[0],),
         )
 
