@@ -165,6 +165,10 @@ class ProxmoxHaSettings:
     root_auth: bool = False
     """Log the provider in as root@pam with the proxmox_root_password variable instead of an API
     token; hugepages and cpu_pinning need it (Proxmox allows them to root@pam only)."""
+    protect_control_plane: bool = True
+    """Refuse at plan any destroy or replacement of a server VM (``lifecycle.prevent_destroy``): a
+    rebuilt cp1 is a new, empty cluster beside the running one. Set False, synth and apply for one
+    rebuild of cp2 or cp3 (docs/proxmox-ha.md, node by node), or to destroy the stack."""
     etcd_snapshot_cron: str = "0 */6 * * *"
     etcd_snapshot_retention: int = 28
     etcd_s3: bool = True
@@ -184,10 +188,13 @@ class ProxmoxHaSettings:
     cloudflare_api_token variable) or ``http01`` (through the ingress: the public_address variable
     must be a public address that forwards 80 and 443 to the ingress)."""
     jupyter_auth: str = "native"
-    """How JupyterHub users log in: native (sign-ups an admin approves), github or oidc (an OAuth app
-    whose client id and secret are the jupyterhub_oauth_client_* variables). Never dummy: the hub is
-    public."""
-    jupyter_admin_users: tuple[str, ...] = ("admin",)
+    """How JupyterHub users log in: native (sign-ups an admin approves; the admin's account, from
+    the jupyterhub_admin_user and jupyterhub_admin_password variables, exists before the hub
+    answers), github or oidc (an OAuth app whose client id and secret are the
+    jupyterhub_oauth_client_* variables). Never dummy: the hub is public."""
+    jupyter_admin_users: tuple[str, ...] = ()
+    """github and oidc: the hub's admins (none by default). native takes its one admin from the
+    jupyterhub_admin_user variable instead."""
     jupyter_allowed_users: tuple[str, ...] = ()
     jupyter_github_organizations: tuple[str, ...] = ()
     jupyter_oidc_authorize_url: str | None = None
@@ -303,6 +310,14 @@ class ProxmoxHaSettings:
         if self.notebook_quota_scratch_gb is not None:
             validate.int_range("notebook_quota_scratch_gb", self.notebook_quota_scratch_gb, 1, 10_000_000)
         validate.int_range("notebook_quota_home_gb", self.notebook_quota_home_gb, 1, 10_000_000)
+        if self.jupyter_auth == "native" and self.jupyter_admin_users:
+            raise ConfigError(
+                "jupyter_admin_users",
+                self.jupyter_admin_users,
+                "with jupyter_auth='native' the admin is the jupyterhub_admin_user variable, whose "
+                "account the hub creates with jupyterhub_admin_password; leave it empty and make more "
+                "admins on the hub's admin page",
+            )
         if self.api_vip is None and not self.single_api_address:
             raise ConfigError(
                 "api_vip",
@@ -665,6 +680,7 @@ class ProxmoxHaStack(TerraformStack):
                 cpu_pinning=s.cpu_pinning,
                 host_cpus=s.host_cpus,
                 root_auth=s.root_auth,
+                protect_control_plane=s.protect_control_plane,
                 etcd_snapshots=EtcdSnapshots(
                     schedule_cron=s.etcd_snapshot_cron,
                     retention=s.etcd_snapshot_retention,
@@ -683,8 +699,9 @@ class ProxmoxHaStack(TerraformStack):
             ssh_key_path.string_value,
             host_key=compute.props.host_key("cp1"),
         )
+        secret_steps = []
         if etcd_s3 is not None:
-            compute.props.etcd_snapshots.secret_step(
+            etcd_secret = compute.props.etcd_snapshots.secret_step(
                 self,
                 "etcd-s3-secret",
                 host=cp1,
@@ -695,6 +712,7 @@ class ProxmoxHaStack(TerraformStack):
                 },
                 cluster=cluster,
             )
+            secret_steps.append(etcd_secret)
 
         # The ingress is on the VMs' private network: Let's Encrypt reaches it over HTTP-01 only
         # through a public address that forwards 80 and 443; DNS-01 needs no inbound path.
@@ -730,6 +748,10 @@ class ProxmoxHaStack(TerraformStack):
                     *([s.grafana_host] if s.grafana_host else []),
                 ),
                 service_monitor=s.monitoring,
+                # one Traefik per server (the workers' GPU taint keeps it off them): with one, the
+                # server that runs it takes Rancher and JupyterHub down with it, about five minutes
+                # on a failure (the unreachable taint's default 300 s toleration) before it moves
+                ingress_replicas=len(s.control_plane_ips),
                 ingress_address=ingress_address,
                 public_address=f'${{var.public_address != "" ? var.public_address : "{ingress_address}"}}',
                 acme_solver=s.letsencrypt_challenge,
@@ -785,7 +807,9 @@ class ProxmoxHaStack(TerraformStack):
         operator = GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))
         # A worker that never joins (a wrong agent token, an unreachable API) leaves Helm's waits
         # green: the GPU DaemonSets have nothing to schedule. Wait for each worker, Ready, with its
-        # GPUs allocatable (the operator's device plugin), before anything that needs them.
+        # GPUs allocatable (the operator's device plugin), before anything that needs them, and
+        # again in the apply that rebuilds one: a replaced VM plans a new, unknown id, which
+        # replaces this step (terraform_data triggers_replace).
         gpu_nodes = run_local_script(
             self,
             "gpu-nodes-ready",
@@ -798,7 +822,9 @@ class ProxmoxHaStack(TerraformStack):
                     "WAIT_SECONDS": "1800",
                 },
             ),
-            triggers={},
+            triggers={
+                name: vm.id_ref for name, vm in zip(compute.props.worker_names, compute.workers, strict=True)
+            },
             cluster=cluster,
             depends_on=[operator.release],
         )
@@ -900,6 +926,10 @@ class ProxmoxHaStack(TerraformStack):
                 user_node_purpose="require",
                 cpu_on_gpu_nodes=True,
                 auth=self.hub_auth(s),
+                # the native admin's password Secret is written from cp1, where k3s' kubectl runs,
+                # with kube-secret.sh like the etcd one: after it
+                secret_host=cp1,
+                secret_after=secret_steps,
                 values=helm.ValuesLayers(overlay=s.environment, directory=PROJECT_ROOT / "helm-values"),
                 depends_on=[nfs, storage.release, operator.release, gpu_nodes, networking.issuers],
             ),
@@ -937,7 +967,42 @@ class ProxmoxHaStack(TerraformStack):
         TerraformOutput(self, "jupyterhub_url", value=f"https://{jupyter_host.string_value}")
 
     def hub_auth(self, s: ProxmoxHaSettings) -> HubAuth:
-        client_id = client_secret = None
+        client_id = client_secret = admin_password = None
+        admin_users = s.jupyter_admin_users
+        if s.jupyter_auth == "native":
+            # No default name: each deploy picks its own, and its account exists before the hub
+            # answers, so nobody can claim it by signing up first (HubAuth.admin_password).
+            admin_users = (
+                TerraformVariable(
+                    self,
+                    "jupyterhub_admin_user",
+                    type="string",
+                    description="Name of JupyterHub's admin, who approves sign-ups (docs/proxmox-ha.md).",
+                    validation=[
+                        rule(
+                            'can(regex("^[a-z0-9][a-z0-9._-]{0,63}$", var.jupyterhub_admin_user))',
+                            "jupyterhub_admin_user must be 1-64 lower-case letters, digits, '.', '_' or '-' "
+                            "(JupyterHub lower-cases names), e.g. ops-lead.",
+                        )
+                    ],
+                ).string_value,
+            )
+            # as "${var...}" text: the step's secrets-file error then names the variable
+            admin_password = "${var.jupyterhub_admin_password}"
+            TerraformVariable(
+                self,
+                "jupyterhub_admin_password",
+                type="string",
+                sensitive=True,
+                description="Initial password of jupyterhub_admin_user (openssl rand -base64 24).",
+                validation=[
+                    rule(
+                        'can(regex("^[!-~]{16,72}$", var.jupyterhub_admin_password))',
+                        "jupyterhub_admin_password must be 16 to 72 printable ASCII characters without "
+                        "spaces (bcrypt takes at most 72 bytes), e.g. from openssl rand -base64 24.",
+                    )
+                ],
+            )
         if s.jupyter_auth in ("github", "oidc"):
             client_id = TerraformVariable(
                 self,
@@ -956,7 +1021,8 @@ class ProxmoxHaStack(TerraformStack):
             ).string_value
         return HubAuth(
             kind=s.jupyter_auth,
-            admin_users=s.jupyter_admin_users,
+            admin_users=admin_users,
+            admin_password=admin_password,
             allowed_users=s.jupyter_allowed_users,
             allowed_organizations=s.jupyter_github_organizations,
             allowed_groups=s.jupyter_oidc_allowed_groups,

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cdktf import Fn
 from cdktf_cdktf_provider_helm.release import ReleaseSetSensitive
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster
 from gpu_constructs.errors import ConfigError
+from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts
 
 NAMESPACE = "jupyterhub"
 USER_NODE_LABEL = ("hub.jupyter.org/node-purpose", "user")
@@ -25,6 +28,47 @@ _CLASSES = {
     "dummy": "dummy",
 }
 _OAUTH_SECTION = {"github": "GitHubOAuthenticator", "oidc": "GenericOAuthenticator"}
+ADMIN_SECRET = "hub-native-admin"
+ADMIN_SECRET_KEY = "initial"
+"""The key of :data:`ADMIN_SECRET`, in the hub's namespace, that holds the native admin's initial
+password."""
+ADMIN_PASSWORD_ENV = "GPU_CONSTRUCTS_NATIVE_ADMIN_PASSWORD"
+SEED_NATIVE_ADMIN = f"""\
+# The admin's account exists before the hub answers /hub/signup (gpu_constructs/jupyterhub.py).
+import os
+
+import bcrypt
+from nativeauthenticator import NativeAuthenticator
+from nativeauthenticator.orm import UserInfo
+
+
+class SeededNativeAuthenticator(NativeAuthenticator):
+    \"\"\"Creates each admin's account, approved, at hub start if it does not exist yet.\"\"\"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        initial = os.environ.get("{ADMIN_PASSWORD_ENV}", "").encode()
+        if not initial:
+            raise ValueError("{ADMIN_PASSWORD_ENV} is empty: the admin account cannot be created")
+        for name in sorted(self.admin_users):
+            username = self.normalize_username(name)
+            if UserInfo.find(self.db, username) is None:
+                hashed = bcrypt.hashpw(initial, bcrypt.gensalt())
+                self.db.add(UserInfo(username=username, password=hashed, is_authorized=True))
+                self.log.info("Created the admin account %s", username)
+        self.db.commit()
+
+
+c.JupyterHub.authenticator_class = SeededNativeAuthenticator
+"""
+"""hub.extraConfig for ``native``: NativeAuthenticator 1.3.0 (z2jh 4.4.0's hub image,
+images/hub/requirements.txt) pre-authorizes a sign-up under any admin name
+(nativeauthenticator.py create_user: ``username in self.get_authed_users()``, which includes
+admin_users), so whoever signs up first as the admin would become it. The hub creates its
+authenticator in JupyterHub.init_users, after init_db and before start() listens (jupyterhub
+5.5.0 app.py), so the account exists before anyone can reach /hub/signup; create_user then finds
+it and refuses the name. The row is what create_user writes (orm.py UserInfo: a bcrypt hash,
+is_authorized); bcrypt 5 refuses passwords over 72 bytes, which the stack's variable checks."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +78,12 @@ class HubAuth:
 
     kind: str = "native"
     admin_users: Sequence[str] = ()
-    """Hub admins; with ``native`` they approve sign-ups (sign up as one of them first)."""
+    """Hub admins. ``native`` needs exactly one, whose account the hub creates at its start with
+    ``admin_password`` (it approves the sign-ups); make more admins on the hub's admin page."""
+    admin_password: str | None = None
+    """native: a reference to a sensitive variable, the admin account's initial password. It is
+    written into the :data:`ADMIN_SECRET` Secret from ``JupyterHubProps.secret_host`` and reaches
+    the hub as an environment variable, never through the chart's values."""
     allowed_users: Sequence[str] = ()
     allowed_organizations: Sequence[str] = ()
     """github: members of these organizations may log in."""
@@ -57,10 +106,21 @@ class HubAuth:
         for name in (*self.admin_users, *self.allowed_users):
             if not name or any(c.isspace() for c in name):
                 raise ConfigError("auth.admin_users", name, "give user names without spaces")
-        if self.kind == "native" and not self.admin_users:
-            raise ConfigError(
-                "auth.admin_users", (), "the native authenticator needs an admin to approve sign-ups"
-            )
+        if self.kind == "native":
+            if len(self.admin_users) != 1:
+                raise ConfigError(
+                    "auth.admin_users",
+                    tuple(self.admin_users),
+                    "the native authenticator needs exactly one admin, whose account the hub creates "
+                    "with admin_password (an admin name nobody holds could be claimed by signing up); "
+                    "make more admins on the hub's admin page",
+                )
+            if not self.admin_password or not validate.is_reference(self.admin_password):
+                raise ConfigError(
+                    "auth.admin_password",
+                    "(hidden)" if self.admin_password else None,
+                    "pass a reference to a sensitive variable with the admin's initial password",
+                )
         if self.kind in _OAUTH_SECTION:
             if not self.client_id:
                 raise ConfigError("auth.client_id", self.client_id, "give the OAuth app's client id")
@@ -103,6 +163,15 @@ class HubAuth:
             config["NativeAuthenticator"] = {"open_signup": False}
         if authenticator:
             config["Authenticator"] = authenticator
+        hub: dict[str, Any] = {"config": config}
+        if self.kind == "native":
+            hub["extraConfig"] = {"gpu-constructs-native-admin": SEED_NATIVE_ADMIN}
+            # no `optional`: without the Secret the hub does not start, rather than start open
+            hub["extraEnv"] = {
+                ADMIN_PASSWORD_ENV: {
+                    "valueFrom": {"secretKeyRef": {"name": ADMIN_SECRET, "key": ADMIN_SECRET_KEY}}
+                }
+            }
         if self.kind in _OAUTH_SECTION:
             oauth: dict[str, Any] = {
                 "client_id": self.client_id,
@@ -130,7 +199,7 @@ class HubAuth:
                 if self.allowed_groups:
                     oauth["allowed_groups"] = sorted(self.allowed_groups)
             config[_OAUTH_SECTION[self.kind]] = oauth
-        return {"hub": {"config": config}}
+        return {"hub": hub}
 
     def sensitive_values(self) -> list[ReleaseSetSensitive]:
         if self.kind not in _OAUTH_SECTION or not self.client_secret:
@@ -155,6 +224,13 @@ class JupyterHubProps:
     """Class of the per-session scratch volume (the seed: local NVMe)."""
     auth: HubAuth
     """How users log in; never the chart's DummyAuthenticator on a public hub."""
+    secret_host: SshHost | None = None
+    """A k3s server the admin password Secret is written from with k3s' kubectl (over SSH, through
+    an uploaded secrets file); required with ``native`` auth."""
+    secret_after: Sequence[Any] = ()
+    """The other kube-secret.sh steps on ``secret_host``: the admin Secret's step runs after them,
+    since they share the script's one secrets file (ScriptRun.secrets_path), which the script
+    deletes after reading."""
     public: bool = True
     """Served by an Ingress with a public TLS host."""
     values: helm.ValuesLayers | None = None
@@ -190,6 +266,13 @@ class JupyterHubProps:
         validate.int_range("cull_timeout_seconds", self.cull_timeout_seconds, 300)
         validate.one_of("user_node_purpose", self.user_node_purpose, NODE_PURPOSES)
         validate.int_range("start_timeout_seconds", self.start_timeout_seconds, 60, 7200)
+        if self.auth.kind == "native" and self.secret_host is None:
+            raise ConfigError(
+                "secret_host",
+                None,
+                "native auth creates the admin account from a Secret written on a k3s server: give the "
+                "server's SshHost",
+            )
         if self.public and self.auth.kind == "dummy":
             raise ConfigError(
                 "auth.kind",
@@ -212,6 +295,36 @@ class JupyterHub(Construct):
         self.values = helm.deep_merge(
             helm.deep_merge(layered, self.contract_values()), props.auth.values(props.host)
         )
+        self.admin_secret = None
+        depends_on = list(props.depends_on)
+        auth = props.auth
+        if auth.kind == "native":
+            assert props.secret_host is not None and auth.admin_password is not None
+            # "${var.NAME}" (which Fn.sha256 would escape as text) or a cdktf token (which it hashes)
+            literal = re.fullmatch(r"\$\{var\.([A-Za-z0-9_-]+)\}", auth.admin_password)
+            variable = literal[1] if literal else "auth.admin_password"
+            digest = f"${{sha256(var.{variable})}}" if literal else Fn.sha256(auth.admin_password)
+            self.admin_secret = run_scripts(
+                self,
+                "admin-password",
+                host=props.secret_host,
+                runs=[
+                    ScriptRun(
+                        "kube-secret.sh",
+                        {
+                            "NAMESPACE": NAMESPACE,
+                            "SECRET_NAME": ADMIN_SECRET,
+                            "REQUIRED": f"{ADMIN_SECRET_KEY}:{variable}",
+                        },
+                        secret_env={ADMIN_SECRET_KEY: auth.admin_password},
+                    )
+                ],
+                # a new password re-runs the step; only its hash is kept in the state
+                extra_triggers={"password_sha256": digest},
+                cluster=props.cluster,
+                depends_on=props.secret_after,
+            )
+            depends_on.append(self.admin_secret)
         self.release = helm.release(
             self,
             "jupyterhub",
@@ -222,7 +335,7 @@ class JupyterHub(Construct):
             version=props.chart_version,
             namespace=NAMESPACE,
             values=self.values,
-            depends_on=props.depends_on,
+            depends_on=depends_on,
             timeout=900,
         )
         secrets = props.auth.sensitive_values()

@@ -1,12 +1,29 @@
 from __future__ import annotations
 
+import base64
+import json
+import sys
+import types
+
 import pytest
+import yaml
 
 from gpu_constructs.cluster import K3S_CONTAINERD, Manager
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.jupyterhub import HubAuth, JupyterHub, JupyterHubProps
+from gpu_constructs.hostexec import ScriptRun, SshHost
+from gpu_constructs.jupyterhub import (
+    ADMIN_PASSWORD_ENV,
+    ADMIN_SECRET,
+    ADMIN_SECRET_KEY,
+    SEED_NATIVE_ADMIN,
+    HubAuth,
+    JupyterHub,
+    JupyterHubProps,
+)
 from tests.conftest import make_cluster, release_values, resources
 from tests.validators import validate_values
+
+SERVER = SshHost("10.0.0.11", "ubuntu", "~/.ssh/id_ed25519")
 
 
 def hub_values(synth, cluster=None, **overrides):
@@ -19,6 +36,7 @@ def hub_values(synth, cluster=None, **overrides):
         "home_storage_class": "nfs-client",
         "scratch_storage_class": "fast-scratch",
         "auth": NATIVE,
+        "secret_host": SERVER,
     }
     fields.update(overrides)
     synthesized = synth(lambda stack: JupyterHub(stack, "hub", props=JupyterHubProps(**fields)))
@@ -27,7 +45,7 @@ def hub_values(synth, cluster=None, **overrides):
     return release_values(release)
 
 
-NATIVE = HubAuth(admin_users=("admin",))
+NATIVE = HubAuth(admin_users=("ops-lead",), admin_password="${var.jupyterhub_admin_password}")
 GITHUB = HubAuth(
     kind="github",
     admin_users=("octocat",),
@@ -87,6 +105,7 @@ def test_a_cpu_profile_is_required():
             home_storage_class="a",
             scratch_storage_class="b",
             auth=NATIVE,
+            secret_host=SERVER,
             gpu_profiles=(1, 2),
         )
 
@@ -98,6 +117,7 @@ def hub_release(synth, **overrides):
         "home_storage_class": "nfs-client",
         "scratch_storage_class": "fast-scratch",
         "gpu_profiles": (0, 1),
+        "secret_host": SERVER,
     }
     fields.update(overrides)
     synthesized = synth(lambda stack: JupyterHub(stack, "hub", props=JupyterHubProps(**fields)))
@@ -109,7 +129,7 @@ def test_native_authenticator_with_admin_approval(synth, upstream):
     values = release_values(hub_release(synth, auth=NATIVE))
     config = values["hub"]["config"]
     assert config["JupyterHub"]["authenticator_class"] == "nativeauthenticator.NativeAuthenticator"
-    assert config["Authenticator"] == {"admin_users": ["admin"], "allow_all": True}
+    assert config["Authenticator"] == {"admin_users": ["ops-lead"], "allow_all": True}
     assert config["NativeAuthenticator"] == {"open_signup": False}
     validate_values(
         values, upstream / "jupyterhub" / "values.schema.yaml", upstream / "jupyterhub" / "values.yaml"
@@ -170,7 +190,19 @@ def test_a_public_hub_never_runs_the_dummy_authenticator(synth):
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({}, r"'auth.admin_users' is \(\): the native authenticator needs an admin"),
+        ({}, r"'auth.admin_users' is \(\): the native authenticator needs exactly one admin"),
+        (
+            {"admin_users": ("a", "b"), "admin_password": "${var.p}"},
+            r"'auth.admin_users' is \('a', 'b'\): the native authenticator needs exactly one admin",
+        ),
+        (
+            {"admin_users": ("a",)},
+            r"'auth.admin_password' is None: pass a reference to a sensitive variable",
+        ),
+        (
+            {"admin_users": ("a",), "admin_password": "hunter2hunter2hunter2"},
+            r"'auth.admin_password' is '\(hidden\)': pass a reference to a sensitive variable",
+        ),
         ({"kind": "ldap"}, r"'auth.kind' is 'ldap': use one of native, github, oidc, dummy"),
         (
             {"kind": "github", "client_id": "x", "client_secret": "plain-secret", "allowed_users": ("a",)},
@@ -284,3 +316,187 @@ def test_cpu_profiles_see_no_gpu_whatever_the_default_runtime():
             assert override["environment"]["NVIDIA_VISIBLE_DEVICES"] == "void", profile["slug"]
         else:
             assert "NVIDIA_VISIBLE_DEVICES" not in override.get("environment", {}), profile["slug"]
+
+
+def admin_step(synthesized) -> tuple[str, dict]:
+    (address,) = [
+        f"terraform_data.{name}"
+        for name in resources(synthesized, "terraform_data")
+        if "admin-password" in name
+    ]
+    return address, synthesized["resource"]["terraform_data"][address.split(".", 1)[1]]
+
+
+def test_the_native_admin_password_reaches_the_hub_through_a_secret_only(synth):
+    """The password goes into ADMIN_SECRET from the server (kube-secret.sh, an uploaded secrets
+    file), before the hub is installed; the release's values carry only the Secret's name."""
+    fields = {
+        "cluster": make_cluster(gpu_capacity=8),
+        "host": "jupyter.example.com",
+        "home_storage_class": "nfs-client",
+        "scratch_storage_class": "fast-scratch",
+        "gpu_profiles": (0, 1),
+        "auth": NATIVE,
+        "secret_host": SERVER,
+    }
+    synthesized = synth(lambda stack: JupyterHub(stack, "hub", props=JupyterHubProps(**fields)))
+    (release,) = resources(synthesized, "helm_release").values()
+    address, step = admin_step(synthesized)
+    assert address in release["depends_on"]
+    reference = "${var.jupyterhub_admin_password}"
+    uploads = [p["file"] for p in step["provisioner"] if "file" in p]
+    assert {
+        "content": f"{ADMIN_SECRET_KEY}={reference}\n",
+        "destination": ScriptRun("kube-secret.sh").secrets_path,
+    } in [{k: u[k] for k in ("content", "destination")} for u in uploads]
+    (command,) = [c for p in step["provisioner"] if "remote-exec" in p for c in p["remote-exec"]["inline"]][
+        -1:
+    ]
+    assert f"SECRET_NAME='{ADMIN_SECRET}'" in command and "NAMESPACE='jupyterhub'" in command
+    assert "kube-secret.sh" in command and reference not in command
+    assert step["triggers_replace"]["password_sha256"] == "${sha256(var.jupyterhub_admin_password)}"
+    assert reference not in json.dumps(step["triggers_replace"])
+    assert reference not in json.dumps(release)
+    hub = release_values(release)["hub"]
+    assert hub["extraConfig"] == {"gpu-constructs-native-admin": SEED_NATIVE_ADMIN}
+    assert hub["extraEnv"] == {
+        ADMIN_PASSWORD_ENV: {"valueFrom": {"secretKeyRef": {"name": ADMIN_SECRET, "key": ADMIN_SECRET_KEY}}}
+    }
+    with pytest.raises(ConfigError, match=r"'secret_host' is None: native auth creates the admin account"):
+        JupyterHubProps(**{**fields, "secret_host": None})
+
+
+def stand_in_native_authenticator(monkeypatch) -> type:
+    """NativeAuthenticator 1.3.0's surface the seed uses (nativeauthenticator.py __init__ and the
+    authenticator's admin_users, normalize_username, db and log; orm.py UserInfo.find and its
+    columns), and bcrypt's hashpw/gensalt, as modules the seed imports."""
+    import logging
+
+    class UserInfo:
+        def __init__(self, **columns):
+            self.__dict__.update(columns)
+
+        @classmethod
+        def find(cls, db, username):
+            return next((row for row in db.rows if row.username == username), None)
+
+    class NativeAuthenticator:
+        def __init__(self, add_new_table=True, *args, db=None, admin_users=(), **kwargs):
+            self.db, self.admin_users, self.log = db, set(admin_users), logging.getLogger("hub")
+
+        def normalize_username(self, name):
+            return name.lower()
+
+    package = types.ModuleType("nativeauthenticator")
+    package.NativeAuthenticator = NativeAuthenticator
+    orm = types.ModuleType("nativeauthenticator.orm")
+    orm.UserInfo = UserInfo
+    bcrypt = types.ModuleType("bcrypt")
+    bcrypt.gensalt = lambda: b"$2b$12$salt"
+    bcrypt.hashpw = lambda password, salt: salt + b":" + password
+    for name, module in (
+        ("nativeauthenticator", package),
+        ("nativeauthenticator.orm", orm),
+        ("bcrypt", bcrypt),
+    ):
+        monkeypatch.setitem(sys.modules, name, module)
+    return UserInfo
+
+
+class StandInDb:
+    def __init__(self, rows=()):
+        self.rows, self.commits = list(rows), 0
+
+    def add(self, row):
+        self.rows.append(row)
+
+    def commit(self):
+        self.commits += 1
+
+
+def test_the_seed_creates_the_admin_account_before_anyone_can_sign_up(monkeypatch):
+    """Run the hub.extraConfig snippet as z2jh does (exec with ``c``): the authenticator class it
+    installs creates the admin's row, approved, with the password from the Secret's env var, when
+    the hub creates its authenticator (before it listens); create_user then refuses the name
+    (nativeauthenticator.py: ``if self.user_exists(username) ...: return``). An existing account
+    is left as it is, and no password means no hub."""
+    user_info = stand_in_native_authenticator(monkeypatch)
+    config = types.SimpleNamespace(JupyterHub=types.SimpleNamespace())
+    exec(SEED_NATIVE_ADMIN, {"c": config})
+    seeded = config.JupyterHub.authenticator_class
+    assert issubclass(seeded, sys.modules["nativeauthenticator"].NativeAuthenticator)
+
+    monkeypatch.setenv(ADMIN_PASSWORD_ENV, "Zx8!long-enough-password")
+    db = StandInDb()
+    seeded(db=db, admin_users={"Ops-Lead"})
+    (row,) = db.rows
+    assert (row.username, row.is_authorized) == ("ops-lead", True)
+    assert row.password == b"$2b$12$salt:Zx8!long-enough-password" and db.commits == 1
+    seeded(db=db, admin_users={"ops-lead"})  # a restart
+    assert db.rows == [row]
+    claimed = user_info(username="ops-lead", password=b"theirs", is_authorized=True)
+    db = StandInDb([claimed])
+    seeded(db=db, admin_users={"ops-lead"})
+    assert db.rows == [claimed] and claimed.password == b"theirs"
+
+    monkeypatch.delenv(ADMIN_PASSWORD_ENV)
+    with pytest.raises(ValueError, match=f"{ADMIN_PASSWORD_ENV} is empty"):
+        seeded(db=StandInDb(), admin_users={"ops-lead"})
+
+
+def proxmox_stack(**overrides) -> dict:
+    import cdktf
+
+    from tests.conftest import site_instance
+
+    instance = site_instance("proxmox-ha", "proxmox-ha", overrides)
+    return json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
+
+
+def test_proxmox_ha_has_no_default_admin_name():
+    """The admin's name is a variable without a default, its password a sensitive one: nothing in
+    the code names the account that approves every sign-up."""
+    stack = proxmox_stack()
+    user, password = (
+        stack["variable"]["jupyterhub_admin_user"],
+        stack["variable"]["jupyterhub_admin_password"],
+    )
+    assert "default" not in user and "default" not in password and password["sensitive"] is True
+    (hub,) = [r for r in resources(stack, "helm_release").values() if r["chart"] == "jupyterhub"]
+    assert release_values(hub)["hub"]["config"]["Authenticator"]["admin_users"] == [
+        "${var.jupyterhub_admin_user}"
+    ]
+    _, step = admin_step(stack)
+    assert step["connection"]["host"] == "10.0.0.11"
+    with pytest.raises(
+        ConfigError, match=r"'jupyter_admin_users' is \('admin',\): with jupyter_auth='native'"
+    ):
+        proxmox_stack(jupyter_admin_users=("admin",))
+    github = proxmox_stack(jupyter_auth="github", jupyter_github_organizations=("acme",))
+    assert "jupyterhub_admin_password" not in github["variable"]
+    (hub,) = [r for r in resources(github, "helm_release").values() if r["chart"] == "jupyterhub"]
+    assert "extraConfig" not in release_values(hub)["hub"]
+
+
+def test_the_rendered_hub_seeds_its_admin_from_the_secret(helm, upstream):
+    """Rendered by Helm from the chart: the hub container reads the password from ADMIN_SECRET
+    (not optional: without it the hub does not start), and the hub's config Secret carries the
+    seed."""
+    import main
+    from tests import render
+
+    (instance,) = [i for i in main.INSTANCES if i.stack == "proxmox-ha"]
+    rendered = render.rendered(instance)
+    objects = [obj for release, obj in rendered.objects() if release.chart == "jupyterhub"]
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "hub"]
+    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "hub"]
+    (env,) = [e for e in container["env"] if e["name"] == ADMIN_PASSWORD_ENV]
+    assert env["valueFrom"] == {"secretKeyRef": {"name": ADMIN_SECRET, "key": ADMIN_SECRET_KEY}}
+    (secret,) = [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == "hub"]
+    values = yaml.safe_load(base64.b64decode(secret["data"]["values.yaml"]))
+    assert values["hub"]["extraConfig"]["gpu-constructs-native-admin"] == SEED_NATIVE_ADMIN
+    assert (
+        values["hub"]["config"]["JupyterHub"]["authenticator_class"]
+        == "nativeauthenticator.NativeAuthenticator"
+    )
+    assert values["hub"]["config"]["Authenticator"]["admin_users"] != ["admin"]

@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import cdktf
@@ -226,6 +227,58 @@ def test_a_network_change_is_refused_at_plan_until_the_node_is_rebuilt(tmp_path)
     )
 
 
+def test_a_server_vm_cannot_be_replaced_or_destroyed_unless_asked(tmp_path):
+    """A rebuilt cp1 starts a new, empty cluster while cp2, cp3 and the workers stay in the old
+    one: every server VM carries prevent_destroy, which Terraform itself enforces at plan for a
+    -replace (here on a stand-in with the VM's lifecycle), before any release is uninstalled."""
+    from tests.conftest import terraform_binary
+
+    for stack_json in (synth(), synth(api_vip="10.0.0.101")):
+        machines = vms(stack_json)
+        for name, vm in machines.items():
+            assert vm["lifecycle"].get("prevent_destroy") is (True if name.startswith("cp") else None), name
+    unprotected = vms(synth(protect_control_plane=False))
+    assert all("prevent_destroy" not in vm["lifecycle"] for vm in unprotected.values())
+
+    terraform = terraform_binary()
+    lifecycle = {k: v for k, v in vms(synth())["cp1"]["lifecycle"].items() if k == "prevent_destroy"}
+    (tmp_path / "main.tf.json").write_text(
+        json.dumps({"resource": {"terraform_data": {"cp1": {"input": "cp1", "lifecycle": lifecycle}}}})
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [terraform, *args, "-input=false", "-no-color"], cwd=tmp_path, capture_output=True, text=True
+        )
+
+    assert run("apply", "-auto-approve").returncode == 0
+    refused = run("plan", "-replace=terraform_data.cp1")
+    assert refused.returncode != 0 and "Instance cannot be destroyed" in refused.stderr
+    assert "protect_control_plane" in page_section("Teardown")
+
+
+def test_a_new_gateway_or_dns_server_has_an_in_place_way_out(stack_json):
+    """With the postcondition, a new DNS server fails every plan until each VM's read-back network
+    matches, and cp1 cannot be rebuilt: the page gives the in-place change (Proxmox config, which
+    the provider reads back, and the guest's netplan), and every VM's message points to it. That a
+    plan passes once the VM's state holds the configured values is
+    test_a_network_change_is_refused_at_plan_until_the_node_is_rebuilt's first case."""
+    for name, vm in vms(stack_json).items():
+        (condition,) = vm["lifecycle"]["postcondition"]
+        assert "A new gateway or DNS server, in place" in condition["error_message"], name
+        assert "never cp1" in condition["error_message"]
+    section = " ".join(page_section("Changing cloud-init inputs: node by node").split())
+    in_place = section.split("### A new gateway or DNS server, in place", 1)[1]
+    for step in (
+        "qm set 211 --nameserver",
+        "--ipconfig0",
+        "/etc/netplan/50-cloud-init.yaml",
+        "netplan apply",
+    ):
+        assert step in in_place, step
+    assert "cp1 included" in in_place
+
+
 def test_a_cloud_init_change_leaves_the_vms_as_they_are(stack_json):
     changed = synth(api_vip="10.0.0.101", etcd_snapshot_retention=10)
     assert resources(changed, "proxmox_virtual_environment_vm") == resources(
@@ -269,6 +322,62 @@ def test_every_vm_keeps_its_instance_id_when_the_user_data_changes(stack_json):
             stack_json, f"{name}-user-data.yaml"
         )
     assert len(ids) == 7
+
+
+def fill_in(template: str, values: dict) -> str:
+    """``template`` with its ``${...}`` references filled in as Terraform does: ``var.X`` (or
+    ``var.X[i]``) raw, ``jsonencode(...)`` as a JSON string, ``base64encode(...)`` as base64."""
+
+    def value(reference: str):
+        name, index = re.fullmatch(r"var\.([a-z0-9_]+)(?:\[(\d+)\])?", reference).groups()
+        return values[name] if index is None else values[name][int(index)]
+
+    def one(match: re.Match) -> str:
+        inner = match.group(1)
+        if call := re.fullmatch(r"(jsonencode|base64encode)\((.*)\)", inner):
+            text = value(call.group(2))
+            return (
+                json.dumps(text)
+                if call.group(1) == "jsonencode"
+                else base64.b64encode(text.encode()).decode()
+            )
+        return value(inner)
+
+    return re.sub(r"\$\{([^{}]+)\}", one, template)
+
+
+@pytest.mark.parametrize(
+    "comment", ["ops: laptop", "it's #1 - really", "&anchor *ref !tag", 'say "hi" \\ back', "{a: [b]}"]
+)
+def test_the_user_data_stays_yaml_whatever_key_comment_the_validation_admits(stack_json, comment):
+    """cloud-init skips a #cloud-config it cannot parse: the user data must load, with the key
+    intact, for every value the variables' validations accept (ssh_public_key's comment is free
+    text), once Terraform has filled them in."""
+    key = f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEc2Tq0 {comment}"
+    assert re.fullmatch(
+        r"(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+=*( [^\n]*)?", key
+    )
+    values = {
+        "ssh_public_key": key,
+        "k3s_token": "a" * 32,
+        "k3s_agent_token": "b" * 32,
+        "vm_ssh_host_keys": [f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{n}" for n in range(7)],
+        "vm_ssh_host_private_keys": [
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbg==\n-----END OPENSSH PRIVATE KEY-----\n"
+        ]
+        * 7,
+    }
+    for snippet in resources(stack_json, "proxmox_virtual_environment_file").values():
+        if not snippet["source_raw"][0]["file_name"].endswith("-user-data.yaml"):
+            continue
+        document = yaml.safe_load(fill_in(snippet["source_raw"][0]["data"], values))
+        (user,) = document["users"]
+        assert user["ssh_authorized_keys"] == [key], snippet["source_raw"][0]["file_name"]
+        files = {f["path"]: f for f in document["write_files"]}
+        assert yaml.safe_load(files["/etc/rancher/k3s/config.yaml"]["content"])["token"] in (
+            "a" * 32,
+            "b" * 32,
+        )
 
 
 def test_tags_are_sorted_and_dns_servers_used(every_stack):
@@ -517,7 +626,8 @@ def test_every_vm_gets_its_own_host_key_and_every_connection_checks_it(stack_jso
     uploads = [
         r for r in resources(stack_json, "terraform_data").values() if r.get("connection", {}).get("host")
     ]
-    assert len(uploads) == 2  # the Cloudflare token and the etcd S3 Secret, both from cp1
+    # the Cloudflare token, the etcd S3 Secret and JupyterHub's admin password, all from cp1
+    assert len(uploads) == 3
     for upload in uploads:
         assert (
             upload["connection"]["host_key"]
@@ -553,6 +663,42 @@ def test_the_apply_waits_for_every_gpu_worker_before_jupyterhub(every_stack):
         assert graph.depends_on(stack_json, address, releases_["gpu-operator"])
 
 
+def test_a_rebuilt_worker_is_waited_for_in_the_same_apply(every_stack, tmp_path):
+    """The GPU wait runs on create only: its triggers hold every GPU worker's id, so a -replace of
+    a worker (a new, unknown id) re-runs it, as Terraform itself plans on a stand-in."""
+    from tests.conftest import terraform_binary
+
+    for stack_json in every_stack.values():
+        (step,) = [
+            s for s in resources(stack_json, "terraform_data").values() if "wait-gpu-nodes" in json.dumps(s)
+        ]
+        ids = {
+            f"${{proxmox_virtual_environment_vm.{key}.id}}"
+            for key, vm in resources(stack_json, "proxmox_virtual_environment_vm").items()
+            if vm.get("hostpci")
+        }
+        assert len(ids) == 4 and ids <= set(step["triggers_replace"].values())
+    config = {
+        "resource": {
+            "terraform_data": {
+                "worker": {"input": "wk-gpu1"},
+                "wait": {"triggers_replace": {"wk-gpu1": "${terraform_data.worker.id}"}},
+            }
+        }
+    }
+    (tmp_path / "main.tf.json").write_text(json.dumps(config))
+    terraform = terraform_binary()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [terraform, *args, "-input=false", "-no-color"], cwd=tmp_path, capture_output=True, text=True
+        )
+
+    assert run("apply", "-auto-approve").returncode == 0
+    planned = run("plan", "-replace=terraform_data.worker")
+    assert "terraform_data.wait must be replaced" in planned.stdout, planned.stdout
+
+
 def test_every_vm_deletes_its_node_before_it_is_destroyed(every_stack):
     """k3s refuses a rebuilt node of the same name until its Node (and node password) is deleted;
     a destroy-time provisioner may refer to self, path and terraform only (Terraform onlySelfRefs)."""
@@ -565,6 +711,113 @@ def test_every_vm_deletes_its_node_before_it_is_destroyed(every_stack):
             assert local["environment"]["NODE"] == "${self.name}"
             refs = re.findall(r"(?<!\$)\$\{([a-z_]+)\.", json.dumps(local))
             assert refs and set(refs) <= {"self", "path", "terraform"}, (vm["name"], refs)
+
+
+def proxmox_page() -> str:
+    return (Path(main.__file__).parent / "docs" / "proxmox-ha.md").read_text()
+
+
+def page_section(title: str) -> str:
+    """The text of one ``## title`` section of docs/proxmox-ha.md."""
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", proxmox_page(), re.M | re.S)
+    assert match, f"docs/proxmox-ha.md has no section {title!r}"
+    return match.group(1)
+
+
+def test_no_update_reboots_the_vms_together(every_stack):
+    """Terraform updates the VMs of a plan in parallel; with the provider's default
+    (reboot_after_update true) a size change would power off every server at once. Every VM
+    leaves such a change pending, and the page says how to reboot node by node."""
+    for stack_json in every_stack.values():
+        machines = vms(stack_json)
+        assert len(machines) == 7
+        for name, vm in machines.items():
+            assert vm.get("reboot_after_update") is False, name
+    procedure = " ".join(page_section("Resizing and hardware changes: reboot node by node").split())
+    for step in ("qm pending", "kubectl drain", "qm reboot", "/readyz/etcd", "kubectl uncordon"):
+        assert step in procedure, step
+    assert "reboot_after_update = false" in procedure
+
+
+def unordered_secret_uploads(synthesized: dict) -> list[tuple[str, str, str]]:
+    """Pairs of steps that upload the same secrets file to the same host with no order between
+    them: each script's secrets file has one path (ScriptRun.secrets_path) that the script deletes
+    after reading, so two such steps running at once read each other's values or none."""
+    from tests.lifecycle import graph
+
+    uploads: dict[tuple[str, str], list[str]] = {}
+    for name, step in resources(synthesized, "terraform_data").items():
+        host = (step.get("connection") or {}).get("host")
+        for provisioner in step.get("provisioner", []):
+            destination = provisioner.get("file", {}).get("destination", "")
+            if host and destination.endswith(".env"):
+                uploads.setdefault((host, destination), []).append(f"terraform_data.{name}")
+    found = []
+    for (_host, destination), steps in uploads.items():
+        for index, first in enumerate(steps):
+            for second in steps[index + 1 :]:
+                if not (
+                    graph.depends_on(synthesized, first, second)
+                    or graph.depends_on(synthesized, second, first)
+                ):
+                    found.append((destination, first, second))
+    return found
+
+
+def test_no_two_steps_write_one_secrets_file_at_once():
+    """A gate over every stack of main.py; proxmox-ha's etcd and JupyterHub admin Secrets both go
+    through kube-secret.sh on cp1, and removing the order between them breaks it."""
+    shared = 0
+    for instance in main.INSTANCES:
+        stack = json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
+        assert unordered_secret_uploads(stack) == [], instance.stack
+        if instance.stack == "proxmox-ha":
+            (admin,) = [k for k in resources(stack, "terraform_data") if "admin-password" in k]
+            step = stack["resource"]["terraform_data"][admin]
+            assert "terraform_data.etcd-s3-secret" in step["depends_on"]
+            shared += 1
+            step["depends_on"].remove("terraform_data.etcd-s3-secret")
+            (pair,) = unordered_secret_uploads(stack)
+            assert pair[0].endswith("kube-secret.sh.env")
+    assert shared == 1
+
+
+def test_the_page_says_how_a_kube_vip_pin_reaches_the_running_servers(stack_json, tmp_path):
+    """A new KUBE_VIP_IMAGE changes only the servers' first-boot manifests: the page's procedure
+    extracts the manifest from the synthesized stack and writes it on every server. Its script,
+    run here on the synthesized stack, yields the manifests the servers' user data carries."""
+    from gpu_constructs import versions
+    from gpu_constructs.compute.proxmox import kube_vip_manifests
+
+    section = page_section("kube-vip upgrades")
+    assert "KUBE_VIP_IMAGE" in section and "/var/lib/rancher/k3s/server/manifests/kube-vip.yaml" in section
+    (script,) = re.findall(r"<<'PY'\n(.*?)\nPY\n", section, re.S)
+    addresses = re.search(r"for ip in ([0-9. ]+);", section).group(1).split()
+    assert addresses == list(MAIN.overrides.get("control_plane_ips", ("10.0.0.11", "10.0.0.12", "10.0.0.13")))
+    (tmp_path / "cdk.tf.json").write_text(json.dumps(stack_json))
+    (tmp_path / "extract.py").write_text(script)
+    out = subprocess.run(
+        [sys.executable, str(tmp_path / "extract.py"), str(tmp_path / "cdk.tf.json")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert list(yaml.safe_load_all(out)) == kube_vip_manifests("10.0.0.100")
+    assert versions.KUBE_VIP_IMAGE.version in out
+
+
+def test_the_page_says_when_and_how_to_renew_the_kubeconfig():
+    """The copied admin certificate expires a year after the fetch, and k3s renews the servers'
+    only at a start within 90 days of expiry: the page gives the check, the window and the re-fetch."""
+    section = " ".join(page_section("The kubeconfig's certificate: re-fetch it every year").split())
+    for text in (
+        "365 days",
+        "90 days",
+        "openssl x509 -noout -enddate",
+        "systemctl restart k3s",
+        "-replace=ADDRESS",
+    ):
+        assert text in section, text
 
 
 @pytest.fixture
@@ -636,6 +889,18 @@ def test_the_image_puller_does_not_hold_the_atomic_install(rendered_proxmox):
     pulled = {c["image"] for c in puller["spec"]["template"]["spec"]["initContainers"]}
     assert any(i.startswith("registry.example.com/ml/notebook-pytorch:") for i in pulled)
     assert any(i.startswith("registry.example.com/ml/notebook-tensorflow:") for i in pulled)
+
+
+def test_the_ingress_survives_the_loss_of_one_server(stack_json, rendered_proxmox):
+    """Rancher and JupyterHub reach users through Traefik only: one replica per server, so a
+    failed or drained server leaves the others serving (the VIP moves within seconds)."""
+    (deployment,) = [
+        d
+        for d in rendered_of(rendered_proxmox, "traefik", "Deployment")
+        if d["metadata"]["name"] == "traefik"
+    ]
+    servers = [name for name in vms(stack_json) if name.startswith("cp")]
+    assert deployment["spec"]["replicas"] == len(servers) == 3
 
 
 def test_rancher_serves_a_lets_encrypt_certificate(rendered_proxmox):
@@ -783,6 +1048,51 @@ def test_every_vm_has_its_firewall_with_the_clusters_rules(stack_json):
     assert "proxmox_virtual_environment_firewall_options" not in open_stack["resource"]
     with pytest.raises(ConfigError, match=r"'admin_cidrs\[0\]' is 'lan'"):
         synth(admin_cidrs=("lan",))
+
+
+def test_a_rebuilt_vm_gets_its_firewall_back_in_the_same_apply(every_stack, tmp_path):
+    """Proxmox deletes a VM's firewall with the VM; both firewall resources name their VM by its
+    literal id, so only replace_triggered_by brings them back with a replaced VM. Terraform itself
+    (on stand-ins with the same lifecycle) plans them replaced with a -replace of the VM."""
+    from tests.conftest import terraform_binary
+
+    for stack_json in every_stack.values():
+        addresses = {
+            vm["vm_id"]: f"proxmox_virtual_environment_vm.{key}"
+            for key, vm in resources(stack_json, "proxmox_virtual_environment_vm").items()
+        }
+        for kind in ("firewall_rules", "firewall_options"):
+            found = resources(stack_json, f"proxmox_virtual_environment_{kind}")
+            assert len(found) == len(addresses)
+            for key, firewall in found.items():
+                triggers = firewall.get("lifecycle", {}).get("replace_triggered_by")
+                assert triggers == [f"{addresses[firewall['vm_id']]}.id"], key
+
+    (rules_key, rules) = next(
+        iter(resources(every_stack["proxmox-ha"], "proxmox_virtual_environment_firewall_rules").items())
+    )
+    config = {
+        "resource": {
+            "terraform_data": {
+                "vm": {"input": "vm"},
+                "rules": {"input": "rules", "lifecycle": {"replace_triggered_by": ["terraform_data.vm.id"]}},
+            }
+        }
+    }
+    (tmp_path / "main.tf.json").write_text(json.dumps(config))
+    terraform = terraform_binary()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [terraform, *args, "-input=false", "-no-color"], cwd=tmp_path, capture_output=True, text=True
+        )
+
+    assert run("apply", "-auto-approve").returncode == 0, rules_key
+    planned = run("plan", "-replace=terraform_data.vm")
+    assert planned.returncode == 0, planned.stderr
+    assert "terraform_data.rules will be replaced" in planned.stdout
+    assert "2 to add, 0 to change, 2 to destroy" in planned.stdout
+    assert rules["lifecycle"]["replace_triggered_by"][0].endswith(".id")
 
 
 def test_snippets_are_root_only_and_tls_verification_is_a_variable(stack_json):
@@ -1039,6 +1349,8 @@ def plan(directory: Path, **variables: str | None) -> subprocess.CompletedProces
         "etcd_s3_secret_key": "s",
         "cloudflare_api_token": "a" * 40,
         "dns_zone": "example.com",
+        "jupyterhub_admin_user": "ops-lead",
+        "jupyterhub_admin_password": "Zx8!long-enough-password",
         "vm_ssh_host_keys": host_keys(),
         "vm_ssh_host_private_keys": "["
         + ", ".join(

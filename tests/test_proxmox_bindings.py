@@ -90,7 +90,7 @@ def synthesized() -> dict:
         ),
         tags=["k3s", "gpu"], lifecycle=TerraformResourceLifecycle(ignore_changes=["initialization[0].user_data_file_id"]),
         hostpci=[HostPci("hostpci0", gpu.get_string_attribute("name"))],
-        agent=Agent(enabled=True), operating_system=OperatingSystem(),
+        agent=Agent(enabled=True), operating_system=OperatingSystem(), reboot_after_update=False,
     )  # fmt: skip
     return json.loads(cdktf.Testing.synth(stack))
 
@@ -161,6 +161,7 @@ def test_vm_blocks_are_terraform_blocks(synthesized):
         }
     ]
     assert (vm["machine"], vm["bios"]) == ("q35", "ovmf")
+    assert vm["reboot_after_update"] is False
     assert vm["disk"][0]["import_from"].startswith("${proxmox_virtual_environment_download_file.image")
 
 

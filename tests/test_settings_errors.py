@@ -163,6 +163,13 @@ CASES = [
         "proxmox-ha: 'jupyter_gpu_profiles' is (1, 2): keep a 0-GPU profile as the default",
     ),
     (
+        "proxmox-ha",
+        {"jupyter_admin_users": ("admin",)},
+        "proxmox-ha: 'jupyter_admin_users' is ('admin',): with jupyter_auth='native' the admin is the "
+        "jupyterhub_admin_user variable, whose account the hub creates with jupyterhub_admin_password; "
+        "leave it empty and make more admins on the hub's admin page",
+    ),
+    (
         "k3d-poc",
         {"cluster_name": "k" * 33},
         f"k3d-poc: 'cluster_name' is '{'k' * 33}': use at most 32 characters (k3d derives host names "

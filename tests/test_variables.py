@@ -138,6 +138,8 @@ PROXMOX_VARS = {
     "etcd_s3_secret_key": "s",
     "cloudflare_api_token": "a" * 40,
     "dns_zone": "example.com",
+    "jupyterhub_admin_user": "ops-lead",
+    "jupyterhub_admin_password": "Zx8!long-enough-password",
     "vm_ssh_host_keys": json.dumps([f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{n}" for n in range(7)]),
     "vm_ssh_host_private_keys": json.dumps(
         [f"-----BEGIN OPENSSH PRIVATE KEY-----\n{n}\n-----END OPENSSH PRIVATE KEY-----\n" for n in range(7)]
@@ -170,6 +172,10 @@ def proxmox_dir(tmp_path_factory) -> Path:
         ({"fleet_branch": "feature..x"}, "fleet_branch must be a Git branch name"),
         ({"fleet_repo_url": "example.com/r"}, "fleet_repo_url must be a Git URL"),
         ({"etcd_s3_bucket": "My_Bucket"}, "etcd_s3_bucket must be a bucket name"),
+        ({"jupyterhub_admin_user": "Ops Lead"}, "jupyterhub_admin_user must be 1-64 lower-case letters"),
+        ({"jupyterhub_admin_password": "short"}, "jupyterhub_admin_password must be 16 to 72 printable"),
+        ({"jupyterhub_admin_password": "x" * 73}, "jupyterhub_admin_password must be 16 to 72 printable"),
+        ({"jupyterhub_admin_password": "with a space in it ok"}, "jupyterhub_admin_password must be 16"),
     ],
 )
 def test_proxmox_variables(proxmox_dir, values, message):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from cdktf import LocalExecProvisioner, Postcondition, TerraformResourceLifecycle
+from cdktf import Fn, LocalExecProvisioner, Postcondition, TerraformResourceLifecycle, Token
 from constructs import Construct
 
 from gpu_constructs import validate, versions
@@ -257,6 +257,11 @@ class ProxmoxProps:
     """The image's line in its release directory's SHA256SUMS; Proxmox checks the download with it."""
     sharing: GpuSharing = field(default_factory=GpuSharing)
     vm_id_base: int = 200
+    protect_control_plane: bool = True
+    """``lifecycle.prevent_destroy`` on the server VMs: Terraform then fails a plan that would destroy
+    or replace one (a ``-replace``, a forced replacement, a destroy) before anything is changed. A
+    new cp1 would start a new, empty cluster while cp2, cp3 and the workers stay in the old one,
+    both announcing the VIP. Set False for one apply to rebuild cp2 or cp3, or to destroy."""
 
     def __post_init__(self) -> None:
         validate.k8s_name("node_name", self.node_name)
@@ -555,8 +560,10 @@ class ProxmoxGpuCompute(Construct):
             # k3s-io/k3s discussion #7070), which its first-boot user data cannot know. So a replaced
             # cp1 is a new, empty cluster and everything is installed into it again; the plan lists
             # every release as replaced, the sign to stop unless a new cluster is meant (docs/proxmox-ha.md,
-            # "Changing cloud-init inputs"). cp2, cp3 and the workers join the existing cluster:
-            # replaced, they leave and rejoin it, and what runs in it stays.
+            # "Changing cloud-init inputs"), and with protect_control_plane Terraform refuses that
+            # plan: cp2, cp3 and the workers would stay in the old cluster, both announcing the VIP.
+            # cp2, cp3 and the workers join the existing cluster: replaced, they leave and rejoin
+            # it, and what runs in it stays.
             identity=(self.control_planes[0],),
         )
 
@@ -697,9 +704,19 @@ class ProxmoxGpuCompute(Construct):
             hostpci=hostpci,
             agent=Agent(enabled=True),
             operating_system=OperatingSystem("l26"),
+            # Terraform updates all VMs of a plan in parallel: with the provider's default (true) a
+            # size or hardware change powers cp1, cp2 and cp3 off together (etcd loses quorum) and
+            # every GPU worker with them. false leaves such a change pending in the VM's config
+            # with a warning, for the node-by-node reboot (docs/proxmox-ha.md), and fails a change
+            # that cannot wait for one (bpg/proxmox v0.111.1 proxmoxtf/resource/vm/vm.go,
+            # vmPowerOffForPendingChanges, vmFinalizePowerState, rebootAfterUpdateDisabledError).
+            reboot_after_update=False,
             lifecycle=TerraformResourceLifecycle(
                 ignore_changes=list(CLOUD_INIT_INPUTS),
                 postcondition=[network_postcondition(name, address, props.gateway, props.dns_servers)],
+                # Terraform refuses at plan to destroy it, a replacement and -replace included
+                # ("Instance cannot be destroyed"), before any release is uninstalled.
+                prevent_destroy=(role == "server" and props.protect_control_plane) or None,
             ),
             provisioners=[self.delete_node_provisioner()],
         )
@@ -708,8 +725,14 @@ class ProxmoxGpuCompute(Construct):
         return vm
 
     def _firewall(self, name: str, vm_id: int, vm: Vm) -> None:
-        """The VM's firewall: rules first, then the switch, so it never drops with no rules."""
+        """The VM's firewall: rules first, then the switch, so it never drops with no rules. Proxmox
+        deletes a VM's firewall file with the VM, and these name the VM by its literal id, so both
+        are replaced with it (a replaced VM plans a new, unknown ``id``): a rebuilt VM never runs
+        with its network device's firewall on and no rules, open to every network."""
         props = self.props
+        with_vm = TerraformResourceLifecycle(
+            replace_triggered_by=[f"{vm.terraform_resource_type}.{vm.friendly_unique_id}.id"]
+        )
         rules = FirewallRules(
             self,
             f"{name}-firewall-rules",
@@ -729,6 +752,7 @@ class ProxmoxGpuCompute(Construct):
                 FirewallRule("in", "ACCEPT", "ICMP (path MTU discovery, ping)", proto="icmp"),
             ],
             depends_on=[vm],
+            lifecycle=with_vm,
         )
         FirewallOptions(
             self,
@@ -739,6 +763,7 @@ class ProxmoxGpuCompute(Construct):
             input_policy="DROP",
             output_policy="ACCEPT",
             depends_on=[rules],
+            lifecycle=with_vm,
         )
 
     def delete_node_provisioner(self) -> LocalExecProvisioner:
@@ -804,7 +829,7 @@ class ProxmoxGpuCompute(Construct):
                     "groups": ["sudo"],
                     "shell": "/bin/bash",
                     "sudo": "ALL=(ALL) NOPASSWD:ALL",
-                    "ssh_authorized_keys": [props.ssh_public_key],
+                    "ssh_authorized_keys": [_yaml_string(props.ssh_public_key)],
                 }
             ],
             "package_update": True,
@@ -927,12 +952,27 @@ def network_postcondition(name: str, address: str, gateway: str, dns_servers: Se
         error_message=(
             f"{name} was built with another address, gateway or DNS servers than the settings now give "
             f"({address} via {gateway}, DNS {servers}); cloud-init applies network settings only to a "
-            "new instance, so the running VM would keep its old ones. Rebuild the node as "
-            'docs/proxmox-ha.md\'s "Changing cloud-init inputs: node by node" says: '
-            "terraform apply -target=ADDRESS -replace=ADDRESS, one node at a time (cp1's address is the "
-            "cluster's: a new cp1 is a new cluster)."
+            "new instance, so the running VM would keep its old ones. A new gateway or DNS server: "
+            "change it in place on every node (qm set --nameserver/--ipconfig0 and the guest's "
+            'netplan, docs/proxmox-ha.md "A new gateway or DNS server, in place"). A new address: '
+            'rebuild the node as "Changing cloud-init inputs: node by node" says, '
+            "terraform apply -replace=ADDRESS (its firewall is replaced with it), one node at a time "
+            "(never cp1: a new cp1 is a new cluster)."
         ),
     )
+
+
+def _yaml_string(value: str) -> str:
+    """``value`` for a YAML position where Terraform fills a reference in after yaml.safe_dump has
+    quoted the text around it: as ``jsonencode(...)``, a JSON string, which YAML reads as a
+    double-quoted scalar whatever it holds. Filled in raw, an SSH key comment such as ``ops: laptop``
+    would make the list item a mapping (a plain scalar ends at ": "), and cloud-init would install
+    no key. Literal text is left to yaml.safe_dump, which quotes it itself."""
+    if not validate.is_reference(value):
+        return value
+    if Token.is_unresolved(value):
+        return str(Fn.jsonencode(value))
+    return f"${{jsonencode({_expression(value)})}}"
 
 
 def _expression(reference: str) -> str:

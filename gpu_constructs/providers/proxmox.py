@@ -299,6 +299,7 @@ class Vm(_ProxmoxResource):
         tags: Sequence[str] = (),
         description: str | None = None,
         stop_on_destroy: bool | None = True,
+        reboot_after_update: bool | None = None,
         depends_on: Sequence[Any] | None = None,
         lifecycle: TerraformResourceLifecycle | None = None,
         provisioners: Sequence[Any] | None = None,
@@ -318,6 +319,7 @@ class Vm(_ProxmoxResource):
                 "on_boot": on_boot,
                 "scsi_hardware": scsi_hardware,
                 "stop_on_destroy": stop_on_destroy,
+                "reboot_after_update": reboot_after_update,
                 "agent": [block(agent)] if agent else None,
                 "cpu": [block(cpu)],
                 "memory": [block(memory)],
@@ -362,6 +364,7 @@ class FirewallOptions(_ProxmoxResource):
         input_policy: str,
         output_policy: str,
         depends_on: Sequence[Any] | None = None,
+        lifecycle: TerraformResourceLifecycle | None = None,
     ) -> None:
         super().__init__(
             scope,
@@ -374,6 +377,7 @@ class FirewallOptions(_ProxmoxResource):
                 "output_policy": output_policy,
             },
             depends_on=depends_on,
+            lifecycle=lifecycle,
         )
 
 
@@ -391,12 +395,14 @@ class FirewallRules(_ProxmoxResource):
         vm_id: Any,
         rule: Sequence[FirewallRule],
         depends_on: Sequence[Any] | None = None,
+        lifecycle: TerraformResourceLifecycle | None = None,
     ) -> None:
         super().__init__(
             scope,
             id,
             {"node_name": node_name, "vm_id": vm_id, "rule": [block(r) for r in rule]},
             depends_on=depends_on,
+            lifecycle=lifecycle,
         )
 
 
