@@ -918,6 +918,8 @@ class ProxmoxHaStack(TerraformStack):
                 host=jupyter_host.string_value,
                 home_storage_class=NFS_CLASS,
                 scratch_storage_class=SCRATCH_CLASS,
+                # SQLite's locks are unreliable on NFS: the hub's database on a server's disk
+                hub_db_storage_class=storage.class_name(SERVER_LOCAL_CLASS),
                 gpu_profiles=s.jupyter_gpu_profiles,
                 pytorch_image=notebook_image(s.notebook_registry, "pytorch"),
                 tensorflow_image=notebook_image(s.notebook_registry, "tensorflow"),

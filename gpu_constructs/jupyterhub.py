@@ -231,6 +231,10 @@ class JupyterHubProps:
     """The other kube-secret.sh steps on ``secret_host``: the admin Secret's step runs after them,
     since they share the script's one secrets file (ScriptRun.secrets_path), which the script
     deletes after reading."""
+    hub_db_storage_class: str | None = None
+    """Class of the hub's SQLite database volume (hub.db.pvc.storageClassName); None: the cluster's
+    default. Never an NFS class: JupyterHub's docs ("The Hub's Database", Notes and Tips): "The
+    SQLite database should not be used on NFS", its locks may not work there."""
     public: bool = True
     """Served by an Ingress with a public TLS host."""
     values: helm.ValuesLayers | None = None
@@ -387,6 +391,11 @@ class JupyterHub(Construct):
     def contract_values(self) -> dict[str, Any]:
         props = self.props
         return {
+            **(
+                {"hub": {"db": {"pvc": {"storageClassName": props.hub_db_storage_class}}}}
+                if props.hub_db_storage_class
+                else {}
+            ),
             "scheduling": {"userPods": {"nodeAffinity": {"matchNodePurpose": props.user_node_purpose}}},
             "singleuser": {
                 "startTimeout": props.start_timeout_seconds,

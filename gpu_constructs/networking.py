@@ -213,6 +213,7 @@ class Networking(Construct):
                     "web": {"http": {"redirections": {"entryPoint": {"to": "websecure", "scheme": "https"}}}}
                 },
                 "service": {"type": "LoadBalancer"},
+                **(self._spread(props.ingress_replicas) if props.ingress_replicas > 1 else {}),
             },
         )
 
@@ -324,6 +325,24 @@ class Networking(Construct):
             f"--type A --content {record['content']} --ttl {record['ttl']}"
             for record in self.dns_records
         ]
+
+    @staticmethod
+    def _spread(replicas: int) -> dict[str, Any]:
+        """Several ingress replicas are worth having only on different nodes and not all drained at
+        once: a PodDisruptionBudget that keeps all but one, and a spread over the nodes. Preferred,
+        not required: the spread counts nodes the pods cannot run on too (nodeTaintsPolicy Ignore,
+        the default), so a required spread could leave a replica Pending while a server is drained."""
+        return {
+            "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
+            "topologySpreadConstraints": [
+                {
+                    "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "traefik"}},
+                    "maxSkew": 1,
+                    "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                }
+            ],
+        }
 
     def _service_monitor(self, namespace: str) -> dict[str, Any]:
         """The ServiceMonitor cert-manager v1.21.1's chart renders (templates/servicemonitor.yaml with

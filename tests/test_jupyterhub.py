@@ -500,3 +500,42 @@ def test_the_rendered_hub_seeds_its_admin_from_the_secret(helm, upstream):
         == "nativeauthenticator.NativeAuthenticator"
     )
     assert values["hub"]["config"]["Authenticator"]["admin_users"] != ["admin"]
+
+
+def test_sqlite_databases_never_sit_on_nfs(helm, upstream):
+    """The hub's SQLite database (hub.db.type sqlite-pvc, the chart's default) must not be on an NFS
+    class: JupyterHub's docs, "The Hub's Database": SQLite "should not be used on NFS". Every
+    rendered hub-db-dir claim of every stack, against the StorageClasses the stack renders."""
+    import main
+    from tests import render
+
+    checked = 0
+    for instance in main.INSTANCES:
+        rendered = render.rendered(instance)
+        objects = [obj for _, obj in rendered.objects()]
+        nfs = {
+            o["metadata"]["name"]
+            for o in objects
+            if o["kind"] == "StorageClass" and "nfs" in o.get("provisioner", "")
+        }
+        nfs |= (
+            {"nfs-client"}
+            if any(r.chart == "nfs-subdir-external-provisioner" for r in rendered.releases)
+            else set()
+        )
+        defaults = {
+            o["metadata"]["name"]
+            for o in objects
+            if o["kind"] == "StorageClass"
+            and (o["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class")
+            == "true"
+        }
+        for claim in (
+            o
+            for o in objects
+            if o["kind"] == "PersistentVolumeClaim" and o["metadata"]["name"] == "hub-db-dir"
+        ):
+            checked += 1
+            klass = claim["spec"].get("storageClassName") or next(iter(defaults), None)
+            assert klass not in nfs, f"{instance.stack}: hub-db-dir on {klass}"
+    assert checked == 1  # proxmox-ha's hub

@@ -194,3 +194,42 @@ def test_the_terraform_check_and_the_synth_check_agree_on_private_addresses(addr
     from gpu_constructs.networking import PRIVATE_ADDRESS_REGEX, is_private
 
     assert bool(re.match(PRIVATE_ADDRESS_REGEX, address)) == is_private(address)
+
+
+def test_several_ingress_replicas_spread_over_the_nodes_and_drain_one_at_a_time(helm, upstream):
+    """proxmox-ha runs one Traefik per server: rendered by Helm from the chart, a PodDisruptionBudget
+    lets a drain take one at a time and the pods prefer different nodes; one replica has neither."""
+    import main
+    from tests import render
+
+    (instance,) = [i for i in main.INSTANCES if i.stack == "proxmox-ha"]
+    objects = [o for r, o in render.rendered(instance).objects() if r.chart == "traefik"]
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    assert deployment["spec"]["replicas"] == 3
+    (spread,) = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert (
+        spread["topologyKey"] == "kubernetes.io/hostname" and spread["whenUnsatisfiable"] == "ScheduleAnyway"
+    )
+    assert (
+        spread["labelSelector"]["matchLabels"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    (budget,) = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert (
+        budget["spec"]["selector"]["matchLabels"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    single = release_values(release(_single_node_stack(), "traefik"))
+    assert "podDisruptionBudget" not in single and "topologySpreadConstraints" not in single
+
+
+def _single_node_stack():
+    import json
+
+    import cdktf
+
+    import main
+
+    (instance,) = [i for i in main.INSTANCES if i.stack == "single-node"]
+    return json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
