@@ -27,13 +27,13 @@ class K3dPocSettings:
     """Structural settings of a k3d-poc instance; defaults are the seed's topology."""
 
     cluster_name: str = "gpu-poc"
-    agents: tuple[str, ...] = ("app", "infra", "gpu")
+    agents: tuple[str, ...] = K3dProps.agents
     """Agent roles in order (app, infra, gpu); the seed has one of each."""
     image: str = versions.K3D_K3S_CUDA_IMAGE.version
     """k3s image with the NVIDIA container toolkit, built from docker/k3s-cuda (docs/k3d-poc.md)."""
-    build_image: bool = True
+    build_image: bool = K3dProps.build_image
     """Build ``image`` from docker/k3s-cuda on apply; False uses an image already on the host."""
-    api_port: int = 6550
+    api_port: int = K3dProps.api_port
     """The host port of the Kubernetes API, on 127.0.0.1: a second instance on the same machine needs
     its own (Docker publishes a port once)."""
     time_slicing_replicas: int = 1

@@ -31,18 +31,18 @@ SMOKE_TEST_NAMESPACE = "gpu-smoke-test"
 class LkeSettings:
     """Structural settings of an lke instance; defaults are the seed's."""
 
-    region: str = "us-ord"
+    region: str = LkeProps.region
     k8s_version: str = versions.LKE_KUBERNETES.version
     gpu_plan: str = versions.LKE_GPU_PLAN.version
-    gpu_min_nodes: int = 1
-    gpu_max_nodes: int = 5
-    system_plan: str = "g6-standard-2"
-    system_nodes: int = 2
-    firewall: bool = True
-    tier: str = "standard"
+    gpu_min_nodes: int = LkeProps.gpu_min_nodes
+    gpu_max_nodes: int = LkeProps.gpu_max_nodes
+    system_plan: str = LkeProps.system_plan
+    system_nodes: int = LkeProps.system_nodes
+    firewall: bool = LkeProps.firewall
+    tier: str = LkeProps.tier
     """``standard``: cloud-firewall-controller keeps the nodes in the firewall; ``enterprise``: the
     pools' firewall_id (k8s_version then a full version such as v1.31.8+lke5)."""
-    driver_preinstalled: bool = True
+    driver_preinstalled: bool = LkeProps.driver_preinstalled
     """LKE GPU nodes bring the NVIDIA driver and toolkit (Akamai's LKE GPU guide); False lets the GPU
     Operator install them."""
     time_slicing_replicas: int = 1

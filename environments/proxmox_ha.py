@@ -136,11 +136,11 @@ class ProxmoxHaSettings:
     """Structural settings of a proxmox-ha instance; defaults are the seed's VM layout and network plan."""
 
     environment: str = "production"
-    node_name: str = "pve"
-    control_plane_ips: tuple[str, ...] = ("10.0.0.11", "10.0.0.12", "10.0.0.13")
-    worker_ips: tuple[str, ...] = ("10.0.0.21", "10.0.0.22", "10.0.0.23", "10.0.0.24")
-    gpus_per_worker: int = 2
-    host_gpu_count: int = 8
+    node_name: str = ProxmoxProps.node_name
+    control_plane_ips: tuple[str, ...] = ProxmoxProps.control_plane_ips
+    worker_ips: tuple[str, ...] = ProxmoxProps.worker_ips
+    gpus_per_worker: int = ProxmoxProps.gpus_per_worker
+    host_gpu_count: int = ProxmoxProps.host_gpu_count
     api_vip: str | None = "10.0.0.100"
     """The seed's kube-vip address in front of the API servers: the workers join through it, the
     kubeconfig and Terraform reach the API through it, and it is in every server's tls-san. None
@@ -148,9 +148,9 @@ class ProxmoxHaSettings:
     single_api_address: bool = False
     """Accept api_vip=None: a worker rebuilt while cp1 is down cannot register, and Terraform cannot
     plan while cp1 is down, although the other servers still run the cluster."""
-    dns_servers: tuple[str, ...] = ("10.0.0.1",)
-    vm_datastore: str = "local-lvm"
-    scratch_datastore: str | None = None
+    dns_servers: tuple[str, ...] = ProxmoxProps.dns_servers
+    vm_datastore: str = ProxmoxProps.vm_datastore
+    scratch_datastore: str | None = ProxmoxProps.scratch_datastore
     """The workers' scratch disks' datastore (default: vm_datastore)."""
     datastore_capacity_gb: tuple[tuple[str, int], ...] = ()
     """(datastore, usable GB) pairs from ``pvesm status``, one for every datastore the VMs use
@@ -158,14 +158,14 @@ class ProxmoxHaSettings:
     do not fit."""
     nfs_server: str = "10.0.0.30"
     nfs_path: str = "/export/k3s"
-    hugepages: bool = False
-    cpu_pinning: bool = False
-    host_cpus: int = 128
+    hugepages: bool = ProxmoxProps.hugepages
+    cpu_pinning: bool = ProxmoxProps.cpu_pinning
+    host_cpus: int = ProxmoxProps.host_cpus
     """Logical CPUs of the Proxmox host (``nproc``), the bound for cpu_pinning."""
-    root_auth: bool = False
+    root_auth: bool = ProxmoxProps.root_auth
     """Log the provider in as root@pam with the proxmox_root_password variable instead of an API
     token; hugepages and cpu_pinning need it (Proxmox allows them to root@pam only)."""
-    protect_control_plane: bool = True
+    protect_control_plane: bool = ProxmoxProps.protect_control_plane
     """Refuse at plan any destroy or replacement of a server VM (``lifecycle.prevent_destroy``): a
     rebuilt cp1 is a new, empty cluster beside the running one. Set False, synth and apply for one
     rebuild of cp2 or cp3 (docs/proxmox-ha.md, node by node), or to destroy the stack."""
@@ -212,7 +212,7 @@ class ProxmoxHaSettings:
     vm_firewall: bool = True
     """Each VM's Proxmox firewall (input DROP): all from the VM network, SSH and the API from
     admin_cidrs, HTTP(S) and ICMP from anywhere. Takes effect with the datacenter firewall on."""
-    admin_cidrs: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    admin_cidrs: tuple[str, ...] = ProxmoxProps.admin_cidrs
     """Networks SSH and the Kubernetes API are reached from (the machine that runs Terraform's)."""
     notebook_registry: str | None = None
     """Where you push the notebook images built from docker/notebook-pytorch and
