@@ -1571,6 +1571,46 @@ def test_kube_access_without_a_host_key_trusts_on_first_use_only_when_told(host:
     assert "StrictHostKeyChecking=accept-new" in host.calls("ssh")[0].split()
 
 
+# The server's answers on a first apply, one per ssh call: k3s not installed yet (sudo cat fails, ssh
+# passes its status on), the host rebooting for its driver (ssh's own 255), then k3s.yaml.
+FIRST_APPLY_SSH = r"""
+n=$(cat "$STATE/ssh-count" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$STATE/ssh-count"
+case "$n" in
+  1|2) echo "cat: /etc/rancher/k3s/k3s.yaml: No such file or directory" >&2; exit 1 ;;
+  3) echo "ssh: connect to host 192.168.1.100 port 22: Connection refused" >&2; exit 255 ;;
+  *) cat "$STATE/k3s.yaml" ;;
+esac
+"""
+
+
+def test_kube_access_waits_for_k3s_on_a_first_apply(host: Host):
+    """The data source is read as soon as the cluster step is made, while the driver and k3s steps
+    still run: a host that answers without k3s.yaml is waited for, through its reboot."""
+    host.stub("ssh", FIRST_APPLY_SSH)
+    result = _kube_access(host, "ca", stdin="{}", CA_WAIT_SECONDS="60", CA_POLL_SECONDS="0")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"ca_base64": _b64(CA_PEM)}
+    assert len(host.calls("ssh")) == 4
+    assert "is not on 192.168.1.100 yet" in result.stderr
+
+
+def test_kube_access_waits_a_bounded_time_and_never_for_an_unreachable_host(host: Host):
+    host.stub("ssh", 'echo "cat: /etc/rancher/k3s/k3s.yaml: No such file or directory" >&2; exit 1')
+    result = _kube_access(host, "ca", CA_WAIT_SECONDS="1", CA_POLL_SECONDS="0.2")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "No such file" in result.stderr
+    # A host that does not answer at once (a plan with the server down) fails at once.
+    host.log.write_text("")
+    host.stub("ssh", 'echo "ssh: connect to host 192.168.1.100 port 22: Connection refused" >&2; exit 255')
+    result = _kube_access(host, "ca", CA_WAIT_SECONDS="60", CA_POLL_SECONDS="0")
+    assert result.returncode == 1 and len(host.calls("ssh")) == 1
+    # The credential plugin never waits: the API is only called once the CA was read.
+    host.log.write_text("")
+    host.stub("ssh", 'echo "cat: /etc/rancher/k3s/k3s.yaml: No such file or directory" >&2; exit 1')
+    result = _kube_access(host, "credential", CA_WAIT_SECONDS="60", CA_POLL_SECONDS="0")
+    assert result.returncode == 1 and len(host.calls("ssh")) == 1
+
+
 def test_kube_access_rejects_an_unknown_mode(host: Host):
     result = _kube_access(host, "token")
     assert result.returncode == 2 and "use ca or credential" in result.stderr

@@ -85,7 +85,6 @@ def test_every_component_is_in_the_stack(stack_json):
         "compute_server-gpu-driver",
         "compute_server-k3s",
         "compute_kubeconfig",
-        "compute_api",
         "compute_node-labels",
         "storage_check-0",
         "networking_firewall-0",

@@ -38,8 +38,12 @@ fi
 errors="$(mktemp)"
 trap 'rm -f "$errors" ${known_hosts:+"$known_hosts"}' EXIT
 
-# shellcheck disable=SC2029 # the remote path is composed here on purpose
-if ! kubeconfig="$(ssh "${ssh_options[@]}" "${user}@${host}" "sudo cat '${remote_path}'" 2>"$errors")"; then
+# read_kubeconfig: k3s.yaml as the server holds it, into $kubeconfig; the ssh status otherwise.
+read_kubeconfig() {
+  # shellcheck disable=SC2029 # the remote path is composed here on purpose
+  kubeconfig="$(ssh "${ssh_options[@]}" "${user}@${host}" "sudo cat '${remote_path}'" 2>"$errors")"
+}
+read_failed() {
   echo "ERROR: kube-access: could not read ${remote_path} on ${host} over SSH as ${user}:" >&2
   tail -n 3 "$errors" >&2
   if grep -q -e 'Host key verification failed' -e 'REMOTE HOST IDENTIFICATION HAS CHANGED' "$errors"; then
@@ -50,7 +54,29 @@ if ! kubeconfig="$(ssh "${ssh_options[@]}" "${user}@${host}" "sudo cat '${remote
       "(a first apply installs it before anything reads the API)." >&2
   fi
   exit 1
+}
+
+# A first apply reads the CA (its query, the cluster's id, is known only once the cluster step is
+# made) while the server's driver and k3s steps still run: the host answers but has no k3s.yaml yet
+# (sudo cat fails: ssh exits with the remote status, 255 being ssh's own failures), and may be
+# rebooting for its driver. Only then, in ca mode, wait for k3s to write it, up to
+# CA_WAIT_SECONDS; a host that does not answer at the first try fails the plan at once.
+status=0
+read_kubeconfig || status=$?
+if [ "$status" -ne 0 ] && [ "$status" -ne 255 ] && [ "$mode" = ca ]; then
+  deadline=$((SECONDS + ${CA_WAIT_SECONDS:-0}))
+  echo "kube-access: ${remote_path} is not on ${host} yet (k3s is being installed): waiting" \
+    "up to ${CA_WAIT_SECONDS:-0}s" >&2
+  while [ "$status" -ne 0 ] && [ "$SECONDS" -lt "$deadline" ]; do
+    if grep -q -e 'Host key verification failed' -e 'REMOTE HOST IDENTIFICATION HAS CHANGED' "$errors"; then
+      break
+    fi
+    sleep "${CA_POLL_SECONDS:-10}"
+    status=0
+    read_kubeconfig || status=$?
+  done
 fi
+[ "$status" -eq 0 ] || read_failed
 
 # field NAME: the value of the first "NAME: <base64>" line of the kubeconfig (k3s writes one cluster
 # and one user).
