@@ -1565,6 +1565,24 @@ def test_kube_access_refuses_a_file_that_is_not_an_admin_kubeconfig(host: Host):
     assert "has no client-certificate-data" in result.stderr
 
 
+def test_kube_access_refuses_a_kubeconfig_without_a_ca_for_the_data_source(host: Host):
+    """An empty CA in the data source's result would reach the provider as "" (system roots: an
+    unrelated x509 error at every release); the script fails with the reason instead."""
+    host.stub("ssh", "echo 'apiVersion: v1'")
+    result = _kube_access(host, "ca", stdin="{}")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "has no certificate-authority-data" in result.stderr
+
+
+def test_kube_access_passes_key_material_through_pipes_only():
+    """bash before 5.1 (macOS' /bin/bash 3.2, Ubuntu 20.04's 5.0) writes every here-string and
+    here-document to a file in $TMPDIR (bash CHANGES, 5.1: pipes for small ones): the admin
+    kubeconfig and its key must never go through one."""
+    text = (SCRIPTS_DIR / "kube-access.sh").read_text()
+    code = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in code if "<<" in line]
+
+
 def test_kube_access_without_a_host_key_trusts_on_first_use_only_when_told(host: Host):
     result = _kube_access(host, "ca", HOST_KEY="")
     assert result.returncode == 0, result.stderr

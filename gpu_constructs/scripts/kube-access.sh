@@ -82,7 +82,8 @@ fi
 # and one user).
 field() {
   local value
-  value="$(sed -n "s/^ *$1: *\([A-Za-z0-9+\/=]*\) *$/\1/p" <<<"$kubeconfig" | head -n 1)"
+  # A pipe, never a here-string: bash before 5.1 writes here-strings to a file in $TMPDIR.
+  value="$(printf '%s\n' "$kubeconfig" | sed -n "s/^ *$1: *\([A-Za-z0-9+\/=]*\) *$/\1/p" | head -n 1)"
   if [ -z "$value" ]; then
     echo "ERROR: kube-access: ${remote_path} on ${host} has no $1 (is it k3s' admin kubeconfig?)" >&2
     exit 1
@@ -91,18 +92,21 @@ field() {
 }
 # json_pem BASE64: the PEM it encodes as a JSON string body (PEM holds no quotes nor backslashes).
 json_pem() {
-  base64 -d <<<"$1" | awk '{ printf "%s\\n", $0 }'
+  printf '%s' "$1" | base64 -d | awk '{ printf "%s\\n", $0 }'
 }
 
 case "$mode" in
   ca)
-    printf '{"ca_base64": "%s"}\n' "$(field certificate-authority-data)"
+    # Assigned first: a command substitution's failure is lost when it is an argument (bash(1)).
+    ca_base64="$(field certificate-authority-data)"
+    printf '{"ca_base64": "%s"}\n' "$ca_base64"
     ;;
   credential)
     certificate="$(field client-certificate-data)"
     client_key="$(field client-key-data)"
+    certificate_pem="$(json_pem "$certificate")"
+    key_pem="$(json_pem "$client_key")"
     printf '{"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential", "status": '
-    printf '{"clientCertificateData": "%s", "clientKeyData": "%s"}}\n' \
-      "$(json_pem "$certificate")" "$(json_pem "$client_key")"
+    printf '{"clientCertificateData": "%s", "clientKeyData": "%s"}}\n' "$certificate_pem" "$key_pem"
     ;;
 esac
