@@ -1449,7 +1449,34 @@ def test_driver_check_says_whether_a_run_would_change_anything_and_changes_nothi
 # --- kube-access.sh ---------------------------------------------------------------------------------
 # k3s' admin kubeconfig as the server holds it: base64 of PEM blocks (fake ones: only their shape matters).
 CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIBADAKBggqhkjOPQQDAjAj\n-----END CERTIFICATE-----\n"
-CERT_PEM = "-----BEGIN CERTIFICATE-----\nMIIBkTCCATegAwIBAgIIQ2xpZW50Q2VydA==\n-----END CERTIFICATE-----\n"
+
+
+def _certificate(days: float, name: str = "system:admin") -> str:
+    """A client certificate as k3s issues it (EC P-256), valid from now for ``days``."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+CERT_PEM = _certificate(365)
 KEY_PEM = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIEtleUtleUtleUtleQ==\n-----END EC PRIVATE KEY-----\n"
 
 
@@ -1536,7 +1563,7 @@ def test_kube_access_hands_the_admin_certificate_to_client_go_and_keeps_no_copy(
 def test_kube_access_reads_what_the_server_holds_now_on_every_run(host: Host):
     """A renewed client certificate (k3s rewrites k3s.yaml when it starts) is used at the next run."""
     first = json.loads(_kube_access(host, "credential").stdout)
-    renewed = CERT_PEM.replace("Q2xpZW50Q2VydA==", "UmVuZXdlZENlcnQ=")
+    renewed = _certificate(365, "system:admin renewed")
     host.stub("ssh", f"sed 's#{_b64(CERT_PEM)}#{_b64(renewed)}#' \"$STATE/k3s.yaml\"")
     second = json.loads(_kube_access(host, "credential").stdout)
     assert first["status"]["clientCertificateData"] == CERT_PEM
@@ -1572,6 +1599,23 @@ def test_kube_access_refuses_a_kubeconfig_without_a_ca_for_the_data_source(host:
     result = _kube_access(host, "ca", stdin="{}")
     assert result.returncode == 1 and result.stdout == ""
     assert "has no certificate-authority-data" in result.stderr
+
+
+@pytest.mark.parametrize("mode", ["ca", "credential"])
+@pytest.mark.parametrize(("days", "refused"), [(-1, True), (3, True), (30, False)])
+def test_kube_access_refuses_an_admin_certificate_about_to_expire(
+    host: Host, mode: str, days: int, refused: bool
+):
+    """k3s renews its certificates only when it starts: the data source (read before helm refreshes
+    a release) fails the plan with the remedy rather than let a 401 drop the releases."""
+    host.stub("ssh", 'cat "$STATE/expiring.yaml"')
+    (host.state / "expiring.yaml").write_text(K3S_YAML.replace(_b64(CERT_PEM), _b64(_certificate(days))))
+    result = _kube_access(host, mode, stdin="{}")
+    assert (result.returncode == 1) is refused, result.stderr
+    if refused:
+        assert result.stdout == ""
+        assert "expires within 7 days or has expired" in result.stderr
+        assert "sudo systemctl restart k3s" in result.stderr
 
 
 def test_kube_access_passes_key_material_through_pipes_only():

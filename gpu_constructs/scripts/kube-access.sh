@@ -2,7 +2,8 @@
 # What the helm provider needs to reach the k3s API, read from the server over SSH on every run, so a
 # plan works from any machine holding the SSH key and never depends on a kubeconfig file a previous
 # apply left behind (nor on the 365-day client certificate copied into one: k3s renews the admin
-# certificate on the server and rewrites /etc/rancher/k3s/k3s.yaml when it starts).
+# certificate on the server and rewrites /etc/rancher/k3s/k3s.yaml when it starts; one that is about
+# to expire because k3s has not restarted for months is refused, with the remedy).
 # Runs on the machine that runs Terraform, in one of two modes (the first argument):
 #   ca          the external data source's program (read at every plan): prints
 #               {"ca_base64": "<the cluster CA, base64>"}; the query on stdin is read and ignored.
@@ -95,14 +96,36 @@ json_pem() {
   printf '%s' "$1" | base64 -d | awk '{ printf "%s\\n", $0 }'
 }
 
+# k3s renews its certificates only when it starts, if they are within 90 days of expiring
+# (docs.k3s.io/cli/certificate); a server that runs for a year without a restart hands out an
+# expired admin certificate, and a helm v3.1.1 refresh that gets 401 drops each release from the
+# state (helm/resource_helm_release.go Read, terraform-provider-helm#1669). So both modes refuse a
+# certificate that expires within CERT_MIN_DAYS (default 7): the data source, read before the
+# provider refreshes anything, fails the plan with the remedy instead.
+if [ "$mode" = ca ]; then
+  # Assigned, not an argument: a command substitution's failure is lost in printf's arguments.
+  ca_base64="$(field certificate-authority-data)"
+fi
+certificate="$(field client-certificate-data)"
+min_seconds=$(( ${CERT_MIN_DAYS:-7} * 86400 ))
+if ! command -v openssl >/dev/null; then
+  echo "ERROR: kube-access: openssl is required to check the k3s admin certificate's expiry" >&2
+  exit 1
+fi
+if ! printf '%s' "$certificate" | base64 -d | openssl x509 -noout -checkend "$min_seconds" >/dev/null; then
+  not_after="$(printf '%s' "$certificate" | base64 -d | openssl x509 -noout -enddate 2>/dev/null || true)"
+  echo "ERROR: kube-access: the k3s admin client certificate in ${remote_path} on ${host}" \
+    "expires within ${CERT_MIN_DAYS:-7} days or has expired (${not_after:-unreadable})." >&2
+  echo "Renew it on the server: 'sudo systemctl restart k3s' (k3s renews certificates that expire" \
+    "within 90 days when it starts), or 'sudo k3s certificate rotate' then the restart." >&2
+  exit 1
+fi
+
 case "$mode" in
   ca)
-    # Assigned first: a command substitution's failure is lost when it is an argument (bash(1)).
-    ca_base64="$(field certificate-authority-data)"
     printf '{"ca_base64": "%s"}\n' "$ca_base64"
     ;;
   credential)
-    certificate="$(field client-certificate-data)"
     client_key="$(field client-key-data)"
     certificate_pem="$(json_pem "$certificate")"
     key_pem="$(json_pem "$client_key")"
