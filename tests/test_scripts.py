@@ -460,7 +460,8 @@ def _k3s_host(host: Host) -> None:
     host.stub(
         "k3s",
         'if [ "$1" = "--version" ]; then [ -f "$STATE/k3s" ] && cat "$STATE/k3s" || exit 1; '
-        'else echo "gpu-host   Ready    control-plane   1m   v1.35.5+k3s1"; fi',
+        'else echo "NAME   STATUS   ROLES   AGE   VERSION"; '
+        'echo "gpu-host   $(cat "$STATE/node-status" 2>/dev/null || echo Ready)   control-plane   1m   v1.35.5+k3s1"; fi',
     )
     # The installer: records what it was asked for, then "installs" that version. Like install.sh
     # (service_enable_and_start) it restarts the service only when the binary changed or
@@ -509,6 +510,16 @@ def test_k3s_first_install_writes_config_and_runs_installer(host: Host):
     # The token reached the installer from the secrets file, which is gone afterwards.
     assert (host.state / "installer-token").read_text().strip() == "t" * 40
     assert not (host.state / "k3s.env").exists()
+
+
+def test_k3s_install_takes_a_cordoned_server_for_ready(host: Host):
+    """A server left cordoned (maintenance, a failed boot check) is Ready: kubectl prints
+    "Ready,SchedulingDisabled" in its STATUS column."""
+    _k3s_host(host)
+    (host.state / "node-status").write_text("Ready,SchedulingDisabled")
+    result = host.run("k3s-install.sh", **_k3s_env(host))
+    assert result.returncode == 0, result.stderr
+    assert "node Ready" in result.stdout
 
 
 def _single_node_k3s_server_step() -> tuple[dict[str, str], dict[str, str]]:
