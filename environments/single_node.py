@@ -515,6 +515,9 @@ class SingleNodeStack(TerraformStack):
         for firewall in networking.firewalls if reboots else ():
             firewall.add_override("depends_on", reboots)
         storage = Storage(self, "storage", props=StorageProps(cluster=cluster, check_hosts=hosts))
+        # The same for the storage-tier checks, which SSH to the same hosts.
+        for check in storage.checks if reboots else ():
+            check.add_override("depends_on", reboots)
 
         gpu_operator = None
         if s.gpu_enabled and s.deploy_gpu_operator:

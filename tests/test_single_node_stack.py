@@ -147,7 +147,9 @@ def test_the_exec_plugin_as_terraform_renders_it_answers_client_go(stack_json, t
         assert "${" not in arg.replace("$${", ""), arg
         return arg.replace("$${", "${").replace("%%{", "%{")
 
-    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    from tests.test_scripts import _certificate
+
+    pem = _certificate(365)  # a real one: the script refuses a certificate about to expire
     data = base64.b64encode(pem.encode()).decode()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -710,6 +712,50 @@ def test_the_firewall_waits_for_the_driver_steps_that_may_reboot_its_host(stack_
     (firewall,) = [step for name, step in steps.items() if name.startswith("networking_firewall-")]
     (driver,) = [name for name in steps if name.startswith("compute_server-gpu-driver")]
     assert f"terraform_data.{driver}" in firewall["depends_on"]
+
+
+def _connection_hosts(body: dict) -> set[str]:
+    found = set()
+    for connection in [body.get("connection"), *[p.get("connection") for p in _provisioners(body)]]:
+        if isinstance(connection, dict) and "host" in connection:
+            found.add(connection["host"])
+    return found
+
+
+def _provisioners(body: dict) -> list[dict]:
+    return [next(iter(p.values())) for p in body.get("provisioner", [])]
+
+
+def _depends_transitively(steps: dict[str, dict], name: str) -> set[str]:
+    """Every terraform_data a step waits for: its depends_on and the steps it references."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        body = steps[todo.pop()]
+        text = json.dumps(body)
+        for other in steps:
+            address = f"terraform_data.{other}"
+            if other not in seen and (address in body.get("depends_on", []) or f"{address}." in text):
+                seen.add(other)
+                todo.append(other)
+    return seen
+
+
+def test_no_step_on_a_host_runs_while_its_driver_step_may_reboot_it(stack_json):
+    """A remote-exec whose session the reboot cuts fails the step: every step that connects to a
+    host runs after that host's driver step (which waits until the host is back)."""
+    steps = resources(stack_json, "terraform_data")
+    reboots = {name: _connection_hosts(body) for name, body in steps.items() if "-gpu-driver" in name}
+    assert reboots
+    late = [
+        (name, reboot)
+        for name, body in steps.items()
+        for reboot, hosts in reboots.items()
+        if name != reboot
+        and _connection_hosts(body) & hosts
+        and reboot not in _depends_transitively(steps, name)
+    ]
+    assert late == []
 
 
 def test_every_stack_declares_the_terraform_it_needs(every_stack):
