@@ -11,7 +11,7 @@
 #               (client.authentication.k8s.io/v1) with the admin client certificate and key, which
 #               go to the provider's memory only: never into a file, the state or a log.
 # Environment: SSH_USER, SSH_HOST, SSH_KEY, HOST_KEY (optional: the key the stack pins, '<type>
-# <base64>'; ssh then accepts that key only), KUBECONFIG_PATH (default /etc/rancher/k3s/k3s.yaml).
+# <base64>'; ssh then accepts that key only; without it nothing is checked nor recorded), KUBECONFIG_PATH (default /etc/rancher/k3s/k3s.yaml).
 set -euo pipefail
 
 mode="${1:?the mode is required: ca or credential}"
@@ -34,7 +34,9 @@ if [ -n "${HOST_KEY:-}" ]; then
   printf '%s %s\n' "$host" "$HOST_KEY" >"$known_hosts"
   ssh_options+=(-o StrictHostKeyChecking=yes -o UserKnownHostsFile="$known_hosts")
 else
-  ssh_options+=(-o StrictHostKeyChecking=accept-new)
+  # verify_ssh_host_keys=False: no check and no record, as Terraform's own SSH steps without a
+  # host_key (a lab host rebuilt at its address must not fail on a key ~/.ssh/known_hosts kept).
+  ssh_options+=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null)
 fi
 errors="$(mktemp)"
 trap 'rm -f "$errors" ${known_hosts:+"$known_hosts"}' EXIT
@@ -47,7 +49,8 @@ read_kubeconfig() {
 read_failed() {
   echo "ERROR: kube-access: could not read ${remote_path} on ${host} over SSH as ${user}:" >&2
   tail -n 3 "$errors" >&2
-  if grep -q -e 'Host key verification failed' -e 'REMOTE HOST IDENTIFICATION HAS CHANGED' "$errors"; then
+  if [ -n "${HOST_KEY:-}" ] &&
+    grep -q -e 'Host key verification failed' -e 'REMOTE HOST IDENTIFICATION HAS CHANGED' "$errors"; then
     echo "${host}'s SSH host key is not the one in the ssh_host_keys variable; if the host was" \
       "reinstalled, put its new keys there (ssh-keyscan ${host})." >&2
   else
