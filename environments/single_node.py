@@ -470,6 +470,7 @@ class SingleNodeStack(TerraformStack):
                 gpus_per_node=s.gpus_per_node,
                 sharing=GpuSharing(s.time_slicing_replicas, MigStrategy(s.mig_strategy)),
                 verify_host_keys=s.verify_ssh_host_keys,
+                database_instances=s.postgres_instances,
                 etcd_snapshots=EtcdSnapshots(
                     schedule_cron=s.etcd_snapshot_cron,
                     retention=s.etcd_snapshot_retention,

@@ -506,6 +506,18 @@ def test_the_driver_step_drains_first_and_uncordons_after_the_boot_check(synth):
     assert _local_scripts(single)[0][2]["BYPASS_PDB"] == "1"
 
 
+@pytest.mark.parametrize(
+    ("count", "database", "bypass"), [(2, 1, "1"), (3, 1, "1"), (2, 2, "0"), (2, 0, "0"), (1, 3, "1")]
+)
+def test_a_drain_never_relies_on_evicting_a_single_instance_database(synth, count, database, bypass):
+    """CloudNativePG's primary budget (minAvailable 1) cannot be met by one instance on any host
+    count: every drain then deletes rather than evicts, or it would wait 10 minutes and fail."""
+    found = steps(build(synth, hosts=hosts(count), database_instances=database)[0])
+    drains = [_local_scripts(step)[0][2] for name, step in found.items() if name.endswith("-gpu-driver")]
+    assert len(drains) == count
+    assert {env["BYPASS_PDB"] for env in drains} == {bypass}
+
+
 def test_driver_steps_run_one_host_after_the_other_server_first(synth):
     """A driver upgrade drains and reboots one node at a time; an agent's drain never asks a server
     that is rebooting for its own driver."""

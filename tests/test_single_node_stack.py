@@ -758,6 +758,25 @@ def test_no_step_on_a_host_runs_while_its_driver_step_may_reboot_it(stack_json):
     assert late == []
 
 
+def test_no_drain_of_the_stack_relies_on_evicting_its_single_instance_database():
+    """The default database (postgres_instances=1) on several hosts: the node holding its primary
+    must still drain."""
+    import cdktf
+
+    from environments import Instance
+
+    built = Instance("single-node", "single-node", {"agent_count": 1}).build(cdktf.Testing.app())
+    stack = json.loads(cdktf.Testing.synth(built))
+    drains = [
+        p["local-exec"]["environment"]
+        for name, body in resources(stack, "terraform_data").items()
+        if "-gpu-driver" in name
+        for p in body["provisioner"]
+        if "local-exec" in p and p["local-exec"]["environment"].get("MODE") == "drain"
+    ]
+    assert len(drains) == 2 and {env["BYPASS_PDB"] for env in drains} == {"1"}
+
+
 def test_every_stack_declares_the_terraform_it_needs(every_stack):
     from environments import REQUIRED_TERRAFORM
 

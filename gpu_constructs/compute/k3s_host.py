@@ -54,6 +54,11 @@ class K3sHostProps:
     Blackwell; they support Turing (RTX 20xx, T4) and newer. ``proprietary`` for older GPUs (Volta
     V100, Pascal). With Secure Boot on, either module must be signed by an enrolled key
     (docs/single-node.md, "What the host needs first")."""
+    database_instances: int = 0
+    """How many instances the stack's CloudNativePG cluster has (0: none). CloudNativePG gives the
+    primary a PodDisruptionBudget of minAvailable 1 whatever the instance count, and with one
+    instance there is no standby to switch over to (pkg/specs/poddisruptionbudget.go,
+    BuildPrimaryPodDisruptionBudget): a drain of its node can never evict it."""
     reboot_wait_seconds: int = 900
     """How long the driver step waits for a host it rebooted to come back (its boot id changed)."""
     toolkit_version: str = versions.NVIDIA_CONTAINER_TOOLKIT.version
@@ -200,8 +205,12 @@ class K3sHostGpuCompute(Construct):
                                 **drain,
                                 **driver,
                                 "MODE": "drain",
-                                # One node: no PodDisruptionBudget can be met (node-drain.sh).
-                                "BYPASS_PDB": "1" if len(props.hosts) == 1 else "0",
+                                # One node, or a single-instance database whose primary budget
+                                # (minAvailable 1 of 1) no eviction can meet on any host count:
+                                # delete rather than evict (node-drain.sh).
+                                "BYPASS_PDB": "1"
+                                if len(props.hosts) == 1 or props.database_instances == 1
+                                else "0",
                             },
                         ),
                         # A driver that needs a reboot reboots the host; the next step must not
