@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cdktf import (
+    DataResource,
     Fn,
     TerraformOutput,
     TerraformStack,
@@ -678,3 +679,23 @@ class SingleNodeStack(TerraformStack):
             value=database.backup_server_name,
             description="Barman server name of the database's backups (the prefix under backup_path).",
         )
+        if host_keys is not None:
+            pin_host_keys(self, keep=compute.datastore)
+
+
+def pin_host_keys(stack: Construct, *, keep: DataResource) -> None:
+    """Every step that runs on a host is keyed on the host's pinned SSH key too: reinstalling a host
+    gives it new keys, which the operator must put into ``ssh_host_keys`` anyway, and that alone
+    re-runs every step on it (firewall, storage check, driver, k3s, Secrets); the steps are
+    idempotent, so a key rotation only re-applies them. Terraform replaces a terraform_data when
+    ``triggers_replace`` changes, and its provisioners run at creation only
+    (developer.hashicorp.com/terraform/language/resources/terraform-data). ``keep``, the step that
+    stands for the datastore, stays keyed on the address: a key rotation must not replace the
+    releases and the database's volumes with it."""
+    for construct in stack.node.find_all():
+        if not isinstance(construct, DataResource) or construct is keep:
+            continue
+        connection = construct.connection
+        host_key = getattr(connection, "host_key", None)
+        if host_key:
+            construct.add_override("triggers_replace.host_key", host_key)

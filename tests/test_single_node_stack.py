@@ -777,6 +777,25 @@ def test_no_drain_of_the_stack_relies_on_evicting_its_single_instance_database()
     assert len(drains) == 2 and {env["BYPASS_PDB"] for env in drains} == {"1"}
 
 
+def test_every_host_step_re_runs_when_its_host_is_reinstalled(stack_json):
+    """A reinstalled host has new SSH keys, which go into ssh_host_keys: every step that connects to
+    it (firewall, storage check, driver, k3s, Secrets) is keyed on its pinned key and runs again,
+    so the new OS gets its firewall back; the cluster step stays keyed on the address alone (a
+    key rotation must not replace the releases and the database with it)."""
+    steps = resources(stack_json, "terraform_data")
+    on_hosts = {name: body for name, body in steps.items() if "host_key" in body.get("connection", {})}
+    assert {name.rsplit("_", 1)[0] for name in on_hosts} >= {
+        "networking_firewall-0",
+        "storage_check-0",
+        "compute_server-gpu-driver",
+        "compute_server-k3s",
+    }
+    for name, body in on_hosts.items():
+        assert body["triggers_replace"].get("host_key") == body["connection"]["host_key"], name
+    (cluster,) = [body for name, body in steps.items() if name.startswith("compute_cluster_")]
+    assert "host_key" not in json.dumps(cluster)
+
+
 def test_every_stack_declares_the_terraform_it_needs(every_stack):
     from environments import REQUIRED_TERRAFORM
 
