@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cdktf import (
+    DataResource,
     Fn,
     TerraformOutput,
     TerraformStack,
@@ -470,6 +471,7 @@ class SingleNodeStack(TerraformStack):
                 gpus_per_node=s.gpus_per_node,
                 sharing=GpuSharing(s.time_slicing_replicas, MigStrategy(s.mig_strategy)),
                 verify_host_keys=s.verify_ssh_host_keys,
+                database_instances=s.postgres_instances,
                 etcd_snapshots=EtcdSnapshots(
                     schedule_cron=s.etcd_snapshot_cron,
                     retention=s.etcd_snapshot_retention,
@@ -515,6 +517,9 @@ class SingleNodeStack(TerraformStack):
         for firewall in networking.firewalls if reboots else ():
             firewall.add_override("depends_on", reboots)
         storage = Storage(self, "storage", props=StorageProps(cluster=cluster, check_hosts=hosts))
+        # The same for the storage-tier checks, which SSH to the same hosts.
+        for check in storage.checks if reboots else ():
+            check.add_override("depends_on", reboots)
 
         gpu_operator = None
         if s.gpu_enabled and s.deploy_gpu_operator:
@@ -674,3 +679,23 @@ class SingleNodeStack(TerraformStack):
             value=database.backup_server_name,
             description="Barman server name of the database's backups (the prefix under backup_path).",
         )
+        if host_keys is not None:
+            pin_host_keys(self, keep=compute.datastore)
+
+
+def pin_host_keys(stack: Construct, *, keep: DataResource) -> None:
+    """Every step that runs on a host is keyed on the host's pinned SSH key too: reinstalling a host
+    gives it new keys, which the operator must put into ``ssh_host_keys`` anyway, and that alone
+    re-runs every step on it (firewall, storage check, driver, k3s, Secrets); the steps are
+    idempotent, so a key rotation only re-applies them. Terraform replaces a terraform_data when
+    ``triggers_replace`` changes, and its provisioners run at creation only
+    (developer.hashicorp.com/terraform/language/resources/terraform-data). ``keep``, the step that
+    stands for the datastore, stays keyed on the address: a key rotation must not replace the
+    releases and the database's volumes with it."""
+    for construct in stack.node.find_all():
+        if not isinstance(construct, DataResource) or construct is keep:
+            continue
+        connection = construct.connection
+        host_key = getattr(connection, "host_key", None)
+        if host_key:
+            construct.add_override("triggers_replace.host_key", host_key)

@@ -615,7 +615,22 @@ class Vault(Construct):
             ]
         values: dict[str, Any] = {
             "global": {"enabled": True},
-            "injector": {"enabled": True, "agentImage": image},
+            # The application's pods need their Vault agent: with the chart's `failurePolicy:
+            # Ignore` (vault-helm 0.34.1 values.yaml, injector.webhook) a pod created while the
+            # injector is away (a drain deletes both) is admitted without it and never repaired.
+            # `Fail` makes its ReplicaSet retry until the injector is back; scoped to the
+            # application's namespace, it never blocks another namespace, nor the injector's own
+            # pods in Vault's (the chart's objectSelector also leaves them out).
+            "injector": {
+                "enabled": True,
+                "agentImage": image,
+                "webhook": {
+                    "failurePolicy": "Fail",
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": props.app_namespace}
+                    },
+                },
+            },
             "server": server,
             "ui": {"enabled": True},
         }

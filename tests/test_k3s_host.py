@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -55,7 +56,7 @@ def inline(step: dict, scripts_only: bool = True) -> list[str]:
 def test_server_steps_run_detection_driver_toolkit_and_k3s_in_order(synth):
     synthesized, _ = build(synth)
     found = steps(synthesized)
-    assert sorted(found) == ["api", "cluster", "kubeconfig", "node-labels", "server-gpu-driver", "server-k3s"]
+    assert sorted(found) == ["cluster", "kubeconfig", "node-labels", "server-gpu-driver", "server-k3s"]
     assert [c.split(" bash ")[1] for c in inline(found["server-gpu-driver"])] == [
         '"$HOME/.gpu-constructs/gpu-detect.sh"',
         '"$HOME/.gpu-constructs/nvidia-driver.sh"',
@@ -201,7 +202,7 @@ def test_labels_and_taints_reach_registered_nodes_through_the_api_on_a_change(sy
 def test_without_gpu_no_nvidia_steps_and_no_capacity(synth):
     synthesized, compute = build(synth, gpu_enabled=False)
     found = steps(synthesized)
-    assert sorted(found) == ["api", "cluster", "kubeconfig", "node-labels", "server-k3s"]
+    assert sorted(found) == ["cluster", "kubeconfig", "node-labels", "server-k3s"]
     assert "NODE_LABELS" not in inline(found["server-k3s"])[0]
     assert compute.cluster.gpu_capacity == 0
 
@@ -245,7 +246,8 @@ def test_providers_derive_their_access_from_the_server_at_every_run(synth):
     assert execution["args"][-5:-2] == ["bash", "-c", script_literal("kube-access.sh")]
     assert execution["args"][-2:] == ["kube-access", "credential"]
     assert ca["program"][0] == "env" and ca["program"][-2:] == ["kube-access", "ca"]
-    for program in (execution["args"], ca["program"][1:]):
+    ca_settings = [arg for arg in ca["program"][1:] if not arg.startswith("CA_WAIT_SECONDS=")]
+    for program in (execution["args"], ca_settings):
         assert program[:4] == [
             f"HOST_KEY={HOST_KEY}",
             "SSH_HOST=192.168.1.100",
@@ -258,21 +260,43 @@ def test_providers_derive_their_access_from_the_server_at_every_run(synth):
     }
 
 
-def test_the_ca_is_read_after_k3s_exists_and_at_once_on_later_plans(synth):
-    """The data source's query holds the id of a step made once per cluster after the server's k3s:
-    unknown on a first plan (read during the apply, after k3s made the CA), known on every later
-    plan, a k3s upgrade included (which would otherwise leave the provider without a CA at plan)."""
+def test_the_ca_is_read_at_plan_on_every_deployed_cluster_and_waited_for_on_a_first_apply(synth):
+    """The data source's query references only the cluster step: a resource with no dependency that
+    every earlier version of the stack has in its state (the k3s steps are keyed on it), replaced
+    with the datastore only. So the query is known on every plan of a deployed cluster, and the helm
+    provider never refreshes releases with an unknown CA (helm v3.1.1 Read then drops them from the
+    state). On a first apply the script waits for k3s.yaml instead of an ordering step."""
     synthesized, _, _, ca = _provider_access(synth)
     found = steps(synthesized)
-    (api,) = [i for i in resources(synthesized, "terraform_data") if i.startswith("compute_api_")]
-    (server,) = [i for i in resources(synthesized, "terraform_data") if i.startswith("compute_server-k3s_")]
     (cluster,) = [i for i in resources(synthesized, "terraform_data") if i.startswith("compute_cluster_")]
-    assert ca["query"] == {"api": f"${{terraform_data.{api}.id}}"}
-    assert found["api"]["depends_on"] == [f"terraform_data.{server}"]
-    assert found["api"]["triggers_replace"] == {"cluster": f"${{terraform_data.{cluster}.id}}"}
-    upgraded, _, _, _ = _provider_access(synth, k3s_version="v1.35.6+k3s1")
-    assert steps(upgraded)["api"] == found["api"]
-    assert steps(upgraded)["server-k3s"] != found["server-k3s"]
+    assert ca["query"] == {"cluster": f"${{terraform_data.{cluster}.id}}"}
+    referenced = set(re.findall(r"\$\{([a-z_]+\.[A-Za-z0-9_-]+)", json.dumps(ca)))
+    assert referenced == {f"terraform_data.{cluster}"}
+    assert "depends_on" not in ca
+    assert "depends_on" not in found["cluster"]
+    assert found["cluster"]["triggers_replace"] == {"server": "192.168.1.100"}
+    program = ca["program"]
+    assert "CA_WAIT_SECONDS=2700" in program  # reboot_wait_seconds (900) + the driver and k3s steps
+
+
+@pytest.mark.parametrize(
+    ("change", "replaces"),
+    [
+        ({"k3s_version": "v1.35.6+k3s1"}, False),
+        ({"disable": ("traefik", "servicelb")}, False),
+        ({"cluster_cidr": "10.52.0.0/16"}, False),
+        ({"driver_branch": "575"}, False),
+        ({"hosts": [SshHost("192.168.1.101", "ubuntu", "~/.ssh/id_ed25519", host_key=HOST_KEY)]}, True),
+    ],
+)
+def test_only_a_new_server_replaces_what_the_ca_read_is_keyed_on(synth, change, replaces):
+    """A k3s upgrade or config change re-runs the k3s step but leaves the cluster step (and so the
+    CA's query) as it is: the CA stays known at plan."""
+    before = steps(_provider_access(synth)[0])
+    after = steps(_provider_access(synth, **change)[0])
+    assert (after["cluster"] != before["cluster"]) is replaces
+    if "k3s_version" in change:
+        assert after["server-k3s"] != before["server-k3s"]
 
 
 def test_nothing_the_providers_read_is_a_file_from_an_earlier_apply(synth):
@@ -285,7 +309,7 @@ def test_nothing_the_providers_read_is_a_file_from_an_earlier_apply(synth):
     _, compute = build(synth)
     ready = compute.cluster.installed()["depends_on"]
     assert compute.kubeconfig not in ready
-    assert compute.api in ready and compute.node_labels in ready
+    assert compute.node_labels in ready
 
 
 def test_kubeconfig_fetch_runs_locally_with_the_server_address(synth):
@@ -480,6 +504,18 @@ def test_the_driver_step_drains_first_and_uncordons_after_the_boot_check(synth):
         assert drain[2]["DRIVER_BRANCH"] == "580" and drain[2]["BYPASS_PDB"] == bypass
     single = steps(build(synth)[0])["server-gpu-driver"]
     assert _local_scripts(single)[0][2]["BYPASS_PDB"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("count", "database", "bypass"), [(2, 1, "1"), (3, 1, "1"), (2, 2, "0"), (2, 0, "0"), (1, 3, "1")]
+)
+def test_a_drain_never_relies_on_evicting_a_single_instance_database(synth, count, database, bypass):
+    """CloudNativePG's primary budget (minAvailable 1) cannot be met by one instance on any host
+    count: every drain then deletes rather than evicts, or it would wait 10 minutes and fail."""
+    found = steps(build(synth, hosts=hosts(count), database_instances=database)[0])
+    drains = [_local_scripts(step)[0][2] for name, step in found.items() if name.endswith("-gpu-driver")]
+    assert len(drains) == count
+    assert {env["BYPASS_PDB"] for env in drains} == {bypass}
 
 
 def test_driver_steps_run_one_host_after_the_other_server_first(synth):

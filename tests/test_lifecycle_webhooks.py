@@ -136,3 +136,41 @@ def test_the_service_webhook_skips_the_controllers_own_objects(helm, upstream):
     (service,) = [o for o in rendered.release("eks_karpenter_7C03CC45").objects if o["kind"] == "Service"]
     service["metadata"]["labels"]["app.kubernetes.io/name"] = "aws-load-balancer-controller"
     assert not [f for f in webhooks.findings(rendered) if f.release == "helm_release.eks_karpenter_7C03CC45"]
+
+
+def test_pods_that_need_the_vault_agent_are_never_admitted_without_it(helm, upstream):
+    """Every pod template asking for the Vault agent is covered by the injector's webhook with
+    ``failurePolicy: Fail`` (a pod created while the injector is away, during a drain, is retried
+    rather than started without its secrets), and that webhook leaves the injector's own pods out
+    (or it could never restart)."""
+    from tests.lifecycle.webhooks import selector_matches
+
+    rendered = _rendered("single-node")
+    (injector,) = [
+        webhook
+        for _, obj in rendered.objects()
+        if obj.get("kind") == "MutatingWebhookConfiguration"
+        for webhook in obj.get("webhooks") or []
+        if webhook["name"] == "vault.hashicorp.com"
+    ]
+    assert injector["failurePolicy"] == "Fail"
+
+    def covered(namespace: str, labels: dict[str, str]) -> bool:
+        namespace_labels = {"kubernetes.io/metadata.name": namespace}
+        return selector_matches(injector.get("namespaceSelector"), namespace_labels) and selector_matches(
+            injector.get("objectSelector"), labels
+        )
+
+    injected = []
+    for _, obj in rendered.objects():
+        template = (obj.get("spec") or {}).get("template") or {}
+        metadata = template.get("metadata") or {}
+        if (metadata.get("annotations") or {}).get("vault.hashicorp.com/agent-inject") == "true":
+            injected.append(obj["metadata"]["name"])
+            assert covered(obj["metadata"].get("namespace", "default"), metadata.get("labels") or {}), obj[
+                "metadata"
+            ]
+        if obj.get("kind") == "Deployment" and obj["metadata"]["name"].endswith("agent-injector"):
+            namespace = obj["metadata"].get("namespace", "default")
+            assert not covered(namespace, metadata.get("labels") or {}), "the injector would admit itself"
+    assert injected

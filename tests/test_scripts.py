@@ -460,7 +460,8 @@ def _k3s_host(host: Host) -> None:
     host.stub(
         "k3s",
         'if [ "$1" = "--version" ]; then [ -f "$STATE/k3s" ] && cat "$STATE/k3s" || exit 1; '
-        'else echo "gpu-host   Ready    control-plane   1m   v1.35.5+k3s1"; fi',
+        'else echo "NAME   STATUS   ROLES   AGE   VERSION"; '
+        'echo "gpu-host   $(cat "$STATE/node-status" 2>/dev/null || echo Ready)   control-plane   1m   v1.35.5+k3s1"; fi',
     )
     # The installer: records what it was asked for, then "installs" that version. Like install.sh
     # (service_enable_and_start) it restarts the service only when the binary changed or
@@ -509,6 +510,16 @@ def test_k3s_first_install_writes_config_and_runs_installer(host: Host):
     # The token reached the installer from the secrets file, which is gone afterwards.
     assert (host.state / "installer-token").read_text().strip() == "t" * 40
     assert not (host.state / "k3s.env").exists()
+
+
+def test_k3s_install_takes_a_cordoned_server_for_ready(host: Host):
+    """A server left cordoned (maintenance, a failed boot check) is Ready: kubectl prints
+    "Ready,SchedulingDisabled" in its STATUS column."""
+    _k3s_host(host)
+    (host.state / "node-status").write_text("Ready,SchedulingDisabled")
+    result = host.run("k3s-install.sh", **_k3s_env(host))
+    assert result.returncode == 0, result.stderr
+    assert "node Ready" in result.stdout
 
 
 def _single_node_k3s_server_step() -> tuple[dict[str, str], dict[str, str]]:
@@ -1449,7 +1460,34 @@ def test_driver_check_says_whether_a_run_would_change_anything_and_changes_nothi
 # --- kube-access.sh ---------------------------------------------------------------------------------
 # k3s' admin kubeconfig as the server holds it: base64 of PEM blocks (fake ones: only their shape matters).
 CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIBADAKBggqhkjOPQQDAjAj\n-----END CERTIFICATE-----\n"
-CERT_PEM = "-----BEGIN CERTIFICATE-----\nMIIBkTCCATegAwIBAgIIQ2xpZW50Q2VydA==\n-----END CERTIFICATE-----\n"
+
+
+def _certificate(days: float, name: str = "system:admin") -> str:
+    """A client certificate as k3s issues it (EC P-256), valid from now for ``days``."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+CERT_PEM = _certificate(365)
 KEY_PEM = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIEtleUtleUtleUtleQ==\n-----END EC PRIVATE KEY-----\n"
 
 
@@ -1536,7 +1574,7 @@ def test_kube_access_hands_the_admin_certificate_to_client_go_and_keeps_no_copy(
 def test_kube_access_reads_what_the_server_holds_now_on_every_run(host: Host):
     """A renewed client certificate (k3s rewrites k3s.yaml when it starts) is used at the next run."""
     first = json.loads(_kube_access(host, "credential").stdout)
-    renewed = CERT_PEM.replace("Q2xpZW50Q2VydA==", "UmVuZXdlZENlcnQ=")
+    renewed = _certificate(365, "system:admin renewed")
     host.stub("ssh", f"sed 's#{_b64(CERT_PEM)}#{_b64(renewed)}#' \"$STATE/k3s.yaml\"")
     second = json.loads(_kube_access(host, "credential").stdout)
     assert first["status"]["clientCertificateData"] == CERT_PEM
@@ -1565,10 +1603,120 @@ def test_kube_access_refuses_a_file_that_is_not_an_admin_kubeconfig(host: Host):
     assert "has no client-certificate-data" in result.stderr
 
 
-def test_kube_access_without_a_host_key_trusts_on_first_use_only_when_told(host: Host):
-    result = _kube_access(host, "ca", HOST_KEY="")
+def test_kube_access_refuses_a_kubeconfig_without_a_ca_for_the_data_source(host: Host):
+    """An empty CA in the data source's result would reach the provider as "" (system roots: an
+    unrelated x509 error at every release); the script fails with the reason instead."""
+    host.stub("ssh", "echo 'apiVersion: v1'")
+    result = _kube_access(host, "ca", stdin="{}")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "has no certificate-authority-data" in result.stderr
+
+
+@pytest.mark.parametrize("mode", ["ca", "credential"])
+@pytest.mark.parametrize(("days", "refused"), [(-1, True), (3, True), (30, False)])
+def test_kube_access_refuses_an_admin_certificate_about_to_expire(
+    host: Host, mode: str, days: int, refused: bool
+):
+    """k3s renews its certificates only when it starts: the data source (read before helm refreshes
+    a release) fails the plan with the remedy rather than let a 401 drop the releases."""
+    host.stub("ssh", 'cat "$STATE/expiring.yaml"')
+    (host.state / "expiring.yaml").write_text(K3S_YAML.replace(_b64(CERT_PEM), _b64(_certificate(days))))
+    result = _kube_access(host, mode, stdin="{}")
+    assert (result.returncode == 1) is refused, result.stderr
+    if refused:
+        assert result.stdout == ""
+        assert "expires within 7 days or has expired" in result.stderr
+        assert "sudo systemctl restart k3s" in result.stderr
+
+
+def test_kube_access_passes_key_material_through_pipes_only():
+    """bash before 5.1 (macOS' /bin/bash 3.2, Ubuntu 20.04's 5.0) writes every here-string and
+    here-document to a file in $TMPDIR (bash CHANGES, 5.1: pipes for small ones): the admin
+    kubeconfig and its key must never go through one."""
+    text = (SCRIPTS_DIR / "kube-access.sh").read_text()
+    code = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in code if "<<" in line]
+
+
+# A host rebuilt at its address, as the machine that runs Terraform sees it after the first build:
+# ~/.ssh/known_hosts (or a CI runner's cached home) holds the old key, so ssh refuses the host unless
+# told neither to check nor to use that file.
+REBUILT_HOST_SSH = r"""
+case " $* " in
+  *" StrictHostKeyChecking=no "*" UserKnownHostsFile=/dev/null "*) ;;
+  *) echo "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @" >&2; exit 255 ;;
+esac
+"""
+
+
+def test_local_ssh_without_a_host_key_neither_checks_nor_records_it(host: Host):
+    """verify_ssh_host_keys=False (for a lab that rebuilds hosts) means what Terraform's own SSH
+    steps do without a host_key: no check. The local scripts must not fail on the key the
+    operator's known_hosts kept from before the rebuild, nor write one there."""
+    host.stub("ssh", REBUILT_HOST_SSH + 'cat "$STATE/k3s.yaml"')
+    result = _kube_access(host, "ca", stdin="{}", HOST_KEY="")
     assert result.returncode == 0, result.stderr
-    assert "StrictHostKeyChecking=accept-new" in host.calls("ssh")[0].split()
+    host.stub("ssh", REBUILT_HOST_SSH + WAIT_SSH)
+    (host.state / "boot").write_text("boot-a")
+    env = {"SSH_USER": "ubuntu", "SSH_HOST": "192.168.1.100", "SSH_KEY": "/k", "POLL_SECONDS": "0"}
+    result = host.run("wait-for-reboot.sh", **env)
+    assert result.returncode == 0, result.stderr
+    (host.state / "verdict").write_text("10")
+    (host.state / "k3s-up").touch()
+    host.stub("ssh", REBUILT_HOST_SSH + DRAIN_SSH)
+    settings = {
+        "MODE": "drain",
+        "BYPASS_PDB": "1",
+        "DRIVER_BRANCH": "580",
+        "DRIVER_KERNEL_MODULES": "open",
+        "POLL_SECONDS": "0",
+        **env,
+        **{f"NODE_{key}": value for key, value in env.items() if key.startswith("SSH_")},
+    }
+    result = host.run("node-drain.sh", **settings)
+    assert result.returncode == 0, result.stderr
+    assert "gpu-host drained" in result.stdout
+    assert not (host.root / ".ssh").exists()
+
+
+# The server's answers on a first apply, one per ssh call: k3s not installed yet (sudo cat fails, ssh
+# passes its status on), the host rebooting for its driver (ssh's own 255), then k3s.yaml.
+FIRST_APPLY_SSH = r"""
+n=$(cat "$STATE/ssh-count" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$STATE/ssh-count"
+case "$n" in
+  1|2) echo "cat: /etc/rancher/k3s/k3s.yaml: No such file or directory" >&2; exit 1 ;;
+  3) echo "ssh: connect to host 192.168.1.100 port 22: Connection refused" >&2; exit 255 ;;
+  *) cat "$STATE/k3s.yaml" ;;
+esac
+"""
+
+
+def test_kube_access_waits_for_k3s_on_a_first_apply(host: Host):
+    """The data source is read as soon as the cluster step is made, while the driver and k3s steps
+    still run: a host that answers without k3s.yaml is waited for, through its reboot."""
+    host.stub("ssh", FIRST_APPLY_SSH)
+    result = _kube_access(host, "ca", stdin="{}", CA_WAIT_SECONDS="60", CA_POLL_SECONDS="0")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"ca_base64": _b64(CA_PEM)}
+    assert len(host.calls("ssh")) == 4
+    assert "is not on 192.168.1.100 yet" in result.stderr
+
+
+def test_kube_access_waits_a_bounded_time_and_never_for_an_unreachable_host(host: Host):
+    host.stub("ssh", 'echo "cat: /etc/rancher/k3s/k3s.yaml: No such file or directory" >&2; exit 1')
+    result = _kube_access(host, "ca", CA_WAIT_SECONDS="1", CA_POLL_SECONDS="0.2")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "No such file" in result.stderr
+    # A host that does not answer at once (a plan with the server down) fails at once.
+    host.log.write_text("")
+    host.stub("ssh", 'echo "ssh: connect to host 192.168.1.100 port 22: Connection refused" >&2; exit 255')
+    result = _kube_access(host, "ca", CA_WAIT_SECONDS="60", CA_POLL_SECONDS="0")
+    assert result.returncode == 1 and len(host.calls("ssh")) == 1
+    # The credential plugin never waits: the API is only called once the CA was read.
+    host.log.write_text("")
+    host.stub("ssh", 'echo "cat: /etc/rancher/k3s/k3s.yaml: No such file or directory" >&2; exit 1')
+    result = _kube_access(host, "credential", CA_WAIT_SECONDS="60", CA_POLL_SECONDS="0")
+    assert result.returncode == 1 and len(host.calls("ssh")) == 1
 
 
 def test_kube_access_rejects_an_unknown_mode(host: Host):

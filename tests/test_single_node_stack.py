@@ -85,7 +85,6 @@ def test_every_component_is_in_the_stack(stack_json):
         "compute_server-gpu-driver",
         "compute_server-k3s",
         "compute_kubeconfig",
-        "compute_api",
         "compute_node-labels",
         "storage_check-0",
         "networking_firewall-0",
@@ -148,7 +147,9 @@ def test_the_exec_plugin_as_terraform_renders_it_answers_client_go(stack_json, t
         assert "${" not in arg.replace("$${", ""), arg
         return arg.replace("$${", "${").replace("%%{", "%{")
 
-    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    from tests.test_scripts import _certificate
+
+    pem = _certificate(365)  # a real one: the script refuses a certificate about to expire
     data = base64.b64encode(pem.encode()).decode()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -711,6 +712,88 @@ def test_the_firewall_waits_for_the_driver_steps_that_may_reboot_its_host(stack_
     (firewall,) = [step for name, step in steps.items() if name.startswith("networking_firewall-")]
     (driver,) = [name for name in steps if name.startswith("compute_server-gpu-driver")]
     assert f"terraform_data.{driver}" in firewall["depends_on"]
+
+
+def _connection_hosts(body: dict) -> set[str]:
+    found = set()
+    for connection in [body.get("connection"), *[p.get("connection") for p in _provisioners(body)]]:
+        if isinstance(connection, dict) and "host" in connection:
+            found.add(connection["host"])
+    return found
+
+
+def _provisioners(body: dict) -> list[dict]:
+    return [next(iter(p.values())) for p in body.get("provisioner", [])]
+
+
+def _depends_transitively(steps: dict[str, dict], name: str) -> set[str]:
+    """Every terraform_data a step waits for: its depends_on and the steps it references."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        body = steps[todo.pop()]
+        text = json.dumps(body)
+        for other in steps:
+            address = f"terraform_data.{other}"
+            if other not in seen and (address in body.get("depends_on", []) or f"{address}." in text):
+                seen.add(other)
+                todo.append(other)
+    return seen
+
+
+def test_no_step_on_a_host_runs_while_its_driver_step_may_reboot_it(stack_json):
+    """A remote-exec whose session the reboot cuts fails the step: every step that connects to a
+    host runs after that host's driver step (which waits until the host is back)."""
+    steps = resources(stack_json, "terraform_data")
+    reboots = {name: _connection_hosts(body) for name, body in steps.items() if "-gpu-driver" in name}
+    assert reboots
+    late = [
+        (name, reboot)
+        for name, body in steps.items()
+        for reboot, hosts in reboots.items()
+        if name != reboot
+        and _connection_hosts(body) & hosts
+        and reboot not in _depends_transitively(steps, name)
+    ]
+    assert late == []
+
+
+def test_no_drain_of_the_stack_relies_on_evicting_its_single_instance_database():
+    """The default database (postgres_instances=1) on several hosts: the node holding its primary
+    must still drain."""
+    import cdktf
+
+    from environments import Instance
+
+    built = Instance("single-node", "single-node", {"agent_count": 1}).build(cdktf.Testing.app())
+    stack = json.loads(cdktf.Testing.synth(built))
+    drains = [
+        p["local-exec"]["environment"]
+        for name, body in resources(stack, "terraform_data").items()
+        if "-gpu-driver" in name
+        for p in body["provisioner"]
+        if "local-exec" in p and p["local-exec"]["environment"].get("MODE") == "drain"
+    ]
+    assert len(drains) == 2 and {env["BYPASS_PDB"] for env in drains} == {"1"}
+
+
+def test_every_host_step_re_runs_when_its_host_is_reinstalled(stack_json):
+    """A reinstalled host has new SSH keys, which go into ssh_host_keys: every step that connects to
+    it (firewall, storage check, driver, k3s, Secrets) is keyed on its pinned key and runs again,
+    so the new OS gets its firewall back; the cluster step stays keyed on the address alone (a
+    key rotation must not replace the releases and the database with it)."""
+    steps = resources(stack_json, "terraform_data")
+    on_hosts = {name: body for name, body in steps.items() if "host_key" in body.get("connection", {})}
+    assert {name.rsplit("_", 1)[0] for name in on_hosts} >= {
+        "networking_firewall-0",
+        "storage_check-0",
+        "compute_server-gpu-driver",
+        "compute_server-k3s",
+    }
+    for name, body in on_hosts.items():
+        assert body["triggers_replace"].get("host_key") == body["connection"]["host_key"], name
+    (cluster,) = [body for name, body in steps.items() if name.startswith("compute_cluster_")]
+    assert "host_key" not in json.dumps(cluster)
 
 
 def test_every_stack_declares_the_terraform_it_needs(every_stack):

@@ -188,8 +188,8 @@ def test_the_example_runs_from_the_installed_package_outside_the_repository(inst
 
     stack = json.loads((stack_dir / "cdk.tf.json").read_text())
     assert {r["name"] for r in stack["resource"]["helm_release"].values()} == {"gpu-operator"}
-    # the datastore, the driver, k3s, the API gate, the kubeconfig copy and the node labels steps
-    assert len(stack["resource"]["terraform_data"]) == 6
+    # the datastore, the driver, k3s, the kubeconfig copy and the node labels steps
+    assert len(stack["resource"]["terraform_data"]) == 5
 
 
 @pytest.fixture(scope="module")

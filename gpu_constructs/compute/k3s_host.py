@@ -54,6 +54,11 @@ class K3sHostProps:
     Blackwell; they support Turing (RTX 20xx, T4) and newer. ``proprietary`` for older GPUs (Volta
     V100, Pascal). With Secure Boot on, either module must be signed by an enrolled key
     (docs/single-node.md, "What the host needs first")."""
+    database_instances: int = 0
+    """How many instances the stack's CloudNativePG cluster has (0: none). CloudNativePG gives the
+    primary a PodDisruptionBudget of minAvailable 1 whatever the instance count, and with one
+    instance there is no standby to switch over to (pkg/specs/poddisruptionbudget.go,
+    BuildPrimaryPodDisruptionBudget): a drain of its node can never evict it."""
     reboot_wait_seconds: int = 900
     """How long the driver step waits for a host it rebooted to come back (its boot id changed)."""
     toolkit_version: str = versions.NVIDIA_CONTAINER_TOOLKIT.version
@@ -143,8 +148,6 @@ class K3sHostGpuCompute(Construct):
     datastore: DataResource
     kubeconfig: DataResource
     """Writes a copy of the admin kubeconfig for kubectl; the providers never read it."""
-    api: DataResource
-    """Once per cluster, after the server's k3s step: the providers' access is read after it."""
     cluster_ca: DataExternal
     node_labels: DataResource
     """The step that keeps every node's labels and taints as the settings declare them."""
@@ -202,8 +205,12 @@ class K3sHostGpuCompute(Construct):
                                 **drain,
                                 **driver,
                                 "MODE": "drain",
-                                # One node: no PodDisruptionBudget can be met (node-drain.sh).
-                                "BYPASS_PDB": "1" if len(props.hosts) == 1 else "0",
+                                # One node, or a single-instance database whose primary budget
+                                # (minAvailable 1 of 1) no eviction can meet on any host count:
+                                # delete rather than evict (node-drain.sh).
+                                "BYPASS_PDB": "1"
+                                if len(props.hosts) == 1 or props.database_instances == 1
+                                else "0",
                             },
                         ),
                         # A driver that needs a reboot reboots the host; the next step must not
@@ -284,22 +291,27 @@ class K3sHostGpuCompute(Construct):
         # a file, the state or the plan. A kubeconfig copied once would expire with its 365-day
         # client certificate (k3s renews it on the server and rewrites k3s.yaml when it starts),
         # and a clean checkout or a CI runner would have none.
-        # `api` exists once per cluster, after the server's k3s step: on a first apply its id is
-        # unknown at plan, so the CA is read during the apply, once k3s has made it (Terraform reads
-        # a data source whose arguments are not known until apply during the apply:
-        # developer.hashicorp.com/terraform/language/data-sources, "Data resource behavior"). Later
-        # plans read it at once: a k3s upgrade re-runs the k3s step, not this one. (With the CA
-        # unknown, the helm provider is configured without it at plan and plans creates without
-        # calling the API; it is configured again with the CA for the apply.)
-        self.api = DataResource(
-            self, "api", triggers_replace={"cluster": self.datastore.id}, depends_on=[node_steps[0]]
-        )
+        # The CA's read is keyed on the cluster step alone: it exists in every state this stack has
+        # written (the k3s steps are keyed on it) and is replaced only with the datastore (a new
+        # server address or a `-replace`), never by a k3s upgrade or reconfiguration. So the query
+        # is known on every plan of a deployed cluster and the helm provider is configured with its
+        # CA before it refreshes the releases: with the CA unknown, helm v3.1.1 verifies the API
+        # against the system roots, the existence check fails and Read removes the release from
+        # the state before it looks at the error (helm/resource_helm_release.go Read,
+        # hashicorp/terraform-provider-helm#1669). A step made after the server's k3s step would
+        # be missing from older states, and one keyed on that step would be replaced by an
+        # upgrade: either leaves the CA unknown at plan while releases are in the state.
+        # On a first apply the query is unknown at plan, so the CA is read during the apply
+        # (developer.hashicorp.com/terraform/language/data-sources, "Data resource behavior"),
+        # as soon as the cluster step is made and while k3s may still be being installed:
+        # kube-access.sh then waits for k3s.yaml, up to the driver, reboot and k3s steps' time.
+        ca_wait_seconds = props.reboot_wait_seconds + 1800
 
         # `env NAME=value ... bash -c <script> kube-access <mode>`: the settings as arguments of
         # env(1), never through a shell (the exec plugin's own env map would do for the provider,
         # but cdktf rewrites a nested map's keys in snake case: HOST_KEY would arrive as host_key).
-        def kube_access(mode: str) -> list[str]:
-            settings = sorted(self.server.local_ssh_env().items())
+        def kube_access(mode: str, **extra: str) -> list[str]:
+            settings = sorted({**self.server.local_ssh_env(), **extra}.items())
             return [
                 *(f"{key}={value}" for key, value in settings),
                 "bash",
@@ -312,8 +324,8 @@ class K3sHostGpuCompute(Construct):
         self.cluster_ca = DataExternal(
             self,
             "cluster-ca",
-            program=["env", *kube_access("ca")],
-            query={"api": self.api.id},
+            program=["env", *kube_access("ca", CA_WAIT_SECONDS=str(ca_wait_seconds))],
+            query={"cluster": self.datastore.id},
         )
 
         slots = len(props.hosts) * props.gpus_per_node * props.sharing.time_slicing_replicas
@@ -335,7 +347,7 @@ class K3sHostGpuCompute(Construct):
             containerd=k3s_containerd(props.k3s_version),
             sharing=props.sharing,
             gpu_capacity=slots if props.gpu_enabled else 0,
-            ready=(self.api, self.node_labels),
+            ready=(node_steps[0], self.node_labels),
             identity=(self.datastore,),
         )
 

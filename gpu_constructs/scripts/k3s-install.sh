@@ -133,7 +133,9 @@ fi
 if [ "$role" = "server" ]; then
   echo "k3s-install: waiting for the node to become Ready."
   for _ in $(seq 1 60); do
-    if grep -q " Ready " <<<"$(k3s kubectl get nodes 2>/dev/null)"; then
+    # The STATUS column: "Ready", or "Ready,SchedulingDisabled" for a cordoned node (kubectl's
+    # printNode appends ",SchedulingDisabled" when spec.unschedulable), which is Ready too.
+    if k3s kubectl get nodes 2>/dev/null | awk '$2 ~ /^Ready(,|$)/ { ready = 1 } END { exit !ready }'; then
       echo "k3s-install: node Ready."
       exit 0
     fi

@@ -15,7 +15,7 @@ poll_seconds="${POLL_SECONDS:-10}"
 marker="${REBOOT_MARKER:-/var/lib/gpu-constructs/reboot-from}"
 
 # With HOST_KEY (the host's public key, '<type> <base64>'), ssh accepts that key only; without it,
-# the first key it sees (accept-new).
+# nothing is checked nor recorded (verify_ssh_host_keys=False, as Terraform's own SSH steps).
 ssh_opts=(-i "$key" -o BatchMode=yes -o ConnectTimeout=10)
 if [ -n "${HOST_KEY:-}" ]; then
   known_hosts="$(mktemp)"
@@ -23,7 +23,7 @@ if [ -n "${HOST_KEY:-}" ]; then
   printf '%s %s\n' "$host" "$HOST_KEY" >"$known_hosts"
   ssh_opts+=(-o StrictHostKeyChecking=yes -o UserKnownHostsFile="$known_hosts")
 else
-  ssh_opts+=(-o StrictHostKeyChecking=accept-new)
+  ssh_opts+=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null)
 fi
 
 remote() {

@@ -76,7 +76,6 @@ CLUSTER_DATA = (
     "server-k3s",
     "k3d_cluster",
     "kubeconfig",
-    "compute_api_",
 )  # terraform_data standing for a cluster
 
 
