@@ -129,7 +129,7 @@ class SingleNodeSettings:
     """dev, staging or production: picks the values overlay and the Vault secret paths."""
     agent_count: int = 0
     """GPU hosts that join as k3s agents; ``gpu_node_ips`` lists the server and then each agent."""
-    gpu_enabled: bool = True
+    gpu_enabled: bool = K3sHostProps.gpu_enabled
     """Set up the NVIDIA stack; False deploys everything without a GPU (the app then asks for none)."""
     nvidia_driver_version: str = versions.NVIDIA_DRIVER_BRANCH.version
     """NVIDIA driver branch (the seed's 545 is end-of-life; 580 is the long-term branch)."""
@@ -142,14 +142,14 @@ class SingleNodeSettings:
     snapshot to the backup bucket under ``<backup_path>/k3s/``."""
     etcd_snapshot_retention: int = 28
     """Snapshots k3s keeps on the server and in the bucket: 28 at six-hourly is a week."""
-    taint_gpu_nodes: bool = False
+    taint_gpu_nodes: bool = K3sHostProps.taint_gpu_nodes
     """The seed taints GPU nodes; with one host that would strand every non-GPU pod, so it is off."""
-    gpus_per_node: int = 1
+    gpus_per_node: int = K3sHostProps.gpus_per_node
     time_slicing_replicas: int = 1
     """Pods per GPU by time-slicing; the seed's 2-10 replicas on one GPU need this above 1."""
     mig_strategy: str = "none"
     """none, single or mixed (MIG on A100/H100)."""
-    mig_config: str = "all-balanced"
+    mig_config: str = GpuOperatorProps.mig_config
     """With MIG: the MIG manager configuration every MIG-capable GPU gets (all-1g.10gb, ...)."""
     deploy_gpu_operator: bool = True
     gpu_monitoring: bool = True
@@ -194,7 +194,7 @@ class SingleNodeSettings:
     backup_wal_compression: str = "gzip"
     backup_data_compression: str = "gzip"
     app_name: str = "ffe-backend"
-    app_namespace: str = "ffe"
+    app_namespace: str = VaultProps.app_namespace
     """Namespace of the application and of its database. Changing it moves the database: with
     ``protect_data`` the plan refuses that."""
     protect_data: bool = True
@@ -209,7 +209,7 @@ class SingleNodeSettings:
     ``http01`` (through the ingress; the A record's address must be reachable from the internet)."""
     host_network_prefix: int = 24
     """Without the admin_cidrs variable, SSH and the API are open to each host's own /24 network."""
-    network_policies: bool = True
+    network_policies: bool = AppChartProps.network_policies
     verify_ssh_host_keys: bool = True
     """Check every host's SSH key against the ``ssh_host_keys`` variable. False connects without
     checking (and drops the variable): whoever answers at the address gets the cluster token."""

@@ -15,14 +15,6 @@ import pytest
 from environments import ENVIRONMENTS
 
 KNOWN: dict[str, set[str]] = {
-    "single-node": {
-        "app_namespace",
-        "gpu_enabled",
-        "gpus_per_node",
-        "mig_config",
-        "network_policies",
-        "taint_gpu_nodes",
-    },
     "eks-karpenter": {"extended_support", "vpc_cidr"},
 }
 """Repeated literals not yet taken from their props class, by environment. Strict both ways."""
