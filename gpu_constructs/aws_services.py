@@ -356,9 +356,15 @@ class ExternalDns(Construct):
                 "policy": "sync",
                 "registry": "txt",
                 "txtOwnerId": props.name,
-                # The stack's host names only, in the stack's zone only.
+                # The stack's host names only, in the stack's zone only. The host names are below
+                # the zone's apex (app_domain inference.example.com in the zone example.com), and the
+                # AWS provider lists a zone only if its name matches a domain filter, or, with
+                # --aws-zone-match-parent, is a parent of one (external-dns v0.21.0
+                # provider/aws/aws.go Zones: `if !p.domainFilter.Match(*zone.Name) { if
+                # !p.zoneMatchParent { continue } ...MatchParent... }`); without the flag it manages
+                # no zone and makes no record. --zone-id-filter still keeps it to this one zone.
                 "domainFilters": domains,
-                "extraArgs": [f"--zone-id-filter={zone_id}"],
+                "extraArgs": [f"--zone-id-filter={zone_id}", "--aws-zone-match-parent"],
                 # A new or deleted Ingress is acted on at once, not at the next 1m interval.
                 "triggerLoopOnEvent": True,
                 "nodeSelector": {"role": "system"},
