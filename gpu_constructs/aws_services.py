@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cdktf import DataResource, Fn, TerraformResourceLifecycle
+from cdktf import DataResource, Fn, LocalExecProvisioner, TerraformResourceLifecycle
 from cdktf_cdktf_provider_aws.acm_certificate import AcmCertificate
 from cdktf_cdktf_provider_aws.acm_certificate_validation import AcmCertificateValidation
 from cdktf_cdktf_provider_aws.db_instance import DbInstance
@@ -227,6 +227,36 @@ class LoadBalancerController(Construct):
             service_account="aws-load-balancer-controller",
             role_arn=role.arn,
         )
+        chart_version = versions.AWS_LB_CONTROLLER_CHART.version
+        # The controller's CRDs (TargetGroupBinding, which it makes itself for every Ingress
+        # backend, and IngressClassParams; the gateway ones too) are in the chart's crds/, which
+        # Helm installs on the first install only; upstream has them applied by hand at each bump
+        # (`kubectl apply -k .../aws-load-balancer-controller//crds`, the chart's upgrade notes).
+        # This step applies the CRDs of the pinned chart, server-side, after the cluster and before
+        # the controller's release: replaced, so run again, when the chart version changes (and
+        # with the cluster), so the controller never runs against older schemas. Helm's own install
+        # of crds/ then finds them there and leaves them (it skips a CRD that exists). It needs
+        # aws, helm and kubectl where Terraform runs (docs/eks-karpenter.md).
+        kubeconfig = ".terraform/aws-load-balancer-controller-crds.kubeconfig"
+        self.crds = DataResource(
+            self,
+            "crds",
+            triggers_replace={
+                "chart": "aws-load-balancer-controller",
+                "version": chart_version,
+                "KUBECONFIG": kubeconfig,
+            },
+            provisioners=[
+                LocalExecProvisioner(
+                    type="local-exec",
+                    interpreter=["bash", "-c"],
+                    command=self.crds_command(props.region, props.name, chart_version),
+                    # Its own kubeconfig in Terraform's working directory, not the user's.
+                    environment={"KUBECONFIG": kubeconfig},
+                )
+            ],
+            **compute.cluster.installed(),
+        )
         self.release = helm.release(
             self,
             "release",
@@ -258,7 +288,22 @@ class LoadBalancerController(Construct):
             # security groups when the Ingress goes, which it cannot once the policy is gone; and the
             # public subnets the ALB sits in stay until then (their deletion fails while its
             # network interfaces are in them).
-            depends_on=[identity, policy, *compute.public_subnets],
+            depends_on=[identity, policy, self.crds, *compute.public_subnets],
+        )
+
+    @staticmethod
+    def crds_command(region: str, cluster: str, version: str) -> str:
+        """The script that applies the chart's CRDs at ``version`` to the cluster: the cluster's
+        kubeconfig (``KUBECONFIG``, set by the step; it holds no credential, only the ``aws eks
+        get-token`` call), ``helm show crds`` of the pinned chart, and a server-side apply that takes
+        the fields Helm's first install owned (``--force-conflicts``)."""
+        return (
+            "set -euo pipefail; umask 077; "
+            f"aws eks update-kubeconfig --region {region} --name {cluster} >/dev/null; "
+            f"helm show crds aws-load-balancer-controller --version {version} "
+            f"--repo {versions.REPO_EKS_CHARTS} | "
+            "kubectl apply --server-side --force-conflicts "
+            "--field-manager=aws-load-balancer-controller-crds -f -"
         )
 
     @staticmethod
