@@ -35,6 +35,7 @@ from tests.conftest import (
     release_values,
     resources,
     run_terraform,
+    unavailable,
 )
 from tests.validators import validate_manifest
 
@@ -339,6 +340,77 @@ def test_disruption_budgets_and_termination_grace_period(synth, upstream):
     assert specs[GPU_POOL]["template"]["spec"]["terminationGracePeriod"] == "2h"
     for manifest in objects:
         validate_manifest(manifest, upstream)
+
+
+def _crd_property(crd: dict, path: tuple[str, ...]) -> dict:
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for key in path:
+        schema = schema["items"] if key == "[]" else schema["properties"][key]
+    return schema
+
+
+DURATION_CASES = (
+    "30s", "90s", "1m30s", "1h30m", "8h", "30m", "2h3h", "8h0m0s", "1h0s", "1m0s", "0s", "Never",
+    "10", "1d", "", "h", "24h", "1h1m1s", "5m0s", "100h",
+)  # fmt: skip
+
+
+def _accepts(build) -> bool:
+    try:
+        build()
+    except ConfigError:
+        return False
+    return True
+
+
+def test_budget_and_grace_durations_are_what_the_nodepool_crd_accepts(upstream):
+    """Synth accepts a budget duration, a budget schedule or a termination grace period exactly
+    when the Karpenter 1.14 NodePool CRD's pattern does (the API server would refuse the release
+    otherwise, inside an atomic Helm upgrade, naming the CRD field rather than the setting)."""
+    path = upstream / "karpenter" / "karpenter.sh_nodepools.yaml"
+    if not path.is_file():
+        unavailable(f"no {path}")
+    crd = yaml.safe_load(path.read_text())
+    budget = _crd_property(crd, ("spec", "disruption", "budgets", "[]"))
+    budget_pattern = re.compile(budget["properties"]["duration"]["pattern"])
+    grace = _crd_property(crd, ("spec", "template", "spec", "terminationGracePeriod"))
+    grace_pattern = re.compile(grace["pattern"])
+    for value in DURATION_CASES:
+        crd_says = bool(budget_pattern.search(value))
+        ours = _accepts(lambda v=value: DisruptionBudget("0", schedule="0 9 * * mon-fri", duration=v))
+        assert ours == crd_says, f"budget duration {value!r}: synth {ours}, CRD {crd_says}"
+        crd_says = bool(grace_pattern.search(value))
+        ours = _accepts(lambda v=value: pool(termination_grace_period=v))
+        assert ours == crd_says, f"termination_grace_period {value!r}: synth {ours}, CRD {crd_says}"
+    schedule_pattern = re.compile(budget["properties"]["schedule"]["pattern"])
+    for schedule, valid in (
+        ("0 9 * * mon-fri", True),
+        ("@daily", True),
+        ("*/5 * * * *", True),
+        ("0 9 * *", False),
+        ("daily", False),
+        ("@sometimes", False),
+        ("0 0 9 * * mon-fri", False),  # six fields: the pattern's .+ swallows one, cron refuses it
+    ):
+        ours = _accepts(lambda s=schedule: DisruptionBudget("0", schedule=s, duration="8h"))
+        assert ours == valid, f"budget schedule {schedule!r}: synth {ours}"
+        if valid:
+            assert schedule_pattern.search(schedule), schedule
+
+
+@pytest.mark.parametrize(
+    ("build", "setting"),
+    [
+        (lambda: DisruptionBudget("0", schedule="0 9 * * *", duration="90s"), "'budget.duration' is '90s'"),
+        (lambda: DisruptionBudget("0", schedule="0 9 * *", duration="8h"), "'budget.schedule' is '0 9 * *'"),
+        (lambda: pool(termination_grace_period="Never"), ".termination_grace_period' is 'Never'"),
+    ],
+)
+def test_a_duration_the_crd_refuses_fails_at_synth_in_one_line(build, setting):
+    with pytest.raises(ConfigError) as raised:
+        build()
+    message = str(raised.value)
+    assert setting in message and "\n" not in message, message
 
 
 def test_karpenter_chart_runs_two_replicas_on_system_nodes(stack_json):
@@ -1004,7 +1076,7 @@ def eks_props(**overrides) -> EksProps:
         (lambda: pool(cpu_limit=0), r"'p.cpu_limit' is 0: use at least 1"),
         (
             lambda: pool(termination_grace_period="1 day"),
-            r"'p.termination_grace_period' is '1 day': give a duration such as 30m, 24h or Never",
+            r"'p.termination_grace_period' is '1 day': give a duration such as 30m or 24h \(not Never",
         ),
         (lambda: DisruptionBudget("ten"), r"'budget.nodes' is 'ten': give a node count such as 1"),
         (

@@ -72,6 +72,18 @@ GPU_MODELS = {
 ARCHITECTURE = "amd64"
 SIZES = ("small", "medium", "large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge")
 DURATION = re.compile(r"^([0-9]+(s|m|h))+$|^Never$")
+"""``consolidateAfter`` and ``expireAfter`` (karpenter.sh_nodepools.yaml, v1.14.1:
+``^(([0-9]+(s|m|h))+|Never)$``)."""
+GRACE_PERIOD = re.compile(r"^([0-9]+(s|m|h))+$")
+"""``spec.template.spec.terminationGracePeriod``: the same durations without ``Never``."""
+BUDGET_DURATION = re.compile(r"^((([0-9]+(h|m))|([0-9]+h[0-9]+m))(0s)?)$")
+"""``spec.disruption.budgets[].duration``: hours or minutes, or hours then minutes, no seconds but
+a trailing ``0s`` (Go's time.Duration String form, ``8h0m0s``)."""
+BUDGET_SCHEDULE = re.compile(
+    r"^(@(annually|yearly|monthly|weekly|daily|midnight|hourly))|((.+)\s(.+)\s(.+)\s(.+)\s(.+))$"
+)
+"""``spec.disruption.budgets[].schedule``: a cron macro or five fields (the CRD's pattern; Karpenter
+parses it with robfig/cron's standard parser)."""
 
 
 AMI_FAMILIES = ("al2023", "bottlerocket")
@@ -121,6 +133,13 @@ BUDGET_NODES = re.compile(r"^((100|[0-9]{1,2})%|[0-9]+)$")
 BUDGET_REASONS = ("Underutilized", "Empty", "Drifted")
 
 
+def _cron_fields_ok(schedule: str) -> bool:
+    """A macro, or exactly five whitespace-separated fields: the CRD's pattern admits a sixth field
+    glued into one of its ``.+`` groups, which robfig/cron's standard parser then refuses."""
+    macro = re.fullmatch(r"@(annually|yearly|monthly|weekly|daily|midnight|hourly)", schedule)
+    return bool(macro) or len(schedule.split()) == 5
+
+
 @dataclass(frozen=True)
 class DisruptionBudget:
     """One NodePool disruption budget: at most ``nodes`` (a count or a percentage) disrupted at a
@@ -143,8 +162,21 @@ class DisruptionBudget:
             raise ConfigError(
                 "budget.schedule", self.schedule, "give a schedule and a duration together, or neither"
             )
-        if self.duration is not None and not re.fullmatch(r"([0-9]+(s|m|h))+", self.duration):
-            raise ConfigError("budget.duration", self.duration, "give a duration such as 8h or 30m")
+        if self.duration is not None and not BUDGET_DURATION.match(self.duration):
+            raise ConfigError(
+                "budget.duration",
+                self.duration,
+                "give hours or minutes such as 8h, 30m or 1h30m (the NodePool CRD allows no seconds)",
+            )
+        if self.schedule is not None and not (
+            BUDGET_SCHEDULE.match(self.schedule) and _cron_fields_ok(self.schedule)
+        ):
+            raise ConfigError(
+                "budget.schedule",
+                self.schedule,
+                "give a cron schedule of five fields (minute hour day month weekday) such as "
+                "'0 9 * * mon-fri', or a macro such as @daily",
+            )
 
     def manifest(self) -> dict[str, Any]:
         budget: dict[str, Any] = {"nodes": self.nodes}
@@ -183,12 +215,19 @@ class NodePoolSpec:
 
     def __post_init__(self) -> None:
         validate.k8s_name("node pool name", self.name)
-        for name, value in (
-            ("termination_grace_period", self.termination_grace_period),
-            ("expire_after", self.expire_after),
+        if self.termination_grace_period is not None and not GRACE_PERIOD.match(
+            self.termination_grace_period
         ):
-            if value is not None and not DURATION.match(value):
-                raise ConfigError(f"{self.name}.{name}", value, "give a duration such as 30m, 24h or Never")
+            raise ConfigError(
+                f"{self.name}.termination_grace_period",
+                self.termination_grace_period,
+                "give a duration such as 30m or 24h (not Never: leave it unset to wait as long as "
+                "the pods' disruption budgets say)",
+            )
+        if not DURATION.match(self.expire_after):
+            raise ConfigError(
+                f"{self.name}.expire_after", self.expire_after, "give a duration such as 720h or Never"
+            )
         for family in self.families:
             if family not in INSTANCE_FAMILIES:
                 raise ConfigError(
