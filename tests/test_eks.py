@@ -413,6 +413,71 @@ def test_a_duration_the_crd_refuses_fails_at_synth_in_one_line(build, setting):
     assert setting in message and "\n" not in message, message
 
 
+def _ami_parameter_problems(synthesized: dict) -> list[str]:
+    """Each EC2NodeClass's AL2023 alias must be read at plan for the cluster's Kubernetes version,
+    in the variant each pool of the class runs (nvidia for GPU pools, standard otherwise), before
+    the node-pools release: the parameter Karpenter 1.14.1 resolves the alias through
+    (pkg/providers/amifamily/al2023.go, resolvePath)."""
+    (cluster,) = resources(synthesized, "aws_eks_cluster").values()
+    k8s = cluster["version"]
+    parameters = {
+        f"data.aws_ssm_parameter.{n}": p["name"]
+        for n, p in synthesized.get("data", {}).get("aws_ssm_parameter", {}).items()
+    }
+    release = releases(synthesized)["karpenter-node-pools"]
+    objects = manifests_of(release)
+    classes = {c["metadata"]["name"]: c for c in by_kind(objects, "EC2NodeClass")}
+    found = []
+    for pool in by_kind(objects, "NodePool"):
+        class_name = pool["spec"]["template"]["spec"]["nodeClassRef"]["name"]
+        (term,) = classes[class_name]["spec"]["amiSelectorTerms"]
+        family, _, ami_release = term["alias"].partition("@")
+        if family != "al2023":
+            continue
+        gpu = any(
+            r["key"] == "karpenter.k8s.aws/instance-family"
+            and any(f.startswith(("g", "p")) for f in r.get("values", []))
+            for r in pool["spec"]["template"]["spec"]["requirements"]
+        )
+        variant = "nvidia" if gpu else "standard"
+        wanted = (
+            f"/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/x86_64/{variant}/"
+            f"amazon-eks-node-al2023-x86_64-{variant}-{k8s}-{ami_release}/image_id"
+        )
+        read = [a for a, name in parameters.items() if name == wanted]
+        if not read:
+            found.append(f"{pool['metadata']['name']}: no data.aws_ssm_parameter {wanted}")
+        elif not set(read) & set(release.get("depends_on", [])):
+            found.append(f"{pool['metadata']['name']}: karpenter-node-pools does not depend on {read}")
+    for address in parameters:
+        body = synthesized["data"]["aws_ssm_parameter"][address.split(".")[-1]]
+        if body.get("depends_on") or "${" in body["name"]:
+            found.append(f"{address}: not read at plan (depends_on or a reference)")
+    return found
+
+
+@pytest.mark.parametrize("version", [None, "1.34"])
+def test_each_node_class_ami_is_read_at_plan_for_the_clusters_version(synth, stack_json, version):
+    synthesized = (
+        stack_json if version is None else eks_stack(synth, kubernetes_version=version, extended_support=True)
+    )
+    assert _ami_parameter_problems(synthesized) == []
+    names = [p["name"] for p in synthesized["data"]["aws_ssm_parameter"].values()]
+    k8s = version or versions.EKS_KUBERNETES.version
+    release = versions.EKS_NODE_AMI.version.partition("@")[2]
+    assert any(
+        f"/{k8s}/amazon-linux-2023/x86_64/nvidia/" in n and n.endswith(f"-{release}/image_id") for n in names
+    )
+
+
+def test_the_ami_check_sees_a_pool_whose_ami_is_not_read(stack_json):
+    broken = json.loads(json.dumps(stack_json))
+    broken["data"]["aws_ssm_parameter"] = {
+        n: p for n, p in broken["data"]["aws_ssm_parameter"].items() if "/nvidia/" not in p["name"]
+    }
+    assert any("no data.aws_ssm_parameter" in p for p in _ami_parameter_problems(broken))
+
+
 def test_karpenter_chart_runs_two_replicas_on_system_nodes(stack_json):
     karpenter = releases(stack_json)["karpenter"]
     assert (karpenter["repository"], karpenter["version"]) == ("oci://public.ecr.aws/karpenter", "1.14.1")

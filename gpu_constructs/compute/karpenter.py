@@ -18,6 +18,7 @@ from typing import Any
 
 from cdktf_cdktf_provider_aws.cloudwatch_event_rule import CloudwatchEventRule
 from cdktf_cdktf_provider_aws.cloudwatch_event_target import CloudwatchEventTarget
+from cdktf_cdktf_provider_aws.data_aws_ssm_parameter import DataAwsSsmParameter
 from cdktf_cdktf_provider_aws.eks_access_entry import EksAccessEntry
 from cdktf_cdktf_provider_aws.eks_cluster import EksCluster
 from cdktf_cdktf_provider_aws.eks_pod_identity_association import EksPodIdentityAssociation
@@ -347,6 +348,9 @@ class KarpenterProps:
     node_pools: tuple[NodePoolSpec, ...] = SEED_NODE_POOLS
     replicas: int = 2
     chart_version: str = versions.KARPENTER_CHART.version
+    kubernetes_version: str | None = None
+    """The cluster's Kubernetes minor version as configured (``1.35``): each AL2023 alias's AMI is
+    then read for it at plan (:meth:`Karpenter.ami_parameters`); None reads none."""
     node_repair: bool = True
     """Karpenter replaces nodes that stay unhealthy (chart feature gate nodeRepair): kubelet not
     ready, and the conditions EKS's node monitoring agent reports (AcceleratedHardwareReady for the
@@ -574,8 +578,48 @@ class Karpenter(Construct):
             # Deleting the NodePools makes Karpenter drain and terminate their nodes, which must
             # still join and run as the node role through its access entry until then; on destroy
             # this release goes first, before those and before the Karpenter release.
-            depends_on=[self.karpenter, self.karpenter_node_access, *self.karpenter_nodes.grants],
+            depends_on=[
+                self.karpenter,
+                self.karpenter_node_access,
+                *self.karpenter_nodes.grants,
+                *self.ami_parameters(),
+            ],
         )
+
+    def ami_parameters(self) -> list[DataAwsSsmParameter]:
+        """The SSM parameters Karpenter resolves each EC2NodeClass's AL2023 alias through, read at
+        plan: a pinned release that AWS did not publish for the cluster's Kubernetes version (a
+        version bump past the pin, a region without it) fails the plan with ParameterNotFound
+        instead of leaving every pool of that class unable to launch. Karpenter 1.14.1
+        (pkg/providers/amifamily/al2023.go, resolvePath) reads
+        ``/aws/service/eks/optimized-ami/<k8s>/amazon-linux-2023/<arch>/<variant>/
+        amazon-eks-node-al2023-<arch>-<variant>-<k8s>-<release>/image_id`` per variant and skips
+        those it cannot read; here the variants the class's pools need: nvidia for GPU pools,
+        standard for the others, x86_64 (the pools' only architecture). Only constant arguments
+        and no depends_on, so Terraform reads them at plan, not at apply."""
+        props = self.props
+        if props.kubernetes_version is None:
+            return []
+        parameters = []
+        for node_class in props.node_classes:
+            family, _, release = node_class.ami_alias.partition("@")
+            if family != "al2023":
+                continue
+            pools = [p for p in props.node_pools if p.node_class == node_class.name]
+            variants = sorted({"nvidia" if p.has_gpus else "standard" for p in pools})
+            for variant in variants:
+                k8s, arch = props.kubernetes_version, "x86_64"
+                parameters.append(
+                    DataAwsSsmParameter(
+                        self._here,
+                        f"karpenter-ami-{node_class.name}-{variant}",
+                        name=(
+                            f"/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/{arch}/{variant}/"
+                            f"amazon-eks-node-al2023-{arch}-{variant}-{k8s}-{release}/image_id"
+                        ),
+                    )
+                )
+        return parameters
 
     def node_class_manifest(self, spec: NodeClassSpec) -> dict[str, Any]:
         discovery = {"tags": {"karpenter.sh/discovery": self.props.cluster_name}}
