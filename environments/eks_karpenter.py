@@ -339,7 +339,7 @@ class EksKarpenterStack(TerraformStack):
                         compute.node_pools,
                         ebs.storage_class,
                         lb_controller.release,
-                        external_dns.release,
+                        external_dns.record_cleanup,
                     ],
                 ),
             )
@@ -386,11 +386,12 @@ class EksKarpenterStack(TerraformStack):
                 network_policies=False,
                 scale_to_zero=scale_to_zero,
                 # The HTTPScaledObject needs the add-on's CRD and its Ingress the interceptor's Service.
-                # ExternalDNS too: on destroy it deletes app_domain's record when the Ingress goes.
+                # ExternalDNS too (through its destroy-time pause): on destroy it deletes app_domain's
+                # record once the Ingress is gone.
                 depends_on=[
                     device_plugin.release,
                     lb_controller.release,
-                    external_dns.release,
+                    external_dns.record_cleanup,
                     compute.node_pools,
                     keda.http_add_on,
                 ],

@@ -252,6 +252,7 @@ class LoadBalancerController(Construct):
                     interpreter=["bash", "-c"],
                     command=self.crds_command(props.region, props.name, chart_version),
                     # Its own kubeconfig in Terraform's working directory, not the user's.
+                    # Its own kubeconfig in Terraform's working directory, not the user's.
                     environment={"KUBECONFIG": kubeconfig},
                 )
             ],
@@ -295,14 +296,17 @@ class LoadBalancerController(Construct):
     def crds_command(region: str, cluster: str, version: str) -> str:
         """The script that applies the chart's CRDs at ``version`` to the cluster: the cluster's
         kubeconfig (``KUBECONFIG``, set by the step; it holds no credential, only the ``aws eks
-        get-token`` call), ``helm show crds`` of the pinned chart, and a server-side apply that takes
+        get-token`` call), ``helm show crds`` of the pinned chart (read whole first: a failed
+        download stops the script, and an empty one fails the apply), and a server-side apply that
+        takes
         the fields Helm's first install owned (``--force-conflicts``)."""
         return (
-            "set -euo pipefail; umask 077; "
+            "set -euo pipefail; "
             f"aws eks update-kubeconfig --region {region} --name {cluster} >/dev/null; "
-            f"helm show crds aws-load-balancer-controller --version {version} "
-            f"--repo {versions.REPO_EKS_CHARTS} | "
-            "kubectl apply --server-side --force-conflicts "
+            "helm version --short >/dev/null; "
+            f'crds="$(helm show crds aws-load-balancer-controller --version {version} '
+            f'--repo {versions.REPO_EKS_CHARTS})"; '
+            "printf '%s\\n' \"$crds\" | kubectl apply --server-side --force-conflicts "
             "--field-manager=aws-load-balancer-controller-crds -f -"
         )
 
@@ -320,6 +324,11 @@ class LoadBalancerController(Construct):
 
 
 EXTERNAL_DNS_SERVICE_ACCOUNT = "external-dns"
+EXTERNAL_DNS_INTERVAL_S = 60
+"""ExternalDNS's sync interval (the chart's ``interval``, 1m by default: values.yaml)."""
+RECORD_CLEANUP_S = EXTERNAL_DNS_INTERVAL_S + 15
+"""How long a destroy waits after the last Ingress goes before ExternalDNS is uninstalled: one
+sync interval and a margin, so the sync that no longer sees the Ingress deletes its records."""
 
 
 class ExternalDns(Construct):
@@ -410,8 +419,10 @@ class ExternalDns(Construct):
                 # no zone and makes no record. --zone-id-filter still keeps it to this one zone.
                 "domainFilters": domains,
                 "extraArgs": [f"--zone-id-filter={zone_id}", "--aws-zone-match-parent"],
-                # A new or deleted Ingress is acted on at once, not at the next 1m interval.
+                # A new or deleted Ingress is acted on at once (after --min-event-sync-interval, 5s),
+                # and at the latest at the next interval.
                 "triggerLoopOnEvent": True,
+                "interval": f"{EXTERNAL_DNS_INTERVAL_S}s",
                 "nodeSelector": {"role": "system"},
                 "tolerations": [
                     {"key": SYSTEM_TAINT.key, "operator": "Exists", "effect": SYSTEM_TAINT.effect}
@@ -420,6 +431,27 @@ class ExternalDns(Construct):
             },
             # Its credentials outlive it on destroy: the records are deleted while it still runs.
             depends_on=[identity, self.policy],
+        )
+        # What a release with an Ingress depends on instead of the release itself. On destroy the
+        # helm provider's uninstall returns once the Ingress is gone (it waits for the deleted
+        # objects: terraform-provider-helm v3.1.1 resource_helm_release.go, uninstall.Wait), and
+        # Terraform would uninstall ExternalDNS next, before the sync that no longer sees the
+        # Ingress deletes its records (debounced 5s after the event, external-dns v0.21.0
+        # pkg/apis/externaldns/types.go MinEventSyncInterval, else the next interval). This step
+        # goes between them and, on destroy only, waits one interval and a margin. The hashicorp/time
+        # provider's time_sleep would do the same; it is not in the offline provider mirror.
+        self.record_cleanup = DataResource(
+            self,
+            "record-cleanup",
+            input={"seconds": RECORD_CLEANUP_S},
+            provisioners=[
+                LocalExecProvisioner(
+                    type="local-exec",
+                    when="destroy",
+                    command="sleep ${self.input.seconds}",
+                )
+            ],
+            **compute.cluster.installed([self.release]),
         )
 
 

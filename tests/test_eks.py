@@ -415,8 +415,9 @@ def test_a_duration_the_crd_refuses_fails_at_synth_in_one_line(build, setting):
 
 def _ami_parameter_problems(synthesized: dict) -> list[str]:
     """Each EC2NodeClass's AL2023 alias must be read at plan for the cluster's Kubernetes version,
-    in the variant each pool of the class runs (nvidia for GPU pools, standard otherwise), before
-    the node-pools release: the parameter Karpenter 1.14.1 resolves the alias through
+    in the variant each pool of the class runs (nvidia for GPU pools, standard otherwise), with
+    constant arguments only, so Terraform reads it at plan and a missing one fails the plan: the
+    parameter Karpenter 1.14.1 resolves the alias through
     (pkg/providers/amifamily/al2023.go, resolvePath)."""
     (cluster,) = resources(synthesized, "aws_eks_cluster").values()
     k8s = cluster["version"]
@@ -444,11 +445,8 @@ def _ami_parameter_problems(synthesized: dict) -> list[str]:
             f"/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/x86_64/{variant}/"
             f"amazon-eks-node-al2023-x86_64-{variant}-{k8s}-{ami_release}/image_id"
         )
-        read = [a for a, name in parameters.items() if name == wanted]
-        if not read:
+        if wanted not in parameters.values():
             found.append(f"{pool['metadata']['name']}: no data.aws_ssm_parameter {wanted}")
-        elif not set(read) & set(release.get("depends_on", [])):
-            found.append(f"{pool['metadata']['name']}: karpenter-node-pools does not depend on {read}")
     for address in parameters:
         body = synthesized["data"]["aws_ssm_parameter"][address.split(".")[-1]]
         if body.get("depends_on") or "${" in body["name"]:
@@ -876,13 +874,61 @@ def test_app_domain_points_at_the_alb_through_external_dns_in_the_stacks_zone(st
     assert (identity["namespace"], identity["service_account"]) == ("kube-system", "external-dns")
     # Destroy: the Ingress goes while ExternalDNS still runs (and deletes the record), and
     # ExternalDNS while its credentials still exist.
-    ids = _by_logical_id(stack_json)
-    assert ids["external-dns"] in releases(stack_json)["tinyllama-inference"]["depends_on"]
-    assert ids["external-dns"] in releases(stack_json)["kube-prometheus-stack"]["depends_on"]
+    assert record_cleanup_problems(stack_json) == []
     assert any(d.startswith("aws_iam_role_policy.external-dns") for d in external_dns["depends_on"])
     assert any(
         d.startswith("aws_eks_pod_identity_association.external-dns") for d in external_dns["depends_on"]
     )
+
+
+def record_cleanup_problems(synthesized: dict) -> list[str]:
+    """On destroy, every release with an Ingress (ExternalDNS's source) must go a sync interval and
+    a margin before ExternalDNS: through a destroy-time pause that depends on the ExternalDNS
+    release and that the Ingress release depends on (tests/lifecycle/graph.py: A is destroyed
+    before B iff A depends on B)."""
+    from gpu_constructs.aws_services import EXTERNAL_DNS_INTERVAL_S
+    from tests.lifecycle import graph
+
+    by_name = releases(synthesized)
+    ids = _by_logical_id(synthesized)
+    external_dns = ids["external-dns"]
+    interval = release_values(by_name["external-dns"]).get("interval", "1m")
+    assert interval in ("1m", f"{EXTERNAL_DNS_INTERVAL_S}s"), interval
+    pauses = []
+    for name, body in resources(synthesized, "terraform_data").items():
+        for provisioner in body.get("provisioner", []):
+            local = provisioner.get("local-exec", {})
+            if local.get("when") == "destroy" and (m := re.fullmatch(r"sleep (\S+)", local["command"])):
+                seconds = int(body["input"]["seconds"]) if "self.input" in m.group(1) else int(m.group(1))
+                if seconds >= EXTERNAL_DNS_INTERVAL_S + 10 and graph.depends_on(
+                    synthesized, f"terraform_data.{name}", external_dns
+                ):
+                    pauses.append(f"terraform_data.{name}")
+    found = []
+    for name, release in by_name.items():
+        # An Ingress rendered from the manifests chart, or a chart's ingress values (Grafana's).
+        if "ingressClassName" in json.dumps(release):
+            address = ids[name]
+            if not any(graph.depends_on(synthesized, address, p) for p in pauses):
+                found.append(f"{address}: reaches ExternalDNS with no destroy-time pause between")
+    return found
+
+
+def test_a_destroy_leaves_external_dns_a_sync_after_the_last_ingress(stack_json):
+    grafana = Instance("eks-karpenter", "eks-karpenter", {"grafana_host": "grafana.example.com"}).build(
+        cdktf.Testing.app()
+    )
+    with_grafana = json.loads(cdktf.Testing.synth(grafana))
+    assert record_cleanup_problems(with_grafana) == []
+    # Straight to ExternalDNS, as before the pause: both Ingress releases are found.
+    broken = json.loads(json.dumps(with_grafana))
+    pause = next(n for n in resources(broken, "terraform_data") if "record-cleanup" in n)
+    for release in resources(broken, "helm_release").values():
+        release["depends_on"] = [
+            _by_logical_id(with_grafana)["external-dns"] if d == f"terraform_data.{pause}" else d
+            for d in release.get("depends_on", [])
+        ]
+    assert len(record_cleanup_problems(broken)) == 2, record_cleanup_problems(broken)
 
 
 def test_grafanas_host_is_managed_by_external_dns_too():
@@ -929,6 +975,71 @@ def test_external_dns_renders_the_filters_and_finds_the_alb_ingress(helm, upstre
     assert any(
         o["metadata"].get("annotations", {}).get("alb.ingress.kubernetes.io/scheme") for o in ingresses
     )
+
+
+def test_the_load_balancer_controllers_crds_are_applied_at_the_pinned_chart_before_it(
+    stack_json, upstream, tmp_path
+):
+    """The step's script, run by bash against stand-ins: ``helm show crds`` prints the pinned
+    chart's crds/ (from ../shared/upstream), and kubectl must receive all of them in a server-side
+    apply; a failed download stops it before kubectl. Ordered after the cluster, before the release."""
+    from tests.lifecycle import crds
+
+    chart = upstream / "charts" / f"aws-load-balancer-controller-{versions.AWS_LB_CONTROLLER_CHART.version}"
+    if not chart.is_dir():
+        unavailable(f"no {chart}")
+    (step_id, step) = next(
+        (n, b)
+        for n, b in resources(stack_json, "terraform_data").items()
+        if n.startswith("alb-controller_crds")
+    )
+    release = releases(stack_json)["aws-load-balancer-controller"]
+    assert f"terraform_data.{step_id}" in release["depends_on"]
+    assert step["triggers_replace"]["version"] == versions.AWS_LB_CONTROLLER_CHART.version
+    (provisioner,) = step["provisioner"]
+    local = provisioner["local-exec"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stubs = {
+        "aws": 'echo "aws $*" >>"$LOG"',
+        "helm": 'echo "helm $*" >>"$LOG"; [ "$1" = show ] || exit 0; [ -z "${HELM_FAIL:-}" ] || exit 1; '
+        f'cat "{chart}"/crds/*.yaml',
+        "kubectl": 'echo "kubectl $* KUBECONFIG=$KUBECONFIG" >>"$LOG"; cat >"$APPLIED"',
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+
+    def run(**extra: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "LOG": str(tmp_path / "log"),
+            "APPLIED": str(tmp_path / "applied.yaml"),
+            **local["environment"],
+            **extra,
+        }
+        return subprocess.run(
+            [*local["interpreter"], local["command"]], env=env, capture_output=True, text=True, check=False
+        )
+
+    result = run()
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / "log").read_text()
+    assert (
+        f"helm show crds aws-load-balancer-controller --version {versions.AWS_LB_CONTROLLER_CHART.version} "
+        f"--repo {versions.REPO_EKS_CHARTS}" in log
+    )
+    assert "kubectl apply --server-side --force-conflicts" in log and "KUBECONFIG=.terraform/" in log
+    applied = {
+        o["metadata"]["name"]
+        for o in yaml.safe_load_all((tmp_path / "applied.yaml").read_text())
+        if o and o.get("kind") == "CustomResourceDefinition"
+    }
+    assert applied == crds.chart_crd_files(chart)
+    assert {"targetgroupbindings.elbv2.k8s.aws", "ingressclassparams.elbv2.k8s.aws"} <= applied
+    (tmp_path / "log").unlink()
+    failed = run(HELM_FAIL="1")
+    assert failed.returncode != 0 and "kubectl" not in (tmp_path / "log").read_text()
 
 
 def test_load_balancer_controller_values(stack_json):

@@ -582,9 +582,10 @@ class Karpenter(Construct):
                 self.karpenter,
                 self.karpenter_node_access,
                 *self.karpenter_nodes.grants,
-                *self.ami_parameters(),
             ],
         )
+        # Read at plan whatever depends on them: a missing one fails the plan before any change.
+        self.ami_images = self.ami_parameters()
 
     def ami_parameters(self) -> list[DataAwsSsmParameter]:
         """The SSM parameters Karpenter resolves each EC2NodeClass's AL2023 alias through, read at
@@ -596,7 +597,8 @@ class Karpenter(Construct):
         amazon-eks-node-al2023-<arch>-<variant>-<k8s>-<release>/image_id`` per variant and skips
         those it cannot read; here the variants the class's pools need: nvidia for GPU pools,
         standard for the others, x86_64 (the pools' only architecture). Only constant arguments
-        and no depends_on, so Terraform reads them at plan, not at apply."""
+        and no depends_on, so Terraform reads them at plan, not at apply; nothing needs to depend on
+        them for that (a dependent would only be ordered after the read)."""
         props = self.props
         if props.kubernetes_version is None:
             return []

@@ -14,7 +14,7 @@ So every release whose chart (or an enabled subchart) ships ``crds/`` must have 
 - the chart's own upgrade mechanism turned on, seen as the pre-upgrade hook Job it renders
   (:data:`UPGRADE_HOOKS`);
 - a step it depends on that applies the chart's CRDs at the pinned version, keyed on that version
-  (:func:`crd_steps`): ``helm show crds <chart> --version <pin> ... | kubectl apply --server-side``;
+  (:func:`crd_steps`): ``helm show crds <chart> --version <pin>`` then ``kubectl apply --server-side``;
 - or an entry in the test's list of releases for which this is safe, with the reason.
 """
 
@@ -116,8 +116,8 @@ def upgrade_hook(release: render.Release) -> set[str]:
 
 def crd_steps(synthesized: dict[str, Any], release: render.Release) -> list[str]:
     """The ``terraform_data`` steps that apply this release's chart's CRDs at its pinned version:
-    a local-exec running ``helm show crds <chart> --version <version>`` into ``kubectl apply
-    --server-side``, replaced (so run again) when the version changes."""
+    a local-exec running ``helm show crds <chart> --version <version>`` and ``kubectl apply
+    --server-side`` on what it printed, replaced (so run again) when the version changes."""
     found = []
     for logical_id, body in synthesized.get("resource", {}).get("terraform_data", {}).items():
         commands = " ".join(
@@ -129,7 +129,7 @@ def crd_steps(synthesized: dict[str, Any], release: render.Release) -> list[str]
             rf"helm show crds {re.escape(release.chart)} --version {re.escape(str(release.version))}\b",
             commands,
         )
-        apply = re.search(r"\|\s*kubectl\b[^|;&]* apply --server-side\b", commands)
+        apply = re.search(r"\bkubectl\b[^|;&]* apply --server-side\b", commands)
         if show and apply and str(release.version) in str(body.get("triggers_replace", "")):
             found.append(f"terraform_data.{logical_id}")
     return found
