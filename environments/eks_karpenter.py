@@ -68,9 +68,9 @@ class EksKarpenterSettings:
     cluster_name: str = "gpu-dev-euw1-eks"
     region: str = "eu-west-1"
     availability_zones: tuple[str, ...] = ("eu-west-1a", "eu-west-1b", "eu-west-1c")
-    vpc_cidr: str = "10.0.0.0/16"
+    vpc_cidr: str = EksProps.vpc_cidr
     kubernetes_version: str = EksProps.kubernetes_version
-    extended_support: bool = False
+    extended_support: bool = EksProps.extended_support
     """Allow a Kubernetes version past EKS standard support (billed at the extended rate) and keep
     the cluster on it when standard support ends; False lets EKS upgrade it instead."""
     node_pools: tuple[NodePoolSpec, ...] = SEED_NODE_POOLS
@@ -339,7 +339,7 @@ class EksKarpenterStack(TerraformStack):
                         compute.node_pools,
                         ebs.storage_class,
                         lb_controller.release,
-                        external_dns.release,
+                        external_dns.record_cleanup,
                     ],
                 ),
             )
@@ -386,11 +386,12 @@ class EksKarpenterStack(TerraformStack):
                 network_policies=False,
                 scale_to_zero=scale_to_zero,
                 # The HTTPScaledObject needs the add-on's CRD and its Ingress the interceptor's Service.
-                # ExternalDNS too: on destroy it deletes app_domain's record when the Ingress goes.
+                # ExternalDNS too (through its destroy-time pause): on destroy it deletes app_domain's
+                # record once the Ingress is gone.
                 depends_on=[
                     device_plugin.release,
                     lb_controller.release,
-                    external_dns.release,
+                    external_dns.record_cleanup,
                     compute.node_pools,
                     keda.http_add_on,
                 ],

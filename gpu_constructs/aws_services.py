@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cdktf import DataResource, Fn, TerraformResourceLifecycle
+from cdktf import DataResource, Fn, LocalExecProvisioner, TerraformResourceLifecycle
 from cdktf_cdktf_provider_aws.acm_certificate import AcmCertificate
 from cdktf_cdktf_provider_aws.acm_certificate_validation import AcmCertificateValidation
 from cdktf_cdktf_provider_aws.db_instance import DbInstance
@@ -227,6 +227,37 @@ class LoadBalancerController(Construct):
             service_account="aws-load-balancer-controller",
             role_arn=role.arn,
         )
+        chart_version = versions.AWS_LB_CONTROLLER_CHART.version
+        # The controller's CRDs (TargetGroupBinding, which it makes itself for every Ingress
+        # backend, and IngressClassParams; the gateway ones too) are in the chart's crds/, which
+        # Helm installs on the first install only; upstream has them applied by hand at each bump
+        # (`kubectl apply -k .../aws-load-balancer-controller//crds`, the chart's upgrade notes).
+        # This step applies the CRDs of the pinned chart, server-side, after the cluster and before
+        # the controller's release: replaced, so run again, when the chart version changes (and
+        # with the cluster), so the controller never runs against older schemas. Helm's own install
+        # of crds/ then finds them there and leaves them (it skips a CRD that exists). It needs
+        # aws, helm and kubectl where Terraform runs (docs/eks-karpenter.md).
+        kubeconfig = ".terraform/aws-load-balancer-controller-crds.kubeconfig"
+        self.crds = DataResource(
+            self,
+            "crds",
+            triggers_replace={
+                "chart": "aws-load-balancer-controller",
+                "version": chart_version,
+                "KUBECONFIG": kubeconfig,
+            },
+            provisioners=[
+                LocalExecProvisioner(
+                    type="local-exec",
+                    interpreter=["bash", "-c"],
+                    command=self.crds_command(props.region, props.name, chart_version),
+                    # Its own kubeconfig in Terraform's working directory, not the user's.
+                    # Its own kubeconfig in Terraform's working directory, not the user's.
+                    environment={"KUBECONFIG": kubeconfig},
+                )
+            ],
+            **compute.cluster.installed(),
+        )
         self.release = helm.release(
             self,
             "release",
@@ -258,7 +289,25 @@ class LoadBalancerController(Construct):
             # security groups when the Ingress goes, which it cannot once the policy is gone; and the
             # public subnets the ALB sits in stay until then (their deletion fails while its
             # network interfaces are in them).
-            depends_on=[identity, policy, *compute.public_subnets],
+            depends_on=[identity, policy, self.crds, *compute.public_subnets],
+        )
+
+    @staticmethod
+    def crds_command(region: str, cluster: str, version: str) -> str:
+        """The script that applies the chart's CRDs at ``version`` to the cluster: the cluster's
+        kubeconfig (``KUBECONFIG``, set by the step; it holds no credential, only the ``aws eks
+        get-token`` call), ``helm show crds`` of the pinned chart (read whole first: a failed
+        download stops the script, and an empty one fails the apply), and a server-side apply that
+        takes
+        the fields Helm's first install owned (``--force-conflicts``)."""
+        return (
+            "set -euo pipefail; "
+            f"aws eks update-kubeconfig --region {region} --name {cluster} >/dev/null; "
+            "helm version --short >/dev/null; "
+            f'crds="$(helm show crds aws-load-balancer-controller --version {version} '
+            f'--repo {versions.REPO_EKS_CHARTS})"; '
+            "printf '%s\\n' \"$crds\" | kubectl apply --server-side --force-conflicts "
+            "--field-manager=aws-load-balancer-controller-crds -f -"
         )
 
     @staticmethod
@@ -275,6 +324,11 @@ class LoadBalancerController(Construct):
 
 
 EXTERNAL_DNS_SERVICE_ACCOUNT = "external-dns"
+EXTERNAL_DNS_INTERVAL_S = 60
+"""ExternalDNS's sync interval (the chart's ``interval``, 1m by default: values.yaml)."""
+RECORD_CLEANUP_S = EXTERNAL_DNS_INTERVAL_S + 15
+"""How long a destroy waits after the last Ingress goes before ExternalDNS is uninstalled: one
+sync interval and a margin, so the sync that no longer sees the Ingress deletes its records."""
 
 
 class ExternalDns(Construct):
@@ -356,11 +410,19 @@ class ExternalDns(Construct):
                 "policy": "sync",
                 "registry": "txt",
                 "txtOwnerId": props.name,
-                # The stack's host names only, in the stack's zone only.
+                # The stack's host names only, in the stack's zone only. The host names are below
+                # the zone's apex (app_domain inference.example.com in the zone example.com), and the
+                # AWS provider lists a zone only if its name matches a domain filter, or, with
+                # --aws-zone-match-parent, is a parent of one (external-dns v0.21.0
+                # provider/aws/aws.go Zones: `if !p.domainFilter.Match(*zone.Name) { if
+                # !p.zoneMatchParent { continue } ...MatchParent... }`); without the flag it manages
+                # no zone and makes no record. --zone-id-filter still keeps it to this one zone.
                 "domainFilters": domains,
-                "extraArgs": [f"--zone-id-filter={zone_id}"],
-                # A new or deleted Ingress is acted on at once, not at the next 1m interval.
+                "extraArgs": [f"--zone-id-filter={zone_id}", "--aws-zone-match-parent"],
+                # A new or deleted Ingress is acted on at once (after --min-event-sync-interval, 5s),
+                # and at the latest at the next interval.
                 "triggerLoopOnEvent": True,
+                "interval": f"{EXTERNAL_DNS_INTERVAL_S}s",
                 "nodeSelector": {"role": "system"},
                 "tolerations": [
                     {"key": SYSTEM_TAINT.key, "operator": "Exists", "effect": SYSTEM_TAINT.effect}
@@ -369,6 +431,27 @@ class ExternalDns(Construct):
             },
             # Its credentials outlive it on destroy: the records are deleted while it still runs.
             depends_on=[identity, self.policy],
+        )
+        # What a release with an Ingress depends on instead of the release itself. On destroy the
+        # helm provider's uninstall returns once the Ingress is gone (it waits for the deleted
+        # objects: terraform-provider-helm v3.1.1 resource_helm_release.go, uninstall.Wait), and
+        # Terraform would uninstall ExternalDNS next, before the sync that no longer sees the
+        # Ingress deletes its records (debounced 5s after the event, external-dns v0.21.0
+        # pkg/apis/externaldns/types.go MinEventSyncInterval, else the next interval). This step
+        # goes between them and, on destroy only, waits one interval and a margin. The hashicorp/time
+        # provider's time_sleep would do the same; it is not in the offline provider mirror.
+        self.record_cleanup = DataResource(
+            self,
+            "record-cleanup",
+            input={"seconds": RECORD_CLEANUP_S},
+            provisioners=[
+                LocalExecProvisioner(
+                    type="local-exec",
+                    when="destroy",
+                    command="sleep ${self.input.seconds}",
+                )
+            ],
+            **compute.cluster.installed([self.release]),
         )
 
 

@@ -35,6 +35,7 @@ from tests.conftest import (
     release_values,
     resources,
     run_terraform,
+    unavailable,
 )
 from tests.validators import validate_manifest
 
@@ -339,6 +340,140 @@ def test_disruption_budgets_and_termination_grace_period(synth, upstream):
     assert specs[GPU_POOL]["template"]["spec"]["terminationGracePeriod"] == "2h"
     for manifest in objects:
         validate_manifest(manifest, upstream)
+
+
+def _crd_property(crd: dict, path: tuple[str, ...]) -> dict:
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for key in path:
+        schema = schema["items"] if key == "[]" else schema["properties"][key]
+    return schema
+
+
+DURATION_CASES = (
+    "30s", "90s", "1m30s", "1h30m", "8h", "30m", "2h3h", "8h0m0s", "1h0s", "1m0s", "0s", "Never",
+    "10", "1d", "", "h", "24h", "1h1m1s", "5m0s", "100h",
+)  # fmt: skip
+
+
+def _accepts(build) -> bool:
+    try:
+        build()
+    except ConfigError:
+        return False
+    return True
+
+
+def test_budget_and_grace_durations_are_what_the_nodepool_crd_accepts(upstream):
+    """Synth accepts a budget duration, a budget schedule or a termination grace period exactly
+    when the Karpenter 1.14 NodePool CRD's pattern does (the API server would refuse the release
+    otherwise, inside an atomic Helm upgrade, naming the CRD field rather than the setting)."""
+    path = upstream / "karpenter" / "karpenter.sh_nodepools.yaml"
+    if not path.is_file():
+        unavailable(f"no {path}")
+    crd = yaml.safe_load(path.read_text())
+    budget = _crd_property(crd, ("spec", "disruption", "budgets", "[]"))
+    budget_pattern = re.compile(budget["properties"]["duration"]["pattern"])
+    grace = _crd_property(crd, ("spec", "template", "spec", "terminationGracePeriod"))
+    grace_pattern = re.compile(grace["pattern"])
+    for value in DURATION_CASES:
+        crd_says = bool(budget_pattern.search(value))
+        ours = _accepts(lambda v=value: DisruptionBudget("0", schedule="0 9 * * mon-fri", duration=v))
+        assert ours == crd_says, f"budget duration {value!r}: synth {ours}, CRD {crd_says}"
+        crd_says = bool(grace_pattern.search(value))
+        ours = _accepts(lambda v=value: pool(termination_grace_period=v))
+        assert ours == crd_says, f"termination_grace_period {value!r}: synth {ours}, CRD {crd_says}"
+    schedule_pattern = re.compile(budget["properties"]["schedule"]["pattern"])
+    for schedule, valid in (
+        ("0 9 * * mon-fri", True),
+        ("@daily", True),
+        ("*/5 * * * *", True),
+        ("0 9 * *", False),
+        ("daily", False),
+        ("@sometimes", False),
+        ("0 0 9 * * mon-fri", False),  # six fields: the pattern's .+ swallows one, cron refuses it
+    ):
+        ours = _accepts(lambda s=schedule: DisruptionBudget("0", schedule=s, duration="8h"))
+        assert ours == valid, f"budget schedule {schedule!r}: synth {ours}"
+        if valid:
+            assert schedule_pattern.search(schedule), schedule
+
+
+@pytest.mark.parametrize(
+    ("build", "setting"),
+    [
+        (lambda: DisruptionBudget("0", schedule="0 9 * * *", duration="90s"), "'budget.duration' is '90s'"),
+        (lambda: DisruptionBudget("0", schedule="0 9 * *", duration="8h"), "'budget.schedule' is '0 9 * *'"),
+        (lambda: pool(termination_grace_period="Never"), ".termination_grace_period' is 'Never'"),
+    ],
+)
+def test_a_duration_the_crd_refuses_fails_at_synth_in_one_line(build, setting):
+    with pytest.raises(ConfigError) as raised:
+        build()
+    message = str(raised.value)
+    assert setting in message and "\n" not in message, message
+
+
+def _ami_parameter_problems(synthesized: dict) -> list[str]:
+    """Each EC2NodeClass's AL2023 alias must be read at plan for the cluster's Kubernetes version,
+    in the variant each pool of the class runs (nvidia for GPU pools, standard otherwise), with
+    constant arguments only, so Terraform reads it at plan and a missing one fails the plan: the
+    parameter Karpenter 1.14.1 resolves the alias through
+    (pkg/providers/amifamily/al2023.go, resolvePath)."""
+    (cluster,) = resources(synthesized, "aws_eks_cluster").values()
+    k8s = cluster["version"]
+    parameters = {
+        f"data.aws_ssm_parameter.{n}": p["name"]
+        for n, p in synthesized.get("data", {}).get("aws_ssm_parameter", {}).items()
+    }
+    release = releases(synthesized)["karpenter-node-pools"]
+    objects = manifests_of(release)
+    classes = {c["metadata"]["name"]: c for c in by_kind(objects, "EC2NodeClass")}
+    found = []
+    for pool in by_kind(objects, "NodePool"):
+        class_name = pool["spec"]["template"]["spec"]["nodeClassRef"]["name"]
+        (term,) = classes[class_name]["spec"]["amiSelectorTerms"]
+        family, _, ami_release = term["alias"].partition("@")
+        if family != "al2023":
+            continue
+        gpu = any(
+            r["key"] == "karpenter.k8s.aws/instance-family"
+            and any(f.startswith(("g", "p")) for f in r.get("values", []))
+            for r in pool["spec"]["template"]["spec"]["requirements"]
+        )
+        variant = "nvidia" if gpu else "standard"
+        wanted = (
+            f"/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/x86_64/{variant}/"
+            f"amazon-eks-node-al2023-x86_64-{variant}-{k8s}-{ami_release}/image_id"
+        )
+        if wanted not in parameters.values():
+            found.append(f"{pool['metadata']['name']}: no data.aws_ssm_parameter {wanted}")
+    for address in parameters:
+        body = synthesized["data"]["aws_ssm_parameter"][address.split(".")[-1]]
+        if body.get("depends_on") or "${" in body["name"]:
+            found.append(f"{address}: not read at plan (depends_on or a reference)")
+    return found
+
+
+@pytest.mark.parametrize("version", [None, "1.34"])
+def test_each_node_class_ami_is_read_at_plan_for_the_clusters_version(synth, stack_json, version):
+    synthesized = (
+        stack_json if version is None else eks_stack(synth, kubernetes_version=version, extended_support=True)
+    )
+    assert _ami_parameter_problems(synthesized) == []
+    names = [p["name"] for p in synthesized["data"]["aws_ssm_parameter"].values()]
+    k8s = version or versions.EKS_KUBERNETES.version
+    release = versions.EKS_NODE_AMI.version.partition("@")[2]
+    assert any(
+        f"/{k8s}/amazon-linux-2023/x86_64/nvidia/" in n and n.endswith(f"-{release}/image_id") for n in names
+    )
+
+
+def test_the_ami_check_sees_a_pool_whose_ami_is_not_read(stack_json):
+    broken = json.loads(json.dumps(stack_json))
+    broken["data"]["aws_ssm_parameter"] = {
+        n: p for n, p in broken["data"]["aws_ssm_parameter"].items() if "/nvidia/" not in p["name"]
+    }
+    assert any("no data.aws_ssm_parameter" in p for p in _ami_parameter_problems(broken))
 
 
 def test_karpenter_chart_runs_two_replicas_on_system_nodes(stack_json):
@@ -681,7 +816,7 @@ def test_rds_snapshots_outlive_the_stack_under_their_own_key_and_a_name_made_onc
     assert db["kms_key_id"] == db["performance_insights_kms_key_id"] == f"${{aws_kms_key.{rds_key}.arn}}"
     assert keys[rds_key]["lifecycle"]["prevent_destroy"] is True
     # The final snapshot's name carries an id made when the stack is created (no clock at synth).
-    (suffix,) = resources(stack_json, "terraform_data")
+    (suffix,) = [n for n in resources(stack_json, "terraform_data") if "final-snapshot" in n]
     assert db["skip_final_snapshot"] is False
     assert db["final_snapshot_identifier"] == f"gpu-dev-euw1-eks-db-final-${{terraform_data.{suffix}.id}}"
     # The automated backups outlive the instance too: point-in-time restore to before the deletion.
@@ -716,7 +851,7 @@ def test_app_domain_points_at_the_alb_through_external_dns_in_the_stacks_zone(st
     values = release_values(external_dns)
     assert values["sources"] == ["ingress"] and values["provider"] == {"name": "aws"}
     assert values["domainFilters"] == ["${var.app_domain}"]
-    assert values["extraArgs"] == ["--zone-id-filter=${var.route53_zone_id}"]
+    assert values["extraArgs"] == ["--zone-id-filter=${var.route53_zone_id}", "--aws-zone-match-parent"]
     # sync deletes what it made once the Ingress goes, and only that (TXT owner: this cluster).
     assert (values["policy"], values["registry"], values["txtOwnerId"]) == ("sync", "txt", "gpu-dev-euw1-eks")
     assert values["nodeSelector"] == {"role": "system"}
@@ -739,13 +874,61 @@ def test_app_domain_points_at_the_alb_through_external_dns_in_the_stacks_zone(st
     assert (identity["namespace"], identity["service_account"]) == ("kube-system", "external-dns")
     # Destroy: the Ingress goes while ExternalDNS still runs (and deletes the record), and
     # ExternalDNS while its credentials still exist.
-    ids = _by_logical_id(stack_json)
-    assert ids["external-dns"] in releases(stack_json)["tinyllama-inference"]["depends_on"]
-    assert ids["external-dns"] in releases(stack_json)["kube-prometheus-stack"]["depends_on"]
+    assert record_cleanup_problems(stack_json) == []
     assert any(d.startswith("aws_iam_role_policy.external-dns") for d in external_dns["depends_on"])
     assert any(
         d.startswith("aws_eks_pod_identity_association.external-dns") for d in external_dns["depends_on"]
     )
+
+
+def record_cleanup_problems(synthesized: dict) -> list[str]:
+    """On destroy, every release with an Ingress (ExternalDNS's source) must go a sync interval and
+    a margin before ExternalDNS: through a destroy-time pause that depends on the ExternalDNS
+    release and that the Ingress release depends on (tests/lifecycle/graph.py: A is destroyed
+    before B iff A depends on B)."""
+    from gpu_constructs.aws_services import EXTERNAL_DNS_INTERVAL_S
+    from tests.lifecycle import graph
+
+    by_name = releases(synthesized)
+    ids = _by_logical_id(synthesized)
+    external_dns = ids["external-dns"]
+    interval = release_values(by_name["external-dns"]).get("interval", "1m")
+    assert interval in ("1m", f"{EXTERNAL_DNS_INTERVAL_S}s"), interval
+    pauses = []
+    for name, body in resources(synthesized, "terraform_data").items():
+        for provisioner in body.get("provisioner", []):
+            local = provisioner.get("local-exec", {})
+            if local.get("when") == "destroy" and (m := re.fullmatch(r"sleep (\S+)", local["command"])):
+                seconds = int(body["input"]["seconds"]) if "self.input" in m.group(1) else int(m.group(1))
+                if seconds >= EXTERNAL_DNS_INTERVAL_S + 10 and graph.depends_on(
+                    synthesized, f"terraform_data.{name}", external_dns
+                ):
+                    pauses.append(f"terraform_data.{name}")
+    found = []
+    for name, release in by_name.items():
+        # An Ingress rendered from the manifests chart, or a chart's ingress values (Grafana's).
+        if "ingressClassName" in json.dumps(release):
+            address = ids[name]
+            if not any(graph.depends_on(synthesized, address, p) for p in pauses):
+                found.append(f"{address}: reaches ExternalDNS with no destroy-time pause between")
+    return found
+
+
+def test_a_destroy_leaves_external_dns_a_sync_after_the_last_ingress(stack_json):
+    grafana = Instance("eks-karpenter", "eks-karpenter", {"grafana_host": "grafana.example.com"}).build(
+        cdktf.Testing.app()
+    )
+    with_grafana = json.loads(cdktf.Testing.synth(grafana))
+    assert record_cleanup_problems(with_grafana) == []
+    # Straight to ExternalDNS, as before the pause: both Ingress releases are found.
+    broken = json.loads(json.dumps(with_grafana))
+    pause = next(n for n in resources(broken, "terraform_data") if "record-cleanup" in n)
+    for release in resources(broken, "helm_release").values():
+        release["depends_on"] = [
+            _by_logical_id(with_grafana)["external-dns"] if d == f"terraform_data.{pause}" else d
+            for d in release.get("depends_on", [])
+        ]
+    assert len(record_cleanup_problems(broken)) == 2, record_cleanup_problems(broken)
 
 
 def test_grafanas_host_is_managed_by_external_dns_too():
@@ -781,11 +964,82 @@ def test_external_dns_renders_the_filters_and_finds_the_alb_ingress(helm, upstre
         assert flag in args, args
     assert any(a.startswith("--domain-filter=") for a in args)
     assert any(a.startswith("--zone-id-filter=") for a in args)
+    # The domain filters are names below the zone (the zone is given by id, never by name): the
+    # AWS provider skips a zone whose name matches no filter unless it may match a parent
+    # (external-dns v0.21.0 provider/aws/aws.go), so with no --aws-zone-match-parent it manages none.
+    filters = [a.removeprefix("--domain-filter=") for a in args if a.startswith("--domain-filter=")]
+    assert all("." in f.rstrip(".") for f in filters), filters
+    assert "--aws-zone-match-parent" in args, args
     assert not any(a.startswith(("--annotation-filter", "--label-filter")) for a in args)
     ingresses = [o for _, o in rendered.objects() if o.get("kind") == "Ingress"]
     assert any(
         o["metadata"].get("annotations", {}).get("alb.ingress.kubernetes.io/scheme") for o in ingresses
     )
+
+
+def test_the_load_balancer_controllers_crds_are_applied_at_the_pinned_chart_before_it(
+    stack_json, upstream, tmp_path
+):
+    """The step's script, run by bash against stand-ins: ``helm show crds`` prints the pinned
+    chart's crds/ (from ../shared/upstream), and kubectl must receive all of them in a server-side
+    apply; a failed download stops it before kubectl. Ordered after the cluster, before the release."""
+    from tests.lifecycle import crds
+
+    chart = upstream / "charts" / f"aws-load-balancer-controller-{versions.AWS_LB_CONTROLLER_CHART.version}"
+    if not chart.is_dir():
+        unavailable(f"no {chart}")
+    (step_id, step) = next(
+        (n, b)
+        for n, b in resources(stack_json, "terraform_data").items()
+        if n.startswith("alb-controller_crds")
+    )
+    release = releases(stack_json)["aws-load-balancer-controller"]
+    assert f"terraform_data.{step_id}" in release["depends_on"]
+    assert step["triggers_replace"]["version"] == versions.AWS_LB_CONTROLLER_CHART.version
+    (provisioner,) = step["provisioner"]
+    local = provisioner["local-exec"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stubs = {
+        "aws": 'echo "aws $*" >>"$LOG"',
+        "helm": 'echo "helm $*" >>"$LOG"; [ "$1" = show ] || exit 0; [ -z "${HELM_FAIL:-}" ] || exit 1; '
+        f'cat "{chart}"/crds/*.yaml',
+        "kubectl": 'echo "kubectl $* KUBECONFIG=$KUBECONFIG" >>"$LOG"; cat >"$APPLIED"',
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+
+    def run(**extra: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "LOG": str(tmp_path / "log"),
+            "APPLIED": str(tmp_path / "applied.yaml"),
+            **local["environment"],
+            **extra,
+        }
+        return subprocess.run(
+            [*local["interpreter"], local["command"]], env=env, capture_output=True, text=True, check=False
+        )
+
+    result = run()
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / "log").read_text()
+    assert (
+        f"helm show crds aws-load-balancer-controller --version {versions.AWS_LB_CONTROLLER_CHART.version} "
+        f"--repo {versions.REPO_EKS_CHARTS}" in log
+    )
+    assert "kubectl apply --server-side --force-conflicts" in log and "KUBECONFIG=.terraform/" in log
+    applied = {
+        o["metadata"]["name"]
+        for o in yaml.safe_load_all((tmp_path / "applied.yaml").read_text())
+        if o and o.get("kind") == "CustomResourceDefinition"
+    }
+    assert applied == crds.chart_crd_files(chart)
+    assert {"targetgroupbindings.elbv2.k8s.aws", "ingressclassparams.elbv2.k8s.aws"} <= applied
+    (tmp_path / "log").unlink()
+    failed = run(HELM_FAIL="1")
+    assert failed.returncode != 0 and "kubectl" not in (tmp_path / "log").read_text()
 
 
 def test_load_balancer_controller_values(stack_json):
@@ -998,7 +1252,7 @@ def eks_props(**overrides) -> EksProps:
         (lambda: pool(cpu_limit=0), r"'p.cpu_limit' is 0: use at least 1"),
         (
             lambda: pool(termination_grace_period="1 day"),
-            r"'p.termination_grace_period' is '1 day': give a duration such as 30m, 24h or Never",
+            r"'p.termination_grace_period' is '1 day': give a duration such as 30m or 24h \(not Never",
         ),
         (lambda: DisruptionBudget("ten"), r"'budget.nodes' is 'ten': give a node count such as 1"),
         (

@@ -351,6 +351,7 @@ class EksGpuCompute(Construct):
                 launch_prerequisites=[self.control_plane.security_group_discovery],
                 node_classes=props.node_classes,
                 node_pools=props.node_pools,
+                kubernetes_version=props.kubernetes_version,
                 replicas=props.karpenter_replicas,
                 chart_version=props.karpenter_chart_version,
                 node_repair=props.node_repair,

@@ -18,6 +18,7 @@ from typing import Any
 
 from cdktf_cdktf_provider_aws.cloudwatch_event_rule import CloudwatchEventRule
 from cdktf_cdktf_provider_aws.cloudwatch_event_target import CloudwatchEventTarget
+from cdktf_cdktf_provider_aws.data_aws_ssm_parameter import DataAwsSsmParameter
 from cdktf_cdktf_provider_aws.eks_access_entry import EksAccessEntry
 from cdktf_cdktf_provider_aws.eks_cluster import EksCluster
 from cdktf_cdktf_provider_aws.eks_pod_identity_association import EksPodIdentityAssociation
@@ -72,6 +73,18 @@ GPU_MODELS = {
 ARCHITECTURE = "amd64"
 SIZES = ("small", "medium", "large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge")
 DURATION = re.compile(r"^([0-9]+(s|m|h))+$|^Never$")
+"""``consolidateAfter`` and ``expireAfter`` (karpenter.sh_nodepools.yaml, v1.14.1:
+``^(([0-9]+(s|m|h))+|Never)$``)."""
+GRACE_PERIOD = re.compile(r"^([0-9]+(s|m|h))+$")
+"""``spec.template.spec.terminationGracePeriod``: the same durations without ``Never``."""
+BUDGET_DURATION = re.compile(r"^((([0-9]+(h|m))|([0-9]+h[0-9]+m))(0s)?)$")
+"""``spec.disruption.budgets[].duration``: hours or minutes, or hours then minutes, no seconds but
+a trailing ``0s`` (Go's time.Duration String form, ``8h0m0s``)."""
+BUDGET_SCHEDULE = re.compile(
+    r"^(@(annually|yearly|monthly|weekly|daily|midnight|hourly))|((.+)\s(.+)\s(.+)\s(.+)\s(.+))$"
+)
+"""``spec.disruption.budgets[].schedule``: a cron macro or five fields (the CRD's pattern; Karpenter
+parses it with robfig/cron's standard parser)."""
 
 
 AMI_FAMILIES = ("al2023", "bottlerocket")
@@ -121,6 +134,13 @@ BUDGET_NODES = re.compile(r"^((100|[0-9]{1,2})%|[0-9]+)$")
 BUDGET_REASONS = ("Underutilized", "Empty", "Drifted")
 
 
+def _cron_fields_ok(schedule: str) -> bool:
+    """A macro, or exactly five whitespace-separated fields: the CRD's pattern admits a sixth field
+    glued into one of its ``.+`` groups, which robfig/cron's standard parser then refuses."""
+    macro = re.fullmatch(r"@(annually|yearly|monthly|weekly|daily|midnight|hourly)", schedule)
+    return bool(macro) or len(schedule.split()) == 5
+
+
 @dataclass(frozen=True)
 class DisruptionBudget:
     """One NodePool disruption budget: at most ``nodes`` (a count or a percentage) disrupted at a
@@ -143,8 +163,21 @@ class DisruptionBudget:
             raise ConfigError(
                 "budget.schedule", self.schedule, "give a schedule and a duration together, or neither"
             )
-        if self.duration is not None and not re.fullmatch(r"([0-9]+(s|m|h))+", self.duration):
-            raise ConfigError("budget.duration", self.duration, "give a duration such as 8h or 30m")
+        if self.duration is not None and not BUDGET_DURATION.match(self.duration):
+            raise ConfigError(
+                "budget.duration",
+                self.duration,
+                "give hours or minutes such as 8h, 30m or 1h30m (the NodePool CRD allows no seconds)",
+            )
+        if self.schedule is not None and not (
+            BUDGET_SCHEDULE.match(self.schedule) and _cron_fields_ok(self.schedule)
+        ):
+            raise ConfigError(
+                "budget.schedule",
+                self.schedule,
+                "give a cron schedule of five fields (minute hour day month weekday) such as "
+                "'0 9 * * mon-fri', or a macro such as @daily",
+            )
 
     def manifest(self) -> dict[str, Any]:
         budget: dict[str, Any] = {"nodes": self.nodes}
@@ -183,12 +216,19 @@ class NodePoolSpec:
 
     def __post_init__(self) -> None:
         validate.k8s_name("node pool name", self.name)
-        for name, value in (
-            ("termination_grace_period", self.termination_grace_period),
-            ("expire_after", self.expire_after),
+        if self.termination_grace_period is not None and not GRACE_PERIOD.match(
+            self.termination_grace_period
         ):
-            if value is not None and not DURATION.match(value):
-                raise ConfigError(f"{self.name}.{name}", value, "give a duration such as 30m, 24h or Never")
+            raise ConfigError(
+                f"{self.name}.termination_grace_period",
+                self.termination_grace_period,
+                "give a duration such as 30m or 24h (not Never: leave it unset to wait as long as "
+                "the pods' disruption budgets say)",
+            )
+        if not DURATION.match(self.expire_after):
+            raise ConfigError(
+                f"{self.name}.expire_after", self.expire_after, "give a duration such as 720h or Never"
+            )
         for family in self.families:
             if family not in INSTANCE_FAMILIES:
                 raise ConfigError(
@@ -308,6 +348,9 @@ class KarpenterProps:
     node_pools: tuple[NodePoolSpec, ...] = SEED_NODE_POOLS
     replicas: int = 2
     chart_version: str = versions.KARPENTER_CHART.version
+    kubernetes_version: str | None = None
+    """The cluster's Kubernetes minor version as configured (``1.35``): each AL2023 alias's AMI is
+    then read for it at plan (:meth:`Karpenter.ami_parameters`); None reads none."""
     node_repair: bool = True
     """Karpenter replaces nodes that stay unhealthy (chart feature gate nodeRepair): kubelet not
     ready, and the conditions EKS's node monitoring agent reports (AcceleratedHardwareReady for the
@@ -535,8 +578,50 @@ class Karpenter(Construct):
             # Deleting the NodePools makes Karpenter drain and terminate their nodes, which must
             # still join and run as the node role through its access entry until then; on destroy
             # this release goes first, before those and before the Karpenter release.
-            depends_on=[self.karpenter, self.karpenter_node_access, *self.karpenter_nodes.grants],
+            depends_on=[
+                self.karpenter,
+                self.karpenter_node_access,
+                *self.karpenter_nodes.grants,
+            ],
         )
+        # Read at plan whatever depends on them: a missing one fails the plan before any change.
+        self.ami_images = self.ami_parameters()
+
+    def ami_parameters(self) -> list[DataAwsSsmParameter]:
+        """The SSM parameters Karpenter resolves each EC2NodeClass's AL2023 alias through, read at
+        plan: a pinned release that AWS did not publish for the cluster's Kubernetes version (a
+        version bump past the pin, a region without it) fails the plan with ParameterNotFound
+        instead of leaving every pool of that class unable to launch. Karpenter 1.14.1
+        (pkg/providers/amifamily/al2023.go, resolvePath) reads
+        ``/aws/service/eks/optimized-ami/<k8s>/amazon-linux-2023/<arch>/<variant>/
+        amazon-eks-node-al2023-<arch>-<variant>-<k8s>-<release>/image_id`` per variant and skips
+        those it cannot read; here the variants the class's pools need: nvidia for GPU pools,
+        standard for the others, x86_64 (the pools' only architecture). Only constant arguments
+        and no depends_on, so Terraform reads them at plan, not at apply; nothing needs to depend on
+        them for that (a dependent would only be ordered after the read)."""
+        props = self.props
+        if props.kubernetes_version is None:
+            return []
+        parameters = []
+        for node_class in props.node_classes:
+            family, _, release = node_class.ami_alias.partition("@")
+            if family != "al2023":
+                continue
+            pools = [p for p in props.node_pools if p.node_class == node_class.name]
+            variants = sorted({"nvidia" if p.has_gpus else "standard" for p in pools})
+            for variant in variants:
+                k8s, arch = props.kubernetes_version, "x86_64"
+                parameters.append(
+                    DataAwsSsmParameter(
+                        self._here,
+                        f"karpenter-ami-{node_class.name}-{variant}",
+                        name=(
+                            f"/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/{arch}/{variant}/"
+                            f"amazon-eks-node-al2023-{arch}-{variant}-{k8s}-{release}/image_id"
+                        ),
+                    )
+                )
+        return parameters
 
     def node_class_manifest(self, spec: NodeClassSpec) -> dict[str, Any]:
         discovery = {"tags": {"karpenter.sh/discovery": self.props.cluster_name}}

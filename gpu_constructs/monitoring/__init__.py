@@ -321,6 +321,21 @@ class Monitoring(Construct):
         }
         return {
             "fullnameOverride": RELEASE,
+            # The Prometheus Operator's CRDs are in the chart's crds subchart's crds/, which Helm
+            # installs on the first install only. The chart's upgrade job applies the CRDs of the
+            # chart's version before each install, upgrade and rollback (a pre-install,pre-upgrade,
+            # pre-rollback hook running `kubectl apply --server-side --force-conflicts`;
+            # kube-prometheus-stack 88.5.3 charts/crds/templates/upgrade/job.yaml), so a chart bump
+            # brings the operator the schemas it expects. Its kubectl image follows the cluster's
+            # version (the chart's default tag); busybox, which unpacks the CRDs, is pinned.
+            "crds": {
+                "upgradeJob": {
+                    "enabled": True,
+                    "image": {"busybox": {"tag": versions.LOCAL_PATH_HELPER_IMAGE.version.rsplit(":", 1)[1]}},
+                    "resources": {"requests": {"cpu": "10m", "memory": "128Mi"}},
+                    **placed,
+                }
+            },
             "alertmanager": {"alertmanagerSpec": alertmanager_spec},
             "prometheus": {"prometheusSpec": prometheus_spec},
             "grafana": grafana,
