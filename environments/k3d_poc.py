@@ -18,6 +18,7 @@ from gpu_constructs.compute.k3d import ROLES, K3dGpuCompute, K3dProps, smoke_tes
 from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.monitoring import DcgmSource, GrafanaIngress, Monitoring, MonitoringProps
+from gpu_constructs.networking import TRAEFIK_PROVIDERS
 
 SMOKE_TEST_NAMESPACE = "gpu-smoke-test"
 
@@ -162,6 +163,7 @@ class K3dPocStack(TerraformStack):
                 values={
                     "nodeSelector": infra["nodeSelector"],
                     "tolerations": infra["tolerations"],
+                    "providers": TRAEFIK_PROVIDERS,
                     "ingressClass": {"enabled": True, "isDefaultClass": True, "name": "traefik"},
                 },
                 cluster=cluster,

@@ -22,6 +22,7 @@ from gpu_constructs.compute.k3d import smoke_test_job
 from gpu_constructs.compute.lke import LINODE_DELETE_CLASS, LkeGpuCompute, LkeProps
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.monitoring import NODE_EXPORTER_PORT, DcgmSource, Monitoring, MonitoringProps
+from gpu_constructs.networking import TRAEFIK_PROVIDERS
 from gpu_constructs.providers.linode import LinodeProvider
 
 SMOKE_TEST_NAMESPACE = "gpu-smoke-test"
@@ -245,6 +246,7 @@ class LkeStack(TerraformStack):
             version=versions.TRAEFIK_CHART.version,
             namespace="traefik",
             values={
+                "providers": TRAEFIK_PROVIDERS,
                 "ingressClass": {"enabled": True, "isDefaultClass": True, "name": "traefik"},
                 "service": {"type": "LoadBalancer", "annotations": compute.load_balancer_annotations},
             },

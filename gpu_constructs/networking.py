@@ -54,6 +54,11 @@ def is_private(address: str) -> bool:
 
 INGRESS_NAMESPACE = "traefik"
 INGRESS_CLASS = "traefik"
+TRAEFIK_PROVIDERS = {"kubernetesCRD": {"enabled": False}, "kubernetesIngress": {"enabled": True}}
+"""Traefik serves Ingress objects only. Its IngressRoute provider (kubernetesCRD, on by default in
+chart 39) would watch the traefik.io kinds of the chart's crds/, which Helm installs once and never
+upgrades: off, nothing reads them, and a Traefik upgrade cannot leave it watching kinds the cluster
+does not serve. The Gateway provider is off by default."""
 CERT_MANAGER_NAMESPACE = "cert-manager"
 
 ACME_SERVERS = {
@@ -207,6 +212,7 @@ class Networking(Construct):
             namespace=INGRESS_NAMESPACE,
             values={
                 "deployment": {"replicas": props.ingress_replicas},
+                "providers": TRAEFIK_PROVIDERS,
                 "ingressClass": {"enabled": True, "isDefaultClass": True, "name": INGRESS_CLASS},
                 # Chart 39 reads the redirect under ports.<name>.http.redirections (values.yaml).
                 "ports": {
