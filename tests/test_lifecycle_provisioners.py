@@ -230,3 +230,20 @@ def test_the_script_is_built_as_terraform_builds_it():
     # only the last command's status counts: the stubbed run shows it
     assert provisioners.run_against_stubs(step, fail_at=1)[0] == 0
     assert provisioners.run_against_stubs(step, fail_at=2)[0] == 1
+
+
+def test_a_stub_reads_its_stdin_as_the_real_command_does():
+    """`printf ... | kubectl apply -f -` (eks-karpenter's CRD step): kubectl reads all of its stdin.
+    A stand-in that exits without reading it lets the writer die of SIGPIPE, and under `pipefail`
+    the script fails with 141 whenever the writer is slower than the stand-in. A payload larger
+    than a pipe's buffer (64 KiB on Linux, pipe(7)) makes the writer block, so the race is certain."""
+    command = (
+        "set -euo pipefail; big=\"$(printf '%0100000d' 0)\"; printf '%s\\n' \"$big\" | kubectl apply -f -"
+    )
+    step = provisioners.Provisioner(
+        "s", "terraform_data.x", 0, "local-exec", (command,), ("bash", "-c"), "create"
+    )
+    status, log = provisioners.run_against_stubs(step, fail_at=0)
+    assert status == 0
+    assert [line.split(" ", 1)[0] + " " + line.rsplit("/", 1)[1] for line in log] == ["1 kubectl apply -f -"]
+    assert provisioners.run_against_stubs(step, fail_at=1)[0] == 1

@@ -156,7 +156,11 @@ def _first_words(commands: tuple[str, ...]) -> set[str]:
     return names
 
 
+# A stand-in reads its stdin to the end, as the commands it stands for do (`kubectl apply -f -`,
+# `tee`, `sh -s`): one that exits unread kills the writer of a pipe into it with SIGPIPE, which
+# `pipefail` turns into a failure whenever the writer is slower than the stand-in.
 STUB = """#!/bin/sh
+while IFS= read -r _ || [ -n "$_" ]; do :; done
 read -r n <"$STUB_STATE/count"
 n=$((n + 1))
 echo "$n" >"$STUB_STATE/count"
@@ -194,7 +198,15 @@ def run_against_stubs(provisioner: Provisioner, fail_at: int) -> tuple[int, list
             interpreter = list(provisioner.interpreter)
             command = [os.path.join("/bin", interpreter[0]) if "/" not in interpreter[0] else interpreter[0]]
             command += [*interpreter[1:], script]
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+        result = subprocess.run(
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         log = (state / "log").read_text().splitlines() if (state / "log").exists() else []
     return result.returncode, log
 
