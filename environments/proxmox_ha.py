@@ -699,9 +699,8 @@ class ProxmoxHaStack(TerraformStack):
             ssh_key_path.string_value,
             host_key=compute.props.host_key("cp1"),
         )
-        secret_steps = []
         if etcd_s3 is not None:
-            etcd_secret = compute.props.etcd_snapshots.secret_step(
+            compute.props.etcd_snapshots.secret_step(
                 self,
                 "etcd-s3-secret",
                 host=cp1,
@@ -712,7 +711,6 @@ class ProxmoxHaStack(TerraformStack):
                 },
                 cluster=cluster,
             )
-            secret_steps.append(etcd_secret)
 
         # The ingress is on the VMs' private network: Let's Encrypt reaches it over HTTP-01 only
         # through a public address that forwards 80 and 443; DNS-01 needs no inbound path.
@@ -928,10 +926,8 @@ class ProxmoxHaStack(TerraformStack):
                 user_node_purpose="require",
                 cpu_on_gpu_nodes=True,
                 auth=self.hub_auth(s),
-                # the native admin's password Secret is written from cp1, where k3s' kubectl runs,
-                # with kube-secret.sh like the etcd one: after it
+                # the native admin's password Secret is written from cp1, where k3s' kubectl runs
                 secret_host=cp1,
-                secret_after=secret_steps,
                 values=helm.ValuesLayers(overlay=s.environment, directory=PROJECT_ROOT / "helm-values"),
                 depends_on=[nfs, storage.release, operator.release, gpu_nodes, networking.issuers],
             ),

@@ -606,8 +606,6 @@ class SingleNodeStack(TerraformStack):
                     access=object_store_access,
                     schedule=s.vault_snapshot_schedule,
                     retention_days=s.vault_snapshot_retention_days,
-                    # Both steps upload their keys to the same secrets file on the server.
-                    after=(database.object_store_secret,),
                 ),
                 depends_on=(storage.release, *([monitoring.release] if monitoring else [])),
                 service_monitor=monitoring is not None,

@@ -36,7 +36,7 @@ from gpu_constructs import helm, validate, versions
 from gpu_constructs.backup import ObjectStore, backup_schedule
 from gpu_constructs.cluster import GpuCluster
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts
+from gpu_constructs.hostexec import SshHost, kube_secret_step
 
 OPERATOR_NAMESPACE = "cnpg-system"
 METRICS_PORT = 9187
@@ -74,28 +74,23 @@ class ObjectStoreAccess:
         cluster: GpuCluster,
         depends_on: Sequence[Any] = (),
     ) -> DataResource:
-        """The step that writes the key pair into ``namespace`` as Secret ``secret_name``
-        (object-store-secret.sh, keys on stdin); new keys re-run it, only their hash is in the state."""
-        return run_scripts(
+        """The step that writes the key pair and ``region`` into ``namespace`` as Secret
+        ``secret_name``, with Barman Cloud's key names (kube-secret.sh, keys on stdin); new keys
+        re-run it, only their hash is in the state."""
+        return kube_secret_step(
             scope,
             construct_id,
             host=self.secret_host,
-            runs=[
-                ScriptRun(
-                    "object-store-secret.sh",
-                    {"NAMESPACE": namespace, "SECRET_NAME": secret_name, "REGION": region},
-                    secret_env={
-                        "ACCESS_KEY_ID": self.access_key_id,
-                        "SECRET_ACCESS_KEY": self.secret_access_key,
-                    },
-                )
-            ],
-            extra_triggers={
-                "access_key_id_sha256": Fn.sha256(self.access_key_id),
-                "secret_access_key_sha256": Fn.sha256(self.secret_access_key),
+            namespace=namespace,
+            secret_name=secret_name,
+            values={
+                ACCESS_KEY_ID: self.access_key_id,
+                SECRET_ACCESS_KEY: self.secret_access_key,
+                REGION_KEY: region,
             },
-            depends_on=depends_on,
+            variables={ACCESS_KEY_ID: "backup_access_key_id", SECRET_ACCESS_KEY: "backup_secret_access_key"},
             cluster=cluster,
+            depends_on=depends_on,
         )
 
 

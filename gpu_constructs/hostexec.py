@@ -194,10 +194,14 @@ class ScriptRun:
     script: str
     env: Mapping[str, str] = field(default_factory=dict)
     secret_env: Mapping[str, str] = field(default_factory=dict)
+    secrets_name: str | None = None
+    """Names the secrets file (default: the script's): runs of one script that write different
+    things (kube-secret.sh for several Secrets) each get a file of their own, so steps on one host
+    need no order between them."""
 
     @property
     def secrets_path(self) -> str:
-        return f"{SECRETS_DIR}/{self.script}.env"
+        return f"{SECRETS_DIR}/{self.secrets_name or self.script}.env"
 
     def secrets_file(self) -> str:
         for key, value in self.secret_env.items():
@@ -283,6 +287,56 @@ def run_scripts(
             *(_local_exec(run) for run in after_runs),
         ],
         **_placement(cluster, depends_on, replaced_with),
+    )
+
+
+def sha256_of(value: str) -> str:
+    """A Terraform expression for the SHA-256 of ``value``, a cdktf token or ``${var.NAME}`` text
+    (which ``Fn.sha256`` would hash as the literal text, escaped)."""
+    literal = re.fullmatch(r"\$\{var\.([A-Za-z0-9_-]+)\}", value)
+    return f"${{sha256(var.{literal[1]})}}" if literal else Fn.sha256(value)
+
+
+def kube_secret_step(
+    scope: Construct,
+    id: str,
+    *,
+    host: SshHost,
+    namespace: str,
+    secret_name: str,
+    values: Mapping[str, str],
+    variables: Mapping[str, str],
+    cluster: GpuCluster,
+    depends_on: Sequence[Any] = (),
+) -> DataResource:
+    """The step that writes the Secret ``namespace/secret_name`` from ``host``, a k3s server, with
+    kube-secret.sh: ``values`` (Secret key -> value, references to sensitive variables among them)
+    go through the step's own uploaded secrets file and reach the API server on stdin, never a
+    command line, a log or the state, which keeps only each value's hash, so a new value re-runs
+    the step. ``variables`` names the Terraform variable of each key that must not be empty, for
+    the script's error. A replaced cluster is empty: the step runs again into the new one."""
+    unknown = sorted(set(variables) - set(values))
+    if unknown:
+        raise ValueError(f"variables name Secret keys {unknown} that have no value")
+    return run_scripts(
+        scope,
+        id,
+        host=host,
+        runs=[
+            ScriptRun(
+                "kube-secret.sh",
+                {
+                    "NAMESPACE": namespace,
+                    "SECRET_NAME": secret_name,
+                    "REQUIRED": " ".join(f"{key}:{variables[key]}" for key in sorted(variables)),
+                },
+                secret_env=values,
+                secrets_name=f"kube-secret.{namespace}.{secret_name}",
+            )
+        ],
+        extra_triggers={f"{key}_sha256": sha256_of(value) for key, value in sorted(values.items())},
+        depends_on=depends_on,
+        cluster=cluster,
     )
 
 

@@ -7,14 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cdktf import Fn
 from cdktf_cdktf_provider_helm.release import ReleaseSetSensitive
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts
+from gpu_constructs.hostexec import SshHost, kube_secret_step
 
 NAMESPACE = "jupyterhub"
 USER_NODE_LABEL = ("hub.jupyter.org/node-purpose", "user")
@@ -228,9 +227,8 @@ class JupyterHubProps:
     """A k3s server the admin password Secret is written from with k3s' kubectl (over SSH, through
     an uploaded secrets file); required with ``native`` auth."""
     secret_after: Sequence[Any] = ()
-    """The other kube-secret.sh steps on ``secret_host``: the admin Secret's step runs after them,
-    since they share the script's one secrets file (ScriptRun.secrets_path), which the script
-    deletes after reading."""
+    """Steps the admin Secret's step runs after. Each kube-secret.sh step has a secrets file of its
+    own (:func:`~gpu_constructs.hostexec.kube_secret_step`), so none is needed for that."""
     hub_db_storage_class: str | None = None
     """Class of the hub's SQLite database volume (hub.db.pvc.storageClassName); None: the cluster's
     default. Never an NFS class: JupyterHub's docs ("The Hub's Database", Notes and Tips): "The
@@ -304,27 +302,15 @@ class JupyterHub(Construct):
         auth = props.auth
         if auth.kind == "native":
             assert props.secret_host is not None and auth.admin_password is not None
-            # "${var.NAME}" (which Fn.sha256 would escape as text) or a cdktf token (which it hashes)
             literal = re.fullmatch(r"\$\{var\.([A-Za-z0-9_-]+)\}", auth.admin_password)
-            variable = literal[1] if literal else "auth.admin_password"
-            digest = f"${{sha256(var.{variable})}}" if literal else Fn.sha256(auth.admin_password)
-            self.admin_secret = run_scripts(
+            self.admin_secret = kube_secret_step(
                 self,
                 "admin-password",
                 host=props.secret_host,
-                runs=[
-                    ScriptRun(
-                        "kube-secret.sh",
-                        {
-                            "NAMESPACE": NAMESPACE,
-                            "SECRET_NAME": ADMIN_SECRET,
-                            "REQUIRED": f"{ADMIN_SECRET_KEY}:{variable}",
-                        },
-                        secret_env={ADMIN_SECRET_KEY: auth.admin_password},
-                    )
-                ],
-                # a new password re-runs the step; only its hash is kept in the state
-                extra_triggers={"password_sha256": digest},
+                namespace=NAMESPACE,
+                secret_name=ADMIN_SECRET,
+                values={ADMIN_SECRET_KEY: auth.admin_password},
+                variables={ADMIN_SECRET_KEY: literal[1] if literal else "auth.admin_password"},
                 cluster=props.cluster,
                 depends_on=props.secret_after,
             )

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cdktf import DataResource, Fn
+from cdktf import DataResource
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
@@ -27,19 +27,19 @@ from gpu_constructs.backup import ObjectStore
 from gpu_constructs.cluster import GpuCluster
 from gpu_constructs.database import ObjectStoreAccess, Postgres
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts, script_literal
+from gpu_constructs.hostexec import ScriptRun, SshHost, kube_secret_step, run_scripts, script_literal
 
 NAMESPACE = "vault"
 OPERATIONS_CONFIG_MAP = "vault-operations"
 SEAL_SECRET = "vault-seal"
-"""Secret with the AWS credentials of the KMS seal (written by vault-seal-secret.sh)."""
+"""Secret with the AWS credentials of the KMS seal (written by kube-secret.sh)."""
 SNAPSHOT_NAME = "vault-snapshot"
 """The raft snapshot CronJob, its ServiceAccount, Vault policy and Kubernetes auth role."""
 SNAPSHOT_CRONJOB = "vault-backup"
 """The CronJob: named ``<name>-backup``, so the backup alerts (BackupTooOld, BackupJobFailed in
 monitoring/rules/platform.yaml, from kube-state-metrics' kube_cronjob_* and kube_job_*) watch it."""
 SNAPSHOT_SECRET = "vault-object-store"
-"""Secret with the object store's keys in Vault's namespace (written by object-store-secret.sh)."""
+"""Secret with the object store's keys in Vault's namespace (written by kube-secret.sh)."""
 STANDALONE_NODE_ID = "vault-0"
 """Raft node id of the standalone server (its pod's name, as the HA servers' ids are theirs)."""
 
@@ -96,8 +96,9 @@ class VaultSnapshots:
     retention_days: int = 30
     """Snapshots older than this are deleted after each new one is uploaded."""
     after: tuple[Any, ...] = ()
-    """Steps the Secret's step waits for: another step that writes the same keys from the same host
-    (their secrets files would collide)."""
+    """Steps the Secret's step waits for. Each Secret's step has a secrets file of its own
+    (:func:`~gpu_constructs.hostexec.kube_secret_step`), so one that writes the same keys from the
+    same host needs no order."""
 
     def __post_init__(self) -> None:
         validate.cron("vault_snapshot_schedule", self.schedule)
@@ -182,25 +183,20 @@ class Vault(Construct):
         seal_host = props.secret_host or props.bootstrap_host
         if props.seal is not None and seal_host is not None:
             seal = props.seal
-            self.seal_secret = run_scripts(
+            self.seal_secret = kube_secret_step(
                 self,
                 "seal-secret",
                 host=seal_host,
-                runs=[
-                    ScriptRun(
-                        "vault-seal-secret.sh",
-                        {"NAMESPACE": NAMESPACE, "SECRET_NAME": SEAL_SECRET},
-                        secret_env={
-                            "AWS_ACCESS_KEY_ID": seal.access_key_id,
-                            "AWS_SECRET_ACCESS_KEY": seal.secret_access_key,
-                        },
-                    )
-                ],
-                # New keys re-run the step; only their hash is kept in the state.
-                extra_triggers={
-                    "credentials_sha256": Fn.sha256(f"{seal.access_key_id}:{seal.secret_access_key}")
+                namespace=NAMESPACE,
+                secret_name=SEAL_SECRET,
+                values={
+                    "AWS_ACCESS_KEY_ID": seal.access_key_id,
+                    "AWS_SECRET_ACCESS_KEY": seal.secret_access_key,
                 },
-                # A replaced cluster is empty: the Secret is written again into the new one.
+                variables={
+                    "AWS_ACCESS_KEY_ID": "vault_kms_access_key_id",
+                    "AWS_SECRET_ACCESS_KEY": "vault_kms_secret_access_key",
+                },
                 cluster=props.cluster,
             )
         self.release = helm.release(

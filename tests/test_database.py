@@ -114,62 +114,63 @@ def test_the_keys_reach_the_cluster_only_through_the_secret_step(synth):
         return Postgres(stack, "postgres", props=postgres_props(object_store_access=access))
 
     synthesized = synth(make)
-    (step,) = [v for k, v in resources(synthesized, "terraform_data").items() if "object-store-secret" in k]
+    step = _secret_step(synthesized)
     uploads = [p["file"] for p in step["provisioner"] if "file" in p]
     assert {
-        "content": "ACCESS_KEY_ID=${var.backup_access_key_id}\nSECRET_ACCESS_KEY=${var.backup_secret_access_key}\n",
-        "destination": ".gpu-constructs/object-store-secret.sh.env",
+        "content": "ACCESS_KEY_ID=${var.backup_access_key_id}\n"
+        "ACCESS_SECRET_KEY=${var.backup_secret_access_key}\nREGION=us-east-1\n",
+        "destination": ".gpu-constructs/kube-secret.ffe.ffe-db-object-store.env",
     } in uploads
     commands = [c for p in step["provisioner"] if "remote-exec" in p for c in p["remote-exec"]["inline"]]
     assert not [c for c in commands if "var.backup" in c]
     triggers = step["triggers_replace"]
-    assert triggers["access_key_id_sha256"] == "${sha256(var.backup_access_key_id)}"
-    assert triggers["secret_access_key_sha256"] == "${sha256(var.backup_secret_access_key)}"
+    assert triggers["ACCESS_KEY_ID_sha256"] == "${sha256(var.backup_access_key_id)}"
+    assert triggers["ACCESS_SECRET_KEY_sha256"] == "${sha256(var.backup_secret_access_key)}"
     releases = {r["name"]: r for r in resources(synthesized, "helm_release").values()}
     assert "var.backup" not in json.dumps(releases)
     assert any("object-store-secret" in dep for dep in releases["ffe-db"]["depends_on"])
 
 
-def test_a_minio_endpoint_opens_its_port_to_the_database(synth):
-    _, minio = build(synth, object_store=ObjectStore(bucket="b-1", endpoint="http://minio.lan:9000"))
-    assert minio.backup_egress == [{"ports": [{"protocol": "TCP", "port": 9000}]}]
-    _, aws = build(synth)
-    assert aws.backup_egress == []  # 443 is open to the database already (the API server's rule)
+def _secret_step(synthesized: dict) -> dict:
+    (step,) = [v for k, v in resources(synthesized, "terraform_data").items() if "object-store-secret" in k]
+    return step
 
 
-def test_the_secret_step_writes_both_keys_and_leaves_no_trace(tmp_path):
+def _run_secret_step(synth, host: Host, values: dict[str, str]):
+    step = _secret_step(synth(lambda stack: Postgres(stack, "postgres", props=postgres_props())))
+    return host.run_step(step, values)
+
+
+def test_the_secret_step_writes_both_keys_and_leaves_no_trace(synth, tmp_path):
     host = Host(tmp_path)
     host.stub(
         "k3s", '[ "$2" = apply ] && cat >> "$STATE/applied.yaml" && echo --- >> "$STATE/applied.yaml"; true'
     )
-    secrets = host.state / "keys.env"
-    secrets.write_text(f"ACCESS_KEY_ID={KEY_ID}\nSECRET_ACCESS_KEY={SECRET_KEY}\n")
-    result = host.run(
-        "object-store-secret.sh",
-        NAMESPACE="ffe",
-        SECRET_NAME="ffe-db-object-store",
-        REGION="auto",
-        SECRETS_FILE=str(secrets),
+    result, secrets = _run_secret_step(
+        synth, host, {"backup_access_key_id": KEY_ID, "backup_secret_access_key": SECRET_KEY}
     )
     assert result.returncode == 0, result.stderr
     applied = [d for d in yaml.safe_load_all((host.state / "applied.yaml").read_text()) if d]
     (secret,) = [d for d in applied if d["kind"] == "Secret"]
     assert secret["metadata"] == {"name": "ffe-db-object-store", "namespace": "ffe"}
     decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    assert decoded == {"ACCESS_KEY_ID": KEY_ID, "ACCESS_SECRET_KEY": SECRET_KEY, "REGION": "auto"}
+    # the key names CloudNativePG's Barman Cloud reads (barmanObjectStore.s3Credentials)
+    assert decoded == {"ACCESS_KEY_ID": KEY_ID, "ACCESS_SECRET_KEY": SECRET_KEY, "REGION": "us-east-1"}
     assert not secrets.exists()
     assert SECRET_KEY not in host.log.read_text() + result.stdout + result.stderr
 
 
-def test_the_secret_step_refuses_missing_keys(tmp_path):
+def test_the_secret_step_refuses_missing_keys(synth, tmp_path):
     host = Host(tmp_path)
     host.stub("k3s", "true")
-    secrets = host.state / "keys.env"
-    secrets.write_text(f"ACCESS_KEY_ID={KEY_ID}\n")
-    result = host.run(
-        "object-store-secret.sh", NAMESPACE="ffe", SECRET_NAME="s", REGION="r", SECRETS_FILE=str(secrets)
+    result, secrets = _run_secret_step(
+        synth, host, {"backup_access_key_id": KEY_ID, "backup_secret_access_key": ""}
     )
-    assert result.returncode == 2 and "SECRET_ACCESS_KEY is missing" in result.stderr
+    assert result.returncode == 2
+    assert (
+        "ACCESS_SECRET_KEY of ffe/ffe-db-object-store is empty or missing: "
+        "set the Terraform variable backup_secret_access_key." in result.stderr
+    )
     assert host.calls("k3s") == [] and not secrets.exists()
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from gpu_constructs.cluster import K3S_CONTAINERD, Manager
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import ScriptRun, SshHost
+from gpu_constructs.hostexec import SshHost
 from gpu_constructs.jupyterhub import (
     ADMIN_PASSWORD_ENV,
     ADMIN_SECRET,
@@ -347,14 +347,16 @@ def test_the_native_admin_password_reaches_the_hub_through_a_secret_only(synth):
     uploads = [p["file"] for p in step["provisioner"] if "file" in p]
     assert {
         "content": f"{ADMIN_SECRET_KEY}={reference}\n",
-        "destination": ScriptRun("kube-secret.sh").secrets_path,
+        "destination": f".gpu-constructs/kube-secret.jupyterhub.{ADMIN_SECRET}.env",
     } in [{k: u[k] for k in ("content", "destination")} for u in uploads]
     (command,) = [c for p in step["provisioner"] if "remote-exec" in p for c in p["remote-exec"]["inline"]][
         -1:
     ]
     assert f"SECRET_NAME='{ADMIN_SECRET}'" in command and "NAMESPACE='jupyterhub'" in command
     assert "kube-secret.sh" in command and reference not in command
-    assert step["triggers_replace"]["password_sha256"] == "${sha256(var.jupyterhub_admin_password)}"
+    assert (
+        step["triggers_replace"][f"{ADMIN_SECRET_KEY}_sha256"] == "${sha256(var.jupyterhub_admin_password)}"
+    )
     assert reference not in json.dumps(step["triggers_replace"])
     assert reference not in json.dumps(release)
     hub = release_values(release)["hub"]

@@ -765,20 +765,28 @@ def unordered_secret_uploads(synthesized: dict) -> list[tuple[str, str, str]]:
 
 
 def test_no_two_steps_write_one_secrets_file_at_once():
-    """A gate over every stack of main.py; proxmox-ha's etcd and JupyterHub admin Secrets both go
-    through kube-secret.sh on cp1, and removing the order between them breaks it."""
+    """A gate over every stack of main.py. proxmox-ha's etcd and JupyterHub admin Secrets both go
+    through kube-secret.sh on cp1, each with a secrets file of its own; the two sharing one file
+    with no order between them breaks it."""
     shared = 0
     for instance in main.INSTANCES:
         stack = json.loads(cdktf.Testing.synth(instance.build(cdktf.Testing.app())))
         assert unordered_secret_uploads(stack) == [], instance.stack
         if instance.stack == "proxmox-ha":
             (admin,) = [k for k in resources(stack, "terraform_data") if "admin-password" in k]
-            step = stack["resource"]["terraform_data"][admin]
-            assert "terraform_data.etcd-s3-secret" in step["depends_on"]
+            steps = stack["resource"]["terraform_data"]
+            uploads = [
+                p["file"]
+                for name in (admin, "etcd-s3-secret")
+                for p in steps[name]["provisioner"]
+                if p.get("file", {}).get("destination", "").endswith(".env")
+            ]
+            assert len({u["destination"] for u in uploads}) == 2
+            assert "terraform_data.etcd-s3-secret" not in steps[admin].get("depends_on", [])
             shared += 1
-            step["depends_on"].remove("terraform_data.etcd-s3-secret")
+            uploads[0]["destination"] = uploads[1]["destination"]
             (pair,) = unordered_secret_uploads(stack)
-            assert pair[0].endswith("kube-secret.sh.env")
+            assert pair[0] == ".gpu-constructs/kube-secret.kube-system.k3s-etcd-s3.env"
     assert shared == 1
 
 

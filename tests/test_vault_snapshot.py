@@ -187,8 +187,20 @@ def test_the_bootstrap_writes_the_snapshot_policy_and_role(synthesized):
     assert bootstrap["triggers_replace"]["vault-bootstrap.sh:SNAPSHOT_SERVICE_ACCOUNT"] == "vault-snapshot"
     (secret_step,) = [k for k in steps if "snapshot-secret" in k]
     (postgres_secret,) = [k for k in steps if "postgres_object-store-secret" in k]
-    assert f"terraform_data.{postgres_secret}" in steps[secret_step]["depends_on"]
-    assert "backup_secret_access_key" not in json.dumps(steps[secret_step]["triggers_replace"]).replace(
+    # the same keys from the same server, each through a secrets file of its own
+    files = [
+        {
+            p["file"]["destination"]
+            for p in steps[name]["provisioner"]
+            if "file" in p and p["file"]["destination"].endswith(".env")
+        }
+        for name in (secret_step, postgres_secret)
+    ]
+    assert files == [
+        {".gpu-constructs/kube-secret.vault.vault-object-store.env"},
+        {".gpu-constructs/kube-secret.ffe.ffe-db-object-store.env"},
+    ]
+    assert "var.backup_secret_access_key" not in json.dumps(steps[secret_step]["triggers_replace"]).replace(
         "sha256(var.backup_secret_access_key)", ""
     )
 

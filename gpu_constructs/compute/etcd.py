@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from cdktf import DataResource, Fn
+from cdktf import DataResource
 from constructs import Construct
 
 from gpu_constructs import validate
 from gpu_constructs.backup import ObjectStore
 from gpu_constructs.cluster import GpuCluster
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import ScriptRun, SshHost, run_scripts
+from gpu_constructs.hostexec import SshHost, kube_secret_step
 
 SECRET_FLAGS = ("etcd-s3-access-key", "etcd-s3-secret-key")
 """The settings that carry the S3 key pair (references to sensitive variables)."""
@@ -162,23 +162,14 @@ class EtcdSnapshots:
         `make verify` finds no S3 snapshot then. A restore cannot read the Secret, the API server
         being down ("cannot use S3 config secret when restoring snapshot"): the runbook passes the
         S3 flags on its command line, the keys in the environment."""
-        data = self.secret_data()
-        return run_scripts(
+        return kube_secret_step(
             scope,
             construct_id,
             host=host,
-            runs=[
-                ScriptRun(
-                    "kube-secret.sh",
-                    {
-                        "NAMESPACE": "kube-system",
-                        "SECRET_NAME": CONFIG_SECRET,
-                        "REQUIRED": " ".join(f"{key}:{variables[key]}" for key in sorted(variables)),
-                    },
-                    secret_env=data,
-                )
-            ],
-            extra_triggers={f"{key}_sha256": Fn.sha256(value) for key, value in sorted(data.items())},
-            depends_on=depends_on,
+            namespace="kube-system",
+            secret_name=CONFIG_SECRET,
+            values=self.secret_data(),
+            variables=variables,
             cluster=cluster,
+            depends_on=depends_on,
         )

@@ -35,5 +35,8 @@ until k3s kubectl get namespace "$ns" >/dev/null 2>&1; do
 done
 
 printf 'apiVersion: v1\nkind: Secret\nmetadata:\n  name: %s\n  namespace: %s\ntype: Opaque\nstringData:\n  %s: "%s"\n' \
-  "$secret" "$ns" "$key" "$token" | k3s kubectl apply -f - >/dev/null
+  "$secret" "$ns" "$key" "$token" |
+  k3s kubectl apply --server-side --force-conflicts --field-manager=gpu-constructs -f - >/dev/null
+# See kube-secret.sh: no copy of the token in the last-applied-configuration annotation.
+k3s kubectl -n "$ns" annotate secret "$secret" kubectl.kubernetes.io/last-applied-configuration- >/dev/null
 echo "cloudflare-secret: ${ns}/${secret} written."

@@ -38,6 +38,13 @@ done
 
 # The namespace may not exist yet when the release that creates it comes after this step.
 printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n' "$ns" | k3s kubectl apply -f - >/dev/null
+# Server-side apply: a client-side apply copies the whole object, values and all, into the
+# kubectl.kubernetes.io/last-applied-configuration annotation, which `kubectl describe` prints.
 printf 'apiVersion: v1\nkind: Secret\nmetadata:\n  name: %s\n  namespace: %s\ntype: Opaque\ndata:\n%s' \
-  "$secret" "$ns" "$data" | k3s kubectl apply -f - >/dev/null
+  "$secret" "$ns" "$data" |
+  k3s kubectl apply --server-side --force-conflicts --field-manager=gpu-constructs -f - >/dev/null
+# A Secret an earlier client-side apply wrote keeps that annotation, and the API server keeps it up to
+# date on every server-side apply (KEP-555, "Interoperability with client-side apply"): drop it.
+# Removing an annotation the object does not have is no error (`kubectl annotate --help`).
+k3s kubectl -n "$ns" annotate secret "$secret" kubectl.kubernetes.io/last-applied-configuration- >/dev/null
 echo "kube-secret: ${ns}/${secret} written."
