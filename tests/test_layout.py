@@ -1,10 +1,11 @@
-"""The layout of tests/: test modules import shared code from tests/support (and tests.conftest),
-never from another test module, and every module that is not a test module, a conftest or a
-package's __init__ lives in tests/support.
+"""The layout of tests/: test modules (and the benchmarks in bench/) import shared code from
+tests/support and tests.conftest, never from a test module; every module that is not a test
+module, a conftest or a package's __init__ lives in tests/support.
 
-A helper imported from a test module drags that module's tests, fixtures and import-time work into
-the importer, and pytest may collect the fixture twice; shared fixtures belong in the nearest
-conftest.py, shared helpers in tests/support."""
+Importing from a test module runs its import-time work in the importer and ties the importer to
+that module's tests, and a fixture or test function imported that way belongs to the importer too
+(pytest collects it there as well); shared fixtures belong in the nearest conftest.py, shared
+helpers in tests/support."""
 
 from __future__ import annotations
 
@@ -41,9 +42,14 @@ def _python_files() -> list[Path]:
     return sorted(p for p in TESTS.rglob("*.py") if "__snapshots__" not in p.parts)
 
 
-def test_no_module_under_tests_imports_a_test_module():
+def _importers() -> list[Path]:
+    """Every module under tests/, and the benchmarks that run the tests' models."""
+    return [*_python_files(), *sorted((TESTS.parent / "bench").glob("*.py"))]
+
+
+def test_no_test_support_or_bench_module_imports_a_test_module():
     problems = []
-    for path in _python_files():
+    for path in _importers():
         package = ".".join(path.relative_to(TESTS.parent).parent.parts)
         problems += [
             f"{path.relative_to(TESTS.parent)}:{f}" for f in imported_test_modules(path.read_text(), package)
