@@ -11,8 +11,6 @@ from tests.support.validators import ObjectValidator
 # acceptable: tests/gates/test_render.py renders them with their chart and its values schema, and
 # tests/gates/test_values.py checks every key against the chart's defaults, schema and templates
 RENDERED = "rendered with the whole chart from ../shared/upstream/charts (test_render, test_values)"
-
-
 UNCHECKED_CHARTS = {
     "karpenter-crd": RENDERED,
     "traefik": RENDERED,
