@@ -35,7 +35,7 @@ endif
 export GPU_CONSTRUCTS_ENGINE := $(ENGINE)
 PY := $(VENV)/bin/python
 # Debian packages the build needs beyond Python 3.11, Node.js and npm (prometheus: promtool for the
-# alert rule tests; docker.io and busybox-static: the image gate, tests/test_lifecycle_images.py);
+# alert rule tests; docker.io and busybox-static: the image gate, tests/lifecycle/test_images.py);
 # libpq-dev: pg_config and libpq for building psycopg2, which barman[cloud] (the restore test) needs;
 # listed here so `make deps` is the one place that installs system packages. Only missing ones are
 # installed, with sudo where make does not run as root.

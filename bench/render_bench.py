@@ -22,7 +22,7 @@ os.environ.setdefault("CHECKPOINT_DISABLE", "1")
 
 def main() -> None:
     import main as app
-    from tests import render, test_order, test_placement, test_rendered_objects, test_values
+    from tests.support import gates, order, placement, render, values
 
     timings: dict[str, float] = {}
 
@@ -37,16 +37,16 @@ def main() -> None:
         start = time.perf_counter()
         stack = render.rendered(instance)
         start = phase("synth and helm template", start)
-        validator = test_rendered_objects.validator_for(stack)
+        validator = gates.validator_for(stack)
         for _, obj in stack.objects():
             validator.validate(obj)
             objects += 1
         start = phase("object validation (schemas, CEL)", start)
-        assert test_placement.placement_problems(stack) == []
+        assert placement.placement_problems(stack) == []
         start = phase("placement", start)
-        assert test_order.order_problems(stack, instance.environment) == []
+        assert order.order_problems(stack) == []
         start = phase("order", start)
-        assert all(test_values.release_dead_keys(release) == [] for release in stack.releases)
+        assert all(values.release_dead_keys(release) == [] for release in stack.releases)
         phase("dead values", start)
     total = time.perf_counter() - begin
     releases = sum(len(render.rendered(i).releases) for i in app.INSTANCES)

@@ -32,11 +32,11 @@ from gpu_constructs.cluster import (  # noqa: E402
     Manager,
     Taint,
 )
-from tests import render  # noqa: E402
+from tests.support import render  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM = render.UPSTREAM
-"""The upstream test data (tests/render.py ``upstream_root``: ``UPSTREAM_DIR`` or ../shared/upstream)."""
+"""The upstream test data (tests/support/render.py ``upstream_root``: ``UPSTREAM_DIR`` or ../shared/upstream)."""
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 ENGINE = provider_imports.ENGINE
@@ -206,8 +206,8 @@ def synth_main(outdir: Path, **env: str) -> dict[str, bytes]:
 
 @pytest.fixture(scope="session")
 def helm() -> str:
-    """Helm 3 for the render tests (tests/render.py): skipped without one, failed under CI=true."""
-    from tests import render
+    """Helm 3 for the render tests (tests/support/render.py): skipped without one, failed under CI=true."""
+    from tests.support import render
 
     found = render.helm_binary()
     if found is None:
@@ -236,7 +236,7 @@ def _stack_names() -> list[str]:
 def rendered_stack(request: pytest.FixtureRequest, helm: str, upstream: Path) -> Any:
     """Each stack in main.py with every release rendered by Helm (once per session)."""
     import main
-    from tests import render
+    from tests.support import render
 
     (instance,) = [i for i in main.INSTANCES if i.stack == request.param]
     return render.rendered(instance)

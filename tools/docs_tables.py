@@ -3,7 +3,7 @@
 Each page docs/<stack>.md of a stack in main.py holds its tables between two markers: the fields of
 the environment's settings dataclass (name, type, default, the field's docstring) and the variables
 the stack of main.py's instance declares (name, type, default, sensitive, description, as
-synthesized). tests/test_docs_tables.py fails when a page's tables differ from the code.
+synthesized). tests/app/test_docs_tables.py fails when a page's tables differ from the code.
 
     .venv/bin/python tools/docs_tables.py               # rewrite the tables of the pages with markers
     .venv/bin/python tools/docs_tables.py --insert lke  # add the section to a page without markers

@@ -1,2 +1,0 @@
-"""Models of what Terraform, Helm and the cluster do with a synthesized stack over time, each
-written from the upstream source it cites, for the lifecycle gates in tests/test_lifecycle_*.py."""

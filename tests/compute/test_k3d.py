@@ -1,0 +1,713 @@
+"""k3d-poc: the generated k3d command line, node roles, the Kubernetes layer, bad input, the script."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cdktf
+import pytest
+from syrupy.extensions.json import JSONSnapshotExtension
+
+from environments import Instance
+from gpu_constructs.compute.k3d import K3dProps
+from gpu_constructs.errors import ConfigError
+from tests.conftest import ON_ENGINE, by_kind, manifests_of, release_values, resources
+from tests.support import render
+from tests.support.host import Host
+from tests.support.stacks import run_the_pages_smoke_job_command
+from tests.support.validators import validate_manifest
+
+GPU_TOLERATION = {
+    "key": "node-role.kubernetes.io/gpu",
+    "operator": "Equal",
+    "value": "true",
+    "effect": "NoSchedule",
+}
+
+
+def synth(**overrides) -> dict:
+    stack = Instance("k3d-poc", "k3d-poc", overrides).build(cdktf.Testing.app())
+    return json.loads(cdktf.Testing.synth(stack))
+
+
+@pytest.fixture(scope="module")
+def stack_json() -> dict:
+    return synth()
+
+
+def releases(stack_json):
+    return {r["name"]: r for r in resources(stack_json, "helm_release").values()}
+
+
+@ON_ENGINE["cdktf"]
+def test_snapshot(stack_json, snapshot):
+    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
+
+
+@ON_ENGINE["cdktn"]
+def test_snapshot_cdktn(stack_json, snapshot):
+    assert stack_json == snapshot.use_extension(JSONSnapshotExtension)
+
+
+def test_k3d_command_line_creates_server_and_three_agents_with_taints_at_bootstrap():
+    assert K3dProps(kubeconfig_path="k").create_args() == [
+        "--servers", "1", "--agents", "3", "--image", "k3s-cuda:v1.35.5-k3s1-cuda13.1.1", "--gpus", "all",
+        "--api-port", "127.0.0.1:6550", "--kubeconfig-update-default=false", "--kubeconfig-switch-context=false",
+        "--wait",
+        "--k3s-arg", "--node-taint=CriticalAddonsOnly=true:NoExecute@server:0",
+        "--k3s-arg", "--disable=traefik@server:0",
+        "--k3s-arg", "--node-taint=node-role.kubernetes.io/infra=true:NoSchedule@agent:1",
+        "--k3s-arg", "--node-taint=node-role.kubernetes.io/gpu=true:NoSchedule@agent:2",
+    ]  # fmt: skip
+
+
+def test_every_agent_gets_its_role_label_and_infra_and_gpu_their_taints():
+    props = K3dProps(kubeconfig_path="k")
+    assert props.node_labels() == [
+        "k3d-gpu-poc-agent-0=node-role.kubernetes.io/app=true",
+        "k3d-gpu-poc-agent-1=node-role.kubernetes.io/infra=true",
+        "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true",
+        # k3s's ServiceLB pods only on the app agent (tests/gates/test_placement.py models them)
+        "k3d-gpu-poc-agent-0=svccontroller.k3s.cattle.io/enablelb=true",
+    ]
+    assert props.node_taints() == [
+        "k3d-gpu-poc-server-0=CriticalAddonsOnly=true:NoExecute",
+        "k3d-gpu-poc-agent-1=node-role.kubernetes.io/infra=true:NoSchedule",
+        "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true:NoSchedule",
+    ]
+
+
+def test_cluster_is_created_and_deleted_by_terraform_data(stack_json):
+    (cluster,) = resources(stack_json, "terraform_data").values()
+    create, destroy = cluster["provisioner"]
+    assert create["local-exec"]["environment"]["CLUSTER"] == "gpu-poc"
+    assert "k3d cluster create" in create["local-exec"]["command"]
+    assert destroy["local-exec"] == {
+        "command": "k3d cluster delete ${self.input.name} && rm -f ${self.input.kubeconfig}",
+        "when": "destroy",
+    }
+    assert cluster["input"]["kubeconfig"] == "${path.root}/../../../kubeconfig/k3d-poc.yaml"
+    assert create["local-exec"]["environment"]["GPU_NODES"] == "k3d-gpu-poc-agent-2"
+    assert set(cluster["triggers_replace"]) == {"definition"}
+    changed = synth(agents=("app", "gpu", "gpu"))
+    (other,) = resources(changed, "terraform_data").values()
+    assert other["triggers_replace"] != cluster["triggers_replace"]
+
+
+def test_device_plugin_runs_with_the_nvidia_runtime_on_the_gpu_agent(stack_json):
+    values = release_values(releases(stack_json)["nvidia-device-plugin"])
+    assert values["runtimeClassName"] == "nvidia"
+    assert values["tolerations"] == [GPU_TOLERATION]
+    assert values["nodeSelector"] == {"node-role.kubernetes.io/gpu": "true"}
+
+
+def test_smoke_test_job_requests_one_gpu_through_the_contract(stack_json, upstream):
+    release = releases(stack_json)["gpu-smoke-test"]
+    (job,) = by_kind(manifests_of(release), "Job")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    assert pod["containers"][0]["command"] == ["nvidia-smi"]
+    assert pod["tolerations"] == [GPU_TOLERATION] and pod["runtimeClassName"] == "nvidia"
+    assert pod["nodeSelector"] == {"node-role.kubernetes.io/gpu": "true"}
+    assert any("nvidia-device-plugin" in dep for dep in release["depends_on"])
+    validate_manifest(job, upstream)
+
+
+def test_no_argocd_by_default_and_on_the_infra_agent_when_asked(stack_json):
+    assert "argo-cd" not in releases(stack_json)
+    values = release_values(releases(synth(argocd=True))["argo-cd"])
+    assert values["global"]["nodeSelector"] == {"node-role.kubernetes.io/infra": "true"}
+    assert values["global"]["tolerations"][0]["key"] == "node-role.kubernetes.io/infra"
+
+
+def rendered_variant(stack: str, **overrides) -> render.RenderedStack:
+    """A k3d-poc variant rendered by real Helm like the stacks in main.py."""
+    instance = Instance(stack, "k3d-poc", overrides)
+    helm = render.helm_binary()
+    assert helm is not None
+    return render.render_built(stack, instance.build(cdktf.Testing.app()), helm)
+
+
+def test_the_optional_argocd_passes_every_gate(helm, upstream):
+    """argocd=True: the pinned argo-cd chart is in ../shared/upstream/charts, so the release renders
+    and goes through the same gates as every stack's releases."""
+    from tests.support.gates import UNCHECKED_CHARTS, validator_for
+    from tests.support.order import order_problems
+    from tests.support.placement import node_groups, placement_problems, pod_templates, why_not
+    from tests.support.validators import ObjectInvalid
+    from tests.support.values import release_dead_keys
+
+    stack = rendered_variant("k3d-poc-argocd", argocd=True)
+    (argocd,) = [r for r in stack.releases if r.chart == "argo-cd"]
+    assert argocd.version == "10.1.1" and argocd.chart_dir.is_dir()
+    assert len([o for o in argocd.objects if o["kind"] == "Deployment"]) >= 4
+    assert "argo-cd" in UNCHECKED_CHARTS
+    validator = validator_for(stack)
+    invalid = []
+    for _, obj in stack.objects():
+        try:
+            validator.validate(obj)
+        except ObjectInvalid as error:
+            invalid.append(str(error))
+    assert invalid == []
+    assert placement_problems(stack) == []
+    assert order_problems(stack) == []
+    # A node selector is a free-form label map; the chart's default (kubernetes.io/os: linux) is not
+    # empty, so the dead-key walk descends into it and lists the infra label: not a dead key.
+    dead = release_dead_keys(argocd)
+    assert [key for key in dead if not key.startswith("global.nodeSelector.")] == [], dead
+    # every Argo CD pod fits the infra agent and nothing else
+    groups = node_groups(stack)
+    for template in pod_templates(stack):
+        if template.where.startswith(argocd.address):
+            fits = [g.name for g in groups if why_not(template.spec, g) is None]
+            assert fits == ["infra agents"], template.where
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"agents": ("app", "storage")}, r"'agents' is 'storage': use one of app, infra, gpu"),
+        (
+            {"agents": ("infra", "gpu")},
+            r"'agents' is \('infra', 'gpu'\): an infra agent brings Traefik, whose ServiceLB pods run on "
+            r"the app agent \(else on server-0\): add 'app'$",
+        ),
+        (
+            {"agents": ("app", "infra")},
+            r"'smoke_test' is True: the GPU smoke test needs a 'gpu' agent: add 'gpu' to agents",
+        ),
+        ({"agents": ("app", "gpu"), "argocd": True}, r"'argocd' is True: Argo CD runs on the infra agent"),
+        ({"image": "k3s-cuda:latest"}, r"'image' is 'k3s-cuda:latest': pin the k3s CUDA image"),
+        ({"api_port": 443}, r"'api_port' is 443: "),
+        ({"image": "registry:5000/k3s-cuda"}, r"'image' is 'registry:5000/k3s-cuda': pin the k3s CUDA image"),
+        ({"cluster_name": "GPU_poc"}, r"'cluster_name' is 'GPU_poc': use a lower-case DNS label"),
+        ({"agents": (), "smoke_test": False}, r"'agents' is \(\): give at least one agent role"),
+        (
+            {"smoke_test_image": "nvcr.io/nvidia/cuda"},
+            r"'smoke_test_image' is 'nvcr.io/nvidia/cuda': pin the image",
+        ),
+    ],
+)
+def test_bad_settings(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        synth(**overrides)
+
+
+def test_bad_props():
+    with pytest.raises(ConfigError, match=r"'gpus' is 'two': give all, a GPU count such as 1, or device=0,1"):
+        K3dProps(kubeconfig_path="k", gpus="two")
+    with pytest.raises(ConfigError, match=r"'api_port' is 80: use from 1024 to 65535"):
+        K3dProps(kubeconfig_path="k", api_port=80)
+    assert K3dProps(kubeconfig_path="k", gpus="device=0,1").gpus == "device=0,1"
+
+
+def test_cpu_only_cluster_without_smoke_test_is_allowed():
+    cpu_only = synth(agents=("app", "infra"), smoke_test=False)
+    assert "nvidia-device-plugin" not in releases(cpu_only)
+
+
+# --- k3d-cluster.sh with stubbed docker, k3d, kubectl, nvidia-smi ------------------------------------
+# What `docker exec <node> cat .../containerd/config.toml` shows for the nvidia runtime. k3s v1.35
+# (containerd 2.x) renders its config from ContainerdConfigTemplateV3 (pkg/agent/templates), whose
+# extra runtimes are `[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'{{ $k }}']` with a
+# `.options` table holding BinaryName; k3s's version 2 template quoted the key with double quotes,
+# and nvidia-ctk writes it bare. The same TOML key in each spelling.
+V3_NVIDIA = """
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'nvidia']
+  runtime_type = "io.containerd.runc.v2"
+
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'nvidia'.options]
+  BinaryName = "/usr/bin/nvidia-container-runtime"
+  SystemdCgroup = true
+"""
+NVIDIA_RUNTIME_SPELLINGS = {
+    "k3s-v3-template": V3_NVIDIA,
+    "k3s-v2-template": V3_NVIDIA.replace("'nvidia'", '"nvidia"'),
+    "nvidia-ctk": V3_NVIDIA.replace("'nvidia'", "nvidia"),
+}
+RUNC_ONLY = V3_NVIDIA.replace("'nvidia'", "'runc'").replace("/usr/bin/nvidia-container-runtime", "runc")
+
+
+def k3d_host(
+    tmp_path: Path, *, docker_gpu: bool = True, node_runtime: bool = True, config_text: str = V3_NVIDIA
+) -> Host:
+    host = Host(tmp_path)
+    runtimes = '{"nvidia":{},"runc":{}}' if docker_gpu else '{"runc":{}}'
+    config = tmp_path / "containerd-config.toml"
+    config.write_text(config_text if node_runtime else RUNC_ONLY)
+    host.stub(
+        "docker",
+        f'if [ "$1" = exec ]; then [ "$2" = k3d-gpu-poc-agent-2 ] && cat {config}; exit 0; fi\n'
+        f"echo '{runtimes}'",
+    )
+    host.stub("nvidia-smi", "true")
+    host.stub(
+        "k3d",
+        '[ "$1 $2" = "cluster list" ] && exit 1; [ "$1 $2" = "kubeconfig get" ] && echo "apiVersion: v1"; exit 0',
+    )
+    host.stub(
+        "kubectl",
+        'case "$*" in\n'
+        '  "get nodes -l node-role.kubernetes.io/gpu=true -o name") echo node/k3d-gpu-poc-agent-2 ;;\n'
+        "  get\\ node\\ k3d-gpu-poc-agent-2*) printf 'node-role.kubernetes.io/gpu=true:NoSchedule\\n' ;;\n"
+        "esac",
+    )
+    return host
+
+
+ENV = {
+    "CLUSTER": "gpu-poc",
+    "CREATE_ARGS": "--servers 1 --agents 1",
+    "NODE_LABELS": "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true",
+    "NODE_TAINTS": "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true:NoSchedule",
+    "GPU_NODES": "k3d-gpu-poc-agent-2",
+}
+
+
+def test_script_creates_labels_and_verifies(tmp_path):
+    host = k3d_host(tmp_path)
+    result = host.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "kube.yaml"), **ENV)
+    assert result.returncode == 0, result.stderr
+    assert "k3d cluster create gpu-poc --servers 1 --agents 1" in host.calls("k3d")
+    assert (
+        "kubectl label node k3d-gpu-poc-agent-2 node-role.kubernetes.io/gpu=true --overwrite"
+        in host.calls("kubectl")
+    )
+    assert "verified" in result.stdout
+
+
+@pytest.mark.parametrize("spelling", sorted(NVIDIA_RUNTIME_SPELLINGS))
+def test_script_accepts_the_nvidia_runtime_in_every_toml_spelling(tmp_path, spelling):
+    host = k3d_host(tmp_path, config_text=NVIDIA_RUNTIME_SPELLINGS[spelling])
+    result = host.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "kube.yaml"), **ENV)
+    assert result.returncode == 0, result.stderr
+
+
+def test_script_fails_when_the_gpu_agents_containerd_has_no_nvidia_runtime(tmp_path):
+    """k3s registers RuntimeClass nvidia on every node; only the agent's containerd config shows
+    that k3s found nvidia-container-runtime there."""
+    host = k3d_host(tmp_path, node_runtime=False)
+    result = host.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "kube.yaml"), **ENV)
+    assert result.returncode == 1
+    assert "containerd on k3d-gpu-poc-agent-2 has no nvidia runtime" in result.stderr
+    assert "docker exec k3d-gpu-poc-agent-2 cat /var/lib/rancher/k3s/agent/etc/containerd/config.toml" in (
+        host.calls("docker")
+    )
+
+
+def test_script_names_each_missing_prerequisite(tmp_path):
+    host = Host(tmp_path)
+    shell = tmp_path / "shell"
+    shell.mkdir()
+    (shell / "bash").symlink_to("/bin/bash")
+    # Only bash on PATH: none of the tools (this machine has a docker client, for one).
+    result = host.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "k"), PATH=str(shell), **ENV)
+    assert result.returncode == 2
+    for tool in (
+        "'docker' is not installed",
+        "'k3d' is not installed",
+        "'kubectl' is not installed",
+        "'nvidia-smi' is not installed",
+    ):
+        assert tool in result.stderr
+
+
+REQUIREMENT_ERROR = (
+    "docker: Error response from daemon: failed to create task for container: ... nvidia-container-cli: "
+    "requirement error: unsatisfied condition: cuda>=13.1, please update your driver to a newer version"
+)
+
+
+def test_script_runs_the_smoke_test_image_first_and_explains_an_old_driver(tmp_path, stack_json):
+    """The smoke test's CUDA image needs a driver for its CUDA version (NVIDIA_REQUIRE_CUDA): the
+    script runs it with --gpus all before building anything and names the driver when it fails."""
+    (cluster,) = resources(stack_json, "terraform_data").values()
+    image = cluster["provisioner"][0]["local-exec"]["environment"]["SMOKE_IMAGE"]
+    assert image == "nvcr.io/nvidia/cuda:13.1.1-base-ubuntu24.04"
+    host = k3d_host(tmp_path)
+    host.stub(
+        "docker",
+        f'if [ "$1" = run ]; then echo "{REQUIREMENT_ERROR}" >&2; exit 125; fi\necho \'{{"nvidia":{{}}}}\'',
+    )
+    result = host.run(
+        "k3d-cluster.sh",
+        KUBECONFIG_OUT=str(tmp_path / "k"),
+        SMOKE_IMAGE=image,
+        IMAGE="k3s-cuda:x",
+        BUILD_CONTEXT="/ctx",
+        **ENV,
+    )
+    assert result.returncode == 2
+    assert "requirement error: unsatisfied condition: cuda>=13.1" in result.stderr
+    assert f"older than the CUDA version {image} requires" in result.stderr
+    assert f"docker run --rm --gpus all {image} nvidia-smi -L" in host.calls("docker")
+    assert host.calls("docker build") == [] and host.calls("k3d cluster create") == []
+    # a driver that meets the requirement passes the preflight
+    (tmp_path / "ok").mkdir()
+    ok = k3d_host(tmp_path / "ok")
+    assert (
+        ok.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "k"), SMOKE_IMAGE=image, **ENV).returncode == 0
+    )
+    assert f"docker run --rm --gpus all {image} nvidia-smi -L" in ok.calls("docker")
+    # without a smoke test there is no image to check
+    (cpu,) = resources(synth(agents=("app", "infra"), smoke_test=False), "terraform_data").values()
+    assert "SMOKE_IMAGE" not in cpu["provisioner"][0]["local-exec"]["environment"]
+
+
+def test_script_stops_without_docker_gpu_support(tmp_path):
+    host = k3d_host(tmp_path, docker_gpu=False)
+    result = host.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "k"), **ENV)
+    assert result.returncode == 2
+    assert "Docker has no 'nvidia' runtime" in result.stderr
+    assert host.calls("k3d cluster create") == []
+
+
+# --- the k3s CUDA node image -----------------------------------------------------------------------
+DOCKERFILE = Path(__file__).resolve().parents[2] / "docker" / "k3s-cuda" / "Dockerfile"
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    found = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            keyword, _, rest = line.strip().partition(" ")
+            found.append((keyword.upper(), " ".join(rest.split())))
+    return found
+
+
+def test_node_image_is_built_from_the_whole_k3s_filesystem_as_k3d_guides():
+    """k3d's CUDA guide: the k3s image's filesystem on a CUDA base with the toolkit, its volumes,
+    /bin/aux on PATH and k3s as the entrypoint (copying only /bin leaves out /etc and /lib). One COPY
+    per k3s top-level directory, since Ubuntu's /bin, /lib and /var/run are symlinks (the build
+    itself: tests/lifecycle/test_images.py)."""
+    instructions = dockerfile_instructions()
+    from_lines = [args for keyword, args in instructions if keyword == "FROM"]
+    assert from_lines == ["rancher/k3s:${K3S_TAG} AS k3s", "nvcr.io/nvidia/cuda:${CUDA_TAG}"]
+    copies = [args for keyword, args in instructions if keyword == "COPY"]
+    assert copies == [
+        "--from=k3s /bin /bin",
+        "--from=k3s /etc /etc",
+        "--from=k3s /lib /lib",
+        "--from=k3s /usr/share/zoneinfo /usr/share/zoneinfo",
+    ]
+    volumes = {args for keyword, args in instructions if keyword == "VOLUME"}
+    assert volumes == {"/var/lib/kubelet", "/var/lib/rancher/k3s", "/var/lib/cni", "/var/log"}
+    assert ("ENV", 'PATH="$PATH:/bin/aux"') in instructions
+    assert instructions[-2:] == [("ENTRYPOINT", '["/bin/k3s"]'), ("CMD", '["agent"]')]
+    # no frontend image to pull from a registry, and nothing only a labs frontend parses
+    lines = DOCKERFILE.read_text().splitlines()
+    assert not any(line.replace(" ", "").lower().startswith("#syntax=") for line in lines)
+    assert not any("--exclude" in args for _, args in instructions)
+
+
+def test_node_image_versions_are_the_pins():
+    from gpu_constructs import versions
+    from gpu_constructs.compute.k3d import docker_build_args, image_build_args
+
+    defaults = dict(
+        args.split("=", 1) for keyword, args in dockerfile_instructions() if keyword == "ARG" and "=" in args
+    )
+    assert defaults == image_build_args()
+    assert defaults["NVIDIA_CTK_VERSION"] == versions.NVIDIA_CONTAINER_TOOLKIT.version
+    (run,) = [args for keyword, args in dockerfile_instructions() if keyword == "RUN"]
+    for package in (
+        "nvidia-container-toolkit",
+        "nvidia-container-toolkit-base",
+        "libnvidia-container-tools",
+        "libnvidia-container1",
+    ):
+        assert f'"{package}=${{NVIDIA_CTK_VERSION}}-1"' in run
+    assert "latest" not in DOCKERFILE.read_text()
+    assert docker_build_args()[-3:] == ["-t", versions.K3D_K3S_CUDA_IMAGE.version, "docker/k3s-cuda"]
+
+
+def test_make_builds_the_node_image(tmp_path):
+    """`make k3s-cuda-image` runs docker build with the pinned versions (a stub docker records it)."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "docker").write_text(f'#!/bin/bash\necho "$*" > {tmp_path}/docker.args\n')
+    (stub / "docker").chmod(0o755)
+    root = DOCKERFILE.parent.parent.parent
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["make", "--no-print-directory", "k3s-cuda-image"], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "docker.args").read_text().split() == [
+        "build",
+        "--build-arg", "CUDA_TAG=13.1.1-base-ubuntu24.04",
+        "--build-arg", "K3S_TAG=v1.35.5-k3s1",
+        "--build-arg", "NVIDIA_CTK_VERSION=1.20.0",
+        "-t", "k3s-cuda:v1.35.5-k3s1-cuda13.1.1",
+        "docker/k3s-cuda",
+    ]  # fmt: skip
+
+
+def test_the_stack_builds_the_node_image_before_the_cluster(stack_json, tmp_path):
+    (bootstrap,) = resources(stack_json, "terraform_data").values()
+    env = bootstrap["provisioner"][0]["local-exec"]["environment"]
+    assert env["IMAGE"] == "k3s-cuda:v1.35.5-k3s1-cuda13.1.1"
+    assert env["BUILD_CONTEXT"] == "${path.root}/../../../docker/k3s-cuda"
+    host = k3d_host(tmp_path)
+    result = host.run(
+        "k3d-cluster.sh",
+        KUBECONFIG_OUT=str(tmp_path / "kube.yaml"),
+        **{**ENV, **{k: env[k] for k in ("IMAGE", "BUILD_CONTEXT", "BUILD_ARGS")}},
+    )
+    assert result.returncode == 0, result.stderr
+    calls = host.calls()
+    build = calls.index(
+        "docker build --build-arg CUDA_TAG=13.1.1-base-ubuntu24.04 --build-arg K3S_TAG=v1.35.5-k3s1 "
+        "--build-arg NVIDIA_CTK_VERSION=1.20.0 -t k3s-cuda:v1.35.5-k3s1-cuda13.1.1 "
+        "${path.root}/../../../docker/k3s-cuda"
+    )
+    assert build < calls.index("k3d cluster create gpu-poc --servers 1 --agents 1")
+    (prebuilt,) = resources(synth(build_image=False), "terraform_data").values()
+    assert "BUILD_CONTEXT" not in prebuilt["provisioner"][0]["local-exec"]["environment"]
+
+
+def test_a_failed_image_build_stops_before_the_cluster(tmp_path):
+    host = k3d_host(tmp_path)
+    host.stub("docker", '[ "$1" = build ] && exit 1; echo \'{"nvidia":{}}\'')
+    result = host.run(
+        "k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "k"), IMAGE="k3s-cuda:x", BUILD_CONTEXT="/ctx", **ENV
+    )
+    assert result.returncode == 1 and "building k3s-cuda:x failed" in result.stderr
+    assert host.calls("k3d cluster create") == []
+
+
+@pytest.mark.parametrize("overrides", [{}, {"argocd": True}])
+def test_every_in_cluster_resource_is_replaced_with_the_cluster(overrides):
+    """depends_on only orders; a replaced cluster is empty unless its releases are replaced with it."""
+    synthesized = synth(**overrides)
+    (cluster_id,) = resources(synthesized, "terraform_data")
+    in_cluster = {
+        f"{kind}.{name}": body
+        for kind, bodies in synthesized["resource"].items()
+        if kind.startswith(("helm_", "kubernetes_", "kubectl_"))
+        for name, body in bodies.items()
+    }
+    assert len(in_cluster) == len(releases(synthesized)) >= 2
+    for address, body in in_cluster.items():
+        assert f"terraform_data.{cluster_id}.id" in body.get("lifecycle", {}).get(
+            "replace_triggered_by", []
+        ), address
+
+
+def test_terraform_replaces_a_release_when_the_cluster_is_replaced(stack_json, tmp_path):
+    """Real Terraform: the release's lifecycle block on a stand-in, the cluster's definition changed."""
+    from tests.conftest import run_terraform, terraform_binary
+
+    terraform = terraform_binary()
+    ((cluster_id, cluster),) = resources(stack_json, "terraform_data").items()
+    release = releases(stack_json)["gpu-smoke-test"]
+
+    def write(definition: str) -> None:
+        config = {
+            cluster_id: {"triggers_replace": {"definition": definition}},
+            "release": {"input": "r", "lifecycle": release["lifecycle"]},
+        }
+        (tmp_path / "main.tf.json").write_text(json.dumps({"resource": {"terraform_data": config}}))
+
+    write(cluster["triggers_replace"]["definition"])
+    env = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+    run_terraform(terraform, tmp_path, env, "init", "-input=false")
+    run_terraform(terraform, tmp_path, env, "apply", "-auto-approve", "-input=false")
+    write("changed")
+    plan = run_terraform(terraform, tmp_path, env, "plan", "-input=false")
+    assert "terraform_data.release will be replaced due to changes in replace_triggered_by" in plan.stdout
+
+
+def test_apply_waits_for_the_smoke_test_and_fails_with_it_within_the_timeout(helm, upstream):
+    """Rendered by real Helm: the Job Helm waits for (wait_for_jobs) fails on its first failed pod
+    (Helm fails a Job at status.failed > backoffLimit) and is ended before the release's timeout."""
+    import main
+    from tests.support import render
+
+    (instance,) = [i for i in main.INSTANCES if i.environment == "k3d-poc"]
+    stack = render.rendered(instance)
+    (release,) = [r for r in stack.releases if r.name == "gpu-smoke-test"]
+    assert release.raw["wait_for_jobs"] is True and release.raw["wait"] is True
+    assert release.raw["atomic"] is True
+    (job,) = [o for o in release.objects if o["kind"] == "Job"]
+    assert job["spec"]["backoffLimit"] == 0
+    assert 0 < job["spec"]["activeDeadlineSeconds"] < release.raw["timeout"]
+    assert job["metadata"]["name"] in stack.synthesized["output"]["smoke_test_logs"]["value"]
+
+
+def test_a_changed_smoke_test_is_a_new_job_not_an_update_of_the_immutable_template(stack_json):
+    def job_name(synthesized):
+        (job,) = by_kind(manifests_of(releases(synthesized)["gpu-smoke-test"]), "Job")
+        return job["metadata"]["name"]
+
+    name = job_name(stack_json)
+    assert name.startswith("gpu-smoke-test-") and name == job_name(synth())
+    changed = job_name(synth(smoke_test_image="nvcr.io/nvidia/cuda:13.0.0-base-ubuntu24.04"))
+    assert changed != name and changed.startswith("gpu-smoke-test-")
+    assert job_name(synth(time_slicing_replicas=4)) == name  # the Job itself did not change
+
+
+def test_the_ingress_runs_on_the_infra_agent(helm, upstream):
+    """The seed's table: ingress on the infra agent. k3s's own Traefik is disabled (it tolerates
+    neither the infra nor the server taint); the stack's Traefik selects and tolerates infra."""
+    from tests.support.placement import node_groups, pod_templates, why_not
+    from tests.support.stacks import INSTANCES
+
+    assert "--disable=traefik@server:0" in K3dProps(kubeconfig_path="k").create_args()
+    stack = render.rendered(INSTANCES["k3d-poc"])
+    (traefik,) = [r for r in stack.releases if r.chart == "traefik"]
+    assert traefik.version == "39.0.3"
+    groups = node_groups(stack)
+    templates = [
+        t for t in pod_templates(stack) if t.where.startswith(traefik.address) and "ServiceLB" not in t.where
+    ]
+    assert templates
+    for template in templates:
+        assert [g.name for g in groups if why_not(template.spec, g) is None] == ["infra agents"]
+    assert [o for o in traefik.objects if o["kind"] == "IngressClass"]
+
+
+def _definition(stack: dict) -> str:
+    (cluster,) = resources(stack, "terraform_data").values()
+    return cluster["triggers_replace"]["definition"]
+
+
+# A changed value for every setting of K3dPocSettings (backend: another state location).
+CHANGED_SETTINGS = {
+    "cluster_name": "gpu-poc-b",
+    "agents": ("app", "infra", "gpu", "gpu"),
+    "image": "k3s-cuda:v1.35.5-k3s1-cuda13.1.1-b",
+    "build_image": False,
+    "api_port": 6551,
+    "time_slicing_replicas": 2,
+    "smoke_test": False,
+    "smoke_test_image": "nvcr.io/nvidia/cuda:12.8.1-base-ubuntu24.04",
+    "argocd": True,
+    "monitoring": False,
+    "monitoring_retention": "1d",
+    "grafana_host": "grafana.k3d.test",
+}
+CLUSTER_SHAPING = {"cluster_name", "agents", "image", "build_image", "api_port"}
+"""What `k3d cluster create` is given or builds its nodes from: only these replace the cluster."""
+
+
+def test_only_cluster_shaping_settings_replace_the_cluster(stack_json):
+    """Every release has replace_triggered_by the cluster step, whose destroy runs k3d cluster
+    delete: a setting in its triggers re-creates the whole cluster (its data with it). Turning the
+    smoke test off or bumping its image changes only the smoke-test release."""
+    import dataclasses
+
+    from environments.k3d_poc import K3dPocSettings
+
+    fields = {f.name for f in dataclasses.fields(K3dPocSettings)} - {"backend"}
+    assert set(CHANGED_SETTINGS) == fields, "give every new setting a changed value here"
+    default = _definition(stack_json)
+    replacing = {
+        name for name, value in CHANGED_SETTINGS.items() if _definition(synth(**{name: value})) != default
+    }
+    assert replacing == CLUSTER_SHAPING
+
+
+def test_an_installed_package_in_another_place_keeps_the_cluster(monkeypatch, tmp_path):
+    """In an installed package the build context is an absolute site-packages path: another
+    virtualenv or Python version must not replace the cluster."""
+    import shutil
+
+    from gpu_constructs.compute import k3d
+
+    definitions = set()
+    for place in ("venv-a", "venv-b"):
+        context = tmp_path / place / "k3s_cuda"
+        shutil.copytree(k3d.PROJECT_ROOT / k3d.IMAGE_DIR, context)
+        monkeypatch.setattr(k3d, "image_dir", lambda: None)
+        monkeypatch.setattr(k3d, "PACKAGED_IMAGE_DIR", context)
+        stack = synth()
+        (cluster,) = resources(stack, "terraform_data").values()
+        assert cluster["provisioner"][0]["local-exec"]["environment"]["BUILD_CONTEXT"] == context.as_posix()
+        definitions.add(_definition(stack))
+    assert len(definitions) == 1
+
+
+def test_the_page_tells_how_to_recover_from_the_helm_providers_state_loss():
+    from gpu_constructs import versions
+
+    page = " ".join((Path(__file__).resolve().parents[2] / "docs" / "k3d-poc.md").read_text().split())
+    assert "hashicorp/terraform-provider-helm#1669" in page
+    assert f"helm provider ({versions.TERRAFORM_PROVIDER_HELM.version})" in page
+    assert "k3d cluster start gpu-poc" in page and "get --raw /readyz" in page
+
+
+def test_the_create_step_writes_the_kubeconfig_private_before_any_content(stack_json, tmp_path):
+    """The synthesized command (not only the script) under the usual umask 022: the kubeconfig
+    holds the cluster-admin key, so the file (0600) and a new kubeconfig/ (0700) are private when
+    the first byte is written, not only after the script's chmod."""
+    import subprocess
+
+    (cluster,) = resources(stack_json, "terraform_data").values()
+    create = cluster["provisioner"][0]["local-exec"]
+    command = create["command"].replace("$${", "${").replace("%%{", "%{")
+    host = k3d_host(tmp_path)
+    modes = tmp_path / "modes"
+    host.stub(
+        "k3d",
+        '[ "$1 $2" = "cluster list" ] && exit 1\n'
+        'if [ "$1 $2" = "kubeconfig get" ]; then\n'
+        f'  stat -c %a "$KUBECONFIG_OUT" "$(dirname "$KUBECONFIG_OUT")" > {modes}; echo "apiVersion: v1"\n'
+        "fi\nexit 0",
+    )
+    out = tmp_path / "fresh" / "k3d-poc.yaml"
+    result = subprocess.run(
+        ["bash", "-c", 'umask 022; exec bash -c "$0"', command],
+        env=host.environment(**{**ENV, "KUBECONFIG_OUT": str(out)}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert modes.read_text().split() == ["600", "700"]
+
+
+def test_every_agent_list_the_settings_accept_keeps_server_0_to_the_control_plane(helm, upstream):
+    """The placement gate over k3d variants the settings accept, not only main.py's default: an agent
+    list without 'app' (svclb-traefik would run on server-0) is refused at synth instead."""
+    from tests.support.placement import placement_problems
+
+    for agents in (("infra", "app", "gpu"), ("app", "gpu"), ("gpu", "app", "infra", "app")):
+        assert placement_problems(rendered_variant("k3d-var", agents=agents)) == []
+    with pytest.raises(ConfigError, match="'agents'"):
+        rendered_variant("k3d-var", agents=("infra", "gpu"))
+
+
+def test_a_second_instance_publishes_the_api_on_its_own_port():
+    """Docker publishes 127.0.0.1:<port> once: a second k3d-poc on the same machine takes api_port."""
+    app = cdktf.Testing.app()
+    first = Instance("k3d-poc", "k3d-poc").build(app)
+    second = Instance("k3d-poc-b", "k3d-poc", {"cluster_name": "gpu-poc-b", "api_port": 6551}).build(app)
+    ports = []
+    for stack in (first, second):
+        (cluster,) = resources(json.loads(cdktf.Testing.synth(stack)), "terraform_data").values()
+        args = cluster["provisioner"][0]["local-exec"]["environment"]["CREATE_ARGS"].split()
+        ports.append(args[args.index("--api-port") + 1])
+    assert ports == ["127.0.0.1:6550", "127.0.0.1:6551"]
+
+
+def test_the_page_shows_a_failed_smoke_test_that_its_atomic_release_removed(stack_json, tmp_path):
+    """An atomic release uninstalls its failed Job with its logs (helm v3.18 install.go failRelease):
+    the release stays atomic, and the page gives the watch and the same Job by hand."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "k3d-poc.md").read_text()
+    release = releases(stack_json)["gpu-smoke-test"]
+    assert release["atomic"] is True
+    job = run_the_pages_smoke_job_command(page, "k3d-poc", stack_json, tmp_path)
+    assert job == release_values(release)["manifests"][0] and job["kind"] == "Job"
+    assert "get events -n gpu-smoke-test -w" in " ".join(page.split())

@@ -1,0 +1,146 @@
+"""Gate: on destroy, every controller is uninstalled before what it needs to clean up, and what it
+finalizes is uninstalled before it (model and upstream references in tests/support/lifecycle/destroy.py).
+
+KNOWN lists what the stacks do today that the gate rejects, with the issue that fixes it. The gate
+is strict both ways: a finding not listed fails, and so does a listed one that no longer occurs.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from tests.support.lifecycle import destroy
+
+_ALB = "helm_release.alb-controller_release_0735D108"
+_KARPENTER = "helm_release.eks_karpenter_7C03CC45"
+
+# (stack, release, resource it must outlive) -> issue that fixes it
+KNOWN: dict[tuple[str, str, str], int] = {}
+
+
+def unexpected(
+    rendered: Any, known: dict[tuple[str, str, str], int] = KNOWN
+) -> tuple[dict[tuple[str, str, str], str], list[tuple[str, str, str]]]:
+    found = {finding.key: finding.why for finding in destroy.findings(rendered)}
+    new = {key: why for key, why in found.items() if key not in known}
+    gone = [key for key in known if key[0] == rendered.stack and key not in found]
+    return new, gone
+
+
+def test_controllers_outlive_what_they_finalize_and_need_what_they_clean_up(rendered_stack):
+    new, gone = unexpected(rendered_stack)
+    assert new == {}, f"{rendered_stack.stack}: destroyed before a controller that needs it is uninstalled"
+    assert gone == [], f"{rendered_stack.stack}: fixed, remove from KNOWN in {__file__}"
+
+
+def _rendered(stack: str) -> Any:
+    import main
+    from tests.support import render
+
+    (instance,) = [i for i in main.INSTANCES if i.stack == stack]
+    return copy.deepcopy(render.rendered(instance))
+
+
+def test_the_gate_sees_the_controllers(helm, upstream):
+    """Not vacuous: every controller in CONTROLLERS is found in some stack, from its image."""
+    found = {
+        controller
+        for stack in ("single-node", "eks-karpenter", "lke")
+        for controller, _ in destroy.controllers(_rendered(stack))
+    }
+    assert found == set(destroy.CONTROLLERS)
+
+
+def test_a_database_cluster_beside_its_operator_breaks_the_gate(helm, upstream):
+    """single-node's CNPG Cluster without its dependency on the operator: its finalizer never runs."""
+    rendered = _rendered("single-node")
+    release = rendered.synthesized["resource"]["helm_release"]["postgres_cluster_ACE3EF20"]
+    release["depends_on"] = [
+        d for d in release["depends_on"] if d != "helm_release.postgres_operator_ADDDFA8E"
+    ]
+    new, _ = unexpected(rendered)
+    assert new == {
+        (
+            "single-node",
+            "helm_release.postgres_cluster_ACE3EF20",
+            "helm_release.postgres_operator_ADDDFA8E",
+        ): "cloudnative-pg finalizes Cluster"
+    }
+
+
+def test_a_controller_that_may_outlive_its_cluster_breaks_the_gate(helm, upstream):
+    """lke's GPU Operator with neither its dependency on the GPU pool nor a provider naming the cluster."""
+    rendered = _rendered("lke")
+    rendered.synthesized["provider"]["helm"] = [{"kubernetes": {"config_path": "/tmp/kubeconfig"}}]
+    del rendered.synthesized["resource"]["helm_release"]["gpu-operator_0115E288"]["depends_on"]
+    new, _ = unexpected(rendered)
+    assert set(new) == {
+        ("lke", "helm_release.gpu-operator_0115E288", "linode_lke_cluster.lke_cluster_E4172A41"),
+        ("lke", "helm_release.gpu-operator_0115E288", "linode_lke_node_pool.lke_gpu-pool_C50C7EDA"),
+    }
+
+
+def test_subnets_the_alb_sits_in_must_outlive_its_controller(helm, upstream):
+    """eks-karpenter's load balancer controller without its dependency on the public subnets; a
+    table entry for the finding silences it, and must go once the dependency is back."""
+    rendered = _rendered("eks-karpenter")
+    release = rendered.synthesized["resource"]["helm_release"][_ALB.split(".", 1)[1]]
+    original = list(release["depends_on"])
+    release["depends_on"] = [d for d in original if not d.startswith("aws_subnet.")]
+    new, _ = unexpected(rendered)
+    subnets = {key[2] for key in new}
+    assert {key[1] for key in new} == {_ALB}
+    assert len(subnets) == 3
+    assert all(subnet.startswith("aws_subnet.eks_public-") for subnet in subnets)
+    known = dict.fromkeys(new, 21)
+    assert unexpected(rendered, known) == ({}, [])
+    release["depends_on"] = original
+    assert sorted(unexpected(rendered, known)[1]) == sorted(known)
+
+
+def test_a_cloud_firewall_beside_its_controller_breaks_the_gate(helm, upstream):
+    """lke: the CloudFirewall rendered by the controller's own chart (its `firewall` value), or in a
+    release that does not depend on the controller: either way its finalizer outlives the controller."""
+    rendered = _rendered("lke")
+    by_name = {r.name: r for r in rendered.releases}
+    controller, ruleset = by_name["cloud-firewall"], by_name["cloud-firewall-ruleset"]
+    assert [o["kind"] for o in ruleset.objects] == ["CloudFirewall"]
+    assert unexpected(rendered) == ({}, [])
+    controller.objects.append(ruleset.objects.pop())
+    new, _ = unexpected(rendered)
+    assert new == {
+        (
+            "lke",
+            controller.address,
+            controller.address,
+        ): "cloud-firewall-controller finalizes CloudFirewall in its own release"
+    }
+    rendered = _rendered("lke")
+    name = ruleset.address.split(".", 1)[1]
+    rendered.synthesized["resource"]["helm_release"][name]["depends_on"] = []
+    new, _ = unexpected(rendered)
+    assert new == {
+        ("lke", ruleset.address, controller.address): "cloud-firewall-controller finalizes CloudFirewall"
+    }
+
+
+def test_cloud_volumes_are_deleted_before_the_cluster(rendered_stack):
+    """On a platform whose cluster deletion leaves volumes billed (LKE), every claim is deleted with
+    its release and its class deletes the volume."""
+    assert destroy.volume_findings(rendered_stack) == []
+
+
+def test_a_retained_monitoring_volume_breaks_the_volume_gate(helm, upstream):
+    rendered = _rendered("lke")
+    assert destroy.volume_findings(rendered) == []
+    for _, obj in rendered.objects():
+        if obj.get("kind") == "Prometheus":
+            del obj["spec"]["persistentVolumeClaimRetentionPolicy"]
+        if obj.get("kind") == "Alertmanager":
+            del obj["spec"]["storage"]["volumeClaimTemplate"]["spec"]["storageClassName"]
+    found = destroy.volume_findings(rendered)
+    assert [f.split(": ", 1)[1] for f in found] == [
+        "Alertmanager kube-prometheus-stack-alertmanager: StorageClass linode-block-storage-retain reclaims with Retain",
+        "Prometheus kube-prometheus-stack-prometheus: its claims outlive helm uninstall",
+    ]
