@@ -290,11 +290,17 @@ def run_scripts(
     )
 
 
+def variable_of(value: str) -> str | None:
+    """NAME where ``value`` is the text ``${var.NAME}``, else None (a cdktf token or a literal)."""
+    literal = re.fullmatch(r"\$\{var\.([A-Za-z0-9_-]+)\}", value)
+    return literal[1] if literal else None
+
+
 def sha256_of(value: str) -> str:
     """A Terraform expression for the SHA-256 of ``value``, a cdktf token or ``${var.NAME}`` text
     (which ``Fn.sha256`` would hash as the literal text, escaped)."""
-    literal = re.fullmatch(r"\$\{var\.([A-Za-z0-9_-]+)\}", value)
-    return f"${{sha256(var.{literal[1]})}}" if literal else Fn.sha256(value)
+    name = variable_of(value)
+    return f"${{sha256(var.{name})}}" if name else Fn.sha256(value)
 
 
 def kube_secret_step(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +12,7 @@ from constructs import Construct
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import SshHost, kube_secret_step
+from gpu_constructs.hostexec import SshHost, kube_secret_step, variable_of
 
 NAMESPACE = "jupyterhub"
 USER_NODE_LABEL = ("hub.jupyter.org/node-purpose", "user")
@@ -302,7 +301,6 @@ class JupyterHub(Construct):
         auth = props.auth
         if auth.kind == "native":
             assert props.secret_host is not None and auth.admin_password is not None
-            literal = re.fullmatch(r"\$\{var\.([A-Za-z0-9_-]+)\}", auth.admin_password)
             self.admin_secret = kube_secret_step(
                 self,
                 "admin-password",
@@ -310,7 +308,7 @@ class JupyterHub(Construct):
                 namespace=NAMESPACE,
                 secret_name=ADMIN_SECRET,
                 values={ADMIN_SECRET_KEY: auth.admin_password},
-                variables={ADMIN_SECRET_KEY: literal[1] if literal else "auth.admin_password"},
+                variables={ADMIN_SECRET_KEY: variable_of(auth.admin_password) or "auth.admin_password"},
                 cluster=props.cluster,
                 depends_on=props.secret_after,
             )
