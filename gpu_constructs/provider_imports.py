@@ -19,7 +19,7 @@ getters that require a submodule on first use, which its ``package.json`` does n
   the package's exports (``vpc.Vpc``), so only the JavaScript submodules in use are loaded. The
   environment is changed only while the kernel starts; child processes of the app do not inherit it.
 
-The synthesized JSON is the same byte for byte (``tests/test_provider_imports.py`` proves it over
+The synthesized JSON is the same byte for byte (``tests/app/test_provider_imports.py`` proves it over
 every stack), and the same tests fail loudly if an upgraded package stops having the layout this
 relies on.
 

@@ -150,7 +150,7 @@ class EksProps:
         validate.int_range("karpenter_replicas", self.karpenter_replicas, 1, 5)
         # What the library itself puts on the system nodes must fit them: Karpenter's guaranteed
         # replicas and the EKS add-ons' pods. The charts' pods (monitoring, KEDA, the controllers)
-        # are known only once rendered: tests/test_system_capacity.py packs all of them.
+        # are known only once rendered: tests/compute/test_eks_system_capacity.py packs all of them.
         karpenter = PodRequests(
             "Karpenter",
             False,

@@ -39,7 +39,7 @@ SYSTEM_TAINT = Taint("CriticalAddonsOnly", "true", "NoSchedule")
 SYSTEM_INSTANCE_TYPE = "t3.xlarge"
 """Two of them hold what tolerates the system taint (about 4.3 vCPU and 5.5 GiB of requests with
 monitoring: Karpenter's two guaranteed 1 CPU / 1Gi replicas, Prometheus's 2Gi, KEDA, the load
-balancer controller, CoreDNS, the EBS CSI controller; tests/test_system_capacity.py packs them);
+balancer controller, CoreDNS, the EBS CSI controller; tests/compute/test_eks_system_capacity.py packs them);
 the seed's t3.small (1.9 vCPU, 1.5 GiB allocatable) does not hold Karpenter alone."""
 
 
