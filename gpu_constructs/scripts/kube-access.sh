@@ -11,7 +11,8 @@
 #               (client.authentication.k8s.io/v1) with the admin client certificate and key, which
 #               go to the provider's memory only: never into a file, the state or a log.
 # Environment: SSH_USER, SSH_HOST, SSH_KEY, HOST_KEY (optional: the key the stack pins, '<type>
-# <base64>'; ssh then accepts that key only; without it nothing is checked nor recorded), KUBECONFIG_PATH (default /etc/rancher/k3s/k3s.yaml).
+# <base64>'; ssh then accepts that key only; without it nothing is checked nor recorded), KUBECONFIG_PATH (default /etc/rancher/k3s/k3s.yaml),
+# CREDENTIAL_RETRY_SECONDS and CREDENTIAL_BACKOFF_SECONDS (credential mode: see the retry below).
 set -euo pipefail
 
 mode="${1:?the mode is required: ca or credential}"
@@ -76,6 +77,26 @@ if [ "$status" -ne 0 ] && [ "$status" -ne 255 ] && [ "$mode" = ca ]; then
       break
     fi
     sleep "${CA_POLL_SECONDS:-10}"
+    status=0
+    read_kubeconfig || status=$?
+  done
+fi
+# The credential plugin runs when the provider calls the API, which may be while k3s restarts or
+# the host reboots (an upgrade step, a driver change): ssh's own failures (255: refused, timed
+# out, reset) are retried with a doubling back-off (CREDENTIAL_BACKOFF_SECONDS, capped at 30 s)
+# for up to CREDENTIAL_RETRY_SECONDS (default 300); a remote failure (k3s.yaml unreadable) or a
+# changed host key is no passing outage and fails at once. Progress goes to stderr only: client-go
+# reads stdout as the ExecCredential.
+if [ "$status" -eq 255 ] && [ "$mode" = credential ]; then
+  deadline=$((SECONDS + ${CREDENTIAL_RETRY_SECONDS:-300}))
+  delay="${CREDENTIAL_BACKOFF_SECONDS:-2}"
+  while [ "$status" -eq 255 ] && [ "$SECONDS" -lt "$deadline" ]; do
+    if grep -q -e 'Host key verification failed' -e 'REMOTE HOST IDENTIFICATION HAS CHANGED' "$errors"; then
+      break
+    fi
+    echo "kube-access: ${host} does not answer over SSH ($(tail -n 1 "$errors")): retrying in ${delay}s" >&2
+    sleep "$delay"
+    delay=$(awk -v d="$delay" 'BEGIN { d = d * 2; if (d > 30) d = 30; print d }')
     status=0
     read_kubeconfig || status=$?
   done

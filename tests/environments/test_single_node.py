@@ -902,3 +902,25 @@ def test_every_upload_goes_into_the_private_directory_made_before_it(every_stack
                     ]
                     assert made, (stack_name, name)
     assert checked
+
+
+def test_the_reinstall_recipe_names_every_release_and_the_cluster_step_as_synthesized(stack_json):
+    """docs/single-node.md's recipe for a server reinstalled at its address: forget every release
+    (a release left in the state would be refreshed and uninstalled against a cluster that is not
+    there), then replace the step every release's replace_triggered_by names."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "single-node.md").read_text()
+    (block,) = [b for b in re.findall(r"```bash\n(.*?)```", docs, re.S) if "terraform state rm" in b]
+    command = block.replace("\\\n", " ")
+    (state_rm,) = [line for line in command.splitlines() if line.startswith("terraform state rm ")]
+    (apply,) = [line for line in command.splitlines() if line.startswith("terraform apply ")]
+    releases = {f"helm_release.{name}" for name in stack_json["resource"]["helm_release"]}
+    assert set(state_rm.split()[3:]) == releases
+    assert command.index("terraform state rm") < command.index("terraform apply")
+    triggers = {
+        trigger.removesuffix(".id")
+        for release in stack_json["resource"]["helm_release"].values()
+        for trigger in release["lifecycle"]["replace_triggered_by"]
+    }
+    (cluster,) = triggers
+    assert re.findall(r"-replace=(\S+)", apply) == [cluster]
+    assert "-refresh=false" not in apply

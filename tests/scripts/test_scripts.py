@@ -2375,3 +2375,52 @@ def test_init_rejects_key_splits_that_make_no_sense(host: Host, shares, threshol
     result = host.run("vault-init.sh", **_ops(host, "vault-0"), KEY_SHARES=shares, KEY_THRESHOLD=threshold)
     assert result.returncode == 1 and message in result.stderr
     assert host.calls("kubectl") == []
+
+
+# The server while k3s restarts or the host reboots, one answer per ssh call: ssh's own failures
+# (255) until the host answers again.
+RESTARTING_SSH = r"""
+n=$(cat "$STATE/ssh-count" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$STATE/ssh-count"
+if [ "$n" -le "$(cat "$STATE/down-for")" ]; then
+  echo "ssh: connect to host 192.168.1.100 port 22: Connection refused" >&2; exit 255
+fi
+cat "$STATE/k3s.yaml"
+"""
+
+
+def test_kube_access_credential_rides_out_an_ssh_outage_with_a_capped_back_off(host: Host):
+    """The provider calls the plugin while k3s restarts or the host reboots: ssh's 255 is retried
+    with a doubling delay capped at 30 s, and stdout holds the ExecCredential only."""
+    host.stub("ssh", RESTARTING_SSH)
+    host.stub("sleep", "")  # the delays asked for, logged, not slept
+    (host.state / "down-for").write_text("6")
+    result = _kube_access(host, "credential")
+    assert result.returncode == 0, result.stderr
+    credential = json.loads(result.stdout)  # nothing but the ExecCredential on stdout
+    assert credential["status"] == {"clientCertificateData": CERT_PEM, "clientKeyData": KEY_PEM}
+    assert len(host.calls("ssh")) == 7
+    assert host.calls("sleep") == ["sleep 2", "sleep 4", "sleep 8", "sleep 16", "sleep 30", "sleep 30"]
+    assert result.stderr.count("does not answer over SSH (ssh: connect to host") == 6
+
+
+def test_kube_access_credential_retries_for_a_bounded_time_and_only_ssh_failures(host: Host):
+    host.stub("ssh", RESTARTING_SSH)
+    (host.state / "down-for").write_text("1000")
+    result = _kube_access(host, "credential", CREDENTIAL_RETRY_SECONDS="1", CREDENTIAL_BACKOFF_SECONDS="0.1")
+    assert result.returncode == 1 and result.stdout == ""
+    assert 2 <= len(host.calls("ssh")) < 1000
+    assert "could not read /etc/rancher/k3s/k3s.yaml on 192.168.1.100" in result.stderr
+    # A remote failure (k3s.yaml unreadable) and a changed host key are no passing outage.
+    for body in (
+        'echo "cat: /etc/rancher/k3s/k3s.yaml: No such file or directory" >&2; exit 1',
+        'echo "Host key verification failed." >&2; exit 255',
+    ):
+        host.log.write_text("")
+        host.stub("ssh", body)
+        result = _kube_access(host, "credential", CREDENTIAL_BACKOFF_SECONDS="0")
+        assert result.returncode == 1 and len(host.calls("ssh")) == 1, body
+    # The data source's CA read still fails at once on an unreachable host (a plan with it down).
+    host.log.write_text("")
+    host.stub("ssh", RESTARTING_SSH)
+    result = _kube_access(host, "ca", stdin="{}", CREDENTIAL_BACKOFF_SECONDS="0")
+    assert result.returncode == 1 and len(host.calls("ssh")) == 1
