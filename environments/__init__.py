@@ -131,8 +131,13 @@ def selected(instances: Sequence[Instance], requested: str | None) -> list[Insta
 
 def synth(instances: Iterable[Instance], app: App | None = None) -> App:
     """Build the selected instances into ``app`` and synthesize them."""
+    from environments.k3d_poc import check_instances
+
     app = app or App()
-    for instance in selected(list(instances), os.environ.get(STACKS_ENV)):
+    instances = list(instances)
+    # Over every instance, selected or not: their stacks collide on the same machine either way.
+    check_instances(instances)
+    for instance in selected(instances, os.environ.get(STACKS_ENV)):
         instance.build(app)
     app.synth()
     return app

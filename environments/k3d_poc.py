@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from cdktf import TerraformOutput, TerraformStack
 from constructs import Construct
@@ -212,3 +212,26 @@ class K3dPocStack(TerraformStack):
         TerraformOutput(self, "kubeconfig_path", value=kubeconfig_path)
         if smoke_test_logs:
             TerraformOutput(self, "smoke_test_logs", value=smoke_test_logs)
+
+
+def check_instances(instances: Iterable[Any]) -> None:
+    """Refuse two k3d-poc instances of one app with the same cluster name or API port. Their stacks
+    run k3d on the machine that applies them, one Docker daemon: a second cluster of the same name
+    would be the first one (``k3d cluster create`` fails, and the second stack's destroy deletes the
+    first's cluster), and Docker publishes a host port once."""
+    seen: dict[tuple[str, Any], str] = {}
+    for instance in instances:
+        if instance.environment != "k3d-poc":
+            continue
+        settings = instance.settings()
+        for name in ("cluster_name", "api_port"):
+            value = getattr(settings, name)
+            other = seen.setdefault((name, value), instance.stack)
+            if other != instance.stack:
+                raise ConfigError(
+                    name,
+                    value,
+                    f"the k3d-poc instance {other!r} in main.py has it too, and k3d clusters on one "
+                    f"Docker host share names and host ports; give {instance.stack!r} its own",
+                    instance=instance.stack,
+                )

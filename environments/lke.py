@@ -97,8 +97,12 @@ class LkeStack(TerraformStack):
             description="Prefix of the cluster label: <prefix>-lke-gpu-kubeflow.",
             validation=[
                 rule(
-                    'can(regex("^[a-z0-9][a-z0-9-]{0,15}$", var.cluster_name_prefix))',
-                    "cluster_name_prefix must be 1-16 lower-case letters, digits or '-'.",
+                    # The cluster label <prefix>-lke-gpu-kubeflow within LKE's 32 characters, and
+                    # the firewall label <prefix>-lke-gpu-nodes without '--' (Linode label rules).
+                    'can(regex("^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$", var.cluster_name_prefix))'
+                    ' && !strcontains(var.cluster_name_prefix, "--")',
+                    "cluster_name_prefix must be 1-15 lower-case letters, digits or '-', starting and "
+                    "ending with a letter or digit, without '--'.",
                 )
             ],
         )

@@ -40,6 +40,57 @@ KARPENTER_RESOURCES = {"cpu": "1", "memory": "1Gi"}
 installs the chart (controller.resources; the chart's values.yaml carries the same example)."""
 GPU_POOL = "gpu-inference"
 
+RESERVED_LABEL_DOMAINS = ("karpenter.sh", "karpenter.k8s.aws", "kubernetes.io", "k8s.io")
+"""Label domains a NodePool's template labels may not use. The NodePool CRD (karpenter.sh/v1 at
+v1.14.1, spec.template.metadata.labels x-kubernetes-validations) rejects karpenter.sh and
+karpenter.k8s.aws keys other than the well-known labels Karpenter sets itself from the launched
+instance (those are given as requirements here, never pinned as labels) and kubernetes.io/hostname;
+Karpenter's RestrictedLabelDomains (kubernetes-sigs/karpenter pkg/apis/v1/labels.go) adds
+kubernetes.io and k8s.io, which the kubelet's NodeRestriction refuses to self-set, except the
+LABEL_DOMAIN_EXCEPTIONS. A domain is the key's part before '/', matched on its suffix as upstream does."""
+LABEL_DOMAIN_EXCEPTIONS = ("node.kubernetes.io", "node-restriction.kubernetes.io", "kops.k8s.io")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+"""The NodePool CRD's pattern (and maxLength 63) for template label values."""
+
+
+def _check_labels(field: str, labels: Mapping[str, str]) -> None:
+    """Template labels as the NodePool CRD and the API server's label syntax accept them."""
+    if len(labels) > 100:
+        raise ConfigError(field, len(labels), "give at most 100 labels (NodePool CRD maxProperties)")
+    for key, value in labels.items():
+        prefix, slash, name = key.rpartition("/")
+        if (
+            (slash and (len(prefix) > 253 or not _LABEL_PREFIX.match(prefix)))
+            or len(name) > 63
+            or not _LABEL_NAME.match(name)
+        ):
+            raise ConfigError(
+                field,
+                key,
+                "give a label key such as example.com/team: an optional DNS prefix, '/', "
+                "and a name of at most 63 letters, digits, '-', '_' or '.'",
+            )
+        domain = key.partition("/")[0]
+        if any(domain.endswith(reserved) for reserved in RESERVED_LABEL_DOMAINS) and not any(
+            domain.endswith(allowed) for allowed in LABEL_DOMAIN_EXCEPTIONS
+        ):
+            raise ConfigError(
+                field,
+                key,
+                f"use a label domain outside {', '.join(RESERVED_LABEL_DOMAINS)}, which "
+                "Karpenter and the kubelet reserve (node.kubernetes.io is allowed), e.g. example.com/team",
+            )
+        if len(value) > 63 or not _LABEL_VALUE.match(value):
+            raise ConfigError(
+                f"{field}[{key}]",
+                value,
+                "give a label value of at most 63 letters, digits, '-', '_' "
+                "or '.', starting and ending with a letter or digit",
+            )
+
+
 # Instance families the NodePools may name, with whether they carry NVIDIA GPUs.
 INSTANCE_FAMILIES = {
     "t3": False,
@@ -216,6 +267,7 @@ class NodePoolSpec:
 
     def __post_init__(self) -> None:
         validate.k8s_name("node pool name", self.name)
+        _check_labels(f"{self.name}.labels", self.labels)
         if self.termination_grace_period is not None and not GRACE_PERIOD.match(
             self.termination_grace_period
         ):

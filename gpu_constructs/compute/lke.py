@@ -117,6 +117,14 @@ def gpu_regions(plan: str) -> tuple[str, ...] | None:
     return None
 
 
+LINODE_LABEL = re.compile(r"^[A-Za-z0-9]([-_.A-Za-z0-9]*[A-Za-z0-9])?$")
+DOUBLED_SEPARATOR = re.compile(r"--|__|\.\.")
+"""A firewall label as the Linode API v4 accepts it (Create Firewall, ``label``): 3-32 characters
+that begin and end with a letter or digit, only letters, digits, '-', '_' and '.', and no two
+'-', '_' or '.' in a row. An LKE cluster label takes UTF-8 without 4-byte characters; the API
+spec's longest escaped form (193 characters, 6 per code point) bounds it at 32 characters."""
+
+
 @dataclass(frozen=True)
 class LkeProps:
     label: str
@@ -229,8 +237,22 @@ class LkeProps:
                 self.system_plan,
                 "use a Linode CPU plan such as g6-standard-2 for the system pool",
             )
-        if not validate.is_reference(self.firewall_label) and not 3 <= len(self.firewall_label) <= 32:
-            raise ConfigError("firewall_label", self.firewall_label, "use 3 to 32 characters")
+        if not validate.is_reference(self.firewall_label):
+            if not 3 <= len(self.firewall_label) <= 32:
+                raise ConfigError("firewall_label", self.firewall_label, "use 3 to 32 characters")
+            if not LINODE_LABEL.match(self.firewall_label) or DOUBLED_SEPARATOR.search(self.firewall_label):
+                raise ConfigError(
+                    "firewall_label",
+                    self.firewall_label,
+                    "use letters, digits, '-', '_' or '.', starting and ending with a letter or digit, "
+                    "without '--', '__' or '..'",
+                )
+        if not validate.is_reference(self.label) and (
+            not 1 <= len(self.label) <= 32 or any(ord(c) > 0xFFFF for c in self.label)
+        ):
+            raise ConfigError(
+                "label", self.label, "use 1 to 32 characters, none outside the Basic Multilingual Plane"
+            )
         if isinstance(self.runner_allowlist, (list, tuple)) and not self.runner_allowlist:
             raise ConfigError(
                 "runner_allowlist",

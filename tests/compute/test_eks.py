@@ -337,6 +337,76 @@ def test_disruption_budgets_and_termination_grace_period(synth, upstream):
         validate_manifest(manifest, upstream)
 
 
+def test_nodepool_labels_outside_reserved_domains_reach_the_node_template(synth, upstream):
+    labels = {"example.com/team": "ml", "node.kubernetes.io/role": "gpu", "tier": ""}
+    pools = (*SEED_NODE_POOLS[:2], replace(SEED_NODE_POOLS[2], labels=labels))
+    synthesized = eks_stack(synth, node_pools=pools)
+    objects = manifests_of(releases(synthesized)["karpenter-node-pools"])
+    specs = {p["metadata"]["name"]: p["spec"] for p in by_kind(objects, "NodePool")}
+    assert specs[GPU_POOL]["template"]["metadata"]["labels"] == labels
+    for manifest in objects:
+        validate_manifest(manifest, upstream)
+
+
+def test_nodepool_labels_the_crd_rejects_are_refused_at_synth(upstream):
+    """Every restricted domain and label of the NodePool CRD's template-label rules (read from the
+    CRD, so a new rule upstream is covered) is refused at synth, and a value fails at synth exactly
+    when the CRD's value pattern and length refuse it."""
+    path = upstream / "karpenter" / "karpenter.sh_nodepools.yaml"
+    if not path.is_file():
+        unavailable(f"no {path}")
+    crd = yaml.safe_load(path.read_text())
+    labels = _crd_property(crd, ("spec", "template", "metadata", "labels"))
+    keys = []
+    for rule in labels["x-kubernetes-validations"]:
+        restricted = re.fullmatch(r'label (domain )?"([^"]+)" is restricted', rule["message"])
+        assert restricted, f"a NodePool label rule synth does not know: {rule['message']}"
+        keys.append(f"{restricted[2]}/team" if restricted[1] else restricted[2])
+    assert len(keys) >= 4
+    for key in keys:
+        assert not _accepts(lambda k=key: pool(labels={k: "x"})), f"{key} accepted at synth"
+    value = labels["additionalProperties"]
+    value_pattern = re.compile(value["pattern"])
+    for candidate in ("", "ml", "a.b_c-d", "-ml", "ml.", "a b", "x" * 63, "x" * 64, "é"):
+        crd_says = bool(value_pattern.search(candidate)) and len(candidate) <= value["maxLength"]
+        ours = _accepts(lambda v=candidate: pool(labels={"example.com/team": v}))
+        assert ours == crd_says, f"label value {candidate!r}: synth {ours}, CRD {crd_says}"
+    many = {f"example.com/l{i}": "x" for i in range(labels["maxProperties"] + 1)}
+    assert not _accepts(lambda: pool(labels=many))
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (
+            {"karpenter.sh/team": "ml"},
+            r"^'p.labels' is 'karpenter.sh/team': use a label domain outside karpenter.sh, karpenter.k8s.aws, "
+            r"kubernetes.io, k8s.io, which Karpenter and the kubelet reserve \(node.kubernetes.io is allowed\), "
+            r"e.g. example.com/team$",
+        ),
+        (
+            {"kubernetes.io/hostname": "n1"},
+            r"^'p.labels' is 'kubernetes.io/hostname': use a label domain outside",
+        ),
+        ({"team.k8s.io/x": "ml"}, r"^'p.labels' is 'team.k8s.io/x': use a label domain outside"),
+        (
+            {"Example.com/team": "ml"},
+            r"^'p.labels' is 'Example.com/team': give a label key such as example.com/team: an optional DNS "
+            r"prefix, '/', and a name of at most 63 letters, digits, '-', '_' or '.'$",
+        ),
+        (
+            {"example.com/team": "a b"},
+            r"^'p.labels\[example.com/team\]' is 'a b': give a label value of at most 63 letters, digits, "
+            r"'-', '_' or '.', starting and ending with a letter or digit$",
+        ),
+    ],
+)
+def test_nodepool_label_errors_are_one_line(labels, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        pool(labels=labels)
+    assert "\n" not in str(error.value)
+
+
 def _crd_property(crd: dict, path: tuple[str, ...]) -> dict:
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     for key in path:

@@ -10,7 +10,9 @@ import cdktf
 import pytest
 from syrupy.extensions.json import JSONSnapshotExtension
 
+import environments
 from environments import Instance
+from environments.k3d_poc import check_instances
 from gpu_constructs.compute.k3d import K3dProps
 from gpu_constructs.errors import ConfigError
 from tests.conftest import ON_ENGINE, by_kind, manifests_of, release_values, resources
@@ -711,3 +713,32 @@ def test_the_page_shows_a_failed_smoke_test_that_its_atomic_release_removed(stac
     job = run_the_pages_smoke_job_command(page, "k3d-poc", stack_json, tmp_path)
     assert job == release_values(release)["manifests"][0] and job["kind"] == "Job"
     assert "get events -n gpu-smoke-test -w" in " ".join(page.split())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"api_port": 6551},
+            r"^k3d-b: 'cluster_name' is 'gpu-poc': the k3d-poc instance 'k3d-a' in main.py has it too, and "
+            r"k3d clusters on one Docker host share names and host ports; give 'k3d-b' its own$",
+        ),
+        ({"cluster_name": "other"}, r"^k3d-b: 'api_port' is 6550: the k3d-poc instance 'k3d-a' in main.py"),
+    ],
+)
+def test_two_k3d_instances_with_one_cluster_name_or_api_port_fail_at_synth(monkeypatch, overrides, message):
+    """Checked over every instance of the app, also when only one stack is selected."""
+    monkeypatch.setenv(environments.STACKS_ENV, "k3d-a")
+    instances = [
+        Instance("k3d-a", "k3d-poc"),
+        Instance("lke", "lke"),
+        Instance("k3d-b", "k3d-poc", overrides),
+    ]
+    with pytest.raises(ConfigError, match=message):
+        environments.synth(instances, cdktf.Testing.app())
+    check_instances(
+        [
+            Instance("k3d-a", "k3d-poc"),
+            Instance("k3d-b", "k3d-poc", {"cluster_name": "other", "api_port": 6551}),
+        ]
+    )

@@ -291,7 +291,10 @@ def test_good_variables_plan(variables_dir):
     [
         ("ui_allowed_cidrs", "[]", "ui_allowed_cidrs needs at least one network while the firewall is on."),
         ("api_allowed_cidrs", '["203.0.113.300/24"]', "api_allowed_cidrs entries must be IPv4 CIDRs"),
-        ("cluster_name_prefix", "Ops_Team", "cluster_name_prefix must be 1-16 lower-case letters"),
+        ("cluster_name_prefix", "Ops_Team", "cluster_name_prefix must be 1-15 lower-case letters"),
+        ("cluster_name_prefix", "ops-", "starting and ending with a letter or digit, without '--'."),
+        ("cluster_name_prefix", "ops--a", "starting and ending with a letter or digit, without '--'."),
+        ("cluster_name_prefix", "a" * 16, "cluster_name_prefix must be 1-15 lower-case letters"),
         ("runner_cidrs", "[]", "runner_cidrs needs the network Terraform runs from"),
         ("runner_cidrs", '["198.51.100.7"]', "runner_cidrs entries must be IPv4 CIDRs"),
         ("runner_cidrs", None, "No value for required variable"),
@@ -331,10 +334,12 @@ def test_the_api_acl_is_the_allowlist_and_the_runner_in_real_terraform(firewall,
 
 def test_the_firewall_label_carries_the_cluster_prefix(enterprise_json, tmp_path):
     """Firewall labels are unique in a Linode account: a second instance gets its own, and the
-    longest prefix Terraform accepts still fits the provider's 32 characters."""
+    longest prefix Terraform accepts still fits the provider's 32 characters, in the firewall label
+    and in the cluster label."""
     label = one(enterprise_json, "linode_firewall")["label"]
     assert label == "${var.cluster_name_prefix}-lke-gpu-nodes"
-    longest = "a" * 16
+    cluster_label = one(enterprise_json, "linode_lke_cluster")["label"]
+    longest = "a" * 15
     assert (
         plan(
             variables_workdir(enterprise_json["variable"], tmp_path),
@@ -343,7 +348,16 @@ def test_the_firewall_label_carries_the_cluster_prefix(enterprise_json, tmp_path
         ).returncode
         == 0
     )
-    assert 3 <= len(label.replace("${var.cluster_name_prefix}", longest)) <= 32
+    for each in (label, cluster_label):
+        LkeProps(
+            label=cluster_label.replace("${var.cluster_name_prefix}", longest),
+            api_allowlist=["203.0.113.0/24"],
+            ui_allowlist=["0.0.0.0/0"],
+            runner_allowlist=RUNNER,
+            firewall_label=label.replace("${var.cluster_name_prefix}", longest),
+            firewall_controller_token=TOKEN,
+        )
+        assert 3 <= len(each.replace("${var.cluster_name_prefix}", longest)) <= 32
     with pytest.raises(ConfigError, match=r"'firewall_label' is 'x': use 3 to 32 characters"):
         LkeProps(
             label="x",
@@ -353,6 +367,37 @@ def test_the_firewall_label_carries_the_cluster_prefix(enterprise_json, tmp_path
             firewall_label="x",
             firewall_controller_token=TOKEN,
         )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"firewall_label": "ops--nodes"},
+            r"^'firewall_label' is 'ops--nodes': use letters, digits, '-', '_' or '\.', starting and ending "
+            r"with a letter or digit, without '--', '__' or '\.\.'$",
+        ),
+        ({"firewall_label": "ops-nodes-"}, r"^'firewall_label' is 'ops-nodes-': use letters, digits"),
+        ({"firewall_label": "ops nodes"}, r"^'firewall_label' is 'ops nodes': use letters, digits"),
+        (
+            {"label": "a" * 33},
+            r"^'label' is 'a{33}': use 1 to 32 characters, none outside the Basic Multilingual Plane$",
+        ),
+        ({"label": "ops-\U0001f680"}, r"^'label' is .*: use 1 to 32 characters"),
+    ],
+)
+def test_linode_labels_the_api_refuses_fail_at_synth(fields, message):
+    base = {
+        "label": "ops-lke-gpu-kubeflow",
+        "api_allowlist": ["203.0.113.0/24"],
+        "ui_allowlist": ["0.0.0.0/0"],
+        "runner_allowlist": RUNNER,
+        "firewall_label": "ops-lke-gpu-nodes",
+        "firewall_controller_token": TOKEN,
+    }
+    LkeProps(**base)
+    with pytest.raises(ConfigError, match=message):
+        LkeProps(**{**base, **fields})
 
 
 @pytest.mark.parametrize("plan", ["g3-gpu-rtxpro6000-blackwell-1", "g3-gpu-rtxpro6000-blackwell-4"])
