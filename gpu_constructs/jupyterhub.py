@@ -31,6 +31,13 @@ ADMIN_SECRET_KEY = "initial"
 """The key of :data:`ADMIN_SECRET`, in the hub's namespace, that holds the native admin's initial
 password."""
 ADMIN_PASSWORD_ENV = "GPU_CONSTRUCTS_NATIVE_ADMIN_PASSWORD"
+HELM_RESOURCE_POLICY = "helm.sh/resource-policy"
+"""On the hub's database claim (z2jh 4.4.0 templates/hub/pvc.yaml renders hub.db.pvc.annotations
+onto ``hub-db-dir``), ``keep`` makes ``helm uninstall`` and a release replacement leave the claim,
+and with it the users, tokens and native accounts, in place (Helm 3 pkg/action/resource_policy.go
+filterManifestsToKeep). The kept claim keeps Helm's ownership label and release annotations, so
+a later install of the same release name in the same namespace adopts it (pkg/action/validate.go
+checkOwnership); nothing else deletes it but ``kubectl delete pvc`` (docs/proxmox-ha.md)."""
 SEED_NATIVE_ADMIN = f"""\
 # The admin's account exists before the hub answers /hub/signup (gpu_constructs/jupyterhub.py).
 import os
@@ -374,12 +381,11 @@ class JupyterHub(Construct):
 
     def contract_values(self) -> dict[str, Any]:
         props = self.props
+        hub_db_pvc: dict[str, Any] = {"annotations": {HELM_RESOURCE_POLICY: "keep"}}
+        if props.hub_db_storage_class:
+            hub_db_pvc["storageClassName"] = props.hub_db_storage_class
         return {
-            **(
-                {"hub": {"db": {"pvc": {"storageClassName": props.hub_db_storage_class}}}}
-                if props.hub_db_storage_class
-                else {}
-            ),
+            "hub": {"db": {"pvc": hub_db_pvc}},
             "scheduling": {"userPods": {"nodeAffinity": {"matchNodePurpose": props.user_node_purpose}}},
             "singleuser": {
                 "startTimeout": props.start_timeout_seconds,

@@ -541,3 +541,32 @@ def test_sqlite_databases_never_sit_on_nfs(helm, upstream):
             klass = claim["spec"].get("storageClassName") or next(iter(defaults), None)
             assert klass not in nfs, f"{instance.stack}: hub-db-dir on {klass}"
     assert checked == 1  # proxmox-ha's hub
+
+
+def test_the_hub_database_claim_is_kept_by_helm_uninstall(synth):
+    """hub.db.pvc.annotations carries helm.sh/resource-policy: keep with or without a class of its
+    own; the storage class is set only when given (None: the cluster's default)."""
+    assert hub_values(synth)["hub"]["db"]["pvc"] == {"annotations": {"helm.sh/resource-policy": "keep"}}
+    pvc = hub_values(synth, hub_db_storage_class="server-local")["hub"]["db"]["pvc"]
+    assert pvc == {"annotations": {"helm.sh/resource-policy": "keep"}, "storageClassName": "server-local"}
+
+
+def test_every_rendered_hub_database_claim_is_kept(helm, upstream):
+    """Rendered by Helm from z2jh 4.4.0 (templates/hub/pvc.yaml): every stack's hub-db-dir claim
+    carries the annotation Helm's uninstall reads (pkg/action/resource_policy.go: the value, trimmed
+    and lower-cased, equals "keep"), so a `helm uninstall` or a replaced release leaves it."""
+    import main
+    from tests.support import render
+
+    claims = [
+        (instance.stack, obj)
+        for instance in main.INSTANCES
+        for release, obj in render.rendered(instance).objects()
+        if release.chart == "jupyterhub"
+        and obj["kind"] == "PersistentVolumeClaim"
+        and obj["metadata"]["name"] == "hub-db-dir"
+    ]
+    assert [stack for stack, _ in claims] == ["proxmox-ha"]
+    for stack, claim in claims:
+        policy = (claim["metadata"].get("annotations") or {}).get("helm.sh/resource-policy", "")
+        assert policy.strip().lower() == "keep", f"{stack}: hub-db-dir is deleted by helm uninstall"
