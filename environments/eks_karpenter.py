@@ -23,14 +23,6 @@ from environments.variables import dns_name_rule, pinned_image_rule, rule
 from gpu_constructs import validate, versions
 from gpu_constructs.app_chart import DEFAULT_VALUES, AppChart, AppChartProps
 from gpu_constructs.autoscaling import INTERCEPTOR_ADMIN_PORT, Keda, KedaProps
-from gpu_constructs.aws_services import (
-    Certificate,
-    DeployerRole,
-    ExternalDns,
-    LoadBalancerController,
-    RdsPostgres,
-    RdsPostgresProps,
-)
 from gpu_constructs.backup import bucket_name
 from gpu_constructs.cluster import GpuSharing
 from gpu_constructs.compute.eks import (
@@ -41,8 +33,16 @@ from gpu_constructs.compute.eks import (
     EksProps,
     NodePoolSpec,
 )
-from gpu_constructs.compute.eks_cluster import EbsCsiDriver
-from gpu_constructs.compute.karpenter import check_ami_alias
+from gpu_constructs.compute.eks.cluster import EbsCsiDriver
+from gpu_constructs.compute.eks.karpenter import check_ami_alias
+from gpu_constructs.compute.eks.services import (
+    Certificate,
+    DeployerRole,
+    ExternalDns,
+    LoadBalancerController,
+    RdsPostgres,
+    RdsPostgresProps,
+)
 from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.helm import ValuesLayers, deep_merge

@@ -29,7 +29,7 @@ from environments.variables import (
 from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GPU_RESOURCE, GpuSharing
-from gpu_constructs.compute.etcd import EtcdS3, EtcdSnapshots
+from gpu_constructs.compute.k3s.etcd import EtcdS3, EtcdSnapshots
 from gpu_constructs.compute.proxmox import (
     CONTROL_PLANE_LABELS,
     SCRATCH_LABEL,
@@ -39,6 +39,7 @@ from gpu_constructs.compute.proxmox import (
     ProxmoxProps,
     SshHostKey,
 )
+from gpu_constructs.compute.proxmox.bindings import ProviderSsh, ProxmoxProvider
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script
@@ -46,7 +47,6 @@ from gpu_constructs.jupyterhub import NAMESPACE as JUPYTERHUB_NAMESPACE
 from gpu_constructs.jupyterhub import HubAuth, JupyterHub, JupyterHubProps
 from gpu_constructs.monitoring import DcgmSource, GrafanaIngress, Monitoring, MonitoringProps
 from gpu_constructs.networking import ACME_SOLVERS, INGRESS_CLASS, Networking, NetworkingProps
-from gpu_constructs.providers.proxmox import ProviderSsh, ProxmoxProvider
 from gpu_constructs.storage import Storage, StorageProps, StorageTier
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

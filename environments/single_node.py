@@ -37,7 +37,7 @@ from gpu_constructs import validate, versions
 from gpu_constructs.app_chart import AppChart, AppChartProps
 from gpu_constructs.backup import ObjectStore
 from gpu_constructs.cluster import GpuSharing, MigStrategy
-from gpu_constructs.compute.etcd import EtcdS3, EtcdSnapshots
+from gpu_constructs.compute.k3s.etcd import EtcdS3, EtcdSnapshots
 from gpu_constructs.compute.k3s_host import K3sHostGpuCompute, K3sHostProps
 from gpu_constructs.database import ObjectStoreAccess, Postgres, PostgresProps
 from gpu_constructs.errors import ConfigError

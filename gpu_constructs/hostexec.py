@@ -79,6 +79,8 @@ def negotiated_host_key_expression(keys: str) -> str:
 
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
+"""The scripts the workload constructs run (Vault, storage, networking, secrets); each platform
+package keeps its own beside its compute (``gpu_constructs/compute/<platform>/scripts``)."""
 SECRETS_DIR = ".gpu-constructs"
 REMOTE_DIR = SECRETS_DIR
 """Where the scripts are uploaded, relative to the SSH user's home (scp runs there): the same 0700
@@ -90,9 +92,31 @@ directory, so no other user can read the files; the script that reads one delete
 
 
 @cache
+def bundled_scripts() -> dict[str, Path]:
+    """Every script the package ships, by file name: ``gpu_constructs/scripts/*.sh`` and each
+    platform's ``gpu_constructs/compute/<platform>/scripts/*.sh``. A name is a step's identity in
+    its triggers and on the host (``~/.gpu-constructs/<name>``), so two directories shipping the same
+    name is an error."""
+    found: dict[str, Path] = {}
+    for path in sorted(Path(__file__).parent.glob("**/scripts/*.sh")):
+        if path.name in found:
+            raise ValueError(f"two bundled scripts named {path.name}: {found[path.name]} and {path}")
+        found[path.name] = path
+    return found
+
+
+def script_path(name: str) -> Path:
+    """Where the bundled script ``name`` is (see :func:`bundled_scripts`)."""
+    scripts = bundled_scripts()
+    if name not in scripts:
+        raise ValueError(f"no bundled script named {name}: the package ships {', '.join(scripts)}")
+    return scripts[name]
+
+
+@cache
 def script_text(name: str) -> str:
-    """The text of a bundled script (``gpu_constructs/scripts/<name>``)."""
-    return (SCRIPTS_DIR / name).read_text(encoding="utf-8")
+    """The text of the bundled script ``name`` (see :func:`bundled_scripts`)."""
+    return script_path(name).read_text(encoding="utf-8")
 
 
 def template_literal(text: str) -> str:

@@ -270,7 +270,9 @@ ARGO_CD_CHART = Pin(
 REPO_ARGO = "https://argoproj.github.io/argo-helm"
 
 # --- LKE ------------------------------------------------------------------------------------------------
-TERRAFORM_PROVIDER_LINODE = Pin("3.13.0", note="hand-written bindings in gpu_constructs/providers/linode.py")
+TERRAFORM_PROVIDER_LINODE = Pin(
+    "3.13.0", note="hand-written bindings in gpu_constructs/compute/lke/bindings.py"
+)
 LKE_KUBERNETES = Pin("1.34")
 LKE_KUBERNETES_OFFERED = ("1.33", "1.34", "1.35")
 """Kubernetes versions LKE (standard tier) offers, as minor versions. Source: Linode's LKE version
@@ -303,7 +305,7 @@ LKE_GPU_PLAN = Pin(
 
 # --- proxmox-ha -----------------------------------------------------------------------------------------
 TERRAFORM_PROVIDER_PROXMOX = Pin(
-    "0.111.1", note="hand-written bindings in gpu_constructs/providers/proxmox.py"
+    "0.111.1", note="hand-written bindings in gpu_constructs/compute/proxmox/bindings.py"
 )
 K3S_PROXMOX = Pin(
     "v1.33.4+k3s1",

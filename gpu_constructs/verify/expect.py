@@ -23,7 +23,7 @@ from gpu_constructs.compute.base import GpuCompute, NodeGroup, compute_of, gpu_s
 from gpu_constructs.errors import ConfigError
 
 if TYPE_CHECKING:  # gpu_constructs.validate imports cdktf, which the CLI loads later
-    from gpu_constructs.compute.etcd import EtcdSnapshots
+    from gpu_constructs.compute.k3s.etcd import EtcdSnapshots
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 

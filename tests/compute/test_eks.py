@@ -15,7 +15,6 @@ from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
 from gpu_constructs import versions
-from gpu_constructs.aws_services import RdsPostgresProps
 from gpu_constructs.compute.eks import (
     GPU_POOL,
     SEED_NODE_POOLS,
@@ -24,6 +23,7 @@ from gpu_constructs.compute.eks import (
     NodePoolSpec,
     check_eks_version,
 )
+from gpu_constructs.compute.eks.services import RdsPostgresProps
 from gpu_constructs.errors import ConfigError
 from tests.conftest import (
     NEEDS_AWS_5,
@@ -881,7 +881,7 @@ def record_cleanup_problems(synthesized: dict) -> list[str]:
     a margin before ExternalDNS: through a destroy-time pause that depends on the ExternalDNS
     release and that the Ingress release depends on (tests/support/lifecycle/graph.py: A is destroyed
     before B iff A depends on B)."""
-    from gpu_constructs.aws_services import EXTERNAL_DNS_INTERVAL_S
+    from gpu_constructs.compute.eks.services import EXTERNAL_DNS_INTERVAL_S
     from tests.support.lifecycle import graph
 
     by_name = releases(synthesized)
@@ -1398,9 +1398,9 @@ def test_vpc_cluster_and_karpenter_compose_on_their_own(synth):
     from cdktf_cdktf_provider_aws.provider import AwsProvider
 
     from gpu_constructs.cluster import GpuCluster, KubeAccess, Manager, Taint
-    from gpu_constructs.compute.aws_vpc import AwsVpc, AwsVpcProps
-    from gpu_constructs.compute.eks_cluster import EksSystemCluster, EksSystemClusterProps
-    from gpu_constructs.compute.karpenter import Karpenter, KarpenterProps
+    from gpu_constructs.compute.eks.cluster import EksSystemCluster, EksSystemClusterProps
+    from gpu_constructs.compute.eks.karpenter import Karpenter, KarpenterProps
+    from gpu_constructs.compute.eks.vpc import AwsVpc, AwsVpcProps
 
     def build(stack):
         AwsProvider(stack, "aws", region="eu-west-1")

@@ -1,4 +1,4 @@
-"""The controllers' IAM policies are data (gpu_constructs/policies/*.json): each file is a valid policy
+"""The controllers' IAM policies are data (gpu_constructs/compute/eks/policies/*.json): each file is a valid policy
 document whose placeholders the constructs fill, all of them, and each is what a stack ships."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import cdktf
 import pytest
 
 import main
-from gpu_constructs import iam
+from gpu_constructs.compute.eks import iam
 from tests.conftest import resources
 
 FILES = sorted(iam.POLICIES.glob("*.json"))

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from gpu_constructs.compute.aws_quotas import GPU_VCPUS, QUOTAS
 from gpu_constructs.compute.eks import GPU_POOL, SEED_NODE_POOLS
+from gpu_constructs.compute.eks.quotas import GPU_VCPUS, QUOTAS
 from tests.conftest import NEEDS_AWS_5, run_terraform
 from tests.support.eks import eks_stack
 

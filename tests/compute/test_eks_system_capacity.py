@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from gpu_constructs.compute import eks_cluster
-from gpu_constructs.compute.eks_cluster import SYSTEM_INSTANCE_TYPE, PodRequests, unplaced
+from gpu_constructs.compute.eks import cluster as eks_cluster
+from gpu_constructs.compute.eks.cluster import SYSTEM_INSTANCE_TYPE, PodRequests, unplaced
 from tests.support import render
 from tests.support.placement import from_compute, why_not
 

@@ -426,7 +426,7 @@ def test_contract_carries_the_containerd_template_of_the_installed_k3s(synth):
 
 def _snapshots(access_key="${var.a}", secret_key="${var.s}", **overrides):
     from gpu_constructs.backup import ObjectStore
-    from gpu_constructs.compute.etcd import EtcdS3, EtcdSnapshots
+    from gpu_constructs.compute.k3s.etcd import EtcdS3, EtcdSnapshots
 
     store = ObjectStore(bucket="ffe-backups", endpoint="http://minio.lan:9000", path="lab")
     s3 = EtcdS3.from_object_store(store, access_key=access_key, secret_key=secret_key)

@@ -143,7 +143,7 @@ def test_node_firewall_mirrors_linode_lke_defaults(enterprise_json):
 
 
 def test_firewall_rules_the_provider_would_refuse_fail_at_synth():
-    from gpu_constructs.providers.linode import FirewallRule
+    from gpu_constructs.compute.lke.bindings import FirewallRule
 
     with pytest.raises(ConfigError, match=r"'firewall rule label' is 'ui': use 3 to 32 characters"):
         FirewallRule("ui", "ACCEPT", "TCP", "80")

@@ -16,7 +16,7 @@ from syrupy.extensions.json import JSONSnapshotExtension
 
 import main
 from environments import Instance
-from gpu_constructs.compute.etcd import CONFIG_SECRET, EtcdS3, EtcdSnapshots
+from gpu_constructs.compute.k3s.etcd import CONFIG_SECRET, EtcdS3, EtcdSnapshots
 from gpu_constructs.compute.proxmox import (
     CLOUD_INIT_INPUTS,
     GpuDevice,
@@ -24,9 +24,9 @@ from gpu_constructs.compute.proxmox import (
     SshHostKey,
     kube_vip_manifests,
 )
+from gpu_constructs.compute.proxmox.bindings import PRIVILEGES, pveum_role_add
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import negotiated_host_key_expression
-from gpu_constructs.providers.proxmox import PRIVILEGES, pveum_role_add
 from tests.conftest import (
     ON_ENGINE,
     by_kind,
@@ -169,7 +169,7 @@ def test_every_argument_that_reaches_the_guest_through_cloud_init_is_ignored(eve
     a new argument cannot be missed."""
     from dataclasses import fields
 
-    from gpu_constructs.providers.proxmox import Initialization
+    from gpu_constructs.compute.proxmox.bindings import Initialization
 
     guest_only = {f"initialization[0].{f.name}" for f in fields(Initialization)} - {
         "initialization[0].datastore_id"

@@ -11,7 +11,7 @@ import pytest
 from cdktf import TerraformResourceLifecycle, TerraformStack
 
 import main
-from gpu_constructs.providers.proxmox import (
+from gpu_constructs.compute.proxmox.bindings import (
     Agent,
     Cpu,
     Disk,

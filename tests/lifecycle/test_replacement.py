@@ -98,7 +98,7 @@ def test_only_the_shared_path_builds_releases_and_sets_replace_triggered_by():
     triggering = {p.relative_to(root).as_posix() for p in sources if "replace_triggered_by" in p.read_text()}
     assert building == {"gpu_constructs/helm.py"}
     # and proxmox's VM firewalls, replaced with their VM (no release)
-    assert triggering == {"gpu_constructs/cluster.py", "gpu_constructs/compute/proxmox.py"}
+    assert triggering == {"gpu_constructs/cluster.py", "gpu_constructs/compute/proxmox/__init__.py"}
     (firewall_triggers,) = [p for p in sources if p.name == "proxmox.py" and "compute" in p.parts]
     assert "helm" not in firewall_triggers.read_text().split("def _firewall", 1)[1].split("\n    def ", 1)[0]
     # and no call site hands a cluster's readiness resources on by hand

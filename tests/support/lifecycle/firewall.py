@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpu_constructs.compute.lke import LKE_DEFAULT_INBOUND, LKE_PRIVATE
-from gpu_constructs.providers.linode import FirewallRule
+from gpu_constructs.compute.lke.bindings import FirewallRule
 from tests.support.render import RenderedStack
 
 

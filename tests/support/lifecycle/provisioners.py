@@ -285,7 +285,7 @@ def trigger_findings(synthesized: dict[str, Any]) -> dict[str, str]:
             r"[0-9a-f]{64}", str(triggers_replace.get("definition", ""))
         ):
             # k3d's cluster step: a digest of its script, image and whole environment
-            # (gpu_constructs/compute/k3d.py), so any change replaces it.
+            # (gpu_constructs/compute/k3d/__init__.py), so any change replaces it.
             continue
         if any("remote-exec" in block or "file" in block for block in resource.get("provisioner", [])):
             continue

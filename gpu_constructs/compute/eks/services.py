@@ -27,8 +27,8 @@ from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.compute.eks import SYSTEM_TAINT, EksGpuCompute
+from gpu_constructs.compute.eks.iam import policy_document, policy_file, service_trust
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.iam import policy_document, policy_file, service_trust
 
 # RDS for PostgreSQL offers no Performance Insights on these classes (RDS user guide,
 # USER_PerfInsights.Overview.Engines, "DB instance class support"); CreateDBInstance refuses them.

@@ -30,9 +30,9 @@ from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GPU_RESOURCE, GPU_TAINT, GpuCluster, Taint
-from gpu_constructs.compute.eks_cluster import SYSTEM_TAINT, node_role
+from gpu_constructs.compute.eks.cluster import SYSTEM_TAINT, node_role
+from gpu_constructs.compute.eks.iam import policy_document, policy_file, service_trust
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.iam import policy_document, policy_file, service_trust
 
 KARPENTER_NAMESPACE = "karpenter"
 KARPENTER_RESOURCES = {"cpu": "1", "memory": "1Gi"}

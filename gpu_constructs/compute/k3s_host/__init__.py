@@ -23,7 +23,7 @@ from gpu_constructs.cluster import (
     k3s_containerd,
 )
 from gpu_constructs.compute.base import NodeGroup, PlatformFacts, k3s_platform
-from gpu_constructs.compute.etcd import SECRET_FLAGS, EtcdSnapshots
+from gpu_constructs.compute.k3s.etcd import SECRET_FLAGS, EtcdSnapshots
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script, run_scripts, script_literal
 from gpu_constructs.providers.external import DataExternal

@@ -24,8 +24,7 @@ from constructs import Construct
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GPU_LABEL, GPU_TAINT, GpuCluster, GpuSharing, KubeAccess, Manager
 from gpu_constructs.compute.base import NodeGroup, PlatformFacts
-from gpu_constructs.errors import ConfigError
-from gpu_constructs.providers.linode import (
+from gpu_constructs.compute.lke.bindings import (
     Acl,
     AclAddresses,
     Autoscaler,
@@ -37,6 +36,7 @@ from gpu_constructs.providers.linode import (
     LkeNodePool,
     PoolTaint,
 )
+from gpu_constructs.errors import ConfigError
 
 GPU_POOL_TAG = "gpu-pool"
 # LKE's private networks: the control plane and nodes (192.168.128.0/17) and NodeBalancers

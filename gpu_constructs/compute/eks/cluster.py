@@ -29,7 +29,7 @@ from constructs import Construct
 
 from gpu_constructs import helm, validate
 from gpu_constructs.cluster import GpuCluster, Taint
-from gpu_constructs.iam import service_trust
+from gpu_constructs.compute.eks.iam import service_trust
 
 SYSTEM_NODE_GROUP = "system"
 """The managed node group's name prefix (EKS adds a unique suffix, and labels the nodes

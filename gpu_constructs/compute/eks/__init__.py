@@ -19,10 +19,8 @@ from constructs import Construct
 
 from gpu_constructs import validate, versions
 from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager
-from gpu_constructs.compute.aws_quotas import GpuQuotaCheck
-from gpu_constructs.compute.aws_vpc import AwsVpc, AwsVpcProps, check_network
 from gpu_constructs.compute.base import NodeGroup, PlatformFacts
-from gpu_constructs.compute.eks_cluster import (
+from gpu_constructs.compute.eks.cluster import (
     SYSTEM_ADDON_PODS,
     SYSTEM_INSTANCE_TYPE,
     SYSTEM_LABEL,
@@ -34,7 +32,8 @@ from gpu_constructs.compute.eks_cluster import (
     allocatable,
     unplaced,
 )
-from gpu_constructs.compute.karpenter import (
+from gpu_constructs.compute.eks.iam import policy_document
+from gpu_constructs.compute.eks.karpenter import (
     AMI_FAMILIES,
     GPU_POOL,
     GPU_TAINT,
@@ -50,8 +49,9 @@ from gpu_constructs.compute.karpenter import (
     NodeClassSpec,
     NodePoolSpec,
 )
+from gpu_constructs.compute.eks.quotas import GpuQuotaCheck
+from gpu_constructs.compute.eks.vpc import AwsVpc, AwsVpcProps, check_network
 from gpu_constructs.errors import ConfigError, did_you_mean
-from gpu_constructs.iam import policy_document
 
 __all__ = [
     "AMI_FAMILIES",

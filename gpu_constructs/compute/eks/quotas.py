@@ -21,7 +21,7 @@ from cdktf import Postcondition, TerraformResourceLifecycle
 from cdktf_cdktf_provider_aws.data_aws_servicequotas_service_quota import DataAwsServicequotasServiceQuota
 from constructs import Construct
 
-from gpu_constructs.compute.karpenter import INSTANCE_FAMILIES, NodePoolSpec
+from gpu_constructs.compute.eks.karpenter import INSTANCE_FAMILIES, NodePoolSpec
 
 QUOTA_CLASS = {"g4dn": "G", "g5": "G", "g6": "G", "g6e": "G", "p3": "P", "p4d": "P", "p5": "P"}
 """The EC2 quota class of each GPU family: G and VT instances share one quota, P instances another."""

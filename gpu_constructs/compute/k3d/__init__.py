@@ -24,8 +24,8 @@ from gpu_constructs.hostexec import script_literal
 
 IMAGE_DIR = Path("docker") / "k3s-cuda"
 """The node image's build context, relative to the project root (Dockerfile after k3d's CUDA guide)."""
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
-PACKAGED_IMAGE_DIR = Path(__file__).resolve().parent.parent / "k3s_cuda"
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+PACKAGED_IMAGE_DIR = Path(__file__).resolve().parents[2] / "k3s_cuda"
 """The same build context in an installed package (pyproject.toml maps docker/k3s-cuda there)."""
 
 

@@ -29,11 +29,8 @@ from gpu_constructs.cluster import (
     k3s_containerd,
 )
 from gpu_constructs.compute.base import NodeGroup, PlatformFacts, k3s_platform
-from gpu_constructs.compute.etcd import EtcdSnapshots
-from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import ScriptRun, run_local_script, script_literal
-from gpu_constructs.jupyterhub import USER_NODE_LABEL
-from gpu_constructs.providers.proxmox import (
+from gpu_constructs.compute.k3s.etcd import EtcdSnapshots
+from gpu_constructs.compute.proxmox.bindings import (
     Agent,
     Cpu,
     Disk,
@@ -56,6 +53,9 @@ from gpu_constructs.providers.proxmox import (
     SourceRaw,
     Vm,
 )
+from gpu_constructs.errors import ConfigError
+from gpu_constructs.hostexec import ScriptRun, run_local_script, script_literal
+from gpu_constructs.jupyterhub import USER_NODE_LABEL
 
 SCRATCH_MOUNT = "/mnt/scratch"
 SCRATCH_DEVICE = "/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_drive-scsi1"

@@ -22,8 +22,8 @@ from cdktf_cdktf_provider_aws.vpc import Vpc
 from constructs import Construct
 
 from gpu_constructs import validate
+from gpu_constructs.compute.eks.iam import policy_document, service_trust
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.iam import policy_document, service_trust
 
 
 def check_network(availability_zones: Sequence[str], vpc_cidr: str) -> None:
