@@ -14,11 +14,12 @@ from environments.state import Backend, use_backend
 from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuSharing
-from gpu_constructs.compute.k3d import ROLES, K3dGpuCompute, K3dProps, smoke_test_job
+from gpu_constructs.compute.k3d import ROLES, K3dGpuCompute, K3dProps
 from gpu_constructs.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginProps
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.monitoring import DcgmSource, GrafanaIngress, Monitoring, MonitoringProps
 from gpu_constructs.networking import TRAEFIK_PROVIDERS
+from gpu_constructs.smoke_test import smoke_test_job
 
 SMOKE_TEST_NAMESPACE = "gpu-smoke-test"
 

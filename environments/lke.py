@@ -18,12 +18,12 @@ from environments.state import Backend, use_backend
 from environments.variables import rule
 from gpu_constructs import helm, validate, versions
 from gpu_constructs.cluster import GpuSharing
-from gpu_constructs.compute.k3d import smoke_test_job
 from gpu_constructs.compute.lke import LINODE_DELETE_CLASS, LkeGpuCompute, LkeProps
 from gpu_constructs.compute.lke.bindings import LinodeProvider
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
 from gpu_constructs.monitoring import NODE_EXPORTER_PORT, DcgmSource, Monitoring, MonitoringProps
 from gpu_constructs.networking import TRAEFIK_PROVIDERS
+from gpu_constructs.smoke_test import smoke_test_job
 
 SMOKE_TEST_NAMESPACE = "gpu-smoke-test"
 

@@ -65,6 +65,9 @@ GPU pool): the one NVIDIA's device plugin and GPU Operator examples select on.""
 GPU_TAINT = Taint(GPU_RESOURCE, "true", "NoSchedule")
 """The taint GPU nodes carry (or GPU pods tolerate where the nodes are untainted): it keeps pods that
 do not ask for a GPU off GPU nodes."""
+USER_NODE_LABEL = ("hub.jupyter.org/node-purpose", "user")
+"""The label of nodes meant for users' notebook servers, where a compute gives it (the Proxmox
+workers): the one JupyterHub's ``scheduling.userPods.nodeAffinity.matchNodePurpose`` matches."""
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,6 @@ from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import SshHost, kube_secret_step, variable_of
 
 NAMESPACE = "jupyterhub"
-USER_NODE_LABEL = ("hub.jupyter.org/node-purpose", "user")
-"""The label z2jh's ``scheduling.userPods.nodeAffinity.matchNodePurpose`` matches."""
 NODE_PURPOSES = ("ignore", "prefer", "require")
 AUTH_KINDS = ("native", "github", "oidc", "dummy")
 _CLASSES = {

@@ -90,8 +90,14 @@ class PlatformFacts:
     release marks one."""
     ingress_classes: frozenset[str] = frozenset()
     """IngressClasses the platform creates itself."""
+    etcd_snapshots: str | None = None
+    """Where the cluster's embedded etcd is snapshotted on a schedule: ``"node"`` (on each server),
+    ``"s3"`` (on each server and in an object store), or None where the stack schedules none (or the
+    provider runs etcd)."""
 
     def __post_init__(self) -> None:
+        if self.etcd_snapshots not in (None, "node", "s3"):
+            raise ConfigError("etcd_snapshots", self.etcd_snapshots, "use 'node', 's3' or None")
         if self.default_storage_class is not None and self.default_storage_class not in self.storage_classes:
             raise ConfigError(
                 "default_storage_class",
@@ -116,7 +122,12 @@ K3S_TRAEFIK = "traefik"
 
 
 def k3s_platform(
-    k3s_version: str, disabled: tuple[str, ...] | list[str], *, driver: Manager, toolkit: Manager
+    k3s_version: str,
+    disabled: tuple[str, ...] | list[str],
+    *,
+    driver: Manager,
+    toolkit: Manager,
+    etcd_snapshots: str | None = None,
 ) -> PlatformFacts:
     """The facts of a k3s cluster whose servers run with ``--disable`` of ``disabled``."""
     local_path = "local-storage" not in disabled
@@ -128,6 +139,7 @@ def k3s_platform(
         storage_classes=frozenset({K3S_LOCAL_PATH}) if local_path else frozenset(),
         default_storage_class=K3S_LOCAL_PATH if local_path else None,
         ingress_classes=frozenset() if "traefik" in disabled else frozenset({K3S_TRAEFIK}),
+        etcd_snapshots=etcd_snapshots,
     )
 
 

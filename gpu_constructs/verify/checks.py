@@ -873,7 +873,7 @@ def platform(
     for ns, name in _objects(expected, "batch/v1", "CronJob"):
         yield f"backup {ns}/{name}", partial(cron_job, api, ns, name)
     if expected.etcd_snapshots is not None:
-        s3 = expected.etcd_snapshots.s3 is not None
+        s3 = expected.etcd_snapshots == "s3"
         yield "k3s etcd snapshots", partial(etcd_snapshots, api, s3)
     for ns, name in _objects(expected, "batch/v1", "Job"):
         yield f"job {ns}/{name}", partial(job_object, api, ns, name)

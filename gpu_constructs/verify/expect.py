@@ -14,16 +14,13 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from gpu_constructs.cluster import GpuCluster
 from gpu_constructs.compute.base import GpuCompute, NodeGroup, compute_of, gpu_slots_per_node
 from gpu_constructs.errors import ConfigError
-
-if TYPE_CHECKING:  # gpu_constructs.validate imports cdktf, which the CLI loads later
-    from gpu_constructs.compute.k3s.etcd import EtcdSnapshots
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -54,8 +51,9 @@ class Expectation:
     """The kubeconfig the stack writes, or None where the cloud's login reaches the cluster."""
     eks: tuple[str, str] | None = None
     """(cluster name, region) where ``aws eks get-token`` authenticates."""
-    etcd_snapshots: EtcdSnapshots | None = None
-    """The k3s servers' etcd snapshots, where the stack schedules them."""
+    etcd_snapshots: str | None = None
+    """Where the servers' etcd is snapshotted (``node`` or ``s3``), where the stack schedules it
+    (:attr:`~gpu_constructs.compute.base.PlatformFacts.etcd_snapshots`)."""
 
     @property
     def scales_from_zero(self) -> bool:
@@ -132,7 +130,7 @@ def from_stack(stack: Any) -> Expectation:
         gpu_slots_per_node=slots,
         kubeconfig=kubeconfig,
         eks=eks,
-        etcd_snapshots=getattr(getattr(compute, "props", None), "etcd_snapshots", None),
+        etcd_snapshots=compute.platform.etcd_snapshots,
     )
 
 

@@ -99,7 +99,7 @@ def test_only_the_shared_path_builds_releases_and_sets_replace_triggered_by():
     assert building == {"gpu_constructs/helm.py"}
     # and proxmox's VM firewalls, replaced with their VM (no release)
     assert triggering == {"gpu_constructs/cluster.py", "gpu_constructs/compute/proxmox/__init__.py"}
-    (firewall_triggers,) = [p for p in sources if p.name == "proxmox.py" and "compute" in p.parts]
+    (firewall_triggers,) = [p for p in sources if p.parent.name == "proxmox" and p.name == "__init__.py"]
     assert "helm" not in firewall_triggers.read_text().split("def _firewall", 1)[1].split("\n    def ", 1)[0]
     # and no call site hands a cluster's readiness resources on by hand
     assert not [p for p in sources if re.search(r"\.ready\b", p.read_text()) and p.name != "cluster.py"]

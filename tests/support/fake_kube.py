@@ -378,7 +378,7 @@ def healthy(expected: Expectation) -> FakeKube:
         )
     if expected.etcd_snapshots is not None:
         # k3s' record of a scheduled snapshot two hours ago (on S3 where the stack sends them).
-        s3 = {"bucket": "ffe-backups"} if expected.etcd_snapshots.s3 is not None else None
+        s3 = {"bucket": "ffe-backups"} if expected.etcd_snapshots == "s3" else None
         fake.put(
             "/apis/k3s.cattle.io/v1/etcdsnapshotfiles/s3-etcd-snapshot-server-1764640800-1a2b3c",
             {

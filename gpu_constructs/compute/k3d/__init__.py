@@ -8,7 +8,6 @@ created and deleted by a terraform_data with local-exec; changing its definition
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from cdktf import DataResource, LocalExecProvisioner
 from constructs import Construct
 
 from gpu_constructs import validate, versions
-from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster, GpuSharing, KubeAccess, Manager, Taint
+from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, Taint
 from gpu_constructs.compute.base import NodeGroup, PlatformFacts, k3s_platform
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import script_literal
@@ -326,46 +325,3 @@ class K3dGpuCompute(Construct):
         if role in TAINTED_ROLES:
             spec["tolerations"] = [role_taint(role).toleration()]
         return spec
-
-
-SMOKE_TEST_DEADLINE_SECONDS = 300
-"""How long the smoke test Job may run, image pull included; below its release's Helm timeout."""
-
-
-def smoke_test_job(
-    cluster: GpuCluster, image: str, namespace: str, deadline: int = SMOKE_TEST_DEADLINE_SECONDS
-) -> dict[str, object]:
-    """The seed's GPU smoke test as a Job: nvidia-smi on one GPU, placed by the contract.
-
-    Helm (wait_for_jobs) fails a Job only once ``status.failed > backoffLimit`` and does not read
-    its conditions (helm/helm v3.18, pkg/kube/ready.go, jobReady), so a backoffLimit of 0 fails the
-    apply on the first failed pod: nvidia-smi exiting non-zero, or the pod the Job controller ends
-    at activeDeadlineSeconds. A Job's pod template is immutable, so the name carries a hash of the
-    spec: a changed smoke test is a new Job that Helm creates, deleting the old one.
-    """
-    spec = {
-        "backoffLimit": 0,
-        "activeDeadlineSeconds": deadline,
-        "ttlSecondsAfterFinished": 86400,
-        "template": {
-            "spec": {
-                **cluster.gpu_pod_spec(),
-                "restartPolicy": "Never",
-                "containers": [
-                    {
-                        "name": "cuda",
-                        "image": image,
-                        "command": ["nvidia-smi"],
-                        "resources": {"limits": {GPU_RESOURCE: 1}},
-                    }
-                ],
-            }
-        },
-    }
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": f"gpu-smoke-test-{digest}", "namespace": namespace},
-        "spec": spec,
-    }

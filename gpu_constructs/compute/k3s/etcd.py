@@ -98,6 +98,11 @@ class EtcdSnapshots:
         if self.s3:
             self.s3.check()
 
+    @property
+    def where(self) -> str:
+        """:attr:`~gpu_constructs.compute.base.PlatformFacts.etcd_snapshots`: ``"s3"`` or ``"node"``."""
+        return "s3" if self.s3 is not None else "node"
+
     def k3s_flags(self) -> dict[str, Any]:
         flags: dict[str, Any] = {
             "etcd-snapshot-schedule-cron": self.schedule_cron,

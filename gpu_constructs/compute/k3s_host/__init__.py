@@ -371,8 +371,13 @@ class K3sHostGpuCompute(Construct):
     @property
     def platform(self) -> PlatformFacts:
         cluster = self.cluster
+        snapshots = self.props.etcd_snapshots
         return k3s_platform(
-            self.props.k3s_version, self.props.disable, driver=cluster.driver, toolkit=cluster.toolkit
+            self.props.k3s_version,
+            self.props.disable,
+            driver=cluster.driver,
+            toolkit=cluster.toolkit,
+            etcd_snapshots=None if snapshots is None else snapshots.where,
         )
 
     @property

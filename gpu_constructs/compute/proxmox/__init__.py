@@ -22,6 +22,7 @@ from gpu_constructs import validate, versions
 from gpu_constructs.cluster import (
     GPU_LABEL,
     GPU_TAINT,
+    USER_NODE_LABEL,
     GpuCluster,
     GpuSharing,
     KubeAccess,
@@ -55,7 +56,6 @@ from gpu_constructs.compute.proxmox.bindings import (
 )
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import ScriptRun, run_local_script, script_literal
-from gpu_constructs.jupyterhub import USER_NODE_LABEL
 
 SCRATCH_MOUNT = "/mnt/scratch"
 SCRATCH_DEVICE = "/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_drive-scsi1"
@@ -599,7 +599,11 @@ class ProxmoxGpuCompute(Construct):
     def platform(self) -> PlatformFacts:
         cluster = self.cluster
         return k3s_platform(
-            self.props.k3s_version, K3S_DISABLED, driver=cluster.driver, toolkit=cluster.toolkit
+            self.props.k3s_version,
+            K3S_DISABLED,
+            driver=cluster.driver,
+            toolkit=cluster.toolkit,
+            etcd_snapshots=self.props.etcd_snapshots.where,
         )
 
     # --- VMs ----------------------------------------------------------------------------------------------
