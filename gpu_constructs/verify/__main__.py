@@ -27,6 +27,11 @@ class _Collect(logging.Handler):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make verify STACK=<stack> VERIFY_ARGS=...", description=__doc__)
     parser.add_argument("stack", help="a stack name from main.py, e.g. single-node")
+    parser.add_argument(
+        "--app",
+        default="main",
+        help="the module whose INSTANCES list the stacks (default: main, this repository's main.py)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON (for CI) instead of a table")
     parser.add_argument("--kubeconfig", help="kubeconfig to use (default: KUBECONFIG, else the stack's)")
     parser.add_argument("--context", help="kubeconfig context (default: the current one)")
@@ -53,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = logging.getLogger()
     handlers, root.handlers = root.handlers, [logged]
     try:
-        expected = for_stack(args.stack)
+        expected = for_stack(args.stack, app=args.app)
         configuration, source = configure(expected, args.kubeconfig, args.context)
         with client.ApiClient(configuration) as api:
             version = probe(api, expected, source)

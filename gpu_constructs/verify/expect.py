@@ -10,6 +10,7 @@ deploys, nothing more.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -134,19 +135,27 @@ def from_stack(stack: Any) -> Expectation:
     )
 
 
-def for_stack(stack: str, instances: Sequence[Any] | None = None) -> Expectation:
-    """The expectation of the stack named ``stack`` among ``instances`` (main.py's INSTANCES)."""
+def for_stack(stack: str, instances: Sequence[Any] | None = None, app: str = "main") -> Expectation:
+    """The expectation of the stack named ``stack`` among ``instances``, by default the
+    ``INSTANCES`` of the module ``app`` (this repository's main.py; another app names its own): each
+    an object with a ``stack`` name and a ``build(app)`` that returns the built stack."""
     if instances is None:
         from gpu_constructs import provider_imports
 
         provider_imports.install()  # before the first engine import, as main.py does
-        import main
-
-        instances = main.INSTANCES
+        try:
+            module = importlib.import_module(app)
+        except ModuleNotFoundError as error:
+            if error.name != app:
+                raise
+            raise ConfigError("--app", app, "name the module of your app that lists INSTANCES") from None
+        instances = getattr(module, "INSTANCES", None)
+        if instances is None:
+            raise ConfigError("--app", app, "the module has no INSTANCES: list your stacks' instances there")
     from cdktf import App
 
     names = [instance.stack for instance in instances]
     if stack not in names:
-        raise ConfigError("STACK", stack, f"use a stack from main.py: {', '.join(names)}")
+        raise ConfigError("STACK", stack, f"use a stack from {app}: {', '.join(names)}")
     instance = instances[names.index(stack)]
     return from_stack(instance.build(App()))

@@ -738,8 +738,29 @@ def test_an_unknown_stack_is_one_line(capsys):
     assert verify_main(["nope", "--no-job"]) == 2
     assert (
         capsys.readouterr().err
-        == f"verify nope: 'STACK' is 'nope': use a stack from main.py: {', '.join(STACKS)}\n"
+        == f"verify nope: 'STACK' is 'nope': use a stack from main: {', '.join(STACKS)}\n"
     )
+
+
+def test_another_apps_stacks_are_verified_through_its_own_module(capsys, tmp_path, monkeypatch):
+    """``--app`` names the module that lists the stacks, for an app that is not this repository's."""
+    (tmp_path / "team_app.py").write_text(
+        "from environments import Instance\nINSTANCES = [Instance('team-gpu', 'k3d-poc')]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert verify.for_stack("team-gpu", app="team_app").stack == "team-gpu"
+    assert verify_main(["k3d-poc", "--app", "team_app", "--no-job"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "verify k3d-poc: 'STACK' is 'k3d-poc': use a stack from team_app: team-gpu\n"
+    )
+    assert verify_main(["k3d-poc", "--app", "no_such_app"]) == 2
+    assert capsys.readouterr().err == (
+        "verify k3d-poc: '--app' is 'no_such_app': name the module of your app that lists INSTANCES\n"
+    )
+    (tmp_path / "bare_app.py").write_text("")
+    assert verify_main(["k3d-poc", "--app", "bare_app"]) == 2
+    assert "the module has no INSTANCES" in capsys.readouterr().err
 
 
 def test_make_verify_runs_the_module_for_the_stack():
