@@ -258,7 +258,7 @@ def test_the_example_passes_terraform_validate_as_far_as_the_providers_here_allo
 
 def test_k3d_builds_from_the_installed_copy_outside_a_source_tree(synth, monkeypatch, tmp_path):
     """Where the package has no checkout around it, the node image's build context and the Dockerfile
-    in the cluster's definition are the installed copy's (k3d.py resolves the source tree first)."""
+    in the cluster's definition are the installed copy's (compute/k3d resolves the source tree first)."""
     from gpu_constructs.compute import k3d
 
     packaged = tmp_path / "site-packages" / "gpu_constructs" / "k3s_cuda"

@@ -1,7 +1,7 @@
 """GpuCompute for AWS: a VPC, EKS with a system node group, and Karpenter with GPU node pools.
 
-EksGpuCompute composes three constructs, each with its own props: AwsVpc (aws_vpc.py),
-EksSystemCluster (eks_cluster.py) and Karpenter (karpenter.py). It builds their resources in its own
+EksGpuCompute composes three constructs, each with its own props: AwsVpc (vpc.py),
+EksSystemCluster (cluster.py) and Karpenter (karpenter.py). It builds their resources in its own
 scope, so their logical ids (and Terraform state addresses) are the ones they had when all of it was
 one class.
 """
@@ -474,7 +474,7 @@ class EksGpuCompute(Construct):
 
     @property
     def log_group_arns(self) -> list[str]:
-        """The log groups this key encrypts (eks_cluster.py and aws_vpc.py name them so)."""
+        """The log groups this key encrypts (cluster.py and vpc.py name them so)."""
         props = self.props
         logs = f"arn:aws:logs:{props.region}:{props.account_id}:log-group"
         return [f"{logs}:/aws/eks/{props.name}/cluster", f"{logs}:/aws/vpc/{props.name}/flow-logs"]
