@@ -92,13 +92,13 @@ directory, so no other user can read the files; the script that reads one delete
 
 
 @cache
-def bundled_scripts() -> dict[str, Path]:
+def bundled_scripts(package: Path = Path(__file__).parent) -> dict[str, Path]:
     """Every script the package ships, by file name: ``gpu_constructs/scripts/*.sh`` and each
     platform's ``gpu_constructs/compute/<platform>/scripts/*.sh``. A name is a step's identity in
     its triggers and on the host (``~/.gpu-constructs/<name>``), so two directories shipping the same
     name is an error."""
     found: dict[str, Path] = {}
-    for path in sorted(Path(__file__).parent.glob("**/scripts/*.sh")):
+    for path in sorted(package.glob("**/scripts/*.sh")):
         if path.name in found:
             raise ValueError(f"two bundled scripts named {path.name}: {found[path.name]} and {path}")
         found[path.name] = path

@@ -13,8 +13,10 @@ import ast
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import pytest
+
 import gpu_constructs
-from gpu_constructs import compute
+from gpu_constructs import compute, hostexec
 
 PACKAGE = Path(gpu_constructs.__file__).resolve().parent
 PLATFORMS = tuple(sorted(p.name for p in (PACKAGE / "compute").iterdir() if (p / "__init__.py").is_file()))
@@ -229,3 +231,21 @@ def test_the_gpu_resource_label_and_taint_are_defined_once():
     assert gpu_literals(modules) == []
     broken = _with(modules, "gpu_constructs.compute.lke", 'LABEL = "nvidia.com/gpu=true"')
     assert [p.split(": ", 1)[1] for p in gpu_literals(broken)] == ["'nvidia.com/gpu=true'"]
+
+
+def test_each_platform_ships_its_scripts_and_a_script_name_is_one_file(tmp_path):
+    scripts = hostexec.bundled_scripts()
+    assert scripts["k3d-cluster.sh"].parent == PACKAGE / "compute" / "k3d" / "scripts"
+    assert scripts["k3s-install.sh"].parent == PACKAGE / "compute" / "k3s" / "scripts"
+    assert scripts["vault-init.sh"].parent == PACKAGE / "scripts"
+    assert (
+        hostexec.script_text("nvidia-driver.sh")
+        == (PACKAGE / "compute" / "k3s_host" / "scripts" / "nvidia-driver.sh").read_text()
+    )
+    with pytest.raises(ValueError, match=r"^no bundled script named k3s-instal\.sh: the package ships "):
+        hostexec.script_path("k3s-instal.sh")
+    for folder in ("scripts", "compute/gke/scripts"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "install.sh").write_text("#!/bin/sh\n")
+    with pytest.raises(ValueError, match=r"^two bundled scripts named install\.sh: "):
+        hostexec.bundled_scripts(tmp_path)
