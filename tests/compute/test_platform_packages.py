@@ -249,3 +249,10 @@ def test_each_platform_ships_its_scripts_and_a_script_name_is_one_file(tmp_path)
         (tmp_path / folder / "install.sh").write_text("#!/bin/sh\n")
     with pytest.raises(ValueError, match=r"^two bundled scripts named install\.sh: "):
         hostexec.bundled_scripts(tmp_path)
+
+
+def test_the_readmes_architecture_names_every_platform_package():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    layout = readme.split("## Architecture\n", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    listed = layout.split("compute/<platform>/", 1)[1].split("gpu_operator.py", 1)[0]
+    assert [name for name in PLATFORMS if name not in listed] == []
