@@ -308,7 +308,7 @@ class AppChart(Construct):
             annotations.update(
                 {
                     "vault.hashicorp.com/agent-inject": "true",
-                    "vault.hashicorp.com/role": vault.props.policy_name,
+                    "vault.hashicorp.com/role": vault.policy_name,
                     "vault.hashicorp.com/agent-inject-secret-app": vault.secret_paths["app"],
                     "vault.hashicorp.com/agent-pre-populate": "true",
                 }
@@ -667,18 +667,18 @@ class AppChart(Construct):
                 [{"from": [namespace(props.vault.namespace)], "ports": [{"protocol": "TCP", "port": 5432}]}]
                 if props.vault is not None
                 and props.vault.connects_database
-                and props.vault.props.database is database
+                and props.vault.database is database
                 else []
             )
             # Prometheus scrapes the instances' exporter through the database's PodMonitor.
             scrapers = (
                 [
                     {
-                        "from": [namespace(database.props.monitoring_namespace)],
+                        "from": [namespace(database.monitoring_namespace)],
                         "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
                     }
                 ]
-                if database.props.monitoring_namespace
+                if database.monitoring_namespace
                 else []
             )
             policies.append(

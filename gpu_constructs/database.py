@@ -185,6 +185,30 @@ class Postgres(Construct):
         )
 
     @property
+    def name(self) -> str:
+        """The CloudNativePG Cluster's name."""
+        return self.props.name
+
+    @property
+    def namespace(self) -> str:
+        return self.props.namespace
+
+    @property
+    def database(self) -> str:
+        """The application database the Cluster bootstraps."""
+        return self.props.database
+
+    @property
+    def owner(self) -> str:
+        """The role that owns :attr:`database`."""
+        return self.props.owner
+
+    @property
+    def monitoring_namespace(self) -> str | None:
+        """The namespace of the Prometheus that scrapes the instances, or None."""
+        return self.props.monitoring_namespace
+
+    @property
     def backup_server_name(self) -> str:
         """The Barman server name the Cluster archives under: ``<name>-<8 hex of its generation>``."""
         return f"{self.props.name}-{Fn.substr(self.generation.id, 0, 8)}"

@@ -390,11 +390,21 @@ class Vault(Construct):
         if database is None:
             return {}
         return {
-            "DB_NAMESPACE": database.props.namespace,
-            "DB_CLUSTER": database.props.name,
-            "DB_NAME": database.props.database,
-            "DB_OWNER": database.props.owner,
+            "DB_NAMESPACE": database.namespace,
+            "DB_CLUSTER": database.name,
+            "DB_NAME": database.database,
+            "DB_OWNER": database.owner,
         }
+
+    @property
+    def policy_name(self) -> str:
+        """The Vault policy and Kubernetes auth role the application logs in with."""
+        return self.props.policy_name
+
+    @property
+    def database(self) -> Postgres | None:
+        """The PostgreSQL whose credentials Vault issues, where it has one."""
+        return self.props.database
 
     @property
     def pod_names(self) -> list[str]:
@@ -419,11 +429,11 @@ class Vault(Construct):
         database = self.props.database
         if database is None or not self.connects_database:
             return None
-        host = f"{database.service}.{database.props.namespace}.svc"
+        host = f"{database.service}.{database.namespace}.svc"
         return (
             f'{{{{- with secret "{self.secret_paths["database"]}" -}}}}'
             f"postgresql://{{{{ .Data.username }}}}:{{{{ .Data.password }}}}@{host}:5432/"
-            f"{database.props.database}?sslmode=require"
+            f"{database.database}?sslmode=require"
             "{{- end -}}"
         )
 
