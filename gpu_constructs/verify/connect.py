@@ -13,7 +13,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from gpu_constructs.verify.expect import PROJECT_ROOT, Expectation
+from gpu_constructs.verify.expect import Expectation, app_root
 
 REQUEST_TIMEOUT = (10, 60)
 """Seconds to connect and to read, for every API call."""
@@ -29,7 +29,7 @@ def _cluster(expected: Expectation) -> str:
 
 def _shown(path: Path) -> str:
     try:
-        return str(path.relative_to(PROJECT_ROOT))
+        return str(path.relative_to(app_root()))
     except ValueError:
         return str(path)
 

@@ -23,7 +23,12 @@ from gpu_constructs.cluster import GpuCluster
 from gpu_constructs.compute.base import GpuCompute, NodeGroup, compute_of, gpu_slots_per_node
 from gpu_constructs.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+
+def app_root() -> Path:
+    """The app's directory, where ``make verify`` runs and cdktf writes ``cdktf.out``: the current
+    directory (this repository's root for main.py; another app's own directory), never the
+    installed package's."""
+    return Path.cwd()
 
 
 @dataclass(frozen=True)
@@ -98,10 +103,11 @@ def releases(synthesized: Mapping[str, Any]) -> tuple[Release, ...]:
     return tuple(sorted(found, key=lambda r: (r.namespace, r.name)))
 
 
-def kubeconfig_file(access_path: str, stack: str, root: Path = PROJECT_ROOT) -> Path:
+def kubeconfig_file(access_path: str, stack: str, root: Path | None = None) -> Path:
     """The file behind the contract's kubeconfig path, which is relative to the stack's working
     directory (``cdktf.out/stacks/<stack>``)."""
-    return (root / "cdktf.out" / "stacks" / stack / access_path.replace("${path.root}/", "")).resolve()
+    base = app_root() if root is None else root
+    return (base / "cdktf.out" / "stacks" / stack / access_path.replace("${path.root}/", "")).resolve()
 
 
 def from_stack(stack: Any) -> Expectation:
@@ -122,7 +128,7 @@ def from_stack(stack: Any) -> Expectation:
         eks = (args[args.index("--cluster-name") + 1], args[args.index("--region") + 1])
     else:
         # The stack outputs the kubeconfig; its deploy steps write it to kubeconfig/<stack>.yaml.
-        kubeconfig = PROJECT_ROOT / "kubeconfig" / f"{name}.yaml"
+        kubeconfig = app_root() / "kubeconfig" / f"{name}.yaml"
     return Expectation(
         stack=name,
         cluster=cluster,

@@ -724,9 +724,9 @@ def test_rejected_credentials_and_a_missing_kubeconfig_are_one_line_each(
     assert "rejected the credentials (401 Unauthorized)" in document["error"]
 
     monkeypatch.delenv("KUBECONFIG")
-    monkeypatch.setattr(verify.expect, "PROJECT_ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)
     expected = expected_for("k3d-poc")
-    missing = verify.expect.kubeconfig_file(expected.cluster.access.config_path or "", "k3d-poc", tmp_path)
+    missing = verify.expect.kubeconfig_file(expected.cluster.access.config_path or "", "k3d-poc")
     assert missing == tmp_path / "kubeconfig" / "k3d-poc.yaml"
     with pytest.raises(
         verify.Unreachable, match=r"^stack 'k3d-poc' \(cluster 'gpu-poc'\): no kubeconfig at "
@@ -748,7 +748,11 @@ def test_another_apps_stacks_are_verified_through_its_own_module(capsys, tmp_pat
         "from environments import Instance\nINSTANCES = [Instance('team-gpu', 'k3d-poc')]\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert verify.for_stack("team-gpu", app="team_app").stack == "team-gpu"
+    # the app's own directory holds its cdktf.out and kubeconfigs, wherever the library is installed
+    monkeypatch.chdir(tmp_path)
+    expected = verify.for_stack("team-gpu", app="team_app")
+    assert expected.stack == "team-gpu"
+    assert expected.kubeconfig is not None and expected.kubeconfig.is_relative_to(tmp_path)
     assert verify_main(["k3d-poc", "--app", "team_app", "--no-job"]) == 2
     assert (
         capsys.readouterr().err
