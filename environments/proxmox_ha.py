@@ -685,6 +685,7 @@ class ProxmoxHaStack(TerraformStack):
                     schedule_cron=s.etcd_snapshot_cron,
                     retention=s.etcd_snapshot_retention,
                     s3=etcd_s3,
+                    servers=len(s.control_plane_ips),
                     # the servers' config is cloud-init user data, kept in the state and on Proxmox
                     in_cluster_secret=True,
                 ),

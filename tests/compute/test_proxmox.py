@@ -446,6 +446,7 @@ def test_etcd_snapshots_scheduled_and_sent_to_s3(stack_json):
         "etcd-s3-folder": "proxmox-ha",
         "etcd-s3-insecure": "false",
         "etcd-s3-region": "us-east-1",
+        "etcd-s3-retention": "84",
         "etcd-s3-secret-key": "${var.etcd_s3_secret_key}",
     }
     commands = [c for p in step["provisioner"] if "remote-exec" in p for c in p["remote-exec"]["inline"]]
@@ -456,6 +457,39 @@ def test_etcd_snapshots_scheduled_and_sent_to_s3(stack_json):
     assert "etcd-s3" not in k3s_config(local_only, "cp1")
     assert "etcd_s3_secret_key" not in local_only["variable"]
     assert not [k for k in resources(local_only, "terraform_data") if "etcd-s3-secret" in k]
+
+
+def etcd_secret_lines(synthesized: dict) -> dict[str, str]:
+    (step,) = [v for k, v in resources(synthesized, "terraform_data").items() if "etcd-s3-secret" in k]
+    (upload,) = [
+        p["file"] for p in step["provisioner"] if "file" in p and p["file"]["destination"].endswith(".env")
+    ]
+    return dict(line.split("=", 1) for line in upload["content"].splitlines())
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {
+            "control_plane_ips": ("10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.14", "10.0.0.15"),
+            "etcd_snapshot_retention": 10,
+        },
+    ],
+)
+def test_s3_keeps_as_many_snapshots_of_each_server_as_its_disk(overrides):
+    """S3 retention is k3s' etcd-s3-retention (its own setting since v1.33.4+k3s1, default 5), not
+    etcd-snapshot-retention, and every server prunes the folder shared by all of them
+    (<folder>/etcd-snapshot*): S3 keeps etcd_snapshot_retention of each server only when the Secret,
+    where k3s reads it, says retention x servers. The servers' config stays free of it (any other
+    etcd-s3-* setting there may make k3s ignore the Secret)."""
+    synthesized = synth(**overrides) if overrides else synth()
+    servers = [name for name in vms(synthesized) if name.startswith("cp")]
+    configs = [k3s_config(synthesized, name) for name in servers]
+    assert all(config["etcd-s3"] is True for config in configs)
+    (local,) = {config["etcd-snapshot-retention"] for config in configs}
+    assert etcd_secret_lines(synthesized)["etcd-s3-retention"] == str(local * len(servers))
+    assert not [key for config in configs for key in config if key == "etcd-s3-retention"]
 
 
 def test_the_etcd_secret_is_what_k3s_reads(tmp_path):
