@@ -1640,3 +1640,52 @@ def test_the_restore_runbook_finds_the_releases_upgraded_after_the_snapshot(stac
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [f"-replace=helm_release.{upgraded}"]
+
+
+def test_the_page_says_how_etcd_setting_changes_reach_the_running_servers(stack_json, tmp_path):
+    """The servers' etcd settings are cloud-init's config.yaml, read by k3s at start, and cp1 is
+    never rebuilt: a new etcd_snapshot_cron, etcd_snapshot_retention or etcd_s3 reaches it only
+    by the page's procedure. Its two scripts, run here, take the settings from the synthesized
+    stack and replace every etcd-* line of a server's config (a pre-Secret server's S3 options
+    included), leaving the rest and the file's mode as they are; etcd_s3=False turns uploads off."""
+    section = page_section("etcd snapshots")
+    extract, update = re.findall(r"<<'PY'\n(.*?)\nPY\n", section, re.S)
+    addresses = re.search(r"for ip in ([0-9. ]+);", section).group(1).split()
+    assert addresses == list(MAIN.overrides.get("control_plane_ips", ("10.0.0.11", "10.0.0.12", "10.0.0.13")))
+    assert "systemctl restart k3s" in section and "/readyz/etcd" in section
+    (tmp_path / "extract.py").write_text(extract)
+
+    def settings(synthesized: dict) -> dict:
+        (tmp_path / "cdk.tf.json").write_text(json.dumps(synthesized))
+        run = subprocess.run(
+            [sys.executable, str(tmp_path / "extract.py"), str(tmp_path / "cdk.tf.json")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return yaml.safe_load(run.stdout)
+
+    expected = {k: v for k, v in k3s_config(stack_json, "cp1").items() if k.startswith("etcd-")}
+    assert settings(stack_json) == expected and expected["etcd-s3"] is True
+    assert settings(synth(etcd_s3=False, etcd_snapshot_cron="0 */4 * * *")) == {
+        "etcd-s3": False,
+        "etcd-snapshot-schedule-cron": "0 */4 * * *",
+        "etcd-snapshot-retention": 28,
+    }
+    config = tmp_path / "config.yaml"
+    kept = {"token": "t0ken", "node-ip": "10.0.0.12", "server": "https://10.0.0.11:6443", "tls-san": ["a"]}
+    old = {
+        "etcd-snapshot-schedule-cron": "0 */12 * * *",
+        "etcd-s3": True,
+        "etcd-s3-bucket": "b",
+        "etcd-s3-secret-key": "s",
+    }
+    config.write_text(yaml.safe_dump({**kept, **old}))
+    config.chmod(0o600)
+    assert '"/etc/rancher/k3s/config.yaml"' in update
+    (tmp_path / "update.py").write_text(update.replace('"/etc/rancher/k3s/config.yaml"', repr(str(config))))
+    subprocess.run(
+        [sys.executable, str(tmp_path / "update.py")], input=yaml.safe_dump(expected), text=True, check=True
+    )
+    assert yaml.safe_load(config.read_text()) == {**kept, **expected}
+    assert config.stat().st_mode & 0o777 == 0o600
