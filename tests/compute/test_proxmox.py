@@ -1689,3 +1689,53 @@ def test_the_page_says_how_etcd_setting_changes_reach_the_running_servers(stack_
     )
     assert yaml.safe_load(config.read_text()) == {**kept, **expected}
     assert config.stat().st_mode & 0o777 == 0o600
+
+
+def test_removing_the_last_worker_destroys_that_worker_only():
+    """docs/proxmox-ha.md "Removing a GPU worker": names, VM ids, GPU mappings and host keys follow
+    worker_ips' order, so dropping its last address removes that worker's VM, snippets, firewall
+    and GPU mappings, changes what counts the workers, and leaves every other resource as it was
+    (no other VM, mapping or release is replaced)."""
+    section = page_section("Removing a GPU worker")
+    assert "remove the last worker only" in section
+    full = synth()
+    workers = list(MAIN.overrides.get("worker_ips", ProxmoxProps.worker_ips))
+    fewer = synth(worker_ips=tuple(workers[:-1]))
+    last = f"wk-gpu{len(workers)}"
+    gpus = ProxmoxProps.gpus_per_worker
+    last_mappings = {f"gpu{i}" for i in range(gpus * (len(workers) - 1), gpus * len(workers))}
+    gone, changed = set(), set()
+    for kind, named in full["resource"].items():
+        for name, resource in named.items():
+            after = fewer["resource"].get(kind, {}).get(name)
+            if after is None:
+                gone.add((kind, name))
+            elif after != resource:
+                changed.add((kind, name))
+    assert all(n.startswith(f"vms_{last}") or n.split("_")[1] in last_mappings for _, n in gone), gone
+    assert {k for k, _ in gone} == {
+        "proxmox_virtual_environment_vm",
+        "proxmox_virtual_environment_file",
+        "proxmox_virtual_environment_firewall_rules",
+        "proxmox_virtual_environment_firewall_options",
+        "proxmox_virtual_environment_hardware_mapping_pci",
+    }
+    assert len([k for k, _ in gone if k.endswith("mapping_pci")]) == gpus
+    assert {k for k, _ in changed} <= {"terraform_data", "helm_release"}
+    assert {n for _, n in changed} == {
+        "notebook-quota",
+        "gpu-nodes-ready",
+        next(iter(kubeconfig_names(full))),
+    }
+    assert not [n for n in fewer["resource"]["proxmox_virtual_environment_vm"] if last in n]
+    (kubeconfig,) = kubeconfig_names(full)
+    steps = resources(full, "terraform_data"), resources(fewer, "terraform_data")
+    assert steps[0][kubeconfig]["triggers_replace"] == steps[1][kubeconfig]["triggers_replace"]
+
+
+def kubeconfig_names(synthesized: dict) -> list[str]:
+    return [
+        k
+        for k, v in resources(synthesized, "terraform_data").items()
+        if "fetch-kubeconfig.sh:API_SERVER" in v["triggers_replace"]
+    ]
