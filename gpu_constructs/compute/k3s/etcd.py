@@ -106,7 +106,8 @@ class EtcdSnapshots:
     def s3_retention(self) -> int:
         """What k3s' ``etcd-s3-retention`` must be for S3 to hold :attr:`retention` snapshots of each
         server. S3 retention is its own setting (k3s v1.33.4+k3s1 and later, default 5, docs.k3s.io
-        "etcd-snapshot", S3 Retention), not ``etcd-snapshot-retention``, and it counts every server's
+        "etcd-snapshot", S3 Retention), not ``etcd-snapshot-retention`` (k3s-io/k3s#13769: "the new
+        release only looks at the etcd-s3-retention value, which defaults to 5"), and it counts every server's
         snapshots together: after each upload a server lists ``<folder>/<etcd-snapshot-name>``, which
         every server's ``etcd-snapshot-<node>-<time>`` matches, and deletes all but the newest
         (pkg/etcd/snapshot.go ``SnapshotRetention(ctx, EtcdSnapshotName)``, pkg/etcd/s3/s3.go
