@@ -473,6 +473,7 @@ def etcd_secret_lines(synthesized: dict) -> dict[str, str]:
         {},
         {
             "control_plane_ips": ("10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.14", "10.0.0.15"),
+            "datastore_capacity_gb": (("local-lvm", 2600), ("nvme", 4096)),
             "etcd_snapshot_retention": 10,
         },
     ],
