@@ -1222,6 +1222,10 @@ S3 = EtcdS3("s3.amazonaws.com", "etcd-snapshots", "${var.a}", "${var.s}")
             r"'control_plane_count' is 2: k3s embedded etcd needs an odd count of at least 3 for HA",
         ),
         (
+            {"control_plane_ips": tuple(f"10.0.0.{i}" for i in range(101, 112))},
+            r"'control_plane_count' is 11: give at most 9 control planes \(their VM ids come before the workers'\)",
+        ),
+        (
             {"control_plane_ips": ("10.0.0.11",)},
             r"'control_plane_count' is 1: k3s embedded etcd needs an odd count",
         ),
