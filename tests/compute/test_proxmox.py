@@ -1744,3 +1744,15 @@ def kubeconfig_names(synthesized: dict) -> list[str]:
         for k, v in resources(synthesized, "terraform_data").items()
         if "fetch-kubeconfig.sh:API_SERVER" in v["triggers_replace"]
     ]
+
+
+def test_two_clusters_never_share_a_snapshot_folder():
+    """Every cluster names its snapshots etcd-snapshot-cp1-<time> ..., and k3s prunes every object
+    under its folder that starts with etcd-snapshot: two proxmox-ha instances in one bucket with one
+    folder would overwrite and prune each other's snapshots. The folder defaults to the instance's
+    name, which main.py keeps unique."""
+    lab = Instance("proxmox-lab", "proxmox-ha", dict(MAIN.overrides))
+    synthesized = json.loads(cdktf.Testing.synth(lab.build(cdktf.Testing.app())))
+    assert etcd_secret_lines(synthesized)["etcd-s3-folder"] == "proxmox-lab"
+    assert etcd_secret_lines(synth())["etcd-s3-folder"] == MAIN.stack
+    assert etcd_secret_lines(synth(etcd_s3_folder="lab/etcd"))["etcd-s3-folder"] == "lab/etcd"
