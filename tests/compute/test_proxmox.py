@@ -1671,6 +1671,7 @@ def test_the_page_says_how_etcd_setting_changes_reach_the_running_servers(stack_
         return yaml.safe_load(run.stdout)
 
     expected = {k: v for k, v in k3s_config(stack_json, "cp1").items() if k.startswith("etcd-")}
+    assert all(k.startswith(("etcd-s3", "etcd-snapshot-")) for k in expected)
     assert settings(stack_json) == expected and expected["etcd-s3"] is True
     assert settings(synth(etcd_s3=False, etcd_snapshot_cron="0 */4 * * *")) == {
         "etcd-s3": False,
@@ -1678,7 +1679,13 @@ def test_the_page_says_how_etcd_setting_changes_reach_the_running_servers(stack_
         "etcd-snapshot-retention": 28,
     }
     config = tmp_path / "config.yaml"
-    kept = {"token": "t0ken", "node-ip": "10.0.0.12", "server": "https://10.0.0.11:6443", "tls-san": ["a"]}
+    kept = {
+        "token": "t0ken",
+        "node-ip": "10.0.0.12",
+        "server": "https://10.0.0.11:6443",
+        "tls-san": ["a"],
+        "etcd-expose-metrics": True,
+    }
     old = {
         "etcd-snapshot-schedule-cron": "0 */12 * * *",
         "etcd-s3": True,
