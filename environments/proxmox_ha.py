@@ -176,7 +176,10 @@ class ProxmoxHaSettings:
     stay on the control-plane disks and are lost with them."""
     etcd_s3_endpoint: str = "s3.amazonaws.com"
     etcd_s3_region: str = "us-east-1"
-    etcd_s3_folder: str = "proxmox-ha"
+    etcd_s3_folder: str | None = None
+    """The snapshots' folder in the bucket (default: the instance's name). Two clusters must never
+    share one: both name their snapshots after the node (etcd-snapshot-cp1-<time>), and k3s prunes
+    every snapshot under the folder whose name starts like its own."""
     time_slicing_replicas: int = 1
     jupyter_gpu_profiles: tuple[int, ...] = (0, 1, 2)
     """The seed lists 0, 1, 2 and 4 GPUs, but its workers have 2 A100s each, so a 4-GPU notebook
@@ -545,7 +548,7 @@ class ProxmoxHaStack(TerraformStack):
                 access_key=access_key.string_value,
                 secret_key=secret_key.string_value,
                 region=s.etcd_s3_region,
-                folder=s.etcd_s3_folder,
+                folder=s.etcd_s3_folder or id,
             )
         acme_email = TerraformVariable(
             self,
@@ -685,6 +688,7 @@ class ProxmoxHaStack(TerraformStack):
                     schedule_cron=s.etcd_snapshot_cron,
                     retention=s.etcd_snapshot_retention,
                     s3=etcd_s3,
+                    servers=len(s.control_plane_ips),
                     # the servers' config is cloud-init user data, kept in the state and on Proxmox
                     in_cluster_secret=True,
                 ),

@@ -446,6 +446,7 @@ def test_etcd_snapshots_scheduled_and_sent_to_s3(stack_json):
         "etcd-s3-folder": "proxmox-ha",
         "etcd-s3-insecure": "false",
         "etcd-s3-region": "us-east-1",
+        "etcd-s3-retention": "84",
         "etcd-s3-secret-key": "${var.etcd_s3_secret_key}",
     }
     commands = [c for p in step["provisioner"] if "remote-exec" in p for c in p["remote-exec"]["inline"]]
@@ -456,6 +457,40 @@ def test_etcd_snapshots_scheduled_and_sent_to_s3(stack_json):
     assert "etcd-s3" not in k3s_config(local_only, "cp1")
     assert "etcd_s3_secret_key" not in local_only["variable"]
     assert not [k for k in resources(local_only, "terraform_data") if "etcd-s3-secret" in k]
+
+
+def etcd_secret_lines(synthesized: dict) -> dict[str, str]:
+    (step,) = [v for k, v in resources(synthesized, "terraform_data").items() if "etcd-s3-secret" in k]
+    (upload,) = [
+        p["file"] for p in step["provisioner"] if "file" in p and p["file"]["destination"].endswith(".env")
+    ]
+    return dict(line.split("=", 1) for line in upload["content"].splitlines())
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {
+            "control_plane_ips": ("10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.14", "10.0.0.15"),
+            "datastore_capacity_gb": (("local-lvm", 2600), ("nvme", 4096)),
+            "etcd_snapshot_retention": 10,
+        },
+    ],
+)
+def test_s3_keeps_as_many_snapshots_of_each_server_as_its_disk(overrides):
+    """S3 retention is k3s' etcd-s3-retention (its own setting since v1.33.4+k3s1, default 5), not
+    etcd-snapshot-retention, and every server prunes the folder shared by all of them
+    (<folder>/etcd-snapshot*): S3 keeps etcd_snapshot_retention of each server only when the Secret,
+    where k3s reads it, says retention x servers. The servers' config stays free of it (any other
+    etcd-s3-* setting there may make k3s ignore the Secret)."""
+    synthesized = synth(**overrides) if overrides else synth()
+    servers = [name for name in vms(synthesized) if name.startswith("cp")]
+    configs = [k3s_config(synthesized, name) for name in servers]
+    assert all(config["etcd-s3"] is True for config in configs)
+    (local,) = {config["etcd-snapshot-retention"] for config in configs}
+    assert etcd_secret_lines(synthesized)["etcd-s3-retention"] == str(local * len(servers))
+    assert not [key for config in configs for key in config if key == "etcd-s3-retention"]
 
 
 def test_the_etcd_secret_is_what_k3s_reads(tmp_path):
@@ -1187,6 +1222,10 @@ S3 = EtcdS3("s3.amazonaws.com", "etcd-snapshots", "${var.a}", "${var.s}")
             r"'control_plane_count' is 2: k3s embedded etcd needs an odd count of at least 3 for HA",
         ),
         (
+            {"control_plane_ips": tuple(f"10.0.0.{i}" for i in range(101, 112))},
+            r"'control_plane_count' is 11: give at most 9 control planes \(their VM ids come before the workers'\)",
+        ),
+        (
             {"control_plane_ips": ("10.0.0.11",)},
             r"'control_plane_count' is 1: k3s embedded etcd needs an odd count",
         ),
@@ -1511,3 +1550,216 @@ def test_the_proxmox_page_role_command_is_the_tables():
         pveum_role_add(),
         pveum_role_add(pve_major=8),
     ]
+
+
+def restore_runbook() -> str:
+    """The proxmox-ha restore runbook of docs/backup.md, its shell blocks dedented."""
+    page = (Path(main.__file__).parent / "docs" / "backup.md").read_text()
+    section = page[page.index("### proxmox-ha") : page.index("### Other stacks")]
+    return section[section.index("Restore (all servers") :]
+
+
+def runbook_blocks() -> list[str]:
+    return [
+        "\n".join(line.removeprefix("   ") for line in block.splitlines())
+        for block in re.findall(r"```bash\n(.*?)```", restore_runbook(), re.S)
+    ]
+
+
+def test_the_restore_runbook_reruns_every_step_the_restored_cluster_no_longer_matches(stack_json):
+    """After an etcd restore, the cluster is the snapshot's and the state the last apply's: every
+    terraform_data step but the kubeconfig fetch (the restore writes the same CA back) either wrote
+    into the cluster (a Secret, back to its value at the snapshot while the state keeps the hashes of
+    the current one) or waited for something in it (GPU workers, Fleet's CRD), and no plan re-runs
+    it. The runbook's apply replaces each by the address the synthesized stack has."""
+    (apply,) = [b.replace("\\\n", " ") for b in runbook_blocks() if "apply" in b and "-replace=" in b]
+    assert apply.startswith("terraform -chdir=cdktf.out/stacks/proxmox-ha apply ")
+    replaced = re.findall(r"-replace=(\S+)", apply)
+    for address in replaced:
+        kind, name = address.split(".", 1)
+        assert name in resources(stack_json, kind), address
+    steps = resources(stack_json, "terraform_data")
+    (kubeconfig,) = [k for k, v in steps.items() if "fetch-kubeconfig.sh:API_SERVER" in v["triggers_replace"]]
+    writers = [
+        k
+        for k, v in steps.items()
+        for p in v.get("provisioner", [])
+        if "SECRET_NAME=" in " ".join(p.get("remote-exec", {}).get("inline", []))
+    ]
+    assert len(writers) == 3
+    assert sorted(replaced) == sorted(f"terraform_data.{k}" for k in steps if k != kubeconfig)
+
+
+def test_the_restore_runbook_finds_the_releases_upgraded_after_the_snapshot(stack_json, tmp_path):
+    """A release the restored cluster runs at an older revision than the state records was upgraded
+    after the snapshot, and helm provider v3.1.1 does not read its values back (setReleaseAttributes):
+    the runbook's loop, run on the state's JSON (helm_release's metadata is an object) and helm's
+    history, names exactly those, by address; a release the cluster lacks is left to the refresh."""
+    (loop,) = [b for b in runbook_blocks() if "show -json" in b]
+    names = sorted(resources(stack_json, "helm_release"))
+    state = {
+        "values": {
+            "root_module": {
+                "resources": [
+                    {
+                        "address": f"helm_release.{name}",
+                        "type": "helm_release",
+                        "values": {
+                            "name": release["name"],
+                            "namespace": release["namespace"],
+                            "metadata": {"revision": 3},
+                        },
+                    }
+                    for name, release in resources(stack_json, "helm_release").items()
+                ]
+                + [{"address": "terraform_data.x", "type": "terraform_data", "values": {}}]
+            }
+        }
+    }
+    upgraded, missing = names[0], names[1]
+    in_cluster = {
+        resources(stack_json, "helm_release")[name]["name"]: 2 if name == upgraded else 3
+        for name in names
+        if name != missing
+    }
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    (tmp_path / "history.json").write_text(json.dumps(in_cluster))
+    (bin_dir / "terraform").write_text(f'#!/bin/sh\n[ "$2" = show ] && cat {tmp_path}/state.json\n')
+    (bin_dir / "helm").write_text(
+        "#!/bin/sh\n"
+        f"rev=$(jq -r --arg n \"$4\" '.[$n] // empty' {tmp_path}/history.json)\n"
+        '[ -n "$rev" ] || { echo "Error: release: not found" >&2; exit 1; }\n'
+        'echo "[{\\"revision\\": 1}, {\\"revision\\": $rev}]"\n'
+    )
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", loop],
+        cwd=tmp_path,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [f"-replace=helm_release.{upgraded}"]
+
+
+def test_the_page_says_how_etcd_setting_changes_reach_the_running_servers(stack_json, tmp_path):
+    """The servers' etcd settings are cloud-init's config.yaml, read by k3s at start, and cp1 is
+    never rebuilt: a new etcd_snapshot_cron, etcd_snapshot_retention or etcd_s3 reaches it only
+    by the page's procedure. Its two scripts, run here, take the settings from the synthesized
+    stack and replace every etcd-* line of a server's config (a pre-Secret server's S3 options
+    included), leaving the rest and the file's mode as they are; etcd_s3=False turns uploads off."""
+    section = page_section("etcd snapshots")
+    extract, update = re.findall(r"<<'PY'\n(.*?)\nPY\n", section, re.S)
+    addresses = re.search(r"for ip in ([0-9. ]+);", section).group(1).split()
+    assert addresses == list(MAIN.overrides.get("control_plane_ips", ("10.0.0.11", "10.0.0.12", "10.0.0.13")))
+    assert "systemctl restart k3s" in section and "/readyz/etcd" in section
+    (tmp_path / "extract.py").write_text(extract)
+
+    def settings(synthesized: dict) -> dict:
+        (tmp_path / "cdk.tf.json").write_text(json.dumps(synthesized))
+        run = subprocess.run(
+            [sys.executable, str(tmp_path / "extract.py"), str(tmp_path / "cdk.tf.json")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return yaml.safe_load(run.stdout)
+
+    expected = {k: v for k, v in k3s_config(stack_json, "cp1").items() if k.startswith("etcd-")}
+    assert all(k.startswith(("etcd-s3", "etcd-snapshot-")) for k in expected)
+    assert settings(stack_json) == expected and expected["etcd-s3"] is True
+    assert settings(synth(etcd_s3=False, etcd_snapshot_cron="0 */4 * * *")) == {
+        "etcd-s3": False,
+        "etcd-snapshot-schedule-cron": "0 */4 * * *",
+        "etcd-snapshot-retention": 28,
+    }
+    config = tmp_path / "config.yaml"
+    kept = {
+        "token": "t0ken",
+        "node-ip": "10.0.0.12",
+        "server": "https://10.0.0.11:6443",
+        "tls-san": ["a"],
+        "etcd-expose-metrics": True,
+    }
+    old = {
+        "etcd-snapshot-schedule-cron": "0 */12 * * *",
+        "etcd-s3": True,
+        "etcd-s3-bucket": "b",
+        "etcd-s3-secret-key": "s",
+    }
+    config.write_text(yaml.safe_dump({**kept, **old}))
+    config.chmod(0o600)
+    assert '"/etc/rancher/k3s/config.yaml"' in update
+    (tmp_path / "update.py").write_text(update.replace('"/etc/rancher/k3s/config.yaml"', repr(str(config))))
+    subprocess.run(
+        [sys.executable, str(tmp_path / "update.py")], input=yaml.safe_dump(expected), text=True, check=True
+    )
+    assert yaml.safe_load(config.read_text()) == {**kept, **expected}
+    assert config.stat().st_mode & 0o777 == 0o600
+
+
+def test_removing_the_last_worker_destroys_that_worker_only():
+    """docs/proxmox-ha.md "Removing a GPU worker": names, VM ids, GPU mappings and host keys follow
+    worker_ips' order, so dropping its last address removes that worker's VM, snippets, firewall
+    and GPU mappings, changes what counts the workers, and leaves every other resource as it was
+    (no other VM, mapping or release is replaced)."""
+    section = page_section("Removing a GPU worker")
+    assert "remove the last worker only" in section
+    full = synth()
+    workers = list(MAIN.overrides.get("worker_ips", ProxmoxProps.worker_ips))
+    fewer = synth(worker_ips=tuple(workers[:-1]))
+    last = f"wk-gpu{len(workers)}"
+    gpus = ProxmoxProps.gpus_per_worker
+    last_mappings = {f"gpu{i}" for i in range(gpus * (len(workers) - 1), gpus * len(workers))}
+    gone, changed = set(), set()
+    for kind, named in full["resource"].items():
+        for name, resource in named.items():
+            after = fewer["resource"].get(kind, {}).get(name)
+            if after is None:
+                gone.add((kind, name))
+            elif after != resource:
+                changed.add((kind, name))
+    assert all(n.startswith(f"vms_{last}") or n.split("_")[1] in last_mappings for _, n in gone), gone
+    assert {k for k, _ in gone} == {
+        "proxmox_virtual_environment_vm",
+        "proxmox_virtual_environment_file",
+        "proxmox_virtual_environment_firewall_rules",
+        "proxmox_virtual_environment_firewall_options",
+        "proxmox_virtual_environment_hardware_mapping_pci",
+    }
+    assert len([k for k, _ in gone if k.endswith("mapping_pci")]) == gpus
+    assert {k for k, _ in changed} <= {"terraform_data", "helm_release"}
+    assert {n for _, n in changed} == {
+        "notebook-quota",
+        "gpu-nodes-ready",
+        next(iter(kubeconfig_names(full))),
+    }
+    assert not [n for n in fewer["resource"]["proxmox_virtual_environment_vm"] if last in n]
+    (kubeconfig,) = kubeconfig_names(full)
+    steps = resources(full, "terraform_data"), resources(fewer, "terraform_data")
+    assert steps[0][kubeconfig]["triggers_replace"] == steps[1][kubeconfig]["triggers_replace"]
+
+
+def kubeconfig_names(synthesized: dict) -> list[str]:
+    return [
+        k
+        for k, v in resources(synthesized, "terraform_data").items()
+        if "fetch-kubeconfig.sh:API_SERVER" in v["triggers_replace"]
+    ]
+
+
+def test_two_clusters_never_share_a_snapshot_folder():
+    """Every cluster names its snapshots etcd-snapshot-cp1-<time> ..., and k3s prunes every object
+    under its folder that starts with etcd-snapshot: two proxmox-ha instances in one bucket with one
+    folder would overwrite and prune each other's snapshots. The folder defaults to the instance's
+    name, which main.py keeps unique."""
+    lab = Instance("proxmox-lab", "proxmox-ha", dict(MAIN.overrides))
+    synthesized = json.loads(cdktf.Testing.synth(lab.build(cdktf.Testing.app())))
+    assert etcd_secret_lines(synthesized)["etcd-s3-folder"] == "proxmox-lab"
+    assert etcd_secret_lines(synth())["etcd-s3-folder"] == MAIN.stack
+    assert etcd_secret_lines(synth(etcd_s3_folder="lab/etcd"))["etcd-s3-folder"] == "lab/etcd"

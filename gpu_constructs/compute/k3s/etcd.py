@@ -86,8 +86,11 @@ class EtcdSnapshots:
 
     schedule_cron: str = "0 */6 * * *"
     retention: int = 28
-    """Snapshots kept per server (and in S3): 28 at six-hourly is a week."""
+    """Snapshots each server keeps on its disk (28 at six-hourly is a week), and per server in S3
+    (:attr:`s3_retention`)."""
     s3: EtcdS3 | None = None
+    servers: int = 1
+    """Servers that send their snapshots to the one S3 folder; S3 keeps :attr:`s3_retention` of them."""
     in_cluster_secret: bool = False
     """Keep the S3 target and keys in the kube-system Secret :data:`CONFIG_SECRET` rather than in the
     servers' config: for servers whose config Terraform state holds (cloud-init user data)."""
@@ -95,6 +98,7 @@ class EtcdSnapshots:
     def check(self) -> None:
         validate.cron("etcd_snapshot_cron", self.schedule_cron)
         validate.int_range("etcd_snapshot_retention", self.retention, 1, 1000)
+        validate.int_range("servers", self.servers, 1, 99)
         if self.s3:
             self.s3.check()
 
@@ -102,6 +106,18 @@ class EtcdSnapshots:
     def where(self) -> str:
         """:attr:`~gpu_constructs.compute.base.PlatformFacts.etcd_snapshots`: ``"s3"`` or ``"node"``."""
         return "s3" if self.s3 is not None else "node"
+
+    @property
+    def s3_retention(self) -> int:
+        """What k3s' ``etcd-s3-retention`` must be for S3 to hold :attr:`retention` snapshots of each
+        server. S3 retention is its own setting (k3s v1.33.4+k3s1 and later, default 5, docs.k3s.io
+        "etcd-snapshot", S3 Retention), not ``etcd-snapshot-retention`` (k3s-io/k3s#13769: "the new
+        release only looks at the etcd-s3-retention value, which defaults to 5"), and it counts every server's
+        snapshots together: after each upload a server lists ``<folder>/<etcd-snapshot-name>``, which
+        every server's ``etcd-snapshot-<node>-<time>`` matches, and deletes all but the newest
+        (pkg/etcd/snapshot.go ``SnapshotRetention(ctx, EtcdSnapshotName)``, pkg/etcd/s3/s3.go
+        ``Client.SnapshotRetention``; k3s-io/k3s#8099, "regardless of the node name")."""
+        return self.retention * self.servers
 
     def k3s_flags(self) -> dict[str, Any]:
         flags: dict[str, Any] = {
@@ -142,6 +158,9 @@ class EtcdSnapshots:
             "etcd-s3-access-key": self.s3.access_key,
             "etcd-s3-secret-key": self.s3.secret_key,
             "etcd-s3-insecure": str(self.s3.insecure).lower(),
+            # Only in the Secret: in the servers' config, any etcd-s3-* setting but the Secret's
+            # name could make k3s ignore the Secret (pkg/etcd/s3/s3.go, GetClient).
+            "etcd-s3-retention": str(self.s3_retention),
         }
         if self.s3.folder:
             data["etcd-s3-folder"] = self.s3.folder

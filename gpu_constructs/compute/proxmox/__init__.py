@@ -292,6 +292,14 @@ class ProxmoxProps:
             raise ConfigError(
                 "control_plane_count", count, "k3s embedded etcd needs an odd count of at least 3 for HA"
             )
+        if count > 9:
+            # Server VM ids are vm_id_base + 11 ... + 19, the workers' + 21 on: a tenth server
+            # would take wk-gpu1's id, which Proxmox refuses at create, halfway into the apply.
+            raise ConfigError(
+                "control_plane_count",
+                count,
+                "give at most 9 control planes (their VM ids come before the workers')",
+            )
         if not self.worker_ips:
             raise ConfigError("worker_ips", (), "give at least one GPU worker")
         network = validate.cidr("network", self.network)
