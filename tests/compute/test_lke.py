@@ -104,6 +104,36 @@ def test_gpu_pool_autoscales_one_to_five_without_fighting_the_autoscaler(stack_j
     assert pool["tags"] == ["gpu-pool"]
 
 
+def enterprise_only(upstream: Path, page: str) -> set[str]:
+    """The arguments the reference page marks as LKE Enterprise only (``For LKE enterprise only``)."""
+    text = (upstream / "provider-docs" / "linode" / page).read_text()
+    arguments = text.split("## Argument Reference", 1)[1].split("## Attributes Reference", 1)[0]
+    return {
+        match.group(1)
+        for match in re.finditer(r"^\s*\* \[?`([a-z0-9_]+)`.*$", arguments, re.M)
+        if "enterprise" in match.group(0).lower()
+    }
+
+
+def test_the_gpu_placement_reaches_the_nodes_on_every_tier(stack_json, enterprise_json, upstream):
+    """The GPU pool's label and taint are what the contract places GPU pods by, so they must work on
+    the standard tier too: the reference pages mark only k8s_version and update_strategy as LKE
+    Enterprise only (the provider sends labels and taints whatever the tier, and its acceptance tests
+    change them in place on a standard cluster), and a standard-tier stack emits none of those."""
+    for page in ("lke_node_pool.md", "lke_cluster.md"):
+        assert enterprise_only(upstream, page) == {"k8s_version", "update_strategy"}, page
+    for synthesized in (stack_json, enterprise_json):
+        pool = one(synthesized, "linode_lke_node_pool")
+        assert pool["labels"] == {"nvidia.com/gpu": "true"}
+        assert pool["taint"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]
+    standard_pools = [
+        one(stack_json, "linode_lke_node_pool"),
+        one(stack_json, "linode_lke_cluster")["pool"][0],
+    ]
+    for pool, page in zip(standard_pools, ("lke_node_pool.md", "lke_cluster.md"), strict=True):
+        assert not argument_keys(pool, frozenset({"labels"})) & enterprise_only(upstream, page)
+
+
 # Linode's default inbound rules for LKE nodes (linode/cloud-firewall-controller,
 # internal/rules/defaults.go): (label, protocol, ports, ipv4), in order.
 LINODE_LKE_DEFAULTS = [

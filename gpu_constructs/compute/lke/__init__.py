@@ -327,6 +327,13 @@ class LkeGpuCompute(Construct):
             type=props.gpu_plan,
             label="gpu",
             firewall_id=firewall_id,
+            # The GPU placement, on every tier: LKE cascades a pool's labels and taints to its nodes
+            # (Akamai's "Labels and taints" guide), and provider v3.13.0 sends them on create and in
+            # place on every update whatever the tier, gating only k8s_version and update_strategy
+            # on "enterprise" (linode/lkenodepool/framework_models.go, SetNodePoolCreateOptions and
+            # SetNodePoolUpdateOptions). Its acceptance tests add, change and remove them on
+            # standard clusters (TestAccResourceNodePool_taints_labels;
+            # TestAccResourceLKEClusterNodePoolTaintsLabels, tmpl/taints_labels.gotf: tier = "standard").
             labels=dict([GPU_LABEL]),
             taint=[PoolTaint(GPU_TAINT.key, GPU_TAINT.value, GPU_TAINT.effect)],
             tags=[GPU_POOL_TAG],
