@@ -98,7 +98,7 @@ def test_gpu_pool_autoscales_one_to_five_without_fighting_the_autoscaler(stack_j
     pool = one(stack_json, "linode_lke_node_pool")
     assert pool["type"] == "g2-gpu-rtx4000a1-s"
     assert pool["autoscaler"] == [{"min": 1, "max": 5}]
-    assert "node_count" not in pool and pool["lifecycle"] == {"ignore_changes": ["node_count"]}
+    assert "node_count" not in pool and pool["lifecycle"]["ignore_changes"] == ["node_count"]
     assert pool["taint"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]
     assert pool["labels"] == {"nvidia.com/gpu": "true"}
     assert pool["tags"] == ["gpu-pool"]
@@ -799,6 +799,42 @@ def test_terraform_refuses_a_plan_that_replaces_the_protected_cluster(stack_json
     assert terraform("plan", "-var=region=us-ord").returncode == 0
     refused = terraform("plan", "-var=region=us-sea")
     assert refused.returncode != 0 and "prevent_destroy" in " ".join(refused.stderr.split())
+
+
+def test_a_replaced_gpu_pool_is_ready_before_the_old_one_goes(stack_json, enterprise_json, tmp_path):
+    """A new gpu_plan replaces linode_lke_node_pool (`type` is RequiresReplace in provider v3.13.0):
+    destroyed first, the old GPU nodes are gone while the new pool is provisioned. Both tiers' pools
+    are create_before_destroy, and real Terraform, given the pool's lifecycle on a stand-in that a
+    variable replaces, plans the create before the delete."""
+    from tests.conftest import terraform_binary
+
+    for synthesized in (stack_json, enterprise_json):
+        assert one(synthesized, "linode_lke_node_pool")["lifecycle"]["create_before_destroy"] is True
+    lifecycle = one(stack_json, "linode_lke_node_pool")["lifecycle"]
+    stand_in = {key: value for key, value in lifecycle.items() if key != "ignore_changes"}
+    config = {
+        "variable": {"gpu_plan": {"type": "string"}},
+        "resource": {
+            "terraform_data": {"gpu_pool": {"triggers_replace": "${var.gpu_plan}", "lifecycle": stand_in}}
+        },
+    }
+    (tmp_path / "main.tf.json").write_text(json.dumps(config))
+
+    def terraform(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [terraform_binary(), *args, "-input=false", "-no-color"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    assert terraform("init").returncode == 0
+    assert terraform("apply", "-auto-approve", "-var=gpu_plan=g2-gpu-rtx4000a1-s").returncode == 0
+    assert terraform("plan", "-out=replace.tfplan", "-var=gpu_plan=g2-gpu-rtx4000a2-m").returncode == 0
+    shown = subprocess.run(
+        [terraform_binary(), "show", "-json", "replace.tfplan"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    (change,) = json.loads(shown.stdout)["resource_changes"]
+    assert change["change"]["actions"] == ["create", "delete"]
 
 
 def test_the_page_tells_how_to_recover_from_the_helm_providers_state_loss(stack_json):
