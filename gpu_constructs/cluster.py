@@ -136,10 +136,10 @@ class GpuSharing:
 class KubeAccess:
     """How the kubernetes and helm providers reach the cluster.
 
-    ``config_path`` is a kubeconfig file written during the apply (k3d, Proxmox). The providers
+    ``config_path`` is a kubeconfig file written during the apply (Proxmox). The providers
     read it lazily, when a resource is first created, so the plan of a first apply needs no cluster.
     ``host`` with an ``exec`` credential plugin derives the access at every run instead (EKS, the
-    k3s hosts): nothing depends on a file an earlier apply left on one machine.
+    k3s hosts, k3d): nothing depends on a file an earlier apply left on one machine.
     """
 
     config_path: str | None = None

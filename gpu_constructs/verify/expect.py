@@ -127,7 +127,8 @@ def from_stack(stack: Any) -> Expectation:
         args = list(cluster.access.exec_args)
         eks = (args[args.index("--cluster-name") + 1], args[args.index("--region") + 1])
     else:
-        # The stack outputs the kubeconfig; its deploy steps write it to kubeconfig/<stack>.yaml.
+        # The providers derive their access at every run; kubectl's copy is kubeconfig/<stack>.yaml,
+        # written by a step of the stack (single-node, k3d-poc) or `make kubeconfig` (lke).
         kubeconfig = app_root() / "kubeconfig" / f"{name}.yaml"
     return Expectation(
         stack=name,

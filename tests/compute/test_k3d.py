@@ -742,3 +742,201 @@ def test_two_k3d_instances_with_one_cluster_name_or_api_port_fail_at_synth(monke
             Instance("k3d-b", "k3d-poc", {"cluster_name": "other", "api_port": 6551}),
         ]
     )
+
+
+# --- k3d-access.sh: the providers' access, read from the cluster at every run ------------------------
+ACCESS_CA = (
+    "-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIBADAKBggqhkjOPQQDAjAj\n-----END CERTIFICATE-----\n"
+)
+ACCESS_KEY = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIEtleUtleUtleUtleQ==\n-----END EC PRIVATE KEY-----\n"
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+def k3d_kubeconfig(certificate: str) -> str:
+    """What `k3d kubeconfig get gpu-poc` prints (k3d v5 KubeconfigGet: k3s's output, renamed)."""
+    return f"""apiVersion: v1
+clusters:
+- cluster:
+    certificate-authority-data: {_b64(ACCESS_CA)}
+    server: https://127.0.0.1:6550
+  name: k3d-gpu-poc
+contexts:
+- context:
+    cluster: k3d-gpu-poc
+    user: admin@k3d-gpu-poc
+  name: k3d-gpu-poc
+current-context: k3d-gpu-poc
+kind: Config
+preferences: {{}}
+users:
+- name: admin@k3d-gpu-poc
+  user:
+    client-certificate-data: {_b64(certificate)}
+    client-key-data: {_b64(ACCESS_KEY)}
+"""
+
+
+def access_host(tmp_path: Path, certificate: str, *, running: str = "true") -> Host:
+    """docker and k3d as they answer for a created cluster: the server container's state and the
+    kubeconfig k3s holds now ($STATE/kubeconfig.yaml)."""
+    host = Host(tmp_path)
+    (host.state / "kubeconfig.yaml").write_text(k3d_kubeconfig(certificate))
+    (host.state / "running").write_text(running)
+    host.stub(
+        "docker",
+        'case "$1" in\n'
+        '  inspect) [ -s "$STATE/running" ] || { echo "Error: No such object: $3" >&2; exit 1; }\n'
+        '           cat "$STATE/running" ;;\n'
+        '  info) [ -e "$STATE/docker-down" ] && exit 1; exit 0 ;;\n'
+        "esac",
+    )
+    host.stub("k3d", '[ "$1 $2 $3" = "kubeconfig get gpu-poc" ] && cat "$STATE/kubeconfig.yaml"')
+    return host
+
+
+def helm_access(stack_json: dict) -> dict:
+    (provider,) = stack_json["provider"]["helm"]
+    return provider["kubernetes"]
+
+
+def run_access(host: Host, command: list[str], stdin: str = "", **env: str):
+    """A synthesized program or exec plugin as Terraform and client-go run it: Terraform's template
+    escapes resolved, the command with its arguments, no shell."""
+    import subprocess
+
+    argv = [arg.replace("$${", "${").replace("%%{", "%{") for arg in command]
+    return subprocess.run(
+        argv, input=stdin, env=host.environment(**env), capture_output=True, text=True, timeout=60
+    )
+
+
+def exec_plugin(stack_json: dict) -> list[str]:
+    execution = helm_access(stack_json)["exec"]
+    return [execution["command"], *execution["args"]]
+
+
+def ca_program(stack_json: dict) -> list[str]:
+    (ca,) = stack_json["data"]["external"].values()
+    return ca["program"]
+
+
+def test_the_providers_never_read_the_kubeconfig_file_the_create_step_wrote(stack_json):
+    """That file keeps the admin client certificate k3s issued at creation (365 days; k3s renews its
+    own when it starts, not the copy): the helm provider reaches the API at the published port with
+    the CA from a data source keyed on the cluster step and the credential from an exec plugin."""
+    from gpu_constructs.hostexec import script_literal
+
+    (cluster_id,) = resources(stack_json, "terraform_data")
+    access = helm_access(stack_json)
+    assert "config_path" not in access
+    assert access["host"] == "https://127.0.0.1:6550"
+    (ca_id, ca) = next(iter(stack_json["data"]["external"].items()))
+    assert access["cluster_ca_certificate"] == f"${{base64decode(data.external.{ca_id}.result.ca_base64)}}"
+    assert ca["query"] == {"cluster": f"${{terraform_data.{cluster_id}.id}}"}
+    assert stack_json["terraform"]["required_providers"]["external"]["source"] == "hashicorp/external"
+    settings = ["CLUSTER=gpu-poc", "SERVER=k3d-gpu-poc-server-0"]
+    script = ["bash", "-c", script_literal("k3d-access.sh"), "k3d-access"]
+    assert ca_program(stack_json) == ["env", *settings, *script, "ca"]
+    assert access["exec"]["api_version"] == "client.authentication.k8s.io/v1"
+    assert exec_plugin(stack_json) == ["env", *settings, *script, "credential"]
+    written = next(iter(resources(stack_json, "terraform_data").values()))["provisioner"][0]["local-exec"]
+    assert written["environment"]["KUBECONFIG_OUT"] not in json.dumps(stack_json["provider"])
+    assert helm_access(synth(api_port=6551))["host"] == "https://127.0.0.1:6551"
+
+
+def test_a_certificate_k3s_renewed_reaches_the_providers_at_the_next_run(stack_json, tmp_path):
+    """The synthesized plugin and program against a cluster whose k3s restarted and renewed its admin
+    certificate: both runs read what the cluster holds then, and the key goes to stdout only."""
+    from tests.support.host import _certificate
+
+    first, renewed = _certificate(30), _certificate(365, "system:admin renewed")
+    host = access_host(tmp_path, first)
+    before = run_access(host, exec_plugin(stack_json))
+    assert before.returncode == 0, before.stderr
+    (host.state / "kubeconfig.yaml").write_text(k3d_kubeconfig(renewed))
+    after = run_access(host, exec_plugin(stack_json))
+    assert after.returncode == 0, after.stderr
+    credential = json.loads(after.stdout)
+    assert (credential["apiVersion"], credential["kind"]) == (
+        "client.authentication.k8s.io/v1",
+        "ExecCredential",
+    )
+    assert json.loads(before.stdout)["status"]["clientCertificateData"] == first
+    assert credential["status"] == {"clientCertificateData": renewed, "clientKeyData": ACCESS_KEY}
+    assert ACCESS_KEY.splitlines()[1] not in after.stderr
+    # The external data source writes its query to stdin and reads one JSON object of strings.
+    ca = run_access(host, ca_program(stack_json), stdin='{"cluster": "1234"}')
+    assert ca.returncode == 0, ca.stderr
+    assert json.loads(ca.stdout) == {"ca_base64": _b64(ACCESS_CA)}
+    assert "k3d kubeconfig get gpu-poc" in host.calls("k3d")
+
+
+@pytest.mark.parametrize("mode", ["ca", "credential"])
+@pytest.mark.parametrize(("days", "refused"), [(-1, True), (3, True), (30, False)])
+def test_an_admin_certificate_about_to_expire_fails_the_plan_with_the_restart(
+    stack_json, tmp_path, mode, days, refused
+):
+    """A cluster that has not restarted for a year hands out an expired certificate: the data source
+    (read before helm refreshes a release) fails the plan rather than let a 401 drop the releases."""
+    from tests.support.host import _certificate
+
+    host = access_host(tmp_path, _certificate(days))
+    program = ca_program(stack_json) if mode == "ca" else exec_plugin(stack_json)
+    result = run_access(host, program, stdin="{}")
+    assert (result.returncode == 1) is refused, result.stderr
+    if refused:
+        assert result.stdout == ""
+        assert "expires within 7 days or has expired" in result.stderr
+        assert "k3d cluster stop gpu-poc && k3d cluster start gpu-poc" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ("stopped", "the k3d cluster gpu-poc is stopped (k3d-gpu-poc-server-0 is not running): 'k3d cluster start gpu-poc'"),
+        ("gone", "the k3d cluster gpu-poc is not on this machine (no container k3d-gpu-poc-server-0;"),
+        ("docker-down", "Docker is not running, or this user may not use it"),
+    ],
+)  # fmt: skip
+def test_a_cluster_that_cannot_answer_fails_the_plan_before_anything_is_refreshed(
+    stack_json, tmp_path, state, message
+):
+    """A stopped cluster still hands out its kubeconfig (docker copies from a stopped container):
+    the data source checks that the server runs, and names what to do."""
+    from tests.support.host import _certificate
+
+    host = access_host(tmp_path, _certificate(365), running="false" if state == "stopped" else "")
+    if state == "docker-down":
+        (host.state / "docker-down").touch()
+    result = run_access(host, ca_program(stack_json), stdin="{}")
+    assert result.returncode == 1 and result.stdout == ""
+    assert message in " ".join(result.stderr.split())
+    assert host.calls("k3d") == []
+
+
+def test_a_kubeconfig_without_a_ca_fails_instead_of_trusting_the_system_roots(stack_json, tmp_path):
+    """An empty CA would reach the provider as "" (an unrelated x509 error at every release)."""
+    from tests.support.host import _certificate
+
+    host = access_host(tmp_path, _certificate(365))
+    (host.state / "kubeconfig.yaml").write_text("apiVersion: v1\n")
+    result = run_access(host, ca_program(stack_json), stdin="{}")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "has no certificate-authority-data" in result.stderr
+
+
+def test_the_access_script_passes_key_material_through_pipes_only():
+    """bash before 5.1 writes every here-string and here-document to a file in $TMPDIR."""
+    from gpu_constructs.hostexec import script_path
+
+    code = [
+        line
+        for line in script_path("k3d-access.sh").read_text().splitlines()
+        if not line.lstrip().startswith("#")
+    ]
+    assert not [line for line in code if "<<" in line]

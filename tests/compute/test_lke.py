@@ -98,10 +98,40 @@ def test_gpu_pool_autoscales_one_to_five_without_fighting_the_autoscaler(stack_j
     pool = one(stack_json, "linode_lke_node_pool")
     assert pool["type"] == "g2-gpu-rtx4000a1-s"
     assert pool["autoscaler"] == [{"min": 1, "max": 5}]
-    assert "node_count" not in pool and pool["lifecycle"] == {"ignore_changes": ["node_count"]}
+    assert "node_count" not in pool and pool["lifecycle"]["ignore_changes"] == ["node_count"]
     assert pool["taint"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]
     assert pool["labels"] == {"nvidia.com/gpu": "true"}
     assert pool["tags"] == ["gpu-pool"]
+
+
+def enterprise_only(upstream: Path, page: str) -> set[str]:
+    """The arguments the reference page marks as LKE Enterprise only (``For LKE enterprise only``)."""
+    text = (upstream / "provider-docs" / "linode" / page).read_text()
+    arguments = text.split("## Argument Reference", 1)[1].split("## Attributes Reference", 1)[0]
+    return {
+        match.group(1)
+        for match in re.finditer(r"^\s*\* \[?`([a-z0-9_]+)`.*$", arguments, re.M)
+        if "enterprise" in match.group(0).lower()
+    }
+
+
+def test_the_gpu_placement_reaches_the_nodes_on_every_tier(stack_json, enterprise_json, upstream):
+    """The GPU pool's label and taint are what the contract places GPU pods by, so they must work on
+    the standard tier too: the reference pages mark only k8s_version and update_strategy as LKE
+    Enterprise only (the provider sends labels and taints whatever the tier, and its acceptance tests
+    change them in place on a standard cluster), and a standard-tier stack emits none of those."""
+    for page in ("lke_node_pool.md", "lke_cluster.md"):
+        assert enterprise_only(upstream, page) == {"k8s_version", "update_strategy"}, page
+    for synthesized in (stack_json, enterprise_json):
+        pool = one(synthesized, "linode_lke_node_pool")
+        assert pool["labels"] == {"nvidia.com/gpu": "true"}
+        assert pool["taint"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]
+    standard_pools = [
+        one(stack_json, "linode_lke_node_pool"),
+        one(stack_json, "linode_lke_cluster")["pool"][0],
+    ]
+    for pool, page in zip(standard_pools, ("lke_node_pool.md", "lke_cluster.md"), strict=True):
+        assert not argument_keys(pool, frozenset({"labels"})) & enterprise_only(upstream, page)
 
 
 # Linode's default inbound rules for LKE nodes (linode/cloud-firewall-controller,
@@ -769,6 +799,42 @@ def test_terraform_refuses_a_plan_that_replaces_the_protected_cluster(stack_json
     assert terraform("plan", "-var=region=us-ord").returncode == 0
     refused = terraform("plan", "-var=region=us-sea")
     assert refused.returncode != 0 and "prevent_destroy" in " ".join(refused.stderr.split())
+
+
+def test_a_replaced_gpu_pool_is_ready_before_the_old_one_goes(stack_json, enterprise_json, tmp_path):
+    """A new gpu_plan replaces linode_lke_node_pool (`type` is RequiresReplace in provider v3.13.0):
+    destroyed first, the old GPU nodes are gone while the new pool is provisioned. Both tiers' pools
+    are create_before_destroy, and real Terraform, given the pool's lifecycle on a stand-in that a
+    variable replaces, plans the create before the delete."""
+    from tests.conftest import terraform_binary
+
+    for synthesized in (stack_json, enterprise_json):
+        assert one(synthesized, "linode_lke_node_pool")["lifecycle"]["create_before_destroy"] is True
+    lifecycle = one(stack_json, "linode_lke_node_pool")["lifecycle"]
+    stand_in = {key: value for key, value in lifecycle.items() if key != "ignore_changes"}
+    config = {
+        "variable": {"gpu_plan": {"type": "string"}},
+        "resource": {
+            "terraform_data": {"gpu_pool": {"triggers_replace": "${var.gpu_plan}", "lifecycle": stand_in}}
+        },
+    }
+    (tmp_path / "main.tf.json").write_text(json.dumps(config))
+
+    def terraform(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [terraform_binary(), *args, "-input=false", "-no-color"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    assert terraform("init").returncode == 0
+    assert terraform("apply", "-auto-approve", "-var=gpu_plan=g2-gpu-rtx4000a1-s").returncode == 0
+    assert terraform("plan", "-out=replace.tfplan", "-var=gpu_plan=g2-gpu-rtx4000a2-m").returncode == 0
+    shown = subprocess.run(
+        [terraform_binary(), "show", "-json", "replace.tfplan"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    (change,) = json.loads(shown.stdout)["resource_changes"]
+    assert change["change"]["actions"] == ["create", "delete"]
 
 
 def test_the_page_tells_how_to_recover_from_the_helm_providers_state_loss(stack_json):

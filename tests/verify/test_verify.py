@@ -725,8 +725,9 @@ def test_rejected_credentials_and_a_missing_kubeconfig_are_one_line_each(
 
     monkeypatch.delenv("KUBECONFIG")
     monkeypatch.chdir(tmp_path)
-    expected = expected_for("k3d-poc")
-    missing = verify.expect.kubeconfig_file(expected.cluster.access.config_path or "", "k3d-poc")
+    # k3d-poc's providers read the cluster itself; kubectl's copy is where its create step writes it.
+    expected = verify.for_stack("k3d-poc")
+    missing = expected.kubeconfig
     assert missing == tmp_path / "kubeconfig" / "k3d-poc.yaml"
     with pytest.raises(
         verify.Unreachable, match=r"^stack 'k3d-poc' \(cluster 'gpu-poc'\): no kubeconfig at "

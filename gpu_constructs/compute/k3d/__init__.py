@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdktf import DataResource, LocalExecProvisioner
+from cdktf import DataResource, Fn, LocalExecProvisioner
 from constructs import Construct
 
 from gpu_constructs import validate, versions
@@ -20,6 +20,7 @@ from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, 
 from gpu_constructs.compute.base import NodeGroup, PlatformFacts, k3s_platform
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import script_literal
+from gpu_constructs.providers.external import DataExternal
 
 IMAGE_DIR = Path("docker") / "k3s-cuda"
 """The node image's build context, relative to the project root (Dockerfile after k3d's CUDA guide)."""
@@ -107,7 +108,7 @@ ClusterIP, wherever its pods run."""
 @dataclass(frozen=True)
 class K3dProps:
     kubeconfig_path: str
-    """Where the cluster's kubeconfig is written."""
+    """Where the cluster's kubeconfig is written, for kubectl; the providers read the cluster itself."""
     name: str = "gpu-poc"
     agents: tuple[str, ...] = ("app", "infra", "gpu")
     """The role of each agent, in order: agent-0 app, agent-1 infra, agent-2 gpu as the seed has it."""
@@ -255,9 +256,46 @@ class K3dGpuCompute(Construct):
                 ),
             ],
         )
+
+        # The providers reach the API with what the cluster holds now, never through the kubeconfig
+        # file the create step wrote for kubectl: its admin client certificate is valid for 365 days
+        # from the cluster's creation, and k3s renews its own (when it starts, within 90 days of
+        # expiry) without touching that copy (docs.k3s.io/advanced, "Certificate Management"), so a
+        # year on every plan would get 401 and helm v3.1.1 would drop each release from the state
+        # (helm/resource_helm_release.go Read, hashicorp/terraform-provider-helm#1669).
+        # k3d-access.sh reads `k3d kubeconfig get` at every run, as single-node's kube-access.sh reads
+        # the server: the CA through an external data source (the provider's configuration is
+        # evaluated at plan), the client certificate and key through an exec credential plugin, so
+        # the key reaches neither the state nor the plan. Keyed on the cluster step, the CA's read
+        # waits for the cluster on a first apply (the query is unknown at plan) and is known at every
+        # later plan, before anything is refreshed; it fails the plan, with the remedy, when Docker
+        # or the cluster is stopped or the certificate is about to expire.
+        def access(mode: str) -> list[str]:
+            settings = sorted({"CLUSTER": props.name, "SERVER": props.server_name}.items())
+            return [
+                "env",
+                *(f"{key}={value}" for key, value in settings),
+                "bash",
+                "-c",
+                script_literal("k3d-access.sh"),
+                "k3d-access",
+                mode,
+            ]
+
+        self.cluster_ca = DataExternal(
+            self, "cluster-ca", program=access("ca"), query={"cluster": self.bootstrap.id}
+        )
         self.cluster = GpuCluster(
             name=props.name,
-            access=KubeAccess(config_path=props.kubeconfig_path),
+            access=KubeAccess(
+                # Where --api-port publishes it and `k3d kubeconfig get` points (127.0.0.1 is in the
+                # k3s serving certificate's names).
+                host=f"https://127.0.0.1:{props.api_port}",
+                cluster_ca_certificate=Fn.base64decode(self.cluster_ca.result("ca_base64")),
+                exec_api_version="client.authentication.k8s.io/v1",
+                exec_command="env",
+                exec_args=tuple(access("credential")[1:]),
+            ),
             gpu_node_selector=dict([role_label("gpu")]),
             gpu_taint=role_taint("gpu"),
             gpu_toleration_taint=role_taint("gpu"),

@@ -327,14 +327,33 @@ class LkeGpuCompute(Construct):
             type=props.gpu_plan,
             label="gpu",
             firewall_id=firewall_id,
+            # The GPU placement, on every tier: LKE cascades a pool's labels and taints to its nodes
+            # (Akamai's "Labels and taints" guide), and provider v3.13.0 sends them on create and in
+            # place on every update whatever the tier, gating only k8s_version and update_strategy
+            # on "enterprise" (linode/lkenodepool/framework_models.go, SetNodePoolCreateOptions and
+            # SetNodePoolUpdateOptions). Its acceptance tests add, change and remove them on
+            # standard clusters (TestAccResourceNodePool_taints_labels;
+            # TestAccResourceLKEClusterNodePoolTaintsLabels, tmpl/taints_labels.gotf: tier = "standard").
             labels=dict([GPU_LABEL]),
             taint=[PoolTaint(GPU_TAINT.key, GPU_TAINT.value, GPU_TAINT.effect)],
             tags=[GPU_POOL_TAG],
             autoscaler=Autoscaler(min=props.gpu_min_nodes, max=props.gpu_max_nodes),
             k8s_version=pool_version,
             update_strategy=update_strategy,
-            # The autoscaler owns the node count; Terraform never sets or resets it.
-            lifecycle=TerraformResourceLifecycle(ignore_changes=["node_count"]),
+            lifecycle=TerraformResourceLifecycle(
+                # The autoscaler owns the node count; Terraform never sets or resets it.
+                ignore_changes=["node_count"],
+                # A new gpu_plan replaces the pool (`type` is RequiresReplace in provider v3.13.0,
+                # linode/lkenodepool/framework_resource_schema.go, since #1478). Destroyed first,
+                # its GPU nodes would be gone before the new ones are provisioned and ready, and every
+                # GPU pod pending meanwhile. Created first, the new pool is ready (the provider's
+                # Create waits for WaitForNodePoolReady, at the autoscaler's min nodes) before the
+                # old one is deleted. Terraform makes what the pool depends on (the cluster, the
+                # Enterprise firewall) create-before-destroy too: linode_firewall has no
+                # RequiresReplace attribute, and the cluster's replacement is refused
+                # (protect_cluster) and done as destroy, then deploy (docs/lke.md).
+                create_before_destroy=True,
+            ),
         )
         kubeconfig = Fn.yamldecode(Fn.base64decode(self.lke.kubeconfig))
         self.kubeconfig = self.lke.kubeconfig
