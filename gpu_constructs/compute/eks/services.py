@@ -313,7 +313,9 @@ class LoadBalancerController(Construct):
     @staticmethod
     def _policy(region: str) -> str:
         """The controller's permissions (policies/aws-load-balancer-controller.json), after the upstream
-        recommended policy, kept to one region.
+        recommended policy (v2.14.0 docs/install/iam_policy.json), kept to one region but for IAM and
+        Shield: their one endpoint is in us-east-1, so a region condition would deny their calls
+        (docs/eks-karpenter.md, "IAM policies against upstream", lists every difference).
 
         Reads are unscoped (those APIs have no resource-level permissions). Load balancers, target
         groups and security groups must be created carrying the controller's cluster tag
