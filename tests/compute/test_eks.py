@@ -845,8 +845,9 @@ def test_app_domain_points_at_the_alb_through_external_dns_in_the_stacks_zone(st
     )
     values = release_values(external_dns)
     assert values["sources"] == ["ingress"] and values["provider"] == {"name": "aws"}
-    assert values["domainFilters"] == ["${var.app_domain}"]
-    assert values["extraArgs"] == ["--zone-id-filter=${var.route53_zone_id}", "--aws-zone-match-parent"]
+    # The zone, by id; no domain filter (a changed app_domain must leave the old name in its scope).
+    assert "domainFilters" not in values
+    assert values["extraArgs"] == ["--zone-id-filter=${var.route53_zone_id}"]
     # sync deletes what it made once the Ingress goes, and only that (TXT owner: this cluster).
     assert (values["policy"], values["registry"], values["txtOwnerId"]) == ("sync", "txt", "gpu-dev-euw1-eks")
     assert values["nodeSelector"] == {"role": "system"}
@@ -926,15 +927,24 @@ def test_a_destroy_leaves_external_dns_a_sync_after_the_last_ingress(stack_json)
     assert len(record_cleanup_problems(broken)) == 2, record_cleanup_problems(broken)
 
 
-def test_grafanas_host_is_managed_by_external_dns_too():
-    stack = Instance("eks-karpenter", "eks-karpenter", {"grafana_host": "grafana.example.com"}).build(
-        cdktf.Testing.app()
-    )
-    values = release_values(releases(json.loads(cdktf.Testing.synth(stack)))["external-dns"])
-    assert values["domainFilters"] == ["${var.app_domain}", "grafana.example.com"]
+def test_external_dns_is_the_same_whatever_the_host_names():
+    """ExternalDNS's scope is the zone and its owner id, never the host names: a changed app_domain
+    or grafana_host leaves its release as it is, and the old name's records, still owned and no
+    longer asked for by an Ingress, are deleted by its sync (external-dns v0.21.0 plan/plan.go:
+    records outside the domain filters are never deleted, so filters naming the hosts would
+    strand them)."""
+
+    def external_dns(settings: dict) -> dict:
+        stack = Instance("eks-karpenter", "eks-karpenter", settings).build(cdktf.Testing.app())
+        release = releases(json.loads(cdktf.Testing.synth(stack)))["external-dns"]
+        return {k: v for k, v in release.items() if k != "depends_on"}
+
+    plain = external_dns({})
+    assert plain == external_dns({"grafana_host": "grafana.example.com"})
+    assert "app_domain" not in json.dumps(plain)
 
 
-def test_external_dns_renders_the_filters_and_finds_the_alb_ingress(helm, upstream):
+def test_external_dns_renders_one_zone_no_domain_filter_and_finds_the_alb_ingress(helm, upstream):
     """The chart turns the values into ExternalDNS's flags, and the Ingress of app_domain is one
     it reads (no annotation or label filter, the ingress source)."""
     from tests.support.stacks import INSTANCES
@@ -957,14 +967,12 @@ def test_external_dns_renders_the_filters_and_finds_the_alb_ingress(helm, upstre
         "--provider=aws",
     ):
         assert flag in args, args
-    assert any(a.startswith("--domain-filter=") for a in args)
-    assert any(a.startswith("--zone-id-filter=") for a in args)
-    # The domain filters are names below the zone (the zone is given by id, never by name): the
-    # AWS provider skips a zone whose name matches no filter unless it may match a parent
-    # (external-dns v0.21.0 provider/aws/aws.go), so with no --aws-zone-match-parent it manages none.
-    filters = [a.removeprefix("--domain-filter=") for a in args if a.startswith("--domain-filter=")]
-    assert all("." in f.rstrip(".") for f in filters), filters
-    assert "--aws-zone-match-parent" in args, args
+    # One zone, by id, and no domain filter: ExternalDNS plans only over records matching its
+    # domain filters (external-dns v0.21.0 plan/plan.go filterRecordsForPlan), so a filter naming
+    # app_domain would leave the old name's records in the zone when app_domain changes. An empty
+    # filter matches every zone name (endpoint/domain_filter.go), so the zone-id filter selects it.
+    assert [a for a in args if a.startswith("--zone-id-filter=")] == ["--zone-id-filter=placeholder"]
+    assert not [a for a in args if a.startswith(("--domain-filter", "--regex-domain-filter"))], args
     assert not any(a.startswith(("--annotation-filter", "--label-filter")) for a in args)
     ingresses = [o for _, o in rendered.objects() if o.get("kind") == "Ingress"]
     assert any(
