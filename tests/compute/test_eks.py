@@ -604,6 +604,40 @@ def test_node_repair_comes_with_the_node_monitoring_agent_it_reads(synth, stack_
     assert gates["nodeRepair"] is False
 
 
+def _node_classes(settings: dict) -> dict[str, dict]:
+    stack = Instance("eks-karpenter", "eks-karpenter", settings).build(cdktf.Testing.app())
+    objects = manifests_of(releases(json.loads(cdktf.Testing.synth(stack)))["karpenter-node-pools"])
+    return {c["metadata"]["name"]: c for c in by_kind(objects, "EC2NodeClass")}
+
+
+@pytest.mark.parametrize("alias", [versions.EKS_NODE_AMI.version, "bottlerocket@v1.50.0"])
+def test_images_and_containers_get_the_node_class_volume_on_either_ami_family(alias, upstream):
+    """The volume sized for the GPU images is the one the AMI family stores them on: AL2023's root
+    /dev/xvda; Bottlerocket's data volume /dev/xvdb, beside its OS volume /dev/xvda at Karpenter's
+    default 4Gi (aws/karpenter-provider-aws v1.14.1 pkg/providers/amifamily/bottlerocket.go).
+    Mappings given replace Karpenter's defaults, so a Bottlerocket class with /dev/xvda alone would
+    put 200Gi on the OS and no data volume."""
+    from gpu_constructs.compute.eks.karpenter import SEED_NODE_CLASSES
+
+    sizes = {c.name: f"{c.volume_size_gi}Gi" for c in SEED_NODE_CLASSES}
+    classes = _node_classes({"ami_alias": alias})
+    assert sizes.keys() == classes.keys()
+    for name, node_class in classes.items():
+        validate_manifest(node_class, upstream)
+        volumes = {m["deviceName"]: m["ebs"] for m in node_class["spec"]["blockDeviceMappings"]}
+        assert all(v["encrypted"] and v["deleteOnTermination"] for v in volumes.values())
+        if alias.startswith("bottlerocket@"):
+            assert list(volumes) == ["/dev/xvda", "/dev/xvdb"], name
+            assert volumes["/dev/xvda"]["volumeSize"] == "4Gi"
+            assert volumes["/dev/xvdb"]["volumeSize"] == sizes[name]
+        else:
+            assert list(volumes) == ["/dev/xvda"], name
+            assert volumes["/dev/xvda"]["volumeSize"] == sizes[name]
+    data = "/dev/xvdb" if alias.startswith("bottlerocket@") else "/dev/xvda"
+    gpu = {m["deviceName"]: m["ebs"] for m in classes["gpu"]["spec"]["blockDeviceMappings"]}[data]
+    assert (gpu["volumeSize"], gpu["iops"], gpu["throughput"]) == ("200Gi", 4000, 200)
+
+
 def test_cloudwatch_logs_may_use_the_cluster_key_only_for_the_stacks_log_groups(stack_json):
     keys = [k for n, k in resources(stack_json, "aws_kms_key").items() if n.startswith("eks_kms")]
     (key,) = keys
