@@ -272,13 +272,7 @@ class EksKarpenterStack(TerraformStack):
         lb_controller = LoadBalancerController(self, "alb-controller", compute=compute)
         # app_domain (and grafana_host) point at their ALBs through ExternalDNS, which reads the
         # Ingresses' hosts and the ALB's address from their status.
-        external_dns = ExternalDns(
-            self,
-            "external-dns",
-            compute=compute,
-            zone_id=zone_id.string_value,
-            domains=[domain.string_value, *([s.grafana_host] if s.grafana_host else [])],
-        )
+        external_dns = ExternalDns(self, "external-dns", compute=compute, zone_id=zone_id.string_value)
         device_plugin = NvidiaDevicePlugin(
             self,
             "nvidia-device-plugin",

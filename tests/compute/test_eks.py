@@ -604,6 +604,40 @@ def test_node_repair_comes_with_the_node_monitoring_agent_it_reads(synth, stack_
     assert gates["nodeRepair"] is False
 
 
+def _node_classes(settings: dict) -> dict[str, dict]:
+    stack = Instance("eks-karpenter", "eks-karpenter", settings).build(cdktf.Testing.app())
+    objects = manifests_of(releases(json.loads(cdktf.Testing.synth(stack)))["karpenter-node-pools"])
+    return {c["metadata"]["name"]: c for c in by_kind(objects, "EC2NodeClass")}
+
+
+@pytest.mark.parametrize("alias", [versions.EKS_NODE_AMI.version, "bottlerocket@v1.50.0"])
+def test_images_and_containers_get_the_node_class_volume_on_either_ami_family(alias, upstream):
+    """The volume sized for the GPU images is the one the AMI family stores them on: AL2023's root
+    /dev/xvda; Bottlerocket's data volume /dev/xvdb, beside its OS volume /dev/xvda at Karpenter's
+    default 4Gi (aws/karpenter-provider-aws v1.14.1 pkg/providers/amifamily/bottlerocket.go).
+    Mappings given replace Karpenter's defaults, so a Bottlerocket class with /dev/xvda alone would
+    put 200Gi on the OS and no data volume."""
+    from gpu_constructs.compute.eks.karpenter import SEED_NODE_CLASSES
+
+    sizes = {c.name: f"{c.volume_size_gi}Gi" for c in SEED_NODE_CLASSES}
+    classes = _node_classes({"ami_alias": alias})
+    assert sizes.keys() == classes.keys()
+    for name, node_class in classes.items():
+        validate_manifest(node_class, upstream)
+        volumes = {m["deviceName"]: m["ebs"] for m in node_class["spec"]["blockDeviceMappings"]}
+        assert all(v["encrypted"] and v["deleteOnTermination"] for v in volumes.values())
+        if alias.startswith("bottlerocket@"):
+            assert list(volumes) == ["/dev/xvda", "/dev/xvdb"], name
+            assert volumes["/dev/xvda"]["volumeSize"] == "4Gi"
+            assert volumes["/dev/xvdb"]["volumeSize"] == sizes[name]
+        else:
+            assert list(volumes) == ["/dev/xvda"], name
+            assert volumes["/dev/xvda"]["volumeSize"] == sizes[name]
+    data = "/dev/xvdb" if alias.startswith("bottlerocket@") else "/dev/xvda"
+    gpu = {m["deviceName"]: m["ebs"] for m in classes["gpu"]["spec"]["blockDeviceMappings"]}[data]
+    assert (gpu["volumeSize"], gpu["iops"], gpu["throughput"]) == ("200Gi", 4000, 200)
+
+
 def test_cloudwatch_logs_may_use_the_cluster_key_only_for_the_stacks_log_groups(stack_json):
     keys = [k for n, k in resources(stack_json, "aws_kms_key").items() if n.startswith("eks_kms")]
     (key,) = keys
@@ -845,8 +879,9 @@ def test_app_domain_points_at_the_alb_through_external_dns_in_the_stacks_zone(st
     )
     values = release_values(external_dns)
     assert values["sources"] == ["ingress"] and values["provider"] == {"name": "aws"}
-    assert values["domainFilters"] == ["${var.app_domain}"]
-    assert values["extraArgs"] == ["--zone-id-filter=${var.route53_zone_id}", "--aws-zone-match-parent"]
+    # The zone, by id; no domain filter (a changed app_domain must leave the old name in its scope).
+    assert "domainFilters" not in values
+    assert values["extraArgs"] == ["--zone-id-filter=${var.route53_zone_id}"]
     # sync deletes what it made once the Ingress goes, and only that (TXT owner: this cluster).
     assert (values["policy"], values["registry"], values["txtOwnerId"]) == ("sync", "txt", "gpu-dev-euw1-eks")
     assert values["nodeSelector"] == {"role": "system"}
@@ -926,15 +961,24 @@ def test_a_destroy_leaves_external_dns_a_sync_after_the_last_ingress(stack_json)
     assert len(record_cleanup_problems(broken)) == 2, record_cleanup_problems(broken)
 
 
-def test_grafanas_host_is_managed_by_external_dns_too():
-    stack = Instance("eks-karpenter", "eks-karpenter", {"grafana_host": "grafana.example.com"}).build(
-        cdktf.Testing.app()
-    )
-    values = release_values(releases(json.loads(cdktf.Testing.synth(stack)))["external-dns"])
-    assert values["domainFilters"] == ["${var.app_domain}", "grafana.example.com"]
+def test_external_dns_is_the_same_whatever_the_host_names():
+    """ExternalDNS's scope is the zone and its owner id, never the host names: a changed app_domain
+    or grafana_host leaves its release as it is, and the old name's records, still owned and no
+    longer asked for by an Ingress, are deleted by its sync (external-dns v0.21.0 plan/plan.go:
+    records outside the domain filters are never deleted, so filters naming the hosts would
+    strand them)."""
+
+    def external_dns(settings: dict) -> dict:
+        stack = Instance("eks-karpenter", "eks-karpenter", settings).build(cdktf.Testing.app())
+        release = releases(json.loads(cdktf.Testing.synth(stack)))["external-dns"]
+        return {k: v for k, v in release.items() if k != "depends_on"}
+
+    plain = external_dns({})
+    assert plain == external_dns({"grafana_host": "grafana.example.com"})
+    assert "app_domain" not in json.dumps(plain)
 
 
-def test_external_dns_renders_the_filters_and_finds_the_alb_ingress(helm, upstream):
+def test_external_dns_renders_one_zone_no_domain_filter_and_finds_the_alb_ingress(helm, upstream):
     """The chart turns the values into ExternalDNS's flags, and the Ingress of app_domain is one
     it reads (no annotation or label filter, the ingress source)."""
     from tests.support.stacks import INSTANCES
@@ -957,14 +1001,12 @@ def test_external_dns_renders_the_filters_and_finds_the_alb_ingress(helm, upstre
         "--provider=aws",
     ):
         assert flag in args, args
-    assert any(a.startswith("--domain-filter=") for a in args)
-    assert any(a.startswith("--zone-id-filter=") for a in args)
-    # The domain filters are names below the zone (the zone is given by id, never by name): the
-    # AWS provider skips a zone whose name matches no filter unless it may match a parent
-    # (external-dns v0.21.0 provider/aws/aws.go), so with no --aws-zone-match-parent it manages none.
-    filters = [a.removeprefix("--domain-filter=") for a in args if a.startswith("--domain-filter=")]
-    assert all("." in f.rstrip(".") for f in filters), filters
-    assert "--aws-zone-match-parent" in args, args
+    # One zone, by id, and no domain filter: ExternalDNS plans only over records matching its
+    # domain filters (external-dns v0.21.0 plan/plan.go filterRecordsForPlan), so a filter naming
+    # app_domain would leave the old name's records in the zone when app_domain changes. An empty
+    # filter matches every zone name (endpoint/domain_filter.go), so the zone-id filter selects it.
+    assert [a for a in args if a.startswith("--zone-id-filter=")] == ["--zone-id-filter=placeholder"]
+    assert not [a for a in args if a.startswith(("--domain-filter", "--regex-domain-filter"))], args
     assert not any(a.startswith(("--annotation-filter", "--label-filter")) for a in args)
     ingresses = [o for _, o in rendered.objects() if o.get("kind") == "Ingress"]
     assert any(
@@ -1115,7 +1157,7 @@ def test_load_balancer_controller_changes_only_what_carries_its_cluster_tag(stac
             statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         )
     ]
-    # Reads the controller needs beyond Describe*.
+    # Reads the controller needs besides the Describe calls.
     assert {
         "ec2:GetSecurityGroupsForVpc",
         "ec2:GetCoipPoolUsage",
@@ -1132,7 +1174,12 @@ def test_load_balancer_controller_changes_only_what_carries_its_cluster_tag(stac
     for statement in statements:
         if set(destructive) & set(statement["Action"]):
             assert "elbv2.k8s.aws/cluster" in json.dumps(statement["Condition"]["Null"]), statement
-        if statement["Action"] != "iam:CreateServiceLinkedRole":
+        # In the stack's region, but for IAM and Shield, whose one endpoint is in us-east-1.
+        services = {a.split(":")[0] for a in _actions(statement)}
+        if services <= {"iam", "shield"}:
+            assert "aws:RequestedRegion" not in json.dumps(statement.get("Condition", {})), statement
+        else:
+            assert not services & {"iam", "shield"}, statement
             assert statement["Condition"]["StringEquals"]["aws:RequestedRegion"] == "eu-west-1"
     (untag,) = [
         s

@@ -211,7 +211,9 @@ def addon(scope: Construct, id: str, cluster: EksCluster, name: str, **kwargs: A
 
 
 def node_role(scope: Construct, id: str, name: str) -> NodeRole:
-    """An EC2 node role with the policies EKS nodes need (kubelet, VPC CNI, ECR pulls, SSM)."""
+    """An EC2 node role with the policies EKS nodes need (kubelet, VPC CNI, ECR pulls, SSM): those of
+    Karpenter v1.14.1's getting-started CloudFormation (KarpenterNodeRole) and the EKS user guide's node
+    IAM role, image pulls through AmazonEC2ContainerRegistryPullOnly."""
     role = IamRole(scope, id, name=name, assume_role_policy=service_trust("ec2.amazonaws.com"))
     attachments = tuple(
         IamRolePolicyAttachment(
@@ -220,7 +222,7 @@ def node_role(scope: Construct, id: str, name: str) -> NodeRole:
         for policy in (
             "AmazonEKSWorkerNodePolicy",
             "AmazonEKS_CNI_Policy",
-            "AmazonEC2ContainerRegistryReadOnly",
+            "AmazonEC2ContainerRegistryPullOnly",
             "AmazonSSMManagedInstanceCore",
         )
     )

@@ -142,12 +142,27 @@ AMI_FAMILIES = ("al2023", "bottlerocket")
 """Linux AMI families with NVIDIA variants that Karpenter selects by alias on current EKS."""
 
 
+BOTTLEROCKET_OS_VOLUME_GI = 4
+"""Bottlerocket's OS volume, /dev/xvda: Karpenter's default for the family (aws/karpenter-provider-aws
+v1.14.1 pkg/providers/amifamily/bottlerocket.go, DefaultBlockDeviceMappings), which is the OS image
+of its NVIDIA variants (bottlerocket-os/bottlerocket variants/aws-k8s-1.35-nvidia/Cargo.toml,
+``os-image-size-gib = 4``). Images and containers live on the data volume, /dev/xvdb."""
+
+EPHEMERAL_DEVICE = {"al2023": "/dev/xvda", "bottlerocket": "/dev/xvdb"}
+"""The device of each AMI family that holds images, containers and pods' ephemeral storage, and that
+Karpenter counts as the node's ephemeral-storage (v1.14.1 ``EphemeralBlockDevice`` in
+pkg/providers/amifamily/al2023.go and bottlerocket.go; pkg/providers/instancetype/types.go
+ephemeralStorage). AL2023 has one volume, the root."""
+
+
 @dataclass(frozen=True)
 class NodeClassSpec:
-    """A Karpenter EC2NodeClass: AMI family and root volume."""
+    """A Karpenter EC2NodeClass: AMI family and the volume that holds images and containers."""
 
     name: str
     volume_size_gi: int
+    """The volume images and containers are stored on (``EPHEMERAL_DEVICE``): AL2023's root
+    volume, Bottlerocket's data volume (its OS volume stays at ``BOTTLEROCKET_OS_VOLUME_GI``)."""
     iops: int = 3000
     throughput_mibs: int = 125
     ami_alias: str = versions.EKS_NODE_AMI.version
@@ -179,6 +194,32 @@ def check_ami_alias(setting: str, alias: str) -> None:
             "for Kubernetes 1.33 and later) and a pinned release such as al2023@v20260304 or "
             "bottlerocket@v1.50.0 (latest would roll every node on each AMI release)",
         )
+
+
+def block_device_mappings(spec: NodeClassSpec) -> list[dict[str, Any]]:
+    """The EC2NodeClass's volumes. Given any, they replace Karpenter's defaults for the family
+    entirely, so a Bottlerocket class names both of its volumes: the OS volume at its default size
+    and the data volume, where the GPU images go, at ``volume_size_gi`` (with only /dev/xvda the
+    data volume would be missing and the OS volume oversized)."""
+
+    def volume(device: str, size_gi: int, iops: int, throughput: int) -> dict[str, Any]:
+        return {
+            "deviceName": device,
+            "ebs": {
+                "volumeSize": f"{size_gi}Gi",
+                "volumeType": "gp3",
+                "iops": iops,
+                "throughput": throughput,
+                "encrypted": True,
+                "deleteOnTermination": True,
+            },
+        }
+
+    family = spec.ami_alias.partition("@")[0]
+    data = volume(EPHEMERAL_DEVICE[family], spec.volume_size_gi, spec.iops, spec.throughput_mibs)
+    if family == "bottlerocket":
+        return [volume("/dev/xvda", BOTTLEROCKET_OS_VOLUME_GI, 3000, 125), data]
+    return [data]
 
 
 BUDGET_NODES = re.compile(r"^((100|[0-9]{1,2})%|[0-9]+)$")
@@ -692,19 +733,7 @@ class Karpenter(Construct):
                     "httpPutResponseHopLimit": 1,
                     "httpTokens": "required",
                 },
-                "blockDeviceMappings": [
-                    {
-                        "deviceName": "/dev/xvda",
-                        "ebs": {
-                            "volumeSize": f"{spec.volume_size_gi}Gi",
-                            "volumeType": "gp3",
-                            "iops": spec.iops,
-                            "throughput": spec.throughput_mibs,
-                            "encrypted": True,
-                            "deleteOnTermination": True,
-                        },
-                    }
-                ],
+                "blockDeviceMappings": block_device_mappings(spec),
                 # Karpenter tags its instances kubernetes.io/cluster/<name> itself; the EC2NodeClass CRD
                 # (1.14.1) forbids that key in spec.tags by a CEL rule.
                 "tags": {"Name": f"{self.props.cluster_name}-{spec.name}"},

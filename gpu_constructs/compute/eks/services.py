@@ -313,7 +313,9 @@ class LoadBalancerController(Construct):
     @staticmethod
     def _policy(region: str) -> str:
         """The controller's permissions (policies/aws-load-balancer-controller.json), after the upstream
-        recommended policy, kept to one region.
+        recommended policy (v2.14.0 docs/install/iam_policy.json), kept to one region but for IAM and
+        Shield: their one endpoint is in us-east-1, so a region condition would deny their calls
+        (docs/eks-karpenter.md, "IAM policies against upstream", lists every difference).
 
         Reads are unscoped (those APIs have no resource-level permissions). Load balancers, target
         groups and security groups must be created carrying the controller's cluster tag
@@ -336,9 +338,10 @@ class ExternalDns(Construct):
     grafana_host) pointing at the ALBs the load balancer controller made for them, in one hosted
     zone, with a role that may change records in that zone only.
 
-    ``policy: sync`` deletes a record once its Ingress is gone, and only records this instance owns
-    (the TXT registry, owner id = the cluster's name), so a destroy removes them when the Ingresses
-    go first: everything with an Ingress depends on this release."""
+    ``policy: sync`` deletes a record once no Ingress asks for its name, and only records this
+    instance owns (the TXT registry, owner id = the cluster's name): a changed host name moves the
+    record, and a destroy removes them when the Ingresses go first (everything with an Ingress
+    depends on this release)."""
 
     def __init__(
         self,
@@ -347,7 +350,6 @@ class ExternalDns(Construct):
         *,
         compute: EksGpuCompute,
         zone_id: str,
-        domains: list[str],
     ) -> None:
         super().__init__(scope, id)
         props = compute.props
@@ -410,15 +412,17 @@ class ExternalDns(Construct):
                 "policy": "sync",
                 "registry": "txt",
                 "txtOwnerId": props.name,
-                # The stack's host names only, in the stack's zone only. The host names are below
-                # the zone's apex (app_domain inference.example.com in the zone example.com), and the
-                # AWS provider lists a zone only if its name matches a domain filter, or, with
-                # --aws-zone-match-parent, is a parent of one (external-dns v0.21.0
-                # provider/aws/aws.go Zones: `if !p.domainFilter.Match(*zone.Name) { if
-                # !p.zoneMatchParent { continue } ...MatchParent... }`); without the flag it manages
-                # no zone and makes no record. --zone-id-filter still keeps it to this one zone.
-                "domainFilters": domains,
-                "extraArgs": [f"--zone-id-filter={zone_id}", "--aws-zone-match-parent"],
+                # The stack's zone only (--zone-id-filter), and in it only the records this cluster
+                # owns (the TXT registry, txtOwnerId): no domainFilters. ExternalDNS plans only over
+                # records matching its domain filters, current ones included (external-dns v0.21.0
+                # plan/plan.go Calculate and filterRecordsForPlan: "Ignore records that do not match
+                # the domain filter provided"), so filters naming app_domain would leave the old
+                # name's records behind when app_domain changes. Without them the old name's records
+                # are still this owner's, no Ingress wants them, and sync deletes them
+                # (calculateChanges: a name with no candidates is deleted, if owned). An empty filter
+                # matches every zone name (endpoint/domain_filter.go Match), so the zone-id filter
+                # alone selects the zone, and no --aws-zone-match-parent is needed.
+                "extraArgs": [f"--zone-id-filter={zone_id}"],
                 # A new or deleted Ingress is acted on at once (after --min-event-sync-interval, 5s),
                 # and at the latest at the next interval.
                 "triggerLoopOnEvent": True,
