@@ -22,9 +22,9 @@ from gpu_constructs.compute.proxmox import (
     GpuDevice,
     ProxmoxProps,
     SshHostKey,
-    kube_vip_manifests,
 )
 from gpu_constructs.compute.proxmox.bindings import PRIVILEGES, pveum_role_add
+from gpu_constructs.compute.proxmox.cloudinit import kube_vip_manifests
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.hostexec import negotiated_host_key_expression
 from tests.conftest import (
@@ -830,7 +830,7 @@ def test_the_page_says_how_a_kube_vip_pin_reaches_the_running_servers(stack_json
     extracts the manifest from the synthesized stack and writes it on every server. Its script,
     run here on the synthesized stack, yields the manifests the servers' user data carries."""
     from gpu_constructs import versions
-    from gpu_constructs.compute.proxmox import kube_vip_manifests
+    from gpu_constructs.compute.proxmox.cloudinit import kube_vip_manifests
 
     section = page_section("kube-vip upgrades")
     assert "KUBE_VIP_IMAGE" in section and "/var/lib/rancher/k3s/server/manifests/kube-vip.yaml" in section
