@@ -2566,3 +2566,42 @@ def test_a_failed_uninstall_fails_the_step_after_the_node_is_deleted(host: Host)
 def test_delete_node_rejects_an_unknown_api_gone_mode(host: Host):
     result = host.run("delete-node.sh", NODE="wk-gpu1", KUBECONFIG="/none", API_GONE="ignore")
     assert result.returncode == 2 and "use skip or fail" in result.stderr
+
+
+# The server on a first apply whose driver step failed: k3s is never installed and no step of the
+# stack runs there any more; while $STATE/step-runs exists, one does (pgrep finds it).
+IDLE_SSH = r"""
+n=$(cat "$STATE/ssh-count" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$STATE/ssh-count"
+echo "cat: /etc/rancher/k3s/k3s.yaml: No such file or directory" >&2
+case "${*: -1}" in *"sudo pgrep -f '[.]gpu-constructs'"*) ;; *) exit 9 ;; esac
+if [ -f "$STATE/step-runs" ]; then
+  [ "$n" -ge 3 ] && rm -f "$STATE/step-runs"
+  echo "kube-access: a step of the stack runs" >&2
+fi
+exit 1
+"""
+
+
+def test_kube_access_stops_waiting_once_no_step_sets_the_server_up(host: Host):
+    """The CA read of a first apply whose driver step failed, or of a plan after it: nothing will
+    install k3s, so the read fails after CA_IDLE_SECONDS rather than CA_WAIT_SECONDS (45 minutes)."""
+    host.stub("ssh", IDLE_SSH)
+    (host.state / "step-runs").touch()
+    started = time.monotonic()
+    result = _kube_access(
+        host, "ca", stdin="{}", CA_WAIT_SECONDS="600", CA_IDLE_SECONDS="1", CA_POLL_SECONDS="0.2"
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert time.monotonic() - started < 30
+    # it waited while the driver step ran (3 reads), then about CA_IDLE_SECONDS more
+    assert 4 <= len(host.calls("ssh")) <= 12, host.calls("ssh")
+    assert "nothing sets 192.168.1.100 up" in result.stderr and "-target=" in result.stderr
+
+
+def test_kube_access_keeps_waiting_while_a_step_runs_or_the_host_reboots(host: Host):
+    host.stub("ssh", FIRST_APPLY_SSH)
+    result = _kube_access(
+        host, "ca", stdin="{}", CA_WAIT_SECONDS="60", CA_IDLE_SECONDS="600", CA_POLL_SECONDS="0"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"ca_base64": _b64(CA_PEM)}

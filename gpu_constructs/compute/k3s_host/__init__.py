@@ -306,7 +306,14 @@ class K3sHostGpuCompute(Construct):
         # On a first apply the query is unknown at plan, so the CA is read during the apply
         # (developer.hashicorp.com/terraform/language/data-sources, "Data resource behavior"),
         # as soon as the cluster step is made and while k3s may still be being installed:
-        # kube-access.sh then waits for k3s.yaml, up to the driver, reboot and k3s steps' time.
+        # kube-access.sh then waits for k3s.yaml, up to the driver, reboot and k3s steps' time, and
+        # only while a step of the stack runs on the server or it reboots: Terraform's walk skips
+        # only what depends on a failed step (internal/dag/walk.go), so after a failed driver step
+        # the read would otherwise hold the apply for all that time, and a plan of such a state
+        # (the query known, so read at plan: planDataSource in
+        # internal/terraform/node_resource_abstract_instance.go) would wait it out and fail.
+        # hashicorp/external v2.3.5 bounds nothing itself (exec.CommandContext with the request's
+        # context, no timeout setting; internal/provider/data_source.go).
         ca_wait_seconds = props.reboot_wait_seconds + 1800
 
         # `env NAME=value ... bash -c <script> kube-access <mode>`: the settings as arguments of
