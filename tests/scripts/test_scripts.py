@@ -2502,7 +2502,8 @@ def test_a_host_leaving_is_drained_through_the_server_deleted_and_its_k3s_agent_
         "delete node",
     ]
     # every call went to the server's k3s, with its pinned key
-    assert all("ubuntu@192.168.1.100 sudo k3s kubectl" in c for c in host.calls("ssh") if "kubectl" in c)
+    server_calls = [c for c in host.calls("ssh") if "kubectl" in c]
+    assert len(server_calls) == 6 and all("ubuntu@192.168.1.100 command -v k3s" in c for c in server_calls)
     assert all("StrictHostKeyChecking=yes" in c.split() for c in host.calls("ssh"))
     assert (host.state / "nodes").read_text() == "gpu-host 192.168.1.100 True\n"
     # k3s' own uninstaller on the host that left, after the Node was deleted
@@ -2605,3 +2606,26 @@ def test_kube_access_keeps_waiting_while_a_step_runs_or_the_host_reboots(host: H
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"ca_base64": _b64(CA_PEM)}
+
+
+def test_a_host_leaving_a_server_without_k3s_is_only_uninstalled(host: Host):
+    """The server reinstalled before a -replace of the cluster: there is no cluster to leave, and the
+    agent is made clean for the new one."""
+    host.stub("ssh", LEAVE_SSH)
+    host.stub("sudo", 'exec "$@"')
+    host.stub("kubectl", LEAVE_KUBECTL)
+    (host.state / "nodes").write_text(TWO_NODES)
+    settings = {
+        "SSH_USER": "ubuntu",
+        "SSH_HOST": "192.168.1.100",
+        "SSH_KEY": "/k",
+        "HOST_KEY": HOST_KEY,
+        "NODE_IP": "192.168.1.101",
+        "API_GONE": "fail",
+        "UNINSTALL_AGENT": "1",
+    }
+    result = host.run("delete-node.sh", **settings)
+    assert result.returncode == 0, result.stderr
+    assert "192.168.1.100 runs no k3s" in result.stdout
+    assert host.calls("kubectl") == []
+    assert (host.state / "uninstalled").read_text().strip() == "192.168.1.101"

@@ -411,7 +411,10 @@ class K3sHostGpuCompute(Construct):
             for_each=each,
             input=settings,
             # A new datastore (another server) is a new cluster: the agents leave the old one first
-            # and are uninstalled, so their k3s steps, replaced with it, join the new one afresh.
+            # and are uninstalled, so their k3s steps, replaced with it, join the new one afresh
+            # rather than with the old cluster's certificates (an agent started with another
+            # cluster's certificates does not join cleanly: k3s-io/k3s#2034). A reinstalled server
+            # without k3s has nothing to drain; the uninstall still runs.
             triggers_replace={"cluster": self.datastore.id},
             provisioners=[
                 LocalExecProvisioner(

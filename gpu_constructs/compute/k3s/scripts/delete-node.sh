@@ -63,7 +63,8 @@ if [ -n "${SSH_HOST:-}" ]; then
   where="the k3s server ${SSH_HOST}"
   # kubectl ARGS...: k3s' kubectl on the server, each argument quoted for its shell.
   kubectl() {
-    local command="sudo k3s kubectl"
+    # A server without k3s (reinstalled before a -replace of the cluster) has no cluster to leave.
+    local command="command -v k3s >/dev/null || { echo 'delete-node: no k3s on the server' >&2; exit 3; }; sudo k3s kubectl"
     local arg
     for arg in "$@"; do command+=" $(printf '%q' "$arg")"; done
     ssh_to "$SSH_USER" "$SSH_HOST" "$SSH_KEY" "${HOST_KEY:-}" "$server_known" "$command"
@@ -85,40 +86,6 @@ else
     exit 1
   }
   hint="'kubectl delete node ${node:-<node>}'"
-fi
-
-# An API that stops answering (the whole stack is being destroyed and the servers go down in
-# parallel with this machine) is no refusal: ssh's own failure (255) or kubectl's connection errors.
-# Terraform fails a destroy whose destroy-time provisioner fails (on_failure defaults to fail) and
-# keeps the resource; API_GONE says which of the two a step wants. A refused call (Forbidden, a
-# webhook) always stops it.
-api_gone() {
-  grep -qiE 'unable to connect|connection refused|i/o timeout|timed out|timeout|no route to host|EOF|was refused|connect: |ssh: ' "$1"
-}
-gone() {
-  cat "$errors" >&2
-  if [ "$api_gone_mode" = fail ]; then
-    echo "ERROR: delete-node: ${where} does not answer, so ${label} is neither drained nor deleted" \
-      "and its host keeps running k3s. Bring the server back and apply again; if the cluster is gone" \
-      "for good, remove this step from the state (terraform state rm <address>)." >&2
-    exit 1
-  fi
-  echo "ERROR: ${where} does not answer; if ${label} is rebuilt, run ${hint} before it boots, or k3s" \
-    "refuses it (node password)" >&2
-  exit 0
-}
-
-if [ -z "$node" ]; then
-  # shellcheck disable=SC2016 # a jsonpath, not a shell expansion
-  if ! nodes="$(kubectl get nodes --request-timeout=30s \
-    -o 'jsonpath={range .items[*]}{.metadata.name}{" "}{.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}' \
-    2>"$errors")"; then
-    gone
-  fi
-  node="$(awk -v ip="$node_ip" '$2 == ip { print $1; exit }' <<<"$nodes")"
-  label="$node"
-  [ -n "$node" ] || label="the node at ${node_ip}"
-  hint="${hint/<node>/${node:-<node>}}"
 fi
 
 uninstall_agent() {
@@ -151,6 +118,45 @@ uninstall_agent() {
     *) echo "delete-node: ${host}: no k3s-agent installed" ;;
   esac
 }
+
+# An API that stops answering (the whole stack is being destroyed and the servers go down in
+# parallel with this machine) is no refusal: ssh's own failure (255) or kubectl's connection errors.
+# Terraform fails a destroy whose destroy-time provisioner fails (on_failure defaults to fail) and
+# keeps the resource; API_GONE says which of the two a step wants. A refused call (Forbidden, a
+# webhook) always stops it.
+api_gone() {
+  grep -qiE 'unable to connect|connection refused|i/o timeout|timed out|timeout|no route to host|EOF|was refused|connect: |ssh: ' "$1"
+}
+gone() {
+  if grep -q 'delete-node: no k3s on the server' "$errors"; then
+    echo "delete-node: ${SSH_HOST} runs no k3s, so there is no cluster to remove ${label} from"
+    uninstall_agent
+    exit 0
+  fi
+  cat "$errors" >&2
+  if [ "$api_gone_mode" = fail ]; then
+    echo "ERROR: delete-node: ${where} does not answer, so ${label} is neither drained nor deleted" \
+      "and its host keeps running k3s. Bring the server back and apply again; if the cluster is gone" \
+      "for good, remove this step from the state (terraform state rm <address>)." >&2
+    exit 1
+  fi
+  echo "ERROR: ${where} does not answer; if ${label} is rebuilt, run ${hint} before it boots, or k3s" \
+    "refuses it (node password)" >&2
+  exit 0
+}
+
+if [ -z "$node" ]; then
+  # shellcheck disable=SC2016 # a jsonpath, not a shell expansion
+  if ! nodes="$(kubectl get nodes --request-timeout=30s \
+    -o 'jsonpath={range .items[*]}{.metadata.name}{" "}{.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}' \
+    2>"$errors")"; then
+    gone
+  fi
+  node="$(awk -v ip="$node_ip" '$2 == ip { print $1; exit }' <<<"$nodes")"
+  label="$node"
+  [ -n "$node" ] || label="the node at ${node_ip}"
+  hint="${hint/<node>/${node:-<node>}}"
+fi
 
 if [ -z "$node" ]; then
   echo "delete-node: no node with InternalIP ${node_ip} is registered"
