@@ -56,7 +56,14 @@ def inline(step: dict, scripts_only: bool = True) -> list[str]:
 def test_server_steps_run_detection_driver_toolkit_and_k3s_in_order(synth):
     synthesized, _ = build(synth)
     found = steps(synthesized)
-    assert sorted(found) == ["cluster", "kubeconfig", "node-labels", "server-gpu-driver", "server-k3s"]
+    assert sorted(found) == [
+        "agents-leave",
+        "cluster",
+        "kubeconfig",
+        "node-labels",
+        "server-gpu-driver",
+        "server-k3s",
+    ]
     assert [c.split(" bash ")[1] for c in inline(found["server-gpu-driver"])] == [
         '"$HOME/.gpu-constructs/gpu-detect.sh"',
         '"$HOME/.gpu-constructs/nvidia-driver.sh"',
@@ -202,7 +209,7 @@ def test_labels_and_taints_reach_registered_nodes_through_the_api_on_a_change(sy
 def test_without_gpu_no_nvidia_steps_and_no_capacity(synth):
     synthesized, compute = build(synth, gpu_enabled=False)
     found = steps(synthesized)
-    assert sorted(found) == ["cluster", "kubeconfig", "node-labels", "server-k3s"]
+    assert sorted(found) == ["agents-leave", "cluster", "kubeconfig", "node-labels", "server-k3s"]
     assert "NODE_LABELS" not in inline(found["server-k3s"])[0]
     assert compute.cluster.gpu_capacity == 0
 
@@ -531,3 +538,50 @@ def test_driver_steps_run_one_host_after_the_other_server_first(synth):
     assert found["server-gpu-driver"].get("depends_on") is None
     assert found["agent-1-gpu-driver"]["depends_on"] == [f"terraform_data.{ids['server-gpu-driver']}"]
     assert found["agent-2-gpu-driver"]["depends_on"] == [f"terraform_data.{ids['agent-1-gpu-driver']}"]
+
+
+def test_each_agent_leaves_through_a_destroy_time_step_keyed_by_its_address(synth):
+    synthesized, compute = build(synth, hosts=hosts(3))
+    found = steps(synthesized)
+    leave = found["agents-leave"]
+    assert leave["for_each"] == '${toset(["192.168.1.101", "192.168.1.102"])}'
+    (provisioner,) = leave["provisioner"]
+    local = provisioner["local-exec"]
+    assert local["when"] == "destroy" and local["interpreter"] == ["bash", "-c"]
+    assert local["command"] == script_literal("delete-node.sh")
+    # At destroy only the instance's own values are there: everything comes from self.input.
+    assert local["environment"] == {key: f"${{self.input.{key}}}" for key in leave["input"]}
+    assert "connection" not in leave
+    settings = leave["input"]
+    assert settings["NODE_IP"] == "${each.key}"
+    assert (settings["SSH_HOST"], settings["HOST_KEY"]) == ("192.168.1.100", HOST_KEY)
+    assert settings["NODE_HOST_KEY"] == (
+        f'${{zipmap(["192.168.1.101", "192.168.1.102"], ["{HOST_KEY}", "{HOST_KEY}"])[each.key]}}'
+    )
+    assert (settings["API_GONE"], settings["UNINSTALL_AGENT"], settings["WARN_LOCAL_VOLUMES"]) == (
+        "fail",
+        "1",
+        "1",
+    )
+    # Destroyed before every node's k3s step, and after the releases (which wait for it).
+    assert leave["depends_on"] == [
+        "terraform_data.compute_server-k3s_CF7027BF",
+        "terraform_data.compute_agent-1-k3s_3CEF8888",
+        "terraform_data.compute_agent-2-k3s_C46D1CEB",
+    ]
+    assert compute.agents_leave in compute.cluster.ready
+    # a new datastore is a new cluster: the agents leave the old one before they join it
+    assert leave["triggers_replace"] == {"cluster": "${terraform_data.compute_cluster_E15A6318.id}"}
+
+
+def test_a_single_host_keeps_an_empty_leave_step(synth):
+    leave = steps(build(synth)[0])["agents-leave"]
+    assert leave["for_each"] == "${toset([])}"
+
+
+def test_unverified_host_keys_reach_the_leave_step_empty(synth):
+    unverified = [SshHost(f"192.168.1.{100 + i}", "ubuntu", "~/.ssh/id_ed25519") for i in range(2)]
+    synthesized, _ = build(synth, hosts=unverified, verify_host_keys=False)
+    settings = steps(synthesized)["agents-leave"]["input"]
+    assert settings["HOST_KEY"] == ""
+    assert settings["NODE_HOST_KEY"] == '${zipmap(["192.168.1.101"], [""])[each.key]}'

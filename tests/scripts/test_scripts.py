@@ -2424,3 +2424,208 @@ def test_kube_access_credential_retries_for_a_bounded_time_and_only_ssh_failures
     host.stub("ssh", RESTARTING_SSH)
     result = _kube_access(host, "ca", stdin="{}", CREDENTIAL_BACKOFF_SECONDS="0")
     assert result.returncode == 1 and len(host.calls("ssh")) == 1
+
+
+# --- delete-node.sh for a k3s host that leaves the stack ---------------------------------------------
+# ssh to the server (192.168.1.100) runs its command here, where `sudo` and `k3s kubectl` reach a fake
+# API: $STATE/nodes holds "name InternalIP Ready" lines, $STATE/pvs the PersistentVolumes as the
+# script's jsonpath prints them. $STATE/server-down: the server does not answer over SSH; $STATE/api-down:
+# it answers, but k3s' API does not. ssh to an agent runs k3s-agent-uninstall.sh ($STATE/uninstalled),
+# unless $STATE/agent-down (the host is gone) or $STATE/uninstall-fails.
+LEAVE_SSH = r"""
+for arg; do case "$arg" in [a-z]*@[0-9]*) target="${arg#*@}"; break ;; esac; done
+cmd="${*: -1}"
+if [ "$target" = 192.168.1.100 ]; then
+  [ -f "$STATE/server-down" ] && { echo "ssh: connect to host 192.168.1.100 port 22: Connection timed out" >&2; exit 255; }
+  exec bash -c "$cmd"
+fi
+[ -f "$STATE/agent-down" ] && { echo "ssh: connect to host $target port 22: No route to host" >&2; exit 255; }
+case "$cmd" in *k3s-agent-uninstall.sh*) ;; *) exit 3 ;; esac
+[ -f "$STATE/uninstall-fails" ] && exit 1
+echo "$target" > "$STATE/uninstalled"; echo uninstalled
+"""
+LEAVE_KUBECTL = r"""
+[ -f "$STATE/api-down" ] && { echo "The connection to the server 127.0.0.1:6443 was refused - did you specify the right host or port?" >&2; exit 1; }
+case "$1" in
+  get)
+    case "$2" in
+      nodes) awk '{ print $1 " " $2 }' "$STATE/nodes" ;;
+      node) awk -v n="$3" '$1 == n { print $1 " " $3 }' "$STATE/nodes" ;;
+      pv) cat "$STATE/pvs" 2>/dev/null ;;
+    esac
+    exit 0 ;;
+  drain) exit 0 ;;
+  delete) awk -v n="$3" '$1 != n' "$STATE/nodes" > "$STATE/n"; mv "$STATE/n" "$STATE/nodes" ;;
+esac
+"""
+
+
+def _leave(host: Host, nodes: str, **env: str) -> subprocess.CompletedProcess[str]:
+    host.stub("ssh", LEAVE_SSH)
+    host.stub("sudo", 'exec "$@"')
+    host.stub("k3s", '[ "$1" = kubectl ] && shift; exec kubectl "$@"')
+    host.stub("kubectl", LEAVE_KUBECTL)
+    (host.state / "nodes").write_text(nodes)
+    settings = {
+        "SSH_USER": "ubuntu",
+        "SSH_HOST": "192.168.1.100",
+        "SSH_KEY": "/k",
+        "HOST_KEY": HOST_KEY,
+        "NODE_IP": "192.168.1.101",
+        "NODE_SSH_USER": "ubuntu",
+        "NODE_SSH_KEY": "/k",
+        "NODE_HOST_KEY": HOST_KEY,
+        "API_GONE": "fail",
+        "UNINSTALL_AGENT": "1",
+        "WARN_LOCAL_VOLUMES": "1",
+        **env,
+    }
+    return host.run("delete-node.sh", **settings)
+
+
+TWO_NODES = "gpu-host 192.168.1.100 True\ngpu-agent 192.168.1.101 True\n"
+
+
+def _kubectl_verbs(host: Host) -> list[str]:
+    return [" ".join(call.split()[1:3]) for call in host.calls("kubectl ")]
+
+
+def test_a_host_leaving_is_drained_through_the_server_deleted_and_its_k3s_agent_uninstalled(host: Host):
+    result = _leave(host, TWO_NODES)
+    assert result.returncode == 0, result.stderr
+    assert _kubectl_verbs(host) == [
+        "get nodes",
+        "get node",
+        "get pv",
+        "get pods",
+        "drain gpu-agent",
+        "delete node",
+    ]
+    # every call went to the server's k3s, with its pinned key
+    server_calls = [c for c in host.calls("ssh") if "kubectl" in c]
+    assert len(server_calls) == 6 and all("ubuntu@192.168.1.100 command -v k3s" in c for c in server_calls)
+    assert all("StrictHostKeyChecking=yes" in c.split() for c in host.calls("ssh"))
+    assert (host.state / "nodes").read_text() == "gpu-host 192.168.1.100 True\n"
+    # k3s' own uninstaller on the host that left, after the Node was deleted
+    assert (host.state / "uninstalled").read_text().strip() == "192.168.1.101"
+    assert "deleted gpu-agent" in result.stdout and "k3s-agent uninstalled" in result.stdout
+
+
+@pytest.mark.parametrize("status", ["Unknown", "False"])
+def test_a_host_that_is_gone_is_deleted_without_waiting_for_a_drain(host: Host, status: str):
+    (host.state / "agent-down").touch()
+    result = _leave(host, f"gpu-host 192.168.1.100 True\ngpu-agent 192.168.1.101 {status}\n")
+    assert result.returncode == 0, result.stderr
+    assert "drain gpu-agent" not in _kubectl_verbs(host)
+    assert f"gpu-agent is not Ready ({status}); deleting it without a drain" in result.stderr
+    assert (host.state / "nodes").read_text() == "gpu-host 192.168.1.100 True\n"
+    # the host does not answer: the warning says what to run if it comes back
+    assert "k3s-agent is not uninstalled" in result.stderr and "k3s-agent-uninstall.sh" in result.stderr
+
+
+def test_a_host_leaving_names_the_local_volumes_it_holds(host: Host):
+    (host.state / "pvs").write_text(
+        "postgres/postgres-2 Bound gpu-agent\nhub/claim-alice Released gpu-agent\napp/data Bound gpu-host\n"
+    )
+    result = _leave(host, TWO_NODES)
+    assert result.returncode == 0, result.stderr
+    (warning,) = [line for line in result.stderr.splitlines() if "local volumes" in line]
+    assert "postgres/postgres-2" in warning
+    assert "claim-alice" not in warning and "app/data" not in warning
+
+
+@pytest.mark.parametrize("down", ["server-down", "api-down"])
+def test_a_host_leaving_while_the_server_does_not_answer_fails_and_changes_nothing(host: Host, down: str):
+    (host.state / down).touch()
+    result = _leave(host, TWO_NODES)
+    assert result.returncode == 1
+    assert "does not answer, so the node at 192.168.1.101 is neither drained nor deleted" in result.stderr
+    assert "terraform state rm" in result.stderr
+    assert not (host.state / "uninstalled").exists()
+
+
+def test_a_host_that_never_joined_is_only_uninstalled(host: Host):
+    result = _leave(host, "gpu-host 192.168.1.100 True\n")
+    assert result.returncode == 0, result.stderr
+    assert "no node with InternalIP 192.168.1.101 is registered" in result.stdout
+    assert _kubectl_verbs(host) == ["get nodes"]
+    assert (host.state / "uninstalled").exists()
+
+
+def test_a_failed_uninstall_fails_the_step_after_the_node_is_deleted(host: Host):
+    (host.state / "uninstall-fails").touch()
+    result = _leave(host, TWO_NODES)
+    assert result.returncode == 1
+    assert "k3s-agent-uninstall.sh failed on 192.168.1.101" in result.stderr
+    # a second run (the step stays in the state) finds the node gone and tries the uninstall again
+    (host.state / "uninstall-fails").unlink()
+    again = _leave(host, (host.state / "nodes").read_text())
+    assert again.returncode == 0, again.stderr
+    assert (host.state / "uninstalled").exists()
+
+
+def test_delete_node_rejects_an_unknown_api_gone_mode(host: Host):
+    result = host.run("delete-node.sh", NODE="wk-gpu1", KUBECONFIG="/none", API_GONE="ignore")
+    assert result.returncode == 2 and "use skip or fail" in result.stderr
+
+
+# The server on a first apply whose driver step failed: k3s is never installed and no step of the
+# stack runs there any more; while $STATE/step-runs exists, one does (pgrep finds it).
+IDLE_SSH = r"""
+n=$(cat "$STATE/ssh-count" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$STATE/ssh-count"
+echo "cat: /etc/rancher/k3s/k3s.yaml: No such file or directory" >&2
+case "${*: -1}" in *"sudo pgrep -f '[.]gpu-constructs'"*) ;; *) exit 9 ;; esac
+if [ -f "$STATE/step-runs" ]; then
+  [ "$n" -ge 3 ] && rm -f "$STATE/step-runs"
+  echo "kube-access: a step of the stack runs" >&2
+fi
+exit 1
+"""
+
+
+def test_kube_access_stops_waiting_once_no_step_sets_the_server_up(host: Host):
+    """The CA read of a first apply whose driver step failed, or of a plan after it: nothing will
+    install k3s, so the read fails after CA_IDLE_SECONDS rather than CA_WAIT_SECONDS (45 minutes)."""
+    host.stub("ssh", IDLE_SSH)
+    (host.state / "step-runs").touch()
+    started = time.monotonic()
+    result = _kube_access(
+        host, "ca", stdin="{}", CA_WAIT_SECONDS="600", CA_IDLE_SECONDS="1", CA_POLL_SECONDS="0.2"
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert time.monotonic() - started < 30
+    # it waited while the driver step ran (3 reads), then about CA_IDLE_SECONDS more
+    assert 4 <= len(host.calls("ssh")) <= 12, host.calls("ssh")
+    assert "nothing sets 192.168.1.100 up" in result.stderr and "-target=" in result.stderr
+
+
+def test_kube_access_keeps_waiting_while_a_step_runs_or_the_host_reboots(host: Host):
+    host.stub("ssh", FIRST_APPLY_SSH)
+    result = _kube_access(
+        host, "ca", stdin="{}", CA_WAIT_SECONDS="60", CA_IDLE_SECONDS="600", CA_POLL_SECONDS="0"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"ca_base64": _b64(CA_PEM)}
+
+
+def test_a_host_leaving_a_server_without_k3s_is_only_uninstalled(host: Host):
+    """The server reinstalled before a -replace of the cluster: there is no cluster to leave, and the
+    agent is made clean for the new one."""
+    host.stub("ssh", LEAVE_SSH)
+    host.stub("sudo", 'exec "$@"')
+    host.stub("kubectl", LEAVE_KUBECTL)
+    (host.state / "nodes").write_text(TWO_NODES)
+    settings = {
+        "SSH_USER": "ubuntu",
+        "SSH_HOST": "192.168.1.100",
+        "SSH_KEY": "/k",
+        "HOST_KEY": HOST_KEY,
+        "NODE_IP": "192.168.1.101",
+        "API_GONE": "fail",
+        "UNINSTALL_AGENT": "1",
+    }
+    result = host.run("delete-node.sh", **settings)
+    assert result.returncode == 0, result.stderr
+    assert "192.168.1.100 runs no k3s" in result.stdout
+    assert host.calls("kubectl") == []
+    assert (host.state / "uninstalled").read_text().strip() == "192.168.1.101"

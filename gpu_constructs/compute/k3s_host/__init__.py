@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cdktf import DataResource, Fn
+from cdktf import DataResource, Fn, LocalExecProvisioner, TerraformIterator, Token
 from constructs import Construct
 
 from gpu_constructs import validate, versions
@@ -247,6 +247,8 @@ class K3sHostGpuCompute(Construct):
                 )
             )
 
+        self.agents_leave = self._agents_leave(node_steps)
+
         # k3s applies node-label/node-taint at a node's first registration only: later changes of
         # the settings reach the nodes through the API, from the server.
         labels, taints = self._node_labels_and_taints()
@@ -304,7 +306,14 @@ class K3sHostGpuCompute(Construct):
         # On a first apply the query is unknown at plan, so the CA is read during the apply
         # (developer.hashicorp.com/terraform/language/data-sources, "Data resource behavior"),
         # as soon as the cluster step is made and while k3s may still be being installed:
-        # kube-access.sh then waits for k3s.yaml, up to the driver, reboot and k3s steps' time.
+        # kube-access.sh then waits for k3s.yaml, up to the driver, reboot and k3s steps' time, and
+        # only while a step of the stack runs on the server or it reboots: Terraform's walk skips
+        # only what depends on a failed step (internal/dag/walk.go), so after a failed driver step
+        # the read would otherwise hold the apply for all that time, and a plan of such a state
+        # (the query known, so read at plan: planDataSource in
+        # internal/terraform/node_resource_abstract_instance.go) would wait it out and fail.
+        # hashicorp/external v2.3.5 bounds nothing itself (exec.CommandContext with the request's
+        # context, no timeout setting; internal/provider/data_source.go).
         ca_wait_seconds = props.reboot_wait_seconds + 1800
 
         # `env NAME=value ... bash -c <script> kube-access <mode>`: the settings as arguments of
@@ -347,8 +356,76 @@ class K3sHostGpuCompute(Construct):
             containerd=k3s_containerd(props.k3s_version),
             sharing=props.sharing,
             gpu_capacity=slots if props.gpu_enabled else 0,
-            ready=(node_steps[0], self.node_labels),
+            # The releases come after the agents' leave step, so a destroy of the whole stack
+            # uninstalls them while every node still serves, and only then drains the agents.
+            ready=(node_steps[0], self.node_labels, self.agents_leave),
             identity=(self.datastore,),
+        )
+
+    def _agents_leave(self, node_steps: Sequence[DataResource]) -> DataResource:
+        """One instance per agent, keyed by its address, that does nothing when made and, when the
+        host leaves the stack (dropped from ``hosts``, its address changed, or a destroy of the
+        whole stack), drains its node through the server, deletes the Node and uninstalls
+        k3s-agent on the host (delete-node.sh).
+
+        ``for_each`` over the agents' addresses, not a resource per agent: Terraform runs a
+        destroy-time provisioner only while its resource block is in the configuration ("If a
+        resource block with a destroy-time provisioner is removed entirely from the configuration,
+        its provisioner configurations are removed along with it", Terraform docs, "Destroy-Time
+        Provisioners"), and a block per agent goes with the agent; an instance of a block that
+        stays is destroyed with its provisioner. Keyed by address, an agent dropped from the middle
+        of ``hosts`` leaves by itself, while the ones after it keep their instances (an index would
+        move them and uninstall a host that stays). A destroy-time provisioner may reference only
+        ``self``, ``count.index`` and ``each.key`` (Terraform internal/configs/provisioner.go,
+        onlySelfRefs), so everything the script needs is in the instance's ``input``, updated in
+        place when a setting changes. Depending on every node's k3s step, it is destroyed before
+        them and before the server's; nothing on a host changes when those are destroyed."""
+        agents = list(self.props.hosts[1:])
+        addresses = [host.address for host in agents]
+
+        each = TerraformIterator.from_list(addresses)
+
+        def by_agent(values: list[str]) -> str:
+            return Fn.lookup(Fn.zipmap(addresses, values), Token.as_string(each.key))
+
+        server = {key: value for key, value in self.server.local_ssh_env().items() if key != "HOST_KEY"}
+        settings = {
+            **server,
+            "HOST_KEY": self.server.pinned_host_key or "",
+            "NODE_IP": Token.as_string(each.key),
+            "NODE_SSH_USER": by_agent([host.user for host in agents]),
+            "NODE_SSH_KEY": by_agent([host.private_key_path for host in agents]),
+            "NODE_HOST_KEY": by_agent([host.pinned_host_key or "" for host in agents]),
+            # A node that does not drain in this time (a PodDisruptionBudget no eviction can meet,
+            # such as a single-instance database's primary) is deleted anyway.
+            "DRAIN_SECONDS": "300",
+            # The server is never destroyed by the stack: one that does not answer is an outage to
+            # fix, not a cluster that is gone, so the step fails and stays for the next apply.
+            "API_GONE": "fail",
+            "UNINSTALL_AGENT": "1",
+            "WARN_LOCAL_VOLUMES": "1",
+        }
+        return DataResource(
+            self,
+            "agents-leave",
+            for_each=each,
+            input=settings,
+            # A new datastore (another server) is a new cluster: the agents leave the old one first
+            # and are uninstalled, so their k3s steps, replaced with it, join the new one afresh
+            # rather than with the old cluster's certificates (an agent started with another
+            # cluster's certificates does not join cleanly: k3s-io/k3s#2034). A reinstalled server
+            # without k3s has nothing to drain; the uninstall still runs.
+            triggers_replace={"cluster": self.datastore.id},
+            provisioners=[
+                LocalExecProvisioner(
+                    type="local-exec",
+                    when="destroy",
+                    command=script_literal("delete-node.sh"),
+                    interpreter=["bash", "-c"],
+                    environment={key: f"${{self.input.{key}}}" for key in sorted(settings)},
+                )
+            ],
+            depends_on=list(node_steps),
         )
 
     @property

@@ -44,8 +44,10 @@ trap 'rm -f "$errors" ${known_hosts:+"$known_hosts"}' EXIT
 
 # read_kubeconfig: k3s.yaml as the server holds it, into $kubeconfig; the ssh status otherwise.
 read_kubeconfig() {
+  # Without k3s.yaml the host also says whether a step of the stack runs on it right now (a script
+  # or an upload under ~/.gpu-constructs): "[.]" keeps pgrep from matching this command itself.
   # shellcheck disable=SC2029 # the remote path is composed here on purpose
-  kubeconfig="$(ssh "${ssh_options[@]}" "${user}@${host}" "sudo cat '${remote_path}'" 2>"$errors")"
+  kubeconfig="$(ssh "${ssh_options[@]}" "${user}@${host}" "sudo cat '${remote_path}' || { sudo pgrep -f '[.]gpu-constructs' >/dev/null && echo 'kube-access: a step of the stack runs' >&2; exit 1; }" 2>"$errors")"
 }
 read_failed() {
   echo "ERROR: kube-access: could not read ${remote_path} on ${host} over SSH as ${user}:" >&2
@@ -72,8 +74,23 @@ if [ "$status" -ne 0 ] && [ "$status" -ne 255 ] && [ "$mode" = ca ]; then
   deadline=$((SECONDS + ${CA_WAIT_SECONDS:-0}))
   echo "kube-access: ${remote_path} is not on ${host} yet (k3s is being installed): waiting" \
     "up to ${CA_WAIT_SECONDS:-0}s" >&2
+  # Waiting is only worth it while the host is being set up: a step of the stack runs on it, or it
+  # is rebooting for its driver (ssh's 255). After CA_IDLE_SECONDS (default 300) with neither, no
+  # step is coming (the driver step failed and Terraform goes on only with what does not depend on
+  # it; or this is a plan, read at once from a state whose first apply stopped before k3s), so the
+  # read fails then rather than hold the apply or the plan for the whole CA_WAIT_SECONDS.
+  active=$SECONDS
   while [ "$status" -ne 0 ] && [ "$SECONDS" -lt "$deadline" ]; do
     if grep -q -e 'Host key verification failed' -e 'REMOTE HOST IDENTIFICATION HAS CHANGED' "$errors"; then
+      break
+    fi
+    if [ "$status" -eq 255 ] || grep -q 'a step of the stack runs' "$errors"; then
+      active=$SECONDS
+    elif [ $((SECONDS - active)) -ge "${CA_IDLE_SECONDS:-300}" ]; then
+      echo "kube-access: nothing sets ${host} up (no step of the stack runs there) and k3s is not" \
+        "installed: an earlier step failed, or the first apply stopped before k3s. Install it with" \
+        "terraform apply -target=<the server's k3s step> (the terraform_data whose address ends in" \
+        "server-k3s_<hash> in cdk.tf.json), then apply again." >&2
       break
     fi
     sleep "${CA_POLL_SECONDS:-10}"
