@@ -28,7 +28,7 @@ from environments.variables import (
 )
 from environments.variables import kubeconfig_path as kubeconfig_path_of
 from gpu_constructs import helm, validate, versions
-from gpu_constructs.cluster import GPU_RESOURCE, GpuSharing
+from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster, GpuSharing
 from gpu_constructs.compute.k3s.etcd import EtcdS3, EtcdSnapshots
 from gpu_constructs.compute.proxmox import (
     CONTROL_PLANE_LABELS,
@@ -331,11 +331,235 @@ class ProxmoxHaSettings:
             )
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """What the stack's variables give the constructs (ProxmoxHaStack._inputs)."""
+
+    k3s_token: TerraformVariable
+    k3s_agent_token: TerraformVariable
+    ssh_public_key: TerraformVariable
+    ssh_key_path: TerraformVariable
+    vm_names: list[str]
+    host_keys: dict[str, SshHostKey]
+    gpu_count: int
+    etcd_s3: EtcdS3 | None
+    acme_email: TerraformVariable
+    rancher_host: TerraformVariable
+    jupyter_host: TerraformVariable
+    fleet_repo: TerraformVariable
+    fleet_branch: TerraformVariable
+    fleet_paths: TerraformVariable
+
+
 class ProxmoxHaStack(TerraformStack):
     def __init__(self, scope: Construct, id: str, *, settings: ProxmoxHaSettings) -> None:
         super().__init__(scope, id)
         s = settings
         use_backend(self, s.backend)
+        v = self._inputs(s, id)
+        kubeconfig_path = kubeconfig_path_of(id)
+        compute = ProxmoxGpuCompute(
+            self,
+            "vms",
+            props=ProxmoxProps(
+                k3s_token=v.k3s_token.string_value,
+                k3s_agent_token=v.k3s_agent_token.string_value,
+                ssh_public_key=v.ssh_public_key.string_value,
+                ssh_private_key_path=v.ssh_key_path.string_value,
+                gpu_devices=[
+                    GpuDevice(
+                        id=f"${{var.gpu_devices[{i}].id}}",
+                        path=f"${{var.gpu_devices[{i}].path}}",
+                        iommu_group=f"${{var.gpu_devices[{i}].iommu_group}}",
+                        subsystem_id=f"${{var.gpu_devices[{i}].subsystem_id}}",
+                    )
+                    for i in range(v.gpu_count)
+                ],
+                kubeconfig_path=kubeconfig_path,
+                ssh_host_keys=v.host_keys,
+                firewall=s.vm_firewall,
+                admin_cidrs=s.admin_cidrs,
+                node_name=s.node_name,
+                vm_datastore=s.vm_datastore,
+                scratch_datastore=s.scratch_datastore,
+                datastore_capacity_gb=dict(s.datastore_capacity_gb),
+                control_plane_ips=s.control_plane_ips,
+                worker_ips=s.worker_ips,
+                gpus_per_worker=s.gpus_per_worker,
+                host_gpu_count=s.host_gpu_count,
+                api_vip=s.api_vip,
+                dns_servers=s.dns_servers,
+                hugepages=s.hugepages,
+                cpu_pinning=s.cpu_pinning,
+                host_cpus=s.host_cpus,
+                root_auth=s.root_auth,
+                protect_control_plane=s.protect_control_plane,
+                etcd_snapshots=EtcdSnapshots(
+                    schedule_cron=s.etcd_snapshot_cron,
+                    retention=s.etcd_snapshot_retention,
+                    s3=v.etcd_s3,
+                    servers=len(s.control_plane_ips),
+                    # the servers' config is cloud-init user data, kept in the state and on Proxmox
+                    in_cluster_secret=True,
+                ),
+                sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
+            ),
+        )
+        cluster = use_cluster(self, compute.cluster)
+        # k3s' kubectl runs on cp1: the steps that write Secrets into the cluster run there
+        cp1 = SshHost(
+            s.control_plane_ips[0],
+            "ubuntu",
+            v.ssh_key_path.string_value,
+            host_key=compute.props.host_key("cp1"),
+        )
+        if v.etcd_s3 is not None:
+            compute.props.etcd_snapshots.secret_step(
+                self,
+                "etcd-s3-secret",
+                host=cp1,
+                variables={
+                    "etcd-s3-bucket": "etcd_s3_bucket",
+                    "etcd-s3-access-key": "etcd_s3_access_key",
+                    "etcd-s3-secret-key": "etcd_s3_secret_key",
+                },
+                cluster=cluster,
+            )
+
+        # The ingress is on the VMs' private network: Let's Encrypt reaches it over HTTP-01 only
+        # through a public address that forwards 80 and 443; DNS-01 needs no inbound path.
+        ingress_address = compute.props.server_address
+        public_address_variable(self, s.letsencrypt_challenge, f'"{ingress_address}"')
+        cloudflare_api_token = dns_zone = None
+        if s.letsencrypt_challenge == "dns01-cloudflare":
+            cloudflare_api_token = cloudflare_token_variable(self)
+            dns_zone = TerraformVariable(
+                self,
+                "dns_zone",
+                type="string",
+                description="Cloudflare zone of the Rancher and JupyterHub names, e.g. example.com.",
+                validation=[
+                    dns_name_rule("dns_zone", "example.com"),
+                    in_zone_rule(["rancher_hostname", "jupyterhub_hostname"]),
+                    *(
+                        [host_in_zone_rule("grafana_host", s.grafana_host, "dns_zone")]
+                        if s.grafana_host
+                        else []
+                    ),
+                ],
+            )
+        networking = Networking(
+            self,
+            "networking",
+            props=NetworkingProps(
+                cluster=cluster,
+                acme_email=v.acme_email.string_value,
+                domains=(
+                    v.rancher_host.string_value,
+                    v.jupyter_host.string_value,
+                    *([s.grafana_host] if s.grafana_host else []),
+                ),
+                service_monitor=s.monitoring,
+                # one Traefik per server (the workers' GPU taint keeps it off them): with one, the
+                # server that runs it takes Rancher and JupyterHub down with it, about five minutes
+                # on a failure (the unreachable taint's default 300 s toleration) before it moves
+                ingress_replicas=len(s.control_plane_ips),
+                ingress_address=ingress_address,
+                public_address=f'${{var.public_address != "" ? var.public_address : "{ingress_address}"}}',
+                acme_solver=s.letsencrypt_challenge,
+                cloudflare_api_token=cloudflare_api_token.string_value if cloudflare_api_token else None,
+                # the token is written into the cluster from cp1, where k3s' kubectl runs
+                secret_host=cp1,
+                dns_zone=dns_zone.string_value if dns_zone else "",
+            ),
+        )
+        nfs, storage = self._storage(s, cluster)
+        operator = GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))
+        # A worker that never joins (a wrong agent token, an unreachable API) leaves Helm's waits
+        # green: the GPU DaemonSets have nothing to schedule. Wait for each worker, Ready, with its
+        # GPUs allocatable (the operator's device plugin), before anything that needs them, and
+        # again in the apply that rebuilds one: a replaced VM plans a new, unknown id, which
+        # replaces this step (terraform_data triggers_replace).
+        gpu_nodes = run_local_script(
+            self,
+            "gpu-nodes-ready",
+            run=ScriptRun(
+                "wait-gpu-nodes.sh",
+                env={
+                    "KUBECONFIG": kubeconfig_path,
+                    "NODES": " ".join(name for name in v.vm_names if name.startswith("wk-")),
+                    "GPUS": str(cluster.gpus_per_node),
+                    "WAIT_SECONDS": "1800",
+                },
+            ),
+            triggers={
+                name: vm.id_ref for name, vm in zip(compute.props.worker_names, compute.workers, strict=True)
+            },
+            cluster=cluster,
+            depends_on=[operator.release],
+        )
+        if s.monitoring:
+            Monitoring(
+                self,
+                "monitoring",
+                props=MonitoringProps(
+                    cluster=cluster,
+                    dcgm=DcgmSource.GPU_OPERATOR,
+                    retention=s.monitoring_retention,
+                    storage_class=storage.class_name(SERVER_LOCAL_CLASS),
+                    grafana_ingress=(
+                        GrafanaIngress(
+                            s.grafana_host, ingress_class=INGRESS_CLASS, cluster_issuer=RANCHER_ISSUER
+                        )
+                        if s.grafana_host
+                        else None
+                    ),
+                    # cert-manager's ServiceMonitor comes with this release's objects: the
+                    # cert-manager release cannot come after this one, which needs the issuers
+                    service_monitors=[networking.service_monitor] if networking.service_monitor else [],
+                    depends_on=[nfs, storage.release, networking.issuers],
+                ),
+            )
+        self._rancher_and_fleet(s, v, cluster, networking, kubeconfig_path)
+        hub = JupyterHub(
+            self,
+            "jupyterhub",
+            props=JupyterHubProps(
+                cluster=cluster,
+                host=v.jupyter_host.string_value,
+                home_storage_class=NFS_CLASS,
+                scratch_storage_class=SCRATCH_CLASS,
+                # SQLite's locks are unreliable on NFS: the hub's database on a server's disk
+                hub_db_storage_class=storage.class_name(SERVER_LOCAL_CLASS),
+                gpu_profiles=s.jupyter_gpu_profiles,
+                pytorch_image=notebook_image(s.notebook_registry, "pytorch"),
+                tensorflow_image=notebook_image(s.notebook_registry, "tensorflow"),
+                # The control planes hold etcd on their OS disk: every notebook, CPU-only ones
+                # too, runs on a GPU worker, which has the scratch disk.
+                user_node_purpose="require",
+                cpu_on_gpu_nodes=True,
+                auth=self.hub_auth(s),
+                # the native admin's password Secret is written from cp1, where k3s' kubectl runs
+                secret_host=cp1,
+                values=helm.ValuesLayers(overlay=s.environment, directory=PROJECT_ROOT / "helm-values"),
+                depends_on=[nfs, storage.release, operator.release, gpu_nodes, networking.issuers],
+            ),
+        )
+
+        helm.manifests_release(
+            self,
+            "notebook-quota",
+            cluster=cluster,
+            name="notebook-quota",
+            namespace=JUPYTERHUB_NAMESPACE,
+            manifests=notebook_quota(s, compute.props),
+            depends_on=[hub.release],
+        )
+
+        self._outputs(s, v, compute, networking, kubeconfig_path)
+
+    def _inputs(self, s: ProxmoxHaSettings, id: str) -> _Inputs:
+        """The stack's variables and the Proxmox provider."""
         endpoint = TerraformVariable(
             self,
             "proxmox_endpoint",
@@ -647,122 +871,26 @@ class ProxmoxHaStack(TerraformStack):
             password=password,
             ssh=ProviderSsh(agent=True, username="root"),
         )
-        kubeconfig_path = kubeconfig_path_of(id)
-        compute = ProxmoxGpuCompute(
-            self,
-            "vms",
-            props=ProxmoxProps(
-                k3s_token=k3s_token.string_value,
-                k3s_agent_token=k3s_agent_token.string_value,
-                ssh_public_key=ssh_public_key.string_value,
-                ssh_private_key_path=ssh_key_path.string_value,
-                gpu_devices=[
-                    GpuDevice(
-                        id=f"${{var.gpu_devices[{i}].id}}",
-                        path=f"${{var.gpu_devices[{i}].path}}",
-                        iommu_group=f"${{var.gpu_devices[{i}].iommu_group}}",
-                        subsystem_id=f"${{var.gpu_devices[{i}].subsystem_id}}",
-                    )
-                    for i in range(gpu_count)
-                ],
-                kubeconfig_path=kubeconfig_path,
-                ssh_host_keys=host_keys,
-                firewall=s.vm_firewall,
-                admin_cidrs=s.admin_cidrs,
-                node_name=s.node_name,
-                vm_datastore=s.vm_datastore,
-                scratch_datastore=s.scratch_datastore,
-                datastore_capacity_gb=dict(s.datastore_capacity_gb),
-                control_plane_ips=s.control_plane_ips,
-                worker_ips=s.worker_ips,
-                gpus_per_worker=s.gpus_per_worker,
-                host_gpu_count=s.host_gpu_count,
-                api_vip=s.api_vip,
-                dns_servers=s.dns_servers,
-                hugepages=s.hugepages,
-                cpu_pinning=s.cpu_pinning,
-                host_cpus=s.host_cpus,
-                root_auth=s.root_auth,
-                protect_control_plane=s.protect_control_plane,
-                etcd_snapshots=EtcdSnapshots(
-                    schedule_cron=s.etcd_snapshot_cron,
-                    retention=s.etcd_snapshot_retention,
-                    s3=etcd_s3,
-                    servers=len(s.control_plane_ips),
-                    # the servers' config is cloud-init user data, kept in the state and on Proxmox
-                    in_cluster_secret=True,
-                ),
-                sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
-            ),
+        return _Inputs(
+            k3s_token=k3s_token,
+            k3s_agent_token=k3s_agent_token,
+            ssh_public_key=ssh_public_key,
+            ssh_key_path=ssh_key_path,
+            vm_names=vm_names,
+            host_keys=host_keys,
+            gpu_count=gpu_count,
+            etcd_s3=etcd_s3,
+            acme_email=acme_email,
+            rancher_host=rancher_host,
+            jupyter_host=jupyter_host,
+            fleet_repo=fleet_repo,
+            fleet_branch=fleet_branch,
+            fleet_paths=fleet_paths,
         )
-        cluster = use_cluster(self, compute.cluster)
-        # k3s' kubectl runs on cp1: the steps that write Secrets into the cluster run there
-        cp1 = SshHost(
-            s.control_plane_ips[0],
-            "ubuntu",
-            ssh_key_path.string_value,
-            host_key=compute.props.host_key("cp1"),
-        )
-        if etcd_s3 is not None:
-            compute.props.etcd_snapshots.secret_step(
-                self,
-                "etcd-s3-secret",
-                host=cp1,
-                variables={
-                    "etcd-s3-bucket": "etcd_s3_bucket",
-                    "etcd-s3-access-key": "etcd_s3_access_key",
-                    "etcd-s3-secret-key": "etcd_s3_secret_key",
-                },
-                cluster=cluster,
-            )
 
-        # The ingress is on the VMs' private network: Let's Encrypt reaches it over HTTP-01 only
-        # through a public address that forwards 80 and 443; DNS-01 needs no inbound path.
-        ingress_address = compute.props.server_address
-        public_address_variable(self, s.letsencrypt_challenge, f'"{ingress_address}"')
-        cloudflare_api_token = dns_zone = None
-        if s.letsencrypt_challenge == "dns01-cloudflare":
-            cloudflare_api_token = cloudflare_token_variable(self)
-            dns_zone = TerraformVariable(
-                self,
-                "dns_zone",
-                type="string",
-                description="Cloudflare zone of the Rancher and JupyterHub names, e.g. example.com.",
-                validation=[
-                    dns_name_rule("dns_zone", "example.com"),
-                    in_zone_rule(["rancher_hostname", "jupyterhub_hostname"]),
-                    *(
-                        [host_in_zone_rule("grafana_host", s.grafana_host, "dns_zone")]
-                        if s.grafana_host
-                        else []
-                    ),
-                ],
-            )
-        networking = Networking(
-            self,
-            "networking",
-            props=NetworkingProps(
-                cluster=cluster,
-                acme_email=acme_email.string_value,
-                domains=(
-                    rancher_host.string_value,
-                    jupyter_host.string_value,
-                    *([s.grafana_host] if s.grafana_host else []),
-                ),
-                service_monitor=s.monitoring,
-                # one Traefik per server (the workers' GPU taint keeps it off them): with one, the
-                # server that runs it takes Rancher and JupyterHub down with it, about five minutes
-                # on a failure (the unreachable taint's default 300 s toleration) before it moves
-                ingress_replicas=len(s.control_plane_ips),
-                ingress_address=ingress_address,
-                public_address=f'${{var.public_address != "" ? var.public_address : "{ingress_address}"}}',
-                acme_solver=s.letsencrypt_challenge,
-                cloudflare_api_token=cloudflare_api_token.string_value if cloudflare_api_token else None,
-                # the token is written into the cluster from cp1, where k3s' kubectl runs
-                secret_host=cp1,
-                dns_zone=dns_zone.string_value if dns_zone else "",
-            ),
-        )
+    def _storage(self, s: ProxmoxHaSettings, cluster: GpuCluster) -> tuple[helm.Release, Storage]:
+        """NFS, the default class (homes, Retain), and the node-local tiers: the workers' scratch disk
+        and the servers' disk for the monitoring volumes."""
         nfs = helm.release(
             self,
             "nfs-provisioner",
@@ -806,52 +934,18 @@ class ProxmoxHaStack(TerraformStack):
                 ),
             ),
         )
-        operator = GpuOperator(self, "gpu-operator", props=GpuOperatorProps(cluster=cluster))
-        # A worker that never joins (a wrong agent token, an unreachable API) leaves Helm's waits
-        # green: the GPU DaemonSets have nothing to schedule. Wait for each worker, Ready, with its
-        # GPUs allocatable (the operator's device plugin), before anything that needs them, and
-        # again in the apply that rebuilds one: a replaced VM plans a new, unknown id, which
-        # replaces this step (terraform_data triggers_replace).
-        gpu_nodes = run_local_script(
-            self,
-            "gpu-nodes-ready",
-            run=ScriptRun(
-                "wait-gpu-nodes.sh",
-                env={
-                    "KUBECONFIG": kubeconfig_path,
-                    "NODES": " ".join(name for name in vm_names if name.startswith("wk-")),
-                    "GPUS": str(cluster.gpus_per_node),
-                    "WAIT_SECONDS": "1800",
-                },
-            ),
-            triggers={
-                name: vm.id_ref for name, vm in zip(compute.props.worker_names, compute.workers, strict=True)
-            },
-            cluster=cluster,
-            depends_on=[operator.release],
-        )
-        if s.monitoring:
-            Monitoring(
-                self,
-                "monitoring",
-                props=MonitoringProps(
-                    cluster=cluster,
-                    dcgm=DcgmSource.GPU_OPERATOR,
-                    retention=s.monitoring_retention,
-                    storage_class=storage.class_name(SERVER_LOCAL_CLASS),
-                    grafana_ingress=(
-                        GrafanaIngress(
-                            s.grafana_host, ingress_class=INGRESS_CLASS, cluster_issuer=RANCHER_ISSUER
-                        )
-                        if s.grafana_host
-                        else None
-                    ),
-                    # cert-manager's ServiceMonitor comes with this release's objects: the
-                    # cert-manager release cannot come after this one, which needs the issuers
-                    service_monitors=[networking.service_monitor] if networking.service_monitor else [],
-                    depends_on=[nfs, storage.release, networking.issuers],
-                ),
-            )
+        return nfs, storage
+
+    def _rancher_and_fleet(
+        self,
+        s: ProxmoxHaSettings,
+        v: _Inputs,
+        cluster: GpuCluster,
+        networking: Networking,
+        kubeconfig_path: str,
+    ) -> None:
+        """Rancher behind the stack's ingress and issuer, and Fleet's GitRepo of the cluster-maintenance
+        repository once Rancher has installed Fleet's CRDs."""
         rancher = helm.release(
             self,
             "rancher",
@@ -862,7 +956,7 @@ class ProxmoxHaStack(TerraformStack):
             version=versions.RANCHER_CHART.version,
             namespace="cattle-system",
             values={
-                "hostname": rancher_host.string_value,
+                "hostname": v.rancher_host.string_value,
                 "replicas": s.rancher_replicas,
                 # Rancher's own source ("rancher") serves a certificate from its self-signed CA;
                 # "secret" makes the Ingress serve tls-rancher-ingress, which cert-manager's
@@ -902,51 +996,25 @@ class ProxmoxHaStack(TerraformStack):
                     "kind": "GitRepo",
                     "metadata": {"name": "cluster-maintenance", "namespace": "fleet-local"},
                     "spec": {
-                        "repo": fleet_repo.string_value,
-                        "branch": fleet_branch.string_value,
+                        "repo": v.fleet_repo.string_value,
+                        "branch": v.fleet_branch.string_value,
                         # A list variable cannot sit in a values document: set_list fills it in.
                         "paths": [],
                     },
                 }
             ],
             depends_on=[rancher, fleet_crd],
-            set_lists={"manifests[0].spec.paths": fleet_paths.list_value},
-        )
-        hub = JupyterHub(
-            self,
-            "jupyterhub",
-            props=JupyterHubProps(
-                cluster=cluster,
-                host=jupyter_host.string_value,
-                home_storage_class=NFS_CLASS,
-                scratch_storage_class=SCRATCH_CLASS,
-                # SQLite's locks are unreliable on NFS: the hub's database on a server's disk
-                hub_db_storage_class=storage.class_name(SERVER_LOCAL_CLASS),
-                gpu_profiles=s.jupyter_gpu_profiles,
-                pytorch_image=notebook_image(s.notebook_registry, "pytorch"),
-                tensorflow_image=notebook_image(s.notebook_registry, "tensorflow"),
-                # The control planes hold etcd on their OS disk: every notebook, CPU-only ones
-                # too, runs on a GPU worker, which has the scratch disk.
-                user_node_purpose="require",
-                cpu_on_gpu_nodes=True,
-                auth=self.hub_auth(s),
-                # the native admin's password Secret is written from cp1, where k3s' kubectl runs
-                secret_host=cp1,
-                values=helm.ValuesLayers(overlay=s.environment, directory=PROJECT_ROOT / "helm-values"),
-                depends_on=[nfs, storage.release, operator.release, gpu_nodes, networking.issuers],
-            ),
+            set_lists={"manifests[0].spec.paths": v.fleet_paths.list_value},
         )
 
-        helm.manifests_release(
-            self,
-            "notebook-quota",
-            cluster=cluster,
-            name="notebook-quota",
-            namespace=JUPYTERHUB_NAMESPACE,
-            manifests=notebook_quota(s, compute.props),
-            depends_on=[hub.release],
-        )
-
+    def _outputs(
+        self,
+        s: ProxmoxHaSettings,
+        v: _Inputs,
+        compute: ProxmoxGpuCompute,
+        networking: Networking,
+        kubeconfig_path: str,
+    ) -> None:
         TerraformOutput(self, "kubeconfig_path", value=kubeconfig_path)
         TerraformOutput(
             self,
@@ -954,19 +1022,19 @@ class ProxmoxHaStack(TerraformStack):
             value=compute.ansible_inventory(),
             description="Ansible inventory (YAML) of the nodes.",
         )
-        if host_keys:
+        if v.host_keys:
             ips = [*s.control_plane_ips, *s.worker_ips]
             TerraformOutput(
                 self,
                 "ssh_known_hosts",
                 value="".join(
-                    f"{ip} {host_keys[name].public_key}\n" for ip, name in zip(ips, vm_names, strict=True)
+                    f"{ip} {v.host_keys[name].public_key}\n" for ip, name in zip(ips, v.vm_names, strict=True)
                 ),
                 description="known_hosts lines of every VM, for ssh and Ansible (UserKnownHostsFile).",
             )
         TerraformOutput(self, "dns_records", value=networking.dns_records)
-        TerraformOutput(self, "rancher_url", value=f"https://{rancher_host.string_value}")
-        TerraformOutput(self, "jupyterhub_url", value=f"https://{jupyter_host.string_value}")
+        TerraformOutput(self, "rancher_url", value=f"https://{v.rancher_host.string_value}")
+        TerraformOutput(self, "jupyterhub_url", value=f"https://{v.jupyter_host.string_value}")
 
     def hub_auth(self, s: ProxmoxHaSettings) -> HubAuth:
         client_id = client_secret = admin_password = None
