@@ -358,63 +358,60 @@ class ProxmoxHaStack(TerraformStack):
         use_backend(self, s.backend)
         v = self._inputs(s, id)
         kubeconfig_path = kubeconfig_path_of(id)
-        compute = ProxmoxGpuCompute(
-            self,
-            "vms",
-            props=ProxmoxProps(
-                k3s_token=v.k3s_token.string_value,
-                k3s_agent_token=v.k3s_agent_token.string_value,
-                ssh_public_key=v.ssh_public_key.string_value,
-                ssh_private_key_path=v.ssh_key_path.string_value,
-                gpu_devices=[
-                    GpuDevice(
-                        id=f"${{var.gpu_devices[{i}].id}}",
-                        path=f"${{var.gpu_devices[{i}].path}}",
-                        iommu_group=f"${{var.gpu_devices[{i}].iommu_group}}",
-                        subsystem_id=f"${{var.gpu_devices[{i}].subsystem_id}}",
-                    )
-                    for i in range(v.gpu_count)
-                ],
-                kubeconfig_path=kubeconfig_path,
-                ssh_host_keys=v.host_keys,
-                firewall=s.vm_firewall,
-                admin_cidrs=s.admin_cidrs,
-                node_name=s.node_name,
-                vm_datastore=s.vm_datastore,
-                scratch_datastore=s.scratch_datastore,
-                datastore_capacity_gb=dict(s.datastore_capacity_gb),
-                control_plane_ips=s.control_plane_ips,
-                worker_ips=s.worker_ips,
-                gpus_per_worker=s.gpus_per_worker,
-                host_gpu_count=s.host_gpu_count,
-                api_vip=s.api_vip,
-                dns_servers=s.dns_servers,
-                hugepages=s.hugepages,
-                cpu_pinning=s.cpu_pinning,
-                host_cpus=s.host_cpus,
-                root_auth=s.root_auth,
-                protect_control_plane=s.protect_control_plane,
-                etcd_snapshots=EtcdSnapshots(
-                    schedule_cron=s.etcd_snapshot_cron,
-                    retention=s.etcd_snapshot_retention,
-                    s3=v.etcd_s3,
-                    servers=len(s.control_plane_ips),
-                    # the servers' config is cloud-init user data, kept in the state and on Proxmox
-                    in_cluster_secret=True,
-                ),
-                sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
+        props = ProxmoxProps(
+            k3s_token=v.k3s_token.string_value,
+            k3s_agent_token=v.k3s_agent_token.string_value,
+            ssh_public_key=v.ssh_public_key.string_value,
+            ssh_private_key_path=v.ssh_key_path.string_value,
+            gpu_devices=[
+                GpuDevice(
+                    id=f"${{var.gpu_devices[{i}].id}}",
+                    path=f"${{var.gpu_devices[{i}].path}}",
+                    iommu_group=f"${{var.gpu_devices[{i}].iommu_group}}",
+                    subsystem_id=f"${{var.gpu_devices[{i}].subsystem_id}}",
+                )
+                for i in range(v.gpu_count)
+            ],
+            kubeconfig_path=kubeconfig_path,
+            ssh_host_keys=v.host_keys,
+            firewall=s.vm_firewall,
+            admin_cidrs=s.admin_cidrs,
+            node_name=s.node_name,
+            vm_datastore=s.vm_datastore,
+            scratch_datastore=s.scratch_datastore,
+            datastore_capacity_gb=dict(s.datastore_capacity_gb),
+            control_plane_ips=s.control_plane_ips,
+            worker_ips=s.worker_ips,
+            gpus_per_worker=s.gpus_per_worker,
+            host_gpu_count=s.host_gpu_count,
+            api_vip=s.api_vip,
+            dns_servers=s.dns_servers,
+            hugepages=s.hugepages,
+            cpu_pinning=s.cpu_pinning,
+            host_cpus=s.host_cpus,
+            root_auth=s.root_auth,
+            protect_control_plane=s.protect_control_plane,
+            etcd_snapshots=EtcdSnapshots(
+                schedule_cron=s.etcd_snapshot_cron,
+                retention=s.etcd_snapshot_retention,
+                s3=v.etcd_s3,
+                servers=len(s.control_plane_ips),
+                # the servers' config is cloud-init user data, kept in the state and on Proxmox
+                in_cluster_secret=True,
             ),
+            sharing=GpuSharing(time_slicing_replicas=s.time_slicing_replicas),
         )
+        compute = ProxmoxGpuCompute(self, "vms", props=props)
         cluster = use_cluster(self, compute.cluster)
         # k3s' kubectl runs on cp1: the steps that write Secrets into the cluster run there
         cp1 = SshHost(
             s.control_plane_ips[0],
             "ubuntu",
             v.ssh_key_path.string_value,
-            host_key=compute.props.host_key("cp1"),
+            host_key=props.host_key("cp1"),
         )
         if v.etcd_s3 is not None:
-            compute.props.etcd_snapshots.secret_step(
+            props.etcd_snapshots.secret_step(
                 self,
                 "etcd-s3-secret",
                 host=cp1,
@@ -428,7 +425,7 @@ class ProxmoxHaStack(TerraformStack):
 
         # The ingress is on the VMs' private network: Let's Encrypt reaches it over HTTP-01 only
         # through a public address that forwards 80 and 443; DNS-01 needs no inbound path.
-        ingress_address = compute.props.server_address
+        ingress_address = props.server_address
         public_address_variable(self, s.letsencrypt_challenge, f'"{ingress_address}"')
         cloudflare_api_token = dns_zone = None
         if s.letsencrypt_challenge == "dns01-cloudflare":
@@ -492,9 +489,7 @@ class ProxmoxHaStack(TerraformStack):
                     "WAIT_SECONDS": "1800",
                 },
             ),
-            triggers={
-                name: vm.id_ref for name, vm in zip(compute.props.worker_names, compute.workers, strict=True)
-            },
+            triggers={name: vm.id_ref for name, vm in zip(props.worker_names, compute.workers, strict=True)},
             cluster=cluster,
             depends_on=[operator.release],
         )
@@ -552,7 +547,7 @@ class ProxmoxHaStack(TerraformStack):
             cluster=cluster,
             name="notebook-quota",
             namespace=JUPYTERHUB_NAMESPACE,
-            manifests=notebook_quota(s, compute.props),
+            manifests=notebook_quota(s, props),
             depends_on=[hub.release],
         )
 

@@ -623,7 +623,7 @@ class SingleNodeStack(TerraformStack):
             app_after.append(gpu_operator.release)
         if vault.bootstrap is not None:
             app_after.append(vault.bootstrap)
-        app = AppChart(
+        AppChart(
             self,
             "app",
             props=AppChartProps(
@@ -664,7 +664,7 @@ class SingleNodeStack(TerraformStack):
         )
         TerraformOutput(self, "vault_address", value=vault.address)
         TerraformOutput(self, "vault_secret_paths", value=vault.secret_paths)
-        TerraformOutput(self, "app_url", value=f"https://{app.props.host}")
+        TerraformOutput(self, "app_url", value=f"https://{app_domain.string_value}")
         TerraformOutput(
             self,
             "database_secret",
