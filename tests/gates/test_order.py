@@ -17,7 +17,8 @@ import re
 from typing import Any
 
 from tests.support import render
-from tests.support.order import Platform, _strings, dependency_closure, order_problems, platform_of, provides
+from tests.support.lifecycle.graph import strings
+from tests.support.order import Platform, dependency_closure, order_problems, platform_of, provides
 from tests.support.stacks import INSTANCES
 
 # The independent record the computes' PlatformFacts are held to (test_platform_facts_agree_with_
@@ -52,7 +53,7 @@ _DISABLE_ARG = re.compile(r"--disable[= ]([\w-]+)")
 def k3s_disabled(synthesized: dict[str, Any]) -> set[str]:
     """The bundled k3s components a stack switches off, read from what its hosts are given."""
     found: set[str] = set()
-    for text in _strings(synthesized.get("resource", {})):
+    for text in strings(synthesized.get("resource", {})):
         for match in _DISABLE_ENV.finditer(text):
             found |= set(match.group(1).split())
         for match in _DISABLE_YAML.finditer(text):

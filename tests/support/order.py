@@ -209,16 +209,6 @@ def waits_for_crd(synthesized: dict[str, Any], closure: set[str], crd: str) -> b
     return False
 
 
-def _strings(node: Any) -> list[str]:
-    if isinstance(node, str):
-        return [node]
-    if isinstance(node, dict):
-        return [s for value in node.values() for s in _strings(value)]
-    if isinstance(node, list):
-        return [s for value in node for s in _strings(value)]
-    return []
-
-
 def order_problems(stack: render.RenderedStack) -> list[str]:
     platform = platform_of(stack)
     by_address = {release.address: release for release in stack.releases}

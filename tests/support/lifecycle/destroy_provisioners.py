@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from tests.support.lifecycle.graph import strings
+
 ALLOWED_ROOTS = ("self", "path", "terraform")
 ALLOWED_PAIRS = ("count.index", "each.key")
 # The interpolations of a Terraform JSON string: "${...}" (one level of nested braces, for object
@@ -37,21 +39,11 @@ class Finding:
     reference: str
 
 
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for item in value.values() for s in _strings(item)]
-    if isinstance(value, list):
-        return [s for item in value for s in _strings(item)]
-    return []
-
-
 def references(value: Any) -> set[str]:
     """Each reference in ``value``'s interpolations, as ``root`` or ``root.attribute``: not the
     functions called, the keywords, nor the names a ``for`` expression binds."""
     found: set[str] = set()
-    for text in _strings(value):
+    for text in strings(value):
         for expression in _INTERPOLATION.findall(text):
             code = _STRING_LITERAL.sub('""', expression)
             bound = {name for pair in _FOR_BINDING.findall(code) for name in pair if name}

@@ -19,13 +19,14 @@ from typing import Any
 _REFERENCE = re.compile(r"\b([a-z][a-z0-9_]*)\.([A-Za-z0-9_-]+)")
 
 
-def _strings(value: Any) -> list[str]:
+def strings(value: Any) -> list[str]:
+    """Every string in a JSON value, at any depth."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, dict):
-        return [s for item in value.values() for s in _strings(item)]
+        return [s for item in value.values() for s in strings(item)]
     if isinstance(value, list):
-        return [s for item in value for s in _strings(item)]
+        return [s for item in value for s in strings(item)]
     return []
 
 
@@ -33,7 +34,7 @@ def references(synthesized: dict[str, Any], body: Any) -> set[str]:
     """The resource addresses that the Terraform expressions in ``body``'s strings reference."""
     resources = synthesized.get("resource", {})
     found = set()
-    for text in _strings(body):
+    for text in strings(body):
         if "${" in text.replace("$${", ""):
             for kind, logical_id in _REFERENCE.findall(text):
                 if logical_id in resources.get(kind, {}):
