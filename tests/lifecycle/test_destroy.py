@@ -10,10 +10,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tests.support.lifecycle import destroy
+from tests.support.lifecycle import destroy, graph
 
 _ALB = "helm_release.alb-controller_release_0735D108"
 _KARPENTER = "helm_release.eks_karpenter_7C03CC45"
+_EXTERNAL_DNS = "helm_release.external-dns_release_90291C33"
+_SYSTEM_NODES = "aws_eks_node_group.eks_system-nodes_D2929AE6"
 
 # (stack, release, resource it must outlive) -> issue that fixes it
 KNOWN: dict[tuple[str, str, str], int] = {}
@@ -91,12 +93,41 @@ def test_subnets_the_alb_sits_in_must_outlive_its_controller(helm, upstream):
     new, _ = unexpected(rendered)
     subnets = {key[2] for key in new}
     assert {key[1] for key in new} == {_ALB}
-    assert len(subnets) == 3
-    assert all(subnet.startswith("aws_subnet.eks_public-") for subnet in subnets)
+    # The NAT gateway's subnet is still held through the nodes, which depend on their route out.
+    public = {f"aws_subnet.{n}" for n in rendered.synthesized["resource"]["aws_subnet"] if "public" in n}
+    through_nodes = graph.dependencies(rendered.synthesized, _SYSTEM_NODES)
+    assert subnets == public - through_nodes
+    assert len(subnets) == 2
     known = dict.fromkeys(new, 21)
     assert unexpected(rendered, known) == ({}, [])
     release["depends_on"] = original
     assert sorted(unexpected(rendered, known)[1]) == sorted(known)
+
+
+def test_a_route_out_that_may_go_first_breaks_the_gate(helm, upstream):
+    """eks-karpenter's system nodes without their dependency on the private subnets' route out:
+    Terraform could then delete the route table associations, route tables and NAT gateway in the
+    destroy's first wave, and every controller on the nodes (Karpenter, the load balancer
+    controller, ExternalDNS) would lose EC2, ELB and Route 53 while it cleans up."""
+    rendered = _rendered("eks-karpenter")
+    synthesized = rendered.synthesized
+    network = destroy.node_network(synthesized)
+    kinds = {address.split(".")[0] for address in network}
+    assert kinds == {
+        "aws_route_table_association",
+        "aws_route_table",
+        "aws_nat_gateway",
+        "aws_internet_gateway",
+    }
+    # The three private subnets' associations and the NAT gateway's public one.
+    assert sum(a.startswith("aws_route_table_association.") for a in network) == 4
+    assert unexpected(rendered) == ({}, [])
+    nodes = synthesized["resource"]["aws_eks_node_group"][_SYSTEM_NODES.split(".", 1)[1]]
+    nodes["depends_on"] = [d for d in nodes["depends_on"] if d.startswith("aws_iam_")]
+    new, _ = unexpected(rendered)
+    assert {key[1] for key in new} == {_ALB, _KARPENTER, _EXTERNAL_DNS}
+    for release in (_ALB, _KARPENTER, _EXTERNAL_DNS):
+        assert {key[2] for key in new if key[1] == release} == network
 
 
 def test_a_cloud_firewall_beside_its_controller_breaks_the_gate(helm, upstream):

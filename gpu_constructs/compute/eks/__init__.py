@@ -300,6 +300,7 @@ class EksGpuCompute(Construct):
                 name=props.name,
                 kubernetes_version=props.kubernetes_version,
                 subnet_ids=[s.id for s in self.private_subnets],
+                node_network=self.network.egress,
                 kms_key_arn=self.kms.arn,
                 public_access_cidrs=props.public_access_cidrs,
                 admin_role_arn=props.admin_role_arn,
