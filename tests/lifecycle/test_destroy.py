@@ -8,6 +8,7 @@ is strict both ways: a finding not listed fails, and so does a listed one that n
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from tests.support.lifecycle import destroy, graph
@@ -175,3 +176,46 @@ def test_a_retained_monitoring_volume_breaks_the_volume_gate(helm, upstream):
         "Alertmanager kube-prometheus-stack-alertmanager: StorageClass linode-block-storage-retain reclaims with Retain",
         "Prometheus kube-prometheus-stack-prometheus: its claims outlive helm uninstall",
     ]
+
+
+def test_cluster_admins_who_can_run_the_destroy_keep_access_until_the_last_release(rendered_stack):
+    """A cluster-admin access entry the stack manages, for a principal that could run Terraform,
+    outlives every release (model in tests/support/lifecycle/destroy.py, access_findings)."""
+    assert destroy.access_findings(rendered_stack.synthesized) == []
+
+
+def test_the_admin_roles_access_outlives_the_releases(synth):
+    """EksProps.admin_role_arn: the role may be what Terraform runs as, so every release depends
+    on its access entry and policy association; without that the access gate finds each release."""
+    from tests.support.eks import eks_stack
+
+    synthesized = eks_stack(synth, admin_role_arn="arn:aws:iam::123456789012:role/platform")
+    assert destroy.access_findings(synthesized) == []
+    access = {
+        f"{kind}.{n}"
+        for kind in ("aws_eks_access_entry", "aws_eks_access_policy_association")
+        for n in synthesized["resource"][kind]
+        if "admin-access" in n
+    }
+    assert len(access) == 2
+    releases = synthesized["resource"]["helm_release"]
+    for release in releases.values():
+        release["depends_on"] = [d for d in release["depends_on"] if d not in access]
+    found = destroy.access_findings(synthesized)
+    assert len(found) == 2 * len(releases) and all("admin-access" in f for f in found)
+
+
+def test_a_deployer_role_that_could_run_terraform_breaks_the_access_gate(helm, upstream):
+    """eks-karpenter's deployer role may only describe the cluster, so it cannot run a plan and its
+    access need not outlive the releases; granted anything more, it could run the destroy, and
+    every release would have to depend on its access entry and policy association."""
+    rendered = _rendered("eks-karpenter")
+    synthesized = rendered.synthesized
+    assert destroy.access_findings(synthesized) == []
+    (policy,) = [b for n, b in synthesized["resource"]["aws_iam_role_policy"].items() if "deployer" in n]
+    document = json.loads(policy["policy"])
+    document["Statement"][0]["Action"] = ["eks:DescribeCluster", "ec2:DescribeVpcs"]
+    policy["policy"] = json.dumps(document)
+    found = destroy.access_findings(synthesized)
+    assert len(found) == 2 * len(synthesized["resource"]["helm_release"])
+    assert all("deployer_" in f.split(": ", 1)[1] for f in found)

@@ -310,11 +310,19 @@ class EksSystemCluster(Construct):
             key="karpenter.sh/discovery",
             value=props.name,
         )
+        # The admin role's cluster access, for what is installed into the cluster to depend on
+        # (GpuCluster.ready): Terraform run as that role (a cluster created by another principal and
+        # taken over) keeps its access until the last release is uninstalled, instead of losing it
+        # in the destroy's first wave (nothing else depends on the entry) and failing every
+        # remaining uninstall (401 without the entry, 403 without its policy). The creator's own
+        # access is EKS's (bootstrap_cluster_creator_admin_permissions: an access entry made at
+        # cluster creation, outside the state) and lasts as long as the cluster.
+        self.admin_access: list[Any] = []
         if props.admin_role_arn is not None:
             entry = EksAccessEntry(
                 self._here, "admin-access", cluster_name=self.eks.name, principal_arn=props.admin_role_arn
             )
-            EksAccessPolicyAssociation(
+            association = EksAccessPolicyAssociation(
                 self._here,
                 "admin-access-policy",
                 cluster_name=self.eks.name,
@@ -322,6 +330,7 @@ class EksSystemCluster(Construct):
                 policy_arn="arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
                 access_scope={"type": "cluster"},
             )
+            self.admin_access = [entry, association]
 
     def _system_nodes(self) -> None:
         props = self.props

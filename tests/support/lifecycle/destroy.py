@@ -29,6 +29,7 @@ is not one: it owns no cloud resources and puts no finalizer on another release'
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -284,6 +285,69 @@ def findings(rendered: RenderedStack) -> list[Finding]:
         finding = Finding(rendered.stack, release.address, owner.address, why)
         if finding not in found:
             found.append(finding)
+    return found
+
+
+# --- cluster access ---------------------------------------------------------------------------------
+# The helm provider's `aws eks get-token` runs with the credentials Terraform runs with. A
+# cluster-admin access entry the stack manages is deleted in a destroy's first wave unless the
+# releases depend on it; then every later uninstall fails (401 without the entry, 403 without its
+# policy association). The creator's access is EKS's own (bootstrap_cluster_creator_admin_permissions,
+# an entry made at cluster creation and outside the state). A role the stack creates whose only IAM
+# permission is eks:DescribeCluster cannot run a plan at all (refreshing any other resource is an
+# implicit deny), so its entry need not outlive the releases.
+_DESCRIBE_ONLY = {"eks:DescribeCluster"}
+
+
+def _grants_only_describe(synthesized: dict[str, Any], role: str) -> bool:
+    resources = synthesized.get("resource", {})
+    body = resources.get("aws_iam_role", {}).get(role.split(".", 1)[1], {})
+    if body.get("managed_policy_arns") or body.get("inline_policy"):
+        return False
+    actions: set[str] = set()
+    for policy in _role_policies(synthesized, role):
+        kind, logical_id = policy.split(".", 1)
+        if kind != "aws_iam_role_policy":
+            return False  # an attached policy: its actions are not in the stack
+        document = json.loads(resources[kind][logical_id]["policy"])
+        for statement in document.get("Statement", []):
+            if statement.get("Effect") == "Allow":
+                listed = statement.get("Action", [])
+                actions |= {listed} if isinstance(listed, str) else set(listed)
+    return actions <= _DESCRIBE_ONLY
+
+
+def access_findings(synthesized: dict[str, Any]) -> list[str]:
+    """Releases that do not depend on a cluster-admin access entry (and its policy association)
+    whose principal could run the destroy."""
+    resources = synthesized.get("resource", {})
+    associations = resources.get("aws_eks_access_policy_association", {})
+    releases = sorted(f"helm_release.{n}" for n in resources.get("helm_release", {}))
+    found = []
+    for logical_id, entry in sorted(resources.get("aws_eks_access_entry", {}).items()):
+        address = f"aws_eks_access_entry.{logical_id}"
+        grants = {
+            f"aws_eks_access_policy_association.{n}"
+            for n, body in associations.items()
+            if _refers(synthesized, body.get("principal_arn"), address)
+            or body.get("principal_arn") == entry.get("principal_arn")
+        }
+        admin = any(
+            associations[g.split(".", 1)[1]].get("policy_arn", "").endswith("/AmazonEKSClusterAdminPolicy")
+            for g in grants
+        )
+        if entry.get("type", "STANDARD") != "STANDARD" or not admin:
+            continue  # a node role's entry (Karpenter's, in its own rule) or no admin policy
+        roles = {
+            r
+            for r in graph.references(synthesized, entry.get("principal_arn"))
+            if r.startswith("aws_iam_role.")
+        }
+        if roles and all(_grants_only_describe(synthesized, role) for role in roles):
+            continue
+        for release in releases:
+            for missing in sorted(({address} | grants) - graph.dependencies(synthesized, release)):
+                found.append(f"{release}: {missing} may be deleted first")
     return found
 
 
