@@ -1577,3 +1577,33 @@ def test_monitoring_is_destroyed_before_the_ebs_csi_driver_that_detaches_its_vol
     for name, body in resources(stack_json, "helm_release").items():
         if body["name"] in ("kube-prometheus-stack", "gpu-monitoring", "storage-class-gp3"):
             assert addon in dependency_closure(stack_json, f"helm_release.{name}"), body["name"]
+
+
+TEARDOWN_DOC = render.ROOT / "docs" / "eks-karpenter.md"
+
+
+def test_the_teardown_deletes_every_ingress_the_stack_renders(helm, upstream):
+    """Each namespace an Ingress is rendered in, with grafana_host set (Grafana's Ingress too), has
+    its `kubectl delete ingress --all -n <namespace>` in the Teardown section, which also points
+    at the monitoring volumes a destroy leaves."""
+    from tests.conftest import site_instance
+
+    settings = {"grafana_host": "grafana.example.com"}
+    stack = render.rendered(site_instance("eks-karpenter-grafana", "eks-karpenter", settings))
+    ingresses = [
+        (release.name, obj["metadata"].get("namespace") or release.namespace)
+        for release, obj in stack.objects()
+        if obj.get("kind") == "Ingress"
+    ]
+    # The inference endpoint's and Grafana's, from two releases.
+    assert len({name for name, _ in ingresses}) == 2, ingresses
+    text = TEARDOWN_DOC.read_text()
+    teardown = text[text.index("## Teardown") :]
+    teardown = teardown[: teardown.index("\n## ", 1)]
+    deleted = set(re.findall(r"^kubectl delete ingress --all -n (\S+)", teardown, re.MULTILINE))
+    assert {namespace for _, namespace in ingresses} <= deleted
+    assert "(monitoring.md#volumes-left-after-a-destroy-eks-karpenter)" in teardown
+    assert (
+        "## Volumes left after a destroy (eks-karpenter)"
+        in (TEARDOWN_DOC.parent / "monitoring.md").read_text()
+    )
