@@ -163,6 +163,28 @@ def test_private_subnets_route_to_a_nat_gateway_and_public_ones_to_the_internet_
             assert single_nat or zone == subnets[name]["availability_zone"]
 
 
+@pytest.mark.parametrize("single_nat", [True, False])
+def test_system_nodes_start_after_their_route_out_and_go_before_it(synth, single_nat):
+    """Without VPC endpoints a node reaches ECR, EKS and STS through its subnet's NAT gateway only:
+    the system node group is created after every route table association, route table and NAT
+    gateway its subnets use, with each NAT gateway's own public association, and on destroy
+    deleted (with all that runs on it) before them (tests/lifecycle/test_destroy.py holds the
+    controllers to the same)."""
+    from tests.support.lifecycle import destroy, graph
+
+    zones = ("eu-west-1a", "eu-west-1b", "eu-west-1c")
+    synthesized = eks_stack(synth, availability_zones=zones, single_nat_gateway=single_nat)
+    assert not resources(synthesized, "aws_vpc_endpoint")
+    network = destroy.node_network(synthesized)
+    nats = {f"aws_nat_gateway.{n}" for n in resources(synthesized, "aws_nat_gateway")}
+    associations = {a for a in network if a.startswith("aws_route_table_association.")}
+    assert nats <= network and len(associations) == 3 + len(nats)
+    (group,) = resources(synthesized, "aws_eks_node_group")
+    missing = network - graph.dependencies(synthesized, f"aws_eks_node_group.{group}")
+    assert missing == set()
+    assert graph.find_cycle(synthesized) is None
+
+
 def test_karpenter_interruption_queue_and_its_four_rules(stack_json):
     assert one(stack_json, "aws_sqs_queue")["sqs_managed_sse_enabled"] is True
     patterns = [
@@ -1555,3 +1577,33 @@ def test_monitoring_is_destroyed_before_the_ebs_csi_driver_that_detaches_its_vol
     for name, body in resources(stack_json, "helm_release").items():
         if body["name"] in ("kube-prometheus-stack", "gpu-monitoring", "storage-class-gp3"):
             assert addon in dependency_closure(stack_json, f"helm_release.{name}"), body["name"]
+
+
+TEARDOWN_DOC = render.ROOT / "docs" / "eks-karpenter.md"
+
+
+def test_the_teardown_deletes_every_ingress_the_stack_renders(helm, upstream):
+    """Each namespace an Ingress is rendered in, with grafana_host set (Grafana's Ingress too), has
+    its `kubectl delete ingress --all -n <namespace>` in the Teardown section, which also points
+    at the monitoring volumes a destroy leaves."""
+    from tests.conftest import site_instance
+
+    settings = {"grafana_host": "grafana.example.com"}
+    stack = render.rendered(site_instance("eks-karpenter-grafana", "eks-karpenter", settings))
+    ingresses = [
+        (release.name, obj["metadata"].get("namespace") or release.namespace)
+        for release, obj in stack.objects()
+        if obj.get("kind") == "Ingress"
+    ]
+    # The inference endpoint's and Grafana's, from two releases.
+    assert len({name for name, _ in ingresses}) == 2, ingresses
+    text = TEARDOWN_DOC.read_text()
+    teardown = text[text.index("## Teardown") :]
+    teardown = teardown[: teardown.index("\n## ", 1)]
+    deleted = set(re.findall(r"^kubectl delete ingress --all -n (\S+)", teardown, re.MULTILINE))
+    assert {namespace for _, namespace in ingresses} <= deleted
+    assert "(monitoring.md#volumes-left-after-a-destroy-eks-karpenter)" in teardown
+    assert (
+        "## Volumes left after a destroy (eks-karpenter)"
+        in (TEARDOWN_DOC.parent / "monitoring.md").read_text()
+    )

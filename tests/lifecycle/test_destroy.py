@@ -8,12 +8,15 @@ is strict both ways: a finding not listed fails, and so does a listed one that n
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
-from tests.support.lifecycle import destroy
+from tests.support.lifecycle import destroy, graph
 
 _ALB = "helm_release.alb-controller_release_0735D108"
 _KARPENTER = "helm_release.eks_karpenter_7C03CC45"
+_EXTERNAL_DNS = "helm_release.external-dns_release_90291C33"
+_SYSTEM_NODES = "aws_eks_node_group.eks_system-nodes_D2929AE6"
 
 # (stack, release, resource it must outlive) -> issue that fixes it
 KNOWN: dict[tuple[str, str, str], int] = {}
@@ -91,12 +94,41 @@ def test_subnets_the_alb_sits_in_must_outlive_its_controller(helm, upstream):
     new, _ = unexpected(rendered)
     subnets = {key[2] for key in new}
     assert {key[1] for key in new} == {_ALB}
-    assert len(subnets) == 3
-    assert all(subnet.startswith("aws_subnet.eks_public-") for subnet in subnets)
+    # The NAT gateway's subnet is still held through the nodes, which depend on their route out.
+    public = {f"aws_subnet.{n}" for n in rendered.synthesized["resource"]["aws_subnet"] if "public" in n}
+    through_nodes = graph.dependencies(rendered.synthesized, _SYSTEM_NODES)
+    assert subnets == public - through_nodes
+    assert len(subnets) == 2
     known = dict.fromkeys(new, 21)
     assert unexpected(rendered, known) == ({}, [])
     release["depends_on"] = original
     assert sorted(unexpected(rendered, known)[1]) == sorted(known)
+
+
+def test_a_route_out_that_may_go_first_breaks_the_gate(helm, upstream):
+    """eks-karpenter's system nodes without their dependency on the private subnets' route out:
+    Terraform could then delete the route table associations, route tables and NAT gateway in the
+    destroy's first wave, and every controller on the nodes (Karpenter, the load balancer
+    controller, ExternalDNS) would lose EC2, ELB and Route 53 while it cleans up."""
+    rendered = _rendered("eks-karpenter")
+    synthesized = rendered.synthesized
+    network = destroy.node_network(synthesized)
+    kinds = {address.split(".")[0] for address in network}
+    assert kinds == {
+        "aws_route_table_association",
+        "aws_route_table",
+        "aws_nat_gateway",
+        "aws_internet_gateway",
+    }
+    # The three private subnets' associations and the NAT gateway's public one.
+    assert sum(a.startswith("aws_route_table_association.") for a in network) == 4
+    assert unexpected(rendered) == ({}, [])
+    nodes = synthesized["resource"]["aws_eks_node_group"][_SYSTEM_NODES.split(".", 1)[1]]
+    nodes["depends_on"] = [d for d in nodes["depends_on"] if d.startswith("aws_iam_")]
+    new, _ = unexpected(rendered)
+    assert {key[1] for key in new} == {_ALB, _KARPENTER, _EXTERNAL_DNS}
+    for release in (_ALB, _KARPENTER, _EXTERNAL_DNS):
+        assert {key[2] for key in new if key[1] == release} == network
 
 
 def test_a_cloud_firewall_beside_its_controller_breaks_the_gate(helm, upstream):
@@ -144,3 +176,46 @@ def test_a_retained_monitoring_volume_breaks_the_volume_gate(helm, upstream):
         "Alertmanager kube-prometheus-stack-alertmanager: StorageClass linode-block-storage-retain reclaims with Retain",
         "Prometheus kube-prometheus-stack-prometheus: its claims outlive helm uninstall",
     ]
+
+
+def test_cluster_admins_who_can_run_the_destroy_keep_access_until_the_last_release(rendered_stack):
+    """A cluster-admin access entry the stack manages, for a principal that could run Terraform,
+    outlives every release (model in tests/support/lifecycle/destroy.py, access_findings)."""
+    assert destroy.access_findings(rendered_stack.synthesized) == []
+
+
+def test_the_admin_roles_access_outlives_the_releases(synth):
+    """EksProps.admin_role_arn: the role may be what Terraform runs as, so every release depends
+    on its access entry and policy association; without that the access gate finds each release."""
+    from tests.support.eks import eks_stack
+
+    synthesized = eks_stack(synth, admin_role_arn="arn:aws:iam::123456789012:role/platform")
+    assert destroy.access_findings(synthesized) == []
+    access = {
+        f"{kind}.{n}"
+        for kind in ("aws_eks_access_entry", "aws_eks_access_policy_association")
+        for n in synthesized["resource"][kind]
+        if "admin-access" in n
+    }
+    assert len(access) == 2
+    releases = synthesized["resource"]["helm_release"]
+    for release in releases.values():
+        release["depends_on"] = [d for d in release["depends_on"] if d not in access]
+    found = destroy.access_findings(synthesized)
+    assert len(found) == 2 * len(releases) and all("admin-access" in f for f in found)
+
+
+def test_a_deployer_role_that_could_run_terraform_breaks_the_access_gate(helm, upstream):
+    """eks-karpenter's deployer role may only describe the cluster, so it cannot run a plan and its
+    access need not outlive the releases; granted anything more, it could run the destroy, and
+    every release would have to depend on its access entry and policy association."""
+    rendered = _rendered("eks-karpenter")
+    synthesized = rendered.synthesized
+    assert destroy.access_findings(synthesized) == []
+    (policy,) = [b for n, b in synthesized["resource"]["aws_iam_role_policy"].items() if "deployer" in n]
+    document = json.loads(policy["policy"])
+    document["Statement"][0]["Action"] = ["eks:DescribeCluster", "ec2:DescribeVpcs"]
+    policy["policy"] = json.dumps(document)
+    found = destroy.access_findings(synthesized)
+    assert len(found) == 2 * len(synthesized["resource"]["helm_release"])
+    assert all("deployer_" in f.split(": ", 1)[1] for f in found)

@@ -300,6 +300,7 @@ class EksGpuCompute(Construct):
                 name=props.name,
                 kubernetes_version=props.kubernetes_version,
                 subnet_ids=[s.id for s in self.private_subnets],
+                node_network=self.network.egress,
                 kms_key_arn=self.kms.arn,
                 public_access_cidrs=props.public_access_cidrs,
                 admin_role_arn=props.admin_role_arn,
@@ -333,7 +334,11 @@ class EksGpuCompute(Construct):
             sharing=props.sharing,
             node_pool_labels=dict(gpu_pool.labels),
             gpu_capacity=gpu_pool.gpu_limit * props.sharing.time_slicing_replicas,
-            ready=(self.control_plane.system_nodes, *self.control_plane.addons),
+            ready=(
+                self.control_plane.system_nodes,
+                *self.control_plane.addons,
+                *self.control_plane.admin_access,
+            ),
             # Replaced (a new name, subnets, encryption: what the provider forces a new cluster
             # for), the EKS cluster is a new, empty control plane.
             identity=(self.eks,),

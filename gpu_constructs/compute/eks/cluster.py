@@ -156,6 +156,10 @@ class EksSystemClusterProps:
     """Private subnets of the control plane's network interfaces and the system nodes."""
     kms_key_arn: str
     """KMS key of the Kubernetes secrets and the control-plane log group."""
+    node_network: Sequence[Any] = ()
+    """What those subnets reach AWS through (AwsVpc.egress: route table associations, route tables,
+    NAT gateways). The system nodes are created after it and deleted before it, and so is everything
+    that runs on them."""
     public_access_cidrs: Sequence[str] = ("0.0.0.0/0",)
     """Networks allowed to the public API endpoint (a variable reference allowed)."""
     admin_role_arn: str | None = None
@@ -306,11 +310,19 @@ class EksSystemCluster(Construct):
             key="karpenter.sh/discovery",
             value=props.name,
         )
+        # The admin role's cluster access, for what is installed into the cluster to depend on
+        # (GpuCluster.ready): Terraform run as that role (a cluster created by another principal and
+        # taken over) keeps its access until the last release is uninstalled, instead of losing it
+        # in the destroy's first wave (nothing else depends on the entry) and failing every
+        # remaining uninstall (401 without the entry, 403 without its policy). The creator's own
+        # access is EKS's (bootstrap_cluster_creator_admin_permissions: an access entry made at
+        # cluster creation, outside the state) and lasts as long as the cluster.
+        self.admin_access: list[Any] = []
         if props.admin_role_arn is not None:
             entry = EksAccessEntry(
                 self._here, "admin-access", cluster_name=self.eks.name, principal_arn=props.admin_role_arn
             )
-            EksAccessPolicyAssociation(
+            association = EksAccessPolicyAssociation(
                 self._here,
                 "admin-access-policy",
                 cluster_name=self.eks.name,
@@ -318,6 +330,7 @@ class EksSystemCluster(Construct):
                 policy_arn="arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
                 access_scope={"type": "cluster"},
             )
+            self.admin_access = [entry, association]
 
     def _system_nodes(self) -> None:
         props = self.props
@@ -388,7 +401,21 @@ class EksSystemCluster(Construct):
             # As terraform-aws-eks (v21, modules/eks-managed-node-group/main.tf): nodes are created
             # after their role's policies and, on destroy, drained and deleted before them, so the
             # kubelet and the VPC CNI keep their permissions until the instances are gone.
-            depends_on=list(nodes.attachments),
+            # After their subnets' route out too: without VPC endpoints a node pulls the add-ons'
+            # images from ECR through the NAT gateway, and one booted before the route exists does
+            # not become Ready (EKS user guide, "Deploy private clusters with limited internet
+            # access": without outbound access images must come from a registry in the VPC). On
+            # destroy every release depends on these nodes (GpuCluster.ready), so the controllers
+            # keep reaching EC2, ELB, Route 53 and EKS Auth (Pod Identity credentials) until they
+            # are uninstalled, instead of losing the route in the destroy's first wave
+            # (aws-ia/terraform-aws-eks-blueprints#353: NAT gateway and VPC resources going first
+            # leave the add-ons unable to clean up). The group's create_before_destroy extends to
+            # these when they are replaced (Terraform propagates it to dependencies): an association
+            # is replaced only for a new subnet (subnet_id forces a new one; a new route table is
+            # swapped in place with ReplaceRouteTableAssociation, terraform-provider-aws
+            # internal/service/ec2/vpc_route_table_association.go), so the new one never finds its
+            # subnet still associated.
+            depends_on=[*nodes.attachments, *props.node_network],
             lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
         )
         self.addons = [

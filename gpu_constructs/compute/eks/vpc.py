@@ -7,6 +7,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cdktf import TerraformResource
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from cdktf_cdktf_provider_aws.default_security_group import DefaultSecurityGroup
 from cdktf_cdktf_provider_aws.eip import Eip
@@ -84,6 +85,11 @@ class AwsVpc(Construct):
     vpc: Vpc
     public_subnets: list[Subnet]
     private_subnets: list[Subnet]
+    egress: list[TerraformResource]
+    """The private subnets' route out: their route table associations and route tables, the NAT
+    gateways, and the public route table with its associations of the NAT gateways' subnets. The
+    VPC has no interface endpoints, so the nodes reach ECR, EKS, STS and the rest of AWS through
+    these only: what runs on the nodes depends on them (EksSystemCluster's node_network)."""
 
     def __init__(
         self, scope: Construct, id: str, *, props: AwsVpcProps, resource_scope: Construct | None = None
@@ -141,12 +147,17 @@ class AwsVpc(Construct):
             route=[RouteTableRoute(cidr_block="0.0.0.0/0", gateway_id=igw.id)],
             tags=tags,
         )
-        for subnet, zone in zip(self.public_subnets, props.availability_zones, strict=True):
+        public_associations = [
             RouteTableAssociation(
                 self._here, f"public-{zone}-routes", subnet_id=subnet.id, route_table_id=public_routes.id
             )
+            for subnet, zone in zip(self.public_subnets, props.availability_zones, strict=True)
+        ]
         nat_count = 1 if props.single_nat_gateway else len(props.availability_zones)
         nats = []
+        # A NAT gateway forwards only while its public subnet routes to the internet gateway (VPC
+        # user guide, "NAT gateways": a public NAT gateway is created in a public subnet).
+        self.egress = [public_routes, *public_associations[:nat_count]]
         for index in range(nat_count):
             zone = props.availability_zones[index]
             address = Eip(self._here, f"nat-{zone}-address", domain="vpc", tags=tags)
@@ -171,9 +182,11 @@ class AwsVpc(Construct):
                 route=[RouteTableRoute(cidr_block="0.0.0.0/0", nat_gateway_id=nat.id)],
                 tags=tags,
             )
-            RouteTableAssociation(
+            association = RouteTableAssociation(
                 self._here, f"private-{zone}-association", subnet_id=subnet.id, route_table_id=routes.id
             )
+            self.egress += [routes, association]
+        self.egress += nats
 
         flow_logs = CloudwatchLogGroup(
             self._here,

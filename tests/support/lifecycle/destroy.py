@@ -12,7 +12,10 @@ Two rules:
    Karpenter the node role, its policy attachments and access entry (terminating instances and
    letting them leave), the interruption queue, and the subnets and security group tag it discovers.
    Otherwise the uninstall runs against a controller that can no longer call AWS: the ALB stays,
-   Karpenter's instances keep running and the VPC cannot be deleted.
+   Karpenter's instances keep running and the VPC cannot be deleted. On EKS that includes the
+   nodes' route out (node_network): eks-karpenter creates no VPC endpoints, so the EC2, ELB,
+   Route 53, STS and EKS Auth (Pod Identity) APIs are reached through the NAT gateways only, and a
+   route table association deleted early leaves every controller on the nodes without AWS.
 2. A release whose objects a controller finalizes (Ingress: the load balancer controller;
    NodePool/EC2NodeClass: Karpenter; CloudNativePG Cluster; cert-manager Certificate/Issuer;
    ClusterPolicy: the GPU Operator; CloudFirewall: cloud-firewall-controller) must depend on that
@@ -26,6 +29,7 @@ is not one: it owns no cloud resources and puts no finalizer on another release'
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +45,9 @@ CONTROLLERS = {
     "cert-manager": "cert-manager-controller",
     "gpu-operator": "nvidia/gpu-operator",
     "cloud-firewall-controller": "linode/cloud-firewall-controller",
+    # Owns Route 53 records: with policy sync it deletes them once their Ingresses are gone, which it
+    # can only do while it reaches Route 53 with its pod identity.
+    "external-dns": "external-dns/external-dns",
 }
 
 # (apiVersion group, kind) of objects a controller puts a finalizer on -> the controller
@@ -131,6 +138,42 @@ def _read_by_a_provider(synthesized: dict[str, Any], step: dict[str, Any]) -> bo
     return bool((read - {None}) & written)
 
 
+def node_network(synthesized: dict[str, Any]) -> set[str]:
+    """What the EKS node groups' subnets reach AWS through: each subnet's route table association
+    and route table (its routes, inline or ``aws_route``), the NAT gateways and internet gateway they
+    route to, and for each NAT gateway the same of its own subnet (a NAT gateway forwards only while
+    its subnet routes to the internet gateway). Empty on a stack with no ``aws_eks_node_group``."""
+    resources = synthesized.get("resource", {})
+    subnets = set()
+    for body in resources.get("aws_eks_node_group", {}).values():
+        subnets |= {
+            a for a in graph.references(synthesized, body.get("subnet_ids")) if a.startswith("aws_subnet.")
+        }
+    found: set[str] = set()
+    seen: set[str] = set()
+    while subnets - seen:
+        subnet = sorted(subnets - seen)[0]
+        seen.add(subnet)
+        for logical_id, body in resources.get("aws_route_table_association", {}).items():
+            if not _refers(synthesized, body.get("subnet_id"), subnet):
+                continue
+            found.add(f"aws_route_table_association.{logical_id}")
+            for table in graph.references(synthesized, body.get("route_table_id")):
+                found.add(table)
+                routes = [resources.get("aws_route_table", {}).get(table.split(".", 1)[1], {}).get("route")]
+                for route_id, route in resources.get("aws_route", {}).items():
+                    if _refers(synthesized, route.get("route_table_id"), table):
+                        found.add(f"aws_route.{route_id}")
+                        routes.append(route)
+                for target in graph.references(synthesized, routes):
+                    if target.startswith(("aws_nat_gateway.", "aws_internet_gateway.")):
+                        found.add(target)
+                    if target.startswith("aws_nat_gateway."):
+                        nat = resources["aws_nat_gateway"][target.split(".", 1)[1]]
+                        subnets |= graph.references(synthesized, nat.get("subnet_id"))
+    return found
+
+
 def _role_policies(synthesized: dict[str, Any], role: str) -> set[str]:
     found = set()
     for kind in ("aws_iam_role_policy", "aws_iam_role_policy_attachment"):
@@ -192,6 +235,7 @@ NEEDS: dict[str, list[Callable[[dict[str, Any], Release], set[str]]]] = {
     "cert-manager": [],
     "gpu-operator": [],
     "cloud-firewall-controller": [],
+    "external-dns": [_pod_identity],
 }
 
 
@@ -213,7 +257,7 @@ def findings(rendered: RenderedStack) -> list[Finding]:
     found = []
     installed = dict(controllers(rendered))
     for controller, release in installed.items():
-        needs = cluster_resources(synthesized)
+        needs = cluster_resources(synthesized) | node_network(synthesized)
         for rule in NEEDS[controller]:
             needs |= rule(synthesized, release)
         before = graph.dependencies(synthesized, release.address)
@@ -241,6 +285,69 @@ def findings(rendered: RenderedStack) -> list[Finding]:
         finding = Finding(rendered.stack, release.address, owner.address, why)
         if finding not in found:
             found.append(finding)
+    return found
+
+
+# --- cluster access ---------------------------------------------------------------------------------
+# The helm provider's `aws eks get-token` runs with the credentials Terraform runs with. A
+# cluster-admin access entry the stack manages is deleted in a destroy's first wave unless the
+# releases depend on it; then every later uninstall fails (401 without the entry, 403 without its
+# policy association). The creator's access is EKS's own (bootstrap_cluster_creator_admin_permissions,
+# an entry made at cluster creation and outside the state). A role the stack creates whose only IAM
+# permission is eks:DescribeCluster cannot run a plan at all (refreshing any other resource is an
+# implicit deny), so its entry need not outlive the releases.
+_DESCRIBE_ONLY = {"eks:DescribeCluster"}
+
+
+def _grants_only_describe(synthesized: dict[str, Any], role: str) -> bool:
+    resources = synthesized.get("resource", {})
+    body = resources.get("aws_iam_role", {}).get(role.split(".", 1)[1], {})
+    if body.get("managed_policy_arns") or body.get("inline_policy"):
+        return False
+    actions: set[str] = set()
+    for policy in _role_policies(synthesized, role):
+        kind, logical_id = policy.split(".", 1)
+        if kind != "aws_iam_role_policy":
+            return False  # an attached policy: its actions are not in the stack
+        document = json.loads(resources[kind][logical_id]["policy"])
+        for statement in document.get("Statement", []):
+            if statement.get("Effect") == "Allow":
+                listed = statement.get("Action", [])
+                actions |= {listed} if isinstance(listed, str) else set(listed)
+    return actions <= _DESCRIBE_ONLY
+
+
+def access_findings(synthesized: dict[str, Any]) -> list[str]:
+    """Releases that do not depend on a cluster-admin access entry (and its policy association)
+    whose principal could run the destroy."""
+    resources = synthesized.get("resource", {})
+    associations = resources.get("aws_eks_access_policy_association", {})
+    releases = sorted(f"helm_release.{n}" for n in resources.get("helm_release", {}))
+    found = []
+    for logical_id, entry in sorted(resources.get("aws_eks_access_entry", {}).items()):
+        address = f"aws_eks_access_entry.{logical_id}"
+        grants = {
+            f"aws_eks_access_policy_association.{n}"
+            for n, body in associations.items()
+            if _refers(synthesized, body.get("principal_arn"), address)
+            or body.get("principal_arn") == entry.get("principal_arn")
+        }
+        admin = any(
+            associations[g.split(".", 1)[1]].get("policy_arn", "").endswith("/AmazonEKSClusterAdminPolicy")
+            for g in grants
+        )
+        if entry.get("type", "STANDARD") != "STANDARD" or not admin:
+            continue  # a node role's entry (Karpenter's, in its own rule) or no admin policy
+        roles = {
+            r
+            for r in graph.references(synthesized, entry.get("principal_arn"))
+            if r.startswith("aws_iam_role.")
+        }
+        if roles and all(_grants_only_describe(synthesized, role) for role in roles):
+            continue
+        for release in releases:
+            for missing in sorted(({address} | grants) - graph.dependencies(synthesized, release)):
+                found.append(f"{release}: {missing} may be deleted first")
     return found
 
 
