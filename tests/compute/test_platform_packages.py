@@ -256,3 +256,27 @@ def test_the_readmes_architecture_names_every_platform_package():
     layout = readme.split("## Architecture\n", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
     listed = layout.split("compute/<platform>/", 1)[1].split("gpu_operator.py", 1)[0]
     assert [name for name in PLATFORMS if name not in listed] == []
+
+
+def foreign_props_reads(source: str) -> list[str]:
+    """``<expr>.props`` where ``<expr>`` is not ``self``: one construct reading another's props,
+    which are its inputs, not its API (a construct says what others may read as attributes)."""
+    return [
+        f"{node.lineno}: {ast.unparse(node)}"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute)
+        and node.attr == "props"
+        and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+    ]
+
+
+def test_no_construct_reads_another_constructs_props():
+    sources = {
+        **{path: path.read_text() for path in sorted(PACKAGE.rglob("*.py"))},
+        **{path: path.read_text() for path in sorted((PACKAGE.parent / "environments").glob("*.py"))},
+    }
+    found = {str(path): hits for path, source in sources.items() if (hits := foreign_props_reads(source))}
+    assert found == {}
+    assert foreign_props_reads("host = f'{database.props.namespace}.svc'\nn = self.props.name\n") == [
+        "1: database.props"
+    ]

@@ -393,6 +393,19 @@ class EksGpuCompute(Construct):
         )
 
     @property
+    def name(self) -> str:
+        """The cluster's name, which the stack's AWS resources are named after."""
+        return self.props.name
+
+    @property
+    def region(self) -> str:
+        return self.props.region
+
+    @property
+    def account_id(self) -> str:
+        return self.props.account_id
+
+    @property
     def node_groups(self) -> tuple[NodeGroup, ...]:
         """The managed system node group, then one group per Karpenter NodePool."""
         props = self.props

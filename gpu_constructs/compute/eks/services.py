@@ -148,7 +148,7 @@ class RdsPostgres(Construct):
                 {
                     "Sid": "Account",
                     "Effect": "Allow",
-                    "Principal": {"AWS": f"arn:aws:iam::{props.compute.props.account_id}:root"},
+                    "Principal": {"AWS": f"arn:aws:iam::{props.compute.account_id}:root"},
                     "Action": "kms:*",
                     "Resource": "*",
                 }
@@ -211,14 +211,13 @@ class LoadBalancerController(Construct):
 
     def __init__(self, scope: Construct, id: str, *, compute: EksGpuCompute) -> None:
         super().__init__(scope, id)
-        props = compute.props
         role = IamRole(
             self,
             "role",
-            name=f"{props.name}-lb-controller",
+            name=f"{compute.name}-lb-controller",
             assume_role_policy=service_trust("pods.eks.amazonaws.com", "sts:AssumeRole", "sts:TagSession"),
         )
-        policy = IamRolePolicy(self, "policy", role=role.id, policy=self._policy(props.region))
+        policy = IamRolePolicy(self, "policy", role=role.id, policy=self._policy(compute.region))
         identity = EksPodIdentityAssociation(
             self,
             "pod-identity",
@@ -250,7 +249,7 @@ class LoadBalancerController(Construct):
                 LocalExecProvisioner(
                     type="local-exec",
                     interpreter=["bash", "-c"],
-                    command=self.crds_command(props.region, props.name, chart_version),
+                    command=self.crds_command(compute.region, compute.name, chart_version),
                     # Its own kubeconfig in Terraform's working directory, not the user's.
                     # Its own kubeconfig in Terraform's working directory, not the user's.
                     environment={"KUBECONFIG": kubeconfig},
@@ -268,8 +267,8 @@ class LoadBalancerController(Construct):
             version=versions.AWS_LB_CONTROLLER_CHART.version,
             namespace="kube-system",
             values={
-                "clusterName": props.name,
-                "region": props.region,
+                "clusterName": compute.name,
+                "region": compute.region,
                 "vpcId": compute.vpc.id,
                 "replicaCount": 2,
                 "serviceAccount": {"name": "aws-load-balancer-controller"},
@@ -352,12 +351,11 @@ class ExternalDns(Construct):
         zone_id: str,
     ) -> None:
         super().__init__(scope, id)
-        props = compute.props
         zone = f"arn:aws:route53:::hostedzone/{zone_id}"
         role = IamRole(
             self,
             "role",
-            name=f"{props.name}-external-dns",
+            name=f"{compute.name}-external-dns",
             assume_role_policy=service_trust("pods.eks.amazonaws.com", "sts:AssumeRole", "sts:TagSession"),
         )
         # ExternalDNS's AWS tutorial (docs/tutorials/aws.md) grants ChangeResourceRecordSets on
@@ -406,12 +404,12 @@ class ExternalDns(Construct):
             values={
                 "provider": {"name": "aws"},
                 # The nodes' metadata answers only the node itself (hop limit 1).
-                "env": [{"name": "AWS_REGION", "value": props.region}],
+                "env": [{"name": "AWS_REGION", "value": compute.region}],
                 "serviceAccount": {"name": EXTERNAL_DNS_SERVICE_ACCOUNT},
                 "sources": ["ingress"],
                 "policy": "sync",
                 "registry": "txt",
-                "txtOwnerId": props.name,
+                "txtOwnerId": compute.name,
                 # The stack's zone only (--zone-id-filter), and in it only the records this cluster
                 # owns (the TXT registry, txtOwnerId): no domainFilters. ExternalDNS plans only over
                 # records matching its domain filters, current ones included (external-dns v0.21.0
@@ -496,7 +494,7 @@ class DeployerRole(Construct):
 
     def __init__(self, scope: Construct, id: str, *, compute: EksGpuCompute, principal_arn: str) -> None:
         super().__init__(scope, id)
-        name = compute.props.name
+        name = compute.name
         self.role = IamRole(
             self,
             "role",
