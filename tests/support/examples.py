@@ -63,8 +63,12 @@ def check_synthesized(name: str, stack_dir: Path) -> dict[str, Any]:
         )
     elif name == "k3s-host":
         assert sorted(releases) == ["gpu-operator"]
-        # the datastore, the driver, k3s, the kubeconfig copy and the node labels steps
-        assert len(stack["resource"]["terraform_data"]) == 5
+        # the datastore, the driver, k3s, the kubeconfig copy and the node labels steps, and the
+        # agents' leave step (one instance per agent: none on one host)
+        steps = stack["resource"]["terraform_data"]
+        assert len(steps) == 6
+        (leave,) = [step for name, step in steps.items() if "agents-leave" in name]
+        assert leave["for_each"] == "${toset([])}"
         # the provider reads its access from the host at every run, not from the kubeconfig copy
         assert set(stack["provider"]["helm"][0]["kubernetes"]) == {"host", "cluster_ca_certificate", "exec"}
         assert len(stack["data"]["external"]) == 1
