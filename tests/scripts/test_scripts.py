@@ -571,6 +571,11 @@ def test_k3s_single_node_server_snapshots_etcd_to_the_bucket_with_keys_only_in_i
     assert config["etcd-s3-access-key"] == "AKIAEXAMPLE"
     assert config["etcd-s3-secret-key"] == "wJalr/K7MDENG+bPxRfiCY="
     assert "etcd-s3-insecure" not in config
+    # S3 keeps what the disk keeps: etcd-s3-retention is its own setting (default 5), and the one
+    # server is all that prunes the folder.
+    assert (
+        config["etcd-s3-retention"] == config["etcd-snapshot-retention"] == settings.etcd_snapshot_retention
+    )
     assert oct(config_file.stat().st_mode & 0o777) == "0o600"
     assert (host.state / "restarts").read_text().splitlines() == ["restarted", "restarted"]
     assert "AKIAEXAMPLE" not in host.log.read_text() + result.stdout + result.stderr

@@ -129,6 +129,20 @@ class K3sHostProps:
             )
         if self.etcd_snapshots is not None:
             self.etcd_snapshots.check()
+            # hosts[0] is the only server, so it alone prunes the S3 folder; and no step writes the
+            # in-cluster S3 Secret here: the S3 settings go into the server's config.yaml.
+            if self.etcd_snapshots.servers != 1:
+                raise ConfigError(
+                    "etcd_snapshots.servers",
+                    self.etcd_snapshots.servers,
+                    "leave it at 1: hosts[0] is the one k3s server, the other hosts are agents",
+                )
+            if self.etcd_snapshots.in_cluster_secret:
+                raise ConfigError(
+                    "etcd_snapshots.in_cluster_secret",
+                    True,
+                    "leave it False: k3s-install.sh writes the S3 settings into the server's config.yaml",
+                )
         for item in self.disable:
             validate.one_of(
                 "disable", item, ("traefik", "servicelb", "local-storage", "metrics-server", "coredns")
