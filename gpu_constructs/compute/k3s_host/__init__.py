@@ -30,6 +30,9 @@ from gpu_constructs.providers.external import DataExternal
 
 OPEN_MODULES_SINCE = 515
 """The first driver branch with NVIDIA's open GPU kernel modules (production-ready since 515)."""
+NODE_SERVICES = ("k3s", "k3s-agent")
+"""The systemd services k3s' install.sh creates for a server and an agent (k3s.service,
+k3s-agent.service): what runs a node, and what must wait for its disks at boot."""
 
 
 @dataclass(frozen=True)
