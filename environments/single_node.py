@@ -38,7 +38,7 @@ from gpu_constructs.app_chart import AppChart, AppChartProps
 from gpu_constructs.backup import ObjectStore
 from gpu_constructs.cluster import GpuSharing, MigStrategy
 from gpu_constructs.compute.k3s.etcd import EtcdS3, EtcdSnapshots
-from gpu_constructs.compute.k3s_host import K3sHostGpuCompute, K3sHostProps
+from gpu_constructs.compute.k3s_host import NODE_SERVICES, K3sHostGpuCompute, K3sHostProps
 from gpu_constructs.database import ObjectStoreAccess, Postgres, PostgresProps
 from gpu_constructs.errors import ConfigError
 from gpu_constructs.gpu_operator import GpuOperator, GpuOperatorProps
@@ -516,7 +516,12 @@ class SingleNodeStack(TerraformStack):
         reboots = [f"terraform_data.{step.friendly_unique_id}" for step in compute.reboot_steps]
         for firewall in networking.firewalls if reboots else ():
             firewall.add_override("depends_on", reboots)
-        storage = Storage(self, "storage", props=StorageProps(cluster=cluster, check_hosts=hosts))
+        # Each host's k3s starts only with the tiers' filesystems mounted (storage-check.sh).
+        storage = Storage(
+            self,
+            "storage",
+            props=StorageProps(cluster=cluster, check_hosts=hosts, node_services=NODE_SERVICES),
+        )
         # The same for the storage-tier checks, which SSH to the same hosts.
         for check in storage.checks if reboots else ():
             check.add_override("depends_on", reboots)

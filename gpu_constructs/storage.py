@@ -10,6 +10,7 @@ map per class (``storageClassConfigs``): every class's directory is in the confi
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,12 @@ class StorageTier:
         validate.k8s_name("storage tier name", self.name)
         if not self.node_path.startswith("/") or self.node_path.rstrip("/") == "":
             raise ConfigError(f"{self.name}.node_path", self.node_path, "give an absolute path other than /")
+        # The host check passes the paths space-separated, and systemd's RequiresMountsFor= splits
+        # at spaces and expands % specifiers (systemd.unit(5)).
+        if not re.fullmatch(r"[A-Za-z0-9._/-]+", self.node_path):
+            raise ConfigError(
+                f"{self.name}.node_path", self.node_path, "use letters, digits, '.', '_', '-' and '/' only"
+            )
         validate.one_of(f"{self.name}.reclaim_policy", self.reclaim_policy, ("Retain", "Delete"))
         path = self.node_path.rstrip("/")
         if path == K3S_DATA_DIR or path.startswith(K3S_DATA_DIR + "/"):
@@ -90,6 +97,11 @@ class StorageProps:
     """Hosts on which every tier's directory is checked before the provisioner starts (it exists,
     and is on its own filesystem for ``own_device`` tiers). Empty: no check (nodes the stack
     creates with their disks)."""
+    node_services: tuple[str, ...] = ()
+    """The systemd services that run the node on ``check_hosts`` (k3s, k3s-agent). The check gives
+    each a drop-in ``RequiresMountsFor=`` of every tier's path, so after a reboot in which a tier's
+    disk is not mounted the node does not start, rather than start its pods on empty directories
+    that the provisioner's hostPath volumes (DirectoryOrCreate) create on the root disk."""
     provisioner_image: str = versions.LOCAL_PATH_PROVISIONER_IMAGE.version
     helper_image: str = versions.LOCAL_PATH_HELPER_IMAGE.version
 
@@ -99,6 +111,11 @@ class StorageProps:
         defaults = [tier.name for tier in self.tiers if tier.default]
         if len(defaults) > 1:
             raise ConfigError("tiers", defaults, "mark at most one tier as the default class")
+        for service in self.node_services:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]*", service) or service.endswith(".service"):
+                raise ConfigError(
+                    "node_services", service, "give a systemd service name without .service, e.g. k3s"
+                )
 
 
 class Storage(Construct):
@@ -112,6 +129,7 @@ class Storage(Construct):
             {
                 "TIERS": " ".join(f"{tier.name}={tier.node_path}" for tier in props.tiers),
                 "OWN_DEVICE": " ".join(tier.name for tier in props.tiers if tier.own_device),
+                "NODE_SERVICES": " ".join(props.node_services),
             },
         )
         self.checks = [

@@ -454,6 +454,12 @@ def test_etcd_snapshots_reach_only_the_server_and_its_keys_only_as_a_hash(synth)
     assert triggers["k3s-install.sh:ETCD_S3_ENDPOINT"] == "minio.lan:9000"
     assert triggers["k3s-install.sh:ETCD_S3_INSECURE"] == "true"
     assert triggers["k3s-install.sh:ETCD_S3_FOLDER"] == "lab/k3s"
+    # One server prunes the bucket's folder: it keeps as many as the server's disk.
+    assert (
+        triggers["k3s-install.sh:ETCD_S3_RETENTION"]
+        == triggers["k3s-install.sh:ETCD_SNAPSHOT_RETENTION"]
+        == "28"
+    )
     assert triggers["etcd_s3_keys_sha256"] == '${sha256("${var.a}:${var.s}")}'
     others = {k: v for k, v in triggers.items() if k != "etcd_s3_keys_sha256"}
     assert "var.a" not in str(others) and "var.s}" not in str(others)
@@ -469,6 +475,22 @@ def test_etcd_snapshots_reach_only_the_server_and_its_keys_only_as_a_hash(synth)
     ],
 )
 def test_bad_etcd_snapshot_settings_fail_at_synth(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        props(etcd_snapshots=_snapshots(**overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"servers": 3}, r"'etcd_snapshots\.servers' is 3"),
+        ({"in_cluster_secret": True}, r"'etcd_snapshots\.in_cluster_secret' is True"),
+    ],
+)
+def test_etcd_snapshots_of_a_cluster_on_hosts_have_one_server_and_their_s3_settings_in_its_config(
+    overrides, message
+):
+    """hosts[0] is the only server: S3 retention counts one server's snapshots, and no step writes
+    the in-cluster S3 Secret, so the S3 settings must be in the server's config."""
     with pytest.raises(ConfigError, match=message):
         props(etcd_snapshots=_snapshots(**overrides))
 

@@ -13,6 +13,7 @@ import pytest
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
+from gpu_constructs.hostexec import script_text
 from tests.conftest import (
     ON_ENGINE,
     by_kind,
@@ -929,3 +930,33 @@ def test_the_reinstall_recipe_names_every_release_and_the_cluster_step_as_synthe
     (cluster,) = triggers
     assert re.findall(r"-replace=(\S+)", apply) == [cluster]
     assert "-refresh=false" not in apply
+
+
+def test_the_new_server_address_walk_is_what_the_stack_does(stack_json):
+    """docs/single-node.md, "A new server address": the cluster step is keyed on gpu_node_ips[0]
+    alone, the CA read on the cluster step and the helm provider on the new address and that CA, so
+    a new address leaves the CA unknown at plan while the provider talks to the new host (helm
+    v3.1.1 Read then drops every release from the state). The procedure it gives runs the reinstall
+    recipe, names the agents' leave step as synthesized, and k3s' uninstall scripts by their paths."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "single-node.md").read_text()
+    (section,) = re.findall(r"\*\*A new server address\.\*\*(.*?)\n\n\*\*", docs, re.S)
+    data = stack_json["resource"]["terraform_data"]
+    (cluster,) = {
+        trigger.removesuffix(".id").removeprefix("terraform_data.")
+        for release in stack_json["resource"]["helm_release"].values()
+        for trigger in release["lifecycle"]["replace_triggered_by"]
+    }
+    server = "${element(var.gpu_node_ips, 0)}"
+    assert data[cluster]["triggers_replace"] == {"server": server}
+    assert "`gpu_node_ips[0]`" in section
+    (name,) = stack_json["data"]["external"]
+    assert stack_json["data"]["external"][name]["query"] == {"cluster": f"${{terraform_data.{cluster}.id}}"}
+    (helm,) = stack_json["provider"]["helm"]
+    assert helm["kubernetes"]["host"] == f"https://{server}:6443"
+    assert f"data.external.{name}.result" in helm["kubernetes"]["cluster_ca_certificate"]
+    assert "reinstall recipe above" in section and "`terraform state rm` of every release" in section
+    (leave,) = [key for key in data if key.startswith("compute_agents-leave_")]
+    assert f"`terraform_data.{leave.rsplit('_', 1)[0]}_…`" in section
+    agent_uninstall = "/usr/local/bin/k3s-agent-uninstall.sh"
+    assert agent_uninstall in script_text("delete-node.sh") and agent_uninstall in section
+    assert "sudo /usr/local/bin/k3s-uninstall.sh" in section

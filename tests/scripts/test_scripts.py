@@ -571,6 +571,11 @@ def test_k3s_single_node_server_snapshots_etcd_to_the_bucket_with_keys_only_in_i
     assert config["etcd-s3-access-key"] == "AKIAEXAMPLE"
     assert config["etcd-s3-secret-key"] == "wJalr/K7MDENG+bPxRfiCY="
     assert "etcd-s3-insecure" not in config
+    # S3 keeps what the disk keeps: etcd-s3-retention is its own setting (default 5), and the one
+    # server is all that prunes the folder.
+    assert (
+        config["etcd-s3-retention"] == config["etcd-snapshot-retention"] == settings.etcd_snapshot_retention
+    )
     assert oct(config_file.stat().st_mode & 0o777) == "0o600"
     assert (host.state / "restarts").read_text().splitlines() == ["restarted", "restarted"]
     assert "AKIAEXAMPLE" not in host.log.read_text() + result.stdout + result.stderr
@@ -902,6 +907,123 @@ def test_storage_check_fails_for_a_missing_mount_and_a_backup_on_the_root_disk(h
     assert result.returncode == 1
     assert f"storage tier standard: {tmp_path}/hdd does not exist on gpu-host" in result.stderr
     assert f"storage tier backup: {backup} is on the root filesystem of gpu-host" in result.stderr
+
+
+def _mounts(host: Host, mounts: dict[str, str], units: tuple[str, ...] = ()) -> None:
+    """`findmnt -T PATH` answers the mount of PATH from ``mounts`` ("/" otherwise); the mount units
+    in ``units`` have a fragment (from /etc/fstab), others none (mounted by hand)."""
+    (host.state / "mounts").write_text("".join(f"{p} {t}\n" for p, t in mounts.items()))
+    host.stub(
+        "findmnt",
+        'awk -v p="$5" \'$1 == p { print $2; found = 1 } END { if (!found) print "/" }\' "$STATE/mounts"',
+    )
+    host.stub("systemd-escape", 'p="${3#/}"; echo "${p//\\//-}.mount"')
+    (host.state / "units").write_text("".join(f"{u}\n" for u in units))
+    host.stub(
+        "systemctl",
+        'if [ "$1" = show ]; then grep -qx "$4" "$STATE/units" && echo "/run/systemd/generator/$4"; fi; true',
+    )
+
+
+def _dropin(host: Host, service: str) -> Path:
+    return host.state / "systemd" / f"{service}.service.d" / "gpu-constructs-storage.conf"
+
+
+def _storage_tiers(tmp_path: Path) -> tuple[Path, Path]:
+    fast, hdd = tmp_path / "fast", tmp_path / "hdd"
+    fast.mkdir(), hdd.mkdir()
+    return fast, hdd
+
+
+def test_storage_check_makes_k3s_wait_for_every_tier_mount_at_boot(host: Host, tmp_path: Path):
+    """After a reboot without a tier's disk, the provisioner's DirectoryOrCreate volumes would start
+    the pods on empty directories of the root disk: k3s and k3s-agent require every tier's mounts."""
+    fast, hdd = _storage_tiers(tmp_path)
+    _stat_devices(host, {"/": "2049", str(fast): "2049", str(hdd): "47"})
+    _mounts(host, {str(hdd): str(hdd)}, units=(f"{str(hdd).lstrip('/').replace('/', '-')}.mount",))
+    env = {
+        "TIERS": f"fast-ssd={fast} standard={hdd}",
+        "NODE_SERVICES": "k3s k3s-agent",
+        "SYSTEMD_DIR": str(host.state / "systemd"),
+    }
+    result = host.run("storage-check.sh", **env)
+    assert result.returncode == 0, result.stderr
+    for service in ("k3s", "k3s-agent"):
+        lines = _dropin(host, service).read_text().splitlines()
+        assert lines[1:] == ["[Unit]", f"RequiresMountsFor={fast} {hdd}"]
+    assert host.calls("systemctl daemon-reload") == ["systemctl daemon-reload"]
+    assert host.calls("systemctl restart") == [] and "WARNING" not in result.stderr
+    # The same settings again: nothing written, nothing reloaded.
+    assert host.run("storage-check.sh", **env).returncode == 0
+    assert len(host.calls("systemctl daemon-reload")) == 1
+    # A tier dropped: the drop-ins follow.
+    assert host.run("storage-check.sh", **{**env, "TIERS": f"standard={hdd}"}).returncode == 0
+    assert _dropin(host, "k3s").read_text().splitlines()[-1] == f"RequiresMountsFor={hdd}"
+    assert len(host.calls("systemctl daemon-reload")) == 2
+
+
+def test_storage_check_warns_about_a_tier_mounted_by_hand(host: Host, tmp_path: Path):
+    """A filesystem mounted without /etc/fstab or a mount unit has no unit at boot for k3s to wait for."""
+    fast, hdd = _storage_tiers(tmp_path)
+    _stat_devices(host, {"/": "2049", str(fast): "2049", str(hdd): "47"})
+    _mounts(host, {str(hdd): str(hdd)})
+    result = host.run(
+        "storage-check.sh",
+        TIERS=f"fast-ssd={fast} standard={hdd}",
+        NODE_SERVICES="k3s",
+        SYSTEMD_DIR=str(host.state / "systemd"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"WARNING: storage tier standard: {hdd} is mounted, but not from /etc/fstab" in result.stderr
+    assert "fast-ssd" not in result.stderr
+
+
+def test_storage_check_without_node_services_writes_no_dropin(host: Host, tmp_path: Path):
+    fast, hdd = _storage_tiers(tmp_path)
+    _stat_devices(host, {"/": "2049", str(fast): "2049", str(hdd): "47"})
+    result = host.run("storage-check.sh", TIERS=f"a={fast} b={hdd}", SYSTEMD_DIR=str(host.state / "systemd"))
+    assert result.returncode == 0, result.stderr
+    assert not (host.state / "systemd").exists() and host.calls("systemctl") == []
+
+
+def test_single_node_hosts_start_k3s_only_with_every_class_path_mounted(host: Host, tmp_path: Path):
+    """The single-node stack's storage check, as synthesized for each host, gives k3s and k3s-agent
+    RequiresMountsFor= of the node path of every StorageClass the stack creates."""
+    import cdktf
+
+    from environments import Instance
+    from tests.conftest import by_kind, resources
+    from tests.support.workloads import all_manifests
+
+    stack = Instance("single-node", "single-node").build(cdktf.Testing.app())
+    synthesized = json.loads(cdktf.Testing.synth(stack))
+    paths = {c["parameters"]["nodePath"] for c in by_kind(all_manifests(synthesized), "StorageClass")}
+    assert paths
+    checks = [
+        v for k, v in resources(synthesized, "terraform_data").items() if k.startswith("storage_check-")
+    ]
+    assert checks
+    for check in checks:
+        env = {
+            key.split(":", 1)[1]: value
+            for key, value in check["triggers_replace"].items()
+            if key.startswith("storage-check.sh:")
+        }
+        # The host's tier directories, under this test's root.
+        tiers = " ".join(
+            f"{tier.split('=', 1)[0]}={tmp_path}{tier.split('=', 1)[1]}" for tier in env["TIERS"].split()
+        )
+        for tier in tiers.split():
+            Path(tier.split("=", 1)[1]).mkdir(parents=True, exist_ok=True)
+        _stat_devices(host, {"/": "2049"})
+        _mounts(host, {})
+        result = host.run(
+            "storage-check.sh", **{**env, "TIERS": tiers, "SYSTEMD_DIR": str(host.state / "systemd")}
+        )
+        assert result.returncode == 0, result.stderr
+        for service in ("k3s", "k3s-agent"):
+            (line,) = [x for x in _dropin(host, service).read_text().splitlines() if x.startswith("Requires")]
+            assert set(line.removeprefix("RequiresMountsFor=").split()) == {f"{tmp_path}{p}" for p in paths}
 
 
 # --- cloudflare-secret.sh --------------------------------------------------------------------------

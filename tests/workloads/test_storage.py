@@ -46,6 +46,12 @@ def test_class_name_of_an_unknown_tier_fails(synth):
         (lambda: StorageTier("fast", "mnt/x"), r"'fast.node_path' is 'mnt/x': give an absolute path"),
         (lambda: StorageTier("fast", "/"), r"'fast.node_path' is '/': give an absolute path other than /"),
         (lambda: StorageTier("fast", "/x", reclaim_policy="Recycle"), r"'fast.reclaim_policy' is 'Recycle'"),
+        (lambda: StorageTier("fast", "/mnt/my disk"), r"'fast.node_path' is '/mnt/my disk': use letters"),
+        (lambda: StorageTier("fast", "/mnt/%H"), r"'fast.node_path' is '/mnt/%H': use letters"),
+        (
+            lambda: StorageProps(cluster=make_cluster(), node_services=("k3s.service",)),
+            r"'node_services' is 'k3s.service': give a systemd service name without .service",
+        ),
         (
             lambda: StorageProps(
                 cluster=make_cluster(), tiers=(StorageTier("a", "/a"), StorageTier("a", "/b"))
@@ -137,3 +143,27 @@ def test_a_tier_that_must_be_its_own_device_is_one_something_uses(helm, upstream
     assert "fast-ssd" in used
     own = {tier.name for tier in SEED_TIERS if tier.own_device}
     assert own <= used, f"own_device tiers nothing binds: {sorted(own - used)}"
+
+
+def test_the_host_check_gives_the_node_services_the_tier_mounts(synth):
+    """The services named in node_services reach every host's check, which makes them require the
+    tiers' mounts (storage-check.sh); without them, no drop-in is written."""
+    from gpu_constructs.hostexec import SshHost
+
+    hosts = [SshHost("192.168.1.100", "ubuntu", "~/.ssh/id")]
+
+    def check_env(**overrides) -> dict[str, str]:
+        synthesized = synth(
+            lambda stack: Storage(
+                stack, "storage", props=StorageProps(cluster=make_cluster(), check_hosts=hosts, **overrides)
+            )
+        )
+        (check,) = resources(synthesized, "terraform_data").values()
+        return {
+            k.split(":", 1)[1]: v
+            for k, v in check["triggers_replace"].items()
+            if k.startswith("storage-check.sh:")
+        }
+
+    assert check_env(node_services=("k3s", "k3s-agent"))["NODE_SERVICES"] == "k3s k3s-agent"
+    assert check_env()["NODE_SERVICES"] == ""

@@ -144,6 +144,12 @@ class EtcdSnapshots:
                 flags["etcd-s3-folder"] = self.s3.folder
             if self.s3.insecure:
                 flags["etcd-s3-insecure"] = True
+            # With the rest of the S3 settings: k3s reads etcd-s3-retention from config.yaml, the
+            # server's and `k3s etcd-snapshot`'s (k3s-io/k3s#12669, "Applying snapshot retention=3 to
+            # snapshots stored in s3://"; pkg/cli/cmds/etcd_snapshot.go). A k3s older than the flag
+            # logs "Unknown flag --etcd-s3-retention found in config.yaml, skipping" and starts
+            # (pkg/configfilearg/parser.go).
+            flags["etcd-s3-retention"] = self.s3_retention
         return flags
 
     def secret_data(self) -> dict[str, str]:

@@ -30,6 +30,9 @@ from gpu_constructs.providers.external import DataExternal
 
 OPEN_MODULES_SINCE = 515
 """The first driver branch with NVIDIA's open GPU kernel modules (production-ready since 515)."""
+NODE_SERVICES = ("k3s", "k3s-agent")
+"""The systemd services k3s' install.sh creates for a server and an agent (k3s.service,
+k3s-agent.service): what runs a node, and what must wait for its disks at boot."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,20 @@ class K3sHostProps:
             )
         if self.etcd_snapshots is not None:
             self.etcd_snapshots.check()
+            # hosts[0] is the only server, so it alone prunes the S3 folder; and no step writes the
+            # in-cluster S3 Secret here: the S3 settings go into the server's config.yaml.
+            if self.etcd_snapshots.servers != 1:
+                raise ConfigError(
+                    "etcd_snapshots.servers",
+                    self.etcd_snapshots.servers,
+                    "leave it at 1: hosts[0] is the one k3s server, the other hosts are agents",
+                )
+            if self.etcd_snapshots.in_cluster_secret:
+                raise ConfigError(
+                    "etcd_snapshots.in_cluster_secret",
+                    True,
+                    "leave it False: k3s-install.sh writes the S3 settings into the server's config.yaml",
+                )
         for item in self.disable:
             validate.one_of(
                 "disable", item, ("traefik", "servicelb", "local-storage", "metrics-server", "coredns")

@@ -18,7 +18,8 @@
 #   CLUSTER_CIDR, SERVICE_CIDR (server)
 #   ETCD_SNAPSHOT_SCHEDULE_CRON  server: embedded etcd (cluster-init) with scheduled snapshots; with it
 #                   ETCD_SNAPSHOT_RETENTION and, to send them to S3, ETCD_S3=true, ETCD_S3_ENDPOINT,
-#                   ETCD_S3_BUCKET, ETCD_S3_REGION, ETCD_S3_FOLDER, ETCD_S3_INSECURE, and in SECRETS_FILE
+#                   ETCD_S3_BUCKET, ETCD_S3_REGION, ETCD_S3_FOLDER, ETCD_S3_INSECURE,
+#                   ETCD_S3_RETENTION (what the bucket keeps; k3s' default is 5), and in SECRETS_FILE
 #                   ETCD_S3_ACCESS_KEY and ETCD_S3_SECRET_KEY. They go to config.yaml (mode 0600) as
 #                   the k3s settings of the same names (etcd-snapshot-schedule-cron, ...). A server
 #                   that ran on SQLite moves its datastore into etcd when it restarts with cluster-init.
@@ -68,7 +69,7 @@ yaml_scalar() {
   esac
 }
 etcd_settings=(etcd-snapshot-schedule-cron etcd-snapshot-retention etcd-s3 etcd-s3-endpoint etcd-s3-bucket
-  etcd-s3-region etcd-s3-folder etcd-s3-insecure etcd-s3-access-key etcd-s3-secret-key)
+  etcd-s3-region etcd-s3-folder etcd-s3-insecure etcd-s3-retention etcd-s3-access-key etcd-s3-secret-key)
 
 render_config() {
   echo "# Written by gpu_constructs; changes here are overwritten on the next apply."
