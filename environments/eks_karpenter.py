@@ -34,7 +34,7 @@ from gpu_constructs.compute.eks import (
     NodePoolSpec,
 )
 from gpu_constructs.compute.eks.cluster import EbsCsiDriver
-from gpu_constructs.compute.eks.karpenter import check_ami_alias
+from gpu_constructs.compute.eks.nodepools import check_ami_alias
 from gpu_constructs.compute.eks.services import (
     Certificate,
     DeployerRole,

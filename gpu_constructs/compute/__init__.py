@@ -20,13 +20,8 @@ if TYPE_CHECKING:
     from gpu_constructs.compute.base import GpuCompute, NodeGroup, PlatformFacts
     from gpu_constructs.compute.eks import EksGpuCompute, EksProps
     from gpu_constructs.compute.eks.cluster import EksSystemCluster, EksSystemClusterProps
-    from gpu_constructs.compute.eks.karpenter import (
-        DisruptionBudget,
-        Karpenter,
-        KarpenterProps,
-        NodeClassSpec,
-        NodePoolSpec,
-    )
+    from gpu_constructs.compute.eks.karpenter import Karpenter, KarpenterProps
+    from gpu_constructs.compute.eks.nodepools import DisruptionBudget, NodeClassSpec, NodePoolSpec
     from gpu_constructs.compute.eks.vpc import AwsVpc, AwsVpcProps
     from gpu_constructs.compute.k3d import K3dGpuCompute, K3dProps
     from gpu_constructs.compute.k3s.etcd import EtcdS3, EtcdSnapshots
@@ -42,7 +37,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "AwsVpc": "eks.vpc",
     "AwsVpcProps": "eks.vpc",
-    "DisruptionBudget": "eks.karpenter",
+    "DisruptionBudget": "eks.nodepools",
     "EksGpuCompute": "eks",
     "EksProps": "eks",
     "EksSystemCluster": "eks.cluster",
@@ -59,9 +54,9 @@ _EXPORTS = {
     "KarpenterProps": "eks.karpenter",
     "LkeGpuCompute": "lke",
     "LkeProps": "lke",
-    "NodeClassSpec": "eks.karpenter",
+    "NodeClassSpec": "eks.nodepools",
     "NodeGroup": "base",
-    "NodePoolSpec": "eks.karpenter",
+    "NodePoolSpec": "eks.nodepools",
     "PlatformFacts": "base",
     "ProxmoxGpuCompute": "proxmox",
     "ProxmoxProps": "proxmox",

@@ -639,7 +639,7 @@ def test_images_and_containers_get_the_node_class_volume_on_either_ami_family(al
     default 4Gi (aws/karpenter-provider-aws v1.14.1 pkg/providers/amifamily/bottlerocket.go).
     Mappings given replace Karpenter's defaults, so a Bottlerocket class with /dev/xvda alone would
     put 200Gi on the OS and no data volume."""
-    from gpu_constructs.compute.eks.karpenter import SEED_NODE_CLASSES
+    from gpu_constructs.compute.eks.nodepools import SEED_NODE_CLASSES
 
     sizes = {c.name: f"{c.volume_size_gi}Gi" for c in SEED_NODE_CLASSES}
     classes = _node_classes({"ami_alias": alias})

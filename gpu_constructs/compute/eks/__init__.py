@@ -18,7 +18,7 @@ from cdktf_cdktf_provider_aws.kms_key import KmsKey
 from constructs import Construct
 
 from gpu_constructs import validate, versions
-from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager
+from gpu_constructs.cluster import GPU_TAINT, GpuCluster, GpuSharing, KubeAccess, Manager
 from gpu_constructs.compute.base import NodeGroup, PlatformFacts
 from gpu_constructs.compute.eks.cluster import (
     SYSTEM_ADDON_PODS,
@@ -34,18 +34,19 @@ from gpu_constructs.compute.eks.cluster import (
 )
 from gpu_constructs.compute.eks.iam import policy_document
 from gpu_constructs.compute.eks.karpenter import (
-    AMI_FAMILIES,
-    GPU_POOL,
-    GPU_TAINT,
-    INSTANCE_FAMILIES,
     KARPENTER_NAMESPACE,
     KARPENTER_RESOURCES,
+    Karpenter,
+    KarpenterProps,
+)
+from gpu_constructs.compute.eks.nodepools import (
+    AMI_FAMILIES,
+    GPU_POOL,
+    INSTANCE_FAMILIES,
     SEED_NODE_CLASSES,
     SEED_NODE_POOLS,
     SIZES,
     DisruptionBudget,
-    Karpenter,
-    KarpenterProps,
     NodeClassSpec,
     NodePoolSpec,
 )

@@ -21,7 +21,7 @@ from cdktf import Postcondition, TerraformResourceLifecycle
 from cdktf_cdktf_provider_aws.data_aws_servicequotas_service_quota import DataAwsServicequotasServiceQuota
 from constructs import Construct
 
-from gpu_constructs.compute.eks.karpenter import INSTANCE_FAMILIES, NodePoolSpec
+from gpu_constructs.compute.eks.nodepools import INSTANCE_FAMILIES, NodePoolSpec
 
 QUOTA_CLASS = {"g4dn": "G", "g5": "G", "g6": "G", "g6e": "G", "p3": "P", "p4d": "P", "p5": "P"}
 """The EC2 quota class of each GPU family: G and VT instances share one quota, P instances another."""
@@ -37,7 +37,7 @@ names are EC2's (user guide, "On-Demand Instance quotas" and "Spot Instance quot
 lists the P spot quota as "All P4, P3 and P2 Spot Instance Requests", P5 apart). The user guides
 name no codes: these are the ones the Service Quotas console and API give those names
 (``aws service-quotas list-service-quotas --service-code ec2``), as public tooling that reads them
-uses them too. p5's spot quota is not read: no size in karpenter.SIZES is a p5 size."""
+uses them too. p5's spot quota is not read: no size in nodepools.SIZES is a p5 size."""
 
 GPU_VCPUS: dict[str, dict[str, int]] = {
     "g4dn": {"xlarge": 4, "2xlarge": 8, "4xlarge": 16, "8xlarge": 32, "12xlarge": 48, "16xlarge": 64},
@@ -48,7 +48,7 @@ GPU_VCPUS: dict[str, dict[str, int]] = {
     "p4d": {},
     "p5": {},
 }
-"""vCPUs of each GPU instance type whose size is in karpenter.SIZES (EC2 "Accelerated computing
+"""vCPUs of each GPU instance type whose size is in nodepools.SIZES (EC2 "Accelerated computing
 instance specifications"; p4d and p5 come only as 24xlarge and 48xlarge). A size missing here does
 not exist in that family, and Karpenter launches none."""
 
