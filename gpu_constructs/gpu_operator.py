@@ -7,6 +7,8 @@ operator installs the toolkit on k3s, it is pointed at k3s' containerd config an
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -126,7 +128,17 @@ class GpuOperator(Construct):
         return values
 
     def sharing_config(self) -> dict[str, Any]:
-        """The device plugin config: MIG strategy and time-slicing replicas, as one named profile."""
+        """The device plugin config: MIG strategy and time-slicing replicas, as one named profile,
+        in a ConfigMap named after its content.
+
+        Neither the device plugin nor the config-manager beside it reads the file again when the
+        ConfigMap changes: the plugin restarts on SIGHUP, which config-manager sends only when the
+        node's nvidia.com/device-plugin.config label changes (k8s-device-plugin v0.20.0
+        cmd/config-manager/main.go), and the operator watches no ConfigMap (gpu-operator v26.7.0
+        controllers/clusterpolicy_controller.go SetupWithManager). A new name changes the
+        ClusterPolicy, so the operator rewrites the ConfigMap volume of its device plugin and GFD
+        DaemonSets (controllers/object_controls.go handleDevicePluginConfig) and their pods are
+        replaced with the new config; Helm deletes the old ConfigMap."""
         sharing = self.props.cluster.sharing
         config: dict[str, Any] = {"version": "v1", "flags": {"migStrategy": sharing.mig_strategy.value}}
         if sharing.time_slicing_replicas > 1:
@@ -135,11 +147,13 @@ class GpuOperator(Construct):
                     "resources": [{"name": GPU_RESOURCE, "replicas": sharing.time_slicing_replicas}]
                 }
             }
+        data = {"default": yaml.safe_dump(config, sort_keys=True)}
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
         return {
             "create": True,
-            "name": SHARING_CONFIG,
+            "name": f"{SHARING_CONFIG}-{digest}",
             "default": "default",
-            "data": {"default": yaml.safe_dump(config, sort_keys=True)},
+            "data": data,
         }
 
     def mig_labeler_manifests(self) -> list[dict[str, Any]]:
