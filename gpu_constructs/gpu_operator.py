@@ -106,8 +106,11 @@ class GpuOperator(Construct):
                 toolkit["env"].append(
                     {"name": "RUNTIME_CONFIG_SOURCE", "value": cluster.containerd.runtime_config_source}
                 )
+        driver: dict[str, Any] = {"enabled": cluster.driver is Manager.OPERATOR}
+        if cluster.driver is Manager.OPERATOR:
+            driver["upgradePolicy"] = self.driver_upgrade_policy()
         values: dict[str, Any] = {
-            "driver": {"enabled": cluster.driver is Manager.OPERATOR},
+            "driver": driver,
             "toolkit": toolkit,
             "nfd": {"enabled": self.props.node_feature_discovery},
             "dcgmExporter": {
@@ -126,6 +129,24 @@ class GpuOperator(Construct):
         values["mig"] = {"strategy": mig_strategy.value}
         values["migManager"] = {"enabled": mig_strategy is not MigStrategy.NONE}
         return values
+
+    @staticmethod
+    def driver_upgrade_policy() -> dict[str, Any]:
+        """How the operator replaces the driver on a node (a new driver version, a chart bump): one
+        node at a time (maxParallelUpgrades 1, the chart's default), cordoned, its GPU pods (those
+        requesting nvidia.com/gpu or nvidia.com/mig-*) evicted, the driver pod replaced, uncordoned.
+
+        The eviction is kubectl's drain helper limited to the GPU pods (gpu-operator v26.7.0
+        vendor/github.com/NVIDIA/k8s-operator-libs/pkg/upgrade/pod_manager.go SchedulePodEviction),
+        and with the chart's gpuPodDeletion (force and deleteEmptyDir false) it refuses a pod no
+        controller owns, such as a JupyterHub server (KubeSpawner creates bare pods), and one with an
+        emptyDir (k8s.io/kubectl pkg/drain/filters.go unreplicatedFilter, localStorageFilter). The
+        node is then left cordoned in upgrade-failed with the old driver until someone deletes the
+        pods (pkg/upgrade/common_manager.go ProcessUpgradeFailedNodes). Those pods lose their GPU at
+        the driver reload anyway, so they are deleted too, within the chart's 300 s bound. Evictions
+        honour PodDisruptionBudgets, and no setting bypasses them: a budget that allows no
+        disruption of a GPU pod still fails the node's upgrade after that bound."""
+        return {"gpuPodDeletion": {"force": True, "deleteEmptyDir": True, "timeoutSeconds": 300}}
 
     def sharing_config(self) -> dict[str, Any]:
         """The device plugin config: MIG strategy and time-slicing replicas, as one named profile,
