@@ -120,8 +120,14 @@ class GpuOperator(Construct):
             "daemonsets": {"tolerations": [cluster.gpu_toleration]},
             "devicePlugin": {"enabled": True, "config": self.sharing_config()},
         }
+        # Helm installs the chart's crds/ (ClusterPolicy, NVIDIADriver, GPUCluster) once and never
+        # upgrades them; the chart's pre-upgrade hook applies the CRDs of the new version, and NFD's
+        # with nfd.enabled, from the operator image (gpu-operator v26.7.0
+        # templates/upgrade_crd.yaml, `manage-crds apply`). On by default; set so that no values
+        # file turns it off (tests/lifecycle/test_crds.py).
+        values["operator"] = {"upgradeCRD": True}
         if cluster.runtime_class is not None:
-            values["operator"] = {"runtimeClass": cluster.runtime_class}
+            values["operator"]["runtimeClass"] = cluster.runtime_class
         # Always set: the chart's default is mig.strategy "single" and migManager on (values.yaml),
         # so leaving them out with no MIG would still tell GFD and the device plugin to expose MIG
         # devices. The ClusterPolicy CRD accepts none, single and mixed.
