@@ -63,3 +63,27 @@ def test_the_hook_covers_the_operators_crds(helm, upstream):
     assert {"clusterpolicies.nvidia.com", "nvidiadrivers.nvidia.com", "gpuclusters.nvidia.com"} <= set(
         gpu.upgraded
     )
+
+
+def test_a_gpucluster_outside_the_operators_release_must_depend_on_it(helm, upstream):
+    """The GPU Operator finalizes GPUCluster, not ClusterPolicy (gpu-operator v26.7.0
+    controllers/gpucluster_controller.go gpuClusterFinalizer; tests/support/lifecycle/destroy.py):
+    one in a release the operator's may be uninstalled before stays Terminating."""
+    import copy
+
+    from tests.support.lifecycle import destroy, graph
+
+    stack = copy.deepcopy(render.rendered(INSTANCES["lke"]))
+    (operator,) = [r for r in stack.releases if r.chart == "gpu-operator"]
+    (other, *_) = [
+        r
+        for r in stack.releases
+        if r is not operator and not graph.depends_on(stack.synthesized, r.address, operator.address)
+    ]
+    other.objects.append(
+        {"apiVersion": "nvidia.com/v1alpha1", "kind": "GPUCluster", "metadata": {"name": "gpu-cluster"}}
+    )
+    found = {(f.release, f.needs): f.why for f in destroy.findings(stack)}
+    assert found.get((other.address, operator.address)) == "gpu-operator finalizes GPUCluster", found
+    # the operator's own ClusterPolicy is no finding: nothing finalizes it
+    assert not [f for f in destroy.findings(render.rendered(INSTANCES["lke"])) if "ClusterPolicy" in f.why]
