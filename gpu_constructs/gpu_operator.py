@@ -7,6 +7,8 @@ operator installs the toolkit on k3s, it is pointed at k3s' containerd config an
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -104,8 +106,11 @@ class GpuOperator(Construct):
                 toolkit["env"].append(
                     {"name": "RUNTIME_CONFIG_SOURCE", "value": cluster.containerd.runtime_config_source}
                 )
+        driver: dict[str, Any] = {"enabled": cluster.driver is Manager.OPERATOR}
+        if cluster.driver is Manager.OPERATOR:
+            driver["upgradePolicy"] = self.driver_upgrade_policy()
         values: dict[str, Any] = {
-            "driver": {"enabled": cluster.driver is Manager.OPERATOR},
+            "driver": driver,
             "toolkit": toolkit,
             "nfd": {"enabled": self.props.node_feature_discovery},
             "dcgmExporter": {
@@ -115,8 +120,14 @@ class GpuOperator(Construct):
             "daemonsets": {"tolerations": [cluster.gpu_toleration]},
             "devicePlugin": {"enabled": True, "config": self.sharing_config()},
         }
+        # Helm installs the chart's crds/ (ClusterPolicy, NVIDIADriver, GPUCluster) once and never
+        # upgrades them; the chart's pre-upgrade hook applies the CRDs of the new version, and NFD's
+        # with nfd.enabled, from the operator image (gpu-operator v26.7.0
+        # templates/upgrade_crd.yaml, `manage-crds apply`). On by default; set so that no values
+        # file turns it off (tests/lifecycle/test_crds.py).
+        values["operator"] = {"upgradeCRD": True}
         if cluster.runtime_class is not None:
-            values["operator"] = {"runtimeClass": cluster.runtime_class}
+            values["operator"]["runtimeClass"] = cluster.runtime_class
         # Always set: the chart's default is mig.strategy "single" and migManager on (values.yaml),
         # so leaving them out with no MIG would still tell GFD and the device plugin to expose MIG
         # devices. The ClusterPolicy CRD accepts none, single and mixed.
@@ -125,8 +136,36 @@ class GpuOperator(Construct):
         values["migManager"] = {"enabled": mig_strategy is not MigStrategy.NONE}
         return values
 
+    @staticmethod
+    def driver_upgrade_policy() -> dict[str, Any]:
+        """How the operator replaces the driver on a node (a new driver version, a chart bump): one
+        node at a time (maxParallelUpgrades 1, the chart's default), cordoned, its GPU pods (those
+        requesting nvidia.com/gpu or nvidia.com/mig-*) evicted, the driver pod replaced, uncordoned.
+
+        The eviction is kubectl's drain helper limited to the GPU pods (gpu-operator v26.7.0
+        vendor/github.com/NVIDIA/k8s-operator-libs/pkg/upgrade/pod_manager.go SchedulePodEviction),
+        and with the chart's gpuPodDeletion (force and deleteEmptyDir false) it refuses a pod no
+        controller owns, such as a JupyterHub server (KubeSpawner creates bare pods), and one with an
+        emptyDir (k8s.io/kubectl pkg/drain/filters.go unreplicatedFilter, localStorageFilter). The
+        node is then left cordoned in upgrade-failed with the old driver until someone deletes the
+        pods (pkg/upgrade/common_manager.go ProcessUpgradeFailedNodes). Those pods lose their GPU at
+        the driver reload anyway, so they are deleted too, within the chart's 300 s bound. Evictions
+        honour PodDisruptionBudgets, and no setting bypasses them: a budget that allows no
+        disruption of a GPU pod still fails the node's upgrade after that bound."""
+        return {"gpuPodDeletion": {"force": True, "deleteEmptyDir": True, "timeoutSeconds": 300}}
+
     def sharing_config(self) -> dict[str, Any]:
-        """The device plugin config: MIG strategy and time-slicing replicas, as one named profile."""
+        """The device plugin config: MIG strategy and time-slicing replicas, as one named profile,
+        in a ConfigMap named after its content.
+
+        Neither the device plugin nor the config-manager beside it reads the file again when the
+        ConfigMap changes: the plugin restarts on SIGHUP, which config-manager sends only when the
+        node's nvidia.com/device-plugin.config label changes (k8s-device-plugin v0.20.0
+        cmd/config-manager/main.go), and the operator watches no ConfigMap (gpu-operator v26.7.0
+        controllers/clusterpolicy_controller.go SetupWithManager). A new name changes the
+        ClusterPolicy, so the operator rewrites the ConfigMap volume of its device plugin and GFD
+        DaemonSets (controllers/object_controls.go handleDevicePluginConfig) and their pods are
+        replaced with the new config; Helm deletes the old ConfigMap."""
         sharing = self.props.cluster.sharing
         config: dict[str, Any] = {"version": "v1", "flags": {"migStrategy": sharing.mig_strategy.value}}
         if sharing.time_slicing_replicas > 1:
@@ -135,11 +174,13 @@ class GpuOperator(Construct):
                     "resources": [{"name": GPU_RESOURCE, "replicas": sharing.time_slicing_replicas}]
                 }
             }
+        data = {"default": yaml.safe_dump(config, sort_keys=True)}
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
         return {
             "create": True,
-            "name": SHARING_CONFIG,
+            "name": f"{SHARING_CONFIG}-{digest}",
             "default": "default",
-            "data": {"default": yaml.safe_dump(config, sort_keys=True)},
+            "data": data,
         }
 
     def mig_labeler_manifests(self) -> list[dict[str, Any]]:

@@ -48,8 +48,8 @@ class DcgmSource(enum.Enum):
     """Where the DCGM exporter on the GPU nodes comes from."""
 
     GPU_OPERATOR = "gpu-operator"
-    """The GPU Operator runs it: its Service ``nvidia-dcgm-exporter`` (gpu-operator
-    assets/state-dcgm-exporter/0600_service.yaml: label ``app: nvidia-dcgm-exporter``, port
+    """The GPU Operator runs it: its Service ``nvidia-dcgm-exporter`` (gpu-operator v26.7.0
+    assets/state-dcgm-exporter/0400_service.yaml: label ``app: nvidia-dcgm-exporter``, port
     ``gpu-metrics`` 9400) in the operator's namespace is scraped."""
     STANDALONE = "standalone"
     """This construct runs it as a DaemonSet on the GPU nodes (device plugin stacks)."""
@@ -420,8 +420,8 @@ class Monitoring(Construct):
 
     def dcgm_exporter(self) -> list[dict[str, Any]]:
         """NVIDIA's DCGM exporter on every GPU node, as the GPU Operator runs it
-        (gpu-operator assets/state-dcgm-exporter/0900_daemonset.yaml): the kubelet's pod-resources
-        socket for per-pod labels, the GPU Operator's counter list."""
+        (gpu-operator v26.7.0 assets/state-dcgm-exporter/0800_daemonset.yaml): the kubelet's
+        pod-resources socket for per-pod labels, the GPU Operator's counter list, and NODE_NAME."""
         cluster = self.props.cluster
         labels = {"app": "dcgm-exporter"}
         pod_spec: dict[str, Any] = {
@@ -434,6 +434,15 @@ class Monitoring(Construct):
                     "env": [
                         {"name": "DCGM_EXPORTER_LISTEN", "value": f":{DCGM_PORT}"},
                         {"name": "DCGM_EXPORTER_KUBERNETES", "value": "true"},
+                        # The series' Hostname label, which the alert rules and the GPU dashboard
+                        # read as the node name: without NODE_NAME the exporter falls back to
+                        # os.Hostname(), the pod's name (dcgm-exporter 4.5.3-4.8.2
+                        # internal/pkg/hostname/hostname.go getLocalHostname). It also limits the
+                        # exporter's pod watch to its own node (transformation/kubernetes.go).
+                        {
+                            "name": "NODE_NAME",
+                            "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+                        },
                         {
                             "name": "DCGM_EXPORTER_COLLECTORS",
                             "value": "/etc/dcgm-exporter/dcp-metrics-included.csv",

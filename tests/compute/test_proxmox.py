@@ -574,7 +574,7 @@ def test_storage_nfs_default_and_nvme_scratch(stack_json):
 
 def test_gpu_operator_manages_driver_and_toolkit_with_k3s_paths(stack_json):
     values = release_values(releases(stack_json)["gpu-operator"])
-    assert values["driver"] == {"enabled": True}
+    assert values["driver"]["enabled"] is True
     env = {e["name"]: e["value"] for e in values["toolkit"]["env"]}
     assert env["CONTAINERD_SOCKET"] == "/run/k3s/containerd/containerd.sock"
 

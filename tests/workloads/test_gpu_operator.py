@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -33,7 +35,7 @@ def test_host_installed_driver_and_toolkit_are_left_alone(synth):
 def test_operator_managed_toolkit_on_k3s_gets_k3s_containerd_paths(synth):
     cluster = make_cluster(driver=Manager.OPERATOR, toolkit=Manager.OPERATOR, containerd=K3S_CONTAINERD)
     values = operator_values(synth, cluster)
-    assert values["driver"] == {"enabled": True}
+    assert values["driver"]["enabled"] is True
     assert values["toolkit"]["enabled"] is True
     assert {e["name"]: e["value"] for e in values["toolkit"]["env"]} == {
         # k3s with containerd 2 renders config-v3.toml.tmpl and ignores config.toml.tmpl.
@@ -78,7 +80,8 @@ def test_time_slicing_and_mig_go_into_the_device_plugin_config(synth):
     cluster = make_cluster(sharing=GpuSharing(time_slicing_replicas=4, mig_strategy=MigStrategy.SINGLE))
     values = operator_values(synth, cluster)
     config = values["devicePlugin"]["config"]
-    assert (config["create"], config["name"], config["default"]) == (True, "gpu-sharing", "default")
+    assert (config["create"], config["default"]) == (True, "default")
+    assert re.fullmatch(r"gpu-sharing-[0-9a-f]{10}", config["name"]), config["name"]
     assert yaml.safe_load(config["data"]["default"]) == {
         "version": "v1",
         "flags": {"migStrategy": "single"},
@@ -182,3 +185,16 @@ def test_mig_profiles_are_applied_by_labelling_mig_capable_nodes(synth, upstream
 def test_a_mig_config_that_is_no_label_value_fails():
     with pytest.raises(ConfigError, match=r"'mig_config' is 'all 1g': use a MIG manager configuration name"):
         GpuOperatorProps(cluster=make_cluster(), mig_config="all 1g")
+
+
+def test_a_driver_the_operator_installs_is_upgraded_evicting_every_gpu_pod(synth, helm):
+    """The operator evicts the GPU pods before it reloads the driver; bare pods (JupyterHub's
+    servers) and pods with an emptyDir are deleted too, within 300 s, instead of leaving the node
+    cordoned in upgrade-failed (tests/lifecycle/test_driver_upgrade.py)."""
+    spec = _cluster_policy(synth, make_cluster(driver=Manager.OPERATOR, toolkit=Manager.OPERATOR))
+    policy = spec["driver"]["upgradePolicy"]
+    assert (policy["autoUpgrade"], policy["maxParallelUpgrades"]) == (True, 1)
+    assert policy["podDeletion"] == {"force": True, "deleteEmptyDir": True, "timeoutSeconds": 300}
+    assert policy["drain"]["enable"] is False
+    host = operator_values(synth, make_cluster())["driver"]
+    assert host == {"enabled": False}, "no upgrade policy where the host owns the driver"

@@ -182,7 +182,7 @@ def test_the_alert_rules_are_shipped(rendered_stack):
 def test_the_dcgm_exporter_is_scraped(rendered_stack):
     """The ServiceMonitor selects the exporter's Service by its labels and port name: the stack's own
     Service where it runs the exporter, else the GPU Operator's (gpu-operator
-    assets/state-dcgm-exporter/0600_service.yaml: app=nvidia-dcgm-exporter, port gpu-metrics)."""
+    v26.7.0 assets/state-dcgm-exporter/0400_service.yaml: app=nvidia-dcgm-exporter, port gpu-metrics)."""
     stack = rendered_stack
     objects = [o for r, o in _monitoring_objects(stack) if r.name == "gpu-monitoring"]
     (monitor,) = [
@@ -212,6 +212,31 @@ def test_the_dcgm_exporter_is_scraped(rendered_stack):
     assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
     ports = {p["name"] for p in service["spec"]["ports"]}
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
+
+
+def test_the_dcgm_exporter_labels_its_series_with_the_node_name(rendered_stack):
+    """The GPU alerts and the GPU dashboard read the DCGM series' Hostname label as the node name.
+    dcgm-exporter takes it from NODE_NAME, else from os.Hostname(), in a pod the pod's name
+    (dcgm-exporter 4.5.3-4.8.2 internal/pkg/hostname/hostname.go); the GPU Operator sets NODE_NAME
+    from spec.nodeName (gpu-operator v26.7.0 assets/state-dcgm-exporter/0800_daemonset.yaml), and so
+    must every exporter a stack runs itself."""
+    stack = rendered_stack
+    exporters = [
+        (release.address, container)
+        for release, obj in stack.objects()
+        if obj["kind"] == "DaemonSet"
+        for container in obj["spec"]["template"]["spec"]["containers"]
+        if "/dcgm-exporter:" in container.get("image", "")
+    ]
+    operator = any(
+        r.chart == "gpu-operator" and r.values()["dcgmExporter"]["enabled"] for r in stack.releases
+    )
+    assert exporters or operator, f"{stack.stack}: no DCGM exporter"
+    for where, container in exporters:
+        env = {e["name"]: e for e in container.get("env", [])}
+        assert env.get("NODE_NAME", {}).get("valueFrom") == {"fieldRef": {"fieldPath": "spec.nodeName"}}, (
+            f"{stack.stack} {where}: the exporter's Hostname label would be its pod's name"
+        )
 
 
 def _claim_classes(stack: render.RenderedStack) -> dict[str, str | None]:

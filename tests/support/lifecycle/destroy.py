@@ -18,7 +18,7 @@ Two rules:
    route table association deleted early leaves every controller on the nodes without AWS.
 2. A release whose objects a controller finalizes (Ingress: the load balancer controller;
    NodePool/EC2NodeClass: Karpenter; CloudNativePG Cluster; cert-manager Certificate/Issuer;
-   ClusterPolicy: the GPU Operator; CloudFirewall: cloud-firewall-controller) must depend on that
+   GPUCluster: the GPU Operator; CloudFirewall: cloud-firewall-controller) must depend on that
    controller's release, or the controller is uninstalled first and the finalizer never runs (the
    delete hangs until the Helm timeout). The controller's own release is no exception: its uninstall
    deletes the controller with the object.
@@ -59,16 +59,22 @@ FINALIZED = {
     ("cert-manager.io", "Certificate"): "cert-manager",
     ("cert-manager.io", "Issuer"): "cert-manager",
     ("cert-manager.io", "ClusterIssuer"): "cert-manager",
-    ("nvidia.com", "ClusterPolicy"): "gpu-operator",
+    # gpu-operator v26.7.0 controllers/gpucluster_controller.go: gpucluster.nvidia.com/dra-resourceclaim,
+    # removed by the running operator once it has drained the DRA driver's operands. The ClusterPolicy
+    # carries no finalizer (controllers/clusterpolicy_controller.go: "Owned objects are automatically
+    # garbage collected"; the only EnsureFinalizer call is the GPUCluster's): its operand DaemonSets
+    # go with it by their owner references, with or without the operator.
+    ("nvidia.com", "GPUCluster"): "gpu-operator",
     # cloud-firewall-controller v0.2.1 internal/controller/cloudfirewall_controller.go checkFinalizer:
     # cloudfirewalls.networking.linode.com/finalizer, removed by the running controller once it has
     # deleted the Linode firewall.
     ("networking.linode.com", "CloudFirewall"): "cloud-firewall-controller",
 }
 # Kinds whose finalizer is read from the controller's source, so one rendered in the controller's
-# own release is a finding too. The GPU Operator chart ships its ClusterPolicy in its own release
-# (templates/clusterpolicy.yaml, and with operator.cleanupCRD a pre-delete hook deletes it while
-# the operator runs); whether the operator finalizes it at v26.7.0 is not confirmed here.
+# own release is a finding too. Not GPUCluster: the GPU Operator chart's own one (gpuCluster.deployCR,
+# off here) is deleted by its pre-delete hook while the operator runs (templates/cleanup_gpucluster.yaml,
+# `cleanup-gpuclusters`, which waits for it to be gone) and kept from Helm's own deletion
+# (helm.sh/resource-policy: keep).
 FINALIZER_READ = {("networking.linode.com", "CloudFirewall")}
 
 # The resources a cluster runs on, per platform: every controller release must outlive them
