@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, aws_provider_mirror, terraform_binary, unavailable
-from tests.support.examples import library_example, offline_part
+from tests.support.examples import assert_one_host_steps, library_example, offline_part
 
 ENGINE_MODULES = ("cdktf", "cdktn", "constructs", "jsii")
 
@@ -188,8 +188,7 @@ def test_the_example_runs_from_the_installed_package_outside_the_repository(inst
 
     stack = json.loads((stack_dir / "cdk.tf.json").read_text())
     assert {r["name"] for r in stack["resource"]["helm_release"].values()} == {"gpu-operator"}
-    # the datastore, the driver, k3s, the kubeconfig copy and the node labels steps
-    assert len(stack["resource"]["terraform_data"]) == 5
+    assert_one_host_steps(stack)
 
 
 @pytest.fixture(scope="module")

@@ -63,12 +63,7 @@ def check_synthesized(name: str, stack_dir: Path) -> dict[str, Any]:
         )
     elif name == "k3s-host":
         assert sorted(releases) == ["gpu-operator"]
-        # the datastore, the driver, k3s, the kubeconfig copy and the node labels steps, and the
-        # agents' leave step (one instance per agent: none on one host)
-        steps = stack["resource"]["terraform_data"]
-        assert len(steps) == 6
-        (leave,) = [step for name, step in steps.items() if "agents-leave" in name]
-        assert leave["for_each"] == "${toset([])}"
+        assert_one_host_steps(stack)
         # the provider reads its access from the host at every run, not from the kubeconfig copy
         assert set(stack["provider"]["helm"][0]["kubernetes"]) == {"host", "cluster_ca_certificate", "exec"}
         assert len(stack["data"]["external"]) == 1
@@ -157,3 +152,12 @@ def library_example() -> str:
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "library.md").read_text(), re.S)
     (example,) = [block for block in blocks if "K3sHostGpuCompute(" in block]
     return example
+
+
+def assert_one_host_steps(stack: dict[str, Any]) -> None:
+    """A K3sHostGpuCompute on one host: the datastore, the driver, k3s, the kubeconfig copy and the
+    node labels steps, and the agents' leave step (one instance per agent: none on one host)."""
+    steps = stack["resource"]["terraform_data"]
+    assert len(steps) == 6
+    (leave,) = [step for name, step in steps.items() if "agents-leave" in name]
+    assert leave["for_each"] == "${toset([])}"
