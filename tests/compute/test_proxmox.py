@@ -748,6 +748,50 @@ def test_every_vm_deletes_its_node_before_it_is_destroyed(every_stack):
             assert refs and set(refs) <= {"self", "path", "terraform"}, (vm["name"], refs)
 
 
+# kubectl as the destroy-time step sees it: $STATE/nodes holds "name Ready" lines, $STATE/pvs the
+# PersistentVolumes as delete-node.sh's jsonpath prints them (claim, phase, node affinity values).
+DELETE_NODE_KUBECTL = r"""
+case "$1" in
+  get)
+    case "$2" in
+      node) awk -v n="$3" '$1 == n { print $1 " " $2 }' "$STATE/nodes" ;;
+      pv) cat "$STATE/pvs" ;;
+    esac ;;
+esac
+exit 0
+"""
+
+
+@pytest.mark.parametrize("vm", ["wk-gpu4", "cp2"])
+def test_a_destroyed_vm_names_the_local_volumes_on_its_disk(stack_json, tmp_path, vm):
+    """The scratch disk (a worker) and server-local (a server) go with the VM: its destroy-time step,
+    run with the environment it is synthesized with, names the bound claims whose volumes are there
+    and only those (docs/proxmox-ha.md, "Removing a GPU worker")."""
+    from tests.support.host import Host
+
+    (local,) = [p["local-exec"] for p in vms(stack_json)[vm]["provisioner"]]
+    host = Host(tmp_path)
+    host.stub("kubectl", DELETE_NODE_KUBECTL)
+    (host.state / "nodes").write_text(f"{vm} True\n")
+    (host.state / "pvs").write_text(
+        f"jupyterhub/jupyter-alice-scratch Bound {vm}\n"
+        f"monitoring/prometheus-db Bound {vm}\n"
+        "jupyterhub/jupyter-bob-scratch Bound wk-gpu1\n"
+        f"jupyterhub/claim-old Released {vm}\n"
+    )
+    kubeconfig = tmp_path / "kubeconfig.yaml"
+    kubeconfig.write_text("")
+    env = dict(local["environment"], KUBECONFIG=str(kubeconfig), NODE=vm)
+    assert set(env) == set(local["environment"]) and local["environment"]["NODE"] == "${self.name}"
+    result = host.run("delete-node.sh", **env)
+    assert result.returncode == 0, result.stderr
+    (warning,) = [line for line in result.stderr.splitlines() if "local volumes" in line]
+    assert "jupyterhub/jupyter-alice-scratch monitoring/prometheus-db" in warning
+    assert "bob" not in warning and "claim-old" not in warning
+    assert f"deleted {vm}" in result.stdout
+    assert "WARN_LOCAL_VOLUMES=1" in page_section("Removing a GPU worker")
+
+
 def proxmox_page() -> str:
     return (Path(main.__file__).parent / "docs" / "proxmox-ha.md").read_text()
 

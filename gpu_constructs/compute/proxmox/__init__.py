@@ -400,13 +400,21 @@ class ProxmoxGpuCompute(Construct):
         internal/configs/provisioner.go, onlySelfRefs), so the node name is ``self.name`` and the
         kubeconfig a path. The script lets the destroy go on when the API does not answer (a
         whole-stack destroy, where the servers go down in parallel), after printing the command to
-        run by hand; a refused delete stops it."""
+        run by hand; a refused delete stops it.
+
+        ``WARN_LOCAL_VOLUMES`` names, before the drain, the bound claims whose local-path volumes are
+        on the VM's disk, which goes with it: on a worker the notebooks' ``fast-scratch`` volumes, on
+        a server its ``server-local`` ones (the hub's database, the monitoring volumes)."""
         return LocalExecProvisioner(
             type="local-exec",
             when="destroy",
             command=script_literal("delete-node.sh"),
             interpreter=["bash", "-c"],
-            environment={"KUBECONFIG": self.props.kubeconfig_path, "NODE": "${self.name}"},
+            environment={
+                "KUBECONFIG": self.props.kubeconfig_path,
+                "NODE": "${self.name}",
+                "WARN_LOCAL_VOLUMES": "1",
+            },
         )
 
     def ansible_inventory(self) -> str:
