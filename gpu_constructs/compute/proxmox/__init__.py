@@ -184,8 +184,11 @@ class ProxmoxGpuCompute(Construct):
             # "Changing cloud-init inputs"), and with protect_control_plane Terraform refuses that
             # plan: cp2, cp3 and the workers would stay in the old cluster, both announcing the VIP.
             # cp2, cp3 and the workers join the existing cluster: replaced, they leave and rejoin
-            # it, and what runs in it stays.
-            identity=(self.control_planes[0],),
+            # it, and what runs in it stays. With rejoin_first_server cp1 joins too (through cp2):
+            # no single VM's rebuild starts a new cluster, and nothing is replaced with one.
+            # Terraform evaluates replace_triggered_by against the plan at hand, so dropping or
+            # restoring the trigger replaces nothing by itself.
+            identity=() if props.rejoin_first_server else (self.control_planes[0],),
         )
 
     @property
