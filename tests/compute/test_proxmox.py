@@ -744,6 +744,8 @@ def test_every_vm_deletes_its_node_before_it_is_destroyed(every_stack):
             assert local["when"] == "destroy", vm["name"]
             assert "kubectl delete node" in local["command"] and "kubectl drain" in local["command"]
             assert local["environment"]["NODE"] == "${self.name}"
+            # the VM's disk goes with it: the step names the claims whose local volumes are there
+            assert local["environment"]["WARN_LOCAL_VOLUMES"] == "1", vm["name"]
             refs = re.findall(r"(?<!\$)\$\{([a-z_]+)\.", json.dumps(local))
             assert refs and set(refs) <= {"self", "path", "terraform"}, (vm["name"], refs)
 
