@@ -1914,6 +1914,7 @@ def test_the_losing_cp1_runbook_names_what_the_stack_replaces(stack_json):
         a for a in every if a.startswith("proxmox_virtual_environment_file.vms_cp1-user-data_")
     }
     assert '"rejoin_first_server": True' in text and '"protect_control_plane": False' in text
+    assert_cp1_gets_cluster_init_back(text, stack_json, rejoin)
     restore = text[text.index("### Every server lost") :]
     (apply,) = re.findall(r"```bash\n(.*?)```", restore, re.S)
     servers = {a for a in every if re.match(r"proxmox_virtual_environment_vm\.vms_cp\d_", a)}
@@ -1926,3 +1927,25 @@ def test_the_losing_cp1_runbook_names_what_the_stack_replaces(stack_json):
     pulled_in = set().union(*(graph.dependencies(stack_json, t) for t in targets))
     assert not [a for a in pulled_in if a.startswith(("helm_release.", "terraform_data."))]
     assert "-replace=terraform_data." + kubeconfig_names(stack_json)[0] in text
+
+
+def assert_cp1_gets_cluster_init_back(text: str, stack_json: dict, rejoin: dict) -> None:
+    """The runbook's edit, run on the config a rejoined cp1 booted with, gives the config cp1's user
+    data has without the setting: cluster-init, no server (which --cluster-reset refuses)."""
+    import tempfile
+
+    ((host, remote),) = re.findall(r'ssh ubuntu@(\S+) "(sudo sed [^"]*)"', text)
+    assert host == "10.0.0.11"
+    (config_file,) = [
+        f for f in user_data(rejoin, "cp1")["write_files"] if f["path"] == "/etc/rancher/k3s/config.yaml"
+    ]
+    with tempfile.TemporaryDirectory() as directory:
+        config = Path(directory) / "config.yaml"
+        config.write_text(config_file["content"])
+        command = (
+            remote.replace("\\$", "$")
+            .removeprefix("sudo ")
+            .replace("/etc/rancher/k3s/config.yaml", str(config))
+        )
+        subprocess.run(["bash", "-c", command], check=True)
+        assert yaml.safe_load(config.read_text()) == k3s_config(stack_json, "cp1")
