@@ -168,7 +168,13 @@ class ProxmoxHaSettings:
     protect_control_plane: bool = ProxmoxProps.protect_control_plane
     """Refuse at plan any destroy or replacement of a server VM (``lifecycle.prevent_destroy``): a
     rebuilt cp1 is a new, empty cluster beside the running one. Set False, synth and apply for one
-    rebuild of cp2 or cp3 (docs/proxmox-ha.md, node by node), or to destroy the stack."""
+    rebuild of cp2 or cp3 (docs/proxmox-ha.md, node by node), of cp1 with rejoin_first_server, or to
+    destroy the stack."""
+    rejoin_first_server: bool = ProxmoxProps.rejoin_first_server
+    """A rebuilt cp1 joins the running cluster through cp2 instead of starting a new one, and the
+    releases stay (docs/proxmox-ha.md, "Losing cp1"): set it for the rebuild of a lost cp1 while cp2
+    and cp3 run, and back to False once cp1 is Ready. Never on a stack without running servers: no
+    server would start the cluster."""
     etcd_snapshot_cron: str = "0 */6 * * *"
     etcd_snapshot_retention: int = 28
     etcd_s3: bool = True
@@ -391,6 +397,7 @@ class ProxmoxHaStack(TerraformStack):
             host_cpus=s.host_cpus,
             root_auth=s.root_auth,
             protect_control_plane=s.protect_control_plane,
+            rejoin_first_server=s.rejoin_first_server,
             etcd_snapshots=EtcdSnapshots(
                 schedule_cron=s.etcd_snapshot_cron,
                 retention=s.etcd_snapshot_retention,

@@ -744,8 +744,54 @@ def test_every_vm_deletes_its_node_before_it_is_destroyed(every_stack):
             assert local["when"] == "destroy", vm["name"]
             assert "kubectl delete node" in local["command"] and "kubectl drain" in local["command"]
             assert local["environment"]["NODE"] == "${self.name}"
+            # the VM's disk goes with it: the step names the claims whose local volumes are there
+            assert local["environment"]["WARN_LOCAL_VOLUMES"] == "1", vm["name"]
             refs = re.findall(r"(?<!\$)\$\{([a-z_]+)\.", json.dumps(local))
             assert refs and set(refs) <= {"self", "path", "terraform"}, (vm["name"], refs)
+
+
+# kubectl as the destroy-time step sees it: $STATE/nodes holds "name Ready" lines, $STATE/pvs the
+# PersistentVolumes as delete-node.sh's jsonpath prints them (claim, phase, node affinity values).
+DELETE_NODE_KUBECTL = r"""
+case "$1" in
+  get)
+    case "$2" in
+      node) awk -v n="$3" '$1 == n { print $1 " " $2 }' "$STATE/nodes" ;;
+      pv) cat "$STATE/pvs" ;;
+    esac ;;
+esac
+exit 0
+"""
+
+
+@pytest.mark.parametrize("vm", ["wk-gpu4", "cp2"])
+def test_a_destroyed_vm_names_the_local_volumes_on_its_disk(stack_json, tmp_path, vm):
+    """The scratch disk (a worker) and server-local (a server) go with the VM: its destroy-time step,
+    run with the environment it is synthesized with, names the bound claims whose volumes are there
+    and only those (docs/proxmox-ha.md, "Removing a GPU worker")."""
+    from tests.support.host import Host
+
+    (local,) = [p["local-exec"] for p in vms(stack_json)[vm]["provisioner"]]
+    host = Host(tmp_path)
+    host.stub("kubectl", DELETE_NODE_KUBECTL)
+    (host.state / "nodes").write_text(f"{vm} True\n")
+    (host.state / "pvs").write_text(
+        f"jupyterhub/jupyter-alice-scratch Bound {vm}\n"
+        f"monitoring/prometheus-db Bound {vm}\n"
+        "jupyterhub/jupyter-bob-scratch Bound wk-gpu1\n"
+        f"jupyterhub/claim-old Released {vm}\n"
+    )
+    kubeconfig = tmp_path / "kubeconfig.yaml"
+    kubeconfig.write_text("")
+    env = dict(local["environment"], KUBECONFIG=str(kubeconfig), NODE=vm)
+    assert set(env) == set(local["environment"]) and local["environment"]["NODE"] == "${self.name}"
+    result = host.run("delete-node.sh", **env)
+    assert result.returncode == 0, result.stderr
+    (warning,) = [line for line in result.stderr.splitlines() if "local volumes" in line]
+    assert "jupyterhub/jupyter-alice-scratch monitoring/prometheus-db" in warning
+    assert "bob" not in warning and "claim-old" not in warning
+    assert f"deleted {vm}" in result.stdout
+    assert "WARN_LOCAL_VOLUMES=1" in page_section("Removing a GPU worker")
 
 
 def proxmox_page() -> str:
@@ -1763,3 +1809,144 @@ def test_two_clusters_never_share_a_snapshot_folder():
     assert etcd_secret_lines(synthesized)["etcd-s3-folder"] == "proxmox-lab"
     assert etcd_secret_lines(synth())["etcd-s3-folder"] == MAIN.stack
     assert etcd_secret_lines(synth(etcd_s3_folder="lab/etcd"))["etcd-s3-folder"] == "lab/etcd"
+
+
+# --- Losing cp1 -------------------------------------------------------------------------------------------
+_ADDRESS = re.compile(
+    r"\b((?:proxmox_virtual_environment_[a-z_]+|terraform_data|helm_release)\.[A-Za-z0-9_-]+)"
+)
+
+
+def cp1_address(synthesized: dict) -> str:
+    (name,) = [
+        n for n in resources(synthesized, "proxmox_virtual_environment_vm") if n.startswith("vms_cp1_")
+    ]
+    return f"proxmox_virtual_environment_vm.{name}"
+
+
+def without_lifecycle(synthesized: dict) -> dict[str, dict]:
+    return {
+        f"{kind}.{name}": {key: value for key, value in body.items() if key != "lifecycle"}
+        for kind, named in synthesized["resource"].items()
+        for name, body in named.items()
+    }
+
+
+def test_a_rejoining_cp1_joins_through_cp2_and_nothing_else_changes(stack_json):
+    """rejoin_first_server gives cp1 a joining server's k3s config (server: cp2, no cluster-init),
+    after cp2 answers; every other VM's user data and every other resource stay as they are, but
+    for the lifecycle of what was replaced with cp1."""
+    rejoin = synth(rejoin_first_server=True)
+    first = k3s_config(rejoin, "cp1")
+    assert "cluster-init" not in first and first["server"] == "https://10.0.0.12:6443"
+    assert {k: v for k, v in first.items() if k != "server"} == {
+        k: v for k, v in k3s_config(stack_json, "cp1").items() if k != "cluster-init"
+    }
+    runcmd = user_data(rejoin, "cp1")["runcmd"]
+    assert runcmd[-2:] == [
+        "until curl -ksf https://10.0.0.12:6443/ping; do sleep 10; done",
+        user_data(stack_json, "cp1")["runcmd"][-1],
+    ]
+    for name in ("cp2", "cp3", "wk-gpu1"):
+        assert user_data(rejoin, name) == user_data(stack_json, name), name
+    before, after = without_lifecycle(stack_json), without_lifecycle(rejoin)
+    assert before.keys() == after.keys()
+    changed = {address for address in before if before[address] != after[address]}
+    (snippet,) = changed
+    assert snippet.startswith("proxmox_virtual_environment_file.vms_cp1-user-data_")
+
+
+def test_a_rebuilt_cp1_replaces_every_release_unless_it_rejoins(stack_json):
+    """cp1 with cluster-init is a new cluster when rebuilt: everything installed into the cluster is
+    replaced with it. Rejoining, it is one more member of the running cluster: only the VM, its
+    firewall and the kubeconfig fetched from it are replaced."""
+    rejoin = synth(rejoin_first_server=True)
+    cp1 = cp1_address(stack_json)
+    releases = {f"helm_release.{name}" for name in resources(stack_json, "helm_release")}
+    assert releases and releases <= replacement_of(stack_json, cp1)
+    (kubeconfig,) = kubeconfig_names(stack_json)
+    assert replacement_of(rejoin, cp1) == {
+        cp1,
+        f"terraform_data.{kubeconfig}",
+        *(
+            f"{kind}.{n}"
+            for kind in (
+                "proxmox_virtual_environment_firewall_rules",
+                "proxmox_virtual_environment_firewall_options",
+            )
+            for n in resources(rejoin, kind)
+            if n.startswith("vms_cp1-")
+        ),
+    }
+    for body in resources(rejoin, "helm_release").values():
+        assert "replace_triggered_by" not in (body.get("lifecycle") or {})
+
+
+def replacement_of(synthesized: dict, address: str) -> set[str]:
+    from tests.support.lifecycle import replacement
+
+    return replacement.replaced_with(synthesized, address)
+
+
+def test_the_losing_cp1_runbook_names_what_the_stack_replaces(stack_json):
+    """docs/proxmox-ha.md "Losing cp1": every address it names is in the synthesized stack; the walk
+    of a replaced cp1 lists what Terraform replaces with it; the rejoin plan lists exactly what
+    it replaces (and cp1's new user data); the every-server rebuild replaces the three server VMs
+    and targets them and their firewalls only, none of which depends on a release or step."""
+    section = page_section("Losing cp1")
+    text = section.replace("\\\n", " ")
+    every = {f"{kind}.{name}" for kind, named in stack_json["resource"].items() for name in named}
+    named = set(_ADDRESS.findall(text))
+    assert named and named <= every, named - every
+    cp1 = cp1_address(stack_json)
+    walk = text[text.index("- Without it,") : text.index("- If cp1's VM is gone")]
+    replaced = replacement_of(stack_json, cp1)
+    assert set(_ADDRESS.findall(walk)) == {a for a in replaced if not a.startswith("helm_release.")} - {
+        cp1,
+        *(a for a in replaced if "firewall" in a or "kubeconfig" in a),
+    }
+    rejoin = synth(rejoin_first_server=True)
+    plan = text[text.index("3. Plan the rebuild") : text.index("4. Wait until")]
+    (command,) = re.findall(r"```bash\n(.*?)```", plan, re.S)
+    assert re.findall(r"-replace=(\S+)", command) == [cp1]
+    listed = set(_ADDRESS.findall(plan.split("```", 2)[2]))
+    assert listed == replacement_of(rejoin, cp1) | {
+        a for a in every if a.startswith("proxmox_virtual_environment_file.vms_cp1-user-data_")
+    }
+    assert '"rejoin_first_server": True' in text and '"protect_control_plane": False' in text
+    assert_cp1_gets_cluster_init_back(text, stack_json, rejoin)
+    restore = text[text.index("### Every server lost") :]
+    apply, refetch = re.findall(r"```bash\n(.*?)```", restore, re.S)
+    (kubeconfig,) = kubeconfig_names(stack_json)
+    assert set(re.findall(r"-(?:target|replace)=(\S+)", refetch)) == {f"terraform_data.{kubeconfig}"}
+    servers = {a for a in every if re.match(r"proxmox_virtual_environment_vm\.vms_cp\d_", a)}
+    assert set(re.findall(r"-replace=(\S+)", apply)) == servers
+    targets = set(re.findall(r"-target=(\S+)", apply))
+    firewalls = {a for a in every if "firewall" in a and re.search(r"\.vms_cp\d-", a)}
+    assert targets == servers | firewalls
+    from tests.support.lifecycle import graph
+
+    pulled_in = set().union(*(graph.dependencies(stack_json, t) for t in targets))
+    assert not [a for a in pulled_in if a.startswith(("helm_release.", "terraform_data."))]
+
+
+def assert_cp1_gets_cluster_init_back(text: str, stack_json: dict, rejoin: dict) -> None:
+    """The runbook's edit, run on the config a rejoined cp1 booted with, gives the config cp1's user
+    data has without the setting: cluster-init, no server (which --cluster-reset refuses)."""
+    import tempfile
+
+    ((host, remote),) = re.findall(r'ssh ubuntu@(\S+) "(sudo sed [^"]*)"', text)
+    assert host == "10.0.0.11"
+    (config_file,) = [
+        f for f in user_data(rejoin, "cp1")["write_files"] if f["path"] == "/etc/rancher/k3s/config.yaml"
+    ]
+    with tempfile.TemporaryDirectory() as directory:
+        config = Path(directory) / "config.yaml"
+        config.write_text(config_file["content"])
+        command = (
+            remote.replace("\\$", "$")
+            .removeprefix("sudo ")
+            .replace("/etc/rancher/k3s/config.yaml", str(config))
+        )
+        subprocess.run(["bash", "-c", command], check=True)
+        assert yaml.safe_load(config.read_text()) == k3s_config(stack_json, "cp1")

@@ -184,8 +184,11 @@ class ProxmoxGpuCompute(Construct):
             # "Changing cloud-init inputs"), and with protect_control_plane Terraform refuses that
             # plan: cp2, cp3 and the workers would stay in the old cluster, both announcing the VIP.
             # cp2, cp3 and the workers join the existing cluster: replaced, they leave and rejoin
-            # it, and what runs in it stays.
-            identity=(self.control_planes[0],),
+            # it, and what runs in it stays. With rejoin_first_server cp1 joins too (through cp2):
+            # no single VM's rebuild starts a new cluster, and nothing is replaced with one.
+            # Terraform evaluates replace_triggered_by against the plan at hand, so dropping or
+            # restoring the trigger replaces nothing by itself.
+            identity=() if props.rejoin_first_server else (self.control_planes[0],),
         )
 
     @property
@@ -400,13 +403,21 @@ class ProxmoxGpuCompute(Construct):
         internal/configs/provisioner.go, onlySelfRefs), so the node name is ``self.name`` and the
         kubeconfig a path. The script lets the destroy go on when the API does not answer (a
         whole-stack destroy, where the servers go down in parallel), after printing the command to
-        run by hand; a refused delete stops it."""
+        run by hand; a refused delete stops it.
+
+        ``WARN_LOCAL_VOLUMES`` names, before the drain, the bound claims whose local-path volumes are
+        on the VM's disk, which goes with it: on a worker the notebooks' ``fast-scratch`` volumes, on
+        a server its ``server-local`` ones (the hub's database, the monitoring volumes)."""
         return LocalExecProvisioner(
             type="local-exec",
             when="destroy",
             command=script_literal("delete-node.sh"),
             interpreter=["bash", "-c"],
-            environment={"KUBECONFIG": self.props.kubeconfig_path, "NODE": "${self.name}"},
+            environment={
+                "KUBECONFIG": self.props.kubeconfig_path,
+                "NODE": "${self.name}",
+                "WARN_LOCAL_VOLUMES": "1",
+            },
         )
 
     def ansible_inventory(self) -> str:

@@ -42,15 +42,25 @@ def k3s_config(props: ProxmoxProps, ip: str, *, role: str, first: bool) -> dict[
             }
         )
         config.update(props.etcd_snapshots.k3s_flags())
-        if first:
+        if first and not props.rejoin_first_server:
             config["cluster-init"] = True
         else:
-            config["server"] = f"https://{props.control_plane_ips[0]}:6443"
+            config["server"] = f"https://{join_address(props, first=first)}:6443"
     else:
         config["server"] = f"https://{props.server_address}:6443"
         config["node-label"] = ["=".join(label) for label in WORKER_LABELS]
         config["node-taint"] = [str(GPU_TAINT)]
     return config
+
+
+def join_address(props: ProxmoxProps, *, first: bool) -> str:
+    """The server a joining server registers through: cp1, or for cp1 itself (rejoin_first_server)
+    cp2. A server that joins with an empty datastore becomes a new etcd member of the cluster it
+    reaches; an init node rejoins only so, with ``server:`` in place of ``cluster-init`` and its db
+    directory gone (k3s-io/k3s discussion #7070, issue #10362; k3s PR #13624: a removed init node
+    must be given "either manual removal of DB files to create a new cluster, or setting server
+    address to join an existing cluster")."""
+    return props.control_plane_ips[1] if first else props.control_plane_ips[0]
 
 
 def user_data(props: ProxmoxProps, name: str, ip: str, *, role: str, first: bool) -> str:
@@ -134,10 +144,10 @@ def user_data(props: ProxmoxProps, name: str, ip: str, *, role: str, first: bool
                 "content": yaml.safe_dump_all(kube_vip_manifests(props.api_vip), sort_keys=True),
             }
         )
-    if role == "server" and not first:
-        # Join only once the first server answers.
+    if role == "server" and (not first or props.rejoin_first_server):
+        # Join only once the server it joins through answers.
         document["runcmd"].append(
-            f"until curl -ksf https://{props.control_plane_ips[0]}:6443/ping; do sleep 10; done"
+            f"until curl -ksf https://{join_address(props, first=first)}:6443/ping; do sleep 10; done"
         )
     elif role == "agent":
         document["runcmd"].append(

@@ -217,7 +217,13 @@ class ProxmoxProps:
     """``lifecycle.prevent_destroy`` on the server VMs: Terraform then fails a plan that would destroy
     or replace one (a ``-replace``, a forced replacement, a destroy) before anything is changed. A
     new cp1 would start a new, empty cluster while cp2, cp3 and the workers stay in the old one,
-    both announcing the VIP. Set False for one apply to rebuild cp2 or cp3, or to destroy."""
+    both announcing the VIP. Set False for one apply to rebuild cp2 or cp3 (or cp1 with
+    ``rejoin_first_server``), or to destroy."""
+    rejoin_first_server: bool = False
+    """cp1 joins the running cluster through cp2 (``server:``) instead of initializing one
+    (``cluster-init``), and the releases are no longer replaced with cp1: for rebuilding a lost cp1
+    while cp2 and cp3 run (docs/proxmox-ha.md, "Losing cp1"). Only for a cluster that runs: with
+    no server left, a new cp1 waits for cp2 and cp2 for cp1, and no cluster starts."""
 
     def __post_init__(self) -> None:
         validate.k8s_name("node_name", self.node_name)
