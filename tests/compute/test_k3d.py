@@ -266,6 +266,7 @@ ENV = {
     "NODE_LABELS": "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true",
     "NODE_TAINTS": "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true:NoSchedule",
     "GPU_NODES": "k3d-gpu-poc-agent-2",
+    "CREATE_TIMEOUT": "600s",
 }
 
 
@@ -273,12 +274,54 @@ def test_script_creates_labels_and_verifies(tmp_path):
     host = k3d_host(tmp_path)
     result = host.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "kube.yaml"), **ENV)
     assert result.returncode == 0, result.stderr
-    assert "k3d cluster create gpu-poc --servers 1 --agents 1" in host.calls("k3d")
+    assert "k3d cluster create gpu-poc --timeout 600s --servers 1 --agents 1" in host.calls("k3d")
     assert (
         "kubectl label node k3d-gpu-poc-agent-2 node-role.kubernetes.io/gpu=true --overwrite"
         in host.calls("kubectl")
     )
     assert "verified" in result.stdout
+
+
+def test_the_create_is_bounded_and_a_rolled_back_create_fails_the_step(tmp_path, stack_json, monkeypatch):
+    """k3d's --wait waits for each node's ready log line without a limit (through a node's restart
+    loop); only --timeout makes it roll back and exit (k3d v5 cmd/cluster/clusterCreate.go). The
+    synthesized step gives it one, and the definition does not include it: changing it replaces no
+    cluster."""
+    (cluster,) = resources(stack_json, "terraform_data").values()
+    env = cluster["provisioner"][0]["local-exec"]["environment"]
+    timeout = env["CREATE_TIMEOUT"]
+    assert timeout == "600s"
+    host = k3d_host(tmp_path)
+    step = {k: v for k, v in env.items() if k not in ("BUILD_CONTEXT", "SMOKE_IMAGE")}
+    step.update(
+        NODE_LABELS=ENV["NODE_LABELS"], NODE_TAINTS=ENV["NODE_TAINTS"], KUBECONFIG_OUT=str(tmp_path / "k")
+    )
+    assert host.run("k3d-cluster.sh", **step).returncode == 0
+    (create,) = host.calls("k3d cluster create")
+    assert create.startswith(f"k3d cluster create gpu-poc --timeout {timeout} --servers 1 ")
+    assert "--wait" in create.split()
+
+    # k3d past its deadline: "Cluster creation FAILED, all changes have been rolled back!", exit 1
+    (tmp_path / "late").mkdir()
+    late = k3d_host(tmp_path / "late")
+    late.stub(
+        "k3d",
+        '[ "$1 $2" = "cluster list" ] && exit 1\n'
+        '[ "$1 $2" = "cluster create" ] && { echo "FATA Cluster creation FAILED, all changes have been rolled back!" >&2; exit 1; }\n'
+        "exit 0",
+    )
+    result = late.run("k3d-cluster.sh", **step)
+    assert result.returncode == 1
+    assert f"did not finish within {timeout}" in result.stderr
+    assert late.calls("kubectl") == []
+
+    from gpu_constructs.compute import k3d
+
+    monkeypatch.setattr(k3d, "CREATE_TIMEOUT_SECONDS", 1200)
+    longer = synth()
+    (other,) = resources(longer, "terraform_data").values()
+    assert other["provisioner"][0]["local-exec"]["environment"]["CREATE_TIMEOUT"] == "1200s"
+    assert _definition(longer) == _definition(stack_json)
 
 
 @pytest.mark.parametrize("spelling", sorted(NVIDIA_RUNTIME_SPELLINGS))
@@ -474,7 +517,7 @@ def test_the_stack_builds_the_node_image_before_the_cluster(stack_json, tmp_path
         "--build-arg NVIDIA_CTK_VERSION=1.20.0 -t k3s-cuda:v1.35.5-k3s1-cuda13.1.1 "
         "${path.root}/../../../docker/k3s-cuda"
     )
-    assert build < calls.index("k3d cluster create gpu-poc --servers 1 --agents 1")
+    assert build < calls.index("k3d cluster create gpu-poc --timeout 600s --servers 1 --agents 1")
     (prebuilt,) = resources(synth(build_image=False), "terraform_data").values()
     assert "BUILD_CONTEXT" not in prebuilt["provisioner"][0]["local-exec"]["environment"]
 

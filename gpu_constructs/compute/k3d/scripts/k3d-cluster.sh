@@ -13,6 +13,7 @@
 #   GPU_NODES        space-separated GPU agents whose containerd must name the nvidia runtime
 #   SMOKE_IMAGE      when set (with REQUIRE_GPU=1): the GPU smoke test's image, run once with
 #                    --gpus all before anything is built, so a driver it cannot use stops here
+#   CREATE_TIMEOUT   how long `k3d cluster create` may take before it rolls back (e.g. 600s)
 set -euo pipefail
 
 cluster="${CLUSTER:?CLUSTER is required}"
@@ -79,8 +80,16 @@ if k3d cluster list "$cluster" >/dev/null 2>&1; then
   k3d cluster delete "$cluster"
 fi
 
+# --wait alone waits for every node's ready log line without a limit, through a node's restart loop;
+# with --timeout k3d rolls the cluster back when it passes (k3d v5 cmd/cluster/clusterCreate.go).
+timeout="${CREATE_TIMEOUT:?CREATE_TIMEOUT is required}"
 # shellcheck disable=SC2086 # CREATE_ARGS is a list of separate arguments without spaces inside
-k3d cluster create "$cluster" ${CREATE_ARGS:?CREATE_ARGS is required}
+if ! k3d cluster create "$cluster" --timeout "$timeout" ${CREATE_ARGS:?CREATE_ARGS is required}; then
+  echo "ERROR: 'k3d cluster create ${cluster}' failed or did not finish within ${timeout} (k3d's output" \
+    "above). k3d removes what it created unless it says its rollback failed too; the next apply" \
+    "deletes any cluster ${cluster} left behind and creates it again." >&2
+  exit 1
+fi
 
 mkdir -p "$(dirname "$out")"
 k3d kubeconfig get "$cluster" >"$out"
