@@ -664,6 +664,18 @@ def test_only_cluster_shaping_settings_replace_the_cluster(stack_json):
     assert replacing == CLUSTER_SHAPING
 
 
+def test_the_page_names_each_setting_that_replaces_the_cluster_and_each_that_does_not():
+    """docs/k3d-poc.md, "Plan a change": the settings named before "Everything else" are those
+    whose change replaces the cluster (CLUSTER_SHAPING, which the test above derives from synth),
+    the rest after it; a setting missing from either list is a change the page does not explain."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "k3d-poc.md").read_text()
+    section = page.split("## Plan a change", 1)[1].split("\n## ", 1)[0]
+    replacing, rest = section.split("Everything else", 1)
+    named = {name: (f"`{name}`" in replacing, f"`{name}`" in rest) for name in CHANGED_SETTINGS}
+    assert {name for name, (before, _) in named.items() if before} == CLUSTER_SHAPING
+    assert {name for name, (_, after) in named.items() if after} == set(CHANGED_SETTINGS) - CLUSTER_SHAPING
+
+
 def test_an_installed_package_in_another_place_keeps_the_cluster(monkeypatch, tmp_path):
     """In an installed package the build context is an absolute site-packages path: another
     virtualenv or Python version must not replace the cluster."""
