@@ -845,7 +845,8 @@ def access_host(tmp_path: Path, certificate: str, *, running: str = "true") -> H
     host.stub(
         "docker",
         'case "$1" in\n'
-        '  inspect) [ -s "$STATE/running" ] || { echo "Error: No such object: $3" >&2; exit 1; }\n'
+        '  inspect) [ -e "$STATE/running-$4" ] && { [ -s "$STATE/running-$4" ] || exit 1; cat "$STATE/running-$4"; exit 0; }\n'
+        '           [ -s "$STATE/running" ] || { echo "Error: No such object: $4" >&2; exit 1; }\n'
         '           cat "$STATE/running" ;;\n'
         '  info) [ -e "$STATE/docker-down" ] && exit 1; exit 0 ;;\n'
         "esac",
@@ -894,7 +895,7 @@ def test_the_providers_never_read_the_kubeconfig_file_the_create_step_wrote(stac
     assert access["cluster_ca_certificate"] == f"${{base64decode(data.external.{ca_id}.result.ca_base64)}}"
     assert ca["query"] == {"cluster": f"${{terraform_data.{cluster_id}.id}}"}
     assert stack_json["terraform"]["required_providers"]["external"]["source"] == "hashicorp/external"
-    settings = ["CLUSTER=gpu-poc", "SERVER=k3d-gpu-poc-server-0"]
+    settings = ["CLUSTER=gpu-poc", "LOADBALANCER=k3d-gpu-poc-serverlb", "SERVER=k3d-gpu-poc-server-0"]
     script = ["bash", "-c", script_literal("k3d-access.sh"), "k3d-access"]
     assert ca_program(stack_json) == ["env", *settings, *script, "ca"]
     assert access["exec"]["api_version"] == "client.authentication.k8s.io/v1"
@@ -956,6 +957,9 @@ def test_an_admin_certificate_about_to_expire_fails_the_plan_with_the_restart(
         ("stopped", "the k3d cluster gpu-poc is stopped (k3d-gpu-poc-server-0 is not running): 'k3d cluster start gpu-poc'"),
         ("gone", "the k3d cluster gpu-poc is not on this machine (no container k3d-gpu-poc-server-0;"),
         ("docker-down", "Docker is not running, or this user may not use it"),
+        # the server runs, but the container that publishes 127.0.0.1:<api_port> does not
+        ("lb-stopped", "k3d-gpu-poc-serverlb, which publishes the API of the k3d cluster gpu-poc on this machine, is not running: 'k3d cluster start gpu-poc'"),
+        ("lb-gone", "k3d-gpu-poc-serverlb, which publishes the API of the k3d cluster gpu-poc on this machine, is not running"),
     ],
 )  # fmt: skip
 def test_a_cluster_that_cannot_answer_fails_the_plan_before_anything_is_refreshed(
@@ -965,9 +969,12 @@ def test_a_cluster_that_cannot_answer_fails_the_plan_before_anything_is_refreshe
     the data source checks that the server runs, and names what to do."""
     from tests.support.host import _certificate
 
-    host = access_host(tmp_path, _certificate(365), running="false" if state == "stopped" else "")
+    running = {"stopped": "false", "lb-stopped": "true", "lb-gone": "true"}.get(state, "")
+    host = access_host(tmp_path, _certificate(365), running=running)
     if state == "docker-down":
         (host.state / "docker-down").touch()
+    if state.startswith("lb-"):
+        (host.state / "running-k3d-gpu-poc-serverlb").write_text("false" if state == "lb-stopped" else "")
     result = run_access(host, ca_program(stack_json), stdin="{}")
     assert result.returncode == 1 and result.stdout == ""
     assert message in " ".join(result.stderr.split())

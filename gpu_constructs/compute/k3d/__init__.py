@@ -187,6 +187,11 @@ class K3dProps:
     def server_name(self) -> str:
         return f"k3d-{self.name}-server-0"
 
+    @property
+    def loadbalancer_name(self) -> str:
+        """The container that publishes ``--api-port`` on the host: k3d's server load balancer."""
+        return f"k3d-{self.name}-serverlb"
+
     def node_labels(self) -> list[str]:
         labels = [f"{self.node_name(i)}={'='.join(role_label(role))}" for i, role in enumerate(self.agents)]
         return labels + [
@@ -280,7 +285,13 @@ class K3dGpuCompute(Construct):
         # later plan, before anything is refreshed; it fails the plan, with the remedy, when Docker
         # or the cluster is stopped or the certificate is about to expire.
         def access(mode: str) -> list[str]:
-            settings = sorted({"CLUSTER": props.name, "SERVER": props.server_name}.items())
+            settings = sorted(
+                {
+                    "CLUSTER": props.name,
+                    "SERVER": props.server_name,
+                    "LOADBALANCER": props.loadbalancer_name,
+                }.items()
+            )
             return [
                 "env",
                 *(f"{key}={value}" for key, value in settings),
