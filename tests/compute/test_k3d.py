@@ -324,6 +324,72 @@ def test_the_create_is_bounded_and_a_rolled_back_create_fails_the_step(tmp_path,
     assert _definition(longer) == _definition(stack_json)
 
 
+def test_terraform_runs_a_failed_create_again_over_what_it_left_and_destroys_a_gone_cluster(
+    stack_json, tmp_path
+):
+    """Real Terraform with the synthesized cluster step (the k3d, docker and kubectl stubs): a
+    create that fails and leaves a cluster behind (k3d's rollback failed too) taints the step, the
+    next apply runs it again, and the script deletes the leftover before creating (k3d refuses a
+    name in use: cmd/cluster/clusterCreate.go, "a cluster with that name already exists"). The
+    destroy step on its own (the stack's plan stops at the access check first when the cluster is
+    gone): one k3d cannot run (Docker down) fails and keeps the step in the state, for the next
+    try; one whose cluster is already gone succeeds, as `k3d cluster delete` of a missing cluster
+    logs "nothing to delete" and exits 0 (k3d-io/k3d v5.9.0 cmd/cluster/clusterDelete.go)."""
+    import copy
+
+    from tests.conftest import run_terraform, terraform_binary
+
+    terraform = terraform_binary()
+    ((cluster_id, cluster),) = copy.deepcopy(resources(stack_json, "terraform_data")).items()
+    kubeconfig = tmp_path / "kubeconfig" / "k3d-poc.yaml"
+    cluster["input"]["kubeconfig"] = str(kubeconfig)
+    env = cluster["provisioner"][0]["local-exec"]["environment"]
+    env.update(KUBECONFIG_OUT=str(kubeconfig), NODE_LABELS=ENV["NODE_LABELS"], NODE_TAINTS=ENV["NODE_TAINTS"])
+    work = tmp_path / "stack"
+    work.mkdir()
+    (work / "main.tf.json").write_text(json.dumps({"resource": {"terraform_data": {cluster_id: cluster}}}))
+    host = k3d_host(tmp_path)
+    host.stub(
+        "k3d",
+        'cluster="$STATE/cluster"\n'
+        'case "$1 $2" in\n'
+        '  "cluster list") [ -e "$cluster" ] ;;\n'
+        '  "cluster create") [ -e "$cluster" ] && { echo "FATA a cluster with that name already exists" >&2; exit 1; }\n'
+        '    touch "$cluster"; [ -e "$STATE/fail" ] && { echo "FATA also FAILED to rollback changes!" >&2; exit 1; }; exit 0 ;;\n'
+        '  "cluster delete") [ -e "$STATE/docker-down" ] && { echo "FATA Cannot connect to the Docker daemon" >&2; exit 1; }\n'
+        '    rm -f "$cluster" ;;\n'
+        '  "kubeconfig get") echo "apiVersion: v1" ;;\n'
+        "esac",
+    )
+    tf_env = {**host.environment(), "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+    run_terraform(terraform, work, tf_env, "init", "-input=false")
+    (host.state / "fail").touch()
+    failed = run_terraform(terraform, work, tf_env, "apply", "-auto-approve", "-input=false", codes=(1,))
+    assert "did not finish within 600s" in failed.stderr
+    assert (host.state / "cluster").exists()  # what the failed create left
+    (host.state / "fail").unlink()
+    plan = run_terraform(terraform, work, tf_env, "plan", "-input=false")
+    assert f"terraform_data.{cluster_id} is tainted, so must be replaced" in plan.stdout
+    host.log.write_text("")
+    run_terraform(terraform, work, tf_env, "apply", "-auto-approve", "-input=false")
+    creates = host.calls("k3d cluster")
+    assert creates[-3:-1] == ["k3d cluster list gpu-poc", "k3d cluster delete gpu-poc"], creates
+    assert creates[-1].startswith("k3d cluster create gpu-poc --timeout 600s ")
+    assert kubeconfig.exists()
+
+    # destroy with Docker down: fails, the step stays in the state
+    (host.state / "docker-down").touch()
+    run_terraform(terraform, work, tf_env, "destroy", "-auto-approve", "-input=false", codes=(1,))
+    listed = run_terraform(terraform, work, tf_env, "state", "list")
+    assert f"terraform_data.{cluster_id}" in listed.stdout.split()
+    # the cluster deleted by hand, Docker back: the destroy succeeds and removes the kubeconfig
+    (host.state / "docker-down").unlink()
+    (host.state / "cluster").unlink()
+    run_terraform(terraform, work, tf_env, "destroy", "-auto-approve", "-input=false")
+    assert not kubeconfig.exists()
+    assert run_terraform(terraform, work, tf_env, "state", "list").stdout.strip() == ""
+
+
 @pytest.mark.parametrize("spelling", sorted(NVIDIA_RUNTIME_SPELLINGS))
 def test_script_accepts_the_nvidia_runtime_in_every_toml_spelling(tmp_path, spelling):
     host = k3d_host(tmp_path, config_text=NVIDIA_RUNTIME_SPELLINGS[spelling])

@@ -266,6 +266,9 @@ class K3dGpuCompute(Construct):
                     type="local-exec",
                     when="destroy",
                     # The kubeconfig names a cluster that is gone; the next create writes a new one.
+                    # A cluster already gone is no error ("No nodes found for cluster ..., nothing
+                    # to delete", exit 0); with Docker down k3d fails, and Terraform keeps the step
+                    # for the next destroy (k3d-io/k3d v5.9.0 cmd/cluster/clusterDelete.go).
                     command="k3d cluster delete ${self.input.name} && rm -f ${self.input.kubeconfig}",
                 ),
             ],
