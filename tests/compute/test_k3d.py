@@ -468,6 +468,53 @@ def test_script_runs_the_smoke_test_image_first_and_explains_an_old_driver(tmp_p
     assert "SMOKE_IMAGE" not in cpu["provisioner"][0]["local-exec"]["environment"]
 
 
+def test_the_smoke_test_image_the_preflight_ran_is_loaded_into_the_gpu_agents(tmp_path, stack_json):
+    """The smoke Job's activeDeadlineSeconds counts its image pull, and on a new cluster the device
+    plugin's pull and start too (its release does not wait): the host has the image from the
+    preflight, and the script streams it into each GPU agent's containerd (`ctr image import`, as
+    k3d image import does), so the Job does not pull it. A failed load only warns."""
+    (cluster,) = resources(stack_json, "terraform_data").values()
+    image = cluster["provisioner"][0]["local-exec"]["environment"]["SMOKE_IMAGE"]
+    host = k3d_host(tmp_path)
+    loaded = tmp_path / "loaded.tar"
+    host.stub(
+        "docker",
+        f'case "$1 $2" in\n'
+        f'  "save {image}") echo "image tarball of {image}" ;;\n'
+        f'  "exec -i") [ "$3 $4 $5 $6 $7" = "k3d-gpu-poc-agent-2 ctr image import -" ] && cat > {loaded} ;;\n'
+        f"  exec*) cat {tmp_path / 'containerd-config.toml'} ;;\n"
+        "  *) echo '{\"nvidia\":{}}' ;;\n"
+        "esac",
+    )
+    result = host.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "k"), SMOKE_IMAGE=image, **ENV)
+    assert result.returncode == 0, result.stderr
+    assert loaded.read_text() == f"image tarball of {image}\n"
+    calls = host.calls("docker")
+    assert calls.index(f"docker save {image}") > calls.index(
+        "docker exec k3d-gpu-poc-agent-2 cat /var/lib/rancher/k3s/agent/etc/containerd/config.toml"
+    )
+    assert "WARNING" not in result.stderr
+    # a load that fails leaves the pull to the Job
+    (tmp_path / "fails").mkdir()
+    failing = k3d_host(tmp_path / "fails")
+    failing.stub(
+        "docker",
+        'case "$1 $2" in\n'
+        '  "exec -i") cat >/dev/null; echo "ctr: content digest not found" >&2; exit 1 ;;\n'
+        f"  exec*) cat {tmp_path / 'fails' / 'containerd-config.toml'} ;;\n"
+        "  *) echo '{\"nvidia\":{}}' ;;\n"
+        "esac",
+    )
+    result = failing.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "k"), SMOKE_IMAGE=image, **ENV)
+    assert result.returncode == 0, result.stderr
+    assert f"loading {image} into k3d-gpu-poc-agent-2 failed; the smoke test Job pulls it" in result.stderr
+    # no smoke test, no image to load
+    (tmp_path / "none").mkdir()
+    none = k3d_host(tmp_path / "none")
+    assert none.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "k"), **ENV).returncode == 0
+    assert none.calls("docker save") == []
+
+
 def test_script_stops_without_docker_gpu_support(tmp_path):
     host = k3d_host(tmp_path, docker_gpu=False)
     result = host.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "k"), **ENV)

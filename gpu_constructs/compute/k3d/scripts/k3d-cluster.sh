@@ -12,7 +12,8 @@
 #   IMAGE            the k3s CUDA node image to build
 #   GPU_NODES        space-separated GPU agents whose containerd must name the nvidia runtime
 #   SMOKE_IMAGE      when set (with REQUIRE_GPU=1): the GPU smoke test's image, run once with
-#                    --gpus all before anything is built, so a driver it cannot use stops here
+#                    --gpus all before anything is built, so a driver it cannot use stops here,
+#                    then loaded into the GPU agents, so the smoke test Job does not pull it
 #   CREATE_TIMEOUT   how long `k3d cluster create` may take before it rolls back (e.g. 600s)
 set -euo pipefail
 
@@ -133,4 +134,18 @@ for node in ${GPU_NODES:-}; do
   fi
 done
 [ "$failed" = "0" ] || exit 1
+
+# The smoke test's image is on this host already (the preflight above ran it); a new GPU agent would
+# pull it from the registry again within the smoke Job's activeDeadlineSeconds, which the device
+# plugin's own image pull and start count against too (its release does not wait for the pod).
+# Loaded into the GPU agents' containerd as `k3d image import` does it (k3d-io/k3d v5.9.0
+# pkg/client/tools.go loadImageFromStream: `ctr image import` from a stream in each node), the
+# kubelet uses it as it is (a pinned tag: imagePullPolicy IfNotPresent). Not loaded, the Job pulls.
+if [ "${REQUIRE_GPU:-1}" = "1" ] && [ -n "${SMOKE_IMAGE:-}" ]; then
+  for node in ${GPU_NODES:-}; do
+    if ! docker save "$SMOKE_IMAGE" | docker exec -i "$node" ctr image import - >/dev/null; then
+      echo "WARNING: loading ${SMOKE_IMAGE} into ${node} failed; the smoke test Job pulls it." >&2
+    fi
+  done
+fi
 echo "k3d-cluster: ${cluster} is up; node roles, taints and the GPU agents' nvidia runtime verified."
