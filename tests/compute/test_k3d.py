@@ -481,7 +481,7 @@ def test_the_smoke_test_image_the_preflight_ran_is_loaded_into_the_gpu_agents(tm
         "docker",
         f'case "$1 $2" in\n'
         f'  "save {image}") echo "image tarball of {image}" ;;\n'
-        f'  "exec -i") [ "$3 $4 $5 $6 $7" = "k3d-gpu-poc-agent-2 ctr image import -" ] && cat > {loaded} ;;\n'
+        f'  "exec -i") [ "$3 $4 $5 $6 $7 $8 $9" = "k3d-gpu-poc-agent-2 ctr -n k8s.io image import -" ] && cat > {loaded} ;;\n'
         f"  exec*) cat {tmp_path / 'containerd-config.toml'} ;;\n"
         "  *) echo '{\"nvidia\":{}}' ;;\n"
         "esac",

@@ -139,11 +139,12 @@ done
 # pull it from the registry again within the smoke Job's activeDeadlineSeconds, which the device
 # plugin's own image pull and start count against too (its release does not wait for the pod).
 # Loaded into the GPU agents' containerd as `k3d image import` does it (k3d-io/k3d v5.9.0
-# pkg/client/tools.go loadImageFromStream: `ctr image import` from a stream in each node), the
-# kubelet uses it as it is (a pinned tag: imagePullPolicy IfNotPresent). Not loaded, the Job pulls.
+# pkg/client/tools.go loadImageFromStream: `ctr image import` from a stream in each node), in the
+# namespace of containerd's CRI plugin, k8s.io, the kubelet uses it as it is (a pinned tag:
+# imagePullPolicy IfNotPresent). Not loaded, the Job pulls.
 if [ "${REQUIRE_GPU:-1}" = "1" ] && [ -n "${SMOKE_IMAGE:-}" ]; then
   for node in ${GPU_NODES:-}; do
-    if ! docker save "$SMOKE_IMAGE" | docker exec -i "$node" ctr image import - >/dev/null; then
+    if ! docker save "$SMOKE_IMAGE" | docker exec -i "$node" ctr -n k8s.io image import - >/dev/null; then
       echo "WARNING: loading ${SMOKE_IMAGE} into ${node} failed; the smoke test Job pulls it." >&2
     fi
   done
