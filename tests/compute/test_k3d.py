@@ -266,6 +266,7 @@ ENV = {
     "NODE_LABELS": "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true",
     "NODE_TAINTS": "k3d-gpu-poc-agent-2=node-role.kubernetes.io/gpu=true:NoSchedule",
     "GPU_NODES": "k3d-gpu-poc-agent-2",
+    "CREATE_TIMEOUT": "600s",
 }
 
 
@@ -273,12 +274,120 @@ def test_script_creates_labels_and_verifies(tmp_path):
     host = k3d_host(tmp_path)
     result = host.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "kube.yaml"), **ENV)
     assert result.returncode == 0, result.stderr
-    assert "k3d cluster create gpu-poc --servers 1 --agents 1" in host.calls("k3d")
+    assert "k3d cluster create gpu-poc --timeout 600s --servers 1 --agents 1" in host.calls("k3d")
     assert (
         "kubectl label node k3d-gpu-poc-agent-2 node-role.kubernetes.io/gpu=true --overwrite"
         in host.calls("kubectl")
     )
     assert "verified" in result.stdout
+
+
+def test_the_create_is_bounded_and_a_rolled_back_create_fails_the_step(tmp_path, stack_json, monkeypatch):
+    """k3d's --wait waits for each node's ready log line without a limit (through a node's restart
+    loop); only --timeout makes it roll back and exit (k3d v5 cmd/cluster/clusterCreate.go). The
+    synthesized step gives it one, and the definition does not include it: changing it replaces no
+    cluster."""
+    (cluster,) = resources(stack_json, "terraform_data").values()
+    env = cluster["provisioner"][0]["local-exec"]["environment"]
+    timeout = env["CREATE_TIMEOUT"]
+    assert timeout == "600s"
+    host = k3d_host(tmp_path)
+    step = {k: v for k, v in env.items() if k not in ("BUILD_CONTEXT", "SMOKE_IMAGE")}
+    step.update(
+        NODE_LABELS=ENV["NODE_LABELS"], NODE_TAINTS=ENV["NODE_TAINTS"], KUBECONFIG_OUT=str(tmp_path / "k")
+    )
+    assert host.run("k3d-cluster.sh", **step).returncode == 0
+    (create,) = host.calls("k3d cluster create")
+    assert create.startswith(f"k3d cluster create gpu-poc --timeout {timeout} --servers 1 ")
+    assert "--wait" in create.split()
+
+    # k3d past its deadline: "Cluster creation FAILED, all changes have been rolled back!", exit 1
+    (tmp_path / "late").mkdir()
+    late = k3d_host(tmp_path / "late")
+    late.stub(
+        "k3d",
+        '[ "$1 $2" = "cluster list" ] && exit 1\n'
+        '[ "$1 $2" = "cluster create" ] && { echo "FATA Cluster creation FAILED, all changes have been rolled back!" >&2; exit 1; }\n'
+        "exit 0",
+    )
+    result = late.run("k3d-cluster.sh", **step)
+    assert result.returncode == 1
+    assert f"did not finish within {timeout}" in result.stderr
+    assert late.calls("kubectl") == []
+
+    from gpu_constructs.compute import k3d
+
+    monkeypatch.setattr(k3d, "CREATE_TIMEOUT_SECONDS", 1200)
+    longer = synth()
+    (other,) = resources(longer, "terraform_data").values()
+    assert other["provisioner"][0]["local-exec"]["environment"]["CREATE_TIMEOUT"] == "1200s"
+    assert _definition(longer) == _definition(stack_json)
+
+
+def test_terraform_runs_a_failed_create_again_over_what_it_left_and_destroys_a_gone_cluster(
+    stack_json, tmp_path
+):
+    """Real Terraform with the synthesized cluster step (the k3d, docker and kubectl stubs): a
+    create that fails and leaves a cluster behind (k3d's rollback failed too) taints the step, the
+    next apply runs it again, and the script deletes the leftover before creating (k3d refuses a
+    name in use: cmd/cluster/clusterCreate.go, "a cluster with that name already exists"). The
+    destroy step on its own (the stack's plan stops at the access check first when the cluster is
+    gone): one k3d cannot run (Docker down) fails and keeps the step in the state, for the next
+    try; one whose cluster is already gone succeeds, as `k3d cluster delete` of a missing cluster
+    logs "nothing to delete" and exits 0 (k3d-io/k3d v5.9.0 cmd/cluster/clusterDelete.go)."""
+    import copy
+
+    from tests.conftest import run_terraform, terraform_binary
+
+    terraform = terraform_binary()
+    ((cluster_id, cluster),) = copy.deepcopy(resources(stack_json, "terraform_data")).items()
+    kubeconfig = tmp_path / "kubeconfig" / "k3d-poc.yaml"
+    cluster["input"]["kubeconfig"] = str(kubeconfig)
+    env = cluster["provisioner"][0]["local-exec"]["environment"]
+    env.update(KUBECONFIG_OUT=str(kubeconfig), NODE_LABELS=ENV["NODE_LABELS"], NODE_TAINTS=ENV["NODE_TAINTS"])
+    work = tmp_path / "stack"
+    work.mkdir()
+    (work / "main.tf.json").write_text(json.dumps({"resource": {"terraform_data": {cluster_id: cluster}}}))
+    host = k3d_host(tmp_path)
+    host.stub(
+        "k3d",
+        'cluster="$STATE/cluster"\n'
+        'case "$1 $2" in\n'
+        '  "cluster list") [ -e "$cluster" ] ;;\n'
+        '  "cluster create") [ -e "$cluster" ] && { echo "FATA a cluster with that name already exists" >&2; exit 1; }\n'
+        '    touch "$cluster"; [ -e "$STATE/fail" ] && { echo "FATA also FAILED to rollback changes!" >&2; exit 1; }; exit 0 ;;\n'
+        '  "cluster delete") [ -e "$STATE/docker-down" ] && { echo "FATA Cannot connect to the Docker daemon" >&2; exit 1; }\n'
+        '    rm -f "$cluster" ;;\n'
+        '  "kubeconfig get") echo "apiVersion: v1" ;;\n'
+        "esac",
+    )
+    tf_env = {**host.environment(), "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+    run_terraform(terraform, work, tf_env, "init", "-input=false")
+    (host.state / "fail").touch()
+    failed = run_terraform(terraform, work, tf_env, "apply", "-auto-approve", "-input=false", codes=(1,))
+    assert "did not finish within 600s" in failed.stderr
+    assert (host.state / "cluster").exists()  # what the failed create left
+    (host.state / "fail").unlink()
+    plan = run_terraform(terraform, work, tf_env, "plan", "-input=false")
+    assert f"terraform_data.{cluster_id} is tainted, so must be replaced" in plan.stdout
+    host.log.write_text("")
+    run_terraform(terraform, work, tf_env, "apply", "-auto-approve", "-input=false")
+    creates = host.calls("k3d cluster")
+    assert creates[-3:-1] == ["k3d cluster list gpu-poc", "k3d cluster delete gpu-poc"], creates
+    assert creates[-1].startswith("k3d cluster create gpu-poc --timeout 600s ")
+    assert kubeconfig.exists()
+
+    # destroy with Docker down: fails, the step stays in the state
+    (host.state / "docker-down").touch()
+    run_terraform(terraform, work, tf_env, "destroy", "-auto-approve", "-input=false", codes=(1,))
+    listed = run_terraform(terraform, work, tf_env, "state", "list")
+    assert f"terraform_data.{cluster_id}" in listed.stdout.split()
+    # the cluster deleted by hand, Docker back: the destroy succeeds and removes the kubeconfig
+    (host.state / "docker-down").unlink()
+    (host.state / "cluster").unlink()
+    run_terraform(terraform, work, tf_env, "destroy", "-auto-approve", "-input=false")
+    assert not kubeconfig.exists()
+    assert run_terraform(terraform, work, tf_env, "state", "list").stdout.strip() == ""
 
 
 @pytest.mark.parametrize("spelling", sorted(NVIDIA_RUNTIME_SPELLINGS))
@@ -357,6 +466,53 @@ def test_script_runs_the_smoke_test_image_first_and_explains_an_old_driver(tmp_p
     # without a smoke test there is no image to check
     (cpu,) = resources(synth(agents=("app", "infra"), smoke_test=False), "terraform_data").values()
     assert "SMOKE_IMAGE" not in cpu["provisioner"][0]["local-exec"]["environment"]
+
+
+def test_the_smoke_test_image_the_preflight_ran_is_loaded_into_the_gpu_agents(tmp_path, stack_json):
+    """The smoke Job's activeDeadlineSeconds counts its image pull, and on a new cluster the device
+    plugin's pull and start too (its release does not wait): the host has the image from the
+    preflight, and the script streams it into each GPU agent's containerd (`ctr image import`, as
+    k3d image import does), so the Job does not pull it. A failed load only warns."""
+    (cluster,) = resources(stack_json, "terraform_data").values()
+    image = cluster["provisioner"][0]["local-exec"]["environment"]["SMOKE_IMAGE"]
+    host = k3d_host(tmp_path)
+    loaded = tmp_path / "loaded.tar"
+    host.stub(
+        "docker",
+        f'case "$1 $2" in\n'
+        f'  "save {image}") echo "image tarball of {image}" ;;\n'
+        f'  "exec -i") [ "$3 $4 $5 $6 $7 $8 $9" = "k3d-gpu-poc-agent-2 ctr -n k8s.io image import -" ] && cat > {loaded} ;;\n'
+        f"  exec*) cat {tmp_path / 'containerd-config.toml'} ;;\n"
+        "  *) echo '{\"nvidia\":{}}' ;;\n"
+        "esac",
+    )
+    result = host.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "k"), SMOKE_IMAGE=image, **ENV)
+    assert result.returncode == 0, result.stderr
+    assert loaded.read_text() == f"image tarball of {image}\n"
+    calls = host.calls("docker")
+    assert calls.index(f"docker save {image}") > calls.index(
+        "docker exec k3d-gpu-poc-agent-2 cat /var/lib/rancher/k3s/agent/etc/containerd/config.toml"
+    )
+    assert "WARNING" not in result.stderr
+    # a load that fails leaves the pull to the Job
+    (tmp_path / "fails").mkdir()
+    failing = k3d_host(tmp_path / "fails")
+    failing.stub(
+        "docker",
+        'case "$1 $2" in\n'
+        '  "exec -i") cat >/dev/null; echo "ctr: content digest not found" >&2; exit 1 ;;\n'
+        f"  exec*) cat {tmp_path / 'fails' / 'containerd-config.toml'} ;;\n"
+        "  *) echo '{\"nvidia\":{}}' ;;\n"
+        "esac",
+    )
+    result = failing.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "k"), SMOKE_IMAGE=image, **ENV)
+    assert result.returncode == 0, result.stderr
+    assert f"loading {image} into k3d-gpu-poc-agent-2 failed; the smoke test Job pulls it" in result.stderr
+    # no smoke test, no image to load
+    (tmp_path / "none").mkdir()
+    none = k3d_host(tmp_path / "none")
+    assert none.run("k3d-cluster.sh", KUBECONFIG_OUT=str(tmp_path / "k"), **ENV).returncode == 0
+    assert none.calls("docker save") == []
 
 
 def test_script_stops_without_docker_gpu_support(tmp_path):
@@ -474,7 +630,7 @@ def test_the_stack_builds_the_node_image_before_the_cluster(stack_json, tmp_path
         "--build-arg NVIDIA_CTK_VERSION=1.20.0 -t k3s-cuda:v1.35.5-k3s1-cuda13.1.1 "
         "${path.root}/../../../docker/k3s-cuda"
     )
-    assert build < calls.index("k3d cluster create gpu-poc --servers 1 --agents 1")
+    assert build < calls.index("k3d cluster create gpu-poc --timeout 600s --servers 1 --agents 1")
     (prebuilt,) = resources(synth(build_image=False), "terraform_data").values()
     assert "BUILD_CONTEXT" not in prebuilt["provisioner"][0]["local-exec"]["environment"]
 
@@ -619,6 +775,18 @@ def test_only_cluster_shaping_settings_replace_the_cluster(stack_json):
         name for name, value in CHANGED_SETTINGS.items() if _definition(synth(**{name: value})) != default
     }
     assert replacing == CLUSTER_SHAPING
+
+
+def test_the_page_names_each_setting_that_replaces_the_cluster_and_each_that_does_not():
+    """docs/k3d-poc.md, "Plan a change": the settings named before "Everything else" are those
+    whose change replaces the cluster (CLUSTER_SHAPING, which the test above derives from synth),
+    the rest after it; a setting missing from either list is a change the page does not explain."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "k3d-poc.md").read_text()
+    section = page.split("## Plan a change", 1)[1].split("\n## ", 1)[0]
+    replacing, rest = section.split("Everything else", 1)
+    named = {name: (f"`{name}`" in replacing, f"`{name}`" in rest) for name in CHANGED_SETTINGS}
+    assert {name for name, (before, _) in named.items() if before} == CLUSTER_SHAPING
+    assert {name for name, (_, after) in named.items() if after} == set(CHANGED_SETTINGS) - CLUSTER_SHAPING
 
 
 def test_an_installed_package_in_another_place_keeps_the_cluster(monkeypatch, tmp_path):
@@ -790,7 +958,8 @@ def access_host(tmp_path: Path, certificate: str, *, running: str = "true") -> H
     host.stub(
         "docker",
         'case "$1" in\n'
-        '  inspect) [ -s "$STATE/running" ] || { echo "Error: No such object: $3" >&2; exit 1; }\n'
+        '  inspect) [ -e "$STATE/running-$4" ] && { [ -s "$STATE/running-$4" ] || exit 1; cat "$STATE/running-$4"; exit 0; }\n'
+        '           [ -s "$STATE/running" ] || { echo "Error: No such object: $4" >&2; exit 1; }\n'
         '           cat "$STATE/running" ;;\n'
         '  info) [ -e "$STATE/docker-down" ] && exit 1; exit 0 ;;\n'
         "esac",
@@ -839,7 +1008,7 @@ def test_the_providers_never_read_the_kubeconfig_file_the_create_step_wrote(stac
     assert access["cluster_ca_certificate"] == f"${{base64decode(data.external.{ca_id}.result.ca_base64)}}"
     assert ca["query"] == {"cluster": f"${{terraform_data.{cluster_id}.id}}"}
     assert stack_json["terraform"]["required_providers"]["external"]["source"] == "hashicorp/external"
-    settings = ["CLUSTER=gpu-poc", "SERVER=k3d-gpu-poc-server-0"]
+    settings = ["CLUSTER=gpu-poc", "LOADBALANCER=k3d-gpu-poc-serverlb", "SERVER=k3d-gpu-poc-server-0"]
     script = ["bash", "-c", script_literal("k3d-access.sh"), "k3d-access"]
     assert ca_program(stack_json) == ["env", *settings, *script, "ca"]
     assert access["exec"]["api_version"] == "client.authentication.k8s.io/v1"
@@ -901,6 +1070,9 @@ def test_an_admin_certificate_about_to_expire_fails_the_plan_with_the_restart(
         ("stopped", "the k3d cluster gpu-poc is stopped (k3d-gpu-poc-server-0 is not running): 'k3d cluster start gpu-poc'"),
         ("gone", "the k3d cluster gpu-poc is not on this machine (no container k3d-gpu-poc-server-0;"),
         ("docker-down", "Docker is not running, or this user may not use it"),
+        # the server runs, but the container that publishes 127.0.0.1:<api_port> does not
+        ("lb-stopped", "k3d-gpu-poc-serverlb, which publishes the API of the k3d cluster gpu-poc on this machine, is not running: 'k3d cluster start gpu-poc'"),
+        ("lb-gone", "k3d-gpu-poc-serverlb, which publishes the API of the k3d cluster gpu-poc on this machine, is not running"),
     ],
 )  # fmt: skip
 def test_a_cluster_that_cannot_answer_fails_the_plan_before_anything_is_refreshed(
@@ -910,9 +1082,12 @@ def test_a_cluster_that_cannot_answer_fails_the_plan_before_anything_is_refreshe
     the data source checks that the server runs, and names what to do."""
     from tests.support.host import _certificate
 
-    host = access_host(tmp_path, _certificate(365), running="false" if state == "stopped" else "")
+    running = {"stopped": "false", "lb-stopped": "true", "lb-gone": "true"}.get(state, "")
+    host = access_host(tmp_path, _certificate(365), running=running)
     if state == "docker-down":
         (host.state / "docker-down").touch()
+    if state.startswith("lb-"):
+        (host.state / "running-k3d-gpu-poc-serverlb").write_text("false" if state == "lb-stopped" else "")
     result = run_access(host, ca_program(stack_json), stdin="{}")
     assert result.returncode == 1 and result.stdout == ""
     assert message in " ".join(result.stderr.split())

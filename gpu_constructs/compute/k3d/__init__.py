@@ -79,11 +79,19 @@ CLUSTER_DEFINITION_VERSION = 1
 """Part of the cluster's definition in place of k3d-cluster.sh's text: bump it when a change to that
 script changes the cluster it creates (a flag, a label, a file it writes into the nodes), so that
 existing clusters are created again; a change to its checks or messages leaves them."""
-NOT_DEFINING = frozenset({"SMOKE_IMAGE", "BUILD_CONTEXT"})
+CREATE_TIMEOUT_SECONDS = 600
+"""How long ``k3d cluster create`` may take (``--timeout``) before it rolls the cluster back and
+fails the apply. Its ``--wait`` has no limit of its own: k3d waits for each node's ready log line,
+through restarts, and only warns "Consider using a creation timeout to avoid waiting forever in a
+Restart Loop" (k3d-io/k3d v5.9.0 cmd/cluster/clusterCreate.go, flags wait and timeout, default 0;
+pkg/client/node.go NodeWaitForLogMessage), and Terraform gives a local-exec no timeout either. k3d
+applies it to each phase (prepare, create, start: pkg/client/cluster.go ClusterRun)."""
+NOT_DEFINING = frozenset({"SMOKE_IMAGE", "BUILD_CONTEXT", "CREATE_TIMEOUT"})
 """Environment of the create step that does not shape the cluster, so it is left out of the
 definition whose change replaces the cluster (and every release in it): the smoke test's image, used
-by a one-off host preflight (the smoke test itself is its own release), and where the build context
-is on this machine (an installed package's absolute site-packages path)."""
+by a one-off host preflight (the smoke test itself is its own release), where the build context
+is on this machine (an installed package's absolute site-packages path), and how long the create
+may take."""
 
 KUBECONFIG_UMASK = "set -euo pipefail\numask 077\n"
 """Run before the create script (with its own errexit first, as every multi-command step here):
@@ -179,6 +187,11 @@ class K3dProps:
     def server_name(self) -> str:
         return f"k3d-{self.name}-server-0"
 
+    @property
+    def loadbalancer_name(self) -> str:
+        """The container that publishes ``--api-port`` on the host: k3d's server load balancer."""
+        return f"k3d-{self.name}-serverlb"
+
     def node_labels(self) -> list[str]:
         labels = [f"{self.node_name(i)}={'='.join(role_label(role))}" for i, role in enumerate(self.agents)]
         return labels + [
@@ -212,6 +225,7 @@ class K3dGpuCompute(Construct):
             "KUBECONFIG_OUT": props.kubeconfig_path,
             "REQUIRE_GPU": "1",
             "GPU_NODES": " ".join(props.gpu_nodes()),
+            "CREATE_TIMEOUT": f"{CREATE_TIMEOUT_SECONDS}s",
         }
         if props.preflight_image:
             env["SMOKE_IMAGE"] = props.preflight_image
@@ -252,6 +266,9 @@ class K3dGpuCompute(Construct):
                     type="local-exec",
                     when="destroy",
                     # The kubeconfig names a cluster that is gone; the next create writes a new one.
+                    # A cluster already gone is no error ("No nodes found for cluster ..., nothing
+                    # to delete", exit 0); with Docker down k3d fails, and Terraform keeps the step
+                    # for the next destroy (k3d-io/k3d v5.9.0 cmd/cluster/clusterDelete.go).
                     command="k3d cluster delete ${self.input.name} && rm -f ${self.input.kubeconfig}",
                 ),
             ],
@@ -271,7 +288,13 @@ class K3dGpuCompute(Construct):
         # later plan, before anything is refreshed; it fails the plan, with the remedy, when Docker
         # or the cluster is stopped or the certificate is about to expire.
         def access(mode: str) -> list[str]:
-            settings = sorted({"CLUSTER": props.name, "SERVER": props.server_name}.items())
+            settings = sorted(
+                {
+                    "CLUSTER": props.name,
+                    "SERVER": props.server_name,
+                    "LOADBALANCER": props.loadbalancer_name,
+                }.items()
+            )
             return [
                 "env",
                 *(f"{key}={value}" for key, value in settings),

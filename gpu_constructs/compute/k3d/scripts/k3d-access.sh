@@ -13,12 +13,14 @@
 #               (client.authentication.k8s.io/v1) with the admin client certificate and key, which
 #               go to the provider's memory only: never into a file, the state or a log.
 # Environment: CLUSTER (the k3d cluster name), SERVER (its server container, k3d-<name>-server-0),
+# LOADBALANCER (its load balancer container, k3d-<name>-serverlb, which publishes the API port),
 # CERT_MIN_DAYS (default 7: a certificate that expires sooner is refused).
 set -euo pipefail
 
 mode="${1:?the mode is required: ca or credential}"
 cluster="${CLUSTER:?CLUSTER is required}"
 server="${SERVER:?SERVER is required}"
+loadbalancer="${LOADBALANCER:?LOADBALANCER is required}"
 
 case "$mode" in
   ca) cat >/dev/null ;;
@@ -49,6 +51,17 @@ fi
 if [ "$running" != "true" ]; then
   echo "ERROR: k3d-access: the k3d cluster ${cluster} is stopped (${server} is not running):" \
     "'k3d cluster start ${cluster}', then plan again." >&2
+  exit 1
+fi
+# The API's host port (127.0.0.1:<api_port>, where the providers connect) is published by the load
+# balancer container, not by the server (k3d v5.9.0 pkg/client/loadbalancer.go LoadbalancerPrepare
+# binds KubeAPI on the serverlb node): with it stopped the server runs and the API is refused all
+# the same. Docker restarts it with the others (restart policy unless-stopped), but not when its
+# port is taken; `k3d cluster start` starts it (pkg/client/cluster.go ClusterStart, helpers).
+if [ "$(docker inspect --format '{{.State.Running}}' "$loadbalancer" 2>/dev/null || true)" != "true" ]; then
+  echo "ERROR: k3d-access: ${loadbalancer}, which publishes the API of the k3d cluster ${cluster} on" \
+    "this machine, is not running: 'k3d cluster start ${cluster}' (it names a host port another" \
+    "process holds), then plan again." >&2
   exit 1
 fi
 

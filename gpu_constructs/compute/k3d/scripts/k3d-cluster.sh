@@ -12,7 +12,9 @@
 #   IMAGE            the k3s CUDA node image to build
 #   GPU_NODES        space-separated GPU agents whose containerd must name the nvidia runtime
 #   SMOKE_IMAGE      when set (with REQUIRE_GPU=1): the GPU smoke test's image, run once with
-#                    --gpus all before anything is built, so a driver it cannot use stops here
+#                    --gpus all before anything is built, so a driver it cannot use stops here,
+#                    then loaded into the GPU agents, so the smoke test Job does not pull it
+#   CREATE_TIMEOUT   how long `k3d cluster create` may take before it rolls back (e.g. 600s)
 set -euo pipefail
 
 cluster="${CLUSTER:?CLUSTER is required}"
@@ -79,8 +81,16 @@ if k3d cluster list "$cluster" >/dev/null 2>&1; then
   k3d cluster delete "$cluster"
 fi
 
+# --wait alone waits for every node's ready log line without a limit, through a node's restart loop;
+# with --timeout k3d rolls the cluster back when it passes (k3d v5 cmd/cluster/clusterCreate.go).
+timeout="${CREATE_TIMEOUT:?CREATE_TIMEOUT is required}"
 # shellcheck disable=SC2086 # CREATE_ARGS is a list of separate arguments without spaces inside
-k3d cluster create "$cluster" ${CREATE_ARGS:?CREATE_ARGS is required}
+if ! k3d cluster create "$cluster" --timeout "$timeout" ${CREATE_ARGS:?CREATE_ARGS is required}; then
+  echo "ERROR: 'k3d cluster create ${cluster}' failed or did not finish within ${timeout} (k3d's output" \
+    "above). k3d removes what it created unless it says its rollback failed too; the next apply" \
+    "deletes any cluster ${cluster} left behind and creates it again." >&2
+  exit 1
+fi
 
 mkdir -p "$(dirname "$out")"
 k3d kubeconfig get "$cluster" >"$out"
@@ -124,4 +134,19 @@ for node in ${GPU_NODES:-}; do
   fi
 done
 [ "$failed" = "0" ] || exit 1
+
+# The smoke test's image is on this host already (the preflight above ran it); a new GPU agent would
+# pull it from the registry again within the smoke Job's activeDeadlineSeconds, which the device
+# plugin's own image pull and start count against too (its release does not wait for the pod).
+# Loaded into the GPU agents' containerd as `k3d image import` does it (k3d-io/k3d v5.9.0
+# pkg/client/tools.go loadImageFromStream: `ctr image import` from a stream in each node), in the
+# namespace of containerd's CRI plugin, k8s.io, the kubelet uses it as it is (a pinned tag:
+# imagePullPolicy IfNotPresent). Not loaded, the Job pulls.
+if [ "${REQUIRE_GPU:-1}" = "1" ] && [ -n "${SMOKE_IMAGE:-}" ]; then
+  for node in ${GPU_NODES:-}; do
+    if ! docker save "$SMOKE_IMAGE" | docker exec -i "$node" ctr -n k8s.io image import - >/dev/null; then
+      echo "WARNING: loading ${SMOKE_IMAGE} into ${node} failed; the smoke test Job pulls it." >&2
+    fi
+  done
+fi
 echo "k3d-cluster: ${cluster} is up; node roles, taints and the GPU agents' nvidia runtime verified."
