@@ -600,6 +600,12 @@ def test_without_a_firewall_neither_is_emitted():
             {"tier": "enterprise"},
             r"'k8s_version' is '1.34': LKE Enterprise takes a full version such as v1.31.8\+lke5",
         ),
+        # Turned off, the firewall would be deleted with its id left on both pools (firewall_id is
+        # Optional+Computed): refused at synth, on a new stack as on a deployed one.
+        (
+            {**ENTERPRISE, "firewall": False},
+            r"'firewall' is False: LKE Enterprise keeps a pool's firewall_id once set",
+        ),
     ],
 )
 def test_bad_tier_settings(overrides, message):

@@ -195,6 +195,20 @@ class LkeProps:
                 "region", self.region, f"{self.gpu_plan} is offered in {', '.join(regions)}; pick one of them"
             )
         validate.one_of("tier", self.tier, TIERS)
+        if self.tier == "enterprise" and not self.firewall:
+            # Both pools' firewall_id is Optional and Computed (provider v3.13.0: the cluster's
+            # pool in linode/lke/schema_resource.go; linode_lke_node_pool in
+            # linode/lkenodepool/framework_resource_schema.go, with UseStateForUnknown). Dropped
+            # from the configuration it keeps the state's value, so turning the firewall off would
+            # delete linode_firewall and leave its id on both pools, with no update sent
+            # (ReconcileLKENodePoolSpecs and the pool's update diff only the planned value). And a
+            # pool without firewall_id gets the default firewall anyway (lke_node_pool page).
+            raise ConfigError(
+                "firewall",
+                False,
+                "LKE Enterprise keeps a pool's firewall_id once set (Optional+Computed in provider "
+                "3.13.0): keep firewall=True (docs/lke.md, Node firewall)",
+            )
         if self.tier == "enterprise":
             if not ENTERPRISE_VERSION.match(self.k8s_version):
                 raise ConfigError(
