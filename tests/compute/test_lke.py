@@ -91,7 +91,7 @@ def test_cluster_is_ha_in_chicago_on_1_34_with_an_acl(stack_json):
     assert plane["high_availability"] is True
     acl = "${distinct(concat(var.api_allowed_cidrs, var.runner_cidrs))}"
     assert plane["acl"][0] == {"enabled": True, "addresses": [{"ipv4": acl}]}
-    assert cluster["external_pool_tags"] == ["gpu-pool"]
+    assert cluster["external_pool_tags"] == ["gpu-pool", "system-standby"]
 
 
 def test_gpu_pool_autoscales_one_to_five_without_fighting_the_autoscaler(stack_json):
@@ -776,8 +776,8 @@ def test_the_cluster_is_protected_from_destroy_and_replacement(stack_json):
     uninstall runs against the new cluster's provider configuration, or not at all (helm provider
     v3.1.1 drops a release it cannot look up). prevent_destroy refuses that plan; protect_cluster=False
     lifts it for a deliberate `cdktf destroy`."""
-    assert one(stack_json, "linode_lke_cluster")["lifecycle"] == {"prevent_destroy": True}
-    assert "lifecycle" not in one(synth(protect_cluster=False), "linode_lke_cluster")
+    assert one(stack_json, "linode_lke_cluster")["lifecycle"]["prevent_destroy"] is True
+    assert "prevent_destroy" not in one(synth(protect_cluster=False), "linode_lke_cluster")["lifecycle"]
 
 
 def test_terraform_refuses_a_plan_that_replaces_the_protected_cluster(stack_json, tmp_path):
@@ -785,7 +785,7 @@ def test_terraform_refuses_a_plan_that_replaces_the_protected_cluster(stack_json
     applies it, then fails the plan of its replacement."""
     from tests.conftest import terraform_binary
 
-    lifecycle = one(stack_json, "linode_lke_cluster")["lifecycle"]
+    lifecycle = {"prevent_destroy": one(stack_json, "linode_lke_cluster")["lifecycle"]["prevent_destroy"]}
     config = {
         "variable": {"region": {"type": "string"}},
         "resource": {
@@ -977,3 +977,68 @@ def test_the_page_says_to_rotate_the_token_earlier_versions_exposed():
     page = " ".join((Path(__file__).resolve().parents[2] / "docs" / "lke.md").read_text().split())
     assert "passed the token through `manifests[0].stringData.token`" in page
     assert "revoke that token in Cloud Manager (API Tokens) first" in page
+
+
+def test_a_new_system_plan_is_refused_until_a_standby_pool_runs(stack_json, enterprise_json, tmp_path):
+    """The cluster resource replaces its own pool create-then-delete and waits for the new nodes
+    only after the delete (provider v3.13.0 linode/lke/resource.go updateResource), which leaves the
+    system pods without a node. On both tiers the pool's type is ignored and a postcondition compares
+    the state's type with system_plan. Real Terraform, on a stand-in whose input is the cluster's
+    pool: the deployed plan passes, a new one fails the plan with the way out; with a standby pool
+    the cluster has neither, so the change goes through, and the standby is its own external pool."""
+    from tests.conftest import terraform_binary
+
+    for synthesized in (stack_json, enterprise_json):
+        cluster = one(synthesized, "linode_lke_cluster")
+        assert cluster["lifecycle"]["ignore_changes"] == ["pool[0].type"]
+        assert cluster["lifecycle"]["prevent_destroy"] is True
+    (guard,) = one(stack_json, "linode_lke_cluster")["lifecycle"]["postcondition"]
+
+    def terraform(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [terraform_binary(), *args, "-input=false", "-no-color"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    def stand_in(plan: str, lifecycle: dict | None) -> None:
+        cluster = {"input": {"pool": [{"type": plan, "count": 2}]}}
+        if lifecycle is not None:
+            cluster["lifecycle"] = lifecycle
+        config = {"resource": {"terraform_data": {"cluster": cluster}}}
+        (tmp_path / "main.tf.json").write_text(json.dumps(config))
+
+    guarded = {
+        "ignore_changes": ["input"],
+        "postcondition": [
+            {key: value.replace("self.", "self.output.") for key, value in guard.items()},
+        ],
+    }
+    stand_in("g6-standard-2", None)
+    assert terraform("apply", "-auto-approve").returncode == 0
+    stand_in("g6-standard-2", guarded)
+    assert terraform("plan").returncode == 0
+    stand_in("g6-standard-4", {**guarded, "postcondition": [
+        {key: value.replace("g6-standard-2", "g6-standard-4") for key, value in guarded["postcondition"][0].items()}
+    ]})  # fmt: skip
+    refused = terraform("plan")
+    message = " ".join(refused.stderr.split())
+    assert refused.returncode != 0
+    assert "The system pool runs g6-standard-2, not system_plan g6-standard-4" in message
+    assert "system_standby_plan" in message
+
+    standby = synth(system_plan="g6-standard-4", system_standby_plan="g6-standard-4")
+    cluster = one(standby, "linode_lke_cluster")
+    assert set(cluster["lifecycle"]) == {"prevent_destroy"}
+    assert cluster["pool"][0]["type"] == "g6-standard-4"
+    pools = {pool["label"]: pool for pool in resources(standby, "linode_lke_node_pool").values()}
+    assert pools["system-standby"]["type"] == "g6-standard-4"
+    assert pools["system-standby"]["node_count"] == 2
+    assert set(pools["system-standby"]["tags"]) <= set(cluster["external_pool_tags"])
+    assert "taint" not in pools["system-standby"]
+    assert pools["system-standby"]["labels"] == {"system-standby": "true"}
+    stand_in("g6-standard-4", None)
+    assert terraform("plan").returncode == 0
+    page = (Path(__file__).resolve().parents[2] / "docs" / "lke.md").read_text()
+    section = " ".join(page.split("## Change the system plan", 1)[1].split("\n## ", 1)[0].split())
+    for step in ('"system_standby_plan": "<new plan>"', "drain -l '!system-standby,!nvidia.com/gpu'"):
+        assert step in section, step

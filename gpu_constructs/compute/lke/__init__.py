@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cdktf import Fn, TerraformResourceLifecycle, Token
+from cdktf import Fn, Postcondition, TerraformResourceLifecycle, Token
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
@@ -39,6 +39,9 @@ from gpu_constructs.compute.lke.bindings import (
 from gpu_constructs.errors import ConfigError
 
 GPU_POOL_TAG = "gpu-pool"
+SYSTEM_STANDBY_TAG = "system-standby"
+"""The tag of the standby system pool (``system_standby_plan``), its own linode_lke_node_pool: like
+the GPU pool's, in the cluster's external_pool_tags, so the cluster resource leaves it alone."""
 # LKE's private networks: the control plane and nodes (192.168.128.0/17) and NodeBalancers
 # (192.168.255.0/24) must reach the nodes for kubelet, Calico and NodePorts.
 LKE_PRIVATE = "192.168.128.0/17"
@@ -148,6 +151,11 @@ class LkeProps:
     system_plan: str = "g6-standard-2"
     system_nodes: int = 2
     """Untainted nodes for CoreDNS, Calico and operators, which do not tolerate the GPU taint."""
+    system_standby_plan: str | None = None
+    """A second untainted pool of ``system_nodes`` nodes on this plan, while ``system_plan`` changes:
+    the cluster resource replaces its own pool by deleting the old one before the new nodes are up,
+    so a new ``system_plan`` is refused at plan unless this pool already runs the system pods
+    (docs/lke.md, Change the system plan). None the rest of the time."""
     firewall: bool = True
     tier: str = "standard"
     """LKE tier: ``standard`` (the node firewall kept by cloud-firewall-controller) or ``enterprise``
@@ -245,12 +253,14 @@ class LkeProps:
             why="max cannot be below gpu_min_nodes",
         )
         validate.int_range("system_nodes", self.system_nodes, 1, 100)
-        if not PLAN.match(self.system_plan) or GPU_PLAN.match(self.system_plan):
-            raise ConfigError(
-                "system_plan",
-                self.system_plan,
-                "use a Linode CPU plan such as g6-standard-2 for the system pool",
-            )
+        for name, plan in (
+            ("system_plan", self.system_plan),
+            ("system_standby_plan", self.system_standby_plan),
+        ):
+            if plan is not None and (not PLAN.match(plan) or GPU_PLAN.match(plan)):
+                raise ConfigError(
+                    name, plan, "use a Linode CPU plan such as g6-standard-2 for the system pool"
+                )
         if not validate.is_reference(self.firewall_label):
             if not 3 <= len(self.firewall_label) <= 32:
                 raise ConfigError("firewall_label", self.firewall_label, "use 3 to 32 characters")
@@ -331,9 +341,31 @@ class LkeGpuCompute(Construct):
                     update_strategy=update_strategy,
                 )
             ],
-            external_pool_tags=[GPU_POOL_TAG],
+            # The standby's tag whether it exists or not: adding or dropping it changes nothing else.
+            external_pool_tags=[GPU_POOL_TAG, SYSTEM_STANDBY_TAG],
             tier="enterprise" if enterprise else None,
+            lifecycle=None if props.system_standby_plan else system_pool_guard(props.system_plan),
         )
+        self.system_standby = None
+        if props.system_standby_plan:
+            # Created, it is ready (the provider's Create waits for WaitForNodePoolReady) before
+            # the system pods are drained onto it; a new plan replaces it, the new one first.
+            self.system_standby = LkeNodePool(
+                self,
+                "system-standby",
+                cluster_id=self.lke.id_ref,
+                type=props.system_standby_plan,
+                node_count=props.system_nodes,
+                label="system-standby",
+                firewall_id=firewall_id,
+                # On its nodes too (LKE cascades a pool's labels), so a drain can tell the two
+                # system pools apart when they share a plan.
+                labels={SYSTEM_STANDBY_TAG: "true"},
+                tags=[SYSTEM_STANDBY_TAG],
+                k8s_version=pool_version,
+                update_strategy=update_strategy,
+                lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
+            )
         self.gpu_pool = LkeNodePool(
             self,
             "gpu-pool",
@@ -615,6 +647,35 @@ def crd_rule(rule: FirewallRule) -> dict[str, object]:
     if rule.ports is not None:
         spec["ports"] = rule.ports
     return spec
+
+
+def system_pool_guard(system_plan: str) -> TerraformResourceLifecycle:
+    """The cluster's lifecycle without a standby system pool: ``system_plan`` does not reach the
+    cluster's own pool, and the plan fails while that pool runs another plan.
+
+    The cluster resource replaces a pool whose type changed by creating the new one and deleting
+    the old one in the same update, and waits for the new pool's nodes only after the delete
+    (provider v3.13.0 linode/lke/cluster.go ReconcileLKENodePoolSpecs: "Types cannot be updated on
+    node pools so we should delete the old one and create a new one"; linode/lke/resource.go
+    updateResource: CreateLKENodePool, DeleteLKENodePool, then WaitForNodePoolReady). The GPU pool's
+    taint keeps CoreDNS, Traefik and the operators off it, so they would have no node until the new
+    pool is ready. With the type ignored, ``self`` keeps the type the state read back from LKE, and
+    the postcondition compares it with the setting; a new cluster plans the setting and passes."""
+    return TerraformResourceLifecycle(
+        ignore_changes=["pool[0].type"],
+        postcondition=[
+            Postcondition(
+                condition=f'${{self.pool[0].type == "{system_plan}"}}',
+                error_message=(
+                    f"The system pool runs ${{self.pool[0].type}}, not system_plan {system_plan}: the "
+                    "provider would delete it before the new pool's nodes are ready, leaving CoreDNS, "
+                    "Traefik and the operators without a node. Deploy with system_standby_plan first, "
+                    'drain the old system nodes, then change system_plan (docs/lke.md "Change the '
+                    'system plan"), or set system_plan back.'
+                ),
+            )
+        ],
+    )
 
 
 def _kube_field(kubeconfig: object, section: str, entry: str, key: str) -> str:
