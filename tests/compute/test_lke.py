@@ -1028,7 +1028,7 @@ def test_a_new_system_plan_is_refused_until_a_standby_pool_runs(stack_json, ente
 
     standby = synth(system_plan="g6-standard-4", system_standby_plan="g6-standard-4")
     cluster = one(standby, "linode_lke_cluster")
-    assert set(cluster["lifecycle"]) == {"prevent_destroy"}
+    assert not {"ignore_changes", "postcondition"} & set(cluster["lifecycle"])
     assert cluster["pool"][0]["type"] == "g6-standard-4"
     pools = {pool["label"]: pool for pool in resources(standby, "linode_lke_node_pool").values()}
     assert pools["system-standby"]["type"] == "g6-standard-4"
@@ -1042,3 +1042,59 @@ def test_a_new_system_plan_is_refused_until_a_standby_pool_runs(stack_json, ente
     section = " ".join(page.split("## Change the system plan", 1)[1].split("\n## ", 1)[0].split())
     for step in ('"system_standby_plan": "<new plan>"', "drain -l '!system-standby,!nvidia.com/gpu'"):
         assert step in section, step
+
+
+@pytest.mark.parametrize(
+    ("setting", "deployed", "passes"),
+    [
+        ("1.34", [], True),  # a first deploy: no cluster with that label yet
+        ("1.34", ["1.34"], True),
+        ("1.34", ["1.33"], True),
+        ("1.34", ["1.32"], False),  # a skipped minor
+        ("1.33", ["1.34"], False),  # a lower one
+        ("v1.34.1+lke1", ["v1.33.4+lke2"], True),
+        ("v1.34.1+lke1", ["v1.34.0+lke3"], True),
+        ("v1.34.1+lke1", ["v1.32.9+lke1"], False),
+    ],
+)
+def test_a_version_more_than_one_minor_away_from_the_deployed_one_is_refused(
+    setting, deployed, passes, tmp_path
+):
+    """A new k8s_version recycles every node of every pool, GPU pool included (provider v3.13.0
+    linode/lke/resource.go, recycleLKECluster), so each step must be one Kubernetes allows. The
+    cluster's precondition reads the deployed version from linode_lke_clusters, found by the
+    cluster's label and depending on no resource (read at plan). Real Terraform evaluates it on a
+    stand-in, a variable answering for the data source."""
+    from tests.conftest import terraform_binary
+
+    overrides = (
+        {"k8s_version": setting} if setting.startswith("1.") else {**ENTERPRISE, "k8s_version": setting}
+    )
+    synthesized = synth(**overrides)
+    ((name, data),) = synthesized["data"]["linode_lke_clusters"].items()
+    assert data == {
+        "filter": [{"name": "label", "values": [one(synthesized, "linode_lke_cluster")["label"]]}]
+    }
+    (guard,) = one(synthesized, "linode_lke_cluster")["lifecycle"]["precondition"]
+    answered = {key: value.replace(f"data.linode_lke_clusters.{name}.lke_clusters", "var.deployed")
+                for key, value in guard.items()}  # fmt: skip
+    config = {
+        "variable": {"deployed": {"type": "list(object({k8s_version = string}))"}},
+        "resource": {
+            "terraform_data": {"cluster": {"input": setting, "lifecycle": {"precondition": [answered]}}}
+        },
+    }
+    (tmp_path / "main.tf.json").write_text(json.dumps(config))
+    listed = json.dumps([{"k8s_version": version} for version in deployed])
+    planned = subprocess.run(
+        [terraform_binary(), "plan", "-input=false", "-no-color", f"-var=deployed={listed}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    message = " ".join(planned.stderr.split())
+    assert (planned.returncode == 0) is passes, message
+    if not passes:
+        assert f"The cluster runs Kubernetes {deployed[0]}, and k8s_version {setting}" in message
+        assert "deploy each minor in turn" in message
+        page = (Path(__file__).resolve().parents[2] / "docs" / "lke.md").read_text()
+        section = " ".join(page.split("## Upgrade Kubernetes", 1)[1].split("\n## ", 1)[0].split())
+        assert "PodDisruptionBudget" in section and "linode-cli lke versions-list" in section

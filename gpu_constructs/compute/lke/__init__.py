@@ -17,8 +17,9 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from cdktf import Fn, Postcondition, TerraformResourceLifecycle, Token
+from cdktf import Fn, Postcondition, Precondition, TerraformResourceLifecycle, Token
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
@@ -30,9 +31,11 @@ from gpu_constructs.compute.lke.bindings import (
     Autoscaler,
     ClusterPool,
     ControlPlane,
+    Filter,
     Firewall,
     FirewallRule,
     LkeCluster,
+    LkeClusters,
     LkeNodePool,
     PoolTaint,
 )
@@ -321,6 +324,15 @@ class LkeGpuCompute(Construct):
         # enterprise acceptance template sets both (v3.13.0 linode/lke/tmpl/enterprise.gotf).
         pool_version = props.k8s_version if enterprise else None
         update_strategy = ENTERPRISE_UPDATE_STRATEGY if enterprise else None
+        # The deployed cluster, found by its label (unique in an account: "The unique label for the
+        # cluster", provider v3.13.0 docs/data-sources/lke_clusters.md). It depends on no resource,
+        # so Terraform reads it at every plan, before the cluster's update; none on a first deploy.
+        self.deployed = LkeClusters(self, "deployed", filter=[Filter("label", [props.label])])
+        lifecycle = TerraformResourceLifecycle(
+            precondition=[version_guard(self.deployed, props.k8s_version)],
+            # With a standby system pool the new system_plan goes through (Change the system plan).
+            **({} if props.system_standby_plan else system_pool_guard(props.system_plan)),
+        )
         self.lke = LkeCluster(
             self,
             "cluster",
@@ -344,7 +356,7 @@ class LkeGpuCompute(Construct):
             # The standby's tag whether it exists or not: adding or dropping it changes nothing else.
             external_pool_tags=[GPU_POOL_TAG, SYSTEM_STANDBY_TAG],
             tier="enterprise" if enterprise else None,
-            lifecycle=None if props.system_standby_plan else system_pool_guard(props.system_plan),
+            lifecycle=lifecycle,
         )
         self.system_standby = None
         if props.system_standby_plan:
@@ -649,7 +661,37 @@ def crd_rule(rule: FirewallRule) -> dict[str, object]:
     return spec
 
 
-def system_pool_guard(system_plan: str) -> TerraformResourceLifecycle:
+def k8s_minor(version: str) -> int:
+    """The minor of ``1.34`` (standard tier) or ``v1.34.1+lke1`` (Enterprise)."""
+    return int(version.removeprefix("v").split(".")[1])
+
+
+def version_guard(deployed: LkeClusters, k8s_version: str) -> Precondition:
+    """Refuse a k8s_version more than one minor above, or below, the deployed cluster's.
+
+    A new k8s_version updates the control plane, then recycles every node of every pool, the GPU
+    pool included, and waits for all of them (provider v3.13.0 linode/lke/resource.go updateResource:
+    "Implicitly recycling LKE cluster to apply Kubernetes version upgrade", recycleLKECluster over
+    ListLKENodePools, which external_pool_tags does not filter). Kubernetes upgrades a control plane
+    one minor at a time (its version skew policy); what LKE does with a skipped minor or a lower one
+    is not confirmed here, so the plan refuses both before anything changes. On LKE Enterprise the
+    same recycle runs too, before the pools' own k8s_version rolls their nodes again."""
+    minor = k8s_minor(k8s_version)
+    clusters = f"{deployed.fqn_path}.lke_clusters"
+    # A for expression rather than [0]: no index into the empty list of a first deploy.
+    running = f'[for c in {clusters} : tonumber(split(".", trimprefix(c.k8s_version, "v"))[1])]'
+    return Precondition(
+        condition=f"${{alltrue([for m in {running} : contains([{minor - 1}, {minor}], m)])}}",
+        error_message=(
+            f'The cluster runs Kubernetes ${{join(", ", {clusters}[*].k8s_version)}}, and k8s_version '
+            f"{k8s_version} is neither its minor nor the next one: LKE upgrades one minor at a time and "
+            "recycles every node, GPU nodes included, at each step; deploy each minor in turn, never a "
+            'lower one (docs/lke.md "Upgrade Kubernetes").'
+        ),
+    )
+
+
+def system_pool_guard(system_plan: str) -> dict[str, Any]:
     """The cluster's lifecycle without a standby system pool: ``system_plan`` does not reach the
     cluster's own pool, and the plan fails while that pool runs another plan.
 
@@ -661,7 +703,7 @@ def system_pool_guard(system_plan: str) -> TerraformResourceLifecycle:
     taint keeps CoreDNS, Traefik and the operators off it, so they would have no node until the new
     pool is ready. With the type ignored, ``self`` keeps the type the state read back from LKE, and
     the postcondition compares it with the setting; a new cluster plans the setting and passes."""
-    return TerraformResourceLifecycle(
+    return dict(
         ignore_changes=["pool[0].type"],
         postcondition=[
             Postcondition(
