@@ -992,7 +992,6 @@ def test_a_new_system_plan_is_refused_until_a_standby_pool_runs(stack_json, ente
         cluster = one(synthesized, "linode_lke_cluster")
         assert cluster["lifecycle"]["ignore_changes"] == ["pool[0].type"]
         assert cluster["lifecycle"]["prevent_destroy"] is True
-    (guard,) = one(stack_json, "linode_lke_cluster")["lifecycle"]["postcondition"]
 
     def terraform(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -1000,26 +999,28 @@ def test_a_new_system_plan_is_refused_until_a_standby_pool_runs(stack_json, ente
             cwd=tmp_path, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
 
-    def stand_in(plan: str, lifecycle: dict | None) -> None:
-        cluster = {"input": {"pool": [{"type": plan, "count": 2}]}}
-        if lifecycle is not None:
-            cluster["lifecycle"] = lifecycle
+    def stand_in(synthesized: dict | None, plan: str, count: int = 2) -> None:
+        """The cluster's pool as a terraform_data input, with the synthesized stack's lifecycle
+        (its ignore_changes and postcondition, moved under ``input``)."""
+        cluster: dict = {"input": {"pool": [{"type": plan, "count": count}]}}
+        if synthesized is not None:
+            lifecycle = one(synthesized, "linode_lke_cluster")["lifecycle"]
+            cluster["lifecycle"] = {
+                key: [f"input.{path}" for path in lifecycle[key]] if key == "ignore_changes" else [
+                    {k: v.replace("self.", "self.input.") for k, v in condition.items()}
+                    for condition in lifecycle[key]
+                ]
+                for key in ("ignore_changes", "postcondition") if key in lifecycle
+            }  # fmt: skip
         config = {"resource": {"terraform_data": {"cluster": cluster}}}
         (tmp_path / "main.tf.json").write_text(json.dumps(config))
 
-    guarded = {
-        "ignore_changes": ["input"],
-        "postcondition": [
-            {key: value.replace("self.", "self.output.") for key, value in guard.items()},
-        ],
-    }
-    stand_in("g6-standard-2", None)
+    stand_in(None, "g6-standard-2")
     assert terraform("apply", "-auto-approve").returncode == 0
-    stand_in("g6-standard-2", guarded)
-    assert terraform("plan").returncode == 0
-    stand_in("g6-standard-4", {**guarded, "postcondition": [
-        {key: value.replace("g6-standard-2", "g6-standard-4") for key, value in guarded["postcondition"][0].items()}
-    ]})  # fmt: skip
+    stand_in(stack_json, "g6-standard-2", count=3)
+    counted = terraform("plan")
+    assert counted.returncode == 0 and "count = 2 -> 3" in counted.stdout, counted.stderr
+    stand_in(synth(system_plan="g6-standard-4"), "g6-standard-4")
     refused = terraform("plan")
     message = " ".join(refused.stderr.split())
     assert refused.returncode != 0
@@ -1036,8 +1037,9 @@ def test_a_new_system_plan_is_refused_until_a_standby_pool_runs(stack_json, ente
     assert set(pools["system-standby"]["tags"]) <= set(cluster["external_pool_tags"])
     assert "taint" not in pools["system-standby"]
     assert pools["system-standby"]["labels"] == {"system-standby": "true"}
-    stand_in("g6-standard-4", None)
-    assert terraform("plan").returncode == 0
+    stand_in(standby, "g6-standard-4")
+    changed = terraform("plan")
+    assert changed.returncode == 0 and '"g6-standard-2" -> "g6-standard-4"' in changed.stdout, changed.stderr
     page = (Path(__file__).resolve().parents[2] / "docs" / "lke.md").read_text()
     section = " ".join(page.split("## Change the system plan", 1)[1].split("\n## ", 1)[0].split())
     for step in ('"system_standby_plan": "<new plan>"', "drain -l '!system-standby,!nvidia.com/gpu'"):
