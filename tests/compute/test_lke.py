@@ -1100,3 +1100,67 @@ def test_a_version_more_than_one_minor_away_from_the_deployed_one_is_refused(
         page = (Path(__file__).resolve().parents[2] / "docs" / "lke.md").read_text()
         section = " ".join(page.split("## Upgrade Kubernetes", 1)[1].split("\n## ", 1)[0].split())
         assert "PodDisruptionBudget" in section and "linode-cli lke versions-list" in section
+
+
+def pool(plan: str, *tags: str, ready: bool = True) -> dict:
+    return {"type": plan, "tags": list(tags), "nodes": [{"status": "ready" if ready else "not_ready"}] * 2}
+
+
+@pytest.mark.parametrize(
+    ("system_plan", "deployed", "passes"),
+    [
+        ("g6-standard-4", [], True),  # a first deploy
+        # the standby added, system_plan unchanged
+        ("g6-standard-2", [[pool("g6-standard-2"), pool("g2-gpu-rtx4000a1-s", "gpu-pool")]], True),
+        # the standby and a new system_plan in one deploy
+        ("g6-standard-4", [[pool("g6-standard-2"), pool("g2-gpu-rtx4000a1-s", "gpu-pool")]], False),
+        ("g6-standard-4", [[pool("g6-standard-2"), pool("g6-standard-4", "system-standby")]], True),
+        (
+            "g6-standard-4",
+            [[pool("g6-standard-2"), pool("g6-standard-4", "system-standby", ready=False)]],
+            False,
+        ),
+    ],
+)
+def test_a_new_system_plan_waits_for_a_ready_standby(system_plan, deployed, passes, tmp_path):
+    """With system_standby_plan the cluster's type is no longer ignored, so a precondition reads the
+    deployed pools (linode_lke_cluster by the id linode_lke_clusters found, both at plan): a new
+    system_plan passes only once a pool tagged system-standby runs with every node ready, so the
+    standby and the new plan in one deploy (the cluster's update first) is refused. Real Terraform on
+    a stand-in, a variable answering for the data source."""
+    from tests.conftest import terraform_binary
+
+    synthesized = synth(system_plan=system_plan, system_standby_plan="g6-standard-4")
+    ((name, data),) = synthesized["data"]["linode_lke_cluster"].items()
+    ((listed_name, _),) = synthesized["data"]["linode_lke_clusters"].items()
+    assert data["id"] == f"${{data.linode_lke_clusters.{listed_name}.lke_clusters[count.index].id}}"
+    assert data["count"] == f"${{length(data.linode_lke_clusters.{listed_name}.lke_clusters)}}"
+    (guard,) = [
+        condition
+        for condition in one(synthesized, "linode_lke_cluster")["lifecycle"]["precondition"]
+        if f"data.linode_lke_cluster.{name}" in condition["condition"]
+    ]
+    answered = {k: v.replace(f"data.linode_lke_cluster.{name}", "var.deployed") for k, v in guard.items()}
+    node = "list(object({status = string}))"
+    config = {
+        "variable": {
+            "deployed": {
+                "type": f"list(object({{pools = list(object({{type = string, tags = list(string), nodes = {node}}}))}}))"
+            }
+        },
+        "resource": {
+            "terraform_data": {"cluster": {"input": system_plan, "lifecycle": {"precondition": [answered]}}}
+        },
+    }
+    (tmp_path / "main.tf.json").write_text(json.dumps(config))
+    value = json.dumps([{"pools": pools} for pools in deployed])
+    planned = subprocess.run(
+        [terraform_binary(), "plan", "-input=false", "-no-color", f"-var=deployed={value}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    message = " ".join(planned.stderr.split())
+    assert (planned.returncode == 0) is passes, message
+    if not passes:
+        assert (
+            f"system_plan {system_plan} would replace the running system pool before the standby" in message
+        )

@@ -35,6 +35,7 @@ from gpu_constructs.compute.lke.bindings import (
     Firewall,
     FirewallRule,
     LkeCluster,
+    LkeClusterData,
     LkeClusters,
     LkeNodePool,
     PoolTaint,
@@ -328,9 +329,20 @@ class LkeGpuCompute(Construct):
         # cluster", provider v3.13.0 docs/data-sources/lke_clusters.md). It depends on no resource,
         # so Terraform reads it at every plan, before the cluster's update; none on a first deploy.
         self.deployed = LkeClusters(self, "deployed", filter=[Filter("label", [props.label])])
+        preconditions = [version_guard(self.deployed, props.k8s_version)]
+        if props.system_standby_plan:
+            # The new system_plan goes through now, once the standby runs: in one deploy with the
+            # standby's creation, the cluster's update (and the old pool's delete) would come first.
+            clusters = f"{self.deployed.fqn_path}.lke_clusters"
+            self.deployed_pools = LkeClusterData(
+                self,
+                "deployed-pools",
+                cluster_id=f"${{{clusters}[count.index].id}}",
+                count=f"${{length({clusters})}}",
+            )
+            preconditions.append(standby_guard(self.deployed_pools, props.system_plan))
         lifecycle = TerraformResourceLifecycle(
-            precondition=[version_guard(self.deployed, props.k8s_version)],
-            # With a standby system pool the new system_plan goes through (Change the system plan).
+            precondition=preconditions,
             **({} if props.system_standby_plan else system_pool_guard(props.system_plan)),
         )
         self.lke = LkeCluster(
@@ -687,6 +699,30 @@ def version_guard(deployed: LkeClusters, k8s_version: str) -> Precondition:
             f"{k8s_version} is neither its minor nor the next one: LKE upgrades one minor at a time and "
             "recycles every node, GPU nodes included, at each step; deploy each minor in turn, never a "
             'lower one (docs/lke.md "Upgrade Kubernetes").'
+        ),
+    )
+
+
+def standby_guard(deployed: LkeClusterData, system_plan: str) -> Precondition:
+    """With a standby system pool: refuse a new system_plan until the deployed cluster has the
+    standby pool with every node ready. The deployed pools come from linode_lke_cluster, read at plan
+    (its id from linode_lke_clusters, which depends on no resource); a first deploy has none."""
+    external = f'["{GPU_POOL_TAG}", "{SYSTEM_STANDBY_TAG}"]'
+    system = f"[for p in c.pools : p.type if length(setintersection(p.tags, {external})) == 0]"
+    standby_ready = (
+        f'[for p in c.pools : alltrue([for n in p.nodes : n.status == "ready"]) '
+        f'if contains(p.tags, "{SYSTEM_STANDBY_TAG}")]'
+    )
+    return Precondition(
+        condition=(
+            f'${{alltrue([for c in {deployed.fqn_path} : alltrue([for t in {system} : t == "{system_plan}"]) '
+            f"|| anytrue({standby_ready})])}}"
+        ),
+        error_message=(
+            f"system_plan {system_plan} would replace the running system pool before the standby pool "
+            "(system_standby_plan) runs with every node ready: deploy the standby first with the old "
+            'system_plan, drain the old system nodes, then change system_plan (docs/lke.md "Change the '
+            'system plan").'
         ),
     )
 

@@ -224,6 +224,30 @@ class LkeClusters(TerraformDataSource):
         return f"data.{self.TYPE}.{self.friendly_unique_id}"
 
 
+class LkeClusterData(TerraformDataSource):
+    """``data "linode_lke_cluster"``: one cluster by ``id``, with its ``pools`` (each with ``type``,
+    ``tags`` and ``nodes[].status``; provider v3.13.0 docs/data-sources/lke_cluster.md). ``count``
+    as a Terraform expression, for a cluster that may not exist yet."""
+
+    TYPE = "linode_lke_cluster"
+
+    def __init__(self, scope: Construct, id: str, *, cluster_id: str, count: str | None = None) -> None:
+        super().__init__(
+            scope, id, terraform_resource_type=self.TYPE, terraform_generator_metadata=_metadata()
+        )
+        self._arguments = {"id": cluster_id}
+        if count is not None:
+            self.add_override("count", count)
+
+    def _synthesize_attributes(self) -> Mapping[str, Any]:
+        return drop_none(self._arguments)
+
+    @property
+    def fqn_path(self) -> str:
+        """``data.linode_lke_cluster.<name>`` for use inside a Terraform expression."""
+        return f"data.{self.TYPE}.{self.friendly_unique_id}"
+
+
 FIREWALL_PROTOCOLS = ("TCP", "UDP", "ICMP", "IPENCAP")
 """What the provider's schema accepts (linode/firewall/framework_schema_resource.go, v3.13.0);
 the reference page lists the first three, the validator and the Linode API also take IPENCAP."""
@@ -305,6 +329,7 @@ __all__ = [
     "FirewallRule",
     "LinodeProvider",
     "LkeCluster",
+    "LkeClusterData",
     "LkeClusters",
     "LkeNodePool",
     "PoolTaint",
