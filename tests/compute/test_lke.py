@@ -237,6 +237,10 @@ def test_kubeconfig_is_a_sensitive_output(stack_json):
             {"system_plan": "g2-gpu-rtx4000a1-s"},
             r"'system_plan' is 'g2-gpu-rtx4000a1-s': use a Linode CPU plan",
         ),
+        (
+            {"system_standby_plan": "g2-gpu-rtx4000a1-s"},
+            r"'system_standby_plan' is 'g2-gpu-rtx4000a1-s': use a Linode CPU plan",
+        ),
     ],
 )
 def test_bad_settings(overrides, message):
