@@ -39,6 +39,10 @@ class LkeSettings:
     gpu_max_nodes: int = LkeProps.gpu_max_nodes
     system_plan: str = LkeProps.system_plan
     system_nodes: int = LkeProps.system_nodes
+    system_standby_plan: str | None = LkeProps.system_standby_plan
+    """A second system pool on this plan while ``system_plan`` changes; a new ``system_plan`` alone
+    fails the plan, since LKE would delete the old pool before the new one is up (docs/lke.md,
+    Change the system plan)."""
     firewall: bool = LkeProps.firewall
     tier: str = LkeProps.tier
     """``standard``: cloud-firewall-controller keeps the nodes in the firewall; ``enterprise``: the
@@ -181,6 +185,7 @@ class LkeStack(TerraformStack):
                 gpu_max_nodes=s.gpu_max_nodes,
                 system_plan=s.system_plan,
                 system_nodes=s.system_nodes,
+                system_standby_plan=s.system_standby_plan,
                 firewall=s.firewall,
                 tier=s.tier,
                 firewall_controller_token=controller_token,

@@ -91,7 +91,7 @@ def test_cluster_is_ha_in_chicago_on_1_34_with_an_acl(stack_json):
     assert plane["high_availability"] is True
     acl = "${distinct(concat(var.api_allowed_cidrs, var.runner_cidrs))}"
     assert plane["acl"][0] == {"enabled": True, "addresses": [{"ipv4": acl}]}
-    assert cluster["external_pool_tags"] == ["gpu-pool"]
+    assert cluster["external_pool_tags"] == ["gpu-pool", "system-standby"]
 
 
 def test_gpu_pool_autoscales_one_to_five_without_fighting_the_autoscaler(stack_json):
@@ -236,6 +236,10 @@ def test_kubeconfig_is_a_sensitive_output(stack_json):
         (
             {"system_plan": "g2-gpu-rtx4000a1-s"},
             r"'system_plan' is 'g2-gpu-rtx4000a1-s': use a Linode CPU plan",
+        ),
+        (
+            {"system_standby_plan": "g2-gpu-rtx4000a1-s"},
+            r"'system_standby_plan' is 'g2-gpu-rtx4000a1-s': use a Linode CPU plan",
         ),
     ],
 )
@@ -600,6 +604,12 @@ def test_without_a_firewall_neither_is_emitted():
             {"tier": "enterprise"},
             r"'k8s_version' is '1.34': LKE Enterprise takes a full version such as v1.31.8\+lke5",
         ),
+        # Turned off, the firewall would be deleted with its id left on both pools (firewall_id is
+        # Optional+Computed): refused at synth, on a new stack as on a deployed one.
+        (
+            {**ENTERPRISE, "firewall": False},
+            r"'firewall' is False: LKE Enterprise keeps a pool's firewall_id once set",
+        ),
     ],
 )
 def test_bad_tier_settings(overrides, message):
@@ -770,8 +780,8 @@ def test_the_cluster_is_protected_from_destroy_and_replacement(stack_json):
     uninstall runs against the new cluster's provider configuration, or not at all (helm provider
     v3.1.1 drops a release it cannot look up). prevent_destroy refuses that plan; protect_cluster=False
     lifts it for a deliberate `cdktf destroy`."""
-    assert one(stack_json, "linode_lke_cluster")["lifecycle"] == {"prevent_destroy": True}
-    assert "lifecycle" not in one(synth(protect_cluster=False), "linode_lke_cluster")
+    assert one(stack_json, "linode_lke_cluster")["lifecycle"]["prevent_destroy"] is True
+    assert "prevent_destroy" not in one(synth(protect_cluster=False), "linode_lke_cluster")["lifecycle"]
 
 
 def test_terraform_refuses_a_plan_that_replaces_the_protected_cluster(stack_json, tmp_path):
@@ -779,7 +789,7 @@ def test_terraform_refuses_a_plan_that_replaces_the_protected_cluster(stack_json
     applies it, then fails the plan of its replacement."""
     from tests.conftest import terraform_binary
 
-    lifecycle = one(stack_json, "linode_lke_cluster")["lifecycle"]
+    lifecycle = {"prevent_destroy": one(stack_json, "linode_lke_cluster")["lifecycle"]["prevent_destroy"]}
     config = {
         "variable": {"region": {"type": "string"}},
         "resource": {
@@ -971,3 +981,190 @@ def test_the_page_says_to_rotate_the_token_earlier_versions_exposed():
     page = " ".join((Path(__file__).resolve().parents[2] / "docs" / "lke.md").read_text().split())
     assert "passed the token through `manifests[0].stringData.token`" in page
     assert "revoke that token in Cloud Manager (API Tokens) first" in page
+
+
+def test_a_new_system_plan_is_refused_until_a_standby_pool_runs(stack_json, enterprise_json, tmp_path):
+    """The cluster resource replaces its own pool create-then-delete and waits for the new nodes
+    only after the delete (provider v3.13.0 linode/lke/resource.go updateResource), which leaves the
+    system pods without a node. On both tiers the pool's type is ignored and a postcondition compares
+    the state's type with system_plan. Real Terraform, on a stand-in whose input is the cluster's
+    pool: the deployed plan passes, a new one fails the plan with the way out; with a standby pool
+    the cluster has neither, so the change goes through, and the standby is its own external pool."""
+    from tests.conftest import terraform_binary
+
+    for synthesized in (stack_json, enterprise_json):
+        cluster = one(synthesized, "linode_lke_cluster")
+        assert cluster["lifecycle"]["ignore_changes"] == ["pool[0].type"]
+        assert cluster["lifecycle"]["prevent_destroy"] is True
+
+    def terraform(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [terraform_binary(), *args, "-input=false", "-no-color"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    def stand_in(synthesized: dict | None, plan: str, count: int = 2) -> None:
+        """The cluster's pool as a terraform_data input, with the synthesized stack's lifecycle
+        (its ignore_changes and postcondition, moved under ``input``)."""
+        cluster: dict = {"input": {"pool": [{"type": plan, "count": count}]}}
+        if synthesized is not None:
+            lifecycle = one(synthesized, "linode_lke_cluster")["lifecycle"]
+            cluster["lifecycle"] = {
+                key: [f"input.{path}" for path in lifecycle[key]] if key == "ignore_changes" else [
+                    {k: v.replace("self.", "self.input.") for k, v in condition.items()}
+                    for condition in lifecycle[key]
+                ]
+                for key in ("ignore_changes", "postcondition") if key in lifecycle
+            }  # fmt: skip
+        config = {"resource": {"terraform_data": {"cluster": cluster}}}
+        (tmp_path / "main.tf.json").write_text(json.dumps(config))
+
+    stand_in(None, "g6-standard-2")
+    assert terraform("apply", "-auto-approve").returncode == 0
+    stand_in(stack_json, "g6-standard-2", count=3)
+    counted = terraform("plan")
+    assert counted.returncode == 0 and "count = 2 -> 3" in counted.stdout, counted.stderr
+    stand_in(synth(system_plan="g6-standard-4"), "g6-standard-4")
+    refused = terraform("plan")
+    message = " ".join(refused.stderr.split())
+    assert refused.returncode != 0
+    assert "The system pool runs g6-standard-2, not system_plan g6-standard-4" in message
+    assert "system_standby_plan" in message
+
+    standby = synth(system_plan="g6-standard-4", system_standby_plan="g6-standard-4")
+    cluster = one(standby, "linode_lke_cluster")
+    assert not {"ignore_changes", "postcondition"} & set(cluster["lifecycle"])
+    assert cluster["pool"][0]["type"] == "g6-standard-4"
+    pools = {pool["label"]: pool for pool in resources(standby, "linode_lke_node_pool").values()}
+    assert pools["system-standby"]["type"] == "g6-standard-4"
+    assert pools["system-standby"]["node_count"] == 2
+    assert set(pools["system-standby"]["tags"]) <= set(cluster["external_pool_tags"])
+    assert "taint" not in pools["system-standby"]
+    assert pools["system-standby"]["labels"] == {"system-standby": "true"}
+    stand_in(standby, "g6-standard-4")
+    changed = terraform("plan")
+    assert changed.returncode == 0 and '"g6-standard-2" -> "g6-standard-4"' in changed.stdout, changed.stderr
+    page = (Path(__file__).resolve().parents[2] / "docs" / "lke.md").read_text()
+    section = " ".join(page.split("## Change the system plan", 1)[1].split("\n## ", 1)[0].split())
+    for step in ('"system_standby_plan": "<new plan>"', "drain -l '!system-standby,!nvidia.com/gpu'"):
+        assert step in section, step
+
+
+@pytest.mark.parametrize(
+    ("setting", "deployed", "passes"),
+    [
+        ("1.34", [], True),  # a first deploy: no cluster with that label yet
+        ("1.34", ["1.34"], True),
+        ("1.34", ["1.33"], True),
+        ("1.34", ["1.32"], False),  # a skipped minor
+        ("1.33", ["1.34"], False),  # a lower one
+        ("v1.34.1+lke1", ["v1.33.4+lke2"], True),
+        ("v1.34.1+lke1", ["v1.34.0+lke3"], True),
+        ("v1.34.1+lke1", ["v1.32.9+lke1"], False),
+    ],
+)
+def test_a_version_more_than_one_minor_away_from_the_deployed_one_is_refused(
+    setting, deployed, passes, tmp_path
+):
+    """A new k8s_version recycles every node of every pool, GPU pool included (provider v3.13.0
+    linode/lke/resource.go, recycleLKECluster), so each step must be one Kubernetes allows. The
+    cluster's precondition reads the deployed version from linode_lke_clusters, found by the
+    cluster's label and depending on no resource (read at plan). Real Terraform evaluates it on a
+    stand-in, a variable answering for the data source."""
+    from tests.conftest import terraform_binary
+
+    overrides = (
+        {"k8s_version": setting} if setting.startswith("1.") else {**ENTERPRISE, "k8s_version": setting}
+    )
+    synthesized = synth(**overrides)
+    ((name, data),) = synthesized["data"]["linode_lke_clusters"].items()
+    assert data == {
+        "filter": [{"name": "label", "values": [one(synthesized, "linode_lke_cluster")["label"]]}]
+    }
+    (guard,) = one(synthesized, "linode_lke_cluster")["lifecycle"]["precondition"]
+    answered = {key: value.replace(f"data.linode_lke_clusters.{name}.lke_clusters", "var.deployed")
+                for key, value in guard.items()}  # fmt: skip
+    config = {
+        "variable": {"deployed": {"type": "list(object({k8s_version = string}))"}},
+        "resource": {
+            "terraform_data": {"cluster": {"input": setting, "lifecycle": {"precondition": [answered]}}}
+        },
+    }
+    (tmp_path / "main.tf.json").write_text(json.dumps(config))
+    listed = json.dumps([{"k8s_version": version} for version in deployed])
+    planned = subprocess.run(
+        [terraform_binary(), "plan", "-input=false", "-no-color", f"-var=deployed={listed}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    message = " ".join(planned.stderr.split())
+    assert (planned.returncode == 0) is passes, message
+    if not passes:
+        assert f"The cluster runs Kubernetes {deployed[0]}, and k8s_version {setting}" in message
+        assert "deploy each minor in turn" in message
+        page = (Path(__file__).resolve().parents[2] / "docs" / "lke.md").read_text()
+        section = " ".join(page.split("## Upgrade Kubernetes", 1)[1].split("\n## ", 1)[0].split())
+        assert "PodDisruptionBudget" in section and "linode-cli lke versions-list" in section
+
+
+def pool(plan: str, *tags: str, ready: bool = True) -> dict:
+    return {"type": plan, "tags": list(tags), "nodes": [{"status": "ready" if ready else "not_ready"}] * 2}
+
+
+@pytest.mark.parametrize(
+    ("system_plan", "deployed", "passes"),
+    [
+        ("g6-standard-4", [], True),  # a first deploy
+        # the standby added, system_plan unchanged
+        ("g6-standard-2", [[pool("g6-standard-2"), pool("g2-gpu-rtx4000a1-s", "gpu-pool")]], True),
+        # the standby and a new system_plan in one deploy
+        ("g6-standard-4", [[pool("g6-standard-2"), pool("g2-gpu-rtx4000a1-s", "gpu-pool")]], False),
+        ("g6-standard-4", [[pool("g6-standard-2"), pool("g6-standard-4", "system-standby")]], True),
+        (
+            "g6-standard-4",
+            [[pool("g6-standard-2"), pool("g6-standard-4", "system-standby", ready=False)]],
+            False,
+        ),
+    ],
+)
+def test_a_new_system_plan_waits_for_a_ready_standby(system_plan, deployed, passes, tmp_path):
+    """With system_standby_plan the cluster's type is no longer ignored, so a precondition reads the
+    deployed pools (linode_lke_cluster by the id linode_lke_clusters found, both at plan): a new
+    system_plan passes only once a pool tagged system-standby runs with every node ready, so the
+    standby and the new plan in one deploy (the cluster's update first) is refused. Real Terraform on
+    a stand-in, a variable answering for the data source."""
+    from tests.conftest import terraform_binary
+
+    synthesized = synth(system_plan=system_plan, system_standby_plan="g6-standard-4")
+    ((name, data),) = synthesized["data"]["linode_lke_cluster"].items()
+    ((listed_name, _),) = synthesized["data"]["linode_lke_clusters"].items()
+    assert data["id"] == f"${{data.linode_lke_clusters.{listed_name}.lke_clusters[count.index].id}}"
+    assert data["count"] == f"${{length(data.linode_lke_clusters.{listed_name}.lke_clusters)}}"
+    (guard,) = [
+        condition
+        for condition in one(synthesized, "linode_lke_cluster")["lifecycle"]["precondition"]
+        if f"data.linode_lke_cluster.{name}" in condition["condition"]
+    ]
+    answered = {k: v.replace(f"data.linode_lke_cluster.{name}", "var.deployed") for k, v in guard.items()}
+    node = "list(object({status = string}))"
+    config = {
+        "variable": {
+            "deployed": {
+                "type": f"list(object({{pools = list(object({{type = string, tags = list(string), nodes = {node}}}))}}))"
+            }
+        },
+        "resource": {
+            "terraform_data": {"cluster": {"input": system_plan, "lifecycle": {"precondition": [answered]}}}
+        },
+    }
+    (tmp_path / "main.tf.json").write_text(json.dumps(config))
+    value = json.dumps([{"pools": pools} for pools in deployed])
+    planned = subprocess.run(
+        [terraform_binary(), "plan", "-input=false", "-no-color", f"-var=deployed={value}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    message = " ".join(planned.stderr.split())
+    assert (planned.returncode == 0) is passes, message
+    if not passes:
+        assert (
+            f"system_plan {system_plan} would replace the running system pool before the standby" in message
+        )

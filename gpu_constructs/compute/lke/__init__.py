@@ -17,8 +17,9 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from cdktf import Fn, TerraformResourceLifecycle, Token
+from cdktf import Fn, Postcondition, Precondition, TerraformResourceLifecycle, Token
 from constructs import Construct
 
 from gpu_constructs import helm, validate, versions
@@ -30,15 +31,21 @@ from gpu_constructs.compute.lke.bindings import (
     Autoscaler,
     ClusterPool,
     ControlPlane,
+    Filter,
     Firewall,
     FirewallRule,
     LkeCluster,
+    LkeClusterData,
+    LkeClusters,
     LkeNodePool,
     PoolTaint,
 )
 from gpu_constructs.errors import ConfigError
 
 GPU_POOL_TAG = "gpu-pool"
+SYSTEM_STANDBY_TAG = "system-standby"
+"""The tag of the standby system pool (``system_standby_plan``), its own linode_lke_node_pool: like
+the GPU pool's, in the cluster's external_pool_tags, so the cluster resource leaves it alone."""
 # LKE's private networks: the control plane and nodes (192.168.128.0/17) and NodeBalancers
 # (192.168.255.0/24) must reach the nodes for kubelet, Calico and NodePorts.
 LKE_PRIVATE = "192.168.128.0/17"
@@ -148,6 +155,11 @@ class LkeProps:
     system_plan: str = "g6-standard-2"
     system_nodes: int = 2
     """Untainted nodes for CoreDNS, Calico and operators, which do not tolerate the GPU taint."""
+    system_standby_plan: str | None = None
+    """A second untainted pool of ``system_nodes`` nodes on this plan, while ``system_plan`` changes:
+    the cluster resource replaces its own pool by deleting the old one before the new nodes are up,
+    so a new ``system_plan`` is refused at plan unless this pool already runs the system pods
+    (docs/lke.md, Change the system plan). None the rest of the time."""
     firewall: bool = True
     tier: str = "standard"
     """LKE tier: ``standard`` (the node firewall kept by cloud-firewall-controller) or ``enterprise``
@@ -195,6 +207,20 @@ class LkeProps:
                 "region", self.region, f"{self.gpu_plan} is offered in {', '.join(regions)}; pick one of them"
             )
         validate.one_of("tier", self.tier, TIERS)
+        if self.tier == "enterprise" and not self.firewall:
+            # Both pools' firewall_id is Optional and Computed (provider v3.13.0: the cluster's
+            # pool in linode/lke/schema_resource.go; linode_lke_node_pool in
+            # linode/lkenodepool/framework_resource_schema.go, with UseStateForUnknown). Dropped
+            # from the configuration it keeps the state's value, so turning the firewall off would
+            # delete linode_firewall and leave its id on both pools, with no update sent
+            # (ReconcileLKENodePoolSpecs and the pool's update diff only the planned value). And a
+            # pool without firewall_id gets the default firewall anyway (lke_node_pool page).
+            raise ConfigError(
+                "firewall",
+                False,
+                "LKE Enterprise keeps a pool's firewall_id once set (Optional+Computed in provider "
+                "3.13.0): keep firewall=True (docs/lke.md, Node firewall)",
+            )
         if self.tier == "enterprise":
             if not ENTERPRISE_VERSION.match(self.k8s_version):
                 raise ConfigError(
@@ -231,12 +257,14 @@ class LkeProps:
             why="max cannot be below gpu_min_nodes",
         )
         validate.int_range("system_nodes", self.system_nodes, 1, 100)
-        if not PLAN.match(self.system_plan) or GPU_PLAN.match(self.system_plan):
-            raise ConfigError(
-                "system_plan",
-                self.system_plan,
-                "use a Linode CPU plan such as g6-standard-2 for the system pool",
-            )
+        for name, plan in (
+            ("system_plan", self.system_plan),
+            ("system_standby_plan", self.system_standby_plan),
+        ):
+            if plan is not None and (not PLAN.match(plan) or GPU_PLAN.match(plan)):
+                raise ConfigError(
+                    name, plan, "use a Linode CPU plan such as g6-standard-2 for the system pool"
+                )
         if not validate.is_reference(self.firewall_label):
             if not 3 <= len(self.firewall_label) <= 32:
                 raise ConfigError("firewall_label", self.firewall_label, "use 3 to 32 characters")
@@ -297,6 +325,26 @@ class LkeGpuCompute(Construct):
         # enterprise acceptance template sets both (v3.13.0 linode/lke/tmpl/enterprise.gotf).
         pool_version = props.k8s_version if enterprise else None
         update_strategy = ENTERPRISE_UPDATE_STRATEGY if enterprise else None
+        # The deployed cluster, found by its label (unique in an account: "The unique label for the
+        # cluster", provider v3.13.0 docs/data-sources/lke_clusters.md). It depends on no resource,
+        # so Terraform reads it at every plan, before the cluster's update; none on a first deploy.
+        self.deployed = LkeClusters(self, "deployed", filter=[Filter("label", [props.label])])
+        preconditions = [version_guard(self.deployed, props.k8s_version)]
+        if props.system_standby_plan:
+            # The new system_plan goes through now, once the standby runs: in one deploy with the
+            # standby's creation, the cluster's update (and the old pool's delete) would come first.
+            clusters = f"{self.deployed.fqn_path}.lke_clusters"
+            self.deployed_pools = LkeClusterData(
+                self,
+                "deployed-pools",
+                cluster_id=f"${{{clusters}[count.index].id}}",
+                count=f"${{length({clusters})}}",
+            )
+            preconditions.append(standby_guard(self.deployed_pools, props.system_plan))
+        lifecycle = TerraformResourceLifecycle(
+            precondition=preconditions,
+            **({} if props.system_standby_plan else system_pool_guard(props.system_plan)),
+        )
         self.lke = LkeCluster(
             self,
             "cluster",
@@ -317,9 +365,31 @@ class LkeGpuCompute(Construct):
                     update_strategy=update_strategy,
                 )
             ],
-            external_pool_tags=[GPU_POOL_TAG],
+            # The standby's tag whether it exists or not: adding or dropping it changes nothing else.
+            external_pool_tags=[GPU_POOL_TAG, SYSTEM_STANDBY_TAG],
             tier="enterprise" if enterprise else None,
+            lifecycle=lifecycle,
         )
+        self.system_standby = None
+        if props.system_standby_plan:
+            # Created, it is ready (the provider's Create waits for WaitForNodePoolReady) before
+            # the system pods are drained onto it; a new plan replaces it, the new one first.
+            self.system_standby = LkeNodePool(
+                self,
+                "system-standby",
+                cluster_id=self.lke.id_ref,
+                type=props.system_standby_plan,
+                node_count=props.system_nodes,
+                label="system-standby",
+                firewall_id=firewall_id,
+                # On its nodes too (LKE cascades a pool's labels), so a drain can tell the two
+                # system pools apart when they share a plan.
+                labels={SYSTEM_STANDBY_TAG: "true"},
+                tags=[SYSTEM_STANDBY_TAG],
+                k8s_version=pool_version,
+                update_strategy=update_strategy,
+                lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
+            )
         self.gpu_pool = LkeNodePool(
             self,
             "gpu-pool",
@@ -601,6 +671,89 @@ def crd_rule(rule: FirewallRule) -> dict[str, object]:
     if rule.ports is not None:
         spec["ports"] = rule.ports
     return spec
+
+
+def k8s_minor(version: str) -> int:
+    """The minor of ``1.34`` (standard tier) or ``v1.34.1+lke1`` (Enterprise)."""
+    return int(version.removeprefix("v").split(".")[1])
+
+
+def version_guard(deployed: LkeClusters, k8s_version: str) -> Precondition:
+    """Refuse a k8s_version more than one minor above, or below, the deployed cluster's.
+
+    A new k8s_version updates the control plane, then recycles every node of every pool, the GPU
+    pool included, and waits for all of them (provider v3.13.0 linode/lke/resource.go updateResource:
+    "Implicitly recycling LKE cluster to apply Kubernetes version upgrade", recycleLKECluster over
+    ListLKENodePools, which external_pool_tags does not filter). Kubernetes upgrades a control plane
+    one minor at a time (its version skew policy); what LKE does with a skipped minor or a lower one
+    is not confirmed here, so the plan refuses both before anything changes. On LKE Enterprise the
+    same recycle runs too, before the pools' own k8s_version rolls their nodes again."""
+    minor = k8s_minor(k8s_version)
+    clusters = f"{deployed.fqn_path}.lke_clusters"
+    # A for expression rather than [0]: no index into the empty list of a first deploy.
+    running = f'[for c in {clusters} : tonumber(split(".", trimprefix(c.k8s_version, "v"))[1])]'
+    return Precondition(
+        condition=f"${{alltrue([for m in {running} : contains([{minor - 1}, {minor}], m)])}}",
+        error_message=(
+            f'The cluster runs Kubernetes ${{join(", ", {clusters}[*].k8s_version)}}, and k8s_version '
+            f"{k8s_version} is neither its minor nor the next one: LKE upgrades one minor at a time and "
+            "recycles every node, GPU nodes included, at each step; deploy each minor in turn, never a "
+            'lower one (docs/lke.md "Upgrade Kubernetes").'
+        ),
+    )
+
+
+def standby_guard(deployed: LkeClusterData, system_plan: str) -> Precondition:
+    """With a standby system pool: refuse a new system_plan until the deployed cluster has the
+    standby pool with every node ready. The deployed pools come from linode_lke_cluster, read at plan
+    (its id from linode_lke_clusters, which depends on no resource); a first deploy has none."""
+    external = f'["{GPU_POOL_TAG}", "{SYSTEM_STANDBY_TAG}"]'
+    system = f"[for p in c.pools : p.type if length(setintersection(p.tags, {external})) == 0]"
+    standby_ready = (
+        f'[for p in c.pools : alltrue([for n in p.nodes : n.status == "ready"]) '
+        f'if contains(p.tags, "{SYSTEM_STANDBY_TAG}")]'
+    )
+    return Precondition(
+        condition=(
+            f'${{alltrue([for c in {deployed.fqn_path} : alltrue([for t in {system} : t == "{system_plan}"]) '
+            f"|| anytrue({standby_ready})])}}"
+        ),
+        error_message=(
+            f"system_plan {system_plan} would replace the running system pool before the standby pool "
+            "(system_standby_plan) runs with every node ready: deploy the standby first with the old "
+            'system_plan, drain the old system nodes, then change system_plan (docs/lke.md "Change the '
+            'system plan").'
+        ),
+    )
+
+
+def system_pool_guard(system_plan: str) -> dict[str, Any]:
+    """The cluster's lifecycle without a standby system pool: ``system_plan`` does not reach the
+    cluster's own pool, and the plan fails while that pool runs another plan.
+
+    The cluster resource replaces a pool whose type changed by creating the new one and deleting
+    the old one in the same update, and waits for the new pool's nodes only after the delete
+    (provider v3.13.0 linode/lke/cluster.go ReconcileLKENodePoolSpecs: "Types cannot be updated on
+    node pools so we should delete the old one and create a new one"; linode/lke/resource.go
+    updateResource: CreateLKENodePool, DeleteLKENodePool, then WaitForNodePoolReady). The GPU pool's
+    taint keeps CoreDNS, Traefik and the operators off it, so they would have no node until the new
+    pool is ready. With the type ignored, ``self`` keeps the type the state read back from LKE, and
+    the postcondition compares it with the setting; a new cluster plans the setting and passes."""
+    return dict(
+        ignore_changes=["pool[0].type"],
+        postcondition=[
+            Postcondition(
+                condition=f'${{self.pool[0].type == "{system_plan}"}}',
+                error_message=(
+                    f"The system pool runs ${{self.pool[0].type}}, not system_plan {system_plan}: the "
+                    "provider would delete it before the new pool's nodes are ready, leaving CoreDNS, "
+                    "Traefik and the operators without a node. Deploy with system_standby_plan first, "
+                    'drain the old system nodes, then change system_plan (docs/lke.md "Change the '
+                    'system plan"), or set system_plan back.'
+                ),
+            )
+        ],
+    )
 
 
 def _kube_field(kubeconfig: object, section: str, entry: str, key: str) -> str:

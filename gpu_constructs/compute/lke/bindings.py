@@ -12,7 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cdktf import TerraformProvider, TerraformProviderGeneratorMetadata, TerraformResourceLifecycle
+from cdktf import (
+    TerraformDataSource,
+    TerraformProvider,
+    TerraformProviderGeneratorMetadata,
+    TerraformResourceLifecycle,
+)
 from constructs import Construct
 
 from gpu_constructs.errors import ConfigError
@@ -188,6 +193,61 @@ class LkeNodePool(_LinodeResource):
         )
 
 
+@dataclass(frozen=True)
+class Filter:
+    """A ``filter`` block of a linode list data source."""
+
+    name: str
+    values: Sequence[str]
+    match_by: str | None = None
+
+
+class LkeClusters(TerraformDataSource):
+    """``data "linode_lke_clusters"``: the account's LKE clusters that match the filters (provider
+    v3.13.0 docs/data-sources/lke_clusters.md: ``filter``, ``order_by``, ``order``; each cluster in
+    ``lke_clusters`` with its ``label``, ``k8s_version``, ``tier`` and more)."""
+
+    TYPE = "linode_lke_clusters"
+
+    def __init__(self, scope: Construct, id: str, *, filter: Sequence[Filter]) -> None:
+        super().__init__(
+            scope, id, terraform_resource_type=self.TYPE, terraform_generator_metadata=_metadata()
+        )
+        self._arguments = {"filter": [drop_none(block(f)) for f in filter]}
+
+    def _synthesize_attributes(self) -> Mapping[str, Any]:
+        return drop_none(self._arguments)
+
+    @property
+    def fqn_path(self) -> str:
+        """``data.linode_lke_clusters.<name>`` for use inside a Terraform expression."""
+        return f"data.{self.TYPE}.{self.friendly_unique_id}"
+
+
+class LkeClusterData(TerraformDataSource):
+    """``data "linode_lke_cluster"``: one cluster by ``id``, with its ``pools`` (each with ``type``,
+    ``tags`` and ``nodes[].status``; provider v3.13.0 docs/data-sources/lke_cluster.md). ``count``
+    as a Terraform expression, for a cluster that may not exist yet."""
+
+    TYPE = "linode_lke_cluster"
+
+    def __init__(self, scope: Construct, id: str, *, cluster_id: str, count: str | None = None) -> None:
+        super().__init__(
+            scope, id, terraform_resource_type=self.TYPE, terraform_generator_metadata=_metadata()
+        )
+        self._arguments = {"id": cluster_id}
+        if count is not None:
+            self.add_override("count", count)
+
+    def _synthesize_attributes(self) -> Mapping[str, Any]:
+        return drop_none(self._arguments)
+
+    @property
+    def fqn_path(self) -> str:
+        """``data.linode_lke_cluster.<name>`` for use inside a Terraform expression."""
+        return f"data.{self.TYPE}.{self.friendly_unique_id}"
+
+
 FIREWALL_PROTOCOLS = ("TCP", "UDP", "ICMP", "IPENCAP")
 """What the provider's schema accepts (linode/firewall/framework_schema_resource.go, v3.13.0);
 the reference page lists the first three, the validator and the Linode API also take IPENCAP."""
@@ -264,10 +324,13 @@ __all__ = [
     "Autoscaler",
     "ClusterPool",
     "ControlPlane",
+    "Filter",
     "Firewall",
     "FirewallRule",
     "LinodeProvider",
     "LkeCluster",
+    "LkeClusterData",
+    "LkeClusters",
     "LkeNodePool",
     "PoolTaint",
 ]
