@@ -15,6 +15,7 @@ from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
 from gpu_constructs import versions
+from gpu_constructs.cluster import GpuSharing, MigStrategy
 from gpu_constructs.compute.eks import (
     GPU_POOL,
     SEED_NODE_POOLS,
@@ -658,6 +659,54 @@ def test_images_and_containers_get_the_node_class_volume_on_either_ami_family(al
     data = "/dev/xvdb" if alias.startswith("bottlerocket@") else "/dev/xvda"
     gpu = {m["deviceName"]: m["ebs"] for m in classes["gpu"]["spec"]["blockDeviceMappings"]}[data]
     assert (gpu["volumeSize"], gpu["iops"], gpu["throughput"]) == ("200Gi", 4000, 200)
+
+
+@pytest.mark.parametrize("replicas", [1, 4])
+def test_bottlerocket_gpu_nodes_share_their_gpus_through_their_own_device_plugin(replicas, upstream):
+    """Bottlerocket's NVIDIA variants run NVIDIA's device plugin themselves: the stack installs no
+    DaemonSet and gives time-slicing to the node's settings in the GPU class's userData, which
+    Karpenter merges its own settings.kubernetes into. The replicas keep the name nvidia.com/gpu
+    (Bottlerocket's template would rename them nvidia.com/gpu.shared by default), as the AL2023
+    DaemonSet's config does."""
+    import tomllib
+
+    settings = {"ami_alias": "bottlerocket@v1.50.0", "time_slicing_replicas": replicas}
+    stack = Instance("eks-karpenter", "eks-karpenter", settings).build(cdktf.Testing.app())
+    synthesized = json.loads(cdktf.Testing.synth(stack))
+    assert "nvidia-device-plugin" not in releases(synthesized)
+    objects = manifests_of(releases(synthesized)["karpenter-node-pools"])
+    classes = {c["metadata"]["name"]: c for c in by_kind(objects, "EC2NodeClass")}
+    for node_class in classes.values():
+        validate_manifest(node_class, upstream)
+    assert "userData" not in classes["default"]["spec"]  # its pools run the aws-k8s variant
+    if replicas == 1:
+        assert "userData" not in classes["gpu"]["spec"]
+        return
+    plugin = tomllib.loads(classes["gpu"]["spec"]["userData"])["settings"]["kubelet-device-plugins"]
+    assert plugin == {
+        "nvidia": {
+            "device-sharing-strategy": "time-slicing",
+            "time-slicing": {
+                "replicas": replicas,
+                "rename-by-default": False,
+                "fail-requests-greater-than-one": False,
+            },
+        }
+    }
+    workload = releases(synthesized)["tinyllama-inference"]
+    assert not any("nvidia-device-plugin" in d for d in workload.get("depends_on", []))
+
+
+def test_the_device_plugin_is_the_stacks_on_al2023_and_the_images_on_bottlerocket():
+    from gpu_constructs.cluster import Manager
+    from gpu_constructs.compute.base import compute_of
+
+    def compute(alias: str):
+        stack = Instance("eks-karpenter", "eks-karpenter", {"ami_alias": alias}).build(cdktf.Testing.app())
+        return compute_of(stack)
+
+    assert compute(versions.EKS_NODE_AMI.version).platform.device_plugin is Manager.STACK
+    assert compute("bottlerocket@v1.50.0").platform.device_plugin is Manager.IMAGE
 
 
 def test_cloudwatch_logs_may_use_the_cluster_key_only_for_the_stacks_log_groups(stack_json):
@@ -1348,6 +1397,36 @@ def pool(**overrides) -> NodePoolSpec:
                 cdktf.Testing.app()
             ),
             r"^eks-karpenter: 'ami_alias' is 'bottlerocket@latest': use family@release",
+        ),
+        (
+            lambda: Instance(
+                "eks-karpenter",
+                "eks-karpenter",
+                {"ami_alias": "bottlerocket@v1.24.1", "time_slicing_replicas": 2},
+            ).build(cdktf.Testing.app()),
+            r"^eks-karpenter: 'time_slicing_replicas' is 2: node class gpu runs bottlerocket@v1.24.1, "
+            r"which has no time-slicing settings: use bottlerocket@v1.25.0 or later, or "
+            r"time_slicing_replicas=1$",
+        ),
+        (
+            lambda: eks_props(
+                node_classes=(NodeClassSpec("gpu", 200, ami_alias="bottlerocket@v1.50.0"),),
+                node_pools=tuple(replace(p, node_class="gpu") for p in SEED_NODE_POOLS),
+                sharing=GpuSharing(time_slicing_replicas=2),
+            ),
+            r"^'time_slicing_replicas' is 2: node class gpu also serves pool general without GPUs, "
+            r"whose Bottlerocket variant refuses the device plugin settings: give that pool its own "
+            r"node class$",
+        ),
+        (
+            lambda: eks_props(
+                node_classes=(
+                    NodeClassSpec("default", 50),
+                    NodeClassSpec("gpu", 200, ami_alias="bottlerocket@v1.50.0"),
+                ),
+                sharing=GpuSharing(mig_strategy=MigStrategy.SINGLE),
+            ),
+            r"^'mig_strategy' is 'single': use MigStrategy.NONE with node class gpu on Bottlerocket",
         ),
         (
             lambda: eks_props(system_instance_type="t3.small", system_node_count=1),

@@ -49,6 +49,8 @@ from gpu_constructs.compute.eks.nodepools import (
     DisruptionBudget,
     NodeClassSpec,
     NodePoolSpec,
+    ami_family,
+    check_bottlerocket_gpu_classes,
 )
 from gpu_constructs.compute.eks.quotas import GpuQuotaCheck
 from gpu_constructs.compute.eks.vpc import AwsVpc, AwsVpcProps, check_network
@@ -185,6 +187,13 @@ class EksProps:
             raise ConfigError(
                 "node_pools", GPU_POOL, f"keep a {GPU_POOL!r} pool of GPU instance families with a gpu_limit"
             )
+        check_bottlerocket_gpu_classes(self.node_classes, self.node_pools, self.sharing)
+
+    @property
+    def gpu_ami_family(self) -> str:
+        """The AMI family of the GPU pool's nodes."""
+        gpu_pool = next(p for p in self.node_pools if p.name == GPU_POOL)
+        return ami_family(next(c.ami_alias for c in self.node_classes if c.name == gpu_pool.node_class))
 
 
 def check_eks_version(
@@ -361,6 +370,7 @@ class EksGpuCompute(Construct):
                 replicas=props.karpenter_replicas,
                 chart_version=props.karpenter_chart_version,
                 node_repair=props.node_repair,
+                sharing=props.sharing,
             ),
         )
         # Read at plan, before anything is created: a new account's G and P quotas are 0 vCPUs.
@@ -458,7 +468,10 @@ class EksGpuCompute(Construct):
             kubernetes_version=self.props.kubernetes_version,
             driver=cluster.driver,
             toolkit=cluster.toolkit,
-            device_plugin=Manager.STACK,
+            # Bottlerocket's NVIDIA variants run NVIDIA's device plugin as a host service
+            # (bottlerocket-os/bottlerocket-core-kit packages/nvidia-k8s-device-plugin); the AL2023
+            # NVIDIA AMI brings none (the stack installs the chart's DaemonSet).
+            device_plugin=Manager.IMAGE if self.props.gpu_ami_family == "bottlerocket" else Manager.STACK,
         )
 
     def _kms_policy(self) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cdktf_cdktf_provider_aws.cloudwatch_event_rule import CloudwatchEventRule
@@ -28,7 +28,7 @@ from cdktf_cdktf_provider_aws.sqs_queue_policy import SqsQueuePolicy
 from constructs import Construct
 
 from gpu_constructs import helm, versions
-from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster
+from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster, GpuSharing
 from gpu_constructs.compute.eks.cluster import SYSTEM_TAINT, node_role
 from gpu_constructs.compute.eks.iam import policy_document, policy_file, service_trust
 from gpu_constructs.compute.eks.nodepools import (
@@ -36,7 +36,9 @@ from gpu_constructs.compute.eks.nodepools import (
     SEED_NODE_POOLS,
     NodeClassSpec,
     NodePoolSpec,
+    ami_family,
     block_device_mappings,
+    bottlerocket_device_plugin_settings,
 )
 
 KARPENTER_NAMESPACE = "karpenter"
@@ -68,6 +70,9 @@ class KarpenterProps:
     kubernetes_version: str | None = None
     """The cluster's Kubernetes minor version as configured (``1.35``): each AL2023 alias's AMI is
     then read for it at plan (:meth:`Karpenter.ami_parameters`); None reads none."""
+    sharing: GpuSharing = field(default_factory=GpuSharing)
+    """How the GPU pools' GPUs are shared: on Bottlerocket the node's own device plugin does it, from
+    the EC2NodeClass's userData (:func:`bottlerocket_device_plugin_settings`)."""
     node_repair: bool = True
     """Karpenter replaces nodes that stay unhealthy (chart feature gate nodeRepair): kubelet not
     ready, and the conditions EKS's node monitoring agent reports (AcceleratedHardwareReady for the
@@ -361,8 +366,20 @@ class Karpenter(Construct):
                 # Karpenter tags its instances kubernetes.io/cluster/<name> itself; the EC2NodeClass CRD
                 # (1.14.1) forbids that key in spec.tags by a CEL rule.
                 "tags": {"Name": f"{self.props.cluster_name}-{spec.name}"},
+                **self._user_data(spec),
             },
         }
+
+    def _user_data(self, spec: NodeClassSpec) -> dict[str, str]:
+        """Bottlerocket settings for a class of GPU pools (EksProps refuses them on a class that also
+        serves pools without GPUs). A change drifts the class's nodes, replaced as their pools'
+        budgets allow (Karpenter's EC2NodeClass hash covers userData: aws/karpenter-provider-aws v1.14.1
+        pkg/apis/v1/ec2nodeclass.go, no ``hash:"ignore"`` on it)."""
+        gpu = any(p.has_gpus for p in self.props.node_pools if p.node_class == spec.name)
+        settings = bottlerocket_device_plugin_settings(self.props.sharing)
+        if ami_family(spec.ami_alias) != "bottlerocket" or not gpu or settings is None:
+            return {}
+        return {"userData": settings}
 
     def node_pool_manifest(self, spec: NodePoolSpec) -> dict[str, Any]:
         limits: dict[str, Any] = {"cpu": str(spec.cpu_limit), "memory": f"{spec.memory_limit_gi}Gi"}
