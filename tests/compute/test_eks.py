@@ -896,6 +896,28 @@ def test_nodes_and_add_ons_follow_the_cluster_version(synth, version):
         }
 
 
+def test_every_add_on_takes_over_and_updates_its_objects_over_conflicts(stack_json):
+    """EKS installs self-managed vpc-cni, kube-proxy and CoreDNS on a new cluster (the provider's
+    bootstrap_self_managed_addons defaults to true): creating the managed add-ons over them with
+    conflicts left unresolved "might fail" (CreateAddon resolveConflicts NONE), and so might each
+    version update on a Kubernetes bump (UpdateAddon NONE). The provider sends no resolveConflicts
+    unless set (terraform-provider-aws internal/service/eks/addon.go); terraform-aws-eks v20.37.2
+    sets OVERWRITE for both where self-managed add-ons are bootstrapped (main.tf
+    resolve_conflicts_on_create_default). The stack edits no add-on object outside
+    configuration_values, so OVERWRITE only ever restores EKS's own values."""
+    addons = resources(stack_json, "aws_eks_addon")
+    assert {a["addon_name"] for a in addons.values()} >= {
+        "vpc-cni",
+        "kube-proxy",
+        "coredns",
+        "eks-pod-identity-agent",
+        "aws-ebs-csi-driver",
+    }
+    for name, addon in addons.items():
+        assert addon.get("resolve_conflicts_on_create") == "OVERWRITE", name
+        assert addon.get("resolve_conflicts_on_update") == "OVERWRITE", name
+
+
 def test_rds_is_private_encrypted_protected_and_keeps_no_password(stack_json):
     db = one(stack_json, "aws_db_instance")
     assert (db["storage_encrypted"], db["publicly_accessible"], db["deletion_protection"]) == (
