@@ -502,11 +502,11 @@ def test_a_duration_the_crd_refuses_fails_at_synth_in_one_line(build, setting):
 
 
 def _ami_parameter_problems(synthesized: dict) -> list[str]:
-    """Each EC2NodeClass's AL2023 alias must be read at plan for the cluster's Kubernetes version,
-    in the variant each pool of the class runs (nvidia for GPU pools, standard otherwise), with
-    constant arguments only, so Terraform reads it at plan and a missing one fails the plan: the
-    parameter Karpenter 1.14.1 resolves the alias through
-    (pkg/providers/amifamily/al2023.go, resolvePath)."""
+    """Each EC2NodeClass's alias must be read at plan for the cluster's Kubernetes version, in the
+    variant each pool of the class runs (nvidia for GPU pools, standard otherwise), with constant
+    arguments only, so Terraform reads it at plan and a missing one fails the plan: the parameter
+    Karpenter 1.14.1 resolves the alias through (pkg/providers/amifamily/al2023.go, resolvePath;
+    bottlerocket.go, DescribeImageQuery, the release without its leading v)."""
     (cluster,) = resources(synthesized, "aws_eks_cluster").values()
     k8s = cluster["version"]
     parameters = {
@@ -521,18 +521,22 @@ def _ami_parameter_problems(synthesized: dict) -> list[str]:
         class_name = pool["spec"]["template"]["spec"]["nodeClassRef"]["name"]
         (term,) = classes[class_name]["spec"]["amiSelectorTerms"]
         family, _, ami_release = term["alias"].partition("@")
-        if family != "al2023":
-            continue
         gpu = any(
             r["key"] == "karpenter.k8s.aws/instance-family"
             and any(f.startswith(("g", "p")) for f in r.get("values", []))
             for r in pool["spec"]["template"]["spec"]["requirements"]
         )
         variant = "nvidia" if gpu else "standard"
-        wanted = (
-            f"/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/x86_64/{variant}/"
-            f"amazon-eks-node-al2023-x86_64-{variant}-{k8s}-{ami_release}/image_id"
-        )
+        if family == "bottlerocket":
+            wanted = (
+                f"/aws/service/bottlerocket/aws-k8s-{k8s}{'-nvidia' if gpu else ''}/x86_64/"
+                f"{ami_release.removeprefix('v')}/image_id"
+            )
+        else:
+            wanted = (
+                f"/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/x86_64/{variant}/"
+                f"amazon-eks-node-al2023-x86_64-{variant}-{k8s}-{ami_release}/image_id"
+            )
         if wanted not in parameters.values():
             found.append(f"{pool['metadata']['name']}: no data.aws_ssm_parameter {wanted}")
     for address in parameters:
@@ -554,6 +558,16 @@ def test_each_node_class_ami_is_read_at_plan_for_the_clusters_version(synth, sta
     assert any(
         f"/{k8s}/amazon-linux-2023/x86_64/nvidia/" in n and n.endswith(f"-{release}/image_id") for n in names
     )
+
+
+def test_a_bottlerocket_release_is_read_at_plan_for_the_clusters_version():
+    stack = Instance("eks-karpenter", "eks-karpenter", {"ami_alias": "bottlerocket@v1.50.0"})
+    synthesized = json.loads(cdktf.Testing.synth(stack.build(cdktf.Testing.app())))
+    assert _ami_parameter_problems(synthesized) == []
+    names = sorted(p["name"] for p in synthesized["data"]["aws_ssm_parameter"].values())
+    k8s = versions.EKS_KUBERNETES.version
+    assert f"/aws/service/bottlerocket/aws-k8s-{k8s}-nvidia/x86_64/1.50.0/image_id" in names
+    assert f"/aws/service/bottlerocket/aws-k8s-{k8s}/x86_64/1.50.0/image_id" in names
 
 
 def test_the_ami_check_sees_a_pool_whose_ami_is_not_read(stack_json):

@@ -310,38 +310,42 @@ class Karpenter(Construct):
         self.ami_images = self.ami_parameters()
 
     def ami_parameters(self) -> list[DataAwsSsmParameter]:
-        """The SSM parameters Karpenter resolves each EC2NodeClass's AL2023 alias through, read at
-        plan: a pinned release that AWS did not publish for the cluster's Kubernetes version (a
-        version bump past the pin, a region without it) fails the plan with ParameterNotFound
-        instead of leaving every pool of that class unable to launch. Karpenter 1.14.1
-        (pkg/providers/amifamily/al2023.go, resolvePath) reads
+        """The SSM parameters Karpenter resolves each EC2NodeClass's alias through, read at plan: a
+        pinned release that AWS did not publish for the cluster's Kubernetes version (a version bump
+        past the pin, a region without it) fails the plan with ParameterNotFound instead of leaving
+        every pool of that class unable to launch. Karpenter 1.14.1 reads, and skips the variants
+        it cannot read (pkg/providers/amifamily/al2023.go, resolvePath)
         ``/aws/service/eks/optimized-ami/<k8s>/amazon-linux-2023/<arch>/<variant>/
-        amazon-eks-node-al2023-<arch>-<variant>-<k8s>-<release>/image_id`` per variant and skips
-        those it cannot read; here the variants the class's pools need: nvidia for GPU pools,
-        standard for the others, x86_64 (the pools' only architecture). Only constant arguments
-        and no depends_on, so Terraform reads them at plan, not at apply; nothing needs to depend on
-        them for that (a dependent would only be ordered after the read)."""
+        amazon-eks-node-al2023-<arch>-<variant>-<k8s>-<release>/image_id`` for AL2023 and
+        (bottlerocket.go, DescribeImageQuery) ``/aws/service/bottlerocket/aws-k8s-<k8s>[-nvidia]/
+        <arch>/<release without its v>/image_id`` for Bottlerocket; here the variants the class's
+        pools need: nvidia for GPU pools, standard for the others, x86_64 (the pools' only
+        architecture). Only constant arguments and no depends_on, so Terraform reads them at plan,
+        not at apply; nothing needs to depend on them for that (a dependent would only be ordered
+        after the read)."""
         props = self.props
         if props.kubernetes_version is None:
             return []
         parameters = []
         for node_class in props.node_classes:
             family, _, release = node_class.ami_alias.partition("@")
-            if family != "al2023":
-                continue
             pools = [p for p in props.node_pools if p.node_class == node_class.name]
             variants = sorted({"nvidia" if p.has_gpus else "standard" for p in pools})
             for variant in variants:
                 k8s, arch = props.kubernetes_version, "x86_64"
-                parameters.append(
-                    DataAwsSsmParameter(
-                        self._here,
-                        f"karpenter-ami-{node_class.name}-{variant}",
-                        name=(
-                            f"/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/{arch}/{variant}/"
-                            f"amazon-eks-node-al2023-{arch}-{variant}-{k8s}-{release}/image_id"
-                        ),
+                if family == "bottlerocket":
+                    suffix = "-nvidia" if variant == "nvidia" else ""
+                    name = (
+                        f"/aws/service/bottlerocket/aws-k8s-{k8s}{suffix}/{arch}/"
+                        f"{release.removeprefix('v')}/image_id"
                     )
+                else:
+                    name = (
+                        f"/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/{arch}/{variant}/"
+                        f"amazon-eks-node-al2023-{arch}-{variant}-{k8s}-{release}/image_id"
+                    )
+                parameters.append(
+                    DataAwsSsmParameter(self._here, f"karpenter-ami-{node_class.name}-{variant}", name=name)
                 )
         return parameters
 
