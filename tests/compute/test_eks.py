@@ -1327,6 +1327,24 @@ def test_local_state_by_default_and_s3_as_a_setting():
     }
 
 
+def test_every_version_eks_offers_is_one_the_pinned_karpenter_supports():
+    """Karpenter's compatibility matrix bounds the cluster's version: moving the calendar past it
+    (a new EKS version) needs a Karpenter pin that supports it, checked at synth."""
+    from gpu_constructs.compute.eks import check_karpenter_kubernetes
+    from gpu_constructs.compute.eks.karpenter import KARPENTER_KUBERNETES
+
+    assert versions.KARPENTER_CHART.version in KARPENTER_KUBERNETES
+    offered = [v for v, s in versions.EKS_SUPPORT.items() if s.extended_until > versions.EKS_SUPPORT_RECORDED]
+    for version in offered:
+        check_karpenter_kubernetes(versions.KARPENTER_CHART.version, version)
+    with pytest.raises(
+        ConfigError,
+        match=r"^'kubernetes_version' is '1.37': Karpenter 1.14.1 supports Kubernetes 1.26 to 1.36 ",
+    ):
+        check_karpenter_kubernetes("1.14.1", "1.37")
+    check_karpenter_kubernetes("9.9.9", "1.37")  # an unrecorded release is not checked
+
+
 def test_eks_version_check_follows_the_calendar():
     # 1.31 leaves extended support on 2026-11-26: offered the day before, refused that day.
     check_eks_version("1.31", extended_support=True, on=date(2026, 11, 25))

@@ -34,6 +34,7 @@ from gpu_constructs.compute.eks.cluster import (
 )
 from gpu_constructs.compute.eks.iam import policy_document
 from gpu_constructs.compute.eks.karpenter import (
+    KARPENTER_KUBERNETES,
     KARPENTER_NAMESPACE,
     KARPENTER_RESOURCES,
     Karpenter,
@@ -70,6 +71,7 @@ __all__ = [
     "NodeClassSpec",
     "NodePoolSpec",
     "check_eks_version",
+    "check_karpenter_kubernetes",
 ]
 
 
@@ -141,6 +143,7 @@ class EksProps:
                 raise ConfigError("availability_zones", zone, f"use zones of region {self.region}")
         validate.version("kubernetes_version", self.kubernetes_version, r"1\.\d{2}", "1.35")
         check_eks_version(self.kubernetes_version, extended_support=self.extended_support)
+        check_karpenter_kubernetes(self.karpenter_chart_version, self.kubernetes_version)
         family, _, size = self.system_instance_type.partition(".")
         if family not in INSTANCE_FAMILIES or INSTANCE_FAMILIES[family] or size not in SIZES:
             raise ConfigError(
@@ -194,6 +197,26 @@ class EksProps:
         """The AMI family of the GPU pool's nodes."""
         gpu_pool = next(p for p in self.node_pools if p.name == GPU_POOL)
         return ami_family(next(c.ami_alias for c in self.node_classes if c.name == gpu_pool.node_class))
+
+
+def check_karpenter_kubernetes(chart_version: str, kubernetes_version: str) -> None:
+    """Refuse a Kubernetes version outside what the Karpenter chart release supports, where the
+    range of that release is recorded (KARPENTER_KUBERNETES); an unrecorded release is not checked."""
+    supported = KARPENTER_KUBERNETES.get(chart_version)
+    if supported is None:
+        return
+
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(map(int, v.split(".")))
+
+    low, high = supported
+    if not key(low) <= key(kubernetes_version) <= key(high):
+        raise ConfigError(
+            "kubernetes_version",
+            kubernetes_version,
+            f"Karpenter {chart_version} supports Kubernetes {low} to {high} (its compatibility matrix); "
+            "use a version in that range, or move karpenter_chart_version to a release that supports it",
+        )
 
 
 def check_eks_version(

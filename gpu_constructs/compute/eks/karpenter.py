@@ -42,6 +42,11 @@ from gpu_constructs.compute.eks.nodepools import (
 )
 
 KARPENTER_NAMESPACE = "karpenter"
+KARPENTER_KUBERNETES = {"1.14.1": ("1.26", "1.36")}
+"""The Kubernetes minor versions each Karpenter chart release supports (aws/karpenter-provider-aws
+v1.14.1 hack/docs/compatibilitymatrix_gen/compatibility.yaml: 1.14.x, minK8sVersion 1.26,
+maxK8sVersion 1.36): a cluster upgraded past the maximum runs a controller upstream has not
+released for it; bump the chart first."""
 KARPENTER_RESOURCES = {"cpu": "1", "memory": "1Gi"}
 """Requests and limits of each Karpenter controller replica, as Karpenter's getting-started guide
 installs the chart (controller.resources; the chart's values.yaml carries the same example)."""
