@@ -215,7 +215,8 @@ def check_karpenter_kubernetes(chart_version: str, kubernetes_version: str) -> N
             "kubernetes_version",
             kubernetes_version,
             f"Karpenter {chart_version} supports Kubernetes {low} to {high} (its compatibility matrix); "
-            "use a version in that range, or move karpenter_chart_version to a release that supports it",
+            "use a version in that range, or move karpenter_chart_version (versions.KARPENTER_CHART) to a "
+            "release that supports it",
         )
 
 
