@@ -24,7 +24,7 @@ from gpu_constructs import validate, versions
 from gpu_constructs.app_chart import DEFAULT_VALUES, AppChart, AppChartProps
 from gpu_constructs.autoscaling import INTERCEPTOR_ADMIN_PORT, Keda, KedaProps
 from gpu_constructs.backup import bucket_name
-from gpu_constructs.cluster import GpuSharing
+from gpu_constructs.cluster import GpuSharing, Manager
 from gpu_constructs.compute.eks import (
     SEED_NODE_CLASSES,
     SEED_NODE_POOLS,
@@ -78,8 +78,11 @@ class EksKarpenterSettings:
     """The EKS-optimized AMI release every EC2NodeClass launches, ``al2023@vYYYYMMDD`` (or
     ``bottlerocket@vX.Y.Z``); it must exist for kubernetes_version in the region. A new value
     drifts the nodes, which Karpenter replaces as the pools' disruption budgets allow (the GPU pool:
-    when a node is empty)."""
+    when a node is empty). Bottlerocket's NVIDIA variants run NVIDIA's device plugin themselves, so
+    the stack installs none."""
     time_slicing_replicas: int = 1
+    """Pods that share one GPU by time-slicing (1: none): NVIDIA's device plugin config on AL2023, the
+    GPU class's Bottlerocket settings (v1.25.0 or later) on Bottlerocket."""
     rds_instance_class: str = "db.t4g.medium"
     rds_multi_az: bool = False
     rds_backup_retention_days: int = 30
@@ -273,10 +276,18 @@ class EksKarpenterStack(TerraformStack):
         # app_domain (and grafana_host) point at their ALBs through ExternalDNS, which reads the
         # Ingresses' hosts and the ALB's address from their status.
         external_dns = ExternalDns(self, "external-dns", compute=compute, zone_id=zone_id.string_value)
-        device_plugin = NvidiaDevicePlugin(
-            self,
-            "nvidia-device-plugin",
-            props=NvidiaDevicePluginProps(cluster=cluster, depends_on=[compute.node_pools]),
+        # Bottlerocket's NVIDIA variants run NVIDIA's device plugin themselves, configured by the
+        # EC2NodeClass's settings; a DaemonSet there would be a second plugin for nvidia.com/gpu,
+        # and the kubelet keeps only the last one to register (kubernetes
+        # pkg/kubelet/cm/devicemanager/manager.go, PluginConnected).
+        device_plugin = (
+            NvidiaDevicePlugin(
+                self,
+                "nvidia-device-plugin",
+                props=NvidiaDevicePluginProps(cluster=cluster, depends_on=[compute.node_pools]),
+            )
+            if compute.platform.device_plugin is Manager.STACK
+            else None
         )
 
         system_tolerations = [{"key": SYSTEM_TAINT.key, "operator": "Exists", "effect": SYSTEM_TAINT.effect}]
@@ -383,7 +394,7 @@ class EksKarpenterStack(TerraformStack):
                 # ExternalDNS too (through its destroy-time pause): on destroy it deletes app_domain's
                 # record once the Ingress is gone.
                 depends_on=[
-                    device_plugin.release,
+                    *([device_plugin.release] if device_plugin else []),
                     lb_controller.release,
                     external_dns.record_cleanup,
                     compute.node_pools,

@@ -15,6 +15,7 @@ from syrupy.extensions.json import JSONSnapshotExtension
 
 from environments import Instance
 from gpu_constructs import versions
+from gpu_constructs.cluster import GpuSharing, MigStrategy
 from gpu_constructs.compute.eks import (
     GPU_POOL,
     SEED_NODE_POOLS,
@@ -501,11 +502,11 @@ def test_a_duration_the_crd_refuses_fails_at_synth_in_one_line(build, setting):
 
 
 def _ami_parameter_problems(synthesized: dict) -> list[str]:
-    """Each EC2NodeClass's AL2023 alias must be read at plan for the cluster's Kubernetes version,
-    in the variant each pool of the class runs (nvidia for GPU pools, standard otherwise), with
-    constant arguments only, so Terraform reads it at plan and a missing one fails the plan: the
-    parameter Karpenter 1.14.1 resolves the alias through
-    (pkg/providers/amifamily/al2023.go, resolvePath)."""
+    """Each EC2NodeClass's alias must be read at plan for the cluster's Kubernetes version, in the
+    variant each pool of the class runs (nvidia for GPU pools, standard otherwise), with constant
+    arguments only, so Terraform reads it at plan and a missing one fails the plan: the parameter
+    Karpenter 1.14.1 resolves the alias through (pkg/providers/amifamily/al2023.go, resolvePath;
+    bottlerocket.go, DescribeImageQuery, the release without its leading v)."""
     (cluster,) = resources(synthesized, "aws_eks_cluster").values()
     k8s = cluster["version"]
     parameters = {
@@ -520,18 +521,22 @@ def _ami_parameter_problems(synthesized: dict) -> list[str]:
         class_name = pool["spec"]["template"]["spec"]["nodeClassRef"]["name"]
         (term,) = classes[class_name]["spec"]["amiSelectorTerms"]
         family, _, ami_release = term["alias"].partition("@")
-        if family != "al2023":
-            continue
         gpu = any(
             r["key"] == "karpenter.k8s.aws/instance-family"
             and any(f.startswith(("g", "p")) for f in r.get("values", []))
             for r in pool["spec"]["template"]["spec"]["requirements"]
         )
         variant = "nvidia" if gpu else "standard"
-        wanted = (
-            f"/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/x86_64/{variant}/"
-            f"amazon-eks-node-al2023-x86_64-{variant}-{k8s}-{ami_release}/image_id"
-        )
+        if family == "bottlerocket":
+            wanted = (
+                f"/aws/service/bottlerocket/aws-k8s-{k8s}{'-nvidia' if gpu else ''}/x86_64/"
+                f"{ami_release.removeprefix('v')}/image_id"
+            )
+        else:
+            wanted = (
+                f"/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/x86_64/{variant}/"
+                f"amazon-eks-node-al2023-x86_64-{variant}-{k8s}-{ami_release}/image_id"
+            )
         if wanted not in parameters.values():
             found.append(f"{pool['metadata']['name']}: no data.aws_ssm_parameter {wanted}")
     for address in parameters:
@@ -553,6 +558,16 @@ def test_each_node_class_ami_is_read_at_plan_for_the_clusters_version(synth, sta
     assert any(
         f"/{k8s}/amazon-linux-2023/x86_64/nvidia/" in n and n.endswith(f"-{release}/image_id") for n in names
     )
+
+
+def test_a_bottlerocket_release_is_read_at_plan_for_the_clusters_version():
+    stack = Instance("eks-karpenter", "eks-karpenter", {"ami_alias": "bottlerocket@v1.50.0"})
+    synthesized = json.loads(cdktf.Testing.synth(stack.build(cdktf.Testing.app())))
+    assert _ami_parameter_problems(synthesized) == []
+    names = sorted(p["name"] for p in synthesized["data"]["aws_ssm_parameter"].values())
+    k8s = versions.EKS_KUBERNETES.version
+    assert f"/aws/service/bottlerocket/aws-k8s-{k8s}-nvidia/x86_64/1.50.0/image_id" in names
+    assert f"/aws/service/bottlerocket/aws-k8s-{k8s}/x86_64/1.50.0/image_id" in names
 
 
 def test_the_ami_check_sees_a_pool_whose_ami_is_not_read(stack_json):
@@ -658,6 +673,54 @@ def test_images_and_containers_get_the_node_class_volume_on_either_ami_family(al
     data = "/dev/xvdb" if alias.startswith("bottlerocket@") else "/dev/xvda"
     gpu = {m["deviceName"]: m["ebs"] for m in classes["gpu"]["spec"]["blockDeviceMappings"]}[data]
     assert (gpu["volumeSize"], gpu["iops"], gpu["throughput"]) == ("200Gi", 4000, 200)
+
+
+@pytest.mark.parametrize("replicas", [1, 4])
+def test_bottlerocket_gpu_nodes_share_their_gpus_through_their_own_device_plugin(replicas, upstream):
+    """Bottlerocket's NVIDIA variants run NVIDIA's device plugin themselves: the stack installs no
+    DaemonSet and gives time-slicing to the node's settings in the GPU class's userData, which
+    Karpenter merges its own settings.kubernetes into. The replicas keep the name nvidia.com/gpu
+    (Bottlerocket's template would rename them nvidia.com/gpu.shared by default), as the AL2023
+    DaemonSet's config does."""
+    import tomllib
+
+    settings = {"ami_alias": "bottlerocket@v1.50.0", "time_slicing_replicas": replicas}
+    stack = Instance("eks-karpenter", "eks-karpenter", settings).build(cdktf.Testing.app())
+    synthesized = json.loads(cdktf.Testing.synth(stack))
+    assert "nvidia-device-plugin" not in releases(synthesized)
+    objects = manifests_of(releases(synthesized)["karpenter-node-pools"])
+    classes = {c["metadata"]["name"]: c for c in by_kind(objects, "EC2NodeClass")}
+    for node_class in classes.values():
+        validate_manifest(node_class, upstream)
+    assert "userData" not in classes["default"]["spec"]  # its pools run the aws-k8s variant
+    if replicas == 1:
+        assert "userData" not in classes["gpu"]["spec"]
+        return
+    plugin = tomllib.loads(classes["gpu"]["spec"]["userData"])["settings"]["kubelet-device-plugins"]
+    assert plugin == {
+        "nvidia": {
+            "device-sharing-strategy": "time-slicing",
+            "time-slicing": {
+                "replicas": replicas,
+                "rename-by-default": False,
+                "fail-requests-greater-than-one": False,
+            },
+        }
+    }
+    workload = releases(synthesized)["tinyllama-inference"]
+    assert not any("nvidia-device-plugin" in d for d in workload.get("depends_on", []))
+
+
+def test_the_device_plugin_is_the_stacks_on_al2023_and_the_images_on_bottlerocket():
+    from gpu_constructs.cluster import Manager
+    from gpu_constructs.compute.base import compute_of
+
+    def compute(alias: str):
+        stack = Instance("eks-karpenter", "eks-karpenter", {"ami_alias": alias}).build(cdktf.Testing.app())
+        return compute_of(stack)
+
+    assert compute(versions.EKS_NODE_AMI.version).platform.device_plugin is Manager.STACK
+    assert compute("bottlerocket@v1.50.0").platform.device_plugin is Manager.IMAGE
 
 
 def test_cloudwatch_logs_may_use_the_cluster_key_only_for_the_stacks_log_groups(stack_json):
@@ -845,6 +908,28 @@ def test_nodes_and_add_ons_follow_the_cluster_version(synth, version):
             "kubernetes_version": cluster_version,
             "most_recent": True,
         }
+
+
+def test_every_add_on_takes_over_and_updates_its_objects_over_conflicts(stack_json):
+    """EKS installs self-managed vpc-cni, kube-proxy and CoreDNS on a new cluster (the provider's
+    bootstrap_self_managed_addons defaults to true): creating the managed add-ons over them with
+    conflicts left unresolved "might fail" (CreateAddon resolveConflicts NONE), and so might each
+    version update on a Kubernetes bump (UpdateAddon NONE). The provider sends no resolveConflicts
+    unless set (terraform-provider-aws internal/service/eks/addon.go); terraform-aws-eks v20.37.2
+    sets OVERWRITE for both where self-managed add-ons are bootstrapped (main.tf
+    resolve_conflicts_on_create_default). The stack edits no add-on object outside
+    configuration_values, so OVERWRITE only ever restores EKS's own values."""
+    addons = resources(stack_json, "aws_eks_addon")
+    assert {a["addon_name"] for a in addons.values()} >= {
+        "vpc-cni",
+        "kube-proxy",
+        "coredns",
+        "eks-pod-identity-agent",
+        "aws-ebs-csi-driver",
+    }
+    for name, addon in addons.items():
+        assert addon.get("resolve_conflicts_on_create") == "OVERWRITE", name
+        assert addon.get("resolve_conflicts_on_update") == "OVERWRITE", name
 
 
 def test_rds_is_private_encrypted_protected_and_keeps_no_password(stack_json):
@@ -1242,6 +1327,24 @@ def test_local_state_by_default_and_s3_as_a_setting():
     }
 
 
+def test_every_version_eks_offers_is_one_the_pinned_karpenter_supports():
+    """Karpenter's compatibility matrix bounds the cluster's version: moving the calendar past it
+    (a new EKS version) needs a Karpenter pin that supports it, checked at synth."""
+    from gpu_constructs.compute.eks import check_karpenter_kubernetes
+    from gpu_constructs.compute.eks.karpenter import KARPENTER_KUBERNETES
+
+    assert versions.KARPENTER_CHART.version in KARPENTER_KUBERNETES
+    offered = [v for v, s in versions.EKS_SUPPORT.items() if s.extended_until > versions.EKS_SUPPORT_RECORDED]
+    for version in offered:
+        check_karpenter_kubernetes(versions.KARPENTER_CHART.version, version)
+    with pytest.raises(
+        ConfigError,
+        match=r"^'kubernetes_version' is '1.37': Karpenter 1.14.1 supports Kubernetes 1.26 to 1.36 ",
+    ):
+        check_karpenter_kubernetes("1.14.1", "1.37")
+    check_karpenter_kubernetes("9.9.9", "1.37")  # an unrecorded release is not checked
+
+
 def test_eks_version_check_follows_the_calendar():
     # 1.31 leaves extended support on 2026-11-26: offered the day before, refused that day.
     check_eks_version("1.31", extended_support=True, on=date(2026, 11, 25))
@@ -1348,6 +1451,36 @@ def pool(**overrides) -> NodePoolSpec:
                 cdktf.Testing.app()
             ),
             r"^eks-karpenter: 'ami_alias' is 'bottlerocket@latest': use family@release",
+        ),
+        (
+            lambda: Instance(
+                "eks-karpenter",
+                "eks-karpenter",
+                {"ami_alias": "bottlerocket@v1.24.1", "time_slicing_replicas": 2},
+            ).build(cdktf.Testing.app()),
+            r"^eks-karpenter: 'time_slicing_replicas' is 2: node class gpu runs bottlerocket@v1.24.1, "
+            r"which has no time-slicing settings: use bottlerocket@v1.25.0 or later, or "
+            r"time_slicing_replicas=1$",
+        ),
+        (
+            lambda: eks_props(
+                node_classes=(NodeClassSpec("gpu", 200, ami_alias="bottlerocket@v1.50.0"),),
+                node_pools=tuple(replace(p, node_class="gpu") for p in SEED_NODE_POOLS),
+                sharing=GpuSharing(time_slicing_replicas=2),
+            ),
+            r"^'time_slicing_replicas' is 2: node class gpu also serves pool general without GPUs, "
+            r"whose Bottlerocket variant refuses the device plugin settings: give that pool its own "
+            r"node class$",
+        ),
+        (
+            lambda: eks_props(
+                node_classes=(
+                    NodeClassSpec("default", 50),
+                    NodeClassSpec("gpu", 200, ami_alias="bottlerocket@v1.50.0"),
+                ),
+                sharing=GpuSharing(mig_strategy=MigStrategy.SINGLE),
+            ),
+            r"^'mig_strategy' is 'single': use MigStrategy.NONE with node class gpu on Bottlerocket",
         ),
         (
             lambda: eks_props(system_instance_type="t3.small", system_node_count=1),

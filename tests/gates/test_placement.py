@@ -22,6 +22,7 @@ from tests.support import render
 from tests.support.placement import (
     SERVICELB_LABEL,
     _k3d_create_args,
+    device_plugin_problems,
     node_group_disagreements,
     node_groups,
     placement_problems,
@@ -61,6 +62,47 @@ def test_every_pod_template_fits_a_node_group(rendered_stack):
     stack = rendered_stack
     assert pod_templates(stack)
     assert placement_problems(stack) == []
+
+
+def test_every_gpu_group_gets_one_device_plugin(rendered_stack):
+    assert device_plugin_problems(rendered_stack) == []
+
+
+def bottlerocket_eks(time_slicing_replicas: int = 1) -> render.RenderedStack:
+    """eks-karpenter with Bottlerocket nodes, whose NVIDIA variants run NVIDIA's device plugin
+    themselves."""
+    import cdktf
+
+    from environments import Instance
+
+    settings = {"ami_alias": "bottlerocket@v1.50.0", "time_slicing_replicas": time_slicing_replicas}
+    stack = Instance("eks-karpenter", "eks-karpenter", settings).build(cdktf.Testing.app())
+    helm = render.helm_binary()
+    assert helm is not None
+    return render.render_built("eks-karpenter-bottlerocket", stack, helm)
+
+
+def test_bottlerocket_gpu_nodes_run_only_their_own_device_plugin(helm, upstream):
+    """Bottlerocket's plugin registers nvidia.com/gpu as a host service: the stack's DaemonSet there
+    would be a second plugin for the same resource, and the GPU pool is the only place it runs."""
+    stack = bottlerocket_eks()
+    assert device_plugin_problems(stack) == []
+    assert placement_problems(stack) == []
+    assert [r for r in stack.releases if r.chart == "nvidia-device-plugin"] == []
+
+
+def test_a_second_or_a_missing_device_plugin_fails(helm, upstream):
+    al2023 = render.rendered(INSTANCES["eks-karpenter"])
+    (plugin,) = [r for r in al2023.releases if r.chart == "nvidia-device-plugin"]
+    bottlerocket = copy.deepcopy(bottlerocket_eks())
+    bottlerocket.releases.append(plugin)
+    assert any(
+        p.startswith("gpu-inference: 2 device plugins") and "the node image's own plugin" in p
+        for p in device_plugin_problems(bottlerocket)
+    )
+    missing = copy.deepcopy(al2023)
+    missing.releases = [r for r in missing.releases if r.chart != "nvidia-device-plugin"]
+    assert device_plugin_problems(missing) == ["gpu-inference: 0 device plugins register nvidia.com/gpu: []"]
 
 
 def test_a_removed_toleration_fails(helm, upstream):

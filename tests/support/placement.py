@@ -46,6 +46,10 @@ class NodeGroup:
     gpus_per_node: int | None = None
     min_nodes: int | None = None
     max_nodes: int | None = None
+    image_device_plugin: bool = False
+    """The nodes' image runs NVIDIA's device plugin itself: Bottlerocket's NVIDIA variants start it
+    as a host service (bottlerocket-os/bottlerocket-core-kit packages/nvidia-k8s-device-plugin), and
+    Karpenter launches them for GPU instance types of an EC2NodeClass with a ``bottlerocket@`` alias."""
 
 
 def _labels(pairs: dict[str, str]) -> dict[str, set[str] | None]:
@@ -190,6 +194,11 @@ def synthesized_node_groups(stack: render.RenderedStack) -> list[NodeGroup]:
             )
         )
     # Karpenter NodePools: template labels, single-valued requirements, the nodepool label
+    aliases = {
+        obj["metadata"]["name"]: [term.get("alias", "") for term in obj["spec"]["amiSelectorTerms"]]
+        for _, obj in stack.objects()
+        if obj.get("kind") == "EC2NodeClass"
+    }
     for _, obj in stack.objects():
         if obj.get("kind") == "NodePool" and obj["apiVersion"].startswith("karpenter.sh/"):
             template = obj["spec"]["template"]
@@ -208,6 +217,8 @@ def synthesized_node_groups(stack: render.RenderedStack) -> list[NodeGroup]:
                 min_nodes=0,  # Karpenter keeps no minimum
             )
             group.gpu = GPU in obj["spec"].get("limits", {})
+            node_class = aliases[template["spec"]["nodeClassRef"]["name"]]
+            group.image_device_plugin = group.gpu and any(a.startswith("bottlerocket@") for a in node_class)
             groups.append(group)
     for group in groups:
         group.gpu = group.gpu or _is_gpu(group)
@@ -436,6 +447,45 @@ def placement_problems(stack: render.RenderedStack) -> list[str]:
                     f"{missed}: {[reasons[m] for m in missed]}"
                 )
     return sorted(problems)
+
+
+DEVICE_PLUGIN_CONTAINER = "nvidia-device-plugin-ctr"
+"""The container of the nvidia-device-plugin chart's plugin DaemonSet (NVIDIA/k8s-device-plugin
+deployments/helm/nvidia-device-plugin/templates/daemonset-device-plugin.yml); the chart's MPS and
+GFD DaemonSets register no resource."""
+
+
+def device_plugin_problems(stack: render.RenderedStack) -> list[str]:
+    """Every GPU group the synthesized stack creates gets exactly one device plugin for its GPUs:
+    its image's or one DaemonSet's. The kubelet keeps one endpoint per resource name, the last to
+    register (kubernetes pkg/kubelet/cm/devicemanager/manager.go, PluginConnected), so a second
+    plugin replaces the first one's devices whenever it (re)starts; with none the GPUs are never
+    advertised."""
+    # The chart's plugin DaemonSet, and the GPU Operator's operands where they include its device
+    # plugin (ClusterPolicy spec.devicePlugin.enabled, default true).
+    operators = {
+        f"{release.address}: ClusterPolicy {obj['metadata']['name']} operands"
+        for release, obj in stack.objects()
+        if obj.get("kind") == "ClusterPolicy" and (obj["spec"].get("devicePlugin") or {}).get("enabled", True)
+    }
+    templates = [
+        t
+        for t in pod_templates(stack)
+        if t.daemonset
+        and (
+            t.where in operators
+            or any(c.get("name") == DEVICE_PLUGIN_CONTAINER for c in t.spec.get("containers", []))
+        )
+    ]
+    problems = []
+    for group in synthesized_node_groups(stack):
+        if not group.gpu:
+            continue
+        on = [t.where for t in templates if why_not(t.spec, group) is None]
+        plugins = on + (["the node image's own plugin"] if group.image_device_plugin else [])
+        if len(plugins) != 1:
+            problems.append(f"{group.name}: {len(plugins)} device plugins register {GPU}: {plugins}")
+    return problems
 
 
 def node_group_disagreements(stack: render.RenderedStack) -> list[str]:

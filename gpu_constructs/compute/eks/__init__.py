@@ -34,6 +34,7 @@ from gpu_constructs.compute.eks.cluster import (
 )
 from gpu_constructs.compute.eks.iam import policy_document
 from gpu_constructs.compute.eks.karpenter import (
+    KARPENTER_KUBERNETES,
     KARPENTER_NAMESPACE,
     KARPENTER_RESOURCES,
     Karpenter,
@@ -49,6 +50,8 @@ from gpu_constructs.compute.eks.nodepools import (
     DisruptionBudget,
     NodeClassSpec,
     NodePoolSpec,
+    ami_family,
+    check_bottlerocket_gpu_classes,
 )
 from gpu_constructs.compute.eks.quotas import GpuQuotaCheck
 from gpu_constructs.compute.eks.vpc import AwsVpc, AwsVpcProps, check_network
@@ -68,6 +71,7 @@ __all__ = [
     "NodeClassSpec",
     "NodePoolSpec",
     "check_eks_version",
+    "check_karpenter_kubernetes",
 ]
 
 
@@ -139,6 +143,7 @@ class EksProps:
                 raise ConfigError("availability_zones", zone, f"use zones of region {self.region}")
         validate.version("kubernetes_version", self.kubernetes_version, r"1\.\d{2}", "1.35")
         check_eks_version(self.kubernetes_version, extended_support=self.extended_support)
+        check_karpenter_kubernetes(self.karpenter_chart_version, self.kubernetes_version)
         family, _, size = self.system_instance_type.partition(".")
         if family not in INSTANCE_FAMILIES or INSTANCE_FAMILIES[family] or size not in SIZES:
             raise ConfigError(
@@ -185,6 +190,34 @@ class EksProps:
             raise ConfigError(
                 "node_pools", GPU_POOL, f"keep a {GPU_POOL!r} pool of GPU instance families with a gpu_limit"
             )
+        check_bottlerocket_gpu_classes(self.node_classes, self.node_pools, self.sharing)
+
+    @property
+    def gpu_ami_family(self) -> str:
+        """The AMI family of the GPU pool's nodes."""
+        gpu_pool = next(p for p in self.node_pools if p.name == GPU_POOL)
+        return ami_family(next(c.ami_alias for c in self.node_classes if c.name == gpu_pool.node_class))
+
+
+def check_karpenter_kubernetes(chart_version: str, kubernetes_version: str) -> None:
+    """Refuse a Kubernetes version outside what the Karpenter chart release supports, where the
+    range of that release is recorded (KARPENTER_KUBERNETES); an unrecorded release is not checked."""
+    supported = KARPENTER_KUBERNETES.get(chart_version)
+    if supported is None:
+        return
+
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(map(int, v.split(".")))
+
+    low, high = supported
+    if not key(low) <= key(kubernetes_version) <= key(high):
+        raise ConfigError(
+            "kubernetes_version",
+            kubernetes_version,
+            f"Karpenter {chart_version} supports Kubernetes {low} to {high} (its compatibility matrix); "
+            "use a version in that range, or move karpenter_chart_version (versions.KARPENTER_CHART) to a "
+            "release that supports it",
+        )
 
 
 def check_eks_version(
@@ -361,6 +394,7 @@ class EksGpuCompute(Construct):
                 replicas=props.karpenter_replicas,
                 chart_version=props.karpenter_chart_version,
                 node_repair=props.node_repair,
+                sharing=props.sharing,
             ),
         )
         # Read at plan, before anything is created: a new account's G and P quotas are 0 vCPUs.
@@ -458,7 +492,10 @@ class EksGpuCompute(Construct):
             kubernetes_version=self.props.kubernetes_version,
             driver=cluster.driver,
             toolkit=cluster.toolkit,
-            device_plugin=Manager.STACK,
+            # Bottlerocket's NVIDIA variants run NVIDIA's device plugin as a host service
+            # (bottlerocket-os/bottlerocket-core-kit packages/nvidia-k8s-device-plugin); the AL2023
+            # NVIDIA AMI brings none (the stack installs the chart's DaemonSet).
+            device_plugin=Manager.IMAGE if self.props.gpu_ami_family == "bottlerocket" else Manager.STACK,
         )
 
     def _kms_policy(self) -> str:

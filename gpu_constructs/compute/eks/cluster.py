@@ -205,12 +205,30 @@ def addon(scope: Construct, id: str, cluster: EksCluster, name: str, **kwargs: A
     """An EKS add-on at the newest version EKS offers for the cluster's Kubernetes version, read at
     plan, as terraform-aws-eks v21 (main.tf, ``data "aws_eks_addon_version"`` with most_recent):
     without ``addon_version`` an add-on stays at the version it was created with while the control
-    plane moves on, and the next control-plane upgrade is refused for the add-on's skew."""
+    plane moves on, and the next control-plane upgrade is refused for the add-on's skew.
+
+    Conflicts are overwritten on create and on update. A new cluster comes with EKS's self-managed
+    vpc-cni, kube-proxy and CoreDNS (the provider's bootstrap_self_managed_addons defaults to true),
+    and CreateAddon over them with NONE, what the API gets when nothing is set (terraform-provider-aws
+    internal/service/eks/addon.go sends resolveConflicts only when given), "might fail"; so might
+    each UpdateAddon a Kubernetes bump brings. terraform-aws-eks v20.37.2 (main.tf,
+    resolve_conflicts_on_create_default and resolve_conflicts_on_update) sets OVERWRITE for both
+    where self-managed add-ons are bootstrapped. Nothing in the stack edits an add-on's objects
+    outside configuration_values, so OVERWRITE only restores EKS's values. Setting these on an
+    existing add-on changes the state only (the provider's update calls UpdateAddon for a new
+    version, configuration, role or Pod Identity association)."""
     version = DataAwsEksAddonVersion(
         scope, f"{id}-version", addon_name=name, kubernetes_version=cluster.version, most_recent=True
     )
     return EksAddon(
-        scope, id, cluster_name=cluster.name, addon_name=name, addon_version=version.version, **kwargs
+        scope,
+        id,
+        cluster_name=cluster.name,
+        addon_name=name,
+        addon_version=version.version,
+        resolve_conflicts_on_create="OVERWRITE",
+        resolve_conflicts_on_update="OVERWRITE",
+        **kwargs,
     )
 
 

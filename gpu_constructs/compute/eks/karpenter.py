@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cdktf_cdktf_provider_aws.cloudwatch_event_rule import CloudwatchEventRule
@@ -28,7 +28,7 @@ from cdktf_cdktf_provider_aws.sqs_queue_policy import SqsQueuePolicy
 from constructs import Construct
 
 from gpu_constructs import helm, versions
-from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster
+from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster, GpuSharing
 from gpu_constructs.compute.eks.cluster import SYSTEM_TAINT, node_role
 from gpu_constructs.compute.eks.iam import policy_document, policy_file, service_trust
 from gpu_constructs.compute.eks.nodepools import (
@@ -36,10 +36,17 @@ from gpu_constructs.compute.eks.nodepools import (
     SEED_NODE_POOLS,
     NodeClassSpec,
     NodePoolSpec,
+    ami_family,
     block_device_mappings,
+    bottlerocket_device_plugin_settings,
 )
 
 KARPENTER_NAMESPACE = "karpenter"
+KARPENTER_KUBERNETES = {"1.14.1": ("1.26", "1.36")}
+"""The Kubernetes minor versions each Karpenter chart release supports (aws/karpenter-provider-aws
+v1.14.1 hack/docs/compatibilitymatrix_gen/compatibility.yaml: 1.14.x, minK8sVersion 1.26,
+maxK8sVersion 1.36): a cluster upgraded past the maximum runs a controller upstream has not
+released for it; bump the chart first."""
 KARPENTER_RESOURCES = {"cpu": "1", "memory": "1Gi"}
 """Requests and limits of each Karpenter controller replica, as Karpenter's getting-started guide
 installs the chart (controller.resources; the chart's values.yaml carries the same example)."""
@@ -68,6 +75,9 @@ class KarpenterProps:
     kubernetes_version: str | None = None
     """The cluster's Kubernetes minor version as configured (``1.35``): each AL2023 alias's AMI is
     then read for it at plan (:meth:`Karpenter.ami_parameters`); None reads none."""
+    sharing: GpuSharing = field(default_factory=GpuSharing)
+    """How the GPU pools' GPUs are shared: on Bottlerocket the node's own device plugin does it, from
+    the EC2NodeClass's userData (:func:`bottlerocket_device_plugin_settings`)."""
     node_repair: bool = True
     """Karpenter replaces nodes that stay unhealthy (chart feature gate nodeRepair): kubelet not
     ready, and the conditions EKS's node monitoring agent reports (AcceleratedHardwareReady for the
@@ -305,38 +315,42 @@ class Karpenter(Construct):
         self.ami_images = self.ami_parameters()
 
     def ami_parameters(self) -> list[DataAwsSsmParameter]:
-        """The SSM parameters Karpenter resolves each EC2NodeClass's AL2023 alias through, read at
-        plan: a pinned release that AWS did not publish for the cluster's Kubernetes version (a
-        version bump past the pin, a region without it) fails the plan with ParameterNotFound
-        instead of leaving every pool of that class unable to launch. Karpenter 1.14.1
-        (pkg/providers/amifamily/al2023.go, resolvePath) reads
+        """The SSM parameters Karpenter resolves each EC2NodeClass's alias through, read at plan: a
+        pinned release that AWS did not publish for the cluster's Kubernetes version (a version bump
+        past the pin, a region without it) fails the plan with ParameterNotFound instead of leaving
+        every pool of that class unable to launch. Karpenter 1.14.1 reads, and skips the variants
+        it cannot read (pkg/providers/amifamily/al2023.go, resolvePath)
         ``/aws/service/eks/optimized-ami/<k8s>/amazon-linux-2023/<arch>/<variant>/
-        amazon-eks-node-al2023-<arch>-<variant>-<k8s>-<release>/image_id`` per variant and skips
-        those it cannot read; here the variants the class's pools need: nvidia for GPU pools,
-        standard for the others, x86_64 (the pools' only architecture). Only constant arguments
-        and no depends_on, so Terraform reads them at plan, not at apply; nothing needs to depend on
-        them for that (a dependent would only be ordered after the read)."""
+        amazon-eks-node-al2023-<arch>-<variant>-<k8s>-<release>/image_id`` for AL2023 and
+        (bottlerocket.go, DescribeImageQuery) ``/aws/service/bottlerocket/aws-k8s-<k8s>[-nvidia]/
+        <arch>/<release without its v>/image_id`` for Bottlerocket; here the variants the class's
+        pools need: nvidia for GPU pools, standard for the others, x86_64 (the pools' only
+        architecture). Only constant arguments and no depends_on, so Terraform reads them at plan,
+        not at apply; nothing needs to depend on them for that (a dependent would only be ordered
+        after the read)."""
         props = self.props
         if props.kubernetes_version is None:
             return []
         parameters = []
         for node_class in props.node_classes:
             family, _, release = node_class.ami_alias.partition("@")
-            if family != "al2023":
-                continue
             pools = [p for p in props.node_pools if p.node_class == node_class.name]
             variants = sorted({"nvidia" if p.has_gpus else "standard" for p in pools})
             for variant in variants:
                 k8s, arch = props.kubernetes_version, "x86_64"
-                parameters.append(
-                    DataAwsSsmParameter(
-                        self._here,
-                        f"karpenter-ami-{node_class.name}-{variant}",
-                        name=(
-                            f"/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/{arch}/{variant}/"
-                            f"amazon-eks-node-al2023-{arch}-{variant}-{k8s}-{release}/image_id"
-                        ),
+                if family == "bottlerocket":
+                    suffix = "-nvidia" if variant == "nvidia" else ""
+                    name = (
+                        f"/aws/service/bottlerocket/aws-k8s-{k8s}{suffix}/{arch}/"
+                        f"{release.removeprefix('v')}/image_id"
                     )
+                else:
+                    name = (
+                        f"/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/{arch}/{variant}/"
+                        f"amazon-eks-node-al2023-{arch}-{variant}-{k8s}-{release}/image_id"
+                    )
+                parameters.append(
+                    DataAwsSsmParameter(self._here, f"karpenter-ami-{node_class.name}-{variant}", name=name)
                 )
         return parameters
 
@@ -361,8 +375,20 @@ class Karpenter(Construct):
                 # Karpenter tags its instances kubernetes.io/cluster/<name> itself; the EC2NodeClass CRD
                 # (1.14.1) forbids that key in spec.tags by a CEL rule.
                 "tags": {"Name": f"{self.props.cluster_name}-{spec.name}"},
+                **self._user_data(spec),
             },
         }
+
+    def _user_data(self, spec: NodeClassSpec) -> dict[str, str]:
+        """Bottlerocket settings for a class of GPU pools (EksProps refuses them on a class that also
+        serves pools without GPUs). A change drifts the class's nodes, replaced as their pools'
+        budgets allow (Karpenter's EC2NodeClass hash covers userData: aws/karpenter-provider-aws v1.14.1
+        pkg/apis/v1/ec2nodeclass.go, no ``hash:"ignore"`` on it)."""
+        gpu = any(p.has_gpus for p in self.props.node_pools if p.node_class == spec.name)
+        settings = bottlerocket_device_plugin_settings(self.props.sharing)
+        if ami_family(spec.ami_alias) != "bottlerocket" or not gpu or settings is None:
+            return {}
+        return {"userData": settings}
 
     def node_pool_manifest(self, spec: NodePoolSpec) -> dict[str, Any]:
         limits: dict[str, Any] = {"cpu": str(spec.cpu_limit), "memory": f"{spec.memory_limit_gi}Gi"}

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpu_constructs import validate, versions
-from gpu_constructs.cluster import GPU_TAINT, Taint
+from gpu_constructs.cluster import GPU_TAINT, GpuSharing, MigStrategy, Taint
 from gpu_constructs.errors import ConfigError
 
 GPU_POOL = "gpu-inference"
@@ -169,6 +169,86 @@ def check_ami_alias(setting: str, alias: str) -> None:
             "for Kubernetes 1.33 and later) and a pinned release such as al2023@v20260304 or "
             "bottlerocket@v1.50.0 (latest would roll every node on each AMI release)",
         )
+
+
+def ami_family(alias: str) -> str:
+    """The AMI family of an EC2NodeClass alias (``al2023`` of ``al2023@v20260304``)."""
+    return alias.partition("@")[0]
+
+
+BOTTLEROCKET_TIME_SLICING = (1, 25, 0)
+"""The first Bottlerocket release whose NVIDIA variants take time-slicing settings
+(bottlerocket-os/bottlerocket CHANGELOG v1.25.0, "Add support for NVIDIA GPU time slicing";
+settings-migrations/v1.25.0/kubelet-device-plugins-time-slicing-settings)."""
+
+
+def bottlerocket_device_plugin_settings(sharing: GpuSharing) -> str | None:
+    """The EC2NodeClass userData that configures the NVIDIA device plugin Bottlerocket's NVIDIA
+    variants run themselves (its ``nvidia-k8s-device-plugin`` service, which the kubelet gets
+    ``nvidia.com/gpu`` from), or None for Bottlerocket's defaults (no sharing).
+
+    The values mirror NVIDIA's DaemonSet config on AL2023 (gpu_constructs/device_plugin.py): the
+    replicas keep the resource name ``nvidia.com/gpu`` and a pod may ask for more than one, which are
+    the plugin's own defaults (NVIDIA/k8s-device-plugin api/config/v1 ReplicatedResources: false)
+    but not Bottlerocket's: its template defaults rename-by-default and
+    fail-requests-greater-than-one to true (bottlerocket-os/bottlerocket-core-kit
+    packages/nvidia-k8s-device-plugin/nvidia-k8s-device-plugin-conf), which would advertise
+    ``nvidia.com/gpu.shared`` and leave every pod asking for ``nvidia.com/gpu`` unschedulable.
+    Karpenter keeps these settings and merges its own ``settings.kubernetes`` into the TOML
+    (aws/karpenter-provider-aws v1.14.1 pkg/providers/amifamily/bootstrap/bottlerocketsettings.go,
+    SettingsRaw)."""
+    if sharing.time_slicing_replicas == 1:
+        return None
+    return (
+        "[settings.kubelet-device-plugins.nvidia]\n"
+        'device-sharing-strategy = "time-slicing"\n'
+        "\n"
+        "[settings.kubelet-device-plugins.nvidia.time-slicing]\n"
+        f"replicas = {sharing.time_slicing_replicas}\n"
+        "rename-by-default = false\n"
+        "fail-requests-greater-than-one = false\n"
+    )
+
+
+def check_bottlerocket_gpu_classes(
+    node_classes: tuple[NodeClassSpec, ...], node_pools: tuple[NodePoolSpec, ...], sharing: GpuSharing
+) -> None:
+    """Refuse GPU sharing that Bottlerocket's own device plugin cannot be given. On Bottlerocket the
+    stack installs no device plugin (the NVIDIA variants run one), so sharing is the node's
+    settings: time-slicing from BOTTLEROCKET_TIME_SLICING on, in userData that only the NVIDIA
+    variants know (the aws-k8s variants' settings model has no kubelet-device-plugins:
+    bottlerocket-os/bottlerocket sources/settings-plugins/aws-k8s against aws-k8s-nvidia), so its
+    class serves GPU pools only; MIG is not offered here."""
+    for spec in node_classes:
+        family, _, release = spec.ami_alias.partition("@")
+        pools = [p for p in node_pools if p.node_class == spec.name]
+        if family != "bottlerocket" or not any(p.has_gpus for p in pools):
+            continue
+        if sharing.mig_strategy is not MigStrategy.NONE:
+            raise ConfigError(
+                "mig_strategy",
+                sharing.mig_strategy.value,
+                f"use MigStrategy.NONE with node class {spec.name} on Bottlerocket, whose own device "
+                "plugin the stack does not configure for MIG, or an al2023 alias",
+            )
+        if sharing.time_slicing_replicas == 1:
+            continue
+        version = tuple(int(part) for part in release.removeprefix("v").split("."))
+        if version < BOTTLEROCKET_TIME_SLICING:
+            raise ConfigError(
+                "time_slicing_replicas",
+                sharing.time_slicing_replicas,
+                f"node class {spec.name} runs {spec.ami_alias}, which has no time-slicing settings: use "
+                "bottlerocket@v1.25.0 or later, or time_slicing_replicas=1",
+            )
+        plain = [p.name for p in pools if not p.has_gpus]
+        if plain:
+            raise ConfigError(
+                "time_slicing_replicas",
+                sharing.time_slicing_replicas,
+                f"node class {spec.name} also serves pool {plain[0]} without GPUs, whose Bottlerocket "
+                "variant refuses the device plugin settings: give that pool its own node class",
+            )
 
 
 def block_device_mappings(spec: NodeClassSpec) -> list[dict[str, Any]]:
