@@ -1,5 +1,6 @@
-"""Gate: every CRD a release's chart ships in ``crds/`` is upgraded with the chart, or listed here
-with the reason that is safe (tests/support/lifecycle/crds.py says why Helm alone never upgrades them)."""
+"""Gate: every CRD a release's chart ships in ``crds/`` is upgraded with the chart, or listed in
+``SAFE`` (tests/support/lifecycle/crds.py) with the reason that is safe (the module says why Helm
+alone never upgrades them)."""
 
 from __future__ import annotations
 
@@ -11,50 +12,8 @@ import pytest
 
 from tests.support import render
 from tests.support.lifecycle import crds
+from tests.support.lifecycle.crds import OPEN, SAFE, group_of, problems
 from tests.support.stacks import INSTANCES
-
-# chart -> CRD API group -> why leaving that group's crds/ CRDs at their first-install version is
-# safe. Strict both ways: a group listed here that no stack leaves un-upgraded fails too.
-SAFE = {
-    "external-dns": {
-        "externaldns.k8s.io": "DNSEndpoint is read only by the crd source; the stack runs "
-        "`sources: [ingress]` and creates no DNSEndpoint",
-    },
-    "gpu-operator": {
-        "resource.nvidia.com": "ComputeDomain(Clique)s belong to NVIDIA's DRA driver for multi-node "
-        "NVLink, which no stack installs; the operator's own CRDs and NFD's are its upgrade hook's",
-    },
-    "traefik": {
-        group: "Traefik serves Ingress objects only: its kubernetesCRD and kubernetesGateway providers "
-        "are off (networking.TRAEFIK_PROVIDERS, checked below), so nothing reads these kinds"
-        for group in ("traefik.io", "hub.traefik.io", "gateway.networking.k8s.io")
-    },
-}
-# chart -> group -> why it is not upgraded yet and is not safe: reported, to be fixed where the
-# release is built.
-OPEN: dict[str, dict[str, str]] = {}
-
-
-def group_of(crd: str) -> str:
-    return crd.split(".", 1)[1]
-
-
-def problems(stack: render.RenderedStack, helm: str) -> tuple[list[str], set[tuple[str, str]]]:
-    """What the gate refuses in one stack, and the (chart, group) pairs it found left alone."""
-    found = []
-    left: set[tuple[str, str]] = set()
-    for finding in crds.findings(stack, helm):
-        chart = finding.release.chart
-        for crd in sorted(finding.left):
-            left.add((chart, group_of(crd)))
-            if group_of(crd) not in {**SAFE.get(chart, {}), **OPEN.get(chart, {})}:
-                found.append(
-                    f"{stack.stack}/{finding.release.address} ({chart}): {crd} comes from the chart's "
-                    "crds/, which Helm installs once and never upgrades; set skip_crds with a release "
-                    "that renders it as a template, turn on the chart's CRD upgrade hook, add a step "
-                    "applying `helm show crds` at the pinned version, or list it in SAFE with the reason"
-                )
-    return found, left
 
 
 def test_every_crd_in_a_charts_crds_directory_is_upgraded_or_listed(helm, upstream):

@@ -12,9 +12,9 @@ import json
 import cdktf
 
 from gpu_constructs.helm import ValuesLayers
-from tests.lifecycle.test_crds import problems
 from tests.support import render
 from tests.support.lifecycle import crds
+from tests.support.lifecycle.crds import problems
 from tests.support.stacks import INSTANCES
 
 
