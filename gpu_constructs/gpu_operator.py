@@ -7,8 +7,6 @@ operator installs the toolkit on k3s, it is pointed at k3s' containerd config an
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -175,10 +173,9 @@ class GpuOperator(Construct):
                 }
             }
         data = {"default": yaml.safe_dump(config, sort_keys=True)}
-        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
         return {
             "create": True,
-            "name": f"{SHARING_CONFIG}-{digest}",
+            "name": f"{SHARING_CONFIG}-{helm.content_digest(data)}",
             "default": "default",
             "data": data,
         }

@@ -9,6 +9,8 @@ last on purpose: a values file cannot take a GPU workload off its GPU nodes by a
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,13 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+def content_digest(document: Any) -> str:
+    """Ten hex digits of the SHA-256 of ``document`` as JSON with sorted keys: a name suffix that
+    changes with an object's content, for objects whose change must be a new object (an immutable
+    Job spec, a ConfigMap its readers never read again)."""
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def to_yaml(document: Any) -> str:

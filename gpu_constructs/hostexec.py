@@ -78,9 +78,6 @@ def negotiated_host_key_expression(keys: str) -> str:
     )
 
 
-SCRIPTS_DIR = Path(__file__).parent / "scripts"
-"""The scripts the workload constructs run (Vault, storage, networking, secrets); each platform
-package keeps its own beside its compute (``gpu_constructs/compute/<platform>/scripts``)."""
 SECRETS_DIR = ".gpu-constructs"
 REMOTE_DIR = SECRETS_DIR
 """Where the scripts are uploaded, relative to the SSH user's home (scp runs there): the same 0700
@@ -128,6 +125,24 @@ def template_literal(text: str) -> str:
 def script_literal(name: str) -> str:
     """A bundled script as a Terraform JSON string: :func:`script_text` through :func:`template_literal`."""
     return template_literal(script_text(name))
+
+
+def env_script_command(script: str, settings: Mapping[str, str], *args: str) -> list[str]:
+    """``env NAME=value ... bash -c <script> <name> <args>``: a bundled script as a program whose
+    settings are arguments of env(1), sorted, never through a shell; ``<name>`` (the script's name
+    without ``.sh``) is its ``$0``. For a data source's ``program`` and, without the leading
+    ``env``, an exec credential plugin's ``args`` (``command`` env): the plugin's own env map would
+    do for the provider, but cdktf rewrites a nested map's keys in snake case (HOST_KEY would
+    arrive as host_key)."""
+    return [
+        "env",
+        *(f"{key}={value}" for key, value in sorted(settings.items())),
+        "bash",
+        "-c",
+        script_literal(script),
+        script.removesuffix(".sh"),
+        *args,
+    ]
 
 
 def shell_env(env: Mapping[str, str]) -> str:

@@ -4,9 +4,7 @@ start."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-
+from gpu_constructs import helm
 from gpu_constructs.cluster import GPU_RESOURCE, GpuCluster
 
 SMOKE_TEST_DEADLINE_SECONDS = 300
@@ -43,10 +41,9 @@ def smoke_test_job(
             }
         },
     }
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": f"gpu-smoke-test-{digest}", "namespace": namespace},
+        "metadata": {"name": f"gpu-smoke-test-{helm.content_digest(spec)}", "namespace": namespace},
         "spec": spec,
     }

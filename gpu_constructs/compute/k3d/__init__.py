@@ -19,7 +19,7 @@ from gpu_constructs import validate, versions
 from gpu_constructs.cluster import GpuCluster, GpuSharing, KubeAccess, Manager, Taint
 from gpu_constructs.compute.base import NodeGroup, PlatformFacts, k3s_platform
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import script_literal
+from gpu_constructs.hostexec import env_script_command, script_literal
 from gpu_constructs.providers.external import DataExternal
 
 IMAGE_DIR = Path("docker") / "k3s-cuda"
@@ -288,22 +288,12 @@ class K3dGpuCompute(Construct):
         # later plan, before anything is refreshed; it fails the plan, with the remedy, when Docker
         # or the cluster is stopped or the certificate is about to expire.
         def access(mode: str) -> list[str]:
-            settings = sorted(
-                {
-                    "CLUSTER": props.name,
-                    "SERVER": props.server_name,
-                    "LOADBALANCER": props.loadbalancer_name,
-                }.items()
-            )
-            return [
-                "env",
-                *(f"{key}={value}" for key, value in settings),
-                "bash",
-                "-c",
-                script_literal("k3d-access.sh"),
-                "k3d-access",
-                mode,
-            ]
+            settings = {
+                "CLUSTER": props.name,
+                "SERVER": props.server_name,
+                "LOADBALANCER": props.loadbalancer_name,
+            }
+            return env_script_command("k3d-access.sh", settings, mode)
 
         self.cluster_ca = DataExternal(
             self, "cluster-ca", program=access("ca"), query={"cluster": self.bootstrap.id}

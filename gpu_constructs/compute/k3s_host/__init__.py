@@ -25,7 +25,14 @@ from gpu_constructs.cluster import (
 from gpu_constructs.compute.base import NodeGroup, PlatformFacts, k3s_platform
 from gpu_constructs.compute.k3s.etcd import SECRET_FLAGS, EtcdSnapshots
 from gpu_constructs.errors import ConfigError
-from gpu_constructs.hostexec import ScriptRun, SshHost, run_local_script, run_scripts, script_literal
+from gpu_constructs.hostexec import (
+    ScriptRun,
+    SshHost,
+    env_script_command,
+    run_local_script,
+    run_scripts,
+    script_literal,
+)
 from gpu_constructs.providers.external import DataExternal
 
 OPEN_MODULES_SINCE = 515
@@ -333,24 +340,13 @@ class K3sHostGpuCompute(Construct):
         # context, no timeout setting; internal/provider/data_source.go).
         ca_wait_seconds = props.reboot_wait_seconds + 1800
 
-        # `env NAME=value ... bash -c <script> kube-access <mode>`: the settings as arguments of
-        # env(1), never through a shell (the exec plugin's own env map would do for the provider,
-        # but cdktf rewrites a nested map's keys in snake case: HOST_KEY would arrive as host_key).
         def kube_access(mode: str, **extra: str) -> list[str]:
-            settings = sorted({**self.server.local_ssh_env(), **extra}.items())
-            return [
-                *(f"{key}={value}" for key, value in settings),
-                "bash",
-                "-c",
-                script_literal("kube-access.sh"),
-                "kube-access",
-                mode,
-            ]
+            return env_script_command("kube-access.sh", {**self.server.local_ssh_env(), **extra}, mode)
 
         self.cluster_ca = DataExternal(
             self,
             "cluster-ca",
-            program=["env", *kube_access("ca", CA_WAIT_SECONDS=str(ca_wait_seconds))],
+            program=kube_access("ca", CA_WAIT_SECONDS=str(ca_wait_seconds)),
             query={"cluster": self.datastore.id},
         )
 
@@ -362,7 +358,7 @@ class K3sHostGpuCompute(Construct):
                 cluster_ca_certificate=Fn.base64decode(self.cluster_ca.result("ca_base64")),
                 exec_api_version="client.authentication.k8s.io/v1",
                 exec_command="env",
-                exec_args=tuple(kube_access("credential")),
+                exec_args=tuple(kube_access("credential")[1:]),
             ),
             gpu_node_selector=dict([GPU_LABEL]),
             gpu_taint=GPU_TAINT if props.taint_gpu_nodes else None,
