@@ -663,9 +663,16 @@ def test_images_and_containers_get_the_node_class_volume_on_either_ami_family(al
         validate_manifest(node_class, upstream)
         volumes = {m["deviceName"]: m["ebs"] for m in node_class["spec"]["blockDeviceMappings"]}
         assert all(v["encrypted"] and v["deleteOnTermination"] for v in volumes.values())
+        # every volume within gp3's ratios, which EC2 checks at launch and the CRD does not
+        for ebs in volumes.values():
+            size = int(ebs["volumeSize"].removesuffix("Gi"))
+            if "iops" in ebs:
+                assert ebs["iops"] <= 500 * size and ebs["throughput"] * 4 <= ebs["iops"], name
         if alias.startswith("bottlerocket@"):
             assert list(volumes) == ["/dev/xvda", "/dev/xvdb"], name
             assert volumes["/dev/xvda"]["volumeSize"] == "4Gi"
+            # gp3's baseline: 3000 provisioned IOPS would exceed 500 per GiB of the 4 GiB volume
+            assert "iops" not in volumes["/dev/xvda"] and "throughput" not in volumes["/dev/xvda"]
             assert volumes["/dev/xvdb"]["volumeSize"] == sizes[name]
         else:
             assert list(volumes) == ["/dev/xvda"], name
@@ -1430,6 +1437,14 @@ def pool(**overrides) -> NodePoolSpec:
             r"'p.capacity_types' is 'reserved': use one of spot, on-demand",
         ),
         (lambda: NodeClassSpec("gpu", 200, iops=100), r"'gpu.iops' is 100: use from 3000 to 16000"),
+        (
+            lambda: NodeClassSpec("gpu", 20, iops=16000),
+            r"'gpu.iops' is 16000: gp3 allows at most 500 IOPS per GiB, 10000 on 20 GiB",
+        ),
+        (
+            lambda: NodeClassSpec("gpu", 200, iops=3000, throughput_mibs=1000),
+            r"'gpu.throughput_mibs' is 1000: gp3 allows at most 0.25 MiB/s per IOPS, 750 with 3000 IOPS",
+        ),
         (
             lambda: NodeClassSpec("gpu", 200, ami_alias="al2@latest"),
             r"'gpu.ami_alias' is 'al2@latest': use family@release with a family of al2023, bottlerocket",
