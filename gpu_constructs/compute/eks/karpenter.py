@@ -2,8 +2,9 @@
 Pod Identity) and its cluster side (the chart, EC2NodeClasses and NodePools), as aws-cdk keeps
 cluster add-ons apart from ``eks.Cluster``.
 
-The GPU nodes come from a Karpenter NodePool that scales to zero; the AL2023 NVIDIA AMI brings the
-driver and the container toolkit. Karpenter's custom resources are installed by a Helm release after
+The GPU nodes come from a Karpenter NodePool that scales to zero; the AL2023 NVIDIA AMI (or
+Bottlerocket's NVIDIA variant, which runs the device plugin too) brings the driver and the container
+toolkit. Karpenter's custom resources are installed by a Helm release after
 the Karpenter chart, whose CRDs come from the karpenter-crd chart before it, so nothing needs a live
 cluster at plan time.
 """
@@ -73,8 +74,9 @@ class KarpenterProps:
     replicas: int = 2
     chart_version: str = versions.KARPENTER_CHART.version
     kubernetes_version: str | None = None
-    """The cluster's Kubernetes minor version as configured (``1.35``): each AL2023 alias's AMI is
-    then read for it at plan (:meth:`Karpenter.ami_parameters`); None reads none."""
+    """The cluster's Kubernetes minor version as configured (``1.35``): each alias's AMI, AL2023's
+    or Bottlerocket's, is then read for it at plan (:meth:`Karpenter.ami_parameters`); None reads
+    none."""
     sharing: GpuSharing = field(default_factory=GpuSharing)
     """How the GPU pools' GPUs are shared: on Bottlerocket the node's own device plugin does it, from
     the EC2NodeClass's userData (:func:`bottlerocket_device_plugin_settings`)."""

@@ -89,7 +89,8 @@ applies it to each phase (prepare, create, start: pkg/client/cluster.go ClusterR
 NOT_DEFINING = frozenset({"SMOKE_IMAGE", "BUILD_CONTEXT", "CREATE_TIMEOUT"})
 """Environment of the create step that does not shape the cluster, so it is left out of the
 definition whose change replaces the cluster (and every release in it): the smoke test's image, used
-by a one-off host preflight (the smoke test itself is its own release), where the build context
+by a host preflight and loaded into the GPU agents when the cluster is created (the smoke test
+itself is its own release), where the build context
 is on this machine (an installed package's absolute site-packages path), and how long the create
 may take."""
 

@@ -138,8 +138,9 @@ done
 # The smoke test's image is on this host already (the preflight above ran it); a new GPU agent would
 # pull it from the registry again within the smoke Job's activeDeadlineSeconds, which the device
 # plugin's own image pull and start count against too (its release does not wait for the pod).
-# Loaded into the GPU agents' containerd as `k3d image import` does it (k3d-io/k3d v5.9.0
-# pkg/client/tools.go loadImageFromStream: `ctr image import` from a stream in each node), in the
+# Loaded into the GPU agents' containerd from a stream, as `k3d image import` loads images (k3d-io/k3d
+# v5.9.0 pkg/client/tools.go loadImageFromStream, which runs `ctr image import --all-platforms -` in
+# each node; here without --all-platforms: the host's copy is imported as it is), in the
 # namespace of containerd's CRI plugin, k8s.io, the kubelet uses it as it is (a pinned tag:
 # imagePullPolicy IfNotPresent). Not loaded, the Job pulls.
 if [ "${REQUIRE_GPU:-1}" = "1" ] && [ -n "${SMOKE_IMAGE:-}" ]; then
