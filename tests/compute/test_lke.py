@@ -4,8 +4,10 @@ firewall, bad input, and the variables under real Terraform."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import cdktf
@@ -16,7 +18,15 @@ from environments import Instance
 from gpu_constructs import helm as helm_lib
 from gpu_constructs.compute.lke import LkeProps
 from gpu_constructs.errors import ConfigError
-from tests.conftest import ON_ENGINE, plan_variables, release_values, resources, variables_workdir
+from tests.conftest import (
+    ON_ENGINE,
+    plan_variables,
+    release_values,
+    resources,
+    run_terraform,
+    terraform_binary,
+    variables_workdir,
+)
 from tests.support.validators import argument_keys
 
 
@@ -784,11 +794,15 @@ def test_the_cluster_is_protected_from_destroy_and_replacement(stack_json):
     assert "prevent_destroy" not in one(synth(protect_cluster=False), "linode_lke_cluster")["lifecycle"]
 
 
+def terraform_in(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """One terraform command in ``directory``, without input; a failing plan (exit 1) is returned
+    for the test to read, anything else fails it (tests.conftest.run_terraform)."""
+    return run_terraform(terraform_binary(), directory, dict(os.environ), *args, "-input=false", codes=(0, 1))
+
+
 def test_terraform_refuses_a_plan_that_replaces_the_protected_cluster(stack_json, tmp_path):
     """The cluster's own lifecycle block on a stand-in that a variable replaces: real Terraform
     applies it, then fails the plan of its replacement."""
-    from tests.conftest import terraform_binary
-
     lifecycle = {"prevent_destroy": one(stack_json, "linode_lke_cluster")["lifecycle"]["prevent_destroy"]}
     config = {
         "variable": {"region": {"type": "string"}},
@@ -798,11 +812,7 @@ def test_terraform_refuses_a_plan_that_replaces_the_protected_cluster(stack_json
     }
     (tmp_path / "main.tf.json").write_text(json.dumps(config))
 
-    def terraform(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [terraform_binary(), *args, "-input=false", "-no-color"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+    terraform = partial(terraform_in, tmp_path)
 
     assert terraform("init").returncode == 0
     assert terraform("apply", "-auto-approve", "-var=region=us-ord").returncode == 0
@@ -816,8 +826,6 @@ def test_a_replaced_gpu_pool_is_ready_before_the_old_one_goes(stack_json, enterp
     destroyed first, the old GPU nodes are gone while the new pool is provisioned. Both tiers' pools
     are create_before_destroy, and real Terraform, given the pool's lifecycle on a stand-in that a
     variable replaces, plans the create before the delete."""
-    from tests.conftest import terraform_binary
-
     for synthesized in (stack_json, enterprise_json):
         assert one(synthesized, "linode_lke_node_pool")["lifecycle"]["create_before_destroy"] is True
     lifecycle = one(stack_json, "linode_lke_node_pool")["lifecycle"]
@@ -830,11 +838,7 @@ def test_a_replaced_gpu_pool_is_ready_before_the_old_one_goes(stack_json, enterp
     }
     (tmp_path / "main.tf.json").write_text(json.dumps(config))
 
-    def terraform(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [terraform_binary(), *args, "-input=false", "-no-color"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+    terraform = partial(terraform_in, tmp_path)
 
     assert terraform("init").returncode == 0
     assert terraform("apply", "-auto-approve", "-var=gpu_plan=g2-gpu-rtx4000a1-s").returncode == 0
@@ -990,18 +994,12 @@ def test_a_new_system_plan_is_refused_until_a_standby_pool_runs(stack_json, ente
     the state's type with system_plan. Real Terraform, on a stand-in whose input is the cluster's
     pool: the deployed plan passes, a new one fails the plan with the way out; with a standby pool
     the cluster has neither, so the change goes through, and the standby is its own external pool."""
-    from tests.conftest import terraform_binary
-
     for synthesized in (stack_json, enterprise_json):
         cluster = one(synthesized, "linode_lke_cluster")
         assert cluster["lifecycle"]["ignore_changes"] == ["pool[0].type"]
         assert cluster["lifecycle"]["prevent_destroy"] is True
 
-    def terraform(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [terraform_binary(), *args, "-input=false", "-no-color"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+    terraform = partial(terraform_in, tmp_path)
 
     def stand_in(synthesized: dict | None, plan: str, count: int = 2) -> None:
         """The cluster's pool as a terraform_data input, with the synthesized stack's lifecycle
@@ -1071,8 +1069,6 @@ def test_a_version_more_than_one_minor_away_from_the_deployed_one_is_refused(
     cluster's precondition reads the deployed version from linode_lke_clusters, found by the
     cluster's label and depending on no resource (read at plan). Real Terraform evaluates it on a
     stand-in, a variable answering for the data source."""
-    from tests.conftest import terraform_binary
-
     overrides = (
         {"k8s_version": setting} if setting.startswith("1.") else {**ENTERPRISE, "k8s_version": setting}
     )
@@ -1132,8 +1128,6 @@ def test_a_new_system_plan_waits_for_a_ready_standby(system_plan, deployed, pass
     system_plan passes only once a pool tagged system-standby runs with every node ready, so the
     standby and the new plan in one deploy (the cluster's update first) is refused. Real Terraform on
     a stand-in, a variable answering for the data source."""
-    from tests.conftest import terraform_binary
-
     synthesized = synth(system_plan=system_plan, system_standby_plan="g6-standard-4")
     ((name, data),) = synthesized["data"]["linode_lke_cluster"].items()
     ((listed_name, _),) = synthesized["data"]["linode_lke_clusters"].items()
